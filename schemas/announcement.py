@@ -1,0 +1,96 @@
+"""Village loudspeaker announcements (loa truyền thanh) and their broadcasts per cluster."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from schemas.codes import AnnouncementCategory, Locale, Priority
+from schemas.envelope import TYPE_PREFIX, Event, Model
+from schemas.times import UtcDateTime
+
+ANNOUNCEMENT_SCHEDULED = TYPE_PREFIX + "announcement.scheduled.v1"
+BROADCAST_STARTED = TYPE_PREFIX + "announcement.broadcast-started.v1"
+BROADCAST_COMPLETED = TYPE_PREFIX + "announcement.broadcast-completed.v1"
+BROADCAST_FAILED = TYPE_PREFIX + "announcement.broadcast-failed.v1"
+
+
+class AnnouncementScheduled(Model):
+    announcement_id: str = Field(min_length=1, max_length=64)
+    category: AnnouncementCategory
+    priority: Priority = Priority.ROUTINE
+    title: str = Field(min_length=1, max_length=300)
+    target_villages: list[str] = Field(default_factory=list)
+    target_clusters: list[str] = Field(default_factory=list, description="Loudspeaker cluster ids")
+    languages: list[Locale] = Field(default_factory=lambda: [Locale.VI], min_length=1)
+    starts_at: UtcDateTime
+    ends_at: UtcDateTime | None = None
+
+    @model_validator(mode="after")
+    def _normalise(self) -> AnnouncementScheduled:
+        if not self.target_villages and not self.target_clusters:
+            raise PydanticCustomError("missing_field", "target_villages or target_clusters must name at least one target")
+        if self.ends_at is not None and self.ends_at < self.starts_at:
+            raise PydanticCustomError("impossible_dates", "ends_at is before starts_at")
+        if self.category.is_emergency:
+            self.priority = Priority.EMERGENCY  # emergencies never wait behind routine traffic
+        return self
+
+
+class Broadcast(Model):
+    announcement_id: str = Field(min_length=1, max_length=64)
+    cluster_id: str = Field(min_length=1, max_length=64)
+    category: AnnouncementCategory
+    priority: Priority = Priority.ROUTINE
+
+    @model_validator(mode="after")
+    def _emergency_priority(self) -> Broadcast:
+        if self.category.is_emergency:
+            self.priority = Priority.EMERGENCY
+        return self
+
+
+class BroadcastStarted(Broadcast):
+    started_at: UtcDateTime
+
+
+class BroadcastCompleted(Broadcast):
+    started_at: UtcDateTime
+    completed_at: UtcDateTime
+    speakers_confirmed: int | None = Field(default=None, ge=0, description="IP loudspeakers that confirmed playback")
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> BroadcastCompleted:
+        if self.completed_at < self.started_at:
+            raise PydanticCustomError("impossible_dates", "completed_at is before started_at")
+        return self
+
+
+class BroadcastFailed(Broadcast):
+    failed_at: UtcDateTime
+    failure_reason: str = Field(min_length=1, max_length=500)
+
+
+class AnnouncementScheduledEvent(Event):
+    type: Literal["vn.communebus.announcement.scheduled.v1"] = ANNOUNCEMENT_SCHEDULED
+    data: AnnouncementScheduled
+
+
+class BroadcastStartedEvent(Event):
+    type: Literal["vn.communebus.announcement.broadcast-started.v1"] = BROADCAST_STARTED
+    data: BroadcastStarted
+
+
+class BroadcastCompletedEvent(Event):
+    type: Literal["vn.communebus.announcement.broadcast-completed.v1"] = BROADCAST_COMPLETED
+    data: BroadcastCompleted
+
+
+class BroadcastFailedEvent(Event):
+    type: Literal["vn.communebus.announcement.broadcast-failed.v1"] = BROADCAST_FAILED
+    data: BroadcastFailed
+
+
+AnnouncementEvent = AnnouncementScheduledEvent | BroadcastStartedEvent | BroadcastCompletedEvent | BroadcastFailedEvent

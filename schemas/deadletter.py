@@ -1,0 +1,86 @@
+"""Dead-letter records: why a record was rejected, and where it came from.
+
+A dead letter keeps the original record's key, value bytes and headers exactly,
+and adds `dlq.*` headers (the Kafka Connect convention), so it can be read,
+fixed and replayed without loss.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+
+class Reason(StrEnum):
+    """Machine-readable rejection reasons."""
+
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    WRONG_FAMILY = "wrong_family"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    UNKNOWN_FIELD = "unknown_field"
+    UNKNOWN_STATUS = "unknown_status"
+    UNKNOWN_COMMUNE = "unknown_commune"
+    UNKNOWN_PROVINCE = "unknown_province"
+    PROVINCE_MISMATCH = "province_mismatch"
+    MISSING_COMMUNE_HEADER = "missing_commune_header"
+    IMPOSSIBLE_DATES = "impossible_dates"
+    DUPLICATE_EVENT = "duplicate_event"
+    UNAUTHORISED_SOURCE = "unauthorised_source"
+
+
+class Header(StrEnum):
+    REASON = "dlq.reason"
+    FIELD = "dlq.field"
+    MESSAGE = "dlq.message"
+    SOURCE_TOPIC = "dlq.source.topic"
+    SOURCE_PARTITION = "dlq.source.partition"
+    SOURCE_OFFSET = "dlq.source.offset"
+    REJECTED_AT = "dlq.rejected.at"
+    REPLAYED = "dlq.replayed"
+    """Set on a record re-driven from the DLQ into a raw topic: the DLQ offset it came from."""
+
+
+class Rejection(BaseModel, frozen=True):
+    """Why one record was rejected. `message` names the field and never echoes personal data."""
+
+    reason: Reason
+    field: str
+    message: str
+
+
+class DeadLetterContext(BaseModel, frozen=True):
+    """The `dlq.*` headers of a dead letter, typed."""
+
+    reason: Reason
+    field: str
+    message: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    rejected_at: str
+
+    @classmethod
+    def from_headers(cls, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> DeadLetterContext:
+        h = {k: v.decode() for k, v in headers if k.startswith("dlq.")}
+        return cls(
+            reason=Reason(h[Header.REASON]), field=h.get(Header.FIELD, ""), message=h.get(Header.MESSAGE, ""),
+            source_topic=h[Header.SOURCE_TOPIC], source_partition=int(h[Header.SOURCE_PARTITION]),
+            source_offset=int(h[Header.SOURCE_OFFSET]), rejected_at=h.get(Header.REJECTED_AT, ""),
+        )
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            (Header.REASON.value, self.reason.value.encode()),
+            (Header.FIELD.value, self.field.encode()),
+            (Header.MESSAGE.value, self.message.encode()),
+            (Header.SOURCE_TOPIC.value, self.source_topic.encode()),
+            (Header.SOURCE_PARTITION.value, str(self.source_partition).encode()),
+            (Header.SOURCE_OFFSET.value, str(self.source_offset).encode()),
+            (Header.REJECTED_AT.value, self.rejected_at.encode()),
+        ]

@@ -1,0 +1,151 @@
+"""Dossier lifecycle events (hồ sơ thủ tục hành chính).
+
+One event per status change, carrying the dossier's state after the change
+(the national portal's sync payload is a state snapshot too). Personal data of
+the applicant is kept in the `applicant` group and nowhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
+from typing_extensions import Annotated
+
+from schemas.codes import COMPLETED_STATUSES, OPEN_STATUSES, Channel, DossierStatus, Locale, Timeliness
+from schemas.envelope import TYPE_PREFIX, Event, Model
+from schemas.times import UtcDateTime, vietnam_date
+
+DOSSIER_STATUS_CHANGED = TYPE_PREFIX + "dossier.status-changed.v1"
+
+
+def _status(value: object) -> object:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in DossierStatus._value2member_map_:
+        return DossierStatus(value)
+    if isinstance(value, DossierStatus):
+        return value
+    raise PydanticCustomError("unknown_status", "dossier status {value!r} is not one of the codes 1-10", {"value": value})
+
+
+Status = Annotated[DossierStatus, BeforeValidator(_status), Field(description="TrangThaiHoSo, 1-10")]
+
+
+class Applicant(Model):
+    """PERSONAL DATA (Decree 13/2023): only for services that must contact the applicant.
+
+    Never logged, never a metric label, never in an error message.
+    """
+
+    model_config = Model.model_config | {"json_schema_extra": {"x-personal-data": True}}
+
+    name: str | None = Field(default=None, max_length=200, repr=False)
+    id_number: str | None = Field(default=None, max_length=20, repr=False, description="CCCD")
+    phone: str | None = Field(default=None, max_length=20, repr=False)
+    email: str | None = Field(default=None, max_length=254, repr=False)
+    zalo_user_id: str | None = Field(default=None, max_length=64, repr=False)
+    address: str | None = Field(default=None, max_length=500, repr=False)
+    preferred_locale: Locale = Locale.VI
+
+
+class DueDateChange(Model):
+    previous_due_at: UtcDateTime
+    new_due_at: UtcDateTime
+    changed_at: UtcDateTime | None = None
+
+
+class SubmittedDocument(Model):
+    name: str | None = Field(default=None, max_length=300)
+    digitised: bool = False
+    reused: bool = False
+
+
+class Fee(Model):
+    name: str | None = Field(default=None, max_length=300)
+    amount_vnd: int = Field(ge=0)
+
+
+class DossierData(Model):
+    dossier_code: str = Field(min_length=1, max_length=64, description="MaHoSo")
+    procedure_code: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z._-]+$", description="MaTTHC")
+    procedure_name: str | None = Field(default=None, max_length=500)
+    field_code: str | None = Field(default=None, max_length=64, description="MaLinhVuc")
+    channel: Channel
+    status: Status
+    submitted_at: UtcDateTime | None = None
+    received_at: UtcDateTime | None = None
+    due_at: UtcDateTime | None = None
+    ended_at: UtcDateTime | None = None
+    returned_at: UtcDateTime | None = None
+    rejected_at: UtcDateTime | None = None
+    rejection_reason: str | None = Field(default=None, max_length=1000)
+    requested_documents: list[str] = Field(default_factory=list, description="What the applicant must add (status 5)")
+    due_date_changes: list[DueDateChange] = Field(default_factory=list)
+    handling_unit: str | None = Field(default=None, max_length=200, description="DonViXuLy")
+    assigned_officer_id: str | None = Field(default=None, max_length=64, description="Staff account id, not a name")
+    fees: list[Fee] = Field(default_factory=list)
+    paid_online: bool = False
+    digitised: bool = Field(default=False, description="HoSoCoThanhPhanSoHoa")
+    result_digitised: bool = False
+    vneid_verified: bool = False
+    documents: list[SubmittedDocument] = Field(default_factory=list)
+    timeliness: Timeliness | None = Field(default=None, description="Derived by intake when processing has ended")
+    applicant: Applicant | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DossierData:
+        self._require_dates()
+        self._check_order()
+        self.timeliness = timeliness_of(self.ended_at, self.due_at) if self.status in COMPLETED_STATUSES else None
+        return self
+
+    def _require_dates(self) -> None:
+        needs_receipt = self.status in OPEN_STATUSES or self.status in COMPLETED_STATUSES
+        for name, needed in (
+            ("received_at", needs_receipt),
+            ("due_at", needs_receipt),
+            ("ended_at", self.status in COMPLETED_STATUSES),
+            ("returned_at", self.status == DossierStatus.RETURNED),
+        ):
+            if needed and getattr(self, name) is None:
+                raise PydanticCustomError(
+                    "missing_field", "{field} is required for status {status}", {"field": name, "status": int(self.status)}
+                )
+
+    def _check_order(self) -> None:
+        for earlier, later in (
+            ("submitted_at", "received_at"),
+            ("received_at", "ended_at"),
+            ("received_at", "due_at"),
+            ("ended_at", "returned_at"),
+            ("submitted_at", "rejected_at"),
+        ):
+            a, b = getattr(self, earlier), getattr(self, later)
+            if a is not None and b is not None and b < a:
+                raise PydanticCustomError(
+                    "impossible_dates", "{later} ({b}) is before {earlier} ({a})",
+                    {"later": later, "earlier": earlier, "a": a.isoformat(), "b": b.isoformat()},
+                )
+
+
+def timeliness_of(ended_at: datetime | None, due_at: datetime | None) -> Timeliness | None:
+    """Early if the end day is before the due day, on time if the same (Vietnam calendar), late if after."""
+    if ended_at is None or due_at is None:
+        return None
+    ended, due = vietnam_date(ended_at), vietnam_date(due_at)
+    if ended < due:
+        return Timeliness.EARLY
+    return Timeliness.ON_TIME if ended == due else Timeliness.LATE
+
+
+def is_overdue(dossier: DossierData, now: datetime) -> bool:
+    """An open dossier past its due date."""
+    return dossier.status in OPEN_STATUSES and dossier.due_at is not None and now > dossier.due_at
+
+
+class DossierStatusChanged(Event):
+    type: Literal["vn.communebus.dossier.status-changed.v1"] = DOSSIER_STATUS_CHANGED
+    data: DossierData

@@ -1,0 +1,116 @@
+"""The one registry of Kafka topics and consumer groups.
+
+No service spells a topic name inline: they import these constants. Topic
+creation (`make topics`, test fixtures), JSON Schema and AsyncAPI export read
+from here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from schemas.events import Family
+
+PARTITIONS = 6
+"""Partition count of every topic. Faust apps must use the same (`topic_partitions`)."""
+
+COMMUNE_KEY = "commune code, 5 digits (e.g. \"02269\"): one commune's events share a partition, in order"
+MAX_RECORD_BYTES = 10 * 1024 * 1024
+"""Raw and dead-letter topics accept records this large so oversized input reaches the DLQ intact."""
+
+
+class Kind(StrEnum):
+    RAW = "raw"
+    CANONICAL = "canonical"
+    DEAD_LETTER = "dead-letter"
+    STATUS = "status"
+    SNAPSHOT = "snapshot"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    kind: Kind
+    key: str
+    description: str
+    family: Family | None = None
+    partitions: int = PARTITIONS
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+_BIG = {"max.message.bytes": str(MAX_RECORD_BYTES)}
+
+
+def _raw(family: Family, what: str) -> TopicSpec:
+    return TopicSpec(
+        f"commune.raw.{family.value}", Kind.RAW,
+        key="commune code recommended (required for exact de-duplication); any key accepted",
+        description=f"Inbound {what} from commune systems, as they send them (canonical CloudEvents JSON"
+        + (" or the national portal's dossier sync shape with a `commune-code` header)" if family is Family.DOSSIER else ")"),
+        family=family, config=_BIG,
+    )
+
+
+def _canonical(family: Family, what: str) -> TopicSpec:
+    return TopicSpec(
+        f"commune.events.{family.value}", Kind.CANONICAL, key=COMMUNE_KEY,
+        description=f"Validated canonical {what}, CloudEvents 1.0 binary mode (ce_* headers, JSON data)",
+        family=family,
+    )
+
+
+RAW_DOSSIER = _raw(Family.DOSSIER, "dossier lifecycle events")
+RAW_MOBILE_TEAM = _raw(Family.MOBILE_TEAM, "mobile-team activity")
+RAW_ANNOUNCEMENT = _raw(Family.ANNOUNCEMENT, "loudspeaker announcements and broadcasts")
+EVENTS_DOSSIER = _canonical(Family.DOSSIER, "dossier lifecycle events")
+EVENTS_MOBILE_TEAM = _canonical(Family.MOBILE_TEAM, "mobile-team activity")
+EVENTS_ANNOUNCEMENT = _canonical(Family.ANNOUNCEMENT, "announcements and broadcasts")
+DLQ_INTAKE = TopicSpec(
+    "commune.dlq.intake", Kind.DEAD_LETTER, key="the original record's key",
+    description="Records intake rejected: original bytes, key and headers, plus dlq.* headers with the reason",
+    config={**_BIG, "retention.ms": str(30 * 24 * 3600 * 1000)},
+)
+INTAKE_DEDUP = TopicSpec(
+    "commune.intake.dedup", Kind.INTERNAL, key="family:event id",
+    description="Intake's de-duplication changelog: event ids already published, by raw partition",
+    config={"cleanup.policy": "compact,delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
+)
+NOTIFY_STATUS = TopicSpec(
+    "commune.notify.status", Kind.STATUS, key=COMMUNE_KEY,
+    description="Outcome of every notification attempt (sent, delivered, failed, deferred, dead-lettered)",
+)
+DLQ_NOTIFY = TopicSpec(
+    "commune.dlq.notify", Kind.DEAD_LETTER, key=COMMUNE_KEY,
+    description="Notifications given up after the last retry, with the reason",
+)
+METRICS_SNAPSHOTS = TopicSpec(
+    "commune.metrics.snapshots", Kind.SNAPSHOT, key=COMMUNE_KEY,
+    description="Periodic per-commune indicator snapshots for systems that do not scrape Prometheus",
+)
+
+TOPICS: tuple[TopicSpec, ...] = (
+    RAW_DOSSIER, RAW_MOBILE_TEAM, RAW_ANNOUNCEMENT,
+    EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT,
+    DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_STATUS, DLQ_NOTIFY, METRICS_SNAPSHOTS,
+)
+RAW: dict[Family, TopicSpec] = {t.family: t for t in TOPICS if t.kind is Kind.RAW and t.family}
+CANONICAL: dict[Family, TopicSpec] = {t.family: t for t in TOPICS if t.kind is Kind.CANONICAL and t.family}
+FAMILY_OF_RAW_TOPIC: dict[str, Family] = {t.name: f for f, t in RAW.items()}
+
+
+class Group(StrEnum):
+    """Consumer groups, one per service."""
+
+    INTAKE = "commune-bus.intake"
+    NOTIFY = "commune-bus.notify"
+    METRICS = "commune-bus.metrics"
+
+
+def by_name(name: str) -> TopicSpec:
+    for topic in TOPICS:
+        if topic.name == name:
+            return topic
+    raise KeyError(name)

@@ -1,0 +1,29 @@
+"""Kafka plumbing shared by the services: topic creation from the registry, client defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.topics import TOPICS, TopicSpec
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec] = TOPICS, replication_factor: int = 1) -> list[str]:
+    """Create missing topics with their registry partitions and config; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="commune-bus-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics if t.name not in existing]
+        if not wanted:
+            return []
+        new = [NewTopic(t.name, t.partitions, replication_factor, topic_configs=dict(t.config)) for t in wanted]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another worker won the race; the registry is the same for both
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()

@@ -1,0 +1,60 @@
+"""Test tiers and the real Kafka broker every Kafka test runs against.
+
+Broker choice, in order: `KAFKA_BOOTSTRAP` if set; testcontainers' Kafka when a
+Docker engine answers; otherwise the local broker of `infra/kafka` (started on
+first use, left running for the next run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap address of a real Apache Kafka broker."""
+    if explicit := os.environ.get("KAFKA_BOOTSTRAP"):
+        yield explicit
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    subprocess.run([str(ROOT / "infra/kafka/kafka.sh"), "start"], check=True)
+    yield "127.0.0.1:9092"
+
+
+@pytest.fixture(scope="session")
+def kafka_topics(kafka_bootstrap: str) -> str:
+    """The broker with every registry topic created."""
+    from services.common.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(kafka_bootstrap))
+    return kafka_bootstrap
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for per-test topics and consumer groups."""
+    return uuid.uuid4().hex[:10]
