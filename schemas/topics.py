@@ -8,7 +8,7 @@ from here too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from schemas.events import Family
@@ -107,6 +107,11 @@ class Group(StrEnum):
     INTAKE = "commune-bus.intake"
     NOTIFY = "commune-bus.notify"
     METRICS = "commune-bus.metrics"
+
+
+def scoped(spec: TopicSpec, namespace: str) -> TopicSpec:
+    """The same topic under a namespace prefix (tests give each run its own); "" is the real name."""
+    return spec if not namespace else replace(spec, name=f"{namespace}.{spec.name}")
 
 
 def by_name(name: str) -> TopicSpec:

@@ -1,0 +1,54 @@
+"""`make demo`: the whole backbone on the local broker, fed by the simulator. Ctrl-C stops all.
+
+Each entry below is one process; they share the environment (KAFKA_BOOTSTRAP).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PY = sys.executable
+
+# (name, argv, extra environment, where to look)
+PROCESSES: list[tuple[str, list[str], dict[str, str], str]] = [
+    ("intake", [PY, "-m", "services.intake"], {}, "intake metrics: http://127.0.0.1:9101/metrics"),
+    ("simulator", [PY, "-m", "services.simulator", "--rate", "50"], {}, "raw traffic: commune.raw.* (Lạng Sơn communes)"),
+]
+
+
+def main() -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP": os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")}
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for name, argv, extra, _ in PROCESSES:
+        procs.append((name, subprocess.Popen(argv, env={**env, **extra})))
+    print("\ncommune-bus demo is running. Where to look:")
+    for _, _, _, where in PROCESSES:
+        print(f"  - {where}")
+    print("  - canonical events: .venv/bin/commune-bus tail commune.events.dossier  (or kcat -C -b 127.0.0.1:9092 -t commune.events.dossier)")
+    print("Ctrl-C stops everything (the broker keeps running: `make down`).\n")
+    try:
+        while all(p.poll() is None for _, p in procs):
+            time.sleep(0.5)
+        for name, p in procs:
+            if p.poll() is not None:
+                print(f"demo: {name} exited with {p.returncode}; stopping the rest", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for _, p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()
