@@ -31,9 +31,9 @@ class AnnouncementScheduled(Model):
     @model_validator(mode="after")
     def _normalise(self) -> AnnouncementScheduled:
         if not self.target_villages and not self.target_clusters:
-            raise PydanticCustomError("missing_field", "target_villages or target_clusters must name at least one target")
+            raise PydanticCustomError("missing_field", "{field} or target_clusters must name at least one target", {"field": "target_villages"})
         if self.ends_at is not None and self.ends_at < self.starts_at:
-            raise PydanticCustomError("impossible_dates", "ends_at is before starts_at")
+            raise PydanticCustomError("impossible_dates", "{field} is before starts_at", {"field": "ends_at"})
         if self.category.is_emergency:
             self.priority = Priority.EMERGENCY  # emergencies never wait behind routine traffic
         return self
@@ -64,7 +64,7 @@ class BroadcastCompleted(Broadcast):
     @model_validator(mode="after")
     def _ends_after_start(self) -> BroadcastCompleted:
         if self.completed_at < self.started_at:
-            raise PydanticCustomError("impossible_dates", "completed_at is before started_at")
+            raise PydanticCustomError("impossible_dates", "{field} is before started_at", {"field": "completed_at"})
         return self
 
 

@@ -28,7 +28,7 @@ def _status(value: object) -> object:
         return DossierStatus(value)
     if isinstance(value, DossierStatus):
         return value
-    raise PydanticCustomError("unknown_status", "dossier status {value!r} is not one of the codes 1-10", {"value": value})
+    raise PydanticCustomError("unknown_status", "dossier status {value} is not one of the codes 1-10", {"value": value})
 
 
 Status = Annotated[DossierStatus, BeforeValidator(_status), Field(description="TrangThaiHoSo, 1-10")]
@@ -127,7 +127,7 @@ class DossierData(Model):
             if a is not None and b is not None and b < a:
                 raise PydanticCustomError(
                     "impossible_dates", "{later} ({b}) is before {earlier} ({a})",
-                    {"later": later, "earlier": earlier, "a": a.isoformat(), "b": b.isoformat()},
+                    {"field": later, "later": later, "earlier": earlier, "a": a.isoformat(), "b": b.isoformat()},
                 )
 
 

@@ -46,7 +46,7 @@ class VisitCompleted(VisitRef):
     @model_validator(mode="after")
     def _ends_after_start(self) -> VisitCompleted:
         if self.completed_at < self.started_at:
-            raise PydanticCustomError("impossible_dates", "completed_at is before started_at")
+            raise PydanticCustomError("impossible_dates", "{field} is before started_at", {"field": "completed_at"})
         return self
 
 

@@ -8,6 +8,7 @@ state="${KAFKA_STATE_DIR:-$here/.state}"          # git-ignored
 libs="$here/target/libs"
 pidfile="$state/kafka.pid"
 port="${KAFKA_PORT:-9092}"
+cport="${KAFKA_CONTROLLER_PORT:-9093}"
 props="$state/server.properties"
 
 need_libs() {
@@ -36,7 +37,7 @@ start() {
   if running; then echo "kafka: already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"; return 0; fi
   need_libs
   mkdir -p "$state/data" "$state/logs"
-  sed -e "s#9092#$port#g" "$here/server.properties" > "$props"
+  sed -e "s#9092#$port#g; s#9093#$cport#g" "$here/server.properties" > "$props"
   echo "log.dirs=$state/data" >> "$props"
   if [ ! -f "$state/data/meta.properties" ]; then
     java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" -c "$props" --ignore-formatted >/dev/null

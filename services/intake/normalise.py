@@ -1,0 +1,168 @@
+"""The functional core of intake: one raw record in, one canonical event or one rejection out.
+
+No Kafka, no I/O, no clock: the worker, the HTTP gateway and the offline
+`commune-bus validate` all call `normalise`. Rejections name the field and the
+reason and never echo input values (they may be personal data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import orjson
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from schemas import wire
+from schemas.admin import commune_provinces
+from schemas.deadletter import Reason, Rejection
+from schemas.dossier import DossierData, DossierStatusChanged
+from schemas.envelope import Event
+from schemas.events import EVENT_TYPES, FAMILY_OF_TYPE, Family
+from services.intake import portal
+
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    rejection: Rejection
+    problems: tuple[Rejection, ...]
+    """Every problem found (the first is `rejection`); the gateway lists them all."""
+
+
+Outcome = Accepted | Rejected
+
+
+def reject(reason: Reason, field: str, message: str) -> Rejected:
+    r = Rejection(reason=reason, field=field, message=message)
+    return Rejected(r, (r,))
+
+
+_REASON_OF_TYPE: dict[str, Reason] = {
+    "missing": Reason.MISSING_FIELD,
+    "extra_forbidden": Reason.UNKNOWN_FIELD,
+    **{r.value: r for r in Reason},
+}
+
+
+def _field_path(loc: tuple[str | int, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _from_validation(error: ValidationError, name_field: Any = _field_path) -> Rejected:
+    problems = tuple(_problem(e, name_field) for e in error.errors(include_url=False, include_input=False))
+    return Rejected(problems[0], problems)
+
+
+def _problem(e: ErrorDetails, name_field: Any) -> Rejection:
+    loc = tuple(e["loc"])
+    ctx_field = (e.get("ctx") or {}).get("field")
+    if isinstance(ctx_field, str):
+        loc = (*loc, ctx_field)
+    field = name_field(loc) or "(record)"
+    return Rejection(reason=_REASON_OF_TYPE.get(e["type"], Reason.INVALID_FIELD), field=field, message=f"{field}: {e['msg']}")
+
+
+def _parse_json(value: bytes) -> Any | Rejected:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return reject(Reason.NOT_UTF8, "(record)", f"record is not valid UTF-8 (byte {bad.start})")
+        return reject(Reason.NOT_JSON, "(record)", f"record is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+
+
+def _family_check(event_type: str, family: Family) -> Rejected | None:
+    if event_type not in EVENT_TYPES:
+        known = ", ".join(sorted(t for t, f in FAMILY_OF_TYPE.items() if f is family))
+        return reject(Reason.UNKNOWN_EVENT_TYPE, "type", f"type: not a known event type; this topic takes {known}")
+    if FAMILY_OF_TYPE[event_type] is not family:
+        return reject(Reason.WRONG_FAMILY, "type", f"type: a {FAMILY_OF_TYPE[event_type]} event sent to the {family} topic")
+    return None
+
+
+def _structured(obj: dict[str, Any], family: Family) -> Outcome:
+    event_type = obj.get("type")
+    if not isinstance(event_type, str):
+        return reject(Reason.MISSING_FIELD, "type", "type: a CloudEvents `type` string is required")
+    if bad := _family_check(event_type, family):
+        return bad
+    try:
+        return Accepted(EVENT_TYPES[event_type].model_validate(obj))
+    except ValidationError as exc:
+        return _from_validation(exc)
+
+
+def _binary(headers: Sequence[tuple[str, bytes]], value: bytes, family: Family) -> Outcome:
+    try:
+        event_type = wire.attributes(headers).get("type", "")
+    except UnicodeDecodeError:
+        return reject(Reason.NOT_UTF8, "ce_*", "a ce_* header is not valid UTF-8")
+    if bad := _family_check(event_type, family):
+        return bad
+    try:
+        return Accepted(wire.decode(headers, value))
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            parsed = _parse_json(value)
+            if isinstance(parsed, Rejected):
+                return parsed
+        return _from_validation(exc)
+
+
+def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcome:
+    h = dict(headers)
+    raw_commune = h.get(portal.COMMUNE_HEADER)
+    if raw_commune is None:
+        return reject(
+            Reason.MISSING_COMMUNE_HEADER, portal.COMMUNE_HEADER,
+            f"{portal.COMMUNE_HEADER}: the portal dossier shape needs a `{portal.COMMUNE_HEADER}` record header",
+        )
+    commune = raw_commune.decode("utf-8", "replace").strip().zfill(5)
+    if commune not in commune_provinces():
+        return reject(Reason.UNKNOWN_COMMUNE, portal.COMMUNE_HEADER, f"{portal.COMMUNE_HEADER}: commune code {commune} is not in the official list")
+    try:
+        data = DossierData.model_validate(portal.to_canonical_data(obj))
+    except ValidationError as exc:
+        return _from_validation(exc, lambda loc: portal.portal_field(("data", *loc)))
+    source = h.get(portal.SOURCE_HEADER, f"/communes/{commune}/portal-sync".encode()).decode("utf-8", "replace")
+    fields = portal.envelope(commune, source, obj, data)
+    if fields["time"] is None:
+        return reject(Reason.MISSING_FIELD, "NgayNopHoSo", "NgayNopHoSo: the payload has no date to time the event by")
+    try:
+        return Accepted(DossierStatusChanged.model_validate({**fields, "province": commune_provinces()[commune]}))
+    except ValidationError as exc:
+        return _from_validation(exc)
+
+
+def normalise(
+    family: Family, value: bytes | None, headers: Sequence[tuple[str, bytes]] = (),
+    max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> Outcome:
+    """Validate and normalise one raw record of `family`: canonical event, or the reason it is rejected."""
+    if value is None:
+        return reject(Reason.NOT_JSON, "(record)", "record has no value (tombstone)")
+    if len(value) > max_bytes:
+        return reject(Reason.PAYLOAD_TOO_LARGE, "(record)", f"record is {len(value)} bytes; the limit is {max_bytes}")
+    if wire.is_binary_mode(headers):
+        return _binary(headers, value, family)
+    obj = _parse_json(value)
+    if isinstance(obj, Rejected):
+        return obj
+    if not isinstance(obj, dict):
+        return reject(Reason.NOT_AN_OBJECT, "(record)", f"record is a JSON {type(obj).__name__}, not an object")
+    if family is Family.DOSSIER and portal.is_portal_shape(obj):
+        return _portal(obj, headers)
+    return _structured(obj, family)

@@ -1,0 +1,141 @@
+"""The national portal's dossier sync shape (DVCQG field names) mapped to the canonical dossier event.
+
+Integrators already produce this shape; the commune comes from the record's
+`commune-code` header. Unknown portal fields are ignored: portal payloads carry
+many fields we do not use.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.codes import PORTAL_CHANNEL_CODES
+from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierData
+from schemas.times import UtcDateTime
+
+COMMUNE_HEADER = "commune-code"
+SOURCE_HEADER = "source"
+_ID_NAMESPACE = uuid.UUID("5b0f6a52-3c1e-4d7e-9f51-2f2f8a0d4c11")
+
+# canonical field -> portal field, for the mapping and to name portal fields in error messages
+FIELD_NAMES: dict[str, str] = {
+    "dossier_code": "MaHoSo",
+    "procedure_code": "MaTTHC",
+    "procedure_name": "TenTTHC",
+    "field_code": "MaLinhVuc",
+    "channel": "KenhThucHien",
+    "status": "TrangThaiHoSo",
+    "submitted_at": "NgayNopHoSo",
+    "received_at": "NgayTiepNhan",
+    "due_at": "NgayHenTra",
+    "ended_at": "NgayKetThucXuLy",
+    "returned_at": "NgayTra",
+    "rejected_at": "NgayTuChoi",
+    "rejection_reason": "LyDoTuChoi",
+    "handling_unit": "DonViXuLy",
+    "paid_online": "DuocThanhToanTrucTuyen",
+    "digitised": "HoSoCoThanhPhanSoHoa",
+    "vneid_verified": "TaiKhoanDuocXacThucVoiVNeID",
+    "documents": "TaiLieuNop",
+    "fees": "DanhSachLePhi",
+    "due_date_changes": "NgayHenTraMoi",
+}
+APPLICANT_FIELDS: dict[str, str] = {
+    "name": "ChuHoSo",
+    "id_number": "SoGiayToChuHoSo",
+    "phone": "SoDienThoaiChuHoSo",
+    "email": "EmailChuHoSo",
+    "address": "DiaChiChuHoSo",
+    "preferred_locale": "NgonNguUuTien",
+}
+_DOCUMENT_FIELDS = {"name": "TenTaiLieu", "digitised": "DuocSoHoa", "reused": "DuocTaiSuDung"}
+_FEE_FIELDS = {"name": "TenPhiLePhi", "amount_vnd": "MucPhi"}
+
+
+def is_portal_shape(obj: dict[str, Any]) -> bool:
+    return "MaHoSo" in obj and "specversion" not in obj
+
+
+def _pick(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {ours: obj[theirs] for ours, theirs in names.items() if obj.get(theirs) not in (None, "")}
+
+
+def _channel(code: Any) -> Any:
+    if isinstance(code, str) and code.strip().isdigit():
+        code = int(code)
+    return PORTAL_CHANNEL_CODES.get(code, code) if isinstance(code, int) else code
+
+
+def to_canonical_data(obj: dict[str, Any]) -> dict[str, Any]:
+    """The `data` of a canonical dossier event, still unvalidated."""
+    plain = {k: v for k, v in FIELD_NAMES.items() if k not in ("documents", "fees", "due_date_changes")}
+    data = _pick(obj, plain)
+    if "channel" in data:
+        data["channel"] = _channel(data["channel"])
+    if isinstance(docs := obj.get("TaiLieuNop"), list):
+        data["documents"] = [_pick(d, _DOCUMENT_FIELDS) if isinstance(d, dict) else d for d in docs]
+    if isinstance(fees := obj.get("DanhSachLePhi"), list):
+        data["fees"] = [_pick(f, _FEE_FIELDS) if isinstance(f, dict) else f for f in fees]
+    if obj.get("NgayHenTraTruoc") and obj.get("NgayHenTraMoi"):
+        data["due_date_changes"] = [{"previous_due_at": obj["NgayHenTraTruoc"], "new_due_at": obj["NgayHenTraMoi"]}]
+    applicant = _pick(obj, APPLICANT_FIELDS)
+    if applicant:
+        data["applicant"] = applicant
+    return data
+
+
+def portal_field(loc: tuple[str | int, ...]) -> str:
+    """Name a canonical error location by the portal field the integrator sent."""
+    parts = [p for p in loc if p != "data"]
+    if not parts:
+        return "data"
+    head = parts[0]
+    if head == "applicant" and len(parts) > 1 and isinstance(parts[1], str):
+        return APPLICANT_FIELDS.get(parts[1], parts[1])
+    name = FIELD_NAMES.get(head, head) if isinstance(head, str) else str(head)
+    rest = "".join(f"[{p}]" if isinstance(p, int) else f".{_DOCUMENT_FIELDS.get(p) or _FEE_FIELDS.get(p) or p}" for p in parts[1:])
+    return f"{name}{rest}"
+
+
+def event_id(commune: str, obj: dict[str, Any]) -> str:
+    """Deterministic: the same portal payload re-sent gets the same id, so it is published once."""
+    return str(uuid.uuid5(_ID_NAMESPACE, commune + "|" + orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()))
+
+
+_PROGRESS_TIME = TypeAdapter(UtcDateTime)
+
+
+def _progress_times(progress: Any) -> list[datetime]:
+    times = []
+    for step in progress if isinstance(progress, list) else ():
+        if isinstance(step, dict) and step.get("ThoiDiemXuLy"):
+            try:
+                times.append(_PROGRESS_TIME.validate_python(step["ThoiDiemXuLy"]))
+            except ValidationError:
+                continue  # a malformed progress entry only loses its time, not the dossier
+    return times
+
+
+def event_time(data: DossierData, progress: Any) -> datetime | None:
+    """When the state this payload describes came about: its latest non-due date or progress step."""
+    times = [t for t in (data.submitted_at, data.received_at, data.ended_at, data.returned_at, data.rejected_at) if t]
+    times += [c.changed_at for c in data.due_date_changes if c.changed_at]
+    times += _progress_times(progress)
+    return max(times) if times else None
+
+
+def envelope(commune: str, source: str, obj: dict[str, Any], data: DossierData) -> dict[str, Any]:
+    return {
+        "id": event_id(commune, obj),
+        "source": source,
+        "type": DOSSIER_STATUS_CHANGED,
+        "time": event_time(data, obj.get("QuaTrinhXuLy")),
+        "subject": data.dossier_code,
+        "commune": commune,
+        "data": data,
+    }

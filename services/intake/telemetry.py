@@ -1,0 +1,16 @@
+"""intake's Prometheus metrics. Labels are topics, families and reason codes only."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS_IN = Counter("commune_intake_records_in_total", "Raw records consumed", ["family"])
+RECORDS_OUT = Counter("commune_intake_records_out_total", "Canonical events published", ["family"])
+REJECTED = Counter("commune_intake_records_rejected_total", "Records dead-lettered", ["family", "reason"])
+LATENCY = Histogram(
+    "commune_intake_processing_seconds",
+    "Raw record timestamp to transaction commit",
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH = Histogram("commune_intake_batch_records", "Records per transaction", buckets=(1, 5, 10, 50, 100, 250, 500, 1000))
+DEDUP_IDS = Gauge("commune_intake_dedup_ids", "Event ids remembered for de-duplication")

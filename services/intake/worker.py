@@ -1,0 +1,203 @@
+"""The intake shell: consume raw records, `normalise`, publish, commit — in one Kafka transaction per batch.
+
+Delivery guarantee: exactly-once from raw topics to canonical + dead-letter
+topics for `read_committed` consumers. Each batch's canonical records, dead
+letters, de-duplication changelog entries and consumed offsets are committed
+atomically; a worker killed mid-batch leaves an aborted transaction and its
+successor (same `worker_id`, hence same transactional id) fences it and
+re-processes from the last committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+from schemas import wire
+from schemas.deadletter import DeadLetterContext, Reason, Rejection
+from schemas.events import Family
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, MAX_RECORD_BYTES, RAW, scoped
+from services.common.kafka import ensure_topics
+from services.intake import telemetry
+from services.intake.dedup import SeenIds, changelog_key
+from services.intake.normalise import Accepted, Rejected, normalise, reject
+from services.intake.settings import IntakeSettings
+
+log = structlog.get_logger("intake")
+
+
+class SourcePolicy(Protocol):
+    """Decides whether an event's source may publish it (the source registry); None = allowed."""
+
+    def __call__(self, source: str, family: Family, commune: str) -> Rejection | None: ...
+
+
+def allow_all(source: str, family: Family, commune: str) -> Rejection | None:
+    return None
+
+
+class IntakeWorker:
+    def __init__(self, settings: IntakeSettings, policy: SourcePolicy = allow_all) -> None:
+        self.settings = settings
+        self.policy = policy
+        ns = settings.namespace
+        self.family_of = {scoped(RAW[f], ns).name: f for f in Family}
+        self.canonical = {f: scoped(CANONICAL[f], ns).name for f in Family}
+        self.dlq = scoped(DLQ_INTAKE, ns).name
+        self.changelog = scoped(INTAKE_DEDUP, ns).name
+        self.seen: dict[tuple[Family, int], SeenIds] = {}
+        self._lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        topics = [scoped(t, s.namespace) for t in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)]
+        await ensure_topics(s.bootstrap, topics)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap, transactional_id=s.transactional_id, enable_idempotence=True,
+            transaction_timeout_ms=s.transaction_timeout_ms, max_request_size=MAX_RECORD_BYTES + 65536,
+            linger_ms=0, client_id=f"intake-{s.worker_id}",
+        )
+        await self.producer.start()  # fences and aborts a killed predecessor's open transaction
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap, group_id=s.group_id, client_id=f"intake-{s.worker_id}",
+            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+            fetch_max_wait_ms=20, max_partition_fetch_bytes=MAX_RECORD_BYTES + 65536,
+        )
+        self.consumer.subscribe(list(self.family_of), listener=_Rebalance(self))
+        await self.consumer.start()
+        log.info("intake.started", group=s.group_id, transactional_id=s.transactional_id, topics=list(self.family_of))
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        log.info("intake.stopped")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            assert self.consumer is not None
+            while not stop.is_set():
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.batch_max_records)
+                if batch:
+                    async with self._lock:
+                        await self.process(batch)
+        finally:
+            await self.stop()
+
+    # -- one transaction per batch ---------------------------------------------------
+    async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
+        producer = self.producer
+        assert producer is not None
+        now_ms = int(time.time() * 1000)
+        rejected_at = datetime.now(UTC).isoformat()
+        counts: list[tuple[Family, Reason | None]] = []
+        offsets: dict[TopicPartition, int] = {}
+        async with producer.transaction():
+            for tp, records in batch.items():
+                family = self.family_of[tp.topic]
+                seen = self.seen.setdefault((family, tp.partition), SeenIds())
+                for rec in records:
+                    outcome = normalise(family, rec.value, rec.headers, self.settings.max_record_bytes)
+                    if isinstance(outcome, Accepted):
+                        event = outcome.event
+                        key = changelog_key(family, event.id)
+                        if (denied := self.policy(event.source, family, event.commune)) is not None:
+                            outcome = Rejected(denied, (denied,))
+                        elif key in seen:
+                            outcome = reject(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published")
+                        else:
+                            out = wire.encode(event)
+                            await producer.send(self.canonical[family], out.value, key=out.key, headers=out.headers)
+                            await producer.send(self.changelog, str(now_ms).encode(), key=key, partition=tp.partition)
+                            seen.add(key, now_ms)
+                            counts.append((family, None))
+                            log.debug("event.accepted", event_id=event.id, commune=event.commune, type=event.type)
+                            continue
+                    r = outcome.rejection
+                    context = DeadLetterContext(
+                        reason=r.reason, field=r.field, message=r.message, source_topic=tp.topic,
+                        source_partition=tp.partition, source_offset=rec.offset, rejected_at=rejected_at,
+                    )
+                    await producer.send(self.dlq, rec.value, key=rec.key, headers=[*rec.headers, *context.headers()])
+                    counts.append((family, r.reason))
+                    log.info("record.rejected", reason=r.reason.value, field=r.field, family=family.value,
+                             topic=tp.topic, partition=tp.partition, offset=rec.offset)
+                offsets[tp] = records[-1].offset + 1
+            await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
+        self._observe(batch, counts)
+
+    def _observe(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
+                 counts: list[tuple[Family, Reason | None]]) -> None:
+        committed = time.time()
+        telemetry.BATCH.observe(len(counts))
+        for records in batch.values():
+            for rec in records:
+                telemetry.LATENCY.observe(max(0.0, committed - rec.timestamp / 1000))
+        for family, reason in counts:
+            telemetry.RECORDS_IN.labels(family.value).inc()
+            if reason is None:
+                telemetry.RECORDS_OUT.labels(family.value).inc()
+            else:
+                telemetry.REJECTED.labels(family.value, reason.value).inc()
+        telemetry.DEDUP_IDS.set(sum(len(s) for s in self.seen.values()))
+
+    # -- partition-aligned de-duplication state ------------------------------------------
+    async def restore(self, partitions: set[TopicPartition]) -> None:
+        """Load the changelog partitions matching newly assigned raw partitions."""
+        wanted = {(self.family_of[tp.topic], tp.partition) for tp in partitions} - set(self.seen)
+        if not wanted:
+            return
+        numbers = sorted({p for _, p in wanted})
+        prefixes = {f.value.encode() + b":" for f, _ in wanted}
+        for key in wanted:
+            self.seen[key] = SeenIds()
+        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, isolation_level="read_committed",
+                                  enable_auto_commit=False, client_id="intake-restore")
+        await reader.start()
+        try:
+            tps = [TopicPartition(self.changelog, p) for p in numbers]
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            end = await reader.end_offsets(tps)
+            pending = {tp for tp in tps if end[tp] > 0}
+            restored = 0
+            while pending:
+                chunk = await reader.getmany(*pending, timeout_ms=500)
+                for tp, records in chunk.items():
+                    for rec in records:
+                        family, _, _ = (rec.key or b"").partition(b":")
+                        if family + b":" in prefixes:
+                            self.seen[(Family(family.decode()), tp.partition)].add(rec.key or b"", int(rec.value or b"0"))
+                            restored += 1
+                pending = {tp for tp in pending if await reader.position(tp) < end[tp]}
+            log.info("dedup.restored", partitions=numbers, ids=restored)
+        finally:
+            await reader.stop()
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self.seen.pop((self.family_of[tp.topic], tp.partition), None)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: IntakeWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.worker._lock:  # let the batch in flight commit first
+            self.worker.forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.worker.restore(set(assigned))
