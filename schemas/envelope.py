@@ -46,7 +46,7 @@ class Event(Model):
             raise PydanticCustomError(
                 "province_mismatch",
                 "commune {commune} belongs to province {expected}, not {province}",
-                {"commune": self.commune, "expected": expected, "province": self.province},
+                {"field": "province", "commune": self.commune, "expected": expected, "province": self.province},
             )
         return self
 

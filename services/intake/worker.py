@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason, Rejection
@@ -78,10 +79,12 @@ class IntakeWorker:
         log.info("intake.started", group=s.group_id, transactional_id=s.transactional_id, topics=list(self.family_of))
 
     async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                try:
+                    await asyncio.wait_for(client.stop(), timeout=10)
+                except (TimeoutError, KafkaError) as exc:  # the broker may be the reason we stop
+                    log.warning("intake.client_stop_failed", error=type(exc).__name__)
         log.info("intake.stopped")
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -1,0 +1,82 @@
+"""Small real-broker helpers for tests: produce records, read a topic to the end, run a service process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]  # key, value, headers
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=12 * 1024 * 1024, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key, headers=list(headers)) for key, value, headers in records]
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+async def read_all(
+    bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30.0, idle: float = 2.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Committed records of `topic` from the beginning: until `expect` are read (then `idle` more seconds
+    to catch extras), or until nothing new arrives for `idle` seconds when `expect` is None."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
+        isolation_level="read_committed", group_id=None, fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=12 * 1024 * 1024,
+    )
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+            if batch:
+                last_new = time.monotonic()
+            reached = expect is not None and len(out) >= expect
+            if (reached or expect is None) and time.monotonic() - last_new >= idle:
+                break
+        return out
+    finally:
+        await consumer.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m <module>` with the given environment, output to `log`."""
+    handle = open(log, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", module], env={**os.environ, **env}, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT
+    )
+
+
+def stop_service(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
