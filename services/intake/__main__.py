@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from functools import partial
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -18,12 +19,17 @@ from prometheus_client import start_http_server
 from services.common.logging import configure
 from services.intake.settings import IntakeSettings
 from services.intake.worker import IntakeWorker, SourcePolicy, allow_all
+from services.sources import is_allowed, load_registry
 
 log = structlog.get_logger("intake")
 
 
 def source_policy(settings: IntakeSettings) -> SourcePolicy:
-    return allow_all
+    """The source registry when `INTAKE_SOURCES_FILE` names one (a bad file stops the worker); else allow all."""
+    if not settings.sources_file:
+        return allow_all
+    registry = load_registry(settings.sources_file)
+    return partial(is_allowed, registry)
 
 
 async def supervise(settings: IntakeSettings, stop: asyncio.Event) -> None:

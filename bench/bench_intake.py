@@ -1,0 +1,223 @@
+"""Intake throughput and latency on the real broker, four variants side by side in one run.
+
+(a) aiokafka consume-and-forward, no parsing: the ceiling
+(b) the same loop with intake's validation (`normalise` + `wire.encode`)
+(c) the intake service (transactions, de-duplication, dead letters, metrics)
+(d) a plain faust-streaming agent doing the same validation
+then raw -> canonical latency p50/p99 of (c) at a fixed 2,000 events/s.
+Sizes: BENCH_INTAKE_EVENTS (default 30,000), BENCH_LATENCY_SECONDS (default 10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import wire
+from schemas.events import Family
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, PARTITIONS, TopicSpec, Kind, scoped
+from services.common.kafka import ensure_topics
+from services.intake import telemetry
+from services.intake.normalise import Accepted, normalise
+from services.intake.settings import IntakeSettings
+from services.intake.worker import IntakeWorker
+from services.simulator.generate import generate
+
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+N = int(os.environ.get("BENCH_INTAKE_EVENTS", "30000"))
+LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "10"))
+RATE = 2000
+Records = list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+
+
+def raw_records(n: int, seed: int) -> Records:
+    """Simulated dossier traffic (canonical and portal shapes, 5% malformed)."""
+    return [(r.key, r.value, r.headers) for r in generate(n, seed=seed, invalid_share=0.05, families=[Family.DOSSIER])]
+
+
+async def fill(topic: str, records: Records) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, v, key=k, headers=h) for k, v, h in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def forward_loop(raw: str, out: str, transform: Callable[[bytes, list], tuple[bytes, bytes, list]] | None) -> float:
+    """Variants (a) and (b): events/s from the first record read to the last record acknowledged."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, fetch_max_wait_ms=20,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0, enable_idempotence=True)
+    await consumer.start()
+    await producer.start()
+    try:
+        tps = [TopicPartition(raw, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        done, started = 0, 0.0
+        while done < N:
+            batch = await consumer.getmany(timeout_ms=200, max_records=500)
+            if batch and not started:
+                started = time.perf_counter()
+            for records in batch.values():
+                for rec in records:
+                    if transform is None:
+                        await producer.send(out, rec.value, key=rec.key, headers=list(rec.headers))
+                    else:
+                        k, v, h = transform(rec.value, list(rec.headers))
+                        await producer.send(out, v, key=k or rec.key, headers=h)
+                    done += 1
+        await producer.flush()
+        return N / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def validate(value: bytes, headers: list) -> tuple[bytes, bytes, list]:
+    outcome = normalise(Family.DOSSIER, value, headers)
+    if isinstance(outcome, Accepted):
+        rec = wire.encode(outcome.event)
+        return rec.key, rec.value, rec.headers
+    return b"", value, headers
+
+
+def _processed() -> float:
+    return sum(s.value for m in telemetry.RECORDS_IN.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+async def intake_service(namespace: str) -> tuple[float, tuple[float, float, int]]:
+    """Variant (c) and its latency at a fixed rate, in this process."""
+    settings = IntakeSettings(bootstrap=BOOTSTRAP, namespace=namespace, worker_id="bench", log_level="WARNING")
+    stop = asyncio.Event()
+    worker = IntakeWorker(settings)
+    task = asyncio.create_task(worker.run(stop))
+    base = _processed()
+    while _processed() == base:
+        await asyncio.sleep(0.002)
+    started = time.perf_counter()
+    while _processed() - base < N:
+        await asyncio.sleep(0.002)
+    rate = N / (time.perf_counter() - started)
+    latency = await fixed_rate_latency(namespace)
+    stop.set()
+    await task
+    return rate, latency
+
+
+async def fixed_rate_latency(namespace: str) -> tuple[float, float, int]:
+    """Send valid dossier events at RATE/s; time each from send to its committed canonical record."""
+    raw, canonical = scoped(RAW[Family.DOSSIER], namespace).name, scoped(CANONICAL[Family.DOSSIER], namespace).name
+    template = [o.event for k, v, h in raw_records(400, seed=7)
+                if isinstance(o := normalise(Family.DOSSIER, v, h), Accepted)]
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    total = int(RATE * LATENCY_SECONDS)
+    observer = AIOKafkaConsumer(canonical, bootstrap_servers=BOOTSTRAP, isolation_level="read_committed",
+                                auto_offset_reset="latest", fetch_max_wait_ms=5, group_id=None)
+    await observer.start()
+    await observer.seek_to_end()
+
+    async def observe() -> None:
+        while len(latencies) < total:
+            batch = await observer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batch.values():
+                for rec in records:
+                    eid = dict(rec.headers)["ce_id"].decode()
+                    if eid in sent:
+                        latencies.append(now - sent[eid])
+
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0)
+    await producer.start()
+    watcher = asyncio.create_task(observe())
+    begin = time.perf_counter()
+    tick = 0.005
+    per_tick = int(RATE * tick)
+    for i in range(0, total, per_tick):
+        for j in range(i, min(i + per_tick, total)):
+            base = template[j % len(template)]
+            eid = f"lat-{namespace}-{j}"
+            rec = wire.encode(base.model_copy(update={"id": eid}))
+            sent[eid] = time.perf_counter()
+            await producer.send(raw, rec.value, key=rec.key, headers=rec.headers)
+        delay = begin + (i // per_tick + 1) * tick - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    try:
+        await asyncio.wait_for(watcher, timeout=30)
+    except TimeoutError:
+        pass
+    await producer.stop()
+    await observer.stop()
+    latencies.sort()
+    if not latencies:
+        return float("nan"), float("nan"), 0
+    return latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.99) - 1] * 1000, len(latencies)
+
+
+async def faust_agent(raw: str, out: str, namespace: str) -> float:
+    """Variant (d): a faust worker subprocess; events/s observed on its output topic."""
+    env = {**os.environ, "BENCH_RAW": raw, "BENCH_OUT": out, "BENCH_APP": f"{namespace}-faust",
+           "KAFKA_BOOTSTRAP": BOOTSTRAP, "BENCH_WEB_PORT": "6098"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.faust_agent", "worker", "-l", "warning"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    observer = AIOKafkaConsumer(out, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", group_id=None,
+                                fetch_max_wait_ms=50)
+    await observer.start()
+    try:
+        seen, started = 0, 0.0
+        deadline = time.monotonic() + 600
+        while seen < N and time.monotonic() < deadline:
+            batch = await observer.getmany(timeout_ms=200)
+            n = sum(len(r) for r in batch.values())
+            if n and not started:
+                started = time.perf_counter()
+            seen += n
+        return seen / (time.perf_counter() - started) if started else 0.0
+    finally:
+        await observer.stop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def run() -> None:
+    namespace = f"bench{int(time.time())}"
+    raw = scoped(RAW[Family.DOSSIER], namespace).name
+    outs = {v: TopicSpec(f"{namespace}.bench.out-{v}", Kind.INTERNAL, key="", description="") for v in "abd"}
+    specs = [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)]
+    await ensure_topics(BOOTSTRAP, [*specs, *outs.values()])
+    records = raw_records(N, seed=42)
+    await fill(raw, records)
+    print(f"{N} raw dossier records (simulated, 5% malformed) on {raw}", flush=True)
+    a = await forward_loop(raw, outs["a"].name, None)
+    print(f"(a) aiokafka forward, no parsing   {a:>9,.0f} events/s", flush=True)
+    b = await forward_loop(raw, outs["b"].name, validate)
+    print(f"(b) aiokafka forward + validation  {b:>9,.0f} events/s", flush=True)
+    c, (p50, p99, n) = await intake_service(namespace)
+    print(f"(c) intake service                 {c:>9,.0f} events/s", flush=True)
+    d = await faust_agent(raw, outs["d"].name, namespace)
+    print(f"(d) faust agent + validation       {d:>9,.0f} events/s", flush=True)
+    print(f"\nratios: intake/(b) = {c / b:.0%} (target >= 70%)   intake/(d) = {c / d:.1f}x (target >= 5x)"
+          f"   (b)/(a) = {b / a:.0%}")
+    print(f"raw->canonical latency at {RATE:,} events/s for {LATENCY_SECONDS:.0f}s ({n:,} events): "
+          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 <= 25 ms)")
+
+
+def main() -> None:
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Variant (d) of the intake benchmark: a plain faust-streaming agent doing intake's validation.
+
+Run as `python -m bench.faust_agent worker -l warning` with BENCH_RAW, BENCH_OUT,
+BENCH_APP, KAFKA_BOOTSTRAP and BENCH_WEB_PORT in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+import faust
+
+from schemas import wire
+from schemas.events import Family
+from schemas.topics import PARTITIONS
+from services.intake.normalise import Accepted, normalise
+
+app = faust.App(
+    os.environ.get("BENCH_APP", "bench-faust"),
+    broker=f"kafka://{os.environ.get('KAFKA_BOOTSTRAP', '127.0.0.1:9092')}",
+    store="memory://",
+    topic_partitions=PARTITIONS,
+    web_host="127.0.0.1",
+    web_port=int(os.environ.get("BENCH_WEB_PORT", "6099")),
+    consumer_auto_offset_reset="earliest",
+    producer_max_request_size=11 * 1024 * 1024,
+)
+raw = app.topic(os.environ.get("BENCH_RAW", "bench.raw"), key_type=bytes, value_type=bytes, value_serializer="raw")
+out = app.topic(os.environ.get("BENCH_OUT", "bench.out"), key_type=bytes, value_type=bytes, value_serializer="raw")
+
+
+@app.agent(raw)
+async def validate(stream: faust.StreamT) -> None:
+    async for event in stream.events():
+        headers = list(event.message.headers or [])
+        outcome = normalise(Family.DOSSIER, event.value, headers)
+        if isinstance(outcome, Accepted):
+            rec = wire.encode(outcome.event)
+            await out.send(key=rec.key, value=rec.value, headers=rec.headers)
+        else:
+            await out.send(key=event.key, value=event.value, headers=headers)
+
+
+if __name__ == "__main__":
+    app.main()
