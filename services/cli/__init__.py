@@ -1,0 +1,1 @@
+"""The `commune-bus` command line: validate, publish, tail, dlq, simulate, topics, schemas."""

@@ -1,0 +1,82 @@
+"""Pure rules of `dlq list` / `dlq replay`: which dead letters match, and what a re-driven record looks like."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Sequence
+
+import orjson
+
+from schemas.deadletter import DeadLetterContext, Header, Reason
+from schemas.times import to_utc
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Filters:
+    reasons: frozenset[Reason] = frozenset()
+    source: str | None = None
+    """Exact CloudEvents source, or a prefix ending in `*`."""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    context: DeadLetterContext
+    source: str | None
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+
+def source_of(headers: Headers, value: bytes | None) -> str | None:
+    """The sending system: `ce_source` header, `source` header (portal shape), or `source` in structured JSON."""
+    h = dict(headers)
+    for name in ("ce_source", "source"):
+        if name in h:
+            return h[name].decode("utf-8", "replace")
+    try:
+        obj: Any = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return obj.get("source") if isinstance(obj, dict) and isinstance(obj.get("source"), str) else None
+
+
+def dead_letter(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Headers) -> DeadLetter:
+    return DeadLetter(partition, offset, key, value, list(headers), DeadLetterContext.from_headers(list(headers)),
+                      source_of(headers, value))
+
+
+def matches(letter: DeadLetter, f: Filters) -> bool:
+    if f.reasons and letter.context.reason not in f.reasons:
+        return False
+    if f.source is not None:
+        if letter.source is None:
+            return False
+        if f.source.endswith("*") and not letter.source.startswith(f.source[:-1]):
+            return False
+        if not f.source.endswith("*") and letter.source != f.source:
+            return False
+    if f.since or f.until:
+        try:
+            at = to_utc(datetime.fromisoformat(letter.context.rejected_at))
+        except ValueError:
+            return False
+        if (f.since and at < to_utc(f.since)) or (f.until and at > to_utc(f.until)):
+            return False
+    return True
+
+
+def redriven_headers(letter: DeadLetter, set_headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    """Original headers minus `dlq.*` (and any overridden), plus `dlq.replayed=<partition:offset>`."""
+    kept = [(k, v) for k, v in letter.headers if not k.startswith("dlq.") and k not in set_headers]
+    return [*kept, *((k, v.encode()) for k, v in set_headers.items()), (Header.REPLAYED.value, letter.position.encode())]

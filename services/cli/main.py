@@ -1,0 +1,145 @@
+"""`commune-bus`: the integrator's and operator's command line.
+
+Offline: `validate`. Against Kafka: `publish`, `tail`, `dlq list|replay`, `topics create`.
+Wrappers: `simulate` (services.simulator), `schemas export` (schemas.export).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from itertools import groupby
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+from rich.progress import BarColumn, Progress, TimeElapsedColumn
+
+from schemas.events import Family
+from schemas.replay import DLQ_REPLAYED
+from schemas.topics import RAW, TOPICS, scoped
+from services.cli import dlq_commands, kafka_io
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, topic_name
+from services.cli.render import bad_record_line, console, err_console, record_panel
+from services.common.kafka import ensure_topics
+from services.gateway.batch import BodyError, check, split_body
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the registry")
+schemas_app = typer.Typer(no_args_is_help=True, help="Published contracts")
+app.add_typer(dlq_commands.app, name="dlq")
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
+
+FamilyOpt = Annotated[Optional[Family], typer.Option("--family", "-f", help="Default: each record's CloudEvents type")]
+CommuneOpt = Annotated[Optional[str], typer.Option("--commune", help="Commune of portal-shape dossiers (commune-code)")]
+
+
+def _records(file: Path) -> list[bytes]:
+    kind = "application/x-ndjson" if file.suffix.lower() in (".ndjson", ".jsonl") else "application/json"
+    try:
+        return split_body(file.read_bytes(), kind)
+    except BodyError as exc:
+        err_console.print(f"{file}: {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -> None:
+    """Validate FILE offline (JSON object, JSON array or NDJSON): one line per bad record; exit 0 only if all valid."""
+    records = _records(file)
+    checked = check(records, family=family, commune=commune)
+    for index, problems in groupby(checked.errors, key=lambda e: e.index):
+        typer.echo(bad_record_line(str(file), index, list(problems)))
+    bad = len({e.index for e in checked.errors})
+    err_console.print(f"{len(records)} records, {len(records) - bad} valid, {bad} invalid")
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")],
+            commune: CommuneOpt = None,
+            source: Annotated[Optional[str], typer.Option(help="`source` header (portal shape)")] = None,
+            bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
+    """Publish FILE's records as they are to the family's RAW topic (intake validates them), keyed by commune."""
+    records = _records(file)
+    headers = [(k, v.encode()) for k, v in (("commune-code", commune), ("source", source)) if v]
+    out: list[kafka_io.Record] = []
+    for value in records:
+        obj = orjson.loads(value)
+        key = obj.get("commune") if isinstance(obj, dict) and isinstance(obj.get("commune"), str) else commune
+        out.append((key.encode() if key else None, value, headers))
+    topic = scoped(RAW[family], namespace).name
+    with Progress(*Progress.get_default_columns(), console=err_console) as bar:
+        task = bar.add_task(f"publishing to {topic}", total=len(out))
+        sent = asyncio.run(kafka_io.publish(bootstrap, topic, out, lambda n: bar.advance(task, n)))
+    err_console.print(f"{sent} records acknowledged by {topic}")
+
+
+@app.command()
+def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
+         from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+         limit: Annotated[Optional[int], typer.Option("--max", help="Stop after this many records")] = None,
+         idle: Annotated[Optional[float], typer.Option(help="Stop after this many quiet seconds")] = None) -> None:
+    """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value."""
+    name = topic_name(topic, namespace)
+    try:
+        seen = asyncio.run(kafka_io.tail(bootstrap, name, from_beginning, limit, idle,
+                                         lambda rec: console.print(record_panel(rec))))
+    except KeyboardInterrupt:
+        return
+    err_console.print(f"{seen} records from {name}")
+
+
+@app.command()
+def simulate(province: Annotated[str, typer.Option()] = "20", rate: Annotated[float, typer.Option()] = 50,
+             duration: Annotated[float, typer.Option()] = 60, invalid_share: Annotated[float, typer.Option()] = 0.05,
+             seed: Annotated[Optional[int], typer.Option()] = None,
+             bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
+    """Run the simulator (services.simulator): realistic raw traffic for a province's communes."""
+    argv = [sys.executable, "-m", "services.simulator", "--province", province, "--rate", str(rate),
+            "--duration", str(duration), "--invalid-share", str(invalid_share)]
+    argv += ["--namespace", namespace] if namespace else []
+    argv += ["--seed", str(seed)] if seed is not None else []
+    proc = subprocess.Popen(argv, env={**_env(), "KAFKA_BOOTSTRAP": bootstrap})
+    started = time.monotonic()
+    with Progress(*Progress.get_default_columns()[:-1], BarColumn(), TimeElapsedColumn(), console=err_console) as bar:
+        task = bar.add_task(f"simulating province {province} at {rate}/s", total=duration)
+        while proc.poll() is None:
+            bar.update(task, completed=min(duration, time.monotonic() - started))
+            time.sleep(0.2)
+    raise typer.Exit(proc.returncode)
+
+
+@topics_app.command("create")
+def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
+                  replication_factor: Annotated[int, typer.Option(min=1)] = 1) -> None:
+    """Create every registry topic that is missing (partitions and config from schemas.topics)."""
+    specs = [scoped(t, namespace) for t in (*TOPICS, DLQ_REPLAYED)]
+    created = asyncio.run(ensure_topics(bootstrap, specs, replication_factor))
+    console.print(f"{len(created)} topics created on {bootstrap}" + (f": {', '.join(created)}" if created else ""))
+
+
+@schemas_app.command("export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def schemas_export(ctx: typer.Context) -> None:
+    """Write the JSON Schemas per event type (python -m schemas.export; extra arguments are passed on)."""
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "schemas.export", *ctx.args]))
+
+
+@schemas_app.command("asyncapi")
+def schemas_asyncapi(check: Annotated[bool, typer.Option("--check", help="Fail if the committed file is stale")] = False) -> None:
+    """Write (or check) the AsyncAPI 3.0 document schemas/asyncapi.yaml."""
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "schemas.asyncapi", *(["--check"] if check else [])]))
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+if __name__ == "__main__":
+    app()
