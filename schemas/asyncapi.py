@@ -1,0 +1,194 @@
+"""`python -m schemas.asyncapi [--check]`: the AsyncAPI 3.0 document, generated from the topic registry and models.
+
+Every topic of `schemas.topics.TOPICS` (plus the replay log) is a channel with
+its Kafka binding (partitions, config) and key; every canonical event type is a
+message in CloudEvents binary mode (`ce_*` headers, JSON `data` payload). Raw
+channels also list the structured-JSON and portal shapes integrators may send.
+The committed `schemas/asyncapi.yaml` must equal this output (a test checks it).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from schemas.deadletter import Header, Reason
+from schemas.events import EVENTS_BY_FAMILY, Family, type_name
+from schemas.replay import DLQ_REPLAYED
+from schemas.topics import COMMUNE_KEY, TOPICS, Kind, TopicSpec
+
+COMMITTED = Path(__file__).with_name("asyncapi.yaml")
+VERSION = "1.0.0"
+REF = "#/components/schemas/{model}"
+COMMUNE = {"type": "string", "pattern": r"^\d{5}$", "description": COMMUNE_KEY, "examples": ["02269"]}
+
+
+def _camel(text: str) -> str:
+    parts = re.split(r"[^0-9A-Za-z]+", text)
+    return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
+
+
+def _schemas() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Component schemas of every event (input shape) and its data (output shape)."""
+    events = [m for ms in EVENTS_BY_FAMILY.values() for m in ms]
+    datas: list[type[BaseModel]] = [m.model_fields["data"].annotation for m in events]  # type: ignore[misc]
+    keys = [(m, "validation") for m in events] + [(d, "serialization") for d in datas]
+    refs, defs = models_json_schema(keys, ref_template=REF)  # type: ignore[arg-type]
+    return refs, defs.get("$defs", {})
+
+
+def _ce_headers(event_type: str) -> dict[str, Any]:
+    text = {"type": "string"}
+    return {
+        "type": "object",
+        "required": ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject", "ce_commune",
+                     "ce_province", "content-type"],
+        "properties": {
+            "ce_specversion": {"type": "string", "const": "1.0"},
+            "ce_id": {**text, "description": "Event id, unique per source"},
+            "ce_source": {**text, "description": "URI-reference of the sending system (source registry identity)"},
+            "ce_type": {"type": "string", "const": event_type},
+            "ce_time": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"},
+            "ce_subject": {**text, "description": "Dossier code, visit id, announcement id, ..."},
+            "ce_commune": COMMUNE,
+            "ce_province": {"type": "string", "pattern": r"^\d{2}$"},
+            "content-type": {"type": "string", "const": "application/json"},
+        },
+    }
+
+
+PORTAL_DOSSIER: dict[str, Any] = {
+    "type": "object",
+    "description": "The national portal's dossier sync payload (DVCQG field names). Dates as yyyyMMddHHmmss or "
+    "ISO 8601 without offset (Vietnam time). Unknown fields are ignored. Personal data: ChuHoSo, SoGiayToChuHoSo, "
+    "SoDienThoaiChuHoSo, EmailChuHoSo, DiaChiChuHoSo.",
+    "required": ["MaHoSo", "MaTTHC", "KenhThucHien", "TrangThaiHoSo"],
+    "properties": {
+        "MaHoSo": {"type": "string"}, "MaTTHC": {"type": "string"}, "TenTTHC": {"type": "string"},
+        "MaLinhVuc": {"type": "string"},
+        "KenhThucHien": {"type": "integer", "enum": [1, 2, 3, 4], "description": "1 counter, 2 online, 3 postal, 4 mobile team"},
+        "TrangThaiHoSo": {"type": "integer", "minimum": 1, "maximum": 10},
+        **{d: {"type": "string"} for d in ("NgayNopHoSo", "NgayTiepNhan", "NgayHenTra", "NgayKetThucXuLy", "NgayTra",
+                                            "NgayTuChoi", "NgayHenTraTruoc", "NgayHenTraMoi")},
+        "LyDoTuChoi": {"type": "string"}, "DonViXuLy": {"type": "string"},
+        **{b: {"type": ["boolean", "integer"]} for b in ("DuocThanhToanTrucTuyen", "HoSoCoThanhPhanSoHoa",
+                                                         "TaiKhoanDuocXacThucVoiVNeID")},
+        "TaiLieuNop": {"type": "array", "items": {"type": "object", "properties": {
+            "TenTaiLieu": {"type": "string"}, "DuocSoHoa": {"type": ["boolean", "integer"]},
+            "DuocTaiSuDung": {"type": ["boolean", "integer"]}}}},
+        "DanhSachLePhi": {"type": "array", "items": {"type": "object", "properties": {
+            "TenPhiLePhi": {"type": "string"}, "MucPhi": {"type": "integer", "minimum": 0}}}},
+        **{p: {"type": "string"} for p in ("ChuHoSo", "SoGiayToChuHoSo", "SoDienThoaiChuHoSo", "EmailChuHoSo",
+                                            "DiaChiChuHoSo")},
+        "NgonNguUuTien": {"type": "string", "enum": ["vi", "km", "en"]},
+        "QuaTrinhXuLy": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _messages(refs: dict[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for family, models in EVENTS_BY_FAMILY.items():
+        for m in models:
+            t = type_name(m)
+            data = m.model_fields["data"].annotation
+            name = _camel(t.removeprefix("vn.communebus."))
+            common = {"title": t, "summary": (m.__doc__ or data.__doc__ or t).strip().splitlines()[0],  # type: ignore[union-attr]
+                      "contentType": "application/json",
+                      "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}}}
+            out[name] = {**common, "name": name, "headers": _ce_headers(t),
+                         "payload": refs[(data, "serialization")],
+                         "description": f"CloudEvents binary mode: attributes in ce_* headers, `data` as the value ({family.value})"}
+            out[name + "Structured"] = {**common, "name": name + "Structured", "payload": refs[(m, "validation")],
+                                        "description": "CloudEvents structured JSON (the whole event as the value); raw topics only"}
+    out["portalDossier"] = {
+        "name": "portalDossier", "title": "National portal dossier sync payload", "contentType": "application/json",
+        "headers": {"type": "object", "required": ["commune-code"], "properties": {
+            "commune-code": {**COMMUNE, "description": "The commune (the payload does not carry it)"},
+            "source": {"type": "string", "description": "Source system URI, checked against the source registry"}}},
+        "payload": PORTAL_DOSSIER, "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}},
+    }
+    out["deadLetter"] = {
+        "name": "deadLetter", "title": "Rejected record", "contentType": "application/octet-stream",
+        "description": "The original record's key, value bytes and headers, unchanged, plus dlq.* headers",
+        "headers": {"type": "object", "required": [Header.REASON.value, Header.SOURCE_TOPIC.value], "properties": {
+            Header.REASON.value: {"type": "string", "enum": [r.value for r in Reason]},
+            **{h.value: {"type": "string"} for h in Header if h is not Header.REASON}}},
+        "payload": {"description": "The original record value, any bytes"},
+    }
+    out["internalRecord"] = {"name": "internalRecord", "title": "Internal or not-yet-specified record",
+                             "payload": {"type": "object"}}
+    return out
+
+
+def _channel_messages(topic: TopicSpec, messages: dict[str, Any]) -> list[str]:
+    if topic.family is not None and topic.kind in (Kind.RAW, Kind.CANONICAL):
+        names = [_camel(type_name(m).removeprefix("vn.communebus.")) for m in EVENTS_BY_FAMILY[topic.family]]
+        if topic.kind is Kind.RAW:
+            names += [n + "Structured" for n in names] + (["portalDossier"] if topic.family is Family.DOSSIER else [])
+        return names
+    return ["deadLetter"] if topic.kind is Kind.DEAD_LETTER else ["internalRecord"]
+
+
+def document() -> dict[str, Any]:
+    refs, defs = _schemas()
+    messages = _messages(refs)
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for topic in (*TOPICS, DLQ_REPLAYED):
+        cid = _camel(topic.name.removeprefix("commune."))
+        names = _channel_messages(topic, messages)
+        channels[cid] = {
+            "address": topic.name, "title": topic.name, "description": f"{topic.description}. Key: {topic.key}.",
+            "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
+            "bindings": {"kafka": {"topic": topic.name, "partitions": topic.partitions, "bindingVersion": "0.5.0",
+                                   **({"topicConfiguration": _topic_config(topic)} if topic.config else {})}},
+        }
+        action = "send" if topic.kind is Kind.RAW else "receive"
+        verb = "publishTo" if action == "send" else "consume"
+        operations[verb + cid[:1].upper() + cid[1:]] = {
+            "action": action, "channel": {"$ref": f"#/channels/{cid}"},
+            "summary": ("Integrators publish here" if action == "send" else "Subscribers read here (read_committed)"),
+            "messages": [{"$ref": f"#/channels/{cid}/messages/{n}"} for n in names],
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "commune-bus", "version": VERSION,
+                 "description": "Kafka event backbone for Vietnam's communes: raw inbound topics, validated canonical "
+                 "CloudEvents topics (key = commune code), dead letters. Generated by `python -m schemas.asyncapi`."},
+        "defaultContentType": "application/json",
+        "servers": {"local": {"host": "127.0.0.1:9092", "protocol": "kafka", "description": "Local development broker"}},
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": defs},
+    }
+
+
+def _topic_config(topic: TopicSpec) -> dict[str, Any]:
+    allowed = {"cleanup.policy": lambda v: v.split(","), "retention.ms": int, "max.message.bytes": int}
+    return {k: allowed[k](v) for k, v in topic.config.items() if k in allowed}
+
+
+def render() -> str:
+    return yaml.safe_dump(document(), sort_keys=False, allow_unicode=True, width=120)
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        same = COMMITTED.exists() and COMMITTED.read_text(encoding="utf-8") == text
+        print(f"{COMMITTED.name} is " + ("up to date" if same else "STALE: run python -m schemas.asyncapi"))
+        return 0 if same else 1
+    COMMITTED.write_text(text, encoding="utf-8")
+    print(f"wrote {COMMITTED}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
