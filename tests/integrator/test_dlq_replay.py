@@ -1,0 +1,61 @@
+"""`commune-bus dlq list|replay` on the real broker: fixed dead letters come out canonical, and only once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from schemas import wire
+from tests.integrator.conftest import Stack
+from tests.integrator.kafka_read import wait_for
+from tests.kafkatools import produce
+from tests.samples import canonical_dossier, portal_dossier
+
+pytestmark = pytest.mark.kafka
+
+
+def listed(stack: Stack, *filters: str) -> list[dict]:
+    out = stack.cli("dlq", "list", "--json", *filters).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_replay_redrives_fixed_records_once_and_they_come_out_canonical(stack: Stack) -> None:
+    """Dossiers dead-lettered for a missing commune header are replayed with the header set: canonical, once."""
+    since = datetime.now(UTC).isoformat()
+    codes = [f"DLQ-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    stranger = {**canonical_dossier("stranger-" + uuid.uuid4().hex[:6]), "source": "/unregistered/app"}
+    asyncio.run(produce(stack.bootstrap, stack.topic("commune.raw.dossier"),
+                        [(b"02269", orjson.dumps(portal_dossier(c)), []) for c in codes]
+                        + [(b"02269", orjson.dumps(stranger), [])]))
+    dlq = stack.topic("commune.dlq.intake")
+    wait_for(stack.bootstrap, dlq, lambda rs: sum(dict(r.headers)["dlq.rejected.at"].decode() >= since for r in rs) >= 3)
+
+    missing = listed(stack, "--reason", "missing_commune_header", "--since", since)
+    assert len(missing) == 2 and not any(m["replayed"] for m in missing)
+    unauthorised = listed(stack, "--source", "/unregistered/*", "--since", since)
+    assert [m["reason"] for m in unauthorised] == ["unauthorised_source"]
+
+    first = stack.cli("dlq", "replay", "--reason", "missing_commune_header", "--since", since,
+                      "--set-header", "commune-code=02269")
+    assert "replayed 2 dead letters" in first.stderr
+    canonical = wait_for(stack.bootstrap, stack.topic("commune.events.dossier"),
+                         lambda rs: set(codes) <= {wire.decode(r.headers, r.value).subject for r in rs})
+    assert sorted(s for r in canonical if (s := wire.decode(r.headers, r.value).subject) in codes) == sorted(codes)
+
+    second = stack.cli("dlq", "replay", "--reason", "missing_commune_header", "--since", since,
+                       "--set-header", "commune-code=02269")
+    assert "replayed 0 dead letters" in second.stderr
+    raw = wait_for(stack.bootstrap, stack.topic("commune.raw.dossier"), lambda rs: False, timeout=1)
+    redriven = [dict(r.headers) for r in raw if "dlq.replayed" in dict(r.headers)
+                and orjson.loads(r.value).get("MaHoSo") in codes]
+    assert len(redriven) == 2, "each dead letter re-driven exactly once"
+    assert {h["dlq.replayed"].decode() for h in redriven} == {m["dlq"] for m in missing}
+    assert all(h["commune-code"] == b"02269" and not any(k.startswith("dlq.") and k != "dlq.replayed" for k in h)
+               for h in redriven)
+    assert all(m["replayed"] for m in listed(stack, "--reason", "missing_commune_header", "--since", since))
+    assert not any(m["replayed"] for m in listed(stack, "--source", "/unregistered/*", "--since", since))
