@@ -1,0 +1,75 @@
+"""The installed `commune-bus` command: offline validate, publish to raw, tail canonical, topics create."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integrator.conftest import CLI, Stack
+from tests.samples import canonical_dossier, portal_dossier, visit_completed, with_data
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.unit
+def test_validate_prints_one_line_per_bad_record_and_fails(tmp_path: Path) -> None:
+    """validate: exit 1 and one line per bad record (index, reason, field path) for an NDJSON file with 2 bad of 4."""
+    rows = [canonical_dossier(), with_data(canonical_dossier("b"), status=9), visit_completed(),
+            {**canonical_dossier("c"), "province": "01"}]
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows))
+    result = run("validate", str(path))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{path}: record 1: [missing_field] data.ended_at")
+    assert lines[1].startswith(f"{path}: record 3: [province_mismatch] province")
+    assert "4 records, 2 valid, 2 invalid" in result.stderr
+
+
+@pytest.mark.unit
+def test_validate_passes_valid_json_array_and_portal_with_commune(tmp_path: Path) -> None:
+    """validate: exit 0 for a valid JSON array; portal records validate with --commune, fail without it."""
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps([canonical_dossier(), visit_completed()]), encoding="utf-8")
+    assert run("validate", str(path)).returncode == 0
+    portal = tmp_path / "portal.json"
+    portal.write_text(json.dumps(portal_dossier()), encoding="utf-8")
+    assert run("validate", str(portal), "--commune", "02269").returncode == 0
+    missing = run("validate", str(portal))
+    assert missing.returncode == 1 and "[missing_commune_header] commune-code" in missing.stdout
+
+
+@pytest.mark.kafka
+def test_publish_then_tail_shows_the_canonical_event_with_its_headers(stack: Stack, tmp_path: Path) -> None:
+    """publish FILE --family dossier goes through intake; tail prints the canonical event with ce_* headers."""
+    code = "CLI-" + uuid.uuid4().hex[:8]
+    path = tmp_path / "portal.ndjson"
+    path.write_bytes(orjson.dumps(portal_dossier(code)) + b"\n")
+    published = stack.cli("publish", str(path), "--family", "dossier", "--commune", "02269")
+    assert "1 records acknowledged" in published.stderr
+    out = ""
+    for _ in range(20):
+        out = stack.cli("tail", "commune.events.dossier", "--from-beginning", "--idle", "1.5").stdout
+        if code in out:
+            break
+    assert code in out and "ce_type" in out and "vn.communebus.dossier.status-changed.v1" in out
+
+
+@pytest.mark.kafka
+def test_topics_create_makes_the_registry_topics_of_a_namespace(kafka_bootstrap: str, unique: str) -> None:
+    """topics create: every registry topic (and the replay log) exists afterwards; a second run creates none."""
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    first = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert "12 topics created" in first.stdout, first.stdout + first.stderr
+    second = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert "0 topics created" in second.stdout
