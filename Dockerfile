@@ -1,0 +1,21 @@
+# One image for every commune-bus process: `python -m services.<name>` (intake, notify, metrics, gateway)
+# and the `commune-bus` CLI. Used by infra/compose.yaml; see infra/cluster.md for several workers.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+COPY pyproject.toml ./
+COPY schemas ./schemas
+COPY services ./services
+COPY bench ./bench
+RUN pip install .
+
+COPY infra/sources.yaml ./infra/sources.yaml
+RUN useradd --system --uid 10001 commune-bus
+USER commune-bus
+
+# gateway, intake / notify / metrics Prometheus endpoints
+EXPOSE 8080 9101 9102 9103
+ENTRYPOINT ["python", "-m"]
+CMD ["services.intake"]
