@@ -1,0 +1,145 @@
+"""Notification requests and their status events (the notify service's shapes).
+
+A `NotificationRequest` is what a rule derives from one canonical event for one
+recipient on one channel; its `notification_id` is deterministic (event id +
+rule + recipient), so a redelivered event yields the same id and the provider
+receives it as an idempotency key. A `NotificationStatus` is published to
+`commune.notify.status` for every attempt; it carries no personal data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from schemas.codes import Locale, Priority
+from schemas.envelope import Model
+from schemas.times import UtcDateTime
+
+
+class NotificationKind(StrEnum):
+    DOSSIER_ACCEPTED = "dossier_accepted"
+    DOCUMENTS_REQUESTED = "documents_requested"
+    PAYMENT_REQUESTED = "payment_requested"
+    DOSSIER_REJECTED = "dossier_rejected"
+    RESULT_READY = "result_ready"
+    RESULT_RETURNED = "result_returned"
+    DUE_SOON = "due_soon"
+    OVERDUE = "overdue"
+    VISIT_TOMORROW = "visit_tomorrow"
+    VISIT_SUMMARY = "visit_summary"
+    ANNOUNCEMENT_SCHEDULED = "announcement_scheduled"
+    BROADCAST_FAILED = "broadcast_failed"
+    EMERGENCY = "emergency"
+    WEBHOOK = "webhook"
+
+
+class ChannelKind(StrEnum):
+    SMS = "sms"
+    ZALO = "zalo"
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+class Audience(StrEnum):
+    """Citizens get quiet hours; staff and systems do not."""
+
+    CITIZEN = "citizen"
+    STAFF = "staff"
+    SYSTEM = "system"
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class Recipient(Model):
+    """PERSONAL DATA in the contact fields: never logged, never a metric label."""
+
+    ref: str = Field(min_length=1, max_length=128, description="Non-personal reference: role:id, e.g. officer:cb-17")
+    locale: Locale = Locale.VI
+    phone: str | None = Field(default=None, max_length=20, repr=False)
+    email: str | None = Field(default=None, max_length=254, repr=False)
+    zalo_user_id: str | None = Field(default=None, max_length=64, repr=False)
+    url: str | None = Field(default=None, max_length=500, repr=False, description="Webhook subscribers only")
+
+
+class NotificationRequest(Model):
+    notification_id: str = Field(min_length=1, max_length=64)
+    event_id: str
+    event_type: str
+    rule: str
+    kind: NotificationKind
+    channel: ChannelKind
+    audience: Audience
+    priority: Priority = Priority.ROUTINE
+    recipient: Recipient
+    params: dict[str, str] = Field(default_factory=dict, description="Template parameters (may hold personal data)")
+    payload: str | None = Field(default=None, description="Webhook body: the event as structured CloudEvents JSON")
+    commune: str
+    province: str
+    event_time: UtcDateTime
+    not_before: datetime | None = Field(default=None, description="Deferred until (quiet hours)")
+
+    @property
+    def is_emergency(self) -> bool:
+        return self.priority is Priority.EMERGENCY
+
+
+class NotificationStatus(Model):
+    """One attempt's outcome. No personal data: the recipient appears only as its `ref`."""
+
+    notification_id: str
+    event_id: str
+    rule: str
+    kind: NotificationKind
+    channel: ChannelKind
+    recipient_ref: str
+    commune: str
+    outcome: Outcome
+    attempt: int = Field(ge=0)
+    at: UtcDateTime
+    reason: str | None = None
+    provider_message_id: str | None = None
+    not_before: datetime | None = None
+
+
+class TrackedDossier(Model):
+    """An open dossier the deadline tracker watches (no personal data)."""
+
+    dossier_code: str
+    commune: str
+    province: str
+    procedure_code: str
+    officer_id: str | None = None
+    due_at: UtcDateTime
+    is_open: bool = True
+    alerted_due_soon: bool = False
+    alerted_overdue: bool = False
+
+
+class DeadlineAlert(Model):
+    """A time-driven alert: the dossier is due within one working day, or overdue. Id is deterministic."""
+
+    id: str
+    kind: NotificationKind
+    dossier_code: str
+    commune: str
+    province: str
+    procedure_code: str
+    officer_id: str | None = None
+    due_at: UtcDateTime
+    at: UtcDateTime
+
+
+class DeadlineMessage(Model):
+    """What travels on the tracker's input topic: a dossier's state, or the decision to alert."""
+
+    dossier: TrackedDossier | None = None
+    alert: DeadlineAlert | None = None

@@ -1,0 +1,152 @@
+"""Wiring: consume canonical topics (read_committed) -> rules -> dispatcher; commit when notifications are done."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+
+from schemas.dossier import DossierStatusChanged
+from schemas.notification import ChannelKind, DeadlineAlert, DeadlineMessage
+from schemas.topics import Group
+from schemas.wire import UnknownEventType, decode
+from services.common.kafka import ensure_topics
+from services.notify import deadlines, rules
+from services.notify.channels.base import Channel
+from services.notify.channels.email import Smtp
+from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
+from services.notify.delivery import Dispatcher, Outputs
+from services.notify.directory import load_directory
+from services.notify.ledger import Ledger
+from services.notify.offsets import OffsetTracker
+from services.notify.settings import NotifySettings
+from services.notify.subscribers import load_registry
+from services.notify.topics import Names
+
+log = structlog.get_logger("notify")
+
+
+class NotifyApp:
+    def __init__(self, settings: NotifySettings) -> None:
+        self.s, self.names = settings, Names(settings.namespace)
+        self.directory = load_directory(settings.directory_file)
+        self.registry = load_registry(settings.subscribers_file)
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def _channels(self, http: HttpClient) -> dict[ChannelKind, Channel]:
+        sms = SmsGateway(http, self.s.sms_url)
+        return {
+            ChannelKind.SMS: sms, ChannelKind.ZALO: ZaloZns(http, self.s.zalo_url, sms),
+            ChannelKind.EMAIL: Smtp(self.s.smtp_host, self.s.smtp_port, self.s.smtp_sender, self.s.provider_timeout_s),
+            ChannelKind.WEBHOOK: Webhooks(http, self.registry),
+        }
+
+    async def run(self) -> None:
+        n = self.names
+        await ensure_topics(self.s.bootstrap, n.specs)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.s.bootstrap, acks="all", enable_idempotence=True,
+                                         linger_ms=2)
+        await self.producer.start()
+        http = HttpClient(self.s.provider_timeout_s)
+        ledger = Ledger(self.s.bootstrap, n.ledger, self.producer)
+        await ledger.start()
+        self.dispatcher = Dispatcher(
+            self._channels(http), ledger, self.producer, Outputs(n.status, n.dlq), backoff=self.s.backoff(),
+            quiet=self.s.quiet_hours(), rates=self.s.rate_per_s, segment_limit=self.s.sms_segment_limit,
+            routine_workers=self.s.routine_workers, emergency_workers=self.s.emergency_workers)
+        await self.dispatcher.start()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.s.bootstrap, group_id=self.s.group(Group.NOTIFY.value), enable_auto_commit=False,
+            isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=500)
+        await consumer.start()
+        consumer.subscribe([n.dossier, n.mobile_team, n.announcement, n.alerts], listener=_Rebalance(self, consumer, ledger))
+        committer = asyncio.create_task(self._commit_loop(consumer))
+        log.info("notify.started", namespace=self.s.namespace, directory=str(self.s.directory_file),
+                 subscribers=len(self.registry.subscribers))
+        try:
+            await self._consume(consumer)
+        finally:
+            committer.cancel()
+            with contextlib.suppress(Exception):
+                await self._commit(consumer)
+            await consumer.stop()
+            await self.dispatcher.stop()
+            await ledger.stop()
+            await http.close()
+            await self.producer.stop()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        paused = False
+        throttled = {self.names.dossier, self.names.mobile_team}
+        while not self.stopping.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            if consumer.assignment():
+                self.ready.set()
+            for tp, records in batch.items():
+                for record in records:
+                    await self._handle(tp, record)
+            backlog = self.dispatcher.routine_backlog
+            if not paused and backlog > self.s.max_pending:
+                consumer.pause(*[tp for tp in consumer.assignment() if tp.topic in throttled])
+                paused = True
+            elif paused and backlog < self.s.max_pending // 2:
+                consumer.resume(*consumer.paused())
+                paused = False
+
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:  # type: ignore[type-arg]
+        try:
+            if tp.topic == self.names.alerts:
+                requests = rules.for_alert(DeadlineAlert.model_validate_json(record.value), self.directory)
+            else:
+                event = decode(record.headers, record.value)
+                requests = rules.for_event(event, self.directory, self.registry)
+                if isinstance(event, DossierStatusChanged) and self.s.deadlines:
+                    await self._track(event)
+        except (ValidationError, UnknownEventType) as exc:  # canonical topics hold valid events; skip, loudly
+            log.error("notify.undecodable", topic=tp.topic, partition=tp.partition, offset=record.offset,
+                      error=type(exc).__name__)
+            requests = []
+        slot = self.tracker.add(tp, record.offset, len(requests))
+        for request in requests:
+            await self.dispatcher.submit(request, lambda: self.tracker.complete(tp, slot))
+
+    async def _track(self, event: DossierStatusChanged) -> None:
+        dossier = deadlines.tracked(event)
+        if dossier is not None:
+            msg = DeadlineMessage(dossier=dossier).model_dump_json().encode()
+            await self.producer.send_and_wait(self.names.deadlines, msg, event.commune.encode())
+
+    async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self._commit(consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        offsets = {tp: o for tp, o in self.tracker.take_committable().items() if tp in consumer.assignment()}
+        if offsets:
+            await consumer.commit(offsets)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, app: NotifyApp, consumer: AIOKafkaConsumer, ledger: Ledger) -> None:
+        self.app, self.consumer, self.ledger = app, consumer, ledger
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        with contextlib.suppress(Exception):
+            await self.app._commit(self.consumer)  # noqa: SLF001
+        for tp in revoked:
+            self.app.tracker.forget(tp)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.ledger.catch_up()  # see what the previous owner sent before redoing its records
+
+
+def default_directory() -> Path:
+    return Path(__file__).resolve().parents[2] / "infra/notify/directory.example.toml"

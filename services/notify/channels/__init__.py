@@ -1,0 +1,1 @@
+"""Delivery channels behind one small interface (`base.Channel`): SMS, Zalo ZNS, e-mail, webhooks."""

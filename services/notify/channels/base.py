@@ -1,0 +1,54 @@
+"""The channel interface and what a channel is given: a request and its rendered message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas.codes import Locale
+from schemas.notification import NotificationRequest
+from services.notify import sms
+from services.notify.templates import render
+
+
+class DeliveryError(Exception):
+    """A failed attempt. `reason` is a short code (status, error class), never personal data."""
+
+    def __init__(self, reason: str, retryable: bool = True) -> None:
+        super().__init__(reason)
+        self.reason, self.retryable = reason, retryable
+
+
+@dataclass(frozen=True)
+class Receipt:
+    provider_message_id: str | None
+    delivered: bool = False
+    """True when the provider confirmed delivery to the device/inbox, not just acceptance."""
+    via: str = ""
+
+
+@dataclass(frozen=True)
+class Message:
+    request: NotificationRequest
+    locale: Locale
+    subject: str
+    text: str
+    sms_text: str
+    sms_count: sms.SmsCount
+
+
+def compose(request: NotificationRequest, segment_limit: int) -> Message:
+    """Render the template in the recipient's language; fit the SMS text (unaccented Vietnamese if too long)."""
+    if request.payload is not None:
+        return Message(request, request.recipient.locale, "", request.payload, "", sms.count(""))
+    r = render(request.kind, request.recipient.locale, request.params)
+    text, counted = sms.fit(r.text, segment_limit, allow_unaccented=r.locale is Locale.VI)
+    return Message(request, r.locale, r.subject, r.text, text, counted)
+
+
+class Channel(Protocol):
+    async def send(self, message: Message) -> Receipt:
+        """Deliver once; the notification id is the provider's idempotency key. Raises DeliveryError."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,33 @@
+"""E-mail over SMTP. The Message-ID is derived from the notification id, so receivers can de-duplicate."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from services.notify.channels.base import DeliveryError, Message, Receipt
+
+
+class Smtp:
+    def __init__(self, host: str, port: int, sender: str, timeout_s: float) -> None:
+        self.host, self.port, self.sender, self.timeout = host, port, sender, timeout_s
+
+    async def send(self, message: Message) -> Receipt:
+        to = message.request.recipient.email
+        if not to:
+            raise DeliveryError("no_email", retryable=False)
+        mail = EmailMessage()
+        mail["From"], mail["To"], mail["Subject"] = self.sender, to, message.subject
+        mail["Message-ID"] = f"<{message.request.notification_id}@commune-bus>"
+        mail["Content-Language"] = message.locale.value
+        mail.set_content(message.text)
+        try:
+            await aiosmtplib.send(mail, hostname=self.host, port=self.port, timeout=self.timeout)
+        except aiosmtplib.SMTPRecipientsRefused:
+            raise DeliveryError("smtp_recipient_refused", retryable=False) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise DeliveryError(type(exc).__name__) from None
+        return Receipt(mail["Message-ID"], via="email")
+
+    async def close(self) -> None: ...

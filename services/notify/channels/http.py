@@ -1,0 +1,112 @@
+"""HTTP channels: SMS gateway, Zalo ZNS (falls back to SMS) and signed webhooks, on one aiohttp session."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+
+from schemas.notification import NotificationKind
+from services.notify.channels.base import DeliveryError, Message, Receipt
+from services.notify.subscribers import Registry, signature
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+ZNS_TEMPLATE_IDS: dict[NotificationKind, str] = {k: f"cb-{i + 100}" for i, k in enumerate(NotificationKind)}
+"""ZNS template ids registered with Zalo, one per notification kind (ids are configured at Zalo's side)."""
+
+
+class HttpClient:
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=aiohttp.TCPConnector(limit=200))
+        return self._session
+
+    async def post(self, url: str, *, json: object = None, data: bytes | None = None,
+                   headers: dict[str, str]) -> dict[str, object]:
+        try:
+            async with self.session.post(url, json=json, data=data, headers=headers) as resp:
+                if resp.status == 429 or resp.status >= 500:
+                    raise DeliveryError(f"http_{resp.status}")
+                if resp.status >= 400:
+                    raise DeliveryError(f"http_{resp.status}", retryable=False)
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = None
+                return body if isinstance(body, dict) else {}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DeliveryError(type(exc).__name__) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class SmsGateway:
+    """POST {url}/sms {to, text, encoding, segments} with the notification id as Idempotency-Key."""
+
+    def __init__(self, client: HttpClient, url: str) -> None:
+        self.client, self.url = client, url.rstrip("/") + "/sms"
+
+    async def send(self, message: Message) -> Receipt:
+        phone = message.request.recipient.phone
+        if not phone:
+            raise DeliveryError("no_phone", retryable=False)
+        body = {"to": phone, "text": message.sms_text, "encoding": message.sms_count.encoding,
+                "segments": message.sms_count.segments}
+        reply = await self.client.post(self.url, json=body, headers={IDEMPOTENCY_HEADER: message.request.notification_id})
+        return Receipt(str(reply.get("message_id") or ""), via="sms")
+
+    async def close(self) -> None: ...
+
+
+class ZaloZns:
+    """Zalo ZNS template message (template id, parameters, tracking id); SMS when ZNS fails and a phone is known."""
+
+    def __init__(self, client: HttpClient, url: str, fallback: SmsGateway) -> None:
+        self.client, self.url, self.fallback = client, url.rstrip("/") + "/zns/send", fallback
+
+    async def send(self, message: Message) -> Receipt:
+        r = message.request
+        body = {"user_id": r.recipient.zalo_user_id, "phone": r.recipient.phone,
+                "template_id": ZNS_TEMPLATE_IDS[r.kind], "template_data": r.params, "tracking_id": r.notification_id}
+        try:
+            reply = await self.client.post(self.url, json=body, headers={IDEMPOTENCY_HEADER: r.notification_id})
+            if reply.get("error", 0) != 0:
+                raise DeliveryError(f"zns_error_{reply.get('error')}", retryable=False)
+            data = reply.get("data")
+            return Receipt(str(data.get("msg_id") if isinstance(data, dict) else ""), via="zalo")
+        except DeliveryError:
+            if not r.recipient.phone:
+                raise
+            return await self.fallback.send(message)
+
+    async def close(self) -> None: ...
+
+
+class Webhooks:
+    """HMAC-signed POST of the event to the subscriber's URL (secret looked up by subscriber name)."""
+
+    def __init__(self, client: HttpClient, registry: Registry) -> None:
+        self.client, self.registry = client, registry
+
+    async def send(self, message: Message) -> Receipt:
+        r = message.request
+        sub = self.registry.by_name(r.recipient.ref.removeprefix("subscriber:"))
+        if sub is None:
+            raise DeliveryError("unknown_subscriber", retryable=False)
+        body = (r.payload or "").encode()
+        ts = str(int(time.time()))
+        headers = {"Content-Type": "application/cloudevents+json", "Webhook-Id": r.notification_id,
+                   IDEMPOTENCY_HEADER: r.notification_id, "Webhook-Timestamp": ts,
+                   "Webhook-Signature": signature(sub.secret.get_secret_value(), r.notification_id, ts, body)}
+        await self.client.post(sub.url, data=body, headers=headers)
+        return Receipt(None, via="webhook")
+
+    async def close(self) -> None: ...

@@ -1,0 +1,91 @@
+"""The deadline tracker: open dossiers in a changelog-backed faust table, a timer that fires alerts.
+
+`python -m services.notify.deadline_worker` (started by `python -m services.notify`).
+Input: the notify-internal `deadlines` topic (dossier states from the notify worker,
+which read them read_committed from the canonical topic, and this tracker's own
+alert decisions). A table may only be changed inside stream processing, so the
+timer does not write: it sends an alert decision keyed by commune (same partition
+as the dossier), and the agent marks the dossier "alerted" in the table and
+forwards the alert, once. The flags live in the changelog, so a restart neither
+forgets an open dossier nor alerts twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import structlog
+
+from schemas.notification import DeadlineMessage, TrackedDossier
+from schemas.topics import PARTITIONS
+from services.common.logging import configure
+from services.notify import deadlines
+from services.notify.settings import NotifySettings
+from services.notify.topics import Names
+
+log = structlog.get_logger("notify.deadlines")
+
+
+def build(settings: NotifySettings) -> faust.App:
+    names = Names(settings.namespace)
+    app = faust.App(
+        settings.group("commune-bus.notify.deadlines"), broker=f"kafka://{settings.bootstrap}", store="memory://",
+        topic_partitions=PARTITIONS, web_port=settings.deadline_web_port, web_host="127.0.0.1",
+        web_enabled=False, topic_replication_factor=1, producer_acks=-1, consumer_auto_offset_reset="earliest",
+    )
+    source = app.topic(names.deadlines, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    alerts = app.topic(names.alerts, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+    table = app.Table("open-dossiers", default=None, partitions=PARTITIONS, key_type=str, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw")
+
+    @app.agent(source)
+    async def track(stream: Any) -> None:
+        async for key, value in stream.items():
+            msg = DeadlineMessage.model_validate_json(value)
+            if msg.dossier is not None:
+                d = msg.dossier
+                tkey = f"{d.commune}:{d.dossier_code}"
+                if not d.is_open:
+                    table.pop(tkey, None)
+                    continue
+                old = table.get(tkey)
+                table[tkey] = deadlines.merge(TrackedDossier.model_validate_json(old) if old else None, d).model_dump_json().encode()
+            elif msg.alert is not None:
+                a = msg.alert
+                tkey = f"{a.commune}:{a.dossier_code}"
+                old = table.get(tkey)
+                if old is None:
+                    continue
+                current = TrackedDossier.model_validate_json(old)
+                marked = deadlines.mark(current, a)
+                if marked != current:  # not yet alerted for this due date
+                    table[tkey] = marked.model_dump_json().encode()
+                    await alerts.send(key=key, value=a.model_dump_json().encode())
+                    log.info("deadline.alert", kind=a.kind.value, commune=a.commune, alert=a.id)
+
+    @app.timer(settings.deadline_tick_s)
+    async def tick() -> None:
+        now = datetime.now(UTC)
+        for _, raw in list(table.items()):
+            if raw is None:
+                continue
+            for alert in deadlines.alerts_due(TrackedDossier.model_validate_json(raw), now):
+                await source.send(key=alert.commune.encode(), value=DeadlineMessage(alert=alert).model_dump_json().encode())
+
+    return app
+
+
+def main() -> None:
+    settings = NotifySettings()
+    configure()
+    app = build(settings)
+    app.main()
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning", "--without-web"]
+    main()

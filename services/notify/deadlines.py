@@ -1,0 +1,64 @@
+"""Time-driven dossier alerts as pure functions: working days, due-soon and overdue decisions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from schemas.dossier import DossierStatusChanged
+from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
+from schemas.times import VIETNAM
+
+SATURDAY = 5
+
+
+def one_working_day_before(due_at: datetime) -> datetime:
+    """The same local clock time on the previous working day (Monday-Friday; public holidays not modelled)."""
+    local = due_at.astimezone(VIETNAM) - timedelta(days=1)
+    while local.weekday() >= SATURDAY:
+        local -= timedelta(days=1)
+    return local
+
+
+def tracked(event: DossierStatusChanged) -> TrackedDossier | None:
+    """The tracker's view of a dossier after this event; None if it never had a due date."""
+    d = event.data
+    if d.due_at is None:
+        return None
+    return TrackedDossier(
+        dossier_code=d.dossier_code, commune=event.commune, province=event.province,
+        procedure_code=d.procedure_code, officer_id=d.assigned_officer_id, due_at=d.due_at, is_open=d.status.is_open,
+    )
+
+
+def merge(previous: TrackedDossier | None, latest: TrackedDossier) -> TrackedDossier:
+    """Keep 'already alerted' flags unless the due date moved (a new due date earns new alerts)."""
+    if previous is None or previous.due_at != latest.due_at:
+        return latest
+    return latest.model_copy(update={"alerted_due_soon": previous.alerted_due_soon, "alerted_overdue": previous.alerted_overdue})
+
+
+def alerts_due(d: TrackedDossier, now: datetime) -> list[DeadlineAlert]:
+    """Alerts to fire now: each kind at most once per due date; none for a closed dossier."""
+    if not d.is_open:
+        return []
+    if now > d.due_at:
+        kind = None if d.alerted_overdue else NotificationKind.OVERDUE
+    elif now >= one_working_day_before(d.due_at):
+        kind = None if d.alerted_due_soon else NotificationKind.DUE_SOON
+    else:
+        kind = None
+    if kind is None:
+        return []
+    return [DeadlineAlert(
+        id=f"{d.commune}:{d.dossier_code}:{kind.value}:{d.due_at.isoformat()}", kind=kind, dossier_code=d.dossier_code,
+        commune=d.commune, province=d.province, procedure_code=d.procedure_code, officer_id=d.officer_id,
+        due_at=d.due_at, at=now,
+    )]
+
+
+def mark(d: TrackedDossier, alert: DeadlineAlert) -> TrackedDossier:
+    """The dossier with this alert recorded as fired (only if it is about the current due date)."""
+    if alert.due_at != d.due_at:
+        return d
+    field = "alerted_overdue" if alert.kind is NotificationKind.OVERDUE else "alerted_due_soon"
+    return d.model_copy(update={field: True})

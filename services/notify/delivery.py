@@ -1,0 +1,212 @@
+"""Delivery: two lanes (emergency never waits behind routine), rate limits, retries, deferral, status, DLQ.
+
+Every attempt's outcome goes to the status topic; a success or a dead letter is
+recorded in the ledger before the caller's `done` callback (which lets the
+input offset be committed). Deferred requests are recorded and released later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from schemas.notification import ChannelKind, NotificationRequest, NotificationStatus, Outcome
+from services.notify import metrics
+from services.notify.channels.base import Channel, DeliveryError, compose
+from services.notify.ledger import Ledger, Producer
+from services.notify.policy import Backoff, QuietHours, TokenBucket
+
+log = structlog.get_logger("notify.delivery")
+Done = Callable[[], None]
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Job:
+    request: NotificationRequest
+    done: Done
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Outputs:
+    status: str
+    dlq: str
+
+
+@dataclass
+class Lane:
+    name: str
+    queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)
+    buckets: dict[ChannelKind, TokenBucket] = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(self, channels: Mapping[ChannelKind, Channel], ledger: Ledger, producer: Producer, outputs: Outputs, *,
+                 backoff: Backoff, quiet: QuietHours, rates: Mapping[str, float], segment_limit: int,
+                 routine_workers: int, emergency_workers: int, clock: Clock = utcnow) -> None:
+        self.channels, self.ledger, self.producer, self.outputs = channels, ledger, producer, outputs
+        self.backoff, self.quiet, self.segment_limit, self.clock = backoff, quiet, segment_limit, clock
+        self.routine, self.emergency = Lane("routine"), Lane("emergency")
+        for lane in (self.routine, self.emergency):
+            lane.buckets = {ChannelKind(k): TokenBucket(rate, burst=max(1.0, rate / 10)) for k, rate in rates.items()}
+        self.workers = {self.routine: routine_workers, self.emergency: emergency_workers}
+        self._deferred: list[tuple[float, str]] = []
+        self._inflight: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+
+    # --- public ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for lane, n in self.workers.items():
+            self._tasks += [asyncio.create_task(self._work(lane)) for _ in range(n)]
+        self._tasks.append(asyncio.create_task(self._release_deferred()))
+        for request in list(self.ledger.deferred.values()):
+            self._schedule(request)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def routine_backlog(self) -> int:
+        return self.routine.queue.qsize()
+
+    async def submit(self, request: NotificationRequest, done: Done) -> None:
+        """Hand over one request; `done` is called once it is durably sent, dead-lettered or deferred."""
+        nid = request.notification_id
+        if nid in self.ledger.done or nid in self.ledger.deferred or nid in self._inflight:
+            done()
+            return
+        now = self.clock()
+        not_before = self._not_before(request, now)
+        if not_before is not None:
+            deferred = request.model_copy(update={"not_before": not_before})
+            await self.ledger.record_deferred(deferred)
+            await self._status(deferred, Outcome.DEFERRED, 0, not_before=not_before)
+            self._schedule(deferred)
+            done()
+            return
+        self._enqueue(Job(request, done))
+
+    # --- decisions ------------------------------------------------------------------------------
+
+    def _not_before(self, request: NotificationRequest, now: datetime) -> datetime | None:
+        """Later if the rule asks for it (day-before) or a citizen is in quiet hours; emergencies never wait."""
+        if request.is_emergency:
+            return None
+        at = request.not_before if request.not_before and request.not_before > now else now
+        if request.audience.value == "citizen":
+            at = self.quiet.release_at(at)
+        return at if at > now else None
+
+    def _lane(self, request: NotificationRequest) -> Lane:
+        return self.emergency if request.is_emergency else self.routine
+
+    def _enqueue(self, job: Job) -> None:
+        self._inflight.add(job.request.notification_id)
+        lane = self._lane(job.request)
+        lane.queue.put_nowait(job)
+        metrics.QUEUED.labels(lane.name).set(lane.queue.qsize())
+
+    # --- workers --------------------------------------------------------------------------------
+
+    async def _work(self, lane: Lane) -> None:
+        while True:
+            job = await lane.queue.get()
+            metrics.QUEUED.labels(lane.name).set(lane.queue.qsize())
+            bucket = lane.buckets.get(job.request.channel)
+            while bucket is not None and (wait := bucket.wait_time(time.monotonic())) > 0:
+                await asyncio.sleep(wait)
+            await self._attempt(lane, job)
+
+    async def _attempt(self, lane: Lane, job: Job) -> None:
+        r = job.request
+        job.attempt += 1
+        if r.notification_id in self.ledger.done:  # another worker finished it meanwhile
+            self._finish(job)
+            return
+        try:
+            receipt = await self.channels[r.channel].send(compose(r, self.segment_limit))
+        except DeliveryError as err:
+            await self._failed(lane, job, err)
+            return
+        except KeyError:
+            await self._failed(lane, job, DeliveryError("no_channel", retryable=False))
+            return
+        await self.ledger.record_done(r.notification_id, Outcome.SENT.value)
+        outcome = Outcome.DELIVERED if receipt.delivered else Outcome.SENT
+        await self._status(r, outcome, job.attempt, provider_message_id=receipt.provider_message_id)
+        metrics.LATENCY.labels(lane.name).observe(max(0.0, (self.clock() - r.event_time).total_seconds()))
+        log.info("notify.sent", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value, via=receipt.via,
+                 recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune)
+        self._finish(job)
+
+    async def _failed(self, lane: Lane, job: Job, err: DeliveryError) -> None:
+        r = job.request
+        await self._status(r, Outcome.FAILED, job.attempt, reason=err.reason)
+        if err.retryable and not self.backoff.gives_up_after(job.attempt):
+            delay = self.backoff.delay(job.attempt)
+            log.warning("notify.retry", nid=r.notification_id, channel=r.channel.value, reason=err.reason,
+                        attempt=job.attempt, delay_s=round(delay, 2))
+            asyncio.get_running_loop().call_later(delay, lane.queue.put_nowait, job)
+            return
+        reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
+        await self.producer.send_and_wait(self.outputs.dlq, r.model_dump_json().encode(), r.commune.encode(), headers=[
+            ("dlq.reason", reason.encode()), ("dlq.attempts", str(job.attempt).encode()),
+            ("dlq.rejected.at", self.clock().isoformat().encode())])
+        await self.ledger.record_done(r.notification_id, Outcome.DEAD_LETTERED.value)
+        await self._status(r, Outcome.DEAD_LETTERED, job.attempt, reason=reason)
+        log.error("notify.dead_lettered", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value, reason=reason)
+        self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        self._inflight.discard(job.request.notification_id)
+        job.done()
+
+    async def _status(self, r: NotificationRequest, outcome: Outcome, attempt: int, *, reason: str | None = None,
+                      provider_message_id: str | None = None, not_before: datetime | None = None) -> None:
+        metrics.NOTIFICATIONS.labels(r.kind.value, r.channel.value, outcome.value).inc()
+        status = NotificationStatus(
+            notification_id=r.notification_id, event_id=r.event_id, rule=r.rule, kind=r.kind, channel=r.channel,
+            recipient_ref=r.recipient.ref, commune=r.commune, outcome=outcome, attempt=attempt, at=self.clock(),
+            reason=reason, provider_message_id=provider_message_id, not_before=not_before)
+        await self.producer.send_and_wait(self.outputs.status, status.model_dump_json(exclude_none=True).encode(),
+                                          r.commune.encode())
+
+    # --- deferred -------------------------------------------------------------------------------
+
+    def _schedule(self, request: NotificationRequest) -> None:
+        at = (request.not_before or self.clock()).timestamp()
+        heapq.heappush(self._deferred, (at, request.notification_id))
+        metrics.DEFERRED.set(len(self._deferred))
+        self._wake.set()
+
+    async def _release_deferred(self) -> None:
+        while True:
+            now = self.clock().timestamp()
+            while self._deferred and self._deferred[0][0] <= now:
+                _, nid = heapq.heappop(self._deferred)
+                request = self.ledger.deferred.get(nid)
+                if request is not None and nid not in self._inflight:
+                    self._enqueue(Job(request.model_copy(update={"not_before": None}), done=lambda: None))
+            metrics.DEFERRED.set(len(self._deferred))
+            self._wake.clear()
+            wait = min(30.0, self._deferred[0][0] - now) if self._deferred else 30.0
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, wait + random.uniform(0, 0.05)))
+            except TimeoutError:
+                pass

@@ -1,0 +1,134 @@
+"""Local fake providers for tests, the benchmark and the demo: SMS gateway, Zalo ZNS and a webhook receiver.
+
+They behave like real idempotent APIs: a repeated Idempotency-Key gets the first
+answer back and is counted as a replay, never as a second success. Faults can
+be injected: an outage (503) for N seconds, every n-th request failing with 500,
+slow responses. `python -m services.notify.fake_providers --port 8025` runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from services.notify.subscribers import verify
+
+
+@dataclass
+class Received:
+    key: str
+    path: str
+    body: dict[str, Any]
+    at: float
+
+
+@dataclass
+class Faults:
+    outage_until: float = 0.0
+    fail_every: int = 0
+    delay_s: float = 0.0
+
+
+@dataclass
+class FakeProviders:
+    host: str = "127.0.0.1"
+    port: int = 0
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
+    faults: Faults = field(default_factory=Faults)
+    accepted: dict[str, Received] = field(default_factory=dict)
+    successes: Counter[str] = field(default_factory=Counter)
+    replays: Counter[str] = field(default_factory=Counter)
+    rejected: int = 0
+    requests: int = 0
+    bad_signatures: int = 0
+
+    def outage(self, seconds: float) -> None:
+        self.faults.outage_until = time.monotonic() + seconds
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def texts(self, path: str = "/sms") -> list[str]:
+        return [r.body.get("text", "") for r in self.accepted.values() if r.path == path]
+
+    async def _accept(self, request: web.Request, body: dict[str, Any], reply: dict[str, Any]) -> web.Response:
+        self.requests += 1
+        if self.faults.delay_s:
+            await asyncio.sleep(self.faults.delay_s)
+        if time.monotonic() < self.faults.outage_until:
+            self.rejected += 1
+            return web.json_response({"error": "unavailable"}, status=503)
+        if self.faults.fail_every and self.requests % self.faults.fail_every == 0:
+            self.rejected += 1
+            return web.json_response({"error": "internal"}, status=500)
+        key = request.headers.get("Idempotency-Key", "")
+        if key in self.accepted:
+            self.replays[key] += 1
+            return web.json_response({**reply, "duplicate": True})
+        self.accepted[key] = Received(key, request.path, body, time.time())
+        self.successes[key] += 1
+        return web.json_response(reply)
+
+    async def sms(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return await self._accept(request, body, {"message_id": "sms-" + request.headers.get("Idempotency-Key", "")[:12]})
+
+    async def zns(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return await self._accept(request, body, {"error": 0, "data": {"msg_id": "zns-" + str(body.get("tracking_id"))[:12]}})
+
+    async def hook(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        secret = self.webhook_secrets.get(request.match_info["name"])
+        h = request.headers
+        if secret is not None and not verify(secret, h.get("Webhook-Id", ""), h.get("Webhook-Timestamp", ""), raw,
+                                             h.get("Webhook-Signature", "")):
+            self.bad_signatures += 1
+            return web.json_response({"error": "bad signature"}, status=401)
+        import orjson
+
+        return await self._accept(request, {"event": orjson.loads(raw)}, {"ok": True})
+
+    async def stats(self, _: web.Request) -> web.Response:
+        return web.json_response({"accepted": len(self.accepted), "replays": sum(self.replays.values()),
+                                  "rejected": self.rejected, "requests": self.requests})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes([web.post("/sms", self.sms), web.post("/zns/send", self.zns),
+                        web.post("/hooks/{name}", self.hook), web.get("/stats", self.stats)])
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+
+
+async def _serve(port: int) -> None:
+    fake = FakeProviders(port=port)
+    await fake.start()
+    print(f"fake providers on {fake.url} (POST /sms, /zns/send, /hooks/<name>; GET /stats)", flush=True)
+    await asyncio.Event().wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8025)
+    asyncio.run(_serve(parser.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""Prometheus metrics. Labels are codes only (type, channel, outcome, lane), never personal data."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+NOTIFICATIONS = Counter("notify_notifications_total", "Notification attempts by type, channel and outcome",
+                        ["type", "channel", "outcome"])
+LATENCY = Histogram("notify_delivery_latency_seconds", "From event time to provider success", ["lane"],
+                    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 3600, 36000))
+DEFERRED = Gauge("notify_deferred_depth", "Notifications deferred (quiet hours, day-before) and not yet released")
+QUEUED = Gauge("notify_queue_depth", "Notifications waiting for a sender", ["lane"])

@@ -1,0 +1,46 @@
+"""Which input offsets may be committed: a record counts once all its notifications are done. Pure."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, Hashable, TypeVar
+
+P = TypeVar("P", bound=Hashable)
+
+
+@dataclass
+class _Slot:
+    offset: int
+    remaining: int
+
+
+@dataclass
+class OffsetTracker(Generic[P]):
+    """Commit point per partition = one past the highest offset whose predecessors are all complete."""
+
+    _slots: dict[P, deque[_Slot]] = field(default_factory=dict)
+    _committable: dict[P, int] = field(default_factory=dict)
+
+    def add(self, partition: P, offset: int, parts: int) -> _Slot:
+        slot = _Slot(offset, parts)
+        self._slots.setdefault(partition, deque()).append(slot)
+        self._advance(partition)
+        return slot
+
+    def complete(self, partition: P, slot: _Slot) -> None:
+        slot.remaining -= 1
+        self._advance(partition)
+
+    def _advance(self, partition: P) -> None:
+        slots = self._slots.get(partition)
+        while slots and slots[0].remaining <= 0:
+            self._committable[partition] = slots.popleft().offset + 1
+
+    def take_committable(self) -> dict[P, int]:
+        out, self._committable = self._committable, {}
+        return out
+
+    def forget(self, partition: P) -> None:
+        self._slots.pop(partition, None)
+        self._committable.pop(partition, None)

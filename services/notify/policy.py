@@ -1,0 +1,76 @@
+"""Delivery policy as pure functions: notification ids, quiet hours, back-off, rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+from schemas.times import VIETNAM
+
+
+def notification_id(event_id: str, rule: str, recipient_ref: str) -> str:
+    """Deterministic: the same event, rule and recipient always give the same id (the idempotency key)."""
+    return hashlib.sha256(f"{event_id}\x1f{rule}\x1f{recipient_ref}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """Citizens are not messaged between `start` and `end` local time (the window may cross midnight)."""
+
+    start: time = time(21, 0)
+    end: time = time(7, 0)
+
+    def is_quiet(self, now: datetime) -> bool:
+        local = now.astimezone(VIETNAM).time()
+        if self.start == self.end:
+            return False
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def release_at(self, now: datetime) -> datetime:
+        """When a message deferred at `now` may go out: the next `end`, or `now` if not quiet."""
+        if not self.is_quiet(now):
+            return now
+        local = now.astimezone(VIETNAM)
+        release = local.replace(hour=self.end.hour, minute=self.end.minute, second=0, microsecond=0)
+        if release <= local:
+            release += timedelta(days=1)
+        return release
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off with equal jitter: attempt n waits base*factor**(n-1), capped, half of it random."""
+
+    base_s: float = 0.5
+    factor: float = 2.0
+    cap_s: float = 8.0
+    max_attempts: int = 10
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        full = min(self.cap_s, self.base_s * self.factor ** max(0, attempt - 1))
+        return full / 2 + (rng or random).uniform(0, full / 2)
+
+    def gives_up_after(self, attempt: int) -> bool:
+        return attempt >= self.max_attempts
+
+
+class TokenBucket:
+    """Per-channel rate limit: `rate` sends per second with bursts of `burst`. Time is passed in (pure)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.updated = burst, 0.0
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until a token is available; takes the token when the answer is 0."""
+        if self.updated:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate

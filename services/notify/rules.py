@@ -1,0 +1,205 @@
+"""The rules table: canonical events (and deadline alerts) -> notification requests. Pure.
+
+Read `RULES` top to bottom: which event, under which condition, becomes which
+message for whom. Webhook subscriptions and deadline alerts follow the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+
+from schemas.announcement import ANNOUNCEMENT_SCHEDULED, BROADCAST_FAILED, AnnouncementScheduledEvent, BroadcastFailedEvent
+from schemas.codes import DossierStatus, Locale, Priority
+from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierStatusChanged
+from schemas.envelope import Event
+from schemas.mobile_team import VISIT_COMPLETED, VISIT_SCHEDULED, VisitCompletedEvent, VisitScheduledEvent
+from schemas.notification import Audience, ChannelKind, DeadlineAlert, NotificationKind as K, NotificationRequest, Recipient
+from schemas.times import VIETNAM
+from services.notify.directory import Contact, Directory
+from services.notify.policy import notification_id
+from services.notify.subscribers import Registry
+
+Target = tuple[Recipient, ChannelKind, Audience]
+
+
+def day(t: datetime | None) -> str:
+    return t.astimezone(VIETNAM).strftime("%d/%m/%Y") if t else "-"
+
+
+def moment(t: datetime) -> str:
+    return t.astimezone(VIETNAM).strftime("%H:%M %d/%m/%Y")
+
+
+# --- who ---------------------------------------------------------------------------------------
+
+def applicant(e: Event, _: Directory) -> list[Target]:
+    """The citizen: Zalo ZNS if we know the account (SMS fallback), else SMS, else e-mail."""
+    a = e.data.applicant if isinstance(e, DossierStatusChanged) else None
+    if a is None:
+        return []
+    channel = ChannelKind.ZALO if a.zalo_user_id else ChannelKind.SMS if a.phone else ChannelKind.EMAIL if a.email else None
+    if channel is None:
+        return []
+    r = Recipient(ref="applicant", locale=a.preferred_locale, phone=a.phone, email=a.email, zalo_user_id=a.zalo_user_id)
+    return [(r, channel, Audience.CITIZEN)]
+
+
+def staff(contacts: list[Contact]) -> list[Target]:
+    return [(c.recipient(), c.channel, Audience.STAFF) for c in contacts]
+
+
+def citizens(contacts: list[Contact]) -> list[Target]:
+    return [(c.recipient(), c.channel, Audience.CITIZEN) for c in contacts]
+
+
+def village_contacts(e: Event, d: Directory) -> list[Target]:
+    return citizens(d.village(e.commune, e.data.village))
+
+
+def centre(e: Event, d: Directory) -> list[Target]:
+    return staff(d.of(e.commune).centre)
+
+
+def cluster_operators(e: Event, d: Directory) -> list[Target]:
+    return staff(d.cluster_operators(e.commune, e.data.target_clusters))
+
+
+def failed_cluster_operators(e: Event, d: Directory) -> list[Target]:
+    return staff(d.cluster_operators(e.commune, [e.data.cluster_id]))
+
+
+def emergency_audience(e: Event, d: Directory) -> list[Target]:
+    villages = [t for v in e.data.target_villages for t in citizens(d.village(e.commune, v))]
+    return cluster_operators(e, d) + villages
+
+
+# --- what ----------------------------------------------------------------------------------------
+
+def dossier_params(e: Event) -> dict[str, str]:
+    d = e.data
+    amount = sum(f.amount_vnd for f in d.fees)
+    return {
+        "dossier_code": d.dossier_code, "procedure": d.procedure_name or d.procedure_code, "due_date": day(d.due_at),
+        "documents": ", ".join(d.requested_documents) or "-", "reason": d.rejection_reason or "-",
+        "amount": f"{amount:,}".replace(",", "."), "date": day(d.returned_at or d.ended_at),
+    }
+
+
+def visit_params(e: Event) -> dict[str, str]:
+    v = e.data
+    when = v.scheduled_for if isinstance(e, VisitScheduledEvent) else v.completed_at
+    counts = {} if isinstance(e, VisitScheduledEvent) else {
+        "households": str(v.households_visited), "people": str(v.people_assisted),
+        "dossiers": str(v.dossiers_submitted), "accounts": str(v.accounts_activated),
+    }
+    return {"village": v.village, "team": v.team_id, "date": moment(when), **counts}
+
+
+def announcement_params(e: Event) -> dict[str, str]:
+    a = e.data
+    return {"title": a.title, "clusters": ", ".join(a.target_clusters) or ", ".join(a.target_villages), "date": moment(a.starts_at)}
+
+
+def broadcast_failed_params(e: Event) -> dict[str, str]:
+    b = e.data
+    return {"cluster": b.cluster_id, "announcement": b.announcement_id, "reason": b.failure_reason}
+
+
+def the_day_before(e: Event) -> datetime | None:
+    """Village contacts hear of a visit at 08:00 the day before (or at once if that is past)."""
+    local = e.data.scheduled_for.astimezone(VIETNAM) - timedelta(days=1)
+    return local.replace(hour=8, minute=0, second=0, microsecond=0)
+
+
+def status_is(*statuses: DossierStatus) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, DossierStatusChanged) and e.data.status in statuses
+
+
+def is_emergency(e: Event) -> bool:
+    return isinstance(e, AnnouncementScheduledEvent) and e.data.priority is Priority.EMERGENCY
+
+
+def always(_: Event) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    event_type: str
+    when: Callable[[Event], bool]
+    kind: K
+    to: Callable[[Event, Directory], list[Target]]
+    params: Callable[[Event], dict[str, str]]
+    priority: Priority = Priority.ROUTINE
+    not_before: Callable[[Event], datetime | None] = lambda e: None
+
+
+S = DossierStatus
+RULES: tuple[Rule, ...] = (
+    Rule("dossier.accepted", DOSSIER_STATUS_CHANGED, status_is(S.ACCEPTED), K.DOSSIER_ACCEPTED, applicant, dossier_params),
+    Rule("dossier.documents-requested", DOSSIER_STATUS_CHANGED, status_is(S.ADDITIONAL_DOCUMENTS_REQUESTED), K.DOCUMENTS_REQUESTED, applicant, dossier_params),
+    Rule("dossier.payment-requested", DOSSIER_STATUS_CHANGED, status_is(S.PAYMENT_REQUESTED), K.PAYMENT_REQUESTED, applicant, dossier_params),
+    Rule("dossier.rejected", DOSSIER_STATUS_CHANGED, status_is(S.REJECTED), K.DOSSIER_REJECTED, applicant, dossier_params),
+    Rule("dossier.result-ready", DOSSIER_STATUS_CHANGED, status_is(S.PROCESSED), K.RESULT_READY, applicant, dossier_params),
+    Rule("dossier.result-returned", DOSSIER_STATUS_CHANGED, status_is(S.RETURNED), K.RESULT_RETURNED, applicant, dossier_params),
+    Rule("visit.day-before", VISIT_SCHEDULED, always, K.VISIT_TOMORROW, village_contacts, visit_params, not_before=the_day_before),
+    Rule("visit.summary", VISIT_COMPLETED, always, K.VISIT_SUMMARY, centre, visit_params),
+    Rule("announcement.scheduled", ANNOUNCEMENT_SCHEDULED, lambda e: not is_emergency(e), K.ANNOUNCEMENT_SCHEDULED, cluster_operators, announcement_params),
+    Rule("announcement.emergency", ANNOUNCEMENT_SCHEDULED, is_emergency, K.EMERGENCY, emergency_audience, announcement_params, Priority.EMERGENCY),
+    Rule("broadcast.failed", BROADCAST_FAILED, always, K.BROADCAST_FAILED, failed_cluster_operators, broadcast_failed_params),
+)
+"""Deadline alerts (due within one working day, overdue) are time-driven: see `for_alert`."""
+
+
+def _request(e_id: str, e_type: str, rule: str, kind: K, target: Target, params: dict[str, str], *,
+             commune: str, province: str, time: datetime, priority: Priority = Priority.ROUTINE,
+             not_before: datetime | None = None, payload: str | None = None) -> NotificationRequest:
+    recipient, channel, audience = target
+    return NotificationRequest(
+        notification_id=notification_id(e_id, rule, recipient.ref), event_id=e_id, event_type=e_type, rule=rule,
+        kind=kind, channel=channel, audience=audience, priority=priority, recipient=recipient, params=params,
+        payload=payload, commune=commune, province=province, event_time=time, not_before=not_before,
+    )
+
+
+def for_event(event: Event, directory: Directory, registry: Registry) -> list[NotificationRequest]:
+    """Every notification one canonical event asks for: rule matches, then webhook subscriptions."""
+    out = [
+        _request(event.id, event.type, rule.name, rule.kind, target, rule.params(event), commune=event.commune,
+                 province=event.province, time=event.time, priority=rule.priority, not_before=rule.not_before(event))
+        for rule in RULES if rule.event_type == event.type and rule.when(event)
+        for target in rule.to(event, directory)
+    ]
+    for sub in registry.matching(event.type, event.commune, event.province):
+        target = (Recipient(ref=f"subscriber:{sub.name}", url=sub.url), ChannelKind.WEBHOOK, Audience.SYSTEM)
+        out.append(_request(event.id, event.type, f"webhook:{sub.name}", K.WEBHOOK, target, {}, commune=event.commune,
+                            province=event.province, time=event.time, payload=structured(event, sub.include_personal_data)))
+    return out
+
+
+def for_alert(alert: DeadlineAlert, directory: Directory) -> list[NotificationRequest]:
+    """Due-soon and overdue alerts go to the responsible officer and the centre head."""
+    targets = {t[0].ref: t for t in staff(directory.officer(alert.commune, alert.officer_id) + directory.of(alert.commune).centre_head)}
+    params = {"dossier_code": alert.dossier_code, "due_date": moment(alert.due_at)}
+    return [
+        _request(alert.id, f"deadline.{alert.kind.value}", f"dossier.{alert.kind.value}", alert.kind, t, params,
+                 commune=alert.commune, province=alert.province, time=alert.at)
+        for t in targets.values()
+    ]
+
+
+def structured(event: Event, include_personal_data: bool) -> str:
+    """The event as structured-mode CloudEvents JSON; the applicant block removed unless the subscriber may see it."""
+    doc = orjson.loads(event.model_dump_json(exclude_none=True))
+    if not include_personal_data and isinstance(doc.get("data"), dict):
+        doc["data"].pop("applicant", None)
+    return orjson.dumps(doc).decode()
+
+
+def locale_of(request: NotificationRequest) -> Locale:
+    return request.recipient.locale

@@ -1,0 +1,53 @@
+"""Typed, frozen settings of the notify service (env prefix NOTIFY_, broker from KAFKA_BOOTSTRAP)."""
+
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.notify.policy import Backoff, QuietHours
+
+
+class NotifySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_", frozen=True, extra="ignore")
+
+    bootstrap: str = Field(default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "NOTIFY_BOOTSTRAP"))
+    namespace: str = Field(default="", description="Topic/group prefix (tests); '' in production")
+    metrics_port: int = 9102
+    directory_file: Path | None = Field(default=None, description="Recipients directory TOML")
+    subscribers_file: Path | None = Field(default=None, description="Webhook subscriber registry TOML")
+
+    sms_url: str = "http://127.0.0.1:8025"
+    zalo_url: str = "http://127.0.0.1:8025"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8026
+    smtp_sender: str = "thong-bao@commune-bus.local"
+    provider_timeout_s: float = 5.0
+
+    sms_segment_limit: int = Field(default=2, ge=1, description="Over this, Vietnamese SMS go unaccented")
+    quiet_start: time = time(21, 0)
+    quiet_end: time = time(7, 0)
+    retry_base_s: float = 0.5
+    retry_cap_s: float = 8.0
+    retry_max_attempts: int = 10
+    rate_per_s: dict[str, float] = Field(default_factory=lambda: {"sms": 200.0, "zalo": 200.0, "email": 50.0, "webhook": 200.0})
+    routine_workers: int = 32
+    emergency_workers: int = 8
+    max_pending: int = 20_000
+    """Routine backlog above which dossier and mobile-team partitions pause (announcements keep flowing)."""
+
+    deadlines: bool = Field(default=True, description="Also run the faust deadline tracker (a child process)")
+    deadline_tick_s: float = 30.0
+    deadline_web_port: int = 6067
+
+    def quiet_hours(self) -> QuietHours:
+        return QuietHours(self.quiet_start, self.quiet_end)
+
+    def backoff(self) -> Backoff:
+        return Backoff(base_s=self.retry_base_s, cap_s=self.retry_cap_s, max_attempts=self.retry_max_attempts)
+
+    def group(self, base: str) -> str:
+        return f"{self.namespace}.{base}" if self.namespace else base

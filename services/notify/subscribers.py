@@ -1,0 +1,63 @@
+"""Webhook subscribers: a registry file (URL, event types, communes, secret) and HMAC-signed deliveries.
+
+A provincial system subscribes without running a Kafka client. Each delivery is
+a POST of the event as structured CloudEvents JSON with headers
+`Webhook-Id` (= notification id, the idempotency key), `Webhook-Timestamp` and
+`Webhook-Signature: v1=<hex HMAC-SHA256(secret, id.timestamp.body)>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tomllib
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from schemas.envelope import Model
+
+WILDCARD = "*"
+
+
+class Subscriber(Model):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    url: str
+    secret: SecretStr
+    event_types: list[str] = Field(default_factory=lambda: [WILDCARD], description="CloudEvents types, '*' for all")
+    communes: list[str] = Field(default_factory=lambda: [WILDCARD], description="Commune codes, '*' for all")
+    provinces: list[str] = Field(default_factory=lambda: [WILDCARD])
+    include_personal_data: bool = Field(default=False, description="Keep the applicant block in dossier events")
+
+    def wants(self, event_type: str, commune: str, province: str) -> bool:
+        return (
+            (WILDCARD in self.event_types or event_type in self.event_types)
+            and (WILDCARD in self.communes or commune in self.communes)
+            and (WILDCARD in self.provinces or province in self.provinces)
+        )
+
+
+class Registry(Model):
+    subscribers: list[Subscriber] = Field(default_factory=list)
+
+    def matching(self, event_type: str, commune: str, province: str) -> list[Subscriber]:
+        return [s for s in self.subscribers if s.wants(event_type, commune, province)]
+
+    def by_name(self, name: str) -> Subscriber | None:
+        return next((s for s in self.subscribers if s.name == name), None)
+
+
+def load_registry(path: Path | None) -> Registry:
+    if path is None:
+        return Registry()
+    return Registry.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+
+
+def signature(secret: str, webhook_id: str, timestamp: str, body: bytes) -> str:
+    """`v1=` + hex HMAC-SHA256 over `id.timestamp.body`; subscribers recompute and compare in constant time."""
+    mac = hmac.new(secret.encode(), f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1=" + mac.hexdigest()
+
+
+def verify(secret: str, webhook_id: str, timestamp: str, body: bytes, header: str) -> bool:
+    return hmac.compare_digest(signature(secret, webhook_id, timestamp, body), header)

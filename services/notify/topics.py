@@ -1,0 +1,46 @@
+"""Topics private to the notify service, composed from the registry's TopicSpec (to move into schemas.topics).
+
+- ledger: compacted, key = notification id; the durable record of what was sent or deferred, so a
+  redelivered event never reaches a provider twice as a success.
+- deadlines: the deadline tracker's input (dossier states and alert decisions), key = commune.
+- alerts: due-soon / overdue alerts the tracker fired, key = commune.
+"""
+
+from __future__ import annotations
+
+from schemas.topics import (
+    COMMUNE_KEY, DLQ_NOTIFY, EVENTS_ANNOUNCEMENT, EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, NOTIFY_STATUS, Kind, TopicSpec,
+    scoped,
+)
+
+NOTIFY_LEDGER = TopicSpec(
+    "commune.notify.ledger", Kind.INTERNAL, key="notification id",
+    description="Notify's delivery ledger: done (sent/dead-lettered) or deferred (with the request) per notification id",
+    config={"cleanup.policy": "compact", "min.compaction.lag.ms": str(24 * 3600 * 1000)},
+)
+NOTIFY_DEADLINES = TopicSpec(
+    "commune.notify.deadlines", Kind.INTERNAL, key=COMMUNE_KEY,
+    description="Deadline tracker input: open-dossier states (no personal data) and alert decisions",
+)
+NOTIFY_ALERTS = TopicSpec(
+    "commune.notify.alerts", Kind.INTERNAL, key=COMMUNE_KEY,
+    description="Time-driven dossier alerts (due within one working day, overdue) fired by the deadline tracker",
+)
+
+INPUTS = (EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT, NOTIFY_ALERTS)
+OWN = (NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS)
+
+
+class Names:
+    """Every topic name notify uses, under one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.dossier = scoped(EVENTS_DOSSIER, namespace).name
+        self.mobile_team = scoped(EVENTS_MOBILE_TEAM, namespace).name
+        self.announcement = scoped(EVENTS_ANNOUNCEMENT, namespace).name
+        self.alerts = scoped(NOTIFY_ALERTS, namespace).name
+        self.status = scoped(NOTIFY_STATUS, namespace).name
+        self.dlq = scoped(DLQ_NOTIFY, namespace).name
+        self.ledger = scoped(NOTIFY_LEDGER, namespace).name
+        self.deadlines = scoped(NOTIFY_DEADLINES, namespace).name
+        self.specs = [scoped(t, namespace) for t in (*INPUTS, *OWN)]

@@ -1,0 +1,209 @@
+"""Pure core of notify: rules, templates, SMS segments, quiet hours, back-off, ids, deadlines, offsets."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas.codes import Locale, Priority
+from schemas.notification import Audience, ChannelKind, NotificationKind as K, TrackedDossier
+from services.notify import deadlines, rules, sms
+from services.notify.channels.base import compose
+from services.notify.masking import mask_email, mask_name, mask_phone
+from services.notify.offsets import OffsetTracker
+from services.notify.policy import Backoff, QuietHours, TokenBucket, notification_id
+from services.notify.subscribers import Registry, signature, verify
+from services.notify.templates import TEMPLATES, render
+from tests.notify.events import broadcast_failed, directory, dossier, storm, visit_completed, visit_scheduled
+
+pytestmark = pytest.mark.unit
+NO_SUBS = Registry()
+
+
+def test_accepted_dossier_tells_the_applicant_code_procedure_and_due_date() -> None:
+    """An accepted dossier yields one SMS to the applicant with code, procedure and the Vietnam-time due date."""
+    [r] = rules.for_event(dossier(status=2), directory(), NO_SUBS)
+    assert (r.kind, r.channel, r.audience, r.recipient.ref) == (K.DOSSIER_ACCEPTED, ChannelKind.SMS, Audience.CITIZEN, "applicant")
+    text = compose(r, 3).sms_text
+    assert text == "Hồ sơ TL-251101-0002 (Đăng ký khai sinh) đã được tiếp nhận. Ngày hẹn trả kết quả: 07/11/2025."
+
+
+@pytest.mark.parametrize(("status", "kind"), [(3, K.DOSSIER_REJECTED), (5, K.DOCUMENTS_REQUESTED), (6, K.PAYMENT_REQUESTED),
+                                              (9, K.RESULT_READY), (10, K.RESULT_RETURNED)])
+def test_each_citizen_facing_status_has_its_rule(status: int, kind: K) -> None:
+    """Rejected, documents/payment requested, processed and returned each notify the applicant once."""
+    extra = {"rejection_reason": "Thiếu tờ khai", "received_at": None, "due_at": None} if status == 3 else {}
+    if status == 5:
+        extra = {"requested_documents": ["Bản sao CCCD"]}
+    if status == 6:
+        extra = {"fees": [{"name": "Lệ phí", "amount_vnd": 8000}]}
+    [r] = rules.for_event(dossier(status=status, **extra), directory(), NO_SUBS)
+    assert r.kind is kind
+    text = compose(r, 3).text
+    assert "TL-251101-0002" in text
+    if status == 3:
+        assert "Thiếu tờ khai" in text
+    if status == 5:
+        assert "Bản sao CCCD" in text
+    if status == 6:
+        assert "8.000" in text
+
+
+def test_in_progress_dossier_notifies_nobody() -> None:
+    """Status 4 (in progress) is internal: no notification."""
+    assert rules.for_event(dossier(status=4), directory(), NO_SUBS) == []
+
+
+def test_khmer_preference_renders_khmer_and_unknown_locale_falls_back_to_vietnamese() -> None:
+    """km preference gives Khmer text; a kind without a Khmer template falls back to Vietnamese."""
+    [r] = rules.for_event(dossier(status=2, locale="km"), directory(), NO_SUBS)
+    m = compose(r, 3)
+    assert m.locale is Locale.KM and "ត្រូវបានទទួលហើយ" in m.sms_text and m.sms_count.encoding == "UCS-2"
+    assert render(K.OVERDUE, Locale.KM, {"dossier_code": "X", "due_date": "d"}).locale is Locale.VI
+
+
+def test_every_kind_has_a_vietnamese_template() -> None:
+    """Vietnamese is the fallback, so every kind except webhooks must have it."""
+    assert all(Locale.VI in TEMPLATES[k] for k in K if k is not K.WEBHOOK)
+
+
+def test_gsm7_and_ucs2_segment_counts() -> None:
+    """160/153 septets for GSM-7 (extension chars count 2), 70/67 code units for UCS-2."""
+    assert sms.count("a" * 160) == sms.SmsCount("GSM-7", 160, 1)
+    assert sms.count("a" * 161).segments == 2
+    assert sms.count("a" * 306).segments == 2 and sms.count("a" * 307).segments == 3
+    assert sms.count("{" * 80) == sms.SmsCount("GSM-7", 160, 1)
+    assert sms.count("ơ" * 70) == sms.SmsCount("UCS-2", 70, 1)
+    assert sms.count("ơ" * 71).segments == 2 and sms.count("ơ" * 135).segments == 3
+
+
+def test_long_vietnamese_sms_goes_unaccented_only_over_the_limit() -> None:
+    """Accented text within the limit is kept; over it, the unaccented GSM-7 variant is sent."""
+    short = "Hồ sơ đã được tiếp nhận."
+    assert sms.fit(short, 1, True)[0] == short
+    long = "Hồ sơ TL-251101-0002 (Đăng ký khai sinh) đã được tiếp nhận. Ngày hẹn trả kết quả: 07/11/2025."
+    text, counted = sms.fit(long, 1, True)
+    assert text == "Ho so TL-251101-0002 (Dang ky khai sinh) da duoc tiep nhan. Ngay hen tra ket qua: 07/11/2025."
+    assert counted == sms.SmsCount("GSM-7", len(text), 1)
+    assert sms.fit(long, 1, False)[1].encoding == "UCS-2"
+
+
+def test_quiet_hours_cross_midnight_in_vietnam_time() -> None:
+    """21:00-07:00 Asia/Ho_Chi_Minh is quiet; a message at 22:00 is released at 07:00 next day."""
+    q = QuietHours()
+    at_22 = datetime(2025, 11, 3, 15, 0, tzinfo=UTC)  # 22:00 in Vietnam
+    assert q.is_quiet(at_22) and q.is_quiet(datetime(2025, 11, 3, 23, 30, tzinfo=UTC))
+    assert not q.is_quiet(datetime(2025, 11, 3, 0, 0, tzinfo=UTC))  # 07:00
+    assert q.release_at(at_22) == datetime(2025, 11, 4, 0, 0, tzinfo=UTC)
+    noon = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
+    assert q.release_at(noon) == noon
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter_and_gives_up() -> None:
+    """Delay n is in [d/2, d] for d = min(cap, base*2^(n-1)); the last attempt gives up."""
+    b, rng = Backoff(base_s=1, cap_s=8, max_attempts=5), random.Random(1)
+    for n, d in [(1, 1), (2, 2), (3, 4), (4, 8), (6, 8)]:
+        assert d / 2 <= b.delay(n, rng) <= d
+    assert not b.gives_up_after(4) and b.gives_up_after(5)
+
+
+def test_token_bucket_limits_rate() -> None:
+    """After the burst, the next send waits 1/rate."""
+    bucket = TokenBucket(rate=10, burst=2)
+    assert bucket.wait_time(100.0) == 0 and bucket.wait_time(100.0) == 0
+    assert bucket.wait_time(100.0) == pytest.approx(0.1)
+    assert bucket.wait_time(100.2) == 0
+
+
+def test_notification_id_is_deterministic_per_event_rule_recipient() -> None:
+    """Same inputs give the same id; any change gives another."""
+    a = notification_id("e1", "dossier.accepted", "applicant")
+    assert a == notification_id("e1", "dossier.accepted", "applicant")
+    assert len({a, notification_id("e2", "dossier.accepted", "applicant"), notification_id("e1", "x", "applicant"),
+                notification_id("e1", "dossier.accepted", "officer:1")}) == 4
+    assert rules.for_event(dossier(), directory(), NO_SUBS)[0].notification_id == rules.for_event(dossier(), directory(), NO_SUBS)[0].notification_id
+
+
+def test_emergency_announcement_goes_to_operators_and_villages_in_the_priority_lane() -> None:
+    """A storm warning is EMERGENCY priority, for cluster operators and village contacts (in their language)."""
+    out = rules.for_event(storm(), directory(), NO_SUBS)
+    assert {r.recipient.ref for r in out} == {"operator:c1", "village:head"}
+    assert all(r.priority is Priority.EMERGENCY and r.kind is K.EMERGENCY for r in out)
+    village = next(r for r in out if r.recipient.ref == "village:head")
+    assert compose(village, 3).text.startswith("បន្ទាន់")
+
+
+def test_routine_announcement_goes_to_cluster_operators_only() -> None:
+    """A cultural event announcement tells the operators of targeted clusters, routine priority."""
+    [r] = rules.for_event(storm(category="cultural_event"), directory(), NO_SUBS)
+    assert (r.kind, r.recipient.ref, r.priority) == (K.ANNOUNCEMENT_SCHEDULED, "operator:c1", Priority.ROUTINE)
+
+
+def test_visit_is_announced_to_villages_the_day_before_and_summarised_to_the_centre() -> None:
+    """Visit scheduled -> village contacts at 08:00 the day before; completed -> centre summary with counts."""
+    [r] = rules.for_event(visit_scheduled(), directory(), NO_SUBS)
+    assert r.kind is K.VISIT_TOMORROW and r.not_before == datetime(2025, 11, 9, 1, 0, tzinfo=UTC)
+    [s] = rules.for_event(visit_completed(), directory(), NO_SUBS)
+    assert s.recipient.ref == "centre:inbox" and "41" in compose(s, 3).text
+    [f] = rules.for_event(broadcast_failed(), directory(), NO_SUBS)
+    assert f.kind is K.BROADCAST_FAILED and f.recipient.ref == "operator:c1"
+
+
+def test_webhook_subscribers_get_events_without_personal_data_and_signed() -> None:
+    """A matching subscriber gets the event as CloudEvents JSON minus the applicant; signatures verify."""
+    reg = Registry.model_validate({"subscribers": [
+        {"name": "prov-08", "url": "http://127.0.0.1:1/h", "secret": "s3", "provinces": ["08"]},
+        {"name": "prov-20", "url": "http://127.0.0.1:1/h", "secret": "s3", "provinces": ["20"]}]})
+    hooks = [r for r in rules.for_event(dossier(), directory(), reg) if r.channel is ChannelKind.WEBHOOK]
+    assert [h.recipient.ref for h in hooks] == ["subscriber:prov-08"]
+    assert "0912345678" not in hooks[0].payload and '"dossier_code":"TL-251101-0002"' in hooks[0].payload
+    sig = signature("s3", "id1", "17", b"{}")
+    assert verify("s3", "id1", "17", b"{}", sig) and not verify("s3", "id1", "17", b"{ }", sig)
+
+
+def test_deadline_alerts_fire_once_each_and_never_for_closed_dossiers() -> None:
+    """Due-soon within one working day, overdue after the due time, each once; a closed dossier fires nothing."""
+    due = datetime(2025, 11, 10, 10, 0, tzinfo=UTC)  # Monday 17:00 Vietnam
+    d = TrackedDossier(dossier_code="X", commune="02269", province="08", procedure_code="1", due_at=due)
+    assert deadlines.alerts_due(d, datetime(2025, 11, 7, 9, 0, tzinfo=UTC)) == []  # Friday 16:00: > 1 working day
+    [soon] = deadlines.alerts_due(d, datetime(2025, 11, 7, 11, 0, tzinfo=UTC))  # Friday 18:00
+    assert soon.kind is K.DUE_SOON
+    d = deadlines.mark(d, soon)
+    assert deadlines.alerts_due(d, datetime(2025, 11, 8, 0, 0, tzinfo=UTC)) == []
+    [late] = deadlines.alerts_due(d, due + timedelta(seconds=1))
+    assert late.kind is K.OVERDUE and deadlines.alerts_due(deadlines.mark(d, late), due + timedelta(hours=5)) == []
+    assert deadlines.alerts_due(d.model_copy(update={"is_open": False}), due + timedelta(days=3)) == []
+    moved = deadlines.merge(deadlines.mark(d, late), d.model_copy(update={"due_at": due + timedelta(days=3)}))
+    assert not moved.alerted_overdue
+
+
+def test_deadline_alert_goes_to_officer_and_centre_head() -> None:
+    """Overdue alerts are for the responsible officer and the centre head, staff audience."""
+    d = TrackedDossier(dossier_code="X", commune="02269", province="08", procedure_code="1", officer_id="cb-01",
+                       due_at=datetime(2025, 11, 10, 10, 0, tzinfo=UTC))
+    [alert] = deadlines.alerts_due(d, datetime(2025, 11, 11, tzinfo=UTC))
+    out = rules.for_alert(alert, directory())
+    assert {r.recipient.ref for r in out} == {"officer:cb-01", "centre:head"}
+    assert all(r.audience is Audience.STAFF and r.kind is K.OVERDUE for r in out)
+
+
+def test_offsets_commit_only_past_fully_done_records() -> None:
+    """The commit point never passes a record with notifications still pending."""
+    t: OffsetTracker[str] = OffsetTracker()
+    a, b = t.add("p", 10, 2), t.add("p", 11, 1)
+    t.add("p", 12, 0)
+    t.complete("p", b)
+    assert t.take_committable() == {}
+    t.complete("p", a)
+    assert t.take_committable() == {}
+    t.complete("p", a)
+    assert t.take_committable() == {"p": 13}
+
+
+def test_masks_hide_personal_data() -> None:
+    """Phone, name and e-mail masks keep nothing that identifies a person."""
+    assert mask_phone("0912345678") == "09******78"
+    assert mask_name("Nguyễn Văn An") == "N. V. A."
+    assert mask_email("lan@example.vn") == "l***@example.vn"
