@@ -130,3 +130,15 @@ def test_dockerfile_copies_existing_paths_and_exposes_service_ports() -> None:
         assert (ROOT / src).exists(), src
     exposed = {int(p) for line in re.findall(r"^EXPOSE (.+)$", text, flags=re.M) for p in line.split()}
     assert {p for n in SERVICES for p in published(COMPOSE["services"][n])} <= exposed
+
+
+def test_integrator_guide_examples_are_valid_events() -> None:
+    """The guide's copy-paste canonical event and kcat portal dossier pass validation as written."""
+    from services.gateway.batch import check
+
+    text = (ROOT / "docs/integrators.md").read_text(encoding="utf-8")
+    canonical = re.search(r"```json\n(.*?)```", text, flags=re.S)
+    portal = re.search(r"echo '(\{.*?\})'", text)
+    assert canonical and portal
+    checked = check([canonical.group(1).encode(), portal.group(1).encode()], commune="02269")
+    assert checked.errors == [] and len(checked.events) == 2
