@@ -17,6 +17,8 @@ PY = sys.executable
 PROCESSES: list[tuple[str, list[str], dict[str, str], str]] = [
     ("intake", [PY, "-m", "services.intake"], {}, "intake metrics: http://127.0.0.1:9101/metrics"),
     ("simulator", [PY, "-m", "services.simulator", "--rate", "50"], {}, "raw traffic: commune.raw.* (Lạng Sơn communes)"),
+    ("gateway", [PY, "-m", "services.gateway"], {"GATEWAY_SECRETS_FILE": "infra/gateway-secrets.example.yaml"},
+     "HTTP ingest: http://127.0.0.1:8080/docs (demo key in infra/gateway-secrets.example.yaml; docs/integrators.md)"),
 ]
 
 
