@@ -1,6 +1,7 @@
 """Publishing a request's events: all of them in one Kafka transaction, or none.
 
-The transaction commits only when the broker has acknowledged every record
+Concurrent requests are grouped into one transaction (group commit): each
+request is still all-or-nothing. The transaction commits only when the broker has acknowledged every record
 (acks=all, idempotent producer), so a `202` means the events are durably on
 the raw topic. Any Kafka failure aborts, drops the producer (it is rebuilt on
 the next request) and surfaces as `BrokerUnavailable`.
@@ -38,6 +39,7 @@ class KafkaPublisher:
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()  # one open transaction per producer
+        self._pending: list[tuple[list[tuple[str, KafkaRecord]], asyncio.Future[None]]] = []
 
     async def _ready(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -55,15 +57,33 @@ class KafkaPublisher:
         return self._producer
 
     async def publish(self, records: list[tuple[str, KafkaRecord]]) -> None:
+        """Group commit: requests arriving while a transaction is open share the next one (all or none)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((records, done))
         async with self._lock:
-            try:
-                await asyncio.wait_for(self._publish(records), timeout=self.timeout_s)
-            except (KafkaError, TimeoutError, OSError) as exc:
-                log.warning("gateway.broker_unavailable", error=type(exc).__name__)
-                producer, self._producer = self._producer, None
-                if producer is not None:
-                    await _quietly_stop(producer)
-                raise BrokerUnavailable(type(exc).__name__) from None
+            if not done.done():
+                group, self._pending = self._pending, []
+                try:
+                    await asyncio.wait_for(self._publish([r for rs, _ in group for r in rs]), timeout=self.timeout_s)
+                except (KafkaError, TimeoutError, OSError) as exc:
+                    log.warning("gateway.broker_unavailable", error=type(exc).__name__, requests=len(group))
+                    producer, self._producer = self._producer, None
+                    if producer is not None:
+                        await _quietly_stop(producer)
+                    for _, fut in group:
+                        fut.set_exception(BrokerUnavailable(type(exc).__name__))
+                except BaseException:  # cancelled mid-transaction: drop the producer; the others must not wait forever
+                    producer, self._producer = self._producer, None
+                    if producer is not None:
+                        asyncio.ensure_future(_quietly_stop(producer))
+                    for _, fut in group:
+                        if not fut.done():
+                            fut.set_exception(BrokerUnavailable("cancelled"))
+                    raise
+                else:
+                    for _, fut in group:
+                        fut.set_result(None)
+        await done
 
     async def _publish(self, records: list[tuple[str, KafkaRecord]]) -> None:
         producer = await self._ready()

@@ -129,3 +129,21 @@ def test_broker_unavailable_is_503_with_retry_after(stack: Stack, tmp_path: Path
             assert "idempotent-replayed" not in headers
     finally:
         stop_service(proc)
+
+
+def test_concurrent_requests_are_all_acknowledged_and_published(stack: Stack) -> None:
+    """Twelve concurrent requests (grouped into shared transactions) all get 202 and all their events reach raw."""
+    import asyncio
+
+    import httpx
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=stack.url, headers={"X-Api-Key": API_KEY}, timeout=30) as http:
+            return await asyncio.gather(*(http.post("/v1/events", json=[fresh(), fresh()]) for _ in range(12)))
+
+    responses = asyncio.run(send_all())
+    assert [r.status_code for r in responses] == [202] * 12
+    ids = {i for r in responses for i in r.json()["ids"]}
+    assert len(ids) == 24
+    raw = wait_for(stack.bootstrap, stack.topic("commune.raw.dossier"), lambda rs: ids <= {ce_id(r) for r in rs})
+    assert ids <= {ce_id(r) for r in raw}

@@ -1,0 +1,95 @@
+"""Gateway throughput and latency on the local broker: HTTP request -> validated -> transaction acked (202).
+
+Side by side in one run: one event per request (sequential, and 8 concurrent clients, which share the
+gateway's one transactional producer), then batches of 100 and 1000 events per request. Also the pure
+validation cost per event (`check`), to show where time goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+
+from schemas.topics import RAW, scoped
+from services.common.kafka import ensure_topics
+from services.gateway.batch import check
+
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+KEY = "bench-" + uuid.uuid4().hex
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def event(i: int) -> dict:
+    return {"specversion": "1.0", "id": f"bench-{uuid.uuid4().hex}", "source": "/communes/02269/one-stop",
+            "type": "vn.communebus.dossier.status-changed.v1", "time": "2025-11-01T08:05:00", "subject": f"B-{i}",
+            "commune": "02269", "province": "08",
+            "data": {"dossier_code": f"B-{i}", "procedure_code": "1.001234", "channel": "counter", "status": 2,
+                     "submitted_at": "2025-11-01T08:00:00", "received_at": "2025-11-01T08:05:00",
+                     "due_at": "2025-11-05T17:00:00"}}
+
+
+async def run(url: str, per_request: int, requests: int, clients: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": KEY}, timeout=60) as http:
+        async def client(n: int) -> None:
+            for r in range(n):
+                body = orjson.dumps([event(r * per_request + i) for i in range(per_request)])
+                t0 = time.perf_counter()
+                resp = await http.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
+                latencies.append(time.perf_counter() - t0)
+                assert resp.status_code == 202, resp.text
+        start = time.perf_counter()
+        await asyncio.gather(*(client(requests // clients) for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    return per_request * len(latencies) / elapsed, latencies
+
+
+def main() -> None:
+    ns = "bench" + uuid.uuid4().hex[:6]
+    asyncio.run(ensure_topics(BOOTSTRAP, [scoped(t, ns) for t in RAW.values()]))
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "secrets.yaml").write_text(f"thuong-lam-one-stop: {{api_key: {KEY}}}\n")
+    port = 18000 + os.getpid() % 1000
+    env = {**os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, "GATEWAY_NAMESPACE": ns, "GATEWAY_PORT": str(port),
+           "GATEWAY_SECRETS_FILE": str(tmp / "secrets.yaml"), "GATEWAY_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        asyncio.run(run(url, 1, 20, 1))  # warm-up: producer start, metadata
+        records = [orjson.dumps(event(i)) for i in range(1000)]
+        t0 = time.perf_counter()
+        check(records)
+        per_event_us = (time.perf_counter() - t0) / len(records) * 1e6
+        print(f"{'case':<34}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+        for label, per, n, clients in (("1 event/request, 1 client", 1, 300, 1),
+                                       ("1 event/request, 8 clients", 1, 400, 8),
+                                       ("100 events/request, 1 client", 100, 30, 1),
+                                       ("1000 events/request, 1 client", 1000, 6, 1)):
+            rate, lat = asyncio.run(run(url, per, n, clients))
+            lat.sort()
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            print(f"{label:<34}{rate:>10.0f}{statistics.median(lat) * 1000:>9.1f}{p99 * 1000:>9.1f}")
+        print(f"pure validation (normalise + registry): {per_event_us:.0f} µs/event")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+if __name__ == "__main__":
+    main()
