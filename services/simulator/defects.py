@@ -13,8 +13,6 @@ import random
 from datetime import timedelta
 from typing import Any, Callable
 
-import orjson
-
 from schemas import announcement as ann
 from schemas import mobile_team as mt
 from schemas.admin import commune_provinces, province_names
@@ -22,7 +20,7 @@ from schemas.deadletter import Reason
 from schemas.dossier import DOSSIER_STATUS_CHANGED
 from schemas.events import FAMILY_OF_TYPE, Family
 from services.simulator import render
-from services.simulator.render import COMMUNE_HEADER, DEFECT_HEADER, RawRecord
+from services.simulator.render import COMMUNE_HEADER, DEFECT_HEADER, RawRecord, dumps
 from services.simulator.world import Commune, Step
 
 Body = dict[str, Any]
@@ -70,7 +68,7 @@ def defective(rng: random.Random, step: Step, commune: Commune, event_id: str) -
     mutate = _PORTAL_MUTATIONS if portal_shape else _EVENT_MUTATIONS
     if reason in mutate:
         key, headers = mutate[reason](rng, step, body, key, headers)
-    value = orjson.dumps(body)
+    value = dumps(body)
     if reason is Reason.NOT_JSON:
         value = _truncated(rng, value)
     elif reason is Reason.NOT_UTF8:

@@ -17,6 +17,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from schemas.events import Family
+from schemas.times import VIETNAM
 from schemas.topics import MAX_RECORD_BYTES, RAW, scoped
 from services.common.kafka import ensure_topics
 from services.simulator.generate import Emitted, TrafficConfig, traffic
@@ -54,7 +55,7 @@ class Progress:
         return {
             "sent": self.total, "rate": round(self.total / elapsed, 1), "invalid": sum(self.defects.values()),
             **{f"sent_{k.replace('-', '_')}": v for k, v in sorted(self.sent.items())},
-            "sim_time": self.newest.isoformat(timespec="minutes") if self.newest else None,
+            "sim_time": self.newest.astimezone(VIETNAM).isoformat(timespec="minutes") if self.newest else None,
         }
 
 
