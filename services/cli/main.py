@@ -96,21 +96,24 @@ def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namesp
 
 @app.command()
 def simulate(province: Annotated[str, typer.Option()] = "20", rate: Annotated[float, typer.Option()] = 50,
-             duration: Annotated[float, typer.Option()] = 60, invalid_share: Annotated[float, typer.Option()] = 0.05,
+             duration: Annotated[float, typer.Option(help="Seconds; 0 = until Ctrl-C")] = 60, invalid_share: Annotated[float, typer.Option()] = 0.05,
              seed: Annotated[Optional[int], typer.Option()] = None,
              bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Run the simulator (services.simulator): realistic raw traffic for a province's communes."""
     argv = [sys.executable, "-m", "services.simulator", "--province", province, "--rate", str(rate),
-            "--duration", str(duration), "--invalid-share", str(invalid_share)]
+            "--duration", str(duration), "--invalid-share", str(invalid_share), "--bootstrap", bootstrap]
     argv += ["--namespace", namespace] if namespace else []
     argv += ["--seed", str(seed)] if seed is not None else []
-    proc = subprocess.Popen(argv, env={**_env(), "KAFKA_BOOTSTRAP": bootstrap})
+    proc = subprocess.Popen(argv)
     started = time.monotonic()
     with Progress(*Progress.get_default_columns()[:-1], BarColumn(), TimeElapsedColumn(), console=err_console) as bar:
-        task = bar.add_task(f"simulating province {province} at {rate}/s", total=duration)
-        while proc.poll() is None:
-            bar.update(task, completed=min(duration, time.monotonic() - started))
-            time.sleep(0.2)
+        task = bar.add_task(f"simulating province {province} at {rate}/s", total=duration or None)
+        try:
+            while proc.poll() is None:
+                bar.update(task, completed=min(duration, time.monotonic() - started) if duration else 0)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            proc.wait()
     raise typer.Exit(proc.returncode)
 
 
@@ -133,12 +136,6 @@ def schemas_export(ctx: typer.Context) -> None:
 def schemas_asyncapi(check: Annotated[bool, typer.Option("--check", help="Fail if the committed file is stale")] = False) -> None:
     """Write (or check) the AsyncAPI 3.0 document schemas/asyncapi.yaml."""
     raise typer.Exit(subprocess.call([sys.executable, "-m", "schemas.asyncapi", *(["--check"] if check else [])]))
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -73,3 +74,32 @@ def test_topics_create_makes_the_registry_topics_of_a_namespace(kafka_bootstrap:
     second = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert "0 topics created" in second.stdout
+
+
+@pytest.mark.kafka
+def test_simulate_writes_raw_traffic_for_the_province(kafka_bootstrap: str, unique: str) -> None:
+    """simulate --duration 2 runs the simulator to completion and its records land on the namespace's raw topics."""
+    import asyncio
+
+    from tests.kafkatools import read_all
+
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    ns = f"sim{unique}"
+    subprocess.run([CLI, "topics", "create", "--namespace", ns], env=env, check=True, capture_output=True, timeout=60)
+    result = subprocess.run([CLI, "simulate", "--province", "20", "--rate", "20", "--duration", "2",
+                             "--invalid-share", "0", "--seed", "1", "--namespace", ns],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = [r for family in ("dossier", "mobile-team", "announcement")
+               for r in asyncio.run(read_all(kafka_bootstrap, f"{ns}.commune.raw.{family}", idle=0.5, timeout=10))]
+    assert len(records) >= 10
+
+
+@pytest.mark.unit
+def test_schemas_commands_wrap_the_exporters() -> None:
+    """`schemas export --check` and `schemas asyncapi --check` give the exporters' own verdict on the committed files."""
+    direct = subprocess.run([sys.executable, "-m", "schemas.export", "--check"], capture_output=True, timeout=120)
+    wrapped = run("schemas", "export", "--check")
+    assert wrapped.returncode == direct.returncode
+    asyncapi = run("schemas", "asyncapi", "--check")
+    assert asyncapi.returncode == 0 and "up to date" in asyncapi.stdout
