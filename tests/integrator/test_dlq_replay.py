@@ -59,3 +59,40 @@ def test_replay_redrives_fixed_records_once_and_they_come_out_canonical(stack: S
                for h in redriven)
     assert all(m["replayed"] for m in listed(stack, "--reason", "missing_commune_header", "--since", since))
     assert not any(m["replayed"] for m in listed(stack, "--source", "/unregistered/*", "--since", since))
+
+
+def test_unauthorised_records_replayed_after_the_registry_is_fixed_come_out_canonical(
+        kafka_bootstrap: str, unique: str, tmp_path) -> None:
+    """A source missing from the registry is dead-lettered; once added (intake restarted), replay makes it canonical."""
+    from schemas.replay import DLQ_REPLAYED
+    from schemas.topics import TOPICS, scoped
+    from services.common.kafka import ensure_topics
+    from tests.integrator.conftest import REGISTRY, Stack
+    from tests.kafkatools import free_port, start_service, stop_service
+
+    ns = f"reg{unique}"
+    asyncio.run(ensure_topics(kafka_bootstrap, [scoped(t, ns) for t in (*TOPICS, DLQ_REPLAYED)]))
+    registry = tmp_path / "sources.yaml"
+    registry.write_text(REGISTRY, encoding="utf-8")
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": ns, "INTAKE_SOURCES_FILE": str(registry)}
+    stack = Stack(kafka_bootstrap, ns, "", tmp_path)
+    event = {**canonical_dossier("newapp-" + unique), "source": "/agencies/new-app"}
+
+    intake = start_service("services.intake", {**env, "INTAKE_METRICS_PORT": str(free_port())}, tmp_path / "i1.log")
+    try:
+        asyncio.run(produce(kafka_bootstrap, stack.topic("commune.raw.dossier"), [(b"02269", orjson.dumps(event), [])]))
+        wait_for(kafka_bootstrap, stack.topic("commune.dlq.intake"), lambda rs: len(rs) >= 1)
+    finally:
+        stop_service(intake)
+    assert [m["reason"] for m in listed(stack, "--source", "/agencies/new-app")] == ["unauthorised_source"]
+
+    registry.write_text(REGISTRY + '  - id: new-app\n    sources: ["/agencies/new-app"]\n'
+                        '    families: [dossier]\n    communes: ["02269"]\n', encoding="utf-8")
+    intake = start_service("services.intake", {**env, "INTAKE_METRICS_PORT": str(free_port())}, tmp_path / "i2.log")
+    try:
+        assert "replayed 1 dead letters" in stack.cli("dlq", "replay", "--reason", "unauthorised_source").stderr
+        canonical = wait_for(kafka_bootstrap, stack.topic("commune.events.dossier"), lambda rs: len(rs) >= 1)
+        assert [wire.decode(r.headers, r.value).id for r in canonical] == [event["id"]]
+        assert "replayed 0 dead letters" in stack.cli("dlq", "replay", "--reason", "unauthorised_source").stderr
+    finally:
+        stop_service(intake)
