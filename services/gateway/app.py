@@ -63,6 +63,9 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         x_commune_code: Annotated[str | None, Header(pattern=r"^\d{1,5}$", description="Same as ?commune=")] = None,
         idempotency_key: Annotated[str | None, Header(max_length=200, description="Makes a retry safe")] = None,
     ) -> JSONResponse:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_body_bytes:
+            return answer(413, api.error("too_large", f"body is {declared} bytes; the limit is {settings.max_body_bytes}"))
         body = await request.body()
         if len(body) > settings.max_body_bytes:
             return answer(413, api.error("too_large", f"body is {len(body)} bytes; the limit is {settings.max_body_bytes}"))

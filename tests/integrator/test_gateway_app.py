@@ -1,0 +1,68 @@
+"""The gateway app in process with a recording publisher: body limits and bad bodies never reach Kafka."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from services.gateway.app import create_app
+from services.gateway.publisher import BrokerUnavailable
+from services.gateway.settings import Credential, GatewaySettings
+from services.sources.registry import SourceRegistry, Source
+from tests.samples import canonical_dossier
+
+pytestmark = pytest.mark.unit
+KEY = {"X-Api-Key": "k"}
+
+
+class Recording:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[list[object]] = []
+        self.fail = fail
+
+    async def publish(self, records: list[object]) -> None:
+        if self.fail:
+            raise BrokerUnavailable("down")
+        self.sent.append(records)
+
+    async def close(self) -> None:
+        return None
+
+
+def client(publisher: Recording, **settings: object) -> TestClient:
+    registry = SourceRegistry(sources=(Source(id="one-stop", sources=("/communes/02269/one-stop",),
+                                              families=("dossier",), communes=("02269",)),))
+    app = create_app(GatewaySettings(**settings), registry, {"one-stop": Credential(api_key=SecretStr("k"))}, publisher)
+    return TestClient(app)
+
+
+def test_oversized_and_unreadable_bodies_are_refused_before_validation() -> None:
+    """413 over the byte limit, 400 for non-JSON or too many records; nothing is published."""
+    pub = Recording()
+    http = client(pub, max_body_bytes=2000, max_records=2)
+    big = orjson.dumps([canonical_dossier(str(i)) for i in range(5)])
+    assert http.post("/v1/events", content=big, headers=KEY).status_code == 413
+    assert http.post("/v1/events", content=b"{nope", headers=KEY).json()["error"] == "bad_body"
+    three = orjson.dumps([{"a": 1}] * 3)
+    assert http.post("/v1/events", content=three, headers=KEY).status_code == 400
+    assert pub.sent == []
+
+
+def test_published_records_are_binary_cloudevents_keyed_by_commune_on_the_raw_topic() -> None:
+    """An accepted event goes to commune.raw.dossier (namespaced) as ce_* headers + data, key = commune."""
+    pub = Recording()
+    http = client(pub, namespace="ns1")
+    response = http.post("/v1/events", content=orjson.dumps(canonical_dossier("e-1")), headers=KEY)
+    assert response.status_code == 202 and response.json()["ids"] == ["e-1"]
+    [[(topic, record)]] = pub.sent
+    assert topic == "ns1.commune.raw.dossier" and record.key == b"02269"  # type: ignore[attr-defined]
+    assert ("ce_id", b"e-1") in record.headers  # type: ignore[attr-defined]
+
+
+def test_broker_failure_answers_503_with_retry_after() -> None:
+    """BrokerUnavailable from the publisher becomes 503 with Retry-After."""
+    http = client(Recording(fail=True), retry_after_s=7)
+    response = http.post("/v1/events", content=orjson.dumps(canonical_dossier()), headers=KEY)
+    assert response.status_code == 503 and response.headers["retry-after"] == "7"
