@@ -45,7 +45,7 @@ class Outputs:
     dlq: str
 
 
-@dataclass
+@dataclass(eq=False)
 class Lane:
     name: str
     queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)

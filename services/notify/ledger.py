@@ -58,14 +58,17 @@ class Ledger:
         """Return once every entry that existed when called has been applied."""
         tps = list(self._consumer.assignment())
         ends = await self._consumer.end_offsets(tps)
-        while any(await self._position(tp) < end for tp, end in ends.items()):
+        while await self._behind(ends):
             if self._tail is None:
                 self._apply_batch(await self._consumer.getmany(timeout_ms=200))
             else:
                 await asyncio.sleep(0.02)
 
-    async def _position(self, tp: TopicPartition) -> int:
-        return await self._consumer.position(tp)
+    async def _behind(self, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await self._consumer.position(tp) < end:
+                return True
+        return False
 
     async def _follow(self) -> None:
         while True:

@@ -35,7 +35,7 @@ class QuietHours:
         if not self.is_quiet(now):
             return now
         local = now.astimezone(VIETNAM)
-        release = local.replace(hour=self.end.hour, minute=self.end.minute, second=0, microsecond=0)
+        release = local.replace(hour=self.end.hour, minute=self.end.minute, second=self.end.second, microsecond=0)
         if release <= local:
             release += timedelta(days=1)
         return release

@@ -1,0 +1,135 @@
+"""Fixtures for notify on the real broker: a namespace, local fake providers (HTTP + SMTP), worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from schemas.envelope import Event
+from schemas.topics import CANONICAL, scoped
+from schemas.wire import encode
+from services.common.kafka import ensure_topics
+from services.notify.fake_providers import FakeProviders
+from services.notify.topics import Names
+from tests.kafkatools import free_port, produce, start_service, stop_service
+
+StartNotify = Callable[..., subprocess.Popen[bytes]]
+
+
+class MailSink:
+    """aiosmtpd handler: counts mails per Message-ID (the notification id)."""
+
+    def __init__(self) -> None:
+        self.by_id: Counter[str] = Counter()
+        self.bodies: dict[str, str] = {}
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        from email import message_from_bytes
+
+        msg = message_from_bytes(envelope.content)  # type: ignore[attr-defined]
+        mid = str(msg["Message-ID"]).strip("<>").split("@")[0]
+        self.by_id[mid] += 1
+        self.bodies[mid] = msg.get_payload(decode=True).decode()
+        return "250 OK"
+
+
+@pytest.fixture
+def namespace(unique: str) -> str:
+    return f"n{unique}"
+
+
+@pytest.fixture
+def notify_topics(kafka_bootstrap: str, namespace: str) -> Names:
+    names = Names(namespace)
+    asyncio.run(ensure_topics(kafka_bootstrap, names.specs))
+    return names
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeProviders]:
+    providers = FakeProviders(webhook_secrets={"prov-08": "s3cret"})
+    await providers.start()
+    yield providers
+    await providers.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[MailSink, int]]:
+    sink, port = MailSink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield sink, port
+    controller.stop()
+
+
+DIRECTORY = """
+[communes."*"]
+centre = [{ ref = "centre:inbox", channel = "email", email = "centre@example.gov.vn" }]
+centre_head = [{ ref = "centre:head", channel = "email", email = "head@example.gov.vn" }]
+operators = [{ ref = "operator:loa", channel = "sms", phone = "0900000001" }]
+[communes."*".officers]
+"cb-01" = { ref = "officer:cb-01", channel = "email", email = "cb01@example.gov.vn" }
+[communes."*".villages]
+"*" = [{ ref = "village:head", channel = "sms", phone = "0900000002", locale = "km" }]
+[communes."*".clusters]
+"C1" = [{ ref = "operator:c1", channel = "sms", phone = "0900000004" }]
+"""
+
+
+@pytest.fixture
+def start_notify(kafka_bootstrap: str, namespace: str, notify_topics: Names, fake: FakeProviders,
+                 smtp: tuple[MailSink, int], tmp_path: Path) -> Iterator[StartNotify]:
+    """Starts `python -m services.notify` on the namespace (quiet hours off unless asked); stops it after."""
+    procs: list[subprocess.Popen[bytes]] = []
+    (tmp_path / "directory.toml").write_text(DIRECTORY, encoding="utf-8")
+    (tmp_path / "subscribers.toml").write_text(
+        f'[[subscribers]]\nname = "prov-08"\nurl = "{fake.url}/hooks/prov-08"\nsecret = "s3cret"\n'
+        'event_types = ["vn.communebus.dossier.status-changed.v1"]\nprovinces = ["08"]\n', encoding="utf-8")
+
+    def start(**env: str) -> subprocess.Popen[bytes]:
+        base = {
+            "KAFKA_BOOTSTRAP": kafka_bootstrap, "NOTIFY_NAMESPACE": namespace, "NOTIFY_METRICS_PORT": str(free_port()),
+            "NOTIFY_DIRECTORY_FILE": str(tmp_path / "directory.toml"),
+            "NOTIFY_SUBSCRIBERS_FILE": str(tmp_path / "subscribers.toml"), "NOTIFY_SMS_URL": fake.url,
+            "NOTIFY_ZALO_URL": fake.url, "NOTIFY_SMTP_PORT": str(smtp[1]), "NOTIFY_QUIET_START": "00:00",
+            "NOTIFY_QUIET_END": "00:00", "NOTIFY_DEADLINES": "false", "NOTIFY_DEADLINE_WEB_PORT": str(free_port()),
+            "NOTIFY_RETRY_BASE_S": "0.2", "NOTIFY_RETRY_CAP_S": "2",
+        }
+        proc = start_service("services.notify", {**base, **env}, tmp_path / "notify.log")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        stop_service(p, timeout=20)
+
+
+async def publish(bootstrap: str, namespace: str, *events: Event) -> None:
+    """Canonical events onto the namespace's canonical topics, as intake writes them (binary mode)."""
+    from schemas.events import FAMILY_OF_TYPE
+
+    for e in events:
+        rec = encode(e)
+        await produce(bootstrap, scoped(CANONICAL[FAMILY_OF_TYPE[e.type]], namespace).name,
+                      [(rec.key, rec.value, rec.headers)])
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(step)
+    return predicate()
+
+
+def statuses(records: list) -> list[dict[str, object]]:  # type: ignore[type-arg]
+    return [json.loads(r.value) for r in records]

@@ -1,0 +1,74 @@
+"""notify on the real broker with real local providers: languages, channels, webhooks, dedup, status, DLQ."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.notification import NotificationKind
+from services.notify.fake_providers import FakeProviders
+from services.notify.topics import Names
+from tests.kafkatools import free_port, read_all
+from tests.notify.conftest import MailSink, StartNotify, publish, statuses, wait_for
+from tests.notify.events import dossier, storm, visit_completed
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_language(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders,
+        smtp: tuple[MailSink, int]) -> None:
+    """vi and km SMS, Zalo falling back to SMS, staff e-mail, a signed webhook; a redelivered event sends nothing new."""
+    start_notify(NOTIFY_ZALO_URL=f"http://127.0.0.1:{free_port()}")  # ZNS down: Zalo recipients fall back to SMS
+    vi, km = dossier("e-vi", locale="vi", code="D-VI"), dossier("e-km", locale="km", code="D-KM")
+    zalo = dossier("e-zalo", code="D-ZL", applicant={"phone": "0911111111", "zalo_user_id": "z-1"})
+    await publish(kafka_bootstrap, namespace, vi, km, zalo, visit_completed())
+    sink = smtp[0]
+    assert await wait_for(lambda: len(fake.accepted) >= 6 and len(sink.by_id) >= 1, 60), (fake.accepted.keys(), sink.by_id)
+    sms = {r.body["text"] for r in fake.accepted.values() if r.path == "/sms"}
+    assert "Hồ sơ D-VI (Đăng ký khai sinh) đã được tiếp nhận. Ngày hẹn trả kết quả: 07/11/2025." in sms
+    assert "ឯកសារ D-KM (Đăng ký khai sinh) ត្រូវបានទទួលហើយ។ ថ្ងៃណាត់ទទួលលទ្ធផល៖ 07/11/2025។" in sms
+    assert any(r.body["to"] == "0911111111" for r in fake.accepted.values() if r.path == "/sms")
+    hooks = [r for r in fake.accepted.values() if r.path == "/hooks/prov-08"]
+    assert len(hooks) == 3 and fake.bad_signatures == 0
+    assert all("applicant" not in h.body["event"]["data"] for h in hooks)
+    assert list(sink.by_id.values()) == [1] and "41" in next(iter(sink.bodies.values()))
+
+    await publish(kafka_bootstrap, namespace, vi, km)  # redelivery of the same events (same ids)
+    status = statuses(await read_all(kafka_bootstrap, notify_topics.status, expect=7, idle=3))
+    assert sorted(s["outcome"] for s in status).count("sent") == 7
+    assert set(fake.successes.values()) == {1} and sum(fake.replays.values()) == 0
+    assert all("0912345678" not in str(s) for s in status)
+
+
+async def test_quiet_hours_defer_citizens_but_not_emergencies(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
+    """In quiet hours a citizen SMS is deferred (status 'deferred') and sent when they end; a storm warning goes at once."""
+    from datetime import datetime, timedelta
+
+    from schemas.times import VIETNAM
+
+    now = datetime.now(VIETNAM)
+    start, end = (now - timedelta(hours=1)).time(), (now + timedelta(seconds=25)).time()
+    start_notify(NOTIFY_QUIET_START=start.strftime("%H:%M:%S"), NOTIFY_QUIET_END=end.strftime("%H:%M:%S"))
+    await publish(kafka_bootstrap, namespace, dossier("q-1", code="D-Q"), storm("s-1"))
+    assert await wait_for(lambda: len(fake.texts()) == 2, 30)  # the two storm recipients, at once
+    assert all(t.startswith(("KHẨN CẤP", "បន្ទាន់")) for t in fake.texts())
+    status = statuses(await read_all(kafka_bootstrap, notify_topics.status, expect=4, idle=1))
+    assert [s["kind"] for s in status if s["outcome"] == "deferred"] == [NotificationKind.DOSSIER_ACCEPTED.value]
+    assert not any("D-Q" in t for t in fake.texts())
+    assert await wait_for(lambda: len(fake.texts()) == 3, 60)  # released when quiet hours end
+    assert any("D-Q" in t for t in fake.texts())
+
+
+async def test_permanent_failure_is_dead_lettered_with_reason(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
+    """A subscriber rejecting the signature (401) is not retried: DLQ record with reason, 'dead_lettered' status."""
+    fake.webhook_secrets["prov-08"] = "another-secret"
+    start_notify()
+    await publish(kafka_bootstrap, namespace, dossier("dl-1", status=4))
+    [dead] = await read_all(kafka_bootstrap, notify_topics.dlq, expect=1, timeout=40)
+    assert dict(dead.headers)["dlq.reason"] == b"http_401"
+    status = statuses(await read_all(kafka_bootstrap, notify_topics.status, expect=2, idle=1))
+    assert [s["outcome"] for s in status] == ["failed", "dead_lettered"]
+    assert fake.bad_signatures == 1 and not fake.accepted
+
