@@ -80,7 +80,8 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         if idempotency_key is None:
             status, result, retry = await handle(body, request, family, commune or x_commune_code, caller)
             return answer(status, result, retry)
-        scope, fp = (source_id, idempotency_key), fingerprint(body, str(request.url.query))
+        scope = (source_id, idempotency_key)
+        fp = fingerprint(body, f"{request.url.query}|{x_commune_code or ''}|{request.headers.get('content-type', '')}")
         if (stored := idempotency.lookup(scope)) is not None:
             if stored.fingerprint != fp:
                 return answer(422, api.error("idempotency_key_reused", "this Idempotency-Key was used with another request"))
