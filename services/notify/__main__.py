@@ -32,12 +32,25 @@ def start_tracker() -> subprocess.Popen[bytes]:
                             preexec_fn=_die_with_parent)
 
 
-async def serve(settings: NotifySettings) -> None:
+async def _watch(tracker: subprocess.Popen[bytes], app: NotifyApp) -> None:
+    """The worker stops (and its supervisor restarts both) if the deadline tracker dies."""
+    while tracker.poll() is None:
+        await asyncio.sleep(1)
+    log.error("notify.tracker_exited", returncode=tracker.returncode)
+    app.failed = True
+    app.stopping.set()
+
+
+async def serve(settings: NotifySettings, tracker: subprocess.Popen[bytes] | None) -> bool:
     app = NotifyApp(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stopping.set)
+    watch = asyncio.create_task(_watch(tracker, app)) if tracker else None
     await app.run()
+    if watch:
+        watch.cancel()
+    return not app.failed
 
 
 def main() -> None:
@@ -46,8 +59,9 @@ def main() -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="127.0.0.1")
     tracker = start_tracker() if settings.deadlines else None
+    ok = False
     try:
-        asyncio.run(serve(settings))
+        ok = asyncio.run(serve(settings, tracker))
     finally:
         if tracker is not None and tracker.poll() is None:
             tracker.terminate()
@@ -55,6 +69,8 @@ def main() -> None:
                 tracker.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 tracker.kill()
+    if not ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

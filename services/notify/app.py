@@ -39,6 +39,7 @@ class NotifyApp:
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
+        self.failed = False
 
     def _channels(self, http: HttpClient) -> dict[ChannelKind, Channel]:
         sms = SmsGateway(http, self.s.sms_url)

@@ -12,7 +12,9 @@ forgets an open dossier nor alerts twice.
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -30,15 +32,17 @@ log = structlog.get_logger("notify.deadlines")
 
 def build(settings: NotifySettings) -> faust.App:
     names = Names(settings.namespace)
+    app_id = settings.group("commune-bus.notify.deadlines")
+    datadir = Path(tempfile.gettempdir()) / "commune-bus-notify"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.group("commune-bus.notify.deadlines"), broker=f"kafka://{settings.bootstrap}", store="memory://",
+        app_id, broker=f"kafka://{settings.bootstrap}", store="memory://",
         topic_partitions=PARTITIONS, web_port=settings.deadline_web_port, web_host="127.0.0.1",
-        web_enabled=False, topic_replication_factor=1, producer_acks=-1, consumer_auto_offset_reset="earliest",
+        web_enabled=False, datadir=str(datadir / app_id), topic_replication_factor=1, producer_acks=-1, consumer_auto_offset_reset="earliest",
     )
     source = app.topic(names.deadlines, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
     alerts = app.topic(names.alerts, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
-    table = app.Table("open-dossiers", default=None, partitions=PARTITIONS, key_type=str, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw")
+    table = app.Table("open-dossiers", default=None, partitions=PARTITIONS, key_type=str, value_type=str)
 
     @app.agent(source)
     async def track(stream: Any) -> None:
@@ -51,7 +55,7 @@ def build(settings: NotifySettings) -> faust.App:
                     table.pop(tkey, None)
                     continue
                 old = table.get(tkey)
-                table[tkey] = deadlines.merge(TrackedDossier.model_validate_json(old) if old else None, d).model_dump_json().encode()
+                table[tkey] = deadlines.merge(TrackedDossier.model_validate_json(old) if old else None, d).model_dump_json()
             elif msg.alert is not None:
                 a = msg.alert
                 tkey = f"{a.commune}:{a.dossier_code}"
@@ -61,7 +65,7 @@ def build(settings: NotifySettings) -> faust.App:
                 current = TrackedDossier.model_validate_json(old)
                 marked = deadlines.mark(current, a)
                 if marked != current:  # not yet alerted for this due date
-                    table[tkey] = marked.model_dump_json().encode()
+                    table[tkey] = marked.model_dump_json()
                     await alerts.send(key=key, value=a.model_dump_json().encode())
                     log.info("deadline.alert", kind=a.kind.value, commune=a.commune, alert=a.id)
 
@@ -87,5 +91,5 @@ def main() -> None:
 if __name__ == "__main__":
     import sys
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning", "--without-web"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     main()

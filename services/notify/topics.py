@@ -43,4 +43,4 @@ class Names:
         self.dlq = scoped(DLQ_NOTIFY, namespace).name
         self.ledger = scoped(NOTIFY_LEDGER, namespace).name
         self.deadlines = scoped(NOTIFY_DEADLINES, namespace).name
-        self.specs = [scoped(t, namespace) for t in (*INPUTS, *OWN)]
+        self.specs = list({t.name: scoped(t, namespace) for t in (*INPUTS, *OWN)}.values())
