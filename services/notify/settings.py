@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import time
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.notify.policy import Backoff, QuietHours
@@ -42,6 +42,11 @@ class NotifySettings(BaseSettings):
     deadlines: bool = Field(default=True, description="Also run the faust deadline tracker (a child process)")
     deadline_tick_s: float = 30.0
     deadline_web_port: int = 6067
+
+    @field_validator("directory_file", "subscribers_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     def quiet_hours(self) -> QuietHours:
         return QuietHours(self.quiet_start, self.quiet_end)

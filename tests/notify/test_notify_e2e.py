@@ -1,0 +1,46 @@
+"""End to end on the real broker: a raw portal dossier -> intake -> notify -> the local SMS gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from schemas.events import Family
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
+from services.common.kafka import ensure_topics
+from services.notify.fake_providers import FakeProviders
+from services.notify.topics import Names
+from tests.kafkatools import free_port, produce, start_service, stop_service
+from tests.notify.conftest import StartNotify, wait_for
+from tests.samples import COMMUNE, dumps, portal_dossier
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_raw_dossier_reaches_the_citizen_once_in_vietnamese_and_in_khmer(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders,
+        tmp_path: Path) -> None:
+    """Two portal-shape dossiers (vi and km preference) through intake and notify: exactly one right SMS each."""
+    await ensure_topics(kafka_bootstrap, [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
+    intake = start_service("services.intake", {"KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": namespace,
+                                               "INTAKE_METRICS_PORT": str(free_port())}, tmp_path / "intake.log")
+    try:
+        start_notify(NOTIFY_SUBSCRIBERS_FILE="")
+        vi = portal_dossier("TL-251101-0101", status=2, SoDienThoaiChuHoSo="0912000001")
+        km = portal_dossier("TL-251101-0102", status=2, SoDienThoaiChuHoSo="0912000002", NgonNguUuTien="km")
+        raw = scoped(RAW[Family.DOSSIER], namespace).name
+        await produce(kafka_bootstrap, raw, [(COMMUNE.encode(), dumps(d), [("commune-code", COMMUNE.encode())]) for d in (vi, km)])
+        assert await wait_for(lambda: len(fake.accepted) >= 2, 90), (tmp_path / "intake.log").read_text()[-2000:]
+        await asyncio.sleep(3)  # anything extra would arrive now
+        by_phone = {r.body["to"]: r.body for r in fake.accepted.values() if r.path == "/sms"}
+        assert by_phone.keys() == {"0912000001", "0912000002"} and len(fake.accepted) == 2
+        assert by_phone["0912000001"]["text"] == (
+            "Hồ sơ TL-251101-0101 (Đăng ký khai sinh) đã được tiếp nhận. Ngày hẹn trả kết quả: 05/11/2025.")
+        assert by_phone["0912000002"]["text"] == (
+            "ឯកសារ TL-251101-0102 (Đăng ký khai sinh) ត្រូវបានទទួលហើយ។ ថ្ងៃណាត់ទទួលលទ្ធផល៖ 05/11/2025។")
+        assert by_phone["0912000002"]["encoding"] == "UCS-2"
+        assert sum(fake.replays.values()) == 0
+    finally:
+        stop_service(intake)
