@@ -17,6 +17,10 @@ PY = sys.executable
 PROCESSES: list[tuple[str, list[str], dict[str, str], str]] = [
     ("intake", [PY, "-m", "services.intake"], {}, "intake metrics: http://127.0.0.1:9101/metrics"),
     ("simulator", [PY, "-m", "services.simulator", "--rate", "50"], {}, "raw traffic: commune.raw.* (Lạng Sơn communes)"),
+    ("notify-providers", [PY, "-m", "services.notify.fake_providers"], {}, "fake SMS/Zalo/webhook gateway: http://127.0.0.1:8025/stats (SMTP sink :8026)"),
+    ("notify", [PY, "-m", "services.notify"], {"NOTIFY_DIRECTORY_FILE": "infra/notify/directory.example.toml",
+                                               "NOTIFY_SUBSCRIBERS_FILE": "infra/notify/subscribers.example.toml"},
+     "notify metrics: http://127.0.0.1:9102/metrics; outcomes: commune.notify.status"),
     ("gateway", [PY, "-m", "services.gateway"], {"GATEWAY_SECRETS_FILE": "infra/gateway-secrets.example.yaml"},
      "HTTP ingest: http://127.0.0.1:8080/docs (demo key in infra/gateway-secrets.example.yaml; docs/integrators.md)"),
 ]

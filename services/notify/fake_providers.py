@@ -117,17 +117,35 @@ class FakeProviders:
         await self._runner.cleanup()
 
 
-async def _serve(port: int) -> None:
+class _MailCounter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        self.count += 1
+        return "250 OK"
+
+
+async def _serve(port: int, smtp_port: int) -> None:
     fake = FakeProviders(port=port)
     await fake.start()
     print(f"fake providers on {fake.url} (POST /sms, /zns/send, /hooks/<name>; GET /stats)", flush=True)
+    try:  # a local SMTP sink too, when the dev extra (aiosmtpd) is installed
+        from aiosmtpd.controller import Controller
+
+        Controller(_MailCounter(), hostname="127.0.0.1", port=smtp_port).start()
+        print(f"fake SMTP sink on 127.0.0.1:{smtp_port}", flush=True)
+    except ImportError:
+        pass
     await asyncio.Event().wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8025)
-    asyncio.run(_serve(parser.parse_args().port))
+    parser.add_argument("--smtp-port", type=int, default=8026)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.port, args.smtp_port))
 
 
 if __name__ == "__main__":

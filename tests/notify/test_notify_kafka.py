@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from schemas.notification import NotificationKind
@@ -16,8 +18,11 @@ pytestmark = pytest.mark.kafka
 
 async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_language(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders,
-        smtp: tuple[MailSink, int]) -> None:
-    """vi and km SMS, Zalo falling back to SMS, staff e-mail, a signed webhook; a redelivered event sends nothing new."""
+        smtp: tuple[MailSink, int], tmp_path: Path) -> None:
+    """vi and km SMS, Zalo falling back to SMS, staff e-mail, a signed webhook; a redelivered event sends nothing new.
+
+    Neither the status topic nor the worker's logs carry phone numbers or names.
+    """
     start_notify(NOTIFY_ZALO_URL=f"http://127.0.0.1:{free_port()}")  # ZNS down: Zalo recipients fall back to SMS
     vi, km = dossier("e-vi", locale="vi", code="D-VI"), dossier("e-km", locale="km", code="D-KM")
     zalo = dossier("e-zalo", code="D-ZL", applicant={"phone": "0911111111", "zalo_user_id": "z-1"})
@@ -38,6 +43,9 @@ async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_lang
     assert sorted(s["outcome"] for s in status).count("sent") == 7
     assert set(fake.successes.values()) == {1} and sum(fake.replays.values()) == 0
     assert all("0912345678" not in str(s) for s in status)
+    logs = (tmp_path / "notify.log").read_text(encoding="utf-8")
+    assert "notify.sent" in logs
+    assert not any(secret in logs for secret in ("0912345678", "0911111111", "Trần Văn Minh", "cb01@example"))
 
 
 async def test_quiet_hours_defer_citizens_but_not_emergencies(
