@@ -1,0 +1,1 @@
+"""The metrics service: live service indicators per commune and province from the canonical topics."""

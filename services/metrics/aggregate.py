@@ -1,0 +1,154 @@
+"""Per-commune totals as the sum of what each entity's current state contributes.
+
+An entity's state changing from `old` to `new` subtracts `contributions(old)` and
+adds `contributions(new)`; the totals are therefore a pure function of the set
+of current entity states, whatever order the events came in (see `state`).
+
+Counting follows DOMAIN.md: received = any status except 1 and 3 (sticky),
+open = 2, 4, 5, 6, completed = 9, 10; an open dossier past its due date is
+overdue (decided at read time, against the clock).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from services.metrics.state import AnnouncementState, DossierState, SupportState, TrainingState, VisitState
+
+Key = tuple[str, ...]
+Contribution = tuple[Key, int]
+EntityState = DossierState | VisitState | TrainingState | SupportState | AnnouncementState
+
+OPEN = frozenset({2, 4, 5, 6})
+DURATION_BUCKETS_S: tuple[float, ...] = (3600, 4 * 3600, 86400, 2 * 86400, 3 * 86400, 5 * 86400, 7 * 86400,
+                                         10 * 86400, 15 * 86400, 30 * 86400)
+DELAY_BUCKETS_S: tuple[float, ...] = (0, 60, 300, 900, 1800, 3600, 3 * 3600, 86400)
+
+
+def bucket(bounds: tuple[float, ...], value: float) -> str:
+    """Index (as text) of the first bucket whose upper bound is >= value; len(bounds) is +Inf."""
+    return str(bisect_left(bounds, value))
+
+
+def dossier_contributions(s: DossierState) -> list[Contribution]:
+    out: list[Contribution] = []
+    if s.received:
+        out.append((("received", s.channel), 1))
+        if s.paid_online:
+            out.append((("paid_online",), 1))
+        if s.has_fees:
+            out.append((("with_fees",), 1))
+        if s.digitised:
+            out.append((("digitised",), 1))
+    if s.status in OPEN:
+        out.append((("open",), 1))
+    if s.completed_at is not None:
+        out.append((("completed", s.channel, s.timeliness or "unknown"), 1))
+        if s.duration_s is not None:
+            out.append((("duration", bucket(DURATION_BUCKETS_S, s.duration_s)), 1))
+            out.append((("duration_sum",), s.duration_s))
+    return out
+
+
+def visit_contributions(s: VisitState) -> list[Contribution]:
+    if s.rank < 2:
+        return []
+    return [(("visits",), 1), (("households",), s.households), (("people",), s.people),
+            (("visit_dossiers",), s.dossiers), (("accounts",), s.accounts)]
+
+
+def training_contributions(s: TrainingState) -> list[Contribution]:
+    return [(("trainings",), 1), (("attendees",), s.attendees)]
+
+
+def support_contributions(s: SupportState) -> list[Contribution]:
+    return [(("support", s.channel), 1)]
+
+
+def announcement_contributions(s: AnnouncementState) -> list[Contribution]:
+    out: list[Contribution] = []
+    if s.scheduled_at is not None:
+        out.append((("scheduled", s.category), 1))
+    for cluster in s.clusters.values():
+        if cluster.outcome != "started":
+            out.append((("broadcast", s.category, cluster.outcome), 1))
+        if s.starts_s is not None and cluster.started_s is not None:
+            delay = max(0, cluster.started_s - s.starts_s)
+            out.append((("delay", bucket(DELAY_BUCKETS_S, delay)), 1))
+            out.append((("delay_sum",), delay))
+    return out
+
+
+def contributions(state: EntityState) -> list[Contribution]:
+    if isinstance(state, DossierState):
+        return dossier_contributions(state)
+    if isinstance(state, VisitState):
+        return visit_contributions(state)
+    if isinstance(state, TrainingState):
+        return training_contributions(state)
+    if isinstance(state, SupportState):
+        return support_contributions(state)
+    return announcement_contributions(state)
+
+
+def latest_micros(state: EntityState) -> int:
+    if isinstance(state, AnnouncementState):
+        times = [c.at for c in state.clusters.values()]
+        if state.scheduled_at is not None:
+            times.append(state.scheduled_at)
+        return max(times, default=0)
+    return state.at
+
+
+@dataclass
+class CommuneTotals:
+    """One commune's figures. `due` counts open dossiers by due date (epoch s) for the overdue gauge."""
+
+    province: str
+    counts: dict[Key, int] = field(default_factory=dict)
+    due: dict[int, int] = field(default_factory=dict)
+    last_event_us: int = 0
+    _version: int = 0
+    _overdue_cache: tuple[int, float, float, int] = (-1, 0.0, 0.0, 0)  # version, valid for now in (a, b], value
+
+    def replace(self, old: EntityState | None, new: EntityState) -> None:
+        if old is not None:
+            self._add(contributions(old), -1)
+            self._due(old, -1)
+        self._add(contributions(new), 1)
+        self._due(new, 1)
+        self.last_event_us = max(self.last_event_us, latest_micros(new))
+
+    def _add(self, items: Iterable[Contribution], sign: int) -> None:
+        counts = self.counts
+        for key, amount in items:
+            counts[key] = counts.get(key, 0) + sign * amount
+
+    def _due(self, state: EntityState, sign: int) -> None:
+        if isinstance(state, DossierState) and state.status in OPEN and state.due_s is not None:
+            n = self.due.get(state.due_s, 0) + sign
+            if n:
+                self.due[state.due_s] = n
+            else:
+                del self.due[state.due_s]
+            self._version += 1
+
+    def get(self, *key: str) -> int:
+        return self.counts.get(key, 0)
+
+    def overdue(self, now_s: float) -> int:
+        """Open dossiers whose due date has passed at `now_s` (cached until the next due date passes)."""
+        version, after, until, value = self._overdue_cache
+        if version == self._version and after < now_s <= until:
+            return value
+        value, passed, upcoming = 0, float("-inf"), float("inf")
+        for due, n in self.due.items():
+            if due < now_s:
+                value += n
+                passed = max(passed, due)
+            elif due < upcoming:
+                upcoming = due
+        self._overdue_cache = (self._version, passed, upcoming, value)
+        return value

@@ -1,0 +1,136 @@
+"""The state of one partition: entity states in a key-value store plus the communes' totals derived from them.
+
+A commune's events share a partition on every canonical topic (key = commune),
+so partition N of all three families is one unit: the worker that owns it
+holds its store and exports its communes. `apply` returns the changelog
+record to publish; `restore` replays changelog records into an empty store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, cast
+
+import orjson
+
+from schemas.admin import commune_provinces
+from schemas.announcement import (
+    AnnouncementScheduledEvent,
+    BroadcastCompletedEvent,
+    BroadcastFailedEvent,
+    BroadcastStartedEvent,
+)
+from schemas.dossier import DossierStatusChanged
+from schemas.envelope import Event
+from schemas.mobile_team import (
+    SupportAnsweredEvent,
+    TrainingHeldEvent,
+    VisitCompletedEvent,
+    VisitScheduledEvent,
+    VisitStartedEvent,
+)
+from services.metrics.aggregate import CommuneTotals, EntityState
+from services.metrics.state import (
+    AnnouncementState,
+    ClusterBroadcast,
+    DossierState,
+    SupportState,
+    TrainingState,
+    VisitState,
+    merge_announcement,
+    merge_dossier,
+    merge_latest,
+    micros,
+    visit_from,
+)
+
+Store = MutableMapping[bytes, bytes]
+"""Entity key -> serialised state. A rocksdict `Rdict` in production, a dict in unit tests."""
+
+_LOADERS: dict[bytes, Callable[[Any], EntityState]] = {
+    b"d": lambda v: DossierState(*v),
+    b"v": lambda v: VisitState(*v),
+    b"t": lambda v: TrainingState(*v),
+    b"s": lambda v: SupportState(*v),
+    b"a": lambda v: AnnouncementState(*v[:4], {c: ClusterBroadcast(*b) for c, b in v[4].items()}),
+}
+
+
+def entity_key(event: Event) -> bytes:
+    """Kind, commune and entity id: never exported, only the store's key."""
+    if isinstance(event, DossierStatusChanged):
+        kind, ident = "d", event.data.dossier_code
+    elif isinstance(event, VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent):
+        kind, ident = "v", event.data.visit_id
+    elif isinstance(event, TrainingHeldEvent):
+        kind, ident = "t", event.data.session_id
+    elif isinstance(event, SupportAnsweredEvent):
+        kind, ident = "s", event.data.request_id
+    else:
+        kind, ident = "a", cast(AnnouncementScheduledEvent, event).data.announcement_id
+    return f"{kind}|{event.commune}|{ident}".encode()
+
+
+def dumps(state: EntityState) -> bytes:
+    return orjson.dumps(state, default=tuple)
+
+
+def loads(key: bytes, value: bytes) -> EntityState:
+    return _LOADERS[key[:1]](orjson.loads(value))
+
+
+def merge(old: EntityState | None, event: Event) -> EntityState | None:
+    """The entity's next state, or None if the event changes nothing."""
+    if isinstance(event, DossierStatusChanged):
+        return merge_dossier(cast(DossierState | None, old), event)
+    if isinstance(event, VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent):
+        return merge_latest(cast(VisitState | None, old), visit_from(event))
+    if isinstance(event, TrainingHeldEvent):
+        return merge_latest(cast(TrainingState | None, old),
+                            TrainingState(micros(event), event.id, event.data.attendees))
+    if isinstance(event, SupportAnsweredEvent):
+        return merge_latest(cast(SupportState | None, old),
+                            SupportState(micros(event), event.id, event.data.channel.value))
+    assert isinstance(event, AnnouncementScheduledEvent | BroadcastStartedEvent | BroadcastCompletedEvent
+                      | BroadcastFailedEvent)
+    return merge_announcement(cast(AnnouncementState | None, old), event)
+
+
+class PartitionState:
+    def __init__(self, partition: int, store: Store) -> None:
+        self.partition = partition
+        self.store = store
+        self.communes: dict[str, CommuneTotals] = {}
+
+    def apply(self, event: Event) -> tuple[bytes, bytes] | None:
+        """Merge one event; returns the changelog record (key, new state) or None if nothing changed."""
+        key = entity_key(event)
+        raw = self.store.get(key)
+        old = loads(key, raw) if raw is not None else None
+        new = merge(old, event)
+        if new is None:
+            return None
+        value = dumps(new)
+        self.store[key] = value
+        self._totals(event.commune, event.province).replace(old, new)
+        return key, value
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        """Apply one changelog record (a state written by `apply`); a tombstone is ignored."""
+        if value is None:
+            return
+        raw = self.store.get(key)
+        old = loads(key, raw) if raw is not None else None
+        self.store[key] = value
+        commune = key.split(b"|", 2)[1].decode()
+        self._totals(commune, commune_provinces()[commune]).replace(old, loads(key, value))
+
+    def _totals(self, commune: str, province: str) -> CommuneTotals:
+        totals = self.communes.get(commune)
+        if totals is None:
+            totals = self.communes[commune] = CommuneTotals(province)
+        return totals
+
+    def states(self) -> Iterator[tuple[bytes, EntityState]]:
+        for key, value in self.store.items():
+            yield key, loads(key, value)

@@ -1,0 +1,191 @@
+"""Per-entity state (dossier, visit, training, support request, announcement) and how one event merges into it.
+
+Every merge is order-independent and idempotent, so out-of-order delivery,
+duplicates and at-least-once redelivery after a crash cannot change a figure:
+
+- the fields describing "where the entity is now" come from the newest event by
+  (event time, event id); an event older than the stored state does not
+  overwrite it;
+- facts that only ever become true (received, paid online, has fees,
+  digitised) are OR-ed;
+- a repeated event id has the same (time, id) as what it already produced, so
+  it changes nothing.
+
+States are plain tuples (NamedTuple) so they serialise compactly to the
+changelog and the RocksDB store. Times are integers: microseconds for event
+times (ordering), seconds for business dates (due dates, durations).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, TypeVar
+
+from schemas.announcement import (
+    AnnouncementScheduledEvent,
+    BroadcastCompletedEvent,
+    BroadcastFailedEvent,
+    BroadcastStartedEvent,
+)
+from schemas.codes import COMPLETED_STATUSES
+from schemas.dossier import DossierStatusChanged
+from schemas.envelope import Event
+from schemas.mobile_team import (
+    SupportAnsweredEvent,
+    TrainingHeldEvent,
+    VisitCompletedEvent,
+    VisitScheduledEvent,
+    VisitStartedEvent,
+)
+
+
+def micros(event: Event) -> int:
+    t = event.time
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
+class DossierState(NamedTuple):
+    at: int  # newest event time, µs
+    event_id: str
+    status: int
+    channel: str
+    due_s: int | None  # due date of the newest event, epoch seconds
+    received: bool  # sticky: ever in a status other than 1 and 3
+    paid_online: bool  # sticky
+    has_fees: bool  # sticky
+    digitised: bool  # sticky
+    completed_at: int | None  # time (µs) of the newest completed event
+    completed_id: str | None
+    timeliness: str | None  # of that completed event
+    duration_s: int | None  # received -> ended, of that completed event
+
+
+class VisitState(NamedTuple):
+    rank: int  # scheduled 0 < started 1 < completed 2: a completed visit stays completed
+    at: int
+    event_id: str
+    households: int
+    people: int
+    dossiers: int
+    accounts: int
+
+
+class TrainingState(NamedTuple):
+    at: int
+    event_id: str
+    attendees: int
+
+
+class SupportState(NamedTuple):
+    at: int
+    event_id: str
+    channel: str
+
+
+class ClusterBroadcast(NamedTuple):
+    rank: int  # started 1 < completed/failed 2
+    at: int
+    event_id: str
+    outcome: str  # started | completed | failed
+    started_s: int | None
+
+
+class AnnouncementState(NamedTuple):
+    category: str
+    scheduled_at: int | None  # event time of the scheduled event, µs (None: only broadcasts seen)
+    scheduled_id: str | None
+    starts_s: int | None  # planned start, epoch seconds
+    clusters: dict[str, ClusterBroadcast]
+
+
+def _newer(at: int, event_id: str, old_at: int, old_id: str) -> bool:
+    return (at, event_id) > (old_at, old_id)
+
+
+# -- dossiers --------------------------------------------------------------------------------------
+def dossier_from(event: DossierStatusChanged) -> DossierState:
+    d = event.data
+    status = int(d.status)
+    at = micros(event)
+    completed = d.status in COMPLETED_STATUSES
+    duration = None
+    if completed and d.ended_at is not None and d.received_at is not None:
+        duration = max(0, int((d.ended_at - d.received_at).total_seconds()))
+    return DossierState(
+        at=at, event_id=event.id, status=status, channel=d.channel.value,
+        due_s=int(d.due_at.timestamp()) if d.due_at is not None else None,
+        received=status not in (1, 3), paid_online=d.paid_online, has_fees=bool(d.fees), digitised=d.digitised,
+        completed_at=at if completed else None, completed_id=event.id if completed else None,
+        timeliness=d.timeliness.value if completed and d.timeliness is not None else None,
+        duration_s=duration,
+    )
+
+
+def merge_dossier(old: DossierState | None, event: DossierStatusChanged) -> DossierState | None:
+    """The dossier's state after `event`, or None when the event changes nothing (duplicate, stale)."""
+    new = dossier_from(event)
+    if old is None:
+        return new
+    latest, other = (new, old) if _newer(new.at, new.event_id, old.at, old.event_id) else (old, new)
+    completion = latest
+    if other.completed_at is not None and (
+        latest.completed_at is None
+        or _newer(other.completed_at, other.completed_id or "", latest.completed_at, latest.completed_id or "")
+    ):
+        completion = other
+    merged = latest._replace(
+        received=old.received or new.received, paid_online=old.paid_online or new.paid_online,
+        has_fees=old.has_fees or new.has_fees, digitised=old.digitised or new.digitised,
+        completed_at=completion.completed_at, completed_id=completion.completed_id,
+        timeliness=completion.timeliness, duration_s=completion.duration_s,
+    )
+    return None if merged == old else merged
+
+
+# -- mobile teams ----------------------------------------------------------------------------------
+def visit_from(event: VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent) -> VisitState:
+    at = micros(event)
+    if isinstance(event, VisitCompletedEvent):
+        d = event.data
+        return VisitState(2, at, event.id, d.households_visited, d.people_assisted, d.dossiers_submitted,
+                          d.accounts_activated)
+    return VisitState(1 if isinstance(event, VisitStartedEvent) else 0, at, event.id, 0, 0, 0, 0)
+
+
+S = TypeVar("S", VisitState, TrainingState, SupportState)
+
+
+def merge_latest(old: S | None, new: S) -> S | None:
+    """Keep the greater of two tuples ordered by their leading fields (rank/time/id); None if unchanged."""
+    if old is None:
+        return new
+    return new if new[:3] > old[:3] else None
+
+
+# -- announcements ---------------------------------------------------------------------------------
+def merge_announcement(
+    old: AnnouncementState | None,
+    event: AnnouncementScheduledEvent | BroadcastStartedEvent | BroadcastCompletedEvent | BroadcastFailedEvent,
+) -> AnnouncementState | None:
+    at = micros(event)
+    state = old or AnnouncementState(event.data.category.value, None, None, None, {})
+    if isinstance(event, AnnouncementScheduledEvent):
+        if state.scheduled_at is not None and not _newer(at, event.id, state.scheduled_at, state.scheduled_id or ""):
+            return None
+        return state._replace(category=event.data.category.value, scheduled_at=at, scheduled_id=event.id,
+                              starts_s=int(event.data.starts_at.timestamp()))
+    d = event.data
+    if isinstance(event, BroadcastStartedEvent):
+        new = ClusterBroadcast(1, at, event.id, "started", int(d.started_at.timestamp()))
+    elif isinstance(event, BroadcastCompletedEvent):
+        new = ClusterBroadcast(2, at, event.id, "completed", int(d.started_at.timestamp()))
+    else:
+        new = ClusterBroadcast(2, at, event.id, "failed", None)
+    current = state.clusters.get(d.cluster_id)
+    if current is not None:
+        newest = new if new[:3] > current[:3] else current
+        starts = [s for s in (current.started_s, new.started_s) if s is not None]
+        new = newest._replace(started_s=min(starts) if starts else None)  # playback began at the first start
+        if new == current:
+            return None
+    category = state.category if state.scheduled_at is not None else d.category.value
+    return state._replace(category=category, clusters={**state.clusters, d.cluster_id: new})

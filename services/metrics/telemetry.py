@@ -1,0 +1,16 @@
+"""The metrics worker's own health metrics (prometheus-client default registry). Labels: small enums only."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("commune_metrics_events_total", "Canonical events consumed, by family and outcome "
+                 "(applied = changed a state, unchanged = duplicate or stale, invalid = undecodable)",
+                 ["family", "outcome"])
+LAG = Gauge("commune_metrics_consumer_lag", "Records behind the end of each owned canonical partition",
+            ["family", "partition"])
+OWNED = Gauge("commune_metrics_owned_partitions", "Canonical partitions this worker owns and exports")
+RESTORED = Counter("commune_metrics_restored_records_total", "Changelog records replayed on partition assignment")
+SNAPSHOTS = Counter("commune_metrics_snapshots_total", "Per-commune snapshot events published")
+BATCH_SECONDS = Histogram("commune_metrics_batch_seconds", "Time to apply a batch and flush its changelog",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
