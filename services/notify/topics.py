@@ -16,7 +16,7 @@ from schemas.topics import (
 NOTIFY_LEDGER = TopicSpec(
     "commune.notify.ledger", Kind.INTERNAL, key="notification id",
     description="Notify's delivery ledger: done (sent/dead-lettered) or deferred (with the request) per notification id",
-    config={"cleanup.policy": "compact", "min.compaction.lag.ms": str(24 * 3600 * 1000)},
+    config={"cleanup.policy": "compact,delete", "retention.ms": str(60 * 24 * 3600 * 1000)},
 )
 NOTIFY_DEADLINES = TopicSpec(
     "commune.notify.deadlines", Kind.INTERNAL, key=COMMUNE_KEY,

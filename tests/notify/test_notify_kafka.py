@@ -80,3 +80,17 @@ async def test_permanent_failure_is_dead_lettered_with_reason(
     assert [s["outcome"] for s in status] == ["failed", "dead_lettered"]
     assert fake.bad_signatures == 1 and not fake.accepted
 
+
+
+async def test_after_the_last_retry_the_notification_is_dead_lettered(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
+    """A gateway that stays down: every attempt is a 'failed' status, then one DLQ record saying retries ran out."""
+    fake.outage(600)
+    start_notify(NOTIFY_RETRY_MAX_ATTEMPTS="3", NOTIFY_RETRY_BASE_S="0.1", NOTIFY_SUBSCRIBERS_FILE="")
+    await publish(kafka_bootstrap, namespace, dossier("gone-1", code="D-GONE"))
+    [dead] = await read_all(kafka_bootstrap, notify_topics.dlq, expect=1, timeout=40)
+    assert dict(dead.headers)["dlq.reason"] == b"retries_exhausted:http_503" and dict(dead.headers)["dlq.attempts"] == b"3"
+    assert b"D-GONE" in dead.value  # the request travels whole so it can be replayed
+    status = statuses(await read_all(kafka_bootstrap, notify_topics.status, expect=4, idle=1))
+    assert [(s["outcome"], s["attempt"]) for s in status] == [("failed", 1), ("failed", 2), ("failed", 3), ("dead_lettered", 3)]
+    assert fake.rejected == 3 and not fake.accepted
