@@ -169,39 +169,46 @@ class MetricsWorker:
         numbers = {tp.partition for tp in assigned}
         for p in set(self.partitions) - numbers:
             self._drop(p)
-        for p in sorted(numbers - set(self.partitions)):
-            await self._restore(p)
+        await self._restore(sorted(numbers - set(self.partitions)))
         self.assigned = set(assigned)
         self.owned = numbers
         telemetry.OWNED.set(len(numbers))
         log.info("metrics.assigned", partitions=sorted(numbers))
 
-    async def _restore(self, partition: int) -> None:
-        path = self.state_root / f"p{partition}"
-        db = store.open_fresh(path)
-        self._dbs[partition] = db
-        part = PartitionState(partition, db)
+    async def _restore(self, partitions: list[int]) -> None:
+        """Rebuild each partition's store and totals from its changelog partition (read to its end offset)."""
+        if not partitions:
+            return
+        parts: dict[int, PartitionState] = {}
+        for p in partitions:
+            self._dbs[p] = store.open_fresh(self.state_root / f"p{p}")
+            parts[p] = PartitionState(p, self._dbs[p])
         reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
                                   client_id=f"metrics-restore-{self.settings.worker_id}",
                                   max_partition_fetch_bytes=8 * 1024 * 1024)
         await reader.start()
         restored = 0
         try:
-            tp = TopicPartition(self.names.changelog, partition)
-            reader.assign([tp])
-            await reader.seek_to_beginning(tp)
-            end = (await reader.end_offsets([tp]))[tp]
-            while await reader.position(tp) < end:
-                chunk = await reader.getmany(tp, timeout_ms=500, max_records=10_000)
-                for rec in chunk.get(tp, []):
-                    if rec.offset < end and rec.key is not None:
-                        part.restore(rec.key, rec.value)
-                        restored += 1
+            tps = [TopicPartition(self.names.changelog, p) for p in partitions]
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            end = await reader.end_offsets(tps)
+            pending = {tp for tp in tps if end[tp] > 0}
+            while pending:
+                chunk = await reader.getmany(*pending, timeout_ms=500, max_records=10_000)
+                for tp, records in chunk.items():
+                    part = parts[tp.partition]
+                    for rec in records:
+                        if rec.offset < end[tp] and rec.key is not None:
+                            part.restore(rec.key, rec.value)
+                            restored += 1
+                pending = {tp for tp in pending if await reader.position(tp) < end[tp]}
         finally:
             await reader.stop()
-        self.partitions[partition] = part
+        self.partitions.update(parts)
         telemetry.RESTORED.inc(restored)
-        log.info("metrics.restored", partition=partition, records=restored, communes=len(part.communes))
+        log.info("metrics.restored", partitions=partitions, records=restored,
+                 communes=sum(len(p.communes) for p in parts.values()))
 
     def _drop(self, partition: int) -> None:
         self.partitions.pop(partition, None)

@@ -1,0 +1,150 @@
+"""A fixed event set with out-of-order and duplicated events, and its expected figures computed independently.
+
+The oracle below reads the event list directly (newest event per dossier by
+time then id, OR of sticky facts, calendar-day comparison in Vietnam time) and
+shares no code with the service.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from datetime import timedelta, timezone
+
+from schemas.dossier import DossierStatusChanged
+from schemas.envelope import Event
+from schemas.mobile_team import VisitCompletedEvent
+from tests.metrics.events import T0, broadcast, dossier, scheduled, visit_completed
+
+COMMUNES = ["02269", "00691", "00694", "05977", "05983", "05986", "00700", "06001"]
+VN = timezone(timedelta(hours=7))
+NOW = T0.timestamp() + 5 * 86400  # day 5: dossiers due on day 3 are overdue, those due on day 8 are not
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def _paths(rng: random.Random, commune: str, code: str, base: int) -> list[Event]:
+    """One dossier's events along a randomly chosen path."""
+    kind = rng.choice(["early", "on_time", "late", "open", "open_due_later", "rejected", "registered", "returned"])
+    channel = rng.choice(["counter", "online", "postal", "mobile_team"])
+    fees = rng.random() < 0.5
+    paid = fees and rng.random() < 0.6
+    digitised = rng.random() < 0.4
+    due_days = 8 if kind == "open_due_later" else 3
+    common = {"channel": channel, "fees": fees, "due_days": due_days}
+    ev = [dossier(commune, code, 1, f"{code}-e1", 0, **common)]
+    if kind == "rejected":
+        return ev + [dossier(commune, code, 3, f"{code}-e3", 1, **common)]
+    if kind == "registered":
+        return ev
+    ev.append(dossier(commune, code, 2, f"{code}-e2", 1, **common))
+    ev.append(dossier(commune, code, 4, f"{code}-e4", 2, paid_online=paid, **common))
+    end = {"early": 30, "on_time": 72 + 2, "late": 72 + 30, "returned": 50}.get(kind)
+    if end is not None:
+        ev.append(dossier(commune, code, 9, f"{code}-e9", end, end_hours=end, paid_online=paid, digitised=digitised,
+                          **common))
+        if kind == "returned":
+            ev.append(dossier(commune, code, 10, f"{code}-e10", end + 5, end_hours=end, paid_online=paid,
+                              digitised=digitised, **common))
+    elif digitised:
+        ev.append(dossier(commune, code, 5, f"{code}-e5", 3, paid_online=paid, digitised=True, **common))
+    return ev
+
+
+def event_set(seed: int = 20251103) -> list[Event]:
+    """Per commune: 12 dossiers, 2 visits, 1 announcement; then 25% re-sent, all shuffled."""
+    rng = random.Random(seed)
+    events: list[Event] = []
+    for i, c in enumerate(COMMUNES):
+        for n in range(12):
+            events += _paths(rng, c, f"{c}-HS-{n:03d}", i)
+        events.append(visit_completed(c, f"{c}-V1", f"{c}-v1", 10, 20 + i, 30 + i, 4, 3))
+        events.append(visit_completed(c, f"{c}-V2", f"{c}-v2", 12, 5, 6, 1, 0))
+        events.append(scheduled(c, f"{c}-A1", f"{c}-a1", 0, starts_hours=1))
+        events.append(broadcast(c, f"{c}-A1", "C1", "failed", f"{c}-b1", 1.5))
+        events.append(broadcast(c, f"{c}-A1", "C1", "completed", f"{c}-b2", 2.5, started_hours=2))
+        events.append(broadcast(c, f"{c}-A1", "C2", "completed", f"{c}-b3", 1.5, started_hours=1))
+    events += rng.sample(events, len(events) // 4)  # duplicates: same id, same content
+    rng.shuffle(events)  # out of order within each commune's partition
+    return events
+
+
+def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
+    """The figures the service must export, from the events alone."""
+    out: dict[Sample, float] = defaultdict(float)
+    unique = {e.id: e for e in events}.values()
+    dossiers: dict[tuple[str, str], list[DossierStatusChanged]] = defaultdict(list)
+    for e in unique:
+        if isinstance(e, DossierStatusChanged):
+            dossiers[(e.commune, e.data.dossier_code)].append(e)
+    for (commune, _), evs in dossiers.items():
+        where = (("province", evs[0].province), ("commune", commune))
+        latest = max(evs, key=lambda e: (e.time, e.id))
+        received = [e for e in evs if int(e.data.status) not in (1, 3)]
+        completed = [e for e in evs if int(e.data.status) in (9, 10)]
+        if received:
+            out[("commune_dossiers_received_total", (*where, ("channel", latest.data.channel.value)))] += 1
+            for flag, name in ((lambda d: d.paid_online, "paid_online"), (lambda d: bool(d.fees), "with_fees"),
+                               (lambda d: d.digitised, "digitised")):
+                if any(flag(e.data) for e in evs):
+                    out[(f"commune_dossiers_{name}_total", where)] += 1
+        if completed:
+            last = max(completed, key=lambda e: (e.time, e.id)).data
+            assert last.ended_at and last.due_at
+            end, due = last.ended_at.astimezone(VN).date(), last.due_at.astimezone(VN).date()
+            timeliness = "early" if end < due else "on_time" if end == due else "late"
+            labels = (*where, ("channel", latest.data.channel.value), ("timeliness", timeliness))
+            out[("commune_dossiers_completed_total", labels)] += 1
+        is_open = int(latest.data.status) in (2, 4, 5, 6)
+        out[("commune_dossiers_open", where)] += is_open
+        assert latest.data.due_at is not None or not is_open
+        out[("commune_dossiers_overdue", where)] += is_open and latest.data.due_at.timestamp() < now  # type: ignore[union-attr]
+    for e in unique:
+        where = (("province", e.province), ("commune", e.commune))
+        if isinstance(e, VisitCompletedEvent):
+            out[("commune_mobile_team_visits_total", where)] += 1
+            out[("commune_mobile_team_households_reached_total", where)] += e.data.households_visited
+            out[("commune_mobile_team_accounts_activated_total", where)] += e.data.accounts_activated
+        elif e.type.endswith("announcement.scheduled.v1"):
+            out[("commune_announcements_scheduled_total", (*where, ("category", "crop_disease")))] += 1
+    clusters: dict[tuple[str, str, str], list[Event]] = defaultdict(list)
+    for e in unique:
+        if "broadcast-" in e.type:
+            clusters[(e.commune, e.data.announcement_id, e.data.cluster_id)].append(e)
+    for (commune, _, _), evs in clusters.items():  # newest outcome per cluster; a start never undoes an end
+        last = max(evs, key=lambda e: ("started" not in e.type, e.time, e.id))
+        if "started" not in last.type:
+            outcome = "completed" if "completed" in last.type else "failed"
+            labels = (("province", last.province), ("commune", commune), ("category", "crop_disease"),
+                      ("outcome", outcome))
+            out[("commune_broadcasts_total", labels)] += 1
+    return {k: v for k, v in out.items() if v}
+
+
+LINE = re.compile(r'^(\w+)\{([^}]*)\} (\S+)$')
+
+
+def parse(text: str) -> dict[Sample, float]:
+    """Samples of a Prometheus text exposition (labelled samples only)."""
+    out: dict[Sample, float] = {}
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if m:
+            labels = tuple(tuple(kv.split("=", 1)) for kv in m.group(2).split(","))
+            out[(m.group(1), tuple((k, v.strip('"')) for k, v in labels))] = float(m.group(3))
+    return out
+
+
+def summed(*texts: str) -> dict[Sample, float]:
+    """What Prometheus' sum over workers gives, per series."""
+    out: dict[Sample, float] = defaultdict(float)
+    for text in texts:
+        for k, v in parse(text).items():
+            out[k] += v
+    return dict(out)
+
+
+def restricted(samples: dict[Sample, float], like: dict[Sample, float]) -> dict[Sample, float]:
+    """The samples of the metric families present in `like`, zeros dropped."""
+    names = {name for name, _ in like}
+    return {k: v for k, v in samples.items() if k[0] in names and v}

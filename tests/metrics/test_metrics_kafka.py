@@ -1,0 +1,147 @@
+"""The metrics worker on the real broker: golden figures, restart with recovery, two workers and rebalances."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from schemas import wire
+from schemas.admin import commune_provinces
+from schemas.envelope import Event
+from schemas.events import FAMILY_OF_TYPE
+from schemas.snapshot import decode_snapshot
+from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, scoped
+from services.common.kafka import ensure_topics
+from services.metrics.exposition import render
+from services.metrics.settings import MetricsSettings
+from services.metrics.topics import METRICS_CHANGELOG
+from services.metrics.worker import MetricsWorker
+from tests.kafkatools import produce, read_all
+from tests.metrics.golden import COMMUNES, NOW, event_set, expected, restricted, summed
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+
+
+async def publish(bootstrap: str, namespace: str, events: list[Event]) -> None:
+    by_topic: dict[str, list[tuple[bytes, bytes, list[tuple[str, bytes]]]]] = {}
+    for e in events:
+        rec = wire.encode(e)
+        topic = scoped(CANONICAL[FAMILY_OF_TYPE[e.type]], namespace).name
+        by_topic.setdefault(topic, []).append((rec.key, rec.value, rec.headers))
+    for topic, records in by_topic.items():
+        await produce(bootstrap, topic, records)
+
+
+class Running:
+    """A worker running in this event loop until `stop()`."""
+
+    def __init__(self, bootstrap: str, namespace: str, worker_id: str, state: Path) -> None:
+        settings = MetricsSettings(bootstrap=bootstrap, namespace=namespace, worker_id=worker_id, state_dir=state,
+                                   snapshot_interval_s=3600)
+        self.worker = MetricsWorker(settings, clock=lambda: NOW)
+        self._stop = asyncio.Event()
+        self.task = asyncio.create_task(self.worker.run(self._stop))
+
+    def text(self) -> str:
+        return render(self.worker.exported(), NOW)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+@pytest.fixture
+async def env(kafka_bootstrap: str, unique: str, tmp_path: Path) -> AsyncIterator[Callable[[str], Running]]:
+    namespace = f"t{unique}"
+    await ensure_topics(kafka_bootstrap, [scoped(t, namespace) for t in (*CANONICAL.values(), METRICS_CHANGELOG,
+                                                                            METRICS_SNAPSHOTS)])
+    started: list[Running] = []
+
+    def start(worker_id: str) -> Running:
+        r = Running(kafka_bootstrap, namespace, worker_id, tmp_path / "state")
+        started.append(r)
+        return r
+
+    start.namespace = namespace  # type: ignore[attr-defined]
+    yield start
+    for r in started:
+        if not r.task.done():
+            await r.stop()
+
+
+async def until(check: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+def figures_of(*workers: Running, like: dict) -> dict:  # type: ignore[type-arg]
+    return restricted(summed(*(w.text() for w in workers)), like)
+
+
+async def test_golden_event_set_gives_exactly_the_expected_figures(kafka_bootstrap: str, env) -> None:  # type: ignore[no-untyped-def]
+    """Shuffled and duplicated events yield exactly the independently computed figures; snapshots agree."""
+    events = event_set()
+    truth = expected(events)
+    await publish(kafka_bootstrap, env.namespace, events)
+    w = env("w1")
+    await until(lambda: figures_of(w, like=truth) == truth, what="golden figures")
+    assert figures_of(w, like=truth) == truth
+    assert w.worker.partitions and len(w.worker.owned) == 6
+    assert await w.worker.publish_snapshots() == 8
+    records = await read_all(kafka_bootstrap, scoped(METRICS_SNAPSHOTS, env.namespace).name, expect=8, idle=0.5)
+    snaps = {r.key.decode(): decode_snapshot(r.headers, r.value).data for r in records}
+    assert set(snaps) == set(COMMUNES)
+    for commune, data in snaps.items():
+        where = (("province", commune_provinces()[commune]), ("commune", commune))
+        assert data.open == truth.get(("commune_dossiers_open", where), 0)
+        assert data.overdue == truth.get(("commune_dossiers_overdue", where), 0)
+        assert data.mobile_team_visits == 2 and data.broadcasts_completed == 2
+
+
+async def test_restart_recovers_the_same_figures_from_the_changelog(kafka_bootstrap: str, env) -> None:  # type: ignore[no-untyped-def]
+    """A new worker restores state from the changelog (before any new event) and then continues exactly."""
+    events = event_set(seed=11)
+    half = len(events) // 2
+    first, truth_first = events[:half], expected(events[:half])
+    await publish(kafka_bootstrap, env.namespace, first)
+    w1 = env("w1")
+    await until(lambda: figures_of(w1, like=truth_first) == truth_first, what="first half")
+    await w1.stop()
+    w2 = env("w2")
+    await until(lambda: len(w2.worker.owned) == 6, what="assignment")
+    assert figures_of(w2, like=truth_first) == truth_first  # restored, not re-read: offsets were committed
+    await publish(kafka_bootstrap, env.namespace, events[half:] + first[:20])  # the rest, plus redeliveries
+    truth = expected(events)
+    await until(lambda: figures_of(w2, like=truth) == truth, what="all events after restart")
+
+
+async def test_two_workers_sum_to_one_worker_also_across_rebalances(kafka_bootstrap: str, env) -> None:  # type: ignore[no-untyped-def]
+    """Prometheus' sum over two workers equals the truth; after one leaves, the other alone still does."""
+    events = event_set(seed=5)
+    third = len(events) // 3
+    await publish(kafka_bootstrap, env.namespace, events[:third])
+    a = env("a")
+    truth1 = expected(events[:third])
+    await until(lambda: figures_of(a, like=truth1) == truth1, what="one worker")
+    b = env("b")
+    await until(lambda: len(a.worker.owned) == 3 and len(b.worker.owned) == 3, what="rebalance to two workers")
+    assert a.worker.owned.isdisjoint(b.worker.owned)
+    communes_a = {c for p in a.worker.exported() for c in p.communes}
+    communes_b = {c for p in b.worker.exported() for c in p.communes}
+    assert communes_a.isdisjoint(communes_b)  # each exports only the partitions it owns
+    assert figures_of(a, b, like=truth1) == truth1
+    await publish(kafka_bootstrap, env.namespace, events[third:2 * third])
+    truth2 = expected(events[:2 * third])
+    await until(lambda: figures_of(a, b, like=truth2) == truth2, what="two workers")
+    await b.stop()
+    await until(lambda: len(a.worker.owned) == 6, what="rebalance back to one worker")
+    assert figures_of(a, like=truth2) == truth2  # b's partitions restored from its changelog records
+    await publish(kafka_bootstrap, env.namespace, events[2 * third:])
+    truth = expected(events)
+    await until(lambda: figures_of(a, like=truth) == truth, what="one worker again")
