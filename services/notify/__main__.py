@@ -20,7 +20,11 @@ log = structlog.get_logger("notify")
 
 
 def _die_with_parent() -> None:
-    """The tracker must not outlive a notify worker killed with SIGKILL (Linux PR_SET_PDEATHSIG)."""
+    """The tracker must not outlive a notify worker killed with SIGKILL (Linux PR_SET_PDEATHSIG).
+
+    It also runs at a lower CPU priority: its work is tick-based, the worker's is latency-bound.
+    """
+    os.nice(5)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
     except OSError:

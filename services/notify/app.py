@@ -12,7 +12,7 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from schemas.dossier import DossierStatusChanged
-from schemas.notification import ChannelKind, DeadlineAlert, DeadlineMessage
+from schemas.notification import ChannelKind, DeadlineAlert, DeadlineMessage, TrackedDossier
 from schemas.topics import Group
 from schemas.wire import UnknownEventType, decode
 from services.common.kafka import ensure_topics
@@ -38,7 +38,6 @@ class NotifyApp:
         self.registry = load_registry(settings.subscribers_file)
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.stopping = asyncio.Event()
-        self.ready = asyncio.Event()
         self.failed = False
 
     def _channels(self, http: HttpClient) -> dict[ChannelKind, Channel]:
@@ -63,45 +62,64 @@ class NotifyApp:
             quiet=self.s.quiet_hours(), rates=self.s.rate_per_s, segment_limit=self.s.sms_segment_limit,
             routine_workers=self.s.routine_workers, emergency_workers=self.s.emergency_workers)
         await self.dispatcher.start()
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.s.bootstrap, group_id=self.s.group(Group.NOTIFY.value), enable_auto_commit=False,
-            isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=500)
-        await consumer.start()
-        consumer.subscribe([n.dossier, n.mobile_team, n.announcement, n.alerts], listener=_Rebalance(self, consumer, ledger))
-        committer = asyncio.create_task(self._commit_loop(consumer))
+        # Two consumers in the one group: announcements (where emergencies arrive) are never stuck behind a
+        # dossier backlog in the same fetch; dossiers, mobile-team events and deadline alerts share the other.
+        routine = self._consumer([n.dossier, n.mobile_team, n.alerts], ledger)
+        urgent = self._consumer([n.announcement], ledger)
+        consumers = [await c for c in (routine, urgent)]
         log.info("notify.started", namespace=self.s.namespace, directory=str(self.s.directory_file),
                  subscribers=len(self.registry.subscribers))
+        tasks = [asyncio.create_task(self._consume(c, throttle=c is consumers[0])) for c in consumers]
+        tasks += [asyncio.create_task(self._commit_loop(c)) for c in consumers]
         try:
-            await self._consume(consumer)
+            await self.stopping.wait()
         finally:
-            committer.cancel()
-            with contextlib.suppress(Exception):
-                await self._commit(consumer)
-            await consumer.stop()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for c in consumers:
+                with contextlib.suppress(Exception):
+                    await self._commit(c)
+                await c.stop()
             await self.dispatcher.stop()
             await ledger.stop()
             await http.close()
             await self.producer.stop()
 
-    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+    async def _consumer(self, topics: list[str], ledger: Ledger) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.s.bootstrap, group_id=self.s.group(Group.NOTIFY.value), enable_auto_commit=False,
+            isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=200)
+        await consumer.start()
+        consumer.subscribe(topics, listener=_Rebalance(self, consumer, ledger))
+        return consumer
+
+    async def _consume(self, consumer: AIOKafkaConsumer, throttle: bool) -> None:
+        """Decode -> rules -> dispatcher; pauses (routine consumer only) while the routine backlog is too long."""
         paused = False
-        throttled = {self.names.dossier, self.names.mobile_team}
-        while not self.stopping.is_set():
-            batch = await consumer.getmany(timeout_ms=200)
-            if consumer.assignment():
-                self.ready.set()
-            for tp, records in batch.items():
-                for record in records:
-                    await self._handle(tp, record)
-            backlog = self.dispatcher.routine_backlog
-            if not paused and backlog > self.s.max_pending:
-                consumer.pause(*[tp for tp in consumer.assignment() if tp.topic in throttled])
-                paused = True
-            elif paused and backlog < self.s.max_pending // 2:
-                consumer.resume(*consumer.paused())
-                paused = False
+        try:
+            while not self.stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._handle(tp, record)
+                if not throttle:
+                    continue
+                backlog = self.dispatcher.routine_backlog
+                if not paused and backlog > self.s.max_pending:
+                    consumer.pause(*consumer.assignment())
+                    paused = True
+                elif paused and backlog < self.s.max_pending // 2:
+                    consumer.resume(*consumer.paused())
+                    paused = False
+        except Exception:
+            log.exception("notify.consumer_failed")
+            self._crash("consumer_failed")
+            raise
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:  # type: ignore[type-arg]
+        """Decode once, derive requests, hand them over; the record is done when they and its tracking are."""
+        dossier: TrackedDossier | None = None
         try:
             if tp.topic == self.names.alerts:
                 requests = rules.for_alert(DeadlineAlert.model_validate_json(record.value), self.directory)
@@ -109,20 +127,28 @@ class NotifyApp:
                 event = decode(record.headers, record.value)
                 requests = rules.for_event(event, self.directory, self.registry)
                 if isinstance(event, DossierStatusChanged) and self.s.deadlines:
-                    await self._track(event)
+                    dossier = deadlines.tracked(event)
         except (ValidationError, UnknownEventType) as exc:  # canonical topics hold valid events; skip, loudly
             log.error("notify.undecodable", topic=tp.topic, partition=tp.partition, offset=record.offset,
                       error=type(exc).__name__)
             requests = []
-        slot = self.tracker.add(tp, record.offset, len(requests))
-        for request in requests:
-            await self.dispatcher.submit(request, lambda: self.tracker.complete(tp, slot))
+        slot = self.tracker.add(tp, record.offset, len(requests) + (dossier is not None))
 
-    async def _track(self, event: DossierStatusChanged) -> None:
-        dossier = deadlines.tracked(event)
+        def complete() -> None:
+            self.tracker.complete(tp, slot)
+
         if dossier is not None:
-            msg = DeadlineMessage(dossier=dossier).model_dump_json().encode()
-            await self.producer.send_and_wait(self.names.deadlines, msg, event.commune.encode())
+            sent = await self.producer.send(self.names.deadlines, DeadlineMessage(dossier=dossier).model_dump_json().encode(),
+                                            dossier.commune.encode())
+            sent.add_done_callback(
+                lambda f: complete() if not f.cancelled() and f.exception() is None else self._crash("deadlines_send_failed"))
+        for request in requests:
+            await self.dispatcher.submit(request, complete)
+
+    def _crash(self, reason: str) -> None:
+        log.error("notify.crash", reason=reason)
+        self.failed = True
+        self.stopping.set()
 
     async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
         while True:
