@@ -1,0 +1,153 @@
+"""Grafana dashboards as code: `python infra/grafana/dashboards.py` rewrites infra/grafana/dashboards/*.json.
+
+Four dashboards: province overview (communes ranked by indicator), commune
+drill-down (template variables province -> commune), mobile teams and
+broadcasts, pipeline health. Every query reads the metrics service's series or
+the recording rules of infra/prometheus/rules; tests/metrics/test_prometheus_e2e.py
+evaluates each one against a live Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+P = '{province="$province"}'
+C = '{commune="$commune"}'
+RATIOS = (("on_time", "On time or early"), ("online", "Submitted online"), ("paid_online", "Paid online"),
+          ("digitised", "Digitised"))
+
+
+def panel(title: str, expr: str, kind: str = "timeseries", *, instant: bool = False, legend: str = "",
+          unit: str = "short", w: int = 12, h: int = 8, more: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """One panel; `more` adds further (expr, legend) queries."""
+    targets = [{"refId": chr(ord("A") + i), "expr": e, "instant": instant, "range": not instant, "legendFormat": lg,
+                "datasource": DATASOURCE} for i, (e, lg) in enumerate(((expr, legend), *more))]
+    return {"type": kind, "title": title, "datasource": DATASOURCE, "targets": targets,
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []}, "gridPos": {"w": w, "h": h}}
+
+
+def variable(name: str, query: str, label: str) -> dict[str, Any]:
+    return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE, "refresh": 2, "sort": 1,
+            "query": {"query": query, "refId": f"{name}-var"}, "definition": query, "includeAll": False,
+            "multi": False}
+
+
+PROVINCE_VAR = variable("province", "label_values(commune_dossiers_received_total, province)", "Province")
+COMMUNE_VAR = variable("commune", 'label_values(commune_dossiers_received_total{province="$province"}, commune)',
+                       "Commune")
+
+
+def dashboard(uid: str, title: str, panels: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[str, Any]:
+    x = y = row_h = 0
+    for i, p in enumerate(panels, start=1):
+        w, h = p["gridPos"]["w"], p["gridPos"]["h"]
+        if x + w > 24:
+            x, y, row_h = 0, y + row_h, 0
+        p["id"] = i
+        p["gridPos"] |= {"x": x, "y": y}
+        x, row_h = x + w, max(row_h, h)
+    return {"uid": uid, "title": title, "tags": ["commune-bus"], "timezone": "Asia/Ho_Chi_Minh",
+            "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
+            "time": {"from": "now-24h", "to": "now"}, "templating": {"list": variables}, "panels": panels}
+
+
+def province_overview() -> dict[str, Any]:
+    stats = [panel(label, f"province:commune_dossiers_{rate}:ratio{P}", "stat", unit="percentunit", w=6, h=4)
+             for rate, label in RATIOS]
+    ranked = [panel(f"Communes ranked: {label.lower()} (lowest 20)",
+                    f"bottomk(20, commune:commune_dossiers_{rate}:ratio{P})", "bargauge", instant=True,
+                    legend="{{commune}}", unit="percentunit", w=6, h=10) for rate, label in RATIOS]
+    return dashboard("commune-bus-province", "Province overview", [
+        *stats,
+        panel("Open dossiers", f"province:commune_dossiers_open:sum{P}", "stat", w=6, h=4),
+        panel("Overdue dossiers", f"province:commune_dossiers_overdue:sum{P}", "stat", w=6, h=4),
+        panel("Received (total)", f"province:commune_dossiers_received:sum{P}", "stat", w=6, h=4),
+        panel("Completed (total)", f"province:commune_dossiers_completed:sum{P}", "stat", w=6, h=4),
+        *ranked,
+        panel("Communes ranked: overdue backlog (top 20)",
+              f"topk(20, sum by (commune) (commune_dossiers_overdue{P}))", "bargauge", instant=True,
+              legend="{{commune}}", w=12, h=10),
+        panel("Received per hour by channel",
+              f"sum by (channel) (rate(commune_dossiers_received_total{P}[$__rate_interval])) * 3600",
+              legend="{{channel}}", w=12, h=10),
+        panel("Completed by timeliness", f"sum by (timeliness) (commune_dossiers_completed_total{P})",
+              legend="{{timeliness}}", w=12),
+        panel("Processing duration p90", f"province:commune_dossier_processing_duration_seconds:p90{P}", unit="s",
+              legend="p90", w=12),
+    ], [PROVINCE_VAR])
+
+
+def commune_drilldown() -> dict[str, Any]:
+    stats = [panel(label, f"commune:commune_dossiers_{rate}:ratio{C}", "stat", unit="percentunit", w=6, h=4)
+             for rate, label in RATIOS]
+    return dashboard("commune-bus-commune", "Commune drill-down", [
+        *stats,
+        panel("Open", f"sum(commune_dossiers_open{C})", "stat", w=6, h=4),
+        panel("Overdue", f"sum(commune_dossiers_overdue{C})", "stat", w=6, h=4),
+        panel("Received", f"sum(commune_dossiers_received_total{C})", "stat", w=6, h=4),
+        panel("Since the last event", f"time() - max(commune_last_event_timestamp_seconds{C})", "stat", unit="s",
+              w=6, h=4),
+        panel("Received by channel", f"sum by (channel) (commune_dossiers_received_total{C})", legend="{{channel}}"),
+        panel("Completed by timeliness", f"sum by (timeliness) (commune_dossiers_completed_total{C})",
+              legend="{{timeliness}}"),
+        panel("Open and overdue", f"sum(commune_dossiers_open{C})", legend="open",
+              more=((f"sum(commune_dossiers_overdue{C})", "overdue"),)),
+        panel("Mobile-team reach", f"sum(commune_mobile_team_households_reached_total{C})", legend="households"),
+    ], [PROVINCE_VAR, COMMUNE_VAR])
+
+
+def mobile_and_broadcasts() -> dict[str, Any]:
+    return dashboard("commune-bus-mobile", "Mobile teams and broadcasts", [
+        panel("Visits completed", f"sum(commune_mobile_team_visits_total{P})", "stat", w=6, h=4),
+        panel("Households reached", f"sum(commune_mobile_team_households_reached_total{P})", "stat", w=6, h=4),
+        panel("Dossiers assisted", f"sum(commune_mobile_team_dossiers_assisted_total{P})", "stat", w=6, h=4),
+        panel("VNeID accounts activated", f"sum(commune_mobile_team_accounts_activated_total{P})", "stat", w=6, h=4),
+        panel("Communes ranked: households reached (top 20)",
+              f"topk(20, sum by (commune) (commune_mobile_team_households_reached_total{P}))", "bargauge",
+              instant=True, legend="{{commune}}"),
+        panel("Training attendees and support answers", f"sum(commune_mobile_team_training_attendees_total{P})",
+              legend="training attendees",
+              more=((f"sum by (channel) (commune_mobile_team_support_answered_total{P})", "support: {{channel}}"),)),
+        panel("Announcements scheduled by category",
+              f"sum by (category) (commune_announcements_scheduled_total{P})", legend="{{category}}"),
+        panel("Broadcasts by category and outcome",
+              f"sum by (category, outcome) (commune_broadcasts_total{P})", legend="{{category}} {{outcome}}"),
+        panel("Schedule to broadcast delay p90", f"province:commune_broadcast_delay_seconds:p90{P}", unit="s",
+              legend="p90", w=24),
+    ], [PROVINCE_VAR])
+
+
+def pipeline_health() -> dict[str, Any]:
+    return dashboard("commune-bus-pipeline", "Pipeline health", [
+        panel("Intake records in per second", "job:commune_intake_records_in:rate1m", legend="{{job}}", unit="ops"),
+        panel("Metrics events per second", "job:commune_metrics_events:rate1m", legend="{{job}}", unit="ops"),
+        panel("Dead letters per second by reason",
+              "sum by (family, reason) (rate(commune_intake_records_rejected_total[$__rate_interval]))",
+              legend="{{family}} {{reason}}", unit="ops"),
+        panel("Metrics consumer lag", "sum by (family) (commune_metrics_consumer_lag)", legend="{{family}}"),
+        panel("Intake latency p95",
+              "histogram_quantile(0.95, sum by (le) (rate(commune_intake_processing_seconds_bucket[$__rate_interval])))",
+              unit="s", legend="p95"),
+        panel("Partitions owned per metrics worker", "sum by (instance) (commune_metrics_owned_partitions)",
+              legend="{{instance}}"),
+        panel("Targets up", 'up{job=~"intake|notify|metrics"}', "stat", legend="{{job}}", w=24, h=4),
+    ], [])
+
+
+DASHBOARDS = {"province-overview": province_overview, "commune-drilldown": commune_drilldown,
+              "mobile-teams-broadcasts": mobile_and_broadcasts, "pipeline-health": pipeline_health}
+
+
+def render_all() -> dict[str, str]:
+    return {f"{name}.json": json.dumps(build(), indent=2, ensure_ascii=False) + "\n" for name, build in DASHBOARDS.items()}
+
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    for filename, text in render_all().items():
+        (OUT / filename).write_text(text, encoding="utf-8")
+        print(f"wrote {OUT / filename}")
