@@ -83,7 +83,11 @@ def render(partitions: Iterable[PartitionState], now_s: float) -> str:
     prefix = {c: f'province="{t.province}",commune="{c}"' for c, t in communes}
     by_key = {fam.key: fam for fam in COUNTERS}
     lines: dict[str, list[str]] = {fam.key: [] for fam in COUNTERS}
+    always = [fam for fam in COUNTERS if not fam.labels]  # zero until they happen, so ratios are 0/0, not absent
     for c, t in communes:
+        for fam in always:
+            if (fam.key,) not in t.counts:
+                lines[fam.key].append(f"{fam.name}{{{prefix[c]}}} 0\n")
         for key, value in t.counts.items():
             fam = by_key.get(key[0])
             if fam is not None:
