@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 from pathlib import Path
 
 import structlog
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from schemas.dossier import DossierStatusChanged
 from schemas.notification import ChannelKind, DeadlineAlert, DeadlineMessage, TrackedDossier
-from schemas.topics import Group
+from schemas.topics import PARTITIONS, Group
 from schemas.wire import UnknownEventType, decode
 from services.common.kafka import ensure_topics
 from services.notify import deadlines, rules
@@ -29,6 +31,7 @@ from services.notify.subscribers import load_registry
 from services.notify.topics import Names
 
 log = structlog.get_logger("notify")
+_PARTITIONER = DefaultPartitioner()  # the same murmur2 the producers of every commune-keyed topic use
 
 
 class NotifyApp:
@@ -67,6 +70,8 @@ class NotifyApp:
         routine = self._consumer([n.dossier, n.mobile_team, n.alerts], ledger)
         urgent = self._consumer([n.announcement], ledger)
         consumers = [await c for c in (routine, urgent)]
+        self.dispatcher.owns = partial(self._owns, consumers[0])
+        self.dispatcher.holds = lambda tp: any(tp in c.assignment() for c in consumers)
         log.info("notify.started", namespace=self.s.namespace, directory=str(self.s.directory_file),
                  subscribers=len(self.registry.subscribers))
         tasks = [asyncio.create_task(self._consume(c, throttle=c is consumers[0])) for c in consumers]
@@ -85,6 +90,11 @@ class NotifyApp:
             await ledger.stop()
             await http.close()
             await self.producer.stop()
+
+    def _owns(self, consumer: AIOKafkaConsumer, commune: str) -> bool:
+        """A commune belongs to the worker holding its dossier-topic partition (keys are communes everywhere)."""
+        partitions = list(range(PARTITIONS))
+        return TopicPartition(self.names.dossier, _PARTITIONER(commune.encode(), partitions, partitions)) in consumer.assignment()
 
     async def _consumer(self, topics: list[str], ledger: Ledger) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
@@ -143,7 +153,7 @@ class NotifyApp:
             sent.add_done_callback(
                 lambda f: complete() if not f.cancelled() and f.exception() is None else self._crash("deadlines_send_failed"))
         for request in requests:
-            await self.dispatcher.submit(request, complete)
+            await self.dispatcher.submit(request, complete, source=tp)
 
     def _crash(self, reason: str) -> None:
         log.error("notify.crash", reason=reason)

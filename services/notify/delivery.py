@@ -8,8 +8,6 @@ input offset be committed). Deferred requests are recorded and released later.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,9 +31,17 @@ def utcnow() -> datetime:
 
 
 @dataclass
+class Claim:
+    """One input record waiting for this notification: its callback and partition (None: a released deferral)."""
+
+    done: Done
+    source: object = None
+
+
+@dataclass
 class Job:
     request: NotificationRequest
-    done: Done
+    claims: list[Claim]
     attempt: int = 0
 
 
@@ -62,10 +68,13 @@ class Dispatcher:
         for lane in (self.routine, self.emergency):
             lane.buckets = {ChannelKind(k): TokenBucket(rate, burst=max(1.0, rate / 10)) for k, rate in rates.items()}
         self.workers = {self.routine: routine_workers, self.emergency: emergency_workers}
-        self._deferred: list[tuple[float, str]] = []
-        self._inflight: set[str] = set()
+        self.owns: Callable[[str], bool] = lambda commune: True
+        """Which communes' deferred notifications this worker releases (set by the app from its assignment)."""
+        self.holds: Callable[[object], bool] = lambda source: True
+        """Whether an input partition is still assigned here; jobs of revoked partitions are dropped (the new
+        owner re-derives them from the last committed offset), so two workers rarely race for one id."""
+        self._inflight: dict[str, Job] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -73,8 +82,6 @@ class Dispatcher:
         for lane, n in self.workers.items():
             self._tasks += [asyncio.create_task(self._work(lane)) for _ in range(n)]
         self._tasks.append(asyncio.create_task(self._release_deferred()))
-        for request in list(self.ledger.deferred.values()):
-            self._schedule(request)
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -85,10 +92,13 @@ class Dispatcher:
     def routine_backlog(self) -> int:
         return self.routine.queue.qsize()
 
-    async def submit(self, request: NotificationRequest, done: Done) -> None:
+    async def submit(self, request: NotificationRequest, done: Done, source: object = None) -> None:
         """Hand over one request; `done` is called once it is durably sent, dead-lettered or deferred."""
         nid = request.notification_id
-        if nid in self.ledger.done or nid in self.ledger.deferred or nid in self._inflight:
+        if nid in self._inflight:  # e.g. redelivered after a rebalance while the first copy is still queued
+            self._inflight[nid].claims.append(Claim(done, source))
+            return
+        if nid in self.ledger.done or nid in self.ledger.deferred:
             done()
             return
         now = self.clock()
@@ -97,10 +107,9 @@ class Dispatcher:
             deferred = request.model_copy(update={"not_before": not_before})
             await self.ledger.record_deferred(deferred)
             await self._status(deferred, Outcome.DEFERRED, 0, not_before=not_before)
-            self._schedule(deferred)
             done()
             return
-        self._enqueue(Job(request, done))
+        self._enqueue(Job(request, [Claim(done, source)]))
 
     # --- decisions ------------------------------------------------------------------------------
 
@@ -117,7 +126,7 @@ class Dispatcher:
         return self.emergency if request.is_emergency else self.routine
 
     def _enqueue(self, job: Job) -> None:
-        self._inflight.add(job.request.notification_id)
+        self._inflight[job.request.notification_id] = job
         lane = self._lane(job.request)
         lane.queue.put_nowait(job)
         metrics.QUEUED.labels(lane.name).set(lane.queue.qsize())
@@ -135,6 +144,10 @@ class Dispatcher:
 
     async def _attempt(self, lane: Lane, job: Job) -> None:
         r = job.request
+        job.claims = [c for c in job.claims if c.source is None or self.holds(c.source)]
+        if not job.claims:  # every partition it came from was revoked: the new owner redoes it
+            self._inflight.pop(r.notification_id, None)
+            return
         job.attempt += 1
         if r.notification_id in self.ledger.done:  # another worker finished it meanwhile
             self._finish(job)
@@ -174,8 +187,9 @@ class Dispatcher:
         self._finish(job)
 
     def _finish(self, job: Job) -> None:
-        self._inflight.discard(job.request.notification_id)
-        job.done()
+        self._inflight.pop(job.request.notification_id, None)
+        for claim in job.claims:
+            claim.done()
 
     async def _status(self, r: NotificationRequest, outcome: Outcome, attempt: int, *, reason: str | None = None,
                       provider_message_id: str | None = None, not_before: datetime | None = None) -> None:
@@ -189,24 +203,18 @@ class Dispatcher:
 
     # --- deferred -------------------------------------------------------------------------------
 
-    def _schedule(self, request: NotificationRequest) -> None:
-        at = (request.not_before or self.clock()).timestamp()
-        heapq.heappush(self._deferred, (at, request.notification_id))
-        metrics.DEFERRED.set(len(self._deferred))
-        self._wake.set()
+    async def _release_deferred(self, every_s: float = 1.0) -> None:
+        """Each second, send what is due among the ledger's deferred notifications of communes this worker owns.
 
-    async def _release_deferred(self) -> None:
+        Scanning the ledger (not a private heap) means entries deferred by another worker, or before a restart
+        or rebalance, are released by whoever owns the commune now.
+        """
         while True:
-            now = self.clock().timestamp()
-            while self._deferred and self._deferred[0][0] <= now:
-                _, nid = heapq.heappop(self._deferred)
-                request = self.ledger.deferred.get(nid)
-                if request is not None and nid not in self._inflight:
-                    self._enqueue(Job(request.model_copy(update={"not_before": None}), done=lambda: None))
-            metrics.DEFERRED.set(len(self._deferred))
-            self._wake.clear()
-            wait = min(30.0, self._deferred[0][0] - now) if self._deferred else 30.0
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, wait + random.uniform(0, 0.05)))
-            except TimeoutError:
-                pass
+            now = self.clock()
+            for nid, request in list(self.ledger.deferred.items()):
+                if nid in self._inflight or not self.owns(request.commune):
+                    continue
+                if request.not_before is None or request.not_before <= now:
+                    self._enqueue(Job(request.model_copy(update={"not_before": None}), [Claim(lambda: None)]))
+            metrics.DEFERRED.set(len(self.ledger.deferred))
+            await asyncio.sleep(every_s)

@@ -67,6 +67,24 @@ async def test_sigkill_mid_burst_loses_nothing_and_succeeds_no_id_twice(
     print(f"accepted before kill: {before}, re-sent after restart (answered as replays): {resent}")
 
 
+async def test_rebalance_mid_burst_succeeds_each_id_once(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
+    """A second worker joining mid-burst takes partitions over: nothing lost, each id succeeds once, few resends."""
+    events = [dossier(f"reb-{i}", code=f"D-REB-{i}") for i in range(300)]
+    expected = sms_ids(events)
+    env = {"NOTIFY_RATE_PER_S": '{"sms": 60, "webhook": 200}', "NOTIFY_ROUTINE_WORKERS": "8"}
+    start_notify(**env)
+    await publish(kafka_bootstrap, namespace, *events)
+    assert await wait_for(lambda: len(expected & set(fake.accepted)) >= 60, 60)
+    start_notify(**env)  # same group: a rebalance hands half the partitions to the newcomer
+    assert await wait_for(lambda: expected <= set(fake.accepted), 90), len(expected - set(fake.accepted))
+    await asyncio.sleep(3)
+    assert {fake.successes[i] for i in expected} == {1}
+    resent = sum(fake.replays.values())
+    assert resent <= 2 * (8 + 32)  # at most what was in flight in the senders when partitions moved
+    print(f"rebalance: re-sent ids answered as replays: {resent}")
+
+
 async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
         smtp: tuple[MailSink, int]) -> None:
