@@ -23,7 +23,8 @@ async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_lang
 
     Neither the status topic nor the worker's logs carry phone numbers or names.
     """
-    start_notify(NOTIFY_ZALO_URL=f"http://127.0.0.1:{free_port()}")  # ZNS down: Zalo recipients fall back to SMS
+    metrics_port = free_port()
+    start_notify(NOTIFY_ZALO_URL=f"http://127.0.0.1:{free_port()}", NOTIFY_METRICS_PORT=str(metrics_port))  # ZNS down
     vi, km = dossier("e-vi", locale="vi", code="D-VI"), dossier("e-km", locale="km", code="D-KM")
     zalo = dossier("e-zalo", code="D-ZL", applicant={"phone": "0911111111", "zalo_user_id": "z-1"})
     await publish(kafka_bootstrap, namespace, vi, km, zalo, visit_completed())
@@ -43,6 +44,14 @@ async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_lang
     assert sorted(s["outcome"] for s in status).count("sent") == 7
     assert set(fake.successes.values()) == {1} and sum(fake.replays.values()) == 0
     assert all("0912345678" not in str(s) for s in status)
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+        metrics = await resp.text()
+    assert 'notify_notifications_total{channel="sms",outcome="sent",type="dossier_accepted"} 2.0' in metrics
+    assert 'notify_notifications_total{channel="zalo",outcome="sent",type="dossier_accepted"} 1.0' in metrics
+    assert 'notify_delivery_latency_seconds_count{lane="routine"} 7.0' in metrics and "notify_deferred_depth 0.0" in metrics
+    assert "0912345678" not in metrics
     logs = (tmp_path / "notify.log").read_text(encoding="utf-8")
     assert "notify.sent" in logs
     assert not any(secret in logs for secret in ("0912345678", "0911111111", "Trần Văn Minh", "cb01@example"))
