@@ -1,0 +1,97 @@
+"""Each channel against a real local server (no Kafka): ZNS, SMS fallback, SMTP, signed webhooks, slow providers."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from schemas.notification import ChannelKind
+from services.notify import rules
+from services.notify.channels.base import DeliveryError, compose
+from services.notify.channels.email import Smtp
+from services.notify.channels.http import ZNS_TEMPLATE_IDS, HttpClient, SmsGateway, Webhooks, ZaloZns
+from services.notify.fake_providers import FakeProviders
+from services.notify.subscribers import Registry
+from tests.kafkatools import free_port
+from tests.notify.conftest import MailSink
+from tests.notify.events import directory, dossier
+
+ZALO_APPLICANT = {"phone": "0911111111", "zalo_user_id": "z-1", "preferred_locale": "vi"}
+
+
+def request(**kw: object):  # type: ignore[no-untyped-def]
+    [r] = [x for x in rules.for_event(dossier(**kw), directory(), Registry()) if x.channel is not ChannelKind.WEBHOOK]
+    return r
+
+
+async def test_zns_gets_template_id_parameters_and_tracking_id(fake: FakeProviders) -> None:
+    """A Zalo recipient gets a ZNS template message; the tracking id is the notification id."""
+    http = HttpClient(2)
+    r = request(applicant=ZALO_APPLICANT)
+    receipt = await ZaloZns(http, fake.url, SmsGateway(http, fake.url)).send(compose(r, 2))
+    await http.close()
+    sent = fake.accepted[r.notification_id]
+    assert sent.path == "/zns/send" and receipt.via == "zalo"
+    assert sent.body["template_id"] == ZNS_TEMPLATE_IDS[r.kind] and sent.body["tracking_id"] == r.notification_id
+    assert sent.body["template_data"]["dossier_code"] == "TL-251101-0002"
+
+
+async def test_zns_error_falls_back_to_sms() -> None:
+    """ZNS answering an error code (user not on Zalo) makes the channel send the SMS instead."""
+    fake = FakeProviders()
+
+    async def zns_refuses(_: web.Request) -> web.Response:
+        return web.json_response({"error": -124, "message": "user not found"})
+
+    fake.zns = zns_refuses  # type: ignore[method-assign]
+    await fake.start()
+    http = HttpClient(2)
+    try:
+        r = request(applicant=ZALO_APPLICANT)
+        receipt = await ZaloZns(http, fake.url, SmsGateway(http, fake.url)).send(compose(r, 2))
+    finally:
+        await http.close()
+        await fake.stop()
+    assert receipt.via == "sms" and fake.accepted[r.notification_id].path == "/sms"
+
+
+async def test_slow_provider_times_out_as_a_retryable_failure(fake: FakeProviders) -> None:
+    """A provider slower than the timeout is a retryable failure, not a hang."""
+    fake.faults.delay_s = 1.0
+    http = HttpClient(0.2)
+    with pytest.raises(DeliveryError) as err:
+        await SmsGateway(http, fake.url).send(compose(request(), 2))
+    await http.close()
+    assert err.value.retryable and err.value.reason == "TimeoutError"
+
+
+async def test_server_errors_are_retryable_and_client_errors_are_not(fake: FakeProviders) -> None:
+    """5xx -> retry later; a 401 from a subscriber rejecting the signature -> dead letter, no retry."""
+    http = HttpClient(2)
+    fake.faults.fail_every = 1
+    with pytest.raises(DeliveryError) as server:
+        await SmsGateway(http, fake.url).send(compose(request(), 2))
+    fake.faults.fail_every = 0
+    reg = Registry.model_validate({"subscribers": [{"name": "prov-08", "url": f"{fake.url}/hooks/prov-08", "secret": "wrong"}]})
+    hook = next(x for x in rules.for_event(dossier(), directory(), reg) if x.channel is ChannelKind.WEBHOOK)
+    with pytest.raises(DeliveryError) as client:
+        await Webhooks(http, reg).send(compose(hook, 2))
+    await http.close()
+    assert (server.value.reason, server.value.retryable) == ("http_500", True)
+    assert (client.value.reason, client.value.retryable) == ("http_401", False) and fake.bad_signatures == 1
+
+
+async def test_email_carries_the_notification_id_as_message_id() -> None:
+    """Staff e-mail goes over SMTP with Message-ID <notification id@commune-bus> and the rendered text."""
+    from aiosmtpd.controller import Controller
+
+    sink, port = MailSink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        r = request(applicant={"email": "citizen@example.vn", "preferred_locale": "en"})
+        await Smtp("127.0.0.1", port, "noreply@example.gov.vn", 5).send(compose(r, 2))
+    finally:
+        controller.stop()
+    assert dict(sink.by_id) == {r.notification_id: 1}
+    assert sink.bodies[r.notification_id].startswith("Your dossier TL-251101-0002")
