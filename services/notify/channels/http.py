@@ -61,7 +61,8 @@ class SmsGateway:
         body = {"to": phone, "text": message.sms_text, "encoding": message.sms_count.encoding,
                 "segments": message.sms_count.segments}
         reply = await self.client.post(self.url, json=body, headers={IDEMPOTENCY_HEADER: message.request.notification_id})
-        return Receipt(str(reply.get("message_id") or ""), via="sms")
+        # Gateways that confirm handset delivery synchronously say so; otherwise "sent" (accepted by the gateway).
+        return Receipt(str(reply.get("message_id") or ""), delivered=reply.get("status") == "delivered", via="sms")
 
     async def close(self) -> None: ...
 
