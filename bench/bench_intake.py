@@ -23,6 +23,7 @@ from schemas import wire
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, PARTITIONS, TopicSpec, Kind, scoped
 from services.common.kafka import ensure_topics
+from services.common.logging import configure
 from services.intake import telemetry
 from services.intake.normalise import Accepted, normalise
 from services.intake.settings import IntakeSettings
@@ -216,6 +217,7 @@ async def run() -> None:
 
 
 def main() -> None:
+    configure("WARNING")
     asyncio.run(run())
 
 

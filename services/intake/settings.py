@@ -10,7 +10,7 @@ from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 
 class IntakeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INTAKE_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="INTAKE_", frozen=True, populate_by_name=True)
 
     bootstrap: str = Field(
         default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "INTAKE_BOOTSTRAP")
