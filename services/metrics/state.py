@@ -97,6 +97,9 @@ class AnnouncementState(NamedTuple):
     clusters: dict[str, ClusterBroadcast]
 
 
+_COMPLETED = frozenset(int(s) for s in COMPLETED_STATUSES)
+
+
 def _newer(at: int, event_id: str, old_at: int, old_id: str) -> bool:
     return (at, event_id) > (old_at, old_id)
 
@@ -106,22 +109,23 @@ def dossier_from(event: DossierStatusChanged) -> DossierState:
     d = event.data
     status = int(d.status)
     at = micros(event)
-    completed = d.status in COMPLETED_STATUSES
+    completed = status in _COMPLETED
     duration = None
     if completed and d.ended_at is not None and d.received_at is not None:
         duration = max(0, int((d.ended_at - d.received_at).total_seconds()))
-    return DossierState(
-        at=at, event_id=event.id, status=status, channel=d.channel.value,
-        due_s=int(d.due_at.timestamp()) if d.due_at is not None else None,
-        received=status not in (1, 3), paid_online=d.paid_online, has_fees=bool(d.fees), digitised=d.digitised,
-        completed_at=at if completed else None, completed_id=event.id if completed else None,
-        timeliness=d.timeliness.value if completed and d.timeliness is not None else None,
-        duration_s=duration,
+    due = d.due_at
+    return DossierState(  # positional: this runs once per event
+        at, event.id, status, d.channel.value, int(due.timestamp()) if due is not None else None,
+        status not in (1, 3), d.paid_online, bool(d.fees), d.digitised,
+        at if completed else None, event.id if completed else None,
+        d.timeliness.value if completed and d.timeliness is not None else None, duration,
     )
 
 
 def merge_dossier(old: DossierState | None, event: DossierStatusChanged) -> DossierState | None:
     """The dossier's state after `event`, or None when the event changes nothing (duplicate, stale)."""
+    if old is not None and old.at == micros(event) and old.event_id == event.id:
+        return None  # the same event again
     new = dossier_from(event)
     if old is None:
         return new

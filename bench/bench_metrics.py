@@ -1,0 +1,251 @@
+"""Metrics service benchmark (`make bench`, or `python -m bench bench_metrics`).
+
+Side by side in one run:
+  1. events/s of the pure core (decode + merge + totals, no Kafka) and of one metrics worker on the
+     local broker (consume read_committed, apply, flush changelog, commit), all 3,321 communes active;
+  2. time to build /metrics for all 3,321 communes (exposition + the worker's own metrics);
+  3. resident memory per million open dossiers, measured in a subprocess at 200,000 open dossiers
+     (RocksDB store + totals) and extrapolated linearly to one million.
+Targets (issue 4): >= 20,000 events/s per worker, scrape <= 250 ms, <= 300 MB per million open dossiers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
+
+from schemas import wire
+from schemas.admin import commune_provinces
+from schemas.dossier import DossierStatusChanged
+from schemas.events import Family
+from schemas.topics import CANONICAL, scoped
+from services.common.kafka import ensure_topics
+from services.metrics.http import scrape
+from services.metrics.partition import PartitionState
+from services.metrics.settings import MetricsSettings
+from services.metrics.topics import Names
+from services.metrics.worker import MetricsWorker
+
+BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+EVENTS = int(os.environ.get("BENCH_METRICS_EVENTS", "120000"))
+FAUST_EVENTS = int(os.environ.get("BENCH_METRICS_FAUST_EVENTS", "30000"))
+OPEN_DOSSIERS = int(os.environ.get("BENCH_METRICS_OPEN", "200000"))
+T0 = datetime(2025, 11, 3, 1, 0, tzinfo=UTC)
+CHANNELS = ("counter", "online", "postal", "mobile_team")
+
+
+def dossier_events(n: int, statuses: tuple[int, ...] = (2, 4, 9, 10)) -> Iterator[DossierStatusChanged]:
+    """Lifecycles of n / len(statuses) dossiers spread over all 3,321 communes, in lifecycle order."""
+    communes = sorted(commune_provinces().items())
+    for i in range(n // len(statuses)):
+        commune, province = communes[i % len(communes)]
+        code = f"B-{i:08d}"
+        for step, status in enumerate(statuses):
+            data = {"dossier_code": code, "procedure_code": "1.001234", "channel": CHANNELS[i % 4], "status": status,
+                    "submitted_at": T0, "received_at": T0, "due_at": T0 + timedelta(days=3 + i % 3),
+                    "paid_online": i % 3 == 0, "digitised": i % 2 == 0,
+                    "fees": [{"amount_vnd": 8000}] if i % 3 != 2 else []}
+            if status in (9, 10):
+                data["ended_at"] = T0 + timedelta(days=2 + i % 4)
+            if status == 10:
+                data["returned_at"] = data["ended_at"]
+            yield DossierStatusChanged(
+                id=f"{code}-{step}", source=f"/communes/{commune}/one-stop", time=T0 + timedelta(hours=step),
+                subject=code, commune=commune, province=province, data=data)
+
+
+def core_rate(records: list[wire.KafkaRecord]) -> float:
+    parts = [PartitionState(p, {}) for p in range(6)]
+    started = time.perf_counter()
+    for i, rec in enumerate(records):
+        parts[i % 6].apply(wire.decode(rec.headers, rec.value))
+    return len(records) / (time.perf_counter() - started)
+
+
+async def produce(topic: str, records: list[wire.KafkaRecord]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, r.value, key=r.key, headers=r.headers) for r in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def consumed() -> float:
+    return sum(REGISTRY.get_sample_value("commune_metrics_events_total", {"family": "dossier", "outcome": o}) or 0.0
+               for o in ("applied", "unchanged", "invalid"))
+
+
+async def worker_rate(records: list[wire.KafkaRecord]) -> tuple[float, float, int, MetricsWorker, asyncio.Event]:
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    await ensure_topics(BOOTSTRAP, Names(namespace).specs)
+    await produce(scoped(CANONICAL[Family.DOSSIER], namespace).name, records)
+    settings = MetricsSettings(bootstrap=BOOTSTRAP, namespace=namespace, state_dir=Path(tempfile.mkdtemp()),
+                               snapshot_interval_s=3600)
+    worker = MetricsWorker(settings)
+    stop = asyncio.Event()
+    before = consumed()
+    asyncio.create_task(worker.run(stop))
+    while len(worker.owned) < 6:
+        await asyncio.sleep(0.005)
+    started = time.perf_counter()  # from the end of the partition assignment
+    while consumed() - before < len(records):
+        await asyncio.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    communes = sum(len(p.communes) for p in worker.exported())
+    return len(records) / elapsed, elapsed, communes, worker, stop
+
+
+def scrape_ms(worker: MetricsWorker) -> tuple[float, int, int]:
+    times, text = [], ""
+    for _ in range(7):
+        started = time.perf_counter()
+        text = scrape(worker, time.time)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times), text.count("\n"), len(text.encode())
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory_child(n: int) -> None:
+    """Run in a subprocess: RSS growth from n open dossiers (RocksDB store + totals)."""
+    from services.metrics import store
+
+    path = Path(tempfile.mkdtemp()) / "p0"
+    db = store.open_fresh(path)
+    part = PartitionState(0, db)
+    gc.collect()
+    base = rss_mb()
+    for event in dossier_events(n, statuses=(2,)):
+        part.apply(event)
+    gc.collect()
+    grown = rss_mb() - base
+    print(f"{grown:.1f} {len(part.communes)} {sum(t.get('open') for t in part.communes.values())}")
+    store.discard(db, path)
+
+
+async def run() -> None:
+    print(f"building {EVENTS:,} dossier events over all communes ...", flush=True)
+    records = [wire.encode(e) for e in dossier_events(EVENTS)]
+    core = core_rate(records)
+    rate, elapsed, communes, worker, stop = await worker_rate(records)
+    median_ms, lines, size = scrape_ms(worker)
+    stop.set()
+    await asyncio.sleep(0.5)
+    child = subprocess.run([sys.executable, "-m", "bench.bench_metrics", "memory", str(OPEN_DOSSIERS)],
+                           capture_output=True, text=True, timeout=150, check=True)
+    grown, _, opened = child.stdout.split()
+    per_million = float(grown) * 1_000_000 / int(opened)
+    print(f"pure core (decode + merge + totals)     {core:>10,.0f} events/s")
+    print(f"metrics worker on the broker             {rate:>10,.0f} events/s   target >= 20,000 "
+          f"({len(records):,} events in {elapsed:.1f} s, aiokafka + rocksdict + changelog)")
+    print(f"/metrics with {communes:,} communes active    {median_ms:>10.1f} ms        target <= 250 "
+          f"({lines:,} lines, {size / 1e6:.1f} MB, median of 7)")
+    print(f"memory per million open dossiers         {per_million:>10.0f} MB        target <= 300 "
+          f"(measured +{float(grown):.0f} MB RSS at {int(opened):,} open, extrapolated linearly)")
+
+
+def faust_child(topic: str, app_id: str, n: int, result: str, datadir: str, web_port: int) -> None:
+    """Run in a subprocess: the same merge in a faust agent with a changelog-backed RocksDB (rocksdict) table."""
+    import faust
+
+    from services.metrics.aggregate import CommuneTotals
+    from services.metrics.partition import dumps, entity_key, loads, merge
+
+    app = faust.App(app_id, broker=f"kafka://{BOOTSTRAP}", store="rocksdb://", topic_partitions=6,
+                    web_host="127.0.0.1", web_port=web_port, datadir=datadir, consumer_auto_offset_reset="earliest")
+    source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    table = app.Table("entities", key_type=bytes, value_type=bytes,
+                      partitions=6)
+    totals: dict[str, CommuneTotals] = {}
+    seen = {"n": 0, "start": 0.0}
+
+    @app.agent(source)
+    async def apply(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            if not seen["n"]:
+                seen["start"] = time.perf_counter()
+            ev = wire.decode(list(event.message.headers or []), event.value)
+            key = entity_key(ev)
+            raw = table.get(key)
+            old = loads(key, raw) if raw is not None else None
+            new = merge(old, ev)
+            if new is not None:
+                table[key] = dumps(new)
+                totals.setdefault(ev.commune, CommuneTotals(ev.province)).replace(old, new)
+            seen["n"] += 1
+            if seen["n"] == n:
+                Path(result).write_text(str(n / (time.perf_counter() - seen["start"])))
+
+    sys.argv = [sys.argv[0], "worker", "-l", os.environ.get("BENCH_FAUST_LOG", "error")]
+    app.main()
+
+
+def faust_rate(records: list[wire.KafkaRecord]) -> float | None:
+    """Events/s of the faust-table variant on the same records (None if it did not finish in time)."""
+    namespace = f"benchf{uuid.uuid4().hex[:8]}"
+    topic = scoped(CANONICAL[Family.DOSSIER], namespace).name
+    asyncio.run(ensure_topics(BOOTSTRAP, [scoped(CANONICAL[Family.DOSSIER], namespace)]))
+    asyncio.run(produce(topic, records))
+    work = Path(tempfile.mkdtemp())
+    result = work / "rate"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bench_metrics", "faust", topic, namespace, str(len(records)),
+                             str(result), str(work / "data"), str(_free_port())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and not result.exists() and proc.poll() is None:
+            time.sleep(0.5)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return float(result.read_text()) if result.exists() else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "memory":
+        memory_child(int(sys.argv[2]))
+        return
+    if len(sys.argv) == 8 and sys.argv[1] == "faust":
+        faust_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], int(sys.argv[7]))
+        return
+    asyncio.run(run())
+    faust = faust_rate([wire.encode(e) for e in dossier_events(FAUST_EVENTS)])
+    print(f"same merge as a faust agent + table      {faust or 0:>10,.0f} events/s   "
+          f"({FAUST_EVENTS:,} events, rocksdb:// via rocksdict, changelog-backed)"
+          + ("" if faust else "  DID NOT FINISH within 90 s"))
+
+
+if __name__ == "__main__":
+    main()
