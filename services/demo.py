@@ -6,6 +6,7 @@ Each entry below is one process; they share the environment (KAFKA_BOOTSTRAP).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,14 @@ PROCESSES: list[tuple[str, list[str], dict[str, str], str]] = [
      "notify metrics: http://127.0.0.1:9102/metrics; outcomes: commune.notify.status"),
     ("gateway", [PY, "-m", "services.gateway"], {"GATEWAY_SECRETS_FILE": "infra/gateway-secrets.example.yaml"},
      "HTTP ingest: http://127.0.0.1:8080/docs (demo key in infra/gateway-secrets.example.yaml; docs/integrators.md)"),
+    ("metrics", [PY, "-m", "services.metrics"], {},
+     "indicators: http://127.0.0.1:9103/metrics; snapshots: commune.metrics.snapshots; dashboards: infra/grafana"),
 ]
+if shutil.which("prometheus"):
+    PROCESSES.append(("prometheus", ["prometheus", "--config.file=infra/prometheus/prometheus.yml",
+                                     "--web.listen-address=127.0.0.1:9090", "--storage.tsdb.path=.state/prometheus",
+                                     "--log.level=warn"], {},
+                      "Prometheus: http://127.0.0.1:9090 (rules: infra/prometheus/rules, alerts at /alerts)"))
 
 
 def main() -> None:
