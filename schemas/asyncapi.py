@@ -20,7 +20,6 @@ from pydantic.json_schema import models_json_schema
 
 from schemas.deadletter import Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, type_name
-from schemas.replay import DLQ_REPLAYED
 from schemas.topics import COMMUNE_KEY, TOPICS, Kind, TopicSpec
 
 COMMITTED = Path(__file__).with_name("asyncapi.yaml")
@@ -141,7 +140,7 @@ def document() -> dict[str, Any]:
     messages = _messages(refs)
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
-    for topic in (*TOPICS, DLQ_REPLAYED):
+    for topic in TOPICS:
         cid = _camel(topic.name.removeprefix("commune."))
         names = _channel_messages(topic, messages)
         channels[cid] = {

@@ -86,6 +86,25 @@ DLQ_NOTIFY = TopicSpec(
     "commune.dlq.notify", Kind.DEAD_LETTER, key=COMMUNE_KEY,
     description="Notifications given up after the last retry, with the reason",
 )
+NOTIFY_LEDGER = TopicSpec(
+    "commune.notify.ledger", Kind.INTERNAL, key="notification id",
+    description="Notify's delivery ledger: done (sent/dead-lettered) or deferred (with the request) per notification id",
+    config={"cleanup.policy": "compact,delete", "retention.ms": str(60 * 24 * 3600 * 1000)},
+)
+NOTIFY_DEADLINES = TopicSpec(
+    "commune.notify.deadlines", Kind.INTERNAL, key=COMMUNE_KEY,
+    description="Deadline tracker input: open-dossier states (no personal data) and alert decisions",
+)
+NOTIFY_ALERTS = TopicSpec(
+    "commune.notify.alerts", Kind.INTERNAL, key=COMMUNE_KEY,
+    description="Time-driven dossier alerts (due within one working day, overdue) fired by the deadline tracker",
+)
+DLQ_REPLAYED = TopicSpec(
+    "commune.dlq.replayed", Kind.INTERNAL, key="<dlq topic>:<partition>:<offset> of a re-driven dead letter",
+    description="Replay log of `commune-bus dlq replay`, written in the same transaction as the re-driven record, "
+    "so a dead letter is never replayed twice",
+    partitions=1, config={"cleanup.policy": "compact"},
+)
 METRICS_SNAPSHOTS = TopicSpec(
     "commune.metrics.snapshots", Kind.SNAPSHOT, key=COMMUNE_KEY,
     description="Periodic per-commune indicator snapshots for systems that do not scrape Prometheus",
@@ -94,7 +113,8 @@ METRICS_SNAPSHOTS = TopicSpec(
 TOPICS: tuple[TopicSpec, ...] = (
     RAW_DOSSIER, RAW_MOBILE_TEAM, RAW_ANNOUNCEMENT,
     EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT,
-    DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_STATUS, DLQ_NOTIFY, METRICS_SNAPSHOTS,
+    DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS,
+    DLQ_REPLAYED, METRICS_SNAPSHOTS,
 )
 RAW: dict[Family, TopicSpec] = {t.family: t for t in TOPICS if t.kind is Kind.RAW and t.family}
 CANONICAL: dict[Family, TopicSpec] = {t.family: t for t in TOPICS if t.kind is Kind.CANONICAL and t.family}

@@ -19,7 +19,6 @@ import typer
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
-from schemas.replay import DLQ_REPLAYED
 from schemas.topics import RAW, TOPICS, scoped
 from services.cli import dlq_commands, kafka_io
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, topic_name
@@ -121,7 +120,7 @@ def simulate(province: Annotated[str, typer.Option()] = "20", rate: Annotated[fl
 def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
                   replication_factor: Annotated[int, typer.Option(min=1)] = 1) -> None:
     """Create every registry topic that is missing (partitions and config from schemas.topics)."""
-    specs = [scoped(t, namespace) for t in (*TOPICS, DLQ_REPLAYED)]
+    specs = [scoped(t, namespace) for t in TOPICS]
     created = asyncio.run(ensure_topics(bootstrap, specs, replication_factor))
     console.print(f"{len(created)} topics created on {bootstrap}" + (f": {', '.join(created)}" if created else ""))
 

@@ -1,4 +1,4 @@
-"""Topics private to the notify service, composed from the registry's TopicSpec (to move into schemas.topics).
+"""The registry topics notify reads and writes (all defined in `schemas.topics`).
 
 - ledger: compacted, key = notification id; the durable record of what was sent or deferred, so a
   redelivered event never reaches a provider twice as a success.
@@ -9,22 +9,8 @@
 from __future__ import annotations
 
 from schemas.topics import (
-    COMMUNE_KEY, DLQ_NOTIFY, EVENTS_ANNOUNCEMENT, EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, NOTIFY_STATUS, Kind, TopicSpec,
-    scoped,
-)
-
-NOTIFY_LEDGER = TopicSpec(
-    "commune.notify.ledger", Kind.INTERNAL, key="notification id",
-    description="Notify's delivery ledger: done (sent/dead-lettered) or deferred (with the request) per notification id",
-    config={"cleanup.policy": "compact,delete", "retention.ms": str(60 * 24 * 3600 * 1000)},
-)
-NOTIFY_DEADLINES = TopicSpec(
-    "commune.notify.deadlines", Kind.INTERNAL, key=COMMUNE_KEY,
-    description="Deadline tracker input: open-dossier states (no personal data) and alert decisions",
-)
-NOTIFY_ALERTS = TopicSpec(
-    "commune.notify.alerts", Kind.INTERNAL, key=COMMUNE_KEY,
-    description="Time-driven dossier alerts (due within one working day, overdue) fired by the deadline tracker",
+    DLQ_NOTIFY, EVENTS_ANNOUNCEMENT, EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, NOTIFY_ALERTS, NOTIFY_DEADLINES,
+    NOTIFY_LEDGER, NOTIFY_STATUS, scoped,
 )
 
 INPUTS = (EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT, NOTIFY_ALERTS)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from schemas.replay import DLQ_REPLAYED
 from schemas.topics import TOPICS, scoped
 from services.common.kafka import ensure_topics
 from tests.kafkatools import free_port, start_service, stop_service
@@ -92,7 +91,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     files = tmp_path_factory.mktemp("integrator")
     (files / "sources.yaml").write_text(REGISTRY, encoding="utf-8")
     (files / "secrets.yaml").write_text(SECRETS, encoding="utf-8")
-    asyncio.run(ensure_topics(kafka_bootstrap, [scoped(t, namespace) for t in (*TOPICS, DLQ_REPLAYED)]))
+    asyncio.run(ensure_topics(kafka_bootstrap, [scoped(t, namespace) for t in TOPICS]))
     intake = start_service("services.intake", {
         "KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": namespace, "INTAKE_METRICS_PORT": str(free_port()),
         "INTAKE_SOURCES_FILE": str(files / "sources.yaml"),

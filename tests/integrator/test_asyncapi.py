@@ -11,7 +11,6 @@ import yaml
 
 from schemas import asyncapi
 from schemas.events import EVENT_TYPES
-from schemas.replay import DLQ_REPLAYED
 from schemas.topics import TOPICS
 
 HERE = Path(__file__).resolve().parent / "asyncapi"
@@ -41,7 +40,7 @@ def test_every_topic_and_event_type_is_in_the_document() -> None:
     """Each registry topic is a channel with its partitions, and each event type a binary-mode message with its ce_type."""
     doc = asyncapi.document()
     by_address = {c["address"]: c for c in doc["channels"].values()}
-    assert set(by_address) == {t.name for t in (*TOPICS, DLQ_REPLAYED)}
+    assert set(by_address) == {t.name for t in TOPICS}
     for t in TOPICS:
         assert by_address[t.name]["bindings"]["kafka"]["partitions"] == t.partitions
     ce_types = {m["headers"]["properties"]["ce_type"]["const"] for m in doc["components"]["messages"].values()

@@ -11,7 +11,6 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from schemas.replay import DLQ_REPLAYED
 from schemas.topics import MAX_RECORD_BYTES, PARTITIONS, TOPICS
 
 pytestmark = pytest.mark.unit
@@ -103,7 +102,7 @@ def test_every_topic_name_mentioned_is_a_registry_topic(doc: str) -> None:
     """Topic names written in deployment docs and contracts exist in schemas.topics (no stale names)."""
     text = (ROOT / doc).read_text(encoding="utf-8")
     mentioned = set(re.findall(r"\bcommune\.(?:raw|events|dlq|intake|notify|metrics)\.[a-z-]+\b", text))
-    assert mentioned <= {t.name for t in (*TOPICS, DLQ_REPLAYED)}, sorted(mentioned)
+    assert mentioned <= {t.name for t in TOPICS}, sorted(mentioned)
 
 
 def test_cluster_guide_lists_every_topic_and_group() -> None:
@@ -111,7 +110,7 @@ def test_cluster_guide_lists_every_topic_and_group() -> None:
     from schemas.topics import Group
 
     text = (ROOT / "infra/cluster.md").read_text(encoding="utf-8")
-    assert all(t.name in text for t in (*TOPICS, DLQ_REPLAYED))
+    assert all(t.name in text for t in TOPICS)
     assert all(g.value in text for g in Group)
 
 

@@ -64,14 +64,13 @@ def test_replay_redrives_fixed_records_once_and_they_come_out_canonical(stack: S
 def test_unauthorised_records_replayed_after_the_registry_is_fixed_come_out_canonical(
         kafka_bootstrap: str, unique: str, tmp_path) -> None:
     """A source missing from the registry is dead-lettered; once added (intake restarted), replay makes it canonical."""
-    from schemas.replay import DLQ_REPLAYED
     from schemas.topics import TOPICS, scoped
     from services.common.kafka import ensure_topics
     from tests.integrator.conftest import REGISTRY, Stack
     from tests.kafkatools import free_port, start_service, stop_service
 
     ns = f"reg{unique}"
-    asyncio.run(ensure_topics(kafka_bootstrap, [scoped(t, ns) for t in (*TOPICS, DLQ_REPLAYED)]))
+    asyncio.run(ensure_topics(kafka_bootstrap, [scoped(t, ns) for t in TOPICS]))
     registry = tmp_path / "sources.yaml"
     registry.write_text(REGISTRY, encoding="utf-8")
     env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": ns, "INTAKE_SOURCES_FILE": str(registry)}
