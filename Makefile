@@ -6,7 +6,8 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup up down topics demo test test-unit bench schemas clean
+
+.PHONY: setup system up down topics demo test test-unit bench schemas clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
@@ -14,7 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP) infra/kafka/target/libs/.complete
+setup: system $(STAMP) infra/kafka/target/libs/.complete
+
+system:
+	@infra/system-deps.sh
 
 infra/kafka/target/libs/.complete: infra/kafka/pom.xml
 	mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies
