@@ -84,6 +84,11 @@ def figures_of(*workers: Running, like: dict) -> dict:  # type: ignore[type-arg]
     return restricted(summed(*(w.text() for w in workers)), like)
 
 
+def every_series(*texts: str) -> dict:  # type: ignore[type-arg]
+    """Every non-zero commune_* series (counters, gauges, ratios, histograms) as Prometheus' sum() sees them."""
+    return {k: round(v, 9) for k, v in summed(*texts).items() if v and k[0].startswith("commune_")}
+
+
 async def test_golden_event_set_gives_exactly_the_expected_figures(kafka_bootstrap: str, env) -> None:  # type: ignore[no-untyped-def]
     """Shuffled and duplicated events yield exactly the independently computed figures; snapshots agree."""
     events = event_set()
@@ -139,9 +144,11 @@ async def test_two_workers_sum_to_one_worker_also_across_rebalances(kafka_bootst
     await publish(kafka_bootstrap, env.namespace, events[third:2 * third])
     truth2 = expected(events[:2 * third])
     await until(lambda: figures_of(a, b, like=truth2) == truth2, what="two workers")
+    two = every_series(a.text(), b.text())
     await b.stop()
     await until(lambda: len(a.worker.owned) == 6, what="rebalance back to one worker")
     assert figures_of(a, like=truth2) == truth2  # b's partitions restored from its changelog records
+    assert every_series(a.text()) == two  # all series, incl. histograms, ratios, last-event times
     await publish(kafka_bootstrap, env.namespace, events[2 * third:])
     truth = expected(events)
     await until(lambda: figures_of(a, like=truth) == truth, what="one worker again")
