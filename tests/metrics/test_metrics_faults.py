@@ -1,0 +1,70 @@
+"""The metrics process killed mid-stream (SIGKILL): its successor restores from the changelog and exports the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, scoped
+from services.common.kafka import ensure_topics
+from services.metrics.topics import METRICS_CHANGELOG
+from tests.kafkatools import free_port, start_service, stop_service
+from tests.metrics.golden import event_set, expected, restricted, summed
+from tests.metrics.test_metrics_kafka import publish
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""
+
+
+async def test_sigkill_mid_stream_then_restart_exports_exact_figures(kafka_bootstrap: str, unique: str,
+                                                                     tmp_path: Path) -> None:
+    """Killed while applying (changelog ahead of committed offsets), a new process still converges exactly."""
+    namespace = f"k{unique}"
+    await ensure_topics(kafka_bootstrap, [scoped(t, namespace) for t in (*CANONICAL.values(), METRICS_CHANGELOG,
+                                                                        METRICS_SNAPSHOTS)])
+    events = event_set(seed=99)  # ~480 events incl. duplicates, applied 50 per batch
+    port = free_port()
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "METRICS_NAMESPACE": namespace, "METRICS_METRICS_PORT": str(port),
+           "METRICS_STATE_DIR": str(tmp_path / "state"), "METRICS_BATCH_MAX_RECORDS": "50"}
+    first = start_service("services.metrics", env, tmp_path / "first.log")
+    try:
+        deadline = time.monotonic() + 60
+        while "commune_metrics_owned_partitions 6.0" not in scrape(port):
+            assert time.monotonic() < deadline and first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+            await asyncio.sleep(0.2)
+        await publish(kafka_bootstrap, namespace, events)
+        deadline = time.monotonic() + 30
+        while 'outcome="applied"' not in scrape(port):  # killed once it has started applying
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        stop_service(first)
+    truth = expected(events, now=time.time())  # the process reads the wall clock for overdue
+    second = start_service("services.metrics", env, tmp_path / "second.log")
+    try:
+        deadline = time.monotonic() + 60
+        got: dict = {}  # type: ignore[type-arg]
+        while time.monotonic() < deadline:
+            got = restricted(summed(scrape(port)), truth)
+            if got == truth:
+                break
+            await asyncio.sleep(0.3)
+        assert got == truth
+        restored = [line for line in scrape(port).splitlines() if line.startswith("commune_metrics_restored_records_total")]
+        assert restored and float(restored[0].split()[1]) > 0  # state came back from the changelog
+    finally:
+        stop_service(second)
