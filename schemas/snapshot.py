@@ -57,7 +57,7 @@ class CommuneIndicators(Model):
 
 
 class CommuneSnapshot(Event):
-    type: Literal["vn.communebus.metrics.commune-snapshot.v1"] = COMMUNE_SNAPSHOT
+    type: Literal["vn.communebus.metrics.commune-snapshot.v1"] = "vn.communebus.metrics.commune-snapshot.v1"
     data: CommuneIndicators
 
 

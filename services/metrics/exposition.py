@@ -10,7 +10,7 @@ Labels are `province`, `commune` and small enums: never personal data or dossier
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from services.metrics.aggregate import DELAY_BUCKETS_S, DURATION_BUCKETS_S, CommuneTotals
@@ -89,15 +89,15 @@ def render(partitions: Iterable[PartitionState], now_s: float) -> str:
             if (fam.key,) not in t.counts:
                 lines[fam.key].append(f"{fam.name}{{{prefix[c]}}} 0\n")
         for key, value in t.counts.items():
-            fam = by_key.get(key[0])
-            if fam is not None:
-                extra = "".join(f',{label}="{v}"' for label, v in zip(fam.labels, key[1:], strict=True))
-                lines[fam.key].append(f"{fam.name}{{{prefix[c]}{extra}}} {value}\n")
+            found = by_key.get(key[0])
+            if found is not None:
+                extra = "".join(f',{label}="{v}"' for label, v in zip(found.labels, key[1:], strict=True))
+                lines[found.key].append(f"{found.name}{{{prefix[c]}{extra}}} {value}\n")
     out: list[str] = []
     for fam in COUNTERS:
         out.append(f"# HELP {fam.name} {fam.help}\n# TYPE {fam.name} {fam.kind}\n")
         out.extend(lines[fam.key])
-    gauges = (
+    gauges: tuple[tuple[str, str, Callable[[CommuneTotals], float]], ...] = (
         ("commune_dossiers_open", "Dossiers open (status 2, 4, 5, 6)", lambda t: t.get("open")),
         ("commune_dossiers_overdue", "Open dossiers past their due date", lambda t: t.overdue(now_s)),
         ("commune_last_event_timestamp_seconds", "Event time of the newest event seen from the commune",
@@ -112,11 +112,11 @@ def render(partitions: Iterable[PartitionState], now_s: float) -> str:
         out.append(f"# HELP {name} Live national service index rate: {rate.replace('_', ' ')} (0-1)\n"
                    f"# TYPE {name} gauge\n")
         for c, r in rates:
-            value = _ratio(*r[rate])
-            if value is not None:
-                out.append(f"{name}{{{prefix[c]}}} {value}\n")
-    for name, help_, key, bounds in HISTOGRAMS:
-        _histogram(out, name, help_, key, bounds, communes)
+            text = _ratio(*r[rate])
+            if text is not None:
+                out.append(f"{name}{{{prefix[c]}}} {text}\n")
+    for hist_name, hist_help, hist_key, bounds in HISTOGRAMS:
+        _histogram(out, hist_name, hist_help, hist_key, bounds, communes)
     return "".join(out)
 
 

@@ -52,7 +52,7 @@ _LOADERS: dict[bytes, Callable[[Any], EntityState]] = {
     b"v": lambda v: VisitState(*v),
     b"t": lambda v: TrainingState(*v),
     b"s": lambda v: SupportState(*v),
-    b"a": lambda v: AnnouncementState(*v[:4], {c: ClusterBroadcast(*b) for c, b in v[4].items()}),
+    b"a": lambda v: AnnouncementState(v[0], v[1], v[2], v[3], {c: ClusterBroadcast(*b) for c, b in v[4].items()}),
 }
 
 

@@ -179,9 +179,9 @@ def merge_announcement(
                               starts_s=int(event.data.starts_at.timestamp()))
     d = event.data
     if isinstance(event, BroadcastStartedEvent):
-        new = ClusterBroadcast(1, at, event.id, "started", int(d.started_at.timestamp()))
+        new = ClusterBroadcast(1, at, event.id, "started", int(event.data.started_at.timestamp()))
     elif isinstance(event, BroadcastCompletedEvent):
-        new = ClusterBroadcast(2, at, event.id, "completed", int(d.started_at.timestamp()))
+        new = ClusterBroadcast(2, at, event.id, "completed", int(event.data.started_at.timestamp()))
     else:
         new = ClusterBroadcast(2, at, event.id, "failed", None)
     current = state.clusters.get(d.cluster_id)

@@ -25,7 +25,7 @@ def open_fresh(path: Path) -> Rdict:
     options.set_max_write_buffer_number(2)
     db = Rdict(str(path), options)
     write = WriteOptions()
-    write.disable_wal = True
+    write.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub calls it a method
     db.set_write_options(write)
     return db
 
