@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import time
+
+import uvloop
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -108,9 +110,17 @@ async def intake_service(namespace: str) -> tuple[float, tuple[float, float, int
     while _processed() - base < N:
         await asyncio.sleep(0.002)
     rate = N / (time.perf_counter() - started)
-    latency = await fixed_rate_latency(namespace)
     stop.set()
     await task
+    # latency as deployed: the service in its own process, the load generator and the observer in this one
+    proc = subprocess.Popen([sys.executable, "-m", "services.intake"], stdout=subprocess.DEVNULL, env={
+        **os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, "INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench",
+        "INTAKE_METRICS_PORT": "9199", "INTAKE_LOG_LEVEL": "WARNING"})
+    try:
+        latency = await fixed_rate_latency(namespace)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
     return rate, latency
 
 
@@ -139,6 +149,12 @@ async def fixed_rate_latency(namespace: str) -> tuple[float, float, int]:
 
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0)
     await producer.start()
+    warm = wire.encode(template[0].model_copy(update={"id": f"warm-{namespace}"}))
+    await producer.send_and_wait(raw, warm.value, key=warm.key, headers=warm.headers)
+    warmed = False
+    while not warmed:  # the worker has joined, restored its state and caught up
+        batch = await observer.getmany(timeout_ms=500)
+        warmed = any(dict(r.headers)["ce_id"] == warm.headers[1][1] for rs in batch.values() for r in rs)
     watcher = asyncio.create_task(observe())
     begin = time.perf_counter()
     tick = 0.005
@@ -169,8 +185,8 @@ async def faust_agent(raw: str, out: str, namespace: str) -> float:
     """Variant (d): a faust worker subprocess; events/s observed on its output topic."""
     env = {**os.environ, "BENCH_RAW": raw, "BENCH_OUT": out, "BENCH_APP": f"{namespace}-faust",
            "KAFKA_BOOTSTRAP": BOOTSTRAP, "BENCH_WEB_PORT": "6098"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.faust_agent", "worker", "-l", "warning"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.faust_agent", "--loop", "uvloop", "worker", "-l", "warn"], env=env,
+                            stdout=subprocess.DEVNULL)
     observer = AIOKafkaConsumer(out, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", group_id=None,
                                 fetch_max_wait_ms=50)
     await observer.start()
@@ -178,6 +194,8 @@ async def faust_agent(raw: str, out: str, namespace: str) -> float:
         seen, started = 0, 0.0
         deadline = time.monotonic() + 600
         while seen < N and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the faust worker exited with {proc.returncode}")
             batch = await observer.getmany(timeout_ms=200)
             n = sum(len(r) for r in batch.values())
             if n and not started:
@@ -218,7 +236,7 @@ async def run() -> None:
 
 def main() -> None:
     configure("WARNING")
-    asyncio.run(run())
+    uvloop.run(run())  # every variant runs on uvloop, faust too (`--loop uvloop`)
 
 
 if __name__ == "__main__":

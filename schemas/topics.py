@@ -74,9 +74,9 @@ DLQ_INTAKE = TopicSpec(
     config={**_BIG, "retention.ms": str(30 * 24 * 3600 * 1000)},
 )
 INTAKE_DEDUP = TopicSpec(
-    "commune.intake.dedup", Kind.INTERNAL, key="family:event id",
-    description="Intake's de-duplication changelog: event ids already published, by raw partition",
-    config={"cleanup.policy": "compact,delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
+    "commune.intake.dedup", Kind.INTERNAL, key="family:raw partition:first offset of the transaction",
+    description="Intake's de-duplication changelog: the event ids each transaction published, by raw partition",
+    config={"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
 )
 NOTIFY_STATUS = TopicSpec(
     "commune.notify.status", Kind.STATUS, key=COMMUNE_KEY,

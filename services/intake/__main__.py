@@ -13,6 +13,7 @@ import signal
 from functools import partial
 
 import structlog
+import uvloop
 from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
@@ -59,4 +60,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

@@ -11,11 +11,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
+
 WINDOW = timedelta(days=7)
 
 
-def changelog_key(family: str, event_id: str) -> bytes:
-    return f"{family}:{event_id}".encode()
+def changelog_record(family: str, partition: int, first_offset: int, ids: list[str], at_ms: int) -> tuple[bytes, bytes]:
+    """One changelog record per raw partition and transaction: the ids it published (one send, not one per id)."""
+    return f"{family}:{partition}:{first_offset}".encode(), orjson.dumps({"at": at_ms, "ids": ids})
+
+
+def read_changelog_record(key: bytes, value: bytes) -> tuple[str, int, list[str]]:
+    """(family, at_ms, ids) of a changelog record."""
+    body = orjson.loads(value)
+    return key.split(b":", 1)[0].decode(), int(body["at"]), list(body["ids"])
 
 
 class SeenIds:
@@ -24,16 +33,16 @@ class SeenIds:
     __slots__ = ("_first_seen", "_window_ms")
 
     def __init__(self, window: timedelta = WINDOW) -> None:
-        self._first_seen: dict[bytes, int] = {}
+        self._first_seen: dict[str, int] = {}
         self._window_ms = int(window.total_seconds() * 1000)
 
     def __len__(self) -> int:
         return len(self._first_seen)
 
-    def __contains__(self, key: bytes) -> bool:
+    def __contains__(self, key: str) -> bool:
         return key in self._first_seen
 
-    def add(self, key: bytes, at_ms: int) -> None:
+    def add(self, key: str, at_ms: int) -> None:
         self._first_seen.setdefault(key, at_ms)
 
     def expire(self, now_ms: int) -> int:

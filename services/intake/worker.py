@@ -27,7 +27,7 @@ from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, MAX_RECORD_BYTES, RAW, scoped
 from services.common.kafka import ensure_topics
 from services.intake import telemetry
-from services.intake.dedup import SeenIds, changelog_key
+from services.intake.dedup import SeenIds, changelog_record, read_changelog_record
 from services.intake.normalise import Accepted, Rejected, normalise, reject
 from services.intake.settings import IntakeSettings
 
@@ -67,6 +67,9 @@ class IntakeWorker:
             bootstrap_servers=s.bootstrap, transactional_id=s.transactional_id, enable_idempotence=True,
             transaction_timeout_ms=s.transaction_timeout_ms, max_request_size=MAX_RECORD_BYTES + 65536,
             linger_ms=0, client_id=f"intake-{s.worker_id}",
+            # a new transaction can meet the previous one's markers still being written (CONCURRENT_TRANSACTIONS);
+            # the default 100 ms back-off would then dominate raw -> canonical latency
+            retry_backoff_ms=10,
         )
         await self.producer.start()  # fences and aborts a killed predecessor's open transaction
         self.consumer = AIOKafkaConsumer(
@@ -111,20 +114,20 @@ class IntakeWorker:
             for tp, records in batch.items():
                 family = self.family_of[tp.topic]
                 seen = self.seen.setdefault((family, tp.partition), SeenIds())
+                published: list[str] = []
                 for rec in records:
                     outcome = normalise(family, rec.value, rec.headers, self.settings.max_record_bytes)
                     if isinstance(outcome, Accepted):
                         event = outcome.event
-                        key = changelog_key(family, event.id)
                         if (denied := self.policy(event.source, family, event.commune)) is not None:
                             outcome = Rejected(denied, (denied,))
-                        elif key in seen:
+                        elif event.id in seen:
                             outcome = reject(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published")
                         else:
                             out = wire.encode(event)
                             await producer.send(self.canonical[family], out.value, key=out.key, headers=out.headers)
-                            await producer.send(self.changelog, str(now_ms).encode(), key=key, partition=tp.partition)
-                            seen.add(key, now_ms)
+                            seen.add(event.id, now_ms)
+                            published.append(event.id)
                             counts.append((family, None))
                             log.debug("event.accepted", event_id=event.id, commune=event.commune, type=event.type)
                             continue
@@ -137,6 +140,9 @@ class IntakeWorker:
                     counts.append((family, r.reason))
                     log.info("record.rejected", reason=r.reason.value, field=r.field, family=family.value,
                              topic=tp.topic, partition=tp.partition, offset=rec.offset)
+                if published:
+                    key, value = changelog_record(family.value, tp.partition, records[0].offset, published, now_ms)
+                    await producer.send(self.changelog, value, key=key, partition=tp.partition)
                 offsets[tp] = records[-1].offset + 1
             await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
         self._observe(batch, counts)
@@ -163,7 +169,6 @@ class IntakeWorker:
         if not wanted:
             return
         numbers = sorted({p for _, p in wanted})
-        prefixes = {f.value.encode() + b":" for f, _ in wanted}
         for key in wanted:
             self.seen[key] = SeenIds()
         reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, isolation_level="read_committed",
@@ -180,10 +185,12 @@ class IntakeWorker:
                 chunk = await reader.getmany(*pending, timeout_ms=500)
                 for tp, records in chunk.items():
                     for rec in records:
-                        family, _, _ = (rec.key or b"").partition(b":")
-                        if family + b":" in prefixes:
-                            self.seen[(Family(family.decode()), tp.partition)].add(rec.key or b"", int(rec.value or b"0"))
-                            restored += 1
+                        family, at_ms, ids = read_changelog_record(rec.key or b"", rec.value or b"{}")
+                        if (Family(family), tp.partition) in wanted:
+                            seen = self.seen[(Family(family), tp.partition)]
+                            for event_id in ids:
+                                seen.add(event_id, at_ms)
+                            restored += len(ids)
                 pending = {tp for tp in pending if await reader.position(tp) < end[tp]}
             log.info("dedup.restored", partitions=numbers, ids=restored)
         finally:
