@@ -90,6 +90,23 @@ def consumed() -> float:
                for o in ("applied", "unchanged", "invalid"))
 
 
+async def restore_rate(settings: MetricsSettings) -> tuple[float, float]:
+    """A fresh worker of the same group rebuilding all six partitions from the changelog: (records/s, seconds)."""
+    from services.metrics import telemetry
+
+    worker = MetricsWorker(settings.model_copy(update={"worker_id": "restorer", "state_dir": Path(tempfile.mkdtemp())}))
+    stop = asyncio.Event()
+    before = telemetry.RESTORED._value.get()
+    started = time.perf_counter()
+    task = asyncio.create_task(worker.run(stop))
+    while len(worker.owned) < 6:
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started  # includes joining the group
+    stop.set()
+    await task
+    return (telemetry.RESTORED._value.get() - before) / elapsed, elapsed
+
+
 async def worker_rate(records: list[wire.KafkaRecord]) -> tuple[float, float, int, MetricsWorker, asyncio.Event]:
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     await ensure_topics(BOOTSTRAP, Names(namespace).specs)
@@ -151,7 +168,8 @@ async def run() -> None:
     rate, elapsed, communes, worker, stop = await worker_rate(records)
     median_ms, lines, size = scrape_ms(worker)
     stop.set()
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1)
+    restored, restore_s = await restore_rate(worker.settings)
     child = subprocess.run([sys.executable, "-m", "bench.bench_metrics", "memory", str(OPEN_DOSSIERS)],
                            capture_output=True, text=True, timeout=150, check=True)
     grown, _, opened = child.stdout.split()
@@ -161,6 +179,8 @@ async def run() -> None:
           f"({len(records):,} events in {elapsed:.1f} s, aiokafka + rocksdict + changelog)")
     print(f"/metrics with {communes:,} communes active    {median_ms:>10.1f} ms        target <= 250 "
           f"({lines:,} lines, {size / 1e6:.1f} MB, median of 7)")
+    print(f"restore on assignment (changelog)        {restored:>10,.0f} records/s  "
+          f"(all partitions in {restore_s:.1f} s, incl. group join)")
     print(f"memory per million open dossiers         {per_million:>10.0f} MB        target <= 300 "
           f"(measured +{float(grown):.0f} MB RSS at {int(opened):,} open, extrapolated linearly)")
 

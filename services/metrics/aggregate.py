@@ -12,7 +12,6 @@ overdue (decided at read time, against the clock).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from services.metrics.state import AnnouncementState, DossierState, SupportState, TrainingState, VisitState
@@ -102,6 +101,13 @@ def latest_micros(state: EntityState) -> int:
     return state.at
 
 
+def _open_due(state: EntityState | None) -> int | None:
+    """The due date (epoch s) of an open dossier, else None."""
+    if isinstance(state, DossierState) and state.status in OPEN:
+        return state.due_s
+    return None
+
+
 @dataclass
 class CommuneTotals:
     """One commune's figures. `due` counts open dossiers by due date (epoch s) for the overdue gauge."""
@@ -114,26 +120,30 @@ class CommuneTotals:
     _overdue_cache: tuple[int, float, float, int] = (-1, 0.0, 0.0, 0)  # version, valid for now in (a, b], value
 
     def replace(self, old: EntityState | None, new: EntityState) -> None:
-        if old is not None:
-            self._add(contributions(old), -1)
-            self._due(old, -1)
-        self._add(contributions(new), 1)
-        self._due(new, 1)
-        self.last_event_us = max(self.last_event_us, latest_micros(new))
-
-    def _add(self, items: Iterable[Contribution], sign: int) -> None:
         counts = self.counts
-        for key, amount in items:
-            counts[key] = counts.get(key, 0) + sign * amount
+        if old is not None:
+            for key, amount in contributions(old):
+                counts[key] = counts.get(key, 0) - amount
+        for key, amount in contributions(new):
+            counts[key] = counts.get(key, 0) + amount
+        if type(new) is DossierState:
+            was, now = _open_due(old), _open_due(new)
+            if was != now:  # the overdue cache stays valid while open dossiers keep their due dates
+                if was is not None:
+                    self._count_due(was, -1)
+                if now is not None:
+                    self._count_due(now, 1)
+                self._version += 1
+        at = latest_micros(new) if isinstance(new, AnnouncementState) else new.at
+        if at > self.last_event_us:
+            self.last_event_us = at
 
-    def _due(self, state: EntityState, sign: int) -> None:
-        if isinstance(state, DossierState) and state.status in OPEN and state.due_s is not None:
-            n = self.due.get(state.due_s, 0) + sign
-            if n:
-                self.due[state.due_s] = n
-            else:
-                del self.due[state.due_s]
-            self._version += 1
+    def _count_due(self, due_s: int, sign: int) -> None:
+        n = self.due.get(due_s, 0) + sign
+        if n:
+            self.due[due_s] = n
+        else:
+            del self.due[due_s]
 
     def get(self, *key: str) -> int:
         return self.counts.get(key, 0)
