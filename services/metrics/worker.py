@@ -3,7 +3,9 @@
 Delivery: at-least-once from the canonical topics, made exact by the state
 merge being idempotent (a redelivered event changes nothing). Per batch: apply
 every event, publish the changed states to the changelog (partition = source
-partition), wait for the broker's acks, then commit the consumed offsets.
+partition), then - while the next batch is already being applied - wait for
+the broker's acks and commit the consumed offsets. Commits stay in batch
+order, and a revocation or stop waits for the last one.
 
 Partitions: the range assignor gives a worker the same partition numbers of all
 three canonical topics (they share the commune key and partition count), so
@@ -53,6 +55,7 @@ class MetricsWorker:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._dbs: dict[int, Any] = {}
+        self._settling: asyncio.Future[None] | None = None
 
     @property
     def state_root(self) -> Path:
@@ -80,6 +83,10 @@ class MetricsWorker:
         log.info("metrics.started", group=s.group_id, worker=s.worker_id)
 
     async def stop(self) -> None:
+        try:
+            await self.settle()
+        except KafkaError as exc:  # uncommitted offsets are re-read by the next owner; merges are idempotent
+            log.warning("metrics.last_commit_failed", error=type(exc).__name__)
         for client in (self.consumer, self.producer):
             if client is not None:
                 try:
@@ -137,14 +144,28 @@ class MetricsWorker:
             for outcome, n in (("applied", applied), ("unchanged", unchanged), ("invalid", invalid)):
                 if n:
                     telemetry.EVENTS.labels(family, outcome).inc(n)
-        await self._flush(changes)
+        acks = await self._send_changelog(changes)
+        await self.settle()  # the previous batch's commit first: offsets are committed in order
+        self._settling = asyncio.ensure_future(self._commit_after(acks, offsets, started))
+
+    async def _commit_after(self, acks: list[asyncio.Future[Any]], offsets: dict[TopicPartition, int],
+                            started: float) -> None:
+        assert self.consumer is not None
+        if acks:
+            await asyncio.gather(*acks)
         await self.consumer.commit(offsets)
         telemetry.BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    async def _flush(self, changes: dict[int, dict[bytes, bytes]]) -> None:
-        """Publish changed states to the changelog and wait until the broker has them all."""
+    async def settle(self) -> None:
+        """Wait until the last batch's changelog records are acknowledged and its offsets committed."""
+        pending, self._settling = self._settling, None
+        if pending is not None:
+            await pending
+
+    async def _send_changelog(self, changes: dict[int, dict[bytes, bytes]]) -> list[asyncio.Future[Any]]:
+        """Hand changed states to the producer (partition = source partition); returns the delivery futures."""
         assert self.producer is not None
-        futures = []
+        futures: list[asyncio.Future[Any]] = []
         for partition, records in changes.items():
             batch = self.producer.create_batch()
             for key, value in records.items():
@@ -154,8 +175,7 @@ class MetricsWorker:
                     batch.append(key=key, value=value, timestamp=None)
             if batch.record_count():
                 futures.append(await self.producer.send_batch(batch, self.names.changelog, partition=partition))
-        if futures:
-            await asyncio.gather(*futures)
+        return futures
 
     # -- partition ownership ----------------------------------------------------------------------------
     def revoke(self) -> None:
@@ -264,6 +284,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.worker.lock:  # the batch in flight flushes and commits first
+            await self.worker.settle()
             self.worker.revoke()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
