@@ -61,3 +61,21 @@ def test_dashboard_json_is_what_the_code_generates() -> None:
     for text in generated.values():
         board = json.loads(text)
         assert board["panels"] and all(p["targets"] and p["datasource"]["uid"] == "prometheus" for p in board["panels"])
+
+
+@needs_promtool
+def test_exposition_passes_promtool_metric_lint() -> None:
+    """/metrics text (commune figures + worker health) is valid exposition with conventional names and units."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    from services.metrics.exposition import render
+    from services.metrics.partition import PartitionState
+    from tests.metrics.golden import NOW, event_set
+
+    part = PartitionState(0, {})
+    for event in event_set():
+        part.apply(event)
+    text = render([part], NOW) + generate_latest(REGISTRY).decode()
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+    assert "commune_dossier_processing_duration_seconds_bucket" in text and "commune_dossiers_overdue" in text
