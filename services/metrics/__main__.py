@@ -11,6 +11,7 @@ import asyncio
 import signal
 
 import structlog
+import uvloop
 from aiokafka.errors import KafkaError
 
 from services.common.logging import configure
@@ -49,4 +50,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())
