@@ -95,6 +95,11 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
             timeliness = "early" if end < due else "on_time" if end == due else "late"
             labels = (*where, ("channel", latest.data.channel.value), ("timeliness", timeliness))
             out[("commune_dossiers_completed_total", labels)] += 1
+            assert last.received_at
+            province = (("province", evs[0].province),)
+            out[("commune_dossier_processing_duration_seconds_count", province)] += 1
+            out[("commune_dossier_processing_duration_seconds_sum", province)] += (
+                last.ended_at - last.received_at).total_seconds()
         is_open = int(latest.data.status) in (2, 4, 5, 6)
         out[("commune_dossiers_open", where)] += is_open
         assert latest.data.due_at is not None or not is_open
