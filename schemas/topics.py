@@ -105,6 +105,11 @@ DLQ_REPLAYED = TopicSpec(
     "so a dead letter is never replayed twice",
     partitions=1, config={"cleanup.policy": "compact"},
 )
+METRICS_CHANGELOG = TopicSpec(
+    "commune.metrics.changelog", Kind.INTERNAL, key="kind|commune|entity id",
+    description="Metrics state changelog: latest state per dossier/visit/announcement, by canonical partition",
+    config={"cleanup.policy": "compact"},
+)
 METRICS_SNAPSHOTS = TopicSpec(
     "commune.metrics.snapshots", Kind.SNAPSHOT, key=COMMUNE_KEY,
     description="Periodic per-commune indicator snapshots for systems that do not scrape Prometheus",
@@ -114,7 +119,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     RAW_DOSSIER, RAW_MOBILE_TEAM, RAW_ANNOUNCEMENT,
     EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT,
     DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS,
-    DLQ_REPLAYED, METRICS_SNAPSHOTS,
+    DLQ_REPLAYED, METRICS_CHANGELOG, METRICS_SNAPSHOTS,
 )
 RAW: dict[Family, TopicSpec] = {t.family: t for t in TOPICS if t.kind is Kind.RAW and t.family}
 CANONICAL: dict[Family, TopicSpec] = {t.family: t for t in TOPICS if t.kind is Kind.CANONICAL and t.family}

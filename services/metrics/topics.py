@@ -1,6 +1,6 @@
 """Topics the metrics service uses: the canonical inputs, its snapshots, and its private state changelog.
 
-The changelog is composed from the registry's TopicSpec (to move into schemas.topics): compacted, one
+All are defined in `schemas.topics`. The changelog is compacted, one
 record per entity (key = kind|commune|entity id, value = the entity's state), partition N holding the
 entities of canonical partition N, so a worker that is assigned partition N restores exactly what it needs.
 """
@@ -8,14 +8,7 @@ entities of canonical partition N, so a worker that is assigned partition N rest
 from __future__ import annotations
 
 from schemas.events import Family
-from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, PARTITIONS, Kind, TopicSpec, scoped
-
-METRICS_CHANGELOG = TopicSpec(
-    "commune.metrics.changelog", Kind.INTERNAL, key="kind|commune|entity id",
-    description="Metrics state changelog: latest state per dossier/visit/announcement, by canonical partition",
-    partitions=PARTITIONS, config={"cleanup.policy": "compact"},
-)
-
+from schemas.topics import CANONICAL, METRICS_CHANGELOG, METRICS_SNAPSHOTS, scoped
 
 class Names:
     """Every topic name the metrics service uses, under one namespace."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from schemas.topics import TOPICS
 from tests.integrator.conftest import CLI, Stack
 from tests.samples import canonical_dossier, portal_dossier, visit_completed, with_data
 
@@ -70,7 +71,7 @@ def test_topics_create_makes_the_registry_topics_of_a_namespace(kafka_bootstrap:
     env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
     first = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
                            env=env, timeout=60)
-    assert "12 topics created" in first.stdout, first.stdout + first.stderr
+    assert f"{len(TOPICS)} topics created" in first.stdout, first.stdout + first.stderr
     second = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert "0 topics created" in second.stdout
