@@ -32,6 +32,7 @@ from services.intake.normalise import Accepted, Rejected, normalise, reject
 from services.intake.settings import IntakeSettings
 
 log = structlog.get_logger("intake")
+EXPIRY_INTERVAL_MS = 60_000
 
 
 class SourcePolicy(Protocol):
@@ -54,6 +55,7 @@ class IntakeWorker:
         self.dlq = scoped(DLQ_INTAKE, ns).name
         self.changelog = scoped(INTAKE_DEDUP, ns).name
         self.seen: dict[tuple[Family, int], SeenIds] = {}
+        self._next_expiry_ms = 0
         self._lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -146,6 +148,10 @@ class IntakeWorker:
                 offsets[tp] = records[-1].offset + 1
             await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
         self._observe(batch, counts)
+        if now_ms >= self._next_expiry_ms:  # a full scan of the ids: once a minute, not per batch
+            for seen_ids in self.seen.values():
+                seen_ids.expire(now_ms)
+            self._next_expiry_ms = now_ms + EXPIRY_INTERVAL_MS
 
     def _observe(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
                  counts: list[tuple[Family, Reason | None]]) -> None:
