@@ -8,11 +8,10 @@ the applicant is kept in the `applicant` group and nowhere else.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
-from typing_extensions import Annotated
 
 from schemas.codes import COMPLETED_STATUSES, OPEN_STATUSES, Channel, DossierStatus, Locale, Timeliness
 from schemas.envelope import TYPE_PREFIX, Event, Model
@@ -139,11 +138,6 @@ def timeliness_of(ended_at: datetime | None, due_at: datetime | None) -> Timelin
     if ended < due:
         return Timeliness.EARLY
     return Timeliness.ON_TIME if ended == due else Timeliness.LATE
-
-
-def is_overdue(dossier: DossierData, now: datetime) -> bool:
-    """An open dossier past its due date."""
-    return dossier.status in OPEN_STATUSES and dossier.due_at is not None and now > dossier.due_at
 
 
 class DossierStatusChanged(Event):

@@ -18,8 +18,6 @@ from schemas.times import UtcDateTime
 SPECVERSION = "1.0"
 TYPE_PREFIX = "vn.communebus."
 
-Text = Field(min_length=1, max_length=200)
-
 
 class Model(BaseModel):
     """Base of every payload: unknown fields are errors, names are the wire names."""

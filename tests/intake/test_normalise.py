@@ -11,10 +11,9 @@ from schemas.codes import Channel, DossierStatus, Priority, Timeliness
 from schemas.deadletter import Reason
 from schemas.events import Family
 from services.intake.normalise import Accepted, Rejected, normalise
-from tests.samples import MALFORMED, canonical_dossier, dumps, portal_dossier, storm_scheduled, visit_completed, with_data
+from tests.samples import HDR, MALFORMED, canonical_dossier, dumps, portal_dossier, storm_scheduled, visit_completed, with_data
 
 pytestmark = pytest.mark.unit
-HDR = [("commune-code", b"02269")]
 
 
 def accepted(family: Family, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Accepted:
