@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,21 @@ async def produce_paced(bootstrap: str, topic: str, records: list, per_second: i
         await asyncio.sleep(0.05)
 
 
+async def first_commit(metrics_port: int, timeout: float = 60) -> None:
+    """Wait until the worker has committed its first transaction (its records-in counter moved)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            text = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode())
+            if 'commune_intake_records_in_total{family="dossier"}' in text:
+                return
+        except OSError:
+            pass  # not listening yet
+        await asyncio.sleep(0.05)
+    raise AssertionError("intake committed nothing")
+
+
 def check_exactly_once(bootstrap: str, topics: dict[str, str], records: list) -> None:
     want_ids = {eid for *_, eid in records if eid}
     want_bad = len(records) - len(want_ids)
@@ -75,7 +91,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_repeats_nothing(
     async def scenario() -> int:
         feeder = asyncio.create_task(produce_paced(kafka_bootstrap, raw, records, per_second=1000))
         proc = start_intake()
-        await asyncio.sleep(2.5)
+        await first_commit(proc.metrics_port)  # the worker is mid-stream from here on
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         before_restart = len(await read_all(kafka_bootstrap, canonical_topic, idle=0.5, timeout=5))
