@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason, Rejection
@@ -33,6 +37,8 @@ from services.intake.settings import IntakeSettings
 
 log = structlog.get_logger("intake")
 EXPIRY_INTERVAL_MS = 60_000
+BATCH_BYTES = 512 * 1024
+"""Record batches up to this size (a broker's default limit is 1 MiB); a larger single record goes alone."""
 
 
 class SourcePolicy(Protocol):
@@ -68,7 +74,7 @@ class IntakeWorker:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap, transactional_id=s.transactional_id, enable_idempotence=True,
             transaction_timeout_ms=s.transaction_timeout_ms, max_request_size=MAX_RECORD_BYTES + 65536,
-            linger_ms=0, client_id=f"intake-{s.worker_id}",
+            linger_ms=0, client_id=f"intake-{s.worker_id}", max_batch_size=BATCH_BYTES,
             # a new transaction can meet the previous one's markers still being written (CONCURRENT_TRANSACTIONS);
             # the default 100 ms back-off would then dominate raw -> canonical latency
             retry_backoff_ms=10,
@@ -110,11 +116,15 @@ class IntakeWorker:
         assert producer is not None
         now_ms = int(time.time() * 1000)
         rejected_at = datetime.now(UTC).isoformat()
-        counts: list[tuple[Family, Reason | None]] = []
+        outcomes: Counter[tuple[Family, Reason | None]] = Counter()
         offsets: dict[TopicPartition, int] = {}
         async with producer.transaction():
+            # canonical records go out as one record batch per output partition (aiokafka's batch API):
+            # a per-record `send` costs a coroutine and a future each, more than validating the record
+            out = _Batches(producer, {t: await _partition_count(producer, t) for t in self.canonical.values()})
             for tp, records in batch.items():
                 family = self.family_of[tp.topic]
+                canonical = self.canonical[family]
                 seen = self.seen.setdefault((family, tp.partition), SeenIds())
                 published: list[str] = []
                 for rec in records:
@@ -126,12 +136,10 @@ class IntakeWorker:
                         elif event.id in seen:
                             outcome = reject(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published")
                         else:
-                            out = wire.encode(event)
-                            await producer.send(self.canonical[family], out.value, key=out.key, headers=out.headers)
+                            await out.append(canonical, wire.encode(event))
                             seen.add(event.id, now_ms)
                             published.append(event.id)
-                            counts.append((family, None))
-                            log.debug("event.accepted", event_id=event.id, commune=event.commune, type=event.type)
+                            outcomes[(family, None)] += 1
                             continue
                     r = outcome.rejection
                     context = DeadLetterContext(
@@ -139,33 +147,34 @@ class IntakeWorker:
                         source_partition=tp.partition, source_offset=rec.offset, rejected_at=rejected_at,
                     )
                     await producer.send(self.dlq, rec.value, key=rec.key, headers=[*rec.headers, *context.headers()])
-                    counts.append((family, r.reason))
+                    outcomes[(family, r.reason)] += 1
                     log.info("record.rejected", reason=r.reason.value, field=r.field, family=family.value,
                              topic=tp.topic, partition=tp.partition, offset=rec.offset)
                 if published:
                     key, value = changelog_record(family.value, tp.partition, records[0].offset, published, now_ms)
                     await producer.send(self.changelog, value, key=key, partition=tp.partition)
                 offsets[tp] = records[-1].offset + 1
+            await out.flush()
             await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
-        self._observe(batch, counts)
+        self._observe(batch, outcomes)
         if now_ms >= self._next_expiry_ms:  # a full scan of the ids: once a minute, not per batch
             for seen_ids in self.seen.values():
                 seen_ids.expire(now_ms)
             self._next_expiry_ms = now_ms + EXPIRY_INTERVAL_MS
 
     def _observe(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
-                 counts: list[tuple[Family, Reason | None]]) -> None:
+                 outcomes: Counter[tuple[Family, Reason | None]]) -> None:
         committed = time.time()
-        telemetry.BATCH.observe(len(counts))
+        telemetry.BATCH.observe(outcomes.total())
         for records in batch.values():
             for rec in records:
                 telemetry.LATENCY.observe(max(0.0, committed - rec.timestamp / 1000))
-        for family, reason in counts:
-            telemetry.RECORDS_IN.labels(family.value).inc()
+        for (family, reason), n in outcomes.items():
+            telemetry.RECORDS_IN.labels(family.value).inc(n)
             if reason is None:
-                telemetry.RECORDS_OUT.labels(family.value).inc()
+                telemetry.RECORDS_OUT.labels(family.value).inc(n)
             else:
-                telemetry.REJECTED.labels(family.value, reason.value).inc()
+                telemetry.REJECTED.labels(family.value, reason.value).inc(n)
         telemetry.DEDUP_IDS.set(sum(len(s) for s in self.seen.values()))
 
     # -- partition-aligned de-duplication state ------------------------------------------
@@ -205,6 +214,49 @@ class IntakeWorker:
     def forget(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self.seen.pop((self.family_of[tp.topic], tp.partition), None)
+
+
+async def _partition_count(producer: AIOKafkaProducer, topic: str) -> int:
+    return len(await producer.partitions_for(topic))
+
+
+@lru_cache(maxsize=65536)
+def _key_hash(key: bytes) -> int:
+    """The Java client's default partitioner hash (murmur2, positive); keys are commune codes, so few."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
+class _Batches:
+    """Canonical records of one transaction, one open record batch per topic-partition.
+
+    Partitions are chosen as every Kafka client's default partitioner does
+    (murmur2 of the key), so a commune's events land where any producer keyed
+    by that commune puts them.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int]) -> None:
+        self.producer = producer
+        self.partitions = partitions
+        self.open: dict[tuple[str, int], BatchBuilder] = {}
+
+    async def append(self, topic: str, record: wire.KafkaRecord) -> None:
+        slot = (topic, _key_hash(record.key) % self.partitions[topic])
+        builder = self.open.get(slot)
+        if builder is None:
+            builder = self.open[slot] = self.producer.create_batch()
+        if builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
+            await self._send(slot, builder)  # full: ship it, start the next one
+            builder = self.open[slot] = self.producer.create_batch()
+            builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+
+    async def flush(self) -> None:
+        for slot, builder in self.open.items():
+            await self._send(slot, builder)
+        self.open.clear()
+
+    async def _send(self, slot: tuple[str, int], builder: BatchBuilder) -> None:
+        builder.close()
+        await self.producer.send_batch(builder, slot[0], partition=slot[1])
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -50,16 +50,17 @@ def test_each_raw_record_is_canonical_or_dead_lettered_with_reason(
         + [(f, v, h, reason) for f, v, h, reason, _ in MALFORMED]
     )
 
-    async def scenario() -> tuple[dict[Family, list], list]:
+    async def scenario() -> tuple[dict[Family, list], list, int]:
         for family, value, headers, _ in sent:  # one at a time: the order decides which copy is the repeat
             await produce(kafka_bootstrap, intake_topics[RAW[family].name], [(b"02269", value, headers)])
         canonical = {f: await read_all(kafka_bootstrap, intake_topics[CANONICAL[f].name], expect=n, timeout=60)
                      for f, n in Counter(f for f, _, _ in valid).items()}
         dlq = await read_all(kafka_bootstrap, intake_topics[DLQ_INTAKE.name], expect=len(sent) - len(valid), timeout=60)
-        return canonical, dlq
+        raw = await read_all(kafka_bootstrap, intake_topics[RAW[Family.DOSSIER].name], expect=1, timeout=30)
+        return canonical, dlq, raw[0].partition
 
     proc = start_intake()
-    canonical, dlq = asyncio.run(scenario())
+    canonical, dlq, raw_partition = asyncio.run(scenario())
     assert proc.poll() is None, "intake must survive every malformed input"
 
     # raw = canonical + dead-lettered, exactly
@@ -70,6 +71,8 @@ def test_each_raw_record_is_canonical_or_dead_lettered_with_reason(
         for rec in records:
             event = wire.decode(rec.headers, rec.value)
             assert rec.key == b"02269" and event.commune == "02269"
+            # intake picks partitions itself (record batches): where a plain producer's default partitioner puts the key
+            assert rec.partition == raw_partition
             sdk = from_binary(KafkaMessage(headers=dict(rec.headers), key=rec.key, value=rec.value))
             assert sdk["id"] == event.id and sdk["type"] == event.type and sdk["commune"] == "02269"
     statuses = [wire.decode(r.headers, r.value).data.status for r in canonical[Family.DOSSIER]
