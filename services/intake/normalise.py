@@ -142,7 +142,7 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
     if fields["time"] is None:
         return reject(Reason.MISSING_FIELD, "NgayNopHoSo", "NgayNopHoSo: the payload has no date to time the event by")
     try:
-        return Accepted(DossierStatusChanged.model_validate({**fields, "province": commune_provinces()[commune]}))
+        return Accepted(DossierStatusChanged.model_validate({**fields, "province": commune_provinces()[commune], "data": data}))
     except ValidationError as exc:
         return _from_validation(exc)
 

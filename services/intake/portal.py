@@ -7,16 +7,18 @@ many fields we do not use.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 
 from schemas.codes import PORTAL_CHANNEL_CODES
 from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierData
-from schemas.times import UtcDateTime
+from schemas.times import parse_utc
 
 COMMUNE_HEADER = "commune-code"
 SOURCE_HEADER = "source"
@@ -71,10 +73,12 @@ def _channel(code: Any) -> Any:
     return PORTAL_CHANNEL_CODES.get(code, code) if isinstance(code, int) else code
 
 
+_PLAIN_FIELDS = {k: v for k, v in FIELD_NAMES.items() if k not in ("documents", "fees", "due_date_changes")}
+
+
 def to_canonical_data(obj: dict[str, Any]) -> dict[str, Any]:
     """The `data` of a canonical dossier event, still unvalidated."""
-    plain = {k: v for k, v in FIELD_NAMES.items() if k not in ("documents", "fees", "due_date_changes")}
-    data = _pick(obj, plain)
+    data = _pick(obj, _PLAIN_FIELDS)
     if "channel" in data:
         data["channel"] = _channel(data["channel"])
     if isinstance(docs := obj.get("TaiLieuNop"), list):
@@ -103,21 +107,29 @@ def portal_field(loc: tuple[str | int, ...]) -> str:
 
 
 def event_id(commune: str, obj: dict[str, Any]) -> str:
-    """Deterministic: the same portal payload re-sent gets the same id, so it is published once."""
-    return str(uuid.uuid5(_ID_NAMESPACE, commune + "|" + orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()))
+    """Deterministic: the same portal payload re-sent gets the same id, so it is published once.
 
-
-_PROGRESS_TIME = TypeAdapter(UtcDateTime)
+    RFC 4122 name-based UUID v5 of `commune|payload as sorted JSON` (what `uuid.uuid5` computes, without
+    its str -> bytes round trip of the whole payload).
+    """
+    name = commune.encode() + b"|" + orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    return str(uuid.UUID(bytes=hashlib.sha1(_ID_NAMESPACE.bytes + name).digest()[:16], version=5))
 
 
 def _progress_times(progress: Any) -> list[datetime]:
+    values = [step["ThoiDiemXuLy"] for step in (progress if isinstance(progress, list) else ())
+              if isinstance(step, dict) and step.get("ThoiDiemXuLy")]
+    if values and all(isinstance(v, str) and len(v) == 14 and v.isdigit() for v in values):
+        try:  # yyyyMMddHHmmss strings sort as their times do: parse only the latest
+            return [parse_utc(max(values))]
+        except PydanticCustomError:
+            pass  # the latest is no valid time: take each that is
     times = []
-    for step in progress if isinstance(progress, list) else ():
-        if isinstance(step, dict) and step.get("ThoiDiemXuLy"):
-            try:
-                times.append(_PROGRESS_TIME.validate_python(step["ThoiDiemXuLy"]))
-            except ValidationError:
-                continue  # a malformed progress entry only loses its time, not the dossier
+    for value in values:
+        try:
+            times.append(parse_utc(value))
+        except (ValidationError, PydanticCustomError):
+            continue  # a malformed progress entry only loses its time, not the dossier
     return times
 
 
@@ -130,6 +142,7 @@ def event_time(data: DossierData, progress: Any) -> datetime | None:
 
 
 def envelope(commune: str, source: str, obj: dict[str, Any], data: DossierData) -> dict[str, Any]:
+    """The CloudEvents attributes of the event carrying `data` (province aside)."""
     return {
         "id": event_id(commune, obj),
         "source": source,
@@ -137,5 +150,4 @@ def envelope(commune: str, source: str, obj: dict[str, Any], data: DossierData) 
         "time": event_time(data, obj.get("QuaTrinhXuLy")),
         "subject": data.dossier_code,
         "commune": commune,
-        "data": data,
     }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+
+import orjson
 
 import pytest
 
@@ -47,6 +50,27 @@ def test_portal_payload_resent_gets_the_same_id() -> None:
     b = accepted(Family.DOSSIER, dumps(portal_dossier()), HDR).event.id
     c = accepted(Family.DOSSIER, dumps(portal_dossier(status=5)), HDR).event.id
     assert a == b != c
+
+
+def test_portal_event_id_is_the_uuid5_of_commune_and_sorted_payload() -> None:
+    """The id formula is part of the contract: a payload re-sent after an upgrade must keep its id."""
+    payload = portal_dossier()
+    name = "02269|" + orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+    expected = str(uuid.uuid5(uuid.UUID("5b0f6a52-3c1e-4d7e-9f51-2f2f8a0d4c11"), name))
+    assert accepted(Family.DOSSIER, dumps(payload), HDR).event.id == expected
+
+
+@pytest.mark.parametrize(("progress", "expected"), [
+    ([], datetime(2025, 11, 1, 2, 0, tzinfo=UTC)),  # NgayTiepNhan, the latest date of the payload
+    ([{"ThoiDiemXuLy": "20251103110000"}, {"ThoiDiemXuLy": "20251102100000"}], datetime(2025, 11, 3, 4, 0, tzinfo=UTC)),
+    ([{"ThoiDiemXuLy": "20251102100000"}, {"ThoiDiemXuLy": "20251399000000"}], datetime(2025, 11, 2, 3, 0, tzinfo=UTC)),
+    ([{"ThoiDiemXuLy": "20251102100000"}, {"ThoiDiemXuLy": "2025-11-04T07:00:00+07:00"}], datetime(2025, 11, 4, 0, 0, tzinfo=UTC)),
+    ([{"ThoiDiemXuLy": "garbage"}, {"NguoiXuLy": "cb.01"}, "not a step"], datetime(2025, 11, 1, 2, 0, tzinfo=UTC)),
+])
+def test_portal_event_time_is_the_latest_date_or_progress_step(progress: list, expected: datetime) -> None:
+    """A malformed progress step only loses its own time, also when it would have been the latest."""
+    event = accepted(Family.DOSSIER, dumps(portal_dossier(QuaTrinhXuLy=progress)), HDR).event
+    assert event.time == expected
 
 
 def test_completed_dossier_gets_timeliness() -> None:
