@@ -64,10 +64,10 @@ def _province(value: Any) -> str:
 CommuneCode = Annotated[
     str,
     BeforeValidator(_commune),
-    Field(description="Official commune/ward code, 5 digits", pattern=r"^\d{5}$", examples=["02269"]),
+    Field(description="Official commune/ward code, 5 digits", examples=["02269"]),
 ]
 ProvinceCode = Annotated[
     str,
     BeforeValidator(_province),
-    Field(description="Official province code, 2 digits", pattern=r"^\d{2}$", examples=["08"]),
+    Field(description="Official province code, 2 digits", examples=["08"]),
 ]
