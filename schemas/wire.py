@@ -18,6 +18,7 @@ from schemas.events import EVENT_TYPES
 Headers = Sequence[tuple[str, bytes]]
 CE_PREFIX = "ce_"
 CONTENT_TYPE = "content-type"
+_JSON = b"application/json"
 ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "commune", "province")
 
 
@@ -37,6 +38,7 @@ def rfc3339(event: Event) -> str:
 
 
 def encode(event: Event) -> KafkaRecord:
+    data = event.data
     headers = [
         ("ce_specversion", b"1.0"),
         ("ce_id", event.id.encode()),
@@ -46,9 +48,10 @@ def encode(event: Event) -> KafkaRecord:
         ("ce_subject", event.subject.encode()),
         ("ce_commune", event.commune.encode()),
         ("ce_province", event.province.encode()),
-        (CONTENT_TYPE, event.datacontenttype.encode()),
+        (CONTENT_TYPE, _JSON),
     ]
-    return KafkaRecord(event.key.encode(), event.data.model_dump_json(exclude_none=True).encode(), headers)
+    # the serializer straight to bytes: `model_dump_json` would build a str to be encoded again
+    return KafkaRecord(event.key.encode(), data.__pydantic_serializer__.to_json(data, exclude_none=True), headers)
 
 
 def attributes(headers: Headers) -> dict[str, str]:

@@ -23,6 +23,9 @@ from schemas.times import parse_utc
 COMMUNE_HEADER = "commune-code"
 SOURCE_HEADER = "source"
 _ID_NAMESPACE = uuid.UUID("5b0f6a52-3c1e-4d7e-9f51-2f2f8a0d4c11")
+_ID_PREFIX = _ID_NAMESPACE.bytes
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_UUID_V5 = (5 << 76) | (0x8000 << 48)
 
 # canonical field -> portal field, for the mapping and to name portal fields in error messages
 FIELD_NAMES: dict[str, str] = {
@@ -64,7 +67,7 @@ def is_portal_shape(obj: dict[str, Any]) -> bool:
 
 
 def _pick(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    return {ours: obj[theirs] for ours, theirs in names.items() if obj.get(theirs) not in (None, "")}
+    return {ours: value for ours, theirs in names.items() if (value := obj.get(theirs)) is not None and value != ""}
 
 
 def _channel(code: Any) -> Any:
@@ -112,8 +115,9 @@ def event_id(commune: str, obj: dict[str, Any]) -> str:
     RFC 4122 name-based UUID v5 of `commune|payload as sorted JSON` (what `uuid.uuid5` computes, without
     its str -> bytes round trip of the whole payload).
     """
-    name = commune.encode() + b"|" + orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    return str(uuid.UUID(bytes=hashlib.sha1(_ID_NAMESPACE.bytes + name).digest()[:16], version=5))
+    digest = hashlib.sha1(_ID_PREFIX + commune.encode() + b"|" + orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).digest()
+    h = (int.from_bytes(digest[:16]) & _UUID_CLEAR) | _UUID_V5  # RFC 4122 variant, version 5
+    return f"{h >> 96:08x}-{(h >> 80) & 0xFFFF:04x}-{(h >> 64) & 0xFFFF:04x}-{(h >> 48) & 0xFFFF:04x}-{h & 0xFFFFFFFFFFFF:012x}"
 
 
 def _progress_times(progress: Any) -> list[datetime]:
