@@ -56,16 +56,20 @@ def encode(event: Event) -> KafkaRecord:
 
 def attributes(headers: Headers) -> dict[str, str]:
     """The CloudEvents attributes found in `ce_*` headers."""
-    return {k[3:]: v.decode("utf-8") for k, v in headers if k.startswith(CE_PREFIX)}
+    return {k[3:]: v.decode("utf-8") for k, v in headers if k[:3] == CE_PREFIX}
 
 
 def is_binary_mode(headers: Headers) -> bool:
     return any(k == "ce_specversion" for k, _ in headers)
 
 
-def decode(headers: Headers, value: bytes) -> Event:
-    """One canonical event from a binary-mode record; raises pydantic's ValidationError or UnknownEventType."""
-    attrs = attributes(headers)
+def decode(headers: Headers, value: bytes, attrs: dict[str, str] | None = None) -> Event:
+    """One canonical event from a binary-mode record; raises pydantic's ValidationError or UnknownEventType.
+
+    `attrs`: the record's `attributes(headers)` when the caller has them already.
+    """
+    if attrs is None:
+        attrs = attributes(headers)
     model = EVENT_TYPES.get(attrs.get("type", ""))
     if model is None:
         raise UnknownEventType(attrs.get("type", ""))

@@ -132,13 +132,13 @@ def _structured(obj: dict[str, Any], family: Family) -> Outcome:
 
 def _binary(headers: Sequence[tuple[str, bytes]], value: bytes, family: Family) -> Outcome:
     try:
-        event_type = wire.attributes(headers).get("type", "")
+        attrs = wire.attributes(headers)
     except UnicodeDecodeError:
         return reject(Reason.NOT_UTF8, "ce_*", "a ce_* header is not valid UTF-8")
-    if bad := _family_check(event_type, family):
+    if bad := _family_check(attrs.get("type", ""), family):
         return bad
     try:
-        return Accepted(wire.decode(headers, value))
+        return Accepted(wire.decode(headers, value, attrs))
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             parsed = _parse_json(value)

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from aiokafka.producer import sender as _aiokafka_sender
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from schemas import wire
@@ -37,6 +38,14 @@ from services.intake.settings import IntakeSettings
 
 log = structlog.get_logger("intake")
 EXPIRY_INTERVAL_MS = 60_000
+YIELD_EVERY = 5
+RETRY_BACKOFF_MS = 1
+FETCH_MIN_BYTES = 32 * 1024
+
+# aiokafka retries the first AddPartitionsToTxn of a transaction that meets CONCURRENT_TRANSACTIONS (the previous
+# transaction's markers still being written, KAFKA-5477) after a fixed 20 ms. The Java client waits
+# min(20 ms, retry.backoff.ms); so do we: on loopback the markers take a millisecond or two.
+_aiokafka_sender.BACKOFF_OVERRIDE = min(_aiokafka_sender.BACKOFF_OVERRIDE, RETRY_BACKOFF_MS / 1000)
 BATCH_BYTES = 512 * 1024
 """Record batches up to this size (a broker's default limit is 1 MiB); a larger single record goes alone."""
 
@@ -63,6 +72,9 @@ class IntakeWorker:
         self.seen: dict[tuple[Family, int], SeenIds] = {}
         self._next_expiry_ms = 0
         self._lock = asyncio.Lock()
+        self._open: _Outputs | None = None  # validated, waiting for the next transaction
+        self._inflight: asyncio.Task[None] | None = None  # the transaction being committed
+        self._failed: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
 
@@ -77,13 +89,15 @@ class IntakeWorker:
             linger_ms=0, client_id=f"intake-{s.worker_id}", max_batch_size=BATCH_BYTES,
             # a new transaction can meet the previous one's markers still being written (CONCURRENT_TRANSACTIONS);
             # the default 100 ms back-off would then dominate raw -> canonical latency
-            retry_backoff_ms=10,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
         )
         await self.producer.start()  # fences and aborts a killed predecessor's open transaction
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap, group_id=s.group_id, client_id=f"intake-{s.worker_id}",
             enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-            fetch_max_wait_ms=20, max_partition_fetch_bytes=MAX_RECORD_BYTES + 65536,
+            # a fetch waits (at most 5 ms, overlapping the commit in flight) for a few records rather than
+            # returning each one or two: every fetch round trip costs the worker CPU
+            fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=5, max_partition_fetch_bytes=MAX_RECORD_BYTES + 65536,
         )
         self.consumer.subscribe(list(self.family_of), listener=_Rebalance(self))
         await self.consumer.start()
@@ -99,77 +113,148 @@ class IntakeWorker:
         log.info("intake.stopped")
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Group commit: records keep being fetched and validated while the previous transaction commits.
+
+        At most one transaction is in flight; everything validated meanwhile (up to
+        `batch_max_records`) goes out in the next one. The broker round trips of a commit
+        and the CPU time of validation overlap, so a record waits for one commit, not two.
+        """
         await self.start()
+        fetching: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
         try:
             assert self.consumer is not None
             while not stop.is_set():
-                batch = await self.consumer.getmany(timeout_ms=100, max_records=self.settings.batch_max_records)
-                if batch:
-                    async with self._lock:
-                        await self.process(batch)
+                await self._maybe_publish()
+                room = self.settings.batch_max_records - (self._open.records if self._open else 0)
+                if room <= 0:  # full: wait for the transaction in flight
+                    assert self._inflight is not None
+                    await asyncio.wait({self._inflight})
+                    continue
+                if fetching is None:
+                    fetching = asyncio.ensure_future(self.consumer.getmany(timeout_ms=100, max_records=room))
+                # wake for new records, or for the commit in flight when validated records wait for it
+                waiting: set[asyncio.Future[Any]] = {fetching}
+                if self._open is not None and self._inflight is not None:
+                    waiting.add(self._inflight)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if fetching.done():
+                    batch, fetching = fetching.result(), None
+                    if batch:
+                        async with self._lock:
+                            await self._validate(batch)
+            async with self._lock:
+                await self._drain()
         finally:
+            if fetching is not None:
+                fetching.cancel()
+            if self._inflight is not None and not self._inflight.done():
+                self._inflight.cancel()  # only on failure: its transaction is aborted or fenced by our successor
             await self.stop()
 
-    # -- one transaction per batch ---------------------------------------------------
+    async def _maybe_publish(self) -> None:
+        """Start the next transaction when the previous one is done and something is validated."""
+        if self._failed is not None:
+            raise self._failed
+        if self._inflight is not None:
+            if not self._inflight.done():
+                return
+            inflight, self._inflight = self._inflight, None
+            if (exc := inflight.exception()) is not None:
+                # a failed commit ends this worker for good (the records validated since are never published
+                # by it); its successor starts from the committed offsets
+                self._failed = exc
+                raise exc
+        if self._open is not None:
+            out, self._open = self._open, None
+            self._inflight = asyncio.create_task(self._publish(out))
+
+    async def _drain(self) -> None:
+        """Commit everything validated so far (before partitions are revoked, and on stop)."""
+        while self._inflight is not None or self._open is not None:
+            if self._inflight is not None:
+                await asyncio.wait({self._inflight})
+            await self._maybe_publish()
+
     async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Validate and commit one batch, on its own (tests and tools; `run` pipelines)."""
+        async with self._lock:
+            await self._validate(batch)
+            await self._drain()
+
+    # -- one transaction per group of batches ------------------------------------------
+    async def _publish(self, out: _Outputs) -> None:
         producer = self.producer
         assert producer is not None
-        now_ms = int(time.time() * 1000)
-        rejected_at = datetime.now(UTC).isoformat()
-        outcomes: Counter[tuple[Family, Reason | None]] = Counter()
-        offsets: dict[TopicPartition, int] = {}
+        started = time.perf_counter()
         async with producer.transaction():
-            # canonical records go out as one record batch per output partition (aiokafka's batch API):
-            # a per-record `send` costs a coroutine and a future each, more than validating the record
-            out = _Batches(producer, {t: await _partition_count(producer, t) for t in self.canonical.values()})
-            for tp, records in batch.items():
-                family = self.family_of[tp.topic]
-                canonical = self.canonical[family]
-                seen = self.seen.setdefault((family, tp.partition), SeenIds())
-                published: list[str] = []
-                for rec in records:
-                    outcome = normalise(family, rec.value, rec.headers, self.settings.max_record_bytes)
-                    if isinstance(outcome, Accepted):
-                        event = outcome.event
-                        if (denied := self.policy(event.source, family, event.commune)) is not None:
-                            outcome = Rejected(denied, (denied,))
-                        elif event.id in seen:
-                            outcome = reject(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published")
-                        else:
-                            await out.append(canonical, wire.encode(event))
-                            seen.add(event.id, now_ms)
-                            published.append(event.id)
-                            outcomes[(family, None)] += 1
-                            continue
-                    r = outcome.rejection
-                    context = DeadLetterContext(
-                        reason=r.reason, field=r.field, message=r.message, source_topic=tp.topic,
-                        source_partition=tp.partition, source_offset=rec.offset, rejected_at=rejected_at,
-                    )
-                    await producer.send(self.dlq, rec.value, key=rec.key, headers=[*rec.headers, *context.headers()])
-                    outcomes[(family, r.reason)] += 1
-                    log.info("record.rejected", reason=r.reason.value, field=r.field, family=family.value,
-                             topic=tp.topic, partition=tp.partition, offset=rec.offset)
-                if published:
-                    key, value = changelog_record(family.value, tp.partition, records[0].offset, published, now_ms)
-                    await producer.send(self.changelog, value, key=key, partition=tp.partition)
-                offsets[tp] = records[-1].offset + 1
+            # every output at once, so the transaction adds its partitions in one request; canonical
+            # records as one record batch per partition (aiokafka's batch API): a per-record `send`
+            # costs a coroutine and a future each, more than validating the record
             await out.flush()
-            await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
-        self._observe(batch, outcomes)
+            await producer.send_offsets_to_transaction(out.offsets, self.settings.group_id)
+        telemetry.TRANSACTION.observe(time.perf_counter() - started)
+        self._observe(out)
+        now_ms = int(time.time() * 1000)
         if now_ms >= self._next_expiry_ms:  # a full scan of the ids: once a minute, not per batch
             for seen_ids in self.seen.values():
                 seen_ids.expire(now_ms)
             self._next_expiry_ms = now_ms + EXPIRY_INTERVAL_MS
 
-    def _observe(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]],
-                 outcomes: Counter[tuple[Family, Reason | None]]) -> None:
-        committed = time.time()
-        telemetry.BATCH.observe(outcomes.total())
-        for records in batch.values():
+    async def _validate(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Validate `batch` into the outputs of the next transaction."""
+        producer = self.producer
+        assert producer is not None
+        if self._open is None:
+            self._open = _Outputs(producer, {t: await _partition_count(producer, t) for t in self.canonical.values()})
+        out = self._open
+        now_ms = int(time.time() * 1000)
+        rejected_at = datetime.now(UTC).isoformat()
+        since_yield = 0
+        for tp, records in batch.items():
+            out.offsets[tp] = records[-1].offset + 1
+            out.records += len(records)
+            out.timestamps.extend(rec.timestamp for rec in records)
+            family = self.family_of[tp.topic]
+            canonical = self.canonical[family]
+            seen = self.seen.setdefault((family, tp.partition), SeenIds())
+            published: list[str] = []
             for rec in records:
-                telemetry.LATENCY.observe(max(0.0, committed - rec.timestamp / 1000))
-        for (family, reason), n in outcomes.items():
+                since_yield += 1
+                if since_yield == YIELD_EVERY:  # let the client answer the broker while a big batch is validated
+                    since_yield = 0
+                    await asyncio.sleep(0)
+                outcome = normalise(family, rec.value, rec.headers, self.settings.max_record_bytes)
+                if isinstance(outcome, Accepted):
+                    event = outcome.event
+                    if (denied := self.policy(event.source, family, event.commune)) is not None:
+                        outcome = Rejected(denied, (denied,))
+                    elif event.id in seen:
+                        outcome = reject(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published")
+                    else:
+                        out.canonical(canonical, wire.encode(event))
+                        seen.add(event.id, now_ms)
+                        published.append(event.id)
+                        out.outcomes[(family, None)] += 1
+                        continue
+                r = outcome.rejection
+                context = DeadLetterContext(
+                    reason=r.reason, field=r.field, message=r.message, source_topic=tp.topic,
+                    source_partition=tp.partition, source_offset=rec.offset, rejected_at=rejected_at,
+                )
+                out.other(self.dlq, rec.value, rec.key, [*rec.headers, *context.headers()])
+                out.outcomes[(family, r.reason)] += 1
+                log.info("record.rejected", reason=r.reason.value, field=r.field, family=family.value,
+                         topic=tp.topic, partition=tp.partition, offset=rec.offset)
+            if published:
+                key, value = changelog_record(family.value, tp.partition, records[0].offset, published, now_ms)
+                out.other(self.changelog, value, key, [], partition=tp.partition)
+
+    def _observe(self, out: _Outputs) -> None:
+        committed_ms = time.time() * 1000
+        telemetry.BATCH.observe(out.records)
+        for timestamp in out.timestamps:
+            telemetry.LATENCY.observe(max(0.0, committed_ms - timestamp) / 1000)
+        for (family, reason), n in out.outcomes.items():
             telemetry.RECORDS_IN.labels(family.value).inc(n)
             if reason is None:
                 telemetry.RECORDS_OUT.labels(family.value).inc(n)
@@ -226,37 +311,47 @@ def _key_hash(key: bytes) -> int:
     return murmur2(key) & 0x7FFFFFFF
 
 
-class _Batches:
-    """Canonical records of one transaction, one open record batch per topic-partition.
+class _Outputs:
+    """What one transaction publishes: the validated batches, sent at once, and the input offsets.
 
-    Partitions are chosen as every Kafka client's default partitioner does
+    Canonical records are appended to one open record batch per topic-partition;
+    partitions are chosen as every Kafka client's default partitioner does
     (murmur2 of the key), so a commune's events land where any producer keyed
-    by that commune puts them.
+    by that commune puts them. Dead letters and changelog records (few) keep
+    the ordinary `send`.
     """
 
     def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int]) -> None:
         self.producer = producer
         self.partitions = partitions
+        self.batches: list[tuple[str, int, BatchBuilder]] = []
         self.open: dict[tuple[str, int], BatchBuilder] = {}
+        self.others: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int | None]] = []
+        self.outcomes: Counter[tuple[Family, Reason | None]] = Counter()
+        self.offsets: dict[TopicPartition, int] = {}
+        self.records = 0
+        self.timestamps: list[int] = []
 
-    async def append(self, topic: str, record: wire.KafkaRecord) -> None:
+    def canonical(self, topic: str, record: wire.KafkaRecord) -> None:
         slot = (topic, _key_hash(record.key) % self.partitions[topic])
         builder = self.open.get(slot)
-        if builder is None:
+        if builder is None or builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
+            if builder is not None:  # full: it goes as it is, the next one starts
+                builder.close()
             builder = self.open[slot] = self.producer.create_batch()
-        if builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
-            await self._send(slot, builder)  # full: ship it, start the next one
-            builder = self.open[slot] = self.producer.create_batch()
+            self.batches.append((*slot, builder))
             builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
 
-    async def flush(self) -> None:
-        for slot, builder in self.open.items():
-            await self._send(slot, builder)
-        self.open.clear()
+    def other(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
+              partition: int | None = None) -> None:
+        self.others.append((topic, value, key, headers, partition))
 
-    async def _send(self, slot: tuple[str, int], builder: BatchBuilder) -> None:
-        builder.close()
-        await self.producer.send_batch(builder, slot[0], partition=slot[1])
+    async def flush(self) -> None:
+        for topic, partition, builder in self.batches:
+            builder.close()
+            await self.producer.send_batch(builder, topic, partition=partition)
+        for topic, value, key, headers, p in self.others:
+            await self.producer.send(topic, value, key=key, headers=headers, partition=p)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -264,7 +359,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self.worker._lock:  # let the batch in flight commit first
+        async with self.worker._lock:  # commit what is validated and in flight first: we still own it
+            await self.worker._drain()
             self.worker.forget(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
