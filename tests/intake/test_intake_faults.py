@@ -111,6 +111,29 @@ def test_sigkill_mid_stream_then_restart_loses_and_repeats_nothing(
     assert reasons.count("duplicate_event") == len(repeats)
 
 
+def test_rebalances_mid_stream_lose_and_repeat_nothing(
+    kafka_bootstrap: str, intake_topics: dict[str, str], start_intake: StartIntake
+) -> None:
+    """A second worker joins while records flow, then the first leaves: partitions move twice with
+    validated records and a transaction in flight; raw = canonical + DLQ, each exactly once."""
+    records = stream(6000, start=10_000)
+    raw = intake_topics[RAW[Family.DOSSIER].name]
+
+    async def scenario() -> None:
+        feeder = asyncio.create_task(produce_paced(kafka_bootstrap, raw, records, per_second=400))
+        first = start_intake(worker_id="0")
+        await first_commit(first.metrics_port)
+        second = start_intake(worker_id="1")  # joins: partitions are revoked from the first, mid-stream
+        await first_commit(second.metrics_port)
+        first.send_signal(signal.SIGTERM)  # leaves: its partitions move to the second
+        await asyncio.to_thread(first.wait, 30)
+        assert not feeder.done(), "the moves must happen mid-stream"
+        await feeder
+
+    asyncio.run(scenario())
+    check_exactly_once(kafka_bootstrap, intake_topics, records)
+
+
 class OwnBroker:
     """A second local broker with its own ports and data, which this test may restart."""
 
