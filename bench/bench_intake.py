@@ -4,8 +4,9 @@
 (b) the same loop with intake's validation (`normalise` + `wire.encode`)
 (c) the intake service (transactions, de-duplication, dead letters, metrics)
 (d) a plain faust-streaming agent doing the same validation
-then raw -> canonical latency p50/p99 of (c) at a fixed 2,000 events/s.
-Sizes: BENCH_INTAKE_EVENTS (default 30,000), BENCH_LATENCY_SECONDS (default 10).
+in BENCH_INTAKE_ROUNDS interleaved rounds (default 2; each variant's best counts: the machine is shared
+with the broker and its own neighbours), then raw -> canonical latency p50/p99 of (c) at a fixed 2,000
+events/s. Sizes: BENCH_INTAKE_EVENTS (default 30,000), BENCH_LATENCY_SECONDS (default 10).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 N = int(os.environ.get("BENCH_INTAKE_EVENTS", "30000"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "10"))
 RATE = 2000
+ROUNDS = int(os.environ.get("BENCH_INTAKE_ROUNDS", "2"))
 Records = list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
 
 
@@ -97,8 +99,8 @@ def _processed() -> float:
     return sum(s.value for m in telemetry.RECORDS_IN.collect() for s in m.samples if s.name.endswith("_total"))
 
 
-async def intake_service(namespace: str) -> tuple[float, tuple[float, float, int]]:
-    """Variant (c) and its latency at a fixed rate, in this process."""
+async def intake_throughput(namespace: str) -> float:
+    """Variant (c), in this process: events/s from the first record handled to the last."""
     settings = IntakeSettings(bootstrap=BOOTSTRAP, namespace=namespace, worker_id="bench", log_level="WARNING")
     stop = asyncio.Event()
     worker = IntakeWorker(settings)
@@ -112,16 +114,19 @@ async def intake_service(namespace: str) -> tuple[float, tuple[float, float, int
     rate = N / (time.perf_counter() - started)
     stop.set()
     await task
-    # latency as deployed: the service in its own process, the load generator and the observer in this one
+    return rate
+
+
+async def service_latency(namespace: str) -> tuple[float, float, int]:
+    """Latency as deployed: the service in its own process, the load generator and the observer in this one."""
     proc = subprocess.Popen([sys.executable, "-m", "services.intake"], stdout=subprocess.DEVNULL, env={
         **os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, "INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench",
         "INTAKE_METRICS_PORT": "9199", "INTAKE_LOG_LEVEL": "WARNING"})
     try:
-        latency = await fixed_rate_latency(namespace)
+        return await fixed_rate_latency(namespace)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return rate, latency
 
 
 async def fixed_rate_latency(namespace: str) -> tuple[float, float, int]:
@@ -211,25 +216,41 @@ async def faust_agent(raw: str, out: str, namespace: str) -> float:
             proc.kill()
 
 
-async def run() -> None:
-    namespace = f"bench{int(time.time())}"
+async def one_round(label: str) -> dict[str, float]:
+    """(a)-(d) once, each on a fresh copy of the same records (a namespace of its own)."""
+    namespace = f"bench{int(time.time())}{label}"
     raw = scoped(RAW[Family.DOSSIER], namespace).name
     outs = {v: TopicSpec(f"{namespace}.bench.out-{v}", Kind.INTERNAL, key="", description="") for v in "abd"}
     specs = [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)]
     await ensure_topics(BOOTSTRAP, [*specs, *outs.values()])
-    records = raw_records(N, seed=42)
-    await fill(raw, records)
-    print(f"{N} raw dossier records (simulated, 5% malformed) on {raw}", flush=True)
-    a = await forward_loop(raw, outs["a"].name, None)
-    print(f"(a) aiokafka forward, no parsing   {a:>9,.0f} events/s", flush=True)
-    b = await forward_loop(raw, outs["b"].name, validate)
-    print(f"(b) aiokafka forward + validation  {b:>9,.0f} events/s", flush=True)
-    c, (p50, p99, n) = await intake_service(namespace)
-    print(f"(c) intake service                 {c:>9,.0f} events/s", flush=True)
-    d = await faust_agent(raw, outs["d"].name, namespace)
-    print(f"(d) faust agent + validation       {d:>9,.0f} events/s", flush=True)
+    await fill(raw, raw_records(N, seed=42))
+    rates = {
+        "a": await forward_loop(raw, outs["a"].name, None),
+        "b": await forward_loop(raw, outs["b"].name, validate),
+        "c": await intake_throughput(namespace),
+        "d": await faust_agent(raw, outs["d"].name, namespace),
+    }
+    print(f"  round {label}: " + "  ".join(f"({v}) {r:,.0f}" for v, r in rates.items()), flush=True)
+    return rates
+
+
+async def run() -> None:
+    print(f"{N} raw dossier records (simulated, 5% malformed), {ROUNDS} rounds of (a)-(d) in turn, events/s:",
+          flush=True)
+    rounds = [await one_round(str(i + 1)) for i in range(ROUNDS)]
+    best = {v: max(r[v] for r in rounds) for v in "abcd"}  # the least disturbed run of each (a shared machine)
+    a, b, c, d = best["a"], best["b"], best["c"], best["d"]
+    print(f"(a) aiokafka forward, no parsing   {a:>9,.0f} events/s")
+    print(f"(b) aiokafka forward + validation  {b:>9,.0f} events/s")
+    print(f"(c) intake service                 {c:>9,.0f} events/s")
+    print(f"(d) faust agent + validation       {d:>9,.0f} events/s   (each: best of {ROUNDS})")
     print(f"\nratios: intake/(b) = {c / b:.0%} (target >= 70%)   intake/(d) = {c / d:.1f}x (target >= 5x)"
           f"   (b)/(a) = {b / a:.0%}")
+    per_round = "  ".join(f"{r['c'] / r['d']:.1f}x" for r in rounds)
+    print(f"intake/(d) round by round: {per_round}", flush=True)
+    namespace = f"bench{int(time.time())}lat"
+    await ensure_topics(BOOTSTRAP, [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
+    p50, p99, n = await service_latency(namespace)
     print(f"raw->canonical latency at {RATE:,} events/s for {LATENCY_SECONDS:.0f}s ({n:,} events): "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (target p99 <= 25 ms)")
 

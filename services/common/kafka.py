@@ -27,3 +27,25 @@ async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec] = TOPICS, re
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def list_topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="commune-bus-admin")
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    """Delete topics (benchmarks remove their namespaces: thousands of idle partitions slow a broker down)."""
+    names = sorted(names)
+    if not names:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="commune-bus-admin")
+    await admin.start()
+    try:
+        await admin.delete_topics(names)
+    finally:
+        await admin.close()
