@@ -48,6 +48,8 @@ def _padded(value: Any, width: int) -> str:
 
 
 def _commune(value: Any) -> str:
+    if type(value) is str and value in commune_provinces():  # the usual case: already the 5-digit code
+        return value
     code = _padded(value, 5)
     if code not in commune_provinces():
         raise PydanticCustomError("unknown_commune", "commune code {code} is not in the official list", {"code": code})
@@ -55,6 +57,8 @@ def _commune(value: Any) -> str:
 
 
 def _province(value: Any) -> str:
+    if type(value) is str and value in province_names():
+        return value
     code = _padded(value, 2)
     if code not in province_names():
         raise PydanticCustomError("unknown_province", "province code {code} is not in the official list", {"code": code})

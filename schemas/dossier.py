@@ -20,7 +20,12 @@ from schemas.times import UtcDateTime, vietnam_date
 DOSSIER_STATUS_CHANGED = TYPE_PREFIX + "dossier.status-changed.v1"
 
 
+_STATUS_OF_CODE = {s.value: s for s in DossierStatus}
+
+
 def _status(value: object) -> object:
+    if type(value) is int and (status := _STATUS_OF_CODE.get(value)) is not None:  # the usual case
+        return status
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value in DossierStatus._value2member_map_:
@@ -98,18 +103,16 @@ class DossierData(Model):
     def _consistent(self) -> DossierData:
         self._require_dates()
         self._check_order()
-        self.timeliness = timeliness_of(self.ended_at, self.due_at) if self.status in COMPLETED_STATUSES else None
+        timeliness = timeliness_of(self.ended_at, self.due_at) if self.status in COMPLETED_STATUSES else None
+        if timeliness is not self.timeliness:
+            # the field directly: BaseModel.__setattr__ costs more than the rest of this validator
+            self.__dict__["timeliness"] = timeliness
+            self.__pydantic_fields_set__.add("timeliness")
         return self
 
     def _require_dates(self) -> None:
-        needs_receipt = self.status in OPEN_STATUSES or self.status in COMPLETED_STATUSES
-        for name, needed in (
-            ("received_at", needs_receipt),
-            ("due_at", needs_receipt),
-            ("ended_at", self.status in COMPLETED_STATUSES),
-            ("returned_at", self.status == DossierStatus.RETURNED),
-        ):
-            if needed and getattr(self, name) is None:
+        for name in _REQUIRED_DATES[self.status]:
+            if getattr(self, name) is None:
                 raise PydanticCustomError(
                     "missing_field", "{field} is required for status {status}", {"field": name, "status": int(self.status)}
                 )
@@ -128,6 +131,20 @@ class DossierData(Model):
                     "impossible_dates", "{later} ({b}) is before {earlier} ({a})",
                     {"field": later, "later": later, "earlier": earlier, "a": a.isoformat(), "b": b.isoformat()},
                 )
+
+
+def _required_dates(status: DossierStatus) -> tuple[str, ...]:
+    needs_receipt = status in OPEN_STATUSES or status in COMPLETED_STATUSES
+    return tuple(name for name, needed in (
+        ("received_at", needs_receipt),
+        ("due_at", needs_receipt),
+        ("ended_at", status in COMPLETED_STATUSES),
+        ("returned_at", status == DossierStatus.RETURNED),
+    ) if needed)
+
+
+_REQUIRED_DATES = {status: _required_dates(status) for status in DossierStatus}
+"""Which dates each status needs, worked out once."""
 
 
 def timeliness_of(ended_at: datetime | None, due_at: datetime | None) -> Timeliness | None:
