@@ -20,11 +20,8 @@ from schemas.times import UtcDateTime, vietnam_date
 DOSSIER_STATUS_CHANGED = TYPE_PREFIX + "dossier.status-changed.v1"
 
 
-_STATUS_OF_CODE = {s.value: s for s in DossierStatus}
-
-
 def _status(value: object) -> object:
-    if type(value) is int and (status := _STATUS_OF_CODE.get(value)) is not None:  # the usual case
+    if type(value) is int and (status := DossierStatus._value2member_map_.get(value)) is not None:  # the usual case
         return status
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)

@@ -19,13 +19,19 @@ VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 
 _MODERN = 1976
 """Since 13 June 1975 Asia/Ho_Chi_Minh is UTC+07:00 all year (no DST), so later times need no tz database."""
+_MODERN_YEAR = str(_MODERN)
 _OFFSET = timedelta(hours=7)
 
 
+def is_compact(value: Any) -> bool:
+    """The national portal's yyyyMMddHHmmss form (such strings sort as their times do)."""
+    return isinstance(value, str) and len(value) == 14 and value.isdigit()
+
+
 def _compact_form(value: Any) -> Any:
-    if isinstance(value, str) and len(value) == 14 and value.isdigit():
+    if is_compact(value):
         # the portal's form, in most dates of every portal record: C-level ISO parsing, not strptime
-        modern = value[:4] >= str(_MODERN)
+        modern = value[:4] >= _MODERN_YEAR
         try:
             parsed = datetime.fromisoformat(f"{value[:8]}T{value[8:]}{'+07:00' if modern else ''}")
         except ValueError:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -10,11 +11,19 @@ from aiokafka.errors import TopicAlreadyExistsError
 from schemas.topics import TOPICS, TopicSpec
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec] = TOPICS, replication_factor: int = 1) -> list[str]:
-    """Create missing topics with their registry partitions and config; returns the names created."""
+@asynccontextmanager
+async def _admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="commune-bus-admin")
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec] = TOPICS, replication_factor: int = 1) -> list[str]:
+    """Create missing topics with their registry partitions and config; returns the names created."""
+    async with _admin(bootstrap) as admin:
         existing = set(await admin.list_topics())
         wanted = [t for t in topics if t.name not in existing]
         if not wanted:
@@ -25,17 +34,11 @@ async def ensure_topics(bootstrap: str, topics: Iterable[TopicSpec] = TOPICS, re
         except TopicAlreadyExistsError:
             pass  # another worker won the race; the registry is the same for both
         return [t.name for t in wanted]
-    finally:
-        await admin.close()
 
 
 async def list_topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="commune-bus-admin")
-    await admin.start()
-    try:
+    async with _admin(bootstrap) as admin:
         return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
@@ -43,9 +46,5 @@ async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
     names = sorted(names)
     if not names:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="commune-bus-admin")
-    await admin.start()
-    try:
+    async with _admin(bootstrap) as admin:
         await admin.delete_topics(names)
-    finally:
-        await admin.close()

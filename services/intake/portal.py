@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from schemas.codes import PORTAL_CHANNEL_CODES
 from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierData
-from schemas.times import parse_utc
+from schemas.times import is_compact, parse_utc
 
 COMMUNE_HEADER = "commune-code"
 SOURCE_HEADER = "source"
@@ -123,7 +123,7 @@ def event_id(commune: str, obj: dict[str, Any]) -> str:
 def _progress_times(progress: Any) -> list[datetime]:
     values = [step["ThoiDiemXuLy"] for step in (progress if isinstance(progress, list) else ())
               if isinstance(step, dict) and step.get("ThoiDiemXuLy")]
-    if values and all(isinstance(v, str) and len(v) == 14 and v.isdigit() for v in values):
+    if values and all(map(is_compact, values)):
         try:  # yyyyMMddHHmmss strings sort as their times do: parse only the latest
             return [parse_utc(max(values))]
         except PydanticCustomError:

@@ -1,7 +1,7 @@
-"""The intake shell: consume raw records, `normalise`, publish, commit — in one Kafka transaction per batch.
+"""The intake shell: consume raw records, `normalise`, publish, commit — in Kafka transactions (group commit).
 
 Delivery guarantee: exactly-once from raw topics to canonical + dead-letter
-topics for `read_committed` consumers. Each batch's canonical records, dead
+topics for `read_committed` consumers. A transaction's canonical records, dead
 letters, de-duplication changelog entries and consumed offsets are committed
 atomically; a worker killed mid-batch leaves an aborted transaction and its
 successor (same `worker_id`, hence same transactional id) fences it and
@@ -175,12 +175,6 @@ class IntakeWorker:
             if self._inflight is not None:
                 await asyncio.wait({self._inflight})
             await self._maybe_publish()
-
-    async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Validate and commit one batch, on its own (tests and tools; `run` pipelines)."""
-        async with self._lock:
-            await self._validate(batch)
-            await self._drain()
 
     # -- one transaction per group of batches ------------------------------------------
     async def _publish(self, out: _Outputs) -> None:
