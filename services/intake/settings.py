@@ -22,7 +22,12 @@ class IntakeSettings(BaseSettings):
         "so a restarted worker fences its killed predecessor at once",
     )
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-    batch_max_records: int = 500
+    batch_max_records: int = Field(
+        default=2000, description="At most this many raw records per transaction (a backlog drains in fewer commits)"
+    )
+    batch_max_bytes: int = Field(
+        default=16 * 1024 * 1024, description="...and at most about this many raw bytes (memory stays bounded)"
+    )
     transaction_timeout_ms: int = 15_000
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9101

@@ -117,7 +117,7 @@ class IntakeWorker:
         """Group commit: records keep being fetched and validated while the previous transaction commits.
 
         At most one transaction is in flight; everything validated meanwhile (up to
-        `batch_max_records`) goes out in the next one. The broker round trips of a commit
+        `batch_max_records` and about `batch_max_bytes`) goes out in the next one. The broker round trips of a commit
         and the CPU time of validation overlap, so a record waits for one commit, not two.
         """
         await self.start()
@@ -127,7 +127,8 @@ class IntakeWorker:
             while not stop.is_set():
                 await self._maybe_publish()
                 room = self.settings.batch_max_records - (self._open.records if self._open else 0)
-                if room <= 0:  # full: wait for the transaction in flight
+                if self._open is not None and self._open.full(self.settings.batch_max_records, self.settings.batch_max_bytes):
+                    # full: wait for the transaction in flight
                     assert self._inflight is not None
                     await asyncio.wait({self._inflight})
                     continue
@@ -208,6 +209,7 @@ class IntakeWorker:
         for tp, records in batch.items():
             out.offsets[tp] = records[-1].offset + 1
             out.records += len(records)
+            out.bytes += sum(len(rec.value or b"") for rec in records)
             out.timestamps.extend(rec.timestamp for rec in records)
             family = self.family_of[tp.topic]
             canonical = self.canonical[family]
@@ -324,6 +326,7 @@ class _Outputs:
         self.outcomes: Counter[tuple[Family, Reason | None]] = Counter()
         self.offsets: dict[TopicPartition, int] = {}
         self.records = 0
+        self.bytes = 0
         self.timestamps: list[int] = []
 
     def canonical(self, topic: str, record: wire.KafkaRecord) -> None:
@@ -335,6 +338,10 @@ class _Outputs:
             builder = self.open[slot] = self.producer.create_batch()
             self.batches.append((*slot, builder))
             builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+
+    def full(self, max_records: int, max_bytes: int) -> bool:
+        """No room for another fetch: the next records wait for the following transaction."""
+        return self.records >= max_records or self.bytes >= max_bytes
 
     def other(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
               partition: int | None = None) -> None:
