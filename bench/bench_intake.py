@@ -7,7 +7,9 @@
 in BENCH_INTAKE_ROUNDS interleaved rounds (default 2; each variant's best counts: the machine is shared
 with the broker and its own neighbours), then raw -> canonical latency p50/p99 of (c) at a fixed 2,000
 events/s: BENCH_LATENCY_WARMUP seconds (default 2) reported apart, then BENCH_LATENCY_SECONDS (default
-10) measured, in one unbroken stream. Size: BENCH_INTAKE_EVENTS (default 30,000).
+10) measured, in one unbroken stream; beside it, on the same stream, the broker round trip without
+transactions and the exactly-once floor (`bench.eos_forward`: aiokafka's transactional forwarding loop,
+no validation). Size: BENCH_INTAKE_EVENTS (default 30,000).
 """
 
 from __future__ import annotations
@@ -126,7 +128,21 @@ async def service_latency(namespace: str) -> Latency:
         **os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, "INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench",
         "INTAKE_METRICS_PORT": "9199", "INTAKE_LOG_LEVEL": "WARNING"})
     try:
-        return await fixed_rate_latency(namespace)
+        return await fixed_rate_latency(namespace, scoped(CANONICAL[Family.DOSSIER], namespace).name)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def floor_latency(namespace: str) -> Latency:
+    """The same stream through `bench.eos_forward` (exactly-once forwarding, nothing else): the floor."""
+    out = f"{namespace}.bench.out-eos"
+    await ensure_topics(BOOTSTRAP, [TopicSpec(out, Kind.INTERNAL, key="", description="")])
+    proc = subprocess.Popen([sys.executable, "-m", "bench.eos_forward"], stdout=subprocess.DEVNULL, env={
+        **os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, "BENCH_RAW": scoped(RAW[Family.DOSSIER], namespace).name,
+        "BENCH_OUT": out, "BENCH_APP": f"{namespace}-eos"})
+    try:
+        return await fixed_rate_latency(namespace, out)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -150,8 +166,8 @@ class Latency:
                 f"max {max(values, default=float('nan')):.1f} ms")
 
 
-async def fixed_rate_latency(namespace: str) -> Latency:
-    """Send valid dossier events at RATE/s; time each from send to its committed canonical record.
+async def fixed_rate_latency(namespace: str, out: str) -> Latency:
+    """Send valid dossier events at RATE/s to the raw topic; time each until committed on `out`.
 
     One unbroken stream: WARMUP_SECONDS, then LATENCY_SECONDS measured. The stretch after an idle
     spell is reported on its own, not mixed into the steady state: on this machine the first ~0.5 s
@@ -160,7 +176,7 @@ async def fixed_rate_latency(namespace: str) -> Latency:
     record is encoded before the stream starts, so the load generator (sharing the cores with broker
     and service) spends its time sending, not building events.
     """
-    raw, canonical = scoped(RAW[Family.DOSSIER], namespace).name, scoped(CANONICAL[Family.DOSSIER], namespace).name
+    raw = scoped(RAW[Family.DOSSIER], namespace).name
     template = [o.event for k, v, h in raw_records(400, seed=7)
                 if isinstance(o := normalise(Family.DOSSIER, v, h), Accepted)]
     warm_n, total = int(RATE * WARMUP_SECONDS), int(RATE * (WARMUP_SECONDS + LATENCY_SECONDS))
@@ -169,7 +185,7 @@ async def fixed_rate_latency(namespace: str) -> Latency:
     index = {dict(rec.headers)["ce_id"]: j for j, rec in enumerate(records)}  # id -> send order
     sent = [0.0] * total
     latency = [float("nan")] * total
-    observer = AIOKafkaConsumer(canonical, bootstrap_servers=BOOTSTRAP, isolation_level="read_committed",
+    observer = AIOKafkaConsumer(out, bootstrap_servers=BOOTSTRAP, isolation_level="read_committed",
                                 auto_offset_reset="latest", fetch_max_wait_ms=5, group_id=None)
     await observer.start()
     await observer.seek_to_end()
@@ -279,13 +295,25 @@ async def run() -> None:
           f"   (b)/(a) = {b / a:.0%}")
     per_round = "  ".join(f"{r['c'] / r['d']:.1f}x" for r in rounds)
     print(f"intake/(d) round by round: {per_round}", flush=True)
-    namespace = f"bench{int(time.time())}lat"
-    await ensure_topics(BOOTSTRAP, [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
-    lat = await service_latency(namespace)
-    print(f"raw->canonical latency at {RATE:,} events/s, one unbroken stream:\n"
-          f"  first {WARMUP_SECONDS:.0f}s (warm-up, {len(lat.warmup):,} events): {lat.summary(lat.warmup)}\n"
-          f"  next {LATENCY_SECONDS:.0f}s (measured, {len(lat.measured):,} events): {lat.summary(lat.measured)}"
-          f"   (target p99 <= 25 ms)")
+    print(f"\nraw -> committed output latency at {RATE:,} events/s, one unbroken stream each: the first "
+          f"{WARMUP_SECONDS:.0f}s reported apart (warm-up), then {LATENCY_SECONDS:.0f}s measured", flush=True)
+    results: dict[str, Latency] = {}
+    for label, kind in (("broker round trip: produce -> consume, no transactions", "plain"),
+                        ("exactly-once forwarding, nothing else (bench.eos_forward)", "floor"),
+                        ("intake service", "service")):
+        namespace = f"bench{int(time.time())}{kind}"
+        await ensure_topics(BOOTSTRAP, [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
+        if kind == "plain":  # the observer reads the raw topic itself
+            lat = await fixed_rate_latency(namespace, scoped(RAW[Family.DOSSIER], namespace).name)
+        else:
+            lat = await (floor_latency if kind == "floor" else service_latency)(namespace)
+        results[kind] = lat
+        print(f"  {label}\n    measured ({len(lat.measured):,} events): {lat.summary(lat.measured)}\n"
+              f"    warm-up  ({len(lat.warmup):,} events): {lat.summary(lat.warmup)}", flush=True)
+    q = Latency.quantile
+    service, floor = results["service"].measured, results["floor"].measured
+    print(f"intake p99 {q(service, 0.99):.1f} ms (target <= 25 ms); exactly-once floor p99 {q(floor, 0.99):.1f} ms; "
+          f"intake/floor: p50 {q(service, 0.5) / q(floor, 0.5):.1f}x, p99 {q(service, 0.99) / q(floor, 0.99):.1f}x")
 
 
 def main() -> None:
