@@ -9,7 +9,7 @@ with the broker and its own neighbours), then raw -> canonical latency p50/p99 o
 events/s: BENCH_LATENCY_WARMUP seconds (default 2) reported apart, then BENCH_LATENCY_SECONDS (default
 10) measured, in one unbroken stream; beside it, on the same stream, the broker round trip without
 transactions and the exactly-once floor (`bench.eos_forward`: aiokafka's transactional forwarding loop,
-no validation). Size: BENCH_INTAKE_EVENTS (default 30,000).
+no validation; `bench.rd_forward`: the same with librdkafka). Size: BENCH_INTAKE_EVENTS (default 30,000).
 """
 
 from __future__ import annotations
@@ -134,11 +134,11 @@ async def service_latency(namespace: str) -> Latency:
         proc.wait(timeout=30)
 
 
-async def floor_latency(namespace: str) -> Latency:
-    """The same stream through `bench.eos_forward` (exactly-once forwarding, nothing else): the floor."""
+async def floor_latency(namespace: str, module: str = "bench.eos_forward") -> Latency:
+    """The same stream through `module` (exactly-once forwarding, nothing else): the floor."""
     out = f"{namespace}.bench.out-eos"
     await ensure_topics(BOOTSTRAP, [TopicSpec(out, Kind.INTERNAL, key="", description="")])
-    proc = subprocess.Popen([sys.executable, "-m", "bench.eos_forward"], stdout=subprocess.DEVNULL, env={
+    proc = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.DEVNULL, env={
         **os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, "BENCH_RAW": scoped(RAW[Family.DOSSIER], namespace).name,
         "BENCH_OUT": out, "BENCH_APP": f"{namespace}-eos"})
     try:
@@ -299,21 +299,25 @@ async def run() -> None:
           f"{WARMUP_SECONDS:.0f}s reported apart (warm-up), then {LATENCY_SECONDS:.0f}s measured", flush=True)
     results: dict[str, Latency] = {}
     for label, kind in (("broker round trip: produce -> consume, no transactions", "plain"),
-                        ("exactly-once forwarding, nothing else (bench.eos_forward)", "floor"),
+                        ("exactly-once forwarding, nothing else (bench.eos_forward, aiokafka)", "floor"),
+                        ("the same with librdkafka (bench.rd_forward, confluent-kafka)", "rdfloor"),
                         ("intake service", "service")):
         namespace = f"bench{int(time.time())}{kind}"
         await ensure_topics(BOOTSTRAP, [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
         if kind == "plain":  # the observer reads the raw topic itself
             lat = await fixed_rate_latency(namespace, scoped(RAW[Family.DOSSIER], namespace).name)
+        elif kind == "service":
+            lat = await service_latency(namespace)
         else:
-            lat = await (floor_latency if kind == "floor" else service_latency)(namespace)
+            lat = await floor_latency(namespace, "bench.rd_forward" if kind == "rdfloor" else "bench.eos_forward")
         results[kind] = lat
         print(f"  {label}\n    measured ({len(lat.measured):,} events): {lat.summary(lat.measured)}\n"
               f"    warm-up  ({len(lat.warmup):,} events): {lat.summary(lat.warmup)}", flush=True)
     q = Latency.quantile
-    service, floor = results["service"].measured, results["floor"].measured
-    print(f"intake p99 {q(service, 0.99):.1f} ms (target <= 25 ms); exactly-once floor p99 {q(floor, 0.99):.1f} ms; "
-          f"intake/floor: p50 {q(service, 0.5) / q(floor, 0.5):.1f}x, p99 {q(service, 0.99) / q(floor, 0.99):.1f}x")
+    service, floor, rd = results["service"].measured, results["floor"].measured, results["rdfloor"].measured
+    print(f"intake p99 {q(service, 0.99):.1f} ms (target <= 25 ms); exactly-once floor p99 {q(floor, 0.99):.1f} ms "
+          f"(aiokafka), {q(rd, 0.99):.1f} ms (librdkafka); intake/floor (aiokafka): p50 "
+          f"{q(service, 0.5) / q(floor, 0.5):.1f}x, p99 {q(service, 0.99) / q(floor, 0.99):.1f}x")
 
 
 def main() -> None:
