@@ -26,7 +26,7 @@ class IntakeSettings(BaseSettings):
         default=2000, description="At most this many raw records per transaction (a backlog drains in fewer commits)"
     )
     batch_max_bytes: int = Field(
-        default=16 * 1024 * 1024, description="...and at most about this many raw bytes (memory stays bounded)"
+        default=16 * 1024 * 1024, description="At most about this many raw bytes per transaction (memory stays bounded)"
     )
     transaction_timeout_ms: int = 15_000
     metrics_host: str = "127.0.0.1"
