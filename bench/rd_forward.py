@@ -37,8 +37,8 @@ def main() -> None:
             producer.begin_transaction()
             for m in messages:
                 producer.produce(out, m.value(), key=m.key(), headers=m.headers())
-            producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
-                                                 consumer.consumer_group_metadata())
+            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]  # fetched ones
+            producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata())
             producer.commit_transaction()
     finally:
         consumer.close()
