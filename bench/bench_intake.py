@@ -125,23 +125,23 @@ async def intake_throughput(namespace: str) -> float:
 
 async def service_latency(namespace: str) -> Latency:
     """Latency as deployed: the service in its own process, the load generator and the observer in this one."""
-    proc = subprocess.Popen([sys.executable, "-m", "services.intake"], stdout=subprocess.DEVNULL, env={
-        **os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, "INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench",
-        "INTAKE_METRICS_PORT": "9199", "INTAKE_LOG_LEVEL": "WARNING"})
-    try:
-        return await fixed_rate_latency(namespace, scoped(CANONICAL[Family.DOSSIER], namespace).name)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    env = {"INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench", "INTAKE_METRICS_PORT": "9199",
+           "INTAKE_LOG_LEVEL": "WARNING"}
+    return await _latency_through("services.intake", env, namespace, scoped(CANONICAL[Family.DOSSIER], namespace).name)
 
 
 async def floor_latency(namespace: str, module: str = "bench.eos_forward") -> Latency:
     """The same stream through `module` (exactly-once forwarding, nothing else): the floor."""
     out = f"{namespace}.bench.out-eos"
     await ensure_topics(BOOTSTRAP, [TopicSpec(out, Kind.INTERNAL, key="", description="")])
-    proc = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.DEVNULL, env={
-        **os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, "BENCH_RAW": scoped(RAW[Family.DOSSIER], namespace).name,
-        "BENCH_OUT": out, "BENCH_APP": f"{namespace}-eos"})
+    env = {"BENCH_RAW": scoped(RAW[Family.DOSSIER], namespace).name, "BENCH_OUT": out, "BENCH_APP": f"{namespace}-eos"}
+    return await _latency_through(module, env, namespace, out)
+
+
+async def _latency_through(module: str, env: dict[str, str], namespace: str, out: str) -> Latency:
+    """`python -m module` in its own process while the stream runs; stopped (SIGTERM) after."""
+    proc = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.DEVNULL,
+                            env={**os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, **env})
     try:
         return await fixed_rate_latency(namespace, out)
     finally:

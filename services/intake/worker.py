@@ -126,13 +126,14 @@ class IntakeWorker:
             assert self.consumer is not None
             while not stop.is_set():
                 await self._maybe_publish()
-                room = self.settings.batch_max_records - (self._open.records if self._open else 0)
-                if self._open is not None and self._open.full(self.settings.batch_max_records, self.settings.batch_max_bytes):
+                max_records = self.settings.batch_max_records
+                if self._open is not None and self._open.full(max_records, self.settings.batch_max_bytes):
                     # full: wait for the transaction in flight
                     assert self._inflight is not None
                     await asyncio.wait({self._inflight})
                     continue
                 if fetching is None:
+                    room = max_records - (self._open.records if self._open else 0)
                     fetching = asyncio.ensure_future(self.consumer.getmany(timeout_ms=100, max_records=room))
                 # wake for new records, or for the commit in flight when validated records wait for it
                 waiting: set[asyncio.Future[Any]] = {fetching}
