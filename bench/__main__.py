@@ -9,7 +9,7 @@ import pkgutil
 import sys
 
 import bench
-from services.common.kafka import delete_topics, list_topics
+from services.common.admin import delete_topics, list_topics
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 

@@ -21,7 +21,7 @@ import httpx
 import orjson
 
 from schemas.topics import RAW, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.gateway.batch import check
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from schemas import wire
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, PARTITIONS, TopicSpec, Kind, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.common.logging import configure
 from services.intake import telemetry
 from services.intake.normalise import Accepted, normalise

@@ -33,7 +33,7 @@ from schemas.admin import commune_provinces
 from schemas.dossier import DossierStatusChanged
 from schemas.events import Family
 from schemas.topics import CANONICAL, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.metrics.http import scrape
 from services.metrics.partition import PartitionState
 from services.metrics.settings import MetricsSettings

@@ -25,7 +25,7 @@ from schemas.announcement import AnnouncementScheduledEvent
 from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
 from schemas.wire import encode
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.notify import rules
 from services.notify.directory import Directory
 from services.notify.fake_providers import FakeProviders

@@ -127,16 +127,39 @@ FAMILY_OF_RAW_TOPIC: dict[str, Family] = {t.name: f for f, t in RAW.items()}
 
 
 class Group(StrEnum):
-    """Consumer groups, one per service."""
+    """Consumer groups (and faust app ids), one per service job."""
 
     INTAKE = "commune-bus.intake"
     NOTIFY = "commune-bus.notify"
+    NOTIFY_DEADLINES = "commune-bus.notify.deadlines"
     METRICS = "commune-bus.metrics"
+
+
+class TransactionalId(StrEnum):
+    """Prefixes of transactional ids; each writer appends its stable instance id (`transactional_id`)."""
+
+    INTAKE = "commune-bus.intake"
+    GATEWAY = "commune-bus.gateway"
+    DLQ_REPLAY = "commune-bus.cli.dlq-replay"
+
+
+def namespaced(name: str, namespace: str) -> str:
+    """The one namespace rule: `<namespace>.<name>`, or the name itself in production (namespace "")."""
+    return f"{namespace}.{name}" if namespace else name
+
+
+def group_id(group: Group, namespace: str) -> str:
+    return namespaced(group.value, namespace)
+
+
+def transactional_id(prefix: TransactionalId, namespace: str, instance: str) -> str:
+    """A stable id per writer instance: a restarted instance fences its predecessor's open transaction."""
+    return namespaced(f"{prefix.value}.{instance}", namespace)
 
 
 def scoped(spec: TopicSpec, namespace: str) -> TopicSpec:
     """The same topic under a namespace prefix (tests give each run its own); "" is the real name."""
-    return spec if not namespace else replace(spec, name=f"{namespace}.{spec.name}")
+    return spec if not namespace else replace(spec, name=namespaced(spec.name, namespace))
 
 
 def by_name(name: str) -> TopicSpec:

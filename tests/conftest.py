@@ -48,7 +48,7 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def kafka_topics(kafka_bootstrap: str) -> str:
     """The broker with every registry topic created."""
-    from services.common.kafka import ensure_topics
+    from services.common.admin import ensure_topics
 
     asyncio.run(ensure_topics(kafka_bootstrap))
     return kafka_bootstrap

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from schemas.replay import DLQ_REPLAYED, replay_key
 from schemas.topics import DLQ_INTAKE, MAX_RECORD_BYTES, scoped
 from services.cli.deadletters import DeadLetter, Filters, dead_letter, matches, redriven_headers
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 
 Progress = Callable[[int], None]
 BATCH = 200

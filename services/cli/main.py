@@ -23,7 +23,7 @@ from schemas.topics import RAW, TOPICS, scoped
 from services.cli import dlq_commands, kafka_io
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, topic_name
 from services.cli.render import bad_record_line, console, err_console, record_panel
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.gateway.batch import BodyError, check, split_body
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)

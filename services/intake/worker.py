@@ -30,7 +30,7 @@ from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason, Rejection
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, MAX_RECORD_BYTES, RAW, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.intake import telemetry
 from services.intake.dedup import SeenIds, changelog_record, read_changelog_record
 from services.intake.normalise import Accepted, Rejected, normalise, reject

@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas import wire
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.metrics import store, telemetry
 from services.metrics.partition import PartitionState
 from services.metrics.settings import MetricsSettings

@@ -17,7 +17,7 @@ from schemas.dossier import DossierStatusChanged
 from schemas.notification import ChannelKind, DeadlineAlert, DeadlineMessage, TrackedDossier
 from schemas.topics import PARTITIONS, Group
 from schemas.wire import UnknownEventType, decode
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.notify import deadlines, rules
 from services.notify.channels.base import Channel
 from services.notify.channels.email import Smtp

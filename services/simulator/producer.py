@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from schemas.events import Family
 from schemas.times import VIETNAM
 from schemas.topics import MAX_RECORD_BYTES, RAW, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.simulator.generate import Emitted, TrafficConfig, traffic
 from services.simulator.settings import SimulatorSettings
 

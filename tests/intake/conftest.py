@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from tests.kafkatools import free_port, start_service, stop_service
 
 StartIntake = Callable[..., subprocess.Popen[bytes]]

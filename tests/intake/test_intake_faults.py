@@ -18,7 +18,7 @@ from schemas.admin import communes_of
 from schemas.deadletter import DeadLetterContext
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, RAW, INTAKE_DEDUP, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from tests.intake.conftest import StartIntake
 from tests.kafkatools import ROOT, free_port, produce, read_all
 from tests.samples import canonical_dossier, dumps

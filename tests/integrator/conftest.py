@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from schemas.topics import TOPICS, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from tests.kafkatools import free_port, start_service, stop_service
 
 REGISTRY = """

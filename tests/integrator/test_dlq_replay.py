@@ -65,7 +65,7 @@ def test_unauthorised_records_replayed_after_the_registry_is_fixed_come_out_cano
         kafka_bootstrap: str, unique: str, tmp_path) -> None:
     """A source missing from the registry is dead-lettered; once added (intake restarted), replay makes it canonical."""
     from schemas.topics import TOPICS, scoped
-    from services.common.kafka import ensure_topics
+    from services.common.admin import ensure_topics
     from tests.integrator.conftest import REGISTRY, Stack
     from tests.kafkatools import free_port, start_service, stop_service
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.metrics.topics import METRICS_CHANGELOG
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.metrics.golden import event_set, expected, restricted, summed

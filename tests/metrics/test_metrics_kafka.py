@@ -15,7 +15,7 @@ from schemas.envelope import Event
 from schemas.events import FAMILY_OF_TYPE
 from schemas.snapshot import decode_snapshot
 from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.metrics.exposition import render
 from services.metrics.settings import MetricsSettings
 from services.metrics.topics import METRICS_CHANGELOG

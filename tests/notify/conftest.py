@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from schemas.envelope import Event
 from schemas.topics import CANONICAL, scoped
 from schemas.wire import encode
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port, produce, start_service, stop_service

@@ -9,7 +9,7 @@ import pytest
 
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
-from services.common.kafka import ensure_topics
+from services.common.admin import ensure_topics
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port, produce, start_service, stop_service

@@ -1,0 +1,92 @@
+"""Topic administration from the registry: create what is missing, refuse what is laid out wrongly.
+
+A service checks its topics at start: a missing one is created with the
+registry's partitions and config; an existing one with another partition count
+stops the service with a clear error, because the commune key would then map to
+other partitions than every other topic's (wrong placement, wrong ownership).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.topics import TOPICS, TopicSpec
+from services.common import clients
+from services.common.settings import KafkaConnection
+
+
+class TopicLayoutError(Exception):
+    """An existing topic does not have the partition count the registry gives it."""
+
+
+@asynccontextmanager
+async def _admin(conn: KafkaConnection) -> AsyncIterator[AIOKafkaAdminClient]:
+    client = clients.admin(conn)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def partition_counts(conn: KafkaConnection, names: Iterable[str]) -> dict[str, int]:
+    """Partition count of each existing topic among `names` (missing topics are left out)."""
+    async with _admin(conn) as client:
+        described = await client.describe_topics(sorted(set(names)))
+    return {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0 and t["partitions"]}
+
+
+def check_layout(specs: Iterable[TopicSpec], counts: dict[str, int]) -> None:
+    """Raise `TopicLayoutError` naming every topic whose partition count differs from the registry's."""
+    wrong = [f"{s.name} has {counts[s.name]} partitions, the registry says {s.partitions}"
+             for s in specs if s.name in counts and counts[s.name] != s.partitions]
+    if wrong:
+        raise TopicLayoutError("topics laid out unlike schemas/topics.py: " + "; ".join(wrong)
+                               + " (recreate them, or change the registry and every topic together)")
+
+
+async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOPICS,
+                        replication_factor: int = 1) -> list[str]:
+    """Create missing topics with their registry partitions and config, check the others; returns the names created."""
+    specs = list(topics)
+    async with _admin(conn) as client:
+        existing = set(await client.list_topics())
+        wanted = [t for t in specs if t.name not in existing]
+        if wanted:
+            new = [NewTopic(t.name, t.partitions, replication_factor, topic_configs=dict(t.config)) for t in wanted]
+            try:
+                await client.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race; the registry is the same for both
+    check_layout(specs, await _settled_counts(conn, [s.name for s in specs]))
+    return [t.name for t in wanted]
+
+
+async def _settled_counts(conn: KafkaConnection, names: list[str], attempts: int = 20) -> dict[str, int]:
+    """Partition counts once the metadata of just-created topics has reached the broker answering."""
+    counts: dict[str, int] = {}
+    for _ in range(attempts):
+        counts = await partition_counts(conn, names)
+        if len(counts) == len(set(names)):
+            break
+        await asyncio.sleep(0.1)
+    return counts
+
+
+async def list_topics(conn: KafkaConnection) -> set[str]:
+    async with _admin(conn) as client:
+        return set(await client.list_topics())
+
+
+async def delete_topics(conn: KafkaConnection, names: Iterable[str]) -> None:
+    """Delete topics (benchmarks remove their namespaces: thousands of idle partitions slow a broker down)."""
+    ordered = sorted(names)
+    if not ordered:
+        return
+    async with _admin(conn) as client:
+        await client.delete_topics(ordered)

@@ -1,0 +1,71 @@
+"""Every Kafka client of the project is built here, with the project's defaults and the one connection setting.
+
+Defaults: consumers read committed data only, commit explicitly and start from the
+earliest offset; producers are idempotent with acks=all; every client accepts records
+as large as the registry allows (`schemas.topics.MAX_RECORD_BYTES`). A caller passes
+only what differs for its job (`**overrides`).
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
+
+from schemas.topics import MAX_RECORD_BYTES
+from services.common.settings import KafkaConnection
+
+FETCH_BYTES = MAX_RECORD_BYTES + 65536
+"""A fetch must fit the largest record a topic accepts, plus its batch header."""
+
+
+def connection_options(conn: KafkaConnection) -> dict[str, Any]:
+    """aiokafka's connection arguments for `conn` (bootstrap, TLS, SASL)."""
+    options: dict[str, Any] = {"bootstrap_servers": conn.bootstrap, "security_protocol": conn.security_protocol}
+    if conn.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = _ssl_context(conn)
+    if conn.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = conn.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = conn.sasl_username
+        options["sasl_plain_password"] = conn.sasl_password.get_secret_value() if conn.sasl_password else None
+    return options
+
+
+def _ssl_context(conn: KafkaConnection) -> ssl.SSLContext:
+    return create_ssl_context(
+        cafile=str(conn.ssl_cafile) if conn.ssl_cafile else None,
+        certfile=str(conn.ssl_certfile) if conn.ssl_certfile else None,
+        keyfile=str(conn.ssl_keyfile) if conn.ssl_keyfile else None,
+    )
+
+
+def consumer(conn: KafkaConnection, *topics: str, client_id: str, group_id: str | None = None,
+             **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer (not started): read_committed, manual commits, earliest offset when the group has none."""
+    options: dict[str, Any] = {
+        "client_id": client_id, "group_id": group_id, "enable_auto_commit": False,
+        "isolation_level": "read_committed", "auto_offset_reset": "earliest", "max_partition_fetch_bytes": FETCH_BYTES,
+    }
+    return AIOKafkaConsumer(*topics, **connection_options(conn), **{**options, **overrides})
+
+
+def producer(conn: KafkaConnection, *, client_id: str, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer (not started), acks=all."""
+    options: dict[str, Any] = {
+        "client_id": client_id, "acks": "all", "enable_idempotence": True, "max_request_size": FETCH_BYTES,
+    }
+    return AIOKafkaProducer(**connection_options(conn), **{**options, **overrides})
+
+
+def transactional_producer(conn: KafkaConnection, *, transactional_id: str, client_id: str,
+                           **overrides: Any) -> AIOKafkaProducer:
+    """A transactional producer (not started); starting it fences any earlier producer with the same id."""
+    return producer(conn, client_id=client_id, transactional_id=transactional_id, **overrides)
+
+
+def admin(conn: KafkaConnection, *, client_id: str = "commune-bus-admin") -> AIOKafkaAdminClient:
+    """An admin client (not started)."""
+    return AIOKafkaAdminClient(**connection_options(conn), client_id=client_id)

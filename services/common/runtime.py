@@ -1,0 +1,165 @@
+"""The service runtime: logging, signals, the HTTP server, supervised tasks and restart with back-off.
+
+Structured concurrency: a worker runs as the `main` task of a `TaskGroup`, and
+every background task it needs is spawned into the same group through its
+`Supervisor`. A task that fails is logged (type and place, never the message,
+which may quote a record) and counted, and ends the whole run: the group cancels
+the other tasks. A run that ended with a Kafka error is started afresh after a
+back-off (state is restored from Kafka); any other error ends the process with
+exit code 1, so its consumer group rebalances its partitions to the other workers.
+SIGTERM, SIGINT and SIGHUP set `stop`; the worker finishes what it holds and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import structlog
+import uvloop
+from aiokafka.errors import KafkaError
+
+from services.common import http, telemetry
+from services.common.health import Health
+from services.common.logging import configure
+from services.common.settings import ServiceSettings
+
+log = structlog.get_logger("runtime")
+T = TypeVar("T")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 15.0
+
+
+def where(exc: BaseException, frames: int = 3) -> str:
+    """The innermost frames of `exc`'s traceback as `file:line` (no message: it may quote personal data)."""
+    tb = traceback.extract_tb(exc.__traceback__)[-frames:]
+    return " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(tb)) or "?"
+
+
+class Supervisor:
+    """Owns one run's tasks. Everything a worker starts in the background is spawned here, never left loose."""
+
+    def __init__(self, service: str, group: asyncio.TaskGroup, stop: asyncio.Event, health: Health) -> None:
+        self.service, self.stop, self.health = service, stop, health
+        self._group = group
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._failed = False
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run `coro` as a supervised task: if it fails, the failure is logged and counted and ends the run."""
+        task = self._group.create_task(self._watch(name, coro), name=f"{self.service}:{name}")
+        self._tasks.append(task)
+        return task
+
+    async def _watch(self, name: str, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("task.failed", service=self.service, task=name, error=type(exc).__name__, where=where(exc))
+            telemetry.TASK_FAILURES.labels(self.service, name).inc()
+            raise
+
+    def fail(self, exc: BaseException) -> None:
+        """Report a failure seen in a callback (a rebalance listener, a delivery callback): it ends the run."""
+        if self._failed:
+            return
+        self._failed = True
+
+        async def reraise() -> None:
+            raise exc
+
+        try:
+            self.spawn("callback", reraise())
+        except RuntimeError:  # the run is already ending
+            log.error("task.failed_late", service=self.service, error=type(exc).__name__)
+
+    def cancel_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+Worker = Callable[[Supervisor], Awaitable[None]]
+"""A service's work for one run: returns when `supervisor.stop` is set, raises to end the run."""
+
+
+async def run_once(service: str, worker: Worker, stop: asyncio.Event, health: Health) -> None:
+    """One run of `worker` with its supervised tasks; background tasks end when the worker returns."""
+    async with asyncio.TaskGroup() as group:
+        supervisor = Supervisor(service, group, stop, health)
+
+        async def main() -> None:
+            await worker(supervisor)
+
+        main_task = supervisor.spawn("main", main())
+        await asyncio.wait({main_task})
+        supervisor.cancel_background()
+
+
+async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: Health,
+                    restart_on: tuple[type[Exception], ...] = (KafkaError,)) -> None:
+    """Run `worker` until `stop`; restart it with exponential back-off after an error of `restart_on`."""
+    delay = FIRST_BACKOFF_S
+    while not stop.is_set():
+        error: Exception | None = None
+        try:
+            await run_once(service, worker, stop, health)
+            return
+        except* restart_on as group:
+            error = group.exceptions[0]
+            while isinstance(error, ExceptionGroup):
+                error = error.exceptions[0]
+        assert error is not None
+        name = type(error).__name__
+        log.error("service.restarting", service=service, error=name, where=where(error), retry_in_s=delay)
+        telemetry.RESTARTS.labels(service, name).inc()
+        health.set_ready(False, f"restarting after {name}")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+        delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+async def serve(service: str, settings: ServiceSettings, worker: Worker, *, health: Health | None = None,
+                extra: http.Extra | None = None, restart_on: tuple[type[Exception], ...] = (KafkaError,),
+                stop: asyncio.Event | None = None) -> None:
+    """A whole service: stop signals, its HTTP server (when `http_port` is set), and `worker` under supervision."""
+    health = health or Health(service)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    runner = await http.serve(health, settings.http_host, settings.http_port, extra) if settings.http_port else None
+    try:
+        await supervise(service, worker, stop, health, restart_on)
+    finally:
+        health.set_ready(False, "stopped")
+        if runner is not None:
+            await runner.cleanup()
+
+
+def main(service: str, settings: ServiceSettings, worker: Worker, **options: Any) -> None:
+    """The entry point of `python -m services.<service>`: logging, uvloop, `serve`; exit 1 on a crash."""
+    configure(settings.log_level)
+    try:
+        uvloop.run(serve(service, settings, worker, **options))
+    except BaseExceptionGroup as group:
+        _crashed(service, group)
+    except Exception as exc:
+        _crashed(service, exc)
+
+
+def _crashed(service: str, exc: BaseException) -> None:
+    inner = exc
+    while isinstance(inner, BaseExceptionGroup):
+        inner = inner.exceptions[0]
+    log.critical("service.crashed", service=service, error=type(inner).__name__, where=where(inner))
+    log.debug("service.crash_traceback", exc_info=inner)
+    sys.exit(1)

@@ -1,0 +1,57 @@
+"""Settings every service shares: how to reach Kafka (one place), the namespace, logging and the HTTP port.
+
+Connection settings are read from `KAFKA_*` variables by every service and the CLI
+alike (`KAFKA_BOOTSTRAP`, `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`),
+so one deployment points all of them at its cluster once. Secrets are `SecretStr`:
+they never appear in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def _kafka(name: str, default: Any, description: str) -> Any:
+    """A connection field read from `KAFKA_<NAME>` whatever the service's own prefix."""
+    return Field(default=default, validation_alias=AliasChoices(f"KAFKA_{name.upper()}", name), description=description)
+
+
+class KafkaConnection(BaseSettings):
+    """How a client reaches and authenticates to the cluster; `services.common.clients` applies it to every client."""
+
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    bootstrap: str = _kafka("bootstrap", "127.0.0.1:9092", "Bootstrap servers, host:port[,host:port]")
+    security_protocol: SecurityProtocol = _kafka("security_protocol", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+    sasl_mechanism: SaslMechanism | None = _kafka("sasl_mechanism", None, "SASL mechanism (SASL_* protocols)")
+    sasl_username: str | None = _kafka("sasl_username", None, "SASL user name")
+    sasl_password: SecretStr | None = _kafka("sasl_password", None, "SASL password")
+    ssl_cafile: Path | None = _kafka("ssl_cafile", None, "CA certificate(s) that signed the brokers' certificates")
+    ssl_certfile: Path | None = _kafka("ssl_certfile", None, "Client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = _kafka("ssl_keyfile", None, "Client private key (mutual TLS)")
+
+    def connection(self) -> KafkaConnection:
+        """Only the connection part (a service's settings are a connection plus its own fields)."""
+        return KafkaConnection.model_validate({name: getattr(self, name) for name in KafkaConnection.model_fields})
+
+
+class ServiceSettings(KafkaConnection):
+    """The base of every service's frozen settings: connection, namespace, logging, the service's HTTP server.
+
+    Each service sets its own `env_prefix` and default `http_port`; `http_host` stays
+    127.0.0.1 unless a deployment (a container) opens it.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    namespace: str = Field(default="", description="Topic and group prefix; empty in production, unique per test run")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
+    http_host: str = Field(default="127.0.0.1", description="Address of /metrics, /healthz, /readyz (0.0.0.0 in a container)")
+    http_port: int = Field(default=0, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = no server")

@@ -1,0 +1,12 @@
+"""The runtime's own metrics, the same in every service (label `service`, small enums only)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+TASK_FAILURES = Counter("commune_task_failures_total", "Supervised tasks that ended with an error",
+                        ["service", "task"])
+RESTARTS = Counter("commune_service_restarts_total", "Worker restarts after a Kafka error", ["service", "error"])
+READY = Gauge("commune_service_ready", "1 while the service is assigned, restored and consuming", ["service"])
+LAST_COMMIT = Gauge("commune_last_commit_timestamp_seconds", "When the service last committed its progress",
+                    ["service"])
