@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Local Apache Kafka (KRaft, one broker+controller on 127.0.0.1:9092), assembled from Maven Central.
-#   infra/kafka/kafka.sh start|stop|status|wait|reset
+# Local Apache Kafka (KRaft on loopback), assembled from Maven Central.
+#   infra/kafka/kafka.sh start|stop|status|wait|reset|bootstrap
+# One broker+controller on 127.0.0.1:9092 by default. KAFKA_BROKERS=3 (`make up BROKERS=3`) runs the
+# 3-node cluster instead (each node broker+controller, replication factor 3, min.insync.replicas=2) on
+# 127.0.0.1:9192-9194, with per-node faults for tests: kill-node N (SIGKILL), stop-node N, start-node N.
 # Idempotent: start on a running broker and stop on a stopped one are no-ops.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -66,11 +69,89 @@ stop() {
   rm -f "$pidfile"; echo "kafka: stopped"
 }
 
+# --- the 3-node cluster ------------------------------------------------------------------------------
+cluster_state="$state/cluster"
+cluster_port="${KAFKA_CLUSTER_PORT:-9192}"          # nodes listen on cluster_port + 0..2
+cluster_cport="${KAFKA_CLUSTER_CONTROLLER_PORT:-9292}"
+nodes=(1 2 3)
+
+node_dir() { echo "$cluster_state/node$1"; }
+node_port() { echo $((cluster_port + $1 - 1)); }
+node_running() { local f; f="$(node_dir "$1")/kafka.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+cluster_bootstrap() { local out=(); for n in "${nodes[@]}"; do out+=("127.0.0.1:$(node_port "$n")"); done; (IFS=,; echo "${out[*]}"); }
+
+node_start() {
+  local n=$1 dir; dir="$(node_dir "$n")"
+  if node_running "$n"; then return 0; fi
+  mkdir -p "$dir/data" "$dir/logs"
+  local voters="" i
+  for i in "${nodes[@]}"; do voters+="${voters:+,}$i@127.0.0.1:$((cluster_cport + i - 1))"; done
+  sed -e "s#@ID@#$n#; s#@PORT@#$(node_port "$n")#g; s#@CPORT@#$((cluster_cport + n - 1))#; s#@VOTERS@#$voters#" \
+    "$here/cluster.properties" > "$dir/server.properties"
+  echo "log.dirs=$dir/data" >> "$dir/server.properties"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    [ -f "$cluster_state/cluster.id" ] || java_run kafka.tools.StorageTool random-uuid > "$cluster_state/cluster.id"
+    java_run kafka.tools.StorageTool format -t "$(cat "$cluster_state/cluster.id")" -c "$dir/server.properties" \
+      --ignore-formatted >/dev/null
+  fi
+  : > "$dir/logs/server.log"
+  # shellcheck disable=SC2086
+  nohup java $heap_opts $jvm_opts -Dlog4j.configuration="file:$here/log4j.properties" -Dkafka.logs.dir="$dir/logs" \
+    -cp "$libs/*" kafka.Kafka "$dir/server.properties" > "$dir/logs/stdout.log" 2>&1 &
+  echo $! > "$dir/kafka.pid"
+}
+
+node_wait() {
+  local n=$1 dir deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120})); dir="$(node_dir "$n")"
+  until (exec 3<>"/dev/tcp/127.0.0.1/$(node_port "$n")") 2>/dev/null \
+      && grep -q "started (kafka.server.KafkaRaftServer)" "$dir/logs/server.log" 2>/dev/null; do
+    if ! node_running "$n"; then echo "kafka: node $n exited; see $dir/logs/server.log" >&2; return 1; fi
+    [ $SECONDS -lt $deadline ] || { echo "kafka: node $n not ready" >&2; return 1; }
+    sleep 0.5
+  done
+}
+
+node_stop() {  # $2 = signal (TERM: clean shutdown, KILL: a crash)
+  local n=$1 sig=${2:-TERM} f; f="$(node_dir "$n")/kafka.pid"
+  if ! node_running "$n"; then rm -f "$f"; return 0; fi
+  local pid; pid="$(cat "$f")"
+  kill "-$sig" "$pid"
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$f"
+}
+
+cluster() {
+  case "$1" in
+    start)
+      need_libs; mkdir -p "$cluster_state"
+      for n in "${nodes[@]}"; do node_start "$n"; done
+      for n in "${nodes[@]}"; do node_wait "$n"; done
+      echo "kafka: 3-node cluster ready on $(cluster_bootstrap)" ;;
+    stop) for n in "${nodes[@]}"; do node_stop "$n"; done; echo "kafka: cluster stopped" ;;
+    status)
+      local up=0; for n in "${nodes[@]}"; do node_running "$n" && up=$((up + 1)); done
+      echo "kafka: cluster $up/3 nodes running"; [ "$up" -eq 3 ] || exit 3 ;;
+    wait) for n in "${nodes[@]}"; do node_wait "$n"; done ;;
+    reset) cluster stop; rm -rf "$cluster_state"; echo "kafka: cluster data removed" ;;
+    bootstrap) cluster_bootstrap ;;
+    kill-node) node_stop "$2" KILL; echo "kafka: node $2 killed" ;;
+    stop-node) node_stop "$2"; echo "kafka: node $2 stopped" ;;
+    start-node) need_libs; node_start "$2"; node_wait "$2"; echo "kafka: node $2 ready on 127.0.0.1:$(node_port "$2")" ;;
+    *) echo "usage: KAFKA_BROKERS=3 $0 start|stop|status|wait|reset|bootstrap|kill-node N|stop-node N|start-node N" >&2
+       exit 2 ;;
+  esac
+}
+
+if [ "${KAFKA_BROKERS:-1}" = 3 ]; then cluster "${1:-}" "${2:-}"; exit $?; fi
+[ "${KAFKA_BROKERS:-1}" = 1 ] || { echo "kafka: KAFKA_BROKERS must be 1 or 3" >&2; exit 2; }
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) if running; then echo "kafka: running (pid $(cat "$pidfile"))"; else echo "kafka: stopped"; exit 3; fi ;;
   wait) wait_ready ;;
   reset) stop; rm -rf "$state"; echo "kafka: data removed" ;;
-  *) echo "usage: $0 start|stop|status|wait|reset" >&2; exit 2 ;;
+  bootstrap) echo "127.0.0.1:$port" ;;
+  *) echo "usage: $0 start|stop|status|wait|reset|bootstrap" >&2; exit 2 ;;
 esac
