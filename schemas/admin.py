@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
-from vietnam_provinces import Province, Ward
+from vietnam_provinces import Province, Ward, WardCode
 
 
 @cache
@@ -26,7 +26,7 @@ def province_names() -> dict[str, str]:
 
 
 def commune_name(code: str) -> str:
-    return str(Ward.from_code(int(code)).name)
+    return str(Ward.from_code(WardCode(int(code))).name)
 
 
 def communes_of(province: str) -> list[str]:
@@ -61,7 +61,8 @@ def _province(value: Any) -> str:
         return value
     code = _padded(value, 2)
     if code not in province_names():
-        raise PydanticCustomError("unknown_province", "province code {code} is not in the official list", {"code": code})
+        raise PydanticCustomError(
+            "unknown_province", "province code {code} is not in the official list", {"code": code})
     return code
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.codes import AnnouncementCategory, Locale, Priority
-from schemas.envelope import TYPE_PREFIX, Event, Model
+from schemas.envelope import Event, Model
 from schemas.times import UtcDateTime
 
-ANNOUNCEMENT_SCHEDULED = TYPE_PREFIX + "announcement.scheduled.v1"
-BROADCAST_STARTED = TYPE_PREFIX + "announcement.broadcast-started.v1"
-BROADCAST_COMPLETED = TYPE_PREFIX + "announcement.broadcast-completed.v1"
-BROADCAST_FAILED = TYPE_PREFIX + "announcement.broadcast-failed.v1"
+ANNOUNCEMENT_SCHEDULED: Final = "vn.communebus.announcement.scheduled.v1"
+BROADCAST_STARTED: Final = "vn.communebus.announcement.broadcast-started.v1"
+BROADCAST_COMPLETED: Final = "vn.communebus.announcement.broadcast-completed.v1"
+BROADCAST_FAILED: Final = "vn.communebus.announcement.broadcast-failed.v1"
 
 
 class AnnouncementScheduled(Model):
@@ -31,7 +31,10 @@ class AnnouncementScheduled(Model):
     @model_validator(mode="after")
     def _normalise(self) -> AnnouncementScheduled:
         if not self.target_villages and not self.target_clusters:
-            raise PydanticCustomError("missing_field", "{field} or target_clusters must name at least one target", {"field": "target_villages"})
+            raise PydanticCustomError(
+                "missing_field", "{field} or target_clusters must name at least one target",
+                {"field": "target_villages"},
+            )
         if self.ends_at is not None and self.ends_at < self.starts_at:
             raise PydanticCustomError("impossible_dates", "{field} is before starts_at", {"field": "ends_at"})
         if self.category.is_emergency:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.deadletter import Header, Reason
-from schemas.events import EVENTS_BY_FAMILY, Family, type_name
+from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
 from schemas.topics import COMMUNE_KEY, TOPICS, Kind, TopicSpec
 
 COMMITTED = Path(__file__).with_name("asyncapi.yaml")
@@ -33,13 +34,22 @@ def _camel(text: str) -> str:
     return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
 
 
-def _schemas() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+Refs = dict[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]]
+"""(model, mode) -> the `$ref` of its component schema."""
+
+
+def _schemas() -> tuple[Refs, dict[str, Any]]:
     """Component schemas of every event (input shape) and its data (output shape)."""
     events = [m for ms in EVENTS_BY_FAMILY.values() for m in ms]
-    datas: list[type[BaseModel]] = [m.model_fields["data"].annotation for m in events]  # type: ignore[misc]
-    keys = [(m, "validation") for m in events] + [(d, "serialization") for d in datas]
-    refs, defs = models_json_schema(keys, ref_template=REF)  # type: ignore[arg-type]
-    return refs, defs.get("$defs", {})
+    keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in events]
+    keys += [(data_model(m), "serialization") for m in events]
+    refs, defs = models_json_schema(keys, ref_template=REF)
+    components: dict[str, Any] = defs.get("$defs", {})
+    by_model: Refs = {}
+    for (model, mode), ref in refs.items():
+        if issubclass(model, BaseModel):  # always: the keys are the models passed in
+            by_model[model, mode] = ref
+    return by_model, components
 
 
 def _ce_headers(event_type: str) -> dict[str, Any]:
@@ -71,7 +81,8 @@ PORTAL_DOSSIER: dict[str, Any] = {
     "properties": {
         "MaHoSo": {"type": "string"}, "MaTTHC": {"type": "string"}, "TenTTHC": {"type": "string"},
         "MaLinhVuc": {"type": "string"},
-        "KenhThucHien": {"type": "integer", "enum": [1, 2, 3, 4], "description": "1 counter, 2 online, 3 postal, 4 mobile team"},
+        "KenhThucHien": {"type": "integer", "enum": [1, 2, 3, 4],
+                         "description": "1 counter, 2 online, 3 postal, 4 mobile team"},
         "TrangThaiHoSo": {"type": "integer", "minimum": 1, "maximum": 10},
         **{d: {"type": "string"} for d in ("NgayNopHoSo", "NgayTiepNhan", "NgayHenTra", "NgayKetThucXuLy", "NgayTra",
                                             "NgayTuChoi", "NgayHenTraTruoc", "NgayHenTraMoi")},
@@ -91,21 +102,23 @@ PORTAL_DOSSIER: dict[str, Any] = {
 }
 
 
-def _messages(refs: dict[Any, Any]) -> dict[str, Any]:
+def _messages(refs: Refs) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for family, models in EVENTS_BY_FAMILY.items():
         for m in models:
             t = type_name(m)
-            data = m.model_fields["data"].annotation
+            data = data_model(m)
             name = _camel(t.removeprefix("vn.communebus."))
-            common = {"title": t, "summary": (m.__doc__ or data.__doc__ or t).strip().splitlines()[0],  # type: ignore[union-attr]
+            common = {"title": t, "summary": (m.__doc__ or data.__doc__ or t).strip().splitlines()[0],
                       "contentType": "application/json",
                       "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}}}
             out[name] = {**common, "name": name, "headers": _ce_headers(t),
                          "payload": refs[(data, "serialization")],
-                         "description": f"CloudEvents binary mode: attributes in ce_* headers, `data` as the value ({family.value})"}
+                         "description": "CloudEvents binary mode: attributes in ce_* headers, `data` as the value "
+                         f"({family.value})"}
             out[name + "Structured"] = {**common, "name": name + "Structured", "payload": refs[(m, "validation")],
-                                        "description": "CloudEvents structured JSON (the whole event as the value); raw topics only"}
+                                        "description": "CloudEvents structured JSON (the whole event as the value); "
+                                        "raw topics only"}
     out["portalDossier"] = {
         "name": "portalDossier", "title": "National portal dossier sync payload", "contentType": "application/json",
         "headers": {"type": "object", "required": ["commune-code"], "properties": {
@@ -160,9 +173,11 @@ def document() -> dict[str, Any]:
         "asyncapi": "3.0.0",
         "info": {"title": "commune-bus", "version": VERSION,
                  "description": "Kafka event backbone for Vietnam's communes: raw inbound topics, validated canonical "
-                 "CloudEvents topics (key = commune code), dead letters. Generated by `python -m schemas.asyncapi`."},
+                 "CloudEvents topics (key = commune code), dead letters. "
+                 "Generated by `python -m schemas.asyncapi`."},
         "defaultContentType": "application/json",
-        "servers": {"local": {"host": "127.0.0.1:9092", "protocol": "kafka", "description": "Local development broker"}},
+        "servers": {"local": {"host": "127.0.0.1:9092", "protocol": "kafka",
+                              "description": "Local development broker"}},
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": defs},
@@ -170,7 +185,9 @@ def document() -> dict[str, Any]:
 
 
 def _topic_config(topic: TopicSpec) -> dict[str, Any]:
-    allowed = {"cleanup.policy": lambda v: v.split(","), "retention.ms": int, "max.message.bytes": int}
+    allowed: dict[str, Callable[[str], object]] = {
+        "cleanup.policy": lambda v: v.split(","), "retention.ms": int, "max.message.bytes": int,
+    }
     return {k: allowed[k](v) for k, v in topic.config.items() if k in allowed}
 
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 Schema = Mapping[str, Any]
+Seen = frozenset[tuple[str | None, str | None]]
+"""Pairs of (old, new) `$ref`s already being compared: a recursive definition is compared once."""
 
 _LOWER_BOUNDS = ("minLength", "minItems", "minimum", "exclusiveMinimum", "minProperties")
 _UPPER_BOUNDS = ("maxLength", "maxItems", "maximum", "exclusiveMaximum", "maxProperties")
@@ -44,7 +46,7 @@ class _Check:
         merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
         return merged, ref
 
-    def compare(self, old: Schema, new: Schema, path: str, seen: frozenset[tuple[str | None, str | None]]) -> list[str]:
+    def compare(self, old: Schema, new: Schema, path: str, seen: Seen) -> list[str]:
         old, old_ref = self._resolve(old, 0)
         new, new_ref = self._resolve(new, 1)
         if old_ref or new_ref:
@@ -58,16 +60,16 @@ class _Check:
                 attempts = [self.compare(branch, nb, path, seen) for nb in new_branches]
                 if all(attempts):
                     best = min(attempts, key=len)
-                    problems += [f"{path}: alternative {i} is no longer accepted"] + best
+                    problems += [f"{path}: alternative {i} is no longer accepted", *best]
             return problems
         return self._compare_single(old, new, path, seen)
 
-    def _compare_single(self, old: Schema, new: Schema, path: str, seen: frozenset[tuple[str | None, str | None]]) -> list[str]:
+    def _compare_single(self, old: Schema, new: Schema, path: str, seen: Seen) -> list[str]:
         problems = _types(old, new, path) + _values(old, new, path) + _bounds(old, new, path)
         problems += self._objects(old, new, path, seen) + self._arrays(old, new, path, seen)
         return problems
 
-    def _objects(self, old: Schema, new: Schema, path: str, seen: frozenset[tuple[str | None, str | None]]) -> list[str]:
+    def _objects(self, old: Schema, new: Schema, path: str, seen: Seen) -> list[str]:
         problems: list[str] = []
         old_props: Mapping[str, Schema] = old.get("properties", {})
         new_props: Mapping[str, Schema] = new.get("properties", {})
@@ -89,7 +91,7 @@ class _Check:
                 problems += self.compare(extra_schema, new_props[name], f"{path}.{name}", seen)
         return problems
 
-    def _arrays(self, old: Schema, new: Schema, path: str, seen: frozenset[tuple[str | None, str | None]]) -> list[str]:
+    def _arrays(self, old: Schema, new: Schema, path: str, seen: Seen) -> list[str]:
         if "items" not in new:
             return []
         return self.compare(old.get("items", {}), new["items"], f"{path}[]", seen)
@@ -122,7 +124,9 @@ def _json_type(value: Any) -> str:
         return "integer"
     if isinstance(value, float):
         return "number"
-    return {str: "string", list: "array", dict: "object"}[type(value)]
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def _types(old: Schema, new: Schema, path: str) -> list[str]:

@@ -8,16 +8,16 @@ the applicant is kept in the `applicant` group and nowhere else.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.codes import COMPLETED_STATUSES, OPEN_STATUSES, Channel, DossierStatus, Locale, Timeliness
-from schemas.envelope import TYPE_PREFIX, Event, Model
+from schemas.envelope import Event, Model
 from schemas.times import UtcDateTime, vietnam_date
 
-DOSSIER_STATUS_CHANGED = TYPE_PREFIX + "dossier.status-changed.v1"
+DOSSIER_STATUS_CHANGED: Final = "vn.communebus.dossier.status-changed.v1"
 
 
 def _status(value: object) -> object:
@@ -111,7 +111,8 @@ class DossierData(Model):
         for name in _REQUIRED_DATES[self.status]:
             if getattr(self, name) is None:
                 raise PydanticCustomError(
-                    "missing_field", "{field} is required for status {status}", {"field": name, "status": int(self.status)}
+                    "missing_field", "{field} is required for status {status}",
+                    {"field": name, "status": int(self.status)},
                 )
 
     def _check_order(self) -> None:

@@ -7,7 +7,7 @@ province codes are CloudEvents extension attributes (`ce_commune`, `ce_province`
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 from schemas.admin import CommuneCode, ProvinceCode, commune_provinces
 from schemas.times import UtcDateTime
 
-SPECVERSION = "1.0"
+SPECVERSION: Final = "1.0"
 TYPE_PREFIX = "vn.communebus."
 
 
@@ -31,7 +31,8 @@ class Event(Model):
     source: str = Field(min_length=1, max_length=256, description="URI-reference of the sending system")
     type: str
     time: UtcDateTime
-    subject: str = Field(min_length=1, max_length=128, description="The entity: dossier code, visit id, announcement id")
+    subject: str = Field(
+        min_length=1, max_length=128, description="The entity: dossier code, visit id, announcement id")
     datacontenttype: Literal["application/json"] = "application/json"
     commune: CommuneCode
     province: ProvinceCode

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.codes import SupportChannel
-from schemas.envelope import TYPE_PREFIX, Event, Model
+from schemas.envelope import Event, Model
 from schemas.times import UtcDateTime
 
-VISIT_SCHEDULED = TYPE_PREFIX + "mobile-team.visit-scheduled.v1"
-VISIT_STARTED = TYPE_PREFIX + "mobile-team.visit-started.v1"
-VISIT_COMPLETED = TYPE_PREFIX + "mobile-team.visit-completed.v1"
-TRAINING_HELD = TYPE_PREFIX + "mobile-team.training-held.v1"
-SUPPORT_ANSWERED = TYPE_PREFIX + "mobile-team.support-answered.v1"
+VISIT_SCHEDULED: Final = "vn.communebus.mobile-team.visit-scheduled.v1"
+VISIT_STARTED: Final = "vn.communebus.mobile-team.visit-started.v1"
+VISIT_COMPLETED: Final = "vn.communebus.mobile-team.visit-completed.v1"
+TRAINING_HELD: Final = "vn.communebus.mobile-team.training-held.v1"
+SUPPORT_ANSWERED: Final = "vn.communebus.mobile-team.support-answered.v1"
 
 Count = Field(default=0, ge=0, le=100_000)
 
@@ -91,4 +91,6 @@ class SupportAnsweredEvent(Event):
     data: SupportAnswered
 
 
-MobileTeamEvent = VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent | TrainingHeldEvent | SupportAnsweredEvent
+MobileTeamEvent = (
+    VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent | TrainingHeldEvent | SupportAnsweredEvent
+)

@@ -13,16 +13,16 @@ input events); decode with `decode_snapshot`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 import orjson
 from pydantic import Field
 
-from schemas.envelope import TYPE_PREFIX, Event, Model
+from schemas.envelope import Event, Model
 from schemas.times import UtcDateTime
 from schemas.wire import ATTRIBUTES, Headers, attributes
 
-COMMUNE_SNAPSHOT = TYPE_PREFIX + "metrics.commune-snapshot.v1"
+COMMUNE_SNAPSHOT: Final = "vn.communebus.metrics.commune-snapshot.v1"
 
 Count = Field(default=0, ge=0)
 Rate = Field(default=None, ge=0, le=1, description="0-1; absent when the denominator is 0")
@@ -57,7 +57,7 @@ class CommuneIndicators(Model):
 
 
 class CommuneSnapshot(Event):
-    type: Literal["vn.communebus.metrics.commune-snapshot.v1"] = "vn.communebus.metrics.commune-snapshot.v1"
+    type: Literal["vn.communebus.metrics.commune-snapshot.v1"] = COMMUNE_SNAPSHOT
     data: CommuneIndicators
 
 

@@ -35,7 +35,8 @@ def _compact_form(value: Any) -> Any:
         try:
             parsed = datetime.fromisoformat(f"{value[:8]}T{value[8:]}{'+07:00' if modern else ''}")
         except ValueError:
-            raise PydanticCustomError("invalid_datetime", "'{value}' is not a valid yyyyMMddHHmmss time", {"value": value}) from None
+            raise PydanticCustomError(
+                "invalid_datetime", "'{value}' is not a valid yyyyMMddHHmmss time", {"value": value}) from None
         return parsed.astimezone(UTC) if modern else parsed
     return value
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from schemas.events import Family
+from schemas.events import FAMILIES, Family, FamilySpec
 
 PARTITIONS = 6
 """Partition count of every topic. Faust apps must use the same (`topic_partitions`)."""
@@ -44,30 +44,35 @@ class TopicSpec:
 _BIG = {"max.message.bytes": str(MAX_RECORD_BYTES)}
 
 
-def _raw(family: Family, what: str) -> TopicSpec:
+def _raw(family: Family, spec: FamilySpec) -> TopicSpec:
+    shapes = f" or {spec.other_raw_shapes}" if spec.other_raw_shapes else ""
     return TopicSpec(
         f"commune.raw.{family.value}", Kind.RAW,
         key="commune code recommended (required for exact de-duplication); any key accepted",
-        description=f"Inbound {what} from commune systems, as they send them (canonical CloudEvents JSON"
-        + (" or the national portal's dossier sync shape with a `commune-code` header)" if family is Family.DOSSIER else ")"),
+        description=f"Inbound {spec.inbound} from commune systems, as they send them (canonical CloudEvents JSON"
+        f"{shapes})",
         family=family, config=_BIG,
     )
 
 
-def _canonical(family: Family, what: str) -> TopicSpec:
+def _canonical(family: Family, spec: FamilySpec) -> TopicSpec:
     return TopicSpec(
         f"commune.events.{family.value}", Kind.CANONICAL, key=COMMUNE_KEY,
-        description=f"Validated canonical {what}, CloudEvents 1.0 binary mode (ce_* headers, JSON data)",
+        description=f"Validated canonical {spec.canonical}, CloudEvents 1.0 binary mode (ce_* headers, JSON data)",
         family=family,
     )
 
 
-RAW_DOSSIER = _raw(Family.DOSSIER, "dossier lifecycle events")
-RAW_MOBILE_TEAM = _raw(Family.MOBILE_TEAM, "mobile-team activity")
-RAW_ANNOUNCEMENT = _raw(Family.ANNOUNCEMENT, "loudspeaker announcements and broadcasts")
-EVENTS_DOSSIER = _canonical(Family.DOSSIER, "dossier lifecycle events")
-EVENTS_MOBILE_TEAM = _canonical(Family.MOBILE_TEAM, "mobile-team activity")
-EVENTS_ANNOUNCEMENT = _canonical(Family.ANNOUNCEMENT, "announcements and broadcasts")
+RAW: dict[Family, TopicSpec] = {family: _raw(family, spec) for family, spec in FAMILIES.items()}
+"""Each family's inbound topic, derived from `schemas.events.FAMILIES`."""
+CANONICAL: dict[Family, TopicSpec] = {family: _canonical(family, spec) for family, spec in FAMILIES.items()}
+"""Each family's validated topic, derived from `schemas.events.FAMILIES`."""
+FAMILY_OF_RAW_TOPIC: dict[str, Family] = {t.name: f for f, t in RAW.items()}
+# convenience aliases for code that names one family's topic (derived, never spelled twice)
+RAW_DOSSIER, EVENTS_DOSSIER = RAW[Family.DOSSIER], CANONICAL[Family.DOSSIER]
+RAW_MOBILE_TEAM, EVENTS_MOBILE_TEAM = RAW[Family.MOBILE_TEAM], CANONICAL[Family.MOBILE_TEAM]
+RAW_ANNOUNCEMENT, EVENTS_ANNOUNCEMENT = RAW[Family.ANNOUNCEMENT], CANONICAL[Family.ANNOUNCEMENT]
+
 DLQ_INTAKE = TopicSpec(
     "commune.dlq.intake", Kind.DEAD_LETTER, key="the original record's key",
     description="Records intake rejected: original bytes, key and headers, plus dlq.* headers with the reason",
@@ -88,7 +93,8 @@ DLQ_NOTIFY = TopicSpec(
 )
 NOTIFY_LEDGER = TopicSpec(
     "commune.notify.ledger", Kind.INTERNAL, key="notification id",
-    description="Notify's delivery ledger: done (sent/dead-lettered) or deferred (with the request) per notification id",
+    description="Notify's delivery ledger: done (sent/dead-lettered) or deferred (with the request) per "
+    "notification id",
     config={"cleanup.policy": "compact,delete", "retention.ms": str(60 * 24 * 3600 * 1000)},
 )
 NOTIFY_DEADLINES = TopicSpec(
@@ -116,14 +122,10 @@ METRICS_SNAPSHOTS = TopicSpec(
 )
 
 TOPICS: tuple[TopicSpec, ...] = (
-    RAW_DOSSIER, RAW_MOBILE_TEAM, RAW_ANNOUNCEMENT,
-    EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT,
+    *RAW.values(), *CANONICAL.values(),
     DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS,
     DLQ_REPLAYED, METRICS_CHANGELOG, METRICS_SNAPSHOTS,
 )
-RAW: dict[Family, TopicSpec] = {t.family: t for t in TOPICS if t.kind is Kind.RAW and t.family}
-CANONICAL: dict[Family, TopicSpec] = {t.family: t for t in TOPICS if t.kind is Kind.CANONICAL and t.family}
-FAMILY_OF_RAW_TOPIC: dict[str, Family] = {t.name: f for f, t in RAW.items()}
 
 
 class Group(StrEnum):

@@ -7,8 +7,8 @@ Decoding validates the whole event in one pydantic call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import orjson
 
