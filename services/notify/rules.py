@@ -1,7 +1,9 @@
 """The rules table: canonical events (and deadline alerts) -> notification requests. Pure.
 
-Read `RULES` top to bottom: which event, under which condition, becomes which
-message for whom. Webhook subscriptions and deadline alerts follow the table.
+Read `RULES` top to bottom: for each event type, which condition makes it which
+message for whom. Every registered event type has an entry (`NO_NOTIFICATION`
+when nobody is told; a test fails on a missing one). Webhook subscriptions and
+deadline alerts follow the table.
 """
 
 from __future__ import annotations
@@ -12,12 +14,26 @@ from datetime import datetime, timedelta
 
 import orjson
 
-from schemas.announcement import ANNOUNCEMENT_SCHEDULED, BROADCAST_FAILED, AnnouncementScheduledEvent, BroadcastFailedEvent
+from schemas.announcement import (
+    ANNOUNCEMENT_SCHEDULED,
+    BROADCAST_COMPLETED,
+    BROADCAST_FAILED,
+    BROADCAST_STARTED,
+    AnnouncementScheduledEvent,
+)
 from schemas.codes import DossierStatus, Locale, Priority
 from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierStatusChanged
 from schemas.envelope import Event
-from schemas.mobile_team import VISIT_COMPLETED, VISIT_SCHEDULED, VisitCompletedEvent, VisitScheduledEvent
-from schemas.notification import Audience, ChannelKind, DeadlineAlert, NotificationKind as K, NotificationRequest, Recipient
+from schemas.mobile_team import (
+    SUPPORT_ANSWERED,
+    TRAINING_HELD,
+    VISIT_COMPLETED,
+    VISIT_SCHEDULED,
+    VISIT_STARTED,
+    VisitScheduledEvent,
+)
+from schemas.notification import Audience, ChannelKind, DeadlineAlert, NotificationRequest, Recipient
+from schemas.notification import NotificationKind as K
 from schemas.times import VIETNAM
 from services.notify.directory import Contact, Directory
 from services.notify.policy import notification_id
@@ -41,8 +57,13 @@ def applicant(e: Event, _: Directory) -> list[Target]:
     a = e.data.applicant if isinstance(e, DossierStatusChanged) else None
     if a is None:
         return []
-    channel = ChannelKind.ZALO if a.zalo_user_id else ChannelKind.SMS if a.phone else ChannelKind.EMAIL if a.email else None
-    if channel is None:
+    if a.zalo_user_id:
+        channel = ChannelKind.ZALO
+    elif a.phone:
+        channel = ChannelKind.SMS
+    elif a.email:
+        channel = ChannelKind.EMAIL
+    else:
         return []
     r = Recipient(ref="applicant", locale=a.preferred_locale, phone=a.phone, email=a.email, zalo_user_id=a.zalo_user_id)
     return [(r, channel, Audience.CITIZEN)]
@@ -101,7 +122,8 @@ def visit_params(e: Event) -> dict[str, str]:
 
 def announcement_params(e: Event) -> dict[str, str]:
     a = e.data
-    return {"title": a.title, "clusters": ", ".join(a.target_clusters) or ", ".join(a.target_villages), "date": moment(a.starts_at)}
+    targets = ", ".join(a.target_clusters) or ", ".join(a.target_villages)
+    return {"title": a.title, "clusters": targets, "date": moment(a.starts_at)}
 
 
 def broadcast_failed_params(e: Event) -> dict[str, str]:
@@ -111,7 +133,7 @@ def broadcast_failed_params(e: Event) -> dict[str, str]:
 
 def the_day_before(e: Event) -> datetime | None:
     """Village contacts hear of a visit at 08:00 the day before (or at once if that is past)."""
-    local = e.data.scheduled_for.astimezone(VIETNAM) - timedelta(days=1)
+    local: datetime = e.data.scheduled_for.astimezone(VIETNAM) - timedelta(days=1)
     return local.replace(hour=8, minute=0, second=0, microsecond=0)
 
 
@@ -129,8 +151,9 @@ def always(_: Event) -> bool:
 
 @dataclass(frozen=True)
 class Rule:
+    """When an event of the entry's type matches `when`, a `kind` message goes to each of `to`."""
+
     name: str
-    event_type: str
     when: Callable[[Event], bool]
     kind: K
     to: Callable[[Event, Directory], list[Target]]
@@ -139,20 +162,40 @@ class Rule:
     not_before: Callable[[Event], datetime | None] = lambda e: None
 
 
+NO_NOTIFICATION: tuple[Rule, ...] = ()
+"""The explicit entry of an event type that tells nobody (webhook subscribers still receive it)."""
+
 S = DossierStatus
-RULES: tuple[Rule, ...] = (
-    Rule("dossier.accepted", DOSSIER_STATUS_CHANGED, status_is(S.ACCEPTED), K.DOSSIER_ACCEPTED, applicant, dossier_params),
-    Rule("dossier.documents-requested", DOSSIER_STATUS_CHANGED, status_is(S.ADDITIONAL_DOCUMENTS_REQUESTED), K.DOCUMENTS_REQUESTED, applicant, dossier_params),
-    Rule("dossier.payment-requested", DOSSIER_STATUS_CHANGED, status_is(S.PAYMENT_REQUESTED), K.PAYMENT_REQUESTED, applicant, dossier_params),
-    Rule("dossier.rejected", DOSSIER_STATUS_CHANGED, status_is(S.REJECTED), K.DOSSIER_REJECTED, applicant, dossier_params),
-    Rule("dossier.result-ready", DOSSIER_STATUS_CHANGED, status_is(S.PROCESSED), K.RESULT_READY, applicant, dossier_params),
-    Rule("dossier.result-returned", DOSSIER_STATUS_CHANGED, status_is(S.RETURNED), K.RESULT_RETURNED, applicant, dossier_params),
-    Rule("visit.day-before", VISIT_SCHEDULED, always, K.VISIT_TOMORROW, village_contacts, visit_params, not_before=the_day_before),
-    Rule("visit.summary", VISIT_COMPLETED, always, K.VISIT_SUMMARY, centre, visit_params),
-    Rule("announcement.scheduled", ANNOUNCEMENT_SCHEDULED, lambda e: not is_emergency(e), K.ANNOUNCEMENT_SCHEDULED, cluster_operators, announcement_params),
-    Rule("announcement.emergency", ANNOUNCEMENT_SCHEDULED, is_emergency, K.EMERGENCY, emergency_audience, announcement_params, Priority.EMERGENCY),
-    Rule("broadcast.failed", BROADCAST_FAILED, always, K.BROADCAST_FAILED, failed_cluster_operators, broadcast_failed_params),
-)
+RULES: dict[str, tuple[Rule, ...]] = {
+    DOSSIER_STATUS_CHANGED: (
+        Rule("dossier.accepted", status_is(S.ACCEPTED), K.DOSSIER_ACCEPTED, applicant, dossier_params),
+        Rule("dossier.documents-requested", status_is(S.ADDITIONAL_DOCUMENTS_REQUESTED), K.DOCUMENTS_REQUESTED,
+             applicant, dossier_params),
+        Rule("dossier.payment-requested", status_is(S.PAYMENT_REQUESTED), K.PAYMENT_REQUESTED, applicant,
+             dossier_params),
+        Rule("dossier.rejected", status_is(S.REJECTED), K.DOSSIER_REJECTED, applicant, dossier_params),
+        Rule("dossier.result-ready", status_is(S.PROCESSED), K.RESULT_READY, applicant, dossier_params),
+        Rule("dossier.result-returned", status_is(S.RETURNED), K.RESULT_RETURNED, applicant, dossier_params),
+    ),
+    VISIT_SCHEDULED: (
+        Rule("visit.day-before", always, K.VISIT_TOMORROW, village_contacts, visit_params, not_before=the_day_before),
+    ),
+    VISIT_STARTED: NO_NOTIFICATION,
+    VISIT_COMPLETED: (Rule("visit.summary", always, K.VISIT_SUMMARY, centre, visit_params),),
+    TRAINING_HELD: NO_NOTIFICATION,
+    SUPPORT_ANSWERED: NO_NOTIFICATION,
+    ANNOUNCEMENT_SCHEDULED: (
+        Rule("announcement.scheduled", lambda e: not is_emergency(e), K.ANNOUNCEMENT_SCHEDULED, cluster_operators,
+             announcement_params),
+        Rule("announcement.emergency", is_emergency, K.EMERGENCY, emergency_audience, announcement_params,
+             Priority.EMERGENCY),
+    ),
+    BROADCAST_STARTED: NO_NOTIFICATION,
+    BROADCAST_COMPLETED: NO_NOTIFICATION,
+    BROADCAST_FAILED: (
+        Rule("broadcast.failed", always, K.BROADCAST_FAILED, failed_cluster_operators, broadcast_failed_params),
+    ),
+}
 """Deadline alerts (due within one working day, overdue) are time-driven: see `for_alert`."""
 
 
@@ -172,19 +215,21 @@ def for_event(event: Event, directory: Directory, registry: Registry) -> list[No
     out = [
         _request(event.id, event.type, rule.name, rule.kind, target, rule.params(event), commune=event.commune,
                  province=event.province, time=event.time, priority=rule.priority, not_before=rule.not_before(event))
-        for rule in RULES if rule.event_type == event.type and rule.when(event)
+        for rule in RULES.get(event.type, NO_NOTIFICATION) if rule.when(event)
         for target in rule.to(event, directory)
     ]
     for sub in registry.matching(event.type, event.commune, event.province):
         target = (Recipient(ref=f"subscriber:{sub.name}", url=sub.url), ChannelKind.WEBHOOK, Audience.SYSTEM)
-        out.append(_request(event.id, event.type, f"webhook:{sub.name}", K.WEBHOOK, target, {}, commune=event.commune,
-                            province=event.province, time=event.time, payload=structured(event, sub.include_personal_data)))
+        out.append(_request(event.id, event.type, f"webhook:{sub.name}", K.WEBHOOK, target, {},
+                            commune=event.commune, province=event.province, time=event.time,
+                            payload=structured(event, sub.include_personal_data)))
     return out
 
 
 def for_alert(alert: DeadlineAlert, directory: Directory) -> list[NotificationRequest]:
     """Due-soon and overdue alerts go to the responsible officer and the centre head."""
-    targets = {t[0].ref: t for t in staff(directory.officer(alert.commune, alert.officer_id) + directory.of(alert.commune).centre_head)}
+    contacts = directory.officer(alert.commune, alert.officer_id) + directory.of(alert.commune).centre_head
+    targets = {t[0].ref: t for t in staff(contacts)}
     params = {"dossier_code": alert.dossier_code, "due_date": moment(alert.due_at)}
     return [
         _request(alert.id, f"deadline.{alert.kind.value}", f"dossier.{alert.kind.value}", alert.kind, t, params,
