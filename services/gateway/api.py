@@ -57,6 +57,7 @@ def responses() -> dict[int | str, dict[str, Any]]:
         403: err("The source may not publish some record (family or commune not in its registry entry)"),
         409: err("A request with the same Idempotency-Key is in progress", **retry),
         413: err("The body is too large"),
-        422: err("Some records are invalid (nothing was published), or an Idempotency-Key was reused with another body"),
+        422: err("Some records are invalid (nothing was published), "
+                 "or an Idempotency-Key was reused with another body"),
         503: err("Kafka is unavailable; nothing was published", **retry),
     }

@@ -102,7 +102,8 @@ def check(records: list[bytes], *, family: Family | None = None, commune: str | 
             continue
         event = outcome.event
         if own is not None and (denied := is_allowed(own, event.source, fam, event.commune)) is not None:
-            errors.append(RecordError(index=index, field=denied.field, reason=denied.reason.value, message=denied.message))
+            errors.append(RecordError(index=index, field=denied.field, reason=denied.reason.value,
+                                      message=denied.message))
             continue
         events.append((fam, event))
     return Checked(events, errors)

@@ -31,10 +31,11 @@ def main(argv: list[str]) -> int:
     text = document()
     if "--check" in argv:
         same = COMMITTED.exists() and COMMITTED.read_text(encoding="utf-8") == text
-        print("docs/openapi.json is " + ("up to date" if same else "STALE: run python -m services.gateway.openapi"))
+        verdict = "up to date" if same else "STALE: run python -m services.gateway.openapi"
+        sys.stdout.write(f"docs/openapi.json is {verdict}\n")
         return 0 if same else 1
     Path(COMMITTED).write_text(text, encoding="utf-8")
-    print(f"wrote {COMMITTED.relative_to(ROOT)}")
+    sys.stdout.write(f"wrote {COMMITTED.relative_to(ROOT)}\n")
     return 0
 
 

@@ -10,16 +10,21 @@ the next request) and surfaces as `BrokerUnavailable`.
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas.topics import MAX_RECORD_BYTES
 from schemas.wire import KafkaRecord
+from services.common import clients
+from services.common.settings import KafkaConnection
 
 log = structlog.get_logger("gateway")
+Records = list[tuple[str, KafkaRecord]]
+BROKER_ERRORS = (KafkaError, TimeoutError, OSError)
+"""What `BrokerUnavailable` translates: the broker did not answer, or answered with an error."""
 
 
 class BrokerUnavailable(Exception):
@@ -27,26 +32,41 @@ class BrokerUnavailable(Exception):
 
 
 class Publisher(Protocol):
-    async def publish(self, records: list[tuple[str, KafkaRecord]]) -> None: ...
+    async def publish(self, records: Records) -> None: ...
 
     async def close(self) -> None: ...
 
 
 class KafkaPublisher:
-    def __init__(self, bootstrap: str, transactional_id: str, timeout_s: float) -> None:
-        self.bootstrap = bootstrap
+    """One transactional producer (started on first use, rebuilt after a failure) shared by every request."""
+
+    def __init__(self, conn: KafkaConnection, transactional_id: str, timeout_s: float) -> None:
+        self.conn = conn
         self.transactional_id = transactional_id
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()  # one open transaction per producer
-        self._pending: list[tuple[list[tuple[str, KafkaRecord]], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Records, asyncio.Future[None]]] = []
+        self._stopping: set[asyncio.Task[None]] = set()  # producers dropped mid-transaction; `close` awaits them
+
+    @property
+    def connected(self) -> bool:
+        """True while a started producer is held (the broker answered and no request has failed since)."""
+        return self._producer is not None
+
+    async def connect(self) -> None:
+        """Start the producer now (registers the transactional id); raises `BrokerUnavailable`."""
+        async with self._lock:
+            try:
+                await asyncio.wait_for(self._ready(), timeout=self.timeout_s)
+            except BROKER_ERRORS as exc:
+                raise BrokerUnavailable(type(exc).__name__) from None
 
     async def _ready(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, transactional_id=self.transactional_id, enable_idempotence=True,
-                acks="all", max_request_size=MAX_RECORD_BYTES + 65536, request_timeout_ms=int(self.timeout_s * 1000),
-                client_id="commune-bus-gateway",
+            producer = clients.transactional_producer(
+                self.conn, transactional_id=self.transactional_id, client_id="commune-bus-gateway",
+                request_timeout_ms=int(self.timeout_s * 1000),
             )
             try:
                 await producer.start()
@@ -56,7 +76,7 @@ class KafkaPublisher:
             self._producer = producer
         return self._producer
 
-    async def publish(self, records: list[tuple[str, KafkaRecord]]) -> None:
+    async def publish(self, records: Records) -> None:
         """Group commit: requests arriving while a transaction is open share the next one (all or none)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((records, done))
@@ -65,17 +85,13 @@ class KafkaPublisher:
                 group, self._pending = self._pending, []
                 try:
                     await asyncio.wait_for(self._publish([r for rs, _ in group for r in rs]), timeout=self.timeout_s)
-                except (KafkaError, TimeoutError, OSError) as exc:
+                except BROKER_ERRORS as exc:
                     log.warning("gateway.broker_unavailable", error=type(exc).__name__, requests=len(group))
-                    producer, self._producer = self._producer, None
-                    if producer is not None:
-                        await _quietly_stop(producer)
+                    await self._drop()
                     for _, fut in group:
                         fut.set_exception(BrokerUnavailable(type(exc).__name__))
                 except BaseException:  # cancelled mid-transaction: drop the producer; the others must not wait forever
-                    producer, self._producer = self._producer, None
-                    if producer is not None:
-                        asyncio.ensure_future(_quietly_stop(producer))
+                    self._drop_later()
                     for _, fut in group:
                         if not fut.done():
                             fut.set_exception(BrokerUnavailable("cancelled"))
@@ -85,20 +101,31 @@ class KafkaPublisher:
                         fut.set_result(None)
         await done
 
-    async def _publish(self, records: list[tuple[str, KafkaRecord]]) -> None:
+    async def _publish(self, records: Records) -> None:
         producer = await self._ready()
         async with producer.transaction():
             for topic, rec in records:
                 await producer.send(topic, rec.value, key=rec.key, headers=rec.headers)
 
+    async def _drop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _quietly_stop(producer)
+
+    def _drop_later(self) -> None:
+        """Drop the producer without waiting (the caller is being cancelled); `close` waits for it."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            task = asyncio.get_running_loop().create_task(_quietly_stop(producer))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
     async def close(self) -> None:
-        if self._producer is not None:
-            await _quietly_stop(self._producer)
-            self._producer = None
+        await self._drop()
+        if self._stopping:
+            await asyncio.gather(*self._stopping)
 
 
 async def _quietly_stop(producer: AIOKafkaProducer) -> None:
-    try:
+    with suppress(*BROKER_ERRORS):
         await asyncio.wait_for(producer.stop(), timeout=5)
-    except (KafkaError, TimeoutError, OSError):
-        pass

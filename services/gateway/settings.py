@@ -1,8 +1,10 @@
-"""Gateway settings: environment variables with the `GATEWAY_` prefix (and the shared `KAFKA_BOOTSTRAP`).
+"""Gateway settings: environment variables with the `GATEWAY_` prefix, Kafka from the shared `KAFKA_*`.
 
-Credentials come from a secrets file (`GATEWAY_SECRETS_FILE`, YAML, kept out of
-git) mapping each source id of the registry to its API key and/or HMAC key.
-They are `SecretStr` from the moment they are read and are never logged.
+The gateway has one HTTP server, `GATEWAY_HOST:GATEWAY_PORT`: the API and its
+`/metrics`, `/healthz`, `/readyz`. Credentials come from a secrets file
+(`GATEWAY_SECRETS_FILE`, YAML, kept out of git) mapping each source id of the
+registry to its API key and/or HMAC key. They are `SecretStr` from the moment
+they are read and are never logged.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import uuid
 from pathlib import Path
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import MAX_RECORD_BYTES
+from services.common.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,13 +31,13 @@ class Credential(BaseModel):
     hmac_key: SecretStr | None = None
 
 
-class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", frozen=True)
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", frozen=True, populate_by_name=True, extra="ignore")
 
-    bootstrap: str = Field(default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "GATEWAY_BOOTSTRAP"))
-    namespace: str = Field(default="", description="Topic prefix; empty in production, unique per test run")
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = Field(default="127.0.0.1", description="Address of the API and /metrics, /healthz, /readyz "
+                      "(0.0.0.0 in a container)")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port of the API and /metrics, /healthz, /readyz")
+    http_port: int = Field(default=0, ge=0, le=0, description="Unused: the gateway's one HTTP server is host:port")
     sources_file: Path = ROOT / "infra/sources.yaml"
     secrets_file: Path | None = None
     instance_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:8], description="Part of the transactional id")
@@ -44,7 +47,6 @@ class GatewaySettings(BaseSettings):
     retry_after_s: int = 5
     signature_tolerance_s: int = 300
     idempotency_ttl_s: int = 24 * 3600
-    log_level: str = "INFO"
 
 
 def load_credentials(path: Path | None) -> dict[str, Credential]:

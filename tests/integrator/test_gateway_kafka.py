@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -112,8 +114,27 @@ def test_idempotency_key_makes_a_retry_safe(stack: Stack, tmp_path: Path) -> Non
     assert again[1].get("idempotent-replayed") == "true"
     other = curl(stack.url + "/v1/events", json.dumps(fresh()), f"X-Api-Key: {API_KEY}", key, tmp=tmp_path)
     assert other[0] == 422 and other[2]["error"] == "idempotency_key_reused"
-    raw = wait_for(stack.bootstrap, stack.topic("commune.raw.dossier"), lambda rs: event["id"] in {ce_id(r) for r in rs})
+    raw = wait_for(stack.bootstrap, stack.topic("commune.raw.dossier"),
+                   lambda rs: event["id"] in {ce_id(r) for r in rs})
     assert [ce_id(r) for r in raw].count(event["id"]) == 1
+
+
+def readyz(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=5) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def test_readyz_once_the_broker_answered_and_metrics_on_the_api_port(stack: Stack) -> None:
+    """The stack's gateway becomes ready (its producer started) and serves /metrics on its API port."""
+    deadline = time.monotonic() + 20
+    while (answer := readyz(stack.url))[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert answer == (200, {**answer[1], "ready": True, "detail": "broker answered"})
+    with urllib.request.urlopen(stack.url + "/metrics", timeout=5) as r:
+        assert "commune_service_ready" in r.read().decode()
 
 
 def test_broker_unavailable_is_503_with_retry_after(stack: Stack, tmp_path: Path) -> None:
@@ -121,6 +142,8 @@ def test_broker_unavailable_is_503_with_retry_after(stack: Stack, tmp_path: Path
     dead = f"127.0.0.1:{free_port()}"
     proc, url = start_gateway(stack.files, dead, stack.namespace, GATEWAY_KAFKA_TIMEOUT_S="2")
     try:
+        status, report = readyz(url)
+        assert status == 503 and report["ready"] is False
         key = f"Idempotency-Key: {uuid.uuid4()}"
         for _ in range(2):  # the retry is really retried (503 is not stored), and answers 503 again
             status, headers, body = curl(url + "/v1/events", json.dumps(fresh()), f"X-Api-Key: {API_KEY}", key,

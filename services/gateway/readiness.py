@@ -1,0 +1,43 @@
+"""The gateway's `/readyz`: ready once the broker has answered, not ready while it does not.
+
+The transactional producer is started at start (not at the first request), and
+started again after a request found the broker gone; until then `/readyz`
+answers 503 so a load balancer sends requests to a gateway that can publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from typing import Protocol
+
+from services.common.health import Health
+from services.gateway.publisher import BrokerUnavailable
+
+CHECK_EVERY_S = 1.0
+
+
+class Broker(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    async def connect(self) -> None: ...
+
+
+async def watch_broker(broker: Broker, health: Health, stop: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
+    """Connect, and reconnect whenever the connection was dropped; say ready only while connected. Ends on `stop`."""
+    while not stop.is_set():
+        if not broker.connected:
+            try:
+                await broker.connect()
+            except BrokerUnavailable as exc:
+                _say(health, False, f"broker unavailable ({exc})")
+        if broker.connected:
+            _say(health, True, "broker answered")
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+
+
+def _say(health: Health, ready: bool, detail: str) -> None:
+    if (health.ready, health.detail) != (ready, detail):
+        health.set_ready(ready, detail)

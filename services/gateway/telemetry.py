@@ -1,0 +1,8 @@
+"""The gateway's own metrics on its `/metrics` (labels are small enums: never a source, commune or event id)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+ANSWERS = Counter("commune_gateway_answers_total", "Answers to POST /v1/events, by HTTP status", ["status"])
+EVENTS = Counter("commune_gateway_events_total", "Events published to the raw topics", ["family"])

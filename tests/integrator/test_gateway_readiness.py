@@ -1,0 +1,98 @@
+"""The gateway's /readyz and /metrics: ready only while the broker answers, metrics on the API port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from services.common.health import Health
+from services.gateway.app import create_app
+from services.gateway.publisher import BrokerUnavailable
+from services.gateway.readiness import watch_broker
+from services.gateway.settings import GatewaySettings
+from services.sources.registry import SourceRegistry
+from tests.integrator.test_gateway_app import KEY, Recording, client
+from tests.samples import canonical_dossier
+
+pytestmark = pytest.mark.unit
+
+
+class FlakyBroker:
+    """Refuses the first `failures` connections, then holds one until `drop()`."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts = 0
+        self.connected = False
+
+    async def connect(self) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise BrokerUnavailable("KafkaConnectionError")
+        self.connected = True
+
+    def drop(self) -> None:
+        self.connected = False
+
+
+class RecordingHealth(Health):
+    def __init__(self) -> None:
+        super().__init__("gateway-test")
+        self.seen: list[tuple[bool, str]] = []
+
+    def set_ready(self, ready: bool, detail: str) -> None:
+        self.seen.append((ready, detail))
+        super().set_ready(ready, detail)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(2):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_watch_says_ready_only_once_the_broker_answered_and_again_after_a_drop() -> None:
+    """Not ready while connecting fails, ready once connected, reconnects (staying ready) after a dropped producer."""
+    health, stop, broker = RecordingHealth(), asyncio.Event(), FlakyBroker(failures=2)
+    watch = asyncio.create_task(watch_broker(broker, health, stop, every_s=0.01))
+    await until(lambda: health.ready)
+    assert health.seen == [(False, "broker unavailable (KafkaConnectionError)"), (True, "broker answered")]
+    assert broker.attempts == 3
+    broker.drop()
+    await until(lambda: broker.attempts == 4 and broker.connected)
+    assert health.ready
+    stop.set()
+    await asyncio.wait_for(watch, 1)
+
+
+def test_readyz_is_503_until_ready_and_reports_the_reason() -> None:
+    """/readyz answers 503 with the health detail while not ready, 200 once ready; /healthz stays 200."""
+    health = Health("gateway-test")
+    app = create_app(GatewaySettings(), SourceRegistry(), {}, Recording(), health)
+    http = TestClient(app)
+    not_ready = http.get("/readyz")
+    assert not_ready.status_code == 503 and orjson.loads(not_ready.content)["detail"] == "starting"
+    health.set_ready(True, "broker answered")
+    assert http.get("/readyz").status_code == 200
+    assert http.get("/healthz").json() == {"status": "ok"}
+
+
+def test_metrics_count_answers_and_published_events() -> None:
+    """/metrics on the API port exposes the gateway's answer and event counters (labels: status, family)."""
+    http = client(Recording())
+    before = http.get("/metrics").text
+    assert http.post("/v1/events", content=orjson.dumps(canonical_dossier("m-1")), headers=KEY).status_code == 202
+    after = http.get("/metrics").text
+
+    def value(text: str, sample: str) -> float:
+        line = next((ln for ln in text.splitlines() if ln.startswith(sample + " ")), f"{sample} 0")
+        return float(line.split()[-1])
+
+    answered = 'commune_gateway_answers_total{status="202"}'
+    published = 'commune_gateway_events_total{family="dossier"}'
+    assert value(after, answered) == value(before, answered) + 1
+    assert value(after, published) == value(before, published) + 1
