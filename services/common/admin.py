@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -59,10 +59,8 @@ async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOP
         wanted = [t for t in specs if t.name not in existing]
         if wanted:
             new = [NewTopic(t.name, t.partitions, replication_factor, topic_configs=dict(t.config)) for t in wanted]
-            try:
+            with suppress(TopicAlreadyExistsError):  # another worker won the race; the registry is the same for both
                 await client.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another worker won the race; the registry is the same for both
     check_layout(specs, await _settled_counts(conn, [s.name for s in specs]))
     return [t.name for t in wanted]
 

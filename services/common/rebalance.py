@@ -9,7 +9,7 @@ supervisor (`fail`), which ends the worker's run so it restarts from Kafka.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Set
 
 import structlog
 from aiokafka import TopicPartition
@@ -29,7 +29,7 @@ class RebalanceListener(ConsumerRebalanceListener):
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         """Partitions arrived: restore their state before their records are consumed."""
 
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: Set[TopicPartition]) -> None:
         try:
             await self.revoked(set(revoked))
         except Exception as exc:
@@ -37,7 +37,7 @@ class RebalanceListener(ConsumerRebalanceListener):
             self._fail(exc)
             raise
 
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: Set[TopicPartition]) -> None:
         try:
             await self.assigned(set(assigned))
         except Exception as exc:

@@ -17,6 +17,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import structlog
@@ -120,10 +121,8 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
         log.error("service.restarting", service=service, error=name, where=where(error), retry_in_s=delay)
         telemetry.RESTARTS.labels(service, name).inc()
         health.set_ready(False, f"restarting after {name}")
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
-        except TimeoutError:
-            pass
         delay = min(delay * 2, MAX_BACKOFF_S)
 
 

@@ -29,7 +29,8 @@ class KafkaConnection(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
     bootstrap: str = _kafka("bootstrap", "127.0.0.1:9092", "Bootstrap servers, host:port[,host:port]")
-    security_protocol: SecurityProtocol = _kafka("security_protocol", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+    security_protocol: SecurityProtocol = _kafka("security_protocol", "PLAINTEXT",
+                                                 "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
     sasl_mechanism: SaslMechanism | None = _kafka("sasl_mechanism", None, "SASL mechanism (SASL_* protocols)")
     sasl_username: str | None = _kafka("sasl_username", None, "SASL user name")
     sasl_password: SecretStr | None = _kafka("sasl_password", None, "SASL password")
@@ -53,5 +54,6 @@ class ServiceSettings(KafkaConnection):
 
     namespace: str = Field(default="", description="Topic and group prefix; empty in production, unique per test run")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
-    http_host: str = Field(default="127.0.0.1", description="Address of /metrics, /healthz, /readyz (0.0.0.0 in a container)")
+    http_host: str = Field(default="127.0.0.1",
+                           description="Address of /metrics, /healthz, /readyz (0.0.0.0 in a container)")
     http_port: int = Field(default=0, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = no server")
