@@ -9,27 +9,14 @@ record to publish; `restore` replays changelog records into an empty store.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
 from schemas.admin import commune_provinces
-from schemas.announcement import (
-    AnnouncementScheduledEvent,
-    BroadcastCompletedEvent,
-    BroadcastFailedEvent,
-    BroadcastStartedEvent,
-)
-from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
-from schemas.mobile_team import (
-    SupportAnsweredEvent,
-    TrainingHeldEvent,
-    VisitCompletedEvent,
-    VisitScheduledEvent,
-    VisitStartedEvent,
-)
 from services.metrics.aggregate import CommuneTotals, EntityState
+from services.metrics.handlers import HANDLERS
 from services.metrics.state import (
     AnnouncementState,
     ClusterBroadcast,
@@ -37,38 +24,27 @@ from services.metrics.state import (
     SupportState,
     TrainingState,
     VisitState,
-    merge_announcement,
-    merge_dossier,
-    merge_latest,
-    micros,
-    visit_from,
 )
 
 Store = MutableMapping[bytes, bytes]
 """Entity key -> serialised state. A rocksdict `Rdict` in production, a dict in unit tests."""
 
-_LOADERS: dict[bytes, Callable[[Any], EntityState]] = {
+LOADERS: dict[bytes, Callable[[Any], EntityState]] = {
     b"d": lambda v: DossierState(*v),
     b"v": lambda v: VisitState(*v),
     b"t": lambda v: TrainingState(*v),
     b"s": lambda v: SupportState(*v),
     b"a": lambda v: AnnouncementState(v[0], v[1], v[2], v[3], {c: ClusterBroadcast(*b) for c, b in v[4].items()}),
 }
+"""State kind (the store key's first letter, `handlers.StateKind`) -> state from its decoded JSON array."""
 
 
 def entity_key(event: Event) -> bytes:
-    """Kind, commune and entity id: never exported, only the store's key."""
-    if isinstance(event, DossierStatusChanged):
-        kind, ident = "d", event.data.dossier_code
-    elif isinstance(event, VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent):
-        kind, ident = "v", event.data.visit_id
-    elif isinstance(event, TrainingHeldEvent):
-        kind, ident = "t", event.data.session_id
-    elif isinstance(event, SupportAnsweredEvent):
-        kind, ident = "s", event.data.request_id
-    else:
-        kind, ident = "a", cast(AnnouncementScheduledEvent, event).data.announcement_id
-    return f"{kind}|{event.commune}|{ident}".encode()
+    """Kind, commune and entity id: never exported, only the store's key. The event's type must change state."""
+    handler = HANDLERS[event.type]
+    if handler is None:
+        raise ValueError(f"{event.type} changes no entity")
+    return f"{handler.kind}|{event.commune}|{handler.ident(event)}".encode()
 
 
 def dumps(state: EntityState) -> bytes:
@@ -76,24 +52,13 @@ def dumps(state: EntityState) -> bytes:
 
 
 def loads(key: bytes, value: bytes) -> EntityState:
-    return _LOADERS[key[:1]](orjson.loads(value))
+    return LOADERS[key[:1]](orjson.loads(value))
 
 
 def merge(old: EntityState | None, event: Event) -> EntityState | None:
     """The entity's next state, or None if the event changes nothing."""
-    if isinstance(event, DossierStatusChanged):
-        return merge_dossier(cast(DossierState | None, old), event)
-    if isinstance(event, VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent):
-        return merge_latest(cast(VisitState | None, old), visit_from(event))
-    if isinstance(event, TrainingHeldEvent):
-        return merge_latest(cast(TrainingState | None, old),
-                            TrainingState(micros(event), event.id, event.data.attendees))
-    if isinstance(event, SupportAnsweredEvent):
-        return merge_latest(cast(SupportState | None, old),
-                            SupportState(micros(event), event.id, event.data.channel.value))
-    assert isinstance(event, AnnouncementScheduledEvent | BroadcastStartedEvent | BroadcastCompletedEvent
-                      | BroadcastFailedEvent)
-    return merge_announcement(cast(AnnouncementState | None, old), event)
+    handler = HANDLERS[event.type]
+    return None if handler is None else handler.merge(old, event)
 
 
 class PartitionState:
@@ -104,10 +69,13 @@ class PartitionState:
 
     def apply(self, event: Event) -> tuple[bytes, bytes] | None:
         """Merge one event; returns the changelog record (key, new state) or None if nothing changed."""
-        key = entity_key(event)
+        handler = HANDLERS[event.type]  # the hot path: one lookup, then the entry's own functions
+        if handler is None:
+            return None
+        key = f"{handler.kind}|{event.commune}|{handler.ident(event)}".encode()
         raw = self.store.get(key)
         old = loads(key, raw) if raw is not None else None
-        new = merge(old, event)
+        new = handler.merge(old, event)
         if new is None:
             return None
         value = dumps(new)

@@ -37,6 +37,9 @@ from schemas.mobile_team import (
     VisitStartedEvent,
 )
 
+VisitEvent = VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent
+AnnouncementEvent = AnnouncementScheduledEvent | BroadcastStartedEvent | BroadcastCompletedEvent | BroadcastFailedEvent
+
 
 def micros(event: Event) -> int:
     t = event.time
@@ -146,7 +149,7 @@ def merge_dossier(old: DossierState | None, event: DossierStatusChanged) -> Doss
 
 
 # -- mobile teams ----------------------------------------------------------------------------------
-def visit_from(event: VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent) -> VisitState:
+def visit_from(event: VisitEvent) -> VisitState:
     at = micros(event)
     if isinstance(event, VisitCompletedEvent):
         d = event.data
@@ -165,11 +168,20 @@ def merge_latest(old: S | None, new: S) -> S | None:
     return new if new[:3] > old[:3] else None
 
 
+def merge_visit(old: VisitState | None, event: VisitEvent) -> VisitState | None:
+    return merge_latest(old, visit_from(event))
+
+
+def merge_training(old: TrainingState | None, event: TrainingHeldEvent) -> TrainingState | None:
+    return merge_latest(old, TrainingState(micros(event), event.id, event.data.attendees))
+
+
+def merge_support(old: SupportState | None, event: SupportAnsweredEvent) -> SupportState | None:
+    return merge_latest(old, SupportState(micros(event), event.id, event.data.channel.value))
+
+
 # -- announcements ---------------------------------------------------------------------------------
-def merge_announcement(
-    old: AnnouncementState | None,
-    event: AnnouncementScheduledEvent | BroadcastStartedEvent | BroadcastCompletedEvent | BroadcastFailedEvent,
-) -> AnnouncementState | None:
+def merge_announcement(old: AnnouncementState | None, event: AnnouncementEvent) -> AnnouncementState | None:
     at = micros(event)
     state = old or AnnouncementState(event.data.category.value, None, None, None, {})
     if isinstance(event, AnnouncementScheduledEvent):
