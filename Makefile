@@ -1,18 +1,20 @@
 # commune-bus: the Makefile targets are the user interface.
 #   make demo   run the backbone on a local Kafka broker with simulated commune traffic (Ctrl-C stops all)
 #   make test   set up on first use, then run the whole test suite against a real broker
+#   make lint   ruff, mypy --strict, and the aiokafka stubs checked against the installed aiokafka
 #   make up / make down   the local broker only;  make bench   benchmarks
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
 
-.PHONY: setup system up down topics demo test test-unit bench schemas clean
+.PHONY: setup system up down topics demo lint test test-unit bench schemas constraints clean
 
-$(STAMP): pyproject.toml
+# Installs the exact versions of constraints.txt (regenerate it with `make constraints` after changing pyproject).
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 setup: system $(STAMP) infra/kafka/target/libs/.complete
@@ -37,18 +39,27 @@ topics: setup
 demo: up
 	$(PY) -m services.demo
 
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+	MYPYPATH=typings $(PY) -m mypy.stubtest aiokafka --ignore-missing-stub
+
 test: setup
 	infra/kafka/kafka.sh start
-	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+	$(PY) -m pytest --durations=20 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
-test-unit: setup
-	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+test-unit: $(STAMP)
+	$(PY) -m pytest -m unit --durations=20 $(PYTEST_ARGS)
 
 bench: up
 	$(PY) -m bench
 
 schemas: setup
 	$(PY) -m schemas.export
+
+constraints:
+	@{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^#'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	infra/kafka/kafka.sh reset
