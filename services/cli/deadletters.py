@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 
@@ -79,4 +80,5 @@ def matches(letter: DeadLetter, f: Filters) -> bool:
 def redriven_headers(letter: DeadLetter, set_headers: dict[str, str]) -> list[tuple[str, bytes]]:
     """Original headers minus `dlq.*` (and any overridden), plus `dlq.replayed=<partition:offset>`."""
     kept = [(k, v) for k, v in letter.headers if not k.startswith("dlq.") and k not in set_headers]
-    return [*kept, *((k, v.encode()) for k, v in set_headers.items()), (Header.REPLAYED.value, letter.position.encode())]
+    overrides = [(k, v.encode()) for k, v in set_headers.items()]
+    return [*kept, *overrides, (Header.REPLAYED.value, letter.position.encode())]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import Progress
@@ -14,18 +14,20 @@ from schemas.deadletter import Reason
 from schemas.replay import replay_key
 from services.cli import dlq
 from services.cli.deadletters import Filters
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.render import console, dead_letter_table, err_console
 
 app = typer.Typer(no_args_is_help=True, help="Dead letters of intake (commune.dlq.intake)")
 
-ReasonOpt = Annotated[Optional[list[Reason]], typer.Option("--reason", help="Repeatable")]
-SourceOpt = Annotated[Optional[str], typer.Option("--source", help="CloudEvents source; trailing * = prefix")]
-SinceOpt = Annotated[Optional[datetime], typer.Option("--since", help="Rejected at or after (ISO; naive = Vietnam time)")]
-UntilOpt = Annotated[Optional[datetime], typer.Option("--until", help="Rejected at or before")]
+ReasonOpt = Annotated[list[Reason] | None, typer.Option("--reason", help="Repeatable")]
+SourceOpt = Annotated[str | None, typer.Option("--source", help="CloudEvents source; trailing * = prefix")]
+SinceOpt = Annotated[datetime | None,
+                     typer.Option("--since", help="Rejected at or after (ISO; naive = Vietnam time)")]
+UntilOpt = Annotated[datetime | None, typer.Option("--until", help="Rejected at or before")]
 
 
-def _filters(reason: list[Reason] | None, source: str | None, since: datetime | None, until: datetime | None) -> Filters:
+def _filters(reason: list[Reason] | None, source: str | None, since: datetime | None,
+             until: datetime | None) -> Filters:
     return Filters(frozenset(reason or ()), source, since, until)
 
 
@@ -34,7 +36,8 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
           as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """List dead letters matching the filters (values are not shown: they may hold personal data)."""
-    topic, letters, done = asyncio.run(dlq.dead_letters(bootstrap, namespace, _filters(reason, source, since, until)))
+    filters = _filters(reason, source, since, until)
+    topic, letters, done = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace, filters))
     replayed = {d.position for d in letters if replay_key(topic, d.partition, d.offset) in done}
     if as_json:
         for d in letters:
@@ -48,19 +51,20 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
 
 @app.command()
 def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = None, until: UntilOpt = None,
-           set_header: Annotated[Optional[list[str]], typer.Option("--set-header", help="K=V, repeatable: a fix "
+           set_header: Annotated[list[str] | None, typer.Option("--set-header", help="K=V, repeatable: a fix "
                                  "applied on the way, e.g. commune-code=02269")] = None,
            dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
            bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Re-drive matching dead letters into their original raw topic (original key, value and headers, minus
     dlq.*, plus dlq.replayed=<partition:offset>). A dead letter is never replayed twice."""
     extra = dict(h.split("=", 1) for h in set_header or [] if "=" in h)
-    topic, letters, done = asyncio.run(dlq.dead_letters(bootstrap, namespace, _filters(reason, source, since, until)))
+    conn = connection(bootstrap)
+    topic, letters, done = asyncio.run(dlq.dead_letters(conn, namespace, _filters(reason, source, since, until)))
     todo = [d for d in letters if replay_key(topic, d.partition, d.offset) not in done]
     if dry_run:
         err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters")
         return
     with Progress(console=err_console) as bar:
         task = bar.add_task("replaying", total=len(todo))
-        sent = asyncio.run(dlq.replay(bootstrap, namespace, todo, topic, done, extra, lambda n: bar.advance(task, n)))
+        sent = asyncio.run(dlq.replay(conn, namespace, todo, topic, done, extra, lambda n: bar.advance(task, n)))
     err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent)} matching were already replayed")

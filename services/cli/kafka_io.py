@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
-from schemas.topics import MAX_RECORD_BYTES
+from services.common import clients
+from services.common.settings import KafkaConnection
 
 Record = tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]
+CLIENT_ID = "commune-bus-cli"
 
 
-async def publish(bootstrap: str, topic: str, records: Sequence[Record], progress: Callable[[int], None]) -> int:
+async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], progress: Callable[[int], None]) -> int:
     """Send every record (acks=all, idempotent) and wait for all acknowledgements."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
-                                max_request_size=MAX_RECORD_BYTES + 65536, client_id="commune-bus-cli")
+    producer = clients.producer(conn, client_id=CLIENT_ID, linger_ms=5)
     await producer.start()
     try:
         futures = []
@@ -29,12 +30,11 @@ async def publish(bootstrap: str, topic: str, records: Sequence[Record], progres
         await producer.stop()
 
 
-async def tail(bootstrap: str, topic: str, from_beginning: bool, limit: int | None, idle_s: float | None,
+async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: int | None, idle_s: float | None,
                show: Callable[[ConsumerRecord[bytes, bytes]], None]) -> int:
     """Follow `topic` (read_committed) and `show` each record; stop after `limit` records or `idle_s` quiet seconds."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest" if from_beginning else "latest",
-                                isolation_level="read_committed", max_partition_fetch_bytes=MAX_RECORD_BYTES + 65536)
+    consumer = clients.consumer(conn, topic, client_id=CLIENT_ID, group_id=None,
+                                auto_offset_reset="earliest" if from_beginning else "latest")
     await consumer.start()
     seen = 0
     loop = asyncio.get_running_loop()

@@ -12,7 +12,7 @@ import sys
 import time
 from itertools import groupby
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from schemas.events import Family
 from schemas.topics import RAW, TOPICS, scoped
 from services.cli import dlq_commands, kafka_io
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, topic_name
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, resolve_topic
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common.admin import ensure_topics
 from services.gateway.batch import BodyError, check, split_body
@@ -33,8 +33,8 @@ app.add_typer(dlq_commands.app, name="dlq")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 
-FamilyOpt = Annotated[Optional[Family], typer.Option("--family", "-f", help="Default: each record's CloudEvents type")]
-CommuneOpt = Annotated[Optional[str], typer.Option("--commune", help="Commune of portal-shape dossiers (commune-code)")]
+FamilyOpt = Annotated[Family | None, typer.Option("--family", "-f", help="Default: each record's CloudEvents type")]
+CommuneOpt = Annotated[str | None, typer.Option("--commune", help="Commune of portal-shape dossiers (commune-code)")]
 
 
 def _records(file: Path) -> list[bytes]:
@@ -61,7 +61,7 @@ def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -
 @app.command()
 def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")],
             commune: CommuneOpt = None,
-            source: Annotated[Optional[str], typer.Option(help="`source` header (portal shape)")] = None,
+            source: Annotated[str | None, typer.Option(help="`source` header (portal shape)")] = None,
             bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Publish FILE's records as they are to the family's RAW topic (intake validates them), keyed by commune."""
     records = _records(file)
@@ -74,19 +74,19 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
     topic = scoped(RAW[family], namespace).name
     with Progress(*Progress.get_default_columns(), console=err_console) as bar:
         task = bar.add_task(f"publishing to {topic}", total=len(out))
-        sent = asyncio.run(kafka_io.publish(bootstrap, topic, out, lambda n: bar.advance(task, n)))
+        sent = asyncio.run(kafka_io.publish(connection(bootstrap), topic, out, lambda n: bar.advance(task, n)))
     err_console.print(f"{sent} records acknowledged by {topic}")
 
 
 @app.command()
 def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
          from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
-         limit: Annotated[Optional[int], typer.Option("--max", help="Stop after this many records")] = None,
-         idle: Annotated[Optional[float], typer.Option(help="Stop after this many quiet seconds")] = None) -> None:
+         limit: Annotated[int | None, typer.Option("--max", help="Stop after this many records")] = None,
+         idle: Annotated[float | None, typer.Option(help="Stop after this many quiet seconds")] = None) -> None:
     """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value."""
-    name = topic_name(topic, namespace)
+    name = resolve_topic(topic, namespace)
     try:
-        seen = asyncio.run(kafka_io.tail(bootstrap, name, from_beginning, limit, idle,
+        seen = asyncio.run(kafka_io.tail(connection(bootstrap), name, from_beginning, limit, idle,
                                          lambda rec: console.print(record_panel(rec))))
     except KeyboardInterrupt:
         return
@@ -95,8 +95,9 @@ def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namesp
 
 @app.command()
 def simulate(province: Annotated[str, typer.Option()] = "20", rate: Annotated[float, typer.Option()] = 50,
-             duration: Annotated[float, typer.Option(help="Seconds; 0 = until Ctrl-C")] = 60, invalid_share: Annotated[float, typer.Option()] = 0.05,
-             seed: Annotated[Optional[int], typer.Option()] = None,
+             duration: Annotated[float, typer.Option(help="Seconds; 0 = until Ctrl-C")] = 60,
+             invalid_share: Annotated[float, typer.Option()] = 0.05,
+             seed: Annotated[int | None, typer.Option()] = None,
              bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Run the simulator (services.simulator): realistic raw traffic for a province's communes."""
     argv = [sys.executable, "-m", "services.simulator", "--province", province, "--rate", str(rate),
@@ -121,7 +122,7 @@ def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace
                   replication_factor: Annotated[int, typer.Option(min=1)] = 1) -> None:
     """Create every registry topic that is missing (partitions and config from schemas.topics)."""
     specs = [scoped(t, namespace) for t in TOPICS]
-    created = asyncio.run(ensure_topics(bootstrap, specs, replication_factor))
+    created = asyncio.run(ensure_topics(connection(bootstrap), specs, replication_factor))
     console.print(f"{len(created)} topics created on {bootstrap}" + (f": {', '.join(created)}" if created else ""))
 
 
@@ -132,7 +133,8 @@ def schemas_export(ctx: typer.Context) -> None:
 
 
 @schemas_app.command("asyncapi")
-def schemas_asyncapi(check: Annotated[bool, typer.Option("--check", help="Fail if the committed file is stale")] = False) -> None:
+def schemas_asyncapi(
+        check: Annotated[bool, typer.Option("--check", help="Fail if the committed file is stale")] = False) -> None:
     """Write (or check) the AsyncAPI 3.0 document schemas/asyncapi.yaml."""
     raise typer.Exit(subprocess.call([sys.executable, "-m", "schemas.asyncapi", *(["--check"] if check else [])]))
 

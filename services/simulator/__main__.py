@@ -6,13 +6,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
-import sys
 
-from schemas.admin import communes_of, province_names
+from schemas.admin import province_names
 from schemas.events import Family
-from services.common.logging import configure
+from services.common import runtime
 from services.simulator.producer import run
 from services.simulator.settings import SimulatorSettings
 
@@ -25,7 +22,8 @@ def parse(argv: list[str] | None = None) -> SimulatorSettings:
     p.add_argument("--invalid-share", type=float, help="fraction of deliberately bad records (default 0.05)")
     p.add_argument("--namespace", help="topic prefix, as schemas.topics.scoped (default none)")
     p.add_argument("--seed", type=int, help="random seed (default: random)")
-    p.add_argument("--bootstrap", help="Kafka bootstrap (default env KAFKA_BOOTSTRAP or 127.0.0.1:9092)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap (default env KAFKA_BOOTSTRAP or 127.0.0.1:9092; "
+                   "TLS/SASL from KAFKA_*)")
     p.add_argument("--day-seconds", type=float, help="real seconds per simulated day (default 10)")
     p.add_argument("--backfill-days", type=float, help="how far back event times reach (default 14)")
     p.add_argument("--family", action="append", choices=[f.value for f in Family], dest="families",
@@ -39,20 +37,17 @@ def parse(argv: list[str] | None = None) -> SimulatorSettings:
     return settings
 
 
-async def _main(settings: SimulatorSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop)
+def worker(settings: SimulatorSettings) -> runtime.Worker:
+    async def simulate(supervisor: runtime.Supervisor) -> None:
+        await run(settings, supervisor.stop)
+
+    return simulate
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Signals, logging and supervision from the service runtime; no restart (a new run would resend its stream)."""
     settings = parse(argv)
-    configure(settings.log_level)
-    print(f"simulator: {len(communes_of(settings.province))} communes of {province_names()[settings.province]} "
-          f"-> {settings.bootstrap}; a simulated day every {settings.day_seconds:g} s", file=sys.stderr)
-    asyncio.run(_main(settings))
+    runtime.main("simulator", settings, worker(settings), restart_on=())
 
 
 if __name__ == "__main__":

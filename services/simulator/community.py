@@ -62,7 +62,8 @@ def support_lifecycle(rng: random.Random, commune: Commune, arrival: datetime, s
     request_id = f"{commune.code}-R{seq.next('support', commune.code):06d}"
     channel = rng.choices(list(cat.SUPPORT_WEIGHTS), weights=list(cat.SUPPORT_WEIGHTS.values()))[0]
     return [Step(answered, mt.SUPPORT_ANSWERED, request_id, {
-        "request_id": request_id, "team_id": rng.choice(commune.teams), "channel": channel.value, "answered_at": answered,
+        "request_id": request_id, "team_id": rng.choice(commune.teams), "channel": channel.value,
+        "answered_at": answered,
     })]
 
 
@@ -80,7 +81,8 @@ def announcement_lifecycle(rng: random.Random, commune: Commune, arrival: dateti
         scheduled_at = next_office_time(arrival)
         starts_at = _next_slot(scheduled_at + timedelta(hours=1))
         clusters = sorted(rng.sample(commune.clusters, rng.randint(1, len(commune.clusters))))
-        priority = Priority.HIGH if category is AnnouncementCategory.PUBLIC_SERVICE and rng.random() < 0.2 else Priority.ROUTINE
+        urgent = category is AnnouncementCategory.PUBLIC_SERVICE and rng.random() < 0.2
+        priority = Priority.HIGH if urgent else Priority.ROUTINE
     languages = [Locale.VI.value] + ([Locale.EN.value] if rng.random() < 0.15 else []) + (
         [Locale.KM.value] if rng.random() < 0.05 else [])
     common = {"announcement_id": announcement_id, "category": category.value, "priority": priority.value}
@@ -96,11 +98,13 @@ def announcement_lifecycle(rng: random.Random, commune: Commune, arrival: dateti
         if rng.random() < BROADCAST_FAILURE_SHARE:
             failed = started + timedelta(seconds=rng.uniform(5, 60))
             steps.append(Step(failed, ann.BROADCAST_FAILED, announcement_id, {
-                **common, "cluster_id": cluster, "failed_at": failed, "failure_reason": rng.choice(cat.BROADCAST_FAILURES),
+                **common, "cluster_id": cluster, "failed_at": failed,
+                "failure_reason": rng.choice(cat.BROADCAST_FAILURES),
             }))
             continue
         completed = started + timedelta(minutes=rng.uniform(3, 15))
-        steps.append(Step(started, ann.BROADCAST_STARTED, announcement_id, {**common, "cluster_id": cluster, "started_at": started}))
+        steps.append(Step(started, ann.BROADCAST_STARTED, announcement_id,
+                          {**common, "cluster_id": cluster, "started_at": started}))
         steps.append(Step(completed, ann.BROADCAST_COMPLETED, announcement_id, {
             **common, "cluster_id": cluster, "started_at": started, "completed_at": completed,
             "speakers_confirmed": rng.randint(2, 15) if rng.random() < 0.7 else None,

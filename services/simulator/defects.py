@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from schemas import announcement as ann
 from schemas import mobile_team as mt
@@ -90,10 +91,13 @@ def _unknown_commune(rng: random.Random) -> str:
     return code
 
 
-Mutation = Callable[[random.Random, Step, Body, bytes, list[tuple[str, bytes]]], tuple[bytes, list[tuple[str, bytes]]]]
+Headers = list[tuple[str, bytes]]
+Keyed = tuple[bytes, Headers]
+"""The (possibly changed) key and headers of a mutated record."""
+Mutation = Callable[[random.Random, Step, Body, bytes, Headers], Keyed]
 
 
-def _event_wrong_type(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _event_wrong_type(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     if step.type in _WRONG_TYPES and rng.random() < 0.7:
         field, value = _WRONG_TYPES[step.type]
         body["data"][field] = value
@@ -102,7 +106,7 @@ def _event_wrong_type(rng: random.Random, step: Step, body: Body, key: bytes, he
     return key, headers
 
 
-def _event_missing(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _event_missing(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     if FAMILY_OF_TYPE[step.type] is Family.DOSSIER:
         del body["data"][rng.choice(("procedure_code", "channel", "dossier_code"))]
     else:
@@ -110,42 +114,42 @@ def _event_missing(rng: random.Random, step: Step, body: Body, key: bytes, heade
     return key, headers
 
 
-def _event_unknown_commune(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _event_unknown_commune(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     body["commune"] = _unknown_commune(rng)
     return body["commune"].encode(), headers
 
 
-def _event_unknown_status(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _event_unknown_status(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     body["data"]["status"] = rng.choice((0, 11, 12, 99))
     return key, headers
 
 
-def _event_province_mismatch(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _event_province_mismatch(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     body["province"] = rng.choice([p for p in sorted(province_names()) if p != body["province"]])
     return key, headers
 
 
-def _portal_wrong_type(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _portal_wrong_type(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     body[rng.choice(("DuocThanhToanTrucTuyen", "HoSoCoThanhPhanSoHoa"))] = "có"
     return key, headers
 
 
-def _portal_missing(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _portal_missing(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     del body[rng.choice(("MaTTHC", "KenhThucHien"))]
     return key, headers
 
 
-def _portal_unknown_commune(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _portal_unknown_commune(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     code = _unknown_commune(rng).encode()
     return code, [(COMMUNE_HEADER, code)]
 
 
-def _portal_unknown_status(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _portal_unknown_status(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     body["TrangThaiHoSo"] = rng.choice((0, 11, 12, 99))
     return key, headers
 
 
-def _portal_no_header(rng: random.Random, step: Step, body: Body, key: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _portal_no_header(rng: random.Random, step: Step, body: Body, key: bytes, headers: Headers) -> Keyed:
     return key, [h for h in headers if h[0] != COMMUNE_HEADER]
 
 

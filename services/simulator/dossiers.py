@@ -57,13 +57,15 @@ def dossier_lifecycle(rng: random.Random, commune: Commune, arrival: datetime, s
     procedure = rng.choices(cat.PROCEDURES, weights=[p.weight for p in cat.PROCEDURES])[0]
     channel = _pick_channel(rng, procedure)
     submitted = arrival if channel is Channel.ONLINE else next_office_time(arrival)
-    code = f"H{commune.province}.{commune.code}-{submitted:%y%m%d}-{seq.next('dossier', commune.code, f'{submitted:%y%m%d}'):04d}"
+    day = f"{submitted:%y%m%d}"
+    code = f"H{commune.province}.{commune.code}-{day}-{seq.next('dossier', commune.code, day):04d}"
     names = cat.DOCUMENTS[procedure.field_code]
     documents = [
         {"name": name, "digitised": rng.random() < 0.75, "reused": rng.random() < 0.2}
         for name in rng.sample(names, rng.randint(1, len(names)))
     ]
-    fees = [{"name": f"Lệ phí {procedure.name[:1].lower()}{procedure.name[1:]}"[:300], "amount_vnd": procedure.fee_vnd}] if procedure.fee_vnd else []
+    fee_name = f"Lệ phí {procedure.name[:1].lower()}{procedure.name[1:]}"[:300]
+    fees = [{"name": fee_name, "amount_vnd": procedure.fee_vnd}] if procedure.fee_vnd else []
     online = channel is Channel.ONLINE
     d = _Dossier(commune, code, {
         "dossier_code": code, "procedure_code": procedure.code, "procedure_name": procedure.name,
@@ -97,7 +99,8 @@ def dossier_lifecycle(rng: random.Random, commune: Commune, arrival: datetime, s
         new_due = due_date(supplied, max(2, procedure.working_days // 2))
         changes = [{"previous_due_at": due, "new_due_at": new_due, "changed_at": supplied}]
         due = new_due
-        started = d.emit(supplied, DossierStatus.IN_PROGRESS, due_at=due, due_date_changes=changes, requested_documents=[])
+        started = d.emit(supplied, DossierStatus.IN_PROGRESS, due_at=due, due_date_changes=changes,
+                         requested_documents=[])
     if rng.random() < WITHDRAWN_SHARE:
         d.emit(after_office_delay(started, rng.uniform(30, 1500)), DossierStatus.WITHDRAWN)
         return d.steps
@@ -110,7 +113,8 @@ def dossier_lifecycle(rng: random.Random, commune: Commune, arrival: datetime, s
     has_fees = bool(d.data["fees"]) and any(f["amount_vnd"] for f in d.data["fees"])
     paid_online = has_fees and rng.random() < (0.75 if online else 0.12)
     result_digitised = rng.random() < 0.6
-    ended = d.emit(ended, DossierStatus.PROCESSED, ended_at=ended, paid_online=paid_online, result_digitised=result_digitised)
+    ended = d.emit(ended, DossierStatus.PROCESSED, ended_at=ended, paid_online=paid_online,
+                   result_digitised=result_digitised)
     if online and result_digitised:
         returned = ended + timedelta(minutes=rng.uniform(1, 30))
     else:

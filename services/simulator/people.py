@@ -8,8 +8,15 @@ from typing import Any
 
 from schemas.codes import Locale
 from services.simulator.catalogue import (
-    FEMALE_GIVEN, FEMALE_MIDDLE, FOREIGN_NAMES, KHMER_NAMES, KINH_SURNAMES, MALE_GIVEN, MALE_MIDDLE,
-    PHONE_PREFIXES, TAY_NUNG_SURNAMES,
+    FEMALE_GIVEN,
+    FEMALE_MIDDLE,
+    FOREIGN_NAMES,
+    KHMER_NAMES,
+    KINH_SURNAMES,
+    MALE_GIVEN,
+    MALE_MIDDLE,
+    PHONE_PREFIXES,
+    TAY_NUNG_SURNAMES,
 )
 
 LOCALE_WEIGHTS = {Locale.VI: 0.9, Locale.KM: 0.05, Locale.EN: 0.05}

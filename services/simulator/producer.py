@@ -1,4 +1,4 @@
-"""The thin shell: paces the generated stream onto the raw topics with aiokafka, and reports progress.
+"""The thin shell: paces the generated stream onto the raw topics with a Kafka producer, and reports progress.
 
 Progress shows counts only - never a record's content, which carries personal data.
 """
@@ -16,9 +16,11 @@ from typing import Protocol
 import structlog
 from aiokafka import AIOKafkaProducer
 
+from schemas.admin import communes_of
 from schemas.events import Family
 from schemas.times import VIETNAM
-from schemas.topics import MAX_RECORD_BYTES, RAW, scoped
+from schemas.topics import RAW, scoped
+from services.common import clients
 from services.common.admin import ensure_topics
 from services.simulator.generate import Emitted, TrafficConfig, traffic
 from services.simulator.settings import SimulatorSettings
@@ -27,7 +29,8 @@ log = structlog.get_logger("simulator")
 
 
 class Sender(Protocol):
-    async def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Awaitable[object]: ...
+    async def send(self, topic: str, value: bytes, key: bytes,
+                   headers: list[tuple[str, bytes]]) -> Awaitable[object]: ...
 
 
 @dataclass
@@ -102,18 +105,16 @@ class _AioSender:
 
 async def run(settings: SimulatorSettings, stop: asyncio.Event) -> Progress:
     specs = {family: scoped(RAW[family], settings.namespace) for family in settings.families}
-    await ensure_topics(settings.bootstrap, specs.values())
+    await ensure_topics(settings, specs.values())
     config = TrafficConfig(
         province=settings.province, invalid_share=settings.invalid_share, day_events=settings.day_events,
         backfill_days=settings.backfill_days, portal_share=settings.portal_share, families=settings.families,
     )
     stream = traffic(settings.seed, datetime.now(UTC), config)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, client_id="commune-bus-simulator", acks="all",
-        enable_idempotence=True, linger_ms=10, max_request_size=MAX_RECORD_BYTES,
-    )
+    producer = clients.producer(settings, client_id="commune-bus-simulator", linger_ms=10)
     await producer.start()
-    log.info("simulator.started", province=settings.province, rate=settings.rate,
+    log.info("simulator.started", province=settings.province, communes=len(communes_of(settings.province)),
+             bootstrap=settings.bootstrap, rate=settings.rate,
              duration=settings.duration, invalid_share=settings.invalid_share, namespace=settings.namespace,
              day_seconds=settings.day_seconds, topics=sorted(s.name for s in specs.values()))
     try:

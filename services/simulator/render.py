@@ -93,15 +93,18 @@ def portal(step: Step, commune: Commune) -> dict[str, Any]:
         "NgayNopHoSo": date("submitted_at"), "NgayTiepNhan": date("received_at"), "NgayHenTra": date("due_at"),
         "NgayKetThucXuLy": date("ended_at"), "NgayTra": date("returned_at"), "NgayTuChoi": date("rejected_at"),
         "LyDoTuChoi": d.get("rejection_reason"), "DonViXuLy": d.get("handling_unit"),
-        "DuocThanhToanTrucTuyen": int(d.get("paid_online", False)), "HoSoCoThanhPhanSoHoa": int(d.get("digitised", False)),
+        "DuocThanhToanTrucTuyen": int(d.get("paid_online", False)),
+        "HoSoCoThanhPhanSoHoa": int(d.get("digitised", False)),
         "TaiKhoanDuocXacThucVoiVNeID": int(d.get("vneid_verified", False)),
-        "TaiLieuNop": [{"TenTaiLieu": x["name"], "DuocSoHoa": int(x["digitised"]), "DuocTaiSuDung": int(x["reused"])} for x in d.get("documents", [])],
+        "TaiLieuNop": [{"TenTaiLieu": x["name"], "DuocSoHoa": int(x["digitised"]), "DuocTaiSuDung": int(x["reused"])}
+                       for x in d.get("documents", [])],
         "DanhSachLePhi": [{"TenPhiLePhi": f["name"], "MucPhi": f["amount_vnd"]} for f in d.get("fees", [])],
         "ChuHoSo": person.get("name"), "SoGiayToChuHoSo": person.get("id_number"),
         "SoDienThoaiChuHoSo": person.get("phone"), "EmailChuHoSo": person.get("email"),
         "DiaChiChuHoSo": person.get("address"), "NgonNguUuTien": person.get("preferred_locale"),
         "QuaTrinhXuLy": [
-            {"NguoiXuLy": d.get("assigned_officer_id") or f"cb{commune.code}.01", "ThoiDiemXuLy": _portal_date(commune, t),
+            {"NguoiXuLy": d.get("assigned_officer_id") or f"cb{commune.code}.01",
+             "ThoiDiemXuLy": _portal_date(commune, t),
              "TrangThai": status, "NgayBatDau": _portal_date(commune, t), "NgayKetThucTheoQuyDinh": date("due_at")}
             for t, status in step.history
         ],

@@ -1,18 +1,20 @@
-"""Simulator settings: `SIMULATOR_*` environment variables (and the shared `KAFKA_BOOTSTRAP`), overridden by flags."""
+"""Simulator settings: `SIMULATOR_*` environment variables, Kafka from the shared `KAFKA_*`, overridden by flags.
+
+The simulator serves no HTTP (`http_port` stays 0): it is a load generator, not a service to scrape.
+"""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from schemas.events import Family
+from services.common.settings import ServiceSettings
 
 
-class SimulatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SIMULATOR_", frozen=True, populate_by_name=True)
+class SimulatorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="SIMULATOR_", frozen=True, populate_by_name=True, extra="ignore")
 
-    bootstrap: str = Field(default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "SIMULATOR_BOOTSTRAP"))
-    namespace: str = Field(default="", description="Topic prefix (schemas.topics.scoped); empty in production")
     province: str = Field(default="20", pattern=r"^\d{2}$", description="Official province code; 20 = Lạng Sơn")
     rate: float = Field(default=50.0, gt=0, description="Records per second")
     duration: float = Field(default=0.0, ge=0, description="Seconds to run; 0 = until stopped")
@@ -22,7 +24,6 @@ class SimulatorSettings(BaseSettings):
     backfill_days: float = Field(default=14.0, gt=0, description="How far back event times may reach")
     portal_share: float = Field(default=0.35, ge=0, le=1, description="Communes syncing dossiers in the portal shape")
     families: tuple[Family, ...] = tuple(Family)
-    log_level: str = "INFO"
     progress_every: float = Field(default=5.0, gt=0, description="Seconds between progress lines")
 
     @property

@@ -51,7 +51,8 @@ class Step:
 
 def build_communes(rng: random.Random, province: str, portal_share: float) -> list[Commune]:
     if province not in province_names():
-        raise UnknownProvince(f"province {province!r} is not an official code; known: {', '.join(sorted(province_names()))}")
+        known = ", ".join(sorted(province_names()))
+        raise UnknownProvince(f"province {province!r} is not an official code; known: {known}")
     communes = []
     for code in communes_of(province):
         name = commune_name(code)

@@ -71,7 +71,8 @@ def is_allowed(registry: SourceRegistry, source: str, family: Family | str, comm
     family = Family(family)
     owners = registry.owners(source)
     if not owners:
-        return Rejection(reason=Reason.UNAUTHORISED_SOURCE, field="source", message="source is not in the source registry")
+        return Rejection(reason=Reason.UNAUTHORISED_SOURCE, field="source",
+                         message="source is not in the source registry")
     if not any(family in s.families for s in owners):
         return Rejection(
             reason=Reason.UNAUTHORISED_SOURCE, field="type", message=f"source may not publish {family.value} events"

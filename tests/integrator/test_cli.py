@@ -12,12 +12,32 @@ import orjson
 import pytest
 
 from schemas.topics import TOPICS
+from services.cli.options import connection, resolve_topic
 from tests.integrator.conftest import CLI, Stack
 from tests.samples import canonical_dossier, portal_dossier, visit_completed, with_data
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.unit
+def test_registry_topic_names_are_resolved_inside_the_namespace() -> None:
+    """tail's TOPIC: a registry name gets the namespace (the one rule), an already namespaced or foreign name does not."""
+    assert resolve_topic("commune.events.dossier", "X") == "X.commune.events.dossier"
+    assert resolve_topic("commune.events.dossier", "") == "commune.events.dossier"
+    assert resolve_topic("X.commune.events.dossier", "X") == "X.commune.events.dossier"
+    assert resolve_topic("other.topic", "X") == "other.topic"
+
+
+@pytest.mark.unit
+def test_bootstrap_option_keeps_the_rest_of_the_kafka_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--bootstrap wins over KAFKA_BOOTSTRAP; TLS/SASL settings still come from KAFKA_* like every service's."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "env-broker:9092")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "cli")
+    conn = connection("flag-broker:9093")
+    assert (conn.bootstrap, conn.security_protocol, conn.sasl_username) == ("flag-broker:9093", "SASL_SSL", "cli")
 
 
 @pytest.mark.unit
