@@ -34,7 +34,8 @@ def merge(previous: TrackedDossier | None, latest: TrackedDossier) -> TrackedDos
     """Keep 'already alerted' flags unless the due date moved (a new due date earns new alerts)."""
     if previous is None or previous.due_at != latest.due_at:
         return latest
-    return latest.model_copy(update={"alerted_due_soon": previous.alerted_due_soon, "alerted_overdue": previous.alerted_overdue})
+    return latest.model_copy(update={"alerted_due_soon": previous.alerted_due_soon,
+                                     "alerted_overdue": previous.alerted_overdue})
 
 
 def alerts_due(d: TrackedDossier, now: datetime) -> list[DeadlineAlert]:

@@ -29,7 +29,8 @@ class Contact(Model):
     zalo_user_id: str | None = Field(default=None, repr=False)
 
     def recipient(self) -> Recipient:
-        return Recipient(ref=self.ref, locale=self.locale, phone=self.phone, email=self.email, zalo_user_id=self.zalo_user_id)
+        return Recipient(ref=self.ref, locale=self.locale, phone=self.phone, email=self.email,
+                         zalo_user_id=self.zalo_user_id)
 
 
 class CommuneContacts(Model):

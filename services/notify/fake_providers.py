@@ -15,9 +15,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from services.notify.subscribers import verify
+
+log = structlog.get_logger("notify.fake_providers")
 
 
 @dataclass
@@ -78,11 +81,13 @@ class FakeProviders:
 
     async def sms(self, request: web.Request) -> web.Response:
         body = await request.json()
-        return await self._accept(request, body, {"message_id": "sms-" + request.headers.get("Idempotency-Key", "")[:12]})
+        reply = {"message_id": "sms-" + request.headers.get("Idempotency-Key", "")[:12]}
+        return await self._accept(request, body, reply)
 
     async def zns(self, request: web.Request) -> web.Response:
         body = await request.json()
-        return await self._accept(request, body, {"error": 0, "data": {"msg_id": "zns-" + str(body.get("tracking_id"))[:12]}})
+        reply = {"error": 0, "data": {"msg_id": "zns-" + str(body.get("tracking_id"))[:12]}}
+        return await self._accept(request, body, reply)
 
     async def hook(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -111,7 +116,7 @@ class FakeProviders:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
         await self._runner.cleanup()
@@ -121,7 +126,7 @@ class _MailCounter:
     def __init__(self) -> None:
         self.count = 0
 
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         self.count += 1
         return "250 OK"
 
@@ -129,12 +134,12 @@ class _MailCounter:
 async def _serve(port: int, smtp_port: int) -> None:
     fake = FakeProviders(port=port)
     await fake.start()
-    print(f"fake providers on {fake.url} (POST /sms, /zns/send, /hooks/<name>; GET /stats)", flush=True)
+    log.info("fake_providers.listening", url=fake.url, routes="POST /sms, /zns/send, /hooks/<name>; GET /stats")
     try:  # a local SMTP sink too, when the dev extra (aiosmtpd) is installed
         from aiosmtpd.controller import Controller
 
         Controller(_MailCounter(), hostname="127.0.0.1", port=smtp_port).start()
-        print(f"fake SMTP sink on 127.0.0.1:{smtp_port}", flush=True)
+        log.info("fake_providers.smtp_listening", host="127.0.0.1", port=smtp_port)
     except ImportError:
         pass
     await asyncio.Event().wait()

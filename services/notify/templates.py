@@ -55,17 +55,24 @@ TEMPLATES: dict[K, dict[Locale, Template]] = {
                     "The result of dossier {dossier_code} ({procedure}) is ready. Collect it or check online."),
     },
     K.RESULT_RETURNED: {
-        Locale.VI: ("Hồ sơ {dossier_code} đã trả kết quả", "Hồ sơ {dossier_code} ({procedure}) đã trả kết quả ngày {date}. Xin cảm ơn."),
-        Locale.KM: ("ឯកសារ {dossier_code} បានប្រគល់លទ្ធផល", "ឯកសារ {dossier_code} ({procedure}) បានប្រគល់លទ្ធផលនៅថ្ងៃ {date}។ សូមអរគុណ។"),
-        Locale.EN: ("Dossier {dossier_code}: result returned", "The result of dossier {dossier_code} ({procedure}) was returned on {date}. Thank you."),
+        Locale.VI: ("Hồ sơ {dossier_code} đã trả kết quả",
+                    "Hồ sơ {dossier_code} ({procedure}) đã trả kết quả ngày {date}. Xin cảm ơn."),
+        Locale.KM: ("ឯកសារ {dossier_code} បានប្រគល់លទ្ធផល",
+                    "ឯកសារ {dossier_code} ({procedure}) បានប្រគល់លទ្ធផលនៅថ្ងៃ {date}។ សូមអរគុណ។"),
+        Locale.EN: ("Dossier {dossier_code}: result returned",
+                    "The result of dossier {dossier_code} ({procedure}) was returned on {date}. Thank you."),
     },
     K.DUE_SOON: {
-        Locale.VI: ("Hồ sơ {dossier_code} sắp đến hạn", "Hồ sơ {dossier_code} đến hạn trả vào {due_date}, còn dưới 1 ngày làm việc."),
-        Locale.EN: ("Dossier {dossier_code} due soon", "Dossier {dossier_code} is due on {due_date}, within one working day."),
+        Locale.VI: ("Hồ sơ {dossier_code} sắp đến hạn",
+                    "Hồ sơ {dossier_code} đến hạn trả vào {due_date}, còn dưới 1 ngày làm việc."),
+        Locale.EN: ("Dossier {dossier_code} due soon",
+                    "Dossier {dossier_code} is due on {due_date}, within one working day."),
     },
     K.OVERDUE: {
-        Locale.VI: ("Hồ sơ {dossier_code} quá hạn", "Hồ sơ {dossier_code} đã quá hạn trả ({due_date}) và chưa hoàn thành."),
-        Locale.EN: ("Dossier {dossier_code} overdue", "Dossier {dossier_code} is overdue (due {due_date}) and still open."),
+        Locale.VI: ("Hồ sơ {dossier_code} quá hạn",
+                    "Hồ sơ {dossier_code} đã quá hạn trả ({due_date}) và chưa hoàn thành."),
+        Locale.EN: ("Dossier {dossier_code} overdue",
+                    "Dossier {dossier_code} is overdue (due {due_date}) and still open."),
     },
     K.VISIT_TOMORROW: {
         Locale.VI: ("Tổ lưu động đến {village} ngày mai",
@@ -77,17 +84,22 @@ TEMPLATES: dict[K, dict[Locale, Template]] = {
     },
     K.VISIT_SUMMARY: {
         Locale.VI: ("Tổ lưu động: kết quả tại {village}",
-                    "Tổ {team} tại {village}: {households} hộ, {people} người được hỗ trợ, {dossiers} hồ sơ, {accounts} tài khoản VNeID."),
+                    "Tổ {team} tại {village}: {households} hộ, {people} người được hỗ trợ, {dossiers} hồ sơ, "
+                    "{accounts} tài khoản VNeID."),
         Locale.EN: ("Mobile team summary: {village}",
-                    "Team {team} in {village}: {households} households, {people} people helped, {dossiers} dossiers, {accounts} VNeID accounts."),
+                    "Team {team} in {village}: {households} households, {people} people helped, {dossiers} dossiers, "
+                    "{accounts} VNeID accounts."),
     },
     K.ANNOUNCEMENT_SCHEDULED: {
         Locale.VI: ("Lịch phát thanh: {title}", "Cụm loa {clusters}: phát \"{title}\" lúc {date}."),
-        Locale.EN: ("Broadcast scheduled: {title}", "Loudspeaker clusters {clusters}: broadcast \"{title}\" at {date}."),
+        Locale.EN: ("Broadcast scheduled: {title}",
+                    "Loudspeaker clusters {clusters}: broadcast \"{title}\" at {date}."),
     },
     K.BROADCAST_FAILED: {
-        Locale.VI: ("Phát thanh lỗi: cụm {cluster}", "Cụm loa {cluster} phát thông báo {announcement} không thành công: {reason}."),
-        Locale.EN: ("Broadcast failed: cluster {cluster}", "Cluster {cluster} failed to broadcast {announcement}: {reason}."),
+        Locale.VI: ("Phát thanh lỗi: cụm {cluster}",
+                    "Cụm loa {cluster} phát thông báo {announcement} không thành công: {reason}."),
+        Locale.EN: ("Broadcast failed: cluster {cluster}",
+                    "Cluster {cluster} failed to broadcast {announcement}: {reason}."),
     },
     K.EMERGENCY: {
         Locale.VI: ("KHẨN CẤP: {title}", "KHẨN CẤP: {title}. Theo dõi loa truyền thanh của xã từ {date}."),

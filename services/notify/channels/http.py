@@ -60,7 +60,8 @@ class SmsGateway:
             raise DeliveryError("no_phone", retryable=False)
         body = {"to": phone, "text": message.sms_text, "encoding": message.sms_count.encoding,
                 "segments": message.sms_count.segments}
-        reply = await self.client.post(self.url, json=body, headers={IDEMPOTENCY_HEADER: message.request.notification_id})
+        headers = {IDEMPOTENCY_HEADER: message.request.notification_id}
+        reply = await self.client.post(self.url, json=body, headers=headers)
         # Gateways that confirm handset delivery synchronously say so; otherwise "sent" (accepted by the gateway).
         return Receipt(str(reply.get("message_id") or ""), delivered=reply.get("status") == "delivered", via="sms")
 
