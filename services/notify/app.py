@@ -1,47 +1,54 @@
-"""Wiring: consume canonical topics (read_committed) -> rules -> dispatcher; commit when notifications are done."""
+"""The notify shell: canonical topics (read_committed) -> rules -> dispatcher; offsets committed once done.
+
+One run of the worker (`run`): topics checked, producer, ledger restored and tailed,
+dispatcher, two consumers in the one group. Every loop is a supervised task; the
+exit stack closes everything in reverse order when the run stops or fails.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from contextlib import AsyncExitStack
 from functools import partial
-from pathlib import Path
 
 import structlog
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
 
-from schemas.dossier import DossierStatusChanged
-from schemas.notification import ChannelKind, DeadlineAlert, DeadlineMessage, TrackedDossier
-from schemas.topics import PARTITIONS, Group
-from schemas.wire import UnknownEventType, decode
+from schemas.notification import ChannelKind
+from schemas.topics import Group, group_id
+from services.common import clients
 from services.common.admin import ensure_topics
-from services.notify import deadlines, rules
+from services.common.partitioner import partition_for
+from services.common.runtime import Supervisor
+from services.notify import metrics
 from services.notify.channels.base import Channel
 from services.notify.channels.email import Smtp
 from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
-from services.notify.delivery import Dispatcher, Outputs
+from services.notify.delivery import Dispatcher
 from services.notify.directory import load_directory
+from services.notify.jobs import Outputs
 from services.notify.ledger import Ledger
+from services.notify.ledger_feed import LedgerFeed
 from services.notify.offsets import OffsetTracker
+from services.notify.rebalance import Listener, Readiness
+from services.notify.records import Records
 from services.notify.settings import NotifySettings
 from services.notify.subscribers import load_registry
 from services.notify.topics import Names
 
 log = structlog.get_logger("notify")
-_PARTITIONER = DefaultPartitioner()  # the same murmur2 the producers of every commune-keyed topic use
+CLIENT_ID = "commune-bus-notify"
+COMMIT_EVERY_S = 0.5
+FINAL_COMMIT_S = 10.0
 
 
 class NotifyApp:
-    def __init__(self, settings: NotifySettings) -> None:
-        self.s, self.names = settings, Names(settings.namespace)
+    def __init__(self, settings: NotifySettings, supervisor: Supervisor) -> None:
+        self.s, self.sup, self.names = settings, supervisor, Names(settings.namespace)
         self.directory = load_directory(settings.directory_file)
         self.registry = load_registry(settings.subscribers_file)
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
-        self.stopping = asyncio.Event()
-        self.failed = False
 
     def _channels(self, http: HttpClient) -> dict[ChannelKind, Channel]:
         sms = SmsGateway(http, self.s.sms_url)
@@ -52,138 +59,103 @@ class NotifyApp:
         }
 
     async def run(self) -> None:
-        n = self.names
-        await ensure_topics(self.s.bootstrap, n.specs)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.s.bootstrap, acks="all", enable_idempotence=True,
-                                         linger_ms=2)
-        await self.producer.start()
-        http = HttpClient(self.s.provider_timeout_s)
-        ledger = Ledger(self.s.bootstrap, n.ledger, self.producer)
-        await ledger.start()
-        self.dispatcher = Dispatcher(
-            self._channels(http), ledger, self.producer, Outputs(n.status, n.dlq), backoff=self.s.backoff(),
-            quiet=self.s.quiet_hours(), rates=self.s.rate_per_s, segment_limit=self.s.sms_segment_limit,
-            routine_workers=self.s.routine_workers, emergency_workers=self.s.emergency_workers)
-        await self.dispatcher.start()
-        # Two consumers in the one group: announcements (where emergencies arrive) are never stuck behind a
-        # dossier backlog in the same fetch; dossiers, mobile-team events and deadline alerts share the other.
-        routine = self._consumer([n.dossier, n.mobile_team, n.alerts], ledger)
-        urgent = self._consumer([n.announcement], ledger)
-        consumers = [await c for c in (routine, urgent)]
-        self.dispatcher.owns = partial(self._owns, consumers[0])
-        self.dispatcher.holds = lambda tp: any(tp in c.assignment() for c in consumers)
-        log.info("notify.started", namespace=self.s.namespace, directory=str(self.s.directory_file),
-                 subscribers=len(self.registry.subscribers))
-        tasks = [asyncio.create_task(self._consume(c, throttle=c is consumers[0])) for c in consumers]
-        tasks += [asyncio.create_task(self._commit_loop(c)) for c in consumers]
-        try:
-            await self.stopping.wait()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for c in consumers:
-                with contextlib.suppress(Exception):
-                    await self._commit(c)
-                await c.stop()
-            await self.dispatcher.stop()
-            await ledger.stop()
-            await http.close()
-            await self.producer.stop()
+        n, spawn = self.names, self.sup.spawn
+        self.sup.health.set_ready(False, "starting")
+        await ensure_topics(self.s, n.specs)
+        async with AsyncExitStack() as stack:
+            producer = clients.producer(self.s, client_id=CLIENT_ID, linger_ms=2)
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            http = HttpClient(self.s.provider_timeout_s)
+            stack.push_async_callback(http.close)
 
-    def _owns(self, consumer: AIOKafkaConsumer, commune: str) -> bool:
+            ledger = Ledger(n.ledger, producer)
+            feed = LedgerFeed(self.s, ledger, len(await producer.partitions_for(n.ledger)))
+            restored = await feed.restore()
+            stack.push_async_callback(feed.close)
+            await feed.open()
+            tail = spawn("ledger-tail", feed.follow())
+            stack.push_async_callback(_cancel, [tail])
+
+            dispatcher = Dispatcher(
+                self._channels(http), ledger, producer, Outputs(n.status, n.dlq), spawn=spawn,
+                backoff=self.s.backoff(), quiet=self.s.quiet_hours(), rates=self.s.rate_per_s,
+                segment_limit=self.s.sms_segment_limit, routine_workers=self.s.routine_workers,
+                emergency_workers=self.s.emergency_workers)
+            dispatcher.start()
+            stack.push_async_callback(dispatcher.stop)
+
+            # Two consumers in the one group: announcements (where emergencies arrive) are never stuck behind a
+            # dossier backlog in the same fetch; dossiers, mobile-team events and deadline alerts share the other.
+            readiness = Readiness(self.sup.health, ("routine", "urgent"))
+            routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts], feed, readiness)
+            urgent = await self._consumer(stack, "urgent", [n.announcement], feed, readiness)
+            consumers = (routine, urgent)
+            dossier_partitions = len(await producer.partitions_for(n.dossier))
+            dispatcher.owns = partial(self._owns, routine, dossier_partitions)
+            dispatcher.holds = lambda tp: any(tp in c.assignment() for c in consumers)
+            records = Records(self.s, self.names, self.directory, self.registry, producer, dispatcher, self.tracker,
+                              self.sup)
+            stack.push_async_callback(self._final_commit, consumers)
+            stack.push_async_callback(_cancel, [
+                spawn("routine-consumer", records.consume(routine, throttle=True)),
+                spawn("urgent-consumer", records.consume(urgent, throttle=False)),
+                spawn("routine-commits", self._commit_loop(routine)),
+                spawn("urgent-commits", self._commit_loop(urgent)),
+            ])
+            log.info("notify.started", namespace=self.s.namespace, directory=str(self.s.directory_file),
+                     subscribers=len(self.registry.subscribers), ledger_entries=restored)
+            await self.sup.stop.wait()
+
+    def _owns(self, consumer: AIOKafkaConsumer, partitions: int, commune: str) -> bool:
         """A commune belongs to the worker holding its dossier-topic partition (keys are communes everywhere)."""
-        partitions = list(range(PARTITIONS))
-        return TopicPartition(self.names.dossier, _PARTITIONER(commune.encode(), partitions, partitions)) in consumer.assignment()
+        return TopicPartition(self.names.dossier, partition_for(commune.encode(), partitions)) in consumer.assignment()
 
-    async def _consumer(self, topics: list[str], ledger: Ledger) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.s.bootstrap, group_id=self.s.group(Group.NOTIFY.value), enable_auto_commit=False,
-            isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=200)
+    async def _consumer(self, stack: AsyncExitStack, name: str, topics: list[str], feed: LedgerFeed,
+                        readiness: Readiness) -> AIOKafkaConsumer:
+        consumer = clients.consumer(self.s, client_id=f"{CLIENT_ID}-{name}",
+                                    group_id=group_id(Group.NOTIFY, self.s.namespace), max_poll_records=200)
         await consumer.start()
-        consumer.subscribe(topics, listener=_Rebalance(self, consumer, ledger))
+        stack.push_async_callback(consumer.stop)
+        listener = Listener(self.sup.fail, name, readiness, commit=partial(self._commit, consumer),
+                            forget=self.tracker.forget, catch_up=feed.catch_up)
+        consumer.subscribe(topics, listener=listener)
         return consumer
-
-    async def _consume(self, consumer: AIOKafkaConsumer, throttle: bool) -> None:
-        """Decode -> rules -> dispatcher; pauses (routine consumer only) while the routine backlog is too long."""
-        paused = False
-        try:
-            while not self.stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=200)
-                for tp, records in batch.items():
-                    for record in records:
-                        await self._handle(tp, record)
-                if not throttle:
-                    continue
-                backlog = self.dispatcher.routine_backlog
-                if not paused and backlog > self.s.max_pending:
-                    consumer.pause(*consumer.assignment())
-                    paused = True
-                elif paused and backlog < self.s.max_pending // 2:
-                    consumer.resume(*consumer.paused())
-                    paused = False
-        except Exception:
-            log.exception("notify.consumer_failed")
-            self._crash("consumer_failed")
-            raise
-
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:  # type: ignore[type-arg]
-        """Decode once, derive requests, hand them over; the record is done when they and its tracking are."""
-        dossier: TrackedDossier | None = None
-        try:
-            if tp.topic == self.names.alerts:
-                requests = rules.for_alert(DeadlineAlert.model_validate_json(record.value), self.directory)
-            else:
-                event = decode(record.headers, record.value)
-                requests = rules.for_event(event, self.directory, self.registry)
-                if isinstance(event, DossierStatusChanged) and self.s.deadlines:
-                    dossier = deadlines.tracked(event)
-        except (ValidationError, UnknownEventType) as exc:  # canonical topics hold valid events; skip, loudly
-            log.error("notify.undecodable", topic=tp.topic, partition=tp.partition, offset=record.offset,
-                      error=type(exc).__name__)
-            requests = []
-        slot = self.tracker.add(tp, record.offset, len(requests) + (dossier is not None))
-
-        def complete() -> None:
-            self.tracker.complete(tp, slot)
-
-        if dossier is not None:
-            sent = await self.producer.send(self.names.deadlines, DeadlineMessage(dossier=dossier).model_dump_json().encode(),
-                                            dossier.commune.encode())
-            sent.add_done_callback(
-                lambda f: complete() if not f.cancelled() and f.exception() is None else self._crash("deadlines_send_failed"))
-        for request in requests:
-            await self.dispatcher.submit(request, complete, source=tp)
-
-    def _crash(self, reason: str) -> None:
-        log.error("notify.crash", reason=reason)
-        self.failed = True
-        self.stopping.set()
 
     async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            await asyncio.sleep(0.5)
-            await self._commit(consumer)
+            await asyncio.sleep(COMMIT_EVERY_S)
+            await self._commit(consumer, "loop")
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
-        offsets = {tp: o for tp, o in self.tracker.take_committable().items() if tp in consumer.assignment()}
-        if offsets:
+    async def _commit(self, consumer: AIOKafkaConsumer, when: str) -> None:
+        """Commit what is done on `consumer`'s partitions; a refusal (the group moved on) is logged and counted."""
+        offsets = self.tracker.take_committable(consumer.assignment())
+        if not offsets:
+            return
+        try:
             await consumer.commit(offsets)
+        except CommitFailedError:
+            self.tracker.restore(offsets)
+            metrics.COMMIT_FAILURES.labels(when).inc()
+            log.warning("notify.commit_refused", when=when, partitions=len(offsets))
+            return
+        self.sup.health.committed()
+
+    async def _final_commit(self, consumers: tuple[AIOKafkaConsumer, ...]) -> None:
+        """On an orderly stop only: after a failure the group may be gone, and the next owner redoes the rest."""
+        if not self.sup.stop.is_set():
+            return
+        async with asyncio.timeout(FINAL_COMMIT_S):
+            for consumer in consumers:
+                await self._commit(consumer, "stop")
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, app: NotifyApp, consumer: AIOKafkaConsumer, ledger: Ledger) -> None:
-        self.app, self.consumer, self.ledger = app, consumer, ledger
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        with contextlib.suppress(Exception):
-            await self.app._commit(self.consumer)  # noqa: SLF001
-        for tp in revoked:
-            self.app.tracker.forget(tp)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.ledger.catch_up()  # see what the previous owner sent before redoing its records
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def default_directory() -> Path:
-    return Path(__file__).resolve().parents[2] / "infra/notify/directory.example.toml"
+async def run(supervisor: Supervisor, settings: NotifySettings) -> None:
+    """One run of the notify worker (the runtime's `Worker`)."""
+    await NotifyApp(settings, supervisor).run()

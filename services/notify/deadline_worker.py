@@ -12,84 +12,101 @@ forgets an open dossier nor alerts twice.
 
 from __future__ import annotations
 
+import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import faust
 import structlog
 
-from schemas.notification import DeadlineMessage, TrackedDossier
-from schemas.topics import PARTITIONS
+from schemas.notification import DeadlineAlert, DeadlineMessage, TrackedDossier
+from schemas.topics import NOTIFY_DEADLINES, Group, group_id
 from services.common.logging import configure
 from services.notify import deadlines
 from services.notify.settings import NotifySettings
 from services.notify.topics import Names
 
 log = structlog.get_logger("notify.deadlines")
+Tick = Callable[[], Awaitable[None]]
+
+
+def every(app: faust.App, seconds: float) -> Callable[[Tick], Tick]:
+    """`@app.timer(seconds)` with a type (faust declares the decorator as a bare `Callable`)."""
+
+    def register(tick: Tick) -> Tick:
+        timer: Callable[[Tick], object] = app.timer(seconds)
+        timer(tick)
+        return tick
+
+    return register
 
 
 def build(settings: NotifySettings) -> faust.App:
     names = Names(settings.namespace)
-    app_id = settings.group("commune-bus.notify.deadlines")
+    app_id = group_id(Group.NOTIFY_DEADLINES, settings.namespace)
+    partitions = NOTIFY_DEADLINES.partitions  # the registry's count, which ensure_topics checked on the cluster
     datadir = Path(tempfile.gettempdir()) / "commune-bus-notify"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        app_id, broker=f"kafka://{settings.bootstrap}", store="memory://",
-        topic_partitions=PARTITIONS, web_port=settings.deadline_web_port, web_host="127.0.0.1",
-        web_enabled=False, datadir=str(datadir / app_id), topic_replication_factor=1, producer_acks=-1, consumer_auto_offset_reset="earliest",
+        app_id, broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")], store="memory://",
+        topic_partitions=partitions, web_port=settings.deadline_web_port, web_host="127.0.0.1", web_enabled=False,
+        datadir=str(datadir / app_id), topic_replication_factor=1, producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
     )
     source = app.topic(names.deadlines, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
     alerts = app.topic(names.alerts, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
-    table = app.Table("open-dossiers", default=None, partitions=PARTITIONS, key_type=str, value_type=str)
+    table = app.Table("open-dossiers", default=None, partitions=partitions, key_type=str, value_type=str)
+
+    async def record_state(d: TrackedDossier) -> None:
+        key = f"{d.commune}:{d.dossier_code}"
+        if not d.is_open:
+            table.pop(key, None)
+            return
+        old = table.get(key)
+        table[key] = deadlines.merge(TrackedDossier.model_validate_json(old) if old else None, d).model_dump_json()
+
+    async def record_alert(key: bytes, a: DeadlineAlert) -> None:
+        old = table.get(f"{a.commune}:{a.dossier_code}")
+        if old is None:
+            return
+        current = TrackedDossier.model_validate_json(old)
+        marked = deadlines.mark(current, a)
+        if marked != current:  # not yet alerted for this due date
+            table[f"{a.commune}:{a.dossier_code}"] = marked.model_dump_json()
+            await alerts.send(key=key, value=a.model_dump_json().encode())
+            log.info("deadline.alert", kind=a.kind.value, commune=a.commune, alert=a.id)
 
     @app.agent(source)
-    async def track(stream: Any) -> None:
+    async def track(stream: faust.StreamT[bytes]) -> None:
         async for key, value in stream.items():
             msg = DeadlineMessage.model_validate_json(value)
             if msg.dossier is not None:
-                d = msg.dossier
-                tkey = f"{d.commune}:{d.dossier_code}"
-                if not d.is_open:
-                    table.pop(tkey, None)
-                    continue
-                old = table.get(tkey)
-                table[tkey] = deadlines.merge(TrackedDossier.model_validate_json(old) if old else None, d).model_dump_json()
+                await record_state(msg.dossier)
             elif msg.alert is not None:
-                a = msg.alert
-                tkey = f"{a.commune}:{a.dossier_code}"
-                old = table.get(tkey)
-                if old is None:
-                    continue
-                current = TrackedDossier.model_validate_json(old)
-                marked = deadlines.mark(current, a)
-                if marked != current:  # not yet alerted for this due date
-                    table[tkey] = marked.model_dump_json()
-                    await alerts.send(key=key, value=a.model_dump_json().encode())
-                    log.info("deadline.alert", kind=a.kind.value, commune=a.commune, alert=a.id)
+                await record_alert(key, msg.alert)
 
-    @app.timer(settings.deadline_tick_s)
+    @every(app, settings.deadline_tick_s)
     async def tick() -> None:
         now = datetime.now(UTC)
         for _, raw in list(table.items()):
             if raw is None:
                 continue
             for alert in deadlines.alerts_due(TrackedDossier.model_validate_json(raw), now):
-                await source.send(key=alert.commune.encode(), value=DeadlineMessage(alert=alert).model_dump_json().encode())
+                decision = DeadlineMessage(alert=alert).model_dump_json().encode()
+                await source.send(key=alert.commune.encode(), value=decision)
 
     return app
 
 
 def main() -> None:
     settings = NotifySettings()
-    configure()
+    configure(settings.log_level)
     app = build(settings)
     app.main()
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     main()

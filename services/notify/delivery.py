@@ -3,6 +3,8 @@
 Every attempt's outcome goes to the status topic; a success or a dead letter is
 recorded in the ledger before the caller's `done` callback (which lets the
 input offset be committed). Deferred requests are recorded and released later.
+Every task the dispatcher runs is started through the injected `spawn`, so none
+can die unseen; I/O is injected too (channels, producer, clock).
 """
 
 from __future__ import annotations
@@ -10,58 +12,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 
-from schemas.notification import ChannelKind, NotificationRequest, NotificationStatus, Outcome
+from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
 from services.notify import metrics
 from services.notify.channels.base import Channel, DeliveryError, compose
+from services.notify.jobs import Claim, Clock, Done, Job, Lane, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
 from services.notify.policy import Backoff, QuietHours, TokenBucket
+from services.notify.retries import RetryQueue
 
 log = structlog.get_logger("notify.delivery")
-Done = Callable[[], None]
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class Claim:
-    """One input record waiting for this notification: its callback and partition (None: a released deferral)."""
-
-    done: Done
-    source: object = None
-
-
-@dataclass
-class Job:
-    request: NotificationRequest
-    claims: list[Claim]
-    attempt: int = 0
-
-
-@dataclass(frozen=True)
-class Outputs:
-    status: str
-    dlq: str
-
-
-@dataclass(eq=False)
-class Lane:
-    name: str
-    queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)
-    buckets: dict[ChannelKind, TokenBucket] = field(default_factory=dict)
 
 
 class Dispatcher:
     def __init__(self, channels: Mapping[ChannelKind, Channel], ledger: Ledger, producer: Producer, outputs: Outputs, *,
-                 backoff: Backoff, quiet: QuietHours, rates: Mapping[str, float], segment_limit: int,
-                 routine_workers: int, emergency_workers: int, clock: Clock = utcnow) -> None:
+                 spawn: Spawn, backoff: Backoff, quiet: QuietHours, rates: Mapping[str, float], segment_limit: int,
+                 routine_workers: int, emergency_workers: int, clock: Clock = utcnow,
+                 release_every_s: float = 1.0) -> None:
         self.channels, self.ledger, self.producer, self.outputs = channels, ledger, producer, outputs
         self.backoff, self.quiet, self.segment_limit, self.clock = backoff, quiet, segment_limit, clock
         self.routine, self.emergency = Lane("routine"), Lane("emergency")
@@ -73,20 +43,25 @@ class Dispatcher:
         self.holds: Callable[[object], bool] = lambda source: True
         """Whether an input partition is still assigned here; jobs of revoked partitions are dropped (the new
         owner re-derives them from the last committed offset), so two workers rarely race for one id."""
+        self._spawn, self._release_every_s = spawn, release_every_s
+        self._retries: RetryQueue[Job] = RetryQueue(self._requeue)
         self._inflight: dict[str, Job] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- public ---------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def start(self) -> None:
         for lane, n in self.workers.items():
-            self._tasks += [asyncio.create_task(self._work(lane)) for _ in range(n)]
-        self._tasks.append(asyncio.create_task(self._release_deferred()))
+            self._tasks += [self._spawn(f"{lane.name}-sender", self._work(lane)) for _ in range(n)]
+        self._tasks.append(self._spawn("retries", self._retries.run()))
+        self._tasks.append(self._spawn("deferred-release", self._release_deferred()))
 
     async def stop(self) -> None:
+        """Stop sending; what is queued or waiting for a retry stays uncommitted and is redone by the next owner."""
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
     @property
     def routine_backlog(self) -> int:
@@ -118,7 +93,7 @@ class Dispatcher:
         if request.is_emergency:
             return None
         at = request.not_before if request.not_before and request.not_before > now else now
-        if request.audience.value == "citizen":
+        if request.audience is Audience.CITIZEN:
             at = self.quiet.release_at(at)
         return at if at > now else None
 
@@ -127,6 +102,9 @@ class Dispatcher:
 
     def _enqueue(self, job: Job) -> None:
         self._inflight[job.request.notification_id] = job
+        self._requeue(job)
+
+    def _requeue(self, job: Job) -> None:
         lane = self._lane(job.request)
         lane.queue.put_nowait(job)
         metrics.QUEUED.labels(lane.name).set(lane.queue.qsize())
@@ -138,7 +116,8 @@ class Dispatcher:
             job = await lane.queue.get()
             metrics.QUEUED.labels(lane.name).set(lane.queue.qsize())
             bucket = lane.buckets.get(job.request.channel)
-            while bucket is not None and (wait := bucket.wait_time(time.monotonic())) > 0:
+            # A token is a matter of time, not of an event: sleep until the bucket has refilled enough.
+            while bucket is not None and (wait := bucket.wait_time(time.monotonic())) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
             await self._attempt(lane, job)
 
@@ -155,10 +134,10 @@ class Dispatcher:
         try:
             receipt = await self.channels[r.channel].send(compose(r, self.segment_limit))
         except DeliveryError as err:
-            await self._failed(lane, job, err)
+            await self._failed(job, err)
             return
         except KeyError:
-            await self._failed(lane, job, DeliveryError("no_channel", retryable=False))
+            await self._failed(job, DeliveryError("no_channel", retryable=False))
             return
         await self.ledger.record_done(r.notification_id, Outcome.SENT.value)
         outcome = Outcome.DELIVERED if receipt.delivered else Outcome.SENT
@@ -168,14 +147,14 @@ class Dispatcher:
                  recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune)
         self._finish(job)
 
-    async def _failed(self, lane: Lane, job: Job, err: DeliveryError) -> None:
+    async def _failed(self, job: Job, err: DeliveryError) -> None:
         r = job.request
         await self._status(r, Outcome.FAILED, job.attempt, reason=err.reason)
         if err.retryable and not self.backoff.gives_up_after(job.attempt):
             delay = self.backoff.delay(job.attempt)
             log.warning("notify.retry", nid=r.notification_id, channel=r.channel.value, reason=err.reason,
                         attempt=job.attempt, delay_s=round(delay, 2))
-            asyncio.get_running_loop().call_later(delay, lane.queue.put_nowait, job)
+            self._retries.put(delay, job)
             return
         reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
         await self.producer.send_and_wait(self.outputs.dlq, r.model_dump_json().encode(), r.commune.encode(), headers=[
@@ -183,7 +162,8 @@ class Dispatcher:
             ("dlq.rejected.at", self.clock().isoformat().encode())])
         await self.ledger.record_done(r.notification_id, Outcome.DEAD_LETTERED.value)
         await self._status(r, Outcome.DEAD_LETTERED, job.attempt, reason=reason)
-        log.error("notify.dead_lettered", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value, reason=reason)
+        log.error("notify.dead_lettered", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
+                  reason=reason)
         self._finish(job)
 
     def _finish(self, job: Job) -> None:
@@ -203,8 +183,8 @@ class Dispatcher:
 
     # --- deferred -------------------------------------------------------------------------------
 
-    async def _release_deferred(self, every_s: float = 1.0) -> None:
-        """Each second, send what is due among the ledger's deferred notifications of communes this worker owns.
+    async def _release_deferred(self) -> None:
+        """Each tick, send what is due among the ledger's deferred notifications of communes this worker owns.
 
         Scanning the ledger (not a private heap) means entries deferred by another worker, or before a restart
         or rebalance, are released by whoever owns the commune now.
@@ -217,4 +197,4 @@ class Dispatcher:
                 if request.not_before is None or request.not_before <= now:
                     self._enqueue(Job(request.model_copy(update={"not_before": None}), [Claim(lambda: None)]))
             metrics.DEFERRED.set(len(self.ledger.deferred))
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(self._release_every_s)

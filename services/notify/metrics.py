@@ -10,3 +10,6 @@ LATENCY = Histogram("notify_delivery_latency_seconds", "From event time to provi
                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 3600, 36000))
 DEFERRED = Gauge("notify_deferred_depth", "Notifications deferred (quiet hours, day-before) and not yet released")
 QUEUED = Gauge("notify_queue_depth", "Notifications waiting for a sender", ["lane"])
+COMMIT_FAILURES = Counter("notify_commit_failures_total",
+                          "Offset commits refused by the group coordinator (the records are redone, never lost)",
+                          ["when"])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Hashable, TypeVar
+from typing import Generic, TypeVar
 
 P = TypeVar("P", bound=Hashable)
 
@@ -37,9 +38,18 @@ class OffsetTracker(Generic[P]):
         while slots and slots[0].remaining <= 0:
             self._committable[partition] = slots.popleft().offset + 1
 
-    def take_committable(self) -> dict[P, int]:
-        out, self._committable = self._committable, {}
-        return out
+    def take_committable(self, among: Collection[P] | None = None) -> dict[P, int]:
+        """The new commit points (of the partitions in `among`, or all); others stay until taken."""
+        if among is None:
+            out, self._committable = self._committable, {}
+            return out
+        return {p: self._committable.pop(p) for p in [p for p in self._committable if p in among]}
+
+    def restore(self, offsets: Mapping[P, int]) -> None:
+        """Put back commit points whose commit failed, for partitions still tracked (not forgotten since)."""
+        for partition, offset in offsets.items():
+            if partition in self._slots:
+                self._committable[partition] = max(offset, self._committable.get(partition, offset))
 
     def forget(self, partition: P) -> None:
         self._slots.pop(partition, None)

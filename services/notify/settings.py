@@ -1,22 +1,21 @@
-"""Typed, frozen settings of the notify service (env prefix NOTIFY_, broker from KAFKA_BOOTSTRAP)."""
+"""Typed, frozen settings of the notify service: `NOTIFY_*` variables, Kafka connection from `KAFKA_*`."""
 
 from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
+from services.common.settings import ServiceSettings
 from services.notify.policy import Backoff, QuietHours
 
 
-class NotifySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NOTIFY_", frozen=True, extra="ignore")
+class NotifySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_", frozen=True, populate_by_name=True, extra="ignore")
 
-    bootstrap: str = Field(default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "NOTIFY_BOOTSTRAP"))
-    namespace: str = Field(default="", description="Topic/group prefix (tests); '' in production")
-    metrics_port: int = 9102
+    http_port: int = Field(default=9102, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
     directory_file: Path | None = Field(default=None, description="Recipients directory TOML")
     subscribers_file: Path | None = Field(default=None, description="Webhook subscriber registry TOML")
 
@@ -33,7 +32,8 @@ class NotifySettings(BaseSettings):
     retry_base_s: float = 0.5
     retry_cap_s: float = 8.0
     retry_max_attempts: int = 10
-    rate_per_s: dict[str, float] = Field(default_factory=lambda: {"sms": 200.0, "zalo": 200.0, "email": 50.0, "webhook": 200.0})
+    rate_per_s: dict[str, float] = Field(
+        default_factory=lambda: {"sms": 200.0, "zalo": 200.0, "email": 50.0, "webhook": 200.0})
     routine_workers: int = 32
     emergency_workers: int = 8
     max_pending: int = 20_000
@@ -53,6 +53,3 @@ class NotifySettings(BaseSettings):
 
     def backoff(self) -> Backoff:
         return Backoff(base_s=self.retry_base_s, cap_s=self.retry_cap_s, max_attempts=self.retry_max_attempts)
-
-    def group(self, base: str) -> str:
-        return f"{self.namespace}.{base}" if self.namespace else base

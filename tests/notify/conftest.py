@@ -17,6 +17,7 @@ from schemas.envelope import Event
 from schemas.topics import CANONICAL, scoped
 from schemas.wire import encode
 from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port, produce, start_service, stop_service
@@ -49,7 +50,7 @@ def namespace(unique: str) -> str:
 @pytest.fixture
 def notify_topics(kafka_bootstrap: str, namespace: str) -> Names:
     names = Names(namespace)
-    asyncio.run(ensure_topics(kafka_bootstrap, names.specs))
+    asyncio.run(ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), names.specs))
     return names
 
 
@@ -96,7 +97,7 @@ def start_notify(kafka_bootstrap: str, namespace: str, notify_topics: Names, fak
 
     def start(**env: str) -> subprocess.Popen[bytes]:
         base = {
-            "KAFKA_BOOTSTRAP": kafka_bootstrap, "NOTIFY_NAMESPACE": namespace, "NOTIFY_METRICS_PORT": str(free_port()),
+            "KAFKA_BOOTSTRAP": kafka_bootstrap, "NOTIFY_NAMESPACE": namespace, "NOTIFY_HTTP_PORT": str(free_port()),
             "NOTIFY_DIRECTORY_FILE": str(tmp_path / "directory.toml"),
             "NOTIFY_SUBSCRIBERS_FILE": str(tmp_path / "subscribers.toml"), "NOTIFY_SMS_URL": fake.url,
             "NOTIFY_ZALO_URL": fake.url, "NOTIFY_SMTP_PORT": str(smtp[1]), "NOTIFY_QUIET_START": "00:00",

@@ -10,6 +10,7 @@ import pytest
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
 from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port, produce, start_service, stop_service
@@ -23,9 +24,9 @@ async def test_raw_dossier_reaches_the_citizen_once_in_vietnamese_and_in_khmer(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders,
         tmp_path: Path) -> None:
     """Two portal-shape dossiers (vi and km preference) through intake and notify: exactly one right SMS each."""
-    await ensure_topics(kafka_bootstrap, [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
+    await ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
     intake = start_service("services.intake", {"KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": namespace,
-                                               "INTAKE_METRICS_PORT": str(free_port())}, tmp_path / "intake.log")
+                                               "INTAKE_HTTP_PORT": str(free_port())}, tmp_path / "intake.log")
     try:
         start_notify(NOTIFY_SUBSCRIBERS_FILE="")
         vi = portal_dossier("TL-251101-0101", status=2, SoDienThoaiChuHoSo="0912000001")

@@ -24,7 +24,7 @@ async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_lang
     Neither the status topic nor the worker's logs carry phone numbers or names.
     """
     metrics_port = free_port()
-    start_notify(NOTIFY_ZALO_URL=f"http://127.0.0.1:{free_port()}", NOTIFY_METRICS_PORT=str(metrics_port))  # ZNS down
+    start_notify(NOTIFY_ZALO_URL=f"http://127.0.0.1:{free_port()}", NOTIFY_HTTP_PORT=str(metrics_port))  # ZNS down
     vi, km = dossier("e-vi", locale="vi", code="D-VI"), dossier("e-km", locale="km", code="D-KM")
     zalo = dossier("e-zalo", code="D-ZL", applicant={"phone": "0911111111", "zalo_user_id": "z-1"})
     await publish(kafka_bootstrap, namespace, vi, km, zalo, visit_completed())

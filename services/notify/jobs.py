@@ -1,0 +1,56 @@
+"""What the dispatcher moves around: jobs and the claims waiting on them, the two lanes, and its injected I/O."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from schemas.notification import ChannelKind, NotificationRequest
+from services.notify.policy import TokenBucket
+
+Done = Callable[[], None]
+"""Called once per claim when its notification is durably sent, dead-lettered or deferred."""
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Spawn(Protocol):
+    """Starts a background task that someone owns (in the service: `Supervisor.spawn`, whose failures end the run)."""
+
+    def __call__(self, name: str, coro: Coroutine[Any, Any, None], /) -> asyncio.Task[None]: ...
+
+
+@dataclass
+class Claim:
+    """One input record waiting for this notification: its callback and partition (None: a released deferral)."""
+
+    done: Done
+    source: object = None
+
+
+@dataclass
+class Job:
+    request: NotificationRequest
+    claims: list[Claim]
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Outputs:
+    status: str
+    dlq: str
+
+
+@dataclass(eq=False)
+class Lane:
+    """A queue with its own senders and rate buckets: emergencies never wait behind routine notifications."""
+
+    name: str
+    queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)
+    buckets: dict[ChannelKind, TokenBucket] = field(default_factory=dict)

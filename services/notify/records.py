@@ -1,0 +1,105 @@
+"""From consumed records to notifications: decode once, apply the rules, hand requests to the dispatcher.
+
+A record's offset becomes committable once every notification it gave (and, for
+dossiers with a due date, its state sent to the deadline tracker) is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.structs import RecordMetadata
+from pydantic import ValidationError
+
+from schemas.dossier import DossierStatusChanged
+from schemas.notification import DeadlineAlert, DeadlineMessage, NotificationRequest, TrackedDossier
+from schemas.wire import UnknownEventType, decode
+from services.common.runtime import Supervisor
+from services.notify import deadlines, rules
+from services.notify.delivery import Dispatcher
+from services.notify.directory import Directory
+from services.notify.offsets import OffsetTracker
+from services.notify.settings import NotifySettings
+from services.notify.subscribers import Registry
+from services.notify.topics import Names
+
+log = structlog.get_logger("notify")
+Derived = tuple[list[NotificationRequest], TrackedDossier | None]
+"""A record's notification requests and, for a dossier with a due date, its state for the deadline tracker."""
+
+
+class DeadlineSendFailed(Exception):
+    """A dossier state for the deadline tracker was not acknowledged: its record must not be committed."""
+
+
+class Records:
+    def __init__(self, settings: NotifySettings, names: Names, directory: Directory, registry: Registry,
+                 producer: AIOKafkaProducer, dispatcher: Dispatcher, tracker: OffsetTracker[TopicPartition],
+                 supervisor: Supervisor) -> None:
+        self.s, self.names, self.directory, self.registry = settings, names, directory, registry
+        self.producer, self.dispatcher, self.tracker, self.sup = producer, dispatcher, tracker, supervisor
+
+    async def consume(self, consumer: AIOKafkaConsumer, throttle: bool) -> None:
+        """Decode -> rules -> dispatcher; pauses (routine consumer only) while the routine backlog is too long."""
+        paused = False
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                for record in records:
+                    await self.handle(tp, record)
+            if not throttle:
+                continue
+            backlog = self.dispatcher.routine_backlog
+            if not paused and backlog > self.s.max_pending:
+                consumer.pause(*consumer.assignment())
+                paused = True
+            elif paused and backlog < self.s.max_pending // 2:
+                consumer.resume(*consumer.paused())
+                paused = False
+
+    def derive(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Derived:
+        """The record's notification requests and, for a dossier with a due date, its state for the tracker."""
+        if record.value is None:
+            return self._skip(tp, record, "tombstone")
+        try:
+            if tp.topic == self.names.alerts:
+                return rules.for_alert(DeadlineAlert.model_validate_json(record.value), self.directory), None
+            event = decode(record.headers, record.value)
+            requests = rules.for_event(event, self.directory, self.registry)
+            if self.s.deadlines and isinstance(event, DossierStatusChanged):
+                return requests, deadlines.tracked(event)
+            return requests, None
+        except (ValidationError, UnknownEventType) as exc:  # canonical topics hold valid events; skip, loudly
+            return self._skip(tp, record, type(exc).__name__)
+
+    @staticmethod
+    def _skip(tp: TopicPartition, record: ConsumerRecord[bytes, bytes], error: str) -> Derived:
+        log.error("notify.undecodable", topic=tp.topic, partition=tp.partition, offset=record.offset, error=error)
+        return [], None
+
+    async def handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Hand the record's requests over; the record is done when they and its tracking are."""
+        requests, dossier = self.derive(tp, record)
+        slot = self.tracker.add(tp, record.offset, len(requests) + (dossier is not None))
+
+        def complete() -> None:
+            self.tracker.complete(tp, slot)
+
+        if dossier is not None:
+            message = DeadlineMessage(dossier=dossier).model_dump_json().encode()
+            sent = await self.producer.send(self.names.deadlines, message, dossier.commune.encode())
+
+            def settled(future: asyncio.Future[RecordMetadata]) -> None:
+                if future.cancelled():
+                    if not self.sup.stop.is_set():
+                        self.sup.fail(DeadlineSendFailed("cancelled"))
+                elif (exc := future.exception()) is not None:
+                    self.sup.fail(exc)
+                else:
+                    complete()
+
+            sent.add_done_callback(settled)
+        for request in requests:
+            await self.dispatcher.submit(request, complete, source=tp)

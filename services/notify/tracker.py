@@ -1,0 +1,63 @@
+"""The faust deadline tracker as a child process of the notify worker, and the watch that ties their lives.
+
+The tracker dies with its parent (Linux PR_SET_PDEATHSIG, also after a SIGKILL);
+when the tracker dies, the watch (a supervised task) fails and the worker ends
+with it, so the process manager restarts both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+import structlog
+
+log = structlog.get_logger("notify")
+PR_SET_PDEATHSIG = 1
+
+
+class TrackerExited(Exception):
+    """The deadline tracker process ended while the worker was running."""
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGTERM when the parent dies; a lower CPU priority (its work is tick-based,
+    the worker's is latency-bound)."""
+    os.nice(5)
+    with contextlib.suppress(OSError):  # not Linux: the tracker is stopped by `stop` only
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class TrackerProcess:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    @classmethod
+    def start(cls) -> TrackerProcess:
+        """`python -m services.notify.deadline_worker` with this process's environment (the same settings)."""
+        return cls(subprocess.Popen([sys.executable, "-m", "services.notify.deadline_worker"], env=dict(os.environ),
+                                    preexec_fn=_die_with_parent))
+
+    async def watch(self, every_s: float = 1.0) -> None:
+        """Return never: raise `TrackerExited` once the tracker has exited."""
+        # Polled: the child was started before the event loop (it outlives the worker's restarts), so its exit
+        # has no awaitable here.
+        while (code := self.process.poll()) is None:  # noqa: ASYNC110
+            await asyncio.sleep(every_s)
+        log.error("notify.tracker_exited", returncode=code)
+        raise TrackerExited(f"deadline tracker exited with code {code}")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
