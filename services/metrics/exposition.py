@@ -1,4 +1,4 @@
-"""Prometheus text exposition (format 0.0.4) of the communes in the partitions this worker owns.
+"""Prometheus text exposition of the communes in the partitions this worker owns (`/metrics` serves it).
 
 Built at scrape time from the owned partitions only, so a worker that loses a
 partition stops exporting its communes at once, and the sum over workers is the
@@ -40,8 +40,8 @@ COUNTERS: tuple[Family, ...] = (
     Family("commune_mobile_team_people_assisted_total", "counter", "People assisted by mobile teams", "people"),
     Family("commune_mobile_team_dossiers_assisted_total", "counter", "Dossiers submitted with mobile-team help",
            "visit_dossiers"),
-    Family("commune_mobile_team_accounts_activated_total", "counter", "VNeID level-2 accounts activated by mobile teams",
-           "accounts"),
+    Family("commune_mobile_team_accounts_activated_total", "counter",
+           "VNeID level-2 accounts activated by mobile teams", "accounts"),
     Family("commune_mobile_team_trainings_total", "counter", "Training sessions held", "trainings"),
     Family("commune_mobile_team_training_attendees_total", "counter", "Training attendees", "attendees"),
     Family("commune_mobile_team_support_answered_total", "counter", "Support requests answered", "support",
@@ -57,7 +57,6 @@ HISTOGRAMS = (
     ("commune_broadcast_delay_seconds", "Planned start to broadcast start per loudspeaker cluster, by province",
      "delay", DELAY_BUCKETS_S),
 )
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ON_TIME = ("early", "on_time")
 
 

@@ -8,7 +8,9 @@ spills to disk and resident memory stays low however many dossiers are open.
 from __future__ import annotations
 
 import shutil
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import cast
 
 from rocksdict import Options, Rdict, WriteOptions
 
@@ -28,6 +30,12 @@ def open_fresh(path: Path) -> Rdict:
     write.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub calls it a method
     db.set_write_options(write)
     return db
+
+
+def as_mapping(db: Rdict) -> MutableMapping[bytes, bytes]:
+    """The store as `PartitionState` uses it: in raw mode keys and values are bytes, which rocksdict's stubs
+    cannot express (they type every key as str | int | float | bytes | bool and every value as Any)."""
+    return cast(MutableMapping[bytes, bytes], db)
 
 
 def discard(db: Rdict, path: Path) -> None:

@@ -14,3 +14,5 @@ RESTORED = Counter("commune_metrics_restored_records_total", "Changelog records 
 SNAPSHOTS = Counter("commune_metrics_snapshots_total", "Per-commune snapshot events published")
 BATCH_SECONDS = Histogram("commune_metrics_batch_seconds", "Time to apply a batch and flush its changelog",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+SNAPSHOT_FAILURES = Counter("commune_metrics_snapshot_failures_total",
+                            "Snapshot rounds given up after a Kafka error (retried at the next interval)")

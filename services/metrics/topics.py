@@ -10,6 +10,7 @@ from __future__ import annotations
 from schemas.events import Family
 from schemas.topics import CANONICAL, METRICS_CHANGELOG, METRICS_SNAPSHOTS, scoped
 
+
 class Names:
     """Every topic name the metrics service uses, under one namespace."""
 

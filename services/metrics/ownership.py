@@ -1,0 +1,132 @@
+"""The canonical partitions a metrics worker owns, each with its state rebuilt from the changelog on assignment.
+
+The range assignor gives a worker the same partition numbers of all three
+canonical topics (they share the commune key and partition count), so partition
+N is one unit of state: a RocksDB store and its communes' totals, rebuilt from
+changelog partition N when N arrives. A revocation stops exporting everything at
+once; the states are kept until the next assignment says which stay ours (those
+need no restore) and which go (dropped with their store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import structlog
+from aiokafka import ConsumerRecord, TopicPartition
+from pydantic import ValidationError
+from rocksdict import Rdict
+
+from schemas import wire
+from schemas.envelope import Event
+from services.common.changelog import read_to_end
+from services.common.settings import KafkaConnection
+from services.metrics import store, telemetry
+from services.metrics.partition import PartitionState
+from services.metrics.topics import Names
+
+log = structlog.get_logger("metrics")
+Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+
+
+class Ownership:
+    """Partition states of one worker; only the owned ones are exported."""
+
+    def __init__(self, conn: KafkaConnection, names: Names, state_root: Path, client_id: str) -> None:
+        self.conn, self.names, self.state_root, self.client_id = conn, names, state_root, client_id
+        self.partitions: dict[int, PartitionState] = {}
+        self.owned: set[int] = set()
+        self.assigned: set[TopicPartition] = set()
+        self._dbs: dict[int, Rdict] = {}
+
+    def exported(self) -> list[PartitionState]:
+        """The partitions to export right now: owned ones only."""
+        return [self.partitions[p] for p in sorted(self.owned) if p in self.partitions]
+
+    def revoke(self) -> None:
+        """Stop exporting everything; states are kept until the next assignment says what stays ours."""
+        self.owned.clear()
+        self.assigned.clear()
+        telemetry.OWNED.set(0)
+        telemetry.LAG.clear()
+
+    async def assign(self, assigned: set[TopicPartition]) -> None:
+        """Own `assigned`: drop the states of partitions that left, restore those that arrived."""
+        numbers = {tp.partition for tp in assigned}
+        for p in set(self.partitions) - numbers:
+            self._drop(p)
+        await self._restore(sorted(numbers - set(self.partitions)))
+        self.assigned = set(assigned)
+        self.owned = numbers
+        telemetry.OWNED.set(len(numbers))
+        log.info("metrics.assigned", partitions=sorted(numbers))
+
+    def apply(self, batch: Batch) -> tuple[dict[int, dict[bytes, bytes]], dict[TopicPartition, int]]:
+        """Merge each decodable event into its partition's state; returns changed states and offsets to commit."""
+        changes: dict[int, dict[bytes, bytes]] = {}
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            family = self.names.family_of[tp.topic].value
+            part = self.partitions[tp.partition]
+            changed = changes.setdefault(tp.partition, {})
+            applied = unchanged = invalid = 0
+            for rec in records:
+                event = _decode(tp, rec)
+                if event is None:
+                    invalid += 1
+                    continue
+                out = part.apply(event)
+                if out is None:
+                    unchanged += 1
+                else:
+                    changed[out[0]] = out[1]
+                    applied += 1
+            offsets[tp] = records[-1].offset + 1
+            for outcome, n in (("applied", applied), ("unchanged", unchanged), ("invalid", invalid)):
+                if n:
+                    telemetry.EVENTS.labels(family, outcome).inc(n)
+        return changes, offsets
+
+    def drop_all(self) -> None:
+        """Forget every state and remove its store (the worker stops; a new run restores from the changelog)."""
+        self.revoke()
+        for p in set(self.partitions) | set(self._dbs):  # incl. stores of a restore that failed half-way
+            self._drop(p)
+
+    async def _restore(self, partitions: list[int]) -> None:
+        """Rebuild each partition's store and totals from its changelog partition (read to its end offset)."""
+        if not partitions:
+            return
+        parts: dict[int, PartitionState] = {}
+        for p in partitions:
+            self._dbs[p] = store.open_fresh(self.state_root / f"p{p}")
+            parts[p] = PartitionState(p, store.as_mapping(self._dbs[p]))
+
+        def apply(partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
+            if record.key is not None:
+                parts[partition].restore(record.key, record.value)
+
+        restored = await read_to_end(self.conn, self.names.changelog, partitions, apply, client_id=self.client_id)
+        self.partitions.update(parts)
+        telemetry.RESTORED.inc(restored)
+        log.info("metrics.restored", partitions=partitions, records=restored,
+                 communes=sum(len(p.communes) for p in parts.values()))
+
+    def _drop(self, partition: int) -> None:
+        self.partitions.pop(partition, None)
+        db = self._dbs.pop(partition, None)
+        if db is not None:
+            store.discard(db, self.state_root / f"p{partition}")
+
+
+def _decode(tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> Event | None:
+    """The record's event, or None (logged) when it is not a valid canonical event, e.g. a tombstone."""
+    try:
+        if rec.value is None:
+            raise ValueError("a record without a value")
+        return wire.decode(rec.headers, rec.value)
+    except (ValidationError, wire.UnknownEventType, ValueError) as exc:
+        log.warning("event.invalid", topic=tp.topic, partition=tp.partition, offset=rec.offset,
+                    error=type(exc).__name__)
+        return None
