@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, scoped
 from services.common.admin import ensure_topics
-from services.metrics.topics import METRICS_CHANGELOG
+from services.common.settings import KafkaConnection
+from services.metrics.topics import Names
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.metrics.golden import event_set, expected, restricted, summed
 from tests.metrics.test_metrics_kafka import publish
@@ -32,11 +32,10 @@ async def test_sigkill_mid_stream_then_restart_exports_exact_figures(kafka_boots
                                                                      tmp_path: Path) -> None:
     """Killed while applying (changelog ahead of committed offsets), a new process still converges exactly."""
     namespace = f"k{unique}"
-    await ensure_topics(kafka_bootstrap, [scoped(t, namespace) for t in (*CANONICAL.values(), METRICS_CHANGELOG,
-                                                                        METRICS_SNAPSHOTS)])
+    await ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), Names(namespace).specs)
     events = event_set(seed=99)  # ~480 events incl. duplicates, applied 50 per batch
     port = free_port()
-    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "METRICS_NAMESPACE": namespace, "METRICS_METRICS_PORT": str(port),
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "METRICS_NAMESPACE": namespace, "METRICS_HTTP_PORT": str(port),
            "METRICS_STATE_DIR": str(tmp_path / "state"), "METRICS_BATCH_MAX_RECORDS": "50"}
     first = start_service("services.metrics", env, tmp_path / "first.log")
     try:
@@ -64,7 +63,8 @@ async def test_sigkill_mid_stream_then_restart_exports_exact_figures(kafka_boots
                 break
             await asyncio.sleep(0.3)
         assert got == truth
-        restored = [line for line in scrape(port).splitlines() if line.startswith("commune_metrics_restored_records_total")]
+        restored = [line for line in scrape(port).splitlines()
+                    if line.startswith("commune_metrics_restored_records_total")]
         assert restored and float(restored[0].split()[1]) > 0  # state came back from the changelog
     finally:
         stop_service(second)

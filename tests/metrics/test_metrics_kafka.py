@@ -13,12 +13,15 @@ from schemas import wire
 from schemas.admin import commune_provinces
 from schemas.envelope import Event
 from schemas.events import FAMILY_OF_TYPE
-from schemas.snapshot import decode_snapshot
+from schemas.snapshot import CommuneIndicators, decode_snapshot
 from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, scoped
 from services.common.admin import ensure_topics
+from services.common.health import Health
+from services.common.runtime import run_once
+from services.common.settings import KafkaConnection
 from services.metrics.exposition import render
 from services.metrics.settings import MetricsSettings
-from services.metrics.topics import METRICS_CHANGELOG
+from services.metrics.topics import Names
 from services.metrics.worker import MetricsWorker
 from tests.kafkatools import produce, read_all
 from tests.metrics.golden import COMMUNES, NOW, event_set, expected, restricted, summed
@@ -37,14 +40,14 @@ async def publish(bootstrap: str, namespace: str, events: list[Event]) -> None:
 
 
 class Running:
-    """A worker running in this event loop until `stop()`."""
+    """A worker running in this event loop (one run under the runtime's supervisor) until `stop()`."""
 
     def __init__(self, bootstrap: str, namespace: str, worker_id: str, state: Path) -> None:
         settings = MetricsSettings(bootstrap=bootstrap, namespace=namespace, worker_id=worker_id, state_dir=state,
                                    snapshot_interval_s=3600)
         self.worker = MetricsWorker(settings, clock=lambda: NOW)
         self._stop = asyncio.Event()
-        self.task = asyncio.create_task(self.worker.run(self._stop))
+        self.task = asyncio.create_task(run_once("metrics", self.worker.run, self._stop, Health("metrics")))
 
     def text(self) -> str:
         return render(self.worker.exported(), NOW)
@@ -57,8 +60,7 @@ class Running:
 @pytest.fixture
 async def env(kafka_bootstrap: str, unique: str, tmp_path: Path) -> AsyncIterator[Callable[[str], Running]]:
     namespace = f"t{unique}"
-    await ensure_topics(kafka_bootstrap, [scoped(t, namespace) for t in (*CANONICAL.values(), METRICS_CHANGELOG,
-                                                                            METRICS_SNAPSHOTS)])
+    await ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), Names(namespace).specs)
     started: list[Running] = []
 
     def start(worker_id: str) -> Running:
@@ -73,8 +75,8 @@ async def env(kafka_bootstrap: str, unique: str, tmp_path: Path) -> AsyncIterato
             await r.stop()
 
 
-async def until(check: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
+async def until(check: Callable[[], bool], within: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + within
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.2)
@@ -97,10 +99,13 @@ async def test_golden_event_set_gives_exactly_the_expected_figures(kafka_bootstr
     w = env("w1")
     await until(lambda: figures_of(w, like=truth) == truth, what="golden figures")
     assert figures_of(w, like=truth) == truth
-    assert w.worker.partitions and len(w.worker.owned) == 6
+    assert w.worker.ownership.partitions and len(w.worker.ownership.owned) == 6
     assert await w.worker.publish_snapshots() == 8
     records = await read_all(kafka_bootstrap, scoped(METRICS_SNAPSHOTS, env.namespace).name, expect=8, idle=0.5)
-    snaps = {r.key.decode(): decode_snapshot(r.headers, r.value).data for r in records}
+    snaps: dict[str, CommuneIndicators] = {}
+    for r in records:
+        assert r.key is not None and r.value is not None
+        snaps[r.key.decode()] = decode_snapshot(r.headers, r.value).data
     assert set(snaps) == set(COMMUNES)
     for commune, data in snaps.items():
         where = (("province", commune_provinces()[commune]), ("commune", commune))
@@ -119,7 +124,7 @@ async def test_restart_recovers_the_same_figures_from_the_changelog(kafka_bootst
     await until(lambda: figures_of(w1, like=truth_first) == truth_first, what="first half")
     await w1.stop()
     w2 = env("w2")
-    await until(lambda: len(w2.worker.owned) == 6, what="assignment")
+    await until(lambda: len(w2.worker.ownership.owned) == 6, what="assignment")
     assert figures_of(w2, like=truth_first) == truth_first  # restored, not re-read: offsets were committed
     await publish(kafka_bootstrap, env.namespace, events[half:] + first[:20])  # the rest, plus redeliveries
     truth = expected(events)
@@ -135,8 +140,9 @@ async def test_two_workers_sum_to_one_worker_also_across_rebalances(kafka_bootst
     truth1 = expected(events[:third])
     await until(lambda: figures_of(a, like=truth1) == truth1, what="one worker")
     b = env("b")
-    await until(lambda: len(a.worker.owned) == 3 and len(b.worker.owned) == 3, what="rebalance to two workers")
-    assert a.worker.owned.isdisjoint(b.worker.owned)
+    await until(lambda: len(a.worker.ownership.owned) == 3 and len(b.worker.ownership.owned) == 3,
+                what="rebalance to two workers")
+    assert a.worker.ownership.owned.isdisjoint(b.worker.ownership.owned)
     communes_a = {c for p in a.worker.exported() for c in p.communes}
     communes_b = {c for p in b.worker.exported() for c in p.communes}
     assert communes_a.isdisjoint(communes_b)  # each exports only the partitions it owns
@@ -146,7 +152,7 @@ async def test_two_workers_sum_to_one_worker_also_across_rebalances(kafka_bootst
     await until(lambda: figures_of(a, b, like=truth2) == truth2, what="two workers")
     two = every_series(a.text(), b.text())
     await b.stop()
-    await until(lambda: len(a.worker.owned) == 6, what="rebalance back to one worker")
+    await until(lambda: len(a.worker.ownership.owned) == 6, what="rebalance back to one worker")
     assert figures_of(a, like=truth2) == truth2  # b's partitions restored from its changelog records
     assert every_series(a.text()) == two  # all series, incl. histograms, ratios, last-event times
     await publish(kafka_bootstrap, env.namespace, events[2 * third:])

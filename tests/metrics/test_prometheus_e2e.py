@@ -94,18 +94,20 @@ def test_every_dashboard_query_and_recording_rule_returns_data(kafka_topics: str
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(start_service("services.intake", {**env, "INTAKE_NAMESPACE": namespace,
-                                                       "INTAKE_METRICS_PORT": str(ports["intake"])},
+                                                       "INTAKE_HTTP_PORT": str(ports["intake"])},
                                    tmp_path / "intake.log"))
         procs.append(start_service("services.metrics", {**env, "METRICS_NAMESPACE": namespace,
-                                                        "METRICS_METRICS_PORT": str(ports["metrics"]),
+                                                        "METRICS_HTTP_PORT": str(ports["metrics"]),
                                                         "METRICS_STATE_DIR": str(tmp_path / "state"),
                                                         "METRICS_SNAPSHOT_INTERVAL_S": "5"},
                                    tmp_path / "metrics.log"))
         prometheus_config(tmp_path / "prometheus.yml", ports)
-        procs.append(subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--web.listen-address=127.0.0.1:{prom_port}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}", "--log.level=warn"],
-            stdout=open(tmp_path / "prometheus.log", "ab"), stderr=subprocess.STDOUT))
+        with open(tmp_path / "prometheus.log", "ab") as prom_log:  # the child keeps its own descriptor
+            procs.append(subprocess.Popen(
+                [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+                 f"--web.listen-address=127.0.0.1:{prom_port}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                 "--log.level=warn"],
+                stdout=prom_log, stderr=subprocess.STDOUT))
         simulator = subprocess.run(
             [sys.executable, "-m", "services.simulator", "--province", PROVINCE, "--rate", "300", "--duration", "15",
              "--invalid-share", "0.05", "--namespace", namespace, "--seed", "1", "--bootstrap", kafka_topics],
@@ -117,7 +119,8 @@ def test_every_dashboard_query_and_recording_rule_returns_data(kafka_topics: str
         commune = ""
         while time.monotonic() < deadline:
             try:
-                top = query(prom_port, f'topk(1, sum by (commune) (commune_dossiers_completed_total{{province="{PROVINCE}"}}))')
+                completed = f'commune_dossiers_completed_total{{province="{PROVINCE}"}}'
+                top = query(prom_port, f"topk(1, sum by (commune) ({completed}))")
                 commune = top[0]["metric"]["commune"] if top else ""
                 checks = [(d, p, substitute(e, commune)) for d, p, e in dashboard_queries()]
                 checks += [("recording rule", r, r) for r in recording_rules()]
