@@ -20,27 +20,30 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uvloop
 from aiokafka import AIOKafkaProducer
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 
 from schemas import wire
 from schemas.admin import commune_provinces
-from schemas.dossier import DossierStatusChanged
+from schemas.dossier import DossierData, DossierStatusChanged
 from schemas.events import Family
 from schemas.topics import CANONICAL, scoped
 from services.common.admin import ensure_topics
-from services.metrics.http import scrape
+from services.common.health import Health
+from services.common.runtime import run_once
+from services.common.settings import KafkaConnection
 from services.metrics.partition import PartitionState
 from services.metrics.settings import MetricsSettings
 from services.metrics.topics import Names
 from services.metrics.worker import MetricsWorker
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+CONN = KafkaConnection(bootstrap=BOOTSTRAP)
 EVENTS = int(os.environ.get("BENCH_METRICS_EVENTS", "120000"))
 FAUST_EVENTS = int(os.environ.get("BENCH_METRICS_FAUST_EVENTS", "30000"))
 OPEN_DOSSIERS = int(os.environ.get("BENCH_METRICS_OPEN", "200000"))
@@ -65,7 +68,7 @@ def dossier_events(n: int, statuses: tuple[int, ...] = (2, 4, 9, 10)) -> Iterato
                 data["returned_at"] = data["ended_at"]
             yield DossierStatusChanged(
                 id=f"{code}-{step}", source=f"/communes/{commune}/one-stop", time=T0 + timedelta(hours=step),
-                subject=code, commune=commune, province=province, data=data)
+                subject=code, commune=commune, province=province, data=DossierData.model_validate(data))
 
 
 def core_rate(records: list[wire.KafkaRecord]) -> float:
@@ -95,6 +98,14 @@ def consumed() -> float:
                for o in ("applied", "unchanged", "invalid"))
 
 
+async def poll(done: Callable[[], bool], interval_s: float) -> None:
+    """Return once `done()` holds, checking every `interval_s` (the worker's progress has no event to wait on)."""
+    while True:
+        if done():
+            return
+        await asyncio.sleep(interval_s)
+
+
 async def restore_rate(settings: MetricsSettings) -> tuple[float, float]:
     """A fresh worker of the same group rebuilding all six partitions from the changelog: (records/s, seconds)."""
     from services.metrics import telemetry
@@ -103,40 +114,39 @@ async def restore_rate(settings: MetricsSettings) -> tuple[float, float]:
     stop = asyncio.Event()
     before = telemetry.RESTORED._value.get()
     started = time.perf_counter()
-    task = asyncio.create_task(worker.run(stop))
-    while len(worker.owned) < 6:
-        await asyncio.sleep(0.01)
+    task = asyncio.create_task(run_once("metrics", worker.run, stop, Health("metrics")))
+    await poll(lambda: len(worker.ownership.owned) == 6, 0.01)
     elapsed = time.perf_counter() - started  # includes joining the group
     stop.set()
     await task
     return (telemetry.RESTORED._value.get() - before) / elapsed, elapsed
 
 
-async def worker_rate(records: list[wire.KafkaRecord]) -> tuple[float, float, int, MetricsWorker, asyncio.Event]:
+async def worker_rate(
+        records: list[wire.KafkaRecord]) -> tuple[float, float, int, MetricsWorker, asyncio.Event, asyncio.Task[None]]:
     namespace = f"bench{uuid.uuid4().hex[:8]}"
-    await ensure_topics(BOOTSTRAP, Names(namespace).specs)
+    await ensure_topics(CONN, Names(namespace).specs)
     await produce(scoped(CANONICAL[Family.DOSSIER], namespace).name, records)
     settings = MetricsSettings(bootstrap=BOOTSTRAP, namespace=namespace, state_dir=Path(tempfile.mkdtemp()),
                                snapshot_interval_s=3600)
     worker = MetricsWorker(settings)
     stop = asyncio.Event()
     before = consumed()
-    asyncio.create_task(worker.run(stop))
-    while len(worker.owned) < 6:
-        await asyncio.sleep(0.005)
+    task = asyncio.create_task(run_once("metrics", worker.run, stop, Health("metrics")))
+    await poll(lambda: len(worker.ownership.owned) == 6, 0.005)
     started = time.perf_counter()  # from the end of the partition assignment
-    while consumed() - before < len(records):
-        await asyncio.sleep(0.1)
+    await poll(lambda: consumed() - before >= len(records), 0.1)
     elapsed = time.perf_counter() - started
     communes = sum(len(p.communes) for p in worker.exported())
-    return len(records) / elapsed, elapsed, communes, worker, stop
+    return len(records) / elapsed, elapsed, communes, worker, stop, task
 
 
 def scrape_ms(worker: MetricsWorker) -> tuple[float, int, int]:
+    """What one scrape of /metrics builds (services.common.http): the commune figures, then the process's own."""
     times, text = [], ""
     for _ in range(7):
         started = time.perf_counter()
-        text = scrape(worker, time.time)
+        text = worker.figures() + generate_latest(REGISTRY).decode()
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times), text.count("\n"), len(text.encode())
 
@@ -155,7 +165,7 @@ def memory_child(n: int) -> None:
 
     path = Path(tempfile.mkdtemp()) / "p0"
     db = store.open_fresh(path)
-    part = PartitionState(0, db)
+    part = PartitionState(0, store.as_mapping(db))
     gc.collect()
     base = rss_mb()
     for event in dossier_events(n, statuses=(2,)):
@@ -170,13 +180,14 @@ async def run() -> None:
     print(f"building {EVENTS:,} dossier events over all communes ...", flush=True)
     records = [wire.encode(e) for e in dossier_events(EVENTS)]
     core = core_rate(records)
-    rate, elapsed, communes, worker, stop = await worker_rate(records)
+    rate, elapsed, communes, worker, stop, task = await worker_rate(records)
     median_ms, lines, size = scrape_ms(worker)
     stop.set()
-    await asyncio.sleep(1)
+    await task
     restored, restore_s = await restore_rate(worker.settings)
-    child = subprocess.run([sys.executable, "-m", "bench.bench_metrics", "memory", str(OPEN_DOSSIERS)],
-                           capture_output=True, text=True, timeout=150, check=True)
+    child = await asyncio.to_thread(subprocess.run,
+                                    [sys.executable, "-m", "bench.bench_metrics", "memory", str(OPEN_DOSSIERS)],
+                                    capture_output=True, text=True, timeout=150, check=True)
     grown, _, opened = child.stdout.split()
     per_million = float(grown) * 1_000_000 / int(opened)
     print(f"pure core (decode + merge + totals)     {core:>10,.0f} events/s")
@@ -206,7 +217,7 @@ def faust_child(topic: str, app_id: str, n: int, result: str, datadir: str, web_
     seen = {"n": 0, "start": 0.0}
 
     @app.agent(source)
-    async def apply(stream: faust.StreamT) -> None:
+    async def apply(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             if not seen["n"]:
                 seen["start"] = time.perf_counter()
@@ -220,7 +231,7 @@ def faust_child(topic: str, app_id: str, n: int, result: str, datadir: str, web_
                 totals.setdefault(ev.commune, CommuneTotals(ev.province)).replace(old, new)
             seen["n"] += 1
             if seen["n"] == n:
-                Path(result).write_text(str(n / (time.perf_counter() - seen["start"])))
+                await asyncio.to_thread(Path(result).write_text, str(n / (time.perf_counter() - seen["start"])))
 
     sys.argv = [sys.argv[0], "worker", "-l", os.environ.get("BENCH_FAUST_LOG", "error")]
     app.main()
@@ -230,7 +241,7 @@ def faust_rate(records: list[wire.KafkaRecord]) -> float | None:
     """Events/s of the faust-table variant on the same records (None if it did not finish in time)."""
     namespace = f"benchf{uuid.uuid4().hex[:8]}"
     topic = scoped(CANONICAL[Family.DOSSIER], namespace).name
-    asyncio.run(ensure_topics(BOOTSTRAP, [scoped(CANONICAL[Family.DOSSIER], namespace)]))
+    asyncio.run(ensure_topics(CONN, [scoped(CANONICAL[Family.DOSSIER], namespace)]))
     asyncio.run(produce(topic, records))
     work = Path(tempfile.mkdtemp())
     result = work / "rate"
