@@ -1,0 +1,141 @@
+"""The docs cannot rot silently: what they name exists, their links resolve, every alert has its runbook."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[1]
+ADR_DIR = ROOT / "docs/adr"
+NAMING_DOCS = ["README.md", "CONTRIBUTING.md", "docs/architecture.md",
+               *sorted(str(p.relative_to(ROOT)) for p in ADR_DIR.glob("*.md"))]
+"""Docs whose repository paths and dotted module names must exist."""
+LINKING_DOCS = [*NAMING_DOCS, "docs/runbooks.md", "docs/benchmarks.md"]
+
+PATH = re.compile(r"(?<![\w./-])((?:services|schemas|infra|tests|docs|bench|typings|\.ci)/[\w./*-]*[\w/*])")
+MADE_BY_THE_READER = {"infra/gateway-secrets.yaml"}
+"""Paths a doc tells the reader to create (git-ignored: they hold secrets)."""
+DOTTED = re.compile(r"(?<![\w./-])((?:services|schemas)(?:\.[A-Za-z_]\w*)+)")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+TOPIC = re.compile(r"\bcommune\.(?:raw|events|dlq|intake|notify|metrics)\.[a-z-]+\b")
+
+
+def text(doc: str) -> str:
+    return (ROOT / doc).read_text(encoding="utf-8")
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def defines(source: str, name: str) -> bool:
+    """Whether a module's source defines or imports `name` at top level."""
+    return re.search(rf"^(?:async\s+def|def|class)\s+{name}\b|^{name}\s*[:=]|^from\s+\S+\s+import\s+.*\b{name}\b",
+                     source, flags=re.M) is not None
+
+
+def resolves(dotted: str) -> bool:
+    """`a.b.c[.attr]`: the longest prefix is a module or package of the repository, the rest one name defined in it."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = ROOT.joinpath(*parts[:cut])
+        module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+        if module.is_file():
+            rest = parts[cut:]
+            return not rest or (len(rest) == 1 and defines(module.read_text(encoding="utf-8"), rest[0]))
+    return False
+
+
+@pytest.mark.parametrize("doc", NAMING_DOCS)
+def test_every_repository_path_named_exists(doc: str) -> None:
+    """Each `services/…`, `schemas/…`, `infra/…` (and tests, docs, bench, typings) path or glob a doc names exists."""
+    named = set(PATH.findall(text(doc))) - MADE_BY_THE_READER
+    missing = sorted(p for p in named if not (any(ROOT.glob(p)) if "*" in p else (ROOT / p).exists()))
+    assert missing == [], f"{doc} names paths that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("doc", NAMING_DOCS)
+def test_every_dotted_module_named_exists(doc: str) -> None:
+    """Each dotted `services.…` / `schemas.…` name a doc uses is a module, or a name defined in one."""
+    missing = sorted({d for d in DOTTED.findall(text(doc)) if not resolves(d)})
+    assert missing == [], f"{doc} names modules that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("doc", LINKING_DOCS)
+def test_relative_links_resolve(doc: str) -> None:
+    """Every relative link of a doc reaches a file or directory, and its #anchor a heading of the target."""
+    broken = []
+    for target in LINK.findall(text(doc)):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (ROOT / doc).parent / path if path else ROOT / doc
+        if not file.exists() or (anchor and file.suffix == ".md" and anchor not in anchors(file.read_text("utf-8"))):
+            broken.append(target)
+    assert broken == [], f"{doc} has broken links: {broken}"
+
+
+@pytest.mark.parametrize("doc", LINKING_DOCS)
+def test_every_topic_named_is_a_registry_topic(doc: str) -> None:
+    """Topic names written in the docs exist in schemas.topics (no stale names)."""
+    from schemas.topics import TOPICS
+
+    stale = set(TOPIC.findall(text(doc))) - {t.name for t in TOPICS}
+    assert stale == set(), f"{doc} names topics not in the registry: {sorted(stale)}"
+
+
+def test_every_alert_links_its_runbook_section() -> None:
+    """Every alert rule has a runbook_url into docs/runbooks.md whose anchor is a section named after the alert."""
+    rules = [rule for path in sorted((ROOT / "infra/prometheus/rules").glob("*.yml"))
+             for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"] for rule in group["rules"]]
+    alerts = {rule["alert"]: rule.get("annotations", {}).get("runbook_url", "") for rule in rules if "alert" in rule}
+    sections = anchors(text("docs/runbooks.md"))
+    assert alerts, "no alert rules found"
+    for alert, url in alerts.items():
+        path, _, anchor = url.partition("#")
+        assert path == "docs/runbooks.md", f"{alert}: runbook_url {url!r}"
+        assert anchor == alert.lower() and anchor in sections, f"{alert}: no section #{anchor} in docs/runbooks.md"
+
+
+def test_decision_records_are_numbered_and_complete() -> None:
+    """ADRs are numbered 0001.. without gaps, each with Context, Decision, Consequences and Status, 20-50 lines."""
+    records = sorted(ADR_DIR.glob("[0-9][0-9][0-9][0-9]-*.md"))
+    assert [p.name[:4] for p in records] == [f"{n:04d}" for n in range(1, len(records) + 1)]
+    for path in records:
+        body = path.read_text(encoding="utf-8")
+        assert re.search(rf"^# {int(path.name[:4]):04d}\. ", body, flags=re.M), path.name
+        assert [h for h in re.findall(r"^## (.+)$", body, flags=re.M)] == [
+            "Context", "Decision", "Consequences", "Status"], path.name
+        assert 20 <= len(body.splitlines()) <= 50, f"{path.name}: {len(body.splitlines())} lines"
+        assert path.name in text("docs/adr/README.md"), f"{path.name} is missing from the index"
+
+
+def test_readme_settings_are_real_settings() -> None:
+    """Every `<SERVICE>_*` and `KAFKA_*` variable the README names is a field of that service's settings class."""
+    from services.common.settings import KafkaConnection
+    from services.gateway.settings import GatewaySettings
+    from services.intake.settings import IntakeSettings
+    from services.metrics.settings import MetricsSettings
+    from services.notify.settings import NotifySettings
+
+    classes = {"KAFKA": KafkaConnection, "INTAKE": IntakeSettings, "NOTIFY": NotifySettings,
+               "METRICS": MetricsSettings, "GATEWAY": GatewaySettings}
+    variable = r"\b(KAFKA|INTAKE|NOTIFY|METRICS|GATEWAY)_([A-Z0-9_]+\*?(?:/[A-Z0-9_]+)?)"
+    named = set(re.findall(variable, text("README.md")))
+    assert named
+    unknown = []
+    for prefix, rest in sorted(named):
+        fields = set(classes[prefix].model_fields)
+        head, _, alternative = rest.partition("/")  # NOTIFY_SMTP_HOST/PORT
+        names = [head.lower(), *([head.rsplit("_", 1)[0].lower() + "_" + alternative.lower()] if alternative else [])]
+        for name in names:
+            ok = any(f.startswith(name[:-1]) for f in fields) if name.endswith("*") else name in fields
+            if not ok:
+                unknown.append(f"{prefix}_{name.upper()}")
+    assert unknown == [], f"README names settings that do not exist: {unknown}"
