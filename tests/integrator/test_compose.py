@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
+import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,26 +19,26 @@ from schemas.topics import MAX_RECORD_BYTES, PARTITIONS, TOPICS
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "infra/compose.yaml").read_text(encoding="utf-8"))
+PROMETHEUS = yaml.safe_load((ROOT / "infra/compose/prometheus.yml").read_text(encoding="utf-8"))
 SHARED = {"KAFKA_BOOTSTRAP"}
 SERVICES = [n for n, s in COMPOSE["services"].items() if str(s.get("command", [""])[0]).startswith("services.")]
 
 
-def settings_class(module: str) -> type[BaseSettings] | None:
-    try:
-        mod = importlib.import_module(f"{module}.settings")
-    except ModuleNotFoundError:
-        return None
-    found = [c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, BaseSettings)
-             and c is not BaseSettings and c.__module__ == mod.__name__]
-    return found[0] if found else None
+def settings_class(module: str) -> type[BaseSettings]:
+    mod = importlib.import_module(f"{module}.settings")
+    [found] = [c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, BaseSettings)
+               and c is not BaseSettings and c.__module__ == mod.__name__]
+    return found
 
 
 def env_names(cls: type[BaseSettings]) -> set[str]:
+    """The variables pydantic-settings reads for `cls`: a field's aliases if it has any, else prefix + name."""
     prefix = cls.model_config.get("env_prefix", "")
-    names = {(prefix + n).upper() for n in cls.model_fields}
-    for field in cls.model_fields.values():
+    names = set()
+    for name, field in cls.model_fields.items():
         alias = field.validation_alias
-        names |= {str(c).upper() for c in getattr(alias, "choices", [alias] if isinstance(alias, str) else [])}
+        choices = getattr(alias, "choices", [alias] if isinstance(alias, str) else [])
+        names |= {str(c).upper() for c in choices} if choices else {(prefix + name).upper()}
     return names
 
 
@@ -47,6 +50,45 @@ def published(service: dict[str, Any]) -> dict[int, int]:
     return out
 
 
+def configured(compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch) -> BaseSettings:
+    """`services.<name>`'s real settings class built from the container's environment only (as compose runs it)."""
+    cls = settings_class(f"services.{name}")
+    prefix = str(cls.model_config.get("env_prefix", "")).upper()
+    with monkeypatch.context() as env:
+        for var in os.environ:
+            if var.upper().startswith((prefix, "KAFKA_")):
+                env.delenv(var)
+        for var, value in compose["services"][name].get("environment", {}).items():
+            env.setenv(var, str(value))
+        return cls()
+
+
+def http_address(settings: BaseSettings) -> tuple[str, int]:
+    """Where the service's HTTP server (/metrics, /healthz, /readyz) listens; the gateway's is its API server."""
+    values = settings.model_dump()
+    return (values["host"], values["port"]) if "port" in values else (values["http_host"], values["http_port"])
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def loopback_bound(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Services whose container would bind their HTTP port to a loopback address (unreachable from Prometheus)."""
+    return sorted(n for n in SERVICES if is_loopback(http_address(configured(compose, n, monkeypatch))[0]))
+
+
+def scrape_mismatches(compose: dict[str, Any], prometheus: dict[str, Any],
+                      monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Prometheus targets and `<service>:<configured HTTP port>` that are not both present."""
+    targets = {t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    serving = {f"{n}:{port}" for n in SERVICES if (port := http_address(configured(compose, n, monkeypatch))[1])}
+    return targets ^ serving
+
+
 def test_compose_services_are_the_python_services() -> None:
     """Intake, notify, metrics and the gateway each run their `python -m services.<name>` entry point."""
     assert set(SERVICES) == {"intake", "notify", "metrics", "gateway"}
@@ -55,22 +97,42 @@ def test_compose_services_are_the_python_services() -> None:
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_environment_names_and_ports_match_the_settings_class(name: str) -> None:
-    """Every env var is a field (or alias) of the service's settings class; published ports are its ports."""
+def test_environment_names_and_ports_match_the_settings_class(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every env var is a field (or alias) of the service's settings class; published ports are its HTTP port."""
     cls = settings_class(f"services.{name}")
-    if cls is None:
-        pytest.skip(f"services.{name}.settings does not exist yet")
     service = COMPOSE["services"][name]
     env = {k: str(v) for k, v in service.get("environment", {}).items()}
     known = env_names(cls) | SHARED
     assert set(env) <= known, f"unknown variables for {cls.__name__}: {sorted(set(env) - known)}"
-    prefix = cls.model_config.get("env_prefix", "")
-    ports = {}
-    for field, info in cls.model_fields.items():
-        if field in ("port", "metrics_port"):
-            ports[int(env.get((prefix + field).upper(), info.default))] = field
-    assert ports, f"{cls.__name__} has no port/metrics_port"
-    assert published(service) == {p: p for p in ports}, "container and host ports are the settings' ports"
+    _, port = http_address(configured(COMPOSE, name, monkeypatch))
+    assert port, f"{cls.__name__} serves no HTTP port in its container"
+    assert published(service) == {port: port}, "container and host ports are the settings' HTTP port"
+
+
+def test_no_service_binds_its_http_port_to_loopback_in_its_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built from the compose environment, every service's settings bind /metrics etc. beyond 127.0.0.1."""
+    assert loopback_bound(COMPOSE, monkeypatch) == []
+
+
+def test_the_binding_check_finds_a_service_left_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above fails for a compose file whose services fall back to (or set) a loopback address."""
+    broken = copy.deepcopy(COMPOSE)
+    del broken["services"]["intake"]["environment"]["INTAKE_HTTP_HOST"]  # the settings' default: 127.0.0.1
+    broken["services"]["notify"]["environment"]["NOTIFY_HTTP_HOST"] = "127.0.0.1"
+    broken["services"]["gateway"]["environment"]["GATEWAY_HOST"] = "localhost"
+    assert loopback_bound(broken, monkeypatch) == ["gateway", "intake", "notify"]
+
+
+def test_prometheus_scrapes_every_service_on_its_configured_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """infra/compose/prometheus.yml targets are exactly `<service>:<HTTP port its settings read in compose>`."""
+    assert scrape_mismatches(COMPOSE, PROMETHEUS, monkeypatch) == set()
+
+
+def test_the_scrape_check_finds_a_port_prometheus_does_not_scrape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above fails when a service's configured port moves and the scrape target does not."""
+    broken = copy.deepcopy(COMPOSE)
+    broken["services"]["metrics"]["environment"]["METRICS_HTTP_PORT"] = "9203"
+    assert scrape_mismatches(broken, PROMETHEUS, monkeypatch) == {"metrics:9103", "metrics:9203"}
 
 
 def test_kafka_matches_the_local_broker_and_the_registry() -> None:
@@ -97,7 +159,8 @@ def test_topics_are_created_by_the_registry_command() -> None:
         assert COMPOSE["services"][name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
 
 
-@pytest.mark.parametrize("doc", ["infra/compose.yaml", "infra/cluster.md", "docs/integrators.md", "schemas/asyncapi.yaml"])
+@pytest.mark.parametrize("doc", ["infra/compose.yaml", "infra/cluster.md", "docs/integrators.md",
+                                 "schemas/asyncapi.yaml"])
 def test_every_topic_name_mentioned_is_a_registry_topic(doc: str) -> None:
     """Topic names written in deployment docs and contracts exist in schemas.topics (no stale names)."""
     text = (ROOT / doc).read_text(encoding="utf-8")
@@ -112,14 +175,6 @@ def test_cluster_guide_lists_every_topic_and_group() -> None:
     text = (ROOT / "infra/cluster.md").read_text(encoding="utf-8")
     assert all(t.name in text for t in TOPICS)
     assert all(g.value in text for g in Group)
-
-
-def test_prometheus_scrapes_the_metrics_ports() -> None:
-    """Prometheus targets are the compose services on their published metrics ports."""
-    prom = yaml.safe_load((ROOT / "infra/compose/prometheus.yml").read_text(encoding="utf-8"))
-    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    expected = {f"{n}:{p}" for n in ("intake", "notify", "metrics") for p in published(COMPOSE["services"][n])}
-    assert targets == expected
 
 
 def test_dockerfile_copies_existing_paths_and_exposes_service_ports() -> None:
