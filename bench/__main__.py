@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import pkgutil
 import sys
 
 import bench
 from services.common.admin import delete_topics, list_topics
+from services.common.settings import KafkaConnection
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+KAFKA = KafkaConnection()
 
 
 def main() -> None:
     only = set(sys.argv[1:])
-    before = asyncio.run(list_topics(BOOTSTRAP))
+    before = asyncio.run(list_topics(KAFKA))
     try:
         for info in sorted(pkgutil.iter_modules(bench.__path__), key=lambda m: m.name):
             if info.name.startswith("bench_") and (not only or info.name in only):
                 print(f"\n=== {info.name} ===", flush=True)
                 importlib.import_module(f"bench.{info.name}").main()
     finally:  # the benchmarks' own namespaces go: idle partitions pile up and slow the broker for the next run
-        created = {t for t in asyncio.run(list_topics(BOOTSTRAP)) - before if t.startswith("bench")}
-        asyncio.run(delete_topics(BOOTSTRAP, created))
+        created = {t for t in asyncio.run(list_topics(KAFKA)) - before if t.startswith("bench")}
+        asyncio.run(delete_topics(KAFKA, created))
         print(f"\nremoved {len(created)} benchmark topics", flush=True)
 
 

@@ -22,9 +22,10 @@ import orjson
 
 from schemas.topics import RAW, scoped
 from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
 from services.gateway.batch import check
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+KAFKA = KafkaConnection()
 KEY = "bench-" + uuid.uuid4().hex
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,11 +57,11 @@ async def run(url: str, per_request: int, requests: int, clients: int) -> tuple[
 
 def main() -> None:
     ns = "bench" + uuid.uuid4().hex[:6]
-    asyncio.run(ensure_topics(BOOTSTRAP, [scoped(t, ns) for t in RAW.values()]))
+    asyncio.run(ensure_topics(KAFKA, [scoped(t, ns) for t in RAW.values()]))
     tmp = Path(tempfile.mkdtemp())
     (tmp / "secrets.yaml").write_text(f"thuong-lam-one-stop: {{api_key: {KEY}}}\n")
     port = 18000 + os.getpid() % 1000
-    env = {**os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, "GATEWAY_NAMESPACE": ns, "GATEWAY_PORT": str(port),
+    env = {**os.environ, "KAFKA_BOOTSTRAP": KAFKA.bootstrap, "GATEWAY_NAMESPACE": ns, "GATEWAY_PORT": str(port),
            "GATEWAY_SECRETS_FILE": str(tmp / "secrets.yaml"), "GATEWAY_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen([sys.executable, "-m", "services.gateway"], env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"

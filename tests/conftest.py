@@ -49,8 +49,9 @@ def kafka_bootstrap() -> Iterator[str]:
 def kafka_topics(kafka_bootstrap: str) -> str:
     """The broker with every registry topic created."""
     from services.common.admin import ensure_topics
+    from services.common.settings import KafkaConnection
 
-    asyncio.run(ensure_topics(kafka_bootstrap))
+    asyncio.run(ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap)))
     return kafka_bootstrap
 
 

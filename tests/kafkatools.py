@@ -11,14 +11,18 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
+
+from services.common import clients
+from services.common.settings import KafkaConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]  # key, value, headers
 
 
 async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=12 * 1024 * 1024, linger_ms=5)
+    producer = clients.producer(KafkaConnection(bootstrap=bootstrap), client_id="tests",
+                                max_request_size=12 * 1024 * 1024, linger_ms=5)
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key, headers=list(headers)) for key, value, headers in records]
@@ -29,15 +33,14 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> int:
 
 
 async def read_all(
-    bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30.0, idle: float = 2.0
+    bootstrap: str, topic: str, expect: int | None = None,
+    timeout: float = 30.0,  # noqa: ASYNC109 - bounds the reading window: part of what the result means
+    idle: float = 2.0,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Committed records of `topic` from the beginning: until `expect` are read (then `idle` more seconds
     to catch extras), or until nothing new arrives for `idle` seconds when `expect` is None."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-        isolation_level="read_committed", group_id=None, fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=12 * 1024 * 1024,
-    )
+    consumer = clients.consumer(KafkaConnection(bootstrap=bootstrap), topic, client_id="tests",
+                                fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=12 * 1024 * 1024)
     await consumer.start()
     out: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + timeout
@@ -65,10 +68,9 @@ def free_port() -> int:
 
 def start_service(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`python -m <module>` with the given environment, output to `log`."""
-    handle = open(log, "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", module], env={**os.environ, **env}, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT
-    )
+    with open(log, "ab") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env}, cwd=ROOT, stdout=handle,
+                                stderr=subprocess.STDOUT)
 
 
 def stop_service(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:

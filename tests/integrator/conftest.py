@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from schemas.topics import TOPICS, scoped
+from schemas.topics import TOPICS, namespaced, scoped
 from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
 from tests.kafkatools import free_port, start_service, stop_service
 
 REGISTRY = """
@@ -48,7 +49,7 @@ class Stack:
     files: Path
 
     def topic(self, name: str) -> str:
-        return f"{self.namespace}.{name}"
+        return namespaced(name, self.namespace)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the installed `commune-bus` against this namespace."""
@@ -91,9 +92,9 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     files = tmp_path_factory.mktemp("integrator")
     (files / "sources.yaml").write_text(REGISTRY, encoding="utf-8")
     (files / "secrets.yaml").write_text(SECRETS, encoding="utf-8")
-    asyncio.run(ensure_topics(kafka_bootstrap, [scoped(t, namespace) for t in TOPICS]))
+    asyncio.run(ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), [scoped(t, namespace) for t in TOPICS]))
     intake = start_service("services.intake", {
-        "KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": namespace, "INTAKE_METRICS_PORT": str(free_port()),
+        "KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": namespace, "INTAKE_HTTP_PORT": str(free_port()),
         "INTAKE_SOURCES_FILE": str(files / "sources.yaml"),
     }, files / "intake.log")
     gateway, url = start_gateway(files, kafka_bootstrap, namespace)

@@ -37,7 +37,7 @@ def test_committed_document_is_generated_output() -> None:
 
 @pytest.mark.unit
 def test_every_topic_and_event_type_is_in_the_document() -> None:
-    """Each registry topic is a channel with its partitions, and each event type a binary-mode message with its ce_type."""
+    """Each registry topic is a channel with its partitions; each event type a binary-mode message with its ce_type."""
     doc = asyncapi.document()
     by_address = {c["address"]: c for c in doc["channels"].values()}
     assert set(by_address) == {t.name for t in TOPICS}

@@ -18,12 +18,13 @@ from tests.samples import canonical_dossier, portal_dossier, visit_completed, wi
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
 
 
 @pytest.mark.unit
 def test_registry_topic_names_are_resolved_inside_the_namespace() -> None:
-    """tail's TOPIC: a registry name gets the namespace (the one rule), an already namespaced or foreign name does not."""
+    """tail's TOPIC: a registry name goes into the namespace (the one rule); a namespaced or foreign one does not."""
     assert resolve_topic("commune.events.dossier", "X") == "X.commune.events.dossier"
     assert resolve_topic("commune.events.dossier", "") == "commune.events.dossier"
     assert resolve_topic("X.commune.events.dossier", "X") == "X.commune.events.dossier"
@@ -118,7 +119,7 @@ def test_simulate_writes_raw_traffic_for_the_province(kafka_bootstrap: str, uniq
 
 @pytest.mark.unit
 def test_schemas_commands_wrap_the_exporters() -> None:
-    """`schemas export --check` and `schemas asyncapi --check` give the exporters' own verdict on the committed files."""
+    """`schemas export --check` and `schemas asyncapi --check` give the exporters' own verdict on committed files."""
     direct = subprocess.run([sys.executable, "-m", "schemas.export", "--check"], capture_output=True, timeout=120)
     wrapped = run("schemas", "export", "--check")
     assert wrapped.returncode == direct.returncode

@@ -33,7 +33,8 @@ def test_replay_redrives_fixed_records_once_and_they_come_out_canonical(stack: S
                         [(b"02269", orjson.dumps(portal_dossier(c)), []) for c in codes]
                         + [(b"02269", orjson.dumps(stranger), [])]))
     dlq = stack.topic("commune.dlq.intake")
-    wait_for(stack.bootstrap, dlq, lambda rs: sum(dict(r.headers)["dlq.rejected.at"].decode() >= since for r in rs) >= 3)
+    wait_for(stack.bootstrap, dlq,
+             lambda rs: sum(dict(r.headers)["dlq.rejected.at"].decode() >= since for r in rs) >= 3)
 
     missing = listed(stack, "--reason", "missing_commune_header", "--since", since)
     assert len(missing) == 2 and not any(m["replayed"] for m in missing)
@@ -66,18 +67,19 @@ def test_unauthorised_records_replayed_after_the_registry_is_fixed_come_out_cano
     """A source missing from the registry is dead-lettered; once added (intake restarted), replay makes it canonical."""
     from schemas.topics import TOPICS, scoped
     from services.common.admin import ensure_topics
+    from services.common.settings import KafkaConnection
     from tests.integrator.conftest import REGISTRY, Stack
     from tests.kafkatools import free_port, start_service, stop_service
 
     ns = f"reg{unique}"
-    asyncio.run(ensure_topics(kafka_bootstrap, [scoped(t, ns) for t in TOPICS]))
+    asyncio.run(ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), [scoped(t, ns) for t in TOPICS]))
     registry = tmp_path / "sources.yaml"
     registry.write_text(REGISTRY, encoding="utf-8")
     env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": ns, "INTAKE_SOURCES_FILE": str(registry)}
     stack = Stack(kafka_bootstrap, ns, "", tmp_path)
     event = {**canonical_dossier("newapp-" + unique), "source": "/agencies/new-app"}
 
-    intake = start_service("services.intake", {**env, "INTAKE_METRICS_PORT": str(free_port())}, tmp_path / "i1.log")
+    intake = start_service("services.intake", {**env, "INTAKE_HTTP_PORT": str(free_port())}, tmp_path / "i1.log")
     try:
         asyncio.run(produce(kafka_bootstrap, stack.topic("commune.raw.dossier"), [(b"02269", orjson.dumps(event), [])]))
         wait_for(kafka_bootstrap, stack.topic("commune.dlq.intake"), lambda rs: len(rs) >= 1)
@@ -87,7 +89,7 @@ def test_unauthorised_records_replayed_after_the_registry_is_fixed_come_out_cano
 
     registry.write_text(REGISTRY + '  - id: new-app\n    sources: ["/agencies/new-app"]\n'
                         '    families: [dossier]\n    communes: ["02269"]\n', encoding="utf-8")
-    intake = start_service("services.intake", {**env, "INTAKE_METRICS_PORT": str(free_port())}, tmp_path / "i2.log")
+    intake = start_service("services.intake", {**env, "INTAKE_HTTP_PORT": str(free_port())}, tmp_path / "i2.log")
     try:
         assert "replayed 1 dead letters" in stack.cli("dlq", "replay", "--reason", "unauthorised_source").stderr
         canonical = wait_for(kafka_bootstrap, stack.topic("commune.events.dossier"), lambda rs: len(rs) >= 1)

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from services.gateway.app import create_app
 from services.gateway.publisher import BrokerUnavailable
 from services.gateway.settings import Credential, GatewaySettings
-from services.sources.registry import SourceRegistry, Source
+from services.sources.registry import Source, SourceRegistry
 from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import orjson
 import pytest
@@ -28,43 +27,43 @@ class FlakyBroker:
         self.failures = failures
         self.attempts = 0
         self.connected = False
+        self.reconnected = asyncio.Event()
 
     async def connect(self) -> None:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise BrokerUnavailable("KafkaConnectionError")
         self.connected = True
+        self.reconnected.set()
 
     def drop(self) -> None:
         self.connected = False
+        self.reconnected.clear()
 
 
 class RecordingHealth(Health):
     def __init__(self) -> None:
         super().__init__("gateway-test")
         self.seen: list[tuple[bool, str]] = []
+        self.became_ready = asyncio.Event()
 
     def set_ready(self, ready: bool, detail: str) -> None:
         self.seen.append((ready, detail))
         super().set_ready(ready, detail)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(2):
-        while not condition():
-            await asyncio.sleep(0.005)
+        if ready:
+            self.became_ready.set()
 
 
 async def test_watch_says_ready_only_once_the_broker_answered_and_again_after_a_drop() -> None:
     """Not ready while connecting fails, ready once connected, reconnects (staying ready) after a dropped producer."""
     health, stop, broker = RecordingHealth(), asyncio.Event(), FlakyBroker(failures=2)
     watch = asyncio.create_task(watch_broker(broker, health, stop, every_s=0.01))
-    await until(lambda: health.ready)
+    await asyncio.wait_for(health.became_ready.wait(), 2)
     assert health.seen == [(False, "broker unavailable (KafkaConnectionError)"), (True, "broker answered")]
     assert broker.attempts == 3
     broker.drop()
-    await until(lambda: broker.attempts == 4 and broker.connected)
-    assert health.ready
+    await asyncio.wait_for(broker.reconnected.wait(), 2)
+    assert broker.attempts == 4 and health.ready
     stop.set()
     await asyncio.wait_for(watch, 1)
 

@@ -31,7 +31,7 @@ def _ndjson(ctx: object, value: object) -> bytes:
 
 @pytest.mark.unit
 def test_committed_openapi_is_what_the_app_serves() -> None:
-    """docs/openapi.json equals the app's generated document (run `python -m services.gateway.openapi` after changes)."""
+    """docs/openapi.json equals the app's generated document (`python -m services.gateway.openapi` rewrites it)."""
     assert COMMITTED.read_text(encoding="utf-8") == document()
 
 

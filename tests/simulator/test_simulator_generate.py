@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import orjson
 import pytest
+from sim_checks import event_problem, is_portal, parse, portal_dates, portal_problem
 
 from schemas.admin import communes_of
 from schemas.codes import AnnouncementCategory, Channel, Priority, Timeliness
@@ -17,7 +18,6 @@ from schemas.events import EVENT_TYPES, Family
 from services.simulator.generate import DEFAULT_NOW, TrafficConfig, generate, traffic
 from services.simulator.render import DEFECT_HEADER
 from services.simulator.world import UnknownProvince
-from sim_checks import event_problem, is_portal, parse, portal_dates, portal_problem
 
 pytestmark = pytest.mark.unit
 LANG_SON = set(communes_of("20"))
@@ -46,7 +46,8 @@ def test_every_valid_portal_record_is_complete_and_ordered() -> None:
 def test_valid_records_are_accepted_by_intake() -> None:
     """Contract with services.intake: every valid record normalises to a canonical event."""
     normalise = pytest.importorskip("services.intake.normalise")
-    rejected = [r for r in VALID[:4_000] if not isinstance(normalise.normalise(r.family, r.value, r.headers), normalise.Accepted)]
+    rejected = [r for r in VALID[:4_000]
+                if not isinstance(normalise.normalise(r.family, r.value, r.headers), normalise.Accepted)]
     assert rejected == []
 
 
@@ -156,7 +157,8 @@ def test_traffic_looks_like_a_commune_province() -> None:
     emergencies = [a for a in scheduled if AnnouncementCategory(a["category"]).is_emergency]
     assert emergencies and all(a["priority"] == Priority.EMERGENCY.value for a in emergencies)
     assert any(e["type"].endswith("broadcast-failed.v1") for e in events)
-    locales = Counter(e["data"].get("applicant", {}).get("preferred_locale") for e in events if "applicant" in e.get("data", {}))
+    locales = Counter(e["data"].get("applicant", {}).get("preferred_locale")
+                      for e in events if "applicant" in e.get("data", {}))
     assert locales["km"] and locales["en"] and locales["vi"] > locales["km"] + locales["en"]
     completed = [e["data"] for e in events if e["type"].endswith("visit-completed.v1")]
     assert completed and sum(v["accounts_activated"] for v in completed) > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -33,7 +34,7 @@ def personal_values(value: bytes) -> set[str]:
     return found
 
 
-async def test_simulator_fills_raw_topics_and_logs_no_personal_data(kafka_bootstrap: str, unique: str) -> None:
+def test_simulator_fills_raw_topics_and_logs_no_personal_data(kafka_bootstrap: str, unique: str) -> None:
     """`python -m services.simulator` sends what it reports, to scoped topics, and never prints applicant data."""
     namespace = f"sim-{unique}"
     proc = subprocess.run(
@@ -45,7 +46,8 @@ async def test_simulator_fills_raw_topics_and_logs_no_personal_data(kafka_bootst
     output = proc.stdout + proc.stderr
     stopped = json.loads(next(line for line in proc.stderr.splitlines() if '"simulator.stopped"' in line))
     records = {
-        family: await read_all(kafka_bootstrap, scoped(RAW[family], namespace).name, idle=1.0) for family in Family
+        family: asyncio.run(read_all(kafka_bootstrap, scoped(RAW[family], namespace).name, idle=1.0))
+        for family in Family
     }
     assert sum(len(r) for r in records.values()) == stopped["sent"] > 300
     assert len(records[Family.DOSSIER]) == stopped["sent_dossier"]
