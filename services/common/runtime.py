@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import structlog
 import uvloop
+from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from services.common import http, telemetry
@@ -135,13 +136,17 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    runner = await http.serve(health, settings.http_host, settings.http_port, extra) if settings.http_port else None
+    runner: web.AppRunner | None = None
     try:
+        if settings.http_port:
+            runner = await http.serve(health, settings.http_host, settings.http_port, extra)
         await supervise(service, worker, stop, health, restart_on)
     finally:
         health.set_ready(False, "stopped")
         if runner is not None:
             await runner.cleanup()
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
 
 
 def main(service: str, settings: ServiceSettings, worker: Worker, **options: Any) -> None:

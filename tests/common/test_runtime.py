@@ -1,0 +1,237 @@
+"""The supervisor and restart loop of services/common/runtime.py, with tiny workers and no broker."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import time
+import uuid
+from collections.abc import Iterator, MutableMapping
+from contextlib import suppress
+from typing import Any
+
+import pytest
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError, NodeNotReadyError
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
+
+from services.common import rebalance, runtime
+from services.common.health import Health
+from services.common.rebalance import RebalanceListener
+from services.common.runtime import Supervisor, run_once, serve, supervise
+from services.common.settings import ServiceSettings
+from tests.waiting import eventually_async
+
+pytestmark = pytest.mark.unit
+
+
+class Boom(Exception):
+    """An error that is not a Kafka error: it ends the process."""
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def service() -> str:
+    """A service name of its own, so counters start at zero for this test."""
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[MutableMapping[str, Any]]]:
+    """The runtime's log events of this test (fresh loggers: a configured one may be cached)."""
+    with capture_logs() as captured:
+        monkeypatch.setattr(runtime, "log", structlog.get_logger("runtime"))
+        monkeypatch.setattr(rebalance, "log", structlog.get_logger("rebalance"))
+        yield captured
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "FIRST_BACKOFF_S", 0.05)
+    monkeypatch.setattr(runtime, "MAX_BACKOFF_S", 0.2)
+
+
+async def test_failing_background_task_is_logged_counted_and_ends_the_run(
+        service: str, logs: list[MutableMapping[str, Any]]) -> None:
+    """A spawned task that raises is logged (type, place, no message) and counted, and the worker is cancelled."""
+    cancelled = asyncio.Event()
+
+    async def background() -> None:
+        raise Boom("personal data that must not reach the log")
+
+    async def worker(supervisor: Supervisor) -> None:
+        supervisor.spawn("flusher", background())
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await asyncio.wait_for(run_once(service, worker, asyncio.Event(), Health(service)), timeout=5)
+    assert raised.value.subgroup(Boom) is not None
+    assert cancelled.is_set()
+    assert sample("commune_task_failures_total", service=service, task="flusher") == 1
+    failed = [e for e in logs if e["event"] == "task.failed" and e.get("task") == "flusher"]
+    assert len(failed) == 1
+    assert failed[0]["error"] == "Boom" and "test_runtime.py:" in failed[0]["where"]
+    assert "personal data" not in repr(logs)
+
+
+async def test_kafka_error_restarts_the_run_with_growing_backoff(service: str, fast_backoff: None) -> None:
+    """A KafkaError ends the run and starts a new one after 0.05, 0.1, 0.2 s, counted per error type."""
+    starts: list[float] = []
+    stop = asyncio.Event()
+    health = Health(service)
+
+    async def worker(supervisor: Supervisor) -> None:
+        starts.append(time.monotonic())
+        if len(starts) <= 3:
+            raise KafkaConnectionError("broker gone")
+        assert not supervisor.health.ready and supervisor.health.detail == "restarting after KafkaConnectionError"
+        stop.set()
+
+    await asyncio.wait_for(supervise(service, worker, stop, health), timeout=10)
+    assert len(starts) == 4
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    slack = 0.005  # the event loop may run a timer up to its clock resolution early
+    assert all(gap >= wait - slack for gap, wait in zip(gaps, (0.05, 0.1, 0.2), strict=True)), gaps
+    assert sample("commune_service_restarts_total", service=service, error="KafkaConnectionError") == 3
+
+
+async def test_backoff_is_capped(service: str, fast_backoff: None) -> None:
+    """After many Kafka errors in a row the wait stays at MAX_BACKOFF_S instead of doubling on."""
+    starts: list[float] = []
+    stop = asyncio.Event()
+
+    async def worker(_: Supervisor) -> None:
+        starts.append(time.monotonic())
+        if len(starts) <= 6:
+            raise NodeNotReadyError()
+        stop.set()
+
+    await asyncio.wait_for(supervise(service, worker, stop, Health(service)), timeout=10)
+    last_gap = starts[-1] - starts[-2]
+    assert 0.2 - 0.005 <= last_gap < 0.35, last_gap
+    assert sample("commune_service_restarts_total", service=service, error="NodeNotReadyError") == 6
+
+
+async def test_other_error_ends_supervise_by_raising(service: str, fast_backoff: None) -> None:
+    """An error that is not a Kafka error is not retried: `supervise` raises it after one run."""
+    runs = 0
+
+    async def worker(_: Supervisor) -> None:
+        nonlocal runs
+        runs += 1
+        raise Boom()
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await asyncio.wait_for(supervise(service, worker, asyncio.Event(), Health(service)), timeout=5)
+    assert raised.value.subgroup(Boom) is not None
+    assert runs == 1
+    assert sample("commune_service_restarts_total", service=service, error="Boom") == 0
+
+
+async def test_stop_ends_supervise_without_error(service: str) -> None:
+    """A worker that returns once `stop` is set ends `supervise` normally, background tasks cancelled."""
+    stop = asyncio.Event()
+    background_started, background_cancelled = asyncio.Event(), asyncio.Event()
+
+    async def background() -> None:
+        background_started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            background_cancelled.set()
+
+    async def worker(supervisor: Supervisor) -> None:
+        supervisor.spawn("idle", background())
+        await supervisor.stop.wait()
+
+    task = asyncio.create_task(supervise(service, worker, stop, Health(service)))
+    await eventually_async(background_started.is_set, timeout=5, what="the background task runs")
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert background_cancelled.is_set()
+    assert sample("commune_task_failures_total", service=service, task="idle") == 0
+
+
+async def test_fail_from_a_callback_ends_the_run(service: str) -> None:
+    """`Supervisor.fail` called from a plain callback ends the run with that error (once, however often called)."""
+    async def worker(supervisor: Supervisor) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(supervisor.fail, Boom("from a delivery callback"))
+        loop.call_soon(supervisor.fail, Boom("a second report"))
+        await asyncio.Event().wait()
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await asyncio.wait_for(run_once(service, worker, asyncio.Event(), Health(service)), timeout=5)
+    booms = raised.value.subgroup(Boom)
+    assert booms is not None and len(booms.exceptions) == 1
+    assert sample("commune_task_failures_total", service=service, task="callback") == 1
+
+
+class FailingRestore(RebalanceListener):
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        raise Boom("restore failed")
+
+
+async def test_rebalance_listener_failure_reaches_the_supervisor(
+        service: str, logs: list[MutableMapping[str, Any]]) -> None:
+    """A failing `assigned` is reported to `fail` even though aiokafka swallows what the callback raises."""
+    async def worker(supervisor: Supervisor) -> None:
+        listener = FailingRestore(supervisor.fail)
+        with suppress(Boom):  # what aiokafka's coordinator does with a listener's exception: log it, carry on
+            await listener.on_partitions_assigned(frozenset({TopicPartition("t", 0)}))
+        await asyncio.Event().wait()
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await asyncio.wait_for(run_once(service, worker, asyncio.Event(), Health(service)), timeout=5)
+    assert raised.value.subgroup(Boom) is not None
+    assert any(e["event"] == "rebalance.assign_failed" and e["error"] == "Boom" for e in logs)
+
+
+async def test_rebalance_listener_passes_partitions_as_a_set() -> None:
+    """Subclasses receive a mutable set copy of the frozenset aiokafka passes, and a revoke failure is reported."""
+    seen: list[set[TopicPartition]] = []
+    failures: list[BaseException] = []
+
+    class Recording(RebalanceListener):
+        async def assigned(self, partitions: set[TopicPartition]) -> None:
+            seen.append(partitions)
+
+        async def revoked(self, partitions: set[TopicPartition]) -> None:
+            raise Boom()
+
+    listener = Recording(failures.append)
+    tps = frozenset({TopicPartition("t", 0), TopicPartition("t", 1)})
+    await listener.on_partitions_assigned(tps)
+    assert seen == [set(tps)] and type(seen[0]) is set
+    with pytest.raises(Boom):
+        await listener.on_partitions_revoked(tps)
+    assert [type(f) for f in failures] == [Boom]
+
+
+async def test_serve_reports_stopped_and_releases_the_signals(service: str) -> None:
+    """`serve` runs the worker under supervision; afterwards /readyz's state says stopped and SIGTERM is free again."""
+    stop = asyncio.Event()
+    health = Health(service)
+
+    async def worker(supervisor: Supervisor) -> None:
+        supervisor.health.set_ready(True, "consuming")
+        await supervisor.stop.wait()
+
+    task = asyncio.create_task(serve(service, ServiceSettings(http_port=0), worker, health=health, stop=stop))
+    await eventually_async(lambda: health.ready, timeout=5, what="the worker says it is ready")
+    assert sample("commune_service_ready", service=service) == 1
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert (health.ready, health.detail) == (False, "stopped")
+    assert sample("commune_service_ready", service=service) == 0
+    assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)

@@ -1,0 +1,67 @@
+"""Waiting on a condition instead of sleeping a fixed time: `eventually` (sync) and `eventually_async`.
+
+A test that sleeps "long enough" is slow when the machine is fast and flaky when it
+is slow. These poll a predicate until it holds and return what it returned (so the
+value can be asserted on), or fail with an `AssertionError` naming what was awaited
+and the last value or error seen. An `AssertionError` raised by the predicate counts
+as "not yet", so a predicate may be a block of asserts.
+
+    eventually(lambda: proc.poll() is not None, timeout=5, what="the worker exits")
+    records = await eventually_async(lambda: read_some(topic), what="3 records")  # an async predicate too
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+TIMEOUT_S = 10.0
+INTERVAL_S = 0.05
+
+
+def _give_up(what: str, timeout: float, last: object, error: AssertionError | None) -> AssertionError:
+    seen = f"last error: {error}" if error is not None else f"last value: {last!r}"
+    return AssertionError(f"{what or 'the condition'} did not hold within {timeout:g} s ({seen})")
+
+
+def eventually(predicate: Callable[[], T], *, timeout: float = TIMEOUT_S, interval: float = INTERVAL_S,
+               what: str = "") -> T:
+    """Call `predicate` every `interval` seconds until it returns a truthy value, and return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        error: AssertionError | None = None
+        result: T | None = None
+        try:
+            result = predicate()
+            if result:
+                return result
+        except AssertionError as exc:
+            error = exc
+        if time.monotonic() >= deadline:
+            raise _give_up(what, timeout, result, error) from error
+        time.sleep(interval)
+
+
+async def eventually_async(predicate: Callable[[], T | Awaitable[T]], *,
+                           timeout: float = TIMEOUT_S,  # noqa: ASYNC109 - the same call shape as `eventually`
+                           interval: float = INTERVAL_S, what: str = "") -> T:
+    """`eventually` inside an event loop: the loop keeps running between polls; `predicate` may be async."""
+    deadline = time.monotonic() + timeout
+    while True:
+        error: AssertionError | None = None
+        result: T | None = None
+        try:
+            outcome = predicate()
+            result = await outcome if inspect.isawaitable(outcome) else outcome
+            if result:
+                return result
+        except AssertionError as exc:
+            error = exc
+        if time.monotonic() >= deadline:
+            raise _give_up(what, timeout, result, error) from error
+        await asyncio.sleep(interval)
