@@ -7,8 +7,9 @@ reason and never echo input values (they may be personal data).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Sequence, Union
+from typing import Annotated, Any, Union
 
 import orjson
 from pydantic import Field, TypeAdapter, ValidationError
@@ -52,6 +53,10 @@ _REASON_OF_TYPE: dict[str, Reason] = {
 }
 
 
+NameField = Callable[[tuple[str | int, ...]], str]
+"""Names the field of an error location (the canonical path, or the portal's own field names)."""
+
+
 def _field_path(loc: tuple[str | int, ...]) -> str:
     path = ""
     for part in loc:
@@ -59,18 +64,19 @@ def _field_path(loc: tuple[str | int, ...]) -> str:
     return path
 
 
-def _from_validation(error: ValidationError, name_field: Any = _field_path) -> Rejected:
+def _from_validation(error: ValidationError, name_field: NameField = _field_path) -> Rejected:
     problems = tuple(_problem(e, name_field) for e in error.errors(include_url=False, include_input=False))
     return Rejected(problems[0], problems)
 
 
-def _problem(e: ErrorDetails, name_field: Any) -> Rejection:
+def _problem(e: ErrorDetails, name_field: NameField) -> Rejection:
     loc = tuple(e["loc"])
     ctx_field = (e.get("ctx") or {}).get("field")
     if isinstance(ctx_field, str):
         loc = (*loc, ctx_field)
     field = name_field(loc) or "(record)"
-    return Rejection(reason=_REASON_OF_TYPE.get(e["type"], Reason.INVALID_FIELD), field=field, message=f"{field}: {e['msg']}")
+    return Rejection(reason=_REASON_OF_TYPE.get(e["type"], Reason.INVALID_FIELD), field=field,
+                     message=f"{field}: {e['msg']}")
 
 
 def _parse_json(value: bytes) -> Any | Rejected:
@@ -81,22 +87,28 @@ def _parse_json(value: bytes) -> Any | Rejected:
             value.decode("utf-8")
         except UnicodeDecodeError as bad:
             return reject(Reason.NOT_UTF8, "(record)", f"record is not valid UTF-8 (byte {bad.start})")
-        return reject(Reason.NOT_JSON, "(record)", f"record is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        return reject(Reason.NOT_JSON, "(record)",
+                      f"record is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
 
 
 def _family_check(event_type: str, family: Family) -> Rejected | None:
     if event_type not in EVENT_TYPES:
         known = ", ".join(sorted(t for t, f in FAMILY_OF_TYPE.items() if f is family))
-        return reject(Reason.UNKNOWN_EVENT_TYPE, "type", f"type: not a known event type; this topic takes {known}")
+        return reject(Reason.UNKNOWN_EVENT_TYPE, "type",
+                      f"type: not a known event type; this topic takes {known}")
     if FAMILY_OF_TYPE[event_type] is not family:
-        return reject(Reason.WRONG_FAMILY, "type", f"type: a {FAMILY_OF_TYPE[event_type]} event sent to the {family} topic")
+        return reject(Reason.WRONG_FAMILY, "type",
+                      f"type: a {FAMILY_OF_TYPE[event_type]} event sent to the {family} topic")
     return None
 
 
 def _adapter(models: tuple[type[Event], ...]) -> TypeAdapter[Event]:
     if len(models) == 1:
         return TypeAdapter(models[0])
-    return TypeAdapter(Annotated[Union[models], Field(discriminator="type")])  # noqa: UP007 (a runtime tuple)
+    # a union built at run time is no static type: mypy cannot check it as a `TypeForm[Event]`
+    union: Any = Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 (a runtime tuple)
+    adapter: TypeAdapter[Event] = TypeAdapter(union)
+    return adapter
 
 
 _STRUCTURED: dict[Family, TypeAdapter[Event]] = {f: _adapter(ms) for f, ms in EVENTS_BY_FAMILY.items()}
@@ -157,7 +169,8 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
         )
     commune = raw_commune.decode("utf-8", "replace").strip().zfill(5)
     if commune not in commune_provinces():
-        return reject(Reason.UNKNOWN_COMMUNE, portal.COMMUNE_HEADER, f"{portal.COMMUNE_HEADER}: commune code {commune} is not in the official list")
+        return reject(Reason.UNKNOWN_COMMUNE, portal.COMMUNE_HEADER,
+                      f"{portal.COMMUNE_HEADER}: commune code {commune} is not in the official list")
     try:
         data = DossierData.model_validate(portal.to_canonical_data(obj))
     except ValidationError as exc:
@@ -167,7 +180,8 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
     if fields["time"] is None:
         return reject(Reason.MISSING_FIELD, "NgayNopHoSo", "NgayNopHoSo: the payload has no date to time the event by")
     try:
-        return Accepted(DossierStatusChanged.model_validate({**fields, "province": commune_provinces()[commune], "data": data}))
+        return Accepted(DossierStatusChanged.model_validate(
+            {**fields, "province": commune_provinces()[commune], "data": data}))
     except ValidationError as exc:
         return _from_validation(exc)
 

@@ -105,7 +105,8 @@ def portal_field(loc: tuple[str | int, ...]) -> str:
     if head == "applicant" and len(parts) > 1 and isinstance(parts[1], str):
         return APPLICANT_FIELDS.get(parts[1], parts[1])
     name = FIELD_NAMES.get(head, head) if isinstance(head, str) else str(head)
-    rest = "".join(f"[{p}]" if isinstance(p, int) else f".{_DOCUMENT_FIELDS.get(p) or _FEE_FIELDS.get(p) or p}" for p in parts[1:])
+    rest = "".join(f"[{p}]" if isinstance(p, int) else f".{_DOCUMENT_FIELDS.get(p) or _FEE_FIELDS.get(p) or p}"
+                   for p in parts[1:])
     return f"{name}{rest}"
 
 
@@ -115,9 +116,11 @@ def event_id(commune: str, obj: dict[str, Any]) -> str:
     RFC 4122 name-based UUID v5 of `commune|payload as sorted JSON` (what `uuid.uuid5` computes, without
     its str -> bytes round trip of the whole payload).
     """
-    digest = hashlib.sha1(_ID_PREFIX + commune.encode() + b"|" + orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).digest()
+    payload = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha1(_ID_PREFIX + commune.encode() + b"|" + payload).digest()
     h = (int.from_bytes(digest[:16]) & _UUID_CLEAR) | _UUID_V5  # RFC 4122 variant, version 5
-    return f"{h >> 96:08x}-{(h >> 80) & 0xFFFF:04x}-{(h >> 64) & 0xFFFF:04x}-{(h >> 48) & 0xFFFF:04x}-{h & 0xFFFFFFFFFFFF:012x}"
+    return (f"{h >> 96:08x}-{(h >> 80) & 0xFFFF:04x}-{(h >> 64) & 0xFFFF:04x}-{(h >> 48) & 0xFFFF:04x}-"
+            f"{h & 0xFFFFFFFFFFFF:012x}")
 
 
 def _progress_times(progress: Any) -> list[datetime]:

@@ -17,5 +17,6 @@ TRANSACTION = Histogram(
     "One transaction: sending what was validated for it, its offsets and the commit",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-BATCH = Histogram("commune_intake_batch_records", "Records per transaction", buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000))
+BATCH = Histogram("commune_intake_batch_records", "Records per transaction",
+                  buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000))
 DEDUP_IDS = Gauge("commune_intake_dedup_ids", "Event ids remembered for de-duplication")
