@@ -30,15 +30,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from schemas import wire
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, PARTITIONS, TopicSpec, Kind, scoped
+from services.common import runtime
 from services.common.admin import ensure_topics
+from services.common.health import Health
 from services.common.logging import configure
+from services.common.settings import KafkaConnection
 from services.intake import telemetry
 from services.intake.normalise import Accepted, normalise
 from services.intake.settings import IntakeSettings
-from services.intake.worker import IntakeWorker
+from services.intake.worker import intake
 from services.simulator.generate import generate
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+CONNECTION = KafkaConnection(bootstrap=BOOTSTRAP)
 N = int(os.environ.get("BENCH_INTAKE_EVENTS", "30000"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "10"))
 WARMUP_SECONDS = float(os.environ.get("BENCH_LATENCY_WARMUP", "2"))
@@ -109,8 +113,7 @@ async def intake_throughput(namespace: str) -> float:
     """Variant (c), in this process: events/s from the first record handled to the last."""
     settings = IntakeSettings(bootstrap=BOOTSTRAP, namespace=namespace, worker_id="bench", log_level="WARNING")
     stop = asyncio.Event()
-    worker = IntakeWorker(settings)
-    task = asyncio.create_task(worker.run(stop))
+    task = asyncio.create_task(runtime.run_once("intake", intake(settings), stop, Health("intake")))
     base = _processed()
     while _processed() == base:
         await asyncio.sleep(0.002)
@@ -125,7 +128,7 @@ async def intake_throughput(namespace: str) -> float:
 
 async def service_latency(namespace: str) -> Latency:
     """Latency as deployed: the service in its own process, the load generator and the observer in this one."""
-    env = {"INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench", "INTAKE_METRICS_PORT": "9199",
+    env = {"INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench", "INTAKE_HTTP_PORT": "9199",
            "INTAKE_LOG_LEVEL": "WARNING"}
     return await _latency_through("services.intake", env, namespace, scoped(CANONICAL[Family.DOSSIER], namespace).name)
 
@@ -133,7 +136,7 @@ async def service_latency(namespace: str) -> Latency:
 async def floor_latency(namespace: str, module: str = "bench.eos_forward") -> Latency:
     """The same stream through `module` (exactly-once forwarding, nothing else): the floor."""
     out = f"{namespace}.bench.out-eos"
-    await ensure_topics(BOOTSTRAP, [TopicSpec(out, Kind.INTERNAL, key="", description="")])
+    await ensure_topics(CONNECTION, [TopicSpec(out, Kind.INTERNAL, key="", description="")])
     env = {"BENCH_RAW": scoped(RAW[Family.DOSSIER], namespace).name, "BENCH_OUT": out, "BENCH_APP": f"{namespace}-eos"}
     return await _latency_through(module, env, namespace, out)
 
@@ -270,7 +273,7 @@ async def one_round(label: str) -> dict[str, float]:
     raw = scoped(RAW[Family.DOSSIER], namespace).name
     outs = {v: TopicSpec(f"{namespace}.bench.out-{v}", Kind.INTERNAL, key="", description="") for v in "abd"}
     specs = [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)]
-    await ensure_topics(BOOTSTRAP, [*specs, *outs.values()])
+    await ensure_topics(CONNECTION, [*specs, *outs.values()])
     await fill(raw, raw_records(N, seed=42))
     rates = {
         "a": await forward_loop(raw, outs["a"].name, None),
@@ -304,7 +307,8 @@ async def run() -> None:
                         ("the same with librdkafka (bench.rd_forward, confluent-kafka)", "rdfloor"),
                         ("intake service", "service")):
         namespace = f"bench{int(time.time())}{kind}"
-        await ensure_topics(BOOTSTRAP, [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
+        await ensure_topics(CONNECTION, [scoped(s, namespace)
+                                         for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
         if kind == "plain":  # the observer reads the raw topic itself
             lat = await fixed_rate_latency(namespace, scoped(RAW[Family.DOSSIER], namespace).name)
         elif kind == "service":

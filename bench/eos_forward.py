@@ -16,10 +16,12 @@ import signal
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.intake.worker import RETRY_BACKOFF_MS  # importing it also applies intake's 1 ms CONCURRENT_TRANSACTIONS retry
+from services.common import aiokafka_compat
+from services.intake.worker import RETRY_BACKOFF_MS
 
 
 async def main() -> None:
+    aiokafka_compat.apply(RETRY_BACKOFF_MS)  # intake's 1 ms CONCURRENT_TRANSACTIONS retry, as in the service
     bootstrap, raw, out, app = (os.environ[k] for k in ("KAFKA_BOOTSTRAP", "BENCH_RAW", "BENCH_OUT", "BENCH_APP"))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

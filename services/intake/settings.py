@@ -1,21 +1,19 @@
-"""intake settings: environment variables with the `INTAKE_` prefix (and the shared `KAFKA_BOOTSTRAP`)."""
+"""intake settings: `INTAKE_*` environment variables, plus the shared `KAFKA_*` connection settings."""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from schemas.topics import Group
+from schemas import topics
+from services.common.settings import ServiceSettings
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 
-class IntakeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INTAKE_", frozen=True, populate_by_name=True)
+class IntakeSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INTAKE_", frozen=True, populate_by_name=True, extra="ignore")
 
-    bootstrap: str = Field(
-        default="127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "INTAKE_BOOTSTRAP")
-    )
-    namespace: str = Field(default="", description="Topic/group prefix; empty in production, unique per test run")
+    http_port: int = Field(default=9101, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
     worker_id: str = Field(
         default="0",
         description="Stable per worker (e.g. a StatefulSet ordinal): the transactional id derives from it, "
@@ -29,15 +27,13 @@ class IntakeSettings(BaseSettings):
         default=16 * 1024 * 1024, description="At most about this many raw bytes per transaction (memory stays bounded)"
     )
     transaction_timeout_ms: int = 15_000
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9101
-    log_level: str = "INFO"
     sources_file: str | None = Field(default=None, description="Source registry; unset = every source allowed")
 
     @property
     def group_id(self) -> str:
-        return f"{self.namespace}.{Group.INTAKE.value}" if self.namespace else Group.INTAKE.value
+        return topics.group_id(topics.Group.INTAKE, self.namespace)
 
     @property
     def transactional_id(self) -> str:
-        return f"{self.group_id}.{self.worker_id}"
+        """`<namespace.>commune-bus.intake.<worker_id>`: the same id after a restart fences the predecessor."""
+        return topics.transactional_id(topics.TransactionalId.INTAKE, self.namespace, self.worker_id)

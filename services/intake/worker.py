@@ -1,4 +1,10 @@
-"""The intake shell: consume raw records, `normalise`, publish, commit — in Kafka transactions (group commit).
+"""The intake shell: consume raw records, decide each, publish and commit them in transactions (group commit).
+
+Data flow: `consumer.getmany` -> `decide.Decider` per record -> `outputs.TransactionOutputs`
+-> `transaction.publish` (outputs + input offsets, one transaction). De-duplication
+state (`dedup.SeenByPartition`) moves with the raw partitions: restored on
+assignment (`restore.restore_seen`), dropped on revoke after the in-flight work
+is committed.
 
 Delivery guarantee: exactly-once from raw topics to canonical + dead-letter
 topics for `read_committed` consumers. A transaction's canonical records, dead
@@ -12,68 +18,70 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any, Protocol
+from functools import partial
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
-from aiokafka.producer import sender as _aiokafka_sender
-from aiokafka.producer.message_accumulator import BatchBuilder
 
 from schemas import wire
-from schemas.deadletter import DeadLetterContext, Reason, Rejection
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, MAX_RECORD_BYTES, RAW, scoped
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
+from services.common import aiokafka_compat, clients
 from services.common.admin import ensure_topics
-from services.intake import telemetry
-from services.intake.dedup import SeenIds, changelog_record, read_changelog_record
-from services.intake.normalise import Accepted, Rejected, normalise, reject
+from services.common.rebalance import RebalanceListener
+from services.common.runtime import Supervisor, Worker
+from services.intake import transaction
+from services.intake.decide import Decider, SourcePolicy, allow_all
+from services.intake.dedup import SeenByPartition, changelog_record
+from services.intake.normalise import Accepted
+from services.intake.outputs import TransactionOutputs
+from services.intake.restore import restore_seen
 from services.intake.settings import IntakeSettings
+from services.sources import is_allowed, load_registry
 
 log = structlog.get_logger("intake")
-EXPIRY_INTERVAL_MS = 60_000
 YIELD_AFTER_S = 0.002
 """Validation gives the event loop a turn this often, so the commit in flight keeps moving."""
 RETRY_BACKOFF_MS = 1
+"""A new transaction can meet the previous one's markers still being written (CONCURRENT_TRANSACTIONS); the
+default 100 ms back-off (and aiokafka's fixed 20 ms, see `aiokafka_compat`) would dominate raw -> canonical latency."""
 FETCH_MIN_BYTES = 32 * 1024
-
-# aiokafka retries the first AddPartitionsToTxn of a transaction that meets CONCURRENT_TRANSACTIONS (the previous
-# transaction's markers still being written, KAFKA-5477) after a fixed 20 ms. The Java client waits
-# min(20 ms, retry.backoff.ms); so do we: on loopback the markers take a millisecond or two.
-_aiokafka_sender.BACKOFF_OVERRIDE = min(_aiokafka_sender.BACKOFF_OVERRIDE, RETRY_BACKOFF_MS / 1000)
 BATCH_BYTES = 512 * 1024
 """Record batches up to this size (a broker's default limit is 1 MiB); a larger single record goes alone."""
+Fetched = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 
 
-class SourcePolicy(Protocol):
-    """Decides whether an event's source may publish it (the source registry); None = allowed."""
+def source_policy(settings: IntakeSettings) -> SourcePolicy:
+    """The source registry when `INTAKE_SOURCES_FILE` names one (a bad file stops the worker); else allow all."""
+    if not settings.sources_file:
+        return allow_all
+    return partial(is_allowed, load_registry(settings.sources_file))
 
-    def __call__(self, source: str, family: Family, commune: str) -> Rejection | None: ...
 
-
-def allow_all(source: str, family: Family, commune: str) -> Rejection | None:
-    return None
+def intake(settings: IntakeSettings) -> Worker:
+    """The worker `services.common.runtime` runs: a fresh `IntakeWorker` (clients, state) for every run."""
+    async def run(supervisor: Supervisor) -> None:
+        await IntakeWorker(settings, supervisor, source_policy(settings)).run()
+    return run
 
 
 class IntakeWorker:
-    def __init__(self, settings: IntakeSettings, policy: SourcePolicy = allow_all) -> None:
+    def __init__(self, settings: IntakeSettings, supervisor: Supervisor, policy: SourcePolicy = allow_all) -> None:
         self.settings = settings
+        self.supervisor = supervisor
         self.policy = policy
         ns = settings.namespace
         self.family_of = {scoped(RAW[f], ns).name: f for f in Family}
         self.canonical = {f: scoped(CANONICAL[f], ns).name for f in Family}
         self.dlq = scoped(DLQ_INTAKE, ns).name
         self.changelog = scoped(INTAKE_DEDUP, ns).name
-        self.seen: dict[tuple[Family, int], SeenIds] = {}
-        self._next_expiry_ms = 0
+        self.seen = SeenByPartition()
         self._lock = asyncio.Lock()
-        self._open: _Outputs | None = None  # validated, waiting for the next transaction
+        self._open: TransactionOutputs | None = None  # validated, waiting for the next transaction
         self._inflight: asyncio.Task[None] | None = None  # the transaction being committed
         self._failed: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -82,24 +90,20 @@ class IntakeWorker:
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        topics = [scoped(t, s.namespace) for t in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)]
-        await ensure_topics(s.bootstrap, topics)
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap, transactional_id=s.transactional_id, enable_idempotence=True,
-            transaction_timeout_ms=s.transaction_timeout_ms, max_request_size=MAX_RECORD_BYTES + 65536,
-            linger_ms=0, client_id=f"intake-{s.worker_id}", max_batch_size=BATCH_BYTES,
-            # a new transaction can meet the previous one's markers still being written (CONCURRENT_TRANSACTIONS);
-            # the default 100 ms back-off would then dominate raw -> canonical latency
+        aiokafka_compat.apply(RETRY_BACKOFF_MS)
+        await ensure_topics(s, [scoped(t, s.namespace)
+                                for t in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
+        client_id = f"intake-{s.worker_id}"
+        self.producer = clients.transactional_producer(
+            s, transactional_id=s.transactional_id, client_id=client_id,
+            transaction_timeout_ms=s.transaction_timeout_ms, linger_ms=0, max_batch_size=BATCH_BYTES,
             retry_backoff_ms=RETRY_BACKOFF_MS,
         )
         await self.producer.start()  # fences and aborts a killed predecessor's open transaction
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap, group_id=s.group_id, client_id=f"intake-{s.worker_id}",
-            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-            # a fetch waits (at most 5 ms, overlapping the commit in flight) for a few records rather than
-            # returning each one or two: every fetch round trip costs the worker CPU
-            fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=5, max_partition_fetch_bytes=MAX_RECORD_BYTES + 65536,
-        )
+        # a fetch waits (at most 5 ms, overlapping the commit in flight) for a few records rather than
+        # returning each one or two: every fetch round trip costs the worker CPU
+        self.consumer = clients.consumer(s, client_id=client_id, group_id=s.group_id,
+                                         fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=5)
         self.consumer.subscribe(list(self.family_of), listener=_Rebalance(self))
         await self.consumer.start()
         log.info("intake.started", group=s.group_id, transactional_id=s.transactional_id, topics=list(self.family_of))
@@ -113,18 +117,19 @@ class IntakeWorker:
                     log.warning("intake.client_stop_failed", error=type(exc).__name__)
         log.info("intake.stopped")
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self) -> None:
         """Group commit: records keep being fetched and validated while the previous transaction commits.
 
         At most one transaction is in flight; everything validated meanwhile (up to
         `batch_max_records` and about `batch_max_bytes`) goes out in the next one. The broker round trips of a commit
-        and the CPU time of validation overlap, so a record waits for one commit, not two.
+        and the CPU time of validation overlap, so a record waits for one commit, not two. Returns once
+        `supervisor.stop` is set and everything validated is committed.
         """
         await self.start()
         fetching: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
         try:
             assert self.consumer is not None
-            while not stop.is_set():
+            while not self.supervisor.stop.is_set():
                 await self._maybe_publish()
                 max_records = self.settings.batch_max_records
                 if self._open is not None and self._open.full(max_records, self.settings.batch_max_bytes):
@@ -154,8 +159,13 @@ class IntakeWorker:
                 self._inflight.cancel()  # only on failure: its transaction is aborted or fenced by our successor
             await self.stop()
 
+    # -- group commit ---------------------------------------------------------------
     async def _maybe_publish(self) -> None:
-        """Start the next transaction when the previous one is done and something is validated."""
+        """Start the next transaction when the previous one is done and something is validated.
+
+        The transaction runs as a task this worker owns: it is awaited here (its failure is raised
+        here) or, when the run fails, cancelled in `run`.
+        """
         if self._failed is not None:
             raise self._failed
         if self._inflight is not None:
@@ -178,31 +188,22 @@ class IntakeWorker:
                 await asyncio.wait({self._inflight})
             await self._maybe_publish()
 
-    # -- one transaction per group of batches ------------------------------------------
-    async def _publish(self, out: _Outputs) -> None:
-        producer = self.producer
-        assert producer is not None
-        started = time.perf_counter()
-        async with producer.transaction():
-            # every output at once, so the transaction adds its partitions in one request; canonical
-            # records as one record batch per partition (aiokafka's batch API): a per-record `send`
-            # costs a coroutine and a future each, more than validating the record
-            await out.flush()
-            await producer.send_offsets_to_transaction(out.offsets, self.settings.group_id)
-        telemetry.TRANSACTION.observe(time.perf_counter() - started)
-        self._observe(out)
-        now_ms = int(time.time() * 1000)
-        if now_ms >= self._next_expiry_ms:  # a full scan of the ids: once a minute, not per batch
-            for seen_ids in self.seen.values():
-                seen_ids.expire(now_ms)
-            self._next_expiry_ms = now_ms + EXPIRY_INTERVAL_MS
+    async def _publish(self, out: TransactionOutputs) -> None:
+        assert self.producer is not None
+        await transaction.publish(self.producer, out, self.settings.group_id)
+        self.supervisor.health.committed()
+        transaction.observe(out, len(self.seen))
+        # a full scan of the ids: once a minute, after a commit (never while a fetch is being validated)
+        self.seen.expire_due(int(time.time() * 1000))
 
-    async def _validate(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Validate `batch` into the outputs of the next transaction."""
+    # -- the per-record loop ---------------------------------------------------------
+    async def _validate(self, batch: Fetched) -> None:
+        """Decide every record of `batch` into the outputs of the next transaction."""
         producer = self.producer
         assert producer is not None
         if self._open is None:
-            self._open = _Outputs(producer, {t: await _partition_count(producer, t) for t in self.canonical.values()})
+            counts = {t: len(await producer.partitions_for(t)) for t in self.canonical.values()}
+            self._open = TransactionOutputs(producer, counts)
         out = self._open
         now_ms = int(time.time() * 1000)
         rejected_at = datetime.now(UTC).isoformat()
@@ -214,156 +215,55 @@ class IntakeWorker:
             out.timestamps.extend(rec.timestamp for rec in records)
             family = self.family_of[tp.topic]
             canonical = self.canonical[family]
-            seen = self.seen.setdefault((family, tp.partition), SeenIds())
+            seen = self.seen.of(family, tp.partition)
+            decide = Decider(family, tp.topic, tp.partition, seen, self.policy, self.settings.max_record_bytes,
+                             rejected_at).decide
             published: list[str] = []
             for rec in records:
                 if (now := time.perf_counter()) >= next_yield:  # let the client answer the broker meanwhile
                     await asyncio.sleep(0)
                     next_yield = now + YIELD_AFTER_S
-                outcome = normalise(family, rec.value, rec.headers, self.settings.max_record_bytes)
-                if isinstance(outcome, Accepted):
-                    event = outcome.event
-                    if (denied := self.policy(event.source, family, event.commune)) is not None:
-                        outcome = Rejected(denied, (denied,))
-                    elif event.id in seen:
-                        outcome = reject(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published")
-                    else:
-                        out.canonical(canonical, wire.encode(event))
-                        seen.add(event.id, now_ms)
-                        published.append(event.id)
-                        out.outcomes[(family, None)] += 1
-                        continue
-                r = outcome.rejection
-                context = DeadLetterContext(
-                    reason=r.reason, field=r.field, message=r.message, source_topic=tp.topic,
-                    source_partition=tp.partition, source_offset=rec.offset, rejected_at=rejected_at,
-                )
-                out.other(self.dlq, rec.value, rec.key, [*rec.headers, *context.headers()])
-                out.outcomes[(family, r.reason)] += 1
-                log.info("record.rejected", reason=r.reason.value, field=r.field, family=family.value,
+                decision = decide(rec.value, rec.headers, rec.offset)
+                if isinstance(decision, Accepted):
+                    event = decision.event
+                    out.canonical(canonical, wire.encode(event))
+                    seen.add(event.id, now_ms)
+                    published.append(event.id)
+                    continue
+                out.dead_letter(self.dlq, rec.value, rec.key, rec.headers, decision)
+                out.outcomes[(family, decision.reason)] += 1
+                log.info("record.rejected", reason=decision.reason.value, field=decision.field, family=family.value,
                          topic=tp.topic, partition=tp.partition, offset=rec.offset)
             if published:
+                out.outcomes[(family, None)] += len(published)
                 key, value = changelog_record(family.value, tp.partition, records[0].offset, published, now_ms)
-                out.other(self.changelog, value, key, [], partition=tp.partition)
+                out.changelog(self.changelog, tp.partition, key, value)
 
-    def _observe(self, out: _Outputs) -> None:
-        committed_ms = time.time() * 1000
-        telemetry.BATCH.observe(out.records)
-        for timestamp in out.timestamps:
-            telemetry.LATENCY.observe(max(0.0, committed_ms - timestamp) / 1000)
-        for (family, reason), n in out.outcomes.items():
-            telemetry.RECORDS_IN.labels(family.value).inc(n)
-            if reason is None:
-                telemetry.RECORDS_OUT.labels(family.value).inc(n)
-            else:
-                telemetry.REJECTED.labels(family.value, reason.value).inc(n)
-        telemetry.DEDUP_IDS.set(sum(len(s) for s in self.seen.values()))
+    # -- partitions arriving and leaving ---------------------------------------------------
+    def _raw_partitions(self, partitions: set[TopicPartition]) -> set[tuple[Family, int]]:
+        return {(self.family_of[tp.topic], tp.partition) for tp in partitions}
 
-    # -- partition-aligned de-duplication state ------------------------------------------
-    async def restore(self, partitions: set[TopicPartition]) -> None:
-        """Load the changelog partitions matching newly assigned raw partitions."""
-        wanted = {(self.family_of[tp.topic], tp.partition) for tp in partitions} - set(self.seen)
-        if not wanted:
-            return
-        numbers = sorted({p for _, p in wanted})
-        for key in wanted:
-            self.seen[key] = SeenIds()
-        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, isolation_level="read_committed",
-                                  enable_auto_commit=False, client_id="intake-restore")
-        await reader.start()
-        try:
-            tps = [TopicPartition(self.changelog, p) for p in numbers]
-            reader.assign(tps)
-            await reader.seek_to_beginning(*tps)
-            end = await reader.end_offsets(tps)
-            pending = {tp for tp in tps if end[tp] > 0}
-            restored = 0
-            while pending:
-                chunk = await reader.getmany(*pending, timeout_ms=500)
-                for tp, records in chunk.items():
-                    for rec in records:
-                        family, at_ms, ids = read_changelog_record(rec.key or b"", rec.value or b"{}")
-                        if (Family(family), tp.partition) in wanted:
-                            seen = self.seen[(Family(family), tp.partition)]
-                            for event_id in ids:
-                                seen.add(event_id, at_ms)
-                            restored += len(ids)
-                pending = {tp for tp in pending if await reader.position(tp) < end[tp]}
-            log.info("dedup.restored", partitions=numbers, ids=restored)
-        finally:
-            await reader.stop()
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        """Restore the de-duplication state of newly assigned raw partitions; then the worker is ready."""
+        wanted = self.seen.missing(self._raw_partitions(partitions))
+        await restore_seen(self.settings, self.changelog, wanted, self.seen)
+        self.supervisor.health.set_ready(True, f"assigned {len(partitions)} raw partitions, restored")
 
-    def forget(self, partitions: set[TopicPartition]) -> None:
-        for tp in partitions:
-            self.seen.pop((self.family_of[tp.topic], tp.partition), None)
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Commit what is validated and in flight first (we still own it), then drop the partitions' state."""
+        self.supervisor.health.set_ready(False, "partitions revoked")
+        async with self._lock:
+            await self._drain()
+            self.seen.forget(self._raw_partitions(partitions))
 
 
-async def _partition_count(producer: AIOKafkaProducer, topic: str) -> int:
-    return len(await producer.partitions_for(topic))
-
-
-@lru_cache(maxsize=65536)
-def _key_hash(key: bytes) -> int:
-    """The Java client's default partitioner hash (murmur2, positive); keys are commune codes, so few."""
-    return murmur2(key) & 0x7FFFFFFF
-
-
-class _Outputs:
-    """What one transaction publishes: the validated batches, sent at once, and the input offsets.
-
-    Canonical records are appended to one open record batch per topic-partition;
-    partitions are chosen as every Kafka client's default partitioner does
-    (murmur2 of the key), so a commune's events land where any producer keyed
-    by that commune puts them. Dead letters and changelog records (few) keep
-    the ordinary `send`.
-    """
-
-    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int]) -> None:
-        self.producer = producer
-        self.partitions = partitions
-        self.batches: list[tuple[str, int, BatchBuilder]] = []
-        self.open: dict[tuple[str, int], BatchBuilder] = {}
-        self.others: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int | None]] = []
-        self.outcomes: Counter[tuple[Family, Reason | None]] = Counter()
-        self.offsets: dict[TopicPartition, int] = {}
-        self.records = 0
-        self.bytes = 0
-        self.timestamps: list[int] = []
-
-    def canonical(self, topic: str, record: wire.KafkaRecord) -> None:
-        slot = (topic, _key_hash(record.key) % self.partitions[topic])
-        builder = self.open.get(slot)
-        if builder is None or builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
-            if builder is not None:  # full: it goes as it is, the next one starts
-                builder.close()
-            builder = self.open[slot] = self.producer.create_batch()
-            self.batches.append((*slot, builder))
-            builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
-
-    def full(self, max_records: int, max_bytes: int) -> bool:
-        """No room for another fetch: the next records wait for the following transaction."""
-        return self.records >= max_records or self.bytes >= max_bytes
-
-    def other(self, topic: str, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]],
-              partition: int | None = None) -> None:
-        self.others.append((topic, value, key, headers, partition))
-
-    async def flush(self) -> None:
-        for topic, partition, builder in self.batches:
-            builder.close()
-            await self.producer.send_batch(builder, topic, partition=partition)
-        for topic, value, key, headers, p in self.others:
-            await self.producer.send(topic, value, key=key, headers=headers, partition=p)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(RebalanceListener):
     def __init__(self, worker: IntakeWorker) -> None:
+        super().__init__(worker.supervisor.fail)
         self.worker = worker
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self.worker._lock:  # commit what is validated and in flight first: we still own it
-            await self.worker._drain()
-            self.worker.forget(set(revoked))
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        await self.worker.revoked(partitions)
 
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.worker.restore(set(assigned))
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        await self.worker.assigned(partitions)

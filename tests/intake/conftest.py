@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-import subprocess
 
 import pytest
 
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
 from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
 from tests.kafkatools import free_port, start_service, stop_service
 
 StartIntake = Callable[..., subprocess.Popen[bytes]]
@@ -25,7 +26,7 @@ def namespace(unique: str) -> str:
 def intake_topics(kafka_bootstrap: str, namespace: str) -> dict[str, str]:
     """The namespace's raw, canonical and dead-letter topics, created; name by role."""
     specs = [*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP]
-    asyncio.run(ensure_topics(kafka_bootstrap, [scoped(s, namespace) for s in specs]))
+    asyncio.run(ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), [scoped(s, namespace) for s in specs]))
     return {s.name: scoped(s, namespace).name for s in specs}
 
 
@@ -38,9 +39,9 @@ def start_intake(kafka_bootstrap: str, namespace: str, tmp_path: Path) -> Iterat
         port = free_port()
         proc = start_service("services.intake", {
             "KAFKA_BOOTSTRAP": bootstrap or kafka_bootstrap, "INTAKE_NAMESPACE": namespace,
-            "INTAKE_WORKER_ID": worker_id, "INTAKE_METRICS_PORT": str(port), **env,
+            "INTAKE_WORKER_ID": worker_id, "INTAKE_HTTP_PORT": str(port), **env,
         }, tmp_path / "intake.log")
-        proc.metrics_port = port  # type: ignore[attr-defined]
+        proc.http_port = port  # type: ignore[attr-defined]
         procs.append(proc)
         return proc
 

@@ -17,8 +17,9 @@ from schemas import wire
 from schemas.admin import communes_of
 from schemas.deadletter import DeadLetterContext
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, RAW, INTAKE_DEDUP, scoped
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
 from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
 from tests.intake.conftest import StartIntake
 from tests.kafkatools import ROOT, free_port, produce, read_all
 from tests.samples import canonical_dossier, dumps
@@ -47,13 +48,13 @@ async def produce_paced(bootstrap: str, topic: str, records: list, per_second: i
         await asyncio.sleep(0.05)
 
 
-async def first_commit(metrics_port: int, timeout: float = 60) -> None:
+async def first_commit(http_port: int, within_s: float = 60) -> None:
     """Wait until the worker has committed its first transaction (its records-in counter moved)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         try:
             text = await asyncio.to_thread(
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode())
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2).read().decode())
             if 'commune_intake_records_in_total{family="dossier"}' in text:
                 return
         except OSError:
@@ -75,7 +76,7 @@ def check_exactly_once(bootstrap: str, topics: dict[str, str], records: list) ->
     ids = [wire.decode(r.headers, r.value).id for r in canonical]
     assert len(ids) == len(set(ids)), "an event was published twice"
     assert set(ids) == want_ids, f"lost {len(want_ids - set(ids))} events"
-    offsets = [(c.source_partition, c.source_offset) for c in map(lambda r: DeadLetterContext.from_headers(r.headers), dlq)]
+    offsets = [(c.source_partition, c.source_offset) for c in (DeadLetterContext.from_headers(r.headers) for r in dlq)]
     assert len(offsets) == len(set(offsets)) == want_bad, "a malformed record was dead-lettered twice or lost"
 
 
@@ -91,7 +92,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_repeats_nothing(
     async def scenario() -> int:
         feeder = asyncio.create_task(produce_paced(kafka_bootstrap, raw, records, per_second=1000))
         proc = start_intake()
-        await first_commit(proc.metrics_port)  # the worker is mid-stream from here on
+        await first_commit(proc.http_port)  # the worker is mid-stream from here on
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         before_restart = len(await read_all(kafka_bootstrap, canonical_topic, idle=0.5, timeout=5))
@@ -122,9 +123,9 @@ def test_rebalances_mid_stream_lose_and_repeat_nothing(
     async def scenario() -> None:
         feeder = asyncio.create_task(produce_paced(kafka_bootstrap, raw, records, per_second=400))
         first = start_intake(worker_id="0")
-        await first_commit(first.metrics_port)
+        await first_commit(first.http_port)
         second = start_intake(worker_id="1")  # joins: partitions are revoked from the first, mid-stream
-        await first_commit(second.metrics_port)
+        await first_commit(second.http_port)
         first.send_signal(signal.SIGTERM)  # leaves: its partitions move to the second
         await asyncio.to_thread(first.wait, 30)
         assert not feeder.done(), "the moves must happen mid-stream"
@@ -163,7 +164,7 @@ def test_broker_restart_mid_stream_loses_and_repeats_nothing(
     """The broker stops and comes back while records flow; the worker recovers and each record is handled once."""
     bootstrap = own_broker.bootstrap
     specs = [*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP]
-    asyncio.run(ensure_topics(bootstrap, [scoped(s, namespace) for s in specs]))
+    asyncio.run(ensure_topics(KafkaConnection(bootstrap=bootstrap), [scoped(s, namespace) for s in specs]))
     topics = {s.name: scoped(s, namespace).name for s in specs}
     first, second = stream(800), stream(800, start=800)
 

@@ -67,7 +67,7 @@ def test_each_raw_record_is_canonical_or_dead_lettered_with_reason(
     assert sum(len(v) for v in canonical.values()) == len(valid)
     assert len(dlq) == len(sent) - len(valid)
 
-    for family, records in canonical.items():
+    for records in canonical.values():
         for rec in records:
             event = wire.decode(rec.headers, rec.value)
             assert rec.key == b"02269" and event.commune == "02269"
@@ -97,6 +97,6 @@ def test_each_raw_record_is_canonical_or_dead_lettered_with_reason(
     five_mb = [rec for rec, ctx in by_origin.values() if ctx.reason is Reason.PAYLOAD_TOO_LARGE]
     assert len(five_mb) == 1 and len(five_mb[0].value) > 5 * 1024 * 1024
 
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics").read().decode()
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{proc.http_port}/metrics").read().decode()
     assert 'commune_intake_records_rejected_total{family="dossier",reason="duplicate_event"} 2.0' in metrics
     assert "Nguyễn" not in metrics and "0912345678" not in metrics

@@ -38,8 +38,10 @@ def test_unregistered_or_overreaching_sources_are_dead_lettered(
     wrong_family["source"] = "/communes/02269/one-stop"
 
     async def scenario() -> tuple[list, list]:
-        await produce(kafka_bootstrap, intake_topics[RAW[Family.DOSSIER].name], [(b"02269", dumps(ok), []), (b"02269", dumps(rogue), [])])
-        await produce(kafka_bootstrap, intake_topics[RAW[Family.MOBILE_TEAM].name], [(b"02269", dumps(wrong_family), [])])
+        await produce(kafka_bootstrap, intake_topics[RAW[Family.DOSSIER].name],
+                      [(b"02269", dumps(ok), []), (b"02269", dumps(rogue), [])])
+        await produce(kafka_bootstrap, intake_topics[RAW[Family.MOBILE_TEAM].name],
+                      [(b"02269", dumps(wrong_family), [])])
         canonical = await read_all(kafka_bootstrap, intake_topics[CANONICAL[Family.DOSSIER].name], expect=1, timeout=60)
         dlq = await read_all(kafka_bootstrap, intake_topics[DLQ_INTAKE.name], expect=2, timeout=60)
         return canonical, dlq

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.intake.outputs import TransactionOutputs
 from services.intake.settings import IntakeSettings
-from services.intake.worker import _Outputs
 
 pytestmark = pytest.mark.unit
 
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.unit
     (1, 16 * 1024 * 1024, True),  # one fetch of large records: the byte cap
 ])
 def test_full_at_either_cap(records: int, raw_bytes: int, full: bool) -> None:
+    """A transaction takes no further fetch once it holds the record cap or the byte cap."""
     settings = IntakeSettings()
-    out = _Outputs(producer=None, partitions={})  # type: ignore[arg-type]  # `full` does not produce
+    out = TransactionOutputs(producer=None, partitions={})  # type: ignore[arg-type]  # `full` does not produce
     out.records, out.bytes = records, raw_bytes
     assert out.full(settings.batch_max_records, settings.batch_max_bytes) is full

@@ -1,0 +1,72 @@
+"""The per-record decision of intake: a raw record becomes a canonical event or a dead letter with its reason.
+
+normalise -> source policy -> de-duplication, in that order. Pure: no Kafka, no
+asyncio, no clock (the rejection time is passed in) and no state change (the
+shell remembers a published id in `SeenIds` once it has put the event in the
+transaction). A `Decider` is built once per raw partition and fetch, so the
+per-record call carries only what changes from record to record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas.deadletter import DeadLetterContext, Reason, Rejection
+from schemas.events import Family
+from services.intake.normalise import Accepted, normalise
+
+Decision = Accepted | DeadLetterContext
+"""Accepted: publish `event` canonical. DeadLetterContext: dead-letter the record with these `dlq.*` headers."""
+
+
+class PublishedIds(Protocol):
+    """The event ids already published from one raw partition (`dedup.SeenIds`; a set in tests)."""
+
+    def __contains__(self, event_id: str, /) -> bool: ...
+
+
+class SourcePolicy(Protocol):
+    """Decides whether an event's source may publish it (the source registry); None = allowed."""
+
+    def __call__(self, source: str, family: Family, commune: str) -> Rejection | None: ...
+
+
+def allow_all(source: str, family: Family, commune: str) -> Rejection | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Decider:
+    """Decides the records of one raw topic-partition, read at one time."""
+
+    family: Family
+    topic: str
+    partition: int
+    seen: PublishedIds
+    """Event ids already published from this partition."""
+    policy: SourcePolicy
+    max_record_bytes: int
+    rejected_at: str
+    """ISO time stamped on this fetch's dead letters."""
+
+    def decide(self, value: bytes | None, headers: Sequence[tuple[str, bytes]], offset: int) -> Decision:
+        """The fate of the record at `offset`: its canonical event, or why and where from it is dead-lettered."""
+        outcome = normalise(self.family, value, headers, self.max_record_bytes)
+        if isinstance(outcome, Accepted):
+            event = outcome.event
+            if (denied := self.policy(event.source, self.family, event.commune)) is not None:
+                return self._dead_letter(denied.reason, denied.field, denied.message, offset)
+            if event.id in self.seen:
+                return self._dead_letter(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published",
+                                         offset)
+            return outcome
+        r = outcome.rejection
+        return self._dead_letter(r.reason, r.field, r.message, offset)
+
+    def _dead_letter(self, reason: Reason, field: str, message: str, offset: int) -> DeadLetterContext:
+        return DeadLetterContext(
+            reason=reason, field=field, message=message, source_topic=self.topic,
+            source_partition=self.partition, source_offset=offset, rejected_at=self.rejected_at,
+        )

@@ -1,0 +1,76 @@
+"""What one transaction publishes: canonical record batches, dead letters, changelog records and input offsets.
+
+Canonical records are appended to one open record batch per topic-partition
+(aiokafka's batch API: a per-record `send` costs a coroutine and a future each,
+more than validating the record). Partitions are chosen by
+`services.common.partitioner`, as every Kafka client's default partitioner does
+(murmur2 of the key), so a commune's events land where any producer keyed by
+that commune puts them. Dead letters and changelog records (few) keep the
+ordinary `send`. Everything goes out at once in `flush`, so the transaction adds
+its partitions in one request.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.producer.message_accumulator import BatchBuilder
+
+from schemas import wire
+from schemas.deadletter import DeadLetterContext, Reason
+from schemas.events import Family
+from services.common.partitioner import partition_for
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class TransactionOutputs:
+    """The records validated for the next transaction, with the input offsets and counts they stand for."""
+
+    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int]) -> None:
+        self.producer = producer
+        self.partitions = partitions
+        """The real partition count of each canonical topic (from the cluster's metadata)."""
+        self.batches: list[tuple[str, int, BatchBuilder]] = []
+        self.open: dict[tuple[str, int], BatchBuilder] = {}
+        self.others: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int | None]] = []
+        self.outcomes: Counter[tuple[Family, Reason | None]] = Counter()
+        """Records per (family, dead-letter reason); reason None = published canonical."""
+        self.offsets: dict[TopicPartition, int] = {}
+        """Next offset to consume per raw partition, committed with the transaction."""
+        self.records = 0
+        self.bytes = 0
+        self.timestamps: list[int] = []
+
+    def canonical(self, topic: str, record: wire.KafkaRecord) -> None:
+        slot = (topic, partition_for(record.key, self.partitions[topic]))
+        builder = self.open.get(slot)
+        if builder is None or builder.append(
+                timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
+            if builder is not None:  # full: it goes as it is, the next one starts
+                builder.close()
+            builder = self.open[slot] = self.producer.create_batch()
+            self.batches.append((*slot, builder))
+            builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+
+    def dead_letter(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers,
+                    context: DeadLetterContext) -> None:
+        """The original record, unchanged, with the `dlq.*` headers of `context` after its own."""
+        self.others.append((topic, value, key, [*headers, *context.headers()], None))
+
+    def changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """A de-duplication changelog record, in the changelog partition of its raw partition."""
+        self.others.append((topic, value, key, [], partition))
+
+    def full(self, max_records: int, max_bytes: int) -> bool:
+        """No room for another fetch: the next records wait for the following transaction."""
+        return self.records >= max_records or self.bytes >= max_bytes
+
+    async def flush(self) -> None:
+        for topic, partition, builder in self.batches:
+            builder.close()
+            await self.producer.send_batch(builder, topic, partition=partition)
+        for topic, value, key, headers, p in self.others:
+            await self.producer.send(topic, value, key=key, headers=headers, partition=p)

@@ -1,0 +1,45 @@
+"""Restoring de-duplication state from its changelog when raw partitions arrive.
+
+Changelog partition p holds the ids published from raw partition p of every
+family, so a worker assigned raw partitions reads the same-numbered changelog
+partitions to their end (committed records only) and keeps the ids of the
+(family, partition) pairs it now owns. A failure raises: the rebalance listener
+reports it and the run ends, rather than consuming without the state.
+"""
+
+from __future__ import annotations
+
+import structlog
+from aiokafka import ConsumerRecord
+
+from schemas.events import Family
+from services.common.changelog import read_to_end
+from services.common.settings import KafkaConnection
+from services.intake.dedup import SeenByPartition, read_changelog_record
+
+log = structlog.get_logger("intake")
+
+
+async def restore_seen(conn: KafkaConnection, changelog: str, wanted: set[tuple[Family, int]],
+                       seen: SeenByPartition) -> int:
+    """Load the ids of the `wanted` raw (family, partition) pairs into `seen`; returns how many ids."""
+    if not wanted:
+        return 0
+    for family, partition in wanted:
+        seen.of(family, partition)  # empty state first: a partition with no changelog records still counts as restored
+    restored = 0
+
+    def apply(partition: int, rec: ConsumerRecord[bytes, bytes]) -> None:
+        nonlocal restored
+        family, at_ms, ids = read_changelog_record(rec.key or b"", rec.value or b"{}")
+        key = (Family(family), partition)
+        if key in wanted:
+            ids_of_partition = seen.of(*key)
+            for event_id in ids:
+                ids_of_partition.add(event_id, at_ms)
+            restored += len(ids)
+
+    numbers = sorted({p for _, p in wanted})
+    await read_to_end(conn, changelog, numbers, apply, client_id="intake-restore")
+    log.info("dedup.restored", partitions=numbers, ids=restored)
+    return restored
