@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from services.intake.dedup import SeenIds, changelog_record, read_changelog_record
+from schemas.events import Family
+from services.intake.dedup import SeenByPartition, SeenIds, changelog_record, read_changelog_record
 
 pytestmark = pytest.mark.unit
 
@@ -26,3 +27,28 @@ def test_changelog_record_round_trips() -> None:
     key, value = changelog_record("dossier", 3, 120, ["e1", "e2"], 1_700_000_000_000)
     assert key == b"dossier:3:120"
     assert read_changelog_record(key, value) == ("dossier", 1_700_000_000_000, ["e1", "e2"])
+
+
+def test_partition_state_is_created_once_and_dropped_on_forget() -> None:
+    """A raw partition's ids persist until it is forgotten; only partitions without state need a restore."""
+    seen = SeenByPartition()
+    seen.of(Family.DOSSIER, 1).add("e1", at_ms=0)
+    seen.of(Family.DOSSIER, 1).add("e2", at_ms=0)
+    assert "e1" in seen.of(Family.DOSSIER, 1) and len(seen) == 2
+    assert seen.missing({(Family.DOSSIER, 1), (Family.DOSSIER, 2)}) == {(Family.DOSSIER, 2)}
+    seen.forget({(Family.DOSSIER, 1)})
+    assert len(seen) == 0 and seen.missing({(Family.DOSSIER, 1)}) == {(Family.DOSSIER, 1)}
+
+
+def test_expiry_scans_at_most_once_per_interval() -> None:
+    """Old ids are forgotten by the first expiry, and the next scan waits a full interval."""
+    seen = SeenByPartition()
+    window_ms = 7 * 24 * 3600 * 1000
+    seen.of(Family.DOSSIER, 0).add("old", at_ms=0)
+    seen.expire_due(now_ms=window_ms + 1, interval_ms=60_000)
+    assert len(seen) == 0
+    seen.of(Family.DOSSIER, 0).add("old-too", at_ms=0)
+    seen.expire_due(now_ms=window_ms + 59_999, interval_ms=60_000)
+    assert len(seen) == 1, "within the interval: no scan"
+    seen.expire_due(now_ms=window_ms + 60_001, interval_ms=60_000)
+    assert len(seen) == 0

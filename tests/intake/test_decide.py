@@ -1,0 +1,91 @@
+"""Unit tests of intake's per-record decision: normalise -> source policy -> de-duplication (no broker)."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import wire
+from schemas.deadletter import DeadLetterContext, Reason, Rejection
+from schemas.events import Family
+from services.intake.decide import Decider, SourcePolicy, allow_all
+from services.intake.normalise import Accepted
+from tests.samples import HDR, MALFORMED, canonical_dossier, dumps, portal_dossier
+
+pytestmark = pytest.mark.unit
+REJECTED_AT = "2025-11-03T04:00:00+00:00"
+
+
+def decider(family: Family = Family.DOSSIER, seen: frozenset[str] = frozenset(),
+            policy: SourcePolicy = allow_all) -> Decider:
+    return Decider(family, "t1.commune.raw.dossier", 4, seen, policy, 1024 * 1024, REJECTED_AT)
+
+
+def deny_source(source: str, family: Family, commune: str) -> Rejection | None:
+    """A source registry that knows no source."""
+    return Rejection(reason=Reason.UNAUTHORISED_SOURCE, field="source", message="source is not in the source registry")
+
+
+def test_a_valid_record_is_accepted_as_its_canonical_event() -> None:
+    """A valid, allowed, new record is accepted: its canonical event, keyed by commune, ready to publish."""
+    decision = decider().decide(dumps(canonical_dossier("evt-new")), [], offset=17)
+    assert isinstance(decision, Accepted)
+    assert decision.event.id == "evt-new"
+    record = wire.encode(decision.event)
+    assert record.key == b"02269" and dict(record.headers)["ce_id"] == b"evt-new"
+
+
+def test_a_portal_record_is_accepted_with_its_derived_id() -> None:
+    """The portal shape is accepted too (normalised to a canonical dossier event)."""
+    decision = decider().decide(dumps(portal_dossier("TL-1")), HDR, offset=0)
+    assert isinstance(decision, Accepted) and decision.event.subject == "TL-1"
+
+
+def test_an_id_already_published_is_a_duplicate_dead_letter() -> None:
+    """An event whose id this partition already published is dead-lettered as `duplicate_event` on `id`."""
+    seen_before = decider(seen=frozenset({"evt-1"}))
+    decision = seen_before.decide(dumps(canonical_dossier("evt-1")), [], offset=5)
+    assert isinstance(decision, DeadLetterContext)
+    assert (decision.reason, decision.field, decision.source_offset) == (Reason.DUPLICATE_EVENT, "id", 5)
+    assert isinstance(seen_before.decide(dumps(canonical_dossier("evt-2")), [], offset=6), Accepted)
+
+
+def test_a_source_the_policy_denies_is_dead_lettered_with_the_policy_reason() -> None:
+    """The source policy's rejection becomes the dead letter's reason, field and message."""
+    decision = decider(policy=deny_source).decide(dumps(canonical_dossier("evt-9")), [], offset=9)
+    assert isinstance(decision, DeadLetterContext)
+    assert (decision.reason, decision.field, decision.message) == (
+        Reason.UNAUTHORISED_SOURCE, "source", "source is not in the source registry")
+
+
+def test_the_policy_is_asked_before_de_duplication() -> None:
+    """A denied source is reported as unauthorised even when its id was seen: the policy comes first."""
+    decision = decider(seen=frozenset({"evt-1"}), policy=deny_source).decide(dumps(canonical_dossier()), [], 1)
+    assert isinstance(decision, DeadLetterContext) and decision.reason is Reason.UNAUTHORISED_SOURCE
+
+
+def test_a_policy_sees_source_family_and_commune() -> None:
+    """The policy is asked with the event's source, the topic's family and the event's commune."""
+    asked: list[tuple[str, Family, str]] = []
+
+    def record(source: str, family: Family, commune: str) -> Rejection | None:
+        asked.append((source, family, commune))
+        return None
+
+    decider(policy=record).decide(dumps(canonical_dossier()), [], offset=0)
+    assert asked == [(canonical_dossier()["source"], Family.DOSSIER, "02269")]
+
+
+@pytest.mark.parametrize(("family", "value", "headers", "reason", "field"), MALFORMED,
+                         ids=[f"{r.value}-{f}" for _, _, _, r, f in MALFORMED])
+def test_a_malformed_record_is_dead_lettered_with_its_reason_and_origin(
+    family: Family, value: bytes | None, headers: list[tuple[str, bytes]], reason: Reason, field: str,
+) -> None:
+    """Each malformed record gets its reason and field, and dlq.* headers naming topic, partition and offset."""
+    decision = decider(family).decide(value, headers, offset=42)
+    assert isinstance(decision, DeadLetterContext)
+    assert (decision.reason, decision.field) == (reason, field)
+    assert decision.message
+    read_back = DeadLetterContext.from_headers(decision.headers())
+    assert (read_back.source_topic, read_back.source_partition, read_back.source_offset, read_back.rejected_at) == (
+        "t1.commune.raw.dossier", 4, 42, REJECTED_AT)
+    assert read_back == decision
