@@ -6,7 +6,6 @@ import uuid
 from datetime import UTC, datetime
 
 import orjson
-
 import pytest
 
 from schemas import wire
@@ -14,7 +13,16 @@ from schemas.codes import Channel, DossierStatus, Priority, Timeliness
 from schemas.deadletter import Reason
 from schemas.events import Family
 from services.intake.normalise import Accepted, Rejected, normalise
-from tests.samples import HDR, MALFORMED, canonical_dossier, dumps, portal_dossier, storm_scheduled, visit_completed, with_data
+from tests.samples import (
+    HDR,
+    MALFORMED,
+    canonical_dossier,
+    dumps,
+    portal_dossier,
+    storm_scheduled,
+    visit_completed,
+    with_data,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -64,7 +72,8 @@ def test_portal_event_id_is_the_uuid5_of_commune_and_sorted_payload() -> None:
     ([], datetime(2025, 11, 1, 2, 0, tzinfo=UTC)),  # NgayTiepNhan, the latest date of the payload
     ([{"ThoiDiemXuLy": "20251103110000"}, {"ThoiDiemXuLy": "20251102100000"}], datetime(2025, 11, 3, 4, 0, tzinfo=UTC)),
     ([{"ThoiDiemXuLy": "20251102100000"}, {"ThoiDiemXuLy": "20251399000000"}], datetime(2025, 11, 2, 3, 0, tzinfo=UTC)),
-    ([{"ThoiDiemXuLy": "20251102100000"}, {"ThoiDiemXuLy": "2025-11-04T07:00:00+07:00"}], datetime(2025, 11, 4, 0, 0, tzinfo=UTC)),
+    ([{"ThoiDiemXuLy": "20251102100000"}, {"ThoiDiemXuLy": "2025-11-04T07:00:00+07:00"}],
+     datetime(2025, 11, 4, 0, 0, tzinfo=UTC)),
     ([{"ThoiDiemXuLy": "garbage"}, {"NguoiXuLy": "cb.01"}, "not a step"], datetime(2025, 11, 1, 2, 0, tzinfo=UTC)),
 ])
 def test_portal_event_time_is_the_latest_date_or_progress_step(progress: list, expected: datetime) -> None:
