@@ -77,7 +77,8 @@ COMPATIBLE = {
     "required dropped": changed("required", []),
     "maxLength raised": changed(f"{DATA}/properties/code/maxLength", 128),
     "integer widened to number": changed(f"{DATA}/properties/amount/type", "number"),
-    "field made nullable": changed(f"{DATA}/properties/code", {"anyOf": [{"type": "string", "maxLength": 64, "minLength": 1}, {"type": "null"}]}),
+    "field made nullable": changed(
+        f"{DATA}/properties/code", {"anyOf": [{"type": "string", "maxLength": 64, "minLength": 1}, {"type": "null"}]}),
     "description edited": changed(f"{DATA}/properties/code/description", "MaHoSo"),
 }
 
@@ -119,7 +120,8 @@ def test_current_models_are_compatible_with_committed_schemas() -> None:
 def _released_versions() -> list[tuple[str, str, str]]:
     try:
         log = subprocess.run(
-            ["git", "log", "--format=%H", "--", "schemas/jsonschema"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "log", "--format=%H", "--", "schemas/jsonschema"], cwd=ROOT, capture_output=True, text=True,
+            check=True,
         ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         return []

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
+from schema_samples import sample
 
 from schemas import export
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import EVENT_TYPES
-from schema_samples import sample
 
 pytestmark = pytest.mark.unit
 COMMITTED = export.committed_files()
@@ -20,7 +20,7 @@ COMMITTED = export.committed_files()
 
 def test_committed_files_equal_regenerated_schemas() -> None:
     """Drift: a model changed without `make schemas` fails here."""
-    assert COMMITTED == export.schema_files(), "JSON Schemas are out of date: run `make schemas` and commit"
+    assert export.schema_files() == COMMITTED, "JSON Schemas are out of date: run `make schemas` and commit"
 
 
 def test_every_event_type_has_a_committed_schema() -> None:
