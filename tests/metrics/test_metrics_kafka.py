@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
+from prometheus_client import REGISTRY
 
 from schemas import wire
 from schemas.admin import commune_provinces
@@ -17,7 +20,7 @@ from schemas.snapshot import CommuneIndicators, decode_snapshot
 from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, scoped
 from services.common.admin import ensure_topics
 from services.common.health import Health
-from services.common.runtime import run_once
+from services.common.runtime import run_once, supervise
 from services.common.settings import KafkaConnection
 from services.metrics.exposition import render
 from services.metrics.settings import MetricsSettings
@@ -40,14 +43,16 @@ async def publish(bootstrap: str, namespace: str, events: list[Event]) -> None:
 
 
 class Running:
-    """A worker running in this event loop (one run under the runtime's supervisor) until `stop()`."""
+    """A worker running in this event loop until `stop()`: one run, or runs restarted after Kafka errors."""
 
-    def __init__(self, bootstrap: str, namespace: str, worker_id: str, state: Path) -> None:
+    def __init__(self, bootstrap: str, namespace: str, worker_id: str, state: Path, restart: bool) -> None:
         settings = MetricsSettings(bootstrap=bootstrap, namespace=namespace, worker_id=worker_id, state_dir=state,
                                    snapshot_interval_s=3600)
         self.worker = MetricsWorker(settings, clock=lambda: NOW)
+        self.health = Health("metrics")
         self._stop = asyncio.Event()
-        self.task = asyncio.create_task(run_once("metrics", self.worker.run, self._stop, Health("metrics")))
+        run = supervise if restart else run_once
+        self.task = asyncio.create_task(run("metrics", self.worker.run, self._stop, self.health))
 
     def text(self) -> str:
         return render(self.worker.exported(), NOW)
@@ -58,13 +63,13 @@ class Running:
 
 
 @pytest.fixture
-async def env(kafka_bootstrap: str, unique: str, tmp_path: Path) -> AsyncIterator[Callable[[str], Running]]:
+async def env(kafka_bootstrap: str, unique: str, tmp_path: Path) -> AsyncIterator[Callable[..., Running]]:
     namespace = f"t{unique}"
     await ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), Names(namespace).specs)
     started: list[Running] = []
 
-    def start(worker_id: str) -> Running:
-        r = Running(kafka_bootstrap, namespace, worker_id, tmp_path / "state")
+    def start(worker_id: str, restart: bool = False) -> Running:
+        r = Running(kafka_bootstrap, namespace, worker_id, tmp_path / "state", restart)
         started.append(r)
         return r
 
@@ -75,11 +80,15 @@ async def env(kafka_bootstrap: str, unique: str, tmp_path: Path) -> AsyncIterato
             await r.stop()
 
 
-async def until(check: Callable[[], bool], within: float = 60, what: str = "") -> None:
+async def until(check: Callable[[], bool], within: float = 60, what: str = "", every: float = 0.2) -> None:
     deadline = time.monotonic() + within
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def figures_of(*workers: Running, like: dict) -> dict:  # type: ignore[type-arg]
@@ -158,3 +167,31 @@ async def test_two_workers_sum_to_one_worker_also_across_rebalances(kafka_bootst
     await publish(kafka_bootstrap, env.namespace, events[2 * third:])
     truth = expected(events)
     await until(lambda: figures_of(a, like=truth) == truth, what="one worker again")
+
+
+async def test_a_refused_commit_ends_the_run_and_the_restarted_run_restores(kafka_bootstrap: str, env,  # type: ignore[no-untyped-def]
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit Kafka refuses ends the run (counted), nothing is exported while it restarts, then figures are exact."""
+    refused: list[dict[TopicPartition, int]] = []
+    commit = AIOKafkaConsumer.commit
+
+    async def refuse_once(self: AIOKafkaConsumer, offsets: dict[TopicPartition, int] | None = None) -> None:
+        if not refused:
+            refused.append(offsets or {})
+            raise CommitFailedError("refused by the test")
+        await commit(self, offsets)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "commit", refuse_once)
+    restarts = sample("commune_service_restarts_total", service="metrics", error="CommitFailedError")
+    failures = sample("commune_task_failures_total", service="metrics", task="commit")
+    events = event_set(seed=3)
+    truth = expected(events)
+    await publish(kafka_bootstrap, env.namespace, events)
+    w = env("w1", restart=True)
+    await until(lambda: bool(refused) and not w.worker.exported() and not w.health.ready, within=30, every=0.01,
+                what="the run ending on the refused commit")
+    assert sample("commune_task_failures_total", service="metrics", task="commit") == failures + 1
+    await until(lambda: sample("commune_service_restarts_total", service="metrics", error="CommitFailedError")
+                == restarts + 1, what="the restart")
+    await until(lambda: figures_of(w, like=truth) == truth, what="figures after the restart")
+    assert w.health.ready and len(w.worker.ownership.owned) == 6
