@@ -1,0 +1,44 @@
+"""services/common/partitioner.py places keys exactly as aiokafka's (and the Java client's) default partitioner."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner, murmur2
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.common.partitioner import partition_for
+
+pytestmark = pytest.mark.unit
+
+DEFAULT = DefaultPartitioner()
+
+
+def test_commune_codes_land_where_aiokafka_puts_them() -> None:
+    """5-digit commune codes across the whole range, for 1 to 12 partitions and a few larger counts, agree."""
+    for partitions in [*range(1, 13), 16, 24, 32, 64, 100]:
+        everything = list(range(partitions))
+        for code in range(0, 100_000, 37):
+            key = f"{code:05d}".encode()
+            assert partition_for(key, partitions) == DEFAULT(key, everything, everything), (key, partitions)
+
+
+@given(key=st.binary(min_size=0, max_size=64), partitions=st.integers(min_value=1, max_value=10_000))
+def test_any_key_lands_where_aiokafka_puts_it(key: bytes, partitions: int) -> None:
+    """For arbitrary bytes and partition counts the two partitioners agree."""
+    everything = list(range(partitions))
+    assert partition_for(key, partitions) == DEFAULT(key, everything, everything)
+
+
+@pytest.mark.parametrize(("key", "java"), [
+    (b"21", -973932308),
+    (b"foobar", -790332482),
+    (b"a-little-bit-long-string", -985981536),
+    (b"a-little-bit-longer-string", -1486304829),
+    (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+    (b"abc", 479470107),
+])
+def test_murmur2_is_the_java_clients(key: bytes, java: int) -> None:
+    """The hash matches Kafka's own test vectors (UtilsTest.testMurmur2), so Java producers agree too."""
+    assert murmur2(key) & 0xFFFFFFFF == java & 0xFFFFFFFF
+    assert partition_for(key, 6) == (java & 0x7FFFFFFF) % 6
