@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from services.common.settings import KafkaConnection
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port, produce, start_service, stop_service
+from tests.waiting import eventually_async
 
 StartNotify = Callable[..., subprocess.Popen[bytes]]
 
@@ -32,7 +32,7 @@ class MailSink:
         self.by_id: Counter[str] = Counter()
         self.bodies: dict[str, str] = {}
 
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         from email import message_from_bytes
 
         msg = message_from_bytes(envelope.content)  # type: ignore[attr-defined]
@@ -123,13 +123,13 @@ async def publish(bootstrap: str, namespace: str, *events: Event) -> None:
                       [(rec.key, rec.value, rec.headers)])
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return predicate()
+async def wait_for(predicate: Callable[[], bool], within: float) -> bool:
+    """Whether `predicate` held within `within` seconds (callers assert with their own diagnostics)."""
+    try:
+        await eventually_async(predicate, timeout=within, interval=0.2)
+    except AssertionError:
+        return False
+    return True
 
 
 def statuses(records: list) -> list[dict[str, object]]:  # type: ignore[type-arg]

@@ -72,7 +72,8 @@ async def test_server_errors_are_retryable_and_client_errors_are_not(fake: FakeP
     with pytest.raises(DeliveryError) as server:
         await SmsGateway(http, fake.url).send(compose(request(), 2))
     fake.faults.fail_every = 0
-    reg = Registry.model_validate({"subscribers": [{"name": "prov-08", "url": f"{fake.url}/hooks/prov-08", "secret": "wrong"}]})
+    reg = Registry.model_validate(
+        {"subscribers": [{"name": "prov-08", "url": f"{fake.url}/hooks/prov-08", "secret": "wrong"}]})
     hook = next(x for x in rules.for_event(dossier(), directory(), reg) if x.channel is ChannelKind.WEBHOOK)
     with pytest.raises(DeliveryError) as client:
         await Webhooks(http, reg).send(compose(hook, 2))

@@ -24,7 +24,8 @@ async def test_raw_dossier_reaches_the_citizen_once_in_vietnamese_and_in_khmer(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders,
         tmp_path: Path) -> None:
     """Two portal-shape dossiers (vi and km preference) through intake and notify: exactly one right SMS each."""
-    await ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
+    specs = (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)
+    await ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), [scoped(s, namespace) for s in specs])
     intake = start_service("services.intake", {"KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": namespace,
                                                "INTAKE_HTTP_PORT": str(free_port())}, tmp_path / "intake.log")
     try:
@@ -32,7 +33,8 @@ async def test_raw_dossier_reaches_the_citizen_once_in_vietnamese_and_in_khmer(
         vi = portal_dossier("TL-251101-0101", status=2, SoDienThoaiChuHoSo="0912000001")
         km = portal_dossier("TL-251101-0102", status=2, SoDienThoaiChuHoSo="0912000002", NgonNguUuTien="km")
         raw = scoped(RAW[Family.DOSSIER], namespace).name
-        await produce(kafka_bootstrap, raw, [(COMMUNE.encode(), dumps(d), [("commune-code", COMMUNE.encode())]) for d in (vi, km)])
+        header = [("commune-code", COMMUNE.encode())]
+        await produce(kafka_bootstrap, raw, [(COMMUNE.encode(), dumps(d), header) for d in (vi, km)])
         assert await wait_for(lambda: len(fake.accepted) >= 2, 90), (tmp_path / "intake.log").read_text()[-2000:]
         await asyncio.sleep(3)  # anything extra would arrive now
         by_phone = {r.body["to"]: r.body for r in fake.accepted.values() if r.path == "/sms"}

@@ -26,7 +26,8 @@ def sms_ids(events: list) -> set[str]:  # type: ignore[type-arg]
 
 
 async def test_provider_outage_of_30s_then_recovery_delivers_everything_exactly_once(
-        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders) -> None:
     """During a 30 s outage attempts fail and are retried with back-off; afterwards each id succeeds exactly once."""
     events = [dossier(f"out-{i}", code=f"D-OUT-{i}") for i in range(60)]
     expected = sms_ids(events)
@@ -46,7 +47,8 @@ async def test_provider_outage_of_30s_then_recovery_delivers_everything_exactly_
 
 
 async def test_sigkill_mid_burst_loses_nothing_and_succeeds_no_id_twice(
-        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders) -> None:
     """A worker SIGKILLed mid-burst and restarted: every notification succeeds once; resends are only in-flight ones."""
     events = [dossier(f"kill-{i}", code=f"D-KILL-{i}") for i in range(300)]
     expected = sms_ids(events)
@@ -63,12 +65,14 @@ async def test_sigkill_mid_burst_loses_nothing_and_succeeds_no_id_twice(
     await asyncio.sleep(3)
     assert {fake.successes[i] for i in expected} == {1}
     resent = sum(fake.replays.values())
-    assert resent <= 8 + 32  # only requests in flight at the kill (routine workers: sms + webhooks) reach the provider again
+    # only requests in flight at the kill (routine workers: sms + webhooks) reach the provider again
+    assert resent <= 8 + 32
     print(f"accepted before kill: {before}, re-sent after restart (answered as replays): {resent}")
 
 
 async def test_rebalance_mid_burst_succeeds_each_id_once(
-        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders) -> None:
     """A second worker joining mid-burst takes partitions over: nothing lost, each id succeeds once, few resends."""
     events = [dossier(f"reb-{i}", code=f"D-REB-{i}") for i in range(300)]
     expected = sms_ids(events)

@@ -29,7 +29,8 @@ async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_lang
     zalo = dossier("e-zalo", code="D-ZL", applicant={"phone": "0911111111", "zalo_user_id": "z-1"})
     await publish(kafka_bootstrap, namespace, vi, km, zalo, visit_completed())
     sink = smtp[0]
-    assert await wait_for(lambda: len(fake.accepted) >= 6 and len(sink.by_id) >= 1, 60), (fake.accepted.keys(), sink.by_id)
+    assert await wait_for(lambda: len(fake.accepted) >= 6 and len(sink.by_id) >= 1, 60), (
+        fake.accepted.keys(), sink.by_id)
     sms = {r.body["text"] for r in fake.accepted.values() if r.path == "/sms"}
     assert "Hồ sơ D-VI (Đăng ký khai sinh) đã được tiếp nhận. Ngày hẹn trả kết quả: 07/11/2025." in sms
     assert "ឯកសារ D-KM (Đăng ký khai sinh) ត្រូវបានទទួលហើយ។ ថ្ងៃណាត់ទទួលលទ្ធផល៖ 07/11/2025។" in sms
@@ -50,7 +51,8 @@ async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_lang
         metrics = await resp.text()
     assert 'notify_notifications_total{channel="sms",outcome="sent",type="dossier_accepted"} 2.0' in metrics
     assert 'notify_notifications_total{channel="zalo",outcome="sent",type="dossier_accepted"} 1.0' in metrics
-    assert 'notify_delivery_latency_seconds_count{lane="routine"} 7.0' in metrics and "notify_deferred_depth 0.0" in metrics
+    assert 'notify_delivery_latency_seconds_count{lane="routine"} 7.0' in metrics
+    assert "notify_deferred_depth 0.0" in metrics
     assert "0912345678" not in metrics
     logs = (tmp_path / "notify.log").read_text(encoding="utf-8")
     assert "notify.sent" in logs
@@ -58,8 +60,9 @@ async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_lang
 
 
 async def test_quiet_hours_defer_citizens_but_not_emergencies(
-        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
-    """In quiet hours a citizen SMS is deferred (status 'deferred') and sent when they end; a storm warning goes at once."""
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders) -> None:
+    """In quiet hours a citizen SMS is deferred (status 'deferred') and sent when they end; a storm warning goes now."""
     from datetime import datetime, timedelta
 
     from schemas.times import VIETNAM
@@ -78,7 +81,8 @@ async def test_quiet_hours_defer_citizens_but_not_emergencies(
 
 
 async def test_permanent_failure_is_dead_lettered_with_reason(
-        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders) -> None:
     """A subscriber rejecting the signature (401) is not retried: DLQ record with reason, 'dead_lettered' status."""
     fake.webhook_secrets["prov-08"] = "another-secret"
     start_notify()
@@ -92,14 +96,17 @@ async def test_permanent_failure_is_dead_lettered_with_reason(
 
 
 async def test_after_the_last_retry_the_notification_is_dead_lettered(
-        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders) -> None:
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders) -> None:
     """A gateway that stays down: every attempt is a 'failed' status, then one DLQ record saying retries ran out."""
     fake.outage(600)
     start_notify(NOTIFY_RETRY_MAX_ATTEMPTS="3", NOTIFY_RETRY_BASE_S="0.1", NOTIFY_SUBSCRIBERS_FILE="")
     await publish(kafka_bootstrap, namespace, dossier("gone-1", code="D-GONE"))
     [dead] = await read_all(kafka_bootstrap, notify_topics.dlq, expect=1, timeout=40)
-    assert dict(dead.headers)["dlq.reason"] == b"retries_exhausted:http_503" and dict(dead.headers)["dlq.attempts"] == b"3"
+    headers = dict(dead.headers)
+    assert headers["dlq.reason"] == b"retries_exhausted:http_503" and headers["dlq.attempts"] == b"3"
     assert b"D-GONE" in dead.value  # the request travels whole so it can be replayed
     status = statuses(await read_all(kafka_bootstrap, notify_topics.status, expect=4, idle=1))
-    assert [(s["outcome"], s["attempt"]) for s in status] == [("failed", 1), ("failed", 2), ("failed", 3), ("dead_lettered", 3)]
+    expected = [("failed", 1), ("failed", 2), ("failed", 3), ("dead_lettered", 3)]
+    assert [(s["outcome"], s["attempt"]) for s in status] == expected
     assert fake.rejected == 3 and not fake.accepted

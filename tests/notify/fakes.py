@@ -1,0 +1,100 @@
+"""Simple fakes behind notify's small Protocols: a channel, a producer that records sends, a clock, a spawner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schemas.notification import NotificationRequest
+from services.notify.channels.base import Message, Receipt
+
+
+@dataclass(frozen=True)
+class Sent:
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: dict[str, bytes]
+
+    def json(self) -> dict[str, Any]:
+        assert self.value is not None
+        parsed: dict[str, Any] = json.loads(self.value)
+        return parsed
+
+
+class FakeProducer:
+    """Records every acknowledged send, in order (the `Producer` protocol of the ledger and the dispatcher)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Sent] = []
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
+                            headers: Sequence[tuple[str, bytes]] | None = None) -> object:
+        self.sent.append(Sent(topic, value, key, dict(headers or [])))
+        return None
+
+    def to(self, topic: str) -> list[Sent]:
+        return [s for s in self.sent if s.topic == topic]
+
+
+class FakeChannel:
+    """Answers sends from a script (a `Receipt`, or a `DeliveryError` to raise; then "ok"); holds the requests
+    `gated` picks until `gate` is set."""
+
+    def __init__(self, *script: Receipt | Exception, gate: asyncio.Event | None = None,
+                 gated: Callable[[NotificationRequest], bool] = lambda request: True) -> None:
+        self.script, self.gate, self.gated = list(script), gate, gated
+        self.attempted: list[str] = []
+        self.delivered: list[str] = []
+
+    async def send(self, message: Message) -> Receipt:
+        nid = message.request.notification_id
+        self.attempted.append(nid)
+        if self.gate is not None and self.gated(message.request):
+            await self.gate.wait()
+        outcome = self.script.pop(0) if self.script else Receipt(f"msg-{nid[:8]}")
+        if isinstance(outcome, Exception):
+            raise outcome
+        self.delivered.append(nid)
+        return outcome
+
+    async def close(self) -> None: ...
+
+
+class FixedClock:
+    """A clock that stays where a test puts it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Tasks:
+    """A `Spawn` that keeps every task, so a test sees one that failed (in the service, the supervisor does)."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, asyncio.Task[None]]] = []
+
+    def __call__(self, name: str, coro: Coroutine[Any, Any, None], /) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.started.append((name, task))
+        return task
+
+    def failures(self) -> list[BaseException]:
+        return [exc for _, t in self.started if t.done() and not t.cancelled() and (exc := t.exception()) is not None]
+
+
+class Calls:
+    """A `done` callback that counts its calls."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1

@@ -1,0 +1,218 @@
+"""The dispatcher with fakes (channel, producer, clock, spawner): lanes, retries, DLQ, deferral, claims, revokes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from schemas.notification import ChannelKind, NotificationRequest
+from services.notify import rules
+from services.notify.channels.base import Channel, DeliveryError
+from services.notify.delivery import Dispatcher
+from services.notify.jobs import Outputs
+from services.notify.ledger import Ledger
+from services.notify.policy import Backoff, QuietHours
+from services.notify.subscribers import Registry
+from tests.notify.events import directory, dossier, storm
+from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
+from tests.waiting import eventually_async
+
+pytestmark = pytest.mark.unit
+OUT = Outputs(status="t.status", dlq="t.dlq")
+LEDGER = "t.ledger"
+NOON = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)  # 12:00 in Vietnam
+NEVER_QUIET = QuietHours(time(0, 0), time(0, 0))
+
+
+def citizen_sms(event_id: str) -> NotificationRequest:
+    [request] = rules.for_event(dossier(event_id, code=f"D-{event_id}"), directory(), Registry())
+    assert request.channel is ChannelKind.SMS and not request.is_emergency
+    return request
+
+
+def emergencies(event_id: str) -> list[NotificationRequest]:
+    requests = rules.for_event(storm(event_id), directory(), Registry())
+    assert requests and all(r.is_emergency and r.channel is ChannelKind.SMS for r in requests)
+    return requests
+
+
+class Setup:
+    def __init__(self, channel: Channel, clock: FixedClock, quiet: QuietHours, routine: int, max_attempts: int) -> None:
+        self.producer, self.tasks, self.clock = FakeProducer(), Tasks(), clock
+        self.ledger = Ledger(LEDGER, self.producer)
+        self.dispatcher = Dispatcher(
+            {ChannelKind.SMS: channel}, self.ledger, self.producer, OUT, spawn=self.tasks,
+            backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=max_attempts), quiet=quiet,
+            rates={"sms": 10_000.0}, segment_limit=3, routine_workers=routine, emergency_workers=1, clock=clock,
+            release_every_s=0.01)
+
+    def outcomes(self, nid: str) -> list[tuple[str, int]]:
+        return [(s["outcome"], s["attempt"]) for m in self.producer.to(OUT.status)
+                if (s := m.json())["notification_id"] == nid]
+
+
+@asynccontextmanager
+async def running(channel: Channel, *, clock: FixedClock | None = None, quiet: QuietHours = NEVER_QUIET,
+                  routine: int = 2, max_attempts: int = 3) -> AsyncIterator[Setup]:
+    setup = Setup(channel, clock or FixedClock(NOON), quiet, routine, max_attempts)
+    setup.dispatcher.start()
+    try:
+        yield setup
+        assert setup.tasks.failures() == []
+    finally:
+        await setup.dispatcher.stop()
+
+
+async def settle(predicate: Callable[[], bool], what: str) -> None:
+    await eventually_async(predicate, timeout=5, interval=0.005, what=what)
+
+
+async def test_every_background_task_is_started_through_spawn() -> None:
+    """Senders of both lanes, the retry queue and the deferred release are all started by the injected spawn."""
+    async with running(FakeChannel(), routine=3) as s:
+        names = [name for name, _ in s.tasks.started]
+    assert sorted(set(names)) == ["deferred-release", "emergency-sender", "retries", "routine-sender"]
+    assert names.count("routine-sender") == 3 and names.count("emergency-sender") == 1
+
+
+async def test_a_sender_that_fails_unexpectedly_is_seen_not_lost() -> None:
+    """An unexpected error in a channel ends that sender task with the error, for its owner to see."""
+    s = Setup(FakeChannel(RuntimeError("bug")), FixedClock(NOON), NEVER_QUIET, 1, 3)
+    s.dispatcher.start()
+    try:
+        await s.dispatcher.submit(citizen_sms("bug-1"), Calls())
+        await settle(lambda: bool(s.tasks.failures()), "a failed task")
+        assert [type(e) for e in s.tasks.failures()] == [RuntimeError]
+    finally:
+        await s.dispatcher.stop()
+
+
+async def test_emergency_is_sent_while_every_routine_sender_is_busy() -> None:
+    """With the routine sender stuck on a slow provider and more routine work queued, an emergency goes at once."""
+    gate = asyncio.Event()
+    channel = FakeChannel(gate=gate, gated=lambda r: not r.is_emergency)
+    async with running(channel, routine=1) as s:
+        routine_done = Calls()
+        for i in range(3):
+            await s.dispatcher.submit(citizen_sms(f"r-{i}"), routine_done)
+        await settle(lambda: len(channel.attempted) == 1, "the routine sender is busy")
+        urgent = emergencies("storm-1")
+        urgent_done = Calls()
+        for request in urgent:
+            await s.dispatcher.submit(request, urgent_done)
+        await settle(lambda: urgent_done.count == len(urgent), "emergencies sent")
+        assert channel.delivered == [r.notification_id for r in urgent]
+        assert routine_done.count == 0 and s.dispatcher.routine_backlog == 2
+        gate.set()
+        await settle(lambda: routine_done.count == 3, "routine sent once the provider answers")
+
+
+async def test_retry_then_success_calls_done_once() -> None:
+    """A retryable failure is retried after back-off; the success is recorded in the ledger and `done` runs once."""
+    channel = FakeChannel(DeliveryError("http_503"))
+    async with running(channel) as s:
+        request, done = citizen_sms("retry-1"), Calls()
+        nid = request.notification_id
+        await s.dispatcher.submit(request, done)
+        await settle(lambda: done.count == 1, "done")
+        assert s.outcomes(nid) == [("failed", 1), ("sent", 2)]
+        assert channel.attempted == [nid, nid] and nid in s.ledger.done
+        assert [m.json() for m in s.producer.to(LEDGER)] == [{"state": "done", "outcome": "sent"}]
+        await s.dispatcher.submit(request, done)  # the same notification again (a redelivered record)
+        assert done.count == 2 and channel.attempted == [nid, nid]
+
+
+async def test_non_retryable_failure_is_dead_lettered_and_done() -> None:
+    """A permanent refusal is not retried: a DLQ record with the reason, ledger 'done', then `done` once."""
+    channel = FakeChannel(DeliveryError("http_401", retryable=False))
+    async with running(channel) as s:
+        request, done = citizen_sms("dead-1"), Calls()
+        await s.dispatcher.submit(request, done)
+        await settle(lambda: done.count == 1, "done")
+        [dead] = s.producer.to(OUT.dlq)
+        assert dead.headers["dlq.reason"] == b"http_401" and dead.headers["dlq.attempts"] == b"1"
+        assert NotificationRequest.model_validate_json(dead.value or b"") == request
+        assert dead.key == request.commune.encode()
+        assert s.outcomes(request.notification_id) == [("failed", 1), ("dead_lettered", 1)]
+        assert [m.json() for m in s.producer.to(LEDGER)] == [{"state": "done", "outcome": "dead_lettered"}]
+        assert channel.attempted == [request.notification_id]
+
+
+async def test_retries_run_out_into_the_dead_letter_queue() -> None:
+    """After the last attempt a retryable failure is dead-lettered as `retries_exhausted:<reason>`."""
+    channel = FakeChannel(DeliveryError("http_503"), DeliveryError("http_503"))
+    async with running(channel, max_attempts=2) as s:
+        request, done = citizen_sms("gone-1"), Calls()
+        await s.dispatcher.submit(request, done)
+        await settle(lambda: done.count == 1, "done")
+        [dead] = s.producer.to(OUT.dlq)
+        assert dead.headers["dlq.reason"] == b"retries_exhausted:http_503" and dead.headers["dlq.attempts"] == b"2"
+        assert s.outcomes(request.notification_id) == [("failed", 1), ("failed", 2), ("dead_lettered", 2)]
+
+
+async def test_citizen_in_quiet_hours_is_deferred_then_released_when_they_end() -> None:
+    """At 22:00 a citizen SMS is recorded as deferred until 07:00 (done at once); at 07:00 it is sent, once."""
+    clock = FixedClock(datetime(2025, 11, 3, 15, 0, tzinfo=UTC))  # 22:00 in Vietnam
+    seven = datetime(2025, 11, 4, 0, 0, tzinfo=UTC)
+    channel = FakeChannel()
+    async with running(channel, clock=clock, quiet=QuietHours()) as s:
+        request, done = citizen_sms("quiet-1"), Calls()
+        nid = request.notification_id
+        await s.dispatcher.submit(request, done)
+        assert done.count == 1 and channel.attempted == []
+        assert s.ledger.deferred[nid].not_before == seven
+        assert [m.json()["state"] for m in s.producer.to(LEDGER)] == ["deferred"]
+        [status] = [m.json() for m in s.producer.to(OUT.status)]
+        assert status["outcome"] == "deferred" and datetime.fromisoformat(status["not_before"]) == seven
+        await asyncio.sleep(0.05)  # several release ticks while still quiet
+        assert channel.attempted == []
+        clock.now = seven + timedelta(seconds=1)
+        await settle(lambda: nid in s.ledger.done, "released and sent")
+        assert channel.delivered == [nid] and nid not in s.ledger.deferred and done.count == 1
+
+
+async def test_emergency_is_never_deferred_by_quiet_hours() -> None:
+    """A storm warning at 22:00 goes out at once."""
+    clock = FixedClock(datetime(2025, 11, 3, 15, 0, tzinfo=UTC))
+    channel = FakeChannel()
+    async with running(channel, clock=clock, quiet=QuietHours()) as s:
+        urgent, done = emergencies("storm-q"), Calls()
+        for request in urgent:
+            await s.dispatcher.submit(request, done)
+        await settle(lambda: done.count == len(urgent), "sent")
+        assert not s.ledger.deferred and sorted(channel.delivered) == sorted(r.notification_id for r in urgent)
+
+
+async def test_resubmission_while_in_flight_joins_the_same_send() -> None:
+    """A notification submitted again while its first copy is being sent is sent once; both claims are done."""
+    gate = asyncio.Event()
+    channel = FakeChannel(gate=gate)
+    async with running(channel) as s:
+        request, first, second = citizen_sms("dup-1"), Calls(), Calls()
+        await s.dispatcher.submit(request, first, source="p0")
+        await settle(lambda: channel.attempted == [request.notification_id], "in flight")
+        await s.dispatcher.submit(request, second, source="p1")
+        gate.set()
+        await settle(lambda: first.count == 1 and second.count == 1, "both claims done")
+        assert channel.attempted == [request.notification_id] and len(s.producer.to(LEDGER)) == 1
+
+
+async def test_job_whose_partition_was_revoked_is_dropped_not_sent() -> None:
+    """A queued job whose only source partition left this worker is neither sent nor done (the new owner redoes it)."""
+    channel = FakeChannel()
+    async with running(channel, routine=1) as s:
+        s.dispatcher.holds = lambda source: source != "revoked"
+        dropped, kept = citizen_sms("rev-1"), citizen_sms("rev-2")
+        dropped_done, kept_done = Calls(), Calls()
+        await s.dispatcher.submit(dropped, dropped_done, source="revoked")
+        await s.dispatcher.submit(kept, kept_done, source="held")
+        await settle(lambda: kept_done.count == 1, "the job behind it is done")  # one sender: in order
+        assert channel.attempted == [kept.notification_id] and dropped_done.count == 0
+        assert s.outcomes(dropped.notification_id) == []
+        s.dispatcher.holds = lambda source: True  # reassigned: the same notification is taken up again
+        await s.dispatcher.submit(dropped, dropped_done, source="revoked")
+        await settle(lambda: dropped_done.count == 1, "sent after reassignment")
