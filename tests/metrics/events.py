@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.admin import commune_provinces
 from schemas.announcement import (
@@ -16,6 +16,7 @@ from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
 from schemas.mobile_team import TrainingHeldEvent, VisitCompletedEvent, VisitStartedEvent
 
+E = TypeVar("E", bound=Event)
 T0 = datetime(2025, 11, 3, 1, 0, tzinfo=UTC)  # 08:00 Vietnam time, a Monday
 
 
@@ -26,6 +27,10 @@ def at(hours: float) -> datetime:
 def _envelope(commune: str, event_id: str, hours: float, subject: str, source: str) -> dict[str, Any]:
     return {"id": event_id, "source": f"/communes/{commune}/{source}", "time": at(hours), "subject": subject,
             "commune": commune, "province": commune_provinces()[commune]}
+
+
+def _event(model: type[E], envelope: dict[str, Any], data: dict[str, Any]) -> E:
+    return model.model_validate({**envelope, "data": data})
 
 
 def dossier(commune: str, code: str, status: int, event_id: str, hours: float, *, channel: str = "counter",
@@ -42,7 +47,7 @@ def dossier(commune: str, code: str, status: int, event_id: str, hours: float, *
         data["returned_at"] = data["ended_at"]
     if fees:
         data["fees"] = [{"name": "Lệ phí", "amount_vnd": 8000}]
-    return DossierStatusChanged(**_envelope(commune, event_id, hours, code, "one-stop"), data=data)
+    return _event(DossierStatusChanged, _envelope(commune, event_id, hours, code, "one-stop"), data)
 
 
 def visit_completed(commune: str, visit_id: str, event_id: str, hours: float, households: int, people: int,
@@ -50,24 +55,24 @@ def visit_completed(commune: str, visit_id: str, event_id: str, hours: float, ho
     data = {"visit_id": visit_id, "team_id": "T-1", "village": "Thôn 1", "started_at": at(hours - 4),
             "completed_at": at(hours), "households_visited": households, "people_assisted": people,
             "dossiers_submitted": dossiers, "accounts_activated": accounts}
-    return VisitCompletedEvent(**_envelope(commune, event_id, hours, visit_id, "mobile-team"), data=data)
+    return _event(VisitCompletedEvent, _envelope(commune, event_id, hours, visit_id, "mobile-team"), data)
 
 
 def visit_started(commune: str, visit_id: str, event_id: str, hours: float) -> VisitStartedEvent:
     data = {"visit_id": visit_id, "team_id": "T-1", "village": "Thôn 1", "started_at": at(hours)}
-    return VisitStartedEvent(**_envelope(commune, event_id, hours, visit_id, "mobile-team"), data=data)
+    return _event(VisitStartedEvent, _envelope(commune, event_id, hours, visit_id, "mobile-team"), data)
 
 
 def training(commune: str, session_id: str, event_id: str, hours: float, attendees: int) -> TrainingHeldEvent:
     data = {"session_id": session_id, "team_id": "T-1", "topic": "VNeID", "held_at": at(hours), "attendees": attendees}
-    return TrainingHeldEvent(**_envelope(commune, event_id, hours, session_id, "mobile-team"), data=data)
+    return _event(TrainingHeldEvent, _envelope(commune, event_id, hours, session_id, "mobile-team"), data)
 
 
 def scheduled(commune: str, ann: str, event_id: str, hours: float, category: str = "crop_disease",
               starts_hours: float | None = None) -> AnnouncementScheduledEvent:
     data = {"announcement_id": ann, "category": category, "title": "Thông báo", "target_clusters": ["C1", "C2"],
             "starts_at": at(starts_hours if starts_hours is not None else hours)}
-    return AnnouncementScheduledEvent(**_envelope(commune, event_id, hours, ann, "loudspeakers"), data=data)
+    return _event(AnnouncementScheduledEvent, _envelope(commune, event_id, hours, ann, "loudspeakers"), data)
 
 
 def broadcast(commune: str, ann: str, cluster: str, outcome: str, event_id: str, hours: float,
@@ -76,7 +81,7 @@ def broadcast(commune: str, ann: str, cluster: str, outcome: str, event_id: str,
     env = _envelope(commune, event_id, hours, ann, "loudspeakers")
     start = at(started_hours if started_hours is not None else hours)
     if outcome == "started":
-        return BroadcastStartedEvent(**env, data=base | {"started_at": start})
+        return _event(BroadcastStartedEvent, env, base | {"started_at": start})
     if outcome == "completed":
-        return BroadcastCompletedEvent(**env, data=base | {"started_at": start, "completed_at": at(hours)})
-    return BroadcastFailedEvent(**env, data=base | {"failed_at": at(hours), "failure_reason": "offline"})
+        return _event(BroadcastCompletedEvent, env, base | {"started_at": start, "completed_at": at(hours)})
+    return _event(BroadcastFailedEvent, env, base | {"failed_at": at(hours), "failure_reason": "offline"})

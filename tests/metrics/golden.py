@@ -11,6 +11,7 @@ import random
 import re
 from collections import defaultdict
 from datetime import timedelta, timezone
+from typing import Any
 
 from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
@@ -31,10 +32,10 @@ def _paths(rng: random.Random, commune: str, code: str, base: int) -> list[Event
     paid = fees and rng.random() < 0.6
     digitised = rng.random() < 0.4
     due_days = 8 if kind == "open_due_later" else 3
-    common = {"channel": channel, "fees": fees, "due_days": due_days}
-    ev = [dossier(commune, code, 1, f"{code}-e1", 0, **common)]
+    common: dict[str, Any] = {"channel": channel, "fees": fees, "due_days": due_days}
+    ev: list[Event] = [dossier(commune, code, 1, f"{code}-e1", 0, **common)]
     if kind == "rejected":
-        return ev + [dossier(commune, code, 3, f"{code}-e3", 1, **common)]
+        return [*ev, dossier(commune, code, 3, f"{code}-e3", 1, **common)]
     if kind == "registered":
         return ev
     ev.append(dossier(commune, code, 2, f"{code}-e2", 1, **common))
@@ -103,7 +104,8 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
         is_open = int(latest.data.status) in (2, 4, 5, 6)
         out[("commune_dossiers_open", where)] += is_open
         assert latest.data.due_at is not None or not is_open
-        out[("commune_dossiers_overdue", where)] += is_open and latest.data.due_at.timestamp() < now  # type: ignore[union-attr]
+        due_at = latest.data.due_at
+        out[("commune_dossiers_overdue", where)] += is_open and due_at is not None and due_at.timestamp() < now
     for e in unique:
         where = (("province", e.province), ("commune", e.commune))
         if isinstance(e, VisitCompletedEvent):
@@ -116,11 +118,11 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
     for e in unique:
         if "broadcast-" in e.type:
             clusters[(e.commune, e.data.announcement_id, e.data.cluster_id)].append(e)
-    for (commune, _, _), evs in clusters.items():  # newest outcome per cluster; a start never undoes an end
-        last = max(evs, key=lambda e: ("started" not in e.type, e.time, e.id))
-        if "started" not in last.type:
-            outcome = "completed" if "completed" in last.type else "failed"
-            labels = (("province", last.province), ("commune", commune), ("category", "crop_disease"),
+    for (commune, _, _), broadcasts in clusters.items():  # newest outcome per cluster; a start never undoes an end
+        newest = max(broadcasts, key=lambda e: ("started" not in e.type, e.time, e.id))
+        if "started" not in newest.type:
+            outcome = "completed" if "completed" in newest.type else "failed"
+            labels = (("province", newest.province), ("commune", commune), ("category", "crop_disease"),
                       ("outcome", outcome))
             out[("commune_broadcasts_total", labels)] += 1
     return {k: v for k, v in out.items() if v}

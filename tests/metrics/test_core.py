@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from typing import TypedDict
 
 import pytest
 
 from schemas import wire
+from schemas.envelope import Event
 from schemas.snapshot import decode_snapshot
-from services.metrics.aggregate import DURATION_BUCKETS_S
+from services.metrics.aggregate import DURATION_BUCKETS_S, Key
 from services.metrics.exposition import render
 from services.metrics.partition import PartitionState
 from services.metrics.snapshots import snapshot
@@ -21,19 +23,24 @@ C = "02269"  # Tuyên Quang (08)
 LATER = (T0.timestamp() + 400 * 86400)  # long after every due date below
 
 
-def fresh(*events: object) -> PartitionState:
+class Figures(TypedDict):
+    counts: dict[Key, int]
+    overdue: int
+
+
+def fresh(*events: Event) -> PartitionState:
     part = PartitionState(0, {})
     for e in events:
-        part.apply(e)  # type: ignore[arg-type]
+        part.apply(e)
     return part
 
 
-def figures(part: PartitionState, now: float = LATER) -> dict[str, object]:
+def figures(part: PartitionState, now: float = LATER) -> Figures:
     t = part.communes[C]
     return {"counts": {k: v for k, v in t.counts.items() if v}, "overdue": t.overdue(now)}
 
 
-def lifecycle(code: str = "D-1", end_hours: float = 30) -> list[object]:
+def lifecycle(code: str = "D-1", end_hours: float = 30) -> list[Event]:
     return [
         dossier(C, code, 1, f"{code}-1", 0),
         dossier(C, code, 2, f"{code}-2", 1, fees=True),

@@ -28,39 +28,44 @@ def dossier(event_id: str = "evt-1", status: int = 2, locale: str = "vi", code: 
     if status == 10:
         body["returned_at"] = body["due_at"]
     body.update(data)
-    return DossierStatusChanged(id=event_id, source="/communes/02269/one-stop", time=received, subject=code,
-                                commune=COMMUNE, province=PROVINCE, data=body)
+    return DossierStatusChanged.model_validate({
+        "id": event_id, "source": "/communes/02269/one-stop", "time": received, "subject": code, "commune": COMMUNE,
+        "province": PROVINCE, "data": body})
 
 
 def storm(event_id: str = "ann-1", category: str = "storm") -> AnnouncementScheduledEvent:
     t = datetime.now(UTC)
-    return AnnouncementScheduledEvent(
-        id=event_id, source="/communes/02269/loudspeakers", time=t, subject="A-1", commune=COMMUNE, province=PROVINCE,
-        data={"announcement_id": "A-1", "category": category, "title": "Bão số 13", "target_clusters": ["C1"],
-              "target_villages": ["Thôn Nà Tàng"], "starts_at": t + timedelta(minutes=30)})
+    return AnnouncementScheduledEvent.model_validate({
+        "id": event_id, "source": "/communes/02269/loudspeakers", "time": t, "subject": "A-1", "commune": COMMUNE,
+        "province": PROVINCE,
+        "data": {"announcement_id": "A-1", "category": category, "title": "Bão số 13", "target_clusters": ["C1"],
+                 "target_villages": ["Thôn Nà Tàng"], "starts_at": t + timedelta(minutes=30)}})
 
 
 def visit_scheduled(event_id: str = "visit-s-1", when: datetime | None = None) -> VisitScheduledEvent:
     when = when or datetime(2025, 11, 10, 1, 30, tzinfo=UTC)
-    return VisitScheduledEvent(id=event_id, source="/communes/02269/mobile", time=when - timedelta(days=5), subject="V-7",
-                               commune=COMMUNE, province=PROVINCE,
-                               data={"visit_id": "V-7", "team_id": "T-3", "village": "Thôn Nà Tàng", "scheduled_for": when})
+    return VisitScheduledEvent.model_validate({
+        "id": event_id, "source": "/communes/02269/mobile", "time": when - timedelta(days=5), "subject": "V-7",
+        "commune": COMMUNE, "province": PROVINCE,
+        "data": {"visit_id": "V-7", "team_id": "T-3", "village": "Thôn Nà Tàng", "scheduled_for": when}})
 
 
 def visit_completed(event_id: str = "visit-c-1") -> VisitCompletedEvent:
     t = datetime(2025, 11, 2, 9, 0, tzinfo=UTC)
-    return VisitCompletedEvent(id=event_id, source="/communes/02269/mobile", time=t, subject="V-7", commune=COMMUNE,
-                               province=PROVINCE, data={"visit_id": "V-7", "team_id": "T-3", "village": "Thôn Nà Tàng",
-                                                        "started_at": t - timedelta(hours=6), "completed_at": t,
-                                                        "households_visited": 41, "people_assisted": 63})
+    return VisitCompletedEvent.model_validate({
+        "id": event_id, "source": "/communes/02269/mobile", "time": t, "subject": "V-7", "commune": COMMUNE,
+        "province": PROVINCE,
+        "data": {"visit_id": "V-7", "team_id": "T-3", "village": "Thôn Nà Tàng", "started_at": t - timedelta(hours=6),
+                 "completed_at": t, "households_visited": 41, "people_assisted": 63}})
 
 
 def broadcast_failed(event_id: str = "bf-1") -> BroadcastFailedEvent:
     t = datetime(2025, 11, 2, 9, 0, tzinfo=UTC)
-    return BroadcastFailedEvent(id=event_id, source="/communes/02269/loudspeakers", time=t, subject="A-1",
-                                commune=COMMUNE, province=PROVINCE,
-                                data={"announcement_id": "A-1", "cluster_id": "C1", "category": "general",
-                                      "failed_at": t, "failure_reason": "amplifier offline"})
+    return BroadcastFailedEvent.model_validate({
+        "id": event_id, "source": "/communes/02269/loudspeakers", "time": t, "subject": "A-1", "commune": COMMUNE,
+        "province": PROVINCE,
+        "data": {"announcement_id": "A-1", "cluster_id": "C1", "category": "general", "failed_at": t,
+                 "failure_reason": "amplifier offline"}})
 
 
 def directory(email_port: int | None = None) -> Directory:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 import pytest
@@ -98,7 +99,7 @@ def test_each_family_has_its_raw_and_canonical_topic_and_notify_reads_it() -> No
 
 def test_registered_type_is_decoded_and_forgotten_afterwards() -> None:
     """register() makes a type decodable at once; the isolation restores every registry in place."""
-    event = ProbeEvent(id="p-1", source="/t", time="2025-11-03T01:00:00Z", subject="P-1", commune="02269",
+    event = ProbeEvent(id="p-1", source="/t", time=datetime(2025, 11, 3, 1, tzinfo=UTC), subject="P-1", commune="02269",
                        province="08", data=Probe(probe_id="P-1"))
     record = wire.encode(event)
     with isolated_registries():
