@@ -5,17 +5,18 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
-COPY pyproject.toml ./
+COPY pyproject.toml constraints.txt ./
 COPY schemas ./schemas
 COPY services ./services
 COPY bench ./bench
-RUN pip install .
+# the exact versions make installs and the tests ran with (the project relies on aiokafka 0.14.0 internals)
+RUN pip install -c constraints.txt .
 
 COPY infra/sources.yaml ./infra/sources.yaml
 RUN useradd --system --uid 10001 commune-bus
 USER commune-bus
 
-# gateway, intake / notify / metrics Prometheus endpoints
+# HTTP ports (/metrics, /healthz, /readyz): gateway (also its API), intake, notify, metrics
 EXPOSE 8080 9101 9102 9103
 ENTRYPOINT ["python", "-m"]
 CMD ["services.intake"]
