@@ -23,6 +23,7 @@ from services.common.settings import KafkaConnection
 from tests.intake.conftest import StartIntake
 from tests.kafkatools import ROOT, free_port, produce, read_all
 from tests.samples import canonical_dossier, dumps
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 COMMUNES = communes_of("08")[:40]
@@ -50,17 +51,14 @@ async def produce_paced(bootstrap: str, topic: str, records: list, per_second: i
 
 async def first_commit(http_port: int, within_s: float = 60) -> None:
     """Wait until the worker has committed its first transaction (its records-in counter moved)."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
+    def counted() -> bool:
         try:
-            text = await asyncio.to_thread(
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2).read().decode())
-            if 'commune_intake_records_in_total{family="dossier"}' in text:
-                return
+            text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2).read().decode()
         except OSError:
-            pass  # not listening yet
-        await asyncio.sleep(0.05)
-    raise AssertionError("intake committed nothing")
+            return False  # not listening yet
+        return 'commune_intake_records_in_total{family="dossier"}' in text
+
+    await eventually_async(lambda: asyncio.to_thread(counted), timeout=within_s, what="intake's first commit")
 
 
 def check_exactly_once(bootstrap: str, topics: dict[str, str], records: list) -> None:
