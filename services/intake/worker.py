@@ -193,7 +193,7 @@ class IntakeWorker:
         await transaction.publish(self.producer, out, self.settings.group_id)
         self.supervisor.health.committed()
         transaction.observe(out, len(self.seen))
-        # a full scan of the ids: once a minute, after a commit (never while a fetch is being validated)
+        # a full scan of the ids, once a minute after a commit (synchronous: validation never sees it half-done)
         self.seen.expire_due(int(time.time() * 1000))
 
     # -- the per-record loop ---------------------------------------------------------
