@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 import urllib.request
@@ -16,6 +15,7 @@ from services.metrics.topics import Names
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.metrics.golden import event_set, expected, restricted, summed
 from tests.metrics.test_metrics_kafka import publish
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -39,15 +39,14 @@ async def test_sigkill_mid_stream_then_restart_exports_exact_figures(kafka_boots
            "METRICS_STATE_DIR": str(tmp_path / "state"), "METRICS_BATCH_MAX_RECORDS": "50"}
     first = start_service("services.metrics", env, tmp_path / "first.log")
     try:
-        deadline = time.monotonic() + 60
-        while "commune_metrics_owned_partitions 6.0" not in scrape(port):
-            assert time.monotonic() < deadline and first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
-            await asyncio.sleep(0.2)
+        def owns_every_partition() -> bool:
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+            return "commune_metrics_owned_partitions 6.0" in scrape(port)
+
+        await eventually_async(owns_every_partition, timeout=60, interval=0.2, what="the first process assigned")
         await publish(kafka_bootstrap, namespace, events)
-        deadline = time.monotonic() + 30
-        while 'outcome="applied"' not in scrape(port):  # killed once it has started applying
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: 'outcome="applied"' in scrape(port), timeout=30, interval=0.01,
+                               what="the first process applying")  # killed once it has started applying
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
@@ -55,14 +54,11 @@ async def test_sigkill_mid_stream_then_restart_exports_exact_figures(kafka_boots
     truth = expected(events, now=time.time())  # the process reads the wall clock for overdue
     second = start_service("services.metrics", env, tmp_path / "second.log")
     try:
-        deadline = time.monotonic() + 60
-        got: dict = {}  # type: ignore[type-arg]
-        while time.monotonic() < deadline:
-            got = restricted(summed(scrape(port)), truth)
-            if got == truth:
-                break
-            await asyncio.sleep(0.3)
-        assert got == truth
+        def exact() -> bool:
+            assert restricted(summed(scrape(port)), truth) == truth
+            return True
+
+        await eventually_async(exact, timeout=60, interval=0.3, what="the second process's exact figures")
         restored = [line for line in scrape(port).splitlines()
                     if line.startswith("commune_metrics_restored_records_total")]
         assert restored and float(restored[0].split()[1]) > 0  # state came back from the changelog

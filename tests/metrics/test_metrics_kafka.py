@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -28,8 +27,10 @@ from services.metrics.topics import Names
 from services.metrics.worker import MetricsWorker
 from tests.kafkatools import produce, read_all
 from tests.metrics.golden import COMMUNES, NOW, event_set, expected, restricted, summed
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
+WAIT_S = 60
 
 
 async def publish(bootstrap: str, namespace: str, events: list[Event]) -> None:
@@ -80,13 +81,6 @@ async def env(kafka_bootstrap: str, unique: str, tmp_path: Path) -> AsyncIterato
             await r.stop()
 
 
-async def until(check: Callable[[], bool], within: float = 60, what: str = "", every: float = 0.2) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(every)
-
-
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -106,7 +100,7 @@ async def test_golden_event_set_gives_exactly_the_expected_figures(kafka_bootstr
     truth = expected(events)
     await publish(kafka_bootstrap, env.namespace, events)
     w = env("w1")
-    await until(lambda: figures_of(w, like=truth) == truth, what="golden figures")
+    await eventually_async(lambda: figures_of(w, like=truth) == truth, timeout=WAIT_S, what="golden figures")
     assert figures_of(w, like=truth) == truth
     assert w.worker.ownership.partitions and len(w.worker.ownership.owned) == 6
     assert await w.worker.publish_snapshots() == 8
@@ -130,14 +124,14 @@ async def test_restart_recovers_the_same_figures_from_the_changelog(kafka_bootst
     first, truth_first = events[:half], expected(events[:half])
     await publish(kafka_bootstrap, env.namespace, first)
     w1 = env("w1")
-    await until(lambda: figures_of(w1, like=truth_first) == truth_first, what="first half")
+    await eventually_async(lambda: figures_of(w1, like=truth_first) == truth_first, timeout=WAIT_S, what="first half")
     await w1.stop()
     w2 = env("w2")
-    await until(lambda: len(w2.worker.ownership.owned) == 6, what="assignment")
+    await eventually_async(lambda: len(w2.worker.ownership.owned) == 6, timeout=WAIT_S, what="assignment")
     assert figures_of(w2, like=truth_first) == truth_first  # restored, not re-read: offsets were committed
     await publish(kafka_bootstrap, env.namespace, events[half:] + first[:20])  # the rest, plus redeliveries
     truth = expected(events)
-    await until(lambda: figures_of(w2, like=truth) == truth, what="all events after restart")
+    await eventually_async(lambda: figures_of(w2, like=truth) == truth, timeout=WAIT_S, what="all events after restart")
 
 
 async def test_two_workers_sum_to_one_worker_also_across_rebalances(kafka_bootstrap: str, env) -> None:  # type: ignore[no-untyped-def]
@@ -147,10 +141,10 @@ async def test_two_workers_sum_to_one_worker_also_across_rebalances(kafka_bootst
     await publish(kafka_bootstrap, env.namespace, events[:third])
     a = env("a")
     truth1 = expected(events[:third])
-    await until(lambda: figures_of(a, like=truth1) == truth1, what="one worker")
+    await eventually_async(lambda: figures_of(a, like=truth1) == truth1, timeout=WAIT_S, what="one worker")
     b = env("b")
-    await until(lambda: len(a.worker.ownership.owned) == 3 and len(b.worker.ownership.owned) == 3,
-                what="rebalance to two workers")
+    await eventually_async(lambda: len(a.worker.ownership.owned) == 3 and len(b.worker.ownership.owned) == 3,
+                           timeout=WAIT_S, what="rebalance to two workers")
     assert a.worker.ownership.owned.isdisjoint(b.worker.ownership.owned)
     communes_a = {c for p in a.worker.exported() for c in p.communes}
     communes_b = {c for p in b.worker.exported() for c in p.communes}
@@ -158,15 +152,16 @@ async def test_two_workers_sum_to_one_worker_also_across_rebalances(kafka_bootst
     assert figures_of(a, b, like=truth1) == truth1
     await publish(kafka_bootstrap, env.namespace, events[third:2 * third])
     truth2 = expected(events[:2 * third])
-    await until(lambda: figures_of(a, b, like=truth2) == truth2, what="two workers")
+    await eventually_async(lambda: figures_of(a, b, like=truth2) == truth2, timeout=WAIT_S, what="two workers")
     two = every_series(a.text(), b.text())
     await b.stop()
-    await until(lambda: len(a.worker.ownership.owned) == 6, what="rebalance back to one worker")
+    await eventually_async(lambda: len(a.worker.ownership.owned) == 6,
+                           timeout=WAIT_S, what="rebalance back to one worker")
     assert figures_of(a, like=truth2) == truth2  # b's partitions restored from its changelog records
     assert every_series(a.text()) == two  # all series, incl. histograms, ratios, last-event times
     await publish(kafka_bootstrap, env.namespace, events[2 * third:])
     truth = expected(events)
-    await until(lambda: figures_of(a, like=truth) == truth, what="one worker again")
+    await eventually_async(lambda: figures_of(a, like=truth) == truth, timeout=WAIT_S, what="one worker again")
 
 
 async def test_a_refused_commit_ends_the_run_and_the_restarted_run_restores(kafka_bootstrap: str, env,  # type: ignore[no-untyped-def]
@@ -188,10 +183,11 @@ async def test_a_refused_commit_ends_the_run_and_the_restarted_run_restores(kafk
     truth = expected(events)
     await publish(kafka_bootstrap, env.namespace, events)
     w = env("w1", restart=True)
-    await until(lambda: bool(refused) and not w.worker.exported() and not w.health.ready, within=30, every=0.01,
-                what="the run ending on the refused commit")
+    await eventually_async(lambda: bool(refused) and not w.worker.exported() and not w.health.ready, timeout=30,
+                           interval=0.01, what="the run ending on the refused commit")
     assert sample("commune_task_failures_total", service="metrics", task="commit") == failures + 1
-    await until(lambda: sample("commune_service_restarts_total", service="metrics", error="CommitFailedError")
-                == restarts + 1, what="the restart")
-    await until(lambda: figures_of(w, like=truth) == truth, what="figures after the restart")
+    await eventually_async(lambda: sample("commune_service_restarts_total", service="metrics",
+                                          error="CommitFailedError") == restarts + 1,
+                           timeout=WAIT_S, what="the restart")
+    await eventually_async(lambda: figures_of(w, like=truth) == truth, timeout=WAIT_S, what="figures after the restart")
     assert w.health.ready and len(w.worker.ownership.owned) == 6

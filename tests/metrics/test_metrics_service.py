@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
-from collections.abc import Awaitable, Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +24,10 @@ from services.metrics.topics import Names
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.metrics.golden import event_set
 from tests.metrics.test_metrics_kafka import publish
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
+WAIT_S = 60
 FIGURES = ("commune_dossiers_open", "commune_dossiers_received_total", "commune_broadcast_delay_seconds_bucket")
 
 
@@ -45,13 +45,6 @@ class HoldRevocation(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: AbstractSet[TopicPartition]) -> None:
         pass
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 60) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 class Service:
@@ -109,9 +102,10 @@ async def test_readyz_is_503_before_assignment_and_200_once_assigned_and_restore
     await holder.start()
     service: Service | None = None
     try:
-        await eventually(lambda: _true(len(holder.assignment()) == 18), "the holder owning every partition")
+        await eventually_async(lambda: len(holder.assignment()) == 18, timeout=WAIT_S,
+                               what="the holder owning every partition")
         service = Service(topics.conn.bootstrap, topics.namespace, tmp_path)
-        await eventually(lambda: _status(service, "/healthz", 200), "/healthz")
+        await eventually_async(lambda: _status(service, "/healthz", 200), timeout=WAIT_S, what="/healthz")
         await asyncio.wait_for(hold.revoking.wait(), 60)  # the worker joined: the group now waits for the holder
         for _ in range(5):
             status, body = await service.json("/readyz")
@@ -126,7 +120,7 @@ async def test_readyz_is_503_before_assignment_and_200_once_assigned_and_restore
             status, body = await service.json("/readyz")
             return status == 200 and body["ready"] is True and body["detail"].startswith("6 partitions")
 
-        await eventually(ready, "/readyz 200 with 6 partitions")
+        await eventually_async(ready, timeout=WAIT_S, what="/readyz 200 with 6 partitions")
         assert "commune_metrics_owned_partitions 6.0" in (await service.get("/metrics"))[2]
     finally:
         hold.release.set()
@@ -144,7 +138,7 @@ async def test_metrics_serves_commune_figures_as_prometheus_text(topics: Topics,
             status, _, body = await service.get("/metrics")
             return status == 200 and all(f"{name}{{" in body for name in FIGURES)
 
-        await eventually(figures, "commune figures on /metrics")
+        await eventually_async(figures, timeout=WAIT_S, what="commune figures on /metrics")
         _, content_type, body = await service.get("/metrics")
         assert content_type.startswith("text/plain; version=") and "commune_service_ready" in body
         if shutil.which("promtool"):
@@ -154,10 +148,6 @@ async def test_metrics_serves_commune_figures_as_prometheus_text(topics: Topics,
             assert lint.returncode == 0 and not out.strip(), (out + err).decode()
     finally:
         assert await service.close() == 0, service.log.read_text()[-2000:]
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _status(service: Service, path: str, expected: int) -> bool:
