@@ -16,7 +16,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
@@ -45,6 +45,14 @@ def eventually(predicate: Callable[[], T], *, timeout: float = TIMEOUT_S, interv
         if time.monotonic() >= deadline:
             raise _give_up(what, timeout, result, error) from error
         time.sleep(interval)
+
+
+@overload
+async def eventually_async(predicate: Callable[[], Awaitable[T]], *, timeout: float = ...,  # noqa: ASYNC109
+                           interval: float = ..., what: str = ...) -> T: ...
+@overload
+async def eventually_async(predicate: Callable[[], T], *, timeout: float = ...,  # noqa: ASYNC109
+                           interval: float = ..., what: str = ...) -> T: ...
 
 
 async def eventually_async(predicate: Callable[[], T | Awaitable[T]], *,

@@ -1,0 +1,65 @@
+"""Topic layout check of services/common/admin.py on the real broker: missing topics created, wrong ones refused."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka.admin import NewTopic
+
+from schemas.topics import Kind, TopicSpec
+from services.common import clients
+from services.common.admin import (
+    TopicLayoutError,
+    delete_topics,
+    ensure_topics,
+    list_topics,
+    partition_counts,
+)
+from services.common.settings import KafkaConnection
+
+pytestmark = pytest.mark.kafka
+
+
+def spec(name: str, partitions: int) -> TopicSpec:
+    return TopicSpec(name=name, kind=Kind.INTERNAL, key="test key", description="test topic", partitions=partitions)
+
+
+@pytest.fixture
+def conn(kafka_bootstrap: str) -> KafkaConnection:
+    return KafkaConnection(bootstrap=kafka_bootstrap)
+
+
+@pytest.fixture
+async def two_partition_topic(conn: KafkaConnection, unique: str) -> AsyncIterator[str]:
+    """A topic of this test only, created with 2 partitions behind the registry's back."""
+    name = f"test.layout.{unique}"
+    admin = clients.admin(conn)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 2, 1)])
+    finally:
+        await admin.close()
+    yield name
+    await delete_topics(conn, [name])
+
+
+async def test_existing_topic_with_another_partition_count_is_refused(
+        conn: KafkaConnection, two_partition_topic: str) -> None:
+    """ensure_topics raises TopicLayoutError for a 2-partition topic the registry gives 3, and creates nothing."""
+    assert await partition_counts(conn, [two_partition_topic]) == {two_partition_topic: 2}
+    with pytest.raises(TopicLayoutError, match=f"{two_partition_topic} has 2 partitions, the registry says 3"):
+        await ensure_topics(conn, [spec(two_partition_topic, 3)])
+    assert await partition_counts(conn, [two_partition_topic]) == {two_partition_topic: 2}
+
+
+async def test_missing_topics_are_created_with_the_registry_count(conn: KafkaConnection, unique: str) -> None:
+    """A missing topic is created with its registry partition count; a second call creates nothing and passes."""
+    name = f"test.created.{unique}"
+    try:
+        assert await ensure_topics(conn, [spec(name, 4)]) == [name]
+        assert name in await list_topics(conn)
+        assert await partition_counts(conn, [name]) == {name: 4}
+        assert await ensure_topics(conn, [spec(name, 4)]) == []
+    finally:
+        await delete_topics(conn, [name])
