@@ -7,6 +7,7 @@ import asyncio
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from services.common.health import Health
 from services.gateway.app import create_app
@@ -95,3 +96,14 @@ def test_metrics_count_answers_and_published_events() -> None:
     published = 'commune_gateway_events_total{family="dossier"}'
     assert value(after, answered) == value(before, answered) + 1
     assert value(after, published) == value(before, published) + 1
+
+
+def test_the_gateway_has_one_http_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GATEWAY_HOST/GATEWAY_PORT are its server; a second one (GATEWAY_HTTP_PORT) is refused, not silently opened."""
+    monkeypatch.setenv("GATEWAY_HOST", "0.0.0.0")
+    monkeypatch.setenv("GATEWAY_PORT", "8181")
+    settings = GatewaySettings()
+    assert (settings.host, settings.port, settings.http_port) == ("0.0.0.0", 8181, 0)
+    monkeypatch.setenv("GATEWAY_HTTP_PORT", "9109")
+    with pytest.raises(ValidationError):
+        GatewaySettings()
