@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from aiokafka.admin import NewTopic
 
 from schemas.topics import Kind, TopicSpec
-from services.common import clients
 from services.common.admin import (
     TopicLayoutError,
     delete_topics,
@@ -17,6 +13,7 @@ from services.common.admin import (
     partition_counts,
 )
 from services.common.settings import KafkaConnection
+from tests.common.conftest import NewTopicOf
 
 pytestmark = pytest.mark.kafka
 
@@ -26,22 +23,9 @@ def spec(name: str, partitions: int) -> TopicSpec:
 
 
 @pytest.fixture
-def conn(kafka_bootstrap: str) -> KafkaConnection:
-    return KafkaConnection(bootstrap=kafka_bootstrap)
-
-
-@pytest.fixture
-async def two_partition_topic(conn: KafkaConnection, unique: str) -> AsyncIterator[str]:
+async def two_partition_topic(new_topic: NewTopicOf) -> str:
     """A topic of this test only, created with 2 partitions behind the registry's back."""
-    name = f"test.layout.{unique}"
-    admin = clients.admin(conn)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 2, 1)])
-    finally:
-        await admin.close()
-    yield name
-    await delete_topics(conn, [name])
+    return await new_topic("layout", 2)
 
 
 async def test_existing_topic_with_another_partition_count_is_refused(

@@ -8,32 +8,18 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import NewTopic
 
 from services.common import changelog, clients
-from services.common.admin import delete_topics
 from services.common.settings import KafkaConnection
+from tests.common.conftest import NewTopicOf
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
-def conn(kafka_bootstrap: str) -> KafkaConnection:
-    return KafkaConnection(bootstrap=kafka_bootstrap)
-
-
-@pytest.fixture
-async def topic(conn: KafkaConnection, unique: str) -> AsyncIterator[str]:
+async def topic(new_topic: NewTopicOf) -> str:
     """A 3-partition changelog topic of this test only."""
-    name = f"test.changelog.{unique}"
-    admin = clients.admin(conn)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 3, 1)])
-    finally:
-        await admin.close()
-    yield name
-    await delete_topics(conn, [name])
+    return await new_topic("changelog", 3)
 
 
 @pytest.fixture

@@ -1,0 +1,40 @@
+"""Fixtures of the runtime's real-broker tests: the connection, and topics of one test only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiokafka.admin import NewTopic
+
+from services.common import clients
+from services.common.admin import delete_topics
+from services.common.settings import KafkaConnection
+
+NewTopicOf = Callable[[str, int], Awaitable[str]]
+"""(purpose, partitions) -> the name of a topic created for this test."""
+
+
+@pytest.fixture
+def conn(kafka_bootstrap: str) -> KafkaConnection:
+    return KafkaConnection(bootstrap=kafka_bootstrap)
+
+
+@pytest.fixture
+async def new_topic(conn: KafkaConnection, unique: str) -> AsyncIterator[NewTopicOf]:
+    """Creates topics named after the test's unique suffix, behind the registry's back; deleted afterwards."""
+    created: list[str] = []
+
+    async def create(purpose: str, partitions: int) -> str:
+        name = f"test.{purpose}.{unique}"
+        admin = clients.admin(conn)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+        finally:
+            await admin.close()
+        created.append(name)
+        return name
+
+    yield create
+    await delete_topics(conn, created)
