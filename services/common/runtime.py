@@ -49,13 +49,14 @@ class Supervisor:
     def __init__(self, service: str, group: asyncio.TaskGroup, stop: asyncio.Event, health: Health) -> None:
         self.service, self.stop, self.health = service, stop, health
         self._group = group
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._failed = False
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run `coro` as a supervised task: if it fails, the failure is logged and counted and ends the run."""
         task = self._group.create_task(self._watch(name, coro), name=f"{self.service}:{name}")
-        self._tasks.append(task)
+        self._tasks.add(task)  # until it ends: a worker may spawn one task per batch for as long as it runs
+        task.add_done_callback(self._tasks.discard)
         return task
 
     async def _watch(self, name: str, coro: Coroutine[Any, Any, T]) -> T:
@@ -83,7 +84,7 @@ class Supervisor:
             log.error("task.failed_late", service=self.service, error=type(exc).__name__)
 
     def cancel_background(self) -> None:
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
 
 
