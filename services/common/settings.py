@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -20,7 +20,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 def _kafka(name: str, default: Any, description: str) -> Any:
     """A connection field read from `KAFKA_<NAME>` whatever the service's own prefix."""
-    return Field(default=default, validation_alias=AliasChoices(f"KAFKA_{name.upper()}", name), description=description)
+    return Field(default=default, validation_alias=f"KAFKA_{name.upper()}", description=description)
 
 
 class KafkaConnection(BaseSettings):
