@@ -19,7 +19,7 @@ from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
-from tests.kafkatools import free_port, produce, start_service, stop_service
+from tests.kafkatools import Record, free_port, produce, start_service, stop_service
 from tests.waiting import eventually_async
 
 StartNotify = Callable[..., subprocess.Popen[bytes]]
@@ -114,13 +114,19 @@ def start_notify(kafka_bootstrap: str, namespace: str, notify_topics: Names, fak
 
 
 async def publish(bootstrap: str, namespace: str, *events: Event) -> None:
-    """Canonical events onto the namespace's canonical topics, as intake writes them (binary mode)."""
+    """Canonical events onto the namespace's canonical topics, as intake writes them (binary mode).
+
+    One producer per topic, all records at once: a burst arrives as a burst (not one connection per event).
+    """
     from schemas.events import FAMILY_OF_TYPE
 
+    by_topic: dict[str, list[Record]] = {}
     for e in events:
         rec = encode(e)
-        await produce(bootstrap, scoped(CANONICAL[FAMILY_OF_TYPE[e.type]], namespace).name,
-                      [(rec.key, rec.value, rec.headers)])
+        topic = scoped(CANONICAL[FAMILY_OF_TYPE[e.type]], namespace).name
+        by_topic.setdefault(topic, []).append((rec.key, rec.value, rec.headers))
+    for topic, records in by_topic.items():
+        await produce(bootstrap, topic, records)
 
 
 async def wait_for(predicate: Callable[[], bool], within: float) -> bool:
