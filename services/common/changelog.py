@@ -33,7 +33,7 @@ async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[in
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
         end = await reader.end_offsets(tps)
-        pending = {tp for tp in tps if end[tp] > 0}
+        pending = {tp for tp in tps if await reader.position(tp) < end[tp]}  # empty, or emptied by retention
         while pending:
             chunk = await reader.getmany(*pending, timeout_ms=500, max_records=max_records)
             for tp, records in chunk.items():

@@ -54,7 +54,13 @@ class Supervisor:
 
     def spawn(self, name: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run `coro` as a supervised task: if it fails, the failure is logged and counted and ends the run."""
-        task = self._group.create_task(self._watch(name, coro), name=f"{self.service}:{name}")
+        watched = self._watch(name, coro)
+        try:
+            task = self._group.create_task(watched, name=f"{self.service}:{name}")
+        except RuntimeError:  # the group is shutting down: nothing will ever await these
+            watched.close()
+            coro.close()
+            raise
         self._tasks.add(task)  # until it ends: a worker may spawn one task per batch for as long as it runs
         task.add_done_callback(self._tasks.discard)
         return task

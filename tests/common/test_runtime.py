@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import signal
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, MutableMapping
 from contextlib import suppress
 from typing import Any
@@ -175,6 +177,22 @@ async def test_fail_from_a_callback_ends_the_run(service: str) -> None:
     booms = raised.value.subgroup(Boom)
     assert booms is not None and len(booms.exceptions) == 1
     assert sample("commune_task_failures_total", service=service, task="callback") == 1
+
+
+async def test_fail_after_the_run_ended_is_logged_not_lost(service: str, logs: list[MutableMapping[str, Any]]) -> None:
+    """A callback failing after its run ended is logged as late (no task can take it, none is left unawaited)."""
+    supervisors: list[Supervisor] = []
+
+    async def worker(supervisor: Supervisor) -> None:
+        supervisors.append(supervisor)
+
+    await asyncio.wait_for(run_once(service, worker, asyncio.Event(), Health(service)), timeout=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        supervisors[0].fail(Boom())
+        gc.collect()
+    assert [e["error"] for e in logs if e["event"] == "task.failed_late"] == ["Boom"]
+    assert not [w for w in caught if "never awaited" in str(w.message)]
 
 
 class FailingRestore(RebalanceListener):
