@@ -52,8 +52,8 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (apt-get install valgrind)")
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    from services.simulator.generate import generate
     from schemas.events import Family
+    from services.simulator.generate import generate
 
     records = [(r.value, r.headers) for r in generate(4 * n, seed=42, invalid_share=0.05, families=[Family.DOSSIER])]
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,8 +62,8 @@ def main() -> None:
             pickle.dump(records, f)
         for shape in SHAPES:
             per_record = (_instructions(records_file, shape, n) - _instructions(records_file, shape, 0)) / n
-            print(f"{shape:>10}: {per_record:,.0f} instructions per record (normalise + wire.encode, {n} records, 5% malformed)",
-                  flush=True)
+            print(f"{shape:>10}: {per_record:,.0f} instructions per record "
+                  f"(normalise + wire.encode, {n} records, 5% malformed)", flush=True)
 
 
 if __name__ == "__main__":

@@ -130,7 +130,8 @@ def pipeline_health() -> dict[str, Any]:
               legend="{{family}} {{reason}}", unit="ops"),
         panel("Metrics consumer lag", "sum by (family) (commune_metrics_consumer_lag)", legend="{{family}}"),
         panel("Intake latency p95",
-              "histogram_quantile(0.95, sum by (le) (rate(commune_intake_processing_seconds_bucket[$__rate_interval])))",
+              "histogram_quantile(0.95, sum by (le) "
+              "(rate(commune_intake_processing_seconds_bucket[$__rate_interval])))",
               unit="s", legend="p95"),
         panel("Partitions owned per metrics worker", "sum by (instance) (commune_metrics_owned_partitions)",
               legend="{{instance}}"),
@@ -143,7 +144,8 @@ DASHBOARDS = {"province-overview": province_overview, "commune-drilldown": commu
 
 
 def render_all() -> dict[str, str]:
-    return {f"{name}.json": json.dumps(build(), indent=2, ensure_ascii=False) + "\n" for name, build in DASHBOARDS.items()}
+    return {f"{name}.json": json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+            for name, build in DASHBOARDS.items()}
 
 
 if __name__ == "__main__":
