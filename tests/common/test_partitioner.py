@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner, murmur2
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.partitioner import partition_for
@@ -23,6 +23,7 @@ def test_commune_codes_land_where_aiokafka_puts_them() -> None:
             assert partition_for(key, partitions) == DEFAULT(key, everything, everything), (key, partitions)
 
 
+@settings(deadline=None)  # a busy CI machine must not turn a slow example into a failure
 @given(key=st.binary(min_size=0, max_size=64), partitions=st.integers(min_value=1, max_value=10_000))
 def test_any_key_lands_where_aiokafka_puts_it(key: bytes, partitions: int) -> None:
     """For arbitrary bytes and partition counts the two partitioners agree."""
