@@ -59,3 +59,14 @@ def kafka_topics(kafka_bootstrap: str) -> str:
 def unique() -> str:
     """A short unique suffix for per-test topics and consumer groups."""
     return uuid.uuid4().hex[:10]
+
+
+TIERS = ("unit", "kafka", "slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test carries its tier (unit, kafka or slow), so `make test-unit` runs every pure test."""
+    untiered = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
+    if untiered:
+        raise pytest.UsageError("tests without a tier marker (pytestmark = pytest.mark.unit / kafka / slow): "
+                                + ", ".join(untiered[:20]) + (" ..." if len(untiered) > 20 else ""))

@@ -48,6 +48,7 @@ def test_every_topic_and_event_type_is_in_the_document() -> None:
     assert ce_types == set(EVENT_TYPES)
 
 
+@pytest.mark.slow  # installs @asyncapi/parser from npm on first use
 def test_official_parser_accepts_the_document() -> None:
     """@asyncapi/parser (npm) parses schemas/asyncapi.yaml with no error diagnostics."""
     result = _parse(asyncapi.COMMITTED)
@@ -55,6 +56,7 @@ def test_official_parser_accepts_the_document() -> None:
     assert '"valid":true' in result.stdout
 
 
+@pytest.mark.slow
 def test_official_parser_rejects_a_broken_document(tmp_path: Path) -> None:
     """The parser check can fail: a channel pointing at a message that does not exist is reported."""
     doc = asyncapi.document()

@@ -16,6 +16,8 @@ from tests.kafkatools import free_port
 from tests.notify.conftest import MailSink
 from tests.notify.events import directory, dossier
 
+pytestmark = pytest.mark.unit
+
 ZALO_APPLICANT = {"phone": "0911111111", "zalo_user_id": "z-1", "preferred_locale": "vi"}
 
 

@@ -12,6 +12,8 @@ from pydantic_core import PydanticCustomError
 
 from schemas.times import parse_utc, to_utc
 
+pytestmark = pytest.mark.unit
+
 HO_CHI_MINH = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
