@@ -24,9 +24,13 @@ TIMEOUT_S = 10.0
 INTERVAL_S = 0.05
 
 
-def _give_up(what: str, timeout: float, last: object, error: AssertionError | None) -> AssertionError:
-    seen = f"last error: {error}" if error is not None else f"last value: {last!r}"
-    return AssertionError(f"{what or 'the condition'} did not hold within {timeout:g} s ({seen})")
+def _not_yet(deadline: float, timeout: float, what: str, seen: object) -> None:
+    """Return to poll again, or fail once the deadline passed, with the last value or error `seen`."""
+    if time.monotonic() < deadline:
+        return
+    last = f"last error: {seen}" if isinstance(seen, AssertionError) else f"last value: {seen!r}"
+    failure = AssertionError(f"{what or 'the condition'} did not hold within {timeout:g} s ({last})")
+    raise failure from seen if isinstance(seen, AssertionError) else None
 
 
 def eventually(predicate: Callable[[], T], *, timeout: float = TIMEOUT_S, interval: float = INTERVAL_S,
@@ -34,16 +38,14 @@ def eventually(predicate: Callable[[], T], *, timeout: float = TIMEOUT_S, interv
     """Call `predicate` every `interval` seconds until it returns a truthy value, and return that value."""
     deadline = time.monotonic() + timeout
     while True:
-        error: AssertionError | None = None
-        result: T | None = None
         try:
             result = predicate()
+        except AssertionError as exc:
+            _not_yet(deadline, timeout, what, exc)
+        else:
             if result:
                 return result
-        except AssertionError as exc:
-            error = exc
-        if time.monotonic() >= deadline:
-            raise _give_up(what, timeout, result, error) from error
+            _not_yet(deadline, timeout, what, result)
         time.sleep(interval)
 
 
@@ -61,15 +63,13 @@ async def eventually_async(predicate: Callable[[], T | Awaitable[T]], *,
     """`eventually` inside an event loop: the loop keeps running between polls; `predicate` may be async."""
     deadline = time.monotonic() + timeout
     while True:
-        error: AssertionError | None = None
-        result: T | None = None
         try:
             outcome = predicate()
             result = await outcome if inspect.isawaitable(outcome) else outcome
+        except AssertionError as exc:
+            _not_yet(deadline, timeout, what, exc)
+        else:
             if result:
                 return result
-        except AssertionError as exc:
-            error = exc
-        if time.monotonic() >= deadline:
-            raise _give_up(what, timeout, result, error) from error
+            _not_yet(deadline, timeout, what, result)
         await asyncio.sleep(interval)
