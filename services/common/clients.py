@@ -69,3 +69,19 @@ def transactional_producer(conn: KafkaConnection, *, transactional_id: str, clie
 def admin(conn: KafkaConnection, *, client_id: str = "commune-bus-admin") -> AIOKafkaAdminClient:
     """An admin client (not started)."""
     return AIOKafkaAdminClient(**connection_options(conn), client_id=client_id)
+
+
+def faust_options(conn: KafkaConnection) -> dict[str, Any]:
+    """The `broker` and `broker_credentials` arguments of a `faust.App` for `conn` (faust runs its own aiokafka)."""
+    import faust  # only the notify deadline tracker runs faust; the other services need not import it
+
+    credentials: faust.types.auth.CredentialsT | None = None
+    context = _ssl_context(conn) if conn.security_protocol in ("SSL", "SASL_SSL") else None
+    if conn.security_protocol.startswith("SASL"):
+        credentials = faust.SASLCredentials(
+            username=conn.sasl_username, mechanism=conn.sasl_mechanism or "PLAIN", ssl_context=context,
+            password=conn.sasl_password.get_secret_value() if conn.sasl_password else None)
+    elif context is not None:
+        credentials = faust.SSLCredentials(context)
+    return {"broker": [f"kafka://{server.strip()}" for server in conn.bootstrap.split(",")],
+            "broker_credentials": credentials}

@@ -2,7 +2,8 @@
 
 Connection settings are read from `KAFKA_*` variables by every service and the CLI
 alike (`KAFKA_BOOTSTRAP`, `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`),
-so one deployment points all of them at its cluster once. Secrets are `SecretStr`:
+so one deployment points all of them at its cluster once (a service also reads its own
+prefix, `INTAKE_SASL_USERNAME`, ..., where the `KAFKA_` variable is not set). Secrets are `SecretStr`:
 they never appear in a repr, a log line or an error message.
 """
 
@@ -26,7 +27,7 @@ def _kafka(name: str, default: Any, description: str) -> Any:
 class KafkaConnection(BaseSettings):
     """How a client reaches and authenticates to the cluster; `services.common.clients` applies it to every client."""
 
-    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True, populate_by_name=True, extra="ignore")
 
     bootstrap: str = _kafka("bootstrap", "127.0.0.1:9092", "Bootstrap servers, host:port[,host:port]")
     security_protocol: SecurityProtocol = _kafka("security_protocol", "PLAINTEXT",

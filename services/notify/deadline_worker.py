@@ -23,6 +23,7 @@ import structlog
 
 from schemas.notification import DeadlineAlert, DeadlineMessage, TrackedDossier
 from schemas.topics import NOTIFY_DEADLINES, Group, group_id
+from services.common import clients
 from services.common.logging import configure
 from services.notify import deadlines
 from services.notify.settings import NotifySettings
@@ -50,7 +51,7 @@ def build(settings: NotifySettings) -> faust.App:
     datadir = Path(tempfile.gettempdir()) / "commune-bus-notify"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        app_id, broker=[f"kafka://{server}" for server in settings.bootstrap.split(",")], store="memory://",
+        app_id, **clients.faust_options(settings), store="memory://",
         topic_partitions=partitions, web_port=settings.deadline_web_port, web_host="127.0.0.1", web_enabled=False,
         datadir=str(datadir / app_id), topic_replication_factor=1, producer_acks=-1,
         consumer_auto_offset_reset="earliest",

@@ -1,0 +1,59 @@
+"""Connection settings: read once from KAFKA_*, applied alike to aiokafka clients and the faust app."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from pydantic import SecretStr
+
+from services.common.clients import connection_options, faust_options
+from services.common.settings import KafkaConnection, ServiceSettings
+
+pytestmark = pytest.mark.unit
+
+
+class _Service(ServiceSettings):
+    model_config = ServiceSettings.model_config | {"env_prefix": "TOY_"}
+
+
+def test_connection_fields_come_from_kafka_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KAFKA_BOOTSTRAP reaches every service and the CLI and wins; a bare BOOTSTRAP reaches none."""
+    monkeypatch.setenv("BOOTSTRAP", "bare:1")
+    assert _Service().bootstrap == KafkaConnection().bootstrap == "127.0.0.1:9092"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "k1:9092,k2:9092")
+    assert KafkaConnection().bootstrap == "k1:9092,k2:9092"
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "s3cret")
+    settings = _Service()
+    assert settings.bootstrap == "k1:9092,k2:9092"
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.model_dump())
+    assert _Service(bootstrap="code:1").bootstrap == "code:1"  # by field name in code
+    monkeypatch.setenv("TOY_BOOTSTRAP", "toy-only:1")
+    assert _Service().bootstrap == "k1:9092,k2:9092"
+    monkeypatch.delenv("KAFKA_BOOTSTRAP")
+    assert _Service().bootstrap == "toy-only:1" and KafkaConnection().bootstrap == "127.0.0.1:9092"
+
+
+def test_plaintext_options_carry_no_credentials() -> None:
+    """PLAINTEXT: the bootstrap list and the protocol, nothing else."""
+    assert connection_options(KafkaConnection(bootstrap="a:1")) == {"bootstrap_servers": "a:1",
+                                                                    "security_protocol": "PLAINTEXT"}
+
+
+def test_sasl_ssl_options_carry_the_mechanism_user_password_and_tls() -> None:
+    """SASL_SSL: aiokafka gets the mechanism, the user, the password in clear (only there) and a TLS context."""
+    conn = KafkaConnection(bootstrap="a:1", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                           sasl_username="intake", sasl_password=SecretStr("pw"))
+    options = connection_options(conn)
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512" and options["sasl_plain_username"] == "intake"
+    assert options["sasl_plain_password"] == "pw" and isinstance(options["ssl_context"], ssl.SSLContext)
+
+
+def test_faust_gets_the_same_brokers_and_credentials() -> None:
+    """The deadline tracker's faust app connects with the same settings as every aiokafka client."""
+    plain = faust_options(KafkaConnection(bootstrap="a:1, b:2"))
+    assert plain == {"broker": ["kafka://a:1", "kafka://b:2"], "broker_credentials": None}
+    sasl = faust_options(KafkaConnection(bootstrap="a:1", security_protocol="SASL_PLAINTEXT",
+                                         sasl_mechanism="SCRAM-SHA-256", sasl_username="notify",
+                                         sasl_password=SecretStr("pw")))["broker_credentials"]
+    assert (sasl.username, sasl.password, str(sasl.mechanism.value)) == ("notify", "pw", "SCRAM-SHA-256")
