@@ -112,7 +112,7 @@ async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
 
     assert await wait_for(lambda: len(overdue_mails()) == 2, 90)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) is not None
+    assert proc.wait(timeout=30) == 0, "notify stops cleanly on SIGTERM"
     assert datetime.now(UTC) < later.data.due_at, "machine too slow for this test's timing"
     start_notify(**env)
     assert await wait_for(lambda: len(overdue_mails()) == 4, 90)  # D-LATER: remembered across the restart
