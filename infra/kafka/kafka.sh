@@ -121,7 +121,10 @@ node_stop() {  # $2 = signal (TERM: clean shutdown, KILL: a crash)
   rm -f "$f"
 }
 
+valid_node() { case "${1:-}" in 1|2|3) return 0 ;; *) echo "kafka: node must be 1, 2 or 3 (got '${1:-}')" >&2; exit 2 ;; esac; }
+
 cluster() {
+  case "$1" in kill-node|stop-node|start-node) valid_node "${2:-}" ;; esac
   case "$1" in
     start)
       need_libs; mkdir -p "$cluster_state"
