@@ -4,6 +4,9 @@ A service checks its topics at start: a missing one is created with the
 registry's partitions and config; an existing one with another partition count
 stops the service with a clear error, because the commune key would then map to
 other partitions than every other topic's (wrong placement, wrong ownership).
+Unless told otherwise, a topic gets the cluster's own `default.replication.factor`
+(1 on the local broker, 3 on the 3-broker cluster), so a service that creates a
+missing topic on a cluster never creates it unreplicated.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.topics import TOPICS, TopicSpec
 from services.common import clients
 from services.common.settings import KafkaConnection
+
+DEFAULT_REPLICATION = "default.replication.factor"
 
 
 class TopicLayoutError(Exception):
@@ -51,18 +57,42 @@ def check_layout(specs: Iterable[TopicSpec], counts: dict[str, int]) -> None:
 
 
 async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOPICS,
-                        replication_factor: int = 1) -> list[str]:
-    """Create missing topics with their registry partitions and config, check the others; returns the names created."""
+                        replication_factor: int | None = None) -> list[str]:
+    """Create missing topics with their registry partitions and config, check the others; returns the names created.
+
+    `replication_factor` None: the cluster's `default.replication.factor` (see `default_replication_factor`).
+    """
     specs = list(topics)
     async with _admin(conn) as client:
         existing = set(await client.list_topics())
         wanted = [t for t in specs if t.name not in existing]
         if wanted:
-            new = [NewTopic(t.name, t.partitions, replication_factor, topic_configs=dict(t.config)) for t in wanted]
+            replicas = replication_factor or await default_replication_factor(client)
+            new = [NewTopic(t.name, t.partitions, replicas, topic_configs=dict(t.config)) for t in wanted]
             with suppress(TopicAlreadyExistsError):  # another worker won the race; the registry is the same for both
                 await client.create_topics(new)
     check_layout(specs, await _settled_counts(conn, [s.name for s in specs]))
     return [t.name for t in wanted]
+
+
+async def default_replication_factor(client: AIOKafkaAdminClient) -> int:
+    """The cluster's `default.replication.factor`, as one of its brokers reports it.
+
+    aiokafka's CreateTopics (v3 at most) cannot ask the broker to apply its default (-1 needs v4), so it is read
+    and passed explicitly. If it cannot be read (an ACL may deny DescribeConfigs), one replica per broker, at most 3.
+    """
+    brokers = (await client.describe_cluster())["brokers"]
+    fallback = min(3, max(1, len(brokers)))
+    resource = ConfigResource(ConfigResourceType.BROKER, str(brokers[0]["node_id"]), {DEFAULT_REPLICATION: ""})
+    try:
+        responses = await client.describe_configs([resource])
+    except KafkaError:
+        return fallback
+    for error_code, _message, _type, _name, entries in responses[0].resources:
+        values = [entry[1] for entry in entries if entry[0] == DEFAULT_REPLICATION]
+        if error_code == 0 and values and str(values[0]).isdigit():
+            return int(values[0])
+    return fallback
 
 
 async def _settled_counts(conn: KafkaConnection, names: list[str], attempts: int = 20) -> dict[str, int]:
