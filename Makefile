@@ -2,7 +2,7 @@
 #   make demo   run the backbone on a local Kafka broker with simulated commune traffic (Ctrl-C stops all)
 #   make test   set up on first use, then run the whole test suite against a real broker
 #   make lint   ruff, mypy --strict, and the aiokafka stubs checked against the installed aiokafka
-#   make up / make down   the local broker only;  make bench   benchmarks
+#   make up / make down   the local broker only (BROKERS=3: a 3-node cluster);  make bench   benchmarks
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed
@@ -26,18 +26,23 @@ infra/kafka/target/libs/.complete: infra/kafka/pom.xml
 	mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies
 	@touch $@
 
+# BROKERS=3: the 3-node cluster of infra/kafka (127.0.0.1:9192-9194, replication factor 3) instead of one broker
+BROKERS ?= 1
+KAFKA := KAFKA_BROKERS=$(BROKERS) infra/kafka/kafka.sh
+ON_KAFKA := KAFKA_BOOTSTRAP=$${KAFKA_BOOTSTRAP:-$$($(KAFKA) bootstrap)}
+
 up: setup
-	infra/kafka/kafka.sh start
-	$(PY) -m services.common.topics_cli
+	$(KAFKA) start
+	$(ON_KAFKA) $(PY) -m services.common.topics_cli
 
 down:
-	infra/kafka/kafka.sh stop
+	$(KAFKA) stop
 
 topics: setup
-	$(PY) -m services.common.topics_cli
+	$(ON_KAFKA) $(PY) -m services.common.topics_cli
 
 demo: up
-	$(PY) -m services.demo
+	$(ON_KAFKA) $(PY) -m services.demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

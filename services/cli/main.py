@@ -119,7 +119,9 @@ def simulate(province: Annotated[str, typer.Option()] = "20", rate: Annotated[fl
 
 @topics_app.command("create")
 def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
-                  replication_factor: Annotated[int, typer.Option(min=1)] = 1) -> None:
+                  replication_factor: Annotated[int | None, typer.Option(
+                      min=1, help="Replicas per topic (default: the cluster's default.replication.factor)")] = None,
+                  ) -> None:
     """Create every registry topic that is missing (partitions and config from schemas.topics)."""
     specs = [scoped(t, namespace) for t in TOPICS]
     created = asyncio.run(ensure_topics(connection(bootstrap), specs, replication_factor))

@@ -95,6 +95,12 @@ async def default_replication_factor(client: AIOKafkaAdminClient) -> int:
     return fallback
 
 
+async def cluster_replication_factor(conn: KafkaConnection) -> int:
+    """The replication factor topics get on this cluster (for clients that create their own, e.g. faust's)."""
+    async with _admin(conn) as client:
+        return await default_replication_factor(client)
+
+
 async def _settled_counts(conn: KafkaConnection, names: list[str], attempts: int = 20) -> dict[str, int]:
     """Partition counts once the metadata of just-created topics has reached the broker answering."""
     counts: dict[str, int] = {}

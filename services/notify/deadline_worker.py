@@ -12,6 +12,7 @@ forgets an open dossier nor alerts twice.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ import structlog
 from schemas.notification import DeadlineAlert, DeadlineMessage, TrackedDossier
 from schemas.topics import NOTIFY_DEADLINES, Group, group_id
 from services.common import clients
+from services.common.admin import cluster_replication_factor
 from services.common.logging import configure
 from services.notify import deadlines
 from services.notify.settings import NotifySettings
@@ -44,7 +46,7 @@ def every(app: faust.App, seconds: float) -> Callable[[Tick], Tick]:
     return register
 
 
-def build(settings: NotifySettings) -> faust.App:
+def build(settings: NotifySettings, replication_factor: int = 1) -> faust.App:
     names = Names(settings.namespace)
     app_id = group_id(Group.NOTIFY_DEADLINES, settings.namespace)
     partitions = NOTIFY_DEADLINES.partitions  # the registry's count, which ensure_topics checked on the cluster
@@ -53,7 +55,7 @@ def build(settings: NotifySettings) -> faust.App:
     app = faust.App(
         app_id, **clients.faust_options(settings), store="memory://",
         topic_partitions=partitions, web_port=settings.deadline_web_port, web_host="127.0.0.1", web_enabled=False,
-        datadir=str(datadir / app_id), topic_replication_factor=1, producer_acks=-1,
+        datadir=str(datadir / app_id), topic_replication_factor=replication_factor, producer_acks=-1,
         consumer_auto_offset_reset="earliest",
     )
     source = app.topic(names.deadlines, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
@@ -104,7 +106,8 @@ def build(settings: NotifySettings) -> faust.App:
 def main() -> None:
     settings = NotifySettings()
     configure(settings.log_level)
-    app = build(settings)
+    # faust creates its own changelog topic: it gets the cluster's replication factor, as every registry topic does
+    app = build(settings, asyncio.run(cluster_replication_factor(settings)))
     app.main()
 
 
