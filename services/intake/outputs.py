@@ -1,22 +1,27 @@
-"""What one transaction publishes: canonical record batches, dead letters, changelog records and input offsets.
+"""What one transaction publishes: canonical record batches, dead letters, re-routed raw records, changelog records
+and input offsets.
 
 Canonical records are appended to one open record batch per topic-partition
 (aiokafka's batch API: a per-record `send` costs a coroutine and a future each,
 more than validating the record). Partitions are chosen by
 `services.common.partitioner`, as every Kafka client's default partitioner does
 (murmur2 of the key), so a commune's events land where any producer keyed by
-that commune puts them. Dead letters and changelog records (few) keep the
-ordinary `send`. Everything goes out at once in `flush`, so the transaction adds
-its partitions in one request.
+that commune puts them. Dead letters, re-routed records and changelog records
+(few) keep the ordinary `send`. Everything goes out at once in `flush`, so the
+transaction adds its partitions in one request; `flush` returns every send's
+future, and the transaction commits only once all of them succeeded.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.structs import RecordMetadata
 
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
@@ -24,10 +29,17 @@ from schemas.events import Family
 from services.common.partitioner import partition_for
 
 Headers = Sequence[tuple[str, bytes]]
+REROUTED_FROM = "intake.rerouted-from"
+"""Header of a raw record intake moved to its commune's partition: `<topic>/<partition>/<offset>` it came from."""
+
+
+def record_bytes(record: wire.KafkaRecord) -> int:
+    """About what `record` weighs in a record batch (key, value, headers), to compare with a topic's limit."""
+    return len(record.key) + len(record.value) + sum(len(k) + len(v) for k, v in record.headers) + 64
 
 
 class TransactionOutputs:
-    """The records validated for the next transaction, with the input offsets and counts they stand for."""
+    """The records validated for one task's next transaction, with the input offsets and counts they stand for."""
 
     def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, int]) -> None:
         self.producer = producer
@@ -38,11 +50,15 @@ class TransactionOutputs:
         self.others: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int | None]] = []
         self.outcomes: Counter[tuple[Family, Reason | None]] = Counter()
         """Records per (family, dead-letter reason); reason None = published canonical."""
+        self.rerouted: Counter[Family] = Counter()
+        """Records moved to their commune's raw partition, per family."""
         self.offsets: dict[TopicPartition, int] = {}
         """Next offset to consume per raw partition, committed with the transaction."""
         self.records = 0
         self.bytes = 0
         self.timestamps: list[int] = []
+        self.opened_at = time.perf_counter()
+        """When the first records were validated into it (the oldest waiting transaction goes first)."""
 
     def canonical(self, topic: str, record: wire.KafkaRecord) -> None:
         slot = (topic, partition_for(record.key, self.partitions[topic]))
@@ -60,6 +76,14 @@ class TransactionOutputs:
         """The original record, unchanged, with the `dlq.*` headers of `context` after its own."""
         self.others.append((topic, value, key, [*headers, *context.headers()], None))
 
+    def reroute(self, topic: str, partition: int, commune: str, value: bytes | None, headers: Headers,
+                origin: str) -> None:
+        """The original raw record again, keyed by its commune, in its commune's partition of the same raw topic.
+
+        Its owner de-duplicates and publishes it; `origin` (`<topic>/<partition>/<offset>`) says where it was sent.
+        """
+        self.others.append((topic, value, commune.encode(), [*headers, (REROUTED_FROM, origin.encode())], partition))
+
     def changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         """A de-duplication changelog record, in the changelog partition of its raw partition."""
         self.others.append((topic, value, key, [], partition))
@@ -68,9 +92,12 @@ class TransactionOutputs:
         """No room for another fetch: the next records wait for the following transaction."""
         return self.records >= max_records or self.bytes >= max_bytes
 
-    async def flush(self) -> None:
+    async def flush(self) -> list[asyncio.Future[RecordMetadata]]:
+        """Queue every record; the futures say whether each send (a batch, or one record) reached its partition."""
+        sent: list[asyncio.Future[RecordMetadata]] = []
         for topic, partition, builder in self.batches:
             builder.close()
-            await self.producer.send_batch(builder, topic, partition=partition)
+            sent.append(await self.producer.send_batch(builder, topic, partition=partition))
         for topic, value, key, headers, p in self.others:
-            await self.producer.send(topic, value, key=key, headers=headers, partition=p)
+            sent.append(await self.producer.send(topic, value, key=key, headers=headers, partition=p))
+        return sent

@@ -16,24 +16,40 @@ class IntakeSettings(ServiceSettings):
     http_port: int = Field(default=9101, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
     worker_id: str = Field(
         default="0",
-        description="Stable per worker (e.g. a StatefulSet ordinal): the transactional id derives from it, "
-        "so a restarted worker fences its killed predecessor at once",
+        description="Names the worker in client ids and logs. Transactional ids do not derive from it: they are "
+        "per raw partition number (`task_transactional_id`), the same on every worker (ADR 0011)",
     )
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_canonical_bytes: int = Field(
+        default=1_000_000, ge=1024,
+        description="A canonical record larger than this is dead-lettered (payload_too_large) instead of being sent: "
+        "the canonical topics keep the broker's default max.message.bytes (1,048,588 with the batch header)",
+    )
     batch_max_records: int = Field(
-        default=2000, description="At most this many raw records per transaction (a backlog drains in fewer commits)"
+        default=2000, description="At most this many raw records validated and waiting for a transaction (a backlog "
+        "drains in fewer commits)"
     )
     batch_max_bytes: int = Field(
-        default=16 * 1024 * 1024, description="At most about this many raw bytes per transaction (memory stays bounded)"
+        default=16 * 1024 * 1024, description="At most about this many raw bytes validated and waiting (memory stays "
+        "bounded)"
+    )
+    max_transactions_in_flight: int = Field(
+        default=6, ge=1,
+        description="Transactions committing at once over all of the worker's tasks (one per task at most)",
     )
     transaction_timeout_ms: int = 15_000
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1,
+        description="A worker silent for this long (paused, stalled) loses its partitions; the broker accepts "
+        "group.min.session.timeout.ms (6 s) to group.max.session.timeout.ms (30 min)",
+    )
+    heartbeat_interval_ms: int = Field(default=3_000, ge=1, description="Below a third of the session timeout")
     sources_file: str | None = Field(default=None, description="Source registry; unset = every source allowed")
 
     @property
     def group_id(self) -> str:
         return topics.group_id(topics.Group.INTAKE, self.namespace)
 
-    @property
-    def transactional_id(self) -> str:
-        """`<namespace.>commune-bus.intake.<worker_id>`: the same id after a restart fences the predecessor."""
-        return topics.transactional_id(topics.TransactionalId.INTAKE, self.namespace, self.worker_id)
+    def task_transactional_id(self, partition: int) -> str:
+        """`<namespace.>commune-bus.intake.p<N>`: whoever is assigned raw partition N fences its earlier owner."""
+        return topics.transactional_id(topics.TransactionalId.INTAKE, self.namespace, f"p{partition}")

@@ -20,3 +20,10 @@ TRANSACTION = Histogram(
 BATCH = Histogram("commune_intake_batch_records", "Records per transaction",
                   buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000))
 DEDUP_IDS = Gauge("commune_intake_dedup_ids", "Event ids remembered for de-duplication")
+REROUTED = Counter("commune_intake_records_rerouted_total",
+                   "Raw records moved to their commune's raw partition (a producer that did not key by commune)",
+                   ["family"])
+FENCED = Counter("commune_intake_tasks_fenced_total",
+                 "Transactions refused because another worker took the task over (this worker had been paused)")
+ABORTED = Counter("commune_intake_transactions_aborted_total", "Transactions aborted because a send failed")
+TASKS = Gauge("commune_intake_tasks", "Raw partition numbers (tasks) this worker owns: fenced, restored, consuming")

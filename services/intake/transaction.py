@@ -1,27 +1,49 @@
-"""Publishing one transaction: its outputs and its input offsets, committed atomically, then its metrics.
+"""Publishing one task's transaction: its outputs and its input offsets, committed atomically, then its metrics.
 
-A transaction's canonical records, dead letters, de-duplication changelog
-records and consumed offsets are committed together: `read_committed`
-consumers see all of them or none. A failure raises (the transaction is
-aborted, or fenced by the worker's successor) and ends the worker's run.
+A transaction's canonical records, dead letters, re-routed raw records,
+de-duplication changelog records and consumed offsets are committed together:
+`read_committed` consumers see all of them or none. Every send is checked before
+the commit (aiokafka would commit a transaction whose batch failed, leaving the
+record consumed but never produced): one failed send aborts the transaction and
+raises `SendFailed`. A fenced producer raises `ProducerFenced` (another worker
+owns the task now). Either ends the transaction with nothing of it visible.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from services.intake import telemetry
 from services.intake.outputs import TransactionOutputs
 
 
+class SendFailed(KafkaError):
+    """A send of a transaction failed, so the transaction was aborted. The message names error types only."""
+
+
+def is_fenced(exc: BaseException) -> bool:
+    """`exc` says that a newer producer with the same transactional id took over (or the transaction timed out)."""
+    return isinstance(exc, ProducerFenced | InvalidProducerEpoch)
+
+
 async def publish(producer: AIOKafkaProducer, out: TransactionOutputs, group_id: str) -> None:
-    """Send everything in `out` and commit it with its input offsets, in one transaction."""
+    """Send everything in `out` and commit it with its input offsets, in one transaction; abort if a send failed."""
     started = time.perf_counter()
-    async with producer.transaction():
-        await out.flush()
+    async with producer.transaction():  # an exception inside aborts (unless the producer is fenced: then it is dead)
+        sent = await out.flush()
         await producer.send_offsets_to_transaction(out.offsets, group_id)
+        results = await asyncio.gather(*sent, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            for exc in failed:
+                if is_fenced(exc):
+                    raise exc
+            names = sorted({type(exc).__name__ for exc in failed})
+            raise SendFailed(f"{len(failed)} of {len(sent)} sends failed ({', '.join(names)}): transaction aborted")
     telemetry.TRANSACTION.observe(time.perf_counter() - started)
 
 
@@ -37,4 +59,7 @@ def observe(out: TransactionOutputs, dedup_ids: int) -> None:
             telemetry.RECORDS_OUT.labels(family.value).inc(n)
         else:
             telemetry.REJECTED.labels(family.value, reason.value).inc(n)
+    for family, n in out.rerouted.items():
+        telemetry.RECORDS_IN.labels(family.value).inc(n)
+        telemetry.REROUTED.labels(family.value).inc(n)
     telemetry.DEDUP_IDS.set(dedup_ids)

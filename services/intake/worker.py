@@ -1,17 +1,18 @@
-"""The intake shell: consume raw records, decide each, publish and commit them in transactions (group commit).
+"""The intake shell: consume raw records, decide each, publish and commit them in transactions per task.
 
-Data flow: `consumer.getmany` -> `decide.Decider` per record -> `outputs.TransactionOutputs`
--> `transaction.publish` (outputs + input offsets, one transaction). De-duplication
-state (`dedup.SeenByPartition`) moves with the raw partitions: restored on
-assignment (`restore.restore_seen`), dropped on revoke after the in-flight work
-is committed.
+Data flow: `consumer.getmany` -> `validate.Validation` per raw partition (decide,
+re-route, encode) -> the outputs of the partition's `task.Task` -> `transaction.publish`
+(outputs + input offsets, one transaction per task, group commit). A task is
+raw partition number N of all three raw topics (the range assignor keeps them
+together) with a transactional producer of its own, `...intake.p<N>` (ADR 0011).
 
 Delivery guarantee: exactly-once from raw topics to canonical + dead-letter
-topics for `read_committed` consumers. A transaction's canonical records, dead
-letters, de-duplication changelog entries and consumed offsets are committed
-atomically; a worker killed mid-batch leaves an aborted transaction and its
-successor (same `worker_id`, hence same transactional id) fences it and
-re-processes from the last committed offsets.
+topics for `read_committed` consumers, whatever the producers' keys and even
+when a worker stalls past its session timeout. On assignment a worker pauses the
+new partitions, starts their tasks' producers (fencing any earlier owner),
+restores their de-duplication state, seeks to the committed offsets and only
+then resumes them. A failed transaction ends the run (the runtime restarts it
+from Kafka), except a fenced one while partitions are being given up.
 """
 
 from __future__ import annotations
@@ -19,33 +20,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from schemas import wire
-from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
 from services.common import aiokafka_compat, clients
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor, Worker
-from services.intake import transaction
-from services.intake.decide import Decider, SourcePolicy, allow_all
-from services.intake.dedup import SeenByPartition, changelog_record
-from services.intake.normalise import Accepted
+from services.intake import telemetry, transaction
+from services.intake.decide import SourcePolicy, allow_all
+from services.intake.dedup import SeenByPartition
 from services.intake.outputs import TransactionOutputs
 from services.intake.restore import restore_seen
 from services.intake.settings import IntakeSettings
+from services.intake.task import Task
+from services.intake.validate import Topics, Validation
 from services.sources import is_allowed, load_registry
 
 log = structlog.get_logger("intake")
-YIELD_AFTER_S = 0.002
-"""Validation gives the event loop a turn this often, so the commit in flight keeps moving."""
 RETRY_BACKOFF_MS = 1
 """A new transaction can meet the previous one's markers still being written (CONCURRENT_TRANSACTIONS); the
 default 100 ms back-off (and aiokafka's fixed 20 ms, see `aiokafka_compat`) would dominate raw -> canonical latency."""
@@ -74,18 +72,13 @@ class IntakeWorker:
         self.settings = settings
         self.supervisor = supervisor
         self.policy = policy
-        ns = settings.namespace
-        self.family_of = {scoped(RAW[f], ns).name: f for f in Family}
-        self.canonical = {f: scoped(CANONICAL[f], ns).name for f in Family}
-        self.dlq = scoped(DLQ_INTAKE, ns).name
-        self.changelog = scoped(INTAKE_DEDUP, ns).name
+        self.topics = Topics.of(settings.namespace)
         self.seen = SeenByPartition()
-        self._lock = asyncio.Lock()
-        self._open: TransactionOutputs | None = None  # validated, waiting for the next transaction
-        self._inflight: asyncio.Task[None] | None = None  # the transaction being committed
-        self._failed: BaseException | None = None
+        self.tasks: dict[int, Task] = {}
+        self.partitions: dict[str, int] = {}
+        """Real partition counts of the raw and canonical topics, read from metadata on assignment."""
+        self._lock = asyncio.Lock()  # validation, and the partitions arriving or leaving, take turns
         self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -93,57 +86,56 @@ class IntakeWorker:
         aiokafka_compat.apply(RETRY_BACKOFF_MS)
         await ensure_topics(s, [scoped(t, s.namespace)
                                 for t in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
-        client_id = f"intake-{s.worker_id}"
-        self.producer = clients.transactional_producer(
-            s, transactional_id=s.transactional_id, client_id=client_id,
-            transaction_timeout_ms=s.transaction_timeout_ms, linger_ms=0, max_batch_size=BATCH_BYTES,
-            retry_backoff_ms=RETRY_BACKOFF_MS,
-        )
-        await self.producer.start()  # fences and aborts a killed predecessor's open transaction
-        # a fetch waits (at most 5 ms, overlapping the commit in flight) for a few records rather than
-        # returning each one or two: every fetch round trip costs the worker CPU
-        self.consumer = clients.consumer(s, client_id=client_id, group_id=s.group_id,
-                                         fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=5)
-        self.consumer.subscribe(list(self.family_of), listener=_Rebalance(self))
+        # a fetch waits (at most 5 ms, overlapping the commits in flight) for a few records rather than
+        # returning each one or two: every fetch round trip costs the worker CPU. The range assignor gives a
+        # worker partition N of every raw topic together: one task, one transactional id.
+        self.consumer = clients.consumer(s, client_id=f"intake-{s.worker_id}", group_id=s.group_id,
+                                         fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=5,
+                                         partition_assignment_strategy=(RangePartitionAssignor,),
+                                         session_timeout_ms=s.session_timeout_ms,
+                                         heartbeat_interval_ms=s.heartbeat_interval_ms)
+        self.consumer.subscribe(list(self.topics.family_of), listener=_Rebalance(self))
         await self.consumer.start()
-        log.info("intake.started", group=s.group_id, transactional_id=s.transactional_id, topics=list(self.family_of))
+        log.info("intake.started", group=s.group_id, worker=s.worker_id, topics=list(self.topics.family_of))
 
     async def stop(self) -> None:
-        for client in (self.consumer, self.producer):
-            if client is not None:
-                try:
-                    await asyncio.wait_for(client.stop(), timeout=10)
-                except (TimeoutError, KafkaError) as exc:  # the broker may be the reason we stop
-                    log.warning("intake.client_stop_failed", error=type(exc).__name__)
+        await self._close(list(self.tasks.values()))
+        if self.consumer is not None:
+            try:
+                await asyncio.wait_for(self.consumer.stop(), timeout=10)
+            except (TimeoutError, KafkaError) as exc:  # the broker may be the reason we stop
+                log.warning("intake.client_stop_failed", error=type(exc).__name__)
         log.info("intake.stopped")
 
     async def run(self) -> None:
-        """Group commit: records keep being fetched and validated while the previous transaction commits.
+        """Group commit per task: records keep being fetched and validated while earlier transactions commit.
 
-        At most one transaction is in flight; everything validated meanwhile (up to
-        `batch_max_records` and about `batch_max_bytes`) goes out in the next one. The broker round trips of a commit
-        and the CPU time of validation overlap, so a record waits for one commit, not two. Returns once
-        `supervisor.stop` is set and everything validated is committed.
+        Each task has at most one transaction in flight, the worker at most `max_transactions_in_flight`;
+        everything a task validated meanwhile goes out in its next one. At most `batch_max_records` (and about
+        `batch_max_bytes`) wait validated over all tasks. Returns once `supervisor.stop` is set and everything
+        validated is committed.
         """
         await self.start()
         fetching: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
         try:
             assert self.consumer is not None
+            max_records, max_bytes = self.settings.batch_max_records, self.settings.batch_max_bytes
             while not self.supervisor.stop.is_set():
-                await self._maybe_publish()
-                max_records = self.settings.batch_max_records
-                if self._open is not None and self._open.full(max_records, self.settings.batch_max_bytes):
-                    # full: wait for the transaction in flight
-                    assert self._inflight is not None
-                    await asyncio.wait({self._inflight})
+                self._start_transactions()
+                waiting_records = sum(t.open.records for t in self.tasks.values() if t.open is not None)
+                waiting_bytes = sum(t.open.bytes for t in self.tasks.values() if t.open is not None)
+                committing: set[asyncio.Future[Any]] = {t.inflight for t in self.tasks.values()
+                                                        if t.inflight is not None}
+                if committing and (waiting_records >= max_records or waiting_bytes >= max_bytes):
+                    await asyncio.wait(committing, return_when=asyncio.FIRST_COMPLETED)  # full: wait for a commit
                     continue
                 if fetching is None:
-                    room = max_records - (self._open.records if self._open else 0)
+                    room = max(1, max_records - waiting_records)
                     fetching = asyncio.ensure_future(self.consumer.getmany(timeout_ms=100, max_records=room))
-                # wake for new records, or for the commit in flight when validated records wait for it
+                # wake for new records, or for a commit when validated records wait for it
                 waiting: set[asyncio.Future[Any]] = {fetching}
-                if self._open is not None and self._inflight is not None:
-                    waiting.add(self._inflight)
+                if waiting_records:
+                    waiting |= committing
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if fetching.done():
                     batch, fetching = fetching.result(), None
@@ -151,110 +143,115 @@ class IntakeWorker:
                         async with self._lock:
                             await self._validate(batch)
             async with self._lock:
-                await self._drain()
+                await self._drain(list(self.tasks.values()))
         finally:
             if fetching is not None:
                 fetching.cancel()
-            if self._inflight is not None and not self._inflight.done():
-                self._inflight.cancel()  # only on failure: its transaction is aborted or fenced by our successor
             await self.stop()
 
-    # -- group commit ---------------------------------------------------------------
-    async def _maybe_publish(self) -> None:
-        """Start the next transaction when the previous one is done and something is validated.
+    # -- group commit per task ------------------------------------------------------------
+    def _start_transactions(self) -> None:
+        """Start the transactions of tasks with validated records, oldest first, up to the in-flight cap.
 
-        The transaction runs as a task this worker owns: it is awaited here (its failure is raised
-        here) or, when the run fails, cancelled in `run`.
+        A task's failed transaction is raised here: it ends the run (its successor starts from the committed
+        offsets; a fenced task means this worker had lost it already).
         """
-        if self._failed is not None:
-            raise self._failed
-        if self._inflight is not None:
-            if not self._inflight.done():
-                return
-            inflight, self._inflight = self._inflight, None
-            if (exc := inflight.exception()) is not None:
-                # a failed commit ends this worker for good (the records validated since are never published
-                # by it); its successor starts from the committed offsets
-                self._failed = exc
-                raise exc
-        if self._open is not None:
-            out, self._open = self._open, None
-            self._inflight = asyncio.create_task(self._publish(out))
+        for task in self.tasks.values():
+            task.collect()
+        room = self.settings.max_transactions_in_flight - sum(t.committing for t in self.tasks.values())
+        ready = [t for t in self.tasks.values() if t.open is not None and not t.committing]
+        for task in sorted(ready, key=lambda t: t.open.opened_at if t.open else 0)[:max(0, room)]:
+            task.start(self._publish)
 
-    async def _drain(self) -> None:
-        """Commit everything validated so far (before partitions are revoked, and on stop)."""
-        while self._inflight is not None or self._open is not None:
-            if self._inflight is not None:
-                await asyncio.wait({self._inflight})
-            await self._maybe_publish()
-
-    async def _publish(self, out: TransactionOutputs) -> None:
-        assert self.producer is not None
-        await transaction.publish(self.producer, out, self.settings.group_id)
+    async def _publish(self, task: Task, out: TransactionOutputs) -> None:
+        try:
+            await transaction.publish(task.producer, out, self.settings.group_id)
+        except transaction.SendFailed:
+            telemetry.ABORTED.inc()
+            raise
         self.supervisor.health.committed()
         transaction.observe(out, len(self.seen))
         # a full scan of the ids, once a minute after a commit (synchronous: validation never sees it half-done)
         self.seen.expire_due(int(time.time() * 1000))
 
+    async def _drain(self, tasks: list[Task]) -> None:
+        """Commit what `tasks` validated; a fenced task (another worker owns it now) is given up, not committed."""
+        results = await asyncio.gather(*(t.drain(self._publish) for t in tasks), return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, BaseException) and transaction.is_fenced(result):
+                telemetry.FENCED.inc()
+                log.warning("intake.task_fenced", task=task.number, worker=self.settings.worker_id)
+            elif isinstance(result, BaseException):
+                raise result
+
+    async def _close(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            self.tasks.pop(task.number, None)
+        telemetry.TASKS.set(len(self.tasks))
+        await asyncio.gather(*(t.close() for t in tasks))
+
     # -- the per-record loop ---------------------------------------------------------
     async def _validate(self, batch: Fetched) -> None:
-        """Decide every record of `batch` into the outputs of the next transaction."""
-        producer = self.producer
-        assert producer is not None
-        if self._open is None:
-            counts = {t: len(await producer.partitions_for(t)) for t in self.canonical.values()}
-            self._open = TransactionOutputs(producer, counts)
-        out = self._open
-        now_ms = int(time.time() * 1000)
-        rejected_at = datetime.now(UTC).isoformat()
-        next_yield = time.perf_counter() + YIELD_AFTER_S
+        """Decide every record of `batch` into the outputs of its task's next transaction."""
+        validation = Validation(self.topics, self.partitions, self.seen, self.policy, self.settings)
         for tp, records in batch.items():
-            out.offsets[tp] = records[-1].offset + 1
-            out.records += len(records)
-            out.bytes += sum(len(rec.value or b"") for rec in records)
-            out.timestamps.extend(rec.timestamp for rec in records)
-            family = self.family_of[tp.topic]
-            canonical = self.canonical[family]
-            seen = self.seen.of(family, tp.partition)
-            decide = Decider(family, tp.topic, tp.partition, seen, self.policy, self.settings.max_record_bytes,
-                             rejected_at).decide
-            published: list[str] = []
-            for rec in records:
-                if (now := time.perf_counter()) >= next_yield:  # let the client answer the broker meanwhile
-                    await asyncio.sleep(0)
-                    next_yield = now + YIELD_AFTER_S
-                decision = decide(rec.value, rec.headers, rec.offset)
-                if isinstance(decision, Accepted):
-                    event = decision.event
-                    out.canonical(canonical, wire.encode(event))
-                    seen.add(event.id, now_ms)
-                    published.append(event.id)
+            task = self.tasks.get(tp.partition)
+            start = task.positions.get(tp) if task is not None else None
+            if task is None or start is None:
+                continue  # fetched before its partition left this worker
+            if records[0].offset < start:  # fetched before the task (re)started: delivered again from `start`
+                records = [rec for rec in records if rec.offset >= start]
+                if not records:
                     continue
-                out.dead_letter(self.dlq, rec.value, rec.key, rec.headers, decision)
-                out.outcomes[(family, decision.reason)] += 1
-                log.info("record.rejected", reason=decision.reason.value, field=decision.field, family=family.value,
-                         topic=tp.topic, partition=tp.partition, offset=rec.offset)
-            if published:
-                out.outcomes[(family, None)] += len(published)
-                key, value = changelog_record(family.value, tp.partition, records[0].offset, published, now_ms)
-                out.changelog(self.changelog, tp.partition, key, value)
+            task.positions[tp] = records[-1].offset + 1
+            await validation.partition(tp, records, task.outputs(self.partitions))
 
     # -- partitions arriving and leaving ---------------------------------------------------
-    def _raw_partitions(self, partitions: set[TopicPartition]) -> set[tuple[Family, int]]:
-        return {(self.family_of[tp.topic], tp.partition) for tp in partitions}
-
     async def assigned(self, partitions: set[TopicPartition]) -> None:
-        """Restore the de-duplication state of newly assigned raw partitions; then the worker is ready."""
-        wanted = self.seen.missing(self._raw_partitions(partitions))
-        await restore_seen(self.settings, self.changelog, wanted, self.seen)
+        """Fence the earlier owners of the new tasks, restore their state, seek to their commits; then ready."""
+        assert self.consumer is not None
+        self.consumer.pause(*partitions)  # before any await: nothing of them is fetched until the task is ready
+        async with self._lock:
+            numbers = sorted({tp.partition for tp in partitions} - set(self.tasks))
+            for n in numbers:
+                if {tp.topic for tp in partitions if tp.partition == n} != set(self.topics.family_of):
+                    log.warning("intake.task_split", task=n)  # another assignor in the group: tasks fence each other
+            await asyncio.gather(*(self._open_task(n) for n in numbers))
+            if self.tasks and not self.partitions:
+                producer = next(iter(self.tasks.values())).producer
+                self.partitions = {t: len(await producer.partitions_for(t)) for t in self.topics.counted}
+            wanted = {(self.topics.family_of[tp.topic], tp.partition) for tp in partitions}
+            await restore_seen(self.settings, self.topics.changelog, self.seen.missing(wanted), self.seen)
+            ordered = sorted(tp for tp in partitions if tp.partition in numbers)
+            committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in ordered))
+            for tp, offset in zip(ordered, committed, strict=True):
+                if offset is not None:
+                    self.consumer.seek(tp, offset)  # read after the fence: the earlier owner's last commit included
+                self.tasks[tp.partition].positions[tp] = offset or 0
+        self.consumer.resume(*partitions)
+        telemetry.TASKS.set(len(self.tasks))
         self.supervisor.health.set_ready(True, f"assigned {len(partitions)} raw partitions, restored")
 
+    async def _open_task(self, number: int) -> None:
+        s = self.settings
+        producer = clients.transactional_producer(
+            s, transactional_id=s.task_transactional_id(number), client_id=f"intake-{s.worker_id}-p{number}",
+            transaction_timeout_ms=s.transaction_timeout_ms, linger_ms=0, max_batch_size=BATCH_BYTES,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+        )
+        await producer.start()  # fences the earlier owner of the task: its open transaction is aborted
+        self.tasks[number] = Task(number, producer)
+
     async def revoked(self, partitions: set[TopicPartition]) -> None:
-        """Commit what is validated and in flight first (we still own it), then drop the partitions' state."""
+        """Commit what is validated and in flight first (unless fenced), then close the tasks, drop their state."""
         self.supervisor.health.set_ready(False, "partitions revoked")
         async with self._lock:
-            await self._drain()
-            self.seen.forget(self._raw_partitions(partitions))
+            leaving = [t for n, t in self.tasks.items() if n in {tp.partition for tp in partitions}]
+            try:
+                await self._drain(leaving)
+            finally:
+                await self._close(leaving)
+                self.seen.forget(self.topics.raw_partitions(partitions))
 
 
 class _Rebalance(RebalanceListener):

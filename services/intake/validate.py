@@ -1,0 +1,126 @@
+"""Validating one fetch: each raw record becomes a canonical record, a dead letter or a re-routed raw record.
+
+De-duplication is exact only if every copy of an event reaches the same raw
+partition, and a producer that does not key by commune (kcat without -K, a
+default producer) scatters copies over partitions. So a valid record whose
+commune does not hash to the raw partition it arrived on is not published
+there: the original record (bytes and headers, plus `intake.rerouted-from`) is
+sent again, keyed by its commune, to the commune's partition of the same raw
+topic, in the same transaction as the input offset (exactly once). The owner of
+that partition de-duplicates and publishes it. A record that cannot be
+attributed to a commune is dead-lettered where it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from aiokafka import ConsumerRecord, TopicPartition
+
+from schemas import wire
+from schemas.deadletter import DeadLetterContext, Reason
+from schemas.events import Family
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
+from services.common.partitioner import partition_for
+from services.intake.decide import Decider, SourcePolicy
+from services.intake.dedup import SeenByPartition, changelog_record
+from services.intake.normalise import Accepted
+from services.intake.outputs import REROUTED_FROM, TransactionOutputs, record_bytes
+from services.intake.settings import IntakeSettings
+
+log = structlog.get_logger("intake")
+YIELD_AFTER_S = 0.002
+"""Validation gives the event loop a turn this often, so the commits in flight keep moving."""
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names intake reads and writes, in one namespace."""
+
+    family_of: dict[str, Family]
+    """raw topic -> its family"""
+    canonical: dict[Family, str]
+    dlq: str
+    changelog: str
+
+    @classmethod
+    def of(cls, namespace: str) -> Topics:
+        return cls({scoped(RAW[f], namespace).name: f for f in Family},
+                   {f: scoped(CANONICAL[f], namespace).name for f in Family},
+                   scoped(DLQ_INTAKE, namespace).name, scoped(INTAKE_DEDUP, namespace).name)
+
+    @property
+    def counted(self) -> list[str]:
+        """The topics whose real partition counts place records: raw (re-routing) and canonical."""
+        return [*self.family_of, *self.canonical.values()]
+
+    def raw_partitions(self, partitions: Iterable[TopicPartition]) -> set[tuple[Family, int]]:
+        return {(self.family_of[tp.topic], tp.partition) for tp in partitions if tp.topic in self.family_of}
+
+
+class Validation:
+    """The records of one fetch, decided into their tasks' outputs."""
+
+    def __init__(self, topics: Topics, partitions: dict[str, int], seen: SeenByPartition, policy: SourcePolicy,
+                 settings: IntakeSettings) -> None:
+        self.topics, self.partitions, self.seen, self.policy = topics, partitions, seen, policy
+        self.max_record_bytes, self.max_canonical_bytes = settings.max_record_bytes, settings.max_canonical_bytes
+        self.now_ms = int(time.time() * 1000)
+        self.rejected_at = datetime.now(UTC).isoformat()
+        self.next_yield = time.perf_counter() + YIELD_AFTER_S
+
+    async def partition(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]],
+                        out: TransactionOutputs) -> None:
+        """Decide `records` (consecutive, of raw partition `tp`) into `out`, with their input offset."""
+        out.offsets[tp] = records[-1].offset + 1
+        out.records += len(records)
+        out.bytes += sum(len(rec.value or b"") for rec in records)
+        out.timestamps.extend(rec.timestamp for rec in records)
+        family = self.topics.family_of[tp.topic]
+        canonical = self.topics.canonical[family]
+        raw_count = self.partitions[tp.topic]
+        seen = self.seen.of(family, tp.partition)
+        decide = Decider(family, tp.topic, tp.partition, seen, self.policy, self.max_record_bytes,
+                         self.rejected_at).decide
+        published: list[str] = []
+        for rec in records:
+            if (now := time.perf_counter()) >= self.next_yield:  # let the clients answer the broker meanwhile
+                await asyncio.sleep(0)
+                self.next_yield = now + YIELD_AFTER_S
+            decision = decide(rec.value, rec.headers, rec.offset)
+            if isinstance(decision, Accepted):
+                event = decision.event
+                home = partition_for(event.commune.encode(), raw_count)
+                if home != tp.partition and not _rerouted(rec.headers):
+                    out.reroute(tp.topic, home, event.commune, rec.value, rec.headers,
+                                f"{tp.topic}/{tp.partition}/{rec.offset}")
+                    out.rerouted[family] += 1
+                    continue
+                encoded = wire.encode(event)
+                if record_bytes(encoded) <= self.max_canonical_bytes:
+                    out.canonical(canonical, encoded)
+                    seen.add(event.id, self.now_ms)
+                    published.append(event.id)
+                    continue
+                decision = DeadLetterContext(
+                    reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,
+                    message=f"the canonical event would exceed {self.max_canonical_bytes} bytes",
+                    source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
+            out.dead_letter(self.topics.dlq, rec.value, rec.key, rec.headers, decision)
+            out.outcomes[(family, decision.reason)] += 1
+            log.info("record.rejected", reason=decision.reason.value, field=decision.field, family=family.value,
+                     topic=tp.topic, partition=tp.partition, offset=rec.offset)
+        if published:
+            out.outcomes[(family, None)] += len(published)
+            key, value = changelog_record(family.value, tp.partition, records[0].offset, published, self.now_ms)
+            out.changelog(self.topics.changelog, tp.partition, key, value)
+
+
+def _rerouted(headers: Sequence[tuple[str, bytes]]) -> bool:
+    """Already moved once: the partition counts changed since, so it is handled where it is (never moved twice)."""
+    return any(name == REROUTED_FROM for name, _ in headers)
