@@ -5,17 +5,35 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 
 import pytest
+from aiokafka import TopicPartition
 from cloudevents.v1.kafka import KafkaMessage, from_binary
 
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, RAW
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, Group, group_id, scoped
+from services.common import clients
+from services.common.admin import ensure_topics
+from services.common.partitioner import partition_for
+from services.common.settings import KafkaConnection
+from services.intake.outputs import REROUTED_FROM
+from tests.intake.accounting import metric
 from tests.intake.conftest import StartIntake
 from tests.kafkatools import produce, read_all
-from tests.samples import HDR, MALFORMED, canonical_dossier, dumps, portal_dossier, storm_scheduled, visit_completed
+from tests.samples import (
+    COMMUNE,
+    HDR,
+    MALFORMED,
+    canonical_dossier,
+    dumps,
+    portal_dossier,
+    storm_scheduled,
+    visit_completed,
+)
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
 
@@ -100,3 +118,98 @@ def test_each_raw_record_is_canonical_or_dead_lettered_with_reason(
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{proc.http_port}/metrics").read().decode()
     assert 'commune_intake_records_rejected_total{family="dossier",reason="duplicate_event"} 2.0' in metrics
     assert "Nguyễn" not in metrics and "0912345678" not in metrics
+
+
+async def _send_to(bootstrap: str, topic: str, records: list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]],
+                   ) -> None:
+    """(partition, key, value, headers) each to the partition given, as a producer with its own partitioner would."""
+    producer = clients.producer(KafkaConnection(bootstrap=bootstrap), client_id="tests")
+    await producer.start()
+    try:
+        for partition, key, value, headers in records:
+            await producer.send_and_wait(topic, value, key=key, headers=headers, partition=partition)
+    finally:
+        await producer.stop()
+
+
+def test_an_unkeyed_repeat_is_published_once_wherever_it_lands(
+    kafka_bootstrap: str, intake_topics: dict[str, str], start_intake: StartIntake
+) -> None:
+    """The same portal payload sent twice without a key, to two partitions that are not its commune's: it is
+    re-routed to the commune's partition both times, published once, and the second copy is a duplicate_event."""
+    raw = intake_topics[RAW[Family.DOSSIER].name]
+    payload = dumps(portal_dossier("TL-UNKEYED", status=2))
+
+    async def scenario() -> tuple[list, list, int]:
+        count = len(await _partitions(kafka_bootstrap, raw))
+        home = partition_for(COMMUNE.encode(), count)
+        first, second = (home + 1) % count, (home + 2) % count
+        await _send_to(kafka_bootstrap, raw, [(first, None, payload, HDR)])
+        canonical = await read_all(kafka_bootstrap, intake_topics[CANONICAL[Family.DOSSIER].name], expect=1, idle=0.5)
+        await _send_to(kafka_bootstrap, raw, [(second, None, payload, HDR)])  # after the first is published
+        dlq = await read_all(kafka_bootstrap, intake_topics[DLQ_INTAKE.name], expect=1, timeout=60)
+        canonical = await read_all(kafka_bootstrap, intake_topics[CANONICAL[Family.DOSSIER].name], expect=1)
+        return canonical, dlq, home
+
+    start_intake()
+    canonical, dlq, home = asyncio.run(scenario())
+    assert len(canonical) == 1 and canonical[0].partition == home
+    assert wire.decode(canonical[0].headers, canonical[0].value).subject == "TL-UNKEYED"
+    assert len(dlq) == 1
+    context = DeadLetterContext.from_headers(dlq[0].headers)
+    assert context.reason is Reason.DUPLICATE_EVENT and context.source_partition == home
+    assert dlq[0].value == payload
+    origin = dict(dlq[0].headers)[REROUTED_FROM].decode()
+    assert origin.startswith(f"{raw}/") and int(origin.split("/")[1]) != home, "the dead letter says where it was sent"
+
+
+async def _partitions(bootstrap: str, topic: str) -> set[int]:
+    producer = clients.producer(KafkaConnection(bootstrap=bootstrap), client_id="tests")
+    await producer.start()
+    try:
+        return await producer.partitions_for(topic)
+    finally:
+        await producer.stop()
+
+
+def test_a_transaction_whose_send_failed_is_aborted_and_shows_nothing(
+    kafka_bootstrap: str, namespace: str, start_intake: StartIntake
+) -> None:
+    """The broker refuses a canonical batch (over the topic's max.message.bytes): its transaction is aborted, so
+    neither that event, nor the dead letter validated with it, nor its changelog entry, nor its offset is committed."""
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    small_limit = replace(scoped(CANONICAL[Family.DOSSIER], namespace), config={"max.message.bytes": "2048"})
+    specs = [*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP]
+    asyncio.run(ensure_topics(conn, [small_limit]))  # first: the worker's own check then finds it
+    asyncio.run(ensure_topics(conn, [scoped(s, namespace) for s in specs]))
+    topics = {s.name: scoped(s, namespace).name for s in specs}
+    raw = topics[RAW[Family.DOSSIER].name]
+    documents = [{"TenTaiLieu": f"Tài liệu {i}", "DuocSoHoa": True, "DuocTaiSuDung": False} for i in range(60)]
+    big = dumps(portal_dossier("TL-BIG", status=2, TaiLieuNop=documents))  # about 4.6 kB canonical
+
+    async def scenario(port: int) -> tuple[list, list, list, int | None]:
+        await produce(kafka_bootstrap, raw, [(COMMUNE.encode(), dumps(canonical_dossier("evt-small")), [])])
+        await read_all(kafka_bootstrap, topics[CANONICAL[Family.DOSSIER].name], expect=1, idle=0.1, timeout=60)
+        await produce(kafka_bootstrap, raw, [(COMMUNE.encode(), big, HDR), (COMMUNE.encode(), b'{"broken": 1', [])])
+        await eventually_async(lambda: asyncio.to_thread(metric, port, "commune_intake_transactions_aborted_total"),
+                               timeout=60, what="an aborted transaction")
+        canonical = await read_all(kafka_bootstrap, topics[CANONICAL[Family.DOSSIER].name], idle=1)
+        dlq = await read_all(kafka_bootstrap, topics[DLQ_INTAKE.name], idle=1)
+        changelog = await read_all(kafka_bootstrap, topics[INTAKE_DEDUP.name], idle=1)
+        home = partition_for(COMMUNE.encode(), len(await _partitions(kafka_bootstrap, raw)))
+        reader = clients.consumer(conn, client_id="tests", group_id=group_id(Group.INTAKE, namespace))
+        await reader.start()
+        try:
+            committed = await reader.committed(TopicPartition(raw, home))
+        finally:
+            await reader.stop()
+        return canonical, dlq, changelog, committed
+
+    proc = start_intake()
+    canonical, dlq, changelog, committed = asyncio.run(scenario(proc.http_port))  # type: ignore[attr-defined]
+    assert [wire.decode(r.headers, r.value).id for r in canonical] == ["evt-small"]
+    assert dlq == [], "the dead letter of the aborted transaction must not be visible"
+    assert len(changelog) == 1 and b"evt-small" in changelog[0].value
+    assert committed == 1, "the input offset stays before the refused record"
+    assert proc.poll() is None, "the run restarts; the process stays up"
+    assert (metric(proc.http_port, "commune_intake_transactions_aborted_total") or 0) >= 1  # type: ignore[attr-defined]
