@@ -66,12 +66,14 @@ class FakeChannel:
 
 
 class FixedClock:
-    """A clock that stays where a test puts it."""
+    """A clock that stays where a test puts it, and counts how often it was read (`reads`)."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now
+        self.reads = 0
 
     def __call__(self) -> datetime:
+        self.reads += 1
         return self.now
 
 
