@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import Callable, Set
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,14 +16,26 @@ from services.notify.fake_providers import FakeProviders
 from services.notify.subscribers import Registry
 from services.notify.topics import Names
 from tests.kafkatools import read_all
-from tests.notify.conftest import MailSink, StartNotify, publish, statuses, wait_for
+from tests.notify.conftest import MailSink, StartNotify, caught_up, publish, statuses
 from tests.notify.events import directory, dossier
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def sms_ids(events: list) -> set[str]:  # type: ignore[type-arg]
     return {r.notification_id for e in events for r in rules.for_event(e, directory(), Registry())}
+
+
+def all_accepted(fake: FakeProviders, expected: Set[str]) -> Callable[[], bool]:
+    """A predicate for `eventually`: every expected id accepted by the provider (else how many are missing)."""
+
+    def check() -> bool:
+        missing = expected - set(fake.accepted)
+        assert not missing, f"{len(missing)} of {len(expected)} ids not yet accepted"
+        return True
+
+    return check
 
 
 async def test_provider_outage_of_30s_then_recovery_delivers_everything_exactly_once(
@@ -34,9 +47,9 @@ async def test_provider_outage_of_30s_then_recovery_delivers_everything_exactly_
     fake.outage(30)
     start_notify(NOTIFY_RETRY_MAX_ATTEMPTS="40", NOTIFY_RETRY_CAP_S="3")
     await publish(kafka_bootstrap, namespace, *events)
-    assert await wait_for(lambda: fake.rejected > 0, 30)
-    assert await wait_for(lambda: expected <= set(fake.accepted), 75), len(expected - set(fake.accepted))
-    await asyncio.sleep(2)
+    await eventually_async(lambda: fake.rejected > 0, timeout=30, interval=0.2, what="attempts failing in the outage")
+    await eventually_async(all_accepted(fake, expected), timeout=75, interval=0.2, what="every id accepted")
+    await caught_up(kafka_bootstrap, namespace)  # nothing left in flight: a second success would be counted now
     assert fake.rejected >= len(expected)  # every one failed at least once during the outage
     assert {fake.successes[i] for i in expected} == {1} and sum(fake.replays.values()) == 0
     status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=2))
@@ -55,14 +68,15 @@ async def test_sigkill_mid_burst_loses_nothing_and_succeeds_no_id_twice(
     env = {"NOTIFY_RATE_PER_S": '{"sms": 60, "webhook": 200}', "NOTIFY_ROUTINE_WORKERS": "8"}
     proc = start_notify(**env)
     await publish(kafka_bootstrap, namespace, *events)
-    assert await wait_for(lambda: len(expected & set(fake.accepted)) >= 80, 60)
+    await eventually_async(lambda: len(expected & set(fake.accepted)) >= 80, timeout=60, interval=0.2,
+                           what="80 ids accepted before the kill")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = len(expected & set(fake.accepted))
     assert before < len(expected)
     start_notify(**env)
-    assert await wait_for(lambda: expected <= set(fake.accepted), 90), len(expected - set(fake.accepted))
-    await asyncio.sleep(3)
+    await eventually_async(all_accepted(fake, expected), timeout=90, interval=0.2, what="every id accepted")
+    await caught_up(kafka_bootstrap, namespace)  # the restarted worker redid and committed all it had to redo
     assert {fake.successes[i] for i in expected} == {1}
     resent = sum(fake.replays.values())
     # only requests in flight at the kill (routine workers: sms + webhooks) reach the provider again
@@ -79,10 +93,11 @@ async def test_rebalance_mid_burst_succeeds_each_id_once(
     env = {"NOTIFY_RATE_PER_S": '{"sms": 60, "webhook": 200}', "NOTIFY_ROUTINE_WORKERS": "8"}
     start_notify(**env)
     await publish(kafka_bootstrap, namespace, *events)
-    assert await wait_for(lambda: len(expected & set(fake.accepted)) >= 60, 60)
+    await eventually_async(lambda: len(expected & set(fake.accepted)) >= 60, timeout=60, interval=0.2,
+                           what="60 ids accepted before the second worker joins")
     start_notify(**env)  # same group: a rebalance hands half the partitions to the newcomer
-    assert await wait_for(lambda: expected <= set(fake.accepted), 90), len(expected - set(fake.accepted))
-    await asyncio.sleep(3)
+    await eventually_async(all_accepted(fake, expected), timeout=90, interval=0.2, what="every id accepted")
+    await caught_up(kafka_bootstrap, namespace)  # both workers done and committed: no send left in flight
     assert {fake.successes[i] for i in expected} == {1}
     resent = sum(fake.replays.values())
     assert resent <= 2 * (8 + 32)  # at most what was in flight in the senders when partitions moved
@@ -110,13 +125,18 @@ async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
     def overdue_mails() -> list[str]:
         return [b for b in sink.bodies.values() if "quá hạn" in b]
 
-    assert await wait_for(lambda: len(overdue_mails()) == 2, 90)
+    await eventually_async(lambda: len(overdue_mails()) == 2, timeout=90, interval=0.2, what="D-LATE's two mails")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, "notify stops cleanly on SIGTERM"
     assert datetime.now(UTC) < later.data.due_at, "machine too slow for this test's timing"
     start_notify(**env)
-    assert await wait_for(lambda: len(overdue_mails()) == 4, 90)  # D-LATER: remembered across the restart
-    await asyncio.sleep(5)  # the restored tracker keeps ticking
+    await eventually_async(lambda: len(overdue_mails()) == 4, timeout=90, interval=0.2,
+                           what="D-LATER's two mails (remembered across the restart)")
+    # Next is an absence (no second D-LATE alert). The restored tracker is ticking (D-LATER's alert came from
+    # it), and a lost "alerted" flag would re-fire D-LATE on every tick: five more ticks bound the wait, and
+    # once the group has caught up every alert written by then has been mailed.
+    await asyncio.sleep(5 * float(env["NOTIFY_DEADLINE_TICK_S"]))
+    await caught_up(kafka_bootstrap, namespace)
     alerts = [json.loads(r.value) for r in await read_all(kafka_bootstrap, notify_topics.alerts, idle=1)]
     overdue = [a["dossier_code"] for a in alerts if a["kind"] == NotificationKind.OVERDUE.value]
     assert sorted(overdue) == ["D-LATE", "D-LATER"]

@@ -10,8 +10,9 @@ from schemas.notification import NotificationKind
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port, read_all
-from tests.notify.conftest import MailSink, StartNotify, publish, statuses, wait_for
+from tests.notify.conftest import MailSink, StartNotify, publish, statuses
 from tests.notify.events import dossier, storm, visit_completed
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
 
@@ -29,8 +30,12 @@ async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_lang
     zalo = dossier("e-zalo", code="D-ZL", applicant={"phone": "0911111111", "zalo_user_id": "z-1"})
     await publish(kafka_bootstrap, namespace, vi, km, zalo, visit_completed())
     sink = smtp[0]
-    assert await wait_for(lambda: len(fake.accepted) >= 6 and len(sink.by_id) >= 1, 60), (
-        fake.accepted.keys(), sink.by_id)
+
+    def first_round() -> bool:
+        assert len(fake.accepted) >= 6 and len(sink.by_id) >= 1, (list(fake.accepted), dict(sink.by_id))
+        return True
+
+    await eventually_async(first_round, timeout=60, interval=0.2, what="six provider requests and one e-mail")
     sms = {r.body["text"] for r in fake.accepted.values() if r.path == "/sms"}
     assert "Hồ sơ D-VI (Đăng ký khai sinh) đã được tiếp nhận. Ngày hẹn trả kết quả: 07/11/2025." in sms
     assert "ឯកសារ D-KM (Đăng ký khai sinh) ត្រូវបានទទួលហើយ។ ថ្ងៃណាត់ទទួលលទ្ធផល៖ 07/11/2025។" in sms
@@ -71,12 +76,14 @@ async def test_quiet_hours_defer_citizens_but_not_emergencies(
     start, end = (now - timedelta(hours=1)).time(), (now + timedelta(seconds=25)).time()
     start_notify(NOTIFY_QUIET_START=start.strftime("%H:%M:%S"), NOTIFY_QUIET_END=end.strftime("%H:%M:%S"))
     await publish(kafka_bootstrap, namespace, dossier("q-1", code="D-Q"), storm("s-1"))
-    assert await wait_for(lambda: len(fake.texts()) == 2, 30)  # the two storm recipients, at once
+    await eventually_async(lambda: len(fake.texts()) == 2, timeout=30, interval=0.2,
+                           what="the two storm recipients' SMS, at once")
     assert all(t.startswith(("KHẨN CẤP", "បន្ទាន់")) for t in fake.texts())
     status = statuses(await read_all(kafka_bootstrap, notify_topics.status, expect=4, idle=1))
     assert [s["kind"] for s in status if s["outcome"] == "deferred"] == [NotificationKind.DOSSIER_ACCEPTED.value]
     assert not any("D-Q" in t for t in fake.texts())
-    assert await wait_for(lambda: len(fake.texts()) == 3, 60)  # released when quiet hours end
+    await eventually_async(lambda: len(fake.texts()) == 3, timeout=60, interval=0.2,
+                           what="the deferred SMS, released when quiet hours end")
     assert any("D-Q" in t for t in fake.texts())
 
 
