@@ -15,6 +15,7 @@ from schemas.codes import AnnouncementCategory, Channel, Priority, Timeliness
 from schemas.deadletter import Reason
 from schemas.dossier import DossierStatusChanged, timeliness_of
 from schemas.events import EVENT_TYPES, Family
+from services.intake.normalise import Accepted, normalise
 from services.simulator.generate import DEFAULT_NOW, TrafficConfig, generate, traffic
 from services.simulator.render import DEFECT_HEADER
 from services.simulator.world import UnknownProvince
@@ -45,9 +46,7 @@ def test_every_valid_portal_record_is_complete_and_ordered() -> None:
 
 def test_valid_records_are_accepted_by_intake() -> None:
     """Contract with services.intake: every valid record normalises to a canonical event."""
-    normalise = pytest.importorskip("services.intake.normalise")
-    rejected = [r for r in VALID[:4_000]
-                if not isinstance(normalise.normalise(r.family, r.value, r.headers), normalise.Accepted)]
+    rejected = [r for r in VALID[:4_000] if not isinstance(normalise(r.family, r.value, r.headers), Accepted)]
     assert rejected == []
 
 
@@ -66,12 +65,11 @@ def test_invalid_records_cover_every_kind_and_intake_gives_the_labelled_reason()
         Reason.NOT_JSON, Reason.NOT_UTF8, Reason.INVALID_FIELD, Reason.UNKNOWN_COMMUNE, Reason.MISSING_FIELD,
         Reason.IMPOSSIBLE_DATES, Reason.UNKNOWN_STATUS, Reason.PROVINCE_MISMATCH, Reason.MISSING_COMMUNE_HEADER,
     }
-    normalise = pytest.importorskip("services.intake.normalise")
     wrong = []
     for r in MIXED:
         if (label := dict(r.headers).get(DEFECT_HEADER)) is not None:
-            out = normalise.normalise(r.family, r.value, r.headers)
-            if isinstance(out, normalise.Accepted) or out.rejection.reason.value != label.decode():
+            out = normalise(r.family, r.value, r.headers)
+            if isinstance(out, Accepted) or out.rejection.reason.value != label.decode():
                 wrong.append((label, out))
     assert wrong == []
 
