@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from schemas.topics import TOPICS, namespaced, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from tests.kafkatools import free_port, start_service, stop_service
+from tests.waiting import eventually
 
 REGISTRY = """
 sources:
@@ -62,16 +62,18 @@ class Stack:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "gateway exited"
+    """Wait for the gateway's /healthz to answer 200; fail at once if the process exits."""
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"the gateway at {url} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return
+                return r.status == 200
         except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
+            return False
+
+    eventually(healthy, timeout=timeout, interval=0.2, what=f"{url}/healthz 200")
 
 
 def start_gateway(files: Path, bootstrap: str, namespace: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:

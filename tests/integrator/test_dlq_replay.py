@@ -12,7 +12,7 @@ import pytest
 
 from schemas import wire
 from tests.integrator.conftest import Stack
-from tests.integrator.kafka_read import wait_for
+from tests.integrator.kafka_read import read, wait_for
 from tests.kafkatools import produce
 from tests.samples import canonical_dossier, portal_dossier
 
@@ -51,15 +51,15 @@ def test_replay_redrives_fixed_records_once_and_they_come_out_canonical(stack: S
     second = stack.cli("dlq", "replay", "--reason", "missing_commune_header", "--since", since,
                        "--set-header", "commune-code=02269")
     assert "replayed 0 dead letters" in second.stderr
-    raw = wait_for(stack.bootstrap, stack.topic("commune.raw.dossier"), lambda rs: False, timeout=1)
+    raw = read(stack.bootstrap, stack.topic("commune.raw.dossier"))  # both replays have ended: all is there
     redriven = [dict(r.headers) for r in raw if "dlq.replayed" in dict(r.headers)
                 and orjson.loads(r.value).get("MaHoSo") in codes]
     assert len(redriven) == 2, "each dead letter re-driven exactly once"
     assert {h["dlq.replayed"].decode() for h in redriven} == {m["dlq"] for m in missing}
     assert all(h["commune-code"] == b"02269" and not any(k.startswith("dlq.") and k != "dlq.replayed" for k in h)
                for h in redriven)
-    assert all(m["replayed"] for m in listed(stack, "--reason", "missing_commune_header", "--since", since))
-    assert not any(m["replayed"] for m in listed(stack, "--source", "/unregistered/*", "--since", since))
+    assert [m["replayed"] for m in listed(stack, "--reason", "missing_commune_header", "--since", since)] == [True] * 2
+    assert [m["replayed"] for m in listed(stack, "--source", "/unregistered/*", "--since", since)] == [False]
 
 
 def test_unauthorised_records_replayed_after_the_registry_is_fixed_come_out_canonical(

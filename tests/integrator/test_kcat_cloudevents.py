@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 
 import orjson
@@ -15,6 +14,7 @@ from schemas import wire
 from tests.integrator.conftest import Stack
 from tests.integrator.kafka_read import Rec, ce_id, wait_for
 from tests.samples import portal_dossier, storm_scheduled, visit_completed
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -38,12 +38,12 @@ def test_kcat_publishes_a_raw_dossier_and_reads_the_canonical_event_back(stack: 
     code = "KC-" + uuid.uuid4().hex[:8]
     kcat_produce(stack, "commune.raw.dossier", orjson.dumps(portal_dossier(code, status=4)), "02269",
                  "commune-code=02269")
-    found: list[dict] = []
-    deadline = time.monotonic() + 30
-    while not found and time.monotonic() < deadline:
-        found = [m for m in kcat_consume(stack, "commune.events.dossier")
-                 if dict(zip(m["headers"][::2], m["headers"][1::2], strict=True)).get("ce_subject") == code]
-        time.sleep(0.5)
+
+    def canonical() -> list[dict]:
+        return [m for m in kcat_consume(stack, "commune.events.dossier")
+                if dict(zip(m["headers"][::2], m["headers"][1::2], strict=True)).get("ce_subject") == code]
+
+    found = eventually(canonical, timeout=30, interval=0.5, what=f"a canonical event for {code} read by kcat")
     assert len(found) == 1, "exactly one canonical event for the dossier"
     headers = dict(zip(found[0]["headers"][::2], found[0]["headers"][1::2], strict=True))
     assert headers["ce_type"] == "vn.communebus.dossier.status-changed.v1" and headers["ce_commune"] == "02269"
