@@ -107,12 +107,12 @@ async def test_readyz_is_503_before_assignment_and_200_once_assigned_and_restore
         service = Service(topics.conn.bootstrap, topics.namespace, tmp_path)
         await eventually_async(lambda: _status(service, "/healthz", 200), timeout=WAIT_S, what="/healthz")
         await asyncio.wait_for(hold.revoking.wait(), 60)  # the worker joined: the group now waits for the holder
-        for _ in range(5):
+        for _ in range(5):  # the rebalance cannot end before `release`: a state that must hold, sampled over 1 s
             status, body = await service.json("/readyz")
             assert (status, body["ready"]) == (503, False), body
             healthz = await service.json("/healthz")
             assert healthz == (200, {"service": "metrics", "alive": True})
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # spreads the samples; nothing is awaited here
         hold.release.set()
         await holder.stop()  # the worker gets every partition, restores them, then says it is ready
 

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from tests.kafkatools import ROOT, free_port, start_service, stop_service
+from tests.waiting import eventually
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 pytestmark = [
@@ -114,10 +114,10 @@ def test_every_dashboard_query_and_recording_rule_returns_data(kafka_topics: str
             cwd=ROOT, capture_output=True, timeout=90)
         assert simulator.returncode == 0, simulator.stderr.decode()[-2000:]
 
-        deadline = time.monotonic() + 90
-        missing: list[tuple[str, str, str]] = []
-        commune = ""
-        while time.monotonic() < deadline:
+        def every_query_has_data() -> bool:
+            for proc, name in zip(procs, ("intake", "metrics", "prometheus"), strict=True):
+                if proc.poll() is not None:
+                    pytest.fail(f"{name} exited: {(tmp_path / f'{name}.log').read_text()[-2000:]}")
             try:
                 completed = f'commune_dossiers_completed_total{{province="{PROVINCE}"}}'
                 top = query(prom_port, f"topk(1, sum by (commune) ({completed}))")
@@ -126,13 +126,13 @@ def test_every_dashboard_query_and_recording_rule_returns_data(kafka_topics: str
                 checks += [("recording rule", r, r) for r in recording_rules()]
                 missing = [c for c in checks if not commune or not has_data(prom_port, c[2])]
             except OSError:
-                missing = [("prometheus", "not answering yet", "")]
-            if not missing:
-                break
-            time.sleep(2)
+                missing, commune = [("prometheus", "not answering yet", "")], ""
+            assert not missing, f"queries without data (commune {commune}): {missing}"
+            return True
+
+        eventually(every_query_has_data, timeout=90, interval=2, what="every dashboard query and rule with data")
         for proc, name in zip(procs, ("intake", "metrics", "prometheus"), strict=True):
             assert proc.poll() is None, f"{name} exited: {(tmp_path / f'{name}.log').read_text()[-2000:]}"
-        assert not missing, f"queries without data (commune {commune}): {missing}"
 
         rules = json.load(urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/rules", timeout=10))
         unhealthy = [r["name"] for g in rules["data"]["groups"] for r in g["rules"] if r["health"] != "ok"]
