@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from schemas.codes import AnnouncementCategory, Locale, Priority
 from schemas.envelope import Event, Model
+from schemas.limits import MAX_ITEMS, SAFETY_LIMIT, ItemId, ItemText, identifier, items
 from schemas.times import UtcDateTime
 
 ANNOUNCEMENT_SCHEDULED: Final = "vn.communebus.announcement.scheduled.v1"
@@ -18,13 +19,14 @@ BROADCAST_FAILED: Final = "vn.communebus.announcement.broadcast-failed.v1"
 
 
 class AnnouncementScheduled(Model):
-    announcement_id: str = Field(min_length=1, max_length=64)
+    announcement_id: str = identifier(min_length=1, max_length=64)
     category: AnnouncementCategory
     priority: Priority = Priority.ROUTINE
     title: str = Field(min_length=1, max_length=300)
-    target_villages: list[str] = Field(default_factory=list)
-    target_clusters: list[str] = Field(default_factory=list, description="Loudspeaker cluster ids")
-    languages: list[Locale] = Field(default_factory=lambda: [Locale.VI], min_length=1)
+    target_villages: list[ItemText] = items()
+    target_clusters: list[ItemId] = items("Loudspeaker cluster ids")
+    languages: list[Locale] = Field(default_factory=lambda: [Locale.VI], min_length=1, max_length=MAX_ITEMS,
+                                    json_schema_extra={SAFETY_LIMIT: True})
     starts_at: UtcDateTime
     ends_at: UtcDateTime | None = None
 
@@ -43,8 +45,8 @@ class AnnouncementScheduled(Model):
 
 
 class Broadcast(Model):
-    announcement_id: str = Field(min_length=1, max_length=64)
-    cluster_id: str = Field(min_length=1, max_length=64)
+    announcement_id: str = identifier(min_length=1, max_length=64)
+    cluster_id: str = identifier(min_length=1, max_length=64)
     category: AnnouncementCategory
     priority: Priority = Priority.ROUTINE
 

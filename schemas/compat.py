@@ -9,6 +9,17 @@ local `$ref`s into `$defs`, `anyOf`/`oneOf` (nullable fields), `type`, `enum`,
 `const`, objects (`properties`, `required`, `additionalProperties`), arrays
 (`items`, `minItems`, `maxItems`), string and number bounds, `pattern`, `format`.
 Anything it cannot prove compatible is reported, never silently accepted.
+
+Safety limits (issue 11). One kind of tightening is accepted: a bound the old schema
+did not have at all (`maxItems`, `maxLength`, the time range `formatMinimum` /
+`formatMaximum`, or the identifier pattern that refuses control characters), when the
+new schema marks it `x-safety-limit` and it is no tighter than `schemas.limits.FLOORS`.
+Such limits fix bugs: every record they refuse either crashed a service that reads it
+(year 1 stopped intake, year 9999 notify and metrics; a CR/LF in a code ended an e-mail
+worker) or is far beyond anything a commune system sends (a thousand requested
+documents, a 500-character village name), so no record that ever reached a consumer is
+refused by them. Lowering a bound that existed, or a marked bound tighter than its
+floor, is still reported.
 """
 
 from __future__ import annotations
@@ -16,12 +27,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from schemas.limits import FLOORS, SAFETY_LIMIT
+
 Schema = Mapping[str, Any]
 Seen = frozenset[tuple[str | None, str | None]]
 """Pairs of (old, new) `$ref`s already being compared: a recursive definition is compared once."""
 
-_LOWER_BOUNDS = ("minLength", "minItems", "minimum", "exclusiveMinimum", "minProperties")
-_UPPER_BOUNDS = ("maxLength", "maxItems", "maximum", "exclusiveMaximum", "maxProperties")
+_LOWER_BOUNDS = ("minLength", "minItems", "minimum", "exclusiveMinimum", "minProperties", "formatMinimum")
+_UPPER_BOUNDS = ("maxLength", "maxItems", "maximum", "exclusiveMaximum", "maxProperties", "formatMaximum")
 _EXACT = ("pattern", "format", "multipleOf")
 
 
@@ -158,12 +171,24 @@ def _values(old: Schema, new: Schema, path: str) -> list[str]:
 def _bounds(old: Schema, new: Schema, path: str) -> list[str]:
     problems = []
     for key in _LOWER_BOUNDS:
-        if key in new and (key not in old or new[key] > old[key]):
+        if key in new and (key not in old or new[key] > old[key]) and not _safety_limit(old, new, key):
             problems.append(f"{path}: {key} raised to {new[key]!r} (was {old.get(key)!r})")
     for key in _UPPER_BOUNDS:
-        if key in new and (key not in old or new[key] < old[key]):
+        if key in new and (key not in old or new[key] < old[key]) and not _safety_limit(old, new, key):
             problems.append(f"{path}: {key} lowered to {new[key]!r} (was {old.get(key)!r})")
     for key in _EXACT:
-        if key in new and new[key] != old.get(key):
+        if key in new and new[key] != old.get(key) and not _safety_limit(old, new, key):
             problems.append(f"{path}: {key} changed to {new[key]!r} (was {old.get(key)!r})")
     return problems
+
+
+def _safety_limit(old: Schema, new: Schema, key: str) -> bool:
+    """A bound added where there was none, marked as a safety limit and no tighter than its floor (module doc)."""
+    if key in old or new.get(SAFETY_LIMIT) is not True or key not in FLOORS:
+        return False
+    floor = FLOORS[key]
+    if key == "pattern":
+        return bool(new[key] == floor)
+    if key == "formatMinimum":
+        return bool(new[key] <= floor)  # RFC 3339 UTC texts of one form compare as their times
+    return bool(new[key] >= floor)

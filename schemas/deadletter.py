@@ -7,7 +7,9 @@ fixed and replayed without loss.
 
 from __future__ import annotations
 
+import traceback
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -32,6 +34,14 @@ class Reason(StrEnum):
     IMPOSSIBLE_DATES = "impossible_dates"
     DUPLICATE_EVENT = "duplicate_event"
     UNAUTHORISED_SOURCE = "unauthorised_source"
+    VALUE_OUT_OF_RANGE = "value_out_of_range"
+    """A time outside 1975-2100 (`schemas.limits`)."""
+    TOO_DEEP = "too_deep"
+    """JSON nested deeper than `schemas.limits.MAX_DEPTH`."""
+    TOO_LARGE = "too_large"
+    """A JSON array longer than `schemas.limits.MAX_ITEMS`."""
+    INTERNAL_ERROR = "internal_error"
+    """Handling this one record raised unexpectedly (a bug): the record is set aside, processing goes on."""
 
 
 class Header(StrEnum):
@@ -52,6 +62,27 @@ class Rejection(BaseModel, frozen=True):
     reason: Reason
     field: str
     message: str
+
+
+def _source_path(filename: str) -> str:
+    """The project-relative path of a source file (`services/...`, `schemas/...`), else its name."""
+    parts = Path(filename).parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in ("services", "schemas"):
+            return "/".join(parts[i:])
+    return Path(filename).name
+
+
+def internal_error(exc: BaseException) -> Rejection:
+    """The rejection of a record whose handling raised `exc` unexpectedly.
+
+    The message is the exception's type and the innermost frame (file:line) only: never its text,
+    which may quote the record.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {_source_path(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    return Rejection(reason=Reason.INTERNAL_ERROR, field="(record)",
+                     message=f"internal error: {type(exc).__name__}{where}")
 
 
 class DeadLetterContext(BaseModel, frozen=True):

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from schemas.codes import COMPLETED_STATUSES, OPEN_STATUSES, Channel, DossierStatus, Locale, Timeliness
 from schemas.envelope import Event, Model
+from schemas.limits import MAX_AMOUNT_VND, SAFETY_LIMIT, ItemText, identifier, items
 from schemas.times import UtcDateTime, vietnam_date
 
 DOSSIER_STATUS_CHANGED: Final = "vn.communebus.dossier.status-changed.v1"
@@ -23,13 +24,13 @@ DOSSIER_STATUS_CHANGED: Final = "vn.communebus.dossier.status-changed.v1"
 def _status(value: object) -> object:
     if type(value) is int and (status := DossierStatus._value2member_map_.get(value)) is not None:  # the usual case
         return status
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str) and (digits := value.strip()).isascii() and digits.isdigit() and len(digits) <= 9:
+        value = int(digits)
     if isinstance(value, int) and not isinstance(value, bool) and value in DossierStatus._value2member_map_:
         return DossierStatus(value)
     if isinstance(value, DossierStatus):
         return value
-    raise PydanticCustomError("unknown_status", "dossier status {value} is not one of the codes 1-10", {"value": value})
+    raise PydanticCustomError("unknown_status", "the dossier status is not one of the codes 1-10")
 
 
 Status = Annotated[DossierStatus, BeforeValidator(_status), Field(description="TrangThaiHoSo, 1-10")]
@@ -45,9 +46,9 @@ class Applicant(Model):
 
     name: str | None = Field(default=None, max_length=200, repr=False)
     id_number: str | None = Field(default=None, max_length=20, repr=False, description="CCCD")
-    phone: str | None = Field(default=None, max_length=20, repr=False)
-    email: str | None = Field(default=None, max_length=254, repr=False)
-    zalo_user_id: str | None = Field(default=None, max_length=64, repr=False)
+    phone: str | None = identifier(default=None, max_length=20, repr=False)
+    email: str | None = identifier(default=None, max_length=254, repr=False, description="Reaches an e-mail header")
+    zalo_user_id: str | None = identifier(default=None, max_length=64, repr=False)
     address: str | None = Field(default=None, max_length=500, repr=False)
     preferred_locale: Locale = Locale.VI
 
@@ -66,14 +67,14 @@ class SubmittedDocument(Model):
 
 class Fee(Model):
     name: str | None = Field(default=None, max_length=300)
-    amount_vnd: int = Field(ge=0)
+    amount_vnd: int = Field(ge=0, le=MAX_AMOUNT_VND, json_schema_extra={SAFETY_LIMIT: True})
 
 
 class DossierData(Model):
-    dossier_code: str = Field(min_length=1, max_length=64, description="MaHoSo")
+    dossier_code: str = identifier(min_length=1, max_length=64, description="MaHoSo")
     procedure_code: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z._-]+$", description="MaTTHC")
     procedure_name: str | None = Field(default=None, max_length=500)
-    field_code: str | None = Field(default=None, max_length=64, description="MaLinhVuc")
+    field_code: str | None = identifier(default=None, max_length=64, description="MaLinhVuc")
     channel: Channel
     status: Status
     submitted_at: UtcDateTime | None = None
@@ -83,16 +84,17 @@ class DossierData(Model):
     returned_at: UtcDateTime | None = None
     rejected_at: UtcDateTime | None = None
     rejection_reason: str | None = Field(default=None, max_length=1000)
-    requested_documents: list[str] = Field(default_factory=list, description="What the applicant must add (status 5)")
-    due_date_changes: list[DueDateChange] = Field(default_factory=list)
+    requested_documents: list[ItemText] = items("What the applicant must add (status 5)")
+    due_date_changes: list[DueDateChange] = items()
     handling_unit: str | None = Field(default=None, max_length=200, description="DonViXuLy")
-    assigned_officer_id: str | None = Field(default=None, max_length=64, description="Staff account id, not a name")
-    fees: list[Fee] = Field(default_factory=list)
+    assigned_officer_id: str | None = identifier(default=None, max_length=64,
+                                                 description="Staff account id, not a name")
+    fees: list[Fee] = items()
     paid_online: bool = False
     digitised: bool = Field(default=False, description="HoSoCoThanhPhanSoHoa")
     result_digitised: bool = False
     vneid_verified: bool = False
-    documents: list[SubmittedDocument] = Field(default_factory=list)
+    documents: list[SubmittedDocument] = items()
     timeliness: Timeliness | None = Field(default=None, description="Derived by intake when processing has ended")
     applicant: Applicant | None = None
 

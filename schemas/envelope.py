@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.admin import CommuneCode, ProvinceCode, commune_provinces
+from schemas.limits import identifier
 from schemas.times import UtcDateTime
 
 SPECVERSION: Final = "1.0"
@@ -27,11 +28,11 @@ class Model(BaseModel):
 
 class Event(Model):
     specversion: Literal["1.0"] = SPECVERSION
-    id: str = Field(min_length=1, max_length=128, description="Unique per source; a repeated id is published once")
-    source: str = Field(min_length=1, max_length=256, description="URI-reference of the sending system")
+    id: str = identifier(min_length=1, max_length=128, description="Unique per source; a repeated id is published once")
+    source: str = identifier(min_length=1, max_length=256, description="URI-reference of the sending system")
     type: str
     time: UtcDateTime
-    subject: str = Field(
+    subject: str = identifier(
         min_length=1, max_length=128, description="The entity: dossier code, visit id, announcement id")
     datacontenttype: Literal["application/json"] = "application/json"
     commune: CommuneCode

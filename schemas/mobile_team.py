@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from schemas.codes import SupportChannel
 from schemas.envelope import Event, Model
+from schemas.limits import ItemText, identifier, items
 from schemas.times import UtcDateTime
 
 VISIT_SCHEDULED: Final = "vn.communebus.mobile-team.visit-scheduled.v1"
@@ -21,14 +22,14 @@ Count = Field(default=0, ge=0, le=100_000)
 
 
 class VisitRef(Model):
-    visit_id: str = Field(min_length=1, max_length=64)
-    team_id: str = Field(min_length=1, max_length=64)
+    visit_id: str = identifier(min_length=1, max_length=64)
+    team_id: str = identifier(min_length=1, max_length=64)
     village: str = Field(min_length=1, max_length=200, description="Village (thôn/ấp/bản) visited")
 
 
 class VisitScheduled(VisitRef):
     scheduled_for: UtcDateTime
-    planned_activities: list[str] = Field(default_factory=list)
+    planned_activities: list[ItemText] = items()
 
 
 class VisitStarted(VisitRef):
@@ -51,8 +52,8 @@ class VisitCompleted(VisitRef):
 
 
 class TrainingHeld(Model):
-    session_id: str = Field(min_length=1, max_length=64)
-    team_id: str = Field(min_length=1, max_length=64)
+    session_id: str = identifier(min_length=1, max_length=64)
+    team_id: str = identifier(min_length=1, max_length=64)
     topic: str = Field(min_length=1, max_length=300)
     village: str | None = Field(default=None, max_length=200)
     held_at: UtcDateTime
@@ -60,8 +61,8 @@ class TrainingHeld(Model):
 
 
 class SupportAnswered(Model):
-    request_id: str = Field(min_length=1, max_length=64)
-    team_id: str = Field(min_length=1, max_length=64)
+    request_id: str = identifier(min_length=1, max_length=64)
+    team_id: str = identifier(min_length=1, max_length=64)
     channel: SupportChannel
     answered_at: UtcDateTime
 

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter
 from pydantic_core import PydanticCustomError
 
+from schemas.limits import DATE_RANGE, EARLIEST, LATEST
+
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
@@ -35,19 +37,50 @@ def _compact_form(value: Any) -> Any:
         try:
             parsed = datetime.fromisoformat(f"{value[:8]}T{value[8:]}{'+07:00' if modern else ''}")
         except ValueError:
-            raise PydanticCustomError(
-                "invalid_datetime", "'{value}' is not a valid yyyyMMddHHmmss time", {"value": value}) from None
+            raise PydanticCustomError("invalid_datetime", "not a valid yyyyMMddHHmmss time") from None
         return parsed.astimezone(UTC) if modern else parsed
     return value
 
 
 def to_utc(value: datetime) -> datetime:
-    """Naive times are Vietnam time; aware ones keep their instant."""
-    if value.tzinfo is None:
-        if value.year >= _MODERN:
-            return (value - _OFFSET).replace(tzinfo=UTC)
-        value = value.replace(tzinfo=VIETNAM)
-    return value.astimezone(UTC)
+    """Naive times are Vietnam time; aware ones keep their instant.
+
+    A time whose instant falls outside what `datetime` holds (year 1 east of UTC, year 9999 west
+    of it) raises PydanticCustomError `value_out_of_range`, never OverflowError.
+    """
+    try:
+        if value.tzinfo is None:
+            if value.year >= _MODERN:
+                return (value - _OFFSET).replace(tzinfo=UTC)
+            value = value.replace(tzinfo=VIETNAM)
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise _out_of_range() from None
+
+
+def _out_of_range() -> PydanticCustomError:
+    return PydanticCustomError("value_out_of_range", "time is outside the years 1975 to 2100 (UTC)")
+
+
+def in_range(value: datetime) -> datetime:
+    """The UTC time itself if it lies within `schemas.limits` EARLIEST..LATEST (no value in the error)."""
+    if EARLIEST <= value <= LATEST:
+        return value
+    raise _out_of_range()
+
+
+def _canonical(value: datetime) -> datetime:
+    """`in_range(to_utc(value))` in one call (a `UtcDateTime` field runs it for every time of every record)."""
+    tz = value.tzinfo
+    if tz is UTC:  # the portal's compact form arrives converted already
+        utc = value
+    elif tz is None and value.year >= _MODERN:
+        utc = (value - _OFFSET).replace(tzinfo=UTC)
+    else:
+        utc = to_utc(value)
+    if EARLIEST <= utc <= LATEST:
+        return utc
+    raise _out_of_range()
 
 
 def vietnam_date(value: datetime) -> date:
@@ -58,19 +91,21 @@ def vietnam_date(value: datetime) -> date:
 UtcDateTime = Annotated[
     datetime,
     BeforeValidator(_compact_form),
-    AfterValidator(to_utc),
-    Field(description="RFC 3339 time; on input also yyyyMMddHHmmss or ISO 8601 without offset (Asia/Ho_Chi_Minh)"),
+    AfterValidator(_canonical),
+    Field(description="RFC 3339 time, 1975 to 2100; on input also yyyyMMddHHmmss or ISO 8601 without offset "
+                      "(Asia/Ho_Chi_Minh)", json_schema_extra=DATE_RANGE),
 ]
 
 
-_ADAPTER = TypeAdapter(UtcDateTime)
+_ADAPTER = TypeAdapter(Annotated[datetime, BeforeValidator(_compact_form), AfterValidator(to_utc)])
 
 
 def parse_utc(value: Any) -> datetime:
     """One value validated as a `UtcDateTime` field would be, outside a model.
 
     The portal's yyyyMMddHHmmss form is parsed here directly (no validator round trip);
-    raises pydantic's ValidationError or PydanticCustomError.
+    raises pydantic's ValidationError or PydanticCustomError. Unlike a `UtcDateTime` field it takes any
+    time `datetime` holds (`in_range` bounds it); one it cannot hold in UTC is `value_out_of_range`.
     """
     compact = _compact_form(value)
     if isinstance(compact, datetime):

@@ -2,7 +2,9 @@
 
 Attributes travel as `ce_<name>` headers (UTF-8), `content-type` carries the
 data content type, the record value is the JSON `data`, the key is the commune.
-Decoding validates the whole event in one pydantic call.
+Decoding validates the whole event in one pydantic call; whatever is wrong with a
+record (no value, a header that is not UTF-8, an unknown type, invalid JSON or an
+invalid event) raises one error type, `InvalidRecord`, naming the reason and field.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
+from pydantic import ValidationError
 
+from schemas.deadletter import Reason
 from schemas.envelope import Event
 from schemas.events import EVENT_TYPES
 
@@ -29,8 +33,20 @@ class KafkaRecord:
     headers: list[tuple[str, bytes]]
 
 
-class UnknownEventType(ValueError):
+class InvalidRecord(ValueError):
+    """A record that is no valid canonical event: why (`reason`) and where (`field`); never the value."""
+
+    def __init__(self, reason: Reason, field: str, message: str) -> None:
+        super().__init__(f"{reason.value} ({field}): {message}")
+        self.reason, self.field, self.message = reason, field, message
+
+
+class UnknownEventType(InvalidRecord):
     """The `ce_type` names no canonical event type."""
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(Reason.UNKNOWN_EVENT_TYPE, "ce_type", "not a known event type")
+        self.event_type = event_type[:128]
 
 
 def rfc3339(event: Event) -> str:
@@ -55,7 +71,7 @@ def encode(event: Event) -> KafkaRecord:
 
 
 def attributes(headers: Headers) -> dict[str, str]:
-    """The CloudEvents attributes found in `ce_*` headers."""
+    """The CloudEvents attributes found in `ce_*` headers; raises UnicodeDecodeError (`decode`: InvalidRecord)."""
     return {k[3:]: v.decode("utf-8") for k, v in headers if k[:3] == CE_PREFIX}
 
 
@@ -63,15 +79,40 @@ def is_binary_mode(headers: Headers) -> bool:
     return any(k == "ce_specversion" for k, _ in headers)
 
 
-def decode(headers: Headers, value: bytes, attrs: dict[str, str] | None = None) -> Event:
-    """One canonical event from a binary-mode record; raises pydantic's ValidationError or UnknownEventType.
+def decode(headers: Headers, value: bytes | None, attrs: dict[str, str] | None = None) -> Event:
+    """One canonical event from a binary-mode record; raises `InvalidRecord` (`UnknownEventType` for a type).
 
     `attrs`: the record's `attributes(headers)` when the caller has them already.
     """
+    if value is None:
+        raise InvalidRecord(Reason.NOT_JSON, "(record)", "record has no value (tombstone)")
     if attrs is None:
-        attrs = attributes(headers)
+        try:
+            attrs = attributes(headers)
+        except UnicodeDecodeError:
+            raise InvalidRecord(Reason.NOT_UTF8, "ce_*", "a ce_* header is not valid UTF-8") from None
     model = EVENT_TYPES.get(attrs.get("type", ""))
     if model is None:
         raise UnknownEventType(attrs.get("type", ""))
+    try:
+        return model.model_validate_json(structured_json(attrs, value))
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def structured_json(attrs: dict[str, str], value: bytes) -> bytes:
+    """The structured-mode JSON of a binary-mode record: its attributes with `data` = the value (unvalidated)."""
     envelope = orjson.dumps({k: attrs[k] for k in ATTRIBUTES if k in attrs})
-    return model.model_validate_json(envelope[:-1] + b',"data":' + value + b"}")
+    return envelope[:-1] + b',"data":' + value + b"}"
+
+
+def invalid(error: ValidationError) -> InvalidRecord:
+    """The first problem of a validation error, as an InvalidRecord (field path, reason; no input value)."""
+    first = error.errors(include_url=False, include_input=False, include_context=False)[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(record)"
+    reason = Reason.NOT_JSON if first["type"] == "json_invalid" else _REASONS.get(first["type"], Reason.INVALID_FIELD)
+    return InvalidRecord(reason, field[:200], first["msg"][:300])
+
+
+_REASONS: dict[str, Reason] = {"missing": Reason.MISSING_FIELD, "extra_forbidden": Reason.UNKNOWN_FIELD,
+                               **{r.value: r for r in Reason}}

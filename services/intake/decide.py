@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.deadletter import DeadLetterContext, Reason, Rejection
+from schemas.deadletter import DeadLetterContext, Reason, Rejection, internal_error
 from schemas.events import Family
 from services.intake.normalise import Accepted, normalise
 
@@ -52,7 +52,18 @@ class Decider:
     """ISO time stamped on this fetch's dead letters."""
 
     def decide(self, value: bytes | None, headers: Sequence[tuple[str, bytes]], offset: int) -> Decision:
-        """The fate of the record at `offset`: its canonical event, or why and where from it is dead-lettered."""
+        """The fate of the record at `offset`: its canonical event, or why and where from it is dead-lettered.
+
+        Never raises: an unexpected exception dead-letters this record as `internal_error` (its type and
+        file:line, never its text), so one record cannot stop the partition.
+        """
+        try:
+            return self._decide(value, headers, offset)
+        except Exception as exc:  # a bug met by one record: dead-letter it, go on with the next
+            r = internal_error(exc)
+            return self._dead_letter(r.reason, r.field, r.message, offset)
+
+    def _decide(self, value: bytes | None, headers: Sequence[tuple[str, bytes]], offset: int) -> Decision:
         outcome = normalise(self.family, value, headers, self.max_record_bytes)
         if isinstance(outcome, Accepted):
             event = outcome.event

@@ -2,7 +2,8 @@
 
 No Kafka, no I/O, no clock: the worker, the HTTP gateway and the offline
 `commune-bus validate` all call `normalise`. Rejections name the field and the
-reason and never echo input values (they may be personal data).
+reason and never echo input values (they may be personal data). `normalise` never
+raises: a bug met while validating one record rejects that record as `internal_error`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from schemas import wire
+from schemas import limits, wire
 from schemas.admin import commune_provinces
-from schemas.deadletter import Reason, Rejection
+from schemas.deadletter import Reason, Rejection, internal_error
 from schemas.dossier import DossierData, DossierStatusChanged
 from schemas.envelope import Event
 from schemas.events import EVENT_TYPES, EVENTS_BY_FAMILY, FAMILY_OF_TYPE, Family
@@ -49,6 +50,7 @@ def reject(reason: Reason, field: str, message: str) -> Rejected:
 _REASON_OF_TYPE: dict[str, Reason] = {
     "missing": Reason.MISSING_FIELD,
     "extra_forbidden": Reason.UNKNOWN_FIELD,
+    "too_long": Reason.TOO_LARGE,  # a list past `limits.MAX_ITEMS` (strings past their length: string_too_long)
     **{r.value: r for r in Reason},
 }
 
@@ -75,8 +77,11 @@ def _problem(e: ErrorDetails, name_field: NameField) -> Rejection:
     if isinstance(ctx_field, str):
         loc = (*loc, ctx_field)
     field = name_field(loc) or "(record)"
+    msg = e["msg"]
+    if e["type"] == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == limits.NO_CONTROL_CHARACTERS:
+        msg = "an identifier may not contain control, line-separator or bidirectional-override characters"
     return Rejection(reason=_REASON_OF_TYPE.get(e["type"], Reason.INVALID_FIELD), field=field,
-                     message=f"{field}: {e['msg']}")
+                     message=f"{field}: {msg}")
 
 
 def _parse_json(value: bytes) -> Any | Rejected:
@@ -89,6 +94,28 @@ def _parse_json(value: bytes) -> Any | Rejected:
             return reject(Reason.NOT_UTF8, "(record)", f"record is not valid UTF-8 (byte {bad.start})")
         return reject(Reason.NOT_JSON, "(record)",
                       f"record is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+
+
+def _shape(value: bytes, prefix: str) -> Rejected | None:
+    """A record nesting past `limits.MAX_DEPTH` or with an array past `limits.MAX_ITEMS`, refused before validation.
+
+    Almost every record passes the byte count of `limits.may_exceed`; only the rest are parsed and walked.
+    """
+    if not limits.may_exceed(value):
+        return None
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in exc.msg or "recursion" in exc.msg:
+            return reject(Reason.TOO_DEEP, "(record)", f"(record): nests deeper than {limits.MAX_DEPTH} levels")
+        return None  # the general path names what is wrong
+    try:
+        limits.check_shape(obj)
+    except limits.ShapeError as exc:
+        field = f"{prefix}.{exc.field}" if prefix and exc.field != "(record)" else exc.field
+        reason = Reason.TOO_DEEP if exc.too_deep else Reason.TOO_LARGE
+        return reject(reason, field, f"{field}: {exc.limit}")
+    return None
 
 
 def _family_check(event_type: str, family: Family) -> Rejected | None:
@@ -150,7 +177,7 @@ def _binary(headers: Sequence[tuple[str, bytes]], value: bytes, family: Family) 
     if bad := _family_check(attrs.get("type", ""), family):
         return bad
     try:
-        return Accepted(wire.decode(headers, value, attrs))
+        return Accepted(EVENT_TYPES[attrs["type"]].model_validate_json(wire.structured_json(attrs, value)))
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             parsed = _parse_json(value)
@@ -190,12 +217,26 @@ def normalise(
     family: Family, value: bytes | None, headers: Sequence[tuple[str, bytes]] = (),
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Outcome:
-    """Validate and normalise one raw record of `family`: canonical event, or the reason it is rejected."""
+    """Validate and normalise one raw record of `family`: canonical event, or the reason it is rejected.
+
+    Never raises: an unexpected exception is this record's `internal_error` rejection (type and file:line).
+    """
+    try:
+        return _normalise(family, value, headers, max_bytes)
+    except Exception as exc:  # one record's bug must not stop the stream: it is dead-lettered
+        problem = internal_error(exc)
+        return Rejected(problem, (problem,))
+
+
+def _normalise(family: Family, value: bytes | None, headers: Sequence[tuple[str, bytes]], max_bytes: int) -> Outcome:
     if value is None:
         return reject(Reason.NOT_JSON, "(record)", "record has no value (tombstone)")
     if len(value) > max_bytes:
         return reject(Reason.PAYLOAD_TOO_LARGE, "(record)", f"record is {len(value)} bytes; the limit is {max_bytes}")
-    if wire.is_binary_mode(headers):
+    binary = wire.is_binary_mode(headers)
+    if bad := _shape(value, "data" if binary else ""):
+        return bad
+    if binary:
         return _binary(headers, value, family)
     if (event := _structured_fast(value, family)) is not None:
         return Accepted(event)

@@ -71,8 +71,8 @@ def _pick(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
 
 
 def _channel(code: Any) -> Any:
-    if isinstance(code, str) and code.strip().isdigit():
-        code = int(code)
+    if isinstance(code, str) and (digits := code.strip()).isascii() and digits.isdigit() and len(digits) <= 9:
+        code = int(digits)
     return PORTAL_CHANNEL_CODES.get(code, code) if isinstance(code, int) else code
 
 

@@ -89,3 +89,21 @@ def test_a_malformed_record_is_dead_lettered_with_its_reason_and_origin(
     assert (read_back.source_topic, read_back.source_partition, read_back.source_offset, read_back.rejected_at) == (
         "t1.commune.raw.dossier", 4, 42, REJECTED_AT)
     assert read_back == decision
+
+
+def test_an_exception_in_one_decision_dead_letters_that_record_as_internal_error() -> None:
+    """A policy that raises (a bug) dead-letters the record as internal_error with type and file:line, and the
+    next record is decided as usual."""
+
+    def broken(source: str, family: Family, commune: str) -> Rejection | None:
+        raise RuntimeError(f"registry lookup of {source} failed")
+
+    d = decider(policy=broken)
+    decision = d.decide(dumps(canonical_dossier("evt-1")), [], offset=9)
+    assert isinstance(decision, DeadLetterContext)
+    assert (decision.reason, decision.field, decision.source_offset) == (Reason.INTERNAL_ERROR, "(record)", 9)
+    assert decision.message.startswith("internal error: RuntimeError at ") and "test_decide.py:" in decision.message
+    assert "/communes/" not in decision.message
+    poison = decider().decide(dumps(portal_dossier(NgayNopHoSo="00010101000000")), HDR, offset=10)
+    assert isinstance(poison, DeadLetterContext) and poison.reason is Reason.VALUE_OUT_OF_RANGE
+    assert isinstance(decider().decide(dumps(canonical_dossier("evt-2")), [], offset=11), Accepted)

@@ -22,6 +22,7 @@ from tests.samples import (
     storm_scheduled,
     visit_completed,
     with_data,
+    without,
 )
 
 pytestmark = pytest.mark.unit
@@ -142,3 +143,108 @@ def test_all_problems_are_listed() -> None:
     bad = with_data(canonical_dossier(), paid_online="maybe", digitised="perhaps")
     fields = {p.field for p in rejected(Family.DOSSIER, dumps(bad)).problems}
     assert fields == {"data.paid_online", "data.digitised"}
+
+
+# --- safety limits (issue 11): each poison record is a reasoned rejection, never an exception -----------------
+
+DEEP = b'{"x":' * 300 + b"1" + b"}" * 300
+
+
+def with_raw(obj: dict[str, object], name: str, raw: bytes) -> bytes:
+    """`obj` as JSON with one more member whose value is the raw JSON text `raw`."""
+    return dumps(obj)[:-1] + b',"' + name.encode() + b'":' + raw + b"}"
+
+
+@pytest.mark.parametrize("field", ["NgayNopHoSo", "NgayTiepNhan", "NgayHenTra"])
+@pytest.mark.parametrize("value", ["00010101000000", "99991231235959", "0001-01-01T00:00:00",
+                                   "9999-12-31T23:59:59-14:00", "19741231235959", "21011231000000"])
+def test_portal_dates_outside_1975_to_2100_are_value_out_of_range(field: str, value: str) -> None:
+    """Year 1 (it raised OverflowError) and year 9999 portal dates are rejected as value_out_of_range, by field."""
+    r = rejected(Family.DOSSIER, dumps(portal_dossier(**{field: value})), HDR).rejection
+    assert (r.reason, r.field) == (Reason.VALUE_OUT_OF_RANGE, field)
+    assert value not in r.message
+
+
+def test_canonical_times_outside_the_range_are_rejected_and_the_bounds_are_accepted() -> None:
+    """The event time and data times are bounded too; 1975-01-01Z and 2100-12-31T23:59:59Z themselves pass."""
+    r = rejected(Family.DOSSIER, dumps({**canonical_dossier(), "time": "0001-01-01T00:00:00"})).rejection
+    assert (r.reason, r.field) == (Reason.VALUE_OUT_OF_RANGE, "time")
+    far = with_data(canonical_dossier(), due_at="9999-12-31T23:59:59-14:00")
+    assert rejected(Family.DOSSIER, dumps(far)).rejection.field == "data.due_at"
+    edge = with_data(canonical_dossier(), submitted_at="1975-01-01T00:00:00Z", received_at="1975-01-01T00:00:00Z",
+                     due_at="2100-12-31T23:59:59Z")
+    assert accepted(Family.DOSSIER, dumps({**edge, "time": "2100-12-31T23:59:59Z"}))
+
+
+def test_a_portal_field_nested_300_deep_is_too_deep_not_a_recursion_error() -> None:
+    """An unmapped portal field nested 300 levels (it raised TypeError re-serialising the payload) is too_deep."""
+    r = rejected(Family.DOSSIER, with_raw(portal_dossier(), "Extra", DEEP), HDR).rejection
+    assert r.reason is Reason.TOO_DEEP and r.field.startswith("Extra")
+
+
+@pytest.mark.parametrize("family", list(Family))
+def test_deep_nesting_is_too_deep_in_every_shape(family: Family) -> None:
+    """Structured, binary and beyond-orjson (2,000 levels) nesting is too_deep in every family."""
+    for value, headers in [(with_raw(canonical_dossier(), "extra", DEEP), []),
+                           (b'{"a":' * 2000 + b"1" + b"}" * 2000, []),
+                           (with_raw({"dossier_code": "x"}, "x", DEEP), [("ce_specversion", b"1.0")])]:
+        r = rejected(family, value, headers).rejection
+        assert r.reason is Reason.TOO_DEEP, (value[:20], r)
+
+
+def test_a_million_item_list_is_refused_as_too_large_before_validation() -> None:
+    """A 1,000,000-item list (unmapped or mapped) is too_large, whatever the record size limit."""
+    huge = b"[" + b"0," * 999_999 + b"0]"
+    outcome = normalise(Family.DOSSIER, with_raw(portal_dossier(), "Extra", huge), HDR, max_bytes=10**8)
+    assert isinstance(outcome, Rejected)
+    assert (outcome.rejection.reason, outcome.rejection.field) == (Reason.TOO_LARGE, "Extra")
+    docs = rejected(Family.DOSSIER, dumps(portal_dossier(TaiLieuNop=[{"TenTaiLieu": "a"}] * 1001)), HDR).rejection
+    assert (docs.reason, docs.field) == (Reason.TOO_LARGE, "TaiLieuNop")
+    villages = with_data(storm_scheduled(), target_villages=["v"] * 1001)
+    assert rejected(Family.ANNOUNCEMENT, dumps(villages)).rejection.reason is Reason.TOO_LARGE
+
+
+@pytest.mark.parametrize("code", ["TL-1\r\nBcc: x@y.z", "TL-1\nX", "TL\x00-1", "TL-\u202e1", "TL-\u20281", "TL\x85X"])
+def test_a_dossier_code_with_control_characters_is_invalid(code: str) -> None:
+    """CR/LF, NUL, NEL, line separators and bidi overrides in a dossier code are invalid_field (it reaches e-mail)."""
+    r = rejected(Family.DOSSIER, dumps(portal_dossier(code=code)), HDR).rejection
+    assert (r.reason, r.field) == (Reason.INVALID_FIELD, "MaHoSo") and code not in r.message
+    c = rejected(Family.DOSSIER, dumps(with_data(canonical_dossier(), dossier_code=code))).rejection
+    assert c.field == "data.dossier_code"
+
+
+def test_an_applicant_email_with_a_line_break_is_invalid_and_not_echoed() -> None:
+    """An e-mail address with CR/LF (header injection) is rejected by field; the address is personal data."""
+    r = rejected(Family.DOSSIER, dumps(portal_dossier(EmailChuHoSo="a@b.vn\r\nBcc: c@d.vn")), HDR).rejection
+    assert r.field == "EmailChuHoSo" and "b.vn" not in r.message
+
+
+@pytest.mark.parametrize("extra", [{"KenhThucHien": "9" * 5000}, {"TrangThaiHoSo": "4" * 5000},
+                                   {"TrangThaiHoSo": "²"}, {"KenhThucHien": "١"},
+                                   {"DanhSachLePhi": [{"MucPhi": 10**18}]}])
+def test_huge_and_unicode_numbers_are_rejected_not_raised(extra: dict[str, object]) -> None:
+    """5,000-digit strings (int() refuses them), Unicode digits and huge amounts are field rejections."""
+    r = rejected(Family.DOSSIER, dumps(portal_dossier(**extra)), HDR).rejection
+    assert r.reason is not Reason.INTERNAL_ERROR and r.field
+
+
+@pytest.mark.parametrize("number", [b"1" * 5000, b"1e400", b"-1" + b"0" * 30, b"NaN", b"1.5"])
+def test_huge_numbers_in_json_are_rejected_not_raised(number: bytes) -> None:
+    """A 5,000-digit, infinite or non-JSON number in the payload is a rejection with a reason, never an exception."""
+    r = rejected(Family.DOSSIER, with_raw(without(portal_dossier(), "TrangThaiHoSo"), "TrangThaiHoSo", number),
+                 HDR).rejection
+    assert r.reason is not Reason.INTERNAL_ERROR
+
+
+def test_an_unexpected_exception_is_an_internal_error_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug met by one record (here a mapping that raises) rejects it as internal_error: type and file:line."""
+    from services.intake import portal
+
+    def broken(obj: dict[str, object]) -> dict[str, object]:
+        raise KeyError("Nguyễn Thị Lan")
+
+    monkeypatch.setattr(portal, "to_canonical_data", broken)
+    r = rejected(Family.DOSSIER, dumps(portal_dossier()), HDR).rejection
+    assert r.reason is Reason.INTERNAL_ERROR and r.field == "(record)"
+    assert r.message.startswith("internal error: KeyError at tests/") or "test_normalise.py:" in r.message
+    assert "Nguyễn" not in r.message

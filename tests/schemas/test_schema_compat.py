@@ -12,6 +12,7 @@ import pytest
 
 from schemas import export
 from schemas.compat import incompatibilities
+from schemas.limits import EARLIEST_TEXT, LATEST_TEXT, NO_CONTROL_CHARACTERS, SAFETY_LIMIT
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +70,47 @@ BREAKING = {
     "const added": changed("properties/time/const", "2025-01-01T00:00:00Z"),
     "new typed property where extras were open": changed("properties/extra", {"type": "integer"}),
     "format changed": changed("properties/time/format", "date"),
+    "unmarked maxItems added": changed(f"{DATA}/properties/tags/maxItems", 1000),
+    "unmarked date range added": changed("properties/time/formatMinimum", EARLIEST_TEXT),
 }
+
+
+def marked(edit: str, **bounds: Any) -> dict[str, Any]:
+    """BASE with bounds added to the node at a slash path, marked as a safety limit."""
+    schema = copy.deepcopy(BASE)
+    node = schema
+    for part in edit.split("/"):
+        node = node[part]
+    node.update(bounds, **{SAFETY_LIMIT: True})
+    return schema
+
+
+CODE, TAGS, TIME = f"{DATA}/properties/code", f"{DATA}/properties/tags", "properties/time"
+SAFETY_BREAKING = {
+    "marked maxItems below the floor": marked(TAGS, maxItems=10),
+    "marked maxLength lowered from an existing bound": marked(CODE, maxLength=32),
+    "marked date range narrower than 1975-2100": marked(TIME, formatMinimum="2000-01-01T00:00:00Z"),
+    "marked latest time before 2100": marked(TIME, formatMaximum="2099-12-31T23:59:59Z"),
+    "marked pattern other than the identifier one": marked(CODE, pattern="^[A-Z]+$"),
+}
+SAFETY_COMPATIBLE = {
+    "marked maxItems added": marked(TAGS, maxItems=1000),
+    "marked item maxLength added": marked(f"{TAGS}/items", maxLength=500),
+    "marked 1975-2100 range added": marked(TIME, formatMinimum=EARLIEST_TEXT, formatMaximum=LATEST_TEXT),
+    "marked identifier pattern added": marked(CODE, pattern=NO_CONTROL_CHARACTERS),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAFETY_BREAKING))
+def test_checker_rejects_safety_limits_tighter_than_their_floor(case: str) -> None:
+    """A marked safety limit is no free pass: below its floor, or lowering an existing bound, it is breaking."""
+    assert incompatibilities(BASE, SAFETY_BREAKING[case]), case
+
+
+@pytest.mark.parametrize("case", sorted(SAFETY_COMPATIBLE))
+def test_checker_accepts_new_safety_limits_at_or_above_their_floor(case: str) -> None:
+    """A bound added where there was none, marked x-safety-limit and no tighter than its floor, is compatible."""
+    assert incompatibilities(BASE, SAFETY_COMPATIBLE[case]) == []
 COMPATIBLE = {
     "unchanged": copy.deepcopy(BASE),
     "optional property added to closed object": changed(f"{DATA}/properties/channel", {"type": "string"}),

@@ -1,0 +1,66 @@
+"""`schemas.wire.decode`: whatever is wrong with a canonical record raises one named error with a reason and field."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import wire
+from schemas.deadletter import Reason
+from schemas.events import Family
+from services.intake.normalise import Accepted, normalise
+from tests.samples import canonical_dossier, dumps
+
+pytestmark = pytest.mark.unit
+
+
+def _record() -> wire.KafkaRecord:
+    outcome = normalise(Family.DOSSIER, dumps(canonical_dossier("evt-w")))
+    assert isinstance(outcome, Accepted)
+    return wire.encode(outcome.event)
+
+
+def _with_header(headers: list[tuple[str, bytes]], name: str, value: bytes) -> list[tuple[str, bytes]]:
+    return [(k, value if k == name else v) for k, v in headers]
+
+
+def test_a_valid_record_decodes() -> None:
+    """The round trip still gives the event."""
+    rec = _record()
+    assert wire.decode(rec.headers, rec.value).id == "evt-w"
+
+
+@pytest.mark.parametrize(("case", "reason", "field"), [
+    ("null value", Reason.NOT_JSON, "(record)"),
+    ("non-UTF-8 ce_ header", Reason.NOT_UTF8, "ce_*"),
+    ("unknown type", Reason.UNKNOWN_EVENT_TYPE, "ce_type"),
+    ("no type", Reason.UNKNOWN_EVENT_TYPE, "ce_type"),
+    ("invalid JSON", Reason.NOT_JSON, "(record)"),
+    ("a JSON array", Reason.INVALID_FIELD, "data"),
+    ("a year-9999 ce_time", Reason.VALUE_OUT_OF_RANGE, "time"),
+    ("a CR/LF in ce_subject", Reason.INVALID_FIELD, "subject"),
+    ("a missing field", Reason.MISSING_FIELD, "data.dossier_code"),
+])
+def test_every_bad_record_raises_invalid_record_with_reason_and_field(case: str, reason: Reason, field: str) -> None:
+    """Null value, bad headers, unknown type, bad JSON, invalid event: each one InvalidRecord(reason, field)."""
+    rec = _record()
+    headers, value = rec.headers, rec.value
+    bad: dict[str, tuple[list[tuple[str, bytes]], bytes | None]] = {
+        "null value": (headers, None),
+        "non-UTF-8 ce_ header": (_with_header(headers, "ce_source", b"/communes/\xff\xfe"), value),
+        "unknown type": (_with_header(headers, "ce_type", b"vn.communebus.dossier.deleted.v9"), value),
+        "no type": ([h for h in headers if h[0] != "ce_type"], value),
+        "invalid JSON": (headers, b"{nope"),
+        "a JSON array": (headers, b"[1, 2]"),
+        "a year-9999 ce_time": (_with_header(headers, "ce_time", b"9999-12-31T23:59:59-14:00"), value),
+        "a CR/LF in ce_subject": (_with_header(headers, "ce_subject", b"TL-1\r\nBcc: x"), value),
+        "a missing field": (headers, value.replace(b'"dossier_code"', b'"dossier_cod"')),
+    }
+    with pytest.raises(wire.InvalidRecord) as caught:
+        wire.decode(*bad[case])
+    assert (caught.value.reason, caught.value.field) == (reason, field), case
+    assert "Bcc" not in str(caught.value) and "\xff" not in str(caught.value)
+
+
+def test_unknown_event_type_is_an_invalid_record() -> None:
+    """Callers catching the older UnknownEventType still do; new callers catch InvalidRecord only."""
+    assert issubclass(wire.UnknownEventType, wire.InvalidRecord) and issubclass(wire.InvalidRecord, ValueError)
