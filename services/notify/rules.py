@@ -8,12 +8,14 @@ deadline alerts follow the table.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import orjson
 
+from schemas import wire
 from schemas.announcement import (
     ANNOUNCEMENT_SCHEDULED,
     BROADCAST_COMPLETED,
@@ -22,6 +24,7 @@ from schemas.announcement import (
     AnnouncementScheduledEvent,
 )
 from schemas.codes import DossierStatus, Locale, Priority
+from schemas.deadletter import Rejection, internal_error
 from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierStatusChanged
 from schemas.envelope import Event
 from schemas.mobile_team import (
@@ -32,9 +35,10 @@ from schemas.mobile_team import (
     VISIT_STARTED,
     VisitScheduledEvent,
 )
-from schemas.notification import Audience, ChannelKind, DeadlineAlert, NotificationRequest, Recipient
+from schemas.notification import Audience, ChannelKind, DeadlineAlert, NotificationRequest, Recipient, TrackedDossier
 from schemas.notification import NotificationKind as K
 from schemas.times import VIETNAM
+from services.notify import deadlines
 from services.notify.directory import Contact, Directory
 from services.notify.policy import notification_id
 from services.notify.subscribers import Registry
@@ -224,6 +228,29 @@ def for_event(event: Event, directory: Directory, registry: Registry) -> list[No
                             commune=event.commune, province=event.province, time=event.time,
                             payload=structured(event, sub.include_personal_data)))
     return out
+
+
+class Derived(NamedTuple):
+    requests: list[NotificationRequest]
+    tracked: TrackedDossier | None
+    """The deadline tracker's view of a dossier with a due date (when tracking is on)."""
+
+
+def for_record(headers: Sequence[tuple[str, bytes]], value: bytes | None, directory: Directory, registry: Registry,
+               track: bool = False) -> Derived | Rejection:
+    """One canonical record's notifications (and tracked dossier), or why it is skipped. Never raises.
+
+    A record that is no valid event is a Rejection with the reason `wire.decode` names; an unexpected
+    exception in the rules is one with reason `internal_error` (type and file:line only).
+    """
+    try:
+        event = wire.decode(headers, value)
+        tracked = deadlines.tracked(event) if track and isinstance(event, DossierStatusChanged) else None
+        return Derived(for_event(event, directory, registry), tracked)
+    except wire.InvalidRecord as exc:
+        return Rejection(reason=exc.reason, field=exc.field, message=exc.message)
+    except Exception as exc:  # a bug met by one record: the shell skips it, counted, and goes on
+        return internal_error(exc)
 
 
 def for_alert(alert: DeadlineAlert, directory: Directory) -> list[NotificationRequest]:

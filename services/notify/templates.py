@@ -2,13 +2,17 @@
 
 Each template is (subject, text); SMS and Zalo use the text, e-mail both.
 `str.format` placeholders name the rule's parameters; a missing one is a bug (KeyError).
+Whatever the parameters hold, the subject is one line without control characters (it
+becomes an e-mail header: no header injection), and the text keeps only its line breaks.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from schemas.codes import Locale
+from schemas.limits import CONTROL
 from schemas.notification import NotificationKind as K
 
 Template = tuple[str, str]
@@ -116,9 +120,15 @@ class Rendered:
     text: str
 
 
+_NOT_IN_SUBJECT = re.compile(f"[{CONTROL}]+")
+_NOT_IN_TEXT = re.compile("[" + r"\x00-\x09\x0b-\x1f" + CONTROL.removeprefix(r"\x00-\x1f") + "]+")
+"""Control characters but the line feed (x0a): a CR/LF pair becomes one line feed."""
+
+
 def render(kind: K, locale: Locale, params: dict[str, str]) -> Rendered:
     """The message in `locale`, or in Vietnamese when that locale has no template for `kind`."""
     by_locale = TEMPLATES[kind]
     chosen = locale if locale in by_locale else Locale.VI
     subject, text = by_locale[chosen]
-    return Rendered(chosen, subject.format(**params), text.format(**params))
+    return Rendered(chosen, _NOT_IN_SUBJECT.sub(" ", subject.format(**params)),
+                    _NOT_IN_TEXT.sub(" ", text.format(**params).replace("\r\n", "\n")))

@@ -214,3 +214,68 @@ def test_masks_hide_personal_data() -> None:
     assert mask_phone("0912345678") == "09******78"
     assert mask_name("Nguyễn Văn An") == "N. V. A."
     assert mask_email("lan@example.vn") == "l***@example.vn"
+
+
+# --- poison records (issue 11): rules and templates never raise, subjects never carry a line break --------------
+
+def test_a_line_break_in_a_parameter_never_reaches_the_subject() -> None:
+    """A CR/LF (or other control) in any rendered value gives a one-line subject: no e-mail header injection."""
+    for kind, by_locale in TEMPLATES.items():
+        for locale in by_locale:
+            params = {name: "X\r\nBcc: a@b.vn\u2028\u202e\x00" for name in (
+                "dossier_code", "procedure", "due_date", "documents", "reason", "amount", "date", "village", "team",
+                "households", "people", "dossiers", "accounts", "title", "clusters", "cluster", "announcement")}
+            r = render(kind, locale, params)
+            assert not any(c in r.subject for c in "\r\n\u2028\u202e\x00"), (kind, locale)
+            assert "\r" not in r.text and "\x00" not in r.text
+
+
+def test_for_record_derives_requests_and_tracking_from_a_valid_record() -> None:
+    """for_record decodes, applies the rules and returns the tracked dossier, like for_event + deadlines.tracked."""
+    from schemas import wire
+
+    rec = wire.encode(dossier(status=2))
+    derived = rules.for_record(rec.headers, rec.value, directory(), NO_SUBS, track=True)
+    assert isinstance(derived, rules.Derived)
+    assert [r.kind for r in derived.requests] == [K.DOSSIER_ACCEPTED] and derived.tracked is not None
+
+
+def test_for_record_never_raises_for_a_poison_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Null value, non-UTF-8 header, bad JSON: a Rejection with reason; a bug in a rule: internal_error."""
+    from schemas import wire
+    from schemas.deadletter import Reason, Rejection
+
+    rec = wire.encode(dossier(status=2))
+    bad_header = [(k, b"\xff" if k == "ce_source" else v) for k, v in rec.headers]
+    for headers, value, reason in [(rec.headers, None, Reason.NOT_JSON), (bad_header, rec.value, Reason.NOT_UTF8),
+                                   (rec.headers, b"{nope", Reason.NOT_JSON)]:
+        out = rules.for_record(headers, value, directory(), NO_SUBS)
+        assert isinstance(out, Rejection) and out.reason is reason
+
+    def broken(e: object) -> dict[str, str]:
+        raise ValueError("Trần Văn Minh")
+
+    import dataclasses
+
+    first, *rest = rules.RULES[rec_type(rec)]
+    monkeypatch.setitem(rules.RULES, rec_type(rec), (dataclasses.replace(first, params=broken), *rest))
+    out = rules.for_record(rec.headers, rec.value, directory(), NO_SUBS)
+    assert isinstance(out, Rejection) and out.reason is Reason.INTERNAL_ERROR
+    assert out.message.startswith("internal error: ValueError at ") and "Trần" not in out.message
+
+
+def rec_type(rec: object) -> str:
+    return dict(rec.headers)["ce_type"].decode()  # type: ignore[attr-defined]
+
+
+def test_bounded_far_dates_do_not_overflow_deadlines_or_rules() -> None:
+    """The latest and earliest times a record may carry (2100, 1975) go through rules and deadline arithmetic."""
+    for due in (datetime(2100, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1975, 1, 1, tzinfo=UTC)):
+        event = dossier(status=2, due_at=due, submitted_at=datetime(1975, 1, 1, tzinfo=UTC),
+                        received_at=datetime(1975, 1, 1, tzinfo=UTC))
+        [r] = rules.for_event(event, directory(), NO_SUBS)
+        assert compose(r, 3).text
+        tracked = deadlines.tracked(event)
+        assert tracked is not None and deadlines.one_working_day_before(due) < due
+        now = due - timedelta(hours=1) if due.year == 2100 else due + timedelta(days=1)  # alerts are timed by now
+        assert deadlines.alerts_due(tracked, now)
