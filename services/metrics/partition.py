@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from schemas.admin import commune_provinces
+from schemas.deadletter import Rejection, internal_error
 from schemas.envelope import Event
 from services.metrics.aggregate import CommuneTotals, EntityState
 from services.metrics.handlers import HANDLERS
@@ -82,6 +83,17 @@ class PartitionState:
         self.store[key] = value
         self._totals(event.commune, event.province).replace(old, new)
         return key, value
+
+    def apply_safely(self, event: Event) -> tuple[bytes, bytes] | Rejection | None:
+        """`apply` that never raises: an unexpected exception is returned as an `internal_error` Rejection.
+
+        Everything that can fail for one event (its entity key, the merge, serialising the state) runs before
+        the store is written, so such an event leaves the store as it was; the shell counts and skips it.
+        """
+        try:
+            return self.apply(event)
+        except Exception as exc:  # a bug met by one event must not stop the partition
+            return internal_error(exc)
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         """Apply one changelog record (a state written by `apply`); a tombstone is ignored."""

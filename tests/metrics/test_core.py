@@ -176,3 +176,27 @@ def test_snapshot_event_round_trips_through_the_wire() -> None:
     assert back == snap
     assert (back.data.received, back.data.completed, back.data.open, back.data.overdue) == (2, 1, 1, 1)
     assert back.data.online_rate == 0.5 and back.data.paid_online_rate == 1.0
+
+
+def test_apply_safely_returns_internal_error_and_leaves_the_store_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug met by one event (a merge that raises) is an internal_error Rejection: the store and totals are
+    unchanged, and the next event applies as usual."""
+    from schemas.deadletter import Reason, Rejection
+    from services.metrics import handlers
+
+    first, second = lifecycle("D-9")[:2]
+    part = fresh(first)
+    before = (dict(part.store), figures(part))
+    entry = handlers.HANDLERS[second.type]
+    assert entry is not None
+
+    def broken(old: object, event: object) -> None:
+        raise ZeroDivisionError("D-9")
+
+    monkeypatch.setitem(handlers.HANDLERS, second.type, entry._replace(merge=broken))
+    out = part.apply_safely(second)
+    assert isinstance(out, Rejection) and out.reason is Reason.INTERNAL_ERROR and "D-9" not in out.message
+    assert (dict(part.store), figures(part)) == before
+    monkeypatch.undo()
+    assert isinstance(part.apply_safely(second), tuple)
+    assert figures(part) == figures(fresh(first, second))
