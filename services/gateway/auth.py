@@ -16,6 +16,8 @@ from services.gateway.settings import Credential
 API_KEY = "x-api-key"
 SOURCE_ID = "x-source-id"
 SIGNATURE = "x-signature"
+_MAX_TIMESTAMP_DIGITS = 12
+"""Unix seconds until the year 33658: a longer `t` is refused before int() (Python limits long conversions)."""
 
 
 class Unauthenticated(Exception):
@@ -49,8 +51,9 @@ def _verify_signature(source_id: str, signature: str, body: bytes, credentials: 
     parts = dict(p.split("=", 1) for p in signature.split(",") if "=" in p)
     if cred is None or cred.hmac_key is None:
         raise Unauthenticated("unknown source id for an HMAC signature")
-    if not parts.get("t", "").isdigit() or "v1" not in parts:
-        raise Unauthenticated("signature must be t=<unix seconds>,v1=<hex>")
+    t = parts.get("t", "")
+    if not (t.isascii() and t.isdigit() and len(t) <= _MAX_TIMESTAMP_DIGITS) or "v1" not in parts:
+        raise Unauthenticated("signature must be t=<unix seconds, at most 12 digits>,v1=<hex>")
     timestamp = int(parts["t"])
     if abs(now - timestamp) > tolerance_s:
         raise Unauthenticated(f"signature timestamp is more than {tolerance_s} s from the gateway's clock")

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from schemas.deadletter import Reason
 from schemas.envelope import Event
 from schemas.events import FAMILY_OF_TYPE, Family
+from schemas.limits import MAX_DEPTH
 from services.intake import portal
 from services.intake.normalise import Accepted, normalise
 from services.sources.registry import Source, SourceRegistry, is_allowed
@@ -49,9 +50,16 @@ def split_body(body: bytes, content_type: str = "application/json", max_records:
             else:
                 raise BodyError(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
         else:
-            records = [orjson.dumps(r) for r in parsed] if isinstance(parsed, list) else [body]
-            return _bounded(records, max_records)
+            return _bounded(_elements(parsed) if isinstance(parsed, list) else [body], max_records)
     return _bounded([ln.strip() for ln in body.splitlines() if ln.strip()], max_records)
+
+
+def _elements(parsed: list[Any]) -> list[bytes]:
+    """Each element of a JSON array body as its own record; one nesting past what a record may is refused."""
+    try:
+        return [orjson.dumps(r) for r in parsed]
+    except orjson.JSONEncodeError:
+        raise BodyError(f"a record nests deeper than {MAX_DEPTH} levels") from None
 
 
 def _bounded(records: list[bytes], max_records: int) -> list[bytes]:

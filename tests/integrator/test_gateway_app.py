@@ -66,3 +66,49 @@ def test_broker_failure_answers_503_with_retry_after() -> None:
     http = client(Recording(fail=True), retry_after_s=7)
     response = http.post("/v1/events", content=orjson.dumps(canonical_dossier()), headers=KEY)
     assert response.status_code == 503 and response.headers["retry-after"] == "7"
+
+
+def _reasons(response: object) -> set[str]:
+    body = response.json()  # type: ignore[attr-defined]
+    return {e["reason"] for e in body["errors"]} or {body["error"]}
+
+
+def test_hostile_input_gets_a_4xx_with_a_reason_never_a_500() -> None:
+    """Huge timestamps, deep or huge JSON, non-UTF-8, year 1 / 9999 and CR/LF codes: each a 4xx with a reason."""
+    from services.gateway.auth import SIGNATURE, SOURCE_ID
+    from tests.samples import HDR, portal_dossier, with_data
+
+    pub = Recording()
+    registry = SourceRegistry(sources=(Source(id="one-stop", sources=("/communes/02269/one-stop",),
+                                              families=("dossier",), communes=("02269",)),))
+    credentials = {"one-stop": Credential(api_key=SecretStr("k")), "signed": Credential(hmac_key=SecretStr("s"))}
+    http = TestClient(create_app(GatewaySettings(max_body_bytes=32 * 1024 * 1024), registry, credentials, pub))
+    deep = b'{"a":' * 300 + b"1" + b"}" * 300
+    deeper = b"[" + b"[" * 600 + b"]" * 600 + b"]"
+    portal = {"commune": HDR[0][1].decode()}
+    cases = {
+        "5,000-digit signature timestamp": (b"{}", {SOURCE_ID: "signed", SIGNATURE: "t=" + "9" * 5000 + ",v1=00"},
+                                            {}, 401, "unauthenticated"),
+        "400-digit signature timestamp": (b"{}", {SOURCE_ID: "signed", SIGNATURE: "t=" + "9" * 400 + ",v1=00"},
+                                          {}, 401, "unauthenticated"),
+        "Latin-1 superscript-digit timestamp": (b"{}", {SOURCE_ID: "signed", SIGNATURE: b"t=\xb2,v1=00"}, {}, 401,
+                                                "unauthenticated"),
+        "deep JSON object": (orjson.dumps(canonical_dossier())[:-1] + b',"x":' + deep + b"}", KEY, {}, 422,
+                             "too_deep"),
+        "deeper than orjson serialises, in an array": (deeper, KEY, {}, 400, "bad_body"),
+        "a million-item list": (orjson.dumps(with_data(canonical_dossier(), requested_documents=["d"] * 1_000_000)),
+                                KEY, {}, 422, "too_large"),
+        "non-UTF-8 body": (b'{"MaHoSo": "\xff\xfe"}', KEY, portal, 400, "bad_body"),
+        "non-UTF-8 NDJSON record": (b'{"MaHoSo": "\xff\xfe"}\n{}', KEY, portal, 422, "not_utf8"),
+        "year-1 portal date": (orjson.dumps(portal_dossier(NgayNopHoSo="00010101000000")), KEY, portal, 422,
+                               "value_out_of_range"),
+        "year-9999 portal date": (orjson.dumps(portal_dossier(NgayHenTra="99991231235959")), KEY, portal, 422,
+                                  "value_out_of_range"),
+        "CR/LF dossier code": (orjson.dumps(portal_dossier("TL-1\r\nBcc: x@y.vn")), KEY, portal, 422,
+                               "invalid_field"),
+    }
+    for case, (body, headers, params, status, reason) in cases.items():
+        response = http.post("/v1/events", content=body, headers=headers, params=params)
+        assert (response.status_code, reason in _reasons(response)) == (status, True), (case, response.text[:300])
+        assert "Bcc" not in response.text and "9" * 50 not in response.text, case
+    assert pub.sent == []
