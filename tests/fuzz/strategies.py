@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from schemas.admin import commune_provinces
@@ -24,7 +25,16 @@ from schemas.limits import NO_CONTROL_CHARACTERS
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = {p.name.removesuffix(".json"): json.loads(p.read_text(encoding="utf-8"))
            for p in sorted((ROOT / "schemas" / "jsonschema").glob("vn.communebus.*.json"))}
-SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 1
+_COMMON: dict[str, Any] = {
+    "deadline": None, "database": None, "print_blob": True,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]}
+settings.register_profile("fuzz-ci", derandomize=True, **_COMMON)
+settings.register_profile("fuzz-explore", derandomize=False, **_COMMON)
+PROFILE = os.environ.get("FUZZ_PROFILE", "fuzz-ci")
+"""`fuzz-ci` (default): derandomized, the same examples every run, so CI is reproducible. `FUZZ_PROFILE=fuzz-explore`:
+new examples each run, ten times as many, for a developer hunting bugs. Only the fuzz tests use these profiles
+(`fuzz_settings`); hypothesis' global default is left alone for other tests."""
+SCALE = 10 if PROFILE == "fuzz-explore" else 1
 EXAMPLES: Counter[str] = Counter()
 """Examples run per fuzz test (printed by tests/fuzz/conftest.py)."""
 SECRET = "0987654321-SECRET"
@@ -32,9 +42,9 @@ SECRET = "0987654321-SECRET"
 COMMUNES = sorted(commune_provinces().items())[:: max(1, len(commune_provinces()) // 300)]
 
 
-def examples(n: int) -> int:
-    """The max_examples of a test that runs `n` under the ci profile."""
-    return n * SCALE
+def fuzz_settings(n: int) -> settings:
+    """Settings of a fuzz test that runs `n` examples under the ci profile."""
+    return settings(settings.get_profile(PROFILE), max_examples=n * SCALE)
 
 
 # --- from the committed JSON Schemas ------------------------------------------------------------------------------

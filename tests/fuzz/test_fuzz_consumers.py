@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import wire
@@ -22,7 +22,7 @@ from services.metrics.partition import PartitionState
 from services.notify import rules
 from services.notify.channels.base import compose
 from services.notify.subscribers import Registry
-from tests.fuzz.strategies import EXAMPLES, HOSTILE_DATES, HOSTILE_STRINGS, dumps, examples
+from tests.fuzz.strategies import EXAMPLES, HOSTILE_DATES, HOSTILE_STRINGS, dumps, fuzz_settings
 from tests.notify.events import directory
 from tests.samples import HDR, canonical_dossier, portal_dossier, storm_scheduled, visit_completed
 
@@ -71,7 +71,7 @@ def accepted(records: list[tuple[Family, bytes, list[tuple[str, bytes]]]]) -> li
     return [o.event for o in outcomes if isinstance(o, Accepted)]
 
 
-@settings(max_examples=examples(1000))
+@fuzz_settings(1000)
 @given(st.lists(RECORDS, min_size=1, max_size=3))
 def test_notify_rules_templates_and_compose_never_raise(records: list[tuple[Family, bytes, Any]]) -> None:
     """Every notification of an accepted event renders with a one-line subject; for_record never raises."""
@@ -85,7 +85,7 @@ def test_notify_rules_templates_and_compose_never_raise(records: list[tuple[Fami
             assert "\n" not in message.subject and "\r" not in message.subject
 
 
-@settings(max_examples=examples(800))
+@fuzz_settings(800)
 @given(st.lists(RECORDS, min_size=1, max_size=6), st.randoms(use_true_random=False))
 def test_metrics_state_applies_any_accepted_events_in_any_order(records: list[tuple[Family, bytes, Any]],
                                                                 rng: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
@@ -23,7 +23,7 @@ from tests.fuzz.strategies import (
     HOSTILE_STRINGS,
     SECRET,
     dumps,
-    examples,
+    fuzz_settings,
     mutated,
 )
 from tests.notify.events import directory
@@ -60,7 +60,7 @@ def checked(family: Family, value: bytes, headers: list[tuple[str, bytes]] | Non
     return outcome
 
 
-@settings(max_examples=examples(1000))
+@fuzz_settings(1000)
 @given(EVENTS)
 def test_events_drawn_from_the_json_schemas_are_accepted_or_rejected_across_fields(drawn: tuple[str, Any]) -> None:
     """Instances of each committed JSON Schema: accepted, or rejected only for what a schema cannot say (dates in
@@ -87,7 +87,7 @@ BASES: list[tuple[Family, dict[str, Any]]] = [
 ]
 
 
-@settings(max_examples=examples(2000))
+@fuzz_settings(2000)
 @given(mutated(BASES), st.booleans(),
        st.sampled_from([[("commune-code", b"02269")], [("commune-code", b"\xff\xfe")], [],
                         [("commune-code", b"9" * 5000)], [("commune-code", b"02269"), ("source", b"\r\n\xff")]]))
@@ -100,7 +100,7 @@ def test_mutated_real_payloads_never_raise(drawn: tuple[Family, dict[str, Any]],
     checked(family, dumps(obj), headers, max_bytes=16 * 1024 * 1024 if big else 1024 * 1024)
 
 
-@settings(max_examples=examples(800))
+@fuzz_settings(800)
 @given(st.sampled_from(BASES), st.lists(st.tuples(st.sampled_from(["ce_specversion", "ce_type", "ce_id", "ce_time",
                                                                      "ce_commune", "ce_source", "ce_x"]),
                                                     st.binary(max_size=20) | HOSTILE_STRINGS.map(str.encode)),

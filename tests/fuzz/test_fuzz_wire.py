@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import wire
 from schemas.deadletter import Reason
 from schemas.events import Family
 from services.intake.normalise import Accepted, normalise
-from tests.fuzz.strategies import EXAMPLES, HOSTILE_STRINGS, SECRET, dumps, examples, mutated
+from tests.fuzz.strategies import EXAMPLES, HOSTILE_STRINGS, SECRET, dumps, fuzz_settings, mutated
 from tests.samples import canonical_dossier, storm_scheduled, visit_completed
 
 pytestmark = pytest.mark.unit
@@ -59,7 +59,7 @@ def decoded_or_invalid(headers: list[tuple[str, bytes]], value: bytes | None) ->
         assert isinstance(exc.reason, Reason) and exc.field and SECRET not in str(exc)
 
 
-@settings(max_examples=examples(1200))
+@fuzz_settings(1200)
 @given(hostile_headers(), mutated(DATA), st.one_of(st.none(), st.binary(max_size=100)))
 def test_decode_raises_only_invalid_record(headers: tuple[int, list[tuple[str, bytes]]],
                                            data: tuple[int, dict[str, Any]], noise: bytes | None) -> None:
