@@ -31,7 +31,7 @@ from services.notify.jobs import Outputs
 from services.notify.ledger import Ledger
 from services.notify.ledger_feed import LedgerFeed
 from services.notify.offsets import OffsetTracker
-from services.notify.rebalance import Listener, Readiness
+from services.notify.rebalance import Fence, Listener, Readiness
 from services.notify.records import Records
 from services.notify.settings import NotifySettings
 from services.notify.subscribers import load_registry
@@ -41,6 +41,8 @@ log = structlog.get_logger("notify")
 CLIENT_ID = "commune-bus-notify"
 COMMIT_EVERY_S = 0.5
 FINAL_COMMIT_S = 10.0
+PROBE_EVERY_S = 1.0
+PROBE_TIMEOUT_S = 3.0
 
 
 class NotifyApp:
@@ -63,7 +65,9 @@ class NotifyApp:
         self.sup.health.set_ready(False, "starting")
         await ensure_topics(self.s, n.specs)
         async with AsyncExitStack() as stack:
-            producer = clients.producer(self.s, client_id=CLIENT_ID, linger_ms=2)
+            # a sent notification's ledger entry waits out a broker outage instead of failing the run (ADR 0012)
+            producer = clients.producer(self.s, client_id=CLIENT_ID, linger_ms=2,
+                                        request_timeout_ms=self.s.write_timeout_ms)
             await producer.start()
             stack.push_async_callback(producer.stop)
             http = HttpClient(self.s.provider_timeout_s)
@@ -88,8 +92,13 @@ class NotifyApp:
             # Two consumers in the one group: announcements (where emergencies arrive) are never stuck behind a
             # dossier backlog in the same fetch; dossiers, mobile-team events and deadline alerts share the other.
             readiness = Readiness(self.sup.health, ("routine", "urgent"))
-            routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts], feed, readiness)
-            urgent = await self._consumer(stack, "urgent", [n.announcement], feed, readiness)
+            fence = Fence(readiness, self.s.stall_limit_s)
+            dispatcher.gate = fence
+            stack.push_async_callback(_cancel, [spawn("fence", fence.watch()),
+                                                spawn("broker-probe", self._probe_loop(feed, readiness))])
+            routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts], feed, readiness,
+                                           fence)
+            urgent = await self._consumer(stack, "urgent", [n.announcement], feed, readiness, fence)
             consumers = (routine, urgent)
             dossier_partitions = len(await producer.partitions_for(n.dossier))
             dispatcher.owns = partial(self._owns, routine, dossier_partitions)
@@ -112,15 +121,24 @@ class NotifyApp:
         return TopicPartition(self.names.dossier, partition_for(commune.encode(), partitions)) in consumer.assignment()
 
     async def _consumer(self, stack: AsyncExitStack, name: str, topics: list[str], feed: LedgerFeed,
-                        readiness: Readiness) -> AIOKafkaConsumer:
+                        readiness: Readiness, fence: Fence) -> AIOKafkaConsumer:
         consumer = clients.consumer(self.s, client_id=f"{CLIENT_ID}-{name}",
-                                    group_id=group_id(Group.NOTIFY, self.s.namespace), max_poll_records=200)
+                                    group_id=group_id(Group.NOTIFY, self.s.namespace), max_poll_records=200,
+                                    session_timeout_ms=self.s.session_timeout_ms,
+                                    heartbeat_interval_ms=self.s.heartbeat_interval_ms)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
-        listener = Listener(self.sup.fail, name, readiness, commit=partial(self._commit, consumer),
-                            forget=self.tracker.forget, catch_up=feed.catch_up)
+        listener = Listener(self.sup.fail, name, readiness, fence, commit=partial(self._commit, consumer),
+                            forget=self.tracker.forget, catch_up=feed.catch_up, drain_s=self.s.drain_s)
         consumer.subscribe(topics, listener=listener)
         return consumer
+
+    @staticmethod
+    async def _probe_loop(feed: LedgerFeed, readiness: Readiness) -> None:
+        """Not ready while the broker does not answer (`/readyz` tells the truth during an outage)."""
+        while True:
+            readiness.broker(await feed.reachable(PROBE_TIMEOUT_S))
+            await asyncio.sleep(PROBE_EVERY_S)
 
     async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
         while True:

@@ -19,7 +19,7 @@ import structlog
 from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
 from services.notify import metrics
 from services.notify.channels.base import Channel, DeliveryError, compose
-from services.notify.jobs import Claim, Clock, Done, Job, Lane, Outputs, Spawn, utcnow
+from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
 from services.notify.policy import Backoff, QuietHours, TokenBucket
 from services.notify.retries import RetryQueue
@@ -43,6 +43,8 @@ class Dispatcher:
         self.holds: Callable[[object], bool] = lambda source: True
         """Whether an input partition is still assigned here; jobs of revoked partitions are dropped (the new
         owner re-derives them from the last committed offset), so two workers rarely race for one id."""
+        self.gate: Gate = OpenGate()
+        """Before every provider call: waits out rebalances, refuses after a stall (set by the app, ADR 0012)."""
         self._spawn, self._release_every_s = spawn, release_every_s
         self._retries: RetryQueue[Job] = RetryQueue(self._requeue)
         self._inflight: dict[str, Job] = {}
@@ -122,6 +124,14 @@ class Dispatcher:
             await self._attempt(lane, job)
 
     async def _attempt(self, lane: Lane, job: Job) -> None:
+        await self.gate.enter()
+        try:
+            await self._attempt_fenced(lane, job)
+        finally:
+            self.gate.leave()
+
+    async def _attempt_fenced(self, lane: Lane, job: Job) -> None:
+        """One attempt inside the gate: no await between the ownership checks and the provider call."""
         r = job.request
         job.claims = [c for c in job.claims if c.source is None or self.holds(c.source)]
         if not job.claims:  # every partition it came from was revoked: the new owner redoes it

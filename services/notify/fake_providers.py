@@ -47,6 +47,8 @@ class FakeProviders:
     accepted: dict[str, Received] = field(default_factory=dict)
     successes: Counter[str] = field(default_factory=Counter)
     replays: Counter[str] = field(default_factory=Counter)
+    arrivals: list[tuple[str, float]] = field(default_factory=list)
+    """(Idempotency-Key, epoch seconds) of every request answered with success, first or repeated."""
     rejected: int = 0
     requests: int = 0
     bad_signatures: int = 0
@@ -72,6 +74,7 @@ class FakeProviders:
             self.rejected += 1
             return web.json_response({"error": "internal"}, status=500)
         key = request.headers.get("Idempotency-Key", "")
+        self.arrivals.append((key, time.time()))
         if key in self.accepted:
             self.replays[key] += 1
             return web.json_response({**reply, "duplicate": True})

@@ -26,6 +26,24 @@ class Spawn(Protocol):
     def __call__(self, name: str, coro: Coroutine[Any, Any, None], /) -> asyncio.Task[None]: ...
 
 
+class Gate(Protocol):
+    """What stands before every provider call (in the service: `rebalance.Fence`); `leave` once per `enter`."""
+
+    async def enter(self) -> None: ...
+
+    def leave(self) -> None: ...
+
+
+class OpenGate:
+    """No fence (unit tests, tools): every call may go."""
+
+    async def enter(self) -> None:
+        return None
+
+    def leave(self) -> None:
+        return None
+
+
 @dataclass
 class Claim:
     """One input record waiting for this notification: its callback and partition (None: a released deferral)."""

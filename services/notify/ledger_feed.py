@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from services.common import clients
 from services.common.changelog import read_to_end
@@ -76,6 +77,15 @@ class LedgerFeed:
                     await self._progress.wait()
         except TimeoutError:
             raise LedgerBehind(f"ledger tail not at its end after {self.catch_up_s:.0f} s") from None
+
+    async def reachable(self, timeout_s: float) -> bool:
+        """Whether the broker answers a request for the ledger's end offsets within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._opened().end_offsets(self._tps)
+        except (TimeoutError, KafkaError):
+            return False
+        return True
 
     async def close(self) -> None:
         if self._consumer is not None:

@@ -1,47 +1,133 @@
-"""Partition moves of notify's two consumers: commit before partitions leave, catch up with the ledger after.
+"""Partition moves of notify's two consumers, readiness, and the fence in front of every provider call.
 
-The worker is ready once both consumers have their assignment and the ledger has
-caught up; it is not ready while either is rebalancing. A failed catch-up raises
-(the runtime's listener base ends the run); a refused commit is logged and
-counted by `commit` and the records it covered are redone by the next owner.
+The worker is ready once both consumers have their assignment, the ledger has
+caught up and the broker answers; not while either consumer is rebalancing or the
+broker is unreachable. A failed catch-up raises (the runtime's listener base ends
+the run); a refused commit is logged and counted by `commit` and the records it
+covered are redone by the next owner.
+
+The fence (ADR 0012): a provider call is made only while this worker is certainly
+still the owner of what it sends. Sends wait while a consumer is rebalancing, and
+a revocation waits for the calls already under way (and their ledger entries)
+before it commits and lets the partitions go, so the next owner's ledger catch-up
+sees them. A worker whose event loop stood still for longer than `stall_limit_s`
+(SIGSTOP, a stalled VM, a long GC pause) may have been evicted without knowing
+it: it sends nothing more and ends its run (`WorkerStalled`), and the runtime
+starts it afresh (rejoin, ledger restored).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from services.common.health import Health
 from services.common.rebalance import Fail, RebalanceListener
 
+TICK_S = 0.1
+
+
+class WorkerStalled(KafkaError):
+    """The event loop stood still long enough for the group to have moved on: the run restarts (a Kafka fault)."""
+
 
 class Readiness:
-    """Ready when every named consumer is assigned (after its ledger catch-up)."""
+    """Ready when every named consumer is assigned (after its ledger catch-up) and the broker answers."""
 
     def __init__(self, health: Health, consumers: Iterable[str]) -> None:
         self.health = health
         self._waiting = set(consumers)
+        self._broker_ok = True
+        self.settled = asyncio.Event()
+        """Set while no consumer is rebalancing: sends wait on it."""
 
     def assigned(self, consumer: str) -> None:
         self._waiting.discard(consumer)
         if not self._waiting:
-            self.health.set_ready(True, "assigned, ledger caught up, consuming")
+            self.settled.set()
+        self._report()
 
     def rebalancing(self, consumer: str) -> None:
         self._waiting.add(consumer)
-        self.health.set_ready(False, f"{consumer} consumer rebalancing")
+        self.settled.clear()
+        self._report()
+
+    def broker(self, ok: bool) -> None:
+        if ok != self._broker_ok:
+            self._broker_ok = ok
+            self._report()
+
+    def _report(self) -> None:
+        if self._waiting:
+            self.health.set_ready(False, f"{', '.join(sorted(self._waiting))} consumer rebalancing")
+        elif not self._broker_ok:
+            self.health.set_ready(False, "broker unreachable")
+        else:
+            self.health.set_ready(True, "assigned, ledger caught up, consuming")
+
+
+class Fence:
+    """May this worker call a provider now? See the module docstring; `watch` is a supervised task."""
+
+    def __init__(self, readiness: Readiness, stall_limit_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.readiness, self.stall_limit_s, self.clock = readiness, stall_limit_s, clock
+        self._tick = clock()
+        self._stalled = False
+        self._calls = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def watch(self) -> None:
+        """Tick; a tick that comes too late means the loop stood still: fence and end the run."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._check()
+            self._tick = self.clock()
+
+    def _check(self) -> None:
+        gap = self.clock() - self._tick
+        if self._stalled or gap > self.stall_limit_s:
+            self._stalled = True
+            raise WorkerStalled(f"event loop stood still for {gap:.1f} s")
+
+    async def enter(self) -> None:
+        """Before a provider call: wait out a rebalance, refuse after a stall; pair with `leave`."""
+        while not self.readiness.settled.is_set():
+            await self.readiness.settled.wait()
+        self._check()  # the last thing before the call: no await between this and the request
+        self._calls += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        """After the call and its ledger entry (or failure)."""
+        self._calls -= 1
+        if self._calls == 0:
+            self._idle.set()
+
+    async def drained(self, timeout_s: float) -> None:
+        """Return once no provider call is under way (or `timeout_s` passed: the next owner may then resend)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            pass
 
 
 class Listener(RebalanceListener):
-    def __init__(self, fail: Fail, name: str, readiness: Readiness, *, commit: Callable[[str], Awaitable[None]],
-                 forget: Callable[[TopicPartition], None], catch_up: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, fail: Fail, name: str, readiness: Readiness, fence: Fence, *,
+                 commit: Callable[[str], Awaitable[None]], forget: Callable[[TopicPartition], None],
+                 catch_up: Callable[[], Awaitable[None]], drain_s: float) -> None:
         super().__init__(fail)
-        self.name, self.readiness = name, readiness
+        self.name, self.readiness, self.fence, self.drain_s = name, readiness, fence, drain_s
         self._commit, self._forget, self._catch_up = commit, forget, catch_up
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
-        self.readiness.rebalancing(self.name)
+        self.readiness.rebalancing(self.name)  # no new provider call from here on
+        await self.fence.drained(self.drain_s)  # calls under way finish and reach the ledger first
         await self._commit("revoke")
         for tp in partitions:
             self._forget(tp)

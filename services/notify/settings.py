@@ -39,6 +39,14 @@ class NotifySettings(ServiceSettings):
     max_pending: int = 20_000
     """Routine backlog above which dossier and mobile-team partitions pause (announcements keep flowing)."""
 
+    session_timeout_ms: int = Field(default=10_000, ge=6_000, description="Consumer group session timeout")
+    heartbeat_interval_ms: int = Field(default=3_000, ge=1, description="Below a third of the session timeout")
+    write_timeout_ms: int = Field(
+        default=180_000, ge=1_000,
+        description="How long a ledger or status write waits for the broker (an outage shorter than this is "
+                    "ridden out: a sent notification's ledger entry is written when the broker is back)")
+    drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish")
+
     deadlines: bool = Field(default=True, description="Also run the faust deadline tracker (a child process)")
     deadline_tick_s: float = 30.0
     deadline_web_port: int = 6067
@@ -47,6 +55,11 @@ class NotifySettings(ServiceSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def stall_limit_s(self) -> float:
+        """A loop standing still longer than this may have missed enough heartbeats to be evicted (ADR 0012)."""
+        return max(1.0, (self.session_timeout_ms - 2 * self.heartbeat_interval_ms) / 1000)
 
     def quiet_hours(self) -> QuietHours:
         return QuietHours(self.quiet_start, self.quiet_end)

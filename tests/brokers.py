@@ -1,0 +1,67 @@
+"""A broker of the test's own, which it may stop and start: never the shared broker on 127.0.0.1:9092.
+
+`infra/kafka/kafka.sh` runs a single KRaft broker on the ports and data directory given
+by `KAFKA_PORT`, `KAFKA_CONTROLLER_PORT` and `KAFKA_STATE_DIR`; `OwnBroker` gives it
+free ports and a directory under the test's `tmp_path`. Use the `own_broker` fixture
+(import it into a test module or a conftest):
+
+    from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
+
+    def test_outage(own_broker: OwnBroker) -> None:
+        own_broker.stop(); ...; own_broker.start()
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kafkatools import ROOT, free_port
+
+KAFKA_SH = ROOT / "infra/kafka/kafka.sh"
+
+
+class OwnBroker:
+    """A single local broker with its own ports and data directory, which the test may stop and start."""
+
+    def __init__(self, state: Path, heap: str = "-Xmx512m -Xms512m") -> None:
+        self.state = state
+        self.env = {**os.environ, "KAFKA_STATE_DIR": str(state), "KAFKA_PORT": str(free_port()),
+                    "KAFKA_CONTROLLER_PORT": str(free_port()),
+                    "KAFKA_HEAP_OPTS": os.environ.get("KAFKA_HEAP_OPTS", heap)}
+        self.env.pop("KAFKA_BROKERS", None)  # one broker, whatever the caller's shell says
+        self.bootstrap = f"127.0.0.1:{self.env['KAFKA_PORT']}"
+
+    def run(self, action: str, timeout: float = 180) -> None:
+        """`kafka.sh <action>` (start, stop, status, wait) on this broker only."""
+        done = subprocess.run([str(KAFKA_SH), action], env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"kafka.sh {action}: {done.stdout}{done.stderr}"
+
+    def start(self) -> None:
+        self.run("start")
+
+    def stop(self) -> None:
+        self.run("stop")
+
+    def remove(self) -> None:
+        """Stop it and delete its data."""
+        self.run("stop")
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    """A started broker of this test only; stopped and deleted afterwards."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        pytest.skip("an external broker was given; this test stops a local one of its own")
+    broker = OwnBroker(tmp_path / "kafka")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.remove()

@@ -1,0 +1,162 @@
+"""notify under a broker outage: steady traffic, the broker stopped for 60 s, every notification once afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+from aiokafka import TopicPartition
+
+from schemas.events import Family
+from schemas.notification import ChannelKind
+from schemas.topics import CANONICAL, Group, group_id, scoped
+from schemas.wire import encode
+from services.common import clients
+from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
+from services.notify import rules
+from services.notify.fake_providers import FakeProviders
+from services.notify.subscribers import Registry
+from services.notify.topics import Names
+from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
+from tests.kafkatools import free_port
+from tests.notify.conftest import MailSink, StartNotify
+from tests.notify.events import directory, dossier
+from tests.waiting import eventually_async
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
+OUTAGE_S = 60
+RATE = 5  # events per second, before, during and after the outage
+
+
+def probe(port: int, path: str) -> int:
+    """The HTTP status of notify's `/healthz` or `/readyz` (0: no answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+    except OSError:
+        return 0
+
+
+def last_commit(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    lines = [line for line in text.splitlines() if line.startswith('commune_last_commit_timestamp_seconds{')]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+async def lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of `topic` not yet committed by `group` (end offsets minus committed offsets)."""
+    conn = KafkaConnection(bootstrap=bootstrap)
+    admin = clients.admin(conn)
+    consumer = clients.consumer(conn, client_id="tests-lag")
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or
+                                                        await _partitions(consumer, topic))]
+        ends = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        return sum(end - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0)
+                   for tp, end in ends.items())
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _partitions(consumer: object, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # type: ignore[attr-defined]
+    return consumer.partitions_for_topic(topic) or set()  # type: ignore[attr-defined]
+
+
+async def test_broker_stopped_60s_under_steady_traffic_delivers_each_notification_once(
+        own_broker: OwnBroker, namespace: str, start_notify: StartNotify, fake: FakeProviders,  # noqa: F811
+        smtp: tuple[MailSink, int]) -> None:
+    """Broker down 60 s mid-traffic: not ready meanwhile; afterwards each Idempotency-Key once, lag back to 0."""
+    await outage(own_broker, namespace, start_notify, fake, smtp)
+
+
+async def outage(own_broker: OwnBroker, namespace: str, start_notify: StartNotify,  # noqa: F811
+                 fake: FakeProviders, smtp: tuple[MailSink, int], **env: str) -> None:
+    bootstrap = own_broker.bootstrap
+    names = Names(namespace)
+    await ensure_topics(KafkaConnection(bootstrap=bootstrap), names.specs)
+    topic = scoped(CANONICAL[Family.DOSSIER], namespace).name
+    http_port = free_port()
+    # SMS slower than the traffic: a queue is draining when the broker goes, so sends are under way whose
+    # ledger entries cannot be written until it is back
+    start_notify(KAFKA_BOOTSTRAP=bootstrap, NOTIFY_HTTP_PORT=str(http_port),
+                 NOTIFY_RATE_PER_S=json.dumps({"sms": RATE * 0.6, "webhook": 200, "zalo": 200, "email": 50}),
+                 **env)
+    await eventually_async(lambda: probe(http_port, "/readyz") == 200, timeout=60, interval=0.2,
+                           what="notify ready")
+
+    # a producer that waits out the outage (its sends are delivered once the broker is back)
+    producer = clients.producer(KafkaConnection(bootstrap=bootstrap), client_id="tests-traffic",
+                                request_timeout_ms=(OUTAGE_S + 60) * 1000, linger_ms=5)
+    await producer.start()
+    events = []
+    futures = []
+    stop_traffic = asyncio.Event()
+
+    async def traffic() -> None:
+        n = 0
+        while not stop_traffic.is_set():
+            event = dossier(f"steady-{n}", code=f"D-ST-{n}")
+            rec = encode(event)
+            futures.append(await producer.send(topic, rec.value, key=rec.key, headers=rec.headers))
+            events.append(event)
+            n += 1
+            await asyncio.sleep(1 / RATE)
+
+    sender = asyncio.create_task(traffic())
+    try:
+        await eventually_async(lambda: len(fake.accepted) >= 20, timeout=30, what="notifications before the outage")
+        committed_before = await eventually_async(lambda: last_commit(http_port), timeout=10, what="a commit")
+        await asyncio.to_thread(own_broker.stop)
+        stopped = time.monotonic()
+        await eventually_async(lambda: probe(http_port, "/readyz") == 503, timeout=20, interval=0.2,
+                               what="not ready while the broker is gone")
+        assert probe(http_port, "/healthz") == 200  # alive all along
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))  # the outage itself: a fixed span
+        await asyncio.to_thread(own_broker.start)
+        await eventually_async(lambda: probe(http_port, "/readyz") == 200, timeout=90, interval=0.5,
+                               what="ready again after the broker returned")
+        await asyncio.sleep(5)  # traffic after the outage
+    finally:
+        stop_traffic.set()
+        await sender
+    await asyncio.gather(*futures)
+    await producer.stop()
+
+    expected = {r.notification_id: r.channel for e in events for r in rules.for_event(e, directory(), Registry())}
+    http_ids = {nid for nid, ch in expected.items() if ch is not ChannelKind.EMAIL}
+    mail_ids = {nid for nid, ch in expected.items() if ch is ChannelKind.EMAIL}
+    group = group_id(Group.NOTIFY, namespace)
+    await eventually_async(lambda: http_ids <= set(fake.accepted) and mail_ids <= set(smtp[0].by_id),
+                           timeout=90, interval=0.5, what="every notification delivered")
+    await eventually_async(lambda: _lag_is_zero(bootstrap, group, topic), timeout=60, interval=1,
+                           what="lag back to 0")
+    await asyncio.sleep(3)  # late repeats would arrive now
+    requests = Counter({k: fake.successes[k] + fake.replays[k] for k in http_ids})
+    twice = {k: n for k, n in requests.items() if n != 1}
+    mails_twice = {k: n for k, n in smtp[0].by_id.items() if k in mail_ids and n != 1}
+    print(f"events {len(events)}, notifications {len(expected)}, provider requests per key != 1: {len(twice)}, "
+          f"mails != 1: {len(mails_twice)}")
+    assert not twice and not mails_twice
+    assert last_commit(http_port) > committed_before  # commits resumed and are exported
+
+
+async def _lag_is_zero(bootstrap: str, group: str, topic: str) -> bool:
+    return await lag(bootstrap, group, topic) == 0
+
