@@ -20,6 +20,14 @@ class MetricsSettings(ServiceSettings):
     snapshot_interval_s: float = Field(default=60.0, gt=0, description="Per-commune snapshot events every ...")
     batch_max_records: int = Field(default=5000, gt=0, description="Most records applied (and committed) at once")
 
+    session_timeout_ms: int = Field(default=10_000, ge=6_000, description="Consumer group session timeout")
+    heartbeat_interval_ms: int = Field(default=3_000, ge=1, description="Below a third of the session timeout")
+
+    @property
+    def stall_limit_s(self) -> float:
+        """A loop standing still longer than this may have missed enough heartbeats to be evicted (ADR 0012)."""
+        return max(1.0, (self.session_timeout_ms - 2 * self.heartbeat_interval_ms) / 1000)
+
     @property
     def group_id(self) -> str:
         return group_id(Group.METRICS, self.namespace)

@@ -46,6 +46,15 @@ Clock = Callable[[], float]
 """Epoch seconds; the overdue gauge and snapshots read it."""
 Acks = list[asyncio.Future[RecordMetadata]]
 LAG_INTERVAL_S = 1.0
+TICK_S = 0.1
+PROBE_TIMEOUT_S = 3.0
+
+
+class WorkerStalled(KafkaError):
+    """The loop stood still long enough for the group to have moved on: no more changelog writes, the run restarts.
+
+    A zombie's late write of an older state would be the last one compaction keeps (ADR 0012).
+    """
 
 
 class CommitCancelled(Exception):
@@ -67,6 +76,8 @@ class MetricsWorker:
         self.producer: AIOKafkaProducer | None = None
         self._supervisor: Supervisor | None = None
         self._settling: asyncio.Task[None] | None = None
+        self._tick = time.monotonic()
+        self._probe_tp = TopicPartition(self.names.changelog, 0)
 
     def exported(self) -> list[PartitionState]:
         """The partitions to export right now: owned ones only."""
@@ -80,10 +91,12 @@ class MetricsWorker:
     async def run(self, supervisor: Supervisor) -> None:
         """Start the clients and consume until `supervisor.stop`; however the run ends, stop exporting first."""
         self._supervisor = supervisor
+        self._tick = time.monotonic()
         snapshots: asyncio.Task[None] | None = None
         try:
             await self._start(supervisor)
             snapshots = supervisor.spawn("snapshots", self._snapshot_loop(supervisor.stop))
+            supervisor.spawn("stall-watch", self._watch_stalls())
             await self._consume(supervisor.stop)
         finally:
             if snapshots is not None:
@@ -97,6 +110,8 @@ class MetricsWorker:
         self.producer = clients.producer(s, client_id=client_id, linger_ms=5)
         await self.producer.start()
         self.consumer = clients.consumer(s, client_id=client_id, group_id=s.group_id, fetch_max_wait_ms=100,
+                                         session_timeout_ms=s.session_timeout_ms,
+                                         heartbeat_interval_ms=s.heartbeat_interval_ms,
                                          partition_assignment_strategy=(RangePartitionAssignor,),
                                          max_partition_fetch_bytes=4 * 1024 * 1024)
         self.consumer.subscribe(list(self.names.family_of), listener=_Rebalance(self, supervisor))
@@ -113,6 +128,7 @@ class MetricsWorker:
                     await self.process(batch)
             if time.monotonic() - last_lag >= LAG_INTERVAL_S:
                 await self._observe_lag()
+                await self._probe_broker()
                 last_lag = time.monotonic()
 
     async def _stop(self, supervisor: Supervisor) -> None:
@@ -139,7 +155,9 @@ class MetricsWorker:
         """Apply a batch, hand its changelog records to the producer, and commit it in the background, in order."""
         assert self._supervisor is not None
         started = time.perf_counter()
+        self._check_stall()  # a woken zombie must not apply (and write) what the new owner now holds
         changes, offsets = self.ownership.apply(batch)
+        self._check_stall()
         acks = await self._send_changelog(changes)
         await self.settle()  # the previous batch's commit first: offsets are committed in order
         self._settling = self._supervisor.spawn("commit", self._commit_after(acks, offsets, started))
@@ -179,6 +197,34 @@ class MetricsWorker:
             if batch.record_count():
                 futures.append(await self.producer.send_batch(batch, self.names.changelog, partition=partition))
         return futures
+
+    async def _probe_broker(self) -> None:
+        """`/readyz` says 503 while the broker does not answer, and ready again once it does (if assigned)."""
+        assert self.consumer is not None and self._supervisor is not None
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                await self.consumer.end_offsets(sorted(self.ownership.assigned) or [self._probe_tp])
+            down = False
+        except (TimeoutError, KafkaError):
+            down = True
+        health = self._supervisor.health
+        if down:
+            health.set_ready(False, "broker unreachable")
+        elif health.detail == "broker unreachable":
+            health.set_ready(True, f"{len(self.ownership.owned)} partitions assigned and restored")
+
+    def _check_stall(self) -> None:
+        gap = time.monotonic() - self._tick
+        if gap > self.settings.stall_limit_s:
+            raise WorkerStalled(f"event loop stood still for {gap:.1f} s")
+
+    async def _watch_stalls(self) -> None:
+        """Tick; a tick that comes too late means the loop stood still (SIGSTOP, a stalled VM): end the run."""
+        self._tick = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._check_stall()
+            self._tick = time.monotonic()
 
     # -- periodic work ----------------------------------------------------------------------------
     async def _observe_lag(self) -> None:
