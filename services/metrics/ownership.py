@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from rocksdict import Rdict
 
 from schemas import wire
+from schemas.deadletter import Rejection
 from schemas.envelope import Event
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
@@ -70,20 +71,25 @@ class Ownership:
             family = self.names.family_of[tp.topic].value
             part = self.partitions[tp.partition]
             changed = changes.setdefault(tp.partition, {})
-            applied = unchanged = invalid = 0
+            applied = unchanged = invalid = failed = 0
             for rec in records:
                 event = _decode(tp, rec)
                 if event is None:
                     invalid += 1
                     continue
-                out = part.apply(event)
+                out = part.apply_safely(event)
                 if out is None:
                     unchanged += 1
+                elif isinstance(out, Rejection):  # a bug met by this event: skipped, counted, the partition goes on
+                    failed += 1
+                    log.error("event.failed", topic=tp.topic, partition=tp.partition, offset=rec.offset,
+                              reason=out.reason.value, detail=out.message)
                 else:
                     changed[out[0]] = out[1]
                     applied += 1
             offsets[tp] = records[-1].offset + 1
-            for outcome, n in (("applied", applied), ("unchanged", unchanged), ("invalid", invalid)):
+            for outcome, n in (("applied", applied), ("unchanged", unchanged), ("invalid", invalid),
+                               ("failed", failed)):
                 if n:
                     telemetry.EVENTS.labels(family, outcome).inc(n)
         return changes, offsets
@@ -104,8 +110,14 @@ class Ownership:
             parts[p] = PartitionState(p, store.as_mapping(self._dbs[p]))
 
         def apply(partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
-            if record.key is not None:
+            if record.key is None:
+                return
+            try:
                 parts[partition].restore(record.key, record.value)
+            except Exception as exc:  # one unreadable state must not make every restore (and so the worker) fail
+                telemetry.RESTORE_SKIPPED.inc()
+                log.error("metrics.restore_skipped", partition=partition, offset=record.offset,
+                          error=type(exc).__name__)
 
         restored = await read_to_end(self.conn, self.names.changelog, partitions, apply, client_id=self.client_id)
         self.partitions.update(parts)
@@ -126,7 +138,11 @@ def _decode(tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> Event | No
         if rec.value is None:
             raise ValueError("a record without a value")
         return wire.decode(rec.headers, rec.value)
-    except (ValidationError, wire.UnknownEventType, ValueError) as exc:
+    except wire.InvalidRecord as exc:
+        log.warning("event.invalid", topic=tp.topic, partition=tp.partition, offset=rec.offset,
+                    reason=exc.reason.value, field=exc.field)
+        return None
+    except (ValidationError, ValueError) as exc:
         log.warning("event.invalid", topic=tp.topic, partition=tp.partition, offset=rec.offset,
                     error=type(exc).__name__)
         return None

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter("commune_metrics_events_total", "Canonical events consumed, by family and outcome "
-                 "(applied = changed a state, unchanged = duplicate or stale, invalid = undecodable)",
+                 "(applied = changed a state, unchanged = duplicate or stale, invalid = undecodable, "
+                 "failed = met a bug, skipped)",
                  ["family", "outcome"])
 LAG = Gauge("commune_metrics_consumer_lag", "Records behind the end of each owned canonical partition",
             ["family", "partition"])
@@ -16,3 +17,5 @@ BATCH_SECONDS = Histogram("commune_metrics_batch_seconds", "Time to apply a batc
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 SNAPSHOT_FAILURES = Counter("commune_metrics_snapshot_failures_total",
                             "Snapshot rounds given up after a Kafka error (retried at the next interval)")
+RESTORE_SKIPPED = Counter("commune_metrics_restore_skipped_total",
+                          "Changelog records that could not be read back into a state (skipped, logged)")

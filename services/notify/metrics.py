@@ -13,3 +13,6 @@ QUEUED = Gauge("notify_queue_depth", "Notifications waiting for a sender", ["lan
 COMMIT_FAILURES = Counter("notify_commit_failures_total",
                           "Offset commits refused by the group coordinator (the records are redone, never lost)",
                           ["when"])
+SKIPPED = Counter("notify_records_skipped_total",
+                  "Canonical records that gave no notification because they are no valid event (or met a bug)",
+                  ["reason"])

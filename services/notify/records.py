@@ -13,11 +13,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.structs import RecordMetadata
 from pydantic import ValidationError
 
-from schemas.dossier import DossierStatusChanged
+from schemas.deadletter import Reason, Rejection, internal_error
 from schemas.notification import DeadlineAlert, DeadlineMessage, NotificationRequest, TrackedDossier
-from schemas.wire import UnknownEventType, decode
 from services.common.runtime import Supervisor
-from services.notify import deadlines, rules
+from services.notify import metrics, rules
 from services.notify.delivery import Dispatcher
 from services.notify.directory import Directory
 from services.notify.offsets import OffsetTracker
@@ -60,23 +59,28 @@ class Records:
                 paused = False
 
     def derive(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Derived:
-        """The record's notification requests and, for a dossier with a due date, its state for the tracker."""
-        if record.value is None:
-            return self._skip(tp, record, "tombstone")
-        try:
-            if tp.topic == self.names.alerts:
-                return rules.for_alert(DeadlineAlert.model_validate_json(record.value), self.directory), None
-            event = decode(record.headers, record.value)
-            requests = rules.for_event(event, self.directory, self.registry)
-            if self.s.deadlines and isinstance(event, DossierStatusChanged):
-                return requests, deadlines.tracked(event)
-            return requests, None
-        except (ValidationError, UnknownEventType) as exc:  # canonical topics hold valid events; skip, loudly
-            return self._skip(tp, record, type(exc).__name__)
+        """The record's notification requests and, for a dossier with a due date, its state for the tracker.
+
+        Never raises: a record that is no valid event (or meets a bug in the rules) is skipped with its reason,
+        logged and counted, and its offset is committed like any other: one record cannot stop the partition.
+        """
+        if tp.topic == self.names.alerts:
+            try:
+                return rules.for_alert(DeadlineAlert.model_validate_json(record.value or b""), self.directory), None
+            except ValidationError:
+                return self._skip(tp, record, Reason.INVALID_FIELD.value, "alert")
+            except Exception as exc:  # a bug met by one alert
+                return self._skip(tp, record, Reason.INTERNAL_ERROR.value, internal_error(exc).message)
+        derived = rules.for_record(record.headers, record.value, self.directory, self.registry, track=self.s.deadlines)
+        if isinstance(derived, Rejection):
+            return self._skip(tp, record, derived.reason.value, derived.field)
+        return derived.requests, derived.tracked
 
     @staticmethod
-    def _skip(tp: TopicPartition, record: ConsumerRecord[bytes, bytes], error: str) -> Derived:
-        log.error("notify.undecodable", topic=tp.topic, partition=tp.partition, offset=record.offset, error=error)
+    def _skip(tp: TopicPartition, record: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> Derived:
+        log.error("notify.record_skipped", topic=tp.topic, partition=tp.partition, offset=record.offset,
+                  reason=reason, detail=detail)
+        metrics.SKIPPED.labels(reason).inc()
         return [], None
 
     async def handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
