@@ -104,7 +104,7 @@ def test_every_alert_links_its_runbook_section() -> None:
 
 
 def test_decision_records_are_numbered_and_complete() -> None:
-    """ADRs are numbered 0001.. without gaps, each with Context, Decision, Consequences and Status, 20-50 lines."""
+    """ADRs are numbered 0001.. without gaps, each with Context, Decision, Consequences and Status, 20-80 lines."""
     records = sorted(ADR_DIR.glob("[0-9][0-9][0-9][0-9]-*.md"))
     assert [p.name[:4] for p in records] == [f"{n:04d}" for n in range(1, len(records) + 1)]
     for path in records:
@@ -112,7 +112,7 @@ def test_decision_records_are_numbered_and_complete() -> None:
         assert re.search(rf"^# {int(path.name[:4]):04d}\. ", body, flags=re.M), path.name
         assert [h for h in re.findall(r"^## (.+)$", body, flags=re.M)] == [
             "Context", "Decision", "Consequences", "Status"], path.name
-        assert 20 <= len(body.splitlines()) <= 50, f"{path.name}: {len(body.splitlines())} lines"
+        assert 20 <= len(body.splitlines()) <= 80, f"{path.name}: {len(body.splitlines())} lines"
         assert path.name in text("docs/adr/README.md"), f"{path.name} is missing from the index"
 
 
