@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.stall import stall_limit_s
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -58,3 +60,15 @@ class ServiceSettings(KafkaConnection):
     http_host: str = Field(default="127.0.0.1",
                            description="Address of /metrics, /healthz, /readyz (0.0.0.0 in a container)")
     http_port: int = Field(default=0, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = no server")
+
+
+class ConsumerSettings(ServiceSettings):
+    """A service that consumes in a group: its session timing, and how long its loop may stand still."""
+
+    session_timeout_ms: int = Field(default=10_000, ge=6_000, description="Consumer group session timeout")
+    heartbeat_interval_ms: int = Field(default=3_000, ge=1, description="Below a third of the session timeout")
+
+    @property
+    def stall_limit_s(self) -> float:
+        """A loop standing still longer than this may have been evicted (`services.common.stall`, ADR 0012)."""
+        return stall_limit_s(self.session_timeout_ms, self.heartbeat_interval_ms)

@@ -8,10 +8,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import Group, group_id
-from services.common.settings import ServiceSettings
+from services.common.settings import ConsumerSettings
 
 
-class MetricsSettings(ServiceSettings):
+class MetricsSettings(ConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="METRICS_", frozen=True, populate_by_name=True, extra="ignore")
 
     http_port: int = Field(default=9103, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
@@ -20,13 +20,6 @@ class MetricsSettings(ServiceSettings):
     snapshot_interval_s: float = Field(default=60.0, gt=0, description="Per-commune snapshot events every ...")
     batch_max_records: int = Field(default=5000, gt=0, description="Most records applied (and committed) at once")
 
-    session_timeout_ms: int = Field(default=10_000, ge=6_000, description="Consumer group session timeout")
-    heartbeat_interval_ms: int = Field(default=3_000, ge=1, description="Below a third of the session timeout")
-
-    @property
-    def stall_limit_s(self) -> float:
-        """A loop standing still longer than this may have missed enough heartbeats to be evicted (ADR 0012)."""
-        return max(1.0, (self.session_timeout_ms - 2 * self.heartbeat_interval_ms) / 1000)
 
     @property
     def group_id(self) -> str:

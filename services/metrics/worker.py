@@ -33,6 +33,7 @@ from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor
+from services.common.stall import StallWatch
 from services.metrics import telemetry
 from services.metrics.exposition import render
 from services.metrics.ownership import Batch, Ownership
@@ -46,15 +47,7 @@ Clock = Callable[[], float]
 """Epoch seconds; the overdue gauge and snapshots read it."""
 Acks = list[asyncio.Future[RecordMetadata]]
 LAG_INTERVAL_S = 1.0
-TICK_S = 0.1
 PROBE_TIMEOUT_S = 3.0
-
-
-class WorkerStalled(KafkaError):
-    """The loop stood still long enough for the group to have moved on: no more changelog writes, the run restarts.
-
-    A zombie's late write of an older state would be the last one compaction keeps (ADR 0012).
-    """
 
 
 class CommitCancelled(Exception):
@@ -76,7 +69,7 @@ class MetricsWorker:
         self.producer: AIOKafkaProducer | None = None
         self._supervisor: Supervisor | None = None
         self._settling: asyncio.Task[None] | None = None
-        self._tick = time.monotonic()
+        self._stalls = StallWatch(settings.stall_limit_s)
         self._probe_tp = TopicPartition(self.names.changelog, 0)
 
     def exported(self) -> list[PartitionState]:
@@ -91,12 +84,12 @@ class MetricsWorker:
     async def run(self, supervisor: Supervisor) -> None:
         """Start the clients and consume until `supervisor.stop`; however the run ends, stop exporting first."""
         self._supervisor = supervisor
-        self._tick = time.monotonic()
+        self._stalls = StallWatch(self.settings.stall_limit_s)
         snapshots: asyncio.Task[None] | None = None
         try:
             await self._start(supervisor)
             snapshots = supervisor.spawn("snapshots", self._snapshot_loop(supervisor.stop))
-            supervisor.spawn("stall-watch", self._watch_stalls())
+            supervisor.spawn("stall-watch", self._stalls.watch())
             await self._consume(supervisor.stop)
         finally:
             if snapshots is not None:
@@ -155,9 +148,11 @@ class MetricsWorker:
         """Apply a batch, hand its changelog records to the producer, and commit it in the background, in order."""
         assert self._supervisor is not None
         started = time.perf_counter()
-        self._check_stall()  # a woken zombie must not apply (and write) what the new owner now holds
+        # a woken zombie must not apply (and write) what the new owner now holds: its late write of an older state
+        # would be the last one the compacted changelog keeps (ADR 0012)
+        self._stalls.check()
         changes, offsets = self.ownership.apply(batch)
-        self._check_stall()
+        self._stalls.check()
         acks = await self._send_changelog(changes)
         await self.settle()  # the previous batch's commit first: offsets are committed in order
         self._settling = self._supervisor.spawn("commit", self._commit_after(acks, offsets, started))
@@ -212,19 +207,6 @@ class MetricsWorker:
             health.set_ready(False, "broker unreachable")
         elif health.detail == "broker unreachable":
             health.set_ready(True, f"{len(self.ownership.owned)} partitions assigned and restored")
-
-    def _check_stall(self) -> None:
-        gap = time.monotonic() - self._tick
-        if gap > self.settings.stall_limit_s:
-            raise WorkerStalled(f"event loop stood still for {gap:.1f} s")
-
-    async def _watch_stalls(self) -> None:
-        """Tick; a tick that comes too late means the loop stood still (SIGSTOP, a stalled VM): end the run."""
-        self._tick = time.monotonic()
-        while True:
-            await asyncio.sleep(TICK_S)
-            self._check_stall()
-            self._tick = time.monotonic()
 
     # -- periodic work ----------------------------------------------------------------------------
     async def _observe_lag(self) -> None:

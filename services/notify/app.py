@@ -21,6 +21,7 @@ from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.partitioner import partition_for
 from services.common.runtime import Supervisor
+from services.common.stall import StallWatch
 from services.notify import metrics
 from services.notify.channels.base import Channel
 from services.notify.channels.email import Smtp
@@ -92,9 +93,10 @@ class NotifyApp:
             # Two consumers in the one group: announcements (where emergencies arrive) are never stuck behind a
             # dossier backlog in the same fetch; dossiers, mobile-team events and deadline alerts share the other.
             readiness = Readiness(self.sup.health, ("routine", "urgent"))
-            fence = Fence(readiness, self.s.stall_limit_s)
+            stalls = StallWatch(self.s.stall_limit_s)
+            fence = Fence(readiness, stalls)
             dispatcher.gate = fence
-            stack.push_async_callback(_cancel, [spawn("fence", fence.watch()),
+            stack.push_async_callback(_cancel, [spawn("stall-watch", stalls.watch()),
                                                 spawn("broker-probe", self._probe_loop(feed, readiness))])
             routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts], feed, readiness,
                                            fence)

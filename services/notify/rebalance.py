@@ -12,27 +12,20 @@ a revocation waits for the calls already under way (and their ledger entries)
 before it commits and lets the partitions go, so the next owner's ledger catch-up
 sees them. A worker whose event loop stood still for longer than `stall_limit_s`
 (SIGSTOP, a stalled VM, a long GC pause) may have been evicted without knowing
-it: it sends nothing more and ends its run (`WorkerStalled`), and the runtime
-starts it afresh (rejoin, ledger restored).
+it: it sends nothing more and ends its run (`services.common.stall`), and the
+runtime starts it afresh (rejoin, ledger restored).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from services.common.health import Health
 from services.common.rebalance import Fail, RebalanceListener
-
-TICK_S = 0.1
-
-
-class WorkerStalled(KafkaError):
-    """The event loop stood still long enough for the group to have moved on: the run restarts (a Kafka fault)."""
+from services.common.stall import StallWatch
 
 
 class Readiness:
@@ -73,32 +66,17 @@ class Readiness:
 class Fence:
     """May this worker call a provider now? See the module docstring; `watch` is a supervised task."""
 
-    def __init__(self, readiness: Readiness, stall_limit_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.readiness, self.stall_limit_s, self.clock = readiness, stall_limit_s, clock
-        self._tick = clock()
-        self._stalled = False
+    def __init__(self, readiness: Readiness, stalls: StallWatch) -> None:
+        self.readiness, self.stalls = readiness, stalls
         self._calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
-
-    async def watch(self) -> None:
-        """Tick; a tick that comes too late means the loop stood still: fence and end the run."""
-        while True:
-            await asyncio.sleep(TICK_S)
-            self._check()
-            self._tick = self.clock()
-
-    def _check(self) -> None:
-        gap = self.clock() - self._tick
-        if self._stalled or gap > self.stall_limit_s:
-            self._stalled = True
-            raise WorkerStalled(f"event loop stood still for {gap:.1f} s")
 
     async def enter(self) -> None:
         """Before a provider call: wait out a rebalance, refuse after a stall; pair with `leave`."""
         while not self.readiness.settled.is_set():
             await self.readiness.settled.wait()
-        self._check()  # the last thing before the call: no await between this and the request
+        self.stalls.check()  # the last thing before the call: no await between this and the request
         self._calls += 1
         self._idle.clear()
 

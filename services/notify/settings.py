@@ -8,11 +8,11 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import ConsumerSettings
 from services.notify.policy import Backoff, QuietHours
 
 
-class NotifySettings(ServiceSettings):
+class NotifySettings(ConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFY_", frozen=True, populate_by_name=True, extra="ignore")
 
     http_port: int = Field(default=9102, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
@@ -39,8 +39,6 @@ class NotifySettings(ServiceSettings):
     max_pending: int = 20_000
     """Routine backlog above which dossier and mobile-team partitions pause (announcements keep flowing)."""
 
-    session_timeout_ms: int = Field(default=10_000, ge=6_000, description="Consumer group session timeout")
-    heartbeat_interval_ms: int = Field(default=3_000, ge=1, description="Below a third of the session timeout")
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000,
         description="How long a ledger or status write waits for the broker (an outage shorter than this is "
@@ -55,11 +53,6 @@ class NotifySettings(ServiceSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
-
-    @property
-    def stall_limit_s(self) -> float:
-        """A loop standing still longer than this may have missed enough heartbeats to be evicted (ADR 0012)."""
-        return max(1.0, (self.session_timeout_ms - 2 * self.heartbeat_interval_ms) / 1000)
 
     def quiet_hours(self) -> QuietHours:
         return QuietHours(self.quiet_start, self.quiet_end)
