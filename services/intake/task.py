@@ -21,6 +21,7 @@ flight at a time; everything validated meanwhile goes out in the next one
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -32,6 +33,10 @@ from services.intake.outputs import TransactionOutputs
 
 log = structlog.get_logger("intake")
 Publish = Callable[["Task", TransactionOutputs], Coroutine[Any, Any, None]]
+
+
+class TransactionStuck(KafkaError):
+    """A transaction did not finish in time (a fenced producer can leave aiokafka waiting for ever)."""
 
 
 class Task:
@@ -47,6 +52,8 @@ class Task:
         """Validated, waiting for the next transaction."""
         self.inflight: asyncio.Task[None] | None = None
         """The transaction being committed; owned here: awaited by `collect` or `drain`, or cancelled by `cancel`."""
+        self.started = 0.0
+        """When the transaction in flight started (monotonic seconds)."""
 
     def __repr__(self) -> str:
         return f"Task(p{self.number})"
@@ -60,28 +67,37 @@ class Task:
             self.open = TransactionOutputs(self.producer, partitions)
         return self.open
 
-    def collect(self) -> None:
-        """Forget the transaction that finished; raise its failure if it failed."""
-        if self.inflight is None or not self.inflight.done():
+    def collect(self, timeout_s: float) -> None:
+        """Forget the transaction that finished; raise its failure if it failed, or if it takes over `timeout_s`."""
+        if self.inflight is None:
+            return
+        if not self.inflight.done():
+            if time.monotonic() - self.started > timeout_s:
+                raise TransactionStuck(f"task p{self.number}: a transaction in flight for over {timeout_s:g} s")
             return
         finished, self.inflight = self.inflight, None
         finished.result()
 
-    def start(self, publish: Publish) -> bool:
+    def start(self, publish: Publish, timeout_s: float) -> bool:
         """Start the next transaction with everything validated, unless one is committing or nothing waits."""
-        self.collect()
+        self.collect(timeout_s)
         if self.committing or self.open is None:
             return False
         out, self.open = self.open, None
+        self.started = time.monotonic()
         self.inflight = asyncio.create_task(publish(self, out), name=f"intake:transaction:p{self.number}")
         return True
 
-    async def drain(self, publish: Publish) -> None:
-        """Commit everything validated so far (before the task is given up, and on stop); raises a failure."""
+    async def drain(self, publish: Publish, timeout_s: float) -> None:
+        """Commit everything validated so far (before the task is given up, and on stop); raises a failure, or
+        `TransactionStuck` after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
         while self.inflight is not None or self.open is not None:
-            if self.inflight is not None:
-                await asyncio.wait({self.inflight})
-            self.start(publish)
+            if (inflight := self.inflight) is not None:  # the main loop may collect it meanwhile
+                await asyncio.wait({inflight}, timeout=max(0.0, deadline - time.monotonic()))
+                if not inflight.done():
+                    raise TransactionStuck(f"task p{self.number}: not committed within {timeout_s:g} s")
+            self.start(publish, timeout_s)
 
     def cancel(self) -> None:
         """Only when the run fails: the open transaction is aborted by the broker or fenced by the next owner."""

@@ -16,6 +16,7 @@ import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.structs import RecordMetadata
 
 from services.intake import telemetry
 from services.intake.outputs import TransactionOutputs
@@ -35,6 +36,8 @@ async def publish(producer: AIOKafkaProducer, out: TransactionOutputs, group_id:
     started = time.perf_counter()
     async with producer.transaction():  # an exception inside aborts (unless the producer is fenced: then it is dead)
         sent = await out.flush()
+        for future in sent:  # retrieved even when the transaction fails before they are gathered
+            future.add_done_callback(_retrieved)
         await producer.send_offsets_to_transaction(out.offsets, group_id)
         results = await asyncio.gather(*sent, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
@@ -45,6 +48,11 @@ async def publish(producer: AIOKafkaProducer, out: TransactionOutputs, group_id:
             names = sorted({type(exc).__name__ for exc in failed})
             raise SendFailed(f"{len(failed)} of {len(sent)} sends failed ({', '.join(names)}): transaction aborted")
     telemetry.TRANSACTION.observe(time.perf_counter() - started)
+
+
+def _retrieved(future: asyncio.Future[RecordMetadata]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def observe(out: TransactionOutputs, dedup_ids: int) -> None:

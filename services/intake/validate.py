@@ -36,6 +36,9 @@ from services.intake.settings import IntakeSettings
 log = structlog.get_logger("intake")
 YIELD_AFTER_S = 0.002
 """Validation gives the event loop a turn this often, so the commits in flight keep moving."""
+HEADER_ROOM = 64 * 1024
+"""A canonical value this far below the limit cannot cross it with its headers (bounded event attributes): the exact
+size is only added up for larger ones."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Validation:
                  settings: IntakeSettings) -> None:
         self.topics, self.partitions, self.seen, self.policy = topics, partitions, seen, policy
         self.max_record_bytes, self.max_canonical_bytes = settings.max_record_bytes, settings.max_canonical_bytes
+        self.check_size_from = self.max_canonical_bytes - HEADER_ROOM
+        self.home: dict[tuple[str, str], int] = {}
+        """(raw topic, commune) -> the raw partition the commune hashes to."""
         self.now_ms = int(time.time() * 1000)
         self.rejected_at = datetime.now(UTC).isoformat()
         self.next_yield = time.perf_counter() + YIELD_AFTER_S
@@ -95,14 +101,16 @@ class Validation:
             decision = decide(rec.value, rec.headers, rec.offset)
             if isinstance(decision, Accepted):
                 event = decision.event
-                home = partition_for(event.commune.encode(), raw_count)
+                home = self.home.get((tp.topic, event.commune))
+                if home is None:
+                    home = self.home[(tp.topic, event.commune)] = partition_for(event.commune.encode(), raw_count)
                 if home != tp.partition and not _rerouted(rec.headers):
                     out.reroute(tp.topic, home, event.commune, rec.value, rec.headers,
                                 f"{tp.topic}/{tp.partition}/{rec.offset}")
                     out.rerouted[family] += 1
                     continue
                 encoded = wire.encode(event)
-                if record_bytes(encoded) <= self.max_canonical_bytes:
+                if len(encoded.value) < self.check_size_from or record_bytes(encoded) <= self.max_canonical_bytes:
                     out.canonical(canonical, encoded)
                     seen.add(event.id, self.now_ms)
                     published.append(event.id)

@@ -39,7 +39,7 @@ from services.intake.dedup import SeenByPartition
 from services.intake.outputs import TransactionOutputs
 from services.intake.restore import restore_seen
 from services.intake.settings import IntakeSettings
-from services.intake.task import Task
+from services.intake.task import Task, TransactionStuck
 from services.intake.validate import Topics, Validation
 from services.sources import is_allowed, load_registry
 
@@ -143,7 +143,7 @@ class IntakeWorker:
                         async with self._lock:
                             await self._validate(batch)
             async with self._lock:
-                await self._drain(list(self.tasks.values()))
+                await self._drain(list(self.tasks.values()), self.settings.transaction_timeout_ms / 1000)
         finally:
             if fetching is not None:
                 fetching.cancel()
@@ -156,12 +156,13 @@ class IntakeWorker:
         A task's failed transaction is raised here: it ends the run (its successor starts from the committed
         offsets; a fenced task means this worker had lost it already).
         """
+        timeout_s = self.settings.transaction_timeout_ms / 1000  # the broker aborts it by then anyway
         for task in self.tasks.values():
-            task.collect()
+            task.collect(timeout_s)
         room = self.settings.max_transactions_in_flight - sum(t.committing for t in self.tasks.values())
         ready = [t for t in self.tasks.values() if t.open is not None and not t.committing]
         for task in sorted(ready, key=lambda t: t.open.opened_at if t.open else 0)[:max(0, room)]:
-            task.start(self._publish)
+            task.start(self._publish, timeout_s)
 
     async def _publish(self, task: Task, out: TransactionOutputs) -> None:
         try:
@@ -174,13 +175,16 @@ class IntakeWorker:
         # a full scan of the ids, once a minute after a commit (synchronous: validation never sees it half-done)
         self.seen.expire_due(int(time.time() * 1000))
 
-    async def _drain(self, tasks: list[Task]) -> None:
-        """Commit what `tasks` validated; a fenced task (another worker owns it now) is given up, not committed."""
-        results = await asyncio.gather(*(t.drain(self._publish) for t in tasks), return_exceptions=True)
+    async def _drain(self, tasks: list[Task], timeout_s: float) -> None:
+        """Commit what `tasks` validated. A fenced task (another worker owns it now), or one whose commit does not
+        finish within `timeout_s`, is given up: its next owner fences it and starts from the committed offsets."""
+        results = await asyncio.gather(*(t.drain(self._publish, timeout_s) for t in tasks), return_exceptions=True)
         for task, result in zip(tasks, results, strict=True):
-            if isinstance(result, BaseException) and transaction.is_fenced(result):
+            if isinstance(result, TransactionStuck) or (
+                    isinstance(result, BaseException) and transaction.is_fenced(result)):
                 telemetry.FENCED.inc()
-                log.warning("intake.task_fenced", task=task.number, worker=self.settings.worker_id)
+                log.warning("intake.task_given_up", task=task.number, worker=self.settings.worker_id,
+                            error=type(result).__name__)
             elif isinstance(result, BaseException):
                 raise result
 
@@ -247,8 +251,8 @@ class IntakeWorker:
         self.supervisor.health.set_ready(False, "partitions revoked")
         async with self._lock:
             leaving = [t for n, t in self.tasks.items() if n in {tp.partition for tp in partitions}]
-            try:
-                await self._drain(leaving)
+            try:  # within the rebalance timeout (the session timeout), or the group moves on without this worker
+                await self._drain(leaving, self.settings.session_timeout_ms / 1000)
             finally:
                 await self._close(leaving)
                 self.seen.forget(self.topics.raw_partitions(partitions))
