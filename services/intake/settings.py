@@ -6,11 +6,13 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from schemas import topics
-from services.common.settings import ServiceSettings
+from services.common.settings import ConsumerSettings
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 
-class IntakeSettings(ServiceSettings):
+class IntakeSettings(ConsumerSettings):
+    """Session timing from `ConsumerSettings`: a worker silent for `session_timeout_ms` loses its tasks."""
+
     model_config = SettingsConfigDict(env_prefix="INTAKE_", frozen=True, populate_by_name=True, extra="ignore")
 
     http_port: int = Field(default=9101, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
@@ -40,12 +42,6 @@ class IntakeSettings(ServiceSettings):
         "carries, so fewer and larger ones keep latency down on a busy broker",
     )
     transaction_timeout_ms: int = 15_000
-    session_timeout_ms: int = Field(
-        default=10_000, ge=1,
-        description="A worker silent for this long (paused, stalled) loses its partitions; the broker accepts "
-        "group.min.session.timeout.ms (6 s) to group.max.session.timeout.ms (30 min)",
-    )
-    heartbeat_interval_ms: int = Field(default=3_000, ge=1, description="Below a third of the session timeout")
     sources_file: str | None = Field(default=None, description="Source registry; unset = every source allowed")
 
     @property
