@@ -1,0 +1,151 @@
+"""Fault injection shared by fault tests and the chaos command: service processes that can be killed, paused and
+resumed, and a private 3-broker cluster with node faults.
+
+Never the shared broker on 127.0.0.1:9092: a single broker a caller may stop is `tests.brokers.OwnBroker`; the
+cluster here gets a fresh data directory and free ports, so it touches neither that broker nor a cluster a developer
+runs on 9192-9194 (`make up BROKERS=3`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.cluster.tools import metric_sum, scrape
+from tests.kafkatools import ROOT, free_port, start_service, stop_service
+
+KAFKA_SH = ROOT / "infra/kafka/kafka.sh"
+REPLICAS = 3
+LAST_COMMIT = "commune_last_commit_timestamp_seconds"
+
+
+def free_port_run(length: int, attempts: int = 200) -> int:
+    """The first of `length` consecutive loopback ports that are free now."""
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + length > 65535:
+            continue
+        taken = []
+        try:
+            for port in range(base, base + length):
+                s = socket.socket()
+                taken.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in taken:
+                s.close()
+        return base
+    raise RuntimeError(f"no {length} consecutive free ports")
+
+
+@dataclass
+class Cluster:
+    """A 3-node KRaft cluster of `infra/kafka/kafka.sh` (KAFKA_BROKERS=3) on its own ports and data directory."""
+
+    state: Path
+    base_port: int
+    env: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.env = {**os.environ, "KAFKA_BROKERS": "3", "KAFKA_STATE_DIR": str(self.state),
+                    "KAFKA_CLUSTER_PORT": str(self.base_port), "KAFKA_CLUSTER_CONTROLLER_PORT": str(self.base_port + 3),
+                    "KAFKA_HEAP_OPTS": os.environ.get("KAFKA_HEAP_OPTS", "-Xmx512m -Xms512m")}
+
+    @classmethod
+    def fresh(cls, state: Path) -> Cluster:
+        """A cluster (not yet started) on free ports, with its data under `state`."""
+        return cls(state, free_port_run(2 * REPLICAS))
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.base_port + i}" for i in range(REPLICAS))
+
+    def run(self, *args: str, timeout: float = 240) -> str:
+        done = subprocess.run([str(KAFKA_SH), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"kafka.sh {' '.join(args)}: {done.stdout}{done.stderr}"
+        return done.stdout
+
+    def kill_node(self, node: int) -> float:
+        """SIGKILL one node (a crash); returns when it was killed (monotonic)."""
+        self.run("kill-node", str(node))
+        return time.monotonic()
+
+    def start_node(self, node: int) -> None:
+        self.run("start-node", str(node))
+
+    def log(self, node: int) -> Path:
+        return self.state / "cluster" / f"node{node}" / "logs" / "server.log"
+
+
+@dataclass
+class Worker:
+    """One `python -m <module>` process with its HTTP server (/metrics) on `port`, which a fault may SIGKILL, SIGSTOP
+    and SIGCONT. A paused worker is not scraped: its server would not answer."""
+
+    module: str
+    name: str
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes]
+    paused: bool = False
+    ended: bool = False
+    """Killed or stopped on purpose (by a fault, or at the end)."""
+
+    @classmethod
+    def start(cls, module: str, name: str, env: dict[str, str], port_variable: str, log_dir: Path) -> Worker:
+        """`python -m <module>` with `env` and a free port in `port_variable`; output to `<log_dir>/<name>.log`."""
+        port = free_port()
+        log = log_dir / f"{name}.log"
+        return cls(module, name, port, log, start_service(module, {**env, port_variable: str(port)}, log))
+
+    @property
+    def running(self) -> bool:
+        """Alive and not paused: a worker that can do work now."""
+        return self.proc.poll() is None and not self.paused
+
+    def exited_unbidden(self) -> int | None:
+        """The exit code if the worker exited and nothing ended it on purpose (else None)."""
+        code = self.proc.poll()
+        return None if self.ended else code
+
+    def kill(self) -> None:
+        """SIGKILL (a crash: no commit, no leave-group), then reap it."""
+        self.ended = True
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self.paused = False
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def stop(self) -> int:
+        """SIGTERM (resumed first if paused), SIGKILL after 20 s; its exit code."""
+        self.ended = True
+        if self.paused and self.proc.poll() is None:
+            self.resume()
+        return stop_service(self.proc, timeout=20)
+
+    async def metric(self, name: str) -> float:
+        """The sum of every sample of `name` on the worker's /metrics (0 while it does not answer or lacks it)."""
+        if not self.running:
+            return 0.0
+        return metric_sum(await asyncio.to_thread(scrape, self.port), name)
+
+    async def last_commit(self) -> float:
+        """When the worker last committed its progress (epoch seconds; 0 before its first commit)."""
+        return await self.metric(LAST_COMMIT)
