@@ -1,0 +1,67 @@
+"""`python -m tests.chaos [--fast] [--only ROW ...] [--list]`: the fault matrix against the real services.
+
+Each row starts `python -m services.<name>` workers on a namespace of its own, sends records while a fault strikes
+(SIGKILL, SIGSTOP past the session timeout, a broker restart or a node kill on a broker of the row's own, a
+rebalance storm, a provider outage), and accounts for every record sent. The shared broker (`KAFKA_BOOTSTRAP`,
+default 127.0.0.1:9092) is used, never stopped. Exits 1 when any row lost, duplicated or reordered something, or
+failed; the workers' logs stay in the working directory printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.chaos.matrix import MATRIX, NAMES
+from tests.chaos.scenario import Row, Scenario, run
+from tests.chaos.table import LEGEND, cells, render
+
+
+def chosen(only: list[str], fast: bool) -> list[Scenario]:
+    wanted = {name for item in only for name in item.split(",") if name}
+    unknown = wanted - set(NAMES)
+    if unknown:
+        raise SystemExit(f"unknown row(s): {', '.join(sorted(unknown))}; rows: {', '.join(NAMES)}")
+    return [s for s in MATRIX if (not wanted or s.name in wanted) and (s.fast or not fast)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", default=[], metavar="ROW", help="run only these rows (repeat or "
+                        "comma-separate)")
+    parser.add_argument("--fast", action="store_true", help="only the fast rows (those `make test` runs)")
+    parser.add_argument("--list", action="store_true", help="list the rows and exit")
+    parser.add_argument("--workdir", type=Path, help="where the workers' logs go (default: a new temporary directory)")
+    args = parser.parse_args(argv)
+    scenarios = chosen(args.only, args.fast)
+    if args.list:
+        print("\n".join(f"{s.name}{' (fast)' if s.fast else ''}: {s.broker} broker, budget {s.budget_s:g} s"
+                        for s in MATRIX))
+        return 0
+    # the feeders' and readers' retries while a broker is down are expected: the table, not their log, is the output
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="commune-chaos-"))
+    rows: list[Row] = []
+    began = time.monotonic()
+    for scenario in scenarios:
+        print(f"chaos: {scenario.name} ...", file=sys.stderr, flush=True)
+        row = asyncio.run(run(scenario, bootstrap, workdir / scenario.name))
+        print("chaos: " + " | ".join(cells(row)), file=sys.stderr, flush=True)
+        rows.append(row)
+    print(render(rows))
+    print()
+    print(LEGEND)
+    print(f"\n{len(rows)} rows in {time.monotonic() - began:.0f} s; logs in {workdir}")
+    return 0 if all(r.clean for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

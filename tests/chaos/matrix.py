@@ -1,0 +1,34 @@
+"""The fault matrix: one line per row. Fast rows run in `make test` (tests/chaos/test_chaos_fast.py), all of them in
+`make chaos`; each row is bounded by its budget and runs on a namespace of its own, and a row that stops or kills a
+broker gets a broker (or a 3-node cluster) of its own."""
+
+from __future__ import annotations
+
+from tests.chaos.injections import KillClusterNode, KillWorker, PauseWorker, RebalanceStorm, RestartBroker
+from tests.chaos.intake import IntakeLoad
+from tests.chaos.metrics import MetricsLoad
+from tests.chaos.notify import NotifyLoad, ProviderOutage
+from tests.chaos.scenario import Scenario
+
+SIGKILL_BURST = {"NOTIFY_RATE_PER_S": '{"sms": 60, "webhook": 200}', "NOTIFY_ROUTINE_WORKERS": "8"}
+"""Rate-limited SMS so that the kill lands with most of the burst still queued, and requests in flight."""
+
+MATRIX: tuple[Scenario, ...] = (
+    Scenario("intake-sigkill", lambda: IntakeLoad(rate=400, seconds=20), KillWorker(), fast=True, budget_s=150),
+    Scenario("intake-sigstop", lambda: IntakeLoad(workers=2, rate=300, seconds=40), PauseWorker(seconds=12),
+             budget_s=200),
+    Scenario("intake-broker-restart", lambda: IntakeLoad(rate=300, seconds=40), RestartBroker(down_s=5),
+             broker="own", budget_s=300),
+    Scenario("intake-cluster-broker-kill", lambda: IntakeLoad(rate=200, seconds=45), KillClusterNode(node=2),
+             broker="cluster", budget_s=420, recover_s=150),
+    Scenario("intake-rebalance-storm", lambda: IntakeLoad(rate=300, seconds=55), RebalanceStorm(seconds=30),
+             budget_s=240),
+    Scenario("notify-provider-outage", lambda: NotifyLoad(events=120, per_second=6, mid_stream=10),
+             ProviderOutage(seconds=15), fast=True, budget_s=180),
+    Scenario("notify-sigkill", lambda: NotifyLoad(events=300, per_second=100, mid_stream=80, env=SIGKILL_BURST),
+             KillWorker(), budget_s=180),
+    Scenario("metrics-sigkill", lambda: MetricsLoad(per_second=40, mid_stream=80), KillWorker(), fast=True,
+             budget_s=150),
+)
+
+NAMES = tuple(s.name for s in MATRIX)

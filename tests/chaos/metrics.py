@@ -1,0 +1,99 @@
+"""metrics under load for the chaos rows: the golden event set (out of order, a quarter re-sent) sent at a steady
+rate; the scraped figures must equal the independent oracle of `tests/metrics/golden.py`.
+
+Figures are idempotent merges, so order does not apply; a series below the oracle counts as lost, one above it as
+duplicated (an event counted twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from schemas import wire
+from schemas.envelope import Event
+from schemas.events import FAMILY_OF_TYPE
+from schemas.topics import CANONICAL, scoped
+from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
+from services.metrics.topics import Names
+from tests.chaos.scenario import Counts, Stage, committed_since
+from tests.cluster.tools import Feeder, Sent, scrape
+from tests.faults import REPLICAS, Worker
+from tests.metrics.golden import Sample, event_set, expected, restricted, summed
+from tests.waiting import eventually_async
+
+PARTITIONS = 6
+
+
+@dataclass
+class MetricsLoad:
+    """The golden event set (seed `seed`, ~480 events over 8 communes) sent at `per_second` to one metrics worker;
+    mid-stream once it applied `mid_stream` events."""
+
+    seed: int = 11
+    per_second: float = 40
+    mid_stream: int = 80
+    events: list[Event] = field(default_factory=list)
+    feeding: asyncio.Task[object] | None = None
+    got: dict[Sample, float] = field(default_factory=dict)
+
+    async def setup(self, stage: Stage) -> None:
+        await ensure_topics(KafkaConnection(bootstrap=stage.bootstrap), Names(stage.namespace).specs,
+                            replication_factor=REPLICAS if stage.cluster else None)
+        self.events = event_set(seed=self.seed)
+        sent: list[Sent] = []
+        for e in self.events:
+            rec = wire.encode(e)
+            sent.append((scoped(CANONICAL[FAMILY_OF_TYPE[e.type]], stage.namespace).name, rec.key, rec.value,
+                         rec.headers))
+        self.start_worker(stage, "metrics-0")
+        await eventually_async(lambda: self.owned(stage.live()), timeout=90, interval=0.2, what="metrics assigned")
+        self.feeding = asyncio.create_task(Feeder(stage.bootstrap, sent, self.per_second).run())
+        await eventually_async(lambda: self._applied(stage), timeout=60, interval=0.05, what="metrics applying")
+        assert not self.feeding.done(), "the fault must land mid-stream: send for longer"
+
+    async def _applied(self, stage: Stage) -> bool:
+        applied = await asyncio.gather(*(w.metric("commune_metrics_events_total") for w in stage.live()))
+        return sum(applied) >= self.mid_stream
+
+    def start_worker(self, stage: Stage, name: str) -> Worker:
+        env = {"KAFKA_BOOTSTRAP": stage.bootstrap, "METRICS_NAMESPACE": stage.namespace,
+               "METRICS_STATE_DIR": str(stage.workdir / f"state-{name}"), "METRICS_BATCH_MAX_RECORDS": "50"}
+        worker = Worker.start("services.metrics", name, env, "METRICS_HTTP_PORT", stage.workdir)
+        stage.workers.append(worker)
+        return worker
+
+    async def owned(self, workers: Sequence[Worker]) -> bool:
+        counts = await asyncio.gather(*(w.metric("commune_metrics_owned_partitions") for w in workers))
+        return bool(counts) and sum(counts) == PARTITIONS and min(counts) >= 1
+
+    async def progressed(self, stage: Stage, since: float) -> bool:
+        return await committed_since(stage.live(), since)
+
+    async def settle(self, stage: Stage) -> None:
+        assert self.feeding is not None
+        await self.feeding
+        truth = expected(self.events, now=time.time())  # the service decides overdue against the wall clock
+
+        async def exact() -> bool:
+            texts = await asyncio.gather(*(asyncio.to_thread(scrape, w.port) for w in stage.live()))
+            self.got = restricted(summed(*texts), truth)
+            assert self.got == truth, "figures differ from the oracle"
+            return True
+
+        with contextlib.suppress(AssertionError):  # how far off, series by series, is the row's accounting
+            await eventually_async(exact, timeout=60, interval=0.3, what="exact figures")
+
+    async def account(self, stage: Stage) -> Counts:
+        truth = expected(self.events, now=time.time())
+        below = sum(1 for k, v in truth.items() if self.got.get(k, 0.0) < v)
+        above = sum(1 for k, v in self.got.items() if v > truth.get(k, 0.0))
+        return Counts(len(self.events), below, above, None, note=f"series vs oracle: {len(truth)}")
+
+    async def close(self) -> None:
+        if self.feeding is not None and not self.feeding.done():
+            self.feeding.cancel()

@@ -1,0 +1,155 @@
+"""notify under load for the chaos rows: dossier events sent at a steady rate, receipts counted at local providers.
+
+The providers are the project's fake ones (`services.notify.fake_providers`, SMS, Zalo and signed webhooks) and an
+SMTP sink, in this process. Each notification the rules ask for must reach its provider exactly once: requests per
+Idempotency-Key (a repeat the provider answers as a replay still reached it twice), e-mails per Message-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+
+from schemas import wire
+from schemas.events import FAMILY_OF_TYPE
+from schemas.notification import ChannelKind
+from schemas.topics import CANONICAL, scoped
+from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
+from services.notify import rules
+from services.notify.directory import load_directory
+from services.notify.fake_providers import FakeProviders
+from services.notify.subscribers import load_registry
+from services.notify.topics import Names
+from tests.chaos.scenario import Counts, Load, Stage
+from tests.cluster.tools import Feeder, Sent
+from tests.faults import REPLICAS, Worker
+from tests.kafkatools import free_port
+from tests.notify.conftest import DIRECTORY, MailSink, caught_up
+from tests.notify.events import dossier
+from tests.waiting import eventually_async
+
+SECRET = "s3cret"
+
+
+def ready(worker: Worker) -> bool:
+    """The worker's /readyz answers 200: assigned, caught up with the ledger, consuming."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/readyz", timeout=2) as resp:
+            return int(resp.status) == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class NotifyLoad:
+    """`events` dossier events sent at `per_second` to one notify worker; mid-stream once `mid_stream` requests
+    reached the providers."""
+
+    events: int = 120
+    per_second: float = 6
+    mid_stream: int = 10
+    env: dict[str, str] = field(default_factory=dict)
+    fake: FakeProviders = field(default_factory=lambda: FakeProviders(webhook_secrets={"prov-08": SECRET}))
+    sink: MailSink = field(default_factory=MailSink)
+    smtp: Controller | None = None
+    expected: dict[str, ChannelKind] = field(default_factory=dict)
+    feeding: asyncio.Task[object] | None = None
+
+    async def setup(self, stage: Stage) -> None:
+        names = Names(stage.namespace)
+        await ensure_topics(KafkaConnection(bootstrap=stage.bootstrap), names.specs,
+                            replication_factor=REPLICAS if stage.cluster else None)
+        await self.fake.start()
+        self.smtp = Controller(self.sink, hostname="127.0.0.1", port=free_port())
+        self.smtp.start()
+        (stage.workdir / "directory.toml").write_text(DIRECTORY, encoding="utf-8")
+        (stage.workdir / "subscribers.toml").write_text(
+            f'[[subscribers]]\nname = "prov-08"\nurl = "{self.fake.url}/hooks/prov-08"\nsecret = "{SECRET}"\n'
+            'event_types = ["vn.communebus.dossier.status-changed.v1"]\nprovinces = ["08"]\n', encoding="utf-8")
+        events = [dossier(f"chaos-{i}", code=f"D-CHAOS-{i}") for i in range(self.events)]
+        directory = load_directory(stage.workdir / "directory.toml")
+        registry = load_registry(stage.workdir / "subscribers.toml")
+        self.expected = {r.notification_id: r.channel for e in events for r in rules.for_event(e, directory, registry)}
+        sent: list[Sent] = []
+        for e in events:
+            rec = wire.encode(e)
+            sent.append((scoped(CANONICAL[FAMILY_OF_TYPE[e.type]], stage.namespace).name, rec.key, rec.value,
+                         rec.headers))
+        self.start_worker(stage, "notify-0")
+        await eventually_async(lambda: self.owned(stage.live()), timeout=90, interval=0.2, what="notify ready")
+        self.feeding = asyncio.create_task(Feeder(stage.bootstrap, sent, self.per_second).run())
+        await eventually_async(lambda: len(self.fake.accepted) >= self.mid_stream, timeout=60, interval=0.1,
+                               what="notify delivering")
+        assert not self.feeding.done(), "the fault must land mid-stream: send for longer"
+
+    def start_worker(self, stage: Stage, name: str) -> Worker:
+        assert self.smtp is not None
+        files = stage.workdir
+        env = {
+            "KAFKA_BOOTSTRAP": stage.bootstrap, "NOTIFY_NAMESPACE": stage.namespace,
+            "NOTIFY_DIRECTORY_FILE": str(files / "directory.toml"),
+            "NOTIFY_SUBSCRIBERS_FILE": str(files / "subscribers.toml"), "NOTIFY_SMS_URL": self.fake.url,
+            "NOTIFY_ZALO_URL": self.fake.url, "NOTIFY_SMTP_PORT": str(self.smtp.port), "NOTIFY_QUIET_START": "00:00",
+            "NOTIFY_QUIET_END": "00:00", "NOTIFY_DEADLINES": "false", "NOTIFY_DEADLINE_WEB_PORT": str(free_port()),
+            "NOTIFY_RETRY_BASE_S": "0.2", "NOTIFY_RETRY_CAP_S": "2", "NOTIFY_RETRY_MAX_ATTEMPTS": "40", **self.env,
+        }
+        worker = Worker.start("services.notify", name, env, "NOTIFY_HTTP_PORT", stage.workdir)
+        stage.workers.append(worker)
+        return worker
+
+    async def owned(self, workers: Sequence[Worker]) -> bool:
+        return bool(workers) and all(await asyncio.gather(*(asyncio.to_thread(ready, w) for w in workers)))
+
+    async def progressed(self, stage: Stage, since: float) -> bool:
+        """A provider answered a request with success after `since` (epoch seconds)."""
+        return any(at > since for _, at in reversed(self.fake.arrivals))
+
+    def receipts(self) -> Counter[str]:
+        return Counter(key for key, _ in self.fake.arrivals) + self.sink.by_id
+
+    async def settle(self, stage: Stage) -> None:
+        assert self.feeding is not None
+        await self.feeding
+
+        def all_received() -> bool:
+            missing = set(self.expected) - set(self.receipts())
+            assert not missing, f"{len(missing)} of {len(self.expected)} notifications not received yet"
+            return True
+
+        await eventually_async(all_received, timeout=120, interval=0.2, what="every notification received")
+        await caught_up(stage.bootstrap, stage.namespace)  # nothing in flight: a resend would have arrived by now
+
+    async def account(self, stage: Stage) -> Counts:
+        receipts = self.receipts()
+        lost = sum(1 for key in self.expected if key not in receipts)
+        duplicated = sum(n - 1 for n in receipts.values()) + sum(1 for key in receipts if key not in self.expected)
+        return Counts(len(self.expected), lost, duplicated, None,
+                      note=f"{self.events} events; {sum(self.fake.replays.values())} provider replays")
+
+    async def close(self) -> None:
+        if self.feeding is not None and not self.feeding.done():
+            self.feeding.cancel()
+        if self.smtp is not None:
+            await asyncio.to_thread(self.smtp.stop)
+        if getattr(self.fake, "_runner", None) is not None:
+            await self.fake.stop()
+
+
+@dataclass(frozen=True)
+class ProviderOutage:
+    """The providers answer 503 for `seconds`, then recover: notify retries with back-off."""
+
+    seconds: float = 15
+
+    async def inject(self, stage: Stage, load: Load) -> None:
+        assert isinstance(load, NotifyLoad), "a provider outage needs notify's local providers"
+        load.fake.outage(self.seconds)
+
+    async def lift(self, stage: Stage, load: Load) -> None:
+        await asyncio.sleep(self.seconds)  # the outage's length is the point

@@ -1,0 +1,239 @@
+"""One chaos row as data: a load (a service, its workers, what it is sent, how it is accounted) and a fault (the blow,
+then what lifts it), run in four steps: setup, fault, recover, account.
+
+The recovery clock starts when the blow has landed (the last blow, for a storm) and stops when live workers own
+every partition between them and the service made progress again (a commit; for notify, a request reaching a
+provider). The lift runs meanwhile (a successor starting, a paused worker resumed, a broker back), since a group may
+recover before the fault is lifted (a worker paused past its session loses its partitions to the others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from tests.brokers import OwnBroker
+from tests.faults import Cluster, Worker
+from tests.waiting import eventually_async
+
+BrokerKind = Literal["shared", "own", "cluster"]
+
+
+@dataclass
+class Stage:
+    """What one scenario holds while it runs: its broker, namespace, working directory and worker processes."""
+
+    bootstrap: str
+    namespace: str
+    workdir: Path
+    own_broker: OwnBroker | None = None
+    cluster: Cluster | None = None
+    workers: list[Worker] = field(default_factory=list)
+    restart: Callable[[Stage, str], Worker] | None = None
+    """Starts a replacement for a worker that exited unbidden, as the deployment's process manager does
+    (`restart: unless-stopped` in infra/compose.yaml)."""
+    exits: list[str] = field(default_factory=list)
+    """Workers that exited unbidden, with their exit codes: shown in the row's note."""
+
+    def live(self) -> list[Worker]:
+        """Workers that can work now: neither ended nor paused. One that exited unbidden is noted and replaced."""
+        for w in list(self.workers):
+            code = w.exited_unbidden()
+            if code is None:
+                continue
+            w.ended = True
+            self.exits.append(f"{w.name} exited {code}")
+            if self.restart is not None:
+                self.restart(self, f"{w.name}-restarted")
+        return [w for w in self.workers if w.running]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Jepsen-style accounting of every record sent: how many were lost, delivered more than once, or reordered.
+    `out_of_order` None: order does not apply (counted per dossier where it does)."""
+
+    sent: int
+    lost: int
+    duplicated: int
+    out_of_order: int | None
+    note: str = ""
+
+
+class Load(Protocol):
+    """A service under load: started on a stage, sent records in the background, accounted at the end."""
+
+    async def setup(self, stage: Stage) -> None:
+        """Create the namespace's topics, start the workers and the sending; return once the service is mid-stream."""
+        ...
+
+    def start_worker(self, stage: Stage, name: str) -> Worker:
+        """One more worker of the service on the stage (a successor, or a worker joining)."""
+        ...
+
+    async def owned(self, workers: Sequence[Worker]) -> bool:
+        """`workers` own every input partition between them, each at least one."""
+        ...
+
+    async def progressed(self, stage: Stage, since: float) -> bool:
+        """The service made progress after `since` (epoch seconds): a commit, or a request reaching a provider."""
+        ...
+
+    async def settle(self, stage: Stage) -> None:
+        """Wait until everything was sent and the service has dealt with it (bounded)."""
+        ...
+
+    async def account(self, stage: Stage) -> Counts:
+        ...
+
+    async def close(self) -> None:
+        """Release what the load holds outside the workers (local providers, sinks)."""
+        ...
+
+
+class Fault(Protocol):
+    async def inject(self, stage: Stage, load: Load) -> None:
+        """The blow (or blows): returns once it has landed."""
+        ...
+
+    async def lift(self, stage: Stage, load: Load) -> None:
+        """Undo the cause (start a successor, resume, restart the broker); returns once lifted."""
+        ...
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    load: Callable[[], Load]
+    fault: Fault
+    broker: BrokerKind = "shared"
+    fast: bool = False
+    budget_s: float = 240.0
+    """The whole row, setup to account: past it the row fails (a hung recovery is a finding, not a wait)."""
+    recover_s: float = 90.0
+    """From the blow until the service progresses again with every partition owned."""
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    counts: Counts | None
+    recovered_s: float | None
+    error: str = ""
+    seconds: float = 0.0
+    exits: tuple[str, ...] = ()
+    """Workers that exited unbidden during the row (each replaced)."""
+
+    @property
+    def clean(self) -> bool:
+        c = self.counts
+        return not self.error and c is not None and c.lost == 0 and c.duplicated == 0 and not c.out_of_order
+
+
+async def committed_since(workers: Sequence[Worker], since: float) -> bool:
+    """One of `workers` committed after `since` (epoch seconds)."""
+    commits = await asyncio.gather(*(w.last_commit() for w in workers))
+    return max(commits, default=0.0) > since
+
+
+async def recovered(stage: Stage, load: Load, since: float, timeout_s: float) -> float:
+    """Seconds from `since` (monotonic) until live workers own every partition and progressed after it."""
+    wall = time.time() - (time.monotonic() - since)
+
+    async def progressing() -> bool:
+        live = stage.live()
+        assert live, "no live worker"
+        assert await load.owned(live), "partitions not all owned by live workers"
+        assert await load.progressed(stage, wall), "no progress since the blow"
+        return True
+
+    await eventually_async(progressing, timeout=timeout_s, interval=0.1, what="recovery")
+    return time.monotonic() - since
+
+
+def _keep(log: Path, to: Path) -> None:
+    """Keep a broker's log next to the workers' before its data directory is removed."""
+    if log.exists():
+        shutil.copyfile(log, to)
+
+
+@asynccontextmanager
+async def broker_for(kind: BrokerKind, shared: str, workdir: Path) -> AsyncIterator[Stage]:
+    """A stage on the shared broker, or on a broker or 3-node cluster of its own (started here, removed after)."""
+    namespace = f"chaos{uuid.uuid4().hex[:8]}"
+    if kind == "shared":
+        yield Stage(shared, namespace, workdir)
+        return
+    if kind == "own":
+        broker = OwnBroker(workdir / "kafka")
+        try:
+            await asyncio.to_thread(broker.start)
+            yield Stage(broker.bootstrap, namespace, workdir, own_broker=broker)
+        finally:
+            await asyncio.to_thread(_keep, broker.state / "logs" / "server.log", workdir / "broker.server.log")
+            await asyncio.to_thread(broker.remove)
+        return
+    cluster = Cluster.fresh(workdir / "kafka-cluster")
+    try:
+        await asyncio.to_thread(cluster.run, "start")
+        yield Stage(cluster.bootstrap, namespace, workdir, cluster=cluster)
+    finally:
+        for node in (1, 2, 3):
+            await asyncio.to_thread(_keep, cluster.log(node), workdir / f"node{node}.server.log")
+        await asyncio.to_thread(cluster.run, "reset")
+        shutil.rmtree(cluster.state, ignore_errors=True)
+
+
+@dataclass
+class Progress:
+    """Which step a row is in, so a failure or an overrun says where it happened."""
+
+    step: str = "start"
+
+
+async def _steps(scenario: Scenario, stage: Stage, load: Load, at: Progress) -> tuple[Counts, float]:
+    at.step = "setup"
+    stage.restart = load.start_worker
+    await load.setup(stage)
+    at.step = "fault"
+    await scenario.fault.inject(stage, load)
+    blow = time.monotonic()
+    at.step = "recover"
+    lifting = asyncio.create_task(scenario.fault.lift(stage, load))
+    try:
+        recovery = await recovered(stage, load, blow, timeout_s=scenario.recover_s)
+    finally:
+        await lifting  # a lift that failed says why before a recovery that never came
+    at.step = "settle"
+    await load.settle(stage)
+    at.step = "account"
+    return await load.account(stage), recovery
+
+
+async def run(scenario: Scenario, shared_bootstrap: str, workdir: Path) -> Row:
+    """Run one row end to end; a failure or an overrun becomes the row's error, never an exception."""
+    began = time.monotonic()
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    load, at, exits = scenario.load(), Progress(), list[str]()
+    try:
+        async with broker_for(scenario.broker, shared_bootstrap, workdir) as stage:
+            exits = stage.exits
+            try:
+                async with asyncio.timeout(scenario.budget_s):
+                    counts, recovery = await _steps(scenario, stage, load, at)
+                return Row(scenario.name, counts, recovery, seconds=time.monotonic() - began, exits=tuple(exits))
+            finally:
+                await asyncio.gather(*(asyncio.to_thread(w.stop) for w in stage.workers))
+                await load.close()
+    except Exception as exc:  # the row reports it; the matrix goes on
+        what = f"over budget ({scenario.budget_s:g} s)" if isinstance(exc, TimeoutError) else (
+            f"{type(exc).__name__}: {exc}")
+        return Row(scenario.name, None, None, error=f"{at.step}: {what.splitlines()[0][:200]}",
+                   seconds=time.monotonic() - began, exits=tuple(exits))

@@ -1,0 +1,55 @@
+"""The chaos command's pure parts: which rows run, when a row counts as clean, and the table it prints."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chaos.__main__ import chosen
+from tests.chaos.matrix import MATRIX, NAMES
+from tests.chaos.scenario import Counts, Row
+from tests.chaos.table import HEADER, render
+
+pytestmark = pytest.mark.unit
+
+
+def test_fast_selects_only_fast_rows_and_only_narrows_further() -> None:
+    """--fast keeps the fast rows (at least one per service); --only picks rows by name, comma-separated or repeated."""
+    fast = [s.name for s in chosen([], fast=True)]
+    assert fast and all(s.fast for s in chosen([], fast=True))
+    assert {name.split("-")[0] for name in fast} == {"intake", "notify", "metrics"}
+    assert [s.name for s in chosen([], fast=False)] == list(NAMES)
+    assert [s.name for s in chosen([f"{NAMES[1]},{NAMES[0]}"], fast=False)] == [NAMES[0], NAMES[1]]
+    assert chosen([NAMES[1]], fast=True) == [s for s in MATRIX[1:2] if s.fast]
+
+
+def test_an_unknown_row_is_refused() -> None:
+    """A misspelt row name stops the command instead of silently running nothing."""
+    with pytest.raises(SystemExit, match="unknown row"):
+        chosen(["intake-sigkil"], fast=False)
+
+
+@pytest.mark.parametrize(("counts", "error", "clean"), [
+    (Counts(100, 0, 0, 0), "", True),
+    (Counts(100, 0, 0, None), "", True),
+    (Counts(100, 1, 0, 0), "", False),
+    (Counts(100, 0, 3, 0), "", False),
+    (Counts(100, 0, 0, 2), "", False),
+    (None, "recover: AssertionError", False),
+])
+def test_a_row_is_clean_only_with_nothing_lost_duplicated_or_reordered(counts: Counts | None, error: str,
+                                                                       clean: bool) -> None:
+    """Lost, duplicated, out of order or a failure each make the row (and the command's exit code) fail."""
+    assert Row("r", counts, 1.0, error).clean is clean
+
+
+def test_table_has_one_line_per_row_with_its_counts_or_failure() -> None:
+    """The table lists every row under the header: counts, n/a where order does not apply, or the failure."""
+    rows = [Row("intake-x", Counts(8000, 0, 2, 1, "note"), 6.9, seconds=28.0),
+            Row("notify-x", Counts(240, 0, 0, None), 15.1, exits=("notify-0 exited 0",)),
+            Row("metrics-x", None, None, "setup: AssertionError: boom")]
+    lines = render(rows).splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == list(HEADER)
+    assert [c.strip() for c in lines[2].strip("|").split("|")][:6] == ["intake-x", "8000", "0", "2", "1", "6.9"]
+    assert "n/a" in lines[3] and "exited unbidden (restarted): notify-0 exited 0" in lines[3]
+    assert "FAILED: setup: AssertionError: boom" in lines[4]
