@@ -15,21 +15,21 @@ no validation; `bench.rd_forward`: the same with librdkafka). Size: BENCH_INTAKE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvloop
-from collections.abc import Callable
-
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas import wire
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, PARTITIONS, TopicSpec, Kind, scoped
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, PARTITIONS, RAW, Kind, TopicSpec, scoped
 from services.common import runtime
 from services.common.admin import ensure_topics
 from services.common.health import Health
@@ -66,7 +66,10 @@ async def fill(topic: str, records: Records) -> None:
         await producer.stop()
 
 
-async def forward_loop(raw: str, out: str, transform: Callable[[bytes, list], tuple[bytes, bytes, list]] | None) -> float:
+Transform = Callable[[bytes, list], tuple[bytes, bytes, list]]
+
+
+async def forward_loop(raw: str, out: str, transform: Transform | None) -> float:
     """Variants (a) and (b): events/s from the first record read to the last record acknowledged."""
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, fetch_max_wait_ms=20,
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
@@ -227,10 +230,8 @@ async def fixed_rate_latency(namespace: str, out: str) -> Latency:
         delay = begin + (i // per_tick + 1) * tick - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(watcher, timeout=30)
-    except TimeoutError:
-        pass
     await producer.stop()
     await observer.stop()
     latency = [float("inf") if math.isnan(x) else x for x in latency]  # not seen within 30 s
@@ -241,8 +242,8 @@ async def faust_agent(raw: str, out: str, namespace: str) -> float:
     """Variant (d): a faust worker subprocess; events/s observed on its output topic."""
     env = {**os.environ, "BENCH_RAW": raw, "BENCH_OUT": out, "BENCH_APP": f"{namespace}-faust",
            "KAFKA_BOOTSTRAP": BOOTSTRAP, "BENCH_WEB_PORT": "6098"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.faust_agent", "--loop", "uvloop", "worker", "-l", "warn"], env=env,
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.faust_agent", "--loop", "uvloop", "worker", "-l", "warn"],
+                            env=env, stdout=subprocess.DEVNULL)
     observer = AIOKafkaConsumer(out, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", group_id=None,
                                 fetch_max_wait_ms=50)
     await observer.start()
