@@ -69,7 +69,13 @@ class Supervisor:
         try:
             return await coro
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if task is None or task.cancelling():  # cancelled by its owner (the run is ending): as it should
+                raise
+            # a CancelledError from inside (a client's future cancelled under it): the task gave up, nobody asked it to
+            log.error("task.failed", service=self.service, task=name, error="CancelledError", where="inside the task")
+            telemetry.TASK_FAILURES.labels(self.service, name).inc()
+            raise WorkerCancelled(f"{name} was cancelled from inside") from None
         except Exception as exc:
             log.error("task.failed", service=self.service, task=name, error=type(exc).__name__, where=where(exc))
             telemetry.TASK_FAILURES.labels(self.service, name).inc()
@@ -94,6 +100,14 @@ class Supervisor:
             task.cancel()
 
 
+class WorkerCancelled(Exception):
+    """A supervised task ended cancelled though nobody cancelled it; the run restarts like after a Kafka error.
+
+    (aiokafka cancels its own futures when a broker goes away mid-request; without this the main task would
+    end "cancelled", the run would look finished, and the process would exit 0 while it should go on.)
+    """
+
+
 Worker = Callable[[Supervisor], Awaitable[None]]
 """A service's work for one run: returns when `supervisor.stop` is set, raises to end the run."""
 
@@ -114,6 +128,8 @@ async def run_once(service: str, worker: Worker, stop: asyncio.Event, health: He
 async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: Health,
                     restart_on: tuple[type[Exception], ...] = (KafkaError,)) -> None:
     """Run `worker` until `stop`; restart it with exponential back-off after an error of `restart_on`."""
+    if restart_on:
+        restart_on = (*restart_on, WorkerCancelled)
     delay = FIRST_BACKOFF_S
     while not stop.is_set():
         error: Exception | None = None

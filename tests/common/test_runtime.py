@@ -253,3 +253,42 @@ async def test_serve_reports_stopped_and_releases_the_signals(service: str) -> N
     assert (health.ready, health.detail) == (False, "stopped")
     assert sample("commune_service_ready", service=service) == 0
     assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+
+
+async def test_a_worker_cancelled_from_inside_restarts_instead_of_ending_quietly(
+        service: str, fast_backoff: None) -> None:
+    """A CancelledError nobody asked for (a client's future cancelled in a broker outage) restarts the run, counted;
+    before, the run looked finished and the process exited 0 while it should have gone on."""
+    runs: list[int] = []
+    stop = asyncio.Event()
+
+    async def worker(supervisor: Supervisor) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            doomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            doomed.cancel()
+            await doomed  # raises CancelledError inside the task, which nobody cancelled
+        stop.set()
+
+    await asyncio.wait_for(supervise(service, worker, stop, Health(service)), timeout=5)
+    assert len(runs) == 2
+    assert sample("commune_task_failures_total", service=service, task="main") == 1
+    assert sample("commune_service_restarts_total", service=service, error="WorkerCancelled") == 1
+
+
+async def test_a_worker_cancelled_by_stop_ends_without_a_restart(service: str) -> None:
+    """Cancelling the run from outside (the owner ends it) is no failure: nothing counted, no restart."""
+    stop = asyncio.Event()
+    started = asyncio.Event()
+
+    async def worker(supervisor: Supervisor) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    run = asyncio.create_task(supervise(service, worker, stop, Health(service)))
+    await started.wait()
+    stop.set()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert sample("commune_task_failures_total", service=service, task="main") == 0
