@@ -3,12 +3,13 @@
 #   make test   set up on first use, then run the whole test suite against a real broker
 #   make lint   ruff, mypy --strict, and the aiokafka stubs checked against the installed aiokafka
 #   make up / make down   the local broker only (BROKERS=3: a 3-node cluster);  make bench   benchmarks
+#   make chaos   the fault matrix (SIGKILL, SIGSTOP, broker loss, rebalance storm, provider outage) with accounting
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
 
-.PHONY: setup system up down topics demo lint test test-unit bench schemas constraints clean
+.PHONY: setup system up down topics demo lint test test-unit chaos bench schemas constraints clean
 
 # Installs the exact versions of constraints.txt (regenerate it with `make constraints` after changing pyproject).
 $(STAMP): pyproject.toml constraints.txt
@@ -55,6 +56,12 @@ test: setup
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m unit --durations=20 $(PYTEST_ARGS)
+
+# the fault matrix against the real services, every record accounted for (CHAOS_ARGS=--fast: the quick rows;
+# CHAOS_ARGS="--only intake-sigstop": one row); broker faults get a broker or cluster of their own
+chaos: setup
+	infra/kafka/kafka.sh start
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 bench: up
 	$(PY) -m bench
