@@ -95,15 +95,34 @@ def decode(headers: Headers, value: bytes | None, attrs: dict[str, str] | None =
     if model is None:
         raise UnknownEventType(attrs.get("type", ""))
     try:
-        return model.model_validate_json(structured_json(attrs, value))
+        event = model.model_validate_json(structured_json(attrs, value))
     except ValidationError as exc:
         raise invalid(exc) from None
+    if (smuggled := attribute_from_value(event, attrs)) is not None:
+        raise InvalidRecord(Reason.MISSING_FIELD, f"ce_{smuggled}", f"ce_{smuggled}: {FROM_HEADERS_ONLY}")
+    return event
+
+
+FROM_HEADERS_ONLY = "a binary-mode attribute comes from its ce_ header only, never from the value"
 
 
 def structured_json(attrs: dict[str, str], value: bytes) -> bytes:
-    """The structured-mode JSON of a binary-mode record: its attributes with `data` = the value (unvalidated)."""
+    """The structured-mode JSON of a binary-mode record: `data` = the value (unvalidated), then the attributes.
+
+    `data` goes first: a value crafted to close the object early and add members (`{}, "id": "x"`) is followed
+    by every attribute its headers carry, and of repeated members the last one counts, so a header always wins;
+    an attribute with no header that such a value supplies is caught by `attribute_from_value`.
+    """
     envelope = orjson.dumps({k: attrs[k] for k in ATTRIBUTES if k in attrs})
-    return envelope[:-1] + b',"data":' + value + b"}"
+    return b'{"data":' + value + (b"," + envelope[1:] if len(envelope) > 2 else b"}")
+
+
+def attribute_from_value(event: Event, attrs: dict[str, str]) -> str | None:
+    """An envelope attribute the event got from its value rather than from a `ce_` header, if any."""
+    for name in ATTRIBUTES:
+        if name not in attrs and name in event.model_fields_set:
+            return name
+    return None
 
 
 def invalid(error: ValidationError) -> InvalidRecord:

@@ -177,13 +177,16 @@ def _binary(headers: Sequence[tuple[str, bytes]], value: bytes, family: Family) 
     if bad := _family_check(attrs.get("type", ""), family):
         return bad
     try:
-        return Accepted(EVENT_TYPES[attrs["type"]].model_validate_json(wire.structured_json(attrs, value)))
+        event = EVENT_TYPES[attrs["type"]].model_validate_json(wire.structured_json(attrs, value))
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             parsed = _parse_json(value)
             if isinstance(parsed, Rejected):
                 return parsed
         return _from_validation(exc)
+    if (smuggled := wire.attribute_from_value(event, attrs)) is not None:
+        return reject(Reason.MISSING_FIELD, f"ce_{smuggled}", f"ce_{smuggled}: {wire.FROM_HEADERS_ONLY}")
+    return Accepted(event)
 
 
 def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcome:

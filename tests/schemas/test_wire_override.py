@@ -1,0 +1,50 @@
+"""Binary mode: a record's value can never set or override an envelope attribute (its ce_ headers do)."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import wire
+from schemas.deadletter import Reason
+from schemas.events import Family
+from services.intake.normalise import Accepted, Rejected, normalise
+from tests.samples import canonical_dossier, dumps
+
+pytestmark = pytest.mark.unit
+
+
+def _binary() -> tuple[list[tuple[str, bytes]], bytes]:
+    event = canonical_dossier("evt-real")
+    headers = [(f"ce_{k}", str(v).encode()) for k, v in event.items() if k != "data"]
+    return headers, dumps(event["data"])
+
+
+def test_a_value_closing_the_object_early_cannot_override_source_or_id() -> None:
+    """The value ends in `,"source":"/provinces/20/dossiers","id":"spoofed"`: the headers' source and id stand."""
+    headers, value = _binary()
+    spoofed = value + b',"source":"/provinces/20/dossiers","id":"spoofed-1"'
+    for decoded in (wire.decode(headers, spoofed), normalise(Family.DOSSIER, spoofed, headers)):
+        event = decoded.event if isinstance(decoded, Accepted) else decoded
+        assert not isinstance(event, Rejected)
+        assert event.id == "evt-real" and event.source == dict(headers)["ce_source"].decode()
+
+
+def test_an_attribute_missing_from_the_headers_cannot_come_from_the_value() -> None:
+    """Without a ce_source header, a value that supplies `source` is refused: missing ce_source."""
+    headers, value = _binary()
+    headers = [(k, v) for k, v in headers if k != "ce_source"]
+    smuggled = value + b',"source":"/provinces/20/dossiers"'
+    with pytest.raises(wire.InvalidRecord) as caught:
+        wire.decode(headers, smuggled)
+    assert (caught.value.reason, caught.value.field) == (Reason.MISSING_FIELD, "ce_source")
+    outcome = normalise(Family.DOSSIER, smuggled, headers)
+    assert isinstance(outcome, Rejected)
+    assert (outcome.rejection.reason, outcome.rejection.field) == (Reason.MISSING_FIELD, "ce_source")
+    assert "provinces/20" not in outcome.rejection.message
+
+
+def test_an_honest_binary_record_still_decodes() -> None:
+    """The ordinary record: every attribute from its header, data from the value."""
+    headers, value = _binary()
+    event = wire.decode(headers, value)
+    assert event.id == "evt-real" and event.data.dossier_code == canonical_dossier()["data"]["dossier_code"]
