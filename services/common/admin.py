@@ -82,17 +82,17 @@ async def default_replication_factor(client: AIOKafkaAdminClient) -> int:
     and passed explicitly. If it cannot be read (an ACL may deny DescribeConfigs), one replica per broker, at most 3.
     """
     brokers = (await client.describe_cluster())["brokers"]
-    fallback = min(3, max(1, len(brokers)))
-    resource = ConfigResource(ConfigResourceType.BROKER, str(brokers[0]["node_id"]), {DEFAULT_REPLICATION: ""})
-    try:
-        responses = await client.describe_configs([resource])
-    except KafkaError:
-        return fallback
-    for error_code, _message, _type, _name, entries in responses[0].resources:
-        values = [entry[1] for entry in entries if entry[0] == DEFAULT_REPLICATION]
-        if error_code == 0 and values and str(values[0]).isdigit():
-            return int(values[0])
-    return fallback
+    for broker in brokers:  # any broker answers for the cluster's default; one just restarted may not yet
+        resource = ConfigResource(ConfigResourceType.BROKER, str(broker["node_id"]), {DEFAULT_REPLICATION: ""})
+        try:
+            responses = await client.describe_configs([resource])
+        except KafkaError:
+            continue
+        for error_code, _message, _type, _name, entries in responses[0].resources:
+            values = [entry[1] for entry in entries if entry[0] == DEFAULT_REPLICATION]
+            if error_code == 0 and values and str(values[0]).isdigit():
+                return int(values[0])
+    return min(3, max(1, len(brokers)))
 
 
 async def cluster_replication_factor(conn: KafkaConnection) -> int:

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 
 from schemas.topics import TOPICS, scoped
+from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from tests.kafkatools import ROOT
+from tests.waiting import eventually
 
 KAFKA_SH = ROOT / "infra/kafka/kafka.sh"
 REPLICAS = 3
@@ -80,7 +82,19 @@ class Cluster:
         return time.monotonic()
 
     def start_node(self, node: int) -> None:
+        """Start a node again; returns once the cluster's metadata lists all three brokers (it serves again)."""
         self.run("start-node", str(node))
+        eventually(lambda: asyncio.run(self.brokers()) == REPLICAS, timeout=60, interval=0.5,
+                   what=f"node {node} back in the cluster's metadata")
+
+    async def brokers(self) -> int:
+        """How many brokers the cluster's metadata lists now."""
+        client = clients.admin(KafkaConnection(bootstrap=self.bootstrap))
+        await client.start()
+        try:
+            return len((await client.describe_cluster())["brokers"])
+        finally:
+            await client.close()
 
     def log(self, node: int) -> Path:
         return self.state / "cluster" / f"node{node}" / "logs" / "server.log"

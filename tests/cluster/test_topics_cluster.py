@@ -9,6 +9,7 @@ from schemas.topics import INTAKE_DEDUP, scoped
 from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -21,12 +22,26 @@ async def test_a_topic_created_as_services_do_gets_three_replicas_and_two_in_syn
     assert await ensure_topics(KafkaConnection(bootstrap=cluster_bootstrap), [spec]) == [spec.name]
     admin = clients.admin(KafkaConnection(bootstrap=cluster_bootstrap))
     await admin.start()
-    try:
-        [described] = await admin.describe_topics([spec.name])
+
+    async def min_insync() -> list[str]:
+        """The topic's min.insync.replicas, once the broker asked knows the new topic (error 0, an entry)."""
         configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name,
                                                                {"min.insync.replicas": ""})])
+        [(error_code, _, _, _, entries)] = configs[0].resources
+        values = [e[1] for e in entries if e[0] == "min.insync.replicas"]
+        assert error_code == 0 and values, (error_code, entries)
+        return values
+
+    async def replicas() -> set[int]:
+        """Replicas per partition, once the broker asked has the new topic's metadata."""
+        [described] = await admin.describe_topics([spec.name])
+        assert described["partitions"], described
+        return {len(p["replicas"]) for p in described["partitions"]}
+
+    try:
+        counts = await eventually_async(replicas, timeout=30, interval=0.5, what="the new topic's metadata")
+        values = await eventually_async(min_insync, timeout=30, interval=0.5, what="the new topic's config")
     finally:
         await admin.close()
-    assert {len(p["replicas"]) for p in described["partitions"]} == {3}
-    [(_, _, _, _, entries)] = configs[0].resources
-    assert [e[1] for e in entries if e[0] == "min.insync.replicas"] == ["2"]
+    assert counts == {3}
+    assert values == ["2"]
