@@ -32,8 +32,7 @@ def panel(title: str, expr: str, kind: str = "timeseries", *, instant: bool = Fa
 
 def variable(name: str, query: str, label: str) -> dict[str, Any]:
     return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE, "refresh": 2, "sort": 1,
-            "query": {"query": query, "refId": f"{name}-var"}, "definition": query, "includeAll": False,
-            "multi": False}
+            "query": {"query": query, "refId": f"{name}-var"}, "includeAll": False, "multi": False}
 
 
 PROVINCE_VAR = variable("province", "label_values(commune_dossiers_received_total, province)", "Province")
