@@ -2,7 +2,8 @@
 
 One event per status change, carrying the dossier's state after the change
 (the national portal's sync payload is a state snapshot too). Personal data of
-the applicant is kept in the `applicant` group and nowhere else.
+the applicant is kept in the `applicant` group and nowhere else: clear as commune
+systems send it (raw topics), sealed per field on every other topic (`schemas.personal`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Final, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.codes import COMPLETED_STATUSES, OPEN_STATUSES, Channel, DossierStatus, Locale, Timeliness
 from schemas.envelope import Event, Model
 from schemas.limits import MAX_AMOUNT_VND, SAFETY_LIMIT, ItemText, identifier, items
+from schemas.personal import SealedApplicant
 from schemas.times import UtcDateTime, vietnam_date
 
 DOSSIER_STATUS_CHANGED: Final = "vn.communebus.dossier.status-changed.v1"
@@ -51,6 +53,21 @@ class Applicant(Model):
     zalo_user_id: str | None = identifier(default=None, max_length=64, repr=False)
     address: str | None = Field(default=None, max_length=500, repr=False)
     preferred_locale: Locale = Locale.VI
+
+
+APPLICANT_FORMS = ("clear", "sealed")
+
+
+def _applicant_form(value: object) -> str:
+    """Sealed when it names its data key; otherwise the clear form, whose errors then name the field alone."""
+    if isinstance(value, SealedApplicant) or (isinstance(value, dict) and "key_id" in value):
+        return "sealed"
+    return "clear"
+
+
+ApplicantGroup = Annotated[
+    Annotated[Applicant, Tag("clear")] | Annotated[SealedApplicant, Tag("sealed")], Discriminator(_applicant_form)]
+"""The applicant group in either form; validation errors carry the form (`clear`/`sealed`) in their location."""
 
 
 class DueDateChange(Model):
@@ -96,7 +113,8 @@ class DossierData(Model):
     vneid_verified: bool = False
     documents: list[SubmittedDocument] = items()
     timeliness: Timeliness | None = Field(default=None, description="Derived by intake when processing has ended")
-    applicant: Applicant | None = None
+    applicant: ApplicantGroup | None = Field(
+        default=None, description="Clear on the raw topics only; intake seals it before the canonical topic (ADR 0015)")
 
     @model_validator(mode="after")
     def _consistent(self) -> DossierData:

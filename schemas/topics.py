@@ -121,10 +121,30 @@ METRICS_SNAPSHOTS = TopicSpec(
     description="Periodic per-commune indicator snapshots for systems that do not scrape Prometheus",
 )
 
+KEYS_APPLICANTS = TopicSpec(
+    "commune.keys.applicants", Kind.INTERNAL, key="<subject id>/<key id>",
+    description="Applicants' data keys, wrapped under the key-encryption key; a tombstone erases one (ADR 0015)",
+    # an erased key's old record must leave the log soon, not when a 7-day segment rolls: small segments and a
+    # compaction deadline bound how long the wrapped key stays on disk after its tombstone (ADR 0015)
+    config={"cleanup.policy": "compact", "segment.ms": str(3600 * 1000), "min.cleanable.dirty.ratio": "0.01",
+            "max.compaction.lag.ms": str(24 * 3600 * 1000)},
+)
+KEYS_DEAD_LETTERS = TopicSpec(
+    "commune.keys.deadletters", Kind.INTERNAL, key="dlq:<day>/<key id>",
+    description="Day keys of dead letters whose applicant is unknown; deleted after the dead-letter retention",
+    config={"cleanup.policy": "delete", "retention.ms": str(32 * 24 * 3600 * 1000),
+            "segment.ms": str(24 * 3600 * 1000)},
+)
+PRIVACY_AUDIT = TopicSpec(
+    "commune.privacy.audit", Kind.INTERNAL, key="subject id",
+    description="One record per erasure: who asked, when, the subject id and how many keys; no personal data",
+    partitions=1, config={"retention.ms": "-1"},
+)
+
 TOPICS: tuple[TopicSpec, ...] = (
     *RAW.values(), *CANONICAL.values(),
     DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS,
-    DLQ_REPLAYED, METRICS_CHANGELOG, METRICS_SNAPSHOTS,
+    DLQ_REPLAYED, METRICS_CHANGELOG, METRICS_SNAPSHOTS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT,
 )
 
 
@@ -143,6 +163,7 @@ class TransactionalId(StrEnum):
     INTAKE = "commune-bus.intake"
     GATEWAY = "commune-bus.gateway"
     DLQ_REPLAY = "commune-bus.cli.dlq-replay"
+    ERASE = "commune-bus.cli.erase"
 
 
 def namespaced(name: str, namespace: str) -> str:

@@ -1,6 +1,6 @@
 """The per-record decision of intake: a raw record becomes a canonical event or a dead letter with its reason.
 
-normalise -> source policy -> de-duplication, in that order. Pure: no Kafka, no
+normalise -> source policy -> de-duplication -> sealing (ADR 0015), in that order. Pure: no Kafka, no
 asyncio, no clock (the rejection time is passed in) and no state change (the
 shell remembers a published id in `SeenIds` once it has put the event in the
 transaction). A `Decider` is built once per raw partition and fetch, so the
@@ -15,7 +15,8 @@ from typing import Protocol
 
 from schemas.deadletter import DeadLetterContext, Reason, Rejection, internal_error
 from schemas.events import Family
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import Accepted, normalise, seal
+from services.privacy.keyring import Keyring
 
 Decision = Accepted | DeadLetterContext
 """Accepted: publish `event` canonical. DeadLetterContext: dead-letter the record with these `dlq.*` headers."""
@@ -50,6 +51,8 @@ class Decider:
     max_record_bytes: int
     rejected_at: str
     """ISO time stamped on this fetch's dead letters."""
+    keyring: Keyring | None = None
+    """Seals accepted dossier events (ADR 0015); None only where no canonical record is written (tests, tools)."""
 
     def decide(self, value: bytes | None, headers: Sequence[tuple[str, bytes]], offset: int) -> Decision:
         """The fate of the record at `offset`: its canonical event, or why and where from it is dead-lettered.
@@ -72,7 +75,7 @@ class Decider:
             if event.id in self.seen:
                 return self._dead_letter(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published",
                                          offset)
-            return outcome
+            return outcome if self.keyring is None else seal(outcome, self.keyring)
         r = outcome.rejection
         return self._dead_letter(r.reason, r.field, r.message, offset)
 

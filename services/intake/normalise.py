@@ -19,10 +19,13 @@ from pydantic_core import ErrorDetails
 from schemas import limits, wire
 from schemas.admin import commune_provinces
 from schemas.deadletter import Reason, Rejection, internal_error
-from schemas.dossier import DossierData, DossierStatusChanged
+from schemas.dossier import APPLICANT_FORMS, DossierData, DossierStatusChanged
 from schemas.envelope import Event
 from schemas.events import EVENT_TYPES, EVENTS_BY_FAMILY, FAMILY_OF_TYPE, Family
+from schemas.personal import KeyRecord, SealedApplicant
 from services.intake import portal
+from services.privacy.applicant import seal_event
+from services.privacy.keyring import Keyring
 
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 
@@ -30,6 +33,8 @@ DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class Accepted:
     event: Event
+    keys: tuple[KeyRecord, ...] = ()
+    """Sealed events only: data-key records to write in the same transaction as the event (`privacy.store`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +76,16 @@ def _from_validation(error: ValidationError, name_field: NameField = _field_path
     return Rejected(problems[0], problems)
 
 
+def _without_form(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """The location without the applicant group's form tag (`data.applicant.clear.phone` -> `data.applicant.phone`)."""
+    if "applicant" not in loc:
+        return loc
+    i = loc.index("applicant") + 1
+    return loc[:i] + loc[i + 1:] if i < len(loc) and loc[i] in APPLICANT_FORMS else loc
+
+
 def _problem(e: ErrorDetails, name_field: NameField) -> Rejection:
-    loc = tuple(e["loc"])
+    loc = _without_form(tuple(e["loc"]))
     ctx_field = (e.get("ctx") or {}).get("field")
     if isinstance(ctx_field, str):
         loc = (*loc, ctx_field)
@@ -218,17 +231,35 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
 
 def normalise(
     family: Family, value: bytes | None, headers: Sequence[tuple[str, bytes]] = (),
-    max_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_bytes: int = DEFAULT_MAX_RECORD_BYTES, keyring: Keyring | None = None,
 ) -> Outcome:
     """Validate and normalise one raw record of `family`: canonical event, or the reason it is rejected.
 
-    Never raises: an unexpected exception is this record's `internal_error` rejection (type and file:line).
+    With a `keyring`, an accepted dossier event comes out sealed (`seal`); without one (the gateway,
+    `commune-bus validate`) it keeps the clear applicant of the raw topic. Never raises: an unexpected
+    exception is this record's `internal_error` rejection (type and file:line).
     """
     try:
-        return _normalise(family, value, headers, max_bytes)
+        outcome = _normalise(family, value, headers, max_bytes)
+        if isinstance(outcome, Accepted) and _presealed(outcome.event):
+            return reject(Reason.INVALID_FIELD, "data.applicant",
+                          "data.applicant: send the applicant in clear on the raw topic; only intake seals it")
+        return outcome if keyring is None else seal(outcome, keyring)
     except Exception as exc:  # one record's bug must not stop the stream: it is dead-lettered
         problem = internal_error(exc)
         return Rejected(problem, (problem,))
+
+
+def _presealed(event: Event) -> bool:
+    return isinstance(event, DossierStatusChanged) and isinstance(event.data.applicant, SealedApplicant)
+
+
+def seal(outcome: Outcome, keyring: Keyring) -> Outcome:
+    """An accepted event as the canonical topic carries it: applicant sealed, new key records alongside."""
+    if not isinstance(outcome, Accepted):
+        return outcome
+    event, keys = seal_event(keyring, outcome.event)
+    return Accepted(event, tuple(keys))
 
 
 def _normalise(family: Family, value: bytes | None, headers: Sequence[tuple[str, bytes]], max_bytes: int) -> Outcome:

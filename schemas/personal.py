@@ -1,0 +1,100 @@
+"""Personal data at rest: sealed applicant fields, data-key records and erasure audit records (ADR 0015).
+
+Outside the raw topics, an applicant's personal data travels only sealed: each field
+AES-256-GCM encrypted under the applicant's data key (DEK), the DEK kept wrapped in
+the key topic (`commune.keys.applicants`), never inside an event. Erasing the
+applicant tombstones every key of their subject, so every sealed copy becomes
+unreadable at once. The shapes are here because `schemas/` is the one home of what
+travels on a topic; the cryptography is in `services/privacy`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from schemas.codes import Locale
+from schemas.envelope import Model
+from schemas.times import UtcDateTime
+
+SUBJECT_PATTERN = r"^[A-Za-z0-9_:.-]{1,80}$"
+"""A subject id: `a-` + base64url of a peppered HMAC of the CCCD (or phone/e-mail), never the number itself."""
+KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
+TOKEN_PATTERN = r"^[A-Za-z0-9_-]+$"
+"""base64url (no padding) of the 12-byte nonce followed by the ciphertext and its 16-byte tag."""
+
+PERSONAL_FIELDS = ("name", "id_number", "phone", "email", "zalo_user_id", "address")
+"""The applicant fields that are personal data (sealed outside the raw topics); `preferred_locale` stays clear."""
+
+
+def _token() -> Any:
+    return Field(default=None, pattern=TOKEN_PATTERN, max_length=2048, repr=False)
+
+
+class SealedApplicant(Model):
+    """The applicant group as canonical topics carry it: every personal field sealed, the locale clear.
+
+    A field's associated data is `<event id>/applicant.<field>`: a token moved to another event or
+    field does not open. `subject` and `key_id` name the data key; neither reveals the person.
+    """
+
+    model_config = Model.model_config | {"json_schema_extra": {"x-personal-data": "sealed"}}
+
+    subject: str = Field(pattern=SUBJECT_PATTERN, description="Pseudonymous applicant id (peppered HMAC)")
+    key_id: str = Field(pattern=KEY_ID_PATTERN, description="The data key in commune.keys.applicants")
+    name: str | None = _token()
+    id_number: str | None = _token()
+    phone: str | None = _token()
+    email: str | None = _token()
+    zalo_user_id: str | None = _token()
+    address: str | None = _token()
+    preferred_locale: Locale = Locale.VI
+
+
+class SealedValue(Model):
+    """One sealed value carried on its own (notify's recipient contact); `aad` is what it was sealed with."""
+
+    subject: str = Field(pattern=SUBJECT_PATTERN)
+    key_id: str = Field(pattern=KEY_ID_PATTERN)
+    aad: str = Field(max_length=300)
+    token: str = Field(pattern=TOKEN_PATTERN, max_length=2048, repr=False)
+
+
+class KeyRecord(Model):
+    """A wrapped data key: the value of `<subject>/<key id>` in the key topic (a tombstone erases it)."""
+
+    subject: str = Field(pattern=SUBJECT_PATTERN)
+    key_id: str = Field(pattern=KEY_ID_PATTERN)
+    kek_id: str = Field(min_length=1, max_length=40, description="Which key-encryption key wrapped it")
+    wrapped: str = Field(pattern=TOKEN_PATTERN, description="base64url(nonce + AES-GCM(KEK, DEK)), AAD subject/key")
+    created_at: UtcDateTime
+    expires_at: datetime | None = Field(
+        default=None, description="Dead-letter day keys only: unusable (and forgotten) after this time")
+
+    @property
+    def record_key(self) -> bytes:
+        return record_key(self.subject, self.key_id)
+
+
+def record_key(subject: str, key_id: str) -> bytes:
+    """The key-topic record key: several keys of one subject coexist (compaction keeps each)."""
+    return f"{subject}/{key_id}".encode()
+
+
+class ErasureAudit(Model):
+    """What an erasure leaves behind: who asked, when, which pseudonymous subject, how many keys. No personal data."""
+
+    erasure_id: str = Field(min_length=1, max_length=64)
+    subject: str = Field(pattern=SUBJECT_PATTERN)
+    requested_by: str = Field(min_length=1, max_length=128, description="Operator account or gateway principal")
+    requested_at: UtcDateTime
+    keys_destroyed: int = Field(ge=0)
+    via: str = Field(default="cli", max_length=32, description="cli, gateway")
+
+
+SEALED_SUBJECT_HEADER = "dlq.sealed.subject"
+"""On a sealed dead letter: the subject whose key sealed the value (an applicant's, or `dlq:<day>`)."""
+SEALED_KEY_HEADER = "dlq.sealed.key"
+"""On a sealed dead letter: the key id; the value is nonce || AES-GCM ciphertext of the original bytes."""

@@ -1,0 +1,86 @@
+"""Sealing and opening the applicant group of dossier events, pure (a `Keyring` is passed in).
+
+The subject is the applicant's CCCD when there is one (what an erasure request names),
+else the phone, e-mail or Zalo id; an applicant with none of them gets a subject of its
+own. Each personal field is sealed on its own, with `<event id>/applicant.<field>` as
+associated data, so notify opens only the contact it delivers to.
+"""
+
+from __future__ import annotations
+
+from schemas.dossier import Applicant, DossierStatusChanged
+from schemas.envelope import Event
+from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant, SealedValue
+from services.privacy import crypto
+from services.privacy.crypto import PrivacyError
+from services.privacy.keyring import Keyring
+
+_IDENTIFIERS = (("cccd", "id_number"), ("phone", "phone"), ("email", "email"), ("zalo", "zalo_user_id"))
+
+
+class AlreadySealed(PrivacyError):
+    """A raw record arrived with a sealed applicant group: only intake seals (the record is rejected)."""
+
+
+def field_aad(event_id: str, field: str) -> str:
+    return f"{event_id}/applicant.{field}"
+
+
+def subject_of(keyring: Keyring, applicant: Applicant) -> str:
+    for kind, field in _IDENTIFIERS:
+        value = getattr(applicant, field)
+        if value:
+            return keyring.subject(kind, value)
+    return keyring.anonymous_subject()
+
+
+def encrypt_applicant(keyring: Keyring, event_id: str, applicant: Applicant) -> tuple[SealedApplicant, list[KeyRecord]]:
+    """The applicant with every personal field sealed, and the key records the caller must write with it."""
+    subject = subject_of(keyring, applicant)
+    key_id, dek, records = keyring.key_for(subject)
+    sealed = {field: crypto.seal(dek, value.encode(), field_aad(event_id, field).encode())
+              for field in PERSONAL_FIELDS if (value := getattr(applicant, field))}
+    return SealedApplicant(subject=subject, key_id=key_id, preferred_locale=applicant.preferred_locale,
+                           **sealed), records
+
+
+def seal_event(keyring: Keyring, event: Event) -> tuple[Event, list[KeyRecord]]:
+    """`event` as the canonical topic carries it: a dossier event's applicant sealed; other events unchanged.
+
+    Raises `AlreadySealed` for an input that carries a sealed applicant (only intake seals).
+    """
+    if not isinstance(event, DossierStatusChanged) or event.data.applicant is None:
+        return event, []
+    applicant = event.data.applicant
+    if isinstance(applicant, SealedApplicant):
+        raise AlreadySealed("the applicant group is already sealed")
+    sealed, records = encrypt_applicant(keyring, event.id, applicant)
+    data = event.data.model_copy(update={"applicant": sealed})
+    return event.model_copy(update={"data": data}), records
+
+
+def open_field(keyring: Keyring, event_id: str, sealed: SealedApplicant, field: str) -> str | None:
+    """One clear field (None if the applicant had none); `Erased` / `KeyUnknown` / `Tampered` otherwise."""
+    token = getattr(sealed, field)
+    if token is None:
+        return None
+    dek = keyring.dek(sealed.subject, sealed.key_id)
+    return crypto.open_sealed(dek, token, field_aad(event_id, field).encode()).decode()
+
+
+def open_applicant(keyring: Keyring, event_id: str, sealed: SealedApplicant) -> Applicant:
+    """The clear applicant group (trace, CLI, a subscriber entitled to it)."""
+    clear = {field: open_field(keyring, event_id, sealed, field) for field in PERSONAL_FIELDS}
+    return Applicant(preferred_locale=sealed.preferred_locale, **clear)
+
+
+def sealed_value(event_id: str, sealed: SealedApplicant, field: str) -> SealedValue | None:
+    """One sealed field carried on its own (a notification's contact), None if the applicant had none."""
+    token = getattr(sealed, field)
+    if token is None:
+        return None
+    return SealedValue(subject=sealed.subject, key_id=sealed.key_id, aad=field_aad(event_id, field), token=token)
+
+
+def open_value(keyring: Keyring, value: SealedValue) -> str:
+    return crypto.open_sealed(keyring.dek(value.subject, value.key_id), value.token, value.aad.encode()).decode()

@@ -1,0 +1,121 @@
+"""The cryptographic primitives of personal data, pure: AES-256-GCM sealing, key wrapping, subject ids.
+
+Everything here is the maintained `cryptography` package's AESGCM and HMAC; nothing is
+home-made. A sealed token is base64url(12-byte random nonce || ciphertext || 16-byte tag),
+bound to its associated data (the event id and field name, or subject/key id for a
+wrapped key): a token opened with other associated data, or with any byte changed, fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEY_BYTES = 32
+"""AES-256: data keys and the key-encryption key."""
+NONCE_BYTES = 12
+"""96-bit random nonces (NIST SP 800-38D); a data key seals far fewer than 2^32 values."""
+TAG_BYTES = 16
+
+
+class PrivacyError(Exception):
+    """Base of this package's errors; messages never carry personal data or key material."""
+
+
+class Erased(PrivacyError):
+    """The data key is gone (erased, or a dead-letter day key past its retention): the value is unreadable."""
+
+
+class Tampered(PrivacyError):
+    """The token is malformed, or its tag does not verify (changed bytes, wrong key or wrong associated data)."""
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise Tampered("not base64url") from None
+
+
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def new_key_id() -> str:
+    """128 random bits: two workers creating a key for one subject at once never collide."""
+    return b64(os.urandom(16))
+
+
+def seal_raw(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM under `key`, fresh random nonce: nonce || ciphertext || tag (`aad` authenticated, not stored)."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_raw(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+    """The plaintext of `sealed`; `Tampered` unless key, associated data and every byte are right."""
+    if len(sealed) < NONCE_BYTES + TAG_BYTES:
+        raise Tampered("sealed value too short")
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+    except InvalidTag:
+        raise Tampered("authentication failed") from None
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes) -> str:
+    """`seal_raw` as base64url text (a JSON field)."""
+    return b64(seal_raw(key, plaintext, aad))
+
+
+def open_sealed(key: bytes, token: str, aad: bytes) -> bytes:
+    return open_raw(key, unb64(token), aad)
+
+
+def wrap_aad(subject: str, key_id: str) -> bytes:
+    return f"commune-bus/dek/{subject}/{key_id}".encode()
+
+
+def wrap(kek: bytes, dek: bytes, subject: str, key_id: str) -> str:
+    """The data key sealed under the key-encryption key, bound to its subject and key id."""
+    return seal(kek, dek, wrap_aad(subject, key_id))
+
+
+def unwrap(kek: bytes, wrapped: str, subject: str, key_id: str) -> bytes:
+    dek = open_sealed(kek, wrapped, wrap_aad(subject, key_id))
+    if len(dek) != KEY_BYTES:
+        raise Tampered("wrapped key has the wrong length")
+    return dek
+
+
+_SEPARATORS = re.compile(r"[\s.\-]")
+
+
+def normalise_cccd(number: str) -> str:
+    """The CCCD as 12 digits (spaces, dots and dashes removed); 9-digit CMND numbers are kept as they are."""
+    return _SEPARATORS.sub("", number)
+
+
+def normalise_phone(phone: str) -> str:
+    digits = re.sub(r"[^\d+]", "", phone)
+    return "0" + digits[3:] if digits.startswith("+84") else digits
+
+
+def subject_id(pepper: bytes, kind: str, value: str) -> str:
+    """`a-` + base64url(HMAC-SHA256(pepper, kind:value)): stable per person, reveals nothing without the pepper."""
+    mac = hmac.new(pepper, f"{kind}:{value}".encode(), hashlib.sha256).digest()
+    return "a-" + b64(mac)
+
+
+def cccd_subject(pepper: bytes, cccd: str) -> str:
+    return subject_id(pepper, "cccd", normalise_cccd(cccd))

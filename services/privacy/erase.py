@@ -1,0 +1,72 @@
+"""Erasure (crypto-shredding): tombstone every data key of a subject and leave an audit record, in one transaction.
+
+Needs no key-encryption key: the subject id comes from the CCCD and the pepper, the
+keys to destroy are the live record keys `<subject>/*` of the key topic. The topic is
+read twice around the tombstones: a key an intake worker created for the subject while
+the first read ran is destroyed by a second transaction (counted in the same audit).
+The audit record holds the pseudonymous subject id, never the CCCD.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from aiokafka import ConsumerRecord
+
+from schemas.personal import ErasureAudit
+from schemas.topics import KEYS_APPLICANTS, PRIVACY_AUDIT, TransactionalId, scoped, transactional_id
+from services.common import clients
+from services.common.changelog import read_to_end
+from services.common.settings import KafkaConnection
+from services.privacy import crypto
+
+
+async def live_keys(conn: KafkaConnection, namespace: str, subject: str) -> set[str]:
+    """Key ids of `subject` whose latest record in the key topic is not a tombstone."""
+    topic = scoped(KEYS_APPLICANTS, namespace).name
+    prefix = f"{subject}/".encode()
+    live: set[str] = set()
+
+    def apply(_: int, record: ConsumerRecord[bytes, bytes]) -> None:
+        if record.key is None or not record.key.startswith(prefix):
+            return
+        key_id = record.key[len(prefix):].decode("utf-8", "replace")
+        if record.value is None:
+            live.discard(key_id)
+        else:
+            live.add(key_id)
+
+    await read_to_end(conn, topic, range(KEYS_APPLICANTS.partitions), apply, client_id="commune-bus-erase-read")
+    return live
+
+
+async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, requested_by: str,
+                        via: str = "cli", now: datetime | None = None) -> ErasureAudit:
+    """Destroy every key of `subject`; returns the audit record written (keys_destroyed may be 0)."""
+    keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
+    producer = clients.transactional_producer(
+        conn, transactional_id=transactional_id(TransactionalId.ERASE, namespace, "cli"),
+        client_id="commune-bus-erase")
+    await producer.start()
+    try:
+        first = await live_keys(conn, namespace, subject)
+        async with producer.transaction():
+            for key_id in sorted(first):
+                await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
+        late = await live_keys(conn, namespace, subject) - first  # created while the first read ran
+        audit = ErasureAudit(erasure_id=uuid.uuid4().hex, subject=subject, requested_by=requested_by,
+                             requested_at=now or datetime.now(UTC), keys_destroyed=len(first | late), via=via)
+        async with producer.transaction():
+            for key_id in sorted(late):
+                await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
+            await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode())
+    finally:
+        await producer.stop()
+    return audit
+
+
+async def erase_cccd(conn: KafkaConnection, namespace: str, pepper: bytes, cccd: str, *, requested_by: str,
+                     via: str = "cli") -> ErasureAudit:
+    """Erase the applicant with this CCCD number (the operator CLI and the gateway's endpoint call this)."""
+    return await erase_subject(conn, namespace, crypto.cccd_subject(pepper, cccd), requested_by=requested_by, via=via)

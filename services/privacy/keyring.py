@@ -1,0 +1,142 @@
+"""The keyring: unwrapped data keys in memory, used synchronously by pure code (intake's decision, notify's rules).
+
+A key is *pending* from its creation here until the key topic gives its record back
+(`apply`, fed by `store.KeyStore`); while pending, every use returns its record again, so
+each transaction that holds a value sealed under the key also holds the key (a key
+created in an aborted transaction is written by the next one that uses it; records
+are idempotent: same record key, same value). Two workers may create keys for one
+subject at once: both are kept (record key `<subject>/<key id>`), each ciphertext names
+its key. A tombstone forgets the key at once; opening a value under it raises `Erased`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from schemas.personal import KeyRecord
+from services.privacy import crypto
+from services.privacy.crypto import Erased, PrivacyError
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class KeyUnknown(Erased):
+    """No record of this key here yet, and no tombstone either: the key store may lag (refresh, then it is erased)."""
+
+
+@dataclass
+class _Key:
+    record: KeyRecord
+    dek: bytes
+    confirmed: bool
+
+
+class Keyring:
+    """Data keys by subject. Not thread-safe; one per event loop (the key store and the pure code share it)."""
+
+    def __init__(self, keks: Mapping[str, bytes], kek_id: str, pepper: bytes, *, clock: Clock = utcnow) -> None:
+        if kek_id not in keks:
+            raise PrivacyError("the current key-encryption key id has no key")
+        if any(len(k) != crypto.KEY_BYTES for k in keks.values()) or len(pepper) < 16:
+            raise PrivacyError("key-encryption keys must be 32 bytes and the pepper at least 16")
+        self._keks, self._kek_id, self._pepper, self._clock = dict(keks), kek_id, pepper, clock
+        self._keys: dict[str, dict[str, _Key]] = {}
+        self._erased: set[tuple[str, str]] = set()
+
+    # --- subjects -------------------------------------------------------------------------------
+
+    def subject(self, kind: str, value: str) -> str:
+        """The pseudonymous subject id of an identifier (`cccd`, `phone`, `email`, `zalo`)."""
+        if kind == "cccd":
+            return crypto.cccd_subject(self._pepper, value)
+        if kind == "phone":
+            value = crypto.normalise_phone(value)
+        return crypto.subject_id(self._pepper, kind, value.strip().lower())
+
+    @staticmethod
+    def anonymous_subject() -> str:
+        """For an applicant with no identifier at all: a subject of its own (erasable only by key id)."""
+        return "r-" + crypto.b64(os.urandom(16))
+
+    # --- keys -----------------------------------------------------------------------------------
+
+    def key_for(self, subject: str, expires_at: datetime | None = None) -> tuple[str, bytes, list[KeyRecord]]:
+        """A usable key of `subject` (the newest), created if there is none; its record unless confirmed."""
+        now = self._clock()
+        usable = [k for k in self._keys.get(subject, {}).values()
+                  if k.record.expires_at is None or k.record.expires_at > now]
+        if usable:
+            newest = max(usable, key=lambda k: (k.record.created_at, k.record.key_id))
+            return newest.record.key_id, newest.dek, [] if newest.confirmed else [newest.record]
+        key_id, dek = crypto.new_key_id(), crypto.new_key()
+        record = KeyRecord(subject=subject, key_id=key_id, kek_id=self._kek_id, created_at=now, expires_at=expires_at,
+                           wrapped=crypto.wrap(self._keks[self._kek_id], dek, subject, key_id))
+        self._keys.setdefault(subject, {})[key_id] = _Key(record, dek, confirmed=False)
+        return key_id, dek, [record]
+
+    def dek(self, subject: str, key_id: str) -> bytes:
+        """The data key to open a value; `Erased` if tombstoned or expired, `KeyUnknown` if never seen."""
+        key = self._keys.get(subject, {}).get(key_id)
+        if key is None:
+            if (subject, key_id) in self._erased:
+                raise Erased("the data key was erased")
+            raise KeyUnknown("no such data key (yet)")
+        if key.record.expires_at is not None and key.record.expires_at <= self._clock():
+            raise Erased("the data key has expired")
+        return key.dek
+
+    def key_ids(self, subject: str) -> list[str]:
+        return sorted(self._keys.get(subject, {}))
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys in self._keys.values())
+
+    # --- the key topic --------------------------------------------------------------------------
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """One key-topic record: a key record confirms (or adds) its key; a tombstone erases it at once.
+
+        A record this keyring cannot read (bad JSON, unknown KEK, failed unwrap) raises `PrivacyError`:
+        the caller counts and skips it; it never hides a key that was readable before.
+        """
+        if key is None:
+            return
+        subject, _, key_id = key.decode("utf-8", "replace").rpartition("/")
+        if value is None:
+            self.forget(subject, key_id)
+            return
+        try:
+            record = KeyRecord.model_validate_json(value)
+        except ValueError:
+            raise PrivacyError("unreadable key record") from None
+        if (record.subject, record.key_id) != (subject, key_id):
+            raise PrivacyError("key record does not match its record key")
+        kek = self._keks.get(record.kek_id)
+        if kek is None:
+            raise PrivacyError("key record wrapped under an unknown key-encryption key")
+        dek = crypto.unwrap(kek, record.wrapped, record.subject, record.key_id)
+        self._keys.setdefault(subject, {})[key_id] = _Key(record, dek, confirmed=True)
+        self._erased.discard((subject, key_id))
+
+    def forget(self, subject: str, key_id: str) -> None:
+        keys = self._keys.get(subject, {})
+        keys.pop(key_id, None)
+        if not keys:
+            self._keys.pop(subject, None)
+        self._erased.add((subject, key_id))
+
+    def expire(self) -> int:
+        """Forget day keys past their expiry (dead letters under them are gone from their topic); how many."""
+        now = self._clock()
+        gone = [(s, k) for s, keys in self._keys.items() for k, v in keys.items()
+                if v.record.expires_at is not None and v.record.expires_at <= now]
+        for subject, key_id in gone:
+            self.forget(subject, key_id)
+        return len(gone)

@@ -1,0 +1,66 @@
+"""Typed, frozen settings of personal-data protection: `PRIVACY_*` variables or secret files.
+
+The key-encryption key (KEK) and the pepper of subject ids are secrets (`SecretStr`, never
+logged), given as base64url text in `PRIVACY_KEK` / `PRIVACY_PEPPER` or in files
+(`PRIVACY_KEK_FILE`, `PRIVACY_PEPPER_FILE`, e.g. mounted secrets). Older KEKs stay
+readable through `PRIVACY_OLD_KEKS` (`id:base64url,...`) while their keys are re-wrapped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.privacy import crypto
+from services.privacy.crypto import PrivacyError
+from services.privacy.keyring import Clock, Keyring, utcnow
+
+
+class PrivacySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRIVACY_", frozen=True, populate_by_name=True, extra="ignore")
+
+    kek: SecretStr | None = Field(default=None, description="Key-encryption key, 32 bytes as base64url")
+    kek_file: Path | None = Field(default=None, description="File holding the key-encryption key (base64url)")
+    kek_id: str = Field(default="kek-1", min_length=1, max_length=40, description="Id of the current KEK")
+    old_keks: SecretStr | None = Field(default=None, description="Earlier KEKs still readable: id:base64url,...")
+    pepper: SecretStr | None = Field(default=None, description="Secret of subject ids (HMAC key), >= 16 bytes")
+    pepper_file: Path | None = Field(default=None, description="File holding the pepper (base64url)")
+    dead_letter_retention_days: int = Field(
+        default=30, ge=1, description="Retention of commune.dlq.intake: day keys of dead letters expire after it")
+
+    def keks(self) -> dict[str, bytes]:
+        current = _secret(self.kek, self.kek_file, "KEK")
+        keks = {self.kek_id: current}
+        if self.old_keks is not None:
+            for item in self.old_keks.get_secret_value().split(","):
+                kid, _, text = item.strip().partition(":")
+                if kid and text:
+                    keks[kid] = crypto.unb64(text)
+        return keks
+
+    def keyring(self, clock: Clock = utcnow) -> Keyring:
+        return Keyring(self.keks(), self.kek_id, _secret(self.pepper, self.pepper_file, "pepper"), clock=clock)
+
+
+def _secret(value: SecretStr | None, file: Path | None, what: str) -> bytes:
+    if value is not None:
+        text = value.get_secret_value()
+    elif file is not None:
+        try:
+            text = file.read_text(encoding="ascii")
+        except OSError:
+            raise PrivacyError(f"the {what} file cannot be read") from None
+    else:
+        raise PrivacyError(f"no {what}: set PRIVACY_{what.upper()} or PRIVACY_{what.upper()}_FILE")
+    try:
+        return crypto.unb64(text.strip())
+    except crypto.Tampered:
+        raise PrivacyError(f"the {what} is not base64url") from None
+
+
+def generate_secret() -> str:
+    """A fresh 32-byte secret as base64url (`commune-bus keys secret` prints one)."""
+    return crypto.b64(crypto.new_key())
+

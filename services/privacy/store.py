@@ -1,0 +1,96 @@
+"""The key store: tails the key topics into a `Keyring` and keeps it current (erasures drop keys at once).
+
+`start` reads both key topics to their end (committed records only, like every restore);
+`run` then follows them for as long as the service runs (spawn it on the Supervisor).
+`refresh` waits until everything committed before the call has been applied: a value
+whose key is unknown is opened again after it, and only then counted as erased.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from schemas.personal import KeyRecord
+from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
+from services.common import clients
+from services.common.settings import KafkaConnection
+from services.privacy.crypto import PrivacyError
+from services.privacy.keyring import Keyring
+
+log = structlog.get_logger("privacy.keys")
+
+KeyMessage = tuple[str, bytes, bytes]
+"""(topic, record key, record value): what a caller sends for each new key record, in its transaction."""
+
+
+def key_topics(namespace: str) -> tuple[str, str]:
+    return scoped(KEYS_APPLICANTS, namespace).name, scoped(KEYS_DEAD_LETTERS, namespace).name
+
+
+def key_messages(records: list[KeyRecord], namespace: str) -> list[KeyMessage]:
+    """The messages that store `records`: applicant keys in the compacted topic, day keys in the expiring one."""
+    applicants, dead_letters = key_topics(namespace)
+    return [(dead_letters if r.expires_at is not None else applicants, r.record_key,
+             r.model_dump_json(exclude_none=True).encode()) for r in records]
+
+
+class KeyStore:
+    def __init__(self, conn: KafkaConnection, namespace: str, keyring: Keyring, *, client_id: str) -> None:
+        self.keyring, self.topics = keyring, key_topics(namespace)
+        self._counts = (KEYS_APPLICANTS.partitions, KEYS_DEAD_LETTERS.partitions)
+        """The registry's partition counts (services check the real layout against it at start)."""
+        self._consumer: AIOKafkaConsumer = clients.consumer(conn, client_id=client_id)
+        self._applied: dict[TopicPartition, int] = {}
+        self._progress = asyncio.Condition()
+        self.unreadable = 0
+        """Key records this keyring could not read (another KEK, damage): counted, skipped."""
+
+    async def start(self) -> None:
+        """Assign every partition of both key topics from the beginning and apply them to their current end."""
+        await self._consumer.start()
+        tps = [TopicPartition(t, p) for t, n in zip(self.topics, self._counts, strict=True) for p in range(n)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        end = await self._consumer.end_offsets(tps)
+        while [tp for tp in tps if await self._consumer.position(tp) < end[tp]]:
+            await self._fetch_once()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Follow the key topics until cancelled."""
+        while True:
+            await self._fetch_once()
+
+    async def _fetch_once(self) -> None:
+        batch = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
+        for records in batch.values():
+            for record in records:
+                self._apply(record)
+        async with self._progress:
+            for tp in self._consumer.assignment():
+                self._applied[tp] = await self._consumer.position(tp)
+            self._progress.notify_all()
+
+    def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            self.keyring.apply(record.key, record.value)
+        except PrivacyError as exc:
+            self.unreadable += 1
+            log.error("privacy.key_record_unreadable", topic=record.topic, partition=record.partition,
+                      offset=record.offset, error=str(exc))
+
+    async def refresh(self, timeout_s: float = 10.0) -> None:
+        """Return once every key record committed before this call is applied (`run` must be running)."""
+        tps = list(self._consumer.assignment())
+        end = await self._consumer.end_offsets(tps)
+
+        def reached() -> bool:
+            return all(self._applied.get(tp, -1) >= end[tp] for tp in tps)
+
+        async with asyncio.timeout(timeout_s), self._progress:
+            await self._progress.wait_for(reached)

@@ -1,0 +1,94 @@
+"""The primitives: AES-256-GCM seal/open round trips, tampering, key wrapping and subject ids (property-based)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.privacy import crypto
+from services.privacy.crypto import Tampered
+
+pytestmark = pytest.mark.unit
+
+keys = st.binary(min_size=32, max_size=32)
+texts = st.binary(max_size=512)
+aads = st.binary(max_size=64)
+
+
+@given(key=keys, plaintext=texts, aad=aads)
+@settings(deadline=None)
+def test_open_returns_what_was_sealed(key: bytes, plaintext: bytes, aad: bytes) -> None:
+    """Any bytes sealed under any key and associated data open to the same bytes."""
+    assert crypto.open_sealed(key, crypto.seal(key, plaintext, aad), aad) == plaintext
+
+
+@given(key=keys, plaintext=texts, aad=aads, data=st.data())
+@settings(deadline=None, max_examples=300)
+def test_any_changed_byte_fails(key: bytes, plaintext: bytes, aad: bytes, data: st.DataObject) -> None:
+    """Flipping any bit of any byte of a sealed value (nonce, ciphertext or tag) makes it refuse to open."""
+    sealed = bytearray(crypto.seal_raw(key, plaintext, aad))
+    index = data.draw(st.integers(0, len(sealed) - 1), label="byte")
+    sealed[index] ^= data.draw(st.integers(1, 255), label="xor")
+    with pytest.raises(Tampered):
+        crypto.open_raw(key, bytes(sealed), aad)
+
+
+@given(key=keys, other=keys, plaintext=texts, aad=aads, other_aad=aads)
+@settings(deadline=None)
+def test_wrong_key_or_associated_data_fails(key: bytes, other: bytes, plaintext: bytes, aad: bytes,
+                                            other_aad: bytes) -> None:
+    """A value opens only with its own key and its own associated data (event id and field)."""
+    token = crypto.seal(key, plaintext, aad)
+    if other != key:
+        with pytest.raises(Tampered):
+            crypto.open_sealed(other, token, aad)
+    if other_aad != aad:
+        with pytest.raises(Tampered):
+            crypto.open_sealed(key, token, other_aad)
+
+
+@given(token=st.text(max_size=80))
+@settings(deadline=None)
+def test_garbage_tokens_are_tampered_never_another_error(token: str) -> None:
+    """Whatever text arrives as a token, opening it fails with `Tampered` (never a crash of another kind)."""
+    with pytest.raises(Tampered):
+        crypto.open_sealed(bytes(32), token, b"aad")
+
+
+@given(truncate=st.integers(0, 27))
+@settings(deadline=None)
+def test_truncated_values_fail(truncate: int) -> None:
+    """A sealed value cut short (even below nonce + tag) refuses to open."""
+    sealed = crypto.seal_raw(bytes(32), b"0912345678", b"aad")
+    with pytest.raises(Tampered):
+        crypto.open_raw(bytes(32), sealed[:truncate], b"aad")
+
+
+def test_nonces_are_fresh() -> None:
+    """Sealing the same value twice gives different tokens (random 96-bit nonce each time)."""
+    assert crypto.seal(bytes(32), b"same", b"aad") != crypto.seal(bytes(32), b"same", b"aad")
+
+
+@given(dek=keys, subject=st.text(min_size=1, max_size=20), key_id=st.text(min_size=1, max_size=20))
+@settings(deadline=None)
+def test_wrapped_keys_unwrap_only_for_their_subject_and_id(dek: bytes, subject: str, key_id: str) -> None:
+    """A wrapped data key unwraps under its KEK, subject and key id, and fails if either is swapped."""
+    kek = bytes(range(32))
+    wrapped = crypto.wrap(kek, dek, subject, key_id)
+    assert crypto.unwrap(kek, wrapped, subject, key_id) == dek
+    with pytest.raises(Tampered):
+        crypto.unwrap(kek, wrapped, subject + "x", key_id)
+    with pytest.raises(Tampered):
+        crypto.unwrap(kek, wrapped, subject, key_id + "x")
+
+
+@given(digits=st.text(alphabet="0123456789", min_size=12, max_size=12))
+@settings(deadline=None)
+def test_subject_ids_reveal_no_digits_and_ignore_formatting(digits: str) -> None:
+    """A CCCD's subject id is the same however it is spaced, depends on the pepper, and does not contain it."""
+    spaced = f"{digits[:3]} {digits[3:6]}.{digits[6:9]}-{digits[9:]}"
+    subject = crypto.cccd_subject(b"pepper-0123456789", digits)
+    assert subject == crypto.cccd_subject(b"pepper-0123456789", spaced)
+    assert subject != crypto.cccd_subject(b"another-pepper-01", digits)
+    assert digits not in subject and digits[:6] not in subject

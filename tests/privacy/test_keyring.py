@@ -1,0 +1,171 @@
+"""The keyring and applicant sealing: pending keys, racing key creation, erasure, dead letters (pure, no broker)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.dossier import Applicant
+from schemas.personal import PERSONAL_FIELDS, SealedApplicant
+from services.privacy import applicant as sealing
+from services.privacy import crypto, deadletters
+from services.privacy.crypto import Erased, PrivacyError, Tampered
+from services.privacy.keyring import Keyring, KeyUnknown
+from services.privacy.store import key_messages
+from tests.privacy.keys import KEK, NOW, PEPPER, keyring
+
+pytestmark = pytest.mark.unit
+
+LAN = Applicant(name="Nguyễn Thị Lan", id_number="008123456789", phone="0912345678", email="lan@example.vn",
+                address="Thôn Nà Tàng, Xã Thượng Lâm")
+
+
+def test_sealed_applicant_has_no_clear_personal_data() -> None:
+    """The sealed group's JSON holds none of the applicant's values, and opens back to them with the key."""
+    ring = keyring()
+    sealed, records = sealing.encrypt_applicant(ring, "evt-1", LAN)
+    text = sealed.model_dump_json()
+    for field in PERSONAL_FIELDS:
+        value = getattr(LAN, field)
+        assert value is None or value not in text
+    assert len(records) == 1 and records[0].subject == sealed.subject
+    assert sealing.open_applicant(ring, "evt-1", sealed) == LAN
+
+
+def test_another_service_opens_with_the_key_record_only() -> None:
+    """A keyring that got the key record from the topic (with the same KEK) opens the value; before it, unknown."""
+    writer, reader = keyring(), keyring()
+    sealed, records = sealing.encrypt_applicant(writer, "evt-1", LAN)
+    with pytest.raises(KeyUnknown):
+        sealing.open_field(reader, "evt-1", sealed, "phone")
+    for r in records:
+        reader.apply(r.record_key, r.model_dump_json().encode())
+    assert sealing.open_field(reader, "evt-1", sealed, "phone") == "0912345678"
+
+
+def test_a_value_moved_to_another_event_or_field_does_not_open() -> None:
+    """The associated data binds a token to its event id and field."""
+    ring = keyring()
+    sealed, _ = sealing.encrypt_applicant(ring, "evt-1", LAN)
+    with pytest.raises(Tampered):
+        sealing.open_field(ring, "evt-2", sealed, "phone")
+    swapped = sealed.model_copy(update={"name": sealed.phone})
+    with pytest.raises(Tampered):
+        sealing.open_field(ring, "evt-1", swapped, "name")
+
+
+def test_pending_keys_are_returned_until_the_topic_confirms_them() -> None:
+    """Each use of a key not yet read back from the topic returns its record again; once confirmed, none."""
+    ring = keyring()
+    _, first = sealing.encrypt_applicant(ring, "evt-1", LAN)
+    _, again = sealing.encrypt_applicant(ring, "evt-2", LAN)
+    assert first == again and len(first) == 1
+    ring.apply(first[0].record_key, first[0].model_dump_json().encode())
+    _, after = sealing.encrypt_applicant(ring, "evt-3", LAN)
+    assert after == []
+
+
+def test_racing_keys_for_one_subject_coexist() -> None:
+    """Two workers creating a key for one applicant at once: both records are kept, each value opens with its own."""
+    a, b, reader = keyring(), keyring(), keyring()
+    sealed_a, rec_a = sealing.encrypt_applicant(a, "evt-a", LAN)
+    sealed_b, rec_b = sealing.encrypt_applicant(b, "evt-b", LAN)
+    assert sealed_a.subject == sealed_b.subject and sealed_a.key_id != sealed_b.key_id
+    assert rec_a[0].record_key != rec_b[0].record_key
+    for r in rec_a + rec_b:
+        reader.apply(r.record_key, r.model_dump_json().encode())
+    assert sealing.open_field(reader, "evt-a", sealed_a, "name") == LAN.name
+    assert sealing.open_field(reader, "evt-b", sealed_b, "name") == LAN.name
+    assert len(reader.key_ids(sealed_a.subject)) == 2
+
+
+def test_a_tombstone_erases_at_once() -> None:
+    """After its tombstone, a value under the key raises Erased (not KeyUnknown), and other applicants still open."""
+    ring = keyring()
+    lan, rec_lan = sealing.encrypt_applicant(ring, "evt-1", LAN)
+    minh, _ = sealing.encrypt_applicant(ring, "evt-2", Applicant(name="Trần Văn Minh", id_number="001099000111"))
+    ring.apply(rec_lan[0].record_key, None)
+    with pytest.raises(Erased) as caught:
+        sealing.open_field(ring, "evt-1", lan, "name")
+    assert not isinstance(caught.value, KeyUnknown)
+    assert sealing.open_field(ring, "evt-2", minh, "name") == "Trần Văn Minh"
+
+
+def test_the_subject_is_the_cccd_whatever_else_changes() -> None:
+    """Two submissions of one CCCD (another phone, spaced differently) share the subject an erasure names."""
+    ring = keyring()
+    one, _ = sealing.encrypt_applicant(ring, "e1", LAN)
+    two, _ = sealing.encrypt_applicant(ring, "e2", Applicant(name="Lan", id_number="008 123 456 789", phone="0999"))
+    assert one.subject == two.subject == crypto.cccd_subject(PEPPER, "008123456789")
+
+
+def test_key_records_hold_no_key_in_clear_and_go_to_their_topic() -> None:
+    """A key record's JSON holds only the wrapped key; applicant keys go to the compacted topic, day keys elsewhere."""
+    ring = keyring()
+    _, dek, records = ring.key_for("a-subject")
+    assert crypto.b64(dek) not in records[0].model_dump_json()
+    _, _, day = ring.key_for("dlq:2026-12-01", NOW + timedelta(days=31))
+    topics = [m[0] for m in key_messages(records + day, "ns")]
+    assert topics == ["ns.commune.keys.applicants", "ns.commune.keys.deadletters"]
+
+
+def test_a_record_under_another_kek_is_refused_not_trusted() -> None:
+    """A key record wrapped under an unknown KEK, or forged, raises PrivacyError (the store counts and skips it)."""
+    other = Keyring({"kek-2": bytes(32)}, "kek-2", PEPPER)
+    _, _, records = other.key_for("a-x")
+    ring = keyring()
+    with pytest.raises(PrivacyError):
+        ring.apply(records[0].record_key, records[0].model_dump_json().encode())
+    forged = records[0].model_copy(update={"kek_id": "kek-1"})
+    with pytest.raises(Tampered):
+        ring.apply(forged.record_key, forged.model_dump_json().encode())
+    assert len(ring) == 0
+
+
+def test_dead_letters_of_a_known_applicant_use_their_key() -> None:
+    """A rejected record naming a CCCD is sealed under that applicant's key: erasing them erases it."""
+    ring = keyring()
+    raw = orjson.dumps({"MaHoSo": "X", "SoGiayToChuHoSo": "008123456789", "ChuHoSo": "Nguyễn Thị Lan"})
+    sealed, headers, records = deadletters.seal_dead_letter(
+        ring, raw, source_topic="commune.raw.dossier", partition=2, offset=7, rejected_on=date(2026, 12, 1),
+        retention_days=30)
+    assert sealed is not None and b"Lan" not in sealed and b"008123456789" not in sealed
+    assert dict(headers)["dlq.sealed.subject"].decode() == crypto.cccd_subject(PEPPER, "008123456789")
+    args = {"source_topic": "commune.raw.dossier", "partition": 2, "offset": 7}
+    assert deadletters.open_dead_letter(ring, sealed, headers, **args) == raw
+    ring.apply(records[0].record_key, None)
+    with pytest.raises(Erased):
+        deadletters.open_dead_letter(ring, sealed, headers, **args)
+
+
+@given(raw=st.binary(max_size=300))
+@settings(deadline=None)
+def test_anything_else_is_sealed_under_the_day_key_which_expires(raw: bytes) -> None:
+    """Bytes naming no applicant are sealed under the day's key; after the retention the key is gone."""
+    now = [NOW]
+    ring = keyring(lambda: now[0])
+    if deadletters.identify(ring, raw) is not None:
+        return
+    sealed, headers, records = deadletters.seal_dead_letter(
+        ring, raw, source_topic="t", partition=0, offset=1, rejected_on=NOW.date(), retention_days=30)
+    assert dict(headers)["dlq.sealed.subject"] == b"dlq:2026-12-01" and records[0].expires_at is not None
+    assert deadletters.open_dead_letter(ring, sealed, headers, source_topic="t", partition=0, offset=1) == raw
+    now[0] = NOW + timedelta(days=31)
+    with pytest.raises(Erased):
+        deadletters.open_dead_letter(ring, sealed, headers, source_topic="t", partition=0, offset=1)
+    assert ring.expire() == 1
+
+
+def test_settings_build_a_working_keyring_and_hide_secrets() -> None:
+    """PRIVACY_* settings give a keyring with the same KEK and pepper; their repr shows no secret."""
+    from tests.privacy.keys import settings
+
+    s = settings()
+    assert s.keks() == {"kek-1": KEK}
+    assert crypto.b64(KEK) not in repr(s) and crypto.b64(PEPPER) not in repr(s)
+    sealed, _ = sealing.encrypt_applicant(s.keyring(), "e", LAN)
+    assert isinstance(sealed, SealedApplicant) and sealed.subject == crypto.cccd_subject(PEPPER, LAN.id_number or "")
