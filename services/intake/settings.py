@@ -18,8 +18,8 @@ class IntakeSettings(ConsumerSettings):
     http_port: int = Field(default=9101, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
     worker_id: str = Field(
         default="0",
-        description="Names the worker in client ids and logs. Transactional ids do not derive from it: they are "
-        "per raw partition number (`task_transactional_id`), the same on every worker (ADR 0011)",
+        description="Stable per worker (e.g. a StatefulSet ordinal), unique in the group: names the worker's "
+        "transactional id, so a restarted worker aborts what its predecessor left open (ADR 0017)",
     )
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     max_canonical_bytes: int = Field(
@@ -35,12 +35,6 @@ class IntakeSettings(ConsumerSettings):
         default=16 * 1024 * 1024, description="At most about this many raw bytes validated and waiting (memory stays "
         "bounded)"
     )
-    max_transactions_in_flight: int = Field(
-        default=2, ge=1,
-        description="Transactions committing at once over all of the worker's tasks (one per task at most, the "
-        "oldest waiting first): each costs the broker's transaction coordinator the same, however few records it "
-        "carries, so fewer and larger ones keep latency down on a busy broker",
-    )
     transaction_timeout_ms: int = 15_000
     sources_file: str | None = Field(default=None, description="Source registry; unset = every source allowed")
 
@@ -48,6 +42,7 @@ class IntakeSettings(ConsumerSettings):
     def group_id(self) -> str:
         return topics.group_id(topics.Group.INTAKE, self.namespace)
 
-    def task_transactional_id(self, partition: int) -> str:
-        """`<namespace.>commune-bus.intake.p<N>`: whoever is assigned raw partition N fences its earlier owner."""
-        return topics.transactional_id(topics.TransactionalId.INTAKE, self.namespace, f"p{partition}")
+    @property
+    def transactional_id(self) -> str:
+        """`<namespace.>commune-bus.intake.<worker_id>`: a restarted worker fences its predecessor's producer."""
+        return topics.transactional_id(topics.TransactionalId.INTAKE, self.namespace, self.worker_id)

@@ -1,21 +1,13 @@
-"""One task of an intake worker: raw partition number N of every raw topic, committed by a producer of its own.
+"""The worker's transactions: one transactional producer, one transaction in flight, group commit (ADR 0017).
 
-Why one transactional producer per raw partition number (ADR 0011): aiokafka
-commits a transaction's offsets without the consumer group's generation (no
-KIP-447), so the broker cannot tell a worker that lost its partitions (paused
-past the session timeout, stalled) from their new owner, and the old owner's
-late commit would publish records its successor publishes again. With the
-transactional id `<namespace.>commune-bus.intake.p<N>`, the same on every
-worker, whoever is assigned N starts that producer first, which aborts the
-earlier owner's open transaction (or waits for its commit to finish) and makes
-any later transaction of the earlier owner fail with ProducerFenced. Only then
-does the new owner read N's committed offsets and de-duplication state, so it
-starts exactly where the last committed transaction of N ended: Kafka Streams'
-"exactly-once v1".
-
-A task commits its own outputs with its own input offsets, one transaction in
-flight at a time; everything validated meanwhile goes out in the next one
-(group commit).
+Every raw partition the worker owns feeds the same transaction stream: records
+are validated into the open outputs while the previous transaction commits, and
+go out together in the next one with their input offsets. The offsets carry the
+consumer group's generation (KIP-447, `services.common.kip447`), so a worker
+that lost its partitions (paused past its session timeout, evicted) cannot
+commit them: the group coordinator refuses, the transaction aborts. The
+transactional id names the worker (`IntakeSettings.transactional_id`): a
+restarted worker's producer aborts whatever its predecessor left open.
 """
 
 from __future__ import annotations
@@ -40,14 +32,14 @@ class TransactionStuck(KafkaError):
 
 
 class Task:
-    """Raw partition N of every raw topic: its producer, where validation stands, what waits and what commits."""
+    """The worker's producer, where validation stands per raw partition, what waits and what commits."""
 
-    def __init__(self, number: int, producer: AIOKafkaProducer) -> None:
-        self.number = number
+    def __init__(self, name: str, producer: AIOKafkaProducer) -> None:
+        self.name = name
         self.producer = producer
         self.positions: dict[TopicPartition, int] = {}
-        """The next offset to validate per raw partition; a fetched record below it was fetched before the task
-        (re)started and is skipped (the consumer delivers it again from the committed offset)."""
+        """The next offset to validate per owned raw partition; a fetched record below it was fetched before the
+        partition was (re)assigned and is skipped (the consumer delivers it again from the committed offset)."""
         self.open: TransactionOutputs | None = None
         """Validated, waiting for the next transaction."""
         self.inflight: asyncio.Task[None] | None = None
@@ -56,7 +48,7 @@ class Task:
         """When the transaction in flight started (monotonic seconds)."""
 
     def __repr__(self) -> str:
-        return f"Task(p{self.number})"
+        return f"Task({self.name})"
 
     @property
     def committing(self) -> bool:
@@ -73,7 +65,7 @@ class Task:
             return
         if not self.inflight.done():
             if time.monotonic() - self.started > timeout_s:
-                raise TransactionStuck(f"task p{self.number}: a transaction in flight for over {timeout_s:g} s")
+                raise TransactionStuck(f"{self.name}: a transaction in flight for over {timeout_s:g} s")
             return
         finished, self.inflight = self.inflight, None
         finished.result()
@@ -85,22 +77,23 @@ class Task:
             return False
         out, self.open = self.open, None
         self.started = time.monotonic()
-        self.inflight = asyncio.create_task(publish(self, out), name=f"intake:transaction:p{self.number}")
+        self.inflight = asyncio.create_task(publish(self, out), name=f"intake:transaction:{self.name}")
         return True
 
     async def drain(self, publish: Publish, timeout_s: float) -> None:
-        """Commit everything validated so far (before the task is given up, and on stop); raises a failure, or
+        """Commit everything validated so far (before partitions are given up, and on stop); raises a failure, or
         `TransactionStuck` after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while self.inflight is not None or self.open is not None:
             if (inflight := self.inflight) is not None:  # the main loop may collect it meanwhile
                 await asyncio.wait({inflight}, timeout=max(0.0, deadline - time.monotonic()))
                 if not inflight.done():
-                    raise TransactionStuck(f"task p{self.number}: not committed within {timeout_s:g} s")
+                    raise TransactionStuck(f"{self.name}: not committed within {timeout_s:g} s")
             self.start(publish, timeout_s)
 
     def cancel(self) -> None:
-        """Only when the run fails: the open transaction is aborted by the broker or fenced by the next owner."""
+        """When the run fails or a drain is given up: what was validated is dropped (its offsets were not committed,
+        so it is consumed again; an open transaction is aborted by the broker or by the next producer of the id)."""
         if self.committing:
             assert self.inflight is not None
             self.inflight.cancel()
@@ -111,4 +104,4 @@ class Task:
         try:
             await asyncio.wait_for(self.producer.stop(), timeout=10)
         except (TimeoutError, KafkaError) as exc:  # a fenced producer, or the broker being the reason we stop
-            log.warning("intake.producer_stop_failed", task=self.number, error=type(exc).__name__)
+            log.warning("intake.producer_stop_failed", task=self.name, error=type(exc).__name__)

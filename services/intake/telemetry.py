@@ -24,6 +24,8 @@ REROUTED = Counter("commune_intake_records_rerouted_total",
                    "Raw records moved to their commune's raw partition (a producer that did not key by commune)",
                    ["family"])
 FENCED = Counter("commune_intake_tasks_fenced_total",
-                 "Transactions refused because another worker took the task over (this worker had been paused)")
+                 "Transactions refused and aborted because this worker's partitions belong to another member now "
+                 "(paused or evicted past its session timeout: KIP-447 generation check, or a newer producer)")
 ABORTED = Counter("commune_intake_transactions_aborted_total", "Transactions aborted because a send failed")
-TASKS = Gauge("commune_intake_tasks", "Raw partition numbers (tasks) this worker owns: fenced, restored, consuming")
+TASKS = Gauge("commune_intake_tasks",
+              "Raw partition numbers this worker owns: offsets stable, state restored, consuming")

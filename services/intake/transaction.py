@@ -5,8 +5,10 @@ de-duplication changelog records and consumed offsets are committed together:
 `read_committed` consumers see all of them or none. Every send is checked before
 the commit (aiokafka would commit a transaction whose batch failed, leaving the
 record consumed but never produced): one failed send aborts the transaction and
-raises `SendFailed`. A fenced producer raises `ProducerFenced` (another worker
-owns the task now). Either ends the transaction with nothing of it visible.
+raises `SendFailed`. The offsets carry the consumer group's generation (KIP-447,
+`services.common.kip447`): a worker that lost its partitions meanwhile gets
+`GroupFenced`; a producer replaced by a newer one with its transactional id gets
+`ProducerFenced`. Each ends the transaction with nothing of it visible.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from aiokafka.structs import RecordMetadata
 
+from services.common import kip447
 from services.intake import telemetry
 from services.intake.outputs import TransactionOutputs
 
@@ -27,18 +30,19 @@ class SendFailed(KafkaError):
 
 
 def is_fenced(exc: BaseException) -> bool:
-    """`exc` says that a newer producer with the same transactional id took over (or the transaction timed out)."""
-    return isinstance(exc, ProducerFenced | InvalidProducerEpoch)
+    """`exc` says that the partitions belong to another member now (KIP-447), or that a newer producer with the same
+    transactional id took over (or the transaction timed out)."""
+    return isinstance(exc, kip447.GroupFenced | ProducerFenced | InvalidProducerEpoch)
 
 
-async def publish(producer: AIOKafkaProducer, out: TransactionOutputs, group_id: str) -> None:
+async def publish(producer: AIOKafkaProducer, out: TransactionOutputs, group: kip447.GroupMetadata) -> None:
     """Send everything in `out` and commit it with its input offsets, in one transaction; abort if a send failed."""
     started = time.perf_counter()
     async with producer.transaction():  # an exception inside aborts (unless the producer is fenced: then it is dead)
         sent = await out.flush()
         for future in sent:  # retrieved even when the transaction fails before they are gathered
             future.add_done_callback(_retrieved)
-        await producer.send_offsets_to_transaction(out.offsets, group_id)
+        await kip447.send_offsets_to_transaction(producer, out.offsets, group)
         results = await asyncio.gather(*sent, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:

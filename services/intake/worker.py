@@ -1,18 +1,20 @@
-"""The intake shell: consume raw records, decide each, publish and commit them in transactions per task.
+"""The intake shell: consume raw records, decide each, publish and commit them in transactions (group commit).
 
 Data flow: `consumer.getmany` -> `validate.Validation` per raw partition (decide,
-re-route, encode) -> the outputs of the partition's `task.Task` -> `transaction.publish`
-(outputs + input offsets, one transaction per task, group commit). A task is
-raw partition number N of all three raw topics (the range assignor keeps them
-together) with a transactional producer of its own, `...intake.p<N>` (ADR 0011).
+re-route, encode) -> the open outputs of the worker's `task.Task` ->
+`transaction.publish` (outputs + input offsets with the group's generation, one
+transaction in flight, ADR 0017). The range assignor gives a worker partition N
+of all three raw topics together (re-routing and de-duplication state are per N).
 
 Delivery guarantee: exactly-once from raw topics to canonical + dead-letter
 topics for `read_committed` consumers, whatever the producers' keys and even
-when a worker stalls past its session timeout. On assignment a worker pauses the
-new partitions, starts their tasks' producers (fencing any earlier owner),
-restores their de-duplication state, seeks to the committed offsets and only
-then resumes them. A failed transaction ends the run (the runtime restarts it
-from Kafka), except a fenced one while partitions are being given up.
+when a worker stalls past its session timeout. Offsets are committed with the
+generation they were consumed in (KIP-447), so a worker that lost its partitions
+cannot commit them; on assignment a worker pauses the new partitions, reads their
+committed offsets once no transaction holds them open (`require_stable`), then
+restores their de-duplication state, seeks, and only then resumes them. A failed
+transaction ends the run (the runtime restarts it from Kafka), except one refused
+for a past generation while partitions are being given up.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
-from services.common import aiokafka_compat, clients
+from services.common import aiokafka_compat, clients, kip447
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor, Worker
@@ -74,7 +76,8 @@ class IntakeWorker:
         self.policy = policy
         self.topics = Topics.of(settings.namespace)
         self.seen = SeenByPartition()
-        self.tasks: dict[int, Task] = {}
+        self.task: Task | None = None
+        """The worker's producer and transactions, from `start` to `stop`."""
         self.partitions: dict[str, int] = {}
         """Real partition counts of the raw and canonical topics, read from metadata on assignment."""
         self._lock = asyncio.Lock()  # validation, and the partitions arriving or leaving, take turns
@@ -88,18 +91,26 @@ class IntakeWorker:
                                 for t in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
         # a fetch waits (at most 5 ms, overlapping the commits in flight) for a few records rather than
         # returning each one or two: every fetch round trip costs the worker CPU. The range assignor gives a
-        # worker partition N of every raw topic together: one task, one transactional id.
+        # worker partition N of every raw topic together (re-routing and de-duplication state are per N).
         self.consumer = clients.consumer(s, client_id=f"intake-{s.worker_id}", group_id=s.group_id,
                                          fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=5,
                                          partition_assignment_strategy=(RangePartitionAssignor,),
                                          session_timeout_ms=s.session_timeout_ms,
                                          heartbeat_interval_ms=s.heartbeat_interval_ms)
+        producer = clients.transactional_producer(
+            s, transactional_id=s.transactional_id, client_id=f"intake-{s.worker_id}",
+            transaction_timeout_ms=s.transaction_timeout_ms, linger_ms=0, max_batch_size=BATCH_BYTES,
+            retry_backoff_ms=RETRY_BACKOFF_MS,
+        )
+        await producer.start()  # aborts what a predecessor with this worker id left open
+        self.task = Task(f"intake-{s.worker_id}", producer)
         self.consumer.subscribe(list(self.topics.family_of), listener=_Rebalance(self))
         await self.consumer.start()
         log.info("intake.started", group=s.group_id, worker=s.worker_id, topics=list(self.topics.family_of))
 
     async def stop(self) -> None:
-        await self._close(list(self.tasks.values()))
+        if self.task is not None:
+            await self.task.close()
         if self.consumer is not None:
             try:
                 await asyncio.wait_for(self.consumer.stop(), timeout=10)
@@ -108,24 +119,24 @@ class IntakeWorker:
         log.info("intake.stopped")
 
     async def run(self) -> None:
-        """Group commit per task: records keep being fetched and validated while earlier transactions commit.
+        """Group commit: records keep being fetched and validated while earlier transactions commit.
 
-        Each task has at most one transaction in flight, the worker at most `max_transactions_in_flight`;
-        everything a task validated meanwhile goes out in its next one. At most `batch_max_records` (and about
-        `batch_max_bytes`) wait validated over all tasks. Returns once `supervisor.stop` is set and everything
-        validated is committed.
+        One transaction in flight; everything validated meanwhile goes out in the next one. At most
+        `batch_max_records` (and about `batch_max_bytes`) wait validated. Returns once `supervisor.stop` is set
+        and everything validated is committed.
         """
         await self.start()
         fetching: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
         try:
-            assert self.consumer is not None
+            assert self.consumer is not None and self.task is not None
+            task = self.task
             max_records, max_bytes = self.settings.batch_max_records, self.settings.batch_max_bytes
+            timeout_s = self.settings.transaction_timeout_ms / 1000  # the broker aborts it by then anyway
             while not self.supervisor.stop.is_set():
-                self._start_transactions()
-                waiting_records = sum(t.open.records for t in self.tasks.values() if t.open is not None)
-                waiting_bytes = sum(t.open.bytes for t in self.tasks.values() if t.open is not None)
-                committing: set[asyncio.Future[Any]] = {t.inflight for t in self.tasks.values()
-                                                        if t.inflight is not None}
+                task.start(self._publish, timeout_s)  # raises a failed transaction: the run ends
+                waiting_records = task.open.records if task.open is not None else 0
+                waiting_bytes = task.open.bytes if task.open is not None else 0
+                committing: set[asyncio.Future[Any]] = {task.inflight} if task.inflight is not None else set()
                 if committing and (waiting_records >= max_records or waiting_bytes >= max_bytes):
                     await asyncio.wait(committing, return_when=asyncio.FIRST_COMPLETED)  # full: wait for a commit
                     continue
@@ -143,30 +154,17 @@ class IntakeWorker:
                         async with self._lock:
                             await self._validate(batch)
             async with self._lock:
-                await self._drain(list(self.tasks.values()), self.settings.transaction_timeout_ms / 1000)
+                await self._drain(timeout_s)
         finally:
             if fetching is not None:
                 fetching.cancel()
             await self.stop()
 
-    # -- group commit per task ------------------------------------------------------------
-    def _start_transactions(self) -> None:
-        """Start the transactions of tasks with validated records, oldest first, up to the in-flight cap.
-
-        A task's failed transaction is raised here: it ends the run (its successor starts from the committed
-        offsets; a fenced task means this worker had lost it already).
-        """
-        timeout_s = self.settings.transaction_timeout_ms / 1000  # the broker aborts it by then anyway
-        for task in self.tasks.values():
-            task.collect(timeout_s)
-        room = self.settings.max_transactions_in_flight - sum(t.committing for t in self.tasks.values())
-        ready = [t for t in self.tasks.values() if t.open is not None and not t.committing]
-        for task in sorted(ready, key=lambda t: t.open.opened_at if t.open else 0)[:max(0, room)]:
-            task.start(self._publish, timeout_s)
-
+    # -- group commit ---------------------------------------------------------------------------
     async def _publish(self, task: Task, out: TransactionOutputs) -> None:
-        try:
-            await transaction.publish(task.producer, out, self.settings.group_id)
+        assert self.consumer is not None
+        try:  # the generation now: the revoke callback drains before a rebalance moves any partition
+            await transaction.publish(task.producer, out, kip447.GroupMetadata.of(self.consumer))
         except transaction.SendFailed:
             telemetry.ABORTED.inc()
             raise
@@ -175,33 +173,29 @@ class IntakeWorker:
         # a full scan of the ids, once a minute after a commit (synchronous: validation never sees it half-done)
         self.seen.expire_due(int(time.time() * 1000))
 
-    async def _drain(self, tasks: list[Task], timeout_s: float) -> None:
-        """Commit what `tasks` validated. A fenced task (another worker owns it now), or one whose commit does not
-        finish within `timeout_s`, is given up: its next owner fences it and starts from the committed offsets."""
-        results = await asyncio.gather(*(t.drain(self._publish, timeout_s) for t in tasks), return_exceptions=True)
-        for task, result in zip(tasks, results, strict=True):
-            if isinstance(result, TransactionStuck) or (
-                    isinstance(result, BaseException) and transaction.is_fenced(result)):
-                telemetry.FENCED.inc()
-                log.warning("intake.task_given_up", task=task.number, worker=self.settings.worker_id,
-                            error=type(result).__name__)
-            elif isinstance(result, BaseException):
-                raise result
-
-    async def _close(self, tasks: list[Task]) -> None:
-        for task in tasks:
-            self.tasks.pop(task.number, None)
-        telemetry.TASKS.set(len(self.tasks))
-        await asyncio.gather(*(t.close() for t in tasks))
+    async def _drain(self, timeout_s: float) -> None:
+        """Commit what was validated. A transaction refused because the partitions belong to another member now
+        (this worker was evicted) is given up: what it held is consumed again by their owner. Anything else, and a
+        commit not done within `timeout_s`, raises (the run ends, its producer with it)."""
+        assert self.task is not None
+        try:
+            await self.task.drain(self._publish, timeout_s)
+        except Exception as exc:
+            if isinstance(exc, TransactionStuck) or not transaction.is_fenced(exc):
+                raise
+            telemetry.FENCED.inc()
+            self.task.cancel()
+            log.warning("intake.transaction_given_up", worker=self.settings.worker_id, error=type(exc).__name__)
 
     # -- the per-record loop ---------------------------------------------------------
     async def _validate(self, batch: Fetched) -> None:
         """Decide every record of `batch` into the outputs of its task's next transaction."""
         validation = Validation(self.topics, self.partitions, self.seen, self.policy, self.settings)
+        task = self.task
+        assert task is not None
         for tp, records in batch.items():
-            task = self.tasks.get(tp.partition)
-            start = task.positions.get(tp) if task is not None else None
-            if task is None or start is None:
+            start = task.positions.get(tp)
+            if start is None:
                 continue  # fetched before its partition left this worker
             if records[0].offset < start:  # fetched before the task (re)started: delivered again from `start`
                 records = [rec for rec in records if rec.offset >= start]
@@ -212,50 +206,44 @@ class IntakeWorker:
 
     # -- partitions arriving and leaving ---------------------------------------------------
     async def assigned(self, partitions: set[TopicPartition]) -> None:
-        """Fence the earlier owners of the new tasks, restore their state, seek to their commits; then ready."""
-        assert self.consumer is not None
-        self.consumer.pause(*partitions)  # before any await: nothing of them is fetched until the task is ready
+        """Read the new partitions' committed offsets once stable, restore their state, seek to them; then ready."""
+        assert self.consumer is not None and self.task is not None
+        self.consumer.pause(*partitions)  # before any await: nothing of them is fetched until they are ready
         async with self._lock:
-            numbers = sorted({tp.partition for tp in partitions} - set(self.tasks))
-            for n in numbers:
+            numbers = {tp.partition for tp in partitions}
+            for n in sorted(numbers):
                 if {tp.topic for tp in partitions if tp.partition == n} != set(self.topics.family_of):
-                    log.warning("intake.task_split", task=n)  # another assignor in the group: tasks fence each other
-            await asyncio.gather(*(self._open_task(n) for n in numbers))
-            if self.tasks and not self.partitions:
-                producer = next(iter(self.tasks.values())).producer
+                    log.warning("intake.partitions_split", partition=n)  # another assignor in the group
+            if not self.partitions:
+                producer = self.task.producer
                 self.partitions = {t: len(await producer.partitions_for(t)) for t in self.topics.counted}
+            # waits while another member's transaction holds offsets of these partitions open (paused, stalled):
+            # it commits or the broker aborts it after the transaction timeout; its changelog records likewise
+            committed = await kip447.fetch_stable_offsets(self.consumer, partitions,
+                                                          timeout_s=2 * self.settings.transaction_timeout_ms / 1000)
             wanted = {(self.topics.family_of[tp.topic], tp.partition) for tp in partitions}
             await restore_seen(self.settings, self.topics.changelog, self.seen.missing(wanted), self.seen)
-            ordered = sorted(tp for tp in partitions if tp.partition in numbers)
-            committed = await asyncio.gather(*(self.consumer.committed(tp) for tp in ordered))
-            for tp, offset in zip(ordered, committed, strict=True):
+            for tp in sorted(partitions):
+                offset = committed.get(tp)
                 if offset is not None:
-                    self.consumer.seek(tp, offset)  # read after the fence: the earlier owner's last commit included
-                self.tasks[tp.partition].positions[tp] = offset or 0
+                    self.consumer.seek(tp, offset)
+                self.task.positions[tp] = offset or 0
+            telemetry.TASKS.set(len({tp.partition for tp in self.task.positions}))
         self.consumer.resume(*partitions)
-        telemetry.TASKS.set(len(self.tasks))
         self.supervisor.health.set_ready(True, f"assigned {len(partitions)} raw partitions, restored")
 
-    async def _open_task(self, number: int) -> None:
-        s = self.settings
-        producer = clients.transactional_producer(
-            s, transactional_id=s.task_transactional_id(number), client_id=f"intake-{s.worker_id}-p{number}",
-            transaction_timeout_ms=s.transaction_timeout_ms, linger_ms=0, max_batch_size=BATCH_BYTES,
-            retry_backoff_ms=RETRY_BACKOFF_MS,
-        )
-        await producer.start()  # fences the earlier owner of the task: its open transaction is aborted
-        self.tasks[number] = Task(number, producer)
-
     async def revoked(self, partitions: set[TopicPartition]) -> None:
-        """Commit what is validated and in flight first (unless fenced), then close the tasks, drop their state."""
+        """Commit what is validated and in flight (unless the group refuses it), then drop the partitions' state."""
         self.supervisor.health.set_ready(False, "partitions revoked")
         async with self._lock:
-            leaving = [t for n, t in self.tasks.items() if n in {tp.partition for tp in partitions}]
+            assert self.task is not None
             try:  # within the rebalance timeout (the session timeout), or the group moves on without this worker
-                await self._drain(leaving, self.settings.session_timeout_ms / 1000)
+                await self._drain(self.settings.session_timeout_ms / 1000)
             finally:
-                await self._close(leaving)
+                for tp in partitions:
+                    self.task.positions.pop(tp, None)
                 self.seen.forget(self.topics.raw_partitions(partitions))
+                telemetry.TASKS.set(len({tp.partition for tp in self.task.positions}))
 
 
 class _Rebalance(RebalanceListener):

@@ -1,5 +1,5 @@
-"""intake's assignment with fakes (no broker): the order fence -> restore -> committed offsets -> resume, and a
-failed restore reported to the supervisor (aiokafka would swallow it) with the partitions left paused."""
+"""intake's assignment with fakes (no broker): the order pause -> stable committed offsets -> restore -> seek ->
+resume, and a failed restore reported to the supervisor (aiokafka would swallow it) with the partitions left paused."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
+from services.common import kip447
 from services.common.health import Health
 from services.intake import worker as worker_module
 from services.intake.settings import IntakeSettings
@@ -31,10 +32,6 @@ class FakeConsumer:
     def resume(self, *tps: TopicPartition) -> None:
         self.paused -= set(tps)
         self.journal.append("resume")
-
-    async def committed(self, tp: TopicPartition) -> int | None:
-        self.journal.append("committed")
-        return self._committed[tp]
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.positions[tp] = offset
@@ -60,12 +57,13 @@ def worker_with_fakes(journal: list[str], committed: dict[TopicPartition, int | 
     supervisor = FakeSupervisor()
     worker = IntakeWorker(IntakeSettings(namespace="t"), supervisor)  # type: ignore[arg-type]
     worker.consumer = FakeConsumer(journal, committed)  # type: ignore[assignment]
+    worker.task = Task("intake-test", FakeProducer())  # type: ignore[arg-type]
 
-    async def open_task(number: int) -> None:
-        journal.append(f"fence p{number}")
-        worker.tasks[number] = Task(number, FakeProducer())  # type: ignore[arg-type]
+    async def stable_offsets(consumer: Any, partitions: set[TopicPartition], timeout_s: float) -> dict[Any, Any]:
+        journal.append("stable offsets")  # KIP-447: waits while another member's transaction holds them open
+        return {tp: committed[tp] for tp in partitions}
 
-    monkeypatch.setattr(worker, "_open_task", open_task)
+    monkeypatch.setattr(kip447, "fetch_stable_offsets", stable_offsets)
     monkeypatch.setattr(worker_module, "restore_seen", restore)
     return worker, supervisor
 
@@ -75,10 +73,11 @@ def assignment(*numbers: int) -> set[TopicPartition]:
     return {TopicPartition(t, n) for t in worker_module.Topics.of(topics.namespace).family_of for n in numbers}
 
 
-async def test_offsets_are_read_after_the_fence_and_restore_then_partitions_resume(
+async def test_stable_offsets_are_read_then_state_restored_then_partitions_resume(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """New partitions stay paused until their producer fenced the previous owner, their state was restored and
-    their committed offsets (read after the fence) were sought; a partition without a commit starts at 0."""
+    """New partitions stay paused until their committed offsets were read stable (no transaction of an earlier
+    owner open), their state restored (after: the changelog is written in the same transactions) and the offsets
+    sought; a partition without a commit starts at 0."""
     journal: list[str] = []
     tps = assignment(1, 4)
     committed: dict[TopicPartition, int | None] = {tp: (None if tp.partition == 4 else 17) for tp in tps}
@@ -90,13 +89,12 @@ async def test_offsets_are_read_after_the_fence_and_restore_then_partitions_resu
     worker, supervisor = worker_with_fakes(journal, committed, monkeypatch, restore)
     await _Rebalance(worker).on_partitions_assigned(frozenset(tps))
     assert journal[0] == "pause" and journal[-1] == "resume"
-    assert journal.index("restore") > max(journal.index("fence p1"), journal.index("fence p4"))
-    assert journal.index("committed") > journal.index("restore")
+    assert journal.index("restore") > journal.index("stable offsets")
     consumer = worker.consumer
     assert isinstance(consumer, FakeConsumer) and not consumer.paused
     assert consumer.positions == {tp: 17 for tp in tps if tp.partition == 1}
-    assert worker.tasks[1].positions == {tp: 17 for tp in tps if tp.partition == 1}
-    assert worker.tasks[4].positions == {tp: 0 for tp in tps if tp.partition == 4}
+    assert worker.task is not None
+    assert worker.task.positions == {tp: (0 if tp.partition == 4 else 17) for tp in tps}
     assert supervisor.health.ready and not supervisor.failures
 
 
@@ -115,5 +113,5 @@ async def test_a_failed_restore_ends_the_run_and_consumes_nothing(monkeypatch: p
     assert [type(e) for e in supervisor.failures] == [OSError]
     consumer = worker.consumer
     assert isinstance(consumer, FakeConsumer) and consumer.paused == tps
-    assert "resume" not in journal and "committed" not in journal
+    assert "resume" not in journal and worker.task is not None and not worker.task.positions
     assert not supervisor.health.ready

@@ -56,9 +56,10 @@ def test_worker_paused_past_its_session_publishes_nothing_twice(
     burst = stream(BURST, start=1_000_000)
 
     async def scenario() -> None:
-        feeder = asyncio.create_task(feed(kafka_bootstrap, raw, records, RATE))
         procs = [start_intake(worker_id=str(i), **FAST_GROUP) for i in range(workers)]
         await owning(procs, 60, f"{workers} workers sharing the tasks")
+        # the steady stream starts once the group has settled: it outlasts the pause by 20 s however slow the start
+        feeder = asyncio.create_task(feed(kafka_bootstrap, raw, records, RATE))
         paused, survivors = procs[0], procs[1:]
         # a burst just acknowledged: the worker to pause is validating it, with a transaction open or committing
         await feed(kafka_bootstrap, raw, burst, BURST * 20)

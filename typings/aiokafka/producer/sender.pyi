@@ -1,2 +1,26 @@
+from typing import Any
+
+from aiokafka.client import CoordinationType as CoordinationType
+
 # Only the module global that services/common/aiokafka_compat.py adjusts (the CONCURRENT_TRANSACTIONS retry delay).
 BACKOFF_OVERRIDE: float
+
+# What services/common/kip447.py replaces or extends: the transactional offset commit and its handler.
+class Sender:
+    def __init__(self, client: Any, *, acks: Any, txn_manager: Any, message_accumulator: Any, retry_backoff_ms: Any,
+                 request_timeout_ms: Any) -> None: ...
+    async def _do_txn_offset_commit(self, offsets: Any, group_id: Any) -> Any: ...
+
+class BaseHandler:
+    _sender: Any
+    _default_backoff: Any
+    def __init__(self, sender: Any) -> None: ...
+    async def do(self, node_id: Any) -> Any: ...
+    def create_request(self) -> Any: ...
+    def handle_response(self, response: Any) -> Any: ...
+
+class TxnOffsetCommitHandler(BaseHandler):
+    _offsets: Any
+    _group_id: Any
+    def __init__(self, sender: Any, offsets: Any, group_id: Any) -> None: ...
+    def handle_response(self, resp: Any) -> Any: ...

@@ -1,0 +1,102 @@
+"""KIP-447 for aiokafka (services/common/kip447.py) on the real broker: the group coordinator refuses a transactional
+offset commit of a past generation, and a stable offset read waits for the transaction that moves the offsets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.common import clients, kip447
+from services.common.settings import KafkaConnection
+from tests.common.conftest import NewTopicOf
+from tests.waiting import eventually_async
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+async def topics(new_topic: NewTopicOf) -> tuple[str, str]:
+    return await new_topic("kip447-in", 2), await new_topic("kip447-out", 1)
+
+
+@pytest.fixture
+async def member(conn: KafkaConnection, topics: tuple[str, str], unique: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer that has joined its group (a generation and a member id) and owns both input partitions."""
+    consumer = clients.consumer(conn, topics[0], client_id="tests", group_id=f"test-kip447-{unique}",
+                                isolation_level="read_committed", enable_auto_commit=False)
+    await consumer.start()
+
+    async def joined() -> bool:
+        await consumer.getmany(timeout_ms=100)
+        return len(consumer.assignment()) == 2
+    await eventually_async(joined, timeout=30)
+    yield consumer
+    await consumer.stop()
+
+
+@pytest.fixture
+async def producer(conn: KafkaConnection, unique: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = clients.transactional_producer(conn, transactional_id=f"test-kip447-{unique}", client_id="tests")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+async def committed_values(conn: KafkaConnection, topic: str) -> list[bytes]:
+    reader = clients.consumer(conn, topic, client_id="tests", isolation_level="read_committed",
+                              auto_offset_reset="earliest", enable_auto_commit=False)
+    await reader.start()
+    try:
+        batches = await reader.getmany(timeout_ms=2000)
+        return [r.value or b"" for records in batches.values() for r in records]
+    finally:
+        await reader.stop()
+
+
+async def test_offsets_of_the_current_generation_commit_with_the_transaction(
+        conn: KafkaConnection, topics: tuple[str, str], member: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    tp = TopicPartition(topics[0], 0)
+    assert await kip447.fetch_stable_offsets(member, [tp], timeout_s=10) == {tp: None}
+    group = kip447.GroupMetadata.of(member)
+    assert group.generation_id >= 1 and group.member_id
+    async with producer.transaction():
+        await producer.send_and_wait(topics[1], b"current")
+        await kip447.send_offsets_to_transaction(producer, {tp: 42}, group)
+    assert await kip447.fetch_stable_offsets(member, [tp], timeout_s=10) == {tp: 42}
+    assert await committed_values(conn, topics[1]) == [b"current"]
+
+
+async def test_a_past_generation_is_refused_and_its_transaction_aborted(
+        conn: KafkaConnection, topics: tuple[str, str], member: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    """What a worker paused past its session timeout meets: its records and offsets never become visible."""
+    tp = TopicPartition(topics[0], 1)
+    current = kip447.GroupMetadata.of(member)
+    for stale in (replace(current, generation_id=current.generation_id + 7),
+                  replace(current, member_id=current.member_id + "-evicted"),
+                  replace(current, generation_id=-1, member_id="")):
+        with pytest.raises(kip447.GroupFenced):
+            async with producer.transaction():
+                await producer.send_and_wait(topics[1], b"zombie")
+                await kip447.send_offsets_to_transaction(producer, {tp: 99}, stale)
+    assert await kip447.fetch_stable_offsets(member, [tp], timeout_s=10) == {tp: None}
+    async with producer.transaction():  # the producer itself is not fenced: the next transaction goes through
+        await producer.send_and_wait(topics[1], b"after")
+        await kip447.send_offsets_to_transaction(producer, {tp: 5}, current)
+    assert await committed_values(conn, topics[1]) == [b"after"]
+    assert await kip447.fetch_stable_offsets(member, [tp], timeout_s=10) == {tp: 5}
+
+
+async def test_a_stable_read_waits_for_the_open_transaction(
+        topics: tuple[str, str], member: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+    tp = TopicPartition(topics[0], 0)
+    await producer.begin_transaction()
+    await producer.send_and_wait(topics[1], b"open")
+    await kip447.send_offsets_to_transaction(producer, {tp: 7}, kip447.GroupMetadata.of(member))
+    with pytest.raises(kip447.UnstableOffsets):
+        await kip447.fetch_stable_offsets(member, [tp], timeout_s=1)
+    assert await member.committed(tp) is None  # aiokafka's own read does not wait: it sees the old offset
+    await producer.commit_transaction()
+    assert await kip447.fetch_stable_offsets(member, [tp], timeout_s=10) == {tp: 7}
