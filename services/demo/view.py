@@ -20,9 +20,9 @@ def _count(value: float) -> str:
 
 
 def _families(f: Figures) -> Table:
-    table = Table(title="Records per family (intake)", title_justify="left")
+    table = Table(title="Records per family (intake; dead = dead-lettered)", title_justify="left")
     table.add_column("family", no_wrap=True)
-    for name in ("in", "canonical", "dead-lettered", "total in", "total dead"):
+    for name in ("in", "canonical", "dead", "total in", "total dead"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in f.families:
         table.add_row(r.family, _rate(r.in_per_s), _rate(r.canonical_per_s),
