@@ -62,7 +62,6 @@ def command_line(pid: int, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def busy(ports: dict[int, str]) -> list[str]:
-    """One line per port in use: `port 8080 (gateway API) is in use by pid 123 (...)`; [] when all are free."""
-    return [f"port {port} ({what}) is in use by {holder(port)}" for port, what in sorted(ports.items())
-            if not is_free(port)]
+def busy(ports: dict[int, str]) -> dict[int, str]:
+    """Each port of `ports` that is in use, with who holds it: `pid 123 (python -m services.gateway)`."""
+    return {port: holder(port) for port in sorted(ports) if not is_free(port)}

@@ -43,10 +43,11 @@ def _shown(path: Path) -> str:
 
 
 def busy_ports(s: DemoSettings, children: list[processes.Child]) -> list[str]:
+    """One line per port of the demo already in use: the port, what the demo meant it for, who holds it."""
     wanted = {port: f"{c.name}: {what}" for c in children for port, what in c.ports.items()}
     setting = {v: f"DEMO_{k.upper()}" for k, v in s.model_dump().items() if k.endswith("_port")}
-    return [f"demo: {line}; stop it or choose another port with {setting[int(line.split()[1])]}"
-            for line in ports.busy(wanted)]
+    return [f"demo: port {port} ({wanted[port]}) is in use by {who}; stop it or choose another port with "
+            f"{setting[port]}" for port, who in ports.busy(wanted).items()]
 
 
 def main() -> None:
