@@ -1,16 +1,28 @@
-"""`python -m services.common.topics_cli`: create every registry topic on the configured broker (`KAFKA_*`)."""
+"""`python -m services.common.topics_cli [SOURCES_FILE]`: create every registry topic on the configured broker
+(`KAFKA_*`), and the raw topics bound to each source of the source registry (default `infra/sources.yaml`)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 
+from schemas.topics import TOPICS
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
+from services.sources import load_registry
+from services.sources.topics import bound_topic
+
+DEFAULT_SOURCES = Path(__file__).resolve().parents[2] / "infra" / "sources.yaml"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    sources = Path(args[0]) if args else DEFAULT_SOURCES
+    registry = load_registry(sources) if sources.exists() else None
+    bound = [bound_topic(f, e) for e in registry.sources for f in e.families] if registry else []
     conn = KafkaConnection()
-    created = asyncio.run(ensure_topics(conn))
+    created = asyncio.run(ensure_topics(conn, [*TOPICS, *bound]))
     print(f"topics: {len(created)} created on {conn.bootstrap}" + (f" ({', '.join(created)})" if created else ""))
 
 

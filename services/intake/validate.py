@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -25,13 +25,15 @@ from aiokafka import ConsumerRecord, TopicPartition
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, TopicSpec, scoped
 from services.common.partitioner import partition_for
-from services.intake.decide import Decider, SourcePolicy
+from services.intake.decide import Decider, SourcePolicy, allow_all
 from services.intake.dedup import SeenByPartition, changelog_record
 from services.intake.normalise import Accepted
 from services.intake.outputs import REROUTED_FROM, TransactionOutputs, record_bytes
 from services.intake.settings import IntakeSettings
+from services.sources import topics as source_topics
+from services.sources.registry import SourceRegistry
 
 log = structlog.get_logger("intake")
 YIELD_AFTER_S = 0.002
@@ -46,16 +48,28 @@ class Topics:
     """The topic names intake reads and writes, in one namespace."""
 
     family_of: dict[str, Family]
-    """raw topic -> its family"""
+    """raw topic -> its family: the shared raw topics, and each registered source's bound ones"""
     canonical: dict[Family, str]
     dlq: str
     changelog: str
+    policy_of: dict[str, SourcePolicy]
+    """raw topic -> who may publish what there: the registry's rule on a shared topic, the entry's own on a topic
+    bound to it (`services.sources.topics`); everyone when intake runs without a registry"""
 
     @classmethod
-    def of(cls, namespace: str) -> Topics:
-        return cls({scoped(RAW[f], namespace).name: f for f in Family},
-                   {f: scoped(CANONICAL[f], namespace).name for f in Family},
-                   scoped(DLQ_INTAKE, namespace).name, scoped(INTAKE_DEDUP, namespace).name)
+    def of(cls, namespace: str, registry: SourceRegistry | None = None) -> Topics:
+        family_of = {scoped(RAW[f], namespace).name: f for f in Family}
+        policy_of: dict[str, SourcePolicy] = dict.fromkeys(family_of, allow_all)
+        if registry is not None:
+            family_of |= {t: f for t, (f, _) in source_topics.bound_topics(registry, namespace).items()}
+            policy_of = dict(source_topics.policies(registry, namespace))
+        return cls(family_of, {f: scoped(CANONICAL[f], namespace).name for f in Family},
+                   scoped(DLQ_INTAKE, namespace).name, scoped(INTAKE_DEDUP, namespace).name, policy_of)
+
+    @property
+    def raw_specs(self) -> list[TopicSpec]:
+        """The raw topics to create: shared and bound (same partitions and config as their family's shared one)."""
+        return [replace(RAW[f], name=t) for t, f in self.family_of.items()]
 
     @property
     def counted(self) -> list[str]:
@@ -69,9 +83,9 @@ class Topics:
 class Validation:
     """The records of one fetch, decided into their tasks' outputs."""
 
-    def __init__(self, topics: Topics, partitions: dict[str, int], seen: SeenByPartition, policy: SourcePolicy,
+    def __init__(self, topics: Topics, partitions: dict[str, int], seen: SeenByPartition,
                  settings: IntakeSettings) -> None:
-        self.topics, self.partitions, self.seen, self.policy = topics, partitions, seen, policy
+        self.topics, self.partitions, self.seen = topics, partitions, seen
         self.max_record_bytes, self.max_canonical_bytes = settings.max_record_bytes, settings.max_canonical_bytes
         self.check_size_from = self.max_canonical_bytes - HEADER_ROOM
         self.home: dict[tuple[str, str], int] = {}
@@ -91,7 +105,7 @@ class Validation:
         canonical = self.topics.canonical[family]
         raw_count = self.partitions[tp.topic]
         seen = self.seen.of(family, tp.partition)
-        decide = Decider(family, tp.topic, tp.partition, seen, self.policy, self.max_record_bytes,
+        decide = Decider(family, tp.topic, tp.partition, seen, self.topics.policy_of[tp.topic], self.max_record_bytes,
                          self.rejected_at).decide
         published: list[str] = []
         for rec in records:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import structlog
@@ -30,20 +29,20 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, scoped
 from services.common import aiokafka_compat, clients, kip447
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor, Worker
 from services.intake import telemetry, transaction
-from services.intake.decide import SourcePolicy, allow_all
 from services.intake.dedup import SeenByPartition
 from services.intake.outputs import TransactionOutputs
 from services.intake.restore import restore_seen
 from services.intake.settings import IntakeSettings
 from services.intake.task import Task, TransactionStuck
 from services.intake.validate import Topics, Validation
-from services.sources import is_allowed, load_registry
+from services.sources import load_registry
+from services.sources.registry import SourceRegistry
 
 log = structlog.get_logger("intake")
 RETRY_BACKOFF_MS = 1
@@ -55,26 +54,25 @@ BATCH_BYTES = 512 * 1024
 Fetched = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 
 
-def source_policy(settings: IntakeSettings) -> SourcePolicy:
-    """The source registry when `INTAKE_SOURCES_FILE` names one (a bad file stops the worker); else allow all."""
-    if not settings.sources_file:
-        return allow_all
-    return partial(is_allowed, load_registry(settings.sources_file))
+def source_registry(settings: IntakeSettings) -> SourceRegistry | None:
+    """The source registry when `INTAKE_SOURCES_FILE` names one (a bad file stops the worker); else None: every
+    source allowed, no bound topics."""
+    return load_registry(settings.sources_file) if settings.sources_file else None
 
 
 def intake(settings: IntakeSettings) -> Worker:
     """The worker `services.common.runtime` runs: a fresh `IntakeWorker` (clients, state) for every run."""
     async def run(supervisor: Supervisor) -> None:
-        await IntakeWorker(settings, supervisor, source_policy(settings)).run()
+        await IntakeWorker(settings, supervisor, source_registry(settings)).run()
     return run
 
 
 class IntakeWorker:
-    def __init__(self, settings: IntakeSettings, supervisor: Supervisor, policy: SourcePolicy = allow_all) -> None:
+    def __init__(self, settings: IntakeSettings, supervisor: Supervisor,
+                 registry: SourceRegistry | None = None) -> None:
         self.settings = settings
         self.supervisor = supervisor
-        self.policy = policy
-        self.topics = Topics.of(settings.namespace)
+        self.topics = Topics.of(settings.namespace, registry)
         self.seen = SeenByPartition()
         self.task: Task | None = None
         """The worker's producer and transactions, from `start` to `stop`."""
@@ -87,8 +85,8 @@ class IntakeWorker:
     async def start(self) -> None:
         s = self.settings
         aiokafka_compat.apply(RETRY_BACKOFF_MS)
-        await ensure_topics(s, [scoped(t, s.namespace)
-                                for t in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
+        await ensure_topics(s, [*self.topics.raw_specs,
+                                *(scoped(t, s.namespace) for t in (*CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP))])
         # a fetch waits (at most 5 ms, overlapping the commits in flight) for a few records rather than
         # returning each one or two: every fetch round trip costs the worker CPU. The range assignor gives a
         # worker partition N of every raw topic together (re-routing and de-duplication state are per N).
@@ -190,7 +188,7 @@ class IntakeWorker:
     # -- the per-record loop ---------------------------------------------------------
     async def _validate(self, batch: Fetched) -> None:
         """Decide every record of `batch` into the outputs of its task's next transaction."""
-        validation = Validation(self.topics, self.partitions, self.seen, self.policy, self.settings)
+        validation = Validation(self.topics, self.partitions, self.seen, self.settings)
         task = self.task
         assert task is not None
         for tp, records in batch.items():
