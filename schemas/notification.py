@@ -16,6 +16,7 @@ from pydantic import Field
 
 from schemas.codes import Locale, Priority
 from schemas.envelope import Model
+from schemas.personal import SealedValue
 from schemas.times import UtcDateTime
 
 
@@ -57,10 +58,16 @@ class Outcome(StrEnum):
     FAILED = "failed"
     DEFERRED = "deferred"
     DEAD_LETTERED = "dead_lettered"
+    ERASED = "erased"
+    """Not sent: the applicant was erased (their data key is gone), ADR 0015."""
 
 
 class Recipient(Model):
-    """PERSONAL DATA in the contact fields: never logged, never a metric label."""
+    """PERSONAL DATA in the contact fields: never logged, never a metric label, never written to a topic in clear.
+
+    An applicant's contacts travel `sealed`; a directory contact's clear fields are dropped before a
+    request is written (ledger, dead letters) and filled again from the directory at delivery.
+    """
 
     ref: str = Field(min_length=1, max_length=128, description="Non-personal reference: role:id, e.g. officer:cb-17")
     locale: Locale = Locale.VI
@@ -68,6 +75,8 @@ class Recipient(Model):
     email: str | None = Field(default=None, max_length=254, repr=False)
     zalo_user_id: str | None = Field(default=None, max_length=64, repr=False)
     url: str | None = Field(default=None, max_length=500, repr=False, description="Webhook subscribers only")
+    sealed: dict[str, SealedValue] | None = Field(
+        default=None, description="An applicant's contacts, sealed (phone, email, zalo_user_id): opened at delivery")
 
 
 class NotificationRequest(Model):

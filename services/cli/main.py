@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
 from schemas.topics import RAW, TOPICS, scoped
-from services.cli import dlq_commands, kafka_io
+from services.cli import dlq_commands, erase, kafka_io
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, resolve_topic
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common.admin import ensure_topics
@@ -32,6 +32,8 @@ schemas_app = typer.Typer(no_args_is_help=True, help="Published contracts")
 app.add_typer(dlq_commands.app, name="dlq")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(erase.keys_app, name="keys")
+app.command("erase")(erase.erase)
 
 FamilyOpt = Annotated[Family | None, typer.Option("--family", "-f", help="Default: each record's CloudEvents type")]
 CommuneOpt = Annotated[str | None, typer.Option("--commune", help="Commune of portal-shape dossiers (commune-code)")]

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from schemas.deadletter import DeadLetterContext, Reason, Rejection, internal_error
 from schemas.events import Family
-from services.intake.normalise import Accepted, normalise, seal
+from services.intake.normalise import Accepted, normalise, seal_accepted
 from services.privacy.keyring import Keyring
 
 Decision = Accepted | DeadLetterContext
@@ -75,7 +75,7 @@ class Decider:
             if event.id in self.seen:
                 return self._dead_letter(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published",
                                          offset)
-            return outcome if self.keyring is None else seal(outcome, self.keyring)
+            return outcome if self.keyring is None else seal_accepted(outcome, self.keyring)
         r = outcome.rejection
         return self._dead_letter(r.reason, r.field, r.message, offset)
 

@@ -255,10 +255,13 @@ def _presealed(event: Event) -> bool:
 
 
 def seal(outcome: Outcome, keyring: Keyring) -> Outcome:
-    """An accepted event as the canonical topic carries it: applicant sealed, new key records alongside."""
-    if not isinstance(outcome, Accepted):
-        return outcome
-    event, keys = seal_event(keyring, outcome.event)
+    """An accepted event as the canonical topic carries it (`seal_accepted`); a rejection as it is."""
+    return seal_accepted(outcome, keyring) if isinstance(outcome, Accepted) else outcome
+
+
+def seal_accepted(accepted: Accepted, keyring: Keyring) -> Accepted:
+    """The event with its applicant sealed, and the new key records to write in the same transaction."""
+    event, keys = seal_event(keyring, accepted.event)
     return Accepted(event, tuple(keys))
 
 

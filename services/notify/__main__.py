@@ -12,18 +12,19 @@ from services.common.runtime import Supervisor
 from services.notify.app import run
 from services.notify.settings import NotifySettings
 from services.notify.tracker import TrackerProcess
+from services.privacy.settings import PrivacySettings
 
 SERVICE = "notify"
 
 
 def main() -> None:
-    settings = NotifySettings()
+    settings, privacy = NotifySettings(), PrivacySettings()
     tracker = TrackerProcess.start() if settings.deadlines else None
 
     async def worker(supervisor: Supervisor) -> None:
         if tracker is not None:
             supervisor.spawn("tracker-watch", tracker.watch())
-        await run(supervisor, settings)
+        await run(supervisor, settings, privacy)
 
     try:
         runtime.main(SERVICE, settings, worker)

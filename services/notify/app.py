@@ -32,11 +32,14 @@ from services.notify.jobs import Outputs
 from services.notify.ledger import Ledger
 from services.notify.ledger_feed import LedgerFeed
 from services.notify.offsets import OffsetTracker
+from services.notify.personal import Opener
 from services.notify.rebalance import Fence, Listener, Readiness
 from services.notify.records import Records
 from services.notify.settings import NotifySettings
 from services.notify.subscribers import load_registry
 from services.notify.topics import Names
+from services.privacy.settings import PrivacySettings
+from services.privacy.store import KeyStore
 
 log = structlog.get_logger("notify")
 CLIENT_ID = "commune-bus-notify"
@@ -47,8 +50,10 @@ PROBE_TIMEOUT_S = 3.0
 
 
 class NotifyApp:
-    def __init__(self, settings: NotifySettings, supervisor: Supervisor) -> None:
+    def __init__(self, settings: NotifySettings, supervisor: Supervisor,
+                 privacy: PrivacySettings | None = None) -> None:
         self.s, self.sup, self.names = settings, supervisor, Names(settings.namespace)
+        self.privacy = privacy
         self.directory = load_directory(settings.directory_file)
         self.registry = load_registry(settings.subscribers_file)
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
@@ -74,6 +79,7 @@ class NotifyApp:
             http = HttpClient(self.s.provider_timeout_s)
             stack.push_async_callback(http.close)
 
+            opener = await self._opener(stack)
             ledger = Ledger(n.ledger, producer)
             feed = LedgerFeed(self.s, ledger, len(await producer.partitions_for(n.ledger)))
             restored = await feed.restore()
@@ -86,7 +92,7 @@ class NotifyApp:
                 self._channels(http), ledger, producer, Outputs(n.status, n.dlq), spawn=spawn,
                 backoff=self.s.backoff(), quiet=self.s.quiet_hours(), rates=self.s.rate_per_s,
                 segment_limit=self.s.sms_segment_limit, routine_workers=self.s.routine_workers,
-                emergency_workers=self.s.emergency_workers)
+                emergency_workers=self.s.emergency_workers, opener=opener)
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
 
@@ -117,6 +123,19 @@ class NotifyApp:
             log.info("notify.started", namespace=self.s.namespace, directory=str(self.s.directory_file),
                      subscribers=len(self.registry.subscribers), ledger_entries=restored)
             await self.sup.stop.wait()
+
+    async def _opener(self, stack: AsyncExitStack) -> Opener:
+        """Opens contacts at delivery: applicants' through the key store (tailed for the whole run), staff's from the
+        directory. Without a key-encryption key, sealed contacts cannot be opened: those notifications are skipped."""
+        keyring = self.privacy.keyring() if self.privacy is not None and self.privacy.configured else None
+        if keyring is None:
+            log.warning("notify.no_privacy_keys", effect="applicant notifications are skipped as erased")
+            return Opener(self.directory)
+        store = KeyStore(self.s, self.s.namespace, keyring, client_id=f"{CLIENT_ID}-keys")
+        await store.start()
+        stack.push_async_callback(store.stop)
+        stack.push_async_callback(_cancel, [self.sup.spawn("key-store", store.run())])
+        return Opener(self.directory, keyring, store.refresh)
 
     def _owns(self, consumer: AIOKafkaConsumer, partitions: int, commune: str) -> bool:
         """A commune belongs to the worker holding its dossier-topic partition (keys are communes everywhere)."""
@@ -176,6 +195,6 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def run(supervisor: Supervisor, settings: NotifySettings) -> None:
+async def run(supervisor: Supervisor, settings: NotifySettings, privacy: PrivacySettings | None = None) -> None:
     """One run of the notify worker (the runtime's `Worker`)."""
-    await NotifyApp(settings, supervisor).run()
+    await NotifyApp(settings, supervisor, privacy).run()

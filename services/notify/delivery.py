@@ -21,8 +21,10 @@ from services.notify import metrics
 from services.notify.channels.base import Channel, DeliveryError, compose
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
+from services.notify.personal import OpenContacts, as_is, redact
 from services.notify.policy import Backoff, QuietHours, TokenBucket
 from services.notify.retries import RetryQueue
+from services.privacy.crypto import Erased
 
 log = structlog.get_logger("notify.delivery")
 
@@ -31,9 +33,11 @@ class Dispatcher:
     def __init__(self, channels: Mapping[ChannelKind, Channel], ledger: Ledger, producer: Producer, outputs: Outputs, *,
                  spawn: Spawn, backoff: Backoff, quiet: QuietHours, rates: Mapping[str, float], segment_limit: int,
                  routine_workers: int, emergency_workers: int, clock: Clock = utcnow,
-                 release_every_s: float = 1.0) -> None:
+                 release_every_s: float = 1.0, opener: OpenContacts = as_is) -> None:
         self.channels, self.ledger, self.producer, self.outputs = channels, ledger, producer, outputs
         self.backoff, self.quiet, self.segment_limit, self.clock = backoff, quiet, segment_limit, clock
+        self.opener = opener
+        """Clear contacts for the provider call only (`personal.Opener`): requests stay sealed everywhere else."""
         self.routine, self.emergency = Lane("routine"), Lane("emergency")
         for lane in (self.routine, self.emergency):
             lane.buckets = {ChannelKind(k): TokenBucket(rate, burst=max(1.0, rate / 10)) for k, rate in rates.items()}
@@ -124,14 +128,32 @@ class Dispatcher:
             await self._attempt(lane, job)
 
     async def _attempt(self, lane: Lane, job: Job) -> None:
+        try:
+            clear = await self.opener(job.request)
+        except Erased:
+            await self._erased(job)
+            return
         await self.gate.enter()
         try:
-            await self._attempt_fenced(lane, job)
+            await self._attempt_fenced(lane, job, clear)
         finally:
             self.gate.leave()
 
-    async def _attempt_fenced(self, lane: Lane, job: Job) -> None:
-        """One attempt inside the gate: no await between the ownership checks and the provider call."""
+    async def _erased(self, job: Job) -> None:
+        """The applicant's key is gone: nobody can be told; done (ledger), counted (status `erased`), never retried."""
+        r = job.request
+        if r.notification_id not in self.ledger.done:
+            await self.ledger.record_done(r.notification_id, Outcome.ERASED.value)
+            await self._status(r, Outcome.ERASED, job.attempt)
+        log.info("notify.skipped_erased", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
+                 commune=r.commune)
+        self._finish(job)
+
+    async def _attempt_fenced(self, lane: Lane, job: Job, clear: NotificationRequest) -> None:
+        """One attempt inside the gate: no await between the ownership checks and the provider call.
+
+        `clear` is the request with its contacts opened: it goes to the provider and nowhere else.
+        """
         r = job.request
         job.claims = [c for c in job.claims if c.source is None or self.holds(c.source)]
         if not job.claims:  # every partition it came from was revoked: the new owner redoes it
@@ -142,7 +164,7 @@ class Dispatcher:
             self._finish(job)
             return
         try:
-            receipt = await self.channels[r.channel].send(compose(r, self.segment_limit))
+            receipt = await self.channels[r.channel].send(compose(clear, self.segment_limit))
         except DeliveryError as err:
             await self._failed(job, err)
             return
@@ -167,9 +189,10 @@ class Dispatcher:
             self._retries.put(delay, job)
             return
         reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
-        await self.producer.send_and_wait(self.outputs.dlq, r.model_dump_json().encode(), r.commune.encode(), headers=[
-            ("dlq.reason", reason.encode()), ("dlq.attempts", str(job.attempt).encode()),
-            ("dlq.rejected.at", self.clock().isoformat().encode())])
+        await self.producer.send_and_wait(
+            self.outputs.dlq, redact(r).model_dump_json().encode(), r.commune.encode(), headers=[
+                ("dlq.reason", reason.encode()), ("dlq.attempts", str(job.attempt).encode()),
+                ("dlq.rejected.at", self.clock().isoformat().encode())])
         await self.ledger.record_done(r.notification_id, Outcome.DEAD_LETTERED.value)
         await self._status(r, Outcome.DEAD_LETTERED, job.attempt, reason=reason)
         log.error("notify.dead_lettered", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,

@@ -63,6 +63,13 @@ class Directory(Model):
         found = {x.ref: x for cid in clusters for x in (c.clusters.get(cid) or c.clusters.get(WILDCARD) or [])}
         return list(found.values()) or list(c.operators)
 
+    def contact(self, commune: str, ref: str) -> Contact | None:
+        """The contact `ref` of the commune (a request written without its clear contact is filled from it)."""
+        c = self.of(commune)
+        groups = [c.centre, c.centre_head, c.operators, list(c.officers.values()),
+                  *c.villages.values(), *c.clusters.values()]
+        return next((x for group in groups for x in group if x.ref == ref), None)
+
 
 def load_directory(path: Path | None) -> Directory:
     if path is None:

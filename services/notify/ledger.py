@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel
 
 from schemas.notification import NotificationRequest
+from services.notify.personal import redact
 
 
 class Producer(Protocol):
@@ -55,7 +56,8 @@ class Ledger:
         await self.producer.send_and_wait(self.topic, entry.model_dump_json(exclude_none=True).encode(), nid.encode())
 
     async def record_deferred(self, request: NotificationRequest) -> None:
-        entry = Entry(state="deferred", request=request)
+        """Kept (and written) without clear contacts: the opener fills them again at delivery (ADR 0015)."""
+        entry = Entry(state="deferred", request=redact(request))
         self.apply(request.notification_id, entry)
         nid = request.notification_id
         await self.producer.send_and_wait(self.topic, entry.model_dump_json().encode(), nid.encode())

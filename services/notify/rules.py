@@ -37,9 +37,11 @@ from schemas.mobile_team import (
 )
 from schemas.notification import Audience, ChannelKind, DeadlineAlert, NotificationRequest, Recipient, TrackedDossier
 from schemas.notification import NotificationKind as K
+from schemas.personal import SealedApplicant
 from schemas.times import VIETNAM
 from services.notify import deadlines
 from services.notify.directory import Contact, Directory
+from services.notify.personal import applicant_recipient
 from services.notify.policy import notification_id
 from services.notify.subscribers import Registry
 
@@ -61,6 +63,9 @@ def applicant(e: Event, _: Directory) -> list[Target]:
     a = e.data.applicant if isinstance(e, DossierStatusChanged) else None
     if a is None:
         return []
+    if isinstance(a, SealedApplicant):  # the canonical form: contacts stay sealed until delivery
+        found = applicant_recipient(e.id, a)
+        return [(found[0], found[1], Audience.CITIZEN)] if found else []
     if a.zalo_user_id:
         channel = ChannelKind.ZALO
     elif a.phone:

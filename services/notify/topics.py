@@ -4,6 +4,7 @@
   redelivered event never reaches a provider twice as a success.
 - deadlines: the deadline tracker's input (dossier states and alert decisions), key = commune.
 - alerts: due-soon / overdue alerts the tracker fired, key = commune.
+- keys: the applicants' data keys (read only: an applicant's contact is opened at delivery, ADR 0015).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from schemas.topics import (
     EVENTS_ANNOUNCEMENT,
     EVENTS_DOSSIER,
     EVENTS_MOBILE_TEAM,
+    KEYS_APPLICANTS,
+    KEYS_DEAD_LETTERS,
     NOTIFY_ALERTS,
     NOTIFY_DEADLINES,
     NOTIFY_LEDGER,
@@ -21,6 +24,7 @@ from schemas.topics import (
 )
 
 INPUTS = (EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT, NOTIFY_ALERTS)
+KEYS = (KEYS_APPLICANTS, KEYS_DEAD_LETTERS)
 OWN = (NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS)
 
 
@@ -36,4 +40,4 @@ class Names:
         self.dlq = scoped(DLQ_NOTIFY, namespace).name
         self.ledger = scoped(NOTIFY_LEDGER, namespace).name
         self.deadlines = scoped(NOTIFY_DEADLINES, namespace).name
-        self.specs = list({t.name: scoped(t, namespace) for t in (*INPUTS, *OWN)}.values())
+        self.specs = list({t.name: scoped(t, namespace) for t in (*INPUTS, *OWN, *KEYS)}.values())

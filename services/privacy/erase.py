@@ -17,6 +17,7 @@ from aiokafka import ConsumerRecord
 from schemas.personal import ErasureAudit
 from schemas.topics import KEYS_APPLICANTS, PRIVACY_AUDIT, TransactionalId, scoped, transactional_id
 from services.common import clients
+from services.common.admin import ensure_topics
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
@@ -45,6 +46,7 @@ async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, 
                         via: str = "cli", now: datetime | None = None) -> ErasureAudit:
     """Destroy every key of `subject`; returns the audit record written (keys_destroyed may be 0)."""
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
+    await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace), scoped(PRIVACY_AUDIT, namespace)])
     producer = clients.transactional_producer(
         conn, transactional_id=transactional_id(TransactionalId.ERASE, namespace, "cli"),
         client_id="commune-bus-erase")

@@ -30,6 +30,12 @@ class PrivacySettings(BaseSettings):
     dead_letter_retention_days: int = Field(
         default=30, ge=1, description="Retention of commune.dlq.intake: day keys of dead letters expire after it")
 
+    @property
+    def configured(self) -> bool:
+        """Whether a KEK and a pepper are given (a service without them cannot seal or open anything)."""
+        return (self.kek is not None or self.kek_file is not None) and (
+            self.pepper is not None or self.pepper_file is not None)
+
     def keks(self) -> dict[str, bytes]:
         current = _secret(self.kek, self.kek_file, "KEK")
         keks = {self.kek_id: current}
@@ -41,7 +47,15 @@ class PrivacySettings(BaseSettings):
         return keks
 
     def keyring(self, clock: Clock = utcnow) -> Keyring:
-        return Keyring(self.keks(), self.kek_id, _secret(self.pepper, self.pepper_file, "pepper"), clock=clock)
+        return Keyring(self.keks(), self.kek_id, pepper_of(self), clock=clock)
+
+
+def pepper_of(settings: PrivacySettings) -> bytes:
+    """The pepper alone (erasure needs no key-encryption key)."""
+    pepper = _secret(settings.pepper, settings.pepper_file, "pepper")
+    if len(pepper) < 16:
+        raise PrivacyError("the pepper must be at least 16 bytes")
+    return pepper
 
 
 def _secret(value: SecretStr | None, file: Path | None, what: str) -> bytes:

@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 from aiosmtpd.controller import Controller
 
 from schemas.envelope import Event
+from schemas.personal import KeyRecord
 from schemas.topics import CANONICAL, Group, group_id, scoped
 from schemas.wire import encode
 from services.common import clients
@@ -21,10 +22,17 @@ from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
+from services.privacy import crypto
+from services.privacy.applicant import seal_event
+from services.privacy.store import key_messages
 from tests.kafkatools import Record, free_port, produce, start_service, stop_service
+from tests.privacy.keys import KEK, PEPPER, keyring
 from tests.waiting import eventually_async
 
 StartNotify = Callable[..., subprocess.Popen[bytes]]
+KEYRING = keyring()
+"""The test keys of `tests.privacy.keys`: `publish` seals with them, notify opens with them (`PRIVACY_ENV`)."""
+PRIVACY_ENV = {"PRIVACY_KEK": crypto.b64(KEK), "PRIVACY_PEPPER": crypto.b64(PEPPER)}
 
 
 class MailSink:
@@ -104,7 +112,7 @@ def start_notify(kafka_bootstrap: str, namespace: str, notify_topics: Names, fak
             "NOTIFY_SUBSCRIBERS_FILE": str(tmp_path / "subscribers.toml"), "NOTIFY_SMS_URL": fake.url,
             "NOTIFY_ZALO_URL": fake.url, "NOTIFY_SMTP_PORT": str(smtp[1]), "NOTIFY_QUIET_START": "00:00",
             "NOTIFY_QUIET_END": "00:00", "NOTIFY_DEADLINES": "false", "NOTIFY_DEADLINE_WEB_PORT": str(free_port()),
-            "NOTIFY_RETRY_BASE_S": "0.2", "NOTIFY_RETRY_CAP_S": "2",
+            "NOTIFY_RETRY_BASE_S": "0.2", "NOTIFY_RETRY_CAP_S": "2", **PRIVACY_ENV,
         }
         proc = start_service("services.notify", {**base, **env}, tmp_path / "notify.log")
         procs.append(proc)
@@ -116,17 +124,25 @@ def start_notify(kafka_bootstrap: str, namespace: str, notify_topics: Names, fak
 
 
 async def publish(bootstrap: str, namespace: str, *events: Event) -> None:
-    """Canonical events onto the namespace's canonical topics, as intake writes them (binary mode).
+    """Canonical events onto the namespace's canonical topics, as intake writes them (binary mode, applicant sealed).
 
     One producer per topic, all records at once: a burst arrives as a burst (not one connection per event).
     """
     from schemas.events import FAMILY_OF_TYPE
 
     by_topic: dict[str, list[Record]] = {}
+    keys: list[KeyRecord] = []
     for e in events:
-        rec = encode(e)
+        sealed, new_keys = seal_event(KEYRING, e)  # as intake seals it (ADR 0015)
+        keys += new_keys
+        rec = encode(sealed)
         topic = scoped(CANONICAL[FAMILY_OF_TYPE[e.type]], namespace).name
         by_topic.setdefault(topic, []).append((rec.key, rec.value, rec.headers))
+    key_records: dict[str, list[Record]] = {}
+    for topic, key, value in key_messages(keys, namespace):
+        key_records.setdefault(topic, []).append((key, value, []))
+    for topic, records in key_records.items():  # keys first, as intake's transaction holds them with the events
+        await produce(bootstrap, topic, records)
     for topic, records in by_topic.items():
         await produce(bootstrap, topic, records)
 

@@ -15,6 +15,7 @@ from services.notify.channels.base import Channel, DeliveryError
 from services.notify.delivery import Dispatcher
 from services.notify.jobs import Outputs
 from services.notify.ledger import Ledger
+from services.notify.personal import redact
 from services.notify.policy import Backoff, QuietHours
 from services.notify.subscribers import Registry
 from tests.notify.events import directory, dossier, storm
@@ -135,7 +136,8 @@ async def test_non_retryable_failure_is_dead_lettered_and_done() -> None:
         await settle(lambda: done.count == 1, "done")
         [dead] = s.producer.to(OUT.dlq)
         assert dead.headers["dlq.reason"] == b"http_401" and dead.headers["dlq.attempts"] == b"1"
-        assert NotificationRequest.model_validate_json(dead.value or b"") == request
+        assert NotificationRequest.model_validate_json(dead.value or b"") == redact(request)  # no clear contact
+        assert request.recipient.phone and request.recipient.phone.encode() not in (dead.value or b"")
         assert dead.key == request.commune.encode()
         assert s.outcomes(request.notification_id) == [("failed", 1), ("dead_lettered", 1)]
         assert [m.json() for m in s.producer.to(LEDGER)] == [{"state": "done", "outcome": "dead_lettered"}]

@@ -7,6 +7,7 @@ import pytest
 from schemas.notification import NotificationRequest
 from services.notify import rules
 from services.notify.ledger import Entry, Ledger
+from services.notify.personal import redact
 from services.notify.subscribers import Registry
 from tests.notify.events import directory, dossier
 from tests.notify.fakes import FakeProducer
@@ -38,12 +39,13 @@ async def test_recording_done_applies_at_once_and_writes_the_entry_keyed_by_id()
 
 
 async def test_a_deferral_survives_a_restart_with_its_request() -> None:
-    """A deferred request read back from the topic is the same request, due at the same time."""
+    """A deferred request read back from the topic is the same request (no clear contact), due at the same time."""
     producer = FakeProducer()
     deferred = request("d-1").model_copy(update={"not_before": dossier().time})
     await Ledger(TOPIC, producer).record_deferred(deferred)
     restored = replay(producer)
-    assert restored.deferred == {deferred.notification_id: deferred} and not restored.done
+    assert restored.deferred == {deferred.notification_id: redact(deferred)} and not restored.done
+    assert deferred.recipient.phone and deferred.recipient.phone.encode() not in producer.to(TOPIC)[0].value
 
 
 async def test_done_after_deferred_releases_it_for_good() -> None:

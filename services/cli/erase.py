@@ -1,0 +1,46 @@
+"""`commune-bus erase --cccd ...`: erase an applicant (crypto-shredding, ADR 0015), and `commune-bus keys secret`.
+
+Every copy of the applicant's personal data outside the raw topics is sealed under their data
+keys; destroying the keys makes all of them unreadable at once. Only the pepper is needed
+(`PRIVACY_PEPPER` / `PRIVACY_PEPPER_FILE`): the CCCD becomes the pseudonymous subject id and
+is never printed, logged or written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from typing import Annotated
+
+import typer
+
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
+from services.cli.render import console, err_console
+from services.privacy.crypto import PrivacyError
+from services.privacy.erase import erase_cccd
+from services.privacy.settings import PrivacySettings, generate_secret, pepper_of
+
+keys_app = typer.Typer(no_args_is_help=True, help="Secrets of personal-data protection")
+
+
+def erase(cccd: Annotated[str, typer.Option("--cccd", prompt=True, hide_input=True,
+                                            help="The applicant's CCCD number (prompted, hidden, if not given)")],
+          requested_by: Annotated[str | None, typer.Option(
+              "--requested-by", help="Who asked (operator account); default: the OS user")] = None,
+          bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
+    """Erase the applicant with this CCCD: destroy every data key of theirs and write an audit record."""
+    try:
+        pepper = pepper_of(PrivacySettings())
+    except PrivacyError as exc:
+        err_console.print(f"erase: {exc}")
+        raise typer.Exit(2) from None
+    who = requested_by or f"os:{getpass.getuser()}"
+    audit = asyncio.run(erase_cccd(connection(bootstrap), namespace, pepper, cccd, requested_by=who, via="cli"))
+    console.print(f"erased subject {audit.subject}: {audit.keys_destroyed} keys destroyed "
+                  f"(audit {audit.erasure_id}, requested by {audit.requested_by})")
+
+
+@keys_app.command("secret")
+def secret() -> None:
+    """Print a fresh 32-byte secret (base64url) for PRIVACY_KEK or PRIVACY_PEPPER."""
+    typer.echo(generate_secret())

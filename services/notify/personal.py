@@ -1,0 +1,102 @@
+"""Notify and personal data (ADR 0015): contacts stay sealed everywhere but in the one provider call.
+
+- `applicant_recipient`: from a sealed applicant group, a recipient whose contacts are the
+  sealed tokens themselves (nothing is decrypted when rules run).
+- `redact`: what a request may hold when written to a topic (ledger, dead letters): sealed
+  contacts, and no clear phone, e-mail or Zalo id (a directory contact is looked up again).
+- `Opener`: at delivery only, the clear contacts the request's channel needs, from the key
+  store (an applicant's) or the directory (staff and village contacts). An erased applicant
+  raises `Erased`: the dispatcher skips the notification as erased, counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from schemas.codes import Locale
+from schemas.notification import ChannelKind, NotificationRequest, Recipient
+from schemas.personal import SealedApplicant
+from services.notify.directory import Directory
+from services.privacy.applicant import open_value, sealed_value
+from services.privacy.crypto import Erased
+from services.privacy.keyring import Keyring, KeyUnknown
+
+CONTACTS = ("phone", "email", "zalo_user_id")
+NEEDS: dict[ChannelKind, tuple[str, ...]] = {
+    ChannelKind.SMS: ("phone",), ChannelKind.ZALO: ("zalo_user_id", "phone"), ChannelKind.EMAIL: ("email",),
+    ChannelKind.WEBHOOK: (),
+}
+"""What each channel reads of a recipient (Zalo falls back to SMS): the only fields opened for it."""
+
+
+class NoKeys(Erased):
+    """This notify has no key-encryption key configured, so no sealed contact can be opened."""
+
+
+def applicant_recipient(event_id: str, applicant: SealedApplicant) -> tuple[Recipient, ChannelKind] | None:
+    """The applicant as a recipient with sealed contacts, on the channel their contacts allow (None: unreachable)."""
+    sealed = {f: v for f in CONTACTS if (v := sealed_value(event_id, applicant, f)) is not None}
+    if "zalo_user_id" in sealed:
+        channel = ChannelKind.ZALO
+    elif "phone" in sealed:
+        channel = ChannelKind.SMS
+    elif "email" in sealed:
+        channel = ChannelKind.EMAIL
+    else:
+        return None
+    return Recipient(ref="applicant", locale=applicant.preferred_locale or Locale.VI, sealed=sealed), channel
+
+
+def redact(request: NotificationRequest) -> NotificationRequest:
+    """The request as it may be written to a topic: no clear contact (sealed ones and the webhook URL stay)."""
+    r = request.recipient
+    if all(getattr(r, f) is None for f in CONTACTS):
+        return request
+    return request.model_copy(update={"recipient": r.model_copy(update=dict.fromkeys(CONTACTS))})
+
+
+OpenContacts = Callable[[NotificationRequest], Awaitable[NotificationRequest]]
+"""What the dispatcher calls before a provider call (an `Opener`; `as_is` in tests and tools)."""
+
+
+async def as_is(request: NotificationRequest) -> NotificationRequest:
+    return request
+
+
+class Refresh(Protocol):
+    """Waits until the key store has applied every key record committed so far (`KeyStore.refresh`)."""
+
+    async def __call__(self) -> None: ...
+
+
+class Opener:
+    def __init__(self, directory: Directory, keyring: Keyring | None = None, refresh: Refresh | None = None) -> None:
+        self.directory, self.keyring, self.refresh = directory, keyring, refresh
+
+    async def __call__(self, request: NotificationRequest) -> NotificationRequest:
+        """`request` with the clear contacts its channel needs; `Erased` when the applicant's key is gone."""
+        r = request.recipient
+        needs = NEEDS.get(request.channel, ())
+        if r.sealed:
+            clear = {f: await self._open(r, f) for f in needs if f in r.sealed}
+            return request.model_copy(update={"recipient": r.model_copy(update={**clear, "sealed": None})})
+        if needs and all(getattr(r, f) is None for f in CONTACTS):
+            contact = self.directory.contact(request.commune, r.ref)
+            if contact is not None:
+                clear = {f: getattr(contact, f) for f in CONTACTS}
+                return request.model_copy(update={"recipient": r.model_copy(update=clear)})
+        return request
+
+    async def _open(self, recipient: Recipient, field: str) -> str:
+        assert recipient.sealed is not None
+        value = recipient.sealed[field]
+        if self.keyring is None:
+            raise NoKeys("no key-encryption key configured")
+        try:
+            return open_value(self.keyring, value)
+        except KeyUnknown:
+            if self.refresh is None:
+                raise
+            await self.refresh()  # the key record may be committed and not read yet
+            return open_value(self.keyring, value)

@@ -1,0 +1,109 @@
+"""Crypto-shredding on the real broker: erase one of two applicants; their copies no longer open, the other's do."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+from schemas import wire
+from schemas.dossier import DossierStatusChanged
+from schemas.personal import ErasureAudit, SealedApplicant
+from schemas.topics import DLQ_INTAKE, EVENTS_DOSSIER, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, scoped
+from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
+from services.privacy import crypto
+from services.privacy.applicant import open_applicant
+from services.privacy.crypto import Erased
+from services.privacy.deadletters import open_dead_letter
+from services.privacy.erase import erase_cccd, live_keys
+from services.privacy.store import KeyStore
+from tests.kafkatools import read_all
+from tests.privacy.keys import PEPPER, keyring
+from tests.privacy.writer import person, write_sealed
+
+pytestmark = pytest.mark.kafka
+
+LAN = ("Nguyễn Thị Lan", "008123456789", "0912345678")
+MINH = ("Trần Văn Minh", "001099000111", "0987654321")
+
+
+async def test_erasing_one_applicant_shreds_every_copy_and_spares_the_other(kafka_bootstrap: str, unique: str) -> None:
+    """Canonical events and dead letters of Lan stop opening (a running store and a fresh one); Minh's still open."""
+    ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
+    await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+    lan_raw, minh_raw = person("TL-1", *LAN), person("TL-2", *MINH)
+    await write_sealed(kafka_bootstrap, ns, keyring(), [lan_raw, minh_raw, person("TL-3", *LAN)],
+                       dead_letters=[lan_raw, b"not json"])
+    running = KeyStore(conn, ns, keyring(), client_id="tests-keys")
+    await running.start()
+    try:
+        canonical = await read_all(kafka_bootstrap, scoped(EVENTS_DOSSIER, ns).name, expect=3, idle=0.5)
+        dead = await read_all(kafka_bootstrap, scoped(DLQ_INTAKE, ns).name, expect=2, idle=0.5)
+        events = [wire.decode(r.headers, r.value) for r in canonical]
+        assert all(isinstance(e, DossierStatusChanged) and isinstance(e.data.applicant, SealedApplicant)
+                   for e in events)
+        every_copy = b"".join((r.value or b"") + b"".join(v for _, v in r.headers) for r in canonical + dead)
+        assert not [p for p in LAN + MINH if p.encode() in every_copy], "personal data in clear on a topic"
+        names = {open_applicant(running.keyring, e.id, e.data.applicant).name for e in events}  # type: ignore[union-attr]
+        assert names == {LAN[0], MINH[0]}
+
+        audit = await erase_cccd(conn, ns, PEPPER, "008 123 456 789", requested_by="operator:tester")
+        assert audit.keys_destroyed == 1 and audit.subject == crypto.cccd_subject(PEPPER, LAN[1])
+
+        await _follow(running)
+        fresh = KeyStore(conn, ns, keyring(), client_id="tests-keys-fresh")
+        await fresh.start()
+        try:
+            for store in (running, fresh):
+                for e in events:
+                    assert isinstance(e, DossierStatusChanged) and isinstance(e.data.applicant, SealedApplicant)
+                    if e.subject == "TL-2":
+                        assert open_applicant(store.keyring, e.id, e.data.applicant).phone == MINH[2]
+                    else:
+                        with pytest.raises(Erased):
+                            open_applicant(store.keyring, e.id, e.data.applicant)
+                with pytest.raises(Erased):
+                    open_dead_letter(store.keyring, dead[0].value, dead[0].headers, source_topic="commune.raw.dossier",
+                                     partition=0, offset=0)
+                assert open_dead_letter(store.keyring, dead[1].value, dead[1].headers,
+                                        source_topic="commune.raw.dossier", partition=0, offset=1) == b"not json"
+        finally:
+            await fresh.stop()
+    finally:
+        await running.stop()
+    [record] = await read_all(kafka_bootstrap, scoped(PRIVACY_AUDIT, ns).name, expect=1, idle=0.5)
+    assert ErasureAudit.model_validate_json(record.value or b"") == audit
+    assert LAN[1].encode() not in (record.value or b"") and LAN[0].encode() not in (record.value or b"")
+
+
+async def _follow(store: KeyStore) -> None:
+    """Run the store's tail until it has applied what is committed now (as a service's supervised task would)."""
+    task = asyncio.create_task(store.run())
+    try:
+        await store.refresh(timeout_s=30)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_the_cli_erases_by_cccd_and_prints_no_personal_data(kafka_bootstrap: str, unique: str) -> None:
+    """`commune-bus erase --cccd` destroys every key of the subject (two racing ones too), never echoing the number."""
+    ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
+    asyncio.run(ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
+                                                             KEYS_DEAD_LETTERS, PRIVACY_AUDIT)]))
+    for _ in range(2):  # two intake workers, two keyrings: two keys of one subject
+        asyncio.run(write_sealed(kafka_bootstrap, ns, keyring(), [person("TL-1", *LAN)]))
+    subject = crypto.cccd_subject(PEPPER, LAN[1])
+    assert len(asyncio.run(live_keys(conn, ns, subject))) == 2
+    env = {**os.environ, "PRIVACY_PEPPER": crypto.b64(PEPPER), "KAFKA_BOOTSTRAP": kafka_bootstrap}
+    done = subprocess.run([sys.executable, "-m", "services.cli.main", "erase", "--cccd", LAN[1], "--namespace", ns,
+                           "--requested-by", "operator:tester"], env=env, capture_output=True, timeout=120, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output.decode(errors="replace")
+    assert b"2 keys destroyed" in output and LAN[1].encode() not in output
+    assert asyncio.run(live_keys(conn, ns, subject)) == set()
