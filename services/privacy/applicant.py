@@ -12,7 +12,7 @@ from schemas.dossier import Applicant, DossierStatusChanged
 from schemas.envelope import Event
 from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant, SealedValue
 from services.privacy import crypto
-from services.privacy.crypto import PrivacyError
+from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.keyring import Keyring
 
 _IDENTIFIERS = (("cccd", "id_number"), ("phone", "phone"), ("email", "email"), ("zalo", "zalo_user_id"))
@@ -84,3 +84,22 @@ def sealed_value(event_id: str, sealed: SealedApplicant, field: str) -> SealedVa
 
 def open_value(keyring: Keyring, value: SealedValue) -> str:
     return crypto.open_sealed(keyring.dek(value.subject, value.key_id), value.token, value.aad.encode()).decode()
+
+
+ERASED_MARK = "[erased]"
+
+
+def for_display(keyring: Keyring, event_id: str, sealed: SealedApplicant) -> dict[str, str]:
+    """The applicant's fields for an operator's screen (trace, CLI): clear, or `[erased]` once the key is gone.
+
+    Only for people entitled to see personal data; never for a log line.
+    """
+    shown: dict[str, str] = {"preferred_locale": sealed.preferred_locale.value}
+    for field in PERSONAL_FIELDS:
+        try:
+            value = open_field(keyring, event_id, sealed, field)
+        except Erased:
+            value = ERASED_MARK
+        if value is not None:
+            shown[field] = value
+    return shown

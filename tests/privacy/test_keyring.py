@@ -169,3 +169,26 @@ def test_settings_build_a_working_keyring_and_hide_secrets() -> None:
     assert crypto.b64(KEK) not in repr(s) and crypto.b64(PEPPER) not in repr(s)
     sealed, _ = sealing.encrypt_applicant(s.keyring(), "e", LAN)
     assert isinstance(sealed, SealedApplicant) and sealed.subject == crypto.cccd_subject(PEPPER, LAN.id_number or "")
+
+
+def test_operators_see_erased_fields_as_erased() -> None:
+    """The display form shows clear fields while the key lives, `[erased]` for each of them after its tombstone."""
+    ring = keyring()
+    sealed, records = sealing.encrypt_applicant(ring, "evt-1", LAN)
+    assert sealing.for_display(ring, "evt-1", sealed)["name"] == LAN.name
+    ring.apply(records[0].record_key, None)
+    shown = sealing.for_display(ring, "evt-1", sealed)
+    assert shown["name"] == shown["phone"] == "[erased]" and "zalo_user_id" not in shown
+
+
+@given(applicant=st.builds(
+    Applicant, name=st.none() | st.text(max_size=200), id_number=st.none() | st.text(max_size=20),
+    phone=st.none() | st.text(alphabet="0123456789+ ", max_size=20), address=st.none() | st.text(max_size=500)))
+@settings(deadline=None)
+def test_any_applicant_round_trips_through_sealing(applicant: Applicant) -> None:
+    """Whatever the applicant's fields hold (any Unicode, empty, missing), sealing then opening gives them back."""
+    ring = keyring()
+    sealed, _ = sealing.encrypt_applicant(ring, "evt-x", applicant)
+    assert SealedApplicant.model_validate_json(sealed.model_dump_json()) == sealed
+    opened = sealing.open_applicant(ring, "evt-x", sealed)
+    assert opened == applicant.model_copy(update={f: getattr(applicant, f) or None for f in PERSONAL_FIELDS})
