@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from schemas import wire
+from schemas.deadletter import DeadLetterContext, Reason
 from schemas.dossier import DossierStatusChanged
 from schemas.personal import ErasureAudit, SealedApplicant
 from schemas.topics import DLQ_INTAKE, EVENTS_DOSSIER, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, scoped
@@ -20,9 +21,10 @@ from services.privacy.applicant import open_applicant
 from services.privacy.crypto import Erased
 from services.privacy.deadletters import open_dead_letter
 from services.privacy.erase import erase_cccd, live_keys
+from services.privacy.intake import IntakePrivacy
 from services.privacy.store import KeyStore
 from tests.kafkatools import read_all
-from tests.privacy.keys import PEPPER, keyring
+from tests.privacy.keys import PEPPER, keyring, settings
 from tests.privacy.writer import person, write_sealed
 
 pytestmark = pytest.mark.kafka
@@ -107,3 +109,30 @@ def test_the_cli_erases_by_cccd_and_prints_no_personal_data(kafka_bootstrap: str
     assert done.returncode == 0, output.decode(errors="replace")
     assert b"2 keys destroyed" in output and LAN[1].encode() not in output
     assert asyncio.run(live_keys(conn, ns, subject)) == set()
+
+
+async def test_intake_follows_an_erasure_and_seals_later_events_under_a_new_key(kafka_bootstrap: str,
+                                                                                unique: str) -> None:
+    """After an erasure, intake's keyring has dropped the key: the applicant's next event gets a new, written key."""
+    ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
+    await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+    intake = IntakePrivacy(conn, ns, settings(), client_id="tests-intake")
+    await intake.start(lambda name, coro: asyncio.create_task(coro, name=name))
+    try:
+        [first] = await write_sealed(kafka_bootstrap, ns, intake.keyring, [person("TL-1", *LAN)])
+        await intake.store.refresh(timeout_s=30)
+        subject = crypto.cccd_subject(PEPPER, LAN[1])
+        assert intake.keyring.key_ids(subject) == [first.keys[0].key_id]
+        await erase_cccd(conn, ns, PEPPER, LAN[1], requested_by="operator:tester")
+        await intake.store.refresh(timeout_s=30)
+        assert intake.keyring.key_ids(subject) == []
+        [later] = await write_sealed(kafka_bootstrap, ns, intake.keyring, [person("TL-9", *LAN)])
+        assert later.keys and later.keys[0].key_id != first.keys[0].key_id
+        value, headers, messages = intake.seal_dead_letter(b"{}", DeadLetterContext(
+            reason=Reason.NOT_AN_OBJECT, field="(record)", message="m", source_topic="commune.raw.dossier",
+            source_partition=1, source_offset=5, rejected_at="2026-12-01T08:00:00+00:00"))
+        assert value != b"{}" and dict(headers)["dlq.sealed.subject"] == b"dlq:2026-12-01"
+        assert [m[0] for m in messages] == [scoped(KEYS_DEAD_LETTERS, ns).name]
+    finally:
+        await intake.stop()

@@ -1,0 +1,76 @@
+"""What intake's shell calls to keep personal data sealed (ADR 0015): one object per worker run.
+
+    privacy = IntakePrivacy(settings, PrivacySettings(), client_id="commune-bus-intake")
+    await privacy.start(supervisor.spawn)           # keys read to the end, then followed (erasures, confirmations)
+    Decider(..., keyring=privacy.keyring)           # accepted dossier events come out sealed, with `keys`
+    for topic, key, value in privacy.key_messages(accepted.keys): ...       # in the event's transaction
+    value, extra, keys = privacy.seal_dead_letter(value, context)            # before writing a dead letter
+    await privacy.stop()
+
+The key store must follow the key topics for the whole run: a tombstone must reach the keyring before
+the next event of that applicant is sealed, or that event would be sealed under a destroyed key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+from schemas.deadletter import DeadLetterContext
+from schemas.personal import KeyRecord
+from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, TopicSpec, scoped
+from services.common.settings import KafkaConnection
+from services.privacy.deadletters import seal_dead_letter
+from services.privacy.keyring import Keyring
+from services.privacy.settings import PrivacySettings
+from services.privacy.store import KeyMessage, KeyStore, key_messages
+
+
+class Spawn(Protocol):
+    """Starts a task someone owns (`Supervisor.spawn`): the key store's failure must end the run."""
+
+    def __call__(self, name: str, coro: Coroutine[Any, Any, None], /) -> asyncio.Task[None]: ...
+
+
+def key_topic_specs(namespace: str) -> list[TopicSpec]:
+    """The key topics a writer of sealed records needs (add them to its `ensure_topics`)."""
+    return [scoped(KEYS_APPLICANTS, namespace), scoped(KEYS_DEAD_LETTERS, namespace)]
+
+
+class IntakePrivacy:
+    def __init__(self, conn: KafkaConnection, namespace: str, privacy: PrivacySettings, *, client_id: str) -> None:
+        self.namespace, self.retention_days = namespace, privacy.dead_letter_retention_days
+        self.keyring: Keyring = privacy.keyring()
+        self.store = KeyStore(conn, namespace, self.keyring, client_id=f"{client_id}-keys")
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, spawn: Spawn) -> None:
+        await self.store.start()
+        self._task = spawn("key-store", self.store.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.store.stop()
+
+    def key_messages(self, records: Sequence[KeyRecord]) -> list[KeyMessage]:
+        """(topic, key, value) of each key record, to send in the transaction of the records sealed under them."""
+        return key_messages(list(records), self.namespace)
+
+    def seal_dead_letter(self, value: bytes | None, context: DeadLetterContext) -> tuple[
+            bytes | None, list[tuple[str, bytes]], list[KeyMessage]]:
+        """The dead letter's value sealed, the headers to add (after its own), the key messages to send with it."""
+        sealed, headers, records = seal_dead_letter(
+            self.keyring, value, source_topic=context.source_topic, partition=context.source_partition,
+            offset=context.source_offset, rejected_on=_day(context.rejected_at), retention_days=self.retention_days)
+        return sealed, headers, self.key_messages(records)
+
+
+def _day(rejected_at: str) -> date:
+    try:
+        return datetime.fromisoformat(rejected_at).date()
+    except ValueError:
+        return datetime.now(UTC).date()
