@@ -140,11 +140,20 @@ PRIVACY_AUDIT = TopicSpec(
     description="One record per erasure: who asked, when, the subject id and how many keys; no personal data",
     partitions=1, config={"retention.ms": "-1"},
 )
+GATEWAY_CLAIMS = TopicSpec(
+    "commune.gateway.claims", Kind.INTERNAL,
+    key="idem:<source id>:<Idempotency-Key>, or nonce:<source id>:<signature>",
+    description="The gateway's Idempotency-Keys and signature nonces, shared by every instance: claims, and each "
+    "request's answer written in the transaction of its events (ADR 0013)",
+    config={"cleanup.policy": "compact,delete", "retention.ms": str(48 * 3600 * 1000),
+            "min.compaction.lag.ms": str(3600 * 1000)},
+)
 
 TOPICS: tuple[TopicSpec, ...] = (
     *RAW.values(), *CANONICAL.values(),
     DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS,
     DLQ_REPLAYED, METRICS_CHANGELOG, METRICS_SNAPSHOTS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT,
+    GATEWAY_CLAIMS,
 )
 
 

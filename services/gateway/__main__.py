@@ -1,7 +1,9 @@
 """`python -m services.gateway`: serve the ingest gateway until SIGTERM/SIGINT/SIGHUP.
 
-One run of the service runtime: the HTTP server (uvicorn: the API, `/metrics`,
-`/healthz`, `/readyz`) and the broker watch behind `/readyz`, both supervised.
+One run of the service runtime: the HTTP server (uvicorn, HTTPS when a certificate is set: the API,
+`/metrics`, `/healthz`, `/readyz`), the claims reader (Idempotency-Keys and nonces, shared by every
+instance through Kafka) and the broker watch behind `/readyz`, all supervised. The transactional id is
+named by `GATEWAY_INSTANCE_ID`, so a restarted instance fences its predecessor; a fenced one exits.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from schemas.topics import TransactionalId, transactional_id
+from schemas.topics import GATEWAY_CLAIMS, TransactionalId, scoped, transactional_id
 from services.common import runtime
+from services.common.admin import ensure_topics
 from services.common.health import Health
 from services.gateway.app import create_app
+from services.gateway.claimlog import KafkaClaims
 from services.gateway.publisher import KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings, load_credentials
@@ -33,12 +37,22 @@ class _Server(uvicorn.Server):
         yield
 
 
-def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher) -> runtime.Worker:
+def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
+    """HTTP on host:port, or HTTPS with the settings' certificate and key."""
+    tls = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)} \
+        if settings.tls_certfile is not None else {}
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                          h11_max_incomplete_event_size=16 * 1024, **tls)  # type: ignore[arg-type]
+
+
+def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, claims: KafkaClaims) -> runtime.Worker:
     async def run(supervisor: runtime.Supervisor) -> None:
-        server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                        access_log=False))
+        await ensure_topics(settings, [scoped(GATEWAY_CLAIMS, settings.namespace)])
+        supervisor.spawn("claims", claims.run())
+        server = _Server(server_config(settings, app))
         serving = supervisor.spawn("http", server.serve())
-        supervisor.spawn("broker-watch", watch_broker(publisher, supervisor.health, supervisor.stop))
+        supervisor.spawn("broker-watch", watch_broker(publisher, supervisor.health, supervisor.stop,
+                                                      restored=lambda: claims.ready))
         stopping = supervisor.spawn("stop", supervisor.stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
@@ -53,10 +67,13 @@ def main() -> None:
     settings = GatewaySettings()
     health = Health(SERVICE)
     publisher = KafkaPublisher(settings, transactional_id(TransactionalId.GATEWAY, settings.namespace,
-                                                          settings.instance_id), settings.kafka_timeout_s)
+                                                          settings.instance_id), settings.kafka_timeout_s,
+                               settings.transaction_timeout_ms)
+    claims = KafkaClaims(settings, scoped(GATEWAY_CLAIMS, settings.namespace).name,
+                         client_id=f"commune-bus-gateway-{settings.instance_id}", timeout_s=settings.kafka_timeout_s)
     app = create_app(settings, load_registry(settings.sources_file), load_credentials(settings.secrets_file),
-                     publisher, health)
-    runtime.main(SERVICE, settings, worker(settings, app, publisher), health=health)
+                     publisher, health, claims=claims)
+    runtime.main(SERVICE, settings, worker(settings, app, publisher, claims), health=health)
 
 
 if __name__ == "__main__":

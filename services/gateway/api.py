@@ -36,12 +36,39 @@ REQUEST_BODY: dict[str, Any] = {
 }
 
 
+DESCRIPTION = """Send commune events over HTTP; they reach the same Kafka topics as direct producers.
+
+**Credentials** (checked from the headers before the body is read): `X-Api-Key`, or `X-Source-Id` with
+`X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(hmac_key, canonical)>` where `canonical` is eight lines
+joined by `\\n` (no trailing newline), each exactly as sent:
+
+    commune-bus-v1
+    <METHOD>
+    <path>
+    <query string without '?', or empty>
+    <X-Commune-Code header, or empty>
+    <Idempotency-Key header, or empty>
+    <t>
+    <hex SHA-256 of the body>
+
+`t` must be within 300 s of the gateway's clock, and each signature is accepted once (a replay is 401):
+sign every request, retries included, afresh.
+
+**Limits**: a body over 10 MiB is refused with 413 as it streams (chunked bodies included); one record is
+at most intake's limit (1 MiB: 422 `payload_too_large`); each source has a request rate (429 with
+`Retry-After`).
+
+**Idempotency-Key**: the same key and request get the first answer (`Idempotent-Replayed: true`) on every
+gateway instance, for 24 h; the key with another request is 422; 409 while the first is in progress.
+"""
+
 SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"sourceId": [], "signature": []}]
 SECURITY_SCHEMES: dict[str, Any] = {
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key", "description": "The source system's API key"},
     "sourceId": {"type": "apiKey", "in": "header", "name": "X-Source-Id", "description": "Registry id of the source"},
     "signature": {"type": "apiKey", "in": "header", "name": "X-Signature",
-                  "description": "t=<unix seconds>,v1=<hex HMAC-SHA256(hmac_key, '<t>.' + body)>"},
+                  "description": "t=<unix seconds>,v1=<hex HMAC-SHA256(hmac_key, canonical request)> (see the API's "
+                  "description)"},
 }
 
 
@@ -53,11 +80,12 @@ def responses() -> dict[int | str, dict[str, Any]]:
     return {
         202: {"model": AcceptedBody, "description": "Every event is durably on Kafka"},
         400: err("The body is not JSON/NDJSON, is empty, or holds too many records"),
-        401: err("No valid API key or signature"),
+        401: err("No valid API key or signature, or a signature used before"),
         403: err("The source may not publish some record (family or commune not in its registry entry)"),
         409: err("A request with the same Idempotency-Key is in progress", **retry),
-        413: err("The body is too large"),
+        413: err("The body passed the limit (it is not read further; the connection is closed)"),
         422: err("Some records are invalid (nothing was published), "
                  "or an Idempotency-Key was reused with another body"),
+        429: err("This source is over its request rate", **retry),
         503: err("Kafka is unavailable; nothing was published", **retry),
     }

@@ -1,8 +1,14 @@
 """Who is calling: an API key (`X-Api-Key`) or an HMAC signature (`X-Source-Id` + `X-Signature`).
 
-Signature: `X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(hmac_key, "<t>." + body)>`; the
-timestamp must be within the tolerance so a captured request cannot be replayed later.
-Pure functions; comparisons are constant-time; secrets never appear in results.
+Credentials are checked from the headers alone, before a byte of the body is read (`identify`). An HMAC
+signature covers the whole request (`canonical`): method, path, query, the `X-Commune-Code` and
+`Idempotency-Key` headers, the timestamp and the SHA-256 of the body, each exactly as sent, so nothing of a
+captured request can be changed or sent for another commune. Its body part is hashed while the body streams
+in (`PendingSignature`); a replay of a valid signature is refused by the caller (its nonce, `nonce_key`).
+
+    X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(hmac_key, canonical)>
+
+Pure functions; comparisons are constant-time; secrets and sent values never appear in messages.
 """
 
 from __future__ import annotations
@@ -10,54 +16,111 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from services.gateway.settings import Credential
 
 API_KEY = "x-api-key"
 SOURCE_ID = "x-source-id"
 SIGNATURE = "x-signature"
+COMMUNE = "x-commune-code"
+IDEMPOTENCY_KEY = "idempotency-key"
+VERSION = b"commune-bus-v1"
+"""First line of the canonical string: a later scheme gets another, so no v1 signature verifies under it."""
 _MAX_TIMESTAMP_DIGITS = 12
 """Unix seconds until the year 33658: a longer `t` is refused before int() (Python limits long conversions)."""
+_MAX_SIGNATURE_CHARS = 200
 
 
 class Unauthenticated(Exception):
     """No valid credential: the message says what is missing, never what was sent."""
 
 
-def sign(key: bytes, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+@dataclass(frozen=True)
+class RequestLine:
+    """What a signature covers besides the body, each as the raw bytes the client sent (`b""` when absent)."""
+
+    method: bytes
+    path: bytes
+    query: bytes
+    commune: bytes = b""
+    idempotency_key: bytes = b""
+
+
+def canonical(line: RequestLine, timestamp: int, body_sha256: str) -> bytes:
+    """The signed string: eight lines joined by LF, no trailing LF (docs/integrators.md has a worked example)."""
+    return b"\n".join([VERSION, line.method.upper(), line.path, line.query, line.commune, line.idempotency_key,
+                       str(timestamp).encode(), body_sha256.encode()])
+
+
+def sign(key: bytes, line: RequestLine, timestamp: int, body: bytes) -> str:
+    """The `X-Signature` value a client sends for this request."""
+    digest = hmac.new(key, canonical(line, timestamp, hashlib.sha256(body).hexdigest()), hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
 
 
-def authenticate(headers: Mapping[str, str], body: bytes, credentials: Mapping[str, Credential], now: float,
-                 tolerance_s: int) -> str:
-    """The source id the request authenticates as; raises Unauthenticated."""
+@dataclass
+class PendingSignature:
+    """A signature whose headers checked out; the body is hashed as it streams, then `verify` decides."""
+
+    source_id: str
+    key: bytes = field(repr=False)
+    line: RequestLine
+    timestamp: int
+    given: bytes = field(repr=False)
+    body_hash: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
+
+    def update(self, chunk: bytes) -> None:
+        self.body_hash.update(chunk)
+
+    def verify(self) -> None:
+        """Raises Unauthenticated unless the signature covers this request and the body streamed in."""
+        digest = hmac.new(self.key, canonical(self.line, self.timestamp, self.body_hash.hexdigest()), hashlib.sha256)
+        if not hmac.compare_digest(digest.hexdigest().encode(), self.given):
+            raise Unauthenticated("the signature does not match the request")
+
+    @property
+    def nonce(self) -> str:
+        """What is remembered for the validity window: the signature itself, under its source."""
+        return f"{self.source_id}:{self.given.decode('ascii')}"
+
+
+@dataclass(frozen=True)
+class Identified:
+    """The source a request's headers authenticate; `pending` is set when the body still has to verify."""
+
+    source_id: str
+    pending: PendingSignature | None = None
+
+
+def identify(headers: Mapping[str, str], line: RequestLine, credentials: Mapping[str, Credential], now: float,
+             tolerance_s: int) -> Identified:
+    """Check the credential headers (no body needed); raises Unauthenticated."""
     if (key := headers.get(API_KEY)) is not None:
         found = None
+        given = key.encode("latin-1")
         for source_id, cred in credentials.items():  # no early exit: same time whichever entry matches
-            if cred.api_key is not None and hmac.compare_digest(cred.api_key.get_secret_value().encode(), key.encode()):
+            if cred.api_key is not None and hmac.compare_digest(cred.api_key.get_secret_value().encode(), given):
                 found = source_id
         if found is None:
             raise Unauthenticated("the API key is not valid")
-        return found
+        return Identified(found)
     if (signature := headers.get(SIGNATURE)) is not None:
-        return _verify_signature(headers.get(SOURCE_ID, ""), signature, body, credentials, now, tolerance_s)
+        return Identified(*_pending(headers.get(SOURCE_ID, ""), signature, line, credentials, now, tolerance_s))
     raise Unauthenticated(f"send an {API_KEY} header, or {SOURCE_ID} and {SIGNATURE} headers")
 
 
-def _verify_signature(source_id: str, signature: str, body: bytes, credentials: Mapping[str, Credential],
-                      now: float, tolerance_s: int) -> str:
+def _pending(source_id: str, signature: str, line: RequestLine, credentials: Mapping[str, Credential],
+             now: float, tolerance_s: int) -> tuple[str, PendingSignature]:
     cred = credentials.get(source_id)
-    parts = dict(p.split("=", 1) for p in signature.split(",") if "=" in p)
     if cred is None or cred.hmac_key is None:
         raise Unauthenticated("unknown source id for an HMAC signature")
-    t = parts.get("t", "")
-    if not (t.isascii() and t.isdigit() and len(t) <= _MAX_TIMESTAMP_DIGITS) or "v1" not in parts:
+    parts = dict(p.split("=", 1) for p in signature[:_MAX_SIGNATURE_CHARS].split(",") if "=" in p)
+    t, v1 = parts.get("t", ""), parts.get("v1", "")
+    if not (t.isascii() and t.isdigit() and len(t) <= _MAX_TIMESTAMP_DIGITS) or not (v1.isascii() and v1):
         raise Unauthenticated("signature must be t=<unix seconds, at most 12 digits>,v1=<hex>")
-    timestamp = int(parts["t"])
+    timestamp = int(t)
     if abs(now - timestamp) > tolerance_s:
         raise Unauthenticated(f"signature timestamp is more than {tolerance_s} s from the gateway's clock")
-    expected = sign(cred.hmac_key.get_secret_value().encode(), timestamp, body)
-    if not hmac.compare_digest(expected.encode(), f"t={timestamp},v1={parts['v1']}".encode()):
-        raise Unauthenticated("the signature does not match the body")
-    return source_id
+    key = cred.hmac_key.get_secret_value().encode()
+    return source_id, PendingSignature(source_id, key, line, timestamp, v1.lower().encode())

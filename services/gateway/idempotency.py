@@ -1,59 +1,30 @@
-"""`Idempotency-Key`: a retried request gets the first answer and publishes nothing again.
+"""`Idempotency-Key` and signature nonces as claims (`services.gateway.claims`): what is claimed, and how a
+request is recognised as the same one.
 
-Keys are scoped by source and remembered for a TTL with a fingerprint of the
-body; the same key with another body is refused. Only final answers (2xx, 4xx)
-are remembered: after a 503 the retry really retries. The store is in memory,
-per gateway process (see docs/integrators.md for what that means behind a load
-balancer: intake's de-duplication by event id is the second line).
+Keys are scoped by source: `idem:<source id>:<key>`. A retry is the same request when its method, path,
+query, commune header, content type and body are the same (`fingerprint`; the signature and its timestamp
+are not part of it: a retry is signed afresh). Nonces are `nonce:<source id>:<signature>`, held for the
+signature's validity window, so a signature is accepted once, on any instance.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+
+from services.gateway.auth import RequestLine
 
 
-@dataclass(frozen=True)
-class Stored:
-    fingerprint: str
-    status: int
-    body: dict[str, Any]
-    expires: float
+def idempotency_claim(source_id: str, key: str) -> str:
+    return f"idem:{source_id}:{key}"
 
 
-def fingerprint(body: bytes, query: str) -> str:
-    return hashlib.sha256(query.encode() + b"\n" + body).hexdigest()
+def nonce_claim(nonce: str) -> str:
+    return f"nonce:{nonce}"
 
 
-class IdempotencyStore:
-    def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._done: OrderedDict[tuple[str, str], Stored] = OrderedDict()
-        self._in_flight: set[tuple[str, str]] = set()
-
-    def lookup(self, scope: tuple[str, str], now: float | None = None) -> Stored | None:
-        now = time.monotonic() if now is None else now
-        stored = self._done.get(scope)
-        if stored is not None and stored.expires < now:
-            del self._done[scope]
-            return None
-        return stored
-
-    def begin(self, scope: tuple[str, str]) -> bool:
-        """False when the same key is being processed right now."""
-        if scope in self._in_flight:
-            return False
-        self._in_flight.add(scope)
-        return True
-
-    def finish(self, scope: tuple[str, str], fp: str, status: int, body: dict[str, Any] | None) -> None:
-        self._in_flight.discard(scope)
-        if body is None:
-            return
-        self._done[scope] = Stored(fp, status, body, time.monotonic() + self.ttl_s)
-        while len(self._done) > self.max_entries:
-            self._done.popitem(last=False)
+def fingerprint(line: RequestLine, content_type: bytes, body: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in (line.method, line.path, line.query, line.commune, content_type):
+        digest.update(hashlib.sha256(part).digest())  # fixed-size parts: no two requests share a concatenation
+    digest.update(body)
+    return digest.hexdigest()

@@ -5,6 +5,10 @@ request is still all-or-nothing. The transaction commits only when the broker ha
 (acks=all, idempotent producer), so a `202` means the events are durably on
 the raw topic. Any Kafka failure aborts, drops the producer (it is rebuilt on
 the next request) and surfaces as `BrokerUnavailable`.
+
+The transactional id is the instance's own (`GATEWAY_INSTANCE_ID`): a restarted instance fences its
+predecessor, whose open transaction is aborted and whose next one fails. A fenced publisher is never
+rebuilt (it would fence its successor in turn): it raises `Fenced` for good and the process ends.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from schemas.wire import KafkaRecord
 from services.common import clients
@@ -31,6 +35,10 @@ class BrokerUnavailable(Exception):
     """Kafka did not acknowledge the request's records; nothing of it is visible to read_committed readers."""
 
 
+class Fenced(BrokerUnavailable):
+    """Another producer took this instance's transactional id: this gateway must stop publishing."""
+
+
 class Publisher(Protocol):
     async def publish(self, records: Records) -> None: ...
 
@@ -40,10 +48,13 @@ class Publisher(Protocol):
 class KafkaPublisher:
     """One transactional producer (started on first use, rebuilt after a failure) shared by every request."""
 
-    def __init__(self, conn: KafkaConnection, transactional_id: str, timeout_s: float) -> None:
+    def __init__(self, conn: KafkaConnection, transactional_id: str, timeout_s: float,
+                 transaction_timeout_ms: int = 60_000) -> None:
         self.conn = conn
         self.transactional_id = transactional_id
         self.timeout_s = timeout_s
+        self.transaction_timeout_ms = transaction_timeout_ms
+        self.fenced = False
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()  # one open transaction per producer
         self._pending: list[tuple[Records, asyncio.Future[None]]] = []
@@ -60,13 +71,22 @@ class KafkaPublisher:
             try:
                 await asyncio.wait_for(self._ready(), timeout=self.timeout_s)
             except BROKER_ERRORS as exc:
-                raise BrokerUnavailable(type(exc).__name__) from None
+                raise self._translate(exc) from None
+
+    def _translate(self, exc: BaseException) -> BrokerUnavailable:
+        if isinstance(exc, ProducerFenced | InvalidProducerEpoch):
+            if not self.fenced:
+                log.error("gateway.fenced", transactional_id=self.transactional_id)
+            self.fenced = True
+        return Fenced(type(exc).__name__) if self.fenced else BrokerUnavailable(type(exc).__name__)
 
     async def _ready(self) -> AIOKafkaProducer:
+        if self.fenced:
+            raise ProducerFenced()
         if self._producer is None:
             producer = clients.transactional_producer(
                 self.conn, transactional_id=self.transactional_id, client_id="commune-bus-gateway",
-                request_timeout_ms=int(self.timeout_s * 1000),
+                request_timeout_ms=int(self.timeout_s * 1000), transaction_timeout_ms=self.transaction_timeout_ms,
             )
             try:
                 await producer.start()
@@ -89,7 +109,7 @@ class KafkaPublisher:
                     log.warning("gateway.broker_unavailable", error=type(exc).__name__, requests=len(group))
                     await self._drop()
                     for _, fut in group:
-                        fut.set_exception(BrokerUnavailable(type(exc).__name__))
+                        fut.set_exception(self._translate(exc))
                 except BaseException:  # cancelled mid-transaction: drop the producer; the others must not wait forever
                     self._drop_later()
                     for _, fut in group:

@@ -1,18 +1,21 @@
-"""The gateway's `/readyz`: ready once the broker has answered, not ready while it does not.
+"""The gateway's `/readyz`: ready once the broker has answered and the claims are restored, not while not.
 
 The transactional producer is started at start (not at the first request), and
 started again after a request found the broker gone; until then `/readyz`
-answers 503 so a load balancer sends requests to a gateway that can publish.
+answers 503 so a load balancer sends requests to a gateway that can publish. A
+fenced producer (another instance took this one's id) ends the watch with `Fenced`:
+the run fails and the process exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Protocol
 
 from services.common.health import Health
-from services.gateway.publisher import BrokerUnavailable
+from services.gateway.publisher import BrokerUnavailable, Fenced
 
 CHECK_EVERY_S = 1.0
 
@@ -24,16 +27,24 @@ class Broker(Protocol):
     async def connect(self) -> None: ...
 
 
-async def watch_broker(broker: Broker, health: Health, stop: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
-    """Connect, and reconnect whenever the connection was dropped; say ready only while connected. Ends on `stop`."""
+async def watch_broker(broker: Broker, health: Health, stop: asyncio.Event, every_s: float = CHECK_EVERY_S,
+                       restored: Callable[[], bool] = lambda: True) -> None:
+    """Connect, and reconnect whenever the connection was dropped; say ready only while connected and `restored`.
+
+    Ends on `stop`; raises `Fenced`."""
     while not stop.is_set():
         if not broker.connected:
             try:
                 await broker.connect()
+            except Fenced:
+                raise
             except BrokerUnavailable as exc:
                 _say(health, False, f"broker unavailable ({exc})")
         if broker.connected:
-            _say(health, True, "broker answered")
+            if restored():
+                _say(health, True, "broker answered")
+            else:
+                _say(health, False, "restoring Idempotency-Keys")
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every_s)
 

@@ -1,23 +1,24 @@
 """Gateway settings: environment variables with the `GATEWAY_` prefix, Kafka from the shared `KAFKA_*`.
 
-The gateway has one HTTP server, `GATEWAY_HOST:GATEWAY_PORT`: the API and its
-`/metrics`, `/healthz`, `/readyz`. Credentials come from a secrets file
-(`GATEWAY_SECRETS_FILE`, YAML, kept out of git) mapping each source id of the
-registry to its API key and/or HMAC key. They are `SecretStr` from the moment
-they are read and are never logged.
+The gateway has one HTTP server, `GATEWAY_HOST:GATEWAY_PORT` (HTTPS when `GATEWAY_TLS_CERTFILE` and
+`GATEWAY_TLS_KEYFILE` are set): the API and its `/metrics`, `/healthz`, `/readyz`. Credentials come from a
+secrets file (`GATEWAY_SECRETS_FILE`, YAML, kept out of git) mapping each source id of the registry to its
+API key and/or HMAC key. They are `SecretStr` from the moment they are read and are never logged.
 """
 
 from __future__ import annotations
 
-import uuid
+import socket
 from pathlib import Path
+from typing import Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import MAX_RECORD_BYTES
 from services.common.settings import ServiceSettings
+from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,15 +39,46 @@ class GatewaySettings(ServiceSettings):
                       "(0.0.0.0 in a container)")
     port: int = Field(default=8080, ge=1, le=65535, description="Port of the API and /metrics, /healthz, /readyz")
     http_port: int = Field(default=0, ge=0, le=0, description="Unused: the gateway's one HTTP server is host:port")
+    tls_certfile: Path | None = Field(default=None, description="PEM certificate (chain): serve HTTPS instead of HTTP")
+    tls_keyfile: Path | None = Field(default=None, description="PEM private key of the certificate")
     sources_file: Path = ROOT / "infra/sources.yaml"
     secrets_file: Path | None = None
-    instance_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:8], description="Part of the transactional id")
-    max_body_bytes: int = MAX_RECORD_BYTES
+    instance_id: str = Field(
+        default_factory=socket.gethostname, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
+        description="Names this instance's transactional id: a restarted instance with the same id fences its "
+        "predecessor's open transaction. Stable per instance (default: the host name), unique among instances",
+    )
+    max_body_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024,
+                                description="A request body past this many bytes is refused (413) while it streams")
+    max_record_bytes: int = Field(
+        default=DEFAULT_MAX_RECORD_BYTES, ge=1024,
+        validation_alias=AliasChoices("GATEWAY_MAX_RECORD_BYTES", "INTAKE_MAX_RECORD_BYTES", "max_record_bytes"),
+        description="One record's limit: intake's own (`INTAKE_MAX_RECORD_BYTES`), so nothing accepted here is "
+        "dead-lettered by intake for its size",
+    )
     max_records: int = 1000
     kafka_timeout_s: float = 10.0
+    transaction_timeout_ms: int = Field(default=20_000, ge=1000,
+                                        description="A transaction left open by a dead gateway is aborted after this")
     retry_after_s: int = 5
-    signature_tolerance_s: int = 300
-    idempotency_ttl_s: int = 24 * 3600
+    signature_tolerance_s: int = Field(default=300, ge=1, le=3600,
+                                       description="A signature's timestamp may be this far from the gateway's clock; "
+                                       "its nonce is remembered as long")
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60, le=36 * 3600,
+                                   description="How long an Idempotency-Key's answer is kept (the claims topic "
+                                   "keeps records 48 h)")
+    claim_lease_s: float = Field(default=60.0, ge=5.0, le=1800.0,
+                                 description="A request holds its Idempotency-Key this long at most; a gateway that "
+                                 "died with it leaves the key free again after this (below the claims topic's "
+                                 "compaction lag, ADR 0013)")
+    rate_per_s: float = Field(default=50.0, gt=0, description="Requests per second each source may make (sustained)")
+    rate_burst: int = Field(default=100, ge=1, description="Requests a source may make at once after a quiet spell")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("set both GATEWAY_TLS_CERTFILE and GATEWAY_TLS_KEYFILE, or neither")
+        return self
 
 
 def load_credentials(path: Path | None) -> dict[str, Credential]:

@@ -82,7 +82,8 @@ def test_hostile_input_gets_a_4xx_with_a_reason_never_a_500() -> None:
     registry = SourceRegistry(sources=(Source(id="one-stop", sources=("/communes/02269/one-stop",),
                                               families=("dossier",), communes=("02269",)),))
     credentials = {"one-stop": Credential(api_key=SecretStr("k")), "signed": Credential(hmac_key=SecretStr("s"))}
-    http = TestClient(create_app(GatewaySettings(max_body_bytes=32 * 1024 * 1024), registry, credentials, pub))
+    settings = GatewaySettings(max_body_bytes=32 * 1024 * 1024, max_record_bytes=32 * 1024 * 1024)  # the list limit
+    http = TestClient(create_app(settings, registry, credentials, pub))
     deep = b'{"a":' * 300 + b"1" + b"}" * 300
     deeper = b"[" + b"[" * 600 + b"]" * 600 + b"]"
     portal = {"commune": HDR[0][1].decode()}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from schemas import wire
-from services.gateway.auth import sign
+from services.gateway.auth import RequestLine, sign
 from tests.integrator.conftest import API_KEY, HMAC_KEY, Stack, start_gateway
 from tests.integrator.kafka_read import ce_id, wait_for
 from tests.kafkatools import free_port, stop_service
@@ -103,12 +103,12 @@ def test_hmac_signature_authenticates_and_a_tampered_body_does_not(stack: Stack,
     """HMAC-signed requests pass for the signed body only; a body changed after signing gets 401."""
     event = {**fresh(), "source": "/provinces/20/dossiers", "commune": "05977", "province": "20"}
     body = json.dumps(event).encode()
-    signature = sign(HMAC_KEY.encode(), int(time.time()), body)
+    signature = sign(HMAC_KEY.encode(), RequestLine(b"POST", b"/v1/events", b""), int(time.time()), body)
     args = ("X-Source-Id: lang-son-dossiers", f"X-Signature: {signature}")
-    status, _, ok = curl(stack.url + "/v1/events", body, *args, tmp=tmp_path)
-    assert status == 202 and ok["ids"] == [event["id"]], ok
     status, _, _ = curl(stack.url + "/v1/events", body.replace(b"05977", b"05983"), *args, tmp=tmp_path)
     assert status == 401
+    status, _, ok = curl(stack.url + "/v1/events", body, *args, tmp=tmp_path)
+    assert status == 202 and ok["ids"] == [event["id"]], ok
 
 
 def test_idempotency_key_makes_a_retry_safe(stack: Stack, tmp_path: Path) -> None:

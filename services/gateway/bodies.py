@@ -1,0 +1,52 @@
+"""Reading a request body under a byte limit while it streams (chunked transfer included).
+
+The running count is checked after every chunk, so a body past the limit is refused having read at most
+the limit plus one chunk (the server reads 64 KiB at a time), whatever it declares or however long it is.
+A body still arriving is held in memory up to `SPILL_BYTES`, past that in a temporary file: uploads in
+progress cost little memory each, and one refused for its size never sat in memory at all.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+SPILL_BYTES = 1024 * 1024
+
+
+class TooLarge(Exception):
+    """The body passed the limit; `read` is how many bytes had arrived when it was refused."""
+
+    def __init__(self, read: int, limit: int) -> None:
+        self.read, self.limit = read, limit
+        super().__init__(f"the body passed {limit} bytes (refused after {read})")
+
+
+class Hasher(Protocol):
+    def update(self, chunk: bytes) -> None: ...
+
+
+def declared_too_large(content_length: str | None, limit: int) -> int | None:
+    """The declared length when a `Content-Length` already says the body is too large (refused unread)."""
+    if content_length is None or not (content_length.isascii() and content_length.isdigit()):
+        return None
+    if len(content_length) > 18:  # more than any limit, and int() of thousands of digits is refused by Python
+        return limit + 1
+    declared = int(content_length)
+    return declared if declared > limit else None
+
+
+async def read_limited(chunks: AsyncIterator[bytes], limit: int, hasher: Hasher | None = None) -> bytes:
+    """The whole body, or TooLarge as soon as the running count passes `limit`; each chunk also goes to `hasher`."""
+    total = 0
+    with tempfile.SpooledTemporaryFile(max_size=SPILL_BYTES) as held:
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > limit:
+                raise TooLarge(total, limit)
+            if hasher is not None:
+                hasher.update(chunk)
+            held.write(chunk)
+        held.seek(0)
+        return held.read()

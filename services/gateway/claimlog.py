@@ -1,0 +1,154 @@
+"""The claims protocol of `services.gateway.claims` on Kafka: durable and shared by every gateway instance.
+
+Claims go to `commune.gateway.claims` (compacted per record key, see `services.gateway.claims`), into the
+partition of their claim key (murmur2 over the topic's real partition count), from an idempotent producer,
+acks=all. One reader per instance follows every partition from the
+beginning (read_committed: an answer sealed in a request's transaction counts only once it committed) and
+folds each record into its table. `claim` writes the claim, then waits until the reader has passed that
+record's offset in its partition: every instance has then seen the same records before it, in the same
+order, and `fold` names the same winner everywhere. The table starts from the topic at start (a restarted
+gateway keeps its keys) and drops keys whose `until` has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas.wire import KafkaRecord
+from services.common import clients
+from services.common.partitioner import partition_for
+from services.common.settings import KafkaConnection
+from services.gateway.claims import Answer, ClaimRecord, Held, Records, Ticket, Verdict, fold, new_ticket, verdict
+from services.gateway.publisher import BROKER_ERRORS, BrokerUnavailable
+
+log = structlog.get_logger("gateway")
+PRUNE_EVERY_S = 30.0
+
+
+class KafkaClaims:
+    def __init__(self, conn: KafkaConnection, topic: str, *, client_id: str, timeout_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.conn, self.topic, self.client_id, self.timeout_s, self.clock = conn, topic, client_id, timeout_s, clock
+        self.held: dict[str, Held] = {}
+        self._positions: dict[int, int] = {}
+        self._moved = asyncio.Condition()
+        self._ready = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions = 0
+
+    @property
+    def ready(self) -> bool:
+        """True once the table holds every claim that was on the topic when the reader started."""
+        return self._ready.is_set()
+
+    async def run(self) -> None:
+        """The reader (a supervised task): restore, then follow the topic until cancelled; Kafka errors raise."""
+        self.held, self._positions = {}, {}  # a restarted run reads the topic afresh
+        self._producer = clients.producer(self.conn, client_id=f"{self.client_id}-claims", linger_ms=0,
+                                          request_timeout_ms=int(self.timeout_s * 1000))
+        reader = clients.consumer(self.conn, client_id=f"{self.client_id}-claims", fetch_max_wait_ms=50)
+        await self._producer.start()
+        try:
+            await reader.start()
+            try:
+                await self._follow(reader, self._producer)
+            finally:
+                await reader.stop()
+        finally:
+            producer, self._producer = self._producer, None
+            self._ready.clear()
+            await producer.stop()
+
+    async def _follow(self, reader: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        partitions = sorted(await producer.partitions_for(self.topic))
+        self._partitions = len(partitions)
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        end = await reader.end_offsets(tps)
+        pruned = self.clock()
+        while True:
+            batch = await reader.getmany(timeout_ms=200, max_records=5000)
+            for records in batch.values():
+                for rec in records:
+                    self._apply(rec.value)
+            async with self._moved:
+                for tp in tps:
+                    self._positions[tp.partition] = await reader.position(tp)
+                self._moved.notify_all()
+            if not self._ready.is_set() and all(self._positions[tp.partition] >= end[tp] for tp in tps):
+                log.info("gateway.claims_restored", keys=len(self.held))
+                self._ready.set()
+            if (now := self.clock()) - pruned > PRUNE_EVERY_S:
+                self.held = {k: h for k, h in self.held.items() if h.until > now}
+                pruned = now
+
+    def _apply(self, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            rec = ClaimRecord.decode(value)
+        except ValueError:
+            log.warning("gateway.claim_unreadable")
+            return
+        state = fold(self.held.get(rec.key), rec)
+        if state is None:
+            self.held.pop(rec.key, None)
+        else:
+            self.held[rec.key] = state
+
+    async def _write(self, rec: ClaimRecord) -> tuple[int, int]:
+        if self._producer is None or not self._ready.is_set():
+            raise BrokerUnavailable("claims not restored yet")
+        try:
+            meta = await asyncio.wait_for(self._producer.send_and_wait(
+                self.topic, rec.encode(), key=rec.record_key.encode(), partition=self.partition(rec.key)),
+                self.timeout_s)
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailable(type(exc).__name__) from None
+        return meta.partition, meta.offset
+
+    def partition(self, key: str) -> int:
+        return partition_for(key.encode(), self._partitions)
+
+    async def claim(self, key: str, fingerprint: str, lease_s: float) -> Verdict:
+        """Write a claim and read its partition past it; raises BrokerUnavailable when Kafka does not answer."""
+        ticket, now = new_ticket(key, fingerprint), self.clock()
+        partition, offset = await self._write(ClaimRecord(key, "claimed", ticket.claim, fingerprint, now,
+                                                          now + lease_s))
+        try:
+            async with self._moved:
+                await asyncio.wait_for(self._moved.wait_for(lambda: self._positions.get(partition, 0) > offset),
+                                       self.timeout_s)
+        except TimeoutError:
+            raise BrokerUnavailable("the claims reader did not reach the claim") from None
+        return verdict(self.held.get(key), ticket)
+
+    def _record(self, ticket: Ticket, state: str, answer: Answer | None, keep_s: float) -> ClaimRecord:
+        now = self.clock()
+        return ClaimRecord(ticket.key, "done" if state == "done" else "released", ticket.claim, ticket.fingerprint,
+                           now, now + keep_s, answer)
+
+    def sealing(self, ticket: Ticket, answer: Answer, keep_s: float) -> Records:
+        rec = self._record(ticket, "done", answer, keep_s)
+        # an outcome's record key is its claim key: the producer's partitioner puts it in the claim's partition
+        return [(self.topic, KafkaRecord(key=rec.record_key.encode(), value=rec.encode(), headers=[]))]
+
+    async def settle(self, ticket: Ticket, answer: Answer, keep_s: float, sealed: bool) -> None:
+        if not sealed:
+            await self._best_effort(self._record(ticket, "done", answer, keep_s))
+
+    async def release(self, ticket: Ticket) -> None:
+        await self._best_effort(self._record(ticket, "released", None, 0.0))
+
+    async def _best_effort(self, rec: ClaimRecord) -> None:
+        """A lost settle or release only keeps the key busy until its lease ends (409 meanwhile)."""
+        try:
+            await self._write(rec)
+        except BrokerUnavailable as exc:
+            log.warning("gateway.claim_not_settled", state=rec.state, error=str(exc))

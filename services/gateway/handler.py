@@ -1,0 +1,182 @@
+"""`POST /v1/events`, step by step: each step may answer, in this order.
+
+1. a declared `Content-Length` over the body limit: 413, the body unread;
+2. credentials from the headers alone (`auth.identify`): 401; a source outside the registry: 403;
+3. an API-key caller over its rate: 429 with Retry-After (a signed caller is counted once its signature
+   verified, so nobody can spend another source's rate by naming it);
+4. the body, streamed under the limit (`bodies.read_limited`): 413 as soon as it passes, the connection
+   closed; a signature verified over it, then its nonce claimed once for the window: 401 on a replay;
+5. the Idempotency-Key claimed (`claims`): 409 while another request holds it, the stored answer when it
+   was answered, 422 when it was used for another request;
+6. the body checked (`ingest.plan`): 400/403/422; else published with the key's answer in one transaction:
+   202, or 503 with Retry-After (nothing published, the key freed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from schemas.events import Family
+from services.gateway import api, idempotency
+from services.gateway.auth import COMMUNE, IDEMPOTENCY_KEY, Identified, RequestLine, Unauthenticated, identify
+from services.gateway.bodies import TooLarge, declared_too_large, read_limited
+from services.gateway.claims import Claims, Ticket
+from services.gateway.ingest import Publish, Refused, plan, rejected_counts
+from services.gateway.publisher import BrokerUnavailable, Publisher
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.telemetry import ANSWERS, EVENTS, REFUSED
+from services.sources.registry import Source, SourceRegistry
+
+log = structlog.get_logger("gateway")
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    registry: SourceRegistry
+    credentials: dict[str, Credential]
+    publisher: Publisher
+    claims: Claims
+    limiter: RateLimiter
+    raw_topic: dict[Family, str]
+    clock: Callable[[], float]
+
+    def answer(self, status: int, body: dict[str, Any], *, retry_after: int | None = None,
+               close: bool = False, replayed: bool = False) -> JSONResponse:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        if close:  # the rest of the body is not read: end the connection instead of draining it
+            headers["Connection"] = "close"
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        ANSWERS.labels(str(status)).inc()
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def too_large(self, size: int) -> JSONResponse:
+        REFUSED.labels("too_large").inc()
+        return self.answer(413, api.error("too_large", f"the body passed {self.settings.max_body_bytes} bytes "
+                                          f"(refused at {size})"), close=True)
+
+    def unauthenticated(self, why: str) -> JSONResponse:
+        REFUSED.labels("unauthenticated").inc()
+        log.info("gateway.unauthenticated", why=why)
+        return self.answer(401, api.error("unauthenticated", why))
+
+    def limited(self, source: str) -> JSONResponse | None:
+        if (wait := self.limiter.take(source, self.clock())) == 0:
+            return None
+        REFUSED.labels("rate_limited").inc()
+        return self.answer(429, api.error("rate_limited", "this source is over its request rate"), retry_after=wait)
+
+    def unavailable(self) -> JSONResponse:
+        return self.answer(503, api.error("broker_unavailable", "Kafka is unavailable; nothing was published, "
+                                          "retry later"), retry_after=self.settings.retry_after_s)
+
+    async def post(self, request: Request, family: Family | None, commune: str | None,
+                   idempotency_key: str | None) -> JSONResponse:
+        if (declared := declared_too_large(request.headers.get("content-length"),
+                                           self.settings.max_body_bytes)) is not None:
+            return self.too_large(declared)
+        line = request_line(request)
+        try:
+            who = identify(request.headers, line, self.credentials, self.clock(), self.settings.signature_tolerance_s)
+        except Unauthenticated as exc:
+            return self.unauthenticated(str(exc))
+        caller = self.registry.by_id.get(who.source_id)
+        if caller is None:
+            return self.answer(403, api.error("unauthorised_source",
+                                              "the credential's source id is not in the source registry"))
+        if who.pending is None and (refusal := self.limited(who.source_id)) is not None:
+            return refusal
+        try:
+            body = await read_limited(request.stream(), self.settings.max_body_bytes, who.pending)
+        except TooLarge as exc:
+            return self.too_large(exc.read)
+        except ClientDisconnect:
+            return self.answer(400, api.error("bad_body", "the client went away before the body ended"))
+        if (refusal := await self.signed(who)) is not None:
+            return refusal
+        if idempotency_key is None:
+            return await self.publish(body, request, family, commune, caller, None)
+        fp = idempotency.fingerprint(line, request.headers.get("content-type", "").encode("latin-1"), body)
+        try:
+            said = await self.claims.claim(idempotency.idempotency_claim(caller.id, idempotency_key), fp,
+                                           self.settings.claim_lease_s)
+        except BrokerUnavailable:
+            return self.unavailable()
+        if said.outcome == "other_request":
+            return self.answer(422, api.error("idempotency_key_reused",
+                                              "this Idempotency-Key was used with another request"))
+        if said.outcome == "answered" and said.answer is not None:
+            return self.answer(said.answer.status, said.answer.body, replayed=True)
+        if said.outcome == "in_flight" or said.ticket is None:
+            return self.answer(409, api.error("in_progress", "a request with this Idempotency-Key is in progress"),
+                               retry_after=self.settings.retry_after_s)
+        return await self.publish(body, request, family, commune, caller, said.ticket)
+
+    async def signed(self, who: Identified) -> JSONResponse | None:
+        """A signed request: its signature over the body, its rate, then its nonce (once, on any instance)."""
+        if who.pending is None:
+            return None
+        try:
+            who.pending.verify()
+        except Unauthenticated as exc:
+            return self.unauthenticated(str(exc))
+        if (refusal := self.limited(who.source_id)) is not None:
+            return refusal
+        try:
+            said = await self.claims.claim(idempotency.nonce_claim(who.pending.nonce), "",
+                                           float(self.settings.signature_tolerance_s * 2))
+        except BrokerUnavailable:
+            return self.unavailable()
+        if said.outcome != "won":
+            return self.unauthenticated("this signature was already used: sign each request afresh")
+        return None
+
+    async def publish(self, body: bytes, request: Request, family: Family | None, commune: str | None,
+                      caller: Source, ticket: Ticket | None) -> JSONResponse:
+        result = plan(body, request.headers.get("content-type", "application/json"), family=family, commune=commune,
+                      caller=caller, raw_topic=self.raw_topic, max_records=self.settings.max_records,
+                      max_record_bytes=self.settings.max_record_bytes)
+        keep = float(self.settings.idempotency_ttl_s)
+        if isinstance(result, Refused):
+            log.info("gateway.rejected", source=caller.id, **rejected_counts(result))
+            if ticket is not None:
+                await self.claims.settle(ticket, result.answer, keep, sealed=False)
+            return self.answer(result.answer.status, result.answer.body)
+        sealing = self.claims.sealing(ticket, result.answer, keep) if ticket is not None else []
+        try:
+            await self.publisher.publish(result.records + sealing)
+        except BrokerUnavailable:
+            if ticket is not None:
+                await self.claims.release(ticket)
+            return self.unavailable()
+        except BaseException:
+            if ticket is not None:
+                await self.claims.release(ticket)
+            raise
+        if ticket is not None:
+            await self.claims.settle(ticket, result.answer, keep, sealed=True)
+        count(result)
+        log.info("gateway.accepted", source=caller.id, records=len(result.records))
+        return self.answer(result.answer.status, result.answer.body)
+
+
+def count(result: Publish) -> None:
+    for fam, n in result.families.items():
+        EVENTS.labels(fam.value).inc(n)
+
+
+def request_line(request: Request) -> RequestLine:
+    """What a signature covers besides the body, as the client sent it (headers back to their raw bytes)."""
+    raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+    return RequestLine(request.method.encode(), bytes(raw_path), bytes(request.scope.get("query_string", b"")),
+                       request.headers.get(COMMUNE, "").encode("latin-1"),
+                       request.headers.get(IDEMPOTENCY_KEY, "").encode("latin-1"))

@@ -1,0 +1,127 @@
+"""The claims protocol (`services.gateway.claims`): one holder at a time, one answer per key, the same verdict on
+every instance, and the same after compaction (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.topics import GATEWAY_CLAIMS
+from services.gateway.claims import Answer, ClaimRecord, Held, MemoryClaims, Ticket, fold, verdict
+from services.gateway.settings import GatewaySettings
+from tests.gateway.asgi import Clock
+
+pytestmark = pytest.mark.unit
+LEASE = 60.0
+KEEP = 3600.0
+OK = Answer(202, {"accepted": 1, "ids": ["e-1"]})
+
+
+def replay(log: list[ClaimRecord]) -> Held | None:
+    held = None
+    for rec in log:
+        held = fold(held, rec)
+    return held
+
+
+# A step: (claimant 0-3, seconds since the previous step, what the claimant does next if it wins)
+steps = st.lists(st.tuples(st.integers(0, 3), st.floats(0, 90), st.sampled_from(["done", "released", "nothing"])),
+                 max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps, st.booleans())
+def test_one_holder_at_a_time_and_everyone_agrees(script: list[tuple[int, float, str]], same_request: bool) -> None:
+    """Claims from 4 instances at any times: winners never overlap in time, each instance's verdict (read up to its
+    own claim) is what anyone reading that prefix computes, a key answered gives that answer to the same request
+    only, and another request is refused only while the key is held."""
+    log: list[ClaimRecord] = []
+    now = 0.0
+    winners: list[tuple[float, float]] = []  # (from, until) of each winning lease or answer
+    answered: tuple[str, Answer] | None = None
+    for n, (who, gap, then) in enumerate(script):
+        now += gap
+        fp = "same" if same_request else f"fp{who}"
+        ticket = Ticket("idem:s:k", f"c{n}", fp)
+        log.append(ClaimRecord(ticket.key, "claimed", ticket.claim, fp, now, now + LEASE))
+        said = verdict(replay(log), ticket)
+        assert said == verdict(replay(list(log)), ticket)  # deterministic: another instance, same prefix
+        if said.outcome == "won":
+            assert all(until <= now for _, until in winners), "two holders at once"
+            if then == "done":
+                log.append(ClaimRecord(ticket.key, "done", ticket.claim, fp, now, now + KEEP, OK))
+                winners.append((now, now + KEEP))
+                answered = (fp, OK)
+            elif then == "released":
+                log.append(ClaimRecord(ticket.key, "released", ticket.claim, fp, now, now))
+            else:
+                winners.append((now, now + LEASE))
+        elif said.outcome == "answered":
+            assert answered == (fp, said.answer)
+        elif said.outcome == "other_request":
+            assert not same_request
+
+
+LAG = int(GATEWAY_CLAIMS.config["min.compaction.lag.ms"]) / 1000
+
+
+def compact(log: list[ClaimRecord], now: float) -> list[ClaimRecord]:
+    """What log compaction may leave at `now`: a record older than the topic's compaction lag goes when a later
+    record has its record key."""
+    last = {rec.record_key: i for i, rec in enumerate(log)}
+    return [rec for i, rec in enumerate(log) if last[rec.record_key] == i or rec.at >= now - LAG]
+
+
+def test_a_lease_ends_before_compaction_may_touch_its_records() -> None:
+    """The longest claim lease is shorter than the claims topic's compaction lag (what `compact` relies on)."""
+    assert GatewaySettings.model_fields["claim_lease_s"].metadata[-1].le < LAG
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps, st.floats(0, 2 * KEEP))
+def test_compaction_changes_no_verdict(script: list[tuple[int, float, str]], later: float) -> None:
+    """Any log of claims and outcomes, compacted: a claim made after it learns the same as from the full log
+    (an answer is never compacted away by a later claim, as it would be if claims shared the answer's key)."""
+    log: list[ClaimRecord] = []
+    now = 0.0
+    for n, (who, gap, then) in enumerate(script):
+        now += gap
+        ticket = Ticket("k", f"c{n}", f"fp{who % 2}")
+        log.append(ClaimRecord("k", "claimed", ticket.claim, ticket.fingerprint, now, now + LEASE))
+        if verdict(replay(log), ticket).outcome == "won" and then != "nothing":
+            log.append(ClaimRecord("k", then, ticket.claim, ticket.fingerprint, now,  # type: ignore[arg-type]
+                                   now + KEEP if then == "done" else now, OK if then == "done" else None))
+    late = now + later
+    for fp in ("fp0", "fp1"):
+        probe = ClaimRecord("k", "claimed", "probe", fp, late, late + LEASE)
+        ticket = Ticket("k", "probe", fp)
+        assert verdict(replay([*log, probe]), ticket) == verdict(replay([*compact(log, late), probe]), ticket)
+
+
+def test_record_round_trip_and_foreign_records() -> None:
+    """A claim record decodes to itself; a record that is none (bad JSON, missing fields) is a ValueError."""
+    rec = ClaimRecord("idem:s:k", "done", "c1", "fp", 1.5, 99.0, OK)
+    assert ClaimRecord.decode(rec.encode()) == rec
+    for junk in (b"", b"{}", b"[1]", b'{"state":"claimed"}', b"\xff", rec.encode().replace(b"done", b"gone")):
+        with pytest.raises(ValueError):
+            ClaimRecord.decode(junk)
+
+
+async def test_memory_claims_answer_in_flight_answered_and_other_request() -> None:
+    """In one process: the first claim wins; meanwhile 409-like in_flight; after settle the answer; another
+    fingerprint is other_request; after a release the key is free; after expiry too."""
+    clock = Clock(0.0)
+    claims = MemoryClaims(clock)
+    first = await claims.claim("k", "fp", LEASE)
+    assert first.outcome == "won" and first.ticket is not None
+    assert (await claims.claim("k", "fp", LEASE)).outcome == "in_flight"
+    assert (await claims.claim("k", "other", LEASE)).outcome == "other_request"
+    await claims.settle(first.ticket, OK, KEEP, sealed=False)
+    assert (await claims.claim("k", "fp", LEASE)) .answer == OK
+    clock.now = KEEP + 1
+    assert (await claims.claim("k", "other", LEASE)).outcome == "won"
+    second = await claims.claim("k2", "fp", LEASE)
+    assert second.ticket is not None
+    await claims.release(second.ticket)
+    assert (await claims.claim("k2", "fp", LEASE)).outcome == "won"

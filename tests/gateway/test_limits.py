@@ -1,0 +1,94 @@
+"""Limits before parsing: credentials before the body, the body counted while it streams, intake's record limit,
+and absurd headers or input answered with a 4xx, never a 500 (in process, through the ASGI interface)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.gateway.settings import GatewaySettings
+from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
+from services.intake.settings import IntakeSettings
+from tests.gateway.asgi import API_KEY, Body, Recording, app, call
+from tests.samples import canonical_dossier, with_data
+
+pytestmark = pytest.mark.unit
+KEY = [(b"x-api-key", API_KEY.encode()), (b"content-type", b"application/json")]
+
+
+@pytest.mark.parametrize("headers", [
+    [(b"x-api-key", b"wrong")],
+    [],
+    [(b"x-source-id", b"nobody"), (b"x-signature", b"t=1764000000,v1=00")],
+    [(b"x-source-id", b"province"), (b"x-signature", b"t=1000,v1=00")],  # stale
+    [(b"x-source-id", b"province"), (b"x-signature", b"t=" + b"9" * 5000 + b",v1=00")],
+])
+async def test_credentials_are_checked_before_a_byte_of_the_body_is_read(headers: list[tuple[bytes, bytes]]) -> None:
+    """Wrong or missing credentials, an unknown signing source, a stale or absurd timestamp: 401, body unread."""
+    body, pub = Body(chunks=None), Recording()
+    answer = await call(app(pub), headers, body)
+    assert answer.status == 401 and answer.json()["error"] == "unauthenticated"
+    assert body.read == 0 and pub.sent == []
+
+
+async def test_a_streamed_body_is_refused_as_soon_as_it_passes_the_limit() -> None:
+    """A never-ending chunked body: 413 after the limit plus one chunk, the connection to be closed."""
+    body, pub = Body(size=16 * 1024, chunks=None), Recording()
+    answer = await call(app(pub, max_body_bytes=64 * 1024), KEY, body)
+    assert answer.status == 413 and answer.json()["error"] == "too_large"
+    assert answer.headers["connection"] == "close"
+    assert body.read == 64 // 16 + 1 and pub.sent == []
+
+
+async def test_a_body_at_the_limit_is_read_whole() -> None:
+    """The limit is inclusive: a body of exactly the limit is read whole and checked (400: it holds no records)."""
+    body = Body(size=16 * 1024, chunks=4, data=b" " * (16 * 1024))
+    answer = await call(app(max_body_bytes=64 * 1024), KEY, body)
+    assert answer.status == 400 and body.read == 4
+
+
+@pytest.mark.parametrize("length", [b"99999999999", b"9" * 5000])
+async def test_a_declared_length_over_the_limit_is_refused_unread(length: bytes) -> None:
+    """Content-Length over the limit (or of 5,000 digits): 413 before credentials, body unread."""
+    body = Body(chunks=None)
+    answer = await call(app(), [*KEY, (b"content-length", length)], body)
+    assert answer.status == 413 and body.read == 0
+
+
+def test_the_record_limit_is_intakes_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default the gateway's per-record limit is intake's constant; INTAKE_MAX_RECORD_BYTES moves both."""
+    assert GatewaySettings().max_record_bytes == IntakeSettings().max_record_bytes == DEFAULT_MAX_RECORD_BYTES
+    monkeypatch.setenv("INTAKE_MAX_RECORD_BYTES", "4096")
+    assert GatewaySettings().max_record_bytes == IntakeSettings().max_record_bytes == 4096
+    monkeypatch.setenv("GATEWAY_MAX_RECORD_BYTES", "8192")
+    assert GatewaySettings().max_record_bytes == 8192
+
+
+async def test_a_record_over_intakes_limit_is_refused_within_the_body_limit() -> None:
+    """A 1 MiB + 1 record in a 10 MiB body: 422 payload_too_large (intake would dead-letter it), nothing published."""
+    event = orjson.dumps(with_data(canonical_dossier(), note="n" * DEFAULT_MAX_RECORD_BYTES))
+    pub = Recording()
+    answer = await call(app(pub), KEY, event)
+    assert answer.status == 422 and pub.sent == []
+    assert [e["reason"] for e in answer.json()["errors"]] == ["payload_too_large"]
+    small = orjson.dumps(canonical_dossier("fits"))
+    assert (await call(app(pub), KEY, small)).status == 202 and len(pub.sent) == 1
+
+
+HEADER_NAMES = [b"x-api-key", b"x-source-id", b"x-signature", b"x-commune-code", b"idempotency-key",
+                b"content-length", b"content-type", b"transfer-encoding"]
+header_value = st.one_of(st.binary(max_size=300), st.just(b"9" * 5000), st.just(b"t=" + b"9" * 5000 + b",v1=0"),
+                         st.binary(min_size=20_000, max_size=20_000))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(HEADER_NAMES), header_value), max_size=6),
+       st.binary(max_size=2000), st.binary(max_size=200))
+async def test_absurd_headers_and_input_get_a_4xx_never_a_500(headers: list[tuple[bytes, bytes]], body: bytes,
+                                                               query: bytes) -> None:
+    """Any header values (binary, huge, 5,000 digits), query and body: the answer is below 500, nothing published."""
+    pub = Recording()
+    answer = await call(app(pub), headers, body, query=query)
+    assert 400 <= answer.status < 500 or (answer.status == 202 and len(pub.sent) == 1), answer.status

@@ -1,0 +1,61 @@
+"""A 1 GiB chunked body against a real gateway process: refused with 413 while its memory stays under 100 MB."""
+
+from __future__ import annotations
+
+import select
+import socket
+import urllib.request
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.gateway.conftest import API_KEY, Site
+
+pytestmark = pytest.mark.kafka
+GIB = 1 << 30
+CHUNK = 64 * 1024
+LIMIT_KB = 100 * 1024
+
+
+def send_chunked(url: str, total: int) -> tuple[bytes, int]:
+    """POST a chunked body of up to `total` bytes, generated a chunk at a time, until the server answers.
+
+    Returns the answer's bytes and how many body bytes were sent before it came."""
+    parts = urlsplit(url)
+    frame = b"%x\r\n" % CHUNK + b"x" * CHUNK + b"\r\n"
+    sent = 0
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as conn:
+        conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+                     b"X-Api-Key: " + API_KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            while sent < total and not select.select([conn], [], [], 0)[0]:
+                conn.sendall(frame)
+                sent += CHUNK
+            if sent >= total:
+                conn.sendall(b"0\r\n\r\n")
+        except OSError:  # the gateway answered and closed while we were still sending: its answer is waiting
+            pass
+        answer = b""
+        try:
+            while chunk := conn.recv(65536):
+                answer += chunk
+        except OSError:  # reset after the answer (the server closed with our unread chunks in its buffer)
+            pass
+    return answer, sent
+
+
+def test_a_gigabyte_chunked_body_is_refused_with_413_in_bounded_memory(site: Site) -> None:
+    """1 GiB chunked, no Content-Length: 413 after about the 10 MiB limit, the gateway's peak RSS under 100 MB and
+    hardly above where it was, and the gateway serves on."""
+    gateway = site.start("mem")
+    before = gateway.status("VmRSS")
+    answer, sent = send_chunked(gateway.url, GIB)
+    peak = gateway.status("VmHWM")
+    print(f"gateway RSS before {before} kB, peak {peak} kB; {sent / 2**20:.1f} MiB sent before the answer")
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b'"too_large"' in answer and b"connection: close" in answer.lower()
+    assert sent < GIB
+    assert peak < LIMIT_KB, f"peak RSS {peak} kB"
+    assert peak - before < 16 * 1024, f"RSS grew from {before} to {peak} kB"
+    with urllib.request.urlopen(gateway.url + "/healthz", timeout=5) as r:
+        assert r.status == 200

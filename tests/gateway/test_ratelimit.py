@@ -1,0 +1,45 @@
+"""Per-source rate limits: a token bucket per source, 429 with Retry-After past it (in process)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from services.gateway.ratelimit import RateLimiter
+from tests.gateway.asgi import API_KEY, Clock, Recording, app, call
+from tests.samples import canonical_dossier
+
+pytestmark = pytest.mark.unit
+
+
+def test_bucket_allows_the_burst_then_the_rate() -> None:
+    """A burst of 3 at once, then one per 1/rate seconds; the wait is rounded up to whole seconds."""
+    limiter = RateLimiter(rate_per_s=0.5, burst=3)
+    assert [limiter.take("a", 0.0) for _ in range(3)] == [0, 0, 0]
+    assert limiter.take("a", 0.0) == 2  # one token takes 2 s at 0.5/s
+    assert limiter.take("a", 1.0) == 1
+    assert limiter.take("a", 2.0) == 0
+    assert limiter.take("b", 2.0) == 0  # another source has its own bucket
+
+
+def test_a_clock_going_back_gives_no_tokens() -> None:
+    """A clock stepping backwards neither refills nor breaks the bucket."""
+    limiter = RateLimiter(rate_per_s=1.0, burst=1)
+    assert limiter.take("a", 100.0) == 0
+    assert limiter.take("a", 50.0) == 1
+    assert limiter.take("a", 100.5) == 1
+    assert limiter.take("a", 101.0) == 0
+
+
+async def test_over_the_rate_is_429_with_retry_after_and_nothing_published() -> None:
+    """Past the burst a source gets 429 + Retry-After before its body is read; after the wait it is served again."""
+    pub, clock = Recording(), Clock()
+    gateway = app(pub, clock, rate_per_s=1.0, rate_burst=2)
+    body = orjson.dumps(canonical_dossier("r-1"))
+    headers = [(b"x-api-key", API_KEY.encode())]
+    assert [(await call(gateway, headers, body)).status for _ in range(2)] == [202, 202]
+    limited = await call(gateway, headers, body)
+    assert limited.status == 429 and limited.headers["retry-after"] == "1"
+    assert limited.json()["error"] == "rate_limited" and len(pub.sent) == 2
+    clock.now += 1
+    assert (await call(gateway, headers, body)).status == 202
