@@ -4,14 +4,27 @@
 # One broker+controller on 127.0.0.1:9092 by default. KAFKA_BROKERS=3 (`make up BROKERS=3`) runs the
 # 3-node cluster instead (each node broker+controller, replication factor 3, min.insync.replicas=2) on
 # 127.0.0.1:9192-9194, with per-node faults for tests: kill-node N (SIGKILL), stop-node N, start-node N.
+# KAFKA_SECURE=1 runs the secure broker instead (SASL_SSL + SCRAM-SHA-512, TLS from a local CA, ACLs; see
+# server-secure.properties and docs/adr/0014): its own data (.state-secure) and ports (127.0.0.1:9392, controller
+# 9393), credentials created on first use in KAFKA_SECRETS_DIR (infra/kafka/secrets, git-ignored) by secrets.sh;
+# `env PRINCIPAL` prints the path of a principal's KAFKA_* file (admin, intake, ..., source.<id>).
 # Idempotent: start on a running broker and stop on a stopped one are no-ops.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-state="${KAFKA_STATE_DIR:-$here/.state}"          # git-ignored
+root="$(cd "$here/../.." && pwd)"
+secure="${KAFKA_SECURE:-0}"
+if [ "$secure" = 1 ]; then
+  state="${KAFKA_STATE_DIR:-$here/.state-secure}"  # git-ignored
+  port="${KAFKA_PORT:-9392}"
+  cport="${KAFKA_CONTROLLER_PORT:-9393}"
+else
+  state="${KAFKA_STATE_DIR:-$here/.state}"          # git-ignored
+  port="${KAFKA_PORT:-9092}"
+  cport="${KAFKA_CONTROLLER_PORT:-9093}"
+fi
+secrets="${KAFKA_SECRETS_DIR:-$here/secrets}"
 libs="$here/target/libs"
 pidfile="$state/kafka.pid"
-port="${KAFKA_PORT:-9092}"
-cport="${KAFKA_CONTROLLER_PORT:-9093}"
 props="$state/server.properties"
 # the JVM options of Apache Kafka's own launcher (bin/kafka-server-start.sh, bin/kafka-run-class.sh): G1 aiming
 # at 20 ms pauses (its default aim is 200 ms), a fixed 1 GiB heap; the GC log (logs/kafkaServer-gc.log, as the
@@ -45,10 +58,20 @@ start() {
   if running; then echo "kafka: already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"; return 0; fi
   need_libs
   mkdir -p "$state/data" "$state/logs"
-  sed -e "s#9092#$port#g; s#9093#$cport#g" "$here/server.properties" > "$props"
+  local scram=()
+  if [ "$secure" = 1 ]; then
+    secure_properties > "$props"
+    local p  # every principal's SCRAM credential goes into the metadata at format time (KIP-900)
+    for p in $(cd "$root" && "${PYTHON:-$root/.venv/bin/python}" -m services.common.acls --principals); do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$secrets/$p.password")]")
+    done
+  else
+    sed -e "s#9092#$port#g; s#9093#$cport#g" "$here/server.properties" > "$props"
+  fi
   echo "log.dirs=$state/data" >> "$props"
   if [ ! -f "$state/data/meta.properties" ]; then
-    java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" -c "$props" --ignore-formatted >/dev/null
+    java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" -c "$props" \
+      --ignore-formatted ${scram[@]+"${scram[@]}"} >/dev/null
   fi
   : > "$state/logs/server.log"
   # shellcheck disable=SC2086  # the option strings are word lists
@@ -57,7 +80,22 @@ start() {
     kafka.Kafka "$props" > "$state/logs/stdout.log" 2>&1 &
   echo $! > "$pidfile"
   wait_ready
+  if [ "$secure" = 1 ]; then apply_acls; echo "kafka: SASL_SSL, ACLs applied; credentials in $secrets"; fi
   echo "kafka: ready on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+}
+
+# --- the secure broker ---------------------------------------------------------------------------------
+secure_properties() {  # server.properties without its listeners, then the security overlay
+  "$here/secrets.sh" "$secrets" "127.0.0.1:$port" >/dev/null
+  umask 077
+  grep -v -E '^(listeners|advertised\.listeners|listener\.security\.protocol\.map|inter\.broker\.listener\.name)=' \
+    "$here/server.properties" | sed -e "s#9093#$cport#g"
+  sed -e "s#@PORT@#$port#g; s#@CPORT@#$cport#g; s#@SECRETS@#$secrets#g" "$here/server-secure.properties"
+}
+
+apply_acls() {  # the users a registry change added, and every ACL of services.common.acls (as admin)
+  (cd "$root" && set -a && . "$secrets/admin.env" && set +a \
+    && "${PYTHON:-$root/.venv/bin/python}" -m services.common.acls --apply --secrets "$secrets" >/dev/null)
 }
 
 stop() {
@@ -146,6 +184,9 @@ cluster() {
   esac
 }
 
+if [ "${KAFKA_BROKERS:-1}" = 3 ] && [ "$secure" = 1 ]; then
+  echo "kafka: the 3-node cluster has no secure mode yet (KAFKA_SECURE=0 KAFKA_BROKERS=3)" >&2; exit 2
+fi
 if [ "${KAFKA_BROKERS:-1}" = 3 ]; then cluster "${1:-}" "${2:-}"; exit $?; fi
 [ "${KAFKA_BROKERS:-1}" = 1 ] || { echo "kafka: KAFKA_BROKERS must be 1 or 3" >&2; exit 2; }
 
@@ -156,5 +197,8 @@ case "${1:-}" in
   wait) wait_ready ;;
   reset) stop; rm -rf "$state"; echo "kafka: data removed" ;;
   bootstrap) echo "127.0.0.1:$port" ;;
-  *) echo "usage: $0 start|stop|status|wait|reset|bootstrap" >&2; exit 2 ;;
+  acls) apply_acls ;;
+  env) f="$secrets/${2:?usage: $0 env PRINCIPAL}.env"; [ -f "$f" ] || { echo "kafka: no $f (start first)" >&2; exit 1; }
+       echo "$f" ;;
+  *) echo "usage: $0 start|stop|status|wait|reset|bootstrap|acls|env PRINCIPAL" >&2; exit 2 ;;
 esac

@@ -41,6 +41,28 @@ class KafkaConnection(BaseSettings):
     ssl_certfile: Path | None = _kafka("ssl_certfile", None, "Client certificate (mutual TLS)")
     ssl_keyfile: Path | None = _kafka("ssl_keyfile", None, "Client private key (mutual TLS)")
 
+    @classmethod
+    def from_env_file(cls, path: Path) -> KafkaConnection:
+        """The connection a `KAFKA_*=value` file gives (infra/kafka/secrets/<principal>.env), ignoring the environment.
+
+        Lines without `=` and comments are skipped; variables other than `KAFKA_*` are ignored.
+        """
+        values: dict[str, str] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            name, sep, value = line.strip().partition("=")
+            if sep and name.startswith("KAFKA_") and not name.startswith("#"):
+                values[name] = value.strip()
+        return KafkaConnection.model_validate(values)
+
+    def environment(self) -> dict[str, str]:
+        """This connection as `KAFKA_*` variables, for a child process (contains the password in clear)."""
+        env = {"KAFKA_BOOTSTRAP": self.bootstrap, "KAFKA_SECURITY_PROTOCOL": self.security_protocol}
+        optional = {"KAFKA_SASL_MECHANISM": self.sasl_mechanism, "KAFKA_SASL_USERNAME": self.sasl_username,
+                    "KAFKA_SASL_PASSWORD": self.sasl_password.get_secret_value() if self.sasl_password else None,
+                    "KAFKA_SSL_CAFILE": self.ssl_cafile, "KAFKA_SSL_CERTFILE": self.ssl_certfile,
+                    "KAFKA_SSL_KEYFILE": self.ssl_keyfile}
+        return {**env, **{name: str(value) for name, value in optional.items() if value is not None}}
+
     def connection(self) -> KafkaConnection:
         """Only the connection part (a service's settings are a connection plus its own fields)."""
         return KafkaConnection.model_validate({name: getattr(self, name) for name in KafkaConnection.model_fields})

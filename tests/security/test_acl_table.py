@@ -1,0 +1,119 @@
+"""The ACL table derived from the registries: every topic has its readers and writers, raw topics are intake's to read,
+the canonical topics intake's to write, and a source writes only its families' raw topics."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.events import Family
+from schemas.topics import CANONICAL, RAW, TOPICS, Group, TransactionalId, group_id
+from services.common.acls import (
+    ADMIN,
+    BROKER,
+    SOURCES_FILE,
+    Op,
+    Pattern,
+    Resource,
+    bindings,
+    main,
+    principals,
+    roles,
+    service_roles,
+    source_roles,
+    table,
+)
+from services.sources.registry import Source, SourceRegistry, load_registry
+from services.sources.topics import bound_topic, bound_topics
+
+pytestmark = pytest.mark.unit
+
+REGISTRY = load_registry(SOURCES_FILE)
+
+
+def _who(op: Op, topic: str) -> set[str]:
+    return {b.principal for b in bindings(REGISTRY) if b.resource is Resource.TOPIC and b.name == topic
+            and b.pattern is Pattern.LITERAL and b.operation is op}
+
+
+def test_every_registry_topic_has_a_writer_and_a_reader() -> None:
+    """A topic added to schemas/topics.py without a role here would be usable by the super users only: refuse it."""
+    orphans = [t.name for t in TOPICS if not _who(Op.WRITE, t.name) or not _who(Op.READ, t.name)]
+    assert orphans == [], "give these topics to a role in services/common/acls.py"
+
+
+def test_raw_topics_are_read_by_intake_only_and_canonical_written_by_intake_only() -> None:
+    """Raw input (with personal data in clear) reaches intake only; only intake publishes canonical events."""
+    for family in Family:
+        assert _who(Op.READ, RAW[family].name) == {"intake"}
+        assert _who(Op.WRITE, CANONICAL[family].name) == {"intake"}
+    for topic in bound_topics(REGISTRY):
+        assert _who(Op.READ, topic) == {"intake"}
+
+
+def test_a_source_writes_only_its_bound_topics_and_no_source_the_shared_ones() -> None:
+    """A bound raw topic has exactly one writer, its source (ADR 0018); the shared raw topics none of them."""
+    for topic, (_, entry) in bound_topics(REGISTRY).items():
+        assert _who(Op.WRITE, topic) == {f"source-{entry.id}"}
+    for family in Family:
+        assert _who(Op.WRITE, RAW[family].name) == {"gateway", "operator", "simulator"}
+
+
+def test_only_the_deadline_tracker_creates_topics_and_only_under_its_own_prefix() -> None:
+    """Topics are created by the admin at set-up; faust's internal topics are the one exception, under its app id."""
+    creates = [b for b in bindings(REGISTRY) if b.operation is Op.CREATE]
+    assert {(b.principal, b.name, b.pattern) for b in creates} == {
+        ("notify", f"{group_id(Group.NOTIFY_DEADLINES, '')}-", Pattern.PREFIXED)}
+
+
+def test_every_group_and_transactional_prefix_belongs_to_exactly_one_principal() -> None:
+    """A consumer group or a transactional id shared by two principals would let one fence or disturb the other."""
+    for resource, names in ((Resource.GROUP, {group_id(g, "") for g in Group}),
+                            (Resource.TRANSACTIONAL_ID, {f"{t.value}." for t in TransactionalId})):
+        owners = {n: {b.principal for b in bindings(REGISTRY) if b.resource is resource and b.name == n}
+                  for n in names}
+        assert {n: len(o) for n, o in owners.items()} == dict.fromkeys(names, 1)
+
+
+def test_super_users_have_no_role_and_every_principal_is_listed_once() -> None:
+    """admin and broker are super users (server-secure.properties), never given to a service; names are unique."""
+    names = principals(REGISTRY)
+    assert names[:2] == [ADMIN, BROKER] and len(names) == len(set(names))
+    assert {ADMIN, BROKER}.isdisjoint(r.principal for r in roles(REGISTRY))
+
+
+def test_a_namespace_scopes_every_name() -> None:
+    """Under a test namespace every topic, group and transactional-id ACL names the namespaced resource only."""
+    assert all(b.name.startswith("t1.") for b in bindings(REGISTRY, "t1"))
+    assert len(bindings(REGISTRY, "t1")) == len(bindings(REGISTRY))
+
+
+_ids = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)
+_families = st.sets(st.sampled_from(list(Family)), min_size=1).map(lambda s: tuple(sorted(s)))
+
+
+@given(st.lists(st.tuples(_ids, _families), max_size=6, unique_by=lambda e: e[0]))
+def test_a_source_writes_exactly_the_raw_topics_of_its_families(entries: list[tuple[str, tuple[Family, ...]]]) -> None:
+    """Whatever the registry says, a source principal gets WRITE on its own families' bound raw topics, nothing else."""
+    registry = SourceRegistry(sources=tuple(Source(id=i, sources=("/x/*",), families=f, communes=("*",))
+                                            for i, f in entries))
+    for role, (source_id, families) in zip(source_roles(registry), entries, strict=True):
+        rows = list(role.bindings(""))
+        entry = registry.by_id[source_id]
+        assert role.principal == f"source-{source_id}"
+        assert {(b.resource, b.operation) for b in rows} == {(Resource.TOPIC, Op.WRITE)}
+        assert {b.name for b in rows} == {bound_topic(f, entry).name for f in families}
+
+
+def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m services.common.acls` prints one line per ACL under a header; --principals the user names."""
+    main([])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["PRINCIPAL", "OPERATION", "RESOURCE", "PATTERN", "NAME"]
+    assert len(out) == 1 + len(bindings(REGISTRY))
+    assert table(bindings(REGISTRY)).splitlines() == out
+    main(["--principals"])
+    assert capsys.readouterr().out.split() == principals(REGISTRY)
+    assert {r.principal for r in service_roles(REGISTRY)} == {"intake", "notify", "metrics", "gateway", "operator",
+                                                              "simulator"}
