@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.admin import CommuneCode, ProvinceCode, commune_provinces
 from schemas.limits import identifier
 from schemas.times import UtcDateTime
+from schemas.trace import PATTERN as TRACEPARENT
+from schemas.trace import derive
 
 SPECVERSION: Final = "1.0"
 TYPE_PREFIX = "vn.communebus."
@@ -37,6 +39,10 @@ class Event(Model):
     datacontenttype: Literal["application/json"] = "application/json"
     commune: CommuneCode
     province: ProvinceCode
+    traceparent: str | None = Field(
+        default=None, pattern=TRACEPARENT,
+        description="W3C trace context (CloudEvents distributed-tracing extension): one trace id from the gateway "
+        "through intake to notify; derived from source and id when the record has none")
     data: Any
 
     @model_validator(mode="after")
@@ -48,6 +54,13 @@ class Event(Model):
                 "commune {commune} belongs to province {expected}, not {province}",
                 {"field": "province", "commune": self.commune, "expected": expected, "province": self.province},
             )
+        return self
+
+    @model_validator(mode="after")
+    def _trace(self) -> Event:
+        """Every event has a trace: its own, or one derived from source and id (not counted as set by the input)."""
+        if self.traceparent is None:
+            self.__dict__["traceparent"] = derive(self.source, self.id)
         return self
 
     @property

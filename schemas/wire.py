@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import ValidationError
 
+from schemas import trace
 from schemas.deadletter import Reason
 from schemas.envelope import Event
 from schemas.events import EVENT_TYPES
@@ -23,7 +24,7 @@ Headers = Sequence[tuple[str, bytes]]
 CE_PREFIX = "ce_"
 CONTENT_TYPE = "content-type"
 _JSON = b"application/json"
-ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "commune", "province")
+ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "commune", "province", "traceparent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ def encode(event: Event) -> KafkaRecord:
         ("ce_subject", event.subject.encode()),
         ("ce_commune", event.commune.encode()),
         ("ce_province", event.province.encode()),
+        ("ce_traceparent", (event.traceparent or trace.derive(event.source, event.id)).encode()),  # set: Event
         (CONTENT_TYPE, _JSON),
     ]
     # the serializer straight to bytes: `model_dump_json` would build a str to be encoded again

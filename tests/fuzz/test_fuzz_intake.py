@@ -60,6 +60,17 @@ def checked(family: Family, value: bytes, headers: list[tuple[str, bytes]] | Non
     return outcome
 
 
+def _blank(event: Any, path: str) -> bool:
+    """The drawn value at `path` is blank: the models strip whitespace before `min_length`, which the published
+    schemas (`minLength` only) cannot say without a breaking change."""
+    value = event
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return isinstance(value, str) and not value.strip()
+
+
 @fuzz_settings(1000)
 @given(EVENTS)
 def test_events_drawn_from_the_json_schemas_are_accepted_or_rejected_across_fields(drawn: tuple[str, Any]) -> None:
@@ -73,7 +84,8 @@ def test_events_drawn_from_the_json_schemas_are_accepted_or_rejected_across_fiel
         assert isinstance(outcome, Rejected) and outcome.rejection.field == "type"
         outcome = checked(family, dumps({**event, "type": type_name}))
     if isinstance(outcome, Rejected):
-        assert all(p.reason in CROSS_FIELD or p.field in CODES for p in outcome.problems), outcome.problems
+        assert all(p.reason in CROSS_FIELD or p.field in CODES or _blank(event, p.field) for p in outcome.problems), \
+            outcome.problems
     attrs = {k: v for k, v in event.items() if k in wire.ATTRIBUTES and isinstance(v, str)}
     headers = [(f"ce_{k}", v.encode()) for k, v in {**attrs, "specversion": "1.0", "type": type_name}.items()]
     binary = checked(family, dumps(event.get("data")), headers)
