@@ -173,6 +173,7 @@ class TransactionalId(StrEnum):
     GATEWAY = "commune-bus.gateway"
     DLQ_REPLAY = "commune-bus.cli.dlq-replay"
     ERASE = "commune-bus.cli.erase"
+    METRICS = "commune-bus.metrics"
 
 
 def namespaced(name: str, namespace: str) -> str:

@@ -2,15 +2,19 @@
 
 The range assignor gives a worker the same partition numbers of all three
 canonical topics (they share the commune key and partition count), so partition
-N is one unit of state: a RocksDB store and its communes' totals, rebuilt from
-changelog partition N when N arrives. A revocation stops exporting everything at
-once; the states are kept until the next assignment says which stay ours (those
-need no restore) and which go (dropped with their store).
+N is one unit of state: a RocksDB store, its communes' totals and its writer (a
+transactional producer of its own, `writers`), rebuilt from changelog partition N
+when N arrives: the writer is started first, which fences N's earlier owner, and
+only then is the changelog read (ADR 0016). A revocation stops exporting
+everything at once; the states are kept until the next assignment says which
+stay ours (those need no restore) and which go (dropped with their store and
+writer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -26,17 +30,23 @@ from services.common.settings import KafkaConnection
 from services.metrics import store, telemetry
 from services.metrics.partition import PartitionState
 from services.metrics.topics import Names
+from services.metrics.writers import PartitionWriter, is_fenced
 
 log = structlog.get_logger("metrics")
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+NewWriter = Callable[[int], PartitionWriter]
+"""The writer of partition N, not started (starting it is the fence)."""
 
 
 class Ownership:
     """Partition states of one worker; only the owned ones are exported."""
 
-    def __init__(self, conn: KafkaConnection, names: Names, state_root: Path, client_id: str) -> None:
+    def __init__(self, conn: KafkaConnection, names: Names, state_root: Path, client_id: str,
+                 new_writer: NewWriter) -> None:
         self.conn, self.names, self.state_root, self.client_id = conn, names, state_root, client_id
+        self.new_writer = new_writer
         self.partitions: dict[int, PartitionState] = {}
+        self.writers: dict[int, PartitionWriter] = {}
         self.owned: set[int] = set()
         self.assigned: set[TopicPartition] = set()
         self._dbs: dict[int, Rdict] = {}
@@ -53,10 +63,10 @@ class Ownership:
         telemetry.LAG.clear()
 
     async def assign(self, assigned: set[TopicPartition]) -> None:
-        """Own `assigned`: drop the states of partitions that left, restore those that arrived."""
+        """Own `assigned`: drop the states of partitions that left, fence and restore those that arrived."""
         numbers = {tp.partition for tp in assigned}
-        for p in set(self.partitions) - numbers:
-            self._drop(p)
+        for p in (set(self.partitions) | set(self.writers)) - numbers:
+            await self._drop(p)
         await self._restore(sorted(numbers - set(self.partitions)))
         self.assigned = set(assigned)
         self.owned = numbers
@@ -94,20 +104,34 @@ class Ownership:
                     telemetry.EVENTS.labels(family, outcome).inc(n)
         return changes, offsets
 
-    def drop_all(self) -> None:
-        """Forget every state and remove its store (the worker stops; a new run restores from the changelog)."""
+    async def write(self, changes: dict[int, dict[bytes, bytes]]) -> None:
+        """Each partition's changed states in a transaction of its writer, all partitions at once; raises a failure
+        (a fenced writer first: this worker has lost that partition)."""
+        parts = [p for p, states in changes.items() if states]
+        results = await asyncio.gather(*(self.writers[p].write_states(changes[p]) for p in parts),
+                                       return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise next((f for f in failures if is_fenced(f)), failures[0])
+
+    async def close_all(self) -> None:
+        """Forget every state, remove its store, stop its writer (the worker stops; a new run restores)."""
         self.revoke()
-        for p in set(self.partitions) | set(self._dbs):  # incl. stores of a restore that failed half-way
-            self._drop(p)
+        for p in set(self.partitions) | set(self._dbs) | set(self.writers):  # incl. a restore that failed half-way
+            await self._drop(p)
 
     async def _restore(self, partitions: list[int]) -> None:
-        """Rebuild each partition's store and totals from its changelog partition (read to its end offset)."""
+        """Fence each partition's earlier owner, then rebuild its store and totals from its changelog partition
+        (read_committed, to the end offset it has once fenced)."""
         if not partitions:
             return
         parts: dict[int, PartitionState] = {}
         for p in partitions:
             self._dbs[p] = store.open_fresh(self.state_root / f"p{p}")
             parts[p] = PartitionState(p, store.as_mapping(self._dbs[p]))
+            self.writers[p] = self.new_writer(p)
+        # the fence: the earlier owner's open transaction is aborted (or its commit completed) before we read
+        await asyncio.gather(*(self.writers[p].start() for p in partitions))
 
         def apply(partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
             if record.key is None:
@@ -125,11 +149,14 @@ class Ownership:
         log.info("metrics.restored", partitions=partitions, records=restored,
                  communes=sum(len(p.communes) for p in parts.values()))
 
-    def _drop(self, partition: int) -> None:
+    async def _drop(self, partition: int) -> None:
         self.partitions.pop(partition, None)
         db = self._dbs.pop(partition, None)
         if db is not None:
             store.discard(db, self.state_root / f"p{partition}")
+        writer = self.writers.pop(partition, None)
+        if writer is not None:
+            await writer.close()
 
 
 def _decode(tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> Event | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from schemas.topics import Group, group_id
+from schemas.topics import Group, TransactionalId, group_id, transactional_id
 from services.common.settings import ConsumerSettings
 
 
@@ -19,8 +19,13 @@ class MetricsSettings(ConsumerSettings):
     state_dir: Path = Field(default=Path(".state/metrics"), description="RocksDB stores, one per owned partition")
     snapshot_interval_s: float = Field(default=60.0, gt=0, description="Per-commune snapshot events every ...")
     batch_max_records: int = Field(default=5000, gt=0, description="Most records applied (and committed) at once")
-
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000, description="A changelog transaction not "
+                                        "committed by then is aborted by the broker, and ends the run here")
 
     @property
     def group_id(self) -> str:
         return group_id(Group.METRICS, self.namespace)
+
+    def changelog_transactional_id(self, partition: int) -> str:
+        """`<namespace.>commune-bus.metrics.p<N>`, the same on every worker: whoever owns N fences its last owner."""
+        return transactional_id(TransactionalId.METRICS, self.namespace, f"p{partition}")

@@ -2,17 +2,18 @@
 
 Delivery: at-least-once from the canonical topics, made exact by the state
 merge being idempotent (a redelivered event changes nothing). Per batch: apply
-every event, publish the changed states to the changelog (partition = source
-partition), then - while the next batch is already being applied - wait for
-the broker's acks and commit the consumed offsets. Commits stay in batch
-order, and a revocation or stop waits for the last one.
+every event, then - while the next batch is already being applied - write the
+changed states to the changelog (partition = source partition, one transaction
+per partition through its fenced writer, ADR 0016) and, once they are
+committed, commit the consumed offsets. Commits stay in batch order, and a
+revocation or stop waits for the last one.
 
 Background work runs under the run's `Supervisor`: each batch's commit and the
-snapshot loop. A failed changelog ack or commit ends the run (the runtime
-restarts it from Kafka after a Kafka error); a snapshot publish that meets a
-Kafka error is logged, counted and retried at the next interval. Whatever ends
-a run, the worker stops exporting at once and drops its state: the next run
-restores it from the changelog (`ownership`).
+snapshot loop. A failed or fenced changelog transaction, or a failed offset
+commit, ends the run (the runtime restarts it from Kafka after a Kafka error); a
+snapshot publish that meets a Kafka error is logged, counted and retried at the
+next interval. Whatever ends a run, the worker stops exporting at once and drops
+its state: the next run restores it from the changelog (`ownership`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError
-from aiokafka.structs import RecordMetadata
 
 from schemas import wire
-from services.common import clients
+from services.common import aiokafka_compat, clients
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor
@@ -41,13 +41,16 @@ from services.metrics.partition import PartitionState
 from services.metrics.settings import MetricsSettings
 from services.metrics.snapshots import snapshot
 from services.metrics.topics import Names
+from services.metrics.writers import PartitionWriter
 
 log = structlog.get_logger("metrics")
 Clock = Callable[[], float]
 """Epoch seconds; the overdue gauge and snapshots read it."""
-Acks = list[asyncio.Future[RecordMetadata]]
 LAG_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 3.0
+RETRY_BACKOFF_MS = 5
+"""A transaction right after the previous one meets its markers still being written (CONCURRENT_TRANSACTIONS):
+retried after 5 ms instead of aiokafka's fixed 20 ms (`aiokafka_compat`)."""
 
 
 class CommitCancelled(Exception):
@@ -63,10 +66,9 @@ class MetricsWorker:
         self.names = Names(settings.namespace)
         self.ownership = Ownership(settings.connection(), self.names,
                                    settings.state_dir / settings.group_id / settings.worker_id,
-                                   client_id=f"metrics-restore-{settings.worker_id}")
+                                   client_id=f"metrics-restore-{settings.worker_id}", new_writer=self._writer)
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
         self._supervisor: Supervisor | None = None
         self._settling: asyncio.Task[None] | None = None
         self._stalls = StallWatch(settings.stall_limit_s)
@@ -99,9 +101,8 @@ class MetricsWorker:
     async def _start(self, supervisor: Supervisor) -> None:
         s = self.settings
         await ensure_topics(s, self.names.specs)
+        aiokafka_compat.apply(RETRY_BACKOFF_MS)
         client_id = f"metrics-{s.worker_id}"
-        self.producer = clients.producer(s, client_id=client_id, linger_ms=5)
-        await self.producer.start()
         self.consumer = clients.consumer(s, client_id=client_id, group_id=s.group_id, fetch_max_wait_ms=100,
                                          session_timeout_ms=s.session_timeout_ms,
                                          heartbeat_interval_ms=s.heartbeat_interval_ms,
@@ -133,35 +134,43 @@ class MetricsWorker:
         except Exception as exc:  # the commit task's failure is the supervisor's to report: it ends the run
             log.warning("metrics.last_commit_failed", error=type(exc).__name__)
         finally:
-            for client in (self.consumer, self.producer):
-                if client is not None:
-                    try:
-                        await asyncio.wait_for(client.stop(), timeout=10)
-                    except (TimeoutError, KafkaError) as exc:
-                        log.warning("metrics.client_stop_failed", error=type(exc).__name__)
-            self.consumer = self.producer = None
-            self.ownership.drop_all()
+            if self.consumer is not None:
+                try:
+                    await asyncio.wait_for(self.consumer.stop(), timeout=10)
+                except (TimeoutError, KafkaError) as exc:
+                    log.warning("metrics.client_stop_failed", error=type(exc).__name__)
+            self.consumer = None
+            await self.ownership.close_all()
             log.info("metrics.stopped")
+
+    def _writer(self, partition: int) -> PartitionWriter:
+        """Partition N's writer (not started): the transactional id `...metrics.p<N>` is the same on every worker."""
+        s = self.settings
+        producer = clients.transactional_producer(
+            s, transactional_id=s.changelog_transactional_id(partition),
+            client_id=f"metrics-{s.worker_id}-p{partition}", transaction_timeout_ms=s.transaction_timeout_ms,
+            linger_ms=5, retry_backoff_ms=RETRY_BACKOFF_MS)
+        return PartitionWriter(producer, partition, self.names.changelog, self.names.snapshots,
+                               timeout_s=s.transaction_timeout_ms / 1000)
 
     # -- one batch --------------------------------------------------------------------------------
     async def process(self, batch: Batch) -> None:
-        """Apply a batch, hand its changelog records to the producer, and commit it in the background, in order."""
+        """Apply a batch, then write its changelog records and commit its offsets in the background, in order."""
         assert self._supervisor is not None
         started = time.perf_counter()
-        # a woken zombie must not apply (and write) what the new owner now holds: its late write of an older state
-        # would be the last one the compacted changelog keeps (ADR 0012)
+        # a woken zombie should not even apply what the new owner now holds (ADR 0012); its writes are fenced anyway
+        # (ADR 0016), this stops it sooner
         self._stalls.check()
         changes, offsets = self.ownership.apply(batch)
         self._stalls.check()
-        acks = await self._send_changelog(changes)
         await self.settle()  # the previous batch's commit first: offsets are committed in order
-        self._settling = self._supervisor.spawn("commit", self._commit_after(acks, offsets, started))
+        self._settling = self._supervisor.spawn("commit", self._commit_after(changes, offsets, started))
 
-    async def _commit_after(self, acks: Acks, offsets: dict[TopicPartition, int], started: float) -> None:
-        """Commit the batch's offsets once its changelog records are acknowledged (a failure ends the run)."""
+    async def _commit_after(self, changes: dict[int, dict[bytes, bytes]], offsets: dict[TopicPartition, int],
+                            started: float) -> None:
+        """Commit the batch's offsets once its changelog transactions are committed (a failure ends the run)."""
         assert self.consumer is not None and self._supervisor is not None
-        if acks:
-            await asyncio.gather(*acks)
+        await self.ownership.write(changes)
         await self.consumer.commit(offsets)
         self._supervisor.health.committed()
         telemetry.BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -177,21 +186,6 @@ class MetricsWorker:
         failure = pending.exception()
         if failure is not None:
             raise failure
-
-    async def _send_changelog(self, changes: dict[int, dict[bytes, bytes]]) -> Acks:
-        """Hand changed states to the producer (partition = source partition); returns the delivery futures."""
-        assert self.producer is not None
-        futures: Acks = []
-        for partition, records in changes.items():
-            batch = self.producer.create_batch()
-            for key, value in records.items():
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await self.producer.send_batch(batch, self.names.changelog, partition=partition))
-                    batch = self.producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            if batch.record_count():
-                futures.append(await self.producer.send_batch(batch, self.names.changelog, partition=partition))
-        return futures
 
     async def _probe_broker(self) -> None:
         """`/readyz` says 503 while the broker does not answer, and ready again once it does (if assigned)."""
@@ -223,19 +217,17 @@ class MetricsWorker:
             telemetry.LAG.labels(self.names.family_of[tp.topic].value, str(tp.partition)).set(max(0, end - position))
 
     async def publish_snapshots(self) -> int:
-        """One snapshot event per commune of the owned partitions; returns how many."""
-        assert self.producer is not None
+        """One snapshot event per commune of the owned partitions, a transaction per partition; returns how many."""
         now = datetime.fromtimestamp(self.clock(), UTC)
-        futures: Acks = []
         async with self.lock:
-            for part in self.exported():
-                for commune, totals in part.communes.items():
-                    rec = wire.encode(snapshot(commune, totals, now))
-                    futures.append(await self.producer.send(self.names.snapshots, rec.value, key=rec.key,
-                                                            headers=rec.headers))
-        await asyncio.gather(*futures)
-        telemetry.SNAPSHOTS.inc(len(futures))
-        return len(futures)
+            parts = {part.partition: [wire.encode(snapshot(commune, totals, now))
+                                      for commune, totals in part.communes.items()]
+                     for part in self.exported() if part.communes}
+            # through each partition's writer: a woken worker's stale snapshots are fenced with its states
+            await asyncio.gather(*(self.ownership.writers[p].write_snapshots(records) for p, records in parts.items()))
+        n = sum(len(records) for records in parts.values())
+        telemetry.SNAPSHOTS.inc(n)
+        return n
 
     async def _snapshot_loop(self, stop: asyncio.Event) -> None:
         """Snapshots every interval; a Kafka error skips one (counted), anything else ends the run."""

@@ -1,4 +1,9 @@
-"""metrics, two workers, one frozen (SIGSTOP) past the session timeout, then resumed: figures exact, also restored."""
+"""metrics, two workers, one frozen (SIGSTOP) past the session timeout, then resumed: figures exact, also restored.
+
+Run twice: as deployed (stall watch and changelog fence), and with the stall watch blinded
+(`tests.metrics.unwatched`), where only the fence keeps the woken worker's late writes out (ADR 0016): without
+the fence that run ends with wrong restored figures.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +44,9 @@ async def paced(bootstrap: str, namespace: str, events: list[Event], per_second:
         await asyncio.sleep(chunk / per_second)
 
 
+@pytest.mark.parametrize("module", ["services.metrics", "tests.metrics.unwatched"], ids=["deployed", "fence-only"])
 async def test_worker_frozen_past_session_timeout_keeps_figures_exact_and_restorable(
-        kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+        kafka_bootstrap: str, unique: str, tmp_path: Path, module: str) -> None:
     """SIGSTOP 14 s mid-stream, then SIGCONT: summed figures equal the oracle, and so do a fresh worker's restored."""
     namespace = f"p{unique}"
     await ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), Names(namespace).specs)
@@ -49,7 +55,7 @@ async def test_worker_frozen_past_session_timeout_keeps_figures_exact_and_restor
     base = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "METRICS_NAMESPACE": namespace,
             "METRICS_STATE_DIR": str(tmp_path / "state"), "METRICS_BATCH_MAX_RECORDS": "20",
             "METRICS_SESSION_TIMEOUT_MS": "6000", "METRICS_HEARTBEAT_INTERVAL_MS": "2000"}
-    procs = [start_service("services.metrics", {**base, "METRICS_HTTP_PORT": str(p), "METRICS_WORKER_ID": f"w{i}"},
+    procs = [start_service(module, {**base, "METRICS_HTTP_PORT": str(p), "METRICS_WORKER_ID": f"w{i}"},
                            tmp_path / f"w{i}.log") for i, p in enumerate(ports)]
     fresh = None
     try:

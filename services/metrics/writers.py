@@ -1,0 +1,116 @@
+"""Fenced writes for one owned partition: a transactional producer per changelog partition (ADR 0016).
+
+Merges are idempotent, but the changelog is compacted: it keeps the *last* write
+per key, so a state written by a worker that has lost the partition (frozen past
+its session timeout, then woken) would overwrite its successor's newer one, and
+a later restore would lose events. The transactional id
+`<namespace.>commune-bus.metrics.p<N>` is the same on every worker. The new owner
+of N starts its writer before it restores N: `InitProducerId` aborts the earlier
+owner's open transaction (or waits for its commit to finish) and fences it, so
+every later send or commit of the earlier owner fails with ProducerFenced. The
+restore then reads read_committed: every committed write of the earlier owner,
+none of its others. Snapshots of N's communes go through the same producer, so a
+woken worker's stale snapshot is fenced too.
+
+A write is one transaction whose sends are all checked before the commit
+(aiokafka commits a transaction one of whose batches failed); a failed send
+aborts it (`WriteFailed`). A write not done within the transaction timeout
+(aiokafka can wait for ever on a coordinator that does not answer) raises
+`WriteStuck`, and the writer takes no more. Either, and a fenced write, ends the
+run: the runtime restarts it from Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.structs import RecordMetadata
+
+from schemas.wire import KafkaRecord
+
+Sent = list[asyncio.Future[RecordMetadata]]
+
+
+class WriteFailed(KafkaError):
+    """A send of a changelog transaction failed, so the transaction was aborted (error types only, no values)."""
+
+
+class WriteStuck(KafkaError):
+    """A changelog transaction did not finish within the transaction timeout; the writer is unusable."""
+
+
+def is_fenced(exc: BaseException) -> bool:
+    """`exc` says that the partition's next owner started its writer (or the broker timed the transaction out)."""
+    return isinstance(exc, ProducerFenced | InvalidProducerEpoch)
+
+
+class PartitionWriter:
+    """Writes of one owned partition, each a transaction of its own, one at a time."""
+
+    def __init__(self, producer: AIOKafkaProducer, partition: int, changelog: str, snapshots: str,
+                 timeout_s: float) -> None:
+        self.producer, self.partition = producer, partition
+        self.changelog, self.snapshots, self.timeout_s = changelog, snapshots, timeout_s
+        self._turn = asyncio.Lock()
+        self._inflight: asyncio.Task[None] | None = None
+        self._stuck = False
+
+    async def start(self) -> None:
+        """Start the producer: this fences the partition's earlier owner (its open transaction is aborted)."""
+        await self.producer.start()
+
+    async def write_states(self, states: dict[bytes, bytes]) -> None:
+        """Changed entity states to changelog partition N, in one transaction."""
+        async def send() -> Sent:
+            sent: Sent = []
+            batch = self.producer.create_batch()
+            for key, value in states.items():
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
+                    sent.append(await self.producer.send_batch(batch, self.changelog, partition=self.partition))
+                    batch = self.producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            if batch.record_count():
+                sent.append(await self.producer.send_batch(batch, self.changelog, partition=self.partition))
+            return sent
+        await self._write(send)
+
+    async def write_snapshots(self, records: Sequence[KafkaRecord]) -> None:
+        """Snapshot events of N's communes (partitioned by their key), in one transaction."""
+        async def send() -> Sent:
+            return [await self.producer.send(self.snapshots, r.value, key=r.key, headers=r.headers) for r in records]
+        await self._write(send)
+
+    async def close(self) -> None:
+        """Stop the producer; an unfinished transaction is left to the broker (aborted, or fenced by the next owner)."""
+        if self._inflight is not None and not self._inflight.done():
+            self._inflight.cancel()
+        with contextlib.suppress(TimeoutError, KafkaError):  # a fenced producer, or the broker being why we stop
+            await asyncio.wait_for(self.producer.stop(), timeout=10)
+
+    async def _write(self, send: Callable[[], Awaitable[Sent]]) -> None:
+        async with self._turn:
+            if self._stuck:
+                raise WriteStuck(f"partition {self.partition}: an earlier transaction never finished")
+            # a task of its own: cancelling aiokafka's commit or abort half-way could leave this caller waiting too
+            self._inflight = asyncio.create_task(self._transaction(send), name=f"metrics:write:p{self.partition}")
+            done, _ = await asyncio.wait({self._inflight}, timeout=self.timeout_s)
+            if not done:
+                self._stuck = True
+                raise WriteStuck(f"partition {self.partition}: not committed within {self.timeout_s:g} s")
+            self._inflight.result()
+
+    async def _transaction(self, send: Callable[[], Awaitable[Sent]]) -> None:
+        async with self.producer.transaction():  # an exception inside aborts (a fenced producer cannot abort: dead)
+            sent = await send()
+            results = await asyncio.gather(*sent, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                for exc in failed:
+                    if is_fenced(exc):
+                        raise exc
+                names = sorted({type(exc).__name__ for exc in failed})
+                raise WriteFailed(f"{len(failed)} of {len(sent)} sends failed ({', '.join(names)}): aborted")
