@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from schemas import wire
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, PARTITIONS, RAW, Kind, TopicSpec, scoped
-from services.common import runtime
+from services.common import clients, runtime
 from services.common.admin import ensure_topics
 from services.common.health import Health
 from services.common.logging import configure
@@ -43,6 +43,8 @@ from services.simulator.generate import generate
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 CONNECTION = KafkaConnection(bootstrap=BOOTSTRAP)
+OPTIONS = clients.connection_options(CONNECTION)
+"""TLS and SASL too when KAFKA_* say so (`make bench BENCH_SECURE=1`: the secure broker, as admin)."""
 N = int(os.environ.get("BENCH_INTAKE_EVENTS", "30000"))
 LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "10"))
 WARMUP_SECONDS = float(os.environ.get("BENCH_LATENCY_WARMUP", "2"))
@@ -57,7 +59,7 @@ def raw_records(n: int, seed: int) -> Records:
 
 
 async def fill(topic: str, records: Records) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(**OPTIONS, linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         futures = [await producer.send(topic, v, key=k, headers=h) for k, v, h in records]
@@ -71,9 +73,9 @@ Transform = Callable[[bytes, list], tuple[bytes, bytes, list]]
 
 async def forward_loop(raw: str, out: str, transform: Transform | None) -> float:
     """Variants (a) and (b): events/s from the first record read to the last record acknowledged."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, fetch_max_wait_ms=20,
+    consumer = AIOKafkaConsumer(**OPTIONS, enable_auto_commit=False, fetch_max_wait_ms=20,
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0, enable_idempotence=True)
+    producer = AIOKafkaProducer(**OPTIONS, linger_ms=0, enable_idempotence=True)
     await consumer.start()
     await producer.start()
     try:
@@ -192,7 +194,7 @@ async def fixed_rate_latency(namespace: str, out: str) -> Latency:
     index = {dict(rec.headers)["ce_id"]: j for j, rec in enumerate(records)}  # id -> send order
     sent = [0.0] * total
     latency = [float("nan")] * total
-    observer = AIOKafkaConsumer(out, bootstrap_servers=BOOTSTRAP, isolation_level="read_committed",
+    observer = AIOKafkaConsumer(out, **OPTIONS, isolation_level="read_committed",
                                 auto_offset_reset="latest", fetch_max_wait_ms=5, group_id=None)
     await observer.start()
     await observer.seek_to_end()
@@ -210,7 +212,7 @@ async def fixed_rate_latency(namespace: str, out: str) -> Latency:
                         latency[j] = (now - sent[j]) * 1000
                         seen += 1
 
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=0)
+    producer = AIOKafkaProducer(**OPTIONS, linger_ms=0)
     await producer.start()
     warm = wire.encode(template[0].model_copy(update={"id": f"warm-{namespace}"}))
     await producer.send_and_wait(raw, warm.value, key=warm.key, headers=warm.headers)
@@ -244,7 +246,7 @@ async def faust_agent(raw: str, out: str, namespace: str) -> float:
            "KAFKA_BOOTSTRAP": BOOTSTRAP, "BENCH_WEB_PORT": "6098"}
     proc = subprocess.Popen([sys.executable, "-m", "bench.faust_agent", "--loop", "uvloop", "worker", "-l", "warn"],
                             env=env, stdout=subprocess.DEVNULL)
-    observer = AIOKafkaConsumer(out, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", group_id=None,
+    observer = AIOKafkaConsumer(out, **OPTIONS, auto_offset_reset="earliest", group_id=None,
                                 fetch_max_wait_ms=50)
     await observer.start()
     try:

@@ -16,7 +16,8 @@ import signal
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.common import aiokafka_compat
+from services.common import aiokafka_compat, clients
+from services.common.settings import KafkaConnection
 from services.intake.worker import RETRY_BACKOFF_MS
 
 
@@ -26,9 +27,10 @@ async def main() -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{app}.forward", linger_ms=0,
+    options = clients.connection_options(KafkaConnection(bootstrap=bootstrap))  # TLS/SASL as KAFKA_* say
+    producer = AIOKafkaProducer(**options, transactional_id=f"{app}.forward", linger_ms=0,
                                 retry_backoff_ms=RETRY_BACKOFF_MS)
-    consumer = AIOKafkaConsumer(raw, bootstrap_servers=bootstrap, group_id=app, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(raw, **options, group_id=app, enable_auto_commit=False,
                                 isolation_level="read_committed", auto_offset_reset="earliest", fetch_max_wait_ms=5)
     await producer.start()
     await consumer.start()

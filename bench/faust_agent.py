@@ -13,11 +13,13 @@ import faust
 from schemas import wire
 from schemas.events import Family
 from schemas.topics import PARTITIONS
+from services.common.clients import faust_options
+from services.common.settings import KafkaConnection
 from services.intake.normalise import Accepted, normalise
 
 app = faust.App(
     os.environ.get("BENCH_APP", "bench-faust"),
-    broker=f"kafka://{os.environ.get('KAFKA_BOOTSTRAP', '127.0.0.1:9092')}",
+    **faust_options(KafkaConnection()),  # the broker and, when KAFKA_* say so, TLS/SASL credentials
     store="memory://",
     topic_partitions=PARTITIONS,
     web_host="127.0.0.1",

@@ -14,6 +14,9 @@ from types import FrameType
 
 from confluent_kafka import Consumer, Producer
 
+from services.common.acls_apply import librdkafka_config
+from services.common.settings import KafkaConnection
+
 
 def main() -> None:
     bootstrap, raw, out, app = (os.environ[k] for k in ("KAFKA_BOOTSTRAP", "BENCH_RAW", "BENCH_OUT", "BENCH_APP"))
@@ -23,9 +26,10 @@ def main() -> None:
         stopping.append(signum)
 
     signal.signal(signal.SIGTERM, stop)
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"{app}.rd", "linger.ms": 0,
+    connection = librdkafka_config(KafkaConnection(bootstrap=bootstrap))  # TLS/SASL as KAFKA_* say
+    producer = Producer({**connection, "transactional.id": f"{app}.rd", "linger.ms": 0,
                          "retry.backoff.ms": 1, "retry.backoff.max.ms": 5})
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": app, "enable.auto.commit": False,
+    consumer = Consumer({**connection, "group.id": app, "enable.auto.commit": False,
                          "isolation.level": "read_committed", "auto.offset.reset": "earliest", "fetch.wait.max.ms": 5})
     consumer.subscribe([raw])
     producer.init_transactions()
