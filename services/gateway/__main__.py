@@ -17,7 +17,6 @@ from fastapi import FastAPI
 
 from schemas.topics import GATEWAY_CLAIMS, TransactionalId, scoped, transactional_id
 from services.common import runtime
-from services.common.admin import ensure_topics
 from services.common.health import Health
 from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
@@ -47,7 +46,6 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
 
 def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, claims: KafkaClaims) -> runtime.Worker:
     async def run(supervisor: runtime.Supervisor) -> None:
-        await ensure_topics(settings, [scoped(GATEWAY_CLAIMS, settings.namespace)])
         supervisor.spawn("claims", claims.run())
         server = _Server(server_config(settings, app))
         serving = supervisor.spawn("http", server.serve())
@@ -69,7 +67,7 @@ def main() -> None:
     publisher = KafkaPublisher(settings, transactional_id(TransactionalId.GATEWAY, settings.namespace,
                                                           settings.instance_id), settings.kafka_timeout_s,
                                settings.transaction_timeout_ms)
-    claims = KafkaClaims(settings, scoped(GATEWAY_CLAIMS, settings.namespace).name,
+    claims = KafkaClaims(settings, scoped(GATEWAY_CLAIMS, settings.namespace),
                          client_id=f"commune-bus-gateway-{settings.instance_id}", timeout_s=settings.kafka_timeout_s)
     app = create_app(settings, load_registry(settings.sources_file), load_credentials(settings.secrets_file),
                      publisher, health, claims=claims)

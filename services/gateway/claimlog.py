@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import suppress
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from schemas.topics import TopicSpec
 from schemas.wire import KafkaRecord
 from services.common import clients
+from services.common.admin import ensure_topics
 from services.common.partitioner import partition_for
 from services.common.settings import KafkaConnection
 from services.gateway.claims import Answer, ClaimRecord, Held, Records, Ticket, Verdict, fold, new_ticket, verdict
@@ -28,12 +31,14 @@ from services.gateway.publisher import BROKER_ERRORS, BrokerUnavailable
 
 log = structlog.get_logger("gateway")
 PRUNE_EVERY_S = 30.0
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 15.0
 
 
 class KafkaClaims:
-    def __init__(self, conn: KafkaConnection, topic: str, *, client_id: str, timeout_s: float,
+    def __init__(self, conn: KafkaConnection, spec: TopicSpec, *, client_id: str, timeout_s: float,
                  clock: Callable[[], float] = time.time) -> None:
-        self.conn, self.topic, self.client_id, self.timeout_s, self.clock = conn, topic, client_id, timeout_s, clock
+        self.conn, self.spec, self.topic = conn, spec, spec.name
+        self.client_id, self.timeout_s, self.clock = client_id, timeout_s, clock
         self.held: dict[str, Held] = {}
         self._positions: dict[int, int] = {}
         self._moved = asyncio.Condition()
@@ -47,22 +52,36 @@ class KafkaClaims:
         return self._ready.is_set()
 
     async def run(self) -> None:
-        """The reader (a supervised task): restore, then follow the topic until cancelled; Kafka errors raise."""
-        self.held, self._positions = {}, {}  # a restarted run reads the topic afresh
+        """The reader (a supervised task): restore, then follow the topic until cancelled. A broker that does not
+        answer is waited for (not ready meanwhile, claims answer 503) without ending the run: the HTTP server
+        keeps serving /readyz and the broker watch."""
+        delay = FIRST_BACKOFF_S
+        while True:
+            try:
+                await self._run_once()
+            except BROKER_ERRORS as exc:
+                log.warning("gateway.claims_unavailable", error=type(exc).__name__, retry_in_s=delay)
+            delay = FIRST_BACKOFF_S if self._ready.is_set() else min(delay * 2, MAX_BACKOFF_S)
+            self._ready.clear()
+            await asyncio.sleep(delay)
+
+    async def _run_once(self) -> None:
+        self.held, self._positions = {}, {}  # every run reads the topic afresh
+        await ensure_topics(self.conn, [self.spec])
         self._producer = clients.producer(self.conn, client_id=f"{self.client_id}-claims", linger_ms=0,
                                           request_timeout_ms=int(self.timeout_s * 1000))
         reader = clients.consumer(self.conn, client_id=f"{self.client_id}-claims", fetch_max_wait_ms=50)
-        await self._producer.start()
         try:
+            await self._producer.start()
             await reader.start()
-            try:
-                await self._follow(reader, self._producer)
-            finally:
-                await reader.stop()
+            await self._follow(reader, self._producer)
         finally:
             producer, self._producer = self._producer, None
             self._ready.clear()
-            await producer.stop()
+            with suppress(*BROKER_ERRORS):
+                await reader.stop()
+            with suppress(*BROKER_ERRORS):
+                await producer.stop()
 
     async def _follow(self, reader: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         partitions = sorted(await producer.partitions_for(self.topic))
@@ -103,10 +122,14 @@ class KafkaClaims:
             self.held[rec.key] = state
 
     async def _write(self, rec: ClaimRecord) -> tuple[int, int]:
-        if self._producer is None or not self._ready.is_set():
+        try:  # a request arriving while the claims are read (at start, after an outage) waits a little
+            await asyncio.wait_for(self._ready.wait(), self.timeout_s)
+        except TimeoutError:
+            raise BrokerUnavailable("claims not restored yet") from None
+        if (producer := self._producer) is None:
             raise BrokerUnavailable("claims not restored yet")
         try:
-            meta = await asyncio.wait_for(self._producer.send_and_wait(
+            meta = await asyncio.wait_for(producer.send_and_wait(
                 self.topic, rec.encode(), key=rec.record_key.encode(), partition=self.partition(rec.key)),
                 self.timeout_s)
         except BROKER_ERRORS as exc:
