@@ -1,6 +1,6 @@
 """`commune-bus`: the integrator's and operator's command line.
 
-Offline: `validate`. Against Kafka: `publish`, `tail`, `dlq list|replay`, `topics create`.
+Offline: `validate`. Against Kafka: `publish`, `tail`, `dlq list|replay`, `topics create`, `trace`.
 Wrappers: `simulate` (services.simulator), `schemas export` (schemas.export).
 """
 
@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
 from schemas.topics import RAW, TOPICS, scoped
-from services.cli import dlq_commands, erase, kafka_io
+from services.cli import dlq_commands, erase, kafka_io, trace
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, resolve_topic
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common.admin import ensure_topics
@@ -32,6 +32,7 @@ schemas_app = typer.Typer(no_args_is_help=True, help="Published contracts")
 app.add_typer(dlq_commands.app, name="dlq")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+app.command("trace")(trace.trace)
 app.add_typer(erase.keys_app, name="keys")
 app.command("erase")(erase.erase)
 

@@ -1,0 +1,184 @@
+"""`commune-bus trace <dossier code | event id | trace id>`: where did my record go?
+
+Reads, committed records only and up to where each topic ends now: the raw topics
+(shared and bound to sources), intake's dead letters, the canonical topics,
+notify's status topic and its dead letters. It finds the raw record(s) that
+mention the query, the dead letters that point back at them (`dlq.source.*`),
+the canonical events with that id, subject (dossier code) or trace id, and every
+notification attempt made for those events, per channel and recipient reference
+(webhook subscribers included), and prints them in time order. Only metadata is
+shown (topics, offsets, types, reasons, outcomes): never a value, so no personal
+data reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated
+
+import orjson
+import typer
+from aiokafka import ConsumerRecord
+from pydantic import ValidationError
+from rich.table import Table
+
+from schemas import trace as trace_context
+from schemas.deadletter import DeadLetterContext
+from schemas.notification import NotificationStatus
+from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
+from services.cli.render import console, err_console
+from services.common import clients
+from services.common.admin import partition_counts
+from services.common.changelog import read_to_end
+from services.common.settings import KafkaConnection
+
+Record = ConsumerRecord[bytes, bytes]
+
+
+@dataclass(frozen=True, order=True)
+class Step:
+    at_ms: int
+    stage: str
+    where: str
+    what: str
+    trace: str = ""
+
+
+@dataclass
+class Tracer:
+    """Pure: offered the records of each stage in turn (raw, intake dead letters, canonical, notifications)."""
+
+    query: str
+    steps: list[Step] = field(default_factory=list)
+    raw_positions: set[tuple[str, int, int]] = field(default_factory=set)
+    event_ids: set[str] = field(default_factory=set)
+
+    def _where(self, rec: Record) -> str:
+        return f"{rec.topic}/{rec.partition}/{rec.offset}"
+
+    def _mentions(self, rec: Record) -> bool:
+        needle = self.query.encode()
+        return needle in (rec.value or b"") or any(needle == v for _, v in rec.headers)
+
+    def raw(self, rec: Record) -> None:
+        if not self._mentions(rec):
+            return
+        self.raw_positions.add((rec.topic, rec.partition, rec.offset))
+        headers = {k: v.decode(errors="replace") for k, v in rec.headers}
+        event_id = headers.get("ce_id") or _json_field(rec.value, "id")
+        if event_id is not None:
+            self.event_ids.add(event_id)
+        source = headers.get("ce_source") or headers.get("source") or _json_field(rec.value, "source") or "?"
+        trace = trace_context.trace_id(headers.get("ce_traceparent")) or ""
+        self.steps.append(Step(rec.timestamp, "raw", self._where(rec), f"received from {source}", trace))
+
+    def intake_dead_letter(self, rec: Record) -> None:
+        try:
+            ctx = DeadLetterContext.from_headers(list(rec.headers))
+        except (KeyError, ValueError):
+            return
+        if (ctx.source_topic, ctx.source_partition, ctx.source_offset) not in self.raw_positions \
+                and not self._mentions(rec):
+            return
+        self.steps.append(Step(rec.timestamp, "dead letter", self._where(rec),
+                               f"{ctx.reason.value} ({ctx.field}): {ctx.message} "
+                               f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]"))
+
+    def canonical(self, rec: Record) -> None:
+        h = {k: v.decode(errors="replace") for k, v in rec.headers if k.startswith("ce_")}
+        trace = trace_context.trace_id(h.get("ce_traceparent")) or ""
+        if self.query not in (h.get("ce_id"), h.get("ce_subject"), trace) and h.get("ce_id") not in self.event_ids:
+            return
+        self.event_ids.add(h.get("ce_id", ""))
+        self.steps.append(Step(rec.timestamp, "canonical", self._where(rec),
+                               f"{h.get('ce_type', '?')} id {h.get('ce_id', '?')} subject {h.get('ce_subject', '?')}",
+                               trace))
+
+    def notification(self, rec: Record) -> None:
+        try:
+            status = NotificationStatus.model_validate_json(rec.value or b"")
+        except ValidationError:
+            return
+        if status.event_id not in self.event_ids and self.query != status.notification_id:
+            return
+        extra = f": {status.reason}" if status.reason else ""
+        self.steps.append(Step(rec.timestamp, "notification", self._where(rec),
+                               f"{status.channel.value} to {status.recipient_ref}: {status.outcome.value} "
+                               f"(attempt {status.attempt}, {status.kind.value}, id {status.notification_id}){extra}"))
+
+    def notify_dead_letter(self, rec: Record) -> None:
+        event_id = _json_field(rec.value, "event_id")
+        if event_id not in self.event_ids:
+            return
+        reason = dict(rec.headers).get("dlq.reason", b"?").decode(errors="replace")
+        self.steps.append(Step(rec.timestamp, "notification dead letter", self._where(rec),
+                               f"given up: {reason} (notification {_json_field(rec.value, 'notification_id')})"))
+
+    def timeline(self) -> list[Step]:
+        return sorted(self.steps)
+
+
+def _json_field(value: bytes | None, name: str) -> str | None:
+    try:
+        obj = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    found = obj.get(name) if isinstance(obj, dict) else None
+    return found if isinstance(found, str) else None
+
+
+async def _topics(conn: KafkaConnection, namespace: str) -> tuple[list[str], list[str]]:
+    """The raw topics (shared, and bound to sources: `<raw>.src.<entry>`) and the canonical ones, as they exist."""
+    admin = clients.admin(conn)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    shared = [namespaced(t.name, namespace) for t in RAW.values()]
+    raw = sorted(t for t in existing if any(t == s or t.startswith(f"{s}.src.") for s in shared))
+    canonical = [n for n in (namespaced(t.name, namespace) for t in CANONICAL.values()) if n in existing]
+    return raw, canonical
+
+
+async def _read(conn: KafkaConnection, topics: Sequence[str], offer: Callable[[Record], None]) -> None:
+    """Offer every committed record of `topics` (all partitions, up to their current end), topic by topic."""
+    counts = await partition_counts(conn, topics)
+    for topic in topics:
+        if topic in counts:
+            await read_to_end(conn, topic, range(counts[topic]), lambda _p, rec: offer(rec),
+                              client_id="commune-bus-cli-trace")
+
+
+async def trace_record(conn: KafkaConnection, namespace: str, query: str) -> list[Step]:
+    """Every step of the records `query` names, in time order (also the gateway's `GET /v1/trace/{query}`)."""
+    tracer = Tracer(query)
+    raw, canonical = await _topics(conn, namespace)
+    await _read(conn, raw, tracer.raw)
+    await _read(conn, [scoped(DLQ_INTAKE, namespace).name], tracer.intake_dead_letter)
+    await _read(conn, canonical, tracer.canonical)
+    await _read(conn, [scoped(NOTIFY_STATUS, namespace).name], tracer.notification)
+    await _read(conn, [scoped(DLQ_NOTIFY, namespace).name], tracer.notify_dead_letter)
+    return tracer.timeline()
+
+
+def table(steps: list[Step]) -> Table:
+    out = Table("time (UTC)", "stage", "where", "what", "trace", show_lines=False)
+    for s in steps:
+        at = datetime.fromtimestamp(s.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        out.add_row(at, s.stage, s.where, s.what, s.trace)
+    return out
+
+
+def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id or a 32-hex trace id")],
+          bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
+    """Where did a record go: raw record(s), dead letters with reasons, canonical events, notifications, in order."""
+    steps = asyncio.run(trace_record(connection(bootstrap), namespace, query))
+    if not steps:
+        err_console.print(f"nothing found for {query!r}")
+        raise typer.Exit(1)
+    console.print(table(steps))
