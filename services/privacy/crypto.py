@@ -57,28 +57,36 @@ def new_key_id() -> str:
     return b64(os.urandom(16))
 
 
-def seal_raw(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+Key = bytes | AESGCM
+"""A 32-byte key, or its AESGCM object (a keyring keeps one per data key: building it costs as much as a seal)."""
+
+
+def cipher(key: Key) -> AESGCM:
+    return key if isinstance(key, AESGCM) else AESGCM(key)
+
+
+def seal_raw(key: Key, plaintext: bytes, aad: bytes) -> bytes:
     """AES-256-GCM under `key`, fresh random nonce: nonce || ciphertext || tag (`aad` authenticated, not stored)."""
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+    return nonce + cipher(key).encrypt(nonce, plaintext, aad)
 
 
-def open_raw(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+def open_raw(key: Key, sealed: bytes, aad: bytes) -> bytes:
     """The plaintext of `sealed`; `Tampered` unless key, associated data and every byte are right."""
     if len(sealed) < NONCE_BYTES + TAG_BYTES:
         raise Tampered("sealed value too short")
     try:
-        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
+        return cipher(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
     except InvalidTag:
         raise Tampered("authentication failed") from None
 
 
-def seal(key: bytes, plaintext: bytes, aad: bytes) -> str:
+def seal(key: Key, plaintext: bytes, aad: bytes) -> str:
     """`seal_raw` as base64url text (a JSON field)."""
     return b64(seal_raw(key, plaintext, aad))
 
 
-def open_sealed(key: bytes, token: str, aad: bytes) -> bytes:
+def open_sealed(key: Key, token: str, aad: bytes) -> bytes:
     return open_raw(key, unb64(token), aad)
 
 
@@ -86,12 +94,12 @@ def wrap_aad(subject: str, key_id: str) -> bytes:
     return f"commune-bus/dek/{subject}/{key_id}".encode()
 
 
-def wrap(kek: bytes, dek: bytes, subject: str, key_id: str) -> str:
+def wrap(kek: Key, dek: bytes, subject: str, key_id: str) -> str:
     """The data key sealed under the key-encryption key, bound to its subject and key id."""
     return seal(kek, dek, wrap_aad(subject, key_id))
 
 
-def unwrap(kek: bytes, wrapped: str, subject: str, key_id: str) -> bytes:
+def unwrap(kek: Key, wrapped: str, subject: str, key_id: str) -> bytes:
     dek = open_sealed(kek, wrapped, wrap_aad(subject, key_id))
     if len(dek) != KEY_BYTES:
         raise Tampered("wrapped key has the wrong length")
@@ -111,11 +119,20 @@ def normalise_phone(phone: str) -> str:
     return "0" + digits[3:] if digits.startswith("+84") else digits
 
 
-def subject_id(pepper: bytes, kind: str, value: str) -> str:
+Pepper = bytes | hmac.HMAC
+"""The pepper, or an HMAC already keyed with it (copied per use: keying costs as much as the MAC)."""
+
+
+def subject_id(pepper: Pepper, kind: str, value: str) -> str:
     """`a-` + base64url(HMAC-SHA256(pepper, kind:value)): stable per person, reveals nothing without the pepper."""
-    mac = hmac.new(pepper, f"{kind}:{value}".encode(), hashlib.sha256).digest()
-    return "a-" + b64(mac)
+    mac = pepper.copy() if isinstance(pepper, hmac.HMAC) else hmac.new(pepper, digestmod=hashlib.sha256)
+    mac.update(f"{kind}:{value}".encode())
+    return "a-" + b64(mac.digest())
 
 
-def cccd_subject(pepper: bytes, cccd: str) -> str:
+def keyed_pepper(pepper: bytes) -> hmac.HMAC:
+    return hmac.new(pepper, digestmod=hashlib.sha256)
+
+
+def cccd_subject(pepper: Pepper, cccd: str) -> str:
     return subject_id(pepper, "cccd", normalise_cccd(cccd))

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from schemas.personal import KeyRecord
 from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
@@ -34,7 +36,7 @@ class KeyUnknown(Erased):
 @dataclass
 class _Key:
     record: KeyRecord
-    dek: bytes
+    aead: AESGCM
     confirmed: bool
 
 
@@ -46,7 +48,9 @@ class Keyring:
             raise PrivacyError("the current key-encryption key id has no key")
         if any(len(k) != crypto.KEY_BYTES for k in keks.values()) or len(pepper) < 16:
             raise PrivacyError("key-encryption keys must be 32 bytes and the pepper at least 16")
-        self._keks, self._kek_id, self._pepper, self._clock = dict(keks), kek_id, pepper, clock
+        self._keks = {kid: AESGCM(k) for kid, k in keks.items()}
+        self._kek_id, self._clock = kek_id, clock
+        self._pepper = crypto.keyed_pepper(pepper)
         self._keys: dict[str, dict[str, _Key]] = {}
         self._erased: set[tuple[str, str]] = set()
 
@@ -67,21 +71,24 @@ class Keyring:
 
     # --- keys -----------------------------------------------------------------------------------
 
-    def key_for(self, subject: str, expires_at: datetime | None = None) -> tuple[str, bytes, list[KeyRecord]]:
+    def key_for(self, subject: str, expires_at: datetime | None = None) -> tuple[str, AESGCM, list[KeyRecord]]:
         """A usable key of `subject` (the newest), created if there is none; its record unless confirmed."""
         now = self._clock()
         usable = [k for k in self._keys.get(subject, {}).values()
                   if k.record.expires_at is None or k.record.expires_at > now]
         if usable:
             newest = max(usable, key=lambda k: (k.record.created_at, k.record.key_id))
-            return newest.record.key_id, newest.dek, [] if newest.confirmed else [newest.record]
+            return newest.record.key_id, newest.aead, [] if newest.confirmed else [newest.record]
         key_id, dek = crypto.new_key_id(), crypto.new_key()
-        record = KeyRecord(subject=subject, key_id=key_id, kek_id=self._kek_id, created_at=now, expires_at=expires_at,
-                           wrapped=crypto.wrap(self._keks[self._kek_id], dek, subject, key_id))
-        self._keys.setdefault(subject, {})[key_id] = _Key(record, dek, confirmed=False)
-        return key_id, dek, [record]
+        # built, not validated: every value is ours (a subject id, random ids, base64url), and it is the hot path
+        record = KeyRecord.model_construct(subject=subject, key_id=key_id, kek_id=self._kek_id, created_at=now,
+                                           expires_at=expires_at,
+                                           wrapped=crypto.wrap(self._keks[self._kek_id], dek, subject, key_id))
+        aead = AESGCM(dek)
+        self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=False)
+        return key_id, aead, [record]
 
-    def dek(self, subject: str, key_id: str) -> bytes:
+    def dek(self, subject: str, key_id: str) -> AESGCM:
         """The data key to open a value; `Erased` if tombstoned or expired, `KeyUnknown` if never seen."""
         key = self._keys.get(subject, {}).get(key_id)
         if key is None:
@@ -90,7 +97,7 @@ class Keyring:
             raise KeyUnknown("no such data key (yet)")
         if key.record.expires_at is not None and key.record.expires_at <= self._clock():
             raise Erased("the data key has expired")
-        return key.dek
+        return key.aead
 
     def key_ids(self, subject: str) -> list[str]:
         return sorted(self._keys.get(subject, {}))
@@ -121,8 +128,11 @@ class Keyring:
         kek = self._keks.get(record.kek_id)
         if kek is None:
             raise PrivacyError("key record wrapped under an unknown key-encryption key")
-        dek = crypto.unwrap(kek, record.wrapped, record.subject, record.key_id)
-        self._keys.setdefault(subject, {})[key_id] = _Key(record, dek, confirmed=True)
+        known = self._keys.get(subject, {}).get(key_id)
+        aead = known.aead if known is not None else AESGCM(crypto.unwrap(kek, record.wrapped, subject, key_id))
+        if known is not None:  # our own pending key read back: the record must still unwrap (it is the truth)
+            crypto.unwrap(kek, record.wrapped, subject, key_id)
+        self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=True)
         self._erased.discard((subject, key_id))
 
     def forget(self, subject: str, key_id: str) -> None:

@@ -106,8 +106,9 @@ def test_the_subject_is_the_cccd_whatever_else_changes() -> None:
 def test_key_records_hold_no_key_in_clear_and_go_to_their_topic() -> None:
     """A key record's JSON holds only the wrapped key; applicant keys go to the compacted topic, day keys elsewhere."""
     ring = keyring()
-    _, dek, records = ring.key_for("a-subject")
-    assert crypto.b64(dek) not in records[0].model_dump_json()
+    key_id, _, records = ring.key_for("a-subject")
+    dek = crypto.unwrap(KEK, records[0].wrapped, "a-subject", key_id)
+    assert crypto.b64(dek) not in records[0].model_dump_json() and dek.hex() not in records[0].model_dump_json()
     _, _, day = ring.key_for("dlq:2026-12-01", NOW + timedelta(days=31))
     topics = [m[0] for m in key_messages(records + day, "ns")]
     assert topics == ["ns.commune.keys.applicants", "ns.commune.keys.deadletters"]
