@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import httpx
+import orjson
 import pytest
 
 from schemas import wire
@@ -13,7 +15,10 @@ from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.gateway.publisher import Fenced, KafkaPublisher, Records
 from services.gateway.settings import GatewaySettings
+from tests.gateway.conftest import API_KEY, Site
 from tests.kafkatools import read_all
+from tests.samples import canonical_dossier
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -78,3 +83,28 @@ async def test_a_second_producer_with_the_id_fences_the_first(kafka_bootstrap: s
     ids = [next(v.decode() for k, v in r.headers if k == "ce_id") for r in await read_all(kafka_bootstrap, topic,
                                                                                           expect=2, idle=1.0)]
     assert ids == ["before", "successor"]
+
+
+def test_a_gateway_process_fenced_by_its_successor_stops(site: Site) -> None:
+    """A second producer with the running gateway's instance id: the gateway's next request is 503 (nothing
+    published), it never fences back, and the process exits 1 saying it was fenced."""
+    gateway = site.start("g9")
+    body = orjson.dumps(canonical_dossier("fenced-" + uuid.uuid4().hex[:8]))
+    headers = {"X-Api-Key": API_KEY, "Content-Type": "application/json"}
+    assert httpx.post(gateway.url + "/v1/events", content=body, headers=headers, timeout=30).status_code == 202
+    conn = KafkaConnection(bootstrap=site.bootstrap)
+    successor = KafkaPublisher(conn, transactional_id(TransactionalId.GATEWAY, site.namespace, "g9"), 10.0)
+
+    async def take_over_and_publish() -> None:
+        try:
+            await successor.connect()
+            answer = await asyncio.to_thread(httpx.post, gateway.url + "/v1/events", content=body, headers=headers,
+                                             timeout=30)
+            assert answer.status_code == 503, answer.text
+            await successor.publish([(f"{site.namespace}.commune.raw.dossier", record("successor"))])
+        finally:
+            await successor.close()
+
+    asyncio.run(take_over_and_publish())
+    assert eventually(lambda: gateway.proc.poll() is not None, timeout=30, what="the fenced gateway exits")
+    assert gateway.proc.returncode == 1 and "gateway.fenced" in gateway.log.read_text()
