@@ -6,7 +6,8 @@
   contacts, and no clear phone, e-mail or Zalo id (a directory contact is looked up again).
 - `Opener`: at delivery only, the clear contacts the request's channel needs, from the key
   store (an applicant's) or the directory (staff and village contacts). An erased applicant
-  raises `Erased`: the dispatcher skips the notification as erased, counted.
+  raises `Erased`: the dispatcher skips the notification as erased, counted. A webhook body
+  for a subscriber entitled to personal data gets its applicant opened (left out if erased).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import orjson
+
 from schemas.codes import Locale
 from schemas.notification import ChannelKind, NotificationRequest, Recipient
-from schemas.personal import SealedApplicant
+from schemas.personal import PERSONAL_FIELDS, SealedApplicant, SealedValue
 from services.notify.directory import Directory
 from services.privacy.applicant import open_value, sealed_value
 from services.privacy.crypto import Erased
@@ -78,6 +81,8 @@ class Opener:
         """`request` with the clear contacts its channel needs; `Erased` when the applicant's key is gone."""
         r = request.recipient
         needs = NEEDS.get(request.channel, ())
+        if request.payload is not None and '"key_id"' in request.payload:
+            return request.model_copy(update={"payload": await self._open_payload(request.payload)})
         if r.sealed:
             clear = {f: await self._open(r, f) for f in needs if f in r.sealed}
             return request.model_copy(update={"recipient": r.model_copy(update={**clear, "sealed": None})})
@@ -90,7 +95,9 @@ class Opener:
 
     async def _open(self, recipient: Recipient, field: str) -> str:
         assert recipient.sealed is not None
-        value = recipient.sealed[field]
+        return await self._open_value(recipient.sealed[field])
+
+    async def _open_value(self, value: SealedValue) -> str:
         if self.keyring is None:
             raise NoKeys("no key-encryption key configured")
         try:
@@ -100,3 +107,21 @@ class Opener:
                 raise
             await self.refresh()  # the key record may be committed and not read yet
             return open_value(self.keyring, value)
+
+    async def _open_payload(self, payload: str) -> str:
+        """A webhook body of a subscriber entitled to personal data: its applicant opened, or left out if erased."""
+        doc = orjson.loads(payload)
+        data = doc.get("data") if isinstance(doc, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("applicant"), dict):
+            return payload
+        sealed = SealedApplicant.model_validate(data["applicant"])
+        clear: dict[str, str] = {"preferred_locale": sealed.preferred_locale.value}
+        try:
+            for field in PERSONAL_FIELDS:
+                if (value := sealed_value(str(doc.get("id", "")), sealed, field)) is not None:
+                    clear[field] = await self._open_value(value)
+        except Erased:
+            data.pop("applicant")
+        else:
+            data["applicant"] = clear
+        return orjson.dumps(doc).decode()

@@ -1,0 +1,123 @@
+"""notify's side of personal data, with fakes: sealed recipients, opening at delivery only, erased, redacted copies."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from schemas.dossier import DossierStatusChanged
+from schemas.notification import ChannelKind, NotificationRequest
+from services.notify import rules
+from services.notify.delivery import Dispatcher
+from services.notify.jobs import Outputs
+from services.notify.ledger import Ledger
+from services.notify.personal import Opener, redact
+from services.notify.policy import Backoff, QuietHours
+from services.notify.subscribers import Registry, Subscriber
+from services.privacy.applicant import seal_event
+from services.privacy.crypto import Erased
+from services.privacy.keyring import Keyring
+from tests.notify.events import directory, dossier, storm
+from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
+from tests.privacy.keys import NOW, keyring
+from tests.waiting import eventually_async
+
+pytestmark = pytest.mark.unit
+CONTACT = {"name": "Trần Văn Minh", "id_number": "001099000111", "phone": "0987654321", "email": "minh@example.vn",
+           "preferred_locale": "vi"}
+
+
+def sealed_dossier(ring: Keyring, event_id: str = "e-1", **applicant: str) -> DossierStatusChanged:
+    event, _ = seal_event(ring, dossier(event_id, applicant={**CONTACT, **applicant}))
+    assert isinstance(event, DossierStatusChanged)
+    return event
+
+
+def applicant_request(ring: Keyring, event_id: str = "e-1") -> NotificationRequest:
+    [request] = rules.for_event(sealed_dossier(ring, event_id), directory(), Registry())
+    return request
+
+
+def test_rules_give_a_recipient_with_sealed_contacts_only() -> None:
+    """From a sealed event the applicant's request carries sealed phone and e-mail, no clear value anywhere."""
+    request = applicant_request(keyring())
+    assert request.channel is ChannelKind.SMS and request.recipient.phone is None
+    assert request.recipient.sealed is not None and set(request.recipient.sealed) == {"phone", "email"}
+    text = request.model_dump_json()
+    assert not [v for v in CONTACT.values() if len(v) > 2 and v in text]
+
+
+async def test_delivery_opens_only_what_the_channel_needs() -> None:
+    """An SMS request is opened to its phone alone; the e-mail stays unopened and the result holds nothing sealed."""
+    ring = keyring()
+    clear = await Opener(directory(), ring)(applicant_request(ring))
+    assert clear.recipient.phone == CONTACT["phone"] and clear.recipient.email is None
+    assert clear.recipient.sealed is None
+
+
+async def test_an_unknown_key_is_looked_up_once_more_then_erased() -> None:
+    """A key not read yet: the opener refreshes the key store and retries; still unknown, it is erased."""
+    writer, reader, refreshes = keyring(), keyring(), Calls()
+    event, records = seal_event(writer, dossier("e-2", applicant=CONTACT))
+    [request] = rules.for_event(event, directory(), Registry())
+
+    async def refresh() -> None:
+        refreshes()
+        for r in records:
+            reader.apply(r.record_key, r.model_dump_json().encode())
+
+    assert (await Opener(directory(), reader, refresh)(request)).recipient.phone == CONTACT["phone"]
+    assert refreshes.count == 1
+
+    async def nothing() -> None:
+        return None
+
+    with pytest.raises(Erased):
+        await Opener(directory(), keyring(), nothing)(request)
+
+
+async def test_a_directory_contact_written_without_its_phone_is_filled_again() -> None:
+    """Staff contacts lose their clear fields when written (ledger, DLQ) and get them back from the directory."""
+    [operator] = [r for r in rules.for_event(storm("s-1"), directory(), Registry()) if r.recipient.ref == "operator:c1"]
+    written = redact(operator)
+    assert written.recipient.phone is None and "0900000004" not in written.model_dump_json()
+    assert (await Opener(directory())(written)).recipient.phone == "0900000004"
+
+
+async def test_an_entitled_webhook_gets_the_applicant_opened_and_none_once_erased() -> None:
+    """A subscriber with include_personal_data gets the clear applicant at delivery; after erasure, no applicant."""
+    ring = keyring()
+    sub = Subscriber.model_validate({"name": "s", "url": "http://127.0.0.1:9/h", "secret": "x" * 16,
+                                     "include_personal_data": True})
+    event, records = seal_event(ring, dossier("e-3", applicant=CONTACT))
+    [hook] = [r for r in rules.for_event(event, directory(), Registry(subscribers=[sub]))
+              if r.channel is ChannelKind.WEBHOOK]
+    assert hook.payload is not None and CONTACT["phone"] not in hook.payload
+    opened = await Opener(directory(), ring)(hook)
+    assert orjson.loads(opened.payload or "")["data"]["applicant"]["phone"] == CONTACT["phone"]
+    ring.apply(records[0].record_key, None)
+    gone = await Opener(directory(), ring)(hook)
+    assert "applicant" not in orjson.loads(gone.payload or "")["data"]
+
+
+async def test_the_dispatcher_skips_an_erased_applicant_as_erased() -> None:
+    """Erased: no provider call, ledger done with outcome erased, a status `erased`, the input released."""
+    ring, producer, tasks, channel, done = keyring(), FakeProducer(), Tasks(), FakeChannel(), Calls()
+    request = applicant_request(ring, "e-4")
+    assert request.recipient.sealed is not None
+    ring.apply(f"{request.recipient.sealed['phone'].subject}/{request.recipient.sealed['phone'].key_id}".encode(),
+               None)
+    out = Outputs(status="t.status", dlq="t.dlq")
+    dispatcher = Dispatcher({ChannelKind.SMS: channel}, Ledger("t.ledger", producer), producer, out, spawn=tasks,
+                            backoff=Backoff(), quiet=QuietHours(NOW.time(), NOW.time()), rates={"sms": 1000.0},
+                            segment_limit=3, routine_workers=1, emergency_workers=1, clock=FixedClock(NOW),
+                            opener=Opener(directory(), ring))
+    dispatcher.start()
+    try:
+        await dispatcher.submit(request, done)
+        await eventually_async(lambda: done.count == 1, timeout=5, interval=0.005, what="the input released")
+    finally:
+        await dispatcher.stop()
+    assert channel.attempted == [] and tasks.failures() == []
+    assert [m.json()["outcome"] for m in producer.to("t.status")] == ["erased"]
+    assert [m.json() for m in producer.to("t.ledger")] == [{"state": "done", "outcome": "erased"}]
