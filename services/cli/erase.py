@@ -17,25 +17,33 @@ import typer
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.render import console, err_console
 from services.privacy.crypto import PrivacyError
-from services.privacy.erase import erase_cccd
+from services.privacy.erase import erase_identifier
 from services.privacy.settings import PrivacySettings, generate_secret, pepper_of
 
 keys_app = typer.Typer(no_args_is_help=True, help="Secrets of personal-data protection")
 
 
-def erase(cccd: Annotated[str, typer.Option("--cccd", prompt=True, hide_input=True,
-                                            help="The applicant's CCCD number (prompted, hidden, if not given)")],
+def erase(cccd: Annotated[str | None, typer.Option(
+              "--cccd", help="The applicant's CCCD number (read from stdin if none of --cccd/--phone/--email)")] = None,
+          phone: Annotated[str | None, typer.Option(
+              "--phone", help="For an applicant who gave no CCCD: the phone their dossiers carried")] = None,
+          email: Annotated[str | None, typer.Option("--email", help="Likewise, the e-mail address")] = None,
           requested_by: Annotated[str | None, typer.Option(
               "--requested-by", help="Who asked (operator account); default: the OS user")] = None,
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
-    """Erase the applicant with this CCCD: destroy every data key of theirs and write an audit record."""
+    """Erase an applicant: destroy every data key of theirs and write an audit record (nothing personal is printed)."""
+    given = [(kind, v) for kind, v in (("cccd", cccd), ("phone", phone), ("email", email)) if v]
+    if len(given) > 1:
+        err_console.print("erase: give one of --cccd, --phone, --email")
+        raise typer.Exit(2)
+    kind, value = given[0] if given else ("cccd", getpass.getpass("CCCD: "))
     try:
         pepper = pepper_of(PrivacySettings())
     except PrivacyError as exc:
         err_console.print(f"erase: {exc}")
         raise typer.Exit(2) from None
     who = requested_by or f"os:{getpass.getuser()}"
-    audit = asyncio.run(erase_cccd(connection(bootstrap), namespace, pepper, cccd, requested_by=who, via="cli"))
+    audit = asyncio.run(erase_identifier(connection(bootstrap), namespace, pepper, kind, value, requested_by=who))
     console.print(f"erased subject {audit.subject}: {audit.keys_destroyed} keys destroyed "
                   f"(audit {audit.erasure_id}, requested by {audit.requested_by})")
 

@@ -136,3 +136,12 @@ def keyed_pepper(pepper: bytes) -> hmac.HMAC:
 
 def cccd_subject(pepper: Pepper, cccd: str) -> str:
     return subject_id(pepper, "cccd", normalise_cccd(cccd))
+
+
+def identifier_subject(pepper: Pepper, kind: str, value: str) -> str:
+    """The subject of an applicant known by `kind` (`cccd`, `phone`, `email`, `zalo`), each normalised first."""
+    if kind == "cccd":
+        return cccd_subject(pepper, value)
+    if kind == "phone":
+        value = normalise_phone(value)
+    return subject_id(pepper, kind, value.strip().lower())

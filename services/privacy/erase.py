@@ -72,3 +72,10 @@ async def erase_cccd(conn: KafkaConnection, namespace: str, pepper: bytes, cccd:
                      via: str = "cli") -> ErasureAudit:
     """Erase the applicant with this CCCD number (the operator CLI and the gateway's endpoint call this)."""
     return await erase_subject(conn, namespace, crypto.cccd_subject(pepper, cccd), requested_by=requested_by, via=via)
+
+
+async def erase_identifier(conn: KafkaConnection, namespace: str, pepper: bytes, kind: str, value: str, *,
+                           requested_by: str, via: str = "cli") -> ErasureAudit:
+    """Erase an applicant who gave no CCCD, by the identifier their subject came from (`phone`, `email`, `zalo`)."""
+    return await erase_subject(conn, namespace, crypto.identifier_subject(pepper, kind, value),
+                               requested_by=requested_by, via=via)

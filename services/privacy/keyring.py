@@ -58,11 +58,7 @@ class Keyring:
 
     def subject(self, kind: str, value: str) -> str:
         """The pseudonymous subject id of an identifier (`cccd`, `phone`, `email`, `zalo`)."""
-        if kind == "cccd":
-            return crypto.cccd_subject(self._pepper, value)
-        if kind == "phone":
-            value = crypto.normalise_phone(value)
-        return crypto.subject_id(self._pepper, kind, value.strip().lower())
+        return crypto.identifier_subject(self._pepper, kind, value)
 
     @staticmethod
     def anonymous_subject() -> str:

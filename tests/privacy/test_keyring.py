@@ -193,3 +193,9 @@ def test_any_applicant_round_trips_through_sealing(applicant: Applicant) -> None
     assert SealedApplicant.model_validate_json(sealed.model_dump_json()) == sealed
     opened = sealing.open_applicant(ring, "evt-x", sealed)
     assert opened == applicant.model_copy(update={f: getattr(applicant, f) or None for f in PERSONAL_FIELDS})
+
+
+def test_an_applicant_without_cccd_is_erasable_by_the_phone_they_gave() -> None:
+    """No CCCD: the subject comes from the phone, normalised (+84, spaces), as `erase --phone` computes it."""
+    sealed, _ = sealing.encrypt_applicant(keyring(), "e", Applicant(name="Lan", phone="+84 912 345 678"))
+    assert sealed.subject == crypto.identifier_subject(PEPPER, "phone", "0912345678")
