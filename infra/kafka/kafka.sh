@@ -6,8 +6,10 @@
 # 127.0.0.1:9192-9194, with per-node faults for tests: kill-node N (SIGKILL), stop-node N, start-node N.
 # KAFKA_SECURE=1 runs the secure broker instead (SASL_SSL + SCRAM-SHA-512, TLS from a local CA, ACLs; see
 # server-secure.properties and docs/adr/0014): its own data (.state-secure) and ports (127.0.0.1:9392, controller
-# 9393), credentials created on first use in KAFKA_SECRETS_DIR (infra/kafka/secrets, git-ignored) by secrets.sh;
-# `env PRINCIPAL` prints the path of a principal's KAFKA_* file (admin, intake, ..., source.<id>).
+# 9393; the 3-node cluster 9492-9494), credentials made on first use in KAFKA_SECRETS_DIR (infra/kafka/secrets,
+# git-ignored) by secrets.sh;
+# `env PRINCIPAL` prints the path of a principal's KAFKA_* file (admin, intake, ..., source-<entry id>);
+# `acls` applies the ACLs again (KAFKA_APPLY_ACLS=0: start without applying them).
 # Idempotent: start on a running broker and stop on a stopped one are no-ops.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -60,11 +62,8 @@ start() {
   mkdir -p "$state/data" "$state/logs"
   local scram=()
   if [ "$secure" = 1 ]; then
-    secure_properties > "$props"
-    local p  # every principal's SCRAM credential goes into the metadata at format time (KIP-900)
-    for p in $(cd "$root" && "${PYTHON:-$root/.venv/bin/python}" -m services.common.acls --principals); do
-      scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$secrets/$p.password")]")
-    done
+    secure_properties "$here/server.properties" "$port" "$cport" > "$props"
+    scram_options
   else
     sed -e "s#9092#$port#g; s#9093#$cport#g" "$here/server.properties" > "$props"
   fi
@@ -80,22 +79,8 @@ start() {
     kafka.Kafka "$props" > "$state/logs/stdout.log" 2>&1 &
   echo $! > "$pidfile"
   wait_ready
-  if [ "$secure" = 1 ]; then apply_acls; echo "kafka: SASL_SSL, ACLs applied; credentials in $secrets"; fi
+  if [ "$secure" = 1 ]; then apply_acls "127.0.0.1:$port"; echo "kafka: SASL_SSL, ACLs applied; credentials in $secrets"; fi
   echo "kafka: ready on 127.0.0.1:$port (pid $(cat "$pidfile"))"
-}
-
-# --- the secure broker ---------------------------------------------------------------------------------
-secure_properties() {  # server.properties without its listeners, then the security overlay
-  "$here/secrets.sh" "$secrets" "127.0.0.1:$port" >/dev/null
-  umask 077
-  grep -v -E '^(listeners|advertised\.listeners|listener\.security\.protocol\.map|inter\.broker\.listener\.name)=' \
-    "$here/server.properties" | sed -e "s#9093#$cport#g"
-  sed -e "s#@PORT@#$port#g; s#@CPORT@#$cport#g; s#@SECRETS@#$secrets#g" "$here/server-secure.properties"
-}
-
-apply_acls() {  # the users a registry change added, and every ACL of services.common.acls (as admin)
-  (cd "$root" && set -a && . "$secrets/admin.env" && set +a \
-    && "${PYTHON:-$root/.venv/bin/python}" -m services.common.acls --apply --secrets "$secrets" >/dev/null)
 }
 
 stop() {
@@ -107,10 +92,36 @@ stop() {
   rm -f "$pidfile"; echo "kafka: stopped"
 }
 
+# --- the secure broker ---------------------------------------------------------------------------------
+secure_properties() {  # $1 (server or cluster properties) without its listeners, then the overlay for ports $2, $3
+  "$here/secrets.sh" "$secrets" "127.0.0.1:$port" >/dev/null
+  umask 077
+  grep -v -E '^(listeners|advertised\.listeners|listener\.security\.protocol\.map|inter\.broker\.listener\.name)=' "$1" \
+    | sed -e "s#9093#$3#g"
+  sed -e "s#@PORT@#$2#g; s#@CPORT@#$3#g; s#@SECRETS@#$secrets#g" "$here/server-secure.properties"
+}
+
+scram_options() {  # sets scram: every principal's SCRAM credential, put into the metadata at format time (KIP-900)
+  local p
+  scram=()
+  for p in $(cd "$root" && "${PYTHON:-$root/.venv/bin/python}" -m services.common.acls --principals); do
+    scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$secrets/$p.password")]")
+  done
+}
+
+apply_acls() {  # on bootstrap $1: the users a registry change added, and every ACL of services.common.acls (as admin)
+  [ "${KAFKA_APPLY_ACLS:-1}" = 1 ] || return 0  # brokers a test starts of its own, used as admin only
+  (cd "$root" && set -a && . "$secrets/admin.env" && KAFKA_BOOTSTRAP="$1" && set +a \
+    && "${PYTHON:-$root/.venv/bin/python}" -m services.common.acls --apply --secrets "$secrets" >/dev/null)
+}
+
 # --- the 3-node cluster ------------------------------------------------------------------------------
 cluster_state="$state/cluster"
-cluster_port="${KAFKA_CLUSTER_PORT:-9192}"          # nodes listen on cluster_port + 0..2
-cluster_cport="${KAFKA_CLUSTER_CONTROLLER_PORT:-9292}"
+if [ "$secure" = 1 ]; then                          # nodes listen on cluster_port + 0..2
+  cluster_port="${KAFKA_CLUSTER_PORT:-9492}"; cluster_cport="${KAFKA_CLUSTER_CONTROLLER_PORT:-9592}"
+else
+  cluster_port="${KAFKA_CLUSTER_PORT:-9192}"; cluster_cport="${KAFKA_CLUSTER_CONTROLLER_PORT:-9292}"
+fi
 nodes=(1 2 3)
 
 node_dir() { echo "$cluster_state/node$1"; }
@@ -124,13 +135,19 @@ node_start() {
   mkdir -p "$dir/data" "$dir/logs"
   local voters="" i
   for i in "${nodes[@]}"; do voters+="${voters:+,}$i@127.0.0.1:$((cluster_cport + i - 1))"; done
+  local template="$here/cluster.properties" scram=()
+  if [ "$secure" = 1 ]; then  # the same listeners and credentials as the single secure broker
+    template="$dir/cluster.properties"
+    secure_properties "$here/cluster.properties" @PORT@ @CPORT@ > "$template"
+    scram_options
+  fi
   sed -e "s#@ID@#$n#; s#@PORT@#$(node_port "$n")#g; s#@CPORT@#$((cluster_cport + n - 1))#; s#@VOTERS@#$voters#" \
-    "$here/cluster.properties" > "$dir/server.properties"
+    "$template" > "$dir/server.properties"
   echo "log.dirs=$dir/data" >> "$dir/server.properties"
   if [ ! -f "$dir/data/meta.properties" ]; then
     [ -f "$cluster_state/cluster.id" ] || java_run kafka.tools.StorageTool random-uuid > "$cluster_state/cluster.id"
     java_run kafka.tools.StorageTool format -t "$(cat "$cluster_state/cluster.id")" -c "$dir/server.properties" \
-      --ignore-formatted >/dev/null
+      --ignore-formatted ${scram[@]+"${scram[@]}"} >/dev/null
   fi
   : > "$dir/logs/server.log"
   # shellcheck disable=SC2086
@@ -168,6 +185,7 @@ cluster() {
       need_libs; mkdir -p "$cluster_state"
       for n in "${nodes[@]}"; do node_start "$n"; done
       for n in "${nodes[@]}"; do node_wait "$n"; done
+      [ "$secure" != 1 ] || apply_acls "$(cluster_bootstrap)"
       echo "kafka: 3-node cluster ready on $(cluster_bootstrap)" ;;
     stop) for n in "${nodes[@]}"; do node_stop "$n"; done; echo "kafka: cluster stopped" ;;
     status)
@@ -184,9 +202,6 @@ cluster() {
   esac
 }
 
-if [ "${KAFKA_BROKERS:-1}" = 3 ] && [ "$secure" = 1 ]; then
-  echo "kafka: the 3-node cluster has no secure mode yet (KAFKA_SECURE=0 KAFKA_BROKERS=3)" >&2; exit 2
-fi
 if [ "${KAFKA_BROKERS:-1}" = 3 ]; then cluster "${1:-}" "${2:-}"; exit $?; fi
 [ "${KAFKA_BROKERS:-1}" = 1 ] || { echo "kafka: KAFKA_BROKERS must be 1 or 3" >&2; exit 2; }
 
@@ -197,7 +212,7 @@ case "${1:-}" in
   wait) wait_ready ;;
   reset) stop; rm -rf "$state"; echo "kafka: data removed" ;;
   bootstrap) echo "127.0.0.1:$port" ;;
-  acls) apply_acls ;;
+  acls) apply_acls "127.0.0.1:$port" ;;
   env) f="$secrets/${2:?usage: $0 env PRINCIPAL}.env"; [ -f "$f" ] || { echo "kafka: no $f (start first)" >&2; exit 1; }
        echo "$f" ;;
   *) echo "usage: $0 start|stop|status|wait|reset|bootstrap|acls|env PRINCIPAL" >&2; exit 2 ;;

@@ -7,6 +7,8 @@
 #   <principal>.password         a random SCRAM-SHA-512 password per principal (python -m services.common.acls --principals)
 #   <principal>.env              KAFKA_* settings of that principal (source it, or `set -a; . file`)
 #   <principal>.librdkafka.conf  the same for kcat -F / librdkafka clients
+# The env and kcat files name BOOTSTRAP of the broker that created them: brokers of a test's own that share the
+# folder (same passwords, so the same clients get in) do not rewrite them.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -42,6 +44,7 @@ principals="$(cd "$root" && "$py" -m services.common.acls --principals)"
 for p in $principals; do
   [ -f "$dir/$p.password" ] || openssl rand -hex 24 > "$dir/$p.password"
   pw="$(cat "$dir/$p.password")"
+  [ ! -f "$dir/$p.env" ] || [ ! -f "$dir/$p.librdkafka.conf" ] || continue
   cat > "$dir/$p.env" <<EOF
 KAFKA_BOOTSTRAP=$bootstrap
 KAFKA_SECURITY_PROTOCOL=SASL_SSL

@@ -37,7 +37,8 @@ class SecureBroker:
     def at(cls, root: Path) -> SecureBroker:
         env = {**os.environ, "KAFKA_SECURE": "1", "KAFKA_STATE_DIR": str(root / "state"),
                "KAFKA_SECRETS_DIR": str(root / "secrets"), "KAFKA_PORT": str(free_port()),
-               "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_HEAP_OPTS": "-Xmx512m -Xms512m"}
+               "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_HEAP_OPTS": "-Xmx512m -Xms512m",
+               "KAFKA_APPLY_ACLS": "1"}
         env.pop("KAFKA_BROKERS", None)
         return cls(root / "state", root / "secrets", env)
 
