@@ -62,7 +62,7 @@ class Keyring:
 
     @staticmethod
     def anonymous_subject() -> str:
-        """For an applicant with no identifier at all: a subject of its own (erasable only by key id)."""
+        """An applicant with no CCCD, phone, e-mail or Zalo id: a subject of its own (`erase_subject` by that id)."""
         return "r-" + crypto.b64(os.urandom(16))
 
     # --- keys -----------------------------------------------------------------------------------
