@@ -18,6 +18,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# intake seals applicants' personal data (ADR 0015): every service a test starts gets the test keys of
+# tests.privacy.keys unless the environment names others
+os.environ.setdefault("PRIVACY_KEK", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
+os.environ.setdefault("PRIVACY_PEPPER", "dGVzdC1wZXBwZXItMDEyMzQ1Njc4OQ")
+
 
 def _docker_answers() -> bool:
     try:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from aiokafka import ConsumerRecord
 
@@ -82,3 +83,22 @@ def stop_service(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+class Letter(NamedTuple):
+    """A dead letter as it arrived at intake: its payload opened if intake sealed it (ADR 0015)."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+async def opened_letters(bootstrap: str, namespace: str, records: Sequence[Any]) -> list[Letter]:
+    """`records` of commune.dlq.intake with their sealed payloads opened through the key store (test keys from
+    the environment, tests/conftest.py); a letter whose key was erased is left out."""
+    from services.cli.dlq import opened  # the CLI's own opening: what an operator replaying them sees
+
+    stored = [(r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records]
+    return [Letter(*s) for s in await opened(KafkaConnection(bootstrap=bootstrap), namespace, stored)]

@@ -18,6 +18,10 @@ from services.cli.deadletters import DeadLetter, Filters, dead_letter, matches, 
 from services.common import changelog, clients
 from services.common.admin import ensure_topics, partition_counts
 from services.common.settings import KafkaConnection
+from services.privacy.crypto import Erased
+from services.privacy.deadletters import is_sealed, open_dead_letter
+from services.privacy.settings import PrivacySettings
+from services.privacy.store import KeyStore
 
 Progress = Callable[[int], None]
 Stored = tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes]]]
@@ -51,8 +55,35 @@ async def dead_letters(conn: KafkaConnection, namespace: str,
     """The matching dead letters, with the replay log to tell which were already re-driven."""
     dlq = scoped(DLQ_INTAKE, namespace).name
     done = await replayed_keys(conn, namespace)
-    letters = [dead_letter(*stored) for stored in await read_to_end(conn, dlq)]
+    letters = [dead_letter(*stored) for stored in await opened(conn, namespace, await read_to_end(conn, dlq))]
     return dlq, [d for d in letters if matches(d, filters)], done
+
+
+async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) -> list[Stored]:
+    """Dead letters as they arrived: sealed payloads opened with the key store (ADR 0015; needs PRIVACY_*).
+
+    A dead letter whose key was erased (its applicant erased, or past the dead-letter retention) cannot be
+    opened, listed by its metadata or replayed: it is left out.
+    """
+    if not any(is_sealed(headers) for *_, headers in stored):
+        return stored
+    keyring = PrivacySettings().keyring()  # PrivacyError (which variable is missing) if not configured
+    store = KeyStore(conn, namespace, keyring, client_id=f"{CLIENT_ID}-keys")
+    await store.start()
+    await store.stop()
+    out: list[Stored] = []
+    for partition, offset, key, value, headers in stored:
+        if is_sealed(headers):
+            h = {k: v.decode("utf-8", "replace") for k, v in headers if k.startswith("dlq.source.")}
+            try:
+                value = open_dead_letter(keyring, value, headers, source_topic=h.get("dlq.source.topic", ""),
+                                         partition=int(h.get("dlq.source.partition", "-1")),
+                                         offset=int(h.get("dlq.source.offset", "-1")))
+            except Erased:
+                continue
+            headers = [(k, v) for k, v in headers if not k.startswith("dlq.sealed.")]
+        out.append((partition, offset, key, value, headers))
+    return out
 
 
 async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,

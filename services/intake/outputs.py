@@ -84,6 +84,10 @@ class TransactionOutputs:
         """
         self.others.append((topic, value, commune.encode(), [*headers, (REROUTED_FROM, origin.encode())], partition))
 
+    def record(self, topic: str, key: bytes, value: bytes | None) -> None:
+        """A record of another topic written with this transaction's outputs (a data key, ADR 0015)."""
+        self.others.append((topic, value, key, [], None))
+
     def changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         """A de-duplication changelog record, in the changelog partition of its raw partition."""
         self.others.append((topic, value, key, [], partition))

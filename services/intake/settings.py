@@ -37,6 +37,9 @@ class IntakeSettings(ConsumerSettings):
     )
     transaction_timeout_ms: int = 15_000
     sources_file: str | None = Field(default=None, description="Source registry; unset = every source allowed")
+    seal_personal_data: bool = Field(
+        default=True, description="Seal applicants' personal data in canonical events and dead letters (ADR 0015): "
+        "needs PRIVACY_KEK(_FILE) and PRIVACY_PEPPER(_FILE); false only for a deployment that carries none")
 
     @property
     def group_id(self) -> str:

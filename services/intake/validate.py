@@ -32,6 +32,7 @@ from services.intake.dedup import SeenByPartition, changelog_record
 from services.intake.normalise import Accepted
 from services.intake.outputs import REROUTED_FROM, TransactionOutputs, record_bytes
 from services.intake.settings import IntakeSettings
+from services.privacy.intake import IntakePrivacy
 from services.sources import topics as source_topics
 from services.sources.registry import SourceRegistry
 
@@ -84,8 +85,8 @@ class Validation:
     """The records of one fetch, decided into their tasks' outputs."""
 
     def __init__(self, topics: Topics, partitions: dict[str, int], seen: SeenByPartition,
-                 settings: IntakeSettings) -> None:
-        self.topics, self.partitions, self.seen = topics, partitions, seen
+                 settings: IntakeSettings, privacy: IntakePrivacy | None = None) -> None:
+        self.topics, self.partitions, self.seen, self.privacy = topics, partitions, seen, privacy
         self.max_record_bytes, self.max_canonical_bytes = settings.max_record_bytes, settings.max_canonical_bytes
         self.check_size_from = self.max_canonical_bytes - HEADER_ROOM
         self.home: dict[tuple[str, str], int] = {}
@@ -105,8 +106,9 @@ class Validation:
         canonical = self.topics.canonical[family]
         raw_count = self.partitions[tp.topic]
         seen = self.seen.of(family, tp.partition)
+        privacy = self.privacy
         decide = Decider(family, tp.topic, tp.partition, seen, self.topics.policy_of[tp.topic], self.max_record_bytes,
-                         self.rejected_at).decide
+                         self.rejected_at, privacy.keyring if privacy is not None else None).decide
         published: list[str] = []
         for rec in records:
             if (now := time.perf_counter()) >= self.next_yield:  # let the clients answer the broker meanwhile
@@ -125,6 +127,9 @@ class Validation:
                     continue
                 encoded = wire.encode(event)
                 if len(encoded.value) < self.check_size_from or record_bytes(encoded) <= self.max_canonical_bytes:
+                    if privacy is not None:  # the data keys it was sealed under, in the same transaction
+                        for topic, key, key_value in privacy.key_messages(decision.keys):
+                            out.record(topic, key, key_value)
                     out.canonical(canonical, encoded)
                     seen.add(event.id, self.now_ms)
                     published.append(event.id)
@@ -133,7 +138,13 @@ class Validation:
                     reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,
                     message=f"the canonical event would exceed {self.max_canonical_bytes} bytes",
                     source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
-            out.dead_letter(self.topics.dlq, rec.value, rec.key, rec.headers, decision)
+            letter, headers = rec.value, list(rec.headers)
+            if privacy is not None:  # the original payload sealed (the applicant's key, or the day's), ADR 0015
+                letter, extra, keys = privacy.seal_dead_letter(rec.value, decision)
+                headers += extra
+                for topic, key, key_value in keys:
+                    out.record(topic, key, key_value)
+            out.dead_letter(self.topics.dlq, letter, rec.key, headers, decision)
             out.outcomes[(family, decision.reason)] += 1
             log.info("record.rejected", reason=decision.reason.value, field=decision.field, family=family.value,
                      topic=tp.topic, partition=tp.partition, offset=rec.offset)

@@ -41,6 +41,8 @@ from services.intake.restore import restore_seen
 from services.intake.settings import IntakeSettings
 from services.intake.task import Task, TransactionStuck
 from services.intake.validate import Topics, Validation
+from services.privacy.intake import IntakePrivacy, key_topic_specs
+from services.privacy.settings import PrivacySettings
 from services.sources import load_registry
 from services.sources.registry import SourceRegistry
 
@@ -62,6 +64,11 @@ def source_registry(settings: IntakeSettings) -> SourceRegistry | None:
 
 def intake(settings: IntakeSettings) -> Worker:
     """The worker `services.common.runtime` runs: a fresh `IntakeWorker` (clients, state) for every run."""
+    if settings.seal_personal_data and not PrivacySettings().configured:
+        raise SystemExit("intake: applicants' personal data must be sealed (INTAKE_SEAL_PERSONAL_DATA, ADR 0015) but "
+                         "no key is configured: set PRIVACY_KEK or PRIVACY_KEK_FILE, and PRIVACY_PEPPER or "
+                         "PRIVACY_PEPPER_FILE (base64url; `python -m services.privacy.keys` makes a pair)")
+
     async def run(supervisor: Supervisor) -> None:
         await IntakeWorker(settings, supervisor, source_registry(settings)).run()
     return run
@@ -80,13 +87,17 @@ class IntakeWorker:
         """Real partition counts of the raw and canonical topics, read from metadata on assignment."""
         self._lock = asyncio.Lock()  # validation, and the partitions arriving or leaving, take turns
         self.consumer: AIOKafkaConsumer | None = None
+        self.privacy: IntakePrivacy | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
         aiokafka_compat.apply(RETRY_BACKOFF_MS)
-        await ensure_topics(s, [*self.topics.raw_specs,
+        await ensure_topics(s, [*self.topics.raw_specs, *key_topic_specs(s.namespace),
                                 *(scoped(t, s.namespace) for t in (*CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP))])
+        if s.seal_personal_data:  # the key store is read to its end first, then followed for the whole run
+            self.privacy = IntakePrivacy(s, s.namespace, PrivacySettings(), client_id=f"intake-{s.worker_id}")
+            await self.privacy.start(self.supervisor.spawn)
         # a fetch waits (at most 5 ms, overlapping the commits in flight) for a few records rather than
         # returning each one or two: every fetch round trip costs the worker CPU. The range assignor gives a
         # worker partition N of every raw topic together (re-routing and de-duplication state are per N).
@@ -109,6 +120,8 @@ class IntakeWorker:
     async def stop(self) -> None:
         if self.task is not None:
             await self.task.close()
+        if self.privacy is not None:
+            await self.privacy.stop()
         if self.consumer is not None:
             try:
                 await asyncio.wait_for(self.consumer.stop(), timeout=10)
@@ -188,7 +201,7 @@ class IntakeWorker:
     # -- the per-record loop ---------------------------------------------------------
     async def _validate(self, batch: Fetched) -> None:
         """Decide every record of `batch` into the outputs of its task's next transaction."""
-        validation = Validation(self.topics, self.partitions, self.seen, self.settings)
+        validation = Validation(self.topics, self.partitions, self.seen, self.settings, self.privacy)
         task = self.task
         assert task is not None
         for tp, records in batch.items():

@@ -22,7 +22,7 @@ from services.common.settings import KafkaConnection
 from services.intake.outputs import REROUTED_FROM
 from tests.intake.accounting import metric
 from tests.intake.conftest import StartIntake
-from tests.kafkatools import produce, read_all
+from tests.kafkatools import opened_letters, produce, read_all
 from tests.samples import (
     COMMUNE,
     HDR,
@@ -57,7 +57,7 @@ def _as_binary(event: dict) -> tuple[list[tuple[str, bytes]], bytes]:
 
 
 def test_each_raw_record_is_canonical_or_dead_lettered_with_reason(
-    kafka_bootstrap: str, intake_topics: dict[str, str], start_intake: StartIntake
+    kafka_bootstrap: str, namespace: str, intake_topics: dict[str, str], start_intake: StartIntake
 ) -> None:
     """Valid records come out canonical once; each malformed one and each repeat is a reasoned dead letter."""
     valid = valid_records()
@@ -73,7 +73,10 @@ def test_each_raw_record_is_canonical_or_dead_lettered_with_reason(
             await produce(kafka_bootstrap, intake_topics[RAW[family].name], [(b"02269", value, headers)])
         canonical = {f: await read_all(kafka_bootstrap, intake_topics[CANONICAL[f].name], expect=n, timeout=60)
                      for f, n in Counter(f for f, _, _ in valid).items()}
-        dlq = await read_all(kafka_bootstrap, intake_topics[DLQ_INTAKE.name], expect=len(sent) - len(valid), timeout=60)
+        sealed = await read_all(kafka_bootstrap, intake_topics[DLQ_INTAKE.name], expect=len(sent) - len(valid),
+                                timeout=60)
+        assert all(dict(r.headers).get(b"dlq.sealed.key".decode()) for r in sealed if r.value)  # ADR 0015
+        dlq = await opened_letters(kafka_bootstrap, namespace, sealed)
         raw = await read_all(kafka_bootstrap, intake_topics[RAW[Family.DOSSIER].name], expect=1, timeout=30)
         return canonical, dlq, raw[0].partition
 
@@ -133,7 +136,7 @@ async def _send_to(bootstrap: str, topic: str, records: list[tuple[int, bytes | 
 
 
 def test_an_unkeyed_repeat_is_published_once_wherever_it_lands(
-    kafka_bootstrap: str, intake_topics: dict[str, str], start_intake: StartIntake
+    kafka_bootstrap: str, namespace: str, intake_topics: dict[str, str], start_intake: StartIntake
 ) -> None:
     """The same portal payload sent twice without a key, to two partitions that are not its commune's: it is
     re-routed to the commune's partition both times, published once, and the second copy is a duplicate_event."""
@@ -147,7 +150,8 @@ def test_an_unkeyed_repeat_is_published_once_wherever_it_lands(
         await _send_to(kafka_bootstrap, raw, [(first, None, payload, HDR)])
         canonical = await read_all(kafka_bootstrap, intake_topics[CANONICAL[Family.DOSSIER].name], expect=1, idle=0.5)
         await _send_to(kafka_bootstrap, raw, [(second, None, payload, HDR)])  # after the first is published
-        dlq = await read_all(kafka_bootstrap, intake_topics[DLQ_INTAKE.name], expect=1, timeout=60)
+        dlq = await opened_letters(kafka_bootstrap, namespace, await read_all(
+            kafka_bootstrap, intake_topics[DLQ_INTAKE.name], expect=1, timeout=60))
         canonical = await read_all(kafka_bootstrap, intake_topics[CANONICAL[Family.DOSSIER].name], expect=1)
         return canonical, dlq, home
 

@@ -35,9 +35,7 @@ from tests.privacy.keys import PEPPER, keyring
 from tests.samples import COMMUNE, dumps, portal_dossier
 from tests.waiting import eventually_async
 
-pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420),
-              pytest.mark.xfail(strict=True, reason="until intake's shell seals with services.privacy.intake "
-                                "(IntakePrivacy); then remove this marker")]
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
 PERSONAL = ("name", "id_number", "phone", "email", "address")
 
 
