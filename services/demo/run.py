@@ -25,6 +25,8 @@ from services.demo.figures import Scrape, figures
 from services.demo.scrape import scrape
 from services.demo.settings import DemoSettings
 from services.demo.view import render, summary
+from services.privacy import keys as privacy_keys
+from services.privacy.settings import PrivacySettings
 
 WINDOW_S = 5.0  # rates over about the last five seconds: smoother than one scrape to the next
 
@@ -69,6 +71,8 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     env = {**os.environ, "KAFKA_BOOTSTRAP": os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")}
+    if not PrivacySettings().configured:  # a local key pair of its own, made once: intake seals, notify opens
+        env |= privacy_keys.ensure(s.run_dir / "keys")
     running = supervise.start(children, env, s.log_dir, processes.ROOT)
     say("commune-bus demo is running. Where to look:")
     for child in children:
