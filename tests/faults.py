@@ -3,7 +3,8 @@ resumed, and a private 3-broker cluster with node faults.
 
 Never the shared broker on 127.0.0.1:9092: a single broker a caller may stop is `tests.brokers.OwnBroker`; the
 cluster here gets a fresh data directory and free ports, so it touches neither that broker nor a cluster a developer
-runs on 9192-9194 (`make up BROKERS=3`).
+runs on 9192-9194 (`make up BROKERS=3`). The one cluster helper: the cluster tests (`tests/cluster/conftest.py`) and
+the chaos command (`tests/chaos`) both use `Cluster`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common import clients
+from services.common.settings import KafkaConnection
+from tests.brokers import KAFKA_SH
 from tests.cluster.tools import metric_sum, scrape
-from tests.kafkatools import ROOT, free_port, start_service, stop_service
+from tests.kafkatools import free_port, start_service, stop_service
+from tests.waiting import eventually
 
-KAFKA_SH = ROOT / "infra/kafka/kafka.sh"
 REPLICAS = 3
 LAST_COMMIT = "commune_last_commit_timestamp_seconds"
 
@@ -50,7 +54,8 @@ def free_port_run(length: int, attempts: int = 200) -> int:
 
 @dataclass
 class Cluster:
-    """A 3-node KRaft cluster of `infra/kafka/kafka.sh` (KAFKA_BROKERS=3) on its own ports and data directory."""
+    """A 3-node KRaft cluster of `infra/kafka/kafka.sh` (KAFKA_BROKERS=3) on its own ports and data directory, with
+    node faults through `kafka.sh`."""
 
     state: Path
     base_port: int
@@ -81,7 +86,19 @@ class Cluster:
         return time.monotonic()
 
     def start_node(self, node: int) -> None:
+        """Start a node again; returns once the cluster's metadata lists all three brokers (it serves again)."""
         self.run("start-node", str(node))
+        eventually(lambda: asyncio.run(self.brokers()) == REPLICAS, timeout=60, interval=0.5,
+                   what=f"node {node} back in the cluster's metadata")
+
+    async def brokers(self) -> int:
+        """How many brokers the cluster's metadata lists now."""
+        client = clients.admin(KafkaConnection(bootstrap=self.bootstrap))
+        await client.start()
+        try:
+            return len((await client.describe_cluster())["brokers"])
+        finally:
+            await client.close()
 
     def log(self, node: int) -> Path:
         return self.state / "cluster" / f"node{node}" / "logs" / "server.log"

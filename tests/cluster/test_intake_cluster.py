@@ -14,8 +14,8 @@ from schemas.admin import communes_of
 from schemas.deadletter import DeadLetterContext
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, RAW, scoped
-from tests.cluster.conftest import Cluster
 from tests.cluster.tools import Feeder, Tally, metric_sum, scrape
+from tests.faults import Cluster
 from tests.kafkatools import Record, free_port, read_all, start_service, stop_service
 from tests.samples import canonical_dossier, dumps
 from tests.waiting import eventually_async

@@ -12,8 +12,8 @@ import pytest
 from schemas import wire
 from schemas.events import FAMILY_OF_TYPE
 from schemas.topics import CANONICAL, scoped
-from tests.cluster.conftest import Cluster
 from tests.cluster.tools import Feeder, Sent, Tally, metric_sum, scrape
+from tests.faults import Cluster
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.metrics.golden import event_set, expected, restricted, summed
 from tests.waiting import eventually_async

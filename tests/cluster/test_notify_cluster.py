@@ -16,8 +16,8 @@ from schemas.topics import CANONICAL, scoped
 from services.notify import rules
 from services.notify.fake_providers import FakeProviders
 from services.notify.subscribers import Registry
-from tests.cluster.conftest import Cluster
 from tests.cluster.tools import Feeder, Sent, Tally, metric_sum, scrape
+from tests.faults import Cluster
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.notify.conftest import DIRECTORY, MailSink
 from tests.notify.events import directory, dossier

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import signal
-import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +16,9 @@ from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
+from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
 from tests.intake.conftest import StartIntake
-from tests.kafkatools import ROOT, free_port, produce, read_all
+from tests.kafkatools import produce, read_all
 from tests.samples import canonical_dossier, dumps
 from tests.waiting import eventually_async
 
@@ -133,31 +130,8 @@ def test_rebalances_mid_stream_lose_and_repeat_nothing(
     check_exactly_once(kafka_bootstrap, intake_topics, records)
 
 
-class OwnBroker:
-    """A second local broker with its own ports and data, which this test may restart."""
-
-    def __init__(self, state: Path) -> None:
-        self.env = {**os.environ, "KAFKA_STATE_DIR": str(state), "KAFKA_PORT": str(free_port()),
-                    "KAFKA_CONTROLLER_PORT": str(free_port())}
-        self.bootstrap = f"127.0.0.1:{self.env['KAFKA_PORT']}"
-
-    def run(self, action: str) -> None:
-        subprocess.run([str(ROOT / "infra/kafka/kafka.sh"), action], env=self.env, check=True, capture_output=True)
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> OwnBroker:
-    if os.environ.get("KAFKA_BOOTSTRAP"):
-        pytest.skip("an external broker was given; this test restarts a local one of its own")
-    broker = OwnBroker(tmp_path / "kafka")
-    broker.run("start")
-    yield broker
-    broker.run("stop")
-    shutil.rmtree(tmp_path / "kafka", ignore_errors=True)
-
-
 def test_broker_restart_mid_stream_loses_and_repeats_nothing(
-    own_broker: OwnBroker, namespace: str, start_intake: StartIntake
+    own_broker: OwnBroker, namespace: str, start_intake: StartIntake  # noqa: F811 - the fixture
 ) -> None:
     """The broker stops and comes back while records flow; the worker recovers and each record is handled once."""
     bootstrap = own_broker.bootstrap
@@ -168,8 +142,8 @@ def test_broker_restart_mid_stream_loses_and_repeats_nothing(
 
     start_intake(bootstrap=bootstrap)
     asyncio.run(produce_paced(bootstrap, topics[RAW[Family.DOSSIER].name], first, per_second=800))
-    own_broker.run("stop")
-    time.sleep(3)
-    own_broker.run("start")
+    own_broker.stop()
+    time.sleep(3)  # the outage: the worker meets a broker that is gone for a while, then back
+    own_broker.start()
     asyncio.run(produce_paced(bootstrap, topics[RAW[Family.DOSSIER].name], second, per_second=800))
     check_exactly_once(bootstrap, topics, first + second)

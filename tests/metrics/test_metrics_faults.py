@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,13 @@ import pytest
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.metrics.topics import Names
+from tests.cluster.tools import scrape
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.metrics.golden import event_set, expected, restricted, summed
 from tests.metrics.test_metrics_kafka import publish
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-def scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            return str(resp.read().decode())
-    except OSError:
-        return ""
 
 
 async def test_sigkill_mid_stream_then_restart_exports_exact_figures(kafka_bootstrap: str, unique: str,
