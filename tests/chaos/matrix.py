@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tests.chaos.injections import KillClusterNode, KillWorker, PauseWorker, RebalanceStorm, RestartBroker
 from tests.chaos.intake import IntakeLoad
+from tests.chaos.metrics import FAST_GROUP as METRICS_FAST_GROUP
 from tests.chaos.metrics import MetricsLoad
 from tests.chaos.notify import NotifyLoad, ProviderOutage
 from tests.chaos.scenario import Scenario
@@ -29,6 +30,8 @@ MATRIX: tuple[Scenario, ...] = (
              KillWorker(), budget_s=180),
     Scenario("metrics-sigkill", lambda: MetricsLoad(per_second=40, mid_stream=80), KillWorker(), fast=True,
              budget_s=150),
+    Scenario("metrics-sigstop", lambda: MetricsLoad(workers=2, per_second=20, mid_stream=60, env=METRICS_FAST_GROUP),
+             PauseWorker(seconds=14), budget_s=200),
 )
 
 NAMES = tuple(s.name for s in MATRIX)

@@ -27,16 +27,20 @@ from tests.metrics.golden import Sample, event_set, expected, restricted, summed
 from tests.waiting import eventually_async
 
 PARTITIONS = 6
+FAST_GROUP = {"METRICS_SESSION_TIMEOUT_MS": "6000", "METRICS_HEARTBEAT_INTERVAL_MS": "2000"}
+"""The broker's smallest session timeout, as in tests/metrics/test_metrics_pause.py: evicted after 6 s paused."""
 
 
 @dataclass
 class MetricsLoad:
-    """The golden event set (seed `seed`, ~480 events over 8 communes) sent at `per_second` to one metrics worker;
-    mid-stream once it applied `mid_stream` events."""
+    """The golden event set (seed `seed`, ~480 events over 8 communes) sent at `per_second` to `workers` metrics
+    workers (settings `env`); mid-stream once they applied `mid_stream` events."""
 
     seed: int = 11
     per_second: float = 40
     mid_stream: int = 80
+    workers: int = 1
+    env: dict[str, str] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     feeding: asyncio.Task[object] | None = None
     got: dict[Sample, float] = field(default_factory=dict)
@@ -50,7 +54,8 @@ class MetricsLoad:
             rec = wire.encode(e)
             sent.append((scoped(CANONICAL[FAMILY_OF_TYPE[e.type]], stage.namespace).name, rec.key, rec.value,
                          rec.headers))
-        self.start_worker(stage, "metrics-0")
+        for i in range(self.workers):
+            self.start_worker(stage, f"metrics-{i}")
         await eventually_async(lambda: self.owned(stage.live()), timeout=90, interval=0.2, what="metrics assigned")
         self.feeding = asyncio.create_task(Feeder(stage.bootstrap, sent, self.per_second).run())
         await eventually_async(lambda: self._applied(stage), timeout=60, interval=0.05, what="metrics applying")
@@ -62,7 +67,8 @@ class MetricsLoad:
 
     def start_worker(self, stage: Stage, name: str) -> Worker:
         env = {"KAFKA_BOOTSTRAP": stage.bootstrap, "METRICS_NAMESPACE": stage.namespace,
-               "METRICS_STATE_DIR": str(stage.workdir / f"state-{name}"), "METRICS_BATCH_MAX_RECORDS": "50"}
+               "METRICS_STATE_DIR": str(stage.workdir / f"state-{name}"), "METRICS_BATCH_MAX_RECORDS": "50",
+               "METRICS_WORKER_ID": name, **self.env}
         worker = Worker.start("services.metrics", name, env, "METRICS_HTTP_PORT", stage.workdir)
         stage.workers.append(worker)
         return worker
