@@ -12,6 +12,10 @@ from services.gateway.batch import RecordError
 class AcceptedBody(BaseModel):
     accepted: int = Field(description="How many events Kafka acknowledged")
     ids: list[str] = Field(description="Event ids in request order; the same ids appear on the canonical topics")
+    trace_ids: list[str] = Field(
+        default_factory=list, description="W3C trace id of each event, in request order: the caller's `traceparent` "
+        "header when it sent one, else derived from the event's source and id; it follows the event through "
+        "intake and notify (ce_traceparent) and `commune-bus trace <trace id>` finds every step")
 
 
 class ErrorBody(BaseModel):

@@ -144,7 +144,8 @@ class Gateway:
                       caller: Source, ticket: Ticket | None) -> JSONResponse:
         result = plan(body, request.headers.get("content-type", "application/json"), family=family, commune=commune,
                       caller=caller, raw_topic=self.raw_topic, max_records=self.settings.max_records,
-                      max_record_bytes=self.settings.max_record_bytes)
+                      max_record_bytes=self.settings.max_record_bytes,
+                      traceparent=request.headers.get("traceparent"))
         keep = float(self.settings.idempotency_ttl_s)
         if isinstance(result, Refused):
             log.info("gateway.rejected", source=caller.id, **rejected_counts(result))

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import wire
+from schemas import trace, wire
 from schemas.deadletter import Reason
 from schemas.events import Family
 from services.gateway import api
@@ -33,7 +33,12 @@ class Publish:
 
 
 def plan(body: bytes, content_type: str, *, family: Family | None, commune: str | None, caller: Source,
-         raw_topic: dict[Family, str], max_records: int, max_record_bytes: int) -> Refused | Publish:
+         raw_topic: dict[Family, str], max_records: int, max_record_bytes: int,
+         traceparent: str | None = None) -> Refused | Publish:
+    """`traceparent`: the request's W3C header; a valid one becomes every event's trace (an invalid one is ignored,
+    as W3C Trace Context asks), else each event keeps the trace derived from its source and id."""
+    if traceparent is not None and not trace.is_valid(traceparent):
+        traceparent = None
     try:
         records = split_body(body, content_type, max_records)
     except BodyError as exc:
@@ -43,6 +48,9 @@ def plan(body: bytes, content_type: str, *, family: Family | None, commune: str 
     out: Records = []
     if not errors:  # every record accepted: events[i] is records[i]
         for index, (fam, event) in enumerate(checked.events):
+            if traceparent is not None and event.traceparent != traceparent:
+                event = event.model_copy(update={"traceparent": traceparent})
+                checked.events[index] = (fam, event)
             rec = wire.encode(event)
             if len(rec.value) > max_record_bytes:
                 errors.append(RecordError(index=index, field="(record)", reason=Reason.PAYLOAD_TOO_LARGE.value,
@@ -54,7 +62,8 @@ def plan(body: bytes, content_type: str, *, family: Family | None, commune: str 
         bad = len({e.index for e in errors})
         return Refused(Answer(status, api.error(kind, f"{bad} of {len(records)} records rejected; nothing was "
                                                 f"published", errors)))
-    accepted = api.AcceptedBody(accepted=len(out), ids=[e.id for _, e in checked.events])
+    accepted = api.AcceptedBody(accepted=len(out), ids=[e.id for _, e in checked.events],
+                                trace_ids=[trace.trace_id(e.traceparent) or "" for _, e in checked.events])
     return Publish(out, Answer(202, accepted.model_dump()), Counter(f for f, _ in checked.events))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import wire
+from schemas import trace, wire
 from services.gateway.auth import RequestLine, sign
 from tests.integrator.conftest import API_KEY, HMAC_KEY, Stack, start_gateway
 from tests.integrator.kafka_read import ce_id, wait_for
@@ -50,7 +50,8 @@ def test_valid_key_gets_202_and_the_event_reaches_the_canonical_topic(stack: Sta
     batch = [fresh(), fresh(status=4)]
     status, _, body = curl(stack.url + "/v1/events", json.dumps(batch), f"X-Api-Key: {API_KEY}", tmp=tmp_path)
     assert status == 202, body
-    assert body == {"accepted": 2, "ids": [e["id"] for e in batch]}
+    assert body == {"accepted": 2, "ids": [e["id"] for e in batch],
+                    "trace_ids": [trace.trace_id(trace.derive(e["source"], e["id"])) for e in batch]}
     ids = set(body["ids"])
     canonical = wait_for(stack.bootstrap, stack.topic("commune.events.dossier"),
                          lambda rs: ids <= {ce_id(r) for r in rs})
@@ -181,3 +182,21 @@ def test_concurrent_requests_are_all_acknowledged_and_published(stack: Stack) ->
     assert len(ids) == 24
     raw = wait_for(stack.bootstrap, stack.topic("commune.raw.dossier"), lambda rs: ids <= {ce_id(r) for r in rs})
     assert ids <= {ce_id(r) for r in raw}
+
+
+def test_the_callers_traceparent_follows_the_event_to_the_canonical_topic(stack: Stack, tmp_path: Path) -> None:
+    """A W3C `traceparent` header becomes the event's ce_traceparent on the raw and canonical topics; the 202 names
+    its trace id. A malformed one is ignored (W3C Trace Context): the event keeps its derived trace."""
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    event, other = fresh(), fresh()
+    status, _, body = curl(stack.url + "/v1/events", json.dumps(event), f"X-Api-Key: {API_KEY}",
+                           f"traceparent: {parent}", tmp=tmp_path)
+    assert status == 202 and body["trace_ids"] == ["4bf92f3577b34da6a3ce929d0e0e4736"], body
+    status, _, body = curl(stack.url + "/v1/events", json.dumps(other), f"X-Api-Key: {API_KEY}",
+                           "traceparent: 00-not-a-trace-01", tmp=tmp_path)
+    assert status == 202 and body["trace_ids"] == [trace.trace_id(trace.derive(other["source"], other["id"]))]
+    canonical = wait_for(stack.bootstrap, stack.topic("commune.events.dossier"),
+                         lambda rs: {event["id"], other["id"]} <= {ce_id(r) for r in rs})
+    by_id = {ce_id(r): dict(r.headers)["ce_traceparent"].decode() for r in canonical}
+    assert by_id[event["id"]] == parent
+    assert by_id[other["id"]] == trace.derive(other["source"], other["id"])
