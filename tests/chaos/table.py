@@ -10,8 +10,9 @@ HEADER = ("scenario", "sent", "lost", "duplicated", "out of order", "recovered (
 LEGEND = """\
 sent: intake raw records; notify notifications the rules ask for; metrics canonical events.
 lost / duplicated: intake records not canonical nor dead-lettered / published or dead-lettered more than once
-(read_committed); notify notifications no provider received / requests beyond the first per Idempotency-Key
-(e-mails per Message-ID); metrics series below / above the independent oracle (tests/metrics/golden.py).
+(read_committed); notify notifications no provider received / deliveries beyond the first per notification id
+(acceptances per Idempotency-Key, a request answered as a replay delivers nothing and is counted in the note;
+e-mails per Message-ID); metrics series below / above the independent oracle (tests/metrics/golden.py).
 out of order: intake dossiers whose canonical events are not in the order sent; n/a where order does not apply.
 recovered: from the blow (the storm's last move) until live workers own every partition and progress again.
 A worker that exits unbidden is restarted, as the deployment's process manager would, and named in the note."""
