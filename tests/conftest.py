@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import keys_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
-# intake seals applicants' personal data (ADR 0015): every service a test starts gets the test keys of
-# tests.privacy.keys unless the environment names others
-os.environ.setdefault("PRIVACY_KEK", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
-os.environ.setdefault("PRIVACY_PEPPER", "dGVzdC1wZXBwZXItMDEyMzQ1Njc4OQ")
+keys_env.apply()  # intake seals personal data: every service a test starts gets the test keys
 
 
 def _docker_answers() -> bool:

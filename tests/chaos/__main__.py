@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests import keys_env
 from tests.chaos.matrix import MATRIX, NAMES
 from tests.chaos.scenario import Row, Scenario, run
 from tests.chaos.table import LEGEND, cells, render
@@ -32,6 +33,7 @@ def chosen(only: list[str], fast: bool) -> list[Scenario]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keys_env.apply()  # intake seals personal data: the services it starts need the keys
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", default=[], metavar="ROW", help="run only these rows (repeat or "
