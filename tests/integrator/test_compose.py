@@ -15,12 +15,14 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from schemas.topics import MAX_RECORD_BYTES, PARTITIONS, TOPICS
+from services.privacy.settings import PrivacySettings
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "infra/compose.yaml").read_text(encoding="utf-8"))
 PROMETHEUS = yaml.safe_load((ROOT / "infra/compose/prometheus.yml").read_text(encoding="utf-8"))
-SHARED = {"KAFKA_BOOTSTRAP"}
+SHARED = {"KAFKA_BOOTSTRAP"} | {f"PRIVACY_{n.upper()}" for n in PrivacySettings.model_fields}
+"""Read by every service (`KafkaConnection`) or by those that seal or open personal data (`PrivacySettings`)."""
 SERVICES = [n for n, s in COMPOSE["services"].items() if str(s.get("command", [""])[0]).startswith("services.")]
 
 
