@@ -22,7 +22,7 @@ from schemas.topics import CANONICAL, DLQ_INTAKE, RAW
 from services.common import clients
 from services.common.settings import KafkaConnection
 from services.intake.outputs import REROUTED_FROM
-from tests.kafkatools import read_all
+from tests.kafkatools import opened_letters, read_all
 from tests.samples import canonical_dossier, dumps
 
 COMMUNES = communes_of("08")[:40]
@@ -101,7 +101,9 @@ async def audit(bootstrap: str, topics: dict[str, str], sent: list[Sent], timeou
     valid = [s.event_id for s in sent if s.event_id]
     malformed = Counter(s.value for s in sent if s.event_id is None)
     canonical = await read_all(bootstrap, topics[CANONICAL[Family.DOSSIER].name], expect=len(valid), timeout=timeout)
-    dlq = await read_all(bootstrap, topics[DLQ_INTAKE.name], expect=sum(malformed.values()), timeout=timeout / 2)
+    dlq_name = topics[DLQ_INTAKE.name]
+    sealed = await read_all(bootstrap, dlq_name, expect=sum(malformed.values()), timeout=timeout / 2)
+    dlq = await opened_letters(bootstrap, dlq_name.removesuffix(DLQ_INTAKE.name).removesuffix("."), sealed)
     raw = await read_all(bootstrap, topics[RAW[Family.DOSSIER].name], expect=len(sent), timeout=timeout / 2)
     result = Audit()
 
