@@ -51,8 +51,13 @@ def _raw(family: Family, spec: FamilySpec) -> TopicSpec:
         key="commune code recommended (required for exact de-duplication); any key accepted",
         description=f"Inbound {spec.inbound} from commune systems, as they send them (canonical CloudEvents JSON"
         f"{shapes})",
-        family=family, config=_BIG,
+        family=family, config={**_BIG, "retention.ms": str(RAW_RETENTION_DAYS * 24 * 3600 * 1000)},
     )
+
+
+RAW_RETENTION_DAYS = 3
+"""Raw topics hold personal data in clear (only intake may read them): kept long enough for intake to catch up
+after an outage, no longer (ADR 0015). Everything after them is canonical (sealed) or a sealed dead letter."""
 
 
 def _canonical(family: Family, spec: FamilySpec) -> TopicSpec:
