@@ -46,7 +46,32 @@ def kafka_bootstrap() -> Iterator[str]:
             yield kafka.get_bootstrap_server()
         return
     subprocess.run([str(ROOT / "infra/kafka/kafka.sh"), "start"], check=True)
+    before = _topics("127.0.0.1:9092")
     yield "127.0.0.1:9092"
+    if not os.environ.get("KEEP_TEST_TOPICS"):  # set it when another run shares the broker meanwhile
+        _forget_test_topics("127.0.0.1:9092", before)
+
+
+def _topics(bootstrap: str) -> set[str]:
+    from services.common.admin import list_topics
+    from services.common.settings import KafkaConnection
+
+    return asyncio.run(list_topics(KafkaConnection(bootstrap=bootstrap)))
+
+
+def _forget_test_topics(bootstrap: str, before: set[str]) -> None:
+    """The local broker outlives the run: the per-test namespaces' topics it created go, or thousands of idle
+    partitions pile up run after run until the broker runs out of file descriptors."""
+    from services.common.admin import delete_topics
+    from services.common.settings import KafkaConnection
+
+    try:
+        created = sorted(t for t in _topics(bootstrap) - before
+                         if "." in t and not t.startswith(("commune.", "_")))  # a namespace prefix: a test's
+        for start in range(0, len(created), 200):
+            asyncio.run(delete_topics(KafkaConnection(bootstrap=bootstrap), created[start:start + 200]))
+    except Exception as exc:  # tidying up never fails the run
+        print(f"\nleft the test topics on the broker ({type(exc).__name__})")
 
 
 @pytest.fixture(scope="session")
