@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -118,15 +118,23 @@ class IntakeWorker:
         log.info("intake.started", group=s.group_id, worker=s.worker_id, topics=list(self.topics.family_of))
 
     async def stop(self) -> None:
-        if self.task is not None:
-            await self.task.close()
-        if self.privacy is not None:
-            await self.privacy.stop()
+        """Close every client, each whatever became of the others. The consumer goes first: one left running (its
+        stop cut short when the run ended with a broker gone) would rejoin the group when the broker comes back
+        and hold partitions that nobody in this process validates any more."""
+        clients_: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if self.consumer is not None:
+            clients_.append(("consumer", self.consumer.stop))
+        if self.task is not None:
+            clients_.append(("producer", self.task.close))
+        if self.privacy is not None:
+            clients_.append(("key store", self.privacy.stop))
+        for name, stop in clients_:
+            closing = asyncio.ensure_future(stop())  # runs to its end even if this stop is cancelled meanwhile
             try:
-                await asyncio.wait_for(self.consumer.stop(), timeout=10)
-            except (TimeoutError, KafkaError) as exc:  # the broker may be the reason we stop
-                log.warning("intake.client_stop_failed", error=type(exc).__name__)
+                await asyncio.wait_for(asyncio.shield(closing), timeout=10)
+            except (TimeoutError, KafkaError, asyncio.CancelledError) as exc:  # the broker may be why we stop
+                log.warning("intake.client_stop_failed", client=name, error=type(exc).__name__)
+                closing.add_done_callback(_retrieved)
         log.info("intake.stopped")
 
     async def run(self) -> None:
@@ -255,6 +263,11 @@ class IntakeWorker:
                     self.task.positions.pop(tp, None)
                 self.seen.forget(self.topics.raw_partitions(partitions))
                 telemetry.TASKS.set(len({tp.partition for tp in self.task.positions}))
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class _Rebalance(RebalanceListener):
