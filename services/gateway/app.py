@@ -14,9 +14,10 @@ from fastapi.responses import JSONResponse
 from schemas.events import Family
 from schemas.topics import RAW, scoped
 from services.common.health import Health
-from services.gateway import api, probes
+from services.gateway import api, operators, probes
 from services.gateway.claims import Claims, MemoryClaims
 from services.gateway.handler import Gateway
+from services.gateway.operators import load_operators
 from services.gateway.publisher import Publisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import Credential, GatewaySettings
@@ -50,6 +51,8 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         return gateway.answer(422, api.error("invalid_parameters", f"invalid request parameters: {where}"))
 
     app.include_router(probes.router(health or Health("gateway")))
+    app.include_router(operators.router(settings.connection(), settings.namespace,
+                                        load_operators(settings.operators_file)))
 
     @app.post("/v1/events", status_code=202, summary="Publish one event or a batch",
               responses=api.responses(), response_model=api.AcceptedBody,

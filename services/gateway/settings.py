@@ -43,6 +43,9 @@ class GatewaySettings(ServiceSettings):
     tls_keyfile: Path | None = Field(default=None, description="PEM private key of the certificate")
     sources_file: Path = ROOT / "infra/sources.yaml"
     secrets_file: Path | None = None
+    operators_file: Path | None = Field(
+        default=None, description="Operators' keys (YAML: operator id -> key) for GET /v1/trace/{query} and POST "
+        "/v1/erasures; unset: both answer 401")
     instance_id: str = Field(
         default_factory=socket.gethostname, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
         description="Names this instance's transactional id: a restarted instance with the same id fences its "

@@ -1,0 +1,125 @@
+"""Operators' endpoints: where did a record go (`GET /v1/trace/{query}`), erase an applicant (`POST /v1/erasures`).
+
+Operators authenticate with `X-Operator-Key`, one key per operator in `GATEWAY_OPERATORS_FILE` (YAML:
+operator id -> key, kept out of git like the sources' secrets); without that file both endpoints answer 401.
+A source's credentials never open them. The trace shows metadata only (topics, offsets, types, reasons,
+outcomes); an erasure destroys the applicant's data keys and writes an audit record naming the operator and
+the pseudonymous subject, never the CCCD (ADR 0015). The gateway's Kafka principal needs read access to the
+topics a trace reads and write access to the key and audit topics while these endpoints are on.
+"""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Header, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+
+from services.cli.trace import trace_record
+from services.common.settings import KafkaConnection
+from services.privacy.crypto import PrivacyError
+from services.privacy.erase import erase_cccd
+from services.privacy.settings import PrivacySettings, pepper_of
+
+CCCD = r"^\d{12}$"
+OperatorKey = Annotated[str | None, Header(alias="X-Operator-Key", max_length=200,
+                                           description="An operator's key (GATEWAY_OPERATORS_FILE)")]
+Query = Annotated[str, PathParam(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
+                                 description="Dossier code, event id or trace id")]
+
+
+class Step(BaseModel):
+    at_ms: int
+    stage: str = Field(description="raw, dead letter, canonical, notification, notification dead letter")
+    where: str = Field(description="topic/partition/offset")
+    what: str
+    trace: str = Field(description="W3C trace id, where the record carries one")
+
+
+class TraceBody(BaseModel):
+    query: str
+    steps: list[Step]
+
+
+class ErasureRequest(BaseModel):
+    cccd: str = Field(pattern=CCCD, description="The applicant's 12-digit citizen identity number")
+
+
+class ErasureBody(BaseModel):
+    erasure_id: str
+    subject: str = Field(description="Pseudonymous subject id (HMAC of the CCCD): the audit record's key")
+    keys_destroyed: int
+
+
+def load_operators(path: Path | None) -> dict[str, SecretStr]:
+    """Operator id -> key (empty without a file: the endpoints answer 401)."""
+    if path is None:
+        return {}
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {str(k): SecretStr(str(v)) for k, v in raw.items()}
+
+
+def operator_of(keys: dict[str, SecretStr], given: str | None) -> str | None:
+    """The operator whose key `given` is (compared in constant time against every key), else None."""
+    found = None
+    for operator, key in keys.items():
+        if given is not None and hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
+            found = operator
+    return found
+
+
+def _refused() -> JSONResponse:
+    return JSONResponse({"error": "unauthenticated", "message": "an operator key is required (X-Operator-Key)"},
+                        status_code=401)
+
+
+def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr]) -> APIRouter:
+    api = APIRouter(tags=["operators"])
+
+    @api.get("/v1/trace/{query}", summary="Where did a record go (operators)", response_model=TraceBody,
+             responses={401: {"description": "No or wrong operator key"}, 404: {"description": "Nothing found"}})
+    async def trace(query: Query, x_operator_key: OperatorKey = None) -> Any:
+        if operator_of(operators, x_operator_key) is None:
+            return _refused()
+        steps = await trace_record(conn, namespace, query)
+        if not steps:
+            return JSONResponse({"error": "not_found", "message": "no record mentions this query"}, status_code=404)
+        return TraceBody(query=query, steps=[Step(**vars(s)) for s in steps])
+
+    @api.post("/v1/erasures", status_code=202, summary="Erase an applicant: destroy their data keys (operators)",
+              response_model=ErasureBody,
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": ErasureRequest.model_json_schema()}}}},
+              responses={401: {"description": "No or wrong operator key"},
+                         413: {"description": "Body over 1 KiB"},
+                         422: {"description": "Not a JSON object with a 12-digit cccd"}})
+    async def erase(request: Request, x_operator_key: OperatorKey = None) -> Any:
+        operator = operator_of(operators, x_operator_key)  # the key first: a stranger's body is never read
+        if operator is None:
+            return _refused()
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > 1024:
+                return JSONResponse({"error": "too_large", "message": "an erasure request is one CCCD"},
+                                    status_code=413)
+        try:
+            wanted = ErasureRequest.model_validate_json(body)
+        except ValidationError:
+            return JSONResponse({"error": "invalid_request", "message": "send {\"cccd\": \"<12 digits>\"}"},
+                                status_code=422)
+        try:
+            pepper = pepper_of(PrivacySettings())
+        except PrivacyError:
+            return JSONResponse({"error": "not_configured", "message": "this gateway has no PRIVACY_PEPPER"},
+                                status_code=503)
+        audit = await erase_cccd(conn, namespace, pepper, wanted.cccd, requested_by=f"operator:{operator}",
+                                 via="gateway")
+        return ErasureBody(erasure_id=audit.erasure_id, subject=audit.subject, keys_destroyed=audit.keys_destroyed)
+
+    return api
