@@ -123,6 +123,10 @@ class Role:
 
 ALL_RAW = tuple(RAW.values())
 ALL_CANONICAL = tuple(CANONICAL.values())
+TRACED = (*ALL_CANONICAL, DLQ_INTAKE, NOTIFY_STATUS, DLQ_NOTIFY)
+"""What `commune-bus trace` and the gateway's trace endpoint read besides the raw topics (all sealed, ADR 0015)."""
+SHARED_TRANSACTIONAL = {TransactionalId.ERASE}
+"""Erasures run under one transactional id whoever asks (the CLI or the gateway): one erasure at a time."""
 
 
 def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
@@ -141,12 +145,13 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
         Role("metrics", reads=(*ALL_CANONICAL, METRICS_CHANGELOG), writes=(METRICS_CHANGELOG, METRICS_SNAPSHOTS),
              groups=(Group.METRICS,), transactional=(TransactionalId.METRICS,)),
         # the gateway authenticates sources itself (API key + HMAC) and writes the shared raw topics, with its
-        # Idempotency-Keys and nonces shared by every instance
-        Role("gateway", reads=(GATEWAY_CLAIMS,), writes=(*ALL_RAW, GATEWAY_CLAIMS),
-             transactional=(TransactionalId.GATEWAY,)),
-        # commune-bus publish / dlq list|replay / erase / tail of the dead-letter, status, snapshot and audit topics
-        Role("operator", reads=(DLQ_INTAKE, DLQ_NOTIFY, DLQ_REPLAYED, NOTIFY_STATUS, METRICS_SNAPSHOTS,
-                                KEYS_APPLICANTS, PRIVACY_AUDIT),
+        # Idempotency-Keys and nonces shared by every instance; its operators' endpoints trace a record (metadata of
+        # the sealed canonical, dead-letter and status topics; not the raw ones) and erase an applicant's keys
+        Role("gateway", reads=(GATEWAY_CLAIMS, *TRACED, KEYS_APPLICANTS),
+             writes=(*ALL_RAW, GATEWAY_CLAIMS, KEYS_APPLICANTS, PRIVACY_AUDIT),
+             transactional=(TransactionalId.GATEWAY, TransactionalId.ERASE)),
+        # commune-bus publish / dlq list|replay / erase / trace / tail of the sealed topics; raw input stays intake's
+        Role("operator", reads=(*TRACED, DLQ_REPLAYED, METRICS_SNAPSHOTS, KEYS_APPLICANTS, PRIVACY_AUDIT),
              writes=(*ALL_RAW, DLQ_REPLAYED, KEYS_APPLICANTS, PRIVACY_AUDIT),
              transactional=(TransactionalId.DLQ_REPLAY, TransactionalId.ERASE)),
         # demo and tests only (make demo, bench): simulated traffic of many sources on the shared raw topics, which
