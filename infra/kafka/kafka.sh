@@ -63,7 +63,7 @@ start() {
   local scram=()
   if [ "$secure" = 1 ]; then
     secure_properties "$here/server.properties" "$port" "$cport" > "$props"
-    scram_options
+    [ -f "$state/data/meta.properties" ] || scram_options
   else
     sed -e "s#9092#$port#g; s#9093#$cport#g" "$here/server.properties" > "$props"
   fi
@@ -104,7 +104,7 @@ secure_properties() {  # $1 (server or cluster properties) without its listeners
 scram_options() {  # sets scram: every principal's SCRAM credential, put into the metadata at format time (KIP-900)
   local p
   scram=()
-  for p in $(cd "$root" && "${PYTHON:-$root/.venv/bin/python}" -m services.common.acls --principals); do
+  for p in $(cat "$secrets/principals.txt"); do  # written by secrets.sh (secure_properties runs it first)
     scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$secrets/$p.password")]")
   done
 }
@@ -139,7 +139,7 @@ node_start() {
   if [ "$secure" = 1 ]; then  # the same listeners and credentials as the single secure broker
     template="$dir/cluster.properties"
     secure_properties "$here/cluster.properties" @PORT@ @CPORT@ > "$template"
-    scram_options
+    [ -f "$dir/data/meta.properties" ] || scram_options
   fi
   sed -e "s#@ID@#$n#; s#@PORT@#$(node_port "$n")#g; s#@CPORT@#$((cluster_cport + n - 1))#; s#@VOTERS@#$voters#" \
     "$template" > "$dir/server.properties"

@@ -7,6 +7,7 @@
 #   <principal>.password         a random SCRAM-SHA-512 password per principal (python -m services.common.acls --principals)
 #   <principal>.env              KAFKA_* settings of that principal (source it, or `set -a; . file`)
 #   <principal>.librdkafka.conf  the same for kcat -F / librdkafka clients
+#   principals.txt               every principal's name
 # The env and kcat files name BOOTSTRAP of the broker that created them: brokers of a test's own that share the
 # folder (same passwords, so the same clients get in) do not rewrite them.
 set -euo pipefail
@@ -40,7 +41,12 @@ if [ ! -f "$dir/broker.pem" ]; then
   rm -f "$dir/broker.csr" "$dir/broker.ext" "$dir/ca.srl"
 fi
 
-principals="$(cd "$root" && "$py" -m services.common.acls --principals)"
+# the principal list (services.common.acls over infra/sources.yaml), asked again only when either changed
+list="$dir/principals.txt"
+if [ ! -s "$list" ] || [ "$root/infra/sources.yaml" -nt "$list" ] || [ "$root/services/common/acls.py" -nt "$list" ]; then
+  (cd "$root" && "$py" -m services.common.acls --principals) > "$list.new" && mv "$list.new" "$list"
+fi
+principals="$(cat "$list")"
 for p in $principals; do
   [ -f "$dir/$p.password" ] || openssl rand -hex 24 > "$dir/$p.password"
   pw="$(cat "$dir/$p.password")"
