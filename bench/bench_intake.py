@@ -1,7 +1,8 @@
 """Intake throughput and latency on the real broker, four variants side by side in one run.
 
 (a) aiokafka consume-and-forward, no parsing: the ceiling
-(b) the same loop with intake's validation (`normalise` + `wire.encode`)
+(b) the same loop with intake's validation (`normalise` + `wire.encode`, and sealing the applicant with its
+    data-key records sent too when PRIVACY_* is set, as `make bench` sets it: what intake does per record)
 (c) the intake service (transactions, de-duplication, dead letters, metrics)
 (d) a plain faust-streaming agent doing the same validation
 in BENCH_INTAKE_ROUNDS interleaved rounds (default 2; each variant's best counts: the machine is shared
@@ -39,6 +40,8 @@ from services.intake import telemetry
 from services.intake.normalise import Accepted, normalise
 from services.intake.settings import IntakeSettings
 from services.intake.worker import intake
+from services.privacy.settings import PrivacySettings
+from services.privacy.store import key_messages
 from services.simulator.generate import generate
 
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -68,7 +71,7 @@ async def fill(topic: str, records: Records) -> None:
         await producer.stop()
 
 
-Transform = Callable[[bytes, list], tuple[bytes, bytes, list]]
+Transform = Callable[[bytes, list], list[tuple[bytes, bytes | None, list]]]
 
 
 async def forward_loop(raw: str, out: str, transform: Transform | None) -> float:
@@ -92,8 +95,8 @@ async def forward_loop(raw: str, out: str, transform: Transform | None) -> float
                     if transform is None:
                         await producer.send(out, rec.value, key=rec.key, headers=list(rec.headers))
                     else:
-                        k, v, h = transform(rec.value, list(rec.headers))
-                        await producer.send(out, v, key=k or rec.key, headers=h)
+                        for k, v, h in transform(rec.value, list(rec.headers)):
+                            await producer.send(out, v, key=k or rec.key, headers=h)
                     done += 1
         await producer.flush()
         return N / (time.perf_counter() - started)
@@ -102,12 +105,17 @@ async def forward_loop(raw: str, out: str, transform: Transform | None) -> float
         await producer.stop()
 
 
-def validate(value: bytes, headers: list) -> tuple[bytes, bytes, list]:
-    outcome = normalise(Family.DOSSIER, value, headers)
+KEYRING = PrivacySettings().keyring() if PrivacySettings().configured and IntakeSettings().seal_personal_data else None
+"""Seals applicants as intake does (ADR 0015) when the benchmark runs with PRIVACY_* (`make bench` sets them)."""
+
+
+def validate(value: bytes, headers: list) -> list[tuple[bytes, bytes | None, list]]:
+    """The canonical record and the data-key records intake would write for it (or the record as it came)."""
+    outcome = normalise(Family.DOSSIER, value, headers, keyring=KEYRING)
     if isinstance(outcome, Accepted):
         rec = wire.encode(outcome.event)
-        return rec.key, rec.value, rec.headers
-    return b"", value, headers
+        return [(rec.key, rec.value, rec.headers), *((k, v, []) for _, k, v in key_messages(list(outcome.keys), ""))]
+    return [(b"", value, headers)]
 
 
 def _processed() -> float:

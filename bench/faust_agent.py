@@ -16,6 +16,9 @@ from schemas.topics import PARTITIONS
 from services.common.clients import faust_options
 from services.common.settings import KafkaConnection
 from services.intake.normalise import Accepted, normalise
+from services.intake.settings import IntakeSettings
+from services.privacy.settings import PrivacySettings
+from services.privacy.store import key_messages
 
 app = faust.App(
     os.environ.get("BENCH_APP", "bench-faust"),
@@ -31,14 +34,20 @@ raw = app.topic(os.environ.get("BENCH_RAW", "bench.raw"), key_type=bytes, value_
 out = app.topic(os.environ.get("BENCH_OUT", "bench.out"), key_type=bytes, value_type=bytes, value_serializer="raw")
 
 
+KEYRING = PrivacySettings().keyring() if PrivacySettings().configured and IntakeSettings().seal_personal_data else None
+"""Seals applicants as intake does (ADR 0015) when PRIVACY_* is set (`make bench` sets it)."""
+
+
 @app.agent(raw)
 async def validate(stream: faust.StreamT) -> None:
     async for event in stream.events():
         headers = list(event.message.headers or [])
-        outcome = normalise(Family.DOSSIER, event.value, headers)
+        outcome = normalise(Family.DOSSIER, event.value, headers, keyring=KEYRING)
         if isinstance(outcome, Accepted):
             rec = wire.encode(outcome.event)
             await out.send(key=rec.key, value=rec.value, headers=rec.headers)
+            for _, key, value in key_messages(list(outcome.keys), ""):  # the data keys, as intake writes them
+                await out.send(key=key, value=value)
         else:
             await out.send(key=event.key, value=event.value, headers=headers)
 

@@ -61,15 +61,19 @@ class TransactionOutputs:
         """When the first records were validated into it (the oldest waiting transaction goes first)."""
 
     def canonical(self, topic: str, record: wire.KafkaRecord) -> None:
-        slot = (topic, partition_for(record.key, self.partitions[topic]))
+        self.batched(topic, record.key, record.value, record.headers)
+
+    def batched(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+        """A keyed record into its partition's record batch (one send per batch, not per record): `topic`'s real
+        partition count must be in `partitions`."""
+        slot = (topic, partition_for(key, self.partitions[topic]))
         builder = self.open.get(slot)
-        if builder is None or builder.append(
-                timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
+        if builder is None or builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             if builder is not None:  # full: it goes as it is, the next one starts
                 builder.close()
             builder = self.open[slot] = self.producer.create_batch()
             self.batches.append((*slot, builder))
-            builder.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+            builder.append(timestamp=None, key=key, value=value, headers=headers)
 
     def dead_letter(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers,
                     context: DeadLetterContext) -> None:
@@ -84,9 +88,9 @@ class TransactionOutputs:
         """
         self.others.append((topic, value, commune.encode(), [*headers, (REROUTED_FROM, origin.encode())], partition))
 
-    def record(self, topic: str, key: bytes, value: bytes | None) -> None:
-        """A record of another topic written with this transaction's outputs (a data key, ADR 0015)."""
-        self.others.append((topic, value, key, [], None))
+    def record(self, topic: str, key: bytes, value: bytes) -> None:
+        """A data-key record (ADR 0015) written with this transaction's outputs, batched like the canonical ones."""
+        self.batched(topic, key, value, [])
 
     def changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         """A de-duplication changelog record, in the changelog partition of its raw partition."""

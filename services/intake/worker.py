@@ -233,9 +233,10 @@ class IntakeWorker:
             for n in sorted(numbers):
                 if {tp.topic for tp in partitions if tp.partition == n} != set(self.topics.family_of):
                     log.warning("intake.partitions_split", partition=n)  # another assignor in the group
-            if not self.partitions:
+            if not self.partitions:  # where records go: re-routed raw, canonical, data keys (batched by partition)
                 producer = self.task.producer
-                self.partitions = {t: len(await producer.partitions_for(t)) for t in self.topics.counted}
+                counted = [*self.topics.counted, *(t.name for t in key_topic_specs(self.settings.namespace))]
+                self.partitions = {t: len(await producer.partitions_for(t)) for t in counted}
             # waits while another member's transaction holds offsets of these partitions open (paused, stalled):
             # it commits or the broker aborts it after the transaction timeout; its changelog records likewise
             committed = await kip447.fetch_stable_offsets(self.consumer, partitions,
