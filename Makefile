@@ -27,10 +27,15 @@ infra/kafka/target/libs/.complete: infra/kafka/pom.xml
 	mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies
 	@touch $@
 
-# BROKERS=3: the 3-node cluster of infra/kafka (127.0.0.1:9192-9194, replication factor 3) instead of one broker
+# BROKERS=3: the 3-node cluster of infra/kafka (replication factor 3) instead of one broker
 BROKERS ?= 1
-KAFKA := KAFKA_BROKERS=$(BROKERS) infra/kafka/kafka.sh
-ON_KAFKA := KAFKA_BOOTSTRAP=$${KAFKA_BOOTSTRAP:-$$($(KAFKA) bootstrap)}
+# SECURE=1 (default): the secure broker of ADR 0014 (SASL_SSL + SCRAM-SHA-512 on 127.0.0.1:9392, the cluster on
+# 9492-9494; ACLs from the registries), every command below as its `admin` principal; SECURE=0: the PLAINTEXT
+# broker on 127.0.0.1:9092 (the cluster on 9192-9194)
+SECURE ?= 1
+KAFKA := KAFKA_BROKERS=$(BROKERS) KAFKA_SECURE=$(SECURE) infra/kafka/kafka.sh
+AS_ADMIN := $(if $(filter 1,$(SECURE)),set -a && . "$$(infra/kafka/kafka.sh env admin)" && set +a &&,)
+ON_KAFKA := boot=$${KAFKA_BOOTSTRAP:-$$($(KAFKA) bootstrap)} && $(AS_ADMIN) KAFKA_BOOTSTRAP=$$boot
 
 up: setup
 	$(KAFKA) start
@@ -50,9 +55,10 @@ lint: $(STAMP)
 	$(PY) -m mypy
 	MYPYPATH=typings $(PY) -m mypy.stubtest aiokafka --ignore-missing-stub --allowlist typings/stubtest-allowlist.txt
 
+# the tests run as admin on the secure broker (tests/conftest.py); SECURE=0: on the PLAINTEXT one
 test: setup
-	infra/kafka/kafka.sh start
-	$(PY) -m pytest --durations=20 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
+	KAFKA_SECURE=$(SECURE) infra/kafka/kafka.sh start
+	KAFKA_SECURE=$(SECURE) $(PY) -m pytest --durations=20 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m unit --durations=20 $(PYTEST_ARGS)
@@ -60,11 +66,12 @@ test-unit: $(STAMP)
 # the fault matrix against the real services, every record accounted for (CHAOS_ARGS=--fast: the quick rows;
 # CHAOS_ARGS="--only intake-sigstop": one row); broker faults get a broker or cluster of their own
 chaos: setup
-	infra/kafka/kafka.sh start
+	KAFKA_SECURE=0 infra/kafka/kafka.sh start
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
+# SECURE=0: the same benchmarks on the PLAINTEXT broker (what TLS + SASL cost: run both)
 bench: up
-	$(PY) -m bench
+	$(ON_KAFKA) $(PY) -m bench
 
 schemas: setup
 	$(PY) -m schemas.export
@@ -75,3 +82,4 @@ constraints:
 
 clean:
 	infra/kafka/kafka.sh reset
+	KAFKA_SECURE=1 infra/kafka/kafka.sh reset

@@ -1,8 +1,14 @@
 """Test tiers and the real Kafka broker every Kafka test runs against.
 
-Broker choice, in order: `KAFKA_BOOTSTRAP` if set; testcontainers' Kafka when a
-Docker engine answers; otherwise the local broker of `infra/kafka` (started on
-first use, left running for the next run).
+Broker choice, in order: `KAFKA_BOOTSTRAP` if set (with its `KAFKA_*` credentials);
+testcontainers' Kafka when a Docker engine answers; otherwise the local broker of
+`infra/kafka` (started on first use, left running for the next run): the secure one
+(SASL_SSL, ACLs; ADR 0014) unless `KAFKA_SECURE=0`. On the secure broker the tests
+run as its `admin` principal: the fixture puts admin's `KAFKA_*` credentials in the
+environment, so every `KafkaConnection` and every service process a test starts
+picks them up, and sets `KAFKA_SECURE=1`, so a broker or cluster a test starts of
+its own is secure too, with the same users (`tests/brokers.py`, `tests/faults.py`).
+Unit tests never see those variables.
 """
 
 from __future__ import annotations
@@ -45,11 +51,44 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer().with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    subprocess.run([str(ROOT / "infra/kafka/kafka.sh"), "start"], check=True)
-    before = _topics("127.0.0.1:9092")
-    yield "127.0.0.1:9092"
+    if os.environ.get("KAFKA_SECURE", "1") == "0":
+        subprocess.run([str(ROOT / "infra/kafka/kafka.sh"), "start"], check=True)
+        bootstrap = "127.0.0.1:9092"
+    else:
+        bootstrap = _secure_broker_as_admin()
+    before = _topics(bootstrap)
+    yield bootstrap
     if not os.environ.get("KEEP_TEST_TOPICS"):  # set it when another run shares the broker meanwhile
-        _forget_test_topics("127.0.0.1:9092", before)
+        _forget_test_topics(bootstrap, before)
+
+
+SECURITY_VARIABLES = ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
+                      "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE", "KAFKA_SECURE")
+
+
+def _secure_broker_as_admin() -> str:
+    """Start the local secure broker, put admin's credentials in the environment; its bootstrap address."""
+    from services.common.settings import KafkaConnection
+
+    kafka_sh = str(ROOT / "infra/kafka/kafka.sh")
+    env = {**os.environ, "KAFKA_SECURE": "1"}
+    subprocess.run([kafka_sh, "start"], check=True, env=env)
+    asked = {what: subprocess.run([kafka_sh, *what.split()], check=True, env=env, capture_output=True,
+                                  text=True).stdout.strip() for what in ("env admin", "bootstrap")}
+    admin = KafkaConnection.from_env_file(Path(asked["env admin"]))
+    # not KAFKA_BOOTSTRAP: tests pass the address, and `own_broker` skips when an external broker is named
+    os.environ.update({k: v for k, v in admin.environment().items() if k != "KAFKA_BOOTSTRAP"})
+    # brokers of a test's own: secure, same users, no ACL step (their clients are admin)
+    os.environ.update({"KAFKA_SECURE": "1", "KAFKA_APPLY_ACLS": "0"})
+    return asked["bootstrap"]
+
+
+@pytest.fixture(autouse=True)
+def _no_broker_credentials_in_unit_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test sees the environment of a developer's shell, not the credentials a Kafka test put there."""
+    if request.node.get_closest_marker("unit"):
+        for name in SECURITY_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
 
 
 def _topics(bootstrap: str) -> set[str]:
