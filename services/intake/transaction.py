@@ -17,22 +17,13 @@ import asyncio
 import time
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from aiokafka.structs import RecordMetadata
 
-from services.common import kip447
+from services.common import kip447, transactions
 from services.intake import telemetry
 from services.intake.outputs import TransactionOutputs
 
-
-class SendFailed(KafkaError):
-    """A send of a transaction failed, so the transaction was aborted. The message names error types only."""
-
-
-def is_fenced(exc: BaseException) -> bool:
-    """`exc` says that the partitions belong to another member now (KIP-447), or that a newer producer with the same
-    transactional id took over (or the transaction timed out)."""
-    return isinstance(exc, kip447.GroupFenced | ProducerFenced | InvalidProducerEpoch)
+SendFailed, is_fenced = transactions.SendFailed, transactions.is_fenced
 
 
 async def publish(producer: AIOKafkaProducer, out: TransactionOutputs, group: kip447.GroupMetadata) -> None:
@@ -43,14 +34,7 @@ async def publish(producer: AIOKafkaProducer, out: TransactionOutputs, group: ki
         for future in sent:  # retrieved even when the transaction fails before they are gathered
             future.add_done_callback(_retrieved)
         await kip447.send_offsets_to_transaction(producer, out.offsets, group)
-        results = await asyncio.gather(*sent, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            for exc in failed:
-                if is_fenced(exc):
-                    raise exc
-            names = sorted({type(exc).__name__ for exc in failed})
-            raise SendFailed(f"{len(failed)} of {len(sent)} sends failed ({', '.join(names)}): transaction aborted")
+        await transactions.all_sent(sent)
     telemetry.TRANSACTION.observe(time.perf_counter() - started)
 
 

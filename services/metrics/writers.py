@@ -27,10 +27,11 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from schemas.wire import KafkaRecord
+from services.common import transactions
 
 Sent = list[asyncio.Future[RecordMetadata]]
 
@@ -45,7 +46,7 @@ class WriteStuck(KafkaError):
 
 def is_fenced(exc: BaseException) -> bool:
     """`exc` says that the partition's next owner started its writer (or the broker timed the transaction out)."""
-    return isinstance(exc, ProducerFenced | InvalidProducerEpoch)
+    return transactions.is_fenced(exc)
 
 
 class PartitionWriter:
@@ -105,12 +106,4 @@ class PartitionWriter:
 
     async def _transaction(self, send: Callable[[], Awaitable[Sent]]) -> None:
         async with self.producer.transaction():  # an exception inside aborts (a fenced producer cannot abort: dead)
-            sent = await send()
-            results = await asyncio.gather(*sent, return_exceptions=True)
-            failed = [r for r in results if isinstance(r, BaseException)]
-            if failed:
-                for exc in failed:
-                    if is_fenced(exc):
-                        raise exc
-                names = sorted({type(exc).__name__ for exc in failed})
-                raise WriteFailed(f"{len(failed)} of {len(sent)} sends failed ({', '.join(names)}): aborted")
+            await transactions.all_sent(await send(), WriteFailed)

@@ -1,0 +1,40 @@
+"""A transaction's sends, checked: aiokafka commits a transaction even when a send inside it failed.
+
+Every writer of a transaction (intake's outputs, metrics' changelog writers) gathers the futures of its
+sends before committing and calls `all_sent`: one failure raises, so leaving `producer.transaction()` with
+it aborts, and nothing of the transaction becomes visible. A fenced producer's failure is raised as it is
+(`is_fenced`): the caller gives the work up rather than retrying it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.structs import RecordMetadata
+
+from services.common import kip447
+
+
+class SendFailed(KafkaError):
+    """A send of a transaction failed, so the transaction was aborted. The message names error types only."""
+
+
+def is_fenced(exc: BaseException) -> bool:
+    """`exc` says that the partitions belong to another member now (KIP-447), or that a newer producer with the same
+    transactional id took over (or the transaction timed out)."""
+    return isinstance(exc, kip447.GroupFenced | ProducerFenced | InvalidProducerEpoch)
+
+
+async def all_sent(sent: Sequence[asyncio.Future[RecordMetadata]], failure: type[KafkaError] = SendFailed) -> None:
+    """Wait for every send; raise a fenced failure as it is, any other as `failure` naming the error types."""
+    results = await asyncio.gather(*sent, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if not failed:
+        return
+    for exc in failed:
+        if is_fenced(exc):
+            raise exc
+    names = sorted({type(exc).__name__ for exc in failed})
+    raise failure(f"{len(failed)} of {len(sent)} sends failed ({', '.join(names)}): transaction aborted")
