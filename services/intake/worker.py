@@ -88,6 +88,8 @@ class IntakeWorker:
         self._lock = asyncio.Lock()  # validation, and the partitions arriving or leaving, take turns
         self.consumer: AIOKafkaConsumer | None = None
         self.privacy: IntakePrivacy | None = None
+        self._readying: asyncio.Task[None] | None = None
+        """Making the last assigned partitions ready (`_ready`), until done or revoked."""
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -225,9 +227,20 @@ class IntakeWorker:
 
     # -- partitions arriving and leaving ---------------------------------------------------
     async def assigned(self, partitions: set[TopicPartition]) -> None:
+        """Pause the new partitions at once, and make them ready in a supervised task of its own.
+
+        Getting ready can wait a while (a predecessor's transaction holding the offsets open, a long restore):
+        inside the rebalance callback that wait would stop the consumer's heartbeats, and a callback longer than
+        the session timeout gets the member evicted, its first commit refused. So the callback returns at once;
+        the partitions stay paused until `_ready` has read their offsets, restored their state and sought.
+        """
+        assert self.consumer is not None
+        self.consumer.pause(*partitions)  # before any await: nothing of them is fetched until they are ready
+        self._readying = self.supervisor.spawn("assign", self._ready(set(partitions)))
+
+    async def _ready(self, partitions: set[TopicPartition]) -> None:
         """Read the new partitions' committed offsets once stable, restore their state, seek to them; then ready."""
         assert self.consumer is not None and self.task is not None
-        self.consumer.pause(*partitions)  # before any await: nothing of them is fetched until they are ready
         async with self._lock:
             numbers = {tp.partition for tp in partitions}
             for n in sorted(numbers):
@@ -255,6 +268,10 @@ class IntakeWorker:
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         """Commit what is validated and in flight (unless the group refuses it), then drop the partitions' state."""
         self.supervisor.health.set_ready(False, "partitions revoked")
+        if self._readying is not None and not self._readying.done():  # not ready yet: nothing of them validated
+            self._readying.cancel()
+            await asyncio.wait({self._readying})
+        self._readying = None
         async with self._lock:
             assert self.task is not None
             try:  # within the rebalance timeout (the session timeout), or the group moves on without this worker

@@ -47,9 +47,21 @@ class FakeSupervisor:
         self.failures: list[BaseException] = []
         self.health = Health("intake-test")
         self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
 
     def fail(self, exc: BaseException) -> None:
         self.failures.append(exc)
+
+    def spawn(self, name: str, coro: Any) -> asyncio.Task[None]:
+        """As `Supervisor.spawn`: a task whose failure is reported (and would end the run)."""
+        async def watched() -> None:
+            try:
+                await coro
+            except Exception as exc:
+                self.failures.append(exc)
+                raise
+        self.task = asyncio.create_task(watched(), name=name)
+        return self.task
 
 
 def worker_with_fakes(journal: list[str], committed: dict[TopicPartition, int | None],
@@ -88,6 +100,8 @@ async def test_stable_offsets_are_read_then_state_restored_then_partitions_resum
 
     worker, supervisor = worker_with_fakes(journal, committed, monkeypatch, restore)
     await _Rebalance(worker).on_partitions_assigned(frozenset(tps))
+    assert journal == ["pause"]  # the callback returns at once: the consumer keeps heartbeating meanwhile
+    await supervisor.task
     assert journal[0] == "pause" and journal[-1] == "resume"
     assert journal.index("restore") > journal.index("stable offsets")
     consumer = worker.consumer
@@ -108,8 +122,9 @@ async def test_a_failed_restore_ends_the_run_and_consumes_nothing(monkeypatch: p
         raise OSError("changelog unreadable")
 
     worker, supervisor = worker_with_fakes(journal, dict.fromkeys(tps, 5), monkeypatch, restore)
+    await _Rebalance(worker).on_partitions_assigned(frozenset(tps))
     with pytest.raises(OSError, match="changelog unreadable"):
-        await _Rebalance(worker).on_partitions_assigned(frozenset(tps))
+        await supervisor.task
     assert [type(e) for e in supervisor.failures] == [OSError]
     consumer = worker.consumer
     assert isinstance(consumer, FakeConsumer) and consumer.paused == tps
