@@ -4,7 +4,9 @@ A `NotificationRequest` is what a rule derives from one canonical event for one
 recipient on one channel; its `notification_id` is deterministic (event id +
 rule + recipient), so a redelivered event yields the same id and the provider
 receives it as an idempotency key. A `NotificationStatus` is published to
-`commune.notify.status` for every attempt; it carries no personal data.
+`commune.notify.status` for every attempt; it carries no personal data. Both carry
+the `traceparent` of the canonical event behind them, so one trace id follows a
+record from the gateway to the provider call (`commune-bus trace <trace id>`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from schemas.codes import Locale, Priority
 from schemas.envelope import Model
 from schemas.personal import SealedValue
 from schemas.times import UtcDateTime
+from schemas.trace import PATTERN as TRACEPARENT
+
+TRACE_DESCRIPTION = "W3C trace context of the canonical event that caused it (None: a time-driven alert)"
 
 
 class NotificationKind(StrEnum):
@@ -95,6 +100,7 @@ class NotificationRequest(Model):
     province: str
     event_time: UtcDateTime
     not_before: datetime | None = Field(default=None, description="Deferred until (quiet hours)")
+    traceparent: str | None = Field(default=None, pattern=TRACEPARENT, description=TRACE_DESCRIPTION)
 
     @property
     def is_emergency(self) -> bool:
@@ -117,6 +123,7 @@ class NotificationStatus(Model):
     reason: str | None = None
     provider_message_id: str | None = None
     not_before: datetime | None = None
+    traceparent: str | None = Field(default=None, pattern=TRACEPARENT, description=TRACE_DESCRIPTION)
 
 
 class TrackedDossier(Model):
