@@ -5,8 +5,9 @@ Reads, committed records only and up to where each topic ends now: the raw topic
 notify's status topic and its dead letters. It finds the raw record(s) that
 mention the query, the dead letters that point back at them (`dlq.source.*`),
 the canonical events with that id, subject (dossier code) or trace id, and every
-notification attempt made for those events, per channel and recipient reference
-(webhook subscribers included), and prints them in time order. Only metadata is
+notification attempt made for those events (or carrying that trace id), per channel
+and recipient reference (webhook subscribers included), and prints them in time
+order, each with its trace id. Only metadata is
 shown (topics, offsets, types, reasons, outcomes): never a value, so no personal
 data reaches the terminal.
 """
@@ -103,20 +104,24 @@ class Tracer:
             status = NotificationStatus.model_validate_json(rec.value or b"")
         except ValidationError:
             return
-        if status.event_id not in self.event_ids and self.query != status.notification_id:
+        trace = trace_context.trace_id(status.traceparent) or ""
+        if status.event_id not in self.event_ids and self.query not in (status.notification_id, trace):
             return
         extra = f": {status.reason}" if status.reason else ""
         self.steps.append(Step(rec.timestamp, "notification", self._where(rec),
                                f"{status.channel.value} to {status.recipient_ref}: {status.outcome.value} "
-                               f"(attempt {status.attempt}, {status.kind.value}, id {status.notification_id}){extra}"))
+                               f"(attempt {status.attempt}, {status.kind.value}, id {status.notification_id}){extra}",
+                               trace))
 
     def notify_dead_letter(self, rec: Record) -> None:
         event_id = _json_field(rec.value, "event_id")
-        if event_id not in self.event_ids:
+        trace = trace_context.trace_id(_json_field(rec.value, "traceparent")) or ""
+        if event_id not in self.event_ids and self.query != trace:
             return
         reason = dict(rec.headers).get("dlq.reason", b"?").decode(errors="replace")
         self.steps.append(Step(rec.timestamp, "notification dead letter", self._where(rec),
-                               f"given up: {reason} (notification {_json_field(rec.value, 'notification_id')})"))
+                               f"given up: {reason} (notification {_json_field(rec.value, 'notification_id')})",
+                               trace))
 
     def timeline(self) -> list[Step]:
         return sorted(self.steps)

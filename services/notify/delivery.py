@@ -4,7 +4,10 @@ Every attempt's outcome goes to the status topic; a success or a dead letter is
 recorded in the ledger before the caller's `done` callback (which lets the
 input offset be committed). Deferred requests are recorded and released later.
 Every task the dispatcher runs is started through the injected `spawn`, so none
-can die unseen; I/O is injected too (channels, producer, clock).
+can die unseen; I/O is injected too (channels, producer, clock). Each status
+record carries the request's `traceparent` and each log line about a delivery its
+`trace_id` (the 32-hex W3C trace id: not personal data), so one id follows a
+record from the gateway to the provider.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import datetime
 
 import structlog
 
+from schemas import trace
 from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
 from services.notify import metrics
 from services.notify.channels.base import Channel, DeliveryError, compose
@@ -27,6 +31,11 @@ from services.notify.retries import RetryQueue
 from services.privacy.crypto import Erased
 
 log = structlog.get_logger("notify.delivery")
+
+
+def trace_id(request: NotificationRequest) -> str | None:
+    """The `trace_id` key of every log line about this request's delivery (None for a deadline alert)."""
+    return trace.trace_id(request.traceparent)
 
 
 class Dispatcher:
@@ -146,7 +155,7 @@ class Dispatcher:
             await self.ledger.record_done(r.notification_id, Outcome.ERASED.value)
             await self._status(r, Outcome.ERASED, job.attempt)
         log.info("notify.skipped_erased", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
-                 commune=r.commune)
+                 commune=r.commune, trace_id=trace_id(r))
         self._finish(job)
 
     async def _attempt_fenced(self, lane: Lane, job: Job, clear: NotificationRequest) -> None:
@@ -176,7 +185,7 @@ class Dispatcher:
         await self._status(r, outcome, job.attempt, provider_message_id=receipt.provider_message_id)
         metrics.LATENCY.labels(lane.name).observe(max(0.0, (self.clock() - r.event_time).total_seconds()))
         log.info("notify.sent", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value, via=receipt.via,
-                 recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune)
+                 recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune, trace_id=trace_id(r))
         self._finish(job)
 
     async def _failed(self, job: Job, err: DeliveryError) -> None:
@@ -185,7 +194,7 @@ class Dispatcher:
         if err.retryable and not self.backoff.gives_up_after(job.attempt):
             delay = self.backoff.delay(job.attempt)
             log.warning("notify.retry", nid=r.notification_id, channel=r.channel.value, reason=err.reason,
-                        attempt=job.attempt, delay_s=round(delay, 2))
+                        attempt=job.attempt, delay_s=round(delay, 2), trace_id=trace_id(r))
             self._retries.put(delay, job)
             return
         reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
@@ -196,7 +205,7 @@ class Dispatcher:
         await self.ledger.record_done(r.notification_id, Outcome.DEAD_LETTERED.value)
         await self._status(r, Outcome.DEAD_LETTERED, job.attempt, reason=reason)
         log.error("notify.dead_lettered", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
-                  reason=reason)
+                  reason=reason, trace_id=trace_id(r))
         self._finish(job)
 
     def _finish(self, job: Job) -> None:
@@ -210,7 +219,8 @@ class Dispatcher:
         status = NotificationStatus(
             notification_id=r.notification_id, event_id=r.event_id, rule=r.rule, kind=r.kind, channel=r.channel,
             recipient_ref=r.recipient.ref, commune=r.commune, outcome=outcome, attempt=attempt, at=self.clock(),
-            reason=reason, provider_message_id=provider_message_id, not_before=not_before)
+            reason=reason, provider_message_id=provider_message_id, not_before=not_before,
+            traceparent=r.traceparent)
         await self.producer.send_and_wait(self.outputs.status, status.model_dump_json(exclude_none=True).encode(),
                                           r.commune.encode())
 

@@ -210,20 +210,26 @@ RULES: dict[str, tuple[Rule, ...]] = {
 
 def _request(e_id: str, e_type: str, rule: str, kind: K, target: Target, params: dict[str, str], *,
              commune: str, province: str, time: datetime, priority: Priority = Priority.ROUTINE,
-             not_before: datetime | None = None, payload: str | None = None) -> NotificationRequest:
+             not_before: datetime | None = None, payload: str | None = None,
+             traceparent: str | None = None) -> NotificationRequest:
     recipient, channel, audience = target
     return NotificationRequest(
         notification_id=notification_id(e_id, rule, recipient.ref), event_id=e_id, event_type=e_type, rule=rule,
         kind=kind, channel=channel, audience=audience, priority=priority, recipient=recipient, params=params,
         payload=payload, commune=commune, province=province, event_time=time, not_before=not_before,
+        traceparent=traceparent,
     )
 
 
 def for_event(event: Event, directory: Directory, registry: Registry) -> list[NotificationRequest]:
-    """Every notification one canonical event asks for: rule matches, then webhook subscriptions."""
+    """Every notification one canonical event asks for: rule matches, then webhook subscriptions.
+
+    Each request carries the event's `traceparent`, so its delivery logs and provider calls name the same trace.
+    """
     out = [
         _request(event.id, event.type, rule.name, rule.kind, target, rule.params(event), commune=event.commune,
-                 province=event.province, time=event.time, priority=rule.priority, not_before=rule.not_before(event))
+                 province=event.province, time=event.time, priority=rule.priority, not_before=rule.not_before(event),
+                 traceparent=event.traceparent)
         for rule in RULES.get(event.type, NO_NOTIFICATION) if rule.when(event)
         for target in rule.to(event, directory)
     ]
@@ -231,7 +237,7 @@ def for_event(event: Event, directory: Directory, registry: Registry) -> list[No
         target = (Recipient(ref=f"subscriber:{sub.name}", url=sub.url), ChannelKind.WEBHOOK, Audience.SYSTEM)
         out.append(_request(event.id, event.type, f"webhook:{sub.name}", K.WEBHOOK, target, {},
                             commune=event.commune, province=event.province, time=event.time,
-                            payload=structured(event, sub.include_personal_data)))
+                            payload=structured(event, sub.include_personal_data), traceparent=event.traceparent))
     return out
 
 

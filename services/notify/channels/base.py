@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
+from schemas import trace
 from schemas.codes import Locale
 from schemas.notification import NotificationRequest
 from services.notify import sms
@@ -44,6 +46,26 @@ def compose(request: NotificationRequest, segment_limit: int) -> Message:
     r = render(request.kind, request.recipient.locale, request.params)
     text, counted = sms.fit(r.text, segment_limit, allow_unaccented=r.locale is Locale.VI)
     return Message(request, r.locale, r.subject, r.text, text, counted)
+
+
+def outgoing_traceparent(request: NotificationRequest) -> str | None:
+    """The W3C `traceparent` a provider call carries: the event's trace id, a parent id of this notification's own.
+
+    The parent id is derived from the notification id (W3C: a new parent id per outgoing call), so every attempt
+    of one notification, retries included, names the same span, as they share the Idempotency-Key; the flags
+    are the event's. None when the request has no valid trace (a deadline alert): no header then.
+    """
+    trace_id = trace.trace_id(request.traceparent)
+    if trace_id is None or request.traceparent is None:
+        return None
+    span = hashlib.sha256(request.notification_id.encode()).hexdigest()[:16]
+    return f"00-{trace_id}-{span}-{request.traceparent[-2:]}"
+
+
+def trace_headers(request: NotificationRequest) -> dict[str, str]:
+    """`{"traceparent": ...}` for an HTTP provider call, or nothing when the request has no trace."""
+    parent = outgoing_traceparent(request)
+    return {} if parent is None else {"traceparent": parent}
 
 
 class Channel(Protocol):

@@ -1,4 +1,9 @@
-"""E-mail over SMTP. The Message-ID is derived from the notification id, so receivers can de-duplicate."""
+"""E-mail over SMTP. The Message-ID is derived from the notification id, so receivers can de-duplicate.
+
+A mail with a trace carries it in a `Traceparent:` header (the value of the HTTP channels' `traceparent`,
+`base.outgoing_traceparent`): the Message-ID stays the notification id's alone, so de-duplication by
+Message-ID does not depend on tracing.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from services.notify.channels.base import DeliveryError, Message, Receipt
+from services.notify.channels.base import DeliveryError, Message, Receipt, outgoing_traceparent
 
 
 class Smtp:
@@ -21,6 +26,8 @@ class Smtp:
         mail["From"], mail["To"], mail["Subject"] = self.sender, to, message.subject
         mail["Message-ID"] = f"<{message.request.notification_id}@commune-bus>"
         mail["Content-Language"] = message.locale.value
+        if (parent := outgoing_traceparent(message.request)) is not None:
+            mail["Traceparent"] = parent
         mail.set_content(message.text)
         try:
             await aiosmtplib.send(mail, hostname=self.host, port=self.port, timeout=self.timeout)

@@ -1,4 +1,9 @@
-"""HTTP channels: SMS gateway, Zalo ZNS (falls back to SMS) and signed webhooks, on one aiohttp session."""
+"""HTTP channels: SMS gateway, Zalo ZNS (falls back to SMS) and signed webhooks, on one aiohttp session.
+
+Every call carries the notification id as `Idempotency-Key` and, when the request has a trace, a W3C
+`traceparent` header (the canonical event's trace id, `base.outgoing_traceparent`), so a provider's own
+logs can be matched with `commune-bus trace <trace id>`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import time
 import aiohttp
 
 from schemas.notification import NotificationKind
-from services.notify.channels.base import DeliveryError, Message, Receipt
+from services.notify.channels.base import DeliveryError, Message, Receipt, trace_headers
 from services.notify.subscribers import Registry, signature
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -60,7 +65,7 @@ class SmsGateway:
             raise DeliveryError("no_phone", retryable=False)
         body = {"to": phone, "text": message.sms_text, "encoding": message.sms_count.encoding,
                 "segments": message.sms_count.segments}
-        headers = {IDEMPOTENCY_HEADER: message.request.notification_id}
+        headers = {IDEMPOTENCY_HEADER: message.request.notification_id, **trace_headers(message.request)}
         reply = await self.client.post(self.url, json=body, headers=headers)
         # Gateways that confirm handset delivery synchronously say so; otherwise "sent" (accepted by the gateway).
         return Receipt(str(reply.get("message_id") or ""), delivered=reply.get("status") == "delivered", via="sms")
@@ -79,7 +84,8 @@ class ZaloZns:
         body = {"user_id": r.recipient.zalo_user_id, "phone": r.recipient.phone,
                 "template_id": ZNS_TEMPLATE_IDS[r.kind], "template_data": r.params, "tracking_id": r.notification_id}
         try:
-            reply = await self.client.post(self.url, json=body, headers={IDEMPOTENCY_HEADER: r.notification_id})
+            reply = await self.client.post(self.url, json=body,
+                                           headers={IDEMPOTENCY_HEADER: r.notification_id, **trace_headers(r)})
             if reply.get("error", 0) != 0:
                 raise DeliveryError(f"zns_error_{reply.get('error')}", retryable=False)
             data = reply.get("data")
@@ -107,7 +113,8 @@ class Webhooks:
         ts = str(int(time.time()))
         headers = {"Content-Type": "application/cloudevents+json", "Webhook-Id": r.notification_id,
                    IDEMPOTENCY_HEADER: r.notification_id, "Webhook-Timestamp": ts,
-                   "Webhook-Signature": signature(sub.secret.get_secret_value(), r.notification_id, ts, body)}
+                   "Webhook-Signature": signature(sub.secret.get_secret_value(), r.notification_id, ts, body),
+                   **trace_headers(r)}
         await self.client.post(sub.url, data=body, headers=headers)
         return Receipt(None, via="webhook")
 
