@@ -1,0 +1,156 @@
+"""The canonical event's traceparent carried through notify (no Kafka): rules put it on every request, the status
+record and dead letter keep it, delivery logs name its trace id, providers receive it as a header."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiokafka import ConsumerRecord
+from aiosmtpd.controller import Controller
+from structlog.testing import capture_logs
+
+from schemas import trace
+from schemas.notification import ChannelKind, NotificationKind, NotificationRequest, NotificationStatus, Outcome
+from services.cli.trace import Tracer
+from services.notify import rules
+from services.notify.channels.base import DeliveryError, compose, outgoing_traceparent
+from services.notify.channels.email import Smtp
+from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
+from services.notify.fake_providers import FakeProviders
+from services.notify.subscribers import Registry
+from tests.kafkatools import free_port
+from tests.notify.events import directory, dossier
+from tests.notify.fakes import FakeChannel
+from tests.notify.test_dispatcher import OUT, running, settle
+
+pytestmark = pytest.mark.unit
+
+PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+HOOKS = Registry.model_validate({"subscribers": [
+    {"name": "prov-08", "url": "http://127.0.0.1:1/hooks/prov-08", "secret": "s3cret", "provinces": ["08"]}]})
+
+
+def traced(event_id: str = "evt-t1", **kw: Any) -> list[NotificationRequest]:
+    """The requests of a dossier event that arrived with the caller's `PARENT` (as the gateway sets it)."""
+    event = dossier(event_id, code=f"D-{event_id}", **kw).model_copy(update={"traceparent": PARENT})
+    return rules.for_event(event, directory(), HOOKS)
+
+
+class HeaderProviders(FakeProviders):
+    """The fake providers, also keeping the `traceparent` header each Idempotency-Key arrived with."""
+
+    def __init__(self) -> None:
+        super().__init__(webhook_secrets={"prov-08": "s3cret"})
+        self.traceparents: dict[str, str | None] = {}
+
+    async def _accept(self, request: web.Request, body: dict[str, Any], reply: dict[str, Any]) -> web.Response:
+        self.traceparents[request.headers.get("Idempotency-Key", "")] = request.headers.get("traceparent")
+        return await super()._accept(request, body, reply)
+
+
+def test_every_request_of_an_event_carries_its_traceparent_and_an_alert_none() -> None:
+    """The applicant's SMS and the webhook of one event both carry the event's traceparent; a deadline alert none."""
+    requests = traced()
+    assert {r.channel for r in requests} == {ChannelKind.SMS, ChannelKind.WEBHOOK}
+    assert {r.traceparent for r in requests} == {PARENT}
+    untraced = rules.for_event(dossier("evt-t2"), directory(), Registry())
+    assert [r.traceparent for r in untraced] == [trace.derive("/communes/02269/one-stop", "evt-t2")]
+
+
+def test_the_provider_gets_the_events_trace_id_under_a_parent_id_of_the_notifications_own() -> None:
+    """Same trace id and flags, a parent id derived from the notification id (stable across retries), no header
+    without a trace."""
+    sms, hook = traced()
+    out = outgoing_traceparent(sms)
+    assert out is not None and trace.is_valid(out) and trace.trace_id(out) == TRACE_ID and out.endswith("-01")
+    assert out != PARENT and out == outgoing_traceparent(sms.model_copy())
+    assert outgoing_traceparent(hook) not in (None, out)
+    assert outgoing_traceparent(sms.model_copy(update={"traceparent": None})) is None
+
+
+async def test_sms_zalo_and_webhook_calls_carry_the_traceparent_header() -> None:
+    """A real local HTTP provider receives `traceparent` on the SMS, the Zalo ZNS and the signed webhook call."""
+    fake, http = HeaderProviders(), HttpClient(2)
+    await fake.start()
+    sms, hook = traced()
+    [zalo] = [r for r in traced("evt-t3", applicant={"zalo_user_id": "z-1", "preferred_locale": "vi"})
+              if r.channel is ChannelKind.ZALO]
+    hooks = Registry.model_validate({"subscribers": [{**HOOKS.subscribers[0].model_dump(), "secret": "s3cret",
+                                                      "url": f"{fake.url}/hooks/prov-08"}]})
+    try:
+        await SmsGateway(http, fake.url).send(compose(sms, 2))
+        await ZaloZns(http, fake.url, SmsGateway(http, fake.url)).send(compose(zalo, 2))
+        await Webhooks(http, hooks).send(compose(hook, 2))
+    finally:
+        await http.close()
+        await fake.stop()
+    assert fake.bad_signatures == 0 and {fake.accepted[r.notification_id].path for r in (sms, zalo, hook)} == {
+        "/sms", "/zns/send", "/hooks/prov-08"}
+    assert {nid: fake.traceparents[nid] for nid in fake.traceparents} == {
+        r.notification_id: outgoing_traceparent(r) for r in (sms, zalo, hook)}
+
+
+async def test_a_mail_carries_a_traceparent_header_and_keeps_its_message_id() -> None:
+    """SMTP: the mail has `Traceparent:` with the event's trace id; the Message-ID is still the notification id."""
+    seen: list[Any] = []
+
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            seen.append(message_from_bytes(envelope.content))
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        [mail] = traced("evt-t4", applicant={"email": "citizen@example.vn", "preferred_locale": "en"})[:1]
+        await Smtp("127.0.0.1", port, "noreply@example.gov.vn", 5).send(compose(mail, 2))
+    finally:
+        controller.stop()
+    [msg] = seen
+    assert msg["Traceparent"] == outgoing_traceparent(mail) and trace.trace_id(msg["Traceparent"]) == TRACE_ID
+    assert msg["Message-ID"] == f"<{mail.notification_id}@commune-bus>"
+
+
+async def test_status_records_dead_letters_and_delivery_logs_name_the_trace() -> None:
+    """A sent SMS and a dead-lettered one: both status records keep the traceparent, the dead letter too, and the
+    `notify.sent` / `notify.dead_lettered` log lines carry `trace_id` (and no phone number)."""
+    [ok] = [r for r in traced("evt-t5") if r.channel is ChannelKind.SMS]
+    [bad] = [r for r in traced("evt-t6") if r.channel is ChannelKind.SMS]
+    channel = FakeChannel(DeliveryError("http_400", retryable=False))
+    with capture_logs() as logs:
+        async with running(channel) as s:
+            await s.dispatcher.submit(bad, lambda: None)
+            await s.dispatcher.submit(ok, lambda: None)
+            await settle(lambda: len(s.producer.to(OUT.status)) >= 3, "three status records")
+    statuses = [m.json() for m in s.producer.to(OUT.status)]
+    assert {(x["outcome"], x["traceparent"]) for x in statuses} == {
+        ("failed", PARENT), ("dead_lettered", PARENT), ("sent", PARENT)}
+    [dead] = s.producer.to(OUT.dlq)
+    assert dead.json()["traceparent"] == PARENT
+    by_event = {e["event"]: e for e in logs if e["event"].startswith("notify.")}
+    assert by_event["notify.sent"]["trace_id"] == TRACE_ID == by_event["notify.dead_lettered"]["trace_id"]
+    assert "0912345678" not in repr(logs)
+
+
+def record(topic: str, value: bytes, offset: int = 0) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(topic, 0, offset, 1_764_000_000_000 + offset, 0, b"02269", value, None, 5, len(value), [])
+
+
+def test_trace_finds_a_notification_by_its_trace_id_alone() -> None:
+    """`trace <trace id>` finds a status record whose event it has not seen, and shows the trace id on the step."""
+    status = NotificationStatus(
+        notification_id="n-1", event_id="evt-unseen", rule="dossier.accepted", kind=NotificationKind.DOSSIER_ACCEPTED,
+        channel=ChannelKind.SMS, recipient_ref="applicant", commune="02269", outcome=Outcome.SENT, attempt=1,
+        at=datetime(2025, 11, 3, tzinfo=UTC), traceparent=PARENT)
+    other = status.model_copy(update={"notification_id": "n-2", "traceparent": trace.derive("/x", "y")})
+    tracer = Tracer(TRACE_ID)
+    for i, s in enumerate((status, other)):
+        tracer.notification(record("commune.notify.status", s.model_dump_json().encode(), i))
+    [step] = tracer.timeline()
+    assert step.stage == "notification" and step.trace == TRACE_ID and "id n-1" in step.what
