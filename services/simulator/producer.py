@@ -23,6 +23,7 @@ from schemas.topics import RAW, scoped
 from services.common import clients
 from services.common.admin import ensure_topics
 from services.simulator.generate import Emitted, TrafficConfig, traffic
+from services.simulator.profiles import Pacer
 from services.simulator.settings import SimulatorSettings
 
 log = structlog.get_logger("simulator")
@@ -65,9 +66,13 @@ class Progress:
 async def pump(
     stream: Iterator[Emitted], sender: Sender, topics: dict[Family, str], rate: float, duration: float,
     stop: asyncio.Event, on_progress: Callable[[Progress], None] = lambda p: None, every: float = 5.0,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.monotonic, pacer: Pacer | None = None,
 ) -> Progress:
-    """Send records at `rate`/s until `duration` s have passed (0 = forever) or `stop` is set; wait for delivery."""
+    """Send records at `rate`/s (or as `pacer` says) until `duration` s have passed (0 = forever) or `stop` is set.
+
+    Waits for every send to be acknowledged before returning.
+    """
+    due: Callable[[int], float] = pacer.due if pacer is not None else (lambda n: n / rate)
     progress = Progress(started=clock())
     next_report = progress.started + every
     inflight: list[Awaitable[object]] = []
@@ -75,7 +80,7 @@ async def pump(
         now = clock()
         if stop.is_set() or (duration and now - progress.started >= duration):
             break
-        ahead = progress.started + progress.total / rate - now
+        ahead = progress.started + due(progress.total) - now
         if ahead > 0.002:
             try:
                 await asyncio.wait_for(stop.wait(), ahead)
@@ -107,20 +112,32 @@ async def run(settings: SimulatorSettings, stop: asyncio.Event) -> Progress:
     specs = {family: scoped(RAW[family], settings.namespace) for family in settings.families}
     await ensure_topics(settings, specs.values())
     config = TrafficConfig(
-        province=settings.province, invalid_share=settings.invalid_share, day_events=settings.day_events,
-        backfill_days=settings.backfill_days, portal_share=settings.portal_share, families=settings.families,
+        province=settings.province, national=settings.national, invalid_share=settings.invalid_share,
+        day_events=settings.day_events, backfill_days=settings.backfill_days, portal_share=settings.portal_share,
+        families=settings.families,
     )
-    stream = traffic(settings.seed, datetime.now(UTC), config)
+    now = datetime.now(UTC)
+    stream = traffic(settings.seed, now, config)
+    pacer = Pacer(settings.profile, settings.mean_rate, now, settings.speed)
     producer = clients.producer(settings, client_id="commune-bus-simulator", linger_ms=10)
     await producer.start()
-    log.info("simulator.started", province=settings.province, communes=len(communes_of(settings.province)),
-             bootstrap=settings.bootstrap, rate=settings.rate,
+    started = time.monotonic()
+
+    def report(p: Progress) -> None:
+        elapsed = time.monotonic() - started
+        log.info("simulator.progress", **p.fields(time.monotonic()), target_rate=round(pacer.rate_at(elapsed), 2),
+                 sim_clock=pacer.sim_at(elapsed).astimezone(VIETNAM).isoformat(timespec="minutes"))
+
+    log.info("simulator.started", province="all" if settings.national else settings.province,
+             communes=sum(len(communes_of(p)) for p in config.provinces),
+             profile=settings.profile, mean_rate=round(settings.mean_rate, 3),
+             bootstrap=settings.bootstrap, rate=round(pacer.rate_at(0), 3),
              duration=settings.duration, invalid_share=settings.invalid_share, namespace=settings.namespace,
              day_seconds=settings.day_seconds, topics=sorted(s.name for s in specs.values()))
     try:
         progress = await pump(
-            stream, _AioSender(producer), {f: s.name for f, s in specs.items()}, settings.rate, settings.duration,
-            stop, lambda p: log.info("simulator.progress", **p.fields(time.monotonic())), settings.progress_every,
+            stream, _AioSender(producer), {f: s.name for f, s in specs.items()}, settings.mean_rate, settings.duration,
+            stop, report, settings.progress_every, pacer=pacer,
         )
     finally:
         await producer.stop()

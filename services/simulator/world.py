@@ -1,4 +1,4 @@
-"""The simulated province: one profile per real commune, and the planned steps of a lifecycle."""
+"""The simulated communes (one province's, or all 3,321 of the country's), and the planned steps of a lifecycle."""
 
 from __future__ import annotations
 
@@ -49,12 +49,15 @@ class Step:
     history: tuple[tuple[datetime, int], ...] = ()  # dossiers: (time, status) of every step so far, this one included
 
 
-def build_communes(rng: random.Random, province: str, portal_share: float) -> list[Commune]:
-    if province not in province_names():
-        known = ", ".join(sorted(province_names()))
-        raise UnknownProvince(f"province {province!r} is not an official code; known: {known}")
+def build_communes(rng: random.Random, provinces: str | tuple[str, ...], portal_share: float) -> list[Commune]:
+    """One profile per official commune of `provinces` (a code, or several), in province then commune order."""
+    chosen = (provinces,) if isinstance(provinces, str) else provinces
+    for province in chosen:
+        if province not in province_names():
+            known = ", ".join(sorted(province_names()))
+            raise UnknownProvince(f"province {province!r} is not an official code; known: {known}")
     communes = []
-    for code in communes_of(province):
+    for province, code in ((p, c) for p in chosen for c in communes_of(p)):
         name = commune_name(code)
         urban = name.startswith("Phường")
         n = rng.randint(6, 12)
