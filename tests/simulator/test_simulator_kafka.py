@@ -11,6 +11,7 @@ import sys
 import orjson
 import pytest
 
+from schemas.admin import commune_provinces
 from schemas.events import Family
 from schemas.topics import RAW, scoped
 from tests.kafkatools import ROOT, read_all
@@ -57,3 +58,28 @@ def test_simulator_fills_raw_topics_and_logs_no_personal_data(kafka_bootstrap: s
     leaked = sorted(p for p in personal if p in output)
     assert leaked == []
     assert '"simulator.progress"' in output
+
+
+def test_national_peak_mode_fills_raw_topics_from_communes_across_the_country(kafka_bootstrap: str,
+                                                                              unique: str) -> None:
+    """`--national --profile peak` (a day compressed 100x: ~3,100 records/s) sends to every raw topic, many provinces."""
+    namespace = f"simn-{unique}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.simulator", "--national", "--profile", "peak", "--day-seconds", "864",
+         "--namespace", namespace, "--duration", "2", "--seed", "5", "--invalid-share", "0",
+         "--bootstrap", kafka_bootstrap],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "SIMULATOR_PROGRESS_EVERY": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    started = json.loads(next(line for line in proc.stderr.splitlines() if '"simulator.started"' in line))
+    stopped = json.loads(next(line for line in proc.stderr.splitlines() if '"simulator.stopped"' in line))
+    assert started["communes"] == 3_321 and started["profile"] == "peak"
+    assert 2_000 < started["rate"] < 4_000  # the national peak hour, 100x
+    records = {
+        family: asyncio.run(read_all(kafka_bootstrap, scoped(RAW[family], namespace).name, idle=1.0))
+        for family in Family
+    }
+    assert sum(len(r) for r in records.values()) == stopped["sent"] > 500
+    assert all(records[f] for f in Family)
+    provinces = {commune_provinces()[r.key.decode()] for rs in records.values() for r in rs}
+    assert len(provinces) >= 30
