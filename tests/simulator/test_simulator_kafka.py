@@ -62,7 +62,7 @@ def test_simulator_fills_raw_topics_and_logs_no_personal_data(kafka_bootstrap: s
 
 def test_national_peak_mode_fills_raw_topics_from_communes_across_the_country(kafka_bootstrap: str,
                                                                               unique: str) -> None:
-    """`--national --profile peak` (a day compressed 100x: ~3,100 records/s) sends to every raw topic, many provinces."""
+    """`--national --profile peak` (a day 100x faster: ~3,100 records/s) fills every raw topic, from many provinces."""
     namespace = f"simn-{unique}"
     proc = subprocess.run(
         [sys.executable, "-m", "services.simulator", "--national", "--profile", "peak", "--day-seconds", "864",

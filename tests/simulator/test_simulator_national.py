@@ -1,7 +1,8 @@
-"""National mode: the whole official map, rates that integrate to DOMAIN.md's volumes, a morning peak, intake's inputs."""
+"""National mode: the whole official map, rates integrating to DOMAIN.md's volumes, a morning peak, intake's inputs."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from datetime import datetime, timedelta
@@ -56,7 +57,7 @@ def test_pacer_sends_a_weeks_volume_in_a_simulated_week() -> None:
     week_real_s = WEEK_S / 100
     expected = 2.0 * week_real_s
     due = [pacer.due(n) for n in range(int(expected) + 50)]
-    assert due[0] == 0.0 and all(a < b for a, b in zip(due, due[1:], strict=False))
+    assert due[0] == 0.0 and all(a < b for a, b in itertools.pairwise(due))
     sent = sum(1 for t in due if t < week_real_s)
     assert abs(sent - expected) <= 1
 
