@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from pydantic import TypeAdapter
-from vietnam_provinces import Province, Ward
+from vietnam_provinces import Province, Ward, WardCode
 
 from schemas.admin import CommuneCode, ProvinceCode, commune_provinces
 from schemas.events import Family
@@ -37,7 +37,7 @@ def test_national_world_has_34_provinces_and_3321_valid_communes() -> None:
     assert len(communes) == 3_321 == len({c.code for c in communes}) == len(list(Ward.iter_all()))
     assert all(COMMUNE.validate_python(c.code) == c.code and len(c.code) == 5 for c in communes)
     assert all(PROVINCE.validate_python(c.province) == c.province for c in communes)
-    assert all(int(Ward.from_code(int(c.code)).province_code) == int(c.province) for c in communes)
+    assert all(int(Ward.from_code(WardCode(int(c.code))).province_code) == int(c.province) for c in communes)
 
 
 def test_daily_profile_integrates_to_the_national_volume() -> None:
