@@ -38,6 +38,8 @@ from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 
 Record = ConsumerRecord[bytes, bytes]
+PIPELINE = ("raw", "dead letter", "canonical", "notification", "notification dead letter")
+"""The stages in the order a record passes them."""
 
 
 @dataclass(frozen=True, order=True)
@@ -66,15 +68,18 @@ class Tracer:
         return needle in (rec.value or b"") or any(needle == v for _, v in rec.headers)
 
     def raw(self, rec: Record) -> None:
-        if not self._mentions(rec):
-            return
-        self.raw_positions.add((rec.topic, rec.partition, rec.offset))
+        """A raw record that mentions the query (a structured record's `traceparent` included), or whose
+        `ce_traceparent` header has it as trace id."""
         headers = {k: v.decode(errors="replace") for k, v in rec.headers}
+        trace = trace_context.trace_id(headers.get("ce_traceparent")) or ""
+        if not (self._mentions(rec) or (trace and self.query == trace)):
+            return
+        trace = trace or trace_context.trace_id(_json_field(rec.value, "traceparent")) or ""
+        self.raw_positions.add((rec.topic, rec.partition, rec.offset))
         event_id = headers.get("ce_id") or _json_field(rec.value, "id")
         if event_id is not None:
             self.event_ids.add(event_id)
         source = headers.get("ce_source") or headers.get("source") or _json_field(rec.value, "source") or "?"
-        trace = trace_context.trace_id(headers.get("ce_traceparent")) or ""
         self.steps.append(Step(rec.timestamp, "raw", self._where(rec), f"received from {source}", trace))
 
     def intake_dead_letter(self, rec: Record) -> None:
@@ -85,9 +90,11 @@ class Tracer:
         if (ctx.source_topic, ctx.source_partition, ctx.source_offset) not in self.raw_positions \
                 and not self._mentions(rec):
             return
+        parent = dict(rec.headers).get("ce_traceparent", b"").decode(errors="replace")  # the raw record's, kept
         self.steps.append(Step(rec.timestamp, "dead letter", self._where(rec),
                                f"{ctx.reason.value} ({ctx.field}): {ctx.message} "
-                               f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]"))
+                               f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]",
+                               trace_context.trace_id(parent) or ""))
 
     def canonical(self, rec: Record) -> None:
         h = {k: v.decode(errors="replace") for k, v in rec.headers if k.startswith("ce_")}
@@ -124,7 +131,8 @@ class Tracer:
                                trace))
 
     def timeline(self) -> list[Step]:
-        return sorted(self.steps)
+        """By time; within one millisecond in pipeline order (a raw record before the event made of it)."""
+        return sorted(self.steps, key=lambda s: (s.at_ms, PIPELINE.index(s.stage), s.where))
 
 
 def _json_field(value: bytes | None, name: str) -> str | None:

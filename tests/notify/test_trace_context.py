@@ -154,3 +154,20 @@ def test_trace_finds_a_notification_by_its_trace_id_alone() -> None:
         tracer.notification(record("commune.notify.status", s.model_dump_json().encode(), i))
     [step] = tracer.timeline()
     assert step.stage == "notification" and step.trace == TRACE_ID and "id n-1" in step.what
+
+
+def test_a_raw_record_is_found_by_its_header_trace_and_comes_first_within_one_millisecond() -> None:
+    """`trace <trace id>` finds a raw record by its `ce_traceparent` header; a canonical event written in the same
+    millisecond is listed after it (pipeline order), not before it by name."""
+    headers = [("ce_id", b"evt-r1"), ("ce_type", b"vn.communebus.dossier.status-changed.v1"),
+               ("ce_subject", b"TL-1"), ("ce_traceparent", PARENT.encode())]
+    at = 1_764_000_000_000
+    raw = ConsumerRecord("commune.raw.dossier", 0, 7, at, 0, b"02269", b"{}", None, 5, 2, headers)
+    canonical = ConsumerRecord("commune.events.dossier", 0, 3, at, 0, b"02269", b"x", None, 5, 1, headers)
+    tracer = Tracer(TRACE_ID)
+    tracer.canonical(canonical)  # offered out of order on purpose
+    tracer.raw(raw)
+    assert [(s.stage, s.trace) for s in tracer.timeline()] == [("raw", TRACE_ID), ("canonical", TRACE_ID)]
+    other = Tracer("0af7651916cd43dd8448eb211c80319c")
+    other.raw(raw)
+    assert other.timeline() == []
