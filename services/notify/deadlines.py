@@ -57,6 +57,21 @@ def alerts_due(d: TrackedDossier, now: datetime) -> list[DeadlineAlert]:
     )]
 
 
+def next_alert_at(d: TrackedDossier) -> datetime | None:
+    """The earliest time at which `alerts_due` returns an alert for `d` as it stands; None if it never will.
+
+    For clocks that do not go back, `alerts_due(d, now)` is non-empty exactly when this is not None and
+    `now >= next_alert_at(d)`: the deadline index (`deadline_index`) keys each open dossier by it, so a tick
+    touches only the dossiers whose time has come. Once overdue has fired the due-soon window is in the past
+    (it fired at a time after the due date), so nothing is left to fire.
+    """
+    if not d.is_open or d.alerted_overdue:
+        return None
+    if not d.alerted_due_soon:
+        return one_working_day_before(d.due_at)
+    return d.due_at + timedelta(microseconds=1)  # overdue fires once `now > due_at`, at microsecond resolution
+
+
 def mark(d: TrackedDossier, alert: DeadlineAlert) -> TrackedDossier:
     """The dossier with this alert recorded as fired (only if it is about the current due date)."""
     if alert.due_at != d.due_at:

@@ -1,0 +1,121 @@
+"""One partition of the deadline tracker: tracked dossiers and their due-time index in one ordered RocksDB store.
+
+Two key spaces in one store (rocksdict, raw mode):
+- `s<commune>:<dossier>` -> the dossier's `TrackedDossier` JSON (also its changelog value);
+- `t<8-byte big-endian µs of its next alert time><commune>:<dossier>` -> empty: the index.
+
+Every change of a dossier goes through `_put`, which removes the old index entry (the old state's
+`deadlines.next_alert_at`) and writes the new one, so the index holds exactly one entry per open
+dossier that can still alert, at the time its next alert becomes due. A tick (`fire`) reads the index
+from its start up to `now` and touches only those dossiers: its cost is the number of alerts due, not
+the number of open dossiers. The rules stay in `deadlines` (pure); this module only decides which
+dossiers to ask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from rocksdict import Rdict
+
+from schemas.notification import DeadlineAlert, TrackedDossier
+from services.notify import deadlines
+
+STATE = b"s"
+INDEX = b"t"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Change = tuple[bytes, bytes | None]
+"""A changelog record: (`<commune>:<dossier>`, state JSON), or a tombstone (None) when the dossier left."""
+
+
+def key_of(commune: str, dossier_code: str) -> bytes:
+    return f"{commune}:{dossier_code}".encode()
+
+
+def micros(at: datetime) -> int:
+    """Microseconds since the epoch, exactly (no float rounding: the index compares at µs resolution)."""
+    return (at - EPOCH) // timedelta(microseconds=1)
+
+
+def index_key(at: datetime, key: bytes) -> bytes:
+    return INDEX + micros(at).to_bytes(8, "big") + key
+
+
+class TrackedPartition:
+    """The open dossiers of one partition of the tracker's input, with their due-time index."""
+
+    def __init__(self, db: Rdict) -> None:
+        self.db = db
+
+    def get(self, key: bytes) -> TrackedDossier | None:
+        raw = cast(bytes | None, self.db.get(STATE + key))
+        return None if raw is None else TrackedDossier.model_validate_json(raw)
+
+    def record_state(self, latest: TrackedDossier) -> Change:
+        """A dossier's new state from notify: closed ones leave, an unchanged due date keeps its alert flags."""
+        key = key_of(latest.commune, latest.dossier_code)
+        old = self.get(key)
+        new = deadlines.merge(old, latest) if latest.is_open else None
+        return self._put(key, old, new)
+
+    def record_alert(self, alert: DeadlineAlert) -> Change | None:
+        """An alert decided elsewhere (an earlier tracker's decision record): the change if not yet marked."""
+        key = key_of(alert.commune, alert.dossier_code)
+        old = self.get(key)
+        if old is None or (marked := deadlines.mark(old, alert)) == old:
+            return None
+        return self._put(key, old, marked)
+
+    def due(self, now: datetime) -> Iterator[bytes]:
+        """Keys of the dossiers whose next alert time is at or before `now`, earliest first."""
+        until = micros(now).to_bytes(8, "big")
+        for raw in self.db.keys(from_key=INDEX):
+            k = cast(bytes, raw)
+            if k[:1] != INDEX or k[1:9] > until:
+                return
+            yield k[9:]
+
+    def fire(self, now: datetime, limit: int | None = None) -> list[tuple[DeadlineAlert, Change]]:
+        """The alerts due at `now` (at most `limit`), each dossier marked and re-indexed; the changelog records.
+
+        The caller must send each alert (acknowledged) before its changelog record: a crash in between
+        repeats the alert (same id, stopped by notify's ledger) rather than losing it.
+        """
+        out: list[tuple[DeadlineAlert, Change]] = []
+        for key in list(self.due(now)):  # listed first: `_put` rewrites the index under the iterator
+            d = self.get(key)
+            if d is None:  # not reachable while `_put` keeps the index; never fire on it
+                continue
+            for alert in deadlines.alerts_due(d, now):
+                out.append((alert, self._put(key, d, deadlines.mark(d, alert))))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def restore(self, key: bytes, value: bytes | None) -> None:
+        """Apply one changelog record (a state written by this class, or a tombstone)."""
+        old = self.get(key)
+        self._put(key, old, None if value is None else TrackedDossier.model_validate_json(value))
+
+    def states(self) -> Iterator[TrackedDossier]:
+        for raw_key, raw in self.db.items(from_key=STATE):
+            if cast(bytes, raw_key)[:1] != STATE:
+                return
+            yield TrackedDossier.model_validate_json(cast(bytes, raw))
+
+    def _put(self, key: bytes, old: TrackedDossier | None, new: TrackedDossier | None) -> Change:
+        was = None if old is None else deadlines.next_alert_at(old)
+        will = None if new is None else deadlines.next_alert_at(new)
+        if was is not None and was != will:
+            del self.db[index_key(was, key)]
+        if new is None:
+            if old is not None:
+                del self.db[STATE + key]
+            return key, None
+        value = new.model_dump_json().encode()
+        self.db[STATE + key] = value
+        if will is not None:
+            self.db[index_key(will, key)] = b""
+        return key, value

@@ -1,0 +1,22 @@
+"""The deadline tracker's own settings (`NOTIFY_DEADLINE_*`), beside notify's (`NotifySettings`: tick, web port)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DeadlineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_DEADLINE_", frozen=True, extra="ignore")
+
+    state_dir: Path = Field(default=Path(tempfile.gettempdir()) / "commune-bus-notify-deadlines",
+                            description="Where the tracker keeps its partition stores (rebuilt at each start)")
+    batch_max_records: int = Field(default=2_000, ge=1)
+
+    def run_dir(self) -> Path:
+        """This process's folder under `state_dir`: two trackers on one machine never share a store."""
+        return self.state_dir / f"pid-{os.getpid()}"

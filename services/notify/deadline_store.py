@@ -1,0 +1,108 @@
+"""The tracker's partitions: a RocksDB store per owned partition, rebuilt from its changelog partition on assignment.
+
+Partition N of the tracker's input (`commune.notify.deadlines`, key = commune) and partition N of its
+changelog are one unit: every change of a dossier of N is written to changelog partition N, key
+`<commune>:<dossier>`, value its `TrackedDossier` JSON or a tombstone when it closed. The changelog is
+compacted, so it holds about one record per open dossier. A worker restores only the partitions it is
+assigned, into fresh stores (no write-ahead log: the changelog is the truth, as for metrics, ADR 0006),
+and drops a store when its partition leaves. A store is never reused across runs: a tombstone older than
+the topic's `delete.retention.ms` may be gone from the changelog, and a stale local copy would then keep a
+closed dossier (and alert on it).
+
+The changelog is the tracker's own internal topic `<app id>-tracked-changelog`, under the prefix the
+notify principal already owns for the tracker (`services/common/acls.py`, `own_prefixes`), as faust's
+table changelog was (ADR 0001, 0019).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import structlog
+from aiokafka import ConsumerRecord
+from rocksdict import Options, Rdict, WriteOptions
+
+from schemas.topics import NOTIFY_DEADLINES, Group, Kind, TopicSpec, group_id
+from services.common.changelog import read_to_end
+from services.common.settings import KafkaConnection
+from services.notify.deadline_index import TrackedPartition
+
+log = structlog.get_logger("notify.deadlines")
+WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def changelog_spec(namespace: str) -> TopicSpec:
+    """The tracker's changelog: compacted, partitioned like its input (partition N = input partition N)."""
+    return TopicSpec(
+        f"{group_id(Group.NOTIFY_DEADLINES, namespace)}-tracked-changelog", Kind.INTERNAL,
+        key="<commune>:<dossier code>", description="Deadline tracker state: the latest TrackedDossier per open "
+        "dossier (tombstone once closed), partition = tracker input partition",
+        partitions=NOTIFY_DEADLINES.partitions, config={"cleanup.policy": "compact"},
+    )
+
+
+def open_fresh(path: Path) -> Rdict:
+    """An empty store at `path` (anything there before is removed): small memtables, no write-ahead log."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+    options.set_max_write_buffer_number(2)
+    db = Rdict(str(path), options)
+    write = WriteOptions()
+    write.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub calls it a method
+    db.set_write_options(write)
+    return db
+
+
+class OwnedPartitions:
+    """The tracker's partition stores: only assigned partitions are held, each restored when it arrives."""
+
+    def __init__(self, conn: KafkaConnection, changelog: str, root: Path, client_id: str) -> None:
+        self.conn, self.changelog, self.root, self.client_id = conn, changelog, root, client_id
+        self.parts: dict[int, TrackedPartition] = {}
+        self.restored: dict[int, int] = {}
+        """Changelog records applied per partition by the last restore of each (what tests and logs show)."""
+
+    async def assign(self, numbers: set[int]) -> None:
+        """Hold exactly `numbers`: drop the stores of partitions that left, restore those that arrived."""
+        for p in set(self.parts) - numbers:
+            self._drop(p)
+        arrived = sorted(numbers - set(self.parts))
+        if not arrived:
+            return
+        fresh = {p: TrackedPartition(open_fresh(self.root / f"p{p}")) for p in arrived}
+        counts = dict.fromkeys(arrived, 0)
+
+        def apply(partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
+            if record.key is not None:
+                fresh[partition].restore(record.key, record.value)
+                counts[partition] += 1
+
+        try:
+            await read_to_end(self.conn, self.changelog, arrived, apply, client_id=self.client_id)
+        except BaseException:
+            for p, part in fresh.items():
+                _discard(part, self.root / f"p{p}")
+            raise
+        self.parts.update(fresh)
+        self.restored.update(counts)
+        log.info("deadline.restored", partitions=arrived, records=sum(counts.values()))
+
+    def close_all(self) -> None:
+        """Drop every store and this process's folder (a new run restores from the changelog)."""
+        for p in list(self.parts):
+            self._drop(p)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _drop(self, partition: int) -> None:
+        part = self.parts.pop(partition, None)
+        if part is not None:
+            _discard(part, self.root / f"p{partition}")
+
+
+def _discard(part: TrackedPartition, path: Path) -> None:
+    part.db.close()
+    shutil.rmtree(path, ignore_errors=True)
