@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 
 from services.metrics.aggregate import DELAY_BUCKETS_S, DURATION_BUCKETS_S, CommuneTotals
 from services.metrics.partition import PartitionState
@@ -66,9 +67,15 @@ def _ratio(num: int, den: int) -> str | None:
 
 def ratios(t: CommuneTotals) -> dict[str, tuple[int, int]]:
     """The national-service-index rates of one commune as (numerator, denominator)."""
-    received = sum(v for k, v in t.counts.items() if k[0] == "received")
-    completed = sum(v for k, v in t.counts.items() if k[0] == "completed")
-    on_time = sum(v for k, v in t.counts.items() if k[0] == "completed" and k[2] in ON_TIME)
+    received = completed = on_time = 0
+    for k, v in t.counts.items():  # one pass: this runs for every commune at every scrape
+        head = k[0]
+        if head == "received":
+            received += v
+        elif head == "completed":
+            completed += v
+            if k[2] in ON_TIME:
+                on_time += v
     return {
         "on_time": (on_time, completed),
         "online": (t.get("received", "online"), received),
@@ -77,21 +84,35 @@ def ratios(t: CommuneTotals) -> dict[str, tuple[int, int]]:
     }
 
 
+_Line = tuple[list[str], str, str]  # where a count's line goes, the text before the commune's labels, after them
+
+
+def _line_of(key: tuple[str, ...], lines: dict[str, list[str]]) -> _Line | None:
+    """How a count key is written: its family's line list, `name{` and `,extra labels} ` (None: not exported)."""
+    fam = next((f for f in COUNTERS if f.key == key[0]), None)
+    if fam is None:
+        return None
+    extra = "".join(f',{label}="{v}"' for label, v in zip(fam.labels, key[1:], strict=True))
+    return lines[fam.key], f"{fam.name}{{", f"{extra}}} "
+
+
 def render(partitions: Iterable[PartitionState], now_s: float) -> str:
-    communes = sorted((c, t) for p in partitions for c, t in p.communes.items())
+    communes = sorted(((c, t) for p in partitions for c, t in p.communes.items()), key=itemgetter(0))
     prefix = {c: f'province="{t.province}",commune="{c}"' for c, t in communes}
-    by_key = {fam.key: fam for fam in COUNTERS}
     lines: dict[str, list[str]] = {fam.key: [] for fam in COUNTERS}
-    always = [fam for fam in COUNTERS if not fam.labels]  # zero until they happen, so ratios are 0/0, not absent
+    # families without labels are written as 0 until they happen, so ratios are 0/0, not absent
+    always = [((fam.key,), lines[fam.key], fam.name) for fam in COUNTERS if not fam.labels]
+    known: dict[tuple[str, ...], _Line | None] = {}  # a few dozen distinct keys, written ~100k times a scrape
     for c, t in communes:
-        for fam in always:
-            if (fam.key,) not in t.counts:
-                lines[fam.key].append(f"{fam.name}{{{prefix[c]}}} 0\n")
-        for key, value in t.counts.items():
-            found = by_key.get(key[0])
-            if found is not None:
-                extra = "".join(f',{label}="{v}"' for label, v in zip(found.labels, key[1:], strict=True))
-                lines[found.key].append(f"{found.name}{{{prefix[c]}{extra}}} {value}\n")
+        labels, counts = prefix[c], t.counts
+        for key0, target0, name in always:
+            if key0 not in counts:
+                target0.append(f"{name}{{{labels}}} 0\n")
+        for key, value in counts.items():
+            line = known[key] if key in known else known.setdefault(key, _line_of(key, lines))
+            if line is not None:
+                target, head, tail = line
+                target.append(f"{head}{labels}{tail}{value}\n")
     out: list[str] = []
     for fam in COUNTERS:
         out.append(f"# HELP {fam.name} {fam.help}\n# TYPE {fam.name} {fam.kind}\n")
@@ -123,11 +144,14 @@ def _histogram(out: list[str], name: str, help_: str, key: str, bounds: tuple[fl
                communes: list[tuple[str, CommuneTotals]]) -> None:
     by_province: dict[str, list[int]] = {}
     sums: dict[str, int] = {}
+    keys = [(key, str(i)) for i in range(len(bounds) + 1)]
+    sum_key = (f"{key}_sum",)
     for _, t in communes:
         counts = by_province.setdefault(t.province, [0] * (len(bounds) + 1))
-        for i in range(len(bounds) + 1):
-            counts[i] += t.counts.get((key, str(i)), 0)
-        sums[t.province] = sums.get(t.province, 0) + t.counts.get((f"{key}_sum",), 0)
+        got = t.counts.get
+        for i, k in enumerate(keys):
+            counts[i] += got(k, 0)
+        sums[t.province] = sums.get(t.province, 0) + got(sum_key, 0)
     out.append(f"# HELP {name} {help_}\n# TYPE {name} histogram\n")
     for province in sorted(by_province):
         running = 0
