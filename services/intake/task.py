@@ -21,6 +21,7 @@ import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from services.common import kip447
 from services.intake.outputs import TransactionOutputs
 
 log = structlog.get_logger("intake")
@@ -46,6 +47,10 @@ class Task:
         """The transaction being committed; owned here: awaited by `collect` or `drain`, or cancelled by `cancel`."""
         self.started = 0.0
         """When the transaction in flight started (monotonic seconds)."""
+        self.failed: BaseException | None = None
+        """The first failure after which the producer cannot go on: fenced by a newer epoch (a timed-out transaction
+        bumps it) or in aiokafka's fatal state, where beginning another transaction is an AssertionError. No
+        transaction starts after it; the run ends (and restarts with a new producer)."""
 
     def __repr__(self) -> str:
         return f"Task({self.name})"
@@ -68,10 +73,19 @@ class Task:
                 raise TransactionStuck(f"{self.name}: a transaction in flight for over {timeout_s:g} s")
             return
         finished, self.inflight = self.inflight, None
-        finished.result()
+        if not finished.cancelled() and (failure := finished.exception()) is not None:
+            if not isinstance(failure, kip447.GroupFenced):  # aborted, refused by the group: the producer goes on
+                self.failed = failure
+            raise failure
+
+    def check(self) -> None:
+        """Raise the failure that ended this task's transactions, if one did (whoever collected it first)."""
+        if self.failed is not None:
+            raise self.failed
 
     def start(self, publish: Publish, timeout_s: float) -> bool:
         """Start the next transaction with everything validated, unless one is committing or nothing waits."""
+        self.check()
         self.collect(timeout_s)
         if self.committing or self.open is None:
             return False

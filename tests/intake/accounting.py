@@ -57,18 +57,25 @@ def stream(n: int, start: int = 0) -> list[Sent]:
     return out
 
 
-async def feed(bootstrap: str, topic: str, records: list[Sent], per_second: int) -> None:
-    """Send `records` in order at about `per_second` with one idempotent producer (acks=all), every 50 ms a slice."""
+async def feed(bootstrap: str, topic: str, records: list[Sent], per_second: int,
+               until: asyncio.Event | None = None) -> int:
+    """Send `records` in order at about `per_second` with one idempotent producer (acks=all), every 50 ms a slice;
+    with `until`, stop early once it is set. Returns how many were sent (acknowledged): `records[:n]`."""
     producer = clients.producer(KafkaConnection(bootstrap=bootstrap), client_id="tests-feed", linger_ms=5)
     await producer.start()
+    sent = 0
     try:
         chunk, began = max(1, per_second // 20), time.monotonic()
         for n, i in enumerate(range(0, len(records), chunk)):
+            if until is not None and until.is_set():
+                break
             futures = [await producer.send(topic, r.value, key=r.key) for r in records[i:i + chunk]]
             await asyncio.gather(*futures)
+            sent += len(futures)
             await asyncio.sleep(max(0.0, began + (n + 1) * 0.05 - time.monotonic()))
     finally:
         await producer.stop()
+    return sent
 
 
 def metric(port: int, name: str) -> float | None:
