@@ -1,7 +1,8 @@
 """The notify shell: canonical topics (read_committed) -> rules -> dispatcher; offsets committed once done.
 
-One run of the worker (`run`): topics checked, producer, ledger restored and tailed,
-dispatcher, two consumers in the one group. Every loop is a supervised task; the
+One run of the worker (`run`): topics checked, producer, ledger (its partitions
+restored and tailed as input partitions are assigned, ADR 0019), dispatcher, two
+consumers in the one group. Every loop is a supervised task; the
 exit stack closes everything in reverse order when the run stops or fails.
 """
 
@@ -12,7 +13,7 @@ from contextlib import AsyncExitStack
 from functools import partial
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from schemas.notification import ChannelKind
@@ -26,15 +27,17 @@ from services.notify import metrics
 from services.notify.channels.base import Channel
 from services.notify.channels.email import Smtp
 from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
-from services.notify.delivery import Dispatcher
 from services.notify.directory import load_directory
 from services.notify.jobs import Outputs
-from services.notify.ledger import Ledger
+from services.notify.ledger import Layout, Ledger
 from services.notify.ledger_feed import LedgerFeed
+from services.notify.ledger_store import RocksStores
+from services.notify.ledger_upkeep import aligned_partitions, prune_loop
 from services.notify.offsets import OffsetTracker
 from services.notify.personal import Opener
 from services.notify.rebalance import Fence, Listener, Readiness
 from services.notify.records import Records
+from services.notify.release import OwnedDispatcher
 from services.notify.settings import NotifySettings
 from services.notify.subscribers import load_registry
 from services.notify.topics import Names
@@ -80,19 +83,13 @@ class NotifyApp:
             stack.push_async_callback(http.close)
 
             opener = await self._opener(stack)
-            ledger = Ledger(n.ledger, producer)
-            feed = LedgerFeed(self.s, ledger, len(await producer.partitions_for(n.ledger)))
-            restored = await feed.restore()
-            stack.push_async_callback(feed.close)
-            await feed.open()
-            tail = spawn("ledger-tail", feed.follow())
-            stack.push_async_callback(_cancel, [tail])
-
-            dispatcher = Dispatcher(
+            ledger, feed = await self._ledger(stack, producer)
+            dispatcher = OwnedDispatcher(
                 self._channels(http), ledger, producer, Outputs(n.status, n.dlq), spawn=spawn,
                 backoff=self.s.backoff(), quiet=self.s.quiet_hours(), rates=self.s.rate_per_s,
                 segment_limit=self.s.sms_segment_limit, routine_workers=self.s.routine_workers,
                 emergency_workers=self.s.emergency_workers, opener=opener)
+            ledger.commune_of = dispatcher.commune_of
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
 
@@ -110,6 +107,7 @@ class NotifyApp:
             consumers = (routine, urgent)
             dossier_partitions = len(await producer.partitions_for(n.dossier))
             dispatcher.owns = partial(self._owns, routine, dossier_partitions)
+            dispatcher.owns_partition = lambda p: TopicPartition(n.dossier, p) in routine.assignment()
             dispatcher.holds = lambda tp: any(tp in c.assignment() for c in consumers)
             records = Records(self.s, self.names, self.directory, self.registry, producer, dispatcher, self.tracker,
                               self.sup)
@@ -121,8 +119,24 @@ class NotifyApp:
                 spawn("urgent-commits", self._commit_loop(urgent)),
             ])
             log.info("notify.started", namespace=self.s.namespace, directory=str(self.s.directory_file),
-                     subscribers=len(self.registry.subscribers), ledger_entries=restored)
+                     subscribers=len(self.registry.subscribers))
             await self.sup.stop.wait()
+
+    async def _ledger(self, stack: AsyncExitStack, producer: AIOKafkaProducer) -> tuple[Ledger, LedgerFeed]:
+        """The partition-aligned ledger (stores deleted when the run ends), its tail and its pruning, supervised."""
+        n = self.names
+        partitions = await aligned_partitions(producer, n.ledger, [n.dossier, n.mobile_team, n.announcement,
+                                                                   n.alerts])
+        stores = RocksStores(self.s.state_dir)
+        stack.callback(stores.close)
+        layout = Layout(partitions, producer, stores, keep_ms=int(self.s.ledger_keep_days * 86_400_000))
+        ledger = Ledger(n.ledger, producer, layout=layout)
+        feed = LedgerFeed(self.s, ledger)
+        stack.push_async_callback(feed.close)
+        await feed.open()
+        stack.push_async_callback(_cancel, [self.sup.spawn("ledger-tail", feed.follow()),
+                                            self.sup.spawn("ledger-prune", prune_loop(ledger, self.s))])
+        return ledger, feed
 
     async def _opener(self, stack: AsyncExitStack) -> Opener:
         """Opens contacts at delivery: applicants' through the key store (tailed for the whole run), staff's from the
@@ -150,7 +164,10 @@ class NotifyApp:
         await consumer.start()
         stack.push_async_callback(consumer.stop)
         listener = Listener(self.sup.fail, name, readiness, fence, commit=partial(self._commit, consumer),
-                            forget=self.tracker.forget, catch_up=feed.catch_up, drain_s=self.s.drain_s)
+                            forget=self.tracker.forget, hold=partial(feed.hold, name),
+                            pause=lambda tps: consumer.pause(*tps),
+                            resume=lambda tps: consumer.resume(*(tps & consumer.assignment())),
+                            spawn=self.sup.spawn, drain_s=self.s.drain_s)
         consumer.subscribe(topics, listener=listener)
         return consumer
 

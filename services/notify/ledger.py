@@ -1,20 +1,32 @@
-"""The delivery ledger: what was sent, dead-lettered or deferred, by notification id. Pure state plus a sender.
+"""The delivery ledger: what was sent, dead-lettered or deferred, by notification id. State plus a sender.
 
 `done` ids (sent or dead-lettered) are never handed to a provider again; `deferred`
 requests survive restarts and are released by whichever worker owns their commune.
-Every change is applied here first, then written to the compacted ledger topic
-(key = notification id) before the input offset that caused it is committed.
-Reading the topic back (at start and while running) is `ledger_feed`'s job.
+Every change is applied here first, then written to the ledger topic (key =
+notification id) before the input offset that caused it is committed.
+
+Partition-aligned (ADR 0019): an entry goes to the ledger partition of its commune, the
+partition number its input records have (every commune-keyed topic has the same count),
+so a worker holds only the ledger partitions of the input partitions it owns, one store
+each (`Stores`: RocksDB in the service). Done ids older than `keep_ms` are forgotten
+(`prune`); deferred requests are indexed by due time (`due`). Without a `Layout` (unit
+tests, tools) the ledger is one in-memory partition written without a partition number.
+Reading the topic (restore and tail) is `ledger_feed`'s job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
 from schemas.notification import NotificationRequest
+from services.common.partitioner import partition_for
+from services.notify.jobs import Clock, utcnow
+from services.notify.ledger_state import KV, MemoryKV, PartitionState
 from services.notify.personal import redact
 
 
@@ -25,39 +37,181 @@ class Producer(Protocol):
                             headers: Sequence[tuple[str, bytes]] | None = None) -> object: ...
 
 
+class PartitionProducer(Protocol):
+    """A producer that sends to a chosen partition (aiokafka's): ledger entries go to their commune's."""
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                            partition: int | None = None) -> object: ...
+
+
+class Stores(Protocol):
+    """Where partition states live: `open` gives an empty store for a partition, `discard` deletes it."""
+
+    def open(self, partition: int) -> KV: ...
+
+    def discard(self, partition: int) -> None: ...
+
+
+class Unrouted(Exception):
+    """A done entry whose commune is unknown: the caller did not say which notification it belongs to."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    partitions: int
+    """The ledger's partition count, equal to every input topic's (checked by the app at start)."""
+    sender: PartitionProducer
+    stores: Stores
+    keep_ms: int
+    """Done ids older than this are pruned (and not restored): ADR 0019 shows no input record can still
+    be redelivered by then."""
+
+
 class Entry(BaseModel, frozen=True):
     state: Literal["done", "deferred"]
     outcome: str | None = None
     request: NotificationRequest | None = None
 
 
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
 class Ledger:
-    def __init__(self, topic: str, producer: Producer) -> None:
-        self.topic, self.producer = topic, producer
-        self.done: set[str] = set()
-        self.deferred: dict[str, NotificationRequest] = {}
+    def __init__(self, topic: str, producer: Producer, *, layout: Layout | None = None, clock: Clock = utcnow) -> None:
+        self.topic, self.producer, self.layout, self.clock = topic, producer, layout, clock
+        self._states: dict[int, PartitionState] = {} if layout else {0: PartitionState(MemoryKV())}
+        self.done: Set[str] = DoneView(self._states)
+        self.deferred: Mapping[str, NotificationRequest] = DeferredView(self._states)
+        self.commune_of: Callable[[str], str | None] = lambda nid: None
+        """The commune of a notification being delivered (set by the dispatcher): routes its done entry."""
 
-    def apply_record(self, key: bytes | None, value: bytes | None) -> None:
-        """One ledger record read back from the topic; a tombstone or keyless record changes nothing."""
-        if key is not None and value is not None:
-            self.apply(key.decode(), Entry.model_validate_json(value))
+    # --- partitions held ------------------------------------------------------------------------
 
-    def apply(self, nid: str, entry: Entry) -> None:
-        """`done` is final: a later deferral of the same id (from a worker whose ledger lagged) is ignored."""
+    @property
+    def held(self) -> set[int]:
+        return set(self._states) if self.layout else set()
+
+    def hold(self, partition: int) -> None:
+        """Start holding `partition` with an empty store (the feed then fills it from the topic)."""
+        if self.layout is not None:
+            self._states[partition] = PartitionState(self.layout.stores.open(partition))
+
+    def drop(self, partition: int) -> None:
+        if self.layout is not None and self._states.pop(partition, None) is not None:
+            self.layout.stores.discard(partition)
+
+    # --- reading the topic ----------------------------------------------------------------------
+
+    def apply_record(self, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int) -> None:
+        """One record read back from the topic; a tombstone, a keyless record or one of a partition not held
+        changes nothing, nor does a done entry already older than the retention window."""
+        state = self._states.get(partition if self.layout else 0)
+        if state is None or key is None or value is None:
+            return
+        entry = Entry.model_validate_json(value)
+        if entry.state == "done" and self.layout and timestamp_ms < _ms(self.clock()) - self.layout.keep_ms:
+            return
+        self._apply(state, key.decode(), entry, timestamp_ms)
+
+    @staticmethod
+    def _apply(state: PartitionState, nid: str, entry: Entry, written_ms: int) -> None:
         if entry.state == "done":
-            self.done.add(nid)
-            self.deferred.pop(nid, None)
-        elif nid not in self.done and entry.request is not None:
-            self.deferred[nid] = entry.request
+            state.mark_done(nid, written_ms)
+        elif entry.request is not None:
+            due = entry.request.not_before
+            state.defer(nid, entry.request.model_dump_json().encode(), _ms(due) if due else written_ms, written_ms)
+
+    def apply(self, nid: str, entry: Entry, partition: int = 0) -> None:
+        """Apply an entry now (as written at this instant); `done` is final, a later deferral is ignored."""
+        state = self._states.get(partition)
+        if state is not None:
+            self._apply(state, nid, entry, _ms(self.clock()))
+
+    # --- writing --------------------------------------------------------------------------------
 
     async def record_done(self, nid: str, outcome: str) -> None:
         entry = Entry(state="done", outcome=outcome)
-        self.apply(nid, entry)
-        await self.producer.send_and_wait(self.topic, entry.model_dump_json(exclude_none=True).encode(), nid.encode())
+        await self._record(nid, entry, self._partition_of(nid))
 
     async def record_deferred(self, request: NotificationRequest) -> None:
         """Kept (and written) without clear contacts: the opener fills them again at delivery (ADR 0015)."""
         entry = Entry(state="deferred", request=redact(request))
-        self.apply(request.notification_id, entry)
-        nid = request.notification_id
-        await self.producer.send_and_wait(self.topic, entry.model_dump_json().encode(), nid.encode())
+        await self._record(request.notification_id, entry, self._partition_of_commune(request.commune))
+
+    async def _record(self, nid: str, entry: Entry, partition: int) -> None:
+        self.apply(nid, entry, partition)
+        value = entry.model_dump_json(exclude_none=True).encode()
+        if self.layout is None:
+            await self.producer.send_and_wait(self.topic, value, nid.encode())
+        else:
+            await self.layout.sender.send_and_wait(self.topic, value, nid.encode(), partition=partition)
+
+    def _partition_of_commune(self, commune: str) -> int:
+        return partition_for(commune.encode(), self.layout.partitions) if self.layout else 0
+
+    def _partition_of(self, nid: str) -> int:
+        if self.layout is None:
+            return 0
+        if (commune := self.commune_of(nid)) is not None:
+            return self._partition_of_commune(commune)
+        for partition, state in self._states.items():  # a released deferral is in the store
+            if state.state(nid) is not None:
+                return partition
+        raise Unrouted("a done entry for a notification whose commune is unknown")
+
+    # --- deferred releases and pruning ----------------------------------------------------------
+
+    def due(self, now: datetime, owned: Callable[[int], bool]) -> Iterator[NotificationRequest]:
+        """Deferred requests due by `now` in the `owned` partitions, earliest first per partition."""
+        for partition, state in list(self._states.items()):
+            if owned(partition):
+                for _, raw in state.due(_ms(now)):
+                    yield NotificationRequest.model_validate_json(raw)
+
+    def prune(self, limit: int = 10_000) -> int:
+        """Forget up to `limit` done ids per partition older than the window; returns how many went."""
+        if self.layout is None:
+            return 0
+        cutoff = _ms(self.clock()) - self.layout.keep_ms
+        return sum(state.prune(cutoff, limit) for state in list(self._states.values()))
+
+
+class DoneView(Set[str]):
+    """The done ids of every held partition (membership is a lookup per partition, never a scan)."""
+
+    def __init__(self, states: Mapping[int, PartitionState]) -> None:
+        self._states = states
+
+    def __contains__(self, nid: object) -> bool:
+        return isinstance(nid, str) and any(s.state(nid) == "done" for s in self._states.values())
+
+    def __iter__(self) -> Iterator[str]:
+        for state in list(self._states.values()):
+            yield from state.done_ids()
+
+    def __len__(self) -> int:
+        return sum(s.done_count for s in self._states.values())
+
+
+class DeferredView(Mapping[str, NotificationRequest]):
+    """The deferred requests of every held partition, by notification id."""
+
+    def __init__(self, states: Mapping[int, PartitionState]) -> None:
+        self._states = states
+
+    def __getitem__(self, nid: str) -> NotificationRequest:
+        for state in self._states.values():
+            if (raw := state.request_json(nid)) is not None:
+                return NotificationRequest.model_validate_json(raw)
+        raise KeyError(nid)
+
+    def __contains__(self, nid: object) -> bool:
+        return isinstance(nid, str) and any(s.state(nid) == "deferred" for s in self._states.values())
+
+    def __iter__(self) -> Iterator[str]:
+        for state in list(self._states.values()):
+            yield from state.deferred_ids()
+
+    def __len__(self) -> int:
+        return sum(s.deferred_count for s in self._states.values())

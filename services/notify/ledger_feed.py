@@ -1,24 +1,30 @@
-"""Reading the ledger topic: restored whole at start (the shared changelog reader), then tailed while running.
+"""Reading the ledger topic: only the partitions this worker's input partitions need, restored then tailed.
 
-The tail picks up entries other workers write (a deferral another worker recorded,
-a notification it sent before a rebalance). `catch_up` is called when partitions
-are assigned: the worker sees what the previous owner sent before redoing its
-records. A catch-up that fails or does not finish in time raises, ending the run.
+`hold` is called when a consumer is assigned input partitions: the ledger partitions
+with those numbers are taken on (an empty store, read from the topic's beginning) and
+every ledger partition no consumer of this worker needs any more is let go (its store
+deleted). Let go at the next assignment rather than on revocation: an eager rebalance
+revokes everything and mostly gives it back, and the tail keeps a held partition current
+meanwhile. `hold` returns once every entry that existed when it was called in the
+assigned partitions has been applied: the worker sees what the previous owner sent
+before redoing its records (ADR 0007, 0012). A catch-up that fails or does not finish
+in time raises, ending the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.common import clients
-from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.notify.ledger import Ledger
 
 CLIENT_ID = "commune-bus-notify-ledger"
+FETCH_BYTES = 8 * 1024 * 1024
 
 
 class LedgerBehind(Exception):
@@ -26,63 +32,96 @@ class LedgerBehind(Exception):
 
 
 class LedgerFeed:
-    def __init__(self, conn: KafkaConnection, ledger: Ledger, partitions: int, *, catch_up_s: float = 60.0) -> None:
+    def __init__(self, conn: KafkaConnection, ledger: Ledger, *, catch_up_s: float = 60.0) -> None:
         self.conn, self.ledger, self.catch_up_s = conn, ledger, catch_up_s
-        self._tps = [TopicPartition(ledger.topic, p) for p in range(partitions)]
-        self._next: dict[TopicPartition, int] = {}
+        self._needed: dict[str, set[int]] = {}
+        """Per consumer of this worker, the input partition numbers it was last assigned."""
         self._consumer: AIOKafkaConsumer | None = None
         self._progress = asyncio.Event()
-        """Set after each fetch of the tail, so `catch_up` re-checks positions without polling."""
+        """Set after each fetch of the tail, so a catch-up re-checks positions without polling."""
+        self._moving = asyncio.Lock()
+        """Held by the tail around each fetch and by `hold` while it changes the tail's partitions."""
+        self._holding = asyncio.Event()
+        """Set while the tail has partitions: aiokafka's fetch waits for an assignment, ignoring its timeout."""
 
-    async def restore(self) -> int:
-        """Apply every committed entry up to the current end; returns how many were read."""
-
-        def apply(partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
-            self.ledger.apply_record(record.key, record.value)
-            self._next[TopicPartition(self.ledger.topic, partition)] = record.offset + 1
-
-        return await read_to_end(self.conn, self.ledger.topic, [tp.partition for tp in self._tps], apply,
-                                 client_id=CLIENT_ID)
+    def _tp(self, partition: int) -> TopicPartition:
+        return TopicPartition(self.ledger.topic, partition)
 
     async def open(self) -> None:
-        """The tail's consumer, positioned where the restore stopped (no entry is skipped in between)."""
-        consumer = clients.consumer(self.conn, client_id=CLIENT_ID)
+        """The tail's consumer, with no partition yet (assignments bring them)."""
+        consumer = clients.consumer(self.conn, client_id=CLIENT_ID, max_partition_fetch_bytes=FETCH_BYTES)
         await consumer.start()
         self._consumer = consumer
-        consumer.assign(self._tps)
-        for tp in self._tps:
-            if tp in self._next:
-                consumer.seek(tp, self._next[tp])
-            else:
-                await consumer.seek_to_beginning(tp)
 
     async def follow(self) -> None:
         """Apply entries as they arrive; runs as a supervised task until cancelled."""
         consumer = self._opened()
         while True:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    self.ledger.apply_record(record.key, record.value)
+            await self._holding.wait()
+            async with self._moving:
+                if not consumer.assignment():
+                    continue
+                batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+                for tp, records in batch.items():
+                    for record in records:
+                        self.ledger.apply_record(tp.partition, record.key, record.value, record.timestamp)
             self._progress.set()
 
-    async def catch_up(self) -> None:
-        """Return once every entry that existed when called has been applied by `follow`."""
-        consumer = self._opened()
-        ends = await consumer.end_offsets(self._tps)
-        try:
-            async with asyncio.timeout(self.catch_up_s):
-                while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                    self._progress.clear()
-                    await self._progress.wait()
-        except TimeoutError:
-            raise LedgerBehind(f"ledger tail not at its end after {self.catch_up_s:.0f} s") from None
+    async def hold(self, consumer: str, partitions: Iterable[int]) -> None:
+        """`consumer` now owns input `partitions`: hold their ledger partitions and catch up with them."""
+        assigned = set(partitions)
+        self._needed[consumer] = assigned
+        wanted = set().union(*self._needed.values())
+        tail = self._opened()
+        async with self._moving:
+            kept = self.ledger.held & wanted
+            positions = {p: await tail.position(self._tp(p)) for p in kept}
+            for p in self.ledger.held - wanted:
+                self.ledger.drop(p)
+            new = wanted - kept
+            for p in new:
+                self.ledger.hold(p)
+            tail.assign([self._tp(p) for p in sorted(wanted)])
+            if wanted:
+                self._holding.set()
+            else:
+                self._holding.clear()
+            for p, offset in positions.items():
+                tail.seek(self._tp(p), offset)
+            if new:
+                await tail.seek_to_beginning(*[self._tp(p) for p in new])
+        await self.catch_up(assigned)
+
+    async def catch_up(self, partitions: Iterable[int]) -> None:
+        """Return once every entry that existed when called in `partitions` has been applied by `follow`.
+
+        A restore of a long partition may take a while: the catch-up fails only when the tail has made no
+        progress on them for `catch_up_s`.
+        """
+        tail = self._opened()
+        tps = [self._tp(p) for p in sorted(set(partitions))]
+        if not tps:
+            return
+        ends = await tail.end_offsets(tps)
+        progress = -1
+        while behind := [tp for tp, end in ends.items() if await tail.position(tp) < end]:
+            now = sum([await tail.position(tp) for tp in behind])
+            if now == progress:
+                raise LedgerBehind(f"ledger tail made no progress for {self.catch_up_s:.0f} s")
+            progress = now
+            try:
+                async with asyncio.timeout(self.catch_up_s):
+                    while sum([await tail.position(tp) for tp in behind]) == progress:
+                        self._progress.clear()
+                        await self._progress.wait()
+            except TimeoutError:
+                pass
 
     async def reachable(self, timeout_s: float) -> bool:
         """Whether the broker answers a request for the ledger's end offsets within `timeout_s`."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self._opened().end_offsets(self._tps)
+                await self._opened().end_offsets([self._tp(0)])
         except (TimeoutError, KafkaError):
             return False
         return True

@@ -26,6 +26,7 @@ from aiokafka import TopicPartition
 from services.common.health import Health
 from services.common.rebalance import Fail, RebalanceListener
 from services.common.stall import StallWatch
+from services.notify.jobs import Spawn
 
 
 class Readiness:
@@ -96,20 +97,37 @@ class Fence:
 
 
 class Listener(RebalanceListener):
+    """One consumer's partition moves. On assignment the new partitions stay paused while their ledger
+    partitions are restored or caught up in a supervised task (`hold`: a restore may outlast the session
+    timeout, and a long rebalance callback stops heartbeats), then resumed; the consumer counts as assigned
+    only then. On revocation that task is cancelled first."""
+
     def __init__(self, fail: Fail, name: str, readiness: Readiness, fence: Fence, *,
                  commit: Callable[[str], Awaitable[None]], forget: Callable[[TopicPartition], None],
-                 catch_up: Callable[[], Awaitable[None]], drain_s: float) -> None:
+                 hold: Callable[[set[int]], Awaitable[None]], pause: Callable[[set[TopicPartition]], None],
+                 resume: Callable[[set[TopicPartition]], None], spawn: Spawn, drain_s: float) -> None:
         super().__init__(fail)
         self.name, self.readiness, self.fence, self.drain_s = name, readiness, fence, drain_s
-        self._commit, self._forget, self._catch_up = commit, forget, catch_up
+        self._commit, self._forget, self._hold, self._spawn = commit, forget, hold, spawn
+        self._pause, self._resume = pause, resume
+        self._readying: asyncio.Task[None] | None = None
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         self.readiness.rebalancing(self.name)  # no new provider call from here on
+        if self._readying is not None and not self._readying.done():
+            self._readying.cancel()
+            await asyncio.wait({self._readying})
+        self._readying = None
         await self.fence.drained(self.drain_s)  # calls under way finish and reach the ledger first
         await self._commit("revoke")
         for tp in partitions:
             self._forget(tp)
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
-        await self._catch_up()  # see what the previous owner sent before redoing its records
+        self._pause(partitions)  # before any await: nothing of them is fetched until the ledger has caught up
+        self._readying = self._spawn(f"{self.name}-ledger", self._ready(partitions))
+
+    async def _ready(self, partitions: set[TopicPartition]) -> None:
+        await self._hold({tp.partition for tp in partitions})  # see what the previous owner sent before redoing
+        self._resume(partitions)
         self.readiness.assigned(self.name)

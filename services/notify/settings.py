@@ -43,13 +43,21 @@ class NotifySettings(ConsumerSettings):
         default=180_000, ge=1_000,
         description="How long a ledger or status write waits for the broker (an outage shorter than this is "
                     "ridden out: a sent notification's ledger entry is written when the broker is back)")
+    state_dir: Path | None = Field(
+        default=None, description="Where the ledger's RocksDB stores live (a fresh folder per run, deleted after); "
+                                  "None: the system's temporary folder")
+    ledger_keep_days: float = Field(
+        default=15.0, gt=0,
+        description="Done ids are forgotten this long after they were written: the input topics' retention "
+                    "(7 days) + their segment roll (7 days: a record goes only with its segment) + 1 day (ADR 0019)")
+    ledger_prune_every_s: float = Field(default=60.0, gt=0, description="How often old done ids are pruned")
     drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish")
 
     deadlines: bool = Field(default=True, description="Also run the faust deadline tracker (a child process)")
     deadline_tick_s: float = 30.0
     deadline_web_port: int = 6067
 
-    @field_validator("directory_file", "subscribers_file", mode="before")
+    @field_validator("directory_file", "subscribers_file", "state_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

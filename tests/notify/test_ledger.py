@@ -24,7 +24,7 @@ def replay(producer: FakeProducer) -> Ledger:
     """A fresh ledger that read back everything `producer` wrote (a restart's restore)."""
     fresh = Ledger(TOPIC, FakeProducer())
     for sent in producer.to(TOPIC):
-        fresh.apply_record(sent.key, sent.value)
+        fresh.apply_record(0, sent.key, sent.value, 0)
     return fresh
 
 
@@ -45,7 +45,8 @@ async def test_a_deferral_survives_a_restart_with_its_request() -> None:
     await Ledger(TOPIC, producer).record_deferred(deferred)
     restored = replay(producer)
     assert restored.deferred == {deferred.notification_id: redact(deferred)} and not restored.done
-    assert deferred.recipient.phone and deferred.recipient.phone.encode() not in producer.to(TOPIC)[0].value
+    written = producer.to(TOPIC)[0].value or b""
+    assert deferred.recipient.phone and deferred.recipient.phone.encode() not in written
 
 
 async def test_done_after_deferred_releases_it_for_good() -> None:
@@ -71,6 +72,6 @@ def test_done_is_final_even_if_a_late_deferral_is_read_after_it() -> None:
 def test_tombstones_and_keyless_records_change_nothing() -> None:
     """Compaction tombstones (no value) and records without a key are skipped."""
     ledger = Ledger(TOPIC, FakeProducer())
-    ledger.apply_record(b"n-1", None)
-    ledger.apply_record(None, b'{"state":"done","outcome":"sent"}')
+    ledger.apply_record(0, b"n-1", None, 0)
+    ledger.apply_record(0, None, b'{"state":"done","outcome":"sent"}', 0)
     assert ledger.done == set() and ledger.deferred == {}

@@ -1,0 +1,149 @@
+"""One ledger partition's state over an ordered key-value store: done ids by age, deferred requests by due time. Pure.
+
+Three key families in one ordered store (RocksDB in the service, `MemoryKV` in tests and tools):
+
+- ``I`` + id -> ``D`` + written (done) or ``F`` + written + due (deferred): the id's state, one lookup;
+- ``A`` + written + id -> empty: done ids in age order, so pruning reads only what it deletes;
+- ``Q`` + due + id -> the (redacted) request as JSON: deferred requests in due-time order, so a release reads
+  only what is due.
+
+Times are milliseconds since the epoch, 8 bytes big-endian, so byte order is time order. `done` is final: a
+later deferral of a done id (from a worker whose ledger lagged) is ignored. A deferred entry is never pruned by
+age: it waits for its release, which turns it into a done entry that then ages like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal, Protocol
+
+DONE, DEFERRED = b"D", b"F"
+ID, AGE, DUE = b"I", b"A", b"Q"
+State = Literal["done", "deferred"]
+
+
+class KV(Protocol):
+    """The ordered store a partition state needs: point reads and writes, and a forward scan from a key."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def scan(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs with key >= `start`, in key order; writes made during the scan need not be seen."""
+        ...
+
+
+class MemoryKV:
+    """An in-memory `KV` for unit tests and tools: scans sort the keys each time (not for production sizes)."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._data[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._data.pop(key, None)
+
+    def scan(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key in sorted(k for k in self._data if k >= start):
+            if key in self._data:
+                yield key, self._data[key]
+
+
+def _ms(value: int) -> bytes:
+    return max(0, value).to_bytes(8, "big")
+
+
+def _time(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+class PartitionState:
+    """The done ids and deferred requests of one ledger partition; counts are kept as entries come and go."""
+
+    def __init__(self, kv: KV) -> None:
+        self.kv = kv
+        self.done_count = 0
+        self.deferred_count = 0
+
+    def state(self, nid: str) -> State | None:
+        raw = self.kv.get(ID + nid.encode())
+        if raw is None:
+            return None
+        return "done" if raw[:1] == DONE else "deferred"
+
+    def request_json(self, nid: str) -> bytes | None:
+        """The deferred request of `nid` as written, or None if `nid` is not deferred."""
+        raw = self.kv.get(ID + nid.encode())
+        if raw is None or raw[:1] != DEFERRED:
+            return None
+        return self.kv.get(DUE + raw[9:17] + nid.encode())
+
+    def mark_done(self, nid: str, written_ms: int) -> None:
+        """`nid` is done; it ages from the latest time it was written (a repeat makes it younger, never older)."""
+        key = nid.encode()
+        raw = self.kv.get(ID + key)
+        if raw is not None and raw[:1] == DONE:
+            if _time(raw[1:9]) >= written_ms:
+                return
+            self.kv.delete(AGE + raw[1:9] + key)
+            self.done_count -= 1
+        elif raw is not None:  # deferred until now: it leaves the due index
+            self.kv.delete(DUE + raw[9:17] + key)
+            self.deferred_count -= 1
+        self.kv.put(ID + key, DONE + _ms(written_ms))
+        self.kv.put(AGE + _ms(written_ms) + key, b"")
+        self.done_count += 1
+
+    def defer(self, nid: str, request_json: bytes, due_ms: int, written_ms: int) -> None:
+        """`nid` waits until `due_ms`; ignored if it is already done; a newer deferral replaces an older one."""
+        key = nid.encode()
+        raw = self.kv.get(ID + key)
+        if raw is not None and raw[:1] == DONE:
+            return
+        if raw is not None:
+            self.kv.delete(DUE + raw[9:17] + key)
+            self.deferred_count -= 1
+        self.kv.put(ID + key, DEFERRED + _ms(written_ms) + _ms(due_ms))
+        self.kv.put(DUE + _ms(due_ms) + key, request_json)
+        self.deferred_count += 1
+
+    def due(self, now_ms: int) -> Iterator[tuple[str, bytes]]:
+        """(id, request JSON) of the deferred entries due by `now_ms`, earliest first; reads nothing later."""
+        for key, value in self.kv.scan(DUE):
+            if key[:1] != DUE or _time(key[1:9]) > now_ms:
+                return
+            yield key[9:].decode(), value
+
+    def deferred_ids(self) -> Iterator[str]:
+        for key, _ in self.kv.scan(DUE):
+            if key[:1] != DUE:
+                return
+            yield key[9:].decode()
+
+    def done_ids(self) -> Iterator[str]:
+        for key, _ in self.kv.scan(AGE):
+            if key[:1] != AGE:
+                return
+            yield key[9:].decode()
+
+    def prune(self, cutoff_ms: int, limit: int) -> int:
+        """Forget at most `limit` done ids last written before `cutoff_ms`, oldest first; returns how many."""
+        pruned = 0
+        for key, _ in self.kv.scan(AGE):
+            if pruned >= limit or key[:1] != AGE or _time(key[1:9]) >= cutoff_ms:
+                break
+            nid = key[9:]
+            self.kv.delete(key)
+            if self.kv.get(ID + nid) == DONE + key[1:9]:
+                self.kv.delete(ID + nid)
+            self.done_count -= 1
+            pruned += 1
+        return pruned

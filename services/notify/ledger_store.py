@@ -1,0 +1,88 @@
+"""RocksDB (rocksdict) behind the ledger's `KV`: one store per held ledger partition, under one folder per run.
+
+The ledger topic is the source of truth, so a store needs no write-ahead log: it is created empty when its
+partition is taken on, filled from the topic, and deleted when the partition is let go or the run ends.
+Memtables and the block cache are kept small and bloom filters make the per-notification "done?" lookup
+of an absent id cheap: resident memory stays low however many ids a partition holds (RocksDB keeps them on
+disk).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
+
+from services.notify.ledger_state import KV
+
+WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+BLOCK_CACHE_BYTES = 8 * 1024 * 1024
+
+
+class RocksKV:
+    """One partition's store; keys and values are bytes (raw mode)."""
+
+    def __init__(self, path: Path, cache: Cache) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        self.path = path
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+        options.set_max_write_buffer_number(2)
+        table = BlockBasedOptions()
+        table.set_block_cache(cache)
+        table.set_bloom_filter(10, False)
+        table.set_cache_index_and_filter_blocks(True)
+        options.set_block_based_table_factory(table)
+        self.db = Rdict(str(path), options)
+        write = WriteOptions()
+        write.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub calls it a method
+        self.db.set_write_options(write)
+
+    def get(self, key: bytes) -> bytes | None:
+        return cast(bytes | None, self.db.get(key))
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.db.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.db.delete(key)
+
+    def scan(self, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return cast(Iterator[tuple[bytes, bytes]], iter(self.db.items(from_key=start)))
+
+    def close(self) -> None:
+        self.db.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class RocksStores:
+    """Opens and discards the partition stores of one run, in a fresh folder under `parent` (the system's
+    temporary folder if None); `close` removes them all. One block cache is shared by every partition."""
+
+    def __init__(self, parent: Path | None = None) -> None:
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="notify-ledger-", dir=parent))
+        self.cache = Cache(BLOCK_CACHE_BYTES)
+        self._open: dict[int, RocksKV] = {}
+
+    def open(self, partition: int) -> KV:
+        self.discard(partition)
+        kv = self._open[partition] = RocksKV(self.root / f"p{partition}", self.cache)
+        return kv
+
+    def discard(self, partition: int) -> None:
+        kv = self._open.pop(partition, None)
+        if kv is not None:
+            kv.close()
+
+    def close(self) -> None:
+        for partition in list(self._open):
+            self.discard(partition)
+        shutil.rmtree(self.root, ignore_errors=True)

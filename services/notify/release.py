@@ -1,0 +1,50 @@
+"""The service's dispatcher: deferred requests released from the ledger's due-time index, done entries routed.
+
+`Dispatcher` (delivery.py) scans every deferred request each tick and writes done
+entries by notification id alone. With a partition-aligned ledger (ADR 0019) the
+service needs two things more, added here without changing the dispatcher's logic:
+
+- each tick reads only the due prefix of the owned partitions' due index
+  (`Ledger.due`), not every deferred request;
+- a done entry must go to its commune's ledger partition: the ledger asks
+  `commune_of(nid)`, answered from the job being delivered (a done entry is only
+  ever written while its job is in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from services.notify import metrics
+from services.notify.delivery import Dispatcher
+from services.notify.jobs import Claim, Job
+
+
+class OwnedDispatcher(Dispatcher):
+    owns_partition: Callable[[int], bool] = staticmethod(lambda partition: True)
+    """Which ledger partitions' deferred requests this worker releases (set by the app: the dossier partitions
+    its routine consumer holds, the same rule as `owns` by commune)."""
+
+    def commune_of(self, nid: str) -> str | None:
+        """The commune of the notification `nid` if it is being delivered here (the ledger's router)."""
+        job = self._inflight.get(nid)
+        return job.request.commune if job is not None else None
+
+    def release_due(self) -> int:
+        """Enqueue every due deferred request of the owned partitions not already in flight; returns how many."""
+        released = 0
+        for request in self.ledger.due(self.clock(), self.owns_partition):
+            if request.notification_id in self._inflight:
+                continue
+            self._enqueue(Job(request.model_copy(update={"not_before": None}), [Claim(lambda: None)]))
+            released += 1
+        return released
+
+    async def _release_deferred(self) -> None:
+        """Each tick, release what is due; entries deferred by another worker or before a restart or rebalance
+        are in the owned partitions' index too, so whoever owns the commune now releases them."""
+        while True:
+            self.release_due()
+            metrics.DEFERRED.set(len(self.ledger.deferred))
+            await asyncio.sleep(self._release_every_s)
