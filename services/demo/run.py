@@ -14,13 +14,14 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
 from rich.live import Live
 
-from services.demo import ports, processes, supervise
+from services.demo import ports, principals, processes, supervise
 from services.demo.figures import Scrape, figures
 from services.demo.scrape import scrape
 from services.demo.settings import DemoSettings
@@ -54,7 +55,8 @@ def busy_ports(s: DemoSettings, children: list[processes.Child]) -> list[str]:
 
 def main() -> None:
     settings = DemoSettings()
-    s = settings.model_copy(update={"run_dir": settings.run_dir.resolve(), "state_dir": settings.state_dir.resolve()})
+    s = settings.model_copy(update={"run_dir": settings.run_dir.resolve(), "state_dir": settings.state_dir.resolve(),
+                                    "secrets_dir": settings.secrets_dir.resolve()})
     children = processes.plan(s)
     if problems := busy_ports(s, children):
         sys.stderr.write("\n".join(problems) + "\n")
@@ -73,7 +75,11 @@ def main() -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP": os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")}
     if not PrivacySettings().configured:  # a local key pair of its own, made once: intake seals, notify opens
         env |= privacy_keys.ensure(s.run_dir / "keys")
-    running = supervise.start(children, env, s.log_dir, processes.ROOT)
+    try:  # on a secure broker, each process as its own principal (not as the admin running the demo)
+        children = [replace(c, env=principals.environment(c.name, env, s.secrets_dir) | c.env) for c in children]
+    except principals.MissingCredentials as exc:
+        raise SystemExit(str(exc)) from None
+    running = supervise.start(children, {}, s.log_dir, processes.ROOT)
     say("commune-bus demo is running. Where to look:")
     for child in children:
         say(f"  - {child.where}")

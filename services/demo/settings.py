@@ -20,6 +20,8 @@ class DemoSettings(BaseSettings):
     state_dir: Path = Field(default=Path(".state"), description="metrics' RocksDB stores, Prometheus' TSDB")
     rate: float = Field(default=50.0, gt=0, description="Simulator records per second")
     prometheus: bool | None = Field(default=None, description="Start Prometheus (default: when it is installed)")
+    secrets_dir: Path = Field(default=Path("infra/kafka/secrets"),
+                              description="Each service's credentials on a secure broker (<service>.env)")
 
     intake_port: int = Field(default=9101, ge=1, le=65535)
     notify_port: int = Field(default=9102, ge=1, le=65535)
