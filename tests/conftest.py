@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import keys_env
+from tests import keys_env, naming
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +57,7 @@ def kafka_bootstrap() -> Iterator[str]:
         bootstrap = _secure_broker_as_admin()
     before = _topics(bootstrap)
     yield bootstrap
-    if not os.environ.get("KEEP_TEST_TOPICS"):  # set it when another run shares the broker meanwhile
+    if not os.environ.get("KEEP_TEST_TOPICS"):  # set it to look at a run's topics afterwards
         _forget_test_topics(bootstrap, before)
 
 
@@ -105,8 +104,8 @@ def _forget_test_topics(bootstrap: str, before: set[str]) -> None:
     from services.common.settings import KafkaConnection
 
     try:
-        created = sorted(t for t in _topics(bootstrap) - before
-                         if "." in t and not t.startswith(("commune.", "_")))  # a namespace prefix: a test's
+        created = sorted(t for t in _topics(bootstrap) - before  # this run's namespaces only (tests/naming.py)
+                         if naming.ours(t) and not t.startswith(("commune.", "_")))
         for start in range(0, len(created), 200):
             asyncio.run(delete_topics(KafkaConnection(bootstrap=bootstrap), created[start:start + 200]))
     except Exception as exc:  # tidying up never fails the run
@@ -126,7 +125,7 @@ def kafka_topics(kafka_bootstrap: str) -> str:
 @pytest.fixture
 def unique() -> str:
     """A short unique suffix for per-test topics and consumer groups."""
-    return uuid.uuid4().hex[:10]
+    return naming.unique()
 
 
 TIERS = ("unit", "kafka", "slow")

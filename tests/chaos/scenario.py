@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
+from tests import naming
 from tests.brokers import OwnBroker
 from tests.faults import Cluster, Worker
 from tests.waiting import eventually_async
@@ -167,7 +167,7 @@ def _keep(log: Path, to: Path) -> None:
 @asynccontextmanager
 async def broker_for(kind: BrokerKind, shared: str, workdir: Path) -> AsyncIterator[Stage]:
     """A stage on the shared broker, or on a broker or 3-node cluster of its own (started here, removed after)."""
-    namespace = f"chaos{uuid.uuid4().hex[:8]}"
+    namespace = f"chaos{naming.unique(8)}"
     if kind == "shared":
         yield Stage(shared, namespace, workdir)
         return

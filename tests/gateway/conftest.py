@@ -7,7 +7,6 @@ import asyncio
 import ssl
 import subprocess
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from schemas.topics import GATEWAY_CLAIMS, RAW, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
+from tests import naming
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.waiting import eventually
 
@@ -99,7 +99,7 @@ def wait_ready(gateway: Gateway, context: ssl.SSLContext | None = None, timeout:
 
 @pytest.fixture
 def site(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Site]:
-    namespace = "gw" + uuid.uuid4().hex[:10]
+    namespace = "gw" + naming.unique()
     (tmp_path / "sources.yaml").write_text(REGISTRY, encoding="utf-8")
     (tmp_path / "secrets.yaml").write_text(SECRETS, encoding="utf-8")
     specs = [scoped(t, namespace) for t in (*RAW.values(), GATEWAY_CLAIMS)]

@@ -15,6 +15,7 @@ from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.gateway.publisher import Fenced, KafkaPublisher, Records
 from services.gateway.settings import GatewaySettings
+from tests import naming
 from tests.gateway.conftest import API_KEY, Site
 from tests.kafkatools import read_all
 from tests.samples import canonical_dossier
@@ -58,7 +59,7 @@ async def test_a_second_producer_with_the_id_fences_the_first(kafka_bootstrap: s
     """The predecessor's open transaction is aborted and fails as fenced, its next publish too (it does not
     fence back); only what committed before and what the successor publishes is readable."""
     conn = KafkaConnection(bootstrap=kafka_bootstrap)
-    namespace = "fence" + uuid.uuid4().hex[:8]
+    namespace = "fence" + naming.unique(8)
     topic = scoped(RAW_DOSSIER, namespace).name
     await ensure_topics(conn, [scoped(RAW_DOSSIER, namespace)])
     tid = transactional_id(TransactionalId.GATEWAY, namespace, "g1")

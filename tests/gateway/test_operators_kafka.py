@@ -17,6 +17,7 @@ from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
 from services.privacy.erase import live_keys
+from tests import naming
 from tests.gateway.asgi import API_KEY, app
 from tests.kafkatools import produce, read_all
 from tests.privacy.keys import PEPPER, keyring
@@ -28,7 +29,7 @@ LAN = ("Nguyễn Thị Lan", "008123456789", "0912345678")
 
 @pytest.fixture
 def namespace(kafka_bootstrap: str) -> str:
-    ns = "ops" + uuid.uuid4().hex[:8]
+    ns = "ops" + naming.unique(8)
     asyncio.run(ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), [scoped(t, ns) for t in TOPICS]))
     return ns
 
