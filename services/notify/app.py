@@ -1,7 +1,7 @@
 """The notify shell: canonical topics (read_committed) -> rules -> dispatcher; offsets committed once done.
 
 One run of the worker (`run`): topics checked, producer, ledger (its partitions
-restored and tailed as input partitions are assigned, ADR 0019), dispatcher, two
+restored and tailed as input partitions are assigned, ADR 0020), dispatcher, two
 consumers in the one group. Every loop is a supervised task; the
 exit stack closes everything in reverse order when the run stops or fails.
 """
@@ -32,7 +32,7 @@ from services.notify.jobs import Outputs
 from services.notify.ledger import Layout, Ledger
 from services.notify.ledger_feed import LedgerFeed
 from services.notify.ledger_store import RocksStores
-from services.notify.ledger_upkeep import aligned_partitions, prune_loop
+from services.notify.ledger_upkeep import aligned_partitions, keep_window_ms, prune_loop
 from services.notify.offsets import OffsetTracker
 from services.notify.personal import Opener
 from services.notify.rebalance import Fence, Listener, Readiness
@@ -129,7 +129,7 @@ class NotifyApp:
                                                                    n.alerts])
         stores = RocksStores(self.s.state_dir)
         stack.callback(stores.close)
-        layout = Layout(partitions, producer, stores, keep_ms=int(self.s.ledger_keep_days * 86_400_000))
+        layout = Layout(partitions, producer, stores, keep_ms=keep_window_ms(self.s.ledger_keep_days))
         ledger = Ledger(n.ledger, producer, layout=layout)
         feed = LedgerFeed(self.s, ledger)
         stack.push_async_callback(feed.close)

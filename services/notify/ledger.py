@@ -5,7 +5,7 @@ requests survive restarts and are released by whichever worker owns their commun
 Every change is applied here first, then written to the ledger topic (key =
 notification id) before the input offset that caused it is committed.
 
-Partition-aligned (ADR 0019): an entry goes to the ledger partition of its commune, the
+Partition-aligned (ADR 0020): an entry goes to the ledger partition of its commune, the
 partition number its input records have (every commune-keyed topic has the same count),
 so a worker holds only the ledger partitions of the input partitions it owns, one store
 each (`Stores`: RocksDB in the service). Done ids older than `keep_ms` are forgotten
@@ -16,11 +16,12 @@ Reading the topic (restore and tail) is `ledger_feed`'s job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+import orjson
 from pydantic import BaseModel
 
 from schemas.notification import NotificationRequest
@@ -63,7 +64,7 @@ class Layout:
     sender: PartitionProducer
     stores: Stores
     keep_ms: int
-    """Done ids older than this are pruned (and not restored): ADR 0019 shows no input record can still
+    """Done ids older than this are pruned (and not restored): ADR 0020 shows no input record can still
     be redelivered by then."""
 
 
@@ -104,15 +105,27 @@ class Ledger:
     # --- reading the topic ----------------------------------------------------------------------
 
     def apply_record(self, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int) -> None:
-        """One record read back from the topic; a tombstone, a keyless record or one of a partition not held
-        changes nothing, nor does a done entry already older than the retention window."""
+        """One record read back from the topic (see `apply_records`)."""
+        self.apply_records(partition, [(key, value, timestamp_ms)])
+
+    def apply_records(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None, int]]) -> None:
+        """Records (key, value, timestamp) read back from one partition, in offset order. A tombstone, a keyless
+        record or one of a partition not held changes nothing, nor does a done entry older than the window.
+        A done entry (nearly every record) is recognised without building the model: restores are bounded by this.
+        """
         state = self._states.get(partition if self.layout else 0)
-        if state is None or key is None or value is None:
+        if state is None:
             return
-        entry = Entry.model_validate_json(value)
-        if entry.state == "done" and self.layout and timestamp_ms < _ms(self.clock()) - self.layout.keep_ms:
-            return
-        self._apply(state, key.decode(), entry, timestamp_ms)
+        cutoff = _ms(self.clock()) - self.layout.keep_ms if self.layout else 0
+        for key, value, timestamp_ms in records:
+            if key is None or value is None:
+                continue
+            fields = orjson.loads(value)
+            if isinstance(fields, dict) and fields.get("state") == "done":
+                if timestamp_ms >= cutoff:
+                    state.mark_done(key.decode(), timestamp_ms)
+            else:
+                self._apply(state, key.decode(), Entry.model_validate(fields), timestamp_ms)
 
     @staticmethod
     def _apply(state: PartitionState, nid: str, entry: Entry, written_ms: int) -> None:

@@ -63,8 +63,7 @@ class LedgerFeed:
                     continue
                 batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
                 for tp, records in batch.items():
-                    for record in records:
-                        self.ledger.apply_record(tp.partition, record.key, record.value, record.timestamp)
+                    self.ledger.apply_records(tp.partition, ((r.key, r.value, r.timestamp) for r in records))
             self._progress.set()
 
     async def hold(self, consumer: str, partitions: Iterable[int]) -> None:

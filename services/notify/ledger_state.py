@@ -58,7 +58,7 @@ class MemoryKV:
 
 
 def _ms(value: int) -> bytes:
-    return max(0, value).to_bytes(8, "big")
+    return value.to_bytes(8, "big") if value > 0 else bytes(8)
 
 
 def _time(raw: bytes) -> int:

@@ -9,10 +9,12 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Gauge
 
+from schemas.topics import NOTIFY_LEDGER, TopicSpec
 from services.notify.ledger import Ledger
 from services.notify.settings import NotifySettings
 
 log = structlog.get_logger("notify.ledger")
+DAY_MS = 86_400_000
 PRUNE_BATCH = 10_000
 """Ids forgotten per partition per step: a step is a short synchronous stretch, then the loop yields."""
 LEDGER_IDS = Gauge("notify_ledger_ids", "Ledger ids held by this worker (its partitions only), done or deferred",
@@ -20,17 +22,28 @@ LEDGER_IDS = Gauge("notify_ledger_ids", "Ledger ids held by this worker (its par
 
 
 class LedgerLayoutError(Exception):
-    """The ledger topic's partition count differs from an input topic's: entries would miss their owner."""
+    """The ledger topic cannot serve the design: a partition count unlike an input topic's (entries would miss
+    their owner), or a retention shorter than the pruning window."""
 
 
 async def aligned_partitions(producer: AIOKafkaProducer, ledger: str, inputs: Sequence[str]) -> int:
-    """The ledger's partition count, once checked equal to every input topic's (ADR 0019)."""
+    """The ledger's partition count, once checked equal to every input topic's (ADR 0020)."""
     count = len(await producer.partitions_for(ledger))
     others = {topic: len(await producer.partitions_for(topic)) for topic in inputs}
     wrong = sorted(topic for topic, n in others.items() if n != count)
     if wrong:
         raise LedgerLayoutError(f"ledger has {count} partitions, unlike {', '.join(wrong)}")
     return count
+
+
+def keep_window_ms(keep_days: float, ledger: TopicSpec = NOTIFY_LEDGER) -> int:
+    """The pruning window in ms, refused if longer than the ledger topic keeps its entries (ADR 0020)."""
+    keep_ms = int(keep_days * DAY_MS)
+    retention = int(ledger.config.get("retention.ms", "-1"))
+    if 0 <= retention < keep_ms:
+        raise LedgerLayoutError(f"ledger window of {keep_days:g} days exceeds the ledger topic's retention "
+                                f"({retention / DAY_MS:g} days): a restore would miss ids still needed")
+    return keep_ms
 
 
 async def prune_loop(ledger: Ledger, settings: NotifySettings) -> None:

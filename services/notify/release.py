@@ -1,7 +1,7 @@
 """The service's dispatcher: deferred requests released from the ledger's due-time index, done entries routed.
 
 `Dispatcher` (delivery.py) scans every deferred request each tick and writes done
-entries by notification id alone. With a partition-aligned ledger (ADR 0019) the
+entries by notification id alone. With a partition-aligned ledger (ADR 0020) the
 service needs two things more, added here without changing the dispatcher's logic:
 
 - each tick reads only the due prefix of the owned partitions' due index

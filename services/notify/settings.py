@@ -49,7 +49,7 @@ class NotifySettings(ConsumerSettings):
     ledger_keep_days: float = Field(
         default=15.0, gt=0,
         description="Done ids are forgotten this long after they were written: the input topics' retention "
-                    "(7 days) + their segment roll (7 days: a record goes only with its segment) + 1 day (ADR 0019)")
+                    "(7 days) + their segment roll (7 days: a record goes only with its segment) + 1 day (ADR 0020)")
     ledger_prune_every_s: float = Field(default=60.0, gt=0, description="How often old done ids are pruned")
     drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish")
 

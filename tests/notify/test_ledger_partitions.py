@@ -12,6 +12,7 @@ from services.common.partitioner import partition_for
 from services.notify import rules
 from services.notify.ledger import Entry, Layout, Ledger, Unrouted
 from services.notify.ledger_state import KV, MemoryKV
+from services.notify.ledger_upkeep import LedgerLayoutError, keep_window_ms
 from services.notify.subscribers import Registry
 from tests.notify.events import directory, dossier
 from tests.notify.fakes import FakeProducer
@@ -150,3 +151,10 @@ async def test_due_releases_owned_partitions_in_due_order() -> None:
     await book.record_deferred(request("e-other", "00004", NOW - timedelta(hours=3)))
     released = [r.not_before for r in book.due(NOW, owned=lambda p: p == mine)]
     assert released == [times["e-early"], times["e-late"]]
+
+
+def test_a_window_longer_than_the_topics_retention_is_refused() -> None:
+    """The ledger topic must keep entries at least as long as the store does, or a restore misses live ids."""
+    assert keep_window_ms(15) == 15 * DAY_MS
+    with pytest.raises(LedgerLayoutError):
+        keep_window_ms(61)
