@@ -202,8 +202,9 @@ def main() -> None:
     print(f"{'':52} {today['rss'] / 1e6:10.0f} {one['rss'] / 1e6:10.0f}")
     scan, index = release_tick()
     print(f"{f'deferred-release tick, {TICK_DEFERRED:,} deferred none due (us)':52} {scan:10.0f} {index:10.0f}")
-    print(f"ratios: restore x{today['seconds'] / new['seconds']:.2f} faster, memory x"
-          f"{today['rss'] / max(new['rss'], 1):.1f} smaller, tick x{scan / max(index, 1e-3):.0f} cheaper")
+    print(f"ratios new/today: restore time x{new['seconds'] / today['seconds']:.2f}, RSS growth x"
+          f"{new['rss'] / max(today['rss'], 1):.2f}, release tick x{index / max(scan, 1e-3):.4f}; a worker owning one "
+          f"partition of six restores x{one['seconds'] / today['seconds']:.2f} of today's time")
 
 
 if __name__ == "__main__":

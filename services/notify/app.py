@@ -169,6 +169,7 @@ class NotifyApp:
                             resume=lambda tps: consumer.resume(*(tps & consumer.assignment())),
                             spawn=self.sup.spawn, drain_s=self.s.drain_s)
         consumer.subscribe(topics, listener=listener)
+        stack.push_async_callback(listener.stop)  # before the ledger feed closes under a catch-up
         return consumer
 
     @staticmethod

@@ -9,6 +9,7 @@ disk).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
 
 from services.notify.ledger_state import KV
 
+PREFIX = "notify-ledger-"
 WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 BLOCK_CACHE_BYTES = 8 * 1024 * 1024
 
@@ -58,12 +60,14 @@ class RocksKV:
 
 class RocksStores:
     """Opens and discards the partition stores of one run, in a fresh folder under `parent` (the system's
-    temporary folder if None); `close` removes them all. One block cache is shared by every partition."""
+    temporary folder if None); `close` removes them all. One block cache is shared by every partition.
+    A folder left by a process that is gone (killed, so `close` never ran) is removed on the way in."""
 
     def __init__(self, parent: Path | None = None) -> None:
-        if parent is not None:
-            parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="notify-ledger-", dir=parent))
+        base = Path(tempfile.gettempdir()) if parent is None else parent
+        base.mkdir(parents=True, exist_ok=True)
+        remove_orphans(base)
+        self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base))
         self.cache = Cache(BLOCK_CACHE_BYTES)
         self._open: dict[int, RocksKV] = {}
 
@@ -81,3 +85,22 @@ class RocksStores:
         for partition in list(self._open):
             self.discard(partition)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def remove_orphans(base: Path) -> None:
+    """Delete the store folders under `base` whose process no longer runs."""
+    for folder in base.glob(f"{PREFIX}*-*"):
+        pid = folder.name[len(PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

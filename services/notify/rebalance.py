@@ -112,12 +112,16 @@ class Listener(RebalanceListener):
         self._pause, self._resume = pause, resume
         self._readying: asyncio.Task[None] | None = None
 
-    async def revoked(self, partitions: set[TopicPartition]) -> None:
-        self.readiness.rebalancing(self.name)  # no new provider call from here on
+    async def stop(self) -> None:
+        """Cancel a catch-up under way (the run is ending, or the partitions are going)."""
         if self._readying is not None and not self._readying.done():
             self._readying.cancel()
             await asyncio.wait({self._readying})
         self._readying = None
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        self.readiness.rebalancing(self.name)  # no new provider call from here on
+        await self.stop()
         await self.fence.drained(self.drain_s)  # calls under way finish and reach the ledger first
         await self._commit("revoke")
         for tp in partitions:

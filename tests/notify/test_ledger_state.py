@@ -3,6 +3,7 @@ stores: the in-memory one and RocksDB."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +137,14 @@ def test_a_discarded_partition_store_is_gone(tmp_path: Path) -> None:
     assert PartitionState(stores.open(4)).state("n-1") is None
     stores.close()
     assert not stores.root.exists()
+
+
+def test_stores_left_by_a_killed_process_are_removed(tmp_path: Path) -> None:
+    """A folder whose process is gone (no `close` ran) is deleted when a run opens its stores; a live one stays."""
+    dead = tmp_path / f"notify-ledger-{2**22 + 12345}-abc"
+    live = tmp_path / f"notify-ledger-{os.getpid()}-def"
+    for folder in (dead, live):
+        (folder / "p0").mkdir(parents=True)
+    stores = RocksStores(tmp_path)
+    assert not dead.exists() and live.exists() and stores.root.exists()
+    stores.close()
