@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sources", type=Path, default=SOURCES_FILE, help="source registry (infra/sources.yaml)")
     parser.add_argument("--principals", action="store_true", help="print the SCRAM user names only")
     parser.add_argument("--apply", action="store_true",
-                        help="create missing SCRAM users (passwords from --secrets) and the ACLs, as KAFKA_* says")
+                        help="create missing SCRAM users (passwords from --secrets) and the ACLs, and delete the "
+                             "managed "
+                             "ACLs the table no longer holds, as KAFKA_* says")
     parser.add_argument("--secrets", type=Path, help="folder of <principal>.password files (infra/kafka/secrets)")
     args = parser.parse_args(argv)
     registry = load_registry(args.sources)
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         from services.common.acls_apply import apply
         from services.common.settings import KafkaConnection
 
-        asyncio.run(apply(KafkaConnection(), rows, principals(registry), args.secrets))
+        asyncio.run(apply(KafkaConnection(), rows, principals(registry), args.secrets, args.namespace))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,14 @@ Run as a super user (the `admin` principal's KAFKA_* settings). aiokafka's admin
 no CreateAcls nor AlterUserScramCredentials, so this uses librdkafka's admin client
 (`confluent-kafka`, already pinned for the benchmarks), with the same connection
 settings. Creating an ACL that exists is a no-op, so `apply` can run at every start.
-ACLs no longer in the table are not removed (delete them with `kafka-acls --remove`).
+
+`apply` reconciles: within its scope (the registry's resource names under the
+namespace, `commune…`), an ACL of a principal it manages (every principal of the
+table, and every `source-…` principal) that the table no longer holds is deleted.
+A source removed from `infra/sources.yaml`, or an entry narrowed, loses its rights
+at the next start; its SCRAM user stays, but can do nothing (no ACL, and
+`allow.everyone.if.no.acl.found=false`). ACLs of other namespaces (tests), of
+other principals and on other names are never touched.
 """
 
 from __future__ import annotations
@@ -14,10 +21,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from schemas.topics import namespaced
 from services.common.acls import Binding
 from services.common.settings import KafkaConnection
 
 SCRAM_ITERATIONS = 8192
+SCOPE = "commune"
+"""Every topic, group and transactional id of the registries begins with it (namespaced: `<ns>.commune`)."""
+SOURCE_PRINCIPALS = "User:source-"
 TIMEOUT_S = 30.0
 
 
@@ -42,7 +53,7 @@ def librdkafka_config(conn: KafkaConnection) -> dict[str, Any]:
     return config
 
 
-def _apply(conn: KafkaConnection, rows: list[Binding], users: list[str], secrets: Path | None) -> None:
+def _apply(conn: KafkaConnection, rows: list[Binding], users: list[str], secrets: Path | None, scope: str) -> None:
     # the classes' own modules: the package re-exports them without __all__ (mypy --strict refuses that import)
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
@@ -89,9 +100,37 @@ def _apply(conn: KafkaConnection, rows: list[Binding], users: list[str], secrets
             failed.append(f"{row.principal} {row.operation.value} {row.name}: {exc}")
     if failed:
         raise AclError(f"{len(failed)} ACLs refused: " + "; ".join(failed[:5]))
+    _prune(client, acls, scope)
+
+
+def _prune(client: Any, wanted: list[Any], scope: str) -> list[str]:
+    """Delete the managed ACLs in `scope` that are not `wanted`; returns them as `principal operation name`."""
+    from confluent_kafka.admin._acl import AclBindingFilter, AclOperation, AclPermissionType
+    from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+
+    # None matches any name, principal and host (librdkafka's filter; its annotations say str)
+    every = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
+                             AclOperation.ANY, AclPermissionType.ANY)
+    existing = client.describe_acls(every, request_timeout=TIMEOUT_S).result()
+    managed = {acl.principal for acl in wanted}
+    keep = set(wanted)
+    stale = [acl for acl in existing
+             if (acl.principal in managed or acl.principal.startswith(SOURCE_PRINCIPALS))
+             and acl.name.startswith(scope) and acl not in keep]
+    if not stale:
+        return []
+    filters = [AclBindingFilter(a.restype, a.name, a.resource_pattern_type, a.principal, a.host, a.operation,
+                                a.permission_type) for a in stale]
+    for future in client.delete_acls(filters, request_timeout=TIMEOUT_S).values():
+        try:
+            future.result()
+        except Exception as exc:
+            raise AclError(f"stale ACLs not deleted: {type(exc).__name__}") from None
+    return [f"{a.principal} {a.operation.name} {a.name}" for a in stale]
 
 
 async def apply(conn: KafkaConnection, rows: Iterable[Binding], users: Iterable[str] = (),
-                secrets: Path | None = None) -> None:
-    """Create the SCRAM users of `users` that are missing (password `<secrets>/<user>.password`), then `rows`."""
-    await asyncio.to_thread(_apply, conn, list(rows), list(users), secrets)
+                secrets: Path | None = None, namespace: str = "") -> None:
+    """Create the SCRAM users of `users` that are missing (password `<secrets>/<user>.password`), then `rows`; then
+    delete the managed ACLs of `namespace`'s scope that `rows` no longer hold."""
+    await asyncio.to_thread(_apply, conn, list(rows), list(users), secrets, namespaced(SCOPE, namespace))

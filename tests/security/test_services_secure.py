@@ -58,7 +58,7 @@ def namespace(secure_broker: SecureBroker, unique: str) -> str:
     registry = load_registry(SOURCES_FILE)
     bound = [bound_topic(f, entry, unique) for entry in registry.sources for f in entry.families]
     asyncio.run(ensure_topics(admin, [*(scoped(t, unique) for t in TOPICS), *bound]))
-    asyncio.run(apply(admin, bindings(registry, unique)))
+    asyncio.run(apply(admin, bindings(registry, unique), namespace=unique))
 
     async def in_force() -> bool:  # the broker's authorizer learns new ACLs from the metadata log, a moment later
         assert await readable(secure_broker.conn("intake"), scoped(RAW[Family.DOSSIER], unique).name)
