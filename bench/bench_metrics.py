@@ -1,12 +1,14 @@
 """Metrics service benchmark (`make bench`, or `python -m bench bench_metrics`).
 
-Side by side in one run:
+Side by side in one run, national scale (all 3,321 communes active, issue 13) beside one province
+(Lạng Sơn's 65 communes, the scale the demo and the simulator ran at until then), the same number of events:
   1. events/s of the pure core (decode + merge + totals, no Kafka) and of one metrics worker on the
-     local broker (consume read_committed, apply, flush changelog, commit), all 3,321 communes active;
-  2. time to build /metrics for all 3,321 communes (exposition + the worker's own metrics);
+     local broker (consume read_committed, apply, flush changelog, commit);
+  2. time to build /metrics (exposition + the worker's own metrics);
   3. resident memory per million open dossiers, measured in a subprocess at 200,000 open dossiers
      (RocksDB store + totals) and extrapolated linearly to one million.
-Targets (issue 4): >= 20,000 events/s per worker, scrape <= 250 ms, <= 300 MB per million open dossiers.
+Targets (issues 4 and 13): >= 20,000 events/s per worker and scrape <= 250 ms with all 3,321 communes
+active, <= 300 MB per million open dossiers. BENCH_METRICS_FAUST=0 skips the faust comparison.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY, generate_latest
 
 from schemas import wire
-from schemas.admin import commune_provinces
+from schemas.admin import commune_provinces, communes_of
 from schemas.dossier import DossierData, DossierStatusChanged
 from schemas.events import Family
 from schemas.topics import CANONICAL, scoped
@@ -49,11 +51,16 @@ FAUST_EVENTS = int(os.environ.get("BENCH_METRICS_FAUST_EVENTS", "30000"))
 OPEN_DOSSIERS = int(os.environ.get("BENCH_METRICS_OPEN", "200000"))
 T0 = datetime(2025, 11, 3, 1, 0, tzinfo=UTC)
 CHANNELS = ("counter", "online", "postal", "mobile_team")
+FAUST = os.environ.get("BENCH_METRICS_FAUST", "1") != "0"
+ONE_PROVINCE = "20"  # Lạng Sơn, the simulator's default province
 
 
-def dossier_events(n: int, statuses: tuple[int, ...] = (2, 4, 9, 10)) -> Iterator[DossierStatusChanged]:
-    """Lifecycles of n / len(statuses) dossiers spread over all 3,321 communes, in lifecycle order."""
+def dossier_events(n: int, statuses: tuple[int, ...] = (2, 4, 9, 10),
+                   province: str | None = None) -> Iterator[DossierStatusChanged]:
+    """Lifecycles of n / len(statuses) dossiers spread over all 3,321 communes (or one province's), in order."""
     communes = sorted(commune_provinces().items())
+    if province is not None:
+        communes = [(c, province) for c in communes_of(province)]
     for i in range(n // len(statuses)):
         commune, province = communes[i % len(communes)]
         code = f"B-{i:08d}"
@@ -176,25 +183,36 @@ def memory_child(n: int) -> None:
     store.discard(db, path)
 
 
-async def run() -> None:
-    print(f"building {EVENTS:,} dossier events over all communes ...", flush=True)
-    records = [wire.encode(e) for e in dossier_events(EVENTS)]
+async def scale(label: str, records: list[wire.KafkaRecord]) -> tuple[MetricsWorker, list[str]]:
+    """Core, worker and scrape figures of one scale, as printed lines; the worker is stopped, its state kept."""
     core = core_rate(records)
     rate, elapsed, communes, worker, stop, task = await worker_rate(records)
     median_ms, lines, size = scrape_ms(worker)
     stop.set()
     await task
+    return worker, [
+        f"{label}: {communes:,} communes active",
+        f"  pure core (decode + merge + totals)    {core:>10,.0f} events/s",
+        f"  metrics worker on the broker            {rate:>10,.0f} events/s   target >= 20,000 "
+        f"({len(records):,} events in {elapsed:.1f} s, aiokafka + rocksdict + changelog)",
+        f"  /metrics                                {median_ms:>10.1f} ms        target <= 250 "
+        f"({lines:,} lines, {size / 1e6:.2f} MB, median of 7)",
+    ]
+
+
+async def run() -> None:
+    print(f"building {EVENTS:,} dossier events over all communes, and as many over one province ...", flush=True)
+    records = [wire.encode(e) for e in dossier_events(EVENTS)]
+    province = [wire.encode(e) for e in dossier_events(EVENTS, province=ONE_PROVINCE)]
+    worker, national_lines = await scale("national", records)
     restored, restore_s = await restore_rate(worker.settings)
+    _, province_lines = await scale(f"one province ({ONE_PROVINCE})", province)
     child = await asyncio.to_thread(subprocess.run,
                                     [sys.executable, "-m", "bench.bench_metrics", "memory", str(OPEN_DOSSIERS)],
                                     capture_output=True, text=True, timeout=150, check=True)
     grown, _, opened = child.stdout.split()
     per_million = float(grown) * 1_000_000 / int(opened)
-    print(f"pure core (decode + merge + totals)     {core:>10,.0f} events/s")
-    print(f"metrics worker on the broker             {rate:>10,.0f} events/s   target >= 20,000 "
-          f"({len(records):,} events in {elapsed:.1f} s, aiokafka + rocksdict + changelog)")
-    print(f"/metrics with {communes:,} communes active    {median_ms:>10.1f} ms        target <= 250 "
-          f"({lines:,} lines, {size / 1e6:.1f} MB, median of 7)")
+    print("\n".join(national_lines + province_lines))
     print(f"restore on assignment (changelog)        {restored:>10,.0f} records/s  "
           f"(all partitions in {restore_s:.1f} s, incl. group join)")
     print(f"memory per million open dossiers         {per_million:>10.0f} MB        target <= 300 "
@@ -277,6 +295,8 @@ def main() -> None:
         faust_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], int(sys.argv[7]))
         return
     uvloop.run(run())  # as `python -m services.metrics` runs
+    if not FAUST:
+        return
     faust = faust_rate([wire.encode(e) for e in dossier_events(FAUST_EVENTS)])
     print(f"same merge as a faust agent + table      {faust or 0:>10,.0f} events/s   "
           f"({FAUST_EVENTS:,} events, rocksdb:// via rocksdict, changelog-backed)"
