@@ -16,7 +16,7 @@ Reading the topic (restore and tail) is `ledger_feed`'s job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -175,12 +175,15 @@ class Ledger:
 
     # --- deferred releases and pruning ----------------------------------------------------------
 
-    def due(self, now: datetime, owned: Callable[[int], bool]) -> Iterator[NotificationRequest]:
-        """Deferred requests due by `now` in the `owned` partitions, earliest first per partition."""
+    def due(self, now: datetime, owned: Callable[[int], bool],
+            skip: Container[str] = frozenset()) -> Iterator[NotificationRequest]:
+        """Deferred requests due by `now` in the `owned` partitions, earliest first per partition; ids in `skip`
+        (already released, in flight) are passed over unread: after quiet hours the due prefix can be long."""
         for partition, state in list(self._states.items()):
             if owned(partition):
-                for _, raw in state.due(_ms(now)):
-                    yield NotificationRequest.model_validate_json(raw)
+                for nid, raw in state.due(_ms(now)):
+                    if nid not in skip:
+                        yield NotificationRequest.model_validate_json(raw)
 
     def prune(self, limit: int = 10_000) -> int:
         """Forget up to `limit` done ids per partition older than the window; returns how many went."""

@@ -34,9 +34,7 @@ class OwnedDispatcher(Dispatcher):
     def release_due(self) -> int:
         """Enqueue every due deferred request of the owned partitions not already in flight; returns how many."""
         released = 0
-        for request in self.ledger.due(self.clock(), self.owns_partition):
-            if request.notification_id in self._inflight:
-                continue
+        for request in self.ledger.due(self.clock(), self.owns_partition, skip=self._inflight):
             self._enqueue(Job(request.model_copy(update={"not_before": None}), [Claim(lambda: None)]))
             released += 1
         return released

@@ -139,7 +139,8 @@ def test_pruning_follows_the_clock() -> None:
 
 
 async def test_due_releases_owned_partitions_in_due_order() -> None:
-    """`due` gives what is due in the owned partitions, earliest first, and nothing of a partition not owned."""
+    """`due` gives what is due in the owned partitions, earliest first, nothing of a partition not owned, and
+    passes over ids already in flight."""
     book, _, _ = ledger()
     mine, theirs = home("02269"), home("00004")
     book.hold(mine)
@@ -151,6 +152,8 @@ async def test_due_releases_owned_partitions_in_due_order() -> None:
     await book.record_deferred(request("e-other", "00004", NOW - timedelta(hours=3)))
     released = [r.not_before for r in book.due(NOW, owned=lambda p: p == mine)]
     assert released == [times["e-early"], times["e-late"]]
+    in_flight = {request("e-early", "02269").notification_id}
+    assert [r.not_before for r in book.due(NOW, owned=lambda p: p == mine, skip=in_flight)] == [times["e-late"]]
 
 
 def test_a_window_longer_than_the_topics_retention_is_refused() -> None:
