@@ -10,6 +10,7 @@ import pytest
 from schemas.events import Family
 from services.simulator.generate import DEFAULT_NOW, TrafficConfig, traffic
 from services.simulator.producer import pump
+from services.simulator.profiles import Pacer
 
 pytestmark = pytest.mark.unit
 TOPICS = {f: f"t.{f.value}" for f in Family}
@@ -65,3 +66,17 @@ async def test_pump_paces_to_the_rate() -> None:
     asyncio.get_running_loop().call_later(0.25, stop.set)
     progress = await pump(traffic(1, DEFAULT_NOW), sender, TOPICS, rate=200, duration=0, stop=stop)
     assert 1 <= progress.total <= 200
+
+
+async def test_pump_follows_the_pacer_of_the_peak_hour() -> None:
+    """With the same mean rate, the peak-hour pacer lets through several times what the flat one does in 0.3 s."""
+    counts = {}
+    for profile in ("flat", "peak"):
+        stop = asyncio.Event()
+        pacer = Pacer(profile, mean_rate=100.0, sim_start=DEFAULT_NOW, speed=1.0)
+        asyncio.get_running_loop().call_later(0.3, stop.set)
+        progress = await pump(traffic(1, DEFAULT_NOW), RecordingSender(), TOPICS, rate=100.0, duration=0, stop=stop,
+                              pacer=pacer)
+        counts[profile] = progress.total
+    assert 1 <= counts["flat"] <= 40
+    assert counts["peak"] > 2.5 * counts["flat"]
