@@ -125,3 +125,20 @@ def test_schemas_commands_wrap_the_exporters() -> None:
     assert wrapped.returncode == direct.returncode
     asyncapi = run("schemas", "asyncapi", "--check")
     assert asyncapi.returncode == 0 and "up to date" in asyncapi.stdout
+
+
+@pytest.mark.unit
+def test_simulate_passes_national_mode_and_its_profile_through() -> None:
+    """`simulate --national --profile peak` runs the simulator in national mode without a rate or a province (the
+    simulator derives its rate and refuses one); a province run keeps both."""
+    from services.cli.main import simulator_argv
+    from services.simulator.__main__ import parse
+
+    common = {"province": "20", "rate": 50.0, "duration": 5.0, "invalid_share": 0.05, "seed": 7, "profile": "peak",
+              "day_seconds": 600.0, "bootstrap": "127.0.0.1:9092", "namespace": "ns"}
+    national = simulator_argv(national=True, **common)  # type: ignore[arg-type]
+    settings = parse(national[3:])
+    assert settings.national and settings.profile == "peak" and settings.day_seconds == 600
+    assert "--rate" not in national and "--province" not in national
+    province = parse(simulator_argv(national=False, **common)[3:])  # type: ignore[arg-type]
+    assert not province.national and province.rate == 50 and province.province == "20"
