@@ -9,6 +9,7 @@ only what differs for its job (`**overrides`).
 from __future__ import annotations
 
 import ssl
+from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -16,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from schemas.topics import MAX_RECORD_BYTES
+from services.common import tls_close
 from services.common.settings import KafkaConnection
 
 FETCH_BYTES = MAX_RECORD_BYTES + 65536
@@ -27,6 +29,7 @@ def connection_options(conn: KafkaConnection) -> dict[str, Any]:
     options: dict[str, Any] = {"bootstrap_servers": conn.bootstrap, "security_protocol": conn.security_protocol}
     if conn.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = _ssl_context(conn)
+        tls_close.apply()  # a stop waits no more for the broker's close_notify than the Java client does
     if conn.security_protocol.startswith("SASL"):
         options["sasl_mechanism"] = conn.sasl_mechanism or "PLAIN"
         options["sasl_plain_username"] = conn.sasl_username
@@ -35,11 +38,18 @@ def connection_options(conn: KafkaConnection) -> dict[str, Any]:
 
 
 def _ssl_context(conn: KafkaConnection) -> ssl.SSLContext:
-    return create_ssl_context(
-        cafile=str(conn.ssl_cafile) if conn.ssl_cafile else None,
-        certfile=str(conn.ssl_certfile) if conn.ssl_certfile else None,
-        keyfile=str(conn.ssl_keyfile) if conn.ssl_keyfile else None,
-    )
+    """One context per set of TLS files while they are unchanged (their modification times are in the key):
+    every client of a process shares it instead of parsing the CA again (aiokafka's create_ssl_context:
+    certificate checks and host name checks on, the system's default TLS versions, TLS 1.3 with the broker)."""
+    files = (conn.ssl_cafile, conn.ssl_certfile, conn.ssl_keyfile)
+    return _cached_context(*((str(f), f.stat().st_mtime_ns) if f else None for f in files))
+
+
+@lru_cache(maxsize=8)
+def _cached_context(cafile: tuple[str, int] | None, certfile: tuple[str, int] | None,
+                    keyfile: tuple[str, int] | None) -> ssl.SSLContext:
+    return create_ssl_context(cafile=cafile[0] if cafile else None, certfile=certfile[0] if certfile else None,
+                              keyfile=keyfile[0] if keyfile else None)
 
 
 def consumer(conn: KafkaConnection, *topics: str, client_id: str, group_id: str | None = None,
