@@ -11,7 +11,7 @@ closed dossier (and alert on it).
 
 The changelog is the tracker's own internal topic `<app id>-tracked-changelog`, under the prefix the
 notify principal already owns for the tracker (`services/common/acls.py`, `own_prefixes`), as faust's
-table changelog was (ADR 0001, 0019).
+table changelog was (ADR 0001, 0022).
 """
 
 from __future__ import annotations

@@ -1,116 +1,189 @@
-"""The deadline tracker: open dossiers in a changelog-backed faust table, a timer that fires alerts.
+"""The deadline tracker: open dossiers per owned partition in RocksDB, a due-time index, a tick that fires alerts.
 
-`python -m services.notify.deadline_worker` (started by `python -m services.notify`).
-Input: the notify-internal `deadlines` topic (dossier states from the notify worker,
-which read them read_committed from the canonical topic, and this tracker's own
-alert decisions). A table may only be changed inside stream processing, so the
-timer does not write: it sends an alert decision keyed by commune (same partition
-as the dossier), and the agent marks the dossier "alerted" in the table and
-forwards the alert, once. The flags live in the changelog, so a restart neither
-forgets an open dossier nor alerts twice.
+`python -m services.notify.deadline_worker` (started by `python -m services.notify` as a child process,
+`tracker.py`), under the shared runtime: `/healthz` and `/readyz` on NOTIFY_DEADLINE_WEB_PORT.
+Input: the notify-internal `deadlines` topic (dossier states from the notify worker, key = commune; also
+alert decisions written by the faust tracker this replaced, applied once). Each owned partition's dossiers
+live in a RocksDB store restored from the tracker's changelog when the partition is assigned
+(`deadline_store`); the store keeps them indexed by their next alert time (`deadline_index`), so a tick
+touches only the dossiers whose alert is due.
+
+Order of writes (ADR 0022): an alert is acknowledged on `commune.notify.alerts` before the changelog
+record that marks it fired, and a batch's offsets are committed after its changelog records. A crash in
+between repeats an alert (same deterministic id, stopped by notify's ledger, ADR 0007), never loses one;
+in steady state each alert is sent once. Batches, ticks and rebalance callbacks take turns (one lock).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
-import tempfile
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
-import faust
 import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
+from pydantic import ValidationError
 
-from schemas.notification import DeadlineAlert, DeadlineMessage, TrackedDossier
-from schemas.topics import NOTIFY_DEADLINES, Group, group_id
-from services.common import clients
-from services.common.admin import cluster_replication_factor
-from services.common.logging import configure
-from services.notify import deadlines
+from schemas.notification import DeadlineAlert, DeadlineMessage
+from schemas.topics import NOTIFY_ALERTS, NOTIFY_DEADLINES, Group, group_id, scoped
+from services.common import clients, runtime
+from services.common.admin import ensure_topics
+from services.common.rebalance import RebalanceListener
+from services.common.runtime import Supervisor
+from services.notify.deadline_index import Change
+from services.notify.deadline_settings import DeadlineSettings
+from services.notify.deadline_store import OwnedPartitions, changelog_spec
 from services.notify.settings import NotifySettings
 from services.notify.topics import Names
 
 log = structlog.get_logger("notify.deadlines")
-Tick = Callable[[], Awaitable[None]]
+Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+Clock = Callable[[], datetime]
 
 
-def every(app: faust.App, seconds: float) -> Callable[[Tick], Tick]:
-    """`@app.timer(seconds)` with a type (faust declares the decorator as a bare `Callable`)."""
+class DeadlineWorker:
+    def __init__(self, settings: NotifySettings, own: DeadlineSettings, clock: Clock = lambda: datetime.now(UTC)):
+        self.s, self.own, self.clock = settings, own, clock
+        self.names = Names(settings.namespace)
+        self.changelog = changelog_spec(settings.namespace)
+        self.turn = asyncio.Lock()
+        self.owned: set[int] = set()
+        """Partitions restored and tracked: only these are consumed and ticked."""
+        self.assignment: set[int] | None = None
+        """The group's last assignment to this worker (None while rebalancing)."""
+        self.store = OwnedPartitions(settings, self.changelog.name, own.run_dir(), "notify-deadlines-restore")
+        self.health: Callable[[bool, str], None] = lambda ready, detail: None
 
-    def register(tick: Tick) -> Tick:
-        timer: Callable[[Tick], object] = app.timer(seconds)
-        timer(tick)
-        return tick
+    async def run(self, sup: Supervisor) -> None:
+        """Consume states and tick until `stop`; a Kafka error ends the run (the runtime restarts it, restoring)."""
+        ns = self.s.namespace
+        await ensure_topics(self.s, [scoped(NOTIFY_DEADLINES, ns), scoped(NOTIFY_ALERTS, ns), self.changelog])
+        self.health = sup.health.set_ready
+        producer = clients.producer(self.s, client_id="notify-deadlines")
+        consumer = clients.consumer(self.s, client_id="notify-deadlines", group_id=group_id(Group.NOTIFY_DEADLINES, ns),
+                                    session_timeout_ms=self.s.session_timeout_ms,
+                                    heartbeat_interval_ms=self.s.heartbeat_interval_ms)
+        try:
+            await producer.start()
+            consumer.subscribe([self.names.deadlines], listener=_Rebalance(self, sup.fail))
+            await consumer.start()
+            await self._loop(sup.stop, consumer, producer)
+        finally:
+            self.health(False, "stopping")
+            self.owned.clear()
+            await consumer.stop()
+            await producer.stop()
+            self.store.close_all()
 
-    return register
+    async def _loop(self, stop: asyncio.Event, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            wait_s = min(0.5, max(0.0, next_tick - time.monotonic()))
+            batch = await consumer.getmany(timeout_ms=int(wait_s * 1000), max_records=self.own.batch_max_records)
+            await self._take_assignment()
+            async with self.turn:
+                batch = {tp: records for tp, records in batch.items() if tp.partition in self.owned}
+                if batch:
+                    await self.apply(batch, producer)
+                    await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.s.deadline_tick_s
+                    await self.tick(producer)
 
-
-def build(settings: NotifySettings, replication_factor: int = 1) -> faust.App:
-    names = Names(settings.namespace)
-    app_id = group_id(Group.NOTIFY_DEADLINES, settings.namespace)
-    partitions = NOTIFY_DEADLINES.partitions  # the registry's count, which ensure_topics checked on the cluster
-    datadir = Path(tempfile.gettempdir()) / "commune-bus-notify"
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        app_id, **clients.faust_options(settings), store="memory://",
-        topic_partitions=partitions, web_port=settings.deadline_web_port, web_host="127.0.0.1", web_enabled=False,
-        datadir=str(datadir / app_id), topic_replication_factor=replication_factor, producer_acks=-1,
-        consumer_auto_offset_reset="earliest",
-    )
-    source = app.topic(names.deadlines, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
-    alerts = app.topic(names.alerts, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
-    table = app.Table("open-dossiers", default=None, partitions=partitions, key_type=str, value_type=str)
-
-    async def record_state(d: TrackedDossier) -> None:
-        key = f"{d.commune}:{d.dossier_code}"
-        if not d.is_open:
-            table.pop(key, None)
+    async def _take_assignment(self) -> None:
+        """Restore the partitions the last assignment brought: in the loop, outside the lock, not in a rebalance
+        callback. aiokafka sends no heartbeat until the assignment callback returns, and a revocation waits for
+        the lock: a slow restore in either got the member evicted while it went on ticking (two owners, alerts
+        fired twice). A restore overtaken by a revocation is not taken."""
+        wanted = self.assignment
+        if wanted is None or wanted == self.owned:
             return
-        old = table.get(key)
-        table[key] = deadlines.merge(TrackedDossier.model_validate_json(old) if old else None, d).model_dump_json()
+        await self.store.assign(wanted)
+        if self.assignment == wanted:
+            self.owned = set(wanted)
+            self.health(True, f"tracking {len(wanted)} partitions")
 
-    async def record_alert(key: bytes, a: DeadlineAlert) -> None:
-        old = table.get(f"{a.commune}:{a.dossier_code}")
-        if old is None:
-            return
-        current = TrackedDossier.model_validate_json(old)
-        marked = deadlines.mark(current, a)
-        if marked != current:  # not yet alerted for this due date
-            table[f"{a.commune}:{a.dossier_code}"] = marked.model_dump_json()
-            await alerts.send(key=key, value=a.model_dump_json().encode())
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit; a commit refused because the group moved on is left to the next owner, which redoes the
+        records (states merge again, alert flags kept: nothing fires twice)."""
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError:
+            log.warning("deadline.commit_refused", partitions=sorted(tp.partition for tp in offsets))
+
+    async def apply(self, batch: Batch, producer: AIOKafkaProducer) -> None:
+        """Record each state (and old-style alert decision) in its partition's store; write alerts, then changes."""
+        alerts: list[DeadlineAlert] = []
+        changes: list[tuple[int, Change]] = []
+        for tp, records in batch.items():
+            part = self.store.parts[tp.partition]  # assigned partitions are restored before they are fetched
+            for rec in records:
+                msg = _decode(rec)
+                if msg is not None and msg.dossier is not None:
+                    changes.append((tp.partition, part.record_state(msg.dossier)))
+                elif msg is not None and msg.alert is not None and (change := part.record_alert(msg.alert)):
+                    alerts.append(msg.alert)
+                    changes.append((tp.partition, change))
+        await self._write(producer, alerts, changes)
+
+    async def tick(self, producer: AIOKafkaProducer) -> int:
+        """Fire every alert due now in the owned partitions; returns how many."""
+        now = self.clock()
+        fired = {p: self.store.parts[p].fire(now) for p in sorted(self.owned)}
+        alerts = [a for out in fired.values() for a, _ in out]
+        await self._write(producer, alerts, [(p, change) for p, out in fired.items() for _, change in out])
+        for a in alerts:
             log.info("deadline.alert", kind=a.kind.value, commune=a.commune, alert=a.id)
+        return len(alerts)
 
-    @app.agent(source)
-    async def track(stream: faust.StreamT[bytes]) -> None:
-        async for key, value in stream.items():
-            msg = DeadlineMessage.model_validate_json(value)
-            if msg.dossier is not None:
-                await record_state(msg.dossier)
-            elif msg.alert is not None:
-                await record_alert(key, msg.alert)
+    async def _write(self, producer: AIOKafkaProducer, alerts: list[DeadlineAlert],
+                     changes: list[tuple[int, Change]]) -> None:
+        """Alerts acknowledged first, then the changelog records (a crash in between repeats, never loses)."""
+        sent = [await producer.send(self.names.alerts, a.model_dump_json().encode(), key=a.commune.encode())
+                for a in alerts]
+        await asyncio.gather(*sent)
+        logged = [await producer.send(self.changelog.name, value, key=key, partition=p) for p, (key, value) in changes]
+        await asyncio.gather(*logged)
 
-    @every(app, settings.deadline_tick_s)
-    async def tick() -> None:
-        now = datetime.now(UTC)
-        for _, raw in list(table.items()):
-            if raw is None:
-                continue
-            for alert in deadlines.alerts_due(TrackedDossier.model_validate_json(raw), now):
-                decision = DeadlineMessage(alert=alert).model_dump_json().encode()
-                await source.send(key=alert.commune.encode(), value=decision)
+    def assigned(self, numbers: set[int]) -> None:
+        """Returns at once: the loop restores what arrived before it consumes or ticks again."""
+        self.assignment = numbers
 
-    return app
+    async def revoked(self) -> None:
+        async with self.turn:  # the batch or tick in flight is written and committed first
+            self.owned.clear()
+            self.assignment = None
+            self.health(False, "rebalancing")
+
+
+class _Rebalance(RebalanceListener):
+    def __init__(self, worker: DeadlineWorker, fail: Callable[[BaseException], None]) -> None:
+        super().__init__(fail)
+        self.worker = worker
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        await self.worker.revoked()
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        self.worker.assigned({tp.partition for tp in partitions})
+
+
+def _decode(rec: ConsumerRecord[bytes, bytes]) -> DeadlineMessage | None:
+    try:
+        return DeadlineMessage.model_validate_json(rec.value or b"")
+    except ValidationError:
+        log.warning("deadline.invalid_record", partition=rec.partition, offset=rec.offset)
+        return None
 
 
 def main() -> None:
     settings = NotifySettings()
-    configure(settings.log_level)
-    # faust creates its own changelog topic: it gets the cluster's replication factor, as every registry topic does
-    app = build(settings, asyncio.run(cluster_replication_factor(settings)))
-    app.main()
+    worker = DeadlineWorker(settings, DeadlineSettings())
+    runtime.main("notify-deadlines", settings.model_copy(update={"http_port": settings.deadline_web_port}),
+                 worker.run)
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     main()

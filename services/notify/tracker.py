@@ -1,4 +1,4 @@
-"""The faust deadline tracker as a child process of the notify worker, and the watch that ties their lives.
+"""The deadline tracker (`deadline_worker`) as a child process of the notify worker, and the watch tying their lives.
 
 The tracker dies with its parent (Linux PR_SET_PDEATHSIG, also after a SIGKILL);
 when the tracker dies, the watch (a supervised task) fails and the worker ends
