@@ -27,7 +27,7 @@ from schemas.deadletter import Rejection
 from schemas.envelope import Event
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
-from services.metrics import store, telemetry
+from services.metrics import decoding, store, telemetry
 from services.metrics.partition import PartitionState
 from services.metrics.topics import Names
 from services.metrics.writers import PartitionWriter, is_fenced
@@ -42,9 +42,9 @@ class Ownership:
     """Partition states of one worker; only the owned ones are exported."""
 
     def __init__(self, conn: KafkaConnection, names: Names, state_root: Path, client_id: str,
-                 new_writer: NewWriter) -> None:
+                 new_writer: NewWriter, decode: decoding.Decode = decoding.slim) -> None:
         self.conn, self.names, self.state_root, self.client_id = conn, names, state_root, client_id
-        self.new_writer = new_writer
+        self.new_writer, self.decode = new_writer, decode
         self.partitions: dict[int, PartitionState] = {}
         self.writers: dict[int, PartitionWriter] = {}
         self.owned: set[int] = set()
@@ -83,7 +83,7 @@ class Ownership:
             changed = changes.setdefault(tp.partition, {})
             applied = unchanged = invalid = failed = 0
             for rec in records:
-                event = _decode(tp, rec)
+                event = _decode(self.decode, tp, rec)
                 if event is None:
                     invalid += 1
                     continue
@@ -159,12 +159,10 @@ class Ownership:
             await writer.close()
 
 
-def _decode(tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> Event | None:
-    """The record's event, or None (logged) when it is not a valid canonical event, e.g. a tombstone."""
+def _decode(decode: decoding.Decode, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> Event | None:
+    """The record's event, or None (logged with the reason) when it is not a valid canonical event."""
     try:
-        if rec.value is None:
-            raise ValueError("a record without a value")
-        return wire.decode(rec.headers, rec.value)
+        return decode(rec.headers, rec.value)
     except wire.InvalidRecord as exc:
         log.warning("event.invalid", topic=tp.topic, partition=tp.partition, offset=rec.offset,
                     reason=exc.reason.value, field=exc.field)

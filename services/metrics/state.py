@@ -20,28 +20,21 @@ from __future__ import annotations
 
 from typing import NamedTuple, TypeVar
 
-from schemas.announcement import (
-    AnnouncementScheduledEvent,
-    BroadcastCompletedEvent,
-    BroadcastFailedEvent,
-    BroadcastStartedEvent,
-)
 from schemas.codes import COMPLETED_STATUSES
-from schemas.dossier import DossierStatusChanged
-from schemas.envelope import Event
-from schemas.mobile_team import (
-    SupportAnsweredEvent,
-    TrainingHeldEvent,
-    VisitCompletedEvent,
-    VisitScheduledEvent,
-    VisitStartedEvent,
+from services.metrics.reads import (
+    BroadcastEnd,
+    BroadcastFields,
+    BroadcastPlayed,
+    DossierChange,
+    Scheduling,
+    Stamped,
+    SupportDone,
+    TrainingDone,
+    VisitDone,
 )
 
-VisitEvent = VisitScheduledEvent | VisitStartedEvent | VisitCompletedEvent
-AnnouncementEvent = AnnouncementScheduledEvent | BroadcastStartedEvent | BroadcastCompletedEvent | BroadcastFailedEvent
 
-
-def micros(event: Event) -> int:
+def micros(event: Stamped) -> int:
     t = event.time
     return int(t.timestamp()) * 1_000_000 + t.microsecond
 
@@ -108,7 +101,7 @@ def _newer(at: int, event_id: str, old_at: int, old_id: str) -> bool:
 
 
 # -- dossiers --------------------------------------------------------------------------------------
-def dossier_from(event: DossierStatusChanged) -> DossierState:
+def dossier_from(event: DossierChange) -> DossierState:
     d = event.data
     status = int(d.status)
     at = micros(event)
@@ -125,7 +118,7 @@ def dossier_from(event: DossierStatusChanged) -> DossierState:
     )
 
 
-def merge_dossier(old: DossierState | None, event: DossierStatusChanged) -> DossierState | None:
+def merge_dossier(old: DossierState | None, event: DossierChange) -> DossierState | None:
     """The dossier's state after `event`, or None when the event changes nothing (duplicate, stale)."""
     if old is not None and old.at == micros(event) and old.event_id == event.id:
         return None  # the same event again
@@ -149,13 +142,18 @@ def merge_dossier(old: DossierState | None, event: DossierStatusChanged) -> Doss
 
 
 # -- mobile teams ----------------------------------------------------------------------------------
-def visit_from(event: VisitEvent) -> VisitState:
-    at = micros(event)
-    if isinstance(event, VisitCompletedEvent):
-        d = event.data
-        return VisitState(2, at, event.id, d.households_visited, d.people_assisted, d.dossiers_submitted,
-                          d.accounts_activated)
-    return VisitState(1 if isinstance(event, VisitStartedEvent) else 0, at, event.id, 0, 0, 0, 0)
+def visit_scheduled(event: Stamped) -> VisitState:
+    return VisitState(0, micros(event), event.id, 0, 0, 0, 0)
+
+
+def visit_started(event: Stamped) -> VisitState:
+    return VisitState(1, micros(event), event.id, 0, 0, 0, 0)
+
+
+def visit_completed(event: VisitDone) -> VisitState:
+    d = event.data
+    return VisitState(2, micros(event), event.id, d.households_visited, d.people_assisted, d.dossiers_submitted,
+                      d.accounts_activated)
 
 
 S = TypeVar("S", VisitState, TrainingState, SupportState)
@@ -168,34 +166,55 @@ def merge_latest(old: S | None, new: S) -> S | None:
     return new if new[:3] > old[:3] else None
 
 
-def merge_visit(old: VisitState | None, event: VisitEvent) -> VisitState | None:
-    return merge_latest(old, visit_from(event))
+def merge_visit_scheduled(old: VisitState | None, event: Stamped) -> VisitState | None:
+    return merge_latest(old, visit_scheduled(event))
 
 
-def merge_training(old: TrainingState | None, event: TrainingHeldEvent) -> TrainingState | None:
+def merge_visit_started(old: VisitState | None, event: Stamped) -> VisitState | None:
+    return merge_latest(old, visit_started(event))
+
+
+def merge_visit_completed(old: VisitState | None, event: VisitDone) -> VisitState | None:
+    return merge_latest(old, visit_completed(event))
+
+
+def merge_training(old: TrainingState | None, event: TrainingDone) -> TrainingState | None:
     return merge_latest(old, TrainingState(micros(event), event.id, event.data.attendees))
 
 
-def merge_support(old: SupportState | None, event: SupportAnsweredEvent) -> SupportState | None:
+def merge_support(old: SupportState | None, event: SupportDone) -> SupportState | None:
     return merge_latest(old, SupportState(micros(event), event.id, event.data.channel.value))
 
 
 # -- announcements ---------------------------------------------------------------------------------
-def merge_announcement(old: AnnouncementState | None, event: AnnouncementEvent) -> AnnouncementState | None:
+def merge_scheduled(old: AnnouncementState | None, event: Scheduling) -> AnnouncementState | None:
+    """The announcement's schedule from its newest scheduled event; its category wins over the broadcasts'."""
     at = micros(event)
+    if old is not None and old.scheduled_at is not None and not _newer(at, event.id, old.scheduled_at,
+                                                                      old.scheduled_id or ""):
+        return None
     state = old or AnnouncementState(event.data.category.value, None, None, None, {})
-    if isinstance(event, AnnouncementScheduledEvent):
-        if state.scheduled_at is not None and not _newer(at, event.id, state.scheduled_at, state.scheduled_id or ""):
-            return None
-        return state._replace(category=event.data.category.value, scheduled_at=at, scheduled_id=event.id,
-                              starts_s=int(event.data.starts_at.timestamp()))
-    d = event.data
-    if isinstance(event, BroadcastStartedEvent):
-        new = ClusterBroadcast(1, at, event.id, "started", int(event.data.started_at.timestamp()))
-    elif isinstance(event, BroadcastCompletedEvent):
-        new = ClusterBroadcast(2, at, event.id, "completed", int(event.data.started_at.timestamp()))
-    else:
-        new = ClusterBroadcast(2, at, event.id, "failed", None)
+    return state._replace(category=event.data.category.value, scheduled_at=at, scheduled_id=event.id,
+                          starts_s=int(event.data.starts_at.timestamp()))
+
+
+def merge_broadcast_started(old: AnnouncementState | None, event: BroadcastPlayed) -> AnnouncementState | None:
+    started = int(event.data.started_at.timestamp())
+    return merge_cluster(old, event.data, ClusterBroadcast(1, micros(event), event.id, "started", started))
+
+
+def merge_broadcast_completed(old: AnnouncementState | None, event: BroadcastPlayed) -> AnnouncementState | None:
+    started = int(event.data.started_at.timestamp())
+    return merge_cluster(old, event.data, ClusterBroadcast(2, micros(event), event.id, "completed", started))
+
+
+def merge_broadcast_failed(old: AnnouncementState | None, event: BroadcastEnd) -> AnnouncementState | None:
+    return merge_cluster(old, event.data, ClusterBroadcast(2, micros(event), event.id, "failed", None))
+
+
+def merge_cluster(old: AnnouncementState | None, d: BroadcastFields, new: ClusterBroadcast) -> AnnouncementState | None:
+    """One cluster's broadcast: the newest outcome by (rank, time, id), playback begun at the first start."""
+    state = old or AnnouncementState(d.category.value, None, None, None, {})
     current = state.clusters.get(d.cluster_id)
     if current is not None:
         newest = new if new[:3] > current[:3] else current

@@ -34,7 +34,7 @@ from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor
 from services.common.stall import StallWatch
-from services.metrics import telemetry
+from services.metrics import decoding, telemetry
 from services.metrics.exposition import render
 from services.metrics.ownership import Batch, Ownership
 from services.metrics.partition import PartitionState
@@ -60,13 +60,16 @@ class CommitCancelled(Exception):
 class MetricsWorker:
     """One metrics worker: `run` is the runtime's worker (called once per run), `figures` its `/metrics` text."""
 
-    def __init__(self, settings: MetricsSettings, clock: Clock = time.time) -> None:
+    def __init__(self, settings: MetricsSettings, clock: Clock = time.time,
+                 decode: decoding.Decode = decoding.slim) -> None:
+        """`decode`: how a canonical record becomes an event (the slim views; `decoding.full` to compare)."""
         self.settings = settings
         self.clock = clock
         self.names = Names(settings.namespace)
         self.ownership = Ownership(settings.connection(), self.names,
                                    settings.state_dir / settings.group_id / settings.worker_id,
-                                   client_id=f"metrics-restore-{settings.worker_id}", new_writer=self._writer)
+                                   client_id=f"metrics-restore-{settings.worker_id}", new_writer=self._writer,
+                                   decode=decode)
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self._supervisor: Supervisor | None = None

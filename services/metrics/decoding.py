@@ -1,0 +1,33 @@
+"""How the metrics worker decodes a canonical record: with the view its handler names (ADR 0022).
+
+`slim` is the worker's decode: each type's `HANDLERS` model (a slim view reading only what the merge
+needs, `schemas.metrics_views`), or the registered full model for a type no indicator counts. `full` is
+`schemas.wire.decode`, every field validated: the oracle of the tests and the "before" of the benchmark.
+Either raises `wire.InvalidRecord` (reason, field) for a record it refuses; the shell counts it invalid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from schemas import views, wire
+from schemas.envelope import Event
+from schemas.events import EVENT_TYPES
+from services.metrics.handlers import HANDLERS
+
+Decode = Callable[[wire.Headers, bytes | None], Event]
+"""Record headers and value -> the event; raises `wire.InvalidRecord`."""
+
+
+def view_of(event_type: str) -> type[Event] | None:
+    """The model a record of `event_type` is decoded with; None for an unknown type."""
+    handler = HANDLERS.get(event_type)
+    return handler.model if handler is not None else EVENT_TYPES.get(event_type)
+
+
+def slim(headers: wire.Headers, value: bytes | None) -> Event:
+    return views.decode(view_of, headers, value)
+
+
+def full(headers: wire.Headers, value: bytes | None) -> Event:
+    return wire.decode(headers, value)
