@@ -94,10 +94,29 @@ class TrackedPartition:
                 break
         return out
 
-    def restore(self, key: bytes, value: bytes | None) -> None:
-        """Apply one changelog record (a state written by this class, or a tombstone)."""
-        old = self.get(key)
-        self._put(key, old, None if value is None else TrackedDossier.model_validate_json(value))
+    def load(self, key: bytes, value: bytes | None) -> None:
+        """Apply one changelog record to a store being restored: the state only (last record wins), no index.
+
+        A restore writes blind (no read of the old state per record: with a million keys those lookups made it
+        2.6x slower, `bench_deadlines`) and builds the index once at the end (`index_all`).
+        """
+        if value is None:
+            del self.db[STATE + key]
+        else:
+            self.db[STATE + key] = value
+
+    def index_all(self) -> int:
+        """Write the index entry of every state (after `load`); returns how many dossiers can still alert."""
+        n = 0
+        for raw_key, raw in self.db.items(from_key=STATE):
+            k = cast(bytes, raw_key)
+            if k[:1] != STATE:
+                break
+            at = deadlines.next_alert_at(TrackedDossier.model_validate_json(cast(bytes, raw)))
+            if at is not None:
+                self.db[index_key(at, k[1:])] = b""
+                n += 1
+        return n
 
     def states(self) -> Iterator[TrackedDossier]:
         for raw_key, raw in self.db.items(from_key=STATE):

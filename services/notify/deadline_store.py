@@ -78,11 +78,13 @@ class OwnedPartitions:
 
         def apply(partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
             if record.key is not None:
-                fresh[partition].restore(record.key, record.value)
+                fresh[partition].load(record.key, record.value)
                 counts[partition] += 1
 
         try:
             await read_to_end(self.conn, self.changelog, arrived, apply, client_id=self.client_id)
+            for part in fresh.values():
+                part.index_all()
         except BaseException:
             for p, part in fresh.items():
                 _discard(part, self.root / f"p{p}")

@@ -147,5 +147,6 @@ def test_restore_from_changelog_records_rebuilds_the_same_store_and_index() -> N
         log += [change for _, change in part.fire(BASE + timedelta(hours=6))]
         log.append(part.record_state(state("02269", "B", 30, False)))
         for key, value in log:
-            copy.restore(key, value)
+            copy.load(key, value)
+        copy.index_all()
         assert raw(copy) == raw(part) and {k[:1] for k in raw(copy)} == {STATE, INDEX}
