@@ -17,6 +17,7 @@ table changelog was (ADR 0001, 0022).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Set
 from pathlib import Path
 
 import structlog
@@ -66,9 +67,9 @@ class OwnedPartitions:
         self.restored: dict[int, int] = {}
         """Changelog records applied per partition by the last restore of each (what tests and logs show)."""
 
-    async def assign(self, numbers: set[int]) -> None:
-        """Hold exactly `numbers`: drop the stores of partitions that left, restore those that arrived."""
-        for p in set(self.parts) - numbers:
+    async def assign(self, numbers: set[int], stale: Set[int] = frozenset()) -> None:
+        """Hold exactly `numbers`: drop the stores of partitions that left or are `stale`, restore those missing."""
+        for p in (set(self.parts) - numbers) | (set(self.parts) & stale):
             self._drop(p)
         arrived = sorted(numbers - set(self.parts))
         if not arrived:

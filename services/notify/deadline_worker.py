@@ -32,6 +32,7 @@ from services.common import clients, runtime
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor
+from services.notify.deadline_assignment import Assignment
 from services.notify.deadline_index import Change
 from services.notify.deadline_settings import DeadlineSettings
 from services.notify.deadline_store import OwnedPartitions, changelog_spec
@@ -49,10 +50,7 @@ class DeadlineWorker:
         self.names = Names(settings.namespace)
         self.changelog = changelog_spec(settings.namespace)
         self.turn = asyncio.Lock()
-        self.owned: set[int] = set()
-        """Partitions restored and tracked: only these are consumed and ticked."""
-        self.assignment: set[int] | None = None
-        """The group's last assignment to this worker (None while rebalancing)."""
+        self.assignment = Assignment(NOTIFY_DEADLINES.partitions)
         self.store = OwnedPartitions(settings, self.changelog.name, own.run_dir(), "notify-deadlines-restore")
         self.health: Callable[[bool, str], None] = lambda ready, detail: None
 
@@ -72,7 +70,7 @@ class DeadlineWorker:
             await self._loop(sup.stop, consumer, producer)
         finally:
             self.health(False, "stopping")
-            self.owned.clear()
+            self.assignment.revoked()
             await consumer.stop()
             await producer.stop()
             self.store.close_all()
@@ -84,7 +82,7 @@ class DeadlineWorker:
             batch = await consumer.getmany(timeout_ms=int(wait_s * 1000), max_records=self.own.batch_max_records)
             await self._take_assignment()
             async with self.turn:
-                batch = {tp: records for tp, records in batch.items() if tp.partition in self.owned}
+                batch = {tp: records for tp, records in batch.items() if tp.partition in self.assignment.owned}
                 if batch:
                     await self.apply(batch, producer)
                     await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
@@ -97,13 +95,12 @@ class DeadlineWorker:
         callback. aiokafka sends no heartbeat until the assignment callback returns, and a revocation waits for
         the lock: a slow restore in either got the member evicted while it went on ticking (two owners, alerts
         fired twice). A restore overtaken by a revocation is not taken."""
-        wanted = self.assignment
-        if wanted is None or wanted == self.owned:
+        todo = self.assignment.pending()
+        if todo is None:
             return
-        await self.store.assign(wanted)
-        if self.assignment == wanted:
-            self.owned = set(wanted)
-            self.health(True, f"tracking {len(wanted)} partitions")
+        await self.store.assign(todo.wanted, todo.stale)
+        if self.assignment.taken(todo):
+            self.health(True, f"tracking {len(todo.wanted)} partitions")
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Commit; a commit refused because the group moved on is left to the next owner, which redoes the
@@ -131,7 +128,7 @@ class DeadlineWorker:
     async def tick(self, producer: AIOKafkaProducer) -> int:
         """Fire every alert due now in the owned partitions; returns how many."""
         now = self.clock()
-        fired = {p: self.store.parts[p].fire(now) for p in sorted(self.owned)}
+        fired = {p: self.store.parts[p].fire(now) for p in sorted(self.assignment.owned)}
         alerts = [a for out in fired.values() for a, _ in out]
         await self._write(producer, alerts, [(p, change) for p, out in fired.items() for _, change in out])
         for a in alerts:
@@ -149,12 +146,11 @@ class DeadlineWorker:
 
     def assigned(self, numbers: set[int]) -> None:
         """Returns at once: the loop restores what arrived before it consumes or ticks again."""
-        self.assignment = numbers
+        self.assignment.assigned(numbers)
 
     async def revoked(self) -> None:
         async with self.turn:  # the batch or tick in flight is written and committed first
-            self.owned.clear()
-            self.assignment = None
+            self.assignment.revoked()
             self.health(False, "rebalancing")
 
 
