@@ -1,4 +1,4 @@
-"""The views metrics decodes canonical events with: per event type, the fields its merge reads (ADR 0022).
+"""The views metrics decodes canonical events with: per event type, the fields its merge reads (ADR 0023).
 
 Each `data` view declares, with the registered model's own definition (`views.same_as`), the entity id
 metrics keys its state by and the fields the merge in `services/metrics/state.py` reads; the envelope is
@@ -69,21 +69,29 @@ class DossierFacts(View):
     @model_validator(mode="after")
     def _consistent(self) -> DossierFacts:
         """`DossierData._consistent` restricted to the dates read here: required ones, order, timeliness."""
-        completed = self.status in COMPLETED_STATUSES
-        for name, needed in (("received_at", completed or self.status in OPEN_STATUSES),
-                             ("due_at", completed or self.status in OPEN_STATUSES), ("ended_at", completed)):
-            if needed and getattr(self, name) is None:
+        for name in _REQUIRED_DATES[self.status]:
+            if getattr(self, name) is None:
                 raise PydanticCustomError("missing_field", "{field} is required for status {status}",
                                           {"field": name, "status": int(self.status)})
-        for later in ("ended_at", "due_at"):
-            a, b = self.received_at, getattr(self, later)
-            if a is not None and b is not None and b < a:
-                raise PydanticCustomError(
-                    "impossible_dates", "{later} ({b}) is before {earlier} ({a})",
-                    {"field": later, "later": later, "earlier": "received_at", "a": a.isoformat(),
-                     "b": b.isoformat()})
+        received = self.received_at
+        if received is not None:
+            for later, b in (("ended_at", self.ended_at), ("due_at", self.due_at)):
+                if b is not None and b < received:
+                    raise PydanticCustomError(
+                        "impossible_dates", "{later} ({b}) is before {earlier} ({a})",
+                        {"field": later, "later": later, "earlier": "received_at", "a": received.isoformat(),
+                         "b": b.isoformat()})
+        completed = self.status in COMPLETED_STATUSES
         self.__dict__["timeliness"] = timeliness_of(self.ended_at, self.due_at) if completed else None
         return self
+
+
+_REQUIRED_DATES = {status: tuple(name for name, needed in (
+    ("received_at", status in OPEN_STATUSES or status in COMPLETED_STATUSES),
+    ("due_at", status in OPEN_STATUSES or status in COMPLETED_STATUSES),
+    ("ended_at", status in COMPLETED_STATUSES),
+) if needed) for status in DossierStatus}
+"""Of the dates read here, which each status needs (`schemas.dossier` requires them for the same statuses)."""
 
 
 class DossierView(Event):

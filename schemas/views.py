@@ -2,7 +2,7 @@
 
 Canonical topics are written by intake alone (ACLs, ADR 0014/0018), which has validated every event in
 full. A consumer that reads a handful of fields (metrics) need not pay for validating the rest on every
-record: a view declares only those fields and ignores the others (ADR 0022). What a view does read is
+record: a view declares only those fields and ignores the others (ADR 0023). What a view does read is
 validated as strictly as the registered model validates it: each field takes the registered model's own
 definition (`same_as`: type, constraints, validators; a test holds them equal), so `schemas/` stays the one
 source of truth.
@@ -52,12 +52,13 @@ def header_attributes(headers: Headers) -> dict[str, str]:
     """The envelope attributes (`wire.ATTRIBUTES`) of `ce_` headers; other `ce_` headers are left out, as the
     structured decode leaves them out. Raises `InvalidRecord` (not UTF-8)."""
     try:
-        return {k[3:]: v.decode("utf-8") for k, v in headers if k[:3] == CE_PREFIX and k[3:] in _NAMES}
+        return {name: v.decode() for k, v in headers if (name := _NAMES.get(k)) is not None}
     except UnicodeDecodeError:
         raise InvalidRecord(Reason.NOT_UTF8, "ce_*", "a ce_* header is not valid UTF-8") from None
 
 
-_NAMES = frozenset(ATTRIBUTES)
+_NAMES = {f"{CE_PREFIX}{name}": name for name in ATTRIBUTES}
+"""Header name -> attribute: one lookup per header."""
 
 
 @cache

@@ -111,3 +111,12 @@ def test_a_value_closing_data_early_is_refused_even_when_the_header_is_there() -
     with pytest.raises(wire.InvalidRecord) as refused:
         slim(headers, early)
     assert refused.value.reason is Reason.NOT_JSON
+
+
+def test_the_dossier_view_requires_the_dates_it_reads_for_the_statuses_the_full_model_does() -> None:
+    """Per status, the dates the view requires are the full model's required dates among those it reads."""
+    from schemas import dossier, metrics_views
+
+    read = set(metrics_views.DossierFacts.model_fields)
+    for status, names in dossier._REQUIRED_DATES.items():
+        assert metrics_views._REQUIRED_DATES[status] == tuple(n for n in names if n in read), status
