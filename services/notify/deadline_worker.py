@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import ValidationError
 
 from schemas.notification import DeadlineAlert, DeadlineMessage
@@ -107,7 +107,7 @@ class DeadlineWorker:
         records (states merge again, alert flags kept: nothing fires twice)."""
         try:
             await consumer.commit(offsets)
-        except CommitFailedError:
+        except (CommitFailedError, IllegalStateError):  # refused, or no assignment at this instant (rebalancing)
             log.warning("deadline.commit_refused", partitions=sorted(tp.partition for tp in offsets))
 
     async def apply(self, batch: Batch, producer: AIOKafkaProducer) -> None:
