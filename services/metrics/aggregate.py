@@ -121,11 +121,13 @@ class CommuneTotals:
 
     def replace(self, old: EntityState | None, new: EntityState) -> None:
         counts = self.counts
-        if old is not None:
-            for key, amount in contributions(old):
+        added = contributions(new)
+        removed = contributions(old) if old is not None else []
+        if removed != added:  # most changes move no count (accepted -> in progress, processed -> returned)
+            for key, amount in removed:
                 counts[key] = counts.get(key, 0) - amount
-        for key, amount in contributions(new):
-            counts[key] = counts.get(key, 0) + amount
+            for key, amount in added:
+                counts[key] = counts.get(key, 0) + amount
         if type(new) is DossierState:
             was, now = _open_due(old), _open_due(new)
             if was != now:  # the overdue cache stays valid while open dossiers keep their due dates

@@ -120,11 +120,11 @@ def dossier_from(event: DossierChange) -> DossierState:
 
 def merge_dossier(old: DossierState | None, event: DossierChange) -> DossierState | None:
     """The dossier's state after `event`, or None when the event changes nothing (duplicate, stale)."""
-    if old is not None and old.at == micros(event) and old.event_id == event.id:
-        return None  # the same event again
     new = dossier_from(event)
     if old is None:
         return new
+    if old.at == new.at and old.event_id == new.event_id:
+        return None  # the same event again
     latest, other = (new, old) if _newer(new.at, new.event_id, old.at, old.event_id) else (old, new)
     completion = latest
     if other.completed_at is not None and (
