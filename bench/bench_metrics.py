@@ -9,13 +9,21 @@ Side by side in one run, national scale (all 3,321 communes active, issue 13) be
      (RocksDB store + totals) and extrapolated linearly to one million.
 Targets (issues 4 and 13): >= 20,000 events/s per worker and scrape <= 250 ms with all 3,321 communes
 active, <= 300 MB per million open dossiers. BENCH_METRICS_FAUST=0 skips the faust comparison.
+
+Decode, before/after (ADR 0023): the core and the worker are each measured with the full decode
+(`schemas.wire.decode`, every field validated: the path before the slim views) and with the worker's slim
+decode (`services.metrics.decoding.slim`), alternately, `BENCH_METRICS_ROUNDS` times (default 2, the best
+of each reported). BENCH_METRICS_PROVINCE=0 skips the one-province scale; BENCH_METRICS_PROFILE=1 prints a
+cProfile of one more slim worker run. The bench deletes the topics of the namespaces it made.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
 import os
+import pstats
 import statistics
 import subprocess
 import sys
@@ -35,10 +43,11 @@ from schemas.admin import commune_provinces, communes_of
 from schemas.dossier import DossierData, DossierStatusChanged
 from schemas.events import Family
 from schemas.topics import CANONICAL, scoped
-from services.common.admin import ensure_topics
+from services.common.admin import delete_topics, ensure_topics, list_topics
 from services.common.health import Health
 from services.common.runtime import run_once
 from services.common.settings import KafkaConnection
+from services.metrics import decoding
 from services.metrics.partition import PartitionState
 from services.metrics.settings import MetricsSettings
 from services.metrics.topics import Names
@@ -53,6 +62,12 @@ T0 = datetime(2025, 11, 3, 1, 0, tzinfo=UTC)
 CHANNELS = ("counter", "online", "postal", "mobile_team")
 FAUST = os.environ.get("BENCH_METRICS_FAUST", "1") != "0"
 ONE_PROVINCE = "20"  # Lạng Sơn, the simulator's default province
+ROUNDS = int(os.environ.get("BENCH_METRICS_ROUNDS", "2"))
+PROVINCE = os.environ.get("BENCH_METRICS_PROVINCE", "1") != "0"
+PROFILE = os.environ.get("BENCH_METRICS_PROFILE", "0") == "1"
+DECODES: dict[str, decoding.Decode] = {"full decode (before)": decoding.full, "slim views (after)": decoding.slim}
+NAMESPACES: list[str] = []
+"""The namespaces this run made: their topics are deleted at the end (only those)."""
 
 
 def dossier_events(n: int, statuses: tuple[int, ...] = (2, 4, 9, 10),
@@ -78,15 +93,17 @@ def dossier_events(n: int, statuses: tuple[int, ...] = (2, 4, 9, 10),
                 subject=code, commune=commune, province=province, data=DossierData.model_validate(data))
 
 
-def core_rate(records: list[wire.KafkaRecord]) -> float:
-    """Best of three passes over 40,000 records (the machine is shared; the best pass is the least disturbed)."""
-    sample, best = records[:40_000], 0.0
+def core_rates(records: list[wire.KafkaRecord]) -> dict[str, float]:
+    """Per decode, the best of three passes over 40,000 records, the decodes alternating pass by pass (the
+    machine is shared; the best pass is the least disturbed, and both meet the same disturbances)."""
+    sample, best = records[:40_000], dict.fromkeys(DECODES, 0.0)
     for _ in range(3):
-        parts = [PartitionState(p, {}) for p in range(6)]
-        started = time.perf_counter()
-        for i, rec in enumerate(sample):
-            parts[i % 6].apply(wire.decode(rec.headers, rec.value))
-        best = max(best, len(sample) / (time.perf_counter() - started))
+        for name, decode in DECODES.items():
+            parts = [PartitionState(p, {}) for p in range(6)]
+            started = time.perf_counter()
+            for i, rec in enumerate(sample):
+                parts[i % 6].apply(decode(rec.headers, rec.value))
+            best[name] = max(best[name], len(sample) / (time.perf_counter() - started))
     return best
 
 
@@ -105,12 +122,12 @@ def consumed() -> float:
                for o in ("applied", "unchanged", "invalid"))
 
 
-async def poll(done: Callable[[], bool], interval_s: float) -> None:
-    """Return once `done()` holds, checking every `interval_s` (the worker's progress has no event to wait on)."""
-    while True:
-        if done():
-            return
-        await asyncio.sleep(interval_s)
+async def poll(done: Callable[[], bool], interval_s: float, timeout_s: float = 600) -> None:
+    """Return once `done()` holds, checking every `interval_s` (the worker's progress has no event to wait on);
+    TimeoutError after `timeout_s` (e.g. the topics were deleted under the run by a `python -m bench` clean-up)."""
+    async with asyncio.timeout(timeout_s):
+        while not done():
+            await asyncio.sleep(interval_s)
 
 
 async def restore_rate(settings: MetricsSettings) -> tuple[float, float]:
@@ -129,21 +146,28 @@ async def restore_rate(settings: MetricsSettings) -> tuple[float, float]:
     return (telemetry.RESTORED._value.get() - before) / elapsed, elapsed
 
 
-async def worker_rate(
-        records: list[wire.KafkaRecord]) -> tuple[float, float, int, MetricsWorker, asyncio.Event, asyncio.Task[None]]:
+async def worker_rate(records: list[wire.KafkaRecord], decode: decoding.Decode = decoding.slim,
+                      profile: cProfile.Profile | None = None,
+                      ) -> tuple[float, float, int, MetricsWorker, asyncio.Event, asyncio.Task[None]]:
+    """One worker with `decode` over `records` in a namespace of its own (`profile`: enabled while it consumes)."""
     namespace = f"bench{uuid.uuid4().hex[:8]}"
+    NAMESPACES.append(namespace)
     await ensure_topics(CONN, Names(namespace).specs)
     await produce(scoped(CANONICAL[Family.DOSSIER], namespace).name, records)
     settings = MetricsSettings(bootstrap=BOOTSTRAP, namespace=namespace, state_dir=Path(tempfile.mkdtemp()),
                                snapshot_interval_s=3600)
-    worker = MetricsWorker(settings)
+    worker = MetricsWorker(settings, decode=decode)
     stop = asyncio.Event()
     before = consumed()
     task = asyncio.create_task(run_once("metrics", worker.run, stop, Health("metrics")))
     await poll(lambda: len(worker.ownership.owned) == 6, 0.005)
+    if profile is not None:
+        profile.enable()
     started = time.perf_counter()  # from the end of the partition assignment
-    await poll(lambda: consumed() - before >= len(records), 0.1)
+    await poll(lambda: consumed() - before >= len(records), 0.02)
     elapsed = time.perf_counter() - started
+    if profile is not None:
+        profile.disable()
     communes = sum(len(p.communes) for p in worker.exported())
     return len(records) / elapsed, elapsed, communes, worker, stop, task
 
@@ -184,29 +208,53 @@ def memory_child(n: int) -> None:
 
 
 async def scale(label: str, records: list[wire.KafkaRecord]) -> tuple[MetricsWorker, list[str]]:
-    """Core, worker and scrape figures of one scale, as printed lines; the worker is stopped, its state kept."""
-    core = core_rate(records)
-    rate, elapsed, communes, worker, stop, task = await worker_rate(records)
-    median_ms, lines, size = scrape_ms(worker)
-    stop.set()
-    await task
-    return worker, [
-        f"{label}: {communes:,} communes active",
-        f"  pure core (decode + merge + totals)    {core:>10,.0f} events/s",
-        f"  metrics worker on the broker            {rate:>10,.0f} events/s   target >= 20,000 "
-        f"({len(records):,} events in {elapsed:.1f} s, aiokafka + rocksdict + changelog)",
-        f"  /metrics                                {median_ms:>10.1f} ms        target <= 250 "
-        f"({lines:,} lines, {size / 1e6:.2f} MB, median of 7)",
-    ]
+    """Core, worker and scrape figures of one scale, both decodes side by side, as printed lines; the slim
+    worker of the last round is returned stopped, its state kept."""
+    core = core_rates(records)
+    rates: dict[str, list[float]] = {name: [] for name in DECODES}
+    for _ in range(ROUNDS):
+        for name, decode in DECODES.items():
+            rate, _, communes, worker, stop, task = await worker_rate(records, decode)
+            rates[name].append(rate)
+            if decode is decoding.slim:
+                median_ms, lines, size = scrape_ms(worker)
+            stop.set()
+            await task
+    before, after = (max(rates[name]) for name in DECODES)
+    cores = list(core.values())
+    out = [f"{label}: {communes:,} communes active, {len(records):,} events"]
+    for name in DECODES:
+        out += [f"  pure core (decode + merge + totals), {name:<21} {core[name]:>8,.0f} events/s",
+                f"  metrics worker on the broker, {name:<28} {max(rates[name]):>8,.0f} events/s   "
+                f"(rounds: {', '.join(f'{r:,.0f}' for r in rates[name])})"]
+    out += [f"  after / before: core {cores[1] / cores[0]:.2f}x, worker {after / before:.2f}x; "
+            f"worker target >= 20,000 events/s",
+            f"  /metrics                                {median_ms:>10.1f} ms        target <= 250 "
+            f"({lines:,} lines, {size / 1e6:.2f} MB, median of 7)"]
+    return worker, out
 
 
 async def run() -> None:
-    print(f"building {EVENTS:,} dossier events over all communes, and as many over one province ...", flush=True)
+    print(f"building {EVENTS:,} dossier events over all communes"
+          + (", and as many over one province" if PROVINCE else "") + " ...", flush=True)
     records = [wire.encode(e) for e in dossier_events(EVENTS)]
-    province = [wire.encode(e) for e in dossier_events(EVENTS, province=ONE_PROVINCE)]
+    province = [wire.encode(e) for e in dossier_events(EVENTS, province=ONE_PROVINCE)] if PROVINCE else []
+    try:
+        await measure(records, province)
+    finally:
+        await delete_own_topics()
+
+
+async def measure(records: list[wire.KafkaRecord], province: list[wire.KafkaRecord]) -> None:
     worker, national_lines = await scale("national", records)
     restored, restore_s = await restore_rate(worker.settings)
-    _, province_lines = await scale(f"one province ({ONE_PROVINCE})", province)
+    province_lines = (await scale(f"one province ({ONE_PROVINCE})", province))[1] if PROVINCE else []
+    if PROFILE:
+        profiled = cProfile.Profile()
+        _, _, _, _, stop, task = await worker_rate(records, decoding.slim, profiled)
+        stop.set()
+        await task
+        pstats.Stats(profiled).sort_stats("tottime").print_stats(25)
     child = await asyncio.to_thread(subprocess.run,
                                     [sys.executable, "-m", "bench.bench_metrics", "memory", str(OPEN_DOSSIERS)],
                                     capture_output=True, text=True, timeout=150, check=True)
@@ -217,6 +265,14 @@ async def run() -> None:
           f"(all partitions in {restore_s:.1f} s, incl. group join)")
     print(f"memory per million open dossiers         {per_million:>10.0f} MB        target <= 300 "
           f"(measured +{float(grown):.0f} MB RSS at {int(opened):,} open, extrapolated linearly)")
+
+
+async def delete_own_topics() -> None:
+    """The topics of the namespaces this run made, and no other (the broker is shared)."""
+    prefixes = tuple(f"{namespace}." for namespace in NAMESPACES)
+    mine = [t for t in await list_topics(CONN) if t.startswith(prefixes)]
+    if mine:
+        await delete_topics(CONN, mine)
 
 
 def faust_child(topic: str, app_id: str, n: int, result: str, datadir: str, web_port: int) -> None:
