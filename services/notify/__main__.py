@@ -1,4 +1,4 @@
-"""`python -m services.notify`: the notify worker under the shared runtime, plus the faust deadline tracker.
+"""`python -m services.notify`: the notify worker under the shared runtime, plus the deadline tracker (ADR 0022).
 
 The runtime gives signals, the HTTP server (/metrics, /healthz, /readyz), logging
 at `NOTIFY_LOG_LEVEL` and restart with back-off; the tracker child process runs
@@ -23,7 +23,7 @@ def main() -> None:
 
     async def worker(supervisor: Supervisor) -> None:
         if tracker is not None:
-            supervisor.spawn("tracker-watch", tracker.watch())
+            supervisor.spawn("tracker-watch", tracker.watch(supervisor.stop))
         await run(supervisor, settings, privacy)
 
     try:

@@ -53,7 +53,7 @@ class NotifySettings(ConsumerSettings):
     ledger_prune_every_s: float = Field(default=60.0, gt=0, description="How often old done ids are pruned")
     drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish")
 
-    deadlines: bool = Field(default=True, description="Also run the faust deadline tracker (a child process)")
+    deadlines: bool = Field(default=True, description="Also run the deadline tracker (a child process, ADR 0022)")
     deadline_tick_s: float = 30.0
     deadline_web_port: int = 6067
 

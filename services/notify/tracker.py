@@ -43,12 +43,20 @@ class TrackerProcess:
         return cls(subprocess.Popen([sys.executable, "-m", "services.notify.deadline_worker"], env=dict(os.environ),
                                     preexec_fn=_die_with_parent))
 
-    async def watch(self, every_s: float = 1.0) -> None:
-        """Return never: raise `TrackerExited` once the tracker has exited."""
+    async def watch(self, stopping: asyncio.Event, every_s: float = 1.0, grace_s: float = 2.0) -> None:
+        """Return when the worker is stopping and the tracker has ended (a SIGTERM to the process group, as from a
+        terminal or `make demo`, reaches both at once); raise `TrackerExited` if the tracker ends otherwise."""
         # Polled: the child was started before the event loop (it outlives the worker's restarts), so its exit
         # has no awaitable here.
-        while (code := self.process.poll()) is None:  # noqa: ASYNC110
+        while (code := self.process.poll()) is None:
+            if stopping.is_set():
+                return
             await asyncio.sleep(every_s)
+        with contextlib.suppress(TimeoutError):  # the same signal may still be on its way to this process
+            await asyncio.wait_for(stopping.wait(), timeout=grace_s)
+        if stopping.is_set():
+            log.info("notify.tracker_stopped", returncode=code)
+            return
         log.error("notify.tracker_exited", returncode=code)
         raise TrackerExited(f"deadline tracker exited with code {code}")
 
