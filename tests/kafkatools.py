@@ -21,16 +21,34 @@ ROOT = Path(__file__).resolve().parent.parent
 Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]  # key, value, headers
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> int:
-    producer = clients.producer(KafkaConnection(bootstrap=bootstrap), client_id="tests",
-                                max_request_size=12 * 1024 * 1024, linger_ms=5)
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, value, key=key, headers=list(headers)) for key, value, headers in records]
+class Producing:
+    """One started producer for many `send`s (`async with Producing(bootstrap) as p: await p.send(...)`): on the
+    secure broker a producer's start costs two TLS + SCRAM handshakes (ADR 0014), so a test sending in slices
+    keeps one."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.producer = clients.producer(KafkaConnection(bootstrap=bootstrap), client_id="tests",
+                                         max_request_size=12 * 1024 * 1024, linger_ms=5)
+
+    async def __aenter__(self) -> Producing:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+    async def send(self, topic: str, records: Iterable[Record]) -> int:
+        """Send `records` to `topic` and wait until every one is acknowledged; how many were sent."""
+        futures = [await self.producer.send(topic, value, key=key, headers=list(headers))
+                   for key, value, headers in records]
         await asyncio.gather(*futures)
         return len(futures)
-    finally:
-        await producer.stop()
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> int:
+    """Send `records` to `topic` with a producer of this call only; how many were sent."""
+    async with Producing(bootstrap) as producing:
+        return await producing.send(topic, records)
 
 
 async def read_all(
