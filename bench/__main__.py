@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import bench
+from bench import naming
 from services.common.admin import delete_topics, list_topics
 from services.common.settings import KafkaConnection
 from services.privacy import keys as privacy_keys
@@ -29,7 +30,7 @@ def main() -> None:
                 print(f"\n=== {info.name} ===", flush=True)
                 importlib.import_module(f"bench.{info.name}").main()
     finally:  # the benchmarks' own namespaces go: idle partitions pile up and slow the broker for the next run
-        created = {t for t in asyncio.run(list_topics(KAFKA)) - before if t.startswith("bench")}
+        created = {t for t in asyncio.run(list_topics(KAFKA)) - before if naming.ours(t)}  # this run's only
         asyncio.run(delete_topics(KAFKA, created))
         print(f"\nremoved {len(created)} benchmark topics", flush=True)
 

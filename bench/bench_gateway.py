@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from bench import naming
 from schemas.topics import GATEWAY_CLAIMS, RAW, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
@@ -74,7 +75,7 @@ async def run(url: str, per_request: int, requests: int, clients: int,
 
 
 def main() -> None:
-    ns = "bench" + uuid.uuid4().hex[:6]
+    ns = naming.namespace("gw")
     asyncio.run(ensure_topics(KAFKA, [scoped(t, ns) for t in (*RAW.values(), GATEWAY_CLAIMS)]))
     tmp = Path(tempfile.mkdtemp())
     (tmp / "secrets.yaml").write_text(f"thuong-lam-one-stop: {{api_key: {KEY}, hmac_key: {HMAC_KEY}}}\n")

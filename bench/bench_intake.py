@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench import naming
 from schemas import wire
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, PARTITIONS, RAW, Kind, TopicSpec, scoped
@@ -284,7 +285,7 @@ async def faust_agent(raw: str, out: str, namespace: str) -> float:
 
 async def one_round(label: str) -> dict[str, float]:
     """(a)-(d) once, each on a fresh copy of the same records (a namespace of its own)."""
-    namespace = f"bench{int(time.time())}{label}"
+    namespace = naming.namespace(f"r{label}")
     raw = scoped(RAW[Family.DOSSIER], namespace).name
     outs = {v: TopicSpec(f"{namespace}.bench.out-{v}", Kind.INTERNAL, key="", description="") for v in "abd"}
     specs = [scoped(s, namespace) for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)]
@@ -360,7 +361,7 @@ def median(values: list[float]) -> float:
 
 async def one_latency(kind: str, n: int) -> Latency:
     """One latency window of `kind` on a fresh namespace."""
-    namespace = f"bench{int(time.time())}{kind}{n}"
+    namespace = naming.namespace(f"{kind}{n}")
     await ensure_topics(CONNECTION, [scoped(s, namespace)
                                      for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
     if kind == "plain":  # the observer reads the raw topic itself

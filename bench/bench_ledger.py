@@ -26,6 +26,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import naming
 from schemas.notification import NotificationRequest
 from services.common import clients
 from services.common.admin import ensure_topics
@@ -182,7 +183,7 @@ def release_tick() -> tuple[float, float]:
 
 
 def main() -> None:
-    names = Names(f"bench{uuid.uuid4().hex[:8]}")
+    names = Names(naming.namespace("ledger"))
     asyncio.run(ensure_topics(CONNECTION, [s for s in names.specs if s.name == names.ledger]))
     start = time.perf_counter()
     asyncio.run(fill(names.ledger))

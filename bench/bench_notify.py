@@ -15,11 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import naming
 from schemas.announcement import AnnouncementScheduledEvent
 from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
@@ -70,7 +70,7 @@ class Run:
     """One notify worker process on a fresh namespace, fed by this process, sending to a local fake gateway."""
 
     def __init__(self, fake: FakeProviders, **env: str) -> None:
-        self.ns = "bench" + uuid.uuid4().hex[:8]
+        self.ns = naming.namespace("notify")
         self.names, self.fake, self.env = Names(self.ns), fake, env
         self.sent_at: dict[str, float] = {}
         self.directory = Directory.model_validate(__import__("tomllib").loads(DIRECTORY))

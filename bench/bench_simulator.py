@@ -24,8 +24,8 @@ import os
 import random
 import time
 import tracemalloc
-import uuid
 
+from bench import naming
 from schemas.events import Family
 from services.simulator import national
 from services.simulator.generate import DEFAULT_NOW, TrafficConfig, generate, traffic
@@ -89,7 +89,7 @@ def shell(label: str, national_mode: bool) -> float:
     else:
         scale = {"rate": 1e9, "day_seconds": 500 / 1e9}  # keep 500 records per simulated day
     settings = SimulatorSettings.model_validate({
-        "namespace": f"bench-sim-{uuid.uuid4().hex[:8]}", "duration": seconds, "seed": 1,  # Kafka from KAFKA_*
+        "namespace": naming.namespace("sim"), "duration": seconds, "seed": 1,  # Kafka from KAFKA_*
         "invalid_share": 0.05, "progress_every": 3600, **scale,
     })
     started = time.perf_counter()
