@@ -1,4 +1,4 @@
-"""How the metrics worker decodes a canonical record: with the view its handler names (ADR 0022).
+"""How the metrics worker decodes a canonical record: with the view its handler names (ADR 0023).
 
 `slim` is the worker's decode: each type's `HANDLERS` model (a slim view reading only what the merge
 needs, `schemas.metrics_views`), or the registered full model for a type no indicator counts. `full` is

@@ -59,7 +59,7 @@ S = TypeVar("S", bound=EntityState)
 
 class Handler(NamedTuple):
     model: type[Event]
-    """What metrics decodes the type with: a view of it (`schemas.metrics_views`, ADR 0022) or the full model."""
+    """What metrics decodes the type with: a view of it (`schemas.metrics_views`, ADR 0023) or the full model."""
     kind: StateKind
     ident: Ident
     merge: Merge

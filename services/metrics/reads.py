@@ -1,6 +1,6 @@
 """What each merge reads of an event: Protocols, so a merge takes a full model or a slim view alike.
 
-`schemas.metrics_views` declares exactly these fields (the views metrics decodes with, ADR 0022); the
+`schemas.metrics_views` declares exactly these fields (the views metrics decodes with, ADR 0023); the
 registered full models have them too, which lets tests run the full decode as the oracle of the slim one
 through the same merges. Members are read-only properties, so a model's narrower field type satisfies them.
 """

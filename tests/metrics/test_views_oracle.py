@@ -1,4 +1,4 @@
-"""The slim decode metrics uses (`decoding.slim`, ADR 0022) against the full decode as its oracle (hypothesis).
+"""The slim decode metrics uses (`decoding.slim`, ADR 0023) against the full decode as its oracle (hypothesis).
 
 For every record: what the slim decode refuses the full one refuses too, and for every event the full decode
 accepts the slim one accepts it with the same envelope and the same merge results, alone and in any order.
