@@ -20,8 +20,10 @@ cProfile of one more slim worker run. The bench deletes the topics of the namesp
 from __future__ import annotations
 
 import asyncio
+import base64
 import cProfile
 import gc
+import hashlib
 import os
 import pstats
 import statistics
@@ -29,15 +31,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import uvloop
 from aiokafka import AIOKafkaProducer
 from prometheus_client import REGISTRY, generate_latest
 
+from bench import naming
 from schemas import wire
 from schemas.admin import commune_provinces, communes_of
 from schemas.dossier import DossierData, DossierStatusChanged
@@ -70,9 +73,26 @@ NAMESPACES: list[str] = []
 """The namespaces this run made: their topics are deleted at the end (only those)."""
 
 
-def dossier_events(n: int, statuses: tuple[int, ...] = (2, 4, 9, 10),
-                   province: str | None = None) -> Iterator[DossierStatusChanged]:
-    """Lifecycles of n / len(statuses) dossiers spread over all 3,321 communes (or one province's), in order."""
+def canonical_content(code: str, i: int) -> dict[str, Any]:
+    """What a canonical dossier event carries besides the bench's few fields, as intake writes it: names, the
+    handling unit, submitted documents and the sealed applicant (tokens of the shape `schemas.personal` takes)."""
+    def token(field: str, size: int) -> str:
+        digest = hashlib.sha256(f"{code}/{field}".encode()).digest() * 4
+        return base64.urlsafe_b64encode(digest[:size]).rstrip(b"=").decode()
+
+    return {"procedure_name": "Cấp bản sao trích lục hộ tịch", "field_code": "HT", "handling_unit": "UBND xã",
+            "assigned_officer_id": f"cb-{i % 9}", "vneid_verified": i % 2 == 0,
+            "documents": [{"name": "Tờ khai", "digitised": True}, {"name": "Bản sao CCCD", "digitised": i % 2 == 0}],
+            "applicant": {"subject": "a-" + token("subject", 32), "key_id": token("key", 12),
+                          "name": token("name", 48), "id_number": token("id", 40), "phone": token("phone", 38),
+                          "address": token("address", 90), "preferred_locale": "vi"}}
+
+
+def dossier_events(n: int, statuses: tuple[int, ...] = (2, 4, 9, 10), province: str | None = None,
+                   canonical: bool = False) -> Iterator[DossierStatusChanged]:
+    """Lifecycles of n / len(statuses) dossiers spread over all 3,321 communes (or one province's), in order;
+    `canonical`: with the content intake's canonical events carry (`canonical_content`), not only what
+    metrics reads."""
     communes = sorted(commune_provinces().items())
     if province is not None:
         communes = [(c, province) for c in communes_of(province)]
@@ -84,6 +104,8 @@ def dossier_events(n: int, statuses: tuple[int, ...] = (2, 4, 9, 10),
                     "submitted_at": T0, "received_at": T0, "due_at": T0 + timedelta(days=3 + i % 3),
                     "paid_online": i % 3 == 0, "digitised": i % 2 == 0,
                     "fees": [{"amount_vnd": 8000}] if i % 3 != 2 else []}
+            if canonical:
+                data |= canonical_content(code, i)
             if status in (9, 10):
                 data["ended_at"] = T0 + timedelta(days=2 + i % 4)
             if status == 10:
@@ -150,7 +172,7 @@ async def worker_rate(records: list[wire.KafkaRecord], decode: decoding.Decode =
                       profile: cProfile.Profile | None = None,
                       ) -> tuple[float, float, int, MetricsWorker, asyncio.Event, asyncio.Task[None]]:
     """One worker with `decode` over `records` in a namespace of its own (`profile`: enabled while it consumes)."""
-    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    namespace = naming.namespace("metrics")
     NAMESPACES.append(namespace)
     await ensure_topics(CONN, Names(namespace).specs)
     await produce(scoped(CANONICAL[Family.DOSSIER], namespace).name, records)
@@ -164,12 +186,22 @@ async def worker_rate(records: list[wire.KafkaRecord], decode: decoding.Decode =
     if profile is not None:
         profile.enable()
     started = time.perf_counter()  # from the end of the partition assignment
+    # the worker may have applied its first batch before this task saw the assignment (the loop is busy while a
+    # batch is applied): only the records consumed after `started` count
+    counted = len(records) - (consumed() - before)
     await poll(lambda: consumed() - before >= len(records), 0.02)
     elapsed = time.perf_counter() - started
     if profile is not None:
         profile.disable()
     communes = sum(len(p.communes) for p in worker.exported())
-    return len(records) / elapsed, elapsed, communes, worker, stop, task
+    return counted / elapsed, elapsed, communes, worker, stop, task
+
+
+def size_of(records: list[wire.KafkaRecord]) -> str:
+    """Mean value and header bytes of a record."""
+    values = statistics.mean(len(r.value) for r in records)
+    headers = statistics.mean(sum(len(k) + len(v) for k, v in r.headers) for r in records)
+    return f"value {values:.0f} B + headers {headers:.0f} B"
 
 
 def scrape_ms(worker: MetricsWorker) -> tuple[float, int, int]:
@@ -238,16 +270,19 @@ async def run() -> None:
     print(f"building {EVENTS:,} dossier events over all communes"
           + (", and as many over one province" if PROVINCE else "") + " ...", flush=True)
     records = [wire.encode(e) for e in dossier_events(EVENTS)]
+    canonical = [wire.encode(e) for e in dossier_events(EVENTS, canonical=True)]
     province = [wire.encode(e) for e in dossier_events(EVENTS, province=ONE_PROVINCE)] if PROVINCE else []
     try:
-        await measure(records, province)
+        await measure(records, canonical, province)
     finally:
         await delete_own_topics()
 
 
-async def measure(records: list[wire.KafkaRecord], province: list[wire.KafkaRecord]) -> None:
-    worker, national_lines = await scale("national", records)
+async def measure(records: list[wire.KafkaRecord], canonical: list[wire.KafkaRecord],
+                  province: list[wire.KafkaRecord]) -> None:
+    worker, national_lines = await scale(f"national, the bench's small events ({size_of(records)})", records)
     restored, restore_s = await restore_rate(worker.settings)
+    national_lines += (await scale(f"national, events as intake writes them ({size_of(canonical)})", canonical))[1]
     province_lines = (await scale(f"one province ({ONE_PROVINCE})", province))[1] if PROVINCE else []
     if PROFILE:
         profiled = cProfile.Profile()
@@ -313,7 +348,7 @@ def faust_child(topic: str, app_id: str, n: int, result: str, datadir: str, web_
 
 def faust_rate(records: list[wire.KafkaRecord]) -> float | None:
     """Events/s of the faust-table variant on the same records (None if it did not finish in time)."""
-    namespace = f"benchf{uuid.uuid4().hex[:8]}"
+    namespace = naming.namespace("faust")
     topic = scoped(CANONICAL[Family.DOSSIER], namespace).name
     asyncio.run(ensure_topics(CONN, [scoped(CANONICAL[Family.DOSSIER], namespace)]))
     asyncio.run(produce(topic, records))
