@@ -18,7 +18,7 @@ from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
 from tests.intake.conftest import StartIntake
-from tests.kafkatools import produce, read_all
+from tests.kafkatools import Producing, produce, read_all
 from tests.samples import canonical_dossier, dumps
 from tests.waiting import eventually_async
 
@@ -39,11 +39,19 @@ def stream(n: int, start: int = 0) -> list[tuple[bytes, bytes, list[tuple[str, b
     return out
 
 
-async def produce_paced(bootstrap: str, topic: str, records: list, per_second: int) -> None:
+async def produce_paced(bootstrap: str, topic: str, records: list, per_second: int,
+                        hold: asyncio.Event | None = None) -> None:
+    """Send `records` a slice every 50 ms with one producer (a producer per slice would pace the stream by its
+    handshakes, slower on the secure broker). With `hold`, the last tenth waits until it is set, so the stream
+    outlasts whatever the test does meanwhile however slow the machine is."""
     chunk = max(1, per_second // 20)
-    for i in range(0, len(records), chunk):
-        await produce(bootstrap, topic, [(k, v, h) for k, v, h, _ in records[i:i + chunk]])
-        await asyncio.sleep(0.05)
+    held_from = len(records) - len(records) // 10 if hold is not None else len(records)
+    async with Producing(bootstrap) as producing:
+        for i in range(0, len(records), chunk):
+            if hold is not None and i >= held_from:
+                await hold.wait()
+            await producing.send(topic, [(k, v, h) for k, v, h, _ in records[i:i + chunk]])
+            await asyncio.sleep(0.05)
 
 
 async def first_commit(http_port: int, within_s: float = 60) -> None:
@@ -116,7 +124,8 @@ def test_rebalances_mid_stream_lose_and_repeat_nothing(
     raw = intake_topics[RAW[Family.DOSSIER].name]
 
     async def scenario() -> None:
-        feeder = asyncio.create_task(produce_paced(kafka_bootstrap, raw, records, per_second=400))
+        moved = asyncio.Event()  # the stream's last tenth waits for both moves: they happen mid-stream
+        feeder = asyncio.create_task(produce_paced(kafka_bootstrap, raw, records, per_second=400, hold=moved))
         first = start_intake(worker_id="0")
         await first_commit(first.http_port)
         second = start_intake(worker_id="1")  # joins: partitions are revoked from the first, mid-stream
@@ -124,6 +133,7 @@ def test_rebalances_mid_stream_lose_and_repeat_nothing(
         first.send_signal(signal.SIGTERM)  # leaves: its partitions move to the second
         await asyncio.to_thread(first.wait, 30)
         assert not feeder.done(), "the moves must happen mid-stream"
+        moved.set()
         await feeder
 
     asyncio.run(scenario())
