@@ -55,8 +55,10 @@ class OwnBroker:
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    """A started broker of this test only; stopped and deleted afterwards."""
+def own_broker(tmp_path: Path, kafka_bootstrap: str) -> Iterator[OwnBroker]:
+    """A started broker of this test only; stopped and deleted afterwards. After `kafka_bootstrap`, whatever the
+    order of a test's fixtures: on the secure broker it puts admin's credentials in the environment this broker
+    and its clients take (tests/conftest.py)."""
     if os.environ.get("KAFKA_BOOTSTRAP"):
         pytest.skip("an external broker was given; this test stops a local one of its own")
     broker = OwnBroker(tmp_path / "kafka")

@@ -22,8 +22,10 @@ from tests.faults import REPLICAS, Cluster
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A fresh 3-node cluster for the session (RF 3, min.insync.replicas=2); stopped and removed at the end."""
+def cluster(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Cluster]:
+    """A fresh 3-node cluster for the session (RF 3, min.insync.replicas=2); stopped and removed at the end.
+    After `kafka_bootstrap`: on the secure broker it puts admin's credentials in the environment the cluster
+    and its clients take."""
     running = Cluster.fresh(tmp_path_factory.mktemp("kafka-cluster"))
     try:
         running.run("start")
