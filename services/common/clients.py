@@ -87,6 +87,8 @@ def faust_options(conn: KafkaConnection) -> dict[str, Any]:
 
     credentials: faust.types.auth.CredentialsT | None = None
     context = _ssl_context(conn) if conn.security_protocol in ("SSL", "SASL_SSL") else None
+    if context is not None:
+        tls_close.apply()  # faust's own aiokafka clients close their TLS connections at once too
     if conn.security_protocol.startswith("SASL"):
         credentials = faust.SASLCredentials(
             username=conn.sasl_username, mechanism=conn.sasl_mechanism or "PLAIN", ssl_context=context,
