@@ -21,10 +21,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from schemas.topics import namespaced
 from services.common.acls import Binding
 from services.common.settings import KafkaConnection
 
+log = structlog.get_logger("acls")
 SCRAM_ITERATIONS = 8192
 SCOPE = "commune"
 """Every topic, group and transactional id of the registries begins with it (namespaced: `<ns>.commune`)."""
@@ -100,7 +103,8 @@ def _apply(conn: KafkaConnection, rows: list[Binding], users: list[str], secrets
             failed.append(f"{row.principal} {row.operation.value} {row.name}: {exc}")
     if failed:
         raise AclError(f"{len(failed)} ACLs refused: " + "; ".join(failed[:5]))
-    _prune(client, acls, scope)
+    for revoked in _prune(client, acls, scope):
+        log.info("acls.revoked", acl=revoked)  # principal, operation, resource name: no secret
 
 
 def _prune(client: Any, wanted: list[Any], scope: str) -> list[str]:
@@ -114,8 +118,9 @@ def _prune(client: Any, wanted: list[Any], scope: str) -> list[str]:
     existing = client.describe_acls(every, request_timeout=TIMEOUT_S).result()
     managed = {acl.principal for acl in wanted}
     keep = set(wanted)
-    stale = [acl for acl in existing
-             if (acl.principal in managed or acl.principal.startswith(SOURCE_PRINCIPALS))
+    stale = [acl for acl in existing  # ALLOWs only: a DENY is an operator's (an incident's), never the table's
+             if acl.permission_type == AclPermissionType.ALLOW
+             and (acl.principal in managed or acl.principal.startswith(SOURCE_PRINCIPALS))
              and acl.name.startswith(scope) and acl not in keep]
     if not stale:
         return []

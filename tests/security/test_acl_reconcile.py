@@ -3,6 +3,8 @@ nothing outside the applied namespace's scope (another namespace, other principa
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from schemas.events import Family
@@ -49,3 +51,25 @@ async def test_a_source_taken_out_of_the_registry_loses_its_rights(secure_broker
 
     await eventually_async(revoked, timeout=60, interval=0.5, what="the removed entry refused in its namespace only")
     assert await writable(kept, [dossier_topic(KEPT, here)]) == {dossier_topic(KEPT, here)}
+
+
+def test_a_deny_an_operator_added_survives_the_apply(secure_broker: SecureBroker, unique: str) -> None:
+    """A DENY for a managed principal inside the applied scope (an incident's block) is never the table's to delete."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._acl import AclBinding, AclBindingFilter, AclOperation, AclPermissionType
+    from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
+
+    from services.common.acls_apply import librdkafka_config
+
+    admin = secure_broker.conn("admin")
+    topic = dossier_topic(KEPT, unique)
+    deny = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:source-{KEPT}", "*",
+                      AclOperation.WRITE, AclPermissionType.DENY)
+    client = AdminClient(librdkafka_config(admin))
+    for future in client.create_acls([deny], request_timeout=30).values():
+        future.result()
+    asyncio.run(apply(admin, bindings(REGISTRY, unique), namespace=unique))
+    found = client.describe_acls(AclBindingFilter(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL,
+                                                  f"User:source-{KEPT}", None, AclOperation.ANY,  # type: ignore[arg-type]
+                                                  AclPermissionType.DENY), request_timeout=30).result()
+    assert [a.permission_type for a in found] == [AclPermissionType.DENY]
