@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import uuid
 
-RUN = uuid.uuid4().hex[:4]
-"""This run's token (one per pytest process; chaos runs draw their own)."""
+RUN = "z" + uuid.uuid4().hex[:4]
+"""This run's token (one per pytest process; chaos runs draw their own). The `z` is no hex digit and no prefix of
+ours has one, so the token is found only where a run put it, never inside another run's random hex."""
 
 
 def unique(length: int = 10) -> str:

@@ -35,10 +35,15 @@ def main(argv: list[str]) -> int:
     began = time.monotonic()
     with tempfile.TemporaryFile() as slow_out:
         slow = subprocess.Popen(pytest([*argv, "-m", "slow"]), stdout=slow_out, stderr=subprocess.STDOUT)
-        print(f"tests.run: the fault tests (-m slow) run beside these (pid {slow.pid}); their output follows",
-              flush=True)
-        rest = status(subprocess.call(pytest([*argv, "-m", "not slow"])))
-        faults = status(slow.wait())
+        try:
+            print(f"tests.run: the fault tests (-m slow) run beside these (pid {slow.pid}); their output follows",
+                  flush=True)
+            rest = status(subprocess.call(pytest([*argv, "-m", "not slow"])))
+            faults = status(slow.wait())
+        finally:  # interrupted (Ctrl-C, a CI timeout): the fault run does not go on alone
+            if slow.poll() is None:
+                slow.terminate()
+                slow.wait()
         slow_out.seek(0)
         print("\n" + "=" * 30 + " the fault tests (-m slow) " + "=" * 30, flush=True)
         sys.stdout.buffer.write(slow_out.read())
