@@ -108,6 +108,7 @@ class NotifyApp:
             dossier_partitions = len(await producer.partitions_for(n.dossier))
             dispatcher.owns = partial(self._owns, routine, dossier_partitions)
             dispatcher.owns_partition = lambda p: TopicPartition(n.dossier, p) in routine.assignment()
+            dispatcher.source_of = lambda p: TopicPartition(n.dossier, p)
             dispatcher.holds = lambda tp: any(tp in c.assignment() for c in consumers)
             records = Records(self.s, self.names, self.directory, self.registry, producer, dispatcher, self.tracker,
                               self.sup)

@@ -110,7 +110,7 @@ class Ledger:
 
     def apply_records(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None, int]]) -> None:
         """Records (key, value, timestamp) read back from one partition, in offset order. A tombstone, a keyless
-        record or one of a partition not held changes nothing, nor does a done entry older than the window.
+        record or one of a partition not held changes nothing; a done entry older than the window forgets the id.
         A done entry (nearly every record) is recognised without building the model: restores are bounded by this.
         """
         state = self._states.get(partition if self.layout else 0)
@@ -124,6 +124,8 @@ class Ledger:
             if isinstance(fields, dict) and fields.get("state") == "done":
                 if timestamp_ms >= cutoff:
                     state.mark_done(key.decode(), timestamp_ms)
+                else:  # past the window: forgotten, and so is an older deferral of the id read before it
+                    state.forget(key.decode())
             else:
                 self._apply(state, key.decode(), Entry.model_validate(fields), timestamp_ms)
 
@@ -179,11 +181,16 @@ class Ledger:
             skip: Container[str] = frozenset()) -> Iterator[NotificationRequest]:
         """Deferred requests due by `now` in the `owned` partitions, earliest first per partition; ids in `skip`
         (already released, in flight) are passed over unread: after quiet hours the due prefix can be long."""
+        return (request for _, request in self.due_in(now, owned, skip))
+
+    def due_in(self, now: datetime, owned: Callable[[int], bool],
+               skip: Container[str] = frozenset()) -> Iterator[tuple[int, NotificationRequest]]:
+        """`due`, each request with its ledger partition (= its commune's input partition, ADR 0020)."""
         for partition, state in list(self._states.items()):
             if owned(partition):
                 for nid, raw in state.due(_ms(now)):
                     if nid not in skip:
-                        yield NotificationRequest.model_validate_json(raw)
+                        yield partition, NotificationRequest.model_validate_json(raw)
 
     def prune(self, limit: int = 10_000) -> int:
         """Forget up to `limit` done ids per partition older than the window; returns how many went."""

@@ -115,6 +115,21 @@ class PartitionState:
         self.kv.put(DUE + _ms(due_ms) + key, request_json)
         self.deferred_count += 1
 
+    def forget(self, nid: str) -> None:
+        """Nothing is held for `nid` any more (a done entry past the window, read back after an older deferral of
+        the same id: that deferral must not come back due)."""
+        key = nid.encode()
+        raw = self.kv.get(ID + key)
+        if raw is None:
+            return
+        if raw[:1] == DONE:
+            self.kv.delete(AGE + raw[1:9] + key)
+            self.done_count -= 1
+        else:
+            self.kv.delete(DUE + raw[9:17] + key)
+            self.deferred_count -= 1
+        self.kv.delete(ID + key)
+
     def due(self, now_ms: int) -> Iterator[tuple[str, bytes]]:
         """(id, request JSON) of the deferred entries due by `now_ms`, earliest first; reads nothing later."""
         for key, value in self.kv.scan(DUE):

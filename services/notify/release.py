@@ -31,11 +31,17 @@ class OwnedDispatcher(Dispatcher):
         job = self._inflight.get(nid)
         return job.request.commune if job is not None else None
 
+    source_of: Callable[[int], object] = staticmethod(lambda partition: None)
+    """The input partition a released request belongs to (set by the app: the dossier topic's partition `p`): its
+    claim names it, so a job still queued when that partition is revoked is dropped, not sent beside the new owner
+    (which releases it again from the ledger partition it now holds)."""
+
     def release_due(self) -> int:
         """Enqueue every due deferred request of the owned partitions not already in flight; returns how many."""
         released = 0
-        for request in self.ledger.due(self.clock(), self.owns_partition, skip=self._inflight):
-            self._enqueue(Job(request.model_copy(update={"not_before": None}), [Claim(lambda: None)]))
+        for partition, request in self.ledger.due_in(self.clock(), self.owns_partition, skip=self._inflight):
+            claim = Claim(lambda: None, self.source_of(partition))
+            self._enqueue(Job(request.model_copy(update={"not_before": None}), [claim]))
             released += 1
         return released
 

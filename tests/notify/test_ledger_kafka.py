@@ -188,3 +188,33 @@ async def test_deferred_requests_are_released_in_due_order_by_the_communes_owner
 
 def _only(partition: int) -> Callable[[int], bool]:
     return lambda p: p == partition
+
+
+async def test_a_released_deferral_still_queued_when_its_partition_leaves_is_not_sent(
+        kafka_bootstrap: str, notify_topics: Names, tmp_path: Path) -> None:
+    """A due deferral released here but not yet sent when its input partition is revoked is dropped (its claim
+    names the partition): the new owner releases it from the ledger partition it now holds, so it goes out once."""
+    commune = COMMUNES[0]
+    due = request("due-moved", commune, datetime.now(UTC) - timedelta(minutes=5))
+    async with worker(kafka_bootstrap, notify_topics, tmp_path) as w:
+        w.ledger.hold(home(commune))
+        await w.ledger.record_deferred(due)
+        channel, tasks = FakeChannel(), Tasks()
+        dispatcher = OwnedDispatcher(
+            {ChannelKind.SMS: channel}, w.ledger, w.producer, Outputs(notify_topics.status, notify_topics.dlq),
+            spawn=tasks, backoff=Backoff(), quiet=QuietHours(time(0, 0), time(0, 0)), rates={"sms": 1000.0},
+            segment_limit=3, routine_workers=1, emergency_workers=1, release_every_s=3600)
+        w.ledger.commune_of = dispatcher.commune_of
+        dispatcher.owns_partition = _only(home(commune))
+        dispatcher.source_of = lambda p: ("dossier", p)
+        held: set[object] = set()  # the partition is revoked between the release and the attempt
+        dispatcher.holds = lambda source: source in held
+        assert dispatcher.release_due() == 1
+        dispatcher.start()
+        try:
+            await eventually_async(lambda: not dispatcher._inflight, timeout=10, interval=0.05,
+                                   what="the queued job dropped")
+        finally:
+            await dispatcher.stop()
+        assert channel.delivered == [] and not tasks.failures()
+        assert due.notification_id in w.ledger.deferred and due.notification_id not in w.ledger.done

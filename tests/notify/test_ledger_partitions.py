@@ -124,6 +124,20 @@ def test_restore_skips_done_entries_older_than_the_window_but_keeps_deferrals() 
     assert set(book.done) == {"young"} and list(book.deferred) == ["waiting"]
 
 
+def test_an_old_deferral_done_past_the_window_does_not_come_back_due() -> None:
+    """Read back in offset order: a deferral, then its done entry past the window: nothing is held for the id, so
+    the restored worker does not release (and send) it a second time."""
+    book, _, _ = ledger(keep_days=15)
+    book.hold(0)
+    deferred_ms = int((NOW - timedelta(days=20)).timestamp() * 1000)
+    done_ms = int((NOW - timedelta(days=18)).timestamp() * 1000)
+    waiting = Entry(state="deferred", request=request("e-7", not_before=NOW - timedelta(days=19)))
+    book.apply_record(0, b"reminder", waiting.model_dump_json().encode(), deferred_ms)
+    book.apply_record(0, b"reminder", Entry(state="done", outcome="sent").model_dump_json().encode(), done_ms)
+    assert list(book.deferred) == [] and set(book.done) == set()
+    assert list(book.due(NOW, owned=lambda p: True)) == []
+
+
 def test_pruning_follows_the_clock() -> None:
     """Done ids leave once older than the window, measured from when they were written; younger ones stay."""
     clock = Clock()
