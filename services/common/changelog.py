@@ -20,8 +20,9 @@ Apply = Callable[[int, ConsumerRecord[bytes, bytes]], None]
 
 
 async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[int], apply: Apply, *,
-                      client_id: str, max_records: int = 10_000) -> int:
-    """Apply every committed record of `topic`'s `partitions` below their current end; returns how many."""
+                      client_id: str, max_records: int = 10_000, ends: dict[int, int] | None = None) -> int:
+    """Apply every committed record of `topic`'s `partitions` below their current end; returns how many. `ends`, if
+    given, receives each partition's end offset the restore read up to."""
     numbers = sorted(set(partitions))
     if not numbers:
         return 0
@@ -33,6 +34,8 @@ async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[in
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
         end = await reader.end_offsets(tps)
+        if ends is not None:
+            ends.update({tp.partition: offset for tp, offset in end.items()})
         pending = {tp for tp in tps if await reader.position(tp) < end[tp]}  # empty, or emptied by retention
         while pending:
             chunk = await reader.getmany(*pending, timeout_ms=500, max_records=max_records)
@@ -45,3 +48,17 @@ async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[in
     finally:
         await reader.stop()
     return applied
+
+
+async def end_offsets(conn: KafkaConnection, topic: str, partitions: Iterable[int], *,
+                      client_id: str) -> dict[int, int]:
+    """The current end offset (committed records) of each of `topic`'s `partitions`."""
+    tps = [TopicPartition(topic, p) for p in sorted(set(partitions))]
+    if not tps:
+        return {}
+    reader = clients.consumer(conn, client_id=client_id)
+    await reader.start()
+    try:
+        return {tp.partition: offset for tp, offset in (await reader.end_offsets(tps)).items()}
+    finally:
+        await reader.stop()

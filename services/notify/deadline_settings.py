@@ -9,6 +9,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+RUN_PREFIX = "pid-"
+"""A tracker process's store folder under `state_dir` is `pid-<its pid>`."""
+
 
 class DeadlineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFY_DEADLINE_", frozen=True, extra="ignore")
@@ -19,4 +22,4 @@ class DeadlineSettings(BaseSettings):
 
     def run_dir(self) -> Path:
         """This process's folder under `state_dir`: two trackers on one machine never share a store."""
-        return self.state_dir / f"pid-{os.getpid()}"
+        return self.state_dir / f"{RUN_PREFIX}{os.getpid()}"

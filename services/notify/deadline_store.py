@@ -25,7 +25,7 @@ from aiokafka import ConsumerRecord
 from rocksdict import Options, Rdict, WriteOptions
 
 from schemas.topics import NOTIFY_DEADLINES, Group, Kind, TopicSpec, group_id
-from services.common.changelog import read_to_end
+from services.common.changelog import end_offsets, read_to_end
 from services.common.settings import KafkaConnection
 from services.notify.deadline_index import TrackedPartition
 
@@ -64,12 +64,28 @@ class OwnedPartitions:
     def __init__(self, conn: KafkaConnection, changelog: str, root: Path, client_id: str) -> None:
         self.conn, self.changelog, self.root, self.client_id = conn, changelog, root, client_id
         self.parts: dict[int, TrackedPartition] = {}
+        self.ends: dict[int, int] = {}
+        """Per held partition, the changelog end offset its store reflects: restored up to, then written by us."""
         self.restored: dict[int, int] = {}
         """Changelog records applied per partition by the last restore of each (what tests and logs show)."""
 
+    def written(self, partition: int, offset: int) -> None:
+        """This tracker wrote the changelog record at `offset` of `partition` (acknowledged)."""
+        self.ends[partition] = max(self.ends.get(partition, 0), offset + 1)
+
     async def assign(self, numbers: set[int], stale: Set[int] = frozenset()) -> None:
-        """Hold exactly `numbers`: drop the stores of partitions that left or are `stale`, restore those missing."""
-        for p in (set(self.parts) - numbers) | (set(self.parts) & stale):
+        """Hold exactly `numbers`: drop the stores of partitions that left or are `stale`, restore those missing.
+
+        A kept store is also dropped when its changelog partition has grown past what this tracker restored and
+        wrote itself: another tracker owned it meanwhile (this one evicted, paused past its session timeout,
+        without ever seeing an assignment that left the partition out), so what it holds may be stale.
+        """
+        kept = (set(self.parts) & numbers) - set(stale)
+        ends = await end_offsets(self.conn, self.changelog, kept, client_id=self.client_id)
+        moved = {p for p, end in ends.items() if end != self.ends.get(p)}
+        if moved:
+            log.info("deadline.store_stale", partitions=sorted(moved))
+        for p in (set(self.parts) - numbers) | (set(self.parts) & (set(stale) | moved)):
             self._drop(p)
         arrived = sorted(numbers - set(self.parts))
         if not arrived:
@@ -83,7 +99,7 @@ class OwnedPartitions:
                 counts[partition] += 1
 
         try:
-            await read_to_end(self.conn, self.changelog, arrived, apply, client_id=self.client_id)
+            await read_to_end(self.conn, self.changelog, arrived, apply, client_id=self.client_id, ends=self.ends)
             for part in fresh.values():
                 part.index_all()
         except BaseException:
@@ -101,6 +117,7 @@ class OwnedPartitions:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _drop(self, partition: int) -> None:
+        self.ends.pop(partition, None)
         part = self.parts.pop(partition, None)
         if part is not None:
             _discard(part, self.root / f"p{partition}")

@@ -34,8 +34,9 @@ from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor
 from services.notify.deadline_assignment import Assignment
 from services.notify.deadline_index import Change
-from services.notify.deadline_settings import DeadlineSettings
+from services.notify.deadline_settings import RUN_PREFIX, DeadlineSettings
 from services.notify.deadline_store import OwnedPartitions, changelog_spec
+from services.notify.ledger_store import remove_orphans
 from services.notify.settings import NotifySettings
 from services.notify.topics import Names
 
@@ -51,6 +52,7 @@ class DeadlineWorker:
         self.changelog = changelog_spec(settings.namespace)
         self.turn = asyncio.Lock()
         self.assignment = Assignment(NOTIFY_DEADLINES.partitions)
+        remove_orphans(own.state_dir, RUN_PREFIX)  # stores of trackers killed before they could tidy up
         self.store = OwnedPartitions(settings, self.changelog.name, own.run_dir(), "notify-deadlines-restore")
         self.health: Callable[[bool, str], None] = lambda ready, detail: None
 
@@ -142,7 +144,8 @@ class DeadlineWorker:
                 for a in alerts]
         await asyncio.gather(*sent)
         logged = [await producer.send(self.changelog.name, value, key=key, partition=p) for p, (key, value) in changes]
-        await asyncio.gather(*logged)
+        for meta in await asyncio.gather(*logged):
+            self.store.written(meta.partition, meta.offset)
 
     def assigned(self, numbers: set[int]) -> None:
         """Returns at once: the loop restores what arrived before it consumes or ticks again."""

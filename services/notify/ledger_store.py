@@ -87,10 +87,11 @@ class RocksStores:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def remove_orphans(base: Path) -> None:
-    """Delete the store folders under `base` whose process no longer runs."""
-    for folder in base.glob(f"{PREFIX}*-*"):
-        pid = folder.name[len(PREFIX):].split("-", 1)[0]
+def remove_orphans(base: Path, prefix: str = PREFIX) -> None:
+    """Delete the store folders `<prefix><pid>[-…]` under `base` whose process no longer runs (a SIGKILL or an
+    OOM kill leaves them; the deadline tracker's are `pid-<pid>`)."""
+    for folder in base.glob(f"{prefix}*"):
+        pid = folder.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
