@@ -57,6 +57,13 @@ def dead_letter(partition: int, offset: int, key: bytes | None, value: bytes | N
                       source_of(headers, value))
 
 
+def replayable(letter: DeadLetter, f: Filters) -> bool:
+    """A duplicate's dead letter is replayed only when asked for by reason (`--reason duplicate_event`): replayed
+    in bulk weeks later, past intake's de-duplication window (7 days) and notify's ledger window (15 days, ADR
+    0020), it would come out canonical a second time and be notified again."""
+    return letter.context.reason is not Reason.DUPLICATE_EVENT or Reason.DUPLICATE_EVENT in f.reasons
+
+
 def matches(letter: DeadLetter, f: Filters) -> bool:
     if f.reasons and letter.context.reason not in f.reasons:
         return False

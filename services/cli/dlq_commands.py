@@ -13,7 +13,7 @@ from rich.progress import Progress
 from schemas.deadletter import Reason
 from schemas.replay import replay_key
 from services.cli import dlq
-from services.cli.deadletters import Filters
+from services.cli.deadletters import Filters, replayable
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.render import console, dead_letter_table, err_console
 
@@ -56,11 +56,13 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
            dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
            bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Re-drive matching dead letters into their original raw topic (original key, value and headers, minus
-    dlq.*, plus dlq.replayed=<partition:offset>). A dead letter is never replayed twice."""
+    dlq.*, plus dlq.replayed=<partition:offset>). A dead letter is never replayed twice; duplicates
+    (duplicate_event) only with --reason duplicate_event."""
     extra = dict(h.split("=", 1) for h in set_header or [] if "=" in h)
     conn = connection(bootstrap)
-    topic, letters, done = asyncio.run(dlq.dead_letters(conn, namespace, _filters(reason, source, since, until)))
-    todo = [d for d in letters if replay_key(topic, d.partition, d.offset) not in done]
+    filters = _filters(reason, source, since, until)
+    topic, letters, done = asyncio.run(dlq.dead_letters(conn, namespace, filters))
+    todo = [d for d in letters if replay_key(topic, d.partition, d.offset) not in done and replayable(d, filters)]
     if dry_run:
         err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters")
         return

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
-from services.cli.deadletters import Filters, dead_letter, matches, redriven_headers, source_of
+from services.cli.deadletters import Filters, dead_letter, matches, redriven_headers, replayable, source_of
 from services.gateway.batch import BodyError, check, family_of, split_body
 from services.gateway.settings import Credential, GatewaySettings
 from services.sources.registry import SourceRegistry, is_allowed, load_registry
@@ -113,6 +113,15 @@ def test_dead_letter_filters_by_reason_source_and_time() -> None:
     assert not matches(letter, Filters(source="/communes/02269"))
     assert matches(letter, Filters(since=datetime(2025, 11, 3, 7, 0), until=datetime(2025, 11, 3, 9, 0)))
     assert not matches(letter, Filters(since=datetime(2025, 11, 3, 8, 1)))
+
+
+def test_duplicates_are_replayed_only_when_asked_for_by_reason() -> None:
+    """A bulk replay leaves duplicate_event letters alone (past the de-duplication and ledger windows they would be
+    published and notified again); --reason duplicate_event replays them; other reasons are replayable as ever."""
+    duplicate = _letter(Reason.DUPLICATE_EVENT, [], b"{}")
+    fixable = _letter(Reason.MISSING_COMMUNE_HEADER, [], b"{}")
+    assert not replayable(duplicate, Filters()) and replayable(fixable, Filters())
+    assert replayable(duplicate, Filters(reasons=frozenset({Reason.DUPLICATE_EVENT})))
 
 
 def test_source_is_read_from_ce_header_source_header_or_json() -> None:
