@@ -120,3 +120,22 @@ async def opened_letters(bootstrap: str, namespace: str, records: Sequence[Any])
 
     stored = [(r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records]
     return [Letter(*s) for s in await opened(KafkaConnection(bootstrap=bootstrap), namespace, stored)]
+
+
+SECURITY_VARIABLES = ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
+                      "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE")
+
+
+def kafka_env() -> dict[str, str]:
+    """The connection settings (TLS, SASL) a Kafka test runs with, for a child process given an environment of its
+    own: on the secure broker (`make test`'s default) they are admin's (tests/conftest.py)."""
+    return {name: os.environ[name] for name in SECURITY_VARIABLES if name in os.environ}
+
+
+def kcat_options() -> list[str]:
+    """kcat's `-X` options for the same connection (none on PLAINTEXT)."""
+    from services.common.acls_apply import librdkafka_config
+    from services.common.settings import KafkaConnection
+
+    config = librdkafka_config(KafkaConnection())
+    return [arg for k, v in config.items() if k != "bootstrap.servers" for arg in ("-X", f"{k}={v}")]

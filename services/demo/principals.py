@@ -29,10 +29,11 @@ def secure(env: Mapping[str, str]) -> bool:
     return env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper().startswith("SASL")
 
 
-def environment(name: str, env: Mapping[str, str], secrets: Path) -> dict[str, str]:
+def environment(name: str, env: Mapping[str, str], secrets: Path, namespace: str = "") -> dict[str, str]:
     """The environment of demo process `name`: on a secure broker its own principal's credentials replace the
-    admin's (a non-client gets none); on a PLAINTEXT broker `env` as it is."""
-    if not secure(env):
+    admin's (a non-client gets none); on a PLAINTEXT broker, or in a namespace (a test's demo beside the real
+    one: the ACLs name the registry's own topics), `env` as it is."""
+    if not secure(env) or namespace:
         return dict(env)
     own = {k: v for k, v in env.items() if k not in CREDENTIALS}
     if name not in SERVICES:

@@ -76,7 +76,8 @@ def main() -> None:
     if not PrivacySettings().configured:  # a local key pair of its own, made once: intake seals, notify opens
         env |= privacy_keys.ensure(s.run_dir / "keys")
     try:  # on a secure broker, each process as its own principal (not as the admin running the demo)
-        children = [replace(c, env=principals.environment(c.name, env, s.secrets_dir) | c.env) for c in children]
+        children = [replace(c, env=principals.environment(c.name, env, s.secrets_dir, s.namespace) | c.env)
+                    for c in children]
     except principals.MissingCredentials as exc:
         raise SystemExit(str(exc)) from None
     running = supervise.start(children, {}, s.log_dir, processes.ROOT)

@@ -43,3 +43,10 @@ def test_missing_credentials_are_named_and_plaintext_is_left_alone(tmp_path: Pat
         principals.environment("notify", ADMIN, tmp_path)
     plain = {"KAFKA_BOOTSTRAP": "127.0.0.1:9092", "PATH": "/bin"}
     assert principals.environment("notify", plain, tmp_path) == plain
+
+
+def test_a_namespaced_demo_runs_as_the_principal_that_started_it(tmp_path: Path) -> None:
+    """A test's demo in a namespace of its own keeps the runner's (admin's) credentials: the services' ACLs name
+    the registry's own topics, not a namespace's."""
+    env = principals.environment("intake", ADMIN, secrets(tmp_path), namespace="t1234")
+    assert env["KAFKA_SASL_USERNAME"] == "admin"

@@ -14,6 +14,7 @@ import pytest
 from schemas.topics import TOPICS
 from services.cli.options import connection, resolve_topic
 from tests.integrator.conftest import CLI, Stack
+from tests.kafkatools import kafka_env
 from tests.samples import canonical_dossier, portal_dossier, visit_completed, with_data
 
 
@@ -89,7 +90,7 @@ def test_publish_then_tail_shows_the_canonical_event_with_its_headers(stack: Sta
 @pytest.mark.kafka
 def test_topics_create_makes_the_registry_topics_of_a_namespace(kafka_bootstrap: str, unique: str) -> None:
     """topics create: every registry topic (and the replay log) exists afterwards; a second run creates none."""
-    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "COLUMNS": "200", "PATH": "/usr/bin:/bin", **kafka_env()}
     first = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
                            env=env, timeout=60)
     assert f"{len(TOPICS)} topics created" in first.stdout, first.stdout + first.stderr
@@ -105,7 +106,7 @@ def test_simulate_writes_raw_traffic_for_the_province(kafka_bootstrap: str, uniq
 
     from tests.kafkatools import read_all
 
-    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "COLUMNS": "200", "PATH": "/usr/bin:/bin", **kafka_env()}
     ns = f"sim{unique}"
     subprocess.run([CLI, "topics", "create", "--namespace", ns], env=env, check=True, capture_output=True, timeout=60)
     result = subprocess.run([CLI, "simulate", "--province", "20", "--rate", "20", "--duration", "2",

@@ -13,6 +13,7 @@ from cloudevents.v1.kafka import KafkaMessage, from_binary
 from schemas import wire
 from tests.integrator.conftest import Stack
 from tests.integrator.kafka_read import Rec, ce_id, wait_for
+from tests.kafkatools import kcat_options
 from tests.samples import portal_dossier, storm_scheduled, visit_completed
 from tests.waiting import eventually
 
@@ -20,15 +21,15 @@ pytestmark = pytest.mark.kafka
 
 
 def kcat_produce(stack: Stack, topic: str, value: bytes, key: str, *headers: str) -> None:
-    args = ["kcat", "-P", "-b", stack.bootstrap, "-t", stack.topic(topic), "-k", key]
+    args = ["kcat", "-P", "-b", stack.bootstrap, *kcat_options(), "-t", stack.topic(topic), "-k", key]
     for h in headers:
         args += ["-H", h]
     subprocess.run(args, input=value + b"\n", check=True, timeout=30, capture_output=True)
 
 
 def kcat_consume(stack: Stack, topic: str) -> list[dict]:
-    out = subprocess.run(["kcat", "-C", "-b", stack.bootstrap, "-t", stack.topic(topic), "-o", "beginning", "-e",
-                          "-J", "-q", "-X", "isolation.level=read_committed"],
+    out = subprocess.run(["kcat", "-C", "-b", stack.bootstrap, *kcat_options(), "-t", stack.topic(topic), "-o",
+                          "beginning", "-e", "-J", "-q", "-X", "isolation.level=read_committed"],
                          capture_output=True, check=True, timeout=60).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
