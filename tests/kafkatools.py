@@ -54,29 +54,39 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> int:
 async def read_all(
     bootstrap: str, topic: str, expect: int | None = None,
     timeout: float = 30.0,  # noqa: ASYNC109 - bounds the reading window: part of what the result means
-    idle: float = 2.0,
+    idle: float = 2.0, stalled: float = 10.0,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Committed records of `topic` from the beginning: until `expect` are read (then `idle` more seconds
-    to catch extras), or until nothing new arrives for `idle` seconds when `expect` is None."""
-    consumer = clients.consumer(KafkaConnection(bootstrap=bootstrap), topic, client_id="tests",
-                                fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=12 * 1024 * 1024)
-    await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
+    to catch extras), or until nothing new arrives for `idle` seconds when `expect` is None.
+
+    Short of `expect` with nothing new for `stalled` seconds, the reader starts over with a new consumer (each
+    record kept once): after a broker of a cluster was killed and restarted, aiokafka's consumer can stay on a
+    stale leader for one partition, its offset lookups refused (NotLeaderForPartition) for ever.
+    """
+    found: dict[tuple[int, int], ConsumerRecord[bytes, bytes]] = {}
     deadline = time.monotonic() + timeout
-    last_new = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                out.extend(records)
-            if batch:
-                last_new = time.monotonic()
-            reached = expect is not None and len(out) >= expect
-            if (reached or expect is None) and time.monotonic() - last_new >= idle:
-                break
-        return out
-    finally:
-        await consumer.stop()
+    while True:
+        consumer = clients.consumer(KafkaConnection(bootstrap=bootstrap), topic, client_id="tests",
+                                    fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=12 * 1024 * 1024)
+        await consumer.start()
+        last_new = time.monotonic()
+        try:
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=200)
+                before = len(found)
+                for records in batch.values():
+                    found.update(((r.partition, r.offset), r) for r in records)
+                if len(found) > before:
+                    last_new = time.monotonic()
+                reached = expect is not None and len(found) >= expect
+                if (reached or expect is None) and time.monotonic() - last_new >= idle:
+                    return sorted(found.values(), key=lambda r: (r.partition, r.offset))
+                if expect is not None and not reached and time.monotonic() - last_new >= stalled:
+                    break  # start over: a new consumer, fresh metadata
+            else:
+                return sorted(found.values(), key=lambda r: (r.partition, r.offset))
+        finally:
+            await consumer.stop()
 
 
 def free_port() -> int:
