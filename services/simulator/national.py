@@ -1,4 +1,4 @@
-"""National rates, derived from the volumes `/work/shared/DOMAIN.md` states ("Scale to plan for").
+"""National rates, derived from the volumes the domain brief (`shared/DOMAIN.md`) states ("Scale to plan for").
 
 Derivation (records per day, all 34 provinces and 3,321 communes):
 
