@@ -29,9 +29,9 @@ from pathlib import Path
 from rocksdict import Options, Rdict
 
 from schemas.notification import TrackedDossier
+from services.common.rocks import WRITE_BUFFER_BYTES, open_fresh
 from services.notify import deadlines
 from services.notify.deadline_index import TrackedPartition, key_of
-from services.notify.deadline_store import WRITE_BUFFER_BYTES, open_fresh
 
 OPEN = int(os.environ.get("BENCH_DEADLINES_OPEN", "1000000"))
 SCAN_OPEN = int(os.environ.get("BENCH_DEADLINES_SCAN_OPEN", "100000"))

@@ -12,25 +12,11 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import cast
 
-from rocksdict import Options, Rdict, WriteOptions
+from rocksdict import Rdict
 
-WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+from services.common.rocks import open_fresh
 
-
-def open_fresh(path: Path) -> Rdict:
-    """An empty store at `path` (anything there before is removed)."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
-    options.set_max_write_buffer_number(2)
-    db = Rdict(str(path), options)
-    write = WriteOptions()
-    write.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub calls it a method
-    db.set_write_options(write)
-    return db
-
+__all__ = ["as_mapping", "discard", "open_fresh"]
 
 def as_mapping(db: Rdict) -> MutableMapping[bytes, bytes]:
     """The store as `PartitionState` uses it: in raw mode keys and values are bytes, which rocksdict's stubs

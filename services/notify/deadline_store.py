@@ -22,15 +22,14 @@ from pathlib import Path
 
 import structlog
 from aiokafka import ConsumerRecord
-from rocksdict import Options, Rdict, WriteOptions
 
 from schemas.topics import NOTIFY_DEADLINES, Group, Kind, TopicSpec, group_id
 from services.common.changelog import end_offsets, read_to_end
+from services.common.rocks import open_fresh
 from services.common.settings import KafkaConnection
 from services.notify.deadline_index import TrackedPartition
 
 log = structlog.get_logger("notify.deadlines")
-WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 def changelog_spec(namespace: str) -> TopicSpec:
@@ -41,21 +40,6 @@ def changelog_spec(namespace: str) -> TopicSpec:
         "dossier (tombstone once closed), partition = tracker input partition",
         partitions=NOTIFY_DEADLINES.partitions, config={"cleanup.policy": "compact"},
     )
-
-
-def open_fresh(path: Path) -> Rdict:
-    """An empty store at `path` (anything there before is removed): small memtables, no write-ahead log."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.set_write_buffer_size(WRITE_BUFFER_BYTES)
-    options.set_max_write_buffer_number(2)
-    db = Rdict(str(path), options)
-    write = WriteOptions()
-    write.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub calls it a method
-    db.set_write_options(write)
-    return db
 
 
 class OwnedPartitions:

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
+from rocksdict import BlockBasedOptions, Cache
 
+from services.common import rocks
 from services.notify.ledger_state import KV
 
 PREFIX = "notify-ledger-"
-WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 BLOCK_CACHE_BYTES = 8 * 1024 * 1024
 
 
@@ -29,22 +29,14 @@ class RocksKV:
     """One partition's store; keys and values are bytes (raw mode)."""
 
     def __init__(self, path: Path, cache: Cache) -> None:
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
         self.path = path
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        options.set_write_buffer_size(WRITE_BUFFER_BYTES)
-        options.set_max_write_buffer_number(2)
+        options = rocks.options()
         table = BlockBasedOptions()
         table.set_block_cache(cache)
         table.set_bloom_filter(10, False)
         table.set_cache_index_and_filter_blocks(True)
         options.set_block_based_table_factory(table)
-        self.db = Rdict(str(path), options)
-        write = WriteOptions()
-        write.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub calls it a method
-        self.db.set_write_options(write)
+        self.db = rocks.open_fresh(path, options)
         # bound methods of the store itself: these run per ledger record, a wrapper's call would double their cost
         self.get: Callable[[bytes], bytes | None] = self.db.get
         self.put: Callable[[bytes, bytes], None] = self.db.put

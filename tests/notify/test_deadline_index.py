@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
+from services.common.rocks import open_fresh
 from services.notify import deadlines
 from services.notify.deadline_index import INDEX, STATE, TrackedPartition, index_key, key_of
-from services.notify.deadline_store import open_fresh
 
 pytestmark = pytest.mark.unit
 BASE = datetime(2025, 11, 3, 1, 0, tzinfo=UTC)  # Monday 08:00 Vietnam
