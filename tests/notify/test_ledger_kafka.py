@@ -167,11 +167,7 @@ async def test_deferred_requests_are_released_in_due_order_by_the_communes_owner
         await b.feed.hold("routine", {home(commune), home(other)})
         channel = FakeChannel()
         tasks = Tasks()
-        dispatcher = OwnedDispatcher(
-            {ChannelKind.SMS: channel}, b.ledger, b.producer, Outputs(notify_topics.status, notify_topics.dlq),
-            spawn=tasks, backoff=Backoff(), quiet=QuietHours(time(0, 0), time(0, 0)), rates={"sms": 1000.0},
-            segment_limit=3, routine_workers=1, emergency_workers=1, release_every_s=0.05)
-        b.ledger.commune_of = dispatcher.commune_of
+        dispatcher = owned_dispatcher(b.ledger, b.producer, notify_topics, channel, tasks, release_every_s=0.05)
         dispatcher.owns_partition = _only(home(commune))
         dispatcher.start()
         try:
@@ -184,6 +180,17 @@ async def test_deferred_requests_are_released_in_due_order_by_the_communes_owner
         assert channel.delivered == expected and not tasks.failures()
         assert set(b.ledger.deferred) == {waiting.notification_id, request("due-other", other).notification_id}
         assert set(expected) <= set(b.ledger.done)
+
+
+def owned_dispatcher(ledger: Ledger, producer: AIOKafkaProducer, names: Names, channel: FakeChannel, tasks: Tasks, *,
+                     release_every_s: float) -> OwnedDispatcher:
+    """notify's dispatcher over `ledger` with one fake SMS channel and no quiet hours; its done entries routed."""
+    dispatcher = OwnedDispatcher(
+        {ChannelKind.SMS: channel}, ledger, producer, Outputs(names.status, names.dlq), spawn=tasks,
+        backoff=Backoff(), quiet=QuietHours(time(0, 0), time(0, 0)), rates={"sms": 1000.0}, segment_limit=3,
+        routine_workers=1, emergency_workers=1, release_every_s=release_every_s)
+    ledger.commune_of = dispatcher.commune_of
+    return dispatcher
 
 
 def _only(partition: int) -> Callable[[int], bool]:
@@ -200,11 +207,7 @@ async def test_a_released_deferral_still_queued_when_its_partition_leaves_is_not
         w.ledger.hold(home(commune))
         await w.ledger.record_deferred(due)
         channel, tasks = FakeChannel(), Tasks()
-        dispatcher = OwnedDispatcher(
-            {ChannelKind.SMS: channel}, w.ledger, w.producer, Outputs(notify_topics.status, notify_topics.dlq),
-            spawn=tasks, backoff=Backoff(), quiet=QuietHours(time(0, 0), time(0, 0)), rates={"sms": 1000.0},
-            segment_limit=3, routine_workers=1, emergency_workers=1, release_every_s=3600)
-        w.ledger.commune_of = dispatcher.commune_of
+        dispatcher = owned_dispatcher(w.ledger, w.producer, notify_topics, channel, tasks, release_every_s=3600)
         dispatcher.owns_partition = _only(home(commune))
         dispatcher.source_of = lambda p: ("dossier", p)
         held: set[object] = set()  # the partition is revoked between the release and the attempt
