@@ -8,8 +8,9 @@ import pytest
 from aiokafka.admin import NewTopic
 
 from services.common import clients
-from services.common.admin import delete_topics
+from services.common.admin import delete_topics, partition_counts
 from services.common.settings import KafkaConnection
+from tests.waiting import eventually_async
 
 NewTopicOf = Callable[[str, int], Awaitable[str]]
 """(purpose, partitions) -> the name of a topic created for this test."""
@@ -34,6 +35,8 @@ async def new_topic(conn: KafkaConnection, unique: str) -> AsyncIterator[NewTopi
         finally:
             await admin.close()
         created.append(name)
+        # the broker answering the next describe may not have the new topic's metadata yet (seen on the secure broker)
+        await eventually_async(lambda: partition_counts(conn, [name]), what=f"{name} described")
         return name
 
     yield create
