@@ -13,6 +13,7 @@ SIGTERM, SIGINT and SIGHUP set `stop`; the worker finishes what it holds and ret
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 import traceback
@@ -175,12 +176,21 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
 def main(service: str, settings: ServiceSettings, worker: Worker, **options: Any) -> None:
     """The entry point of `python -m services.<service>`: logging, uvloop, `serve`; exit 1 on a crash."""
     configure(settings.log_level)
+    freeze_imports()
     try:
         uvloop.run(serve(service, settings, worker, **options))
     except BaseExceptionGroup as group:
         _crashed(service, group)
     except Exception as exc:
         _crashed(service, exc)
+
+
+def freeze_imports() -> None:
+    """Move every object alive now (modules, classes, pydantic's validators: most of the heap) out of the cyclic
+    GC's reach: a full collection then walks only what the run creates. Measured in intake at 2,000 events/s: full
+    collections of 86-90 ms without it, a p99 latency of its own (docs/benchmarks.md)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _crashed(service: str, exc: BaseException) -> None:

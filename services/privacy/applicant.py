@@ -40,8 +40,9 @@ def encrypt_applicant(keyring: Keyring, event_id: str, applicant: Applicant) -> 
     """The applicant with every personal field sealed, and the key records the caller must write with it."""
     subject = subject_of(keyring, applicant)
     key_id, dek, records = keyring.key_for(subject)
-    values: dict[str, Any] = {field: crypto.seal(dek, value.encode(), field_aad(event_id, field).encode())
-                              for field in PERSONAL_FIELDS if (value := getattr(applicant, field))}
+    present = [(field, value) for field in PERSONAL_FIELDS if (value := getattr(applicant, field))]
+    tokens = crypto.seal_many(dek, [(value.encode(), field_aad(event_id, field).encode()) for field, value in present])
+    values: dict[str, Any] = {field: token for (field, _), token in zip(present, tokens, strict=True)}
     values.update(subject=subject, key_id=key_id, preferred_locale=applicant.preferred_locale)
     # built, not validated: every value is ours (ids and base64url tokens), and validation cost more than sealing
     return SealedApplicant.model_construct(**values), records

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,6 +71,27 @@ def test_truncated_values_fail(truncate: int) -> None:
 def test_nonces_are_fresh() -> None:
     """Sealing the same value twice gives different tokens (random 96-bit nonce each time)."""
     assert crypto.seal(bytes(32), b"same", b"aad") != crypto.seal(bytes(32), b"same", b"aad")
+
+
+@given(key=keys, items=st.lists(st.tuples(texts, aads), max_size=8))
+@settings(deadline=None)
+def test_seal_many_opens_each_with_its_own_associated_data(key: bytes, items: list[tuple[bytes, bytes]]) -> None:
+    """`seal_many` (an applicant's fields at once) gives tokens `open_sealed` opens, each only with its own aad, each
+    under a nonce of its own."""
+    tokens = crypto.seal_many(AESGCM(key), items)
+    assert [crypto.open_sealed(key, token, aad) for token, (_, aad) in zip(tokens, items, strict=True)] == [
+        plaintext for plaintext, _ in items]
+    nonces = [crypto.unb64(token)[:crypto.NONCE_BYTES] for token in tokens]
+    assert len(set(nonces)) == len(nonces)
+    for token, (_, aad) in zip(tokens, items, strict=True):
+        with pytest.raises(Tampered):
+            crypto.open_sealed(key, token, aad + b"x")
+
+
+@given(data=st.binary(max_size=100))
+def test_b64_is_unpadded_base64url(data: bytes) -> None:
+    assert crypto.b64(data) == base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    assert crypto.unb64(crypto.b64(data)) == data
 
 
 @given(dek=keys, subject=st.text(min_size=1, max_size=20), key_id=st.text(min_size=1, max_size=20))
