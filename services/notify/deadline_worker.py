@@ -31,12 +31,12 @@ from schemas.topics import NOTIFY_ALERTS, NOTIFY_DEADLINES, Group, group_id, sco
 from services.common import clients, runtime
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
+from services.common.run_folder import RunFolder, remove_orphans
 from services.common.runtime import Supervisor
 from services.notify.deadline_assignment import Assignment
 from services.notify.deadline_index import Change
 from services.notify.deadline_settings import RUN_PREFIX, DeadlineSettings
 from services.notify.deadline_store import OwnedPartitions, changelog_spec
-from services.notify.ledger_store import remove_orphans
 from services.notify.settings import NotifySettings
 from services.notify.topics import Names
 
@@ -53,6 +53,7 @@ class DeadlineWorker:
         self.turn = asyncio.Lock()
         self.assignment = Assignment(NOTIFY_DEADLINES.partitions)
         remove_orphans(own.state_dir, RUN_PREFIX)  # stores of trackers killed before they could tidy up
+        self.run_folder = RunFolder(own.run_dir())  # held for the process's life: the next tracker's sweep skips it
         self.store = OwnedPartitions(settings, self.changelog.name, own.run_dir(), "notify-deadlines-restore")
         self.health: Callable[[bool, str], None] = lambda ready, detail: None
 

@@ -19,6 +19,7 @@ from typing import cast
 from rocksdict import BlockBasedOptions, Cache
 
 from services.common import rocks
+from services.common.run_folder import RunFolder, remove_orphans
 from services.notify.ledger_state import KV
 
 PREFIX = "notify-ledger-"
@@ -53,13 +54,15 @@ class RocksKV:
 class RocksStores:
     """Opens and discards the partition stores of one run, in a fresh folder under `parent` (the system's
     temporary folder if None); `close` removes them all. One block cache is shared by every partition.
-    A folder left by a process that is gone (killed, so `close` never ran) is removed on the way in."""
+    A folder left by a process that is gone (killed, so `close` never ran) is removed on the way in
+    (`services.common.run_folder`: its lock is free)."""
 
     def __init__(self, parent: Path | None = None) -> None:
         base = Path(tempfile.gettempdir()) if parent is None else parent
         base.mkdir(parents=True, exist_ok=True)
-        remove_orphans(base)
+        remove_orphans(base, PREFIX)
         self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base))
+        self.run = RunFolder(self.root)  # liveness for the next process's sweep (held until `close`)
         self.cache = Cache(BLOCK_CACHE_BYTES)
         self._open: dict[int, RocksKV] = {}
 
@@ -77,23 +80,4 @@ class RocksStores:
         for partition in list(self._open):
             self.discard(partition)
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def remove_orphans(base: Path, prefix: str = PREFIX) -> None:
-    """Delete the store folders `<prefix><pid>[-…]` under `base` whose process no longer runs (a SIGKILL or an
-    OOM kill leaves them; the deadline tracker's are `pid-<pid>`)."""
-    for folder in base.glob(f"{prefix}*"):
-        pid = folder.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
+        self.run.release()
