@@ -132,11 +132,11 @@ def merge_dossier(old: DossierState | None, event: DossierChange) -> DossierStat
         or _newer(other.completed_at, other.completed_id or "", latest.completed_at, latest.completed_id or "")
     ):
         completion = other
-    merged = latest._replace(
-        received=old.received or new.received, paid_online=old.paid_online or new.paid_online,
-        has_fees=old.has_fees or new.has_fees, digitised=old.digitised or new.digitised,
-        completed_at=completion.completed_at, completed_id=completion.completed_id,
-        timeliness=completion.timeliness, duration_s=completion.duration_s,
+    merged = DossierState(  # positional, not `_replace` (2.7 µs against 1.0: most events meet a stored state)
+        latest.at, latest.event_id, latest.status, latest.channel, latest.due_s,
+        old.received or new.received, old.paid_online or new.paid_online,
+        old.has_fees or new.has_fees, old.digitised or new.digitised,
+        completion.completed_at, completion.completed_id, completion.timeliness, completion.duration_s,
     )
     return None if merged == old else merged
 
