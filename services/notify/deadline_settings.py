@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -10,7 +9,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RUN_PREFIX = "pid-"
-"""A tracker process's store folder under `state_dir` is `pid-<its pid>`."""
+"""A tracker process's store folder under `state_dir` is `pid-<its pid>-<random>` (`services.common.run_folder`):
+two trackers sharing a state folder (on one machine, or in containers on one volume) never share a store."""
 
 
 class DeadlineSettings(BaseSettings):
@@ -20,6 +20,3 @@ class DeadlineSettings(BaseSettings):
                             description="Where the tracker keeps its partition stores (rebuilt at each start)")
     batch_max_records: int = Field(default=2_000, ge=1)
 
-    def run_dir(self) -> Path:
-        """This process's folder under `state_dir`: two trackers on one machine never share a store."""
-        return self.state_dir / f"{RUN_PREFIX}{os.getpid()}"

@@ -53,8 +53,8 @@ class DeadlineWorker:
         self.turn = asyncio.Lock()
         self.assignment = Assignment(NOTIFY_DEADLINES.partitions)
         remove_orphans(own.state_dir, RUN_PREFIX)  # stores of trackers killed before they could tidy up
-        self.run_folder = RunFolder(own.run_dir())  # held for the process's life: the next tracker's sweep skips it
-        self.store = OwnedPartitions(settings, self.changelog.name, own.run_dir(), "notify-deadlines-restore")
+        self.run_folder = RunFolder.claim(own.state_dir, RUN_PREFIX)  # held for the process's life: sweeps skip it
+        self.store = OwnedPartitions(settings, self.changelog.name, self.run_folder.path, "notify-deadlines-restore")
         self.health: Callable[[bool, str], None] = lambda ready, detail: None
 
     async def run(self, sup: Supervisor) -> None:

@@ -9,7 +9,6 @@ disk).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -61,8 +60,8 @@ class RocksStores:
         base = Path(tempfile.gettempdir()) if parent is None else parent
         base.mkdir(parents=True, exist_ok=True)
         remove_orphans(base, PREFIX)
-        self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base))
-        self.run = RunFolder(self.root)  # liveness for the next process's sweep (held until `close`)
+        self.run = RunFolder.claim(base, PREFIX)  # held until `close`: another process's sweep skips it
+        self.root = self.run.path
         self.cache = Cache(BLOCK_CACHE_BYTES)
         self._open: dict[int, RocksKV] = {}
 
@@ -77,7 +76,9 @@ class RocksStores:
             kv.close()
 
     def close(self) -> None:
-        for partition in list(self._open):
-            self.discard(partition)
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.run.release()
+        try:
+            for partition in list(self._open):
+                self.discard(partition)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.run.release()
