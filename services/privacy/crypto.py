@@ -90,11 +90,11 @@ def seal(key: Key, plaintext: bytes, aad: bytes) -> str:
     return b64(seal_raw(key, plaintext, aad))
 
 
-def seal_many(key: AESGCM, items: list[tuple[bytes, bytes]]) -> list[str]:
+def seal_many(key: Key, items: list[tuple[bytes, bytes]]) -> list[str]:
     """`seal` of each (plaintext, aad) under one key, as base64url text: the nonces are drawn in one call (the
     same fresh random bytes, NONCE_BYTES each), the rest inlined (an applicant's fields are sealed per event)."""
     nonces = os.urandom(NONCE_BYTES * len(items))
-    encrypt, tokens = key.encrypt, []
+    encrypt, tokens = cipher(key).encrypt, []
     for i, (plaintext, aad) in enumerate(items):
         nonce = nonces[i * NONCE_BYTES:(i + 1) * NONCE_BYTES]
         tokens.append(b64(nonce + encrypt(nonce, plaintext, aad)))

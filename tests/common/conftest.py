@@ -36,7 +36,10 @@ async def new_topic(conn: KafkaConnection, unique: str) -> AsyncIterator[NewTopi
             await admin.close()
         created.append(name)
         # the broker answering the next describe may not have the new topic's metadata yet (seen on the secure broker)
-        await eventually_async(lambda: partition_counts(conn, [name]), what=f"{name} described")
+        async def described() -> bool:
+            return await partition_counts(conn, [name]) == {name: partitions}
+
+        await eventually_async(described, what=f"{name} described with {partitions} partitions")
         return name
 
     yield create
