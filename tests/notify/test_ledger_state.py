@@ -4,6 +4,7 @@ stores: the in-memory one and RocksDB."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,11 +141,15 @@ def test_a_discarded_partition_store_is_gone(tmp_path: Path) -> None:
 
 
 def test_stores_left_by_a_killed_process_are_removed(tmp_path: Path) -> None:
-    """A folder whose process is gone (no `close` ran) is deleted when a run opens its stores; a live one stays."""
+    """A folder whose process is gone (no `close` ran) is deleted when a run opens its stores; a live one stays.
+
+    These are folders as versions before the lock files left them (`tests/notify/test_store_orphans.py` has the
+    locked ones): judged by their pid once a minute old."""
     dead = tmp_path / f"notify-ledger-{2**22 + 12345}-abc"
     live = tmp_path / f"notify-ledger-{os.getpid()}-def"
     for folder in (dead, live):
         (folder / "p0").mkdir(parents=True)
+        os.utime(folder, (time.time() - 120, time.time() - 120))
     stores = RocksStores(tmp_path)
     assert not dead.exists() and live.exists() and stores.root.exists()
     stores.close()
