@@ -116,7 +116,7 @@ async def run(settings: SimulatorSettings, stop: asyncio.Event) -> Progress:
         day_events=settings.day_events, backfill_days=settings.backfill_days, portal_share=settings.portal_share,
         families=settings.families,
     )
-    now = datetime.now(UTC)
+    now = settings.now or datetime.now(UTC)
     stream = traffic(settings.seed, now, config)
     pacer = Pacer(settings.profile, settings.mean_rate, now, settings.speed)
     producer = clients.producer(settings, client_id="commune-bus-simulator", linger_ms=10)

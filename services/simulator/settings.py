@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas.events import Family
@@ -36,6 +36,9 @@ class SimulatorSettings(ServiceSettings):
     portal_share: float = Field(default=0.35, ge=0, le=1, description="Communes syncing dossiers in the portal shape")
     families: tuple[Family, ...] = tuple(Family)
     progress_every: float = Field(default=5.0, gt=0, description="Seconds between progress lines")
+    now: AwareDatetime | None = Field(
+        default=None, description="The simulated present (default: the wall clock). With `seed`, the same stream "
+        "whenever it runs: what is sent depends on the time of day (mobile teams keep office hours)")
 
     @model_validator(mode="before")
     @classmethod
