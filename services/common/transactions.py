@@ -9,9 +9,11 @@ it aborts, and nothing of the transaction becomes visible. A fenced producer's f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
-from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, ProducerFenced
 from aiokafka.structs import RecordMetadata
 
 from services.common import kip447
@@ -19,6 +21,24 @@ from services.common import kip447
 
 class SendFailed(KafkaError):
     """A send of a transaction failed, so the transaction was aborted. The message names error types only."""
+
+
+class TransactionLost(KafkaError):
+    """The transaction ended under its sends: the broker aborted it (its timeout passed while the process was
+    paused) and a newer epoch fenced the producer, so aiokafka refuses the next send with `IllegalOperation`
+    ("not in transaction", a plain Exception that would crash the process). As a Kafka error the run ends and
+    restarts with a new producer, like any other fenced producer's."""
+
+
+@asynccontextmanager
+async def transaction(producer: AIOKafkaProducer) -> AsyncIterator[None]:
+    """`producer.transaction()` (an exception inside aborts it), with aiokafka's `IllegalOperation` raised as
+    `TransactionLost`."""
+    try:
+        async with producer.transaction():
+            yield
+    except IllegalOperation as exc:
+        raise TransactionLost(f"the transaction ended under its sends ({exc})") from None
 
 
 def is_fenced(exc: BaseException) -> bool:

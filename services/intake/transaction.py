@@ -29,7 +29,7 @@ SendFailed, is_fenced = transactions.SendFailed, transactions.is_fenced
 async def publish(producer: AIOKafkaProducer, out: TransactionOutputs, group: kip447.GroupMetadata) -> None:
     """Send everything in `out` and commit it with its input offsets, in one transaction; abort if a send failed."""
     started = time.perf_counter()
-    async with producer.transaction():  # an exception inside aborts (unless the producer is fenced: then it is dead)
+    async with transactions.transaction(producer):  # an exception inside aborts (unless the producer is fenced: dead)
         sent = await out.flush()
         for future in sent:  # retrieved even when the transaction fails before they are gathered
             future.add_done_callback(_retrieved)

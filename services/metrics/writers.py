@@ -105,5 +105,5 @@ class PartitionWriter:
             self._inflight.result()
 
     async def _transaction(self, send: Callable[[], Awaitable[Sent]]) -> None:
-        async with self.producer.transaction():  # an exception inside aborts (a fenced producer cannot abort: dead)
+        async with transactions.transaction(self.producer):  # an exception inside aborts (a fenced producer: dead)
             await transactions.all_sent(await send(), WriteFailed)
