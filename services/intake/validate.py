@@ -41,8 +41,9 @@ YIELD_AFTER_S = 0.0002
 """Validation gives the event loop a turn this often, so the commit in flight keeps moving: its five round trips
 (AddPartitionsToTxn, produce, AddOffsetsToTxn, TxnOffsetCommit, EndTxn) each wait for a turn, and aiokafka's sender
 takes two or three turns between them. At 2,000 events/s, a turn every 2 ms made each round trip 1.2-3.3 ms
-(0.4-0.5 ms in the forwarding floor) and the p99 136 ms; every 0.2 ms, 77 ms (docs/benchmarks.md). A turn costs one
-loop iteration (a few µs); one per record was worse (783 ms: the loop's own work saturated the core)."""
+(0.4-0.5 ms in the forwarding floor) and the p99 3.8x the floor's; every 0.2 ms, 2.2-2.7x (docs/benchmarks.md,
+"intake's commit chain"). A turn costs one loop iteration (a few µs); one per record was worse (6-22x: the loop's
+own work saturated the core)."""
 HEADER_ROOM = 64 * 1024
 """A canonical value this far below the limit cannot cross it with its headers (bounded event attributes): the exact
 size is only added up for larger ones."""
