@@ -46,7 +46,9 @@ class Event(Model):
     data: Any
 
     @model_validator(mode="after")
-    def _province_matches_commune(self) -> Event:
+    def _checked(self) -> Event:
+        """The province is the commune's; every event has a trace: its own, or one derived from source and id (not
+        counted as set by the input). One validator, not two: it runs for every event every service reads."""
         expected = commune_provinces()[self.commune]
         if self.province != expected:
             raise PydanticCustomError(
@@ -54,11 +56,6 @@ class Event(Model):
                 "commune {commune} belongs to province {expected}, not {province}",
                 {"field": "province", "commune": self.commune, "expected": expected, "province": self.province},
             )
-        return self
-
-    @model_validator(mode="after")
-    def _trace(self) -> Event:
-        """Every event has a trace: its own, or one derived from source and id (not counted as set by the input)."""
         if self.traceparent is None:
             self.__dict__["traceparent"] = derive(self.source, self.id)
         return self
