@@ -15,7 +15,7 @@ from aiokafka import ConsumerRecord
 from schemas.replay import DLQ_REPLAYED, replay_key
 from schemas.topics import DLQ_INTAKE, TransactionalId, scoped, transactional_id
 from services.cli.deadletters import DeadLetter, Filters, dead_letter, matches, redriven_headers
-from services.common import changelog, clients
+from services.common import changelog, clients, transactions
 from services.common.admin import ensure_topics, partition_counts
 from services.common.settings import KafkaConnection
 from services.privacy.crypto import Erased
@@ -102,12 +102,15 @@ async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLe
     try:
         for start in range(0, len(todo), BATCH):
             chunk = todo[start:start + BATCH]
-            async with producer.transaction():
+            async with transactions.transaction(producer):
+                sent = []
                 for d in chunk:
-                    await producer.send(d.context.source_topic, d.value, key=d.key,
-                                        headers=redriven_headers(d, set_headers))
-                    await producer.send(log_topic, d.context.source_topic.encode(),
-                                        key=replay_key(dlq_topic, d.partition, d.offset))
+                    sent.append(await producer.send(d.context.source_topic, d.value, key=d.key,
+                                                    headers=redriven_headers(d, set_headers)))
+                    sent.append(await producer.send(log_topic, d.context.source_topic.encode(),
+                                                    key=replay_key(dlq_topic, d.partition, d.offset)))
+                # a refused re-drive must not commit its replay-log entry (the letter would count as replayed)
+                await transactions.all_sent(sent)
             progress(len(chunk))
     finally:
         await producer.stop()

@@ -2,8 +2,9 @@
 
 Concurrent requests are grouped into one transaction (group commit): each
 request is still all-or-nothing. The transaction commits only when the broker has acknowledged every record
-(acks=all, idempotent producer), so a `202` means the events are durably on
-the raw topic. Any Kafka failure aborts, drops the producer (it is rebuilt on
+(acks=all, idempotent producer; each send's outcome is checked before the commit, which aiokafka would
+otherwise make even after a refused batch), so a `202` means the events are durably on the raw topic.
+Any Kafka failure aborts, drops the producer (it is rebuilt on
 the next request) and surfaces as `BrokerUnavailable`.
 
 The transactional id is the instance's own (`GATEWAY_INSTANCE_ID`): a restarted instance fences its
@@ -22,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from schemas.wire import KafkaRecord
-from services.common import clients
+from services.common import clients, transactions
 from services.common.settings import KafkaConnection
 
 log = structlog.get_logger("gateway")
@@ -123,9 +124,9 @@ class KafkaPublisher:
 
     async def _publish(self, records: Records) -> None:
         producer = await self._ready()
-        async with producer.transaction():
-            for topic, rec in records:
-                await producer.send(topic, rec.value, key=rec.key, headers=rec.headers)
+        async with transactions.transaction(producer):
+            sent = [await producer.send(topic, rec.value, key=rec.key, headers=rec.headers) for topic, rec in records]
+            await transactions.all_sent(sent)  # aiokafka would commit a transaction whose batch the broker refused
 
     async def _drop(self) -> None:
         producer, self._producer = self._producer, None

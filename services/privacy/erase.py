@@ -16,7 +16,7 @@ from aiokafka import ConsumerRecord
 
 from schemas.personal import ErasureAudit
 from schemas.topics import KEYS_APPLICANTS, PRIVACY_AUDIT, TransactionalId, scoped, transactional_id
-from services.common import clients
+from services.common import clients, transactions
 from services.common.admin import ensure_topics
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
@@ -53,16 +53,17 @@ async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, 
     await producer.start()
     try:
         first = await live_keys(conn, namespace, subject)
-        async with producer.transaction():
-            for key_id in sorted(first):
-                await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
+        async with transactions.transaction(producer):
+            await transactions.all_sent([await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
+                                         for key_id in sorted(first)])
         late = await live_keys(conn, namespace, subject) - first  # created while the first read ran
         audit = ErasureAudit(erasure_id=uuid.uuid4().hex, subject=subject, requested_by=requested_by,
                              requested_at=now or datetime.now(UTC), keys_destroyed=len(first | late), via=via)
-        async with producer.transaction():
-            for key_id in sorted(late):
-                await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
-            await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode())
+        async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
+            sent = [await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
+                    for key_id in sorted(late)]
+            sent.append(await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode()))
+            await transactions.all_sent(sent)
     finally:
         await producer.stop()
     return audit
