@@ -16,6 +16,7 @@ from services.cli import dlq
 from services.cli.deadletters import Filters, replayable
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.render import console, dead_letter_table, err_console
+from services.common.transactions import SendFailed
 
 app = typer.Typer(no_args_is_help=True, help="Dead letters of intake (commune.dlq.intake)")
 
@@ -66,7 +67,19 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
     if dry_run:
         err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters")
         return
+    replayed = 0
+
+    def advance(n: int) -> None:
+        nonlocal replayed
+        replayed += n
+        bar.advance(task, n)
+
     with Progress(console=err_console) as bar:
         task = bar.add_task("replaying", total=len(todo))
-        sent = asyncio.run(dlq.replay(conn, namespace, todo, topic, done, extra, lambda n: bar.advance(task, n)))
+        try:
+            sent = asyncio.run(dlq.replay(conn, namespace, todo, topic, done, extra, advance))
+        except SendFailed as exc:  # that chunk's transaction was aborted: its letters stay unreplayed
+            err_console.print(f"replay stopped after {replayed} of {len(todo)} dead letters: {exc}; "
+                              "the rest are not marked replayed, run the command again once the cause is fixed")
+            raise typer.Exit(1) from None
     err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent)} matching were already replayed")

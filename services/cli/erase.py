@@ -16,6 +16,7 @@ import typer
 
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.render import console, err_console
+from services.common.transactions import SendFailed
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import erase_identifier
 from services.privacy.settings import PrivacySettings, generate_secret, pepper_of
@@ -43,7 +44,11 @@ def erase(cccd: Annotated[str | None, typer.Option(
         err_console.print(f"erase: {exc}")
         raise typer.Exit(2) from None
     who = requested_by or f"os:{getpass.getuser()}"
-    audit = asyncio.run(erase_identifier(connection(bootstrap), namespace, pepper, kind, value, requested_by=who))
+    try:
+        audit = asyncio.run(erase_identifier(connection(bootstrap), namespace, pepper, kind, value, requested_by=who))
+    except SendFailed as exc:  # the broker refused a tombstone or the audit record: that transaction was aborted
+        err_console.print(f"erase: not done ({exc}); run it again once the cause is fixed")
+        raise typer.Exit(1) from None
     console.print(f"erased subject {audit.subject}: {audit.keys_destroyed} keys destroyed "
                   f"(audit {audit.erasure_id}, requested by {audit.requested_by})")
 

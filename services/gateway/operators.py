@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
@@ -118,8 +119,13 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
         except PrivacyError:
             return JSONResponse({"error": "not_configured", "message": "this gateway has no PRIVACY_PEPPER"},
                                 status_code=503)
-        audit = await erase_cccd(conn, namespace, pepper, wanted.cccd, requested_by=f"operator:{operator}",
-                                 via="gateway")
+        try:
+            audit = await erase_cccd(conn, namespace, pepper, wanted.cccd, requested_by=f"operator:{operator}",
+                                     via="gateway")
+        except (KafkaError, OSError, TimeoutError) as exc:  # refused or unanswered: an aborted transaction, retryable
+            return JSONResponse({"error": "broker_unavailable",
+                                 "message": f"the erasure was not completed ({type(exc).__name__}); send it again"},
+                                status_code=503, headers={"Retry-After": "5"})
         return ErasureBody(erasure_id=audit.erasure_id, subject=audit.subject, keys_destroyed=audit.keys_destroyed)
 
     return api

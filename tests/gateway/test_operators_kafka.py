@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -73,3 +74,21 @@ def test_an_operator_erases_an_applicant(client: TestClient, kafka_bootstrap: st
     assert LAN[1] not in (audit.value or b"").decode()
     bad = client.post("/v1/erasures", json={"cccd": "12"}, headers={"X-Operator-Key": "operator-key-0123456789"})
     assert bad.status_code == 422
+
+
+def test_an_erasure_the_broker_refuses_is_a_503_not_a_done(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The audit topic refuses the audit record (over its `max.message.bytes`): the erasure's transaction aborts and
+    the operator is told to send it again (503), not that it was done, nor a 500."""
+    ns = "ops" + naming.unique(8)
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    audit = scoped(PRIVACY_AUDIT, ns)
+    asyncio.run(ensure_topics(conn, [replace(audit, config={"max.message.bytes": "128"})]))
+    asyncio.run(ensure_topics(conn, [scoped(t, ns) for t in TOPICS]))
+    operators = tmp_path / "operators.yaml"
+    operators.write_text("duty-officer: operator-key-0123456789\n", encoding="utf-8")
+    client = TestClient(app(bootstrap=kafka_bootstrap, namespace=ns, operators_file=operators))
+    answer = client.post("/v1/erasures", json={"cccd": LAN[1]}, headers={"X-Operator-Key": "operator-key-0123456789"})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"] == "broker_unavailable" and answer.headers["Retry-After"]
+    assert LAN[1] not in answer.text
+    assert asyncio.run(read_all(kafka_bootstrap, audit.name, idle=1)) == []
