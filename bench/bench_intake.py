@@ -212,49 +212,51 @@ async def fixed_rate_latency(namespace: str, out: str) -> Latency:
     # in the measured window, a latency the service never caused (the services freeze theirs: runtime.main)
     gc.collect()
     gc.freeze()
-    observer = AIOKafkaConsumer(out, **OPTIONS, isolation_level="read_committed",
-                                auto_offset_reset="latest", fetch_max_wait_ms=5, group_id=None)
-    await observer.start()
-    await observer.seek_to_end()
-    seen = 0
+    try:
+        observer = AIOKafkaConsumer(out, **OPTIONS, isolation_level="read_committed",
+                                    auto_offset_reset="latest", fetch_max_wait_ms=5, group_id=None)
+        await observer.start()
+        await observer.seek_to_end()
+        seen = 0
 
-    async def observe() -> None:
-        nonlocal seen
-        while seen < total:
-            batch = await observer.getmany(timeout_ms=100)
-            now = time.perf_counter()
-            for recs in batch.values():
-                for rec in recs:
-                    j = index.get(dict(rec.headers)["ce_id"])
-                    if j is not None and math.isnan(latency[j]):  # the first sighting counts
-                        latency[j] = (now - sent[j]) * 1000
-                        seen += 1
+        async def observe() -> None:
+            nonlocal seen
+            while seen < total:
+                batch = await observer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for recs in batch.values():
+                    for rec in recs:
+                        j = index.get(dict(rec.headers)["ce_id"])
+                        if j is not None and math.isnan(latency[j]):  # the first sighting counts
+                            latency[j] = (now - sent[j]) * 1000
+                            seen += 1
 
-    producer = AIOKafkaProducer(**OPTIONS, linger_ms=0)
-    await producer.start()
-    warm = wire.encode(template[0].model_copy(update={"id": f"warm-{namespace}"}))
-    await producer.send_and_wait(raw, warm.value, key=warm.key, headers=warm.headers)
-    warmed = False
-    while not warmed:  # the worker has joined, restored its state and caught up
-        batch = await observer.getmany(timeout_ms=500)
-        warmed = any(dict(r.headers)["ce_id"] == dict(warm.headers)["ce_id"] for rs in batch.values() for r in rs)
-    watcher = asyncio.create_task(observe())
-    begin = time.perf_counter()
-    tick = 0.005
-    per_tick = int(RATE * tick)
-    for i in range(0, total, per_tick):
-        for j in range(i, min(i + per_tick, total)):
-            rec = records[j]
-            sent[j] = time.perf_counter()
-            await producer.send(raw, rec.value, key=rec.key, headers=rec.headers)
-        delay = begin + (i // per_tick + 1) * tick - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(watcher, timeout=30)
-    await producer.stop()
-    await observer.stop()
-    gc.unfreeze()
+        producer = AIOKafkaProducer(**OPTIONS, linger_ms=0)
+        await producer.start()
+        warm = wire.encode(template[0].model_copy(update={"id": f"warm-{namespace}"}))
+        await producer.send_and_wait(raw, warm.value, key=warm.key, headers=warm.headers)
+        warmed = False
+        while not warmed:  # the worker has joined, restored its state and caught up
+            batch = await observer.getmany(timeout_ms=500)
+            warmed = any(dict(r.headers)["ce_id"] == dict(warm.headers)["ce_id"] for rs in batch.values() for r in rs)
+        watcher = asyncio.create_task(observe())
+        begin = time.perf_counter()
+        tick = 0.005
+        per_tick = int(RATE * tick)
+        for i in range(0, total, per_tick):
+            for j in range(i, min(i + per_tick, total)):
+                rec = records[j]
+                sent[j] = time.perf_counter()
+                await producer.send(raw, rec.value, key=rec.key, headers=rec.headers)
+            delay = begin + (i // per_tick + 1) * tick - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher, timeout=30)
+        await producer.stop()
+        await observer.stop()
+    finally:  # a failed stream must not leave the rest of the bench's heap frozen
+        gc.unfreeze()
     latency = [float("inf") if math.isnan(x) else x for x in latency]  # not seen within 30 s
     return Latency(latency[:warm_n], latency[warm_n:])
 
