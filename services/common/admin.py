@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager, suppress
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from schemas.topics import TOPICS, TopicSpec
 from services.common import clients
@@ -28,6 +28,25 @@ DEFAULT_REPLICATION = "default.replication.factor"
 
 class TopicLayoutError(Exception):
     """An existing topic does not have the partition count the registry gives it."""
+
+
+class TopicsNotCreated(KafkaError):
+    """The broker refused to create topics (no Create permission, a replication factor above the brokers up, an
+    invalid config): a Kafka error, so a service's run ends and is tried again; the message names each topic and
+    its error. aiokafka's `create_topics` returns such refusals in its response instead of raising."""
+
+
+def creation_errors(response: object) -> list[str]:
+    """`topic: ErrorName (message)` for each topic a CreateTopics response refuses, other than one that exists
+    already (another worker won the race: the registry is the same for both)."""
+    refused = []
+    for entry in getattr(response, "topic_errors", []):
+        topic, code = entry[0], entry[1]
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        message = entry[2] if len(entry) > 2 and entry[2] else ""
+        refused.append(f"{topic}: {for_code(code).__name__}" + (f" ({message})" if message else ""))
+    return refused
 
 
 @asynccontextmanager
@@ -70,7 +89,9 @@ async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOP
             replicas = replication_factor or await default_replication_factor(client)
             new = [NewTopic(t.name, t.partitions, replicas, topic_configs=dict(t.config)) for t in wanted]
             with suppress(TopicAlreadyExistsError):  # another worker won the race; the registry is the same for both
-                await client.create_topics(new)
+                refused = creation_errors(await client.create_topics(new))
+                if refused:
+                    raise TopicsNotCreated("the broker refused to create " + "; ".join(refused))
     check_layout(specs, await _settled_counts(conn, [s.name for s in specs]))
     return [t.name for t in wanted]
 

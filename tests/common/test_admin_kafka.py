@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from schemas.topics import Kind, TopicSpec
 from services.common.admin import (
     TopicLayoutError,
+    TopicsNotCreated,
     delete_topics,
     ensure_topics,
     list_topics,
@@ -47,3 +50,15 @@ async def test_missing_topics_are_created_with_the_registry_count(conn: KafkaCon
         assert await ensure_topics(conn, [spec(name, 4)]) == []
     finally:
         await delete_topics(conn, [name])
+
+
+async def test_a_topic_the_broker_refuses_to_create_is_an_error_naming_it(conn: KafkaConnection, unique: str) -> None:
+    """aiokafka returns CreateTopics refusals in the response; ensure_topics raises them (a Kafka error: the run is
+    tried again), where before a service started without its topic and waited on its metadata, no cause logged."""
+    too_many, bad_config = f"test.replicas.{unique}", f"test.config.{unique}"
+    with pytest.raises(TopicsNotCreated, match=f"{too_many}: InvalidReplicationFactor"):
+        await ensure_topics(conn, [spec(too_many, 1)], replication_factor=9)
+    broken = replace(spec(bad_config, 1), config={"cleanup.policy": "shred"})
+    with pytest.raises(TopicsNotCreated, match=f"{bad_config}: InvalidConfigurationError"):
+        await ensure_topics(conn, [broken])
+    assert not {too_many, bad_config} & await list_topics(conn)
