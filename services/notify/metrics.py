@@ -13,6 +13,9 @@ QUEUED = Gauge("notify_queue_depth", "Notifications waiting for a sender", ["lan
 COMMIT_FAILURES = Counter("notify_commit_failures_total",
                           "Offset commits refused by the group coordinator (the records are redone, never lost)",
                           ["when"])
+DRAIN_TIMEOUTS = Counter("notify_drain_timeouts_total",
+                         "Revocations that handed partitions over while provider calls were still under way (their "
+                         "notifications are not in the ledger yet: the next owner may send them again)")
 SKIPPED = Counter("notify_records_skipped_total",
                   "Canonical records that gave no notification because they are no valid event (or met a bug)",
                   ["reason"])

@@ -21,12 +21,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
+import structlog
 from aiokafka import TopicPartition
 
 from services.common.health import Health
 from services.common.rebalance import Fail, RebalanceListener
 from services.common.stall import StallWatch
+from services.notify import metrics
 from services.notify.jobs import Spawn
+
+log = structlog.get_logger("notify")
 
 
 class Readiness:
@@ -92,8 +96,9 @@ class Fence:
         try:
             async with asyncio.timeout(timeout_s):
                 await self._idle.wait()
-        except TimeoutError:
-            pass
+        except TimeoutError:  # seen, not silent: each such call's notification may reach its citizen twice
+            metrics.DRAIN_TIMEOUTS.inc()
+            log.warning("notify.drain_timeout", calls_under_way=self._calls, waited_s=timeout_s)
 
 
 class Listener(RebalanceListener):
