@@ -12,7 +12,8 @@ Background work runs under the run's `Supervisor`: each batch's commit and the
 snapshot loop. A failed or fenced changelog transaction, or a failed offset
 commit, ends the run (the runtime restarts it from Kafka after a Kafka error); a
 snapshot publish that meets a Kafka error is logged, counted and retried at the
-next interval. Whatever ends a run, the worker stops exporting at once and drops
+next interval, unless its writer is fenced or stuck (`ends_run`): that ends the
+run as a state write's would. Whatever ends a run, the worker stops exporting at once and drops
 its state: the next run restores it from the changelog (`ownership`).
 """
 
@@ -34,6 +35,7 @@ from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor
 from services.common.stall import StallWatch
+from services.common.transactions import TransactionLost
 from services.metrics import decoding, telemetry
 from services.metrics.exposition import render
 from services.metrics.ownership import Batch, Ownership
@@ -41,7 +43,7 @@ from services.metrics.partition import PartitionState
 from services.metrics.settings import MetricsSettings
 from services.metrics.snapshots import snapshot
 from services.metrics.topics import Names
-from services.metrics.writers import PartitionWriter
+from services.metrics.writers import PartitionWriter, WriteStuck, is_fenced
 
 log = structlog.get_logger("metrics")
 Clock = Callable[[], float]
@@ -226,14 +228,20 @@ class MetricsWorker:
             parts = {part.partition: [wire.encode(snapshot(commune, totals, now))
                                       for commune, totals in part.communes.items()]
                      for part in self.exported() if part.communes}
-            # through each partition's writer: a woken worker's stale snapshots are fenced with its states
-            await asyncio.gather(*(self.ownership.writers[p].write_snapshots(records) for p, records in parts.items()))
+            # through each partition's writer: a woken worker's stale snapshots are fenced with its states; every
+            # partition's write is waited for (none left running unseen), and its first failure raised
+            results = await asyncio.gather(*(self.ownership.writers[p].write_snapshots(records)
+                                             for p, records in parts.items()), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise next((f for f in failures if ends_run(f)), failures[0])
         n = sum(len(records) for records in parts.values())
         telemetry.SNAPSHOTS.inc(n)
         return n
 
     async def _snapshot_loop(self, stop: asyncio.Event) -> None:
-        """Snapshots every interval; a Kafka error skips one (counted), anything else ends the run."""
+        """Snapshots every interval; a Kafka error skips one (counted), a fenced or stuck writer and anything else
+        end the run."""
         while not await _stopped_within(stop, self.settings.snapshot_interval_s):
             try:
                 n = await self.publish_snapshots()
@@ -241,6 +249,14 @@ class MetricsWorker:
             except KafkaError as exc:
                 telemetry.SNAPSHOT_FAILURES.inc()
                 log.warning("metrics.snapshot_failed", error=type(exc).__name__)
+                if ends_run(exc):  # a fenced writer: the partition is another worker's now; a stuck one takes no more
+                    raise
+
+
+def ends_run(exc: BaseException) -> bool:
+    """A write failure that a skipped snapshot must not hide: the writer is fenced (the partition is another
+    worker's) or unusable (stuck, or its transaction ended under it); the run restarts, as after a state write."""
+    return is_fenced(exc) or isinstance(exc, WriteStuck | TransactionLost)
 
 
 async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:

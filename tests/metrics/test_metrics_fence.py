@@ -3,6 +3,7 @@ new owner restored it (ADR 0016). The zombie is an in-process worker whose parti
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -111,3 +112,22 @@ async def test_a_worker_that_lost_its_partition_cannot_publish_stale_snapshots(o
     await successor.writers[PARTITION].write_snapshots([record])
     committed = await read_all(kafka_bootstrap, Names(ns).snapshots, expect=1, idle=1.0, timeout=20)
     assert len(committed) == 1
+
+
+async def test_the_snapshot_loop_of_a_fenced_worker_ends_its_run(owner, kafka_bootstrap: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A fenced writer met by the snapshot loop ends the run (the partition is another worker's now), where a
+    Kafka error that only skips one snapshot is retried; before, the zombie kept exporting and counting failures."""
+    ns = owner.namespace
+    tps = set(batch(ns, 0))
+    settings = MetricsSettings(bootstrap=kafka_bootstrap, namespace=ns, worker_id="zombie", state_dir=tmp_path / "z",
+                               transaction_timeout_ms=20_000, snapshot_interval_s=0.2)
+    zombie = MetricsWorker(settings)
+    try:
+        await zombie.ownership.assign(tps)
+        zombie.ownership.apply(batch(ns, 0, RECEIVED))  # a commune to snapshot
+        await owner("successor").assign(tps)  # the fence
+        with pytest.raises(Exception) as ended:
+            await asyncio.wait_for(zombie._snapshot_loop(asyncio.Event()), timeout=30)
+        assert is_fenced(ended.value), f"ended with {type(ended.value).__name__}"
+    finally:
+        await zombie.ownership.close_all()
