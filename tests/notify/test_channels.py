@@ -57,6 +57,30 @@ async def test_zns_error_falls_back_to_sms() -> None:
     assert receipt.via == "sms" and fake.accepted[r.notification_id].path == "/sms"
 
 
+@pytest.mark.parametrize(("error", "reason"), [(-124, "zns_error_-124"),
+                                                ("user 0911111111 not found", "zns_error_unexpected"),
+                                                ({"phone": "0911111111"}, "zns_error_unexpected")])
+async def test_a_zns_error_reason_is_its_code_never_what_the_provider_echoed(error: object, reason: str) -> None:
+    """Without a phone to fall back to, the ZNS error is the delivery's reason, logged and published: the
+    provider's code if it is one, else a fixed word (an error text may quote the recipient)."""
+    fake = FakeProviders()
+
+    async def zns_refuses(_: web.Request) -> web.Response:
+        return web.json_response({"error": error})
+
+    fake.zns = zns_refuses  # type: ignore[method-assign]
+    await fake.start()
+    http = HttpClient(2)
+    try:
+        r = request(applicant={"zalo_user_id": "z-1", "preferred_locale": "vi"})
+        with pytest.raises(DeliveryError) as failed:
+            await ZaloZns(http, fake.url, SmsGateway(http, fake.url)).send(compose(r, 2))
+    finally:
+        await http.close()
+        await fake.stop()
+    assert failed.value.reason == reason
+
+
 async def test_slow_provider_times_out_as_a_retryable_failure(fake: FakeProviders) -> None:
     """A provider slower than the timeout is a retryable failure, not a hang."""
     fake.faults.delay_s = 1.0

@@ -86,8 +86,10 @@ class ZaloZns:
         try:
             reply = await self.client.post(self.url, json=body,
                                            headers={IDEMPOTENCY_HEADER: r.notification_id, **trace_headers(r)})
-            if reply.get("error", 0) != 0:
-                raise DeliveryError(f"zns_error_{reply.get('error')}", retryable=False)
+            if (error := reply.get("error", 0)) != 0:
+                # the code only if it is one: a reason is logged and published, and what a provider echoes is not ours
+                code = error if type(error) is int else "unexpected"
+                raise DeliveryError(f"zns_error_{code}", retryable=False)
             data = reply.get("data")
             return Receipt(str(data.get("msg_id") if isinstance(data, dict) else ""), via="zalo")
         except DeliveryError:
