@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from contextlib import suppress
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -78,10 +77,11 @@ class KafkaClaims:
         finally:
             producer, self._producer = self._producer, None
             self._ready.clear()
-            with suppress(*BROKER_ERRORS):
-                await reader.stop()
-            with suppress(*BROKER_ERRORS):
-                await producer.stop()
+            for client in (reader, producer):
+                try:
+                    await client.stop()
+                except BROKER_ERRORS as exc:  # logged, not raised: the broker is usually why the follower ends
+                    log.warning("gateway.claims_client_stop_failed", error=type(exc).__name__)
 
     async def _follow(self, reader: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         partitions = sorted(await producer.partitions_for(self.topic))

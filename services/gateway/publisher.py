@@ -15,7 +15,6 @@ rebuilt (it would fence its successor in turn): it raises `Fenced` for good and 
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
 from typing import Protocol
 
 import structlog
@@ -148,5 +147,8 @@ class KafkaPublisher:
 
 
 async def _quietly_stop(producer: AIOKafkaProducer) -> None:
-    with suppress(*BROKER_ERRORS):
+    """Stop a dropped producer; a failure is logged (the broker is usually why it was dropped), never raised."""
+    try:
         await asyncio.wait_for(producer.stop(), timeout=5)
+    except BROKER_ERRORS as exc:
+        log.warning("gateway.producer_stop_failed", error=type(exc).__name__)

@@ -23,9 +23,9 @@ run: the runtime restarts it from Kafka.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
+import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
@@ -33,6 +33,7 @@ from aiokafka.structs import RecordMetadata
 from schemas.wire import KafkaRecord
 from services.common import transactions
 
+log = structlog.get_logger("metrics")
 Sent = list[asyncio.Future[RecordMetadata]]
 
 
@@ -89,8 +90,10 @@ class PartitionWriter:
         """Stop the producer; an unfinished transaction is left to the broker (aborted, or fenced by the next owner)."""
         if self._inflight is not None and not self._inflight.done():
             self._inflight.cancel()
-        with contextlib.suppress(TimeoutError, KafkaError):  # a fenced producer, or the broker being why we stop
+        try:
             await asyncio.wait_for(self.producer.stop(), timeout=10)
+        except (TimeoutError, KafkaError) as exc:  # a fenced producer, or the broker being why we stop: logged only
+            log.warning("metrics.writer_stop_failed", partition=self.partition, error=type(exc).__name__)
 
     async def _write(self, send: Callable[[], Awaitable[Sent]]) -> None:
         async with self._turn:
