@@ -58,6 +58,7 @@ def librdkafka_config(conn: KafkaConnection) -> dict[str, Any]:
 
 def _apply(conn: KafkaConnection, rows: list[Binding], users: list[str], secrets: Path | None, scope: str) -> None:
     # the classes' own modules: the package re-exports them without __all__ (mypy --strict refuses that import)
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.admin._acl import AclBinding, AclOperation, AclPermissionType
     from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
@@ -76,14 +77,18 @@ def _apply(conn: KafkaConnection, rows: list[Binding], users: list[str], secrets
         for user, future in described.items():
             try:
                 future.result()
-            except Exception:  # RESOURCE_NOT_FOUND: no credential yet
-                missing.append(user)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:  # a timeout, no right: not "missing"
+                    raise AclError(f"SCRAM user {user} not described: {exc.args[0].name()}") from None
+                missing.append(user)  # no credential yet
         info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
         upserts: list[UserScramCredentialAlteration] = []
         for user in missing:
             password = secrets / f"{user}.password"
             if password.exists():
                 upserts.append(UserScramCredentialUpsertion(user, info, password.read_bytes().strip()))
+            else:  # granted ACLs all the same, but it cannot log in: said, not silent
+                log.warning("acls.user_without_password", user=user, expected=str(password))
         if upserts:
             for user, future in client.alter_user_scram_credentials(upserts, request_timeout=TIMEOUT_S).items():
                 try:
