@@ -53,10 +53,10 @@ def _records(file: Path) -> list[bytes]:
 def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -> None:
     """Validate FILE offline (JSON object, JSON array or NDJSON): one line per bad record; exit 0 only if all valid."""
     records = _records(file)
-    checked = check(records, family=family, commune=commune)
+    checked = check(records, family=family, commune=commune, max_errors=sys.maxsize)  # a file: every bad record
     for index, problems in groupby(checked.errors, key=lambda e: e.index):
         typer.echo(bad_record_line(str(file), index, list(problems)))
-    bad = len({e.index for e in checked.errors})
+    bad = checked.rejected
     err_console.print(f"{len(records)} records, {len(records) - bad} valid, {bad} invalid")
     raise typer.Exit(1 if bad else 0)
 

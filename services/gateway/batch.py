@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from schemas.deadletter import Reason
+from schemas.deadletter import Reason, Rejection
 from schemas.envelope import Event
 from schemas.events import FAMILY_OF_TYPE, Family
 from schemas.limits import MAX_DEPTH
@@ -82,21 +82,39 @@ def family_of(record: bytes, default: Family | None) -> Family:
     return FAMILY_OF_TYPE.get(event_type, Family.DOSSIER) if isinstance(event_type, str) else Family.DOSSIER
 
 
+MAX_ERRORS = 1000
+"""Problems listed in one answer (each record lists at most `normalise.MAX_PROBLEMS`); the rest are counted."""
+
+
 @dataclass(frozen=True)
 class Checked:
     events: list[tuple[Family, Event]]
     errors: list[RecordError]
-
-    @property
-    def unauthorised(self) -> bool:
-        return any(e.reason == Reason.UNAUTHORISED_SOURCE for e in self.errors)
+    rejected: int = 0
+    """Records refused (their problems may be past `MAX_ERRORS`, unlisted)."""
+    omitted: int = 0
+    """Problems past `MAX_ERRORS`, not listed."""
+    unauthorised: bool = False
 
 
 def check(records: list[bytes], *, family: Family | None = None, commune: str | None = None,
-          caller: Source | None = None, max_bytes: int = 1024 * 1024) -> Checked:
-    """Validate every record; with a caller, also the registry rules for that caller's entry."""
+          caller: Source | None = None, max_bytes: int = 1024 * 1024, max_errors: int = MAX_ERRORS) -> Checked:
+    """Validate every record; with a caller, also the registry rules for that caller's entry. The first
+    `max_errors` problems are listed, the others counted (`Checked.omitted`)."""
     events: list[tuple[Family, Event]] = []
     errors: list[RecordError] = []
+    rejected = omitted = 0
+    unauthorised = False
+
+    def refuse(index: int, problems: list[Rejection]) -> None:
+        nonlocal rejected, omitted, unauthorised
+        rejected += 1
+        unauthorised |= any(p.reason is Reason.UNAUTHORISED_SOURCE for p in problems)
+        room = max(0, max_errors - len(errors))
+        errors.extend(RecordError(index=index, field=p.field, reason=p.reason.value, message=p.message)
+                      for p in problems[:room])
+        omitted += max(0, len(problems) - room)
+
     headers = [(portal.COMMUNE_HEADER, commune.encode())] if commune else []
     if caller is not None:
         headers.append((portal.SOURCE_HEADER, caller.canonical_source.encode()))
@@ -105,13 +123,11 @@ def check(records: list[bytes], *, family: Family | None = None, commune: str | 
         fam = family_of(record, family)
         outcome = normalise(fam, record, headers, max_bytes)
         if not isinstance(outcome, Accepted):
-            errors += [RecordError(index=index, field=p.field, reason=p.reason.value, message=p.message)
-                       for p in outcome.problems]
+            refuse(index, list(outcome.problems))
             continue
         event = outcome.event
         if own is not None and (denied := is_allowed(own, event.source, fam, event.commune)) is not None:
-            errors.append(RecordError(index=index, field=denied.field, reason=denied.reason.value,
-                                      message=denied.message))
+            refuse(index, [denied])
             continue
         events.append((fam, event))
-    return Checked(events, errors)
+    return Checked(events, errors, rejected, omitted, unauthorised)

@@ -59,9 +59,10 @@ def plan(body: bytes, content_type: str, *, family: Family | None, commune: str 
             out.append((raw_topic[fam], rec))
     if errors:
         kind, status = ("unauthorised_source", 403) if checked.unauthorised else ("invalid_records", 422)
-        bad = len({e.index for e in errors})
+        bad = checked.rejected or len({e.index for e in errors})
+        unlisted = f" ({checked.omitted} more problems not listed)" if checked.omitted else ""
         return Refused(Answer(status, api.error(kind, f"{bad} of {len(records)} records rejected; nothing was "
-                                                f"published", errors)))
+                                                f"published{unlisted}", errors)))
     accepted = api.AcceptedBody(accepted=len(out), ids=[e.id for _, e in checked.events],
                                 trace_ids=[trace.trace_id(e.traceparent) or "" for _, e in checked.events])
     return Publish(out, Answer(202, accepted.model_dump()), Counter(f for f, _ in checked.events))

@@ -8,6 +8,7 @@ raises: a bug met while validating one record rejects that record as `internal_e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Union
@@ -64,6 +65,15 @@ NameField = Callable[[tuple[str | int, ...]], str]
 """Names the field of an error location (the canonical path, or the portal's own field names)."""
 
 
+MAX_PROBLEMS = 20
+"""Problems listed per record; past it one entry counts the rest. A record of a thousand bad list items (each list
+at its item limit) gave thousands of problems: a 4xx answer 77 times the size of its request, built on the loop."""
+_NAMED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+UNNAMED_KEY = "<member>"
+"""How an error location names a key it does not repeat: one that is not a plain identifier (an unknown member's
+name is the sender's text, which may be a name, a CCCD number or a megabyte long)."""
+
+
 def _field_path(loc: tuple[str | int, ...]) -> str:
     path = ""
     for part in loc:
@@ -71,8 +81,18 @@ def _field_path(loc: tuple[str | int, ...]) -> str:
     return path
 
 
+def _named(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """The location with every key that is not a plain identifier replaced by `UNNAMED_KEY`."""
+    return tuple(p if isinstance(p, int) or _NAMED_KEY.fullmatch(p) else UNNAMED_KEY for p in loc)
+
+
 def _from_validation(error: ValidationError, name_field: NameField = _field_path) -> Rejected:
-    problems = tuple(_problem(e, name_field) for e in error.errors(include_url=False, include_input=False))
+    listed = error.errors(include_url=False, include_input=False)[:MAX_PROBLEMS]
+    problems = tuple(_problem(e, name_field) for e in listed)
+    if (more := error.error_count() - len(problems)) > 0:
+        problems += (Rejection(reason=problems[0].reason, field="(record)",
+                               message=f"{more} more problems in this record are not listed (the first "
+                                       f"{MAX_PROBLEMS} are)"),)
     return Rejected(problems[0], problems)
 
 
@@ -85,7 +105,7 @@ def _without_form(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
 
 
 def _problem(e: ErrorDetails, name_field: NameField) -> Rejection:
-    loc = _without_form(tuple(e["loc"]))
+    loc = _named(_without_form(tuple(e["loc"])))
     ctx_field = (e.get("ctx") or {}).get("field")
     if isinstance(ctx_field, str):
         loc = (*loc, ctx_field)

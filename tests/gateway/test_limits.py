@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.gateway.batch import MAX_ERRORS
 from services.gateway.settings import GatewaySettings
-from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
+from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES, MAX_PROBLEMS
 from services.intake.settings import IntakeSettings
 from tests.gateway.asgi import API_KEY, Body, Recording, app, call
 from tests.samples import canonical_dossier, with_data
@@ -92,3 +93,20 @@ async def test_absurd_headers_and_input_get_a_4xx_never_a_500(headers: list[tupl
     pub = Recording()
     answer = await call(app(pub), headers, body, query=query)
     assert 400 <= answer.status < 500 or (answer.status == 202 and len(pub.sent) == 1), answer.status
+
+
+async def test_an_answer_lists_a_bounded_number_of_problems() -> None:
+    """Records each with thousands of problems (four lists at their item limit, every item wrong): the 422 lists
+    at most `MAX_PROBLEMS` per record plus one that counts the rest, and at most `MAX_ERRORS` in all; it was 77
+    times the size of its request (129 MB for a 1.7 MB body), built on the event loop."""
+    wrong = [1] * 1000
+    record = with_data(canonical_dossier(), documents=wrong, fees=wrong, requested_documents=wrong,
+                       due_date_changes=wrong)
+    body = orjson.dumps([record] * 60)
+    answer = await call(app(Recording()), KEY, Body(size=len(body), chunks=1, data=body))
+    assert answer.status == 422
+    errors = answer.json()["errors"]
+    assert len(errors) == MAX_ERRORS and len(answer.body) < len(body)
+    first = [e for e in errors if e["index"] == 0]
+    assert len(first) == MAX_PROBLEMS + 1 and "more problems in this record are not listed" in first[-1]["message"]
+    assert answer.json()["message"].startswith("60 of 60 records rejected; nothing was published (")

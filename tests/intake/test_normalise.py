@@ -12,7 +12,7 @@ from schemas import wire
 from schemas.codes import Channel, DossierStatus, Priority, Timeliness
 from schemas.deadletter import Reason
 from schemas.events import Family
-from services.intake.normalise import Accepted, Rejected, normalise
+from services.intake.normalise import MAX_PROBLEMS, Accepted, Rejected, normalise
 from tests.samples import (
     HDR,
     MALFORMED,
@@ -143,6 +143,28 @@ def test_all_problems_are_listed() -> None:
     bad = with_data(canonical_dossier(), paid_online="maybe", digitised="perhaps")
     fields = {p.field for p in rejected(Family.DOSSIER, dumps(bad)).problems}
     assert fields == {"data.paid_online", "data.digitised"}
+
+
+def test_an_unknown_members_name_is_not_repeated_unless_it_is_a_plain_identifier() -> None:
+    """An unknown member is named by its path; a name that is not a plain identifier (a person's name, a CCCD
+    number, a megabyte of text) is `<member>`, never echoed, in the field nor in the message."""
+    odd = {"Nguyễn Văn A 012345678901": 1, "012345678901": 2, "x" * 100_000: 3, "extra_note": 4}
+    bad = canonical_dossier()
+    bad["data"] = {**bad["data"], **odd}
+    out = rejected(Family.DOSSIER, dumps(bad))
+    assert [p.reason for p in out.problems] == [Reason.UNKNOWN_FIELD] * 4
+    assert sorted(p.field for p in out.problems) == ["data.<member>"] * 3 + ["data.extra_note"]
+    text = " ".join(f"{p.field} {p.message}" for p in out.problems)
+    assert "Nguyễn" not in text and "012345678901" not in text and "xxxx" not in text
+
+
+def test_a_record_lists_its_first_problems_and_counts_the_rest() -> None:
+    """Thousands of bad list items: `MAX_PROBLEMS` listed, then one entry counting the rest."""
+    wrong = [1] * 1000
+    bad = with_data(canonical_dossier(), documents=wrong, fees=wrong)
+    problems = rejected(Family.DOSSIER, dumps(bad)).problems
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[-1].field == "(record)" and problems[-1].message.startswith("1980 more problems in this record")
 
 
 # --- safety limits (issue 11): each poison record is a reasoned rejection, never an exception -----------------
