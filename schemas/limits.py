@@ -53,7 +53,7 @@ DATE_RANGE: Final = {"formatMinimum": EARLIEST_TEXT, "formatMaximum": LATEST_TEX
 
 def items(description: str | None = None) -> Any:
     """`Field` of a list: at most `MAX_ITEMS` items (an empty list by default)."""
-    return Field(default_factory=list, max_length=MAX_ITEMS, description=description,
+    return Field(default_factory=list, max_length=MAX_ITEMS, description=description, fail_fast=True,
                  json_schema_extra={SAFETY_LIMIT: True})
 
 

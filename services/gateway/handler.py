@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import anyio.to_thread
 import structlog
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -36,6 +38,9 @@ from services.gateway.telemetry import ANSWERS, EVENTS, REFUSED
 from services.sources.registry import Source, SourceRegistry
 
 log = structlog.get_logger("gateway")
+
+INLINE_CHECK_BYTES = 256 * 1024
+"""Bodies up to this size are checked on the event loop; larger ones in a worker thread."""
 
 
 @dataclass
@@ -142,10 +147,13 @@ class Gateway:
 
     async def publish(self, body: bytes, request: Request, family: Family | None, commune: str | None,
                       caller: Source, ticket: Ticket | None) -> JSONResponse:
-        result = plan(body, request.headers.get("content-type", "application/json"), family=family, commune=commune,
-                      caller=caller, raw_topic=self.raw_topic, max_records=self.settings.max_records,
-                      max_record_bytes=self.settings.max_record_bytes,
-                      traceparent=request.headers.get("traceparent"))
+        checking = partial(plan, body, request.headers.get("content-type", "application/json"), family=family,
+                           commune=commune, caller=caller, raw_topic=self.raw_topic,
+                           max_records=self.settings.max_records, max_record_bytes=self.settings.max_record_bytes,
+                           traceparent=request.headers.get("traceparent"))
+        # a large body is checked in a worker thread (about 1 s at the 10 MiB limit): the loop keeps answering the
+        # other requests and the probes meanwhile; a small one inline (a thread hop costs more than it)
+        result = await anyio.to_thread.run_sync(checking) if len(body) > INLINE_CHECK_BYTES else checking()
         keep = float(self.settings.idempotency_ttl_s)
         if isinstance(result, Refused):
             log.info("gateway.rejected", source=caller.id, **rejected_counts(result))

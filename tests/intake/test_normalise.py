@@ -159,12 +159,20 @@ def test_an_unknown_members_name_is_not_repeated_unless_it_is_a_plain_identifier
 
 
 def test_a_record_lists_its_first_problems_and_counts_the_rest() -> None:
-    """Thousands of bad list items: `MAX_PROBLEMS` listed, then one entry counting the rest."""
-    wrong = [1] * 1000
-    bad = with_data(canonical_dossier(), documents=wrong, fees=wrong)
+    """A hundred unknown members: `MAX_PROBLEMS` listed, then one entry counting the rest."""
+    bad = canonical_dossier()
+    bad["data"] = {**bad["data"], **{f"extra_{i}": i for i in range(100)}}
     problems = rejected(Family.DOSSIER, dumps(bad)).problems
     assert len(problems) == MAX_PROBLEMS + 1
-    assert problems[-1].field == "(record)" and problems[-1].message.startswith("1980 more problems in this record")
+    assert problems[-1].field == "(record)" and problems[-1].message.startswith("80 more problems in this record")
+
+
+def test_a_list_reports_its_first_bad_item_only() -> None:
+    """A list stops at its first bad item (fail fast): a thousand bad items are one problem, not a thousand."""
+    wrong = [1] * 1000
+    bad = with_data(canonical_dossier(), documents=wrong, fees=[{"amount_vnd": 8000}, "x", "y"])
+    assert sorted(p.field for p in rejected(Family.DOSSIER, dumps(bad)).problems) == ["data.documents[0]",
+                                                                                   "data.fees[1]"]
 
 
 # --- safety limits (issue 11): each poison record is a reasoned rejection, never an exception -----------------
