@@ -62,8 +62,8 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         family: Annotated[Family | None,
                           Query(description="Family of every record; default: from each record's type")] = None,
         commune: Annotated[str | None,
-                           Query(pattern=r"^\d{1,5}$", description="Commune of portal-shape records")] = None,
-        x_commune_code: Annotated[str | None, Header(pattern=r"^\d{1,5}$", description="Same as ?commune=")] = None,
+                           Query(pattern=r"^[0-9]{1,5}$", description="Commune of portal-shape records")] = None,
+        x_commune_code: Annotated[str | None, Header(pattern=r"^[0-9]{1,5}$", description="Same as ?commune=")] = None,
         idempotency_key: Annotated[str | None, Header(max_length=200, description="Makes a retry safe: the same "
                                                       "key and request get the first answer, on every instance, "
                                                       "for GATEWAY_IDEMPOTENCY_TTL_S")] = None,

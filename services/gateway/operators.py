@@ -27,7 +27,8 @@ from services.privacy.crypto import PrivacyError
 from services.privacy.erase import erase_cccd
 from services.privacy.settings import PrivacySettings, pepper_of
 
-CCCD = r"^\d{12}$"
+CCCD = r"^[0-9]{12}$"
+r"""ASCII digits: a regex `\d` takes any Unicode digit (٠١٢…), which would hash to a subject no one has."""
 OperatorKey = Annotated[str | None, Header(alias="X-Operator-Key", max_length=200,
                                            description="An operator's key (GATEWAY_OPERATORS_FILE)")]
 Query = Annotated[str, PathParam(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
@@ -87,7 +88,12 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
     async def trace(query: Query, x_operator_key: OperatorKey = None) -> Any:
         if operator_of(operators, x_operator_key) is None:
             return _refused()
-        steps = await trace_record(conn, namespace, query)
+        try:
+            steps = await trace_record(conn, namespace, query)
+        except (KafkaError, OSError, TimeoutError) as exc:  # the broker did not answer: retryable, not a 500
+            return JSONResponse({"error": "broker_unavailable",
+                                 "message": f"the topics could not be read ({type(exc).__name__}); try again"},
+                                status_code=503, headers={"Retry-After": "5"})
         if not steps:
             return JSONResponse({"error": "not_found", "message": "no record mentions this query"}, status_code=404)
         return TraceBody(query=query, steps=[Step(**vars(s)) for s in steps])
