@@ -21,7 +21,7 @@ _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 def is_valid(traceparent: str) -> bool:
     """Version 00, lower-case hex, and neither the trace id nor the parent id all zeros (W3C: invalid)."""
-    return bool(_VALID.match(traceparent)) and traceparent[3:35] != _ZERO_TRACE and traceparent[36:52] != _ZERO_SPAN
+    return bool(_VALID.fullmatch(traceparent)) and traceparent[3:35] != _ZERO_TRACE and traceparent[36:52] != _ZERO_SPAN
 
 
 def derive(source: str, event_id: str) -> str:
