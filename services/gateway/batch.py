@@ -21,7 +21,8 @@ from services.intake import portal
 from services.intake.normalise import Accepted, normalise
 from services.sources.registry import Source, SourceRegistry, is_allowed
 
-NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-seq")
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+JSON_SEQ = "application/json-seq"
 
 
 class RecordError(BaseModel, frozen=True):
@@ -39,15 +40,18 @@ class BodyError(Exception):
 
 def split_body(body: bytes, content_type: str = "application/json", max_records: int = 100_000) -> list[bytes]:
     """One record per element: a JSON object, a JSON array of objects, or NDJSON (one object a line)."""
-    ndjson = content_type.split(";")[0].strip().lower() in NDJSON_TYPES
+    media = content_type.split(";")[0].strip().lower()
+    if media == JSON_SEQ:  # RFC 7464: each record after a record separator (0x1E), line breaks optional
+        return _bounded([r.strip() for r in body.split(b"\x1e") if r.strip()], max_records)
+    ndjson = media in NDJSON_TYPES
     if not ndjson:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             lines = [ln for ln in body.splitlines() if ln.strip()]
-            if len(lines) > 1 and lines[0].lstrip().startswith(b"{"):
+            if len(lines) > 1 and all(ln.lstrip().startswith(b"{") for ln in lines):
                 ndjson = True  # NDJSON sent as application/json: accept it, it is unambiguous
-            else:
+            else:  # one document (pretty-printed, say) with a syntax error: said as such, not as N bad lines
                 raise BodyError(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
         else:
             return _bounded(_elements(parsed) if isinstance(parsed, list) else [body], max_records)

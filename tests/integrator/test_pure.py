@@ -76,6 +76,20 @@ def test_body_forms_split_into_records() -> None:
         split_body(orjson.dumps([one] * 3), max_records=2)
 
 
+def test_json_sequences_are_split_at_record_separators() -> None:
+    """RFC 7464 (`application/json-seq`): a record separator before each record, line breaks optional."""
+    one, two = canonical_dossier("1"), canonical_dossier("2")
+    seq = b"\x1e" + orjson.dumps(one, option=orjson.OPT_INDENT_2) + b"\n\x1e" + orjson.dumps(two)
+    assert [orjson.loads(r)["id"] for r in split_body(seq, "application/json-seq")] == ["1", "2"]
+
+
+def test_one_pretty_printed_document_with_a_syntax_error_is_one_body_error() -> None:
+    """Not read as NDJSON (it was: 'N of N records rejected', one per line of the document)."""
+    broken = orjson.dumps(canonical_dossier("1"), option=orjson.OPT_INDENT_2).replace(b'"id"', b'"id" "x"', 1)
+    with pytest.raises(BodyError, match="body is not JSON"):
+        split_body(broken, "application/json")
+
+
 def test_family_comes_from_type_then_defaults_to_dossier() -> None:
     """A mobile-team event is checked as mobile-team; a portal payload (no type) as a dossier."""
     assert family_of(orjson.dumps(visit_completed()), None) is Family.MOBILE_TEAM
