@@ -35,7 +35,7 @@ def dossier_contributions(s: DossierState) -> list[Contribution]:
     out: list[Contribution] = []
     if s.received:
         out.append((("received", s.channel), 1))
-        if s.paid_online:
+        if s.paid_online and s.has_fees:  # the index's rate is paid online / with fees: a fee-less one is neither
             out.append((("paid_online",), 1))
         if s.has_fees:
             out.append((("with_fees",), 1))

@@ -32,7 +32,7 @@ COUNTERS: tuple[Family, ...] = (
            "received", ("channel",)),
     Family("commune_dossiers_completed_total", "counter", "Dossiers completed (status 9, 10) by timeliness",
            "completed", ("channel", "timeliness")),
-    Family("commune_dossiers_paid_online_total", "counter", "Received dossiers paid online", "paid_online"),
+    Family("commune_dossiers_paid_online_total", "counter", "Received dossiers with fees paid online", "paid_online"),
     Family("commune_dossiers_with_fees_total", "counter", "Received dossiers with fees or charges", "with_fees"),
     Family("commune_dossiers_digitised_total", "counter", "Received dossiers with digitised components", "digitised"),
     Family("commune_mobile_team_visits_total", "counter", "Mobile-team visits completed", "visits"),

@@ -99,11 +99,13 @@ class PartitionState:
         """Apply one changelog record (a state written by `apply`); a tombstone is ignored."""
         if value is None:
             return
+        commune = key.split(b"|", 2)[1].decode()
+        province = commune_provinces()[commune]
+        new = loads(key, value)  # everything that can fail before the store is written: store and totals agree
         raw = self.store.get(key)
         old = loads(key, raw) if raw is not None else None
         self.store[key] = value
-        commune = key.split(b"|", 2)[1].decode()
-        self._totals(commune, commune_provinces()[commune]).replace(old, loads(key, value))
+        self._totals(commune, province).replace(old, new)
 
     def _totals(self, commune: str, province: str) -> CommuneTotals:
         totals = self.communes.get(commune)

@@ -30,6 +30,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas import wire
+from schemas.wire import KafkaRecord
 from services.common import aiokafka_compat, clients
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
@@ -37,6 +38,7 @@ from services.common.runtime import Supervisor
 from services.common.stall import StallWatch
 from services.common.transactions import TransactionLost
 from services.metrics import decoding, telemetry
+from services.metrics.aggregate import CommuneTotals
 from services.metrics.exposition import render
 from services.metrics.ownership import Batch, Ownership
 from services.metrics.partition import PartitionState
@@ -225,8 +227,8 @@ class MetricsWorker:
         """One snapshot event per commune of the owned partitions, a transaction per partition; returns how many."""
         now = datetime.fromtimestamp(self.clock(), UTC)
         async with self.lock:
-            parts = {part.partition: [wire.encode(snapshot(commune, totals, now))
-                                      for commune, totals in part.communes.items()]
+            parts = {part.partition: [r for commune, totals in part.communes.items()
+                                      if (r := _snapshot_record(commune, totals, now)) is not None]
                      for part in self.exported() if part.communes}
             # through each partition's writer: a woken worker's stale snapshots are fenced with its states; every
             # partition's write is waited for (none left running unseen), and its first failure raised
@@ -251,6 +253,17 @@ class MetricsWorker:
                 log.warning("metrics.snapshot_failed", error=type(exc).__name__)
                 if ends_run(exc):  # a fenced writer: the partition is another worker's now; a stuck one takes no more
                     raise
+
+
+def _snapshot_record(commune: str, totals: CommuneTotals, now: datetime) -> KafkaRecord | None:
+    """One commune's snapshot record; None (logged, counted) if its figures do not make a valid snapshot: one
+    commune's bad figures must not stop the others' snapshots, nor (raised from the loop) the worker."""
+    try:
+        return wire.encode(snapshot(commune, totals, now))
+    except Exception as exc:
+        telemetry.SNAPSHOT_FAILURES.inc()
+        log.error("metrics.snapshot_invalid", commune=commune, error=type(exc).__name__)
+        return None
 
 
 def ends_run(exc: BaseException) -> bool:

@@ -8,14 +8,17 @@ import re
 from typing import TypedDict
 
 import pytest
+from structlog.testing import capture_logs
 
 from schemas import wire
 from schemas.envelope import Event
 from schemas.snapshot import decode_snapshot
+from services.metrics import telemetry
 from services.metrics.aggregate import DURATION_BUCKETS_S, Key
 from services.metrics.exposition import render
 from services.metrics.partition import PartitionState
 from services.metrics.snapshots import snapshot
+from services.metrics.worker import _snapshot_record
 from tests.metrics.events import T0, at, broadcast, dossier, scheduled, training, visit_completed, visit_started
 
 pytestmark = pytest.mark.unit
@@ -93,7 +96,7 @@ def test_duplicates_count_once_and_change_nothing() -> None:
 def test_older_event_does_not_overwrite_newer_state() -> None:
     """An in-progress event older than the completion leaves the dossier completed (not open again)."""
     part = fresh(dossier(C, "A", 9, "a9", 30))
-    part.apply(dossier(C, "A", 4, "a4", 2, paid_online=True))
+    part.apply(dossier(C, "A", 4, "a4", 2, paid_online=True, fees=True))
     counts = figures(part)["counts"]
     assert ("open",) not in counts and counts[("completed", "counter", "early")] == 1
     assert counts[("paid_online",)] == 1  # facts that only become true are still taken from older events
@@ -176,6 +179,29 @@ def test_snapshot_event_round_trips_through_the_wire() -> None:
     assert back == snap
     assert (back.data.received, back.data.completed, back.data.open, back.data.overdue) == (2, 1, 1, 1)
     assert back.data.online_rate == 0.5 and back.data.paid_online_rate == 1.0
+
+
+def test_paid_online_counts_only_dossiers_with_fees_so_its_rate_stays_a_rate() -> None:
+    """Two dossiers paid online without fees and one with: the rate is paid online / with fees = 1/1, and the
+    snapshot is valid (it was 3/1: CommuneIndicators refused 3.0, and the snapshot loop crashed the worker, again
+    after every restart)."""
+    part = fresh(dossier(C, "A", 2, "a2", 1, paid_online=True), dossier(C, "B", 2, "b2", 1, paid_online=True),
+                 dossier(C, "F", 2, "f2", 1, paid_online=True, fees=True))
+    counts = figures(part)["counts"]
+    assert counts[("paid_online",)] == 1 and counts[("with_fees",)] == 1
+    assert snapshot(C, part.communes[C], at(24)).data.paid_online_rate == 1.0
+
+
+def test_a_commune_whose_figures_make_no_valid_snapshot_is_skipped_and_counted() -> None:
+    """Whatever the figures (a bug elsewhere could make one negative), one commune's snapshot failing is logged
+    and counted, and the others are written."""
+    part = fresh(dossier(C, "A", 2, "a2", 1, fees=True))
+    part.communes[C].counts[("with_fees",)] = -1  # figures no snapshot accepts
+    before = telemetry.SNAPSHOT_FAILURES._value.get()
+    with capture_logs() as logs:
+        assert _snapshot_record(C, part.communes[C], at(24)) is None
+    assert telemetry.SNAPSHOT_FAILURES._value.get() == before + 1
+    assert [(e["event"], e["commune"]) for e in logs] == [("metrics.snapshot_invalid", C)]
 
 
 def test_apply_safely_returns_internal_error_and_leaves_the_store_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
