@@ -18,8 +18,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import structlog
+from aiokafka.errors import KafkaError
 
 from schemas import trace
+from schemas.deadletter import internal_error
 from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
 from services.notify import metrics
 from services.notify.channels.base import Channel, DeliveryError, compose
@@ -142,6 +144,11 @@ class Dispatcher:
         except Erased:
             await self._erased(job)
             return
+        except KafkaError:  # the key store could not be read: the run restarts, the record is done again
+            raise
+        except Exception as exc:  # tampered or malformed personal data: this one request is dead-lettered
+            await self._unexpected(job, exc, "unopenable")
+            return
         await self.gate.enter()
         try:
             await self._attempt_fenced(lane, job, clear)
@@ -173,12 +180,17 @@ class Dispatcher:
             self._finish(job)
             return
         try:
-            receipt = await self.channels[r.channel].send(compose(clear, self.segment_limit))
+            channel = self.channels[r.channel]
+        except KeyError:
+            await self._failed(job, DeliveryError("no_channel", retryable=False))
+            return
+        try:
+            receipt = await channel.send(compose(clear, self.segment_limit))
         except DeliveryError as err:
             await self._failed(job, err)
             return
-        except KeyError:
-            await self._failed(job, DeliveryError("no_channel", retryable=False))
+        except Exception as exc:  # a bug met by this request (template, client): dead-lettered, the lane goes on
+            await self._unexpected(job, exc, "internal_error")
             return
         await self.ledger.record_done(r.notification_id, Outcome.SENT.value)
         outcome = Outcome.DELIVERED if receipt.delivered else Outcome.SENT
@@ -207,6 +219,15 @@ class Dispatcher:
         log.error("notify.dead_lettered", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
                   reason=reason, trace_id=trace_id(r))
         self._finish(job)
+
+    async def _unexpected(self, job: Job, exc: Exception, reason: str) -> None:
+        """An exception no channel expects, met by one request: logged (type and file:line, never its text, which
+        may quote the request), counted, the request dead-lettered; one bad request must not stop its lane."""
+        r = job.request
+        log.error("notify.request_failed", nid=r.notification_id, channel=r.channel.value, reason=reason,
+                  detail=internal_error(exc).message, trace_id=trace_id(r))
+        metrics.SKIPPED.labels(reason).inc()
+        await self._failed(job, DeliveryError(reason, retryable=False))
 
     def _finish(self, job: Job) -> None:
         self._inflight.pop(job.request.notification_id, None)

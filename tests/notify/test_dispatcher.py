@@ -8,16 +8,18 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
+from structlog.testing import capture_logs
 
 from schemas.notification import ChannelKind, NotificationRequest
-from services.notify import rules
+from services.notify import metrics, rules
 from services.notify.channels.base import Channel, DeliveryError
 from services.notify.delivery import Dispatcher
 from services.notify.jobs import Outputs
 from services.notify.ledger import Ledger
-from services.notify.personal import redact
+from services.notify.personal import OpenContacts, as_is, redact
 from services.notify.policy import Backoff, QuietHours
 from services.notify.subscribers import Registry
+from services.privacy.crypto import Tampered
 from tests.notify.events import directory, dossier, storm
 from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
 from tests.waiting import eventually_async
@@ -42,14 +44,15 @@ def emergencies(event_id: str) -> list[NotificationRequest]:
 
 
 class Setup:
-    def __init__(self, channel: Channel, clock: FixedClock, quiet: QuietHours, routine: int, max_attempts: int) -> None:
+    def __init__(self, channel: Channel, clock: FixedClock, quiet: QuietHours, routine: int, max_attempts: int,
+                 opener: OpenContacts = as_is) -> None:
         self.producer, self.tasks, self.clock = FakeProducer(), Tasks(), clock
         self.ledger = Ledger(LEDGER, self.producer)
         self.dispatcher = Dispatcher(
             {ChannelKind.SMS: channel}, self.ledger, self.producer, OUT, spawn=self.tasks,
             backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=max_attempts), quiet=quiet,
             rates={"sms": 10_000.0}, segment_limit=3, routine_workers=routine, emergency_workers=1, clock=clock,
-            release_every_s=0.01)
+            release_every_s=0.01, opener=opener)
 
     def outcomes(self, nid: str) -> list[tuple[str, int]]:
         return [(s["outcome"], s["attempt"]) for m in self.producer.to(OUT.status)
@@ -58,8 +61,8 @@ class Setup:
 
 @asynccontextmanager
 async def running(channel: Channel, *, clock: FixedClock | None = None, quiet: QuietHours = NEVER_QUIET,
-                  routine: int = 2, max_attempts: int = 3) -> AsyncIterator[Setup]:
-    setup = Setup(channel, clock or FixedClock(NOON), quiet, routine, max_attempts)
+                  routine: int = 2, max_attempts: int = 3, opener: OpenContacts = as_is) -> AsyncIterator[Setup]:
+    setup = Setup(channel, clock or FixedClock(NOON), quiet, routine, max_attempts, opener)
     setup.dispatcher.start()
     try:
         yield setup
@@ -80,16 +83,45 @@ async def test_every_background_task_is_started_through_spawn() -> None:
     assert names.count("routine-sender") == 3 and names.count("emergency-sender") == 1
 
 
-async def test_a_sender_that_fails_unexpectedly_is_seen_not_lost() -> None:
-    """An unexpected error in a channel ends that sender task with the error, for its owner to see."""
-    s = Setup(FakeChannel(RuntimeError("bug")), FixedClock(NOON), NEVER_QUIET, 1, 3)
-    s.dispatcher.start()
-    try:
-        await s.dispatcher.submit(citizen_sms("bug-1"), Calls())
-        await settle(lambda: bool(s.tasks.failures()), "a failed task")
-        assert [type(e) for e in s.tasks.failures()] == [RuntimeError]
-    finally:
-        await s.dispatcher.stop()
+async def test_a_request_that_meets_a_bug_is_dead_lettered_and_the_lane_goes_on() -> None:
+    """An unexpected error in a channel (a bug met by one request) dead-letters that request with reason
+    internal_error, logged with its type and place (never its text) and counted; the next request is sent. It
+    ended the sender task, so the process, and the record came back after the restart: a crash loop."""
+    channel = FakeChannel(RuntimeError("bug quoting 0912345678"))
+    before = metrics.SKIPPED.labels("internal_error")._value.get()
+    with capture_logs() as logs:
+        async with running(channel, routine=1) as s:
+            bad, good = citizen_sms("bug-1"), citizen_sms("ok-1")
+            done = Calls()
+            await s.dispatcher.submit(bad, done)
+            await s.dispatcher.submit(good, done)
+            await settle(lambda: done.count == 2, "both done")
+            [dead] = s.producer.to(OUT.dlq)
+            assert dead.headers["dlq.reason"] == b"internal_error"
+            assert channel.delivered == [good.notification_id]
+    assert metrics.SKIPPED.labels("internal_error")._value.get() == before + 1
+    [failed] = [e for e in logs if e["event"] == "notify.request_failed"]
+    assert failed["detail"].startswith("internal error: RuntimeError at ") and "0912345678" not in str(logs)
+
+
+async def test_a_request_whose_personal_data_cannot_be_opened_is_dead_lettered() -> None:
+    """Tampered or malformed sealed contacts (the opener raises, not `Erased`): that request is dead-lettered as
+    unopenable, never sent, and the lane goes on."""
+    async def opener(request: NotificationRequest) -> NotificationRequest:
+        if request.notification_id == bad.notification_id:
+            raise Tampered("tag does not verify")
+        return request
+
+    bad, good = citizen_sms("tampered-1"), citizen_sms("ok-2")
+    channel = FakeChannel()
+    async with running(channel, routine=1, opener=opener) as s:
+        done = Calls()
+        await s.dispatcher.submit(bad, done)
+        await s.dispatcher.submit(good, done)
+        await settle(lambda: done.count == 2, "both done")
+        [dead] = s.producer.to(OUT.dlq)
+        assert dead.headers["dlq.reason"] == b"unopenable"
+        assert channel.attempted == [good.notification_id]
 
 
 async def test_emergency_is_sent_while_every_routine_sender_is_busy() -> None:
