@@ -233,11 +233,14 @@ def for_event(event: Event, directory: Directory, registry: Registry) -> list[No
         for rule in RULES.get(event.type, NO_NOTIFICATION) if rule.when(event)
         for target in rule.to(event, directory)
     ]
+    # an emergency reaches subscribers (a disaster-response system, say) in the emergency lane, as it reaches people
+    webhook_priority = Priority.EMERGENCY if is_emergency(event) else Priority.ROUTINE
     for sub in registry.matching(event.type, event.commune, event.province):
         target = (Recipient(ref=f"subscriber:{sub.name}", url=sub.url), ChannelKind.WEBHOOK, Audience.SYSTEM)
         out.append(_request(event.id, event.type, f"webhook:{sub.name}", K.WEBHOOK, target, {},
                             commune=event.commune, province=event.province, time=event.time,
-                            payload=structured(event, sub.include_personal_data), traceparent=event.traceparent))
+                            priority=webhook_priority, payload=structured(event, sub.include_personal_data),
+                            traceparent=event.traceparent))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 import tomllib
 from pathlib import Path
 
@@ -59,5 +60,19 @@ def signature(secret: str, webhook_id: str, timestamp: str, body: bytes) -> str:
     return "v1=" + mac.hexdigest()
 
 
-def verify(secret: str, webhook_id: str, timestamp: str, body: bytes, header: str) -> bool:
-    return hmac.compare_digest(signature(secret, webhook_id, timestamp, body), header)
+MAX_SKEW_S = 300
+"""How far a delivery's timestamp may lie from the receiver's clock: an older (or future) one is a replay."""
+
+
+def verify(secret: str, webhook_id: str, timestamp: str, body: bytes, header: str, *,
+           now: float | None = None, max_skew_s: float = MAX_SKEW_S) -> bool:
+    """The subscriber's check: the signature matches (constant time, any header bytes) and the timestamp is within
+    `max_skew_s` of `now` (default: the clock), so a recorded delivery cannot be replayed later."""
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - sent) > max_skew_s:
+        return False
+    expected = signature(secret, webhook_id, timestamp, body).encode()
+    return hmac.compare_digest(expected, header.encode("utf-8", "surrogateescape"))

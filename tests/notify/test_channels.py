@@ -108,6 +108,39 @@ async def test_server_errors_are_retryable_and_client_errors_are_not(fake: FakeP
     assert (client.value.reason, client.value.retryable) == ("http_401", False) and fake.bad_signatures == 1
 
 
+async def test_a_subscriber_redirect_is_refused_not_followed() -> None:
+    """A subscriber answering 307 to an internal address: the signed body is not re-sent there (no redirect is
+    followed), and the delivery fails for good (http_307, a dead letter), where before it went on to the target."""
+    hits: list[str] = []
+
+    async def redirect(_: web.Request) -> web.Response:
+        hits.append("hook")
+        raise web.HTTPTemporaryRedirect("/internal")
+
+    async def internal(_: web.Request) -> web.Response:
+        hits.append("internal")
+        return web.json_response({"ok": True})
+
+    server = web.Application()
+    server.add_routes([web.post("/hook", redirect), web.post("/internal", internal)])
+    runner = web.AppRunner(server)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    http = HttpClient(2)
+    try:
+        reg = Registry.model_validate(
+            {"subscribers": [{"name": "prov-08", "url": f"http://127.0.0.1:{port}/hook", "secret": "s3"}]})
+        hook = next(x for x in rules.for_event(dossier(), directory(), reg) if x.channel is ChannelKind.WEBHOOK)
+        with pytest.raises(DeliveryError) as refused:
+            await Webhooks(http, reg).send(compose(hook, 2))
+    finally:
+        await http.close()
+        await runner.cleanup()
+    assert (refused.value.reason, refused.value.retryable) == ("http_307", False)
+    assert hits == ["hook"]
+
+
 async def test_email_carries_the_notification_id_as_message_id() -> None:
     """Staff e-mail goes over SMTP with Message-ID <notification id@commune-bus> and the rendered text."""
     from aiosmtpd.controller import Controller

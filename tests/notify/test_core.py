@@ -16,7 +16,7 @@ from services.notify.channels.base import compose
 from services.notify.masking import mask_email, mask_name, mask_phone
 from services.notify.offsets import OffsetTracker
 from services.notify.policy import Backoff, QuietHours, TokenBucket, notification_id
-from services.notify.subscribers import Registry, signature, verify
+from services.notify.subscribers import MAX_SKEW_S, Registry, signature, verify
 from services.notify.templates import TEMPLATES, render
 from tests.notify.events import broadcast_failed, directory, dossier, storm, visit_completed, visit_scheduled
 
@@ -167,7 +167,28 @@ def test_webhook_subscribers_get_events_without_personal_data_and_signed() -> No
     payload = hooks[0].payload or ""
     assert "0912345678" not in payload and '"dossier_code":"TL-251101-0002"' in payload
     sig = signature("s3", "id1", "17", b"{}")
-    assert verify("s3", "id1", "17", b"{}", sig) and not verify("s3", "id1", "17", b"{ }", sig)
+    assert verify("s3", "id1", "17", b"{}", sig, now=17) and not verify("s3", "id1", "17", b"{ }", sig, now=17)
+
+
+def test_a_webhook_signature_check_refuses_replays_and_odd_headers_without_raising() -> None:
+    """A delivery older (or newer) than five minutes is a replay; a non-ASCII or junk header is False, not a
+    TypeError; a timestamp that is no number is False."""
+    sig = signature("s3", "id1", "1000", b"{}")
+    assert verify("s3", "id1", "1000", b"{}", sig, now=1000 + MAX_SKEW_S)
+    assert not verify("s3", "id1", "1000", b"{}", sig, now=1001 + MAX_SKEW_S)
+    assert not verify("s3", "id1", "1000", b"{}", sig, now=999 - MAX_SKEW_S)
+    assert not verify("s3", "id1", "1000", b"{}", "v1=ñ" + sig[4:], now=1000)
+    assert not verify("s3", "id1", "later", b"{}", sig, now=1000)
+
+
+def test_an_emergency_reaches_webhook_subscribers_in_the_emergency_lane() -> None:
+    """A storm warning's webhook deliveries are emergencies as its SMS are (they were routine: behind any backlog)."""
+    reg = Registry.model_validate({"subscribers": [{"name": "pdc", "url": "http://127.0.0.1:1/h", "secret": "s3"}]})
+    requests = rules.for_event(storm(), directory(), reg)
+    hooks = [r for r in requests if r.channel is ChannelKind.WEBHOOK]
+    assert hooks and all(r.is_emergency for r in requests)
+    routine = [r for r in rules.for_event(dossier(), directory(), reg) if r.channel is ChannelKind.WEBHOOK]
+    assert routine and not any(r.is_emergency for r in routine)
 
 
 def test_deadline_alerts_fire_once_each_and_never_for_closed_dossiers() -> None:

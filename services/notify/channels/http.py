@@ -35,10 +35,12 @@ class HttpClient:
     async def post(self, url: str, *, json: object = None, data: bytes | None = None,
                    headers: dict[str, str]) -> dict[str, object]:
         try:
-            async with self.session.post(url, json=json, data=data, headers=headers) as resp:
+            # no redirect followed: a signed body (perhaps with personal data) goes to the registered URL only, never
+            # where a 307 points (an internal address, say)
+            async with self.session.post(url, json=json, data=data, headers=headers, allow_redirects=False) as resp:
                 if resp.status == 429 or resp.status >= 500:
                     raise DeliveryError(f"http_{resp.status}")
-                if resp.status >= 400:
+                if resp.status >= 300:
                     raise DeliveryError(f"http_{resp.status}", retryable=False)
                 try:
                     body = await resp.json(content_type=None)
