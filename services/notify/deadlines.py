@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from schemas.codes import DossierStatus
 from schemas.dossier import DossierStatusChanged
 from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
 from schemas.times import VIETNAM
@@ -20,13 +21,23 @@ def one_working_day_before(due_at: datetime) -> datetime:
 
 
 def tracked(event: DossierStatusChanged) -> TrackedDossier | None:
-    """The tracker's view of a dossier after this event; None if it never had a due date."""
+    """The tracker's view of a dossier after this event; None for one without a due date that is open or only
+    registered (nothing to track).
+
+    A dossier closed by an event without a due date (withdrawn, stopped, rejected often carry none) still gives a
+    closing view, so a due date tracked before stops alerting; its `due_at` is the event time (a closed dossier is
+    dropped by the tracker, the date never read). Without it the officer got due-soon and overdue alerts for a
+    dossier the citizen had withdrawn.
+    """
     d = event.data
-    if d.due_at is None:
-        return None
+    due = d.due_at
+    if due is None:
+        if d.status.is_open or d.status is DossierStatus.REGISTERED:
+            return None
+        due = event.time
     return TrackedDossier(
         dossier_code=d.dossier_code, commune=event.commune, province=event.province,
-        procedure_code=d.procedure_code, officer_id=d.assigned_officer_id, due_at=d.due_at, is_open=d.status.is_open,
+        procedure_code=d.procedure_code, officer_id=d.assigned_officer_id, due_at=due, is_open=d.status.is_open,
     )
 
 

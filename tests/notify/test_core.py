@@ -289,6 +289,20 @@ def rec_type(rec: object) -> str:
     return dict(rec.headers)["ce_type"].decode()  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("status", [3, 7, 8])
+def test_a_dossier_closed_without_a_due_date_closes_its_tracking(status: int) -> None:
+    """Rejected, withdrawn or stopped with no due date: a closing view (the tracker drops the dossier and its
+    alerts), where before there was none and the earlier due date kept alerting; a registered one without: None."""
+    event = dossier(status=status)
+    event = event.model_copy(update={"data": event.data.model_copy(update={"due_at": None})})
+    closing = deadlines.tracked(event)
+    assert closing is not None and not closing.is_open
+    assert deadlines.alerts_due(closing, datetime(2030, 1, 1, tzinfo=UTC)) == []
+    registered = dossier(status=1)
+    assert deadlines.tracked(registered.model_copy(
+        update={"data": registered.data.model_copy(update={"due_at": None})})) is None
+
+
 def test_bounded_far_dates_do_not_overflow_deadlines_or_rules() -> None:
     """The latest and earliest times a record may carry (2100, 1975) go through rules and deadline arithmetic."""
     for due in (datetime(2100, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1975, 1, 1, tzinfo=UTC)):
