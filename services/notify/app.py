@@ -34,6 +34,7 @@ from services.notify.ledger_feed import LedgerFeed
 from services.notify.ledger_store import RocksStores
 from services.notify.ledger_upkeep import aligned_partitions, keep_window_ms, prune_loop
 from services.notify.offsets import OffsetTracker
+from services.notify.pauses import Pauses
 from services.notify.personal import Opener
 from services.notify.rebalance import Fence, Listener, Readiness
 from services.notify.records import Records
@@ -60,6 +61,8 @@ class NotifyApp:
         self.directory = load_directory(settings.directory_file)
         self.registry = load_registry(settings.subscribers_file)
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.pauses: dict[str, Pauses] = {}
+        """Per consumer (routine, urgent): why its partitions are paused."""
 
     def _channels(self, http: HttpClient) -> dict[ChannelKind, Channel]:
         sms = SmsGateway(http, self.s.sms_url)
@@ -114,8 +117,8 @@ class NotifyApp:
                               self.sup)
             stack.push_async_callback(self._final_commit, consumers)
             stack.push_async_callback(_cancel, [
-                spawn("routine-consumer", records.consume(routine, throttle=True)),
-                spawn("urgent-consumer", records.consume(urgent, throttle=False)),
+                spawn("routine-consumer", records.consume(routine, self.pauses["routine"], throttle=True)),
+                spawn("urgent-consumer", records.consume(urgent, self.pauses["urgent"], throttle=False)),
                 spawn("routine-commits", self._commit_loop(routine)),
                 spawn("urgent-commits", self._commit_loop(urgent)),
             ])
@@ -164,10 +167,10 @@ class NotifyApp:
                                     heartbeat_interval_ms=self.s.heartbeat_interval_ms)
         await consumer.start()
         stack.push_async_callback(consumer.stop)
+        pauses = self.pauses[name] = Pauses(consumer)
         listener = Listener(self.sup.fail, name, readiness, fence, commit=partial(self._commit, consumer),
                             forget=self.tracker.forget, hold=partial(feed.hold, name),
-                            pause=lambda tps: consumer.pause(*tps),
-                            resume=lambda tps: consumer.resume(*(tps & consumer.assignment())),
+                            pause=pauses.hold, resume=pauses.release,
                             spawn=self.sup.spawn, drain_s=self.s.drain_s)
         consumer.subscribe(topics, listener=listener)
         stack.push_async_callback(listener.stop)  # before the ledger feed closes under a catch-up

@@ -21,6 +21,7 @@ from services.notify import metrics, rules
 from services.notify.delivery import Dispatcher
 from services.notify.directory import Directory
 from services.notify.offsets import OffsetTracker
+from services.notify.pauses import Pauses
 from services.notify.settings import NotifySettings
 from services.notify.subscribers import Registry
 from services.notify.topics import Names
@@ -41,9 +42,9 @@ class Records:
         self.s, self.names, self.directory, self.registry = settings, names, directory, registry
         self.producer, self.dispatcher, self.tracker, self.sup = producer, dispatcher, tracker, supervisor
 
-    async def consume(self, consumer: AIOKafkaConsumer, throttle: bool) -> None:
-        """Decode -> rules -> dispatcher; pauses (routine consumer only) while the routine backlog is too long."""
-        paused = False
+    async def consume(self, consumer: AIOKafkaConsumer, pauses: Pauses, throttle: bool) -> None:
+        """Decode -> rules -> dispatcher; pauses (routine consumer only) while the routine backlog is too long,
+        through `pauses`, which also holds partitions whose ledger is catching up."""
         while True:
             batch = await consumer.getmany(timeout_ms=200)
             for tp, records in batch.items():
@@ -52,12 +53,12 @@ class Records:
             if not throttle:
                 continue
             backlog = self.dispatcher.routine_backlog
-            if not paused and backlog > self.s.max_pending:
-                consumer.pause(*consumer.assignment())
-                paused = True
-            elif paused and backlog < self.s.max_pending // 2:
-                consumer.resume(*consumer.paused())
-                paused = False
+            if backlog > self.s.max_pending:
+                pauses.throttle(True)
+            elif backlog < self.s.max_pending // 2:
+                pauses.throttle(False)
+            else:
+                pauses.apply()  # partitions assigned meanwhile follow the throttle as it stands
 
     def derive(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Derived:
         """The record's notification requests and, for a dossier with a due date, its state for the tracker.
