@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from schemas.notification import Audience
 from services.notify import metrics
 from services.notify.delivery import Dispatcher
 from services.notify.jobs import Claim, Job
@@ -39,7 +40,11 @@ class OwnedDispatcher(Dispatcher):
     def release_due(self) -> int:
         """Enqueue every due deferred request of the owned partitions not already in flight; returns how many."""
         released = 0
-        for partition, request in self.ledger.due_in(self.clock(), self.owns_partition, skip=self._inflight):
+        now = self.clock()
+        quiet = self.quiet.is_quiet(now)
+        for partition, request in self.ledger.due_in(now, self.owns_partition, skip=self._inflight):
+            if quiet and request.audience is Audience.CITIZEN and not request.is_emergency:
+                continue  # due while quiet (a worker down overnight): stays deferred until the quiet hours end
             claim = Claim(lambda: None, self.source_of(partition))
             self._enqueue(Job(request.model_copy(update={"not_before": None}), [claim]))
             released += 1

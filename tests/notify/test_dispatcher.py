@@ -18,6 +18,7 @@ from services.notify.jobs import Outputs
 from services.notify.ledger import Ledger
 from services.notify.personal import OpenContacts, as_is, redact
 from services.notify.policy import Backoff, QuietHours
+from services.notify.release import OwnedDispatcher
 from services.notify.subscribers import Registry
 from services.privacy.crypto import Tampered
 from tests.notify.events import directory, dossier, storm
@@ -251,3 +252,24 @@ async def test_job_whose_partition_was_revoked_is_dropped_not_sent() -> None:
         s.dispatcher.holds = lambda source: True  # reassigned: the same notification is taken up again
         await s.dispatcher.submit(dropped, dropped_done, source="revoked")
         await settle(lambda: dropped_done.count == 1, "sent after reassignment")
+
+
+async def test_a_deferral_due_during_quiet_hours_waits_for_their_end() -> None:
+    """A worker back at 02:00 after a night down finds citizens' deferrals due since the evening: they stay deferred
+    until 07:00 (they were released and sent at night); an emergency is released at once."""
+    night = datetime(2025, 11, 3, 19, 0, tzinfo=UTC)  # 02:00 in Vietnam
+    clock = FixedClock(night)
+    producer = FakeProducer()
+    ledger = Ledger(LEDGER, producer)
+    dispatcher = OwnedDispatcher(
+        {ChannelKind.SMS: FakeChannel()}, ledger, producer, OUT, spawn=Tasks(), backoff=Backoff(),
+        quiet=QuietHours(time(21, 0), time(7, 0)), rates={"sms": 1000.0}, segment_limit=3, routine_workers=1,
+        emergency_workers=1, clock=clock)
+    ledger.commune_of = dispatcher.commune_of
+    citizen = citizen_sms("evening-1").model_copy(update={"not_before": night - timedelta(hours=6)})
+    [urgent, *_] = emergencies("storm-night")
+    await ledger.record_deferred(citizen)
+    await ledger.record_deferred(urgent.model_copy(update={"not_before": night - timedelta(hours=1)}))
+    assert dispatcher.release_due() == 1 and set(dispatcher._inflight) == {urgent.notification_id}
+    clock.now = datetime(2025, 11, 4, 0, 0, tzinfo=UTC)  # 07:00 in Vietnam
+    assert dispatcher.release_due() == 1 and citizen.notification_id in dispatcher._inflight
