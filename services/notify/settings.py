@@ -30,8 +30,11 @@ class NotifySettings(ConsumerSettings):
     quiet_start: time = time(21, 0)
     quiet_end: time = time(7, 0)
     retry_base_s: float = 0.5
-    retry_cap_s: float = 8.0
-    retry_max_attempts: int = 10
+    retry_cap_s: float = Field(default=60.0, gt=0, description="Longest wait between two attempts")
+    retry_max_attempts: int = Field(
+        default=40, ge=1, description="Attempts before a retryable failure is dead-lettered: with the defaults a "
+        "provider may be down 16-33 minutes (equal jitter) before a notification is given up (it was 28-55 s: a "
+        "one-minute SMS gateway outage dead-lettered every notification, emergencies too)")
     rate_per_s: dict[str, float] = Field(
         default_factory=lambda: {"sms": 200.0, "zalo": 200.0, "email": 50.0, "webhook": 200.0})
     routine_workers: int = 32

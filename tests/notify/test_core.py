@@ -16,6 +16,7 @@ from services.notify.channels.base import compose
 from services.notify.masking import mask_email, mask_name, mask_phone
 from services.notify.offsets import OffsetTracker
 from services.notify.policy import Backoff, QuietHours, TokenBucket, notification_id
+from services.notify.settings import NotifySettings
 from services.notify.subscribers import MAX_SKEW_S, Registry, signature, verify
 from services.notify.templates import TEMPLATES, render
 from tests.notify.events import broadcast_failed, directory, dossier, storm, visit_completed, visit_scheduled
@@ -104,6 +105,14 @@ def test_quiet_hours_cross_midnight_in_vietnam_time() -> None:
     assert q.release_at(at_22) == datetime(2025, 11, 4, 0, 0, tzinfo=UTC)
     noon = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
     assert q.release_at(noon) == noon
+
+
+def test_the_default_retries_outlast_a_quarter_hour_provider_outage() -> None:
+    """With the service's defaults, the shortest retry budget (every wait at the low end of its jitter) is over
+    15 minutes: a provider outage that long dead-letters nothing (the defaults gave 28 s)."""
+    b = NotifySettings().backoff()
+    shortest = sum(min(b.cap_s, b.base_s * b.factor ** (n - 1)) / 2 for n in range(1, b.max_attempts))
+    assert shortest > 15 * 60 and b.cap_s <= 60  # and a recovered provider is tried again within a minute
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter_and_gives_up() -> None:
