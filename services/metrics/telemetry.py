@@ -16,7 +16,7 @@ SNAPSHOTS = Counter("commune_metrics_snapshots_total", "Per-commune snapshot eve
 BATCH_SECONDS = Histogram("commune_metrics_batch_seconds", "Time to apply a batch and flush its changelog",
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 SNAPSHOT_FAILURES = Counter("commune_metrics_snapshot_failures_total",
-                            "Snapshot rounds given up after a Kafka error (retried at the next interval), and communes whose "
-                            "figures made no valid snapshot (skipped, logged metrics.snapshot_invalid)")
+                            "Snapshot rounds given up after a Kafka error (retried at the next interval), and "
+                            "communes whose figures made no valid snapshot (skipped, logged metrics.snapshot_invalid)")
 RESTORE_SKIPPED = Counter("commune_metrics_restore_skipped_total",
                           "Changelog records that could not be read back into a state (skipped, logged)")

@@ -45,7 +45,8 @@ def test_every_alert_has_a_promtool_scenario() -> None:
     tested = {t["alertname"] for case in yaml.safe_load((PROM / "tests/rules_test.yml").read_text())["tests"]
               for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
     assert alerts == tested == {"CommuneOnTimeRateLow", "OverdueBacklogRising", "DeadLettersSpiking",
-                                "ConsumerLagGrowing", "CommuneSilent", "InternalErrorDeadLetters", "NotifyDrainTimedOut"}
+                                "ConsumerLagGrowing", "CommuneSilent", "InternalErrorDeadLetters",
+                                "NotifyDrainTimedOut"}
 
 
 def test_dashboard_json_is_what_the_code_generates() -> None:
