@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -92,12 +93,8 @@ async def test_a_request_that_meets_a_bug_is_dead_lettered_and_the_lane_goes_on(
     before = metrics.SKIPPED.labels("internal_error")._value.get()
     with capture_logs() as logs:
         async with running(channel, routine=1) as s:
-            bad, good = citizen_sms("bug-1"), citizen_sms("ok-1")
-            done = Calls()
-            await s.dispatcher.submit(bad, done)
-            await s.dispatcher.submit(good, done)
-            await settle(lambda: done.count == 2, "both done")
-            [dead] = s.producer.to(OUT.dlq)
+            good = citizen_sms("ok-1")
+            dead = await bad_then_good(s, citizen_sms("bug-1"), good)
             assert dead.headers["dlq.reason"] == b"internal_error"
             assert channel.delivered == [good.notification_id]
     assert metrics.SKIPPED.labels("internal_error")._value.get() == before + 1
@@ -116,13 +113,19 @@ async def test_a_request_whose_personal_data_cannot_be_opened_is_dead_lettered()
     bad, good = citizen_sms("tampered-1"), citizen_sms("ok-2")
     channel = FakeChannel()
     async with running(channel, routine=1, opener=opener) as s:
-        done = Calls()
-        await s.dispatcher.submit(bad, done)
-        await s.dispatcher.submit(good, done)
-        await settle(lambda: done.count == 2, "both done")
-        [dead] = s.producer.to(OUT.dlq)
+        dead = await bad_then_good(s, bad, good)
         assert dead.headers["dlq.reason"] == b"unopenable"
         assert channel.attempted == [good.notification_id]
+
+
+async def bad_then_good(s: Setup, bad: NotificationRequest, good: NotificationRequest) -> Any:
+    """Submit `bad` then `good` to one sender; once both are done, the one dead letter there is."""
+    done = Calls()
+    await s.dispatcher.submit(bad, done)
+    await s.dispatcher.submit(good, done)
+    await settle(lambda: done.count == 2, "both done")
+    [dead] = s.producer.to(OUT.dlq)
+    return dead
 
 
 async def test_emergency_is_sent_while_every_routine_sender_is_busy() -> None:
