@@ -276,3 +276,23 @@ async def test_a_deferral_due_during_quiet_hours_waits_for_their_end() -> None:
     assert dispatcher.release_due() == 1 and set(dispatcher._inflight) == {urgent.notification_id}
     clock.now = datetime(2025, 11, 4, 0, 0, tzinfo=UTC)  # 07:00 in Vietnam
     assert dispatcher.release_due() == 1 and citizen.notification_id in dispatcher._inflight
+
+
+async def test_a_routine_message_reaching_its_sender_in_quiet_hours_is_deferred_again() -> None:
+    """Queued at 20:59 behind a slow send, reached at 21:30: deferred to 07:00 (it was sent at night)."""
+    evening = datetime(2025, 11, 3, 13, 59, tzinfo=UTC)  # 20:59 in Vietnam
+    clock, gate = FixedClock(evening), asyncio.Event()
+    channel = FakeChannel(gate=gate, gated=lambda r: r.notification_id == first.notification_id)
+    first, queued = citizen_sms("slow-1"), citizen_sms("queued-1")
+    async with running(channel, clock=clock, quiet=QuietHours(time(21, 0), time(7, 0)), routine=1) as s:
+        done = Calls()
+        await s.dispatcher.submit(first, done)
+        await s.dispatcher.submit(queued, done)
+        await settle(lambda: channel.attempted == [first.notification_id], "the first send under way")
+        clock.now = evening + timedelta(minutes=31)
+        gate.set()
+        await settle(lambda: done.count == 2, "both done")
+        assert channel.delivered == [first.notification_id]
+        assert queued.notification_id in s.ledger.deferred
+        assert s.outcomes(queued.notification_id) == [("deferred", 0)]
+        assert s.ledger.deferred[queued.notification_id].not_before == datetime(2025, 11, 4, 0, 0, tzinfo=UTC)
