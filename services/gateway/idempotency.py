@@ -1,10 +1,12 @@
 """`Idempotency-Key` and signature nonces as claims (`services.gateway.claims`): what is claimed, and how a
 request is recognised as the same one.
 
-Keys are scoped by source: `idem:<source id>:<key>`. A retry is the same request when its method, path,
-query, commune header, content type and body are the same (`fingerprint`; the signature and its timestamp
-are not part of it: a retry is signed afresh). Nonces are `nonce:<source id>:<signature>`, held for the
-signature's validity window, so a signature is accepted once, on any instance.
+Keys are scoped by source: `idem:<source id>:<SHA-256 of the key>` (the key is the integrator's text, which may
+hold a dossier code or worse: it is not kept in clear on the claims topic for its 48 hours). A retry is the same
+request when its method, path, query, commune header, content type and body are the same (`fingerprint`; the
+signature and its timestamp are not part of it: a retry is signed afresh). Nonces are
+`nonce:<source id>:<signature>`, held for the signature's validity window, so a signature is accepted once, on
+any instance.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from services.gateway.auth import RequestLine
 
 
 def idempotency_claim(source_id: str, key: str) -> str:
-    return f"idem:{source_id}:{key}"
+    return f"idem:{source_id}:{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()}"
 
 
 def nonce_claim(nonce: str) -> str:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from schemas.topics import GATEWAY_CLAIMS
 from services.gateway.claims import Answer, ClaimRecord, Held, MemoryClaims, Ticket, fold, verdict
+from services.gateway.idempotency import idempotency_claim
 from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import Clock
 
@@ -125,3 +126,11 @@ async def test_memory_claims_answer_in_flight_answered_and_other_request() -> No
     assert second.ticket is not None
     await claims.release(second.ticket)
     assert (await claims.claim("k2", "fp", LEASE)).outcome == "won"
+
+
+def test_an_idempotency_key_is_claimed_by_its_digest_not_in_clear() -> None:
+    """The claim (a compacted topic's record key for 48 hours) names the source and the key's SHA-256: the
+    integrator's key text (a dossier code, a CCCD number) is not kept in clear; the same key claims the same."""
+    claim = idempotency_claim("province", "hs-012345678901")
+    assert claim == idempotency_claim("province", "hs-012345678901") != idempotency_claim("other", "hs-012345678901")
+    assert claim.startswith("idem:province:") and "012345678901" not in claim and len(claim) == 14 + 64
