@@ -114,14 +114,6 @@ class Dispatcher:
             at = self.quiet.release_at(at)
         return at if at > now else None
 
-    def _quiet_until(self, request: NotificationRequest) -> datetime | None:
-        """When a citizen's routine message reaching its sender during the quiet hours may go; None: now."""
-        if request.is_emergency or request.audience is not Audience.CITIZEN:
-            return None
-        now = self.clock()
-        at = self.quiet.release_at(now)
-        return at if at > now else None
-
     def _lane(self, request: NotificationRequest) -> Lane:
         return self.emergency if request.is_emergency else self.routine
 
@@ -186,7 +178,7 @@ class Dispatcher:
         if r.notification_id in self.ledger.done:  # another worker finished it meanwhile
             self._finish(job)
             return
-        if (later := self._quiet_until(r)) is not None:  # queued (or retried) into the quiet hours: deferred again
+        if (later := self._not_before(r, self.clock())) is not None:  # queued or retried into the quiet hours
             deferred = r.model_copy(update={"not_before": later})
             await self.ledger.record_deferred(deferred)
             await self._status(deferred, Outcome.DEFERRED, job.attempt, not_before=later)
