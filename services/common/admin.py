@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -88,10 +88,10 @@ async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOP
         if wanted:
             replicas = replication_factor or await default_replication_factor(client)
             new = [NewTopic(t.name, t.partitions, replicas, topic_configs=dict(t.config)) for t in wanted]
-            with suppress(TopicAlreadyExistsError):  # another worker won the race; the registry is the same for both
-                refused = creation_errors(await client.create_topics(new))
-                if refused:
-                    raise TopicsNotCreated("the broker refused to create " + "; ".join(refused))
+            # a topic another worker created meanwhile comes back as TOPIC_ALREADY_EXISTS, skipped there
+            refused = creation_errors(await client.create_topics(new))
+            if refused:
+                raise TopicsNotCreated("the broker refused to create " + "; ".join(refused))
     check_layout(specs, await _settled_counts(conn, [s.name for s in specs]))
     return [t.name for t in wanted]
 
