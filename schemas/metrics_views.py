@@ -69,7 +69,7 @@ class DossierFacts(View):
     @model_validator(mode="after")
     def _consistent(self) -> DossierFacts:
         """`DossierData._consistent` restricted to the dates read here: required ones, order, timeliness."""
-        for name in _REQUIRED_DATES[self.status]:
+        for name in REQUIRED_DATES[self.status]:
             if getattr(self, name) is None:
                 raise PydanticCustomError("missing_field", "{field} is required for status {status}",
                                           {"field": name, "status": int(self.status)})
@@ -86,7 +86,7 @@ class DossierFacts(View):
         return self
 
 
-_REQUIRED_DATES = {status: tuple(name for name, needed in (
+REQUIRED_DATES = {status: tuple(name for name, needed in (
     ("received_at", status in OPEN_STATUSES or status in COMPLETED_STATUSES),
     ("due_at", status in OPEN_STATUSES or status in COMPLETED_STATUSES),
     ("ended_at", status in COMPLETED_STATUSES),

@@ -36,6 +36,7 @@ from schemas.metrics_views import (
 )
 from schemas.mobile_team import SUPPORT_ANSWERED, TRAINING_HELD, VISIT_COMPLETED, VISIT_SCHEDULED, VISIT_STARTED
 from services.metrics.aggregate import EntityState
+from services.metrics.fast import FastDossier
 from services.metrics.state import (
     merge_broadcast_completed,
     merge_broadcast_failed,
@@ -51,8 +52,11 @@ from services.metrics.state import (
 
 StateKind = Literal["d", "v", "t", "s", "a"]
 """Dossier, visit, training, support request, announcement: the state a store key holds (`partition.loads`)."""
-Ident = Callable[[Event], str]
-Merge = Callable[[EntityState | None, Event], EntityState | None]
+Decoded = Event | FastDossier
+"""What a handler reads: a pydantic model, or a dossier decoded by the fast path (`services.metrics.fast`:
+the same attributes)."""
+Ident = Callable[[Decoded], str]
+Merge = Callable[[EntityState | None, Decoded], EntityState | None]
 E = TypeVar("E", bound=Event)
 S = TypeVar("S", bound=EntityState)
 

@@ -24,10 +24,10 @@ from rocksdict import Rdict
 
 from schemas import wire
 from schemas.deadletter import Rejection
-from schemas.envelope import Event
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.metrics import decoding, store, telemetry
+from services.metrics.handlers import Decoded
 from services.metrics.partition import PartitionState
 from services.metrics.topics import Names
 from services.metrics.writers import PartitionWriter, is_fenced
@@ -42,7 +42,7 @@ class Ownership:
     """Partition states of one worker; only the owned ones are exported."""
 
     def __init__(self, conn: KafkaConnection, names: Names, state_root: Path, client_id: str,
-                 new_writer: NewWriter, decode: decoding.Decode = decoding.slim) -> None:
+                 new_writer: NewWriter, decode: decoding.Decode = decoding.fast) -> None:
         self.conn, self.names, self.state_root, self.client_id = conn, names, state_root, client_id
         self.new_writer, self.decode = new_writer, decode
         self.partitions: dict[int, PartitionState] = {}
@@ -159,7 +159,7 @@ class Ownership:
             await writer.close()
 
 
-def _decode(decode: decoding.Decode, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> Event | None:
+def _decode(decode: decoding.Decode, tp: TopicPartition, rec: ConsumerRecord[bytes, bytes]) -> Decoded | None:
     """The record's event, or None (logged with the reason) when it is not a valid canonical event."""
     try:
         return decode(rec.headers, rec.value)

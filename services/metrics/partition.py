@@ -15,9 +15,8 @@ import orjson
 
 from schemas.admin import commune_provinces
 from schemas.deadletter import Rejection, internal_error
-from schemas.envelope import Event
 from services.metrics.aggregate import CommuneTotals, EntityState
-from services.metrics.handlers import HANDLERS
+from services.metrics.handlers import HANDLERS, Decoded
 from services.metrics.state import (
     AnnouncementState,
     ClusterBroadcast,
@@ -40,7 +39,7 @@ LOADERS: dict[bytes, Callable[[Any], EntityState]] = {
 """State kind (the store key's first letter, `handlers.StateKind`) -> state from its decoded JSON array."""
 
 
-def entity_key(event: Event) -> bytes:
+def entity_key(event: Decoded) -> bytes:
     """Kind, commune and entity id: never exported, only the store's key. The event's type must change state."""
     handler = HANDLERS[event.type]
     if handler is None:
@@ -56,7 +55,7 @@ def loads(key: bytes, value: bytes) -> EntityState:
     return LOADERS[key[:1]](orjson.loads(value))
 
 
-def merge(old: EntityState | None, event: Event) -> EntityState | None:
+def merge(old: EntityState | None, event: Decoded) -> EntityState | None:
     """The entity's next state, or None if the event changes nothing."""
     handler = HANDLERS[event.type]
     return None if handler is None else handler.merge(old, event)
@@ -68,7 +67,7 @@ class PartitionState:
         self.store = store
         self.communes: dict[str, CommuneTotals] = {}
 
-    def apply(self, event: Event) -> tuple[bytes, bytes] | None:
+    def apply(self, event: Decoded) -> tuple[bytes, bytes] | None:
         """Merge one event; returns the changelog record (key, new state) or None if nothing changed."""
         handler = HANDLERS[event.type]  # the hot path: one lookup, then the entry's own functions
         if handler is None:
@@ -84,7 +83,7 @@ class PartitionState:
         self._totals(event.commune, event.province).replace(old, new)
         return key, value
 
-    def apply_safely(self, event: Event) -> tuple[bytes, bytes] | Rejection | None:
+    def apply_safely(self, event: Decoded) -> tuple[bytes, bytes] | Rejection | None:
         """`apply` that never raises: an unexpected exception is returned as an `internal_error` Rejection.
 
         Everything that can fail for one event (its entity key, the merge, serialising the state) runs before

@@ -65,8 +65,9 @@ class MetricsWorker:
     """One metrics worker: `run` is the runtime's worker (called once per run), `figures` its `/metrics` text."""
 
     def __init__(self, settings: MetricsSettings, clock: Clock = time.time,
-                 decode: decoding.Decode = decoding.slim) -> None:
-        """`decode`: how a canonical record becomes an event (the slim views; `decoding.full` to compare)."""
+                 decode: decoding.Decode = decoding.fast) -> None:
+        """`decode`: how a canonical record becomes an event (the fast path, else the slim views; `decoding.slim` or
+        `decoding.full` to compare)."""
         self.settings = settings
         self.clock = clock
         self.names = Names(settings.namespace)
