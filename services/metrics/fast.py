@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 from annotated_types import MaxLen
@@ -37,10 +37,9 @@ from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierData, Fee, timeliness
 from schemas.envelope import SPECVERSION, Event
 from schemas.limits import EARLIEST, LATEST, MAX_AMOUNT_VND, MAX_ITEMS
 from schemas.metrics_views import REQUIRED_DATES
-from schemas.times import is_canonical_text
 from schemas.trace import PATTERN as TRACEPARENT
 from schemas.trace import derive
-from schemas.wire import ATTRIBUTES, CE_PREFIX, Headers
+from schemas.wire import CE_PREFIX, Headers
 
 DEPTH_LIMIT: Final = 200
 """pydantic's JSON parser refuses nesting past 200 levels; a value with at most this many `[` and `{` bytes
@@ -63,8 +62,13 @@ ID_MAX, SOURCE_MAX, SUBJECT_MAX = (max_length(Event, n) for n in ("id", "source"
 CODE_MAX = max_length(DossierData, "dossier_code")
 FEE_NAME_MAX = max_length(Fee, "name")
 _TRACEPARENT = re.compile(TRACEPARENT)
-_HEADERS: Final = {f"{CE_PREFIX}{name}": name for name in ATTRIBUTES}
+_TYPE_HEADER, _TYPE = f"{CE_PREFIX}type", DOSSIER_STATUS_CHANGED.encode()
+_SPECVERSION_HEADER, _SPECVERSION = f"{CE_PREFIX}specversion", SPECVERSION.encode()
+_PROVINCE_OF = commune_provinces()
 _COMPLETED = frozenset(COMPLETED_STATUSES)
+_NEEDS = {status: tuple(name in names for name in ("received_at", "due_at", "ended_at"))
+          for status, names in REQUIRED_DATES.items()}
+"""Per status, whether it requires (received, due, ended): `schemas.metrics_views.REQUIRED_DATES`, unpacked."""
 
 
 class _Fee(msgspec.Struct, forbid_unknown_fields=True):
@@ -128,10 +132,12 @@ def _text(value: str, limit: int) -> bool:
 
 
 def _time(value: str | None) -> datetime | None:
-    """A canonical time as `UtcDateTime` parses it; raises ValueError for anything else (None passes)."""
+    """A canonical time as `UtcDateTime` parses it; raises ValueError for anything else (None passes).
+    The shape is `schemas.times.is_canonical_text`'s, written out: this runs four times a record."""
     if value is None:
         return None
-    if not is_canonical_text(value):
+    if not (len(value) == 20 and value[19] == "Z" and value[10] == "T" and value[4] == value[7] == "-"
+            and value[13] == value[16] == ":"):
         raise ValueError
     parsed = datetime.fromisoformat(value)
     if not EARLIEST <= parsed <= LATEST:
@@ -152,26 +158,24 @@ def _dossier(headers: Headers, value: bytes | None) -> FastDossier | None:
         return None
     if len(value) > NUMBER_DIGITS and _LONG_NUMBER.search(value) is not None:
         return None
-    attrs: dict[str, str] = {}
-    for key, raw in headers:
-        name = _HEADERS.get(key)
-        if name is not None:  # every one decoded, the last of repeated ones kept: as `views.header_attributes`
-            attrs[name] = raw.decode()
-    if attrs.get("type") != DOSSIER_STATUS_CHANGED or attrs.get("specversion", SPECVERSION) != SPECVERSION:
+    attrs = dict(headers)  # a repeated header (or a malformed one) is the view's to decide
+    if (len(attrs) != len(headers) or attrs.get(_TYPE_HEADER) != _TYPE
+            or attrs.get(_SPECVERSION_HEADER, _SPECVERSION) != _SPECVERSION):
         return None
     value.decode()  # UTF-8 throughout (UnicodeDecodeError: the view's to refuse)
-    event_id, source, subject = attrs["id"], attrs["source"], attrs["subject"]
-    commune, province = attrs["commune"], attrs["province"]
+    # every envelope attribute is decoded (type and specversion compared as bytes), as `views.header_attributes`
+    event_id, source, subject = attrs["ce_id"].decode(), attrs["ce_source"].decode(), attrs["ce_subject"].decode()
+    commune, province = attrs["ce_commune"].decode(), attrs["ce_province"].decode()
+    stamp, trace = attrs["ce_time"].decode(), attrs.get("ce_traceparent")
     if not (_text(event_id, ID_MAX) and _text(source, SOURCE_MAX) and _text(subject, SUBJECT_MAX)):
         return None
-    if commune_provinces().get(commune) != province:
+    if _PROVINCE_OF.get(commune) != province:
         return None
-    trace = attrs.get("traceparent")
     if trace is None:
         traceparent = derive(source, event_id)
-    elif _TRACEPARENT.fullmatch(traceparent := trace) is None:
+    elif _TRACEPARENT.fullmatch(traceparent := trace.decode()) is None:
         return None
-    time = _time(attrs["time"])
+    time = _time(stamp)
     if time is None:
         return None
     facts = _facts(_DECODER.decode(value))
@@ -188,8 +192,8 @@ def _facts(d: _Data) -> Facts | None:
         if not 0 <= fee.amount_vnd <= MAX_AMOUNT_VND or (fee.name is not None and len(fee.name) > FEE_NAME_MAX):
             return None
     received, due, ended = _time(d.received_at), _time(d.due_at), _time(d.ended_at)
-    dates: dict[str, Any] = {"received_at": received, "due_at": due, "ended_at": ended}
-    if any(dates[name] is None for name in REQUIRED_DATES[d.status]):
+    needs_received, needs_due, needs_ended = _NEEDS[d.status]
+    if (needs_received and received is None) or (needs_due and due is None) or (needs_ended and ended is None):
         return None
     if received is not None and ((ended is not None and ended < received) or (due is not None and due < received)):
         return None

@@ -132,6 +132,14 @@ def test_what_the_fast_path_cannot_decide_goes_to_the_view(case: str) -> None:
     check(headers, value)
 
 
+@pytest.mark.parametrize("attribute", wire.ATTRIBUTES)
+def test_an_envelope_attribute_that_is_not_utf8_goes_to_the_view(attribute: str) -> None:
+    """Each attribute the view reads is checked (a new one in `wire.ATTRIBUTES` too), or left to the view."""
+    headers = [*(h for h in TEST_EVENTS[1].headers if h[0] != f"ce_{attribute}"), (f"ce_{attribute}", b"\xff")]
+    assert fast.dossier(headers, TEST_EVENTS[1].value) is None
+    assert slim_or_none(headers, TEST_EVENTS[1].value) is None
+
+
 def test_the_depth_guard_lets_through_no_nesting_the_view_refuses() -> None:
     """The guard counts brackets; a value with at most DEPTH_LIMIT nests at most that deep, which the view takes."""
     def nested(depth: int) -> bytes:  # the root object is one level
