@@ -71,12 +71,14 @@ _NEEDS = {status: tuple(name in names for name in ("received_at", "due_at", "end
 """Per status, whether it requires (received, due, ended): `schemas.metrics_views.REQUIRED_DATES`, unpacked."""
 
 
-class _Fee(msgspec.Struct, forbid_unknown_fields=True):
+# gc=False: these hold text, times, enums and lists of fees, never a reference back, so no cycle can pass through
+# them and the cyclic GC need not track the three objects every record makes (msgspec's documented use)
+class _Fee(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     amount_vnd: int
     name: str | None = None
 
 
-class _Data(msgspec.Struct):
+class _Data(msgspec.Struct, gc=False):
     """The fields `DossierFacts` reads; every other field is skipped (times as text, checked below)."""
 
     dossier_code: str
@@ -94,7 +96,7 @@ class _Data(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Data)
 
 
-class Facts(msgspec.Struct, frozen=True):
+class Facts(msgspec.Struct, frozen=True, gc=False):
     """What `schemas.metrics_views.DossierFacts` holds, as the merges read it (`services.metrics.reads`)."""
 
     dossier_code: str
@@ -109,7 +111,7 @@ class Facts(msgspec.Struct, frozen=True):
     timeliness: Timeliness | None
 
 
-class FastDossier(msgspec.Struct, frozen=True):
+class FastDossier(msgspec.Struct, frozen=True, gc=False):
     """A dossier status change decoded by the fast path: the envelope `DossierView` holds, and its facts."""
 
     id: str
