@@ -7,6 +7,7 @@ BENCH_APP, KAFKA_BOOTSTRAP and BENCH_WEB_PORT in the environment.
 from __future__ import annotations
 
 import os
+import tempfile
 
 import faust
 
@@ -28,6 +29,7 @@ app = faust.App(
     web_host="127.0.0.1",
     web_port=int(os.environ.get("BENCH_WEB_PORT", "6099")),
     consumer_auto_offset_reset="earliest",
+    datadir=tempfile.mkdtemp(prefix="bench-faust-"),  # faust's default, `<app id>-data`, is left in the working tree
     producer_max_request_size=11 * 1024 * 1024,
 )
 raw = app.topic(os.environ.get("BENCH_RAW", "bench.raw"), key_type=bytes, value_type=bytes, value_serializer="raw")
