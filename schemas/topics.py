@@ -51,13 +51,17 @@ def _raw(family: Family, spec: FamilySpec) -> TopicSpec:
         key="commune code recommended (required for exact de-duplication); any key accepted",
         description=f"Inbound {spec.inbound} from commune systems, as they send them (canonical CloudEvents JSON"
         f"{shapes})",
-        family=family, config={**_BIG, "retention.ms": str(RAW_RETENTION_DAYS * 24 * 3600 * 1000)},
+        family=family, config={**_BIG, "retention.ms": str(RAW_RETENTION_DAYS * 24 * 3600 * 1000),
+                               "segment.ms": str(RAW_SEGMENT_HOURS * 3600 * 1000)},
     )
 
 
 RAW_RETENTION_DAYS = 3
 """Raw topics hold personal data in clear (only intake may read them): kept long enough for intake to catch up
 after an outage, no longer (ADR 0015). Everything after them is canonical (sealed) or a sealed dead letter."""
+RAW_SEGMENT_HOURS = 6
+"""Kafka deletes whole segments only, once closed: with its default `segment.ms` (7 days) a quiet raw partition kept
+its records in clear for up to 10 days. A segment rolled every 6 hours bounds them to the retention + 6 h."""
 
 
 def _canonical(family: Family, spec: FamilySpec) -> TopicSpec:

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from schemas.topics import TOPICS, TopicSpec
 from services.common import clients
@@ -44,9 +44,13 @@ def creation_errors(response: object) -> list[str]:
         topic, code = entry[0], entry[1]
         if code in (0, TopicAlreadyExistsError.errno):
             continue
-        message = entry[2] if len(entry) > 2 and entry[2] else ""
-        refused.append(f"{topic}: {for_code(code).__name__}" + (f" ({message})" if message else ""))
+        refused.append(refusal(topic, code, entry[2] if len(entry) > 2 else None))
     return refused
+
+
+def refusal(topic: str, code: int, message: str | None) -> str:
+    """`topic: ErrorName (message)`: how a broker's refusal about one topic is reported."""
+    return f"{topic}: {for_code(code).__name__}" + (f" ({message})" if message else "")
 
 
 @asynccontextmanager
@@ -94,6 +98,56 @@ async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOP
                 raise TopicsNotCreated("the broker refused to create " + "; ".join(refused))
     check_layout(specs, await _settled_counts(conn, [s.name for s in specs]))
     return [t.name for t in wanted]
+
+
+class TopicConfigsNotReconciled(KafkaError):
+    """The broker refused to describe or alter a registry topic's config (no DescribeConfigs/AlterConfigs right,
+    an invalid value); the message names each topic and its error."""
+
+
+def _normalised(value: str | None) -> str | None:
+    """A config value as compared: a list (`compact,delete`) in any order is the same list."""
+    return None if value is None else ",".join(sorted(part.strip() for part in value.split(",")))
+
+
+async def reconcile_configs(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOPICS) -> dict[str, list[str]]:
+    """Make each existing topic's registry config keys what the registry says; returns topic -> the keys it changed.
+
+    `ensure_topics` sets a topic's config when it creates the topic, never after: a registry change (a raw topic's
+    `segment.ms`, a retention) reached new clusters only. This is run by `topics_cli` (as admin, `make up`). The
+    alteration is Kafka's AlterConfigs, which sets a topic's whole dynamic config: another key set on such a topic
+    by hand goes back to the broker's default (the registry is the one source of topic configs). Missing topics are
+    skipped (`ensure_topics` creates them); a refusal raises `TopicConfigsNotReconciled`.
+    """
+    specs = {t.name: t for t in topics if t.config}
+    if not specs:
+        return {}
+    async with _admin(conn) as client:
+        described = await client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(
+            spec.config, "")) for name, spec in specs.items()])
+        changed: dict[str, list[str]] = {}
+        refused: list[str] = []
+        for response in described:
+            for error_code, message, _type, name, entries in response.resources:
+                if error_code == UnknownTopicOrPartitionError.errno:
+                    continue
+                if error_code:
+                    refused.append(refusal(name, error_code, message))
+                    continue
+                current = {entry[0]: entry[1] for entry in entries}
+                keys = [k for k, v in specs[name].config.items() if _normalised(current.get(k)) != _normalised(v)]
+                if keys:
+                    changed[name] = keys
+        if changed:
+            responses = await client.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name, dict(specs[name].config)) for name in sorted(changed)])
+            for response in responses:
+                for error_code, message, _type, name in response.resources:
+                    if error_code:
+                        refused.append(refusal(name, error_code, message))
+    if refused:
+        raise TopicConfigsNotReconciled("the broker refused the registry config of " + "; ".join(refused))
+    return changed
 
 
 async def default_replication_factor(client: AIOKafkaAdminClient) -> int:

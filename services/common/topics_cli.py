@@ -1,5 +1,6 @@
 """`python -m services.common.topics_cli [SOURCES_FILE]`: create every registry topic on the configured broker
-(`KAFKA_*`), and the raw topics bound to each source of the source registry (default `infra/sources.yaml`)."""
+(`KAFKA_*`), and the raw topics bound to each source of the source registry (default `infra/sources.yaml`); give
+the existing ones the registry's config (`admin.reconcile_configs`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from pathlib import Path
 
 from schemas.topics import TOPICS
-from services.common.admin import ensure_topics
+from services.common.admin import ensure_topics, reconcile_configs
 from services.common.settings import KafkaConnection
 from services.sources import load_registry
 from services.sources.topics import bound_topic
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     conn = KafkaConnection()
     created = asyncio.run(ensure_topics(conn, [*TOPICS, *bound]))
     print(f"topics: {len(created)} created on {conn.bootstrap}" + (f" ({', '.join(created)})" if created else ""))
+    changed = asyncio.run(reconcile_configs(conn, [*TOPICS, *bound]))
+    for topic, keys in sorted(changed.items()):
+        print(f"topics: {topic}: {', '.join(keys)} set to the registry's")
 
 
 if __name__ == "__main__":
