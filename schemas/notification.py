@@ -127,7 +127,8 @@ class NotificationStatus(Model):
 
 
 class TrackedDossier(Model):
-    """An open dossier the deadline tracker watches (no personal data)."""
+    """A dossier the deadline tracker watches (no personal data): open, or closed and kept a while so that an older
+    event arriving after the closing one cannot reopen it."""
 
     dossier_code: str
     commune: str
@@ -138,6 +139,10 @@ class TrackedDossier(Model):
     is_open: bool = True
     alerted_due_soon: bool = False
     alerted_overdue: bool = False
+    as_of: UtcDateTime | None = Field(
+        default=None, description="Time of the event this state comes from: a state from an older event (time, "
+        "then event id) arriving later changes nothing. None: written before this field (the last to arrive wins)")
+    event_id: str | None = Field(default=None, max_length=128, description="Id of that event (ties of `as_of`)")
 
 
 class DeadlineAlert(Model):

@@ -2,14 +2,15 @@
 
 Two key spaces in one store (rocksdict, raw mode):
 - `s<commune>:<dossier>` -> the dossier's `TrackedDossier` JSON (also its changelog value);
-- `t<8-byte big-endian µs of its next alert time><commune>:<dossier>` -> empty: the index.
+- `t<8-byte big-endian µs of its wake time><commune>:<dossier>` -> empty: the index.
 
 Every change of a dossier goes through `_put`, which removes the old index entry (the old state's
-`deadlines.next_alert_at`) and writes the new one, so the index holds exactly one entry per open
-dossier that can still alert, at the time its next alert becomes due. A tick (`fire`) reads the index
-from its start up to `now` and touches only those dossiers: its cost is the number of alerts due, not
-the number of open dossiers. The rules stay in `deadlines` (pure); this module only decides which
-dossiers to ask.
+`deadlines.wake_at`) and writes the new one, so the index holds exactly one entry per open dossier that
+can still alert, at the time its next alert becomes due, and one per closed dossier, at the time it is
+forgotten (`deadlines.KEEP_CLOSED` after its closing event: until then an older event arriving late is
+stale and cannot reopen it). A tick (`fire`) reads the index from its start up to `now` and touches only
+those dossiers: its cost is the number of alerts due (and of closed dossiers to forget), not the number
+of open dossiers. The rules stay in `deadlines` (pure); this module only decides which dossiers to ask.
 """
 
 from __future__ import annotations
@@ -53,12 +54,16 @@ class TrackedPartition:
         raw = cast(bytes | None, self.db.get(STATE + key))
         return None if raw is None else TrackedDossier.model_validate_json(raw)
 
-    def record_state(self, latest: TrackedDossier) -> Change:
-        """A dossier's new state from notify: closed ones leave, an unchanged due date keeps its alert flags."""
+    def record_state(self, latest: TrackedDossier) -> Change | None:
+        """A dossier's new state from notify, or None when it comes from an event older than the state's (stale):
+        an unchanged due date keeps its alert flags; a closed dossier is kept until forgotten (`deadlines.wake_at`;
+        at once if its state has no event time)."""
         key = key_of(latest.commune, latest.dossier_code)
         old = self.get(key)
-        new = deadlines.merge(old, latest) if latest.is_open else None
-        return self._put(key, old, new)
+        if old is not None and deadlines.is_stale(latest, old):
+            return None
+        new = deadlines.merge(old, latest)
+        return self._put(key, old, new if new.is_open or new.as_of is not None else None)
 
     def record_alert(self, alert: DeadlineAlert) -> Change | None:
         """An alert decided elsewhere (an earlier tracker's decision record): the change if not yet marked."""
@@ -77,16 +82,20 @@ class TrackedPartition:
                 return
             yield k[9:]
 
-    def fire(self, now: datetime, limit: int | None = None) -> list[tuple[DeadlineAlert, Change]]:
-        """The alerts due at `now` (at most `limit`), each dossier marked and re-indexed; the changelog records.
+    def fire(self, now: datetime, limit: int | None = None) -> list[tuple[DeadlineAlert | None, Change]]:
+        """The alerts due at `now` (at most `limit`), each dossier marked and re-indexed, and the closed dossiers
+        whose time to be forgotten has come (alert None, a tombstone); with their changelog records.
 
         The caller must send each alert (acknowledged) before its changelog record: a crash in between
         repeats the alert (same id, stopped by notify's ledger) rather than losing it.
         """
-        out: list[tuple[DeadlineAlert, Change]] = []
+        out: list[tuple[DeadlineAlert | None, Change]] = []
         for key in list(self.due(now)):  # listed first: `_put` rewrites the index under the iterator
             d = self.get(key)
             if d is None:  # not reachable while `_put` keeps the index; never fire on it
+                continue
+            if not d.is_open:
+                out.append((None, self._put(key, d, None)))
                 continue
             for alert in deadlines.alerts_due(d, now):
                 out.append((alert, self._put(key, d, deadlines.mark(d, alert))))
@@ -106,13 +115,13 @@ class TrackedPartition:
             self.db[STATE + key] = value
 
     def index_all(self) -> int:
-        """Write the index entry of every state (after `load`); returns how many dossiers can still alert."""
+        """Write the index entry of every state (after `load`); returns how many dossiers are indexed."""
         n = 0
         for raw_key, raw in self.db.items(from_key=STATE):
             k = cast(bytes, raw_key)
             if k[:1] != STATE:
                 break
-            at = deadlines.next_alert_at(TrackedDossier.model_validate_json(cast(bytes, raw)))
+            at = deadlines.wake_at(TrackedDossier.model_validate_json(cast(bytes, raw)))
             if at is not None:
                 self.db[index_key(at, k[1:])] = b""
                 n += 1
@@ -125,8 +134,8 @@ class TrackedPartition:
             yield TrackedDossier.model_validate_json(cast(bytes, raw))
 
     def _put(self, key: bytes, old: TrackedDossier | None, new: TrackedDossier | None) -> Change:
-        was = None if old is None else deadlines.next_alert_at(old)
-        will = None if new is None else deadlines.next_alert_at(new)
+        was = None if old is None else deadlines.wake_at(old)
+        will = None if new is None else deadlines.wake_at(new)
         if was is not None and was != will:
             del self.db[index_key(was, key)]
         if new is None:

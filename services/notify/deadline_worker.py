@@ -122,7 +122,8 @@ class DeadlineWorker:
             for rec in records:
                 msg = _decode(rec)
                 if msg is not None and msg.dossier is not None:
-                    changes.append((tp.partition, part.record_state(msg.dossier)))
+                    if (state := part.record_state(msg.dossier)) is not None:  # None: from an older event
+                        changes.append((tp.partition, state))
                 elif msg is not None and msg.alert is not None and (change := part.record_alert(msg.alert)):
                     alerts.append(msg.alert)
                     changes.append((tp.partition, change))
@@ -132,7 +133,7 @@ class DeadlineWorker:
         """Fire every alert due now in the owned partitions; returns how many."""
         now = self.clock()
         fired = {p: self.store.parts[p].fire(now) for p in sorted(self.assignment.owned)}
-        alerts = [a for out in fired.values() for a, _ in out]
+        alerts = [a for out in fired.values() for a, _ in out if a is not None]  # None: a closed dossier forgotten
         await self._write(producer, alerts, [(p, change) for p, out in fired.items() for _, change in out])
         for a in alerts:
             log.info("deadline.alert", kind=a.kind.value, commune=a.commune, alert=a.id)

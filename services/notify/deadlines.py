@@ -38,12 +38,35 @@ def tracked(event: DossierStatusChanged) -> TrackedDossier | None:
     return TrackedDossier(
         dossier_code=d.dossier_code, commune=event.commune, province=event.province,
         procedure_code=d.procedure_code, officer_id=d.assigned_officer_id, due_at=due, is_open=d.status.is_open,
+        as_of=event.time, event_id=event.id,
     )
 
 
+KEEP_CLOSED = timedelta(days=7)
+"""How long a closed dossier's state is kept after its closing event, so that an older event arriving later (a
+re-sent status, a partition replayed) does not reopen it and alert its officer; then it is forgotten."""
+
+
+def is_stale(latest: TrackedDossier, previous: TrackedDossier) -> bool:
+    """Whether `latest` comes from an event older than `previous`'s (by time, then id); never for a state without
+    its event time (written before `as_of` existed: the last to arrive wins, as it always had)."""
+    if latest.as_of is None or previous.as_of is None:
+        return False
+    return (latest.as_of, latest.event_id or "") < (previous.as_of, previous.event_id or "")
+
+
+def wake_at(d: TrackedDossier) -> datetime | None:
+    """When the tracker must look at `d` again: its next alert if open (`next_alert_at`), the time it is forgotten
+    if closed (None: at once, for a closed state without its event time)."""
+    if d.is_open:
+        return next_alert_at(d)
+    return None if d.as_of is None else d.as_of + KEEP_CLOSED
+
+
 def merge(previous: TrackedDossier | None, latest: TrackedDossier) -> TrackedDossier:
-    """Keep 'already alerted' flags unless the due date moved (a new due date earns new alerts)."""
-    if previous is None or previous.due_at != latest.due_at:
+    """Keep 'already alerted' flags unless the due date moved (a new due date earns new alerts) or the dossier was
+    closed in between (a reopened dossier is a new case)."""
+    if previous is None or previous.due_at != latest.due_at or not previous.is_open:
         return latest
     return latest.model_copy(update={"alerted_due_soon": previous.alerted_due_soon,
                                      "alerted_overdue": previous.alerted_overdue})
