@@ -23,6 +23,25 @@ from services.sources.registry import Source, SourceRegistry, is_allowed
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 JSON_SEQ = "application/json-seq"
+JSON_TYPES = ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
+READABLE = (*JSON_TYPES, *NDJSON_TYPES, JSON_SEQ)
+"""The media types a body may be sent as (also `application/*+json`); a request without Content-Type is JSON."""
+
+
+def media_type_problem(content_type: str | None) -> str | None:
+    """Why a body sent with this Content-Type cannot be read (the gateway's 415), or None. JSON is UTF-8 (RFC 8259):
+    another charset is refused rather than misread. The header's value is never echoed."""
+    if content_type is None:
+        return None
+    media, _, parameters = content_type.partition(";")
+    media = media.strip().lower()
+    if media not in READABLE and not (media.startswith("application/") and media.endswith("+json")):
+        return "the Content-Type is not one the gateway reads: send " + ", ".join(READABLE)
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return "JSON is read as UTF-8 only: send the body in UTF-8, with charset=utf-8 or none"
+    return None
 
 
 class RecordError(BaseModel, frozen=True):

@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from schemas.events import Family
 from services.gateway import api, idempotency
 from services.gateway.auth import COMMUNE, IDEMPOTENCY_KEY, Identified, RequestLine, Unauthenticated, identify
+from services.gateway.batch import READABLE, media_type_problem
 from services.gateway.bodies import TooLarge, declared_too_large, read_limited
 from services.gateway.claims import Claims, Ticket
 from services.gateway.ingest import Publish, Refused, plan, rejected_counts
@@ -69,6 +70,13 @@ class Gateway:
         return self.answer(413, api.error("too_large", f"the body passed {self.settings.max_body_bytes} bytes "
                                           f"(refused at {size})"), close=True)
 
+    def unsupported(self, problem: str) -> JSONResponse:
+        """415, the body unread (the connection closed: its bytes are not drained), the types it may be sent as."""
+        REFUSED.labels("unsupported_media_type").inc()
+        answer = self.answer(415, api.error("unsupported_media_type", problem), close=True)
+        answer.headers["Accept-Post"] = ", ".join(READABLE)
+        return answer
+
     def unauthenticated(self, why: str) -> JSONResponse:
         REFUSED.labels("unauthenticated").inc()
         log.info("gateway.unauthenticated", why=why)
@@ -100,6 +108,8 @@ class Gateway:
                                               "the credential's source id is not in the source registry"))
         if who.pending is None and (refusal := self.limited(who.source_id)) is not None:
             return refusal
+        if (problem := media_type_problem(request.headers.get("content-type"))) is not None:
+            return self.unsupported(problem)
         try:
             body = await read_limited(request.stream(), self.settings.max_body_bytes, who.pending)
         except TooLarge as exc:
