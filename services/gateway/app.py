@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.events import Family
 from schemas.topics import RAW, scoped
@@ -44,6 +45,15 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         await publisher.close()
 
     app = FastAPI(title="commune-bus ingest gateway", version="1.1.0", lifespan=lifespan, description=api.DESCRIPTION)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own answers (404 no such path, 405 method not allowed) in the gateway's error shape, not
+        FastAPI's `{"detail": ...}`; their headers (a 405's `Allow`) kept."""
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        answer = gateway.answer(exc.status_code, api.error(kind, str(exc.detail)))
+        answer.headers.update(exc.headers or {})
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(_: Request, exc: RequestValidationError) -> JSONResponse:
