@@ -18,26 +18,28 @@ from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connec
 from services.cli.render import console, err_console
 from services.common.transactions import SendFailed
 from services.privacy.crypto import PrivacyError
-from services.privacy.erase import erase_identifier
+from services.privacy.erase import erase_applicant
 from services.privacy.settings import PrivacySettings, generate_secret, pepper_of
 
 keys_app = typer.Typer(no_args_is_help=True, help="Secrets of personal-data protection")
 
 
 def erase(cccd: Annotated[str | None, typer.Option(
-              "--cccd", help="The applicant's CCCD number (read from stdin if none of --cccd/--phone/--email)")] = None,
+              "--cccd", help="The applicant's CCCD number (read from stdin if no identifier is given)")] = None,
           phone: Annotated[str | None, typer.Option(
-              "--phone", help="For an applicant who gave no CCCD: the phone their dossiers carried")] = None,
-          email: Annotated[str | None, typer.Option("--email", help="Likewise, the e-mail address")] = None,
+              "--phone", help="A phone their dossiers carried (those sent without a CCCD are sealed under it)")] = None,
+          email: Annotated[str | None, typer.Option("--email", help="Likewise, an e-mail address")] = None,
+          zalo: Annotated[str | None, typer.Option("--zalo", help="Likewise, a Zalo user id")] = None,
           requested_by: Annotated[str | None, typer.Option(
               "--requested-by", help="Who asked (operator account); default: the OS user")] = None,
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
-    """Erase an applicant: destroy every data key of theirs and write an audit record (nothing personal is printed)."""
-    given = [(kind, v) for kind, v in (("cccd", cccd), ("phone", phone), ("email", email)) if v]
-    if len(given) > 1:
-        err_console.print("erase: give one of --cccd, --phone, --email")
-        raise typer.Exit(2)
-    kind, value = given[0] if given else ("cccd", getpass.getpass("CCCD: "))
+    """Erase an applicant: destroy every data key of theirs and write an audit record (nothing personal is printed).
+
+    Give every identifier the citizen used: a dossier sent without a CCCD is sealed under its phone, e-mail or
+    Zalo id, which an erasure by the CCCD alone does not reach. Each is erased in turn, with its own audit record.
+    """
+    given = [(kind, v) for kind, v in (("cccd", cccd), ("phone", phone), ("email", email), ("zalo", zalo)) if v]
+    identifiers = given or [("cccd", getpass.getpass("CCCD: "))]
     try:
         pepper = pepper_of(PrivacySettings())
     except PrivacyError as exc:
@@ -45,12 +47,13 @@ def erase(cccd: Annotated[str | None, typer.Option(
         raise typer.Exit(2) from None
     who = requested_by or f"os:{getpass.getuser()}"
     try:
-        audit = asyncio.run(erase_identifier(connection(bootstrap), namespace, pepper, kind, value, requested_by=who))
+        audits = asyncio.run(erase_applicant(connection(bootstrap), namespace, pepper, identifiers, requested_by=who))
     except SendFailed as exc:  # the broker refused a tombstone or the audit record: that transaction was aborted
         err_console.print(f"erase: not done ({exc}); run it again once the cause is fixed")
         raise typer.Exit(1) from None
-    console.print(f"erased subject {audit.subject}: {audit.keys_destroyed} keys destroyed "
-                  f"(audit {audit.erasure_id}, requested by {audit.requested_by})")
+    for kind, audit in audits:
+        console.print(f"erased subject {audit.subject} (by {kind}): {audit.keys_destroyed} keys destroyed "
+                      f"(audit {audit.erasure_id}, requested by {audit.requested_by})", soft_wrap=True)
 
 
 @keys_app.command("secret")

@@ -19,12 +19,12 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from services.cli.trace import trace_record
 from services.common.settings import KafkaConnection
 from services.privacy.crypto import PrivacyError
-from services.privacy.erase import erase_cccd
+from services.privacy.erase import erase_applicant
 from services.privacy.settings import PrivacySettings, pepper_of
 
 CCCD = r"^[0-9]{12}$"
@@ -49,13 +49,40 @@ class TraceBody(BaseModel):
 
 
 class ErasureRequest(BaseModel):
-    cccd: str = Field(pattern=CCCD, description="The applicant's 12-digit citizen identity number")
+    """Every identifier the citizen used: a dossier sent without a CCCD is sealed under its phone, e-mail or Zalo
+    id, which an erasure by the CCCD alone does not reach (`privacy.erase.erase_applicant`). At least one."""
+
+    model_config = ConfigDict(extra="forbid")
+    cccd: str | None = Field(default=None, pattern=CCCD, description="The applicant's 12-digit citizen identity number")
+    phone: str | None = Field(default=None, min_length=3, max_length=32, pattern=r"^[0-9+() .-]+$",
+                              description="A phone number their dossiers carried")
+    email: str | None = Field(default=None, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$",
+                              description="An e-mail address their dossiers carried")
+    zalo: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$",
+                             description="A Zalo user id their dossiers carried")
+
+    @model_validator(mode="after")
+    def _some(self) -> ErasureRequest:
+        if not self.identifiers():
+            raise ValueError("no identifier")
+        return self
+
+    def identifiers(self) -> list[tuple[str, str]]:
+        return [(kind, v) for kind in ("cccd", "phone", "email", "zalo") if (v := getattr(self, kind))]
+
+
+class Erased(BaseModel):
+    identifier: str = Field(description="Which identifier of the request: cccd, phone, email or zalo")
+    erasure_id: str
+    subject: str = Field(description="Pseudonymous subject id (HMAC of the identifier): the audit record's key")
+    keys_destroyed: int
 
 
 class ErasureBody(BaseModel):
-    erasure_id: str
-    subject: str = Field(description="Pseudonymous subject id (HMAC of the CCCD): the audit record's key")
-    keys_destroyed: int
+    erasure_id: str = Field(description="The first erasure's (the CCCD's when given)")
+    subject: str = Field(description="The first erasure's pseudonymous subject id")
+    keys_destroyed: int = Field(description="Keys destroyed, all identifiers together")
+    erasures: list[Erased] = Field(description="One erasure per identifier given, each with its audit record")
 
 
 def load_operators(path: Path | None) -> dict[str, SecretStr]:
@@ -104,7 +131,8 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
                   "schema": ErasureRequest.model_json_schema()}}}},
               responses={401: {"description": "No or wrong operator key"},
                          413: {"description": "Body over 1 KiB"},
-                         422: {"description": "Not a JSON object with a 12-digit cccd"}})
+                         422: {"description": "Not a JSON object with a 12-digit cccd and/or a phone, email or "
+                                                "zalo identifier"}})
     async def erase(request: Request, x_operator_key: OperatorKey = None) -> Any:
         operator = operator_of(operators, x_operator_key)  # the key first: a stranger's body is never read
         if operator is None:
@@ -113,25 +141,28 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
         async for chunk in request.stream():
             body += chunk
             if len(body) > 1024:
-                return JSONResponse({"error": "too_large", "message": "an erasure request is one CCCD"},
+                return JSONResponse({"error": "too_large", "message": "an erasure request is a few identifiers"},
                                     status_code=413)
         try:
             wanted = ErasureRequest.model_validate_json(body)
         except ValidationError:
-            return JSONResponse({"error": "invalid_request", "message": "send {\"cccd\": \"<12 digits>\"}"},
-                                status_code=422)
+            return JSONResponse({"error": "invalid_request", "message": "send {\"cccd\": \"<12 digits>\"} and/or "
+                                 "the phone, email or zalo id the citizen used"}, status_code=422)
         try:
             pepper = pepper_of(PrivacySettings())
         except PrivacyError:
             return JSONResponse({"error": "not_configured", "message": "this gateway has no PRIVACY_PEPPER"},
                                 status_code=503)
         try:
-            audit = await erase_cccd(conn, namespace, pepper, wanted.cccd, requested_by=f"operator:{operator}",
-                                     via="gateway")
+            audits = await erase_applicant(conn, namespace, pepper, wanted.identifiers(),
+                                           requested_by=f"operator:{operator}", via="gateway")
         except (KafkaError, OSError, TimeoutError) as exc:  # refused or unanswered: an aborted transaction, retryable
             return JSONResponse({"error": "broker_unavailable",
                                  "message": f"the erasure was not completed ({type(exc).__name__}); send it again"},
                                 status_code=503, headers={"Retry-After": "5"})
-        return ErasureBody(erasure_id=audit.erasure_id, subject=audit.subject, keys_destroyed=audit.keys_destroyed)
+        erased = [Erased(identifier=kind, erasure_id=a.erasure_id, subject=a.subject, keys_destroyed=a.keys_destroyed)
+                  for kind, a in audits]
+        return ErasureBody(erasure_id=erased[0].erasure_id, subject=erased[0].subject,
+                           keys_destroyed=sum(e.keys_destroyed for e in erased), erasures=erased)
 
     return api

@@ -10,6 +10,7 @@ The audit record holds the pseudonymous subject id, never the CCCD.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
@@ -75,8 +76,23 @@ async def erase_cccd(conn: KafkaConnection, namespace: str, pepper: bytes, cccd:
     return await erase_subject(conn, namespace, crypto.cccd_subject(pepper, cccd), requested_by=requested_by, via=via)
 
 
-async def erase_identifier(conn: KafkaConnection, namespace: str, pepper: bytes, kind: str, value: str, *,
-                           requested_by: str, via: str = "cli") -> ErasureAudit:
-    """Erase an applicant who gave no CCCD, by the identifier their subject came from (`phone`, `email`, `zalo`)."""
-    return await erase_subject(conn, namespace, crypto.identifier_subject(pepper, kind, value),
-                               requested_by=requested_by, via=via)
+async def erase_applicant(conn: KafkaConnection, namespace: str, pepper: bytes,
+                          identifiers: Sequence[tuple[str, str]], *, requested_by: str,
+                          via: str = "cli") -> list[tuple[str, ErasureAudit]]:
+    """Erase an applicant by every identifier they are known by (`cccd`, `phone`, `email`, `zalo`): one subject
+    each, each with its audit record, in the order given (the same subject once); returns (kind, audit) pairs.
+
+    Intake seals an applicant under the CCCD when the dossier carries one, else under the phone, the e-mail or
+    the Zalo id (`privacy.applicant.subject_of`): a citizen whose dossiers came some with a CCCD and some without
+    has copies under several subjects, and an erasure by the CCCD alone leaves the others readable. The citizen
+    (or the operator) names every identifier they used; a failure raises after the subjects before it are erased
+    (each erasure is complete or not done: running it again is safe).
+    """
+    audits: list[tuple[str, ErasureAudit]] = []
+    seen: set[str] = set()
+    for kind, value in identifiers:
+        subject = crypto.identifier_subject(pepper, kind, value)
+        if subject not in seen:
+            seen.add(subject)
+            audits.append((kind, await erase_subject(conn, namespace, subject, requested_by=requested_by, via=via)))
+    return audits

@@ -33,3 +33,15 @@ def test_a_cccd_is_twelve_ascii_digits(client: TestClient, cccd: str) -> None:
     answer = client.post("/v1/erasures", json={"cccd": cccd}, headers=OPS)
     assert answer.status_code == 422, answer.text
     assert cccd not in answer.text
+
+
+@pytest.mark.parametrize("body", [{}, {"cccd": None}, {"phone": "call me"}, {"email": "not-an-address"},
+                                  {"zalo": "a b"}, {"cccd": "008123456789", "name": "Nguyễn Thị Lan"},
+                                  {"phone": "0" * 40}])
+def test_an_erasure_names_at_least_one_well_formed_identifier_and_nothing_else(client: TestClient,
+                                                                                body: dict[str, object]) -> None:
+    """No identifier, a malformed one, or another member (a name has no place here): 422, never echoed."""
+    answer = client.post("/v1/erasures", json=body, headers=OPS)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "invalid_request"
+    assert not [v for v in body.values() if isinstance(v, str) and v in answer.text]

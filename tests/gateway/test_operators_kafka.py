@@ -64,14 +64,16 @@ def test_an_operator_erases_an_applicant(client: TestClient, kafka_bootstrap: st
     conn = KafkaConnection(bootstrap=kafka_bootstrap)
     subject = crypto.cccd_subject(PEPPER, LAN[1])
     assert asyncio.run(live_keys(conn, namespace, subject))
-    answer = client.post("/v1/erasures", json={"cccd": LAN[1]}, headers={"X-Operator-Key": "operator-key-0123456789"})
+    answer = client.post("/v1/erasures", json={"cccd": LAN[1], "phone": LAN[2]},
+                         headers={"X-Operator-Key": "operator-key-0123456789"})
     assert answer.status_code == 202, answer.text
     assert answer.json()["subject"] == subject and answer.json()["keys_destroyed"] == 1
+    assert [(e["identifier"], e["keys_destroyed"]) for e in answer.json()["erasures"]] == [("cccd", 1), ("phone", 0)]
     assert asyncio.run(live_keys(conn, namespace, subject)) == set()
-    [audit] = asyncio.run(read_all(kafka_bootstrap, scoped(PRIVACY_AUDIT, namespace).name, expect=1, timeout=30))
+    audit, _phone = asyncio.run(read_all(kafka_bootstrap, scoped(PRIVACY_AUDIT, namespace).name, expect=2, timeout=30))
     record = ErasureAudit.model_validate(orjson.loads(audit.value or b""))
     assert record.requested_by == "operator:duty-officer" and record.via == "gateway"
-    assert LAN[1] not in (audit.value or b"").decode()
+    assert LAN[1] not in (audit.value or b"").decode() and LAN[2] not in (_phone.value or b"").decode()
     bad = client.post("/v1/erasures", json={"cccd": "12"}, headers={"X-Operator-Key": "operator-key-0123456789"})
     assert bad.status_code == 422
 

@@ -20,12 +20,13 @@ from services.privacy import crypto
 from services.privacy.applicant import open_applicant
 from services.privacy.crypto import Erased
 from services.privacy.deadletters import open_dead_letter
-from services.privacy.erase import erase_cccd, live_keys
+from services.privacy.erase import erase_applicant, erase_cccd, live_keys
 from services.privacy.intake import IntakePrivacy
 from services.privacy.store import KeyStore
 from tests.kafkatools import read_all
 from tests.privacy.keys import PEPPER, keyring, settings
 from tests.privacy.writer import person, write_sealed
+from tests.samples import dumps, portal_dossier
 
 pytestmark = pytest.mark.kafka
 
@@ -136,3 +137,36 @@ async def test_intake_follows_an_erasure_and_seals_later_events_under_a_new_key(
         assert [m[0] for m in messages] == [scoped(KEYS_DEAD_LETTERS, ns).name]
     finally:
         await intake.stop()
+
+
+async def test_an_applicant_known_by_several_identifiers_is_erased_by_all_of_them(kafka_bootstrap: str,
+                                                                                   unique: str) -> None:
+    """A dossier sent without the CCCD is sealed under the phone: an erasure by the CCCD alone leaves it readable
+    (what the erasure review found); naming the phone too shreds it, each identifier with its own audit record."""
+    ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
+    await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+    without_cccd = portal_dossier("TL-4", status=2, ChuHoSo=LAN[0], SoDienThoaiChuHoSo=LAN[2])
+    del without_cccd["SoGiayToChuHoSo"]
+    await write_sealed(kafka_bootstrap, ns, keyring(), [person("TL-1", *LAN), dumps(without_cccd)])
+    phone_subject = crypto.identifier_subject(PEPPER, "phone", LAN[2])
+    assert await live_keys(conn, ns, phone_subject), "the dossier without a CCCD is sealed under the phone"
+    await erase_cccd(conn, ns, PEPPER, LAN[1], requested_by="operator:tester")
+    assert await live_keys(conn, ns, phone_subject), "an erasure by the CCCD alone does not reach it"
+
+    audits = await erase_applicant(conn, ns, PEPPER, [("cccd", LAN[1]), ("phone", "+84 912 345 678"),
+                                                      ("phone", LAN[2])], requested_by="operator:tester")
+    assert [(kind, a.subject, a.keys_destroyed) for kind, a in audits] == [
+        ("cccd", crypto.cccd_subject(PEPPER, LAN[1]), 0), ("phone", phone_subject, 1)]  # one number, once
+    assert await live_keys(conn, ns, phone_subject) == set()
+    store = KeyStore(conn, ns, keyring(), client_id="tests-keys-several")
+    await store.start()
+    try:
+        canonical = await read_all(kafka_bootstrap, scoped(EVENTS_DOSSIER, ns).name, expect=2, idle=0.5)
+        for record in canonical:
+            event = wire.decode(record.headers, record.value)
+            assert isinstance(event, DossierStatusChanged) and isinstance(event.data.applicant, SealedApplicant)
+            with pytest.raises(Erased):
+                open_applicant(store.keyring, event.id, event.data.applicant)
+    finally:
+        await store.stop()
