@@ -27,7 +27,7 @@ from pydantic.fields import FieldInfo
 from schemas.deadletter import Reason
 from schemas.envelope import Event
 from schemas.events import data_model
-from schemas.wire import ATTRIBUTES, CE_PREFIX, Headers, InvalidRecord, UnknownEventType, invalid
+from schemas.wire import ATTRIBUTES, CE_PREFIX, Headers, InvalidRecord, UnknownEventType, header_text, invalid
 
 E = TypeVar("E", bound=Event)
 
@@ -50,9 +50,9 @@ def same_as(model: type[BaseModel], name: str) -> Any:
 
 def header_attributes(headers: Headers) -> dict[str, str]:
     """The envelope attributes (`wire.ATTRIBUTES`) of `ce_` headers; other `ce_` headers are left out, as the
-    structured decode leaves them out. Raises `InvalidRecord` (not UTF-8)."""
+    structured decode leaves them out. Raises `InvalidRecord` (not UTF-8, or a header without a value)."""
     try:
-        return {name: v.decode() for k, v in headers if (name := _NAMES.get(k)) is not None}
+        return {name: header_text(k, v) for k, v in headers if (name := _NAMES.get(k)) is not None}
     except UnicodeDecodeError:
         raise InvalidRecord(Reason.NOT_UTF8, "ce_*", "a ce_* header is not valid UTF-8") from None
 

@@ -73,8 +73,22 @@ def encode(event: Event) -> KafkaRecord:
 
 
 def attributes(headers: Headers) -> dict[str, str]:
-    """The CloudEvents attributes found in `ce_*` headers; raises UnicodeDecodeError (`decode`: InvalidRecord)."""
-    return {k[3:]: v.decode("utf-8") for k, v in headers if k[:3] == CE_PREFIX}
+    """The CloudEvents attributes found in `ce_*` headers; raises UnicodeDecodeError (`decode`: InvalidRecord), and
+    InvalidRecord for a header without a value (Kafka allows a null header value; aiokafka gives None)."""
+    return {k[3:]: header_text(k, v) for k, v in headers if k[:3] == CE_PREFIX}
+
+
+def lenient_text(value: bytes | None) -> str:
+    """A header's text for logs and displays: undecodable bytes replaced, a null value (Kafka allows one) empty."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else ""
+
+
+def header_text(name: str, value: bytes | None) -> str:
+    """A `ce_*` header's text; raises UnicodeDecodeError, or InvalidRecord for a null (or non-bytes) value."""
+    if not isinstance(value, bytes):
+        field = name if name[3:] in ATTRIBUTES else "ce_*"  # another header's name may be anything: not echoed
+        raise InvalidRecord(Reason.MISSING_FIELD, field, f"{field}: a header without a value")
+    return value.decode("utf-8")
 
 
 def is_binary_mode(headers: Headers) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 from aiokafka import ConsumerRecord
 
+from schemas import wire
 from schemas.replay import DLQ_REPLAYED, replay_key
 from schemas.topics import DLQ_INTAKE, TransactionalId, scoped, transactional_id
 from services.cli.deadletters import DeadLetter, Filters, dead_letter, matches, redriven_headers
@@ -74,7 +75,7 @@ async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) ->
     out: list[Stored] = []
     for partition, offset, key, value, headers in stored:
         if is_sealed(headers):
-            h = {k: v.decode("utf-8", "replace") for k, v in headers if k.startswith("dlq.source.")}
+            h = {k: wire.lenient_text(v) for k, v in headers if k.startswith("dlq.source.")}
             try:
                 value = open_dead_letter(keyring, value, headers, source_topic=h.get("dlq.source.topic", ""),
                                          partition=int(h.get("dlq.source.partition", "-1")),

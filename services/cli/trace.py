@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from schemas import trace as trace_context
+from schemas import wire
 from schemas.deadletter import DeadLetterContext
 from schemas.notification import NotificationStatus
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
@@ -70,7 +71,7 @@ class Tracer:
     def raw(self, rec: Record) -> None:
         """A raw record that mentions the query (a structured record's `traceparent` included), or whose
         `ce_traceparent` header has it as trace id."""
-        headers = {k: v.decode(errors="replace") for k, v in rec.headers}
+        headers = {k: wire.lenient_text(v) for k, v in rec.headers}
         trace = trace_context.trace_id(headers.get("ce_traceparent")) or ""
         if not (self._mentions(rec) or (trace and self.query == trace)):
             return
@@ -90,14 +91,14 @@ class Tracer:
         if (ctx.source_topic, ctx.source_partition, ctx.source_offset) not in self.raw_positions \
                 and not self._mentions(rec):
             return
-        parent = dict(rec.headers).get("ce_traceparent", b"").decode(errors="replace")  # the raw record's, kept
+        parent = wire.lenient_text(dict(rec.headers).get("ce_traceparent", b""))  # the raw record's, kept
         self.steps.append(Step(rec.timestamp, "dead letter", self._where(rec),
                                f"{ctx.reason.value} ({ctx.field}): {ctx.message} "
                                f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]",
                                trace_context.trace_id(parent) or ""))
 
     def canonical(self, rec: Record) -> None:
-        h = {k: v.decode(errors="replace") for k, v in rec.headers if k.startswith("ce_")}
+        h = {k: wire.lenient_text(v) for k, v in rec.headers if k.startswith("ce_")}
         trace = trace_context.trace_id(h.get("ce_traceparent")) or ""
         if self.query not in (h.get("ce_id"), h.get("ce_subject"), trace) and h.get("ce_id") not in self.event_ids:
             return
@@ -125,7 +126,7 @@ class Tracer:
         trace = trace_context.trace_id(_json_field(rec.value, "traceparent")) or ""
         if event_id not in self.event_ids and self.query != trace:
             return
-        reason = dict(rec.headers).get("dlq.reason", b"?").decode(errors="replace")
+        reason = wire.lenient_text(dict(rec.headers).get("dlq.reason", b"?"))
         self.steps.append(Step(rec.timestamp, "notification dead letter", self._where(rec),
                                f"given up: {reason} (notification {_json_field(rec.value, 'notification_id')})",
                                trace))

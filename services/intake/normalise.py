@@ -210,6 +210,8 @@ def _binary(headers: Sequence[tuple[str, bytes]], value: bytes, family: Family) 
         attrs = wire.attributes(headers)
     except UnicodeDecodeError:
         return reject(Reason.NOT_UTF8, "ce_*", "a ce_* header is not valid UTF-8")
+    except wire.InvalidRecord as exc:  # a ce_* header without a value
+        return reject(exc.reason, exc.field, exc.message)
     if bad := _family_check(attrs.get("type", ""), family):
         return bad
     try:

@@ -64,6 +64,7 @@ FEE_NAME_MAX = max_length(Fee, "name")
 _TRACEPARENT = re.compile(TRACEPARENT)
 _TYPE_HEADER, _TYPE = f"{CE_PREFIX}type", DOSSIER_STATUS_CHANGED.encode()
 _SPECVERSION_HEADER, _SPECVERSION = f"{CE_PREFIX}specversion", SPECVERSION.encode()
+_TRACE_HEADER = f"{CE_PREFIX}traceparent"
 _PROVINCE_OF = commune_provinces()
 _COMPLETED = frozenset(COMPLETED_STATUSES)
 _NEEDS = {status: tuple(name in names for name in ("received_at", "due_at", "ended_at"))
@@ -174,6 +175,8 @@ def _dossier(headers: Headers, value: bytes | None) -> FastDossier | None:
     if _PROVINCE_OF.get(commune) != province:
         return None
     if trace is None:
+        if _TRACE_HEADER in attrs:  # present without a value (a null header): the view's to refuse
+            return None
         traceparent = derive(source, event_id)
     elif _TRACEPARENT.fullmatch(traceparent := trace.decode()) is None:
         return None
@@ -191,7 +194,10 @@ def _facts(d: _Data) -> Facts | None:
     if not _text(d.dossier_code, CODE_MAX) or len(d.fees) > MAX_ITEMS:
         return None
     for fee in d.fees:
-        if not 0 <= fee.amount_vnd <= MAX_AMOUNT_VND or (fee.name is not None and len(fee.name) > FEE_NAME_MAX):
+        if not 0 <= fee.amount_vnd <= MAX_AMOUNT_VND:
+            return None
+        name = fee.name  # pydantic strips whitespace (Python's `strip` takes all it takes, and more) before the length
+        if name is not None and (len(name) > FEE_NAME_MAX or name != name.strip()):
             return None
     received, due, ended = _time(d.received_at), _time(d.due_at), _time(d.ended_at)
     needs_received, needs_due, needs_ended = _NEEDS[d.status]

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.structs import RecordMetadata
 from pydantic import ValidationError
 
-from schemas import trace
+from schemas import trace, wire
 from schemas.deadletter import Reason, Rejection, internal_error
 from schemas.notification import DeadlineAlert, DeadlineMessage, NotificationRequest, TrackedDossier
 from services.common.runtime import Supervisor
@@ -81,7 +81,7 @@ class Records:
     @staticmethod
     def _skip(tp: TopicPartition, record: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> Derived:
         """Logged with the record's trace id when its `ce_traceparent` header holds a valid one (metadata only)."""
-        parent = next((v for k, v in record.headers if k == "ce_traceparent"), b"").decode(errors="replace")
+        parent = wire.lenient_text(next((v for k, v in record.headers if k == "ce_traceparent"), b""))
         log.error("notify.record_skipped", topic=tp.topic, partition=tp.partition, offset=record.offset,
                   reason=reason, detail=detail, trace_id=trace.trace_id(parent))
         metrics.SKIPPED.labels(reason).inc()

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from schemas import wire
 from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER, KeyRecord
 from services.privacy import crypto
 from services.privacy.keyring import Keyring
@@ -89,6 +90,6 @@ def open_dead_letter(keyring: Keyring, value: bytes | None, headers: Headers, *,
     """The original bytes of a dead letter (as they are if it was never sealed); `Erased` once its key is gone."""
     if value is None or not is_sealed(headers):
         return value
-    h = {k: v.decode("utf-8", "replace") for k, v in headers if k in (SEALED_SUBJECT_HEADER, SEALED_KEY_HEADER)}
+    h = {k: wire.lenient_text(v) for k, v in headers if k in (SEALED_SUBJECT_HEADER, SEALED_KEY_HEADER)}
     dek = keyring.dek(h.get(SEALED_SUBJECT_HEADER, ""), h.get(SEALED_KEY_HEADER, ""))
     return crypto.open_raw(dek, value, origin_aad(source_topic, partition, offset))

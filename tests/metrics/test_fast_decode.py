@@ -122,6 +122,12 @@ HOSTILE_CASES: dict[str, tuple[wire.Headers, bytes]] = {
     "a due date before receipt": (TEST_EVENTS[1].headers, TEST_EVENTS[1].value.replace(b'"due_at":"2025-11-06',
                                                                                        b'"due_at":"2025-11-01')),
     "a tombstone": (TEST_EVENTS[1].headers, None),  # type: ignore[dict-item]
+    # found by the review helper: pydantic strips a fee's name, and a null traceparent header is not an absent one
+    "a fee name with spaces around it": _data(TEST_EVENTS[1], fees=[{"amount_vnd": 1, "name": " x "}]),
+    "a fee name ending in an ideographic space": _data(TEST_EVENTS[1], fees=[{"amount_vnd": 1, "name": "x\u3000"}]),
+    "a fee name of spaces": _data(TEST_EVENTS[1], fees=[{"amount_vnd": 1, "name": "   "}]),
+    "a traceparent header without a value": (
+        _header(TEST_EVENTS[1].headers, "ce_traceparent", None), TEST_EVENTS[1].value),  # type: ignore[arg-type]
 }
 
 

@@ -39,6 +39,8 @@ def test_a_valid_record_decodes() -> None:
     ("a year-9999 ce_time", Reason.VALUE_OUT_OF_RANGE, "time"),
     ("a CR/LF in ce_subject", Reason.INVALID_FIELD, "subject"),
     ("a missing field", Reason.MISSING_FIELD, "data.dossier_code"),
+    ("a null ce_id header", Reason.MISSING_FIELD, "ce_id"),
+    ("a null header of another ce_ name", Reason.MISSING_FIELD, "ce_*"),
 ])
 def test_every_bad_record_raises_invalid_record_with_reason_and_field(case: str, reason: Reason, field: str) -> None:
     """Null value, bad headers, unknown type, bad JSON, invalid event: each one InvalidRecord(reason, field)."""
@@ -54,11 +56,28 @@ def test_every_bad_record_raises_invalid_record_with_reason_and_field(case: str,
         "a year-9999 ce_time": (_with_header(headers, "ce_time", b"9999-12-31T23:59:59-14:00"), value),
         "a CR/LF in ce_subject": (_with_header(headers, "ce_subject", b"TL-1\r\nBcc: x"), value),
         "a missing field": (headers, value.replace(b'"dossier_code"', b'"dossier_cod"')),
+        # Kafka allows a header without a value (aiokafka: None): it raised AttributeError, out of every decode
+        "a null ce_id header": (_with_header(headers, "ce_id", None), value),  # type: ignore[arg-type]
+        "a null header of another ce_ name": ([*headers, ("ce_012345678901", None)], value),  # type: ignore[list-item]
     }
     with pytest.raises(wire.InvalidRecord) as caught:
         wire.decode(*bad[case])
     assert (caught.value.reason, caught.value.field) == (reason, field), case
     assert "Bcc" not in str(caught.value) and "\xff" not in str(caught.value)
+
+
+def test_a_null_ce_header_is_a_reasoned_rejection_everywhere() -> None:
+    """Intake dead-letters it with its reason (not `internal_error`); the slim views refuse it as the full decode."""
+    from services.intake.normalise import Rejected
+    from services.metrics import decoding
+    rec = _record()
+    headers = _with_header(rec.headers, "ce_time", None)  # type: ignore[arg-type]
+    outcome = normalise(Family.DOSSIER, rec.value, headers)
+    assert isinstance(outcome, Rejected)
+    assert (outcome.problems[0].reason, outcome.problems[0].field) == (Reason.MISSING_FIELD, "ce_time")
+    for decode in (decoding.slim, decoding.fast):
+        with pytest.raises(wire.InvalidRecord):
+            decode(headers, rec.value)
 
 
 def test_unknown_event_type_is_an_invalid_record() -> None:
