@@ -140,9 +140,11 @@ class TrackedDossier(Model):
     alerted_due_soon: bool = False
     alerted_overdue: bool = False
     as_of: UtcDateTime | None = Field(
-        default=None, description="Time of the event this state comes from: a state from an older event (time, "
-        "then event id) arriving later changes nothing. None: written before this field (the last to arrive wins)")
-    event_id: str | None = Field(default=None, max_length=128, description="Id of that event (ties of `as_of`)")
+        default=None, description="Time of the event this state comes from: a state from an older event arriving "
+        "later changes nothing (at the same time, an open state does not reopen a closed one). None: written before "
+        "this field, or a time not believed (far ahead of the tracker's clock): the last to arrive wins")
+    event_id: str | None = Field(default=None, max_length=128, description="Id of that event (for diagnosis; ids do "
+                                 "not order)")
 
 
 class DeadlineAlert(Model):

@@ -54,10 +54,12 @@ class TrackedPartition:
         raw = cast(bytes | None, self.db.get(STATE + key))
         return None if raw is None else TrackedDossier.model_validate_json(raw)
 
-    def record_state(self, latest: TrackedDossier) -> Change | None:
+    def record_state(self, latest: TrackedDossier, now: datetime | None = None) -> Change | None:
         """A dossier's new state from notify, or None when it comes from an event older than the state's (stale):
         an unchanged due date keeps its alert flags; a closed dossier is kept until forgotten (`deadlines.wake_at`;
-        at once if its state has no event time)."""
+        at once if its state has no event time). `now`: the tracker's clock, against which an event time far in
+        the future is not believed (`deadlines.trusted`)."""
+        latest = deadlines.trusted(latest, now)
         key = key_of(latest.commune, latest.dossier_code)
         old = self.get(key)
         if old is not None and deadlines.is_stale(latest, old):
@@ -69,8 +71,8 @@ class TrackedPartition:
         """An alert decided elsewhere (an earlier tracker's decision record): the change if not yet marked."""
         key = key_of(alert.commune, alert.dossier_code)
         old = self.get(key)
-        if old is None or (marked := deadlines.mark(old, alert)) == old:
-            return None
+        if old is None or not old.is_open or (marked := deadlines.mark(old, alert)) == old:
+            return None  # a closed dossier (kept a week to order late events) fires nothing
         return self._put(key, old, marked)
 
     def due(self, now: datetime) -> Iterator[bytes]:

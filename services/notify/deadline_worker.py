@@ -117,12 +117,13 @@ class DeadlineWorker:
         """Record each state (and old-style alert decision) in its partition's store; write alerts, then changes."""
         alerts: list[DeadlineAlert] = []
         changes: list[tuple[int, Change]] = []
+        now = self.clock()
         for tp, records in batch.items():
             part = self.store.parts[tp.partition]  # assigned partitions are restored before they are fetched
             for rec in records:
                 msg = _decode(rec)
                 if msg is not None and msg.dossier is not None:
-                    if (state := part.record_state(msg.dossier)) is not None:  # None: from an older event
+                    if (state := part.record_state(msg.dossier, now)) is not None:  # None: from an older event
                         changes.append((tp.partition, state))
                 elif msg is not None and msg.alert is not None and (change := part.record_alert(msg.alert)):
                     alerts.append(msg.alert)

@@ -47,12 +47,32 @@ KEEP_CLOSED = timedelta(days=7)
 re-sent status, a partition replayed) does not reopen it and alert its officer; then it is forgotten."""
 
 
+FUTURE_MARGIN = timedelta(hours=1)
+"""An event time further ahead of the tracker's clock is not believed for ordering (`trusted`)."""
+
+
 def is_stale(latest: TrackedDossier, previous: TrackedDossier) -> bool:
-    """Whether `latest` comes from an event older than `previous`'s (by time, then id); never for a state without
-    its event time (written before `as_of` existed: the last to arrive wins, as it always had)."""
+    """Whether `latest` comes from an event older than `previous`'s; never for a state without its event time
+    (written before `as_of` existed, or not trusted: the last to arrive wins, as it always had).
+
+    At the same time the later arrival wins, except that an open state does not reopen a closed one: a portal
+    record's time is its latest date, so a status change without a new date (in progress -> withdrawn) has the
+    time of the event before it, and a re-sent older one could not be told from a reopening. Event ids do not
+    order (they are hashes)."""
     if latest.as_of is None or previous.as_of is None:
         return False
-    return (latest.as_of, latest.event_id or "") < (previous.as_of, previous.event_id or "")
+    if latest.as_of == previous.as_of:
+        return latest.is_open and not previous.is_open
+    return latest.as_of < previous.as_of
+
+
+def trusted(latest: TrackedDossier, now: datetime | None) -> TrackedDossier:
+    """`latest` without its event time when that lies more than `FUTURE_MARGIN` ahead of `now`: a sender's clock
+    (or a typo) dated 2045 would otherwise make every real event of the dossier stale, and keep it closed till
+    then."""
+    if now is None or latest.as_of is None or latest.as_of <= now + FUTURE_MARGIN:
+        return latest
+    return latest.model_copy(update={"as_of": None})
 
 
 def wake_at(d: TrackedDossier) -> datetime | None:

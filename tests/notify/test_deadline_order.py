@@ -74,22 +74,53 @@ def test_a_state_without_an_event_time_is_last_arrival_wins_as_before() -> None:
         assert part.get(KEY) is None and raw(part) == {}
 
 
+def test_a_status_change_at_the_same_time_wins_and_a_resent_open_one_does_not_reopen() -> None:
+    """A portal record's time is its latest date: in progress -> withdrawn has the same time (found by the review
+    helper: ordered by event id, half of 200 withdrawals were dropped and alerted overdue)."""
+    with partition() as part:
+        part.record_state(seen(1, True, event_id="zzz"))
+        assert part.record_state(seen(1, False, event_id="aaa")) is not None  # withdrawn, same time: taken
+        assert part.record_state(seen(1, True, event_id="zzz")) is None  # the in-progress one again: stays closed
+        assert [a for a, _ in part.fire(BASE + timedelta(hours=50)) if a is not None] == []
+
+
+def test_an_event_time_far_ahead_of_the_clock_is_not_believed() -> None:
+    """A sender dating an event 2045 would make every real event stale and alert on a closed dossier."""
+    now = BASE + timedelta(hours=2)
+    with partition() as part:
+        future = seen(1, True).model_copy(update={"as_of": BASE + timedelta(days=20 * 365)})
+        part.record_state(future, now)
+        assert part.get(KEY).as_of is None  # type: ignore[union-attr]
+        assert part.record_state(seen(2, False), now) is not None
+        assert not part.get(KEY).is_open  # type: ignore[union-attr]
+        near = seen(2.5, True).model_copy(update={"as_of": now + deadlines.FUTURE_MARGIN})
+        assert part.record_state(near, now) is not None and part.get(KEY).as_of == near.as_of  # type: ignore[union-attr]
+
+
+def test_an_alert_decision_for_a_closed_dossier_fires_nothing() -> None:
+    with partition() as part:
+        part.record_state(seen(1, True, due_h=20))
+        [(alert, _)] = part.fire(BASE + timedelta(hours=2))
+        part.record_state(seen(5, False))
+        assert alert is not None and part.record_alert(alert) is None
+
+
 EVENTS = st.lists(st.tuples(st.integers(0, 48), st.booleans(), st.sampled_from([20, 30, 80]),
                             st.sampled_from(["a", "b"])),
-                  min_size=1, max_size=8, unique_by=lambda e: (e[0], e[3]))
+                  min_size=1, max_size=8, unique_by=lambda e: e[0])
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(EVENTS, st.randoms(use_true_random=False))
 def test_any_arrival_order_gives_the_state_of_the_newest_event(events: list[tuple[int, bool, int, str]],
                                                                 rnd: object) -> None:
-    """One dossier's events (distinct time and id) delivered in a random order end in the state (and index entry)
-    they end in when delivered in time order."""
+    """One dossier's events (distinct times) delivered in a random order end in the state (and index entry) they
+    end in when delivered in time order."""
     states = [seen(h, is_open, due, event_id) for h, is_open, due, event_id in events]
     shuffled = list(states)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     with partition() as in_order, partition() as any_order:
-        for s in sorted(states, key=lambda s: (s.as_of, s.event_id)):
+        for s in sorted(states, key=lambda s: s.as_of):
             in_order.record_state(s)
         for s in shuffled:
             any_order.record_state(s)
