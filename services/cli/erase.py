@@ -17,6 +17,7 @@ import typer
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.render import console, err_console
 from services.common.transactions import SendFailed
+from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import erase_applicant
 from services.privacy.settings import PrivacySettings, generate_secret, pepper_of
@@ -46,6 +47,9 @@ def erase(cccd: Annotated[str | None, typer.Option(
         err_console.print(f"erase: {exc}")
         raise typer.Exit(2) from None
     who = requested_by or f"os:{getpass.getuser()}"
+    if unusable := [kind for kind, value in identifiers if not crypto.identifies(kind, value)]:
+        err_console.print(f"erase: not an identifier of one person: {', '.join(unusable)} (the value is not shown)")
+        raise typer.Exit(2)
     try:
         audits = asyncio.run(erase_applicant(connection(bootstrap), namespace, pepper, identifiers, requested_by=who))
     except SendFailed as exc:  # the broker refused a tombstone or the audit record: that transaction was aborted

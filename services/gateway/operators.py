@@ -23,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from services.cli.trace import trace_record
 from services.common.settings import KafkaConnection
+from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import erase_applicant
 from services.privacy.settings import PrivacySettings, pepper_of
 
-CCCD = r"^[0-9]{12}$"
+CCCD = r"^([0-9]{12}|[0-9]{9})$"
 r"""ASCII digits: a regex `\d` takes any Unicode digit (٠١٢…), which would hash to a subject no one has."""
 OperatorKey = Annotated[str | None, Header(alias="X-Operator-Key", max_length=200,
                                            description="An operator's key (GATEWAY_OPERATORS_FILE)")]
@@ -54,17 +55,19 @@ class ErasureRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     cccd: str | None = Field(default=None, pattern=CCCD, description="The applicant's 12-digit citizen identity number")
-    phone: str | None = Field(default=None, min_length=3, max_length=32, pattern=r"^[0-9+() .-]+$",
-                              description="A phone number their dossiers carried")
+    phone: str | None = Field(default=None, min_length=8, max_length=32, pattern=r"^[0-9+() .-]+$",
+                              description="A phone number their dossiers carried (8 digits at least)")
     email: str | None = Field(default=None, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$",
                               description="An e-mail address their dossiers carried")
-    zalo: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$",
+    zalo: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x20\x7f]+$",
                              description="A Zalo user id their dossiers carried")
 
     @model_validator(mode="after")
     def _some(self) -> ErasureRequest:
         if not self.identifiers():
             raise ValueError("no identifier")
+        if not all(crypto.identifies(kind, value) for kind, value in self.identifiers()):
+            raise ValueError("not an identifier of one person")  # "-----" as a phone would shred every placeholder
         return self
 
     def identifiers(self) -> list[tuple[str, str]]:

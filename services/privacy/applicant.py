@@ -29,9 +29,11 @@ def field_aad(event_id: str, field: str) -> str:
 
 
 def subject_of(keyring: Keyring, applicant: Applicant) -> str:
+    """The subject of the first identifier that names one person (`crypto.identifies`): a placeholder phone ("-",
+    "N/A") shared by thousands of dossiers would put them all under one key, which one erasure would shred."""
     for kind, field in _IDENTIFIERS:
         value = getattr(applicant, field)
-        if value:
+        if value and crypto.identifies(kind, value):
             return keyring.subject(kind, value)
     return keyring.anonymous_subject()
 

@@ -153,6 +153,27 @@ def cccd_subject(pepper: Pepper, cccd: str) -> str:
     return subject_id(pepper, "cccd", normalise_cccd(cccd))
 
 
+MIN_PHONE_DIGITS = 8
+"""Fewer digits than this is no phone number (Vietnamese numbers have 10; "-", "N/A", "không có" have none)."""
+
+
+def identifies(kind: str, value: str) -> bool:
+    """Whether `value`, normalised as its subject would be, can name one person: a phone with digits enough, an
+    e-mail with an @ between two parts, a CCCD (or CMND) of digits, a Zalo id with any text. Intake seals under
+    the first identifier that does (`applicant.subject_of`); an erasure refuses one that does not, which would
+    shred everyone whose dossier carried the same placeholder."""
+    if kind == "cccd":
+        number = normalise_cccd(value)
+        return number.isascii() and number.isdigit() and len(number) in (9, 12)
+    if kind == "phone":
+        return sum(c.isdigit() for c in normalise_phone(value)) >= MIN_PHONE_DIGITS
+    text = value.strip().lower()
+    if kind == "email":
+        local, at, domain = text.partition("@")
+        return bool(at and local and domain)
+    return bool(text)
+
+
 def identifier_subject(pepper: Pepper, kind: str, value: str) -> str:
     """The subject of an applicant known by `kind` (`cccd`, `phone`, `email`, `zalo`), each normalised first."""
     if kind == "cccd":

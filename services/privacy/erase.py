@@ -88,6 +88,9 @@ async def erase_applicant(conn: KafkaConnection, namespace: str, pepper: bytes,
     (or the operator) names every identifier they used; a failure raises after the subjects before it are erased
     (each erasure is complete or not done: running it again is safe).
     """
+    unusable = [kind for kind, value in identifiers if not crypto.identifies(kind, value)]
+    if unusable:  # a placeholder would name everyone sealed under it, or no one
+        raise ValueError(f"not an identifier of one person: {', '.join(unusable)}")
     audits: list[tuple[str, ErasureAudit]] = []
     seen: set[str] = set()
     for kind, value in identifiers:

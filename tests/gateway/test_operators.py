@@ -37,7 +37,7 @@ def test_a_cccd_is_twelve_ascii_digits(client: TestClient, cccd: str) -> None:
 
 @pytest.mark.parametrize("body", [{}, {"cccd": None}, {"phone": "call me"}, {"email": "not-an-address"},
                                   {"zalo": "a b"}, {"cccd": "008123456789", "name": "Nguyễn Thị Lan"},
-                                  {"phone": "0" * 40}])
+                                  {"phone": "0" * 40}, {"phone": "-----------"}, {"phone": "( ) ( ) ( )"}])
 def test_an_erasure_names_at_least_one_well_formed_identifier_and_nothing_else(client: TestClient,
                                                                                 body: dict[str, object]) -> None:
     """No identifier, a malformed one, or another member (a name has no place here): 422, never echoed."""

@@ -199,3 +199,25 @@ def test_an_applicant_without_cccd_is_erasable_by_the_phone_they_gave() -> None:
     """No CCCD: the subject comes from the phone, normalised (+84, spaces), as `erase --phone` computes it."""
     sealed, _ = sealing.encrypt_applicant(keyring(), "e", Applicant(name="Lan", phone="+84 912 345 678"))
     assert sealed.subject == crypto.identifier_subject(PEPPER, "phone", "0912345678")
+
+
+@pytest.mark.parametrize(("kind", "value", "one_person"), [
+    ("phone", "0912345678", True), ("phone", "+84 912 345 678", True), ("phone", "-", False),
+    ("phone", "không có", False), ("phone", "N/A", False), ("phone", "( )", False), ("phone", "0123", False),
+    ("cccd", "008 123 456 789", True), ("cccd", "123456789", True), ("cccd", "12345", False),
+    ("cccd", "٠١٢٣٤٥٦٧٨٩٠١", False), ("email", "lan@example.vn", True), ("email", "@", False),
+    ("email", "none", False), ("zalo", "Z-1", True), ("zalo", "  ", False),
+])
+def test_only_an_identifier_of_one_person_names_a_subject(kind: str, value: str, one_person: bool) -> None:
+    assert crypto.identifies(kind, value) is one_person
+
+
+def test_a_placeholder_phone_does_not_put_strangers_under_one_key() -> None:
+    """Dossiers whose phone is "-" or "N/A" each get a subject of their own (found by the review helper: all shared
+    one, and an erasure of that "phone" would have shredded them all); a real phone still names its subject."""
+    ring = keyring()
+    placeholders = [Applicant(name=f"Người {i}", phone=p) for i, p in enumerate(["-", "N/A", "-", "không có"])]
+    subjects = [sealing.subject_of(ring, a) for a in placeholders]
+    assert len(set(subjects)) == len(subjects)
+    assert sealing.subject_of(ring, Applicant(name="Lan", phone="-", email="lan@example.vn")) == \
+        ring.subject("email", "lan@example.vn")
