@@ -56,6 +56,9 @@ class Header(StrEnum):
     """Set on a record re-driven from the DLQ into a raw topic: the DLQ offset it came from."""
 
 
+_WRITTEN = frozenset(h.value for h in Header)
+
+
 class Rejection(BaseModel, frozen=True):
     """Why one record was rejected. `message` names the field and never echoes personal data."""
 
@@ -98,7 +101,8 @@ class DeadLetterContext(BaseModel, frozen=True):
 
     @classmethod
     def from_headers(cls, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> DeadLetterContext:
-        h = {k: v.decode() for k, v in headers if k.startswith("dlq.")}
+        # the headers intake wrote; one of another `dlq.` name copied from the original record may be anything
+        h = {k: v.decode("utf-8", "replace") for k, v in headers if k in _WRITTEN and isinstance(v, bytes)}
         return cls(
             reason=Reason(h[Header.REASON]), field=h.get(Header.FIELD, ""), message=h.get(Header.MESSAGE, ""),
             source_topic=h[Header.SOURCE_TOPIC], source_partition=int(h[Header.SOURCE_PARTITION]),

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from schemas import wire
 from schemas.deadletter import DeadLetterContext, Header, Reason
 from schemas.times import to_utc
 
@@ -43,8 +44,8 @@ def source_of(headers: Headers, value: bytes | None) -> str | None:
     """The sending system: `ce_source` header, `source` header (portal shape), or `source` in structured JSON."""
     h = dict(headers)
     for name in ("ce_source", "source"):
-        if name in h:
-            return h[name].decode("utf-8", "replace")
+        if h.get(name) is not None:
+            return wire.lenient_text(h[name])
     try:
         obj: Any = orjson.loads(value or b"")
     except orjson.JSONDecodeError:

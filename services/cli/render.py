@@ -9,6 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from schemas import wire
 from services.cli.deadletters import DeadLetter
 from services.gateway.batch import RecordError
 
@@ -16,7 +17,7 @@ from services.gateway.batch import RecordError
 def record_panel(rec: ConsumerRecord[bytes, bytes]) -> Panel:
     headers = Table.grid(padding=(0, 2))
     for k, v in rec.headers:
-        headers.add_row(Text(k, style="cyan" if k.startswith("ce_") else "magenta"), Text(v.decode("utf-8", "replace")))
+        headers.add_row(Text(k, style="cyan" if k.startswith("ce_") else "magenta"), Text(wire.lenient_text(v)))
     value = rec.value or b""
     try:
         body: JSON | Text = JSON(value.decode("utf-8"))

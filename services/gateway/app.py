@@ -51,9 +51,8 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         """Starlette's own answers (404 no such path, 405 method not allowed) in the gateway's error shape, not
         FastAPI's `{"detail": ...}`; their headers (a 405's `Allow`) kept."""
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        answer = gateway.answer(exc.status_code, api.error(kind, str(exc.detail)))
-        answer.headers.update(exc.headers or {})
-        return answer
+        # not through `gateway.answer`: its counter is of answers to POST /v1/events
+        return JSONResponse(api.error(kind, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameters(_: Request, exc: RequestValidationError) -> JSONResponse:
