@@ -83,3 +83,18 @@ def test_a_null_ce_header_is_a_reasoned_rejection_everywhere() -> None:
 def test_unknown_event_type_is_an_invalid_record() -> None:
     """Callers catching the older UnknownEventType still do; new callers catch InvalidRecord only."""
     assert issubclass(wire.UnknownEventType, wire.InvalidRecord) and issubclass(wire.InvalidRecord, ValueError)
+
+
+def test_null_headers_elsewhere_are_read_as_absent_or_empty() -> None:
+    """Found by the review helper: a portal record's null `source` header was an internal_error; a dead letter that
+    kept a null header broke `commune-bus dlq` and the trace."""
+    from schemas.deadletter import DeadLetterContext
+    from services.cli.deadletters import source_of
+    from tests.samples import HDR, portal_dossier
+    outcome = normalise(Family.DOSSIER, dumps(portal_dossier()), [*HDR, ("source", None)])  # type: ignore[list-item]
+    assert isinstance(outcome, Accepted) and outcome.event.source == "/communes/02269/portal-sync"
+    context = DeadLetterContext(reason=Reason.NOT_JSON, field="(record)", message="m", source_topic="t",
+                                source_partition=1, source_offset=2, rejected_at="2025-11-03T01:00:00Z")
+    kept = [*context.headers(), ("dlq.from-the-sender", None), ("ce_source", None)]
+    assert DeadLetterContext.from_headers(kept) == context  # type: ignore[arg-type]
+    assert source_of(kept, b'{"source": "/communes/02269/app"}') == "/communes/02269/app"  # type: ignore[arg-type]
