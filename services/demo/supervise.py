@@ -82,4 +82,9 @@ def stop(running: Sequence[Running], timeout_s: float) -> list[str]:
     for r in running:
         with contextlib.suppress(subprocess.TimeoutExpired):
             r.process.wait(timeout=5)
+    # SIGKILL is delivered at once but a grandchild dies when the kernel gets to it: wait (bounded) until the
+    # groups are empty, so a caller that returns finds no process left (a CI run caught one still alive)
+    deadline = time.monotonic() + 2.0
+    while any(r.group_alive() for r in running) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return killed
