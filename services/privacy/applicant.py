@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.dossier import Applicant, DossierStatusChanged
-from schemas.envelope import Event
+from schemas.envelope import Event, built, replaced
 from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant, SealedValue
 from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
@@ -22,6 +22,12 @@ _IDENTIFIERS = (("cccd", "id_number"), ("phone", "phone"), ("email", "email"), (
 
 class AlreadySealed(PrivacyError):
     """A raw record arrived with a sealed applicant group: only intake seals (the record is rejected)."""
+
+
+_FIELD_NAMES = {field: field.encode() for field in PERSONAL_FIELDS}
+_ABSENT: dict[str, Any] = dict.fromkeys(PERSONAL_FIELDS)
+_SET = frozenset({"subject", "key_id", "preferred_locale"})
+"""The fields every sealed applicant sets (as `model_construct` counts them), besides the personal fields it has."""
 
 
 def field_aad(event_id: str, field: str) -> str:
@@ -43,11 +49,13 @@ def encrypt_applicant(keyring: Keyring, event_id: str, applicant: Applicant) -> 
     subject = subject_of(keyring, applicant)
     key_id, dek, records = keyring.key_for(subject)
     present = [(field, value) for field in PERSONAL_FIELDS if (value := getattr(applicant, field))]
-    tokens = crypto.seal_many(dek, [(value.encode(), field_aad(event_id, field).encode()) for field, value in present])
-    values: dict[str, Any] = {field: token for (field, _), token in zip(present, tokens, strict=True)}
-    values.update(subject=subject, key_id=key_id, preferred_locale=applicant.preferred_locale)
+    aad = field_aad(event_id, "").encode()  # + the field's name: `field_aad(event_id, field)` without a str per field
+    tokens = crypto.seal_many(dek, [(value.encode(), aad + _FIELD_NAMES[field]) for field, value in present])
+    values: dict[str, Any] = {"subject": subject, "key_id": key_id, **_ABSENT,
+                              "preferred_locale": applicant.preferred_locale}
+    values.update(zip((field for field, _ in present), tokens, strict=True))
     # built, not validated: every value is ours (ids and base64url tokens), and validation cost more than sealing
-    return SealedApplicant.model_construct(**values), records
+    return built(SealedApplicant, _SET | {field for field, _ in present}, values), records
 
 
 def seal_event(keyring: Keyring, event: Event) -> tuple[Event, list[KeyRecord]]:
@@ -61,8 +69,7 @@ def seal_event(keyring: Keyring, event: Event) -> tuple[Event, list[KeyRecord]]:
     if isinstance(applicant, SealedApplicant):
         raise AlreadySealed("the applicant group is already sealed")
     sealed, records = encrypt_applicant(keyring, event.id, applicant)
-    data = event.data.model_copy(update={"applicant": sealed})
-    return event.model_copy(update={"data": data}), records
+    return replaced(event, data=replaced(event.data, applicant=sealed)), records
 
 
 def open_field(keyring: Keyring, event_id: str, sealed: SealedApplicant, field: str) -> str | None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.dossier import Applicant
+from schemas.dossier import Applicant, DossierStatusChanged
 from schemas.personal import PERSONAL_FIELDS, SealedApplicant
 from services.privacy import applicant as sealing
 from services.privacy import crypto, deadletters
@@ -17,6 +17,7 @@ from services.privacy.crypto import Erased, PrivacyError, Tampered
 from services.privacy.keyring import Keyring, KeyUnknown
 from services.privacy.store import key_messages
 from tests.privacy.keys import KEK, NOW, PEPPER, keyring
+from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit
 
@@ -221,3 +222,45 @@ def test_a_placeholder_phone_does_not_put_strangers_under_one_key() -> None:
     assert len(set(subjects)) == len(subjects)
     assert sealing.subject_of(ring, Applicant(name="Lan", phone="-", email="lan@example.vn")) == \
         ring.subject("email", "lan@example.vn")
+
+
+_WORDS = st.text(alphabet="abcdeđêơưạẠ Lan", max_size=30)
+
+
+@given(applicant=st.builds(
+    Applicant, name=st.none() | _WORDS, id_number=st.none() | st.sampled_from(["008123456789", "x"]),
+    phone=st.none() | st.text(alphabet="0123456789+ ", max_size=12), email=st.none() | st.emails(),
+    zalo_user_id=st.none() | st.text(alphabet="0123456789abc", max_size=10), address=st.none() | _WORDS))
+@settings(deadline=None, max_examples=60)
+def test_a_sealed_event_is_what_pydantic_would_build(applicant: Applicant) -> None:
+    """Sealing builds its models without pydantic's `model_construct`/`model_copy` (`envelope.built`, hot path):
+    the sealed event equals, field for field and in the fields it counts as set, what those would give, and the
+    clear event it came from is left as it was."""
+    clear = DossierStatusChanged.model_validate({**canonical_dossier(), "data": {
+        **canonical_dossier()["data"], "applicant": applicant.model_dump(exclude_unset=True)}})
+    before = clear.model_dump_json()
+    event, _ = sealing.seal_event(keyring(), clear)
+    sealed = event.data.applicant
+    assert isinstance(sealed, SealedApplicant)
+    reference_applicant = SealedApplicant.model_construct(  # as sealing built it before `built`
+        subject=sealed.subject, key_id=sealed.key_id, preferred_locale=applicant.preferred_locale,
+        **{f: getattr(sealed, f) for f in PERSONAL_FIELDS if getattr(applicant, f)})
+    reference = clear.model_copy(update={"data": clear.data.model_copy(update={"applicant": reference_applicant})})
+    assert event == reference and event.model_dump_json() == reference.model_dump_json()
+    for mine, theirs in ((event, reference), (event.data, reference.data), (sealed, reference_applicant)):
+        assert mine.model_fields_set == theirs.model_fields_set
+    assert clear.model_dump_json() == before and clear.data.applicant is not None
+    assert SealedApplicant.model_validate_json(sealed.model_dump_json()) == sealed
+
+
+def test_a_subject_with_a_day_key_and_an_expired_one_gets_a_fresh_key() -> None:
+    """`key_for`'s short cut (one key without expiry) leaves keys with an expiry to the full check."""
+    now = [NOW]
+    ring = keyring(lambda: now[0])
+    first, _, _ = ring.key_for("dlq:2026-12-01", expires_at=NOW + timedelta(days=1))
+    assert ring.key_for("dlq:2026-12-01")[0] == first
+    now[0] = NOW + timedelta(days=2)
+    assert ring.key_for("dlq:2026-12-01")[0] != first
+    lasting, _, _ = ring.key_for("a-subject")
+    now[0] = NOW + timedelta(days=4000)
+    assert ring.key_for("a-subject")[0] == lasting
