@@ -23,9 +23,9 @@ Decision = Accepted | DeadLetterContext
 
 
 class PublishedIds(Protocol):
-    """The event ids already published from one raw partition (`dedup.SeenIds`; a set in tests)."""
+    """The events already published from one raw partition (`dedup.SeenIds`)."""
 
-    def __contains__(self, event_id: str, /) -> bool: ...
+    def published(self, source: str, event_id: str, /) -> bool: ...
 
 
 class SourcePolicy(Protocol):
@@ -46,7 +46,7 @@ class Decider:
     topic: str
     partition: int
     seen: PublishedIds
-    """Event ids already published from this partition."""
+    """Events (source and id) already published from this partition."""
     policy: SourcePolicy
     max_record_bytes: int
     rejected_at: str
@@ -72,9 +72,9 @@ class Decider:
             event = outcome.event
             if (denied := self.policy(event.source, self.family, event.commune)) is not None:
                 return self._dead_letter(denied.reason, denied.field, denied.message, offset)
-            if event.id in self.seen:
-                return self._dead_letter(Reason.DUPLICATE_EVENT, "id", f"id: event {event.id} was already published",
-                                         offset)
+            if self.seen.published(event.source, event.id):
+                return self._dead_letter(Reason.DUPLICATE_EVENT, "id",
+                                         f"id: event {event.id} of this source was already published", offset)
             return outcome if self.keyring is None else seal_accepted(outcome, self.keyring)
         r = outcome.rejection
         return self._dead_letter(r.reason, r.field, r.message, offset)

@@ -1,6 +1,7 @@
-"""Which event ids intake has already published, per raw partition.
+"""Which events intake has already published, per raw partition.
 
-A repeated id is published once. The set is partition-aligned with the raw
+An event is its source and id (CloudEvents: the id is unique per source; two communes' systems may both
+number their events from 1): a repeated (source, id) is published once. The set is partition-aligned with the raw
 topics (changelog partition = raw partition), written to the changelog in the
 same transaction as the canonical record and restored on assignment
 (`services.intake.restore`), so it survives crashes and moves with its
@@ -21,42 +22,71 @@ WINDOW = timedelta(days=7)
 EXPIRY_INTERVAL_MS = 60_000
 
 
-def changelog_record(family: str, partition: int, first_offset: int, ids: list[str], at_ms: int) -> tuple[bytes, bytes]:
-    """One changelog record per raw partition and transaction: the ids it published (one send, not one per id)."""
-    return f"{family}:{partition}:{first_offset}".encode(), orjson.dumps({"at": at_ms, "ids": ids})
+SEPARATOR = "\x1f"
+"""Between source and id in a published key: a control character, which no identifier may hold (`limits`)."""
 
 
-def read_changelog_record(key: bytes, value: bytes) -> tuple[str, int, list[str]]:
-    """(family, at_ms, ids) of a changelog record."""
+def published_key(source: str, event_id: str) -> str:
+    """What identifies a published event: its source and id."""
+    return f"{source}{SEPARATOR}{event_id}"
+
+
+def changelog_record(family: str, partition: int, first_offset: int, keys: list[str],
+                     at_ms: int) -> tuple[bytes, bytes]:
+    """One changelog record per raw partition and transaction: the `published_key`s of what it published (one
+    send, not one per event)."""
+    return f"{family}:{partition}:{first_offset}".encode(), orjson.dumps({"at": at_ms, "keys": keys})
+
+
+def read_changelog_record(key: bytes, value: bytes) -> tuple[str, int, list[str], list[str]]:
+    """(family, at_ms, published keys, legacy ids) of a changelog record.
+
+    Records written before events were told apart by source hold bare event ids (`ids`): they are restored as
+    legacy ids, which stand for their id from any source until the window forgets them (an event published
+    before the change is still published once; another source's event with the same id waits out the window).
+    """
     body = orjson.loads(value)
-    return key.split(b":", 1)[0].decode(), int(body["at"]), list(body["ids"])
+    return (key.split(b":", 1)[0].decode(), int(body["at"]), list(body.get("keys", ())),
+            list(body.get("ids", ())))
 
 
 class SeenIds:
-    """Event ids seen in one raw partition, with the time (ms) each was first published."""
+    """The events published from one raw partition (`published_key`s), with the time (ms) each was first published;
+    and the legacy ids restored from older changelog records (`read_changelog_record`)."""
 
-    __slots__ = ("_first_seen", "_window_ms")
+    __slots__ = ("_first_seen", "_legacy", "_window_ms")
 
     def __init__(self, window: timedelta = WINDOW) -> None:
         self._first_seen: dict[str, int] = {}
+        self._legacy: dict[str, int] = {}
         self._window_ms = int(window.total_seconds() * 1000)
 
     def __len__(self) -> int:
-        return len(self._first_seen)
+        return len(self._first_seen) + len(self._legacy)
 
     def __contains__(self, key: str) -> bool:
         return key in self._first_seen
 
+    def published(self, source: str, event_id: str) -> bool:
+        """Whether the event `source` numbered `event_id` was published from this partition within the window."""
+        return published_key(source, event_id) in self._first_seen or (bool(self._legacy) and event_id in self._legacy)
+
     def add(self, key: str, at_ms: int) -> None:
         self._first_seen.setdefault(key, at_ms)
 
+    def add_legacy(self, event_id: str, at_ms: int) -> None:
+        self._legacy.setdefault(event_id, at_ms)
+
     def expire(self, now_ms: int) -> int:
-        """Forget ids older than the window; returns how many were forgotten."""
+        """Forget what is older than the window; returns how many were forgotten."""
         cutoff = now_ms - self._window_ms
-        old = [k for k, t in self._first_seen.items() if t < cutoff]
-        for k in old:
-            del self._first_seen[k]
-        return len(old)
+        forgotten = 0
+        for first_seen in (self._first_seen, self._legacy):
+            old = [k for k, t in first_seen.items() if t < cutoff]
+            for k in old:
+                del first_seen[k]
+            forgotten += len(old)
+        return forgotten
 
 
 class SeenByPartition:

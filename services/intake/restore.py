@@ -31,13 +31,15 @@ async def restore_seen(conn: KafkaConnection, changelog: str, wanted: set[tuple[
 
     def apply(partition: int, rec: ConsumerRecord[bytes, bytes]) -> None:
         nonlocal restored
-        family, at_ms, ids = read_changelog_record(rec.key or b"", rec.value or b"{}")
+        family, at_ms, keys, legacy_ids = read_changelog_record(rec.key or b"", rec.value or b"{}")
         key = (Family(family), partition)
         if key in wanted:
             ids_of_partition = seen.of(*key)
-            for event_id in ids:
-                ids_of_partition.add(event_id, at_ms)
-            restored += len(ids)
+            for published in keys:
+                ids_of_partition.add(published, at_ms)
+            for event_id in legacy_ids:
+                ids_of_partition.add_legacy(event_id, at_ms)
+            restored += len(keys) + len(legacy_ids)
 
     numbers = sorted({p for _, p in wanted})
     await read_to_end(conn, changelog, numbers, apply, client_id="intake-restore")

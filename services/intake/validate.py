@@ -28,7 +28,7 @@ from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, TopicSpec, scoped
 from services.common.partitioner import partition_for
 from services.intake.decide import Decider, SourcePolicy, allow_all
-from services.intake.dedup import SeenByPartition, changelog_record
+from services.intake.dedup import SeenByPartition, changelog_record, published_key
 from services.intake.normalise import Accepted
 from services.intake.outputs import REROUTED_FROM, TransactionOutputs, record_bytes
 from services.intake.settings import IntakeSettings
@@ -138,8 +138,9 @@ class Validation:
                         for topic, key, key_value in privacy.key_messages(decision.keys):
                             out.record(topic, key, key_value)
                     out.canonical(canonical, encoded)
-                    seen.add(event.id, self.now_ms)
-                    published.append(event.id)
+                    published_as = published_key(event.source, event.id)
+                    seen.add(published_as, self.now_ms)
+                    published.append(published_as)
                     continue
                 decision = DeadLetterContext(
                     reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,

@@ -8,6 +8,7 @@ from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason, Rejection
 from schemas.events import Family
 from services.intake.decide import Decider, SourcePolicy, allow_all
+from services.intake.dedup import SeenIds, published_key
 from services.intake.normalise import Accepted
 from tests.samples import HDR, MALFORMED, canonical_dossier, dumps, portal_dossier
 
@@ -17,7 +18,15 @@ REJECTED_AT = "2025-11-03T04:00:00+00:00"
 
 def decider(family: Family = Family.DOSSIER, seen: frozenset[str] = frozenset(),
             policy: SourcePolicy = allow_all) -> Decider:
-    return Decider(family, "t1.commune.raw.dossier", 4, seen, policy, 1024 * 1024, REJECTED_AT)
+    """A decider for raw partition 4 that has published the sample source's events `seen`."""
+    return Decider(family, "t1.commune.raw.dossier", 4, published(seen), policy, 1024 * 1024, REJECTED_AT)
+
+
+def published(ids: frozenset[str], source: str = canonical_dossier()["source"]) -> SeenIds:
+    seen = SeenIds()
+    for event_id in ids:
+        seen.add(published_key(source, event_id), 0)
+    return seen
 
 
 def deny_source(source: str, family: Family, commune: str) -> Rejection | None:
@@ -47,6 +56,13 @@ def test_an_id_already_published_is_a_duplicate_dead_letter() -> None:
     assert isinstance(decision, DeadLetterContext)
     assert (decision.reason, decision.field, decision.source_offset) == (Reason.DUPLICATE_EVENT, "id", 5)
     assert isinstance(seen_before.decide(dumps(canonical_dossier("evt-2")), [], offset=6), Accepted)
+
+
+def test_the_same_id_from_another_source_is_published() -> None:
+    """Ids are unique per source (CloudEvents): another commune's system numbering its events from 1 too is not
+    a duplicate of ours."""
+    other = {**canonical_dossier("evt-1"), "source": "/communes/02269/another-system"}
+    assert isinstance(decider(seen=frozenset({"evt-1"})).decide(dumps(other), [], offset=7), Accepted)
 
 
 def test_a_source_the_policy_denies_is_dead_lettered_with_the_policy_reason() -> None:

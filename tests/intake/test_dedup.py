@@ -7,7 +7,13 @@ from datetime import timedelta
 import pytest
 
 from schemas.events import Family
-from services.intake.dedup import SeenByPartition, SeenIds, changelog_record, read_changelog_record
+from services.intake.dedup import (
+    SeenByPartition,
+    SeenIds,
+    changelog_record,
+    published_key,
+    read_changelog_record,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -23,10 +29,34 @@ def test_ids_are_remembered_within_the_window_and_forgotten_after() -> None:
 
 
 def test_changelog_record_round_trips() -> None:
-    """One changelog record carries a transaction's ids for one raw partition, with family and time."""
-    key, value = changelog_record("dossier", 3, 120, ["e1", "e2"], 1_700_000_000_000)
+    """One changelog record carries a transaction's published keys for one raw partition, with family and time."""
+    keys = [published_key("/communes/02269/mc", "e1"), published_key("/communes/02269/mc", "e2")]
+    key, value = changelog_record("dossier", 3, 120, keys, 1_700_000_000_000)
     assert key == b"dossier:3:120"
-    assert read_changelog_record(key, value) == ("dossier", 1_700_000_000_000, ["e1", "e2"])
+    assert read_changelog_record(key, value) == ("dossier", 1_700_000_000_000, keys, [])
+
+
+def test_one_id_from_two_sources_is_two_events() -> None:
+    """CloudEvents ids are unique per source: the same id from another source is another event, its own from
+    the same source a repeat."""
+    seen = SeenIds()
+    seen.add(published_key("/communes/02269/mc", "1001"), at_ms=0)
+    assert seen.published("/communes/02269/mc", "1001")
+    assert not seen.published("/communes/00004/mc", "1001")
+    assert not seen.published("/communes/02269/mc", "1002")
+
+
+def test_ids_restored_from_records_written_before_sources_counted_stand_for_any_source() -> None:
+    """A changelog record of the earlier form (bare ids) still makes its events published once: its ids match
+    from any source until the window forgets them."""
+    value = b'{"at": 0, "ids": ["e1"]}'
+    family, at_ms, keys, legacy = read_changelog_record(b"dossier:3:120", value)
+    assert (family, at_ms, keys, legacy) == ("dossier", 0, [], ["e1"])
+    seen = SeenIds(window=timedelta(minutes=10))
+    for event_id in legacy:
+        seen.add_legacy(event_id, at_ms)
+    assert seen.published("/communes/02269/mc", "e1") and seen.published("/any", "e1") and len(seen) == 1
+    assert seen.expire(now_ms=10 * 60_000 + 1) == 1 and not seen.published("/any", "e1")
 
 
 def test_partition_state_is_created_once_and_dropped_on_forget() -> None:

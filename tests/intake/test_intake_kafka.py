@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
 from collections import Counter
 from dataclasses import replace
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 from cloudevents.v1.kafka import KafkaMessage, from_binary
@@ -217,3 +219,32 @@ def test_a_transaction_whose_send_failed_is_aborted_and_shows_nothing(
     assert committed == 1, "the input offset stays before the refused record"
     assert proc.poll() is None, "the run restarts; the process stays up"
     assert (metric(proc.http_port, "commune_intake_transactions_aborted_total") or 0) >= 1  # type: ignore[attr-defined]
+
+
+def test_ids_are_unique_per_source_and_earlier_changelog_records_still_count(
+    kafka_bootstrap: str, namespace: str, intake_topics: dict[str, str], start_intake: StartIntake
+) -> None:
+    """Two systems of one commune numbering their events alike are two events (CloudEvents: source + id), a repeat
+    from the same source is a duplicate, and an id restored from a changelog record of the earlier form (bare ids)
+    is still published once."""
+    raw = intake_topics[RAW[Family.DOSSIER].name]
+    one_stop = canonical_dossier("1001")
+    other = {**canonical_dossier("1001", status=4), "source": "/communes/02269/another-system"}
+    old = canonical_dossier("evt-before-upgrade")
+
+    async def scenario() -> tuple[list, list]:
+        home = partition_for(COMMUNE.encode(), len(await _partitions(kafka_bootstrap, raw)))
+        legacy = orjson.dumps({"at": int(time.time() * 1000), "ids": ["evt-before-upgrade"]})
+        await _send_to(kafka_bootstrap, intake_topics[INTAKE_DEDUP.name], [(home, b"dossier:%d:0" % home, legacy, [])])
+        start_intake()
+        for event in (one_stop, other, one_stop, old):
+            await produce(kafka_bootstrap, raw, [(COMMUNE.encode(), dumps(event), [])])
+        canonical = await read_all(kafka_bootstrap, intake_topics[CANONICAL[Family.DOSSIER].name], expect=2, timeout=60)
+        sealed = await read_all(kafka_bootstrap, intake_topics[DLQ_INTAKE.name], expect=2, timeout=60)
+        return canonical, await opened_letters(kafka_bootstrap, namespace, sealed)
+
+    canonical, dlq = asyncio.run(scenario())
+    published = sorted((dict(r.headers)["ce_source"], dict(r.headers)["ce_id"]) for r in canonical)
+    assert published == [(b"/communes/02269/another-system", b"1001"), (b"/communes/02269/one-stop", b"1001")]
+    assert [DeadLetterContext.from_headers(r.headers).reason for r in dlq] == [Reason.DUPLICATE_EVENT] * 2
+    assert sorted(orjson.loads(r.value)["id"] for r in dlq) == ["1001", "evt-before-upgrade"]

@@ -10,6 +10,7 @@ from schemas.dossier import DossierStatusChanged
 from schemas.events import Family
 from schemas.personal import SealedApplicant
 from services.intake.decide import Decider, allow_all
+from services.intake.dedup import SeenIds, published_key
 from services.intake.normalise import Accepted, Rejected, normalise
 from services.privacy.applicant import open_applicant
 from tests.privacy.keys import keyring
@@ -61,7 +62,9 @@ def test_other_families_are_untouched() -> None:
 def test_decider_seals_only_what_it_publishes() -> None:
     """A duplicate is dead-lettered before sealing (no key made for it); a new event is sealed with its key."""
     ring = keyring()
-    d = Decider(Family.DOSSIER, "t.commune.raw.dossier", 0, frozenset({"evt-1"}), allow_all, 1 << 20,
+    seen = SeenIds()
+    seen.add(published_key(canonical_dossier()["source"], "evt-1"), 0)
+    d = Decider(Family.DOSSIER, "t.commune.raw.dossier", 0, seen, allow_all, 1 << 20,
                 "2026-12-01T08:00:00+00:00", keyring=ring)
     assert isinstance(d.decide(dumps(canonical_dossier("evt-1")), [], 3), DeadLetterContext)
     assert len(ring) == 0
