@@ -2,8 +2,10 @@
 
 Each template is (subject, text); SMS and Zalo use the text, e-mail both.
 `str.format` placeholders name the rule's parameters; a missing one is a bug (KeyError).
-Whatever the parameters hold, the subject is one line without control characters (it
-becomes an e-mail header: no header injection), and the text keeps only its line breaks.
+Whatever the parameters hold, the subject is one line without control characters and
+without RFC 2047 encoded words (it becomes an e-mail header, whose parser decodes
+`=?charset?q?=0D=0A?=` into a real line break: no header injection), and the text keeps
+only its line breaks.
 """
 
 from __future__ import annotations
@@ -121,6 +123,9 @@ class Rendered:
 
 
 _NOT_IN_SUBJECT = re.compile(f"[{CONTROL}]+")
+ENCODED_WORD_START = "=?"
+NEUTRAL_START = "=\u200b?"
+"""A zero-width space between `=` and `?`: the text reads the same, and no encoded word can start there."""
 _NOT_IN_TEXT = re.compile("[" + r"\x00-\x09\x0b-\x1f" + CONTROL.removeprefix(r"\x00-\x1f") + "]+")
 """Control characters but the line feed (x0a): a CR/LF pair becomes one line feed."""
 
@@ -130,5 +135,5 @@ def render(kind: K, locale: Locale, params: dict[str, str]) -> Rendered:
     by_locale = TEMPLATES[kind]
     chosen = locale if locale in by_locale else Locale.VI
     subject, text = by_locale[chosen]
-    return Rendered(chosen, _NOT_IN_SUBJECT.sub(" ", subject.format(**params)),
-                    _NOT_IN_TEXT.sub(" ", text.format(**params).replace("\r\n", "\n")))
+    one_line = _NOT_IN_SUBJECT.sub(" ", subject.format(**params)).replace(ENCODED_WORD_START, NEUTRAL_START)
+    return Rendered(chosen, one_line, _NOT_IN_TEXT.sub(" ", text.format(**params).replace("\r\n", "\n")))
