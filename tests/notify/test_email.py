@@ -68,3 +68,31 @@ def test_a_header_that_would_carry_a_line_break_is_refused_for_good() -> None:
     with pytest.raises(DeliveryError) as refused:
         build_mail(SENDER, message)
     assert (refused.value.reason, refused.value.retryable) == ("unsafe_header", False)
+
+
+def to(address: str) -> NotificationRequest:
+    """The applicant's e-mail request with `address` as its (opened) recipient address."""
+    r = email_request()
+    return r.model_copy(update={"recipient": r.recipient.model_copy(update={"email": address})})
+
+
+@pytest.mark.parametrize("address", [
+    "me@x.vn, a@victim.vn, b@victim.vn", "me@x.vn;a@victim.vn", "friends: a@victim.vn, b@victim.vn;",
+    "Me <me@x.vn>", "=?utf-8?q?x=0D=0ABcc:_evil@x.vn=0D=0A?= <me@x.vn>", "=?utf-8?q?me?=@x.vn", "me@x.vn (home)",
+    '"a,b"@x.vn', "me@x.vn\r\nBcc: a@victim.vn", "me@x.vn a@victim.vn", "me@@x.vn", "@x.vn", "me@", "me", "me@.vn",
+    "mé@x.vn",
+])
+def test_an_applicant_address_that_is_not_one_plain_addr_spec_is_refused_for_good(address: str) -> None:
+    """A list, a group, a display name, an encoded word, a comment, a quoted or malformed address: refused as
+    invalid_email, never retried, the address in no reason or message; a list reached every mailbox in it."""
+    with pytest.raises(DeliveryError) as refused:
+        build_mail(SENDER, compose(to(address), 2))
+    assert (refused.value.reason, refused.value.retryable) == ("invalid_email", False)
+    assert str(refused.value) == "invalid_email" and "x.vn" not in repr(refused.value)
+
+
+@pytest.mark.parametrize("address", ["citizen@example.vn", "tran.van-minh+dvc@mail.example.com.vn", "A_1@X-Y.VN"])
+def test_a_plain_address_is_the_one_recipient(address: str) -> None:
+    """One addr-spec is the mail's only recipient, as given."""
+    mail = build_mail(SENDER, compose(to(address), 2))
+    assert extract_recipients(mail) == [address] and str(mail["To"]) == address

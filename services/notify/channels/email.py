@@ -7,20 +7,40 @@ Message-ID does not depend on tracing.
 
 from __future__ import annotations
 
+import re
+from email.errors import MessageError
+from email.headerregistry import Address
 from email.message import EmailMessage
 
 import aiosmtplib
 
 from services.notify.channels.base import DeliveryError, Message, Receipt, outgoing_traceparent
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+ADDR_SPEC = re.compile(rf"(?=[^@]{{1,64}}@)(?=.{{3,254}}$){_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+", re.ASCII)
+"""One plain ASCII addr-spec (RFC 5322 dot-atom local part, a dotted host name): no list, group, display name,
+comment, quoted string or address literal. Anything else in a `To` header is parsed as several recipients."""
+
+
+def single_address(value: str) -> Address:
+    """`value` as the one recipient, or a non-retryable `invalid_email` (the reason never holds the address)."""
+    if "=?" in value or not ADDR_SPEC.fullmatch(value):  # no encoded word: a header parser would decode it
+        raise DeliveryError("invalid_email", retryable=False)
+    try:
+        return Address(addr_spec=value)
+    except (ValueError, IndexError, MessageError):
+        raise DeliveryError("invalid_email", retryable=False) from None
+
 
 def build_mail(sender: str, message: Message) -> EmailMessage:
-    """The mail for `message`: its headers are the ones set here, whatever the request holds."""
+    """The mail for `message`: its headers are the ones set here, whatever the request holds, and its one
+    recipient is the request's address, which must be a single plain addr-spec."""
     to = message.request.recipient.email
     if not to:
         raise DeliveryError("no_email", retryable=False)
     mail = EmailMessage()
-    mail["From"], mail["To"], mail["Subject"] = sender, to, message.subject
+    mail["From"], mail["To"], mail["Subject"] = sender, single_address(to), message.subject
     mail["Message-ID"] = f"<{message.request.notification_id}@commune-bus>"
     if (parent := outgoing_traceparent(message.request)) is not None:
         mail["Traceparent"] = parent
