@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiohttp import web
 
@@ -51,6 +53,56 @@ async def test_zns_error_falls_back_to_sms() -> None:
     try:
         r = request(applicant=ZALO_APPLICANT)
         receipt = await ZaloZns(http, fake.url, SmsGateway(http, fake.url)).send(compose(r, 2))
+    finally:
+        await http.close()
+        await fake.stop()
+    assert receipt.via == "sms" and fake.accepted[r.notification_id].path == "/sms"
+
+
+async def zns_answering(answer: str) -> FakeProviders:
+    """Local providers whose ZNS endpoint answers `answer`: an HTTP status, `timeout` or `disconnect`."""
+    fake = FakeProviders()
+
+    async def zns(request: web.Request) -> web.Response:
+        if answer == "timeout":
+            await asyncio.sleep(2)  # Zalo may have delivered: we only never hear it
+        if answer == "disconnect":
+            assert request.transport is not None
+            request.transport.close()
+        return web.json_response({"error": "busy"}, status=int(answer) if answer.isdigit() else 200)
+
+    fake.zns = zns  # type: ignore[method-assign]
+    await fake.start()
+    return fake
+
+
+@pytest.mark.parametrize("answer", ["429", "500", "503", "timeout", "disconnect"])
+async def test_a_zns_call_with_an_unknown_outcome_is_retried_as_zns_not_sent_by_sms(answer: str) -> None:
+    """A ZNS timeout, disconnect, 5xx or 429 (Zalo may have delivered it, or asks us to slow down) is a retryable
+    failure of the Zalo channel, which the dispatcher retries as ZNS: no SMS is sent. It went by SMS at once, so the
+    citizen could get it twice, on two providers, the second outside the SMS rate bucket."""
+    fake = await zns_answering(answer)
+    http = HttpClient(0.5)
+    try:
+        r = request(applicant=ZALO_APPLICANT)
+        with pytest.raises(DeliveryError) as failed:
+            await ZaloZns(http, fake.url, SmsGateway(http, fake.url)).send(compose(r, 2))
+    finally:
+        await http.close()
+        await fake.stop()
+    assert failed.value.retryable and fake.texts("/sms") == [] and not fake.accepted
+
+
+@pytest.mark.parametrize("answer", ["400", "403", "unreachable"])
+async def test_a_zns_call_known_not_delivered_falls_back_to_sms(answer: str) -> None:
+    """A definite refusal (a 4xx other than 429: the request was not taken) or a ZNS that cannot be connected to
+    (the request never left) sends the SMS instead, as an error code does."""
+    fake = await zns_answering(answer)
+    http = HttpClient(2)
+    zns_url = f"http://127.0.0.1:{free_port()}" if answer == "unreachable" else fake.url
+    try:
+        r = request(applicant=ZALO_APPLICANT)
+        receipt = await ZaloZns(http, zns_url, SmsGateway(http, fake.url)).send(compose(r, 2))
     finally:
         await http.close()
         await fake.stop()

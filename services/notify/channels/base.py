@@ -14,11 +14,20 @@ from services.notify.templates import render
 
 
 class DeliveryError(Exception):
-    """A failed attempt. `reason` is a short code (status, error class), never personal data."""
+    """A failed attempt. `reason` is a short code (status, error class), never personal data.
 
-    def __init__(self, reason: str, retryable: bool = True) -> None:
+    `unreached`: the request never left (no connection to the provider was made), so nothing can have been
+    delivered, although trying again later may work.
+    """
+
+    def __init__(self, reason: str, retryable: bool = True, unreached: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.retryable = reason, retryable
+        self.reason, self.retryable, self.unreached = reason, retryable, unreached
+
+    @property
+    def not_delivered(self) -> bool:
+        """Known not to have reached anyone: a definite refusal, or a request that never left."""
+        return not self.retryable or self.unreached
 
 
 @dataclass(frozen=True)

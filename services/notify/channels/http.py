@@ -47,6 +47,8 @@ class HttpClient:
                 except ValueError:
                     body = None
                 return body if isinstance(body, dict) else {}
+        except aiohttp.ClientConnectorError as exc:  # no connection made: the request never left
+            raise DeliveryError(type(exc).__name__, unreached=True) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DeliveryError(type(exc).__name__) from None
 
@@ -76,7 +78,14 @@ class SmsGateway:
 
 
 class ZaloZns:
-    """Zalo ZNS template message (template id, parameters, tracking id); SMS when ZNS fails and a phone is known."""
+    """Zalo ZNS template message (template id, parameters, tracking id); SMS when ZNS refuses and a phone is known.
+
+    Only a ZNS call known not to have delivered falls back to SMS: a definite refusal (an error code, a 4xx
+    other than 429) or a call that never left (no connection to Zalo). After a timeout, a disconnect, a 5xx or
+    a 429 Zalo may have delivered (or asks us to slow down): the failure is retryable and the dispatcher
+    retries it as ZNS, with the same tracking id; an SMS then could reach the citizen beside the ZNS message,
+    through a provider that does not know that id.
+    """
 
     def __init__(self, client: HttpClient, url: str, fallback: SmsGateway) -> None:
         self.client, self.url, self.fallback = client, url.rstrip("/") + "/zns/send", fallback
@@ -94,8 +103,8 @@ class ZaloZns:
                 raise DeliveryError(f"zns_error_{code}", retryable=False)
             data = reply.get("data")
             return Receipt(str(data.get("msg_id") if isinstance(data, dict) else ""), via="zalo")
-        except DeliveryError:
-            if not r.recipient.phone:
+        except DeliveryError as err:
+            if not err.not_delivered or not r.recipient.phone:
                 raise
             return await self.fallback.send(message)
 
