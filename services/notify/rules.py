@@ -21,7 +21,8 @@ from schemas.announcement import (
     BROADCAST_COMPLETED,
     BROADCAST_FAILED,
     BROADCAST_STARTED,
-    AnnouncementScheduledEvent,
+    AnnouncementScheduled,
+    Broadcast,
 )
 from schemas.codes import DossierStatus, Locale, Priority
 from schemas.deadletter import Rejection, internal_error
@@ -151,7 +152,13 @@ def status_is(*statuses: DossierStatus) -> Callable[[Event], bool]:
 
 
 def is_emergency(e: Event) -> bool:
-    return isinstance(e, AnnouncementScheduledEvent) and e.data.priority is Priority.EMERGENCY
+    """The event says it is an emergency: an announcement or broadcast of an emergency category."""
+    return isinstance(e.data, AnnouncementScheduled | Broadcast) and e.data.priority is Priority.EMERGENCY
+
+
+def event_priority(e: Event) -> Priority:
+    """The event's own priority: a failed storm-warning broadcast is as urgent as the warning."""
+    return Priority.EMERGENCY if is_emergency(e) else Priority.ROUTINE
 
 
 def always(_: Event) -> bool:
@@ -167,8 +174,11 @@ class Rule:
     kind: K
     to: Callable[[Event, Directory], list[Target]]
     params: Callable[[Event], dict[str, str]]
-    priority: Priority = Priority.ROUTINE
+    priority: Priority | Callable[[Event], Priority] = Priority.ROUTINE
     not_before: Callable[[Event], datetime | None] = lambda e: None
+
+    def priority_of(self, e: Event) -> Priority:
+        return self.priority if isinstance(self.priority, Priority) else self.priority(e)
 
 
 NO_NOTIFICATION: tuple[Rule, ...] = ()
@@ -202,7 +212,8 @@ RULES: dict[str, tuple[Rule, ...]] = {
     BROADCAST_STARTED: NO_NOTIFICATION,
     BROADCAST_COMPLETED: NO_NOTIFICATION,
     BROADCAST_FAILED: (
-        Rule("broadcast.failed", always, K.BROADCAST_FAILED, failed_cluster_operators, broadcast_failed_params),
+        Rule("broadcast.failed", always, K.BROADCAST_FAILED, failed_cluster_operators, broadcast_failed_params,
+             event_priority),
     ),
 }
 """Deadline alerts (due within one working day, overdue) are time-driven: see `for_alert`."""
@@ -228,13 +239,15 @@ def for_event(event: Event, directory: Directory, registry: Registry) -> list[No
     """
     out = [
         _request(event.id, event.type, rule.name, rule.kind, target, rule.params(event), commune=event.commune,
-                 province=event.province, time=event.time, priority=rule.priority, not_before=rule.not_before(event),
+                 province=event.province, time=event.time, priority=rule.priority_of(event),
+                 not_before=rule.not_before(event),
                  traceparent=event.traceparent)
         for rule in RULES.get(event.type, NO_NOTIFICATION) if rule.when(event)
         for target in rule.to(event, directory)
     ]
-    # an emergency reaches subscribers (a disaster-response system, say) in the emergency lane, as it reaches people
-    webhook_priority = Priority.EMERGENCY if is_emergency(event) else Priority.ROUTINE
+    # an emergency (a warning, or its broadcast failing) reaches subscribers (a disaster-response system, say) in the
+    # emergency lane, as it reaches people
+    webhook_priority = event_priority(event)
     for sub in registry.matching(event.type, event.commune, event.province):
         target = (Recipient(ref=f"subscriber:{sub.name}", url=sub.url), ChannelKind.WEBHOOK, Audience.SYSTEM)
         out.append(_request(event.id, event.type, f"webhook:{sub.name}", K.WEBHOOK, target, {},

@@ -59,12 +59,12 @@ def visit_completed(event_id: str = "visit-c-1") -> VisitCompletedEvent:
                  "completed_at": t, "households_visited": 41, "people_assisted": 63}})
 
 
-def broadcast_failed(event_id: str = "bf-1") -> BroadcastFailedEvent:
+def broadcast_failed(event_id: str = "bf-1", category: str = "general") -> BroadcastFailedEvent:
     t = datetime(2025, 11, 2, 9, 0, tzinfo=UTC)
     return BroadcastFailedEvent.model_validate({
         "id": event_id, "source": "/communes/02269/loudspeakers", "time": t, "subject": "A-1", "commune": COMMUNE,
         "province": PROVINCE,
-        "data": {"announcement_id": "A-1", "cluster_id": "C1", "category": "general", "failed_at": t,
+        "data": {"announcement_id": "A-1", "cluster_id": "C1", "category": category, "failed_at": t,
                  "failure_reason": "amplifier offline"}})
 
 

@@ -200,6 +200,22 @@ def test_an_emergency_reaches_webhook_subscribers_in_the_emergency_lane() -> Non
     assert routine and not any(r.is_emergency for r in routine)
 
 
+@pytest.mark.parametrize("category", ["storm", "severe_cold", "disease_outbreak"])
+def test_a_failed_emergency_broadcast_reaches_operators_and_webhooks_in_the_emergency_lane(category: str) -> None:
+    """A storm warning that did not play on a cluster is told to its operators and to subscribers as an emergency,
+    as the event's own priority says (it was routine: behind any dossier backlog); a routine one stays routine."""
+    reg = Registry.model_validate({"subscribers": [
+        {"name": "emergency-board", "url": "http://127.0.0.1:1/h", "secret": "s3",
+         "event_types": ["vn.communebus.announcement.broadcast-failed.v1"]}]})
+    urgent = rules.for_event(broadcast_failed(category=category), directory(), reg)
+    assert {(r.recipient.ref, r.channel) for r in urgent} == {
+        ("operator:c1", ChannelKind.SMS), ("subscriber:emergency-board", ChannelKind.WEBHOOK)}
+    assert all(r.is_emergency for r in urgent)
+    routine = rules.for_event(broadcast_failed(category="general"), directory(), reg)
+    assert len(routine) == 2 and not any(r.is_emergency for r in routine)
+    assert {r.notification_id for r in routine} == {r.notification_id for r in urgent}  # same rule, same ids
+
+
 def test_deadline_alerts_fire_once_each_and_never_for_closed_dossiers() -> None:
     """Due-soon within one working day, overdue after the due time, each once; a closed dossier fires nothing."""
     due = datetime(2025, 11, 10, 10, 0, tzinfo=UTC)  # Monday 17:00 Vietnam
