@@ -41,6 +41,10 @@ class QuietHours:
         return release
 
 
+MAX_EXPONENT = 64
+"""Past this many doublings every wait is the cap (a float power beyond ~1024 doublings overflows)."""
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Exponential back-off with equal jitter: attempt n waits base*factor**(n-1), capped, half of it random."""
@@ -51,7 +55,12 @@ class Backoff:
     max_attempts: int = 10
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        full = min(self.cap_s, self.base_s * self.factor ** max(0, attempt - 1))
+        exponent = min(max(0, attempt - 1), MAX_EXPONENT)  # any attempt count: no OverflowError in a sender task
+        try:
+            grown = self.base_s * self.factor ** exponent
+        except OverflowError:
+            grown = self.cap_s
+        full = min(self.cap_s, grown)
         return full / 2 + (rng or random).uniform(0, full / 2)
 
     def gives_up_after(self, attempt: int) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import time
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from schemas.notification import ChannelKind
 from services.common.settings import ConsumerSettings
 from services.notify.policy import Backoff, QuietHours
 
@@ -24,23 +26,25 @@ class NotifySettings(ConsumerSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8026
     smtp_sender: str = "thong-bao@commune-bus.local"
-    provider_timeout_s: float = 5.0
+    provider_timeout_s: float = Field(default=5.0, gt=0)
 
     sms_segment_limit: int = Field(default=2, ge=1, description="Over this, Vietnamese SMS go unaccented")
-    quiet_start: time = time(21, 0)
-    quiet_end: time = time(7, 0)
-    retry_base_s: float = 0.5
+    quiet_start: time = Field(default=time(21, 0), description="Vietnam wall-clock time, no offset")
+    quiet_end: time = Field(default=time(7, 0), description="Vietnam wall-clock time, no offset")
+    retry_base_s: float = Field(default=0.5, gt=0, description="First wait after a retryable failure")
     retry_cap_s: float = Field(default=60.0, gt=0, description="Longest wait between two attempts")
     retry_max_attempts: int = Field(
         default=40, ge=1, description="Attempts before a retryable failure is dead-lettered: with the defaults a "
         "provider may be down 16-33 minutes (equal jitter) before a notification is given up (it was 28-55 s: a "
         "one-minute SMS gateway outage dead-lettered every notification, emergencies too)")
     rate_per_s: dict[str, float] = Field(
-        default_factory=lambda: {"sms": 200.0, "zalo": 200.0, "email": 50.0, "webhook": 200.0})
-    routine_workers: int = 32
-    emergency_workers: int = 8
-    max_pending: int = 20_000
-    """Routine backlog above which dossier and mobile-team partitions pause (announcements keep flowing)."""
+        default_factory=lambda: {"sms": 200.0, "zalo": 200.0, "email": 50.0, "webhook": 200.0},
+        description="Sends per second per channel (sms, zalo, email, webhook), each a positive number; a channel "
+                    "not named has no limit")
+    routine_workers: int = Field(default=32, ge=1)
+    emergency_workers: int = Field(default=8, ge=1)
+    max_pending: int = Field(default=20_000, ge=2, description="Routine backlog above which dossier and mobile-team "
+                             "partitions pause (announcements keep flowing); they resume below half of it")
 
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000,
@@ -64,6 +68,23 @@ class NotifySettings(ConsumerSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("quiet_start", "quiet_end")
+    @classmethod
+    def _wall_clock(cls, value: time) -> time:
+        if value.tzinfo is not None:  # compared with Vietnam's wall clock: an aware time raised TypeError there
+            raise ValueError("a Vietnam wall-clock time without an offset, e.g. 21:00")
+        return value
+
+    @field_validator("rate_per_s")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for channel, rate in value.items():
+            if channel not in {c.value for c in ChannelKind}:
+                raise ValueError(f"unknown channel {channel!r}: one of {', '.join(ChannelKind)}")
+            if not (math.isfinite(rate) and rate > 0):  # a rate of 0 divided by zero in the rate bucket
+                raise ValueError(f"the rate of {channel} must be a positive number of sends per second")
+        return value
 
     def quiet_hours(self) -> QuietHours:
         return QuietHours(self.quiet_start, self.quiet_end)

@@ -1,0 +1,54 @@
+"""Notify's settings: a value that would crash or stall the dispatcher is refused at load or made safe."""
+
+from __future__ import annotations
+
+import random
+from datetime import time
+
+import pytest
+from pydantic import ValidationError
+
+from services.notify.policy import Backoff
+from services.notify.settings import NotifySettings
+
+pytestmark = pytest.mark.unit
+
+
+def test_backoff_after_very_many_attempts_is_the_cap_not_an_overflow() -> None:
+    """Attempt 1025 (17 hours of outage at the 60 s cap with NOTIFY_RETRY_MAX_ATTEMPTS=2000) waits at most the cap;
+    `base * 2 ** 1024` raised OverflowError in the sender task, which ended the run."""
+    b, rng = NotifySettings(retry_max_attempts=100_000).backoff(), random.Random(3)
+    for attempt in (64, 65, 1025, 10**6):
+        assert b.cap_s / 2 <= b.delay(attempt, rng) <= b.cap_s
+    assert Backoff(factor=1e300, cap_s=5).delay(3, rng) <= 5
+
+
+@pytest.mark.parametrize("rates", [{"sms": 0}, {"sms": -1}, {"email": "nan"}, {"webhook": "inf"}, {"fax": 10}])
+def test_a_rate_that_is_not_a_positive_number_for_a_known_channel_is_refused(rates: dict[str, object]) -> None:
+    """A rate of 0 divided by zero on the channel's second send (the run crash-looped); a negative or non-finite one
+    made no sense, an unknown channel failed every start."""
+    with pytest.raises(ValidationError, match="rate_per_s"):
+        NotifySettings(rate_per_s=rates)
+
+
+@pytest.mark.parametrize("field", ["quiet_start", "quiet_end"])
+@pytest.mark.parametrize("value", ["21:00+07:00", "07:00Z"])
+def test_quiet_hours_with_an_offset_are_refused(field: str, value: str) -> None:
+    """Quiet hours are Vietnam wall-clock times: one with an offset made every citizen request raise TypeError
+    (an aware time compared with a naive one)."""
+    with pytest.raises(ValidationError, match="Vietnam"):
+        NotifySettings(**{field: value})
+    assert NotifySettings(**{field: "21:30"}).quiet_hours() is not None
+    assert getattr(NotifySettings(**{field: time(22, 0)}), field) == time(22, 0)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("retry_base_s", -5), ("retry_base_s", 0), ("provider_timeout_s", 0), ("routine_workers", 0),
+    ("emergency_workers", 0), ("max_pending", 1),
+])
+def test_a_setting_that_would_stall_or_spin_the_dispatcher_is_refused(field: str, value: float) -> None:
+    """A negative retry base retried at once, in a loop; a zero timeout failed every call; no sender in a lane
+    never sent its notifications (emergencies included); a backlog bound under 2 paused the partitions for good
+    (they resume below half of it)."""
+    with pytest.raises(ValidationError, match=field):
+        NotifySettings(**{field: value})
