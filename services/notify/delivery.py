@@ -18,21 +18,23 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import structlog
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from schemas import trace
 from schemas.deadletter import internal_error
 from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
-from services.notify import metrics
+from services.notify import deadletters, metrics
 from services.notify.channels.base import Channel, DeliveryError, compose
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
-from services.notify.personal import OpenContacts, as_is, redact
+from services.notify.personal import OpenContacts, as_is
 from services.notify.policy import Backoff, QuietHours, TokenBucket
 from services.notify.retries import RetryQueue
 from services.privacy.crypto import Erased
 
 log = structlog.get_logger("notify.delivery")
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+"""A record refused for its size: refused again on every try, unlike an outage."""
 
 
 def trace_id(request: NotificationRequest) -> str | None:
@@ -216,15 +218,30 @@ class Dispatcher:
             self._retries.put(delay, job)
             return
         reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
-        await self.producer.send_and_wait(
-            self.outputs.dlq, redact(r).model_dump_json().encode(), r.commune.encode(), headers=[
-                ("dlq.reason", reason.encode()), ("dlq.attempts", str(job.attempt).encode()),
-                ("dlq.rejected.at", self.clock().isoformat().encode())])
+        await self._dead_letter(r, reason, job.attempt)
         await self.ledger.record_done(r.notification_id, Outcome.DEAD_LETTERED.value)
         await self._status(r, Outcome.DEAD_LETTERED, job.attempt, reason=reason)
         log.error("notify.dead_lettered", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
                   reason=reason, trace_id=trace_id(r))
         self._finish(job)
+
+    async def _dead_letter(self, r: NotificationRequest, reason: str, attempt: int) -> None:
+        """Write the bounded dead letter (`deadletters.bounded`); if the topic refuses it for its size, the least one;
+        if that too, log and count the refusal and go on: a record refused for its size is refused again after a
+        restart, so ending the run would loop (an outage still ends it: the write is redone when the broker is back).
+        """
+        headers = [("dlq.reason", reason.encode()), ("dlq.attempts", str(attempt).encode()),
+                   ("dlq.rejected.at", self.clock().isoformat().encode())]
+        for value, omitted in (deadletters.bounded(r), deadletters.least(r)):
+            try:
+                await self.producer.send_and_wait(self.outputs.dlq, value, r.commune.encode(),
+                                                  headers=headers + omitted)
+                return
+            except TOO_LARGE:
+                continue
+        metrics.DEAD_LETTERS_REFUSED.inc()
+        log.error("notify.dead_letter_refused", nid=r.notification_id, channel=r.channel.value, reason=reason,
+                  trace_id=trace_id(r))
 
     async def _unexpected(self, job: Job, exc: Exception, reason: str) -> None:
         """An exception no channel expects, met by one request: logged (type and file:line, never its text, which

@@ -19,3 +19,6 @@ DRAIN_TIMEOUTS = Counter("notify_drain_timeouts_total",
 SKIPPED = Counter("notify_records_skipped_total",
                   "Canonical records that gave no notification because they are no valid event (or met a bug)",
                   ["reason"])
+DEAD_LETTERS_REFUSED = Counter("notify_dead_letters_refused_total",
+                               "Dead letters commune.dlq.notify refused for their size even in their least form (the "
+                               "notification is dead-lettered on the status topic only)")

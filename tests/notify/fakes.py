@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from aiokafka.errors import MessageSizeTooLargeError
 
 from schemas.notification import NotificationRequest
 from services.notify.channels.base import Message, Receipt
@@ -27,13 +29,20 @@ class Sent:
 
 
 class FakeProducer:
-    """Records every acknowledged send, in order (the `Producer` protocol of the ledger and the dispatcher)."""
+    """Records every acknowledged send, in order (the `Producer` protocol of the ledger and the dispatcher).
 
-    def __init__(self) -> None:
+    `max_bytes` per topic: a larger value is refused with MessageSizeTooLargeError, as the broker refuses a
+    record over the topic's `max.message.bytes`."""
+
+    def __init__(self, max_bytes: Mapping[str, int] | None = None) -> None:
         self.sent: list[Sent] = []
+        self.max_bytes, self.refused = dict(max_bytes or {}), 0
 
     async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
                             headers: Sequence[tuple[str, bytes]] | None = None) -> object:
+        if len(value or b"") > self.max_bytes.get(topic, len(value or b"")):
+            self.refused += 1
+            raise MessageSizeTooLargeError()
         self.sent.append(Sent(topic, value, key, dict(headers or [])))
         return None
 

@@ -47,8 +47,8 @@ def emergencies(event_id: str) -> list[NotificationRequest]:
 
 class Setup:
     def __init__(self, channel: Channel, clock: FixedClock, quiet: QuietHours, routine: int, max_attempts: int,
-                 opener: OpenContacts = as_is) -> None:
-        self.producer, self.tasks, self.clock = FakeProducer(), Tasks(), clock
+                 opener: OpenContacts = as_is, producer: FakeProducer | None = None) -> None:
+        self.producer, self.tasks, self.clock = producer or FakeProducer(), Tasks(), clock
         self.ledger = Ledger(LEDGER, self.producer)
         self.dispatcher = Dispatcher(
             {ChannelKind.SMS: channel}, self.ledger, self.producer, OUT, spawn=self.tasks,
@@ -63,8 +63,9 @@ class Setup:
 
 @asynccontextmanager
 async def running(channel: Channel, *, clock: FixedClock | None = None, quiet: QuietHours = NEVER_QUIET,
-                  routine: int = 2, max_attempts: int = 3, opener: OpenContacts = as_is) -> AsyncIterator[Setup]:
-    setup = Setup(channel, clock or FixedClock(NOON), quiet, routine, max_attempts, opener)
+                  routine: int = 2, max_attempts: int = 3, opener: OpenContacts = as_is,
+                  producer: FakeProducer | None = None) -> AsyncIterator[Setup]:
+    setup = Setup(channel, clock or FixedClock(NOON), quiet, routine, max_attempts, opener, producer)
     setup.dispatcher.start()
     try:
         yield setup
