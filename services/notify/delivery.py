@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 from schemas import trace
 from schemas.deadletter import internal_error
 from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
-from services.notify import deadletters, metrics
+from services.notify import deadletters, metrics, sms
 from services.notify.channels.base import Channel, DeliveryError, compose
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
@@ -46,9 +46,11 @@ class Dispatcher:
     def __init__(self, channels: Mapping[ChannelKind, Channel], ledger: Ledger, producer: Producer, outputs: Outputs, *,
                  spawn: Spawn, backoff: Backoff, quiet: QuietHours, rates: Mapping[str, float], segment_limit: int,
                  routine_workers: int, emergency_workers: int, clock: Clock = utcnow,
-                 release_every_s: float = 1.0, opener: OpenContacts = as_is) -> None:
+                 release_every_s: float = 1.0, opener: OpenContacts = as_is,
+                 max_segments: int = sms.MAX_SEGMENTS) -> None:
         self.channels, self.ledger, self.producer, self.outputs = channels, ledger, producer, outputs
         self.backoff, self.quiet, self.segment_limit, self.clock = backoff, quiet, segment_limit, clock
+        self.max_segments = max_segments
         self.opener = opener
         """Clear contacts for the provider call only (`personal.Opener`): requests stay sealed everywhere else."""
         self.routine, self.emergency = Lane("routine"), Lane("emergency")
@@ -193,7 +195,7 @@ class Dispatcher:
             await self._failed(job, DeliveryError("no_channel", retryable=False))
             return
         try:
-            receipt = await channel.send(compose(clear, self.segment_limit))
+            receipt = await channel.send(compose(clear, self.segment_limit, self.max_segments))
         except DeliveryError as err:
             await self._failed(job, err)
             return

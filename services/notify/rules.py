@@ -110,12 +110,24 @@ def emergency_audience(e: Event, d: Directory) -> list[Target]:
 
 # --- what ----------------------------------------------------------------------------------------
 
+LIST_ITEMS, ITEM_CHARS = 5, 80
+"""A list parameter shows this many items of at most this many characters, then "+k" for the k left out: every
+parameter is bounded (SMS, ZNS template data, e-mail, ledger entries and dead letters), whatever the event lists."""
+
+
+def listing(items: Sequence[str]) -> str:
+    """"a, b, c, d, e, +7" for twelve items; "-" for none."""
+    shown = [i if len(i) <= ITEM_CHARS else i[:ITEM_CHARS - 1] + "…" for i in items[:LIST_ITEMS]]
+    more = [f"+{len(items) - len(shown)}"] if len(items) > len(shown) else []
+    return ", ".join(shown + more) or "-"
+
+
 def dossier_params(e: Event) -> dict[str, str]:
     d = e.data
     amount = sum(f.amount_vnd for f in d.fees)
     return {
         "dossier_code": d.dossier_code, "procedure": d.procedure_name or d.procedure_code, "due_date": day(d.due_at),
-        "documents": ", ".join(d.requested_documents) or "-", "reason": d.rejection_reason or "-",
+        "documents": listing(d.requested_documents), "reason": d.rejection_reason or "-",
         "amount": f"{amount:,}".replace(",", "."), "date": day(d.returned_at or d.ended_at),
     }
 
@@ -132,8 +144,7 @@ def visit_params(e: Event) -> dict[str, str]:
 
 def announcement_params(e: Event) -> dict[str, str]:
     a = e.data
-    targets = ", ".join(a.target_clusters) or ", ".join(a.target_villages)
-    return {"title": a.title, "clusters": targets, "date": moment(a.starts_at)}
+    return {"title": a.title, "clusters": listing(a.target_clusters or a.target_villages), "date": moment(a.starts_at)}
 
 
 def broadcast_failed_params(e: Event) -> dict[str, str]:

@@ -6,11 +6,12 @@ import math
 from datetime import time
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas.notification import ChannelKind
 from services.common.settings import ConsumerSettings
+from services.notify import sms
 from services.notify.policy import Backoff, QuietHours
 
 
@@ -29,6 +30,8 @@ class NotifySettings(ConsumerSettings):
     provider_timeout_s: float = Field(default=5.0, gt=0)
 
     sms_segment_limit: int = Field(default=2, ge=1, description="Over this, Vietnamese SMS go unaccented")
+    sms_max_segments: int = Field(default=sms.MAX_SEGMENTS, ge=1, description="No SMS is longer: a longer text is "
+                                  "cut with an ellipsis (at least sms_segment_limit)")
     quiet_start: time = Field(default=time(21, 0), description="Vietnam wall-clock time, no offset")
     quiet_end: time = Field(default=time(7, 0), description="Vietnam wall-clock time, no offset")
     retry_base_s: float = Field(default=0.5, gt=0, description="First wait after a retryable failure")
@@ -85,6 +88,12 @@ class NotifySettings(ConsumerSettings):
             if not (math.isfinite(rate) and rate > 0):  # a rate of 0 divided by zero in the rate bucket
                 raise ValueError(f"the rate of {channel} must be a positive number of sends per second")
         return value
+
+    @model_validator(mode="after")
+    def _cap_above_unaccenting(self) -> NotifySettings:
+        if self.sms_max_segments < self.sms_segment_limit:  # the unaccented text would be cut where it could fit
+            raise ValueError("sms_max_segments must be at least sms_segment_limit")
+        return self
 
     def quiet_hours(self) -> QuietHours:
         return QuietHours(self.quiet_start, self.quiet_end)

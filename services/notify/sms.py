@@ -12,6 +12,8 @@ GSM7_BASIC = frozenset(
 )
 GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
 """Each costs two septets (escape + char)."""
+MAX_SEGMENTS = 6
+"""Default cap of billed segments per SMS (`NOTIFY_SMS_MAX_SEGMENTS`): operators commonly allow 6-10 parts."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,29 @@ def unaccented(text: str) -> str:
     return "".join(c if c in GSM7_BASIC or c in GSM7_EXTENSION else "'" if c == "`" else "?" for c in out)
 
 
-def fit(text: str, segment_limit: int, allow_unaccented: bool) -> tuple[str, SmsCount]:
-    """The text to send: the accented one if within the limit, else the unaccented variant when allowed."""
-    accented = count(text)
-    if accented.segments <= segment_limit or not allow_unaccented:
-        return text, accented
-    plain = unaccented(text)
-    return plain, count(plain)
+def cut(text: str, max_segments: int) -> str:
+    """`text`, or as much of it as `max_segments` billed segments hold followed by an ellipsis ("..." in GSM-7,
+    which has no "…")."""
+    if count(text).segments <= max_segments:
+        return text
+    gsm = is_gsm7(text)
+    single, multi, marker = (160, 153, "...") if gsm else (70, 67, "…")
+    budget = (single if max_segments == 1 else multi * max_segments) - len(marker)
+    used = kept = 0
+    for c in text:
+        used += (2 if c in GSM7_EXTENSION else 1) if gsm else (2 if ord(c) > 0xFFFF else 1)
+        if used > budget:
+            break
+        kept += 1
+    return text[:kept].rstrip() + marker
+
+
+def fit(text: str, segment_limit: int, allow_unaccented: bool,
+        max_segments: int = MAX_SEGMENTS) -> tuple[str, SmsCount]:
+    """The text to send: the accented one if within `segment_limit`, else the unaccented variant when allowed;
+    either cut to `max_segments` (every segment is billed: a message is never allowed to grow without bound)."""
+    chosen = text
+    if count(text).segments > segment_limit and allow_unaccented:
+        chosen = unaccented(text)
+    chosen = cut(chosen, max_segments)
+    return chosen, count(chosen)

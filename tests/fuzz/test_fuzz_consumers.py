@@ -21,6 +21,7 @@ from services.metrics.exposition import render as exposition
 from services.metrics.partition import PartitionState
 from services.notify import rules
 from services.notify.channels.base import compose
+from services.notify.sms import MAX_SEGMENTS
 from services.notify.subscribers import Registry
 from tests.fuzz.strategies import EXAMPLES, HOSTILE_DATES, HOSTILE_STRINGS, dumps, fuzz_settings
 from tests.notify.events import directory
@@ -74,7 +75,8 @@ def accepted(records: list[tuple[Family, bytes, list[tuple[str, bytes]]]]) -> li
 @fuzz_settings(1000)
 @given(st.lists(RECORDS, min_size=1, max_size=3))
 def test_notify_rules_templates_and_compose_never_raise(records: list[tuple[Family, bytes, Any]]) -> None:
-    """Every notification of an accepted event renders with a one-line subject; for_record never raises."""
+    """Every notification of an accepted event renders with a one-line subject and an SMS within the segment cap;
+    for_record never raises."""
     EXAMPLES["notify: rules, templates, compose, for_record"] += 1
     for event in accepted(records):
         record = wire.encode(event)
@@ -83,6 +85,7 @@ def test_notify_rules_templates_and_compose_never_raise(records: list[tuple[Fami
         for request in derived.requests:
             message = compose(request, 3)
             assert "\n" not in message.subject and "\r" not in message.subject
+            assert message.sms_count.segments <= MAX_SEGMENTS
 
 
 @fuzz_settings(800)

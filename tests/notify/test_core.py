@@ -96,6 +96,46 @@ def test_long_vietnamese_sms_goes_unaccented_only_over_the_limit() -> None:
     assert sms.fit(long, 1, False)[1].encoding == "UCS-2"
 
 
+DOCUMENT = "Bản sao giấy khai sinh có chứng thực " * 13  # 481 characters (items may have 500)
+
+
+@pytest.mark.parametrize("locale", ["vi", "km", "en"])
+def test_an_sms_stays_within_the_segment_cap_whatever_the_event_holds(locale: str) -> None:
+    """A dossier asking for 1,000 long documents gives an SMS of at most the cap's segments (6 by default), cut
+    with an ellipsis, its list cut to the first items and how many more; it gave one SMS of 3,151-7,196 segments."""
+    [r] = rules.for_event(dossier(status=5, locale=locale, requested_documents=[DOCUMENT] * 1000), directory(),
+                          NO_SUBS)
+    assert compose(r, 2).sms_count.segments <= sms.MAX_SEGMENTS == NotifySettings().sms_max_segments == 6
+    assert r.params["documents"].endswith(", +995") and r.params["documents"].count(",") == 5
+    one = compose(r, 2, max_segments=1)
+    assert one.sms_count.segments == 1 and one.sms_text.endswith("..." if one.sms_count.encoding == "GSM-7" else "…")
+
+
+def test_long_lists_and_items_in_parameters_are_cut_with_the_count_left_out() -> None:
+    """A list parameter keeps its first five items, each of at most 80 characters, then "+k" for the k left out:
+    the parameters (ZNS template data, e-mail, ledger and dead letters) are bounded, not only the SMS."""
+    assert rules.listing(["a", "b"]) == "a, b" and rules.listing([]) == "-"
+    assert rules.listing([str(i) for i in range(12)]) == "0, 1, 2, 3, 4, +7"
+    assert rules.listing(["x" * 81]) == "x" * 79 + "…"
+    clusters = [f"C{i}" for i in range(1000)]
+    event = storm(category="cultural_event")
+    event = event.model_copy(update={"data": event.data.model_copy(update={"target_clusters": clusters})})
+    [r] = rules.for_event(event, directory(), NO_SUBS)
+    assert r.params["clusters"] == "C0, C1, C2, C3, C4, +995"
+
+
+def test_the_sms_cap_cuts_by_billed_units_in_either_encoding() -> None:
+    """Cut to the cap: GSM-7 counts an extension character as two septets and ends with "...", UCS-2 ends with
+    "…"; a text within the cap is not touched."""
+    text, counted = sms.fit("a" * 2000, 9, False, max_segments=3)
+    assert counted == sms.SmsCount("GSM-7", 459, 3) and text == "a" * 456 + "..."
+    text, counted = sms.fit("{" * 2000, 9, False, max_segments=1)
+    assert counted.segments == 1 and counted.units <= 160 and text.endswith("...")
+    text, counted = sms.fit("ơ" * 2000, 9, False, max_segments=2)
+    assert counted == sms.SmsCount("UCS-2", 134, 2) and text == "ơ" * 133 + "…"
+    assert sms.fit("a" * 459, 9, False, max_segments=3) == ("a" * 459, sms.SmsCount("GSM-7", 459, 3))
+
+
 def test_quiet_hours_cross_midnight_in_vietnam_time() -> None:
     """21:00-07:00 Asia/Ho_Chi_Minh is quiet; a message at 22:00 is released at 07:00 next day."""
     q = QuietHours()

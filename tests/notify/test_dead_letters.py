@@ -23,8 +23,8 @@ HOOKS = Registry.model_validate(
 
 
 def huge_dossier_requests() -> list[NotificationRequest]:
-    """A dossier intake accepts (1,000 requested documents of 240 backslash-quote pairs, ~960 kB): its SMS (the
-    documents in its parameters) and its webhook (the event in its body), each near the topic limit once escaped."""
+    """A dossier intake accepts (1,000 requested documents of 240 backslash-quote pairs, ~960 kB): its SMS and its
+    webhook (the whole event in its body: ~1.9 MB once escaped again in a dead letter)."""
     event = dossier("huge-1", status=5, requested_documents=['\\"' * 240] * 1000)
     requests = rules.for_event(event, directory(), HOOKS)
     assert {r.channel for r in requests} == {ChannelKind.SMS, ChannelKind.WEBHOOK}
@@ -34,7 +34,7 @@ def huge_dossier_requests() -> list[NotificationRequest]:
 async def test_a_dead_letter_of_a_huge_request_is_bounded_and_references_its_event() -> None:
     """Dead-lettered, the huge SMS and webhook requests each give a dead letter far under the topic limit (the
     webhook's was ~1.9 MB, its body escaped twice: refused by the broker, the run ended and looped). The webhook body
-    is left out (the event is referenced by id and type); over-long parameters are left out too; a header says so."""
+    is left out (the event is referenced by id and type), a header says so."""
     channel = FakeChannel(DeliveryError("http_400", retryable=False))
     async with running(channel) as s:
         done = Calls()
@@ -50,9 +50,18 @@ async def test_a_dead_letter_of_a_huge_request_is_bounded_and_references_its_eve
         body = json.loads(letter.value or b"")
         assert (body["notification_id"], body["event_id"], body["event_type"], body["traceparent"]) == (
             request.notification_id, request.event_id, request.event_type, request.traceparent)
-        assert body.get("payload") is None and body.get("params", {}) == {}
+        assert body.get("payload") is None and body.get("params", {}) == request.params
     assert letters["webhook"].headers["dlq.omitted"] == b"payload"
-    assert letters["sms"].headers["dlq.omitted"] == b"params"
+    assert "dlq.omitted" not in letters["sms"].headers  # its list parameter is cut by the rules (first items, +k)
+
+
+def test_parameters_that_make_a_dead_letter_too_large_are_left_out() -> None:
+    """Beyond 64 kB (parameters no rule makes today: a list is cut to its first items), the parameters go and a
+    header says so; the ids stay."""
+    [request] = rules.for_event(dossier("params-1"), directory(), Registry())
+    value, headers = deadletters.bounded(request.model_copy(update={"params": {"documents": '\\"' * 40_000}}))
+    assert len(value) < deadletters.MAX_BYTES and headers == [("dlq.omitted", b"params")]
+    assert json.loads(value)["notification_id"] == request.notification_id
 
 
 async def test_a_small_dead_letter_keeps_its_parameters_and_never_the_webhook_body() -> None:

@@ -44,7 +44,7 @@ def test_quiet_hours_with_an_offset_are_refused(field: str, value: str) -> None:
 
 @pytest.mark.parametrize(("field", "value"), [
     ("retry_base_s", -5), ("retry_base_s", 0), ("provider_timeout_s", 0), ("routine_workers", 0),
-    ("emergency_workers", 0), ("max_pending", 1),
+    ("emergency_workers", 0), ("max_pending", 1), ("sms_max_segments", 0), ("sms_max_segments", 1),
 ])
 def test_a_setting_that_would_stall_or_spin_the_dispatcher_is_refused(field: str, value: float) -> None:
     """A negative retry base retried at once, in a loop; a zero timeout failed every call; no sender in a lane

@@ -48,12 +48,13 @@ class Message:
     sms_count: sms.SmsCount
 
 
-def compose(request: NotificationRequest, segment_limit: int) -> Message:
-    """Render the template in the recipient's language; fit the SMS text (unaccented Vietnamese if too long)."""
+def compose(request: NotificationRequest, segment_limit: int, max_segments: int = sms.MAX_SEGMENTS) -> Message:
+    """Render the template in the recipient's language; fit the SMS text (unaccented Vietnamese over
+    `segment_limit` segments, never more than `max_segments`)."""
     if request.payload is not None:
         return Message(request, request.recipient.locale, "", request.payload, "", sms.count(""))
     r = render(request.kind, request.recipient.locale, request.params)
-    text, counted = sms.fit(r.text, segment_limit, allow_unaccented=r.locale is Locale.VI)
+    text, counted = sms.fit(r.text, segment_limit, allow_unaccented=r.locale is Locale.VI, max_segments=max_segments)
     return Message(request, r.locale, r.subject, r.text, text, counted)
 
 
