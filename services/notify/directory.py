@@ -1,12 +1,16 @@
 """Who to tell at a commune: officers, the centre head, village contacts, loudspeaker operators.
 
 Loaded once from a TOML file (`infra/notify/directory.example.toml`); `[communes."*"]`
-is the default for communes without their own entry. Lookups are pure.
+is the default, group by group: a commune's own group (its centre, its operators, its
+village or cluster entry) is used when it has one, the wildcard's otherwise. A commune
+that lists one village keeps the wildcard's centre, officers, operators and other
+villages. Lookups are pure.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field
@@ -45,30 +49,53 @@ class CommuneContacts(Model):
 class Directory(Model):
     communes: dict[str, CommuneContacts] = Field(default_factory=dict)
 
+    def _tables(self, commune: str) -> list[CommuneContacts]:
+        """The commune's own table (if any), then the wildcard's (if any): most specific first."""
+        return [t for key in dict.fromkeys((commune, WILDCARD)) if (t := self.communes.get(key)) is not None]
+
     def of(self, commune: str) -> CommuneContacts:
-        return self.communes.get(commune) or self.communes.get(WILDCARD) or CommuneContacts()
+        """The commune's contacts: each group its own when it has one, else the wildcard's (a village's or cluster's
+        entry is looked up with `village`, `cluster_operators`: the commune's '*' comes before the wildcard's
+        named entries)."""
+        tables = self._tables(commune)
+
+        def group(pick: Callable[[CommuneContacts], list[Contact]]) -> list[Contact]:
+            return next((list(found) for t in tables if (found := pick(t))), [])
+
+        return CommuneContacts(
+            centre=group(lambda t: t.centre), centre_head=group(lambda t: t.centre_head),
+            operators=group(lambda t: t.operators),
+            officers={k: v for t in reversed(tables) for k, v in t.officers.items()},
+            villages={k: v for t in reversed(tables) for k, v in t.villages.items()},
+            clusters={k: v for t in reversed(tables) for k, v in t.clusters.items()})
 
     def officer(self, commune: str, officer_id: str | None) -> list[Contact]:
         """The responsible officer, or the centre when the dossier has none we know."""
-        contacts = self.of(commune)
-        found = contacts.officers.get(officer_id or "")
-        return [found] if found else list(contacts.centre)
+        found = next((o for t in self._tables(commune) if (o := t.officers.get(officer_id or ""))), None)
+        return [found] if found else list(self.of(commune).centre)
+
+    def _entry(self, commune: str, name: str, pick: Callable[[CommuneContacts], dict[str, list[Contact]]]
+               ) -> list[Contact]:
+        """A village's or cluster's contacts: the commune's entry for it, its '*', the wildcard's entry, its '*'."""
+        return next((list(found) for t in self._tables(commune) for key in (name, WILDCARD)
+                     if (found := pick(t).get(key))), [])
 
     def village(self, commune: str, village: str) -> list[Contact]:
-        v = self.of(commune).villages
-        return list(v.get(village) or v.get(WILDCARD) or [])
+        return self._entry(commune, village, lambda t: t.villages)
 
     def cluster_operators(self, commune: str, clusters: list[str]) -> list[Contact]:
-        c = self.of(commune)
-        found = {x.ref: x for cid in clusters for x in (c.clusters.get(cid) or c.clusters.get(WILDCARD) or [])}
-        return list(found.values()) or list(c.operators)
+        found = {x.ref: x for cid in clusters for x in self._entry(commune, cid, lambda t: t.clusters)}
+        return list(found.values()) or list(self.of(commune).operators)
 
     def contact(self, commune: str, ref: str) -> Contact | None:
-        """The contact `ref` of the commune (a request written without its clear contact is filled from it)."""
-        c = self.of(commune)
-        groups = [c.centre, c.centre_head, c.operators, list(c.officers.values()),
-                  *c.villages.values(), *c.clusters.values()]
-        return next((x for group in groups for x in group if x.ref == ref), None)
+        """The contact `ref` of the commune, or of the wildcard (a request written without its clear contact is
+        filled from it)."""
+        for c in self._tables(commune):
+            groups = [c.centre, c.centre_head, c.operators, list(c.officers.values()),
+                      *c.villages.values(), *c.clusters.values()]
+            if (found := next((x for group in groups for x in group if x.ref == ref), None)) is not None:
+                return found
+        return None
 
 
 def load_directory(path: Path | None) -> Directory:

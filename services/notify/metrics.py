@@ -22,3 +22,6 @@ SKIPPED = Counter("notify_records_skipped_total",
 DEAD_LETTERS_REFUSED = Counter("notify_dead_letters_refused_total",
                                "Dead letters commune.dlq.notify refused for their size even in their least form (the "
                                "notification is dead-lettered on the status topic only)")
+NO_RECIPIENT = Counter("notify_no_recipient_total",
+                       "Rule matches that found nobody to tell (a directory without the contact; an applicant who "
+                       "left none): no notification, no status", ["rule"])

@@ -31,6 +31,14 @@ Derived = tuple[list[NotificationRequest], TrackedDossier | None]
 """A record's notification requests and, for a dossier with a due date, its state for the deadline tracker."""
 
 
+def _nobody(rule: str, commune: str, event_type: str, trace_id: str | None) -> None:
+    """A rule matched and found nobody to tell: logged (a directory gap is a warning; an applicant who left no
+    contact is expected, info) and counted by rule. Never silent, and no personal data: codes and the trace id."""
+    level = log.info if rule in rules.APPLICANT_RULES else log.warning
+    level("notify.no_recipient", rule=rule, commune=commune, event_type=event_type, trace_id=trace_id)
+    metrics.NO_RECIPIENT.labels(rule).inc()
+
+
 class DeadlineSendFailed(Exception):
     """A dossier state for the deadline tracker was not acknowledged: its record must not be committed."""
 
@@ -68,14 +76,21 @@ class Records:
         """
         if tp.topic == self.names.alerts:
             try:
-                return rules.for_alert(DeadlineAlert.model_validate_json(record.value or b""), self.directory), None
+                alert = DeadlineAlert.model_validate_json(record.value or b"")
+                requests = rules.for_alert(alert, self.directory)
             except ValidationError:
                 return self._skip(tp, record, Reason.INVALID_FIELD.value, "alert")
             except Exception as exc:  # a bug met by one alert
                 return self._skip(tp, record, Reason.INTERNAL_ERROR.value, internal_error(exc).message)
+            if not requests:
+                _nobody(rules.alert_rule(alert), alert.commune, f"deadline.{alert.kind.value}", None)
+            return requests, None
         derived = rules.for_record(record.headers, record.value, self.directory, self.registry, track=self.s.deadlines)
         if isinstance(derived, Rejection):
             return self._skip(tp, record, derived.reason.value, derived.field)
+        if (event := derived.event) is not None:
+            for rule in derived.unaddressed:
+                _nobody(rule, event.commune, event.type, trace.trace_id(event.traceparent))
         return derived.requests, derived.tracked
 
     @staticmethod

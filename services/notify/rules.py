@@ -243,19 +243,39 @@ def _request(e_id: str, e_type: str, rule: str, kind: K, target: Target, params:
     )
 
 
+class Planned(NamedTuple):
+    requests: list[NotificationRequest]
+    unaddressed: tuple[str, ...]
+    """Rules the event matched that found nobody to tell (no directory contact; an applicant without any)."""
+
+
+APPLICANT_RULES = frozenset(rule.name for rs in RULES.values() for rule in rs if rule.to is applicant)
+"""Rules for the applicant, who may have left no contact: finding nobody there is expected, not a directory gap."""
+
+
 def for_event(event: Event, directory: Directory, registry: Registry) -> list[NotificationRequest]:
-    """Every notification one canonical event asks for: rule matches, then webhook subscriptions.
+    """Every notification one canonical event asks for (`plan`'s requests)."""
+    return plan(event, directory, registry).requests
+
+
+def plan(event: Event, directory: Directory, registry: Registry) -> Planned:
+    """Every notification one canonical event asks for: rule matches, then webhook subscriptions; and the rules
+    that matched but found nobody.
 
     Each request carries the event's `traceparent`, so its delivery logs and provider calls name the same trace.
     """
-    out = [
-        _request(event.id, event.type, rule.name, rule.kind, target, rule.params(event), commune=event.commune,
-                 province=event.province, time=event.time, priority=rule.priority_of(event),
-                 not_before=rule.not_before(event),
-                 traceparent=event.traceparent)
-        for rule in RULES.get(event.type, NO_NOTIFICATION) if rule.when(event)
-        for target in rule.to(event, directory)
-    ]
+    out: list[NotificationRequest] = []
+    unaddressed: list[str] = []
+    for rule in RULES.get(event.type, NO_NOTIFICATION):
+        if not rule.when(event):
+            continue
+        if not (targets := rule.to(event, directory)):
+            unaddressed.append(rule.name)
+        out += [_request(event.id, event.type, rule.name, rule.kind, target, rule.params(event),
+                         commune=event.commune, province=event.province, time=event.time,
+                         priority=rule.priority_of(event), not_before=rule.not_before(event),
+                         traceparent=event.traceparent)
+                for target in targets]
     # an emergency (a warning, or its broadcast failing) reaches subscribers (a disaster-response system, say) in the
     # emergency lane, as it reaches people
     webhook_priority = event_priority(event)
@@ -265,13 +285,16 @@ def for_event(event: Event, directory: Directory, registry: Registry) -> list[No
                             commune=event.commune, province=event.province, time=event.time,
                             priority=webhook_priority, payload=structured(event, sub.include_personal_data),
                             traceparent=event.traceparent))
-    return out
+    return Planned(out, tuple(unaddressed))
 
 
 class Derived(NamedTuple):
     requests: list[NotificationRequest]
     tracked: TrackedDossier | None
     """The deadline tracker's view of a dossier with a due date (when tracking is on)."""
+    unaddressed: tuple[str, ...] = ()
+    """`Planned.unaddressed`: the shell logs and counts them (a rule finding nobody is never silent)."""
+    event: Event | None = None
 
 
 def for_record(headers: Sequence[tuple[str, bytes]], value: bytes | None, directory: Directory, registry: Registry,
@@ -284,7 +307,8 @@ def for_record(headers: Sequence[tuple[str, bytes]], value: bytes | None, direct
     try:
         event = wire.decode(headers, value)
         tracked = deadlines.tracked(event) if track and isinstance(event, DossierStatusChanged) else None
-        return Derived(for_event(event, directory, registry), tracked)
+        planned = plan(event, directory, registry)
+        return Derived(planned.requests, tracked, planned.unaddressed, event)
     except wire.InvalidRecord as exc:
         return Rejection(reason=exc.reason, field=exc.field, message=exc.message)
     except Exception as exc:  # a bug met by one record: the shell skips it, counted, and goes on
@@ -297,10 +321,14 @@ def for_alert(alert: DeadlineAlert, directory: Directory) -> list[NotificationRe
     targets = {t[0].ref: t for t in staff(contacts)}
     params = {"dossier_code": alert.dossier_code, "due_date": moment(alert.due_at)}
     return [
-        _request(alert.id, f"deadline.{alert.kind.value}", f"dossier.{alert.kind.value}", alert.kind, t, params,
+        _request(alert.id, f"deadline.{alert.kind.value}", alert_rule(alert), alert.kind, t, params,
                  commune=alert.commune, province=alert.province, time=alert.at)
         for t in targets.values()
     ]
+
+
+def alert_rule(alert: DeadlineAlert) -> str:
+    return f"dossier.{alert.kind.value}"
 
 
 def structured(event: Event, include_personal_data: bool) -> str:

@@ -1,0 +1,98 @@
+"""Who is told at a commune: its own contacts first, the wildcard's for every group it leaves out; a rule that
+finds nobody is logged and counted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from structlog.testing import capture_logs
+
+from schemas import wire
+from schemas.announcement import AnnouncementScheduledEvent
+from schemas.notification import DeadlineAlert, NotificationKind
+from services.notify import metrics, rules
+from services.notify.directory import Directory, load_directory
+from services.notify.records import Records
+from services.notify.settings import NotifySettings
+from services.notify.subscribers import Registry
+from services.notify.topics import Names
+from tests.notify.events import dossier
+
+pytestmark = pytest.mark.unit
+EXAMPLE = Path(__file__).parents[2] / "infra" / "notify" / "directory.example.toml"
+T = datetime(2025, 11, 3, 3, 0, tzinfo=UTC)
+
+
+def overdue(commune: str, province: str) -> DeadlineAlert:
+    return DeadlineAlert(id=f"{commune}:D-1:overdue", kind=NotificationKind.OVERDUE, dossier_code="D-1",
+                         commune=commune, province=province, procedure_code="1.001234", officer_id="cb-01",
+                         due_at=T - timedelta(days=1), at=T)
+
+
+def storm(commune: str, province: str, villages: list[str]) -> AnnouncementScheduledEvent:
+    return AnnouncementScheduledEvent.model_validate({
+        "id": f"ann-{commune}", "source": f"/communes/{commune}/loudspeakers", "time": T, "subject": "A-1",
+        "commune": commune, "province": province,
+        "data": {"announcement_id": "A-1", "category": "storm", "title": "Bão", "target_clusters": ["C1"],
+                 "target_villages": villages, "starts_at": T + timedelta(minutes=30)}})
+
+
+def test_a_commune_with_its_own_villages_keeps_the_wildcard_staff_and_other_villages() -> None:
+    """In the shipped example, commune 31471 lists one Khmer village: its alerts reach the wildcard's officer and
+    centre head, a storm its operators and every village (its own contact for its village, the wildcard's for the
+    others). Its own table replaced the wildcard's whole: alerts and operators reached nobody, silently."""
+    d = load_directory(EXAMPLE)
+    assert {r.recipient.ref for r in rules.for_alert(overdue("31471", "92"), d)} == {"officer:cb-01", "centre:head"}
+    told = rules.for_event(storm("31471", "92", ["Ấp Prey Chóp", "Ấp Khác"]), d, Registry())
+    assert sorted(r.recipient.ref for r in told) == ["operator:loa", "village:head", "village:prey-chop"]
+    assert next(r for r in told if r.recipient.ref == "village:prey-chop").recipient.locale.value == "km"
+    assert {r.recipient.ref for r in rules.for_alert(overdue("02269", "08"), d)} == {"officer:cb-01", "centre:head"}
+
+
+def test_a_commune_group_overrides_the_wildcard_group_and_contacts_are_found_in_either() -> None:
+    """A group a commune names is its own (not merged with the wildcard's), a cluster it does not name is the
+    wildcard's; a ref is found in the commune's table, then the wildcard's (a deferred request's contact is filled
+    from it at delivery)."""
+    d = Directory.model_validate({"communes": {
+        "*": {"centre": [{"ref": "centre:any", "email": "any@example.gov.vn"}],
+              "clusters": {"*": [{"ref": "operator:any", "channel": "sms", "phone": "0900000001"}]}},
+        "00004": {"centre": [{"ref": "centre:own", "email": "own@example.gov.vn"}],
+                  "clusters": {"C1": [{"ref": "operator:c1", "channel": "sms", "phone": "0900000004"}]}}}})
+    assert [c.ref for c in d.of("00004").centre] == ["centre:own"]
+    assert [c.ref for c in d.cluster_operators("00004", ["C1", "C2"])] == ["operator:c1", "operator:any"]
+    assert [c.ref for c in d.of("00008").centre] == ["centre:any"]
+    assert [d.contact("00004", ref) is not None for ref in ("operator:any", "centre:own", "nobody")] == [
+        True, True, False]
+
+
+def consumed(topic: str, value: bytes, headers: list[tuple[str, bytes]]) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(topic, 0, 7, 0, 0, b"02269", value, None, 5, len(value), headers)
+
+
+def test_a_matching_rule_that_finds_nobody_is_logged_and_counted_without_personal_data() -> None:
+    """A storm in a commune the directory does not cover, an applicant without any contact and an alert with no
+    officer or centre: each matching rule that finds nobody is logged (notify.no_recipient: rule, commune, event
+    type, trace id) and counted by rule; it gave no request, so no status, no dead letter, no log."""
+    names = Names("t")
+    records = Records(NotifySettings(deadlines=False), names, Directory(), Registry(), None, None, None,  # type: ignore[arg-type]
+                      None)  # type: ignore[arg-type]
+    before = {rule: metrics.NO_RECIPIENT.labels(rule)._value.get()
+              for rule in ("announcement.emergency", "dossier.accepted", "dossier.overdue")}
+    event = storm("02269", "08", ["Thôn Nà Tàng"])
+    unreachable = dossier("no-contact", applicant={"name": "Trần Văn Minh", "preferred_locale": "vi"})
+    with capture_logs() as logs:
+        for e, topic in ((event, names.announcement), (unreachable, names.dossier)):
+            rec = wire.encode(e)
+            record = consumed(topic, rec.value or b"", rec.headers)
+            assert records.derive(TopicPartition(topic, 0), record) == ([], None)
+        alert = overdue("02269", "08").model_dump_json().encode()
+        assert records.derive(TopicPartition(names.alerts, 0), consumed(names.alerts, alert, [])) == ([], None)
+    found = [(e["rule"], e["log_level"]) for e in logs if e["event"] == "notify.no_recipient"]
+    assert found == [("announcement.emergency", "warning"), ("dossier.accepted", "info"),
+                     ("dossier.overdue", "warning")]
+    assert all(e["commune"] == "02269" for e in logs) and "Trần" not in str(logs)
+    assert {rule: metrics.NO_RECIPIENT.labels(rule)._value.get() - n for rule, n in before.items()} == dict.fromkeys(
+        before, 1)
