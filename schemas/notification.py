@@ -65,6 +65,8 @@ class Outcome(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     ERASED = "erased"
     """Not sent: the applicant was erased (their data key is gone), ADR 0015."""
+    EXPIRED = "expired"
+    """Not sent: what it tells is over (a warning whose broadcast ended, a visit already held)."""
 
 
 class Recipient(Model):
@@ -100,6 +102,8 @@ class NotificationRequest(Model):
     province: str
     event_time: UtcDateTime
     not_before: datetime | None = Field(default=None, description="Deferred until (quiet hours)")
+    expires_at: datetime | None = Field(
+        default=None, description="Not sent from this time on (outcome expired): what it tells is over")
     traceparent: str | None = Field(default=None, pattern=TRACEPARENT, description=TRACE_DESCRIPTION)
 
     @property

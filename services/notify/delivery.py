@@ -98,6 +98,10 @@ class Dispatcher:
             done()
             return
         now = self.clock()
+        if self._expired(request, now):
+            await self._expire(request, 0)
+            done()
+            return
         not_before = self._not_before(request, now)
         if not_before is not None:
             deferred = request.model_copy(update={"not_before": not_before})
@@ -117,6 +121,17 @@ class Dispatcher:
         if request.audience is Audience.CITIZEN:
             at = self.quiet.release_at(at)
         return at if at > now else None
+
+    @staticmethod
+    def _expired(request: NotificationRequest, now: datetime) -> bool:
+        return request.expires_at is not None and now >= request.expires_at
+
+    async def _expire(self, r: NotificationRequest, attempt: int) -> None:
+        """What it tells is over: done (ledger), counted (status `expired`), logged, never sent."""
+        await self.ledger.record_done(r.notification_id, Outcome.EXPIRED.value, commune=r.commune)
+        await self._status(r, Outcome.EXPIRED, attempt)
+        log.info("notify.expired", nid=r.notification_id, rule=r.rule, kind=r.kind.value, channel=r.channel.value,
+                 commune=r.commune, trace_id=trace_id(r))
 
     def _lane(self, request: NotificationRequest) -> Lane:
         return self.emergency if request.is_emergency else self.routine
@@ -180,6 +195,10 @@ class Dispatcher:
             self._inflight.pop(r.notification_id, None)
             return
         if r.notification_id in self.ledger.done:  # another worker finished it meanwhile
+            self._finish(job)
+            return
+        if self._expired(r, self.clock()):  # queued, retried or deferred past its expiry
+            await self._expire(r, job.attempt)
             self._finish(job)
             return
         if (later := self._not_before(r, self.clock())) is not None:  # queued or retried into the quiet hours

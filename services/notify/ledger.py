@@ -145,9 +145,11 @@ class Ledger:
 
     # --- writing --------------------------------------------------------------------------------
 
-    async def record_done(self, nid: str, outcome: str) -> None:
+    async def record_done(self, nid: str, outcome: str, commune: str | None = None) -> None:
+        """`commune` routes an entry whose notification is not being delivered (one skipped on arrival)."""
         entry = Entry(state="done", outcome=outcome)
-        await self._record(nid, entry, self._partition_of(nid))
+        partition = self._partition_of_commune(commune) if commune is not None else self._partition_of(nid)
+        await self._record(nid, entry, partition)
 
     async def record_deferred(self, request: NotificationRequest) -> None:
         """Kept (and written) without clear contacts: the opener fills them again at delivery (ADR 0015)."""

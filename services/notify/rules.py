@@ -152,6 +152,24 @@ def broadcast_failed_params(e: Event) -> dict[str, str]:
     return {"cluster": b.cluster_id, "announcement": b.announcement_id, "reason": b.failure_reason}
 
 
+ANNOUNCEMENT_HORIZON = timedelta(hours=24)
+"""An announcement without an end is over this long after it starts."""
+
+
+def announcement_over(e: Event) -> datetime | None:
+    """A warning (or any announcement) is stale once its broadcast has ended: a re-synced storm of last year must
+    not wake the villages at 02:00."""
+    a = e.data
+    end: datetime = a.ends_at or a.starts_at + ANNOUNCEMENT_HORIZON
+    return end
+
+
+def visit_held(e: Event) -> datetime | None:
+    """A visit's day-before message is stale once the visit has begun."""
+    at: datetime = e.data.scheduled_for
+    return at
+
+
 def the_day_before(e: Event) -> datetime | None:
     """Village contacts hear of a visit at 08:00 the day before (or at once if that is past)."""
     local: datetime = e.data.scheduled_for.astimezone(VIETNAM) - timedelta(days=1)
@@ -187,6 +205,8 @@ class Rule:
     params: Callable[[Event], dict[str, str]]
     priority: Priority | Callable[[Event], Priority] = Priority.ROUTINE
     not_before: Callable[[Event], datetime | None] = lambda e: None
+    expires: Callable[[Event], datetime | None] = lambda e: None
+    """When the message stops making sense (the dispatcher does not send it from then on: outcome expired)."""
 
     def priority_of(self, e: Event) -> Priority:
         return self.priority if isinstance(self.priority, Priority) else self.priority(e)
@@ -208,7 +228,8 @@ RULES: dict[str, tuple[Rule, ...]] = {
         Rule("dossier.result-returned", status_is(S.RETURNED), K.RESULT_RETURNED, applicant, dossier_params),
     ),
     VISIT_SCHEDULED: (
-        Rule("visit.day-before", always, K.VISIT_TOMORROW, village_contacts, visit_params, not_before=the_day_before),
+        Rule("visit.day-before", always, K.VISIT_TOMORROW, village_contacts, visit_params, not_before=the_day_before,
+             expires=visit_held),
     ),
     VISIT_STARTED: NO_NOTIFICATION,
     VISIT_COMPLETED: (Rule("visit.summary", always, K.VISIT_SUMMARY, centre, visit_params),),
@@ -216,9 +237,9 @@ RULES: dict[str, tuple[Rule, ...]] = {
     SUPPORT_ANSWERED: NO_NOTIFICATION,
     ANNOUNCEMENT_SCHEDULED: (
         Rule("announcement.scheduled", lambda e: not is_emergency(e), K.ANNOUNCEMENT_SCHEDULED, cluster_operators,
-             announcement_params),
+             announcement_params, expires=announcement_over),
         Rule("announcement.emergency", is_emergency, K.EMERGENCY, emergency_audience, announcement_params,
-             Priority.EMERGENCY),
+             Priority.EMERGENCY, expires=announcement_over),
     ),
     BROADCAST_STARTED: NO_NOTIFICATION,
     BROADCAST_COMPLETED: NO_NOTIFICATION,
@@ -232,14 +253,14 @@ RULES: dict[str, tuple[Rule, ...]] = {
 
 def _request(e_id: str, e_type: str, rule: str, kind: K, target: Target, params: dict[str, str], *,
              commune: str, province: str, time: datetime, priority: Priority = Priority.ROUTINE,
-             not_before: datetime | None = None, payload: str | None = None,
+             not_before: datetime | None = None, expires_at: datetime | None = None, payload: str | None = None,
              traceparent: str | None = None) -> NotificationRequest:
     recipient, channel, audience = target
     return NotificationRequest(
         notification_id=notification_id(e_id, rule, recipient.ref), event_id=e_id, event_type=e_type, rule=rule,
         kind=kind, channel=channel, audience=audience, priority=priority, recipient=recipient, params=params,
         payload=payload, commune=commune, province=province, event_time=time, not_before=not_before,
-        traceparent=traceparent,
+        expires_at=expires_at, traceparent=traceparent,
     )
 
 
@@ -274,7 +295,7 @@ def plan(event: Event, directory: Directory, registry: Registry) -> Planned:
         out += [_request(event.id, event.type, rule.name, rule.kind, target, rule.params(event),
                          commune=event.commune, province=event.province, time=event.time,
                          priority=rule.priority_of(event), not_before=rule.not_before(event),
-                         traceparent=event.traceparent)
+                         expires_at=rule.expires(event), traceparent=event.traceparent)
                 for target in targets]
     # an emergency (a warning, or its broadcast failing) reaches subscribers (a disaster-response system, say) in the
     # emergency lane, as it reaches people

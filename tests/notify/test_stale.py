@@ -1,0 +1,90 @@
+"""Stale events: a warning whose broadcast is over, a visit already held, are not sent; the skip is an outcome."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from structlog.testing import capture_logs
+
+from schemas.announcement import AnnouncementScheduledEvent
+from schemas.notification import NotificationRequest
+from services.notify import metrics, rules
+from services.notify.policy import QuietHours
+from services.notify.subscribers import Registry
+from tests.notify.events import directory, visit_scheduled
+from tests.notify.fakes import Calls, FakeChannel, FixedClock
+from tests.notify.test_dispatcher import LEDGER, running, settle
+
+pytestmark = pytest.mark.unit
+NIGHT = datetime(2026, 11, 3, 19, 0, tzinfo=UTC)  # 02:00 on 4 November in Vietnam: quiet hours
+HOOKS = Registry.model_validate({"subscribers": [{"name": "pdc", "url": "http://127.0.0.1:1/h", "secret": "s3"}]})
+
+
+def warning(starts_at: datetime, ends_at: datetime | None = None) -> AnnouncementScheduledEvent:
+    return AnnouncementScheduledEvent.model_validate({
+        "id": "ann-old", "source": "/communes/02269/loudspeakers", "time": starts_at - timedelta(hours=1),
+        "subject": "A-1", "commune": "02269", "province": "08",
+        "data": {"announcement_id": "A-1", "category": "storm", "title": "Bão số 13", "target_clusters": ["C1"],
+                 "target_villages": ["Thôn Nà Tàng"], "starts_at": starts_at, "ends_at": ends_at}})
+
+
+def people(requests: list[NotificationRequest]) -> list[NotificationRequest]:
+    return [r for r in requests if r.rule != "webhook:pdc"]
+
+
+def test_a_warning_expires_when_its_broadcast_ends_and_a_visit_when_it_is_held() -> None:
+    """A warning's messages to people expire at its end (or 24 hours after its start when it has none), a visit's
+    day-before message at the visit; webhook deliveries never (a subscriber gets every event, late or not)."""
+    start = datetime(2025, 11, 3, 1, 0, tzinfo=UTC)
+    ended = rules.for_event(warning(start, start + timedelta(hours=2)), directory(), HOOKS)
+    assert {r.expires_at for r in people(ended)} == {start + timedelta(hours=2)}
+    open_ended = rules.for_event(warning(start), directory(), HOOKS)
+    assert {r.expires_at for r in people(open_ended)} == {start + rules.ANNOUNCEMENT_HORIZON}
+    assert timedelta(hours=24) == rules.ANNOUNCEMENT_HORIZON
+    assert [r.expires_at for r in ended + open_ended if r.rule == "webhook:pdc"] == [None, None]
+    [visit] = rules.for_event(visit_scheduled(when=start), directory(), Registry())
+    assert visit.expires_at == start
+
+
+async def test_a_stale_warning_and_a_past_visit_are_not_sent_but_counted_and_logged() -> None:
+    """At 02:00 a storm warning of a year ago (it went out at once, quiet hours or not, to every village contact)
+    and a visit held a week ago (deferred to 07:00 as 'tomorrow') are not sent: each is done with outcome expired
+    (ledger, status, counter, log `notify.expired`); redelivered, nothing new happens."""
+    year_ago = NIGHT - timedelta(days=365)
+    requests = people(rules.for_event(warning(year_ago, year_ago + timedelta(hours=2)), directory(), HOOKS))
+    requests += rules.for_event(visit_scheduled(when=NIGHT - timedelta(days=7)), directory(), Registry())
+    channel = FakeChannel()
+    before = metrics.NOTIFICATIONS.labels("emergency", "sms", "expired")._value.get()
+    with capture_logs() as logs:
+        async with running(channel, clock=FixedClock(NIGHT), quiet=QuietHours()) as s:
+            done = Calls()
+            for request in requests:
+                await s.dispatcher.submit(request, done)
+            assert done.count == len(requests) == 3 and channel.attempted == [] and not s.ledger.deferred
+            for request in requests:
+                assert s.outcomes(request.notification_id) == [("expired", 0)]
+                assert request.notification_id in s.ledger.done
+            assert [m.json() for m in s.producer.to(LEDGER)] == [{"state": "done", "outcome": "expired"}] * 3
+            for request in requests:
+                await s.dispatcher.submit(request, done)
+            assert done.count == 6 and len(s.producer.sent) == 6
+    assert metrics.NOTIFICATIONS.labels("emergency", "sms", "expired")._value.get() == before + 2
+    expired = [e for e in logs if e["event"] == "notify.expired"]
+    assert sorted(e["rule"] for e in expired) == ["announcement.emergency"] * 2 + ["visit.day-before"]
+
+
+async def test_a_deferred_visit_released_after_the_visit_is_not_sent() -> None:
+    """A day-before message deferred to 08:00 and released only after the visit (a worker down all day) expires
+    at release instead of telling the village of a visit that is over."""
+    visit_at = datetime(2025, 11, 10, 1, 30, tzinfo=UTC)  # 08:30 in Vietnam
+    [request] = rules.for_event(visit_scheduled(when=visit_at), directory(), Registry())
+    clock = FixedClock(visit_at - timedelta(days=3))
+    channel = FakeChannel()
+    async with running(channel, clock=clock, quiet=QuietHours()) as s:
+        done = Calls()
+        await s.dispatcher.submit(request, done)
+        assert request.notification_id in s.ledger.deferred
+        clock.now = visit_at + timedelta(hours=1)
+        await settle(lambda: request.notification_id in s.ledger.done, "released and expired")
+        assert channel.attempted == [] and s.outcomes(request.notification_id) == [("deferred", 0), ("expired", 0)]
