@@ -89,6 +89,9 @@ class Recipient(Model):
 class NotificationRequest(Model):
     notification_id: str = Field(min_length=1, max_length=64)
     event_id: str
+    event_source: str | None = Field(
+        default=None, description="The event's source: with its id, what names it (None: a deadline alert, or a "
+        "request written before ids named the source)")
     event_type: str
     rule: str
     kind: NotificationKind

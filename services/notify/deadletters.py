@@ -2,8 +2,8 @@
 
 A dead letter is the redacted request (no clear contact, `personal.redact`) without the
 webhook body: that body is the canonical event itself (`rules.structured`), found by
-the request's `event_id` and `event_type` (`commune-bus trace <event id>` shows where
-it is), and nested as a JSON string it was escaped a second time (a 960 kB event gave a
+the request's `event_source`, `event_id` and `event_type` (`commune-bus trace <event
+id>` shows where it is), and nested as a JSON string it was escaped a second time (a 960 kB event gave a
 1.9 MB dead letter, over the topic's limit). Template parameters are kept unless they
 make the dead letter larger than `MAX_BYTES`. The header `dlq.omitted` names the fields
 left out. `least` is the smallest form (ids, rule, channel, recipient ref), for a topic

@@ -28,7 +28,7 @@ from services.notify.channels.base import Channel, DeliveryError, compose
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
 from services.notify.personal import OpenContacts, as_is
-from services.notify.policy import Backoff, QuietHours, TokenBucket
+from services.notify.policy import Backoff, QuietHours, TokenBucket, legacy_notification_id
 from services.notify.retries import RetryQueue
 from services.privacy.crypto import Erased
 
@@ -47,10 +47,12 @@ class Dispatcher:
                  spawn: Spawn, backoff: Backoff, quiet: QuietHours, rates: Mapping[str, float], segment_limit: int,
                  routine_workers: int, emergency_workers: int, clock: Clock = utcnow,
                  release_every_s: float = 1.0, opener: OpenContacts = as_is,
-                 max_segments: int = sms.MAX_SEGMENTS) -> None:
+                 max_segments: int = sms.MAX_SEGMENTS, legacy_ids: bool = True) -> None:
         self.channels, self.ledger, self.producer, self.outputs = channels, ledger, producer, outputs
         self.backoff, self.quiet, self.segment_limit, self.clock = backoff, quiet, segment_limit, clock
         self.max_segments = max_segments
+        self.legacy_ids = legacy_ids
+        """Whether a request also counts as done or deferred under its pre-source id (ADR 0024)."""
         self.opener = opener
         """Clear contacts for the provider call only (`personal.Opener`): requests stay sealed everywhere else."""
         self.routine, self.emergency = Lane("routine"), Lane("emergency")
@@ -94,7 +96,7 @@ class Dispatcher:
         if nid in self._inflight:  # e.g. redelivered after a rebalance while the first copy is still queued
             self._inflight[nid].claims.append(Claim(done, source))
             return
-        if nid in self.ledger.done or nid in self.ledger.deferred:
+        if self._is_done(request) or any(i in self.ledger.deferred for i in self._ids(request)):
             done()
             return
         now = self.clock()
@@ -121,6 +123,16 @@ class Dispatcher:
         if request.audience is Audience.CITIZEN:
             at = self.quiet.release_at(at)
         return at if at > now else None
+
+    def _ids(self, request: NotificationRequest) -> tuple[str, ...]:
+        """The ids the ledger may hold `request` under: its own, and while old entries can exist (ADR 0024) the one
+        the previous version gave it (before ids named the event's source)."""
+        if not self.legacy_ids or request.event_source is None:
+            return (request.notification_id,)
+        return request.notification_id, legacy_notification_id(request)
+
+    def _is_done(self, request: NotificationRequest) -> bool:
+        return any(i in self.ledger.done for i in self._ids(request))
 
     @staticmethod
     def _expired(request: NotificationRequest, now: datetime) -> bool:
@@ -177,7 +189,7 @@ class Dispatcher:
     async def _erased(self, job: Job) -> None:
         """The applicant's key is gone: nobody can be told; done (ledger), counted (status `erased`), never retried."""
         r = job.request
-        if r.notification_id not in self.ledger.done:
+        if not self._is_done(r):
             await self.ledger.record_done(r.notification_id, Outcome.ERASED.value)
             await self._status(r, Outcome.ERASED, job.attempt)
         log.info("notify.skipped_erased", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
@@ -194,7 +206,7 @@ class Dispatcher:
         if not job.claims:  # every partition it came from was revoked: the new owner redoes it
             self._inflight.pop(r.notification_id, None)
             return
-        if r.notification_id in self.ledger.done:  # another worker finished it meanwhile
+        if self._is_done(r):  # another worker finished it meanwhile
             self._finish(job)
             return
         if self._expired(r, self.clock()):  # queued, retried or deferred past its expiry

@@ -7,12 +7,25 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
+from schemas.notification import NotificationRequest
 from schemas.times import VIETNAM
 
 
-def notification_id(event_id: str, rule: str, recipient_ref: str) -> str:
-    """Deterministic: the same event, rule and recipient always give the same id (the idempotency key)."""
-    return hashlib.sha256(f"{event_id}\x1f{rule}\x1f{recipient_ref}".encode()).hexdigest()[:32]
+def notification_id(event_id: str, rule: str, recipient_ref: str, source: str | None = None) -> str:
+    """Deterministic: the same event, rule and recipient always give the same id (the idempotency key).
+
+    An event is named by its `source` and `id` (CloudEvents: an id is unique per source only; two communes'
+    systems may both send id 1001). A deadline alert has no source: its id is unique by itself (commune,
+    dossier, kind, due date). Neither holds a control character, so the separator cannot be forged (ADR 0024).
+    """
+    event = event_id if source is None else f"{source}\x1f{event_id}"
+    return hashlib.sha256(f"{event}\x1f{rule}\x1f{recipient_ref}".encode()).hexdigest()[:32]
+
+
+def legacy_notification_id(request: NotificationRequest) -> str:
+    """The id `request` had before ids named the source (event id, rule, recipient): old ledger entries are keyed by
+    it. A request without a source (a deadline alert, or one the previous version wrote) has the same id still."""
+    return notification_id(request.event_id, request.rule, request.recipient.ref)
 
 
 @dataclass(frozen=True)

@@ -252,12 +252,13 @@ RULES: dict[str, tuple[Rule, ...]] = {
 
 
 def _request(e_id: str, e_type: str, rule: str, kind: K, target: Target, params: dict[str, str], *,
-             commune: str, province: str, time: datetime, priority: Priority = Priority.ROUTINE,
+             source: str | None, commune: str, province: str, time: datetime, priority: Priority = Priority.ROUTINE,
              not_before: datetime | None = None, expires_at: datetime | None = None, payload: str | None = None,
              traceparent: str | None = None) -> NotificationRequest:
     recipient, channel, audience = target
     return NotificationRequest(
-        notification_id=notification_id(e_id, rule, recipient.ref), event_id=e_id, event_type=e_type, rule=rule,
+        notification_id=notification_id(e_id, rule, recipient.ref, source), event_id=e_id, event_source=source,
+        event_type=e_type, rule=rule,
         kind=kind, channel=channel, audience=audience, priority=priority, recipient=recipient, params=params,
         payload=payload, commune=commune, province=province, event_time=time, not_before=not_before,
         expires_at=expires_at, traceparent=traceparent,
@@ -293,7 +294,7 @@ def plan(event: Event, directory: Directory, registry: Registry) -> Planned:
         if not (targets := rule.to(event, directory)):
             unaddressed.append(rule.name)
         out += [_request(event.id, event.type, rule.name, rule.kind, target, rule.params(event),
-                         commune=event.commune, province=event.province, time=event.time,
+                         source=event.source, commune=event.commune, province=event.province, time=event.time,
                          priority=rule.priority_of(event), not_before=rule.not_before(event),
                          expires_at=rule.expires(event), traceparent=event.traceparent)
                 for target in targets]
@@ -303,7 +304,7 @@ def plan(event: Event, directory: Directory, registry: Registry) -> Planned:
     for sub in registry.matching(event.type, event.commune, event.province):
         target = (Recipient(ref=f"subscriber:{sub.name}", url=sub.url), ChannelKind.WEBHOOK, Audience.SYSTEM)
         out.append(_request(event.id, event.type, f"webhook:{sub.name}", K.WEBHOOK, target, {},
-                            commune=event.commune, province=event.province, time=event.time,
+                            source=event.source, commune=event.commune, province=event.province, time=event.time,
                             priority=webhook_priority, payload=structured(event, sub.include_personal_data),
                             traceparent=event.traceparent))
     return Planned(out, tuple(unaddressed))
@@ -342,7 +343,7 @@ def for_alert(alert: DeadlineAlert, directory: Directory) -> list[NotificationRe
     targets = {t[0].ref: t for t in staff(contacts)}
     params = {"dossier_code": alert.dossier_code, "due_date": moment(alert.due_at)}
     return [
-        _request(alert.id, f"deadline.{alert.kind.value}", alert_rule(alert), alert.kind, t, params,
+        _request(alert.id, f"deadline.{alert.kind.value}", alert_rule(alert), alert.kind, t, params, source=None,
                  commune=alert.commune, province=alert.province, time=alert.at)
         for t in targets.values()
     ]

@@ -63,6 +63,9 @@ class NotifySettings(ConsumerSettings):
     ledger_prune_every_s: float = Field(default=60.0, gt=0, description="How often old done ids are pruned")
     drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish")
 
+    legacy_notification_ids: bool = Field(
+        default=True, description="Also count a notification as done or deferred under the id it had before ids "
+        "named the event's source (ADR 0024); false once no such ledger entry can remain: one lookup, not two")
     deadlines: bool = Field(default=True, description="Also run the deadline tracker (a child process, ADR 0022)")
     deadline_tick_s: float = 30.0
     deadline_web_port: int = 6067
