@@ -18,17 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 import orjson
 from pydantic import BaseModel
 
 from schemas.notification import NotificationRequest
+from schemas.topics import NOTIFY_LEDGER
 from services.common.partitioner import partition_for
 from services.notify.jobs import Clock, utcnow
 from services.notify.ledger_state import KV, MemoryKV, PartitionState
 from services.notify.personal import redact
+
+REWRITE_DEFERRED_AFTER = timedelta(milliseconds=int(NOTIFY_LEDGER.config["retention.ms"]) // 2)
+"""A deferral's only durable copy is its ledger record, which the topic deletes after its retention (60 days): one
+last written longer ago than half of that is written again (`refresh_deferrals`)."""
 
 
 class Producer(Protocol):
@@ -178,6 +183,25 @@ class Ledger:
         raise Unrouted("a done entry for a notification whose commune is unknown")
 
     # --- deferred releases and pruning ----------------------------------------------------------
+
+    async def refresh_deferrals(self, older_than: timedelta, owned: Callable[[int], bool],
+                                skip: Container[str] = frozenset()) -> int:
+        """Write again, unchanged, every deferral of the `owned` partitions last written more than `older_than` ago
+        (ids in `skip`, in flight, are left alone); returns how many. A visit's day-before message can wait longer
+        than the topic keeps records, and every run restores from the topic (ADR 0020). Only the releasing owner
+        may call it, inside the fence: a stale copy written after another worker's done entry would outlive it in
+        compaction and come back due."""
+        cutoff = _ms(self.clock() - older_than)
+        stale = [(partition, nid, raw) for partition, state in list(self._states.items()) if owned(partition)
+                 for nid, raw in state.deferred_written_before(cutoff) if nid not in skip]
+        written = 0
+        for partition, nid, raw in stale:
+            state = self._states.get(partition)
+            if state is not None and state.state(nid) == "deferred":  # not released meanwhile
+                entry = Entry(state="deferred", request=NotificationRequest.model_validate_json(raw))
+                await self._record(nid, entry, partition)
+                written += 1
+        return written
 
     def due(self, now: datetime, owned: Callable[[int], bool],
             skip: Container[str] = frozenset()) -> Iterator[NotificationRequest]:

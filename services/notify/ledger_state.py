@@ -137,6 +137,17 @@ class PartitionState:
                 return
             yield key[9:].decode(), value
 
+    def deferred_written_before(self, cutoff_ms: int) -> list[tuple[str, bytes]]:
+        """(id, request JSON) of the deferred entries last written before `cutoff_ms` (reads every deferral)."""
+        out = []
+        for key, value in self.kv.scan(DUE):
+            if key[:1] != DUE:
+                break
+            raw = self.kv.get(ID + key[9:])
+            if raw is not None and raw[:1] == DEFERRED and _time(raw[1:9]) < cutoff_ms:
+                out.append((key[9:].decode(), value))
+        return out
+
     def deferred_ids(self) -> Iterator[str]:
         for key, _ in self.kv.scan(DUE):
             if key[:1] != DUE:

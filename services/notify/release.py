@@ -8,18 +8,27 @@ service needs two things more, added here without changing the dispatcher's logi
   (`Ledger.due`), not every deferred request;
 - a done entry must go to its commune's ledger partition: the ledger asks
   `commune_of(nid)`, answered from the job being delivered (a done entry is only
-  ever written while its job is in flight).
+  ever written while its job is in flight);
+- every hour, inside the fence, the owned deferrals last written over 30 days ago are
+  written again (`Ledger.refresh_deferrals`): the topic deletes records after 60 days.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+
+import structlog
 
 from schemas.notification import Audience
 from services.notify import metrics
 from services.notify.delivery import Dispatcher
 from services.notify.jobs import Claim, Job
+from services.notify.ledger import REWRITE_DEFERRED_AFTER
+
+log = structlog.get_logger("notify.release")
+REFRESH_EVERY_S = 3600.0
 
 
 class OwnedDispatcher(Dispatcher):
@@ -50,10 +59,29 @@ class OwnedDispatcher(Dispatcher):
             released += 1
         return released
 
+    async def refresh_deferrals(self) -> int:
+        """Write again the owned deferrals last written over `REWRITE_DEFERRED_AFTER` ago, inside the fence: the
+        partitions stay this worker's (and its ledger caught up) while it writes, so no copy lands after the next
+        owner's done entry."""
+        await self.gate.enter()
+        try:
+            written = await self.ledger.refresh_deferrals(REWRITE_DEFERRED_AFTER, self.owns_partition,
+                                                          skip=self._inflight)
+        finally:
+            self.gate.leave()
+        if written:
+            log.info("notify.deferrals_rewritten", count=written)
+        return written
+
     async def _release_deferred(self) -> None:
         """Each tick, release what is due; entries deferred by another worker or before a restart or rebalance
-        are in the owned partitions' index too, so whoever owns the commune now releases them."""
+        are in the owned partitions' index too, so whoever owns the commune now releases them. Every
+        `REFRESH_EVERY_S`, long deferrals are written again."""
+        next_refresh = time.monotonic() + REFRESH_EVERY_S
         while True:
             self.release_due()
+            if time.monotonic() >= next_refresh:
+                await self.refresh_deferrals()
+                next_refresh = time.monotonic() + REFRESH_EVERY_S
             metrics.DEFERRED.set(len(self.ledger.deferred))
             await asyncio.sleep(self._release_every_s)

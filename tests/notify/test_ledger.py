@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from schemas.notification import NotificationRequest
 from services.notify import rules
-from services.notify.ledger import Entry, Ledger
+from services.notify.jobs import Outputs
+from services.notify.ledger import REWRITE_DEFERRED_AFTER, Entry, Ledger
 from services.notify.personal import redact
+from services.notify.policy import Backoff, QuietHours
+from services.notify.release import OwnedDispatcher
 from services.notify.subscribers import Registry
-from tests.notify.events import directory, dossier
-from tests.notify.fakes import FakeProducer
+from tests.notify.events import directory, dossier, visit_scheduled
+from tests.notify.fakes import FakeProducer, FixedClock, Tasks
 
 pytestmark = pytest.mark.unit
 TOPIC = "t.ledger"
@@ -75,3 +80,61 @@ def test_tombstones_and_keyless_records_change_nothing() -> None:
     ledger.apply_record(0, b"n-1", None, 0)
     ledger.apply_record(0, None, b'{"state":"done","outcome":"sent"}', 0)
     assert ledger.done == set() and ledger.deferred == {}
+
+
+async def test_a_long_deferral_is_written_again_before_the_topic_deletes_it() -> None:
+    """A visit's day-before message deferred 88 days: the ledger topic deletes records after 60 days and a restore
+    starts from the topic, so a deferral last written over half that ago is written again (same request, same due
+    time, a fresh record); a recent one, a done id and one in flight are left alone. It was written once: a restart
+    after day 60 forgot it, and the village was never told."""
+    now = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
+    clock, producer = FixedClock(now), FakeProducer()
+    ledger = Ledger(TOPIC, producer, clock=clock)
+    [visit] = rules.for_event(visit_scheduled("far-1", when=now + timedelta(days=90)), directory(), Registry())
+    old, recent, gone, busy = visit, request("r-1"), request("r-2"), request("r-3")
+    for deferred in (old, gone, busy):
+        await ledger.record_deferred(deferred)
+    await ledger.record_done(gone.notification_id, "sent")
+    clock.now = now + REWRITE_DEFERRED_AFTER + timedelta(minutes=1)
+    await ledger.record_deferred(recent)
+    before = len(producer.to(TOPIC))
+    assert await ledger.refresh_deferrals(REWRITE_DEFERRED_AFTER, owned=lambda p: True,
+                                          skip={busy.notification_id}) == 1
+    [rewritten] = producer.to(TOPIC)[before:]
+    assert rewritten.key == old.notification_id.encode()
+    assert NotificationRequest.model_validate(rewritten.json()["request"]) == redact(old)
+    assert await ledger.refresh_deferrals(REWRITE_DEFERRED_AFTER, owned=lambda p: True,
+                                          skip={busy.notification_id}) == 0
+    assert await ledger.refresh_deferrals(REWRITE_DEFERRED_AFTER, owned=lambda p: p != 0) == 0  # not ours
+    assert timedelta(days=30) >= REWRITE_DEFERRED_AFTER and ledger.deferred[old.notification_id].not_before == (
+        old.not_before)
+
+
+class CountingGate:
+    def __init__(self) -> None:
+        self.entered = self.left = 0
+
+    async def enter(self) -> None:
+        self.entered += 1
+
+    def leave(self) -> None:
+        self.left += 1
+
+
+async def test_the_releasing_owner_rewrites_long_deferrals_inside_the_fence() -> None:
+    """The dispatcher's upkeep rewrites its owned partitions' long deferrals after passing the fence (a copy written
+    by a worker that lost the partition could outlive the new owner's done entry in compaction)."""
+    now = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
+    clock, producer = FixedClock(now), FakeProducer()
+    ledger = Ledger(TOPIC, producer, clock=clock)
+    dispatcher = OwnedDispatcher({}, ledger, producer, Outputs("t.status", "t.dlq"), spawn=Tasks(), backoff=Backoff(),
+                                 quiet=QuietHours(), rates={}, segment_limit=2, routine_workers=1, emergency_workers=1,
+                                 clock=clock)
+    dispatcher.gate = gate = CountingGate()
+    [visit] = rules.for_event(visit_scheduled("far-2", when=now + timedelta(days=90)), directory(), Registry())
+    await ledger.record_deferred(visit)
+    clock.now = now + timedelta(days=31)
+    dispatcher.owns_partition = lambda p: False
+    assert await dispatcher.refresh_deferrals() == 0
+    dispatcher.owns_partition = lambda p: True
+    assert await dispatcher.refresh_deferrals() == 1 and (gate.entered, gate.left) == (2, 2)
