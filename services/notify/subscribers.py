@@ -10,25 +10,65 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from schemas.envelope import Model
 
 WILDCARD = "*"
 
 
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a host name (not resolved here)
+
+
+def is_loopback(host: str) -> bool:
+    address = _address(host)
+    return host.lower() in LOOPBACK_NAMES or (address is not None and address.is_loopback)
+
+
 class Subscriber(Model):
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused URL may hold credentials, a secret is one
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
-    url: str
-    secret: SecretStr
+    url: str = Field(description="http(s) URL with a host; never a link-local (cloud metadata), unspecified or "
+                     "multicast address, nor credentials")
+    secret: SecretStr = Field(min_length=1)
     event_types: list[str] = Field(default_factory=lambda: [WILDCARD], description="CloudEvents types, '*' for all")
     communes: list[str] = Field(default_factory=lambda: [WILDCARD], description="Commune codes, '*' for all")
     provinces: list[str] = Field(default_factory=lambda: [WILDCARD])
     include_personal_data: bool = Field(default=False, description="Keep the applicant block in dossier events")
+
+    @field_validator("url")
+    @classmethod
+    def _reachable_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("an http or https URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("no credentials in the URL: deliveries are signed with the secret")
+        address = _address(parts.hostname)
+        if address is not None and (address.is_link_local or address.is_unspecified or address.is_multicast):
+            raise ValueError("not a link-local, unspecified or multicast address")
+        return url
+
+    @model_validator(mode="after")
+    def _personal_data_encrypted(self) -> Subscriber:
+        host = urlsplit(self.url).hostname or ""
+        if self.include_personal_data and urlsplit(self.url).scheme != "https" and not is_loopback(host):
+            raise ValueError("include_personal_data needs an https url (or a loopback address)")
+        return self
 
     def wants(self, event_type: str, commune: str, province: str) -> bool:
         return (

@@ -47,6 +47,8 @@ class HttpClient:
                 except ValueError:
                     body = None
                 return body if isinstance(body, dict) else {}
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # no retry can make this URL work
+            raise DeliveryError(type(exc).__name__, retryable=False) from None
         except aiohttp.ClientConnectorError as exc:  # no connection made: the request never left
             raise DeliveryError(type(exc).__name__, unreached=True) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
