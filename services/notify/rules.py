@@ -34,7 +34,6 @@ from schemas.mobile_team import (
     VISIT_COMPLETED,
     VISIT_SCHEDULED,
     VISIT_STARTED,
-    VisitScheduledEvent,
 )
 from schemas.notification import Audience, ChannelKind, DeadlineAlert, NotificationRequest, Recipient, TrackedDossier
 from schemas.notification import NotificationKind as K
@@ -42,19 +41,18 @@ from schemas.personal import SealedApplicant
 from schemas.times import VIETNAM
 from services.notify import deadlines
 from services.notify.directory import Contact, Directory
+from services.notify.params import (
+    alert_params,
+    announcement_params,
+    broadcast_failed_params,
+    dossier_params,
+    visit_params,
+)
 from services.notify.personal import applicant_recipient
 from services.notify.policy import notification_id
 from services.notify.subscribers import Registry
 
 Target = tuple[Recipient, ChannelKind, Audience]
-
-
-def day(t: datetime | None) -> str:
-    return t.astimezone(VIETNAM).strftime("%d/%m/%Y") if t else "-"
-
-
-def moment(t: datetime) -> str:
-    return t.astimezone(VIETNAM).strftime("%H:%M %d/%m/%Y")
 
 
 # --- who ---------------------------------------------------------------------------------------
@@ -108,49 +106,7 @@ def emergency_audience(e: Event, d: Directory) -> list[Target]:
     return cluster_operators(e, d) + villages
 
 
-# --- what ----------------------------------------------------------------------------------------
-
-LIST_ITEMS, ITEM_CHARS = 5, 80
-"""A list parameter shows this many items of at most this many characters, then "+k" for the k left out: every
-parameter is bounded (SMS, ZNS template data, e-mail, ledger entries and dead letters), whatever the event lists."""
-
-
-def listing(items: Sequence[str]) -> str:
-    """"a, b, c, d, e, +7" for twelve items; "-" for none."""
-    shown = [i if len(i) <= ITEM_CHARS else i[:ITEM_CHARS - 1] + "…" for i in items[:LIST_ITEMS]]
-    more = [f"+{len(items) - len(shown)}"] if len(items) > len(shown) else []
-    return ", ".join(shown + more) or "-"
-
-
-def dossier_params(e: Event) -> dict[str, str]:
-    d = e.data
-    amount = sum(f.amount_vnd for f in d.fees)
-    return {
-        "dossier_code": d.dossier_code, "procedure": d.procedure_name or d.procedure_code, "due_date": day(d.due_at),
-        "documents": listing(d.requested_documents), "reason": d.rejection_reason or "-",
-        "amount": f"{amount:,}".replace(",", "."), "date": day(d.returned_at or d.ended_at),
-    }
-
-
-def visit_params(e: Event) -> dict[str, str]:
-    v = e.data
-    when = v.scheduled_for if isinstance(e, VisitScheduledEvent) else v.completed_at
-    counts = {} if isinstance(e, VisitScheduledEvent) else {
-        "households": str(v.households_visited), "people": str(v.people_assisted),
-        "dossiers": str(v.dossiers_submitted), "accounts": str(v.accounts_activated),
-    }
-    return {"village": v.village, "team": v.team_id, "date": moment(when), **counts}
-
-
-def announcement_params(e: Event) -> dict[str, str]:
-    a = e.data
-    return {"title": a.title, "clusters": listing(a.target_clusters or a.target_villages), "date": moment(a.starts_at)}
-
-
-def broadcast_failed_params(e: Event) -> dict[str, str]:
-    b = e.data
-    return {"cluster": b.cluster_id, "announcement": b.announcement_id, "reason": b.failure_reason}
-
+# --- when ----------------------------------------------------------------------------------------
 
 ANNOUNCEMENT_HORIZON = timedelta(hours=24)
 """An announcement without an end is over this long after it starts."""
@@ -341,7 +297,7 @@ def for_alert(alert: DeadlineAlert, directory: Directory) -> list[NotificationRe
     """Due-soon and overdue alerts go to the responsible officer and the centre head."""
     contacts = directory.officer(alert.commune, alert.officer_id) + directory.of(alert.commune).centre_head
     targets = {t[0].ref: t for t in staff(contacts)}
-    params = {"dossier_code": alert.dossier_code, "due_date": moment(alert.due_at)}
+    params = alert_params(alert)
     return [
         _request(alert.id, f"deadline.{alert.kind.value}", alert_rule(alert), alert.kind, t, params, source=None,
                  commune=alert.commune, province=alert.province, time=alert.at)

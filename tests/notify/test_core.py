@@ -15,6 +15,7 @@ from services.notify import deadlines, rules, sms
 from services.notify.channels.base import compose
 from services.notify.masking import mask_email, mask_name, mask_phone
 from services.notify.offsets import OffsetTracker
+from services.notify.params import listing
 from services.notify.policy import Backoff, QuietHours, TokenBucket, notification_id
 from services.notify.settings import NotifySettings
 from services.notify.subscribers import MAX_SKEW_S, Registry, signature, verify
@@ -114,9 +115,9 @@ def test_an_sms_stays_within_the_segment_cap_whatever_the_event_holds(locale: st
 def test_long_lists_and_items_in_parameters_are_cut_with_the_count_left_out() -> None:
     """A list parameter keeps its first five items, each of at most 80 characters, then "+k" for the k left out:
     the parameters (ZNS template data, e-mail, ledger and dead letters) are bounded, not only the SMS."""
-    assert rules.listing(["a", "b"]) == "a, b" and rules.listing([]) == "-"
-    assert rules.listing([str(i) for i in range(12)]) == "0, 1, 2, 3, 4, +7"
-    assert rules.listing(["x" * 81]) == "x" * 79 + "…"
+    assert listing(["a", "b"]) == "a, b" and listing([]) == "-"
+    assert listing([str(i) for i in range(12)]) == "0, 1, 2, 3, 4, +7"
+    assert listing(["x" * 81]) == "x" * 79 + "…"
     clusters = [f"C{i}" for i in range(1000)]
     event = storm(category="cultural_event")
     event = event.model_copy(update={"data": event.data.model_copy(update={"target_clusters": clusters})})
