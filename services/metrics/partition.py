@@ -34,9 +34,11 @@ LOADERS: dict[bytes, Callable[[Any], EntityState]] = {
     b"v": lambda v: VisitState(*v),
     b"t": lambda v: TrainingState(*v),
     b"s": lambda v: SupportState(*v),
-    b"a": lambda v: AnnouncementState(v[0], v[1], v[2], v[3], {c: ClusterBroadcast(*b) for c, b in v[4].items()}),
+    b"a": lambda v: AnnouncementState(v[0], v[1], v[2], v[3], {c: ClusterBroadcast(*b) for c, b in v[4].items()},
+                                      *v[5:]),
 }
-"""State kind (the store key's first letter, `handlers.StateKind`) -> state from its decoded JSON array."""
+"""State kind (the store key's first letter, `handlers.StateKind`) -> state from its decoded JSON array (an
+announcement's written before its newest broadcast was kept has 5 members: the others take their defaults)."""
 
 
 def entity_key(event: Decoded) -> bytes:

@@ -86,11 +86,13 @@ class ClusterBroadcast(NamedTuple):
 
 
 class AnnouncementState(NamedTuple):
-    category: str
+    category: str  # the newest scheduled event's; while none is seen, the newest broadcast's
     scheduled_at: int | None  # event time of the scheduled event, µs (None: only broadcasts seen)
     scheduled_id: str | None
     starts_s: int | None  # planned start, epoch seconds
     clusters: dict[str, ClusterBroadcast]
+    broadcast_at: int | None = None  # (time, id) of the newest broadcast event (None: none seen, or a state
+    broadcast_id: str | None = None  # written before these fields, whose category any broadcast replaces)
 
 
 _COMPLETED = frozenset(int(s) for s in COMPLETED_STATUSES)
@@ -213,14 +215,26 @@ def merge_broadcast_failed(old: AnnouncementState | None, event: BroadcastEnd) -
 
 
 def merge_cluster(old: AnnouncementState | None, d: BroadcastFields, new: ClusterBroadcast) -> AnnouncementState | None:
-    """One cluster's broadcast: the newest outcome by (rank, time, id), playback begun at the first start."""
+    """One cluster's broadcast: the newest outcome by (rank, time, id), playback begun at the first start. The
+    category is the newest broadcast's by (time, id) until a scheduled event sets it, as `merge_scheduled` orders."""
     state = old or AnnouncementState(d.category.value, None, None, None, {})
-    current = state.clusters.get(d.cluster_id)
+    at, event_id = new.at, new.event_id
+    clusters = state.clusters
+    current = clusters.get(d.cluster_id)
     if current is not None:
         newest = new if new[:3] > current[:3] else current
         starts = [s for s in (current.started_s, new.started_s) if s is not None]
         new = newest._replace(started_s=min(starts) if starts else None)  # playback began at the first start
-        if new == current:
-            return None
-    category = state.category if state.scheduled_at is not None else d.category.value
-    return state._replace(category=category, clusters={**state.clusters, d.cluster_id: new})
+        if new != current:
+            clusters = {**clusters, d.cluster_id: new}
+    else:
+        clusters = {**clusters, d.cluster_id: new}
+    category, broadcast_at, broadcast_id = state.category, state.broadcast_at, state.broadcast_id
+    if broadcast_at is None or _newer(at, event_id, broadcast_at, broadcast_id or ""):
+        broadcast_at, broadcast_id = at, event_id
+        if state.scheduled_at is None:
+            category = d.category.value
+    elif clusters is state.clusters:
+        return None  # neither the cluster nor the newest broadcast changed
+    return AnnouncementState(category, state.scheduled_at, state.scheduled_id, state.starts_s, clusters,
+                             broadcast_at, broadcast_id)
