@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from rocksdict import Rdict
 
 from schemas import wire
-from schemas.deadletter import Rejection
+from schemas.deadletter import Reason, Rejection
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.metrics import decoding, store, telemetry
@@ -81,7 +81,7 @@ class Ownership:
             family = self.names.family_of[tp.topic].value
             part = self.partitions[tp.partition]
             changed = changes.setdefault(tp.partition, {})
-            applied = unchanged = invalid = failed = 0
+            applied = unchanged = invalid = failed = skipped = 0
             for rec in records:
                 event = _decode(self.decode, tp, rec)
                 if event is None:
@@ -90,16 +90,21 @@ class Ownership:
                 out = part.apply_safely(event)
                 if out is None:
                     unchanged += 1
-                elif isinstance(out, Rejection):  # a bug met by this event: skipped, counted, the partition goes on
-                    failed += 1
-                    log.error("event.failed", topic=tp.topic, partition=tp.partition, offset=rec.offset,
-                              reason=out.reason.value, detail=out.message)
+                elif isinstance(out, Rejection):  # counted and skipped: the partition goes on
+                    if out.reason is Reason.INTERNAL_ERROR:  # a bug met by this event
+                        failed += 1
+                        log.error("event.failed", topic=tp.topic, partition=tp.partition, offset=rec.offset,
+                                  reason=out.reason.value, detail=out.message)
+                    else:  # refused by a state's bound (`partition.TOO_MANY_CLUSTERS`)
+                        skipped += 1
+                        log.warning("event.skipped", topic=tp.topic, partition=tp.partition, offset=rec.offset,
+                                    reason=out.reason.value, detail=out.message)
                 else:
                     changed[out[0]] = out[1]
                     applied += 1
             offsets[tp] = records[-1].offset + 1
             for outcome, n in (("applied", applied), ("unchanged", unchanged), ("invalid", invalid),
-                               ("failed", failed)):
+                               ("failed", failed), ("skipped", skipped)):
                 if n:
                     telemetry.EVENTS.labels(family, outcome).inc(n)
         return changes, offsets

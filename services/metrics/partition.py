@@ -14,14 +14,16 @@ from typing import Any
 import orjson
 
 from schemas.admin import commune_provinces
-from schemas.deadletter import Rejection, internal_error
+from schemas.deadletter import Reason, Rejection, internal_error
 from services.metrics.aggregate import CommuneTotals, EntityState
 from services.metrics.handlers import HANDLERS, Decoded
 from services.metrics.state import (
+    MAX_CLUSTERS,
     AnnouncementState,
     ClusterBroadcast,
     DossierState,
     SupportState,
+    TooManyClusters,
     TrainingState,
     VisitState,
 )
@@ -63,21 +65,31 @@ def merge(old: EntityState | None, event: Decoded) -> EntityState | None:
     return None if handler is None else handler.merge(old, event)
 
 
+TOO_MANY_CLUSTERS = Rejection(
+    reason=Reason.TOO_LARGE, field="data.cluster_id",
+    message=f"the announcement already holds {MAX_CLUSTERS} clusters: this cluster's broadcast is not counted")
+"""A broadcast beyond its announcement's `state.MAX_CLUSTERS`: skipped and counted by the shell (names no id)."""
+
+
 class PartitionState:
     def __init__(self, partition: int, store: Store) -> None:
         self.partition = partition
         self.store = store
         self.communes: dict[str, CommuneTotals] = {}
 
-    def apply(self, event: Decoded) -> tuple[bytes, bytes] | None:
-        """Merge one event; returns the changelog record (key, new state) or None if nothing changed."""
+    def apply(self, event: Decoded) -> tuple[bytes, bytes] | Rejection | None:
+        """Merge one event; returns the changelog record (key, new state), None if nothing changed, or a Rejection
+        (`TOO_MANY_CLUSTERS`) for an event refused by a state's bound: the state is left as it was."""
         handler = HANDLERS[event.type]  # the hot path: one lookup, then the entry's own functions
         if handler is None:
             return None
         key = f"{handler.kind}|{event.commune}|{handler.ident(event)}".encode()
         raw = self.store.get(key)
         old = loads(key, raw) if raw is not None else None
-        new = handler.merge(old, event)
+        try:
+            new = handler.merge(old, event)
+        except TooManyClusters:
+            return TOO_MANY_CLUSTERS
         if new is None:
             return None
         value = dumps(new)

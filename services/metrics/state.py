@@ -18,9 +18,10 @@ times (ordering), seconds for business dates (due dates, durations).
 
 from __future__ import annotations
 
-from typing import NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from schemas.codes import COMPLETED_STATUSES
+from schemas.limits import MAX_ITEMS
 from services.metrics.reads import (
     BroadcastEnd,
     BroadcastFields,
@@ -93,6 +94,17 @@ class AnnouncementState(NamedTuple):
     clusters: dict[str, ClusterBroadcast]
     broadcast_at: int | None = None  # (time, id) of the newest broadcast event (None: none seen, or a state
     broadcast_id: str | None = None  # written before these fields, whose category any broadcast replaces)
+
+
+MAX_CLUSTERS: Final = MAX_ITEMS
+"""Clusters one announcement's state holds at most: an announcement targets at most `MAX_ITEMS` clusters
+(`AnnouncementScheduled.target_clusters`). The state is one changelog record, merged whole on every event of
+the announcement: without a bound, broadcasts naming ever new clusters made it pass the changelog topic's
+record limit (the partition's metrics crash-looped) at a cost per event that grew with it."""
+
+
+class TooManyClusters(Exception):
+    """A broadcast of a cluster beyond its announcement's `MAX_CLUSTERS`: refused, the state left as it was."""
 
 
 _COMPLETED = frozenset(int(s) for s in COMPLETED_STATUSES)
@@ -216,7 +228,8 @@ def merge_broadcast_failed(old: AnnouncementState | None, event: BroadcastEnd) -
 
 def merge_cluster(old: AnnouncementState | None, d: BroadcastFields, new: ClusterBroadcast) -> AnnouncementState | None:
     """One cluster's broadcast: the newest outcome by (rank, time, id), playback begun at the first start. The
-    category is the newest broadcast's by (time, id) until a scheduled event sets it, as `merge_scheduled` orders."""
+    category is the newest broadcast's by (time, id) until a scheduled event sets it, as `merge_scheduled` orders.
+    Raises `TooManyClusters` for a cluster beyond `MAX_CLUSTERS` (figures stay exact within the cap)."""
     state = old or AnnouncementState(d.category.value, None, None, None, {})
     at, event_id = new.at, new.event_id
     clusters = state.clusters
@@ -227,8 +240,10 @@ def merge_cluster(old: AnnouncementState | None, d: BroadcastFields, new: Cluste
         new = newest._replace(started_s=min(starts) if starts else None)  # playback began at the first start
         if new != current:
             clusters = {**clusters, d.cluster_id: new}
-    else:
+    elif len(clusters) < MAX_CLUSTERS:
         clusters = {**clusters, d.cluster_id: new}
+    else:
+        raise TooManyClusters
     category, broadcast_at, broadcast_id = state.category, state.broadcast_at, state.broadcast_id
     if broadcast_at is None or _newer(at, event_id, broadcast_at, broadcast_id or ""):
         broadcast_at, broadcast_id = at, event_id

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter("commune_metrics_events_total", "Canonical events consumed, by family and outcome "
                  "(applied = changed a state, unchanged = duplicate or stale, invalid = undecodable, "
-                 "failed = met a bug, skipped)",
+                 "failed = met a bug, skipped = refused by a state's bound: a broadcast past its announcement's "
+                 "cluster cap)",
                  ["family", "outcome"])
 LAG = Gauge("commune_metrics_consumer_lag", "Records behind the end of each owned canonical partition",
             ["family", "partition"])
