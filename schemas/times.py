@@ -8,7 +8,7 @@ A time without an offset is Asia/Ho_Chi_Minh.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, BeforeValidator, Field, TypeAdapter
@@ -17,6 +17,11 @@ from pydantic_core import PydanticCustomError
 from schemas.limits import DATE_RANGE, EARLIEST, LATEST
 
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
+FUTURE_MARGIN: Final = timedelta(hours=1)
+"""How far ahead of a consumer's clock an event time is still believed for ordering. Intake accepts times up to
+2100, so a sender's wrong clock or a mistyped year (2052 for 2025) would otherwise make that event the newest of
+its entity for decades: metrics orders such an event before every believable one (`services.metrics.state`);
+notify's deadline tracker applies the same rule (`services.notify.deadlines.FUTURE_MARGIN`)."""
 
 
 _MODERN = 1976

@@ -56,7 +56,8 @@ Decoded = Event | FastDossier
 """What a handler reads: a pydantic model, or a dossier decoded by the fast path (`services.metrics.fast`:
 the same attributes)."""
 Ident = Callable[[Decoded], str]
-Merge = Callable[[EntityState | None, Decoded], EntityState | None]
+Merge = Callable[[EntityState | None, Decoded, int], EntityState | None]
+"""The entity's state, the event and its ordering time (µs, `state.believed_until` applied) -> the next state."""
 E = TypeVar("E", bound=Event)
 S = TypeVar("S", bound=EntityState)
 
@@ -70,7 +71,7 @@ class Handler(NamedTuple):
 
 
 def handler(model: type[E], kind: StateKind, ident: Callable[[E], str],
-            merge: Callable[[S | None, E], S | None]) -> Handler:
+            merge: Callable[[S | None, E, int], S | None]) -> Handler:
     """A table entry. The signature ties `ident` and `merge` to `model` for mypy; at run time they are used as is."""
     return Handler(model, kind, cast(Ident, ident), cast(Merge, merge))
 

@@ -29,6 +29,7 @@ from services.common.settings import KafkaConnection
 from services.metrics import decoding, store, telemetry
 from services.metrics.handlers import Decoded
 from services.metrics.partition import PartitionState
+from services.metrics.state import believed_until
 from services.metrics.topics import Names
 from services.metrics.writers import PartitionWriter, is_fenced
 
@@ -73,8 +74,10 @@ class Ownership:
         telemetry.OWNED.set(len(numbers))
         log.info("metrics.assigned", partitions=sorted(numbers))
 
-    def apply(self, batch: Batch) -> tuple[dict[int, dict[bytes, bytes]], dict[TopicPartition, int]]:
-        """Merge each decodable event into its partition's state; returns changed states and offsets to commit."""
+    def apply(self, batch: Batch, now_s: float) -> tuple[dict[int, dict[bytes, bytes]], dict[TopicPartition, int]]:
+        """Merge each decodable event into its partition's state; returns changed states and offsets to commit.
+        `now_s`: the worker's clock, against which event times are believed (`state.believed_until`)."""
+        believed = believed_until(now_s)
         changes: dict[int, dict[bytes, bytes]] = {}
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
@@ -87,7 +90,7 @@ class Ownership:
                 if event is None:
                     invalid += 1
                     continue
-                out = part.apply_safely(event)
+                out = part.apply_safely(event, believed)
                 if out is None:
                     unchanged += 1
                 elif isinstance(out, Rejection):  # counted and skipped: the partition goes on

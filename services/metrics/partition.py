@@ -18,6 +18,8 @@ from schemas.deadletter import Reason, Rejection, internal_error
 from services.metrics.aggregate import CommuneTotals, EntityState
 from services.metrics.handlers import HANDLERS, Decoded
 from services.metrics.state import (
+    BELIEVE_ALL,
+    DISBELIEVED_SHIFT,
     MAX_CLUSTERS,
     AnnouncementState,
     ClusterBroadcast,
@@ -26,6 +28,7 @@ from services.metrics.state import (
     TooManyClusters,
     TrainingState,
     VisitState,
+    micros,
 )
 
 Store = MutableMapping[bytes, bytes]
@@ -59,10 +62,13 @@ def loads(key: bytes, value: bytes) -> EntityState:
     return LOADERS[key[:1]](orjson.loads(value))
 
 
-def merge(old: EntityState | None, event: Decoded) -> EntityState | None:
+def merge(old: EntityState | None, event: Decoded, believed_until_us: int = BELIEVE_ALL) -> EntityState | None:
     """The entity's next state, or None if the event changes nothing."""
     handler = HANDLERS[event.type]
-    return None if handler is None else handler.merge(old, event)
+    if handler is None:
+        return None
+    at = micros(event)
+    return handler.merge(old, event, at if at <= believed_until_us else at - DISBELIEVED_SHIFT)
 
 
 TOO_MANY_CLUSTERS = Rejection(
@@ -77,17 +83,23 @@ class PartitionState:
         self.store = store
         self.communes: dict[str, CommuneTotals] = {}
 
-    def apply(self, event: Decoded) -> tuple[bytes, bytes] | Rejection | None:
+    def apply(self, event: Decoded, believed_until_us: int = BELIEVE_ALL) -> tuple[bytes, bytes] | Rejection | None:
         """Merge one event; returns the changelog record (key, new state), None if nothing changed, or a Rejection
-        (`TOO_MANY_CLUSTERS`) for an event refused by a state's bound: the state is left as it was."""
+        (`TOO_MANY_CLUSTERS`) for an event refused by a state's bound: the state is left as it was.
+
+        `believed_until_us`: `state.believed_until` of the worker's clock; an event dated later is ordered before
+        every believable one (`state.DISBELIEVED_SHIFT`). The default believes every time (no clock: tests)."""
         handler = HANDLERS[event.type]  # the hot path: one lookup, then the entry's own functions
         if handler is None:
             return None
         key = f"{handler.kind}|{event.commune}|{handler.ident(event)}".encode()
         raw = self.store.get(key)
         old = loads(key, raw) if raw is not None else None
+        at = micros(event)
+        if at > believed_until_us:
+            at -= DISBELIEVED_SHIFT
         try:
-            new = handler.merge(old, event)
+            new = handler.merge(old, event, at)
         except TooManyClusters:
             return TOO_MANY_CLUSTERS
         if new is None:
@@ -97,14 +109,15 @@ class PartitionState:
         self._totals(event.commune, event.province).replace(old, new)
         return key, value
 
-    def apply_safely(self, event: Decoded) -> tuple[bytes, bytes] | Rejection | None:
+    def apply_safely(self, event: Decoded,
+                     believed_until_us: int = BELIEVE_ALL) -> tuple[bytes, bytes] | Rejection | None:
         """`apply` that never raises: an unexpected exception is returned as an `internal_error` Rejection.
 
         Everything that can fail for one event (its entity key, the merge, serialising the state) runs before
         the store is written, so such an event leaves the store as it was; the shell counts and skips it.
         """
         try:
-            return self.apply(event)
+            return self.apply(event, believed_until_us)
         except Exception as exc:  # a bug met by one event must not stop the partition
             return internal_error(exc)
 

@@ -9,7 +9,13 @@ duplicates and at-least-once redelivery after a crash cannot change a figure:
 - facts that only ever become true (received, paid online, has fees,
   digitised) are OR-ed;
 - a repeated event id has the same (time, id) as what it already produced, so
-  it changes nothing.
+  it changes nothing;
+- an event time more than `FUTURE_MARGIN` ahead of the worker's clock (a wrong
+  clock, a mistyped year) is not believed: the event is ordered before every
+  believable one (`DISBELIEVED_SHIFT`), so it cannot stay the newest for decades.
+  The caller decides it once per event against the clock it passes in
+  (`believed_until`), and passes each merge the event's ordering time `at`:
+  states stay a pure function of the events and that clock.
 
 States are plain tuples (NamedTuple) so they serialise compactly to the
 changelog and the RocksDB store. Times are integers: microseconds for event
@@ -21,7 +27,8 @@ from __future__ import annotations
 from typing import Final, NamedTuple, TypeVar
 
 from schemas.codes import COMPLETED_STATUSES
-from schemas.limits import MAX_ITEMS
+from schemas.limits import LATEST, MAX_ITEMS
+from schemas.times import FUTURE_MARGIN
 from services.metrics.reads import (
     BroadcastEnd,
     BroadcastFields,
@@ -40,8 +47,23 @@ def micros(event: Stamped) -> int:
     return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
+_MARGIN_US = int(FUTURE_MARGIN.total_seconds()) * 1_000_000
+BELIEVE_ALL: Final = int(LATEST.timestamp()) * 1_000_000 + LATEST.microsecond
+"""`believed_until` without a clock: every valid event time is believed (tests, the faust comparison)."""
+DISBELIEVED_SHIFT: Final = BELIEVE_ALL + 1
+"""Subtracted from an event time (µs) beyond `believed_until` to give its ordering time: negative, so before every
+valid time (1975 on): any believable event of the entity wins over it, and it never moves the commune's last-event
+time. Such times keep their order among themselves (a sender whose clock is hours fast still has its events in
+order)."""
+
+
+def believed_until(now_s: float) -> int:
+    """The latest event time (µs) believed at clock `now_s` (epoch seconds): `FUTURE_MARGIN` ahead of it."""
+    return int(now_s * 1_000_000) + _MARGIN_US
+
+
 class DossierState(NamedTuple):
-    at: int  # newest event time, µs
+    at: int  # newest event's ordering time, µs (its event time; negative if not believed)
     event_id: str
     status: int
     channel: str
@@ -115,10 +137,9 @@ def _newer(at: int, event_id: str, old_at: int, old_id: str) -> bool:
 
 
 # -- dossiers --------------------------------------------------------------------------------------
-def dossier_from(event: DossierChange) -> DossierState:
+def dossier_from(event: DossierChange, at: int) -> DossierState:
     d = event.data
     status = int(d.status)
-    at = micros(event)
     completed = status in _COMPLETED
     duration = None
     if completed and d.ended_at is not None and d.received_at is not None:
@@ -132,9 +153,10 @@ def dossier_from(event: DossierChange) -> DossierState:
     )
 
 
-def merge_dossier(old: DossierState | None, event: DossierChange) -> DossierState | None:
-    """The dossier's state after `event`, or None when the event changes nothing (duplicate, stale)."""
-    new = dossier_from(event)
+def merge_dossier(old: DossierState | None, event: DossierChange, at: int) -> DossierState | None:
+    """The dossier's state after `event` (ordered at `at`), or None when the event changes nothing (duplicate,
+    stale)."""
+    new = dossier_from(event, at)
     if old is None:
         return new
     if old.at == new.at and old.event_id == new.event_id:
@@ -156,17 +178,17 @@ def merge_dossier(old: DossierState | None, event: DossierChange) -> DossierStat
 
 
 # -- mobile teams ----------------------------------------------------------------------------------
-def visit_scheduled(event: Stamped) -> VisitState:
-    return VisitState(0, micros(event), event.id, 0, 0, 0, 0)
+def visit_scheduled(event: Stamped, at: int) -> VisitState:
+    return VisitState(0, at, event.id, 0, 0, 0, 0)
 
 
-def visit_started(event: Stamped) -> VisitState:
-    return VisitState(1, micros(event), event.id, 0, 0, 0, 0)
+def visit_started(event: Stamped, at: int) -> VisitState:
+    return VisitState(1, at, event.id, 0, 0, 0, 0)
 
 
-def visit_completed(event: VisitDone) -> VisitState:
+def visit_completed(event: VisitDone, at: int) -> VisitState:
     d = event.data
-    return VisitState(2, micros(event), event.id, d.households_visited, d.people_assisted, d.dossiers_submitted,
+    return VisitState(2, at, event.id, d.households_visited, d.people_assisted, d.dossiers_submitted,
                       d.accounts_activated)
 
 
@@ -180,30 +202,29 @@ def merge_latest(old: S | None, new: S) -> S | None:
     return new if new[:3] > old[:3] else None
 
 
-def merge_visit_scheduled(old: VisitState | None, event: Stamped) -> VisitState | None:
-    return merge_latest(old, visit_scheduled(event))
+def merge_visit_scheduled(old: VisitState | None, event: Stamped, at: int) -> VisitState | None:
+    return merge_latest(old, visit_scheduled(event, at))
 
 
-def merge_visit_started(old: VisitState | None, event: Stamped) -> VisitState | None:
-    return merge_latest(old, visit_started(event))
+def merge_visit_started(old: VisitState | None, event: Stamped, at: int) -> VisitState | None:
+    return merge_latest(old, visit_started(event, at))
 
 
-def merge_visit_completed(old: VisitState | None, event: VisitDone) -> VisitState | None:
-    return merge_latest(old, visit_completed(event))
+def merge_visit_completed(old: VisitState | None, event: VisitDone, at: int) -> VisitState | None:
+    return merge_latest(old, visit_completed(event, at))
 
 
-def merge_training(old: TrainingState | None, event: TrainingDone) -> TrainingState | None:
-    return merge_latest(old, TrainingState(micros(event), event.id, event.data.attendees))
+def merge_training(old: TrainingState | None, event: TrainingDone, at: int) -> TrainingState | None:
+    return merge_latest(old, TrainingState(at, event.id, event.data.attendees))
 
 
-def merge_support(old: SupportState | None, event: SupportDone) -> SupportState | None:
-    return merge_latest(old, SupportState(micros(event), event.id, event.data.channel.value))
+def merge_support(old: SupportState | None, event: SupportDone, at: int) -> SupportState | None:
+    return merge_latest(old, SupportState(at, event.id, event.data.channel.value))
 
 
 # -- announcements ---------------------------------------------------------------------------------
-def merge_scheduled(old: AnnouncementState | None, event: Scheduling) -> AnnouncementState | None:
+def merge_scheduled(old: AnnouncementState | None, event: Scheduling, at: int) -> AnnouncementState | None:
     """The announcement's schedule from its newest scheduled event; its category wins over the broadcasts'."""
-    at = micros(event)
     if old is not None and old.scheduled_at is not None and not _newer(at, event.id, old.scheduled_at,
                                                                       old.scheduled_id or ""):
         return None
@@ -212,18 +233,20 @@ def merge_scheduled(old: AnnouncementState | None, event: Scheduling) -> Announc
                           starts_s=int(event.data.starts_at.timestamp()))
 
 
-def merge_broadcast_started(old: AnnouncementState | None, event: BroadcastPlayed) -> AnnouncementState | None:
+def merge_broadcast_started(old: AnnouncementState | None, event: BroadcastPlayed,
+                            at: int) -> AnnouncementState | None:
     started = int(event.data.started_at.timestamp())
-    return merge_cluster(old, event.data, ClusterBroadcast(1, micros(event), event.id, "started", started))
+    return merge_cluster(old, event.data, ClusterBroadcast(1, at, event.id, "started", started))
 
 
-def merge_broadcast_completed(old: AnnouncementState | None, event: BroadcastPlayed) -> AnnouncementState | None:
+def merge_broadcast_completed(old: AnnouncementState | None, event: BroadcastPlayed,
+                              at: int) -> AnnouncementState | None:
     started = int(event.data.started_at.timestamp())
-    return merge_cluster(old, event.data, ClusterBroadcast(2, micros(event), event.id, "completed", started))
+    return merge_cluster(old, event.data, ClusterBroadcast(2, at, event.id, "completed", started))
 
 
-def merge_broadcast_failed(old: AnnouncementState | None, event: BroadcastEnd) -> AnnouncementState | None:
-    return merge_cluster(old, event.data, ClusterBroadcast(2, micros(event), event.id, "failed", None))
+def merge_broadcast_failed(old: AnnouncementState | None, event: BroadcastEnd, at: int) -> AnnouncementState | None:
+    return merge_cluster(old, event.data, ClusterBroadcast(2, at, event.id, "failed", None))
 
 
 def merge_cluster(old: AnnouncementState | None, d: BroadcastFields, new: ClusterBroadcast) -> AnnouncementState | None:

@@ -49,7 +49,7 @@ from services.metrics.writers import PartitionWriter, WriteStuck, is_fenced
 
 log = structlog.get_logger("metrics")
 Clock = Callable[[], float]
-"""Epoch seconds; the overdue gauge and snapshots read it."""
+"""Epoch seconds; the overdue gauge, snapshots and which event times are believed (`state.believed_until`) read it."""
 LAG_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 3.0
 RETRY_BACKOFF_MS = 5
@@ -169,7 +169,7 @@ class MetricsWorker:
         # a woken zombie should not even apply what the new owner now holds (ADR 0012); its writes are fenced anyway
         # (ADR 0016), this stops it sooner
         self._stalls.check()
-        changes, offsets = self.ownership.apply(batch)
+        changes, offsets = self.ownership.apply(batch, self.clock())
         self._stalls.check()
         await self.settle()  # the previous batch's commit first: offsets are committed in order
         self._settling = self._supervisor.spawn("commit", self._commit_after(changes, offsets, started))

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from aiokafka import ConsumerRecord, TopicPartition
+
+from schemas import wire
 from schemas.admin import commune_provinces
 from schemas.announcement import (
     AnnouncementScheduledEvent,
@@ -85,3 +88,15 @@ def broadcast(commune: str, ann: str, cluster: str, outcome: str, event_id: str,
     if outcome == "completed":
         return _event(BroadcastCompletedEvent, env, base | {"started_at": start, "completed_at": at(hours)})
     return _event(BroadcastFailedEvent, env, base | {"failed_at": at(hours), "failure_reason": "offline"})
+
+
+Fetch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+def fetch(tp: TopicPartition, first_offset: int, *events: Event) -> Fetch:
+    """`events` as the consumer returns them: one fetch of `tp`, offsets from `first_offset` on."""
+    records = []
+    for offset, rec in enumerate((wire.encode(e) for e in events), first_offset):
+        records.append(ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, rec.key, rec.value, None, len(rec.key),
+                                      len(rec.value), rec.headers))
+    return {tp: records}

@@ -7,25 +7,32 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import TopicPartition
 from structlog.testing import capture_logs
 
-from schemas import wire
 from schemas.admin import commune_provinces
 from schemas.announcement import BroadcastCompletedEvent
 from schemas.codes import AnnouncementCategory
 from schemas.deadletter import Reason, Rejection
 from schemas.envelope import Event
 from schemas.events import Family
-from schemas.limits import LATEST
+from schemas.limits import EARLIEST, LATEST
 from schemas.topics import CANONICAL, METRICS_CHANGELOG
 from services.common.settings import KafkaConnection
 from services.metrics import telemetry
 from services.metrics.ownership import Ownership
 from services.metrics.partition import PartitionState, dumps
-from services.metrics.state import MAX_CLUSTERS, AnnouncementState, ClusterBroadcast, micros
+from services.metrics.state import (
+    BELIEVE_ALL,
+    DISBELIEVED_SHIFT,
+    MAX_CLUSTERS,
+    AnnouncementState,
+    ClusterBroadcast,
+    believed_until,
+    micros,
+)
 from services.metrics.topics import Names
-from tests.metrics.events import broadcast, scheduled
+from tests.metrics.events import at, broadcast, fetch, scheduled
 
 pytestmark = pytest.mark.unit
 C = "02269"  # Tuyên Quang (08)
@@ -95,9 +102,15 @@ def longest(max_length: int, n: int) -> str:
     return f"{WIDE * (max_length - 6)}{n:06d}"
 
 
+WIDEST_AT = EARLIEST
+"""The event time whose ordering time is longest in JSON: disbelieved (a clock before it), the earliest time is the
+most negative ordering time (17 characters; a believed time has at most 16)."""
+CLOCK = believed_until(EARLIEST.timestamp() - 7200)
+
+
 def widest_broadcast(ann: str, n: int) -> BroadcastCompletedEvent:
-    """A completed broadcast whose every member the state keeps is at its longest, at the latest time."""
-    env = {"id": longest(128, n), "source": longest(256, n), "time": LATEST, "subject": ann, "commune": C,
+    """A completed broadcast whose every member the state keeps is at its longest (applied at `CLOCK`)."""
+    env = {"id": longest(128, n), "source": longest(256, n), "time": WIDEST_AT, "subject": ann, "commune": C,
            "province": commune_provinces()[C]}
     data = {"announcement_id": ann, "cluster_id": longest(64, n), "category": longest_category(),
             "started_at": LATEST - timedelta(hours=1), "completed_at": LATEST}
@@ -110,12 +123,13 @@ def longest_category() -> str:
 
 def at_the_cap(ann: str) -> PartitionState:
     """A partition holding announcement `ann` with MAX_CLUSTERS - 1 clusters, each as wide as a state holds."""
-    last = widest_broadcast(ann, 0)
+    at = micros(widest_broadcast(ann, 0)) - DISBELIEVED_SHIFT
+    assert len(str(at)) > len(str(BELIEVE_ALL))
     started = int((LATEST - timedelta(hours=1)).timestamp())
-    clusters = {longest(64, n): ClusterBroadcast(2, micros(last), longest(128, n), "completed", started)
+    clusters = {longest(64, n): ClusterBroadcast(2, at, longest(128, n), "completed", started)
                 for n in range(1, MAX_CLUSTERS)}
-    state = AnnouncementState(longest_category(), micros(last), longest(128, 0), started, clusters,
-                              micros(last), longest(128, MAX_CLUSTERS))
+    state = AnnouncementState(longest_category(), at, longest(128, 0), started, clusters, at,
+                              longest(128, MAX_CLUSTERS))
     part = PartitionState(0, {})
     part.restore(f"a|{C}|{ann}".encode(), dumps(state))
     return part
@@ -133,11 +147,11 @@ def at_cap_of_failures(part: PartitionState) -> PartitionState:
 
 def test_the_largest_announcement_state_fits_in_one_changelog_record() -> None:
     """An announcement at MAX_CLUSTERS clusters, every id at its longest in four-byte characters and every time
-    the latest, makes one changelog record within the changelog topic's max.message.bytes (the broker refused
+    at its longest, makes one changelog record within the changelog topic's max.message.bytes (the broker refused
     a bigger one, and the partition's metrics crash-looped on it)."""
     ann = longest(64, 0)
     part = at_the_cap(ann)
-    out = part.apply(widest_broadcast(ann, 0))
+    out = part.apply(widest_broadcast(ann, 0), CLOCK)
     assert isinstance(out, tuple)
     key, value = out
     state = dict(part.states())[key]
@@ -168,13 +182,11 @@ def test_the_worker_counts_a_refused_broadcast_as_skipped_and_goes_on(tmp_path: 
     owner = Ownership(KafkaConnection(bootstrap="127.0.0.1:1"), names, tmp_path, "test", new_writer=None)
     owner.partitions[0] = at_cap_of_failures(PartitionState(0, {}))
     tp = TopicPartition(CANONICAL[Family.ANNOUNCEMENT].name, 0)
-    events = [broadcast(C, "A-1", "C-extra", "failed", "e-extra", 2), scheduled(C, "A-1", "s1", 0)]
-    records = [ConsumerRecord(tp.topic, 0, 7 + i, 0, 0, r.key, r.value, None, len(r.key), len(r.value), r.headers)
-               for i, r in enumerate(wire.encode(e) for e in events)]
+    batch = fetch(tp, 7, broadcast(C, "A-1", "C-extra", "failed", "e-extra", 2), scheduled(C, "A-1", "s1", 0))
     skipped = telemetry.EVENTS.labels("announcement", "skipped")
     before = skipped._value.get()
     with capture_logs() as logs:
-        changes, offsets = owner.apply({tp: records})
+        changes, offsets = owner.apply(batch, at(24).timestamp())
     assert skipped._value.get() == before + 1
     assert offsets == {tp: 9} and list(changes[0]) == [f"a|{C}|A-1".encode()]
     assert [(e["event"], e["offset"], e["reason"]) for e in logs] == [("event.skipped", 7, "too_large")]

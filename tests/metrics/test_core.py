@@ -5,21 +5,40 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TypedDict
 
 import pytest
+from aiokafka import TopicPartition
 from structlog.testing import capture_logs
 
 from schemas import wire
 from schemas.envelope import Event
+from schemas.events import Family
 from schemas.snapshot import decode_snapshot
+from schemas.topics import CANONICAL
+from services.common.settings import KafkaConnection
 from services.metrics import telemetry
 from services.metrics.aggregate import DURATION_BUCKETS_S, Key
 from services.metrics.exposition import render
+from services.metrics.ownership import Ownership
 from services.metrics.partition import PartitionState
 from services.metrics.snapshots import snapshot
+from services.metrics.state import FUTURE_MARGIN, believed_until
+from services.metrics.topics import Names
 from services.metrics.worker import _snapshot_record
-from tests.metrics.events import T0, at, broadcast, dossier, scheduled, training, visit_completed, visit_started
+from tests.metrics.events import (
+    T0,
+    at,
+    broadcast,
+    dossier,
+    fetch,
+    scheduled,
+    training,
+    visit_completed,
+    visit_started,
+)
 
 pytestmark = pytest.mark.unit
 C = "02269"  # Tuyên Quang (08)
@@ -216,7 +235,7 @@ def test_apply_safely_returns_internal_error_and_leaves_the_store_as_it_was(monk
     entry = handlers.HANDLERS[second.type]
     assert entry is not None
 
-    def broken(old: object, event: object) -> None:
+    def broken(old: object, event: object, at: int) -> None:
         raise ZeroDivisionError("D-9")
 
     monkeypatch.setitem(handlers.HANDLERS, second.type, entry._replace(merge=broken))
@@ -226,3 +245,73 @@ def test_apply_safely_returns_internal_error_and_leaves_the_store_as_it_was(monk
     monkeypatch.undo()
     assert isinstance(part.apply_safely(second), tuple)
     assert figures(part) == figures(fresh(first, second))
+
+
+def typo_year(event: Event, year: int = 2052) -> Event:
+    """`event` with its year mistyped (intake accepts any time up to 2100)."""
+    return event.model_copy(update={"time": event.time.replace(year=year)})
+
+
+def test_an_event_dated_beyond_the_clock_loses_to_every_believable_one() -> None:
+    """An in-progress event with its year typed 2052 does not keep the returned dossier open and overdue: past
+    the clock's FUTURE_MARGIN an event time is not believed, so it loses to the real events in either order;
+    its sticky facts still count."""
+    now = at(24 * 30).timestamp()
+    in_progress = dossier(C, "D-1", 4, "e-typo", 2, paid_online=True, fees=True)
+    real = [dossier(C, "D-1", 2, "e-2", 1), dossier(C, "D-1", 10, "e-done", 30)]
+    expected = figures(fresh(in_progress, *real), now)  # as if the typo were any older event
+    assert ("open",) not in expected["counts"] and expected["overdue"] == 0
+    for order in itertools.permutations([typo_year(in_progress), *real]):
+        part = PartitionState(0, {})
+        for e in order:
+            part.apply(e, believed_until(now))
+        assert figures(part, now) == expected
+
+
+def test_the_last_event_time_is_the_newest_believable_event_so_commune_silent_can_fire() -> None:
+    """A future-dated event does not move the commune's last-event time (it sat in 2052, so CommuneSilent never
+    fired again); an event within FUTURE_MARGIN of the clock (a sender's clock a little fast) is believed."""
+    now = at(24 * 30).timestamp()
+    part = PartitionState(0, {})
+    part.apply(dossier(C, "D-1", 2, "e-2", 1), believed_until(now))
+    part.apply(typo_year(dossier(C, "D-2", 2, "e-typo", 1)), believed_until(now))
+    last = [line for line in render([part], now).splitlines() if line.startswith("commune_last_event_timestamp")]
+    assert last == [f'commune_last_event_timestamp_seconds{{province="08",commune="{C}"}} {at(1).timestamp()}']
+    soon = datetime.fromtimestamp(now, UTC) + FUTURE_MARGIN
+    part.apply(dossier(C, "D-3", 2, "e-3", 1).model_copy(update={"time": soon}), believed_until(now))
+    assert part.communes[C].last_event_us == int(soon.timestamp()) * 1_000_000
+
+
+def test_a_sender_whose_clock_is_hours_fast_keeps_its_events_in_order() -> None:
+    """Vietnam time sent as UTC (7 h ahead): every event is disbelieved, yet they stay ordered among themselves,
+    so the dossier is returned in every order; the commune's last-event time does not move."""
+    # each event arrives when it happens: the worker's clock is its true time
+    fast = [(e.model_copy(update={"time": e.time + timedelta(hours=7)}), e.time.timestamp()) for e in lifecycle()]
+    expected = figures(fresh(*lifecycle()))
+    for order in itertools.permutations(fast):
+        part = PartitionState(0, {})
+        for e, now in order:
+            part.apply(e, believed_until(now))
+        assert figures(part) == expected and part.communes[C].last_event_us == 0
+
+
+def test_the_worker_believes_event_times_against_the_clock_it_is_given(tmp_path: Path) -> None:
+    """A batch is applied against the worker's clock: the same future-dated event loses to the real one at a
+    2025 clock, and is the newest once the clock has reached its time."""
+    in_progress, done = typo_year(dossier(C, "D-1", 4, "e-typo", 2), 2026), dossier(C, "D-1", 10, "e-done", 30)
+    tp = TopicPartition(CANONICAL[Family.DOSSIER].name, 0)
+    opened = []
+    for now in (at(48).timestamp(), in_progress.time.timestamp()):
+        owner = Ownership(KafkaConnection(), Names(""), tmp_path, "test", new_writer=None)
+        part = owner.partitions[0] = PartitionState(0, {})
+        owner.apply(fetch(tp, 0, in_progress, done), now)
+        opened.append(part.communes[C].get("open"))
+    assert opened == [0, 1]
+
+
+def test_metrics_disbelieves_future_times_as_the_deadline_tracker_does() -> None:
+    """One margin for the whole bus: metrics believes event times as far ahead of its clock as notify's
+    deadline tracker does."""
+    from services.notify import deadlines
+
+    assert FUTURE_MARGIN == deadlines.FUTURE_MARGIN

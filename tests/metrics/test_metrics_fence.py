@@ -81,11 +81,11 @@ async def test_a_worker_that_lost_its_partition_cannot_overwrite_the_new_owners_
     tps = set(batch(ns, 0))
     zombie, successor = owner("zombie"), owner("successor")
     await zombie.assign(tps)
-    await zombie.write(zombie.apply(batch(ns, 0, RECEIVED))[0])
+    await zombie.write(zombie.apply(batch(ns, 0, RECEIVED), NOW)[0])
     await successor.assign(tps)  # the group moved the partition while the zombie was frozen: the fence
-    await successor.write(successor.apply(batch(ns, 1, PROCESSING, RETURNED))[0])
+    await successor.write(successor.apply(batch(ns, 1, PROCESSING, RETURNED), NOW)[0])
 
-    stale, _ = zombie.apply(batch(ns, 1, PROCESSING))  # woken: its prefetched record, applied to its old state
+    stale, _ = zombie.apply(batch(ns, 1, PROCESSING), NOW)  # woken: its prefetched record, applied to its old state
     assert stale[PARTITION], "the zombie has a changed state to write"
     with pytest.raises(Exception) as refused:
         await zombie.write(stale)
@@ -124,7 +124,7 @@ async def test_the_snapshot_loop_of_a_fenced_worker_ends_its_run(owner, kafka_bo
     zombie = MetricsWorker(settings)
     try:
         await zombie.ownership.assign(tps)
-        zombie.ownership.apply(batch(ns, 0, RECEIVED))  # a commune to snapshot
+        zombie.ownership.apply(batch(ns, 0, RECEIVED), NOW)  # a commune to snapshot
         await owner("successor").assign(tps)  # the fence
         with pytest.raises(Exception) as ended:
             await asyncio.wait_for(zombie._snapshot_loop(asyncio.Event()), timeout=30)
