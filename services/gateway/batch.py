@@ -7,6 +7,8 @@ applies the source registry. Messages never echo input values.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,23 +60,29 @@ class BodyError(Exception):
 
 
 def split_body(body: bytes, content_type: str = "application/json", max_records: int = 100_000) -> list[bytes]:
-    """One record per element: a JSON object, a JSON array of objects, or NDJSON (one object a line)."""
+    """One record per element: a JSON object, a JSON array of objects, or NDJSON (one object a line).
+
+    The record limit comes before any work per record: an array is counted once parsed, lines and sequences are
+    split lazily and never past `max_records` + 1, so a body of many tiny records costs memory in proportion to
+    the body (its parse) or to the limit, never a re-serialised copy of each element."""
     media = content_type.split(";")[0].strip().lower()
     if media == JSON_SEQ:  # RFC 7464: each record after a record separator (0x1E), line breaks optional
-        return _bounded([r.strip() for r in body.split(b"\x1e") if r.strip()], max_records)
-    ndjson = media in NDJSON_TYPES
-    if not ndjson:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            lines = [ln for ln in body.splitlines() if ln.strip()]
-            if len(lines) > 1 and all(ln.lstrip().startswith(b"{") for ln in lines):
-                ndjson = True  # NDJSON sent as application/json: accept it, it is unambiguous
-            else:  # one document (pretty-printed, say) with a syntax error: said as such, not as N bad lines
-                raise BodyError(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-        else:
-            return _bounded(_elements(parsed) if isinstance(parsed, list) else [body], max_records)
-    return _bounded([ln.strip() for ln in body.splitlines() if ln.strip()], max_records)
+        return _some(_split(_SEQ_RECORD, body, max_records))
+    if media in NDJSON_TYPES:
+        return _some(_split(_LINE, body, max_records))
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        lines = _split(_LINE, body, max_records, lambda line: line.startswith(b"{"))
+        if lines is not None and len(lines) > 1:
+            return lines  # NDJSON sent as application/json: accept it, it is unambiguous
+        # one document (pretty-printed, say) with a syntax error: said as such, not as N bad lines
+        raise BodyError(f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(parsed, list):
+        return [body]
+    if len(parsed) > max_records:
+        raise BodyError(f"body holds {len(parsed)} records; the limit is {max_records} per request")
+    return _some(_elements(parsed))
 
 
 def _elements(parsed: list[Any]) -> list[bytes]:
@@ -85,11 +93,30 @@ def _elements(parsed: list[Any]) -> list[bytes]:
         raise BodyError(f"a record nests deeper than {MAX_DEPTH} levels") from None
 
 
-def _bounded(records: list[bytes], max_records: int) -> list[bytes]:
+_LINE = re.compile(rb"[^\s][^\r\n]*")
+"""A non-blank line from its first non-blank byte: the lines of `bytes.splitlines`, blank ones skipped."""
+_SEQ_RECORD = re.compile(rb"[^\s\x1e][^\x1e]*")
+"""A non-blank record of a JSON text sequence, from its first non-blank byte to the next separator."""
+
+
+def _split(pattern: re.Pattern[bytes], body: bytes, max_records: int,
+           wanted: Callable[[bytes], bool] = lambda _: True) -> list[bytes] | None:
+    """The records `pattern` finds, stripped, split lazily: BodyError at the first one past `max_records`,
+    None at the first one `wanted` refuses."""
+    records: list[bytes] = []
+    for match in pattern.finditer(body):
+        record = match[0].rstrip()
+        if not wanted(record):
+            return None
+        if len(records) == max_records:
+            raise BodyError(f"body holds more than {max_records} records; the limit is {max_records} per request")
+        records.append(record)
+    return records
+
+
+def _some(records: list[bytes] | None) -> list[bytes]:
     if not records:
         raise BodyError("body holds no records")
-    if len(records) > max_records:
-        raise BodyError(f"body holds {len(records)} records; the limit is {max_records} per request")
     return records
 
 
