@@ -22,7 +22,7 @@ from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
 from services.gateway.publisher import KafkaPublisher
 from services.gateway.readiness import watch_broker
-from services.gateway.settings import GatewaySettings, load_credentials
+from services.gateway.settings import GatewaySettings, KeysFileError, load_credentials
 from services.sources.registry import load_registry
 
 SERVICE = "gateway"
@@ -69,8 +69,11 @@ def main() -> None:
                                settings.transaction_timeout_ms)
     claims = KafkaClaims(settings, scoped(GATEWAY_CLAIMS, settings.namespace),
                          client_id=f"commune-bus-gateway-{settings.instance_id}", timeout_s=settings.kafka_timeout_s)
-    app = create_app(settings, load_registry(settings.sources_file), load_credentials(settings.secrets_file),
-                     publisher, health, claims=claims)
+    try:
+        app = create_app(settings, load_registry(settings.sources_file), load_credentials(settings.secrets_file),
+                         publisher, health, claims=claims)
+    except KeysFileError as exc:  # never start open: one line naming the entry, never a key
+        raise SystemExit(f"gateway: {exc}") from None
     runtime.main(SERVICE, settings, worker(settings, app, publisher, claims), health=health)
 
 

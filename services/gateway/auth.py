@@ -102,6 +102,8 @@ def identify(headers: Mapping[str, str], line: RequestLine, credentials: Mapping
         for source_id, cred in credentials.items():  # no early exit: same time whichever entry matches
             if cred.api_key is not None and hmac.compare_digest(cred.api_key.get_secret_value().encode(), given):
                 found = source_id
+        if not given:  # an empty key is no one's, whatever the secrets hold
+            found = None
         if found is None:
             raise Unauthenticated("the API key is not valid")
         return Identified(found)

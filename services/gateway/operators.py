@@ -11,10 +11,10 @@ topics a trace reads and write access to the key and audit topics while these en
 from __future__ import annotations
 
 import hmac
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as PathParam
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from services.cli.trace import trace_record
 from services.common.settings import KafkaConnection
+from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, KeysFileError, keys_file
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import erase_applicant
@@ -88,19 +89,34 @@ class ErasureBody(BaseModel):
     erasures: list[Erased] = Field(description="One erasure per identifier given, each with its audit record")
 
 
+MAX_OPERATOR_ID_CHARS = 64
+OPERATOR_ID = re.compile(rf"[^\s\x00-\x1f\x7f]{{1,{MAX_OPERATOR_ID_CHARS}}}")
+"""An operator id names the operator in an erasure's audit record (`operator:<id>`, 128 characters at most)."""
+
+
 def load_operators(path: Path | None) -> dict[str, SecretStr]:
-    """Operator id -> key (empty without a file: the endpoints answer 401)."""
+    """Operator id -> key (empty without a file: the endpoints answer 401). Raises KeysFileError for an id that
+    could not name an audit's requester, or a key that is missing, not a string or shorter than `MIN_KEY_CHARS`
+    (`alice:` with no key was the key "None", and `bob: ''` let an empty X-Operator-Key in)."""
     if path is None:
         return {}
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return {str(k): SecretStr(str(v)) for k, v in raw.items()}
+    keys = {}
+    for number, (operator, key) in enumerate(keys_file(path).items(), start=1):
+        if not OPERATOR_ID.fullmatch(str(operator)):
+            raise KeysFileError(f"{path}: entry {number}: an operator id is 1 to {MAX_OPERATOR_ID_CHARS} "
+                                "characters, without spaces or control characters")
+        if not isinstance(key, str) or len(key) < MIN_KEY_CHARS:
+            raise KeysFileError(f"{path}: operator {operator}: {KEY_RULE}")
+        keys[str(operator)] = SecretStr(key)
+    return keys
 
 
 def operator_of(keys: dict[str, SecretStr], given: str | None) -> str | None:
-    """The operator whose key `given` is (compared in constant time against every key), else None."""
+    """The operator whose key `given` is (compared in constant time against every key), else None. An empty key
+    is no one's, whatever the file holds."""
     found = None
     for operator, key in keys.items():
-        if given is not None and hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
+        if given and hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
             found = operator
     return found
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Any, Self
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import MAX_RECORD_BYTES
@@ -23,13 +23,25 @@ from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 ROOT = Path(__file__).resolve().parents[2]
 
 
+MIN_KEY_CHARS = 16
+"""The shortest API, HMAC or operator key the gateway starts with. A key made as the docs say
+(`secrets.token_urlsafe(32)`) has 43 characters; an empty, null or placeholder-short one is refused."""
+KEY_RULE = (f"a key is a string of at least {MIN_KEY_CHARS} characters; make one with "
+            "python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
+Key = Annotated[SecretStr, Field(min_length=MIN_KEY_CHARS)]
+
+
+class KeysFileError(ValueError):
+    """A secrets or operators file the gateway does not start with: says which entry and why, never a key."""
+
+
 class Credential(BaseModel):
     """One source system's secrets. Either may be absent; a source with neither cannot authenticate."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    api_key: SecretStr | None = None
-    hmac_key: SecretStr | None = None
+    api_key: Key | None = None
+    hmac_key: Key | None = None
 
 
 class GatewaySettings(ServiceSettings):
@@ -45,7 +57,7 @@ class GatewaySettings(ServiceSettings):
     secrets_file: Path | None = None
     operators_file: Path | None = Field(
         default=None, description="Operators' keys (YAML: operator id -> key) for GET /v1/trace/{query} and POST "
-        "/v1/erasures; unset: both answer 401")
+        "/v1/erasures; unset: both answer 401. Keys of at least 16 characters, ids of at most 64 without spaces")
     instance_id: str = Field(
         default_factory=socket.gethostname, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$",
         description="Names this instance's transactional id: a restarted instance with the same id fences its "
@@ -85,8 +97,31 @@ class GatewaySettings(ServiceSettings):
 
 
 def load_credentials(path: Path | None) -> dict[str, Credential]:
-    """Source id -> credential, from the secrets file (empty when there is none: every request is 401)."""
+    """Source id -> credential, from the secrets file (empty when there is none: every request is 401).
+    Raises KeysFileError for an entry that is not a credential or holds a key shorter than `MIN_KEY_CHARS`."""
     if path is None:
         return {}
+    credentials = {}
+    for source_id, entry in keys_file(path).items():
+        try:
+            credentials[str(source_id)] = Credential.model_validate(entry)
+        except ValidationError as exc:
+            raise KeysFileError(f"{path}: source {source_id}: {entry_problems(exc)}") from None
+    return credentials
+
+
+def keys_file(path: Path) -> dict[Any, Any]:
+    """A keys file's YAML mapping (empty for an empty file)."""
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return {str(k): Credential.model_validate(v) for k, v in raw.items()}
+    if not isinstance(raw, dict):
+        raise KeysFileError(f"{path}: not a mapping of ids to keys")
+    return raw
+
+
+def entry_problems(exc: ValidationError) -> str:
+    """What is wrong with an entry, from pydantic's errors without their input (which may be a key) or its length."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in error["loc"])
+        problems.append(f"{where}: {KEY_RULE}" if error["type"] == "too_short" else f"{where}: {error['msg']}")
+    return "; ".join(problems)

@@ -15,8 +15,8 @@ from services.gateway.publisher import BrokerUnavailable
 from services.gateway.settings import Credential, GatewaySettings
 from services.sources.registry import Source, SourceRegistry
 
-API_KEY = "unit-api-key"
-HMAC_KEY = b"unit-hmac-key"
+API_KEY = "unit-api-key-6c1e9a"
+HMAC_KEY = b"unit-hmac-key-2f8d47"
 REGISTRY = SourceRegistry(sources=(
     Source(id="one-stop", sources=("/communes/02269/one-stop",), families=("dossier",), communes=("02269",)),
     Source(id="province", sources=("/provinces/08/dossiers", "/communes/02269/one-stop"), families=("dossier",),

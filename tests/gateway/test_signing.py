@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from services.gateway import auth
 from services.gateway.auth import RequestLine, Unauthenticated, canonical, identify, sign
 from services.gateway.settings import Credential
-from tests.gateway.asgi import CREDENTIALS, HMAC_KEY, Clock, Recording, app, call
+from tests.gateway.asgi import API_KEY, CREDENTIALS, HMAC_KEY, Clock, Recording, app, call
 from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit
@@ -96,7 +96,7 @@ def test_signatures_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     assert verifies(LINE, b"{}", sign(HMAC_KEY, LINE, NOW, b"{}"))
-    identify({"x-api-key": "unit-api-key"}, LINE, CREDENTIALS, NOW, 300)
+    identify({"x-api-key": API_KEY}, LINE, CREDENTIALS, NOW, 300)
     assert len(seen) == 1 + len([c for c in CREDENTIALS.values() if c.api_key is not None])
 
 

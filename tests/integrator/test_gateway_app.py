@@ -14,7 +14,9 @@ from services.sources.registry import Source, SourceRegistry
 from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit
-KEY = {"X-Api-Key": "k"}
+API_KEY = "app-test-api-key-4d2b"
+KEY = {"X-Api-Key": API_KEY}
+CREDENTIAL = Credential(api_key=SecretStr(API_KEY))
 
 
 class Recording:
@@ -34,7 +36,7 @@ class Recording:
 def client(publisher: Recording, **settings: object) -> TestClient:
     registry = SourceRegistry(sources=(Source(id="one-stop", sources=("/communes/02269/one-stop",),
                                               families=("dossier",), communes=("02269",)),))
-    app = create_app(GatewaySettings(**settings), registry, {"one-stop": Credential(api_key=SecretStr("k"))}, publisher)
+    app = create_app(GatewaySettings(**settings), registry, {"one-stop": CREDENTIAL}, publisher)
     return TestClient(app)
 
 
@@ -81,7 +83,7 @@ def test_hostile_input_gets_a_4xx_with_a_reason_never_a_500() -> None:
     pub = Recording()
     registry = SourceRegistry(sources=(Source(id="one-stop", sources=("/communes/02269/one-stop",),
                                               families=("dossier",), communes=("02269",)),))
-    credentials = {"one-stop": Credential(api_key=SecretStr("k")), "signed": Credential(hmac_key=SecretStr("s"))}
+    credentials = {"one-stop": CREDENTIAL, "signed": Credential(hmac_key=SecretStr("app-test-hmac-key-8e1c"))}
     settings = GatewaySettings(max_body_bytes=32 * 1024 * 1024, max_record_bytes=32 * 1024 * 1024)  # the list limit
     http = TestClient(create_app(settings, registry, credentials, pub))
     deep = b'{"a":' * 300 + b"1" + b"}" * 300

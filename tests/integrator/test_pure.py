@@ -54,7 +54,8 @@ def test_bad_registry_file_is_refused(tmp_path: Path) -> None:
         load_registry(tmp_path / "bad.yaml")
 
 
-CREDS = {"a": Credential(api_key=SecretStr("key-a")), "b": Credential(hmac_key=SecretStr("hmac-b"))}
+CREDS = {"a": Credential(api_key=SecretStr("key-a-0123456789")),
+         "b": Credential(hmac_key=SecretStr("hmac-b-0123456789"))}
 
 
 def test_credentials_are_secret_in_settings_repr() -> None:

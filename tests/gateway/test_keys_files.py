@@ -1,0 +1,83 @@
+"""Keys files: an empty, null or short key stops the gateway at start, in one line that names the entry and never
+a key; and an empty key header authenticates no one, whatever the files hold."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from services.gateway import __main__ as gateway_main
+from services.gateway.auth import RequestLine, Unauthenticated, identify
+from services.gateway.operators import load_operators, operator_of
+from services.gateway.settings import ROOT, Credential, KeysFileError, load_credentials
+
+pytestmark = pytest.mark.unit
+SHORT = "short-key-8c1"
+LINE = RequestLine(b"POST", b"/v1/events", b"")
+
+
+@pytest.mark.parametrize("entry", ["alice:", "alice: ''", "alice: ~", f"alice: {SHORT}", "alice: 12345678901234567890",
+                                   "alice: [a-list-of-a-key-0123456789]"])
+def test_an_operator_without_a_usable_key_stops_the_gateway(tmp_path: Path, entry: str) -> None:
+    """`alice:` was the key "None" and `alice: ''` let an empty X-Operator-Key in: now neither loads."""
+    path = tmp_path / "operators.yaml"
+    path.write_text(f"duty-officer: {secrets.token_urlsafe(32)}\n{entry}\n", encoding="utf-8")
+    with pytest.raises(KeysFileError, match="operator alice: a key is a string of at least 16 characters") as refused:
+        load_operators(path)
+    assert SHORT not in str(refused.value) and "1234567890" not in str(refused.value)
+
+
+@pytest.mark.parametrize("operator", ["x" * 65, "two words", "tab\there"])
+def test_an_operator_id_that_could_not_name_an_audits_requester_stops_the_gateway(tmp_path: Path,
+                                                                                    operator: str) -> None:
+    """An erasure's audit record names `operator:<id>` in 128 characters: a longer id, or one with spaces, is refused
+    at start (it was a 500 after the keys were destroyed)."""
+    path = tmp_path / "operators.yaml"
+    path.write_text(f'"{operator}": {secrets.token_urlsafe(32)}\n', encoding="utf-8")
+    with pytest.raises(KeysFileError, match="entry 1: an operator id is 1 to 64 characters"):
+        load_operators(path)
+
+
+@pytest.mark.parametrize("entry", ["{api_key: ''}", "{hmac_key: ''}", f"{{api_key: {SHORT}}}",
+                                   "{api_key: 12345678901234567890}", "~", "{api_kee: a-long-enough-key-0123}"])
+def test_a_source_without_a_usable_key_stops_the_gateway(tmp_path: Path, entry: str) -> None:
+    """`api_key: ""` let an empty X-Api-Key in as that source: an empty, short or non-string key is refused, and the
+    message says which source and why without the key (nor its length)."""
+    path = tmp_path / "secrets.yaml"
+    path.write_text(f"province: {{hmac_key: {secrets.token_urlsafe(32)}}}\none-stop: {entry}\n", encoding="utf-8")
+    with pytest.raises(KeysFileError, match="source one-stop: ") as refused:
+        load_credentials(path)
+    message = str(refused.value)
+    assert SHORT not in message and "1234567890" not in message and "not 0" not in message
+
+
+def test_the_keys_the_docs_make_load() -> None:
+    """A key made as the docs say (`secrets.token_urlsafe(32)`) and the example secrets the demo runs with load."""
+    assert set(load_credentials(ROOT / "infra/gateway-secrets.example.yaml")) == {"thuong-lam-one-stop",
+                                                                                   "lang-son-dossiers"}
+    assert Credential(api_key=SecretStr(secrets.token_urlsafe(32))).api_key is not None
+
+
+def test_the_gateway_does_not_start_with_a_bad_keys_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m services.gateway` with an operator lacking a key: exits with one line, before serving anything."""
+    (tmp_path / "operators.yaml").write_text("alice:\n", encoding="utf-8")
+    monkeypatch.setenv("GATEWAY_OPERATORS_FILE", str(tmp_path / "operators.yaml"))
+
+    def serve(*_: object, **__: object) -> None:
+        pytest.fail("the gateway started with an operator who has no key")
+
+    monkeypatch.setattr(gateway_main.runtime, "main", serve)
+    with pytest.raises(SystemExit, match=r"^gateway: .*operators.yaml: operator alice: a key is a string"):
+        gateway_main.main()
+
+
+def test_an_empty_key_header_authenticates_no_one() -> None:
+    """Even with an empty key in memory (built past validation), an empty X-Api-Key or X-Operator-Key matches
+    nothing."""
+    empty = {"one-stop": Credential.model_construct(api_key=SecretStr(""), hmac_key=None)}
+    with pytest.raises(Unauthenticated):
+        identify({"x-api-key": ""}, LINE, empty, 0.0, 300)
+    assert operator_of({"bob": SecretStr("")}, "") is None
