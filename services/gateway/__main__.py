@@ -68,7 +68,8 @@ def main() -> None:
                                                           settings.instance_id), settings.kafka_timeout_s,
                                settings.transaction_timeout_ms)
     claims = KafkaClaims(settings, scoped(GATEWAY_CLAIMS, settings.namespace),
-                         client_id=f"commune-bus-gateway-{settings.instance_id}", timeout_s=settings.kafka_timeout_s)
+                         client_id=f"commune-bus-gateway-{settings.instance_id}", timeout_s=settings.kafka_timeout_s,
+                         answer_bytes=settings.idempotency_answer_bytes)
     try:
         app = create_app(settings, load_registry(settings.sources_file), load_credentials(settings.secrets_file),
                          publisher, health, claims=claims)

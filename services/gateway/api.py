@@ -63,7 +63,11 @@ at most intake's limit (1 MiB: 422 `payload_too_large`); each source has a reque
 `Retry-After`).
 
 **Idempotency-Key**: the same key and request get the first answer (`Idempotent-Replayed: true`) on every
-gateway instance, for 24 h; the key with another request is 422; 409 while the first is in progress.
+gateway instance, for 24 h; the key with another request is 422; 409 while the first is in progress. Each
+instance keeps whole answers up to a byte budget (the oldest dropped first): a replay it no longer keeps is
+rebuilt from the retried request, and when that gives another answer (another `traceparent`, changed rules)
+the first status and counts come back with `ids`, `trace_ids` and `errors` empty and `Idempotent-Lists:
+omitted`. Nothing is published twice either way.
 """
 
 SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"sourceId": [], "signature": []}]
@@ -82,7 +86,11 @@ def responses() -> dict[int | str, dict[str, Any]]:
 
     retry = {"headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}}}
     return {
-        202: {"model": AcceptedBody, "description": "Every event is durably on Kafka"},
+        202: {"model": AcceptedBody, "description": "Every event is durably on Kafka", "headers": {
+            "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]},
+                                    "description": "This is the first answer to this Idempotency-Key, again"},
+            "Idempotent-Lists": {"schema": {"type": "string", "enum": ["omitted"]},
+                                 "description": "A replay's lists (ids, trace_ids, errors) are not repeated"}}},
         400: err("The body is not JSON/NDJSON, is empty, or holds too many records"),
         401: err("No valid API key or signature, or a signature used before"),
         403: err("The source may not publish some record (family or commune not in its registry entry)"),

@@ -35,9 +35,10 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
     `claims` hold Idempotency-Keys and nonces: `__main__` gives the Kafka ones (shared, durable); without them
     they live in this process only (tests, the OpenAPI export).
     """
-    gateway = Gateway(settings, registry, credentials, publisher, claims or MemoryClaims(clock),
-                      RateLimiter(settings.rate_per_s, settings.rate_burst),
-                      {f: scoped(RAW[f], settings.namespace).name for f in Family}, clock)
+    claims = claims or MemoryClaims(clock, settings.idempotency_answer_bytes)
+    raw_topics = {f: scoped(RAW[f], settings.namespace).name for f in Family}
+    gateway = Gateway(settings, registry, credentials, publisher, claims,
+                      RateLimiter(settings.rate_per_s, settings.rate_burst), raw_topics, clock)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

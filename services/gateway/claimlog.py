@@ -7,7 +7,8 @@ beginning (read_committed: an answer sealed in a request's transaction counts on
 folds each record into its table. `claim` writes the claim, then waits until the reader has passed that
 record's offset in its partition: every instance has then seen the same records before it, in the same
 order, and `fold` names the same winner everywhere. The table starts from the topic at start (a restarted
-gateway keeps its keys) and drops keys whose `until` has passed.
+gateway keeps its keys) and drops keys whose `until` has passed; it keeps answers' whole bodies within a
+byte budget (`ClaimTable`): a body dropped from memory is still on the topic, and the key stays answered.
 """
 
 from __future__ import annotations
@@ -25,20 +26,31 @@ from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.partitioner import partition_for
 from services.common.settings import KafkaConnection
-from services.gateway.claims import Answer, ClaimRecord, Held, Records, Ticket, Verdict, fold, new_ticket, verdict
+from services.gateway.claims import (
+    DEFAULT_ANSWER_BYTES,
+    PRUNE_EVERY_S,
+    Answer,
+    ClaimRecord,
+    ClaimTable,
+    Records,
+    Ticket,
+    Verdict,
+    new_ticket,
+    verdict,
+)
 from services.gateway.publisher import BROKER_ERRORS, BrokerUnavailable
 
 log = structlog.get_logger("gateway")
-PRUNE_EVERY_S = 30.0
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 15.0
 
 
 class KafkaClaims:
     def __init__(self, conn: KafkaConnection, spec: TopicSpec, *, client_id: str, timeout_s: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, answer_bytes: int = DEFAULT_ANSWER_BYTES) -> None:
         self.conn, self.spec, self.topic = conn, spec, spec.name
         self.client_id, self.timeout_s, self.clock = client_id, timeout_s, clock
-        self.held: dict[str, Held] = {}
+        self.answer_bytes = answer_bytes
+        self.table = ClaimTable(answer_bytes)
         self._positions: dict[int, int] = {}
         self._moved = asyncio.Condition()
         self._ready = asyncio.Event()
@@ -65,7 +77,7 @@ class KafkaClaims:
             await asyncio.sleep(delay)
 
     async def _run_once(self) -> None:
-        self.held, self._positions = {}, {}  # every run reads the topic afresh
+        self.table, self._positions = ClaimTable(self.answer_bytes), {}  # every run reads the topic afresh
         await ensure_topics(self.conn, [self.spec])
         self._producer = clients.producer(self.conn, client_id=f"{self.client_id}-claims", linger_ms=0,
                                           request_timeout_ms=int(self.timeout_s * 1000))
@@ -101,10 +113,10 @@ class KafkaClaims:
                     self._positions[tp.partition] = await reader.position(tp)
                 self._moved.notify_all()
             if not self._ready.is_set() and all(self._positions[tp.partition] >= end[tp] for tp in tps):
-                log.info("gateway.claims_restored", keys=len(self.held))
+                log.info("gateway.claims_restored", keys=len(self.table), answer_bytes=self.table.body_bytes)
                 self._ready.set()
             if (now := self.clock()) - pruned > PRUNE_EVERY_S:
-                self.held = {k: h for k, h in self.held.items() if h.until > now}
+                self.table.prune(now)
                 pruned = now
 
     def _apply(self, value: bytes | None) -> None:
@@ -115,11 +127,7 @@ class KafkaClaims:
         except ValueError:
             log.warning("gateway.claim_unreadable")
             return
-        state = fold(self.held.get(rec.key), rec)
-        if state is None:
-            self.held.pop(rec.key, None)
-        else:
-            self.held[rec.key] = state
+        self.table.apply(rec)
 
     async def _write(self, rec: ClaimRecord) -> tuple[int, int]:
         try:  # a request arriving while the claims are read (at start, after an outage) waits a little
@@ -150,7 +158,7 @@ class KafkaClaims:
                                        self.timeout_s)
         except TimeoutError:
             raise BrokerUnavailable("the claims reader did not reach the claim") from None
-        return verdict(self.held.get(key), ticket)
+        return verdict(self.table.get(key), ticket)
 
     def _record(self, ticket: Ticket, state: str, answer: Answer | None, keep_s: float) -> ClaimRecord:
         now = self.clock()

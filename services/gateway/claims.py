@@ -18,13 +18,20 @@ Compaction keeps the last record per record key (`record_key`): outcomes (`done`
 claim key, so only the latest outcome of a key is kept; each claim has a record key of its own, so a claim
 written after an answer (a retry that was answered) can never compact the answer away. Claims leave the
 log with the topic's retention.
+
+A key's state is held by every instance for the key's TTL, so what it keeps of an answer is bounded
+(`Stored`, `ClaimTable`): the status, a digest of the body and the body without its lists, always; the
+whole body only within the instance's byte budget for bodies (`GATEWAY_IDEMPOTENCY_ANSWER_BYTES`), the
+oldest dropped first. Dropping a body changes no verdict: the key stays answered until it expires.
 This module is pure; `services.gateway.claimlog` runs it on Kafka, `MemoryClaims` in one process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -75,14 +82,47 @@ class ClaimRecord:
             raise ValueError("not a claim record") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An answer as a key's state keeps it: its status, the SHA-256 of its body, the body with its lists emptied
+    (`outline`: counts, error kind and message) and, while the budget allows, the whole body (JSON)."""
+
+    status: int
+    digest: bytes
+    outline: bytes
+    body: bytes | None = None
+
+    @classmethod
+    def of(cls, answer: Answer) -> Stored:
+        outline = {k: [] if isinstance(v, list | dict) else v for k, v in answer.body.items()}
+        return cls(answer.status, digest(answer), _exact(orjson.dumps(outline)), _exact(orjson.dumps(answer.body)))
+
+    def matches(self, answer: Answer) -> bool:
+        """Whether `answer` is this one (an answer rebuilt for a replay whose body was dropped)."""
+        return answer.status == self.status and digest(answer) == self.digest
+
+    def answer(self) -> Answer:
+        """The whole answer, or its outline when the body was dropped."""
+        return Answer(self.status, orjson.loads(self.body if self.body is not None else self.outline))
+
+
+def digest(answer: Answer) -> bytes:
+    return hashlib.sha256(orjson.dumps(answer.body, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def _exact(data: bytes) -> bytes:
+    """A copy of its own size: what orjson returns keeps its whole buffer (at least 4 KiB) for as long as it lives."""
+    return bytes(memoryview(data))
+
+
+@dataclass(frozen=True, slots=True)
 class Held:
     """A key's state: who holds it (claim id), for which request (fingerprint), until when, and its answer."""
 
     claim: str
     fingerprint: str
     until: float
-    answer: Answer | None = None
+    answer: Stored | None = None
 
 
 def fold(held: Held | None, rec: ClaimRecord) -> Held | None:
@@ -90,8 +130,51 @@ def fold(held: Held | None, rec: ClaimRecord) -> Held | None:
     if rec.state == "claimed":
         return Held(rec.claim, rec.fingerprint, rec.until) if held is None or held.until <= rec.at else held
     if rec.state == "done":  # only a holder writes one; compaction may have removed what showed it held the key
-        return Held(rec.claim, rec.fingerprint, rec.until, rec.answer)
+        return Held(rec.claim, rec.fingerprint, rec.until, Stored.of(rec.answer) if rec.answer else None)
     return None if held is not None and held.claim == rec.claim else held
+
+
+class ClaimTable:
+    """Every key's state (`fold`), with the answers' whole bodies in at most `budget` bytes: past it the oldest
+    bodies are dropped (their keys keep status, digest and outline), so the table grows with the number of live
+    keys only, never with their answers' size."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.held: dict[str, Held] = {}
+        self._bodies: OrderedDict[str, int] = OrderedDict()  # keys whose answer keeps its body, oldest first
+        self.body_bytes = 0
+
+    def get(self, key: str) -> Held | None:
+        return self.held.get(key)
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+    def apply(self, rec: ClaimRecord) -> None:
+        held = self.held.get(rec.key)
+        state = fold(held, rec)
+        if state is held:
+            return
+        self.body_bytes -= self._bodies.pop(rec.key, 0)
+        if state is None:
+            del self.held[rec.key]
+            return
+        self.held[rec.key] = state
+        if state.answer is not None and state.answer.body is not None:
+            self._bodies[rec.key] = len(state.answer.body)
+            self.body_bytes += len(state.answer.body)
+        while self.body_bytes > self.budget:
+            key, size = self._bodies.popitem(last=False)
+            self.body_bytes -= size
+            kept = self.held[key]
+            self.held[key] = replace(kept, answer=replace(kept.answer, body=None) if kept.answer else None)
+
+    def prune(self, now: float) -> None:
+        """Forget the keys whose `until` has passed."""
+        for key in [k for k, h in self.held.items() if h.until <= now]:
+            del self.held[key]
+            self.body_bytes -= self._bodies.pop(key, 0)
 
 
 @dataclass(frozen=True)
@@ -107,7 +190,7 @@ class Ticket:
 class Verdict:
     outcome: Literal["won", "in_flight", "answered", "other_request"]
     ticket: Ticket | None = None
-    answer: Answer | None = None
+    answer: Stored | None = None
 
 
 def verdict(held: Held | None, ticket: Ticket) -> Verdict:
@@ -139,24 +222,29 @@ def new_ticket(key: str, fingerprint: str) -> Ticket:
     return Ticket(key, uuid.uuid4().hex, fingerprint)
 
 
+DEFAULT_ANSWER_BYTES = 64 * 1024 * 1024
+"""Whole answer bodies one instance keeps (`GATEWAY_IDEMPOTENCY_ANSWER_BYTES`)."""
+PRUNE_EVERY_S = 30.0
+
+
 class MemoryClaims:
     """The same protocol in one process (tests, the OpenAPI export): nothing shared, nothing durable."""
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: Any, answer_bytes: int = DEFAULT_ANSWER_BYTES) -> None:
         self.clock = clock
-        self.held: dict[str, Held] = {}
+        self.table = ClaimTable(answer_bytes)
+        self._pruned = clock()
 
     def _apply(self, rec: ClaimRecord) -> None:
-        state = fold(self.held.get(rec.key), rec)
-        if state is None:
-            self.held.pop(rec.key, None)
-        else:
-            self.held[rec.key] = state
+        if rec.at - self._pruned > PRUNE_EVERY_S:
+            self.table.prune(rec.at)
+            self._pruned = rec.at
+        self.table.apply(rec)
 
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Verdict:
         ticket, now = new_ticket(key, fingerprint), self.clock()
         self._apply(ClaimRecord(key, "claimed", ticket.claim, fingerprint, now, now + lease_s))
-        return verdict(self.held.get(key), ticket)
+        return verdict(self.table.get(key), ticket)
 
     def sealing(self, ticket: Ticket, answer: Answer, keep_s: float) -> Records:
         return []

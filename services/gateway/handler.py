@@ -30,7 +30,7 @@ from services.gateway import api, idempotency
 from services.gateway.auth import COMMUNE, IDEMPOTENCY_KEY, Identified, RequestLine, Unauthenticated, identify
 from services.gateway.batch import READABLE, media_type_problem
 from services.gateway.bodies import TooLarge, declared_too_large, read_limited
-from services.gateway.claims import Claims, Ticket
+from services.gateway.claims import Claims, Stored, Ticket
 from services.gateway.ingest import Publish, Refused, plan, rejected_counts
 from services.gateway.publisher import BrokerUnavailable, Publisher
 from services.gateway.ratelimit import RateLimiter
@@ -130,7 +130,7 @@ class Gateway:
             return self.answer(422, api.error("idempotency_key_reused",
                                               "this Idempotency-Key was used with another request"))
         if said.outcome == "answered" and said.answer is not None:
-            return self.answer(said.answer.status, said.answer.body, replayed=True)
+            return await self.replay(said.answer, body, request, family, commune, caller)
         if said.outcome == "in_flight" or said.ticket is None:
             return self.answer(409, api.error("in_progress", "a request with this Idempotency-Key is in progress"),
                                retry_after=self.settings.retry_after_s)
@@ -155,15 +155,33 @@ class Gateway:
             return self.unauthenticated("this signature was already used: sign each request afresh")
         return None
 
-    async def publish(self, body: bytes, request: Request, family: Family | None, commune: str | None,
-                      caller: Source, ticket: Ticket | None) -> JSONResponse:
+    async def check(self, body: bytes, request: Request, family: Family | None, commune: str | None,
+                    caller: Source) -> Refused | Publish:
         checking = partial(plan, body, request.headers.get("content-type", "application/json"), family=family,
                            commune=commune, caller=caller, raw_topic=self.raw_topic,
                            max_records=self.settings.max_records, max_record_bytes=self.settings.max_record_bytes,
                            traceparent=request.headers.get("traceparent"))
         # a large body is checked in a worker thread (about 1 s at the 10 MiB limit): the loop keeps answering the
         # other requests and the probes meanwhile; a small one inline (a thread hop costs more than it)
-        result = await anyio.to_thread.run_sync(checking) if len(body) > INLINE_CHECK_BYTES else checking()
+        return await anyio.to_thread.run_sync(checking) if len(body) > INLINE_CHECK_BYTES else checking()
+
+    async def replay(self, stored: Stored, body: bytes, request: Request, family: Family | None,
+                     commune: str | None, caller: Source) -> JSONResponse:
+        """The key's first answer again, nothing published. Its body when this instance still keeps it; else the
+        answer rebuilt from this retry (the same request, by the fingerprint) if it is the first one (by digest);
+        else the first's status and outline, its lists empty, said by `Idempotent-Lists: omitted`."""
+        if stored.body is None:
+            rebuilt = (await self.check(body, request, family, commune, caller)).answer
+            if stored.matches(rebuilt):
+                return self.answer(rebuilt.status, rebuilt.body, replayed=True)
+            outline = self.answer(stored.status, stored.answer().body, replayed=True)
+            outline.headers["Idempotent-Lists"] = "omitted"
+            return outline
+        return self.answer(stored.status, stored.answer().body, replayed=True)
+
+    async def publish(self, body: bytes, request: Request, family: Family | None, commune: str | None,
+                      caller: Source, ticket: Ticket | None) -> JSONResponse:
+        result = await self.check(body, request, family, commune, caller)
         keep = float(self.settings.idempotency_ttl_s)
         if isinstance(result, Refused):
             log.info("gateway.rejected", source=caller.id, **rejected_counts(result))

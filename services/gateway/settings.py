@@ -18,6 +18,7 @@ from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import MAX_RECORD_BYTES
 from services.common.settings import ServiceSettings
+from services.gateway.claims import DEFAULT_ANSWER_BYTES
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +83,10 @@ class GatewaySettings(ServiceSettings):
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60, le=36 * 3600,
                                    description="How long an Idempotency-Key's answer is kept (the claims topic "
                                    "keeps records 48 h)")
+    idempotency_answer_bytes: int = Field(
+        default=DEFAULT_ANSWER_BYTES, ge=0,
+        description="Whole answer bodies each instance keeps for Idempotency-Key replays, oldest dropped first: a "
+        "key past it keeps its status, digest and counts (a replay rebuilds the body from the retried request)")
     claim_lease_s: float = Field(default=60.0, ge=5.0, le=1800.0,
                                  description="A request holds its Idempotency-Key this long at most; a gateway that "
                                  "died with it leaves the key free again after this (below the claims topic's "

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.topics import GATEWAY_CLAIMS
-from services.gateway.claims import Answer, ClaimRecord, Held, MemoryClaims, Ticket, fold, verdict
+from services.gateway.claims import Answer, ClaimRecord, Held, MemoryClaims, Stored, Ticket, fold, verdict
 from services.gateway.idempotency import idempotency_claim
 from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import Clock
@@ -40,7 +40,7 @@ def test_one_holder_at_a_time_and_everyone_agrees(script: list[tuple[int, float,
     log: list[ClaimRecord] = []
     now = 0.0
     winners: list[tuple[float, float]] = []  # (from, until) of each winning lease or answer
-    answered: tuple[str, Answer] | None = None
+    answered: tuple[str, Stored] | None = None
     for n, (who, gap, then) in enumerate(script):
         now += gap
         fp = "same" if same_request else f"fp{who}"
@@ -53,7 +53,7 @@ def test_one_holder_at_a_time_and_everyone_agrees(script: list[tuple[int, float,
             if then == "done":
                 log.append(ClaimRecord(ticket.key, "done", ticket.claim, fp, now, now + KEEP, OK))
                 winners.append((now, now + KEEP))
-                answered = (fp, OK)
+                answered = (fp, Stored.of(OK))
             elif then == "released":
                 log.append(ClaimRecord(ticket.key, "released", ticket.claim, fp, now, now))
             else:
@@ -119,7 +119,7 @@ async def test_memory_claims_answer_in_flight_answered_and_other_request() -> No
     assert (await claims.claim("k", "fp", LEASE)).outcome == "in_flight"
     assert (await claims.claim("k", "other", LEASE)).outcome == "other_request"
     await claims.settle(first.ticket, OK, KEEP, sealed=False)
-    assert (await claims.claim("k", "fp", LEASE)) .answer == OK
+    assert (await claims.claim("k", "fp", LEASE)).answer == Stored.of(OK)
     clock.now = KEEP + 1
     assert (await claims.claim("k", "other", LEASE)).outcome == "won"
     second = await claims.claim("k2", "fp", LEASE)

@@ -1,0 +1,99 @@
+"""Stored Idempotency answers in bounded memory: whole bodies within a byte budget, the oldest dropped first; a
+key whose body was dropped stays answered (nothing is published twice) and its replay is rebuilt from the retry,
+or outlined when it cannot be (in process)."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from services.gateway.app import create_app
+from services.gateway.claims import Answer, MemoryClaims
+from services.gateway.settings import GatewaySettings
+from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Clock, Recording
+from tests.samples import canonical_dossier, with_data
+
+pytestmark = pytest.mark.unit
+KEEP = 24 * 3600.0
+BUDGET = 64 * 1024
+KEYS = 200
+
+
+def big_answer(n: int) -> Answer:
+    """A 202 for 300 events: about 19 KB of JSON, 30 KB as the dicts and strings the table used to hold."""
+    ids = [f"tl-2025-{n:06d}-{i:04d}" for i in range(300)]
+    return Answer(202, {"accepted": len(ids), "ids": ids, "trace_ids": [f"{n:016x}{i:016x}" for i in range(300)]})
+
+
+async def test_the_answers_kept_fit_the_budget_and_every_key_stays_answered() -> None:
+    """200 keys answered with 19 KB each (3.8 MB): the table keeps 64 KiB of bodies plus a few hundred bytes a key;
+    the oldest keys lose their bodies, not their answer: the same request still learns it was answered (202 and
+    its count), another request with the key is still refused."""
+    clock = Clock(0.0)
+    claims = MemoryClaims(clock, BUDGET)
+    await claims.claim("warm-up", "fp", 60)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(KEYS):
+        said = await claims.claim(f"idem:s:{n}", "fp", 60)
+        assert said.ticket is not None
+        await claims.settle(said.ticket, big_answer(n), KEEP, sealed=True)
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert held < BUDGET + KEYS * 1024, f"{held} bytes held for {KEYS} keys"
+    first, last = await claims.claim("idem:s:0", "fp", 60), await claims.claim(f"idem:s:{KEYS - 1}", "fp", 60)
+    assert first.outcome == last.outcome == "answered" and first.answer is not None and last.answer is not None
+    assert first.answer.body is None and first.answer.answer() == Answer(202, {"accepted": 300, "ids": [],
+                                                                               "trace_ids": []})
+    assert first.answer.matches(big_answer(0)) and not first.answer.matches(big_answer(1))
+    assert last.answer.answer() == big_answer(KEYS - 1)
+    assert (await claims.claim("idem:s:0", "another request", 60)).outcome == "other_request"
+
+
+def client_keeping_no_body(pub: Recording) -> TestClient:
+    """A gateway whose claims keep no answer's body (a budget of 0): every replay has to do without one."""
+    return TestClient(create_app(GatewaySettings(idempotency_answer_bytes=0), REGISTRY, CREDENTIALS, pub,
+                                 clock=Clock()))
+
+
+def post(client: TestClient, records: list[dict[str, object]], **headers: str) -> tuple[int, dict[str, str], bytes]:
+    answer = client.post("/v1/events", content=orjson.dumps(records),
+                         headers={"x-api-key": API_KEY, "content-type": "application/json", **headers})
+    return answer.status_code, dict(answer.headers), answer.content
+
+
+def test_a_replay_whose_body_was_dropped_is_rebuilt_from_the_retry_when_it_is_the_same() -> None:
+    """The retry of a 202 and of a 422 gets the first answer, word for word, rebuilt from the retried request;
+    nothing is published again."""
+    pub = Recording()
+    client = client_keeping_no_body(pub)
+    valid = [canonical_dossier("a-1"), canonical_dossier("a-2")]
+    invalid = [canonical_dossier("b-1"), with_data(canonical_dossier("b-2"), status=9)]
+    for n, (records, status) in enumerate(((valid, 202), (invalid, 422))):
+        key = {"idempotency-key": f"key-{n}"}
+        code, headers, first = post(client, records, **key)
+        assert code == status and "idempotent-replayed" not in headers
+        again, headers, replayed = post(client, records, **key)
+        assert (again, replayed) == (status, first)
+        assert headers["idempotent-replayed"] == "true" and "idempotent-lists" not in headers
+    assert len(pub.sent) == 1
+
+
+def test_a_replay_that_cannot_be_rebuilt_is_outlined_and_says_so() -> None:
+    """A retry whose answer would differ (another traceparent: other trace ids): the first status and counts, the
+    lists empty, `Idempotent-Lists: omitted`; nothing is published again."""
+    pub = Recording()
+    client = client_keeping_no_body(pub)
+    records, key = [canonical_dossier("t-1"), canonical_dossier("t-2")], {"idempotency-key": "key-t"}
+    assert post(client, records, **key)[0] == 202
+    other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    code, headers, body = post(client, records, **key, traceparent=other)
+    assert code == 202 and orjson.loads(body) == {"accepted": 2, "ids": [], "trace_ids": []}
+    assert headers["idempotent-replayed"] == "true" and headers["idempotent-lists"] == "omitted"
+    assert len(pub.sent) == 1
