@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import re
 from typing import Annotated
 
 import typer
 
+from schemas.personal import ErasureAudit
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.render import console, err_console
 from services.common.transactions import SendFailed
@@ -23,6 +25,8 @@ from services.privacy.erase import erase_applicant
 from services.privacy.settings import PrivacySettings, generate_secret, pepper_of
 
 keys_app = typer.Typer(no_args_is_help=True, help="Secrets of personal-data protection")
+MAX_REQUESTER_CHARS = ErasureAudit.model_fields["requested_by"].metadata[-1].max_length
+REQUESTER = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_REQUESTER_CHARS}}}")
 
 
 def erase(cccd: Annotated[str | None, typer.Option(
@@ -39,6 +43,11 @@ def erase(cccd: Annotated[str | None, typer.Option(
     Give every identifier the citizen used: a dossier sent without a CCCD is sealed under its phone, e-mail or
     Zalo id, which an erasure by the CCCD alone does not reach. Each is erased in turn, with its own audit record.
     """
+    who = requested_by or f"os:{getpass.getuser()}"
+    if not REQUESTER.fullmatch(who):  # it names the requester in the audit record: refused before anything is done
+        err_console.print(f"erase: --requested-by is 1 to {MAX_REQUESTER_CHARS} characters, without control "
+                          "characters (it names who asked in the audit record)")
+        raise typer.Exit(2)
     given = [(kind, v) for kind, v in (("cccd", cccd), ("phone", phone), ("email", email), ("zalo", zalo)) if v]
     identifiers = given or [("cccd", getpass.getpass("CCCD: "))]
     try:
@@ -46,7 +55,6 @@ def erase(cccd: Annotated[str | None, typer.Option(
     except PrivacyError as exc:
         err_console.print(f"erase: {exc}")
         raise typer.Exit(2) from None
-    who = requested_by or f"os:{getpass.getuser()}"
     if unusable := [kind for kind, value in identifiers if not crypto.identifies(kind, value)]:
         err_console.print(f"erase: not an identifier of one person: {', '.join(unusable)} (the value is not shown)")
         raise typer.Exit(2)
@@ -55,6 +63,9 @@ def erase(cccd: Annotated[str | None, typer.Option(
     except SendFailed as exc:  # the broker refused a tombstone or the audit record: that transaction was aborted
         err_console.print(f"erase: not done ({exc}); run it again once the cause is fixed")
         raise typer.Exit(1) from None
+    except ValueError as exc:  # refused before any key was destroyed (the message holds no value)
+        err_console.print(f"erase: {exc}")
+        raise typer.Exit(2) from None
     for kind, audit in audits:
         console.print(f"erased subject {audit.subject} (by {kind}): {audit.keys_destroyed} keys destroyed "
                       f"(audit {audit.erasure_id}, requested by {audit.requested_by})", soft_wrap=True)

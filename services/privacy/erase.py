@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
+from pydantic import ValidationError
 
 from schemas.personal import ErasureAudit
 from schemas.topics import KEYS_APPLICANTS, PRIVACY_AUDIT, TransactionalId, scoped, transactional_id
@@ -43,9 +44,21 @@ async def live_keys(conn: KafkaConnection, namespace: str, subject: str) -> set[
     return live
 
 
+def audit_record(subject: str, requested_by: str, via: str, now: datetime | None = None) -> ErasureAudit:
+    """The erasure's audit record, keys not yet counted: built before any key is destroyed, so none ever goes
+    without its record (ADR 0015). Raises ValueError naming the fields that do not fit, never their values."""
+    try:
+        return ErasureAudit(erasure_id=uuid.uuid4().hex, subject=subject, requested_by=requested_by,
+                            requested_at=now or datetime.now(UTC), keys_destroyed=0, via=via)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+        raise ValueError(f"the audit record would be invalid ({', '.join(fields)}): nothing was erased") from None
+
+
 async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, requested_by: str,
                         via: str = "cli", now: datetime | None = None) -> ErasureAudit:
     """Destroy every key of `subject`; returns the audit record written (keys_destroyed may be 0)."""
+    audit = audit_record(subject, requested_by, via, now)
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
     await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace), scoped(PRIVACY_AUDIT, namespace)])
     producer = clients.transactional_producer(
@@ -58,8 +71,7 @@ async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, 
             await transactions.all_sent([await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
                                          for key_id in sorted(first)])
         late = await live_keys(conn, namespace, subject) - first  # created while the first read ran
-        audit = ErasureAudit(erasure_id=uuid.uuid4().hex, subject=subject, requested_by=requested_by,
-                             requested_at=now or datetime.now(UTC), keys_destroyed=len(first | late), via=via)
+        audit = audit.model_copy(update={"keys_destroyed": len(first | late)})
         async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
             sent = [await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
                     for key_id in sorted(late)]
@@ -86,11 +98,14 @@ async def erase_applicant(conn: KafkaConnection, namespace: str, pepper: bytes,
     the Zalo id (`privacy.applicant.subject_of`): a citizen whose dossiers came some with a CCCD and some without
     has copies under several subjects, and an erasure by the CCCD alone leaves the others readable. The citizen
     (or the operator) names every identifier they used; a failure raises after the subjects before it are erased
-    (each erasure is complete or not done: running it again is safe).
+    (each erasure is complete or not done: running it again is safe). Every audit record is checked first: a
+    requester it cannot hold is a ValueError before any key is destroyed.
     """
     unusable = [kind for kind, value in identifiers if not crypto.identifies(kind, value)]
     if unusable:  # a placeholder would name everyone sealed under it, or no one
         raise ValueError(f"not an identifier of one person: {', '.join(unusable)}")
+    for kind, value in identifiers:  # every audit record checked before the first subject's keys go
+        audit_record(crypto.identifier_subject(pepper, kind, value), requested_by, via)
     audits: list[tuple[str, ErasureAudit]] = []
     seen: set[str] = set()
     for kind, value in identifiers:
