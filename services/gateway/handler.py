@@ -3,7 +3,8 @@
 1. a declared `Content-Length` over the body limit: 413, the body unread;
 2. credentials from the headers alone (`auth.identify`): 401; a source outside the registry: 403;
 3. an API-key caller over its rate: 429 with Retry-After (a signed caller is counted once its signature
-   verified, so nobody can spend another source's rate by naming it);
+   verified, so nobody can spend another source's rate by naming it); a Content-Type it cannot read: 415;
+   an empty Idempotency-Key: 400;
 4. the body, streamed under the limit (`bodies.read_limited`): 413 as soon as it passes, the connection
    closed; a signature verified over it, then its nonce claimed once for the window: 401 on a replay;
 5. the Idempotency-Key claimed (`claims`): 409 while another request holds it, the stored answer when it
@@ -110,6 +111,9 @@ class Gateway:
             return refusal
         if (problem := media_type_problem(request.headers.get("content-type"))) is not None:
             return self.unsupported(problem)
+        if idempotency_key is not None and not idempotency_key.strip():  # a client's unset variable, not a key
+            return self.answer(400, api.error("empty_idempotency_key", "the Idempotency-Key header is empty: send "
+                                              "a unique key per request, or no header"), close=True)  # the body unread
         try:
             body = await read_limited(request.stream(), self.settings.max_body_bytes, who.pending)
         except TooLarge as exc:

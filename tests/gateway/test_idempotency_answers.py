@@ -1,6 +1,6 @@
 """Stored Idempotency answers in bounded memory: whole bodies within a byte budget, the oldest dropped first; a
 key whose body was dropped stays answered (nothing is published twice) and its replay is rebuilt from the retry,
-or outlined when it cannot be (in process)."""
+or outlined when it cannot be; an empty key is no key (in process)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from services.gateway.app import create_app
 from services.gateway.claims import Answer, MemoryClaims
 from services.gateway.settings import GatewaySettings
-from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Clock, Recording
+from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Body, Clock, Recording, app, call
 from tests.samples import canonical_dossier, with_data
 
 pytestmark = pytest.mark.unit
@@ -97,3 +97,21 @@ def test_a_replay_that_cannot_be_rebuilt_is_outlined_and_says_so() -> None:
     assert code == 202 and orjson.loads(body) == {"accepted": 2, "ids": [], "trace_ids": []}
     assert headers["idempotent-replayed"] == "true" and headers["idempotent-lists"] == "omitted"
     assert len(pub.sent) == 1
+
+
+@pytest.mark.parametrize("key", [b"", b"   "])
+async def test_an_empty_idempotency_key_is_refused_not_taken_as_a_key(key: bytes) -> None:
+    """`Idempotency-Key:` empty (a client's unset variable) was a key: the second request sent with it, another
+    batch, got 422 idempotency_key_reused for 24 h. Now a 400 in the error shape, the body unread, and nothing
+    claimed: the same source's requests without the header are published as ever."""
+    pub = Recording()
+    gateway = app(pub)
+    headers = [(b"x-api-key", API_KEY.encode()), (b"content-type", b"application/json"), (b"idempotency-key", key)]
+    for event in ("e-1", "e-2"):
+        data = orjson.dumps(canonical_dossier(event))
+        body = Body(size=len(data), chunks=1, data=data)
+        answer = await call(gateway, headers, body)
+        assert answer.status == 400 and answer.json()["error"] == "empty_idempotency_key", answer.body
+        assert set(answer.json()) == {"error", "message", "errors"} and body.read == 0
+        assert (await call(gateway, headers[:2], data)).status == 202
+    assert len(pub.sent) == 2
