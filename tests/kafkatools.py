@@ -129,7 +129,9 @@ async def opened_letters(bootstrap: str, namespace: str, records: Sequence[Any])
     from services.cli.dlq import opened  # the CLI's own opening: what an operator replaying them sees
 
     stored = [(r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records]
-    return [Letter(*s) for s in await opened(KafkaConnection(bootstrap=bootstrap), namespace, stored)]
+    letters, unopened = await opened(KafkaConnection(bootstrap=bootstrap), namespace, stored)
+    assert unopened == 0, f"{unopened} dead letters could not be opened"
+    return [Letter(*s) for s in letters]
 
 
 SECURITY_VARIABLES = ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",

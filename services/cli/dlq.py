@@ -9,17 +9,18 @@ neither, and a later run skips everything in the log.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from aiokafka import ConsumerRecord
 
 from schemas import wire
 from schemas.replay import DLQ_REPLAYED, replay_key
 from schemas.topics import DLQ_INTAKE, TransactionalId, scoped, transactional_id
-from services.cli.deadletters import DeadLetter, Filters, dead_letter, matches, redriven_headers
+from services.cli.deadletters import DeadLetter, Filters, matches, readable, redriven_headers
 from services.common import changelog, clients, transactions
 from services.common.admin import ensure_topics, partition_counts
 from services.common.settings import KafkaConnection
-from services.privacy.crypto import Erased
+from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.deadletters import is_sealed, open_dead_letter
 from services.privacy.settings import PrivacySettings
 from services.privacy.store import KeyStore
@@ -51,28 +52,43 @@ async def replayed_keys(conn: KafkaConnection, namespace: str) -> set[bytes]:
     return {key for _, _, key, _, _ in await read_to_end(conn, log.name) if key is not None}
 
 
-async def dead_letters(conn: KafkaConnection, namespace: str,
-                       filters: Filters) -> tuple[str, list[DeadLetter], set[bytes]]:
-    """The matching dead letters, with the replay log to tell which were already re-driven."""
+class Listing(NamedTuple):
+    topic: str
+    letters: list[DeadLetter]
+    """The dead letters matching the filters."""
+    done: set[bytes]
+    """The replay log's keys: which were already re-driven."""
+    unreadable: int
+    """Records of the DLQ not listed: no `dlq.*` headers as intake writes them, a reason this CLI does not know,
+    or a sealed value that cannot be opened (not one erased: those are left out silently)."""
+
+
+async def dead_letters(conn: KafkaConnection, namespace: str, filters: Filters) -> Listing:
+    """The matching dead letters, with the replay log to tell which were already re-driven; one unreadable dead
+    letter is counted and stops nothing."""
     dlq = scoped(DLQ_INTAKE, namespace).name
     done = await replayed_keys(conn, namespace)
-    letters = [dead_letter(*stored) for stored in await opened(conn, namespace, await read_to_end(conn, dlq))]
-    return dlq, [d for d in letters if matches(d, filters)], done
+    stored, unopened = await opened(conn, namespace, await read_to_end(conn, dlq))
+    letters, unreadable = readable(stored)
+    return Listing(dlq, [d for d in letters if matches(d, filters)], done, unopened + unreadable)
 
 
-async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) -> list[Stored]:
-    """Dead letters as they arrived: sealed payloads opened with the key store (ADR 0015; needs PRIVACY_*).
+async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) -> tuple[list[Stored], int]:
+    """Dead letters as they arrived: sealed payloads opened with the key store (ADR 0015; needs PRIVACY_*), and
+    how many could not be opened (malformed `dlq.source.*` headers, a key the key topic does not hold, altered
+    bytes): those are left out and counted.
 
     A dead letter whose key was erased (its applicant erased, or past the dead-letter retention) cannot be
     opened, listed by its metadata or replayed: it is left out.
     """
     if not any(is_sealed(headers) for *_, headers in stored):
-        return stored
+        return stored, 0
     keyring = PrivacySettings().keyring()  # PrivacyError (which variable is missing) if not configured
     store = KeyStore(conn, namespace, keyring, client_id=f"{CLIENT_ID}-keys")
     await store.start()
     await store.stop()
     out: list[Stored] = []
+    unopened = 0
     for partition, offset, key, value, headers in stored:
         if is_sealed(headers):
             h = {k: wire.lenient_text(v) for k, v in headers if k.startswith("dlq.source.")}
@@ -82,9 +98,12 @@ async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) ->
                                          offset=int(h.get("dlq.source.offset", "-1")))
             except Erased:
                 continue
+            except (PrivacyError, ValueError):
+                unopened += 1
+                continue
             headers = [(k, v) for k, v in headers if not k.startswith("dlq.sealed.")]
         out.append((partition, offset, key, value, headers))
-    return out
+    return out, unopened
 
 
 async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,

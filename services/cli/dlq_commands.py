@@ -38,7 +38,7 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """List dead letters matching the filters (values are not shown: they may hold personal data)."""
     filters = _filters(reason, source, since, until)
-    topic, letters, done = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace, filters))
+    topic, letters, done, unreadable = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace, filters))
     replayed = {d.position for d in letters if replay_key(topic, d.partition, d.offset) in done}
     if as_json:
         for d in letters:
@@ -47,7 +47,13 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
             typer.echo(json.dumps(row, ensure_ascii=False))
     else:
         console.print(dead_letter_table(letters, replayed))
-    err_console.print(f"{len(letters)} dead letters in {topic} match, {len(replayed)} of them already replayed")
+    err_console.print(f"{len(letters)} dead letters in {topic} match, {len(replayed)} of them already replayed"
+                      f"{_unreadable(unreadable)}")
+
+
+def _unreadable(count: int) -> str:
+    return (f"; {count} unreadable, not listed (without intake's dlq.* headers, with a reason this CLI does not "
+            "know, or sealed and not openable)") if count else ""
 
 
 @app.command()
@@ -62,10 +68,10 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
     extra = dict(h.split("=", 1) for h in set_header or [] if "=" in h)
     conn = connection(bootstrap)
     filters = _filters(reason, source, since, until)
-    topic, letters, done = asyncio.run(dlq.dead_letters(conn, namespace, filters))
+    topic, letters, done, unreadable = asyncio.run(dlq.dead_letters(conn, namespace, filters))
     todo = [d for d in letters if replay_key(topic, d.partition, d.offset) not in done and replayable(d, filters)]
     if dry_run:
-        err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters")
+        err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters{_unreadable(unreadable)}")
         return
     replayed = 0
 
@@ -82,4 +88,5 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
             err_console.print(f"replay stopped after {replayed} of {len(todo)} dead letters: {exc}; "
                               "the rest are not marked replayed, run the command again once the cause is fixed")
             raise typer.Exit(1) from None
-    err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent)} matching were already replayed")
+    err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent)} matching were already replayed"
+                      f"{_unreadable(unreadable)}")

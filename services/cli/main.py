@@ -26,7 +26,8 @@ from services.cli.render import bad_record_line, console, err_console, record_pa
 from services.common.admin import ensure_topics
 from services.gateway.batch import BodyError, check, split_body
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
+                  pretty_exceptions_show_locals=False)  # a crash never prints erase's or publish's values
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the registry")
 schemas_app = typer.Typer(no_args_is_help=True, help="Published contracts")
 app.add_typer(dlq_commands.app, name="dlq")
@@ -44,8 +45,11 @@ def _records(file: Path) -> list[bytes]:
     kind = "application/x-ndjson" if file.suffix.lower() in (".ndjson", ".jsonl") else "application/json"
     try:
         return split_body(file.read_bytes(), kind)
+    except OSError as exc:  # missing, a directory, not readable: one line, not a traceback
+        err_console.print(f"{file}: cannot be read ({exc.strerror or type(exc).__name__})", soft_wrap=True)
+        raise typer.Exit(2) from None
     except BodyError as exc:
-        err_console.print(f"{file}: {exc}")
+        err_console.print(f"{file}: {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -66,19 +70,26 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
             commune: CommuneOpt = None,
             source: Annotated[str | None, typer.Option(help="`source` header (portal shape)")] = None,
             bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
-    """Publish FILE's records as they are to the family's RAW topic (intake validates them), keyed by commune."""
+    """Publish FILE's records as they are to the family's RAW topic (intake validates them), keyed by commune.
+    A record that is not JSON is published as it is too (keyed by --commune), and counted: intake dead-letters
+    it (not_json)."""
     records = _records(file)
     headers = [(k, v.encode()) for k, v in (("commune-code", commune), ("source", source)) if v]
     out: list[kafka_io.Record] = []
+    not_json = 0
     for value in records:
-        obj = orjson.loads(value)
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:  # published as it is, counted below
+            obj, not_json = None, not_json + 1
         key = obj.get("commune") if isinstance(obj, dict) and isinstance(obj.get("commune"), str) else commune
         out.append((key.encode() if key else None, value, headers))
     topic = scoped(RAW[family], namespace).name
     with Progress(*Progress.get_default_columns(), console=err_console) as bar:
         task = bar.add_task(f"publishing to {topic}", total=len(out))
         sent = asyncio.run(kafka_io.publish(connection(bootstrap), topic, out, lambda n: bar.advance(task, n)))
-    err_console.print(f"{sent} records acknowledged by {topic}")
+    unreadable = f" ({not_json} not JSON: intake dead-letters them as not_json)" if not_json else ""
+    err_console.print(f"{sent} records acknowledged by {topic}{unreadable}")
 
 
 @app.command()

@@ -1,0 +1,112 @@
+"""The CLI on ordinary bad input: a file that cannot be read is one line and exit 2, a line of a file that is not
+JSON is published as it is and counted, and a dead letter this CLI cannot read is counted while the others are
+listed and replayed; never a traceback (Kafka replaced by in-memory fakes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner, Result
+
+from schemas.deadletter import DeadLetterContext, Reason
+from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER
+from services.cli import dlq, kafka_io
+from services.cli.main import app
+from tests.keys_env import PRIVACY_ENV
+from tests.samples import canonical_dossier
+
+pytestmark = pytest.mark.unit
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args), env={**PRIVACY_ENV, "COLUMNS": "300"})
+
+
+@pytest.mark.parametrize("name, why", [("missing.json", "No such file or directory"), ("a-folder", "Is a directory")])
+def test_a_file_that_cannot_be_read_is_one_line(tmp_path: Path, name: str, why: str) -> None:
+    """validate and publish on a missing file or a directory: exit 2 and one line naming the file and why."""
+    (tmp_path / "a-folder").mkdir()
+    for command in (["validate"], ["publish", "-f", "dossier"]):
+        result = run(*command, str(tmp_path / name))
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == f"{tmp_path / name}: cannot be read ({why})"
+
+
+def test_a_line_that_is_not_json_is_published_as_it_is_and_counted(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`publish` of NDJSON with a `{not json` line: every line goes to the raw topic (that one keyed by --commune,
+    intake dead-letters it as not_json), and the summary counts it."""
+    sent: list[kafka_io.Record] = []
+
+    async def publish(_conn: Any, _topic: str, records: list[kafka_io.Record], progress: Any) -> int:
+        sent.extend(records)
+        progress(len(records))
+        return len(records)
+
+    monkeypatch.setattr(kafka_io, "publish", publish)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(orjson.dumps(canonical_dossier()) + b"\n{not json\n")
+    result = run("publish", str(path), "-f", "dossier", "--commune", "02269")
+    assert result.exit_code == 0, result.output
+    assert [(key, value) for key, value, _ in sent] == [(b"02269", orjson.dumps(canonical_dossier())),
+                                                        (b"02269", b"{not json")]
+    assert "2 records acknowledged by commune.raw.dossier (1 not JSON: intake dead-letters them as not_json)" \
+        in result.output
+
+
+GOOD = DeadLetterContext(reason=Reason.MISSING_COMMUNE_HEADER, field="commune-code", message="m",
+                         source_topic="commune.raw.dossier", source_partition=2, source_offset=7,
+                         rejected_at="2025-11-03T01:00:00+00:00").headers()
+SEALED = [(SEALED_SUBJECT_HEADER, b"dlq:2025-11-03"), (SEALED_KEY_HEADER, b"k1")]
+LETTERS = [
+    (0, 1, None, b"{}", [("dlq.reason", b"a_reason_from_a_newer_intake"), *GOOD[1:]]),
+    (0, 2, None, b"{}", []),  # no dlq.* headers at all
+    (0, 3, None, b"{}", GOOD),
+    (1, 4, None, b"\x00" * 40, [*GOOD[:4], ("dlq.source.partition", b"two"), *GOOD[5:], *SEALED]),
+    (1, 5, None, b"\x00" * 40, [*GOOD, *SEALED]),  # its key is gone: left out (erased), not counted
+]
+
+
+@pytest.fixture
+def dlq_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DLQ holds the five `LETTERS`: 0:3 readable, 1:5 erased, three this CLI cannot read; none replayed."""
+
+    async def read_to_end(_conn: Any, _topic: str) -> list[dlq.Stored]:
+        return [(p, o, k, v, list(h)) for p, o, k, v, h in LETTERS]
+
+    async def replayed_keys(*_: Any) -> set[bytes]:
+        return set()
+
+    class KeyStore:  # the key topic, read to its end: it holds no key
+        def __init__(self, *_: Any, **__: Any) -> None: ...
+
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+    monkeypatch.setattr(dlq, "read_to_end", read_to_end)
+    monkeypatch.setattr(dlq, "replayed_keys", replayed_keys)
+    monkeypatch.setattr(dlq, "KeyStore", KeyStore)
+
+
+@pytest.mark.usefixtures("dlq_topic")
+def test_an_unreadable_dead_letter_is_counted_and_the_others_are_listed() -> None:
+    """A reason from a newer intake, no dlq.* headers, a sealed letter with a malformed dlq.source.partition:
+    `dlq list` lists the readable one and counts the three (before: KeyError/ValueError, nothing listed)."""
+    result = run("dlq", "list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [orjson.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [row["dlq"] for row in rows] == ["0:3"]
+    assert "1 dead letters in commune.dlq.intake match, 0 of them already replayed; 3 unreadable, not listed" \
+        in result.output
+
+
+@pytest.mark.usefixtures("dlq_topic")
+def test_an_unreadable_dead_letter_does_not_stop_a_replay() -> None:
+    """`dlq replay --dry-run` would replay the readable one and says how many it cannot read."""
+    result = run("dlq", "replay", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "would replay 1 of 1 matching dead letters; 3 unreadable, not listed" in result.output
