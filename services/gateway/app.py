@@ -56,9 +56,12 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         return JSONResponse(api.error(kind, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def bad_parameters(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
         where = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        return gateway.answer(422, api.error("invalid_parameters", f"invalid request parameters: {where}"))
+        body = api.error("invalid_parameters", f"invalid request parameters: {where}")
+        if request.scope["path"] == "/v1/events":  # `gateway.answer` counts answers to POST /v1/events only
+            return gateway.answer(422, body)
+        return JSONResponse(body, status_code=422)
 
     app.include_router(probes.router(health or Health("gateway")))
     app.include_router(operators.router(settings.connection(), settings.namespace,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from services.cli.trace import trace_record
 from services.common.settings import KafkaConnection
+from services.gateway.api import ErrorBody, error
 from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, KeysFileError, keys_file
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
@@ -33,8 +34,9 @@ CCCD = r"^([0-9]{12}|[0-9]{9})$"
 r"""ASCII digits: a regex `\d` takes any Unicode digit (٠١٢…), which would hash to a subject no one has."""
 OperatorKey = Annotated[str | None, Header(alias="X-Operator-Key", max_length=200,
                                            description="An operator's key (GATEWAY_OPERATORS_FILE)")]
-Query = Annotated[str, PathParam(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$",
-                                 description="Dossier code, event id or trace id")]
+QUERY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+Query = Annotated[str, PathParam(description="Dossier code, event id or trace id: 1 to 128 letters, digits, '.', "
+                                 "'_', ':' or '-' (checked once the operator key is: 422 invalid_parameters)")]
 
 
 class Step(BaseModel):
@@ -122,36 +124,45 @@ def operator_of(keys: dict[str, SecretStr], given: str | None) -> str | None:
 
 
 def _refused() -> JSONResponse:
-    return JSONResponse({"error": "unauthenticated", "message": "an operator key is required (X-Operator-Key)"},
-                        status_code=401)
+    return _error(401, "unauthenticated", "an operator key is required (X-Operator-Key)")
+
+
+def _error(status: int, kind: str, message: str, retry: bool = False) -> JSONResponse:
+    """An answer in the gateway's one error shape (`api.ErrorBody`)."""
+    return JSONResponse(error(kind, message), status_code=status, headers={"Retry-After": "5"} if retry else None)
 
 
 def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr]) -> APIRouter:
     api = APIRouter(tags=["operators"])
 
     @api.get("/v1/trace/{query}", summary="Where did a record go (operators)", response_model=TraceBody,
-             responses={401: {"description": "No or wrong operator key"}, 404: {"description": "Nothing found"}})
+             responses={401: {"model": ErrorBody, "description": "No or wrong operator key"},
+                        404: {"model": ErrorBody, "description": "Nothing found"},
+                        422: {"model": ErrorBody, "description": "Not a query (checked after the key)"},
+                        503: {"model": ErrorBody, "description": "The topics could not be read: retry"}})
     async def trace(query: Query, x_operator_key: OperatorKey = None) -> Any:
         if operator_of(operators, x_operator_key) is None:
             return _refused()
+        if not QUERY.fullmatch(query):
+            return _error(422, "invalid_parameters", "the query is 1 to 128 letters, digits, '.', '_', ':' or '-'")
         try:
             steps = await trace_record(conn, namespace, query)
         except (KafkaError, OSError, TimeoutError) as exc:  # the broker did not answer: retryable, not a 500
-            return JSONResponse({"error": "broker_unavailable",
-                                 "message": f"the topics could not be read ({type(exc).__name__}); try again"},
-                                status_code=503, headers={"Retry-After": "5"})
+            return _error(503, "broker_unavailable", f"the topics could not be read ({type(exc).__name__}); try again",
+                          retry=True)
         if not steps:
-            return JSONResponse({"error": "not_found", "message": "no record mentions this query"}, status_code=404)
+            return _error(404, "not_found", "no record mentions this query")
         return TraceBody(query=query, steps=[Step(**vars(s)) for s in steps])
 
     @api.post("/v1/erasures", status_code=202, summary="Erase an applicant: destroy their data keys (operators)",
               response_model=ErasureBody,
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": ErasureRequest.model_json_schema()}}}},
-              responses={401: {"description": "No or wrong operator key"},
-                         413: {"description": "Body over 1 KiB"},
-                         422: {"description": "Not a JSON object with a 12-digit cccd and/or a phone, email or "
-                                                "zalo identifier"}})
+              responses={401: {"model": ErrorBody, "description": "No or wrong operator key"},
+                         413: {"model": ErrorBody, "description": "Body over 1 KiB"},
+                         422: {"model": ErrorBody, "description": "Not a JSON object with a 12-digit cccd and/or a "
+                               "phone, email or zalo identifier"},
+                         503: {"model": ErrorBody, "description": "Not completed, or no PRIVACY_PEPPER: retry"}})
     async def erase(request: Request, x_operator_key: OperatorKey = None) -> Any:
         operator = operator_of(operators, x_operator_key)  # the key first: a stranger's body is never read
         if operator is None:
@@ -160,25 +171,22 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
         async for chunk in request.stream():
             body += chunk
             if len(body) > 1024:
-                return JSONResponse({"error": "too_large", "message": "an erasure request is a few identifiers"},
-                                    status_code=413)
+                return _error(413, "too_large", "an erasure request is a few identifiers")
         try:
             wanted = ErasureRequest.model_validate_json(body)
         except ValidationError:
-            return JSONResponse({"error": "invalid_request", "message": "send {\"cccd\": \"<12 digits>\"} and/or "
-                                 "the phone, email or zalo id the citizen used"}, status_code=422)
+            return _error(422, "invalid_request", "send {\"cccd\": \"<12 digits>\"} and/or the phone, email or zalo "
+                          "id the citizen used")
         try:
             pepper = pepper_of(PrivacySettings())
         except PrivacyError:
-            return JSONResponse({"error": "not_configured", "message": "this gateway has no PRIVACY_PEPPER"},
-                                status_code=503)
+            return _error(503, "not_configured", "this gateway has no PRIVACY_PEPPER")
         try:
             audits = await erase_applicant(conn, namespace, pepper, wanted.identifiers(),
                                            requested_by=f"operator:{operator}", via="gateway")
         except (KafkaError, OSError, TimeoutError) as exc:  # refused or unanswered: an aborted transaction, retryable
-            return JSONResponse({"error": "broker_unavailable",
-                                 "message": f"the erasure was not completed ({type(exc).__name__}); send it again"},
-                                status_code=503, headers={"Retry-After": "5"})
+            return _error(503, "broker_unavailable",
+                          f"the erasure was not completed ({type(exc).__name__}); send it again", retry=True)
         erased = [Erased(identifier=kind, erasure_id=a.erasure_id, subject=a.subject, keys_destroyed=a.keys_destroyed)
                   for kind, a in audits]
         return ErasureBody(erasure_id=erased[0].erasure_id, subject=erased[0].subject,

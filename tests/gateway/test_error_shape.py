@@ -1,12 +1,18 @@
-"""Every answer of the gateway has its error shape (`error`, `message`, `errors`), Starlette's own 404/405 too."""
+"""Every answer of the gateway has its error shape (`error`, `message`, `errors`): Starlette's own 404/405 and the
+operators' endpoints too."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from fastapi.testclient import TestClient
+
+from services.gateway.telemetry import ANSWERS
 from tests.gateway.asgi import API_KEY, app, call
 
 pytestmark = pytest.mark.unit
+OPERATOR_KEY = "operator-key-0123456789"
 
 
 async def test_an_unknown_path_is_a_404_in_the_gateways_error_shape() -> None:
@@ -19,3 +25,38 @@ async def test_a_wrong_method_is_a_405_that_says_which_are_allowed() -> None:
     answer = await call(app(), [], b"", path=b"/healthz")
     assert answer.status == 405 and answer.headers["allow"] == "GET"
     assert answer.json()["error"] == "method_not_allowed" and "detail" not in answer.json()
+
+
+@pytest.fixture
+def operators(tmp_path: Path) -> TestClient:
+    """A gateway with one operator, its broker nowhere (nothing listens on port 1) and no PRIVACY_PEPPER."""
+    (tmp_path / "operators.yaml").write_text(f"duty-officer: {OPERATOR_KEY}\n", encoding="utf-8")
+    return TestClient(app(bootstrap="127.0.0.1:1", operators_file=tmp_path / "operators.yaml"))
+
+
+def test_the_operators_endpoints_answer_in_the_error_shape(operators: TestClient,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """401, 413, 422 and 503 of GET /v1/trace and POST /v1/erasures: `error`, `message`, `errors` (were without
+    `errors`)."""
+    monkeypatch.delenv("PRIVACY_PEPPER", raising=False)
+    monkeypatch.delenv("PRIVACY_PEPPER_FILE", raising=False)
+    key = {"X-Operator-Key": OPERATOR_KEY}
+    answers = [operators.get("/v1/trace/TL-1"), operators.get("/v1/trace/TL-1", headers=key),
+               operators.post("/v1/erasures", content=b"{}"), operators.post("/v1/erasures", content=b" " * 2000,
+                                                                             headers=key),
+               operators.post("/v1/erasures", content=b"{}", headers=key),
+               operators.post("/v1/erasures", json={"cccd": "008123456789"}, headers=key)]
+    assert [a.status_code for a in answers] == [401, 503, 401, 413, 422, 503]
+    for answer in answers:
+        assert set(answer.json()) == {"error", "message", "errors"}, answer.text
+
+
+def test_a_trace_query_is_checked_after_the_operator_key(operators: TestClient) -> None:
+    """A query of 129 characters without a key: 401 (it was a 422 before any key); with the key, a 422 in the error
+    shape; neither is counted as an answer to POST /v1/events."""
+    counted = ANSWERS.labels("422")._value.get()
+    assert operators.get("/v1/trace/" + "x" * 129).status_code == 401
+    answer = operators.get("/v1/trace/" + "x" * 129, headers={"X-Operator-Key": OPERATOR_KEY})
+    assert answer.status_code == 422 and answer.json()["error"] == "invalid_parameters"
+    assert operators.get("/v1/trace/TL-1", headers={"X-Operator-Key": "k" * 201}).status_code == 422
+    assert ANSWERS.labels("422")._value.get() == counted
