@@ -42,7 +42,8 @@ REQUEST_BODY: dict[str, Any] = {
 
 DESCRIPTION = """Send commune events over HTTP; they reach the same Kafka topics as direct producers.
 
-**Credentials** (checked from the headers before the body is read): `X-Api-Key`, or `X-Source-Id` with
+**Credentials** (checked from the headers before the body is read; a signature's HMAC once the body has
+arrived): `X-Api-Key`, or `X-Source-Id` with
 `X-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(hmac_key, canonical)>` where `canonical` is eight lines
 joined by `\\n` (no trailing newline), each exactly as sent:
 
@@ -101,6 +102,7 @@ def responses() -> dict[int | str, dict[str, Any]]:
                  headers={"Accept-Post": {"schema": {"type": "string"}, "description": "The media types accepted"}}),
         422: err("Some records are invalid (nothing was published), "
                  "or an Idempotency-Key was reused with another body"),
-        429: err("This source is over its request rate", **retry),
+        429: err("This source is over its request rate, or (signed requests) this address sent too many failed "
+                 "signatures", **retry),
         503: err("Kafka is unavailable; nothing was published", **retry),
     }

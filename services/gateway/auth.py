@@ -1,6 +1,8 @@
 """Who is calling: an API key (`X-Api-Key`) or an HMAC signature (`X-Source-Id` + `X-Signature`).
 
-Credentials are checked from the headers alone, before a byte of the body is read (`identify`). An HMAC
+An API key is checked from the headers alone, before a byte of the body is read (`identify`); so are a
+signature's form, source id and timestamp, but its HMAC only once the body has streamed in (the handler
+refuses it before loading the body into memory, and limits failed signatures per peer address). An HMAC
 signature covers the whole request (`canonical`): method, path, query, the `X-Commune-Code` and
 `Idempotency-Key` headers, the timestamp and the SHA-256 of the body, each exactly as sent, so nothing of a
 captured request can be changed or sent for another commune. Its body part is hashed while the body streams

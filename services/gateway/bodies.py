@@ -9,7 +9,7 @@ progress cost little memory each, and one refused for its size never sat in memo
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 SPILL_BYTES = 1024 * 1024
@@ -37,8 +37,11 @@ def declared_too_large(content_length: str | None, limit: int) -> int | None:
     return declared if declared > limit else None
 
 
-async def read_limited(chunks: AsyncIterator[bytes], limit: int, hasher: Hasher | None = None) -> bytes:
-    """The whole body, or TooLarge as soon as the running count passes `limit`; each chunk also goes to `hasher`."""
+async def read_limited(chunks: AsyncIterator[bytes], limit: int, hasher: Hasher | None = None,
+                       verify: Callable[[], None] | None = None) -> bytes:
+    """The whole body, or TooLarge as soon as the running count passes `limit`; each chunk also goes to `hasher`.
+    `verify` (a signature's) is called once the body has arrived and before it is loaded from its temporary file:
+    a body it refuses (by raising) never sits in memory whole."""
     total = 0
     with tempfile.SpooledTemporaryFile(max_size=SPILL_BYTES) as held:
         async for chunk in chunks:
@@ -48,5 +51,7 @@ async def read_limited(chunks: AsyncIterator[bytes], limit: int, hasher: Hasher 
             if hasher is not None:
                 hasher.update(chunk)
             held.write(chunk)
+        if verify is not None:
+            verify()
         held.seek(0)
         return held.read()

@@ -1,12 +1,15 @@
 """`POST /v1/events`, step by step: each step may answer, in this order.
 
 1. a declared `Content-Length` over the body limit: 413, the body unread;
-2. credentials from the headers alone (`auth.identify`): 401; a source outside the registry: 403;
+2. credentials from the headers alone (`auth.identify`): 401; a source outside the registry: 403. A signature
+   is only checked for form, source and time here: its HMAC covers the body;
 3. an API-key caller over its rate: 429 with Retry-After (a signed caller is counted once its signature
-   verified, so nobody can spend another source's rate by naming it); a Content-Type it cannot read: 415;
+   verified, so nobody can spend another source's rate by naming it); a signed request from a peer address
+   past its allowance of failed signatures: 429, the body unread; a Content-Type it cannot read: 415;
    an empty Idempotency-Key: 400;
 4. the body, streamed under the limit (`bodies.read_limited`): 413 as soon as it passes, the connection
-   closed; a signature verified over it, then its nonce claimed once for the window: 401 on a replay;
+   closed; a signature verified over it before it is loaded into memory (401, a failure counted against the
+   peer), then its nonce claimed once for the window: 401 on a replay;
 5. the Idempotency-Key claimed (`claims`): 409 while another request holds it, the stored answer when it
    was answered, 422 when it was used for another request;
 6. the body checked (`ingest.plan`): 400/403/422; else published with the key's answer in one transaction:
@@ -16,7 +19,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -43,6 +46,8 @@ log = structlog.get_logger("gateway")
 
 INLINE_CHECK_BYTES = 256 * 1024
 """Bodies up to this size are checked on the event loop; larger ones in a worker thread."""
+MAX_FAILING_PEERS = 10_000
+"""Past this many peer addresses with failed signatures counted, those whose allowance is whole are forgotten."""
 
 
 @dataclass
@@ -55,6 +60,11 @@ class Gateway:
     limiter: RateLimiter
     raw_topic: dict[Family, str]
     clock: Callable[[], float]
+    failures: RateLimiter = field(init=False)
+    """Failed signatures per peer address."""
+
+    def __post_init__(self) -> None:
+        self.failures = RateLimiter(self.settings.failed_signatures_per_s, self.settings.failed_signatures_burst)
 
     def answer(self, status: int, body: dict[str, Any], *, retry_after: int | None = None,
                close: bool = False, replayed: bool = False) -> JSONResponse:
@@ -109,17 +119,26 @@ class Gateway:
                                               "the credential's source id is not in the source registry"))
         if who.pending is None and (refusal := self.limited(who.source_id)) is not None:
             return refusal
+        peer = request.client.host if request.client is not None else ""
+        if who.pending is not None and (wait := self.failures.wait(peer, self.clock())) > 0:
+            REFUSED.labels("failed_signatures").inc()
+            return self.answer(429, api.error("rate_limited", "too many failed signatures from this address"),
+                               retry_after=wait, close=True)  # the body unread
         if (problem := media_type_problem(request.headers.get("content-type"))) is not None:
             return self.unsupported(problem)
         if idempotency_key is not None and not idempotency_key.strip():  # a client's unset variable, not a key
             return self.answer(400, api.error("empty_idempotency_key", "the Idempotency-Key header is empty: send "
                                               "a unique key per request, or no header"), close=True)  # the body unread
         try:
-            body = await read_limited(request.stream(), self.settings.max_body_bytes, who.pending)
+            body = await read_limited(request.stream(), self.settings.max_body_bytes, who.pending,
+                                      who.pending.verify if who.pending is not None else None)
         except TooLarge as exc:
             return self.too_large(exc.read)
         except ClientDisconnect:
             return self.answer(400, api.error("bad_body", "the client went away before the body ended"))
+        except Unauthenticated as exc:  # the signature does not cover this body
+            self.failed_signature(peer)
+            return self.unauthenticated(str(exc))
         if (refusal := await self.signed(who)) is not None:
             return refusal
         if idempotency_key is None:
@@ -140,14 +159,17 @@ class Gateway:
                                retry_after=self.settings.retry_after_s)
         return await self.publish(body, request, family, commune, caller, said.ticket)
 
+    def failed_signature(self, peer: str) -> None:
+        now = self.clock()
+        self.failures.take(peer, now)
+        if len(self.failures) > MAX_FAILING_PEERS:
+            self.failures.forget_full(now)
+
     async def signed(self, who: Identified) -> JSONResponse | None:
-        """A signed request: its signature over the body, its rate, then its nonce (once, on any instance)."""
+        """A signed request whose signature verified over the body: its rate, then its nonce (once, on any
+        instance)."""
         if who.pending is None:
             return None
-        try:
-            who.pending.verify()
-        except Unauthenticated as exc:
-            return self.unauthenticated(str(exc))
         if (refusal := self.limited(who.source_id)) is not None:
             return refusal
         try:

@@ -93,6 +93,12 @@ class GatewaySettings(ServiceSettings):
                                  "compaction lag, ADR 0013)")
     rate_per_s: float = Field(default=50.0, gt=0, description="Requests per second each source may make (sustained)")
     rate_burst: int = Field(default=100, ge=1, description="Requests a source may make at once after a quiet spell")
+    failed_signatures_burst: int = Field(
+        default=10, ge=1, description="Failed signatures a peer address may send before its signed requests are "
+        "refused (429) unread; behind a proxy, the peer is the client only if uvicorn trusts the proxy's "
+        "X-Forwarded-For (FORWARDED_ALLOW_IPS)")
+    failed_signatures_per_s: float = Field(default=0.1, gt=0,
+                                           description="How fast a peer's allowance of failed signatures comes back")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

@@ -7,4 +7,4 @@ from prometheus_client import Counter
 ANSWERS = Counter("commune_gateway_answers_total", "Answers to POST /v1/events, by HTTP status", ["status"])
 EVENTS = Counter("commune_gateway_events_total", "Events published to the raw topics", ["family"])
 REFUSED = Counter("commune_gateway_refused_total", "Requests refused before their body was checked, by reason "
-                  "(too_large, unauthenticated, rate_limited, unsupported_media_type)", ["reason"])
+                  "(too_large, unauthenticated, rate_limited, failed_signatures, unsupported_media_type)", ["reason"])

@@ -84,8 +84,9 @@ def app(publisher: Recording | None = None, clock: Clock | None = None, **settin
 
 
 async def call(application: FastAPI, headers: list[tuple[bytes, bytes]], body: Body | bytes, *,
-               path: bytes = b"/v1/events", query: bytes = b"") -> Answer:
-    """POST through the ASGI interface itself: the app reads the body only as far as it asks for it."""
+               path: bytes = b"/v1/events", query: bytes = b"", client: str = "127.0.0.1") -> Answer:
+    """POST through the ASGI interface itself (from the peer address `client`): the app reads the body only as
+    far as it asks for it."""
     source = Body(len(body), 1, data=body) if isinstance(body, bytes) else body
 
     async def receive() -> dict[str, Any]:
@@ -103,6 +104,6 @@ async def call(application: FastAPI, headers: list[tuple[bytes, bytes]], body: B
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": path.decode(), "raw_path": path, "query_string": query, "root_path": "",
-             "headers": [(k.lower(), v) for k, v in headers], "client": ("127.0.0.1", 1), "server": ("test", 80)}
+             "headers": [(k.lower(), v) for k, v in headers], "client": (client, 1), "server": ("test", 80)}
     await application(scope, receive, send)
     return answer
