@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import getpass
 import re
+import sys
+from collections.abc import Iterable
 from typing import Annotated
 
 import typer
@@ -27,16 +29,36 @@ from services.privacy.settings import PrivacySettings, generate_secret, pepper_o
 keys_app = typer.Typer(no_args_is_help=True, help="Secrets of personal-data protection")
 MAX_REQUESTER_CHARS = ErasureAudit.model_fields["requested_by"].metadata[-1].max_length
 REQUESTER = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_REQUESTER_CHARS}}}")
+KINDS = ("cccd", "phone", "email", "zalo")
+
+
+def identifiers_from(lines: Iterable[str]) -> list[tuple[str, str]]:
+    """`kind=value` lines (kinds: cccd, phone, email, zalo; blank lines skipped). Raises ValueError naming the line
+    by its number, never by its text."""
+    out = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        kind, equals, value = line.strip().partition("=")
+        if not equals or kind.strip() not in KINDS or not value.strip():
+            raise ValueError(f"line {number} of stdin is not kind=value with kind {', '.join(KINDS)}")
+        out.append((kind.strip(), value.strip()))
+    if not out:
+        raise ValueError("stdin holds no identifier")
+    return out
 
 
 def erase(cccd: Annotated[str | None, typer.Option(
-              "--cccd", help="The applicant's CCCD number (read from stdin if no identifier is given)")] = None,
+              "--cccd", help="The applicant's CCCD number (asked for, unechoed, if no identifier is given)")] = None,
           phone: Annotated[str | None, typer.Option(
               "--phone", help="A phone their dossiers carried (those sent without a CCCD are sealed under it)")] = None,
           email: Annotated[str | None, typer.Option("--email", help="Likewise, an e-mail address")] = None,
           zalo: Annotated[str | None, typer.Option("--zalo", help="Likewise, a Zalo user id")] = None,
           requested_by: Annotated[str | None, typer.Option(
               "--requested-by", help="Who asked (operator account); default: the OS user")] = None,
+          stdin: Annotated[bool, typer.Option(
+              "--stdin", help="Read the identifiers from stdin, one kind=value a line (cccd, phone, email, zalo): "
+              "unlike options, they stay out of `ps` and the shell's history")] = False,
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Erase an applicant: destroy every data key of theirs and write an audit record (nothing personal is printed).
 
@@ -49,7 +71,21 @@ def erase(cccd: Annotated[str | None, typer.Option(
                           "characters (it names who asked in the audit record)")
         raise typer.Exit(2)
     given = [(kind, v) for kind, v in (("cccd", cccd), ("phone", phone), ("email", email), ("zalo", zalo)) if v]
-    identifiers = given or [("cccd", getpass.getpass("CCCD: "))]
+    if stdin and given:
+        err_console.print("erase: give the identifiers on stdin or as options, not both")
+        raise typer.Exit(2)
+    if stdin:
+        try:
+            identifiers = identifiers_from(sys.stdin)
+        except ValueError as exc:
+            err_console.print(f"erase: {exc} (the text is not shown)")
+            raise typer.Exit(2) from None
+    elif given:
+        err_console.print("erase: warning: identifiers given as options are visible to every local user (ps) and "
+                          "kept in the shell's history; --stdin reads them unseen")
+        identifiers = given
+    else:
+        identifiers = [("cccd", getpass.getpass("CCCD: "))]
     try:
         pepper = pepper_of(PrivacySettings())
     except PrivacyError as exc:

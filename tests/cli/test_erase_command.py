@@ -1,5 +1,6 @@
-"""`commune-bus erase`: a requester the audit record cannot hold is a one-line error (exit 2) before anything is
-erased, not a traceback after the keys were destroyed (Kafka replaced by the privacy tests' in-memory fakes)."""
+"""`commune-bus erase`: identifiers read from stdin stay off the command line; a requester the audit record cannot
+hold is a one-line error (exit 2) before anything is erased, not a traceback after the keys were destroyed (Kafka
+replaced by the privacy tests' in-memory fakes)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,37 @@ def test_a_requester_that_fits_erases(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert "1 keys destroyed" in result.output and "008123456789" not in result.output
     assert len(broker.committed) == 2
+
+
+def test_identifiers_read_from_stdin_stay_off_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--stdin` with `kind=value` lines: every identifier erased (one audit record each), none on argv, none
+    printed, no warning."""
+    broker = Broker({"k1"})
+    broker.install(monkeypatch)
+    result = CliRunner().invoke(app, ["erase", "--stdin"], input="cccd=008123456789\n\nphone = 0987654321\n",
+                                env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "(by cccd)" in result.output and "(by phone)" in result.output and "warning" not in result.output
+    assert "008123456789" not in result.output and "0987654321" not in result.output
+    assert len(broker.committed) == 4
+
+
+def test_identifiers_given_as_options_are_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--phone` on the command line still works, with a warning that ps and the shell's history show it."""
+    Broker({"k1"}).install(monkeypatch)
+    result = CliRunner().invoke(app, ["erase", "--phone", "0987654321"], env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "warning: identifiers given as options are visible to every local user (ps)" in result.output
+
+
+@pytest.mark.parametrize("stdin", ["cccd=008123456789\n0987654321\n", "name=Trần Văn Minh\n", "", "cccd=\n"])
+def test_a_stdin_that_is_not_identifiers_is_refused_unechoed(monkeypatch: pytest.MonkeyPatch, stdin: str) -> None:
+    """A line that is not kind=value (a bare number, another kind), or nothing at all: exit 2, the line named by
+    its number, its text not shown, nothing erased."""
+    broker = Broker({"k1"})
+    broker.install(monkeypatch)
+    result = CliRunner().invoke(app, ["erase", "--stdin"], input=stdin, env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert "of stdin is not kind=value" in result.output or "stdin holds no identifier" in result.output
+    assert "0987654321" not in result.output and "Minh" not in result.output
+    assert broker.committed == []
