@@ -2,14 +2,16 @@
 
 Reads, committed records only and up to where each topic ends now: the raw topics
 (shared and bound to sources), intake's dead letters, the canonical topics,
-notify's status topic and its dead letters. It finds the raw record(s) that
-mention the query, the dead letters that point back at them (`dlq.source.*`),
+notify's status topic and its dead letters. It finds the raw record(s) whose event
+id, dossier code (CloudEvents subject, `data.dossier_code`, the portal's `MaHoSo`)
+or trace id is the query, exactly (never a record that merely contains it: an
+applicant's CCCD or phone finds nothing), the dead letters that point back at them (`dlq.source.*`),
 the canonical events with that id, subject (dossier code) or trace id, and every
 notification attempt made for those events (or carrying that trace id), per channel
 and recipient reference (webhook subscribers included), and prints them in time
 order, each with its trace id. Only metadata is
 shown (topics, offsets, types, reasons, outcomes): never a value, so no personal
-data reaches the terminal.
+data reaches the terminal. At most `MAX_STEPS` steps are kept (`Timeline.truncated`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from services.common.settings import KafkaConnection
 Record = ConsumerRecord[bytes, bytes]
 PIPELINE = ("raw", "dead letter", "canonical", "notification", "notification dead letter")
 """The stages in the order a record passes them."""
+MAX_STEPS = 1000
+"""Steps one trace keeps (a dossier's whole life is a few dozen); past them it says it was truncated."""
+NAMING_HEADERS = ("ce_id", "ce_subject")
 
 
 @dataclass(frozen=True, order=True)
@@ -60,13 +65,34 @@ class Tracer:
     steps: list[Step] = field(default_factory=list)
     raw_positions: set[tuple[str, int, int]] = field(default_factory=set)
     event_ids: set[str] = field(default_factory=set)
+    truncated: bool = False
 
     def _where(self, rec: Record) -> str:
         return f"{rec.topic}/{rec.partition}/{rec.offset}"
 
+    def _add(self, step: Step) -> None:
+        if len(self.steps) < MAX_STEPS:
+            self.steps.append(step)
+        else:
+            self.truncated = True
+
     def _mentions(self, rec: Record) -> bool:
-        needle = self.query.encode()
-        return needle in (rec.value or b"") or any(needle == v for _, v in rec.headers)
+        """The record's event id, dossier code or trace id is the query (headers, or the JSON value's members)."""
+        if any(k in NAMING_HEADERS and wire.lenient_text(v) == self.query for k, v in rec.headers):
+            return True
+        if not rec.value or self.query.encode() not in rec.value:  # the cheap test first: most records go here
+            return False
+        try:
+            obj = orjson.loads(rec.value)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(obj, dict):
+            return False
+        data = obj.get("data")
+        names = (obj.get("id"), obj.get("subject"), obj.get("MaHoSo"),
+                 data.get("dossier_code") if isinstance(data, dict) else None,
+                 trace_context.trace_id(obj["traceparent"]) if isinstance(obj.get("traceparent"), str) else None)
+        return self.query in names
 
     def raw(self, rec: Record) -> None:
         """A raw record that mentions the query (a structured record's `traceparent` included), or whose
@@ -81,7 +107,7 @@ class Tracer:
         if event_id is not None:
             self.event_ids.add(event_id)
         source = headers.get("ce_source") or headers.get("source") or _json_field(rec.value, "source") or "?"
-        self.steps.append(Step(rec.timestamp, "raw", self._where(rec), f"received from {source}", trace))
+        self._add(Step(rec.timestamp, "raw", self._where(rec), f"received from {source}", trace))
 
     def intake_dead_letter(self, rec: Record) -> None:
         try:
@@ -92,7 +118,7 @@ class Tracer:
                 and not self._mentions(rec):
             return
         parent = wire.lenient_text(dict(rec.headers).get("ce_traceparent", b""))  # the raw record's, kept
-        self.steps.append(Step(rec.timestamp, "dead letter", self._where(rec),
+        self._add(Step(rec.timestamp, "dead letter", self._where(rec),
                                f"{ctx.reason.value} ({ctx.field}): {ctx.message} "
                                f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]",
                                trace_context.trace_id(parent) or ""))
@@ -103,7 +129,7 @@ class Tracer:
         if self.query not in (h.get("ce_id"), h.get("ce_subject"), trace) and h.get("ce_id") not in self.event_ids:
             return
         self.event_ids.add(h.get("ce_id", ""))
-        self.steps.append(Step(rec.timestamp, "canonical", self._where(rec),
+        self._add(Step(rec.timestamp, "canonical", self._where(rec),
                                f"{h.get('ce_type', '?')} id {h.get('ce_id', '?')} subject {h.get('ce_subject', '?')}",
                                trace))
 
@@ -116,7 +142,7 @@ class Tracer:
         if status.event_id not in self.event_ids and self.query not in (status.notification_id, trace):
             return
         extra = f": {status.reason}" if status.reason else ""
-        self.steps.append(Step(rec.timestamp, "notification", self._where(rec),
+        self._add(Step(rec.timestamp, "notification", self._where(rec),
                                f"{status.channel.value} to {status.recipient_ref}: {status.outcome.value} "
                                f"(attempt {status.attempt}, {status.kind.value}, id {status.notification_id}){extra}",
                                trace))
@@ -127,7 +153,7 @@ class Tracer:
         if event_id not in self.event_ids and self.query != trace:
             return
         reason = wire.lenient_text(dict(rec.headers).get("dlq.reason", b"?"))
-        self.steps.append(Step(rec.timestamp, "notification dead letter", self._where(rec),
+        self._add(Step(rec.timestamp, "notification dead letter", self._where(rec),
                                f"given up: {reason} (notification {_json_field(rec.value, 'notification_id')})",
                                trace))
 
@@ -168,7 +194,14 @@ async def _read(conn: KafkaConnection, topics: Sequence[str], offer: Callable[[R
                               client_id="commune-bus-cli-trace")
 
 
-async def trace_record(conn: KafkaConnection, namespace: str, query: str) -> list[Step]:
+@dataclass(frozen=True)
+class Timeline:
+    steps: list[Step]
+    truncated: bool = False
+    """More than `MAX_STEPS` steps were found: the first ones found are kept."""
+
+
+async def trace_timeline(conn: KafkaConnection, namespace: str, query: str) -> Timeline:
     """Every step of the records `query` names, in time order (also the gateway's `GET /v1/trace/{query}`)."""
     tracer = Tracer(query)
     raw, canonical = await _topics(conn, namespace)
@@ -177,7 +210,12 @@ async def trace_record(conn: KafkaConnection, namespace: str, query: str) -> lis
     await _read(conn, canonical, tracer.canonical)
     await _read(conn, [scoped(NOTIFY_STATUS, namespace).name], tracer.notification)
     await _read(conn, [scoped(DLQ_NOTIFY, namespace).name], tracer.notify_dead_letter)
-    return tracer.timeline()
+    return Timeline(tracer.timeline(), tracer.truncated)
+
+
+async def trace_record(conn: KafkaConnection, namespace: str, query: str) -> list[Step]:
+    """`trace_timeline`'s steps."""
+    return (await trace_timeline(conn, namespace, query)).steps
 
 
 def table(steps: list[Step]) -> Table:
@@ -191,8 +229,13 @@ def table(steps: list[Step]) -> Table:
 def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id or a 32-hex trace id")],
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Where did a record go: raw record(s), dead letters with reasons, canonical events, notifications, in order."""
-    steps = asyncio.run(trace_record(connection(bootstrap), namespace, query))
-    if not steps:
+    if not query.strip():
+        err_console.print("trace: give a dossier code, an event id or a trace id")
+        raise typer.Exit(2)
+    found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query))
+    if not found.steps:
         err_console.print(f"nothing found for {query!r}")
         raise typer.Exit(1)
-    console.print(table(steps))
+    console.print(table(found.steps))
+    if found.truncated:
+        err_console.print(f"only the first {MAX_STEPS} steps found are shown")

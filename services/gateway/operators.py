@@ -10,18 +10,20 @@ topics a trace reads and write access to the key and audit topics while these en
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from services.cli.trace import trace_record
+from services.cli.trace import trace_timeline
 from services.common.settings import KafkaConnection
 from services.gateway.api import ErrorBody, error
 from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, KeysFileError, keys_file
@@ -50,6 +52,7 @@ class Step(BaseModel):
 class TraceBody(BaseModel):
     query: str
     steps: list[Step]
+    truncated: bool = Field(default=False, description="More steps were found than the 1,000 listed")
 
 
 class ErasureRequest(BaseModel):
@@ -145,14 +148,14 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
             return _refused()
         if not QUERY.fullmatch(query):
             return _error(422, "invalid_parameters", "the query is 1 to 128 letters, digits, '.', '_', ':' or '-'")
-        try:
-            steps = await trace_record(conn, namespace, query)
+        try:  # in a worker thread on a loop of its own: reading whole topics never stalls this loop's requests
+            found = await anyio.to_thread.run_sync(lambda: asyncio.run(trace_timeline(conn, namespace, query)))
         except (KafkaError, OSError, TimeoutError) as exc:  # the broker did not answer: retryable, not a 500
             return _error(503, "broker_unavailable", f"the topics could not be read ({type(exc).__name__}); try again",
                           retry=True)
-        if not steps:
-            return _error(404, "not_found", "no record mentions this query")
-        return TraceBody(query=query, steps=[Step(**vars(s)) for s in steps])
+        if not found.steps:
+            return _error(404, "not_found", "no record has this event id, dossier code or trace id")
+        return TraceBody(query=query, steps=[Step(**vars(s)) for s in found.steps], truncated=found.truncated)
 
     @api.post("/v1/erasures", status_code=202, summary="Erase an applicant: destroy their data keys (operators)",
               response_model=ErasureBody,

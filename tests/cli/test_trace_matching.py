@@ -1,0 +1,88 @@
+"""`trace` (CLI and GET /v1/trace): a raw record is found by its event id, dossier code or trace id, exactly, never
+because it contains the query (a CCCD, a phone, "0"); a trace keeps at most `MAX_STEPS` steps and says so; the
+gateway runs the scan off its event loop (pure, and in process)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import ConsumerRecord
+from fastapi.testclient import TestClient
+
+from schemas import trace
+from services.cli.trace import MAX_STEPS, Step, Timeline, Tracer
+from services.gateway import operators
+from tests.gateway.asgi import app
+from tests.samples import canonical_dossier, portal_dossier
+
+pytestmark = pytest.mark.unit
+PARENT = trace.derive("/communes/02269/one-stop", "evt-9")
+
+
+def raw(value: dict[str, Any], offset: int = 0, headers: list[tuple[str, bytes]] | None = None) -> ConsumerRecord[
+        bytes, bytes]:
+    body = orjson.dumps(value)
+    return ConsumerRecord("commune.raw.dossier", 0, offset, 1_764_000_000_000 + offset, 0, b"02269", body, None, 5,
+                          len(body), headers or [("commune-code", b"02269"), ("source", b"/communes/02269/one-stop")])
+
+
+RECORDS = [raw(portal_dossier(f"TL-251101-{i:04d}", SoGiayToChuHoSo=f"00812345678{i}"), i) for i in range(5)] + [
+    raw({**canonical_dossier("evt-9", dossier_code="TL-CE-0009"), "traceparent": PARENT}, 5),
+    raw({}, 6, [("ce_id", b"evt-b"), ("ce_subject", b"TL-BIN-0001"), ("commune-code", b"02269")]),
+]
+
+
+def found(query: str) -> list[str]:
+    tracer = Tracer(query)
+    for rec in RECORDS:
+        tracer.raw(rec)
+    return [s.where.rsplit("/", 1)[1] for s in tracer.timeline()]
+
+
+@pytest.mark.parametrize("query, offsets", [
+    ("TL-251101-0003", ["3"]),  # the portal's MaHoSo
+    ("TL-CE-0009", ["5"]), ("evt-9", ["5"]), (trace.trace_id(PARENT), ["5"]),  # subject, id, traceparent
+    ("TL-BIN-0001", ["6"]), ("evt-b", ["6"]),  # binary mode: ce_subject, ce_id
+    ("008123456783", []), ("0912345678", []), ("0", []), ("02269", []), ("TL-251101", []),  # contained, not named
+])
+def test_a_raw_record_is_found_by_what_names_it_never_by_what_it_contains(query: str, offsets: list[str]) -> None:
+    """A CCCD, a phone, the commune or a prefix of a code found every record holding it (the report's oracle: "0"
+    found all five portal records, a CCCD its applicant's): now only an event id, dossier code or trace id does."""
+    assert found(query) == offsets
+
+
+def test_a_trace_keeps_at_most_max_steps_and_says_it_was_truncated() -> None:
+    """1,500 raw records with one dossier code: the first `MAX_STEPS` are kept, `truncated` is set."""
+    tracer = Tracer("TL-MANY")
+    for offset in range(1500):
+        tracer.raw(raw(portal_dossier("TL-MANY"), offset))
+    assert len(tracer.timeline()) == MAX_STEPS and tracer.truncated
+
+
+def test_the_gateway_traces_off_its_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /v1/trace reads the topics in a worker thread (on a loop of its own), not on the loop serving
+    POST /v1/events; a truncated trace says so."""
+    threads: list[int] = []
+
+    async def trace_timeline(*_: Any) -> Timeline:
+        threads.append(threading.get_ident())
+        return Timeline([Step(1, "raw", "commune.raw.dossier/0/1", "received from /x")], truncated=True)
+
+    monkeypatch.setattr(operators, "trace_timeline", trace_timeline)
+    (tmp_path / "operators.yaml").write_text("duty-officer: operator-key-0123456789\n", encoding="utf-8")
+    gateway = app(operators_file=tmp_path / "operators.yaml")
+    loop_thread: list[int] = []
+
+    @gateway.get("/loop-thread")
+    async def loop() -> None:
+        loop_thread.append(threading.get_ident())
+
+    with TestClient(gateway) as client:  # one event loop, in one thread, for both requests
+        client.get("/loop-thread")
+        answer = client.get("/v1/trace/TL-1", headers={"X-Operator-Key": "operator-key-0123456789"})
+    assert answer.status_code == 200 and answer.json()["truncated"] is True
+    assert threads and loop_thread and threads[0] != loop_thread[0]
