@@ -35,7 +35,9 @@ def changelog_record(family: str, partition: int, first_offset: int, keys: list[
                      at_ms: int) -> tuple[bytes, bytes]:
     """One changelog record per raw partition and transaction: the `published_key`s of what it published (one
     send, not one per event)."""
-    return f"{family}:{partition}:{first_offset}".encode(), orjson.dumps({"at": at_ms, "keys": keys})
+    ids = [key.rpartition(SEPARATOR)[2] for key in keys]  # the earlier form too: a worker of the previous release
+    # (a rolling upgrade, a rollback within the window) restores it as before instead of failing on a missing "ids"
+    return f"{family}:{partition}:{first_offset}".encode(), orjson.dumps({"at": at_ms, "keys": keys, "ids": ids})
 
 
 def read_changelog_record(key: bytes, value: bytes) -> tuple[str, int, list[str], list[str]]:
@@ -46,8 +48,10 @@ def read_changelog_record(key: bytes, value: bytes) -> tuple[str, int, list[str]
     before the change is still published once; another source's event with the same id waits out the window).
     """
     body = orjson.loads(value)
-    return (key.split(b":", 1)[0].decode(), int(body["at"]), list(body.get("keys", ())),
-            list(body.get("ids", ())))
+    family, at_ms = key.split(b":", 1)[0].decode(), int(body["at"])
+    if "keys" in body:  # this form: its "ids" are only for the previous release
+        return family, at_ms, list(body["keys"]), []
+    return family, at_ms, [], list(body.get("ids", ()))
 
 
 class SeenIds:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 import pytest
 
 from schemas.events import Family
@@ -34,6 +35,7 @@ def test_changelog_record_round_trips() -> None:
     key, value = changelog_record("dossier", 3, 120, keys, 1_700_000_000_000)
     assert key == b"dossier:3:120"
     assert read_changelog_record(key, value) == ("dossier", 1_700_000_000_000, keys, [])
+    assert orjson.loads(value)["ids"] == ["e1", "e2"], "the previous release reads `ids` (rolling upgrade, rollback)"
 
 
 def test_one_id_from_two_sources_is_two_events() -> None:
