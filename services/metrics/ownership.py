@@ -76,8 +76,11 @@ class Ownership:
 
     def apply(self, batch: Batch, now_s: float) -> tuple[dict[int, dict[bytes, bytes]], dict[TopicPartition, int]]:
         """Merge each decodable event into its partition's state; returns changed states and offsets to commit.
-        `now_s`: the worker's clock, against which event times are believed (`state.believed_until`)."""
-        believed = believed_until(now_s)
+
+        An event time is believed against its record's timestamp, when intake published it (`state.believed_until`),
+        not against this worker's clock: how long the record waited in the topic (lag, a replay, a restore) must
+        not change what it means. `now_s`, the worker's clock, stands in for a record without a timestamp."""
+        clock_believes = believed_until(now_s)
         changes: dict[int, dict[bytes, bytes]] = {}
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
@@ -90,7 +93,8 @@ class Ownership:
                 if event is None:
                     invalid += 1
                     continue
-                out = part.apply_safely(event, believed)
+                stamp = rec.timestamp
+                out = part.apply_safely(event, believed_until(stamp / 1000) if stamp > 0 else clock_believes)
                 if out is None:
                     unchanged += 1
                 elif isinstance(out, Rejection):  # counted and skipped: the partition goes on

@@ -87,7 +87,7 @@ class PartitionState:
         """Merge one event; returns the changelog record (key, new state), None if nothing changed, or a Rejection
         (`TOO_MANY_CLUSTERS`) for an event refused by a state's bound: the state is left as it was.
 
-        `believed_until_us`: `state.believed_until` of the worker's clock; an event dated later is ordered before
+        `believed_until_us`: `state.believed_until` of the record's timestamp; an event dated later is ordered before
         every believable one (`state.DISBELIEVED_SHIFT`). The default believes every time (no clock: tests)."""
         handler = HANDLERS[event.type]  # the hot path: one lookup, then the entry's own functions
         if handler is None:

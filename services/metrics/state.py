@@ -10,12 +10,12 @@ duplicates and at-least-once redelivery after a crash cannot change a figure:
   digitised) are OR-ed;
 - a repeated event id has the same (time, id) as what it already produced, so
   it changes nothing;
-- an event time more than `FUTURE_MARGIN` ahead of the worker's clock (a wrong
-  clock, a mistyped year) is not believed: the event is ordered before every
-  believable one (`DISBELIEVED_SHIFT`), so it cannot stay the newest for decades.
-  The caller decides it once per event against the clock it passes in
-  (`believed_until`), and passes each merge the event's ordering time `at`:
-  states stay a pure function of the events and that clock.
+- an event time more than `FUTURE_MARGIN` ahead of when intake published it (its
+  record's timestamp: a wrong clock, a mistyped year) is not believed: the event is
+  ordered before every believable one (`DISBELIEVED_SHIFT`), so it cannot stay the
+  newest for decades. The caller decides it once per event (`believed_until`) and
+  passes each merge the event's ordering time `at`: states stay a pure function of
+  the records, whenever they are read.
 
 States are plain tuples (NamedTuple) so they serialise compactly to the
 changelog and the RocksDB store. Times are integers: microseconds for event

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypedDict
@@ -307,6 +308,25 @@ def test_the_worker_believes_event_times_against_the_clock_it_is_given(tmp_path:
         owner.apply(fetch(tp, 0, in_progress, done), now)
         opened.append(part.communes[C].get("open"))
     assert opened == [0, 1]
+
+
+def test_an_event_time_is_believed_against_when_it_was_published_not_when_it_is_read(tmp_path: Path) -> None:
+    """Lag must not change what a record means: a sender 2 h fast, its earlier event read an hour late (the
+    worker's clock past its time) and its later one at once, keeps them in order: both are judged against their
+    records' timestamps (when intake published them)."""
+    received = dossier(C, "D-1", 2, "e-1", 1)
+    returned = dossier(C, "D-1", 10, "e-2", 30)
+    fast = [e.model_copy(update={"time": e.time + timedelta(hours=2)}) for e in (received, returned)]
+    tp = TopicPartition(CANONICAL[Family.DOSSIER].name, 0)
+    owner = Ownership(KafkaConnection(), Names(""), tmp_path, "test", new_writer=None)
+    part = owner.partitions[0] = PartitionState(0, {})
+    def read(offset: int, event: Event, published: datetime, clock: datetime) -> None:
+        (rec,) = fetch(tp, offset, event)[tp]
+        owner.apply({tp: [replace(rec, timestamp=int(published.timestamp() * 1000))]}, clock.timestamp())
+
+    read(0, fast[1], returned.time, clock=returned.time)  # read as it is published
+    read(1, fast[0], received.time, clock=returned.time + timedelta(hours=3))  # read late: published long before
+    assert figures(part) == figures(fresh(received, returned))
 
 
 def test_metrics_disbelieves_future_times_as_the_deadline_tracker_does() -> None:
