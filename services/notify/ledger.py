@@ -184,23 +184,37 @@ class Ledger:
 
     # --- deferred releases and pruning ----------------------------------------------------------
 
+    def stale_deferrals(self, older_than: timedelta, owned: Callable[[int], bool],
+                        skip: Container[str] = frozenset()) -> list[tuple[int, str]]:
+        """(partition, id) of every deferral of the `owned` partitions last written more than `older_than` ago (ids
+        in `skip`, in flight, left out): what `rewrite_deferral` keeps. A visit's day-before message can wait
+        longer than the topic keeps records, and every run restores from the topic (ADR 0020, 0025)."""
+        cutoff = _ms(self.clock() - older_than)
+        return [(partition, nid) for partition, state in list(self._states.items()) if owned(partition)
+                for nid, _ in state.deferred_written_before(cutoff) if nid not in skip]
+
+    async def rewrite_deferral(self, partition: int, nid: str, owned: Callable[[int], bool],
+                               skip: Container[str] = frozenset()) -> bool:
+        """Write deferral `nid` again, unchanged, if its partition is still `owned`, it is still deferred and not in
+        `skip` (in flight); whether it was written. Only the releasing owner may call it, inside the fence, one
+        record per entry: a copy written after another worker's done entry would outlive it in compaction and
+        come back due."""
+        state = self._states.get(partition)
+        if state is None or not owned(partition) or nid in skip or state.state(nid) != "deferred":
+            return False
+        raw = state.request_json(nid)
+        if raw is None:
+            return False
+        await self._record(nid, Entry(state="deferred", request=NotificationRequest.model_validate_json(raw)),
+                           partition)
+        return True
+
     async def refresh_deferrals(self, older_than: timedelta, owned: Callable[[int], bool],
                                 skip: Container[str] = frozenset()) -> int:
-        """Write again, unchanged, every deferral of the `owned` partitions last written more than `older_than` ago
-        (ids in `skip`, in flight, are left alone); returns how many. A visit's day-before message can wait longer
-        than the topic keeps records, and every run restores from the topic (ADR 0020). Only the releasing owner
-        may call it, inside the fence: a stale copy written after another worker's done entry would outlive it in
-        compaction and come back due."""
-        cutoff = _ms(self.clock() - older_than)
-        stale = [(partition, nid, raw) for partition, state in list(self._states.items()) if owned(partition)
-                 for nid, raw in state.deferred_written_before(cutoff) if nid not in skip]
+        """`rewrite_deferral` of every `stale_deferrals` entry, without a fence (tools, tests); how many."""
         written = 0
-        for partition, nid, raw in stale:
-            state = self._states.get(partition)
-            if state is not None and state.state(nid) == "deferred":  # not released meanwhile
-                entry = Entry(state="deferred", request=NotificationRequest.model_validate_json(raw))
-                await self._record(nid, entry, partition)
-                written += 1
+        for partition, nid in self.stale_deferrals(older_than, owned, skip):
+            written += await self.rewrite_deferral(partition, nid, owned, skip)
         return written
 
     def due(self, now: datetime, owned: Callable[[int], bool],

@@ -60,15 +60,17 @@ class OwnedDispatcher(Dispatcher):
         return released
 
     async def refresh_deferrals(self) -> int:
-        """Write again the owned deferrals last written over `REWRITE_DEFERRED_AFTER` ago, inside the fence: the
-        partitions stay this worker's (and its ledger caught up) while it writes, so no copy lands after the next
-        owner's done entry."""
-        await self.gate.enter()
-        try:
-            written = await self.ledger.refresh_deferrals(REWRITE_DEFERRED_AFTER, self.owns_partition,
-                                                          skip=self._inflight)
-        finally:
-            self.gate.leave()
+        """Write again the owned deferrals last written over `REWRITE_DEFERRED_AFTER` ago, each inside the fence on
+        its own, and only while its partition is still this worker's (checked after entering): a rebalance waits
+        for one record at most, and no copy lands after the next owner's done entry."""
+        written = 0
+        for partition, nid in self.ledger.stale_deferrals(REWRITE_DEFERRED_AFTER, self.owns_partition,
+                                                          skip=self._inflight):
+            await self.gate.enter()
+            try:
+                written += await self.ledger.rewrite_deferral(partition, nid, self.owns_partition, skip=self._inflight)
+            finally:
+                self.gate.leave()
         if written:
             log.info("notify.deferrals_rewritten", count=written)
         return written

@@ -137,4 +137,33 @@ async def test_the_releasing_owner_rewrites_long_deferrals_inside_the_fence() ->
     dispatcher.owns_partition = lambda p: False
     assert await dispatcher.refresh_deferrals() == 0
     dispatcher.owns_partition = lambda p: True
-    assert await dispatcher.refresh_deferrals() == 1 and (gate.entered, gate.left) == (2, 2)
+    assert await dispatcher.refresh_deferrals() == 1 and (gate.entered, gate.left) == (1, 1)
+
+
+async def test_a_worker_that_loses_the_partition_mid_rewrite_writes_no_more_copies() -> None:
+    """Each rewrite passes the fence on its own and checks the partition is still owned: once a rebalance takes it
+    away, not one more copy is written (one pass over many deferrals used to check ownership once, up front, and
+    went on writing after the fence had handed the partition over)."""
+    now = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
+    clock, producer = FixedClock(now), FakeProducer()
+    ledger = Ledger(TOPIC, producer, clock=clock)
+    dispatcher = OwnedDispatcher({}, ledger, producer, Outputs("t.status", "t.dlq"), spawn=Tasks(), backoff=Backoff(),
+                                 quiet=QuietHours(), rates={}, segment_limit=2, routine_workers=1, emergency_workers=1,
+                                 clock=clock)
+    for i in range(5):
+        [visit] = rules.for_event(visit_scheduled(f"far-{i}", when=now + timedelta(days=90)), directory(), Registry())
+        await ledger.record_deferred(visit)
+    clock.now = now + timedelta(days=31)
+    owned = [True]
+    dispatcher.owns_partition = lambda p: owned[0]
+
+    class RebalancingGate(CountingGate):
+        async def enter(self) -> None:  # the second record waits out a rebalance that takes the partition
+            await super().enter()
+            if self.entered == 2:
+                owned[0] = False
+
+    dispatcher.gate = gate = RebalancingGate()
+    before = len(producer.to(TOPIC))
+    assert await dispatcher.refresh_deferrals() == 1
+    assert len(producer.to(TOPIC)) == before + 1 and gate.entered == gate.left
