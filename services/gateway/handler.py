@@ -47,7 +47,7 @@ log = structlog.get_logger("gateway")
 INLINE_CHECK_BYTES = 256 * 1024
 """Bodies up to this size are checked on the event loop; larger ones in a worker thread."""
 MAX_FAILING_PEERS = 10_000
-"""Past this many peer addresses with failed signatures counted, those whose allowance is whole are forgotten."""
+"""Peer addresses with failed signatures counted at most; past it the least recently seen is forgotten."""
 
 
 @dataclass
@@ -64,7 +64,8 @@ class Gateway:
     """Failed signatures per peer address."""
 
     def __post_init__(self) -> None:
-        self.failures = RateLimiter(self.settings.failed_signatures_per_s, self.settings.failed_signatures_burst)
+        self.failures = RateLimiter(self.settings.failed_signatures_per_s, self.settings.failed_signatures_burst,
+                                    max_keys=MAX_FAILING_PEERS)
 
     def answer(self, status: int, body: dict[str, Any], *, retry_after: int | None = None,
                close: bool = False, replayed: bool = False) -> JSONResponse:
@@ -160,10 +161,7 @@ class Gateway:
         return await self.publish(body, request, family, commune, caller, said.ticket)
 
     def failed_signature(self, peer: str) -> None:
-        now = self.clock()
-        self.failures.take(peer, now)
-        if len(self.failures) > MAX_FAILING_PEERS:
-            self.failures.forget_full(now)
+        self.failures.take(peer, self.clock())
 
     async def signed(self, who: Identified) -> JSONResponse | None:
         """A signed request whose signature verified over the body: its rate, then its nonce (once, on any

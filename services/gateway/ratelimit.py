@@ -3,7 +3,7 @@
 Pure and clock-injected. One bucket per authenticated source, so the table is as large as the registry at
 most. Each gateway instance limits on its own: behind a load balancer of n instances a source may make up to
 n times the rate. The same buckets count failed signatures per peer address (`wait` before a body is read,
-`take` on a failure); that table forgets full buckets (`forget_full`).
+`take` on a failure); that table holds at most `max_keys` addresses, the least recently seen dropped first.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ class _Bucket:
 
 
 class RateLimiter:
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate_per_s, self.burst = rate_per_s, burst
+    def __init__(self, rate_per_s: float, burst: int, max_keys: int | None = None) -> None:
+        """`max_keys`: for keys that are not a bounded set (peer addresses): past it, the least recently seen key is
+        forgotten (its bucket starts full again), so the table and the work per call stay bounded."""
+        self.rate_per_s, self.burst, self.max_keys = rate_per_s, burst, max_keys
         self._buckets: dict[str, _Bucket] = {}
 
     def take(self, source: str, now: float) -> int:
@@ -39,16 +41,17 @@ class RateLimiter:
         bucket = self._refilled(key, now)
         return 0 if bucket.tokens >= 1.0 else self._wait(bucket)
 
-    def forget_full(self, now: float) -> None:
-        """Drop the buckets that are full again: for keys that are not a bounded set (peer addresses)."""
-        refill_s = self.burst / self.rate_per_s
-        self._buckets = {k: b for k, b in self._buckets.items() if now - b.at < refill_s}
-
     def __len__(self) -> int:
         return len(self._buckets)
 
     def _refilled(self, key: str, now: float) -> _Bucket:
-        bucket = self._buckets.setdefault(key, _Bucket(float(self.burst), now))
+        if self.max_keys is None:
+            bucket = self._buckets.setdefault(key, _Bucket(float(self.burst), now))
+        else:  # most recently seen last (dicts keep insertion order): the first key is the one to forget
+            found = self._buckets.pop(key, None)
+            bucket = self._buckets[key] = found if found is not None else _Bucket(float(self.burst), now)
+            if len(self._buckets) > self.max_keys:
+                del self._buckets[next(iter(self._buckets))]
         bucket.tokens = min(float(self.burst), bucket.tokens + max(0.0, now - bucket.at) * self.rate_per_s)
         bucket.at = max(bucket.at, now)
         return bucket

@@ -31,6 +31,20 @@ def test_a_clock_going_back_gives_no_tokens() -> None:
     assert limiter.take("a", 101.0) == 0
 
 
+def test_a_table_of_unbounded_keys_stays_bounded_and_keeps_the_recent_ones() -> None:
+    """Failed signatures from ever new addresses (IPv6 gives plenty) keep at most `max_keys` buckets, the least
+    recently seen forgotten first: a busy address keeps its count, and each call stays cheap (the table used to
+    be rebuilt on every failure past 10,000 addresses, forgetting only those idle for 100 s: it grew without
+    bound)."""
+    limiter = RateLimiter(rate_per_s=0.001, burst=2, max_keys=100)
+    for i in range(20_000):
+        limiter.take(f"2001:db8::{i:x}", float(i) / 1000)
+        if i % 50 == 0:
+            limiter.take("busy", float(i) / 1000)
+    assert len(limiter) == 100
+    assert limiter.wait("busy", 20.0) > 0, "the address seen all along is still limited"
+
+
 async def test_over_the_rate_is_429_with_retry_after_and_nothing_published() -> None:
     """Past the burst a source gets 429 + Retry-After before its body is read; after the wait it is served again."""
     pub, clock = Recording(), Clock()
