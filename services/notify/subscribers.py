@@ -27,10 +27,29 @@ LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names, if it is one; an IPv4 address written as IPv6 (`::ffff:169.254.169.254`) as the
+    IPv4 address it reaches."""
     try:
-        return ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
         return None  # a host name (not resolved here)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _other_numeric_form(host: str) -> bool:
+    """A host that resolvers read as an IPv4 address but is no dotted quad (`2852039166`, `0xa9fea9fe`,
+    `0251.0376.0251.0376`, `169.254.43518`): no top-level domain is numeric, so such a host is refused rather than
+    read the way the resolver would."""
+    last = host.rstrip(".").rsplit(".", 1)[-1].lower()
+    if not (last.isdigit() or last.startswith("0x")):
+        return False
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return True
+    return False
 
 
 def is_loopback(host: str) -> bool:
@@ -58,6 +77,8 @@ class Subscriber(Model):
             raise ValueError("an http or https URL with a host")
         if parts.username is not None or parts.password is not None:
             raise ValueError("no credentials in the URL: deliveries are signed with the secret")
+        if _other_numeric_form(parts.hostname):
+            raise ValueError("a numeric host must be written as a dotted-quad IPv4 address")
         address = _address(parts.hostname)
         if address is not None and (address.is_link_local or address.is_unspecified or address.is_multicast):
             raise ValueError("not a link-local, unspecified or multicast address")

@@ -25,6 +25,9 @@ def subscriber(url: str, **extra: Any) -> Subscriber:
     "file:///etc/passwd", "ftp://example.gov.vn/h", "example.gov.vn/h", "http:///h",
     "http://169.254.169.254/latest/meta-data/iam/", "http://[fe80::1]/h", "http://0.0.0.0:9102/metrics",
     "http://224.0.0.1/h", "https://user:pw@example.gov.vn/h",
+    # the metadata address in other spellings a resolver reads the same (final review F5)
+    "http://[::ffff:169.254.169.254]/h", "http://[::ffff:0.0.0.0]/h", "http://2852039166/h", "http://0xa9fea9fe/h",
+    "http://0251.0376.0251.0376/h", "http://169.254.43518/h",
 ])
 def test_a_url_no_subscriber_can_have_is_refused_at_load(url: str) -> None:
     """Not http(s), no host, a link-local (cloud metadata), unspecified or multicast address, credentials in the
@@ -33,6 +36,13 @@ def test_a_url_no_subscriber_can_have_is_refused_at_load(url: str) -> None:
     with pytest.raises(ValidationError, match="url") as refused:
         subscriber(url)
     assert "pw" not in str(refused.value)  # the refused input is not echoed (it may hold credentials)
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.gov.vn/h", "http://127.0.0.1:8080/h", "https://10.0.0.7/h",
+                                 "https://0x.example.vn/h", "https://1.example.vn/h"])
+def test_an_ordinary_subscriber_url_is_taken(url: str) -> None:
+    """Host names (even ones with digits or starting 0x) and dotted-quad addresses pass the check."""
+    assert subscriber(url).url == url
 
 
 def test_personal_data_goes_only_over_https_or_to_this_host() -> None:
