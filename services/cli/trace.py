@@ -78,7 +78,7 @@ class Tracer:
 
     def _mentions(self, rec: Record) -> bool:
         """The record's event id, dossier code or trace id is the query (headers, or the JSON value's members)."""
-        if any(k in NAMING_HEADERS and wire.lenient_text(v) == self.query for k, v in rec.headers):
+        if any(k in NAMING_HEADERS and wire.lenient_text(v).strip() == self.query for k, v in rec.headers):
             return True
         if not rec.value or self.query.encode() not in rec.value:  # the cheap test first: most records go here
             return False
@@ -92,7 +92,9 @@ class Tracer:
         names = (obj.get("id"), obj.get("subject"), obj.get("MaHoSo"),
                  data.get("dossier_code") if isinstance(data, dict) else None,
                  trace_context.trace_id(obj["traceparent"]) if isinstance(obj.get("traceparent"), str) else None)
-        return self.query in names
+        # as intake reads them: a number (`"id": 1001`, often why the record was dead-lettered) or text with spaces
+        # around it names what its text does; still the whole value, never a part of it
+        return any(_text(name) == self.query for name in names if name is not None)
 
     def raw(self, rec: Record) -> None:
         """A raw record that mentions the query (a structured record's `traceparent` included), or whose
@@ -239,3 +241,12 @@ def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id
     console.print(table(found.steps))
     if found.truncated:
         err_console.print(f"only the first {MAX_STEPS} steps found are shown")
+
+
+def _text(value: object) -> str | None:
+    """A member's text for an exact match: a string stripped, a number as written (not a bool), else None."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None

@@ -33,6 +33,9 @@ def raw(value: dict[str, Any], offset: int = 0, headers: list[tuple[str, bytes]]
 RECORDS = [raw(portal_dossier(f"TL-251101-{i:04d}", SoGiayToChuHoSo=f"00812345678{i}"), i) for i in range(5)] + [
     raw({**canonical_dossier("evt-9", dossier_code="TL-CE-0009"), "traceparent": PARENT}, 5),
     raw({}, 6, [("ce_id", b"evt-b"), ("ce_subject", b"TL-BIN-0001"), ("commune-code", b"02269")]),
+    raw({**canonical_dossier("x"), "id": 1001}, 7),  # a number where the id goes: dead-lettered, and traced
+    raw({**canonical_dossier("x"), "id": " evt-padded "}, 8),
+    raw({**canonical_dossier("x"), "id": True}, 9),
 ]
 
 
@@ -47,6 +50,7 @@ def found(query: str) -> list[str]:
     ("TL-251101-0003", ["3"]),  # the portal's MaHoSo
     ("TL-CE-0009", ["5"]), ("evt-9", ["5"]), (trace.trace_id(PARENT), ["5"]),  # subject, id, traceparent
     ("TL-BIN-0001", ["6"]), ("evt-b", ["6"]),  # binary mode: ce_subject, ce_id
+    ("1001", ["7"]), ("evt-padded", ["8"]), ("True", []), ("true", []),  # as intake reads them (final review F6)
     ("008123456783", []), ("0912345678", []), ("0", []), ("02269", []), ("TL-251101", []),  # contained, not named
 ])
 def test_a_raw_record_is_found_by_what_names_it_never_by_what_it_contains(query: str, offsets: list[str]) -> None:
