@@ -121,15 +121,21 @@ class CountingGate:
         self.left += 1
 
 
-async def test_the_releasing_owner_rewrites_long_deferrals_inside_the_fence() -> None:
-    """The dispatcher's upkeep rewrites its owned partitions' long deferrals after passing the fence (a copy written
-    by a worker that lost the partition could outlive the new owner's done entry in compaction)."""
-    now = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
+def upkeep(now: datetime) -> tuple[FixedClock, FakeProducer, Ledger, OwnedDispatcher]:
+    """A clock at `now`, a producer, a ledger and the dispatcher that keeps its deferrals (no providers)."""
     clock, producer = FixedClock(now), FakeProducer()
     ledger = Ledger(TOPIC, producer, clock=clock)
     dispatcher = OwnedDispatcher({}, ledger, producer, Outputs("t.status", "t.dlq"), spawn=Tasks(), backoff=Backoff(),
                                  quiet=QuietHours(), rates={}, segment_limit=2, routine_workers=1, emergency_workers=1,
                                  clock=clock)
+    return clock, producer, ledger, dispatcher
+
+
+async def test_the_releasing_owner_rewrites_long_deferrals_inside_the_fence() -> None:
+    """The dispatcher's upkeep rewrites its owned partitions' long deferrals after passing the fence (a copy written
+    by a worker that lost the partition could outlive the new owner's done entry in compaction)."""
+    now = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
+    clock, _, ledger, dispatcher = upkeep(now)
     dispatcher.gate = gate = CountingGate()
     [visit] = rules.for_event(visit_scheduled("far-2", when=now + timedelta(days=90)), directory(), Registry())
     await ledger.record_deferred(visit)
@@ -145,11 +151,7 @@ async def test_a_worker_that_loses_the_partition_mid_rewrite_writes_no_more_copi
     away, not one more copy is written (one pass over many deferrals used to check ownership once, up front, and
     went on writing after the fence had handed the partition over)."""
     now = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
-    clock, producer = FixedClock(now), FakeProducer()
-    ledger = Ledger(TOPIC, producer, clock=clock)
-    dispatcher = OwnedDispatcher({}, ledger, producer, Outputs("t.status", "t.dlq"), spawn=Tasks(), backoff=Backoff(),
-                                 quiet=QuietHours(), rates={}, segment_limit=2, routine_workers=1, emergency_workers=1,
-                                 clock=clock)
+    clock, producer, ledger, dispatcher = upkeep(now)
     for i in range(5):
         [visit] = rules.for_event(visit_scheduled(f"far-{i}", when=now + timedelta(days=90)), directory(), Registry())
         await ledger.record_deferred(visit)
