@@ -96,7 +96,7 @@ class Dispatcher:
         if nid in self._inflight:  # e.g. redelivered after a rebalance while the first copy is still queued
             self._inflight[nid].claims.append(Claim(done, source))
             return
-        if self._is_done(request) or any(i in self.ledger.deferred for i in self._ids(request)):
+        if any(i in self.ledger.done or i in self.ledger.deferred for i in self._ids(request)):
             done()
             return
         now = self.clock()
