@@ -18,6 +18,7 @@ from aiokafka.helpers import create_ssl_context
 
 from schemas.topics import MAX_RECORD_BYTES
 from services.common import tls_close
+from services.common.partitioner import PARTITIONER
 from services.common.settings import KafkaConnection
 
 FETCH_BYTES = MAX_RECORD_BYTES + 65536
@@ -63,9 +64,11 @@ def consumer(conn: KafkaConnection, *topics: str, client_id: str, group_id: str 
 
 
 def producer(conn: KafkaConnection, *, client_id: str, **overrides: Any) -> AIOKafkaProducer:
-    """An idempotent producer (not started), acks=all."""
+    """An idempotent producer (not started), acks=all; keyed records placed as aiokafka's default partitioner places
+    them, with the hash in native code (`partitioner.PARTITIONER`)."""
     options: dict[str, Any] = {
         "client_id": client_id, "acks": "all", "enable_idempotence": True, "max_request_size": FETCH_BYTES,
+        "partitioner": PARTITIONER,
     }
     return AIOKafkaProducer(**connection_options(conn), **{**options, **overrides})
 

@@ -3,21 +3,49 @@
 Every commune-keyed topic is partitioned this way, so a service can tell which
 partition (and so which worker) holds a commune. The partition count is always
 the topic's real one, read from the cluster's metadata, never assumed.
+
+The hash is MurmurHash2 in native code (the `murmurhash2` package) with Kafka's seed: aiokafka's own
+`murmur2` is pure Python, 34 µs for an 89-byte key (a data key's record key, one per new applicant; intake
+writes one with most dossier events) against 0.3 µs here. `Partitioner` gives every producer of
+`services.common.clients` the same placement as aiokafka's `DefaultPartitioner` at that speed; tests hold
+both equal to aiokafka's (and Kafka's own test vectors).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+import random
+from collections.abc import Sequence
+from typing import Final
 
-from aiokafka.partitioner import murmur2
+from murmurhash2 import murmurhash2
+
+KAFKA_SEED: Final = 0x9747B28C
+"""The seed of `org.apache.kafka.common.utils.Utils.murmur2`."""
 
 
-@lru_cache(maxsize=65536)
+def murmur2(key: bytes) -> int:
+    """Kafka's murmur2 of `key`, as an unsigned 32-bit number."""
+    return murmurhash2(key, KAFKA_SEED)
+
+
 def key_hash(key: bytes) -> int:
-    """murmur2 of the key, made positive as the Java client does; keys are commune codes, so few and cached."""
-    return int(murmur2(key)) & 0x7FFFFFFF
+    """murmur2 of the key, made positive as the Java client does."""
+    return murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF
 
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of `key` in a topic of `partitions` partitions."""
-    return key_hash(key) % partitions
+    return (murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF) % partitions
+
+
+class Partitioner:
+    """aiokafka's `DefaultPartitioner` (a producer's `partitioner=`) with the native hash: a keyed record goes
+    to `murmur2(key) % len(all_partitions)`, an unkeyed one to a random available partition (any, if none is)."""
+
+    def __call__(self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
+        if key is None:
+            return random.choice(available or all_partitions)  # spreading load, not security
+        return all_partitions[(murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF) % len(all_partitions)]
+
+
+PARTITIONER: Final = Partitioner()
