@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from schemas.envelope import built
 from schemas.personal import KeyRecord
 from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
@@ -33,11 +34,21 @@ class KeyUnknown(Erased):
     """No record of this key here yet, and no tombstone either: the key store may lag (refresh, then it is erased)."""
 
 
+def encoded(record: KeyRecord) -> bytes:
+    """A key record's value on the key topic (its JSON, without the absent expiry)."""
+    return record.__pydantic_serializer__.to_json(record, exclude_none=True)
+
+
+_RECORD_FIELDS = frozenset(KeyRecord.model_fields)
+
+
 @dataclass
 class _Key:
     record: KeyRecord
     aead: AESGCM
     confirmed: bool
+    value: bytes | None = None
+    """`encoded(record)` once worked out (`apply`): a key record read back as written needs no parsing again."""
 
 
 class Keyring:
@@ -81,9 +92,10 @@ class Keyring:
             return newest.record.key_id, newest.aead, [] if newest.confirmed else [newest.record]
         key_id, dek = crypto.new_key_id(), crypto.new_key()
         # built, not validated: every value is ours (a subject id, random ids, base64url), and it is the hot path
-        record = KeyRecord.model_construct(subject=subject, key_id=key_id, kek_id=self._kek_id, created_at=now,
-                                           expires_at=expires_at,
-                                           wrapped=crypto.wrap(self._keks[self._kek_id], dek, subject, key_id))
+        record = built(KeyRecord, _RECORD_FIELDS, {
+            "subject": subject, "key_id": key_id, "kek_id": self._kek_id,
+            "wrapped": crypto.wrap(self._keks[self._kek_id], dek, subject, key_id), "created_at": now,
+            "expires_at": expires_at})
         aead = AESGCM(dek)
         self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=False)
         return key_id, aead, [record]
@@ -119,6 +131,14 @@ class Keyring:
         if value is None:
             self.forget(subject, key_id)
             return
+        known = self._keys.get(subject, {}).get(key_id)
+        if known is not None:  # a key this keyring holds, read back (its own, or a record written again)
+            if known.value is None:
+                known.value = encoded(known.record)
+            if value == known.value:  # byte for byte what was read or made here, so it unwraps as it did
+                known.confirmed = True
+                self._erased.discard((subject, key_id))
+                return
         try:
             record = KeyRecord.model_validate_json(value)
         except ValueError:
@@ -128,11 +148,10 @@ class Keyring:
         kek = self._keks.get(record.kek_id)
         if kek is None:
             raise PrivacyError("key record wrapped under an unknown key-encryption key")
-        known = self._keys.get(subject, {}).get(key_id)
         aead = known.aead if known is not None else AESGCM(crypto.unwrap(kek, record.wrapped, subject, key_id))
-        if known is not None:  # our own pending key read back: the record must still unwrap (it is the truth)
+        if known is not None:  # our own pending key read back otherwise than written: it must still unwrap (the truth)
             crypto.unwrap(kek, record.wrapped, subject, key_id)
-        self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=True)
+        self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=True, value=value)
         self._erased.discard((subject, key_id))
 
     def forget(self, subject: str, key_id: str) -> None:

@@ -9,6 +9,7 @@ whose key is unknown is opened again after it, and only then counted as erased.
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -18,7 +19,7 @@ from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
 from services.common import clients
 from services.common.settings import KafkaConnection
 from services.privacy.crypto import PrivacyError
-from services.privacy.keyring import Keyring
+from services.privacy.keyring import Keyring, encoded
 
 log = structlog.get_logger("privacy.keys")
 
@@ -26,6 +27,7 @@ KeyMessage = tuple[str, bytes, bytes]
 """(topic, record key, record value): what a caller sends for each new key record, in its transaction."""
 
 
+@cache  # on the hot path (`key_messages`, most dossier events): `scoped` copies a TopicSpec each call
 def key_topics(namespace: str) -> tuple[str, str]:
     return scoped(KEYS_APPLICANTS, namespace).name, scoped(KEYS_DEAD_LETTERS, namespace).name
 
@@ -33,8 +35,7 @@ def key_topics(namespace: str) -> tuple[str, str]:
 def key_messages(records: list[KeyRecord], namespace: str) -> list[KeyMessage]:
     """The messages that store `records`: applicant keys in the compacted topic, day keys in the expiring one."""
     applicants, dead_letters = key_topics(namespace)
-    return [(dead_letters if r.expires_at is not None else applicants, r.record_key,
-             r.model_dump_json(exclude_none=True).encode()) for r in records]
+    return [(dead_letters if r.expires_at is not None else applicants, r.record_key, encoded(r)) for r in records]
 
 
 class KeyStore:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.dossier import Applicant, DossierStatusChanged
-from schemas.personal import PERSONAL_FIELDS, SealedApplicant
+from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant
 from services.privacy import applicant as sealing
 from services.privacy import crypto, deadletters
 from services.privacy.crypto import Erased, PrivacyError, Tampered
@@ -264,3 +264,40 @@ def test_a_subject_with_a_day_key_and_an_expired_one_gets_a_fresh_key() -> None:
     lasting, _, _ = ring.key_for("a-subject")
     now[0] = NOW + timedelta(days=4000)
     assert ring.key_for("a-subject")[0] == lasting
+
+
+def test_a_key_record_is_what_pydantic_would_build() -> None:
+    """`key_for` builds its record without `model_construct` (hot path): equal, with the same fields set, and its
+    value on the topic is pydantic's JSON of it."""
+    ring = keyring()
+    for expiry in (None, NOW + timedelta(days=31)):
+        _, _, (record,) = ring.key_for("dlq:2026-12-01" if expiry else "a-subject", expiry)
+        reference = KeyRecord.model_construct(**{f: getattr(record, f) for f in KeyRecord.model_fields})
+        assert record == reference and record.model_fields_set == reference.model_fields_set
+        ((_, key, value),) = key_messages([record], "")
+        assert key == record.record_key and value == reference.model_dump_json(exclude_none=True).encode()
+        assert KeyRecord.model_validate_json(value) == record
+
+
+def test_a_key_read_back_as_written_is_confirmed_without_parsing_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key store reads back every key record intake wrote (each pending key once per transaction): one that is
+    byte for byte the record this keyring made confirms its key as it is; any other value of that record key is
+    parsed and checked as before (a changed wrapped key is refused, the key stays pending and usable)."""
+    ring = keyring()
+    key_id, _, (record,) = ring.key_for("a-subject")
+    ((_, key, value),) = key_messages([record], "")
+    forged = record.model_copy(update={"wrapped": crypto.seal(bytes(32), bytes(32), b"x")})
+    with pytest.raises(Tampered):
+        ring.apply(key, forged.model_dump_json(exclude_none=True).encode())
+    assert ring.key_for("a-subject") == (key_id, ring.key_for("a-subject")[1], [record])  # still pending
+
+    def unparsed(*_: object, **__: object) -> KeyRecord:
+        raise AssertionError("parsed again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(KeyRecord, "model_validate_json", unparsed)
+        ring.apply(key, value)
+        ring.apply(key, value)  # written again by a later transaction: read back as it is
+    assert ring.key_for("a-subject")[0] == key_id and ring.key_for("a-subject")[2] == []
+    ring.apply(key, record.model_dump_json().encode())  # another spelling of the same record: parsed, still good
+    assert ring.key_for("a-subject")[2] == [] and len(ring) == 1
