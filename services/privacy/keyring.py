@@ -48,7 +48,7 @@ class _Key:
     aead: AESGCM
     confirmed: bool
     value: bytes | None = None
-    """`encoded(record)` once worked out (`apply`): a key record read back as written needs no parsing again."""
+    """For a key made here: its record's bytes as read back and checked (`apply`); later copies are not parsed."""
 
 
 class Keyring:
@@ -132,13 +132,8 @@ class Keyring:
             self.forget(subject, key_id)
             return
         known = self._keys.get(subject, {}).get(key_id)
-        if known is not None:  # a key this keyring holds, read back (its own, or a record written again)
-            if known.value is None:
-                known.value = encoded(known.record)
-            if value == known.value:  # byte for byte what was read or made here, so it unwraps as it did
-                known.confirmed = True
-                self._erased.discard((subject, key_id))
-                return
+        if known is not None and known.value is not None and value == known.value:
+            return  # byte for byte a record read and checked here before (a pending key's record written again)
         try:
             record = KeyRecord.model_validate_json(value)
         except ValueError:
@@ -149,9 +144,12 @@ class Keyring:
         if kek is None:
             raise PrivacyError("key record wrapped under an unknown key-encryption key")
         aead = known.aead if known is not None else AESGCM(crypto.unwrap(kek, record.wrapped, subject, key_id))
-        if known is not None:  # our own pending key read back otherwise than written: it must still unwrap (the truth)
+        if known is not None:  # our own pending key read back: the record must still unwrap (it is the truth)
             crypto.unwrap(kek, record.wrapped, subject, key_id)
-        self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=True, value=value)
+        # a key made here is written with every transaction that uses it until this first read-back confirms it:
+        # its bytes are kept, so the copies still to come are recognised without parsing and unwrapping each
+        self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=True,
+                                                          value=value if known is not None else None)
         self._erased.discard((subject, key_id))
 
     def forget(self, subject: str, key_id: str) -> None:

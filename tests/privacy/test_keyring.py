@@ -279,25 +279,42 @@ def test_a_key_record_is_what_pydantic_would_build() -> None:
         assert KeyRecord.model_validate_json(value) == record
 
 
-def test_a_key_read_back_as_written_is_confirmed_without_parsing_it_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The key store reads back every key record intake wrote (each pending key once per transaction): one that is
-    byte for byte the record this keyring made confirms its key as it is; any other value of that record key is
-    parsed and checked as before (a changed wrapped key is refused, the key stays pending and usable)."""
+def test_a_key_read_back_as_written_is_confirmed_once_then_its_copies_are_not_parsed_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key store reads back every key record intake wrote (a pending key's record goes with every transaction
+    that uses it). The first copy is parsed, checked and unwrapped as any record; once it confirmed the key, later
+    copies byte for byte the same are recognised without parsing; any other value of that record key is parsed and
+    checked (a changed wrapped key is refused, and before the confirmation the key stays pending)."""
     ring = keyring()
     key_id, _, (record,) = ring.key_for("a-subject")
     ((_, key, value),) = key_messages([record], "")
     forged = record.model_copy(update={"wrapped": crypto.seal(bytes(32), bytes(32), b"x")})
     with pytest.raises(Tampered):
         ring.apply(key, forged.model_dump_json(exclude_none=True).encode())
-    assert ring.key_for("a-subject") == (key_id, ring.key_for("a-subject")[1], [record])  # still pending
+    assert ring.key_for("a-subject")[2] == [record]  # still pending
+    ring.apply(key, value)
+    assert ring.key_for("a-subject")[0] == key_id and ring.key_for("a-subject")[2] == []
 
     def unparsed(*_: object, **__: object) -> KeyRecord:
         raise AssertionError("parsed again")
 
     with monkeypatch.context() as patched:
         patched.setattr(KeyRecord, "model_validate_json", unparsed)
+        ring.apply(key, value)  # written again by a transaction before the confirmation: not parsed
+        with pytest.raises(AssertionError, match="parsed again"):
+            ring.apply(key, record.model_dump_json().encode())  # another spelling of the record: parsed
+    with pytest.raises(Tampered):
+        ring.apply(key, forged.model_dump_json(exclude_none=True).encode())
+    assert ring.key_for("a-subject") == (key_id, ring.key_for("a-subject")[1], []) and len(ring) == 1
+
+
+def test_a_key_record_made_here_that_no_reader_could_use_is_refused_at_its_read_back() -> None:
+    """The record a keyring makes is built, not validated: only its read-back checks it. One no reader can use
+    (here a key-encryption key id that parsing strips) is refused then, and the key stays pending (found by review:
+    confirming a key from its own bytes would have trusted it unchecked)."""
+    ring = Keyring({" kek-1": KEK}, " kek-1", PEPPER)
+    _, _, (record,) = ring.key_for("a-subject")
+    ((_, key, value),) = key_messages([record], "")
+    with pytest.raises(PrivacyError):
         ring.apply(key, value)
-        ring.apply(key, value)  # written again by a later transaction: read back as it is
-    assert ring.key_for("a-subject")[0] == key_id and ring.key_for("a-subject")[2] == []
-    ring.apply(key, record.model_dump_json().encode())  # another spelling of the same record: parsed, still good
-    assert ring.key_for("a-subject")[2] == [] and len(ring) == 1
+    assert ring.key_for("a-subject")[2] == [record]
