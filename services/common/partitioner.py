@@ -42,10 +42,13 @@ class Partitioner:
     """aiokafka's `DefaultPartitioner` (a producer's `partitioner=`) with the native hash: a keyed record goes
     to `murmur2(key) % len(all_partitions)`, an unkeyed one to a random available partition (any, if none is)."""
 
-    def __call__(self, key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
+    def __call__(self, key: bytes | bytearray | memoryview | None, all_partitions: Sequence[int],
+                 available: Sequence[int]) -> int:
         if key is None:
             return random.choice(available or all_partitions)  # spreading load, not security
-        return all_partitions[(murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF) % len(all_partitions)]
+        # bytes(): a serialised key may be a bytearray or memoryview, which the native hash refuses (a bytes key is
+        # passed as it is, not copied)
+        return all_partitions[(murmurhash2(bytes(key), KAFKA_SEED) & 0x7FFFFFFF) % len(all_partitions)]
 
 
 PARTITIONER: Final = Partitioner()
