@@ -28,13 +28,8 @@ def murmur2(key: bytes) -> int:
     return murmurhash2(key, KAFKA_SEED)
 
 
-def key_hash(key: bytes) -> int:
-    """murmur2 of the key, made positive as the Java client does."""
-    return murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF
-
-
 def partition_for(key: bytes, partitions: int) -> int:
-    """The partition of `key` in a topic of `partitions` partitions."""
+    """The partition of `key` in a topic of `partitions` partitions (murmur2 made positive, as the Java client does)."""
     return (murmurhash2(key, KAFKA_SEED) & 0x7FFFFFFF) % partitions
 
 
