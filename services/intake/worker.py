@@ -20,6 +20,7 @@ for a past generation while partitions are being given up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -27,10 +28,9 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
 
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, scoped
-from services.common import aiokafka_compat, clients, kip447
+from services.common import aiokafka_compat, clients, closing, kip447
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor, Worker
@@ -131,12 +131,8 @@ class IntakeWorker:
         if self.privacy is not None:
             clients_.append(("key store", self.privacy.stop))
         for name, stop in clients_:
-            closing = asyncio.ensure_future(stop())  # runs to its end even if this stop is cancelled meanwhile
-            try:
-                await asyncio.wait_for(asyncio.shield(closing), timeout=10)
-            except (TimeoutError, KafkaError, asyncio.CancelledError) as exc:  # the broker may be why we stop
-                log.warning("intake.client_stop_failed", client=name, error=type(exc).__name__)
-                closing.add_done_callback(_retrieved)
+            with contextlib.suppress(asyncio.CancelledError):  # the next client is closed all the same
+                await closing.close_within("intake", name, stop)
         log.info("intake.stopped")
 
     async def run(self) -> None:
@@ -281,11 +277,6 @@ class IntakeWorker:
                     self.task.positions.pop(tp, None)
                 self.seen.forget(self.topics.raw_partitions(partitions))
                 telemetry.TASKS.set(len({tp.partition for tp in self.task.positions}))
-
-
-def _retrieved(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class _Rebalance(RebalanceListener):

@@ -1,0 +1,69 @@
+"""A client's stop is given a deadline: a stop that hangs (a producer's batches during an outage) does not hold the
+process, runs on in the background, and its failure is logged by type, never left unretrieved."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from structlog.testing import capture_logs
+
+from services.common.closing import close_within
+
+pytestmark = pytest.mark.unit
+
+
+async def test_a_stop_that_finishes_in_time_is_true() -> None:
+    """A clean stop returns True and logs nothing."""
+    done: list[str] = []
+
+    async def stop() -> None:
+        await asyncio.sleep(0.01)
+        done.append("stopped")
+
+    with capture_logs() as logs:
+        assert await close_within("svc", "producer", stop, timeout_s=5) is True
+    assert done == ["stopped"] and logs == []
+
+
+async def test_a_hanging_stop_is_given_up_after_its_deadline_and_runs_on() -> None:
+    """A stop that never ends (the broker gone) returns False after the deadline; it keeps running, so a late finish
+    still closes the client."""
+    release = asyncio.Event()
+    finished = asyncio.Event()
+
+    async def stop() -> None:
+        await release.wait()
+        finished.set()
+
+    with capture_logs() as logs:
+        assert await close_within("svc", "producer", stop, timeout_s=0.05) is False
+    assert [(e["event"], e["client"], e["error"]) for e in logs] == [("client.stop_failed", "producer", "TimeoutError")]
+    release.set()
+    await asyncio.wait_for(finished.wait(), timeout=5)
+
+
+async def test_a_failing_stop_is_logged_by_type_and_a_cancelled_caller_still_cancels() -> None:
+    """A KafkaError from the stop is False and logged by type; a caller cancelled while waiting is cancelled (the
+    stop itself goes on)."""
+    async def failing() -> None:
+        raise KafkaConnectionError("broker 127.0.0.1:1 gone")
+
+    with capture_logs() as logs:
+        assert await close_within("svc", "consumer", failing, timeout_s=5) is False
+    assert [(e["event"], e["error"]) for e in logs] == [("client.stop_failed", "KafkaConnectionError")]
+    assert "127.0.0.1" not in str(logs)
+
+    stopped = asyncio.Event()
+
+    async def slow() -> None:
+        await asyncio.sleep(0.1)
+        stopped.set()
+
+    caller = asyncio.create_task(close_within("svc", "producer", slow, timeout_s=5))
+    await asyncio.sleep(0.01)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.wait_for(stopped.wait(), timeout=5)
