@@ -2,13 +2,18 @@
 
 Needs no key-encryption key: the subject id comes from the CCCD and the pepper, the
 keys to destroy are the live record keys `<subject>/*` of the key topic. The topic is
-read twice around the tombstones: a key an intake worker created for the subject while
-the first read ran is destroyed by a second transaction (counted in the same audit).
+read again after the tombstones, until a read finds nothing of the subject live: a key
+an intake worker created for the subject while the first read ran, and a key whose record
+a worker wrote again (a key is written with every transaction that uses it until the
+worker reads it back) after the tombstone, are destroyed by the next pass. On a compacted
+topic the last record of a key is what every future reader sees, so the erasure ends only
+when that is a tombstone for each key (every keyring also holds a tombstone as final).
 The audit record holds the pseudonymous subject id, never the CCCD.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -23,6 +28,15 @@ from services.common.admin import ensure_topics
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
+from services.privacy.crypto import PrivacyError
+
+MAX_PASSES = 5
+PASS_INTERVAL_S = 1.0
+"""Between a pass's tombstones and the next read: the key stores follow the topic within a fraction of this."""
+
+
+class ErasureUnsettled(PrivacyError):
+    """Keys of the subject were still being written after every pass: the erasure is not complete (no audit)."""
 
 
 async def live_keys(conn: KafkaConnection, namespace: str, subject: str) -> set[str]:
@@ -66,17 +80,24 @@ async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, 
         client_id="commune-bus-erase")
     await producer.start()
     try:
-        first = await live_keys(conn, namespace, subject)
-        async with transactions.transaction(producer):
-            await transactions.all_sent([await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
-                                         for key_id in sorted(first)])
-        late = await live_keys(conn, namespace, subject) - first  # created while the first read ran
-        audit = audit.model_copy(update={"keys_destroyed": len(first | late)})
-        async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
-            sent = [await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
-                    for key_id in sorted(late)]
-            sent.append(await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode()))
-            await transactions.all_sent(sent)
+        destroyed: set[str] = set()
+        live = await live_keys(conn, namespace, subject)
+        for _ in range(MAX_PASSES):
+            if not live:
+                break
+            destroyed |= live
+            async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
+                await transactions.all_sent([await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
+                                             for key_id in sorted(live)])
+            await asyncio.sleep(PASS_INTERVAL_S)  # the workers read the tombstones meanwhile, and stop writing
+            live = await live_keys(conn, namespace, subject)
+        audit = audit.model_copy(update={"keys_destroyed": len(destroyed)})
+        async with transactions.transaction(producer):  # the keys destroyed are accounted for, settled or not
+            await transactions.all_sent([await producer.send(audit_topic, audit.model_dump_json().encode(),
+                                                             key=subject.encode())])
+        if live:
+            raise ErasureUnsettled(f"keys of the subject were written again after {MAX_PASSES} passes of tombstones; "
+                                   "run the erasure again (it is safe)")
     finally:
         await producer.stop()
     return audit

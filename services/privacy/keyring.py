@@ -120,7 +120,7 @@ class Keyring:
     # --- the key topic --------------------------------------------------------------------------
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
-        """One key-topic record: a key record confirms (or adds) its key; a tombstone erases it at once.
+        """One key-topic record: a key record confirms (or adds) its key; a tombstone erases it at once, for good.
 
         A record this keyring cannot read (bad JSON, unknown KEK, failed unwrap) raises `PrivacyError`:
         the caller counts and skips it; it never hides a key that was readable before.
@@ -131,6 +131,8 @@ class Keyring:
         if value is None:
             self.forget(subject, key_id)
             return
+        if (subject, key_id) in self._erased:  # a tombstone is final: key ids are random, never made twice
+            return  # (a worker that made the key wrote its record again before it read the erasure's tombstone)
         known = self._keys.get(subject, {}).get(key_id)
         if known is not None and known.value is not None and value == known.value:
             return  # byte for byte a record read and checked here before (a pending key's record written again)
@@ -150,7 +152,6 @@ class Keyring:
         # its bytes are kept, so the copies still to come are recognised without parsing and unwrapping each
         self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=True,
                                                           value=value if known is not None else None)
-        self._erased.discard((subject, key_id))
 
     def forget(self, subject: str, key_id: str) -> None:
         keys = self._keys.get(subject, {})

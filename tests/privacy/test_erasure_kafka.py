@@ -170,3 +170,59 @@ async def test_an_applicant_known_by_several_identifiers_is_erased_by_all_of_the
                 open_applicant(store.keyring, event.id, event.data.applicant)
     finally:
         await store.stop()
+
+
+async def test_a_key_written_again_while_it_is_erased_ends_erased(kafka_bootstrap: str, unique: str) -> None:
+    """A worker writes a new key's record with every transaction until its key store reads the key back; copies it
+    writes after the erasure's tombstone (before it has read it) must not leave the key live: the erasure ends only
+    when each key's last record is a tombstone, so the compacted topic forgets it for every future reader (before,
+    the second pass skipped the keys of the first and the late copy stood as the key's last record)."""
+    from schemas.dossier import Applicant
+    from services.common import clients
+    from services.privacy.applicant import encrypt_applicant
+
+    ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
+    await ensure_topics(conn, [scoped(KEYS_APPLICANTS, ns), scoped(KEYS_DEAD_LETTERS, ns), scoped(PRIVACY_AUDIT, ns)])
+    maker = keyring()
+    sealed, [record] = encrypt_applicant(maker, "evt-1", Applicant(name=LAN[0], id_number=LAN[1], phone=LAN[2]))
+    value, topic = record.model_dump_json().encode(), scoped(KEYS_APPLICANTS, ns).name
+    store = KeyStore(conn, ns, maker, client_id="tests-maker")
+    producer = clients.producer(conn, client_id="tests-maker")
+    await producer.start()
+    await store.start()
+    following = asyncio.create_task(store.run())
+
+    def erased() -> bool:
+        try:
+            maker.dek(sealed.subject, sealed.key_id)
+        except Erased:
+            return True
+        return False
+
+    async def worker() -> int:
+        """Writes the key's record again until its store has read the tombstone, then once more (a transaction that
+        was in flight): as an intake worker holding the key pending does."""
+        copies = 0
+        while not erased():
+            await producer.send_and_wait(topic, value, key=record.record_key)
+            copies += 1
+            await asyncio.sleep(0.05)
+        await producer.send_and_wait(topic, value, key=record.record_key)
+        return copies + 1
+
+    try:
+        writing = asyncio.create_task(worker())
+        audit = await erase_cccd(conn, ns, PEPPER, LAN[1], requested_by="operator:tester")
+        copies = await asyncio.wait_for(writing, timeout=30)
+        assert copies >= 2 and audit.keys_destroyed == 1
+        assert await live_keys(conn, ns, sealed.subject) == set(), "the key's last record is a live copy"
+        fresh = KeyStore(conn, ns, keyring(), client_id="tests-fresh")
+        await fresh.start()
+        await fresh.stop()
+        with pytest.raises(Erased):
+            open_applicant(fresh.keyring, "evt-1", sealed)
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await store.stop()
+        await producer.stop()
