@@ -29,8 +29,15 @@ PERSONAL_FIELDS = ("name", "id_number", "phone", "email", "zalo_user_id", "addre
 """The applicant fields that are personal data (sealed outside the raw topics); `preferred_locale` stays clear."""
 
 
+MAX_SEALED_CHARACTERS = 500
+"""The longest clear personal field (`Applicant.address`), in characters."""
+MAX_TOKEN_LENGTH = -(-(4 * MAX_SEALED_CHARACTERS + 12 + 16) * 4 // 3)
+"""A token of the longest clear field in the widest UTF-8 (4 bytes a character), nonce and tag added, in base64url:
+2,704 (it was 2,048: an address of 378 emoji sealed past it, and no reader could decode the event, 2026-12-02)."""
+
+
 def _token() -> Any:
-    return Field(default=None, pattern=TOKEN_PATTERN, max_length=2048, repr=False)
+    return Field(default=None, pattern=TOKEN_PATTERN, max_length=MAX_TOKEN_LENGTH, repr=False)
 
 
 class SealedApplicant(Model):
@@ -59,7 +66,7 @@ class SealedValue(Model):
     subject: str = Field(pattern=SUBJECT_PATTERN)
     key_id: str = Field(pattern=KEY_ID_PATTERN)
     aad: str = Field(max_length=300)
-    token: str = Field(pattern=TOKEN_PATTERN, max_length=2048, repr=False)
+    token: str = Field(pattern=TOKEN_PATTERN, max_length=MAX_TOKEN_LENGTH, repr=False)
 
 
 class KeyRecord(Model):

@@ -129,9 +129,21 @@ def normalise_cccd(number: str) -> str:
     return _SEPARATORS.sub("", number)
 
 
+_COUNTRY_CODES = ("+84", "0084")
+
+
 def normalise_phone(phone: str) -> str:
+    """A Vietnamese number in its domestic form, however written: `+84 912 345 678`, `+84 (0)912 345 678`,
+    `0084912345678` and `84912345678` are all `0912345678` (an erasure by one form must reach every copy); any other
+    text keeps its digits (and a leading +). No domestic number starts with 8, so 11 or 12 digits starting with 84
+    (a mobile's 9 or a landline's 10 after the country code) are the country code written without its +."""
     digits = re.sub(r"[^\d+]", "", phone)
-    return "0" + digits[3:] if digits.startswith("+84") else digits
+    for prefix in _COUNTRY_CODES:
+        if digits.startswith(prefix):
+            return "0" + digits[len(prefix):].lstrip("0")
+    if digits.startswith("84") and len(digits) in (11, 12):
+        return "0" + digits[2:].lstrip("0")
+    return digits
 
 
 Pepper = bytes | hmac.HMAC

@@ -56,7 +56,9 @@ def identify(keyring: Keyring, value: bytes) -> str | None:
         for kind, names in _FIELDS:
             for name in names:
                 found = group.get(name)
-                if isinstance(found, str) and found.strip() and len(found) <= 254:
+                # an identifier of one person only, as intake's sealing takes it (`applicant.subject_of`): a placeholder
+                # ("-", "N/A") would seal strangers' dead letters under one key no erasure of theirs reaches
+                if isinstance(found, str) and len(found) <= 254 and crypto.identifies(kind, found):
                     return keyring.subject(kind, found)
     return None
 

@@ -318,3 +318,69 @@ def test_a_key_record_made_here_that_no_reader_could_use_is_refused_at_its_read_
     with pytest.raises(PrivacyError):
         ring.apply(key, value)
     assert ring.key_for("a-subject")[2] == [record]
+
+
+def test_a_key_written_again_after_its_tombstone_stays_erased() -> None:
+    """A worker that made a key writes its record with every transaction until it reads the key back; a copy written
+    after the erasure's tombstone (the audit's race) does not bring the key back in any keyring that saw the
+    tombstone: values under it stay erased (before, the late copy revived the key)."""
+    maker, reader = keyring(), keyring()
+    sealed, [record] = sealing.encrypt_applicant(maker, "evt-1", LAN)
+    value = record.model_dump_json().encode()
+    for ring in (maker, reader):
+        ring.apply(record.record_key, value)
+        ring.apply(record.record_key, None)  # the erasure
+        ring.apply(record.record_key, value)  # written again before the maker read the tombstone
+        with pytest.raises(Erased):
+            sealing.open_field(ring, "evt-1", sealed, "name")
+    again, [fresh] = sealing.encrypt_applicant(maker, "evt-2", LAN)  # the applicant's next dossier: a new key
+    assert fresh.key_id != record.key_id and again.key_id == fresh.key_id
+
+
+@pytest.mark.parametrize("written", ["0912345678", "+84 912 345 678", "+84 (0)912 345 678", "0084912345678",
+                                     "84912345678", "+84 0912345678", "091 234 5678", "091.234.5678"])
+def test_every_spelling_of_a_phone_names_one_subject(written: str) -> None:
+    """An applicant sealed under a phone written with or without the country code (with +, 00 or neither) is the
+    subject an erasure by `0912345678` destroys (the audit found 84..., 0084... and +84 0... under others)."""
+    assert crypto.identifier_subject(PEPPER, "phone", written) == crypto.identifier_subject(PEPPER, "phone",
+                                                                                         "0912345678")
+
+
+def test_a_landline_with_its_country_code_is_the_domestic_number_and_short_numbers_stay() -> None:
+    """`+84 24 3825 3536` and `842438253536` are `02438253536`; numbers that are no Vietnamese number in another form
+    (a short code, too few digits after 84) keep their digits."""
+    assert {crypto.normalise_phone(p) for p in ("+84 24 3825 3536", "842438253536", "024 3825 3536")} == \
+        {"02438253536"}
+    assert [crypto.normalise_phone(p) for p in ("113", "8491234", "+1 415 555 0100")] == ["113", "8491234",
+                                                                                         "+14155550100"]
+
+
+@pytest.mark.parametrize("placeholder", ["-", "N/A", "không có", "0"])
+def test_a_dead_letter_with_a_placeholder_cccd_is_sealed_under_the_applicants_phone(placeholder: str) -> None:
+    """A rejected portal record whose CCCD is a placeholder is sealed under the phone, as its accepted events are,
+    so an erasure by the phone reaches it (before: under the placeholder's subject, which no erasure may name)."""
+    ring = keyring()
+    raw = orjson.dumps({"MaHoSo": "X", "SoGiayToChuHoSo": placeholder, "SoDienThoaiChuHoSo": "0912 345 678",
+                        "ChuHoSo": "Nguyễn Thị Lan"})
+    sealed, headers, records = deadletters.seal_dead_letter(
+        ring, raw, source_topic="commune.raw.dossier", partition=0, offset=1, rejected_on=date(2026, 12, 1),
+        retention_days=30)
+    assert dict(headers)["dlq.sealed.subject"].decode() == crypto.identifier_subject(PEPPER, "phone", "0912345678")
+    assert sealed is not None and records[0].expires_at is None
+
+
+def test_the_longest_field_in_the_widest_characters_seals_into_a_token_every_reader_takes() -> None:
+    """Each personal field at its length limit in 4-byte characters seals into a token the canonical schema accepts,
+    and the event decodes on the wire (the audit's address of 378 emoji sealed past the old 2,048 limit: intake
+    published it and notify could not decode it)."""
+    from schemas import wire
+
+    widest = {f: "😀" * (Applicant.model_fields[f].metadata[0].max_length) for f in PERSONAL_FIELDS
+              if f not in ("phone", "email", "zalo_user_id")}  # identifiers: their own patterns
+    event = DossierStatusChanged.model_validate(canonical_dossier())
+    event = event.model_copy(update={"data": event.data.model_copy(update={"applicant": Applicant(**widest)})})
+    sealed, _ = sealing.seal_event(keyring(), event)
+    record = wire.encode(sealed)
+    decoded = wire.decode(record.headers, record.value)
+    assert isinstance(decoded, DossierStatusChanged) and isinstance(decoded.data.applicant, SealedApplicant)
+    assert len(decoded.data.applicant.address or "") > 2048
