@@ -9,7 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from schemas.codes import AnnouncementCategory, Locale, Priority
 from schemas.envelope import Event, Model
-from schemas.limits import MAX_ITEMS, SAFETY_LIMIT, ItemId, ItemText, identifier, items
+from schemas.limits import MAX_COUNT, MAX_ITEMS, SAFETY_LIMIT, ItemId, ItemText, identifier, items
 from schemas.times import UtcDateTime
 
 ANNOUNCEMENT_SCHEDULED: Final = "vn.communebus.announcement.scheduled.v1"
@@ -64,7 +64,8 @@ class BroadcastStarted(Broadcast):
 class BroadcastCompleted(Broadcast):
     started_at: UtcDateTime
     completed_at: UtcDateTime
-    speakers_confirmed: int | None = Field(default=None, ge=0, description="IP loudspeakers that confirmed playback")
+    speakers_confirmed: int | None = Field(default=None, ge=0, le=MAX_COUNT, json_schema_extra={SAFETY_LIMIT: True},
+                                           description="IP loudspeakers that confirmed playback")
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> BroadcastCompleted:

@@ -20,6 +20,7 @@ only when it is no tighter than the floors below (see `schemas.compat`, "Safety 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -34,6 +35,10 @@ MAX_DEPTH: Final = 32
 MAX_ITEM_LENGTH: Final = 500
 MAX_AMOUNT_VND: Final = 10**15
 """A fee: a thousand trillion đồng is beyond any fee, and keeps sums of fees printable."""
+MAX_COUNT: Final = MAX_AMOUNT_VND
+"""A count added to a published schema without one (a safety limit no lower than the floor of `maximum`): beyond
+any real count, and within the 64-bit integers every JSON reader here takes (orjson reads a larger one as a float,
+past 1e308 not at all: a 400-digit count was accepted by intake and refused by notify, 2026-12-02)."""
 CONTROL: Final = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 """C0 and C1 controls, line and paragraph separators, bidirectional embeddings, overrides and isolates."""
 NO_CONTROL_CHARACTERS: Final = f"^[^{CONTROL}]*$"
@@ -80,6 +85,19 @@ def may_exceed(raw: bytes) -> bool:
     return raw.count(b",") >= MAX_ITEMS or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
 
 
+_NAMED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_NUMBER_RUN = re.compile(r"[0-9]{5}")
+"""Five digits in a row: a key that may hold a phone or CCCD number (`x0912345678`) is not repeated either."""
+UNNAMED_KEY: Final = "<member>"
+"""How an error names a member it does not repeat: one that is not a plain identifier (an unknown member's name is
+the sender's text, which may be a name, a CCCD number, a CR/LF or a megabyte long)."""
+
+
+def shown_key(key: str) -> str:
+    """A member's name as an error location may repeat it: a plain identifier, or `UNNAMED_KEY`."""
+    return key if _NAMED_KEY.fullmatch(key) and not _NUMBER_RUN.search(key) else UNNAMED_KEY
+
+
 def check_shape(value: Any) -> None:
     """Raise `ShapeError` for the first container past the depth or array limit; O(size), no recursion."""
     stack: list[tuple[Any, int, str]] = [(value, 1, "")]
@@ -90,7 +108,7 @@ def check_shape(value: Any) -> None:
         if isinstance(node, dict):
             for key, child in node.items():
                 if isinstance(child, dict | list):
-                    stack.append((child, depth + 1, _child_path(path, depth, f".{key[:64]}")))
+                    stack.append((child, depth + 1, _child_path(path, depth, f".{shown_key(key)}")))
         else:
             if len(node) > MAX_ITEMS:
                 raise ShapeError(False, path or "(record)")

@@ -8,7 +8,6 @@ raises: a bug met while validating one record rejects that record as `internal_e
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Union
@@ -68,12 +67,7 @@ NameField = Callable[[tuple[str | int, ...]], str]
 MAX_PROBLEMS = 20
 """Problems listed per record; past it one entry counts the rest. A record of a thousand bad list items (each list
 at its item limit) gave thousands of problems: a 4xx answer 77 times the size of its request, built on the loop."""
-_NAMED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
-_NUMBER_RUN = re.compile(r"[0-9]{5}")
-"""Five digits in a row: a key that may hold a phone or CCCD number (`x0912345678`) is not repeated either."""
-UNNAMED_KEY = "<member>"
-"""How an error location names a key it does not repeat: one that is not a plain identifier (an unknown member's
-name is the sender's text, which may be a name, a CCCD number or a megabyte long)."""
+
 
 
 def _field_path(loc: tuple[str | int, ...]) -> str:
@@ -84,9 +78,8 @@ def _field_path(loc: tuple[str | int, ...]) -> str:
 
 
 def _named(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """The location with every key that is not a plain identifier replaced by `UNNAMED_KEY`."""
-    return tuple(p if isinstance(p, int) or (_NAMED_KEY.fullmatch(p) and not _NUMBER_RUN.search(p)) else UNNAMED_KEY
-                 for p in loc)
+    """The location with every key that is not a plain identifier replaced by `limits.UNNAMED_KEY`."""
+    return tuple(p if isinstance(p, int) else limits.shown_key(p) for p in loc)
 
 
 def _from_validation(error: ValidationError, name_field: NameField = _field_path) -> Rejected:
@@ -237,8 +230,8 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
         )
     commune = raw_commune.decode("utf-8", "replace").strip().zfill(5)
     if commune not in commune_provinces():
-        return reject(Reason.UNKNOWN_COMMUNE, portal.COMMUNE_HEADER,
-                      f"{portal.COMMUNE_HEADER}: commune code {commune} is not in the official list")
+        return reject(Reason.UNKNOWN_COMMUNE, portal.COMMUNE_HEADER,  # the header's text is not repeated: any bytes
+                      f"{portal.COMMUNE_HEADER}: not a commune code of the official list")
     try:
         data = DossierData.model_validate(portal.to_canonical_data(obj))
     except ValidationError as exc:

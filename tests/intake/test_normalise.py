@@ -158,6 +158,38 @@ def test_an_unknown_members_name_is_not_repeated_unless_it_is_a_plain_identifier
     assert "Nguyễn" not in text and "012345678901" not in text and "xxxx" not in text and "0912345678" not in text
 
 
+@pytest.mark.parametrize("portal", [False, True])
+@pytest.mark.parametrize("too_deep", [False, True])
+@pytest.mark.parametrize("name", ["Nguyễn Văn An 0912345678\r\nX-Evil: 1", "plain_name"])
+def test_a_member_past_the_shape_limits_is_not_named_by_its_text(portal: bool, too_deep: bool, name: str) -> None:
+    """A member holding too long an array, or nesting too deep, whose name is a person's name and phone with a CR/LF:
+    the rejection names it `<member>` (the audit found the name, CR/LF included, in the field, the message, the
+    gateway's 422 and the intake log); a plain name is still given."""
+    nested: object = 0
+    for _ in range(40):
+        nested = [nested]
+    bad = portal_dossier() if portal else canonical_dossier()
+    if portal:
+        bad = {**bad, name: nested if too_deep else [0] * 1001}
+    else:
+        bad["data"] = {**bad["data"], name: nested if too_deep else [0] * 1001}
+    out = rejected(Family.DOSSIER, dumps(bad), HDR)
+    assert out.rejection.reason is (Reason.TOO_DEEP if too_deep else Reason.TOO_LARGE)
+    text = " ".join(f"{p.field} {p.message}" for p in out.problems)
+    if name == "plain_name":
+        assert "plain_name" in text
+    else:
+        assert "<member>" in text and "Nguy" not in text and "0912345678" not in text and "\r" not in text
+
+
+def test_an_unknown_commune_header_is_not_repeated() -> None:
+    """A portal record's `commune-code` header that names no commune is refused without its text (any bytes, any
+    length: a name and a phone here)."""
+    out = rejected(Family.DOSSIER, dumps(portal_dossier()), [("commune-code", "Nguyễn 0912345678\r\nX: y".encode())])
+    assert out.rejection.reason is Reason.UNKNOWN_COMMUNE
+    assert "Nguy" not in out.rejection.message and "0912345678" not in out.rejection.message
+
+
 def test_a_record_lists_its_first_problems_and_counts_the_rest() -> None:
     """A hundred unknown members: `MAX_PROBLEMS` listed, then one entry counting the rest."""
     bad = canonical_dossier()
