@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -29,6 +31,28 @@ def portal_dossier(code: str = "TL-251101-0001", status: int = 4, **extra: Any) 
         d["NgayTra"] = "20251104150000"
     d.update(extra)
     return d
+
+
+SAMPLE_DAY = datetime(2025, 11, 1, tzinfo=UTC)
+"""The day the samples' dossiers were submitted."""
+_COMPACT = re.compile(r"^\d{14}$")
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
+
+
+def recent(sample: Any, now: datetime | None = None) -> Any:
+    """`sample` with every time in it moved by whole days so that it was submitted yesterday: a citizen's status
+    message goes stale `rules.STATUS_MESSAGE_WINDOW` after its event, and the samples date from 2025."""
+    days = timedelta(days=((now or datetime.now(UTC)) - SAMPLE_DAY).days - 1)
+    if isinstance(sample, dict):
+        return {k: recent(v, now) for k, v in sample.items()}
+    if isinstance(sample, list):
+        return [recent(v, now) for v in sample]
+    if isinstance(sample, str) and _COMPACT.match(sample):
+        return (datetime.strptime(sample, "%Y%m%d%H%M%S") + days).strftime("%Y%m%d%H%M%S")
+    if isinstance(sample, str) and _ISO.match(sample):
+        moved = datetime.fromisoformat(sample) + days
+        return moved.isoformat()
+    return sample
 
 
 def canonical_dossier(event_id: str = "evt-1", status: int = 2, **data: Any) -> dict[str, Any]:

@@ -126,6 +126,17 @@ def visit_held(e: Event) -> datetime | None:
     return at
 
 
+STATUS_MESSAGE_WINDOW = timedelta(days=30)
+"""A dossier's status message to its applicant, and a visit's summary to the centre, are stale this long after the
+event: a province re-syncing last year's dossiers must not text every applicant of them. Long, not a day: a portal
+payload's time is its latest date or progress step, which may be days before the status it reports."""
+
+
+def window_passed(e: Event) -> datetime | None:
+    """A status message (or a visit's summary) expires `STATUS_MESSAGE_WINDOW` after its event."""
+    return e.time + STATUS_MESSAGE_WINDOW
+
+
 def the_day_before(e: Event) -> datetime | None:
     """Village contacts hear of a visit at 08:00 the day before (or at once if that is past)."""
     local: datetime = e.data.scheduled_for.astimezone(VIETNAM) - timedelta(days=1)
@@ -168,27 +179,30 @@ class Rule:
         return self.priority if isinstance(self.priority, Priority) else self.priority(e)
 
 
+def to_applicant(name: str, status: DossierStatus, kind: K) -> Rule:
+    """A dossier's status message to its applicant: stale `STATUS_MESSAGE_WINDOW` after the event."""
+    return Rule(name, status_is(status), kind, applicant, dossier_params, expires=window_passed)
+
+
 NO_NOTIFICATION: tuple[Rule, ...] = ()
 """The explicit entry of an event type that tells nobody (webhook subscribers still receive it)."""
 
 S = DossierStatus
 RULES: dict[str, tuple[Rule, ...]] = {
     DOSSIER_STATUS_CHANGED: (
-        Rule("dossier.accepted", status_is(S.ACCEPTED), K.DOSSIER_ACCEPTED, applicant, dossier_params),
-        Rule("dossier.documents-requested", status_is(S.ADDITIONAL_DOCUMENTS_REQUESTED), K.DOCUMENTS_REQUESTED,
-             applicant, dossier_params),
-        Rule("dossier.payment-requested", status_is(S.PAYMENT_REQUESTED), K.PAYMENT_REQUESTED, applicant,
-             dossier_params),
-        Rule("dossier.rejected", status_is(S.REJECTED), K.DOSSIER_REJECTED, applicant, dossier_params),
-        Rule("dossier.result-ready", status_is(S.PROCESSED), K.RESULT_READY, applicant, dossier_params),
-        Rule("dossier.result-returned", status_is(S.RETURNED), K.RESULT_RETURNED, applicant, dossier_params),
+        to_applicant("dossier.accepted", S.ACCEPTED, K.DOSSIER_ACCEPTED),
+        to_applicant("dossier.documents-requested", S.ADDITIONAL_DOCUMENTS_REQUESTED, K.DOCUMENTS_REQUESTED),
+        to_applicant("dossier.payment-requested", S.PAYMENT_REQUESTED, K.PAYMENT_REQUESTED),
+        to_applicant("dossier.rejected", S.REJECTED, K.DOSSIER_REJECTED),
+        to_applicant("dossier.result-ready", S.PROCESSED, K.RESULT_READY),
+        to_applicant("dossier.result-returned", S.RETURNED, K.RESULT_RETURNED),
     ),
     VISIT_SCHEDULED: (
         Rule("visit.day-before", always, K.VISIT_TOMORROW, village_contacts, visit_params, not_before=the_day_before,
              expires=visit_held),
     ),
     VISIT_STARTED: NO_NOTIFICATION,
-    VISIT_COMPLETED: (Rule("visit.summary", always, K.VISIT_SUMMARY, centre, visit_params),),
+    VISIT_COMPLETED: (Rule("visit.summary", always, K.VISIT_SUMMARY, centre, visit_params, expires=window_passed),),
     TRAINING_HELD: NO_NOTIFICATION,
     SUPPORT_ANSWERED: NO_NOTIFICATION,
     ANNOUNCEMENT_SCHEDULED: (

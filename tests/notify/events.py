@@ -29,7 +29,9 @@ def dossier(event_id: str = "evt-1", status: int = 2, locale: str = "vi", code: 
         body["returned_at"] = body["due_at"]
     body.update(data)
     return DossierStatusChanged.model_validate({
-        "id": event_id, "source": "/communes/02269/one-stop", "time": received, "subject": code, "commune": COMMUNE,
+        # sent now (its dates are last year's): a status message goes stale `rules.STATUS_MESSAGE_WINDOW` after it
+        "id": event_id, "source": "/communes/02269/one-stop", "time": datetime.now(UTC), "subject": code,
+        "commune": COMMUNE,
         "province": PROVINCE, "data": body})
 
 
@@ -52,8 +54,9 @@ def visit_scheduled(event_id: str = "visit-s-1", when: datetime | None = None) -
 
 def visit_completed(event_id: str = "visit-c-1") -> VisitCompletedEvent:
     t = datetime(2025, 11, 2, 9, 0, tzinfo=UTC)
-    return VisitCompletedEvent.model_validate({
-        "id": event_id, "source": "/communes/02269/mobile", "time": t, "subject": "V-7", "commune": COMMUNE,
+    return VisitCompletedEvent.model_validate({  # reported now: its summary is not stale
+        "id": event_id, "source": "/communes/02269/mobile", "time": datetime.now(UTC), "subject": "V-7",
+        "commune": COMMUNE,
         "province": PROVINCE,
         "data": {"visit_id": "V-7", "team_id": "T-3", "village": "Thôn Nà Tàng", "started_at": t - timedelta(hours=6),
                  "completed_at": t, "households_visited": 41, "people_assisted": 63}})

@@ -14,7 +14,7 @@ from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port, produce, start_service, stop_service
 from tests.notify.conftest import StartNotify, caught_up, group_caught_up
-from tests.samples import COMMUNE, dumps, portal_dossier
+from tests.samples import COMMUNE, dumps, portal_dossier, recent
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
@@ -30,8 +30,8 @@ async def test_raw_dossier_reaches_the_citizen_once_in_vietnamese_and_in_khmer(
                                                "INTAKE_HTTP_PORT": str(free_port())}, tmp_path / "intake.log")
     try:
         start_notify(NOTIFY_SUBSCRIBERS_FILE="")
-        vi = portal_dossier("TL-251101-0101", status=2, SoDienThoaiChuHoSo="0912000001")
-        km = portal_dossier("TL-251101-0102", status=2, SoDienThoaiChuHoSo="0912000002", NgonNguUuTien="km")
+        vi = recent(portal_dossier("TL-251101-0101", status=2, SoDienThoaiChuHoSo="0912000001"))
+        km = recent(portal_dossier("TL-251101-0102", status=2, SoDienThoaiChuHoSo="0912000002", NgonNguUuTien="km"))
         raw = scoped(RAW[Family.DOSSIER], namespace).name
         header = [("commune-code", COMMUNE.encode())]
         await produce(kafka_bootstrap, raw, [(COMMUNE.encode(), dumps(d), header) for d in (vi, km)])

@@ -12,7 +12,7 @@ from schemas.notification import NotificationRequest
 from services.notify import metrics, rules
 from services.notify.policy import QuietHours
 from services.notify.subscribers import Registry
-from tests.notify.events import directory, visit_scheduled
+from tests.notify.events import directory, dossier, visit_completed, visit_scheduled
 from tests.notify.fakes import Calls, FakeChannel, FixedClock
 from tests.notify.test_dispatcher import LEDGER, running, settle
 
@@ -45,6 +45,22 @@ def test_a_warning_expires_when_its_broadcast_ends_and_a_visit_when_it_is_held()
     assert [r.expires_at for r in ended + open_ended if r.rule == "webhook:pdc"] == [None, None]
     [visit] = rules.for_event(visit_scheduled(when=start), directory(), Registry())
     assert visit.expires_at == start
+
+
+def test_a_status_message_and_a_visit_summary_expire_a_window_after_their_event() -> None:
+    """A dossier's messages to its applicant, and a visit's summary to the centre, expire `STATUS_MESSAGE_WINDOW`
+    (30 days) after the event: a province re-syncing last year's dossiers does not text every applicant of them
+    (before, they had no expiry); webhook deliveries still never expire."""
+    assert timedelta(days=30) == rules.STATUS_MESSAGE_WINDOW
+    for status in (2, 3, 5, 6, 9, 10):  # accepted, rejected, documents and payment requested, processed, returned
+        event = dossier(f"old-{status}", status=status)
+        old = event.model_copy(update={"time": datetime(2025, 11, 3, 1, 5, tzinfo=UTC)})
+        requests = rules.for_event(old, directory(), HOOKS)
+        assert {r.expires_at for r in people(requests)} == {old.time + rules.STATUS_MESSAGE_WINDOW}, status
+        assert [r.expires_at for r in requests if r.rule == "webhook:pdc"] == [None]
+    summary = visit_completed()
+    [request] = rules.for_event(summary, directory(), Registry())
+    assert request.expires_at == summary.time + rules.STATUS_MESSAGE_WINDOW
 
 
 async def test_a_stale_warning_and_a_past_visit_are_not_sent_but_counted_and_logged() -> None:

@@ -25,7 +25,7 @@ from tests.integrator.conftest import HMAC_KEY, REGISTRY, SECRETS, start_gateway
 from tests.kafkatools import free_port, produce, start_service, stop_service
 from tests.notify.conftest import StartNotify
 from tests.notify.test_trace_context import HeaderProviders
-from tests.samples import canonical_dossier, dumps
+from tests.samples import canonical_dossier, dumps, recent
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
@@ -72,7 +72,7 @@ async def test_a_dossier_sent_through_the_gateway_is_traced_to_its_sms(
         gateway, url = start_gateway(tmp_path, kafka_bootstrap, namespace,
                                      GATEWAY_OPERATORS_FILE=str(tmp_path / "operators.yaml"))
         code = f"LS-TRACE-{namespace[-6:]}"
-        event = {**canonical_dossier(f"gw-trace-{namespace}", dossier_code=code), "subject": code,
+        event = {**recent(canonical_dossier(f"gw-trace-{namespace}", dossier_code=code)), "subject": code,
                  "source": "/provinces/20/dossiers", "commune": "05977", "province": "20"}
         body = orjson.dumps(event)
         signature = sign(HMAC_KEY.encode(), RequestLine(b"POST", b"/v1/events", b""), int(time.time()), body)

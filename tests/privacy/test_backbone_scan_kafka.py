@@ -32,7 +32,7 @@ from services.privacy.store import KeyStore
 from tests.kafkatools import ROOT, free_port, produce, read_all, start_service, stop_service
 from tests.notify.conftest import PRIVACY_ENV, MailSink, StartNotify, caught_up, group_caught_up
 from tests.privacy.keys import PEPPER, keyring
-from tests.samples import COMMUNE, dumps, portal_dossier
+from tests.samples import COMMUNE, dumps, portal_dossier, recent
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(420)]
@@ -142,8 +142,8 @@ async def test_no_clear_personal_data_outside_raw_topics_and_erasure_shuts_one_a
 
         # 3. notifications for other applicants still go out
         before = len(fake.accepted)
-        await produce(kafka_bootstrap, raw_topic, [(COMMUNE.encode(), dumps(portal_dossier(
-            "TL-261201-0999", status=2, SoDienThoaiChuHoSo="0933000999", SoGiayToChuHoSo="079200000999")),
+        await produce(kafka_bootstrap, raw_topic, [(COMMUNE.encode(), dumps(recent(portal_dossier(
+            "TL-261201-0999", status=2, SoDienThoaiChuHoSo="0933000999", SoGiayToChuHoSo="079200000999"))),
             [("commune-code", COMMUNE.encode())])])
         await eventually_async(lambda: any(r.body.get("to") == "0933000999" for r in fake.accepted.values()),
                                timeout=60, interval=0.2, what="another applicant's SMS after the erasure")
