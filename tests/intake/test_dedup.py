@@ -84,3 +84,20 @@ def test_expiry_scans_at_most_once_per_interval() -> None:
     assert len(seen) == 1, "within the interval: no scan"
     seen.expire_due(now_ms=window_ms + 60_001, interval_ms=60_000)
     assert len(seen) == 0
+
+
+def test_the_largest_changelog_record_fits_its_topic() -> None:
+    """A full transaction's ids of one raw partition (`batch_max_records` events, each id and source at its length
+    limit in 4-byte characters, JSON-escaped as backslashes double) fit the topic's `max.message.bytes`: a record
+    past it fails the transaction, again after every restart (the audit's 1.6-2.1 MB against a broker's default 1 MB,
+    with the topic setting none)."""
+    from schemas.topics import INTAKE_DEDUP
+    from services.intake.settings import IntakeSettings
+
+    n = IntakeSettings().batch_max_records
+    widest = [published_key("😀" * 256, "😀" * 128) for _ in range(n)]
+    escaped = [published_key("\\" * 256, "\\" * 128) for _ in range(n)]
+    limit = int(INTAKE_DEDUP.config["max.message.bytes"])
+    for keys in (widest, escaped):
+        key, value = changelog_record("dossier", 0, 0, keys, 0)
+        assert len(key) + len(value) + 1024 < limit
