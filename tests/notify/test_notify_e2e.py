@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,11 @@ async def test_raw_dossier_reaches_the_citizen_once_in_vietnamese_and_in_khmer(
         await caught_up(kafka_bootstrap, namespace)
         by_phone = {r.body["to"]: r.body for r in fake.accepted.values() if r.path == "/sms"}
         assert by_phone.keys() == {"0912000001", "0912000002"} and len(fake.accepted) == 2
+        due = f"{datetime.strptime(vi['NgayHenTra'], '%Y%m%d%H%M%S'):%d/%m/%Y}"  # 17:00 in Vietnam, that day
         assert by_phone["0912000001"]["text"] == (
-            "Hồ sơ TL-251101-0101 (Đăng ký khai sinh) đã được tiếp nhận. Ngày hẹn trả kết quả: 05/11/2025.")
+            f"Hồ sơ TL-251101-0101 (Đăng ký khai sinh) đã được tiếp nhận. Ngày hẹn trả kết quả: {due}.")
         assert by_phone["0912000002"]["text"] == (
-            "ឯកសារ TL-251101-0102 (Đăng ký khai sinh) ត្រូវបានទទួលហើយ។ ថ្ងៃណាត់ទទួលលទ្ធផល៖ 05/11/2025។")
+            f"ឯកសារ TL-251101-0102 (Đăng ký khai sinh) ត្រូវបានទទួលហើយ។ ថ្ងៃណាត់ទទួលលទ្ធផល៖ {due}។")
         assert by_phone["0912000002"]["encoding"] == "UCS-2"
         assert sum(fake.replays.values()) == 0
     finally:
