@@ -128,13 +128,19 @@ def visit_held(e: Event) -> datetime | None:
 
 STATUS_MESSAGE_WINDOW = timedelta(days=30)
 """A dossier's status message to its applicant, and a visit's summary to the centre, are stale this long after the
-event: a province re-syncing last year's dossiers must not text every applicant of them. Long, not a day: a portal
-payload's time is its latest date or progress step, which may be days before the status it reports."""
+event, or after the dossier's due date when that is later: a province re-syncing last year's dossiers must not text
+every applicant of them. Long, and counted from the due date too, because a portal payload's time is its latest
+date or progress step: a request for documents on a long procedure, with no progress step, carries the day the
+dossier was received, which may be weeks before the request."""
 
 
 def window_passed(e: Event) -> datetime | None:
-    """A status message (or a visit's summary) expires `STATUS_MESSAGE_WINDOW` after its event."""
-    return e.time + STATUS_MESSAGE_WINDOW
+    """A status message (or a visit's summary) expires `STATUS_MESSAGE_WINDOW` after its event or its due date."""
+    latest: datetime = e.time
+    if isinstance(e, DossierStatusChanged):
+        due = [d for d in (e.data.due_at, *(c.new_due_at for c in e.data.due_date_changes)) if d is not None]
+        latest = max([latest, *due])
+    return latest + STATUS_MESSAGE_WINDOW
 
 
 def the_day_before(e: Event) -> datetime | None:

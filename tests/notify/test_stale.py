@@ -49,15 +49,22 @@ def test_a_warning_expires_when_its_broadcast_ends_and_a_visit_when_it_is_held()
 
 def test_a_status_message_and_a_visit_summary_expire_a_window_after_their_event() -> None:
     """A dossier's messages to its applicant, and a visit's summary to the centre, expire `STATUS_MESSAGE_WINDOW`
-    (30 days) after the event: a province re-syncing last year's dossiers does not text every applicant of them
-    (before, they had no expiry); webhook deliveries still never expire."""
+    (30 days) after the event, or after the dossier's due date when that is later (a request for documents whose
+    portal time is the day of receipt, weeks before: the review found it expired on arrival): a province re-syncing
+    last year's dossiers does not text every applicant of them (before, they had no expiry); webhook deliveries
+    still never expire."""
     assert timedelta(days=30) == rules.STATUS_MESSAGE_WINDOW
     for status in (2, 3, 5, 6, 9, 10):  # accepted, rejected, documents and payment requested, processed, returned
         event = dossier(f"old-{status}", status=status)
         old = event.model_copy(update={"time": datetime(2025, 11, 3, 1, 5, tzinfo=UTC)})
         requests = rules.for_event(old, directory(), HOOKS)
-        assert {r.expires_at for r in people(requests)} == {old.time + rules.STATUS_MESSAGE_WINDOW}, status
+        latest = max(old.time, old.data.due_at or old.time)
+        assert {r.expires_at for r in people(requests)} == {latest + rules.STATUS_MESSAGE_WINDOW}, status
         assert [r.expires_at for r in requests if r.rule == "webhook:pdc"] == [None]
+    received = dossier("late-request", status=5).model_copy(update={"time": datetime(2025, 11, 3, tzinfo=UTC)})
+    data = received.data.model_copy(update={"due_at": datetime(2025, 12, 20, tzinfo=UTC)})
+    [request] = people(rules.for_event(received.model_copy(update={"data": data}), directory(), HOOKS))
+    assert request.expires_at == datetime(2025, 12, 20, tzinfo=UTC) + rules.STATUS_MESSAGE_WINDOW  # from the due date
     summary = visit_completed()
     [request] = rules.for_event(summary, directory(), Registry())
     assert request.expires_at == summary.time + rules.STATUS_MESSAGE_WINDOW
