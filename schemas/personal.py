@@ -90,6 +90,23 @@ def record_key(subject: str, key_id: str) -> bytes:
     return f"{subject}/{key_id}".encode()
 
 
+ERASED_MARK = "~erased"
+"""The key id of a subject's erasure mark (`~` is no key-id character: never a real key's record key)."""
+
+
+class ErasureMark(Model):
+    """`<subject>/~erased` on the key topic: every key of the subject created up to `created_up_to` is erased.
+
+    Tombstones erase the keys the erasure saw; a record of such a key written again afterwards (a worker that had not
+    yet read the tombstone) would be the key's last record once compaction removed the tombstone, and a key store
+    started later would load it. The mark is its own record key's only record, so compaction keeps it, and each
+    keyring refuses a key of the subject created up to it, whichever it reads first.
+    """
+
+    subject: str = Field(pattern=SUBJECT_PATTERN)
+    created_up_to: UtcDateTime = Field(description="The erasure's time plus a margin for the workers' clocks")
+
+
 class ErasureAudit(Model):
     """What an erasure leaves behind: who asked, when, which pseudonymous subject, how many keys. No personal data."""
 

@@ -23,7 +23,7 @@ from services.cli.render import console, err_console
 from services.common.transactions import SendFailed
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
-from services.privacy.erase import ErasureUnsettled, erase_applicant
+from services.privacy.erase import erase_applicant
 from services.privacy.settings import PrivacySettings, generate_secret, pepper_of
 
 keys_app = typer.Typer(no_args_is_help=True, help="Secrets of personal-data protection")
@@ -96,8 +96,7 @@ def erase(cccd: Annotated[str | None, typer.Option(
         raise typer.Exit(2)
     try:
         audits = asyncio.run(erase_applicant(connection(bootstrap), namespace, pepper, identifiers, requested_by=who))
-    except (SendFailed, ErasureUnsettled) as exc:  # a tombstone or the audit refused (that transaction aborted), or
-        # keys of the subject still being written after every pass: running it again finishes it
+    except SendFailed as exc:  # the broker refused a tombstone or the audit record: that transaction was aborted
         err_console.print(f"erase: not done ({exc}); run it again once the cause is fixed")
         raise typer.Exit(1) from None
     except ValueError as exc:  # refused before any key was destroyed (the message holds no value)

@@ -29,7 +29,7 @@ from services.gateway.api import ErrorBody, error
 from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, KeysFileError, keys_file
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
-from services.privacy.erase import ErasureUnsettled, erase_applicant
+from services.privacy.erase import erase_applicant
 from services.privacy.settings import PrivacySettings, pepper_of
 
 CCCD = r"^([0-9]{12}|[0-9]{9})$"
@@ -187,8 +187,7 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
         try:
             audits = await erase_applicant(conn, namespace, pepper, wanted.identifiers(),
                                            requested_by=f"operator:{operator}", via="gateway")
-        except (KafkaError, OSError, TimeoutError, ErasureUnsettled) as exc:  # refused, unanswered, or keys still
-            # being written: an aborted transaction or an erasure to finish, retryable
+        except (KafkaError, OSError, TimeoutError) as exc:  # refused or unanswered: an aborted transaction, retryable
             return _error(503, "broker_unavailable",
                           f"the erasure was not completed ({type(exc).__name__}); send it again", retry=True)
         erased = [Erased(identifier=kind, erasure_id=a.erasure_id, subject=a.subject, keys_destroyed=a.keys_destroyed)

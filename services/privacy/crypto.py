@@ -146,6 +146,17 @@ def normalise_phone(phone: str) -> str:
     return digits
 
 
+def legacy_phone_subjects(pepper: Pepper, phone: str) -> list[str]:
+    """The subjects a phone's copies may have been sealed under before 2026-12-02, when `84...`, `0084...` and
+    `+84 0...` were each a subject of their own (the domestic form of the number was not taken): an erasure by the
+    phone erases those too."""
+    domestic = normalise_phone(phone)
+    if not (domestic.startswith("0") and domestic[1:].isdigit()):
+        return []
+    rest = domestic[1:]
+    return [subject_id(pepper, "phone", old) for old in (f"84{rest}", f"0084{rest}", f"00{rest}")]
+
+
 Pepper = bytes | hmac.HMAC
 """The pepper, or an HMAC already keyed with it (copied per use: keying costs as much as the MAC)."""
 

@@ -1,14 +1,16 @@
-"""Erasure (crypto-shredding): tombstone every data key of a subject and leave an audit record, in one transaction.
+"""Erasure (crypto-shredding): tombstone every data key of a subject, mark the subject erased and leave an audit
+record, in one transaction.
 
 Needs no key-encryption key: the subject id comes from the CCCD and the pepper, the
-keys to destroy are the live record keys `<subject>/*` of the key topic. The topic is
-read again after the tombstones, until a read finds nothing of the subject live: a key
-an intake worker created for the subject while the first read ran, and a key whose record
-a worker wrote again (a key is written with every transaction that uses it until the
-worker reads it back) after the tombstone, are destroyed by the next pass. On a compacted
-topic the last record of a key is what every future reader sees, so the erasure ends only
-when that is a tombstone for each key (every keyring also holds a tombstone as final).
-The audit record holds the pseudonymous subject id, never the CCCD.
+keys to destroy are the live record keys `<subject>/*` of the key topic. A worker that
+made a key writes its record with every transaction that uses it until its key store
+reads it back, so a copy may follow the tombstone (written before the worker read it);
+on the compacted topic a key's last record is what every later reader keeps. So the
+erasure also writes the subject's mark (`ErasureMark`, `<subject>/~erased`: keys created
+up to the request, plus a margin for clocks), which every keyring honours whichever it
+reads first and which compaction keeps; and it reads the topic again afterwards and
+tombstones such late copies, so the wrapped keys leave the log too. The audit record
+holds the pseudonymous subject id, never the CCCD.
 """
 
 from __future__ import annotations
@@ -16,31 +18,31 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
-from schemas.personal import ErasureAudit
+from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, KeyRecord, record_key
 from schemas.topics import KEYS_APPLICANTS, PRIVACY_AUDIT, TransactionalId, scoped, transactional_id
 from services.common import clients, transactions
 from services.common.admin import ensure_topics
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
-from services.privacy.crypto import PrivacyError
 
-MAX_PASSES = 5
+CLOCK_MARGIN = timedelta(minutes=1)
+"""The mark covers keys created up to this long after the request: a worker whose clock runs ahead made its key
+before the erasure but dated it later. A worker that has read the mark dates the subject's new keys after it."""
+TIDY_PASSES = 3
 PASS_INTERVAL_S = 1.0
-"""Between a pass's tombstones and the next read: the key stores follow the topic within a fraction of this."""
+"""Between the erasure's transaction and each read for late copies: the key stores follow the topic in far less."""
 
 
-class ErasureUnsettled(PrivacyError):
-    """Keys of the subject were still being written after every pass: the erasure is not complete (no audit)."""
-
-
-async def live_keys(conn: KafkaConnection, namespace: str, subject: str) -> set[str]:
-    """Key ids of `subject` whose latest record in the key topic is not a tombstone."""
+async def live_keys(conn: KafkaConnection, namespace: str, subject: str,
+                    created_up_to: datetime | None = None) -> set[str]:
+    """Key ids of `subject` whose latest record in the key topic is not a tombstone (with `created_up_to`, only
+    those created up to then; a record that does not parse counts as live)."""
     topic = scoped(KEYS_APPLICANTS, namespace).name
     prefix = f"{subject}/".encode()
     live: set[str] = set()
@@ -49,13 +51,22 @@ async def live_keys(conn: KafkaConnection, namespace: str, subject: str) -> set[
         if record.key is None or not record.key.startswith(prefix):
             return
         key_id = record.key[len(prefix):].decode("utf-8", "replace")
-        if record.value is None:
+        if key_id == ERASED_MARK:
+            return
+        if record.value is None or (created_up_to is not None and _created_after(record.value, created_up_to)):
             live.discard(key_id)
         else:
             live.add(key_id)
 
     await read_to_end(conn, topic, range(KEYS_APPLICANTS.partitions), apply, client_id="commune-bus-erase-read")
     return live
+
+
+def _created_after(value: bytes, when: datetime) -> bool:
+    try:
+        return KeyRecord.model_validate_json(value).created_at > when
+    except ValueError:
+        return False
 
 
 def audit_record(subject: str, requested_by: str, via: str, now: datetime | None = None) -> ErasureAudit:
@@ -72,7 +83,16 @@ def audit_record(subject: str, requested_by: str, via: str, now: datetime | None
 async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, requested_by: str,
                         via: str = "cli", now: datetime | None = None) -> ErasureAudit:
     """Destroy every key of `subject`; returns the audit record written (keys_destroyed may be 0)."""
+    audit = await _erase(conn, namespace, subject, requested_by=requested_by, via=via, now=now)
+    assert audit is not None
+    return audit
+
+
+async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, requested_by: str, via: str,
+                 now: datetime | None = None, only_if_live: bool = False) -> ErasureAudit | None:
+    """`erase_subject`; with `only_if_live`, nothing at all (None) for a subject without a live key."""
     audit = audit_record(subject, requested_by, via, now)
+    mark = ErasureMark(subject=subject, created_up_to=audit.requested_at + CLOCK_MARGIN)
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
     await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace), scoped(PRIVACY_AUDIT, namespace)])
     producer = clients.transactional_producer(
@@ -80,24 +100,24 @@ async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, 
         client_id="commune-bus-erase")
     await producer.start()
     try:
-        destroyed: set[str] = set()
         live = await live_keys(conn, namespace, subject)
-        for _ in range(MAX_PASSES):
-            if not live:
+        if only_if_live and not live:
+            return None
+        audit = audit.model_copy(update={"keys_destroyed": len(live)})
+        async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
+            sent = [await producer.send(keys_topic, None, key=record_key(subject, key_id)) for key_id in sorted(live)]
+            sent.append(await producer.send(keys_topic, mark.model_dump_json().encode(),
+                                            key=record_key(subject, ERASED_MARK)))
+            sent.append(await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode()))
+            await transactions.all_sent(sent)
+        for _ in range(TIDY_PASSES):  # late copies: refused by every keyring already, and now gone from the log too
+            await asyncio.sleep(PASS_INTERVAL_S)
+            late = await live_keys(conn, namespace, subject, created_up_to=mark.created_up_to)
+            if not late:
                 break
-            destroyed |= live
-            async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
-                await transactions.all_sent([await producer.send(keys_topic, None, key=f"{subject}/{key_id}".encode())
-                                             for key_id in sorted(live)])
-            await asyncio.sleep(PASS_INTERVAL_S)  # the workers read the tombstones meanwhile, and stop writing
-            live = await live_keys(conn, namespace, subject)
-        audit = audit.model_copy(update={"keys_destroyed": len(destroyed)})
-        async with transactions.transaction(producer):  # the keys destroyed are accounted for, settled or not
-            await transactions.all_sent([await producer.send(audit_topic, audit.model_dump_json().encode(),
-                                                             key=subject.encode())])
-        if live:
-            raise ErasureUnsettled(f"keys of the subject were written again after {MAX_PASSES} passes of tombstones; "
-                                   "run the erasure again (it is safe)")
+            async with transactions.transaction(producer):
+                await transactions.all_sent([await producer.send(keys_topic, None, key=record_key(subject, key_id))
+                                             for key_id in sorted(late)])
     finally:
         await producer.stop()
     return audit
@@ -134,4 +154,12 @@ async def erase_applicant(conn: KafkaConnection, namespace: str, pepper: bytes,
         if subject not in seen:
             seen.add(subject)
             audits.append((kind, await erase_subject(conn, namespace, subject, requested_by=requested_by, via=via)))
+        # a phone's copies sealed before its spellings were made one (2026-12-02) are under the subjects of those
+        # spellings: erased too where they hold keys (no worker makes keys under them any more)
+        for legacy in crypto.legacy_phone_subjects(pepper, value) if kind == "phone" else ():
+            if legacy not in seen:
+                seen.add(legacy)
+                done = await _erase(conn, namespace, legacy, requested_by=requested_by, via=via, only_if_live=True)
+                if done is not None:
+                    audits.append((kind, done))
     return audits

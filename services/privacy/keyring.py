@@ -7,6 +7,8 @@ created in an aborted transaction is written by the next one that uses it; recor
 are idempotent: same record key, same value). Two workers may create keys for one
 subject at once: both are kept (record key `<subject>/<key id>`), each ciphertext names
 its key. A tombstone forgets the key at once; opening a value under it raises `Erased`.
+A subject's erasure mark (`schemas.personal.ErasureMark`) forgets every key of the subject
+created up to it, and refuses such a key's record read after it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schemas.envelope import built
-from schemas.personal import KeyRecord
+from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord
 from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
 
@@ -40,6 +42,7 @@ def encoded(record: KeyRecord) -> bytes:
 
 
 _RECORD_FIELDS = frozenset(KeyRecord.model_fields)
+_AFTER = timedelta(microseconds=1)
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Keyring:
         self._pepper = crypto.keyed_pepper(pepper)
         self._keys: dict[str, dict[str, _Key]] = {}
         self._erased: set[tuple[str, str]] = set()
+        self._marks: dict[str, datetime] = {}
+        """Per erased subject, the latest erasure mark's time: its keys created up to it are erased."""
 
     # --- subjects -------------------------------------------------------------------------------
 
@@ -90,6 +95,8 @@ class Keyring:
         if usable:
             newest = max(usable, key=lambda k: (k.record.created_at, k.record.key_id))
             return newest.record.key_id, newest.aead, [] if newest.confirmed else [newest.record]
+        if (mark := self._marks.get(subject)) is not None and now <= mark:  # an erased subject's new data: a key
+            now = mark + _AFTER  # no reader refuses (the mark covers a margin for clocks beyond the erasure)
         key_id, dek = crypto.new_key_id(), crypto.new_key()
         # built, not validated: every value is ours (a subject id, random ids, base64url), and it is the hot path
         record = built(KeyRecord, _RECORD_FIELDS, {
@@ -131,6 +138,9 @@ class Keyring:
         if value is None:
             self.forget(subject, key_id)
             return
+        if key_id == ERASED_MARK:
+            self._mark(subject, value)
+            return
         if (subject, key_id) in self._erased:  # a tombstone is final: key ids are random, never made twice
             return  # (a worker that made the key wrote its record again before it read the erasure's tombstone)
         known = self._keys.get(subject, {}).get(key_id)
@@ -142,6 +152,9 @@ class Keyring:
             raise PrivacyError("unreadable key record") from None
         if (record.subject, record.key_id) != (subject, key_id):
             raise PrivacyError("key record does not match its record key")
+        if (mark := self._marks.get(subject)) is not None and record.created_at <= mark:
+            self.forget(subject, key_id)  # erased with its subject (one made here too: the next use makes a new key)
+            return
         kek = self._keks.get(record.kek_id)
         if kek is None:
             raise PrivacyError("key record wrapped under an unknown key-encryption key")
@@ -152,6 +165,19 @@ class Keyring:
         # its bytes are kept, so the copies still to come are recognised without parsing and unwrapping each
         self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=True,
                                                           value=value if known is not None else None)
+
+    def _mark(self, subject: str, value: bytes) -> None:
+        """An erasure mark: forget the subject's keys created up to it, and remember it for records read later."""
+        try:
+            mark = ErasureMark.model_validate_json(value)
+        except ValueError:
+            raise PrivacyError("unreadable erasure mark") from None
+        if mark.subject != subject:
+            raise PrivacyError("erasure mark does not match its record key")
+        self._marks[subject] = max(mark.created_up_to, self._marks.get(subject, mark.created_up_to))
+        for key_id, key in list(self._keys.get(subject, {}).items()):
+            if key.record.created_at <= self._marks[subject]:
+                self.forget(subject, key_id)
 
     def forget(self, subject: str, key_id: str) -> None:
         keys = self._keys.get(subject, {})

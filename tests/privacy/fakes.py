@@ -27,7 +27,7 @@ class Broker:
         async def ensure_topics(*_: Any) -> None:
             self.topics_made += 1
 
-        async def live_keys(*_: Any) -> set[str]:
+        async def live_keys(*_: Any, **__: Any) -> set[str]:
             return set(self.keys)
 
         monkeypatch.setattr(erase, "ensure_topics", ensure_topics)

@@ -28,12 +28,40 @@ async def test_a_requester_the_audit_record_cannot_hold_stops_the_erasure_before
 
 
 async def test_an_erasure_commits_its_audit_record_with_the_keys_it_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit record, built first, is written once the keys are tombstoned and counts them."""
+    """The audit record, built first, is written in the transaction that tombstones the keys and marks the subject
+    erased (`<subject>/~erased`, keys created up to the request and a minute), and counts the keys."""
     broker = Broker({"k1", "k2"})
     broker.install(monkeypatch)
     [(kind, audit)] = await erase.erase_applicant(None, "", PEPPER, [("cccd", "008123456789")],  # type: ignore[arg-type]
                                                   requested_by="os:duty-officer")
-    tombstones, (*late, (topic, value, _)) = broker.committed
-    assert {t for t, v, _ in tombstones if v is None} == {KEYS_APPLICANTS.name} and late == []
+    [(*tombstones, (mark_topic, mark, mark_key), (topic, value, _))] = broker.committed  # nothing late to tidy
+    assert [(t, v, k) for t, v, k in tombstones] == [(KEYS_APPLICANTS.name, None, f"{audit.subject}/{k}".encode())
+                                                     for k in ("k1", "k2")]
+    assert (mark_topic, mark_key) == (KEYS_APPLICANTS.name, f"{audit.subject}/~erased".encode()) and mark is not None
+    assert orjson.loads(mark)["subject"] == audit.subject
     assert topic == PRIVACY_AUDIT.name and value is not None
     assert orjson.loads(value)["keys_destroyed"] == audit.keys_destroyed == 2 and kind == "cccd"
+
+
+async def test_an_erasure_by_phone_also_erases_the_subject_an_old_spelling_sealed_under(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key under the subject `84987654321` had before spellings were made one: erased by `0987654321` too, with its
+    own audit record; the old spellings holding no key leave no record at all."""
+    from typing import Any
+
+    from services.privacy import crypto
+
+    broker = Broker(set())
+    broker.install(monkeypatch)
+    legacy = crypto.subject_id(PEPPER, "phone", "84987654321")
+
+    async def live_keys(_: Any, __: str, subject: str, **___: Any) -> set[str]:
+        tombstoned = {k for tx in broker.committed for _, v, k in tx if v is None}
+        return {"old"} if subject == legacy and f"{legacy}/old".encode() not in tombstoned else set()
+
+    monkeypatch.setattr(erase, "live_keys", live_keys)
+    audits = await erase.erase_applicant(None, "", PEPPER, [("phone", "0987654321")],  # type: ignore[arg-type]
+                                         requested_by="os:duty-officer")
+    assert [(kind, a.subject, a.keys_destroyed) for kind, a in audits] == [
+        ("phone", crypto.identifier_subject(PEPPER, "phone", "0987654321"), 0), ("phone", legacy, 1)]
+    assert [k for tx in broker.committed for _, v, k in tx if v is None] == [f"{legacy}/old".encode()]

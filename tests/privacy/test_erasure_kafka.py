@@ -216,7 +216,9 @@ async def test_a_key_written_again_while_it_is_erased_ends_erased(kafka_bootstra
         copies = await asyncio.wait_for(writing, timeout=30)
         assert copies >= 2 and audit.keys_destroyed == 1
         assert await live_keys(conn, ns, sealed.subject) == set(), "the key's last record is a live copy"
-        fresh = KeyStore(conn, ns, keyring(), client_id="tests-fresh")
+        await producer.send_and_wait(topic, value, key=record.record_key)  # a transaction that committed later still
+        assert await live_keys(conn, ns, sealed.subject) == {sealed.key_id}
+        fresh = KeyStore(conn, ns, keyring(), client_id="tests-fresh")  # the subject's erasure mark refuses it
         await fresh.start()
         await fresh.stop()
         with pytest.raises(Erased):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import orjson
 import pytest
@@ -384,3 +384,54 @@ def test_the_longest_field_in_the_widest_characters_seals_into_a_token_every_rea
     decoded = wire.decode(record.headers, record.value)
     assert isinstance(decoded, DossierStatusChanged) and isinstance(decoded.data.applicant, SealedApplicant)
     assert len(decoded.data.applicant.address or "") > 2048
+
+
+def _mark(ring: Keyring, subject: str, created_up_to: datetime) -> None:
+    from schemas.personal import ERASED_MARK, ErasureMark, record_key
+
+    ring.apply(record_key(subject, ERASED_MARK),
+               ErasureMark(subject=subject, created_up_to=created_up_to).model_dump_json().encode())
+
+
+@pytest.mark.parametrize("mark_first", [False, True])
+def test_an_erasure_mark_erases_the_subjects_keys_in_whatever_order_they_are_read(mark_first: bool) -> None:
+    """After compaction a key store started later may find only a late copy of an erased key (its tombstone gone) and
+    the subject's erasure mark: the key is erased whichever comes first; a key created after the mark opens."""
+    maker = keyring()
+    sealed, [record] = sealing.encrypt_applicant(maker, "evt-1", LAN)
+    fresh = keyring()
+    late_copy = (record.record_key, record.model_dump_json().encode())
+    steps = [lambda: _mark(fresh, sealed.subject, NOW + timedelta(minutes=1)), lambda: fresh.apply(*late_copy)]
+    for step in (steps if mark_first else reversed(steps)):
+        step()
+    with pytest.raises(Erased):
+        sealing.open_field(fresh, "evt-1", sealed, "name")
+    later = keyring(lambda: NOW + timedelta(hours=1))
+    newer, [new_record] = sealing.encrypt_applicant(later, "evt-2", LAN)
+    fresh.apply(new_record.record_key, new_record.model_dump_json().encode())
+    assert sealing.open_field(fresh, "evt-2", newer, "name") == LAN.name
+
+
+def test_a_worker_that_read_the_mark_dates_the_subjects_new_key_after_it() -> None:
+    """A worker whose clock is behind the erasure's (and its minute of margin) still makes the erased subject's next
+    key one every reader takes: dated after the mark; its pending key of before the mark is forgotten."""
+    worker = keyring()  # its clock: NOW
+    sealed, [old] = sealing.encrypt_applicant(worker, "evt-1", LAN)
+    _mark(worker, sealed.subject, NOW + timedelta(minutes=1))
+    again, [new] = sealing.encrypt_applicant(worker, "evt-2", LAN)
+    assert new.key_id != old.key_id and new.created_at > NOW + timedelta(minutes=1)
+    reader = keyring()
+    _mark(reader, sealed.subject, NOW + timedelta(minutes=1))
+    reader.apply(new.record_key, new.model_dump_json().encode())
+    assert sealing.open_field(reader, "evt-2", again, "name") == LAN.name
+
+
+@pytest.mark.parametrize("written", ["84912345678", "0084912345678", "+84 0912345678", "+84 (0)912 345 678"])
+def test_an_erasure_by_a_phone_reaches_the_subjects_of_its_old_spellings(written: str) -> None:
+    """Copies sealed before every spelling was one subject (the rule then: digits, `+84` made `0`) are under the
+    subject of that spelling; an erasure by the phone erases those subjects too (the review: nothing reached them)."""
+    import re
+
+    digits = re.sub(r"[^\d+]", "", written)
+    old_rule = "0" + digits[3:] if digits.startswith("+84") else digits
+    assert crypto.subject_id(PEPPER, "phone", old_rule) in crypto.legacy_phone_subjects(PEPPER, "091 234 5678")
