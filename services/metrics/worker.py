@@ -42,6 +42,7 @@ from services.metrics.aggregate import CommuneTotals
 from services.metrics.exposition import render
 from services.metrics.ownership import Batch, Ownership
 from services.metrics.partition import PartitionState
+from services.metrics.readiness import Readiness
 from services.metrics.settings import MetricsSettings
 from services.metrics.snapshots import snapshot
 from services.metrics.topics import Names
@@ -78,6 +79,7 @@ class MetricsWorker:
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self._supervisor: Supervisor | None = None
+        self.readiness: Readiness | None = None
         self._settling: asyncio.Task[None] | None = None
         self._stalls = StallWatch(settings.stall_limit_s)
         self._probe_tp = TopicPartition(self.names.changelog, 0)
@@ -94,6 +96,7 @@ class MetricsWorker:
     async def run(self, supervisor: Supervisor) -> None:
         """Start the clients and consume until `supervisor.stop`; however the run ends, stop exporting first."""
         self._supervisor = supervisor
+        self.readiness = Readiness(supervisor.health)
         self._stalls = StallWatch(self.settings.stall_limit_s)
         snapshots: asyncio.Task[None] | None = None
         try:
@@ -135,7 +138,8 @@ class MetricsWorker:
 
     async def _stop(self, supervisor: Supervisor) -> None:
         """Stop exporting at once (a restarting worker must not serve stale figures), settle, close the clients."""
-        supervisor.health.set_ready(False, "stopping")
+        assert self.readiness is not None
+        self.readiness.not_owning("stopping")
         self.ownership.revoke()
         try:
             await self.settle()
@@ -196,19 +200,14 @@ class MetricsWorker:
             raise failure
 
     async def _probe_broker(self) -> None:
-        """`/readyz` says 503 while the broker does not answer, and ready again once it does (if assigned)."""
-        assert self.consumer is not None and self._supervisor is not None
+        """`/readyz` says 503 while the broker does not answer; its answering again gives back only that."""
+        assert self.consumer is not None and self.readiness is not None
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 await self.consumer.end_offsets(sorted(self.ownership.assigned) or [self._probe_tp])
-            down = False
+            self.readiness.kafka(None)
         except (TimeoutError, KafkaError):
-            down = True
-        health = self._supervisor.health
-        if down:
-            health.set_ready(False, "broker unreachable")
-        elif health.detail == "broker unreachable":
-            health.set_ready(True, f"{len(self.ownership.owned)} partitions assigned and restored")
+            self.readiness.kafka("broker unreachable")
 
     # -- periodic work ----------------------------------------------------------------------------
     async def _observe_lag(self) -> None:
@@ -286,15 +285,16 @@ class _Rebalance(RebalanceListener):
 
     def __init__(self, worker: MetricsWorker, supervisor: Supervisor) -> None:
         super().__init__(supervisor.fail)
-        self.worker, self.health = worker, supervisor.health
+        assert worker.readiness is not None
+        self.worker, self.readiness = worker, worker.readiness
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self.worker.lock:  # the batch in flight flushes and commits first
-            self.health.set_ready(False, "rebalancing")
+            self.readiness.not_owning("rebalancing")
             await self.worker.settle()
             self.worker.ownership.revoke()
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         async with self.worker.lock:
             await self.worker.ownership.assign(partitions)
-            self.health.set_ready(True, f"{len(self.worker.ownership.owned)} partitions assigned and restored")
+            self.readiness.owning(f"{len(self.worker.ownership.owned)} partitions assigned and restored")
