@@ -53,6 +53,12 @@ Clock = Callable[[], float]
 """Epoch seconds; the overdue gauge, snapshots and which event times are believed (`state.believed_until`) read it."""
 LAG_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 3.0
+COMMIT_LATE_S = 5.0
+"""An offset commit in flight longer than this makes the worker not ready (a commit takes milliseconds): the broker
+may answer the probe while the group coordinator does not."""
+LAST_SETTLE_S = 5.0
+"""How long a stop waits for the last batch's commit; one not done by then is given up (the next owner redoes the
+batch: its states are already in the changelog, and redelivered events change nothing)."""
 RETRY_BACKOFF_MS = 5
 """A transaction right after the previous one meets its markers still being written (CONCURRENT_TRANSACTIONS):
 retried after 5 ms instead of aiokafka's fixed 20 ms (`aiokafka_compat`)."""
@@ -60,6 +66,11 @@ retried after 5 ms instead of aiokafka's fixed 20 ms (`aiokafka_compat`)."""
 
 class CommitCancelled(Exception):
     """The batch in flight was cancelled before its offsets were committed (the run is ending)."""
+
+
+class CommitStuck(KafkaError):
+    """An offset commit not done within `commit_timeout_ms` (aiokafka retries one for as long as the coordinator is
+    unreachable): the run ends and restarts from Kafka."""
 
 
 class MetricsWorker:
@@ -81,6 +92,7 @@ class MetricsWorker:
         self._supervisor: Supervisor | None = None
         self.readiness: Readiness | None = None
         self._settling: asyncio.Task[None] | None = None
+        self._commit_since: float | None = None  # monotonic time the offset commit in flight began
         self._stalls = StallWatch(settings.stall_limit_s)
         self._probe_tp = TopicPartition(self.names.changelog, 0)
 
@@ -98,16 +110,17 @@ class MetricsWorker:
         self._supervisor = supervisor
         self.readiness = Readiness(supervisor.health)
         self._stalls = StallWatch(self.settings.stall_limit_s)
-        snapshots: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         try:
             await self._start(supervisor)
-            snapshots = supervisor.spawn("snapshots", self._snapshot_loop(supervisor.stop))
+            background.append(supervisor.spawn("snapshots", self._snapshot_loop(supervisor.stop)))
+            background.append(supervisor.spawn("probe", self._probe_loop()))
             supervisor.spawn("stall-watch", self._stalls.watch())
             await self._consume(supervisor.stop)
         finally:
-            if snapshots is not None:
-                snapshots.cancel()
-            await self._stop(supervisor)
+            for task in background:
+                task.cancel()
+            await self._stop()
 
     async def _start(self, supervisor: Supervisor) -> None:
         s = self.settings
@@ -133,16 +146,16 @@ class MetricsWorker:
                     await self.process(batch)
             if time.monotonic() - last_lag >= LAG_INTERVAL_S:
                 await self._observe_lag()
-                await self._probe_broker()
                 last_lag = time.monotonic()
 
-    async def _stop(self, supervisor: Supervisor) -> None:
-        """Stop exporting at once (a restarting worker must not serve stale figures), settle, close the clients."""
+    async def _stop(self) -> None:
+        """Stop exporting at once (a restarting worker must not serve stale figures), settle a while, close the
+        clients."""
         assert self.readiness is not None
         self.readiness.not_owning("stopping")
         self.ownership.revoke()
         try:
-            await self.settle()
+            await self.settle(within_s=LAST_SETTLE_S)
         except Exception as exc:  # the commit task's failure is the supervisor's to report: it ends the run
             log.warning("metrics.last_commit_failed", error=type(exc).__name__)
         finally:
@@ -180,34 +193,60 @@ class MetricsWorker:
 
     async def _commit_after(self, changes: dict[int, dict[bytes, bytes]], offsets: dict[TopicPartition, int],
                             started: float) -> None:
-        """Commit the batch's offsets once its changelog transactions are committed (a failure ends the run)."""
+        """Commit the batch's offsets once its changelog transactions are committed (a failure ends the run, and so
+        does a commit not done within `commit_timeout_ms`: the changelog already holds the batch's states, the next
+        run restores them and redoes the batch, which changes nothing)."""
         assert self.consumer is not None and self._supervisor is not None
         await self.ownership.write(changes)
-        await self.consumer.commit(offsets)
+        timeout_s = self.settings.commit_timeout_ms / 1000
+        self._commit_since = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.consumer.commit(offsets)
+        except TimeoutError:
+            raise CommitStuck(f"offsets not committed within {timeout_s:g} s") from None
+        finally:
+            self._commit_since = None
         self._supervisor.health.committed()
         telemetry.BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    async def settle(self) -> None:
-        """Wait until the last batch's changelog records are acknowledged and its offsets committed; raise if not."""
+    async def settle(self, within_s: float | None = None) -> None:
+        """Wait until the last batch's changelog records are acknowledged and its offsets committed; raise if not.
+        Bounded by the batch's own deadlines (the transaction's, the commit's), or `within_s`: then the batch is
+        given up (cancelled) and `CommitStuck` raised."""
         pending, self._settling = self._settling, None
         if pending is None:
             return
-        await asyncio.wait({pending})  # not `await pending`: its cancellation must not cancel the caller
+        # not `await pending`: its cancellation must not cancel the caller
+        done, _ = await asyncio.wait({pending}, timeout=within_s)
+        if not done:
+            pending.cancel()
+            raise CommitStuck(f"the last batch not committed within {within_s:g} s")
         if pending.cancelled():
             raise CommitCancelled
         failure = pending.exception()
         if failure is not None:
             raise failure
 
+    async def _probe_loop(self) -> None:
+        """Probe Kafka every second for as long as the run lasts, whatever the consume loop is waiting on."""
+        while True:
+            await self._probe_broker()
+            await asyncio.sleep(LAG_INTERVAL_S)
+
     async def _probe_broker(self) -> None:
-        """`/readyz` says 503 while the broker does not answer; its answering again gives back only that."""
+        """`/readyz` says 503 while the broker does not answer or an offset commit is overdue; their end gives back
+        only that."""
         assert self.consumer is not None and self.readiness is not None
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 await self.consumer.end_offsets(sorted(self.ownership.assigned) or [self._probe_tp])
-            self.readiness.kafka(None)
         except (TimeoutError, KafkaError):
             self.readiness.kafka("broker unreachable")
+            return
+        since = self._commit_since
+        self.readiness.kafka("offset commit overdue" if since is not None and time.monotonic() - since > COMMIT_LATE_S
+                             else None)
 
     # -- periodic work ----------------------------------------------------------------------------
     async def _observe_lag(self) -> None:

@@ -5,17 +5,19 @@ a SIGTERMed process; a broker probe must give back exactly the readiness it took
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from services.common import runtime
 from services.common.health import Health
 from services.common.runtime import Supervisor
+from services.metrics import worker as worker_module
 from services.metrics.settings import MetricsSettings
 from services.metrics.worker import MetricsWorker, _Rebalance
 from tests.waiting import eventually_async
@@ -158,3 +160,48 @@ async def test_a_rebalance_during_an_outage_is_not_ready_until_both_are_over(run
     run.consumer.broker_up = True
     await run.probed()
     assert ready(run) == (True, "1 partitions assigned and restored")
+
+
+async def test_a_hanging_commit_makes_the_worker_not_ready(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker's metadata answers but the offset commit never returns: /readyz says so before the deadline."""
+    monkeypatch.setattr(worker_module, "COMMIT_LATE_S", 0.3, raising=False)
+    await run.assigned()
+    await run.batch_with_hanging_commit()
+    await eventually_async(lambda: ready(run) == (False, "offset commit overdue"), timeout=5,
+                           what="/readyz false while the commit hangs")
+
+
+async def test_a_commit_past_its_deadline_ends_the_run_with_a_kafka_error(tmp_path: Path) -> None:
+    """A commit not done within `commit_timeout_ms` ends the run with a KafkaError: the runtime restarts it."""
+    run = Run(tmp_path, commit_timeout_ms=1_000)
+    try:
+        await run.assigned()
+        await run.batch_with_hanging_commit()
+        await eventually_async(lambda: run.health.detail == "restarting after CommitStuck", timeout=10,
+                               what="the run restarting after the commit's deadline")
+        assert issubclass(worker_module.CommitStuck, KafkaError)  # type: ignore[attr-defined]
+    finally:
+        await run.finish()
+
+
+async def test_a_revocation_waits_for_a_hanging_commit_no_longer_than_its_deadline(tmp_path: Path) -> None:
+    """The revoke callback's wait for the batch in flight ends with the commit's deadline, raising its failure."""
+    run = Run(tmp_path, commit_timeout_ms=1_000)
+    try:
+        await run.assigned()
+        await run.batch_with_hanging_commit()
+        with pytest.raises(KafkaError):
+            await asyncio.wait_for(run.revoked(), 10)
+    finally:
+        await run.finish()
+
+
+async def test_sigterm_ends_the_run_while_a_commit_hangs(run: Run) -> None:
+    """stop set while the batch's commit never returns: the run ends within the bounded wait for the last commit."""
+    await run.assigned()
+    await run.batch_with_hanging_commit()
+    began = time.monotonic()
+    run.stop.set()
+    await asyncio.wait_for(asyncio.shield(run.task), 15)
+    assert time.monotonic() - began < 15
+    assert ready(run) == (False, "stopping")
