@@ -6,11 +6,12 @@ every event, then - while the next batch is already being applied - write the
 changed states to the changelog (partition = source partition, one transaction
 per partition through its fenced writer, ADR 0016) and, once they are
 committed, commit the consumed offsets. Commits stay in batch order, and a
-revocation or stop waits for the last one.
+revocation waits for the last one (a stop for `LAST_SETTLE_S` at most).
 
-Background work runs under the run's `Supervisor`: each batch's commit and the
-snapshot loop. A failed or fenced changelog transaction, or a failed offset
-commit, ends the run (the runtime restarts it from Kafka after a Kafka error); a
+Background work runs under the run's `Supervisor`: each batch's commit, the
+snapshot loop and the broker probe (`/readyz`). A failed or fenced changelog
+transaction, or an offset commit that failed or is past `commit_timeout_ms`,
+ends the run (the runtime restarts it from Kafka after a Kafka error); a
 snapshot publish that meets a Kafka error is logged, counted and retried at the
 next interval, unless its writer is fenced or stuck (`ends_run`): that ends the
 run as a state write's would. Whatever ends a run, the worker stops exporting at once and drops
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 
 import structlog
@@ -31,7 +33,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas import wire
 from schemas.wire import KafkaRecord
-from services.common import aiokafka_compat, clients
+from services.common import aiokafka_compat, clients, closing
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor
@@ -56,6 +58,8 @@ PROBE_TIMEOUT_S = 3.0
 COMMIT_LATE_S = 5.0
 """An offset commit in flight longer than this makes the worker not ready (a commit takes milliseconds): the broker
 may answer the probe while the group coordinator does not."""
+CLOSE_TIMEOUT_S = closing.CLOSE_TIMEOUT_S
+"""How long the consumer's stop may take before the process goes on without it (it runs on, never cut short)."""
 LAST_SETTLE_S = 5.0
 """How long a stop waits for the last batch's commit; one not done by then is given up (the next owner redoes the
 batch: its states are already in the changelog, and redelivered events change nothing)."""
@@ -159,11 +163,9 @@ class MetricsWorker:
         except Exception as exc:  # the commit task's failure is the supervisor's to report: it ends the run
             log.warning("metrics.last_commit_failed", error=type(exc).__name__)
         finally:
-            if self.consumer is not None:
-                try:
-                    await asyncio.wait_for(self.consumer.stop(), timeout=10)
-                except (TimeoutError, KafkaError) as exc:
-                    log.warning("metrics.client_stop_failed", error=type(exc).__name__)
+            if self.consumer is not None:  # shielded: `wait_for` would cancel aiokafka's coordinator half-way
+                with suppress(asyncio.CancelledError):  # the run ends under us (a task failed): close the writers too
+                    await closing.close_within("metrics", "consumer", self.consumer.stop, CLOSE_TIMEOUT_S)
             self.consumer = None
             await self.ownership.close_all()
             log.info("metrics.stopped")

@@ -205,3 +205,22 @@ async def test_sigterm_ends_the_run_while_a_commit_hangs(run: Run) -> None:
     await asyncio.wait_for(asyncio.shield(run.task), 15)
     assert time.monotonic() - began < 15
     assert ready(run) == (False, "stopping")
+
+
+async def test_the_consumer_stop_has_a_deadline_and_is_not_cut_short(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer stop that hangs holds the run no longer than its deadline, and goes on to its end (not cancelled
+    half-way, which leaves aiokafka's coordinator half-closed)."""
+    monkeypatch.setattr(worker_module, "CLOSE_TIMEOUT_S", 0.5, raising=False)
+    run = Run(tmp_path, commit_timeout_ms=60_000)
+    run.consumer.stop_release = asyncio.Event()
+    release = run.consumer.stop_release
+    try:
+        await run.assigned()
+        run.stop.set()
+        await asyncio.wait_for(asyncio.shield(run.task), 5)
+        assert run.consumer.stop_started.is_set() and not run.consumer.stop_finished
+        release.set()
+        await eventually_async(lambda: run.consumer.stop_finished, what="the consumer's stop finished")
+    finally:
+        await run.finish()
