@@ -127,10 +127,11 @@ class Ownership:
             raise next((f for f in failures if is_fenced(f)), failures[0])
 
     async def close_all(self) -> None:
-        """Forget every state, remove its store, stop its writer (the worker stops; a new run restores)."""
+        """Forget every state, remove its store, stop its writer (the worker stops; a new run restores). The writers
+        stop together: each within its deadline, not one after the other."""
         self.revoke()
-        for p in set(self.partitions) | set(self._dbs) | set(self.writers):  # incl. a restore that failed half-way
-            await self._drop(p)
+        dropped = set(self.partitions) | set(self._dbs) | set(self.writers)  # incl. a restore that failed half-way
+        await asyncio.gather(*(self._drop(p) for p in dropped))
 
     async def _restore(self, partitions: list[int]) -> None:
         """Fence each partition's earlier owner, then rebuild its store and totals from its changelog partition

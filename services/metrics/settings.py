@@ -26,6 +26,10 @@ class MetricsSettings(ConsumerSettings):
         "~0.5 s of the loop, well inside the stall limit")
     transaction_timeout_ms: int = Field(default=60_000, ge=1_000, description="A changelog transaction not "
                                         "committed by then is aborted by the broker, and ends the run here")
+    commit_timeout_ms: int = Field(
+        default=30_000, ge=1_000,
+        description="An offset commit not done by then (aiokafka retries one for as long as the group coordinator "
+        "is unreachable) ends the run, which restarts from Kafka; the batch's states are already in the changelog")
 
     @property
     def group_id(self) -> str:

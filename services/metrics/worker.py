@@ -6,11 +6,12 @@ every event, then - while the next batch is already being applied - write the
 changed states to the changelog (partition = source partition, one transaction
 per partition through its fenced writer, ADR 0016) and, once they are
 committed, commit the consumed offsets. Commits stay in batch order, and a
-revocation or stop waits for the last one.
+revocation waits for the last one (a stop for `LAST_SETTLE_S` at most).
 
-Background work runs under the run's `Supervisor`: each batch's commit and the
-snapshot loop. A failed or fenced changelog transaction, or a failed offset
-commit, ends the run (the runtime restarts it from Kafka after a Kafka error); a
+Background work runs under the run's `Supervisor`: each batch's commit, the
+snapshot loop and the broker probe (`/readyz`). A failed or fenced changelog
+transaction, or an offset commit that failed or is past `commit_timeout_ms`,
+ends the run (the runtime restarts it from Kafka after a Kafka error); a
 snapshot publish that meets a Kafka error is logged, counted and retried at the
 next interval, unless its writer is fenced or stuck (`ends_run`): that ends the
 run as a state write's would. Whatever ends a run, the worker stops exporting at once and drops
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 
 import structlog
@@ -31,7 +33,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas import wire
 from schemas.wire import KafkaRecord
-from services.common import aiokafka_compat, clients
+from services.common import aiokafka_compat, clients, closing
 from services.common.admin import ensure_topics
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor
@@ -42,6 +44,7 @@ from services.metrics.aggregate import CommuneTotals
 from services.metrics.exposition import render
 from services.metrics.ownership import Batch, Ownership
 from services.metrics.partition import PartitionState
+from services.metrics.readiness import Readiness
 from services.metrics.settings import MetricsSettings
 from services.metrics.snapshots import snapshot
 from services.metrics.topics import Names
@@ -52,6 +55,14 @@ Clock = Callable[[], float]
 """Epoch seconds; the overdue gauge, snapshots and which event times are believed (`state.believed_until`) read it."""
 LAG_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 3.0
+COMMIT_LATE_S = 5.0
+"""An offset commit in flight longer than this makes the worker not ready (a commit takes milliseconds): the broker
+may answer the probe while the group coordinator does not."""
+CLOSE_TIMEOUT_S = closing.CLOSE_TIMEOUT_S
+"""How long the consumer's stop may take before the process goes on without it (it runs on, never cut short)."""
+LAST_SETTLE_S = 5.0
+"""How long a stop waits for the last batch's commit; one not done by then is given up (the next owner redoes the
+batch: its states are already in the changelog, and redelivered events change nothing)."""
 RETRY_BACKOFF_MS = 5
 """A transaction right after the previous one meets its markers still being written (CONCURRENT_TRANSACTIONS):
 retried after 5 ms instead of aiokafka's fixed 20 ms (`aiokafka_compat`)."""
@@ -59,6 +70,11 @@ retried after 5 ms instead of aiokafka's fixed 20 ms (`aiokafka_compat`)."""
 
 class CommitCancelled(Exception):
     """The batch in flight was cancelled before its offsets were committed (the run is ending)."""
+
+
+class CommitStuck(KafkaError):
+    """An offset commit not done within `commit_timeout_ms` (aiokafka retries one for as long as the coordinator is
+    unreachable): the run ends and restarts from Kafka."""
 
 
 class MetricsWorker:
@@ -78,7 +94,9 @@ class MetricsWorker:
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self._supervisor: Supervisor | None = None
+        self.readiness: Readiness | None = None
         self._settling: asyncio.Task[None] | None = None
+        self._commit_since: float | None = None  # monotonic time the offset commit in flight began
         self._stalls = StallWatch(settings.stall_limit_s)
         self._probe_tp = TopicPartition(self.names.changelog, 0)
 
@@ -94,17 +112,19 @@ class MetricsWorker:
     async def run(self, supervisor: Supervisor) -> None:
         """Start the clients and consume until `supervisor.stop`; however the run ends, stop exporting first."""
         self._supervisor = supervisor
+        self.readiness = Readiness(supervisor.health)
         self._stalls = StallWatch(self.settings.stall_limit_s)
-        snapshots: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         try:
             await self._start(supervisor)
-            snapshots = supervisor.spawn("snapshots", self._snapshot_loop(supervisor.stop))
+            background.append(supervisor.spawn("snapshots", self._snapshot_loop(supervisor.stop)))
+            background.append(supervisor.spawn("probe", self._probe_loop()))
             supervisor.spawn("stall-watch", self._stalls.watch())
             await self._consume(supervisor.stop)
         finally:
-            if snapshots is not None:
-                snapshots.cancel()
-            await self._stop(supervisor)
+            for task in background:
+                task.cancel()
+            await self._stop()
 
     async def _start(self, supervisor: Supervisor) -> None:
         s = self.settings
@@ -130,23 +150,22 @@ class MetricsWorker:
                     await self.process(batch)
             if time.monotonic() - last_lag >= LAG_INTERVAL_S:
                 await self._observe_lag()
-                await self._probe_broker()
                 last_lag = time.monotonic()
 
-    async def _stop(self, supervisor: Supervisor) -> None:
-        """Stop exporting at once (a restarting worker must not serve stale figures), settle, close the clients."""
-        supervisor.health.set_ready(False, "stopping")
+    async def _stop(self) -> None:
+        """Stop exporting at once (a restarting worker must not serve stale figures), settle a while, close the
+        clients."""
+        assert self.readiness is not None
+        self.readiness.not_owning("stopping")
         self.ownership.revoke()
         try:
-            await self.settle()
+            await self.settle(within_s=LAST_SETTLE_S)
         except Exception as exc:  # the commit task's failure is the supervisor's to report: it ends the run
             log.warning("metrics.last_commit_failed", error=type(exc).__name__)
         finally:
-            if self.consumer is not None:
-                try:
-                    await asyncio.wait_for(self.consumer.stop(), timeout=10)
-                except (TimeoutError, KafkaError) as exc:
-                    log.warning("metrics.client_stop_failed", error=type(exc).__name__)
+            if self.consumer is not None:  # shielded: `wait_for` would cancel aiokafka's coordinator half-way
+                with suppress(asyncio.CancelledError):  # the run ends under us (a task failed): close the writers too
+                    await closing.close_within("metrics", "consumer", self.consumer.stop, CLOSE_TIMEOUT_S)
             self.consumer = None
             await self.ownership.close_all()
             log.info("metrics.stopped")
@@ -176,39 +195,60 @@ class MetricsWorker:
 
     async def _commit_after(self, changes: dict[int, dict[bytes, bytes]], offsets: dict[TopicPartition, int],
                             started: float) -> None:
-        """Commit the batch's offsets once its changelog transactions are committed (a failure ends the run)."""
+        """Commit the batch's offsets once its changelog transactions are committed (a failure ends the run, and so
+        does a commit not done within `commit_timeout_ms`: the changelog already holds the batch's states, the next
+        run restores them and redoes the batch, which changes nothing)."""
         assert self.consumer is not None and self._supervisor is not None
         await self.ownership.write(changes)
-        await self.consumer.commit(offsets)
+        timeout_s = self.settings.commit_timeout_ms / 1000
+        self._commit_since = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.consumer.commit(offsets)
+        except TimeoutError:
+            raise CommitStuck(f"offsets not committed within {timeout_s:g} s") from None
+        finally:
+            self._commit_since = None
         self._supervisor.health.committed()
         telemetry.BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    async def settle(self) -> None:
-        """Wait until the last batch's changelog records are acknowledged and its offsets committed; raise if not."""
+    async def settle(self, within_s: float | None = None) -> None:
+        """Wait until the last batch's changelog records are acknowledged and its offsets committed; raise if not.
+        Bounded by the batch's own deadlines (the transaction's, the commit's), or `within_s`: then the batch is
+        given up (cancelled) and `CommitStuck` raised."""
         pending, self._settling = self._settling, None
         if pending is None:
             return
-        await asyncio.wait({pending})  # not `await pending`: its cancellation must not cancel the caller
+        # not `await pending`: its cancellation must not cancel the caller
+        done, _ = await asyncio.wait({pending}, timeout=within_s)
+        if not done:
+            pending.cancel()
+            raise CommitStuck(f"the last batch not committed within {within_s:g} s")
         if pending.cancelled():
             raise CommitCancelled
         failure = pending.exception()
         if failure is not None:
             raise failure
 
+    async def _probe_loop(self) -> None:
+        """Probe Kafka every second for as long as the run lasts, whatever the consume loop is waiting on."""
+        while True:
+            await self._probe_broker()
+            await asyncio.sleep(LAG_INTERVAL_S)
+
     async def _probe_broker(self) -> None:
-        """`/readyz` says 503 while the broker does not answer, and ready again once it does (if assigned)."""
-        assert self.consumer is not None and self._supervisor is not None
+        """`/readyz` says 503 while the broker does not answer or an offset commit is overdue; their end gives back
+        only that."""
+        assert self.consumer is not None and self.readiness is not None
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 await self.consumer.end_offsets(sorted(self.ownership.assigned) or [self._probe_tp])
-            down = False
         except (TimeoutError, KafkaError):
-            down = True
-        health = self._supervisor.health
-        if down:
-            health.set_ready(False, "broker unreachable")
-        elif health.detail == "broker unreachable":
-            health.set_ready(True, f"{len(self.ownership.owned)} partitions assigned and restored")
+            self.readiness.kafka("broker unreachable")
+            return
+        since = self._commit_since
+        self.readiness.kafka("offset commit overdue" if since is not None and time.monotonic() - since > COMMIT_LATE_S
+                             else None)
 
     # -- periodic work ----------------------------------------------------------------------------
     async def _observe_lag(self) -> None:
@@ -286,15 +326,16 @@ class _Rebalance(RebalanceListener):
 
     def __init__(self, worker: MetricsWorker, supervisor: Supervisor) -> None:
         super().__init__(supervisor.fail)
-        self.worker, self.health = worker, supervisor.health
+        assert worker.readiness is not None
+        self.worker, self.readiness = worker, worker.readiness
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self.worker.lock:  # the batch in flight flushes and commits first
-            self.health.set_ready(False, "rebalancing")
+            self.readiness.not_owning("rebalancing")
             await self.worker.settle()
             self.worker.ownership.revoke()
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         async with self.worker.lock:
             await self.worker.ownership.assign(partitions)
-            self.health.set_ready(True, f"{len(self.worker.ownership.owned)} partitions assigned and restored")
+            self.readiness.owning(f"{len(self.worker.ownership.owned)} partitions assigned and restored")

@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from schemas.wire import KafkaRecord
-from services.common import transactions
+from services.common import closing, transactions
 
 log = structlog.get_logger("metrics")
 Sent = list[asyncio.Future[RecordMetadata]]
@@ -87,13 +87,12 @@ class PartitionWriter:
         await self._write(send)
 
     async def close(self) -> None:
-        """Stop the producer; an unfinished transaction is left to the broker (aborted, or fenced by the next owner)."""
+        """Stop the producer within `closing.CLOSE_TIMEOUT_S` (its unsent batches wait for ever while the broker is
+        gone); an unfinished transaction is left to the broker (aborted, or fenced by the next owner). A failed stop
+        (a fenced producer, the broker being why we stop) is logged only."""
         if self._inflight is not None and not self._inflight.done():
             self._inflight.cancel()
-        try:
-            await asyncio.wait_for(self.producer.stop(), timeout=10)
-        except (TimeoutError, KafkaError) as exc:  # a fenced producer, or the broker being why we stop: logged only
-            log.warning("metrics.writer_stop_failed", partition=self.partition, error=type(exc).__name__)
+        await closing.close_within("metrics", f"writer p{self.partition}", self.producer.stop)
 
     async def _write(self, send: Callable[[], Awaitable[Sent]]) -> None:
         async with self._turn:
