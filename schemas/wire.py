@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import ValidationError
 
-from schemas import trace
+from schemas import limits, trace
 from schemas.deadletter import Reason
 from schemas.envelope import Event
 from schemas.events import EVENT_TYPES
@@ -144,7 +144,7 @@ def attribute_from_value(event: Event, attrs: dict[str, str]) -> str | None:
 def invalid(error: ValidationError) -> InvalidRecord:
     """The first problem of a validation error, as an InvalidRecord (field path, reason; no input value)."""
     first = error.errors(include_url=False, include_input=False, include_context=False)[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(record)"
+    field = ".".join(str(p) if isinstance(p, int) else limits.shown_key(p) for p in first["loc"]) or "(record)"
     reason = Reason.NOT_JSON if first["type"] == "json_invalid" else _REASONS.get(first["type"], Reason.INVALID_FIELD)
     return InvalidRecord(reason, field[:200], first["msg"][:300])
 

@@ -98,3 +98,14 @@ def test_null_headers_elsewhere_are_read_as_absent_or_empty() -> None:
     kept = [*context.headers(), ("dlq.from-the-sender", None), ("ce_source", None)]
     assert DeadLetterContext.from_headers(kept) == context  # type: ignore[arg-type]
     assert source_of(kept, b'{"source": "/communes/02269/app"}') == "/communes/02269/app"  # type: ignore[arg-type]
+
+
+def test_an_invalid_records_field_never_repeats_a_member_name_that_is_no_plain_identifier() -> None:
+    """A canonical record with an unknown member named after a person (notify and metrics log the field): the field
+    says `<member>`, never the name or the phone in it (the audit found the location repeated unfiltered)."""
+    record = _record()
+    value = record.value.replace(b'{"dossier_code"', b'{"Nguy\\u1ec5n V\\u0103n An 0912345678":1,"dossier_code"', 1)
+    assert value != record.value
+    with pytest.raises(wire.InvalidRecord) as caught:
+        wire.decode(record.headers, value)
+    assert caught.value.field == "data.<member>" and "0912345678" not in str(caught.value)
