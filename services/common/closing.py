@@ -24,7 +24,8 @@ CLOSE_TIMEOUT_S = 10.0
 async def close_within(service: str, client: str, stop: Callable[[], Awaitable[None]],
                        timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
     """Run `stop()` for at most `timeout_s`; True if it finished cleanly. A stop that fails (the broker may be why we
-    stop), takes too long or is cancelled is logged (`client.stop_failed`, the error's type) and left to finish."""
+    stop), takes too long or is cancelled is logged (`client.stop_failed`, the error's type) and left to finish; a
+    caller cancelled meanwhile is cancelled, a stop that ended cancelled by itself is only a failed stop."""
     closing = asyncio.ensure_future(stop())
     try:
         await asyncio.wait_for(asyncio.shield(closing), timeout=timeout_s)
@@ -33,9 +34,16 @@ async def close_within(service: str, client: str, stop: Callable[[], Awaitable[N
         log.warning("client.stop_failed", service=service, client=client, error=type(exc).__name__,
                     timeout_s=timeout_s)
         closing.add_done_callback(retrieved)
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, asyncio.CancelledError) and _caller_cancelled():
             raise
         return False
+
+
+def _caller_cancelled() -> bool:
+    """Whether the task running `close_within` was asked to cancel (else the CancelledError came from the stop
+    itself: aiokafka cancels its own futures when the broker is gone, and that is a failed stop)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def retrieved(future: asyncio.Future[Any]) -> None:

@@ -1,0 +1,60 @@
+"""notify stopped (SIGTERM) while its broker is gone: it ends within a bounded time, cleanly, whatever is pending."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
+from services.notify.fake_providers import FakeProviders
+from services.notify.topics import Names
+from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
+from tests.kafkatools import free_port
+from tests.notify.conftest import MailSink, StartNotify, publish
+from tests.notify.events import dossier
+from tests.notify.test_notify_outage import last_commit, probe
+from tests.waiting import eventually_async
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
+STOP_WITHIN_S = 45.0
+"""Final commits (2 × 5 s) and client stops (10 s each, at most) with room for a loaded machine."""
+
+
+async def test_sigterm_during_an_outage_with_writes_pending_ends_cleanly_in_bounded_time(
+        own_broker: OwnBroker, namespace: str, start_notify: StartNotify, fake: FakeProviders,  # noqa: F811
+        smtp: tuple[MailSink, int], tmp_path: Path) -> None:
+    """Broker gone while sends and their ledger entries are under way: SIGTERM ends notify within a bounded time,
+    exit code 0, no `service.crashed`, no task failed. It hung for the whole outage (`producer.stop` unbounded)
+    after the final commit had already ended the run as a crash."""
+    bootstrap = own_broker.bootstrap
+    await ensure_topics(KafkaConnection(bootstrap=bootstrap), Names(namespace).specs)
+    http_port = free_port()
+    # SMS slower than the burst: a queue is draining when the broker goes, so ledger entries are left pending
+    proc = start_notify(KAFKA_BOOTSTRAP=bootstrap, NOTIFY_HTTP_PORT=str(http_port),
+                        NOTIFY_RATE_PER_S=json.dumps({"sms": 3, "webhook": 200, "zalo": 200, "email": 50}))
+    await eventually_async(lambda: probe(http_port, "/readyz") == 200, timeout=60, interval=0.2, what="notify ready")
+    await publish(bootstrap, namespace, *(dossier(f"stop-{n}", code=f"D-SO-{n}") for n in range(60)))
+    await eventually_async(lambda: len(fake.accepted) >= 6, timeout=30, what="notifications before the outage")
+    await eventually_async(lambda: last_commit(http_port), timeout=10, what="a commit")
+
+    await asyncio.to_thread(own_broker.stop)
+    sent_at_stop = len(fake.accepted)
+    await eventually_async(lambda: probe(http_port, "/readyz") == 503, timeout=20, interval=0.2,
+                           what="not ready while the broker is gone")
+    await eventually_async(lambda: len(fake.accepted) > sent_at_stop, timeout=20,
+                           what="a provider call whose ledger entry cannot be written")
+
+    stopped = time.monotonic()
+    proc.terminate()
+    await eventually_async(lambda: proc.poll() is not None, timeout=STOP_WITHIN_S + 30, interval=0.2,
+                           what="notify ends after SIGTERM")
+    code, took = proc.returncode, time.monotonic() - stopped
+    log = (tmp_path / "notify.log").read_text(encoding="utf-8")
+    print(f"notify ended {took:.1f} s after SIGTERM, exit code {code}")
+    assert '"service.crashed"' not in log and '"task.failed"' not in log  # an orderly stop, no failure on the way
+    assert code == 0 and took < STOP_WITHIN_S
