@@ -34,16 +34,11 @@ async def close_within(service: str, client: str, stop: Callable[[], Awaitable[N
         log.warning("client.stop_failed", service=service, client=client, error=type(exc).__name__,
                     timeout_s=timeout_s)
         closing.add_done_callback(retrieved)
-        if isinstance(exc, asyncio.CancelledError) and _caller_cancelled():
+        # the stop itself ended cancelled (aiokafka cancels its own futures when the broker is gone): a failed stop.
+        # Else the caller was cancelled. (Not `cancelling()`: it stays set in the `finally` of a cancelled task.)
+        if isinstance(exc, asyncio.CancelledError) and not closing.cancelled():
             raise
         return False
-
-
-def _caller_cancelled() -> bool:
-    """Whether the task running `close_within` was asked to cancel (else the CancelledError came from the stop
-    itself: aiokafka cancels its own futures when the broker is gone, and that is a failed stop)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 def retrieved(future: asyncio.Future[Any]) -> None:
