@@ -65,14 +65,9 @@ class KafkaClaims:
         self._answering = True
         """Whether the broker answered the reader's last probe."""
 
-    @property
-    def ready(self) -> bool:
-        """True once the table holds every claim that was on the topic when the reader started, while the broker
-        answers."""
-        return self.waiting() is None
-
     def waiting(self) -> str | None:
-        """Why claims cannot be made now (`/readyz`'s detail), or None when they can."""
+        """Why claims cannot be made now (`/readyz`'s detail), or None once the table holds every claim that was on
+        the topic when the reader started and the broker answers."""
         if not self._answering:
             return "broker unreachable"
         return None if self._ready.is_set() else "restoring Idempotency-Keys"
