@@ -24,7 +24,8 @@ CLOSE_TIMEOUT_S = 10.0
 async def close_within(service: str, client: str, stop: Callable[[], Awaitable[None]],
                        timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
     """Run `stop()` for at most `timeout_s`; True if it finished cleanly. A stop that fails (the broker may be why we
-    stop), takes too long or is cancelled is logged (`client.stop_failed`, the error's type) and left to finish."""
+    stop), takes too long or is cancelled is logged (`client.stop_failed`, the error's type) and left to finish; a
+    caller cancelled meanwhile is cancelled, a stop that ended cancelled by itself is only a failed stop."""
     closing = asyncio.ensure_future(stop())
     try:
         await asyncio.wait_for(asyncio.shield(closing), timeout=timeout_s)
@@ -33,7 +34,9 @@ async def close_within(service: str, client: str, stop: Callable[[], Awaitable[N
         log.warning("client.stop_failed", service=service, client=client, error=type(exc).__name__,
                     timeout_s=timeout_s)
         closing.add_done_callback(retrieved)
-        if isinstance(exc, asyncio.CancelledError):
+        # the stop itself ended cancelled (aiokafka cancels its own futures when the broker is gone): a failed stop.
+        # Else the caller was cancelled. (Not `cancelling()`: it stays set in the `finally` of a cancelled task.)
+        if isinstance(exc, asyncio.CancelledError) and not closing.cancelled():
             raise
         return False
 

@@ -50,7 +50,7 @@ def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, c
         server = _Server(server_config(settings, app))
         serving = supervisor.spawn("http", server.serve())
         supervisor.spawn("broker-watch", watch_broker(publisher, supervisor.health, supervisor.stop,
-                                                      restored=lambda: claims.ready))
+                                                      waiting=claims.waiting))
         stopping = supervisor.spawn("stop", supervisor.stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
@@ -66,7 +66,7 @@ def main() -> None:
     health = Health(SERVICE)
     publisher = KafkaPublisher(settings, transactional_id(TransactionalId.GATEWAY, settings.namespace,
                                                           settings.instance_id), settings.kafka_timeout_s,
-                               settings.transaction_timeout_ms)
+                               settings.transaction_timeout_ms, committed=health.committed)
     claims = KafkaClaims(settings, scoped(GATEWAY_CLAIMS, settings.namespace),
                          client_id=f"commune-bus-gateway-{settings.instance_id}", timeout_s=settings.kafka_timeout_s,
                          answer_bytes=settings.idempotency_answer_bytes)

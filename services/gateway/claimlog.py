@@ -9,6 +9,8 @@ record's offset in its partition: every instance has then seen the same records 
 order, and `fold` names the same winner everywhere. The table starts from the topic at start (a restarted
 gateway keeps its keys) and drops keys whose `until` has passed; it keeps answers' whole bodies within a
 byte budget (`ClaimTable`): a body dropped from memory is still on the topic, and the key stays answered.
+While the broker does not answer (probed every second, `services.common.probe`) the claims are not ready:
+`/readyz` says 503 and a claim is refused at once (503) instead of waiting on a write that cannot be sent.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import partial
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -24,7 +27,9 @@ from schemas.topics import TopicSpec
 from schemas.wire import KafkaRecord
 from services.common import clients
 from services.common.admin import ensure_topics
+from services.common.closing import close_within
 from services.common.partitioner import partition_for
+from services.common.probe import PROBE_EVERY_S, broker_answers
 from services.common.settings import KafkaConnection
 from services.gateway.claims import (
     DEFAULT_ANSWER_BYTES,
@@ -41,6 +46,7 @@ from services.gateway.claims import (
 from services.gateway.publisher import BROKER_ERRORS, BrokerUnavailable
 
 log = structlog.get_logger("gateway")
+SERVICE = "gateway"
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 15.0
 
 
@@ -56,11 +62,15 @@ class KafkaClaims:
         self._ready = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._partitions = 0
+        self._answering = True
+        """Whether the broker answered the reader's last probe."""
 
-    @property
-    def ready(self) -> bool:
-        """True once the table holds every claim that was on the topic when the reader started."""
-        return self._ready.is_set()
+    def waiting(self) -> str | None:
+        """Why claims cannot be made now (`/readyz`'s detail), or None once the table holds every claim that was on
+        the topic when the reader started and the broker answers."""
+        if not self._answering:
+            return "broker unreachable"
+        return None if self._ready.is_set() else "restoring Idempotency-Keys"
 
     async def run(self) -> None:
         """The reader (a supervised task): restore, then follow the topic until cancelled. A broker that does not
@@ -86,14 +96,11 @@ class KafkaClaims:
             await self._producer.start()
             await reader.start()
             await self._follow(reader, self._producer)
-        finally:
+        finally:  # a failed or late stop is logged, not raised: the broker is usually why the follower ends
             producer, self._producer = self._producer, None
             self._ready.clear()
-            for client in (reader, producer):
-                try:
-                    await client.stop()
-                except BROKER_ERRORS as exc:  # logged, not raised: the broker is usually why the follower ends
-                    log.warning("gateway.claims_client_stop_failed", error=type(exc).__name__)
+            await close_within(SERVICE, "claims-reader", reader.stop)
+            await close_within(SERVICE, "claims-producer", producer.stop)
 
     async def _follow(self, reader: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         partitions = sorted(await producer.partitions_for(self.topic))
@@ -103,7 +110,11 @@ class KafkaClaims:
         await reader.seek_to_beginning(*tps)
         end = await reader.end_offsets(tps)
         pruned = self.clock()
+        probe, probed = partial(broker_answers, reader, tps), time.monotonic()
+        self._answering = True
         while True:
+            if time.monotonic() - probed >= PROBE_EVERY_S:  # in the loop: nothing is read while it does not answer
+                self._answering, probed = await probe(), time.monotonic()
             batch = await reader.getmany(timeout_ms=200, max_records=5000)
             for records in batch.values():
                 for rec in records:
@@ -136,6 +147,8 @@ class KafkaClaims:
             raise BrokerUnavailable("claims not restored yet") from None
         if (producer := self._producer) is None:
             raise BrokerUnavailable("claims not restored yet")
+        if not self._answering:  # a write now would wait the outage out in the producer, and hold up its stop
+            raise BrokerUnavailable("broker unreachable")
         try:
             meta = await asyncio.wait_for(producer.send_and_wait(
                 self.topic, rec.encode(), key=rec.record_key.encode(), partition=self.partition(rec.key)),

@@ -15,6 +15,7 @@ rebuilt (it would fence its successor in turn): it raises `Fenced` for good and 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -23,10 +24,13 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from schemas.wire import KafkaRecord
 from services.common import clients, transactions
+from services.common.closing import close_within
 from services.common.settings import KafkaConnection
 
 log = structlog.get_logger("gateway")
 Records = list[tuple[str, KafkaRecord]]
+STOP_TIMEOUT_S = 5.0
+"""How long a dropped producer's stop may hold up the requests behind it (it goes on in the background)."""
 BROKER_ERRORS = (KafkaError, TimeoutError, OSError)
 """What `BrokerUnavailable` translates: the broker did not answer, or answered with an error."""
 
@@ -49,8 +53,10 @@ class KafkaPublisher:
     """One transactional producer (started on first use, rebuilt after a failure) shared by every request."""
 
     def __init__(self, conn: KafkaConnection, transactional_id: str, timeout_s: float,
-                 transaction_timeout_ms: int = 60_000) -> None:
+                 transaction_timeout_ms: int = 60_000, committed: Callable[[], None] = lambda: None) -> None:
+        """`committed` is called after each committed transaction (`Health.committed`: the last-commit time)."""
         self.conn = conn
+        self.committed = committed
         self.transactional_id = transactional_id
         self.timeout_s = timeout_s
         self.transaction_timeout_ms = transaction_timeout_ms
@@ -117,6 +123,7 @@ class KafkaPublisher:
                             fut.set_exception(BrokerUnavailable("cancelled"))
                     raise
                 else:
+                    self.committed()
                     for _, fut in group:
                         fut.set_result(None)
         await done
@@ -147,8 +154,6 @@ class KafkaPublisher:
 
 
 async def _quietly_stop(producer: AIOKafkaProducer) -> None:
-    """Stop a dropped producer; a failure is logged (the broker is usually why it was dropped), never raised."""
-    try:
-        await asyncio.wait_for(producer.stop(), timeout=5)
-    except BROKER_ERRORS as exc:
-        log.warning("gateway.producer_stop_failed", error=type(exc).__name__)
+    """Stop a dropped producer within `STOP_TIMEOUT_S`; a failure is logged (the broker is usually why it was
+    dropped), never raised."""
+    await close_within("gateway", "producer", producer.stop, STOP_TIMEOUT_S)

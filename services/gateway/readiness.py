@@ -28,8 +28,9 @@ class Broker(Protocol):
 
 
 async def watch_broker(broker: Broker, health: Health, stop: asyncio.Event, every_s: float = CHECK_EVERY_S,
-                       restored: Callable[[], bool] = lambda: True) -> None:
-    """Connect, and reconnect whenever the connection was dropped; say ready only while connected and `restored`.
+                       waiting: Callable[[], str | None] = lambda: None) -> None:
+    """Connect, and reconnect whenever the connection was dropped; say ready only while connected and nothing else
+    is `waiting` (the claims: restoring, or the broker not answering their reader's probe).
 
     Ends on `stop`; raises `Fenced`."""
     while not stop.is_set():
@@ -41,10 +42,10 @@ async def watch_broker(broker: Broker, health: Health, stop: asyncio.Event, ever
             except BrokerUnavailable as exc:
                 _say(health, False, f"broker unavailable ({exc})")
         if broker.connected:
-            if restored():
+            if (why := waiting()) is None:
                 _say(health, True, "broker answered")
             else:
-                _say(health, False, "restoring Idempotency-Keys")
+                _say(health, False, why)
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every_s)
 

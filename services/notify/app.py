@@ -20,7 +20,9 @@ from schemas.notification import ChannelKind
 from schemas.topics import Group, group_id
 from services.common import clients
 from services.common.admin import ensure_topics
+from services.common.closing import close_within
 from services.common.partitioner import partition_for
+from services.common.probe import probe_loop
 from services.common.runtime import Supervisor
 from services.common.stall import StallWatch
 from services.notify import metrics
@@ -46,11 +48,12 @@ from services.privacy.settings import PrivacySettings
 from services.privacy.store import KeyStore
 
 log = structlog.get_logger("notify")
+SERVICE = "notify"
 CLIENT_ID = "commune-bus-notify"
 COMMIT_EVERY_S = 0.5
-FINAL_COMMIT_S = 10.0
-PROBE_EVERY_S = 1.0
-PROBE_TIMEOUT_S = 3.0
+COMMIT_TIMEOUT_S = 5.0
+"""How long one commit may wait for the group coordinator: aiokafka retries a commit for as long as the broker
+is gone, and a revocation's commit runs inside the coordinator task that `consumer.stop` waits for."""
 
 
 class NotifyApp:
@@ -81,7 +84,7 @@ class NotifyApp:
             producer = clients.producer(self.s, client_id=CLIENT_ID, linger_ms=2,
                                         request_timeout_ms=self.s.write_timeout_ms)
             await producer.start()
-            stack.push_async_callback(producer.stop)
+            stack.push_async_callback(close_within, SERVICE, "producer", producer.stop)
             http = HttpClient(self.s.provider_timeout_s)
             stack.push_async_callback(http.close)
 
@@ -104,7 +107,7 @@ class NotifyApp:
             fence = Fence(readiness, stalls)
             dispatcher.gate = fence
             stack.push_async_callback(_cancel, [spawn("stall-watch", stalls.watch()),
-                                                spawn("broker-probe", self._probe_loop(feed, readiness))])
+                                                spawn("broker-probe", probe_loop(feed.reachable, readiness.broker))])
             routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts], feed, readiness,
                                            fence)
             urgent = await self._consumer(stack, "urgent", [n.announcement], feed, readiness, fence)
@@ -137,7 +140,7 @@ class NotifyApp:
         layout = Layout(partitions, producer, stores, keep_ms=keep_window_ms(self.s.ledger_keep_days))
         ledger = Ledger(n.ledger, producer, layout=layout)
         feed = LedgerFeed(self.s, ledger)
-        stack.push_async_callback(feed.close)
+        stack.push_async_callback(close_within, SERVICE, "ledger-tail", feed.close)
         await feed.open()
         stack.push_async_callback(_cancel, [self.sup.spawn("ledger-tail", feed.follow()),
                                             self.sup.spawn("ledger-prune", prune_loop(ledger, self.s))])
@@ -152,7 +155,7 @@ class NotifyApp:
             return Opener(self.directory)
         store = KeyStore(self.s, self.s.namespace, keyring, client_id=f"{CLIENT_ID}-keys")
         await store.start()
-        stack.push_async_callback(store.stop)
+        stack.push_async_callback(close_within, SERVICE, "key-store", store.stop)
         stack.push_async_callback(_cancel, [self.sup.spawn("key-store", store.run())])
         return Opener(self.directory, keyring, store.refresh)
 
@@ -167,7 +170,7 @@ class NotifyApp:
                                     session_timeout_ms=self.s.session_timeout_ms,
                                     heartbeat_interval_ms=self.s.heartbeat_interval_ms)
         await consumer.start()
-        stack.push_async_callback(consumer.stop)
+        stack.push_async_callback(close_within, SERVICE, f"{name}-consumer", consumer.stop)
         pauses = self.pauses[name] = Pauses(consumer)
         listener = Listener(self.sup.fail, name, readiness, fence, commit=partial(self._commit, consumer),
                             forget=self.tracker.forget, hold=partial(feed.hold, name),
@@ -177,29 +180,26 @@ class NotifyApp:
         stack.push_async_callback(listener.stop)  # before the ledger feed closes under a catch-up
         return consumer
 
-    @staticmethod
-    async def _probe_loop(feed: LedgerFeed, readiness: Readiness) -> None:
-        """Not ready while the broker does not answer (`/readyz` tells the truth during an outage)."""
-        while True:
-            readiness.broker(await feed.reachable(PROBE_TIMEOUT_S))
-            await asyncio.sleep(PROBE_EVERY_S)
-
     async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             await asyncio.sleep(COMMIT_EVERY_S)
             await self._commit(consumer, "loop")
 
     async def _commit(self, consumer: AIOKafkaConsumer, when: str) -> None:
-        """Commit what is done on `consumer`'s partitions; a refusal (the group moved on) is logged and counted."""
+        """Commit what is done on `consumer`'s partitions, within `COMMIT_TIMEOUT_S`. A refusal (the group moved
+        on) or no answer in time (the broker is gone) is logged and counted, and the offsets are kept to commit
+        later: what is never committed is consumed again, and the ledger skips what it holds as done."""
         offsets = self.tracker.take_committable(consumer.assignment())
         if not offsets:
             return
         try:
-            await consumer.commit(offsets)
-        except CommitFailedError:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await consumer.commit(offsets)
+        except (CommitFailedError, TimeoutError) as exc:
             self.tracker.restore(offsets)
             metrics.COMMIT_FAILURES.labels(when).inc()
-            log.warning("notify.commit_refused", when=when, partitions=len(offsets))
+            log.warning("notify.commit_refused" if isinstance(exc, CommitFailedError) else "notify.commit_timed_out",
+                        when=when, partitions=len(offsets))
             return
         self.sup.health.committed()
 
@@ -207,9 +207,8 @@ class NotifyApp:
         """On an orderly stop only: after a failure the group may be gone, and the next owner redoes the rest."""
         if not self.sup.stop.is_set():
             return
-        async with asyncio.timeout(FINAL_COMMIT_S):
-            for consumer in consumers:
-                await self._commit(consumer, "stop")
+        for consumer in consumers:
+            await self._commit(consumer, "stop")
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

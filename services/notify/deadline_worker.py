@@ -12,6 +12,11 @@ Order of writes (ADR 0022): an alert is acknowledged on `commune.notify.alerts` 
 record that marks it fired, and a batch's offsets are committed after its changelog records. A crash in
 between repeats an alert (same deterministic id, stopped by notify's ledger, ADR 0007), never loses one;
 in steady state each alert is sent once. Batches, ticks and rebalance callbacks take turns (one lock).
+
+Under a broker outage nothing waits unbounded (the producer is idempotent: aiokafka never fails its sends
+while the broker is gone): writes not acknowledged within `NOTIFY_DEADLINE_ACK_TIMEOUT_S` end the run with
+`WritesUnacknowledged` (the runtime restarts it, restoring from the changelog), clients are closed within
+`services.common.closing`'s limit, and `/readyz` is 503 while the broker does not answer (probe every second).
 """
 
 from __future__ import annotations
@@ -20,16 +25,21 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import RecordMetadata
 from pydantic import ValidationError
 
 from schemas.notification import DeadlineAlert, DeadlineMessage
 from schemas.topics import NOTIFY_ALERTS, NOTIFY_DEADLINES, Group, group_id, scoped
 from services.common import clients, runtime
 from services.common.admin import ensure_topics
+from services.common.closing import close_within, retrieved
+from services.common.health import Health
+from services.common.probe import broker_answers, probe_loop
 from services.common.rebalance import RebalanceListener
 from services.common.run_folder import RunFolder, remove_orphans
 from services.common.runtime import Supervisor
@@ -41,8 +51,14 @@ from services.notify.settings import NotifySettings
 from services.notify.topics import Names
 
 log = structlog.get_logger("notify.deadlines")
+SERVICE = "notify-deadlines"
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 Clock = Callable[[], datetime]
+
+
+class WritesUnacknowledged(KafkaError):
+    """Alerts, changelog records or a commit not acknowledged in time: the broker is gone or stalled. The run ends
+    and restarts; an alert whose changelog record was not written fires again (same id, notify's ledger stops it)."""
 
 
 class DeadlineWorker:
@@ -55,13 +71,17 @@ class DeadlineWorker:
         remove_orphans(own.state_dir, RUN_PREFIX)  # stores of trackers killed before they could tidy up
         self.run_folder = RunFolder.claim(own.state_dir, RUN_PREFIX)  # held for the process's life: sweeps skip it
         self.store = OwnedPartitions(settings, self.changelog.name, self.run_folder.path, "notify-deadlines-restore")
-        self.health: Callable[[bool, str], None] = lambda ready, detail: None
+        self.health: Health | None = None
+        self._tracking: str | None = None
+        """What `/readyz` says while assigned and restored; None while not (starting, rebalancing, stopping)."""
+        self._waiting = "starting"
+        self._broker_ok = True
 
     async def run(self, sup: Supervisor) -> None:
         """Consume states and tick until `stop`; a Kafka error ends the run (the runtime restarts it, restoring)."""
         ns = self.s.namespace
         await ensure_topics(self.s, [scoped(NOTIFY_DEADLINES, ns), scoped(NOTIFY_ALERTS, ns), self.changelog])
-        self.health = sup.health.set_ready
+        self.health, self._tracking, self._broker_ok = sup.health, None, True
         producer = clients.producer(self.s, client_id="notify-deadlines")
         consumer = clients.consumer(self.s, client_id="notify-deadlines", group_id=group_id(Group.NOTIFY_DEADLINES, ns),
                                     session_timeout_ms=self.s.session_timeout_ms,
@@ -70,13 +90,38 @@ class DeadlineWorker:
             await producer.start()
             consumer.subscribe([self.names.deadlines], listener=_Rebalance(self, sup.fail))
             await consumer.start()
-            await self._loop(sup.stop, consumer, producer)
+            probe = sup.spawn("broker-probe", probe_loop(partial(self._answers, consumer), self._broker))
+            try:
+                await self._loop(sup.stop, consumer, producer)
+            finally:
+                probe.cancel()
         finally:
-            self.health(False, "stopping")
+            self._report(None, "stopping")
             self.assignment.revoked()
-            await consumer.stop()
-            await producer.stop()
+            await close_within(SERVICE, "consumer", consumer.stop)
+            await close_within(SERVICE, "producer", producer.stop)
             self.store.close_all()
+
+    async def _answers(self, consumer: AIOKafkaConsumer) -> bool:
+        owned = [TopicPartition(self.names.deadlines, p) for p in sorted(self.assignment.owned)]
+        return await broker_answers(consumer, owned or [TopicPartition(self.names.deadlines, 0)])
+
+    def _broker(self, ok: bool) -> None:
+        if ok != self._broker_ok:
+            self._broker_ok = ok
+            self._report(self._tracking, self._waiting)
+
+    def _report(self, tracking: str | None, waiting: str) -> None:
+        """`/readyz`: ready while tracking restored partitions and the broker answers; `waiting` says why not."""
+        self._tracking, self._waiting = tracking, waiting
+        if self.health is None:
+            return
+        if tracking is None:
+            self.health.set_ready(False, waiting)
+        elif not self._broker_ok:
+            self.health.set_ready(False, "broker unreachable")
+        else:
+            self.health.set_ready(True, tracking)
 
     async def _loop(self, stop: asyncio.Event, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         next_tick = time.monotonic()
@@ -103,15 +148,21 @@ class DeadlineWorker:
             return
         await self.store.assign(todo.wanted, todo.stale)
         if self.assignment.taken(todo):
-            self.health(True, f"tracking {len(todo.wanted)} partitions")
+            self._report(f"tracking {len(todo.wanted)} partitions", "tracking")
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Commit; a commit refused because the group moved on is left to the next owner, which redoes the
         records (states merge again, alert flags kept: nothing fires twice)."""
         try:
-            await consumer.commit(offsets)
+            async with asyncio.timeout(self.own.ack_timeout_s):
+                await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError):  # refused, or no assignment at this instant (rebalancing)
             log.warning("deadline.commit_refused", partitions=sorted(tp.partition for tp in offsets))
+        except TimeoutError:  # aiokafka retries a commit for as long as the broker is gone
+            raise WritesUnacknowledged(f"commit not answered within {self.own.ack_timeout_s:g} s") from None
+        else:
+            if self.health is not None:
+                self.health.committed()
 
     async def apply(self, batch: Batch, producer: AIOKafkaProducer) -> None:
         """Record each state (and old-style alert decision) in its partition's store; write alerts, then changes."""
@@ -145,19 +196,32 @@ class DeadlineWorker:
         """Alerts acknowledged first, then the changelog records (a crash in between repeats, never loses)."""
         sent = [await producer.send(self.names.alerts, a.model_dump_json().encode(), key=a.commune.encode())
                 for a in alerts]
-        await asyncio.gather(*sent)
+        await self._acknowledged(sent, "alerts")
         logged = [await producer.send(self.changelog.name, value, key=key, partition=p) for p, (key, value) in changes]
-        for meta in await asyncio.gather(*logged):
+        for meta in await self._acknowledged(logged, "changelog records"):
             self.store.written(meta.partition, meta.offset)
+
+    async def _acknowledged(self, sent: list[asyncio.Future[RecordMetadata]], what: str) -> list[RecordMetadata]:
+        """The sends' metadata once all are acknowledged (a refused one raises its error); `WritesUnacknowledged` if
+        any is not within `ack_timeout_s` (it may still be sent: its outcome is read, never left unobserved)."""
+        if not sent:
+            return []
+        _, pending = await asyncio.wait(sent, timeout=self.own.ack_timeout_s)
+        if pending:
+            for future in pending:
+                future.add_done_callback(retrieved)
+            raise WritesUnacknowledged(f"{len(pending)} of {len(sent)} {what} not acknowledged within "
+                                       f"{self.own.ack_timeout_s:g} s")
+        return [future.result() for future in sent]
 
     def assigned(self, numbers: set[int]) -> None:
         """Returns at once: the loop restores what arrived before it consumes or ticks again."""
         self.assignment.assigned(numbers)
 
     async def revoked(self) -> None:
-        async with self.turn:  # the batch or tick in flight is written and committed first
+        async with self.turn:  # the batch or tick in flight is written and committed first (or fails in time)
             self.assignment.revoked()
-            self.health(False, "rebalancing")
+            self._report(None, "rebalancing")
 
 
 class _Rebalance(RebalanceListener):
@@ -183,7 +247,7 @@ def _decode(rec: ConsumerRecord[bytes, bytes]) -> DeadlineMessage | None:
 def main() -> None:
     settings = NotifySettings()
     worker = DeadlineWorker(settings, DeadlineSettings())
-    runtime.main("notify-deadlines", settings.model_copy(update={"http_port": settings.deadline_web_port}),
+    runtime.main(SERVICE, settings.model_copy(update={"http_port": settings.deadline_web_port}),
                  worker.run)
 
 

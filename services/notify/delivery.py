@@ -175,8 +175,8 @@ class Dispatcher:
         except Erased:
             await self._erased(job)
             return
-        except KafkaError:  # the key store could not be read: the run restarts, the record is done again
-            raise
+        except KafkaError:  # the key store could not be read or is behind (`KeysBehind`): the run restarts, the
+            raise  # record is done again once the store has caught up; never dead-lettered for it
         except Exception as exc:  # tampered or malformed personal data: this one request is dead-lettered
             await self._unexpected(job, exc, "unopenable")
             return

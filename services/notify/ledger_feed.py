@@ -17,9 +17,9 @@ import asyncio
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from services.common import clients
+from services.common.probe import broker_answers
 from services.common.settings import KafkaConnection
 from services.notify.ledger import Ledger
 
@@ -116,14 +116,9 @@ class LedgerFeed:
             except TimeoutError:
                 pass
 
-    async def reachable(self, timeout_s: float) -> bool:
-        """Whether the broker answers a request for the ledger's end offsets within `timeout_s`."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._opened().end_offsets([self._tp(0)])
-        except (TimeoutError, KafkaError):
-            return False
-        return True
+    async def reachable(self) -> bool:
+        """Whether the broker answers a request for the ledger's end offsets (`services.common.probe`)."""
+        return await broker_answers(self._opened(), [self._tp(0)])
 
     async def close(self) -> None:
         if self._consumer is not None:

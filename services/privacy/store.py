@@ -3,7 +3,8 @@
 `start` reads both key topics to their end (committed records only, like every restore);
 `run` then follows them for as long as the service runs (spawn it on the Supervisor).
 `refresh` waits until everything committed before the call has been applied: a value
-whose key is unknown is opened again after it, and only then counted as erased.
+whose key is unknown is opened again after it, and only then counted as erased; a store
+that does not catch up in time raises `KeysBehind` (transient, a Kafka error), never erased.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from functools import cache
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from schemas.personal import KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
@@ -36,6 +38,13 @@ def key_messages(records: list[KeyRecord], namespace: str) -> list[KeyMessage]:
     """The messages that store `records`: applicant keys in the compacted topic, day keys in the expiring one."""
     applicants, dead_letters = key_topics(namespace)
     return [(dead_letters if r.expires_at is not None else applicants, r.record_key, encoded(r)) for r in records]
+
+
+class KeysBehind(KafkaError):
+    """The key store had not applied the key records committed before a `refresh` when its time was up: its
+    follower lags (a slow or partly unreachable broker), which says nothing about the key. A Kafka error, so a
+    caller's run ends and restarts (the store is read to its end again at start), as when the store cannot be
+    read at all; never a reason to count a value as erased or unreadable."""
 
 
 class KeyStore:
@@ -86,12 +95,16 @@ class KeyStore:
                       offset=record.offset, error=str(exc))
 
     async def refresh(self, timeout_s: float = 10.0) -> None:
-        """Return once every key record committed before this call is applied (`run` must be running)."""
+        """Return once every key record committed before this call is applied (`run` must be running); raises
+        `KeysBehind` if that takes longer than `timeout_s`."""
         tps = list(self._consumer.assignment())
         end = await self._consumer.end_offsets(tps)
 
         def reached() -> bool:
             return all(self._applied.get(tp, -1) >= end[tp] for tp in tps)
 
-        async with asyncio.timeout(timeout_s), self._progress:
-            await self._progress.wait_for(reached)
+        try:
+            async with asyncio.timeout(timeout_s), self._progress:
+                await self._progress.wait_for(reached)
+        except TimeoutError:
+            raise KeysBehind(f"key store not caught up within {timeout_s:g} s") from None

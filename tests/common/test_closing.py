@@ -67,3 +67,15 @@ async def test_a_failing_stop_is_logged_by_type_and_a_cancelled_caller_still_can
     with pytest.raises(asyncio.CancelledError):
         await caller
     await asyncio.wait_for(stopped.wait(), timeout=5)
+
+
+async def test_a_stop_that_ends_cancelled_by_itself_is_a_failed_stop_not_a_cancelled_caller() -> None:
+    """A client's stop that ends with CancelledError of its own (aiokafka's consumer stop during an outage) is
+    False and logged: the caller, whom nobody cancelled, goes on closing the next client. It was re-raised, so an
+    orderly stop ended its worker as "cancelled from inside" (task.failed) and left the other clients unclosed."""
+    async def cancelled_inside() -> None:
+        raise asyncio.CancelledError
+
+    with capture_logs() as logs:
+        assert await close_within("svc", "consumer", cancelled_inside, timeout_s=5) is False
+    assert [(e["event"], e["error"]) for e in logs] == [("client.stop_failed", "CancelledError")]

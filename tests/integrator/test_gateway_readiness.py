@@ -17,6 +17,7 @@ from services.gateway.settings import GatewaySettings
 from services.sources.registry import SourceRegistry
 from tests.integrator.test_gateway_app import KEY, Recording, client
 from tests.samples import canonical_dossier
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.unit
 
@@ -68,6 +69,21 @@ async def test_watch_says_ready_only_once_the_broker_answered_and_again_after_a_
     stop.set()
     await asyncio.wait_for(watch, 1)
 
+
+
+async def test_a_connected_publisher_is_not_ready_while_the_claims_wait_and_says_why() -> None:
+    """The publisher's producer outlives an outage (connected until a publish fails): the claims' reason (their
+    reader's probe finds the broker silent) makes `/readyz` 503 with that reason, and ready again once it clears."""
+    health, stop, broker = RecordingHealth(), asyncio.Event(), FlakyBroker(failures=0)
+    why: list[str | None] = ["broker unreachable"]
+    watch = asyncio.create_task(watch_broker(broker, health, stop, every_s=0.01, waiting=lambda: why[0]))
+    await eventually_async(lambda: health.seen, timeout=2, interval=0.005, what="a readiness report")
+    assert health.seen == [(False, "broker unreachable")]
+    why[0] = None
+    await asyncio.wait_for(health.became_ready.wait(), 2)
+    stop.set()
+    await asyncio.wait_for(watch, 1)
+    assert health.seen == [(False, "broker unreachable"), (True, "broker answered")]
 
 def test_readyz_is_503_until_ready_and_reports_the_reason() -> None:
     """/readyz answers 503 with the health detail while not ready, 200 once ready; /healthz stays 200."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import orjson
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from schemas.dossier import DossierStatusChanged
 from schemas.notification import ChannelKind, NotificationRequest
+from services.common.settings import KafkaConnection
 from services.notify import rules
 from services.notify.delivery import Dispatcher
 from services.notify.jobs import Outputs
@@ -17,6 +22,7 @@ from services.notify.subscribers import Registry, Subscriber
 from services.privacy.applicant import seal_event
 from services.privacy.crypto import Erased
 from services.privacy.keyring import Keyring
+from services.privacy.store import KeysBehind, KeyStore
 from tests.notify.events import directory, dossier, storm
 from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
 from tests.privacy.keys import NOW, keyring
@@ -121,3 +127,40 @@ async def test_the_dispatcher_skips_an_erased_applicant_as_erased() -> None:
     assert channel.attempted == [] and tasks.failures() == []
     assert [m.json()["outcome"] for m in producer.to("t.status")] == ["erased"]
     assert [m.json() for m in producer.to("t.ledger")] == [{"state": "done", "outcome": "erased"}]
+
+
+class _Lagging:
+    """A key store's consumer whose follower never gets past its end offsets (a partial outage)."""
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("keys", 0)}
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 5)
+
+
+async def test_a_key_store_that_is_behind_ends_the_run_and_never_dead_letters() -> None:
+    """A key store still behind when `refresh` gives up is a transient condition: the sender ends with a Kafka
+    error (the run restarts and the record is done again), nothing is dead-lettered, nothing marked done. It was
+    the built-in TimeoutError, handled as tampered data: dead-lettered `unopenable` and done for good."""
+    writer = keyring()
+    event, _ = seal_event(writer, dossier("e-behind", applicant=CONTACT))
+    [request] = rules.for_event(event, directory(), Registry())
+    store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "tests", keyring(), client_id="tests-keys")
+    unused, store._consumer = store._consumer, _Lagging()  # type: ignore[assignment]
+    await unused.stop()
+    channel, producer, tasks, done = FakeChannel(), FakeProducer(), Tasks(), Calls()
+    dispatcher = Dispatcher({ChannelKind.SMS: channel}, Ledger("t.ledger", producer), producer,
+                            Outputs(status="t.status", dlq="t.dlq"), spawn=tasks, backoff=Backoff(),
+                            quiet=QuietHours(NOW.time(), NOW.time()), rates={"sms": 1000.0}, segment_limit=3,
+                            routine_workers=1, emergency_workers=1, clock=FixedClock(NOW),
+                            opener=Opener(directory(), keyring(), partial(store.refresh, timeout_s=0.1)))
+    dispatcher.start()
+    try:
+        await dispatcher.submit(request, done)
+        [failure] = await eventually_async(tasks.failures, timeout=5, interval=0.01, what="the sender ended")
+    finally:
+        await dispatcher.stop()
+    assert isinstance(failure, KafkaError) and isinstance(failure, KeysBehind)
+    assert done.count == 0 and channel.attempted == []
+    assert producer.sent == []  # no dead letter, no ledger entry, no status
