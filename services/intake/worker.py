@@ -155,7 +155,7 @@ class IntakeWorker:
                 waiting_bytes = task.open.bytes if task.open is not None else 0
                 committing: set[asyncio.Future[Any]] = {task.inflight} if task.inflight is not None else set()
                 if committing and (waiting_records >= max_records or waiting_bytes >= max_bytes):
-                    await asyncio.wait(committing, return_when=asyncio.FIRST_COMPLETED)  # full: wait for a commit
+                    await task.wait_inflight(timeout_s)  # full: wait for the commit, or until it is stuck
                     continue
                 if fetching is None:
                     room = max(1, max_records - waiting_records)
