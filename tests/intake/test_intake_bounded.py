@@ -10,7 +10,7 @@ import time
 import pytest
 from aiokafka import TopicPartition
 
-from services.common import runtime
+from services.common import kip447, runtime
 from services.common.health import Health
 from services.common.runtime import Supervisor, run_once, supervise
 from services.intake.outputs import TransactionOutputs
@@ -107,3 +107,64 @@ async def test_sigterm_with_a_full_batch_behind_a_stuck_transaction_ends_the_pro
     await supervising
     assert not health.ready
 
+
+
+class Rebalancing(IntakeWorker):
+    """A worker fetching records of its partition 0 while partition 1 arrives and the broker goes away: reading
+    partition 1's stable offsets never ends (aiokafka looks for the coordinator for ever)."""
+
+    async def start(self) -> None:
+        self.consumer = RebalancingConsumer(self)  # type: ignore[assignment]
+        self.task = Task("intake-test", IdleProducer())  # type: ignore[arg-type]
+        self.partitions = {"any": 1}
+
+    async def _validate(self, batch: Fetched) -> None:
+        pass
+
+
+class RebalancingConsumer:
+    def __init__(self, worker: IntakeWorker) -> None:
+        self.worker, self.fetches = worker, 0
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> Fetched:
+        self.fetches += 1
+        if self.fetches == 2:
+            await self.worker.assigned({TopicPartition(t, 1) for t in self.worker.topics.family_of})
+        await asyncio.sleep(0.01)
+        return {TP: ["record"]}  # type: ignore[list-item]
+
+    def pause(self, *tps: TopicPartition) -> None:
+        pass
+
+    def resume(self, *tps: TopicPartition) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_sigterm_while_partitions_get_ready_against_a_lost_broker_ends_the_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop set while an assignment waits on the broker (stable offsets, restore): validation and the final drain
+    do not wait for it, and `supervise` returns at once."""
+    waiting = asyncio.Event()
+
+    async def no_coordinator(*_: object, **__: object) -> dict[TopicPartition, int | None]:
+        waiting.set()
+        await asyncio.Future()
+        return {}
+
+    monkeypatch.setattr(kip447, "fetch_stable_offsets", no_coordinator)
+    health, stop = Health("intake-test"), asyncio.Event()
+
+    async def worker(supervisor: Supervisor) -> None:
+        await Rebalancing(settings(), supervisor).run()
+
+    supervising = asyncio.create_task(supervise("intake-test", worker, stop, health))
+    await asyncio.wait_for(waiting.wait(), timeout=5)
+    stop.set()
+    done, _ = await asyncio.wait({supervising}, timeout=3)
+    if not done:
+        supervising.cancel()
+    assert done, "the process did not stop while partitions got ready"
+    await supervising
