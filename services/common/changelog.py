@@ -4,49 +4,76 @@ A restore reads committed records only (`read_committed`), from the beginning of
 each requested partition up to the end offset it had when the restore began, and
 hands each record to `apply`. Records written after that point are left to the
 service's own consumption. A failure raises: a restore is never half-done silently.
+Nor does a restore wait for ever on a broker that went away (aiokafka's reader
+retries for as long as it is not stopped): given `stall_s`, a restore that reads
+nothing for that long raises `RestoreStalled`, a Kafka error (the run restarts).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
-from services.common import clients
+from services.common import clients, closing
 from services.common.settings import KafkaConnection
 
 Apply = Callable[[int, ConsumerRecord[bytes, bytes]], None]
 """Called with (partition, record) for every record below the end offset, in offset order per partition."""
 
 
+class RestoreStalled(KafkaError):
+    """A restore read nothing for longer than its `stall_s` (the broker gone or unreachable)."""
+
+
 async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[int], apply: Apply, *,
-                      client_id: str, max_records: int = 10_000, ends: dict[int, int] | None = None) -> int:
+                      client_id: str, max_records: int = 10_000, ends: dict[int, int] | None = None,
+                      stall_s: float | None = None) -> int:
     """Apply every committed record of `topic`'s `partitions` below their current end; returns how many. `ends`, if
-    given, receives each partition's end offset the restore read up to."""
+    given, receives each partition's end offset the restore read up to. With `stall_s`, raises `RestoreStalled` once
+    the restore went that long without reading a record (however long the whole restore takes)."""
     numbers = sorted(set(partitions))
     if not numbers:
         return 0
     reader = clients.consumer(conn, client_id=client_id, max_partition_fetch_bytes=8 * 1024 * 1024)
-    await reader.start()
-    applied = 0
     try:
-        tps = [TopicPartition(topic, p) for p in numbers]
-        reader.assign(tps)
-        await reader.seek_to_beginning(*tps)
-        end = await reader.end_offsets(tps)
-        if ends is not None:
-            ends.update({tp.partition: offset for tp, offset in end.items()})
-        pending = {tp for tp in tps if await reader.position(tp) < end[tp]}  # empty, or emptied by retention
-        while pending:
-            chunk = await reader.getmany(*pending, timeout_ms=500, max_records=max_records)
-            for tp, records in chunk.items():
-                for rec in records:
-                    if rec.offset < end[tp]:
-                        apply(tp.partition, rec)
-                        applied += 1
-            pending = {tp for tp in pending if await reader.position(tp) < end[tp]}
+        async with asyncio.timeout(stall_s) as progress:
+            def progressed() -> None:
+                if stall_s is not None:
+                    progress.reschedule(asyncio.get_running_loop().time() + stall_s)
+
+            await reader.start()
+            return await _read(reader, [TopicPartition(topic, p) for p in numbers], apply, max_records, ends,
+                               progressed)
+    except TimeoutError:
+        if stall_s is None:
+            raise
+        raise RestoreStalled(f"restore of {topic}: nothing read for {stall_s:g} s") from None
     finally:
-        await reader.stop()
+        await closing.close_within(client_id, "changelog reader", reader.stop)
+
+
+async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], apply: Apply, max_records: int,
+                ends: dict[int, int] | None, progressed: Callable[[], None]) -> int:
+    applied = 0
+    reader.assign(tps)
+    await reader.seek_to_beginning(*tps)
+    end = await reader.end_offsets(tps)
+    if ends is not None:
+        ends.update({tp.partition: offset for tp, offset in end.items()})
+    pending = {tp for tp in tps if await reader.position(tp) < end[tp]}  # empty, or emptied by retention
+    while pending:
+        chunk = await reader.getmany(*pending, timeout_ms=500, max_records=max_records)
+        if chunk:
+            progressed()
+        for tp, records in chunk.items():
+            for rec in records:
+                if rec.offset < end[tp]:
+                    apply(tp.partition, rec)
+                    applied += 1
+        pending = {tp for tp in pending if await reader.position(tp) < end[tp]}
     return applied
 
 

@@ -1,4 +1,5 @@
-"""What `/healthz` and `/readyz` report: alive while the loop answers, ready while the worker says it is."""
+"""What `/healthz` and `/readyz` report: alive while the loop answers and the runtime is not stuck restarting runs
+that get nowhere; ready while the worker says it is."""
 
 from __future__ import annotations
 
@@ -15,16 +16,36 @@ class Health:
         self.ready = False
         self.detail = "starting"
         self.last_commit: float | None = None
+        self.alive = True
+        """False while the runtime restarts run after run and none gets anywhere (`runtime.supervise`)."""
+        self.alive_detail = "running"
+        self.progress = 0
+        """Commits and readiness reported so far: the runtime's sign that a run got somewhere."""
         telemetry.READY.labels(service).set(0)
 
     def set_ready(self, ready: bool, detail: str) -> None:
         self.ready, self.detail = ready, detail
+        if ready:
+            self._progressed()
         telemetry.READY.labels(self.service).set(1 if ready else 0)
 
     def committed(self) -> None:
         """Record that the worker's progress (offsets) was committed just now."""
         self.last_commit = time.time()
+        self._progressed()
         telemetry.LAST_COMMIT.labels(self.service).set(self.last_commit)
+
+    def set_alive(self, alive: bool, detail: str) -> None:
+        self.alive, self.alive_detail = alive, detail
+
+    def _progressed(self) -> None:
+        """A run got somewhere: whatever restarts came before, the service is alive."""
+        self.progress += 1
+        if not self.alive:
+            self.set_alive(True, "running")
+
+    def liveness(self) -> dict[str, object]:
+        return {"service": self.service, "alive": self.alive, "detail": self.alive_detail}
 
     def report(self) -> dict[str, object]:
         return {"service": self.service, "ready": self.ready, "detail": self.detail, "last_commit": self.last_commit}

@@ -1,6 +1,7 @@
 """One HTTP server per service: `/metrics` (Prometheus), `/healthz` (alive), `/readyz` (ready to do its job).
 
-`/healthz` answers 200 while the event loop runs (a wedged loop cannot answer);
+`/healthz` answers 200 while the event loop runs (a wedged loop cannot answer) and 503 while the runtime restarts
+run after run without any getting anywhere (`runtime.supervise`);
 `/readyz` answers 200 only while the worker is assigned, restored and consuming,
 503 with the reason otherwise. The metrics service adds its commune figures to
 `/metrics` through `extra`.
@@ -26,8 +27,8 @@ def application(health: Health, extra: Extra | None = None) -> web.Application:
         return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps({"service": health.service, "alive": True}),
-                            content_type="application/json")
+        return web.Response(body=orjson.dumps(health.liveness()), content_type="application/json",
+                            status=200 if health.alive else 503)
 
     async def readyz(_: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(health.report()), content_type="application/json",

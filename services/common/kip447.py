@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -262,18 +261,29 @@ class OffsetFetchStable(Request[OffsetFetchRequest_v7]):
 
 
 class UnstableOffsets(Errors.KafkaError):
-    """Committed offsets stayed unstable (a transaction holding them open) for longer than the caller waits."""
+    """Committed offsets could not be read stable within the caller's wait: a transaction held them open, or no
+    group coordinator answered (the broker gone)."""
 
 
 async def fetch_stable_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
                                timeout_s: float, backoff_s: float = 0.05) -> dict[TopicPartition, int | None]:
-    """The committed offsets of `partitions` (None: nothing committed), once no open transaction moves them."""
+    """The committed offsets of `partitions` (None: nothing committed), once no open transaction moves them; raises
+    `UnstableOffsets` after `timeout_s`, whatever it was waiting for (aiokafka looks for a coordinator for ever)."""
     wanted = sorted(set(partitions))
     if not wanted:
         return {}
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _fetch_stable_offsets(consumer, wanted, backoff_s)
+    except TimeoutError:
+        raise UnstableOffsets(f"committed offsets of {len(wanted)} partitions not read stable within {timeout_s:g} s "
+                              "(a transaction holding them open, or no coordinator)") from None
+
+
+async def _fetch_stable_offsets(consumer: AIOKafkaConsumer, wanted: list[TopicPartition],
+                                backoff_s: float) -> dict[TopicPartition, int | None]:
     coordinator: Any = getattr(consumer, "_coordinator")  # noqa: B009  (private in aiokafka 0.14)
     client: Any = getattr(consumer, "_client")  # noqa: B009
-    deadline = time.monotonic() + timeout_s
     while True:
         await coordinator.ensure_coordinator_known()
         try:
@@ -293,7 +303,5 @@ async def fetch_stable_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[
             coordinator.coordinator_dead()
         elif not codes <= {0, -1, UNSTABLE_OFFSET_COMMIT}:
             raise Errors.for_code(max(codes))(f"OffsetFetch of group {coordinator.group_id}: errors {sorted(codes)}")
-        if time.monotonic() >= deadline:
-            raise UnstableOffsets(f"committed offsets of group {coordinator.group_id} not stable after {timeout_s:g} s")
         await asyncio.sleep(backoff_s)
         backoff_s = min(backoff_s * 2, 1.0)

@@ -7,6 +7,14 @@ which may quote a record) and counted, and ends the whole run: the group cancels
 the other tasks. A run that ended with a Kafka error is started afresh after a
 back-off (state is restored from Kafka); any other error ends the process with
 exit code 1, so its consumer group rebalances its partitions to the other workers.
+So does a permanent Kafka error (`PERMANENT`: the principal lacks a right, its
+credentials or the client's configuration are wrong): no restart can mend it, and
+a process that restarts for ever with `/healthz` 200 hides it from everyone.
+Restarts that get nowhere are not hidden either: after `UNHEALTHY_AFTER_RUNS` runs
+in a row failed with no commit and no readiness reported in any of them (at least
+about 90 s of back-off), `/healthz` says 503, so the orchestrator restarts the
+process and the operator sees a crash loop; runs go on meanwhile (a broker outage
+ends by itself) and the first run that gets anywhere makes it 200 again.
 SIGTERM, SIGINT and SIGHUP set `stop`; the worker finishes what it holds and returns.
 """
 
@@ -24,6 +32,7 @@ from typing import Any, TypeVar
 import structlog
 import uvloop
 from aiohttp import web
+from aiokafka import errors
 from aiokafka.errors import KafkaError
 
 from services.common import http, telemetry
@@ -36,6 +45,23 @@ T = TypeVar("T")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 15.0
+UNHEALTHY_AFTER_RUNS = 10
+"""Failed runs in a row, none with progress, after which `/healthz` says 503 (back-off 0.5 s doubling to 15 s:
+about 90 s of restarts at the least)."""
+PERMANENT: tuple[type[KafkaError], ...] = (
+    # the principal lacks a right (ACLs): every run would be refused the same way
+    errors.TopicAuthorizationFailedError, errors.GroupAuthorizationFailedError,
+    errors.ClusterAuthorizationFailedError, errors.TransactionalIdAuthorizationFailed,
+    errors.DelegationTokenAuthorizationFailed,
+    # its credentials or SASL settings are wrong (a refusal at bootstrap reaches us as a retriable
+    # KafkaConnectionError: the restarts getting nowhere turn /healthz 503 instead)
+    errors.SaslAuthenticationFailed, errors.AuthenticationFailedError, errors.AuthenticationMethodNotSupported,
+    errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError,
+    # the client's or a topic's configuration is invalid
+    errors.KafkaConfigurationError, errors.InvalidConfigurationError,
+)
+"""Kafka errors no restart mends (aiokafka marks none of them `retriable`, but neither a fenced producer nor a
+refused commit is, and a fresh run does mend those): the process ends with exit code 1."""
 
 
 def where(exc: BaseException, frames: int = 3) -> str:
@@ -128,16 +154,21 @@ async def run_once(service: str, worker: Worker, stop: asyncio.Event, health: He
 
 async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: Health,
                     restart_on: tuple[type[Exception], ...] = (KafkaError,)) -> None:
-    """Run `worker` until `stop`; restart it with exponential back-off after an error of `restart_on`."""
+    """Run `worker` until `stop`; restart it with exponential back-off after an error of `restart_on` that is not
+    `PERMANENT` (that one is raised: the process ends). See the module docstring for `/healthz` in a crash loop."""
     if restart_on:
         restart_on = (*restart_on, WorkerCancelled)
     delay = FIRST_BACKOFF_S
+    fruitless = 0  # failed runs in a row without progress
     while not stop.is_set():
         error: Exception | None = None
+        progress = health.progress
         try:
             await run_once(service, worker, stop, health)
             return
         except* restart_on as group:
+            if group.subgroup(lambda exc: isinstance(exc, PERMANENT)) is not None:
+                raise
             error = group.exceptions[0]
             while isinstance(error, ExceptionGroup):
                 error = error.exceptions[0]
@@ -146,6 +177,10 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
         log.error("service.restarting", service=service, error=name, where=where(error), retry_in_s=delay)
         telemetry.RESTARTS.labels(service, name).inc()
         health.set_ready(False, f"restarting after {name}")
+        fruitless = 0 if health.progress != progress else fruitless + 1
+        if fruitless >= UNHEALTHY_AFTER_RUNS and health.alive:
+            log.error("service.crash_loop", service=service, runs=fruitless, error=name)
+            health.set_alive(False, f"{fruitless} runs in a row failed without progress, the last with {name}")
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
         delay = min(delay * 2, MAX_BACKOFF_S)

@@ -21,8 +21,9 @@ log = structlog.get_logger("intake")
 
 
 async def restore_seen(conn: KafkaConnection, changelog: str, wanted: set[tuple[Family, int]],
-                       seen: SeenByPartition) -> int:
-    """Load the ids of the `wanted` raw (family, partition) pairs into `seen`; returns how many ids."""
+                       seen: SeenByPartition, stall_s: float | None = None) -> int:
+    """Load the ids of the `wanted` raw (family, partition) pairs into `seen`; returns how many ids. Raises
+    `RestoreStalled` once nothing was read for `stall_s` (the broker gone)."""
     if not wanted:
         return 0
     for family, partition in wanted:
@@ -42,6 +43,6 @@ async def restore_seen(conn: KafkaConnection, changelog: str, wanted: set[tuple[
             restored += len(keys) + len(legacy_ids)
 
     numbers = sorted({p for _, p in wanted})
-    await read_to_end(conn, changelog, numbers, apply, client_id="intake-restore")
+    await read_to_end(conn, changelog, numbers, apply, client_id="intake-restore", stall_s=stall_s)
     log.info("dedup.restored", partitions=numbers, ids=restored)
     return restored

@@ -83,6 +83,12 @@ class Task:
         if self.failed is not None:
             raise self.failed
 
+    async def wait_inflight(self, timeout_s: float) -> None:
+        """Wait until the transaction in flight finishes, or until it has been in flight `timeout_s` (then the next
+        `start` or `collect` raises `TransactionStuck`): with the broker gone it may never finish."""
+        if (inflight := self.inflight) is not None:
+            await asyncio.wait({inflight}, timeout=max(0.0, self.started + timeout_s - time.monotonic()))
+
     def start(self, publish: Publish, timeout_s: float) -> bool:
         """Start the next transaction with everything validated, unless one is committing or nothing waits."""
         self.check()

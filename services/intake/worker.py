@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaTimeoutError
 
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, scoped
 from services.common import aiokafka_compat, clients, closing, kip447
@@ -155,7 +156,7 @@ class IntakeWorker:
                 waiting_bytes = task.open.bytes if task.open is not None else 0
                 committing: set[asyncio.Future[Any]] = {task.inflight} if task.inflight is not None else set()
                 if committing and (waiting_records >= max_records or waiting_bytes >= max_bytes):
-                    await asyncio.wait(committing, return_when=asyncio.FIRST_COMPLETED)  # full: wait for a commit
+                    await task.wait_inflight(timeout_s)  # full: wait for the commit, or until it is stuck
                     continue
                 if fetching is None:
                     room = max(1, max_records - waiting_records)
@@ -170,6 +171,7 @@ class IntakeWorker:
                     if batch:
                         async with self._lock:
                             await self._validate(batch)
+            await self._cancel_readying()  # partitions still getting ready hold nothing validated
             async with self._lock:
                 await self._drain(timeout_s)
         finally:
@@ -235,23 +237,26 @@ class IntakeWorker:
         self._readying = self.supervisor.spawn("assign", self._ready(set(partitions)))
 
     async def _ready(self, partitions: set[TopicPartition]) -> None:
-        """Read the new partitions' committed offsets once stable, restore their state, seek to them; then ready."""
+        """Read the new partitions' committed offsets once stable, restore their state, seek to them; then ready.
+
+        The waits on the broker are bounded (twice the transaction timeout each, or without a record read for that
+        long: a Kafka error, the run restarts) and hold no lock: validation and the final drain never wait on them.
+        Nothing validated depends on them meanwhile: the partitions stay paused, and their state is their own.
+        """
         assert self.consumer is not None and self.task is not None
+        wait_s = 2 * self.settings.transaction_timeout_ms / 1000
+        numbers = {tp.partition for tp in partitions}
+        for n in sorted(numbers):
+            if {tp.topic for tp in partitions if tp.partition == n} != set(self.topics.family_of):
+                log.warning("intake.partitions_split", partition=n)  # another assignor in the group
+        if not self.partitions:  # where records go: re-routed raw, canonical, data keys (batched by partition)
+            self.partitions = await self._partition_counts(wait_s)
+        # waits while another member's transaction holds offsets of these partitions open (paused, stalled):
+        # it commits or the broker aborts it after the transaction timeout; its changelog records likewise
+        committed = await kip447.fetch_stable_offsets(self.consumer, partitions, timeout_s=wait_s)
+        wanted = {(self.topics.family_of[tp.topic], tp.partition) for tp in partitions}
+        await restore_seen(self.settings, self.topics.changelog, self.seen.missing(wanted), self.seen, stall_s=wait_s)
         async with self._lock:
-            numbers = {tp.partition for tp in partitions}
-            for n in sorted(numbers):
-                if {tp.topic for tp in partitions if tp.partition == n} != set(self.topics.family_of):
-                    log.warning("intake.partitions_split", partition=n)  # another assignor in the group
-            if not self.partitions:  # where records go: re-routed raw, canonical, data keys (batched by partition)
-                producer = self.task.producer
-                counted = [*self.topics.counted, *(t.name for t in key_topic_specs(self.settings.namespace))]
-                self.partitions = {t: len(await producer.partitions_for(t)) for t in counted}
-            # waits while another member's transaction holds offsets of these partitions open (paused, stalled):
-            # it commits or the broker aborts it after the transaction timeout; its changelog records likewise
-            committed = await kip447.fetch_stable_offsets(self.consumer, partitions,
-                                                          timeout_s=2 * self.settings.transaction_timeout_ms / 1000)
-            wanted = {(self.topics.family_of[tp.topic], tp.partition) for tp in partitions}
-            await restore_seen(self.settings, self.topics.changelog, self.seen.missing(wanted), self.seen)
             for tp in sorted(partitions):
                 offset = committed.get(tp)
                 if offset is not None:
@@ -261,13 +266,27 @@ class IntakeWorker:
         self.consumer.resume(*partitions)
         self.supervisor.health.set_ready(True, f"assigned {len(partitions)} raw partitions, restored")
 
-    async def revoked(self, partitions: set[TopicPartition]) -> None:
-        """Commit what is validated and in flight (unless the group refuses it), then drop the partitions' state."""
-        self.supervisor.health.set_ready(False, "partitions revoked")
-        if self._readying is not None and not self._readying.done():  # not ready yet: nothing of them validated
+    async def _partition_counts(self, timeout_s: float) -> dict[str, int]:
+        """The real partition counts of the topics records go to, read from metadata within `timeout_s`."""
+        assert self.task is not None
+        counted = [*self.topics.counted, *(t.name for t in key_topic_specs(self.settings.namespace))]
+        try:
+            async with asyncio.timeout(timeout_s):
+                return {t: len(await self.task.producer.partitions_for(t)) for t in counted}
+        except TimeoutError:
+            raise KafkaTimeoutError(f"no metadata of intake's output topics within {timeout_s:g} s") from None
+
+    async def _cancel_readying(self) -> None:
+        """Stop making partitions ready (they are leaving, or the run ends): nothing of them was validated yet."""
+        if self._readying is not None and not self._readying.done():
             self._readying.cancel()
             await asyncio.wait({self._readying})
         self._readying = None
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Commit what is validated and in flight (unless the group refuses it), then drop the partitions' state."""
+        self.supervisor.health.set_ready(False, "partitions revoked")
+        await self._cancel_readying()
         async with self._lock:
             assert self.task is not None
             try:  # within the rebalance timeout (the session timeout), or the group moves on without this worker

@@ -34,7 +34,20 @@ async def test_healthz_answers_while_the_loop_runs(server: tuple[Health, str]) -
     health, url = server
     async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
         assert response.status == 200
-        assert await response.json() == {"service": health.service, "alive": True}
+        assert await response.json() == {"service": health.service, "alive": True, "detail": "running"}
+
+
+async def test_healthz_is_503_while_the_runtime_restarts_runs_that_get_nowhere(server: tuple[Health, str]) -> None:
+    """/healthz turns 503 with the reason when the runtime says so, and 200 again on the next progress."""
+    health, url = server
+    async with aiohttp.ClientSession() as session:
+        health.set_alive(False, "10 runs in a row failed without progress")
+        async with session.get(f"{url}/healthz") as response:
+            assert response.status == 503
+            assert (await response.json())["detail"] == "10 runs in a row failed without progress"
+        health.committed()
+        async with session.get(f"{url}/healthz") as response:
+            assert response.status == 200
 
 
 async def test_readyz_is_503_until_set_ready_then_200(server: tuple[Health, str]) -> None:

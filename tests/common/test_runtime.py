@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError, NodeNotReadyError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    NodeNotReadyError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -292,3 +299,65 @@ async def test_a_worker_cancelled_by_stop_ends_without_a_restart(service: str) -
     with pytest.raises(asyncio.CancelledError):
         await run
     assert sample("commune_task_failures_total", service=service, task="main") == 0
+
+
+@pytest.mark.parametrize("permanent", [TopicAuthorizationFailedError, GroupAuthorizationFailedError,
+                                       TransactionalIdAuthorizationFailed, SaslAuthenticationFailed])
+async def test_a_permanent_kafka_error_ends_supervise_instead_of_restarting(
+        service: str, fast_backoff: None, permanent: type[Exception]) -> None:
+    """A principal without a right (or with wrong credentials) is refused by every run alike: `supervise` raises
+    after the first run, so the process ends with exit 1 rather than restarting for ever with /healthz 200."""
+    runs = 0
+
+    async def worker(_: Supervisor) -> None:
+        nonlocal runs
+        runs += 1
+        raise permanent()
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await asyncio.wait_for(supervise(service, worker, asyncio.Event(), Health(service)), timeout=5)
+    assert raised.value.subgroup(permanent) is not None and runs == 1
+
+
+def test_a_permanent_kafka_error_exits_1_logged_as_crashed(service: str, logs: list[MutableMapping[str, Any]],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`runtime.main` logs `service.crashed` (type and place, not the message) and exits with code 1."""
+    monkeypatch.setattr(runtime, "configure", lambda _: None)
+    monkeypatch.setattr(runtime, "freeze_imports", lambda: None)
+
+    async def worker(_: Supervisor) -> None:
+        raise TopicAuthorizationFailedError("topic of an applicant's commune")
+
+    with pytest.raises(SystemExit) as exited:
+        runtime.main(service, ServiceSettings(http_port=0), worker)
+    assert exited.value.code == 1
+    crashed = [e for e in logs if e["event"] == "service.crashed"]
+    assert crashed and crashed[0]["error"] == "TopicAuthorizationFailedError"
+    assert "applicant" not in repr(crashed)  # type and place only (the traceback goes to debug)
+
+
+async def test_restarts_without_progress_turn_healthz_unhealthy_until_a_run_gets_somewhere(
+        service: str, fast_backoff: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs that keep failing without a commit or readiness (a refused login looks like a broker gone) go on being
+    restarted, but after UNHEALTHY_AFTER_RUNS of them /healthz says unhealthy; the first run that gets ready makes
+    it healthy again. Runs with progress between failures never count."""
+    monkeypatch.setattr(runtime, "UNHEALTHY_AFTER_RUNS", 4)
+    health, stop, runs = Health(service), asyncio.Event(), 0
+    alive_seen: list[bool] = []
+
+    async def worker(supervisor: Supervisor) -> None:
+        nonlocal runs
+        runs += 1
+        alive_seen.append(supervisor.health.alive)
+        if runs == 2:
+            supervisor.health.committed()  # progress: the streak starts again
+        if runs <= 6:
+            raise KafkaConnectionError("Unable to bootstrap")
+        supervisor.health.set_ready(True, "assigned")
+        assert supervisor.health.alive
+        stop.set()
+
+    await asyncio.wait_for(supervise(service, worker, stop, health), timeout=10)
+    # runs 3, 4, 5, 6 failed without progress: unhealthy from the 7th run's start, healthy once it got ready
+    assert alive_seen == [True] * 6 + [False]
+    assert health.alive

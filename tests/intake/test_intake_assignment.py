@@ -94,7 +94,7 @@ async def test_stable_offsets_are_read_then_state_restored_then_partitions_resum
     tps = assignment(1, 4)
     committed: dict[TopicPartition, int | None] = {tp: (None if tp.partition == 4 else 17) for tp in tps}
 
-    async def restore(*_: Any) -> int:
+    async def restore(*_: Any, **__: Any) -> int:
         journal.append("restore")
         return 0
 
@@ -118,7 +118,7 @@ async def test_a_failed_restore_ends_the_run_and_consumes_nothing(monkeypatch: p
     journal: list[str] = []
     tps = assignment(2)
 
-    async def restore(*_: Any) -> int:
+    async def restore(*_: Any, **__: Any) -> int:
         raise OSError("changelog unreadable")
 
     worker, supervisor = worker_with_fakes(journal, dict.fromkeys(tps, 5), monkeypatch, restore)
