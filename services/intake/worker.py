@@ -31,8 +31,9 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaTimeoutError
 
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, scoped
-from services.common import aiokafka_compat, clients, closing, kip447
+from services.common import aiokafka_compat, clients, closing, kip447, probe
 from services.common.admin import ensure_topics
+from services.common.readiness import Readiness
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor, Worker
 from services.intake import telemetry, transaction
@@ -80,6 +81,8 @@ class IntakeWorker:
                  registry: SourceRegistry | None = None) -> None:
         self.settings = settings
         self.supervisor = supervisor
+        self.readiness = Readiness(supervisor.health)
+        """/readyz: partitions assigned and restored, and the broker answering the probe."""
         self.topics = Topics.of(settings.namespace, registry)
         self.seen = SeenByPartition()
         self.task: Task | None = None
@@ -89,6 +92,7 @@ class IntakeWorker:
         self._lock = asyncio.Lock()  # validation, and the partitions arriving or leaving, take turns
         self.consumer: AIOKafkaConsumer | None = None
         self.privacy: IntakePrivacy | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._readying: asyncio.Task[None] | None = None
         """Making the last assigned partitions ready (`_ready`), until done or revoked."""
 
@@ -118,12 +122,19 @@ class IntakeWorker:
         self.task = Task(f"intake-{s.worker_id}", producer)
         self.consumer.subscribe(list(self.topics.family_of), listener=_Rebalance(self))
         await self.consumer.start()
+        # an idle worker whose broker is gone sees nothing wrong (fetches return nothing): the probe tells /readyz
+        consumer, probed = self.consumer, [TopicPartition(next(iter(self.topics.family_of)), 0)]
+        self._probe = self.supervisor.spawn("probe", probe.probe_loop(
+            lambda: probe.broker_answers(consumer, probed),
+            lambda answers: self.readiness.kafka(None if answers else "broker unreachable")))
         log.info("intake.started", group=s.group_id, worker=s.worker_id, topics=list(self.topics.family_of))
 
     async def stop(self) -> None:
         """Close every client, each whatever became of the others. The consumer goes first: one left running (its
         stop cut short when the run ended with a broker gone) would rejoin the group when the broker comes back
         and hold partitions that nobody in this process validates any more."""
+        if self._probe is not None:  # it asks the consumer: not while the consumer stops
+            self._probe.cancel()
         clients_: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if self.consumer is not None:
             clients_.append(("consumer", self.consumer.stop))
@@ -264,7 +275,7 @@ class IntakeWorker:
                 self.task.positions[tp] = offset or 0
             telemetry.TASKS.set(len({tp.partition for tp in self.task.positions}))
         self.consumer.resume(*partitions)
-        self.supervisor.health.set_ready(True, f"assigned {len(partitions)} raw partitions, restored")
+        self.readiness.owning(f"assigned {len(partitions)} raw partitions, restored")
 
     async def _partition_counts(self, timeout_s: float) -> dict[str, int]:
         """The real partition counts of the topics records go to, read from metadata within `timeout_s`."""
@@ -285,7 +296,7 @@ class IntakeWorker:
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         """Commit what is validated and in flight (unless the group refuses it), then drop the partitions' state."""
-        self.supervisor.health.set_ready(False, "partitions revoked")
+        self.readiness.not_owning("partitions revoked")
         await self._cancel_readying()
         async with self._lock:
             assert self.task is not None

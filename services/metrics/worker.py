@@ -35,6 +35,7 @@ from schemas import wire
 from schemas.wire import KafkaRecord
 from services.common import aiokafka_compat, clients, closing
 from services.common.admin import ensure_topics
+from services.common.readiness import Readiness
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor
 from services.common.stall import StallWatch
@@ -44,7 +45,6 @@ from services.metrics.aggregate import CommuneTotals
 from services.metrics.exposition import render
 from services.metrics.ownership import Batch, Ownership
 from services.metrics.partition import PartitionState
-from services.metrics.readiness import Readiness
 from services.metrics.settings import MetricsSettings
 from services.metrics.snapshots import snapshot
 from services.metrics.topics import Names

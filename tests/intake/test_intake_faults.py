@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import urllib.request
 
 import pytest
@@ -13,14 +12,16 @@ from schemas import wire
 from schemas.admin import communes_of
 from schemas.deadletter import DeadLetterContext
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, Group, group_id, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
 from tests.intake.conftest import StartIntake
 from tests.kafkatools import Producing, produce, read_all
+from tests.notify.conftest import group_caught_up
+from tests.notify.test_notify_outage import probe
 from tests.samples import canonical_dossier, dumps
-from tests.waiting import eventually_async
+from tests.waiting import eventually, eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 COMMUNES = communes_of("08")[:40]
@@ -143,17 +144,24 @@ def test_rebalances_mid_stream_lose_and_repeat_nothing(
 def test_broker_restart_mid_stream_loses_and_repeats_nothing(
     own_broker: OwnBroker, namespace: str, start_intake: StartIntake  # noqa: F811 - the fixture
 ) -> None:
-    """The broker stops and comes back while records flow; the worker recovers and each record is handled once."""
+    """The broker stops and comes back while records flow; the worker recovers and each record is handled once. An
+    idle worker's `/readyz` says so meanwhile: 503 `broker unreachable` while the broker is gone (before, an idle
+    intake stayed 200 through the outage), 200 again once it is back."""
     bootstrap = own_broker.bootstrap
     specs = [*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP]
     asyncio.run(ensure_topics(KafkaConnection(bootstrap=bootstrap), [scoped(s, namespace) for s in specs]))
     topics = {s.name: scoped(s, namespace).name for s in specs}
     first, second = stream(800), stream(800, start=800)
 
-    start_intake(bootstrap=bootstrap)
+    worker = start_intake(bootstrap=bootstrap)
+    port: int = worker.http_port  # type: ignore[attr-defined]
     asyncio.run(produce_paced(bootstrap, topics[RAW[Family.DOSSIER].name], first, per_second=800))
+    eventually(lambda: probe(port, "/readyz") == 200, timeout=60, what="intake ready before the outage")
+    raw_topics = [topics[t.name] for t in RAW.values()]
+    asyncio.run(group_caught_up(bootstrap, group_id(Group.INTAKE, namespace), raw_topics))  # idle: nothing in flight
     own_broker.stop()
-    time.sleep(3)  # the outage: the worker meets a broker that is gone for a while, then back
+    eventually(lambda: probe(port, "/readyz") == 503, timeout=30, what="/readyz 503 while the broker is gone")
     own_broker.start()
+    eventually(lambda: probe(port, "/readyz") == 200, timeout=120, what="/readyz 200 once the broker is back")
     asyncio.run(produce_paced(bootstrap, topics[RAW[Family.DOSSIER].name], second, per_second=800))
     check_exactly_once(bootstrap, topics, first + second)

@@ -1,4 +1,4 @@
-"""What metrics' `/readyz` says: ready only while its partitions are assigned and restored and Kafka answers.
+"""What a worker's `/readyz` says: ready only while its partitions are assigned and restored and Kafka answers.
 
 Two sources, each able to take readiness away and neither able to give back what
 the other took: the rebalance listener (assigned and restored, rebalancing,
