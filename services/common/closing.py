@@ -26,19 +26,22 @@ async def close_within(service: str, client: str, stop: Callable[[], Awaitable[N
     """Run `stop()` for at most `timeout_s`; True if it finished cleanly. A stop that fails (the broker may be why we
     stop), takes too long or is cancelled is logged (`client.stop_failed`, the error's type) and left to finish; a
     caller cancelled meanwhile is cancelled, a stop that ended cancelled by itself is only a failed stop."""
+    caller = asyncio.current_task()
+    cancels = caller.cancelling() if caller is not None else 0  # already counted: a stop in a cancelled task's finally
     closing = asyncio.ensure_future(stop())
     try:
         await asyncio.wait_for(asyncio.shield(closing), timeout=timeout_s)
-        return True
+        clean = True
     except (TimeoutError, KafkaError, asyncio.CancelledError) as exc:
         log.warning("client.stop_failed", service=service, client=client, error=type(exc).__name__,
                     timeout_s=timeout_s)
         closing.add_done_callback(retrieved)
-        # the stop itself ended cancelled (aiokafka cancels its own futures when the broker is gone): a failed stop.
-        # Else the caller was cancelled. (Not `cancelling()`: it stays set in the `finally` of a cancelled task.)
-        if isinstance(exc, asyncio.CancelledError) and not closing.cancelled():
-            raise
-        return False
+        clean = False
+    # a caller cancelled meanwhile is cancelled, even when the stop ended (cancelled by itself: aiokafka cancels its
+    # own futures when the broker is gone; or cleanly) in the same turn and `wait_for` gave that instead
+    if caller is not None and caller.cancelling() > cancels:
+        raise asyncio.CancelledError
+    return clean
 
 
 def retrieved(future: asyncio.Future[Any]) -> None:

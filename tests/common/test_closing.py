@@ -79,3 +79,20 @@ async def test_a_stop_that_ends_cancelled_by_itself_is_a_failed_stop_not_a_cance
     with capture_logs() as logs:
         assert await close_within("svc", "consumer", cancelled_inside, timeout_s=5) is False
     assert [(e["event"], e["error"]) for e in logs] == [("client.stop_failed", "CancelledError")]
+
+
+async def test_a_caller_cancelled_in_the_turn_its_stop_ends_cancelled_is_still_cancelled() -> None:
+    """The stop ends cancelled by itself (aiokafka cancels its own futures) in the same turn the caller is cancelled:
+    the caller is cancelled all the same (the review's race: it returned False, and a retry loop around it, the
+    gateway's claims reader, went on for ever after SIGTERM)."""
+    inner = asyncio.get_running_loop().create_future()
+
+    async def stop() -> None:
+        await inner
+
+    caller = asyncio.create_task(close_within("svc", "consumer", stop, timeout_s=10))
+    await asyncio.sleep(0.01)
+    inner.cancel()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
