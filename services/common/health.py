@@ -20,13 +20,11 @@ class Health:
         """False while the runtime restarts run after run and none gets anywhere (`runtime.supervise`)."""
         self.alive_detail = "running"
         self.progress = 0
-        """Commits and readiness reported so far: the runtime's sign that a run got somewhere."""
+        """Commits reported so far: the runtime's sign that a run got somewhere (and a run that stays up a while)."""
         telemetry.READY.labels(service).set(0)
 
     def set_ready(self, ready: bool, detail: str) -> None:
         self.ready, self.detail = ready, detail
-        if ready:
-            self._progressed()
         telemetry.READY.labels(self.service).set(1 if ready else 0)
 
     def committed(self) -> None:

@@ -10,11 +10,13 @@ exit code 1, so its consumer group rebalances its partitions to the other worker
 So does a permanent Kafka error (`PERMANENT`: the principal lacks a right, its
 credentials or the client's configuration are wrong): no restart can mend it, and
 a process that restarts for ever with `/healthz` 200 hides it from everyone.
+A send refused for one of them is raised as it is, not wrapped (`transactions.all_sent`).
 Restarts that get nowhere are not hidden either: after `UNHEALTHY_AFTER_RUNS` runs
-in a row failed with no commit and no readiness reported in any of them (at least
-about 90 s of back-off), `/healthz` says 503, so the orchestrator restarts the
-process and the operator sees a crash loop; runs go on meanwhile (a broker outage
-ends by itself) and the first run that gets anywhere makes it 200 again.
+in a row failed, none with a commit nor lasting `PROGRESS_RUN_S` (readiness alone is
+no progress: it comes after every restore, even when every commit is then refused),
+after at least about 90 s of back-off, `/healthz` says 503, so the orchestrator
+restarts the process and the operator sees a crash loop; runs go on meanwhile (a
+broker outage ends by itself) and a commit, or a run that stays up, makes it 200 again.
 SIGTERM, SIGINT and SIGHUP set `stop`; the worker finishes what it holds and returns.
 """
 
@@ -32,12 +34,12 @@ from typing import Any, TypeVar
 import structlog
 import uvloop
 from aiohttp import web
-from aiokafka import errors
 from aiokafka.errors import KafkaError
 
 from services.common import http, telemetry
 from services.common.health import Health
 from services.common.logging import configure
+from services.common.permanent import PERMANENT
 from services.common.settings import ServiceSettings
 
 log = structlog.get_logger("runtime")
@@ -48,20 +50,10 @@ MAX_BACKOFF_S = 15.0
 UNHEALTHY_AFTER_RUNS = 10
 """Failed runs in a row, none with progress, after which `/healthz` says 503 (back-off 0.5 s doubling to 15 s:
 about 90 s of restarts at the least)."""
-PERMANENT: tuple[type[KafkaError], ...] = (
-    # the principal lacks a right (ACLs): every run would be refused the same way
-    errors.TopicAuthorizationFailedError, errors.GroupAuthorizationFailedError,
-    errors.ClusterAuthorizationFailedError, errors.TransactionalIdAuthorizationFailed,
-    errors.DelegationTokenAuthorizationFailed,
-    # its credentials or SASL settings are wrong (a refusal at bootstrap reaches us as a retriable
-    # KafkaConnectionError: the restarts getting nowhere turn /healthz 503 instead)
-    errors.SaslAuthenticationFailed, errors.AuthenticationFailedError, errors.AuthenticationMethodNotSupported,
-    errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError,
-    # the client's or a topic's configuration is invalid
-    errors.KafkaConfigurationError, errors.InvalidConfigurationError,
-)
-"""Kafka errors no restart mends (aiokafka marks none of them `retriable`, but neither a fenced producer nor a
-refused commit is, and a fresh run does mend those): the process ends with exit code 1."""
+PROGRESS_RUN_S = 60.0
+"""A run that stays up this long got somewhere even without a commit (an idle service commits nothing): it ends a
+streak of failed runs, and `/healthz` is 200 again. A run that got ready and failed sooner did not (readiness comes
+after every restore, even when every commit is then refused)."""
 
 
 def where(exc: BaseException, frames: int = 3) -> str:
@@ -160,9 +152,11 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
         restart_on = (*restart_on, WorkerCancelled)
     delay = FIRST_BACKOFF_S
     fruitless = 0  # failed runs in a row without progress
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
         error: Exception | None = None
-        progress = health.progress
+        progress, started = health.progress, loop.time()
+        lasting = loop.call_later(PROGRESS_RUN_S, health.set_alive, True, "running")  # a run that stays up is well
         try:
             await run_once(service, worker, stop, health)
             return
@@ -172,12 +166,14 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
             error = group.exceptions[0]
             while isinstance(error, ExceptionGroup):
                 error = error.exceptions[0]
+        finally:
+            lasting.cancel()
         assert error is not None
         name = type(error).__name__
         log.error("service.restarting", service=service, error=name, where=where(error), retry_in_s=delay)
         telemetry.RESTARTS.labels(service, name).inc()
         health.set_ready(False, f"restarting after {name}")
-        fruitless = 0 if health.progress != progress else fruitless + 1
+        fruitless = 0 if health.progress != progress or loop.time() - started >= PROGRESS_RUN_S else fruitless + 1
         if fruitless >= UNHEALTHY_AFTER_RUNS and health.alive:
             log.error("service.crash_loop", service=service, runs=fruitless, error=name)
             health.set_alive(False, f"{fruitless} runs in a row failed without progress, the last with {name}")

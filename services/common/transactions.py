@@ -17,6 +17,7 @@ from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, 
 from aiokafka.structs import RecordMetadata
 
 from services.common import kip447
+from services.common.permanent import PERMANENT
 
 
 class SendFailed(KafkaError):
@@ -54,7 +55,7 @@ async def all_sent(sent: Sequence[asyncio.Future[RecordMetadata]], failure: type
     if not failed:
         return
     for exc in failed:
-        if is_fenced(exc):
+        if is_fenced(exc) or isinstance(exc, PERMANENT):  # the process ends on the latter: no restart mends it
             raise exc
     names = sorted({type(exc).__name__ for exc in failed})
     raise failure(f"{len(failed)} of {len(sent)} sends failed ({', '.join(names)}): transaction aborted")

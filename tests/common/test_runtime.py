@@ -338,10 +338,12 @@ def test_a_permanent_kafka_error_exits_1_logged_as_crashed(service: str, logs: l
 
 async def test_restarts_without_progress_turn_healthz_unhealthy_until_a_run_gets_somewhere(
         service: str, fast_backoff: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs that keep failing without a commit or readiness (a refused login looks like a broker gone) go on being
-    restarted, but after UNHEALTHY_AFTER_RUNS of them /healthz says unhealthy; the first run that gets ready makes
-    it healthy again. Runs with progress between failures never count."""
+    """Runs that keep failing without a commit (a refused login looks like a broker gone; readiness alone is no
+    progress: it comes after every restore, even when every commit is then refused) go on being restarted, but after
+    UNHEALTHY_AFTER_RUNS of them /healthz says unhealthy; a run that stays up PROGRESS_RUN_S makes it healthy again.
+    A commit between failures ends the streak."""
     monkeypatch.setattr(runtime, "UNHEALTHY_AFTER_RUNS", 4)
+    monkeypatch.setattr(runtime, "PROGRESS_RUN_S", 0.3)
     health, stop, runs = Health(service), asyncio.Event(), 0
     alive_seen: list[bool] = []
 
@@ -351,13 +353,14 @@ async def test_restarts_without_progress_turn_healthz_unhealthy_until_a_run_gets
         alive_seen.append(supervisor.health.alive)
         if runs == 2:
             supervisor.health.committed()  # progress: the streak starts again
+        supervisor.health.set_ready(True, "assigned")  # ready, then refused at once: no progress
         if runs <= 6:
             raise KafkaConnectionError("Unable to bootstrap")
-        supervisor.health.set_ready(True, "assigned")
-        assert supervisor.health.alive
+        assert not supervisor.health.alive
+        await eventually_async(lambda: supervisor.health.alive, timeout=5, interval=0.05, what="alive again")
         stop.set()
 
     await asyncio.wait_for(supervise(service, worker, stop, health), timeout=10)
-    # runs 3, 4, 5, 6 failed without progress: unhealthy from the 7th run's start, healthy once it got ready
+    # runs 3, 4, 5, 6 failed without progress: unhealthy from the 7th run's start, healthy once it stayed up
     assert alive_seen == [True] * 6 + [False]
     assert health.alive
