@@ -106,7 +106,9 @@ class Task:
         deadline = time.monotonic() + timeout_s
         while self.inflight is not None or self.open is not None:
             if (inflight := self.inflight) is not None:  # the main loop may collect it meanwhile
-                await asyncio.wait({inflight}, timeout=max(0.0, deadline - time.monotonic()))
+                # a transaction in flight since before the drain gets what is left of its own time, not a fresh one
+                limit = min(deadline, self.started + timeout_s)
+                await asyncio.wait({inflight}, timeout=max(0.0, limit - time.monotonic()))
                 if not inflight.done():
                     raise TransactionStuck(f"{self.name}: not committed within {timeout_s:g} s")
             self.start(publish, timeout_s)
@@ -120,8 +122,7 @@ class Task:
         self.open = None
 
     async def close(self) -> None:
+        """Cancel what is in flight and stop the producer (the caller bounds it: `closing.close_within`, which lets a
+        stop it gives up on run to its end instead of cancelling it half-way)."""
         self.cancel()
-        try:
-            await asyncio.wait_for(self.producer.stop(), timeout=10)
-        except (TimeoutError, KafkaError) as exc:  # a fenced producer, or the broker being the reason we stop
-            log.warning("intake.producer_stop_failed", task=self.name, error=type(exc).__name__)
+        await self.producer.stop()

@@ -133,6 +133,9 @@ class IntakeWorker:
         """Close every client, each whatever became of the others. The consumer goes first: one left running (its
         stop cut short when the run ended with a broker gone) would rejoin the group when the broker comes back
         and hold partitions that nobody in this process validates any more."""
+        self.readiness.not_owning("stopping")
+        if self._readying is not None:  # a failed run's partitions still getting ready must not report "ready" now
+            self._readying.cancel()
         if self._probe is not None:  # it asks the consumer: not while the consumer stops
             self._probe.cancel()
         clients_: list[tuple[str, Callable[[], Awaitable[None]]]] = []
