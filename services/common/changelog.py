@@ -33,7 +33,7 @@ async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[in
                       stall_s: float | None = None) -> int:
     """Apply every committed record of `topic`'s `partitions` below their current end; returns how many. `ends`, if
     given, receives each partition's end offset the restore read up to. With `stall_s`, raises `RestoreStalled` once
-    the restore went that long without reading a record (however long the whole restore takes)."""
+    the restore went that long without moving on (however long the whole restore takes)."""
     numbers = sorted(set(partitions))
     if not numbers:
         return 0
@@ -63,17 +63,22 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], apply: Appl
     end = await reader.end_offsets(tps)
     if ends is not None:
         ends.update({tp.partition: offset for tp, offset in end.items()})
-    pending = {tp for tp in tps if await reader.position(tp) < end[tp]}  # empty, or emptied by retention
+    positions = {tp: await reader.position(tp) for tp in tps}
+    pending = {tp for tp in tps if positions[tp] < end[tp]}  # empty, or emptied by retention
     while pending:
         chunk = await reader.getmany(*pending, timeout_ms=500, max_records=max_records)
-        if chunk:
-            progressed()
         for tp, records in chunk.items():
             for rec in records:
                 if rec.offset < end[tp]:
                     apply(tp.partition, rec)
                     applied += 1
-        pending = {tp for tp in pending if await reader.position(tp) < end[tp]}
+        # progress is the position moving, records or not: a stretch of aborted records and transaction markers
+        # (left by runs that ended mid-transaction) returns nothing and moves it all the same
+        moved = {tp: await reader.position(tp) for tp in pending}
+        if chunk or any(moved[tp] > positions[tp] for tp in pending):
+            progressed()
+        positions.update(moved)
+        pending = {tp for tp in pending if moved[tp] < end[tp]}
     return applied
 
 
