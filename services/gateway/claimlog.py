@@ -46,6 +46,8 @@ from services.gateway.claims import (
 from services.gateway.publisher import BROKER_ERRORS, BrokerUnavailable
 
 log = structlog.get_logger("gateway")
+PROBES_FAILED = 2
+"""Probes in a row the broker did not answer before the gateway says it is unreachable."""
 SERVICE = "gateway"
 FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 15.0
 
@@ -111,10 +113,13 @@ class KafkaClaims:
         end = await reader.end_offsets(tps)
         pruned = self.clock()
         probe, probed = partial(broker_answers, reader, tps), time.monotonic()
-        self._answering = True
+        self._answering, failed = True, 0
         while True:
             if time.monotonic() - probed >= PROBE_EVERY_S:  # in the loop: nothing is read while it does not answer
-                self._answering, probed = await probe(), time.monotonic()
+                failed = 0 if await probe() else failed + 1
+                # unreachable after PROBES_FAILED in a row: one slow answer (a leader election, a loaded machine) would
+                # take every instance out of service and refuse every claim at once
+                self._answering, probed = failed < PROBES_FAILED, time.monotonic()
             batch = await reader.getmany(timeout_ms=200, max_records=5000)
             for records in batch.values():
                 for rec in records:

@@ -113,9 +113,9 @@ class KafkaPublisher:
                     await asyncio.wait_for(self._publish([r for rs, _ in group for r in rs]), timeout=self.timeout_s)
                 except BROKER_ERRORS as exc:
                     log.warning("gateway.broker_unavailable", error=type(exc).__name__, requests=len(group))
-                    await self._drop()
-                    for _, fut in group:
+                    for _, fut in group:  # answered before the drop: a cancel during it must not leave them waiting
                         fut.set_exception(self._translate(exc))
+                    await self._drop()
                 except BaseException:  # cancelled mid-transaction: drop the producer; the others must not wait forever
                     self._drop_later()
                     for _, fut in group:
