@@ -31,6 +31,7 @@ from services.notify.personal import OpenContacts, as_is
 from services.notify.policy import Backoff, QuietHours, TokenBucket, legacy_notification_id
 from services.notify.retries import RetryQueue
 from services.privacy.crypto import Erased
+from services.privacy.store import KeysBehind
 
 log = structlog.get_logger("notify.delivery")
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
@@ -175,8 +176,15 @@ class Dispatcher:
         except Erased:
             await self._erased(job)
             return
-        except KafkaError:  # the key store could not be read or is behind (`KeysBehind`): the run restarts, the
-            raise  # record is done again once the store has caught up; never dead-lettered for it
+        except KeysBehind:  # the key store has not caught up yet: this request waits and is tried again, the lanes
+            # go on (ending the run would cut other lanes' provider calls short and repeat them); never dead-lettered
+            delay = self.backoff.delay(self.backoff.max_attempts)
+            log.warning("notify.keys_behind", nid=job.request.notification_id, delay_s=round(delay, 2),
+                        trace_id=trace_id(job.request))
+            self._retries.put(delay, job)
+            return
+        except KafkaError:  # the key store could not be read: the run restarts, the record is done again
+            raise
         except Exception as exc:  # tampered or malformed personal data: this one request is dead-lettered
             await self._unexpected(job, exc, "unopenable")
             return

@@ -7,7 +7,7 @@ from functools import partial
 import orjson
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from structlog.testing import capture_logs
 
 from schemas.dossier import DossierStatusChanged
 from schemas.notification import ChannelKind, NotificationRequest
@@ -22,7 +22,7 @@ from services.notify.subscribers import Registry, Subscriber
 from services.privacy.applicant import seal_event
 from services.privacy.crypto import Erased
 from services.privacy.keyring import Keyring
-from services.privacy.store import KeysBehind, KeyStore
+from services.privacy.store import KeyStore
 from tests.notify.events import directory, dossier, storm
 from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
 from tests.privacy.keys import NOW, keyring
@@ -139,28 +139,36 @@ class _Lagging:
         return dict.fromkeys(tps, 5)
 
 
-async def test_a_key_store_that_is_behind_ends_the_run_and_never_dead_letters() -> None:
-    """A key store still behind when `refresh` gives up is a transient condition: the sender ends with a Kafka
-    error (the run restarts and the record is done again), nothing is dead-lettered, nothing marked done. It was
-    the built-in TimeoutError, handled as tampered data: dead-lettered `unopenable` and done for good."""
-    writer = keyring()
-    event, _ = seal_event(writer, dossier("e-behind", applicant=CONTACT))
+async def test_a_key_store_that_is_behind_delays_the_request_and_never_dead_letters() -> None:
+    """A key store still behind when `refresh` gives up is a transient condition: the request waits and is tried
+    again (the lanes go on: ending the run, as a first fix did, cut other lanes' provider calls short and repeated
+    them), nothing is dead-lettered or marked done meanwhile, and it is sent once the store has caught up. It was the
+    built-in TimeoutError, handled as tampered data: dead-lettered `unopenable` and done for good."""
+    writer, reader = keyring(), keyring()
+    event, records = seal_event(writer, dossier("e-behind", applicant=CONTACT))
     [request] = rules.for_event(event, directory(), Registry())
-    store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "tests", keyring(), client_id="tests-keys")
+    store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "tests", reader, client_id="tests-keys")
     unused, store._consumer = store._consumer, _Lagging()  # type: ignore[assignment]
     await unused.stop()
     channel, producer, tasks, done = FakeChannel(), FakeProducer(), Tasks(), Calls()
     dispatcher = Dispatcher({ChannelKind.SMS: channel}, Ledger("t.ledger", producer), producer,
-                            Outputs(status="t.status", dlq="t.dlq"), spawn=tasks, backoff=Backoff(),
+                            Outputs(status="t.status", dlq="t.dlq"), spawn=tasks,
+                            backoff=Backoff(base_s=0.05, cap_s=0.1),
                             quiet=QuietHours(NOW.time(), NOW.time()), rates={"sms": 1000.0}, segment_limit=3,
                             routine_workers=1, emergency_workers=1, clock=FixedClock(NOW),
-                            opener=Opener(directory(), keyring(), partial(store.refresh, timeout_s=0.1)))
+                            opener=Opener(directory(), reader, partial(store.refresh, timeout_s=0.1)))
     dispatcher.start()
     try:
-        await dispatcher.submit(request, done)
-        [failure] = await eventually_async(tasks.failures, timeout=5, interval=0.01, what="the sender ended")
+        with capture_logs() as logs:
+            await dispatcher.submit(request, done)
+            await eventually_async(lambda: any(e["event"] == "notify.keys_behind" for e in logs), timeout=5,
+                                   interval=0.01, what="the request put back")
+            assert tasks.failures() == [] and done.count == 0 and channel.attempted == []
+            assert producer.sent == []  # no dead letter, no ledger entry, no status
+            for record in records:  # the store catches up
+                reader.apply(record.record_key, record.model_dump_json().encode())
+            await eventually_async(lambda: done.count == 1, timeout=5, interval=0.01, what="sent once caught up")
     finally:
         await dispatcher.stop()
-    assert isinstance(failure, KafkaError) and isinstance(failure, KeysBehind)
-    assert done.count == 0 and channel.attempted == []
-    assert producer.sent == []  # no dead letter, no ledger entry, no status
+    assert len(channel.attempted) == 1 and tasks.failures() == []
+    assert [m.json()["outcome"] for m in producer.to("t.status")] == ["sent"]
