@@ -111,7 +111,7 @@ async def test_readyz_is_503_before_assignment_and_200_once_assigned_and_restore
             status, body = await service.json("/readyz")
             assert (status, body["ready"]) == (503, False), body
             healthz = await service.json("/healthz")
-            assert healthz == (200, {"service": "metrics", "alive": True})
+            assert healthz == (200, {"service": "metrics", "alive": True, "detail": "running"})
             await asyncio.sleep(0.2)  # spreads the samples; nothing is awaited here
         hold.release.set()
         await holder.stop()  # the worker gets every partition, restores them, then says it is ready
