@@ -64,8 +64,8 @@ async def test_sigterm_during_an_outage_with_writes_pending_ends_cleanly_in_boun
 
 async def test_the_deadline_tracker_under_an_outage_is_not_ready_restarts_and_stops_in_bounded_time(
         own_broker: OwnBroker, namespace: str, tmp_path: Path) -> None:  # noqa: F811
-    """Broker gone: the tracker's `/readyz` is 503, an alert that comes due is not acknowledged in time and ends the
-    run (`WritesUnacknowledged`, restarted), and SIGTERM ends it within a bounded time, exit 0; its commits are
+    """Broker gone: the tracker's `/readyz` is 503, an alert that comes due is not acknowledged in time (or refused)
+    and ends the run (restarted), and SIGTERM ends it within a bounded time, exit 0; its commits are
     exported. It stayed ready ("tracking N partitions"), waited for the alert for ever while holding its lock,
     could not be stopped, and exported no last-commit time."""
     bootstrap = own_broker.bootstrap
@@ -87,8 +87,10 @@ async def test_the_deadline_tracker_under_an_outage_is_not_ready_restarts_and_st
         assert datetime.now(UTC) < due, "the broker took too long to stop: the overdue alerts fired before"
         await eventually_async(lambda: probe(web, "/readyz") == 503, timeout=20, interval=0.2,
                                what="not ready while the broker is gone")
-        await eventually_async(lambda: '"WritesUnacknowledged"' in log.read_text(encoding="utf-8"),
-                               timeout=DUE_IN_S + 30, interval=0.5, what="the unacknowledged alerts end the run")
+        # the alerts due meanwhile end the run, never wait for ever: unacknowledged in time (`WritesUnacknowledged`),
+        # or refused at once when the producer has lost the topic's metadata (UnknownTopicOrPartitionError, CI)
+        await eventually_async(lambda: '"service.restarting"' in log.read_text(encoding="utf-8"),
+                               timeout=DUE_IN_S + 30, interval=0.5, what="the alerts due in the outage end the run")
         stopped = time.monotonic()
         proc.terminate()
         await eventually_async(lambda: proc.poll() is not None, timeout=STOP_WITHIN_S + 30, interval=0.2,
