@@ -39,7 +39,12 @@ def exception_without_message(_: Any, __: str, event: MutableMapping[str, Any]) 
         exc_info = sys.exc_info()
     exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
     if isinstance(exc, BaseException):
-        frames = traceback.extract_tb(exc.__traceback__)
-        event["exception"] = f"{type(exc).__name__} at " + (
-            " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(frames)) or "?")
+        event["exception"] = f"{type(exc).__name__} at {where(exc, frames=None)}"
     return event
+
+
+def where(exc: BaseException, frames: int | None = 3) -> str:
+    """The innermost `frames` of `exc`'s traceback (all with None) as `file:line`, innermost first; no message: it
+    may quote personal data."""
+    tb = list(traceback.extract_tb(exc.__traceback__))[-frames if frames is not None else 0:]
+    return " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(tb)) or "?"

@@ -26,7 +26,6 @@ import asyncio
 import gc
 import signal
 import sys
-import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -38,7 +37,7 @@ from aiokafka.errors import KafkaError
 
 from services.common import http, telemetry
 from services.common.health import Health
-from services.common.logging import configure
+from services.common.logging import configure, where
 from services.common.permanent import PERMANENT
 from services.common.settings import ServiceSettings
 
@@ -54,12 +53,6 @@ PROGRESS_RUN_S = 60.0
 """A run that stays up this long got somewhere even without a commit (an idle service commits nothing): it ends a
 streak of failed runs, and `/healthz` is 200 again. A run that got ready and failed sooner did not (readiness comes
 after every restore, even when every commit is then refused)."""
-
-
-def where(exc: BaseException, frames: int = 3) -> str:
-    """The innermost frames of `exc`'s traceback as `file:line` (no message: it may quote personal data)."""
-    tb = traceback.extract_tb(exc.__traceback__)[-frames:]
-    return " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in reversed(tb)) or "?"
 
 
 class Supervisor:

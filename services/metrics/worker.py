@@ -33,7 +33,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 
 from schemas import wire
 from schemas.wire import KafkaRecord
-from services.common import aiokafka_compat, clients, closing
+from services.common import aiokafka_compat, clients, closing, probe
 from services.common.admin import ensure_topics
 from services.common.readiness import Readiness
 from services.common.rebalance import RebalanceListener
@@ -240,10 +240,8 @@ class MetricsWorker:
         """`/readyz` says 503 while the broker does not answer or an offset commit is overdue; their end gives back
         only that."""
         assert self.consumer is not None and self.readiness is not None
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                await self.consumer.end_offsets(sorted(self.ownership.assigned) or [self._probe_tp])
-        except (TimeoutError, KafkaError):
+        if not await probe.broker_answers(self.consumer, sorted(self.ownership.assigned) or [self._probe_tp],
+                                          PROBE_TIMEOUT_S):
             self.readiness.kafka("broker unreachable")
             return
         since = self._commit_since
