@@ -61,7 +61,8 @@ sign every request, retries included, afresh.
 
 **Limits**: a body over 10 MiB is refused with 413 as it streams (chunked bodies included); one record is
 at most intake's limit (1 MiB: 422 `payload_too_large`); each source has a request rate (429 with
-`Retry-After`).
+`Retry-After`) and a number of Idempotency-Keys it may hold at once (100,000 by default; past it a new key is
+429 `idempotency_keys_exhausted`, retries of held keys and requests without a key go on).
 
 **Idempotency-Key**: the same key and request get the first answer (`Idempotent-Replayed: true`) on every
 gateway instance, for 24 h; the key with another request is 422; 409 while the first is in progress. Each
@@ -102,7 +103,8 @@ def responses() -> dict[int | str, dict[str, Any]]:
                  headers={"Accept-Post": {"schema": {"type": "string"}, "description": "The media types accepted"}}),
         422: err("Some records are invalid (nothing was published), "
                  "or an Idempotency-Key was reused with another body"),
-        429: err("This source is over its request rate, or (signed requests) this address sent too many failed "
-                 "signatures", **retry),
+        429: err("This source is over its request rate, or holds as many Idempotency-Keys as it may "
+                 "(`idempotency_keys_exhausted`: retry later, or without a key), or (signed requests) this address "
+                 "sent too many failed signatures", **retry),
         503: err("Kafka is unavailable; nothing was published", **retry),
     }

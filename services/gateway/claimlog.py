@@ -178,6 +178,12 @@ class KafkaClaims:
             raise BrokerUnavailable("the claims reader did not reach the claim") from None
         return verdict(self.table.get(key), ticket)
 
+    def holds(self, key: str) -> bool:
+        return self.table.get(key) is not None
+
+    def live(self, key_scope: str) -> int:
+        return self.table.live(key_scope)
+
     def _record(self, ticket: Ticket, state: str, answer: Answer | None, keep_s: float) -> ClaimRecord:
         now = self.clock()
         return ClaimRecord(ticket.key, "done" if state == "done" else "released", ticket.claim, ticket.fingerprint,

@@ -19,10 +19,13 @@ claim key, so only the latest outcome of a key is kept; each claim has a record 
 written after an answer (a retry that was answered) can never compact the answer away. Claims leave the
 log with the topic's retention.
 
-A key's state is held by every instance for the key's TTL, so what it keeps of an answer is bounded
-(`Stored`, `ClaimTable`): the status, a digest of the body and the body without its lists, always; the
-whole body only within the instance's byte budget for bodies (`GATEWAY_IDEMPOTENCY_ANSWER_BYTES`), the
-oldest dropped first. Dropping a body changes no verdict: the key stays answered until it expires.
+A key's state is held by every instance for the key's TTL, so how many keys a source may hold at once is
+bounded (`ClaimTable.live`: the handler refuses a new key past `GATEWAY_IDEMPOTENCY_KEYS_PER_SOURCE`), and what
+it keeps of an answer is bounded (`Stored`, `ClaimTable`): the status, a digest of the body and the body without
+its lists, always; the whole body only within the instance's byte budget for bodies
+(`GATEWAY_IDEMPOTENCY_ANSWER_BYTES`), the oldest dropped first. Dropping a body changes no verdict: the key stays
+answered until it expires.
+
 This module is pure; `services.gateway.claimlog` runs it on Kafka, `MemoryClaims` in one process.
 """
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -134,22 +137,41 @@ def fold(held: Held | None, rec: ClaimRecord) -> Held | None:
     return None if held is not None and held.claim == rec.claim else held
 
 
+def scope(key: str) -> str | None:
+    """The scope a key counts against (`ClaimTable.live`): `idem:<source id>` for an Idempotency-Key's claim
+    (`services.gateway.idempotency`: its last part is a hex digest, without a colon); None for anything else
+    (a nonce: held for minutes, bounded by the source's request rate)."""
+    return key.rpartition(":")[0] if key.startswith("idem:") else None
+
+
 class ClaimTable:
     """Every key's state (`fold`), with the answers' whole bodies in at most `budget` bytes: past it the oldest
     bodies are dropped (their keys keep status, digest and outline), so the table grows with the number of live
-    keys only, never with their answers' size."""
+    keys only, never with their answers' size; and how many live keys each scope holds (`live`), so that the
+    number of keys can be bounded per source too."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.held: dict[str, Held] = {}
         self._bodies: OrderedDict[str, int] = OrderedDict()  # keys whose answer keeps its body, oldest first
         self.body_bytes = 0
+        self._live: Counter[str] = Counter()
 
     def get(self, key: str) -> Held | None:
         return self.held.get(key)
 
     def __len__(self) -> int:
         return len(self.held)
+
+    def live(self, key_scope: str) -> int:
+        """How many keys of `key_scope` (`scope`) are held now."""
+        return self._live.get(key_scope, 0)
+
+    def _count(self, key: str, delta: int) -> None:
+        if (name := scope(key)) is not None:
+            self._live[name] += delta
+            if self._live[name] <= 0:
+                del self._live[name]
 
     def apply(self, rec: ClaimRecord) -> None:
         held = self.held.get(rec.key)
@@ -159,7 +181,10 @@ class ClaimTable:
         self.body_bytes -= self._bodies.pop(rec.key, 0)
         if state is None:
             del self.held[rec.key]
+            self._count(rec.key, -1)
             return
+        if held is None:
+            self._count(rec.key, +1)
         self.held[rec.key] = state
         if state.answer is not None and state.answer.body is not None:
             self._bodies[rec.key] = len(state.answer.body)
@@ -175,6 +200,7 @@ class ClaimTable:
         for key in [k for k, h in self.held.items() if h.until <= now]:
             del self.held[key]
             self.body_bytes -= self._bodies.pop(key, 0)
+            self._count(key, -1)
 
 
 @dataclass(frozen=True)
@@ -207,6 +233,14 @@ def verdict(held: Held | None, ticket: Ticket) -> Verdict:
 class Claims(Protocol):
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Verdict: ...
 
+    def holds(self, key: str) -> bool:
+        """Whether `key` is held now, as far as this instance has read."""
+        ...
+
+    def live(self, key_scope: str) -> int:
+        """How many keys of `key_scope` (`scope`) are held now, as far as this instance has read."""
+        ...
+
     def sealing(self, ticket: Ticket, answer: Answer, keep_s: float) -> Records:
         """Records to publish in the transaction of the request's events: its answer commits with them."""
         ...
@@ -236,15 +270,25 @@ class MemoryClaims:
         self._pruned = clock()
 
     def _apply(self, rec: ClaimRecord) -> None:
-        if rec.at - self._pruned > PRUNE_EVERY_S:
-            self.table.prune(rec.at)
-            self._pruned = rec.at
+        self._prune(rec.at)
         self.table.apply(rec)
+
+    def _prune(self, now: float) -> None:
+        if now - self._pruned > PRUNE_EVERY_S:
+            self.table.prune(now)
+            self._pruned = now
 
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Verdict:
         ticket, now = new_ticket(key, fingerprint), self.clock()
         self._apply(ClaimRecord(key, "claimed", ticket.claim, fingerprint, now, now + lease_s))
         return verdict(self.table.get(key), ticket)
+
+    def holds(self, key: str) -> bool:
+        return self.table.get(key) is not None
+
+    def live(self, key_scope: str) -> int:
+        self._prune(self.clock())  # as the Kafka reader does between its reads
+        return self.table.live(key_scope)
 
     def sealing(self, ticket: Ticket, answer: Answer, keep_s: float) -> Records:
         return []

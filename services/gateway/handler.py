@@ -145,9 +145,15 @@ class Gateway:
         if idempotency_key is None:
             return await self.publish(body, request, family, commune, caller, None)
         fp = idempotency.fingerprint(line, request.headers.get("content-type", "").encode("latin-1"), body)
+        claim = idempotency.idempotency_claim(caller.id, idempotency_key)
+        if not self.claims.holds(claim) and (self.claims.live(idempotency.idempotency_scope(caller.id))
+                                             >= self.settings.idempotency_keys_per_source):
+            REFUSED.labels("idempotency_keys").inc()
+            return self.answer(429, api.error("idempotency_keys_exhausted",
+                                              "this source holds as many Idempotency-Keys as it may: retry later, "
+                                              "or send without a key"), retry_after=self.settings.retry_after_s)
         try:
-            said = await self.claims.claim(idempotency.idempotency_claim(caller.id, idempotency_key), fp,
-                                           self.settings.claim_lease_s)
+            said = await self.claims.claim(claim, fp, self.settings.claim_lease_s)
         except BrokerUnavailable:
             return self.unavailable()
         if said.outcome == "other_request":

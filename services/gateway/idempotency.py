@@ -17,7 +17,12 @@ from services.gateway.auth import RequestLine
 
 
 def idempotency_claim(source_id: str, key: str) -> str:
-    return f"idem:{source_id}:{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()}"
+    return f"{idempotency_scope(source_id)}:{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()}"
+
+
+def idempotency_scope(source_id: str) -> str:
+    """What a source's Idempotency-Keys count against (`claims.scope`, `GATEWAY_IDEMPOTENCY_KEYS_PER_SOURCE`)."""
+    return f"idem:{source_id}"
 
 
 def nonce_claim(nonce: str) -> str:

@@ -87,6 +87,11 @@ class GatewaySettings(ServiceSettings):
         default=DEFAULT_ANSWER_BYTES, ge=0,
         description="Whole answer bodies each instance keeps for Idempotency-Key replays, oldest dropped first: a "
         "key past it keeps its status, digest and counts (a replay rebuilds the body from the retried request)")
+    idempotency_keys_per_source: int = Field(
+        default=100_000, ge=1,
+        description="Idempotency-Keys one source may hold at once (answered within the TTL, or in progress): each "
+        "costs every instance ~1 KB for the TTL, so past it a request with a new key is refused (429 "
+        "`idempotency_keys_exhausted`) while retries of held keys and requests without a key go on")
     claim_lease_s: float = Field(default=60.0, ge=5.0, le=1800.0,
                                  description="A request holds its Idempotency-Key this long at most; a gateway that "
                                  "died with it leaves the key free again after this (below the claims topic's "

@@ -8,8 +8,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.topics import GATEWAY_CLAIMS
-from services.gateway.claims import Answer, ClaimRecord, Held, MemoryClaims, Stored, Ticket, fold, verdict
-from services.gateway.idempotency import idempotency_claim
+from services.gateway.claims import (
+    Answer,
+    ClaimRecord,
+    ClaimTable,
+    Held,
+    MemoryClaims,
+    Stored,
+    Ticket,
+    fold,
+    scope,
+    verdict,
+)
+from services.gateway.idempotency import idempotency_claim, idempotency_scope
 from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import Clock
 
@@ -134,3 +145,33 @@ def test_an_idempotency_key_is_claimed_by_its_digest_not_in_clear() -> None:
     claim = idempotency_claim("province", "hs-012345678901")
     assert claim == idempotency_claim("province", "hs-012345678901") != idempotency_claim("other", "hs-012345678901")
     assert claim.startswith("idem:province:") and "012345678901" not in claim and len(claim) == 14 + 64
+
+
+# A step for the key counts: (key 0-5, source 0-1, what happens to it, seconds since the previous step)
+key_steps = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1), st.sampled_from(["claimed", "done", "released"]),
+                               st.floats(0, 4000), st.booleans()), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key_steps)
+def test_each_sources_live_keys_are_counted_exactly(script: list[tuple[int, int, str, float, bool]]) -> None:
+    """Any sequence of claims, answers, releases, expiries and prunes, over Idempotency-Keys of two sources and
+    nonces: `live(scope)` is always the number of that source's keys the table holds (what bounds a source's keys),
+    nonces count against nobody."""
+    table = ClaimTable(1024)
+    now = 0.0
+    claims: dict[str, str] = {}
+    for n, (k, source, state, gap, prune) in enumerate(script):
+        now += gap
+        key = idempotency_claim(f"s{source}", f"k{k}") if k < 4 else f"nonce:n{k}"
+        if state == "claimed":
+            claims[key] = f"c{n}"
+        rec = ClaimRecord(key, state, claims.get(key, "none"), "fp", now,  # type: ignore[arg-type]
+                          now + (KEEP if state == "done" else LEASE if state == "claimed" else 0), OK)
+        table.apply(rec)
+        if prune:
+            table.prune(now)
+        for source_id in ("s0", "s1"):
+            held = [key for key in table.held if key.startswith(idempotency_scope(source_id) + ":")]
+            assert table.live(idempotency_scope(source_id)) == len(held)
+        assert scope("nonce:n4") is None

@@ -115,3 +115,26 @@ async def test_an_empty_idempotency_key_is_refused_not_taken_as_a_key(key: bytes
         assert set(answer.json()) == {"error", "message", "errors"} and body.read == 0
         assert (await call(gateway, headers[:2], data)).status == 202
     assert len(pub.sent) == 2
+
+
+async def test_a_source_holds_a_bounded_number_of_keys_and_retries_and_other_sources_go_on() -> None:
+    """Every key a source sends is kept by every instance for 24 h (~1 KB each): one integrator sending a fresh
+    key with each request at its allowed rate held 3.7 GB a day on every instance. Past its quota a new key is
+    429 `idempotency_keys_exhausted`, nothing published; a retry of a held key still gets its answer, a request
+    without a key is published, and once the keys expire new ones are taken again."""
+    pub, clock = Recording(), Clock(0.0)
+    gateway = app(pub, clock, idempotency_keys_per_source=3)
+    base = [(b"x-api-key", API_KEY.encode()), (b"content-type", b"application/json")]
+
+    async def send(event: str, key: str | None) -> int:
+        extra = [(b"idempotency-key", key.encode())] if key is not None else []
+        return (await call(gateway, base + extra, orjson.dumps(canonical_dossier(event)))).status
+
+    assert [await send(f"q-{n}", f"key-{n}") for n in range(3)] == [202, 202, 202]
+    refused = await call(gateway, [*base, (b"idempotency-key", b"key-3")], orjson.dumps(canonical_dossier("q-3")))
+    assert refused.status == 429 and refused.json()["error"] == "idempotency_keys_exhausted"
+    assert "retry-after" in refused.headers and len(pub.sent) == 3
+    assert await send("q-0", "key-0") == 202 and len(pub.sent) == 3  # a replay of a held key: nothing new
+    assert await send("q-4", None) == 202 and len(pub.sent) == 4
+    clock.now = KEEP + 60  # the keys expire (pruned with the next claim)
+    assert await send("q-5", "key-5") == 202 and len(pub.sent) == 5
