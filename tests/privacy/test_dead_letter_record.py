@@ -34,7 +34,8 @@ ORIGIN = {"source_topic": "commune.raw.dossier", "partition": 2, "offset": 7}
 
 
 def seal(record: OriginalRecord, ring: Keyring | None = None) -> deadletters.SealedDeadLetter:
-    return deadletters.seal_dead_letter(keyring() if ring is None else ring, record.key, record.value, record.headers, **ORIGIN,
+    ring = keyring() if ring is None else ring  # not `ring or ...`: an empty keyring is falsy (it has a length)
+    return deadletters.seal_dead_letter(ring, record.key, record.value, record.headers, **ORIGIN,
                                         rejected_on=date(2026, 12, 1), retention_days=30)
 
 
