@@ -21,6 +21,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.deadletter import Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
+from schemas.personal import SEALED_HEADERS
 from schemas.topics import COMMUNE_KEY, TOPICS, Kind, TopicSpec
 
 COMMITTED = Path(__file__).with_name("asyncapi.yaml")
@@ -128,11 +129,15 @@ def _messages(refs: Refs) -> dict[str, Any]:
     }
     out["deadLetter"] = {
         "name": "deadLetter", "title": "Rejected record", "contentType": "application/octet-stream",
-        "description": "The original record's key, value bytes and headers, unchanged, plus dlq.* headers",
+        "description": "commune.dlq.intake: the original record sealed whole (key, headers, value; ADR 0015, 0026), "
+                       "dlq.* headers in clear, a copy of the original headers that identify nobody; "
+                       "commune.dlq.notify: the redacted notification request",
         "headers": {"type": "object", "required": [Header.REASON.value, Header.SOURCE_TOPIC.value], "properties": {
             Header.REASON.value: {"type": "string", "enum": [r.value for r in Reason]},
-            **{h.value: {"type": "string"} for h in Header if h is not Header.REASON}}},
-        "payload": {"description": "The original record value, any bytes"},
+            **{h.value: {"type": "string"} for h in Header if h is not Header.REASON},
+            **SEALED_HEADERS}},
+        "payload": {"description": "intake: nonce and AES-256-GCM ciphertext of the original record (layout in "
+                                   "dlq.sealed.layout); notify: the request's JSON"},
     }
     out["internalRecord"] = {"name": "internalRecord", "title": "Internal or not-yet-specified record",
                              "payload": {"type": "object"}}

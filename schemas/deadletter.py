@@ -2,12 +2,16 @@
 
 A dead letter keeps the original record's key, value bytes and headers exactly,
 and adds `dlq.*` headers (the Kafka Connect convention), so it can be read,
-fixed and replayed without loss.
+fixed and replayed without loss. Intake seals the original record whole (ADR 0015,
+0026): `OriginalRecord.pack` is the layout of what it encrypts.
 """
 
 from __future__ import annotations
 
+import struct
 import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
@@ -100,7 +104,7 @@ class DeadLetterContext(BaseModel, frozen=True):
     rejected_at: str
 
     @classmethod
-    def from_headers(cls, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> DeadLetterContext:
+    def from_headers(cls, headers: Sequence[tuple[str, bytes | None]]) -> DeadLetterContext:
         # the headers intake wrote; one of another `dlq.` name copied from the original record may be anything
         h = {k: v.decode("utf-8", "replace") for k, v in headers if k in _WRITTEN and isinstance(v, bytes)}
         return cls(
@@ -119,3 +123,69 @@ class DeadLetterContext(BaseModel, frozen=True):
             (Header.SOURCE_OFFSET.value, str(self.source_offset).encode()),
             (Header.REJECTED_AT.value, self.rejected_at.encode()),
         ]
+
+
+_LENGTH = struct.Struct(">I")
+_NULL = 0xFFFFFFFF
+"""The length that stands for a null key, value or header value (Kafka allows each to be null)."""
+Headers = list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalRecord:
+    """A record as it reached intake (key, value, headers; any of the bytes may be null), for a sealed dead letter.
+
+    `pack` is layout `record.v1` (`schemas.personal.RECORD_LAYOUT`): each item a 4-byte big-endian length
+    (0xFFFFFFFF = null) then its bytes, in this order: key, number of headers, each header's name (UTF-8; a lone
+    surrogate kept by `surrogatepass`) and value, then the value. Binary (no base64): dead letters run to 10 MiB.
+    """
+
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+    def pack(self) -> bytes:
+        parts = [_item(self.key), _LENGTH.pack(len(self.headers))]
+        for name, value in self.headers:
+            parts += (_item(name.encode("utf-8", "surrogatepass")), _item(value))
+        parts.append(_item(self.value))
+        return b"".join(parts)
+
+    @classmethod
+    def unpack(cls, packed: bytes) -> OriginalRecord:
+        """The record `pack` gave `packed`; ValueError if it is not such bytes (truncated, trailing, malformed)."""
+        view = memoryview(packed)
+        key, at = _read(view, 0)
+        headers: Headers = []
+        count, at = _length(view, at), at + 4
+        for _ in range(count):
+            name, at = _read(view, at)
+            value, at = _read(view, at)
+            if name is None:
+                raise ValueError("a header without a name")
+            headers.append((name.decode("utf-8", "surrogatepass"), value))
+        value, at = _read(view, at)
+        if at != len(view):
+            raise ValueError("bytes after the record")
+        return cls(key, value, headers)
+
+
+def _item(data: bytes | None) -> bytes:
+    return _LENGTH.pack(_NULL) if data is None else _LENGTH.pack(len(data)) + data
+
+
+def _length(view: memoryview, at: int) -> int:
+    if len(view) < at + 4:
+        raise ValueError("the record ends too early")
+    length: int = _LENGTH.unpack_from(view, at)[0]
+    return length
+
+
+def _read(view: memoryview, at: int) -> tuple[bytes | None, int]:
+    length = _length(view, at)
+    if length == _NULL:
+        return None, at + 4
+    end = at + 4 + length
+    if end > len(view):
+        raise ValueError("the record ends too early")
+    return bytes(view[at + 4:end]), end

@@ -20,6 +20,7 @@ from schemas.compat import incompatibilities
 from schemas.deadletter import DeadLetterContext, Header, Reason
 from schemas.envelope import Event
 from schemas.events import EVENT_TYPES, FAMILY_OF_TYPE
+from schemas.personal import SEALED_HEADERS
 from schemas.topics import CANONICAL, DLQ_INTAKE, RAW
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "jsonschema"
@@ -56,13 +57,16 @@ def deadletter_schema() -> dict[str, Any]:
         Header.SOURCE_OFFSET.value: {"type": "string", "pattern": r"^\d+$"},
         Header.REJECTED_AT.value: {"type": "string", "description": "RFC 3339 time of the rejection"},
         Header.REPLAYED.value: {"type": "string", "pattern": r"^\d+$", "description": Header.REPLAYED.__doc__ or ""},
+        **SEALED_HEADERS,
     }
     assert set(field_header.values()) <= set(properties), "DeadLetterContext has a header the schema lacks"
     return {
         "$schema": DRAFT,
         "$id": ID_PREFIX + "dead-letter-headers",
         "title": "Dead-letter headers",
-        "description": "Headers a dead letter adds to the original record (key, value and headers kept as they were).",
+        "description": "Headers of a dead letter: why and where from (dlq.*), how it is sealed (dlq.sealed.*; the "
+                       "original key, headers and value inside the ciphertext, ADR 0026), and copies of the original "
+                       "headers that identify nobody.",
         "x-kafka-topic": DLQ_INTAKE.name,
         "type": "object",
         "properties": properties,

@@ -121,4 +121,19 @@ class ErasureAudit(Model):
 SEALED_SUBJECT_HEADER = "dlq.sealed.subject"
 """On a sealed dead letter: the subject whose key sealed the value (an applicant's, or `dlq:<day>`)."""
 SEALED_KEY_HEADER = "dlq.sealed.key"
-"""On a sealed dead letter: the key id; the value is nonce || AES-GCM ciphertext of the original bytes."""
+"""On a sealed dead letter: the key id; the value is nonce || AES-GCM ciphertext of what its layout says."""
+SEALED_LAYOUT_HEADER = "dlq.sealed.layout"
+"""On a sealed dead letter: what its ciphertext holds. Absent (dead letters written before 2026-12-02): the original
+value only, its key and headers in clear beside it. `RECORD_LAYOUT`: the original record whole (ADR 0026)."""
+RECORD_LAYOUT = b"record.v1"
+"""The original key, headers and value together (`schemas.deadletter.OriginalRecord.pack`); the dead letter's own key
+is a commune code or none, and only headers that identify nobody stay in clear beside the `dlq.*` ones."""
+SEALED_HEADERS: dict[str, Any] = {
+    SEALED_SUBJECT_HEADER: {"type": "string", "description": "Whose data key sealed it: a pseudonymous applicant "
+                            "subject, or dlq:<day>"},
+    SEALED_KEY_HEADER: {"type": "string", "description": "The data key's id"},
+    SEALED_LAYOUT_HEADER: {"type": "string", "description": "What the ciphertext holds: record.v1, the original key, "
+                           "headers and value; absent on dead letters written before record.v1, whose value alone "
+                           "was sealed (a reader refuses a layout it does not know)"},
+}
+"""The headers of a sealed dead letter (ADR 0015, 0026), as the exported schemas describe them."""

@@ -83,8 +83,9 @@ RAW_MOBILE_TEAM, EVENTS_MOBILE_TEAM = RAW[Family.MOBILE_TEAM], CANONICAL[Family.
 RAW_ANNOUNCEMENT, EVENTS_ANNOUNCEMENT = RAW[Family.ANNOUNCEMENT], CANONICAL[Family.ANNOUNCEMENT]
 
 DLQ_INTAKE = TopicSpec(
-    "commune.dlq.intake", Kind.DEAD_LETTER, key="the original record's key",
-    description="Records intake rejected: original bytes, key and headers, plus dlq.* headers with the reason",
+    "commune.dlq.intake", Kind.DEAD_LETTER, key="the commune code the record names (5 digits), else none",
+    description="Records intake rejected, sealed whole (original key, headers and value; ADR 0026), plus dlq.* "
+    "headers with the reason",
     config={**_BIG, "retention.ms": str(30 * 24 * 3600 * 1000)},
 )
 INTAKE_DEDUP = TopicSpec(

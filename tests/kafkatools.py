@@ -114,13 +114,14 @@ def stop_service(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
 
 
 class Letter(NamedTuple):
-    """A dead letter as it arrived at intake: its payload opened if intake sealed it (ADR 0015)."""
+    """A dead letter as it arrived at intake: opened if intake sealed it (ADR 0015, 0026), its original key, value and
+    headers, then intake's `dlq.*` ones."""
 
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
 
 
 async def opened_letters(bootstrap: str, namespace: str, records: Sequence[Any]) -> list[Letter]:
@@ -129,7 +130,7 @@ async def opened_letters(bootstrap: str, namespace: str, records: Sequence[Any])
     from services.cli.dlq import opened  # the CLI's own opening: what an operator replaying them sees
 
     stored = [(r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records]
-    letters, unopened = await opened(KafkaConnection(bootstrap=bootstrap), namespace, stored)
+    letters, unopened, _erased = await opened(KafkaConnection(bootstrap=bootstrap), namespace, stored)
     assert unopened == 0, f"{unopened} dead letters could not be opened"
     return [Letter(*s) for s in letters]
 

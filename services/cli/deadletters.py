@@ -13,7 +13,7 @@ from schemas import wire
 from schemas.deadletter import DeadLetterContext, Header, Reason
 from schemas.times import to_utc
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class DeadLetter:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
+    """The original record's headers (a header may have no value), then intake's `dlq.*` ones."""
     context: DeadLetterContext
     source: str | None
 
@@ -100,8 +101,8 @@ def matches(letter: DeadLetter, f: Filters) -> bool:
     return True
 
 
-def redriven_headers(letter: DeadLetter, set_headers: dict[str, str]) -> list[tuple[str, bytes]]:
+def redriven_headers(letter: DeadLetter, set_headers: dict[str, str]) -> list[tuple[str, bytes | None]]:
     """Original headers minus `dlq.*` (and any overridden), plus `dlq.replayed=<partition:offset>`."""
     kept = [(k, v) for k, v in letter.headers if not k.startswith("dlq.") and k not in set_headers]
-    overrides = [(k, v.encode()) for k, v in set_headers.items()]
+    overrides: list[tuple[str, bytes | None]] = [(k, v.encode()) for k, v in set_headers.items()]
     return [*kept, *overrides, (Header.REPLAYED.value, letter.position.encode())]

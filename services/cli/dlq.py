@@ -26,8 +26,8 @@ from services.privacy.settings import PrivacySettings
 from services.privacy.store import KeyStore
 
 Progress = Callable[[int], None]
-Stored = tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes]]]
-"""A record as read: partition, offset, key, value, headers."""
+Stored = tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
+"""A record as read: partition, offset, key, value, headers (Kafka allows a header without a value)."""
 BATCH = 200
 CLIENT_ID = "commune-bus-dlq"
 REPLAY_INSTANCE = "0"
@@ -60,7 +60,10 @@ class Listing(NamedTuple):
     """The replay log's keys: which were already re-driven."""
     unreadable: int
     """Records of the DLQ not listed: no `dlq.*` headers as intake writes them, a reason this CLI does not know,
-    or a sealed value that cannot be opened (not one erased: those are left out silently)."""
+    or sealed and not openable for another reason than an erased key (altered bytes, an unknown layout)."""
+    erased: int
+    """Sealed dead letters whose key is gone (their applicant erased, or a day key past the retention): unreadable,
+    neither listed nor replayed, whatever the filters; counted so that the operator is told."""
 
 
 async def dead_letters(conn: KafkaConnection, namespace: str, filters: Filters) -> Listing:
@@ -68,42 +71,42 @@ async def dead_letters(conn: KafkaConnection, namespace: str, filters: Filters) 
     letter is counted and stops nothing."""
     dlq = scoped(DLQ_INTAKE, namespace).name
     done = await replayed_keys(conn, namespace)
-    stored, unopened = await opened(conn, namespace, await read_to_end(conn, dlq))
+    stored, unopened, erased = await opened(conn, namespace, await read_to_end(conn, dlq))
     letters, unreadable = readable(stored)
-    return Listing(dlq, [d for d in letters if matches(d, filters)], done, unopened + unreadable)
+    return Listing(dlq, [d for d in letters if matches(d, filters)], done, unopened + unreadable, erased)
 
 
-async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) -> tuple[list[Stored], int]:
-    """Dead letters as they arrived: sealed payloads opened with the key store (ADR 0015; needs PRIVACY_*), and
-    how many could not be opened (malformed `dlq.source.*` headers, a key the key topic does not hold, altered
-    bytes): those are left out and counted.
-
-    A dead letter whose key was erased (its applicant erased, or past the dead-letter retention) cannot be
-    opened, listed by its metadata or replayed: it is left out.
+async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) -> tuple[list[Stored], int, int]:
+    """Dead letters as they arrived, each (partition, offset, original key, original value, original headers then
+    intake's `dlq.*`): sealed ones opened with the key store (ADR 0015, 0026; needs PRIVACY_*), either layout; with
+    how many could not be opened (malformed `dlq.source.*` headers, altered bytes, an unknown layout) and how many
+    are erased (a key the key topic no longer holds: the applicant erased, or a day key past the retention). Both
+    are left out: an erased one cannot be listed by its metadata or replayed.
     """
     if not any(is_sealed(headers) for *_, headers in stored):
-        return stored, 0
+        return stored, 0, 0
     keyring = PrivacySettings().keyring()  # PrivacyError (which variable is missing) if not configured
     store = KeyStore(conn, namespace, keyring, client_id=f"{CLIENT_ID}-keys")
     await store.start()
     await store.stop()
     out: list[Stored] = []
-    unopened = 0
+    unopened = erased = 0
     for partition, offset, key, value, headers in stored:
         if is_sealed(headers):
             h = {k: wire.lenient_text(v) for k, v in headers if k.startswith("dlq.source.")}
             try:
-                value = open_dead_letter(keyring, value, headers, source_topic=h.get("dlq.source.topic", ""),
-                                         partition=int(h.get("dlq.source.partition", "-1")),
-                                         offset=int(h.get("dlq.source.offset", "-1")))
+                letter = open_dead_letter(keyring, key, value, headers, source_topic=h.get("dlq.source.topic", ""),
+                                          partition=int(h.get("dlq.source.partition", "-1")),
+                                          offset=int(h.get("dlq.source.offset", "-1")))
             except Erased:
+                erased += 1
                 continue
             except (PrivacyError, ValueError):
                 unopened += 1
                 continue
-            headers = [(k, v) for k, v in headers if not k.startswith("dlq.sealed.")]
+            key, value, headers = letter.key, letter.value, letter.headers
         out.append((partition, offset, key, value, headers))
-    return out, unopened
+    return out, unopened, erased
 
 
 async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,

@@ -38,7 +38,8 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """List dead letters matching the filters (values are not shown: they may hold personal data)."""
     filters = _filters(reason, source, since, until)
-    topic, letters, done, unreadable = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace, filters))
+    topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace,
+                                                                            filters))
     replayed = {d.position for d in letters if replay_key(topic, d.partition, d.offset) in done}
     if as_json:
         for d in letters:
@@ -48,12 +49,16 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
     else:
         console.print(dead_letter_table(letters, replayed))
     err_console.print(f"{len(letters)} dead letters in {topic} match, {len(replayed)} of them already replayed"
-                      f"{_unreadable(unreadable)}")
+                      f"{_unreadable(unreadable, erased)}")
 
 
-def _unreadable(count: int) -> str:
-    return (f"; {count} unreadable, not listed (without intake's dlq.* headers, with a reason this CLI does not "
-            "know, or sealed and not openable)") if count else ""
+def _unreadable(count: int, erased: int) -> str:
+    """What the counts leave out, said plainly: an erased dead letter is not an error, but it is not replayed."""
+    other = (f"; {count} unreadable, not listed (without intake's dlq.* headers, with a reason this CLI does not "
+             "know, or sealed and not openable)") if count else ""
+    return other + ((f"; {erased} erased or expired, unreadable: sealed under a key that is gone (its applicant "
+                     "erased, or the day's key past the dead-letter retention), neither listed nor replayable")
+                    if erased else "")
 
 
 @app.command()
@@ -64,14 +69,15 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
            bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Re-drive matching dead letters into their original raw topic (original key, value and headers, minus
     dlq.*, plus dlq.replayed=<partition:offset>). A dead letter is never replayed twice; duplicates
-    (duplicate_event) only with --reason duplicate_event."""
+    (duplicate_event) only with --reason duplicate_event; erased or expired ones cannot be (counted, said)."""
     extra = dict(h.split("=", 1) for h in set_header or [] if "=" in h)
     conn = connection(bootstrap)
     filters = _filters(reason, source, since, until)
-    topic, letters, done, unreadable = asyncio.run(dlq.dead_letters(conn, namespace, filters))
+    topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(conn, namespace, filters))
     todo = [d for d in letters if replay_key(topic, d.partition, d.offset) not in done and replayable(d, filters)]
     if dry_run:
-        err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters{_unreadable(unreadable)}")
+        err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters"
+                          f"{_unreadable(unreadable, erased)}")
         return
     replayed = 0
 
@@ -89,4 +95,4 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
                               "the rest are not marked replayed, run the command again once the cause is fixed")
             raise typer.Exit(1) from None
     err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent)} matching were already replayed"
-                      f"{_unreadable(unreadable)}")
+                      f"{_unreadable(unreadable, erased)}")

@@ -77,7 +77,8 @@ class TransactionOutputs:
 
     def dead_letter(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers,
                     context: DeadLetterContext) -> None:
-        """The original record, unchanged, with the `dlq.*` headers of `context` after its own."""
+        """A dead letter: the record given (the original, or its sealed form), the `dlq.*` headers of `context` after
+        its own."""
         self.others.append((topic, value, key, [*headers, *context.headers()], None))
 
     def reroute(self, topic: str, partition: int, commune: str, value: bytes | None, headers: Headers,

@@ -146,13 +146,13 @@ class Validation:
                     reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,
                     message=f"the canonical event would exceed {self.max_canonical_bytes} bytes",
                     source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
-            letter, headers = rec.value, list(rec.headers)
-            if privacy is not None:  # the original payload sealed (the applicant's key, or the day's), ADR 0015
-                letter, extra, keys = privacy.seal_dead_letter(rec.value, decision)
-                headers += extra
+            if privacy is None:
+                out.dead_letter(self.topics.dlq, rec.value, rec.key, rec.headers, decision)
+            else:  # the original record sealed whole (the applicant's key, or the day's), ADR 0015 and 0026
+                sealed, keys = privacy.seal_dead_letter(rec.key, rec.value, rec.headers, decision)
                 for topic, key, key_value in keys:
                     out.record(topic, key, key_value)
-            out.dead_letter(self.topics.dlq, letter, rec.key, headers, decision)
+                out.dead_letter(self.topics.dlq, sealed.value, sealed.key, sealed.headers, decision)
             out.outcomes[(family, decision.reason)] += 1
             log.info("record.rejected", reason=decision.reason.value, field=decision.field, family=family.value,
                      topic=tp.topic, partition=tp.partition, offset=rec.offset)

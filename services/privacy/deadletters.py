@@ -1,29 +1,42 @@
-"""Sealing intake's dead letters, pure: the original bytes stay whole (replayable), but encrypted.
+"""Sealing intake's dead letters, pure: the original record stays whole (replayable), but encrypted.
 
-A rejected record may be anything, and may hold anyone's personal data. When its
-applicant can be told (a CCCD, phone or e-mail where a dossier keeps them, structured,
-binary or portal shape), the value is sealed under that applicant's key, so erasing
-them erases it too. Otherwise it is sealed under the key of its day (`dlq:<date>`),
-which expires once the dead-letter retention has passed: the key record then leaves
-`commune.keys.deadletters` (its own retention) and every keyring forgets it.
-The value is nonce || ciphertext (binary, no base64: dead letters run to 10 MiB), bound
-to the record's origin (`dlq/<topic>/<partition>/<offset>`); headers stay as they were.
+A rejected record may be anything, and may hold anyone's personal data, in its value,
+its key (a producer keying by CCCD or phone) or its headers (`x-applicant-phone`, a
+`ce_subject` holding a citizen id). When its applicant can be told (a CCCD, phone or
+e-mail where a dossier keeps them, structured, binary or portal shape), it is sealed
+under that applicant's key, so erasing them erases it too. Otherwise it is sealed
+under the key of its day (`dlq:<date>`), which expires once the dead-letter retention
+has passed: the key record then leaves `commune.keys.deadletters` (its own retention)
+and every keyring forgets it.
+
+The dead letter's value is nonce || ciphertext (binary, no base64: dead letters run to
+10 MiB) of the original key, headers and value (`OriginalRecord.pack`, layout
+`record.v1`, ADR 0026), bound to the record's origin (`dlq/<topic>/<partition>/<offset>`).
+In clear stay only what identifies nobody: a copy of each header `CLEAR_HEADERS`
+allows whose value has that header's shape, and as the dead letter's key the commune
+code the record names, if any. Dead letters written before (layout absent: the value
+alone sealed, key and headers in clear) still open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import orjson
 
-from schemas import wire
-from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER, KeyRecord
+from schemas import trace, wire
+from schemas.deadletter import OriginalRecord
+from schemas.events import EVENT_TYPES
+from schemas.personal import RECORD_LAYOUT, SEALED_KEY_HEADER, SEALED_LAYOUT_HEADER, SEALED_SUBJECT_HEADER, KeyRecord
+from services.intake.portal import COMMUNE_HEADER
 from services.privacy import crypto
 from services.privacy.keyring import Keyring
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]
 MAX_INSPECTED_BYTES = 1024 * 1024
 """Larger values are not parsed to find their applicant (intake refuses them anyway): the day key seals them."""
 _PATHS = (("data", "applicant"), ("applicant",), ())
@@ -63,35 +76,115 @@ def identify(keyring: Keyring, value: bytes) -> str | None:
     return None
 
 
-def seal_dead_letter(keyring: Keyring, value: bytes | None, *, source_topic: str, partition: int, offset: int,
-                     rejected_on: date, retention_days: int) -> tuple[bytes | None, list[tuple[str, bytes]],
-                                                                     list[KeyRecord]]:
-    """(sealed value, headers to add, key records to write in the same transaction) for one dead letter.
+_COMMUNE = re.compile(rb"[0-9]{5}")
 
-    A record without a value (a tombstone) has nothing to seal and is returned as it is.
+
+def _shape(pattern: bytes, flags: int = 0) -> Callable[[bytes], bool]:
+    compiled = re.compile(pattern, flags)
+    return lambda value: compiled.fullmatch(value) is not None
+
+
+def _ascii(check: Callable[[str], bool]) -> Callable[[bytes], bool]:
+    return lambda value: value.isascii() and check(value.decode("ascii"))
+
+
+CLEAR_HEADERS: dict[str, Callable[[bytes], bool]] = {
+    "ce_specversion": _shape(rb"[0-9]\.[0-9]"),
+    "ce_type": _ascii(EVENT_TYPES.__contains__),
+    "ce_time": _shape(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                      rb"(Z|[+-][0-9]{2}:[0-9]{2})?"),
+    "ce_commune": _shape(_COMMUNE.pattern),
+    "ce_province": _shape(rb"[0-9]{2}"),
+    "ce_traceparent": _ascii(trace.is_valid),
+    wire.CONTENT_TYPE: _shape(rb"[a-z]{1,16}/[a-z0-9.+-]{1,64}(; ?charset=[a-z0-9_-]{1,16})?", re.IGNORECASE),
+    COMMUNE_HEADER: _shape(_COMMUNE.pattern),
+}
+"""The original headers a dead letter also keeps in clear, each only when its value has this shape: closed shapes
+(a version, a known event type, a time, a commune or province code, a W3C traceparent, whose trace id is random or a
+hash, a media type) that cannot hold a name, number or address. What a producer writes freely (`ce_id`,
+`ce_source`, `ce_subject`, the portal's `source`, any header of its own) is sealed only: a dossier code or an id may
+be a citizen's number. The sealed copy is the one replay restores; these are for operators and `commune-bus trace`."""
+
+
+def clear_headers(headers: Headers) -> list[tuple[str, bytes]]:
+    """The headers of `headers` a dead letter keeps in clear (`CLEAR_HEADERS`), in their order."""
+    out: list[tuple[str, bytes]] = []
+    for name, value in headers:
+        check = CLEAR_HEADERS.get(name)
+        if check is not None and isinstance(value, bytes) and len(value) <= 256 and check(value):
+            out.append((name, value))
+    return out
+
+
+def dead_letter_key(key: bytes | None, headers: Headers) -> bytes | None:
+    """The dead letter's own key: the commune code the record names (its key, else its `ce_commune` or `commune-code`
+    header), five digits that identify nobody and place it in its commune's partition (ADR 0004); else none."""
+    for candidate in (key, *(v for name, v in headers if name in ("ce_commune", COMMUNE_HEADER))):
+        if isinstance(candidate, bytes) and _COMMUNE.fullmatch(candidate):
+            return candidate
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SealedDeadLetter:
+    key: bytes | None
+    """The dead letter's key (`dead_letter_key`): a commune code, or None."""
+    value: bytes
+    """nonce || AES-GCM ciphertext of the original record (`OriginalRecord.pack`)."""
+    headers: list[tuple[str, bytes]]
+    """The clear copies (`clear_headers`), then `dlq.sealed.subject|key|layout`; intake adds its `dlq.*` after."""
+    keys: list[KeyRecord]
+    """Key records to write in the same transaction."""
+
+
+def seal_dead_letter(keyring: Keyring, key: bytes | None, value: bytes | None, headers: Headers, *,
+                     source_topic: str, partition: int, offset: int, rejected_on: date,
+                     retention_days: int) -> SealedDeadLetter:
+    """The dead letter of the record (`key`, `value`, `headers`) rejected at `source_topic`/`partition`/`offset`.
+
+    A record without a value (a tombstone) is sealed too: its key and headers may be personal.
     """
-    if value is None:
-        return None, [], []
-    subject = identify(keyring, value)
+    subject = identify(keyring, value) if value is not None else None
     expires_at = None
     if subject is None:
         subject = day_subject(rejected_on)
         expires_at = datetime.combine(rejected_on + timedelta(days=1 + retention_days), time(0), UTC)
     key_id, dek, records = keyring.key_for(subject, expires_at)
-    sealed = crypto.seal_raw(dek, value, origin_aad(source_topic, partition, offset))
-    headers = [(SEALED_SUBJECT_HEADER, subject.encode()), (SEALED_KEY_HEADER, key_id.encode())]
-    return sealed, headers, records
+    plain = OriginalRecord(key, value, list(headers)).pack()
+    sealed = crypto.seal_raw(dek, plain, origin_aad(source_topic, partition, offset))
+    marks = [(SEALED_SUBJECT_HEADER, subject.encode()), (SEALED_KEY_HEADER, key_id.encode()),
+             (SEALED_LAYOUT_HEADER, RECORD_LAYOUT)]
+    return SealedDeadLetter(dead_letter_key(key, headers), sealed, [*clear_headers(headers), *marks], records)
 
 
 def is_sealed(headers: Headers) -> bool:
     return any(k == SEALED_KEY_HEADER for k, _ in headers)
 
 
-def open_dead_letter(keyring: Keyring, value: bytes | None, headers: Headers, *, source_topic: str, partition: int,
-                     offset: int) -> bytes | None:
-    """The original bytes of a dead letter (as they are if it was never sealed); `Erased` once its key is gone."""
-    if value is None or not is_sealed(headers):
-        return value
-    h = {k: wire.lenient_text(v) for k, v in headers if k in (SEALED_SUBJECT_HEADER, SEALED_KEY_HEADER)}
-    dek = keyring.dek(h.get(SEALED_SUBJECT_HEADER, ""), h.get(SEALED_KEY_HEADER, ""))
-    return crypto.open_raw(dek, value, origin_aad(source_topic, partition, offset))
+def open_dead_letter(keyring: Keyring, key: bytes | None, value: bytes | None, headers: Headers, *,
+                     source_topic: str, partition: int, offset: int) -> OriginalRecord:
+    """The dead letter as intake would have written it unsealed: the original key and value, the original headers
+    followed by intake's `dlq.*` ones (a letter never sealed: as it is).
+
+    `Erased` once its key is gone (the applicant erased, the day key expired), `Tampered` if its bytes, origin or
+    key do not match, ValueError for a layout this code does not know or bytes that are not its layout.
+    """
+    if not is_sealed(headers):
+        return OriginalRecord(key, value, list(headers))
+    h = {k: v for k, v in headers if k.startswith("dlq.sealed.")}
+    layout = h.get(SEALED_LAYOUT_HEADER)
+    if layout not in (None, RECORD_LAYOUT):
+        raise ValueError("a dead-letter layout this reader does not know")
+    if value is None:
+        raise ValueError("a sealed dead letter without a value")
+    dek = keyring.dek(wire.lenient_text(h.get(SEALED_SUBJECT_HEADER)), wire.lenient_text(h.get(SEALED_KEY_HEADER)))
+    plain = crypto.open_raw(dek, value, origin_aad(source_topic, partition, offset))
+    if layout is None:  # the value alone was sealed: key and headers are the dead letter's own
+        return OriginalRecord(key, plain, _unsealed(headers))
+    original = OriginalRecord.unpack(plain)
+    context = [(k, v) for k, v in _unsealed(headers) if k.startswith("dlq.")]
+    return OriginalRecord(original.key, original.value, [*original.headers, *context])
+
+
+def _unsealed(headers: Headers) -> list[tuple[str, bytes | None]]:
+    return [(k, v) for k, v in headers if not k.startswith("dlq.sealed.")]

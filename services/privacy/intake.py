@@ -4,7 +4,7 @@
     await privacy.start(supervisor.spawn)           # keys read to the end, then followed (erasures, confirmations)
     Decider(..., keyring=privacy.keyring)           # accepted dossier events come out sealed, with `keys`
     for topic, key, value in privacy.key_messages(accepted.keys): ...       # in the event's transaction
-    value, extra, keys = privacy.seal_dead_letter(value, context)            # before writing a dead letter
+    letter, keys = privacy.seal_dead_letter(key, value, headers, context)   # before writing a dead letter
     await privacy.stop()
 
 The key store must follow the key topics for the whole run: a tombstone must reach the keyring before
@@ -22,7 +22,7 @@ from schemas.deadletter import DeadLetterContext
 from schemas.personal import KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, TopicSpec, scoped
 from services.common.settings import KafkaConnection
-from services.privacy.deadletters import seal_dead_letter
+from services.privacy.deadletters import Headers, SealedDeadLetter, seal_dead_letter
 from services.privacy.keyring import Keyring
 from services.privacy.settings import PrivacySettings
 from services.privacy.store import KeyMessage, KeyStore, key_messages
@@ -60,13 +60,13 @@ class IntakePrivacy:
         """(topic, key, value) of each key record, to send in the transaction of the records sealed under them."""
         return key_messages(list(records), self.namespace)
 
-    def seal_dead_letter(self, value: bytes | None, context: DeadLetterContext) -> tuple[
-            bytes | None, list[tuple[str, bytes]], list[KeyMessage]]:
-        """The dead letter's value sealed, the headers to add (after its own), the key messages to send with it."""
-        sealed, headers, records = seal_dead_letter(
-            self.keyring, value, source_topic=context.source_topic, partition=context.source_partition,
+    def seal_dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers,
+                         context: DeadLetterContext) -> tuple[SealedDeadLetter, list[KeyMessage]]:
+        """The rejected record sealed whole (ADR 0026), and the key messages to send with it."""
+        sealed = seal_dead_letter(
+            self.keyring, key, value, headers, source_topic=context.source_topic, partition=context.source_partition,
             offset=context.source_offset, rejected_on=_day(context.rejected_at), retention_days=self.retention_days)
-        return sealed, headers, self.key_messages(records)
+        return sealed, self.key_messages(sealed.keys)
 
 
 def _day(rejected_at: str) -> date:

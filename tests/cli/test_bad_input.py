@@ -66,7 +66,7 @@ LETTERS = [
     (0, 2, None, b"{}", []),  # no dlq.* headers at all
     (0, 3, None, b"{}", GOOD),
     (1, 4, None, b"\x00" * 40, [*GOOD[:4], ("dlq.source.partition", b"two"), *GOOD[5:], *SEALED]),
-    (1, 5, None, b"\x00" * 40, [*GOOD, *SEALED]),  # its key is gone: left out (erased), not counted
+    (1, 5, None, b"\x00" * 40, [*GOOD, *SEALED]),  # its key is gone: left out, counted as erased
 ]
 
 
@@ -95,18 +95,21 @@ def dlq_topic(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("dlq_topic")
 def test_an_unreadable_dead_letter_is_counted_and_the_others_are_listed() -> None:
     """A reason from a newer intake, no dlq.* headers, a sealed letter with a malformed dlq.source.partition:
-    `dlq list` lists the readable one and counts the three (before: KeyError/ValueError, nothing listed)."""
+    `dlq list` lists the readable one and counts the three (before: KeyError/ValueError, nothing listed), and says
+    that one is erased (before: left out without a word)."""
     result = run("dlq", "list", "--json")
     assert result.exit_code == 0, result.output
     rows = [orjson.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     assert [row["dlq"] for row in rows] == ["0:3"]
     assert "1 dead letters in commune.dlq.intake match, 0 of them already replayed; 3 unreadable, not listed" \
         in result.output
+    assert "; 1 erased or expired, unreadable" in " ".join(result.output.split())
 
 
 @pytest.mark.usefixtures("dlq_topic")
 def test_an_unreadable_dead_letter_does_not_stop_a_replay() -> None:
-    """`dlq replay --dry-run` would replay the readable one and says how many it cannot read."""
+    """`dlq replay --dry-run` would replay the readable one, says how many it cannot read and how many are erased."""
     result = run("dlq", "replay", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "would replay 1 of 1 matching dead letters; 3 unreadable, not listed" in result.output
+    assert "; 1 erased or expired, unreadable" in " ".join(result.output.split())

@@ -134,9 +134,9 @@ async def test_no_clear_personal_data_outside_raw_topics_and_erasure_shuts_one_a
                 h = dict(rec.headers)
                 if h.get(SEALED_SUBJECT_HEADER) == subject.encode():
                     with pytest.raises(Erased):
-                        open_dead_letter(store.keyring, rec.value, rec.headers, source_topic=h["dlq.source.topic"]
-                                         .decode(), partition=int(h["dlq.source.partition"]),
-                                         offset=int(h["dlq.source.offset"]))
+                        open_dead_letter(store.keyring, rec.key, rec.value, rec.headers,
+                                         source_topic=h["dlq.source.topic"].decode(),
+                                         partition=int(h["dlq.source.partition"]), offset=int(h["dlq.source.offset"]))
         finally:
             await store.stop()
 

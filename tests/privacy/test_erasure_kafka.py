@@ -71,10 +71,11 @@ async def test_erasing_one_applicant_shreds_every_copy_and_spares_the_other(kafk
                         with pytest.raises(Erased):
                             open_applicant(store.keyring, e.id, e.data.applicant)
                 with pytest.raises(Erased):
-                    open_dead_letter(store.keyring, dead[0].value, dead[0].headers, source_topic="commune.raw.dossier",
-                                     partition=0, offset=0)
-                assert open_dead_letter(store.keyring, dead[1].value, dead[1].headers,
-                                        source_topic="commune.raw.dossier", partition=0, offset=1) == b"not json"
+                    open_dead_letter(store.keyring, dead[0].key, dead[0].value, dead[0].headers,
+                                     source_topic="commune.raw.dossier", partition=0, offset=0)
+                assert open_dead_letter(store.keyring, dead[1].key, dead[1].value, dead[1].headers,
+                                        source_topic="commune.raw.dossier", partition=0,
+                                        offset=1).value == b"not json"
         finally:
             await fresh.stop()
     finally:
@@ -130,10 +131,10 @@ async def test_intake_follows_an_erasure_and_seals_later_events_under_a_new_key(
         assert intake.keyring.key_ids(subject) == []
         [later] = await write_sealed(kafka_bootstrap, ns, intake.keyring, [person("TL-9", *LAN)])
         assert later.keys and later.keys[0].key_id != first.keys[0].key_id
-        value, headers, messages = intake.seal_dead_letter(b"{}", DeadLetterContext(
+        letter, messages = intake.seal_dead_letter(b"02269", b"{}", [], DeadLetterContext(
             reason=Reason.NOT_AN_OBJECT, field="(record)", message="m", source_topic="commune.raw.dossier",
             source_partition=1, source_offset=5, rejected_at="2026-12-01T08:00:00+00:00"))
-        assert value != b"{}" and dict(headers)["dlq.sealed.subject"] == b"dlq:2026-12-01"
+        assert letter.value != b"{}" and dict(letter.headers)["dlq.sealed.subject"] == b"dlq:2026-12-01"
         assert [m[0] for m in messages] == [scoped(KEYS_DEAD_LETTERS, ns).name]
     finally:
         await intake.stop()

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.deadletter import DeadLetterContext, OriginalRecord, Reason
 from schemas.dossier import Applicant, DossierStatusChanged
 from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant
 from services.privacy import applicant as sealing
@@ -20,6 +21,13 @@ from tests.privacy.keys import KEK, NOW, PEPPER, keyring
 from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit
+
+KEYS = st.none() | st.binary(max_size=40)
+HEADERS = st.lists(st.tuples(st.text(max_size=16) | st.sampled_from(["ce_subject", "ce_traceparent", "dlq.reason"]),
+                             st.none() | st.binary(max_size=40)), max_size=6)
+"""Any header list: names of any text (a `dlq.` one of the producer's own too), values null or any bytes."""
+CONTEXT = DeadLetterContext(reason=Reason.NOT_JSON, field="(record)", message="m", source_topic="t",
+                            source_partition=0, source_offset=1, rejected_at="2026-12-01T08:00:00+00:00").headers()
 
 LAN = Applicant(name="Nguyễn Thị Lan", id_number="008123456789", phone="0912345678", email="lan@example.vn",
                 address="Thôn Nà Tàng, Xã Thượng Lâm")
@@ -132,33 +140,41 @@ def test_dead_letters_of_a_known_applicant_use_their_key() -> None:
     """A rejected record naming a CCCD is sealed under that applicant's key: erasing them erases it."""
     ring = keyring()
     raw = orjson.dumps({"MaHoSo": "X", "SoGiayToChuHoSo": "008123456789", "ChuHoSo": "Nguyễn Thị Lan"})
-    sealed, headers, records = deadletters.seal_dead_letter(
-        ring, raw, source_topic="commune.raw.dossier", partition=2, offset=7, rejected_on=date(2026, 12, 1),
-        retention_days=30)
-    assert sealed is not None and b"Lan" not in sealed and b"008123456789" not in sealed
-    assert dict(headers)["dlq.sealed.subject"].decode() == crypto.cccd_subject(PEPPER, "008123456789")
+    letter = deadletters.seal_dead_letter(
+        ring, b"008123456789", raw, [("x-applicant-phone", b"0912345678")], source_topic="commune.raw.dossier",
+        partition=2, offset=7, rejected_on=date(2026, 12, 1), retention_days=30)
+    assert b"Lan" not in letter.value and b"008123456789" not in letter.value and letter.key is None
+    assert dict(letter.headers)["dlq.sealed.subject"].decode() == crypto.cccd_subject(PEPPER, "008123456789")
+    assert "x-applicant-phone" not in dict(letter.headers)
     args = {"source_topic": "commune.raw.dossier", "partition": 2, "offset": 7}
-    assert deadletters.open_dead_letter(ring, sealed, headers, **args) == raw
-    ring.apply(records[0].record_key, None)
+    assert deadletters.open_dead_letter(ring, None, letter.value, letter.headers, **args) == OriginalRecord(
+        b"008123456789", raw, [("x-applicant-phone", b"0912345678")])
+    ring.apply(letter.keys[0].record_key, None)
     with pytest.raises(Erased):
-        deadletters.open_dead_letter(ring, sealed, headers, **args)
+        deadletters.open_dead_letter(ring, None, letter.value, letter.headers, **args)
 
 
-@given(raw=st.binary(max_size=300))
+@given(raw=st.none() | st.binary(max_size=300), key=KEYS, headers=HEADERS)
 @settings(deadline=None)
-def test_anything_else_is_sealed_under_the_day_key_which_expires(raw: bytes) -> None:
-    """Bytes naming no applicant are sealed under the day's key; after the retention the key is gone."""
+def test_anything_else_is_sealed_under_the_day_key_which_expires(raw: bytes | None, key: bytes | None,
+                                                                 headers: list[tuple[str, bytes | None]]) -> None:
+    """Bytes naming no applicant (or none: a tombstone), with any key and headers (null values, non-UTF-8 bytes), are
+    sealed under the day's key and open back to the same key, headers and value; after the retention the key is
+    gone and the whole record with it."""
     now = [NOW]
     ring = keyring(lambda: now[0])
-    if deadletters.identify(ring, raw) is not None:
+    if raw is not None and deadletters.identify(ring, raw) is not None:
         return
-    sealed, headers, records = deadletters.seal_dead_letter(
-        ring, raw, source_topic="t", partition=0, offset=1, rejected_on=NOW.date(), retention_days=30)
-    assert dict(headers)["dlq.sealed.subject"] == b"dlq:2026-12-01" and records[0].expires_at is not None
-    assert deadletters.open_dead_letter(ring, sealed, headers, source_topic="t", partition=0, offset=1) == raw
+    letter = deadletters.seal_dead_letter(
+        ring, key, raw, headers, source_topic="t", partition=0, offset=1, rejected_on=NOW.date(), retention_days=30)
+    stored = [*letter.headers, *CONTEXT]  # intake's dlq.* after the letter's own
+    assert dict(stored)["dlq.sealed.subject"] == b"dlq:2026-12-01" and letter.keys[0].expires_at is not None
+    opened = deadletters.open_dead_letter(ring, letter.key, letter.value, stored, source_topic="t", partition=0,
+                                          offset=1)
+    assert opened == OriginalRecord(key, raw, [*headers, *CONTEXT])
     now[0] = NOW + timedelta(days=31)
     with pytest.raises(Erased):
-        deadletters.open_dead_letter(ring, sealed, headers, source_topic="t", partition=0, offset=1)
+        deadletters.open_dead_letter(ring, letter.key, letter.value, stored, source_topic="t", partition=0, offset=1)
     assert ring.expire() == 1
 
 
@@ -362,11 +378,12 @@ def test_a_dead_letter_with_a_placeholder_cccd_is_sealed_under_the_applicants_ph
     ring = keyring()
     raw = orjson.dumps({"MaHoSo": "X", "SoGiayToChuHoSo": placeholder, "SoDienThoaiChuHoSo": "0912 345 678",
                         "ChuHoSo": "Nguyễn Thị Lan"})
-    sealed, headers, records = deadletters.seal_dead_letter(
-        ring, raw, source_topic="commune.raw.dossier", partition=0, offset=1, rejected_on=date(2026, 12, 1),
-        retention_days=30)
-    assert dict(headers)["dlq.sealed.subject"].decode() == crypto.identifier_subject(PEPPER, "phone", "0912345678")
-    assert sealed is not None and records[0].expires_at is None
+    letter = deadletters.seal_dead_letter(
+        ring, b"02269", raw, [], source_topic="commune.raw.dossier", partition=0, offset=1,
+        rejected_on=date(2026, 12, 1), retention_days=30)
+    assert dict(letter.headers)["dlq.sealed.subject"].decode() == crypto.identifier_subject(PEPPER, "phone",
+                                                                                           "0912345678")
+    assert letter.keys[0].expires_at is None
 
 
 def test_the_longest_field_in_the_widest_characters_seals_into_a_token_every_reader_takes() -> None:

@@ -41,11 +41,11 @@ async def write_sealed(bootstrap: str, namespace: str, ring: Keyring, raws: list
                 for topic, key, value in key_messages(list(accepted.keys), namespace):
                     await producer.send(topic, value, key=key)
             for offset, raw in enumerate(dead_letters):
-                sealed, headers, keys = seal_dead_letter(ring, raw, source_topic="commune.raw.dossier", partition=0,
-                                                         offset=offset, rejected_on=date(2026, 12, 1),
-                                                         retention_days=30)
-                await producer.send(scoped(DLQ_INTAKE, namespace).name, sealed, key=b"02269", headers=headers)
-                for topic, key, value in key_messages(keys, namespace):
+                letter = seal_dead_letter(ring, b"02269", raw, HDR, source_topic="commune.raw.dossier", partition=0,
+                                          offset=offset, rejected_on=date(2026, 12, 1), retention_days=30)
+                await producer.send(scoped(DLQ_INTAKE, namespace).name, letter.value, key=letter.key,
+                                    headers=letter.headers)
+                for topic, key, value in key_messages(letter.keys, namespace):
                     await producer.send(topic, value, key=key)
     finally:
         await producer.stop()

@@ -59,7 +59,7 @@ class AIOKafkaProducer:
         key: bytes | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,  # a None value: a null header value
     ) -> asyncio.Future[RecordMetadata]: ...
     async def send_and_wait(
         self,
@@ -68,7 +68,7 @@ class AIOKafkaProducer:
         key: bytes | None = None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,  # a None value: a null header value
     ) -> RecordMetadata: ...
     def create_batch(self) -> BatchBuilder: ...
     async def send_batch(
