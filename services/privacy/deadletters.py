@@ -11,7 +11,7 @@ and every keyring forgets it.
 
 The dead letter's value is nonce || ciphertext (binary, no base64: dead letters run to
 10 MiB) of the original key, headers and value (`OriginalRecord.pack`, layout
-`record.v1`, ADR 0026), bound to the record's origin (`dlq/<topic>/<partition>/<offset>`).
+`record.v1`, ADR 0026), bound to the record's origin and layout (`dlq/<topic>/<partition>/<offset>/record.v1`).
 In clear stay only what identifies nobody: a copy of each header `CLEAR_HEADERS`
 allows whose value has that header's shape, and as the dead letter's key the commune
 code the record names, if any. Dead letters written before (layout absent: the value
@@ -44,8 +44,12 @@ _FIELDS = (("cccd", ("id_number", "SoGiayToChuHoSo")), ("phone", ("phone", "SoDi
            ("email", ("email", "EmailChuHoSo")))
 
 
-def origin_aad(source_topic: str, partition: int, offset: int) -> bytes:
-    return f"dlq/{source_topic}/{partition}/{offset}".encode()
+def origin_aad(source_topic: str, partition: int, offset: int, layout: bytes | None = None) -> bytes:
+    """What a dead letter's ciphertext is bound to: its origin, and its layout when it has one (record.v1 on): a
+    reader that does not know the layout (an older `commune-bus`) fails to open it and counts it unreadable,
+    rather than taking the packed record for the value and replaying it."""
+    origin = f"dlq/{source_topic}/{partition}/{offset}".encode()
+    return origin if layout is None else origin + b"/" + layout
 
 
 def day_subject(day: date) -> str:
@@ -151,7 +155,7 @@ def seal_dead_letter(keyring: Keyring, key: bytes | None, value: bytes | None, h
         expires_at = datetime.combine(rejected_on + timedelta(days=1 + retention_days), time(0), UTC)
     key_id, dek, records = keyring.key_for(subject, expires_at)
     plain = OriginalRecord(key, value, list(headers)).pack()
-    sealed = crypto.seal_raw(dek, plain, origin_aad(source_topic, partition, offset))
+    sealed = crypto.seal_raw(dek, plain, origin_aad(source_topic, partition, offset, RECORD_LAYOUT))
     marks = [(SEALED_SUBJECT_HEADER, subject.encode()), (SEALED_KEY_HEADER, key_id.encode()),
              (SEALED_LAYOUT_HEADER, RECORD_LAYOUT)]
     return SealedDeadLetter(dead_letter_key(key, headers), sealed, [*clear_headers(headers), *marks], records)
@@ -178,7 +182,7 @@ def open_dead_letter(keyring: Keyring, key: bytes | None, value: bytes | None, h
     if value is None:
         raise ValueError("a sealed dead letter without a value")
     dek = keyring.dek(wire.lenient_text(h.get(SEALED_SUBJECT_HEADER)), wire.lenient_text(h.get(SEALED_KEY_HEADER)))
-    plain = crypto.open_raw(dek, value, origin_aad(source_topic, partition, offset))
+    plain = crypto.open_raw(dek, value, origin_aad(source_topic, partition, offset, layout))
     if layout is None:  # the value alone was sealed: key and headers are the dead letter's own
         return OriginalRecord(key, plain, _unsealed(headers))
     original = OriginalRecord.unpack(plain)

@@ -129,3 +129,6 @@ def test_an_unknown_layout_or_a_letter_moved_elsewhere_does_not_open() -> None:
         deadletters.open_dead_letter(ring, None, letter.value, newer, **ORIGIN)
     with pytest.raises(Tampered):
         deadletters.open_dead_letter(ring, None, letter.value, letter.headers, **{**ORIGIN, "offset": 8})
+    without_layout = [(k, v) for k, v in letter.headers if k != SEALED_LAYOUT_HEADER]
+    with pytest.raises(Tampered):  # what an older reader does: the value opened as the older layout's
+        deadletters.open_dead_letter(ring, None, letter.value, without_layout, **ORIGIN)
