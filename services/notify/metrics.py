@@ -25,3 +25,6 @@ DEAD_LETTERS_REFUSED = Counter("notify_dead_letters_refused_total",
 NO_RECIPIENT = Counter("notify_no_recipient_total",
                        "Rule matches that found nobody to tell (a directory without the contact; an applicant who "
                        "left none): no notification, no status", ["rule"])
+STATUSES_REFUSED = Counter("notify_statuses_refused_total",
+                           "Status records commune.notify.status refused for their size (not written; the ledger still "
+                           "holds the outcome, and the run goes on)")
