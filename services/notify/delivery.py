@@ -243,7 +243,12 @@ class Dispatcher:
             return
         await self.ledger.record_done(r.notification_id, Outcome.SENT.value)
         outcome = Outcome.DELIVERED if receipt.delivered else Outcome.SENT
-        await self._status(r, outcome, job.attempt, provider_message_id=receipt.provider_message_id)
+        if receipt.reply_refused is not None:  # sent all the same; the provider's answer is not ours to keep
+            metrics.PROVIDER_REPLIES_REFUSED.labels(receipt.via or r.channel.value, receipt.reply_refused).inc()
+            log.warning("notify.provider_reply_refused", nid=r.notification_id, channel=r.channel.value,
+                        via=receipt.via, reason=receipt.reply_refused, trace_id=trace_id(r))
+        await self._status(r, outcome, job.attempt, reason=receipt.reply_refused,
+                           provider_message_id=receipt.provider_message_id)
         metrics.LATENCY.labels(lane.name).observe(max(0.0, (self.clock() - r.event_time).total_seconds()))
         log.info("notify.sent", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value, via=receipt.via,
                  recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune, trace_id=trace_id(r))

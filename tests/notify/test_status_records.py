@@ -41,13 +41,15 @@ async def test_a_receipt_with_an_11_mb_id_gives_a_small_sent_status_and_the_lane
     assert "provider_message_id" not in status
 
 
-async def test_a_status_the_topic_refuses_for_its_size_is_counted_and_the_run_goes_on() -> None:
+@pytest.mark.parametrize("outcome", [Receipt("sms-1", via="sms"),
+                                     Receipt(None, via="sms", reply_refused="provider_id_refused")])
+async def test_a_status_the_topic_refuses_for_its_size_is_counted_and_the_run_goes_on(outcome: Receipt) -> None:
     """A status topic that refuses every record for its size: each refusal is logged and counted, the notification
     is done all the same (the ledger holds it) and the next one is sent; the run does not end and loop."""
     producer = FakeProducer(max_bytes={OUT.status: 10})
     before = metrics.STATUSES_REFUSED._value.get()
     with capture_logs() as logs:
-        async with running(FakeChannel(), producer=producer, routine=1) as s:
+        async with running(FakeChannel(outcome, outcome), producer=producer, routine=1) as s:
             done = Calls()
             first, second = citizen_sms("refused-1"), citizen_sms("refused-2")
             for request in (first, second):
@@ -58,6 +60,23 @@ async def test_a_status_the_topic_refuses_for_its_size_is_counted_and_the_run_go
     refused = [e for e in logs if e["event"] == "notify.status_refused"]
     assert [(e["nid"], e["outcome"]) for e in refused] == [(first.notification_id, Outcome.SENT.value),
                                                           (second.notification_id, Outcome.SENT.value)]
+
+
+async def test_a_refused_provider_reply_is_a_reason_a_metric_and_a_log_line_never_its_value() -> None:
+    """A receipt saying the provider's id was refused: `sent` with reason `provider_id_refused` and no id, counted
+    by channel and reason, logged as `notify.provider_reply_refused` (codes only)."""
+    counter = metrics.PROVIDER_REPLIES_REFUSED.labels("sms", "provider_id_refused")
+    before = counter._value.get()
+    with capture_logs() as logs:
+        async with running(FakeChannel(Receipt(None, via="sms", reply_refused="provider_id_refused"))) as s:
+            done, request = Calls(), citizen_sms("dirty-1")
+            await s.dispatcher.submit(request, done)
+            await settle(lambda: done.count == 1, "sent")
+            [status] = [m.json() for m in s.producer.to(OUT.status)]
+    assert status["outcome"] == "sent" and status["reason"] == "provider_id_refused"
+    assert "provider_message_id" not in status and counter._value.get() == before + 1
+    [line] = [e for e in logs if e["event"] == "notify.provider_reply_refused"]
+    assert (line["nid"], line["via"], line["reason"]) == (request.notification_id, "sms", "provider_id_refused")
 
 
 @settings(max_examples=200, deadline=None)
