@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 from schemas import trace
 from schemas.deadletter import internal_error
 from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
-from services.notify import deadletters, metrics, sms
+from services.notify import deadletters, metrics, sms, statuses
 from services.notify.channels.base import Channel, DeliveryError, compose
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
@@ -243,7 +243,12 @@ class Dispatcher:
             return
         await self.ledger.record_done(r.notification_id, Outcome.SENT.value)
         outcome = Outcome.DELIVERED if receipt.delivered else Outcome.SENT
-        await self._status(r, outcome, job.attempt, provider_message_id=receipt.provider_message_id)
+        if receipt.reply_refused is not None:  # sent all the same; the provider's answer is not ours to keep
+            metrics.PROVIDER_REPLIES_REFUSED.labels(receipt.via or r.channel.value, receipt.reply_refused).inc()
+            log.warning("notify.provider_reply_refused", nid=r.notification_id, channel=r.channel.value,
+                        via=receipt.via, reason=receipt.reply_refused, trace_id=trace_id(r))
+        await self._status(r, outcome, job.attempt, reason=receipt.reply_refused,
+                           provider_message_id=receipt.provider_message_id)
         metrics.LATENCY.labels(lane.name).observe(max(0.0, (self.clock() - r.event_time).total_seconds()))
         log.info("notify.sent", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value, via=receipt.via,
                  recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune, trace_id=trace_id(r))
@@ -300,14 +305,22 @@ class Dispatcher:
 
     async def _status(self, r: NotificationRequest, outcome: Outcome, attempt: int, *, reason: str | None = None,
                       provider_message_id: str | None = None, not_before: datetime | None = None) -> None:
+        """Write the bounded status (`statuses.bounded`); if the topic refuses it for its size, log and count the
+        refusal and go on, as for a dead letter: it would be refused again after a restart, and the ledger, not the
+        status, says what was sent (an outage still ends the run)."""
         metrics.NOTIFICATIONS.labels(r.kind.value, r.channel.value, outcome.value).inc()
         status = NotificationStatus(
             notification_id=r.notification_id, event_id=r.event_id, rule=r.rule, kind=r.kind, channel=r.channel,
             recipient_ref=r.recipient.ref, commune=r.commune, outcome=outcome, attempt=attempt, at=self.clock(),
             reason=reason, provider_message_id=provider_message_id, not_before=not_before,
             traceparent=r.traceparent)
-        await self.producer.send_and_wait(self.outputs.status, status.model_dump_json(exclude_none=True).encode(),
-                                          r.commune.encode())
+        value = statuses.bounded(status)
+        try:
+            await self.producer.send_and_wait(self.outputs.status, value, r.commune.encode())
+        except TOO_LARGE:
+            metrics.STATUSES_REFUSED.inc()
+            log.error("notify.status_refused", nid=r.notification_id, channel=r.channel.value, outcome=outcome.value,
+                      size=len(value), trace_id=trace_id(r))
 
     # --- deferred -------------------------------------------------------------------------------
 

@@ -25,3 +25,10 @@ DEAD_LETTERS_REFUSED = Counter("notify_dead_letters_refused_total",
 NO_RECIPIENT = Counter("notify_no_recipient_total",
                        "Rule matches that found nobody to tell (a directory without the contact; an applicant who "
                        "left none): no notification, no status", ["rule"])
+PROVIDER_REPLIES_REFUSED = Counter(
+    "notify_provider_replies_refused_total",
+    "Messages a provider accepted whose reply was not kept: reason provider_id_refused (a message id not short and "
+    "plain, not stored) or reply_too_large (a reply over 64 KiB, not read); sent all the same", ["channel", "reason"])
+STATUSES_REFUSED = Counter("notify_statuses_refused_total",
+                           "Status records commune.notify.status refused for their size (not written; the ledger still "
+                           "holds the outcome, and the run goes on)")

@@ -33,9 +33,13 @@ class DeliveryError(Exception):
 @dataclass(frozen=True)
 class Receipt:
     provider_message_id: str | None
+    """The provider's id for the message, short and plain (`replies.provider_id`), or None."""
     delivered: bool = False
     """True when the provider confirmed delivery to the device/inbox, not just acceptance."""
     via: str = ""
+    reply_refused: str | None = None
+    """Why the provider's reply (or its id) was not taken although the message was: `provider_id_refused` (an id
+    not short and plain, `replies.provider_id`) or `reply_too_large` (a 2xx reply not read). A code, no value."""
 
 
 @dataclass(frozen=True)

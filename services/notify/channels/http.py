@@ -3,6 +3,9 @@
 Every call carries the notification id as `Idempotency-Key` and, when the request has a trace, a W3C
 `traceparent` header (the canonical event's trace id, `base.outgoing_traceparent`), so a provider's own
 logs can be matched with `commune-bus trace <trace id>`.
+
+A reply is read as a stream, at most `replies.MAX_REPLY_BYTES` of it (a webhook's at most
+`replies.DRAIN_BYTES`, then left), and only a plain id and an error code are kept from it (`replies`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ import time
 import aiohttp
 
 from schemas.notification import NotificationKind
+from services.notify.channels import replies
 from services.notify.channels.base import DeliveryError, Message, Receipt, trace_headers
 from services.notify.subscribers import Registry, signature
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLY_TOO_LARGE = "reply_too_large"
+"""A provider's 2xx reply was longer than `replies.MAX_REPLY_BYTES` and not read (SMS: sent; ZNS: retried)."""
+PROVIDER_ID_REFUSED = "provider_id_refused"
+"""The provider answered a message id that is not short and plain (`replies.provider_id`): sent, id not kept."""
 
 ZNS_TEMPLATE_IDS: dict[NotificationKind, str] = {k: f"cb-{i + 100}" for i, k in enumerate(NotificationKind)}
 """ZNS template ids registered with Zalo, one per notification kind (ids are configured at Zalo's side)."""
@@ -33,7 +41,9 @@ class HttpClient:
         return self._session
 
     async def post(self, url: str, *, json: object = None, data: bytes | None = None,
-                   headers: dict[str, str]) -> dict[str, object]:
+                   headers: dict[str, str], read_reply: bool = True) -> dict[str, object] | None:
+        """POST; a 2xx reply's JSON object (`{}` if it holds none, or with `read_reply=False`: not wanted), or None
+        when the reply is longer than `replies.MAX_REPLY_BYTES`: it was not read, what it said is unknown."""
         try:
             # no redirect followed: a signed body (perhaps with personal data) goes to the registered URL only, never
             # where a 307 points (an internal address, say)
@@ -42,11 +52,11 @@ class HttpClient:
                     raise DeliveryError(f"http_{resp.status}")
                 if resp.status >= 300:
                     raise DeliveryError(f"http_{resp.status}", retryable=False)
-                try:
-                    body = await resp.json(content_type=None)
-                except ValueError:
-                    body = None
-                return body if isinstance(body, dict) else {}
+                if not read_reply:
+                    await _read_at_most(resp, replies.DRAIN_BYTES)
+                    return {}
+                body = await _read_at_most(resp, replies.MAX_REPLY_BYTES)
+                return None if body is None else replies.decode(body)
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # no retry can make this URL work
             raise DeliveryError(type(exc).__name__, retryable=False) from None
         except aiohttp.ClientConnectorError as exc:  # no connection made: the request never left
@@ -57,6 +67,21 @@ class HttpClient:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The reply's body if it is at most `limit` bytes; else None, having read no more than `limit` + 1 bytes and
+    closed the connection (the rest is never read; a connection with an unread body cannot be reused)."""
+    if resp.content_length is not None and resp.content_length > limit:
+        resp.close()
+        return None
+    body = bytearray()
+    while chunk := await resp.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            resp.close()
+            return None
+    return bytes(body)
 
 
 class SmsGateway:
@@ -73,8 +98,12 @@ class SmsGateway:
                 "segments": message.sms_count.segments}
         headers = {IDEMPOTENCY_HEADER: message.request.notification_id, **trace_headers(message.request)}
         reply = await self.client.post(self.url, json=body, headers=headers)
+        if reply is None:  # a 2xx is the gateway's acceptance: a retry could send it again (ADR 0012), so sent
+            return Receipt(None, via="sms", reply_refused=REPLY_TOO_LARGE)
         # Gateways that confirm handset delivery synchronously say so; otherwise "sent" (accepted by the gateway).
-        return Receipt(str(reply.get("message_id") or ""), delivered=reply.get("status") == "delivered", via="sms")
+        mid = replies.provider_id(reply.get("message_id"))
+        return Receipt(mid.value, delivered=reply.get("status") == "delivered", via="sms",
+                       reply_refused=PROVIDER_ID_REFUSED if mid.refused else None)
 
     async def close(self) -> None: ...
 
@@ -83,10 +112,10 @@ class ZaloZns:
     """Zalo ZNS template message (template id, parameters, tracking id); SMS when ZNS refuses and a phone is known.
 
     Only a ZNS call known not to have delivered falls back to SMS: a definite refusal (an error code, a 4xx
-    other than 429) or a call that never left (no connection to Zalo). After a timeout, a disconnect, a 5xx or
-    a 429 Zalo may have delivered (or asks us to slow down): the failure is retryable and the dispatcher
-    retries it as ZNS, with the same tracking id; an SMS then could reach the citizen beside the ZNS message,
-    through a provider that does not know that id.
+    other than 429) or a call that never left (no connection to Zalo). After a timeout, a disconnect, a 5xx, a
+    429 or a reply too long to read (`reply_too_large`) Zalo may have delivered (or asks us to slow down): the
+    failure is retryable and the dispatcher retries it as ZNS, with the same tracking id; an SMS then could
+    reach the citizen beside the ZNS message, through a provider that does not know that id.
     """
 
     def __init__(self, client: HttpClient, url: str, fallback: SmsGateway) -> None:
@@ -99,12 +128,14 @@ class ZaloZns:
         try:
             reply = await self.client.post(self.url, json=body,
                                            headers={IDEMPOTENCY_HEADER: r.notification_id, **trace_headers(r)})
+            if reply is None:  # ZNS says in the body whether it took the message: unknown, retried as ZNS
+                raise DeliveryError(REPLY_TOO_LARGE)
             if (error := reply.get("error", 0)) != 0:
                 # the code only if it is one: a reason is logged and published, and what a provider echoes is not ours
-                code = error if type(error) is int else "unexpected"
-                raise DeliveryError(f"zns_error_{code}", retryable=False)
+                raise DeliveryError(f"zns_error_{replies.error_code(error)}", retryable=False)
             data = reply.get("data")
-            return Receipt(str(data.get("msg_id") if isinstance(data, dict) else ""), via="zalo")
+            mid = replies.provider_id(data.get("msg_id") if isinstance(data, dict) else None)
+            return Receipt(mid.value, via="zalo", reply_refused=PROVIDER_ID_REFUSED if mid.refused else None)
         except DeliveryError as err:
             if not err.not_delivered or not r.recipient.phone:
                 raise
@@ -130,7 +161,7 @@ class Webhooks:
                    IDEMPOTENCY_HEADER: r.notification_id, "Webhook-Timestamp": ts,
                    "Webhook-Signature": signature(sub.secret.get_secret_value(), r.notification_id, ts, body),
                    **trace_headers(r)}
-        await self.client.post(sub.url, data=body, headers=headers)
+        await self.client.post(sub.url, data=body, headers=headers, read_reply=False)  # the status code says it all
         return Receipt(None, via="webhook")
 
     async def close(self) -> None: ...
