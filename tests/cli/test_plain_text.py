@@ -1,0 +1,79 @@
+"""`services.cli.plain`: any text a record holds is shown by rich as that same text, escapes aside, never as markup
+and never as terminal control; JSON stays exact JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console, RenderableType
+from rich.text import Text
+
+from services.cli.plain import UNSAFE, decoded, json_text, markup, text, visible
+
+pytestmark = pytest.mark.unit
+
+DANGEROUS = "\x1b\x9b\x07\x08\r\n\t\x00\x7f\u2028\u202e\u2066\u2069[]/\\\\=:@#link"
+TEXT = st.text(st.one_of(st.characters(exclude_categories=()), st.sampled_from(DANGEROUS)))
+"""Any string, lone surrogates included, with the characters that make trouble drawn often."""
+
+
+def rendered(renderable: RenderableType, width: int = 100_000) -> str:
+    """What rich writes to a file (no terminal, no colour): the text an operator's terminal receives, less styles."""
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, soft_wrap=True, emoji=False).print(renderable)
+    return out.getvalue()
+
+
+@settings(max_examples=1000, deadline=None)
+@given(TEXT, TEXT)
+def test_any_text_is_shown_as_itself_with_controls_as_escapes(value: str, other: str) -> None:
+    """`visible` leaves no control, bidi-control or surrogate character, and rich shows `text` and `markup` (alone,
+    side by side, and inside the CLI's own markup) as exactly that text, without raising (before: `[/x]` raised
+    MarkupError, ESC and U+202E went to the terminal)."""
+    shown = visible(value)
+    assert not UNSAFE.search(shown)
+    assert rendered(text(value)) == shown + "\n"
+    assert Text.from_markup(markup(value), emoji=False).plain == shown
+    assert Text.from_markup(markup(value) + markup(other), emoji=False).plain == shown + visible(other)
+    assert rendered(f"[bold]{markup(value)}[/bold] and {markup(value)}: ({markup(other)})") == \
+        f"{shown} and {shown}: ({visible(other)})\n"
+
+
+@settings(max_examples=500, deadline=None)
+@given(TEXT)
+def test_visible_keeps_newlines_only_when_asked(value: str) -> None:
+    """With `newlines`, a newline stays (the CLI's own multi-line text); every other unsafe character is escaped."""
+    shown = visible(value, newlines=True)
+    assert not UNSAFE.search(shown.replace("\n", ""))
+    assert shown.replace("\n", "\\x0a") == visible(value)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                           | TEXT, lambda inner: st.lists(inner) | st.dictionaries(TEXT, inner), max_leaves=20)
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_VALUES, st.sampled_from([None, 2]))
+def test_json_stays_exact_json(value: Any, indent: int | None) -> None:
+    """`json_text` of what json.dumps writes reads back as the same value, with no unsafe character left but the
+    newlines between tokens (before: dlq list --json wrote C1, DEL and bidi controls raw)."""
+    written = json_text(json.dumps(value, ensure_ascii=False, indent=indent))
+    assert json.loads(written) == value
+    assert not UNSAFE.search(written.replace("\n", ""))
+
+
+def test_bytes_that_are_not_utf8_read_as_their_escapes() -> None:
+    """A key or header that is not UTF-8 shows its bytes (`\\xff`), not U+FFFD; no value is empty."""
+    assert decoded(b"[/k]\xff\xfe") == r"[/k]\xff\xfe" and decoded(None) == ""
+    assert visible(decoded(b"\x1b[2J")) == r"\x1b[2J"
+
+
+def test_markup_of_the_clis_own_values() -> None:
+    """Values the CLI puts into its own messages (a requester, a topic, an error) read as written."""
+    assert rendered(f"requested by {markup('[/oops] [link=http://evil.example]x[/link]')}") == \
+        "requested by [/oops] [link=http://evil.example]x[/link]\n"
