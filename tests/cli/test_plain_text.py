@@ -1,5 +1,5 @@
 """`services.cli.plain`: any text a record holds is shown by rich as that same text, escapes aside, never as markup
-and never as terminal control; JSON stays exact JSON."""
+and never as terminal control; JSON stays exact JSON; a record of any bytes renders as a `tail` panel."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import json
 from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console, RenderableType
 from rich.text import Text
 
 from services.cli.plain import UNSAFE, decoded, json_text, markup, text, visible
+from services.cli.render import record_panel
 
 pytestmark = pytest.mark.unit
 
@@ -65,6 +67,21 @@ def test_json_stays_exact_json(value: Any, indent: int | None) -> None:
     written = json_text(json.dumps(value, ensure_ascii=False, indent=indent))
     assert json.loads(written) == value
     assert not UNSAFE.search(written.replace("\n", ""))
+
+
+HEADERS = st.lists(st.tuples(TEXT, st.binary(max_size=40)), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40) | st.none(), HEADERS, st.binary(max_size=200) | st.none()
+       | JSON_VALUES.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")))
+def test_a_record_of_any_bytes_renders_as_a_panel(key: bytes | None, headers: list[tuple[str, bytes]],
+                                                  value: bytes | None) -> None:
+    """`tail`'s panel of a record with any key, headers and value (JSON or not, UTF-8 or not) renders without
+    raising, and no unsafe character of the record's reaches the output."""
+    rec = ConsumerRecord("commune.raw.dossier", 0, 7, 0, 0, key, value, None, 0, 0, headers)
+    out = rendered(record_panel(rec), width=300)
+    assert not UNSAFE.search(out.replace("\n", ""))
 
 
 def test_bytes_that_are_not_utf8_read_as_their_escapes() -> None:
