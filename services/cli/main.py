@@ -98,13 +98,16 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
 def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
          from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
          limit: Annotated[int | None, typer.Option("--max", help="Stop after this many records")] = None,
-         idle: Annotated[float | None, typer.Option(help="Stop after this many quiet seconds")] = None) -> None:
+         idle: Annotated[float | None, typer.Option(help="Stop after this many quiet seconds")] = None,
+         show_personal_data: Annotated[bool, typer.Option(
+             "--show-personal-data", help="Show applicants' names, CCCD, phones, e-mails and addresses in clear, and "
+             "values that are not JSON (default: masked, and withheld)")] = False) -> None:
     """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value. Everything a
-    record holds is shown as plain text (control characters as escapes)."""
+    record holds is shown as plain text (control characters as escapes); applicants' personal data is masked."""
     name = resolve_topic(topic, namespace)
     try:
         seen = asyncio.run(kafka_io.tail(connection(bootstrap), name, from_beginning, limit, idle,
-                                         lambda rec: console.print(record_panel(rec))))
+                                         lambda rec: console.print(record_panel(rec, show_personal_data))))
     except KeyboardInterrupt:
         return
     err_console.print(f"{seen} records from {markup(name)}")

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from services.cli.deadletters import DeadLetter
+from services.cli.masking import masked
 from services.cli.plain import decoded, json_text, text, visible
 from services.gateway.batch import RecordError
 
@@ -18,21 +19,26 @@ SHOWN_BYTES = 500
 """Of a value that is not JSON, the first bytes shown."""
 
 
-def record_panel(rec: ConsumerRecord[bytes, bytes]) -> Panel:
-    """One record: key, headers and value, every one of them as plain text."""
+def record_panel(rec: ConsumerRecord[bytes, bytes], show_personal_data: bool = False) -> Panel:
+    """One record: key, headers and value, every one of them as plain text; applicants' personal data masked unless
+    `show_personal_data` (a value that is not JSON cannot be masked: only its length is shown)."""
     headers = Table.grid(padding=(0, 2))
     for k, v in rec.headers:
         headers.add_row(text(k, style="cyan" if k.startswith("ce_") else "magenta"), text(decoded(v)))
     title = text(f"{rec.topic} [{rec.partition}:{rec.offset}] key={decoded(rec.key)}")
-    return Panel(Group(headers, _value(rec.value)), title=title, title_align="left")
+    return Panel(Group(headers, _value(rec.value, show_personal_data)), title=title, title_align="left")
 
 
-def _value(value: bytes | None) -> Text:
+def _value(value: bytes | None, show_personal_data: bool) -> Text:
     if value is None:
         return Text("(no value: a tombstone)", style="dim")
     try:
-        shown = orjson.dumps(orjson.loads(value), option=orjson.OPT_INDENT_2).decode()
+        obj = orjson.loads(value)
+        shown = orjson.dumps(obj if show_personal_data else masked(obj), option=orjson.OPT_INDENT_2).decode()
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON, or nested past what orjson writes
+        if not show_personal_data:
+            return Text(f"({len(value)} bytes, not JSON: not shown, as personal data in it could not be masked; "
+                        "--show-personal-data shows it)", style="dim")
         return Text(f"({len(value)} bytes, not readable as JSON) ", style="dim") + text(decoded(value[:SHOWN_BYTES]))
     return JSONHighlighter()(Text(json_text(shown)))
 

@@ -1,7 +1,8 @@
 """Records whose keys, headers and values carry rich markup, terminal escapes (colours, OSC 8 links), C1 controls,
 bidirectional overrides and non-UTF-8 bytes, written to a real broker by a source that may write its raw topic:
 every operator command (tail, trace, dlq list/replay) still ends with exit 0 and shows that content as text,
-escaped, with no control character of the record's reaching the terminal."""
+escaped, with no control character of the record's reaching the terminal; tail hides applicants' personal data
+unless asked."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ SHOWN = ["[/oops]", "[link=http://evil.example]here[/link]", r"\x1b]8;;http://ev
          r"\x1b[31mred\x1b[0m", r"\u202eevil\u202c", r"\u2066x\u2069", r"\x9b1m", r"\x7f"]
 """How HOSTILE reads on the terminal: as it was written, each control character as its escape."""
 UNSAFE = re.compile(f"[{CONTROL}\ud800-\udfff]")
+APPLICANT = ("Nguyễn Thị Lan", "008123456789", "0912345678")
+"""`portal_dossier`'s personal data."""
 
 
 class Hostile:
@@ -104,6 +107,20 @@ def test_tail_shows_hostile_records_as_text(hostile: Hostile, topic: str, shown:
     every time; escapes in header names and values and in JSON values reached the terminal raw); non-UTF-8 bytes
     read as their escapes."""
     assert_shown(hostile.cli("tail", topic, "--from-beginning", "--max", "2", "--idle", "5"), *shown)
+
+
+def test_tail_masks_applicants_personal_data_unless_asked(hostile: Hostile) -> None:
+    """A raw portal dossier's ChuHoSo, SoGiayToChuHoSo and SoDienThoaiChuHoSo are masked by default (before:
+    printed in clear), and a value that is not JSON (nothing to mask in it) is withheld; --show-personal-data shows
+    both, still escaped."""
+    masked = hostile.cli("tail", "commune.raw.dossier", "--from-beginning", "--max", "2", "--idle", "5")
+    assert masked.exit_code == 0, masked.output
+    assert not [v for v in APPLICANT if v in masked.output]
+    assert "N. T. L." in masked.output and "09******78" in masked.output
+    assert "[/v]" not in masked.output and "not JSON" in masked.output
+    shown = hostile.cli("tail", "commune.raw.dossier", "--from-beginning", "--max", "2", "--idle", "5",
+                        "--show-personal-data")
+    assert_shown(shown, *APPLICANT, r"\x1b[31m[/v]\xff not json")
 
 
 def test_trace_shows_hostile_steps_as_text(hostile: Hostile) -> None:
