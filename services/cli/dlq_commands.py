@@ -15,6 +15,7 @@ from schemas.replay import replay_key
 from services.cli import dlq
 from services.cli.deadletters import Filters, replayable
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
+from services.cli.plain import json_text, markup
 from services.cli.render import console, dead_letter_table, err_console
 from services.common.transactions import SendFailed
 
@@ -36,7 +37,8 @@ def _filters(reason: list[Reason] | None, source: str | None, since: datetime | 
 def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = None, until: UntilOpt = None,
           as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
-    """List dead letters matching the filters (values are not shown: they may hold personal data)."""
+    """List dead letters matching the filters (values are not shown: they may hold personal data). What the dead
+    letters hold is shown as plain text; --json lines are exact JSON, control characters in them escaped."""
     filters = _filters(reason, source, since, until)
     topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace,
                                                                             filters))
@@ -45,11 +47,11 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
         for d in letters:
             row = {"dlq": d.position, **d.context.model_dump(mode="json"), "source": d.source,
                    "replayed": d.position in replayed}
-            typer.echo(json.dumps(row, ensure_ascii=False))
+            typer.echo(json_text(json.dumps(row, ensure_ascii=False)))
     else:
         console.print(dead_letter_table(letters, replayed))
-    err_console.print(f"{len(letters)} dead letters in {topic} match, {len(replayed)} of them already replayed"
-                      f"{_unreadable(unreadable, erased)}")
+    err_console.print(f"{len(letters)} dead letters in {markup(topic)} match, {len(replayed)} of them already "
+                      f"replayed{_unreadable(unreadable, erased)}")
 
 
 def _unreadable(count: int, erased: int) -> str:
@@ -91,7 +93,7 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
         try:
             sent = asyncio.run(dlq.replay(conn, namespace, todo, topic, done, extra, advance))
         except SendFailed as exc:  # that chunk's transaction was aborted: its letters stay unreplayed
-            err_console.print(f"replay stopped after {replayed} of {len(todo)} dead letters: {exc}; "
+            err_console.print(f"replay stopped after {replayed} of {len(todo)} dead letters: {markup(exc)}; "
                               "the rest are not marked replayed, run the command again once the cause is fixed")
             raise typer.Exit(1) from None
     err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent)} matching were already replayed"

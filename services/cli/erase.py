@@ -19,6 +19,7 @@ import typer
 
 from schemas.personal import ErasureAudit
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
+from services.cli.plain import markup
 from services.cli.render import console, err_console
 from services.common.transactions import SendFailed
 from services.privacy import crypto
@@ -78,7 +79,7 @@ def erase(cccd: Annotated[str | None, typer.Option(
         try:
             identifiers = identifiers_from(sys.stdin)
         except ValueError as exc:
-            err_console.print(f"erase: {exc} (the text is not shown)")
+            err_console.print(f"erase: {markup(exc)} (the text is not shown)")
             raise typer.Exit(2) from None
     elif given:
         err_console.print("erase: warning: identifiers given as options are visible to every local user (ps) and "
@@ -89,7 +90,7 @@ def erase(cccd: Annotated[str | None, typer.Option(
     try:
         pepper = pepper_of(PrivacySettings())
     except PrivacyError as exc:
-        err_console.print(f"erase: {exc}")
+        err_console.print(f"erase: {markup(exc)}")
         raise typer.Exit(2) from None
     if unusable := [kind for kind, value in identifiers if not crypto.identifies(kind, value)]:
         err_console.print(f"erase: not an identifier of one person: {', '.join(unusable)} (the value is not shown)")
@@ -97,14 +98,14 @@ def erase(cccd: Annotated[str | None, typer.Option(
     try:
         audits = asyncio.run(erase_applicant(connection(bootstrap), namespace, pepper, identifiers, requested_by=who))
     except SendFailed as exc:  # the broker refused a tombstone or the audit record: that transaction was aborted
-        err_console.print(f"erase: not done ({exc}); run it again once the cause is fixed")
+        err_console.print(f"erase: not done ({markup(exc)}); run it again once the cause is fixed")
         raise typer.Exit(1) from None
     except ValueError as exc:  # refused before any key was destroyed (the message holds no value)
-        err_console.print(f"erase: {exc}")
+        err_console.print(f"erase: {markup(exc)}")
         raise typer.Exit(2) from None
     for kind, audit in audits:
-        console.print(f"erased subject {audit.subject} (by {kind}): {audit.keys_destroyed} keys destroyed "
-                      f"(audit {audit.erasure_id}, requested by {audit.requested_by})", soft_wrap=True)
+        console.print(f"erased subject {markup(audit.subject)} (by {kind}): {audit.keys_destroyed} keys destroyed "
+                      f"(audit {markup(audit.erasure_id)}, requested by {markup(audit.requested_by)})", soft_wrap=True)
 
 
 @keys_app.command("secret")

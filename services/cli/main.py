@@ -22,6 +22,7 @@ from schemas.events import Family
 from schemas.topics import RAW, TOPICS, scoped
 from services.cli import dlq_commands, erase, kafka_io, trace
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, resolve_topic
+from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common.admin import ensure_topics
 from services.gateway.batch import BodyError, check, split_body
@@ -46,10 +47,11 @@ def _records(file: Path) -> list[bytes]:
     try:
         return split_body(file.read_bytes(), kind)
     except OSError as exc:  # missing, a directory, not readable: one line, not a traceback
-        err_console.print(f"{file}: cannot be read ({exc.strerror or type(exc).__name__})", soft_wrap=True)
+        why = exc.strerror or type(exc).__name__
+        err_console.print(f"{markup(file)}: cannot be read ({markup(why)})", soft_wrap=True)
         raise typer.Exit(2) from None
     except BodyError as exc:
-        err_console.print(f"{file}: {exc}", soft_wrap=True)
+        err_console.print(f"{markup(file)}: {markup(exc)}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -86,25 +88,29 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
         out.append((key.encode() if key else None, value, headers))
     topic = scoped(RAW[family], namespace).name
     with Progress(*Progress.get_default_columns(), console=err_console) as bar:
-        task = bar.add_task(f"publishing to {topic}", total=len(out))
+        task = bar.add_task(f"publishing to {markup(topic)}", total=len(out))
         sent = asyncio.run(kafka_io.publish(connection(bootstrap), topic, out, lambda n: bar.advance(task, n)))
     unreadable = f" ({not_json} not JSON: intake dead-letters them as not_json)" if not_json else ""
-    err_console.print(f"{sent} records acknowledged by {topic}{unreadable}")
+    err_console.print(f"{sent} records acknowledged by {markup(topic)}{unreadable}")
 
 
 @app.command()
 def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
          from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
          limit: Annotated[int | None, typer.Option("--max", help="Stop after this many records")] = None,
-         idle: Annotated[float | None, typer.Option(help="Stop after this many quiet seconds")] = None) -> None:
-    """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value."""
+         idle: Annotated[float | None, typer.Option(help="Stop after this many quiet seconds")] = None,
+         show_personal_data: Annotated[bool, typer.Option(
+             "--show-personal-data", help="Show applicants' names, CCCD, phones, e-mails and addresses in clear, and "
+             "values that are not JSON (default: masked, and withheld)")] = False) -> None:
+    """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value. Everything a
+    record holds is shown as plain text (control characters as escapes); applicants' personal data is masked."""
     name = resolve_topic(topic, namespace)
     try:
         seen = asyncio.run(kafka_io.tail(connection(bootstrap), name, from_beginning, limit, idle,
-                                         lambda rec: console.print(record_panel(rec))))
+                                         lambda rec: console.print(record_panel(rec, show_personal_data))))
     except KeyboardInterrupt:
         return
-    err_console.print(f"{seen} records from {name}")
+    err_console.print(f"{seen} records from {markup(name)}")
 
 
 @app.command()
@@ -124,7 +130,7 @@ def simulate(province: Annotated[str, typer.Option()] = "20", rate: Annotated[fl
                           namespace=namespace)
     proc = subprocess.Popen(argv)
     started = time.monotonic()
-    what = "all communes at the national rate" if national else f"province {province} at {rate}/s"
+    what = "all communes at the national rate" if national else f"province {markup(province)} at {rate}/s"
     with Progress(*Progress.get_default_columns()[:-1], BarColumn(), TimeElapsedColumn(), console=err_console) as bar:
         task = bar.add_task(f"simulating {what}", total=duration or None)
         try:
@@ -159,7 +165,8 @@ def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace
     """Create every registry topic that is missing (partitions and config from schemas.topics)."""
     specs = [scoped(t, namespace) for t in TOPICS]
     created = asyncio.run(ensure_topics(connection(bootstrap), specs, replication_factor))
-    console.print(f"{len(created)} topics created on {bootstrap}" + (f": {', '.join(created)}" if created else ""))
+    console.print(f"{len(created)} topics created on {markup(bootstrap)}"
+                  + (f": {markup(', '.join(created))}" if created else ""))
 
 
 @schemas_app.command("export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

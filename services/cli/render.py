@@ -1,44 +1,61 @@
-"""Terminal rendering of records and rejections (rich)."""
+"""Terminal rendering of records and rejections (rich). Record content goes through `services.cli.plain`."""
 
 from __future__ import annotations
 
+import orjson
 from aiokafka import ConsumerRecord
 from rich.console import Console, Group
-from rich.json import JSON
+from rich.highlighter import JSONHighlighter
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from schemas import wire
 from services.cli.deadletters import DeadLetter
+from services.cli.masking import masked
+from services.cli.plain import decoded, json_text, text, visible
 from services.gateway.batch import RecordError
 
+SHOWN_BYTES = 500
+"""Of a value that is not JSON, the first bytes shown."""
 
-def record_panel(rec: ConsumerRecord[bytes, bytes]) -> Panel:
+
+def record_panel(rec: ConsumerRecord[bytes, bytes], show_personal_data: bool = False) -> Panel:
+    """One record: key, headers and value, every one of them as plain text; applicants' personal data masked unless
+    `show_personal_data` (a value that is not JSON cannot be masked: only its length is shown)."""
     headers = Table.grid(padding=(0, 2))
     for k, v in rec.headers:
-        headers.add_row(Text(k, style="cyan" if k.startswith("ce_") else "magenta"), Text(wire.lenient_text(v)))
-    value = rec.value or b""
+        headers.add_row(text(k, style="cyan" if k.startswith("ce_") else "magenta"), text(decoded(v)))
+    title = text(f"{rec.topic} [{rec.partition}:{rec.offset}] key={decoded(rec.key)}")
+    return Panel(Group(headers, _value(rec.value, show_personal_data)), title=title, title_align="left")
+
+
+def _value(value: bytes | None, show_personal_data: bool) -> Text:
+    if value is None:
+        return Text("(no value: a tombstone)", style="dim")
     try:
-        body: JSON | Text = JSON(value.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        body = Text(repr(value[:500]))
-    title = f"{rec.topic} [{rec.partition}:{rec.offset}] key={(rec.key or b'').decode('utf-8', 'replace')}"
-    return Panel(Group(headers, body), title=title, title_align="left")
+        obj = orjson.loads(value)
+        shown = orjson.dumps(obj if show_personal_data else masked(obj), option=orjson.OPT_INDENT_2).decode()
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # not JSON, or nested past what orjson writes
+        if not show_personal_data:
+            return Text(f"({len(value)} bytes, not JSON: not shown, as personal data in it could not be masked; "
+                        "--show-personal-data shows it)", style="dim")
+        return Text(f"({len(value)} bytes, not readable as JSON) ", style="dim") + text(decoded(value[:SHOWN_BYTES]))
+    return JSONHighlighter()(Text(json_text(shown)))
 
 
 def bad_record_line(source: str, index: int, problems: list[RecordError]) -> str:
-    return f"{source}: record {index}: " + " | ".join(f"[{p.reason}] {p.message}" for p in problems)
+    return visible(f"{source}: record {index}: " + " | ".join(f"[{p.reason}] {p.message}" for p in problems))
 
 
 def dead_letter_table(letters: list[DeadLetter], replayed: set[str]) -> Table:
     table = Table("dlq", "reason", "field", "source", "topic", "rejected at", "replayed")
     for d in letters:
         c = d.context
-        table.add_row(d.position, c.reason.value, c.field, d.source or "", c.source_topic, c.rejected_at,
-                      "yes" if d.position in replayed else "")
+        table.add_row(*(text(cell) for cell in (d.position, c.reason.value, c.field, d.source or "", c.source_topic,
+                                                c.rejected_at, "yes" if d.position in replayed else "")))
     return table
 
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
+"""Without emoji codes: `:thumbs_up:` in a record stays text (`plain.markup` escapes markup only)."""

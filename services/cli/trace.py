@@ -34,6 +34,7 @@ from schemas.deadletter import DeadLetterContext
 from schemas.notification import NotificationStatus
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
+from services.cli.plain import markup, text
 from services.cli.render import console, err_console
 from services.common import clients
 from services.common.admin import partition_counts
@@ -224,7 +225,7 @@ def table(steps: list[Step]) -> Table:
     out = Table("time (UTC)", "stage", "where", "what", "trace", show_lines=False)
     for s in steps:
         at = datetime.fromtimestamp(s.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        out.add_row(at, s.stage, s.where, s.what, s.trace)
+        out.add_row(*(text(cell) for cell in (at, s.stage, s.where, s.what, s.trace)))
     return out
 
 
@@ -236,7 +237,7 @@ def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id
         raise typer.Exit(2)
     found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query))
     if not found.steps:
-        err_console.print(f"nothing found for {query!r}")
+        err_console.print(f"nothing found for {markup(repr(query))}")
         raise typer.Exit(1)
     console.print(table(found.steps))
     if found.truncated:

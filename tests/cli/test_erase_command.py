@@ -40,6 +40,17 @@ def test_a_requester_that_fits_erases(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(broker.committed) == 1  # tombstones, the erasure mark and the audit record together
 
 
+def test_a_requester_holding_markup_is_printed_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A requester `[/oops] [link=...]` (no control character, so accepted): erased, and the line names it as written
+    (before: the keys were destroyed, then printing the result raised MarkupError, exit 1)."""
+    Broker({"k1"}).install(monkeypatch)
+    who = "[/oops] [link=http://evil.example]ops[/link]\\"
+    result = CliRunner().invoke(app, ["erase", "--cccd", "008123456789", "--requested-by", who],
+                                env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert result.exit_code == 0, f"{result.output}{result.exception!r}"
+    assert f"requested by {who})" in result.output
+
+
 def test_identifiers_read_from_stdin_stay_off_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--stdin` with `kind=value` lines: every identifier erased (one audit record each), none on argv, none
     printed, no warning."""
