@@ -36,7 +36,7 @@ from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.plain import markup, text
 from services.cli.render import console, err_console
-from services.common import clients
+from services.common import clients, closing
 from services.common.admin import partition_counts
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
@@ -177,11 +177,11 @@ def _json_field(value: bytes | None, name: str) -> str | None:
 async def _topics(conn: KafkaConnection, namespace: str) -> tuple[list[str], list[str]]:
     """The raw topics (shared, and bound to sources: `<raw>.src.<entry>`) and the canonical ones, as they exist."""
     admin = clients.admin(conn)
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
-    finally:
-        await admin.close()
+    finally:  # aiokafka's close swallows a cancellation that reaches it: a trace stopped at its deadline would go on
+        await closing.close_within("commune-bus-cli-trace", "admin client", admin.close)
     shared = [namespaced(t.name, namespace) for t in RAW.values()]
     raw = sorted(t for t in existing if any(t == s or t.startswith(f"{s}.src.") for s in shared))
     canonical = [n for n in (namespaced(t.name, namespace) for t in CANONICAL.values()) if n in existing]

@@ -20,7 +20,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from schemas.topics import TOPICS, TopicSpec
-from services.common import clients
+from services.common import clients, closing
 from services.common.settings import KafkaConnection
 
 DEFAULT_REPLICATION = "default.replication.factor"
@@ -59,8 +59,8 @@ async def _admin(conn: KafkaConnection) -> AsyncIterator[AIOKafkaAdminClient]:
     await client.start()
     try:
         yield client
-    finally:
-        await client.close()
+    finally:  # bounded, and a cancellation that reaches aiokafka's close is not swallowed there
+        await closing.close_within("admin", "admin client", client.close)
 
 
 async def partition_counts(conn: KafkaConnection, names: Iterable[str]) -> dict[str, int]:

@@ -9,9 +9,11 @@ named by `GATEWAY_INSTANCE_ID`, so a restarted instance fences its predecessor; 
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import structlog
 import uvicorn
 from fastapi import FastAPI
 
@@ -20,12 +22,16 @@ from services.common import runtime
 from services.common.health import Health
 from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
+from services.gateway.connections import ConnectionLimits, guarded
 from services.gateway.publisher import KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings, KeysFileError, load_credentials
 from services.sources.registry import load_registry
 
 SERVICE = "gateway"
+FILES_BESIDES_CONNECTIONS = 100
+"""Open files the gateway needs besides its HTTP connections: Kafka clients' sockets, the listener, logs, a margin."""
+log = structlog.get_logger("gateway")
 
 
 class _Server(uvicorn.Server):
@@ -37,15 +43,29 @@ class _Server(uvicorn.Server):
 
 
 def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
-    """HTTP on host:port, or HTTPS with the settings' certificate and key."""
+    """HTTP on host:port, or HTTPS with the settings' certificate and key; headers of 16 KiB at most, and slow or
+    excess connections closed (`connections`)."""
     tls = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)} \
         if settings.tls_certfile is not None else {}
+    limits = ConnectionLimits(settings.header_timeout_s, settings.body_timeout_s, settings.body_min_bytes_per_s,
+                              settings.max_connections)
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                          http=guarded(limits), timeout_keep_alive=settings.keepalive_timeout_s,
                           h11_max_incomplete_event_size=16 * 1024, **tls)  # type: ignore[arg-type]
+
+
+def check_file_limit(settings: GatewaySettings) -> None:
+    """Warn when the open-file limit is too low for `max_connections` plus the Kafka clients: the cap would never
+    be reached, accepting would fail instead (and the Kafka clients with it)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < settings.max_connections + FILES_BESIDES_CONNECTIONS:
+        log.warning("gateway.file_limit_low", open_files=soft, max_connections=settings.max_connections,
+                    advice="raise the open-file limit (ulimit -n) or lower GATEWAY_MAX_CONNECTIONS")
 
 
 def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, claims: KafkaClaims) -> runtime.Worker:
     async def run(supervisor: runtime.Supervisor) -> None:
+        check_file_limit(settings)
         supervisor.spawn("claims", claims.run())
         server = _Server(server_config(settings, app))
         serving = supervisor.spawn("http", server.serve())

@@ -65,7 +65,9 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
 
     app.include_router(probes.router(health or Health("gateway")))
     app.include_router(operators.router(settings.connection(), settings.namespace,
-                                        load_operators(settings.operators_file)))
+                                        load_operators(settings.operators_file),
+                                        trace_concurrency=settings.trace_concurrency,
+                                        trace_timeout_s=settings.trace_timeout_s))
 
     @app.post("/v1/events", status_code=202, summary="Publish one event or a batch",
               responses=api.responses(), response_model=api.AcceptedBody,

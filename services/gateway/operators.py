@@ -6,6 +6,10 @@ A source's credentials never open them. The trace shows metadata only (topics, o
 outcomes); an erasure destroys the applicant's data keys and writes an audit record naming the operator and
 the pseudonymous subject, never the CCCD (ADR 0015). The gateway's Kafka principal needs read access to the
 topics a trace reads and write access to the key and audit topics while these endpoints are on.
+
+A trace reads whole topics in a thread of its own: at most `GATEWAY_TRACE_CONCURRENCY` run at once (one more is
+503 `busy` at once), each stopped after `GATEWAY_TRACE_TIMEOUT_S` (504). A missing or wrong key is logged with the
+peer address (never the key) and counted (`commune_gateway_operator_keys_refused_total`).
 """
 
 from __future__ import annotations
@@ -13,24 +17,32 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio.to_thread
+import structlog
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from starlette.requests import ClientDisconnect
 
 from services.cli.trace import trace_timeline
 from services.common.settings import KafkaConnection
 from services.gateway.api import ErrorBody, error
 from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, KeysFileError, keys_file
+from services.gateway.telemetry import OPERATOR_KEYS_REFUSED, TRACES
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import erase_applicant
 from services.privacy.settings import PrivacySettings, pepper_of
+
+log = structlog.get_logger("gateway")
+T = TypeVar("T")
+Endpoint = Literal["trace", "erasures"]
 
 CCCD = r"^([0-9]{12}|[0-9]{9})$"
 r"""ASCII digits: a regex `\d` takes any Unicode digit (٠١٢…), which would hash to a subject no one has."""
@@ -126,8 +138,29 @@ def operator_of(keys: dict[str, SecretStr], given: str | None) -> str | None:
     return found
 
 
-def _refused() -> JSONResponse:
+def _refused(request: Request, endpoint: Endpoint, given: str | None) -> JSONResponse:
+    """401, logged and counted: which endpoint, whether a key was sent, the peer address; never the key."""
+    key = "wrong" if given else "missing"
+    OPERATOR_KEYS_REFUSED.labels(endpoint, key).inc()
+    log.warning("operator.refused", endpoint=endpoint, key=key, peer=request.client.host if request.client else "")
     return _error(401, "unauthenticated", "an operator key is required (X-Operator-Key)")
+
+
+class TraceOverdue(Exception):
+    """A trace ran past its deadline (`GATEWAY_TRACE_TIMEOUT_S`) and was stopped."""
+
+
+async def within(seconds: float, work: Awaitable[T]) -> T:
+    """`work`, cancelled once `seconds` have passed (TraceOverdue); a TimeoutError of its own (a broker that did not
+    answer) stays one."""
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            return await work
+    except TimeoutError:
+        if deadline.expired():
+            raise TraceOverdue from None
+        raise
 
 
 def _error(status: int, kind: str, message: str, retry: bool = False) -> JSONResponse:
@@ -135,26 +168,52 @@ def _error(status: int, kind: str, message: str, retry: bool = False) -> JSONRes
     return JSONResponse(error(kind, message), status_code=status, headers={"Retry-After": "5"} if retry else None)
 
 
-def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr]) -> APIRouter:
+def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr], *, trace_concurrency: int,
+           trace_timeout_s: float) -> APIRouter:
+    """The operators' routes. At most `trace_concurrency` traces run at once (one more is answered 503 `busy` at
+    once, never queued), each stopped after `trace_timeout_s` (504)."""
     api = APIRouter(tags=["operators"])
+    tracing = 0
 
     @api.get("/v1/trace/{query}", summary="Where did a record go (operators)", response_model=TraceBody,
              responses={401: {"model": ErrorBody, "description": "No or wrong operator key"},
                         404: {"model": ErrorBody, "description": "Nothing found"},
                         422: {"model": ErrorBody, "description": "Not a query (checked after the key)"},
-                        503: {"model": ErrorBody, "description": "The topics could not be read: retry"}})
-    async def trace(query: Query, x_operator_key: OperatorKey = None) -> Any:
+                        503: {"model": ErrorBody, "description": "The topics could not be read "
+                              "(`broker_unavailable`), or as many traces as the gateway runs at once are running "
+                              "(`busy`, GATEWAY_TRACE_CONCURRENCY): retry after Retry-After"},
+                        504: {"model": ErrorBody, "description": "Not done within GATEWAY_TRACE_TIMEOUT_S "
+                              "(`trace_timeout`): stopped, nothing listed; `commune-bus trace` has no such limit"}})
+    async def trace(request: Request, query: Query, x_operator_key: OperatorKey = None) -> Any:
+        nonlocal tracing
         if operator_of(operators, x_operator_key) is None:
-            return _refused()
+            return _refused(request, "trace", x_operator_key)
         if not QUERY.fullmatch(query):
             return _error(422, "invalid_parameters", "the query is 1 to 128 letters, digits, '.', '_', ':' or '-'")
-        try:  # in a worker thread on a loop of its own: reading whole topics never stalls this loop's requests
-            found = await anyio.to_thread.run_sync(lambda: asyncio.run(trace_timeline(conn, namespace, query)))
+        if tracing >= trace_concurrency:  # each reads whole topics: refused at once rather than queued
+            TRACES.labels("busy").inc()
+            return _error(503, "busy", f"{trace_concurrency} traces are running, as many as this gateway runs at "
+                          "once; try again", retry=True)
+        tracing += 1
+        try:  # in a worker thread on a loop of its own: reading whole topics never stalls this loop's requests; the
+            # slot is held until that thread ends (a trace past its deadline is cancelled there and closes its reader)
+            found = await anyio.to_thread.run_sync(
+                lambda: asyncio.run(within(trace_timeout_s, trace_timeline(conn, namespace, query))))
+        except TraceOverdue:
+            TRACES.labels("overdue").inc()
+            log.warning("operator.trace_overdue", timeout_s=trace_timeout_s)
+            return _error(504, "trace_timeout", f"the trace was not done within {trace_timeout_s:g} s and was "
+                          "stopped; nothing is listed (commune-bus trace has no such limit)")
         except (KafkaError, OSError, TimeoutError) as exc:  # the broker did not answer: retryable, not a 500
+            TRACES.labels("broker_unavailable").inc()
             return _error(503, "broker_unavailable", f"the topics could not be read ({type(exc).__name__}); try again",
                           retry=True)
+        finally:
+            tracing -= 1
         if not found.steps:
+            TRACES.labels("not_found").inc()
             return _error(404, "not_found", "no record has this event id, dossier code or trace id")
+        TRACES.labels("found").inc()
         return TraceBody(query=query, steps=[Step(**vars(s)) for s in found.steps], truncated=found.truncated)
 
     @api.post("/v1/erasures", status_code=202, summary="Erase an applicant: destroy their data keys (operators)",
@@ -169,12 +228,15 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
     async def erase(request: Request, x_operator_key: OperatorKey = None) -> Any:
         operator = operator_of(operators, x_operator_key)  # the key first: a stranger's body is never read
         if operator is None:
-            return _refused()
+            return _refused(request, "erasures", x_operator_key)
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > 1024:
-                return _error(413, "too_large", "an erasure request is a few identifiers")
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > 1024:
+                    return _error(413, "too_large", "an erasure request is a few identifiers")
+        except ClientDisconnect:  # gone, or cut by the server for sending too slowly: nobody reads this answer
+            return _error(400, "bad_body", "the client went away before the body ended")
         try:
             wanted = ErasureRequest.model_validate_json(body)
         except ValidationError:

@@ -104,11 +104,39 @@ class GatewaySettings(ServiceSettings):
         "X-Forwarded-For (FORWARDED_ALLOW_IPS)")
     failed_signatures_per_s: float = Field(default=0.1, gt=0,
                                            description="How fast a peer's allowance of failed signatures comes back")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="A connection's request line and headers must have arrived within "
+        "this of its opening, or of the previous response on a kept-alive connection; else it is closed. Headers "
+        "are at most 16 KiB: 10 s is ample on a slow link and frees a silent or byte-a-second client's slot")
+    body_timeout_s: float = Field(
+        default=20.0, gt=0, le=600, description="Once the headers are in, a body may take this long plus one second "
+        "per GATEWAY_BODY_MIN_BYTES_PER_S bytes received so far (time the gateway itself is not reading is not "
+        "counted); past it the connection is closed. A client sending at least that rate is never cut")
+    body_min_bytes_per_s: int = Field(
+        default=4096, ge=1, description="The slowest a body may arrive on average past GATEWAY_BODY_TIMEOUT_S: "
+        "4 KiB/s (32 kbit/s) is far below any working link, and a client must spend that much to hold a slot")
+    keepalive_timeout_s: int = Field(
+        default=5, ge=1, le=300, description="A kept-alive connection idle this long after a response is closed "
+        "(uvicorn's timeout_keep_alive); at most GATEWAY_HEADER_TIMEOUT_S, which also runs from that response. "
+        "Behind a proxy that reuses connections, set both above the proxy's own idle timeout")
+    max_connections: int = Field(
+        default=512, ge=1, description="Open connections at most (probes and /metrics included); one more is "
+        "answered 503 with Retry-After and closed at once. Keep it below the process's open-file limit "
+        "(`ulimit -n`) less about 100 for the Kafka clients and files; the gateway warns at start when it is not")
+    trace_concurrency: int = Field(
+        default=2, ge=1, le=32, description="GET /v1/trace/{query} calls running at once (each reads whole topics "
+        "in a thread of its own); one more is answered 503 busy with Retry-After at once")
+    trace_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="A trace not done within this is stopped and answered 504 "
+        "(nothing listed): below the usual 60 s of proxies and clients; `commune-bus trace` has no such limit")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:
         if (self.tls_certfile is None) != (self.tls_keyfile is None):
             raise ValueError("set both GATEWAY_TLS_CERTFILE and GATEWAY_TLS_KEYFILE, or neither")
+        if self.keepalive_timeout_s > self.header_timeout_s:
+            raise ValueError("GATEWAY_KEEPALIVE_TIMEOUT_S is above GATEWAY_HEADER_TIMEOUT_S, which runs from the same "
+                             "response and would close an idle connection first: raise both together")
         return self
 
 

@@ -4,6 +4,7 @@ no source credential opens."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from schemas.personal import ErasureAudit
 from schemas.topics import PRIVACY_AUDIT, RAW_DOSSIER, TOPICS, scoped
 from services.common.admin import ensure_topics
+from services.common.closing import CLOSE_TIMEOUT_S
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
 from services.privacy.erase import live_keys
@@ -57,6 +59,24 @@ def test_an_operator_traces_a_raw_record(client: TestClient, kafka_bootstrap: st
     assert [s["stage"] for s in answer.json()["steps"]] == ["raw"]
     assert LAN[0] not in answer.text and LAN[1] not in answer.text  # metadata only
     assert client.get("/v1/trace/TL-NOTHING-HERE", headers=ops).status_code == 404
+
+
+def test_a_trace_past_its_deadline_is_stopped_mid_read_and_answered_504(kafka_bootstrap: str, namespace: str,
+                                                                       tmp_path: Path) -> None:
+    """On the real broker a trace takes seconds (a reader per topic); given 0.3 s it is cancelled in its thread, its
+    reader closed within the clients' stop deadline, and answered 504; the next one is not refused busy (its slot
+    was given back). Before: no deadline."""
+    operators = tmp_path / "operators.yaml"
+    operators.write_text("duty-officer: operator-key-0123456789\n", encoding="utf-8")
+    client = TestClient(app(bootstrap=kafka_bootstrap, namespace=namespace, operators_file=operators,
+                            trace_timeout_s=0.3, trace_concurrency=1))
+    for _ in range(2):
+        asked = time.monotonic()
+        answer = client.get("/v1/trace/TL-1", headers={"X-Operator-Key": "operator-key-0123456789"})
+        took = time.monotonic() - asked
+        print(f"504 after {took:.2f} s")
+        assert answer.status_code == 504 and answer.json()["error"] == "trace_timeout", answer.text
+        assert took < 0.3 + CLOSE_TIMEOUT_S
 
 
 def test_an_operator_erases_an_applicant(client: TestClient, kafka_bootstrap: str, namespace: str) -> None:

@@ -1,0 +1,181 @@
+"""The gateway's HTTP connections: deadlines for slow clients and a cap on open connections.
+
+uvicorn's h11 server (httptools is not installed) closes a kept-alive connection left idle after a response
+(`timeout_keep_alive`), and nothing else: a connection that sends nothing, its headers a byte at a time or its body
+a trickle is held as long as the client likes, and so is any number of them, on file descriptors the Kafka clients
+need too. Its `limit_concurrency` does not help: it is checked once a request's headers are complete, and answers
+503 without closing anything. `guarded(limits)` is its H11Protocol with:
+
+- a header deadline: the request line and headers must arrive within `header_timeout_s` of the connection opening,
+  or of the previous response on a kept-alive connection;
+- a body rate: once the headers are in, the body may take `body_timeout_s` plus one second per
+  `body_min_bytes_per_s` bytes received; while the gateway itself is not reading (its buffer full, or a client
+  waiting for `100 Continue`) the client's clock stops;
+- a cap: a connection past `max_connections` open is answered 503 with Retry-After, unread, and closed.
+
+An offender's connection is closed (its request, if the app is reading it, sees the client gone) and counted in
+`commune_gateway_connections_closed_total{reason}`; no other connection notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import h11
+import structlog
+from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+from services.gateway.api import error
+from services.gateway.telemetry import CONNECTIONS_CLOSED, CONNECTIONS_OPEN
+
+log = structlog.get_logger("gateway")
+
+Reason = Literal["header_timeout", "body_too_slow", "too_many_connections"]
+Waiting = Literal["headers", "body"] | None
+"""What the connection waits for from the client: a request's headers, the rest of its body, or nothing."""
+
+_BUSY = json.dumps(error("too_many_connections", "the gateway has too many open connections; retry later")).encode()
+TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"retry-after: 1\r\nconnection: close\r\n\r\n" % len(_BUSY)) + _BUSY
+"""Written to a connection past the cap before any of its bytes are read."""
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    body_timeout_s: float
+    body_min_bytes_per_s: int
+    max_connections: int
+
+
+class PausedClock(FlowControl):
+    """uvicorn's flow control, also adding up how long the gateway kept reading paused: the client cannot send then."""
+
+    def __init__(self, transport: asyncio.Transport, clock: Callable[[], float]) -> None:
+        super().__init__(transport)
+        self._clock = clock
+        self._paused_at = 0.0
+        self._paused_s = 0.0
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self._paused_at = self._clock()
+        super().pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self._paused_s += self._clock() - self._paused_at
+        super().resume_reading()
+
+    def paused_s(self) -> float:
+        """Seconds spent paused so far, the pause in progress included."""
+        return self._paused_s + (self._clock() - self._paused_at if self.read_paused else 0.0)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """One connection of the gateway's server (see the module's docstring); `limits` is set by `guarded`."""
+
+    limits: ClassVar[ConnectionLimits]
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._clock: PausedClock | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._waiting: tuple[Waiting, object] = (None, None)
+        self._body_since = 0.0
+        self._body_bytes = 0
+        self._body_paused_s = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        CONNECTIONS_OPEN.inc()
+        self._clock = PausedClock(transport, self.loop.time)
+        self.flow = self._clock
+        if len(self.connections) > self.limits.max_connections:
+            CONNECTIONS_CLOSED.labels("too_many_connections").inc()  # not logged: refusals cost nothing to cause
+            transport.write(TOO_MANY)
+            transport.close()
+            return
+        self._follow()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        CONNECTIONS_OPEN.dec()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiting[0] == "body":
+            self._body_bytes += len(data)
+        super().data_received(data)
+        self._follow()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._follow()
+
+    def _follow(self) -> None:
+        """Arm the deadline of what the connection now waits for from the client, when that changed: the headers
+        (at the opening, or once a response is complete and the next request may come), or a request's body."""
+        if self.transport.is_closing():
+            self._disarm()
+            return
+        state = self.conn.their_state
+        waiting: Waiting = "headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
+        if (waiting, self.cycle) == self._waiting:
+            return
+        self._disarm()
+        self._waiting = (waiting, self.cycle)
+        if waiting == "headers":
+            self._deadline = self.loop.call_later(self.limits.header_timeout_s, self._close, "header_timeout")
+        elif waiting == "body":
+            self._start_body_clock()
+
+    def _start_body_clock(self) -> None:
+        self._body_since, self._body_bytes = self.loop.time(), 0
+        self._body_paused_s = self._clock.paused_s() if self._clock is not None else 0.0
+        self._deadline = self.loop.call_later(self.limits.body_timeout_s, self._check_body)
+
+    def _check_body(self) -> None:
+        """Cut a body behind its allowance; else look again when it would be."""
+        self._deadline = None
+        if self.cycle is not None and self.cycle.waiting_for_100_continue:  # the app has not asked for it yet
+            self._start_body_clock()
+            return
+        paused = self._clock.paused_s() - self._body_paused_s if self._clock is not None else 0.0
+        allowed = self.limits.body_timeout_s + self._body_bytes / self.limits.body_min_bytes_per_s + paused
+        left = allowed - (self.loop.time() - self._body_since)
+        if left <= 0 and not (self._clock is not None and self._clock.read_paused):
+            self._close("body_too_slow")
+            return
+        self._deadline = self.loop.call_later(max(left, 0.1), self._check_body)
+
+    def _close(self, reason: Reason) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        CONNECTIONS_CLOSED.labels(reason).inc()
+        log.info("gateway.connection_closed", reason=reason, peer=self.client[0] if self.client else "")
+        self.transport.close()
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+
+def guarded(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
+    """The protocol class to give uvicorn (`Config(http=...)`) for these limits."""
+
+    class Guarded(GuardedH11Protocol):
+        pass
+
+    Guarded.limits = limits
+    return Guarded
