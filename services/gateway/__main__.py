@@ -46,7 +46,7 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
 
 def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, claims: KafkaClaims) -> runtime.Worker:
     async def run(supervisor: runtime.Supervisor) -> None:
-        supervisor.spawn("claims", claims.run())
+        supervisor.spawn("claims", claims.run(supervisor.health))
         server = _Server(server_config(settings, app))
         serving = supervisor.spawn("http", server.serve())
         supervisor.spawn("broker-watch", watch_broker(publisher, supervisor.health, supervisor.stop,
