@@ -41,7 +41,8 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
     tls = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)} \
         if settings.tls_certfile is not None else {}
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                          h11_max_incomplete_event_size=16 * 1024, **tls)  # type: ignore[arg-type]
+                          h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=settings.stop_requests_s,
+                          **tls)  # type: ignore[arg-type]
 
 
 def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, claims: KafkaClaims) -> runtime.Worker:
