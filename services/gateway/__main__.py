@@ -16,11 +16,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from schemas.topics import GATEWAY_CLAIMS, TransactionalId, scoped, transactional_id
-from services.common import runtime
+from services.common import closing, runtime
 from services.common.health import Health
 from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
-from services.gateway.publisher import KafkaPublisher
+from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings, KeysFileError, load_credentials
 from services.sources.registry import load_registry
@@ -60,6 +60,14 @@ def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, c
         await serving
 
     return run
+
+
+def stop_budget_s(settings: GatewaySettings) -> float:
+    """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
+    requests under way get `stop_requests_s`, then the publisher's producer stops (`publisher.STOP_TIMEOUT_S`, and
+    as long again for producers dropped before, stopping on their own), then the claims reader's consumer and
+    producer, one after the other (`closing.CLOSE_TIMEOUT_S` each)."""
+    return settings.stop_requests_s + 2 * STOP_TIMEOUT_S + 2 * closing.CLOSE_TIMEOUT_S
 
 
 def main() -> None:
