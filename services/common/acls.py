@@ -126,7 +126,8 @@ ALL_CANONICAL = tuple(CANONICAL.values())
 TRACED = (*ALL_CANONICAL, DLQ_INTAKE, NOTIFY_STATUS, DLQ_NOTIFY)
 """What `commune-bus trace` and the gateway's trace endpoint read besides the raw topics (all sealed, ADR 0015)."""
 SHARED_TRANSACTIONAL = {TransactionalId.ERASE}
-"""Erasures run under one transactional id whoever asks (the CLI or the gateway): one erasure at a time."""
+"""The CLI and the gateway both erase under this prefix, each erasure with an id of its own
+(`privacy.erase.erasure_transactional_id`), so neither fences the other."""
 
 
 def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:

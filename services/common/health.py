@@ -16,9 +16,9 @@ class Health:
         self.ready = False
         self.detail = "starting"
         self.last_commit: float | None = None
-        self.alive = True
-        """False while the runtime restarts run after run and none gets anywhere (`runtime.supervise`)."""
-        self.alive_detail = "running"
+        self._unwell: dict[str, str] = {}
+        """Why, per retrying loop that keeps failing without progress (`streak.Streak`): the runtime's runs, and the
+        loops a service retries within a run (the gateway's claims reader and broker watch)."""
         self.progress = 0
         """Commits reported so far: the runtime's sign that a run got somewhere (and a run that stays up a while)."""
         telemetry.READY.labels(service).set(0)
@@ -33,14 +33,30 @@ class Health:
         self._progressed()
         telemetry.LAST_COMMIT.labels(self.service).set(self.last_commit)
 
-    def set_alive(self, alive: bool, detail: str) -> None:
-        self.alive, self.alive_detail = alive, detail
+    @property
+    def alive(self) -> bool:
+        """False while one of the service's retrying loops fails again and again without progress."""
+        return not self._unwell
+
+    @property
+    def alive_detail(self) -> str:
+        return "; ".join(self._unwell.values()) or "running"
+
+    def unwell(self, loop: str) -> str | None:
+        """Why `loop` keeps `/healthz` at 503, or None."""
+        return self._unwell.get(loop)
+
+    def set_alive(self, alive: bool, detail: str, loop: str = "runs") -> None:
+        """Say whether `loop` (the runtime's "runs", or a task's own retrying) is well; alive while all are."""
+        if alive:
+            self._unwell.pop(loop, None)
+        else:
+            self._unwell[loop] = detail
 
     def _progressed(self) -> None:
         """A run got somewhere: whatever restarts came before, the service is alive."""
         self.progress += 1
-        if not self.alive:
-            self.set_alive(True, "running")
+        self._unwell.clear()
 
     def liveness(self) -> dict[str, object]:
         return {"service": self.service, "alive": self.alive, "detail": self.alive_detail}

@@ -16,7 +16,8 @@ in a row failed, none with a commit nor lasting `PROGRESS_RUN_S` (readiness alon
 no progress: it comes after every restore, even when every commit is then refused),
 after at least about 90 s of back-off, `/healthz` says 503, so the orchestrator
 restarts the process and the operator sees a crash loop; runs go on meanwhile (a
-broker outage ends by itself) and a commit, or a run that stays up, makes it 200 again.
+broker outage ends by itself) and a commit, or a run that stays up, makes it 200 again
+(`services.common.streak`, the rule of every retrying loop).
 SIGTERM, SIGINT and SIGHUP set `stop`; the worker finishes what it holds and returns.
 """
 
@@ -40,19 +41,13 @@ from services.common.health import Health
 from services.common.logging import configure, where
 from services.common.permanent import PERMANENT
 from services.common.settings import ServiceSettings
+from services.common.streak import Streak
 
 log = structlog.get_logger("runtime")
 T = TypeVar("T")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 15.0
-UNHEALTHY_AFTER_RUNS = 10
-"""Failed runs in a row, none with progress, after which `/healthz` says 503 (back-off 0.5 s doubling to 15 s:
-about 90 s of restarts at the least)."""
-PROGRESS_RUN_S = 60.0
-"""A run that stays up this long got somewhere even without a commit (an idle service commits nothing): it ends a
-streak of failed runs, and `/healthz` is 200 again. A run that got ready and failed sooner did not (readiness comes
-after every restore, even when every commit is then refused)."""
 
 
 class Supervisor:
@@ -144,12 +139,10 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
     if restart_on:
         restart_on = (*restart_on, WorkerCancelled)
     delay = FIRST_BACKOFF_S
-    fruitless = 0  # failed runs in a row without progress
-    loop = asyncio.get_running_loop()
+    streak = Streak(health)
     while not stop.is_set():
         error: Exception | None = None
-        progress, started = health.progress, loop.time()
-        lasting = loop.call_later(PROGRESS_RUN_S, health.set_alive, True, "running")  # a run that stays up is well
+        streak.started()
         try:
             await run_once(service, worker, stop, health)
             return
@@ -160,16 +153,13 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
             while isinstance(error, ExceptionGroup):
                 error = error.exceptions[0]
         finally:
-            lasting.cancel()
+            streak.ended()
         assert error is not None
         name = type(error).__name__
         log.error("service.restarting", service=service, error=name, where=where(error), retry_in_s=delay)
         telemetry.RESTARTS.labels(service, name).inc()
         health.set_ready(False, f"restarting after {name}")
-        fruitless = 0 if health.progress != progress or loop.time() - started >= PROGRESS_RUN_S else fruitless + 1
-        if fruitless >= UNHEALTHY_AFTER_RUNS and health.alive:
-            log.error("service.crash_loop", service=service, runs=fruitless, error=name)
-            health.set_alive(False, f"{fruitless} runs in a row failed without progress, the last with {name}")
+        streak.failed(name)
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
         delay = min(delay * 2, MAX_BACKOFF_S)

@@ -18,12 +18,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from schemas.topics import GATEWAY_CLAIMS, TransactionalId, scoped, transactional_id
-from services.common import runtime
+from services.common import closing, runtime
 from services.common.health import Health
 from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
 from services.gateway.connections import ConnectionLimits, guarded
-from services.gateway.publisher import KafkaPublisher
+from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings, KeysFileError, load_credentials
 from services.sources.registry import load_registry
@@ -51,7 +51,8 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
                               settings.max_connections)
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                           http=guarded(limits), timeout_keep_alive=settings.keepalive_timeout_s,
-                          h11_max_incomplete_event_size=16 * 1024, **tls)  # type: ignore[arg-type]
+                          h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=settings.stop_requests_s,
+                          **tls)  # type: ignore[arg-type]
 
 
 def check_file_limit(settings: GatewaySettings) -> None:
@@ -66,7 +67,7 @@ def check_file_limit(settings: GatewaySettings) -> None:
 def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, claims: KafkaClaims) -> runtime.Worker:
     async def run(supervisor: runtime.Supervisor) -> None:
         check_file_limit(settings)
-        supervisor.spawn("claims", claims.run())
+        supervisor.spawn("claims", claims.run(supervisor.health))
         server = _Server(server_config(settings, app))
         serving = supervisor.spawn("http", server.serve())
         supervisor.spawn("broker-watch", watch_broker(publisher, supervisor.health, supervisor.stop,
@@ -79,6 +80,14 @@ def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, c
         await serving
 
     return run
+
+
+def stop_budget_s(settings: GatewaySettings) -> float:
+    """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
+    requests under way get `stop_requests_s`, then the publisher's producer stops (`publisher.STOP_TIMEOUT_S`, and
+    as long again for producers dropped before, stopping on their own), then the claims reader's consumer and
+    producer, one after the other (`closing.CLOSE_TIMEOUT_S` each)."""
+    return settings.stop_requests_s + 2 * STOP_TIMEOUT_S + 2 * closing.CLOSE_TIMEOUT_S
 
 
 def main() -> None:

@@ -28,9 +28,11 @@ from schemas.wire import KafkaRecord
 from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.closing import close_within
+from services.common.health import Health
 from services.common.partitioner import partition_for
 from services.common.probe import PROBE_EVERY_S, broker_answers
 from services.common.settings import KafkaConnection
+from services.common.streak import Streak
 from services.gateway.claims import (
     DEFAULT_ANSWER_BYTES,
     PRUNE_EVERY_S,
@@ -74,16 +76,21 @@ class KafkaClaims:
             return "broker unreachable"
         return None if self._ready.is_set() else "restoring Idempotency-Keys"
 
-    async def run(self) -> None:
+    async def run(self, health: Health) -> None:
         """The reader (a supervised task): restore, then follow the topic until cancelled. A broker that does not
         answer is waited for (not ready meanwhile, claims answer 503) without ending the run: the HTTP server
-        keeps serving /readyz and the broker watch."""
-        delay = FIRST_BACKOFF_S
+        keeps serving /readyz and the broker watch. Reader runs that keep failing without progress (a claims
+        topic this principal may not read, a broker gone for good) turn `/healthz` 503 (`streak`)."""
+        delay, streak = FIRST_BACKOFF_S, Streak(health, "claims reader")
         while True:
+            streak.started()
             try:
                 await self._run_once()
             except BROKER_ERRORS as exc:
                 log.warning("gateway.claims_unavailable", error=type(exc).__name__, retry_in_s=delay)
+                streak.failed(type(exc).__name__)
+            finally:
+                streak.ended()
             delay = FIRST_BACKOFF_S if self._ready.is_set() else min(delay * 2, MAX_BACKOFF_S)
             self._ready.clear()
             await asyncio.sleep(delay)

@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import orjson
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import BaseModel, Field
 
 from services.common.health import Health
+
+
+class Liveness(BaseModel):
+    status: Literal["ok", "unhealthy"]
+    service: str
+    alive: bool
+    detail: str = Field(description="`running`, or which background loop keeps failing without progress (the "
+                        "claims reader, the broker watch, the runs), how many times, and the last error's type")
 
 
 def router(health: Health) -> APIRouter:
     probes = APIRouter()
 
-    @probes.get("/healthz", summary="Liveness")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @probes.get("/healthz", summary="Liveness", response_model=Liveness,
+                responses={503: {"model": Liveness, "description": "Background work keeps failing without progress: "
+                                 "restart the process"}})
+    async def healthz() -> Response:
+        """200 while the event loop answers and no background loop of the gateway (the claims reader, the broker
+        watch) keeps failing; 503 with a short reason, no personal data, once one has failed 10 times in a row
+        without progress (about 90 s at the least), until it gets somewhere again. Every service's rule."""
+        body = {"status": "ok" if health.alive else "unhealthy", **health.liveness()}
+        return Response(orjson.dumps(body), status_code=200 if health.alive else 503, media_type="application/json")
 
     @probes.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:

@@ -15,6 +15,7 @@ from contextlib import suppress
 from typing import Protocol
 
 from services.common.health import Health
+from services.common.streak import UNHEALTHY_AFTER_S, Streak
 from services.gateway.publisher import BrokerUnavailable, Fenced
 
 CHECK_EVERY_S = 1.0
@@ -30,9 +31,12 @@ class Broker(Protocol):
 async def watch_broker(broker: Broker, health: Health, stop: asyncio.Event, every_s: float = CHECK_EVERY_S,
                        waiting: Callable[[], str | None] = lambda: None) -> None:
     """Connect, and reconnect whenever the connection was dropped; say ready only while connected and nothing else
-    is `waiting` (the claims: restoring, or the broker not answering their reader's probe).
+    is `waiting` (the claims: restoring, or the broker not answering their reader's probe). Connections refused
+    again and again for as long as the runtime's restarts would take (`streak.UNHEALTHY_AFTER_S`) turn `/healthz`
+    503; a connection makes it 200 again.
 
     Ends on `stop`; raises `Fenced`."""
+    streak = Streak(health, "broker watch", at_least_s=UNHEALTHY_AFTER_S)
     while not stop.is_set():
         if not broker.connected:
             try:
@@ -41,6 +45,9 @@ async def watch_broker(broker: Broker, health: Health, stop: asyncio.Event, ever
                 raise
             except BrokerUnavailable as exc:
                 _say(health, False, f"broker unavailable ({exc})")
+                streak.failed(str(exc))  # the error's type name (`publisher.KafkaPublisher._translate`)
+            else:
+                streak.progressed()
         if broker.connected:
             if (why := waiting()) is None:
                 _say(health, True, "broker answered")

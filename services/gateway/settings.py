@@ -77,6 +77,11 @@ class GatewaySettings(ServiceSettings):
     transaction_timeout_ms: int = Field(default=20_000, ge=1000,
                                         description="A transaction left open by a dead gateway is aborted after this")
     retry_after_s: int = 5
+    stop_requests_s: int = Field(
+        default=20, ge=1, description="On SIGTERM, how long requests under way may take to finish (each of their "
+        "Kafka waits is bounded by kafka_timeout_s); then they are cancelled and answered 500 by the server: a "
+        "cancelled request's transaction is aborted unless its commit was already sent, so its client sends it "
+        "again, safely with its Idempotency-Key. Bounds the gateway's stop (infra/compose.yaml's grace period)")
     signature_tolerance_s: int = Field(default=300, ge=1, le=3600,
                                        description="A signature's timestamp may be this far from the gateway's clock; "
                                        "its nonce is remembered as long")

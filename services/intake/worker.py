@@ -312,6 +312,15 @@ class IntakeWorker:
                 telemetry.TASKS.set(len({tp.partition for tp in self.task.positions}))
 
 
+def stop_budget_s(settings: IntakeSettings) -> float:
+    """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
+    the transaction in flight gets its timeout (`run` waits for it when the batch is full), the final drain one more,
+    then each client stops within `closing.CLOSE_TIMEOUT_S`, one after the other (consumer, producer, and the key
+    store when sealing)."""
+    clients_ = 3 if settings.seal_personal_data else 2
+    return 2 * settings.transaction_timeout_ms / 1000 + clients_ * closing.CLOSE_TIMEOUT_S
+
+
 class _Rebalance(RebalanceListener):
     def __init__(self, worker: IntakeWorker) -> None:
         super().__init__(worker.supervisor.fail)

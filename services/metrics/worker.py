@@ -319,6 +319,15 @@ async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     return True
 
 
+def stop_budget_s(settings: MetricsSettings) -> float:
+    """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
+    a batch in `process` waits for the previous one's changelog transactions (`transaction_timeout_ms`) and offset
+    commit (`commit_timeout_ms`); `_stop` then waits `LAST_SETTLE_S` for the last batch, stops the consumer, then
+    every writer together (`CLOSE_TIMEOUT_S` each)."""
+    last_batch_s = (settings.transaction_timeout_ms + settings.commit_timeout_ms) / 1000
+    return last_batch_s + LAST_SETTLE_S + 2 * CLOSE_TIMEOUT_S
+
+
 class _Rebalance(RebalanceListener):
     """Commit the batch in flight before partitions leave; restore arriving ones before they are consumed."""
 

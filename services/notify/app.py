@@ -20,12 +20,12 @@ from schemas.notification import ChannelKind
 from schemas.topics import Group, group_id
 from services.common import clients
 from services.common.admin import ensure_topics
-from services.common.closing import close_within
+from services.common.closing import CLOSE_TIMEOUT_S, close_within
 from services.common.partitioner import partition_for
 from services.common.probe import probe_loop
 from services.common.runtime import Supervisor
 from services.common.stall import StallWatch
-from services.notify import metrics
+from services.notify import metrics, tracker
 from services.notify.channels.base import Channel
 from services.notify.channels.email import Smtp
 from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
@@ -215,6 +215,17 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def stop_budget_s(settings: NotifySettings) -> float:
+    """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
+    the final commits (`COMMIT_TIMEOUT_S` per consumer), then each client's stop within `CLOSE_TIMEOUT_S`, one after
+    the other as the run's exit stack unwinds (the two consumers, whose revocation waits inside that deadline, the
+    key store, the ledger tail, the producer); then `__main__` stops the deadline tracker (`tracker.STOP_TIMEOUT_S`,
+    then it is killed)."""
+    consumers, clients_ = 2, 5
+    own = consumers * COMMIT_TIMEOUT_S + clients_ * CLOSE_TIMEOUT_S
+    return own + (tracker.STOP_TIMEOUT_S if settings.deadlines else 0.0)
 
 
 async def run(supervisor: Supervisor, settings: NotifySettings, privacy: PrivacySettings | None = None) -> None:

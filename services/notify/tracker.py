@@ -19,6 +19,9 @@ import structlog
 
 log = structlog.get_logger("notify")
 PR_SET_PDEATHSIG = 1
+STOP_TIMEOUT_S = 20.0
+"""How long the worker waits for the tracker after its own stop (a SIGTERM to the worker alone, as from a container
+runtime, reaches the tracker only then); a tracker still running is killed (what it did not commit is redone)."""
 
 
 class TrackerExited(Exception):
@@ -60,7 +63,7 @@ class TrackerProcess:
         log.error("notify.tracker_exited", returncode=code)
         raise TrackerExited(f"deadline tracker exited with code {code}")
 
-    def stop(self, timeout_s: float = 20.0) -> None:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         if self.process.poll() is not None:
             return
         self.process.terminate()

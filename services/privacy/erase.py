@@ -80,6 +80,14 @@ def audit_record(subject: str, requested_by: str, via: str, now: datetime | None
         raise ValueError(f"the audit record would be invalid ({', '.join(fields)}): nothing was erased") from None
 
 
+def erasure_transactional_id(namespace: str, via: str, erasure_id: str) -> str:
+    """Each erasure's own transactional id, under the one erasure prefix (whose ACL both doors hold): erasures at
+    the same time (two requests to a gateway, two gateways, the CLI beside them) never fence each other, as one id
+    for all did (the second's start ended the first's transaction). Nothing needs fencing: an erasure's transaction
+    that its process left open is aborted by the broker at the transaction timeout, and running it again is safe."""
+    return transactional_id(TransactionalId.ERASE, namespace, f"{via}.{erasure_id}")
+
+
 async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, requested_by: str,
                         via: str = "cli", now: datetime | None = None) -> ErasureAudit:
     """Destroy every key of `subject`; returns the audit record written (keys_destroyed may be 0)."""
@@ -96,7 +104,7 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
     await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace), scoped(PRIVACY_AUDIT, namespace)])
     producer = clients.transactional_producer(
-        conn, transactional_id=transactional_id(TransactionalId.ERASE, namespace, "cli"),
+        conn, transactional_id=erasure_transactional_id(namespace, via, audit.erasure_id),
         client_id="commune-bus-erase")
     await producer.start()
     try:

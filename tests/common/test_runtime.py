@@ -27,7 +27,7 @@ from aiokafka.errors import (
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from services.common import rebalance, runtime
+from services.common import rebalance, runtime, streak
 from services.common.health import Health
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor, run_once, serve, supervise
@@ -342,8 +342,8 @@ async def test_restarts_without_progress_turn_healthz_unhealthy_until_a_run_gets
     progress: it comes after every restore, even when every commit is then refused) go on being restarted, but after
     UNHEALTHY_AFTER_RUNS of them /healthz says unhealthy; a run that stays up PROGRESS_RUN_S makes it healthy again.
     A commit between failures ends the streak."""
-    monkeypatch.setattr(runtime, "UNHEALTHY_AFTER_RUNS", 4)
-    monkeypatch.setattr(runtime, "PROGRESS_RUN_S", 0.3)
+    monkeypatch.setattr(streak, "UNHEALTHY_AFTER_RUNS", 4)
+    monkeypatch.setattr(streak, "PROGRESS_RUN_S", 0.3)
     health, stop, runs = Health(service), asyncio.Event(), 0
     alive_seen: list[bool] = []
 

@@ -137,6 +137,50 @@ def test_the_scrape_check_finds_a_port_prometheus_does_not_scrape(monkeypatch: p
     assert scrape_mismatches(broken, PROMETHEUS, monkeypatch) == {"metrics:9103", "metrics:9203"}
 
 
+STOP_BUDGETS = {"intake": "services.intake.worker", "notify": "services.notify.app",
+                "metrics": "services.metrics.worker", "gateway": "services.gateway.__main__"}
+"""Where each service's `stop_budget_s(settings)` is: its worst-case SIGTERM time in a broker outage."""
+COMPOSE_STOP_DEFAULT_S = 10.0
+DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?")
+
+
+def seconds(duration: str) -> float:
+    """A compose duration (`1m30s`, `90s`, `2m`) in seconds."""
+    match = DURATION.fullmatch(duration)
+    assert match and any(match.groups()), f"not a duration compose reads here: {duration!r}"
+    hours, minutes, secs = (int(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + secs
+
+
+def short_of_budget(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[float, float]]:
+    """Services whose grace period (compose's default: 10 s) is shorter than their stop budget, computed from the
+    settings as the container reads them (the defaults, and what compose sets): name -> (grace, budget)."""
+    short = {}
+    for name in SERVICES:
+        grace = seconds(str(compose["services"][name].get("stop_grace_period", f"{COMPOSE_STOP_DEFAULT_S:g}s")))
+        budget = importlib.import_module(STOP_BUDGETS[name]).stop_budget_s(configured(compose, name, monkeypatch))
+        if grace < budget:
+            short[name] = (grace, budget)
+    return short
+
+
+def test_each_service_is_given_its_worst_case_stop_before_sigkill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM in a broker outage takes each service up to its stop budget (commit and transaction timeouts, each
+    client's bounded stop): compose waits at least that long before SIGKILL, which would cut a drain short."""
+    assert set(STOP_BUDGETS) == set(SERVICES)
+    assert short_of_budget(COMPOSE, monkeypatch) == {}
+
+
+def test_the_grace_check_finds_a_longer_timeout_or_a_missing_grace_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above fails when a timeout grows and the compose file is left as it is, or a grace period goes."""
+    assert seconds("1m30s") == seconds("90s") == 90 and seconds("2m") == 120
+    broken = copy.deepcopy(COMPOSE)
+    broken["services"]["intake"]["environment"]["INTAKE_TRANSACTION_TIMEOUT_MS"] = "30000"
+    del broken["services"]["notify"]["stop_grace_period"]
+    short = short_of_budget(broken, monkeypatch)
+    assert set(short) == {"intake", "notify"} and short["notify"][0] == COMPOSE_STOP_DEFAULT_S
+
+
 def test_kafka_matches_the_local_broker_and_the_registry() -> None:
     """Host port 9092 and record size limit as infra/kafka/server.properties; partitions as the registry."""
     kafka = COMPOSE["services"]["kafka"]

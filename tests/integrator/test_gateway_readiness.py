@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from services.common import streak
 from services.common.health import Health
+from services.gateway import readiness
 from services.gateway.app import create_app
 from services.gateway.publisher import BrokerUnavailable
 from services.gateway.readiness import watch_broker
@@ -94,7 +97,35 @@ def test_readyz_is_503_until_ready_and_reports_the_reason() -> None:
     assert not_ready.status_code == 503 and orjson.loads(not_ready.content)["detail"] == "starting"
     health.set_ready(True, "broker answered")
     assert http.get("/readyz").status_code == 200
-    assert http.get("/healthz").json() == {"status": "ok"}
+    assert http.get("/healthz").json() == {"status": "ok", "service": "gateway-test", "alive": True,
+                                           "detail": "running"}
+
+
+async def test_healthz_is_503_while_the_producer_is_refused_for_as_long_as_restarts_would_take(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker watch's connections refused again and again (every second, with no back-off) turn /healthz 503
+    once they have failed UNHEALTHY_AFTER_RUNS times over UNHEALTHY_AFTER_S (it stayed 200 for ever), with a short
+    reason; /readyz says what it said before; a connection makes /healthz 200 again."""
+    monkeypatch.setattr(readiness, "UNHEALTHY_AFTER_S", 0.2)
+    health, stop, broker = RecordingHealth(), asyncio.Event(), FlakyBroker(failures=10**9)
+    app = create_app(GatewaySettings(), SourceRegistry(), {}, Recording(), health)
+    watch = asyncio.create_task(watch_broker(broker, health, stop, every_s=0.01))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
+        await eventually_async(lambda: not health.alive, timeout=5, interval=0.01, what="unhealthy")
+        assert broker.attempts >= streak.UNHEALTHY_AFTER_RUNS
+        answer = await http.get("/healthz")
+        body = answer.json()
+        assert answer.status_code == 503 and body.pop("detail").endswith(
+            " tries in a row failed without progress, the last with KafkaConnectionError")
+        assert body == {"status": "unhealthy", "service": "gateway-test", "alive": False}
+        assert health.unwell("broker watch") is not None
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["detail"] == "broker unavailable (KafkaConnectionError)"
+        broker.failures = 0
+        await asyncio.wait_for(health.became_ready.wait(), 2)
+        assert (await http.get("/healthz")).status_code == 200 and (await http.get("/readyz")).status_code == 200
+    stop.set()
+    await asyncio.wait_for(watch, 1)
 
 
 def test_metrics_count_answers_and_published_events() -> None:

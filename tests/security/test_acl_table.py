@@ -3,6 +3,8 @@ the canonical topics intake's to write, and a source writes only its families' r
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,6 +27,7 @@ from services.common.acls import (
     source_roles,
     table,
 )
+from services.privacy.erase import erasure_transactional_id
 from services.sources.registry import Source, SourceRegistry, load_registry
 from services.sources.topics import bound_topic, bound_topics
 
@@ -70,13 +73,24 @@ def test_only_the_deadline_tracker_creates_topics_and_only_under_its_own_prefix(
 
 def test_every_group_and_transactional_prefix_belongs_to_exactly_one_principal() -> None:
     """A consumer group or a transactional id shared by two principals would let one fence or disturb the other
-    (erasures excepted: the CLI and the gateway's endpoint share one id on purpose, one erasure at a time)."""
+    (erasures excepted: the CLI and the gateway's endpoint share the prefix, each erasure with an id of its own)."""
     exclusive = {f"{t.value}." for t in TransactionalId if t not in SHARED_TRANSACTIONAL}
     for resource, names in ((Resource.GROUP, {group_id(g, "") for g in Group}),
                             (Resource.TRANSACTIONAL_ID, exclusive)):
         owners = {n: {b.principal for b in bindings(REGISTRY) if b.resource is resource and b.name == n}
                   for n in names}
         assert {n: len(o) for n, o in owners.items()} == dict.fromkeys(names, 1)
+
+
+@pytest.mark.parametrize(("via", "principal"), [("cli", "operator"), ("gateway", "gateway")])
+def test_each_erasure_id_is_under_a_prefix_its_door_may_write(via: str, principal: str) -> None:
+    """An erasure's own transactional id (one per run, so concurrent erasures never fence each other) is still
+    granted by the prefixed ACL of the principal behind its door, in production and under a test namespace."""
+    for namespace in ("", "t1"):
+        tid = erasure_transactional_id(namespace, via, uuid.uuid4().hex)
+        granted = {b.principal for b in bindings(REGISTRY, namespace) if b.resource is Resource.TRANSACTIONAL_ID
+                   and b.operation is Op.WRITE and b.pattern is Pattern.PREFIXED and tid.startswith(b.name)}
+        assert principal in granted
 
 
 def test_super_users_have_no_role_and_every_principal_is_listed_once() -> None:
