@@ -48,7 +48,7 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
     tls = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)} \
         if settings.tls_certfile is not None else {}
     limits = ConnectionLimits(settings.header_timeout_s, settings.body_timeout_s, settings.body_min_bytes_per_s,
-                              settings.max_connections)
+                              settings.max_connections, settings.send_timeout_s)
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                           http=guarded(limits), timeout_keep_alive=settings.keepalive_timeout_s,
                           h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=settings.stop_requests_s,

@@ -11,15 +11,25 @@ need too. Its `limit_concurrency` does not help: it is checked once a request's 
 - a body rate: once the headers are in, the body may take `body_timeout_s` plus one second per
   `body_min_bytes_per_s` bytes received; while the gateway itself is not reading (its buffer full, or a client
   waiting for `100 Continue`) the client's clock stops;
-- a cap: a connection past `max_connections` open is answered 503 with Retry-After, unread, and closed.
+- a send deadline: an answer the client does not read (the gateway's writes held back for `send_timeout_s` in a
+  row: a client that pipelines requests, or asks for a large answer, and never reads) ends the connection;
+- a cap: a connection past `max_connections` open takes the place of the one that has waited longest for a
+  request's headers (a slow client's, or an idle kept-alive one: closed as `evicted`); when every open connection
+  is busy with a request, it is answered 503 with Retry-After, unread, and closed. So a flood of connections that
+  send nothing cannot keep a prompt client (an integrator, a health probe) out: its headers arrive within
+  milliseconds, long before hundreds of newer connections make it the oldest waiting one.
 
-An offender's connection is closed (its request, if the app is reading it, sees the client gone) and counted in
-`commune_gateway_connections_closed_total{reason}`; no other connection notices.
+An offender's connection is aborted (closed at once, whatever is still unsent dropped, and over TLS without waiting
+up to 30 s for the peer's close_notify: a close would keep the slot meanwhile; its request, if the app is reading it,
+sees the client gone) and counted in `commune_gateway_connections_closed_total{reason}`; no other connection
+notices. Not covered: a TLS handshake that stalls is bounded by asyncio's own 60 s handshake timeout (uvicorn has no
+setting for it), and is counted against the cap only once it completes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +47,7 @@ from services.gateway.telemetry import CONNECTIONS_CLOSED, CONNECTIONS_OPEN
 
 log = structlog.get_logger("gateway")
 
-Reason = Literal["header_timeout", "body_too_slow", "too_many_connections"]
+Reason = Literal["header_timeout", "body_too_slow", "send_too_slow", "too_many_connections", "evicted"]
 Waiting = Literal["headers", "body"] | None
 """What the connection waits for from the client: a request's headers, the rest of its body, or nothing."""
 
@@ -53,6 +63,7 @@ class ConnectionLimits:
     body_timeout_s: float
     body_min_bytes_per_s: int
     max_connections: int
+    send_timeout_s: float = 20.0
 
 
 class PausedClock(FlowControl):
@@ -79,6 +90,9 @@ class PausedClock(FlowControl):
         return self._paused_s + (self._clock() - self._paused_at if self.read_paused else 0.0)
 
 
+_TURNS = itertools.count()
+
+
 class GuardedH11Protocol(H11Protocol):
     """One connection of the gateway's server (see the module's docstring); `limits` is set by `guarded`."""
 
@@ -90,6 +104,10 @@ class GuardedH11Protocol(H11Protocol):
         self._clock: PausedClock | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting: tuple[Waiting, object] = (None, None)
+        self._waiting_since = 0
+        """When it began to wait for headers, as a sequence number: the loop's clock (uvloop: libuv's) ticks in
+        milliseconds, too coarse to order a kept-alive connection's answer and the connections opened just after."""
+        self._stalled: asyncio.TimerHandle | None = None
         self._body_since = 0.0
         self._body_bytes = 0
         self._body_paused_s = 0.0
@@ -100,14 +118,24 @@ class GuardedH11Protocol(H11Protocol):
         self._clock = PausedClock(transport, self.loop.time)
         self.flow = self._clock
         if len(self.connections) > self.limits.max_connections:
-            CONNECTIONS_CLOSED.labels("too_many_connections").inc()  # not logged: refusals cost nothing to cause
-            transport.write(TOO_MANY)
-            transport.close()
-            return
+            victim = self._longest_waiting()
+            if victim is None:
+                CONNECTIONS_CLOSED.labels("too_many_connections").inc()  # not logged: refusals cost nothing to cause
+                transport.write(TOO_MANY)
+                transport.close()
+                return
+            victim._close("evicted")
         self._follow()
+
+    def _longest_waiting(self) -> GuardedH11Protocol | None:
+        """The open connection that has waited longest for a request's headers, if any does (never this one)."""
+        waiting = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self
+                   and c._waiting[0] == "headers" and not c.transport.is_closing()]
+        return min(waiting, key=lambda c: c._waiting_since, default=None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstall()
         CONNECTIONS_OPEN.dec()
         super().connection_lost(exc)
 
@@ -116,6 +144,22 @@ class GuardedH11Protocol(H11Protocol):
             self._body_bytes += len(data)
         super().data_received(data)
         self._follow()
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: the client is not reading what the gateway writes. It has
+        `send_timeout_s` to start again."""
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.limits.send_timeout_s, self._close, "send_too_slow")
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._unstall()
+
+    def _unstall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -134,6 +178,7 @@ class GuardedH11Protocol(H11Protocol):
         self._disarm()
         self._waiting = (waiting, self.cycle)
         if waiting == "headers":
+            self._waiting_since = next(_TURNS)
             self._deadline = self.loop.call_later(self.limits.header_timeout_s, self._close, "header_timeout")
         elif waiting == "body":
             self._start_body_clock()
@@ -158,12 +203,14 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline = self.loop.call_later(max(left, 0.1), self._check_body)
 
     def _close(self, reason: Reason) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
+        self._disarm()  # the timer that fired, or (an eviction) the one still armed
+        self._unstall()
+        if self.transport.is_closing() and reason != "send_too_slow":  # a close that waits on the client: abort it
             return
         CONNECTIONS_CLOSED.labels(reason).inc()
-        log.info("gateway.connection_closed", reason=reason, peer=self.client[0] if self.client else "")
-        self.transport.close()
+        if reason != "evicted":  # an eviction, like a refusal, costs a flood nothing to cause: counted only
+            log.info("gateway.connection_closed", reason=reason, peer=self.client[0] if self.client else "")
+        self.transport.abort()
 
     def _disarm(self) -> None:
         if self._deadline is not None:

@@ -120,13 +120,19 @@ class GatewaySettings(ServiceSettings):
     body_min_bytes_per_s: int = Field(
         default=4096, ge=1, description="The slowest a body may arrive on average past GATEWAY_BODY_TIMEOUT_S: "
         "4 KiB/s (32 kbit/s) is far below any working link, and a client must spend that much to hold a slot")
+    send_timeout_s: float = Field(
+        default=20.0, gt=0, le=600, description="A client that reads none of an answer for this long (the gateway's "
+        "writes held back: it pipelines requests, or asks for a large answer, and never reads) has its connection "
+        "cut, so it cannot hold a slot for ever")
     keepalive_timeout_s: int = Field(
         default=5, ge=1, le=300, description="A kept-alive connection idle this long after a response is closed "
         "(uvicorn's timeout_keep_alive); at most GATEWAY_HEADER_TIMEOUT_S, which also runs from that response. "
         "Behind a proxy that reuses connections, set both above the proxy's own idle timeout")
     max_connections: int = Field(
-        default=512, ge=1, description="Open connections at most (probes and /metrics included); one more is "
-        "answered 503 with Retry-After and closed at once. Keep it below the process's open-file limit "
+        default=512, ge=1, description="Open connections at most (probes and /metrics included); one more takes "
+        "the place of the connection that has waited longest for a request's headers (closed, `evicted`), or, when "
+        "every one is busy with a request, is answered 503 with Retry-After and closed at once. Keep it below "
+        "the process's open-file limit "
         "(`ulimit -n`) less about 100 for the Kafka clients and files; the gateway warns at start when it is not")
     trace_concurrency: int = Field(
         default=2, ge=1, le=32, description="GET /v1/trace/{query} calls running at once (each reads whole topics "

@@ -65,6 +65,15 @@ def closed_after(conn: socket.socket, since: float, within: float, trickle: byte
     raise AssertionError(f"still open {now - since:.1f} s after it started")
 
 
+def gone(conn: socket.socket, within: float) -> bool:
+    """Whether the server closes (or resets) `conn` within `within` seconds, reading whatever it sent meanwhile."""
+    try:
+        closed_after(conn, time.monotonic(), within)
+    except AssertionError:
+        return False
+    return True
+
+
 def closed_count(gateway: Gateway, reason: str) -> float:
     with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as r:
         text = r.read().decode()
@@ -123,12 +132,14 @@ def test_a_body_trickled_below_the_minimum_rate_is_cut_and_a_slow_one_above_it_i
     assert closed_count(gateway, "body_too_slow") == 1
 
 
-def test_connections_past_the_cap_are_answered_503_and_closed(site: Site) -> None:
-    """GATEWAY_MAX_CONNECTIONS=3: with three kept-alive connections open a fourth is answered 503
-    `too_many_connections` with Retry-After, unread, and closed at once; once one of the three goes a new one is
-    served. Before: no cap (only the open-file limit, shared with the Kafka clients)."""
+def test_past_the_cap_the_longest_waiting_connection_gives_way_and_busy_ones_refuse(site: Site) -> None:
+    """GATEWAY_MAX_CONNECTIONS=3. Three connections waiting for headers (one kept alive after an answer, two with
+    half a request line): a fourth that sends its request at once is served and the one that waited longest is
+    closed (`evicted`), so a flood that sends nothing cannot keep a prompt client or a probe out (review: at the cap
+    every new connection was refused, `/healthz` included). Three connections each in the middle of a request's
+    body: a fourth is answered 503 `too_many_connections` with Retry-After, unread, and closed at once."""
     gateway = site.start("cap", GATEWAY_MAX_CONNECTIONS="3", GATEWAY_HEADER_TIMEOUT_S="60",
-                         GATEWAY_KEEPALIVE_TIMEOUT_S="60")
+                         GATEWAY_KEEPALIVE_TIMEOUT_S="60", GATEWAY_BODY_TIMEOUT_S="60")
 
     def kept_alive() -> socket.socket | None:
         """A connection answered 200 and left open (None when refused: the probes' last one may not be gone yet)."""
@@ -141,21 +152,71 @@ def test_connections_past_the_cap_are_answered_503_and_closed(site: Site) -> Non
         conn.close()
         return None
 
-    held = [eventually(kept_alive, what="a kept-alive connection") for _ in range(3)]
-    extra = connect(gateway)
-    refused_at = time.monotonic()
-    answer = b""
-    while chunk := extra.recv(65536):
-        answer += chunk
-    assert time.monotonic() - refused_at < MARGIN_S
-    assert answer.startswith(b"HTTP/1.1 503 "), answer[:300]
-    assert b"retry-after: 1" in answer and b'"too_many_connections"' in answer
+    oldest = eventually(kept_alive, what="a kept-alive connection")
+    halves = []
+    for _ in range(2):
+        conn = connect(gateway)
+        conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        halves.append(conn)
+    prompts = []
+    for _ in range(3):  # the first may take the place of a probe's connection the server has not seen go yet
+        prompts.append(eventually(kept_alive, what="a prompt client served at the cap"))
+        if gone(oldest, 0.5):
+            break
+    else:
+        raise AssertionError("the connection that waited longest was never evicted")
+    assert all(is_open(conn) for conn in halves)  # the younger ones wait on
+    assert eventually(lambda: closed_count(gateway, "evicted") >= 1, what="the eviction counted")
+    for conn in (*halves, *prompts):
+        conn.close()
 
-    held.pop().close()
-    again = eventually(kept_alive, what="served again once a connection went")
-    for conn in (*held, again):
+    def in_body() -> socket.socket:
+        """A connection in the middle of a request's body (10 of 1,000 bytes sent, the app reading it)."""
+        conn = connect(gateway)
+        conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nx-api-key: " + API_KEY.encode()
+                     + b"\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n[{\"a\": 1, ")
+        return conn
+
+    busy = [in_body() for _ in range(3)]
+    assert all(is_open(conn) for conn in busy)
+
+    def refused() -> bytes | None:
+        extra = connect(gateway)
+        answer = b""
+        try:
+            while chunk := extra.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+        extra.close()
+        return answer if answer.startswith(b"HTTP/1.1 503 ") else None  # else a closing connection's place, again
+
+    answer = eventually(refused, what="a connection past the cap refused")
+    assert b"retry-after: 1" in answer and b'"too_many_connections"' in answer
+    assert all(is_open(conn) for conn in busy)
+    for conn in busy:
         conn.close()
     assert eventually(lambda: closed_count(gateway, "too_many_connections") >= 1, what="the refusal counted")
+
+
+def test_a_client_that_never_reads_its_answers_is_cut_at_the_send_deadline(site: Site) -> None:
+    """GATEWAY_SEND_TIMEOUT_S=2: a client that pipelines 300 requests for /openapi.json (~8 MB of answers) and reads
+    none has its connection cut about 2 s after the gateway's writes stall, while a normal request on another
+    connection gets its 202. Before (review): no deadline while the gateway sends, and a close waited for the unread
+    answers to drain, so 512 such clients held every slot for ever."""
+    gateway = site.start("send", GATEWAY_SEND_TIMEOUT_S="2", GATEWAY_HEADER_TIMEOUT_S="60",
+                         GATEWAY_KEEPALIVE_TIMEOUT_S="60")
+    parts = urlsplit(gateway.url)
+    reader = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect((parts.hostname, parts.port))
+    reader.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 300)
+    started = time.monotonic()
+    assert post(gateway, orjson.dumps(canonical_dossier("send-" + uuid.uuid4().hex[:10]))).status_code == 202
+    assert eventually(lambda: closed_count(gateway, "send_too_slow") >= 1, timeout=30,
+                      what="the stalled connection cut")
+    assert time.monotonic() - started < 30
+    reader.close()
 
 
 @pytest.mark.unit
