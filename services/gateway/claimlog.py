@@ -136,6 +136,9 @@ class KafkaClaims:
                     self._positions[tp.partition] = await reader.position(tp)
                 self._moved.notify_all()
             if not self._ready.is_set() and all(self._positions[tp.partition] >= end[tp] for tp in tps):
+                # the topic keeps 48 h, keys live 24 h: the expired ones go before the first request is answered,
+                # or a source's keys would count against its quota twice over until the next prune
+                self.table.prune(pruned := self.clock())
                 log.info("gateway.claims_restored", keys=len(self.table), answer_bytes=self.table.body_bytes)
                 self._ready.set()
             if (now := self.clock()) - pruned > PRUNE_EVERY_S:

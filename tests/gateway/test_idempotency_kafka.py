@@ -10,7 +10,12 @@ import httpx
 import orjson
 import pytest
 
+from schemas.topics import GATEWAY_CLAIMS, scoped
+from services.common import clients
+from services.common.settings import KafkaConnection
 from services.gateway.auth import RequestLine, sign
+from services.gateway.claims import Answer, ClaimRecord
+from services.gateway.idempotency import idempotency_claim
 from tests.gateway.conftest import API_KEY, HMAC_KEY, Gateway, Site
 from tests.integrator.kafka_read import ce_id, wait_for
 from tests.samples import canonical_dossier
@@ -102,3 +107,27 @@ def test_a_signature_replayed_to_another_instance_is_refused(site: Site) -> None
     replay = httpx.post(g2.url + "/v1/events", content=body, headers=headers, timeout=30)
     assert replay.status_code == 401, replay.text
     assert raw_ids_after_markers(site, g1, g2).count(event["id"]) == 1
+
+
+def test_expired_keys_read_back_at_start_do_not_count_against_the_quota(site: Site) -> None:
+    """The claims topic keeps 48 h, keys live 24 h: a gateway (re)starting reads expired keys back. With a quota of
+    2 and the source's two keys on the topic expired an hour ago, a new key is taken at once. Before (review), they
+    counted until the reader's first prune 30 s later: 429 `idempotency_keys_exhausted` after every restart."""
+    now = time.time()
+    topic = scoped(GATEWAY_CLAIMS, site.namespace).name
+
+    async def write_expired() -> None:
+        producer = clients.producer(KafkaConnection(bootstrap=site.bootstrap), client_id="test-claims")
+        await producer.start()
+        try:
+            for n in range(2):
+                key = idempotency_claim("thuong-lam-one-stop", f"old-{n}")
+                rec = ClaimRecord(key, "done", f"c{n}", "fp", now - 90_000, now - 3600, Answer(202, {"accepted": 1}))
+                await producer.send_and_wait(topic, rec.encode(), key=rec.record_key.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(write_expired())
+    gateway = site.start("quota", GATEWAY_IDEMPOTENCY_KEYS_PER_SOURCE="2")
+    answer = post(gateway, orjson.dumps(canonical_dossier("quota-" + uuid.uuid4().hex[:10])), key="new-key")
+    assert answer.status_code == 202, answer.text
