@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -138,11 +139,25 @@ def operator_of(keys: dict[str, SecretStr], given: str | None) -> str | None:
     return found
 
 
+REFUSED_LOG_EVERY_S = 10.0
+"""At most one `operator.refused` line per endpoint and kind this often (the refusals between counted in it): a
+refusal costs its sender nothing, and must not flood the log."""
+_refusals_logged: dict[tuple[str, str], tuple[float, int]] = {}
+
+
 def _refused(request: Request, endpoint: Endpoint, given: str | None) -> JSONResponse:
-    """401, logged and counted: which endpoint, whether a key was sent, the peer address; never the key."""
+    """401, counted, and logged at most every `REFUSED_LOG_EVERY_S`: which endpoint, whether a key was sent, the
+    peer address, how many were refused since the last line; never the key."""
     key = "wrong" if given else "missing"
     OPERATOR_KEYS_REFUSED.labels(endpoint, key).inc()
-    log.warning("operator.refused", endpoint=endpoint, key=key, peer=request.client.host if request.client else "")
+    now = time.monotonic()
+    logged_at, unlogged = _refusals_logged.get((endpoint, key), (-REFUSED_LOG_EVERY_S, 0))
+    if now - logged_at >= REFUSED_LOG_EVERY_S:
+        log.warning("operator.refused", endpoint=endpoint, key=key, peer=request.client.host if request.client else "",
+                    refused_since_last=unlogged + 1)
+        _refusals_logged[(endpoint, key)] = (now, 0)
+    else:
+        _refusals_logged[(endpoint, key)] = (logged_at, unlogged + 1)
     return _error(401, "unauthenticated", "an operator key is required (X-Operator-Key)")
 
 
