@@ -64,7 +64,8 @@ class Tracer:
 
     query: str
     steps: list[Step] = field(default_factory=list)
-    raw_positions: set[tuple[str, int, int]] = field(default_factory=set)
+    raw_positions: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    """Where each raw record that matched is, and its trace id ("" if none)."""
     event_ids: set[str] = field(default_factory=set)
     truncated: bool = False
 
@@ -105,7 +106,7 @@ class Tracer:
         if not (self._mentions(rec) or (trace and self.query == trace)):
             return
         trace = trace or trace_context.trace_id(_json_field(rec.value, "traceparent")) or ""
-        self.raw_positions.add((rec.topic, rec.partition, rec.offset))
+        self.raw_positions[(rec.topic, rec.partition, rec.offset)] = trace
         event_id = headers.get("ce_id") or _json_field(rec.value, "id")
         if event_id is not None:
             self.event_ids.add(event_id)
@@ -117,14 +118,16 @@ class Tracer:
             ctx = DeadLetterContext.from_headers(list(rec.headers))
         except (KeyError, ValueError):
             return
-        if (ctx.source_topic, ctx.source_partition, ctx.source_offset) not in self.raw_positions \
-                and not self._mentions(rec):
+        origin = (ctx.source_topic, ctx.source_partition, ctx.source_offset)
+        if origin not in self.raw_positions and not self._mentions(rec):
             return
-        parent = wire.lenient_text(dict(rec.headers).get("ce_traceparent", b""))  # the raw record's, kept
+        # the raw record's trace: a dead letter sealed whole (ADR 0026) keeps no traceparent in clear; an older one,
+        # or one never sealed, still does
+        parent = wire.lenient_text(dict(rec.headers).get("ce_traceparent", b""))
         self._add(Step(rec.timestamp, "dead letter", self._where(rec),
                                f"{ctx.reason.value} ({ctx.field}): {ctx.message} "
                                f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]",
-                               trace_context.trace_id(parent) or ""))
+                               trace_context.trace_id(parent) or self.raw_positions.get(origin, "")))
 
     def canonical(self, rec: Record) -> None:
         h = {k: wire.lenient_text(v) for k, v in rec.headers if k.startswith("ce_")}

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from schemas import trace, wire
+from schemas import wire
 from schemas.deadletter import OriginalRecord
 from schemas.events import EVENT_TYPES
 from schemas.personal import RECORD_LAYOUT, SEALED_KEY_HEADER, SEALED_LAYOUT_HEADER, SEALED_SUBJECT_HEADER, KeyRecord
@@ -99,15 +99,15 @@ CLEAR_HEADERS: dict[str, Callable[[bytes], bool]] = {
                       rb"(Z|[+-][0-9]{2}:[0-9]{2})?"),
     "ce_commune": _shape(_COMMUNE.pattern),
     "ce_province": _shape(rb"[0-9]{2}"),
-    "ce_traceparent": _ascii(trace.is_valid),
     wire.CONTENT_TYPE: _shape(rb"[a-z]{1,16}/[a-z0-9.+-]{1,64}(; ?charset=[a-z0-9_-]{1,16})?", re.IGNORECASE),
     COMMUNE_HEADER: _shape(_COMMUNE.pattern),
 }
 """The original headers a dead letter also keeps in clear, each only when its value has this shape: closed shapes
-(a version, a known event type, a time, a commune or province code, a W3C traceparent, whose trace id is random or a
-hash, a media type) that cannot hold a name, number or address. What a producer writes freely (`ce_id`,
-`ce_source`, `ce_subject`, the portal's `source`, any header of its own) is sealed only: a dossier code or an id may
-be a citizen's number. The sealed copy is the one replay restores; these are for operators and `commune-bus trace`."""
+(a version, a known event type, a time, a commune or province code, a media type) that cannot hold a name, number or
+address. What a producer writes freely (`ce_id`, `ce_source`, `ce_subject`, `ce_traceparent`, the portal's `source`,
+any header of its own) is sealed only: a dossier code or an id may be a citizen's number, and so may a producer's
+32-hex trace id, or be recovered from a derived one (an unkeyed hash of source and event id). The sealed copy is
+the one replay restores; these are for operators and `commune-bus trace`."""
 
 
 def clear_headers(headers: Headers) -> list[tuple[str, bytes]]:
