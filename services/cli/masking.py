@@ -4,6 +4,10 @@ Raw topics hold applicants' names, CCCD numbers, phones, e-mails and addresses i
 (sealing happens in intake, ADR 0015), and so may canonical topics and dead letters where
 sealing is off. An operator following a topic needs the record's shape (which field is there,
 whether a phone looks like one), rarely the person: `masked` keeps the first, hides the second.
+Producers also key records by a CCCD or phone and put personal data in headers of their own
+(`x-applicant-phone`, a `ce_subject` holding a citizen id; ADR 0026): `shown_key` and
+`shown_header` show a key or header value only when it has a closed shape that identifies
+nobody, the rule intake keeps dead letters' clear headers by, and otherwise only its length.
 """
 
 from __future__ import annotations
@@ -13,10 +17,23 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from schemas.personal import MAX_TOKEN_LENGTH, PERSONAL_FIELDS, TOKEN_PATTERN
+from schemas import limits
+from schemas.deadletter import Header, Reason
+from schemas.personal import (
+    ERASED_MARK,
+    MAX_TOKEN_LENGTH,
+    PERSONAL_FIELDS,
+    SEALED_KEY_HEADER,
+    SEALED_LAYOUT_HEADER,
+    SEALED_SUBJECT_HEADER,
+    TOKEN_PATTERN,
+)
 from schemas.times import is_compact
+from schemas.topics import TOPICS
+from services.cli.plain import decoded
 from services.intake.portal import APPLICANT_FIELDS, FIELD_NAMES
 from services.notify.masking import mask_email, mask_name, mask_phone
+from services.privacy.deadletters import CLEAR_HEADERS, clear_headers, dead_letter_key
 
 _MASKS: dict[str, Callable[[str], str]] = {
     "name": mask_name, "id_number": mask_phone, "phone": mask_phone, "email": mask_email,
@@ -124,3 +141,83 @@ def masked(obj: Any, depth: int = 0, name: str | None = None) -> Any:
         return masked(value, depth + 1, name)
 
     return _members(obj, depth, member)
+
+
+# --- keys and headers --------------------------------------------------------------------------------------------
+
+
+def withheld(raw: bytes | str, what: str = "masked") -> str:
+    """What is shown of a key, header value or name that may identify someone: its length."""
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+    return f"<{what}, {size} bytes>"
+
+
+def _shape(pattern: str) -> Callable[[bytes], bool]:
+    compiled = re.compile(pattern.encode())
+    return lambda value: compiled.fullmatch(value) is not None
+
+
+_OFFSET = r"(?:0|[1-9][0-9]{0,18})"
+_PARTITION = r"(?:0|[1-9][0-9]{0,5})"
+_TOPIC = r"(?:[A-Za-z_][A-Za-z0-9_-]{0,63}\.)?(?:" + "|".join(re.escape(t.name) for t in TOPICS) + ")"
+"""One of our topics, in a namespace or not (tests give each run its own: `schemas.topics.namespaced`)."""
+_SUBJECT = r"(?:a-[A-Za-z0-9_-]{43}|r-[A-Za-z0-9_-]{22}|dlq:[0-9]{4}-[0-9]{2}-[0-9]{2})"
+"""The subjects intake and the keyring make: a peppered HMAC (`a-`), a random id (`r-`), a day (`dlq:`)."""
+_KEY_ID = r"[A-Za-z0-9_-]{22}"
+"""`crypto.new_key_id`: 128 random bits."""
+_FIELD_PATH = re.compile(r"\(record\)|ce_\*|(?:<member>|[A-Za-z_][A-Za-z0-9_-]{0,63})"
+                         r"(?:\.(?:<member>|[A-Za-z_][A-Za-z0-9_-]{0,63})|\[[0-9]{1,9}\])*")
+
+
+def _field_path(value: bytes) -> bool:
+    """A rejection's field as intake names it: a path of plain member names (`limits.shown_key`: no five digits in a
+    row; any other name is `<member>`) and list indexes, `(record)` or `ce_*`."""
+    if not value.isascii() or len(value) > 256 or not _FIELD_PATH.fullmatch(text := value.decode("ascii")):
+        return False
+    return all(limits.shown_key(part) == part for part in re.findall(r"[A-Za-z_][A-Za-z0-9_-]*", text))
+
+
+_REASONS = frozenset(r.value.encode() for r in Reason)
+DLQ_HEADERS: dict[str, Callable[[bytes], bool]] = {
+    Header.REASON: _REASONS.__contains__,
+    Header.FIELD: _field_path,
+    Header.SOURCE_TOPIC: _shape(_TOPIC),
+    Header.SOURCE_PARTITION: _shape(_PARTITION),
+    Header.SOURCE_OFFSET: _shape(_OFFSET),
+    Header.REJECTED_AT: CLEAR_HEADERS["ce_time"],
+    Header.REPLAYED: _shape(f"{_PARTITION}:{_OFFSET}"),
+    SEALED_SUBJECT_HEADER: _shape(_SUBJECT),
+    SEALED_KEY_HEADER: _shape(_KEY_ID),
+    SEALED_LAYOUT_HEADER: _shape(r"record\.v[0-9]{1,3}"),
+}
+"""The `dlq.*` headers intake, notify and `dlq replay` write, each shown when its value has the shape they write (a
+raw record may carry a header of the same name holding anything). Not `dlq.message`: free text, which quotes the
+validator's wording and any field name; `dlq list` shows it."""
+_CLEAR_KEY = _shape(rf"{_SUBJECT}(?:/(?:{_KEY_ID}|{re.escape(ERASED_MARK)}))?|{_TOPIC}:{_PARTITION}:{_OFFSET}")
+"""Keys of ours besides a commune code: a subject (the privacy audit), `<subject>/<key id>` (the key topics), and
+`<dlq topic>:<partition>:<offset>` (the replay log)."""
+
+
+def shown_key(key: bytes | None) -> str:
+    """A record's key as shown by default: a commune code (`dead_letter_key`'s rule: five digits) or another key of
+    ours (`_CLEAR_KEY`), or no key, as it is; any other key as its length only (a producer's key may be a CCCD)."""
+    if not key:
+        return ""
+    if dead_letter_key(key, ()) is not None or _CLEAR_KEY(key):
+        return personal_numbers_masked(key.decode("ascii"))
+    return withheld(key)
+
+
+def shown_header(name: str, value: bytes | None) -> tuple[str, str]:
+    """A header's name and value as shown by default. The value as it is when it has its name's closed shape: one
+    `clear_headers` keeps on a dead letter (`CLEAR_HEADERS`), or a `dlq.*` one (`DLQ_HEADERS`); no value or an empty one
+    as ""; any other as its length only. The name as it is when each of its dot-separated parts is a plain name
+    (`limits.shown_key`), else as its length. Nine digits or more in a row are masked even in a closed shape (a trace
+    id is hex: one in five holds such a run)."""
+    shown = name if all(limits.shown_key(part) == part for part in name.split(".")) else withheld(name, "masked name")
+    if not value:
+        return shown, ""
+    check = DLQ_HEADERS.get(name)
+    if clear_headers([(name, value)]) or (check is not None and len(value) <= 256 and check(value)):
+        return shown, personal_numbers_masked(decoded(value))
+    return shown, withheld(value)
