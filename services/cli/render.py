@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from services.cli.deadletters import DeadLetter
-from services.cli.masking import masked
+from services.cli.masking import masked, shown_header, shown_key
 from services.cli.plain import decoded, json_text, text, visible
 from services.gateway.batch import RecordError
 
@@ -20,12 +20,16 @@ SHOWN_BYTES = 500
 
 
 def record_panel(rec: ConsumerRecord[bytes, bytes], show_personal_data: bool = False) -> Panel:
-    """One record: key, headers and value, every one of them as plain text; applicants' personal data masked unless
-    `show_personal_data` (a value that is not JSON cannot be masked: only its length is shown)."""
+    """One record: key, headers and value, every one of them as plain text. Unless `show_personal_data`, only what
+    identifies nobody: a key or header value of a closed shape (a commune code, a known event type, a time...), any
+    other as its length (`masking.shown_key`, `shown_header`); a JSON value with applicants' personal data and long
+    numbers masked (`masking.masked`); a value that is not JSON, which cannot be masked, as its length."""
     headers = Table.grid(padding=(0, 2))
     for k, v in rec.headers:
-        headers.add_row(text(k, style="cyan" if k.startswith("ce_") else "magenta"), text(decoded(v)))
-    title = text(f"{rec.topic} [{rec.partition}:{rec.offset}] key={decoded(rec.key)}")
+        name, value = (k, decoded(v)) if show_personal_data else shown_header(k, v)
+        headers.add_row(text(name, style="cyan" if k.startswith("ce_") else "magenta"), text(value))
+    key = decoded(rec.key) if show_personal_data else shown_key(rec.key)
+    title = text(f"{rec.topic} [{rec.partition}:{rec.offset}] key={key}")
     return Panel(Group(headers, _value(rec.value, show_personal_data)), title=title, title_align="left")
 
 

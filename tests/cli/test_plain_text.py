@@ -19,6 +19,7 @@ from rich.text import Text
 from services.cli.masking import DEEPEST, HIDDEN, masked
 from services.cli.plain import UNSAFE, decoded, json_text, markup, text, visible
 from services.cli.render import record_panel
+from services.privacy import crypto
 from tests.samples import canonical_dossier, portal_dossier
 
 pytestmark = pytest.mark.unit
@@ -114,7 +115,7 @@ def test_a_clear_applicant_is_masked_a_sealed_one_left() -> None:
     assert (portal["ChuHoSo"], portal["SoGiayToChuHoSo"], portal["SoDienThoaiChuHoSo"], portal["DiaChiChuHoSo"]) == (
         "N. T. L.", "81******89", "09******78", "***")
     assert portal["TenTTHC"] == "Đăng ký khai sinh"  # what is not personal stays
-    sealed = {"subject": "a-x", "key_id": "k1", "name": "dG9rZW4"}
+    sealed = {"subject": "a-x", "key_id": "k1", "name": crypto.b64(bytes(range(41)))}  # a token of a 13-byte name
     assert masked({"data": {"applicant": sealed}}) == {"data": {"applicant": sealed}}
     assert masked({"ChuHoSo": {"ho": "Nguyễn"}, "SoDienThoaiChuHoSo": None}) == {"ChuHoSo": HIDDEN,
                                                                                  "SoDienThoaiChuHoSo": None}
