@@ -28,7 +28,8 @@ NO_RECIPIENT = Counter("notify_no_recipient_total",
 PROVIDER_REPLIES_REFUSED = Counter(
     "notify_provider_replies_refused_total",
     "Messages a provider accepted whose reply was not kept: reason provider_id_refused (a message id not short and "
-    "plain, not stored) or reply_too_large (a reply over 64 KiB, not read); sent all the same", ["channel", "reason"])
+    "plain, not stored), reply_too_large (a reply over 64 KiB, not read) or reply_unreadable (a 2xx whose body was "
+    "not in within 1 s, cut off or badly encoded); sent all the same", ["channel", "reason"])
 STATUSES_REFUSED = Counter("notify_statuses_refused_total",
                            "Status records commune.notify.status refused for their size (not written; the ledger still "
                            "holds the outcome, and the run goes on)")

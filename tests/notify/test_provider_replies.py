@@ -1,22 +1,29 @@
 """What a provider answers, against real local servers (no Kafka): ids kept only when short and plain, reply
-bodies read only up to a bound, webhook replies not read at all, whatever the server sends."""
+bodies read only up to a bound and for a bounded time, webhook replies not read at all, whatever the server sends;
+a 2xx whose body cannot be read is an acceptance (SMS, webhook), never a retry that could send twice."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from schemas.notification import ChannelKind
-from services.notify import rules
+from services.notify import metrics, rules
+from services.notify.channels import replies
 from services.notify.channels.base import DeliveryError, Receipt, compose
 from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
 from services.notify.subscribers import Registry
 from tests.kafkatools import free_port
 from tests.notify.events import directory, dossier
+from tests.notify.fakes import Calls
+from tests.notify.test_dispatcher import OUT, running, settle
 
 pytestmark = pytest.mark.unit
 
@@ -268,3 +275,141 @@ async def test_a_small_webhook_reply_is_drained_and_the_connection_reused() -> N
         finally:
             await http.close()
     assert len(peers) == 2 and peers[0] == peers[1]
+
+
+FREE_WITHIN = replies.READ_S + 1.0
+"""A send worker given a 2xx whose body cannot be read is free again within the read deadline and this margin;
+the request timeout of these tests is 10 s (before, the worker was held for all of it)."""
+UNREADABLE_MODES = ["drip", "cut", "cut-chunked", "bad-gzip"]
+
+
+class Unreadable:
+    """A provider answering 200 whose body cannot be read: `drip` (chunked JSON whitespace, a byte every 0.3 s,
+    for up to 12 s), `cut` (a Content-Length of 1,000, 15 bytes sent, then the connection closed), `cut-chunked`
+    (one chunk, then the connection closed) or `bad-gzip` (a body said to be gzip that is not). Counts requests."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.requests = mode, 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        self.requests += 1
+        if self.mode == "bad-gzip":
+            return web.Response(body=b"this is not gzip", headers={"Content-Type": "application/json",
+                                                                   "Content-Encoding": "gzip"})
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if self.mode == "cut":
+            resp.content_length = 1000
+        await resp.prepare(request)
+        try:
+            if self.mode == "drip":
+                for _ in range(40):
+                    await resp.write(b" ")
+                    await asyncio.sleep(0.3)
+            else:
+                await resp.write(b'{"message_id":"')
+                assert request.transport is not None
+                request.transport.close()
+        except (ConnectionError, RuntimeError):  # the client left: what a bounded read does
+            pass
+        return resp
+
+
+async def timed(call: Callable[[], Awaitable[Receipt]]) -> tuple[Receipt | DeliveryError, float]:
+    """`call`'s receipt (or the DeliveryError it raised) and how long it held its caller, in seconds."""
+    start = time.monotonic()
+    try:
+        result: Receipt | DeliveryError = await call()
+    except DeliveryError as err:
+        result = err
+    return result, time.monotonic() - start
+
+
+@pytest.mark.parametrize("mode", UNREADABLE_MODES)
+async def test_an_sms_gateway_2xx_whose_body_cannot_be_read_is_sent_once(mode: str) -> None:
+    """An SMS gateway answering 200, then dripping its body, cutting it off or sending it badly encoded: the gateway
+    accepted the SMS, so the channel answers sent, without an id, `reply_unreadable`, after one request, within the
+    read deadline. Before, the failed read was a retryable DeliveryError (TimeoutError, ClientPayloadError): the
+    SMS was sent again, and a dripping body held the worker for the whole request timeout."""
+    provider = Unreadable(mode)
+    async with serve(sms=provider.handle) as url:
+        http = HttpClient(10)
+        try:
+            message, channel = compose(sms_request(), 2), SmsGateway(http, url)
+            result, held = await timed(lambda: channel.send(message))
+        finally:
+            await http.close()
+    assert isinstance(result, Receipt), result
+    assert (result.via, result.provider_message_id, result.reply_refused) == ("sms", None, "reply_unreadable")
+    assert provider.requests == 1 and held < FREE_WITHIN, held
+
+
+@pytest.mark.parametrize("mode", UNREADABLE_MODES)
+async def test_a_webhook_2xx_whose_body_cannot_be_read_is_delivered_once(mode: str) -> None:
+    """A subscriber answering 200, then a body that drips, is cut off or badly encoded: delivered (the status code
+    says it all), counted as `reply_unreadable`, one request, the worker free within the read deadline. Before, a
+    retryable failure: the signed event was posted again."""
+    provider = Unreadable(mode)
+    async with serve(hooks__prov=provider.handle) as url:
+        reg = Registry.model_validate({"subscribers": [{"name": "prov-08", "url": f"{url}/hooks/prov", "secret": "s"}]})
+        hook = next(x for x in rules.for_event(dossier(), directory(), reg) if x.channel is ChannelKind.WEBHOOK)
+        http = HttpClient(10)
+        try:
+            message, webhooks = compose(hook, 2), Webhooks(http, reg)
+            result, held = await timed(lambda: webhooks.send(message))
+        finally:
+            await http.close()
+    assert isinstance(result, Receipt), result
+    assert (result.via, result.provider_message_id, result.reply_refused) == ("webhook", None, "reply_unreadable")
+    assert provider.requests == 1 and held < FREE_WITHIN, held
+
+
+@pytest.mark.parametrize("mode", UNREADABLE_MODES)
+async def test_a_zns_2xx_whose_body_cannot_be_read_is_retried_as_zns_like_an_over_limit_one(mode: str) -> None:
+    """Zalo answering 200 with a body that cannot be read: ZNS says in the body whether it took the message, so the
+    outcome is unknown, as for an over-limit reply (ADR 0027): a retryable `reply_unreadable`, no SMS fallback,
+    the worker free within the read deadline. Before, the retry and the absent fallback were the same, but the
+    reason was the error's type and a dripping body held the worker for the whole request timeout."""
+    provider, sms = Unreadable(mode), Unreadable("cut")
+    async with serve(zns__send=provider.handle, sms=sms.handle) as url:
+        [r] = [x for x in rules.for_event(
+            dossier(applicant={"zalo_user_id": "z-1", "phone": "0911111111", "preferred_locale": "vi"}),
+            directory(), Registry()) if x.channel is ChannelKind.ZALO]
+        http = HttpClient(10)
+        try:
+            message, zns = compose(r, 2), ZaloZns(http, url, SmsGateway(http, url))
+            result, held = await timed(lambda: zns.send(message))
+        finally:
+            await http.close()
+    assert isinstance(result, DeliveryError), result
+    assert (result.reason, result.retryable, result.not_delivered) == ("reply_unreadable", True, False)
+    assert (provider.requests, sms.requests) == (1, 0) and held < FREE_WITHIN, held
+
+
+@pytest.mark.parametrize("mode", ["drip", "cut"])
+async def test_through_the_dispatcher_an_unreadable_sms_reply_is_one_sent_status_never_a_retry(mode: str) -> None:
+    """The dispatcher (3 attempts allowed, 10 ms back-off) with the real SMS channel and a gateway answering 200 and
+    a body that drips or is cut off: one request reaches the gateway, one status, `sent` at attempt 1 with reason
+    `reply_unreadable`, counted in `notify_provider_replies_refused_total` and logged without content. Before, the
+    cut-off body was retried (the gateway got the SMS three times, then a dead letter) and the dripping one was
+    not done within the 5 s wait."""
+    provider = Unreadable(mode)
+    counter = metrics.PROVIDER_REPLIES_REFUSED.labels("sms", "reply_unreadable")
+    before = counter._value.get()
+    async with serve(sms=provider.handle) as url:
+        http = HttpClient(10)
+        try:
+            with capture_logs() as logs:
+                async with running(SmsGateway(http, url), routine=1, max_attempts=3) as s:
+                    done, request = Calls(), sms_request()
+                    await s.dispatcher.submit(request, done)
+                    await settle(lambda: done.count == 1, "done")
+                    statuses = [m.json() for m in s.producer.to(OUT.status)]
+        finally:
+            await http.close()
+    assert provider.requests == 1
+    assert [(st["outcome"], st["attempt"], st.get("reason")) for st in statuses] == [("sent", 1, "reply_unreadable")]
+    assert "provider_message_id" not in statuses[0] and counter._value.get() == before + 1
+    [line] = [e for e in logs if e["event"] == "notify.provider_reply_refused"]
+    assert (line["nid"], line["via"], line["reason"]) == (request.notification_id, "sms", "reply_unreadable")
+    assert "message_id" not in str(line)

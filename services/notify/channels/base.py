@@ -39,7 +39,8 @@ class Receipt:
     via: str = ""
     reply_refused: str | None = None
     """Why the provider's reply (or its id) was not taken although the message was: `provider_id_refused` (an id
-    not short and plain, `replies.provider_id`) or `reply_too_large` (a 2xx reply not read). A code, no value."""
+    not short and plain, `replies.provider_id`), `reply_too_large` (a 2xx reply not read) or `reply_unreadable` (a
+    2xx reply whose body could not be read: too slow, cut off, badly encoded). A code, no value."""
 
 
 @dataclass(frozen=True)

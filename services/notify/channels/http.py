@@ -5,14 +5,23 @@ Every call carries the notification id as `Idempotency-Key` and, when the reques
 logs can be matched with `commune-bus trace <trace id>`.
 
 A reply is read as a stream, at most `replies.MAX_REPLY_BYTES` of it (a webhook's at most
-`replies.DRAIN_BYTES`, then left), and only a plain id and an error code are kept from it (`replies`).
+`replies.DRAIN_BYTES`, then left) within `replies.READ_S` of its status line, and only a plain id and an error
+code are kept from it (`replies`).
+
+A 2xx status line is the provider's acceptance, whatever its body: a body that is too long (`reply_too_large`)
+or cannot be read (`reply_unreadable`: not in within `replies.READ_S`, cut off, badly encoded) leaves only
+what it said unknown. An SMS or a webhook then counts as sent, without an id (a retry could send it twice
+through a provider that ignores `Idempotency-Key`, ADR 0012); a ZNS call is retried as ZNS (ZNS says in its
+body whether it took the message, ADR 0027).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from schemas.notification import NotificationKind
 from services.notify.channels import replies
@@ -22,6 +31,9 @@ from services.notify.subscribers import Registry, signature
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLY_TOO_LARGE = "reply_too_large"
 """A provider's 2xx reply was longer than `replies.MAX_REPLY_BYTES` and not read (SMS: sent; ZNS: retried)."""
+REPLY_UNREADABLE = "reply_unreadable"
+"""A provider's 2xx reply body could not be read: not in within `replies.READ_S`, cut off, or badly encoded
+(SMS, webhook: sent; ZNS: retried)."""
 PROVIDER_ID_REFUSED = "provider_id_refused"
 """The provider answered a message id that is not short and plain (`replies.provider_id`): sent, id not kept."""
 
@@ -30,8 +42,8 @@ ZNS_TEMPLATE_IDS: dict[NotificationKind, str] = {k: f"cb-{i + 100}" for i, k in 
 
 
 class HttpClient:
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+    def __init__(self, timeout_s: float, read_s: float = replies.READ_S) -> None:
+        self.timeout, self.read_s = aiohttp.ClientTimeout(total=timeout_s), read_s
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -41,9 +53,10 @@ class HttpClient:
         return self._session
 
     async def post(self, url: str, *, json: object = None, data: bytes | None = None,
-                   headers: dict[str, str], read_reply: bool = True) -> dict[str, object] | None:
-        """POST; a 2xx reply's JSON object (`{}` if it holds none, or with `read_reply=False`: not wanted), or None
-        when the reply is longer than `replies.MAX_REPLY_BYTES`: it was not read, what it said is unknown."""
+                   headers: dict[str, str], read_reply: bool = True) -> dict[str, object] | str:
+        """POST; a 2xx reply's JSON object (`{}` if it holds none, or with `read_reply=False`: not wanted), or why
+        its body was not taken, `REPLY_TOO_LARGE` or `REPLY_UNREADABLE`: the provider accepted the request, what
+        it said beyond that is unknown. A DeliveryError for anything short of a 2xx status line."""
         try:
             # no redirect followed: a signed body (perhaps with personal data) goes to the registered URL only, never
             # where a 307 points (an internal address, say)
@@ -52,11 +65,11 @@ class HttpClient:
                     raise DeliveryError(f"http_{resp.status}")
                 if resp.status >= 300:
                     raise DeliveryError(f"http_{resp.status}", retryable=False)
-                if not read_reply:
-                    await _read_at_most(resp, replies.DRAIN_BYTES)
-                    return {}
-                body = await _read_at_most(resp, replies.MAX_REPLY_BYTES)
-                return None if body is None else replies.decode(body)
+                # accepted: from here on nothing is a failure of the request, only of its reply
+                body = await _body(resp, replies.MAX_REPLY_BYTES if read_reply else replies.DRAIN_BYTES, self.read_s)
+                if isinstance(body, str):
+                    return body
+                return replies.decode(body) if read_reply else {}
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # no retry can make this URL work
             raise DeliveryError(type(exc).__name__, retryable=False) from None
         except aiohttp.ClientConnectorError as exc:  # no connection made: the request never left
@@ -67,6 +80,19 @@ class HttpClient:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _body(resp: aiohttp.ClientResponse, limit: int, read_s: float) -> bytes | str:
+    """A 2xx reply's body, read within `read_s`, or why not: `REPLY_TOO_LARGE` (over `limit`) or `REPLY_UNREADABLE`
+    (not in within `read_s`, cut off, badly encoded: its connection closed). The request's own timeout still
+    applies: running out of it while the body comes is unreadable too, never a failed request."""
+    try:
+        async with asyncio.timeout(read_s):
+            body = await _read_at_most(resp, limit)
+    except (aiohttp.ClientError, HttpProcessingError, TimeoutError):
+        resp.close()
+        return REPLY_UNREADABLE
+    return REPLY_TOO_LARGE if body is None else body
 
 
 async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -98,8 +124,8 @@ class SmsGateway:
                 "segments": message.sms_count.segments}
         headers = {IDEMPOTENCY_HEADER: message.request.notification_id, **trace_headers(message.request)}
         reply = await self.client.post(self.url, json=body, headers=headers)
-        if reply is None:  # a 2xx is the gateway's acceptance: a retry could send it again (ADR 0012), so sent
-            return Receipt(None, via="sms", reply_refused=REPLY_TOO_LARGE)
+        if isinstance(reply, str):  # a 2xx is the gateway's acceptance: a retry could send it again (ADR 0012): sent
+            return Receipt(None, via="sms", reply_refused=reply)
         # Gateways that confirm handset delivery synchronously say so; otherwise "sent" (accepted by the gateway).
         mid = replies.provider_id(reply.get("message_id"))
         return Receipt(mid.value, delivered=reply.get("status") == "delivered", via="sms",
@@ -113,9 +139,10 @@ class ZaloZns:
 
     Only a ZNS call known not to have delivered falls back to SMS: a definite refusal (an error code, a 4xx
     other than 429) or a call that never left (no connection to Zalo). After a timeout, a disconnect, a 5xx, a
-    429 or a reply too long to read (`reply_too_large`) Zalo may have delivered (or asks us to slow down): the
-    failure is retryable and the dispatcher retries it as ZNS, with the same tracking id; an SMS then could
-    reach the citizen beside the ZNS message, through a provider that does not know that id.
+    429, a 2xx reply too long to read (`reply_too_large`) or whose body could not be read (`reply_unreadable`)
+    Zalo may have delivered (or asks us to slow down): the failure is retryable and the dispatcher retries it as
+    ZNS, with the same tracking id; an SMS then could reach the citizen beside the ZNS message, through a
+    provider that does not know that id.
     """
 
     def __init__(self, client: HttpClient, url: str, fallback: SmsGateway) -> None:
@@ -128,8 +155,8 @@ class ZaloZns:
         try:
             reply = await self.client.post(self.url, json=body,
                                            headers={IDEMPOTENCY_HEADER: r.notification_id, **trace_headers(r)})
-            if reply is None:  # ZNS says in the body whether it took the message: unknown, retried as ZNS
-                raise DeliveryError(REPLY_TOO_LARGE)
+            if isinstance(reply, str):  # ZNS says in the body whether it took the message: unknown, retried as ZNS
+                raise DeliveryError(reply)
             if (error := reply.get("error", 0)) != 0:
                 # the code only if it is one: a reason is logged and published, and what a provider echoes is not ours
                 raise DeliveryError(f"zns_error_{replies.error_code(error)}", retryable=False)
@@ -161,7 +188,8 @@ class Webhooks:
                    IDEMPOTENCY_HEADER: r.notification_id, "Webhook-Timestamp": ts,
                    "Webhook-Signature": signature(sub.secret.get_secret_value(), r.notification_id, ts, body),
                    **trace_headers(r)}
-        await self.client.post(sub.url, data=body, headers=headers, read_reply=False)  # the status code says it all
-        return Receipt(None, via="webhook")
+        # the status code says it all: a body too long is left unread as usual; one that cannot be read is counted
+        reply = await self.client.post(sub.url, data=body, headers=headers, read_reply=False)
+        return Receipt(None, via="webhook", reply_refused=REPLY_UNREADABLE if reply == REPLY_UNREADABLE else None)
 
     async def close(self) -> None: ...

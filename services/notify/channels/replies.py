@@ -1,8 +1,9 @@
 """What notify takes from a provider's reply, and how much of it it reads. Pure.
 
-A provider is outside our control: whatever it answers may be huge, nested, or an echo of the request (a
-phone number, a header it injects). Notify reads at most `MAX_REPLY_BYTES` of a provider's reply, none of a
-webhook subscriber's (`DRAIN_BYTES` at most, to keep the connection), and keeps from it only:
+A provider is outside our control: whatever it answers may be huge, nested, slow, cut off, or an echo of the
+request (a phone number, a header it injects). Notify reads at most `MAX_REPLY_BYTES` of a provider's reply, none
+of a webhook subscriber's (`DRAIN_BYTES` at most, to keep the connection), for at most `READ_S` after its status
+line, and keeps from it only:
 - a message id that is `plain` (at most `MAX_ID_LENGTH` characters of `ID_CHARACTERS`): it goes to the
   status topic, which holds no personal data, and to operators' screens; anything else is not kept;
 - a ZNS error code that is an integer of at most `MAX_CODE_DIGITS` digits (else `unexpected`): it becomes a
@@ -23,6 +24,10 @@ and its connection is closed, so one reply cannot take a worker's memory (`chann
 DRAIN_BYTES: Final = 4 * 1024
 """A webhook reply means nothing to us (the status code says it all): a reply this short is read to its end so
 the connection can be reused; a longer one is left unread and its connection closed."""
+READ_S: Final = 1.0
+"""Once a 2xx status line is in, its body (at most the bounds above) is read within this, apart from the request's
+own timeout: a JSON receipt comes with its headers, and a body that drips, is cut off or cannot be decoded must
+not hold a send worker for the whole request timeout (`channels.http`: what an unread body means)."""
 MAX_ID_LENGTH: Final = 128
 """The longest provider message id kept: ids are UUIDs (36), hex digests (64) or numbers, with a prefix."""
 ID_CHARACTERS: Final = "A-Za-z0-9._:-"
