@@ -155,6 +155,15 @@ class GuardedH11Protocol(H11Protocol):
     def resume_writing(self) -> None:
         super().resume_writing()
         self._unstall()
+        if self.transport.is_closing():  # still unsent data to go, below the high-water mark: a deadline for it
+            self._closing()
+
+    def _closing(self) -> None:
+        """The connection is closing gently (`Connection: close`, keep-alive ended) and waits until the client has
+        read what is still unsent: it has `send_timeout_s` for that, whatever is left (below the buffer's high-water
+        mark no `pause_writing` comes)."""
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.limits.send_timeout_s, self._close, "send_too_slow")
 
     def _unstall(self) -> None:
         if self._stalled is not None:
@@ -170,6 +179,7 @@ class GuardedH11Protocol(H11Protocol):
         (at the opening, or once a response is complete and the next request may come), or a request's body."""
         if self.transport.is_closing():
             self._disarm()
+            self._closing()
             return
         state = self.conn.their_state
         waiting: Waiting = "headers" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
@@ -205,7 +215,8 @@ class GuardedH11Protocol(H11Protocol):
     def _close(self, reason: Reason) -> None:
         self._disarm()  # the timer that fired, or (an eviction) the one still armed
         self._unstall()
-        if self.transport.is_closing() and reason != "send_too_slow":  # a close that waits on the client: abort it
+        if self.transport.is_closing() and reason != "send_too_slow":
+            self.transport.abort()  # a gentle close already under way, waiting on the client: it ends now
             return
         CONNECTIONS_CLOSED.labels(reason).inc()
         if reason != "evicted":  # an eviction, like a refusal, costs a flood nothing to cause: counted only

@@ -121,9 +121,9 @@ class GatewaySettings(ServiceSettings):
         default=4096, ge=1, description="The slowest a body may arrive on average past GATEWAY_BODY_TIMEOUT_S: "
         "4 KiB/s (32 kbit/s) is far below any working link, and a client must spend that much to hold a slot")
     send_timeout_s: float = Field(
-        default=20.0, gt=0, le=600, description="A client that reads none of an answer for this long (the gateway's "
-        "writes held back: it pipelines requests, or asks for a large answer, and never reads) has its connection "
-        "cut, so it cannot hold a slot for ever")
+        default=20.0, gt=0, le=600, description="A client that keeps the gateway's writes held back this long (it "
+        "reads too little of an answer, or none: it pipelines requests, or asks for a large answer, and does not "
+        "read), or leaves a closing connection's last bytes unread this long, has its connection cut")
     keepalive_timeout_s: int = Field(
         default=5, ge=1, le=300, description="A kept-alive connection idle this long after a response is closed "
         "(uvicorn's timeout_keep_alive); at most GATEWAY_HEADER_TIMEOUT_S, which also runs from that response. "
