@@ -49,7 +49,10 @@ class HttpClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=aiohttp.TCPConnector(limit=200))
+            # replies are asked for, and read, as they come: no decompression (a reply in an encoding aiohttp cannot
+            # decode, brotli say, raised before the 2xx was seen and the SMS was sent again; nor a zip bomb)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=aiohttp.TCPConnector(limit=200),
+                                                  auto_decompress=False, headers={"Accept-Encoding": "identity"})
         return self._session
 
     async def post(self, url: str, *, json: object = None, data: bytes | None = None,
@@ -66,6 +69,9 @@ class HttpClient:
                 if resp.status >= 300:
                     raise DeliveryError(f"http_{resp.status}", retryable=False)
                 # accepted: from here on nothing is a failure of the request, only of its reply
+                if read_reply and resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+                    resp.close()  # compressed though we asked for it as it is: not read
+                    return REPLY_UNREADABLE
                 body = await _body(resp, replies.MAX_REPLY_BYTES if read_reply else replies.DRAIN_BYTES, self.read_s)
                 if isinstance(body, str):
                     return body
