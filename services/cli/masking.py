@@ -53,9 +53,12 @@ HIDDEN = "***"
 MIN_TOKEN_LENGTH = -(-(12 + 16) * 4 // 3)
 """The shortest sealed token: an empty field's (nonce and tag alone), 38 base64url characters."""
 _TOKEN = re.compile(TOKEN_PATTERN.strip("^$"))
-PERSONAL_NUMBER = re.compile(r"\d{9,}")
-"""Nine digits or more in a row: an old CMND (9), a phone (10, or 11 written from 84), a CCCD (12). Masked in every
-string, member name and number of a value, whatever its field (a note, an id, a number that lost its leading 0)."""
+PERSONAL_NUMBER = re.compile(r"\d(?:[ .\-]?\d){8,}")
+"""Nine digits or more, in a row or grouped by single spaces, dots or dashes (`0912 345 678`, `+84 912.345.678`,
+`001-099-012-345`): an old CMND (9), a phone (10, or 11 written from 84), a CCCD (12). Masked in every string,
+member name and number of a value, whatever its field (a note, an id, a number that lost its leading 0)."""
+EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+"""An e-mail address, in any field: masked as notify's log lines mask one."""
 PORTAL_TIMES = frozenset(FIELD_NAMES[f] for f in ("submitted_at", "received_at", "due_at", "ended_at", "returned_at",
                                                    "rejected_at"))
 """The portal's time fields (yyyyMMddHHmmss, 14 digits): a valid time there is shown as it is."""
@@ -79,8 +82,9 @@ def portal_time(value: str) -> bool:
 
 
 def personal_numbers_masked(text: str) -> str:
-    """`text` with each run of nine digits or more (`PERSONAL_NUMBER`) masked as a phone is (`09******78`)."""
-    return PERSONAL_NUMBER.sub(lambda m: mask_phone(m.group()), text)
+    """`text` with each run of nine digits or more (`PERSONAL_NUMBER`) masked as a phone is (`09******78`), and each
+    e-mail address (`EMAIL`) as notify masks one."""
+    return PERSONAL_NUMBER.sub(lambda m: mask_phone(m.group()), EMAIL.sub(lambda m: mask_email(m.group()), text))
 
 
 def _mask(field: str, value: Any) -> Any:

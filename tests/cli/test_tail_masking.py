@@ -221,3 +221,15 @@ def test_what_identifies_nobody_is_shown() -> None:
     assert "0912345678" not in out and f"<masked, {len(b'phone: 0912345678')} bytes>" in out
     traceparent = b"00-4bf92f35123456789e3ce929d0e0e473-00f067aa0ba902b7-01"  # a producer's: may hold a number
     assert traceparent.decode() not in out and f"<masked, {len(traceparent)} bytes>" in out
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("text", ["0912 345 678", "0912.345.678", "+84 912 345 678", "001 099 012 345",
+                                  "001-099-012-345", "lan.nguyen@example.vn"])
+def test_formatted_numbers_and_addresses_in_any_field_are_masked(text: str) -> None:
+    """Review: only a run of nine digits was masked, so a phone or CCCD written in groups, and an e-mail outside
+    the applicant's fields (`data.contact.email`), were shown by default."""
+    value = orjson.dumps({"data": {"contact": {"email": text, "note": f"call {text} today"}}})
+    rec = ConsumerRecord("commune.raw.dossier", 0, 7, 0, 0, b"02269", value, None, 0, 0, [])
+    assert text not in rendered(record_panel(rec))
+    assert text in rendered(record_panel(rec, show_personal_data=True))
