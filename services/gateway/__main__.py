@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +24,7 @@ from services.common import closing, runtime
 from services.common.health import Health
 from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
-from services.gateway.connections import ConnectionLimits, guarded
+from services.gateway.connections import ConnectionLimits, abort_handshakes, guarded, guarded_tls
 from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings, KeysFileError, load_credentials
@@ -41,18 +43,30 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        abort_handshakes(self.config.http_protocol_class)
+        await super().shutdown(sockets)
+
 
 def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
     """HTTP on host:port, or HTTPS with the settings' certificate and key; headers of 16 KiB at most, and slow or
     excess connections closed (`connections`)."""
-    tls = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)} \
-        if settings.tls_certfile is not None else {}
     limits = ConnectionLimits(settings.header_timeout_s, settings.body_timeout_s, settings.body_min_bytes_per_s,
                               settings.max_connections, settings.send_timeout_s)
+    # over TLS the listening socket stays plain TCP and each connection gets its TLS layer from `guarded_tls`: so its
+    # handshake counts against the cap and has a deadline (uvicorn's `ssl_certfile` would leave both to asyncio)
+    protocol = guarded(limits) if settings.tls_certfile is None else guarded_tls(limits, tls_context(settings))
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                          http=guarded(limits), timeout_keep_alive=settings.keepalive_timeout_s,
-                          h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=settings.stop_requests_s,
-                          **tls)  # type: ignore[arg-type]
+                          http=protocol, timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
+                          h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=settings.stop_requests_s)
+
+
+def tls_context(settings: GatewaySettings) -> ssl.SSLContext:
+    """The server's TLS: its certificate and key, Python's defaults for a server (TLS 1.2 or later)."""
+    assert settings.tls_certfile is not None and settings.tls_keyfile is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_certfile, settings.tls_keyfile)
+    return context
 
 
 def check_file_limit(settings: GatewaySettings) -> None:

@@ -19,11 +19,17 @@ need too. Its `limit_concurrency` does not help: it is checked once a request's 
   send nothing cannot keep a prompt client (an integrator, a health probe) out: its headers arrive within
   milliseconds, long before hundreds of newer connections make it the oldest waiting one.
 
+Over TLS the connection is guarded from its first byte, not from the end of its handshake: `guarded_tls` wraps the
+H11 protocol in asyncio's own TLS protocol (`TlsHandshake`, the server socket itself is plain TCP), so a handshake
+counts against the cap while it runs, is the first thing evicted when it has waited longest, and must complete
+within `header_timeout_s` (`handshake_timeout`; then the request's headers have their own deadline). Left to
+asyncio (uvicorn's `ssl_certfile`), a handshake that never came was held 60 s and counted nowhere: a client opening
+a few hundred such connections a second ran the process out of file descriptors, the Kafka clients' with them.
+
 An offender's connection is aborted (closed at once, whatever is still unsent dropped, and over TLS without waiting
 up to 30 s for the peer's close_notify: a close would keep the slot meanwhile; its request, if the app is reading it,
 sees the client gone) and counted in `commune_gateway_connections_closed_total{reason}`; no other connection
-notices. Not covered: a TLS handshake that stalls is bounded by asyncio's own 60 s handshake timeout (uvicorn has no
-setting for it), and is counted against the cap only once it completes.
+notices.
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
+import ssl
+from asyncio import sslproto
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import h11
 import structlog
@@ -47,7 +56,8 @@ from services.gateway.telemetry import CONNECTIONS_CLOSED, CONNECTIONS_OPEN
 
 log = structlog.get_logger("gateway")
 
-Reason = Literal["header_timeout", "body_too_slow", "send_too_slow", "too_many_connections", "evicted"]
+Reason = Literal["header_timeout", "handshake_timeout", "body_too_slow", "send_too_slow", "too_many_connections",
+                 "evicted"]
 Waiting = Literal["headers", "body"] | None
 """What the connection waits for from the client: a request's headers, the rest of its body, or nothing."""
 
@@ -97,10 +107,14 @@ class GuardedH11Protocol(H11Protocol):
     """One connection of the gateway's server (see the module's docstring); `limits` is set by `guarded`."""
 
     limits: ClassVar[ConnectionLimits]
+    handshaking: ClassVar[set[TlsHandshake]]
+    """This server's TLS connections whose handshake is under way (`guarded_tls`): they count against the cap."""
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.handshake: TlsHandshake | None = None
+        """Over TLS, the connection's TLS layer: it admitted the connection when its TCP connection opened."""
         self._clock: PausedClock | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._waiting: tuple[Waiting, object] = (None, None)
@@ -117,21 +131,34 @@ class GuardedH11Protocol(H11Protocol):
         CONNECTIONS_OPEN.inc()
         self._clock = PausedClock(transport, self.loop.time)
         self.flow = self._clock
-        if len(self.connections) > self.limits.max_connections:
-            victim = self._longest_waiting()
-            if victim is None:
-                CONNECTIONS_CLOSED.labels("too_many_connections").inc()  # not logged: refusals cost nothing to cause
-                transport.write(TOO_MANY)
-                transport.close()
-                return
-            victim._close("evicted")
+        if self.handshake is not None:  # admitted when its TCP connection opened; its TLS handshake is done now
+            self.handshake.completed()
+        elif not self.admit(self.connections, self):
+            CONNECTIONS_CLOSED.labels("too_many_connections").inc()  # not logged: refusals cost nothing to cause
+            transport.write(TOO_MANY)
+            transport.close()
+            return
         self._follow()
 
-    def _longest_waiting(self) -> GuardedH11Protocol | None:
-        """The open connection that has waited longest for a request's headers, if any does (never this one)."""
-        waiting = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self
-                   and c._waiting[0] == "headers" and not c.transport.is_closing()]
-        return min(waiting, key=lambda c: c._waiting_since, default=None)
+    @classmethod
+    def admit(cls, connections: set[Any], newcomer: object) -> bool:
+        """Room for `newcomer`, already counted among `connections` (uvicorn's, of this server) or the TLS handshakes
+        under way: past the cap the connection that has waited longest for a request's headers, or for the end of its
+        handshake, gives way (`evicted`). False when none waits: every connection is busy with a request."""
+        if len(connections) + len(cls.handshaking) <= cls.limits.max_connections:
+            return True
+        waiting: list[GuardedH11Protocol | TlsHandshake] = [
+            c for c in connections if isinstance(c, GuardedH11Protocol) and c is not newcomer
+            and c._waiting[0] == "headers" and not c.transport.is_closing()]
+        waiting += [h for h in cls.handshaking if h is not newcomer]
+        victim = min(waiting, key=lambda c: c._waiting_since, default=None)
+        if victim is None:
+            return False
+        victim.evict()
+        return True
+
+    def evict(self) -> None:
+        self._close("evicted")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -229,11 +256,103 @@ class GuardedH11Protocol(H11Protocol):
             self._deadline = None
 
 
+HANDSHAKE_BACKSTOP_S = 5.0
+"""asyncio's own handshake deadline comes this long after `TlsHandshake`'s, in case that one never fires."""
+
+
+class TlsHandshake(sslproto.SSLProtocol):
+    """One TLS connection of the gateway's server: asyncio's TLS protocol over its TCP connection, around its H11
+    protocol, guarded from the TCP connection's opening (see the module's docstring); `guarded` and `context` are set
+    by `guarded_tls`."""
+
+    guarded: ClassVar[type[GuardedH11Protocol]]
+    context: ClassVar[ssl.SSLContext]
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        loop = _loop or asyncio.get_event_loop()
+        self.app = self.guarded(config, server_state, app_state, _loop)
+        self.app.handshake = self
+        # typeshed asks for a waiter (asyncio passes None too) and a whole number of seconds
+        backstop = math.ceil(self.guarded.limits.header_timeout_s + HANDSHAKE_BACKSTOP_S)
+        super().__init__(loop, self.app, self.context, None, server_side=True,  # type: ignore[arg-type]
+                         ssl_handshake_timeout=backstop)
+        self.raw: asyncio.Transport | None = None
+        self._waiting_since = 0
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guarded = self.guarded
+        self.raw = cast(asyncio.Transport, transport)  # a TCP connection's (uvloop's is no asyncio.Transport subclass)
+        guarded.handshaking.add(self)
+        CONNECTIONS_OPEN.inc()
+        self._waiting_since = next(_TURNS)
+        self._deadline = self._loop.call_later(guarded.limits.header_timeout_s, self._expire)
+        super().connection_made(transport)
+        if not guarded.admit(self.app.connections, self):
+            CONNECTIONS_CLOSED.labels("too_many_connections").inc()  # no 503 before a handshake: closed unanswered
+            self._cut()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._settle()
+        super().connection_lost(exc)
+
+    def completed(self) -> None:
+        """The handshake is done: the H11 protocol has the connection (and counts it) from now on."""
+        self._settle()
+
+    def evict(self) -> None:
+        CONNECTIONS_CLOSED.labels("evicted").inc()
+        self._cut()
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self in self.guarded.handshaking:
+            CONNECTIONS_CLOSED.labels("handshake_timeout").inc()
+            peer = self.raw.get_extra_info("peername") if self.raw is not None else None
+            log.info("gateway.connection_closed", reason="handshake_timeout", peer=peer[0] if peer else "")
+            self._cut()
+
+    def _cut(self) -> None:
+        """Close the TCP connection at once; its slot is free now (its `connection_lost` comes on a later turn)."""
+        self._settle()
+        if self.raw is not None:
+            self.raw.abort()
+
+    def _settle(self) -> None:
+        if self in self.guarded.handshaking:
+            self.guarded.handshaking.discard(self)
+            CONNECTIONS_OPEN.dec()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+
 def guarded(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
-    """The protocol class to give uvicorn (`Config(http=...)`) for these limits."""
+    """The protocol class to give uvicorn (`Config(http=...)`) for these limits, plain HTTP."""
 
     class Guarded(GuardedH11Protocol):
         pass
 
     Guarded.limits = limits
+    Guarded.handshaking = set()
     return Guarded
+
+
+def guarded_tls(limits: ConnectionLimits, context: ssl.SSLContext) -> type[TlsHandshake]:
+    """The protocol class to give uvicorn (`Config(http=...)`, without `ssl_certfile`: the listening socket stays
+    plain TCP) for these limits over TLS with `context`."""
+
+    class Guarded(TlsHandshake):
+        pass
+
+    Guarded.guarded = guarded(limits)
+    Guarded.context = context
+    return Guarded
+
+
+def abort_handshakes(protocol: type[Any]) -> None:
+    """At the server's shutdown: close the TLS handshakes still under way (uvicorn knows only finished ones)."""
+    if isinstance(protocol, type) and issubclass(protocol, TlsHandshake):
+        for handshake in list(protocol.guarded.handshaking):
+            handshake._cut()

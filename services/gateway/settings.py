@@ -112,7 +112,8 @@ class GatewaySettings(ServiceSettings):
     header_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="A connection's request line and headers must have arrived within "
         "this of its opening, or of the previous response on a kept-alive connection; else it is closed. Headers "
-        "are at most 16 KiB: 10 s is ample on a slow link and frees a silent or byte-a-second client's slot")
+        "are at most 16 KiB: 10 s is ample on a slow link and frees a silent or byte-a-second client's slot. Over "
+        "TLS the handshake must also be done within this of the TCP connection's opening, then the headers have theirs")
     body_timeout_s: float = Field(
         default=20.0, gt=0, le=600, description="Once the headers are in, a body may take this long plus one second "
         "per GATEWAY_BODY_MIN_BYTES_PER_S bytes received so far (time the gateway itself is not reading is not "
@@ -129,8 +130,9 @@ class GatewaySettings(ServiceSettings):
         "(uvicorn's timeout_keep_alive); at most GATEWAY_HEADER_TIMEOUT_S, which also runs from that response. "
         "Behind a proxy that reuses connections, set both above the proxy's own idle timeout")
     max_connections: int = Field(
-        default=512, ge=1, description="Open connections at most (probes and /metrics included); one more takes "
-        "the place of the connection that has waited longest for a request's headers (closed, `evicted`), or, when "
+        default=512, ge=1, description="Open connections at most (probes, /metrics and TLS handshakes under way "
+        "included); one more takes the place of the connection that has waited longest for a request's headers or "
+        "for the end of its TLS handshake (closed, `evicted`), or, when "
         "every one is busy with a request, is answered 503 with Retry-After and closed at once. Keep it below "
         "the process's open-file limit "
         "(`ulimit -n`) less about 100 for the Kafka clients and files; the gateway warns at start when it is not")

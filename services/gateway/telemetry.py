@@ -8,9 +8,11 @@ ANSWERS = Counter("commune_gateway_answers_total", "Answers to POST /v1/events, 
 EVENTS = Counter("commune_gateway_events_total", "Events published to the raw topics", ["family"])
 REFUSED = Counter("commune_gateway_refused_total", "Requests refused before their body was checked, by reason "
                   "(too_large, unauthenticated, rate_limited, failed_signatures, unsupported_media_type)", ["reason"])
-CONNECTIONS_OPEN = Gauge("commune_gateway_connections_open", "HTTP connections open now (GATEWAY_MAX_CONNECTIONS)")
+CONNECTIONS_OPEN = Gauge("commune_gateway_connections_open", "HTTP connections open now, TLS handshakes "
+                         "under way included (GATEWAY_MAX_CONNECTIONS)")
 CONNECTIONS_CLOSED = Counter("commune_gateway_connections_closed_total", "HTTP connections the gateway closed on a "
-                             "slow or excess client, by reason (header_timeout, body_too_slow, too_many_connections)",
+                             "slow or excess client, by reason (header_timeout, handshake_timeout, body_too_slow, "
+                             "send_too_slow, too_many_connections, evicted)",
                              ["reason"])
 TRACES = Counter("commune_gateway_traces_total", "GET /v1/trace/{query} calls past the operator key, by outcome "
                  "(found, not_found, busy, overdue, broker_unavailable)", ["outcome"])
