@@ -62,9 +62,11 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
 
 
 def tls_context(settings: GatewaySettings) -> ssl.SSLContext:
-    """The server's TLS: its certificate and key, Python's defaults for a server (TLS 1.2 or later)."""
+    """The server's TLS: its certificate and key, TLS 1.2 or later, Python's defaults otherwise (not
+    `create_default_context`: it would write the session secrets to any file SSLKEYLOGFILE names)."""
     assert settings.tls_certfile is not None and settings.tls_keyfile is not None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(settings.tls_certfile, settings.tls_keyfile)
     return context
 

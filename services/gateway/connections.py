@@ -243,12 +243,31 @@ class GuardedH11Protocol(H11Protocol):
         self._disarm()  # the timer that fired, or (an eviction) the one still armed
         self._unstall()
         if self.transport.is_closing() and reason != "send_too_slow":
-            self.transport.abort()  # a gentle close already under way, waiting on the client: it ends now
+            self._abort()  # a gentle close already under way, waiting on the client: it ends now
             return
         CONNECTIONS_CLOSED.labels(reason).inc()
         if reason != "evicted":  # an eviction, like a refusal, costs a flood nothing to cause: counted only
             log.info("gateway.connection_closed", reason=reason, peer=self.client[0] if self.client else "")
+        self._abort()
+
+    def _abort(self) -> None:
+        """Close the connection at once. Over TLS the TCP connection underneath too: asyncio's TLS transport closed
+        twice (a gentle close, then uvicorn's shutdown) forgets its protocol and ignores `abort` (review: a client
+        that never answered close_notify held the connection, and the gateway's stop, 30 s)."""
         self.transport.abort()
+        if self.handshake is not None and self.handshake.raw is not None:
+            self.handshake.raw.abort()
+
+    def shutdown(self) -> None:
+        """The server stops: uvicorn's, but a TLS connection closing already is not closed again (asyncio's TLS
+        transport would forget its protocol): cut when it only waits for the client's close_notify, else left to
+        finish sending within its send deadline."""
+        if self.handshake is None or not self.transport.is_closing():
+            super().shutdown()
+            return
+        raw = self.handshake.raw
+        if self.transport.get_write_buffer_size() == 0 and (raw is None or raw.get_write_buffer_size() == 0):
+            self._abort()
 
     def _disarm(self) -> None:
         if self._deadline is not None:
@@ -267,16 +286,21 @@ class TlsHandshake(sslproto.SSLProtocol):
 
     guarded: ClassVar[type[GuardedH11Protocol]]
     context: ClassVar[ssl.SSLContext]
+    max_size = 32 * 1024
+    """The read buffer asyncio allocates (zero-filled) for every accepted connection: 256 KiB by default, 128 MiB for
+    512 silent connections (review); a TLS record is at most 16 KiB."""
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         loop = _loop or asyncio.get_event_loop()
         self.app = self.guarded(config, server_state, app_state, _loop)
         self.app.handshake = self
-        # typeshed asks for a waiter (asyncio passes None too) and a whole number of seconds
-        backstop = math.ceil(self.guarded.limits.header_timeout_s + HANDSHAKE_BACKSTOP_S)
+        limits = self.guarded.limits
+        # typeshed asks for a waiter (asyncio passes None too) and whole numbers of seconds; a gentle close waits for
+        # the client's close_notify as long as a client not reading its answer is given (asyncio's default: 30 s)
         super().__init__(loop, self.app, self.context, None, server_side=True,  # type: ignore[arg-type]
-                         ssl_handshake_timeout=backstop)
+                         ssl_handshake_timeout=math.ceil(limits.header_timeout_s + HANDSHAKE_BACKSTOP_S),
+                         ssl_shutdown_timeout=math.ceil(limits.send_timeout_s))
         self.raw: asyncio.Transport | None = None
         self._waiting_since = 0
         self._deadline: asyncio.TimerHandle | None = None

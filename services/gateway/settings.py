@@ -133,7 +133,8 @@ class GatewaySettings(ServiceSettings):
         default=512, ge=1, description="Open connections at most (probes, /metrics and TLS handshakes under way "
         "included); one more takes the place of the connection that has waited longest for a request's headers or "
         "for the end of its TLS handshake (closed, `evicted`), or, when "
-        "every one is busy with a request, is answered 503 with Retry-After and closed at once. Keep it below "
+        "every one is busy with a request, is answered 503 with Retry-After and closed at once (over HTTPS closed "
+        "unanswered: nothing can be written before a handshake). Keep it below "
         "the process's open-file limit "
         "(`ulimit -n`) less about 100 for the Kafka clients and files; the gateway warns at start when it is not")
     trace_concurrency: int = Field(
