@@ -13,7 +13,9 @@ events/s: BENCH_LATENCY_WARMUP seconds (default 2) reported apart, then BENCH_LA
 10) measured, in one unbroken stream; beside it, on the same stream, the broker round trip without
 transactions and the exactly-once floor (`bench.eos_forward`: aiokafka's transactional forwarding loop,
 no validation; `bench.rd_forward`: the same with librdkafka). The aiokafka floor and intake run in
-BENCH_LATENCY_ROUNDS interleaved pairs (default 3): the figure is the median of the pair-by-pair ratios.
+BENCH_LATENCY_ROUNDS interleaved pairs (default 3): the figure is the median of the pair-by-pair ratios. All of
+it once per arrival shape (BENCH_LATENCY_TICKS, default "0.001,0.005": two records every millisecond, then ten
+every five milliseconds; see `TICKS`).
 BENCH_INTAKE_ONLY_LATENCY=1 runs the latency part only. Size: BENCH_INTAKE_EVENTS (default 30,000).
 """
 
@@ -61,6 +63,11 @@ RATE = 2000
 ROUNDS = int(os.environ.get("BENCH_INTAKE_ROUNDS", "2"))
 LATENCY_ROUNDS = int(os.environ.get("BENCH_LATENCY_ROUNDS", "3"))
 ONLY_LATENCY = os.environ.get("BENCH_INTAKE_ONLY_LATENCY") == "1"
+TICKS = tuple(float(t) for t in os.environ.get("BENCH_LATENCY_TICKS", "0.001,0.005").split(","))
+"""How the fixed-rate stream arrives: RATE * tick records every tick seconds, each shape measured on its own. 1 ms:
+two records at a time, near-even arrivals, as the traffic of thousands of communes would come; 5 ms: bursts of ten,
+the shape that favours the floor (one transaction per burst, each fetch waiting for nothing). On the same broker
+and service the p99 ratio moved from 1.20-1.29x (1 ms) to 1.86-2.23x (5 ms) (docs/benchmarks.md, 2026-12-02)."""
 Records = list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
 
 
@@ -147,27 +154,28 @@ async def intake_throughput(namespace: str) -> float:
     return rate
 
 
-async def service_latency(namespace: str) -> Latency:
+async def service_latency(namespace: str, tick: float) -> Latency:
     """Latency as deployed: the service in its own process, the load generator and the observer in this one."""
     env = {"INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench", "INTAKE_HTTP_PORT": "9199",
            "INTAKE_LOG_LEVEL": "WARNING"}
-    return await _latency_through("services.intake", env, namespace, scoped(CANONICAL[Family.DOSSIER], namespace).name)
+    return await _latency_through("services.intake", env, namespace, scoped(CANONICAL[Family.DOSSIER], namespace).name,
+                                  tick)
 
 
-async def floor_latency(namespace: str, module: str = "bench.eos_forward") -> Latency:
+async def floor_latency(namespace: str, tick: float, module: str = "bench.eos_forward") -> Latency:
     """The same stream through `module` (exactly-once forwarding, nothing else): the floor."""
     out = f"{namespace}.bench.out-eos"
     await ensure_topics(CONNECTION, [TopicSpec(out, Kind.INTERNAL, key="", description="")])
     env = {"BENCH_RAW": scoped(RAW[Family.DOSSIER], namespace).name, "BENCH_OUT": out, "BENCH_APP": f"{namespace}-eos"}
-    return await _latency_through(module, env, namespace, out)
+    return await _latency_through(module, env, namespace, out, tick)
 
 
-async def _latency_through(module: str, env: dict[str, str], namespace: str, out: str) -> Latency:
+async def _latency_through(module: str, env: dict[str, str], namespace: str, out: str, tick: float) -> Latency:
     """`python -m module` in its own process while the stream runs; stopped (SIGTERM) after."""
     proc = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.DEVNULL,
                             env={**os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, **env})
     try:
-        return await fixed_rate_latency(namespace, out)
+        return await fixed_rate_latency(namespace, out, tick)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -191,7 +199,7 @@ class Latency:
                 f"max {max(values, default=float('nan')):.1f} ms")
 
 
-async def fixed_rate_latency(namespace: str, out: str) -> Latency:
+async def fixed_rate_latency(namespace: str, out: str, tick: float) -> Latency:
     """Send valid dossier events at RATE/s to the raw topic; time each until committed on `out`.
 
     One unbroken stream: WARMUP_SECONDS, then LATENCY_SECONDS measured. The stretch right after an
@@ -243,7 +251,6 @@ async def fixed_rate_latency(namespace: str, out: str) -> Latency:
             warmed = any(dict(r.headers)["ce_id"] == dict(warm.headers)["ce_id"] for rs in batch.values() for r in rs)
         watcher = asyncio.create_task(observe())
         begin = time.perf_counter()
-        tick = 0.005
         per_tick = int(RATE * tick)
         for i in range(0, total, per_tick):
             for j in range(i, min(i + per_tick, total)):
@@ -351,10 +358,16 @@ async def latency_rounds() -> None:
     """Raw -> committed output latency of the plain round trip and librdkafka's floor (once each), then the
     aiokafka exactly-once floor and the intake service in LATENCY_ROUNDS interleaved pairs: the machine's load
     drifts over minutes, so each intake window is compared with the floor window beside it, and the median of the
-    per-pair ratios is the figure (the pooled quantiles are printed too)."""
-    print(f"\nraw -> committed output latency at {RATE:,} events/s, one unbroken stream each: the first "
-          f"{WARMUP_SECONDS:.0f}s reported apart (warm-up), then {LATENCY_SECONDS:.0f}s measured; floor and intake "
-          f"in {LATENCY_ROUNDS} interleaved pairs", flush=True)
+    per-pair ratios is the figure (the pooled quantiles are printed too). Once per arrival shape of TICKS."""
+    for tick in TICKS:
+        await latency_shape(tick)
+
+
+async def latency_shape(tick: float) -> None:
+    """`latency_rounds` for one arrival shape: int(RATE * tick) records every `tick` seconds."""
+    print(f"\nraw -> committed output latency at {RATE:,} events/s, {int(RATE * tick)} records every "
+          f"{tick * 1000:g} ms, one unbroken stream each: the first {WARMUP_SECONDS:.0f}s reported apart (warm-up), "
+          f"then {LATENCY_SECONDS:.0f}s measured; floor and intake in {LATENCY_ROUNDS} interleaved pairs", flush=True)
     labels = {"plain": "broker round trip: produce -> consume, no transactions",
               "rdfloor": "exactly-once forwarding with librdkafka (bench.rd_forward, confluent-kafka)",
               "floor": "exactly-once forwarding, nothing else (bench.eos_forward, aiokafka)",
@@ -362,7 +375,7 @@ async def latency_rounds() -> None:
     plan = ["plain", "rdfloor"] + ["floor", "service"] * LATENCY_ROUNDS
     results: dict[str, list[Latency]] = {kind: [] for kind in labels}
     for n, kind in enumerate(plan):
-        lat = await one_latency(kind, n)
+        lat = await one_latency(kind, n, tick)
         results[kind].append(lat)
         print(f"  {labels[kind]}\n    measured ({len(lat.measured):,} events): {lat.summary(lat.measured)}\n"
               f"    warm-up  ({len(lat.warmup):,} events): {lat.summary(lat.warmup)}", flush=True)
@@ -373,8 +386,9 @@ async def latency_rounds() -> None:
     print("intake/floor (aiokafka) pair by pair: " + "  ".join(
         f"p99 {q(s.measured, 0.99):.0f}/{q(f.measured, 0.99):.0f} ms = {q(s.measured, 0.99) / q(f.measured, 0.99):.2f}x"
         for f, s in pairs))
-    print(f"intake/floor median of {len(pairs)} pairs: p50 {median(ratios[0.5]):.2f}x, p99 {median(ratios[0.99]):.2f}x "
-          f"(target p99 <= 1.5x); pooled p99 intake {q(pooled['service'], 0.99):.1f} ms, floor "
+    print(f"intake/floor median of {len(pairs)} pairs, {int(RATE * tick)} records every {tick * 1000:g} ms: "
+          f"p50 {median(ratios[0.5]):.2f}x, p99 {median(ratios[0.99]):.2f}x (target p99 <= 1.5x); pooled p99 intake "
+          f"{q(pooled['service'], 0.99):.1f} ms, floor "
           f"{q(pooled['floor'], 0.99):.1f} ms (aiokafka), {q(results['rdfloor'][0].measured, 0.99):.1f} ms "
           f"(librdkafka)", flush=True)
 
@@ -385,16 +399,16 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-async def one_latency(kind: str, n: int) -> Latency:
+async def one_latency(kind: str, n: int, tick: float) -> Latency:
     """One latency window of `kind` on a fresh namespace."""
     namespace = naming.namespace(f"{kind}{n}")
     await ensure_topics(CONNECTION, [scoped(s, namespace)
                                      for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
     if kind == "plain":  # the observer reads the raw topic itself
-        return await fixed_rate_latency(namespace, scoped(RAW[Family.DOSSIER], namespace).name)
+        return await fixed_rate_latency(namespace, scoped(RAW[Family.DOSSIER], namespace).name, tick)
     if kind == "service":
-        return await service_latency(namespace)
-    return await floor_latency(namespace, "bench.rd_forward" if kind == "rdfloor" else "bench.eos_forward")
+        return await service_latency(namespace, tick)
+    return await floor_latency(namespace, tick, "bench.rd_forward" if kind == "rdfloor" else "bench.eos_forward")
 
 
 def main() -> None:
