@@ -21,13 +21,13 @@ import httpx
 import pytest
 import uvloop
 
+from bench.bench_gateway_tls import certificate as self_signed
 from services.gateway.__main__ import _Server, server_config
 from services.gateway.app import create_app
 from services.gateway.claims import MemoryClaims
 from services.gateway.settings import GatewaySettings
 from services.gateway.telemetry import CONNECTIONS_CLOSED, CONNECTIONS_OPEN
 from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Clock, Recording
-from tests.gateway.test_https_kafka import self_signed
 from tests.kafkatools import free_port
 from tests.waiting import eventually_async
 
