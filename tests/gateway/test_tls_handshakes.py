@@ -126,11 +126,12 @@ def test_past_the_cap_a_stalled_handshake_gives_way_to_a_prompt_tls_client(run: 
 
 
 async def _handshakes_at_the_cap(tmp_path: Path) -> None:
-    evicted, refused = closed("evicted"), closed("too_many_connections")
+    evicted, refused, gauge = closed("evicted"), closed("too_many_connections"), open_now()
     async with https_gateway(tmp_path, max_connections=3, header_timeout_s=60.0, body_timeout_s=60.0,
                              keepalive_timeout_s=1) as (url, trust):
         stalled = [await silent(url) for _ in range(3)]
-        await asyncio.sleep(0.2)  # the server has seen all three before the prompt client comes
+        await eventually_async(lambda: open_now() - gauge >= 3, timeout=5,
+                               what="the server has seen all three before the prompt client comes")
         async with httpx.AsyncClient(verify=trust, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) \
                 as http:
             answer = await http.get(url + "/healthz")
