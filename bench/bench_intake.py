@@ -64,6 +64,8 @@ ROUNDS = int(os.environ.get("BENCH_INTAKE_ROUNDS", "2"))
 LATENCY_ROUNDS = int(os.environ.get("BENCH_LATENCY_ROUNDS", "3"))
 ONLY_LATENCY = os.environ.get("BENCH_INTAKE_ONLY_LATENCY") == "1"
 TICKS = tuple(float(t) for t in os.environ.get("BENCH_LATENCY_TICKS", "0.001,0.005").split(","))
+if bad := [t for t in TICKS if RATE * t < 1 or abs(RATE * t - round(RATE * t)) > 1e-6]:
+    raise SystemExit(f"BENCH_LATENCY_TICKS: {bad} s would not send a whole number of records per tick at {RATE}/s")
 """How the fixed-rate stream arrives: RATE * tick records every tick seconds, each shape measured on its own. 1 ms:
 two records at a time, near-even arrivals, as the traffic of thousands of communes would come; 5 ms: bursts of ten,
 the shape that favours the floor (one transaction per burst, each fetch waiting for nothing). On the same broker
@@ -251,7 +253,7 @@ async def fixed_rate_latency(namespace: str, out: str, tick: float) -> Latency:
             warmed = any(dict(r.headers)["ce_id"] == dict(warm.headers)["ce_id"] for rs in batch.values() for r in rs)
         watcher = asyncio.create_task(observe())
         begin = time.perf_counter()
-        per_tick = int(RATE * tick)
+        per_tick = round(RATE * tick)
         for i in range(0, total, per_tick):
             for j in range(i, min(i + per_tick, total)):
                 rec = records[j]
@@ -364,8 +366,8 @@ async def latency_rounds() -> None:
 
 
 async def latency_shape(tick: float) -> None:
-    """`latency_rounds` for one arrival shape: int(RATE * tick) records every `tick` seconds."""
-    print(f"\nraw -> committed output latency at {RATE:,} events/s, {int(RATE * tick)} records every "
+    """`latency_rounds` for one arrival shape: round(RATE * tick) records every `tick` seconds."""
+    print(f"\nraw -> committed output latency at {RATE:,} events/s, {round(RATE * tick)} records every "
           f"{tick * 1000:g} ms, one unbroken stream each: the first {WARMUP_SECONDS:.0f}s reported apart (warm-up), "
           f"then {LATENCY_SECONDS:.0f}s measured; floor and intake in {LATENCY_ROUNDS} interleaved pairs", flush=True)
     labels = {"plain": "broker round trip: produce -> consume, no transactions",
@@ -386,7 +388,7 @@ async def latency_shape(tick: float) -> None:
     print("intake/floor (aiokafka) pair by pair: " + "  ".join(
         f"p99 {q(s.measured, 0.99):.0f}/{q(f.measured, 0.99):.0f} ms = {q(s.measured, 0.99) / q(f.measured, 0.99):.2f}x"
         for f, s in pairs))
-    print(f"intake/floor median of {len(pairs)} pairs, {int(RATE * tick)} records every {tick * 1000:g} ms: "
+    print(f"intake/floor median of {len(pairs)} pairs, {round(RATE * tick)} records every {tick * 1000:g} ms: "
           f"p50 {median(ratios[0.5]):.2f}x, p99 {median(ratios[0.99]):.2f}x (target p99 <= 1.5x); pooled p99 intake "
           f"{q(pooled['service'], 0.99):.1f} ms, floor "
           f"{q(pooled['floor'], 0.99):.1f} ms (aiokafka), {q(results['rdfloor'][0].measured, 0.99):.1f} ms "
