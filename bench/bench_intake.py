@@ -14,8 +14,8 @@ events/s: BENCH_LATENCY_WARMUP seconds (default 2) reported apart, then BENCH_LA
 transactions and the exactly-once floor (`bench.eos_forward`: aiokafka's transactional forwarding loop,
 no validation; `bench.rd_forward`: the same with librdkafka). The aiokafka floor and intake run in
 BENCH_LATENCY_ROUNDS interleaved pairs (default 3): the figure is the median of the pair-by-pair ratios. All of
-it once per arrival shape (BENCH_LATENCY_TICKS, default "0.001,0.005": two records every millisecond, then ten
-every five milliseconds; see `TICKS`).
+it once per arrival shape (BENCH_LATENCY_TICKS, default "poisson,0.001,0.005": Poisson arrivals, then two records
+every millisecond, then ten every five milliseconds; see `Shape`).
 BENCH_INTAKE_ONLY_LATENCY=1 runs the latency part only. Size: BENCH_INTAKE_EVENTS (default 30,000).
 """
 
@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import math
 import os
+import random
 import subprocess
 import sys
 import time
@@ -63,13 +65,48 @@ RATE = 2000
 ROUNDS = int(os.environ.get("BENCH_INTAKE_ROUNDS", "2"))
 LATENCY_ROUNDS = int(os.environ.get("BENCH_LATENCY_ROUNDS", "3"))
 ONLY_LATENCY = os.environ.get("BENCH_INTAKE_ONLY_LATENCY") == "1"
-TICKS = tuple(float(t) for t in os.environ.get("BENCH_LATENCY_TICKS", "0.001,0.005").split(","))
-if bad := [t for t in TICKS if RATE * t < 1 or abs(RATE * t - round(RATE * t)) > 1e-6]:
-    raise SystemExit(f"BENCH_LATENCY_TICKS: {bad} s would not send a whole number of records per tick at {RATE}/s")
-"""How the fixed-rate stream arrives: RATE * tick records every tick seconds, each shape measured on its own. 1 ms:
-two records at a time, near-even arrivals, as the traffic of thousands of communes would come; 5 ms: bursts of ten,
-the shape that favours the floor (one transaction per burst, each fetch waiting for nothing). On the same broker
-and service the p99 ratio moved from 1.20-1.29x (1 ms) to 1.86-2.23x (5 ms) (docs/benchmarks.md, 2026-12-02)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How the 2,000 events/s stream arrives, each shape measured on its own.
+
+    `tick` None: Poisson arrivals (exponential gaps of mean 1/RATE, seeded), the shape of national traffic: thousands
+    of communes' desks, each sending now and then and independently of the others, add up to a Poisson stream
+    (Palm-Khintchine). The timer wakes at most every millisecond or so, so gaps shorter than that go out together,
+    as a client's linger would send them. A `tick`: RATE * tick records every tick seconds. 1 ms: two records at a
+    time, near-even arrivals; 5 ms: bursts of ten, the shape that favours the floor (one transaction per burst,
+    each fetch waiting for nothing). On the same broker and service the p99 ratio moved from 1.20-1.29x (1 ms) to
+    1.86-2.23x (5 ms) (docs/benchmarks.md, 2026-12-02)."""
+
+    tick: float | None
+
+    @classmethod
+    def parse(cls, text: str) -> Shape:
+        if text.strip() == "poisson":
+            return cls(None)
+        tick = float(text)
+        if RATE * tick < 1 or abs(RATE * tick - round(RATE * tick)) > 1e-6:
+            raise SystemExit(f"BENCH_LATENCY_TICKS: {text} s would not send a whole number of records per tick at "
+                             f"{RATE}/s")
+        return cls(tick)
+
+    def __str__(self) -> str:
+        if self.tick is None:
+            return "Poisson arrivals"
+        return f"{round(RATE * self.tick)} records every {self.tick * 1000:g} ms"
+
+    def send_times(self, total: int, seed: int = 11) -> list[float]:
+        """When each of `total` records is due, in seconds from the stream's start."""
+        if self.tick is not None:
+            per_tick = round(RATE * self.tick)
+            return [(j // per_tick) * self.tick for j in range(total)]
+        rng = random.Random(seed)
+        return list(itertools.accumulate(rng.expovariate(RATE) for _ in range(total)))
+
+
+SHAPES = tuple(Shape.parse(t) for t in os.environ.get("BENCH_LATENCY_TICKS", "poisson,0.001,0.005").split(","))
+"""The arrival shapes to measure (BENCH_LATENCY_TICKS: `poisson` and/or ticks in seconds)."""
 Records = list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
 
 
@@ -156,28 +193,28 @@ async def intake_throughput(namespace: str) -> float:
     return rate
 
 
-async def service_latency(namespace: str, tick: float) -> Latency:
+async def service_latency(namespace: str, shape: Shape) -> Latency:
     """Latency as deployed: the service in its own process, the load generator and the observer in this one."""
     env = {"INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench", "INTAKE_HTTP_PORT": "9199",
            "INTAKE_LOG_LEVEL": "WARNING"}
     return await _latency_through("services.intake", env, namespace, scoped(CANONICAL[Family.DOSSIER], namespace).name,
-                                  tick)
+                                  shape)
 
 
-async def floor_latency(namespace: str, tick: float, module: str = "bench.eos_forward") -> Latency:
+async def floor_latency(namespace: str, shape: Shape, module: str = "bench.eos_forward") -> Latency:
     """The same stream through `module` (exactly-once forwarding, nothing else): the floor."""
     out = f"{namespace}.bench.out-eos"
     await ensure_topics(CONNECTION, [TopicSpec(out, Kind.INTERNAL, key="", description="")])
     env = {"BENCH_RAW": scoped(RAW[Family.DOSSIER], namespace).name, "BENCH_OUT": out, "BENCH_APP": f"{namespace}-eos"}
-    return await _latency_through(module, env, namespace, out, tick)
+    return await _latency_through(module, env, namespace, out, shape)
 
 
-async def _latency_through(module: str, env: dict[str, str], namespace: str, out: str, tick: float) -> Latency:
+async def _latency_through(module: str, env: dict[str, str], namespace: str, out: str, shape: Shape) -> Latency:
     """`python -m module` in its own process while the stream runs; stopped (SIGTERM) after."""
     proc = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.DEVNULL,
                             env={**os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, **env})
     try:
-        return await fixed_rate_latency(namespace, out, tick)
+        return await fixed_rate_latency(namespace, out, shape)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -201,7 +238,7 @@ class Latency:
                 f"max {max(values, default=float('nan')):.1f} ms")
 
 
-async def fixed_rate_latency(namespace: str, out: str, tick: float) -> Latency:
+async def fixed_rate_latency(namespace: str, out: str, shape: Shape) -> Latency:
     """Send valid dossier events at RATE/s to the raw topic; time each until committed on `out`.
 
     One unbroken stream: WARMUP_SECONDS, then LATENCY_SECONDS measured. The stretch right after an
@@ -253,15 +290,13 @@ async def fixed_rate_latency(namespace: str, out: str, tick: float) -> Latency:
             warmed = any(dict(r.headers)["ce_id"] == dict(warm.headers)["ce_id"] for rs in batch.values() for r in rs)
         watcher = asyncio.create_task(observe())
         begin = time.perf_counter()
-        per_tick = round(RATE * tick)
-        for i in range(0, total, per_tick):
-            for j in range(i, min(i + per_tick, total)):
-                rec = records[j]
-                sent[j] = time.perf_counter()
-                await producer.send(raw, rec.value, key=rec.key, headers=rec.headers)
-            delay = begin + (i // per_tick + 1) * tick - time.perf_counter()
+        due = shape.send_times(total)
+        for j, rec in enumerate(records):
+            delay = begin + due[j] - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            sent[j] = time.perf_counter()
+            await producer.send(raw, rec.value, key=rec.key, headers=rec.headers)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher, timeout=30)
         await producer.stop()
@@ -361,14 +396,14 @@ async def latency_rounds() -> None:
     aiokafka exactly-once floor and the intake service in LATENCY_ROUNDS interleaved pairs: the machine's load
     drifts over minutes, so each intake window is compared with the floor window beside it, and the median of the
     per-pair ratios is the figure (the pooled quantiles are printed too). Once per arrival shape of TICKS."""
-    for tick in TICKS:
-        await latency_shape(tick)
+    for shape in SHAPES:
+        await latency_shape(shape)
 
 
-async def latency_shape(tick: float) -> None:
-    """`latency_rounds` for one arrival shape: round(RATE * tick) records every `tick` seconds."""
-    print(f"\nraw -> committed output latency at {RATE:,} events/s, {round(RATE * tick)} records every "
-          f"{tick * 1000:g} ms, one unbroken stream each: the first {WARMUP_SECONDS:.0f}s reported apart (warm-up), "
+async def latency_shape(shape: Shape) -> None:
+    """`latency_rounds` for one arrival shape."""
+    print(f"\nraw -> committed output latency at {RATE:,} events/s, {shape}, one unbroken stream each: the first "
+          f"{WARMUP_SECONDS:.0f}s reported apart (warm-up), "
           f"then {LATENCY_SECONDS:.0f}s measured; floor and intake in {LATENCY_ROUNDS} interleaved pairs", flush=True)
     labels = {"plain": "broker round trip: produce -> consume, no transactions",
               "rdfloor": "exactly-once forwarding with librdkafka (bench.rd_forward, confluent-kafka)",
@@ -377,7 +412,7 @@ async def latency_shape(tick: float) -> None:
     plan = ["plain", "rdfloor"] + ["floor", "service"] * LATENCY_ROUNDS
     results: dict[str, list[Latency]] = {kind: [] for kind in labels}
     for n, kind in enumerate(plan):
-        lat = await one_latency(kind, n, tick)
+        lat = await one_latency(kind, n, shape)
         results[kind].append(lat)
         print(f"  {labels[kind]}\n    measured ({len(lat.measured):,} events): {lat.summary(lat.measured)}\n"
               f"    warm-up  ({len(lat.warmup):,} events): {lat.summary(lat.warmup)}", flush=True)
@@ -388,7 +423,7 @@ async def latency_shape(tick: float) -> None:
     print("intake/floor (aiokafka) pair by pair: " + "  ".join(
         f"p99 {q(s.measured, 0.99):.0f}/{q(f.measured, 0.99):.0f} ms = {q(s.measured, 0.99) / q(f.measured, 0.99):.2f}x"
         for f, s in pairs))
-    print(f"intake/floor median of {len(pairs)} pairs, {round(RATE * tick)} records every {tick * 1000:g} ms: "
+    print(f"intake/floor median of {len(pairs)} pairs, {shape}: "
           f"p50 {median(ratios[0.5]):.2f}x, p99 {median(ratios[0.99]):.2f}x (target p99 <= 1.5x); pooled p99 intake "
           f"{q(pooled['service'], 0.99):.1f} ms, floor "
           f"{q(pooled['floor'], 0.99):.1f} ms (aiokafka), {q(results['rdfloor'][0].measured, 0.99):.1f} ms "
@@ -401,16 +436,16 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-async def one_latency(kind: str, n: int, tick: float) -> Latency:
+async def one_latency(kind: str, n: int, shape: Shape) -> Latency:
     """One latency window of `kind` on a fresh namespace."""
     namespace = naming.namespace(f"{kind}{n}")
     await ensure_topics(CONNECTION, [scoped(s, namespace)
                                      for s in (*RAW.values(), *CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP)])
     if kind == "plain":  # the observer reads the raw topic itself
-        return await fixed_rate_latency(namespace, scoped(RAW[Family.DOSSIER], namespace).name, tick)
+        return await fixed_rate_latency(namespace, scoped(RAW[Family.DOSSIER], namespace).name, shape)
     if kind == "service":
-        return await service_latency(namespace, tick)
-    return await floor_latency(namespace, tick, "bench.rd_forward" if kind == "rdfloor" else "bench.eos_forward")
+        return await service_latency(namespace, shape)
+    return await floor_latency(namespace, shape, "bench.rd_forward" if kind == "rdfloor" else "bench.eos_forward")
 
 
 def main() -> None:
