@@ -52,6 +52,15 @@ def _other_numeric_form(host: str) -> bool:
     return False
 
 
+def refused_address(host: str) -> bool:
+    """An address notify never sends to: link-local (169.254.169.254 is the cloud metadata service), unspecified
+    (0.0.0.0 reaches this host) or multicast; an IPv4-mapped IPv6 address is read as its IPv4 address. The one rule
+    behind both the registry's URL check and the HTTP client's resolver (`channels.resolver`). A host name is no
+    address: False (it is checked once resolved, by that resolver)."""
+    address = _address(host)
+    return address is not None and (address.is_link_local or address.is_unspecified or address.is_multicast)
+
+
 def is_loopback(host: str) -> bool:
     address = _address(host)
     return host.lower() in LOOPBACK_NAMES or (address is not None and address.is_loopback)
@@ -62,7 +71,8 @@ class Subscriber(Model):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
     url: str = Field(description="http(s) URL with a host; never a link-local (cloud metadata), unspecified or "
-                     "multicast address, nor credentials")
+                     "multicast address, nor credentials; a host name resolving only to such addresses is not "
+                     "called (address_refused, retried)")
     secret: SecretStr = Field(min_length=1)
     event_types: list[str] = Field(default_factory=lambda: [WILDCARD], description="CloudEvents types, '*' for all")
     communes: list[str] = Field(default_factory=lambda: [WILDCARD], description="Commune codes, '*' for all")
@@ -79,8 +89,7 @@ class Subscriber(Model):
             raise ValueError("no credentials in the URL: deliveries are signed with the secret")
         if _other_numeric_form(parts.hostname):
             raise ValueError("a numeric host must be written as a dotted-quad IPv4 address")
-        address = _address(parts.hostname)
-        if address is not None and (address.is_link_local or address.is_unspecified or address.is_multicast):
+        if refused_address(parts.hostname):
             raise ValueError("not a link-local, unspecified or multicast address")
         return url
 

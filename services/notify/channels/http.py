@@ -21,11 +21,14 @@ import asyncio
 import time
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.resolver import DefaultResolver
 
 from schemas.notification import NotificationKind
 from services.notify.channels import replies
 from services.notify.channels.base import DeliveryError, Message, Receipt, trace_headers
+from services.notify.channels.resolver import AddressRefused, GuardedResolver
 from services.notify.subscribers import Registry, signature
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -34,6 +37,10 @@ REPLY_TOO_LARGE = "reply_too_large"
 REPLY_UNREADABLE = "reply_unreadable"
 """A provider's 2xx reply body could not be read: not in within `replies.READ_S`, cut off, or badly encoded
 (SMS, webhook: sent; ZNS: retried)."""
+ADDRESS_REFUSED = "address_refused"
+"""The host name resolved only to link-local (cloud metadata), unspecified or multicast addresses
+(`resolver.GuardedResolver`): nothing was sent. Retried with back-off like any provider not reached (its DNS may be
+put right), then dead-lettered as `retries_exhausted:address_refused`."""
 PROVIDER_ID_REFUSED = "provider_id_refused"
 """The provider answered a message id that is not short and plain (`replies.provider_id`): sent, id not kept."""
 
@@ -42,16 +49,22 @@ ZNS_TEMPLATE_IDS: dict[NotificationKind, str] = {k: f"cb-{i + 100}" for i, k in 
 
 
 class HttpClient:
-    def __init__(self, timeout_s: float, read_s: float = replies.READ_S) -> None:
-        self.timeout, self.read_s = aiohttp.ClientTimeout(total=timeout_s), read_s
+    """One aiohttp session for every HTTP channel. Host names are looked up with `dns` (aiohttp's default resolver
+    if None), whose answers always pass `GuardedResolver`."""
+
+    def __init__(self, timeout_s: float, read_s: float = replies.READ_S, dns: AbstractResolver | None = None) -> None:
+        self.timeout, self.read_s, self.dns = aiohttp.ClientTimeout(total=timeout_s), read_s, dns
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             # replies are asked for, and read, as they come: no decompression (a reply in an encoding aiohttp cannot
             # decode, brotli say, raised before the 2xx was seen and the SMS was sent again; nor a zip bomb)
-            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=aiohttp.TCPConnector(limit=200),
+            self._resolver = GuardedResolver(self.dns or DefaultResolver())
+            connector = aiohttp.TCPConnector(limit=200, resolver=self._resolver)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector,
                                                   auto_decompress=False, headers={"Accept-Encoding": "identity"})
         return self._session
 
@@ -79,13 +92,16 @@ class HttpClient:
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # no retry can make this URL work
             raise DeliveryError(type(exc).__name__, retryable=False) from None
         except aiohttp.ClientConnectorError as exc:  # no connection made: the request never left
-            raise DeliveryError(type(exc).__name__, unreached=True) from None
+            reason = ADDRESS_REFUSED if isinstance(exc.os_error, AddressRefused) else type(exc).__name__
+            raise DeliveryError(reason, unreached=True) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DeliveryError(type(exc).__name__) from None
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+        if self._resolver is not None:  # the connector closes only a resolver it made itself
+            await self._resolver.close()
 
 
 async def _body(resp: aiohttp.ClientResponse, limit: int, read_s: float) -> bytes | str:
