@@ -368,7 +368,7 @@ async def run() -> None:
     print(f"(b) aiokafka forward + validation  {b:>9,.0f} events/s")
     print(f"(c) intake service                 {c:>9,.0f} events/s")
     print(f"(d) faust agent + validation       {d:>9,.0f} events/s   (each: best of {ROUNDS})")
-    print(f"\nratios: intake/(b) = {c / b:.0%} (target >= 70%)   intake/(d) = {c / d:.1f}x (target >= 5x)"
+    print(f"\nratios: intake/(b) = {c / b:.0%} (target >= 100%)   intake/(d) = {c / d:.1f}x (target >= 5x)"
           f"   (b)/(a) = {b / a:.0%}")
     per_round = "  ".join(f"{r['c'] / r['d']:.1f}x" for r in rounds)
     print(f"intake/(d) round by round: {per_round}", flush=True)
@@ -377,6 +377,10 @@ async def run() -> None:
     print(f"the work (b), (c) and (d) share, (b)'s `validate` in this process (best of 3): {shared:.0f} us a record; "
           f"(a) costs {1e6 / a:.0f} us a record, (d) {1e6 / d:.0f} us: a service doing that work on (a)'s loop with "
           f"nothing else would reach {ceiling:,.0f} events/s = {ceiling / d:.1f}x (d)", flush=True)
+    own_c, own_d = 1e6 / c - shared, 1e6 / d - shared
+    overhead = f"{own_d / own_c:.1f}x" if own_c > 0 else "(intake at or above the ceiling: no overhead measurable)"
+    print(f"beyond the shared work, each service's own cost: intake {own_c:.0f} us a record, (d) {own_d:.0f} us = "
+          f"{overhead}; intake reaches {c / ceiling:.0%} of that ceiling", flush=True)
     await latency_rounds()
 
 
