@@ -79,8 +79,8 @@ class Shape:
     (Palm-Khintchine). The timer wakes at most every millisecond or so, so gaps shorter than that go out together,
     as a client's linger would send them. A `tick`: RATE * tick records every tick seconds. 1 ms: two records at a
     time, near-even arrivals; 5 ms: bursts of ten, the shape that favours the floor (one transaction per burst,
-    each fetch waiting for nothing). On the same broker and service the p99 ratio moved from 1.20-1.29x (1 ms) to
-    1.86-2.23x (5 ms) (docs/benchmarks.md, 2026-12-02)."""
+    each fetch waiting for nothing). The p99 ratio moves with the shape and as much with the hour: 1.20-1.29x (1 ms)
+    against 1.86-2.23x (5 ms) one morning, 1.94x against 1.06x that afternoon (docs/benchmarks.md, 2026-12-02)."""
 
     tick: float | None
 
@@ -435,7 +435,7 @@ async def latency_rounds() -> None:
     """Raw -> committed output latency of the plain round trip and librdkafka's floor (once each), then the
     aiokafka exactly-once floor and the intake service in LATENCY_ROUNDS interleaved pairs: the machine's load
     drifts over minutes, so each intake window is compared with the floor window beside it, and the median of the
-    per-pair ratios is the figure (the pooled quantiles are printed too). Once per arrival shape of TICKS."""
+    per-pair ratios is the figure (the pooled quantiles are printed too). Once per arrival shape of SHAPES."""
     for shape in SHAPES:
         await latency_shape(shape)
 
