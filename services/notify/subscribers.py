@@ -52,13 +52,24 @@ def _other_numeric_form(host: str) -> bool:
     return False
 
 
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200"))
+"""Cloud metadata services outside the link-local ranges: AWS's over IPv6 (a private ULA address) and Alibaba
+Cloud's (in the shared 100.64/10 space). The others (169.254.169.254, fe80::a9fe:a9fe) are link-local."""
+
+
 def refused_address(host: str) -> bool:
-    """An address notify never sends to: link-local (169.254.169.254 is the cloud metadata service), unspecified
-    (0.0.0.0 reaches this host) or multicast; an IPv4-mapped IPv6 address is read as its IPv4 address. The one rule
-    behind both the registry's URL check and the HTTP client's resolver (`channels.resolver`). A host name is no
-    address: False (it is checked once resolved, by that resolver)."""
+    """An address notify never sends to: a cloud metadata service (link-local 169.254.169.254, and
+    `METADATA_ADDRESSES`), any other link-local, unspecified (0.0.0.0 reaches this host) or multicast address; an
+    IPv4-mapped IPv6 address is read as its IPv4 address. The one rule behind both the registry's URL check and the
+    HTTP client's resolver (`channels.resolver`). A host name is no address: False (it is checked once resolved, by
+    that resolver)."""
     address = _address(host)
-    return address is not None and (address.is_link_local or address.is_unspecified or address.is_multicast)
+    if address is None:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:  # fe80::1%eth0: the address
+        address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
+    return (address.is_link_local or address.is_unspecified or address.is_multicast
+            or address in METADATA_ADDRESSES)
 
 
 def is_loopback(host: str) -> bool:
@@ -70,7 +81,7 @@ class Subscriber(Model):
     model_config = ConfigDict(hide_input_in_errors=True)  # a refused URL may hold credentials, a secret is one
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
-    url: str = Field(description="http(s) URL with a host; never a link-local (cloud metadata), unspecified or "
+    url: str = Field(description="http(s) URL with a host; never a cloud metadata, link-local, unspecified or "
                      "multicast address, nor credentials; a host name resolving only to such addresses is not "
                      "called (address_refused, retried)")
     secret: SecretStr = Field(min_length=1)
@@ -90,7 +101,7 @@ class Subscriber(Model):
         if _other_numeric_form(parts.hostname):
             raise ValueError("a numeric host must be written as a dotted-quad IPv4 address")
         if refused_address(parts.hostname):
-            raise ValueError("not a link-local, unspecified or multicast address")
+            raise ValueError("not a cloud metadata, link-local, unspecified or multicast address")
         return url
 
     @model_validator(mode="after")

@@ -114,7 +114,8 @@ async def test_only_the_allowed_addresses_of_a_name_are_connected_to(
 
 
 @pytest.mark.parametrize("address", ["::ffff:169.254.169.254", "0.0.0.0", "::", "224.0.0.1", "ff02::1", "fe80::1",
-                                     "fe80::1%eth0", "::ffff:0.0.0.0"])
+                                     "fe80::1%eth0", "::ffff:0.0.0.0", "fd00:ec2::254", "fd00:ec2::254%eth0",
+                                     "100.100.100.200", "::ffff:100.100.100.200"])
 async def test_link_local_unspecified_and_multicast_answers_are_refused(address: str) -> None:
     """Each refused kind of address, in IPv4, IPv6 and IPv4-mapped form, leaves nothing; the error does not name
     the host."""
@@ -123,7 +124,15 @@ async def test_link_local_unspecified_and_multicast_answers_are_refused(address:
     assert NAME not in str(refused.value) and "link-local" in str(refused.value)
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "10.0.0.7", "192.168.1.20", "203.0.113.9"])
+async def test_a_name_without_an_address_fails_as_an_os_error() -> None:
+    """An empty answer is an OSError (aiohttp's connector would otherwise fail an assertion: an uncaught
+    AssertionError, not a delivery failure)."""
+    with pytest.raises(OSError, match="no address"):
+        await GuardedResolver(Answers()).resolve(NAME, 443)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "10.0.0.7", "192.168.1.20", "203.0.113.9", "fd00:ec2::253",
+                                     "100.100.100.201"])
 async def test_loopback_private_and_public_answers_are_kept(address: str) -> None:
     """Integrators on internal networks (and the tests, on 127.0.0.1) stay reachable."""
     assert [a["host"] for a in await GuardedResolver(Answers(address)).resolve(NAME, 443)] == [address]
@@ -148,6 +157,8 @@ def registry_takes(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bo
 @given(st.ip_addresses())
 @example(ipaddress.ip_address("::ffff:169.254.169.254"))
 @example(ipaddress.ip_address("::ffff:10.0.0.1"))
+@example(ipaddress.ip_address("fd00:ec2::254"))
+@example(ipaddress.ip_address("100.100.100.200"))
 def test_the_resolver_and_the_registry_refuse_the_same_addresses(
         address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
     """An address the registry refuses in a URL is the one the resolver drops from an answer, and no other."""

@@ -38,9 +38,10 @@ REPLY_UNREADABLE = "reply_unreadable"
 """A provider's 2xx reply body could not be read: not in within `replies.READ_S`, cut off, or badly encoded
 (SMS, webhook: sent; ZNS: retried)."""
 ADDRESS_REFUSED = "address_refused"
-"""The host name resolved only to link-local (cloud metadata), unspecified or multicast addresses
-(`resolver.GuardedResolver`): nothing was sent. Retried with back-off like any provider not reached (its DNS may be
-put right), then dead-lettered as `retries_exhausted:address_refused`."""
+"""The host name resolved only to cloud metadata, link-local, unspecified or multicast addresses
+(`resolver.GuardedResolver`): nothing was sent. Handled like any provider not reached: retried with back-off (its
+DNS may be put right), then dead-lettered as `retries_exhausted:address_refused`; a ZNS message falls back to SMS at
+once, as when Zalo cannot be reached."""
 PROVIDER_ID_REFUSED = "provider_id_refused"
 """The provider answered a message id that is not short and plain (`replies.provider_id`): sent, id not kept."""
 

@@ -26,7 +26,7 @@ class AddressRefused(OSError):
     (a host can be a person's or an infrastructure detail)."""
 
     def __init__(self) -> None:
-        super().__init__(None, "resolved only to link-local, unspecified or multicast addresses")
+        super().__init__(None, "resolved only to cloud metadata, link-local, unspecified or multicast addresses")
 
 
 def allowed(answers: list[ResolveResult]) -> list[ResolveResult]:
@@ -35,7 +35,8 @@ def allowed(answers: list[ResolveResult]) -> list[ResolveResult]:
 
 
 class GuardedResolver(AbstractResolver):
-    """`inner`'s answers less the refused ones; `AddressRefused` when it answered only refused addresses."""
+    """`inner`'s answers less the refused ones; `AddressRefused` when it answered only refused addresses, an OSError
+    when it answered none (aiohttp's connector asserts at least one, or an OSError)."""
 
     def __init__(self, inner: AbstractResolver) -> None:
         self.inner = inner
@@ -44,8 +45,8 @@ class GuardedResolver(AbstractResolver):
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         answers = await self.inner.resolve(host, port, family)
         kept = allowed(answers)
-        if answers and not kept:
-            raise AddressRefused
+        if not kept:
+            raise AddressRefused if answers else OSError(None, "the name has no address")
         return kept
 
     async def close(self) -> None:
