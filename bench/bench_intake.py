@@ -291,9 +291,9 @@ async def fixed_rate_latency(namespace: str, out: str, shape: Shape) -> Latency:
         while not warmed:  # the worker has joined, restored its state and caught up
             batch = await observer.getmany(timeout_ms=500)
             warmed = any(dict(r.headers)["ce_id"] == dict(warm.headers)["ce_id"] for rs in batch.values() for r in rs)
+        due = shape.send_times(total)  # before the clock starts: the Poisson schedule takes ~10 ms to draw
         watcher = asyncio.create_task(observe())
         begin = time.perf_counter()
-        due = shape.send_times(total)
         for j, rec in enumerate(records):
             delay = begin + due[j] - time.perf_counter()
             if delay > 0:
@@ -382,14 +382,15 @@ async def run() -> None:
           f"(a) costs {1e6 / a:.0f} us a record, (d) {1e6 / d:.0f} us: a service doing that work on (a)'s loop with "
           f"nothing else would reach {ceiling:,.0f} events/s = {ceiling / d:.1f}x (d)", flush=True)
     own_c, own_d = 1e6 / c - shared, 1e6 / d - shared
-    overhead = f"{own_d / own_c:.1f}x" if own_c > 0 else "(intake at or above the ceiling: no overhead measurable)"
+    overhead = f"{own_d / own_c:.1f}x" if own_c > 0 else "(intake faster than the shared work alone: noise)"
     print(f"beyond the shared work, each service's own cost: intake {own_c:.0f} us a record, (d) {own_d:.0f} us = "
           f"{overhead}; intake reaches {c / ceiling:.0%} of that ceiling", flush=True)
     least = shared_work_us(raw_records(min(N, 6000), seed=42), unvalidated)
     need = (own_d - 5 * own_c) / 4  # the shared work S for which (own_d + S) / (own_c + S) >= 5
     verdict = (f"5x (d) with these own costs needs the shared work under {need:.0f} us"
                + (" (below even that)" if need < least else "") if need > 0 else
-               "no shared work however small gives 5x (d) with these own costs (intake's is over a fifth of (d)'s)")
+               "no shared work however small gives 5x (d) with these own costs (intake's is at least a fifth of "
+               "(d)'s)")
     print(f"the shared work at the least (`unvalidated`: parsed, not checked; sealed once; encoded): {least:.0f} us a "
           f"record; {verdict}", flush=True)
     await latency_rounds()
@@ -414,7 +415,8 @@ _AEAD, _PEPPER = AESGCM(AESGCM.generate_key(256)), os.urandom(32)
 
 def unvalidated(value: bytes, headers: list) -> list[tuple[bytes, bytes | None, list]]:
     """Less than any implementation of `validate` can do: the JSON parsed in C with nothing checked, the applicant
-    sealed whole under one key (one AES-GCM and one HMAC, where intake seals field by field), the data encoded in C.
+    sealed whole under one key when `validate` seals (one AES-GCM and one HMAC, where intake seals field by field),
+    the data encoded in C.
     Its cost bounds from below what the shared work could be brought down to, pydantic or not."""
     try:
         obj = _DECODE.decode(value)
@@ -424,10 +426,12 @@ def unvalidated(value: bytes, headers: list) -> list[tuple[bytes, bytes | None, 
         return [(b"", value, headers)]
     data = obj.get("data")  # a portal record is its data (its applicant's fields are not even picked out here)
     data = data if isinstance(data, dict) else obj
-    applicant = data.get("applicant")
-    applicant = applicant if isinstance(applicant, dict) else {}
-    subject = hmac.digest(_PEPPER, str(applicant.get("id_number")).encode(), "sha256")
-    data["applicant"] = {"key_id": "k", "sealed": _AEAD.encrypt(os.urandom(12), _ENCODE.encode(applicant), subject)}
+    if KEYRING is not None:  # sealing as `validate` does, or not at all
+        applicant = data.get("applicant")
+        applicant = applicant if isinstance(applicant, dict) else {}
+        subject = hmac.digest(_PEPPER, str(applicant.get("id_number")).encode(), "sha256")
+        data["applicant"] = {"key_id": "k", "sealed": _AEAD.encrypt(os.urandom(12), _ENCODE.encode(applicant),
+                                                                    subject)}
     return [(str(obj.get("commune")).encode(), _ENCODE.encode(data), [("ce_id", str(obj.get("id")).encode())])]
 
 
@@ -495,9 +499,13 @@ async def drop(namespace: str) -> None:
     """Delete `namespace`'s topics once measured, so every window meets the broker as the first did. Left to the
     end of the run (`bench.__main__`), the throughput rounds' topics (30,000 records each, data-key topics the log
     cleaner compacts) and the earlier windows' slowed the later windows: on 2026-12-02 intake's first two seconds
-    ran at p50 105-268 ms after the throughput rounds against 15 ms in a latency-only run."""
-    mine = {t for t in await list_topics(CONNECTION) if t.startswith((f"{namespace}.", f"{namespace}-"))}
-    await delete_topics(CONNECTION, mine)
+    ran at p50 105-267 ms after the throughput rounds against 15 ms in a latency-only run. A failure is printed, not
+    raised: it must not discard the window just measured (`bench.__main__` deletes what is left at the end)."""
+    try:
+        mine = {t for t in await list_topics(CONNECTION) if t.startswith((f"{namespace}.", f"{namespace}-"))}
+        await delete_topics(CONNECTION, mine)
+    except Exception as exc:  # reported; the run goes on
+        print(f"  (the topics of {namespace} were not deleted now: {type(exc).__name__})", flush=True)
 
 
 def main() -> None:
