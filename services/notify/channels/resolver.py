@@ -1,6 +1,6 @@
 """The resolver of notify's HTTP client: a host name's addresses, less those notify never sends to.
 
-The registry refuses a subscriber URL written with a link-local (cloud metadata), unspecified or multicast
+The registry refuses a subscriber URL written with a cloud metadata, link-local, unspecified or multicast
 address, but a host name's owner decides what it resolves to, at every lookup: after any check, too (DNS
 rebinding). So the rule (`subscribers.refused_address`) is applied here, to the very addresses the connector
 then connects to: a refused one is dropped, and a name left with none fails the lookup with `AddressRefused`
