@@ -1,4 +1,5 @@
-"""Notify's resolver: a host name is never connected to at a link-local, unspecified or multicast address."""
+"""Notify's resolver: a host name is never connected to at a cloud metadata, link-local, unspecified or multicast
+address."""
 
 from __future__ import annotations
 
@@ -117,8 +118,8 @@ async def test_only_the_allowed_addresses_of_a_name_are_connected_to(
                                      "fe80::1%eth0", "::ffff:0.0.0.0", "fd00:ec2::254", "fd00:ec2::254%eth0",
                                      "100.100.100.200", "::ffff:100.100.100.200"])
 async def test_link_local_unspecified_and_multicast_answers_are_refused(address: str) -> None:
-    """Each refused kind of address, in IPv4, IPv6 and IPv4-mapped form, leaves nothing; the error does not name
-    the host."""
+    """Each refused kind of address (cloud metadata ones outside link-local too), in IPv4, IPv6 and IPv4-mapped
+    form, leaves nothing; the error does not name the host."""
     with pytest.raises(AddressRefused) as refused:
         await GuardedResolver(Answers(address)).resolve(NAME, 443)
     assert NAME not in str(refused.value) and "link-local" in str(refused.value)
