@@ -29,6 +29,7 @@ import itertools
 import math
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -213,14 +214,24 @@ async def floor_latency(namespace: str, shape: Shape, module: str = "bench.eos_f
 
 
 async def _latency_through(module: str, env: dict[str, str], namespace: str, out: str, shape: Shape) -> Latency:
-    """`python -m module` in its own process while the stream runs; stopped (SIGTERM) after."""
+    """`python -m module` in its own process while the stream runs; stopped (SIGTERM) after. With the CPU time the
+    process used, start to stop (this bench waits for its children one at a time, so the children's total grows by
+    this one's alone)."""
+    before = _children_cpu_s()
     proc = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.DEVNULL,
                             env={**os.environ, "KAFKA_BOOTSTRAP": BOOTSTRAP, **env})
     try:
-        return await fixed_rate_latency(namespace, out, shape)
+        latency = await fixed_rate_latency(namespace, out, shape)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    latency.cpu_s = _children_cpu_s() - before
+    return latency
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass
@@ -229,6 +240,8 @@ class Latency:
 
     warmup: list[float]
     measured: list[float]
+    cpu_s: float | None = None
+    """CPU seconds of the process under test, start to stop (imports and joining included; None: in this process)."""
 
     @staticmethod
     def quantile(values: list[float], q: float) -> float:
@@ -239,6 +252,10 @@ class Latency:
         q = self.quantile
         return (f"p50 {q(values, 0.5):.1f} ms, p99 {q(values, 0.99):.1f} ms, p99.9 {q(values, 0.999):.1f} ms, "
                 f"max {max(values, default=float('nan')):.1f} ms")
+
+    @property
+    def cpu(self) -> str:
+        return "" if self.cpu_s is None else f"; the process used {self.cpu_s:.1f} s of CPU"
 
 
 async def fixed_rate_latency(namespace: str, out: str, shape: Shape) -> Latency:
@@ -458,7 +475,7 @@ async def latency_shape(shape: Shape) -> None:
     for n, kind in enumerate(plan):
         lat = await one_latency(kind, n, shape)
         results[kind].append(lat)
-        print(f"  {labels[kind]}\n    measured ({len(lat.measured):,} events): {lat.summary(lat.measured)}\n"
+        print(f"  {labels[kind]}{lat.cpu}\n    measured ({len(lat.measured):,} events): {lat.summary(lat.measured)}\n"
               f"    warm-up  ({len(lat.warmup):,} events): {lat.summary(lat.warmup)}", flush=True)
     q = Latency.quantile
     pairs = list(zip(results["floor"], results["service"], strict=True))
@@ -472,6 +489,11 @@ async def latency_shape(shape: Shape) -> None:
           f"{q(pooled['service'], 0.99):.1f} ms, floor "
           f"{q(pooled['floor'], 0.99):.1f} ms (aiokafka), {q(results['rdfloor'][0].measured, 0.99):.1f} ms "
           f"(librdkafka)", flush=True)
+    cpu = {k: [lat.cpu_s for lat in results[k] if lat.cpu_s is not None] for k in ("floor", "service")}
+    if cpu["floor"] and cpu["service"]:  # the same stream in each: the difference is the service's own work
+        print(f"CPU per window (the same {RATE * (WARMUP_SECONDS + LATENCY_SECONDS):,.0f} events): intake "
+              f"{median(cpu['service']):.1f} s, floor {median(cpu['floor']):.1f} s (medians): "
+              f"{median(cpu['service']) / median(cpu['floor']):.2f}x", flush=True)
 
 
 def median(values: list[float]) -> float:
