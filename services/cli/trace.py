@@ -12,14 +12,18 @@ and recipient reference (webhook subscribers included), and prints them in time
 order, each with its trace id. Only metadata is
 shown (topics, offsets, types, reasons, outcomes): never a value, so no personal
 data reaches the terminal. At most `MAX_STEPS` steps are kept (`Timeline.truncated`).
+With `--since` (`?since=` at the gateway) each partition is read from the first record
+timestamped at or after that time (Kafka's time index), not from its start: at national
+scale a whole canonical topic is days of reading, a dossier's last month is not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import orjson
@@ -32,6 +36,7 @@ from schemas import trace as trace_context
 from schemas import wire
 from schemas.deadletter import DeadLetterContext
 from schemas.notification import NotificationStatus
+from schemas.times import to_utc
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.plain import markup, text
@@ -191,13 +196,37 @@ async def _topics(conn: KafkaConnection, namespace: str) -> tuple[list[str], lis
     return raw, canonical
 
 
-async def _read(conn: KafkaConnection, topics: Sequence[str], offer: Callable[[Record], None]) -> None:
-    """Offer every committed record of `topics` (all partitions, up to their current end), topic by topic."""
+async def _read(conn: KafkaConnection, topics: Sequence[str], offer: Callable[[Record], None],
+                since_ms: int | None) -> None:
+    """Offer every committed record of `topics` (all partitions, from `since_ms` if given, up to their current end),
+    topic by topic."""
     counts = await partition_counts(conn, topics)
     for topic in topics:
         if topic in counts:
             await read_to_end(conn, topic, range(counts[topic]), lambda _p, rec: offer(rec),
-                              client_id="commune-bus-cli-trace")
+                              client_id="commune-bus-cli-trace", since_ms=since_ms)
+
+
+_AGO = re.compile(r"([0-9]{1,5})([dhm])")
+_UNIT = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
+SINCE_HELP = ("how far back to read: 30d, 12h, 90m (days, hours, minutes ago) or a date or time, Vietnam time unless "
+              "it names its offset (2026-11-01, 2026-11-01T08:00); default: everything the topics hold")
+
+
+def since_ms(text: str, now: datetime | None = None) -> int:
+    """Epoch milliseconds of a `--since` text (`SINCE_HELP`); ValueError, naming the forms, for anything else."""
+    text = text.strip()
+    now = now or datetime.now(UTC)
+    if ago := _AGO.fullmatch(text):  # before 1970 is all of it: Kafka takes -1 and -2 for "latest" and "earliest"
+        return max(0, int((now - int(ago[1]) * _UNIT[ago[2]]).timestamp() * 1000))
+    try:  # naive = Vietnam time, as everywhere in the CLI (`dlq --since`); an instant datetime can't hold: refused
+        at = to_utc(datetime.fromisoformat(text)) if len(text) <= 40 else None
+    except ValueError:
+        at = None
+    if at is None:
+        raise ValueError("since: give 30d, 12h or 90m (days, hours, minutes ago), or a date or time such as "
+                         "2026-11-01 or 2026-11-01T08:00 (Vietnam time unless it names its offset)")
+    return max(0, int(at.timestamp() * 1000))
 
 
 @dataclass(frozen=True)
@@ -207,21 +236,22 @@ class Timeline:
     """More than `MAX_STEPS` steps were found: the first ones found are kept."""
 
 
-async def trace_timeline(conn: KafkaConnection, namespace: str, query: str) -> Timeline:
-    """Every step of the records `query` names, in time order (also the gateway's `GET /v1/trace/{query}`)."""
+async def trace_timeline(conn: KafkaConnection, namespace: str, query: str, since: int | None = None) -> Timeline:
+    """Every step of the records `query` names, in time order (also the gateway's `GET /v1/trace/{query}`); with
+    `since` (epoch ms, `since_ms`), of the records timestamped from then on."""
     tracer = Tracer(query)
     raw, canonical = await _topics(conn, namespace)
-    await _read(conn, raw, tracer.raw)
-    await _read(conn, [scoped(DLQ_INTAKE, namespace).name], tracer.intake_dead_letter)
-    await _read(conn, canonical, tracer.canonical)
-    await _read(conn, [scoped(NOTIFY_STATUS, namespace).name], tracer.notification)
-    await _read(conn, [scoped(DLQ_NOTIFY, namespace).name], tracer.notify_dead_letter)
+    await _read(conn, raw, tracer.raw, since)
+    await _read(conn, [scoped(DLQ_INTAKE, namespace).name], tracer.intake_dead_letter, since)
+    await _read(conn, canonical, tracer.canonical, since)
+    await _read(conn, [scoped(NOTIFY_STATUS, namespace).name], tracer.notification, since)
+    await _read(conn, [scoped(DLQ_NOTIFY, namespace).name], tracer.notify_dead_letter, since)
     return Timeline(tracer.timeline(), tracer.truncated)
 
 
-async def trace_record(conn: KafkaConnection, namespace: str, query: str) -> list[Step]:
+async def trace_record(conn: KafkaConnection, namespace: str, query: str, since: int | None = None) -> list[Step]:
     """`trace_timeline`'s steps."""
-    return (await trace_timeline(conn, namespace, query)).steps
+    return (await trace_timeline(conn, namespace, query, since)).steps
 
 
 def table(steps: list[Step]) -> Table:
@@ -233,12 +263,18 @@ def table(steps: list[Step]) -> Table:
 
 
 def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id or a 32-hex trace id")],
-          bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
+          bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
+          since: Annotated[str | None, typer.Option(help=SINCE_HELP)] = None) -> None:
     """Where did a record go: raw record(s), dead letters with reasons, canonical events, notifications, in order."""
     if not query.strip():
         err_console.print("trace: give a dossier code, an event id or a trace id")
         raise typer.Exit(2)
-    found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query))
+    try:
+        start = None if since is None else since_ms(since)
+    except ValueError as exc:
+        err_console.print(f"trace: {exc}")
+        raise typer.Exit(2) from None
+    found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query, start))
     if not found.steps:
         err_console.print(f"nothing found for {markup(repr(query))}")
         raise typer.Exit(1)

@@ -30,10 +30,11 @@ class RestoreStalled(KafkaError):
 
 async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[int], apply: Apply, *,
                       client_id: str, max_records: int = 10_000, ends: dict[int, int] | None = None,
-                      stall_s: float | None = None) -> int:
+                      stall_s: float | None = None, since_ms: int | None = None) -> int:
     """Apply every committed record of `topic`'s `partitions` below their current end; returns how many. `ends`, if
     given, receives each partition's end offset the restore read up to. With `stall_s`, raises `RestoreStalled` once
-    the restore went that long without moving on (however long the whole restore takes)."""
+    the restore went that long without moving on (however long the whole restore takes). With `since_ms`, each
+    partition is read from its first record timestamped at or after it (Kafka's time index), not from its start."""
     numbers = sorted(set(partitions))
     if not numbers:
         return 0
@@ -46,7 +47,7 @@ async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[in
 
             await reader.start()
             return await _read(reader, [TopicPartition(topic, p) for p in numbers], apply, max_records, ends,
-                               progressed)
+                               progressed, since_ms)
     except TimeoutError:
         if stall_s is None:
             raise
@@ -56,11 +57,17 @@ async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[in
 
 
 async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], apply: Apply, max_records: int,
-                ends: dict[int, int] | None, progressed: Callable[[], None]) -> int:
+                ends: dict[int, int] | None, progressed: Callable[[], None], since_ms: int | None) -> int:
     applied = 0
     reader.assign(tps)
-    await reader.seek_to_beginning(*tps)
     end = await reader.end_offsets(tps)
+    if since_ms is None:
+        await reader.seek_to_beginning(*tps)
+    else:
+        found = await reader.offsets_for_times(dict.fromkeys(tps, since_ms))
+        for tp in tps:  # no record that late: nothing to read there
+            at = found.get(tp)
+            reader.seek(tp, end[tp] if at is None else at.offset)
     if ends is not None:
         ends.update({tp.partition: offset for tp, offset in end.items()})
     positions = {tp: await reader.position(tp) for tp in tps}

@@ -7,9 +7,10 @@ outcomes); an erasure destroys the applicant's data keys and writes an audit rec
 the pseudonymous subject, never the CCCD (ADR 0015). The gateway's Kafka principal needs read access to the
 topics a trace reads and write access to the key and audit topics while these endpoints are on.
 
-A trace reads whole topics in a thread of its own: at most `GATEWAY_TRACE_CONCURRENCY` run at once (one more is
-503 `busy` at once), each stopped after `GATEWAY_TRACE_TIMEOUT_S` (504). A missing or wrong key is logged with the
-peer address (never the key) and counted (`commune_gateway_operator_keys_refused_total`).
+A trace reads whole topics (from `?since=` on, if given) in a thread of its own: at most
+`GATEWAY_TRACE_CONCURRENCY` run at once (one more is 503 `busy` at once), each stopped after
+`GATEWAY_TRACE_TIMEOUT_S` (504). A missing or wrong key is logged with the peer address (never the key) and
+counted (`commune_gateway_operator_keys_refused_total`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import structlog
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header, Request
 from fastapi import Path as PathParam
+from fastapi import Query as QueryParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from starlette.requests import ClientDisconnect
 
-from services.cli.trace import trace_timeline
+from services.cli.trace import SINCE_HELP, since_ms, trace_timeline
 from services.common.settings import KafkaConnection
 from services.gateway.api import ErrorBody, error
 from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, KeysFileError, keys_file
@@ -52,6 +54,8 @@ OperatorKey = Annotated[str | None, Header(alias="X-Operator-Key", max_length=20
 QUERY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 Query = Annotated[str, PathParam(description="Dossier code, event id or trace id: 1 to 128 letters, digits, '.', "
                                  "'_', ':' or '-' (checked once the operator key is: 422 invalid_parameters)")]
+Since = Annotated[str | None, QueryParam(description=f"Read from this time on: {SINCE_HELP} (checked once the "
+                                         "operator key is: 422 invalid_parameters)")]
 
 
 class Step(BaseModel):
@@ -198,13 +202,18 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
                               "(`broker_unavailable`), or as many traces as the gateway runs at once are running "
                               "(`busy`, GATEWAY_TRACE_CONCURRENCY): retry after Retry-After"},
                         504: {"model": ErrorBody, "description": "Not done within GATEWAY_TRACE_TIMEOUT_S "
-                              "(`trace_timeout`): stopped, nothing listed; `commune-bus trace` has no such limit"}})
-    async def trace(request: Request, query: Query, x_operator_key: OperatorKey = None) -> Any:
+                              "(`trace_timeout`): stopped, nothing listed; narrow it with `since`, or use "
+                              "`commune-bus trace`, which has no such limit"}})
+    async def trace(request: Request, query: Query, x_operator_key: OperatorKey = None, since: Since = None) -> Any:
         nonlocal tracing
         if operator_of(operators, x_operator_key) is None:
             return _refused(request, "trace", x_operator_key)
         if not QUERY.fullmatch(query):
             return _error(422, "invalid_parameters", "the query is 1 to 128 letters, digits, '.', '_', ':' or '-'")
+        try:
+            start = None if since is None else since_ms(since)
+        except ValueError as exc:  # the message names the forms, never echoes the text
+            return _error(422, "invalid_parameters", str(exc))
         if tracing >= trace_concurrency:  # each reads whole topics: refused at once rather than queued
             TRACES.labels("busy").inc()
             return _error(503, "busy", f"{trace_concurrency} traces are running, as many as this gateway runs at "
@@ -213,12 +222,13 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
         try:  # in a worker thread on a loop of its own: reading whole topics never stalls this loop's requests; the
             # slot is held until that thread ends (a trace past its deadline is cancelled there and closes its reader)
             found = await anyio.to_thread.run_sync(
-                lambda: asyncio.run(within(trace_timeout_s, trace_timeline(conn, namespace, query))))
+                lambda: asyncio.run(within(trace_timeout_s, trace_timeline(conn, namespace, query, start))))
         except TraceOverdue:
             TRACES.labels("overdue").inc()
             log.warning("operator.trace_overdue", timeout_s=trace_timeout_s)
             return _error(504, "trace_timeout", f"the trace was not done within {trace_timeout_s:g} s and was "
-                          "stopped; nothing is listed (commune-bus trace has no such limit)")
+                          "stopped; nothing is listed (narrow it with ?since=30d, or use commune-bus trace, which "
+                          "has no such limit)")
         except (KafkaError, OSError, TimeoutError) as exc:  # the broker did not answer: retryable, not a 500
             TRACES.labels("broker_unavailable").inc()
             return _error(503, "broker_unavailable", f"the topics could not be read ({type(exc).__name__}); try again",

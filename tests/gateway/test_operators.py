@@ -67,10 +67,13 @@ class Held:
         self.cancelled = 0
         self.release = threading.Event()
         self.lock = threading.Lock()
+        self.since: list[int | None] = []
+        """The `since` of each call (epoch ms, None: the topics whole)."""
 
-    async def __call__(self, conn: KafkaConnection, namespace: str, query: str) -> Timeline:
+    async def __call__(self, conn: KafkaConnection, namespace: str, query: str, since: int | None = None) -> Timeline:
         with self.lock:
             self.running += 1
+            self.since.append(since)
         try:
             while not self.release.is_set():  # noqa: ASYNC110 - set from the test's thread; this runs on another loop
                 await asyncio.sleep(0.01)
@@ -171,3 +174,25 @@ def test_a_flood_of_refused_keys_is_counted_whole_and_logged_sparingly(client: T
     with capture_logs() as logs:
         assert client.get("/v1/trace/TL-1", headers={"X-Operator-Key": "wrong-key-0123456789"}).status_code == 401
     assert [e["refused_since_last"] for e in logs if e["event"] == "operator.refused"] == [200]
+
+
+async def test_since_bounds_the_trace_and_is_checked_after_the_key(tmp_path: Path, held: Held) -> None:
+    """`?since=30d` reads from 30 days ago (the time reaches `trace_timeline`), a date from that date, none the
+    topics whole; text that is neither is a 422 naming the forms, without echoing it, and only for a caller with an
+    operator key (a 401 before: the rule is not checked for anyone else)."""
+    held.release.set()
+    async with in_process(tmp_path) as client:
+        asked_ms = time.time() * 1000
+        assert (await client.get("/v1/trace/TL-1", params={"since": "30d"})).status_code == 404
+        assert (await client.get("/v1/trace/TL-1", params={"since": "2026-11-01"})).status_code == 404
+        assert (await client.get("/v1/trace/TL-1")).status_code == 404
+        thirty_days, date, whole = held.since
+        assert thirty_days is not None and abs(thirty_days - (asked_ms - 30 * 86_400_000)) < 60_000
+        assert date == 1_793_466_000_000 and whole is None  # 2026-11-01 00:00 Vietnam time
+        bad = await client.get("/v1/trace/TL-1", params={"since": "last tuesday 0987654321"})
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid_parameters", bad.text
+        assert "30d" in bad.text and "0987654321" not in bad.text
+        anonymous = await client.get("/v1/trace/TL-1", params={"since": "last tuesday"},
+                                     headers={"X-Operator-Key": ""})
+        assert anonymous.status_code == 401, anonymous.text
+        assert len(held.since) == 3

@@ -4,13 +4,14 @@ its canonical event and trace id; only metadata is shown (never a value)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from schemas import trace as trace_context
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, RAW
-from services.cli.trace import table, trace_record
+from services.cli.trace import since_ms, table, trace_record
 from services.common.settings import KafkaConnection
 from tests.intake.conftest import StartIntake
 from tests.kafkatools import produce, read_all
@@ -44,5 +45,10 @@ def test_a_rejected_and_an_accepted_record_are_traced(
     assert trace_id == trace_context.trace_id(trace_context.derive(accepted["source"], "trace-ok"))
     by_trace = asyncio.run(trace_record(KafkaConnection(bootstrap=kafka_bootstrap), namespace, trace_id))
     assert [s.stage for s in by_trace] == ["canonical"]
+    # --since: read from the first record stamped at or after it (Kafka's time index), or nothing if none is
+    conn, now_ms = KafkaConnection(bootstrap=kafka_bootstrap), int(time.time() * 1000)
+    assert asyncio.run(trace_record(conn, namespace, "TL-TRACE-0001", since_ms("1h"))) == good
+    assert asyncio.run(trace_record(conn, namespace, "TL-TRACE-0001", now_ms + 3_600_000)) == []
+    assert asyncio.run(trace_record(conn, namespace, "TL-TRACE-0002", bad[0].at_ms)) == bad  # from its own time on
     rendered = str([table(bad).columns[3]._cells, table(good).columns[3]._cells])
     assert "Trần" not in rendered and "0987654321" not in rendered  # the applicant's name and phone never shown
