@@ -22,6 +22,7 @@ from services.gateway.operators import load_operators
 from services.gateway.publisher import Publisher
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.unread import CloseUnreadBodies
 from services.sources.registry import SourceRegistry
 
 Clock = Callable[[], float]
@@ -63,6 +64,7 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
             return gateway.answer(422, body)
         return JSONResponse(body, status_code=422)
 
+    app.add_middleware(CloseUnreadBodies)
     app.include_router(probes.router(health or Health("gateway")))
     app.include_router(operators.router(settings.connection(), settings.namespace,
                                         load_operators(settings.operators_file),

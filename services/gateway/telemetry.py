@@ -14,6 +14,8 @@ CONNECTIONS_CLOSED = Counter("commune_gateway_connections_closed_total", "HTTP c
                              "slow or excess client, by reason (header_timeout, handshake_timeout, body_too_slow, "
                              "send_too_slow, too_many_connections, evicted)",
                              ["reason"])
+UNREAD_CLOSED = Counter("commune_gateway_unread_bodies_closed_total", "Answers given before their request's body "
+                        "ended, whose connection was closed rather than the body drained (services.gateway.unread)")
 TRACES = Counter("commune_gateway_traces_total", "GET /v1/trace/{query} calls past the operator key, by outcome "
                  "(found, not_found, busy, overdue, broker_unavailable)", ["outcome"])
 OPERATOR_KEYS_REFUSED = Counter("commune_gateway_operator_keys_refused_total", "Calls to the operators' endpoints "
