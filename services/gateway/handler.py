@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import structlog
 from fastapi import Request
@@ -46,6 +47,11 @@ log = structlog.get_logger("gateway")
 
 INLINE_CHECK_BYTES = 256 * 1024
 """Bodies up to this size are checked on the event loop; larger ones in a worker thread."""
+CHECK_THREADS = 1
+"""Large bodies checked at once, each in a worker thread; the others wait their turn. Parsing a body takes 15 to 40
+times its size in memory (a 10 MiB body of tiny records: ~400 MB), and the check is Python holding the GIL, so a
+second thread adds memory and no speed. anyio's default, 40 at once, let four requests take 0.4-0.8 GB (review of
+2026-12-02)."""
 MAX_FAILING_PEERS = 10_000
 """Peer addresses with failed signatures counted at most; past it the least recently seen is forgotten."""
 
@@ -62,6 +68,8 @@ class Gateway:
     clock: Callable[[], float]
     failures: RateLimiter = field(init=False)
     """Failed signatures per peer address."""
+    checking: anyio.CapacityLimiter | None = field(init=False, default=None)
+    """The worker threads that check large bodies (`CHECK_THREADS`), made on first use (in the event loop)."""
 
     def __post_init__(self) -> None:
         self.failures = RateLimiter(self.settings.failed_signatures_per_s, self.settings.failed_signatures_burst,
@@ -193,7 +201,11 @@ class Gateway:
                            traceparent=request.headers.get("traceparent"))
         # a large body is checked in a worker thread (about 1 s at the 10 MiB limit): the loop keeps answering the
         # other requests and the probes meanwhile; a small one inline (a thread hop costs more than it)
-        return await anyio.to_thread.run_sync(checking) if len(body) > INLINE_CHECK_BYTES else checking()
+        if len(body) <= INLINE_CHECK_BYTES:
+            return checking()
+        if self.checking is None:
+            self.checking = anyio.CapacityLimiter(CHECK_THREADS)
+        return await anyio.to_thread.run_sync(checking, limiter=self.checking)
 
     async def replay(self, stored: Stored, body: bytes, request: Request, family: Family | None,
                      commune: str | None, caller: Source) -> JSONResponse:

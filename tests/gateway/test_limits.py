@@ -4,12 +4,16 @@ and absurd headers or input answered with a 4xx, never a 500 (in process, throug
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from typing import Any
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.gateway import handler
 from services.gateway.batch import MAX_ERRORS
 from services.gateway.handler import INLINE_CHECK_BYTES
 from services.gateway.settings import GatewaySettings
@@ -133,3 +137,31 @@ async def test_a_large_body_is_checked_off_the_event_loop() -> None:
     finally:
         ticker.cancel()
     assert answer.status == 202 and ticks > 10
+
+
+async def test_large_bodies_are_checked_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four large bodies posted at once are parsed one after another (`CHECK_THREADS`): parsing takes 15-40 times a
+    body's size in memory and the GIL lets only one run anyway. Before: anyio's 40 threads, all four at once."""
+    running, most = 0, 0
+    lock = threading.Lock()
+    real_plan = handler.plan
+
+    def plan(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.2)  # long enough for the others to have started, were they allowed to
+            return real_plan(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(handler, "plan", plan)
+    record = canonical_dossier()
+    body = orjson.dumps([record] * (INLINE_CHECK_BYTES // len(orjson.dumps(record)) + 50))
+    gateway = app(Recording())
+    answers = await asyncio.gather(*(call(gateway, KEY, Body(size=len(body), chunks=1, data=body)) for _ in range(4)))
+    assert [a.status for a in answers] == [202] * 4
+    assert most == handler.CHECK_THREADS == 1
