@@ -9,7 +9,8 @@
    an empty Idempotency-Key: 400;
 4. the body, streamed under the limit (`bodies.read_limited`): 413 as soon as it passes, the connection
    closed; a signature verified over it before it is loaded into memory (401, a failure counted against the
-   peer), then its nonce claimed once for the window: 401 on a replay;
+   peer), then its nonce claimed once for the window: 401 on a replay (the source's rate token given back, a
+   failure counted against the peer that replayed it);
 5. the Idempotency-Key claimed (`claims`): 409 while another request holds it, the stored answer when it
    was answered, 422 when it was used for another request;
 6. the body checked (`ingest.plan`): 400/403/422; else published with the key's answer in one transaction:
@@ -148,7 +149,7 @@ class Gateway:
         except Unauthenticated as exc:  # the signature does not cover this body
             self.failed_signature(peer)
             return self.unauthenticated(str(exc))
-        if (refusal := await self.signed(who)) is not None:
+        if (refusal := await self.signed(who, peer)) is not None:
             return refusal
         if idempotency_key is None:
             return await self.publish(body, request, family, commune, caller, None)
@@ -177,9 +178,11 @@ class Gateway:
     def failed_signature(self, peer: str) -> None:
         self.failures.take(peer, self.clock())
 
-    async def signed(self, who: Identified) -> JSONResponse | None:
+    async def signed(self, who: Identified, peer: str) -> JSONResponse | None:
         """A signed request whose signature verified over the body: its rate, then its nonce (once, on any
-        instance)."""
+        instance). A replay is not the source's request: its token goes back to the source, and it counts as a
+        failed signature of the address that sent it (so an eavesdropper replaying one request cannot spend the
+        source's rate, and is soon refused unread)."""
         if who.pending is None:
             return None
         if (refusal := self.limited(who.source_id)) is not None:
@@ -190,6 +193,8 @@ class Gateway:
         except BrokerUnavailable:
             return self.unavailable()
         if said.outcome != "won":
+            self.limiter.give_back(who.source_id, self.clock())
+            self.failed_signature(peer)
             return self.unauthenticated("this signature was already used: sign each request afresh")
         return None
 

@@ -33,6 +33,11 @@ class RateLimiter:
             return 0
         return self._wait(bucket)
 
+    def give_back(self, key: str, now: float) -> None:
+        """Return a token `take` took for a request that turned out not to be the key's own (a replayed signature)."""
+        bucket = self._refilled(key, now)
+        bucket.tokens = min(float(self.burst), bucket.tokens + 1.0)
+
     def wait(self, key: str, now: float) -> int:
         """0 when `key` has a token now (none is taken), else whole seconds until it has."""
         bucket = self._buckets.get(key)

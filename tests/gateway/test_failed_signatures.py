@@ -59,3 +59,28 @@ async def test_a_peer_past_its_failed_signatures_is_refused_unread() -> None:
     again = orjson.dumps(canonical_dossier("s-3"))
     assert (await call(gateway, signed(again), again, client="203.0.113.9")).status == 202
     assert len(pub.sent) == 3
+
+
+async def test_a_replayed_signature_spends_neither_the_sources_rate_nor_more_than_the_allowance() -> None:
+    """An eavesdropper replays one overheard signed request from its own address, 20 times per 0.1 s for 10 s: each
+    replay is refused; after the allowance of failed signatures its replays are refused unread (429); and the
+    source's own fresh requests, one a second, all pass. Before: every replay was charged to the source's rate
+    (1,406 of 2,000 answered 429 rate_limited) and the source's own requests were refused 429 from the second on."""
+    clock = Clock(NOW)
+    gateway = app(clock=clock, rate_burst=100, rate_per_s=50.0, failed_signatures_burst=10)
+    event = orjson.dumps(canonical_dossier("replayed-1"))
+    overheard = signed(event)
+    assert (await call(gateway, overheard, event, client="198.51.100.10")).status == 202
+    replays, own = [], []
+    for tick in range(1, 101):
+        clock.now = NOW + tick / 10
+        for _ in range(20):
+            replays.append((await call(gateway, overheard, event, client="203.0.113.66")).status)
+        if tick % 10 == 5:
+            fresh = orjson.dumps(canonical_dossier(f"fresh-{tick}"))
+            line_time = int(clock.now)
+            headers = [(b"x-source-id", b"province"), (b"x-signature", sign(HMAC_KEY, LINE, line_time, fresh).encode()),
+                       (b"content-type", b"application/json")]
+            own.append((await call(gateway, headers, fresh, client="198.51.100.10")).status)
+    assert own == [202] * 10
+    assert set(replays) == {401, 429} and replays.count(401) <= 10 + 2  # the allowance, and its slow refill
