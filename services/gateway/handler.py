@@ -5,7 +5,8 @@
    is only checked for form, source and time here: its HMAC covers the body;
 3. an API-key caller over its rate: 429 with Retry-After (a signed caller is counted once its signature
    verified, so nobody can spend another source's rate by naming it); a signed request from a peer address
-   past its allowance of failed signatures: 429, the body unread; a Content-Type it cannot read: 415;
+   past its allowance of failed signatures, or with that allowance's worth of signed bodies already being read
+   (`reserve_unverified`): 429, the body unread; a Content-Type it cannot read: 415;
    an empty Idempotency-Key: 400;
 4. the body, streamed under the limit (`bodies.read_limited`): 413 as soon as it passes, the connection
    closed; a signature verified over it before it is loaded into memory (401, a failure counted against the
@@ -69,6 +70,9 @@ class Gateway:
     clock: Callable[[], float]
     failures: RateLimiter = field(init=False)
     """Failed signatures per peer address."""
+    unverified: dict[str, int] = field(init=False, default_factory=dict)
+    """Per peer address, bytes of signed bodies being read whose signature is not known yet (`reserve_unverified`);
+    an address leaves it when none is being read, so it holds no more addresses than connections are open."""
     checking: anyio.CapacityLimiter | None = field(init=False, default=None)
     """The worker threads that check large bodies (`CHECK_THREADS`), made on first use (in the event loop)."""
 
@@ -139,6 +143,11 @@ class Gateway:
         if idempotency_key is not None and not idempotency_key.strip():  # a client's unset variable, not a key
             return self.answer(400, api.error("empty_idempotency_key", "the Idempotency-Key header is empty: send "
                                               "a unique key per request, or no header"), close=True)  # the body unread
+        reserved = self.reserve_unverified(peer, request.headers.get("content-length")) if who.pending else 0
+        if reserved < 0:
+            REFUSED.labels("failed_signatures").inc()
+            return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "
+                                              "read at once"), retry_after=1, close=True)  # the body unread
         try:
             body = await read_limited(request.stream(), self.settings.max_body_bytes, who.pending,
                                       who.pending.verify if who.pending is not None else None)
@@ -149,6 +158,8 @@ class Gateway:
         except Unauthenticated as exc:  # the signature does not cover this body
             self.failed_signature(peer)
             return self.unauthenticated(str(exc))
+        finally:
+            self.release_unverified(peer, reserved)
         if (refusal := await self.signed(who, peer)) is not None:
             return refusal
         if idempotency_key is None:
@@ -174,6 +185,22 @@ class Gateway:
             return self.answer(409, api.error("in_progress", "a request with this Idempotency-Key is in progress"),
                                retry_after=self.settings.retry_after_s)
         return await self.publish(body, request, family, commune, caller, said.ticket)
+
+    def reserve_unverified(self, peer: str, declared: str | None) -> int:
+        """Bytes of a signed body about to be read before its signature is known (its Content-Length, else the body
+        limit), counted against `peer`; -1 when that would pass what its allowance of failed signatures stands for
+        (`failed_signatures_burst` bodies at the limit). The allowance alone is checked before a body and spent
+        after it failed: requests sent at once all passed it (200 from one address: 2,000 MiB read and hashed)."""
+        size = int(declared) if declared is not None and declared.isdigit() else self.settings.max_body_bytes
+        size = max(1, min(size, self.settings.max_body_bytes))
+        if self.unverified.get(peer, 0) + size > self.settings.failed_signatures_burst * self.settings.max_body_bytes:
+            return -1
+        self.unverified[peer] = self.unverified.get(peer, 0) + size
+        return size
+
+    def release_unverified(self, peer: str, size: int) -> None:
+        if size > 0 and (left := self.unverified.pop(peer, 0) - size) > 0:
+            self.unverified[peer] = left
 
     def failed_signature(self, peer: str) -> None:
         self.failures.take(peer, self.clock())

@@ -3,7 +3,9 @@ peer address past its allowance of failed signatures has its signed requests ref
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
+from typing import Any
 
 import orjson
 import pytest
@@ -84,3 +86,48 @@ async def test_a_replayed_signature_spends_neither_the_sources_rate_nor_more_tha
             own.append((await call(gateway, headers, fresh, client="198.51.100.10")).status)
     assert own == [202] * 10
     assert set(replays) == {401, 429} and replays.count(401) <= 10 + 2  # the allowance, and its slow refill
+
+
+async def _slowly(gateway: Any, headers: list[tuple[bytes, bytes]], chunks: int, read: list[int]) -> int:
+    """POST a body of `chunks` 64 KiB chunks, each after a millisecond (other requests' chunks interleave, as on a
+    server); `read` counts the bytes the gateway took."""
+    given = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal given
+        await asyncio.sleep(0.001)
+        given += 1
+        read[0] += 64 * 1024
+        return {"type": "http.request", "body": b"x" * 64 * 1024, "more_body": given < chunks}
+
+    status: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/events", "raw_path": b"/v1/events", "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("203.0.113.7", 1), "server": ("test", 80)}
+    await gateway(scope, receive, send)
+    return status[0]
+
+
+async def test_bad_signatures_sent_at_once_are_read_no_further_than_the_allowance() -> None:
+    """30 chunked 10 MiB bodies under wrong signatures, all at once from one address (allowance: 10 failures): at
+    most 10 are read (each counted at the body limit until its signature is known), the rest refused 429 unread.
+    Before: all 30 passed the allowance's check before any had failed, 300 MiB read and hashed."""
+    read = [0]
+    gateway = app(clock=Clock(NOW), failed_signatures_burst=10)
+    statuses = await asyncio.gather(*(_slowly(gateway, WRONG, 160, read) for _ in range(30)))
+    assert sorted(set(statuses)) == [401, 429] and statuses.count(401) == 10, statuses
+    assert read[0] <= 10 * 10 * 1024 * 1024 + 30 * 64 * 1024, f"{read[0] >> 20} MiB read"
+
+
+async def test_many_small_signed_requests_at_once_from_one_address_all_pass() -> None:
+    """The budget is in bytes: 50 valid signed requests of ~1 KiB at once from one address are all accepted."""
+    gateway = app(clock=Clock(NOW), failed_signatures_burst=10)
+    bodies = [orjson.dumps(canonical_dossier(f"at-once-{n}")) for n in range(50)]
+    answers = await asyncio.gather(*(call(gateway, [*signed(body), (b"content-length", str(len(body)).encode())],
+                                          body) for body in bodies))
+    assert [a.status for a in answers] == [202] * 50
