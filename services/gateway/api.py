@@ -105,6 +105,7 @@ def responses() -> dict[int | str, dict[str, Any]]:
                  "or an Idempotency-Key was reused with another body"),
         429: err("This source is over its request rate, or holds as many Idempotency-Keys as it may "
                  "(`idempotency_keys_exhausted`: retry later, or without a key), or (signed requests) this address "
-                 "sent too many failed signatures", **retry),
+                 "sent too many failed signatures (a replayed signature counts as one), or has more bytes of signed "
+                 "bodies being read at once, unverified, than its failed signatures left stand for", **retry),
         503: err("Kafka is unavailable; nothing was published", **retry),
     }

@@ -23,6 +23,10 @@ class TooLarge(Exception):
         super().__init__(f"the body passed {limit} bytes (refused after {read})")
 
 
+class Unadmitted(Exception):
+    """`admit` refused a chunk: the body is not read further."""
+
+
 class Hasher(Protocol):
     def update(self, chunk: bytes) -> None: ...
 
@@ -38,16 +42,19 @@ def declared_too_large(content_length: str | None, limit: int) -> int | None:
 
 
 async def read_limited(chunks: AsyncIterator[bytes], limit: int, hasher: Hasher | None = None,
-                       verify: Callable[[], None] | None = None) -> bytes:
+                       verify: Callable[[], None] | None = None, admit: Callable[[int], bool] | None = None) -> bytes:
     """The whole body, or TooLarge as soon as the running count passes `limit`; each chunk also goes to `hasher`.
     `verify` (a signature's) is called once the body has arrived and before it is loaded from its temporary file:
-    a body it refuses (by raising) never sits in memory whole."""
+    a body it refuses (by raising) never sits in memory whole. `admit` is asked about each chunk's size before it
+    is taken: False raises `Unadmitted`."""
     total = 0
     with tempfile.SpooledTemporaryFile(max_size=SPILL_BYTES) as held:
         async for chunk in chunks:
             total += len(chunk)
             if total > limit:
                 raise TooLarge(total, limit)
+            if admit is not None and not admit(len(chunk)):
+                raise Unadmitted
             if hasher is not None:
                 hasher.update(chunk)
             held.write(chunk)

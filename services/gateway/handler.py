@@ -6,7 +6,7 @@
 3. an API-key caller over its rate: 429 with Retry-After (a signed caller is counted once its signature
    verified, so nobody can spend another source's rate by naming it); a signed request from a peer address
    past its allowance of failed signatures, or with that allowance's worth of signed bodies already being read
-   (`reserve_unverified`): 429, the body unread; a Content-Type it cannot read: 415;
+   (`ratelimit.InFlight`): 429, the body unread; a Content-Type it cannot read: 415;
    an empty Idempotency-Key: 400;
 4. the body, streamed under the limit (`bodies.read_limited`): 413 as soon as it passes, the connection
    closed; a signature verified over it before it is loaded into memory (401, a failure counted against the
@@ -36,11 +36,11 @@ from schemas.events import Family
 from services.gateway import api, idempotency
 from services.gateway.auth import COMMUNE, IDEMPOTENCY_KEY, Identified, RequestLine, Unauthenticated, identify
 from services.gateway.batch import READABLE, media_type_problem
-from services.gateway.bodies import TooLarge, declared_too_large, read_limited
+from services.gateway.bodies import TooLarge, Unadmitted, declared_too_large, read_limited
 from services.gateway.claims import Claims, Stored, Ticket
 from services.gateway.ingest import Publish, Refused, plan, rejected_counts
 from services.gateway.publisher import BrokerUnavailable, Publisher
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import InFlight, RateLimiter
 from services.gateway.settings import Credential, GatewaySettings
 from services.gateway.telemetry import ANSWERS, EVENTS, REFUSED
 from services.sources.registry import Source, SourceRegistry
@@ -70,15 +70,16 @@ class Gateway:
     clock: Callable[[], float]
     failures: RateLimiter = field(init=False)
     """Failed signatures per peer address."""
-    unverified: dict[str, int] = field(init=False, default_factory=dict)
-    """Per peer address, bytes of signed bodies being read whose signature is not known yet (`reserve_unverified`);
-    an address leaves it when none is being read, so it holds no more addresses than connections are open."""
+    unverified: InFlight = field(init=False)
+    """Bytes of signed bodies read before their signature is known, per peer address, within what its failed
+    signatures left stand for."""
     checking: anyio.CapacityLimiter | None = field(init=False, default=None)
     """The worker threads that check large bodies (`CHECK_THREADS`), made on first use (in the event loop)."""
 
     def __post_init__(self) -> None:
         self.failures = RateLimiter(self.settings.failed_signatures_per_s, self.settings.failed_signatures_burst,
                                     max_keys=MAX_FAILING_PEERS)
+        self.unverified = InFlight(self.failures, self.settings.max_body_bytes)
 
     def answer(self, status: int, body: dict[str, Any], *, retry_after: int | None = None,
                close: bool = False, replayed: bool = False) -> JSONResponse:
@@ -143,14 +144,24 @@ class Gateway:
         if idempotency_key is not None and not idempotency_key.strip():  # a client's unset variable, not a key
             return self.answer(400, api.error("empty_idempotency_key", "the Idempotency-Key header is empty: send "
                                               "a unique key per request, or no header"), close=True)  # the body unread
-        reserved = self.reserve_unverified(peer, request.headers.get("content-length")) if who.pending else 0
-        if reserved < 0:
-            REFUSED.labels("failed_signatures").inc()
-            return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "
-                                              "read at once"), retry_after=1, close=True)  # the body unread
+        counted = 0
+
+        def admit(size: int) -> bool:  # a signed body's bytes, counted against its address until it is verified
+            nonlocal counted
+            if not self.unverified.admit(peer, size, self.clock()):
+                return False
+            counted += size
+            return True
+
         try:
             body = await read_limited(request.stream(), self.settings.max_body_bytes, who.pending,
-                                      who.pending.verify if who.pending is not None else None)
+                                      who.pending.verify if who.pending is not None else None,
+                                      admit if who.pending is not None else None)
+        except Unadmitted:  # charged like a failure: its bytes were read for nothing (else a wave of them reads on)
+            self.failed_signature(peer)
+            REFUSED.labels("failed_signatures").inc()
+            return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "
+                                              "read at once"), retry_after=1, close=True)  # the rest unread
         except TooLarge as exc:
             return self.too_large(exc.read)
         except ClientDisconnect:
@@ -159,7 +170,7 @@ class Gateway:
             self.failed_signature(peer)
             return self.unauthenticated(str(exc))
         finally:
-            self.release_unverified(peer, reserved)
+            self.unverified.release(peer, counted)
         if (refusal := await self.signed(who, peer)) is not None:
             return refusal
         if idempotency_key is None:
@@ -186,44 +197,29 @@ class Gateway:
                                retry_after=self.settings.retry_after_s)
         return await self.publish(body, request, family, commune, caller, said.ticket)
 
-    def reserve_unverified(self, peer: str, declared: str | None) -> int:
-        """Bytes of a signed body about to be read before its signature is known (its Content-Length, else the body
-        limit), counted against `peer`; -1 when that would pass what its allowance of failed signatures stands for
-        (`failed_signatures_burst` bodies at the limit). The allowance alone is checked before a body and spent
-        after it failed: requests sent at once all passed it (200 from one address: 2,000 MiB read and hashed)."""
-        size = int(declared) if declared is not None and declared.isdigit() else self.settings.max_body_bytes
-        size = max(1, min(size, self.settings.max_body_bytes))
-        if self.unverified.get(peer, 0) + size > self.settings.failed_signatures_burst * self.settings.max_body_bytes:
-            return -1
-        self.unverified[peer] = self.unverified.get(peer, 0) + size
-        return size
-
-    def release_unverified(self, peer: str, size: int) -> None:
-        if size > 0 and (left := self.unverified.pop(peer, 0) - size) > 0:
-            self.unverified[peer] = left
-
     def failed_signature(self, peer: str) -> None:
         self.failures.take(peer, self.clock())
 
     async def signed(self, who: Identified, peer: str) -> JSONResponse | None:
-        """A signed request whose signature verified over the body: its rate, then its nonce (once, on any
-        instance). A replay is not the source's request: its token goes back to the source, and it counts as a
-        failed signature of the address that sent it (so an eavesdropper replaying one request cannot spend the
-        source's rate, and is soon refused unread)."""
+        """A signed request whose signature verified over the body: its nonce (once, on any instance), then its rate
+        (a source over its rate is refused before anything is claimed). A replay is not the source's request: it
+        takes none of the source's rate, and counts as a failed signature of the address that sent it, so an
+        eavesdropper replaying an overheard request cannot lock the source out, and is soon refused unread."""
         if who.pending is None:
             return None
-        if (refusal := self.limited(who.source_id)) is not None:
-            return refusal
+        if (wait := self.limiter.wait(who.source_id, self.clock())) > 0:
+            REFUSED.labels("rate_limited").inc()
+            return self.answer(429, api.error("rate_limited", "this source is over its request rate"),
+                               retry_after=wait)
         try:
             said = await self.claims.claim(idempotency.nonce_claim(who.pending.nonce), "",
                                            float(self.settings.signature_tolerance_s * 2))
         except BrokerUnavailable:
             return self.unavailable()
         if said.outcome != "won":
-            self.limiter.give_back(who.source_id, self.clock())
             self.failed_signature(peer)
             return self.unauthenticated("this signature was already used: sign each request afresh")
-        return None
+        return self.limited(who.source_id)  # rarely refused here: only by requests taken while the claim ran
 
     async def check(self, body: bytes, request: Request, family: Family | None, commune: str | None,
                     caller: Source) -> Refused | Publish:
@@ -291,3 +287,4 @@ def request_line(request: Request) -> RequestLine:
     return RequestLine(request.method.encode(), bytes(raw_path), bytes(request.scope.get("query_string", b"")),
                        request.headers.get(COMMUNE, "").encode("latin-1"),
                        request.headers.get(IDEMPOTENCY_KEY, "").encode("latin-1"))
+

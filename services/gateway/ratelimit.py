@@ -33,10 +33,9 @@ class RateLimiter:
             return 0
         return self._wait(bucket)
 
-    def give_back(self, key: str, now: float) -> None:
-        """Return a token `take` took for a request that turned out not to be the key's own (a replayed signature)."""
-        bucket = self._refilled(key, now)
-        bucket.tokens = min(float(self.burst), bucket.tokens + 1.0)
+    def available(self, key: str, now: float) -> float:
+        """The tokens `key` has now (a key never seen: the whole burst); none is taken."""
+        return float(self.burst) if key not in self._buckets else self._refilled(key, now).tokens
 
     def wait(self, key: str, now: float) -> int:
         """0 when `key` has a token now (none is taken), else whole seconds until it has."""
@@ -63,3 +62,29 @@ class RateLimiter:
 
     def _wait(self, bucket: _Bucket) -> int:
         return max(1, math.ceil((1.0 - bucket.tokens) / self.rate_per_s))
+
+
+class InFlight:
+    """Bytes read, per key, of requests not yet vouched for, within what the key's `allowance` has left: a whole
+    `bytes_per_token` per token (the failed-signature allowance of a peer address, a body at the limit per failure
+    left). The allowance alone is checked before a body and spent once it failed: signed requests sent at once all
+    passed it (200 from one address: 2,000 MiB read and hashed, review of 2026-12-02). Counting bytes as they arrive,
+    not whole bodies up front, lets many small requests run at once."""
+
+    def __init__(self, allowance: RateLimiter, bytes_per_token: int) -> None:
+        self.allowance, self.bytes_per_token = allowance, bytes_per_token
+        self.held: dict[str, int] = {}
+        """Only keys with bytes in flight: no more than requests are being read."""
+
+    def admit(self, key: str, size: int, now: float) -> bool:
+        """Count `size` more bytes for `key`, unless that passes what its allowance left stands for."""
+        held = self.held.get(key, 0) + size
+        if held > math.floor(self.allowance.available(key, now)) * self.bytes_per_token:
+            return False
+        self.held[key] = held
+        return True
+
+    def release(self, key: str, size: int) -> None:
+        """A request's bytes no longer count (its body was verified or refused)."""
+        if size and (left := self.held.pop(key, 0) - size) > 0:
+            self.held[key] = left
