@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from schemas.codes import Locale
 from schemas.envelope import Model
@@ -23,14 +23,19 @@ WILDCARD = "*"
 
 
 class Contact(Model):
-    """PERSONAL DATA in phone/email/zalo_user_id; `ref` is the only thing logs may show."""
+    """PERSONAL DATA in phone/email/zalo_user_id; `ref` is the only thing logs may show.
 
-    ref: str
+    Its fields have the limits of `Recipient`'s: a contact no recipient could hold refuses the directory at load
+    (it loaded, and every event reaching that contact was skipped whole as internal_error)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused phone or e-mail is personal data
+
+    ref: str = Field(min_length=1, max_length=128)
     channel: ChannelKind = ChannelKind.EMAIL
     locale: Locale = Locale.VI
-    phone: str | None = Field(default=None, repr=False)
-    email: str | None = Field(default=None, repr=False)
-    zalo_user_id: str | None = Field(default=None, repr=False)
+    phone: str | None = Field(default=None, max_length=20, repr=False)
+    email: str | None = Field(default=None, max_length=254, repr=False)
+    zalo_user_id: str | None = Field(default=None, max_length=64, repr=False)
 
     def recipient(self) -> Recipient:
         return Recipient(ref=self.ref, locale=self.locale, phone=self.phone, email=self.email,
@@ -47,6 +52,8 @@ class CommuneContacts(Model):
 
 
 class Directory(Model):
+    model_config = ConfigDict(hide_input_in_errors=True)  # pydantic shows a contact's input unless this hides it
+
     communes: dict[str, CommuneContacts] = Field(default_factory=dict)
 
     def _tables(self, commune: str) -> list[CommuneContacts]:

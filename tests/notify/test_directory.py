@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from schemas import wire
@@ -96,3 +97,27 @@ def test_a_matching_rule_that_finds_nobody_is_logged_and_counted_without_persona
     assert all(e["commune"] == "02269" for e in logs) and "Trần" not in str(logs)
     assert {rule: metrics.NO_RECIPIENT.labels(rule)._value.get() - n for rule, n in before.items()} == dict.fromkeys(
         before, 1)
+
+
+@pytest.mark.parametrize(("field", "value"), [("phone", "0900 000 002 / 0912 345"), ("email", "a" * 250 + "@x.vn"),
+                                              ("zalo_user_id", "z" * 65), ("ref", "village:" + "x" * 121),
+                                              ("ref", "")])
+def test_a_contact_a_recipient_could_not_hold_is_refused_at_load_naming_where_not_what(
+        tmp_path: Path, field: str, value: str) -> None:
+    """A contact field over the recipient's limits (ref 1-128, phone 20, e-mail 254, Zalo id 64) refuses the
+    directory at load, naming where it is and never its value. It loaded, and every event reaching that contact
+    (a storm warning to every village) was skipped whole as internal_error."""
+    contact = {"ref": "village:na-tang", "channel": "sms", "phone": "0900000002", field: value}
+    path = tmp_path / "directory.toml"
+    path.write_text(one_village(contact), encoding="utf-8")
+    with pytest.raises(ValidationError) as refused:
+        load_directory(path)
+    assert f"communes.*.villages.Thôn Nà Tàng.0.{field}" in str(refused.value)
+    if value:
+        assert value not in str(refused.value)
+
+
+def one_village(contact: dict[str, str]) -> str:
+    """A directory whose wildcard lists one village with `contact`."""
+    fields = ", ".join(f'{k} = "{v}"' for k, v in contact.items())
+    return f'[communes."*".villages]\n"Thôn Nà Tàng" = [{{ {fields} }}]\n'
