@@ -121,3 +121,36 @@ def one_village(contact: dict[str, str]) -> str:
     """A directory whose wildcard lists one village with `contact`."""
     fields = ", ".join(f'{k} = "{v}"' for k, v in contact.items())
     return f'[communes."*".villages]\n"Thôn Nà Tàng" = [{{ {fields} }}]\n'
+
+
+SAME_TABLE = {"*": {"villages": {
+    "Thôn Nà Tàng": [{"ref": "village:head", "channel": "sms", "phone": "0900000001"}],
+    "Thôn Bản Mới": [{"ref": "village:head", "channel": "sms", "phone": "0900000002"}]}}}
+OVERRIDE = {"*": {"villages": {"*": [{"ref": "village:head", "channel": "sms", "phone": "0900000002"}]}},
+            "02269": {"villages": {"Thôn Nà Tàng": [{"ref": "village:head", "channel": "sms", "phone": "0900000001"}]}}}
+
+
+@pytest.mark.parametrize(("communes", "where"), [(SAME_TABLE, "communes.*:"),
+                                                 (OVERRIDE, "communes.02269 with the wildcard's:")],
+                         ids=["two-villages", "commune-over-wildcard"])
+def test_a_ref_naming_two_contacts_one_lookup_can_see_is_refused_at_load(communes: object, where: str) -> None:
+    """Two village heads both `village:head` (in one table, or a commune's own village reusing the wildcard's ref)
+    refuse the directory, naming where and the ref, never a phone: a deferred message is refilled by its ref at
+    delivery, and Thôn Bản Mới's day-before message was texted to Thôn Nà Tàng's head."""
+    with pytest.raises(ValidationError) as refused:
+        Directory.model_validate({"communes": communes})
+    assert where in str(refused.value) and "'village:head'" in str(refused.value)
+    assert "090000000" not in str(refused.value)
+
+
+def test_a_ref_repeated_for_one_contact_or_in_communes_that_never_share_a_lookup_loads() -> None:
+    """The same contact in two groups (an operator also a cluster's, as in the shipped example) is one contact; two
+    communes' own tables never seen by one lookup may reuse a ref for different people; each refills its own."""
+    d = Directory.model_validate({"communes": {
+        "*": {"operators": [{"ref": "operator:loa", "channel": "sms", "phone": "0900000001"}],
+              "clusters": {"*": [{"ref": "operator:loa", "channel": "sms", "phone": "0900000001"}]}},
+        "02269": {"villages": {"Thôn Nà Tàng": [{"ref": "village:head", "channel": "sms", "phone": "0900000003"}]}},
+        "31471": {"villages": {"Ấp Prey Chóp": [{"ref": "village:head", "channel": "sms", "phone": "0900000004"}]}}}})
+    assert [(c.phone if (c := d.contact(k, "village:head")) else None) for k in ("02269", "31471", "00004")] == [
+        "0900000003", "0900000004", None]
+    assert load_directory(EXAMPLE).contact("31471", "operator:loa") is not None
