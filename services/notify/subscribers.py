@@ -120,6 +120,8 @@ class Subscriber(Model):
 
 
 class Registry(Model):
+    model_config = ConfigDict(hide_input_in_errors=True)  # pydantic shows a subscriber's input unless this hides it
+
     subscribers: list[Subscriber] = Field(default_factory=list)
 
     def matching(self, event_type: str, commune: str, province: str) -> list[Subscriber]:

@@ -71,3 +71,14 @@ async def test_a_url_the_client_cannot_use_fails_for_good() -> None:
     finally:
         await http.close()
     assert not refused.value.retryable
+
+
+
+def test_a_registry_refused_at_load_echoes_no_url_or_secret() -> None:
+    """The registry file read whole (`load_registry` validates `Registry`): a refused URL or an unknown field is
+    named, never shown. The subscriber's own `hide_input_in_errors` did not reach its registry: the URL with its
+    password, and an unknown field's value, were in the error."""
+    with pytest.raises(ValidationError, match=r"subscribers\.0\.url") as refused:
+        Registry.model_validate({"subscribers": [
+            {"name": "s", "url": "https://user:pw-1@example.gov.vn/h", "secret": "s3cret", "token": "pw-2"}]})
+    assert "pw-" not in str(refused.value) and "subscribers.0.token" in str(refused.value)
