@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from schemas.announcement import AnnouncementScheduledEvent
 from schemas.notification import NotificationRequest
-from services.notify import metrics, rules
+from services.notify import metrics, rules, timing
 from services.notify.policy import QuietHours
 from services.notify.subscribers import Registry
 from tests.notify.events import directory, dossier, visit_completed, visit_scheduled
@@ -40,8 +40,8 @@ def test_a_warning_expires_when_its_broadcast_ends_and_a_visit_when_it_is_held()
     ended = rules.for_event(warning(start, start + timedelta(hours=2)), directory(), HOOKS)
     assert {r.expires_at for r in people(ended)} == {start + timedelta(hours=2)}
     open_ended = rules.for_event(warning(start), directory(), HOOKS)
-    assert {r.expires_at for r in people(open_ended)} == {start + rules.ANNOUNCEMENT_HORIZON}
-    assert timedelta(hours=24) == rules.ANNOUNCEMENT_HORIZON
+    assert {r.expires_at for r in people(open_ended)} == {start + timing.ANNOUNCEMENT_HORIZON}
+    assert timedelta(hours=24) == timing.ANNOUNCEMENT_HORIZON
     assert [r.expires_at for r in ended + open_ended if r.rule == "webhook:pdc"] == [None, None]
     [visit] = rules.for_event(visit_scheduled(when=start), directory(), Registry())
     assert visit.expires_at == start
@@ -53,21 +53,21 @@ def test_a_status_message_and_a_visit_summary_expire_a_window_after_their_event(
     portal time is the day of receipt, weeks before: the review found it expired on arrival): a province re-syncing
     last year's dossiers does not text every applicant of them (before, they had no expiry); webhook deliveries
     still never expire."""
-    assert timedelta(days=30) == rules.STATUS_MESSAGE_WINDOW
+    assert timedelta(days=30) == timing.STATUS_MESSAGE_WINDOW
     for status in (2, 3, 5, 6, 9, 10):  # accepted, rejected, documents and payment requested, processed, returned
         event = dossier(f"old-{status}", status=status)
         old = event.model_copy(update={"time": datetime(2025, 11, 3, 1, 5, tzinfo=UTC)})
         requests = rules.for_event(old, directory(), HOOKS)
         latest = max(old.time, old.data.due_at or old.time)
-        assert {r.expires_at for r in people(requests)} == {latest + rules.STATUS_MESSAGE_WINDOW}, status
+        assert {r.expires_at for r in people(requests)} == {latest + timing.STATUS_MESSAGE_WINDOW}, status
         assert [r.expires_at for r in requests if r.rule == "webhook:pdc"] == [None]
     received = dossier("late-request", status=5).model_copy(update={"time": datetime(2025, 11, 3, tzinfo=UTC)})
     data = received.data.model_copy(update={"due_at": datetime(2025, 12, 20, tzinfo=UTC)})
     [request] = people(rules.for_event(received.model_copy(update={"data": data}), directory(), HOOKS))
-    assert request.expires_at == datetime(2025, 12, 20, tzinfo=UTC) + rules.STATUS_MESSAGE_WINDOW  # from the due date
+    assert request.expires_at == datetime(2025, 12, 20, tzinfo=UTC) + timing.STATUS_MESSAGE_WINDOW  # from the due date
     summary = visit_completed()
     [request] = rules.for_event(summary, directory(), Registry())
-    assert request.expires_at == summary.time + rules.STATUS_MESSAGE_WINDOW
+    assert request.expires_at == summary.time + timing.STATUS_MESSAGE_WINDOW
 
 
 async def test_a_stale_warning_and_a_past_visit_are_not_sent_but_counted_and_logged() -> None:
