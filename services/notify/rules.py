@@ -50,7 +50,7 @@ from services.notify.params import (
 from services.notify.personal import applicant_recipient
 from services.notify.policy import notification_id
 from services.notify.subscribers import Registry
-from services.notify.timing import announcement_over, the_day_before, visit_held, window_passed
+from services.notify.timing import announcement_over, failure_over, the_day_before, visit_held, window_passed
 
 Target = tuple[Recipient, ChannelKind, Audience]
 
@@ -180,7 +180,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
     BROADCAST_COMPLETED: NO_NOTIFICATION,
     BROADCAST_FAILED: (
         Rule("broadcast.failed", always, K.BROADCAST_FAILED, failed_cluster_operators, broadcast_failed_params,
-             event_priority),
+             event_priority, expires=failure_over),
     ),
 }
 """Deadline alerts (due within one working day, overdue) are time-driven: see `for_alert`."""

@@ -24,6 +24,13 @@ def announcement_over(e: Event) -> datetime | None:
     return end
 
 
+def failure_over(e: Event) -> datetime | None:
+    """A failed broadcast is news to its cluster's operators for `ANNOUNCEMENT_HORIZON` after it failed: replaying
+    last year's announcement topic must not page them (a storm's failure goes in the emergency lane, at any hour)."""
+    at: datetime = e.data.failed_at + ANNOUNCEMENT_HORIZON
+    return at
+
+
 def visit_held(e: Event) -> datetime | None:
     """A visit's day-before message is stale once the visit has begun."""
     at: datetime = e.data.scheduled_for

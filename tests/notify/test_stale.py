@@ -12,7 +12,7 @@ from schemas.notification import NotificationRequest
 from services.notify import metrics, rules, timing
 from services.notify.policy import QuietHours
 from services.notify.subscribers import Registry
-from tests.notify.events import directory, dossier, visit_completed, visit_scheduled
+from tests.notify.events import broadcast_failed, directory, dossier, visit_completed, visit_scheduled
 from tests.notify.fakes import Calls, FakeChannel, FixedClock
 from tests.notify.test_dispatcher import LEDGER, running, settle
 
@@ -111,3 +111,17 @@ async def test_a_deferred_visit_released_after_the_visit_is_not_sent() -> None:
         clock.now = visit_at + timedelta(hours=1)
         await settle(lambda: request.notification_id in s.ledger.done, "released and expired")
         assert channel.attempted == [] and s.outcomes(request.notification_id) == [("deferred", 0), ("expired", 0)]
+
+
+async def test_a_broadcast_failure_expires_a_horizon_after_it_failed_and_a_year_old_one_pages_nobody() -> None:
+    """A failed broadcast's message to its cluster's operators expires `ANNOUNCEMENT_HORIZON` (24 hours) after
+    `failed_at`, as an announcement without an end does after its start (webhooks still never): replaying last
+    year's announcement topic pages no operator, at 02:00, in the emergency lane for a storm's. It had no expiry."""
+    failed = broadcast_failed("bf-old", category="storm")
+    [request] = people(rules.for_event(failed, directory(), HOOKS))
+    assert request.expires_at == failed.data.failed_at + timing.ANNOUNCEMENT_HORIZON and request.is_emergency
+    assert [r.expires_at for r in rules.for_event(failed, directory(), HOOKS) if r.rule == "webhook:pdc"] == [None]
+    channel = FakeChannel()
+    async with running(channel, clock=FixedClock(NIGHT)) as s:
+        await s.dispatcher.submit(request, Calls())
+        assert channel.attempted == [] and s.outcomes(request.notification_id) == [("expired", 0)]
