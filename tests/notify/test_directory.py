@@ -15,6 +15,7 @@ from schemas import wire
 from schemas.announcement import AnnouncementScheduledEvent
 from schemas.notification import DeadlineAlert, NotificationKind
 from services.notify import metrics, rules
+from services.notify.app import NotifyApp
 from services.notify.directory import Directory, load_directory
 from services.notify.records import Records
 from services.notify.settings import NotifySettings
@@ -154,3 +155,18 @@ def test_a_ref_repeated_for_one_contact_or_in_communes_that_never_share_a_lookup
     assert [(c.phone if (c := d.contact(k, "village:head")) else None) for k in ("02269", "31471", "00004")] == [
         "0900000003", "0900000004", None]
     assert load_directory(EXAMPLE).contact("31471", "operator:loa") is not None
+
+
+def test_notify_refusing_its_directory_logs_where_and_why_never_the_value(tmp_path: Path) -> None:
+    """Notify given a directory it refuses ends its run having logged `notify.file_refused` (critical) with each
+    refusal's place and reason, never the value: the crash log names only the error's type and file:line, so the
+    operator was left without what to fix."""
+    path = tmp_path / "directory.toml"
+    path.write_text(one_village({"ref": "village:na-tang", "channel": "sms", "phone": "0900 000 002 / 0912 345"}),
+                    encoding="utf-8")
+    with capture_logs() as logs, pytest.raises(ValidationError):
+        NotifyApp(NotifySettings(directory_file=path), None)  # type: ignore[arg-type]
+    [refused] = [e for e in logs if e["event"] == "notify.file_refused"]
+    assert refused["log_level"] == "critical" and refused["file"] == "directory" and refused["path"] == str(path)
+    assert refused["errors"] == ["communes.*.villages.Thôn Nà Tàng.0.phone: String should have at most 20 characters"]
+    assert "0912" not in str(logs)
