@@ -41,7 +41,7 @@ _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 
 def recent(sample: Any, now: datetime | None = None) -> Any:
     """`sample` with every time in it moved by whole days so that it was submitted yesterday: a citizen's status
-    message goes stale `rules.STATUS_MESSAGE_WINDOW` after its event, and the samples date from 2025."""
+    message goes stale `timing.STATUS_MESSAGE_WINDOW` after its event, and the samples date from 2025."""
     days = timedelta(days=((now or datetime.now(UTC)) - SAMPLE_DAY).days - 1)
     if isinstance(sample, dict):
         return {k: recent(v, now) for k, v in sample.items()}

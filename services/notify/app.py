@@ -9,12 +9,16 @@ exit stack closes everything in reverse order when the run stops or fails.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
+from pathlib import Path
+from typing import TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError
+from pydantic import ValidationError
 
 from schemas.notification import ChannelKind
 from schemas.topics import Group, group_id
@@ -56,13 +60,27 @@ COMMIT_TIMEOUT_S = 5.0
 is gone, and a revocation's commit runs inside the coordinator task that `consumer.stop` waits for."""
 
 
+T = TypeVar("T")
+
+
+def _loaded(file: str, path: Path | None, load: Callable[[Path | None], T]) -> T:
+    """The directory or subscriber file, or the run ends (not restarted: the file stays wrong) having logged each
+    refusal's place and reason, never its value (a phone, a URL's password): the crash log names only the error."""
+    try:
+        return load(path)
+    except ValidationError as exc:
+        errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()]
+        log.critical("notify.file_refused", file=file, path=str(path), errors=errors)
+        raise
+
+
 class NotifyApp:
     def __init__(self, settings: NotifySettings, supervisor: Supervisor,
                  privacy: PrivacySettings | None = None) -> None:
         self.s, self.sup, self.names = settings, supervisor, Names(settings.namespace)
         self.privacy = privacy
-        self.directory = load_directory(settings.directory_file)
-        self.registry = load_registry(settings.subscribers_file)
+        self.directory = _loaded("directory", settings.directory_file, load_directory)
+        self.registry = _loaded("subscribers", settings.subscribers_file, load_registry)
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.pauses: dict[str, Pauses] = {}
         """Per consumer (routine, urgent): why its partitions are paused."""

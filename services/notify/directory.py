@@ -13,7 +13,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas.codes import Locale
 from schemas.envelope import Model
@@ -23,14 +23,19 @@ WILDCARD = "*"
 
 
 class Contact(Model):
-    """PERSONAL DATA in phone/email/zalo_user_id; `ref` is the only thing logs may show."""
+    """PERSONAL DATA in phone/email/zalo_user_id; `ref` is the only thing logs may show.
 
-    ref: str
+    Its fields have the limits of `Recipient`'s: a contact no recipient could hold refuses the directory at load
+    (it loaded, and every event reaching that contact was skipped whole as internal_error)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused phone or e-mail is personal data
+
+    ref: str = Field(min_length=1, max_length=128)
     channel: ChannelKind = ChannelKind.EMAIL
     locale: Locale = Locale.VI
-    phone: str | None = Field(default=None, repr=False)
-    email: str | None = Field(default=None, repr=False)
-    zalo_user_id: str | None = Field(default=None, repr=False)
+    phone: str | None = Field(default=None, max_length=20, repr=False)
+    email: str | None = Field(default=None, max_length=254, repr=False)
+    zalo_user_id: str | None = Field(default=None, max_length=64, repr=False)
 
     def recipient(self) -> Recipient:
         return Recipient(ref=self.ref, locale=self.locale, phone=self.phone, email=self.email,
@@ -47,6 +52,8 @@ class CommuneContacts(Model):
 
 
 class Directory(Model):
+    model_config = ConfigDict(hide_input_in_errors=True)  # pydantic shows a contact's input unless this hides it
+
     communes: dict[str, CommuneContacts] = Field(default_factory=dict)
 
     def _tables(self, commune: str) -> list[CommuneContacts]:
@@ -89,13 +96,31 @@ class Directory(Model):
 
     def contact(self, commune: str, ref: str) -> Contact | None:
         """The contact `ref` of the commune, or of the wildcard (a request written without its clear contact is
-        filled from it)."""
-        for c in self._tables(commune):
-            groups = [c.centre, c.centre_head, c.operators, list(c.officers.values()),
-                      *c.villages.values(), *c.clusters.values()]
-            if (found := next((x for group in groups for x in group if x.ref == ref), None)) is not None:
-                return found
-        return None
+        filled from it): one person, whichever group it is found in (`_one_contact_per_ref`)."""
+        return next((x for t in self._tables(commune) for x in _contacts(t) if x.ref == ref), None)
+
+    @model_validator(mode="after")
+    def _one_contact_per_ref(self) -> Directory:
+        """Within what one commune's lookups see (its table and the wildcard's), a ref names one phone, e-mail and
+        Zalo id: a deferred message is written without them and refilled by its ref at delivery (`contact`), so
+        a ref naming two people (two village heads as `village:head`, a commune's own reusing a wildcard ref)
+        sent one's message to the other. The same contact in two groups (an operator also a cluster's) is one."""
+        for key in self.communes:
+            reaches: dict[str, tuple[str | None, ...]] = {}
+            for c in (x for t in self._tables(key) for x in _contacts(t)):
+                reach = (c.phone, c.email, c.zalo_user_id)
+                if reaches.setdefault(c.ref, reach) != reach:
+                    where = f"communes.{key}" + ("" if key == WILDCARD else " with the wildcard's")
+                    raise ValueError(f"{where}: ref {c.ref!r} names two different contacts (phone, e-mail or Zalo "
+                                     "id); a deferred message is refilled by ref and could reach the other")
+        return self
+
+
+def _contacts(table: CommuneContacts) -> list[Contact]:
+    """Every contact of one table, in lookup order: centre, centre head, operators, officers, villages, clusters."""
+    return [*table.centre, *table.centre_head, *table.operators, *table.officers.values(),
+            *(x for group in table.villages.values() for x in group),
+            *(x for group in table.clusters.values() for x in group)]
 
 
 def load_directory(path: Path | None) -> Directory:

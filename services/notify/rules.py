@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 import orjson
@@ -38,7 +38,6 @@ from schemas.mobile_team import (
 from schemas.notification import Audience, ChannelKind, DeadlineAlert, NotificationRequest, Recipient, TrackedDossier
 from schemas.notification import NotificationKind as K
 from schemas.personal import SealedApplicant
-from schemas.times import VIETNAM
 from services.notify import deadlines
 from services.notify.directory import Contact, Directory
 from services.notify.params import (
@@ -51,6 +50,7 @@ from services.notify.params import (
 from services.notify.personal import applicant_recipient
 from services.notify.policy import notification_id
 from services.notify.subscribers import Registry
+from services.notify.timing import announcement_over, failure_over, the_day_before, visit_held, window_passed
 
 Target = tuple[Recipient, ChannelKind, Audience]
 
@@ -106,48 +106,7 @@ def emergency_audience(e: Event, d: Directory) -> list[Target]:
     return cluster_operators(e, d) + villages
 
 
-# --- when ----------------------------------------------------------------------------------------
-
-ANNOUNCEMENT_HORIZON = timedelta(hours=24)
-"""An announcement without an end is over this long after it starts."""
-
-
-def announcement_over(e: Event) -> datetime | None:
-    """A warning (or any announcement) is stale once its broadcast has ended: a re-synced storm of last year must
-    not wake the villages at 02:00."""
-    a = e.data
-    end: datetime = a.ends_at or a.starts_at + ANNOUNCEMENT_HORIZON
-    return end
-
-
-def visit_held(e: Event) -> datetime | None:
-    """A visit's day-before message is stale once the visit has begun."""
-    at: datetime = e.data.scheduled_for
-    return at
-
-
-STATUS_MESSAGE_WINDOW = timedelta(days=30)
-"""A dossier's status message to its applicant, and a visit's summary to the centre, are stale this long after the
-event, or after the dossier's due date when that is later: a province re-syncing last year's dossiers must not text
-every applicant of them. Long, and counted from the due date too, because a portal payload's time is its latest
-date or progress step: a request for documents on a long procedure, with no progress step, carries the day the
-dossier was received, which may be weeks before the request."""
-
-
-def window_passed(e: Event) -> datetime | None:
-    """A status message (or a visit's summary) expires `STATUS_MESSAGE_WINDOW` after its event or its due date."""
-    latest: datetime = e.time
-    if isinstance(e, DossierStatusChanged):
-        due = [d for d in (e.data.due_at, *(c.new_due_at for c in e.data.due_date_changes)) if d is not None]
-        latest = max([latest, *due])
-    return latest + STATUS_MESSAGE_WINDOW
-
-
-def the_day_before(e: Event) -> datetime | None:
-    """Village contacts hear of a visit at 08:00 the day before (or at once if that is past)."""
-    local: datetime = e.data.scheduled_for.astimezone(VIETNAM) - timedelta(days=1)
-    return local.replace(hour=8, minute=0, second=0, microsecond=0)
-
+# --- when (deferrals and expiries: `timing`) -------------------------------------------------------
 
 def status_is(*statuses: DossierStatus) -> Callable[[Event], bool]:
     return lambda e: isinstance(e, DossierStatusChanged) and e.data.status in statuses
@@ -221,7 +180,7 @@ RULES: dict[str, tuple[Rule, ...]] = {
     BROADCAST_COMPLETED: NO_NOTIFICATION,
     BROADCAST_FAILED: (
         Rule("broadcast.failed", always, K.BROADCAST_FAILED, failed_cluster_operators, broadcast_failed_params,
-             event_priority),
+             event_priority, expires=failure_over),
     ),
 }
 """Deadline alerts (due within one working day, overdue) are time-driven: see `for_alert`."""

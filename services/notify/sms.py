@@ -27,16 +27,35 @@ def is_gsm7(text: str) -> bool:
     return all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text)
 
 
+def _sizes(text: str, gsm: bool) -> list[int]:
+    """Each character's units: 2 for a GSM-7 escape pair or a UTF-16 surrogate pair (either stays whole), else 1."""
+    if gsm:
+        return [2 if c in GSM7_EXTENSION else 1 for c in text]
+    return [2 if ord(c) > 0xFFFF else 1 for c in text]
+
+
+def _limits(gsm: bool) -> tuple[int, int]:
+    """Units of a single-segment message, and of each segment of a longer one (its header takes the rest)."""
+    return (160, 153) if gsm else (70, 67)
+
+
+def _pack(parts: int, used: int, size: int, multi: int) -> tuple[int, int]:
+    """One more character in a concatenated SMS: it starts the next segment when it would straddle two."""
+    return (parts + 1, size) if used + size > multi else (parts, used + size)
+
+
 def count(text: str) -> SmsCount:
-    """Segments as an operator bills them: 160/153 septets (GSM-7) or 70/67 UTF-16 units (UCS-2)."""
-    if is_gsm7(text):
-        units = sum(2 if c in GSM7_EXTENSION else 1 for c in text)
-        single, multi, encoding = 160, 153, "GSM-7"
-    else:
-        units = len(text.encode("utf-16-le")) // 2
-        single, multi, encoding = 70, 67, "UCS-2"
-    segments = 0 if units == 0 else 1 if units <= single else -(-units // multi)
-    return SmsCount(encoding, units, segments)
+    """Segments as an operator bills them: 160/153 septets (GSM-7) or 70/67 UTF-16 units (UCS-2), a pair (escape
+    and character, or a surrogate pair) never split across two segments: it moves whole to the next one."""
+    gsm = is_gsm7(text)
+    sizes = _sizes(text, gsm)
+    single, multi = _limits(gsm)
+    units, parts, used = sum(sizes), 1, 0
+    if units > single:
+        for size in sizes:
+            parts, used = _pack(parts, used, size, multi)
+    segments = 0 if units == 0 else 1 if units <= single else parts
+    return SmsCount("GSM-7" if gsm else "UCS-2", units, segments)
 
 
 def unaccented(text: str) -> str:
@@ -47,16 +66,20 @@ def unaccented(text: str) -> str:
 
 def cut(text: str, max_segments: int) -> str:
     """`text`, or as much of it as `max_segments` billed segments hold followed by an ellipsis ("..." in GSM-7,
-    which has no "…")."""
+    which has no "…"), packed as `count` packs them (no pair split)."""
     if count(text).segments <= max_segments:
         return text
     gsm = is_gsm7(text)
-    single, multi, marker = (160, 153, "...") if gsm else (70, 67, "…")
-    budget = (single if max_segments == 1 else multi * max_segments) - len(marker)
-    used = kept = 0
-    for c in text:
-        used += (2 if c in GSM7_EXTENSION else 1) if gsm else (2 if ord(c) > 0xFFFF else 1)
-        if used > budget:
+    marker = "..." if gsm else "…"
+    single, multi = _limits(gsm)
+    parts, used, units, kept = 1, 0, 0, 0
+    for size in _sizes(text, gsm):
+        parts, used = _pack(parts, used, size, multi)
+        units += size
+        end_parts, end_used = parts, used
+        for _ in marker:  # each unit 1 in its encoding
+            end_parts, end_used = _pack(end_parts, end_used, 1, multi)
+        if (1 if units + len(marker) <= single else end_parts) > max_segments:
             break
         kept += 1
     return text[:kept].rstrip() + marker

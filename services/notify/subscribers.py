@@ -120,7 +120,18 @@ class Subscriber(Model):
 
 
 class Registry(Model):
+    model_config = ConfigDict(hide_input_in_errors=True)  # pydantic shows a subscriber's input unless this hides it
+
     subscribers: list[Subscriber] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_subscriber_per_name(self) -> Registry:
+        """A name is a subscriber's identity: its rule (`webhook:<name>`), so its notification ids, and its URL and
+        secret at delivery (`by_name`). Two of one name shared one id, and the ledger sent only one of them."""
+        names = [s.name for s in self.subscribers]
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"subscriber names must be unique: {', '.join(map(repr, repeated))} used more than once")
+        return self
 
     def matching(self, event_type: str, commune: str, province: str) -> list[Subscriber]:
         return [s for s in self.subscribers if s.wants(event_type, commune, province)]

@@ -29,7 +29,7 @@ def dossier(event_id: str = "evt-1", status: int = 2, locale: str = "vi", code: 
         body["returned_at"] = body["due_at"]
     body.update(data)
     return DossierStatusChanged.model_validate({
-        # sent now (its dates are last year's): a status message goes stale `rules.STATUS_MESSAGE_WINDOW` after it
+        # sent now (its dates are last year's): a status message goes stale `timing.STATUS_MESSAGE_WINDOW` after it
         "id": event_id, "source": "/communes/02269/one-stop", "time": datetime.now(UTC), "subject": code,
         "commune": COMMUNE,
         "province": PROVINCE, "data": body})

@@ -110,13 +110,13 @@ async def test_a_zns_call_known_not_delivered_falls_back_to_sms(answer: str) -> 
 
 
 @pytest.mark.parametrize(("error", "reason"), [(-124, "zns_error_-124"),
-                                                ("user 0911111111 not found", "zns_error_unexpected"),
-                                                ({"phone": "0911111111"}, "zns_error_unexpected"),
-                                                (10**12, "zns_error_unexpected"), (True, "zns_error_unexpected")])
+                                                ("user 0911111111 not found", "reply_unreadable"),
+                                                ({"phone": "0911111111"}, "reply_unreadable"),
+                                                (10**12, "zns_error_unexpected"), (True, "reply_unreadable")])
 async def test_a_zns_error_reason_is_its_code_never_what_the_provider_echoed(error: object, reason: str) -> None:
     """Without a phone to fall back to, the ZNS error is the delivery's reason, logged and published: the
     provider's code if it is one of at most 9 digits, else a fixed word (an error text may quote the recipient; a
-    number may have thousands of digits)."""
+    number may have thousands of digits); an `error` that is no integer says nothing, `reply_unreadable`."""
     fake = FakeProviders()
 
     async def zns_refuses(_: web.Request) -> web.Response:

@@ -86,6 +86,33 @@ def test_gsm7_and_ucs2_segment_counts() -> None:
     assert sms.count("ơ" * 71).segments == 2 and sms.count("ơ" * 135).segments == 3
 
 
+
+def billed(text: str) -> int:
+    """Segments as an SMSC splits `text`: a surrogate pair or a GSM-7 escape pair never straddles two segments."""
+    gsm = sms.is_gsm7(text)
+    sizes = [(2 if c in sms.GSM7_EXTENSION else 1) if gsm else (2 if ord(c) > 0xFFFF else 1) for c in text]
+    single, multi = (160, 153) if gsm else (70, 67)
+    if sum(sizes) <= single:
+        return 1 if sizes else 0
+    parts, used = 1, 0
+    for size in sizes:
+        parts, used = (parts + 1, size) if used + size > multi else (parts, used + size)
+    return parts
+
+
+@pytest.mark.parametrize("text", ["a" * 152 + "[" + "a" * 153, "a" * 152 + "€" * 77, "ơ" * 66 + "🌀" + "ơ" * 67,
+                                  "🌀" * 68, "Cum loa C1: " + "[" * 500, "Bão số 3 " + "🌀" * 290])
+def test_segments_are_counted_and_cut_without_splitting_a_pair(text: str) -> None:
+    """A surrogate pair (an emoji, a rare Han-Nom character) or a GSM-7 escape pair (€ [ ] { } ~ ^ | \\) is never
+    split across two segments, so the count is what the operator bills and a text cut to 6 segments is 6. Units
+    were divided by 153 or 67 as if a segment could end anywhere: 7 segments billed under a cap of 6."""
+    assert sms.count(text).segments == billed(text)
+    for cap in (1, 2, 6):
+        out = sms.cut(text, cap)
+        assert billed(out) <= cap and sms.count(out).segments == billed(out)
+        assert out == text or out.endswith("...") or out.endswith("…")
+
+
 def test_long_vietnamese_sms_goes_unaccented_only_over_the_limit() -> None:
     """Accented text within the limit is kept; over it, the unaccented GSM-7 variant is sent."""
     short = "Hồ sơ đã được tiếp nhận."

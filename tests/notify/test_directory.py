@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from schemas import wire
 from schemas.announcement import AnnouncementScheduledEvent
 from schemas.notification import DeadlineAlert, NotificationKind
 from services.notify import metrics, rules
+from services.notify.app import NotifyApp
 from services.notify.directory import Directory, load_directory
 from services.notify.records import Records
 from services.notify.settings import NotifySettings
@@ -96,3 +98,75 @@ def test_a_matching_rule_that_finds_nobody_is_logged_and_counted_without_persona
     assert all(e["commune"] == "02269" for e in logs) and "Trần" not in str(logs)
     assert {rule: metrics.NO_RECIPIENT.labels(rule)._value.get() - n for rule, n in before.items()} == dict.fromkeys(
         before, 1)
+
+
+@pytest.mark.parametrize(("field", "value"), [("phone", "0900 000 002 / 0912 345"), ("email", "a" * 250 + "@x.vn"),
+                                              ("zalo_user_id", "z" * 65), ("ref", "village:" + "x" * 121),
+                                              ("ref", "")])
+def test_a_contact_a_recipient_could_not_hold_is_refused_at_load_naming_where_not_what(
+        tmp_path: Path, field: str, value: str) -> None:
+    """A contact field over the recipient's limits (ref 1-128, phone 20, e-mail 254, Zalo id 64) refuses the
+    directory at load, naming where it is and never its value. It loaded, and every event reaching that contact
+    (a storm warning to every village) was skipped whole as internal_error."""
+    contact = {"ref": "village:na-tang", "channel": "sms", "phone": "0900000002", field: value}
+    path = tmp_path / "directory.toml"
+    path.write_text(one_village(contact), encoding="utf-8")
+    with pytest.raises(ValidationError) as refused:
+        load_directory(path)
+    assert f"communes.*.villages.Thôn Nà Tàng.0.{field}" in str(refused.value)
+    if value:
+        assert value not in str(refused.value)
+
+
+def one_village(contact: dict[str, str]) -> str:
+    """A directory whose wildcard lists one village with `contact`."""
+    fields = ", ".join(f'{k} = "{v}"' for k, v in contact.items())
+    return f'[communes."*".villages]\n"Thôn Nà Tàng" = [{{ {fields} }}]\n'
+
+
+SAME_TABLE = {"*": {"villages": {
+    "Thôn Nà Tàng": [{"ref": "village:head", "channel": "sms", "phone": "0900000001"}],
+    "Thôn Bản Mới": [{"ref": "village:head", "channel": "sms", "phone": "0900000002"}]}}}
+OVERRIDE = {"*": {"villages": {"*": [{"ref": "village:head", "channel": "sms", "phone": "0900000002"}]}},
+            "02269": {"villages": {"Thôn Nà Tàng": [{"ref": "village:head", "channel": "sms", "phone": "0900000001"}]}}}
+
+
+@pytest.mark.parametrize(("communes", "where"), [(SAME_TABLE, "communes.*:"),
+                                                 (OVERRIDE, "communes.02269 with the wildcard's:")],
+                         ids=["two-villages", "commune-over-wildcard"])
+def test_a_ref_naming_two_contacts_one_lookup_can_see_is_refused_at_load(communes: object, where: str) -> None:
+    """Two village heads both `village:head` (in one table, or a commune's own village reusing the wildcard's ref)
+    refuse the directory, naming where and the ref, never a phone: a deferred message is refilled by its ref at
+    delivery, and Thôn Bản Mới's day-before message was texted to Thôn Nà Tàng's head."""
+    with pytest.raises(ValidationError) as refused:
+        Directory.model_validate({"communes": communes})
+    assert where in str(refused.value) and "'village:head'" in str(refused.value)
+    assert "090000000" not in str(refused.value)
+
+
+def test_a_ref_repeated_for_one_contact_or_in_communes_that_never_share_a_lookup_loads() -> None:
+    """The same contact in two groups (an operator also a cluster's, as in the shipped example) is one contact; two
+    communes' own tables never seen by one lookup may reuse a ref for different people; each refills its own."""
+    d = Directory.model_validate({"communes": {
+        "*": {"operators": [{"ref": "operator:loa", "channel": "sms", "phone": "0900000001"}],
+              "clusters": {"*": [{"ref": "operator:loa", "channel": "sms", "phone": "0900000001"}]}},
+        "02269": {"villages": {"Thôn Nà Tàng": [{"ref": "village:head", "channel": "sms", "phone": "0900000003"}]}},
+        "31471": {"villages": {"Ấp Prey Chóp": [{"ref": "village:head", "channel": "sms", "phone": "0900000004"}]}}}})
+    assert [(c.phone if (c := d.contact(k, "village:head")) else None) for k in ("02269", "31471", "00004")] == [
+        "0900000003", "0900000004", None]
+    assert load_directory(EXAMPLE).contact("31471", "operator:loa") is not None
+
+
+def test_notify_refusing_its_directory_logs_where_and_why_never_the_value(tmp_path: Path) -> None:
+    """Notify given a directory it refuses ends its run having logged `notify.file_refused` (critical) with each
+    refusal's place and reason, never the value: the crash log names only the error's type and file:line, so the
+    operator was left without what to fix."""
+    path = tmp_path / "directory.toml"
+    path.write_text(one_village({"ref": "village:na-tang", "channel": "sms", "phone": "0900 000 002 / 0912 345"}),
+                    encoding="utf-8")
+    with capture_logs() as logs, pytest.raises(ValidationError):
+        NotifyApp(NotifySettings(directory_file=path), None)  # type: ignore[arg-type]
+    [refused] = [e for e in logs if e["event"] == "notify.file_refused"]
+    assert refused["log_level"] == "critical" and refused["file"] == "directory" and refused["path"] == str(path)
+    assert refused["errors"] == ["communes.*.villages.Thôn Nà Tàng.0.phone: String should have at most 20 characters"]
+    assert "0912" not in str(logs)

@@ -390,6 +390,49 @@ async def test_a_zns_2xx_whose_body_cannot_be_read_is_retried_as_zns_like_an_ove
     assert (provider.requests, sms.requests) == (1, 0) and held < FREE_WITHIN, held
 
 
+@pytest.mark.parametrize(("body", "content_type"), [
+    (b"<html><body>Service temporarily unavailable</body></html>", "text/html"),
+    (b"null", "application/json"), (b"[]", "application/json"), (b'"ok"', "application/json"),
+    (b'{"error": -124, "message": "Invalid us', "application/json"),  # cut off
+    (b"{}", "application/json"), (b'{"data": {"msg_id": "zns-1"}}', "application/json"),
+    (b'{"error": null}', "application/json"), (b'{"error": "0"}', "application/json"),
+    (b'{"error": 0.0}', "application/json"), (b'{"error": false}', "application/json"),
+    (b'{"error": "user 0911111111 not found"}', "application/json"),
+    (b'{"error": {"phone": "0911111111"}}', "application/json"),
+], ids=["html", "null", "array", "string", "cut-off", "empty", "no-error", "error-null", "error-string-0",
+        "error-float", "error-false", "error-text", "error-object"])
+async def test_a_zns_2xx_that_is_no_object_with_an_integer_error_is_retried_as_zns(body: bytes,
+                                                                                  content_type: str) -> None:
+    """Zalo answering 200 with a body read whole that does not say whether it took the message (HTML, `null`, an
+    array, cut-off JSON, an object without an integer `error`): unknown, so a retryable `reply_unreadable`, no SMS
+    fallback, never an echo of the body. Before, it was read as `{}`, `error` as 0: counted sent via Zalo, neither
+    retried nor sent by SMS, and the citizen never told."""
+    async def zns(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type=content_type)
+
+    sms = Calls()
+
+    async def sms_gateway(request: web.Request) -> web.Response:
+        await request.read()
+        sms()
+        return web.json_response({"message_id": "sms-1"})
+
+    async with serve(zns__send=zns, sms=sms_gateway) as url:
+        [r] = [x for x in rules.for_event(
+            dossier(applicant={"zalo_user_id": "z-1", "phone": "0911111111", "preferred_locale": "vi"}),
+            directory(), Registry()) if x.channel is ChannelKind.ZALO]
+        http = HttpClient(5)
+        try:
+            with pytest.raises(DeliveryError) as failed:
+                await ZaloZns(http, url, SmsGateway(http, url)).send(compose(r, 2))
+        finally:
+            await http.close()
+    assert (failed.value.reason, failed.value.retryable, failed.value.not_delivered) == ("reply_unreadable", True,
+                                                                                         False)
+    assert sms.count == 0
+
+
 @pytest.mark.parametrize("mode", ["drip", "cut"])
 async def test_through_the_dispatcher_an_unreadable_sms_reply_is_one_sent_status_never_a_retry(mode: str) -> None:
     """The dispatcher (3 attempts allowed, 10 ms back-off) with the real SMS channel and a gateway answering 200 and

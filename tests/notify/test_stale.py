@@ -9,10 +9,10 @@ from structlog.testing import capture_logs
 
 from schemas.announcement import AnnouncementScheduledEvent
 from schemas.notification import NotificationRequest
-from services.notify import metrics, rules
+from services.notify import metrics, rules, timing
 from services.notify.policy import QuietHours
 from services.notify.subscribers import Registry
-from tests.notify.events import directory, dossier, visit_completed, visit_scheduled
+from tests.notify.events import broadcast_failed, directory, dossier, visit_completed, visit_scheduled
 from tests.notify.fakes import Calls, FakeChannel, FixedClock
 from tests.notify.test_dispatcher import LEDGER, running, settle
 
@@ -40,8 +40,8 @@ def test_a_warning_expires_when_its_broadcast_ends_and_a_visit_when_it_is_held()
     ended = rules.for_event(warning(start, start + timedelta(hours=2)), directory(), HOOKS)
     assert {r.expires_at for r in people(ended)} == {start + timedelta(hours=2)}
     open_ended = rules.for_event(warning(start), directory(), HOOKS)
-    assert {r.expires_at for r in people(open_ended)} == {start + rules.ANNOUNCEMENT_HORIZON}
-    assert timedelta(hours=24) == rules.ANNOUNCEMENT_HORIZON
+    assert {r.expires_at for r in people(open_ended)} == {start + timing.ANNOUNCEMENT_HORIZON}
+    assert timedelta(hours=24) == timing.ANNOUNCEMENT_HORIZON
     assert [r.expires_at for r in ended + open_ended if r.rule == "webhook:pdc"] == [None, None]
     [visit] = rules.for_event(visit_scheduled(when=start), directory(), Registry())
     assert visit.expires_at == start
@@ -53,21 +53,21 @@ def test_a_status_message_and_a_visit_summary_expire_a_window_after_their_event(
     portal time is the day of receipt, weeks before: the review found it expired on arrival): a province re-syncing
     last year's dossiers does not text every applicant of them (before, they had no expiry); webhook deliveries
     still never expire."""
-    assert timedelta(days=30) == rules.STATUS_MESSAGE_WINDOW
+    assert timedelta(days=30) == timing.STATUS_MESSAGE_WINDOW
     for status in (2, 3, 5, 6, 9, 10):  # accepted, rejected, documents and payment requested, processed, returned
         event = dossier(f"old-{status}", status=status)
         old = event.model_copy(update={"time": datetime(2025, 11, 3, 1, 5, tzinfo=UTC)})
         requests = rules.for_event(old, directory(), HOOKS)
         latest = max(old.time, old.data.due_at or old.time)
-        assert {r.expires_at for r in people(requests)} == {latest + rules.STATUS_MESSAGE_WINDOW}, status
+        assert {r.expires_at for r in people(requests)} == {latest + timing.STATUS_MESSAGE_WINDOW}, status
         assert [r.expires_at for r in requests if r.rule == "webhook:pdc"] == [None]
     received = dossier("late-request", status=5).model_copy(update={"time": datetime(2025, 11, 3, tzinfo=UTC)})
     data = received.data.model_copy(update={"due_at": datetime(2025, 12, 20, tzinfo=UTC)})
     [request] = people(rules.for_event(received.model_copy(update={"data": data}), directory(), HOOKS))
-    assert request.expires_at == datetime(2025, 12, 20, tzinfo=UTC) + rules.STATUS_MESSAGE_WINDOW  # from the due date
+    assert request.expires_at == datetime(2025, 12, 20, tzinfo=UTC) + timing.STATUS_MESSAGE_WINDOW  # from the due date
     summary = visit_completed()
     [request] = rules.for_event(summary, directory(), Registry())
-    assert request.expires_at == summary.time + rules.STATUS_MESSAGE_WINDOW
+    assert request.expires_at == summary.time + timing.STATUS_MESSAGE_WINDOW
 
 
 async def test_a_stale_warning_and_a_past_visit_are_not_sent_but_counted_and_logged() -> None:
@@ -111,3 +111,17 @@ async def test_a_deferred_visit_released_after_the_visit_is_not_sent() -> None:
         clock.now = visit_at + timedelta(hours=1)
         await settle(lambda: request.notification_id in s.ledger.done, "released and expired")
         assert channel.attempted == [] and s.outcomes(request.notification_id) == [("deferred", 0), ("expired", 0)]
+
+
+async def test_a_broadcast_failure_expires_a_horizon_after_it_failed_and_a_year_old_one_pages_nobody() -> None:
+    """A failed broadcast's message to its cluster's operators expires `ANNOUNCEMENT_HORIZON` (24 hours) after
+    `failed_at`, as an announcement without an end does after its start (webhooks still never): replaying last
+    year's announcement topic pages no operator, at 02:00, in the emergency lane for a storm's. It had no expiry."""
+    failed = broadcast_failed("bf-old", category="storm")
+    [request] = people(rules.for_event(failed, directory(), HOOKS))
+    assert request.expires_at == failed.data.failed_at + timing.ANNOUNCEMENT_HORIZON and request.is_emergency
+    assert [r.expires_at for r in rules.for_event(failed, directory(), HOOKS) if r.rule == "webhook:pdc"] == [None]
+    channel = FakeChannel()
+    async with running(channel, clock=FixedClock(NIGHT)) as s:
+        await s.dispatcher.submit(request, Calls())
+        assert channel.attempted == [] and s.outcomes(request.notification_id) == [("expired", 0)]

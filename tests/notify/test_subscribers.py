@@ -71,3 +71,28 @@ async def test_a_url_the_client_cannot_use_fails_for_good() -> None:
     finally:
         await http.close()
     assert not refused.value.retryable
+
+
+
+def test_a_registry_refused_at_load_echoes_no_url_or_secret() -> None:
+    """The registry file read whole (`load_registry` validates `Registry`): a refused URL or an unknown field is
+    named, never shown. The subscriber's own `hide_input_in_errors` did not reach its registry: the URL with its
+    password, and an unknown field's value, were in the error."""
+    with pytest.raises(ValidationError, match=r"subscribers\.0\.url") as refused:
+        Registry.model_validate({"subscribers": [
+            {"name": "s", "url": "https://user:pw-1@example.gov.vn/h", "secret": "s3cret", "token": "pw-2"}]})
+    assert "pw-" not in str(refused.value) and "subscribers.0.token" in str(refused.value)
+
+
+def test_two_subscribers_of_one_name_are_refused_at_load() -> None:
+    """A name is a subscriber's identity (its rule, its notification id, its secret at delivery): two of one name
+    refuse the registry, naming the name, not the URLs or secrets. Both loaded, with one notification id between
+    them: the ledger took the second's delivery for a repeat, and that subscriber silently got nothing."""
+    with pytest.raises(ValidationError, match="'province'") as refused:
+        Registry.model_validate({"subscribers": [
+            {"name": "province", "url": "https://a.example.vn/hook", "secret": "s3cret-a"},
+            {"name": "province", "url": "https://b.example.vn/hook", "secret": "s3cret-b"}]})
+    assert "s3cret" not in str(refused.value) and "example.vn" not in str(refused.value)
+    assert [s.name for s in Registry.model_validate({"subscribers": [
+        {"name": "province", "url": "https://a.example.vn/hook", "secret": "s"},
+        {"name": "board", "url": "https://a.example.vn/hook", "secret": "s"}]}).subscribers] == ["province", "board"]

@@ -12,7 +12,8 @@ A 2xx status line is the provider's acceptance, whatever its body: a body that i
 or cannot be read (`reply_unreadable`: not in within `replies.READ_S`, cut off, badly encoded) leaves only
 what it said unknown. An SMS or a webhook then counts as sent, without an id (a retry could send it twice
 through a provider that ignores `Idempotency-Key`, ADR 0012); a ZNS call is retried as ZNS (ZNS says in its
-body whether it took the message, ADR 0027).
+body whether it took the message, ADR 0027). So is a ZNS reply read whole that is no JSON object with an integer
+`error` (an HTML page, `null`, an array, cut-off JSON): `reply_unreadable` too.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ REPLY_TOO_LARGE = "reply_too_large"
 """A provider's 2xx reply was longer than `replies.MAX_REPLY_BYTES` and not read (SMS: sent; ZNS: retried)."""
 REPLY_UNREADABLE = "reply_unreadable"
 """A provider's 2xx reply body could not be read: not in within `replies.READ_S`, cut off, or badly encoded
-(SMS, webhook: sent; ZNS: retried)."""
+(SMS, webhook: sent; ZNS: retried); for ZNS also a body that is no JSON object with an integer `error`."""
 ADDRESS_REFUSED = "address_refused"
 """The host name resolved only to cloud metadata, link-local, unspecified or multicast addresses
 (`resolver.GuardedResolver`): nothing was sent. Handled like any provider not reached: retried with back-off (its
@@ -162,10 +163,10 @@ class ZaloZns:
 
     Only a ZNS call known not to have delivered falls back to SMS: a definite refusal (an error code, a 4xx
     other than 429) or a call that never left (no connection to Zalo). After a timeout, a disconnect, a 5xx, a
-    429, a 2xx reply too long to read (`reply_too_large`) or whose body could not be read (`reply_unreadable`)
-    Zalo may have delivered (or asks us to slow down): the failure is retryable and the dispatcher retries it as
-    ZNS, with the same tracking id; an SMS then could reach the citizen beside the ZNS message, through a
-    provider that does not know that id.
+    429, a 2xx reply too long to read (`reply_too_large`) or whose body could not be read or does not say
+    (`reply_unreadable`: no JSON object with an integer `error`) Zalo may have delivered (or asks us to slow
+    down): the failure is retryable and the dispatcher retries it as ZNS, with the same tracking id; an SMS then
+    could reach the citizen beside the ZNS message, through a provider that does not know that id.
     """
 
     def __init__(self, client: HttpClient, url: str, fallback: SmsGateway) -> None:
@@ -180,7 +181,9 @@ class ZaloZns:
                                            headers={IDEMPOTENCY_HEADER: r.notification_id, **trace_headers(r)})
             if isinstance(reply, str):  # ZNS says in the body whether it took the message: unknown, retried as ZNS
                 raise DeliveryError(reply)
-            if (error := reply.get("error", 0)) != 0:
+            if type(error := reply.get("error")) is not int:  # a body that does not say (HTML, null, cut off): unknown
+                raise DeliveryError(REPLY_UNREADABLE)
+            if error != 0:
                 # the code only if it is one: a reason is logged and published, and what a provider echoes is not ours
                 raise DeliveryError(f"zns_error_{replies.error_code(error)}", retryable=False)
             data = reply.get("data")

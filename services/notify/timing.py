@@ -1,0 +1,60 @@
+"""When a rule's message may go and when it stops making sense: deferrals and expiries of the rules table. Pure.
+
+A message past its `expires` is not sent (outcome expired): a province re-syncing last year's events must not
+text every applicant, nor wake the villages at 02:00 for a storm that is over.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from schemas.dossier import DossierStatusChanged
+from schemas.envelope import Event
+from schemas.times import VIETNAM
+
+ANNOUNCEMENT_HORIZON = timedelta(hours=24)
+"""An announcement without an end is over this long after it starts."""
+
+
+def announcement_over(e: Event) -> datetime | None:
+    """A warning (or any announcement) is stale once its broadcast has ended: a re-synced storm of last year must
+    not wake the villages at 02:00."""
+    a = e.data
+    end: datetime = a.ends_at or a.starts_at + ANNOUNCEMENT_HORIZON
+    return end
+
+
+def failure_over(e: Event) -> datetime | None:
+    """A failed broadcast is news to its cluster's operators for `ANNOUNCEMENT_HORIZON` after it failed: replaying
+    last year's announcement topic must not page them (a storm's failure goes in the emergency lane, at any hour)."""
+    at: datetime = e.data.failed_at + ANNOUNCEMENT_HORIZON
+    return at
+
+
+def visit_held(e: Event) -> datetime | None:
+    """A visit's day-before message is stale once the visit has begun."""
+    at: datetime = e.data.scheduled_for
+    return at
+
+
+STATUS_MESSAGE_WINDOW = timedelta(days=30)
+"""A dossier's status message to its applicant, and a visit's summary to the centre, are stale this long after the
+event, or after the dossier's due date when that is later: a province re-syncing last year's dossiers must not text
+every applicant of them. Long, and counted from the due date too, because a portal payload's time is its latest
+date or progress step: a request for documents on a long procedure, with no progress step, carries the day the
+dossier was received, which may be weeks before the request."""
+
+
+def window_passed(e: Event) -> datetime | None:
+    """A status message (or a visit's summary) expires `STATUS_MESSAGE_WINDOW` after its event or its due date."""
+    latest: datetime = e.time
+    if isinstance(e, DossierStatusChanged):
+        due = [d for d in (e.data.due_at, *(c.new_due_at for c in e.data.due_date_changes)) if d is not None]
+        latest = max([latest, *due])
+    return latest + STATUS_MESSAGE_WINDOW
+
+
+def the_day_before(e: Event) -> datetime | None:
+    """Village contacts hear of a visit at 08:00 the day before (or at once if that is past)."""
+    local: datetime = e.data.scheduled_for.astimezone(VIETNAM) - timedelta(days=1)
+    return local.replace(hour=8, minute=0, second=0, microsecond=0)
