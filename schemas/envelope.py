@@ -17,7 +17,7 @@ from schemas.admin import CommuneCode, ProvinceCode, commune_provinces
 from schemas.limits import identifier
 from schemas.times import UtcDateTime
 from schemas.trace import PATTERN as TRACEPARENT
-from schemas.trace import derive
+from schemas.trace import derive, has_zero_id
 
 SPECVERSION: Final = "1.0"
 TYPE_PREFIX = "vn.communebus."
@@ -66,13 +66,16 @@ class Event(Model):
     traceparent: str | None = Field(
         default=None, pattern=TRACEPARENT,
         description="W3C trace context (CloudEvents distributed-tracing extension): one trace id from the gateway "
-        "through intake to notify; derived from source and id when the record has none")
+        "through intake to notify; derived from source and id when the record has none, or one whose trace id or "
+        "parent id is all zeros (W3C: invalid, treated as absent)")
     data: Any
 
     @model_validator(mode="after")
     def _checked(self) -> Event:
-        """The province is the commune's; every event has a trace: its own, or one derived from source and id (not
-        counted as set by the input). One validator, not two: it runs for every event every service reads."""
+        """The province is the commune's; every event has a valid trace: its own, or one derived from source and id
+        (not counted as set by the input) when it has none or an all-zero one (W3C: invalid; as the gateway ignores
+        such a header, the event is then as if sent without). One validator, not two: it runs for every event every
+        service reads."""
         expected = commune_provinces()[self.commune]
         if self.province != expected:
             raise PydanticCustomError(
@@ -82,6 +85,9 @@ class Event(Model):
             )
         if self.traceparent is None:
             self.__dict__["traceparent"] = derive(self.source, self.id)
+        elif has_zero_id(self.traceparent):
+            self.__dict__["traceparent"] = derive(self.source, self.id)
+            self.model_fields_set.discard("traceparent")
         return self
 
     @property

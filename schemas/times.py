@@ -43,7 +43,8 @@ def is_canonical_text(value: Any) -> bool:
 
 
 def _compact_form(value: Any) -> Any:
-    """Before pydantic's own parsing: the two forms parsed here directly, anything else left to pydantic.
+    """Before pydantic's own parsing: the two forms parsed here directly, numbers refused, anything else left to
+    pydantic.
 
     The canonical `...Z` form (every time of every canonical event) becomes a UTC `datetime` here, at C speed
     (pydantic would give it its own `TzInfo`, which `_canonical` must then convert: 1 µs a field); a string of
@@ -63,7 +64,17 @@ def _compact_form(value: Any) -> Any:
         except ValueError:
             raise PydanticCustomError("invalid_datetime", "not a valid yyyyMMddHHmmss time") from None
         return parsed.astimezone(UTC) if modern else parsed
+    if isinstance(value, int | float) or (type(value) is str and _is_number_text(value)):
+        # pydantic would read it as Unix seconds or milliseconds in UTC: "2025110717" (the portal's form cut
+        # short) would become 2034, a JSON number a time no rule of ours allows (the JSON Schema says string)
+        raise PydanticCustomError("invalid_datetime", "a number, not a yyyyMMddHHmmss or ISO 8601 time")
     return value
+
+
+def _is_number_text(value: str) -> bool:
+    """A decimal number (optional sign, digits, optional fraction), which no time form of ours is."""
+    unsigned = value[1:] if value[:1] in ("+", "-") else value
+    return unsigned.replace(".", "", 1).isdigit()
 
 
 def to_utc(value: datetime) -> datetime:

@@ -21,7 +21,13 @@ _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 def is_valid(traceparent: str) -> bool:
     """Version 00, lower-case hex, and neither the trace id nor the parent id all zeros (W3C: invalid)."""
-    return bool(_VALID.fullmatch(traceparent)) and traceparent[3:35] != _ZERO_TRACE and traceparent[36:52] != _ZERO_SPAN
+    return bool(_VALID.fullmatch(traceparent)) and not has_zero_id(traceparent)
+
+
+def has_zero_id(traceparent: str) -> bool:
+    """Whether a traceparent of `PATTERN`'s shape has an all-zero trace id or parent id, which W3C Trace Context
+    declares invalid: a receiver treats it as absent (`schemas.envelope.Event` derives one in its place)."""
+    return traceparent[3:35] == _ZERO_TRACE or traceparent[36:52] == _ZERO_SPAN
 
 
 def derive(source: str, event_id: str) -> str:

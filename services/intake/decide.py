@@ -73,8 +73,9 @@ class Decider:
             if (denied := self.policy(event.source, self.family, event.commune)) is not None:
                 return self._dead_letter(denied.reason, denied.field, denied.message, offset)
             if self.seen.published(event.source, event.id):
+                # not the id itself: it may be a citizen's number (ADR 0026 seals ce_id), and messages are clear
                 return self._dead_letter(Reason.DUPLICATE_EVENT, "id",
-                                         f"id: event {event.id} of this source was already published", offset)
+                                         "id: an event of this source with this id was already published", offset)
             return outcome if self.keyring is None else seal_accepted(outcome, self.keyring)
         r = outcome.rejection
         return self._dead_letter(r.reason, r.field, r.message, offset)

@@ -215,8 +215,8 @@ def _binary(headers: Sequence[tuple[str, bytes]], value: bytes, family: Family) 
             if isinstance(parsed, Rejected):
                 return parsed
         return _from_validation(exc)
-    if (smuggled := wire.attribute_from_value(event, attrs)) is not None:
-        return reject(Reason.MISSING_FIELD, f"ce_{smuggled}", f"ce_{smuggled}: {wire.FROM_HEADERS_ONLY}")
+    if (problem := wire.binary_problem(event, attrs, value)) is not None:
+        return reject(problem.reason, problem.field, problem.message)
     return Accepted(event)
 
 

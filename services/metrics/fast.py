@@ -38,7 +38,7 @@ from schemas.envelope import SPECVERSION, Event
 from schemas.limits import EARLIEST, LATEST, MAX_AMOUNT_VND, MAX_ITEMS
 from schemas.metrics_views import REQUIRED_DATES
 from schemas.trace import PATTERN as TRACEPARENT
-from schemas.trace import derive
+from schemas.trace import derive, has_zero_id
 from schemas.wire import CE_PREFIX, Headers
 
 DEPTH_LIMIT: Final = 200
@@ -180,6 +180,8 @@ def _dossier(headers: Headers, value: bytes | None) -> FastDossier | None:
         traceparent = derive(source, event_id)
     elif _TRACEPARENT.fullmatch(traceparent := trace.decode()) is None:
         return None
+    elif has_zero_id(traceparent):  # W3C-invalid: replaced as `Event` replaces it
+        traceparent = derive(source, event_id)
     time = _time(stamp)
     if time is None:
         return None

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import re
+from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -179,22 +180,34 @@ def cccd_subject(pepper: Pepper, cccd: str) -> str:
 MIN_PHONE_DIGITS = 8
 """Fewer digits than this is no phone number (Vietnamese numbers have 10; "-", "N/A", "không có" have none)."""
 
+PLACEHOLDERS: Final = frozenset({"n/a", "na", "n.a.", "none", "null", "nil", "undefined", "unknown", "không",
+                                 "không có", "khong", "khong co", "chưa có", "chua co", "trống", "trong"})
+"""What forms put in an empty identifier field (lower case): no Zalo id."""
+
+
+def _one_repeated(chars: str) -> bool:
+    """"000000000000", "0000000000", "xxx": what a form's filler looks like, never one person's number or id."""
+    return len(set(chars)) <= 1
+
 
 def identifies(kind: str, value: str) -> bool:
     """Whether `value`, normalised as its subject would be, can name one person: a phone with digits enough, an
-    e-mail with an @ between two parts, a CCCD (or CMND) of digits, a Zalo id with any text. Intake seals under
-    the first identifier that does (`applicant.subject_of`); an erasure refuses one that does not, which would
-    shred everyone whose dossier carried the same placeholder."""
+    e-mail with an @ between two parts, a CCCD (or CMND) of digits, a Zalo id with a letter or digit that is no
+    known placeholder (`PLACEHOLDERS`); a CCCD, phone or Zalo id of one repeated character names nobody. Intake
+    seals under the first identifier that does (`applicant.subject_of`); an erasure refuses one that does not,
+    which would shred everyone whose dossier carried the same placeholder (ADR 0015)."""
     if kind == "cccd":
         number = normalise_cccd(value)
-        return number.isascii() and number.isdigit() and len(number) in (9, 12)
+        return number.isascii() and number.isdigit() and len(number) in (9, 12) and not _one_repeated(number)
     if kind == "phone":
-        return sum(c.isdigit() for c in normalise_phone(value)) >= MIN_PHONE_DIGITS
+        digits = [c for c in normalise_phone(value) if c.isdigit()]
+        return len(digits) >= MIN_PHONE_DIGITS and not _one_repeated("".join(digits))
     text = value.strip().lower()
     if kind == "email":
         local, at, domain = text.partition("@")
         return bool(at and local and domain)
-    return bool(text)
+    return (any(c.isalnum() for c in text) and text not in PLACEHOLDERS
+            and not _one_repeated("".join(c for c in text if c.isalnum())))
 
 
 def identifier_subject(pepper: Pepper, kind: str, value: str) -> str:

@@ -58,6 +58,16 @@ def test_an_id_already_published_is_a_duplicate_dead_letter() -> None:
     assert isinstance(seen_before.decide(dumps(canonical_dossier("evt-2")), [], offset=6), Accepted)
 
 
+def test_a_duplicates_dead_letter_message_does_not_repeat_its_id() -> None:
+    """A producer numbering its events by the applicant's CCCD: the duplicate's dlq.message, kept in clear on the
+    dead-letter topic, does not hold that number (before: "id: event 012345678901 of this source was ...")."""
+    cccd = "012345678901"
+    decision = decider(seen=frozenset({cccd})).decide(dumps(canonical_dossier(cccd)), [], offset=5)
+    assert isinstance(decision, DeadLetterContext) and decision.reason is Reason.DUPLICATE_EVENT
+    assert decision.message == "id: an event of this source with this id was already published"
+    assert not any(cccd.encode() in value for _, value in decision.headers())
+
+
 def test_the_same_id_from_another_source_is_published() -> None:
     """Ids are unique per source (CloudEvents): another commune's system numbering its events from 1 too is not
     a duplicate of ours."""

@@ -227,6 +227,16 @@ def test_portal_dates_outside_1975_to_2100_are_value_out_of_range(field: str, va
     assert value not in r.message
 
 
+@pytest.mark.parametrize(("field", "value"), [("NgayHenTra", "2025110717"), ("NgayNopHoSo", "202511030810"),
+                                              ("NgayHenTra", "1762506000"), ("NgayTiepNhan", 1762157426)])
+def test_portal_dates_cut_short_or_sent_as_numbers_are_invalid_not_epoch_times(field: str, value: object) -> None:
+    """A portal date that is neither yyyyMMddHHmmss nor ISO 8601 text is invalid_field (pydantic read it as Unix
+    seconds: "2025110717" was accepted as 2034-03-04), and the message does not repeat it."""
+    r = rejected(Family.DOSSIER, dumps(portal_dossier(**{field: value})), HDR).rejection
+    assert (r.reason, r.field) == (Reason.INVALID_FIELD, field)
+    assert str(value) not in r.message
+
+
 def test_canonical_times_outside_the_range_are_rejected_and_the_bounds_are_accepted() -> None:
     """The event time and data times are bounded too; 1975-01-01Z and 2100-12-31T23:59:59Z themselves pass."""
     r = rejected(Family.DOSSIER, dumps({**canonical_dossier(), "time": "0001-01-01T00:00:00"})).rejection

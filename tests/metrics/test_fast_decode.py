@@ -74,6 +74,16 @@ def test_every_dossier_event_as_intake_writes_it_takes_the_fast_path_and_reads_a
     assert {fast.dossier(r.headers, r.value).data.status for r in TEST_EVENTS} == set(range(1, 11))  # type: ignore[union-attr]
 
 
+def test_an_all_zero_traceparent_reads_as_the_view_reads_it() -> None:
+    """A canonical record written before intake replaced all-zero traceparents: the fast path derives the trace as
+    the view (`Event`) now does, rather than keep the zeros the view replaces."""
+    record = TEST_EVENTS[0]
+    zero = "00-" + "0" * 32 + "-" + "0" * 16 + "-01"
+    headers = [(k, zero.encode() if k == "ce_traceparent" else v) for k, v in record.headers]
+    assert check(headers, record.value)
+    assert fast.dossier(headers, record.value).traceparent != zero  # type: ignore[union-attr]
+
+
 def test_the_worker_decode_takes_the_fast_path_for_dossiers_and_the_view_for_the_rest() -> None:
     record = TEST_EVENTS[0]
     assert isinstance(decoding.fast(record.headers, record.value), fast.FastDossier)

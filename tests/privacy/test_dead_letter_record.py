@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from schemas.deadletter import DeadLetterContext, OriginalRecord, Reason
 from schemas.personal import SEALED_KEY_HEADER, SEALED_LAYOUT_HEADER, SEALED_SUBJECT_HEADER
+from services.gateway import batch
 from services.privacy import crypto, deadletters
 from services.privacy.crypto import Tampered
 from services.privacy.keyring import Keyring
@@ -93,6 +94,23 @@ def test_only_closed_shapes_stay_in_clear_for_operators() -> None:
     numbered = b"00-000000000000000000" + CCCD + b"-" + b"cd" * 8 + b"-01"
     sealed = seal(OriginalRecord(None, b"{}", [("ce_traceparent", numbered)]))
     assert numbered not in b"".join(v for _, v in sealed.headers)
+
+
+@pytest.mark.parametrize("content_type", [b"application/012345678901", b"text/0912345678", b"Nguyen/van-an.0912345678",
+                                          b"application/json; charset=0912345678", b"application/json;v=012345678901"])
+def test_a_content_type_that_is_no_media_type_the_project_reads_stays_sealed_only(content_type: bytes) -> None:
+    """A content-type of media-type shape can carry a CCCD, phone or name (before: kept in clear); only a media type
+    the project reads, with at most a UTF-8 charset, is copied in clear."""
+    letter = seal(OriginalRecord(None, b"not json", [("content-type", content_type)]))
+    assert [name for name, _ in letter.headers] == [SEALED_SUBJECT_HEADER, SEALED_KEY_HEADER, SEALED_LAYOUT_HEADER]
+
+
+@pytest.mark.parametrize("content_type", [b"application/json", b"application/cloudevents+json; charset=UTF-8",
+                                          b"Application/JSON;charset=utf-8", *(t.encode() for t in batch.READABLE)])
+def test_a_media_type_the_project_reads_stays_in_clear(content_type: bytes) -> None:
+    """The JSON media types the gateway and intake read (the simulator's structured one among them) stay readable."""
+    letter = seal(OriginalRecord(None, b"{}", [("content-type", content_type)]))
+    assert ("content-type", content_type) in letter.headers
 
 
 @pytest.mark.parametrize(("key", "headers", "expected"), [

@@ -65,3 +65,18 @@ async def test_an_erasure_by_phone_also_erases_the_subject_an_old_spelling_seale
     assert [(kind, a.subject, a.keys_destroyed) for kind, a in audits] == [
         ("phone", crypto.identifier_subject(PEPPER, "phone", "0987654321"), 0), ("phone", legacy, 1)]
     assert [k for tx in broker.committed for _, v, k in tx if v is None] == [f"{legacy}/old".encode()]
+
+
+@pytest.mark.parametrize(("kind", "value"), [("zalo", "-"), ("zalo", "N/A"), ("cccd", "000000000000"),
+                                             ("phone", "0000000000")])
+async def test_an_erasure_by_a_placeholder_is_refused_before_anything(kind: str, value: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A placeholder names everyone sealed under it, so an erasure by one is a ValueError naming the kind, not the
+    value, and nothing is sent (before: accepted, and every applicant sealed under it would have been shredded)."""
+    broker = Broker({"k1"})
+    broker.install(monkeypatch)
+    with pytest.raises(ValueError) as refused:
+        await erase.erase_applicant(None, "", PEPPER, [(kind, value)],  # type: ignore[arg-type]
+                                    requested_by="os:duty-officer")
+    assert str(refused.value) == f"not an identifier of one person: {kind}"
+    assert broker.committed == [] and broker.topics_made == 0 and broker.keys == {"k1"}

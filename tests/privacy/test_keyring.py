@@ -224,6 +224,12 @@ def test_an_applicant_without_cccd_is_erasable_by_the_phone_they_gave() -> None:
     ("cccd", "008 123 456 789", True), ("cccd", "123456789", True), ("cccd", "12345", False),
     ("cccd", "٠١٢٣٤٥٦٧٨٩٠١", False), ("email", "lan@example.vn", True), ("email", "@", False),
     ("email", "none", False), ("zalo", "Z-1", True), ("zalo", "  ", False),
+    # placeholders that named one subject for every applicant carrying them (audit 2026: ADR 0015 passes them over)
+    ("zalo", "-", False), ("zalo", "N/A", False), ("zalo", " không có ", False), ("zalo", "0", False),
+    ("zalo", "...", False), ("zalo", "2512523625412515", True), ("zalo", "lan.nguyen", True),
+    ("cccd", "000000000000", False), ("cccd", "111 111 111 111", False), ("cccd", "000000000", False),
+    ("phone", "0000000000", False), ("phone", "000.000.0000", False), ("phone", "1111111111", False),
+    ("phone", "0999999999", True),
 ])
 def test_only_an_identifier_of_one_person_names_a_subject(kind: str, value: str, one_person: bool) -> None:
     assert crypto.identifies(kind, value) is one_person
@@ -238,6 +244,20 @@ def test_a_placeholder_phone_does_not_put_strangers_under_one_key() -> None:
     assert len(set(subjects)) == len(subjects)
     assert sealing.subject_of(ring, Applicant(name="Lan", phone="-", email="lan@example.vn")) == \
         ring.subject("email", "lan@example.vn")
+
+
+@pytest.mark.parametrize("identifiers", [{"zalo": "-"}, {"zalo": "N/A"}, {"phone": "0000000000"},
+                                         {"cccd": "000000000000"}])
+def test_applicants_sharing_only_a_placeholder_get_subjects_of_their_own(identifiers: dict[str, str]) -> None:
+    """Two strangers whose only identifier is a placeholder Zalo id, an all-zero phone or CCCD are not sealed under
+    one subject (before: one subject and key, which one erasure would shred); a real phone after it still counts."""
+    fields = {"zalo": "zalo_user_id", "phone": "phone", "cccd": "id_number"}
+    ring = keyring()
+    strangers = [Applicant(name=name, **{fields[k]: v for k, v in identifiers.items()}) for name in ("An", "Bình")]
+    assert sealing.subject_of(ring, strangers[0]) != sealing.subject_of(ring, strangers[1])
+    if "cccd" in identifiers:
+        with_phone = Applicant(name="An", id_number=identifiers["cccd"], phone="0912000001")
+        assert sealing.subject_of(ring, with_phone) == ring.subject("phone", "0912000001")
 
 
 _WORDS = st.text(alphabet="abcdeđêơưạẠ Lan", max_size=30)

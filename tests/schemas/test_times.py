@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, get_args, get_origin
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import AfterValidator, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError
+from schema_samples import DATA, sample
 
+from schemas.deadletter import Reason
+from schemas.events import EVENT_TYPES, FAMILY_OF_TYPE
 from schemas.limits import EARLIEST, LATEST
-from schemas.times import UtcDateTime, _canonical, is_canonical_text, parse_utc, to_utc, vietnam_date
+from schemas.times import UtcDateTime, _canonical, _compact_form, is_canonical_text, parse_utc, to_utc, vietnam_date
+from services.intake.normalise import Accepted, Rejected, normalise
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +107,78 @@ def test_strings_of_the_canonical_shape_parse_as_pydantic_parses_them(chars: tup
 @settings(max_examples=500, deadline=None)
 def test_vietnam_date_matches_the_tz_database(moment: datetime) -> None:
     assert vietnam_date(moment) == moment.astimezone(HO_CHI_MINH).date()
+
+
+# -- a time is text: numbers are never read as Unix epoch times -------------------------------------------------
+_NUMBERS = [1762157426, 1762157426.5, 1762157426000, 0, "2025110717", "202511030810", "1762506000", "+1762506000",
+            "-1762506000", "1762506000.5", "0", "2025110308102"]
+"""What pydantic alone reads as Unix seconds or milliseconds in UTC: numbers, and digit strings that are not the
+portal's 14-digit form (the form cut short: "2025110717" was 2034-03-04, "202511030810" 1976-06-01)."""
+
+
+@pytest.mark.parametrize("value", _NUMBERS)
+def test_numbers_and_digit_strings_other_than_yyyymmddhhmmss_are_not_times(value: object) -> None:
+    """A JSON number or a number as text is invalid_datetime, in a field (JSON or Python input) and in parse_utc."""
+    with pytest.raises(PydanticCustomError) as caught:
+        parse_utc(value)
+    assert caught.value.type == "invalid_datetime"
+    for validate in (_UTC_DATETIME.validate_python, lambda v: _UTC_DATETIME.validate_json(orjson.dumps(v))):
+        with pytest.raises(ValidationError) as failed:
+            validate(value)
+        assert failed.value.errors()[0]["type"] == "invalid_datetime"
+        assert failed.value.errors()[0]["msg"] == "a number, not a yyyyMMddHHmmss or ISO 8601 time"  # no value
+
+
+def _unchecked_times(annotation: object, where: str, seen: set[type]) -> Iterator[str]:
+    """Where a `datetime` is read without `UtcDateTime`'s rule, in `annotation` and the models it holds."""
+    if get_origin(annotation) is Annotated:
+        base, *meta = get_args(annotation)
+        if base is datetime:
+            if not any(isinstance(m, BeforeValidator) and m.func is _compact_form for m in meta):
+                yield where
+            return
+        annotation = base
+    if annotation is datetime:
+        yield where
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in seen:
+            return
+        seen.add(annotation)
+        for name, info in annotation.model_fields.items():
+            if info.annotation is datetime:  # `x: UtcDateTime`: pydantic keeps the validators as the field's metadata
+                if not any(isinstance(m, BeforeValidator) and m.func is _compact_form for m in info.metadata):
+                    yield f"{where}.{name}"
+            else:
+                yield from _unchecked_times(info.annotation, f"{where}.{name}", seen)
+    else:
+        for arg in get_args(annotation):
+            yield from _unchecked_times(arg, where, seen)
+
+
+def test_every_time_of_every_event_type_is_read_by_the_same_rule() -> None:
+    """Every `datetime` of every registered event (envelope, data, nested lists) is a `UtcDateTime`."""
+    assert EVENT_TYPES
+    found = {name: list(_unchecked_times(model, name, set())) for name, model in EVENT_TYPES.items()}
+    assert {name: where for name, where in found.items() if where} == {}
+
+
+@pytest.mark.parametrize("type_name", sorted(DATA))
+def test_a_number_in_any_time_of_a_canonical_event_is_invalid_field(type_name: str) -> None:
+    """Intake refuses the event time and each data time given as a JSON number or as digits, naming the field."""
+    event = sample(type_name)
+    times = ["time"] + [f"data.{k}" for k, v in event["data"].items() if isinstance(v, str) and _ISO.fullmatch(v)]
+    assert len(times) > 1
+    for where in times:
+        for value in (1762157426, "2025110717"):
+            bad = {**event, "data": dict(event["data"])}
+            if where == "time":
+                bad["time"] = value
+            else:
+                bad["data"][where.removeprefix("data.")] = value
+            outcome = normalise(FAMILY_OF_TYPE[type_name], orjson.dumps(bad))
+            assert isinstance(outcome, Rejected), (where, value)
+            assert (outcome.rejection.reason, outcome.rejection.field) == (Reason.INVALID_FIELD, where)
+    assert isinstance(normalise(FAMILY_OF_TYPE[type_name], orjson.dumps(event)), Accepted)
+
+
+_ISO = re.compile(r"\d{4}-\d\d-\d\dT[\d:]{8}(Z|[+-]\d\d:\d\d)?")

@@ -1,10 +1,15 @@
-"""W3C traceparent validity (`schemas.trace.is_valid`): the whole value, nothing after it."""
+"""W3C traceparent validity (`schemas.trace.is_valid`): the whole value, nothing after it; an event's invalid one is
+replaced by the derived trace."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from schemas import trace
+from schemas import trace, wire
+from schemas.events import Family
+from services.intake.normalise import Accepted, normalise
+from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -21,3 +26,32 @@ VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 ])
 def test_a_traceparent_is_valid_only_as_a_whole(value: str, valid: bool) -> None:
     assert trace.is_valid(value) is valid
+
+
+ZERO_TRACE = "00-" + "0" * 32 + "-00f067aa0ba902b7-01"
+ZERO_PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01"
+
+
+@pytest.mark.parametrize("invalid", [ZERO_TRACE, ZERO_PARENT, "00-" + "0" * 32 + "-" + "0" * 16 + "-01"])
+@pytest.mark.parametrize("binary", [False, True])
+def test_an_all_zero_traceparent_is_replaced_by_the_derived_one(invalid: str, binary: bool) -> None:
+    """W3C declares all-zero trace and parent ids invalid: intake publishes the trace derived from source and id, as
+    for a record without one (before: the zeros were published and `trace_id` found none), structured or binary."""
+    record = {**canonical_dossier("evt-zero"), "traceparent": invalid}
+    if binary:
+        as_wire = wire.encode(normalise(Family.DOSSIER, orjson.dumps(canonical_dossier("evt-zero"))).event)  # type: ignore[union-attr]
+        headers = [(k, invalid.encode() if k == "ce_traceparent" else v) for k, v in as_wire.headers]
+        outcome = normalise(Family.DOSSIER, as_wire.value, headers)
+    else:
+        outcome = normalise(Family.DOSSIER, orjson.dumps(record))
+    assert isinstance(outcome, Accepted)
+    derived = trace.derive(record["source"], "evt-zero")
+    assert outcome.event.traceparent == derived and trace.is_valid(derived)
+    assert "traceparent" not in outcome.event.model_fields_set  # as if sent without one
+    assert dict(wire.encode(outcome.event).headers)["ce_traceparent"] == derived.encode()
+
+
+def test_a_valid_traceparent_is_kept() -> None:
+    """The replacement touches only the invalid: a caller's valid trace stays the event's."""
+    outcome = normalise(Family.DOSSIER, orjson.dumps({**canonical_dossier(), "traceparent": VALID}))
+    assert isinstance(outcome, Accepted) and outcome.event.traceparent == VALID

@@ -7,7 +7,7 @@ import pytest
 from schemas import wire
 from schemas.deadletter import Reason
 from schemas.events import Family
-from services.intake.normalise import Accepted, Rejected, normalise
+from services.intake.normalise import Rejected, normalise
 from tests.samples import canonical_dossier, dumps
 
 pytestmark = pytest.mark.unit
@@ -20,13 +20,33 @@ def _binary() -> tuple[list[tuple[str, bytes]], bytes]:
 
 
 def test_a_value_closing_the_object_early_cannot_override_source_or_id() -> None:
-    """The value ends in `,"source":"/provinces/20/dossiers","id":"spoofed"`: the headers' source and id stand."""
+    """The value ends in `,"source":"/provinces/20/dossiers","id":"spoofed"`: the headers' source and id win over the
+    pasted-in members, and the record is refused anyway, its value not being one JSON value."""
     headers, value = _binary()
     spoofed = value + b',"source":"/provinces/20/dossiers","id":"spoofed-1"'
-    for decoded in (wire.decode(headers, spoofed), normalise(Family.DOSSIER, spoofed, headers)):
-        event = decoded.event if isinstance(decoded, Accepted) else decoded
-        assert not isinstance(event, Rejected)
-        assert event.id == "evt-real" and event.source == dict(headers)["ce_source"].decode()
+    model = type(wire.decode(headers, value))
+    pasted = model.model_validate_json(wire.structured_json(wire.attributes(headers), spoofed))
+    assert pasted.id == "evt-real" and pasted.source == dict(headers)["ce_source"].decode()
+    with pytest.raises(wire.InvalidRecord) as caught:
+        wire.decode(headers, spoofed)
+    assert caught.value.reason is Reason.NOT_JSON
+    outcome = normalise(Family.DOSSIER, spoofed, headers)
+    assert isinstance(outcome, Rejected) and outcome.rejection.reason is Reason.NOT_JSON
+
+
+@pytest.mark.parametrize("prefix", [b'"junk", "data": ', b'{"zzz": [1, 2, 3]}, "data": ', b'1, "data": '])
+def test_a_value_that_is_not_one_json_value_by_itself_is_not_json(prefix: bytes) -> None:
+    """A value that validates only as pasted into the envelope as `data` (a second `data` member after junk, the
+    last one counting) is not_json in intake and in `wire.decode`, naming no part of it (before: accepted)."""
+    headers, value = _binary()
+    crafted = prefix + value
+    with pytest.raises(wire.InvalidRecord) as caught:
+        wire.decode(headers, crafted)
+    assert (caught.value.reason, caught.value.field) == (Reason.NOT_JSON, "(record)")
+    outcome = normalise(Family.DOSSIER, crafted, headers)
+    assert isinstance(outcome, Rejected)
+    assert (outcome.rejection.reason, outcome.rejection.field) == (Reason.NOT_JSON, "(record)")
+    assert outcome.rejection.message == "the record's value is not one JSON value"
 
 
 def test_an_attribute_missing_from_the_headers_cannot_come_from_the_value() -> None:
