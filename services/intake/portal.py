@@ -88,12 +88,30 @@ def to_canonical_data(obj: dict[str, Any]) -> dict[str, Any]:
         data["documents"] = [_pick(d, _DOCUMENT_FIELDS) if isinstance(d, dict) else d for d in docs]
     if isinstance(fees := obj.get("DanhSachLePhi"), list):
         data["fees"] = [_pick(f, _FEE_FIELDS) if isinstance(f, dict) else f for f in fees]
-    if obj.get("NgayHenTraTruoc") and obj.get("NgayHenTraMoi"):
-        data["due_date_changes"] = [{"previous_due_at": obj["NgayHenTraTruoc"], "new_due_at": obj["NgayHenTraMoi"]}]
+    if changes := _due_date_changes(obj):
+        data["due_date_changes"] = changes
     applicant = _pick(obj, APPLICANT_FIELDS)
     if applicant:
         data["applicant"] = applicant
     return data
+
+
+def _due_date_changes(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each move of the due date: at the top level, and in each request for more documents (`DanhSachHoSoBoSung[]`,
+    where the portal's sync puts them), in that order, the same move once."""
+    changes: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    extra = obj.get("DanhSachHoSoBoSung")
+    for entry in (obj, *(extra if isinstance(extra, list) else ())):
+        if not isinstance(entry, dict):
+            continue
+        if (previous := entry.get("NgayHenTraTruoc")) and (new := entry.get("NgayHenTraMoi")):
+            if isinstance(previous, str) and isinstance(new, str):  # anything else is left to validation to name
+                if (previous, new) in seen:
+                    continue
+                seen.add((previous, new))
+            changes.append({"previous_due_at": previous, "new_due_at": new})
+    return changes
 
 
 def portal_field(loc: tuple[str | int, ...]) -> str:

@@ -320,3 +320,24 @@ def test_an_unexpected_exception_is_an_internal_error_rejection(monkeypatch: pyt
     assert r.reason is Reason.INTERNAL_ERROR and r.field == "(record)"
     assert r.message.startswith("internal error: KeyError at tests/") or "test_normalise.py:" in r.message
     assert "Nguyễn" not in r.message
+
+
+def test_due_date_moves_are_read_where_the_portal_sends_them() -> None:
+    """A request for more documents (status 5) carries its move of the due date in `DanhSachHoSoBoSung[]`, as the
+    portal's sync sends it (DOMAIN.md), besides the top-level pair: each is a `due_date_changes` entry, in order, a
+    move given in both places once. Before: only the top-level pair was read; a move sent in the list was dropped,
+    and the dossier counted overdue against its old due date."""
+    record = portal_dossier("TL-251101-0005", status=5, NgayHenTraTruoc="20251105170000",
+                            NgayHenTraMoi="20251110170000", DanhSachHoSoBoSung=[
+                                {"NoiDungBoSung": "Bản sao giấy khai sinh", "NgayHenTraTruoc": "20251105170000",
+                                 "NgayHenTraMoi": "20251110170000"},
+                                {"NoiDungBoSung": "Ảnh chân dung", "NgayHenTraTruoc": "20251110170000",
+                                 "NgayHenTraMoi": "2025-11-14T17:00:00"},
+                                "not an object", {"NoiDungBoSung": "no move"}])
+    event = accepted(Family.DOSSIER, orjson.dumps(record), [("commune-code", b"02269")]).event
+    moves = [(c.previous_due_at.isoformat(), c.new_due_at.isoformat()) for c in event.data.due_date_changes]
+    assert moves == [("2025-11-05T10:00:00+00:00", "2025-11-10T10:00:00+00:00"),
+                     ("2025-11-10T10:00:00+00:00", "2025-11-14T10:00:00+00:00")]
+    only_listed = {k: v for k, v in record.items() if k not in ("NgayHenTraTruoc", "NgayHenTraMoi")}
+    event = accepted(Family.DOSSIER, orjson.dumps(only_listed), [("commune-code", b"02269")]).event
+    assert len(event.data.due_date_changes) == 2
