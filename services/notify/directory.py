@@ -107,13 +107,27 @@ class Directory(Model):
         sent one's message to the other. The same contact in two groups (an operator also a cluster's) is one."""
         for key in self.communes:
             reaches: dict[str, tuple[str | None, ...]] = {}
-            for c in (x for t in self._tables(key) for x in _contacts(t)):
+            for c in self._reachable(key):
                 reach = (c.phone, c.email, c.zalo_user_id)
                 if reaches.setdefault(c.ref, reach) != reach:
                     where = f"communes.{key}" + ("" if key == WILDCARD else " with the wildcard's")
                     raise ValueError(f"{where}: ref {c.ref!r} names two different contacts (phone, e-mail or Zalo "
                                      "id); a deferred message is refilled by ref and could reach the other")
         return self
+
+
+    def _reachable(self, commune: str) -> list[Contact]:
+        """Every contact a lookup for `commune` can return: its own groups, and the wildcard's it does not replace (a
+        commune's own centre replaces the wildcard's, whatever their refs; a commune's '*' village or cluster stands
+        for every village or cluster it does not name, so none of the wildcard's is reached)."""
+        merged, own = self.of(commune), self.communes.get(commune)
+
+        def entries(pick: Callable[[CommuneContacts], dict[str, list[Contact]]]) -> dict[str, list[Contact]]:
+            return pick(own) if own is not None and WILDCARD in pick(own) else pick(merged)
+
+        return _contacts(CommuneContacts(
+            centre=merged.centre, centre_head=merged.centre_head, operators=merged.operators,
+            officers=merged.officers, villages=entries(lambda t: t.villages), clusters=entries(lambda t: t.clusters)))
 
 
 def _contacts(table: CommuneContacts) -> list[Contact]:

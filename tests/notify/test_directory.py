@@ -157,6 +157,22 @@ def test_a_ref_repeated_for_one_contact_or_in_communes_that_never_share_a_lookup
     assert load_directory(EXAMPLE).contact("31471", "operator:loa") is not None
 
 
+def test_a_commune_replacing_a_wildcard_group_may_keep_its_refs() -> None:
+    """A commune's own centre (or its '*' village) replaces the wildcard's whole: the wildcard's contacts there are
+    never reached from it, so the same ref for another address is no conflict, and a deferred message is refilled
+    with the commune's own. (The first version of the rule refused it: notify would not start after an upgrade;
+    review of 2026-12-02.)"""
+    d = Directory.model_validate({"communes": {
+        "*": {"centre": [{"ref": "centre:inbox", "email": "wildcard@example.gov.vn"}],
+              "villages": {"Thôn Nà Tàng": [{"ref": "village:head", "channel": "sms", "phone": "0900000001"}]}},
+        "02269": {"centre": [{"ref": "centre:inbox", "email": "own@example.gov.vn"}],
+                  "villages": {"*": [{"ref": "village:head", "channel": "sms", "phone": "0900000002"}]}}}})
+    assert [c.email for c in d.of("02269").centre] == ["own@example.gov.vn"]
+    assert (found := d.contact("02269", "centre:inbox")) is not None and found.email == "own@example.gov.vn"
+    assert [c.phone for c in d.village("02269", "Thôn Nà Tàng")] == ["0900000002"]
+    assert (head := d.contact("02269", "village:head")) is not None and head.phone == "0900000002"
+
+
 def test_notify_refusing_its_directory_logs_where_and_why_never_the_value(tmp_path: Path) -> None:
     """Notify given a directory it refuses ends its run having logged `notify.file_refused` (critical) with each
     refusal's place and reason, never the value: the crash log names only the error's type and file:line, so the
