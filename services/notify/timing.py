@@ -25,9 +25,10 @@ def announcement_over(e: Event) -> datetime | None:
 
 
 def failure_over(e: Event) -> datetime | None:
-    """A failed broadcast is news to its cluster's operators for `ANNOUNCEMENT_HORIZON` after it failed: replaying
+    """A failed broadcast is news to its cluster's operators for `ANNOUNCEMENT_HORIZON` after it failed, or after it
+    was reported when that came later (a cluster that reports on reconnecting, 30 h on, still pages them): replaying
     last year's announcement topic must not page them (a storm's failure goes in the emergency lane, at any hour)."""
-    at: datetime = e.data.failed_at + ANNOUNCEMENT_HORIZON
+    at: datetime = max(e.data.failed_at, e.time) + ANNOUNCEMENT_HORIZON
     return at
 
 

@@ -125,3 +125,13 @@ async def test_a_broadcast_failure_expires_a_horizon_after_it_failed_and_a_year_
     async with running(channel, clock=FixedClock(NIGHT)) as s:
         await s.dispatcher.submit(request, Calls())
         assert channel.attempted == [] and s.outcomes(request.notification_id) == [("expired", 0)]
+
+
+def test_a_broadcast_failure_reported_late_counts_its_horizon_from_the_report() -> None:
+    """A cluster that reports its failure on reconnecting, 30 hours on: the operators' message expires 24 hours after
+    the report (the event's time), not after `failed_at`, which had already passed when it arrived (review of
+    2026-12-02: a storm's failure reported late paged nobody)."""
+    failed = broadcast_failed("bf-late", category="storm")
+    late = failed.model_copy(update={"time": failed.data.failed_at + timedelta(hours=30)})
+    [request] = people(rules.for_event(late, directory(), HOOKS))
+    assert request.expires_at == late.time + timing.ANNOUNCEMENT_HORIZON and request.is_emergency
