@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas import wire
-from schemas.deadletter import Reason
+from schemas.deadletter import Reason, Rejection
 from schemas.events import Family
 from services.intake.normalise import Rejected, normalise
 from tests.samples import canonical_dossier, dumps
@@ -34,19 +34,24 @@ def test_a_value_closing_the_object_early_cannot_override_source_or_id() -> None
     assert isinstance(outcome, Rejected) and outcome.rejection.reason is Reason.NOT_JSON
 
 
+def _refused_by_both(headers: list[tuple[str, bytes]], value: bytes, reason: Reason, field: str) -> Rejection:
+    """`wire.decode` raises, and intake's `normalise` rejects, with the same reason and field."""
+    with pytest.raises(wire.InvalidRecord) as caught:
+        wire.decode(headers, value)
+    assert (caught.value.reason, caught.value.field) == (reason, field)
+    outcome = normalise(Family.DOSSIER, value, headers)
+    assert isinstance(outcome, Rejected)
+    assert (outcome.rejection.reason, outcome.rejection.field) == (reason, field)
+    return outcome.rejection
+
+
 @pytest.mark.parametrize("prefix", [b'"junk", "data": ', b'{"zzz": [1, 2, 3]}, "data": ', b'1, "data": '])
 def test_a_value_that_is_not_one_json_value_by_itself_is_not_json(prefix: bytes) -> None:
     """A value that validates only as pasted into the envelope as `data` (a second `data` member after junk, the
     last one counting) is not_json in intake and in `wire.decode`, naming no part of it (before: accepted)."""
     headers, value = _binary()
-    crafted = prefix + value
-    with pytest.raises(wire.InvalidRecord) as caught:
-        wire.decode(headers, crafted)
-    assert (caught.value.reason, caught.value.field) == (Reason.NOT_JSON, "(record)")
-    outcome = normalise(Family.DOSSIER, crafted, headers)
-    assert isinstance(outcome, Rejected)
-    assert (outcome.rejection.reason, outcome.rejection.field) == (Reason.NOT_JSON, "(record)")
-    assert outcome.rejection.message == "the record's value is not one JSON value"
+    rejection = _refused_by_both(headers, prefix + value, Reason.NOT_JSON, "(record)")
+    assert rejection.message == "the record's value is not one JSON value"
 
 
 def test_an_attribute_missing_from_the_headers_cannot_come_from_the_value() -> None:
@@ -54,13 +59,8 @@ def test_an_attribute_missing_from_the_headers_cannot_come_from_the_value() -> N
     headers, value = _binary()
     headers = [(k, v) for k, v in headers if k != "ce_source"]
     smuggled = value + b',"source":"/provinces/20/dossiers"'
-    with pytest.raises(wire.InvalidRecord) as caught:
-        wire.decode(headers, smuggled)
-    assert (caught.value.reason, caught.value.field) == (Reason.MISSING_FIELD, "ce_source")
-    outcome = normalise(Family.DOSSIER, smuggled, headers)
-    assert isinstance(outcome, Rejected)
-    assert (outcome.rejection.reason, outcome.rejection.field) == (Reason.MISSING_FIELD, "ce_source")
-    assert "provinces/20" not in outcome.rejection.message
+    rejection = _refused_by_both(headers, smuggled, Reason.MISSING_FIELD, "ce_source")
+    assert "provinces/20" not in rejection.message
 
 
 def test_an_honest_binary_record_still_decodes() -> None:
