@@ -31,6 +31,7 @@ from services.notify.personal import OpenContacts, as_is
 from services.notify.policy import Backoff, QuietHours, TokenBucket, legacy_notification_id
 from services.notify.retries import RetryQueue
 from services.privacy.crypto import Erased
+from services.privacy.keyring import KeyUnreadable
 from services.privacy.store import KeysBehind
 
 log = structlog.get_logger("notify.delivery")
@@ -176,11 +177,13 @@ class Dispatcher:
         except Erased:
             await self._erased(job)
             return
-        except KeysBehind:  # the key store has not caught up yet: this request waits and is tried again, the lanes
-            # go on (ending the run would cut other lanes' provider calls short and repeat them); never dead-lettered
+        except (KeysBehind, KeyUnreadable) as exc:  # the key store has not caught up yet, or this service lacks the
+            # KEK a key was wrapped under (a rolling rotation): this request waits and is tried again, the lanes go
+            # on (ending the run would cut other lanes' provider calls short and repeat them); never dead-lettered,
+            # never counted erased (once given the KEK and restarted, notify opens it)
             delay = self.backoff.delay(self.backoff.max_attempts)
-            log.warning("notify.keys_behind", nid=job.request.notification_id, delay_s=round(delay, 2),
-                        trace_id=trace_id(job.request))
+            log.warning("notify.keys_behind" if isinstance(exc, KeysBehind) else "notify.key_unreadable",
+                        nid=job.request.notification_id, delay_s=round(delay, 2), trace_id=trace_id(job.request))
             self._retries.put(delay, job)
             return
         except KafkaError:  # the key store could not be read: the run restarts, the record is done again

@@ -15,7 +15,7 @@ from schemas.envelope import Event, built, replaced
 from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant, SealedValue
 from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
-from services.privacy.keyring import Keyring
+from services.privacy.keyring import Keyring, KeyUnreadable
 
 _IDENTIFIERS = (("cccd", "id_number"), ("phone", "phone"), ("email", "email"), ("zalo", "zalo_user_id"))
 
@@ -100,10 +100,12 @@ def open_value(keyring: Keyring, value: SealedValue) -> str:
 
 
 ERASED_MARK = "[erased]"
+UNREADABLE_MARK = "[key not readable here]"
 
 
 def for_display(keyring: Keyring, event_id: str, sealed: SealedApplicant) -> dict[str, str]:
-    """The applicant's fields for an operator's screen (trace, CLI): clear, or `[erased]` once the key is gone.
+    """The applicant's fields for an operator's screen (trace, CLI): clear, or `[erased]` once the key is gone
+    (`[key not readable here]` when its record is wrapped under a KEK this service was not given).
 
     Only for people entitled to see personal data; never for a log line.
     """
@@ -113,6 +115,8 @@ def for_display(keyring: Keyring, event_id: str, sealed: SealedApplicant) -> dic
             value = open_field(keyring, event_id, sealed, field)
         except Erased:
             value = ERASED_MARK
+        except KeyUnreadable:  # not erased: this keyring lacks the KEK its key was wrapped under
+            value = UNREADABLE_MARK
         if value is not None:
             shown[field] = value
     return shown

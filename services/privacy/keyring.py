@@ -36,6 +36,12 @@ class KeyUnknown(Erased):
     """No record of this key here yet, and no tombstone either: the key store may lag (refresh, then it is erased)."""
 
 
+class KeyUnreadable(PrivacyError):
+    """The key's record was read but this keyring could not unwrap it (wrapped under a key-encryption key it was not
+    given, as in a rolling KEK rotation, or damaged): not an erasure. A value under it waits until the service is
+    given that KEK (restarted); it is never counted as erased (an audit found such messages marked done, erased)."""
+
+
 def encoded(record: KeyRecord) -> bytes:
     """A key record's value on the key topic (its JSON, without the absent expiry)."""
     return record.__pydantic_serializer__.to_json(record, exclude_none=True)
@@ -67,6 +73,8 @@ class Keyring:
         self._pepper = crypto.keyed_pepper(pepper)
         self._keys: dict[str, dict[str, _Key]] = {}
         self._erased: set[tuple[str, str]] = set()
+        self._unreadable: set[tuple[str, str]] = set()
+        """Keys whose record `apply` could not read (`KeyUnreadable`): one entry per such record, as `_erased`."""
         self._marks: dict[str, datetime] = {}
         """Per erased subject, the latest erasure mark's time: its keys created up to it are erased."""
 
@@ -113,6 +121,8 @@ class Keyring:
         if key is None:
             if (subject, key_id) in self._erased:
                 raise Erased("the data key was erased")
+            if (subject, key_id) in self._unreadable:
+                raise KeyUnreadable("the data key's record could not be read here (a key-encryption key not given?)")
             raise KeyUnknown("no such data key (yet)")
         if key.record.expires_at is not None and key.record.expires_at <= self._clock():
             raise Erased("the data key has expired")
@@ -138,6 +148,15 @@ class Keyring:
         if value is None:
             self.forget(subject, key_id)
             return
+        try:
+            self._apply(subject, key_id, value)
+            self._unreadable.discard((subject, key_id))  # a copy it can read (re-wrapped under a KEK it has)
+        except PrivacyError:
+            if (subject, key_id) not in self._erased and key_id != ERASED_MARK:
+                self._unreadable.add((subject, key_id))
+            raise
+
+    def _apply(self, subject: str, key_id: str, value: bytes) -> None:
         if key_id == ERASED_MARK:
             self._mark(subject, value)
             return
@@ -185,6 +204,7 @@ class Keyring:
         if not keys:
             self._keys.pop(subject, None)
         self._erased.add((subject, key_id))
+        self._unreadable.discard((subject, key_id))
 
     def expire(self) -> int:
         """Forget day keys past their expiry (dead letters under them are gone from their topic); how many."""

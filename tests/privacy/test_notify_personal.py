@@ -19,13 +19,13 @@ from services.notify.ledger import Ledger
 from services.notify.personal import Opener, redact
 from services.notify.policy import Backoff, QuietHours
 from services.notify.subscribers import Registry, Subscriber
-from services.privacy.applicant import seal_event
-from services.privacy.crypto import Erased
+from services.privacy.applicant import UNREADABLE_MARK, for_display, seal_event
+from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.keyring import Keyring
 from services.privacy.store import KeyStore
 from tests.notify.events import directory, dossier, storm
 from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
-from tests.privacy.keys import NOW, keyring
+from tests.privacy.keys import KEK, NOW, PEPPER, keyring
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.unit
@@ -172,3 +172,36 @@ async def test_a_key_store_that_is_behind_delays_the_request_and_never_dead_lett
         await dispatcher.stop()
     assert len(channel.attempted) == 1 and tasks.failures() == []
     assert [m.json()["outcome"] for m in producer.to("t.status")] == ["sent"]
+
+
+async def test_a_key_wrapped_under_a_kek_not_given_here_waits_and_is_never_counted_erased() -> None:
+    """A rolling KEK rotation: intake already seals under kek-2, notify was not given it yet. The key store can't read
+    the new key records (counted, skipped); the request is put back and tried again (`notify.key_unreadable`):
+    no provider call, no ledger entry, no status, no dead letter; an operator's screen shows the field as
+    `[key not readable here]`, not `[erased]`. It was taken for an erasure: the ledger recorded it done, erased, and
+    once notify had the KEK the redelivered event was skipped (audit of 2026-12-02)."""
+    rotated = Keyring({"kek-1": KEK, "kek-2": bytes(range(1, 33))}, "kek-2", PEPPER, clock=lambda: NOW)
+    reader = keyring()
+    event, records = seal_event(rotated, dossier("e-rotated", applicant=CONTACT))
+    for record in records:
+        with pytest.raises(PrivacyError):
+            reader.apply(record.record_key, record.model_dump_json().encode())
+    assert isinstance(event, DossierStatusChanged) and event.data.applicant is not None
+    assert for_display(reader, event.id, event.data.applicant)["phone"] == UNREADABLE_MARK
+    [request] = rules.for_event(event, directory(), Registry())
+    channel, producer, tasks, done = FakeChannel(), FakeProducer(), Tasks(), Calls()
+    dispatcher = Dispatcher({ChannelKind.SMS: channel}, Ledger("t.ledger", producer), producer,
+                            Outputs(status="t.status", dlq="t.dlq"), spawn=tasks,
+                            backoff=Backoff(base_s=0.05, cap_s=0.1), quiet=QuietHours(NOW.time(), NOW.time()),
+                            rates={"sms": 1000.0}, segment_limit=3, routine_workers=1, emergency_workers=1,
+                            clock=FixedClock(NOW), opener=Opener(directory(), reader))
+    dispatcher.start()
+    try:
+        with capture_logs() as logs:
+            await dispatcher.submit(request, done)
+            await eventually_async(lambda: sum(e["event"] == "notify.key_unreadable" for e in logs) >= 2, timeout=5,
+                                   interval=0.01, what="the request put back, and tried again")
+        assert tasks.failures() == [] and done.count == 0 and channel.attempted == []
+        assert producer.sent == []  # not done, not erased, not dead-lettered
+    finally:
+        await dispatcher.stop()
