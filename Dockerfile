@@ -16,7 +16,7 @@ COPY infra/sources.yaml ./infra/sources.yaml
 RUN useradd --system --uid 10001 commune-bus
 USER commune-bus
 
-# HTTP ports (/metrics, /healthz, /readyz): gateway (also its API), intake, notify, metrics
-EXPOSE 8080 9101 9102 9103
+# the gateway's API (8080; /healthz and /readyz too); /metrics, /healthz, /readyz: intake, notify, metrics, gateway
+EXPOSE 8080 9101 9102 9103 9104
 ENTRYPOINT ["python", "-m"]
 CMD ["services.intake"]

@@ -134,7 +134,15 @@ def pipeline_health() -> dict[str, Any]:
               unit="s", legend="p95"),
         panel("Partitions owned per metrics worker", "sum by (instance) (commune_metrics_owned_partitions)",
               legend="{{instance}}"),
-        panel("Targets up", 'up{job=~"intake|notify|metrics"}', "stat", legend="{{job}}", w=24, h=4),
+        panel("Gateway answers per second by status",
+              "sum by (status) (rate(commune_gateway_answers_total[$__rate_interval]))", legend="{{status}}",
+              unit="reqps"),
+        panel("Gateway refusals per second by reason (before the body was read)",
+              "sum by (reason) (rate(commune_gateway_refused_total[$__rate_interval]))", legend="{{reason}}",
+              unit="reqps"),
+        panel("Gateway connections open (cap: GATEWAY_MAX_CONNECTIONS)",
+              "sum by (instance) (commune_gateway_connections_open)", legend="{{instance}}"),
+        panel("Targets up", 'up{job=~"intake|notify|metrics|gateway"}', "stat", legend="{{job}}", w=24, h=4),
     ], [])
 
 

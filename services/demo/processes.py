@@ -66,8 +66,9 @@ def plan(s: DemoSettings, python: str = sys.executable) -> list[Child]:
               where=f"notify: {_url(s.notify_port)}/metrics; outcomes: commune.notify.status"),
         Child("gateway", [python, "-m", "services.gateway"],
               {**scoped("GATEWAY"), "GATEWAY_PORT": str(s.gateway_port),
+               "GATEWAY_HTTP_PORT": str(s.gateway_metrics_port),
                "GATEWAY_SECRETS_FILE": str(ROOT / "infra/gateway-secrets.example.yaml")},
-              {s.gateway_port: "gateway API"}, _url(s.gateway_port),
+              {s.gateway_port: "gateway API", s.gateway_metrics_port: "gateway /metrics"}, _url(s.gateway_port),
               where=f"HTTP ingest: {_url(s.gateway_port)}/docs (demo key: infra/gateway-secrets.example.yaml)"),
         Child("simulator", [python, "-m", "services.simulator", "--rate", f"{s.rate:g}"], scoped("SIMULATOR"),
               where="raw traffic: commune.raw.* (Lạng Sơn communes)"),
@@ -98,7 +99,8 @@ def write_configs(s: DemoSettings) -> None:
         DEFAULT_PROVIDERS, f"127.0.0.1:{s.providers_port}"), encoding="utf-8")
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
     config["rule_files"] = [str(PROMETHEUS_CONFIG.parent / f) for f in config["rule_files"]]
-    ports = {"intake": s.intake_port, "notify": s.notify_port, "metrics": s.metrics_port}
+    ports = {"intake": s.intake_port, "notify": s.notify_port, "metrics": s.metrics_port,
+             "gateway": s.gateway_metrics_port}
     for job in config["scrape_configs"]:
         if job["job_name"] in ports:
             job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]

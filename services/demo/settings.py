@@ -27,6 +27,7 @@ class DemoSettings(BaseSettings):
     notify_port: int = Field(default=9102, ge=1, le=65535)
     metrics_port: int = Field(default=9103, ge=1, le=65535)
     gateway_port: int = Field(default=8080, ge=1, le=65535)
+    gateway_metrics_port: int = Field(default=9104, ge=1, le=65535, description="The gateway's /metrics")
     providers_port: int = Field(default=8025, ge=1, le=65535, description="Fake SMS/Zalo/webhook providers")
     smtp_port: int = Field(default=8026, ge=1, le=65535, description="The fake providers' SMTP sink")
     prometheus_port: int = Field(default=9090, ge=1, le=65535)

@@ -1,8 +1,9 @@
 """`python -m services.gateway`: serve the ingest gateway until SIGTERM/SIGINT/SIGHUP.
 
 One run of the service runtime: the HTTP server (uvicorn, HTTPS when a certificate is set: the API,
-`/metrics`, `/healthz`, `/readyz`), the claims reader (Idempotency-Keys and nonces, shared by every
-instance through Kafka) and the broker watch behind `/readyz`, all supervised. The transactional id is
+`/healthz`, `/readyz`), the runtime's own `/metrics` server on `GATEWAY_HTTP_PORT`, the claims reader
+(Idempotency-Keys and nonces, shared by every instance through Kafka) and the broker watch behind `/readyz`,
+all supervised. The transactional id is
 named by `GATEWAY_INSTANCE_ID`, so a restarted instance fences its predecessor; a fenced one exits.
 """
 

@@ -1,4 +1,9 @@
-"""`/healthz`, `/readyz` and `/metrics` on the gateway's own server (the API port: it has only one)."""
+"""`/healthz` and `/readyz` on the API port, for the load balancer in front of it.
+
+`/metrics` is not here: the runtime serves it on GATEWAY_HTTP_PORT (127.0.0.1:9104 by default), with the probes
+again, as in every service. Integrators reach the API port; the gateway's counts of refusals, failed signatures
+and connections tell an attacker how it is seen, and stay with Prometheus.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ from typing import Literal
 
 import orjson
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, Field
 
 from services.common.health import Health
@@ -38,9 +42,5 @@ def router(health: Health) -> APIRouter:
         """200 once the broker has answered, 503 with the reason while it has not."""
         return Response(orjson.dumps(health.report()), status_code=200 if health.ready else 503,
                         media_type="application/json")
-
-    @probes.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return probes

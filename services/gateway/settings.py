@@ -48,10 +48,13 @@ class Credential(BaseModel):
 class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", frozen=True, populate_by_name=True, extra="ignore")
 
-    host: str = Field(default="127.0.0.1", description="Address of the API and /metrics, /healthz, /readyz "
+    host: str = Field(default="127.0.0.1", description="Address of the API and its /healthz, /readyz "
                       "(0.0.0.0 in a container)")
-    port: int = Field(default=8080, ge=1, le=65535, description="Port of the API and /metrics, /healthz, /readyz")
-    http_port: int = Field(default=0, ge=0, le=0, description="Unused: the gateway's one HTTP server is host:port")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port of the API and its /healthz, /readyz")
+    http_port: int = Field(
+        default=9104, ge=0, le=65535, description="Port of /metrics (and /healthz, /readyz again) on "
+        "GATEWAY_HTTP_HOST, as every service has: kept off the API port, which integrators reach, so the gateway's "
+        "counts of refusals, failed signatures and connections are seen by Prometheus only; 0 = no such server")
     tls_certfile: Path | None = Field(default=None, description="PEM certificate (chain): serve HTTPS instead of HTTP")
     tls_keyfile: Path | None = Field(default=None, description="PEM private key of the certificate")
     sources_file: Path = ROOT / "infra/sources.yaml"
@@ -130,7 +133,7 @@ class GatewaySettings(ServiceSettings):
         "(uvicorn's timeout_keep_alive); at most GATEWAY_HEADER_TIMEOUT_S, which also runs from that response. "
         "Behind a proxy that reuses connections, set both above the proxy's own idle timeout")
     max_connections: int = Field(
-        default=512, ge=1, description="Open connections at most (probes, /metrics and TLS handshakes under way "
+        default=512, ge=1, description="Open connections at most (probes and TLS handshakes under way "
         "included); one more takes the place of the connection that has waited longest for a request's headers or "
         "for the end of its TLS handshake (closed, `evicted`), or, when "
         "every one is busy with a request, is answered 503 with Retry-After and closed at once (over HTTPS closed "

@@ -41,6 +41,8 @@ class Gateway:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    metrics_url: str
+    """The runtime's own server (`GATEWAY_HTTP_PORT`): `/metrics`, and the probes again."""
 
     @property
     def pid(self) -> int:
@@ -65,14 +67,16 @@ class Site:
 
     def start(self, instance: str = "g1", ready: bool = True, **env: str) -> Gateway:
         port = env.pop("GATEWAY_PORT", str(free_port()))
+        metrics_port = int(env.pop("GATEWAY_HTTP_PORT", str(free_port())))
         log = self.files / f"gateway-{instance}-{port}.log"
         proc = start_service("services.gateway", {
             "KAFKA_BOOTSTRAP": self.bootstrap, "GATEWAY_NAMESPACE": self.namespace, "GATEWAY_PORT": port,
+            "GATEWAY_HTTP_PORT": str(metrics_port),
             "GATEWAY_INSTANCE_ID": instance, "GATEWAY_SOURCES_FILE": str(self.files / "sources.yaml"),
             "GATEWAY_SECRETS_FILE": str(self.files / "secrets.yaml"), **env,
         }, log)
         scheme = "https" if "GATEWAY_TLS_CERTFILE" in env else "http"
-        gateway = Gateway(proc, f"{scheme}://127.0.0.1:{port}", log)
+        gateway = Gateway(proc, f"{scheme}://127.0.0.1:{port}", log, f"http://127.0.0.1:{metrics_port}")
         self.running.append(gateway)
         if ready:
             wait_ready(gateway)

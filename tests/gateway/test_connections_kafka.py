@@ -75,7 +75,7 @@ def gone(conn: socket.socket, within: float) -> bool:
 
 
 def closed_count(gateway: Gateway, reason: str) -> float:
-    with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as r:
+    with urllib.request.urlopen(gateway.metrics_url + "/metrics", timeout=5) as r:
         text = r.read().decode()
     series = f'commune_gateway_connections_closed_total{{reason="{reason}"}} '
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(series))

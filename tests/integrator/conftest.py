@@ -47,6 +47,8 @@ class Stack:
     namespace: str
     url: str
     files: Path
+    metrics_url: str
+    """The gateway's `/metrics` server (`GATEWAY_HTTP_PORT`), off its API port."""
 
     def topic(self, name: str) -> str:
         return namespaced(name, self.namespace)
@@ -80,7 +82,8 @@ def start_gateway(files: Path, bootstrap: str, namespace: str, **env: str) -> tu
     port = free_port()
     proc = start_service("services.gateway", {
         "KAFKA_BOOTSTRAP": bootstrap, "GATEWAY_NAMESPACE": namespace, "GATEWAY_PORT": str(port),
-        "GATEWAY_SOURCES_FILE": str(files / "sources.yaml"), "GATEWAY_SECRETS_FILE": str(files / "secrets.yaml"), **env,
+        "GATEWAY_HTTP_PORT": str(free_port()), "GATEWAY_SOURCES_FILE": str(files / "sources.yaml"),
+        "GATEWAY_SECRETS_FILE": str(files / "secrets.yaml"), **env,
     }, files / f"gateway-{port}.log")
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc)
@@ -99,9 +102,10 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": namespace, "INTAKE_HTTP_PORT": str(free_port()),
         "INTAKE_SOURCES_FILE": str(files / "sources.yaml"),
     }, files / "intake.log")
-    gateway, url = start_gateway(files, kafka_bootstrap, namespace)
+    metrics_port = free_port()
+    gateway, url = start_gateway(files, kafka_bootstrap, namespace, GATEWAY_HTTP_PORT=str(metrics_port))
     try:
-        yield Stack(kafka_bootstrap, namespace, url, files)
+        yield Stack(kafka_bootstrap, namespace, url, files, f"http://127.0.0.1:{metrics_port}")
     finally:
         stop_service(gateway)
         stop_service(intake)

@@ -66,9 +66,15 @@ def configured(compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPat
 
 
 def http_address(settings: BaseSettings) -> tuple[str, int]:
-    """Where the service's HTTP server (/metrics, /healthz, /readyz) listens; the gateway's is its API server."""
+    """Where the service's HTTP server (/metrics, /healthz, /readyz) listens (the gateway's is not its API)."""
     values = settings.model_dump()
-    return (values["host"], values["port"]) if "port" in values else (values["http_host"], values["http_port"])
+    return values["http_host"], values["http_port"]
+
+
+def addresses(settings: BaseSettings) -> list[tuple[str, int]]:
+    """Every address the service listens on: its HTTP server, and the gateway's API too."""
+    values = settings.model_dump()
+    return [http_address(settings), *([(values["host"], values["port"])] if "port" in values else [])]
 
 
 def is_loopback(host: str) -> bool:
@@ -79,8 +85,10 @@ def is_loopback(host: str) -> bool:
 
 
 def loopback_bound(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Services whose container would bind their HTTP port to a loopback address (unreachable from Prometheus)."""
-    return sorted(n for n in SERVICES if is_loopback(http_address(configured(compose, n, monkeypatch))[0]))
+    """Services whose container would bind an HTTP port to a loopback address (unreachable from Prometheus or,
+    the gateway's API, from its clients)."""
+    return sorted(n for n in SERVICES
+                  if any(is_loopback(host) for host, _ in addresses(configured(compose, n, monkeypatch))))
 
 
 def scrape_mismatches(compose: dict[str, Any], prometheus: dict[str, Any],
@@ -106,9 +114,9 @@ def test_environment_names_and_ports_match_the_settings_class(name: str, monkeyp
     env = {k: str(v) for k, v in service.get("environment", {}).items()}
     known = env_names(cls) | SHARED
     assert set(env) <= known, f"unknown variables for {cls.__name__}: {sorted(set(env) - known)}"
-    _, port = http_address(configured(COMPOSE, name, monkeypatch))
-    assert port, f"{cls.__name__} serves no HTTP port in its container"
-    assert published(service) == {port: port}, "container and host ports are the settings' HTTP port"
+    ports = [port for _, port in addresses(configured(COMPOSE, name, monkeypatch))]
+    assert all(ports), f"{cls.__name__} serves no HTTP port in its container"
+    assert published(service) == {port: port for port in ports}, "container and host ports are the settings' ports"
 
 
 def test_no_service_binds_its_http_port_to_loopback_in_its_container(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,6 +130,9 @@ def test_the_binding_check_finds_a_service_left_on_loopback(monkeypatch: pytest.
     del broken["services"]["intake"]["environment"]["INTAKE_HTTP_HOST"]  # the settings' default: 127.0.0.1
     broken["services"]["notify"]["environment"]["NOTIFY_HTTP_HOST"] = "127.0.0.1"
     broken["services"]["gateway"]["environment"]["GATEWAY_HOST"] = "localhost"
+    assert loopback_bound(broken, monkeypatch) == ["gateway", "intake", "notify"]
+    del broken["services"]["gateway"]["environment"]["GATEWAY_HOST"]
+    broken["services"]["gateway"]["environment"]["GATEWAY_HTTP_HOST"] = "127.0.0.1"  # its /metrics
     assert loopback_bound(broken, monkeypatch) == ["gateway", "intake", "notify"]
 
 

@@ -135,8 +135,9 @@ def readyz(url: str) -> tuple[int, dict]:
         return e.code, json.load(e)
 
 
-def test_readyz_once_the_broker_answered_and_metrics_on_the_api_port(stack: Stack) -> None:
-    """The stack's gateway becomes ready (its producer started) and serves /metrics on its API port."""
+def test_readyz_once_the_broker_answered_and_metrics_off_the_api_port(stack: Stack) -> None:
+    """The stack's gateway becomes ready (its producer started); /metrics is served on GATEWAY_HTTP_PORT (with the
+    probes again) and is a 404 on the API port, which integrators reach."""
 
     def ready() -> tuple[int, dict]:
         answer = readyz(stack.url)
@@ -145,8 +146,12 @@ def test_readyz_once_the_broker_answered_and_metrics_on_the_api_port(stack: Stac
 
     answer = eventually(ready, timeout=20, interval=0.2, what="/readyz 200")
     assert answer == (200, {**answer[1], "ready": True, "detail": "broker answered"})
-    with urllib.request.urlopen(stack.url + "/metrics", timeout=5) as r:
-        assert "commune_service_ready" in r.read().decode()
+    with urllib.request.urlopen(stack.metrics_url + "/metrics", timeout=5) as r:
+        assert "commune_gateway_answers_total" in r.read().decode()
+    assert readyz(stack.metrics_url)[0] == 200
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(stack.url + "/metrics", timeout=5)
+    assert refused.value.code == 404
 
 
 def test_broker_unavailable_is_503_with_retry_after(stack: Stack, tmp_path: Path) -> None:

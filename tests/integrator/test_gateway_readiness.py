@@ -1,4 +1,4 @@
-"""The gateway's /readyz and /metrics: ready only while the broker answers, metrics on the API port."""
+"""The gateway's /readyz and /metrics: ready only while the broker answers, metrics off the API port."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY, generate_latest
 from pydantic import ValidationError
 
 from services.common import streak
@@ -129,11 +130,13 @@ async def test_healthz_is_503_while_the_producer_is_refused_for_as_long_as_resta
 
 
 def test_metrics_count_answers_and_published_events() -> None:
-    """/metrics on the API port exposes the gateway's answer and event counters (labels: status, family)."""
+    """The gateway's /metrics (the runtime's server) counts its answers and published events (labels: status,
+    family); the API itself answers /metrics 404."""
     http = client(Recording())
-    before = http.get("/metrics").text
+    before = generate_latest(REGISTRY).decode()
     assert http.post("/v1/events", content=orjson.dumps(canonical_dossier("m-1")), headers=KEY).status_code == 202
-    after = http.get("/metrics").text
+    after = generate_latest(REGISTRY).decode()
+    assert http.get("/metrics").status_code == 404
 
     def value(text: str, sample: str) -> float:
         line = next((ln for ln in text.splitlines() if ln.startswith(sample + " ")), f"{sample} 0")
@@ -145,12 +148,16 @@ def test_metrics_count_answers_and_published_events() -> None:
     assert value(after, published) == value(before, published) + 1
 
 
-def test_the_gateway_has_one_http_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """GATEWAY_HOST/GATEWAY_PORT are its server; a second one (GATEWAY_HTTP_PORT) is refused, not silently opened."""
+def test_the_api_and_the_metrics_have_their_own_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GATEWAY_HOST/GATEWAY_PORT are the API's; /metrics is on GATEWAY_HTTP_HOST/GATEWAY_HTTP_PORT, 127.0.0.1:9104
+    unless set, whatever the API's host."""
     monkeypatch.setenv("GATEWAY_HOST", "0.0.0.0")
     monkeypatch.setenv("GATEWAY_PORT", "8181")
     settings = GatewaySettings()
-    assert (settings.host, settings.port, settings.http_port) == ("0.0.0.0", 8181, 0)
+    assert (settings.host, settings.port, settings.http_host, settings.http_port) == ("0.0.0.0", 8181, "127.0.0.1",
+                                                                                      9104)
     monkeypatch.setenv("GATEWAY_HTTP_PORT", "9109")
+    assert GatewaySettings().http_port == 9109
+    monkeypatch.setenv("GATEWAY_HTTP_PORT", "70000")
     with pytest.raises(ValidationError):
         GatewaySettings()

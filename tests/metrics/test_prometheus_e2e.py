@@ -11,15 +11,19 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.integrator.conftest import API_KEY, REGISTRY, SECRETS, start_gateway
 from tests.kafkatools import ROOT, free_port, start_service, stop_service
+from tests.samples import canonical_dossier
 from tests.waiting import eventually
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -29,6 +33,7 @@ pytestmark = [
     pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus is not installed"),
 ]
 PROVINCE = "20"  # Lạng Sơn, the simulator's default
+NAMES = ("intake", "metrics", "gateway", "prometheus")
 
 
 def query(port: int, expr: str) -> list[dict[str, Any]]:
@@ -85,10 +90,28 @@ def prometheus_config(path: Path, targets: dict[str, int]) -> None:
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
+def log_tail(folder: Path, name: str) -> str:
+    """The end of `name`'s log (the gateway's is named after its port)."""
+    return "".join(p.read_text(errors="replace")[-2000:] for p in sorted(folder.glob(f"{name}*.log")))
+
+
+def post_to_gateway(url: str, headers: dict[str, str]) -> int:
+    """POST one canonical dossier; the gateway's status."""
+    body = json.dumps(canonical_dossier("e2e-" + uuid.uuid4().hex[:12])).encode()
+    request = urllib.request.Request(url + "/v1/events", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
 def test_every_dashboard_query_and_recording_rule_returns_data(kafka_topics: str, unique: str, tmp_path: Path) -> None:
-    """Prometheus scraping intake and metrics (fed by the simulator) answers every panel query and rule."""
+    """Prometheus scraping intake, metrics (fed by the simulator) and the gateway (its /metrics port; one request
+    accepted, one refused) answers every panel query and rule."""
     namespace = f"e2e{unique}"
-    ports = {"intake": free_port(), "metrics": free_port()}
+    ports = {"intake": free_port(), "metrics": free_port(), "gateway": free_port()}
     prom_port = free_port()
     env = {"KAFKA_BOOTSTRAP": kafka_topics}
     procs: list[subprocess.Popen[bytes]] = []
@@ -101,6 +124,13 @@ def test_every_dashboard_query_and_recording_rule_returns_data(kafka_topics: str
                                                         "METRICS_STATE_DIR": str(tmp_path / "state"),
                                                         "METRICS_SNAPSHOT_INTERVAL_S": "5"},
                                    tmp_path / "metrics.log"))
+        (tmp_path / "sources.yaml").write_text(REGISTRY, encoding="utf-8")
+        (tmp_path / "secrets.yaml").write_text(SECRETS, encoding="utf-8")
+        gateway, gateway_url = start_gateway(tmp_path, kafka_topics, namespace,
+                                             GATEWAY_HTTP_PORT=str(ports["gateway"]))
+        procs.append(gateway)
+        assert post_to_gateway(gateway_url, {"X-Api-Key": API_KEY}) == 202
+        assert post_to_gateway(gateway_url, {"X-Api-Key": "not-a-key"}) == 401
         prometheus_config(tmp_path / "prometheus.yml", ports)
         with open(tmp_path / "prometheus.log", "ab") as prom_log:  # the child keeps its own descriptor
             procs.append(subprocess.Popen(
@@ -115,9 +145,9 @@ def test_every_dashboard_query_and_recording_rule_returns_data(kafka_topics: str
         assert simulator.returncode == 0, simulator.stderr.decode()[-2000:]
 
         def every_query_has_data() -> bool:
-            for proc, name in zip(procs, ("intake", "metrics", "prometheus"), strict=True):
+            for proc, name in zip(procs, NAMES, strict=True):
                 if proc.poll() is not None:
-                    pytest.fail(f"{name} exited: {(tmp_path / f'{name}.log').read_text()[-2000:]}")
+                    pytest.fail(f"{name} exited: {log_tail(tmp_path, name)}")
             try:
                 completed = f'commune_dossiers_completed_total{{province="{PROVINCE}"}}'
                 top = query(prom_port, f"topk(1, sum by (commune) ({completed}))")
@@ -131,8 +161,8 @@ def test_every_dashboard_query_and_recording_rule_returns_data(kafka_topics: str
             return True
 
         eventually(every_query_has_data, timeout=90, interval=2, what="every dashboard query and rule with data")
-        for proc, name in zip(procs, ("intake", "metrics", "prometheus"), strict=True):
-            assert proc.poll() is None, f"{name} exited: {(tmp_path / f'{name}.log').read_text()[-2000:]}"
+        for proc, name in zip(procs, NAMES, strict=True):
+            assert proc.poll() is None, f"{name} exited: {log_tail(tmp_path, name)}"
 
         rules = json.load(urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/rules", timeout=10))
         unhealthy = [r["name"] for g in rules["data"]["groups"] for r in g["rules"] if r["health"] != "ok"]
