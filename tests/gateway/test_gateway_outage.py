@@ -40,7 +40,7 @@ def test_an_outage_is_not_ready_and_sigterm_with_a_claim_pending_ends_in_bounded
     asyncio.run(ensure_topics(KafkaConnection(bootstrap=own_broker.bootstrap), specs))
     site = Site(own_broker.bootstrap, namespace, tmp_path)
     gateway = site.start("g1", GATEWAY_KAFKA_TIMEOUT_S="3")
-    port = int(gateway.url.rsplit(":", 1)[1])
+    port = int(gateway.metrics_url.rsplit(":", 1)[1])  # /metrics and the probes: the runtime's server
     try:
         accepted = post(gateway, orjson.dumps(canonical_dossier("out-" + uuid.uuid4().hex[:10])), str(uuid.uuid4()))
         assert accepted.status_code == 202, accepted.text

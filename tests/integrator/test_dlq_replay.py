@@ -76,7 +76,7 @@ def test_unauthorised_records_replayed_after_the_registry_is_fixed_come_out_cano
     registry = tmp_path / "sources.yaml"
     registry.write_text(REGISTRY, encoding="utf-8")
     env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "INTAKE_NAMESPACE": ns, "INTAKE_SOURCES_FILE": str(registry)}
-    stack = Stack(kafka_bootstrap, ns, "", tmp_path)
+    stack = Stack(kafka_bootstrap, ns, "", tmp_path, "")  # no gateway: no API, no /metrics
     event = {**canonical_dossier("newapp-" + unique), "source": "/agencies/new-app"}
 
     intake = start_service("services.intake", {**env, "INTAKE_HTTP_PORT": str(free_port())}, tmp_path / "i1.log")
