@@ -16,6 +16,7 @@ from schemas.events import Family
 from schemas.topics import RAW, scoped
 from services.common.health import Health
 from services.gateway import api, operators, probes
+from services.gateway.bugs import AnswerBugs
 from services.gateway.claims import Claims, MemoryClaims
 from services.gateway.handler import Gateway
 from services.gateway.operators import load_operators
@@ -65,6 +66,7 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         return JSONResponse(body, status_code=422)
 
     app.add_middleware(CloseUnreadBodies)
+    app.add_middleware(AnswerBugs)  # outermost of the gateway's own: it sees what any route or middleware raises
     app.include_router(probes.router(health or Health("gateway")))
     app.include_router(operators.router(settings.connection(), settings.namespace,
                                         load_operators(settings.operators_file),

@@ -16,6 +16,8 @@ CONNECTIONS_CLOSED = Counter("commune_gateway_connections_closed_total", "HTTP c
                              ["reason"])
 UNREAD_CLOSED = Counter("commune_gateway_unread_bodies_closed_total", "Answers given before their request's body "
                         "ended, whose connection was closed rather than the body drained (services.gateway.unread)")
+INTERNAL_ERRORS = Counter("commune_gateway_internal_errors_total", "Requests whose route raised an unexpected "
+                          "exception (a bug), answered 500 internal_error; log gateway.internal_error")
 TRACES = Counter("commune_gateway_traces_total", "GET /v1/trace/{query} calls past the operator key, by outcome "
                  "(found, not_found, busy, overdue, broker_unavailable)", ["outcome"])
 OPERATOR_KEYS_REFUSED = Counter("commune_gateway_operator_keys_refused_total", "Calls to the operators' endpoints "
