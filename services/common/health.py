@@ -4,8 +4,13 @@ that get nowhere; ready while the worker says it is."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from services.common import telemetry
+
+
+async def _answers() -> bool:
+    return True
 
 
 class Health:
@@ -21,6 +26,9 @@ class Health:
         loops a service retries within a run (the gateway's claims reader and broker watch)."""
         self.progress = 0
         """Commits reported so far: the runtime's sign that a run got somewhere (and a run that stays up a while)."""
+        self.broker_answers: Callable[[], Awaitable[bool]] = _answers
+        """Whether the brokers answer now (`probe.bootstrap_answers`, set by `runtime.serve`): a loop's failure while
+        they do not is an outage, which `/readyz` reports and no restart of the process mends (`streak`)."""
         telemetry.READY.labels(service).set(0)
 
     def set_ready(self, ready: bool, detail: str) -> None:

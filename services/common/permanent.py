@@ -11,7 +11,7 @@ PERMANENT: tuple[type[KafkaError], ...] = (
     errors.ClusterAuthorizationFailedError, errors.TransactionalIdAuthorizationFailed,
     errors.DelegationTokenAuthorizationFailed,
     # its credentials or SASL settings are wrong (a refusal at bootstrap reaches us as a retriable
-    # KafkaConnectionError: the restarts getting nowhere turn /healthz 503 instead)
+    # KafkaConnectionError: the restarts getting nowhere, with the broker there, turn /healthz 503 instead)
     errors.SaslAuthenticationFailed, errors.AuthenticationFailedError, errors.AuthenticationMethodNotSupported,
     errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError,
     # the client's or a topic's configuration is invalid

@@ -3,6 +3,9 @@
 A worker whose producer rides out an outage (sends pending, never failed) and whose consumer just fetches
 nothing looks healthy to itself: nothing raises. Asking the broker for end offsets every second, with a
 short time limit, tells the outage apart from a quiet topic.
+
+`bootstrap_answers` asks without a client of the worker's (after its run failed): it tells an outage, which
+`/healthz` leaves to `/readyz`, from a loop that fails while the brokers answer (`services.common.streak`).
 """
 
 from __future__ import annotations
@@ -11,10 +14,17 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
+
+from services.common.clients import connection_options
+from services.common.closing import close_within
+from services.common.settings import KafkaConnection
 
 PROBE_EVERY_S = 1.0
 PROBE_TIMEOUT_S = 3.0
+CONNECT_TIMEOUT_S = 1.0
+"""How long `bootstrap_answers` waits for a TCP connection to each bootstrap address."""
 
 
 async def broker_answers(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
@@ -34,3 +44,38 @@ async def probe_loop(answers: Callable[[], Awaitable[bool]], report: Callable[[b
     while True:
         report(await answers())
         await asyncio.sleep(every_s)
+
+
+async def bootstrap_answers(conn: KafkaConnection, service: str = "probe", timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the brokers of `conn` answer: a metadata request within `timeout_s` succeeds, or else one bootstrap
+    address at least accepts a TCP connection (a broker is there but refuses this client: its credentials, TLS,
+    rights). False only when none of them can be reached at all."""
+    client = AIOKafkaClient(**connection_options(conn), client_id=f"commune-bus-{service}-probe",
+                            request_timeout_ms=int(timeout_s * 1000))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.bootstrap()
+        return True
+    except (TimeoutError, KafkaError, OSError):
+        pass
+    finally:
+        await close_within(service, "probe", client.close, timeout_s=timeout_s)
+    for host, port in addresses(conn.bootstrap):
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                _, writer = await asyncio.open_connection(host, port)
+        except (TimeoutError, OSError):
+            continue
+        writer.close()
+        return True
+    return False
+
+
+def addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """`host:port[,host:port]` (an IPv6 host in brackets) as (host, port) pairs; a malformed one is left out."""
+    found = []
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if host and port.isdigit():
+            found.append((host.strip("[]"), int(port)))
+    return found

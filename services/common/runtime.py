@@ -15,9 +15,11 @@ Restarts that get nowhere are not hidden either: after `UNHEALTHY_AFTER_RUNS` ru
 in a row failed, none with a commit nor lasting `PROGRESS_RUN_S` (readiness alone is
 no progress: it comes after every restore, even when every commit is then refused),
 after at least about 90 s of back-off, `/healthz` says 503, so the orchestrator
-restarts the process and the operator sees a crash loop; runs go on meanwhile (a
-broker outage ends by itself) and a commit, or a run that stays up, makes it 200 again
-(`services.common.streak`, the rule of every retrying loop).
+restarts the process and the operator sees a crash loop; runs go on meanwhile and a
+commit, or a run that stays up, makes it 200 again (`services.common.streak`, the rule
+of every retrying loop). A run that failed while the brokers did not answer at all is
+an outage, not a crash loop: it is not counted (`/readyz` says so; restarting every
+worker of the country would only delay the recovery).
 SIGTERM, SIGINT and SIGHUP set `stop`; the worker finishes what it holds and returns.
 """
 
@@ -29,6 +31,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -36,7 +39,7 @@ import uvloop
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from services.common import http, telemetry
+from services.common import http, probe, telemetry
 from services.common.health import Health
 from services.common.logging import configure, where
 from services.common.permanent import PERMANENT
@@ -159,7 +162,7 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
         log.error("service.restarting", service=service, error=name, where=where(error), retry_in_s=delay)
         telemetry.RESTARTS.labels(service, name).inc()
         health.set_ready(False, f"restarting after {name}")
-        streak.failed(name)
+        await streak.failed_unless_outage(name, stop)
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
         delay = min(delay * 2, MAX_BACKOFF_S)
@@ -170,6 +173,7 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
                 stop: asyncio.Event | None = None) -> None:
     """A whole service: stop signals, its HTTP server (when `http_port` is set), and `worker` under supervision."""
     health = health or Health(service)
+    health.broker_answers = partial(probe.bootstrap_answers, settings, service)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:

@@ -6,8 +6,15 @@ a row, none with progress (a commit reported to `Health`, or a run that stayed u
 alone is no progress, it comes after every restore, even when every commit is then refused). After
 `UNHEALTHY_AFTER_RUNS` of them (the runs' back-off, 0.5 s doubling to 15 s, makes that about 90 s) `/healthz`
 says 503 with a short reason (the loop, the count, the last error's type: never a message, which may quote a
-record), so the orchestrator restarts the process and the crash loop shows; the loop goes on meanwhile (a broker
-outage ends by itself) and its progress, or any commit, makes it 200 again.
+record), so the orchestrator restarts the process and the crash loop shows; the loop goes on meanwhile and its
+progress, or any commit, makes it 200 again.
+
+A failure while the brokers do not answer at all (`failed_unless_outage`: `Health.broker_answers`, a metadata
+request or at least a TCP connection to a bootstrap address) is an outage, not a crash loop: it neither counts
+nor ends the streak. `/readyz` says so (`broker unreachable`, alert `ServiceNotReady`); a liveness restart would
+mend nothing, and every restart of every worker would delay the recovery by the orchestrator's own back-off (up
+to 5 min in Kubernetes) and a full restore. A broker that answers but refuses this client (credentials, TLS,
+rights) does count: that loop is going nowhere.
 """
 
 from __future__ import annotations
@@ -60,6 +67,28 @@ class Streak:
         """The loop got somewhere: the streak ends, and this loop no longer keeps `/healthz` at 503."""
         self.fruitless, self._first_failed = 0, None
         self.health.set_alive(True, "running", self.loop)
+
+    async def failed_unless_outage(self, error: str, stop: asyncio.Event | None = None) -> None:
+        """As `failed`, unless the brokers do not answer (asked now; not asked once `stop` is set): then as `outage`."""
+        asking = asyncio.ensure_future(self.health.broker_answers())
+        waits = {asking} if stop is None else {asking, asyncio.ensure_future(stop.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if asking.done() and not asking.cancelled() and asking.exception() is None and not asking.result():
+            self.outage(error)
+        else:
+            self.failed(error)
+
+    def outage(self, error: str) -> None:
+        """The run (or the try) failed with `error` while the brokers did not answer: neither counted nor progress."""
+        self.ended()
+        if self.health.progress != self._progress:
+            self.fruitless, self._first_failed = 0, None
+        self._progress, self._started = self.health.progress, None
+        log.info("service.outage", service=self.health.service, loop=self.loop, error=error, runs=self.fruitless)
 
     def failed(self, error: str) -> None:
         """The run (or the try) failed with `error`, an exception's type name."""

@@ -80,7 +80,7 @@ class KafkaClaims:
         """The reader (a supervised task): restore, then follow the topic until cancelled. A broker that does not
         answer is waited for (not ready meanwhile, claims answer 503) without ending the run: the HTTP server
         keeps serving /readyz and the broker watch. Reader runs that keep failing without progress (a claims
-        topic this principal may not read, a broker gone for good) turn `/healthz` 503 (`streak`)."""
+        topic this principal may not read; not an outage, where no broker answers) turn `/healthz` 503 (`streak`)."""
         delay, streak = FIRST_BACKOFF_S, Streak(health, "claims reader")
         while True:
             streak.started()
@@ -88,7 +88,7 @@ class KafkaClaims:
                 await self._run_once()
             except BROKER_ERRORS as exc:
                 log.warning("gateway.claims_unavailable", error=type(exc).__name__, retry_in_s=delay)
-                streak.failed(type(exc).__name__)
+                await streak.failed_unless_outage(type(exc).__name__)
             finally:
                 streak.ended()
             delay = FIRST_BACKOFF_S if self._ready.is_set() else min(delay * 2, MAX_BACKOFF_S)

@@ -32,8 +32,9 @@ async def watch_broker(broker: Broker, health: Health, stop: asyncio.Event, ever
                        waiting: Callable[[], str | None] = lambda: None) -> None:
     """Connect, and reconnect whenever the connection was dropped; say ready only while connected and nothing else
     is `waiting` (the claims: restoring, or the broker not answering their reader's probe). Connections refused
-    again and again for as long as the runtime's restarts would take (`streak.UNHEALTHY_AFTER_S`) turn `/healthz`
-    503; a connection makes it 200 again.
+    again and again for as long as the runtime's restarts would take (`streak.UNHEALTHY_AFTER_S`) while the brokers
+    answer turn `/healthz` 503 (no broker answering at all is an outage: `/readyz` only); a connection makes it 200
+    again.
 
     Ends on `stop`; raises `Fenced`."""
     streak = Streak(health, "broker watch", at_least_s=UNHEALTHY_AFTER_S)
@@ -45,7 +46,7 @@ async def watch_broker(broker: Broker, health: Health, stop: asyncio.Event, ever
                 raise
             except BrokerUnavailable as exc:
                 _say(health, False, f"broker unavailable ({exc})")
-                streak.failed(str(exc))  # the error's type name (`publisher.KafkaPublisher._translate`)
+                await streak.failed_unless_outage(str(exc), stop)  # the type name (`KafkaPublisher._translate`)
             else:
                 streak.progressed()
         if broker.connected:
