@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -22,11 +22,13 @@ from schemas.times import VIETNAM
 from schemas.topics import RAW, scoped
 from services.common import clients
 from services.common.admin import ensure_topics
+from services.common.closing import close_within
 from services.simulator.generate import Emitted, TrafficConfig, traffic
 from services.simulator.profiles import Pacer
 from services.simulator.settings import SimulatorSettings
 
 log = structlog.get_logger("simulator")
+T = TypeVar("T")
 
 
 class Sender(Protocol):
@@ -42,6 +44,8 @@ class Progress:
     sent: Counter[str] = field(default_factory=Counter)
     defects: Counter[str] = field(default_factory=Counter)
     newest: datetime | None = None
+    unsent: int = 0
+    """Records sent but not acknowledged when a stop came (the broker did not answer): perhaps lost."""
 
     def add(self, emitted: Emitted) -> None:
         self.sent[emitted.record.family.value] += 1
@@ -70,7 +74,8 @@ async def pump(
 ) -> Progress:
     """Send records at `rate`/s (or as `pacer` says) until `duration` s have passed (0 = forever) or `stop` is set.
 
-    Waits for every send to be acknowledged before returning.
+    Waits for every send to be acknowledged before returning, unless `stop` is set meanwhile: a broker that does not
+    answer must not keep a stopping simulator (`Progress.unsent` counts the records then left unacknowledged).
     """
     due: Callable[[int], float] = pacer.due if pacer is not None else (lambda n: n / rate)
     progress = Progress(started=clock())
@@ -88,16 +93,52 @@ async def pump(
             except TimeoutError:
                 pass
         r = emitted.record
-        inflight.append(await sender.send(topics[r.family], r.value, r.key, r.headers))
+        queued = await unless_stopped(sender.send(topics[r.family], r.value, r.key, r.headers), stop)
+        if isinstance(queued, Stopped):  # the producer's buffer stayed full until the stop
+            break
+        inflight.append(queued)
         progress.add(emitted)
         if len(inflight) >= 2000:
-            await asyncio.gather(*inflight)
+            if not await acknowledged(inflight, stop, progress):
+                return progress
             inflight.clear()
         if clock() >= next_report:
             on_progress(progress)
             next_report += every
-    await asyncio.gather(*inflight)
+    await acknowledged(inflight, stop, progress)
     return progress
+
+
+class Stopped:
+    """What `unless_stopped` returns when the stop came first."""
+
+
+STOPPED = Stopped()
+
+
+async def unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | Stopped:
+    """`step`'s result, or `STOPPED` if `stop` was set first (the step is then cancelled)."""
+    doing, stopping = asyncio.ensure_future(step), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({doing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not doing.done():
+            doing.cancel()
+    return doing.result() if doing.done() and not doing.cancelled() else STOPPED
+
+
+async def acknowledged(inflight: list[Awaitable[object]], stop: asyncio.Event, progress: Progress) -> bool:
+    """Wait for every send of `inflight` to be acknowledged; False if `stop` came first (the rest counted unsent,
+    their outcomes left to the producer's stop)."""
+    gathering = asyncio.gather(*inflight)
+    await unless_stopped(asyncio.shield(gathering), stop)
+    if gathering.done():
+        gathering.result()
+        return True
+    gathering.add_done_callback(lambda g: g.cancelled() or g.exception())
+    progress.unsent = sum(1 for f in inflight if not (isinstance(f, asyncio.Future) and f.done()))
+    return False
 
 
 class _AioSender:
@@ -110,7 +151,8 @@ class _AioSender:
 
 async def run(settings: SimulatorSettings, stop: asyncio.Event) -> Progress:
     specs = {family: scoped(RAW[family], settings.namespace) for family in settings.families}
-    await ensure_topics(settings, specs.values())
+    if await unless_stopped(ensure_topics(settings, specs.values()), stop) is STOPPED:
+        return Progress(started=time.monotonic())
     config = TrafficConfig(
         province=settings.province, national=settings.national, invalid_share=settings.invalid_share,
         day_events=settings.day_events, backfill_days=settings.backfill_days, portal_share=settings.portal_share,
@@ -120,7 +162,14 @@ async def run(settings: SimulatorSettings, stop: asyncio.Event) -> Progress:
     stream = traffic(settings.seed, now, config)
     pacer = Pacer(settings.profile, settings.mean_rate, now, settings.speed)
     producer = clients.producer(settings, client_id="commune-bus-simulator", linger_ms=10)
-    await producer.start()
+    try:
+        connected = await unless_stopped(producer.start(), stop)
+    except BaseException:
+        await close_within("simulator", "producer", producer.stop)
+        raise
+    if connected is STOPPED:
+        await close_within("simulator", "producer", producer.stop)
+        return Progress(started=time.monotonic())
     started = time.monotonic()
 
     def report(p: Progress) -> None:
@@ -140,6 +189,7 @@ async def run(settings: SimulatorSettings, stop: asyncio.Event) -> Progress:
             stop, report, settings.progress_every, pacer=pacer,
         )
     finally:
-        await producer.stop()
-    log.info("simulator.stopped", **progress.fields(time.monotonic()), defects=dict(sorted(progress.defects.items())))
+        await close_within("simulator", "producer", producer.stop)
+    log.info("simulator.stopped", **progress.fields(time.monotonic()), defects=dict(sorted(progress.defects.items())),
+             unsent=progress.unsent)
     return progress

@@ -11,6 +11,7 @@ from schemas.events import Family
 from services.simulator.generate import DEFAULT_NOW, TrafficConfig, traffic
 from services.simulator.producer import pump
 from services.simulator.profiles import Pacer
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.unit
 TOPICS = {f: f"t.{f.value}" for f in Family}
@@ -80,3 +81,34 @@ async def test_pump_follows_the_pacer_of_the_peak_hour() -> None:
         counts[profile] = progress.total
     assert 1 <= counts["flat"] <= 40
     assert counts["peak"] > 2.5 * counts["flat"]
+
+
+class SilentBroker:
+    """Takes every record and never acknowledges one, as a producer does while the broker does not answer; after
+    `buffer` records its buffer is full and `send` itself waits for ever."""
+
+    def __init__(self, buffer: int = 10**9) -> None:
+        self.buffer, self.sent = buffer, 0
+        self.pending: list[asyncio.Future[None]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes,
+                   headers: list[tuple[str, bytes]]) -> asyncio.Future[None]:
+        if self.sent >= self.buffer:
+            await asyncio.Event().wait()
+        self.sent += 1
+        self.pending.append(asyncio.get_running_loop().create_future())
+        return self.pending[-1]
+
+
+@pytest.mark.parametrize("buffer", [10**9, 50], ids=["acknowledgements-pending", "buffer-full"])
+async def test_a_stop_ends_the_pump_while_the_broker_does_not_answer(buffer: int) -> None:
+    """Records sent, none acknowledged (or the buffer full): a stop still ends the pump at once, the records left
+    unacknowledged counted as unsent (before: it waited for acknowledgements for ever, and SIGTERM did nothing)."""
+    stop, silent = asyncio.Event(), SilentBroker(buffer)
+    pumping = asyncio.create_task(pump(traffic(1, DEFAULT_NOW), silent, TOPICS, rate=2000, duration=0, stop=stop))
+    await eventually_async(lambda: silent.sent >= min(buffer, 200), timeout=5, interval=0.01, what="records sent")
+    await asyncio.sleep(0.05)  # the pump goes on sending (or waits on the full buffer)
+    stop.set()
+    progress = await asyncio.wait_for(pumping, timeout=2)
+    assert progress.total == silent.sent
+    assert progress.unsent == silent.sent > 0
