@@ -7,11 +7,15 @@ service's own consumption. A failure raises: a restore is never half-done silent
 Nor does a restore wait for ever on a broker that went away (aiokafka's reader
 retries for as long as it is not stopped): given `stall_s`, a restore that reads
 nothing for that long raises `RestoreStalled`, a Kafka error (the run restarts).
+Applying a fetched chunk (up to `max_records`) gives the event loop back every `YIELD_EVERY_S`:
+a restore of a few hundred thousand states must not stop heartbeats, the stall watch
+(`services.common.stall`) or `/healthz` for the seconds a whole chunk takes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -22,6 +26,10 @@ from services.common.settings import KafkaConnection
 
 Apply = Callable[[int, ConsumerRecord[bytes, bytes]], None]
 """Called with (partition, record) for every record below the end offset, in offset order per partition."""
+
+
+YIELD_EVERY_S = 0.02
+"""How long a restore applies records before it lets the other tasks of the loop run."""
 
 
 class RestoreStalled(KafkaError):
@@ -72,6 +80,7 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], apply: Appl
         ends.update({tp.partition: offset for tp, offset in end.items()})
     positions = {tp: await reader.position(tp) for tp in tps}
     pending = {tp for tp in tps if positions[tp] < end[tp]}  # empty, or emptied by retention
+    yielded = time.perf_counter()
     while pending:
         chunk = await reader.getmany(*pending, timeout_ms=500, max_records=max_records)
         for tp, records in chunk.items():
@@ -79,6 +88,9 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], apply: Appl
                 if rec.offset < end[tp]:
                     apply(tp.partition, rec)
                     applied += 1
+                    if time.perf_counter() - yielded >= YIELD_EVERY_S:
+                        await asyncio.sleep(0)
+                        yielded = time.perf_counter()
         # progress is the position moving, records or not: a stretch of aborted records and transaction markers
         # (left by runs that ended mid-transaction) returns nothing and moves it all the same
         moved = {tp: await reader.position(tp) for tp in pending}

@@ -98,3 +98,40 @@ async def test_records_written_after_the_restore_began_are_left_out(
     applied: list[bytes | None] = []
     count = await changelog.read_to_end(conn, topic, [0], lambda _, r: applied.append(r.value), client_id="tests")
     assert (count, applied) == (1, [b"before"])
+
+
+async def test_a_slow_restore_gives_the_loop_back_between_records(conn: KafkaConnection, topic: str) -> None:
+    """Applying a chunk of records (here 2 ms each, 600 of them) lets the loop's other tasks run every YIELD_EVERY_S,
+    as the stall watch and heartbeats must: a task counting its turns is seen to move on dozens of times while the
+    records are applied (before: the whole chunk, 1.2 s, without a break; with the restore of a few hundred
+    thousand states, past the stall limit)."""
+    import time
+
+    producer = clients.producer(conn, client_id="tests", linger_ms=20)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, b"v%d" % i, key=b"k", partition=0) for i in range(600)])
+    finally:
+        await producer.stop()
+    turns, seen = 0, set()
+    ticking = True
+
+    async def ticker() -> None:
+        nonlocal turns
+        while ticking:
+            turns += 1
+            await asyncio.sleep(0)
+
+    def apply(_partition: int, _record: ConsumerRecord[bytes, bytes]) -> None:
+        seen.add(turns)
+        time.sleep(0.002)
+
+    ticks = asyncio.create_task(ticker())
+    try:
+        count = await asyncio.wait_for(changelog.read_to_end(conn, topic, [0], apply, client_id="tests"), timeout=60)
+    finally:
+        ticking = False
+        await ticks
+    print(f"the other task ran between records {len(seen) - 1} times in 600 records x 2 ms")
+    assert count == 600
+    assert len(seen) >= 600 * 0.002 / changelog.YIELD_EVERY_S / 3
