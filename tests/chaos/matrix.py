@@ -13,6 +13,9 @@ from tests.chaos.scenario import Scenario
 
 SIGKILL_BURST = {"NOTIFY_RATE_PER_S": '{"sms": 60, "webhook": 200}', "NOTIFY_ROUTINE_WORKERS": "8"}
 """Rate-limited SMS so that the kill lands with most of the burst still queued, and requests in flight."""
+SIGKILL_IN_FLIGHT = 8 + 32
+"""Requests the kill may leave in flight, sent again by the successor (the bound of tests/notify/test_notify_faults.py:
+8 routine SMS workers, and the webhooks')."""
 
 MATRIX: tuple[Scenario, ...] = (
     Scenario("intake-sigkill", lambda: IntakeLoad(rate=400, seconds=20), KillWorker(), fast=True, budget_s=150),
@@ -26,8 +29,8 @@ MATRIX: tuple[Scenario, ...] = (
              budget_s=240),
     Scenario("notify-provider-outage", lambda: NotifyLoad(events=120, per_second=6, mid_stream=10),
              ProviderOutage(seconds=15), fast=True, budget_s=180),
-    Scenario("notify-sigkill", lambda: NotifyLoad(events=300, per_second=100, mid_stream=80, env=SIGKILL_BURST),
-             KillWorker(), budget_s=180),
+    Scenario("notify-sigkill", lambda: NotifyLoad(events=300, per_second=100, mid_stream=80, env=SIGKILL_BURST,
+                                                  resend_allowance=SIGKILL_IN_FLIGHT), KillWorker(), budget_s=180),
     Scenario("metrics-sigkill", lambda: MetricsLoad(per_second=40, mid_stream=80), KillWorker(), fast=True,
              budget_s=150),
     Scenario("metrics-sigstop", lambda: MetricsLoad(workers=2, per_second=20, mid_stream=60, env=METRICS_FAST_GROUP),

@@ -133,8 +133,11 @@ class Row:
 
     @property
     def clean(self) -> bool:
+        """Nothing lost, duplicated or reordered, and no worker exited unbidden (a crash the process manager hid by
+        restarting it is still a crash: no input, no fault of the row's, should end a worker)."""
         c = self.counts
-        return not self.error and c is not None and c.lost == 0 and c.duplicated == 0 and not c.out_of_order
+        return (not self.error and not self.exits and c is not None and c.lost == 0 and c.duplicated == 0
+                and not c.out_of_order)
 
 
 async def committed_since(workers: Sequence[Worker], since: float) -> bool:

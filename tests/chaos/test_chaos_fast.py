@@ -26,3 +26,5 @@ def test_fast_row_loses_duplicates_and_reorders_nothing(scenario: Scenario, kafk
     assert (row.counts.lost, row.counts.duplicated) == (0, 0), cells(row)
     assert row.counts.out_of_order in (0, None), cells(row)
     assert row.counts.sent > 0
+    assert not row.exits, f"workers exited unbidden: {row.exits}"
+    assert row.clean

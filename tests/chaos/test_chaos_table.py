@@ -42,6 +42,11 @@ def test_a_row_is_clean_only_with_nothing_lost_duplicated_or_reordered(counts: C
     assert Row("r", counts, 1.0, error).clean is clean
 
 
+def test_a_row_whose_worker_exited_unbidden_is_not_clean() -> None:
+    """A worker that crashed (and was restarted, as a process manager would) fails the row, whatever the counts."""
+    assert not Row("r", Counts(100, 0, 0, 0), 1.0, exits=("intake-0 exited 1",)).clean
+
+
 def test_table_has_one_line_per_row_with_its_counts_or_failure() -> None:
     """The table lists every row under the header: counts, n/a where order does not apply, or the failure."""
     rows = [Row("intake-x", Counts(8000, 0, 2, 1, "note"), 6.9, seconds=28.0),
