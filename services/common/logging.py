@@ -1,14 +1,28 @@
-"""structlog set-up: JSON lines in production, readable on a terminal. No personal data in events."""
+"""structlog set-up: JSON lines in production, readable on a terminal. No personal data in events.
+
+The standard `logging` module's records (aiokafka, uvicorn, aiohttp, asyncio's "Task exception was never retrieved")
+go through the same rendering (`structlog.stdlib.ProcessorFormatter` on the root logger's one handler): before, they
+reached stderr through `logging.lastResort`, tracebacks whole with the exception's message, which may quote a record.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import traceback
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
+from contextlib import suppress
 from typing import Any
 
 import structlog
+
+QUIET_LIBRARIES = ("aiokafka",)
+"""Loggers kept at WARNING unless the level is DEBUG: aiokafka says INFO at every rebalance and coordinator change
+(before, the standard logging's records showed from WARNING only, whatever the level)."""
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root logger's handler `configure` installs (and replaces when called again)."""
 
 
 def configure(level: str = "INFO", json: bool | None = None) -> None:
@@ -16,18 +30,82 @@ def configure(level: str = "INFO", json: bool | None = None) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    number = logging.getLevelName(level.upper())
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             exception_without_message,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(number),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.processors.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+            foreign_message,
+            exception_without_message,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        use_get_message=False,  # `foreign_message` formats the message itself, its exception arguments by type
+        pass_foreign_args=True,
+    ))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(number)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.NOTSET if number <= logging.DEBUG else logging.WARNING)
+
+
+class _TypeName:
+    """An exception argument of a log message, shown by its type's name (`%s` and `%r` alike)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.name = type(exc).__name__
+
+    def __str__(self) -> str:
+        return self.name
+
+    __repr__ = __str__
+
+
+def _named(arg: Any) -> Any:
+    return _TypeName(arg) if isinstance(arg, BaseException) else arg
+
+
+def foreign_message(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A standard logging record's message (`event`) with its exception arguments shown by type, never by message
+    (aiokafka's "Unable connect to %r: %s" quotes an exception's text); an exception logged as the message itself
+    is its type. asyncio's messages are pre-formatted, with the reprs of what failed: "Task exception was never
+    retrieved" is followed by `future: <Task ... exception=ValueError('...')>`, "Exception in callback f(...)" quotes
+    the callback's arguments: only their first line is kept, up to the first repr (`(` or `<`)."""
+    args = event.pop("positional_args", None)
+    record = event.get("_record")
+    if not isinstance(record, logging.LogRecord):
+        return event
+    if isinstance(record.msg, BaseException):
+        event["event"] = type(record.msg).__name__
+        return event
+    message = str(record.msg)
+    if args:
+        named = {k: _named(v) for k, v in args.items()} if isinstance(args, Mapping) else tuple(map(_named, args))
+        with suppress(TypeError, ValueError, KeyError):  # the template and its arguments disagree: the template alone
+            message = message % named
+    if record.name == "asyncio" or record.name.startswith("asyncio."):
+        first = message.split("\n", 1)[0]
+        cut = min((i for i in (first.find("("), first.find("<")) if i >= 0), default=len(first))
+        message = first[:cut].rstrip()
+    event["event"] = message.rstrip()  # uvicorn's "Exception in ASGI application\n"
+    return event
 
 
 def exception_without_message(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

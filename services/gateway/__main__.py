@@ -51,13 +51,16 @@ class _Server(uvicorn.Server):
 
 def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
     """HTTP on host:port, or HTTPS with the settings' certificate and key; headers of 16 KiB at most, and slow or
-    excess connections closed (`connections`)."""
+    excess connections closed (`connections`); uvicorn's log records rendered as the service's own."""
     limits = ConnectionLimits(settings.header_timeout_s, settings.body_timeout_s, settings.body_min_bytes_per_s,
                               settings.max_connections, settings.send_timeout_s)
     # over TLS the listening socket stays plain TCP and each connection gets its TLS layer from `guarded_tls`: so its
     # handshake counts against the cap and has a deadline (uvicorn's `ssl_certfile` would leave both to asyncio)
     protocol = guarded(limits) if settings.tls_certfile is None else guarded_tls(limits, tls_context(settings))
+    # log_config=None: uvicorn installs no handlers of its own (its default prints tracebacks with the exception's
+    # message); its loggers propagate to the root's, which `services.common.logging.configure` renders
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                          log_config=None,
                           http=protocol, timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
                           h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=settings.stop_requests_s)
 

@@ -5,15 +5,31 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import structlog
 from pydantic import BaseModel, ValidationError
 
 from services.common.logging import configure
+from tests.kafkatools import ROOT
 
 pytestmark = pytest.mark.unit
+PHONE = "0987654321"
+
+
+@pytest.fixture(autouse=True)
+def root_logger() -> Iterator[None]:
+    """`configure` sets the standard logging's root handler and levels: put them back for the tests after."""
+    root, quiet = logging.getLogger(), logging.getLogger("aiokafka")
+    handlers, level, quiet_level = root.handlers[:], root.level, quiet.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    quiet.setLevel(quiet_level)
 
 
 class Contact(BaseModel):
@@ -44,3 +60,74 @@ def test_an_exception_is_logged_by_type_and_place_without_its_message(monkeypatc
     assert "0912345678" not in text and "lan.nguyen" not in text and "Nguy" not in text and "Thôn" not in text
     if as_json:
         assert [json.loads(line)["event"] for line in text.splitlines()] == ["service.crash_traceback", "task.failed"]
+
+
+# what the libraries under the services log through the standard logging, each quoting a phone number: aiokafka's
+# message formatting an exception, a logger.exception, asyncio's (and uvloop's) task exception never retrieved and
+# exception in a callback (whose lines quote the task's exception and the callback's arguments)
+LIBRARIES = f'''
+import asyncio, gc, logging, uvloop
+from services.common.logging import configure
+configure("INFO", json=True)
+logging.getLogger("aiokafka.conn").info("Unable connect to %r: %s", "broker:9092", ValueError("{PHONE}"))
+logging.getLogger("aiokafka.client").error("Unable connect to %r: %s", "broker:9092", ValueError("{PHONE}"))
+try:
+    raise ValueError("{PHONE}")
+except ValueError:
+    logging.getLogger("services.x").exception("failed in %s", "step")
+
+async def boom():
+    raise ValueError("{PHONE}")
+
+def callback(value):
+    raise ValueError(value)
+
+async def main():
+    task = asyncio.ensure_future(boom())
+    await asyncio.sleep(0)
+    del task
+    gc.collect()
+    asyncio.get_running_loop().call_soon(callback, "{PHONE}")
+    await asyncio.sleep(0.01)
+
+asyncio.run(main())
+uvloop.run(main())
+'''
+
+
+def test_the_libraries_standard_logging_is_rendered_without_exception_messages() -> None:
+    """Records of the standard logging (aiokafka, asyncio, uvloop, anyone's `logger.exception`) come out as the
+    services' own events: JSON lines with level, logger and time, an exception by its type and place, an exception
+    argument of the message by its type; asyncio's lines quoting the task and the callback's arguments left out;
+    aiokafka's INFO not shown at INFO. The phone number nowhere (before: `logging.lastResort` printed the messages
+    and the tracebacks whole, not as JSON)."""
+    run = subprocess.run([sys.executable, "-c", LIBRARIES], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert PHONE not in run.stderr + run.stdout
+    events = [json.loads(line) for line in run.stderr.splitlines()]
+    assert all(set(e) >= {"event", "level", "logger", "timestamp"} for e in events)
+    shown = [(e["logger"], e["level"], e["event"], e.get("exception", "").split(" at ")[0]) for e in events]
+    assert shown[:2] == [
+        ("aiokafka.client", "error", "Unable connect to 'broker:9092': ValueError", ""),
+        ("services.x", "error", "failed in step", "ValueError"),
+    ]
+    loop = [("asyncio", "error", "Task exception was never retrieved", "ValueError")]
+    assert shown[2::2] == loop * 2  # asyncio's, then uvloop's
+    assert [s[:2] + s[3:] for s in shown[3::2]] == [("asyncio", "error", "ValueError")] * 2
+    assert all(e.startswith("Exception in callback") for _, _, e, _ in shown[3::2]) and len(shown) == 6
+    assert events[1]["exception"].startswith("ValueError at <string>:")
+
+
+def test_configure_again_replaces_its_handler_and_shows_aiokafka_below_warning_at_debug_only() -> None:
+    """One handler of `configure`'s on the root however many times it runs (beside any other, pytest's here);
+    the root at the level asked; aiokafka at WARNING but at DEBUG."""
+    root = logging.getLogger()
+    others = root.handlers[:]
+    configure("INFO", json=True)
+    configure("WARNING", json=True)
+    assert len(root.handlers) == len(others) + 1 and root.level == logging.WARNING
+    assert logging.getLogger("aiokafka").getEffectiveLevel() == logging.WARNING
+    configure("DEBUG", json=True)
+    assert len(root.handlers) == len(others) + 1 and root.level == logging.DEBUG
+    assert logging.getLogger("aiokafka").getEffectiveLevel() == logging.DEBUG
+    structlog.reset_defaults()
