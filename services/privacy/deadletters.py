@@ -2,8 +2,8 @@
 
 A rejected record may be anything, and may hold anyone's personal data, in its value,
 its key (a producer keying by CCCD or phone) or its headers (`x-applicant-phone`, a
-`ce_subject` holding a citizen id). When its applicant can be told (a CCCD, phone or
-e-mail where a dossier keeps them, structured, binary or portal shape), it is sealed
+`ce_subject` holding a citizen id). When its applicant can be told (a CCCD, phone,
+e-mail or Zalo id where a dossier keeps them, structured, binary or portal shape), it is sealed
 under that applicant's key, so erasing them erases it too. Otherwise it is sealed
 under the key of its day (`dlq:<date>`), which expires once the dead-letter retention
 has passed: the key record then leaves `commune.keys.deadletters` (its own retention)
@@ -41,7 +41,9 @@ MAX_INSPECTED_BYTES = 1024 * 1024
 """Larger values are not parsed to find their applicant (intake refuses them anyway): the day key seals them."""
 _PATHS = (("data", "applicant"), ("applicant",), ())
 _FIELDS = (("cccd", ("id_number", "SoGiayToChuHoSo")), ("phone", ("phone", "SoDienThoaiChuHoSo")),
-           ("email", ("email", "EmailChuHoSo")))
+           ("email", ("email", "EmailChuHoSo")), ("zalo", ("zalo_user_id",)))
+"""An applicant's identifiers in the order intake's sealing takes them (`applicant.subject_of`), by their names in
+each shape (the portal has no Zalo id)."""
 
 
 def origin_aad(source_topic: str, partition: int, offset: int, layout: bytes | None = None) -> bytes:

@@ -154,6 +154,32 @@ def test_dead_letters_of_a_known_applicant_use_their_key() -> None:
         deadletters.open_dead_letter(ring, None, letter.value, letter.headers, **args)
 
 
+@pytest.mark.parametrize("path", [("data", "applicant"), ("applicant",)])
+def test_a_dead_letter_naming_only_a_zalo_id_is_sealed_under_its_applicants_key(path: tuple[str, ...]) -> None:
+    """A rejected record whose applicant has a Zalo id and no CCCD, phone or e-mail is sealed under that applicant's
+    subject, as intake's sealing takes it (`applicant.subject_of`): `erase --zalo` erases it (before: the day key,
+    which their erasure never reached); a placeholder Zalo id ("-") names nobody and leaves it to the day key."""
+    ring = keyring()
+    for name, zalo in (("Lan", "2512523625412515"), ("An", "-")):
+        group: dict[str, object] = {"name": name, "zalo_user_id": zalo}
+        for step in reversed(path):
+            group = {step: group}
+        raw = orjson.dumps({"id": "x", **group})
+        letter = deadletters.seal_dead_letter(ring, None, raw, [], source_topic="commune.raw.dossier", partition=0,
+                                              offset=1, rejected_on=date(2026, 12, 1), retention_days=30)
+        subject = dict(letter.headers)["dlq.sealed.subject"].decode()
+        if zalo == "-":
+            assert subject == "dlq:2026-12-01"
+            continue
+        assert subject == crypto.identifier_subject(PEPPER, "zalo", zalo) == \
+            sealing.subject_of(ring, Applicant(name=name, zalo_user_id=zalo))
+        assert zalo.encode() not in letter.value
+        ring.apply(letter.keys[0].record_key, None)
+        with pytest.raises(Erased):
+            deadletters.open_dead_letter(ring, None, letter.value, letter.headers, source_topic="commune.raw.dossier",
+                                         partition=0, offset=1)
+
+
 @given(raw=st.none() | st.binary(max_size=300), key=KEYS, headers=HEADERS)
 @settings(deadline=None)
 def test_anything_else_is_sealed_under_the_day_key_which_expires(raw: bytes | None, key: bytes | None,
