@@ -92,8 +92,12 @@ class Supervisor:
             raise
 
     def fail(self, exc: BaseException) -> None:
-        """Report a failure seen in a callback (a rebalance listener, a delivery callback): it ends the run."""
+        """Report a failure seen in a callback (a rebalance listener, a delivery callback): it ends the run. The first
+        one ends it; any after it (the run is ending already) is logged and counted, not dropped."""
         if self._failed:
+            log.error("task.failed", service=self.service, task="callback", error=type(exc).__name__,
+                      where=where(exc), after="an earlier failure")
+            telemetry.TASK_FAILURES.labels(self.service, "callback").inc()
             return
         self._failed = True
 

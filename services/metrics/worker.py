@@ -54,6 +54,8 @@ log = structlog.get_logger("metrics")
 Clock = Callable[[], float]
 """Epoch seconds; the overdue gauge, snapshots and which event times are believed (`state.believed_until`) read it."""
 LAG_INTERVAL_S = 1.0
+LAG_POSITION_TIMEOUT_S = 2.0
+"""How long the lag gauge waits for a position the consumer must fetch (the broker may be gone)."""
 PROBE_TIMEOUT_S = 3.0
 COMMIT_LATE_S = 5.0
 """An offset commit in flight longer than this makes the worker not ready (a commit takes milliseconds): the broker
@@ -257,8 +259,9 @@ class MetricsWorker:
             if end is None:
                 continue
             try:
-                position = await self.consumer.position(tp)
-            except IllegalStateError:  # the partition was revoked meanwhile
+                async with asyncio.timeout(LAG_POSITION_TIMEOUT_S):  # a position to fetch waits on the broker
+                    position = await self.consumer.position(tp)
+            except (IllegalStateError, TimeoutError):  # revoked meanwhile, or the broker does not answer: next time
                 continue
             telemetry.LAG.labels(self.names.family_of[tp.topic].value, str(tp.partition)).set(max(0, end - position))
 

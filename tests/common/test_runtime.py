@@ -171,8 +171,9 @@ async def test_stop_ends_supervise_without_error(service: str) -> None:
     assert sample("commune_task_failures_total", service=service, task="idle") == 0
 
 
-async def test_fail_from_a_callback_ends_the_run(service: str) -> None:
-    """`Supervisor.fail` called from a plain callback ends the run with that error (once, however often called)."""
+async def test_fail_from_a_callback_ends_the_run(service: str, logs: list[MutableMapping[str, Any]]) -> None:
+    """`Supervisor.fail` called from a plain callback ends the run with that error (once, however often called); a
+    second report is logged and counted too, not dropped."""
     async def worker(supervisor: Supervisor) -> None:
         loop = asyncio.get_running_loop()
         loop.call_soon(supervisor.fail, Boom("from a delivery callback"))
@@ -183,7 +184,8 @@ async def test_fail_from_a_callback_ends_the_run(service: str) -> None:
         await asyncio.wait_for(run_once(service, worker, asyncio.Event(), Health(service)), timeout=5)
     booms = raised.value.subgroup(Boom)
     assert booms is not None and len(booms.exceptions) == 1
-    assert sample("commune_task_failures_total", service=service, task="callback") == 1
+    assert sample("commune_task_failures_total", service=service, task="callback") == 2
+    assert sorted(str(e.get("after")) for e in logs if e["event"] == "task.failed") == ["None", "an earlier failure"]
 
 
 async def test_fail_after_the_run_ended_is_logged_not_lost(service: str, logs: list[MutableMapping[str, Any]]) -> None:
