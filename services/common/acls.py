@@ -152,7 +152,9 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
              writes=(*ALL_RAW, GATEWAY_CLAIMS, KEYS_APPLICANTS, PRIVACY_AUDIT),
              transactional=(TransactionalId.GATEWAY, TransactionalId.ERASE)),
         # commune-bus publish / dlq list|replay / erase / trace / tail of the sealed topics; raw input stays intake's
-        Role("operator", reads=(*TRACED, DLQ_REPLAYED, METRICS_SNAPSHOTS, KEYS_APPLICANTS, PRIVACY_AUDIT),
+        # (dlq list and replay open sealed dead letters with the key store: applicants' keys and the day keys)
+        Role("operator", reads=(*TRACED, DLQ_REPLAYED, METRICS_SNAPSHOTS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS,
+                                PRIVACY_AUDIT),
              writes=(*ALL_RAW, DLQ_REPLAYED, KEYS_APPLICANTS, PRIVACY_AUDIT),
              transactional=(TransactionalId.DLQ_REPLAY, TransactionalId.ERASE)),
         # demo and tests only (make demo, bench): simulated traffic of many sources on the shared raw topics, which

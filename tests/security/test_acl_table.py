@@ -28,6 +28,7 @@ from services.common.acls import (
     table,
 )
 from services.privacy.erase import erasure_transactional_id
+from services.privacy.store import key_topics
 from services.sources.registry import Source, SourceRegistry, load_registry
 from services.sources.topics import bound_topic, bound_topics
 
@@ -62,6 +63,15 @@ def test_a_source_writes_only_its_bound_topics_and_no_source_the_shared_ones() -
         assert _who(Op.WRITE, topic) == {f"source-{entry.id}"}
     for family in Family:
         assert _who(Op.WRITE, RAW[family].name) == {"gateway", "operator", "simulator"}
+
+
+@pytest.mark.parametrize("principal", ["intake", "notify", "operator"])
+def test_who_opens_sealed_records_with_the_key_store_reads_both_key_topics(principal: str) -> None:
+    """intake, notify and the operator's `dlq list`/`replay` start a `KeyStore`, which reads the applicants' keys and
+    the dead letters' day keys (`store.key_topics`): without either, the command fails with an authorisation error
+    on the secure broker (the operator lacked the day keys')."""
+    for topic in key_topics(""):
+        assert principal in _who(Op.READ, topic), topic
 
 
 def test_only_the_deadline_tracker_creates_topics_and_only_under_its_own_prefix() -> None:
