@@ -20,13 +20,18 @@ commit, or a run that stays up, makes it 200 again (`services.common.streak`, th
 of every retrying loop). A run that failed while the brokers did not answer at all is
 an outage, not a crash loop: it is not counted (`/readyz` says so; restarting every
 worker of the country would only delay the recovery).
-SIGTERM, SIGINT and SIGHUP set `stop`; the worker finishes what it holds and returns.
+SIGTERM, SIGINT and SIGHUP set `stop`; the worker finishes what it holds and returns. It has `stop_deadline_s`
+for that: a stop that waits on a broker gone (commits, transactions, client stops) would otherwise outlast the
+orchestrator's grace period and be killed there, unlogged. Past the deadline, or at a second signal, the process
+logs `service.stop_forced` and exits 0 as if killed: everything is built to survive a SIGKILL (transactions,
+the ledger, idempotency keys), so what it held is redone by its successor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -180,8 +185,17 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
     health.broker_answers = partial(probe.bootstrap_answers, settings, service)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    deadline: list[asyncio.TimerHandle] = []
+
+    def stopping() -> None:
+        if deadline:
+            forced_exit(service, "a second stop signal")
+        stop.set()
+        deadline.append(loop.call_later(settings.stop_deadline_s, forced_exit, service,
+                                        f"not stopped within stop_deadline_s ({settings.stop_deadline_s:g} s)"))
+
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     runner: web.AppRunner | None = None
     try:
         if settings.http_port:
@@ -193,6 +207,23 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
             await runner.cleanup()
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+        for timer in deadline:
+            timer.cancel()
+
+
+def bounded_stop_s(settings: ServiceSettings, own_s: float) -> float:
+    """The longest a stop signal can keep the process: what its worker's own stop may take (`own_s`, its clients'
+    time limits in a broker outage), at most `stop_deadline_s`."""
+    return min(own_s, settings.stop_deadline_s)
+
+
+def forced_exit(service: str, why: str) -> None:
+    """End the process now, as if killed, after saying why (stderr flushed: it is the last word)."""
+    log.error("service.stop_forced", service=service, why=why)
+    with suppress(OSError, ValueError):
+        sys.stderr.flush()
+        sys.stdout.flush()
+    os._exit(0)
 
 
 def main(service: str, settings: ServiceSettings, worker: Worker, **options: Any) -> None:

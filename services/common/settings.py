@@ -82,6 +82,10 @@ class ServiceSettings(KafkaConnection):
     http_host: str = Field(default="127.0.0.1",
                            description="Address of /metrics, /healthz, /readyz (0.0.0.0 in a container)")
     http_port: int = Field(default=0, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = no server")
+    stop_deadline_s: float = Field(
+        default=25.0, gt=0, description="After a stop signal the worker has this long to finish what it holds; then "
+        "the process exits as if killed (what it held is redone by its successor, as after SIGKILL), and so does a "
+        "second signal at once. 25 s: inside Kubernetes' default grace period of 30 s")
 
 
 class ConsumerSettings(ServiceSettings):

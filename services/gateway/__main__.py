@@ -106,8 +106,8 @@ def stop_budget_s(settings: GatewaySettings) -> float:
     """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
     requests under way get `stop_requests_s`, then the publisher's producer stops (`publisher.STOP_TIMEOUT_S`, and
     as long again for producers dropped before, stopping on their own), then the claims reader's consumer and
-    producer, one after the other (`closing.CLOSE_TIMEOUT_S` each)."""
-    return settings.stop_requests_s + 2 * STOP_TIMEOUT_S + 2 * closing.CLOSE_TIMEOUT_S
+    producer, one after the other (`closing.CLOSE_TIMEOUT_S` each); at most the runtime's `stop_deadline_s`."""
+    return runtime.bounded_stop_s(settings, settings.stop_requests_s + 2 * STOP_TIMEOUT_S + 2 * closing.CLOSE_TIMEOUT_S)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from services.common import aiokafka_compat, clients, closing, kip447, probe
 from services.common.admin import ensure_topics
 from services.common.readiness import Readiness
 from services.common.rebalance import RebalanceListener
-from services.common.runtime import Supervisor, Worker
+from services.common.runtime import Supervisor, Worker, bounded_stop_s
 from services.intake import telemetry, transaction
 from services.intake.dedup import SeenByPartition
 from services.intake.outputs import TransactionOutputs
@@ -316,9 +316,9 @@ def stop_budget_s(settings: IntakeSettings) -> float:
     """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
     the transaction in flight gets its timeout (`run` waits for it when the batch is full), the final drain one more,
     then each client stops within `closing.CLOSE_TIMEOUT_S`, one after the other (consumer, producer, and the key
-    store when sealing)."""
+    store when sealing); at most the runtime's `stop_deadline_s`."""
     clients_ = 3 if settings.seal_personal_data else 2
-    return 2 * settings.transaction_timeout_ms / 1000 + clients_ * closing.CLOSE_TIMEOUT_S
+    return bounded_stop_s(settings, 2 * settings.transaction_timeout_ms / 1000 + clients_ * closing.CLOSE_TIMEOUT_S)
 
 
 class _Rebalance(RebalanceListener):

@@ -37,7 +37,7 @@ from services.common import aiokafka_compat, clients, closing, probe
 from services.common.admin import ensure_topics
 from services.common.readiness import Readiness
 from services.common.rebalance import RebalanceListener
-from services.common.runtime import Supervisor
+from services.common.runtime import Supervisor, bounded_stop_s
 from services.common.stall import StallWatch
 from services.common.transactions import TransactionLost
 from services.metrics import decoding, telemetry
@@ -326,9 +326,9 @@ def stop_budget_s(settings: MetricsSettings) -> float:
     """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
     a batch in `process` waits for the previous one's changelog transactions (`transaction_timeout_ms`) and offset
     commit (`commit_timeout_ms`); `_stop` then waits `LAST_SETTLE_S` for the last batch, stops the consumer, then
-    every writer together (`CLOSE_TIMEOUT_S` each)."""
+    every writer together (`CLOSE_TIMEOUT_S` each); at most the runtime's `stop_deadline_s`."""
     last_batch_s = (settings.transaction_timeout_ms + settings.commit_timeout_ms) / 1000
-    return last_batch_s + LAST_SETTLE_S + 2 * CLOSE_TIMEOUT_S
+    return bounded_stop_s(settings, last_batch_s + LAST_SETTLE_S + 2 * CLOSE_TIMEOUT_S)
 
 
 class _Rebalance(RebalanceListener):

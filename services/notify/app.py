@@ -27,7 +27,7 @@ from services.common.admin import ensure_topics
 from services.common.closing import CLOSE_TIMEOUT_S, close_within
 from services.common.partitioner import partition_for
 from services.common.probe import probe_loop
-from services.common.runtime import Supervisor
+from services.common.runtime import Supervisor, bounded_stop_s
 from services.common.stall import StallWatch
 from services.notify import metrics, tracker
 from services.notify.channels.base import Channel
@@ -239,10 +239,10 @@ def stop_budget_s(settings: NotifySettings) -> float:
     """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
     the final commits (`COMMIT_TIMEOUT_S` per consumer), then each client's stop within `CLOSE_TIMEOUT_S`, one after
     the other as the run's exit stack unwinds (the two consumers, whose revocation waits inside that deadline, the
-    key store, the ledger tail, the producer); then `__main__` stops the deadline tracker (`tracker.STOP_TIMEOUT_S`,
-    then it is killed)."""
+    key store, the ledger tail, the producer), at most the runtime's `stop_deadline_s`; then `__main__` waits for the
+    deadline tracker, told to stop when the worker's stop began (`tracker.STOP_TIMEOUT_S`, then it is killed)."""
     consumers, clients_ = 2, 5
-    own = consumers * COMMIT_TIMEOUT_S + clients_ * CLOSE_TIMEOUT_S
+    own = bounded_stop_s(settings, consumers * COMMIT_TIMEOUT_S + clients_ * CLOSE_TIMEOUT_S)
     return own + (tracker.STOP_TIMEOUT_S if settings.deadlines else 0.0)
 
 

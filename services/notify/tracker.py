@@ -19,9 +19,10 @@ import structlog
 
 log = structlog.get_logger("notify")
 PR_SET_PDEATHSIG = 1
-STOP_TIMEOUT_S = 20.0
-"""How long the worker waits for the tracker after its own stop (a SIGTERM to the worker alone, as from a container
-runtime, reaches the tracker only then); a tracker still running is killed (what it did not commit is redone)."""
+STOP_TIMEOUT_S = 5.0
+"""How long the worker waits for the tracker after its own stop; a tracker still running is killed (what it did not
+commit is redone). A SIGTERM to the worker alone, as from a container runtime, reaches the tracker when the worker's
+stop begins (`watch`): it has stopped meanwhile, as the worker did."""
 
 
 class TrackerExited(Exception):
@@ -47,12 +48,14 @@ class TrackerProcess:
                                     preexec_fn=_die_with_parent))
 
     async def watch(self, stopping: asyncio.Event, every_s: float = 1.0, grace_s: float = 2.0) -> None:
-        """Return when the worker is stopping and the tracker has ended (a SIGTERM to the process group, as from a
-        terminal or `make demo`, reaches both at once); raise `TrackerExited` if the tracker ends otherwise."""
+        """Return when the worker is stopping (the tracker then told to stop too, if a SIGTERM to the process
+        group, as from a terminal or `make demo`, has not reached it already) or it has ended; raise
+        `TrackerExited` if the tracker ends otherwise."""
         # Polled: the child was started before the event loop (it outlives the worker's restarts), so its exit
         # has no awaitable here.
         while (code := self.process.poll()) is None:
             if stopping.is_set():
+                self.process.terminate()  # it stops while the worker does, not after it
                 return
             await asyncio.sleep(every_s)
         with contextlib.suppress(TimeoutError):  # the same signal may still be on its way to this process

@@ -14,14 +14,19 @@ from services.common import runtime
 from services.common.settings import ServiceSettings
 
 
-def run(marker: Path) -> None:
+def run(marker: Path, stuck: bool = False, deadline_s: float = 25.0) -> None:
+    """`stuck`: once stopped, the worker never returns (a stop waiting on a broker gone)."""
     async def worker(supervisor: runtime.Supervisor) -> None:
         await asyncio.to_thread(marker.write_text, "started")
         await supervisor.stop.wait()
+        await asyncio.to_thread(marker.write_text, "stopping")
+        if stuck:
+            await asyncio.Event().wait()
         await asyncio.to_thread(marker.write_text, "stopped")
 
-    runtime.main("signal-test", ServiceSettings(http_port=0, log_level="WARNING"), worker)
+    runtime.main("signal-test", ServiceSettings(http_port=0, log_level="WARNING", stop_deadline_s=deadline_s), worker)
 
 
 if __name__ == "__main__":
-    run(Path(sys.argv[1]))
+    run(Path(sys.argv[1]), stuck=len(sys.argv) > 2 and sys.argv[2] == "stuck",
+        deadline_s=float(sys.argv[3]) if len(sys.argv) > 3 else 25.0)

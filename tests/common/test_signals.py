@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,49 @@ def test_stop_signal_lets_the_worker_finish_and_exit_0(tmp_path: Path, sig: sign
             proc.wait()
     assert proc.returncode == 0, stderr
     assert marker.read_text() == "stopped"
+
+
+def start_stuck(marker: Path, deadline_s: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.common.signal_worker", str(marker), "stuck",
+                             str(deadline_s)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    eventually(lambda: (marker.exists() and marker.read_text() == "started") or proc.poll() is not None,
+               timeout=30, what="the worker starts")
+    assert proc.poll() is None, proc.communicate()
+    return proc
+
+
+def test_a_stop_that_outlasts_its_deadline_ends_the_process_as_if_killed(tmp_path: Path) -> None:
+    """A worker whose stop never ends (waiting on a broker gone) is ended `stop_deadline_s` after SIGTERM, exit 0,
+    `service.stop_forced` logged: not left to the orchestrator's SIGKILL, unlogged (before: SIGTERM was the last
+    word, and the process ran on)."""
+    marker = tmp_path / "marker"
+    proc = start_stuck(marker, deadline_s=1.5)
+    try:
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert marker.read_text() == "stopping" and took >= 1.5
+    assert '"service.stop_forced"' in stderr and "stop_deadline_s (1.5 s)" in stderr
+
+
+def test_a_second_stop_signal_ends_the_process_at_once(tmp_path: Path) -> None:
+    """With the deadline far off, a second SIGTERM ends the stuck stop at once (before: it did nothing)."""
+    marker = tmp_path / "marker"
+    proc = start_stuck(marker, deadline_s=120)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        eventually(lambda: marker.read_text() == "stopping", timeout=10, what="the stop under way")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert '"service.stop_forced"' in stderr and "a second stop signal" in stderr

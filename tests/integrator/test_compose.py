@@ -183,10 +183,13 @@ def test_each_service_is_given_its_worst_case_stop_before_sigkill(monkeypatch: p
 
 
 def test_the_grace_check_finds_a_longer_timeout_or_a_missing_grace_period(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The check above fails when a timeout grows and the compose file is left as it is, or a grace period goes."""
+    """The check above fails when a stop deadline grows and the compose file is left as it is, or a grace period
+    goes (a longer timeout alone does not lengthen a stop: `stop_deadline_s` bounds it)."""
     assert seconds("1m30s") == seconds("90s") == 90 and seconds("2m") == 120
     broken = copy.deepcopy(COMPOSE)
     broken["services"]["intake"]["environment"]["INTAKE_TRANSACTION_TIMEOUT_MS"] = "30000"
+    assert short_of_budget(broken, monkeypatch) == {}
+    broken["services"]["intake"]["environment"]["INTAKE_STOP_DEADLINE_S"] = "40"
     del broken["services"]["notify"]["stop_grace_period"]
     short = short_of_budget(broken, monkeypatch)
     assert set(short) == {"intake", "notify"} and short["notify"][0] == COMPOSE_STOP_DEFAULT_S

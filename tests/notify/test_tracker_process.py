@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 
@@ -34,13 +35,14 @@ async def test_a_tracker_ended_by_the_same_signal_as_the_worker_is_no_failure() 
     assert stopping.is_set()
 
 
-async def test_the_watch_returns_when_the_worker_stops_first() -> None:
-    """The worker stopping while the tracker still runs: the watch returns (the process stops the tracker after)."""
+async def test_the_watch_returns_when_the_worker_stops_first_and_the_tracker_stops_meanwhile() -> None:
+    """The worker stopping while the tracker still runs: the watch returns and the tracker is told to stop at once,
+    so it stops while the worker does (before: only after the worker's stop, its 20 s on top of the worker's)."""
     stopping = asyncio.Event()
     stopping.set()
     tracker = child(30)
     try:
         await asyncio.wait_for(tracker.watch(stopping, every_s=0.05), timeout=5)
+        assert tracker.process.wait(timeout=5) == -signal.SIGTERM
     finally:
         tracker.stop()
-    assert tracker.process.poll() is not None
