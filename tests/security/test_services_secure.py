@@ -6,10 +6,12 @@ source, metrics (as `metrics`) counts it. The topics and ACLs of a namespace of 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka import ConsumerRecord
 
@@ -21,9 +23,11 @@ from services.common.acls import SOURCES_FILE, bindings
 from services.common.acls_apply import apply
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
+from services.privacy.deadletters import is_sealed
 from services.sources.registry import load_registry
 from services.sources.topics import bound_topic
 from tests.cluster.tools import metric_sum, scrape
+from tests.integrator.conftest import CLI
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.samples import COMMUNE, canonical_dossier, dumps
 from tests.security.conftest import SecureBroker
@@ -118,6 +122,14 @@ async def test_a_source_intake_and_metrics_work_with_their_own_principals(
     await eventually_async(counted, timeout=120, interval=0.5, what="metrics counted the canonical event")
     dead = await _read(admin, scoped(DLQ_INTAKE, namespace).name)
     assert [DeadLetterContext.from_headers(r.headers).reason for r in dead] == [Reason.UNAUTHORISED_SOURCE]
+    assert is_sealed(dead[0].headers)  # sealed: listing it needs the key store
+    # the operator lists it with its own principal: the key store it opens sealed dead letters with reads both key
+    # topics (before: refused the dead letters' day keys, TopicAuthorizationFailedError)
+    listed = await asyncio.to_thread(subprocess.run, [CLI, "dlq", "list", "--json"], capture_output=True, text=True,
+                                     timeout=120, env={**os.environ, **secure_broker.conn("operator").environment(),
+                                                       "COMMUNE_BUS_NAMESPACE": namespace})
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert [orjson.loads(line)["reason"] for line in listed.stdout.splitlines()] == ["unauthorised_source"]
     logs = (tmp_path / "intake.log").read_text() + (tmp_path / "metrics.log").read_text()
     for principal in ("intake", "metrics"):
         password = secure_broker.conn(principal).sasl_password
