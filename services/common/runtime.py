@@ -168,6 +168,9 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
             streak.ended()
         assert error is not None
         name = type(error).__name__
+        if stop.is_set():  # the stop's own last commit or close met the error: no restart follows, none is counted
+            log.warning("service.stopped_with_error", service=service, error=name, where=where(error))
+            return
         log.error("service.restarting", service=service, error=name, where=where(error), retry_in_s=delay)
         telemetry.RESTARTS.labels(service, name).inc()
         health.set_ready(False, f"restarting after {name}")

@@ -366,3 +366,17 @@ async def test_restarts_without_progress_turn_healthz_unhealthy_until_a_run_gets
     # runs 3, 4, 5, 6 failed without progress: unhealthy from the 7th run's start, healthy once it stayed up
     assert alive_seen == [True] * 6 + [False]
     assert health.alive
+
+
+async def test_a_run_failing_while_it_stops_is_no_restart(service: str, logs: list[MutableMapping[str, Any]]) -> None:
+    """A Kafka error raised by the stop itself (its last commit in an outage) ends supervise: logged as a stop with an
+    error, no restart logged or counted (before: `service.restarting`, counted, for a run that never came)."""
+    stop = asyncio.Event()
+
+    async def worker(supervisor: Supervisor) -> None:
+        stop.set()
+        raise KafkaConnectionError("the last commit met the outage")
+
+    await asyncio.wait_for(supervise(service, worker, stop, Health(service)), timeout=5)
+    assert [e["event"] for e in logs if e["event"].startswith("service.")] == ["service.stopped_with_error"]
+    assert sample("commune_service_restarts_total", service=service, error="KafkaConnectionError") == 0
