@@ -129,3 +129,25 @@ async def test_asking_the_broker_gives_way_to_stop() -> None:
     assert watch.fruitless == 1
     await eventually_async(lambda: not [t for t in asyncio.all_tasks() if "hangs" in repr(t.get_coro())],
                            timeout=2, interval=0.01, what="the probe cancelled")
+
+
+async def test_a_run_that_lasted_before_the_outage_ends_the_streak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failed runs counted while the broker answered, then a run that stayed up PROGRESS_RUN_S and failed in an
+    outage: that run got somewhere (its timer, `Streak.started`), the count starts afresh."""
+    monkeypatch.setattr(streak, "PROGRESS_RUN_S", 0.05)
+    health, answers = Health("test-outage-lasted"), [True]
+
+    async def broker_answers() -> bool:
+        return answers[0]
+
+    health.broker_answers = broker_answers
+    runs = streak.Streak(health)
+    for _ in range(3):
+        runs.started()
+        await runs.failed_unless_outage("KafkaConnectionError")
+    assert runs.fruitless == 3
+    answers[0] = False
+    runs.started()
+    await asyncio.sleep(0.1)
+    await runs.failed_unless_outage("KafkaConnectionError")
+    assert runs.fruitless == 0 and health.alive
