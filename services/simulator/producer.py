@@ -6,12 +6,13 @@ Progress shows counts only - never a record's content, which carries personal da
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -78,6 +79,13 @@ async def pump(
     answer must not keep a stopping simulator (`Progress.unsent` counts the records then left unacknowledged).
     """
     due: Callable[[int], float] = pacer.due if pacer is not None else (lambda n: n / rate)
+    async with StopCuts(stop) as cut_short:
+        return await _pump(stream, sender, topics, due, duration, stop, on_progress, every, clock, cut_short)
+
+
+async def _pump(stream: Iterator[Emitted], sender: Sender, topics: dict[Family, str], due: Callable[[int], float],
+                duration: float, stop: asyncio.Event, on_progress: Callable[[Progress], None], every: float,
+                clock: Callable[[], float], cut_short: StopCuts) -> Progress:
     progress = Progress(started=clock())
     next_report = progress.started + every
     inflight: list[Awaitable[object]] = []
@@ -93,24 +101,24 @@ async def pump(
             except TimeoutError:
                 pass
         r = emitted.record
-        queued = await unless_stopped(sender.send(topics[r.family], r.value, r.key, r.headers), stop)
+        queued = await cut_short(sender.send(topics[r.family], r.value, r.key, r.headers))
         if isinstance(queued, Stopped):  # the producer's buffer stayed full until the stop
             break
         inflight.append(queued)
         progress.add(emitted)
         if len(inflight) >= 2000:
-            if not await acknowledged(inflight, stop, progress):
+            if not await acknowledged(inflight, cut_short, progress):
                 return progress
             inflight.clear()
         if clock() >= next_report:
             on_progress(progress)
             next_report += every
-    await acknowledged(inflight, stop, progress)
+    await acknowledged(inflight, cut_short, progress)
     return progress
 
 
 class Stopped:
-    """What `unless_stopped` returns when the stop came first."""
+    """What `unless_stopped` and `StopCuts` return when the stop came first."""
 
 
 STOPPED = Stopped()
@@ -128,11 +136,55 @@ async def unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | Stopped
     return doing.result() if doing.done() and not doing.cancelled() else STOPPED
 
 
-async def acknowledged(inflight: list[Awaitable[object]], stop: asyncio.Event, progress: Progress) -> bool:
-    """Wait for every send of `inflight` to be acknowledged; False if `stop` came first (the rest counted unsent,
+class StopCuts:
+    """Awaits that `stop` cuts short, at no cost per await: one watcher task cancels the owner's task if the stop
+    comes while it waits in one (a send waiting for room in a full buffer, acknowledgements from a broker gone)."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop, self.waiting, self.cut = stop, False, False
+        self.owner: asyncio.Task[Any] | None = None
+        self.watcher: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> StopCuts:
+        self.owner = asyncio.current_task()
+        self.watcher = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.watcher is not None
+        self.watcher.cancel()
+
+    async def _watch(self) -> None:
+        await self.stop.wait()
+        if self.waiting and self.owner is not None:
+            self.cut = True
+            self.owner.cancel()
+
+    async def __call__(self, step: Awaitable[T]) -> T | Stopped:
+        """`step`'s result, or `STOPPED` if the stop came first (the step then cancelled, or never begun)."""
+        if self.stop.is_set():
+            if inspect.iscoroutine(step):
+                step.close()
+            return STOPPED
+        self.waiting = True
+        try:
+            return await step
+        except asyncio.CancelledError:
+            if not self.cut:  # somebody else's cancellation
+                raise
+            self.cut = False
+            assert self.owner is not None
+            self.owner.uncancel()
+            return STOPPED
+        finally:
+            self.waiting = False
+
+
+async def acknowledged(inflight: list[Awaitable[object]], cut_short: StopCuts, progress: Progress) -> bool:
+    """Wait for every send of `inflight` to be acknowledged; False if the stop came first (the rest counted unsent,
     their outcomes left to the producer's stop)."""
     gathering = asyncio.gather(*inflight)
-    await unless_stopped(asyncio.shield(gathering), stop)
+    await cut_short(asyncio.shield(gathering))
     if gathering.done():
         gathering.result()
         return True
