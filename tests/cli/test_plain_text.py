@@ -4,7 +4,6 @@ personal data is masked by default."""
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -13,13 +12,13 @@ import pytest
 from aiokafka import ConsumerRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rich.console import Console, RenderableType
 from rich.text import Text
 
 from services.cli.masking import DEEPEST, HIDDEN, masked
 from services.cli.plain import UNSAFE, decoded, json_text, markup, text, visible
 from services.cli.render import record_panel
 from services.privacy import crypto
+from tests.cli.screen import rendered
 from tests.samples import canonical_dossier, portal_dossier
 
 pytestmark = pytest.mark.unit
@@ -27,13 +26,6 @@ pytestmark = pytest.mark.unit
 DANGEROUS = "\x1b\x9b\x07\x08\r\n\t\x00\x7f\u2028\u202e\u2066\u2069[]/\\\\=:@#link"
 TEXT = st.text(st.one_of(st.characters(exclude_categories=()), st.sampled_from(DANGEROUS)))
 """Any string, lone surrogates included, with the characters that make trouble drawn often."""
-
-
-def rendered(renderable: RenderableType, width: int = 100_000) -> str:
-    """What rich writes to a file (no terminal, no colour): the text an operator's terminal receives, less styles."""
-    out = io.StringIO()
-    Console(file=out, width=width, color_system=None, soft_wrap=True, emoji=False).print(renderable)
-    return out.getvalue()
 
 
 @settings(max_examples=1000, deadline=None)

@@ -11,7 +11,6 @@ values), and any run of nine digits or more is masked wherever it is. `--show-pe
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,6 @@ import pytest
 from aiokafka import ConsumerRecord
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from rich.console import Console, RenderableType
 from typer.testing import CliRunner, Result
 
 from schemas.deadletter import DeadLetterContext, Header, Reason
@@ -36,6 +34,7 @@ from services.intake.portal import FIELD_NAMES
 from services.privacy import crypto
 from services.privacy.deadletters import CLEAR_HEADERS
 from tests import naming
+from tests.cli.screen import rendered
 from tests.kafkatools import produce
 
 TOKEN = crypto.b64(bytes(range(60)))
@@ -112,12 +111,6 @@ def test_long_digit_runs_are_masked_wherever_they_are() -> None:
         "ghi_chu": "CCCD 00********45", "00********45": "91*****78", "MucPhi": 8000, "NgayNopHoSo": "20251101080000"}
     assert masked({"NgayNopHoSo": "20259901080000", "x": "20251101080000"}) == {"NgayNopHoSo": "20**********00",
                                                                                "x": "20**********00"}
-
-
-def rendered(renderable: RenderableType) -> str:
-    out = io.StringIO()
-    Console(file=out, width=100_000, color_system=None, soft_wrap=True, emoji=False).print(renderable)
-    return out.getvalue()
 
 
 CCCD = st.from_regex(r"0[0-9]{2}[0-3][0-9]{8}", fullmatch=True)
