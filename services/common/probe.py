@@ -11,6 +11,8 @@ short time limit, tells the outage apart from a quiet topic.
 from __future__ import annotations
 
 import asyncio
+import ssl
+import struct
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,7 +26,7 @@ from services.common.settings import KafkaConnection
 PROBE_EVERY_S = 1.0
 PROBE_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 1.0
-"""How long `bootstrap_answers` waits for a TCP connection to each bootstrap address."""
+"""How long `bootstrap_answers` waits for each bootstrap address to reply to a connection."""
 
 
 async def broker_answers(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition],
@@ -48,8 +50,9 @@ async def probe_loop(answers: Callable[[], Awaitable[bool]], report: Callable[[b
 
 async def bootstrap_answers(conn: KafkaConnection, service: str = "probe", timeout_s: float = PROBE_TIMEOUT_S) -> bool:
     """Whether the brokers of `conn` answer: a metadata request within `timeout_s` succeeds, or else one bootstrap
-    address at least accepts a TCP connection (a broker is there but refuses this client: its credentials, TLS,
-    rights). False only when none of them can be reached at all."""
+    address at least replies to a connection (a broker is there but refuses this client: its credentials, TLS,
+    rights; `replies`). False when none of them can be reached, or those that accept a connection stay silent (a
+    broker frozen or out of threads: an outage too)."""
     client = AIOKafkaClient(**connection_options(conn), client_id=f"commune-bus-{service}-probe",
                             request_timeout_ms=int(timeout_s * 1000))
     try:
@@ -60,15 +63,37 @@ async def bootstrap_answers(conn: KafkaConnection, service: str = "probe", timeo
         pass
     finally:
         await close_within(service, "probe", client.close, timeout_s=timeout_s)
+    tls = connection_options(conn).get("ssl_context")
     for host, port in addresses(conn.bootstrap):
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                _, writer = await asyncio.open_connection(host, port)
-        except (TimeoutError, OSError):
-            continue
-        writer.close()
-        return True
+        if await replies(host, port, tls):
+            return True
     return False
+
+
+API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 0, len(b"commune-bus-probe")) + b"commune-bus-probe"
+"""Kafka's ApiVersions request, version 0 (no body), the one a broker answers before any authentication."""
+
+
+async def replies(host: str, port: int, tls: ssl.SSLContext | None = None,
+                  timeout_s: float = CONNECT_TIMEOUT_S) -> bool:
+    """Whether whatever listens at `host:port` replies within `timeout_s` to a connection (over TLS with `tls`) and
+    an ApiVersions request: with bytes, a hang-up, a reset or a TLS alert. False when nothing accepts the
+    connection, or it is accepted (by the kernel, for a process that is frozen) and nothing comes back."""
+    writer = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None)
+            writer.write(struct.pack(">i", len(API_VERSIONS_V0)) + API_VERSIONS_V0)
+            await writer.drain()
+            await reader.read(4)  # bytes, or b"" at a hang-up: either is an answer
+        return True
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return True  # the other end spoke TLS and refused us, or hung up on us: it is there
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        if writer is not None:
+            writer.transport.abort()
 
 
 def addresses(bootstrap: str) -> list[tuple[str, int]]:

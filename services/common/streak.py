@@ -10,11 +10,11 @@ record), so the orchestrator restarts the process and the crash loop shows; the 
 progress, or any commit, makes it 200 again.
 
 A failure while the brokers do not answer at all (`failed_unless_outage`: `Health.broker_answers`, a metadata
-request or at least a TCP connection to a bootstrap address) is an outage, not a crash loop: it neither counts
-nor ends the streak. `/readyz` says so (`broker unreachable`, alert `ServiceNotReady`); a liveness restart would
-mend nothing, and every restart of every worker would delay the recovery by the orchestrator's own back-off (up
-to 5 min in Kubernetes) and a full restore. A broker that answers but refuses this client (credentials, TLS,
-rights) does count: that loop is going nowhere.
+request or at least a reply of any kind from a bootstrap address, `probe.replies`) is an outage, not a crash
+loop: it neither counts nor ends the streak. `/readyz` says so (`broker unreachable`, alert `ServiceNotReady`);
+a liveness restart would mend nothing, and every restart of every worker would delay the recovery by the
+orchestrator's own back-off (up to 5 min in Kubernetes) and a full restore. A broker that answers but refuses
+this client (credentials, TLS, rights) does count: that loop is going nowhere.
 """
 
 from __future__ import annotations

@@ -84,11 +84,31 @@ async def test_runs_failing_while_something_answers_but_refuses_turn_healthz_503
     assert health.alive_detail.endswith("runs in a row failed without progress, the last with KafkaConnectionError")
 
 
-async def test_bootstrap_answers_tells_nothing_there_from_something_there(not_kafka: str) -> None:
-    """False when no bootstrap address accepts a connection; True when one does (one good address is enough)."""
+@pytest.fixture
+async def frozen() -> AsyncIterator[str]:
+    """A TCP server that accepts and then says nothing, ever (what a broker's frozen JVM looks like from the client:
+    the kernel still accepts connections)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"127.0.0.1:{port}"
+    for writer in held:
+        writer.close()
+
+
+async def test_bootstrap_answers_tells_nothing_there_from_something_there(not_kafka: str, frozen: str) -> None:
+    """False when no bootstrap address accepts a connection, or the one that does never replies (before: a frozen
+    broker counted as answering, and runs failing against it as a crash loop); True when one replies, even by
+    hanging up (one good address is enough)."""
     dead = f"127.0.0.1:{free_port()}"
     assert not await probe.bootstrap_answers(ServiceSettings(bootstrap=dead), timeout_s=1)
-    assert await probe.bootstrap_answers(ServiceSettings(bootstrap=f"{dead},{not_kafka}"), timeout_s=1)
+    assert not await probe.bootstrap_answers(ServiceSettings(bootstrap=f"{dead},{frozen}"), timeout_s=1)
+    assert await probe.bootstrap_answers(ServiceSettings(bootstrap=f"{dead},{frozen},{not_kafka}"), timeout_s=1)
 
 
 async def test_a_gateway_loop_counts_only_failures_while_the_broker_answers() -> None:
