@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
@@ -14,7 +15,8 @@ from schemas.deadletter import Reason
 from schemas.replay import replay_key
 from services.cli import dlq
 from services.cli.deadletters import Filters, replayable
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
+from services.cli.masking import personal_numbers_masked
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection
 from services.cli.plain import json_text, markup
 from services.cli.render import console, dead_letter_table, err_console
 from services.common.transactions import SendFailed
@@ -36,13 +38,17 @@ def _filters(reason: list[Reason] | None, source: str | None, since: datetime | 
 @app.command("list")
 def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = None, until: UntilOpt = None,
           as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
-          bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
-    """List dead letters matching the filters (values are not shown: they may hold personal data). What the dead
-    letters hold is shown as plain text; --json lines are exact JSON, control characters in them escaped."""
+          bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
+          show_personal_data: ShowPersonalData = False) -> None:
+    """List dead letters matching the filters (values are not shown: they may hold personal data; personal numbers
+    and e-mails in a producer's source are masked). What the dead letters hold is shown as plain text; --json lines
+    are exact JSON, control characters in them escaped."""
     filters = _filters(reason, source, since, until)
     topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace,
                                                                             filters))
     replayed = {d.position for d in letters if replay_key(topic, d.partition, d.offset) in done}
+    if not show_personal_data:
+        letters = [replace(d, source=personal_numbers_masked(d.source)) if d.source else d for d in letters]
     if as_json:
         for d in letters:
             row = {"dlq": d.position, **d.context.model_dump(mode="json"), "source": d.source,

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from schemas.events import Family
 from schemas.topics import RAW, TOPICS, scoped
 from services.cli import dlq_commands, erase, kafka_io, trace
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, resolve_topic
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common.admin import ensure_topics
@@ -99,9 +99,7 @@ def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namesp
          from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
          limit: Annotated[int | None, typer.Option("--max", help="Stop after this many records")] = None,
          idle: Annotated[float | None, typer.Option(help="Stop after this many quiet seconds")] = None,
-         show_personal_data: Annotated[bool, typer.Option(
-             "--show-personal-data", help="Show applicants' names, CCCD, phones, e-mails and addresses in clear, and "
-             "values that are not JSON (default: masked, and withheld)")] = False) -> None:
+         show_personal_data: ShowPersonalData = False) -> None:
     """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value. Everything a
     record holds is shown as plain text (control characters as escapes); applicants' personal data is masked."""
     name = resolve_topic(topic, namespace)

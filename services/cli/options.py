@@ -13,6 +13,9 @@ Bootstrap = Annotated[str, typer.Option("--bootstrap", "-b", envvar="KAFKA_BOOTS
 Namespace = Annotated[str, typer.Option("--namespace", envvar="COMMUNE_BUS_NAMESPACE",
                                         help="Topic prefix (tests, staging); empty in production")]
 DEFAULT_BOOTSTRAP: str = KafkaConnection.model_fields["bootstrap"].default
+ShowPersonalData = Annotated[bool, typer.Option(
+    "--show-personal-data", help="Show applicants' names, CCCD, phones, e-mails and addresses in clear, and "
+    "values that are not JSON (default: masked, and withheld)")]
 
 
 def connection(bootstrap: str) -> KafkaConnection:

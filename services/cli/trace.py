@@ -10,8 +10,10 @@ the canonical events with that id, subject (dossier code) or trace id, and every
 notification attempt made for those events (or carrying that trace id), per channel
 and recipient reference (webhook subscribers included), and prints them in time
 order, each with its trace id. Only metadata is
-shown (topics, offsets, types, reasons, outcomes): never a value, so no personal
-data reaches the terminal. At most `MAX_STEPS` steps are kept (`Timeline.truncated`).
+shown (topics, offsets, types, reasons, outcomes): never a value. The names a
+producer chose (source, event id, subject) may hold a citizen's number all the same
+(`/citizens/001099012345`, ADR 0026): personal numbers and e-mails in them are masked
+as `tail` masks them, unless `--show-personal-data`. At most `MAX_STEPS` steps are kept (`Timeline.truncated`).
 With `--since` (`?since=` at the gateway) each partition is read from the first record
 timestamped at or after that time (Kafka's time index), not from its start: at national
 scale a whole canonical topic is days of reading, a dossier's last month is not.
@@ -38,7 +40,8 @@ from schemas.deadletter import DeadLetterContext
 from schemas.notification import NotificationStatus
 from schemas.times import to_utc
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
+from services.cli.masking import personal_numbers_masked
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection
 from services.cli.plain import markup, text
 from services.cli.render import console, err_console
 from services.common import clients, closing
@@ -73,6 +76,12 @@ class Tracer:
     """Where each raw record that matched is, and its trace id ("" if none)."""
     event_ids: set[str] = field(default_factory=set)
     truncated: bool = False
+    show_personal_data: bool = False
+    """Show the names producers chose (source, event id, subject) as they are; by default personal numbers and
+    e-mails in them are masked."""
+
+    def _shown(self, name: str) -> str:
+        return name if self.show_personal_data else personal_numbers_masked(name)
 
     def _where(self, rec: Record) -> str:
         return f"{rec.topic}/{rec.partition}/{rec.offset}"
@@ -116,7 +125,7 @@ class Tracer:
         if event_id is not None:
             self.event_ids.add(event_id)
         source = headers.get("ce_source") or headers.get("source") or _json_field(rec.value, "source") or "?"
-        self._add(Step(rec.timestamp, "raw", self._where(rec), f"received from {source}", trace))
+        self._add(Step(rec.timestamp, "raw", self._where(rec), f"received from {self._shown(source)}", trace))
 
     def intake_dead_letter(self, rec: Record) -> None:
         try:
@@ -141,7 +150,8 @@ class Tracer:
             return
         self.event_ids.add(h.get("ce_id", ""))
         self._add(Step(rec.timestamp, "canonical", self._where(rec),
-                               f"{h.get('ce_type', '?')} id {h.get('ce_id', '?')} subject {h.get('ce_subject', '?')}",
+                               f"{h.get('ce_type', '?')} id {self._shown(h.get('ce_id', '?'))} "
+                               f"subject {self._shown(h.get('ce_subject', '?'))}",
                                trace))
 
     def notification(self, rec: Record) -> None:
@@ -236,10 +246,11 @@ class Timeline:
     """More than `MAX_STEPS` steps were found: the first ones found are kept."""
 
 
-async def trace_timeline(conn: KafkaConnection, namespace: str, query: str, since: int | None = None) -> Timeline:
-    """Every step of the records `query` names, in time order (also the gateway's `GET /v1/trace/{query}`); with
-    `since` (epoch ms, `since_ms`), of the records timestamped from then on."""
-    tracer = Tracer(query)
+async def trace_timeline(conn: KafkaConnection, namespace: str, query: str, since: int | None = None,
+                         show_personal_data: bool = False) -> Timeline:
+    """Every step of the records `query` names, in time order (also the gateway's `GET /v1/trace/{query}`, masked);
+    with `since` (epoch ms, `since_ms`), of the records timestamped from then on."""
+    tracer = Tracer(query, show_personal_data=show_personal_data)
     raw, canonical = await _topics(conn, namespace)
     await _read(conn, raw, tracer.raw, since)
     await _read(conn, [scoped(DLQ_INTAKE, namespace).name], tracer.intake_dead_letter, since)
@@ -264,7 +275,8 @@ def table(steps: list[Step]) -> Table:
 
 def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id or a 32-hex trace id")],
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
-          since: Annotated[str | None, typer.Option(help=SINCE_HELP)] = None) -> None:
+          since: Annotated[str | None, typer.Option(help=SINCE_HELP)] = None,
+          show_personal_data: ShowPersonalData = False) -> None:
     """Where did a record go: raw record(s), dead letters with reasons, canonical events, notifications, in order."""
     if not query.strip():
         err_console.print("trace: give a dossier code, an event id or a trace id")
@@ -274,7 +286,7 @@ def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id
     except ValueError as exc:
         err_console.print(f"trace: {exc}")
         raise typer.Exit(2) from None
-    found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query, start))
+    found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query, start, show_personal_data))
     if not found.steps:
         err_console.print(f"nothing found for {markup(repr(query))}")
         raise typer.Exit(1)

@@ -67,12 +67,14 @@ LETTERS = [
     (0, 3, None, b"{}", GOOD),
     (1, 4, None, b"\x00" * 40, [*GOOD[:4], ("dlq.source.partition", b"two"), *GOOD[5:], *SEALED]),
     (1, 5, None, b"\x00" * 40, [*GOOD, *SEALED]),  # its key is gone: left out, counted as erased
+    (2, 6, None, b"{}", [*GOOD, ("ce_source", b"/citizens/001099012345/lan.nguyen@example.vn")]),
 ]
 
 
 @pytest.fixture
 def dlq_topic(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The DLQ holds the five `LETTERS`: 0:3 readable, 1:5 erased, three this CLI cannot read; none replayed."""
+    """The DLQ holds the six `LETTERS`: 0:3 and 2:6 readable, 1:5 erased, three this CLI cannot read; none
+    replayed."""
 
     async def read_to_end(_conn: Any, _topic: str) -> list[dlq.Stored]:
         return [(p, o, k, v, list(h)) for p, o, k, v, h in LETTERS]
@@ -100,8 +102,8 @@ def test_an_unreadable_dead_letter_is_counted_and_the_others_are_listed() -> Non
     result = run("dlq", "list", "--json")
     assert result.exit_code == 0, result.output
     rows = [orjson.loads(line) for line in result.output.splitlines() if line.startswith("{")]
-    assert [row["dlq"] for row in rows] == ["0:3"]
-    assert "1 dead letters in commune.dlq.intake match, 0 of them already replayed; 3 unreadable, not listed" \
+    assert [row["dlq"] for row in rows] == ["0:3", "2:6"]
+    assert "2 dead letters in commune.dlq.intake match, 0 of them already replayed; 3 unreadable, not listed" \
         in result.output
     assert "; 1 erased or expired, unreadable" in " ".join(result.output.split())
 
@@ -111,5 +113,19 @@ def test_an_unreadable_dead_letter_does_not_stop_a_replay() -> None:
     """`dlq replay --dry-run` would replay the readable one, says how many it cannot read and how many are erased."""
     result = run("dlq", "replay", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "would replay 1 of 1 matching dead letters; 3 unreadable, not listed" in result.output
+    assert "would replay 2 of 2 matching dead letters; 3 unreadable, not listed" in result.output
     assert "; 1 erased or expired, unreadable" in " ".join(result.output.split())
+
+
+@pytest.mark.usefixtures("dlq_topic")
+@pytest.mark.parametrize("as_json", [[], ["--json"]])
+def test_a_citizens_number_or_e_mail_in_a_producers_source_is_masked_unless_asked(as_json: list[str]) -> None:
+    """A producer named its source after a citizen (`/citizens/<CCCD>/<e-mail>`): `dlq list` shows it masked, as
+    `tail` does (before: in clear, after the applicant's erasure too); `--show-personal-data` shows it."""
+    masked = run("dlq", "list", *as_json)
+    assert masked.exit_code == 0, masked.output
+    assert "001099012345" not in masked.output and "lan.nguyen@example.vn" not in masked.output
+    assert "/citizens/00********45/" in masked.output
+    shown = run("dlq", "list", *as_json, "--show-personal-data")
+    assert shown.exit_code == 0, shown.output
+    assert "/citizens/001099012345/lan.nguyen@example.vn" in shown.output

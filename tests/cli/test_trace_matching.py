@@ -90,3 +90,21 @@ def test_the_gateway_traces_off_its_event_loop(tmp_path: Path, monkeypatch: pyte
         answer = client.get("/v1/trace/TL-1", headers={"X-Operator-Key": "operator-key-0123456789"})
     assert answer.status_code == 200 and answer.json()["truncated"] is True
     assert threads and loop_thread and threads[0] != loop_thread[0]
+
+
+def test_a_citizens_number_in_a_producers_names_is_masked_unless_asked() -> None:
+    """A raw record's source and a canonical event's id and subject hold a CCCD and a phone (ADR 0026: producers do
+    that): the trace shows them masked, as `tail` does, and still finds the event by its id (before: in clear, by
+    the CLI and `GET /v1/trace`, after the applicant's erasure too); `show_personal_data` shows them."""
+    named = [("ce_id", b"hs-0912345678"), ("ce_subject", b"001099012345"), ("ce_source", b"/citizens/001099012345"),
+             ("ce_type", b"vn.communebus.dossier.status-changed.v1")]
+    event = ConsumerRecord("commune.events.dossier", 0, 3, 1_764_000_000_100, 0, b"02269", b"{}", None, 5, 2, named)
+    for show in (False, True):
+        tracer = Tracer("hs-0912345678", show_personal_data=show)
+        tracer.raw(raw({}, 1, named))
+        tracer.canonical(event)
+        what = " ".join(step.what for step in tracer.timeline())
+        assert [s.stage for s in tracer.timeline()] == ["raw", "canonical"]
+        assert ("001099012345" in what or "0912345678" in what) is show, what
+        assert show or ("received from /citizens/00********45" in what and "id hs-09******78 subject 00********45"
+                        in what), what
