@@ -172,11 +172,26 @@ class Dispatcher:
             await self._attempt(lane, job)
 
     async def _attempt(self, lane: Lane, job: Job) -> None:
+        if await self._opened(job) is None:  # erased, keys behind or unopenable: dealt with
+            return
+        await self.gate.enter()
         try:
-            clear = await self.opener(job.request)
+            # opened again inside the gate: an erasure read while the call waited out a rebalance stops it there
+            # (the first open read the keys in: this one does no I/O, and no await falls between the ownership
+            # checks and the provider call)
+            if (clear := await self._opened(job)) is not None:
+                await self._attempt_fenced(lane, job, clear)
+        finally:
+            self.gate.leave()
+
+    async def _opened(self, job: Job) -> NotificationRequest | None:
+        """The request with its contacts opened, or None once it is dealt with: erased (done), keys behind or
+        unreadable (tried again later), unopenable (dead-lettered)."""
+        try:
+            return await self.opener(job.request)
         except Erased:
             await self._erased(job)
-            return
+            return None
         except (KeysBehind, KeyUnreadable) as exc:  # the key store has not caught up yet, or this service lacks the
             # KEK a key was wrapped under (a rolling rotation): this request waits and is tried again, the lanes go
             # on (ending the run would cut other lanes' provider calls short and repeat them); never dead-lettered,
@@ -185,17 +200,12 @@ class Dispatcher:
             log.warning("notify.keys_behind" if isinstance(exc, KeysBehind) else "notify.key_unreadable",
                         nid=job.request.notification_id, delay_s=round(delay, 2), trace_id=trace_id(job.request))
             self._retries.put(delay, job)
-            return
+            return None
         except KafkaError:  # the key store could not be read: the run restarts, the record is done again
             raise
         except Exception as exc:  # tampered or malformed personal data: this one request is dead-lettered
             await self._unexpected(job, exc, "unopenable")
-            return
-        await self.gate.enter()
-        try:
-            await self._attempt_fenced(lane, job, clear)
-        finally:
-            self.gate.leave()
+            return None
 
     async def _erased(self, job: Job) -> None:
         """The applicant's key is gone: nobody can be told; done (ledger), counted (status `erased`), never retried."""

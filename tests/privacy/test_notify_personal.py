@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 import orjson
@@ -127,6 +128,46 @@ async def test_the_dispatcher_skips_an_erased_applicant_as_erased() -> None:
     assert channel.attempted == [] and tasks.failures() == []
     assert [m.json()["outcome"] for m in producer.to("t.status")] == ["erased"]
     assert [m.json() for m in producer.to("t.ledger")] == [{"state": "done", "outcome": "erased"}]
+
+
+class _Rebalancing:
+    """The dispatcher's gate while a rebalance is under way: a call waits at `enter` until `settled`."""
+
+    def __init__(self) -> None:
+        self.settled, self.waiting = asyncio.Event(), asyncio.Event()
+
+    async def enter(self) -> None:
+        self.waiting.set()
+        await self.settled.wait()
+
+    def leave(self) -> None:
+        pass
+
+
+async def test_an_erasure_read_while_the_call_waits_out_a_rebalance_stops_it() -> None:
+    """The contacts are opened, the call waits at the gate (a rebalance), the erasure's tombstone is read meanwhile:
+    no provider call, outcome erased (before: the phone opened before the erasure was texted, status `sent`)."""
+    ring, producer, tasks, channel, done = keyring(), FakeProducer(), Tasks(), FakeChannel(), Calls()
+    request = applicant_request(ring, "e-race")
+    assert request.recipient.sealed is not None
+    phone = request.recipient.sealed["phone"]
+    dispatcher = Dispatcher({ChannelKind.SMS: channel}, Ledger("t.ledger", producer), producer,
+                            Outputs(status="t.status", dlq="t.dlq"), spawn=tasks, backoff=Backoff(),
+                            quiet=QuietHours(NOW.time(), NOW.time()), rates={"sms": 1000.0}, segment_limit=3,
+                            routine_workers=1, emergency_workers=1, clock=FixedClock(NOW),
+                            opener=Opener(directory(), ring))
+    dispatcher.gate = gate = _Rebalancing()
+    dispatcher.start()
+    try:
+        await dispatcher.submit(request, done)
+        await asyncio.wait_for(gate.waiting.wait(), 5)
+        ring.apply(f"{phone.subject}/{phone.key_id}".encode(), None)  # the erasure, read while the call waits
+        gate.settled.set()
+        await eventually_async(lambda: done.count == 1, timeout=5, interval=0.005, what="the input released")
+    finally:
+        await dispatcher.stop()
+    assert channel.attempted == [] and tasks.failures() == []
+    assert [m.json()["outcome"] for m in producer.to("t.status")] == ["erased"]
 
 
 class _Lagging:
