@@ -30,12 +30,12 @@ from services.privacy.settings import PrivacySettings, generate_secret, pepper_o
 keys_app = typer.Typer(no_args_is_help=True, help="Secrets of personal-data protection")
 MAX_REQUESTER_CHARS = ErasureAudit.model_fields["requested_by"].metadata[-1].max_length
 REQUESTER = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_REQUESTER_CHARS}}}")
-KINDS = ("cccd", "phone", "email", "zalo")
+KINDS = ("cccd", "phone", "email", "zalo", "subject")
 
 
 def identifiers_from(lines: Iterable[str]) -> list[tuple[str, str]]:
-    """`kind=value` lines (kinds: cccd, phone, email, zalo; blank lines skipped). Raises ValueError naming the line
-    by its number, never by its text."""
+    """`kind=value` lines (kinds: cccd, phone, email, zalo, subject; blank lines skipped). Raises ValueError naming
+    the line by its number, never by its text."""
     out = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -55,23 +55,30 @@ def erase(cccd: Annotated[str | None, typer.Option(
               "--phone", help="A phone their dossiers carried (those sent without a CCCD are sealed under it)")] = None,
           email: Annotated[str | None, typer.Option("--email", help="Likewise, an e-mail address")] = None,
           zalo: Annotated[str | None, typer.Option("--zalo", help="Likewise, a Zalo user id")] = None,
+          subject: Annotated[str | None, typer.Option(
+              "--subject", help="A pseudonymous subject (a-... or r-...) as `trace` shows it on a dossier's canonical "
+              "events: an applicant whose dossier named no CCCD, phone, e-mail or Zalo id (a name and an address "
+              "only) is sealed under a subject of its own, which only this reaches")] = None,
           requested_by: Annotated[str | None, typer.Option(
               "--requested-by", help="Who asked (operator account); default: the OS user")] = None,
           stdin: Annotated[bool, typer.Option(
-              "--stdin", help="Read the identifiers from stdin, one kind=value a line (cccd, phone, email, zalo): "
+              "--stdin", help="Read the identifiers from stdin, one kind=value a line (cccd, phone, email, zalo, "
+              "subject): "
               "unlike options, they stay out of `ps` and the shell's history")] = False,
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Erase an applicant: destroy every data key of theirs and write an audit record (nothing personal is printed).
 
     Give every identifier the citizen used: a dossier sent without a CCCD is sealed under its phone, e-mail or
-    Zalo id, which an erasure by the CCCD alone does not reach. Each is erased in turn, with its own audit record.
+    Zalo id, which an erasure by the CCCD alone does not reach, and one with none of those under a subject of its
+    own (`trace` shows it: `--subject`). Each is erased in turn, with its own audit record.
     """
     who = requested_by or f"os:{getpass.getuser()}"
     if not REQUESTER.fullmatch(who):  # it names the requester in the audit record: refused before anything is done
         err_console.print(f"erase: --requested-by is 1 to {MAX_REQUESTER_CHARS} characters, without control "
                           "characters (it names who asked in the audit record)")
         raise typer.Exit(2)
-    given = [(kind, v) for kind, v in (("cccd", cccd), ("phone", phone), ("email", email), ("zalo", zalo)) if v]
+    given = [(kind, v) for kind, v in (("cccd", cccd), ("phone", phone), ("email", email), ("zalo", zalo),
+                                       ("subject", subject)) if v]
     if stdin and given:
         err_console.print("erase: give the identifiers on stdin or as options, not both")
         raise typer.Exit(2)

@@ -48,6 +48,7 @@ from services.common import clients, closing
 from services.common.admin import partition_counts
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
+from services.privacy.crypto import APPLICANT_SUBJECT
 
 Record = ConsumerRecord[bytes, bytes]
 PIPELINE = ("raw", "dead letter", "canonical", "notification", "notification dead letter")
@@ -149,9 +150,11 @@ class Tracer:
         if self.query not in (h.get("ce_id"), h.get("ce_subject"), trace) and h.get("ce_id") not in self.event_ids:
             return
         self.event_ids.add(h.get("ce_id", ""))
+        applicant = _applicant_subject(rec.value)
         self._add(Step(rec.timestamp, "canonical", self._where(rec),
                                f"{h.get('ce_type', '?')} id {self._shown(h.get('ce_id', '?'))} "
-                               f"subject {self._shown(h.get('ce_subject', '?'))}",
+                               f"subject {self._shown(h.get('ce_subject', '?'))}"
+                               + (f" applicant {applicant}" if applicant else ""),
                                trace))
 
     def notification(self, rec: Record) -> None:
@@ -181,6 +184,19 @@ class Tracer:
     def timeline(self) -> list[Step]:
         """By time; within one millisecond in pipeline order (a raw record before the event made of it)."""
         return sorted(self.steps, key=lambda s: (s.at_ms, PIPELINE.index(s.stage), s.where))
+
+
+def _applicant_subject(value: bytes | None) -> str | None:
+    """The pseudonymous subject a canonical dossier event's applicant is sealed under (binary mode: the value is the
+    event's data), what `commune-bus erase --subject` takes: an applicant without a CCCD, phone, e-mail or Zalo id
+    has one of its own that nothing else names. None for any other value."""
+    try:
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    applicant = data.get("applicant") if isinstance(data, dict) else None
+    subject = applicant.get("subject") if isinstance(applicant, dict) else None
+    return subject if isinstance(subject, str) and APPLICANT_SUBJECT.fullmatch(subject) else None
 
 
 def _json_field(value: bytes | None, name: str) -> str | None:

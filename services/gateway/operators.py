@@ -74,7 +74,8 @@ class TraceBody(BaseModel):
 
 class ErasureRequest(BaseModel):
     """Every identifier the citizen used: a dossier sent without a CCCD is sealed under its phone, e-mail or Zalo
-    id, which an erasure by the CCCD alone does not reach (`privacy.erase.erase_applicant`). At least one."""
+    id, which an erasure by the CCCD alone does not reach (`privacy.erase.erase_applicant`); one whose dossier named
+    none of them under a subject of its own (`subject`, as a dossier's trace shows it). At least one."""
 
     model_config = ConfigDict(extra="forbid")
     cccd: str | None = Field(default=None, pattern=CCCD, description="The applicant's 12-digit citizen identity number")
@@ -84,6 +85,10 @@ class ErasureRequest(BaseModel):
                               description="An e-mail address their dossiers carried")
     zalo: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x20\x7f]+$",
                              description="A Zalo user id their dossiers carried")
+    subject: str | None = Field(default=None, pattern=f"^(?:{crypto.APPLICANT_SUBJECT.pattern})$",
+                                description="A pseudonymous subject (a-... or r-...) as the trace of a dossier "
+                                "shows it: an applicant whose dossier named no CCCD, phone, e-mail or Zalo id is "
+                                "sealed under a subject of its own, which only this reaches")
 
     @model_validator(mode="after")
     def _some(self) -> ErasureRequest:
@@ -94,11 +99,11 @@ class ErasureRequest(BaseModel):
         return self
 
     def identifiers(self) -> list[tuple[str, str]]:
-        return [(kind, v) for kind in ("cccd", "phone", "email", "zalo") if (v := getattr(self, kind))]
+        return [(kind, v) for kind in ("cccd", "phone", "email", "zalo", "subject") if (v := getattr(self, kind))]
 
 
 class Erased(BaseModel):
-    identifier: str = Field(description="Which identifier of the request: cccd, phone, email or zalo")
+    identifier: str = Field(description="Which identifier of the request: cccd, phone, email, zalo or subject")
     erasure_id: str
     subject: str = Field(description="Pseudonymous subject id (HMAC of the identifier): the audit record's key")
     keys_destroyed: int
@@ -248,7 +253,7 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
               responses={401: {"model": ErrorBody, "description": "No or wrong operator key"},
                          413: {"model": ErrorBody, "description": "Body over 1 KiB"},
                          422: {"model": ErrorBody, "description": "Not a JSON object with a 12-digit cccd and/or a "
-                               "phone, email or zalo identifier"},
+                               "phone, email, zalo or subject identifier"},
                          503: {"model": ErrorBody, "description": "Not completed, or no PRIVACY_PEPPER: retry"}})
     async def erase(request: Request, x_operator_key: OperatorKey = None) -> Any:
         operator = operator_of(operators, x_operator_key)  # the key first: a stranger's body is never read
@@ -266,7 +271,7 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
             wanted = ErasureRequest.model_validate_json(body)
         except ValidationError:
             return _error(422, "invalid_request", "send {\"cccd\": \"<12 digits>\"} and/or the phone, email or zalo "
-                          "id the citizen used")
+                          "id the citizen used, or the subject a dossier's trace shows")
         try:
             pepper = pepper_of(PrivacySettings())
         except PrivacyError:

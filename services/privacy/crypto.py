@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import re
+import unicodedata
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -123,11 +124,27 @@ def unwrap(kek: Key, wrapped: str, subject: str, key_id: str) -> bytes:
 
 
 _SEPARATORS = re.compile(r"[\s.\-]")
+_DIGIT_RUNS = re.compile(r"[0-9]+")
+
+
+def _plain(text: str) -> str:
+    """`text` with full-width and other compatibility forms as their plain characters (NFKC: `０９１` is `091`) and
+    without invisible format characters (a zero-width space pasted in from a form)."""
+    if text.isascii():
+        return text
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
 
 
 def normalise_cccd(number: str) -> str:
-    """The CCCD as 12 digits (spaces, dots and dashes removed); 9-digit CMND numbers are kept as they are."""
-    return _SEPARATORS.sub("", number)
+    """The CCCD as 12 digits (9 for an old CMND), however written: spaces, dots and dashes removed, full-width digits
+    and invisible characters as `_plain` takes them, and a label or issuer around the one number the text holds left
+    out (`CCCD: 001099012345`, `001099012345/CA`). Other text keeps what is left, and identifies nobody
+    (`identifies`): a field holding two numbers, or none of 9 or 12 digits."""
+    bare = _SEPARATORS.sub("", _plain(number))
+    if bare.isdigit():
+        return bare
+    runs = _DIGIT_RUNS.findall(bare)
+    return runs[0] if len(runs) == 1 and len(runs[0]) in (9, 12) else bare
 
 
 _COUNTRY_CODES = ("+84", "0084")
@@ -138,7 +155,7 @@ def normalise_phone(phone: str) -> str:
     `0084912345678` and `84912345678` are all `0912345678` (an erasure by one form must reach every copy); any other
     text keeps its digits (and a leading +). No domestic number starts with 8, so 11 or 12 digits starting with 84
     (a mobile's 9 or a landline's 10 after the country code) are the country code written without its +."""
-    digits = re.sub(r"[^\d+]", "", phone)
+    digits = re.sub(r"[^0-9+]", "", _plain(phone))
     for prefix in _COUNTRY_CODES:
         if digits.startswith(prefix):
             return "0" + digits[len(prefix):].lstrip("0")
@@ -199,6 +216,8 @@ def identifies(kind: str, value: str) -> bool:
     if kind == "cccd":
         number = normalise_cccd(value)
         return number.isascii() and number.isdigit() and len(number) in (9, 12) and not _one_repeated(number)
+    if kind == "subject":
+        return APPLICANT_SUBJECT.fullmatch(value) is not None
     if kind == "phone":
         digits = [c for c in normalise_phone(value) if c.isdigit()]
         return len(digits) >= MIN_PHONE_DIGITS and not _one_repeated("".join(digits))
@@ -210,8 +229,16 @@ def identifies(kind: str, value: str) -> bool:
             and not _one_repeated("".join(c for c in text if c.isalnum())))
 
 
+APPLICANT_SUBJECT = re.compile(r"a-[A-Za-z0-9_-]{43}|r-[A-Za-z0-9_-]{22}")
+"""An applicant's subject as intake makes one: `subject_id` (`a-`, an identifier's HMAC) or `Keyring.anonymous_subject`
+(`r-`, random: an applicant sealed without any identifier that names one person). Never a day key's `dlq:<day>`."""
+
+
 def identifier_subject(pepper: Pepper, kind: str, value: str) -> str:
-    """The subject of an applicant known by `kind` (`cccd`, `phone`, `email`, `zalo`), each normalised first."""
+    """The subject of an applicant known by `kind` (`cccd`, `phone`, `email`, `zalo`), each normalised first, or
+    named by it (`subject`: as `trace` shows it on a canonical event)."""
+    if kind == "subject":
+        return value
     if kind == "cccd":
         return cccd_subject(pepper, value)
     if kind == "phone":

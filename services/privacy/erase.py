@@ -140,7 +140,8 @@ async def erase_cccd(conn: KafkaConnection, namespace: str, pepper: bytes, cccd:
 async def erase_applicant(conn: KafkaConnection, namespace: str, pepper: bytes,
                           identifiers: Sequence[tuple[str, str]], *, requested_by: str,
                           via: str = "cli") -> list[tuple[str, ErasureAudit]]:
-    """Erase an applicant by every identifier they are known by (`cccd`, `phone`, `email`, `zalo`): one subject
+    """Erase an applicant by every identifier they are known by (`cccd`, `phone`, `email`, `zalo`, or a `subject`
+    as `trace` shows it: an applicant sealed without any of those has one of its own): one subject
     each, each with its audit record, in the order given (the same subject once); returns (kind, audit) pairs.
 
     Intake seals an applicant under the CCCD when the dossier carries one, else under the phone, the e-mail or

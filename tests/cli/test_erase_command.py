@@ -83,3 +83,22 @@ def test_a_stdin_that_is_not_identifiers_is_refused_unechoed(monkeypatch: pytest
     assert "of stdin is not kind=value" in result.output or "stdin holds no identifier" in result.output
     assert "0987654321" not in result.output and "Minh" not in result.output
     assert broker.committed == []
+
+
+def test_an_applicant_sealed_without_an_identifier_is_erased_by_its_subject(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--subject r-...` (as `trace` shows it on the dossier's canonical event): that subject's keys go, with their
+    audit record; a day key's `dlq:<day>` or a made-up subject is refused, exit 2, before anything is done."""
+    from services.privacy.keyring import Keyring
+
+    subject = Keyring.anonymous_subject()
+    broker = Broker({"k1"})
+    broker.install(monkeypatch)
+    result = CliRunner().invoke(app, ["erase", "--stdin"], input=f"subject={subject}\n",
+                                env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"erased subject {subject} (by subject): 1 keys destroyed" in result.output
+    assert len(broker.committed) == 1
+    for wrong in ("dlq:2026-12-03", "r-short"):
+        refused = CliRunner().invoke(app, ["erase", "--subject", wrong], env={**PRIVACY_ENV, "COLUMNS": "400"})
+        assert refused.exit_code == 2 and "not an identifier of one person: subject" in refused.output
+    assert len(broker.committed) == 1

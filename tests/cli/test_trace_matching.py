@@ -108,3 +108,28 @@ def test_a_citizens_number_in_a_producers_names_is_masked_unless_asked() -> None
         assert ("001099012345" in what or "0912345678" in what) is show, what
         assert show or ("received from /citizens/00********45" in what and "id hs-09******78 subject 00********45"
                         in what), what
+
+
+def test_a_canonical_dossier_event_shows_the_subject_its_applicant_is_sealed_under() -> None:
+    """An applicant with a name and an address only is sealed under a random `r-` subject that nothing else names:
+    the trace of the dossier shows it, so `erase --subject` can reach it (privacy audit F4); a CCCD's `a-` subject
+    likewise. An event without an applicant shows none."""
+    from schemas import wire
+    from services.privacy.applicant import seal_event
+    from tests.notify.events import dossier
+    from tests.privacy.keys import keyring
+
+    def traced(applicant: dict[str, str] | None) -> str:
+        event, _ = seal_event(keyring(), dossier("e-anon", code="TL-ANON-1", applicant=applicant))
+        rec = wire.encode(event)
+        tracer = Tracer("TL-ANON-1")
+        tracer.canonical(ConsumerRecord("commune.events.dossier", 0, 1, 1, 0, rec.key, rec.value, None, 0, 0,
+                                        rec.headers))
+        (step,) = tracer.timeline()
+        return step.what
+
+    anonymous = traced({"name": "Lò Thị Sen", "address": "Bản Nà Tàng"})
+    subject = anonymous.rsplit(" applicant ", 1)[1]
+    assert subject.startswith("r-") and len(subject) == 24 and "Sen" not in anonymous
+    assert traced({"name": "Lò Thị Sen", "id_number": "001099012345"}).rsplit(" applicant ", 1)[1].startswith("a-")
+    assert " applicant " not in traced(None)

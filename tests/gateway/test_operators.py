@@ -48,7 +48,8 @@ def test_a_cccd_is_twelve_ascii_digits(client: TestClient, cccd: str) -> None:
 
 @pytest.mark.parametrize("body", [{}, {"cccd": None}, {"phone": "call me"}, {"email": "not-an-address"},
                                   {"zalo": "a b"}, {"cccd": "008123456789", "name": "Nguyễn Thị Lan"},
-                                  {"phone": "0" * 40}, {"phone": "-----------"}, {"phone": "( ) ( ) ( )"}])
+                                  {"phone": "0" * 40}, {"phone": "-----------"}, {"phone": "( ) ( ) ( )"},
+                                  {"subject": "dlq:2026-12-03"}, {"subject": "r-short"}])
 def test_an_erasure_names_at_least_one_well_formed_identifier_and_nothing_else(client: TestClient,
                                                                                 body: dict[str, object]) -> None:
     """No identifier, a malformed one, or another member (a name has no place here): 422, never echoed."""
@@ -56,6 +57,17 @@ def test_an_erasure_names_at_least_one_well_formed_identifier_and_nothing_else(c
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"] == "invalid_request"
     assert not [v for v in body.values() if isinstance(v, str) and v in answer.text]
+
+
+def test_an_erasure_may_name_an_applicants_subject() -> None:
+    """The subject a dossier's trace shows (an applicant sealed without any identifier has one of its own): taken as
+    it is, beside the others."""
+    from services.gateway.operators import ErasureRequest
+    from services.privacy.keyring import Keyring
+
+    subject = Keyring.anonymous_subject()
+    wanted = ErasureRequest.model_validate({"phone": "0987654321", "subject": subject})
+    assert wanted.identifiers() == [("phone", "0987654321"), ("subject", subject)]
 
 
 class Held:

@@ -116,3 +116,43 @@ def test_subject_ids_reveal_no_digits_and_ignore_formatting(digits: str) -> None
     assert subject == crypto.cccd_subject(b"pepper-0123456789", spaced)
     assert subject != crypto.cccd_subject(b"another-pepper-01", digits)
     assert digits not in subject and digits[:6] not in subject
+
+
+@given(digits=st.text(alphabet="0123456789", min_size=12, max_size=12),
+       written=st.sampled_from(["CCCD {}", "CCCD: {}", "{}/CA", "Số CCCD {} ", "{}\u200b", "\ufeff{}", "{full}",
+                                "CMND/CCCD {}"]))
+@settings(deadline=None)
+def test_a_cccd_written_with_a_label_or_in_full_width_has_the_subject_of_its_digits(digits: str, written: str) -> None:
+    """As intake meets them in forms: a label or an issuer around the one number, a zero-width character pasted in,
+    full-width digits. Each names the subject of its 12 digits, so an erasure by the number reaches it (before: none
+    identified a person, the applicant was sealed under a random subject no erasure could name; privacy audit F4)."""
+    if len(set(digits)) == 1:
+        return  # one repeated digit names nobody
+    full = "".join(chr(ord(d) + 0xFEE0) for d in digits)
+    text = written.format(digits, full=full)
+    assert crypto.identifies("cccd", text)
+    assert crypto.cccd_subject(b"pepper-0123456789", text) == crypto.cccd_subject(b"pepper-0123456789", digits)
+
+
+@pytest.mark.parametrize("text", ["12 001099012345", "001099012345 / 079203004567", "CCCD", "0010990123",
+                                  "\u0660\u0660\u0661\u0660\u0669\u0669\u0660\u0661\u0662\u0663\u0664\u0665"])
+def test_a_cccd_field_without_exactly_one_number_of_9_or_12_digits_identifies_nobody(text: str) -> None:
+    """Two numbers, a number of another length, none, or digits of another script: no guess is made."""
+    assert not crypto.identifies("cccd", text)
+
+
+def test_a_phone_in_full_width_digits_has_the_subject_of_its_digits() -> None:
+    full = "".join(chr(ord(d) + 0xFEE0) for d in "0912345678")
+    assert crypto.normalise_phone(full) == crypto.normalise_phone("09\u200b12 345 678") == "0912345678"
+
+
+def test_a_subject_names_itself_and_only_an_applicants() -> None:
+    """`erase --subject`: an applicant's subject as intake makes one (a- HMAC, r- random) is its own subject; a day
+    key's `dlq:<day>`, or anything else, identifies nobody."""
+    from services.privacy.keyring import Keyring
+
+    for subject in (Keyring.anonymous_subject(), crypto.cccd_subject(b"pepper-0123456789", "001099012345")):
+        assert crypto.identifies("subject", subject)
+        assert crypto.identifier_subject(b"pepper-0123456789", "subject", subject) == subject
+    for other in ("dlq:2026-12-03", "a-short", "r-" + "A" * 23, "001099012345", ""):
+        assert not crypto.identifies("subject", other)
