@@ -113,6 +113,7 @@ class Supervisor:
             self.spawn("callback", reraise())
         except RuntimeError:  # the run is already ending
             log.error("task.failed_late", service=self.service, error=type(exc).__name__)
+            telemetry.TASK_FAILURES.labels(self.service, "callback").inc()
 
     def cancel_background(self) -> None:
         for task in list(self._tasks):

@@ -14,21 +14,26 @@ in time raises, ending the run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from services.common import clients
 from services.common.probe import broker_answers
 from services.common.settings import KafkaConnection
 from services.notify.ledger import Ledger
 
+T = TypeVar("T")
 CLIENT_ID = "commune-bus-notify-ledger"
 FETCH_BYTES = 8 * 1024 * 1024
 
 
-class LedgerBehind(Exception):
-    """The ledger tail did not reach the end offsets in time: the worker cannot tell what was already sent."""
+class LedgerBehind(KafkaError):
+    """The ledger tail did not reach the end offsets in time: the worker cannot tell what was already sent. A Kafka
+    error: the run restarts, and while no broker answers it is an outage, not a crash (`services.common.streak`);
+    it ended the process before (exit 1, every pod restarted and restoring its ledger from the start)."""
 
 
 class LedgerFeed:
@@ -74,7 +79,7 @@ class LedgerFeed:
         tail = self._opened()
         async with self._moving:
             kept = self.ledger.held & wanted
-            positions = {p: await tail.position(self._tp(p)) for p in kept}
+            positions = {p: await self._bounded(tail.position(self._tp(p))) for p in kept}
             for p in self.ledger.held - wanted:
                 self.ledger.drop(p)
             new = wanted - kept
@@ -101,20 +106,30 @@ class LedgerFeed:
         tps = [self._tp(p) for p in sorted(set(partitions))]
         if not tps:
             return
-        ends = await tail.end_offsets(tps)
+        ends = await self._bounded(tail.end_offsets(tps))
         progress = -1
-        while behind := [tp for tp, end in ends.items() if await tail.position(tp) < end]:
-            now = sum([await tail.position(tp) for tp in behind])
+        while behind := [tp for tp, end in ends.items() if await self._bounded(tail.position(tp)) < end]:
+            now = sum([await self._bounded(tail.position(tp)) for tp in behind])
             if now == progress:
                 raise LedgerBehind(f"ledger tail made no progress for {self.catch_up_s:.0f} s")
             progress = now
             try:
                 async with asyncio.timeout(self.catch_up_s):
-                    while sum([await tail.position(tp) for tp in behind]) == progress:
+                    while sum([await self._bounded(tail.position(tp)) for tp in behind]) == progress:
                         self._progress.clear()
                         await self._progress.wait()
             except TimeoutError:
                 pass
+
+    async def _bounded(self, answer: Awaitable[T]) -> T:
+        """An answer of the tail's within `catch_up_s`, else `LedgerBehind`: aiokafka's `position` waits for ever
+        while a partition has no valid position (its leader gone after `seek_to_beginning`), and the catch-up with
+        it (no provider call, no restart; `/healthz` 200)."""
+        try:
+            async with asyncio.timeout(self.catch_up_s):
+                return await answer
+        except TimeoutError:
+            raise LedgerBehind(f"the ledger tail gave no position within {self.catch_up_s:.0f} s") from None
 
     async def reachable(self) -> bool:
         """Whether the broker answers a request for the ledger's end offsets (`services.common.probe`)."""

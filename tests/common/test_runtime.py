@@ -189,7 +189,8 @@ async def test_fail_from_a_callback_ends_the_run(service: str, logs: list[Mutabl
 
 
 async def test_fail_after_the_run_ended_is_logged_not_lost(service: str, logs: list[MutableMapping[str, Any]]) -> None:
-    """A callback failing after its run ended is logged as late (no task can take it, none is left unawaited)."""
+    """A callback failing after its run ended is logged as late and counted (no task can take it, none is left
+    unawaited; before, it was not counted, and no alert on the count saw it)."""
     supervisors: list[Supervisor] = []
 
     async def worker(supervisor: Supervisor) -> None:
@@ -202,6 +203,7 @@ async def test_fail_after_the_run_ended_is_logged_not_lost(service: str, logs: l
         gc.collect()
     assert [e["error"] for e in logs if e["event"] == "task.failed_late"] == ["Boom"]
     assert not [w for w in caught if "never awaited" in str(w.message)]
+    assert sample("commune_task_failures_total", service=service, task="callback") == 1
 
 
 class FailingRestore(RebalanceListener):
