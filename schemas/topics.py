@@ -19,6 +19,12 @@ PARTITIONS = 6
 COMMUNE_KEY = "commune code, 5 digits (e.g. \"02269\"): one commune's events share a partition, in order"
 MAX_RECORD_BYTES = 10 * 1024 * 1024
 """Raw and dead-letter topics accept records this large so oversized input reaches the DLQ intact."""
+DEAD_LETTER_HEADROOM = 32 * 1024
+"""What intake's dead-letter topic accepts beyond `MAX_RECORD_BYTES`: a dead letter is the raw record sealed whole
+(nonce, tag, its key and headers packed in) plus intake's `dlq.*` headers, about 400 bytes more than the record. With
+the same limit as the raw topic, a raw record within those bytes of it was accepted there, its dead letter refused,
+and the transaction holding it aborted run after run: the worker stopped for good (runtime audit finding 2). Within
+the producers' `max_request_size` (`MAX_RECORD_BYTES` + 64 KiB)."""
 
 
 class Kind(StrEnum):
@@ -86,7 +92,8 @@ DLQ_INTAKE = TopicSpec(
     "commune.dlq.intake", Kind.DEAD_LETTER, key="the commune code the record names (5 digits), else none",
     description="Records intake rejected, sealed whole (original key, headers and value; ADR 0026), plus dlq.* "
     "headers with the reason",
-    config={**_BIG, "retention.ms": str(30 * 24 * 3600 * 1000)},
+    config={"max.message.bytes": str(MAX_RECORD_BYTES + DEAD_LETTER_HEADROOM),
+            "retention.ms": str(30 * 24 * 3600 * 1000)},
 )
 INTAKE_DEDUP = TopicSpec(
     "commune.intake.dedup", Kind.INTERNAL, key="family:raw partition:first offset of the transaction",

@@ -9,7 +9,7 @@ import pytest
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, RAW
+from schemas.topics import CANONICAL, DLQ_INTAKE, MAX_RECORD_BYTES, RAW
 from tests.intake.conftest import StartIntake
 from tests.kafkatools import produce, read_all
 from tests.samples import HDR, canonical_dossier, dumps, portal_dossier, with_data
@@ -38,6 +38,10 @@ POISON: list[tuple[str, bytes | None, list[tuple[str, bytes]], Reason, str]] = [
     ("null value, binary mode", None, [("ce_specversion", b"1.0"), ("ce_type", DOSSIER_TYPE)], Reason.NOT_JSON,
      "(record)"),
     ("non-UTF-8 ce_ header", b"{}", [("ce_specversion", b"1.0"), ("ce_type", b"\xff\xfe")], Reason.NOT_UTF8, "ce_*"),
+    # the raw topic takes it; its dead letter (sealed whole, dlq.* headers) is a few hundred bytes larger: refused by a
+    # DLQ with the raw topic's limit, it aborted every transaction holding it, run after run (runtime audit finding 2)
+    ("a record at the raw topic's limit", b'"' + b"x" * (MAX_RECORD_BYTES - 400) + b'"', HDR,
+     Reason.PAYLOAD_TOO_LARGE, "(record)"),
 ]
 
 
