@@ -15,7 +15,7 @@ from schemas.deadletter import Reason
 from schemas.replay import replay_key
 from services.cli import dlq
 from services.cli.deadletters import Filters, replayable
-from services.cli.masking import personal_numbers_masked
+from services.cli.masking import names_masked
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection
 from services.cli.plain import json_text, markup
 from services.cli.render import console, dead_letter_table, err_console
@@ -48,7 +48,7 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
                                                                             filters))
     replayed = {d.position for d in letters if replay_key(topic, d.partition, d.offset) in done}
     if not show_personal_data:
-        letters = [replace(d, source=personal_numbers_masked(d.source)) if d.source else d for d in letters]
+        letters = [replace(d, source=names_masked(d.source)) if d.source else d for d in letters]
     if as_json:
         for d in letters:
             row = {"dlq": d.position, **d.context.model_dump(mode="json"), "source": d.source,

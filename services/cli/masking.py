@@ -87,6 +87,18 @@ def personal_numbers_masked(text: str) -> str:
     return PERSONAL_NUMBER.sub(lambda m: mask_phone(m.group()), EMAIL.sub(lambda m: mask_email(m.group()), text))
 
 
+LONG_NUMBER = re.compile(r"[0-9]{9,}")
+"""Nine digits or more in a row, no separator between them: a CCCD, a phone or a CMND as ids and URIs hold one
+(`/citizens/001099012345`, `hs-0912345678`), never a dossier code's groups (`TL-251203-7701`)."""
+
+
+def names_masked(text: str) -> str:
+    """A name a producer chose (a source, an event id, a subject) with each `LONG_NUMBER` and e-mail address masked:
+    what `trace` and `dlq list` show of one. Unlike a value's free text (`personal_numbers_masked`), grouped digits
+    stay, so dossier codes and dates read as they are."""
+    return LONG_NUMBER.sub(lambda m: mask_phone(m.group()), EMAIL.sub(lambda m: mask_email(m.group()), text))
+
+
 def _mask(field: str, value: Any) -> Any:
     if value is None or value == "" or is_sealed_token(value):  # a sealed field holds nothing to mask
         return value

@@ -12,8 +12,8 @@ and recipient reference (webhook subscribers included), and prints them in time
 order, each with its trace id. Only metadata is
 shown (topics, offsets, types, reasons, outcomes): never a value. The names a
 producer chose (source, event id, subject) may hold a citizen's number all the same
-(`/citizens/001099012345`, ADR 0026): personal numbers and e-mails in them are masked
-as `tail` masks them, unless `--show-personal-data`. At most `MAX_STEPS` steps are kept (`Timeline.truncated`).
+(`/citizens/001099012345`, ADR 0026): numbers of nine digits or more and e-mails in
+them are masked, dossier codes' digit groups kept, unless `--show-personal-data`. At most `MAX_STEPS` steps are kept (`Timeline.truncated`).
 With `--since` (`?since=` at the gateway) each partition is read from the first record
 timestamped at or after that time (Kafka's time index), not from its start: at national
 scale a whole canonical topic is days of reading, a dossier's last month is not.
@@ -40,7 +40,7 @@ from schemas.deadletter import DeadLetterContext
 from schemas.notification import NotificationStatus
 from schemas.times import to_utc
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
-from services.cli.masking import personal_numbers_masked
+from services.cli.masking import names_masked
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection
 from services.cli.plain import markup, text
 from services.cli.render import console, err_console
@@ -78,11 +78,11 @@ class Tracer:
     event_ids: set[str] = field(default_factory=set)
     truncated: bool = False
     show_personal_data: bool = False
-    """Show the names producers chose (source, event id, subject) as they are; by default personal numbers and
-    e-mails in them are masked."""
+    """Show the names producers chose (source, event id, subject) as they are; by default long numbers and e-mails in
+    them are masked (`masking.names_masked`), except in the name the query gave (the operator typed it)."""
 
     def _shown(self, name: str) -> str:
-        return name if self.show_personal_data else personal_numbers_masked(name)
+        return name if self.show_personal_data or name == self.query else names_masked(name)
 
     def _where(self, rec: Record) -> str:
         return f"{rec.topic}/{rec.partition}/{rec.offset}"
