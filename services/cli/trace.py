@@ -13,7 +13,8 @@ order, each with its trace id. Only metadata is
 shown (topics, offsets, types, reasons, outcomes): never a value. The names a
 producer chose (source, event id, subject) may hold a citizen's number all the same
 (`/citizens/001099012345`, ADR 0026): numbers of nine digits or more and e-mails in
-them are masked, dossier codes' digit groups kept, unless `--show-personal-data`. At most `MAX_STEPS` steps are kept (`Timeline.truncated`).
+them are masked, dossier codes' digit groups kept, unless `--show-personal-data`. At
+most `MAX_STEPS` steps are kept (`Timeline.truncated`).
 With `--since` (`?since=` at the gateway) each partition is read from the first record
 timestamped at or after that time (Kafka's time index), not from its start: at national
 scale a whole canonical topic is days of reading, a dossier's last month is not.
