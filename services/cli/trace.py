@@ -32,6 +32,7 @@ from typing import Annotated
 import orjson
 import typer
 from aiokafka import ConsumerRecord
+from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import ValidationError
 from rich.table import Table
 
@@ -224,14 +225,18 @@ async def _topics(conn: KafkaConnection, namespace: str) -> tuple[list[str], lis
 
 
 async def _read(conn: KafkaConnection, topics: Sequence[str], offer: Callable[[Record], None],
-                since_ms: int | None) -> None:
+                since_ms: int | None, unreadable: list[str]) -> None:
     """Offer every committed record of `topics` (all partitions, from `since_ms` if given, up to their current end),
-    topic by topic."""
+    topic by topic; a topic this principal may not read is added to `unreadable` and the others are read (operators
+    and the gateway may not read the raw topics, which hold personal data in clear: ADR 0015)."""
     counts = await partition_counts(conn, topics)
     for topic in topics:
         if topic in counts:
-            await read_to_end(conn, topic, range(counts[topic]), lambda _p, rec: offer(rec),
-                              client_id="commune-bus-cli-trace", since_ms=since_ms)
+            try:
+                await read_to_end(conn, topic, range(counts[topic]), lambda _p, rec: offer(rec),
+                                  client_id="commune-bus-cli-trace", since_ms=since_ms)
+            except TopicAuthorizationFailedError:
+                unreadable.append(topic)
 
 
 _AGO = re.compile(r"([0-9]{1,5})([dhm])")
@@ -261,6 +266,8 @@ class Timeline:
     steps: list[Step]
     truncated: bool = False
     """More than `MAX_STEPS` steps were found: the first ones found are kept."""
+    unreadable: tuple[str, ...] = ()
+    """Topics this principal may not read, left out (an operator's: the raw topics)."""
 
 
 async def trace_timeline(conn: KafkaConnection, namespace: str, query: str, since: int | None = None,
@@ -269,12 +276,13 @@ async def trace_timeline(conn: KafkaConnection, namespace: str, query: str, sinc
     with `since` (epoch ms, `since_ms`), of the records timestamped from then on."""
     tracer = Tracer(query, show_personal_data=show_personal_data)
     raw, canonical = await _topics(conn, namespace)
-    await _read(conn, raw, tracer.raw, since)
-    await _read(conn, [scoped(DLQ_INTAKE, namespace).name], tracer.intake_dead_letter, since)
-    await _read(conn, canonical, tracer.canonical, since)
-    await _read(conn, [scoped(NOTIFY_STATUS, namespace).name], tracer.notification, since)
-    await _read(conn, [scoped(DLQ_NOTIFY, namespace).name], tracer.notify_dead_letter, since)
-    return Timeline(tracer.timeline(), tracer.truncated)
+    unreadable: list[str] = []
+    await _read(conn, raw, tracer.raw, since, unreadable)
+    await _read(conn, [scoped(DLQ_INTAKE, namespace).name], tracer.intake_dead_letter, since, unreadable)
+    await _read(conn, canonical, tracer.canonical, since, unreadable)
+    await _read(conn, [scoped(NOTIFY_STATUS, namespace).name], tracer.notification, since, unreadable)
+    await _read(conn, [scoped(DLQ_NOTIFY, namespace).name], tracer.notify_dead_letter, since, unreadable)
+    return Timeline(tracer.timeline(), tracer.truncated, tuple(unreadable))
 
 
 async def trace_record(conn: KafkaConnection, namespace: str, query: str, since: int | None = None) -> list[Step]:
@@ -304,6 +312,10 @@ def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id
         err_console.print(f"trace: {exc}")
         raise typer.Exit(2) from None
     found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query, start, show_personal_data))
+    if found.unreadable:
+        err_console.print(f"not read, this principal may not read them: {markup(', '.join(found.unreadable))} (an "
+                          "operator may not read the raw topics: records only they hold, and dead letters found only "
+                          "through them, are not shown)")
     if not found.steps:
         err_console.print(f"nothing found for {markup(repr(query))}")
         raise typer.Exit(1)

@@ -70,6 +70,8 @@ class TraceBody(BaseModel):
     query: str
     steps: list[Step]
     truncated: bool = Field(default=False, description="More steps were found than the 1,000 listed")
+    unreadable: list[str] = Field(default_factory=list, description="Topics this gateway's principal may not read, "
+                                  "left out (the raw topics, which hold personal data in clear)")
 
 
 class ErasureRequest(BaseModel):
@@ -244,7 +246,8 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
             TRACES.labels("not_found").inc()
             return _error(404, "not_found", "no record has this event id, dossier code or trace id")
         TRACES.labels("found").inc()
-        return TraceBody(query=query, steps=[Step(**vars(s)) for s in found.steps], truncated=found.truncated)
+        return TraceBody(query=query, steps=[Step(**vars(s)) for s in found.steps], truncated=found.truncated,
+                         unreadable=list(found.unreadable))
 
     @api.post("/v1/erasures", status_code=202, summary="Erase an applicant: destroy their data keys (operators)",
               response_model=ErasureBody,

@@ -143,3 +143,38 @@ def test_a_canonical_dossier_event_shows_the_subject_its_applicant_is_sealed_und
     assert subject.startswith("r-") and len(subject) == 24 and "Sen" not in anonymous
     assert traced({"name": "Lò Thị Sen", "id_number": "001099012345"}).rsplit(" applicant ", 1)[1].startswith("a-")
     assert " applicant " not in traced(None)
+
+
+def test_topics_this_principal_may_not_read_are_left_out_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator may not read the raw topics (they hold personal data in clear): the trace reads every other topic,
+    finds the canonical event, and names the raw topics it left out (before: TopicAuthorizationFailedError ended the
+    CLI with a traceback, and the gateway answered 503 "try again", which never helps)."""
+    import asyncio
+
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from services.cli import trace as tracing
+    from services.common.settings import KafkaConnection
+
+    event = ConsumerRecord("commune.events.dossier", 0, 3, 1, 0, b"02269", b"{}", None, 5, 2,
+                           [("ce_id", b"evt-7"), ("ce_subject", b"TL-7"), ("ce_type", b"t")])
+
+    async def topics(_conn: object, _namespace: str) -> tuple[list[str], list[str]]:
+        return ["commune.raw.dossier"], ["commune.events.dossier"]
+
+    async def partition_counts(_conn: object, names: list[str]) -> dict[str, int]:
+        return dict.fromkeys(names, 1)
+
+    async def read_to_end(_conn: object, topic: str, _partitions: object, apply: Any, **_: object) -> int:
+        if topic.startswith("commune.raw."):
+            raise TopicAuthorizationFailedError(topic)
+        if topic == "commune.events.dossier":
+            apply(0, event)
+        return 1
+
+    monkeypatch.setattr(tracing, "_topics", topics)
+    monkeypatch.setattr(tracing, "partition_counts", partition_counts)
+    monkeypatch.setattr(tracing, "read_to_end", read_to_end)
+    found = asyncio.run(tracing.trace_timeline(KafkaConnection(), "", "evt-7"))
+    assert [s.stage for s in found.steps] == ["canonical"]
+    assert found.unreadable == ("commune.raw.dossier",)

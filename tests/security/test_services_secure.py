@@ -130,6 +130,12 @@ async def test_a_source_intake_and_metrics_work_with_their_own_principals(
                                                        "COMMUNE_BUS_NAMESPACE": namespace})
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert [orjson.loads(line)["reason"] for line in listed.stdout.splitlines()] == ["unauthorised_source"]
+    # and traces the event with it (the raw topics are not its to read: left out, and named when it sees them)
+    traced = await asyncio.to_thread(subprocess.run, [CLI, "trace", "sec-own"], capture_output=True, text=True,
+                                     timeout=120, env={**os.environ, **secure_broker.conn("operator").environment(),
+                                                       "COMMUNE_BUS_NAMESPACE": namespace, "COLUMNS": "300"})
+    assert traced.returncode == 0, traced.stderr[-2000:]
+    assert "canonical" in traced.stdout and "sec-own" in traced.stdout
     logs = (tmp_path / "intake.log").read_text() + (tmp_path / "metrics.log").read_text()
     for principal in ("intake", "metrics"):
         password = secure_broker.conn(principal).sasl_password
