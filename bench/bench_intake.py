@@ -200,7 +200,7 @@ async def intake_throughput(namespace: str) -> float:
 async def service_latency(namespace: str, shape: Shape) -> Latency:
     """Latency as deployed: the service in its own process, the load generator and the observer in this one."""
     env = {"INTAKE_NAMESPACE": namespace, "INTAKE_WORKER_ID": "bench", "INTAKE_HTTP_PORT": "9199",
-           "INTAKE_LOG_LEVEL": "WARNING"}
+           "INTAKE_LOG_LEVEL": "WARNING", "INTAKE_SOURCES_FILE": ""}  # as the in-process rounds: no registry
     return await _latency_through("services.intake", env, namespace, scoped(CANONICAL[Family.DOSSIER], namespace).name,
                                   shape)
 

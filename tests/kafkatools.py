@@ -95,11 +95,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+TEST_DEFAULTS = {"INTAKE_SOURCES_FILE": ""}
+"""What a service started by a test gets unless the test says otherwise: intake without a source registry (tests
+publish from sources of their own making; the registry's tests name one)."""
+
+
 def start_service(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`python -m <module>` with the given environment, output to `log`."""
+    """`python -m <module>` with the given environment over `TEST_DEFAULTS`, output to `log`."""
     with open(log, "ab") as handle:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env}, cwd=ROOT, stdout=handle,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **TEST_DEFAULTS, **env}, cwd=ROOT,
+                                stdout=handle, stderr=subprocess.STDOUT)
 
 
 def stop_service(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -36,7 +38,10 @@ class IntakeSettings(ConsumerSettings):
         "bounded)"
     )
     transaction_timeout_ms: int = 15_000
-    sources_file: str | None = Field(default=None, description="Source registry; unset = every source allowed")
+    sources_file: str | None = Field(
+        default=str(Path(__file__).resolve().parents[2] / "infra/sources.yaml"),
+        description="Source registry (who may publish what, for which communes; ADR 0018), the gateway's; empty: "
+        "every source allowed, for tests and tools only (it was the default: a demo's intake took any source)")
     seal_personal_data: bool = Field(
         default=True, description="Seal applicants' personal data in canonical events and dead letters (ADR 0015): "
         "needs PRIVACY_KEK(_FILE) and PRIVACY_PEPPER(_FILE); false only for a deployment that carries none")

@@ -59,9 +59,12 @@ Fetched = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 
 
 def source_registry(settings: IntakeSettings) -> SourceRegistry | None:
-    """The source registry when `INTAKE_SOURCES_FILE` names one (a bad file stops the worker); else None: every
-    source allowed, no bound topics."""
-    return load_registry(settings.sources_file) if settings.sources_file else None
+    """The source registry `INTAKE_SOURCES_FILE` names (`infra/sources.yaml` by default; a bad file stops the
+    worker); None when it is set empty: every source allowed, no bound topics (said at start, as a warning)."""
+    if settings.sources_file:
+        return load_registry(settings.sources_file)
+    log.warning("intake.every_source_allowed", why="INTAKE_SOURCES_FILE is empty: no source registry")
+    return None
 
 
 def intake(settings: IntakeSettings) -> Worker:
