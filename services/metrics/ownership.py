@@ -37,6 +37,9 @@ log = structlog.get_logger("metrics")
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 NewWriter = Callable[[int], PartitionWriter]
 """The writer of partition N, not started (starting it is the fence)."""
+RESTORE_STALL_S = 60.0
+"""A restore that reads nothing for this long raises `RestoreStalled` (a Kafka error: the run restarts; in an outage
+no crash), instead of waiting for ever inside the worker's restore while `/healthz` says 200 (runtime audit 1b)."""
 
 
 class Ownership:
@@ -84,6 +87,8 @@ class Ownership:
         changes: dict[int, dict[bytes, bytes]] = {}
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
+            if tp.partition not in self.owned:  # fetched before a rebalance: not ours (or not restored) now, never
+                continue  # committed here; whoever owns it reads it again from the committed offset
             family = self.names.family_of[tp.topic].value
             part = self.partitions[tp.partition]
             changed = changes.setdefault(tp.partition, {})
@@ -138,6 +143,9 @@ class Ownership:
         (read_committed, to the end offset it has once fenced)."""
         if not partitions:
             return
+        for p in partitions:  # what a restore cancelled half-way made of it (a revocation came first)
+            if p in self._dbs or p in self.writers:
+                await self._drop(p)
         parts: dict[int, PartitionState] = {}
         for p in partitions:
             self._dbs[p] = store.open_fresh(self.state_root / f"p{p}")
@@ -156,7 +164,8 @@ class Ownership:
                 log.error("metrics.restore_skipped", partition=partition, offset=record.offset,
                           error=type(exc).__name__)
 
-        restored = await read_to_end(self.conn, self.names.changelog, partitions, apply, client_id=self.client_id)
+        restored = await read_to_end(self.conn, self.names.changelog, partitions, apply, client_id=self.client_id,
+                                     stall_s=RESTORE_STALL_S)
         self.partitions.update(parts)
         telemetry.RESTORED.inc(restored)
         log.info("metrics.restored", partitions=partitions, records=restored,

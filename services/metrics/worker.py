@@ -101,6 +101,15 @@ class MetricsWorker:
         self._commit_since: float | None = None  # monotonic time the offset commit in flight began
         self._stalls = StallWatch(settings.stall_limit_s)
         self._probe_tp = TopicPartition(self.names.changelog, 0)
+        self.restoring: asyncio.Task[None] | None = None
+        """The restore of the partitions last assigned, while it runs (`_Rebalance`)."""
+
+    async def stop_restoring(self) -> None:
+        """Cancel a restore under way and wait for its end (its partitions are going, or the run is ending)."""
+        restoring, self.restoring = self.restoring, None
+        if restoring is not None and not restoring.done():
+            restoring.cancel()
+            await asyncio.wait({restoring})
 
     def exported(self) -> list[PartitionState]:
         """The partitions to export right now: owned ones only."""
@@ -159,6 +168,7 @@ class MetricsWorker:
         clients."""
         assert self.readiness is not None
         self.readiness.not_owning("stopping")
+        await self.stop_restoring()
         self.ownership.revoke()
         try:
             await self.settle(within_s=LAST_SETTLE_S)
@@ -332,20 +342,35 @@ def stop_budget_s(settings: MetricsSettings) -> float:
 
 
 class _Rebalance(RebalanceListener):
-    """Commit the batch in flight before partitions leave; restore arriving ones before they are consumed."""
+    """Commit the batch in flight before partitions leave; restore arriving ones before they are consumed.
+
+    The restore runs as a supervised task, not in the callback: aiokafka sends no heartbeat while
+    `on_partitions_assigned` runs, and a restore longer than the session timeout (hundreds of thousands of
+    changelog records) had the worker evicted, its first commit refused, the run restarted with a fresh restore,
+    evicted again, for ever (runtime audit finding 1). The assigned partitions stay paused until their states are
+    restored (nothing of them is fetched); a revocation cancels a restore under way first."""
 
     def __init__(self, worker: MetricsWorker, supervisor: Supervisor) -> None:
         super().__init__(supervisor.fail)
         assert worker.readiness is not None
-        self.worker, self.readiness = worker, worker.readiness
+        self.worker, self.readiness, self.supervisor = worker, worker.readiness, supervisor
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
+        await self.worker.stop_restoring()
         async with self.worker.lock:  # the batch in flight flushes and commits first
             self.readiness.not_owning("rebalancing")
             await self.worker.settle()
             self.worker.ownership.revoke()
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
+        consumer = self.worker.consumer
+        assert consumer is not None
+        consumer.pause(*partitions)  # before any await: nothing of them is fetched until their states are restored
+        await self.worker.stop_restoring()
+        self.worker.restoring = self.supervisor.spawn("restore", self._restore(consumer, set(partitions)))
+
+    async def _restore(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         async with self.worker.lock:
             await self.worker.ownership.assign(partitions)
+            consumer.resume(*partitions)
             self.readiness.owning(f"{len(self.worker.ownership.owned)} partitions assigned and restored")

@@ -181,6 +181,7 @@ def test_the_worker_counts_a_refused_broadcast_as_skipped_and_goes_on(tmp_path: 
     names = Names("")
     owner = Ownership(KafkaConnection(bootstrap="127.0.0.1:1"), names, tmp_path, "test", new_writer=None)
     owner.partitions[0] = at_cap_of_failures(PartitionState(0, {}))
+    owner.owned = {0}  # as `assign` leaves it
     tp = TopicPartition(CANONICAL[Family.ANNOUNCEMENT].name, 0)
     batch = fetch(tp, 7, broadcast(C, "A-1", "C-extra", "failed", "e-extra", 2), scheduled(C, "A-1", "s1", 0))
     skipped = telemetry.EVENTS.labels("announcement", "skipped")

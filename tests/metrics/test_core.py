@@ -305,6 +305,7 @@ def test_the_worker_believes_event_times_against_the_clock_it_is_given(tmp_path:
     for now in (at(48).timestamp(), in_progress.time.timestamp()):
         owner = Ownership(KafkaConnection(), Names(""), tmp_path, "test", new_writer=None)
         part = owner.partitions[0] = PartitionState(0, {})
+        owner.owned = {0}  # as `assign` leaves it
         owner.apply(fetch(tp, 0, in_progress, done), now)
         opened.append(part.communes[C].get("open"))
     assert opened == [0, 1]
@@ -320,6 +321,7 @@ def test_an_event_time_is_believed_against_when_it_was_published_not_when_it_is_
     tp = TopicPartition(CANONICAL[Family.DOSSIER].name, 0)
     owner = Ownership(KafkaConnection(), Names(""), tmp_path, "test", new_writer=None)
     part = owner.partitions[0] = PartitionState(0, {})
+    owner.owned = {0}  # as `assign` leaves it
     def read(offset: int, event: Event, published: datetime, clock: datetime) -> None:
         (rec,) = fetch(tp, offset, event)[tp]
         owner.apply({tp: [replace(rec, timestamp=int(published.timestamp() * 1000))]}, clock.timestamp())
@@ -335,3 +337,16 @@ def test_metrics_disbelieves_future_times_as_the_deadline_tracker_does() -> None
     from services.notify import deadlines
 
     assert FUTURE_MARGIN == deadlines.FUTURE_MARGIN
+
+
+def test_records_of_a_partition_not_owned_now_are_skipped_and_never_committed(tmp_path: Path) -> None:
+    """A batch fetched before a rebalance, applied after it: the partition is another worker's now, or still being
+    restored here (paused). Its records change no state and their offsets are not committed (the owner reads them
+    again from the committed offset; a commit of them here would move the owner's offsets)."""
+    tp = TopicPartition(CANONICAL[Family.DOSSIER].name, 0)
+    owner = Ownership(KafkaConnection(), Names(""), tmp_path, "test", new_writer=None)
+    part = owner.partitions[0] = PartitionState(0, {})
+    changes, offsets = owner.apply(fetch(tp, 0, dossier(C, "D-1", 2, "e-1", 1)), LATER)
+    assert (changes, offsets, part.communes) == ({}, {}, {})
+    owner.owned = {0}
+    assert owner.apply(fetch(tp, 0, dossier(C, "D-1", 2, "e-1", 1)), LATER)[1] == {tp: 1}

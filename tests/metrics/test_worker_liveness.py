@@ -38,6 +38,7 @@ class FakeConsumer:
         self.stop_started = asyncio.Event()
         self.stop_release: asyncio.Event | None = None  # None: a stop returns at once
         self.stop_finished = False
+        self.paused: set[TopicPartition] = set()
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         try:
@@ -55,6 +56,12 @@ class FakeConsumer:
         if not self.broker_up:
             raise KafkaConnectionError("broker gone")
         return dict.fromkeys(tps, 0)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused -= set(tps)
 
     def last_stable_offset(self, tp: TopicPartition) -> int | None:
         return None
@@ -96,8 +103,13 @@ class Run:
         self.task = asyncio.create_task(runtime.supervise("metrics", w.run, self.stop, self.health))
 
     async def assigned(self) -> None:
+        """The callback, then the restore it leaves to a task (the partition paused until it is done)."""
         listener = await eventually_async(lambda: self.listener, what="the run started")
         await listener.assigned({TP})
+        restoring = self.worker.restoring
+        assert restoring is not None and self.consumer.paused == {TP}
+        await asyncio.wait({restoring})
+        assert self.consumer.paused == set()
 
     async def revoked(self) -> None:
         assert self.listener is not None
