@@ -47,8 +47,9 @@ async def read_to_end(conn: KafkaConnection, topic: str) -> list[Stored]:
 
 
 async def replayed_keys(conn: KafkaConnection, namespace: str) -> set[bytes]:
+    """The replay log's keys; none while it does not exist (a listing creates no topic: an operator may not, and
+    `dlq list` ended in TopicsNotCreated; `replay` creates it before its first transaction)."""
     log = scoped(DLQ_REPLAYED, namespace)
-    await ensure_topics(conn, [log])
     return {key for _, _, key, _, _ in await read_to_end(conn, log.name) if key is not None}
 
 
@@ -117,6 +118,7 @@ async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLe
     if not todo:
         return []
     log_topic = scoped(DLQ_REPLAYED, namespace).name
+    await ensure_topics(conn, [scoped(DLQ_REPLAYED, namespace)])  # the log first (a listing made none)
     producer = clients.transactional_producer(
         conn, transactional_id=transactional_id(TransactionalId.DLQ_REPLAY, namespace, REPLAY_INSTANCE),
         client_id="commune-bus-dlq-replay",

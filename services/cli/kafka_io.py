@@ -35,11 +35,11 @@ async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: i
     """Follow `topic` (read_committed) and `show` each record; stop after `limit` records or `idle_s` quiet seconds."""
     consumer = clients.consumer(conn, topic, client_id=CLIENT_ID, group_id=None,
                                 auto_offset_reset="earliest" if from_beginning else "latest")
-    await consumer.start()
     seen = 0
     loop = asyncio.get_running_loop()
     last = loop.time()
     try:
+        await consumer.start()  # inside: a start that fails (no broker) closes what it opened too
         while limit is None or seen < limit:
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():

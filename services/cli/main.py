@@ -16,6 +16,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from aiokafka.errors import KafkaError
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
@@ -26,6 +27,7 @@ from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common.admin import ensure_topics
 from services.gateway.batch import BodyError, check, split_body
+from services.privacy.crypto import PrivacyError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
                   pretty_exceptions_show_locals=False)  # a crash never prints erase's or publish's values
@@ -180,5 +182,25 @@ def schemas_asyncapi(
     raise typer.Exit(subprocess.call([sys.executable, "-m", "schemas.asyncapi", *(["--check"] if check else [])]))
 
 
+KAFKA_HINT = ("check --bootstrap (KAFKA_BOOTSTRAP) and the KAFKA_* credentials; on the local secure broker: "
+              "set -a; . \"$(infra/kafka/kafka.sh env operator)\"; set +a")
+PRIVACY_HINT = ("sealed records are opened with the key store: PRIVACY_KEK(_FILE) and PRIVACY_PEPPER(_FILE); `make "
+                "demo` prints its own")
+
+
+def main() -> None:
+    """The `commune-bus` command: `app`, with what an operator meets every day (no broker, no rights on a topic, no
+    keys) said in one line and an exit status, never as a traceback of the client's internals."""
+    try:
+        app()
+    except KafkaError as exc:
+        err_console.print(f"commune-bus: Kafka: {markup(type(exc).__name__)}: {markup(str(exc)[:300])} ({KAFKA_HINT})",
+                          soft_wrap=True)
+        raise SystemExit(1) from None
+    except PrivacyError as exc:
+        err_console.print(f"commune-bus: {markup(str(exc)[:300])} ({PRIVACY_HINT})", soft_wrap=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

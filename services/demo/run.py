@@ -73,8 +73,10 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
     env = {**os.environ, "KAFKA_BOOTSTRAP": os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")}
+    keys: dict[str, str] = {}
     if not PrivacySettings().configured:  # a local key pair of its own, made once: intake seals, notify opens
-        env |= privacy_keys.ensure(s.run_dir / "keys")
+        keys = privacy_keys.ensure(s.run_dir / "keys")
+        env |= keys
     try:  # on a secure broker, each process as its own principal (not as the admin running the demo)
         children = [replace(c, env=principals.environment(c.name, env, s.secrets_dir, s.namespace) | c.env)
                     for c in children]
@@ -84,7 +86,13 @@ def main() -> None:
     say("commune-bus demo is running. Where to look:")
     for child in children:
         say(f"  - {child.where}")
-    say("  - canonical events: .venv/bin/commune-bus tail commune.events.dossier")
+    if principals.secure(env) and not s.namespace:  # the CLI in another shell: the operator's credentials first
+        say(f"  - the CLI, as the operator: set -a; . {_shown(s.secrets_dir)}/operator.env; set +a")
+    if keys:  # dlq list/replay open sealed dead letters with the key store: the demo's own keys
+        say("    with the demo's keys (dlq list, dlq replay): export "
+            + " ".join(f"{name}={_shown(Path(path))}" for name, path in sorted(keys.items())))
+    say("  - canonical events: .venv/bin/commune-bus tail commune.events.dossier"
+        + (f" --namespace {s.namespace}" if s.namespace else ""))
     say(f"  - logs of every process: {_shown(s.log_dir)}/<process>.log")
     failed = ""
     try:

@@ -9,12 +9,14 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import TopicAuthorizationFailedError
 from typer.testing import CliRunner, Result
 
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER
 from services.cli import dlq, kafka_io
 from services.cli.main import app
+from services.privacy.crypto import PrivacyError
 from tests.keys_env import PRIVACY_ENV
 from tests.samples import canonical_dossier
 
@@ -129,3 +131,30 @@ def test_a_citizens_number_or_e_mail_in_a_producers_source_is_masked_unless_aske
     shown = run("dlq", "list", *as_json, "--show-personal-data")
     assert shown.exit_code == 0, shown.output
     assert "/citizens/001099012345/lan.nguyen@example.vn" in shown.output
+
+
+@pytest.mark.parametrize("failure, status, said", [
+    (TopicAuthorizationFailedError("commune.dlq.replayed"), 1,
+     "commune-bus: Kafka: TopicAuthorizationFailedError"),
+    (PrivacyError("no KEK: set PRIVACY_KEK or PRIVACY_KEK_FILE"),
+     2, "commune-bus: no KEK: set PRIVACY_KEK or PRIVACY_KEK_FILE (sealed records are opened with the key store"),
+])
+def test_no_rights_or_no_keys_is_one_line_and_an_exit_status(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str], failure: Exception,
+                                                             status: int, said: str) -> None:
+    """What an operator meets every day (a topic its principal may not read, no broker, no PRIVACY_* keys): the
+    `commune-bus` command says it in one line with what to check (before: a rich traceback of 60 lines and more)."""
+    import sys
+
+    from services.cli.main import main
+
+    async def dead_letters(*_: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(dlq, "dead_letters", dead_letters)
+    monkeypatch.setattr(sys, "argv", ["commune-bus", "dlq", "list"])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == status
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(said) and "Traceback" not in err, err
