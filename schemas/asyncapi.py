@@ -201,6 +201,11 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
+    """`python -m schemas.asyncapi [--check]`: write schemas/asyncapi.yaml, or check it is up to date (exit 1 if
+    not). Anything else is a usage error: it writes nothing (`--help` rewrote the file)."""
+    if any(arg != "--check" for arg in argv):
+        print("usage: python -m schemas.asyncapi [--check]  (write schemas/asyncapi.yaml, or check it)")
+        return 0 if argv in (["--help"], ["-h"]) else 2
     text = render()
     if "--check" in argv:
         same = COMMITTED.exists() and COMMITTED.read_text(encoding="utf-8") == text

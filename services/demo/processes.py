@@ -79,7 +79,8 @@ def plan(s: DemoSettings, python: str = sys.executable) -> list[Child]:
                            f"--web.listen-address=127.0.0.1:{s.prometheus_port}",
                            f"--storage.tsdb.path={s.state_dir / 'prometheus'}", "--log.level=warn"], {},
             {s.prometheus_port: "Prometheus"}, _url(s.prometheus_port), ready_path="/-/ready",
-            where=f"Prometheus: {_url(s.prometheus_port)} (rules: infra/prometheus/rules, alerts at /alerts)"))
+            where=f"Prometheus: {_url(s.prometheus_port)} (rules: infra/prometheus/rules, alerts at /alerts, "
+                  "/classic/alerts on Debian's build)"))
     return children
 
 

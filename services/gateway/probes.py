@@ -37,7 +37,8 @@ def router(health: Health) -> APIRouter:
         body = {"status": "ok" if health.alive else "unhealthy", **health.liveness()}
         return Response(orjson.dumps(body), status_code=200 if health.alive else 503, media_type="application/json")
 
-    @probes.get("/readyz", include_in_schema=False)
+    @probes.get("/readyz", summary="Readiness", responses={503: {"description": "The broker has not answered: send "
+                                                                  "no traffic here yet"}})
     async def readyz() -> Response:
         """200 once the broker has answered, 503 with the reason while it has not."""
         return Response(orjson.dumps(health.report()), status_code=200 if health.ready else 503,
