@@ -285,6 +285,8 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
         except (KafkaError, OSError, TimeoutError) as exc:  # refused or unanswered: an aborted transaction, retryable
             return _error(503, "broker_unavailable",
                           f"the erasure was not completed ({type(exc).__name__}); send it again", retry=True)
+        except ValueError as exc:  # refused before any key was destroyed (a placeholder's subject); names no value
+            return _error(422, "invalid_request", str(exc))
         erased = [Erased(identifier=kind, erasure_id=a.erasure_id, subject=a.subject, keys_destroyed=a.keys_destroyed)
                   for kind, a in audits]
         return ErasureBody(erasure_id=erased[0].erasure_id, subject=erased[0].subject,

@@ -124,7 +124,12 @@ def unwrap(kek: Key, wrapped: str, subject: str, key_id: str) -> bytes:
 
 
 _SEPARATORS = re.compile(r"[\s.\-]")
-_DIGIT_RUNS = re.compile(r"[0-9]+")
+_LABELLED = re.compile(
+    r"\s*(?:(?:s[ốo]\s*)?(?:cccd|cmnd|cmt|c[ăa]n\s*c[ưu][ớo]c(?:\s*c[ôo]ng\s*d[âa]n)?)(?:\s*/\s*(?:cccd|cmnd|cmt))?"
+    r"(?:\s*s[ốo])?\s*[:.#-]?\s*)?(?P<number>[0-9](?:[\s.\-]*[0-9])*)\s*(?:/\s*[^\W\d][^\d]*)?", re.IGNORECASE)
+"""A number with a label of the identity card's before it (`CCCD`, `CMND`, `Số CCCD:`, `Căn cước công dân số`) and
+an issuer after a slash (`/CA`, `/CA Tuyên Quang`), or neither. A letter that touches the number is no label: a
+Taiwanese id `A123456789` is not the CMND `123456789` (it identifies nobody)."""
 
 
 def _plain(text: str) -> str:
@@ -137,14 +142,15 @@ def _plain(text: str) -> str:
 
 def normalise_cccd(number: str) -> str:
     """The CCCD as 12 digits (9 for an old CMND), however written: spaces, dots and dashes removed, full-width digits
-    and invisible characters as `_plain` takes them, and a label or issuer around the one number the text holds left
-    out (`CCCD: 001099012345`, `001099012345/CA`). Other text keeps what is left, and identifies nobody
-    (`identifies`): a field holding two numbers, or none of 9 or 12 digits."""
-    bare = _SEPARATORS.sub("", _plain(number))
+    and invisible characters as `_plain` takes them, and the card's label before it or its issuer after a slash left
+    out (`CCCD: 001099012345`, `001099012345/CA`; `_LABELLED`). Other text keeps what is left without separators, and
+    identifies nobody (`identifies`) unless it is digits only."""
+    plain = _plain(number)
+    bare = _SEPARATORS.sub("", plain)
     if bare.isdigit():
         return bare
-    runs = _DIGIT_RUNS.findall(bare)
-    return runs[0] if len(runs) == 1 and len(runs[0]) in (9, 12) else bare
+    labelled = _LABELLED.fullmatch(plain)
+    return _SEPARATORS.sub("", labelled["number"]) if labelled else bare
 
 
 _COUNTRY_CODES = ("+84", "0084")
@@ -172,7 +178,9 @@ def legacy_phone_subjects(pepper: Pepper, phone: str) -> list[str]:
     if not (domestic.startswith("0") and domestic[1:].isdigit()):
         return []
     rest = domestic[1:]
-    return [subject_id(pepper, "phone", old) for old in (f"84{rest}", f"0084{rest}", f"00{rest}")]
+    # and before 2026-12-03 a phone written in full-width (or other Unicode) digits kept them: a subject of its own
+    unicode_form = [] if phone.isascii() else [subject_id(pepper, "phone", re.sub(r"[^\d+]", "", phone))]
+    return [subject_id(pepper, "phone", old) for old in (f"84{rest}", f"0084{rest}", f"00{rest}")] + unicode_form
 
 
 Pepper = bytes | hmac.HMAC
@@ -244,3 +252,16 @@ def identifier_subject(pepper: Pepper, kind: str, value: str) -> str:
     if kind == "phone":
         value = normalise_phone(value)
     return subject_id(pepper, kind, value.strip().lower())
+
+
+PLACEHOLDER_VALUES: Final = (*sorted(PLACEHOLDERS), "", "-", "--", "---", ".", "x", "xx", "xxx", "0",
+                              *(digit * n for digit in "0123456789" for n in (8, 9, 10, 11, 12)))
+"""What forms put in an empty identifier field, as values of any kind: before 2026-12-02 each was sealed under as a
+subject of its own, shared by every applicant who gave it (`placeholder_subjects`)."""
+
+
+def placeholder_subjects(pepper: Pepper) -> frozenset[str]:
+    """The subjects of `PLACEHOLDER_VALUES` as each kind of identifier: an erasure by subject refuses them (one would
+    shred every stranger sealed under the same placeholder; review M4)."""
+    return frozenset(identifier_subject(pepper, kind, value) for kind in ("cccd", "phone", "email", "zalo")
+                     for value in PLACEHOLDER_VALUES)

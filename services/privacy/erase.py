@@ -154,6 +154,11 @@ async def erase_applicant(conn: KafkaConnection, namespace: str, pepper: bytes,
     unusable = [kind for kind, value in identifiers if not crypto.identifies(kind, value)]
     if unusable:  # a placeholder would name everyone sealed under it, or no one
         raise ValueError(f"not an identifier of one person: {', '.join(unusable)}")
+    if any(kind == "subject" for kind, _ in identifiers):  # a placeholder's subject, named as such (as trace shows
+        shared = crypto.placeholder_subjects(pepper)  # it): every stranger sealed under it would be shredded
+        if any(kind == "subject" and value in shared for kind, value in identifiers):
+            raise ValueError("not an identifier of one person: subject (a placeholder's, shared by every applicant "
+                             "whose dossier carried it before 2026-12-02; ask the operators of the key store)")
     for kind, value in identifiers:  # every audit record checked before the first subject's keys go
         audit_record(crypto.identifier_subject(pepper, kind, value), requested_by, via)
     audits: list[tuple[str, ErasureAudit]] = []

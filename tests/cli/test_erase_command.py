@@ -102,3 +102,22 @@ def test_an_applicant_sealed_without_an_identifier_is_erased_by_its_subject(monk
         refused = CliRunner().invoke(app, ["erase", "--subject", wrong], env={**PRIVACY_ENV, "COLUMNS": "400"})
         assert refused.exit_code == 2 and "not an identifier of one person: subject" in refused.output
     assert len(broker.committed) == 1
+
+
+@pytest.mark.parametrize("kind, placeholder", [("phone", "-"), ("cccd", "000000000000"), ("zalo", "n/a"),
+                                               ("email", "")])
+def test_a_placeholders_subject_is_refused(monkeypatch: pytest.MonkeyPatch, kind: str, placeholder: str) -> None:
+    """The subject a placeholder was sealed under before 2026-12-02 (every applicant who gave it shares it; `trace`
+    shows it as any other): refused as a subject too, exit 2, nothing destroyed (review M4: it was accepted, and one
+    erasure would have shredded every stranger's copies)."""
+    from services.privacy import crypto
+    from tests.privacy.keys import PEPPER
+
+    broker = Broker({"k1"})
+    broker.install(monkeypatch)
+    shared = crypto.identifier_subject(PEPPER, kind, placeholder)
+    result = CliRunner().invoke(app, ["erase", "--stdin"], input=f"subject={shared}\n",
+                                env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert "a placeholder's, shared by every applicant" in " ".join(result.output.split())
+    assert broker.committed == []

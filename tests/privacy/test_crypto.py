@@ -135,15 +135,22 @@ def test_a_cccd_written_with_a_label_or_in_full_width_has_the_subject_of_its_dig
 
 
 @pytest.mark.parametrize("text", ["12 001099012345", "001099012345 / 079203004567", "CCCD", "0010990123",
+                                  "A123456789", "123456789A", "X001099012345", "001099012345/12",
                                   "\u0660\u0660\u0661\u0660\u0669\u0669\u0660\u0661\u0662\u0663\u0664\u0665"])
 def test_a_cccd_field_without_exactly_one_number_of_9_or_12_digits_identifies_nobody(text: str) -> None:
-    """Two numbers, a number of another length, none, or digits of another script: no guess is made."""
+    """Two numbers, a number of another length, none, digits of another script, or a letter touching the number (a
+    Taiwanese id `A123456789` is not the CMND `123456789`; review M3): no guess is made."""
     assert not crypto.identifies("cccd", text)
 
 
 def test_a_phone_in_full_width_digits_has_the_subject_of_its_digits() -> None:
+    """And the subject its copies were sealed under before, when its digits were kept as written, is erased with it
+    (review L1: no spelling reached those any more)."""
     full = "".join(chr(ord(d) + 0xFEE0) for d in "0912345678")
     assert crypto.normalise_phone(full) == crypto.normalise_phone("09\u200b12 345 678") == "0912345678"
+    pepper = b"pepper-0123456789"
+    assert crypto.subject_id(pepper, "phone", full) in crypto.legacy_phone_subjects(pepper, full)
+    assert crypto.subject_id(pepper, "phone", full) not in crypto.legacy_phone_subjects(pepper, "0912345678")
 
 
 def test_a_subject_names_itself_and_only_an_applicants() -> None:
