@@ -103,6 +103,8 @@ class MetricsWorker:
         self._probe_tp = TopicPartition(self.names.changelog, 0)
         self.restoring: asyncio.Task[None] | None = None
         """The restore of the partitions last assigned, while it runs (`_Rebalance`)."""
+        self.stopping = False
+        """The run is ending: an assignment the consumer's stop still completes starts no restore."""
 
     async def stop_restoring(self) -> None:
         """Cancel a restore under way and wait for its end (its partitions are going, or the run is ending)."""
@@ -123,6 +125,7 @@ class MetricsWorker:
     async def run(self, supervisor: Supervisor) -> None:
         """Start the clients and consume until `supervisor.stop`; however the run ends, stop exporting first."""
         self._supervisor = supervisor
+        self.stopping = False
         self.readiness = Readiness(supervisor.health)
         self._stalls = StallWatch(self.settings.stall_limit_s)
         background: list[asyncio.Task[None]] = []
@@ -167,6 +170,7 @@ class MetricsWorker:
         """Stop exporting at once (a restarting worker must not serve stale figures), settle a while, close the
         clients."""
         assert self.readiness is not None
+        self.stopping = True  # first: a join the consumer's stop completes assigns partitions, and restores nothing
         self.readiness.not_owning("stopping")
         await self.stop_restoring()
         self.ownership.revoke()
@@ -179,6 +183,7 @@ class MetricsWorker:
                 with suppress(asyncio.CancelledError):  # the run ends under us (a task failed): close the writers too
                     await closing.close_within("metrics", "consumer", self.consumer.stop, CLOSE_TIMEOUT_S)
             self.consumer = None
+            await self.stop_restoring()  # one started meanwhile all the same (review M2), before the states go
             await self.ownership.close_all()
             log.info("metrics.stopped")
 
@@ -202,6 +207,8 @@ class MetricsWorker:
         self._stalls.check()
         changes, offsets = self.ownership.apply(batch, self.clock())
         self._stalls.check()
+        if not offsets:  # nothing of it is ours now (fetched before a rebalance): nothing to write, nothing to commit
+            return  # (aiokafka refuses to commit no offsets: ValueError, which would end the process; review M1)
         await self.settle()  # the previous batch's commit first: offsets are committed in order
         self._settling = self._supervisor.spawn("commit", self._commit_after(changes, offsets, started))
 
@@ -367,10 +374,17 @@ class _Rebalance(RebalanceListener):
         assert consumer is not None
         consumer.pause(*partitions)  # before any await: nothing of them is fetched until their states are restored
         await self.worker.stop_restoring()
-        self.worker.restoring = self.supervisor.spawn("restore", self._restore(consumer, set(partitions)))
+        if self.worker.stopping:  # the consumer's stop completing a join: the run is ending, nothing is restored
+            return
+        try:
+            self.worker.restoring = self.supervisor.spawn("restore", self._restore(consumer, set(partitions)))
+        except RuntimeError:  # the run's task group is ending (a task failed): nothing is restored, nothing failed
+            return
 
     async def _restore(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         async with self.worker.lock:
+            if self.worker.stopping:
+                return
             await self.worker.ownership.assign(partitions)
             consumer.resume(*partitions)
             self.readiness.owning(f"{len(self.worker.ownership.owned)} partitions assigned and restored")
