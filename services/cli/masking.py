@@ -13,6 +13,7 @@ nobody, the rule intake keeps dead letters' clear headers by, and otherwise only
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -87,15 +88,21 @@ def personal_numbers_masked(text: str) -> str:
     return PERSONAL_NUMBER.sub(lambda m: mask_phone(m.group()), EMAIL.sub(lambda m: mask_email(m.group()), text))
 
 
-LONG_NUMBER = re.compile(r"[0-9]{9,}")
-"""Nine digits or more in a row, no separator between them: a CCCD, a phone or a CMND as ids and URIs hold one
-(`/citizens/001099012345`, `hs-0912345678`), never a dossier code's groups (`TL-251203-7701`)."""
+_G = r"[ .\-]"
+LONG_NUMBER = re.compile(rf"\+?[0-9]{{9,}}|[0-9]{{3}}{_G}[0-9]{{3}}{_G}[0-9]{{3}}(?:{_G}[0-9]{{3}})?"
+                         rf"|[0-9]{{4}}{_G}[0-9]{{3}}{_G}[0-9]{{3}}|[0-9]{{3}}{_G}[0-9]{{3}}{_G}[0-9]{{4}}"
+                         rf"|\+84{_G}?[0-9]{{2,3}}{_G}?[0-9]{{3}}{_G}?[0-9]{{3,4}}")
+"""A CCCD, a phone or a CMND as ids and URIs hold one: nine digits or more in a row (`/citizens/001099012345`,
+`hs-0912345678`), or grouped as such numbers are written (`001-099-012-345`, `0912.345.678`, `+84 912 345 678`);
+never a dossier code's groups (`TL-251203-7701`, `000.00.12.H56-241015-0003`) nor a date."""
 
 
 def names_masked(text: str) -> str:
-    """A name a producer chose (a source, an event id, a subject) with each `LONG_NUMBER` and e-mail address masked:
-    what `trace` and `dlq list` show of one. Unlike a value's free text (`personal_numbers_masked`), grouped digits
-    stay, so dossier codes and dates read as they are."""
+    """A name a producer chose (a source, an event id, a subject) with each `LONG_NUMBER` and e-mail address masked,
+    full-width digits read as digits: what `trace` and `dlq list` show of one. Unlike a value's free text
+    (`personal_numbers_masked`), other digit groups stay, so dossier codes and dates read as they are."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
     return LONG_NUMBER.sub(lambda m: mask_phone(m.group()), EMAIL.sub(lambda m: mask_email(m.group()), text))
 
 
