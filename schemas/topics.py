@@ -24,7 +24,8 @@ DEAD_LETTER_HEADROOM = 32 * 1024
 (nonce, tag, its key and headers packed in) plus intake's `dlq.*` headers, about 400 bytes more than the record. With
 the same limit as the raw topic, a raw record within those bytes of it was accepted there, its dead letter refused,
 and the transaction holding it aborted run after run: the worker stopped for good (runtime audit finding 2). Within
-the producers' `max_request_size` (`MAX_RECORD_BYTES` + 64 KiB)."""
+the producers' `max_request_size` (`MAX_RECORD_BYTES` + 64 KiB). A record that would pass it all the same (thousands
+of headers, a value compressed by its producer) is dead-lettered without them (`intake.validate.DEAD_LETTER_BYTES`)."""
 
 
 class Kind(StrEnum):

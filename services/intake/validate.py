@@ -25,7 +25,16 @@ from aiokafka import ConsumerRecord, TopicPartition
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, TopicSpec, scoped
+from schemas.topics import (
+    CANONICAL,
+    DEAD_LETTER_HEADROOM,
+    DLQ_INTAKE,
+    INTAKE_DEDUP,
+    MAX_RECORD_BYTES,
+    RAW,
+    TopicSpec,
+    scoped,
+)
 from services.common.partitioner import partition_for
 from services.intake.decide import Decider, SourcePolicy, allow_all
 from services.intake.dedup import SeenByPartition, changelog_record, published_key
@@ -47,6 +56,17 @@ own work saturated the core)."""
 HEADER_ROOM = 64 * 1024
 """A canonical value this far below the limit cannot cross it with its headers (bounded event attributes): the exact
 size is only added up for larger ones."""
+DEAD_LETTER_BYTES = MAX_RECORD_BYTES + DEAD_LETTER_HEADROOM - 1024
+"""What one dead letter may hold, key, value and headers with their lengths, below `DLQ_INTAKE`'s limit (the rest is
+the batch's own bytes). A raw record under the raw topics' limit can still pass it as a dead letter: thousands of
+headers, each packed with its lengths and sealed, or a value its producer compressed (the broker limits the compressed
+batch; a sealed value does not compress). Such a dead letter keeps less (`bounded_dead_letter`): refused, it aborted
+every transaction holding it, run after run (review M5)."""
+
+
+def _dead_letter_bytes(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> int:
+    """At least the bytes a record of these takes in a batch (each header's two lengths at most 10 bytes)."""
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") + 10 for k, v in headers) + 64
 
 
 @dataclass(frozen=True)
@@ -146,13 +166,7 @@ class Validation:
                     reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,
                     message=f"the canonical event would exceed {self.max_canonical_bytes} bytes",
                     source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
-            if privacy is None:
-                out.dead_letter(self.topics.dlq, rec.value, rec.key, rec.headers, decision)
-            else:  # the original record sealed whole (the applicant's key, or the day's), ADR 0015 and 0026
-                sealed, keys = privacy.seal_dead_letter(rec.key, rec.value, rec.headers, decision)
-                for topic, key, key_value in keys:
-                    out.record(topic, key, key_value)
-                out.dead_letter(self.topics.dlq, sealed.value, sealed.key, sealed.headers, decision)
+            self._dead_letter(out, privacy, rec, decision)
             out.outcomes[(family, decision.reason)] += 1
             log.info("record.rejected", reason=decision.reason.value, field=decision.field, family=family.value,
                      topic=tp.topic, partition=tp.partition, offset=rec.offset)
@@ -160,6 +174,34 @@ class Validation:
             out.outcomes[(family, None)] += len(published)
             key, value = changelog_record(family.value, tp.partition, records[0].offset, published, self.now_ms)
             out.changelog(self.topics.changelog, tp.partition, key, value)
+
+
+    def _dead_letter(self, out: TransactionOutputs, privacy: IntakePrivacy | None, rec: ConsumerRecord[bytes, bytes],
+                     decision: DeadLetterContext) -> None:
+        """The record as a dead letter: whole (sealed, ADR 0015 and 0026) when that fits `DEAD_LETTER_BYTES`; else
+        without the record's headers; else without the record (its reason, its place and its size say what it was)."""
+        headers: list[tuple[str, bytes]] = list(rec.headers)
+        value = rec.value
+        for dropped in (None, "its headers", "the record"):
+            if dropped == "its headers":
+                headers = []
+            elif dropped == "the record":
+                value = None
+            context = decision if dropped is None else decision.model_copy(update={"message": (
+                f"{decision.message}; {dropped} left out of this dead letter: a {len(rec.value or b'')}-byte value "
+                f"and {len(rec.headers)} headers would pass the dead-letter topic's limit")})
+            if privacy is None:
+                letter: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]] = (value, rec.key, headers)
+                keys: list[tuple[str, bytes, bytes]] = []
+            else:  # the original record sealed whole (the applicant's key, or the day's)
+                sealed, keys = privacy.seal_dead_letter(rec.key, value, headers, context)
+                letter = (sealed.value, sealed.key, list(sealed.headers))
+            if dropped == "the record" or _dead_letter_bytes(letter[1], letter[0],
+                                                             [*letter[2], *context.headers()]) <= DEAD_LETTER_BYTES:
+                break
+        for topic, key, key_value in keys:
+            out.record(topic, key, key_value)
+        out.dead_letter(self.topics.dlq, letter[0], letter[1], letter[2], context)
 
 
 def _rerouted(headers: Sequence[tuple[str, bytes]]) -> bool:

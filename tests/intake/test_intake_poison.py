@@ -42,6 +42,9 @@ POISON: list[tuple[str, bytes | None, list[tuple[str, bytes]], Reason, str]] = [
     # DLQ with the raw topic's limit, it aborted every transaction holding it, run after run (runtime audit finding 2)
     ("a record at the raw topic's limit", b'"' + b"x" * (MAX_RECORD_BYTES - 400) + b'"', HDR,
      Reason.PAYLOAD_TOO_LARGE, "(record)"),
+    # 12,000 headers: packed and sealed, each costs more than in the raw batch, past any fixed headroom (review M5)
+    ("12,000 headers at the raw topic's limit", b'"' + b"x" * (MAX_RECORD_BYTES - 12_000 * 20 - 2_000) + b'"',
+     [*HDR, *[("ce_specversion", b"1.0")] * 12_000], Reason.PAYLOAD_TOO_LARGE, "(record)"),
 ]
 
 
