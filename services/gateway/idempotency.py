@@ -1,8 +1,9 @@
 """`Idempotency-Key` and signature nonces as claims (`services.gateway.claims`): what is claimed, and how a
 request is recognised as the same one.
 
-Keys are scoped by source: `idem:<source id>:<SHA-256 of the key>` (the key is the integrator's text, which may
-hold a dossier code or worse: it is not kept in clear on the claims topic for its 48 hours). A retry is the same
+Keys are scoped by source: `idem:<source id>:<SHA-256 of the key>` (the key is the integrator's text: it is not kept
+in clear on the claims topic for its 48 hours, but a key of little entropy, a dossier code or a phone, can be found
+again by hashing every candidate; integrators are told to send random keys, docs/integrators.md). A retry is the same
 request when its method, path, query, commune header, content type and body are the same (`fingerprint`; the
 signature and its timestamp are not part of it: a retry is signed afresh). Nonces are
 `nonce:<source id>:<signature>`, held for the signature's validity window, so a signature is accepted once, on
