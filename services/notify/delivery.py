@@ -176,11 +176,7 @@ class Dispatcher:
             return
         await self.gate.enter()
         try:
-            # opened again inside the gate: an erasure read while the call waited out a rebalance stops it there
-            # (the first open read the keys in: this one does no I/O, and no await falls between the ownership
-            # checks and the provider call)
-            if (clear := await self._opened(job)) is not None:
-                await self._attempt_fenced(lane, job, clear)
+            await self._attempt_fenced(lane, job)
         finally:
             self.gate.leave()
 
@@ -217,10 +213,12 @@ class Dispatcher:
                  commune=r.commune, trace_id=trace_id(r))
         self._finish(job)
 
-    async def _attempt_fenced(self, lane: Lane, job: Job, clear: NotificationRequest) -> None:
+    async def _attempt_fenced(self, lane: Lane, job: Job) -> None:
         """One attempt inside the gate: no await between the ownership checks and the provider call.
 
-        `clear` is the request with its contacts opened: it goes to the provider and nowhere else.
+        The contacts are opened again here, once the request is known to be this worker's: an erasure read while
+        the call waited out a rebalance stops it (the first open, before the gate, read the keys in: this one does
+        no I/O, so it suspends nothing). The clear request goes to the provider and nowhere else.
         """
         r = job.request
         job.claims = [c for c in job.claims if c.source is None or self.holds(c.source)]
@@ -229,6 +227,8 @@ class Dispatcher:
             return
         if self._is_done(r):  # another worker finished it meanwhile
             self._finish(job)
+            return
+        if (clear := await self._opened(job)) is None:  # erased meanwhile (done), or otherwise dealt with
             return
         if self._expired(r, self.clock()):  # queued, retried or deferred past its expiry
             await self._expire(r, job.attempt)

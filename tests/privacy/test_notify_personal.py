@@ -170,6 +170,33 @@ async def test_an_erasure_read_while_the_call_waits_out_a_rebalance_stops_it() -
     assert [m.json()["outcome"] for m in producer.to("t.status")] == ["erased"]
 
 
+async def test_an_erasure_read_at_the_gate_of_a_partition_gone_meanwhile_writes_nothing() -> None:
+    """The same, and the request's partition went to another worker during that rebalance: this worker writes no
+    status and no ledger entry (the new owner does; review: the erasure was recorded before the ownership check)."""
+    ring, producer, tasks, channel, done = keyring(), FakeProducer(), Tasks(), FakeChannel(), Calls()
+    request = applicant_request(ring, "e-gone")
+    assert request.recipient.sealed is not None
+    phone = request.recipient.sealed["phone"]
+    dispatcher = Dispatcher({ChannelKind.SMS: channel}, Ledger("t.ledger", producer), producer,
+                            Outputs(status="t.status", dlq="t.dlq"), spawn=tasks, backoff=Backoff(),
+                            quiet=QuietHours(NOW.time(), NOW.time()), rates={"sms": 1000.0}, segment_limit=3,
+                            routine_workers=1, emergency_workers=1, clock=FixedClock(NOW),
+                            opener=Opener(directory(), ring))
+    dispatcher.gate = gate = _Rebalancing()
+    dispatcher.start()
+    try:
+        await dispatcher.submit(request, done, source="partition-3")
+        await asyncio.wait_for(gate.waiting.wait(), 5)
+        ring.apply(f"{phone.subject}/{phone.key_id}".encode(), None)
+        dispatcher.holds = lambda source: False  # revoked in that rebalance
+        gate.settled.set()
+        await eventually_async(lambda: not dispatcher._inflight, timeout=5, interval=0.005, what="the job dropped")
+    finally:
+        await dispatcher.stop()
+    assert channel.attempted == [] and tasks.failures() == []
+    assert producer.to("t.status") == [] and producer.to("t.ledger") == []
+
+
 class _Lagging:
     """A key store's consumer whose follower never gets past its end offsets (a partial outage)."""
 
