@@ -144,37 +144,11 @@ class _Rebalancing:
         pass
 
 
-async def test_an_erasure_read_while_the_call_waits_out_a_rebalance_stops_it() -> None:
-    """The contacts are opened, the call waits at the gate (a rebalance), the erasure's tombstone is read meanwhile:
-    no provider call, outcome erased (before: the phone opened before the erasure was texted, status `sent`)."""
+async def erased_at_the_gate(event_id: str, revoked: bool) -> tuple[FakeChannel, FakeProducer, Tasks]:
+    """A request whose contacts were opened waits at the gate (a rebalance); the erasure's tombstone is read
+    meanwhile and, if `revoked`, the request's partition goes to another worker; then the rebalance ends."""
     ring, producer, tasks, channel, done = keyring(), FakeProducer(), Tasks(), FakeChannel(), Calls()
-    request = applicant_request(ring, "e-race")
-    assert request.recipient.sealed is not None
-    phone = request.recipient.sealed["phone"]
-    dispatcher = Dispatcher({ChannelKind.SMS: channel}, Ledger("t.ledger", producer), producer,
-                            Outputs(status="t.status", dlq="t.dlq"), spawn=tasks, backoff=Backoff(),
-                            quiet=QuietHours(NOW.time(), NOW.time()), rates={"sms": 1000.0}, segment_limit=3,
-                            routine_workers=1, emergency_workers=1, clock=FixedClock(NOW),
-                            opener=Opener(directory(), ring))
-    dispatcher.gate = gate = _Rebalancing()
-    dispatcher.start()
-    try:
-        await dispatcher.submit(request, done)
-        await asyncio.wait_for(gate.waiting.wait(), 5)
-        ring.apply(f"{phone.subject}/{phone.key_id}".encode(), None)  # the erasure, read while the call waits
-        gate.settled.set()
-        await eventually_async(lambda: done.count == 1, timeout=5, interval=0.005, what="the input released")
-    finally:
-        await dispatcher.stop()
-    assert channel.attempted == [] and tasks.failures() == []
-    assert [m.json()["outcome"] for m in producer.to("t.status")] == ["erased"]
-
-
-async def test_an_erasure_read_at_the_gate_of_a_partition_gone_meanwhile_writes_nothing() -> None:
-    """The same, and the request's partition went to another worker during that rebalance: this worker writes no
-    status and no ledger entry (the new owner does; review: the erasure was recorded before the ownership check)."""
-    ring, producer, tasks, channel, done = keyring(), FakeProducer(), Tasks(), FakeChannel(), Calls()
-    request = applicant_request(ring, "e-gone")
+    request = applicant_request(ring, event_id)
     assert request.recipient.sealed is not None
     phone = request.recipient.sealed["phone"]
     dispatcher = Dispatcher({ChannelKind.SMS: channel}, Ledger("t.ledger", producer), producer,
@@ -187,12 +161,28 @@ async def test_an_erasure_read_at_the_gate_of_a_partition_gone_meanwhile_writes_
     try:
         await dispatcher.submit(request, done, source="partition-3")
         await asyncio.wait_for(gate.waiting.wait(), 5)
-        ring.apply(f"{phone.subject}/{phone.key_id}".encode(), None)
-        dispatcher.holds = lambda source: False  # revoked in that rebalance
+        ring.apply(f"{phone.subject}/{phone.key_id}".encode(), None)  # the erasure, read while the call waits
+        if revoked:
+            dispatcher.holds = lambda source: False
         gate.settled.set()
-        await eventually_async(lambda: not dispatcher._inflight, timeout=5, interval=0.005, what="the job dropped")
+        await eventually_async(lambda: not dispatcher._inflight, timeout=5, interval=0.005, what="the job ended")
     finally:
         await dispatcher.stop()
+    return channel, producer, tasks
+
+
+async def test_an_erasure_read_while_the_call_waits_out_a_rebalance_stops_it() -> None:
+    """The contacts are opened, the call waits at the gate (a rebalance), the erasure's tombstone is read meanwhile:
+    no provider call, outcome erased (before: the phone opened before the erasure was texted, status `sent`)."""
+    channel, producer, tasks = await erased_at_the_gate("e-race", revoked=False)
+    assert channel.attempted == [] and tasks.failures() == []
+    assert [m.json()["outcome"] for m in producer.to("t.status")] == ["erased"]
+
+
+async def test_an_erasure_read_at_the_gate_of_a_partition_gone_meanwhile_writes_nothing() -> None:
+    """The same, and the request's partition went to another worker during that rebalance: this worker writes no
+    status and no ledger entry (the new owner does; review: the erasure was recorded before the ownership check)."""
+    channel, producer, tasks = await erased_at_the_gate("e-gone", revoked=True)
     assert channel.attempted == [] and tasks.failures() == []
     assert producer.to("t.status") == [] and producer.to("t.ledger") == []
 
