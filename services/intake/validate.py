@@ -59,9 +59,9 @@ size is only added up for larger ones."""
 DEAD_LETTER_BYTES = MAX_RECORD_BYTES + DEAD_LETTER_HEADROOM - 1024
 """What one dead letter may hold, key, value and headers with their lengths, below `DLQ_INTAKE`'s limit (the rest is
 the batch's own bytes). A raw record under the raw topics' limit can still pass it as a dead letter: thousands of
-headers, each packed with its lengths and sealed, or a value its producer compressed (the broker limits the compressed
-batch; a sealed value does not compress). Such a dead letter keeps less (`bounded_dead_letter`): refused, it aborted
-every transaction holding it, run after run (review M5)."""
+headers, each packed with its lengths and sealed, or a value its producer compressed (the broker limits the
+compressed batch; a sealed value does not compress). Such a dead letter keeps less (`Validation._dead_letter`):
+refused, it aborted every transaction holding it, run after run (review M5)."""
 
 
 def _dead_letter_bytes(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> int:
@@ -174,7 +174,6 @@ class Validation:
             out.outcomes[(family, None)] += len(published)
             key, value = changelog_record(family.value, tp.partition, records[0].offset, published, self.now_ms)
             out.changelog(self.topics.changelog, tp.partition, key, value)
-
 
     def _dead_letter(self, out: TransactionOutputs, privacy: IntakePrivacy | None, rec: ConsumerRecord[bytes, bytes],
                      decision: DeadLetterContext) -> None:
