@@ -10,6 +10,7 @@ named by `GATEWAY_INSTANCE_ID`, so a restarted instance fences its predecessor; 
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 import socket
 import ssl
@@ -23,18 +24,22 @@ from fastapi import FastAPI
 from schemas.topics import GATEWAY_CLAIMS, TransactionalId, scoped, transactional_id
 from services.common import closing, runtime
 from services.common.health import Health
+from services.common.refused import settings_checked
 from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
 from services.gateway.connections import ConnectionLimits, abort_handshakes, guarded, guarded_tls
 from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings, KeysFileError, load_credentials
+from services.gateway.sparse import SparseRecords
 from services.sources.registry import load_registry
 
 SERVICE = "gateway"
 FILES_BESIDES_CONNECTIONS = 100
 """Open files the gateway needs besides its HTTP connections: Kafka clients' sockets, the listener, logs, a margin."""
 log = structlog.get_logger("gateway")
+UVICORN_LOGGED = SparseRecords()
+"""uvicorn's warnings, one per kind every `sparse.EVERY_S` at most: any peer can cause one per connection."""
 
 
 class _Server(uvicorn.Server):
@@ -59,6 +64,7 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
     protocol = guarded(limits) if settings.tls_certfile is None else guarded_tls(limits, tls_context(settings))
     # log_config=None: uvicorn installs no handlers of its own (its default prints tracebacks with the exception's
     # message); its loggers propagate to the root's, which `services.common.logging.configure` renders
+    logging.getLogger("uvicorn.error").addFilter(UVICORN_LOGGED)  # (once: a filter already there is not added again)
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                           log_config=None,
                           http=protocol, timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
@@ -111,7 +117,8 @@ def stop_budget_s(settings: GatewaySettings) -> float:
 
 
 def main() -> None:
-    settings = GatewaySettings()
+    with settings_checked(SERVICE):
+        settings = GatewaySettings()
     health = Health(SERVICE)
     publisher = KafkaPublisher(settings, transactional_id(TransactionalId.GATEWAY, settings.namespace,
                                                           settings.instance_id), settings.kafka_timeout_s,

@@ -42,10 +42,14 @@ from services.gateway.ingest import Publish, Refused, plan, rejected_counts
 from services.gateway.publisher import BrokerUnavailable, Publisher
 from services.gateway.ratelimit import InFlight, RateLimiter
 from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.sparse import Sparse
 from services.gateway.telemetry import ANSWERS, EVENTS, REFUSED
 from services.sources.registry import Source, SourceRegistry
 
 log = structlog.get_logger("gateway")
+UNAUTHENTICATED_LOGGED = Sparse()
+"""One `gateway.unauthenticated` line per reason every `sparse.EVERY_S` at most (all counted in
+`commune_gateway_refused_total`): a wrong key or a stale signature costs its sender nothing."""
 
 INLINE_CHECK_BYTES = 256 * 1024
 """Bodies up to this size are checked on the event loop; larger ones in a worker thread."""
@@ -105,7 +109,8 @@ class Gateway:
 
     def unauthenticated(self, why: str) -> JSONResponse:
         REFUSED.labels("unauthenticated").inc()
-        log.info("gateway.unauthenticated", why=why)
+        if (refused := UNAUTHENTICATED_LOGGED.due(why)) is not None:  # `why` is one of auth.py's fixed reasons
+            log.info("gateway.unauthenticated", why=why, refused_since_last=refused)
         return self.answer(401, api.error("unauthenticated", why))
 
     def limited(self, source: str) -> JSONResponse | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -37,6 +36,7 @@ from services.cli.trace import SINCE_HELP, since_ms, trace_timeline
 from services.common.settings import KafkaConnection
 from services.gateway.api import ErrorBody, error
 from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, KeysFileError, keys_file
+from services.gateway.sparse import Sparse
 from services.gateway.telemetry import OPERATOR_KEYS_REFUSED, TRACES
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
@@ -150,25 +150,19 @@ def operator_of(keys: dict[str, SecretStr], given: str | None) -> str | None:
     return found
 
 
-REFUSED_LOG_EVERY_S = 10.0
-"""At most one `operator.refused` line per endpoint and kind this often (the refusals between counted in it): a
-refusal costs its sender nothing, and must not flood the log."""
-_refusals_logged: dict[tuple[str, str], tuple[float, int]] = {}
+REFUSALS_LOGGED = Sparse()
+"""At most one `operator.refused` line per endpoint and kind every `sparse.EVERY_S` (the refusals between counted in
+it): a refusal costs its sender nothing, and must not flood the log."""
 
 
 def _refused(request: Request, endpoint: Endpoint, given: str | None) -> JSONResponse:
-    """401, counted, and logged at most every `REFUSED_LOG_EVERY_S`: which endpoint, whether a key was sent, the
-    peer address, how many were refused since the last line; never the key."""
+    """401, counted, and logged sparingly (`REFUSALS_LOGGED`): which endpoint, whether a key was sent, the peer
+    address, how many were refused since the last line; never the key."""
     key = "wrong" if given else "missing"
     OPERATOR_KEYS_REFUSED.labels(endpoint, key).inc()
-    now = time.monotonic()
-    logged_at, unlogged = _refusals_logged.get((endpoint, key), (-REFUSED_LOG_EVERY_S, 0))
-    if now - logged_at >= REFUSED_LOG_EVERY_S:
+    if (refused := REFUSALS_LOGGED.due((endpoint, key))) is not None:
         log.warning("operator.refused", endpoint=endpoint, key=key, peer=request.client.host if request.client else "",
-                    refused_since_last=unlogged + 1)
-        _refusals_logged[(endpoint, key)] = (now, 0)
-    else:
-        _refusals_logged[(endpoint, key)] = (logged_at, unlogged + 1)
+                    refused_since_last=refused)
     return _error(401, "unauthenticated", "an operator key is required (X-Operator-Key)")
 
 

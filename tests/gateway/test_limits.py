@@ -12,11 +12,14 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from services.gateway import handler
 from services.gateway.batch import MAX_ERRORS
 from services.gateway.handler import INLINE_CHECK_BYTES
 from services.gateway.settings import GatewaySettings
+from services.gateway.sparse import EVERY_S, Sparse
+from services.gateway.telemetry import REFUSED
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES, MAX_PROBLEMS
 from services.intake.settings import IntakeSettings
 from tests.gateway.asgi import API_KEY, Body, Recording, app, call
@@ -165,3 +168,23 @@ async def test_large_bodies_are_checked_one_at_a_time(monkeypatch: pytest.Monkey
     answers = await asyncio.gather(*(call(gateway, KEY, Body(size=len(body), chunks=1, data=body)) for _ in range(4)))
     assert [a.status for a in answers] == [202] * 4
     assert most == handler.CHECK_THREADS == 1
+
+
+async def test_a_flood_of_refused_credentials_is_counted_whole_and_logged_sparingly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 requests with a wrong API key: each a 401 and counted, one `gateway.unauthenticated` line (audit: a line
+    each, 133-172 bytes, at whatever rate anyone cares to send them); once `sparse.EVERY_S` has passed, the next
+    line says how many it stands for."""
+    now = [1000.0]
+    monkeypatch.setattr(handler, "UNAUTHENTICATED_LOGGED", Sparse(clock=lambda: now[0]))
+    refused = REFUSED.labels("unauthenticated")._value.get()
+    application = app()
+    with capture_logs() as logs:
+        for _ in range(300):
+            assert (await call(application, [(b"x-api-key", b"wrong")], b"{}")).status == 401
+        now[0] += EVERY_S
+        assert (await call(application, [(b"x-api-key", b"wrong")], b"{}")).status == 401
+    assert REFUSED.labels("unauthenticated")._value.get() - refused == 301
+    lines = [e for e in logs if e["event"] == "gateway.unauthenticated"]
+    assert [(e["why"], e["refused_since_last"]) for e in lines] == [("the API key is not valid", 1),
+                                                                    ("the API key is not valid", 300)]

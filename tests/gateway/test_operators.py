@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from services.cli.trace import Timeline
 from services.common.settings import KafkaConnection
 from services.gateway import operators
+from services.gateway.sparse import EVERY_S, Sparse
 from tests.gateway.asgi import app
 from tests.waiting import eventually_async
 
@@ -155,7 +156,7 @@ def test_a_refused_operator_key_is_logged_and_counted(client: TestClient) -> Non
     """A wrong or missing X-Operator-Key: 401, counted by endpoint and key (wrong, missing) and logged with the peer
     address, never the key sent. Before: a 401, neither logged nor counted."""
     guess = "guessed-key-0123456789"
-    operators._refusals_logged.clear()  # another test's refusals within the last seconds would hold the lines back
+    operators.REFUSALS_LOGGED.clear()  # another test's refusals within the last seconds would hold the lines back
     before = {(e, k): refusals(e, k) for e in ("trace", "erasures") for k in ("wrong", "missing")}
     with capture_logs() as logs:
         assert client.get("/v1/trace/TL-1", headers={"X-Operator-Key": guess}).status_code == 401
@@ -171,18 +172,19 @@ def test_a_refused_operator_key_is_logged_and_counted(client: TestClient) -> Non
     assert guess not in repr(logs)
 
 
-def test_a_flood_of_refused_keys_is_counted_whole_and_logged_sparingly(client: TestClient) -> None:
+def test_a_flood_of_refused_keys_is_counted_whole_and_logged_sparingly(client: TestClient,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """200 wrong keys in a row: all counted, one log line (review: one line each, a free way to flood the log);
-    the next line, once `REFUSED_LOG_EVERY_S` has passed, says how many were refused since the last."""
-    operators._refusals_logged.clear()
+    the next line, once `sparse.EVERY_S` has passed, says how many were refused since the last."""
+    now = [1000.0]
+    monkeypatch.setattr(operators, "REFUSALS_LOGGED", Sparse(clock=lambda: now[0]))
     before = refusals("trace", "wrong")
     with capture_logs() as logs:
         for _ in range(200):
             assert client.get("/v1/trace/TL-1", headers={"X-Operator-Key": "wrong-key-0123456789"}).status_code == 401
     assert refusals("trace", "wrong") - before == 200
     assert [e["refused_since_last"] for e in logs if e["event"] == "operator.refused"] == [1]
-    logged_at, unlogged = operators._refusals_logged[("trace", "wrong")]
-    operators._refusals_logged[("trace", "wrong")] = (logged_at - operators.REFUSED_LOG_EVERY_S, unlogged)
+    now[0] += EVERY_S
     with capture_logs() as logs:
         assert client.get("/v1/trace/TL-1", headers={"X-Operator-Key": "wrong-key-0123456789"}).status_code == 401
     assert [e["refused_since_last"] for e in logs if e["event"] == "operator.refused"] == [200]
