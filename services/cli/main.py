@@ -26,6 +26,7 @@ from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPe
 from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common.admin import ensure_topics
+from services.common.refused import settings_checked
 from services.gateway.batch import BodyError, check, split_body
 from services.privacy.crypto import PrivacyError
 
@@ -192,7 +193,8 @@ def main() -> None:
     """The `commune-bus` command: `app`, with what an operator meets every day (no broker, no rights on a topic, no
     keys) said in one line and an exit status, never as a traceback of the client's internals."""
     try:
-        app()
+        with settings_checked("commune-bus"):
+            app()
     except KafkaError as exc:
         err_console.print(f"commune-bus: Kafka: {markup(type(exc).__name__)}: {markup(str(exc)[:300])} ({KAFKA_HINT})",
                           soft_wrap=True)

@@ -214,9 +214,12 @@ def main(argv: list[str] | None = None) -> None:
         import asyncio
 
         from services.common.acls_apply import apply
+        from services.common.refused import settings_checked
         from services.common.settings import KafkaConnection
 
-        asyncio.run(apply(KafkaConnection(), rows, principals(registry), args.secrets, args.namespace))
+        with settings_checked("acls"):
+            conn = KafkaConnection()
+        asyncio.run(apply(conn, rows, principals(registry), args.secrets, args.namespace))
 
 
 if __name__ == "__main__":

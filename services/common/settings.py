@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.stall import stall_limit_s
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 def _kafka(name: str, default: Any, description: str) -> Any:
@@ -78,7 +79,7 @@ class ServiceSettings(KafkaConnection):
     model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
     namespace: str = Field(default="", description="Topic and group prefix; empty in production, unique per test run")
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
+    log_level: LogLevel = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR, CRITICAL (any case)")
     http_host: str = Field(default="127.0.0.1",
                            description="Address of /metrics, /healthz, /readyz (0.0.0.0 in a container)")
     http_port: int = Field(default=0, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = no server")
@@ -86,6 +87,12 @@ class ServiceSettings(KafkaConnection):
         default=25.0, gt=0, description="After a stop signal the worker has this long to finish what it holds; then "
         "the process exits as if killed (what it held is redone by its successor, as after SIGKILL), and so does a "
         "second signal at once. 25 s: inside Kubernetes' default grace period of 30 s")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        """`debug` is `DEBUG`; anything else unknown is refused at start (it was a `KeyError` traceback)."""
+        return value.strip().upper() if isinstance(value, str) else value
 
 
 class ConsumerSettings(ServiceSettings):

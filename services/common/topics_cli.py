@@ -10,6 +10,7 @@ from pathlib import Path
 
 from schemas.topics import TOPICS
 from services.common.admin import ensure_topics, reconcile_configs
+from services.common.refused import settings_checked
 from services.common.settings import KafkaConnection
 from services.sources import load_registry
 from services.sources.topics import bound_topic
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     sources = Path(args[0]) if args else DEFAULT_SOURCES
     registry = load_registry(sources) if sources.exists() else None
     bound = [bound_topic(f, e) for e in registry.sources for f in e.families] if registry else []
-    conn = KafkaConnection()
+    with settings_checked("topics"):
+        conn = KafkaConnection()
     created = asyncio.run(ensure_topics(conn, [*TOPICS, *bound]))
     print(f"topics: {len(created)} created on {conn.bootstrap}" + (f" ({', '.join(created)})" if created else ""))
     changed = asyncio.run(reconcile_configs(conn, [*TOPICS, *bound]))

@@ -21,6 +21,7 @@ from types import FrameType
 from rich.console import Console
 from rich.live import Live
 
+from services.common.refused import settings_checked
 from services.demo import ports, principals, processes, supervise
 from services.demo.figures import Scrape, figures
 from services.demo.scrape import scrape
@@ -54,7 +55,9 @@ def busy_ports(s: DemoSettings, children: list[processes.Child]) -> list[str]:
 
 
 def main() -> None:
-    settings = DemoSettings()
+    with settings_checked("demo"):
+        settings = DemoSettings()
+        configured = PrivacySettings().configured
     s = settings.model_copy(update={"run_dir": settings.run_dir.resolve(), "state_dir": settings.state_dir.resolve(),
                                     "secrets_dir": settings.secrets_dir.resolve()})
     children = processes.plan(s)
@@ -74,7 +77,7 @@ def main() -> None:
         signal.signal(sig, on_signal)
     env = {**os.environ, "KAFKA_BOOTSTRAP": os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")}
     keys: dict[str, str] = {}
-    if not PrivacySettings().configured:  # a local key pair of its own, made once: intake seals, notify opens
+    if not configured:  # a local key pair of its own, made once: intake seals, notify opens
         keys = privacy_keys.ensure(s.run_dir / "keys")
         env |= keys
     try:  # on a secure broker, each process as its own principal (not as the admin running the demo)

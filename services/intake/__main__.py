@@ -8,9 +8,12 @@ anything else ends the process with exit code 1.
 from __future__ import annotations
 
 from services.common import runtime
+from services.common.refused import settings_checked
 from services.intake.settings import IntakeSettings
 from services.intake.worker import intake
 
 if __name__ == "__main__":
-    settings = IntakeSettings()
-    runtime.main("intake", settings, intake(settings))
+    with settings_checked("intake"):
+        settings = IntakeSettings()
+        work = intake(settings)  # reads PRIVACY_*
+    runtime.main("intake", settings, work)

@@ -10,12 +10,14 @@ changelog; anything else ends the process with exit code 1.
 from __future__ import annotations
 
 from services.common import runtime
+from services.common.refused import settings_checked
 from services.metrics.settings import MetricsSettings
 from services.metrics.worker import MetricsWorker
 
 
 def main() -> None:
-    settings = MetricsSettings()
+    with settings_checked("metrics"):
+        settings = MetricsSettings()
     worker = MetricsWorker(settings)
     runtime.main("metrics", settings, worker.run, extra=worker.figures)
 

@@ -8,6 +8,7 @@ for the life of this process, and its death ends the worker (see `tracker`).
 from __future__ import annotations
 
 from services.common import runtime
+from services.common.refused import settings_checked
 from services.common.runtime import Supervisor
 from services.notify.app import run
 from services.notify.settings import NotifySettings
@@ -18,7 +19,8 @@ SERVICE = "notify"
 
 
 def main() -> None:
-    settings, privacy = NotifySettings(), PrivacySettings()
+    with settings_checked(SERVICE):
+        settings, privacy = NotifySettings(), PrivacySettings()
     tracker = TrackerProcess.start() if settings.deadlines else None
 
     async def worker(supervisor: Supervisor) -> None:

@@ -41,6 +41,7 @@ from services.common.closing import close_within, retrieved
 from services.common.health import Health
 from services.common.probe import broker_answers, probe_loop
 from services.common.rebalance import RebalanceListener
+from services.common.refused import settings_checked
 from services.common.run_folder import RunFolder, remove_orphans
 from services.common.runtime import Supervisor
 from services.notify.deadline_assignment import Assignment
@@ -245,8 +246,9 @@ def _decode(rec: ConsumerRecord[bytes, bytes]) -> DeadlineMessage | None:
 
 
 def main() -> None:
-    settings = NotifySettings()
-    worker = DeadlineWorker(settings, DeadlineSettings())
+    with settings_checked("notify-deadlines"):
+        settings, deadlines = NotifySettings(), DeadlineSettings()
+    worker = DeadlineWorker(settings, deadlines)
     runtime.main(SERVICE, settings.model_copy(update={"http_port": settings.deadline_web_port}),
                  worker.run)
 

@@ -12,6 +12,7 @@ import argparse
 from schemas.admin import province_names
 from schemas.events import Family
 from services.common import runtime
+from services.common.refused import settings_checked
 from services.simulator.producer import run
 from services.simulator.settings import SimulatorSettings
 
@@ -40,7 +41,8 @@ def parse(argv: list[str] | None = None) -> SimulatorSettings:
     args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     if "families" in args:
         args["families"] = tuple(Family(f) for f in args["families"])
-    settings = SimulatorSettings(**args)
+    with settings_checked("simulator"):
+        settings = SimulatorSettings(**args)
     if settings.national and "rate" in args:
         p.error("--rate does not apply with --national: the rate is derived from DOMAIN.md (use --day-seconds "
                 "to compress time, --profile to shape it)")
