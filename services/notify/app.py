@@ -139,8 +139,8 @@ class NotifyApp:
                               self.sup)
             stack.push_async_callback(self._final_commit, consumers)
             stack.push_async_callback(_cancel, [
-                spawn("routine-consumer", records.consume(routine, self.pauses["routine"], throttle=True)),
-                spawn("urgent-consumer", records.consume(urgent, self.pauses["urgent"], throttle=False)),
+                spawn("routine-consumer", records.consume(routine, self.pauses["routine"], "routine")),
+                spawn("urgent-consumer", records.consume(urgent, self.pauses["urgent"], "urgent")),
                 spawn("routine-commits", self._commit_loop(routine)),
                 spawn("urgent-commits", self._commit_loop(urgent)),
             ])

@@ -92,6 +92,11 @@ class Dispatcher:
     def routine_backlog(self) -> int:
         return self.routine.queue.qsize()
 
+    @property
+    def backlog(self) -> int:
+        """Jobs held in memory: queued in either lane or waiting for a retry."""
+        return self.routine.queue.qsize() + self.emergency.queue.qsize() + len(self._retries)
+
     async def submit(self, request: NotificationRequest, done: Done, source: object = None) -> None:
         """Hand over one request; `done` is called once it is durably sent, dead-lettered or deferred."""
         nid = request.notification_id

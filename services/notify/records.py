@@ -7,6 +7,8 @@ dossiers with a due date, its state sent to the deadline tracker) is done.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -27,6 +29,10 @@ from services.notify.subscribers import Registry
 from services.notify.topics import Names
 
 log = structlog.get_logger("notify")
+Lane = Literal["routine", "urgent"]
+"""Notify's two consumers (`app.py`)."""
+URGENT_HEADROOM = 2
+"""The urgent consumer pauses once the dispatcher holds this many times `max_pending` jobs (`Records.throttle`)."""
 Derived = tuple[list[NotificationRequest], TrackedDossier | None]
 """A record's notification requests and, for a dossier with a due date, its state for the deadline tracker."""
 
@@ -50,23 +56,32 @@ class Records:
         self.s, self.names, self.directory, self.registry = settings, names, directory, registry
         self.producer, self.dispatcher, self.tracker, self.sup = producer, dispatcher, tracker, supervisor
 
-    async def consume(self, consumer: AIOKafkaConsumer, pauses: Pauses, throttle: bool) -> None:
-        """Decode -> rules -> dispatcher; pauses (routine consumer only) while the routine backlog is too long,
-        through `pauses`, which also holds partitions whose ledger is catching up."""
+    async def consume(self, consumer: AIOKafkaConsumer, pauses: Pauses, lane: Lane) -> None:
+        """Decode -> rules -> dispatcher; pauses while the backlog `lane` watches is over its limit (resumes under half
+        of it), through `pauses`, which also holds partitions whose ledger is catching up."""
+        backlog, limit = self.throttle(lane)
         while True:
             batch = await consumer.getmany(timeout_ms=200)
             for tp, records in batch.items():
                 for record in records:
                     await self.handle(tp, record)
-            if not throttle:
-                continue
-            backlog = self.dispatcher.routine_backlog
-            if backlog > self.s.max_pending:
+            held = backlog()
+            if held > limit:
                 pauses.throttle(True)
-            elif backlog < self.s.max_pending // 2:
+            elif held < limit // 2:
                 pauses.throttle(False)
             else:
                 pauses.apply()  # partitions assigned meanwhile follow the throttle as it stands
+
+    def throttle(self, lane: Lane) -> tuple[Callable[[], int], int]:
+        """What a consumer's pause watches, and its limit. Routine (dossiers, mobile teams, alerts): the routine
+        queue, over `max_pending`. Urgent (announcements, where emergencies arrive): everything the dispatcher holds,
+        over `URGENT_HEADROOM` times that, so emergencies still flow while the routine lane is throttled, and a flood
+        of announcements (or a provider outage under one) no longer fills memory (audit: 59,864 jobs, 198 MB, never
+        paused)."""
+        if lane == "routine":
+            return lambda: self.dispatcher.routine_backlog, self.s.max_pending
+        return lambda: self.dispatcher.backlog, URGENT_HEADROOM * self.s.max_pending
 
     def derive(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Derived:
         """The record's notification requests and, for a dossier with a due date, its state for the tracker.
