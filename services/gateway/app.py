@@ -31,8 +31,11 @@ Clock = Callable[[], float]
 
 def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials: dict[str, Credential],
                publisher: Publisher, health: Health | None = None, clock: Clock = time.time,
-               claims: Claims | None = None) -> FastAPI:
+               claims: Claims | None = None, ticks: Clock | None = None) -> FastAPI:
     """The gateway's ASGI app; `health` is what `/readyz` reports (the broker watch of `__main__` sets it).
+
+    `clock` is wall time (signatures, claims); `ticks` measures rates, `time.monotonic` unless a test gives a
+    `clock` of its own, which then drives both.
 
     `claims` hold Idempotency-Keys and nonces: `__main__` gives the Kafka ones (shared, durable); without them
     they live in this process only (tests, the OpenAPI export).
@@ -40,7 +43,8 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
     claims = claims or MemoryClaims(clock, settings.idempotency_answer_bytes)
     raw_topics = {f: scoped(RAW[f], settings.namespace).name for f in Family}
     gateway = Gateway(settings, registry, credentials, publisher, claims,
-                      RateLimiter(settings.rate_per_s, settings.rate_burst), raw_topics, clock)
+                      RateLimiter(settings.rate_per_s, settings.rate_burst), raw_topics, clock,
+                      ticks or (time.monotonic if clock is time.time else clock))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from services.gateway.app import create_app
+from services.gateway.claims import MemoryClaims
 from services.gateway.ratelimit import RateLimiter
-from tests.gateway.asgi import API_KEY, Clock, Recording, app, call
+from services.gateway.settings import GatewaySettings
+from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Clock, Recording, app, call
 from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit
@@ -57,3 +60,22 @@ async def test_over_the_rate_is_429_with_retry_after_and_nothing_published() -> 
     assert limited.json()["error"] == "rate_limited" and len(pub.sent) == 2
     clock.now += 1
     assert (await call(gateway, headers, body)).status == 202
+
+
+async def test_a_wall_clock_stepped_back_does_not_stop_the_rates() -> None:
+    """Rates are measured by the monotonic clock, not wall time: the wall clock stepped back 600 s (NTP, a VM
+    resumed) while a source sends a tenth of its rate, and every request is still served (audit: 5,901 of 6,000
+    refused 429 until the wall clock caught up)."""
+    pub, wall, ticks = Recording(), Clock(), Clock(50.0)
+    gateway = create_app(GatewaySettings(rate_per_s=10.0, rate_burst=2), REGISTRY, CREDENTIALS, pub, clock=wall,
+                         ticks=ticks, claims=MemoryClaims(wall))
+    body = orjson.dumps(canonical_dossier("r-1"))
+    headers = [(b"x-api-key", API_KEY.encode())]
+    statuses = []
+    for i in range(40):
+        if i == 5:
+            wall.now -= 600
+        wall.now += 1.0
+        ticks.now += 1.0
+        statuses.append((await call(gateway, headers, body)).status)
+    assert statuses == [202] * 40
