@@ -16,6 +16,8 @@ PERMANENT: tuple[type[KafkaError], ...] = (
     errors.UnsupportedSaslMechanismError, errors.IllegalSaslStateError,
     # the client's or a topic's configuration is invalid
     errors.KafkaConfigurationError, errors.InvalidConfigurationError,
+    # a transaction timeout above the broker's transaction.max.timeout.ms (or 0): refused at every producer's start
+    errors.InvalidTransactionTimeout,
 )
 """aiokafka marks none of them `retriable`, but neither a fenced producer nor a refused commit is, and a fresh run
 does mend those. A send refused for one of them is raised as it is (`transactions.all_sent`), not wrapped."""

@@ -10,14 +10,19 @@ they never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.stall import stall_limit_s
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+MAX_SESSION_TIMEOUT_MS = 1_800_000
+"""The broker's default `group.max.session.timeout.ms` (30 min): a longer session is refused at every join."""
+MAX_TRANSACTION_TIMEOUT_MS = 900_000
+"""The broker's default `transaction.max.timeout.ms` (15 min): a longer transaction timeout is refused at every
+start (`InvalidTransactionTimeout`, a permanent error)."""
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -98,8 +103,18 @@ class ServiceSettings(KafkaConnection):
 class ConsumerSettings(ServiceSettings):
     """A service that consumes in a group: its session timing, and how long its loop may stand still."""
 
-    session_timeout_ms: int = Field(default=10_000, ge=6_000, description="Consumer group session timeout")
-    heartbeat_interval_ms: int = Field(default=3_000, ge=1, description="Below a third of the session timeout")
+    session_timeout_ms: int = Field(default=10_000, ge=6_000, le=MAX_SESSION_TIMEOUT_MS,
+                                    description="Consumer group session timeout")
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="At most a third of the session timeout")
+
+    @model_validator(mode="after")
+    def _heartbeats_within_session(self) -> Self:
+        """Kafka's advice: three heartbeats at least within a session. At or above it, every missed heartbeat evicted
+        the member ("Heartbeat session expired") and the run restarted, for ever."""
+        if 3 * self.heartbeat_interval_ms > self.session_timeout_ms:
+            prefix = str(self.model_config.get("env_prefix", "")).upper()
+            raise ValueError(f"{prefix}HEARTBEAT_INTERVAL_MS must be at most a third of {prefix}SESSION_TIMEOUT_MS")
+        return self
 
     @property
     def stall_limit_s(self) -> float:

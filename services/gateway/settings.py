@@ -17,7 +17,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import MAX_RECORD_BYTES
-from services.common.settings import ServiceSettings
+from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, ServiceSettings
 from services.gateway.claims import DEFAULT_ANSWER_BYTES
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
@@ -70,16 +70,16 @@ class GatewaySettings(ServiceSettings):
     max_body_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024,
                                 description="A request body past this many bytes is refused (413) while it streams")
     max_record_bytes: int = Field(
-        default=DEFAULT_MAX_RECORD_BYTES, ge=1024,
+        default=DEFAULT_MAX_RECORD_BYTES, ge=1024, le=MAX_RECORD_BYTES,
         validation_alias=AliasChoices("GATEWAY_MAX_RECORD_BYTES", "INTAKE_MAX_RECORD_BYTES", "max_record_bytes"),
         description="One record's limit: intake's own (`INTAKE_MAX_RECORD_BYTES`), so nothing accepted here is "
         "dead-lettered by intake for its size",
     )
-    max_records: int = 1000
-    kafka_timeout_s: float = 10.0
-    transaction_timeout_ms: int = Field(default=20_000, ge=1000,
+    max_records: int = Field(default=1000, ge=1, le=100_000, description="Records in one request at most")
+    kafka_timeout_s: float = Field(default=10.0, gt=0, le=600, description="Each wait for the broker at most")
+    transaction_timeout_ms: int = Field(default=20_000, ge=1000, le=MAX_TRANSACTION_TIMEOUT_MS,
                                         description="A transaction left open by a dead gateway is aborted after this")
-    retry_after_s: int = 5
+    retry_after_s: int = Field(default=5, ge=1, le=3600, description="Retry-After of a 503 or 429: try again later")
     stop_requests_s: int = Field(
         default=20, ge=1, description="On SIGTERM, how long requests under way may take to finish (each of their "
         "Kafka waits is bounded by kafka_timeout_s); then they are cancelled and answered 500 by the server: a "

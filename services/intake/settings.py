@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from schemas import topics
-from services.common.settings import ConsumerSettings
+from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, ConsumerSettings
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 
@@ -23,21 +23,26 @@ class IntakeSettings(ConsumerSettings):
         description="Stable per worker (e.g. a StatefulSet ordinal), unique in the group: names the worker's "
         "transactional id, so a restarted worker aborts what its predecessor left open (ADR 0017)",
     )
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_record_bytes: int = Field(
+        default=DEFAULT_MAX_RECORD_BYTES, ge=1024, le=topics.MAX_RECORD_BYTES,
+        description="A raw record larger than this is dead-lettered; at most the raw topics' max.message.bytes")
     max_canonical_bytes: int = Field(
-        default=1_000_000, ge=1024,
+        default=1_000_000, ge=1024, le=topics.MAX_RECORD_BYTES,
         description="A canonical record larger than this is dead-lettered (payload_too_large) instead of being sent: "
         "the canonical topics keep the broker's default max.message.bytes (1,048,588 with the batch header)",
     )
     batch_max_records: int = Field(
-        default=2000, description="At most this many raw records validated and waiting for a transaction (a backlog "
-        "drains in fewer commits)"
+        default=2000, ge=1, le=1_000_000,
+        description="At most this many raw records validated and waiting for a transaction (a backlog drains in "
+        "fewer commits)"
     )
     batch_max_bytes: int = Field(
-        default=16 * 1024 * 1024, description="At most about this many raw bytes validated and waiting (memory stays "
-        "bounded)"
+        default=16 * 1024 * 1024, ge=1024 * 1024, le=1024 * 1024 * 1024,
+        description="At most about this many raw bytes validated and waiting (memory stays bounded)"
     )
-    transaction_timeout_ms: int = 15_000
+    transaction_timeout_ms: int = Field(
+        default=15_000, ge=1_000, le=MAX_TRANSACTION_TIMEOUT_MS,
+        description="A transaction left open by a dead worker is aborted by the broker after this")
     sources_file: str | None = Field(
         default=str(Path(__file__).resolve().parents[2] / "infra/sources.yaml"),
         description="Source registry (who may publish what, for which communes; ADR 0018), the gateway's; empty: "

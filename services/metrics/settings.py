@@ -8,7 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import Group, TransactionalId, group_id, transactional_id
-from services.common.settings import ConsumerSettings
+from services.common.settings import MAX_SESSION_TIMEOUT_MS, MAX_TRANSACTION_TIMEOUT_MS, ConsumerSettings
 
 
 class MetricsSettings(ConsumerSettings):
@@ -19,15 +19,16 @@ class MetricsSettings(ConsumerSettings):
     state_dir: Path = Field(default=Path(".state/metrics"), description="RocksDB stores, one per owned partition")
     snapshot_interval_s: float = Field(default=60.0, gt=0, description="Per-commune snapshot events every ...")
     batch_max_records: int = Field(
-        default=10_000, gt=0,
+        default=10_000, gt=0, le=1_000_000,
         description="Most records applied (and committed) at once. Each batch ends in a changelog transaction per "
         "partition and an offset commit that the next batch waits for: 5,000 gave 16,500-17,000 events/s per worker "
         "on the bench, 10,000-40,000 gave 18,000-22,000 (docs/benchmarks.md); 10,000 keeps a backlog's batch at "
         "~0.5 s of the loop, well inside the stall limit")
-    transaction_timeout_ms: int = Field(default=60_000, ge=1_000, description="A changelog transaction not "
-                                        "committed by then is aborted by the broker, and ends the run here")
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000, le=MAX_TRANSACTION_TIMEOUT_MS,
+                                        description="A changelog transaction not committed by then is aborted "
+                                        "by the broker, and ends the run here")
     commit_timeout_ms: int = Field(
-        default=30_000, ge=1_000,
+        default=30_000, ge=1_000, le=MAX_SESSION_TIMEOUT_MS,
         description="An offset commit not done by then (aiokafka retries one for as long as the group coordinator "
         "is unreachable) ends the run, which restarts from Kafka; the batch's states are already in the changelog")
 

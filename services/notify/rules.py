@@ -50,7 +50,14 @@ from services.notify.params import (
 from services.notify.personal import applicant_recipient
 from services.notify.policy import notification_id
 from services.notify.subscribers import Registry
-from services.notify.timing import announcement_over, failure_over, the_day_before, visit_held, window_passed
+from services.notify.timing import (
+    alert_over,
+    announcement_over,
+    failure_over,
+    the_day_before,
+    visit_held,
+    window_passed,
+)
 
 Target = tuple[Recipient, ChannelKind, Audience]
 
@@ -273,13 +280,13 @@ def for_record(headers: Sequence[tuple[str, bytes]], value: bytes | None, direct
 
 
 def for_alert(alert: DeadlineAlert, directory: Directory) -> list[NotificationRequest]:
-    """Due-soon and overdue alerts go to the responsible officer and the centre head."""
+    """Due-soon and overdue alerts go to the responsible officer and the centre head, until `alert_over`."""
     contacts = directory.officer(alert.commune, alert.officer_id) + directory.of(alert.commune).centre_head
     targets = {t[0].ref: t for t in staff(contacts)}
     params = alert_params(alert)
     return [
         _request(alert.id, f"deadline.{alert.kind.value}", alert_rule(alert), alert.kind, t, params, source=None,
-                 commune=alert.commune, province=alert.province, time=alert.at)
+                 commune=alert.commune, province=alert.province, time=alert.at, expires_at=alert_over(alert))
         for t in targets.values()
     ]
 

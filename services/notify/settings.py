@@ -25,7 +25,7 @@ class NotifySettings(ConsumerSettings):
     sms_url: str = "http://127.0.0.1:8025"
     zalo_url: str = "http://127.0.0.1:8025"
     smtp_host: str = "127.0.0.1"
-    smtp_port: int = 8026
+    smtp_port: int = Field(default=8026, ge=1, le=65535)
     smtp_sender: str = "thong-bao@commune-bus.local"
     provider_timeout_s: float = Field(default=5.0, gt=0)
 
@@ -68,8 +68,8 @@ class NotifySettings(ConsumerSettings):
         default=True, description="Also count a notification as done or deferred under the id it had before ids "
         "named the event's source (ADR 0024); false once no such ledger entry can remain: one lookup, not two")
     deadlines: bool = Field(default=True, description="Also run the deadline tracker (a child process, ADR 0022)")
-    deadline_tick_s: float = 30.0
-    deadline_web_port: int = 6067
+    deadline_tick_s: float = Field(default=30.0, gt=0)
+    deadline_web_port: int = Field(default=6067, ge=0, le=65535)
 
     @field_validator("directory_file", "subscribers_file", "state_dir", mode="before")
     @classmethod
@@ -97,6 +97,8 @@ class NotifySettings(ConsumerSettings):
     def _cap_above_unaccenting(self) -> NotifySettings:
         if self.sms_max_segments < self.sms_segment_limit:  # the unaccented text would be cut where it could fit
             raise ValueError("sms_max_segments must be at least sms_segment_limit")
+        if self.retry_cap_s < self.retry_base_s:  # the first wait would already be past the longest
+            raise ValueError("NOTIFY_RETRY_CAP_S must be at least NOTIFY_RETRY_BASE_S")
         return self
 
     def quiet_hours(self) -> QuietHours:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
+from schemas.notification import DeadlineAlert, NotificationKind
 from schemas.times import VIETNAM
 
 ANNOUNCEMENT_HORIZON = timedelta(hours=24)
@@ -59,3 +60,15 @@ def the_day_before(e: Event) -> datetime | None:
     """Village contacts hear of a visit at 08:00 the day before (or at once if that is past)."""
     local: datetime = e.data.scheduled_for.astimezone(VIETNAM) - timedelta(days=1)
     return local.replace(hour=8, minute=0, second=0, microsecond=0)
+
+
+ALERT_WINDOW = timedelta(days=3)
+"""An overdue alert is news to the officer and the centre head for this long after the due date; a due-soon alert
+until the due date (the overdue one follows). The tracker fires one as soon as it holds an open dossier past its
+time, so a province re-syncing last year's history, whose dossiers' closing events come later in the stream than
+their opening ones, would have mailed them an "overdue" for every dossier closed long ago (time audit)."""
+
+
+def alert_over(alert: DeadlineAlert) -> datetime:
+    """When a deadline alert stops making sense (`ALERT_WINDOW`)."""
+    return alert.due_at + ALERT_WINDOW if alert.kind is NotificationKind.OVERDUE else alert.due_at

@@ -23,7 +23,9 @@ class PrivacySettings(BaseSettings):
 
     kek: SecretStr | None = Field(default=None, description="Key-encryption key, 32 bytes as base64url")
     kek_file: Path | None = Field(default=None, description="File holding the key-encryption key (base64url)")
-    kek_id: str = Field(default="kek-1", min_length=1, max_length=40, description="Id of the current KEK")
+    kek_id: str = Field(default="kek-1", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9._-]+$",
+                        description="Id of the current KEK, written in every key record: letters, digits, '.', '_', "
+                        "'-' (a ':' would split it in PRIVACY_OLD_KEKS' id:key pairs)")
     old_keks: SecretStr | None = Field(default=None, description="Earlier KEKs still readable: id:base64url,...")
     pepper: SecretStr | None = Field(default=None, description="Secret of subject ids (HMAC key), >= 16 bytes")
     pepper_file: Path | None = Field(default=None, description="File holding the pepper (base64url)")

@@ -13,6 +13,7 @@ from schemas.notification import Audience, ChannelKind, TrackedDossier
 from schemas.notification import NotificationKind as K
 from services.notify import deadlines, rules, sms
 from services.notify.channels.base import compose
+from services.notify.delivery import Dispatcher
 from services.notify.masking import mask_email, mask_name, mask_phone
 from services.notify.offsets import OffsetTracker
 from services.notify.params import listing
@@ -20,6 +21,7 @@ from services.notify.policy import Backoff, QuietHours, TokenBucket, notificatio
 from services.notify.settings import NotifySettings
 from services.notify.subscribers import MAX_SKEW_S, Registry, signature, verify
 from services.notify.templates import TEMPLATES, render
+from services.notify.timing import ALERT_WINDOW
 from tests.notify.events import broadcast_failed, directory, dossier, storm, visit_completed, visit_scheduled
 
 pytestmark = pytest.mark.unit
@@ -407,3 +409,22 @@ def test_bounded_far_dates_do_not_overflow_deadlines_or_rules() -> None:
         assert tracked is not None and deadlines.one_working_day_before(due) < due
         now = due - timedelta(hours=1) if due.year == 2100 else due + timedelta(days=1)  # alerts are timed by now
         assert deadlines.alerts_due(tracked, now)
+
+
+def test_a_deadline_alert_for_a_dossier_due_long_ago_expires_unsent() -> None:
+    """A province re-syncing last year's history: the tracker holds a dossier's open state a tick before its closing
+    event arrives, and fires "overdue". That alert expires `ALERT_WINDOW` after the due date, so the dispatcher counts
+    it expired and mails nobody (time audit: the officer and the centre head got it, for a dossier closed a year
+    before); an overdue alert within the window, and a due-soon one before the due date, still go."""
+    due = datetime(2025, 11, 5, 10, 0, tzinfo=UTC)
+    d = TrackedDossier(dossier_code="TL-251101-0001", commune="02269", province="08", procedure_code="1",
+                       officer_id="cb-01", due_at=due)
+    now = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    [replayed] = deadlines.alerts_due(d, now)
+    stale = rules.for_alert(replayed, directory())
+    assert stale and all(Dispatcher._expired(r, now) for r in stale)
+    [fresh] = deadlines.alerts_due(d, due + timedelta(hours=2))
+    assert not any(Dispatcher._expired(r, due + timedelta(hours=2)) for r in rules.for_alert(fresh, directory()))
+    assert all(r.expires_at == due + ALERT_WINDOW for r in rules.for_alert(fresh, directory()))
+    [soon] = deadlines.alerts_due(d, due - timedelta(hours=3))
+    assert all(r.expires_at == due for r in rules.for_alert(soon, directory()))
