@@ -125,6 +125,26 @@ def vietnam_date(value: datetime) -> date:
     return value.astimezone(VIETNAM).date()
 
 
+_DAY_S = 86_400
+_OFFSET_S = 7 * 3600
+
+
+def past_due_after(due_at: datetime) -> datetime:
+    """The instant after which a dossier due at `due_at` is overdue: `due_at` itself, or the end of its Vietnam day
+    for a due date without a time of day (local midnight: `20251110`, `20251110000000`). A dossier due on 10
+    November is on time all that day (timeliness compares Vietnam calendar days); it used to be overdue, and its
+    officer alerted, from the day's first minute (time audit)."""
+    local = due_at.astimezone(VIETNAM)
+    if local.hour == local.minute == local.second == local.microsecond == 0:
+        return due_at + timedelta(days=1)
+    return due_at
+
+
+def past_due_after_s(due_s: int) -> int:
+    """`past_due_after` in epoch seconds (a due date of 1976 on: UTC+07:00 all year)."""
+    return due_s + _DAY_S if (due_s + _OFFSET_S) % _DAY_S == 0 else due_s
+
+
 UtcDateTime = Annotated[
     datetime,
     BeforeValidator(_compact_form),

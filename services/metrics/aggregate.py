@@ -14,6 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
+from schemas.times import past_due_after_s
 from services.metrics.state import AnnouncementState, DossierState, SupportState, TrainingState, VisitState
 
 Key = tuple[str, ...]
@@ -102,9 +103,10 @@ def latest_micros(state: EntityState) -> int:
 
 
 def _open_due(state: EntityState | None) -> int | None:
-    """The due date (epoch s) of an open dossier, else None."""
-    if isinstance(state, DossierState) and state.status in OPEN:
-        return state.due_s
+    """When an open dossier becomes overdue (epoch s: its due date, or the end of that day for a date without a time,
+    `past_due_after_s`), else None."""
+    if isinstance(state, DossierState) and state.status in OPEN and state.due_s is not None:
+        return past_due_after_s(state.due_s)
     return None
 
 

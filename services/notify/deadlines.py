@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from schemas.codes import DossierStatus
 from schemas.dossier import DossierStatusChanged
 from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
-from schemas.times import VIETNAM
+from schemas.times import VIETNAM, past_due_after
 
 SATURDAY = 5
 
@@ -96,9 +96,10 @@ def alerts_due(d: TrackedDossier, now: datetime) -> list[DeadlineAlert]:
     """Alerts to fire now: each kind at most once per due date; none for a closed dossier."""
     if not d.is_open:
         return []
-    if now > d.due_at:
+    deadline = past_due_after(d.due_at)
+    if now > deadline:
         kind = None if d.alerted_overdue else NotificationKind.OVERDUE
-    elif now >= one_working_day_before(d.due_at):
+    elif now >= one_working_day_before(deadline):
         kind = None if d.alerted_due_soon else NotificationKind.DUE_SOON
     else:
         kind = None
@@ -121,9 +122,10 @@ def next_alert_at(d: TrackedDossier) -> datetime | None:
     """
     if not d.is_open or d.alerted_overdue:
         return None
+    deadline = past_due_after(d.due_at)
     if not d.alerted_due_soon:
-        return one_working_day_before(d.due_at)
-    return d.due_at + timedelta(microseconds=1)  # overdue fires once `now > due_at`, at microsecond resolution
+        return one_working_day_before(deadline)
+    return deadline + timedelta(microseconds=1)  # overdue fires once `now > deadline`, at microsecond resolution
 
 
 def mark(d: TrackedDossier, alert: DeadlineAlert) -> TrackedDossier:

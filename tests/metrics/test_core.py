@@ -350,3 +350,15 @@ def test_records_of_a_partition_not_owned_now_are_skipped_and_never_committed(tm
     assert (changes, offsets, part.communes) == ({}, {}, {})
     owner.owned = {0}
     assert owner.apply(fetch(tp, 0, dossier(C, "D-1", 2, "e-1", 1)), LATER)[1] == {tp: 1}
+
+
+def test_a_due_date_without_a_time_is_overdue_only_once_its_day_is_over() -> None:
+    """Due on Thursday 6 November, given as a date (local midnight, as `20251106` or `20251106000000` arrive): open
+    and not overdue all Thursday, as a dossier finished that day counts on time; overdue from Friday 00:00 Vietnam
+    time (time audit: overdue from Thursday's first minute, in the gauge and the officer's alert). A due date with a
+    time of day is overdue past that time."""
+    part = fresh(dossier(C, "A", 2, "a2", 1, due_days=3 - 8 / 24), dossier(C, "B", 2, "b2", 1, due_days=3))
+    t, hour = part.communes[C], 3600
+    thursday = T0.timestamp() + 3 * 86400 - 8 * hour  # 00:00 Vietnam time; B is due at 08:00
+    assert [t.overdue(thursday + h * hour + 1) for h in (0, 9, 23)] == [0, 1, 1]  # B past 08:00, A on time
+    assert t.overdue(thursday + 24 * hour + 1) == 2

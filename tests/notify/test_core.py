@@ -11,6 +11,7 @@ import pytest
 from schemas.codes import Locale, Priority
 from schemas.notification import Audience, ChannelKind, TrackedDossier
 from schemas.notification import NotificationKind as K
+from schemas.times import VIETNAM
 from services.notify import deadlines, rules, sms
 from services.notify.channels.base import compose
 from services.notify.delivery import Dispatcher
@@ -428,3 +429,16 @@ def test_a_deadline_alert_for_a_dossier_due_long_ago_expires_unsent() -> None:
     assert all(r.expires_at == due + ALERT_WINDOW for r in rules.for_alert(fresh, directory()))
     [soon] = deadlines.alerts_due(d, due - timedelta(hours=3))
     assert all(r.expires_at == due for r in rules.for_alert(soon, directory()))
+
+
+def test_a_due_date_without_a_time_alerts_overdue_only_once_its_day_is_over() -> None:
+    """Due on 10 November given as a date (local midnight): at 09:00 that day no overdue alert (a dossier finished
+    that day is on time; time audit: the officer and the centre head were told it was overdue); just after midnight
+    that ends the day, overdue; the tracker's index wakes exactly then (`next_alert_at`)."""
+    due = datetime(2025, 11, 10, tzinfo=VIETNAM).astimezone(UTC)
+    d = TrackedDossier(dossier_code="X", commune="02269", province="08", procedure_code="1", due_at=due,
+                       alerted_due_soon=True)
+    assert deadlines.alerts_due(d, due + timedelta(hours=9)) == []
+    assert deadlines.next_alert_at(d) == due + timedelta(days=1, microseconds=1)
+    [late] = deadlines.alerts_due(d, due + timedelta(days=1, seconds=1))
+    assert late.kind is K.OVERDUE and late.due_at == due

@@ -20,7 +20,17 @@ from schema_samples import DATA, sample
 from schemas.deadletter import Reason
 from schemas.events import EVENT_TYPES, FAMILY_OF_TYPE
 from schemas.limits import EARLIEST, LATEST
-from schemas.times import UtcDateTime, _canonical, _compact_form, is_canonical_text, parse_utc, to_utc, vietnam_date
+from schemas.times import (
+    UtcDateTime,
+    _canonical,
+    _compact_form,
+    is_canonical_text,
+    parse_utc,
+    past_due_after,
+    past_due_after_s,
+    to_utc,
+    vietnam_date,
+)
 from services.intake.normalise import Accepted, Rejected, normalise
 
 pytestmark = pytest.mark.unit
@@ -182,3 +192,16 @@ def test_a_number_in_any_time_of_a_canonical_event_is_invalid_field(type_name: s
 
 
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT[\d:]{8}(Z|[+-]\d\d:\d\d)?")
+
+
+@given(st.datetimes(min_value=datetime(1976, 1, 1), max_value=datetime(2099, 12, 30), timezones=st.just(UTC)),
+       st.booleans())
+def test_past_due_in_seconds_is_past_due_in_datetimes(due: datetime, midnight: bool) -> None:
+    """`past_due_after_s` (metrics, epoch seconds) and `past_due_after` (notify, datetimes) agree, on local midnights
+    (the end of that Vietnam day) and on any other time (itself)."""
+    if midnight:
+        due = datetime.combine(vietnam_date(due), datetime.min.time(), HO_CHI_MINH).astimezone(UTC)
+    due = due.replace(microsecond=0)
+    assert past_due_after_s(int(due.timestamp())) == int(past_due_after(due).timestamp())
+    local_midnight = due.astimezone(HO_CHI_MINH).time() == datetime.min.time()
+    assert (past_due_after(due) - due).days == (1 if midnight or local_midnight else 0)
