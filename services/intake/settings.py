@@ -41,7 +41,7 @@ class IntakeSettings(ConsumerSettings):
         description="At most about this many raw bytes validated and waiting (memory stays bounded)"
     )
     transaction_timeout_ms: int = Field(
-        default=15_000, ge=1_000, le=MAX_TRANSACTION_TIMEOUT_MS,
+        default=15_000, ge=1, le=MAX_TRANSACTION_TIMEOUT_MS,
         description="A transaction left open by a dead worker is aborted by the broker after this")
     sources_file: str | None = Field(
         default=str(Path(__file__).resolve().parents[2] / "infra/sources.yaml"),
