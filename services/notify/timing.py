@@ -6,7 +6,7 @@ text every applicant, nor wake the villages at 02:00 for a storm that is over.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
@@ -33,10 +33,20 @@ def failure_over(e: Event) -> datetime | None:
     return at
 
 
+VISIT_HORIZON = timedelta(days=366)
+"""A visit scheduled further ahead of its event than this is not believed (a mistyped year: 2095 for 2025)."""
+
+
 def visit_held(e: Event) -> datetime | None:
-    """A visit's day-before message is stale once the visit has begun."""
+    """A visit's day-before message says "tomorrow": it is stale once the visit's day has begun (Vietnam time), so a
+    visit scheduled at short notice, or a message deferred past the quiet hours into the visit's day, does not tell
+    villagers the team comes tomorrow on the day it comes (time audit). A visit more than `VISIT_HORIZON` after its
+    event is stale at once: it was deferred for decades, its ledger entry rewritten every month (time audit)."""
     at: datetime = e.data.scheduled_for
-    return at
+    if at > e.time + VISIT_HORIZON:
+        return e.time
+    day: datetime = at.astimezone(VIETNAM).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+    return day
 
 
 STATUS_MESSAGE_WINDOW = timedelta(days=30)

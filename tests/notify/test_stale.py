@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 from schemas.announcement import AnnouncementScheduledEvent
 from schemas.notification import NotificationRequest
 from services.notify import metrics, rules, timing
+from services.notify.delivery import Dispatcher
 from services.notify.policy import QuietHours
 from services.notify.subscribers import Registry
 from tests.notify.events import broadcast_failed, directory, dossier, visit_completed, visit_scheduled
@@ -35,7 +36,8 @@ def people(requests: list[NotificationRequest]) -> list[NotificationRequest]:
 
 def test_a_warning_expires_when_its_broadcast_ends_and_a_visit_when_it_is_held() -> None:
     """A warning's messages to people expire at its end (or 24 hours after its start when it has none), a visit's
-    day-before message at the visit; webhook deliveries never (a subscriber gets every event, late or not)."""
+    day-before message when the visit's day begins; webhook deliveries never (a subscriber gets every event, late or
+    not)."""
     start = datetime(2025, 11, 3, 1, 0, tzinfo=UTC)
     ended = rules.for_event(warning(start, start + timedelta(hours=2)), directory(), HOOKS)
     assert {r.expires_at for r in people(ended)} == {start + timedelta(hours=2)}
@@ -44,7 +46,25 @@ def test_a_warning_expires_when_its_broadcast_ends_and_a_visit_when_it_is_held()
     assert timedelta(hours=24) == timing.ANNOUNCEMENT_HORIZON
     assert [r.expires_at for r in ended + open_ended if r.rule == "webhook:pdc"] == [None, None]
     [visit] = rules.for_event(visit_scheduled(when=start), directory(), Registry())
-    assert visit.expires_at == start
+    assert visit.expires_at == datetime(2025, 11, 2, 17, 0, tzinfo=UTC)  # 3 November, 00:00 in Vietnam
+
+
+def test_a_visit_message_saying_tomorrow_is_never_sent_on_the_visits_day() -> None:
+    """The day-before message ("Tổ lưu động đến ... ngày mai") of a visit at 14:00 scheduled that morning, or deferred
+    by the quiet hours to 07:00 on the visit's day, has expired (time audit: both went out saying "tomorrow" on the
+    day itself); one released the evening before still goes. A visit dated 70 years after its event (a mistyped
+    year) expires at once instead of sitting deferred in the ledger for decades."""
+    visit_at = datetime(2025, 11, 10, 7, 0, tzinfo=UTC)  # 14:00 in Vietnam
+    [request] = rules.for_event(visit_scheduled(when=visit_at), directory(), Registry())
+    same_morning = datetime(2025, 11, 10, 1, 30, tzinfo=UTC)  # 08:30 in Vietnam
+    assert Dispatcher._expired(request, same_morning)
+    assert Dispatcher._expired(request, datetime(2025, 11, 10, 0, 0, tzinfo=UTC))  # 07:00, after the quiet hours
+    assert not Dispatcher._expired(request, datetime(2025, 11, 9, 12, 0, tzinfo=UTC))  # 19:00 the evening before
+    event = visit_scheduled("typo", when=visit_at)
+    far_off = event.data.model_copy(update={"scheduled_for": visit_at.replace(year=2095)})
+    typo = event.model_copy(update={"data": far_off})
+    [far] = rules.for_event(typo, directory(), Registry())
+    assert far.expires_at == typo.time and Dispatcher._expired(far, datetime(2025, 11, 6, tzinfo=UTC))
 
 
 def test_a_status_message_and_a_visit_summary_expire_a_window_after_their_event() -> None:
