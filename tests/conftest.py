@@ -114,10 +114,12 @@ def _forget_test_topics(bootstrap: str, before: set[str]) -> None:
 
 @pytest.fixture(scope="session")
 def kafka_topics(kafka_bootstrap: str) -> str:
-    """The broker with every registry topic created."""
-    from services.common.admin import ensure_topics
+    """The broker with every registry topic created, and configured as the registry says (as `make up`: the local
+    broker outlives registry changes, and a service refuses to start on some drifts, ADR 0028)."""
+    from services.common.admin import ensure_topics, reconcile_configs
     from services.common.settings import KafkaConnection
 
+    asyncio.run(reconcile_configs(KafkaConnection(bootstrap=kafka_bootstrap)))
     asyncio.run(ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap)))
     return kafka_bootstrap
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -58,12 +58,13 @@ BROKER = "broker"
 
 
 class Op(StrEnum):
-    """ACL operations used here (READ and WRITE imply DESCRIBE on the broker)."""
+    """ACL operations used here (READ and WRITE imply DESCRIBE on the broker, not DESCRIBE_CONFIGS)."""
 
     READ = "READ"
     WRITE = "WRITE"
     CREATE = "CREATE"
     DESCRIBE = "DESCRIBE"
+    DESCRIBE_CONFIGS = "DESCRIBE_CONFIGS"
 
 
 class Resource(StrEnum):
@@ -103,6 +104,9 @@ class Role:
     transactional: tuple[TransactionalId, ...] = ()
     own_prefixes: tuple[Group, ...] = field(default=())
     """Faust apps create, read and write their internal topics `<app id>-...` (changelogs, the assignor's leader)."""
+    checks_topics: bool = False
+    """Its code calls `admin.ensure_topics`, which compares its topics' configs with the registry's: it may describe
+    the configs (retention, limits: no data) of the topics it reads or writes."""
 
     def bindings(self, namespace: str) -> Iterator[Binding]:
         def topic(spec: TopicSpec, op: Op) -> Binding:
@@ -110,6 +114,9 @@ class Role:
 
         yield from (topic(t, Op.READ) for t in self.reads)
         yield from (topic(t, Op.WRITE) for t in self.writes)
+        if self.checks_topics:
+            used = {t.name: t for t in (*self.reads, *self.writes)}
+            yield from (topic(t, Op.DESCRIBE_CONFIGS) for t in used.values())
         for g in self.groups:
             yield Binding(self.principal, Resource.GROUP, group_id(g, namespace), Pattern.LITERAL, Op.READ)
         for t in self.transactional:  # a writer appends ".<instance>" (schemas.topics.transactional_id)
@@ -117,7 +124,7 @@ class Role:
                           Pattern.PREFIXED, Op.WRITE)
         for app in self.own_prefixes:
             prefix = f"{group_id(app, namespace)}-"
-            for op in (Op.CREATE, Op.READ, Op.WRITE):
+            for op in (Op.CREATE, Op.READ, Op.WRITE, *([Op.DESCRIBE_CONFIGS] if self.checks_topics else [])):
                 yield Binding(self.principal, Resource.TOPIC, prefix, Pattern.PREFIXED, op)
 
 
@@ -131,9 +138,10 @@ SHARED_TRANSACTIONAL = {TransactionalId.ERASE}
 
 
 def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
-    """The services' roles; intake's reads include every source's bound raw topics (ADR 0018)."""
+    """The services' roles, each checking its topics' configs at start; intake's reads include every source's bound
+    raw topics (ADR 0018)."""
     bound = tuple(bound_topic(f, entry) for entry in registry.sources for f in entry.families)
-    return (
+    return tuple(replace(role, checks_topics=True) for role in (
         # intake creates applicants' data keys (and dead letters' day keys) as it encrypts what it publishes
         Role("intake", reads=(*ALL_RAW, *bound, INTAKE_DEDUP, KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
              writes=(*ALL_CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
@@ -160,7 +168,7 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
         # demo and tests only (make demo, bench): simulated traffic of many sources on the shared raw topics, which
         # intake checks against the registry's `simulator` entry; a production cluster has no such user
         Role("simulator", writes=ALL_RAW),
-    )
+    ))
 
 
 def source_roles(registry: SourceRegistry) -> tuple[Role, ...]:

@@ -3,7 +3,10 @@
 A service checks its topics at start: a missing one is created with the
 registry's partitions and config; an existing one with another partition count
 stops the service with a clear error, because the commune key would then map to
-other partitions than every other topic's (wrong placement, wrong ownership).
+other partitions than every other topic's (wrong placement, wrong ownership). An existing
+topic's config is compared with the registry's keys: a drift is warned about and counted
+(`commune_topic_config_drift`), one a service must not run on (`topic_configs.danger`)
+stops it; `reconcile_configs` (`commune-bus topics create`, `make up`) mends them.
 Unless told otherwise, a topic gets the cluster's own `default.replication.factor`
 (1 on the local broker, 3 on the 3-broker cluster), so a service that creates a
 missing topic on a cluster never creates it unreplicated.
@@ -15,6 +18,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
@@ -22,12 +26,21 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrP
 from schemas.topics import TOPICS, TopicSpec
 from services.common import clients, closing
 from services.common.settings import KafkaConnection
+from services.common.telemetry import TOPIC_CONFIG_DRIFT
+from services.common.topic_configs import Described, Drift, danger, described, drifts, overlaid
 
 DEFAULT_REPLICATION = "default.replication.factor"
+FIX = "run `commune-bus topics create` as the admin: it gives existing topics the registry's config"
+log = structlog.get_logger("topics")
 
 
 class TopicLayoutError(Exception):
     """An existing topic does not have the partition count the registry gives it."""
+
+
+class TopicConfigError(TopicLayoutError):
+    """An existing topic has a config a service must not run on (`topic_configs.danger`): the message names each
+    topic and key, its value and the registry's."""
 
 
 class TopicsNotCreated(KafkaError):
@@ -81,7 +94,8 @@ def check_layout(specs: Iterable[TopicSpec], counts: dict[str, int]) -> None:
 
 async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOPICS,
                         replication_factor: int | None = None) -> list[str]:
-    """Create missing topics with their registry partitions and config, check the others; returns the names created.
+    """Create missing topics with their registry partitions and config, check the others' partitions and config
+    (`check_configs`); returns the names created.
 
     `replication_factor` None: the cluster's `default.replication.factor` (see `default_replication_factor`).
     """
@@ -96,6 +110,7 @@ async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOP
             refused = creation_errors(await client.create_topics(new))
             if refused:
                 raise TopicsNotCreated("the broker refused to create " + "; ".join(refused))
+        await check_configs(client, [t for t in specs if t.name in existing and t.config])
     check_layout(specs, await _settled_counts(conn, [s.name for s in specs]))
     return [t.name for t in wanted]
 
@@ -105,49 +120,92 @@ class TopicConfigsNotReconciled(KafkaError):
     an invalid value); the message names each topic and its error."""
 
 
-def _normalised(value: str | None) -> str | None:
-    """A config value as compared: a list (`compact,delete`) in any order is the same list."""
-    return None if value is None else ",".join(sorted(part.strip() for part in value.split(",")))
+async def _configs(client: AIOKafkaAdminClient, names: Iterable[str]) -> tuple[dict[str, Described], list[str]]:
+    """Each topic's whole described config, and `topic: Error (message)` for each the broker would not describe (a
+    missing topic is left out of both)."""
+    ordered = sorted(set(names))
+    if not ordered:
+        return {}, []
+    configs: dict[str, Described] = {}
+    refused: list[str] = []
+    for response in await client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in ordered]):
+        for error_code, message, _type, name, entries in response.resources:
+            if error_code == UnknownTopicOrPartitionError.errno:
+                continue
+            if error_code:
+                refused.append(refusal(name, error_code, message))
+            else:
+                configs[name] = described(entries, response.API_VERSION)
+    return configs, refused
 
 
-async def reconcile_configs(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOPICS) -> dict[str, list[str]]:
-    """Make each existing topic's registry config keys what the registry says; returns topic -> the keys it changed.
+async def check_configs(client: AIOKafkaAdminClient, specs: Iterable[TopicSpec]) -> list[Drift]:
+    """Compare existing topics' configs with the registry's keys; returns the drifts found.
+
+    Each drifted topic is one warning (every key with its value and the registry's: topic configs hold no personal
+    data) and `commune_topic_config_drift{topic}` its number of keys; a drift a service must not run on
+    (`topic_configs.danger`) raises `TopicConfigError`. A principal without the DescribeConfigs right is said once
+    and the service goes on: the check is a guard, not a precondition.
+    """
+    by_name = {s.name: s for s in specs}
+    configs, refused = await _configs(client, by_name)
+    if refused:
+        log.warning("topics.configs_not_checked", refused=refused)
+    found: list[Drift] = []
+    fatal: list[str] = []
+    for name, config in sorted(configs.items()):
+        spec = by_name[name]
+        drifted = drifts(spec, config.values)
+        TOPIC_CONFIG_DRIFT.labels(topic=name).set(len(drifted))
+        if drifted:
+            log.warning("topics.config_drift", topic=name, fix=FIX,
+                        keys={d.key: {"actual": d.actual, "wanted": d.wanted} for d in drifted})
+        fatal += [f"{d} ({why})" for d in drifted if (why := danger(d, spec.kind))]
+        found += drifted
+    if fatal:
+        raise TopicConfigError("topics configured unlike schemas/topics.py, which no service may run on: "
+                               + "; ".join(fatal) + f" ({FIX})")
+    return found
+
+
+async def reconcile_configs(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOPICS) -> list[Drift]:
+    """Give each existing topic the registry's config keys, keeping the keys set on it by hand; returns the drifts
+    it mended (each key with its value before).
 
     `ensure_topics` sets a topic's config when it creates the topic, never after: a registry change (a raw topic's
-    `segment.ms`, a retention) reached new clusters only. This is run by `topics_cli` (as admin, `make up`). The
-    alteration is Kafka's AlterConfigs, which sets a topic's whole dynamic config: another key set on such a topic
-    by hand goes back to the broker's default (the registry is the one source of topic configs). Missing topics are
-    skipped (`ensure_topics` creates them); a refusal raises `TopicConfigsNotReconciled`.
+    `segment.ms`, a retention) reaches an existing cluster only through here (`commune-bus topics create`,
+    `topics_cli` for `make up`; as admin). aiokafka has no IncrementalAlterConfigs, and Kafka's AlterConfigs
+    replaces a topic's whole dynamic config: so the keys set on each topic are read first and sent back with the
+    registry's over them (`topic_configs.overlaid`). Race: a key set on a topic by someone else between that read
+    and the alteration goes back to the broker's default; run it when nobody else alters topic configs. A topic
+    that holds a key the broker will not show (a sensitive one) is not altered but refused: it would lose that key.
+    Missing topics are skipped (`ensure_topics` creates them); a refusal raises `TopicConfigsNotReconciled` after the
+    other topics are altered.
     """
     specs = {t.name: t for t in topics if t.config}
-    if not specs:
-        return {}
     async with _admin(conn) as client:
-        described = await client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(
-            spec.config, "")) for name, spec in specs.items()])
-        changed: dict[str, list[str]] = {}
-        refused: list[str] = []
-        for response in described:
-            for error_code, message, _type, name, entries in response.resources:
-                if error_code == UnknownTopicOrPartitionError.errno:
-                    continue
-                if error_code:
-                    refused.append(refusal(name, error_code, message))
-                    continue
-                current = {entry[0]: entry[1] for entry in entries}
-                keys = [k for k, v in specs[name].config.items() if _normalised(current.get(k)) != _normalised(v)]
-                if keys:
-                    changed[name] = keys
-        if changed:
-            responses = await client.alter_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, name, dict(specs[name].config)) for name in sorted(changed)])
-            for response in responses:
+        configs, refused = await _configs(client, specs)
+        mended = {name: found for name, config in configs.items() if (found := drifts(specs[name], config.values))}
+        alterations: list[ConfigResource] = []
+        for name in sorted(mended):
+            own = configs[name].own
+            hidden = sorted(k for k, v in own.items() if v is None and k not in specs[name].config)
+            if hidden:
+                refused.append(f"{name}: {', '.join(hidden)} set but not shown by the broker (sensitive): give it "
+                               "the registry's keys by hand with kafka-configs --alter --add-config")
+                continue
+            kept = {k: v for k, v in own.items() if v is not None}
+            alterations.append(ConfigResource(ConfigResourceType.TOPIC, name, overlaid(specs[name], kept)))
+        altered = {resource.name for resource in alterations}
+        if alterations:
+            for response in await client.alter_configs(alterations):
                 for error_code, message, _type, name in response.resources:
                     if error_code:
                         refused.append(refusal(name, error_code, message))
+                        altered.discard(name)
     if refused:
         raise TopicConfigsNotReconciled("the broker refused the registry config of " + "; ".join(refused))
-    return changed
+    return [drift for name in sorted(altered) for drift in mended[name]]
 
 
 async def default_replication_factor(client: AIOKafkaAdminClient) -> int:

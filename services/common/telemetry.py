@@ -1,4 +1,5 @@
-"""The runtime's own metrics, the same in every service (label `service`, small enums only)."""
+"""The runtime's own metrics, the same in every service (label `service`, small enums only;
+`topic` names a registry topic)."""
 
 from __future__ import annotations
 
@@ -10,3 +11,7 @@ RESTARTS = Counter("commune_service_restarts_total", "Worker restarts after a Ka
 READY = Gauge("commune_service_ready", "1 while the service is assigned, restored and consuming", ["service"])
 LAST_COMMIT = Gauge("commune_last_commit_timestamp_seconds", "When the service last committed its progress",
                     ["service"])
+TOPIC_CONFIG_DRIFT = Gauge("commune_topic_config_drift",
+                           "Registry config keys an existing topic held other values of when the service last "
+                           "checked it (0: as schemas/topics.py says; `commune-bus topics create` mends them)",
+                           ["topic"])

@@ -1,5 +1,5 @@
 """Topic layout check of services/common/admin.py on the real broker: missing topics created, wrong ones refused,
-existing ones given the registry's config."""
+drifted configs warned about, counted or refused, existing ones given the registry's config."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from dataclasses import replace
 
 import pytest
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
-from schemas.topics import RAW_SEGMENT_HOURS, Kind, TopicSpec
+from schemas.topics import DLQ_INTAKE, METRICS_CHANGELOG, RAW_SEGMENT_HOURS, Kind, TopicSpec
 from services.common import clients
 from services.common.admin import (
+    TopicConfigError,
     TopicConfigsNotReconciled,
     TopicLayoutError,
     TopicsNotCreated,
@@ -21,6 +24,7 @@ from services.common.admin import (
     reconcile_configs,
 )
 from services.common.settings import KafkaConnection
+from services.common.topic_configs import Drift
 from tests.common.conftest import NewTopicOf
 
 pytestmark = pytest.mark.kafka
@@ -91,12 +95,13 @@ async def test_an_existing_topic_gets_the_registry_config_once(conn: KafkaConnec
     try:
         await ensure_topics(conn, [old])
         assert (await described_config(conn, name, ["segment.ms"]))["segment.ms"] == str(7 * 24 * 3600 * 1000)
-        assert await reconcile_configs(conn, [new, spec(f"test.missing.{unique}", 1)]) == {
-            name: ["cleanup.policy", "segment.ms"]}
+        assert await reconcile_configs(conn, [new, spec(f"test.missing.{unique}", 1)]) == [
+            Drift(name, "cleanup.policy", "delete", "compact,delete"),
+            Drift(name, "segment.ms", str(7 * 24 * 3600 * 1000), new.config["segment.ms"])]
         assert await described_config(conn, name, list(new.config)) == new.config
-        assert await reconcile_configs(conn, [new]) == {}
+        assert await reconcile_configs(conn, [new]) == []
         reordered = replace(new, config={**new.config, "cleanup.policy": "delete,compact"})
-        assert await reconcile_configs(conn, [reordered]) == {}
+        assert await reconcile_configs(conn, [reordered]) == []
     finally:
         await delete_topics(conn, [name])
 
@@ -107,5 +112,72 @@ async def test_a_config_the_broker_refuses_is_an_error_naming_the_topic(conn: Ka
         await ensure_topics(conn, [spec(name, 1)])
         with pytest.raises(TopicConfigsNotReconciled, match=f"{name}: Invalid"):
             await reconcile_configs(conn, [replace(spec(name, 1), config={"cleanup.policy": "shred"})])
+    finally:
+        await delete_topics(conn, [name])
+
+
+def drift_gauge(topic: str) -> float | None:
+    return REGISTRY.get_sample_value("commune_topic_config_drift", {"topic": topic})
+
+
+async def test_a_drifted_config_is_warned_about_and_counted_at_start(conn: KafkaConnection, unique: str) -> None:
+    """A topic created before a registry change (another retention, no `segment.ms`): `ensure_topics`, which every
+    service calls at start, logs one warning naming the topic and each key with both values and counts 2 drifted
+    keys in commune_topic_config_drift, and goes on; once mended, it counts 0 and says nothing."""
+    name = f"test.drift.{unique}"
+    old = replace(spec(name, 1), config={"retention.ms": "3600000"})
+    new = replace(old, config={"retention.ms": str(24 * 3600 * 1000), "segment.ms": str(6 * 3600 * 1000)})
+    try:
+        await ensure_topics(conn, [old])
+        with capture_logs() as logs:
+            assert await ensure_topics(conn, [new]) == []
+        assert [(e["log_level"], e["topic"], e["keys"]) for e in logs if e["event"] == "topics.config_drift"] == [
+            ("warning", name, {"retention.ms": {"actual": "3600000", "wanted": str(24 * 3600 * 1000)},
+                               "segment.ms": {"actual": str(7 * 24 * 3600 * 1000), "wanted": str(6 * 3600 * 1000)}})]
+        assert drift_gauge(name) == 2
+        await reconcile_configs(conn, [new])
+        with capture_logs() as logs:
+            await ensure_topics(conn, [new])
+        assert [e for e in logs if e["event"].startswith("topics.")] == []
+        assert drift_gauge(name) == 0
+    finally:
+        await delete_topics(conn, [name])
+
+
+async def test_a_state_topic_that_deletes_and_a_dead_letter_topic_below_its_limit_refuse_the_start(
+        conn: KafkaConnection, unique: str) -> None:
+    """The metrics state changelog pre-created `delete` with a 1-hour retention (its states gone after an hour, a
+    restore then misses them) and intake's dead-letter topic with the old 10 MiB limit (a dead letter at the limit
+    refused, intake's transaction aborted run after run): `ensure_topics` refuses to start, naming each topic, key,
+    value and the registry's; `reconcile_configs` (`commune-bus topics create`) mends both and the start passes."""
+    state = replace(METRICS_CHANGELOG, name=f"test.state.{unique}")
+    letters = replace(DLQ_INTAKE, name=f"test.letters.{unique}")
+    try:
+        await ensure_topics(conn, [replace(state, config={"cleanup.policy": "delete", "retention.ms": "3600000"}),
+                                   replace(letters, config={**letters.config, "max.message.bytes": "10485760"})])
+        with pytest.raises(TopicConfigError) as refused:
+            await ensure_topics(conn, [state, letters])
+        assert f"{state.name}: cleanup.policy is delete, the registry says compact" in str(refused.value)
+        wanted = letters.config["max.message.bytes"]
+        assert f"{letters.name}: max.message.bytes is 10485760, the registry says {wanted}" in str(refused.value)
+        assert "commune-bus topics create" in str(refused.value)
+        assert {d.key for d in await reconcile_configs(conn, [state, letters])} == {"cleanup.policy",
+                                                                                   "max.message.bytes"}
+        assert await ensure_topics(conn, [state, letters]) == []
+    finally:
+        await delete_topics(conn, [state.name, letters.name])
+
+
+async def test_reconciling_keeps_a_key_set_by_hand(conn: KafkaConnection, unique: str) -> None:
+    """A `retention.bytes` an operator set on a topic survives `reconcile_configs`: Kafka's AlterConfigs replaces a
+    topic's whole dynamic config, so before it went back to the broker's default (-1, no size bound)."""
+    name = f"test.by-hand.{unique}"
+    registry = replace(spec(name, 1), config={"retention.ms": str(24 * 3600 * 1000)})
+    try:
+        await ensure_topics(conn, [replace(registry, config={"retention.ms": "3600000",
+                                                             "retention.bytes": "5000000000"})])
+        assert [d.key for d in await reconcile_configs(conn, [registry])] == ["retention.ms"]
+        assert await described_config(conn, name, ["retention.ms", "retention.bytes"]) == {
+            "retention.ms": str(24 * 3600 * 1000), "retention.bytes": "5000000000"}
     finally:
         await delete_topics(conn, [name])

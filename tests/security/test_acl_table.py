@@ -144,3 +144,15 @@ def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> Non
     assert capsys.readouterr().out.split() == principals(REGISTRY)
     assert {r.principal for r in service_roles(REGISTRY)} == {"intake", "notify", "metrics", "gateway", "operator",
                                                               "simulator"}
+
+
+def test_each_service_describes_the_configs_of_exactly_the_topics_it_uses_and_no_source_any() -> None:
+    """`ensure_topics` compares a service's topics' configs with the registry's at start: each service principal may
+    describe the configs of the topics it reads or writes (and the tracker's own prefix), nothing else; a source
+    principal, which never checks topics, none."""
+    for role in service_roles(REGISTRY):
+        described = {(b.name, b.pattern) for b in role.bindings("") if b.operation is Op.DESCRIBE_CONFIGS}
+        used = {(t.name, Pattern.LITERAL) for t in (*role.reads, *role.writes)}
+        prefixes = {(f"{group_id(g, '')}-", Pattern.PREFIXED) for g in role.own_prefixes}
+        assert described == used | prefixes, role.principal
+    assert not [b for role in source_roles(REGISTRY) for b in role.bindings("") if b.operation is Op.DESCRIBE_CONFIGS]
