@@ -25,7 +25,7 @@ from services.cli import dlq_commands, erase, kafka_io, trace
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
-from services.common.admin import ensure_topics
+from services.common.admin import TopicLayoutError, ensure_topics, reconcile_configs
 from services.common.refused import settings_checked
 from services.gateway.batch import BodyError, check, split_body
 from services.privacy.crypto import PrivacyError
@@ -163,9 +163,15 @@ def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace
                   replication_factor: Annotated[int | None, typer.Option(
                       min=1, help="Replicas per topic (default: the cluster's default.replication.factor)")] = None,
                   ) -> None:
-    """Create every registry topic that is missing (partitions and config from schemas.topics)."""
+    """Create every registry topic that is missing (partitions and config from schemas.topics) and give the existing
+    ones the registry's config: each key changed is printed with its value before. Keys the registry does not name
+    (set by hand) are kept. Needs the admin principal (CreateTopics, AlterConfigs); run it after each upgrade."""
     specs = [scoped(t, namespace) for t in TOPICS]
-    created = asyncio.run(ensure_topics(connection(bootstrap), specs, replication_factor))
+    conn = connection(bootstrap)
+    for drift in asyncio.run(reconcile_configs(conn, specs)):  # first: the check of ensure_topics then passes
+        console.print(f"{markup(drift.topic)}: {markup(drift.key)} {markup(drift.actual)} -> {markup(drift.wanted)}",
+                      soft_wrap=True)
+    created = asyncio.run(ensure_topics(conn, specs, replication_factor))
     console.print(f"{len(created)} topics created on {markup(bootstrap)}"
                   + (f": {markup(', '.join(created))}" if created else ""))
 
@@ -191,7 +197,8 @@ PRIVACY_HINT = ("sealed records are opened with the key store: PRIVACY_KEK(_FILE
 
 def main() -> None:
     """The `commune-bus` command: `app`, with what an operator meets every day (no broker, no rights on a topic, no
-    keys) said in one line and an exit status, never as a traceback of the client's internals."""
+    keys, a topic unlike the registry) said in one line and an exit status, never as a traceback of the client's
+    internals."""
     try:
         with settings_checked("commune-bus"):
             app()
@@ -202,6 +209,9 @@ def main() -> None:
     except PrivacyError as exc:
         err_console.print(f"commune-bus: {markup(str(exc)[:300])} ({PRIVACY_HINT})", soft_wrap=True)
         raise SystemExit(2) from None
+    except TopicLayoutError as exc:  # a topic laid out or configured unlike the registry: the message says the fix
+        err_console.print(f"commune-bus: {markup(exc)}", soft_wrap=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

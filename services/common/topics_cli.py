@@ -1,6 +1,7 @@
 """`python -m services.common.topics_cli [SOURCES_FILE]`: create every registry topic on the configured broker
-(`KAFKA_*`), and the raw topics bound to each source of the source registry (default `infra/sources.yaml`); give
-the existing ones the registry's config (`admin.reconcile_configs`)."""
+(`KAFKA_*`), and the raw topics bound to each source of the source registry (default `infra/sources.yaml`); first
+give the existing ones the registry's config (`admin.reconcile_configs`: keys set by hand stay), so the check of
+`ensure_topics` then finds them as the registry says."""
 
 from __future__ import annotations
 
@@ -25,11 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     bound = [bound_topic(f, e) for e in registry.sources for f in e.families] if registry else []
     with settings_checked("topics"):
         conn = KafkaConnection()
+    for drift in asyncio.run(reconcile_configs(conn, [*TOPICS, *bound])):
+        print(f"topics: {drift.topic}: {drift.key} {drift.actual} -> {drift.wanted} (the registry's)")
     created = asyncio.run(ensure_topics(conn, [*TOPICS, *bound]))
     print(f"topics: {len(created)} created on {conn.bootstrap}" + (f" ({', '.join(created)})" if created else ""))
-    changed = asyncio.run(reconcile_configs(conn, [*TOPICS, *bound]))
-    for topic, keys in sorted(changed.items()):
-        print(f"topics: {topic}: {', '.join(keys)} set to the registry's")
 
 
 if __name__ == "__main__":

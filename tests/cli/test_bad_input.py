@@ -16,6 +16,7 @@ from schemas.deadletter import DeadLetterContext, Reason
 from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER
 from services.cli import dlq, kafka_io
 from services.cli.main import app
+from services.common.admin import TopicConfigError
 from services.privacy.crypto import PrivacyError
 from tests.keys_env import PRIVACY_ENV
 from tests.samples import canonical_dossier
@@ -138,12 +139,16 @@ def test_a_citizens_number_or_e_mail_in_a_producers_source_is_masked_unless_aske
      "commune-bus: Kafka: TopicAuthorizationFailedError"),
     (PrivacyError("no KEK: set PRIVACY_KEK or PRIVACY_KEK_FILE"),
      2, "commune-bus: no KEK: set PRIVACY_KEK or PRIVACY_KEK_FILE (sealed records are opened with the key store"),
+    (TopicConfigError("topics configured unlike schemas/topics.py, which no service may run on: commune.dlq.replayed: "
+                      "cleanup.policy is delete, the registry says compact"), 1,
+     "commune-bus: topics configured unlike schemas/topics.py, which no service may run on: commune.dlq.replayed"),
 ])
 def test_no_rights_or_no_keys_is_one_line_and_an_exit_status(monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str], failure: Exception,
                                                              status: int, said: str) -> None:
-    """What an operator meets every day (a topic its principal may not read, no broker, no PRIVACY_* keys): the
-    `commune-bus` command says it in one line with what to check (before: a rich traceback of 60 lines and more)."""
+    """What an operator meets every day (a topic its principal may not read, no broker, no PRIVACY_* keys, a topic
+    configured unlike the registry): the `commune-bus` command says it in one line with what to check (before: a rich
+    traceback of 60 lines and more)."""
     import sys
 
     from services.cli.main import main

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from schemas.topics import TOPICS
+from schemas.topics import METRICS_CHANGELOG, TOPICS, scoped
 from services.cli.options import connection, resolve_topic
+from services.common import clients
+from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
 from tests.integrator.conftest import CLI, Stack
 from tests.kafkatools import kafka_env
 from tests.samples import canonical_dossier, portal_dossier, visit_completed, with_data
@@ -97,6 +103,36 @@ def test_topics_create_makes_the_registry_topics_of_a_namespace(kafka_bootstrap:
     second = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert "0 topics created" in second.stdout
+
+
+@pytest.mark.kafka
+def test_topics_create_gives_existing_topics_the_registry_config_and_keeps_keys_set_by_hand(
+        kafka_bootstrap: str, unique: str) -> None:
+    """An upgrade's registry fixes reach existing topics: a metrics changelog made delete-only, with a size bound set
+    by hand, is compacted again by topics create, which prints the key with its value before and the registry's, and
+    keeps the hand-set key (without it, every service refuses to start on that changelog)."""
+    env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "COLUMNS": "200", "PATH": "/usr/bin:/bin", **kafka_env()}
+    ns = f"tr{unique}"
+    changelog = scoped(METRICS_CHANGELOG, ns).name
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    by_hand = {"cleanup.policy": "delete", "retention.bytes": "5000000000"}
+    asyncio.run(ensure_topics(conn, [replace(scoped(METRICS_CHANGELOG, ns), config=by_hand)]))
+    result = subprocess.run([CLI, "topics", "create", "--namespace", ns], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert f"{changelog}: cleanup.policy delete -> compact" in result.stdout, result.stdout + result.stderr
+    assert f"{len(TOPICS) - 1} topics created" in result.stdout
+
+    async def described() -> dict[str, str]:
+        client = clients.admin(conn)
+        await client.start()
+        try:
+            [response] = await client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, changelog, {
+                "cleanup.policy": "", "retention.bytes": ""})])
+        finally:
+            await client.close()
+        return {entry[0]: entry[1] for entry in response.resources[0][4]}
+
+    assert asyncio.run(described()) == {"cleanup.policy": "compact", "retention.bytes": "5000000000"}
 
 
 @pytest.mark.kafka
