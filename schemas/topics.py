@@ -69,6 +69,12 @@ after an outage, no longer (ADR 0015). Everything after them is canonical (seale
 RAW_SEGMENT_HOURS = 6
 """Kafka deletes whole segments only, once closed: with its default `segment.ms` (7 days) a quiet raw partition kept
 its records in clear for up to 10 days. A segment rolled every 6 hours bounds them to the retention + 6 h."""
+CHANGELOG_SEGMENT_HOURS = 6
+"""The same for the time-retained changelogs (intake's de-duplication ids, the gateway's claims): with 7-day segments
+a restore read up to the retention + 7 days of records, twice the 7 days of ids ADR 0005 keeps; now + 6 h."""
+DEAD_LETTER_SEGMENT_HOURS = 24
+"""Intake's dead letters (30 days) leave within a day of their retention, before the day keys that open them
+(`KEYS_DEAD_LETTERS`, 32 days): with 7-day segments a dead letter outlived its key by up to 5 days, unreadable."""
 
 
 def _canonical(family: Family, spec: FamilySpec) -> TopicSpec:
@@ -94,14 +100,15 @@ DLQ_INTAKE = TopicSpec(
     description="Records intake rejected, sealed whole (original key, headers and value; ADR 0026), plus dlq.* "
     "headers with the reason",
     config={"max.message.bytes": str(MAX_RECORD_BYTES + DEAD_LETTER_HEADROOM),
-            "retention.ms": str(30 * 24 * 3600 * 1000)},
+            "retention.ms": str(30 * 24 * 3600 * 1000), "segment.ms": str(DEAD_LETTER_SEGMENT_HOURS * 3600 * 1000)},
 )
 INTAKE_DEDUP = TopicSpec(
     "commune.intake.dedup", Kind.INTERNAL, key="family:raw partition:first offset of the transaction",
     description="Intake's de-duplication changelog: the event ids each transaction published, by raw partition",
     # one record holds a whole transaction's ids of a raw partition: 2,000 ids of 128 four-byte characters, with their
     # sources, pass a broker's default 1 MB limit, and a refused record would fail the transaction again and again
-    config={**_BIG, "cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)},
+    config={**_BIG, "cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000),
+            "segment.ms": str(CHANGELOG_SEGMENT_HOURS * 3600 * 1000)},
 )
 NOTIFY_STATUS = TopicSpec(
     "commune.notify.status", Kind.STATUS, key=COMMUNE_KEY,
@@ -166,7 +173,7 @@ GATEWAY_CLAIMS = TopicSpec(
     description="The gateway's Idempotency-Keys and signature nonces, shared by every instance: claims, and each "
     "request's answer written in the transaction of its events (ADR 0013)",
     config={"cleanup.policy": "compact,delete", "retention.ms": str(48 * 3600 * 1000),
-            "min.compaction.lag.ms": str(3600 * 1000)},
+            "min.compaction.lag.ms": str(3600 * 1000), "segment.ms": str(CHANGELOG_SEGMENT_HOURS * 3600 * 1000)},
 )
 
 TOPICS: tuple[TopicSpec, ...] = (
