@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrP
 
 from schemas.topics import TOPICS, TopicSpec
 from services.common import clients, closing
+from services.common.logging import SafeMessage
 from services.common.settings import KafkaConnection
 from services.common.telemetry import TOPIC_CONFIG_DRIFT
 from services.common.topic_configs import Described, Drift, danger, described, drifts, overlaid
@@ -34,8 +35,9 @@ FIX = "run `commune-bus topics create` as the admin: it gives existing topics th
 log = structlog.get_logger("topics")
 
 
-class TopicLayoutError(Exception):
-    """An existing topic does not have the partition count the registry gives it."""
+class TopicLayoutError(SafeMessage):
+    """An existing topic does not have the partition count the registry gives it; the message (topic names and
+    counts) is logged."""
 
 
 class TopicConfigError(TopicLayoutError):
@@ -43,7 +45,7 @@ class TopicConfigError(TopicLayoutError):
     topic and key, its value and the registry's."""
 
 
-class TopicsNotCreated(KafkaError):
+class TopicsNotCreated(SafeMessage, KafkaError):
     """The broker refused to create topics (no Create permission, a replication factor above the brokers up, an
     invalid config): a Kafka error, so a service's run ends and is tried again; the message names each topic and
     its error. aiokafka's `create_topics` returns such refusals in its response instead of raising."""
@@ -115,7 +117,7 @@ async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOP
     return [t.name for t in wanted]
 
 
-class TopicConfigsNotReconciled(KafkaError):
+class TopicConfigsNotReconciled(SafeMessage, KafkaError):
     """The broker refused to describe or alter a registry topic's config (no DescribeConfigs/AlterConfigs right,
     an invalid value); the message names each topic and its error."""
 

@@ -8,6 +8,7 @@ reached stderr through `logging.lastResort`, tracebacks whole with the exception
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Mapping, MutableMapping
@@ -119,6 +120,30 @@ def exception_without_message(_: Any, __: str, event: MutableMapping[str, Any]) 
     if isinstance(exc, BaseException):
         event["exception"] = f"{type(exc).__name__} at {where(exc, frames=None)}"
     return event
+
+
+MESSAGE_CHARS = 1000
+"""A safe message is logged up to this many characters (a layout error names every topic it found wrong)."""
+
+
+class SafeMessage(Exception):
+    """The base of the project's own errors whose message is logged: built only from values that are no personal
+    data (topic names, partition and record counts, setting and file names, Kafka error names), never from a record's
+    value, key or headers, nor an id or name taken from input. A class is marked after its every `raise` was read
+    for that; a new `raise` of a marked class keeps to it. Every other exception is logged by type and place."""
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """The fields an exception is logged with: `error` (its type) and `where` (`file:line`s); `message` as well for a
+    `SafeMessage`; `file` and `reason` (the system's fixed text, "No such file or directory") for an `OSError` about
+    a file: the files a service opens are those its settings name and its state folders, never a name from input."""
+    fields = {"error": type(exc).__name__, "where": where(exc)}
+    if isinstance(exc, SafeMessage):
+        fields["message"] = str(exc)[:MESSAGE_CHARS]
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        fields["file"] = os.fsdecode(exc.filename)
+        fields["reason"] = exc.strerror or ""
+    return fields
 
 
 def where(exc: BaseException, frames: int | None = 3) -> str:

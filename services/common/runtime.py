@@ -2,11 +2,12 @@
 
 Structured concurrency: a worker runs as the `main` task of a `TaskGroup`, and
 every background task it needs is spawned into the same group through its
-`Supervisor`. A task that fails is logged (type and place, never the message,
-which may quote a record) and counted, and ends the whole run: the group cancels
-the other tasks. A run that ended with a Kafka error is started afresh after a
-back-off (state is restored from Kafka); any other error ends the process with
-exit code 1, so its consumer group rebalances its partitions to the other workers.
+`Supervisor`. A task that fails is logged (type and place; the message only for
+the project's own errors marked `SafeMessage`: any other may quote a record) and
+counted, and ends the whole run: the group cancels the other tasks. A run that
+ended with a Kafka error is started afresh after a back-off (state is restored
+from Kafka); any other error ends the process with exit code 1, so its consumer
+group rebalances its partitions to the other workers.
 So does a permanent Kafka error (`PERMANENT`: the principal lacks a right, its
 credentials or the client's configuration are wrong): no restart can mend it, and
 a process that restarts for ever with `/healthz` 200 hides it from everyone.
@@ -46,7 +47,7 @@ from aiokafka.errors import KafkaError
 
 from services.common import http, probe, telemetry
 from services.common.health import Health
-from services.common.logging import configure, where
+from services.common.logging import configure, error_fields
 from services.common.permanent import PERMANENT
 from services.common.settings import ServiceSettings
 from services.common.streak import Streak
@@ -92,7 +93,7 @@ class Supervisor:
             telemetry.TASK_FAILURES.labels(self.service, name).inc()
             raise WorkerCancelled(f"{name} was cancelled from inside") from None
         except Exception as exc:
-            log.error("task.failed", service=self.service, task=name, error=type(exc).__name__, where=where(exc))
+            log.error("task.failed", service=self.service, task=name, **error_fields(exc))
             telemetry.TASK_FAILURES.labels(self.service, name).inc()
             raise
 
@@ -100,8 +101,8 @@ class Supervisor:
         """Report a failure seen in a callback (a rebalance listener, a delivery callback): it ends the run. The first
         one ends it; any after it (the run is ending already) is logged and counted, not dropped."""
         if self._failed:
-            log.error("task.failed", service=self.service, task="callback", error=type(exc).__name__,
-                      where=where(exc), after="an earlier failure")
+            log.error("task.failed", service=self.service, task="callback", **error_fields(exc),
+                      after="an earlier failure")
             telemetry.TASK_FAILURES.labels(self.service, "callback").inc()
             return
         self._failed = True
@@ -170,9 +171,9 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
         assert error is not None
         name = type(error).__name__
         if stop.is_set():  # the stop's own last commit or close met the error: no restart follows, none is counted
-            log.warning("service.stopped_with_error", service=service, error=name, where=where(error))
+            log.warning("service.stopped_with_error", service=service, **error_fields(error))
             return
-        log.error("service.restarting", service=service, error=name, where=where(error), retry_in_s=delay)
+        log.error("service.restarting", service=service, **error_fields(error), retry_in_s=delay)
         telemetry.RESTARTS.labels(service, name).inc()
         health.set_ready(False, f"restarting after {name}")
         await streak.failed_unless_outage(name, stop)
@@ -254,6 +255,6 @@ def _crashed(service: str, exc: BaseException) -> None:
     inner = exc
     while isinstance(inner, BaseExceptionGroup):
         inner = inner.exceptions[0]
-    log.critical("service.crashed", service=service, error=type(inner).__name__, where=where(inner))
+    log.critical("service.crashed", service=service, **error_fields(inner))
     log.debug("service.crash_traceback", exc_info=inner)
     sys.exit(1)

@@ -17,11 +17,13 @@ from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, 
 from aiokafka.structs import RecordMetadata
 
 from services.common import kip447
+from services.common.logging import SafeMessage
 from services.common.permanent import PERMANENT
 
 
-class SendFailed(KafkaError):
-    """A send of a transaction failed, so the transaction was aborted. The message names error types only."""
+class SendFailed(SafeMessage, KafkaError):
+    """A send of a transaction failed, so the transaction was aborted. The message names error types and counts
+    only (`all_sent`), so it is logged."""
 
 
 class TransactionLost(KafkaError):

@@ -20,6 +20,8 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.common.logging import SafeMessage
+
 KEY_BYTES = 32
 """AES-256: data keys and the key-encryption key."""
 NONCE_BYTES = 12
@@ -27,8 +29,8 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 
 
-class PrivacyError(Exception):
-    """Base of this package's errors; messages never carry personal data or key material."""
+class PrivacyError(SafeMessage):
+    """Base of this package's errors; messages never carry personal data or key material, so they are logged."""
 
 
 class Erased(PrivacyError):
