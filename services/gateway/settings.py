@@ -70,7 +70,7 @@ class GatewaySettings(ServiceSettings):
     max_body_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024,
                                 description="A request body past this many bytes is refused (413) while it streams")
     max_record_bytes: int = Field(
-        default=DEFAULT_MAX_RECORD_BYTES, ge=1024, le=MAX_RECORD_BYTES,
+        default=DEFAULT_MAX_RECORD_BYTES, ge=1024,
         validation_alias=AliasChoices("GATEWAY_MAX_RECORD_BYTES", "INTAKE_MAX_RECORD_BYTES", "max_record_bytes"),
         description="One record's limit: intake's own (`INTAKE_MAX_RECORD_BYTES`), so nothing accepted here is "
         "dead-lettered by intake for its size",
