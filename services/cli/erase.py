@@ -56,9 +56,10 @@ def erase(cccd: Annotated[str | None, typer.Option(
           email: Annotated[str | None, typer.Option("--email", help="Likewise, an e-mail address")] = None,
           zalo: Annotated[str | None, typer.Option("--zalo", help="Likewise, a Zalo user id")] = None,
           subject: Annotated[str | None, typer.Option(
-              "--subject", help="A pseudonymous subject (a-... or r-...) as `trace` shows it on a dossier's canonical "
-              "events: an applicant whose dossier named no CCCD, phone, e-mail or Zalo id (a name and an address "
-              "only) is sealed under a subject of its own, which only this reaches")] = None,
+              "--subject", help="A pseudonymous subject (a-..., d-... or r-...) as `trace` shows it on a dossier's "
+              "canonical events: an applicant whose dossier named no CCCD, phone, e-mail or Zalo id (a name and an "
+              "address only) is sealed under their dossier's subject (d-...; before 2026-12-03 a random r-... per "
+              "event), which only this reaches")] = None,
           requested_by: Annotated[str | None, typer.Option(
               "--requested-by", help="Who asked (operator account); default: the OS user")] = None,
           stdin: Annotated[bool, typer.Option(

@@ -191,7 +191,8 @@ class Tracer:
 def _applicant_subject(value: bytes | None) -> str | None:
     """The pseudonymous subject a canonical dossier event's applicant is sealed under (binary mode: the value is the
     event's data), what `commune-bus erase --subject` takes: an applicant without a CCCD, phone, e-mail or Zalo id
-    has one of its own that nothing else names. None for any other value."""
+    is sealed under their dossier's (`d-`; a random `r-` per event before 2026-12-03), which nothing else names.
+    None for any other value."""
     try:
         data = orjson.loads(value or b"")
     except orjson.JSONDecodeError:

@@ -1,8 +1,8 @@
 """Sealing and opening the applicant group of dossier events, pure (a `Keyring` is passed in).
 
 The subject is the applicant's CCCD when there is one (what an erasure request names),
-else the phone, e-mail or Zalo id; an applicant with none of them gets a subject of its
-own. Each personal field is sealed on its own, with `<event id>/applicant.<field>` as
+else the phone, e-mail or Zalo id; an applicant with none of them gets the subject of its
+dossier (`crypto.dossier_subject`). Each personal field is sealed on its own, with `<event id>/applicant.<field>` as
 associated data, so notify opens only the contact it delivers to.
 """
 
@@ -34,19 +34,26 @@ def field_aad(event_id: str, field: str) -> str:
     return f"{event_id}/applicant.{field}"
 
 
-def subject_of(keyring: Keyring, applicant: Applicant) -> str:
+Dossier = tuple[str, str]
+"""A dossier as its events name it: (the event's source, its dossier code)."""
+
+
+def subject_of(keyring: Keyring, applicant: Applicant, dossier: Dossier) -> str:
     """The subject of the first identifier that names one person (`crypto.identifies`): a placeholder phone ("-",
-    "N/A") shared by thousands of dossiers would put them all under one key, which one erasure would shred."""
+    "N/A") shared by thousands of dossiers would put them all under one key, which one erasure would shred. Without
+    one, the dossier's subject: one key for all its events (a random subject per event made a permanent key each)."""
     for kind, field in _IDENTIFIERS:
         value = getattr(applicant, field)
         if value and crypto.identifies(kind, value):
             return keyring.subject(kind, value)
-    return keyring.anonymous_subject()
+    return keyring.dossier_subject(*dossier)
 
 
-def encrypt_applicant(keyring: Keyring, event_id: str, applicant: Applicant) -> tuple[SealedApplicant, list[KeyRecord]]:
-    """The applicant with every personal field sealed, and the key records the caller must write with it."""
-    subject = subject_of(keyring, applicant)
+def encrypt_applicant(keyring: Keyring, event_id: str, applicant: Applicant,
+                      dossier: Dossier) -> tuple[SealedApplicant, list[KeyRecord]]:
+    """The applicant of an event of `dossier` with every personal field sealed, and the key records the caller must
+    write with it."""
+    subject = subject_of(keyring, applicant, dossier)
     key_id, dek, records = keyring.key_for(subject)
     present = [(field, value) for field in PERSONAL_FIELDS if (value := getattr(applicant, field))]
     aad = field_aad(event_id, "").encode()  # + the field's name: `field_aad(event_id, field)` without a str per field
@@ -68,7 +75,7 @@ def seal_event(keyring: Keyring, event: Event) -> tuple[Event, list[KeyRecord]]:
     applicant = event.data.applicant
     if isinstance(applicant, SealedApplicant):
         raise AlreadySealed("the applicant group is already sealed")
-    sealed, records = encrypt_applicant(keyring, event.id, applicant)
+    sealed, records = encrypt_applicant(keyring, event.id, applicant, (event.source, event.data.dossier_code))
     return replaced(event, data=replaced(event.data, applicant=sealed)), records
 
 

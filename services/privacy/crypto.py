@@ -189,11 +189,26 @@ Pepper = bytes | hmac.HMAC
 """The pepper, or an HMAC already keyed with it (copied per use: keying costs as much as the MAC)."""
 
 
+def _mac(pepper: Pepper, text: str) -> str:
+    mac = pepper.copy() if isinstance(pepper, hmac.HMAC) else hmac.new(pepper, digestmod=hashlib.sha256)
+    mac.update(text.encode())
+    return b64(mac.digest())
+
+
 def subject_id(pepper: Pepper, kind: str, value: str) -> str:
     """`a-` + base64url(HMAC-SHA256(pepper, kind:value)): stable per person, reveals nothing without the pepper."""
-    mac = pepper.copy() if isinstance(pepper, hmac.HMAC) else hmac.new(pepper, digestmod=hashlib.sha256)
-    mac.update(f"{kind}:{value}".encode())
-    return "a-" + b64(mac.digest())
+    return "a-" + _mac(pepper, f"{kind}:{value}")
+
+
+DOSSIER_SEPARATOR = "\x1f"
+"""Between a dossier's source and code: a control character, which no identifier may hold (as intake's `dedup`)."""
+
+
+def dossier_subject(pepper: Pepper, source: str, dossier_code: str) -> str:
+    """`d-` + base64url(HMAC-SHA256(pepper, dossier:source␟code)): the subject of an applicant who gave no identifier
+    that names one person, one per dossier (its code numbered by its source, as intake tells events apart by source
+    and id). Every event of the dossier shares its key; no two dossiers share one; the pepper hides which dossier."""
+    return "d-" + _mac(pepper, f"dossier:{source}{DOSSIER_SEPARATOR}{dossier_code}")
 
 
 def keyed_pepper(pepper: bytes) -> hmac.HMAC:
@@ -239,9 +254,10 @@ def identifies(kind: str, value: str) -> bool:
             and not _one_repeated("".join(c for c in text if c.isalnum())))
 
 
-APPLICANT_SUBJECT = re.compile(r"a-[A-Za-z0-9_-]{43}|r-[A-Za-z0-9_-]{22}")
-"""An applicant's subject as intake makes one: `subject_id` (`a-`, an identifier's HMAC) or `Keyring.anonymous_subject`
-(`r-`, random: an applicant sealed without any identifier that names one person). Never a day key's `dlq:<day>`."""
+APPLICANT_SUBJECT = re.compile(r"a-[A-Za-z0-9_-]{43}|d-[A-Za-z0-9_-]{43}|r-[A-Za-z0-9_-]{22}")
+"""An applicant's subject as intake makes one: `subject_id` (`a-`, an identifier's HMAC) or, for an applicant sealed
+without any identifier that names one person, `dossier_subject` (`d-`, the dossier's HMAC; before 2026-12-03 a random
+`r-` per event, `Keyring.anonymous_subject`, still in old data). Never a day key's `dlq:<day>`."""
 
 
 def identifier_subject(pepper: Pepper, kind: str, value: str) -> str:

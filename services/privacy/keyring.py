@@ -84,9 +84,14 @@ class Keyring:
         """The pseudonymous subject id of an identifier (`cccd`, `phone`, `email`, `zalo`)."""
         return crypto.identifier_subject(self._pepper, kind, value)
 
+    def dossier_subject(self, source: str, dossier_code: str) -> str:
+        """The subject of an applicant with no CCCD, phone, e-mail or Zalo id: their dossier's (`erase_subject`)."""
+        return crypto.dossier_subject(self._pepper, source, dossier_code)
+
     @staticmethod
     def anonymous_subject() -> str:
-        """An applicant with no CCCD, phone, e-mail or Zalo id: a subject of its own (`erase_subject` by that id)."""
+        """A random `r-` subject, as intake gave such an applicant before 2026-12-03 (a new one, hence a new permanent
+        key, for every event): such subjects stay in old data, readable and erasable; nothing seals under new ones."""
         return "r-" + crypto.b64(os.urandom(16))
 
     # --- keys -----------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_a_dossier_codes_digit_groups_are_no_personal_number() -> None:
 
 
 def test_a_canonical_dossier_event_shows_the_subject_its_applicant_is_sealed_under() -> None:
-    """An applicant with a name and an address only is sealed under a random `r-` subject that nothing else names:
+    """An applicant with a name and an address only is sealed under their dossier's `d-` subject, nothing else's:
     the trace of the dossier shows it, so `erase --subject` can reach it (privacy audit F4); a CCCD's `a-` subject
     likewise. An event without an applicant shows none."""
     from schemas import wire
@@ -140,7 +140,7 @@ def test_a_canonical_dossier_event_shows_the_subject_its_applicant_is_sealed_und
 
     anonymous = traced({"name": "Lò Thị Sen", "address": "Bản Nà Tàng"})
     subject = anonymous.rsplit(" applicant ", 1)[1]
-    assert subject.startswith("r-") and len(subject) == 24 and "Sen" not in anonymous
+    assert subject.startswith("d-") and len(subject) == 45 and "Sen" not in anonymous
     assert traced({"name": "Lò Thị Sen", "id_number": "001099012345"}).rsplit(" applicant ", 1)[1].startswith("a-")
     assert " applicant " not in traced(None)
 

@@ -185,7 +185,8 @@ async def test_a_key_written_again_while_it_is_erased_ends_erased(kafka_bootstra
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     await ensure_topics(conn, [scoped(KEYS_APPLICANTS, ns), scoped(KEYS_DEAD_LETTERS, ns), scoped(PRIVACY_AUDIT, ns)])
     maker = keyring()
-    sealed, [record] = encrypt_applicant(maker, "evt-1", Applicant(name=LAN[0], id_number=LAN[1], phone=LAN[2]))
+    sealed, [record] = encrypt_applicant(maker, "evt-1", Applicant(name=LAN[0], id_number=LAN[1], phone=LAN[2]),
+                                         ("/communes/02269/one-stop", "TL-1"))
     value, topic = record.model_dump_json().encode(), scoped(KEYS_APPLICANTS, ns).name
     store = KeyStore(conn, ns, maker, client_id="tests-maker")
     producer = clients.producer(conn, client_id="tests-maker")

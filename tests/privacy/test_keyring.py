@@ -29,6 +29,9 @@ HEADERS = st.lists(st.tuples(st.text(max_size=16) | st.sampled_from(["ce_subject
 CONTEXT = DeadLetterContext(reason=Reason.NOT_JSON, field="(record)", message="m", source_topic="t",
                             source_partition=0, source_offset=1, rejected_at="2026-12-01T08:00:00+00:00").headers()
 
+DOSSIER = ("/communes/02269/one-stop", "TL-2512-0001")
+"""The dossier an applicant's event is of: (source, dossier code)."""
+OTHER_DOSSIER = ("/communes/02269/one-stop", "TL-2512-0002")
 LAN = Applicant(name="Nguyễn Thị Lan", id_number="008123456789", phone="0912345678", email="lan@example.vn",
                 address="Thôn Nà Tàng, Xã Thượng Lâm")
 
@@ -36,7 +39,7 @@ LAN = Applicant(name="Nguyễn Thị Lan", id_number="008123456789", phone="0912
 def test_sealed_applicant_has_no_clear_personal_data() -> None:
     """The sealed group's JSON holds none of the applicant's values, and opens back to them with the key."""
     ring = keyring()
-    sealed, records = sealing.encrypt_applicant(ring, "evt-1", LAN)
+    sealed, records = sealing.encrypt_applicant(ring, "evt-1", LAN, DOSSIER)
     text = sealed.model_dump_json()
     for field in PERSONAL_FIELDS:
         value = getattr(LAN, field)
@@ -48,7 +51,7 @@ def test_sealed_applicant_has_no_clear_personal_data() -> None:
 def test_another_service_opens_with_the_key_record_only() -> None:
     """A keyring that got the key record from the topic (with the same KEK) opens the value; before it, unknown."""
     writer, reader = keyring(), keyring()
-    sealed, records = sealing.encrypt_applicant(writer, "evt-1", LAN)
+    sealed, records = sealing.encrypt_applicant(writer, "evt-1", LAN, DOSSIER)
     with pytest.raises(KeyUnknown):
         sealing.open_field(reader, "evt-1", sealed, "phone")
     for r in records:
@@ -59,7 +62,7 @@ def test_another_service_opens_with_the_key_record_only() -> None:
 def test_a_value_moved_to_another_event_or_field_does_not_open() -> None:
     """The associated data binds a token to its event id and field."""
     ring = keyring()
-    sealed, _ = sealing.encrypt_applicant(ring, "evt-1", LAN)
+    sealed, _ = sealing.encrypt_applicant(ring, "evt-1", LAN, DOSSIER)
     with pytest.raises(Tampered):
         sealing.open_field(ring, "evt-2", sealed, "phone")
     swapped = sealed.model_copy(update={"name": sealed.phone})
@@ -70,19 +73,19 @@ def test_a_value_moved_to_another_event_or_field_does_not_open() -> None:
 def test_pending_keys_are_returned_until_the_topic_confirms_them() -> None:
     """Each use of a key not yet read back from the topic returns its record again; once confirmed, none."""
     ring = keyring()
-    _, first = sealing.encrypt_applicant(ring, "evt-1", LAN)
-    _, again = sealing.encrypt_applicant(ring, "evt-2", LAN)
+    _, first = sealing.encrypt_applicant(ring, "evt-1", LAN, DOSSIER)
+    _, again = sealing.encrypt_applicant(ring, "evt-2", LAN, DOSSIER)
     assert first == again and len(first) == 1
     ring.apply(first[0].record_key, first[0].model_dump_json().encode())
-    _, after = sealing.encrypt_applicant(ring, "evt-3", LAN)
+    _, after = sealing.encrypt_applicant(ring, "evt-3", LAN, DOSSIER)
     assert after == []
 
 
 def test_racing_keys_for_one_subject_coexist() -> None:
     """Two workers creating a key for one applicant at once: both records are kept, each value opens with its own."""
     a, b, reader = keyring(), keyring(), keyring()
-    sealed_a, rec_a = sealing.encrypt_applicant(a, "evt-a", LAN)
-    sealed_b, rec_b = sealing.encrypt_applicant(b, "evt-b", LAN)
+    sealed_a, rec_a = sealing.encrypt_applicant(a, "evt-a", LAN, DOSSIER)
+    sealed_b, rec_b = sealing.encrypt_applicant(b, "evt-b", LAN, DOSSIER)
     assert sealed_a.subject == sealed_b.subject and sealed_a.key_id != sealed_b.key_id
     assert rec_a[0].record_key != rec_b[0].record_key
     for r in rec_a + rec_b:
@@ -95,8 +98,9 @@ def test_racing_keys_for_one_subject_coexist() -> None:
 def test_a_tombstone_erases_at_once() -> None:
     """After its tombstone, a value under the key raises Erased (not KeyUnknown), and other applicants still open."""
     ring = keyring()
-    lan, rec_lan = sealing.encrypt_applicant(ring, "evt-1", LAN)
-    minh, _ = sealing.encrypt_applicant(ring, "evt-2", Applicant(name="Trần Văn Minh", id_number="001099000111"))
+    lan, rec_lan = sealing.encrypt_applicant(ring, "evt-1", LAN, DOSSIER)
+    minh, _ = sealing.encrypt_applicant(ring, "evt-2", Applicant(name="Trần Văn Minh", id_number="001099000111"),
+                                        DOSSIER)
     ring.apply(rec_lan[0].record_key, None)
     with pytest.raises(Erased) as caught:
         sealing.open_field(ring, "evt-1", lan, "name")
@@ -107,8 +111,9 @@ def test_a_tombstone_erases_at_once() -> None:
 def test_the_subject_is_the_cccd_whatever_else_changes() -> None:
     """Two submissions of one CCCD (another phone, spaced differently) share the subject an erasure names."""
     ring = keyring()
-    one, _ = sealing.encrypt_applicant(ring, "e1", LAN)
-    two, _ = sealing.encrypt_applicant(ring, "e2", Applicant(name="Lan", id_number="008 123 456 789", phone="0999"))
+    one, _ = sealing.encrypt_applicant(ring, "e1", LAN, DOSSIER)
+    two, _ = sealing.encrypt_applicant(ring, "e2", Applicant(name="Lan", id_number="008 123 456 789", phone="0999"),
+                                       DOSSIER)
     assert one.subject == two.subject == crypto.cccd_subject(PEPPER, "008123456789")
 
 
@@ -172,7 +177,7 @@ def test_a_dead_letter_naming_only_a_zalo_id_is_sealed_under_its_applicants_key(
             assert subject == "dlq:2026-12-01"
             continue
         assert subject == crypto.identifier_subject(PEPPER, "zalo", zalo) == \
-            sealing.subject_of(ring, Applicant(name=name, zalo_user_id=zalo))
+            sealing.subject_of(ring, Applicant(name=name, zalo_user_id=zalo), DOSSIER)
         assert zalo.encode() not in letter.value
         ring.apply(letter.keys[0].record_key, None)
         with pytest.raises(Erased):
@@ -211,14 +216,14 @@ def test_settings_build_a_working_keyring_and_hide_secrets() -> None:
     s = settings()
     assert s.keks() == {"kek-1": KEK}
     assert crypto.b64(KEK) not in repr(s) and crypto.b64(PEPPER) not in repr(s)
-    sealed, _ = sealing.encrypt_applicant(s.keyring(), "e", LAN)
+    sealed, _ = sealing.encrypt_applicant(s.keyring(), "e", LAN, DOSSIER)
     assert isinstance(sealed, SealedApplicant) and sealed.subject == crypto.cccd_subject(PEPPER, LAN.id_number or "")
 
 
 def test_operators_see_erased_fields_as_erased() -> None:
     """The display form shows clear fields while the key lives, `[erased]` for each of them after its tombstone."""
     ring = keyring()
-    sealed, records = sealing.encrypt_applicant(ring, "evt-1", LAN)
+    sealed, records = sealing.encrypt_applicant(ring, "evt-1", LAN, DOSSIER)
     assert sealing.for_display(ring, "evt-1", sealed)["name"] == LAN.name
     ring.apply(records[0].record_key, None)
     shown = sealing.for_display(ring, "evt-1", sealed)
@@ -232,7 +237,7 @@ def test_operators_see_erased_fields_as_erased() -> None:
 def test_any_applicant_round_trips_through_sealing(applicant: Applicant) -> None:
     """Whatever the applicant's fields hold (any Unicode, empty, missing), sealing then opening gives them back."""
     ring = keyring()
-    sealed, _ = sealing.encrypt_applicant(ring, "evt-x", applicant)
+    sealed, _ = sealing.encrypt_applicant(ring, "evt-x", applicant, DOSSIER)
     assert SealedApplicant.model_validate_json(sealed.model_dump_json()) == sealed
     opened = sealing.open_applicant(ring, "evt-x", sealed)
     assert opened == applicant.model_copy(update={f: getattr(applicant, f) or None for f in PERSONAL_FIELDS})
@@ -240,7 +245,7 @@ def test_any_applicant_round_trips_through_sealing(applicant: Applicant) -> None
 
 def test_an_applicant_without_cccd_is_erasable_by_the_phone_they_gave() -> None:
     """No CCCD: the subject comes from the phone, normalised (+84, spaces), as `erase --phone` computes it."""
-    sealed, _ = sealing.encrypt_applicant(keyring(), "e", Applicant(name="Lan", phone="+84 912 345 678"))
+    sealed, _ = sealing.encrypt_applicant(keyring(), "e", Applicant(name="Lan", phone="+84 912 345 678"), DOSSIER)
     assert sealed.subject == crypto.identifier_subject(PEPPER, "phone", "0912345678")
 
 
@@ -266,9 +271,9 @@ def test_a_placeholder_phone_does_not_put_strangers_under_one_key() -> None:
     one, and an erasure of that "phone" would have shredded them all); a real phone still names its subject."""
     ring = keyring()
     placeholders = [Applicant(name=f"Người {i}", phone=p) for i, p in enumerate(["-", "N/A", "-", "không có"])]
-    subjects = [sealing.subject_of(ring, a) for a in placeholders]
+    subjects = [sealing.subject_of(ring, a, (DOSSIER[0], f"TL-{i}")) for i, a in enumerate(placeholders)]
     assert len(set(subjects)) == len(subjects)
-    assert sealing.subject_of(ring, Applicant(name="Lan", phone="-", email="lan@example.vn")) == \
+    assert sealing.subject_of(ring, Applicant(name="Lan", phone="-", email="lan@example.vn"), DOSSIER) == \
         ring.subject("email", "lan@example.vn")
 
 
@@ -280,10 +285,10 @@ def test_applicants_sharing_only_a_placeholder_get_subjects_of_their_own(identif
     fields = {"zalo": "zalo_user_id", "phone": "phone", "cccd": "id_number"}
     ring = keyring()
     strangers = [Applicant(name=name, **{fields[k]: v for k, v in identifiers.items()}) for name in ("An", "Bình")]
-    assert sealing.subject_of(ring, strangers[0]) != sealing.subject_of(ring, strangers[1])
+    assert sealing.subject_of(ring, strangers[0], DOSSIER) != sealing.subject_of(ring, strangers[1], OTHER_DOSSIER)
     if "cccd" in identifiers:
         with_phone = Applicant(name="An", id_number=identifiers["cccd"], phone="0912000001")
-        assert sealing.subject_of(ring, with_phone) == ring.subject("phone", "0912000001")
+        assert sealing.subject_of(ring, with_phone, DOSSIER) == ring.subject("phone", "0912000001")
 
 
 _WORDS = st.text(alphabet="abcdeđêơưạẠ Lan", max_size=30)
@@ -387,7 +392,7 @@ def test_a_key_written_again_after_its_tombstone_stays_erased() -> None:
     after the erasure's tombstone (the audit's race) does not bring the key back in any keyring that saw the
     tombstone: values under it stay erased (before, the late copy revived the key)."""
     maker, reader = keyring(), keyring()
-    sealed, [record] = sealing.encrypt_applicant(maker, "evt-1", LAN)
+    sealed, [record] = sealing.encrypt_applicant(maker, "evt-1", LAN, DOSSIER)
     value = record.model_dump_json().encode()
     for ring in (maker, reader):
         ring.apply(record.record_key, value)
@@ -395,7 +400,7 @@ def test_a_key_written_again_after_its_tombstone_stays_erased() -> None:
         ring.apply(record.record_key, value)  # written again before the maker read the tombstone
         with pytest.raises(Erased):
             sealing.open_field(ring, "evt-1", sealed, "name")
-    again, [fresh] = sealing.encrypt_applicant(maker, "evt-2", LAN)  # the applicant's next dossier: a new key
+    again, [fresh] = sealing.encrypt_applicant(maker, "evt-2", LAN, DOSSIER)  # the applicant's next dossier: a new key
     assert fresh.key_id != record.key_id and again.key_id == fresh.key_id
 
 
@@ -461,7 +466,7 @@ def test_an_erasure_mark_erases_the_subjects_keys_in_whatever_order_they_are_rea
     """After compaction a key store started later may find only a late copy of an erased key (its tombstone gone) and
     the subject's erasure mark: the key is erased whichever comes first; a key created after the mark opens."""
     maker = keyring()
-    sealed, [record] = sealing.encrypt_applicant(maker, "evt-1", LAN)
+    sealed, [record] = sealing.encrypt_applicant(maker, "evt-1", LAN, DOSSIER)
     fresh = keyring()
     late_copy = (record.record_key, record.model_dump_json().encode())
     steps = [lambda: _mark(fresh, sealed.subject, NOW + timedelta(minutes=1)), lambda: fresh.apply(*late_copy)]
@@ -470,7 +475,7 @@ def test_an_erasure_mark_erases_the_subjects_keys_in_whatever_order_they_are_rea
     with pytest.raises(Erased):
         sealing.open_field(fresh, "evt-1", sealed, "name")
     later = keyring(lambda: NOW + timedelta(hours=1))
-    newer, [new_record] = sealing.encrypt_applicant(later, "evt-2", LAN)
+    newer, [new_record] = sealing.encrypt_applicant(later, "evt-2", LAN, DOSSIER)
     fresh.apply(new_record.record_key, new_record.model_dump_json().encode())
     assert sealing.open_field(fresh, "evt-2", newer, "name") == LAN.name
 
@@ -479,9 +484,9 @@ def test_a_worker_that_read_the_mark_dates_the_subjects_new_key_after_it() -> No
     """A worker whose clock is behind the erasure's (and its minute of margin) still makes the erased subject's next
     key one every reader takes: dated after the mark; its pending key of before the mark is forgotten."""
     worker = keyring()  # its clock: NOW
-    sealed, [old] = sealing.encrypt_applicant(worker, "evt-1", LAN)
+    sealed, [old] = sealing.encrypt_applicant(worker, "evt-1", LAN, DOSSIER)
     _mark(worker, sealed.subject, NOW + timedelta(minutes=1))
-    again, [new] = sealing.encrypt_applicant(worker, "evt-2", LAN)
+    again, [new] = sealing.encrypt_applicant(worker, "evt-2", LAN, DOSSIER)
     assert new.key_id != old.key_id and new.created_at > NOW + timedelta(minutes=1)
     reader = keyring()
     _mark(reader, sealed.subject, NOW + timedelta(minutes=1))
