@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from services.demo.settings import DemoSettings
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_CONFIG = ROOT / "infra/prometheus/prometheus.yml"
 SUBSCRIBERS = ROOT / "infra/notify/subscribers.example.toml"
+GATEWAY_SECRETS_EXAMPLE = ROOT / "infra/gateway-secrets.example.yaml"
 DEFAULT_PROVIDERS = "127.0.0.1:8025"
 
 
@@ -67,9 +69,9 @@ def plan(s: DemoSettings, python: str = sys.executable) -> list[Child]:
         Child("gateway", [python, "-m", "services.gateway"],
               {**scoped("GATEWAY"), "GATEWAY_PORT": str(s.gateway_port),
                "GATEWAY_HTTP_PORT": str(s.gateway_metrics_port),
-               "GATEWAY_SECRETS_FILE": str(ROOT / "infra/gateway-secrets.example.yaml")},
+               "GATEWAY_SECRETS_FILE": str(gateway_secrets_file(s))},
               {s.gateway_port: "gateway API", s.gateway_metrics_port: "gateway /metrics"}, _url(s.gateway_port),
-              where=f"HTTP ingest: {_url(s.gateway_port)}/docs (demo key: infra/gateway-secrets.example.yaml)"),
+              where=f"HTTP ingest: {_url(s.gateway_port)}/docs (demo keys: {gateway_secrets_file(s)})"),
         Child("simulator", [python, "-m", "services.simulator", "--rate", f"{s.rate:g}"], scoped("SIMULATOR"),
               where="raw traffic: commune.raw.* (Lạng Sơn communes)"),
     ]
@@ -89,6 +91,12 @@ def subscribers_file(s: DemoSettings) -> Path:
     return s.run_dir / "subscribers.toml"
 
 
+def gateway_secrets_file(s: DemoSettings) -> Path:
+    """The demo gateway's keys: the example's sources, each with a random key of its own (the gateway refuses the
+    example's placeholders)."""
+    return s.run_dir / "gateway-secrets.yaml"
+
+
 def prometheus_file(s: DemoSettings) -> Path:
     return s.run_dir / "prometheus.yml"
 
@@ -96,6 +104,11 @@ def prometheus_file(s: DemoSettings) -> Path:
 def write_configs(s: DemoSettings) -> None:
     """The generated files the plan refers to: subscribers and Prometheus' scrape config with this demo's ports."""
     s.run_dir.mkdir(parents=True, exist_ok=True)
+    if not gateway_secrets_file(s).exists():  # made once: a client of an earlier demo keeps its key
+        example = yaml.safe_load(GATEWAY_SECRETS_EXAMPLE.read_text(encoding="utf-8"))
+        keys = {source: {kind: secrets.token_urlsafe(32) for kind in entry} for source, entry in example.items()}
+        gateway_secrets_file(s).touch(mode=0o600)
+        gateway_secrets_file(s).write_text(yaml.safe_dump(keys, sort_keys=False), encoding="utf-8")
     subscribers_file(s).write_text(SUBSCRIBERS.read_text(encoding="utf-8").replace(
         DEFAULT_PROVIDERS, f"127.0.0.1:{s.providers_port}"), encoding="utf-8")
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))

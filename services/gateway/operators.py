@@ -35,7 +35,14 @@ from starlette.requests import ClientDisconnect
 from services.cli.trace import SINCE_HELP, since_ms, trace_timeline
 from services.common.settings import KafkaConnection
 from services.gateway.api import ErrorBody, error
-from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, KeysFileError, keys_file
+from services.gateway.settings import (
+    KEY_RULE,
+    MIN_KEY_CHARS,
+    PLACEHOLDER_RULE,
+    KeysFileError,
+    is_placeholder,
+    keys_file,
+)
 from services.gateway.sparse import Sparse
 from services.gateway.telemetry import OPERATOR_KEYS_REFUSED, TRACES
 from services.privacy import crypto
@@ -136,6 +143,8 @@ def load_operators(path: Path | None) -> dict[str, SecretStr]:
                                 "characters, without spaces or control characters")
         if not isinstance(key, str) or len(key) < MIN_KEY_CHARS:
             raise KeysFileError(f"{path}: operator {operator}: {KEY_RULE}")
+        if is_placeholder(key):
+            raise KeysFileError(f"{path}: operator {operator}: {PLACEHOLDER_RULE}")
         keys[str(operator)] = SecretStr(key)
     return keys
 

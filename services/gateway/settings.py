@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Self
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import MAX_RECORD_BYTES
@@ -29,7 +38,25 @@ MIN_KEY_CHARS = 16
 (`secrets.token_urlsafe(32)`) has 43 characters; an empty, null or placeholder-short one is refused."""
 KEY_RULE = (f"a key is a string of at least {MIN_KEY_CHARS} characters; make one with "
             "python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
-Key = Annotated[SecretStr, Field(min_length=MIN_KEY_CHARS)]
+PLACEHOLDER_WORDS = ("replace-me", "replace_me", "changeme", "change-me", "placeholder", "example")
+"""Words of a key that was never replaced (infra/gateway-secrets.example.yaml's `replace-me-with-a-long-random-key`
+passed the length check: a gateway started with the example's keys, which anyone can read in git)."""
+PLACEHOLDER_RULE = "the example's placeholder, not a key: put a key of your own in its place; " + KEY_RULE
+
+
+def is_placeholder(key: str) -> bool:
+    """`key` is a placeholder left in (a word of `PLACEHOLDER_WORDS`, or one character repeated), never a key."""
+    text = key.lower()
+    return any(word in text for word in PLACEHOLDER_WORDS) or len(set(text)) <= 1
+
+
+def _not_placeholder(key: SecretStr) -> SecretStr:
+    if is_placeholder(key.get_secret_value()):
+        raise ValueError(PLACEHOLDER_RULE)
+    return key
+
+
+Key = Annotated[SecretStr, Field(min_length=MIN_KEY_CHARS), AfterValidator(_not_placeholder)]
 
 
 class KeysFileError(ValueError):
@@ -184,5 +211,6 @@ def entry_problems(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         where = ".".join(str(p) for p in error["loc"])
-        problems.append(f"{where}: {KEY_RULE}" if error["type"] == "too_short" else f"{where}: {error['msg']}")
+        problem = {"too_short": KEY_RULE, "value_error": PLACEHOLDER_RULE}.get(error["type"], error["msg"])
+        problems.append(f"{where}: {problem}")
     return "; ".join(problems)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from services.demo import processes
+from services.demo.settings import DemoSettings
 from services.gateway import __main__ as gateway_main
 from services.gateway.auth import RequestLine, Unauthenticated, identify
 from services.gateway.operators import load_operators, operator_of
@@ -55,10 +57,40 @@ def test_a_source_without_a_usable_key_stops_the_gateway(tmp_path: Path, entry: 
 
 
 def test_the_keys_the_docs_make_load() -> None:
-    """A key made as the docs say (`secrets.token_urlsafe(32)`) and the example secrets the demo runs with load."""
-    assert set(load_credentials(ROOT / "infra/gateway-secrets.example.yaml")) == {"thuong-lam-one-stop",
-                                                                                   "lang-son-dossiers"}
+    """A key made as the docs say (`secrets.token_urlsafe(32)`) loads."""
     assert Credential(api_key=SecretStr(secrets.token_urlsafe(32))).api_key is not None
+
+
+def test_the_examples_placeholders_stop_the_gateway() -> None:
+    """infra/gateway-secrets.example.yaml copied as it is: refused, naming the source, never the key (its
+    `replace-me-with-a-long-random-key` passed the length check: a gateway ran on keys anyone reads in git)."""
+    placeholder = "source thuong-lam-one-stop: api_key: the example's placeholder"
+    with pytest.raises(KeysFileError, match=placeholder) as refused:
+        load_credentials(ROOT / "infra/gateway-secrets.example.yaml")
+    assert "replace-me" not in str(refused.value)
+
+
+@pytest.mark.parametrize("key", ["replace-me-with-a-long-random-key", "CHANGEME-CHANGEME-CHANGEME", "x" * 40,
+                                 "your-placeholder-key-0123456789"])
+def test_an_operators_placeholder_stops_the_gateway(tmp_path: Path, key: str) -> None:
+    """An operator's key left as a placeholder (or one character repeated) is refused like a short one."""
+    path = tmp_path / "operators.yaml"
+    path.write_text(f"duty-officer: {secrets.token_urlsafe(32)}\nalice: {key}\n", encoding="utf-8")
+    with pytest.raises(KeysFileError, match="operator alice: the example's placeholder") as refused:
+        load_operators(path)
+    assert key not in str(refused.value)
+
+
+def test_the_demo_runs_with_keys_of_its_own(tmp_path: Path) -> None:
+    """The demo's gateway gets the example's sources with random keys (once: a later demo keeps them), which load."""
+    settings = DemoSettings(run_dir=tmp_path)
+    processes.write_configs(settings)
+    path = processes.gateway_secrets_file(settings)
+    loaded = load_credentials(path)
+    assert set(loaded) == {"thuong-lam-one-stop", "lang-son-dossiers"}
+    first = path.read_text(encoding="utf-8")
+    processes.write_configs(settings)
+    assert path.read_text(encoding="utf-8") == first and path.stat().st_mode & 0o077 == 0
 
 
 def test_the_gateway_does_not_start_with_a_bad_keys_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
