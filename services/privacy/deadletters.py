@@ -4,10 +4,12 @@ A rejected record may be anything, and may hold anyone's personal data, in its v
 its key (a producer keying by CCCD or phone) or its headers (`x-applicant-phone`, a
 `ce_subject` holding a citizen id). When its applicant can be told (a CCCD, phone,
 e-mail or Zalo id where a dossier keeps them, structured, binary or portal shape), it is sealed
-under that applicant's key, so erasing them erases it too. Otherwise it is sealed
-under the key of its day (`dlq:<date>`), which expires once the dead-letter retention
-has passed: the key record then leaves `commune.keys.deadletters` (its own retention)
-and every keyring forgets it.
+under that applicant's key, so erasing them erases it too: their permanent key if they
+have one, else a key of theirs that expires with the dead letter (a junk record naming a
+CCCD never seen mints no key that outlives it). Otherwise it is sealed under the key of
+its day (`dlq:<date>`). A key that expires does so once the dead-letter retention has
+passed: its record then leaves `commune.keys.deadletters` (its own retention) and every
+keyring forgets it.
 
 The dead letter's value is nonce || ciphertext (binary, no base64: dead letters run to
 10 MiB) of the original key, headers and value (`OriginalRecord.pack`, layout
@@ -165,11 +167,9 @@ def seal_dead_letter(keyring: Keyring, key: bytes | None, value: bytes | None, h
 
     A record without a value (a tombstone) is sealed too: its key and headers may be personal.
     """
-    subject = identify(keyring, value) if value is not None else None
-    expires_at = None
-    if subject is None:
-        subject = day_subject(rejected_on)
-        expires_at = datetime.combine(rejected_on + timedelta(days=1 + retention_days), time(0), UTC)
+    subject = (identify(keyring, value) if value is not None else None) or day_subject(rejected_on)
+    # the applicant's permanent key if they have one, else a key that lasts as long as the letter (`key_for`)
+    expires_at = datetime.combine(rejected_on + timedelta(days=1 + retention_days), time(0), UTC)
     key_id, dek, records = keyring.key_for(subject, expires_at)
     plain = OriginalRecord(key, value, list(headers)).pack()
     sealed = crypto.seal_raw(dek, plain, origin_aad(source_topic, partition, offset, RECORD_LAYOUT))

@@ -97,16 +97,27 @@ class Keyring:
     # --- keys -----------------------------------------------------------------------------------
 
     def key_for(self, subject: str, expires_at: datetime | None = None) -> tuple[str, AESGCM, list[KeyRecord]]:
-        """A usable key of `subject` (the newest), created if there is none; its record unless confirmed."""
+        """A key of `subject` to seal under, created if none fits; its record too unless confirmed.
+
+        Without `expires_at` (data kept for good: canonical events), a key that never expires, never one that does:
+        data sealed under a dead letter's expiring key would become unreadable with it. With `expires_at` (a dead
+        letter, gone from its topic by then), the subject's permanent key if it has one (an erasure reaches the
+        letter with the rest), else one expiring no earlier: a junk record naming a new CCCD mints no permanent key.
+        Among several that fit (two workers made one each at once), the newest.
+        """
         keys = self._keys.get(subject)
         if keys is not None and len(keys) == 1:  # an applicant's one key, which never expires: every event of theirs
             (only,) = keys.values()
             if only.record.expires_at is None:
                 return only.record.key_id, only.aead, [] if only.confirmed else [only.record]
         now = self._clock()
-        usable = [k for k in (keys or {}).values() if k.record.expires_at is None or k.record.expires_at > now]
-        if usable:
-            newest = max(usable, key=lambda k: (k.record.created_at, k.record.key_id))
+        held = list((keys or {}).values())
+        fitting = [k for k in held if k.record.expires_at is None]
+        if not fitting and expires_at is not None:
+            fitting = [k for k in held if k.record.expires_at is not None and k.record.expires_at > now
+                       and k.record.expires_at >= expires_at]
+        if fitting:
+            newest = max(fitting, key=lambda k: (k.record.created_at, k.record.key_id))
             return newest.record.key_id, newest.aead, [] if newest.confirmed else [newest.record]
         if (mark := self._marks.get(subject)) is not None and now <= mark:  # an erased subject's new data: a key
             now = mark + _AFTER  # no reader refuses (the mark covers a margin for clocks beyond the erasure)
@@ -212,7 +223,8 @@ class Keyring:
         self._unreadable.discard((subject, key_id))
 
     def expire(self) -> int:
-        """Forget day keys past their expiry (dead letters under them are gone from their topic); how many."""
+        """Forget keys past their expiry (day keys, a dead letter's applicant key: the dead letters under them are
+        gone from their topic); how many. The key store calls it (`store.KeyStore.run`)."""
         now = self._clock()
         gone = [(s, k) for s, keys in self._keys.items() for k, v in keys.items()
                 if v.record.expires_at is not None and v.record.expires_at <= now]

@@ -35,7 +35,8 @@ def key_topics(namespace: str) -> tuple[str, str]:
 
 
 def key_messages(records: list[KeyRecord], namespace: str) -> list[KeyMessage]:
-    """The messages that store `records`: applicant keys in the compacted topic, day keys in the expiring one."""
+    """The messages that store `records`: keys that never expire in the compacted topic, keys that expire with
+    dead letters (day keys, a dead letter's applicant key) in the expiring one."""
     applicants, dead_letters = key_topics(namespace)
     return [(dead_letters if r.expires_at is not None else applicants, r.record_key, encoded(r)) for r in records]
 

@@ -95,6 +95,43 @@ async def _follow(store: KeyStore) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_erasing_an_applicant_shreds_their_dead_letter_under_a_key_that_expires(kafka_bootstrap: str,
+                                                                                     unique: str) -> None:
+    """A rejected record naming a CCCD never seen is sealed under a key of that applicant that expires with the
+    letter, on the dead-letter key topic (no permanent key); erasing the applicant shreds it for a running key store
+    and a fresh one: the mark on the compacted topic reaches the key on the other."""
+    ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
+    await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+    subject = crypto.cccd_subject(PEPPER, MINH[1])
+    await write_sealed(kafka_bootstrap, ns, keyring(), [], dead_letters=[person("TL-7", *MINH)])
+    [key] = await read_all(kafka_bootstrap, scoped(KEYS_DEAD_LETTERS, ns).name, expect=1, idle=0.5)
+    assert (key.key or b"").startswith(f"{subject}/".encode()) and b"expires_at" in (key.value or b"")
+    assert await live_keys(conn, ns, subject) == set(), "no permanent key for a dead letter"
+    [dead] = await read_all(kafka_bootstrap, scoped(DLQ_INTAKE, ns).name, expect=1, idle=0.5)
+
+    def opened(store: KeyStore) -> bytes | None:
+        return open_dead_letter(store.keyring, dead.key, dead.value, dead.headers, source_topic="commune.raw.dossier",
+                                partition=0, offset=0).value
+
+    running = KeyStore(conn, ns, keyring(), client_id="tests-keys")
+    await running.start()
+    try:
+        assert opened(running) == person("TL-7", *MINH)
+        await erase_cccd(conn, ns, PEPPER, MINH[1], requested_by="operator:tester")
+        await _follow(running)
+        fresh = KeyStore(conn, ns, keyring(), client_id="tests-keys-fresh")
+        await fresh.start()
+        try:
+            for store in (running, fresh):
+                with pytest.raises(Erased):
+                    opened(store)
+        finally:
+            await fresh.stop()
+    finally:
+        await running.stop()
+
+
 def test_the_cli_erases_by_cccd_and_prints_no_personal_data(kafka_bootstrap: str, unique: str) -> None:
     """`commune-bus erase --cccd` destroys every key of the subject (two racing ones too), never echoing the number."""
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)

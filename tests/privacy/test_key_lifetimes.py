@@ -1,18 +1,29 @@
-"""How many keys the keyring makes and how long they live: one per dossier without an identifier (pure, no broker)."""
+"""How many keys the keyring makes and how long they live: one per dossier without an identifier, a dead letter's own
+key expiring with it (pure, no broker)."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
+import orjson
 import pytest
 
 from schemas.dossier import DossierStatusChanged
-from schemas.personal import KeyRecord
+from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, record_key
 from services.privacy import applicant as sealing
-from services.privacy import crypto
+from services.privacy import crypto, deadletters
+from services.privacy.crypto import Erased
 from services.privacy.keyring import Keyring, encoded
-from tests.privacy.keys import keyring
+from services.privacy.store import key_messages
+from tests.privacy.keys import NOW, PEPPER, keyring
 from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit
+
+REJECTED_ON = date(2026, 12, 1)
+LETTER_EXPIRY = datetime(2027, 1, 1, tzinfo=UTC)
+"""A dead letter of `REJECTED_ON` with 30 days' retention: its day key's expiry (the day after, plus 30 days)."""
+NEW_CCCD = "036199004321"
 
 
 def _event(event_id: str, code: str, applicant: dict[str, str], status: int = 2) -> DossierStatusChanged:
@@ -24,6 +35,17 @@ def _read_back(ring: Keyring, records: list[KeyRecord]) -> None:
     """What the key store does with the records a transaction wrote."""
     for record in records:
         ring.apply(record.record_key, encoded(record))
+
+
+def _dead_letter(ring: Keyring, cccd: str, offset: int = 1) -> deadletters.SealedDeadLetter:
+    raw = orjson.dumps({"MaHoSo": "TL-BAD", "SoGiayToChuHoSo": cccd, "NgayHenTra": "not a date"})
+    return deadletters.seal_dead_letter(ring, b"02269", raw, [], source_topic="commune.raw.dossier", partition=0,
+                                        offset=offset, rejected_on=REJECTED_ON, retention_days=30)
+
+
+def _open_letter(ring: Keyring, letter: deadletters.SealedDeadLetter, offset: int = 1) -> bytes | None:
+    return deadletters.open_dead_letter(ring, letter.key, letter.value, letter.headers,
+                                        source_topic="commune.raw.dossier", partition=0, offset=offset).value
 
 
 @pytest.mark.parametrize("applicant", [{"name": "Lò Thị Sen", "address": "Bản Nà Tàng"},
@@ -58,3 +80,68 @@ def test_two_dossiers_without_an_identifier_get_two_subjects() -> None:
     other_pepper = Keyring({"kek-1": bytes(32)}, "kek-1", b"another-pepper-0123")
     assert other_pepper.dossier_subject(one.source, "TL-2512-0001") not in subjects
     assert ring.dossier_subject(one.source, "TL-2512-0001") == one.data.applicant.subject  # type: ignore[union-attr]
+
+
+def test_a_dead_letter_naming_a_new_cccd_gets_a_key_that_expires_with_it() -> None:
+    """A rejected record naming a CCCD never seen is sealed under a key of that applicant that expires when the
+    dead letter leaves its topic, and goes to the expiring key topic (before: a permanent key, kept for ever)."""
+    ring = keyring()
+    letter = _dead_letter(ring, NEW_CCCD)
+    subject = crypto.cccd_subject(PEPPER, NEW_CCCD)
+    assert dict(letter.headers)["dlq.sealed.subject"] == subject.encode()
+    (record,) = letter.keys
+    assert record.subject == subject and record.expires_at == LETTER_EXPIRY
+    assert [topic for topic, _, _ in key_messages(letter.keys, "ns")] == ["ns.commune.keys.deadletters"]
+    _read_back(ring, letter.keys)
+    again = _dead_letter(ring, NEW_CCCD, offset=2)  # another letter of theirs, expiring no later: the same key
+    assert dict(again.headers)["dlq.sealed.key"] == record.key_id.encode() and again.keys == []
+
+
+def test_a_valid_event_after_it_gets_a_permanent_key_which_later_dead_letters_use() -> None:
+    """The applicant's first valid event is sealed under a new permanent key, never the dead letter's expiring one
+    (its canonical data would become unreadable with the letter); their next dead letter uses the permanent key."""
+    now = [NOW]
+    ring = keyring(lambda: now[0])
+    letter = _dead_letter(ring, NEW_CCCD)
+    _read_back(ring, letter.keys)
+    event, records = sealing.seal_event(ring, _event("evt-1", "TL-2512-0007", {"name": "Sen", "id_number": NEW_CCCD}))
+    (permanent,) = records
+    assert permanent.expires_at is None and permanent.key_id != letter.keys[0].key_id
+    assert [topic for topic, _, _ in key_messages(records, "ns")] == ["ns.commune.keys.applicants"]
+    _read_back(ring, records)
+    assert sealing.seal_event(ring, _event("evt-2", "TL-2512-0007", {"name": "Sen", "id_number": NEW_CCCD}))[1] == []
+    later = _dead_letter(ring, NEW_CCCD, offset=3)
+    assert dict(later.headers)["dlq.sealed.key"] == permanent.key_id.encode() and later.keys == []
+
+    now[0] = LETTER_EXPIRY  # the first letter has left its topic: its key goes, the applicant's stays
+    assert ring.expire() == 1 and ring.key_ids(permanent.subject) == [permanent.key_id]
+    sealed = event.data.applicant
+    assert isinstance(sealed, sealing.SealedApplicant)
+    assert sealing.open_field(ring, event.id, sealed, "name") == "Sen"
+    with pytest.raises(Erased):
+        _open_letter(ring, letter)
+
+
+def test_erasing_the_subject_shreds_its_dead_letter_under_an_expiring_key_and_its_events() -> None:
+    """The erasure's mark (on the compacted key topic) erases every key of the subject made up to it, the dead
+    letter's expiring key (on the other key topic) too, whichever a keyring reads first."""
+    maker = keyring()
+    letter = _dead_letter(maker, NEW_CCCD)
+    event, records = sealing.seal_event(maker, _event("evt-1", "TL-2512-0007", {"name": "Sen", "id_number": NEW_CCCD}))
+    subject = crypto.cccd_subject(PEPPER, NEW_CCCD)
+    assert letter.keys[0].expires_at == LETTER_EXPIRY and records[0].expires_at is None
+    mark = (record_key(subject, ERASED_MARK),
+            ErasureMark(subject=subject, created_up_to=NOW + timedelta(minutes=1)).model_dump_json().encode())
+    first_keys, first_mark = keyring(), keyring()
+    _read_back(first_keys, letter.keys + records)
+    assert _open_letter(first_keys, letter) is not None
+    first_keys.apply(*mark)
+    first_mark.apply(*mark)
+    _read_back(first_mark, letter.keys + records)
+    sealed = event.data.applicant
+    assert isinstance(sealed, sealing.SealedApplicant)
+    for ring in (first_keys, first_mark):
+        with pytest.raises(Erased):
+            _open_letter(ring, letter)
+        with pytest.raises(Erased):
+            sealing.open_field(ring, event.id, sealed, "name")

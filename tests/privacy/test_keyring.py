@@ -321,13 +321,14 @@ def test_a_sealed_event_is_what_pydantic_would_build(applicant: Applicant) -> No
 
 
 def test_a_subject_with_a_day_key_and_an_expired_one_gets_a_fresh_key() -> None:
-    """`key_for`'s short cut (one key without expiry) leaves keys with an expiry to the full check."""
+    """`key_for`'s short cut (one key without expiry) leaves keys with an expiry to the full check: a day key seals
+    the letters that expire no later than it, until it has expired."""
     now = [NOW]
     ring = keyring(lambda: now[0])
     first, _, _ = ring.key_for("dlq:2026-12-01", expires_at=NOW + timedelta(days=1))
-    assert ring.key_for("dlq:2026-12-01")[0] == first
+    assert ring.key_for("dlq:2026-12-01", NOW + timedelta(days=1))[0] == first
     now[0] = NOW + timedelta(days=2)
-    assert ring.key_for("dlq:2026-12-01")[0] != first
+    assert ring.key_for("dlq:2026-12-01", NOW + timedelta(days=1))[0] != first
     lasting, _, _ = ring.key_for("a-subject")
     now[0] = NOW + timedelta(days=4000)
     assert ring.key_for("a-subject")[0] == lasting
@@ -434,7 +435,7 @@ def test_a_dead_letter_with_a_placeholder_cccd_is_sealed_under_the_applicants_ph
         rejected_on=date(2026, 12, 1), retention_days=30)
     assert dict(letter.headers)["dlq.sealed.subject"].decode() == crypto.identifier_subject(PEPPER, "phone",
                                                                                            "0912345678")
-    assert letter.keys[0].expires_at is None
+    assert letter.keys[0].expires_at is not None  # the phone had no key yet: one that goes with the letter
 
 
 def test_the_longest_field_in_the_widest_characters_seals_into_a_token_every_reader_takes() -> None:
