@@ -1,7 +1,8 @@
 """The key store: tails the key topics into a `Keyring` and keeps it current (erasures drop keys at once).
 
 `start` reads both key topics to their end (committed records only, like every restore);
-`run` then follows them for as long as the service runs (spawn it on the Supervisor).
+`run` then follows them for as long as the service runs (spawn it on the Supervisor),
+and forgets expired keys on the way (`Keyring.expire`, at most once a minute).
 `refresh` waits until everything committed before the call has been applied: a value
 whose key is unknown is opened again after it, and only then counted as erased; a store
 that does not catch up in time raises `KeysBehind` (transient, a Kafka error), never erased.
@@ -10,6 +11,8 @@ that does not catch up in time raises `KeysBehind` (transient, a Kafka error), n
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from functools import cache
 
 import structlog
@@ -48,9 +51,17 @@ class KeysBehind(KafkaError):
     read at all; never a reason to count a value as erased or unreadable."""
 
 
+EXPIRY_INTERVAL_S = 60.0
+"""How often `run` forgets expired keys: they expire by the day, and the sweep walks every key."""
+
+
 class KeyStore:
-    def __init__(self, conn: KafkaConnection, namespace: str, keyring: Keyring, *, client_id: str) -> None:
+    def __init__(self, conn: KafkaConnection, namespace: str, keyring: Keyring, *, client_id: str,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.keyring, self.topics = keyring, key_topics(namespace)
+        self._monotonic = monotonic
+        self._expired_at: float | None = None
+        """When `run` last forgot expired keys (its own clock)."""
         self._counts = (KEYS_APPLICANTS.partitions, KEYS_DEAD_LETTERS.partitions)
         """The registry's partition counts (services check the real layout against it at start)."""
         self._consumer: AIOKafkaConsumer = clients.consumer(conn, client_id=client_id)
@@ -73,9 +84,19 @@ class KeyStore:
         await self._consumer.stop()
 
     async def run(self) -> None:
-        """Follow the key topics until cancelled."""
+        """Follow the key topics until cancelled, forgetting expired keys at most once every `EXPIRY_INTERVAL_S`
+        (without it, every day key and dead letter's key stayed in memory for as long as the service ran)."""
         while True:
             await self._fetch_once()
+            self._expire_due()
+
+    def _expire_due(self) -> None:
+        now = self._monotonic()
+        if self._expired_at is not None and now - self._expired_at < EXPIRY_INTERVAL_S:
+            return
+        self._expired_at = now
+        if gone := self.keyring.expire():
+            log.info("privacy.keys_expired", keys=gone)
 
     async def _fetch_once(self) -> None:
         batch = await self._consumer.getmany(timeout_ms=200, max_records=10_000)

@@ -1,5 +1,5 @@
 """How many keys the keyring makes and how long they live: one per dossier without an identifier, a dead letter's own
-key expiring with it (pure, no broker)."""
+key expiring with it, expired keys forgotten by the key store (pure, no broker)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import pytest
 
 from schemas.dossier import DossierStatusChanged
 from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, record_key
+from services.common.settings import KafkaConnection
 from services.privacy import applicant as sealing
 from services.privacy import crypto, deadletters
 from services.privacy.crypto import Erased
 from services.privacy.keyring import Keyring, encoded
-from services.privacy.store import key_messages
+from services.privacy.store import KeyStore, key_messages
 from tests.privacy.keys import NOW, PEPPER, keyring
 from tests.samples import canonical_dossier
 
@@ -145,3 +146,36 @@ def test_erasing_the_subject_shreds_its_dead_letter_under_an_expiring_key_and_it
             _open_letter(ring, letter)
         with pytest.raises(Erased):
             sealing.open_field(ring, event.id, sealed, "name")
+
+
+async def test_the_key_store_forgets_expired_keys_as_it_follows_at_most_once_a_minute() -> None:
+    """`KeyStore.run` calls `Keyring.expire` after its first fetch, then no more than once a minute by its own
+    clock: a day key past its expiry leaves memory (before: nothing called `expire`, they stayed for ever)."""
+    now, ticks = [NOW], [0.0]
+    ring = keyring(lambda: now[0])
+    ring.key_for("dlq:2026-12-01", NOW + timedelta(days=1))
+    calls: list[float] = []
+    expire = ring.expire
+
+    def counted() -> int:
+        calls.append(ticks[0])
+        return expire()
+
+    ring.expire = counted  # type: ignore[method-assign]
+    store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "ns", ring, client_id="tests-expiry",
+                     monotonic=lambda: ticks[0])
+
+    class Enough(Exception):
+        pass
+
+    async def fetch_once() -> None:  # each fetch takes 10 s; the day key expires during the second
+        ticks[0] += 10
+        if ticks[0] == 20:
+            now[0] = NOW + timedelta(days=2)
+        if ticks[0] > 130:
+            raise Enough
+
+    store._fetch_once = fetch_once  # type: ignore[method-assign]
+    with pytest.raises(Enough):
+        await store.run()
+    assert calls == [10, 70, 130] and len(ring) == 0
