@@ -46,7 +46,8 @@ def test_every_alert_has_a_promtool_scenario() -> None:
               for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
     assert alerts == tested == {"CommuneOnTimeRateLow", "OverdueBacklogRising", "DeadLettersSpiking",
                                 "ConsumerLagGrowing", "CommuneSilent", "InternalErrorDeadLetters",
-                                "NotifyDrainTimedOut", "GatewayRequestsFailing", "ServiceNotReady"}
+                                "NotifyDrainTimedOut", "GatewayRequestsFailing", "ServiceNotReady",
+                                "CanonicalRecordsUnreadable", "ServiceRestarting"}
 
 
 def test_dashboard_json_is_what_the_code_generates() -> None:
