@@ -13,7 +13,9 @@ created up to it, and refuses such a key's record read after it.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,15 +51,33 @@ def encoded(record: KeyRecord) -> bytes:
 
 _RECORD_FIELDS = frozenset(KeyRecord.model_fields)
 _AFTER = timedelta(microseconds=1)
+CIPHERS_KEPT = 4096
+"""AES-GCM objects kept built, for the keys used last (~2.5 KB each, OpenSSL's context: one per key held was more
+than half of a keyring's memory); another key's is built again on use (~1.3 µs, a seal costs ~0.7)."""
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class _Key:
-    record: KeyRecord
-    aead: AESGCM
-    confirmed: bool
-    value: bytes | None = None
-    """For a key made here: its record's bytes as read back and checked (`apply`); later copies are not parsed."""
+    """A data key as a keyring holds it: plain values, not its parsed record (a pydantic model, ~1.5 KB a key)."""
+
+    key_id: str
+    dek: bytes
+    created_at: datetime
+    expires_at: datetime | None
+    record: KeyRecord | None = None
+    """Its record while pending (made here, not read back yet): returned with every use; None once confirmed."""
+    digest: bytes | None = None
+    """For a key made here: a digest of its record's bytes as read back and checked (`apply`), so later copies are
+    not parsed (the bytes themselves, ~330, were a keyring's largest part once the rest was plain values)."""
+    aead: AESGCM | None = None
+    """Built on use, kept for the `CIPHERS_KEPT` keys built last."""
+
+    def records(self) -> list[KeyRecord]:
+        return [] if self.record is None else [self.record]
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.blake2b(value, digest_size=16).digest()
 
 
 class Keyring:
@@ -71,7 +91,10 @@ class Keyring:
         self._keks = {kid: AESGCM(k) for kid, k in keks.items()}
         self._kek_id, self._clock = kek_id, clock
         self._pepper = crypto.keyed_pepper(pepper)
-        self._keys: dict[str, dict[str, _Key]] = {}
+        self._keys: dict[str, tuple[_Key, ...]] = {}
+        """Per subject, its keys (nearly always one: a tuple costs far less than a dict per subject)."""
+        self._built: deque[_Key] = deque()
+        """The keys whose AESGCM is built, oldest first (`CIPHERS_KEPT`)."""
         self._erased: set[tuple[str, str]] = set()
         self._unreadable: set[tuple[str, str]] = set()
         """Keys whose record `apply` could not read (`KeyUnreadable`): one entry per such record, as `_erased`."""
@@ -106,19 +129,17 @@ class Keyring:
         Among several that fit (two workers made one each at once), the newest.
         """
         keys = self._keys.get(subject)
-        if keys is not None and len(keys) == 1:  # an applicant's one key, which never expires: every event of theirs
-            (only,) = keys.values()
-            if only.record.expires_at is None:
-                return only.record.key_id, only.aead, [] if only.confirmed else [only.record]
+        if keys is not None and len(keys) == 1 and keys[0].expires_at is None:  # the hot path: an applicant's one key
+            only = keys[0]
+            return only.key_id, only.aead or self._build(only), only.records()
         now = self._clock()
-        held = list((keys or {}).values())
-        fitting = [k for k in held if k.record.expires_at is None]
+        fitting = [k for k in keys or () if k.expires_at is None]
         if not fitting and expires_at is not None:
-            fitting = [k for k in held if k.record.expires_at is not None and k.record.expires_at > now
-                       and k.record.expires_at >= expires_at]
+            fitting = [k for k in keys or () if k.expires_at is not None and k.expires_at > now
+                       and k.expires_at >= expires_at]
         if fitting:
-            newest = max(fitting, key=lambda k: (k.record.created_at, k.record.key_id))
-            return newest.record.key_id, newest.aead, [] if newest.confirmed else [newest.record]
+            newest = max(fitting, key=lambda k: (k.created_at, k.key_id))
+            return newest.key_id, newest.aead or self._build(newest), newest.records()
         if (mark := self._marks.get(subject)) is not None and now <= mark:  # an erased subject's new data: a key
             now = mark + _AFTER  # no reader refuses (the mark covers a margin for clocks beyond the erasure)
         key_id, dek = crypto.new_key_id(), crypto.new_key()
@@ -127,25 +148,39 @@ class Keyring:
             "subject": subject, "key_id": key_id, "kek_id": self._kek_id,
             "wrapped": crypto.wrap(self._keks[self._kek_id], dek, subject, key_id), "created_at": now,
             "expires_at": expires_at})
-        aead = AESGCM(dek)
-        self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=False)
-        return key_id, aead, [record]
+        key = _Key(key_id, dek, now, expires_at, record=record)
+        self._keys[subject] = (*(keys or ()), key)
+        return key_id, self._build(key), [record]
+
+    def _build(self, key: _Key) -> AESGCM:
+        """The key's AESGCM, built now and kept while it is among the `CIPHERS_KEPT` built last."""
+        key.aead = aead = AESGCM(key.dek)
+        self._built.append(key)
+        if len(self._built) > CIPHERS_KEPT:
+            self._built.popleft().aead = None
+        return aead
+
+    def _find(self, subject: str, key_id: str) -> _Key | None:
+        for key in self._keys.get(subject, ()):
+            if key.key_id == key_id:
+                return key
+        return None
 
     def dek(self, subject: str, key_id: str) -> AESGCM:
         """The data key to open a value; `Erased` if tombstoned or expired, `KeyUnknown` if never seen."""
-        key = self._keys.get(subject, {}).get(key_id)
+        key = self._find(subject, key_id)
         if key is None:
             if (subject, key_id) in self._erased:
                 raise Erased("the data key was erased")
             if (subject, key_id) in self._unreadable:
                 raise KeyUnreadable("the data key's record could not be read here (a key-encryption key not given?)")
             raise KeyUnknown("no such data key (yet)")
-        if key.record.expires_at is not None and key.record.expires_at <= self._clock():
+        if key.expires_at is not None and key.expires_at <= self._clock():
             raise Erased("the data key has expired")
-        return key.aead
+        return key.aead or self._build(key)
 
     def key_ids(self, subject: str) -> list[str]:
-        return sorted(self._keys.get(subject, {}))
+        return sorted(k.key_id for k in self._keys.get(subject, ()))
 
     def __len__(self) -> int:
         return sum(len(keys) for keys in self._keys.values())
@@ -178,8 +213,8 @@ class Keyring:
             return
         if (subject, key_id) in self._erased:  # a tombstone is final: key ids are random, never made twice
             return  # (a worker that made the key wrote its record again before it read the erasure's tombstone)
-        known = self._keys.get(subject, {}).get(key_id)
-        if known is not None and known.value is not None and value == known.value:
+        known = self._find(subject, key_id)
+        if known is not None and known.digest is not None and _digest(value) == known.digest:
             return  # byte for byte a record read and checked here before (a pending key's record written again)
         try:
             record = KeyRecord.model_validate_json(value)
@@ -193,13 +228,14 @@ class Keyring:
         kek = self._keks.get(record.kek_id)
         if kek is None:
             raise PrivacyError("key record wrapped under an unknown key-encryption key")
-        aead = known.aead if known is not None else AESGCM(crypto.unwrap(kek, record.wrapped, subject, key_id))
-        if known is not None:  # our own pending key read back: the record must still unwrap (it is the truth)
-            crypto.unwrap(kek, record.wrapped, subject, key_id)
-        # a key made here is written with every transaction that uses it until this first read-back confirms it:
-        # its bytes are kept, so the copies still to come are recognised without parsing and unwrapping each
-        self._keys.setdefault(subject, {})[key_id] = _Key(record, aead, confirmed=True,
-                                                          value=value if known is not None else None)
+        dek = crypto.unwrap(kek, record.wrapped, subject, key_id)  # our own pending key too: the record is the truth
+        if known is not None:  # a key made here, read back: confirmed; a digest of its bytes is kept, so the copies
+            # still to come (it went with every transaction that used it) are recognised without parsing each
+            known.record, known.digest = None, _digest(value)
+            known.created_at, known.expires_at = record.created_at, record.expires_at
+            return
+        key = _Key(key_id, dek, record.created_at, record.expires_at)
+        self._keys[subject] = (*self._keys.get(subject, ()), key)
 
     def _mark(self, subject: str, value: bytes) -> None:
         """An erasure mark: forget the subject's keys created up to it, and remember it for records read later."""
@@ -210,15 +246,17 @@ class Keyring:
         if mark.subject != subject:
             raise PrivacyError("erasure mark does not match its record key")
         self._marks[subject] = max(mark.created_up_to, self._marks.get(subject, mark.created_up_to))
-        for key_id, key in list(self._keys.get(subject, {}).items()):
-            if key.record.created_at <= self._marks[subject]:
-                self.forget(subject, key_id)
+        for key in self._keys.get(subject, ()):
+            if key.created_at <= self._marks[subject]:
+                self.forget(subject, key.key_id)
 
     def forget(self, subject: str, key_id: str) -> None:
-        keys = self._keys.get(subject, {})
-        keys.pop(key_id, None)
-        if not keys:
-            self._keys.pop(subject, None)
+        keys = self._keys.pop(subject, ())
+        for key in keys:
+            if key.key_id == key_id:
+                key.aead = None  # its AESGCM leaves memory now, not when it leaves `_built`
+        if kept := tuple(k for k in keys if k.key_id != key_id):
+            self._keys[subject] = kept
         self._erased.add((subject, key_id))
         self._unreadable.discard((subject, key_id))
 
@@ -226,8 +264,8 @@ class Keyring:
         """Forget keys past their expiry (day keys, a dead letter's applicant key: the dead letters under them are
         gone from their topic); how many. The key store calls it (`store.KeyStore.run`)."""
         now = self._clock()
-        gone = [(s, k) for s, keys in self._keys.items() for k, v in keys.items()
-                if v.record.expires_at is not None and v.record.expires_at <= now]
+        gone = [(s, k.key_id) for s, keys in self._keys.items() for k in keys
+                if k.expires_at is not None and k.expires_at <= now]
         for subject, key_id in gone:
             self.forget(subject, key_id)
         return len(gone)

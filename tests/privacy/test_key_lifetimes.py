@@ -179,3 +179,23 @@ async def test_the_key_store_forgets_expired_keys_as_it_follows_at_most_once_a_m
     with pytest.raises(Enough):
         await store.run()
     assert calls == [10, 70, 130] and len(ring) == 0
+
+
+def test_a_key_whose_cipher_left_the_kept_ones_seals_and_opens_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keyring keeps the AES-GCM objects of the keys it used last only (`CIPHERS_KEPT`; ~2.5 KB each): an older
+    key's is built again on use, and what it sealed opens; an erased key's leaves at once."""
+    from services.privacy import keyring as keyrings
+
+    monkeypatch.setattr(keyrings, "CIPHERS_KEPT", 2)
+    ring = keyring()
+    sealed = [sealing.seal_event(ring, _event(f"e{i}", f"TL-{i}", {"name": f"Người {i}"}))[0] for i in range(4)]
+    for event in sealed * 2:
+        assert isinstance(event.data.applicant, sealing.SealedApplicant)
+        assert sealing.open_field(ring, event.id, event.data.applicant, "name") == f"Người {event.id[1:]}"
+    assert len(ring) == 4 and len(ring._built) <= 2
+    first = sealed[0].data.applicant
+    assert isinstance(first, sealing.SealedApplicant)
+    ring.apply(record_key(first.subject, first.key_id), None)
+    with pytest.raises(Erased):
+        sealing.open_field(ring, sealed[0].id, first, "name")
+    assert all(key.aead is None for key in ring._built if key.key_id == first.key_id)
