@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pydantic import Field
@@ -16,7 +17,11 @@ class MetricsSettings(ConsumerSettings):
 
     http_port: int = Field(default=9103, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
     worker_id: str = Field(default="0", description="Distinguishes workers of one group (state directory, client id)")
-    state_dir: Path = Field(default=Path(".state/metrics"), description="RocksDB stores, one per owned partition")
+    state_dir: Path = Field(
+        default=Path(tempfile.gettempdir()) / "commune-bus-metrics",
+        description="RocksDB stores, one per owned partition, rebuilt from the changelog at every start: the system's "
+        "temporary folder by default, as notify's (a relative .state/metrics was under the container's /app, which "
+        "its user may not write: metrics crashed in the shipped container)")
     snapshot_interval_s: float = Field(default=60.0, gt=0, description="Per-commune snapshot events every ...")
     batch_max_records: int = Field(
         default=10_000, gt=0, le=1_000_000,

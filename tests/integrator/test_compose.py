@@ -7,6 +7,7 @@ import importlib
 import ipaddress
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,44 @@ def test_dockerfile_copies_existing_paths_and_exposes_service_ports() -> None:
         assert sources and all((ROOT / src).exists() for src in sources), line
     exposed = {int(p) for line in re.findall(r"^EXPOSE (.+)$", text, flags=re.M) for p in line.split()}
     assert {p for n in SERVICES for p in published(COMPOSE["services"][n])} <= exposed
+
+
+WRITABLE = (Path("/tmp"), Path(tempfile.gettempdir()))
+"""Where the image's user (uid 10001, `USER commune-bus`) may write without a volume: the temporary folder (the
+system's, as a default computed here reads it, is /tmp in the image); the Dockerfile's WORKDIR and everything copied
+under it belong to root."""
+
+
+def unwritable_state_dirs(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`<service>: <folder>` for each state folder (a setting named `state_dir`, as its container's environment sets
+    it) that the container's user could not create: not under `WRITABLE` nor a volume the service mounts (a relative
+    one lands in the root-owned WORKDIR). None: the system's temporary folder."""
+    workdir = Path(re.findall(r"^WORKDIR (\S+)$", (ROOT / "Dockerfile").read_text(encoding="utf-8"), flags=re.M)[-1])
+    found = []
+    for name in SERVICES:
+        mounts = [Path(str(v).split(":")[1]) for v in compose["services"][name].get("volumes", [])]
+        values = configured(compose, name, monkeypatch).model_dump()
+        for field, value in values.items():
+            if field.endswith("state_dir") and value is not None:
+                folder = workdir / value  # a relative folder is under the working directory; an absolute one is itself
+                if not any(folder.is_relative_to(place) for place in (*WRITABLE, *mounts)):
+                    found.append(f"{name}: {folder}")
+    return found
+
+
+def test_every_state_folder_is_writable_in_its_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics' RocksDB stores (and any service's state folder) go where the image's user may write."""
+    assert unwritable_state_dirs(COMPOSE, monkeypatch) == []
+
+
+def test_the_state_folder_check_finds_one_under_the_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative folder (metrics' former default, .state/metrics) or one under /app is found; a volume's is not."""
+    broken = copy.deepcopy(COMPOSE)
+    broken["services"]["metrics"]["environment"]["METRICS_STATE_DIR"] = ".state/metrics"
+    broken["services"]["notify"]["environment"]["NOTIFY_STATE_DIR"] = "/app/state"
+    assert unwritable_state_dirs(broken, monkeypatch) == ["notify: /app/state", "metrics: /app/.state/metrics"]
+    broken["services"]["metrics"]["volumes"] = ["metrics-state:/app/.state"]
+    assert unwritable_state_dirs(broken, monkeypatch) == ["notify: /app/state"]
 
 
 def test_integrator_guide_examples_are_valid_events() -> None:
