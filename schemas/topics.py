@@ -59,7 +59,8 @@ def _raw(family: Family, spec: FamilySpec) -> TopicSpec:
         description=f"Inbound {spec.inbound} from commune systems, as they send them (canonical CloudEvents JSON"
         f"{shapes})",
         family=family, config={**_BIG, "retention.ms": str(RAW_RETENTION_DAYS * 24 * 3600 * 1000),
-                               "segment.ms": str(RAW_SEGMENT_HOURS * 3600 * 1000)},
+                               "segment.ms": str(RAW_SEGMENT_HOURS * 3600 * 1000),
+                               "message.timestamp.type": RAW_TIMESTAMPS},
     )
 
 
@@ -69,6 +70,11 @@ after an outage, no longer (ADR 0015). Everything after them is canonical (seale
 RAW_SEGMENT_HOURS = 6
 """Kafka deletes whole segments only, once closed: with its default `segment.ms` (7 days) a quiet raw partition kept
 its records in clear for up to 10 days. A segment rolled every 6 hours bounds them to the retention + 6 h."""
+RAW_TIMESTAMPS = "LogAppendTime"
+"""A raw record's timestamp is when the broker appended it, not what its producer said: retention and segment rolls
+go by the largest timestamp in a segment, and sources set theirs from their own PCs' clocks. One record dated 2076
+kept its whole partition's records, in clear, for ever; one dated 1970 was deleted minutes after it was written,
+before intake read it (time audit, on the broker). Event times travel in the records' values, untouched."""
 CHANGELOG_SEGMENT_HOURS = 6
 """The same for the time-retained changelogs (intake's de-duplication ids, the gateway's claims): with 7-day segments
 a restore read up to the retention + 7 days of records, twice the 7 days of ids ADR 0005 keeps; now + 6 h."""

@@ -3,14 +3,16 @@ drifted configs warned about, counted or refused, existing ones given the regist
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from schemas.topics import DLQ_INTAKE, METRICS_CHANGELOG, RAW_SEGMENT_HOURS, Kind, TopicSpec
+from schemas.topics import DLQ_INTAKE, METRICS_CHANGELOG, RAW_DOSSIER, RAW_SEGMENT_HOURS, Kind, TopicSpec
 from services.common import clients
 from services.common.admin import (
     TopicConfigError,
@@ -180,4 +182,37 @@ async def test_reconciling_keeps_a_key_set_by_hand(conn: KafkaConnection, unique
         assert await described_config(conn, name, ["retention.ms", "retention.bytes"]) == {
             "retention.ms": str(24 * 3600 * 1000), "retention.bytes": "5000000000"}
     finally:
+        await delete_topics(conn, [name])
+
+
+async def test_a_raw_topic_stamps_records_with_the_brokers_time_not_the_senders(conn: KafkaConnection,
+                                                                                  unique: str) -> None:
+    """A raw topic made from the registry's spec keeps the broker's append time as each record's timestamp: a source
+    whose PC clock says 2076 (or 1970) no longer decides when its partition's records are deleted (time audit: a
+    2076 record kept every record after it, in clear, for ever; a 1970 one was deleted minutes after it was
+    written). Before: the record kept the time its producer gave."""
+    name = f"test.raw.{unique}"
+    raw = replace(RAW_DOSSIER, name=name, partitions=1)
+    producer = clients.producer(conn, client_id="test-raw-stamps")
+    consumer = clients.consumer(conn, client_id="test-raw-stamps")
+    try:
+        await ensure_topics(conn, [raw])
+        await producer.start()
+        before_ms = time.time() * 1000
+        for stamp in (3_372_000_000_000, 86_400_000):  # 2076-11-08 and 1970-01-02
+            await producer.send_and_wait(name, b"{}", timestamp_ms=stamp)
+        after_ms = time.time() * 1000
+        await consumer.start()
+        consumer.assign([TopicPartition(name, 0)])
+        await consumer.seek_to_beginning(TopicPartition(name, 0))
+        records = []
+        while len(records) < 2:
+            batch = await consumer.getmany(timeout_ms=5000)
+            assert batch, "the two records did not come back"
+            records += [r for rs in batch.values() for r in rs]
+        assert [r.timestamp_type for r in records] == [1, 1]  # LOG_APPEND_TIME
+        assert all(before_ms - 60_000 <= r.timestamp <= after_ms + 60_000 for r in records), records
+    finally:
+        await producer.stop()
+        await consumer.stop()
         await delete_topics(conn, [name])
