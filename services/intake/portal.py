@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from schemas.codes import PORTAL_CHANNEL_CODES
 from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierData
+from schemas.limits import EARLIEST, LATEST
 from schemas.times import is_compact, parse_utc
 
 COMMUNE_HEADER = "commune-code"
@@ -142,19 +143,26 @@ def event_id(commune: str, obj: dict[str, Any]) -> str:
 
 
 def _progress_times(progress: Any) -> list[datetime]:
+    """The times of the progress steps that are valid times within the accepted range (1975-2100): a malformed or
+    out-of-range step only loses its own time, never the dossier (time audit: a step mistyped as 2101 made the
+    event's time out of range, and the whole status update a dead letter)."""
     values = [step["ThoiDiemXuLy"] for step in (progress if isinstance(progress, list) else ())
               if isinstance(step, dict) and step.get("ThoiDiemXuLy")]
     if values and all(map(is_compact, values)):
         try:  # yyyyMMddHHmmss strings sort as their times do: parse only the latest
-            return [parse_utc(max(values))]
+            latest = parse_utc(max(values))
+            if EARLIEST <= latest <= LATEST:
+                return [latest]
         except PydanticCustomError:
-            pass  # the latest is no valid time: take each that is
+            pass  # the latest is no valid time, or out of range: take each that is
     times = []
     for value in values:
         try:
-            times.append(parse_utc(value))
+            time = parse_utc(value)
         except (ValidationError, PydanticCustomError):
-            continue  # a malformed progress entry only loses its time, not the dossier
+            continue
+        if EARLIEST <= time <= LATEST:
+            times.append(time)
     return times
 
 

@@ -76,9 +76,14 @@ def test_portal_event_id_is_the_uuid5_of_commune_and_sorted_payload() -> None:
     ([{"ThoiDiemXuLy": "20251102100000"}, {"ThoiDiemXuLy": "2025-11-04T07:00:00+07:00"}],
      datetime(2025, 11, 4, 0, 0, tzinfo=UTC)),
     ([{"ThoiDiemXuLy": "garbage"}, {"NguoiXuLy": "cb.01"}, "not a step"], datetime(2025, 11, 1, 2, 0, tzinfo=UTC)),
+    # a mistyped year beyond 2100 (or before 1975): the step loses its time; it dead-lettered the whole update
+    ([{"ThoiDiemXuLy": "20251102100000"}, {"ThoiDiemXuLy": "21011103081026"}], datetime(2025, 11, 2, 3, 0, tzinfo=UTC)),
+    ([{"ThoiDiemXuLy": "20251102100000"}, {"ThoiDiemXuLy": "2925-11-03T08:10:26"}],
+     datetime(2025, 11, 2, 3, 0, tzinfo=UTC)),
+    ([{"ThoiDiemXuLy": "19501102100000"}, {"ThoiDiemXuLy": "20251102100000"}], datetime(2025, 11, 2, 3, 0, tzinfo=UTC)),
 ])
 def test_portal_event_time_is_the_latest_date_or_progress_step(progress: list, expected: datetime) -> None:
-    """A malformed progress step only loses its own time, also when it would have been the latest."""
+    """A malformed or out-of-range progress step only loses its own time, also when it would have been the latest."""
     event = accepted(Family.DOSSIER, dumps(portal_dossier(QuaTrinhXuLy=progress)), HDR).event
     assert event.time == expected
 
