@@ -95,9 +95,10 @@ class ErasureRequest(BaseModel):
     zalo: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[^\x00-\x20\x7f]+$",
                              description="A Zalo user id their dossiers carried")
     subject: str | None = Field(default=None, pattern=f"^(?:{crypto.APPLICANT_SUBJECT.pattern})$",
-                                description="A pseudonymous subject (a-... or r-...) as the trace of a dossier "
-                                "shows it: an applicant whose dossier named no CCCD, phone, e-mail or Zalo id is "
-                                "sealed under a subject of its own, which only this reaches")
+                                description="A pseudonymous subject (a-..., d-... or r-...) as the trace of a "
+                                "dossier shows it: an applicant whose dossier named no CCCD, phone, e-mail or Zalo id "
+                                "is sealed under their dossier's subject (d-...; a random r-... per event before "
+                                "2026-12-03), which only this reaches")
 
     @model_validator(mode="after")
     def _some(self) -> ErasureRequest:

@@ -63,19 +63,19 @@ class Stack:
         return result
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Wait for the gateway's /healthz to answer 200; fail at once if the process exits."""
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30, path: str = "/healthz") -> None:
+    """Wait for the gateway's /healthz (or `path`: /readyz) to answer 200; fail at once if the process exits."""
 
     def healthy() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"the gateway at {url} exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+            with urllib.request.urlopen(url + path, timeout=1) as r:
                 return r.status == 200
         except OSError:
             return False
 
-    eventually(healthy, timeout=timeout, interval=0.2, what=f"{url}/healthz 200")
+    eventually(healthy, timeout=timeout, interval=0.2, what=f"{url}{path} 200")
 
 
 def start_gateway(files: Path, bootstrap: str, namespace: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -104,6 +104,8 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     }, files / "intake.log")
     metrics_port = free_port()
     gateway, url = start_gateway(files, kafka_bootstrap, namespace, GATEWAY_HTTP_PORT=str(metrics_port))
+    # ready, not only alive: its Idempotency-Keys restored (the OpenAPI check calls /readyz and takes a 503 for a bug)
+    wait_healthy(url, gateway, timeout=60, path="/readyz")
     try:
         yield Stack(kafka_bootstrap, namespace, url, files, f"http://127.0.0.1:{metrics_port}")
     finally:
