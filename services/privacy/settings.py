@@ -39,17 +39,32 @@ class PrivacySettings(BaseSettings):
             self.pepper is not None or self.pepper_file is not None)
 
     def keks(self) -> dict[str, bytes]:
+        """Every KEK by id: the current one and `PRIVACY_OLD_KEKS`. An old KEK under the current id is refused (it
+        silently replaced the current KEK: a rotation that forgot `PRIVACY_KEK_ID`), as is one not 32 bytes; the
+        error names the id, never a key."""
         current = _secret(self.kek, self.kek_file, "KEK")
         keks = {self.kek_id: current}
         if self.old_keks is not None:
             for item in self.old_keks.get_secret_value().split(","):
                 kid, _, text = item.strip().partition(":")
                 if kid and text:
-                    keks[kid] = crypto.unb64(text)
+                    keks[kid] = _old_kek(kid, text, self.kek_id)
         return keks
 
     def keyring(self, clock: Clock = utcnow) -> Keyring:
         return Keyring(self.keks(), self.kek_id, pepper_of(self), clock=clock)
+
+
+def _old_kek(kek_id: str, text: str, current_id: str) -> bytes:
+    if kek_id == current_id:
+        raise PrivacyError(f"PRIVACY_OLD_KEKS lists {kek_id!r}, the current PRIVACY_KEK_ID: give the new KEK a new id")
+    try:
+        kek = crypto.unb64(text.strip())
+    except crypto.Tampered:
+        raise PrivacyError(f"the old KEK {kek_id!r} is not base64url") from None
+    if len(kek) != crypto.KEY_BYTES:
+        raise PrivacyError(f"the old KEK {kek_id!r} is not {crypto.KEY_BYTES} bytes")
+    return kek
 
 
 def pepper_of(settings: PrivacySettings) -> bytes:
