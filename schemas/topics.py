@@ -206,6 +206,7 @@ class TransactionalId(StrEnum):
     GATEWAY = "commune-bus.gateway"
     DLQ_REPLAY = "commune-bus.cli.dlq-replay"
     ERASE = "commune-bus.cli.erase"
+    KEYS_REWRAP = "commune-bus.cli.keys-rewrap"
     METRICS = "commune-bus.metrics"
 
 

@@ -1,4 +1,4 @@
-"""`commune-bus erase --cccd ...`: erase an applicant (crypto-shredding, ADR 0015), and `commune-bus keys secret`.
+"""`commune-bus erase --cccd ...`: erase an applicant (crypto-shredding, ADR 0015); `commune-bus keys secret|rewrap`.
 
 Every copy of the applicant's personal data outside the raw topics is sealed under their data
 keys; destroying the keys makes all of them unreadable at once. Only the pepper is needed
@@ -25,6 +25,7 @@ from services.common.transactions import SendFailed
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import erase_applicant
+from services.privacy.rewrap import rewrap_keys
 from services.privacy.settings import PrivacySettings, generate_secret, pepper_of
 
 keys_app = typer.Typer(no_args_is_help=True, help="Secrets of personal-data protection")
@@ -120,3 +121,30 @@ def erase(cccd: Annotated[str | None, typer.Option(
 def secret() -> None:
     """Print a fresh 32-byte secret (base64url) for PRIVACY_KEK or PRIVACY_PEPPER."""
     typer.echo(generate_secret())
+
+
+@keys_app.command("rewrap")
+def rewrap(dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what it would do; write nothing")] = False,
+           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
+    """Re-wrap every live data key under the current KEK (PRIVACY_KEK, PRIVACY_KEK_ID) from the old ones
+    (PRIVACY_OLD_KEKS), so that an old KEK can be retired (runbooks: rotating the key-encryption key).
+
+    Erased and expired keys are never written again; a key an erasure reaches while this runs is tombstoned again.
+    Run as the operator (KAFKA_*). Prints counts per key topic, never a subject. Exit 1 if a key record could not
+    be read (a KEK not given, or damage): give its KEK in PRIVACY_OLD_KEKS and run it again.
+    """
+    try:
+        settings = PrivacySettings()
+        keks = settings.keks()
+        report = asyncio.run(rewrap_keys(connection(bootstrap), namespace, keks, settings.kek_id, dry_run=dry_run))
+    except PrivacyError as exc:
+        err_console.print(f"keys rewrap: {markup(exc)}")
+        raise typer.Exit(2) from None
+    except SendFailed as exc:  # that transaction was aborted; the ones before it stand (each record is idempotent)
+        err_console.print(f"keys rewrap: not done ({markup(exc)}); run it again once the cause is fixed")
+        raise typer.Exit(1) from None
+    console.print(report.summary(settings.kek_id, dry_run=dry_run), soft_wrap=True, markup=False)
+    if unreadable := report.plan.count("unreadable"):
+        err_console.print(f"keys rewrap: {unreadable} key records not readable (a KEK not in PRIVACY_OLD_KEKS, or "
+                          "damaged): left as they are; their old KEK must not be removed yet", soft_wrap=True)
+        raise typer.Exit(1)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
 from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, KeyRecord, record_key
@@ -118,17 +118,36 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
                                             key=record_key(subject, ERASED_MARK)))
             sent.append(await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode()))
             await transactions.all_sent(sent)
-        for _ in range(TIDY_PASSES):  # late copies: refused by every keyring already, and now gone from the log too
-            await asyncio.sleep(PASS_INTERVAL_S)
+
+        async def late_copies() -> dict[str, set[bytes]]:
             late = await live_keys(conn, namespace, subject, created_up_to=mark.created_up_to)
-            if not late:
-                break
-            async with transactions.transaction(producer):
-                await transactions.all_sent([await producer.send(keys_topic, None, key=record_key(subject, key_id))
-                                             for key_id in sorted(late)])
+            return {keys_topic: {record_key(subject, key_id) for key_id in late}}
+
+        await tombstone_late_copies(producer, late_copies)  # refused by every keyring already, gone from the log too
     finally:
         await producer.stop()
     return audit
+
+
+LateCopies = Callable[[], Awaitable[dict[str, set[bytes]]]]
+"""Reads the key topics again and returns, per topic, the record keys whose last record is a live copy of an erased
+key (written after its tombstone or under its subject's mark)."""
+
+
+async def tombstone_late_copies(producer: AIOKafkaProducer, late_copies: LateCopies) -> int:
+    """Up to `TIDY_PASSES` times, `PASS_INTERVAL_S` apart: tombstone what `late_copies` finds, in one transaction of
+    `producer` (transactional, started), until it finds nothing; returns how many tombstones were written. The
+    erasure tidies after its writers' late copies; a re-wrap (`privacy.rewrap`) after an erasure it raced."""
+    written = 0
+    for _ in range(TIDY_PASSES):
+        await asyncio.sleep(PASS_INTERVAL_S)
+        found = sorted((topic, key) for topic, keys in (await late_copies()).items() for key in keys)
+        if not found:
+            break
+        async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
+            await transactions.all_sent([await producer.send(topic, None, key=key) for topic, key in found])
+        written += len(found)
+    return written
 
 
 async def erase_cccd(conn: KafkaConnection, namespace: str, pepper: bytes, cccd: str, *, requested_by: str,

@@ -74,6 +74,17 @@ def test_who_opens_sealed_records_with_the_key_store_reads_both_key_topics(princ
         assert principal in _who(Op.READ, topic), topic
 
 
+def test_the_operator_rewraps_keys_on_both_key_topics_under_its_own_prefix() -> None:
+    """`keys rewrap` runs as the operator: it writes each key topic again (the dead letters' keys too) in
+    transactions under the re-wrap's prefix, which no other principal holds; intake and the gateway write keys too."""
+    for topic in key_topics(""):
+        assert "operator" in _who(Op.WRITE, topic), topic
+    assert _who(Op.WRITE, key_topics("")[1]) == {"intake", "operator"}
+    prefix = f"{TransactionalId.KEYS_REWRAP.value}."
+    assert {b.principal for b in bindings(REGISTRY) if b.resource is Resource.TRANSACTIONAL_ID
+            and b.name == prefix} == {"operator"}
+
+
 def test_only_the_deadline_tracker_creates_topics_and_only_under_its_own_prefix() -> None:
     """Topics are created by the admin at set-up; faust's internal topics are the one exception, under its app id."""
     creates = [b for b in bindings(REGISTRY) if b.operation is Op.CREATE]
