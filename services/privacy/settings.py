@@ -3,7 +3,9 @@
 The key-encryption key (KEK) and the pepper of subject ids are secrets (`SecretStr`, never
 logged), given as base64url text in `PRIVACY_KEK` / `PRIVACY_PEPPER` or in files
 (`PRIVACY_KEK_FILE`, `PRIVACY_PEPPER_FILE`, e.g. mounted secrets). Older KEKs stay
-readable through `PRIVACY_OLD_KEKS` (`id:base64url,...`) while their keys are re-wrapped.
+readable through `PRIVACY_OLD_KEKS` (`id:base64url,...`, each under an id of its own) until
+`commune-bus keys rewrap` has wrapped their keys under the current KEK (`privacy.rewrap`);
+a key keeps the KEK it was made under until then (docs/runbooks.md, rotating the KEK).
 """
 
 from __future__ import annotations
