@@ -96,10 +96,9 @@ def alerts_due(d: TrackedDossier, now: datetime) -> list[DeadlineAlert]:
     """Alerts to fire now: each kind at most once per due date; none for a closed dossier."""
     if not d.is_open:
         return []
-    deadline = past_due_after(d.due_at)
-    if now > deadline:
+    if now > past_due_after(d.due_at):
         kind = None if d.alerted_overdue else NotificationKind.OVERDUE
-    elif now >= one_working_day_before(deadline):
+    elif now >= one_working_day_before(d.due_at):
         kind = None if d.alerted_due_soon else NotificationKind.DUE_SOON
     else:
         kind = None
@@ -122,10 +121,9 @@ def next_alert_at(d: TrackedDossier) -> datetime | None:
     """
     if not d.is_open or d.alerted_overdue:
         return None
-    deadline = past_due_after(d.due_at)
     if not d.alerted_due_soon:
-        return one_working_day_before(deadline)
-    return deadline + timedelta(microseconds=1)  # overdue fires once `now > deadline`, at microsecond resolution
+        return one_working_day_before(d.due_at)
+    return past_due_after(d.due_at) + timedelta(microseconds=1)  # overdue once `now >` it, at microsecond resolution
 
 
 def mark(d: TrackedDossier, alert: DeadlineAlert) -> TrackedDossier:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
 from schemas.notification import DeadlineAlert, NotificationKind
-from schemas.times import VIETNAM
+from schemas.times import VIETNAM, past_due_after
 
 ANNOUNCEMENT_HORIZON = timedelta(hours=24)
 """An announcement without an end is over this long after it starts."""
@@ -73,12 +73,15 @@ def the_day_before(e: Event) -> datetime | None:
 
 
 ALERT_WINDOW = timedelta(days=3)
-"""An overdue alert is news to the officer and the centre head for this long after the due date; a due-soon alert
-until the due date (the overdue one follows). The tracker fires one as soon as it holds an open dossier past its
+"""An overdue alert is news to the officer and the centre head for this long after the dossier is past due; a
+due-soon alert until it is past due (the overdue one follows). The tracker fires one as soon as it holds an open dossier past its
 time, so a province re-syncing last year's history, whose dossiers' closing events come later in the stream than
 their opening ones, would have mailed them an "overdue" for every dossier closed long ago (time audit)."""
 
 
 def alert_over(alert: DeadlineAlert) -> datetime:
-    """When a deadline alert stops making sense (`ALERT_WINDOW`)."""
-    return alert.due_at + ALERT_WINDOW if alert.kind is NotificationKind.OVERDUE else alert.due_at
+    """When a deadline alert stops making sense (`ALERT_WINDOW`), counted from when the dossier is past due
+    (`past_due_after`: the end of the due day for a due date without a time of day; review: a due-soon alert for
+    such a date, fired the working day before, expired at the due day's first minute, never sent)."""
+    past_due = past_due_after(alert.due_at)
+    return past_due + ALERT_WINDOW if alert.kind is NotificationKind.OVERDUE else past_due

@@ -442,3 +442,20 @@ def test_a_due_date_without_a_time_alerts_overdue_only_once_its_day_is_over() ->
     assert deadlines.next_alert_at(d) == due + timedelta(days=1, microseconds=1)
     [late] = deadlines.alerts_due(d, due + timedelta(days=1, seconds=1))
     assert late.kind is K.OVERDUE and late.due_at == due
+
+
+def test_a_due_date_without_a_time_gets_its_due_soon_alert_the_working_day_before() -> None:
+    """Due on Monday 10 November as a date: the due-soon alert fires on Friday (one working day before, as for any
+    due date) and is still news until the due day is over (review: it fired at Monday's first minute and had
+    expired at that same minute, so it was never sent)."""
+    due = datetime(2025, 11, 10, tzinfo=VIETNAM).astimezone(UTC)
+    d = TrackedDossier(dossier_code="X", commune="02269", province="08", procedure_code="1", officer_id="cb-01",
+                       due_at=due)
+    friday = datetime(2025, 11, 7, 9, 0, tzinfo=VIETNAM).astimezone(UTC)
+    assert deadlines.next_alert_at(d) == datetime(2025, 11, 7, tzinfo=VIETNAM).astimezone(UTC)
+    [soon] = deadlines.alerts_due(d, friday)
+    requests = rules.for_alert(soon, directory())
+    assert soon.kind is K.DUE_SOON and requests and not any(Dispatcher._expired(r, friday) for r in requests)
+    monday_evening = datetime(2025, 11, 10, 20, 0, tzinfo=VIETNAM).astimezone(UTC)
+    assert not any(Dispatcher._expired(r, monday_evening) for r in requests)
+    assert all(Dispatcher._expired(r, due + timedelta(days=1)) for r in requests)
