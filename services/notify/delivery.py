@@ -69,7 +69,9 @@ class Dispatcher:
         self.gate: Gate = OpenGate()
         """Before every provider call: waits out rebalances, refuses after a stall (set by the app, ADR 0012)."""
         self._spawn, self._release_every_s = spawn, release_every_s
-        self._retries: RetryQueue[Job] = RetryQueue(self._requeue)
+        self._retries: RetryQueue[Job] = RetryQueue(self._released)
+        self._waiting = {self.routine: 0, self.emergency: 0}
+        """Jobs in `_retries`, by lane: they count in their lane's backlog (`routine_backlog`, `emergency_backlog`)."""
         self._inflight: dict[str, Job] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -90,12 +92,13 @@ class Dispatcher:
 
     @property
     def routine_backlog(self) -> int:
-        return self.routine.queue.qsize()
+        """Routine jobs held in memory: queued, or waiting for a retry (a provider down keeps them there)."""
+        return self.routine.queue.qsize() + self._waiting[self.routine]
 
     @property
-    def backlog(self) -> int:
-        """Jobs held in memory: queued in either lane or waiting for a retry."""
-        return self.routine.queue.qsize() + self.emergency.queue.qsize() + len(self._retries)
+    def emergency_backlog(self) -> int:
+        """Emergency jobs held in memory: queued, or waiting for a retry."""
+        return self.emergency.queue.qsize() + self._waiting[self.emergency]
 
     async def submit(self, request: NotificationRequest, done: Done, source: object = None) -> None:
         """Hand over one request; `done` is called once it is durably sent, dead-lettered or deferred."""
@@ -159,6 +162,14 @@ class Dispatcher:
         self._inflight[job.request.notification_id] = job
         self._requeue(job)
 
+    def _retry(self, delay_s: float, job: Job) -> None:
+        self._waiting[self._lane(job.request)] += 1
+        self._retries.put(delay_s, job)
+
+    def _released(self, job: Job) -> None:
+        self._waiting[self._lane(job.request)] -= 1
+        self._requeue(job)
+
     def _requeue(self, job: Job) -> None:
         lane = self._lane(job.request)
         lane.queue.put_nowait(job)
@@ -200,7 +211,7 @@ class Dispatcher:
             delay = self.backoff.delay(self.backoff.max_attempts)
             log.warning("notify.keys_behind" if isinstance(exc, KeysBehind) else "notify.key_unreadable",
                         nid=job.request.notification_id, delay_s=round(delay, 2), trace_id=trace_id(job.request))
-            self._retries.put(delay, job)
+            self._retry(delay, job)
             return None
         except KafkaError:  # the key store could not be read: the run restarts, the record is done again
             raise
@@ -279,7 +290,7 @@ class Dispatcher:
             delay = self.backoff.delay(job.attempt)
             log.warning("notify.retry", nid=r.notification_id, channel=r.channel.value, reason=err.reason,
                         attempt=job.attempt, delay_s=round(delay, 2), trace_id=trace_id(r))
-            self._retries.put(delay, job)
+            self._retry(delay, job)
             return
         reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
         await self._dead_letter(r, reason, job.attempt)

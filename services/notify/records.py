@@ -32,7 +32,7 @@ log = structlog.get_logger("notify")
 Lane = Literal["routine", "urgent"]
 """Notify's two consumers (`app.py`)."""
 URGENT_HEADROOM = 2
-"""The urgent consumer pauses once the dispatcher holds this many times `max_pending` jobs (`Records.throttle`)."""
+"""The urgent consumer pauses for routine jobs only once they are this many times `max_pending` (`Records.throttle`)."""
 Derived = tuple[list[NotificationRequest], TrackedDossier | None]
 """A record's notification requests and, for a dossier with a due date, its state for the deadline tracker."""
 
@@ -74,14 +74,16 @@ class Records:
                 pauses.apply()  # partitions assigned meanwhile follow the throttle as it stands
 
     def throttle(self, lane: Lane) -> tuple[Callable[[], int], int]:
-        """What a consumer's pause watches, and its limit. Routine (dossiers, mobile teams, alerts): the routine
-        queue, over `max_pending`. Urgent (announcements, where emergencies arrive): everything the dispatcher holds,
-        over `URGENT_HEADROOM` times that, so emergencies still flow while the routine lane is throttled, and a flood
-        of announcements (or a provider outage under one) no longer fills memory (audit: 59,864 jobs, 198 MB, never
-        paused)."""
+        """What a consumer's pause watches, and its limit, `max_pending`. Routine (dossiers, mobile teams, alerts): the
+        routine jobs held, queued or waiting for a retry. Urgent (announcements, where emergencies arrive): the
+        emergency jobs held, or the routine ones beyond `URGENT_HEADROOM` times the limit (routine announcements
+        come through it too): it never paused, so a flood of announcements behind a slow provider filled memory
+        (audit: 59,864 jobs, 198 MB); and it must not pause for the routine lane's retries (review: a routine
+        provider down held storm warnings unread while dossiers flowed)."""
+        d = self.dispatcher
         if lane == "routine":
-            return lambda: self.dispatcher.routine_backlog, self.s.max_pending
-        return lambda: self.dispatcher.backlog, URGENT_HEADROOM * self.s.max_pending
+            return lambda: d.routine_backlog, self.s.max_pending
+        return lambda: max(d.emergency_backlog, d.routine_backlog // URGENT_HEADROOM), self.s.max_pending
 
     def derive(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Derived:
         """The record's notification requests and, for a dossier with a due date, its state for the tracker.

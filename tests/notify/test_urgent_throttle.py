@@ -1,7 +1,8 @@
-"""The urgent consumer (announcements, where emergencies arrive) pauses too, once the dispatcher holds
-`URGENT_HEADROOM` times the routine limit: it used to never pause, so a flood of announcements behind a slow
-provider filled memory (audit: 59,864 queued jobs, 198 MB). Real `Records.consume` and `Dispatcher`; a consumer
-serving batches of canonical announcements; a provider that never answers."""
+"""The urgent consumer (announcements, where emergencies arrive) pauses too, once the emergency jobs held pass the
+limit, or the routine ones `URGENT_HEADROOM` times it: it used to never pause, so a flood of announcements behind a
+slow provider filled memory (audit: 59,864 queued jobs, 198 MB); and it does not pause for the routine lane's
+retries (review). Real `Records.consume` and `Dispatcher`; a consumer serving batches of canonical announcements;
+a provider that never answers, or one that is down."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from schemas import wire
-from services.notify.channels.base import Receipt
+from services.notify.channels.base import DeliveryError, Receipt
 from services.notify.delivery import Dispatcher
 from services.notify.jobs import Outputs
 from services.notify.ledger import Ledger
@@ -39,6 +40,16 @@ class Unanswering:
     async def send(self, message: object) -> Receipt:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        pass
+
+
+class Down:
+    """A provider that is down: every send fails at once, to be retried."""
+
+    async def send(self, message: object) -> Receipt:
+        raise DeliveryError("unavailable")
 
     async def close(self) -> None:
         pass
@@ -96,25 +107,67 @@ class Supervisor:
         raise exc
 
 
-@pytest.mark.parametrize("category", ["general", "storm"])  # routine-lane announcements, emergencies
-async def test_a_flood_of_announcements_pauses_the_urgent_consumer(category: str) -> None:
-    settings, names, producer = NotifySettings(max_pending=LIMIT), Names(""), Producer()
-    dispatcher = Dispatcher({k: Unanswering() for k in ("sms", "email", "zalo", "webhook")},  # type: ignore[misc]
-                            Ledger("ledger", producer), producer, Outputs("status", "dlq"),  # type: ignore[arg-type]
-                            spawn=Tasks(), backoff=settings.backoff(), quiet=QuietHours(time(0), time(0)),
-                            rates=settings.rate_per_s, segment_limit=3, routine_workers=settings.routine_workers,
-                            emergency_workers=settings.emergency_workers)
-    dispatcher.start()
-    consumer = Announcements(TopicPartition(names.announcement, 0), category)
-    records = Records(settings, names, directory(), Registry(), producer, dispatcher,  # type: ignore[arg-type]
+def dispatcher_with(channel: object, settings: NotifySettings, producer: Producer) -> Dispatcher:
+    return Dispatcher({k: channel for k in ("sms", "email", "zalo", "webhook")},  # type: ignore[misc]
+                      Ledger("ledger", producer), producer, Outputs("status", "dlq"),  # type: ignore[arg-type]
+                      spawn=Tasks(), backoff=settings.backoff(), quiet=QuietHours(time(0), time(0)),
+                      rates=settings.rate_per_s, segment_limit=3, routine_workers=settings.routine_workers,
+                      emergency_workers=settings.emergency_workers)
+
+
+async def consume_until_paused(dispatcher: Dispatcher, settings: NotifySettings, producer: Producer,
+                               consumer: Announcements) -> None:
+    records = Records(settings, Names(""), directory(), Registry(), producer, dispatcher,  # type: ignore[arg-type]
                       OffsetTracker(), Supervisor())  # type: ignore[arg-type]
     lane: Lane = "urgent"
     consuming = asyncio.create_task(records.consume(consumer, Pauses(consumer), lane))  # type: ignore[arg-type]
     try:
         await eventually_async(lambda: consumer.paused() or consumer.read >= 100 * LIMIT, timeout=30)
-        assert consumer.paused(), f"read {consumer.read} announcements, never paused"
-        assert URGENT_HEADROOM * LIMIT < dispatcher.backlog <= URGENT_HEADROOM * LIMIT + 2 * BATCH
     finally:
         consuming.cancel()
         await asyncio.gather(consuming, return_exceptions=True)
+
+
+@pytest.mark.parametrize("category", ["general", "storm"])  # routine-lane announcements, emergencies
+async def test_a_flood_of_announcements_pauses_the_urgent_consumer(category: str) -> None:
+    settings, producer = NotifySettings(max_pending=LIMIT), Producer()
+    dispatcher = dispatcher_with(Unanswering(), settings, producer)
+    dispatcher.start()
+    consumer = Announcements(TopicPartition(Names("").announcement, 0), category)
+    try:
+        await consume_until_paused(dispatcher, settings, producer, consumer)
+        assert consumer.paused(), f"read {consumer.read} announcements, never paused"
+        if category == "storm":
+            assert LIMIT < dispatcher.emergency_backlog <= LIMIT + 2 * BATCH
+        else:
+            assert URGENT_HEADROOM * LIMIT < dispatcher.routine_backlog <= URGENT_HEADROOM * LIMIT + 2 * BATCH
+    finally:
+        await dispatcher.stop()
+
+
+async def test_the_routine_lanes_retries_pause_the_routine_consumer_not_the_urgent_one() -> None:
+    """A routine provider down: routine jobs wait for their retries, not queued. They count in the routine backlog,
+    which pauses the routine consumer (before: only the queue counted, so it read on and the retries grew without
+    bound), and not in the emergency one: storm warnings are still read (review: the urgent consumer counted every
+    retry, paused first, and left storm warnings unread while dossier messages flowed)."""
+    settings = NotifySettings(max_pending=LIMIT, retry_base_s=60, retry_cap_s=60,  # tried once, then waiting
+                              rate_per_s={"sms": 100_000, "zalo": 100_000, "email": 100_000, "webhook": 100_000})
+    producer = Producer()
+    dispatcher = dispatcher_with(Down(), settings, producer)
+    dispatcher.start()
+    records = Records(settings, Names(""), directory(), Registry(), producer, dispatcher,  # type: ignore[arg-type]
+                      OffsetTracker(), Supervisor())  # type: ignore[arg-type]
+    tp = TopicPartition(Names("").announcement, 0)
+    try:
+        offset = 0
+        while dispatcher.routine_backlog < LIMIT * 3 // 2:
+            await records.handle(tp, Record(offset, "general"))  # type: ignore[arg-type]
+            offset += 1
+        await eventually_async(lambda: dispatcher.routine.queue.qsize() == 0, timeout=30,
+                               what="the routine jobs tried once and waiting for their retries")
+        routine_held, routine_limit = records.throttle("routine")
+        urgent_held, urgent_limit = records.throttle("urgent")
+        assert routine_held() > routine_limit, "the routine consumer must pause for its lane's retries"
+        assert urgent_held() <= urgent_limit, "the urgent consumer must read on"
+    finally:
         await dispatcher.stop()
