@@ -46,9 +46,10 @@ class NotifySettings(ConsumerSettings):
                     "not named has no limit")
     routine_workers: int = Field(default=32, ge=1)
     emergency_workers: int = Field(default=8, ge=1)
-    max_pending: int = Field(default=20_000, ge=2, description="Routine backlog above which dossier and mobile-team "
-                             "partitions pause (announcements keep flowing); they resume below half of it. "
-                             "Announcements pause once the dispatcher holds twice as many jobs in all")
+    max_pending: int = Field(default=20_000, ge=2, description="Routine jobs held (queued or waiting for a retry) "
+                             "above which dossier and mobile-team partitions pause (announcements keep flowing); "
+                             "they resume below half of it. Announcements pause for as many emergency jobs, or twice "
+                             "as many routine ones")
 
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000,

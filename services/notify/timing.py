@@ -74,9 +74,10 @@ def the_day_before(e: Event) -> datetime | None:
 
 ALERT_WINDOW = timedelta(days=3)
 """An overdue alert is news to the officer and the centre head for this long after the dossier is past due; a
-due-soon alert until it is past due (the overdue one follows). The tracker fires one as soon as it holds an open dossier past its
-time, so a province re-syncing last year's history, whose dossiers' closing events come later in the stream than
-their opening ones, would have mailed them an "overdue" for every dossier closed long ago (time audit)."""
+due-soon alert until it is past due (the overdue one follows). The tracker fires one as soon as it holds an open
+dossier past its time, so a province re-syncing last year's history, whose dossiers' closing events come later in
+the stream than their opening ones, would have mailed them an "overdue" for every dossier closed long ago (time
+audit)."""
 
 
 def alert_over(alert: DeadlineAlert) -> datetime:
