@@ -14,6 +14,7 @@ created up to it, and refuses such a key's record read after it.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -96,6 +97,8 @@ class Keyring:
         self._built: deque[_Key] = deque()
         """The keys whose AESGCM is built, oldest first (`CIPHERS_KEPT`)."""
         self._erased: set[tuple[str, str]] = set()
+        self._expiring: list[tuple[datetime, str, str]] = []
+        """Keys with an expiry, by it (a heap): `expire` takes the due ones without walking every key."""
         self._unreadable: set[tuple[str, str]] = set()
         """Keys whose record `apply` could not read (`KeyUnreadable`): one entry per such record, as `_erased`."""
         self._marks: dict[str, datetime] = {}
@@ -150,6 +153,8 @@ class Keyring:
             "expires_at": expires_at})
         key = _Key(key_id, dek, now, expires_at, record=record)
         self._keys[subject] = (*(keys or ()), key)
+        if expires_at is not None:
+            heapq.heappush(self._expiring, (expires_at, subject, key_id))
         return key_id, self._build(key), [record]
 
     def _build(self, key: _Key) -> AESGCM:
@@ -232,10 +237,14 @@ class Keyring:
         if known is not None:  # a key made here, read back: confirmed; a digest of its bytes is kept, so the copies
             # still to come (it went with every transaction that used it) are recognised without parsing each
             known.record, known.digest = None, _digest(value)
+            if record.expires_at is not None and record.expires_at != known.expires_at:
+                heapq.heappush(self._expiring, (record.expires_at, subject, key_id))
             known.created_at, known.expires_at = record.created_at, record.expires_at
             return
         key = _Key(key_id, dek, record.created_at, record.expires_at)
         self._keys[subject] = (*self._keys.get(subject, ()), key)
+        if record.expires_at is not None:
+            heapq.heappush(self._expiring, (record.expires_at, subject, key_id))
 
     def _mark(self, subject: str, value: bytes) -> None:
         """An erasure mark: forget the subject's keys created up to it, and remember it for records read later."""
@@ -250,22 +259,30 @@ class Keyring:
             if key.created_at <= self._marks[subject]:
                 self.forget(subject, key.key_id)
 
-    def forget(self, subject: str, key_id: str) -> None:
+    def forget(self, subject: str, key_id: str, *, erased: bool = True) -> None:
+        """Drop a key: its data key leaves memory now (review: a forgotten key's bytes stayed referenced from the
+        built ciphers until 4,096 newer keys were built). `erased` (a tombstone, a mark): remembered for good, so a
+        copy read later stays refused and a value under it is `Erased` at once; an expired key is not remembered (its
+        copy read again carries its expiry), so expiring keys leave no trace behind."""
         keys = self._keys.pop(subject, ())
         for key in keys:
             if key.key_id == key_id:
-                key.aead = None  # its AESGCM leaves memory now, not when it leaves `_built`
+                key.aead, key.dek, key.record = None, b"", None
         if kept := tuple(k for k in keys if k.key_id != key_id):
             self._keys[subject] = kept
-        self._erased.add((subject, key_id))
+        if erased:
+            self._erased.add((subject, key_id))
         self._unreadable.discard((subject, key_id))
 
     def expire(self) -> int:
         """Forget keys past their expiry (day keys, a dead letter's applicant key: the dead letters under them are
-        gone from their topic); how many. The key store calls it (`store.KeyStore.run`)."""
-        now = self._clock()
-        gone = [(s, k.key_id) for s, keys in self._keys.items() for k in keys
-                if k.expires_at is not None and k.expires_at <= now]
-        for subject, key_id in gone:
-            self.forget(subject, key_id)
-        return len(gone)
+        gone from their topic); how many. The key store calls it (`store.KeyStore.run`): it takes the due keys off a
+        heap, never walks every key (a sweep of 20 M keys held the event loop ~1.3 s, review)."""
+        now, gone = self._clock(), 0
+        while self._expiring and self._expiring[0][0] <= now:
+            _, subject, key_id = heapq.heappop(self._expiring)
+            key = self._find(subject, key_id)
+            if key is not None and key.expires_at is not None and key.expires_at <= now:
+                self.forget(subject, key_id, erased=False)
+                gone += 1
+        return gone

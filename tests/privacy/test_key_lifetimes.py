@@ -116,6 +116,8 @@ def test_a_valid_event_after_it_gets_a_permanent_key_which_later_dead_letters_us
 
     now[0] = LETTER_EXPIRY  # the first letter has left its topic: its key goes, the applicant's stays
     assert ring.expire() == 1 and ring.key_ids(permanent.subject) == [permanent.key_id]
+    assert ring.expire() == 0 and not ring._erased, "an expired key leaves nothing behind (review: 250 B each)"
+
     sealed = event.data.applicant
     assert isinstance(sealed, sealing.SealedApplicant)
     assert sealing.open_field(ring, event.id, sealed, "name") == "Sen"
@@ -195,7 +197,10 @@ def test_a_key_whose_cipher_left_the_kept_ones_seals_and_opens_as_before(monkeyp
     assert len(ring) == 4 and len(ring._built) <= 2
     first = sealed[0].data.applicant
     assert isinstance(first, sealing.SealedApplicant)
+    sealing.open_field(ring, sealed[0].id, first, "name")  # its cipher built again: among the kept ones
+    held = ring._find(first.subject, first.key_id)
+    assert held is not None and held in ring._built
     ring.apply(record_key(first.subject, first.key_id), None)
     with pytest.raises(Erased):
         sealing.open_field(ring, sealed[0].id, first, "name")
-    assert all(key.aead is None for key in ring._built if key.key_id == first.key_id)
+    assert held.aead is None and held.dek == b"", "an erased key's bytes leave memory at once (review)"
