@@ -10,6 +10,7 @@ a key keeps the KEK it was made under until then (docs/runbooks.md, rotating the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -57,7 +58,14 @@ class PrivacySettings(BaseSettings):
         return Keyring(self.keks(), self.kek_id, pepper_of(self), clock=clock)
 
 
+_KEK_ID = re.compile(r"[A-Za-z0-9._-]{1,40}")
+"""What `kek_id` allows: an old entry whose id is not one (a key written first, `key:id`) is named by its place only,
+as its "id" may be the key itself (and `PrivacyError` messages are logged)."""
+
+
 def _old_kek(kek_id: str, text: str, current_id: str) -> bytes:
+    if not _KEK_ID.fullmatch(kek_id):
+        raise PrivacyError("an entry of PRIVACY_OLD_KEKS does not begin with a KEK id: write id:base64url, ...")
     if kek_id == current_id:
         raise PrivacyError(f"PRIVACY_OLD_KEKS lists {kek_id!r}, the current PRIVACY_KEK_ID: give the new KEK a new id")
     try:

@@ -55,6 +55,15 @@ def test_an_old_kek_not_32_bytes_is_refused_naming_its_id(length: int) -> None:
     assert short not in str(refused.value)
 
 
+def test_an_old_kek_written_key_first_is_refused_without_naming_the_key() -> None:
+    """`key:id` instead of `id:key`: the "id" is the key itself, and the message (logged: PrivacyError's are) quotes
+    no part of it (review: "the old KEK '<key>' is not base64url")."""
+    key = crypto.b64(KEK)
+    with pytest.raises(PrivacyError, match="does not begin with a KEK id") as refused:
+        _old_settings(f"{key}:kek-0", kek_id="kek-2").keks()
+    assert key[:12] not in str(refused.value)
+
+
 def _sealed(ring: Keyring, event_id: str, who: Applicant) -> tuple[sealing.SealedApplicant, KeyRecord]:
     sealed, [record] = sealing.encrypt_applicant(ring, event_id, who, DOSSIER)
     return sealed, record
