@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.events import Family
 from services.intake.dedup import (
@@ -101,3 +103,24 @@ def test_the_largest_changelog_record_fits_its_topic() -> None:
     for keys in (widest, escaped):
         key, value = changelog_record("dossier", 0, 0, keys, 0)
         assert len(key) + len(value) + 1024 < limit
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(-5, 5)), max_size=200), st.integers(0, 60))
+def test_expiry_forgets_no_id_early_and_every_old_one_of_an_ordered_history(steps: list[tuple[int, int]],
+                                                                          now_step: int) -> None:
+    """Ids added in time order (with a clock stepping back now and then): expiry, which stops at the first id within
+    the window, never forgets one within it; when the times never go back, it forgets every one before it."""
+    window_ms = 10 * 60_000
+    seen, t, times, ordered = SeenIds(timedelta(milliseconds=window_ms)), 0, {}, True
+    for i, (forward, back) in enumerate(steps):
+        t += forward * 60_000
+        at = t + min(back, 0) * 60_000
+        ordered = ordered and (not times or at >= max(times.values()))
+        times.setdefault(f"/s:{i}", at)
+        seen.add(f"/s:{i}", at)
+    now = now_step * 60_000 + window_ms
+    seen.expire(now)
+    cutoff = now - window_ms
+    assert all(k in seen for k, at in times.items() if at >= cutoff), "an id within the window was forgotten"
+    if ordered:
+        assert not any(k in seen for k, at in times.items() if at < cutoff)
