@@ -85,8 +85,8 @@ class TrackedPartition:
             yield k[9:]
 
     def fire(self, now: datetime, limit: int | None = None) -> list[tuple[DeadlineAlert | None, Change]]:
-        """The alerts due at `now` (at most `limit`), each dossier marked and re-indexed, and the closed dossiers
-        whose time to be forgotten has come (alert None, a tombstone); with their changelog records.
+        """The alerts due at `now` (at most `limit`), each dossier marked and re-indexed, and the dossiers whose time
+        to be forgotten has come (`deadlines.forgotten`: alert None, a tombstone); with their changelog records.
 
         The caller must send each alert (acknowledged) before its changelog record: a crash in between
         repeats the alert (same id, stopped by notify's ledger) rather than losing it.
@@ -96,7 +96,7 @@ class TrackedPartition:
             d = self.get(key)
             if d is None:  # not reachable while `_put` keeps the index; never fire on it
                 continue
-            if not d.is_open:
+            if deadlines.forgotten(d, now):  # closed, or open with nothing left to fire, long past due
                 out.append((None, self._put(key, d, None)))
                 continue
             for alert in deadlines.alerts_due(d, now):

@@ -42,6 +42,11 @@ def tracked(event: DossierStatusChanged) -> TrackedDossier | None:
     )
 
 
+KEEP_OPEN_PAST_DUE = timedelta(days=30)
+"""How long an open dossier whose alerts have all fired is kept past due. A source that never sends the closing
+event (a dossier handled on paper, a system retired) left its state for ever (state audit: 5,000 such dossiers,
+5,000 states 400 days on). An event of it arriving after that makes a new state whose alerts have expired
+(`timing.ALERT_WINDOW`, 3 days past due): nobody is told twice."""
 KEEP_CLOSED = timedelta(days=7)
 """How long a closed dossier's state is kept after its closing event, so that an older event arriving later (a
 re-sent status, a partition replayed) does not reopen it and alert its officer; then it is forgotten."""
@@ -76,11 +81,21 @@ def trusted(latest: TrackedDossier, now: datetime | None) -> TrackedDossier:
 
 
 def wake_at(d: TrackedDossier) -> datetime | None:
-    """When the tracker must look at `d` again: its next alert if open (`next_alert_at`), the time it is forgotten
-    if closed (None: at once, for a closed state without its event time)."""
+    """When the tracker must look at `d` again: its next alert if open (`next_alert_at`), else the time it is
+    forgotten: open with every alert fired, `KEEP_OPEN_PAST_DUE` after it is past due; closed, `KEEP_CLOSED` after
+    its closing event (None: at once, for a closed state without its event time)."""
     if d.is_open:
-        return next_alert_at(d)
+        at = next_alert_at(d)
+        return at if at is not None else past_due_after(d.due_at) + KEEP_OPEN_PAST_DUE
     return None if d.as_of is None else d.as_of + KEEP_CLOSED
+
+
+def forgotten(d: TrackedDossier, now: datetime) -> bool:
+    """Whether the tracker drops `d` at `now`: closed (at its wake, `wake_at`), or open with nothing left to fire
+    and `KEEP_OPEN_PAST_DUE` past due."""
+    if not d.is_open:
+        return True
+    return next_alert_at(d) is None and now >= past_due_after(d.due_at) + KEEP_OPEN_PAST_DUE
 
 
 def merge(previous: TrackedDossier | None, latest: TrackedDossier) -> TrackedDossier:
