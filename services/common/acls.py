@@ -156,8 +156,10 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
         # the gateway authenticates sources itself (API key + HMAC) and writes the shared raw topics, with its
         # Idempotency-Keys and nonces shared by every instance; its operators' endpoints trace a record (metadata of
         # the sealed canonical, dead-letter and status topics; not the raw ones) and erase an applicant's keys
-        Role("gateway", reads=(GATEWAY_CLAIMS, *TRACED, KEYS_APPLICANTS),
-             writes=(*ALL_RAW, GATEWAY_CLAIMS, KEYS_APPLICANTS, PRIVACY_AUDIT),
+        # an erasure (POST /v1/erasures) tombstones the subject's keys on both key topics (a dead letter's applicant
+        # key expires with it, on commune.keys.deadletters)
+        Role("gateway", reads=(GATEWAY_CLAIMS, *TRACED, KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
+             writes=(*ALL_RAW, GATEWAY_CLAIMS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT),
              transactional=(TransactionalId.GATEWAY, TransactionalId.ERASE)),
         # commune-bus publish / dlq list|replay / erase / trace / tail of the sealed topics; raw input stays intake's
         # (dlq list and replay open sealed dead letters with the key store: applicants' keys and the day keys);

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
 from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, KeyRecord, record_key
-from schemas.topics import KEYS_APPLICANTS, PRIVACY_AUDIT, TransactionalId, scoped, transactional_id
+from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, TransactionalId, scoped, transactional_id
 from services.common import clients, transactions
 from services.common.admin import ensure_topics
 from services.common.changelog import read_to_end
@@ -41,9 +41,25 @@ PASS_INTERVAL_S = 1.0
 
 async def live_keys(conn: KafkaConnection, namespace: str, subject: str,
                     created_up_to: datetime | None = None) -> set[str]:
-    """Key ids of `subject` whose latest record in the key topic is not a tombstone (with `created_up_to`, only
-    those created up to then; a record that does not parse counts as live)."""
-    topic = scoped(KEYS_APPLICANTS, namespace).name
+    """Key ids of `subject` whose latest record in the applicants' key topic is not a tombstone (with
+    `created_up_to`, only those created up to then; a record that does not parse counts as live)."""
+    return (await live_keys_by_topic(conn, namespace, subject, created_up_to))[scoped(KEYS_APPLICANTS, namespace).name]
+
+
+async def live_keys_by_topic(conn: KafkaConnection, namespace: str, subject: str,
+                             created_up_to: datetime | None = None) -> dict[str, set[str]]:
+    """`live_keys` on both key topics, by topic: the applicants' keys and those of their dead letters, which expire
+    with them (`commune.keys.deadletters`). Both are the subject's keys: an erasure counts and tombstones both (an
+    erasure of an applicant known only from a dead letter counted 0 keys destroyed)."""
+    live: dict[str, set[str]] = {}
+    for spec in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS):
+        topic = scoped(spec, namespace).name
+        live[topic] = await _live_in(conn, topic, spec.partitions, subject, created_up_to)
+    return live
+
+
+async def _live_in(conn: KafkaConnection, topic: str, partitions: int, subject: str,
+                   created_up_to: datetime | None) -> set[str]:
     prefix = f"{subject}/".encode()
     live: set[str] = set()
 
@@ -58,7 +74,7 @@ async def live_keys(conn: KafkaConnection, namespace: str, subject: str,
         else:
             live.add(key_id)
 
-    await read_to_end(conn, topic, range(KEYS_APPLICANTS.partitions), apply, client_id="commune-bus-erase-read")
+    await read_to_end(conn, topic, range(partitions), apply, client_id="commune-bus-erase-read")
     return live
 
 
@@ -102,26 +118,28 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
     audit = audit_record(subject, requested_by, via, now)
     mark = ErasureMark(subject=subject, created_up_to=audit.requested_at + CLOCK_MARGIN)
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
-    await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace), scoped(PRIVACY_AUDIT, namespace)])
+    await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace), scoped(KEYS_DEAD_LETTERS, namespace),
+                               scoped(PRIVACY_AUDIT, namespace)])
     producer = clients.transactional_producer(
         conn, transactional_id=erasure_transactional_id(namespace, via, audit.erasure_id),
         client_id="commune-bus-erase")
     await producer.start()
     try:
-        live = await live_keys(conn, namespace, subject)
-        if only_if_live and not live:
+        live = await live_keys_by_topic(conn, namespace, subject)
+        if only_if_live and not any(live.values()):
             return None
-        audit = audit.model_copy(update={"keys_destroyed": len(live)})
+        audit = audit.model_copy(update={"keys_destroyed": sum(len(ids) for ids in live.values())})
         async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
-            sent = [await producer.send(keys_topic, None, key=record_key(subject, key_id)) for key_id in sorted(live)]
+            sent = [await producer.send(topic, None, key=record_key(subject, key_id))
+                    for topic, ids in live.items() for key_id in sorted(ids)]
             sent.append(await producer.send(keys_topic, mark.model_dump_json().encode(),
                                             key=record_key(subject, ERASED_MARK)))
             sent.append(await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode()))
             await transactions.all_sent(sent)
 
         async def late_copies() -> dict[str, set[bytes]]:
-            late = await live_keys(conn, namespace, subject, created_up_to=mark.created_up_to)
-            return {keys_topic: {record_key(subject, key_id) for key_id in late}}
+            late = await live_keys_by_topic(conn, namespace, subject, created_up_to=mark.created_up_to)
+            return {topic: {record_key(subject, key_id) for key_id in ids} for topic, ids in late.items()}
 
         await tombstone_late_copies(producer, late_copies)  # refused by every keyring already, gone from the log too
     finally:

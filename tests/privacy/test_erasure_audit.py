@@ -55,11 +55,12 @@ async def test_an_erasure_by_phone_also_erases_the_subject_an_old_spelling_seale
     broker.install(monkeypatch)
     legacy = crypto.subject_id(PEPPER, "phone", "84987654321")
 
-    async def live_keys(_: Any, __: str, subject: str, **___: Any) -> set[str]:
+    async def live_in(_: Any, topic: str, __: int, subject: str, *___: Any) -> set[str]:
         tombstoned = {k for tx in broker.committed for _, v, k in tx if v is None}
-        return {"old"} if subject == legacy and f"{legacy}/old".encode() not in tombstoned else set()
+        old = subject == legacy and f"{legacy}/old".encode() not in tombstoned and topic.endswith("keys.applicants")
+        return {"old"} if old else set()
 
-    monkeypatch.setattr(erase, "live_keys", live_keys)
+    monkeypatch.setattr(erase, "_live_in", live_in)
     audits = await erase.erase_applicant(None, "", PEPPER, [("phone", "0987654321")],  # type: ignore[arg-type]
                                          requested_by="os:duty-officer")
     assert [(kind, a.subject, a.keys_destroyed) for kind, a in audits] == [
@@ -80,3 +81,23 @@ async def test_an_erasure_by_a_placeholder_is_refused_before_anything(kind: str,
                                     requested_by="os:duty-officer")
     assert str(refused.value) == f"not an identifier of one person: {kind}"
     assert broker.committed == [] and broker.topics_made == 0 and broker.keys == {"k1"}
+
+
+async def test_an_erasure_counts_and_tombstones_the_keys_of_the_subjects_dead_letters_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An applicant known only from a dead letter has a key on `commune.keys.deadletters` (it expires with the
+    letter): the erasure tombstones it there and counts it (CI: keys_destroyed was 0, the key left to its expiry)."""
+    from typing import Any
+
+    broker = Broker(set())
+    broker.install(monkeypatch)
+
+    async def live_in(_: Any, topic: str, *__: Any) -> set[str]:
+        tombstoned = {k for tx in broker.committed for _, v, k in tx if v is None}
+        return {"dl"} if topic.endswith("keys.deadletters") and not tombstoned else set()
+
+    monkeypatch.setattr(erase, "_live_in", live_in)
+    audit = await erase.erase_subject(None, "", "a-subject", requested_by="os:duty-officer")  # type: ignore[arg-type]
+    assert audit.keys_destroyed == 1
+    assert [(topic, k) for tx in broker.committed for topic, v, k in tx if v is None] == [
+        ("commune.keys.deadletters", b"a-subject/dl")]

@@ -79,7 +79,7 @@ def test_the_operator_rewraps_keys_on_both_key_topics_under_its_own_prefix() -> 
     transactions under the re-wrap's prefix, which no other principal holds; intake and the gateway write keys too."""
     for topic in key_topics(""):
         assert "operator" in _who(Op.WRITE, topic), topic
-    assert _who(Op.WRITE, key_topics("")[1]) == {"intake", "operator"}
+    assert _who(Op.WRITE, key_topics("")[1]) == {"intake", "operator", "gateway"}  # the gateway: erasures
     prefix = f"{TransactionalId.KEYS_REWRAP.value}."
     assert {b.principal for b in bindings(REGISTRY) if b.resource is Resource.TRANSACTIONAL_ID
             and b.name == prefix} == {"operator"}
