@@ -25,11 +25,18 @@ LINE = RequestLine(b"POST", b"/v1/events", b"")
                                    "alice: [a-list-of-a-key-0123456789]"])
 def test_an_operator_without_a_usable_key_stops_the_gateway(tmp_path: Path, entry: str) -> None:
     """`alice:` was the key "None" and `alice: ''` let an empty X-Operator-Key in: now neither loads."""
+    message = refusal_of_alice(tmp_path, entry)
+    assert "operator alice: a key is a string of at least 16 characters" in message
+    assert SHORT not in message and "1234567890" not in message
+
+
+def refusal_of_alice(tmp_path: Path, entry: str) -> str:
+    """The message that refuses an operators file of a good key and `entry` (alice's)."""
     path = tmp_path / "operators.yaml"
     path.write_text(f"duty-officer: {secrets.token_urlsafe(32)}\n{entry}\n", encoding="utf-8")
-    with pytest.raises(KeysFileError, match="operator alice: a key is a string of at least 16 characters") as refused:
+    with pytest.raises(KeysFileError) as refused:
         load_operators(path)
-    assert SHORT not in str(refused.value) and "1234567890" not in str(refused.value)
+    return str(refused.value)
 
 
 @pytest.mark.parametrize("operator", ["x" * 65, "two words", "tab\there"])
@@ -74,11 +81,8 @@ def test_the_examples_placeholders_stop_the_gateway() -> None:
                                  "your-placeholder-key-0123456789"])
 def test_an_operators_placeholder_stops_the_gateway(tmp_path: Path, key: str) -> None:
     """An operator's key left as a placeholder (or one character repeated) is refused like a short one."""
-    path = tmp_path / "operators.yaml"
-    path.write_text(f"duty-officer: {secrets.token_urlsafe(32)}\nalice: {key}\n", encoding="utf-8")
-    with pytest.raises(KeysFileError, match="operator alice: the example's placeholder") as refused:
-        load_operators(path)
-    assert key not in str(refused.value)
+    message = refusal_of_alice(tmp_path, f"alice: {key}")
+    assert "operator alice: the example's placeholder" in message and key not in message
 
 
 def test_the_demo_runs_with_keys_of_its_own(tmp_path: Path) -> None:
