@@ -25,13 +25,13 @@ from schemas.topics import GATEWAY_CLAIMS, TransactionalId, scoped, transactiona
 from services.common import closing, runtime
 from services.common.health import Health
 from services.common.refused import settings_checked
+from services.common.sparse import SparseRecords
 from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
 from services.gateway.connections import ConnectionLimits, abort_handshakes, guarded, guarded_tls
 from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings, KeysFileError, load_credentials
-from services.gateway.sparse import SparseRecords
 from services.sources.registry import load_registry
 
 SERVICE = "gateway"

@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from schemas.events import Family
+from services.common.sparse import Sparse
 from services.gateway import api, idempotency
 from services.gateway.auth import COMMUNE, IDEMPOTENCY_KEY, Identified, RequestLine, Unauthenticated, identify
 from services.gateway.batch import READABLE, media_type_problem
@@ -43,7 +44,6 @@ from services.gateway.ingest import Publish, Refused, plan, rejected_counts
 from services.gateway.publisher import BrokerUnavailable, Publisher
 from services.gateway.ratelimit import InFlight, RateLimiter
 from services.gateway.settings import Credential, GatewaySettings
-from services.gateway.sparse import Sparse
 from services.gateway.telemetry import ANSWERS, EVENTS, REFUSED
 from services.sources.registry import Source, SourceRegistry
 

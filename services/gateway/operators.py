@@ -34,6 +34,7 @@ from starlette.requests import ClientDisconnect
 
 from services.cli.trace import SINCE_HELP, since_ms, trace_timeline
 from services.common.settings import KafkaConnection
+from services.common.sparse import Sparse
 from services.gateway.api import ErrorBody, error
 from services.gateway.settings import (
     KEY_RULE,
@@ -43,7 +44,6 @@ from services.gateway.settings import (
     is_placeholder,
     keys_file,
 )
-from services.gateway.sparse import Sparse
 from services.gateway.telemetry import OPERATOR_KEYS_REFUSED, TRACES
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError

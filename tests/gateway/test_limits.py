@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from services.common.sparse import EVERY_S, Sparse
 from services.gateway import handler
 from services.gateway.batch import MAX_ERRORS
 from services.gateway.handler import INLINE_CHECK_BYTES
 from services.gateway.settings import GatewaySettings
-from services.gateway.sparse import EVERY_S, Sparse
 from services.gateway.telemetry import REFUSED
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES, MAX_PROBLEMS
 from services.intake.settings import IntakeSettings

@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 
 from services.cli.trace import Timeline
 from services.common.settings import KafkaConnection
+from services.common.sparse import EVERY_S, Sparse
 from services.gateway import operators
-from services.gateway.sparse import EVERY_S, Sparse
 from tests.gateway.asgi import app
 from tests.waiting import eventually_async
 
