@@ -14,6 +14,7 @@ import logging
 import resource
 import socket
 import ssl
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,7 +25,7 @@ from fastapi import FastAPI
 from schemas.topics import GATEWAY_CLAIMS, TransactionalId, scoped, transactional_id
 from services.common import closing, runtime
 from services.common.health import Health
-from services.common.refused import settings_checked
+from services.common.refused import BAD_SETTINGS, settings_checked
 from services.common.sparse import SparseRecords
 from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
@@ -129,8 +130,9 @@ def main() -> None:
     try:
         app = create_app(settings, load_registry(settings.sources_file), load_credentials(settings.secrets_file),
                          publisher, health, claims=claims)
-    except KeysFileError as exc:  # never start open: one line naming the entry, never a key
-        raise SystemExit(f"gateway: {exc}") from None
+    except KeysFileError as exc:  # never start open: one line naming the entry, never a key; bad configuration
+        sys.stderr.write(f"{SERVICE}: {exc}\n")
+        raise SystemExit(BAD_SETTINGS) from None
     runtime.main(SERVICE, settings, worker(settings, app, publisher, claims), health=health)
 
 

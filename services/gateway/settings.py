@@ -199,8 +199,19 @@ def load_credentials(path: Path | None) -> dict[str, Credential]:
 
 
 def keys_file(path: Path) -> dict[Any, Any]:
-    """A keys file's YAML mapping (empty for an empty file)."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    """A keys file's YAML mapping (empty for an empty file). Raises KeysFileError for a file that cannot be read or
+    is not YAML, naming the place and never quoting it: YAML's own error shows the line it stopped on, a key's."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise KeysFileError(f"{path}: cannot be read: {reason}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise KeysFileError(f"{path}: not valid YAML{where}") from None
     if not isinstance(raw, dict):
         raise KeysFileError(f"{path}: not a mapping of ids to keys")
     return raw

@@ -3,12 +3,14 @@ a key; and an empty key header authenticates no one, whatever the files hold."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from services.common.refused import BAD_SETTINGS
 from services.demo import processes
 from services.demo.settings import DemoSettings
 from services.gateway import __main__ as gateway_main
@@ -97,8 +99,10 @@ def test_the_demo_runs_with_keys_of_its_own(tmp_path: Path) -> None:
     assert path.read_text(encoding="utf-8") == first and path.stat().st_mode & 0o077 == 0
 
 
-def test_the_gateway_does_not_start_with_a_bad_keys_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`python -m services.gateway` with an operator lacking a key: exits with one line, before serving anything."""
+def test_the_gateway_does_not_start_with_a_bad_keys_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m services.gateway` with an operator lacking a key: exits with one line, before serving anything,
+    and the status of bad configuration (2, as for refused settings; it was 1, a crash's)."""
     (tmp_path / "operators.yaml").write_text("alice:\n", encoding="utf-8")
     monkeypatch.setenv("GATEWAY_OPERATORS_FILE", str(tmp_path / "operators.yaml"))
 
@@ -106,8 +110,33 @@ def test_the_gateway_does_not_start_with_a_bad_keys_file(tmp_path: Path, monkeyp
         pytest.fail("the gateway started with an operator who has no key")
 
     monkeypatch.setattr(gateway_main.runtime, "main", serve)
-    with pytest.raises(SystemExit, match=r"^gateway: .*operators.yaml: operator alice: a key is a string"):
+    with pytest.raises(SystemExit) as exited:
         gateway_main.main()
+    assert exited.value.code == BAD_SETTINGS
+    refusal = capsys.readouterr().err
+    assert re.fullmatch(r"gateway: \S*operators.yaml: operator alice: a key is a string[^\n]*\n", refusal)
+
+
+@pytest.mark.parametrize("text", ['one-stop:\n  api_key: "{key}\n', "one-stop:\n  api_key: {key}\n  :: [\n",
+                                  "one-stop: {{api_key: {key}\n", "one-stop:\n\tapi_key: {key}\n"])
+def test_a_keys_file_that_is_not_yaml_is_refused_by_its_place_never_quoted(tmp_path: Path, text: str) -> None:
+    """YAML's own error quoted the line it stopped on, a key's: a 43-character key went out as its first 30
+    characters and a traceback. Now one line names the file and the place only."""
+    key = secrets.token_urlsafe(32)
+    path = tmp_path / "secrets.yaml"
+    path.write_text(text.format(key=key), encoding="utf-8")
+    with pytest.raises(KeysFileError, match=r"secrets.yaml: not valid YAML \(line \d+, column \d+\)$") as refused:
+        load_credentials(path)
+    assert key[:8] not in str(refused.value)
+
+
+def test_a_keys_file_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
+    """A missing file (or one that is not UTF-8) is one line naming it, not a traceback."""
+    with pytest.raises(KeysFileError, match=r"missing.yaml: cannot be read: No such file or directory$"):
+        load_operators(tmp_path / "missing.yaml")
+    (tmp_path / "latin1.yaml").write_bytes("alice: clé-\xe9\n".encode("latin-1"))
+    with pytest.raises(KeysFileError, match=r"latin1.yaml: cannot be read: not UTF-8 text$"):
+        load_operators(tmp_path / "latin1.yaml")
 
 
 def test_an_empty_key_header_authenticates_no_one() -> None:
