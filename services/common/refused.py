@@ -7,6 +7,8 @@ status 2 is the project's for bad configuration (the CLI's for missing keys, arg
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,8 +33,8 @@ def settings_checked(program: str) -> Iterator[None]:
         if settings is None:
             raise
         lines = problems(exc, settings)
-    except SettingsError as exc:  # a value pydantic-settings could not decode (JSON): the field named, no value
-        lines = [str(exc)]
+    except SettingsError as exc:  # a value pydantic-settings could not decode (JSON): the variable named, no value
+        lines = [undecodable(exc)]
     else:
         return
     sys.stderr.write("".join(f"{program}: {line}\n" for line in lines))
@@ -48,6 +50,31 @@ def problems(exc: ValidationError, settings: type[BaseSettings]) -> list[str]:
         name = variable(settings, error["loc"])
         lines.append(f"{name}: {message}" if name else message)
     return lines
+
+
+def undecodable(exc: SettingsError) -> str:
+    """`VARIABLE: not valid JSON (why, at column N)` for a value pydantic-settings could not decode. Its own message
+    names the field (`error parsing value for field "rate_per_s" from source ...`), which no operator sets; the
+    settings class is the one being built in the traceback. JSON's reason and place quote nothing of the value."""
+    field = re.search(r'field "(\w+)"', str(exc))
+    settings = _building(exc)
+    if field is None or settings is None:
+        return str(exc)
+    cause = exc.__cause__
+    why = f" ({cause.msg}, at column {cause.colno})" if isinstance(cause, json.JSONDecodeError) else ""
+    return f"{variable(settings, (field.group(1),))}: not valid JSON{why}"
+
+
+def _building(exc: BaseException) -> type[BaseSettings] | None:
+    """The class of the settings whose `__init__` raised `exc` (the innermost, for settings built inside others)."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, BaseSettings):
+                found = type(value)
+        tb = tb.tb_next
+    return found
 
 
 def variable(settings: type[BaseSettings], loc: tuple[int | str, ...]) -> str:

@@ -14,6 +14,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.common.refused import REDACTED, settings_checked
 from services.common.settings import ServiceSettings
+from services.notify.settings import NotifySettings
 from tests.keys_env import PRIVACY_ENV
 
 pytestmark = pytest.mark.unit
@@ -71,3 +72,15 @@ def test_a_message_quoting_the_value_has_it_replaced(capsys: pytest.CaptureFixtu
         _Quoting(token=SECRET)
     assert ended.value.code == 2
     assert capsys.readouterr().err == f"test: QUOTING_TOKEN: Value error, {REDACTED} is no token\n"
+
+
+def test_a_value_that_is_not_json_is_named_by_its_variable(capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapping setting given as broken JSON names the variable an operator sets, not pydantic's field
+    (`error parsing value for field "rate_per_s"`), and says where JSON stopped without the value."""
+    monkeypatch.setenv("NOTIFY_RATE_PER_S", f'{{"sms": "{SECRET}",')
+    with pytest.raises(SystemExit) as ended, settings_checked("notify"):
+        NotifySettings()
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == ("notify: NOTIFY_RATE_PER_S: not valid JSON (Expecting property name enclosed "
+                                       "in double quotes, at column 56)\n")
