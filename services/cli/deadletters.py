@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,19 +59,6 @@ def dead_letter(partition: int, offset: int, key: bytes | None, value: bytes | N
     CLI does not know (a newer intake's)."""
     return DeadLetter(partition, offset, key, value, list(headers), DeadLetterContext.from_headers(list(headers)),
                       source_of(headers, value))
-
-
-def readable(stored: Iterable[tuple[int, int, bytes | None, bytes | None, Headers]]) -> tuple[list[DeadLetter], int]:
-    """The dead letters among records as read (partition, offset, key, value, headers), and how many are none this
-    CLI can read: those are counted, not listed, and do not stop the others."""
-    letters: list[DeadLetter] = []
-    unreadable = 0
-    for partition, offset, key, value, headers in stored:
-        try:
-            letters.append(dead_letter(partition, offset, key, value, headers))
-        except (KeyError, ValueError):
-            unreadable += 1
-    return letters, unreadable
 
 
 def replayable(letter: DeadLetter, f: Filters) -> bool:

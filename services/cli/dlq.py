@@ -15,15 +15,17 @@ from aiokafka import ConsumerRecord
 
 from schemas import wire
 from schemas.replay import DLQ_REPLAYED, replay_key
+from schemas.times import to_utc
 from schemas.topics import DLQ_INTAKE, TransactionalId, scoped, transactional_id
-from services.cli.deadletters import DeadLetter, Filters, matches, readable, redriven_headers
+from services.cli.deadletters import DeadLetter, Filters, Headers, dead_letter, matches, redriven_headers
 from services.common import changelog, clients, transactions
 from services.common.admin import ensure_topics, partition_counts
 from services.common.settings import KafkaConnection
 from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.deadletters import is_sealed, open_dead_letter
+from services.privacy.keyring import Keyring, KeyUnknown
 from services.privacy.settings import PrivacySettings
-from services.privacy.store import KeyStore
+from services.privacy.store import KeyStore, key_topics
 
 Progress = Callable[[int], None]
 Stored = tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
@@ -36,14 +38,21 @@ REPLAY_INSTANCE = "0"
 
 async def read_to_end(conn: KafkaConnection, topic: str) -> list[Stored]:
     """Every committed record of `topic` up to its end offsets at call time, in offset order per partition."""
-    count = (await partition_counts(conn, [topic])).get(topic, 0)
     out: list[Stored] = []
+    await read_into(conn, topic, out.append)
+    return out
+
+
+async def read_into(conn: KafkaConnection, topic: str, apply: Callable[[Stored], None],
+                    since_ms: int | None = None) -> None:
+    """`apply` each committed record of `topic` up to its end offsets at call time, in offset order per partition;
+    with `since_ms`, from each partition's first record timestamped at or after it."""
+    count = (await partition_counts(conn, [topic])).get(topic, 0)
 
     def keep(partition: int, rec: ConsumerRecord[bytes, bytes]) -> None:
-        out.append((partition, rec.offset, rec.key, rec.value, list(rec.headers)))
+        apply((partition, rec.offset, rec.key, rec.value, list(rec.headers)))
 
-    await changelog.read_to_end(conn, topic, range(count), keep, client_id=CLIENT_ID)
-    return out
+    await changelog.read_to_end(conn, topic, range(count), keep, client_id=CLIENT_ID, since_ms=since_ms)
 
 
 async def replayed_keys(conn: KafkaConnection, namespace: str) -> set[bytes]:
@@ -67,47 +76,96 @@ class Listing(NamedTuple):
     neither listed nor replayed, whatever the filters; counted so that the operator is told."""
 
 
+SINCE_MARGIN_MS = 3600 * 1000
+"""How far before `--since` the DLQ is read from by record timestamp: intake stamps a batch's `rejected_at` before
+its records are produced (their timestamp), on the same clock, within one transaction's timeout."""
+
+
 async def dead_letters(conn: KafkaConnection, namespace: str, filters: Filters) -> Listing:
     """The matching dead letters, with the replay log to tell which were already re-driven; one unreadable dead
-    letter is counted and stops nothing."""
+    letter is counted and stops nothing. Only the matching ones are held: the DLQ is sifted as it is read (30 days
+    of a flood of junk was held whole before the filters), from `--since` on (less a margin) by Kafka's time index.
+    """
     dlq = scoped(DLQ_INTAKE, namespace).name
     done = await replayed_keys(conn, namespace)
-    stored, unopened, erased = await opened(conn, namespace, await read_to_end(conn, dlq))
-    letters, unreadable = readable(stored)
-    return Listing(dlq, [d for d in letters if matches(d, filters)], done, unopened + unreadable, erased)
+    sifter = Sifter(filters, await _keyring(conn, namespace) if PrivacySettings().configured else None)
+    since_ms = None if filters.since is None else int(to_utc(filters.since).timestamp() * 1000) - SINCE_MARGIN_MS
+    await read_into(conn, dlq, sifter.sift, since_ms)
+    if sifter.unknown:  # sealed under a key written after the key store was read: read it again, then decide
+        late, sifter.unknown = sifter.unknown, []
+        sifter.keyring = await _keyring(conn, namespace)
+        for stored in late:
+            sifter.sift(stored, last_try=True)
+    letters = sorted(sifter.letters, key=lambda d: (d.partition, d.offset))
+    return Listing(dlq, letters, done, sifter.unreadable, sifter.erased)
 
 
-async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) -> tuple[list[Stored], int, int]:
-    """Dead letters as they arrived, each (partition, offset, original key, original value, original headers then
-    intake's `dlq.*`): sealed ones opened with the key store (ADR 0015, 0026; needs PRIVACY_*), either layout; with
-    how many could not be opened (malformed `dlq.source.*` headers, altered bytes, an unknown layout) and how many
-    are erased (a key the key topic no longer holds: the applicant erased, or a day key past the retention). Both
-    are left out: an erased one cannot be listed by its metadata or replayed.
-    """
-    if not any(is_sealed(headers) for *_, headers in stored):
-        return stored, 0, 0
-    keyring = PrivacySettings().keyring()  # PrivacyError (which variable is missing) if not configured
+async def _keyring(conn: KafkaConnection, namespace: str) -> Keyring:
+    """A keyring holding every key the key topics hold now (PrivacyError, naming the variable, without PRIVACY_*)."""
+    keyring = PrivacySettings().keyring()
+    topics = key_topics(namespace)
+    if len(await partition_counts(conn, list(topics))) < len(topics):  # no key written yet: none to read
+        return keyring
     store = KeyStore(conn, namespace, keyring, client_id=f"{CLIENT_ID}-keys")
-    await store.start()
-    await store.stop()
-    out: list[Stored] = []
-    unopened = erased = 0
-    for partition, offset, key, value, headers in stored:
+    try:
+        await store.start()
+    finally:
+        await store.stop()
+    return keyring
+
+
+class Sifter:
+    """Keeps the dead letters matching `filters` as records are read, sealed ones opened (ADR 0015, 0026; needs
+    PRIVACY_*), either layout; counts those it cannot read and those erased, and leaves both out (an erased one
+    cannot be listed by its metadata or replayed)."""
+
+    def __init__(self, filters: Filters, keyring: Keyring | None) -> None:
+        self.filters, self.keyring = filters, keyring
+        self.letters: list[DeadLetter] = []
+        self.unknown: list[Stored] = []
+        """Sealed under a key the keyring has no record of: written after it was read, or gone (tried again)."""
+        self.unreadable = 0
+        """Without intake's `dlq.*` headers, with a reason this CLI does not know, or sealed and not openable for
+        another reason than an erased key (malformed `dlq.source.*` headers, altered bytes, an unknown layout)."""
+        self.erased = 0
+        """Sealed under a key the key topics no longer hold: the applicant erased, or a day key past the retention."""
+
+    def sift(self, stored: Stored, *, last_try: bool = False) -> None:
+        partition, offset, key, value, headers = stored
         if is_sealed(headers):
-            h = {k: wire.lenient_text(v) for k, v in headers if k.startswith("dlq.source.")}
-            try:
-                letter = open_dead_letter(keyring, key, value, headers, source_topic=h.get("dlq.source.topic", ""),
-                                          partition=int(h.get("dlq.source.partition", "-1")),
-                                          offset=int(h.get("dlq.source.offset", "-1")))
-            except Erased:
-                erased += 1
-                continue
-            except (PrivacyError, ValueError):
-                unopened += 1
-                continue
-            key, value, headers = letter.key, letter.value, letter.headers
-        out.append((partition, offset, key, value, headers))
-    return out, unopened, erased
+            opened = self._open(stored, last_try)
+            if opened is None:
+                return
+            key, value, headers = opened[0], opened[1], list(opened[2])
+        try:
+            letter = dead_letter(partition, offset, key, value, headers)
+        except (KeyError, ValueError):
+            self.unreadable += 1
+            return
+        if matches(letter, self.filters):
+            self.letters.append(letter)
+
+    def _open(self, stored: Stored, last_try: bool) -> tuple[bytes | None, bytes | None, Headers] | None:
+        _, _, key, value, headers = stored
+        keyring = self.keyring if self.keyring is not None else PrivacySettings().keyring()  # raises: not configured
+        h = {k: wire.lenient_text(v) for k, v in headers if k.startswith("dlq.source.")}
+        try:
+            letter = open_dead_letter(keyring, key, value, headers, source_topic=h.get("dlq.source.topic", ""),
+                                      partition=int(h.get("dlq.source.partition", "-1")),
+                                      offset=int(h.get("dlq.source.offset", "-1")))
+        except KeyUnknown:
+            if last_try:
+                self.erased += 1
+            else:
+                self.unknown.append(stored)
+            return None
+        except Erased:
+            self.erased += 1
+            return None
+        except (PrivacyError, ValueError):
+            self.unreadable += 1
+            return None
+        return letter.key, letter.value, letter.headers
 
 
 async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,

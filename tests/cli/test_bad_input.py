@@ -4,6 +4,7 @@ listed and replayed; never a traceback (Kafka replaced by in-memory fakes)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,9 @@ def dlq_topic(monkeypatch: pytest.MonkeyPatch) -> None:
     """The DLQ holds the six `LETTERS`: 0:3 and 2:6 readable, 1:5 erased, three this CLI cannot read; none
     replayed."""
 
-    async def read_to_end(_conn: Any, _topic: str) -> list[dlq.Stored]:
-        return [(p, o, k, v, list(h)) for p, o, k, v, h in LETTERS]
+    async def read_into(_conn: Any, _topic: str, apply: Callable[[dlq.Stored], None], _since: Any = None) -> None:
+        for p, o, k, v, h in LETTERS:
+            apply((p, o, k, v, list(h)))
 
     async def replayed_keys(*_: Any) -> set[bytes]:
         return set()
@@ -92,7 +94,11 @@ def dlq_topic(monkeypatch: pytest.MonkeyPatch) -> None:
 
         async def stop(self) -> None: ...
 
-    monkeypatch.setattr(dlq, "read_to_end", read_to_end)
+    async def partition_counts(_conn: Any, names: list[str]) -> dict[str, int]:  # the key topics exist
+        return dict.fromkeys(names, 1)
+
+    monkeypatch.setattr(dlq, "read_into", read_into)
+    monkeypatch.setattr(dlq, "partition_counts", partition_counts)
     monkeypatch.setattr(dlq, "replayed_keys", replayed_keys)
     monkeypatch.setattr(dlq, "KeyStore", KeyStore)
 
