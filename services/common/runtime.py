@@ -1,4 +1,5 @@
-"""The service runtime: logging, signals, the HTTP server, supervised tasks and restart with back-off.
+"""The service runtime: logging, signals, the HTTP server, supervised tasks, restart with back-off, and the expiry
+of the TLS certificates the service loads (`services.common.certificates`).
 
 Structured concurrency: a worker runs as the `main` task of a `TaskGroup`, and
 every background task it needs is spawned into the same group through its
@@ -45,7 +46,7 @@ import uvloop
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from services.common import http, probe, telemetry
+from services.common import certificates, http, probe, telemetry
 from services.common.health import Health
 from services.common.logging import configure, error_fields
 from services.common.permanent import PERMANENT
@@ -205,7 +206,7 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
     try:
         if settings.http_port:
             runner = await http.serve(health, settings.http_host, settings.http_port, extra)
-        await supervise(service, worker, stop, health, restart_on)
+        await supervise(service, watching_certificates(service, settings, worker), stop, health, restart_on)
     finally:
         health.set_ready(False, "stopped")
         if runner is not None:
@@ -214,6 +215,20 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
             loop.remove_signal_handler(sig)
         for timer in deadline:
             timer.cancel()
+
+
+def watching_certificates(service: str, settings: ServiceSettings, worker: Worker) -> Worker:
+    """`worker` with the expiry of the certificate files its settings load watched beside it, a supervised task of
+    every run (`services.common.certificates`): read again at each run's start, so a restart sees a rotated file."""
+    files = settings.certificate_files()
+    if not files:
+        return worker
+
+    async def watched(supervisor: Supervisor) -> None:
+        supervisor.spawn("certificates", certificates.watch(service, files))
+        await worker(supervisor)
+
+    return watched
 
 
 def bounded_stop_s(settings: ServiceSettings, own_s: float) -> float:

@@ -25,6 +25,9 @@ MAX_TRANSACTION_TIMEOUT_MS = 900_000
 start (`InvalidTransactionTimeout`, a permanent error)."""
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+CertificateRole = Literal["kafka_ca", "kafka_client", "gateway"]
+"""What a PEM file a service loads is for: the label of its expiry gauge (`services.common.certificates`), never its
+path or subject."""
 
 
 def _kafka(name: str, default: Any, description: str) -> Any:
@@ -92,6 +95,14 @@ class ServiceSettings(KafkaConnection):
         default=25.0, gt=0, description="After a stop signal the worker has this long to finish what it holds; then "
         "the process exits as if killed (what it held is redone by its successor, as after SIGKILL), and so does a "
         "second signal at once. 25 s: inside Kubernetes' default grace period of 30 s")
+
+    def certificate_files(self) -> dict[CertificateRole, Path]:
+        """The PEM certificate files this service loads, by role: the Kafka CA bundle and client certificate when the
+        connection uses TLS (a PLAINTEXT one loads neither). A service that serves TLS itself adds its own."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return {}
+        files: dict[CertificateRole, Path | None] = {"kafka_ca": self.ssl_cafile, "kafka_client": self.ssl_certfile}
+        return {role: path for role, path in files.items() if path is not None}
 
     @field_validator("log_level", mode="before")
     @classmethod

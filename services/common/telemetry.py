@@ -15,3 +15,10 @@ TOPIC_CONFIG_DRIFT = Gauge("commune_topic_config_drift",
                            "Registry config keys an existing topic held other values of when the service last "
                            "checked it (0: as schemas/topics.py says; `commune-bus topics create` mends them)",
                            ["topic"])
+CERTIFICATE_EXPIRY = Gauge("commune_tls_certificate_expiry_timestamp_seconds",
+                           "The earliest notAfter among the certificates of a PEM file the service loads (`file`: its "
+                           "role, kafka_ca, kafka_client or gateway; never its path or subject), read at every run's "
+                           "start and hourly", ["service", "file"])
+CERTIFICATE_UNREADABLE = Counter("commune_tls_certificate_unreadable_total",
+                                 "Reads of a PEM file the service loads that found no certificate (missing, not "
+                                 "readable, not PEM); the expiry gauge keeps the last value read", ["service", "file"])

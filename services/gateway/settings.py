@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import MAX_RECORD_BYTES
-from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, ServiceSettings
+from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, CertificateRole, ServiceSettings
 from services.gateway.claims import DEFAULT_ANSWER_BYTES
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
@@ -173,6 +173,13 @@ class GatewaySettings(ServiceSettings):
     trace_timeout_s: float = Field(
         default=30.0, gt=0, le=600, description="A trace not done within this is stopped and answered 504 "
         "(nothing listed): below the usual 60 s of proxies and clients; `commune-bus trace` has no such limit")
+
+    def certificate_files(self) -> dict[CertificateRole, Path]:
+        """Kafka's, and the certificate (chain) the API serves HTTPS with."""
+        files = super().certificate_files()
+        if self.tls_certfile is not None:
+            files["gateway"] = self.tls_certfile
+        return files
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:
