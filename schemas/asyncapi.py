@@ -23,6 +23,7 @@ from schemas.deadletter import Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
 from schemas.personal import SEALED_HEADERS
 from schemas.topics import COMMUNE_KEY, TOPICS, Kind, TopicSpec
+from schemas.trace import PATTERN as TRACEPARENT
 
 COMMITTED = Path(__file__).with_name("asyncapi.yaml")
 VERSION = "1.0.0"
@@ -62,13 +63,17 @@ def _ce_headers(event_type: str) -> dict[str, Any]:
         "properties": {
             "ce_specversion": {"type": "string", "const": "1.0"},
             "ce_id": {**text, "description": "Event id, unique per source"},
-            "ce_source": {**text, "description": "URI-reference of the sending system (source registry identity)"},
+            "ce_source": {**text, "format": "uri-reference",
+                          "description": "URI-reference (RFC 3986) of the sending system (source registry identity)"},
             "ce_type": {"type": "string", "const": event_type},
             "ce_time": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"},
             "ce_subject": {**text, "description": "Dossier code, visit id, announcement id, ..."},
             "ce_commune": COMMUNE,
             "ce_province": {"type": "string", "pattern": r"^\d{2}$"},
             "content-type": {"type": "string", "const": "application/json"},
+            "ce_traceparent": {"type": "string", "pattern": TRACEPARENT,
+                               "description": "W3C trace context (CloudEvents distributed-tracing extension): on every "
+                               "canonical record; optional on a raw one, derived from source and id when absent"},
         },
     }
 

@@ -18,8 +18,10 @@ Such limits fix bugs: every record they refuse either crashed a service that rea
 (year 1 stopped intake, year 9999 notify and metrics; a CR/LF in a code ended an e-mail
 worker) or is far beyond anything a commune system sends (a thousand requested
 documents, a 500-character village name), so no record that ever reached a consumer is
-refused by them. Lowering a bound that existed, or a marked bound tighter than its
-floor, is still reported.
+refused by them. The same holds for `format: uri-reference` on CloudEvents' `source`: the
+spec requires it, and Java's CloudEvents SDK throws reading a record whose source is
+none, stopping a consumer there. Lowering a bound that existed, or a marked bound
+tighter than its floor, is still reported.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ def _safety_limit(old: Schema, new: Schema, key: str) -> bool:
     if key in old or new.get(SAFETY_LIMIT) is not True or key not in FLOORS:
         return False
     floor = FLOORS[key]
-    if key == "pattern":
+    if key in ("pattern", "format"):
         return bool(new[key] == floor)
     if key == "formatMinimum":
         return bool(new[key] <= floor)  # RFC 3339 UTC texts of one form compare as their times

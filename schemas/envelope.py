@@ -8,13 +8,15 @@ province codes are CloudEvents extension attributes (`ce_commune`, `ce_province`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
+from rfc3986_validator import validate_rfc3986
 
 from schemas.admin import CommuneCode, ProvinceCode, commune_provinces
-from schemas.limits import identifier
+from schemas.limits import NO_CONTROL_CHARACTERS, SAFETY_LIMIT, identifier
 from schemas.times import UtcDateTime
 from schemas.trace import PATTERN as TRACEPARENT
 from schemas.trace import derive, has_zero_id
@@ -52,10 +54,22 @@ def replaced(model: M, **changes: Any) -> M:
     return built(type(model), model.model_fields_set | changes.keys(), {**model.__dict__, **changes})
 
 
+@lru_cache(maxsize=4096)
+def is_uri_reference(text: str) -> bool:
+    """`text` is a URI-reference (RFC 3986), as CloudEvents requires of `source`. Checked where events are written
+    (intake, the gateway), not where read: Java's CloudEvents SDK throws reading a record whose source is not one
+    (`new URI(...)`: `/communes/02269/mobile team app`), which stops a Kafka consumer at that record. Sources
+    repeat: the answers are cached."""
+    return bool(text) and validate_rfc3986(text, rule="URI_reference") is not None
+
+
 class Event(Model):
     specversion: Literal["1.0"] = SPECVERSION
     id: str = identifier(min_length=1, max_length=128, description="Unique per source; a repeated id is published once")
-    source: str = identifier(min_length=1, max_length=256, description="URI-reference of the sending system")
+    source: str = Field(min_length=1, max_length=256, pattern=NO_CONTROL_CHARACTERS,
+                        json_schema_extra={SAFETY_LIMIT: True, "format": "uri-reference"},
+                        description="URI-reference (RFC 3986) of the sending system: spaces and characters beyond "
+                        "ASCII percent-encoded. Intake refuses any other; readers take what they find")
     type: str
     time: UtcDateTime
     subject: str = identifier(

@@ -49,9 +49,11 @@ SAFETY_LIMIT: Final = "x-safety-limit"
 FLOORS: Final[dict[str, Any]] = {
     "maxItems": 100, "maxLength": 100, "maximum": MAX_AMOUNT_VND,
     "formatMinimum": EARLIEST_TEXT, "formatMaximum": LATEST_TEXT, "pattern": NO_CONTROL_CHARACTERS,
+    "format": "uri-reference",
 }
 """The tightest safety limit of each kind `schemas.compat` lets into a published schema: upper bounds at least
-these, the lowest earliest time this, and as a pattern only the identifier one."""
+these, the lowest earliest time this, as a pattern only the identifier one, and as a format only a URI-reference
+(CloudEvents' `source`)."""
 DATE_RANGE: Final = {"formatMinimum": EARLIEST_TEXT, "formatMaximum": LATEST_TEXT, SAFETY_LIMIT: True}
 """JSON Schema annotation of a time (`formatMinimum`/`formatMaximum`: the JSON Schema format-assertion keywords)."""
 

@@ -20,7 +20,7 @@ from schemas import limits, wire
 from schemas.admin import commune_provinces
 from schemas.deadletter import Reason, Rejection, internal_error
 from schemas.dossier import APPLICANT_FORMS, DossierData, DossierStatusChanged
-from schemas.envelope import Event
+from schemas.envelope import Event, is_uri_reference
 from schemas.events import EVENT_TYPES, EVENTS_BY_FAMILY, FAMILY_OF_TYPE, Family
 from schemas.personal import KeyRecord, SealedApplicant
 from services.intake import portal
@@ -248,6 +248,10 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
         return _from_validation(exc)
 
 
+SOURCE_RULE = ("source: not a URI-reference (RFC 3986), as CloudEvents requires: percent-encode spaces and "
+               "characters beyond ASCII (a CloudEvents reader in Java throws on such a record)")
+
+
 def normalise(
     family: Family, value: bytes | None, headers: Sequence[tuple[str, bytes]] = (),
     max_bytes: int = DEFAULT_MAX_RECORD_BYTES, keyring: Keyring | None = None,
@@ -263,6 +267,8 @@ def normalise(
         if isinstance(outcome, Accepted) and _presealed(outcome.event):
             return reject(Reason.INVALID_FIELD, "data.applicant",
                           "data.applicant: send the applicant in clear on the raw topic; only intake seals it")
+        if isinstance(outcome, Accepted) and not is_uri_reference(outcome.event.source):
+            return reject(Reason.INVALID_FIELD, "source", SOURCE_RULE)
         return outcome if keyring is None else seal(outcome, keyring)
     except Exception as exc:  # one record's bug must not stop the stream: it is dead-lettered
         problem = internal_error(exc)

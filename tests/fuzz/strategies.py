@@ -100,6 +100,9 @@ def _string(schema: dict[str, Any]) -> st.SearchStrategy[str]:
                          st.datetimes(earliest.replace(tzinfo=None), latest.replace(tzinfo=None),
                                       timezones=st.just(UTC)),
                          st.sampled_from([0, 420, -300, 840, -720]))
+    if schema.get("format") == "uri-reference":  # RFC 3986: a scheme or none, a path of its characters, an escape
+        return st.from_regex(r"\A(?:[a-z][a-z0-9+.-]*:)?/[A-Za-z0-9._~!$&'()*+,;=:@/-]{0,38}(?:%[0-9A-F]{2})?\Z"
+                             ).filter(lambda s: low <= len(s) <= high)
     if schema.get("pattern") == NO_CONTROL_CHARACTERS:
         return st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs", "Zl", "Zp"],
                                      exclude_characters="\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"),

@@ -346,3 +346,25 @@ def test_due_date_moves_are_read_where_the_portal_sends_them() -> None:
     only_listed = {k: v for k, v in record.items() if k not in ("NgayHenTraTruoc", "NgayHenTraMoi")}
     event = accepted(Family.DOSSIER, orjson.dumps(only_listed), [("commune-code", b"02269")]).event
     assert len(event.data.due_date_changes) == 2
+
+
+@pytest.mark.parametrize("source", ["/communes/02269/mobile team app", "/communes/02269/a|b{c}", "/communes/%zz",
+                                    "/communes/02269/ứng-dụng", "02269:one-stop", "/x#a#b"])
+def test_a_source_that_is_no_uri_reference_is_refused_in_every_shape(source: str) -> None:
+    """CloudEvents' `source` is a URI-reference: Java's SDK throws reading a canonical record whose source is none
+    (`new URI(...)`), stopping a consumer at it. Structured, binary and portal records are refused alike, without
+    quoting it (it may hold what a producer should not have put there)."""
+    structured = {**canonical_dossier(), "source": source}
+    binary = wire.encode(accepted(Family.DOSSIER, dumps(canonical_dossier())).event)
+    headers = [(k, source.encode() if k == "ce_source" else v) for k, v in binary.headers]
+    portal = [*HDR, ("source", source.encode())]
+    for outcome in (rejected(Family.DOSSIER, dumps(structured)), rejected(Family.DOSSIER, binary.value, headers),
+                    rejected(Family.DOSSIER, dumps(portal_dossier()), portal)):
+        assert [(p.reason, p.field) for p in outcome.problems] == [(Reason.INVALID_FIELD, "source")], outcome
+        assert source not in outcome.problems[0].message
+
+
+@pytest.mark.parametrize("source", ["/communes/02269/one-stop", "/communes/02269/%E1%BB%A9ng-d%E1%BB%A5ng",
+                                    "urn:commune:02269:portal", "https://portal.example.vn/x?y=1#z"])
+def test_a_uri_reference_is_a_source(source: str) -> None:
+    assert accepted(Family.DOSSIER, dumps({**canonical_dossier(), "source": source})).event.source == source
