@@ -88,17 +88,25 @@ class SeenIds:
         keeps that order, so the expired ids are its first: the scan stops at the first id within the window. Its
         cost is the ids forgotten, not all ids (a full scan of 30 M ids held the event loop ~2.4 s a minute, state
         audit). An id out of order (a clock stepped back) is forgotten late, never early: that only widens the
-        window."""
+        window. An id stamped ahead of `now_ms` (by a worker whose clock ran fast, or restored from its changelog
+        record) is stamped `now_ms` and moved behind the others when the scan meets it: it held every id behind it
+        until its time came (one id 30 days ahead kept 100,000 ids of a week past their window; review)."""
         cutoff = now_ms - self._window_ms
         forgotten = 0
         for first_seen in (self._first_seen, self._legacy):
-            old = []
+            old, ahead = [], []
             for k, t in first_seen.items():
+                if t > now_ms:
+                    ahead.append(k)
+                    continue
                 if t >= cutoff:
                     break
                 old.append(k)
             for k in old:
                 del first_seen[k]
+            for k in ahead:
+                del first_seen[k]
+                first_seen[k] = now_ms
             forgotten += len(old)
         return forgotten
 

@@ -124,3 +124,18 @@ def test_expiry_forgets_no_id_early_and_every_old_one_of_an_ordered_history(step
     assert all(k in seen for k, at in times.items() if at >= cutoff), "an id within the window was forgotten"
     if ordered:
         assert not any(k in seen for k, at in times.items() if at < cutoff)
+
+
+def test_an_id_stamped_ahead_of_the_clock_holds_no_other_id_past_its_window() -> None:
+    """An id stamped 30 days ahead (a worker's clock ran fast, or a restore of its changelog record) first: the ids
+    behind it are forgotten at their time (before: all held until its time came); it is kept a window from when
+    expiry met it, never forgotten early."""
+    day = 86_400_000
+    seen = SeenIds()
+    seen.add("/fast:1", 30 * day)
+    for i in range(10_000):
+        seen.add(f"/s:{i}", i * 7 * day // 10_000)
+    assert seen.expire(20 * day) == 10_000
+    assert len(seen) == 1 and "/fast:1" in seen
+    assert seen.expire(26 * day) == 0 and "/fast:1" in seen
+    assert seen.expire(27 * day + 1) == 1 and len(seen) == 0
