@@ -48,10 +48,16 @@ class PrivacySettings(BaseSettings):
         current = _secret(self.kek, self.kek_file, "KEK")
         keks = {self.kek_id: current}
         if self.old_keks is not None:
-            for item in self.old_keks.get_secret_value().split(","):
-                kid, _, text = item.strip().partition(":")
-                if kid and text:
-                    keks[kid] = _old_kek(kid, text, self.kek_id)
+            for number, item in enumerate(self.old_keks.get_secret_value().split(","), start=1):
+                if not item.strip():  # a trailing comma
+                    continue
+                kid, colon, text = item.strip().partition(":")
+                if not (colon and kid and text.strip()):  # a key alone, an id alone: skipped, it was a KEK missing
+                    raise PrivacyError(f"entry {number} of PRIVACY_OLD_KEKS is not id:base64url")
+                kek = _old_kek(kid, text, self.kek_id)  # the id checked to be one before it is named
+                if kid in keks:  # the later one replaced the earlier
+                    raise PrivacyError(f"PRIVACY_OLD_KEKS lists {kid!r} twice: give each old KEK its own id")
+                keks[kid] = kek
         return keks
 
     def keyring(self, clock: Clock = utcnow) -> Keyring:

@@ -64,6 +64,23 @@ def test_an_old_kek_written_key_first_is_refused_without_naming_the_key() -> Non
     assert key[:12] not in str(refused.value)
 
 
+@pytest.mark.parametrize("entries", ["{key}", "kek-0", "kek-0:", ":{key}", "kek-0: ", "kek-3:{other},{key}"])
+def test_an_old_kek_entry_that_is_not_id_and_key_is_refused_by_its_place(entries: str) -> None:
+    """A key without its id, an id without a key: the entry was skipped, and a service started without the old KEK
+    (notify's messages under it then waited for ever: review). Refused by its place, quoting nothing."""
+    key = crypto.b64(KEK)
+    with pytest.raises(PrivacyError, match=r"^entry \d of PRIVACY_OLD_KEKS is not id:base64url$"):
+        _old_settings(entries.format(key=key, other=crypto.b64(bytes(32))), kek_id="kek-2").keks()
+
+
+def test_an_old_kek_id_listed_twice_is_refused() -> None:
+    """The second key under one id replaced the first: one of the two old KEKs was silently missing."""
+    with pytest.raises(PrivacyError, match="lists 'kek-0' twice") as refused:
+        _old_settings(f"kek-0:{crypto.b64(KEK)},kek-0:{crypto.b64(bytes(32))}", kek_id="kek-2").keks()
+    assert crypto.b64(KEK)[:12] not in str(refused.value)
+    assert _old_settings(f"kek-0:{crypto.b64(KEK)},", kek_id="kek-2").keks()["kek-0"] == KEK  # a trailing comma
+
+
 def _sealed(ring: Keyring, event_id: str, who: Applicant) -> tuple[sealing.SealedApplicant, KeyRecord]:
     sealed, [record] = sealing.encrypt_applicant(ring, event_id, who, DOSSIER)
     return sealed, record
