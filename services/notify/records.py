@@ -78,8 +78,10 @@ class Records:
         routine jobs held, queued or waiting for a retry. Urgent (announcements, where emergencies arrive): the
         emergency jobs held, or the routine ones beyond `URGENT_HEADROOM` times the limit (routine announcements
         come through it too): it never paused, so a flood of announcements behind a slow provider filled memory
-        (audit: 59,864 jobs, 198 MB); and it must not pause for the routine lane's retries (review: a routine
-        provider down held storm warnings unread while dossiers flowed)."""
+        (audit: 59,864 jobs, 198 MB). The routine consumer's own jobs, retries included, stay near the limit (it
+        pauses there), so they alone never pause the urgent one (review: a routine provider down held storm warnings
+        unread while dossiers flowed); routine announcements waiting for retries beyond it do, by design: without
+        that bound a provider outage let them grow without end (second review asked; kept)."""
         d = self.dispatcher
         if lane == "routine":
             return lambda: d.routine_backlog, self.s.max_pending
