@@ -6,9 +6,10 @@ Two key spaces in one store (rocksdict, raw mode):
 
 Every change of a dossier goes through `_put`, which removes the old index entry (the old state's
 `deadlines.wake_at`) and writes the new one, so the index holds exactly one entry per open dossier that
-can still alert, at the time its next alert becomes due, and one per closed dossier, at the time it is
-forgotten (`deadlines.KEEP_CLOSED` after its closing event: until then an older event arriving late is
-stale and cannot reopen it). A tick (`fire`) reads the index from its start up to `now` and touches only
+can still alert, at the time its next alert becomes due; one per open dossier whose alerts have all fired,
+at the time it is dropped (`deadlines.KEEP_OPEN_PAST_DUE` past its due date); and one per closed dossier, at
+the time it is forgotten (`deadlines.KEEP_CLOSED` after its closing event: until then an older event arriving
+late is stale and cannot reopen it). A tick (`fire`) reads the index from its start up to `now` and touches only
 those dossiers: its cost is the number of alerts due (and of closed dossiers to forget), not the number
 of open dossiers. The rules stay in `deadlines` (pure); this module only decides which dossiers to ask.
 """
