@@ -13,6 +13,7 @@ from rich.progress import Progress
 
 from schemas.deadletter import Reason
 from schemas.replay import replay_key
+from schemas.times import to_utc
 from services.cli import dlq
 from services.cli.deadletters import Filters, replayable
 from services.cli.masking import names_masked
@@ -32,7 +33,28 @@ UntilOpt = Annotated[datetime | None, typer.Option("--until", help="Rejected at 
 
 def _filters(reason: list[Reason] | None, source: str | None, since: datetime | None,
              until: datetime | None) -> Filters:
+    """The filters; an `--until` before `--since` is a usage error (it matches nothing by construction)."""
+    if since is not None and until is not None and to_utc(until) < to_utc(since):
+        raise typer.BadParameter(f"{until.isoformat()} is before --since {since.isoformat()} (naive times are "
+                                 "Vietnam time)", param_hint="--until")
     return Filters(frozenset(reason or ()), source, since, until)
+
+
+def _set_headers(values: list[str] | None) -> dict[str, str]:
+    """`--set-header K=V` values as a dict; one without `=` or with an empty K is a usage error, never dropped: a
+    typo such as `commune-code:02269` would spend the one replay of those letters without the fix."""
+    out: dict[str, str] = {}
+    for number, value in enumerate(values or (), start=1):
+        key, eq, rest = value.partition("=")
+        if not eq or not key.strip():  # by its place, never quoted: a value may be an applicant's number
+            raise typer.BadParameter(f"the {_ordinal(number)} is not K=V with a K (e.g. commune-code=02269)",
+                                     param_hint="--set-header")
+        out[key] = rest
+    return out
+
+
+def _ordinal(number: int) -> str:
+    return f"{number}{'th' if 10 <= number % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(number % 10, 'th')}"
 
 
 @app.command("list")
@@ -78,9 +100,9 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
     """Re-drive matching dead letters into their original raw topic (original key, value and headers, minus
     dlq.*, plus dlq.replayed=<partition:offset>). A dead letter is never replayed twice; duplicates
     (duplicate_event) only with --reason duplicate_event; erased or expired ones cannot be (counted, said)."""
-    extra = dict(h.split("=", 1) for h in set_header or [] if "=" in h)
-    conn = connection(bootstrap)
+    extra = _set_headers(set_header)
     filters = _filters(reason, source, since, until)
+    conn = connection(bootstrap)
     topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(conn, namespace, filters))
     todo = [d for d in letters if replay_key(topic, d.partition, d.offset) not in done and replayable(d, filters)]
     if dry_run:

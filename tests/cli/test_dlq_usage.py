@@ -1,0 +1,67 @@
+"""`dlq list|replay` refuse options that cannot mean what the operator wants with a usage error (exit 2), before
+anything is read or written: a `--set-header` that is no K=V, an `--until` before `--since`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from services.cli import dlq
+from services.cli.main import app
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The DLQ, read in memory: empty; each read is recorded."""
+    calls: list[object] = []
+
+    async def dead_letters(*args: Any) -> dlq.Listing:
+        calls.append(args)
+        return dlq.Listing("commune.dlq.intake", [], set(), 0, 0)
+
+    monkeypatch.setattr(dlq, "dead_letters", dead_letters)
+    return calls
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(app, ["dlq", *args, "--bootstrap", "127.0.0.1:1"], env={"COLUMNS": "300"})
+
+
+@pytest.mark.parametrize("header", ["commune-code:02269", "nonsense", "=02269", ""])
+def test_a_set_header_that_is_no_key_value_is_refused_before_reading(reads: list[object], header: str) -> None:
+    """`--set-header commune-code:02269` (a typo) or one without a key: exit 2 naming the option, the DLQ never read
+    (before: dropped without a word, and the one replay of those letters spent without the fix)."""
+    result = run("replay", "--set-header", "commune-code=02269", "--set-header", header)
+    assert result.exit_code == 2, result.output
+    assert "--set-header" in result.output and "K=V" in result.output
+    assert reads == []
+
+
+def test_a_well_formed_set_header_is_taken(reads: list[object]) -> None:
+    """K=V with an `=` in the value and an empty value are taken as they are."""
+    result = run("replay", "--dry-run", "--set-header", "commune-code=02269", "--set-header", "x-note=a=b",
+                 "--set-header", "x-empty=")
+    assert result.exit_code == 0, result.output
+    assert len(reads) == 1
+
+
+@pytest.mark.parametrize("command", [["list"], ["replay", "--dry-run"]])
+def test_until_before_since_is_refused(reads: list[object], command: list[str]) -> None:
+    """`--since 2026-12-02 --until 2026-12-01` matches nothing by construction: exit 2, the DLQ never read (before:
+    accepted, and "0 dead letters match")."""
+    result = run(*command, "--since", "2026-12-02", "--until", "2026-12-01")
+    assert result.exit_code == 2, result.output
+    assert "--until" in result.output and "before --since" in result.output
+    assert reads == []
+
+
+@pytest.mark.parametrize("since, until", [("2026-12-01", "2026-12-01"), ("2026-12-01T08:00", "2026-12-01T01:00Z")])
+def test_until_at_or_after_since_is_taken(reads: list[object], since: str, until: str) -> None:
+    """The same instant, or a later one written in another offset (08:00 Vietnam time is 01:00 UTC), is taken."""
+    result = run("list", "--since", since, "--until", until)
+    assert result.exit_code == 0, result.output
+    assert len(reads) == 1
