@@ -23,6 +23,7 @@ from schemas.personal import KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
 from services.common import clients
 from services.common.settings import KafkaConnection
+from services.common.sparse import Sparse
 from services.privacy.crypto import PrivacyError
 from services.privacy.keyring import Keyring, encoded
 
@@ -69,6 +70,9 @@ class KeyStore:
         self._progress = asyncio.Condition()
         self.unreadable = 0
         """Key records this keyring could not read (another KEK, damage): counted, skipped."""
+        self._logged = Sparse()
+        """`privacy.key_record_unreadable` lines: a key store given the wrong KEK logged one per key record (CLI
+        audit: 74 lines for one `dlq list`; a service restoring 20 M keys would write as many)."""
 
     async def start(self) -> None:
         """Assign every partition of both key topics from the beginning and apply them to their current end."""
@@ -113,8 +117,9 @@ class KeyStore:
             self.keyring.apply(record.key, record.value)
         except PrivacyError as exc:
             self.unreadable += 1
-            log.error("privacy.key_record_unreadable", topic=record.topic, partition=record.partition,
-                      offset=record.offset, error=str(exc))
+            if (records := self._logged.due((record.topic, type(exc).__name__))) is not None:
+                log.error("privacy.key_record_unreadable", topic=record.topic, partition=record.partition,
+                          offset=record.offset, error=str(exc), records=records)
 
     async def refresh(self, timeout_s: float = 10.0) -> None:
         """Return once every key record committed before this call is applied (`run` must be running); raises

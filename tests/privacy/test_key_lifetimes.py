@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import orjson
 import pytest
+import structlog.testing
+from aiokafka import ConsumerRecord
 
 from schemas.dossier import DossierStatusChanged
 from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, record_key
@@ -204,3 +206,19 @@ def test_a_key_whose_cipher_left_the_kept_ones_seals_and_opens_as_before(monkeyp
     with pytest.raises(Erased):
         sealing.open_field(ring, sealed[0].id, first, "name")
     assert held.aead is None and held.dek == b"", "an erased key's bytes leave memory at once (review)"
+
+
+async def test_a_key_store_given_the_wrong_kek_logs_sparingly_and_counts_every_record() -> None:
+    """Every key record under a KEK this store was not given is counted; the log gets one line for the first (and
+    one every 10 s after, saying how many it stands for), not one per record (CLI audit: 74 lines for one `dlq
+    list`; a service restoring millions of keys wrote as many)."""
+    other = Keyring({"kek-9": bytes(range(200, 232))}, "kek-9", PEPPER, clock=lambda: NOW)
+    records = [r for i in range(100) for r in other.key_for(f"a-{i}")[2]]
+    store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "ns", keyring(), client_id="tests-wrong-kek")
+    with structlog.testing.capture_logs() as logs:
+        for offset, r in enumerate(records):
+            value = encoded(r)
+            store._apply(ConsumerRecord("ns.commune.keys.applicants", 0, offset, 0, 0, r.record_key, value,
+                                        None, len(r.record_key), len(value), []))
+    assert store.unreadable == 100
+    assert [(e["event"], e["records"], e["offset"]) for e in logs] == [("privacy.key_record_unreadable", 1, 0)]
