@@ -32,7 +32,9 @@ async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], 
 
 async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: int | None, idle_s: float | None,
                show: Callable[[ConsumerRecord[bytes, bytes]], None]) -> int:
-    """Follow `topic` (read_committed) and `show` each record; stop after `limit` records or `idle_s` quiet seconds."""
+    """Follow `topic` (read_committed) and `show` each record; stop after `limit` records or `idle_s` quiet seconds.
+    A cancellation (Ctrl-C under `asyncio.run`) is taken between two records, never after a whole fetched batch: on a
+    busy topic one batch is thousands of records."""
     consumer = clients.consumer(conn, topic, client_id=CLIENT_ID, group_id=None,
                                 auto_offset_reset="earliest" if from_beginning else "latest")
     seen = 0
@@ -41,12 +43,14 @@ async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: i
     try:
         await consumer.start()  # inside: a start that fails (no broker) closes what it opened too
         while limit is None or seen < limit:
-            batch = await consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                for rec in records:
-                    show(rec)
-                    seen += 1
-                    last = loop.time()
+            batch = await consumer.getmany(timeout_ms=300, max_records=None if limit is None else limit - seen)
+            for rec in (rec for records in batch.values() for rec in records):
+                if limit is not None and seen >= limit:
+                    break
+                show(rec)
+                seen += 1
+                last = loop.time()
+                await asyncio.sleep(0)  # where a cancellation is delivered
             if idle_s is not None and loop.time() - last > idle_s:
                 break
         return seen

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
@@ -106,11 +107,18 @@ def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namesp
     """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value. Everything a
     record holds is shown as plain text (control characters as escapes); applicants' personal data is masked."""
     name = resolve_topic(topic, namespace)
+    seen = 0
+
+    def show(rec: ConsumerRecord[bytes, bytes]) -> None:
+        nonlocal seen
+        console.print(record_panel(rec, show_personal_data))
+        seen += 1
+
     try:
-        seen = asyncio.run(kafka_io.tail(connection(bootstrap), name, from_beginning, limit, idle,
-                                         lambda rec: console.print(record_panel(rec, show_personal_data))))
-    except KeyboardInterrupt:
-        return
+        asyncio.run(kafka_io.tail(connection(bootstrap), name, from_beginning, limit, idle, show))
+    except KeyboardInterrupt:  # Ctrl-C: what was shown is said all the same; 130 as every command here (typer's)
+        err_console.print(f"{seen} records from {markup(name)} (interrupted)")
+        raise typer.Exit(130) from None
     err_console.print(f"{seen} records from {markup(name)}")
 
 
