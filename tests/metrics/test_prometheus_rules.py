@@ -47,8 +47,8 @@ def test_every_alert_has_a_promtool_scenario() -> None:
     assert alerts == tested == {"CommuneOnTimeRateLow", "OverdueBacklogRising", "DeadLettersSpiking",
                                 "ConsumerLagGrowing", "CommuneSilent", "InternalErrorDeadLetters",
                                 "NotifyDrainTimedOut", "GatewayRequestsFailing", "ServiceNotReady",
-                                "CanonicalRecordsUnreadable", "ServiceRestarting", "CertificateExpiresSoon",
-                                "CertificateExpired"}
+                                "CanonicalRecordsUnreadable", "SealedContactsUnopenable", "ServiceRestarting",
+                                "CertificateExpiresSoon", "CertificateExpired"}
 
 
 def test_dashboard_json_is_what_the_code_generates() -> None:
