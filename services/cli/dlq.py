@@ -18,6 +18,7 @@ from schemas.replay import DLQ_REPLAYED, replay_key
 from schemas.times import to_utc
 from schemas.topics import DLQ_INTAKE, TransactionalId, scoped, transactional_id
 from services.cli.deadletters import DeadLetter, Filters, Headers, dead_letter, matches, redriven_headers
+from services.cli.errors import TopicNotVisible
 from services.common import changelog, clients, transactions
 from services.common.admin import ensure_topics, partition_counts
 from services.common.settings import KafkaConnection
@@ -36,18 +37,22 @@ REPLAY_INSTANCE = "0"
 """The one replay writer of a namespace: a second replay started meanwhile fences the first."""
 
 
-async def read_to_end(conn: KafkaConnection, topic: str) -> list[Stored]:
+async def read_to_end(conn: KafkaConnection, topic: str, *, absent_ok: bool = False) -> list[Stored]:
     """Every committed record of `topic` up to its end offsets at call time, in offset order per partition."""
     out: list[Stored] = []
-    await read_into(conn, topic, out.append)
+    await read_into(conn, topic, out.append, absent_ok=absent_ok)
     return out
 
 
 async def read_into(conn: KafkaConnection, topic: str, apply: Callable[[Stored], None],
-                    since_ms: int | None = None) -> None:
+                    since_ms: int | None = None, *, absent_ok: bool = False) -> None:
     """`apply` each committed record of `topic` up to its end offsets at call time, in offset order per partition;
-    with `since_ms`, from each partition's first record timestamped at or after it."""
-    count = (await partition_counts(conn, [topic])).get(topic, 0)
+    with `since_ms`, from each partition's first record timestamped at or after it. A topic this principal cannot
+    describe (no ACL, or absent) raises TopicNotVisible, never reads as empty, unless `absent_ok`."""
+    counts = await partition_counts(conn, [topic])
+    if topic not in counts and not absent_ok:
+        raise TopicNotVisible([topic])
+    count = counts.get(topic, 0)
 
     def keep(partition: int, rec: ConsumerRecord[bytes, bytes]) -> None:
         apply((partition, rec.offset, rec.key, rec.value, list(rec.headers)))
@@ -59,7 +64,7 @@ async def replayed_keys(conn: KafkaConnection, namespace: str) -> set[bytes]:
     """The replay log's keys; none while it does not exist (a listing creates no topic: an operator may not, and
     `dlq list` ended in TopicsNotCreated; `replay` creates it before its first transaction)."""
     log = scoped(DLQ_REPLAYED, namespace)
-    return {key for _, _, key, _, _ in await read_to_end(conn, log.name) if key is not None}
+    return {key for _, _, key, _, _ in await read_to_end(conn, log.name, absent_ok=True) if key is not None}
 
 
 class Listing(NamedTuple):

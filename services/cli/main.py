@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from schemas.events import Family
 from schemas.topics import RAW, TOPICS, scoped
 from services.cli import dlq_commands, erase, kafka_io, trace
+from services.cli.errors import CliError
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
@@ -218,6 +219,9 @@ def main() -> None:
         err_console.print(f"commune-bus: {markup(str(exc)[:300])} ({PRIVACY_HINT})", soft_wrap=True)
         raise SystemExit(2) from None
     except TopicLayoutError as exc:  # a topic laid out or configured unlike the registry: the message says the fix
+        err_console.print(f"commune-bus: {markup(exc)}", soft_wrap=True)
+        raise SystemExit(1) from None
+    except CliError as exc:  # a topic not visible to this principal: the message says what to check
         err_console.print(f"commune-bus: {markup(exc)}", soft_wrap=True)
         raise SystemExit(1) from None
 

@@ -42,6 +42,7 @@ from schemas.deadletter import DeadLetterContext
 from schemas.notification import NotificationStatus
 from schemas.times import to_utc
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
+from services.cli.errors import TopicNotVisible
 from services.cli.masking import names_masked
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection
 from services.cli.plain import markup, text
@@ -226,11 +227,13 @@ async def _topics(conn: KafkaConnection, namespace: str) -> tuple[list[str], lis
 
 
 async def _read(conn: KafkaConnection, topics: Sequence[str], offer: Callable[[Record], None],
-                since_ms: int | None, unreadable: list[str]) -> None:
+                since_ms: int | None, unreadable: list[str], invisible: list[str]) -> None:
     """Offer every committed record of `topics` (all partitions, from `since_ms` if given, up to their current end),
     topic by topic; a topic this principal may not read is added to `unreadable` and the others are read (operators
-    and the gateway may not read the raw topics, which hold personal data in clear: ADR 0015)."""
+    and the gateway may not read the raw topics, which hold personal data in clear: ADR 0015), one it may not even
+    describe (or absent) to `invisible`."""
     counts = await partition_counts(conn, topics)
+    invisible.extend(t for t in topics if t not in counts)
     for topic in topics:
         if topic in counts:
             try:
@@ -269,6 +272,10 @@ class Timeline:
     """More than `MAX_STEPS` steps were found: the first ones found are kept."""
     unreadable: tuple[str, ...] = ()
     """Topics this principal may not read, left out (an operator's: the raw topics)."""
+    invisible: tuple[str, ...] = ()
+    """Registry topics of the namespace this principal may not describe (no ACL) or that do not exist, left out."""
+    read: int = 0
+    """How many topics were visible, read or not."""
 
 
 async def trace_timeline(conn: KafkaConnection, namespace: str, query: str, since: int | None = None,
@@ -276,14 +283,18 @@ async def trace_timeline(conn: KafkaConnection, namespace: str, query: str, sinc
     """Every step of the records `query` names, in time order (also the gateway's `GET /v1/trace/{query}`, masked);
     with `since` (epoch ms, `since_ms`), of the records timestamped from then on."""
     tracer = Tracer(query, show_personal_data=show_personal_data)
-    raw, canonical = await _topics(conn, namespace)
+    raw, canonical = await _topics(conn, namespace)  # those listed: this principal may describe them
     unreadable: list[str] = []
-    await _read(conn, raw, tracer.raw, since, unreadable)
-    await _read(conn, [scoped(DLQ_INTAKE, namespace).name], tracer.intake_dead_letter, since, unreadable)
-    await _read(conn, canonical, tracer.canonical, since, unreadable)
-    await _read(conn, [scoped(NOTIFY_STATUS, namespace).name], tracer.notification, since, unreadable)
-    await _read(conn, [scoped(DLQ_NOTIFY, namespace).name], tracer.notify_dead_letter, since, unreadable)
-    return Timeline(tracer.timeline(), tracer.truncated, tuple(unreadable))
+    registry = [namespaced(t.name, namespace) for t in (*RAW.values(), *CANONICAL.values())]
+    invisible = [name for name in registry if name not in {*raw, *canonical}]
+    fixed = [scoped(t, namespace).name for t in (DLQ_INTAKE, NOTIFY_STATUS, DLQ_NOTIFY)]
+    await _read(conn, raw, tracer.raw, since, unreadable, invisible)
+    await _read(conn, fixed[:1], tracer.intake_dead_letter, since, unreadable, invisible)
+    await _read(conn, canonical, tracer.canonical, since, unreadable, invisible)
+    await _read(conn, fixed[1:2], tracer.notification, since, unreadable, invisible)
+    await _read(conn, fixed[2:], tracer.notify_dead_letter, since, unreadable, invisible)
+    read = len(raw) + len(canonical) + len([t for t in fixed if t not in invisible])
+    return Timeline(tracer.timeline(), tracer.truncated, tuple(unreadable), tuple(invisible), read)
 
 
 async def trace_record(conn: KafkaConnection, namespace: str, query: str, since: int | None = None) -> list[Step]:
@@ -313,6 +324,12 @@ def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id
         err_console.print(f"trace: {exc}")
         raise typer.Exit(2) from None
     found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query, start, show_personal_data))
+    if not found.read:  # "nothing found" would say the record is nowhere: nowhere was looked at
+        raise TopicNotVisible(found.invisible)
+    if found.invisible:
+        err_console.print(f"not read, not visible to this principal (no ACL) or absent: "
+                          f"{markup(', '.join(found.invisible))} (check --namespace; records only they hold are not "
+                          "shown)", soft_wrap=True)
     if found.unreadable:
         err_console.print(f"not read, this principal may not read them: {markup(', '.join(found.unreadable))} (an "
                           "operator may not read the raw topics: records only they hold, and dead letters found only "

@@ -1,0 +1,21 @@
+"""The CLI's own errors: `main` says each in one line, `commune-bus: <message>`, and exits 1."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class CliError(Exception):
+    """Base of the CLI's errors; the message is the whole line an operator reads."""
+
+
+class TopicNotVisible(CliError):
+    """Topics a command must read are not among those this principal may describe: Kafka does not tell a topic
+    without a Describe ACL from one that does not exist, and reading "no partitions" would say "nothing there"."""
+
+    def __init__(self, topics: Sequence[str]) -> None:
+        self.topics = tuple(topics)
+        one = len(self.topics) == 1
+        super().__init__(f"{', '.join(self.topics)}: {'not' if one else 'none of them'} visible to this principal "
+                         f"(no ACL) or {'does not exist' if one else 'exists'} (check --namespace, or create the "
+                         "topics as admin: commune-bus topics create)")

@@ -1,0 +1,57 @@
+"""A topic a command must read that this principal cannot describe (no ACL) or that does not exist is said in one
+line, exit 1, by `dlq list`, `dlq replay` and `trace`: Kafka tells neither apart, and reading it as "no partitions"
+said "0 dead letters match", "replayed 0" (exit 0) or "nothing found" (CLI audit)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, DLQ_REPLAYED, NOTIFY_STATUS, RAW, namespaced, scoped
+from services.cli.main import main
+from services.common.admin import list_topics
+from services.common.settings import KafkaConnection
+from tests import naming
+
+pytestmark = pytest.mark.kafka
+HINT = "(check --namespace, or create the topics as admin: commune-bus topics create)"
+
+
+def said(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """`commune-bus *argv`: its exit status and what it wrote to stderr, on one line."""
+    monkeypatch.setattr(sys, "argv", ["commune-bus", *argv])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    return int(ended.value.code or 0), " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("command", [["dlq", "list"], ["dlq", "replay"], ["dlq", "replay", "--dry-run"]])
+def test_dlq_of_a_namespace_without_one_is_one_line_and_exit_1(kafka_bootstrap: str, command: list[str],
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A fresh namespace, no DLQ in it: the DLQ is named, not visible or absent, exit 1; replay writes nothing (not
+    even the replay log)."""
+    namespace = "cli" + naming.unique(8)
+    status, err = said(monkeypatch, capsys, *command, "--bootstrap", kafka_bootstrap, "--namespace", namespace)
+    dlq = scoped(DLQ_INTAKE, namespace).name
+    assert (status, err) == (1, f"commune-bus: {dlq}: not visible to this principal (no ACL) or does not exist {HINT}")
+    assert scoped(DLQ_REPLAYED, namespace).name not in asyncio.run(list_topics(KafkaConnection(
+        bootstrap=kafka_bootstrap)))
+
+
+def test_trace_where_no_topic_it_reads_is_visible_is_one_line_and_exit_1(kafka_bootstrap: str,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A fresh namespace: every topic trace reads is named, none visible or existing, exit 1 (not "nothing found",
+    which says the record is nowhere when nowhere was looked at)."""
+    namespace = "cli" + naming.unique(8)
+    status, err = said(monkeypatch, capsys, "trace", "TL-1", "--bootstrap", kafka_bootstrap, "--namespace", namespace)
+    topics = [namespaced(t.name, namespace) for t in (*RAW.values(), *CANONICAL.values())] + [
+        scoped(t, namespace).name for t in (DLQ_INTAKE, NOTIFY_STATUS, DLQ_NOTIFY)]
+    assert status == 1, err
+    assert err.startswith("commune-bus: ") and err.endswith(f": none of them visible to this principal (no ACL) or "
+                                                            f"exists {HINT}"), err
+    assert sorted(err.removeprefix("commune-bus: ").split(": ")[0].split(", ")) == sorted(topics)
+    assert "nothing found" not in err
