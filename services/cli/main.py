@@ -224,6 +224,13 @@ def main() -> None:
     except CliError as exc:  # a topic not visible to this principal: the message says what to check
         err_console.print(f"commune-bus: {markup(exc)}", soft_wrap=True)
         raise SystemExit(1) from None
+    except OSError as exc:  # a file the settings name (KAFKA_SSL_CAFILE, ...) is not there: it was a traceback
+        if exc.filename is None:
+            raise
+        why = exc.strerror or type(exc).__name__
+        err_console.print(f"commune-bus: cannot read {markup(exc.filename)}: {markup(why)} (check the KAFKA_SSL_* "
+                          "files)", soft_wrap=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

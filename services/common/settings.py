@@ -50,6 +50,20 @@ class KafkaConnection(BaseSettings):
     ssl_certfile: Path | None = _kafka("ssl_certfile", None, "Client certificate (mutual TLS)")
     ssl_keyfile: Path | None = _kafka("ssl_keyfile", None, "Client private key (mutual TLS)")
 
+    @model_validator(mode="after")
+    def _usable(self) -> Self:
+        """What a SASL protocol needs is given: a user name and a password (the mechanism is PLAIN unless set,
+        `clients.connection_options`, as aiokafka's). A missing one ended in
+        aiokafka with a traceback (`'NoneType' object has no attribute 'encode'`) once the connection was tried (CLI
+        audit). TLS files are checked where they are loaded, not here: settings may name another machine's paths (a
+        container's)."""
+        if self.security_protocol.startswith("SASL_"):
+            missing = [f"KAFKA_SASL_{name.upper()}" for name in ("username", "password")
+                       if getattr(self, f"sasl_{name}") is None]
+            if missing:
+                raise ValueError(f"{' and '.join(missing)} must be set with a SASL_* KAFKA_SECURITY_PROTOCOL")
+        return self
+
     @classmethod
     def from_env_file(cls, path: Path) -> KafkaConnection:
         """The connection a `KAFKA_*=value` file gives (infra/kafka/secrets/<principal>.env), ignoring the environment.

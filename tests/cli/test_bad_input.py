@@ -4,6 +4,9 @@ listed and replayed; never a traceback (Kafka replaced by in-memory fakes)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,3 +172,17 @@ def test_no_rights_or_no_keys_is_one_line_and_an_exit_status(monkeypatch: pytest
     assert ended.value.code == status
     err = " ".join(capsys.readouterr().err.split())
     assert err.startswith(said) and "Traceback" not in err, err
+
+
+def test_a_tls_file_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    """`KAFKA_SSL_CAFILE` naming no file: one line naming it, exit 1 (it was a ~100-line FileNotFoundError traceback
+    from the client's TLS set-up; CLI audit)."""
+    missing = tmp_path / "no-such-ca.crt"
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KAFKA_BOOTSTRAP": "127.0.0.1:1",
+           "KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CAFILE": str(missing)}
+    done = subprocess.run([sys.executable, "-c", "from services.cli.main import main; main()", "tail",
+                           "commune.events.dossier", "--max", "1", "--idle", "1"], cwd=Path(__file__).parents[2],
+                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert " ".join(done.stderr.split()) == (f"commune-bus: cannot read {missing}: No such file or directory (check "
+                                             "the KAFKA_SSL_* files)")

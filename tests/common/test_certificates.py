@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from services.common import certificates
@@ -114,14 +115,17 @@ def test_labels_are_the_service_and_a_role_never_the_path_or_subject(tmp_path: P
         assert not any(str(tmp_path) in v or "secret" in v or "Nguy" in v for v in s.labels.values())
 
 
+SASL: dict[str, Any] = {"sasl_username": "svc", "sasl_password": SecretStr("a-password-of-its-own")}
+
+
 def test_the_settings_name_the_files_by_role(tmp_path: Path) -> None:
     """Kafka's files only when the connection uses TLS (PLAINTEXT loads neither); the gateway's own as `gateway`."""
     ca, cert, key = tmp_path / "ca.crt", tmp_path / "c.crt", tmp_path / "c.key"
     assert ServiceSettings(security_protocol="PLAINTEXT", ssl_cafile=ca).certificate_files() == {}
-    assert ServiceSettings(security_protocol="SASL_SSL", ssl_cafile=ca).certificate_files() == {"kafka_ca": ca}
+    assert ServiceSettings(security_protocol="SASL_SSL", **SASL, ssl_cafile=ca).certificate_files() == {"kafka_ca": ca}
     assert ServiceSettings(security_protocol="SSL", ssl_cafile=ca, ssl_certfile=cert).certificate_files() == {
         "kafka_ca": ca, "kafka_client": cert}
-    gateway = GatewaySettings(security_protocol="SASL_SSL", ssl_cafile=ca, tls_certfile=cert, tls_keyfile=key)
+    gateway = GatewaySettings(security_protocol="SASL_SSL", **SASL, ssl_cafile=ca, tls_certfile=cert, tls_keyfile=key)
     assert gateway.certificate_files() == {"kafka_ca": ca, "gateway": cert}
 
 

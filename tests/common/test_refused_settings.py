@@ -84,3 +84,17 @@ def test_a_value_that_is_not_json_is_named_by_its_variable(capsys: pytest.Captur
     assert ended.value.code == 2
     assert capsys.readouterr().err == ("notify: NOTIFY_RATE_PER_S: not valid JSON (Expecting property name enclosed "
                                        "in double quotes, at column 56)\n")
+
+
+@pytest.mark.parametrize("env, line", [
+    ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"},
+     "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD must be set with a SASL_* KAFKA_SECURITY_PROTOCOL"),
+    ({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "metrics"},
+     "KAFKA_SASL_PASSWORD must be set with a SASL_* KAFKA_SECURITY_PROTOCOL"),
+])
+def test_a_connection_missing_what_its_protocol_needs_is_refused_at_start(env: dict[str, str], line: str) -> None:
+    """SASL without a user name or a password: one line and exit 2 before any connection (it was an
+    aiokafka traceback: `'NoneType' object has no attribute 'encode'`)."""
+    done = _run([sys.executable, "-m", "services.metrics"], env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr == f"metrics: Value error, {line}\n"

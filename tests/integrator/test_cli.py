@@ -44,6 +44,7 @@ def test_bootstrap_option_keeps_the_rest_of_the_kafka_connection(monkeypatch: py
     monkeypatch.setenv("KAFKA_BOOTSTRAP", "env-broker:9092")
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("KAFKA_SASL_USERNAME", "cli")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "cli-password-from-a-vault")
     conn = connection("flag-broker:9093")
     assert (conn.bootstrap, conn.security_protocol, conn.sasl_username) == ("flag-broker:9093", "SASL_SSL", "cli")
 
