@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from rfc3986_validator import validate_rfc3986
 
@@ -19,6 +19,7 @@ from schemas.admin import CommuneCode, ProvinceCode, commune_provinces
 from schemas.limits import NO_CONTROL_CHARACTERS, SAFETY_LIMIT, identifier
 from schemas.times import UtcDateTime
 from schemas.trace import PATTERN as TRACEPARENT
+from schemas.trace import SHAPE as TRACEPARENT_SHAPE
 from schemas.trace import derive, has_zero_id
 
 SPECVERSION: Final = "1.0"
@@ -80,9 +81,19 @@ class Event(Model):
     traceparent: str | None = Field(
         default=None, pattern=TRACEPARENT,
         description="W3C trace context (CloudEvents distributed-tracing extension): one trace id from the gateway "
-        "through intake to notify; derived from source and id when the record has none, or one whose trace id or "
-        "parent id is all zeros (W3C: invalid, treated as absent)")
+        "through intake to notify; derived from source and id when the record has none, one that does not parse, or "
+        "one whose trace id or parent id is all zeros (W3C: invalid, treated as absent)")
     data: Any
+
+    @field_validator("traceparent", mode="before")
+    @classmethod
+    def _unparsable_trace_is_absent(cls, value: Any) -> Any:
+        """A traceparent that does not parse (upper-case hex, another version, not text) is absent, as W3C Trace
+        Context says a receiver treats it (a new trace is started: here, derived): it refused the whole event as
+        `invalid_field traceparent` while both CloudEvents SDKs read it (CloudEvents audit)."""
+        if value is None or (isinstance(value, str) and TRACEPARENT_SHAPE.fullmatch(value.strip())):
+            return value
+        return None
 
     @model_validator(mode="after")
     def _checked(self) -> Event:
@@ -97,9 +108,7 @@ class Event(Model):
                 "commune {commune} belongs to province {expected}, not {province}",
                 {"field": "province", "commune": self.commune, "expected": expected, "province": self.province},
             )
-        if self.traceparent is None:
-            self.__dict__["traceparent"] = derive(self.source, self.id)
-        elif has_zero_id(self.traceparent):
+        if self.traceparent is None or has_zero_id(self.traceparent):
             self.__dict__["traceparent"] = derive(self.source, self.id)
             self.model_fields_set.discard("traceparent")
         return self

@@ -15,7 +15,9 @@ import re
 from typing import Final
 
 PATTERN: Final = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
-_VALID = re.compile(PATTERN)
+SHAPE: Final = re.compile(PATTERN)
+"""A traceparent of version 00 as W3C Trace Context writes it (its ids may still be all zeros: `has_zero_id`)."""
+_VALID = SHAPE
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 

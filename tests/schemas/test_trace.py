@@ -32,11 +32,14 @@ ZERO_TRACE = "00-" + "0" * 32 + "-00f067aa0ba902b7-01"
 ZERO_PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0" * 16 + "-01"
 
 
-@pytest.mark.parametrize("invalid", [ZERO_TRACE, ZERO_PARENT, "00-" + "0" * 32 + "-" + "0" * 16 + "-01"])
+@pytest.mark.parametrize("invalid", [ZERO_TRACE, ZERO_PARENT, "00-" + "0" * 32 + "-" + "0" * 16 + "-01",
+                                     VALID.upper(), "01" + VALID[2:], VALID + "-future", "not a trace", ""])
 @pytest.mark.parametrize("binary", [False, True])
 def test_an_all_zero_traceparent_is_replaced_by_the_derived_one(invalid: str, binary: bool) -> None:
-    """W3C declares all-zero trace and parent ids invalid: intake publishes the trace derived from source and id, as
-    for a record without one (before: the zeros were published and `trace_id` found none), structured or binary."""
+    """W3C declares all-zero trace and parent ids invalid, and a receiver treats a traceparent it cannot parse as
+    absent: intake publishes the trace derived from source and id, as for a record without one, structured or
+    binary (before: the zeros were published and `trace_id` found none; upper-case hex, another version or garbage
+    refused the whole event as invalid_field traceparent, which both CloudEvents SDKs read)."""
     record = {**canonical_dossier("evt-zero"), "traceparent": invalid}
     if binary:
         as_wire = wire.encode(normalise(Family.DOSSIER, orjson.dumps(canonical_dossier("evt-zero"))).event)  # type: ignore[union-attr]
