@@ -8,9 +8,10 @@ raises: a bug met while validating one record rejects that record as `internal_e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Final, Union
 
 import orjson
 from pydantic import Field, TypeAdapter, ValidationError
@@ -186,12 +187,27 @@ def _structured_fast(value: bytes, family: Family) -> Event | None:
     return event if "type" in event.model_fields_set else None
 
 
+PASSED_OVER: Final = frozenset({"partitionkey", "dataschema", "tracestate"})
+"""CloudEvents attributes a structured record may carry that the canonical event does not (the binary path passes
+over any `ce_*` header it does not know, as these): the SDKs' Kafka key mapper writes `partitionkey` (the canonical
+record is keyed by its commune), `dataschema` names the producer's schema (the canonical one is ours), `tracestate`
+goes with a trace intake replaces. They refused the whole event as `unknown_field` (CloudEvents audit)."""
+JSON_MEDIA_TYPE = re.compile(r"application/json\s*(?:;\s*charset\s*=\s*\"?utf-8\"?\s*)?", re.IGNORECASE)
+"""`datacontenttype` values that say JSON in UTF-8 (RFC 8259's only encoding): `application/json` with or without
+`charset=utf-8`, as the SDKs and HTTP clients write it."""
+
+
 def _structured(obj: dict[str, Any], family: Family) -> Outcome:
     event_type = obj.get("type")
     if not isinstance(event_type, str):
         return reject(Reason.MISSING_FIELD, "type", "type: a CloudEvents `type` string is required")
     if bad := _family_check(event_type, family):
         return bad
+    if not PASSED_OVER.isdisjoint(obj):
+        obj = {k: v for k, v in obj.items() if k not in PASSED_OVER}
+    media = obj.get("datacontenttype")
+    if isinstance(media, str) and media != "application/json" and JSON_MEDIA_TYPE.fullmatch(media.strip()):
+        obj = {**obj, "datacontenttype": "application/json"}
     try:
         return Accepted(EVENT_TYPES[event_type].model_validate(obj))
     except ValidationError as exc:

@@ -368,3 +368,31 @@ def test_a_source_that_is_no_uri_reference_is_refused_in_every_shape(source: str
                                     "urn:commune:02269:portal", "https://portal.example.vn/x?y=1#z"])
 def test_a_uri_reference_is_a_source(source: str) -> None:
     assert accepted(Family.DOSSIER, dumps({**canonical_dossier(), "source": source})).event.source == source
+
+
+@pytest.mark.parametrize("extra", [{"partitionkey": "02269"}, {"dataschema": "https://example.vn/dossier.json"},
+                                   {"tracestate": "vendor=1"}, {"datacontenttype": "application/json; charset=utf-8"},
+                                   {"datacontenttype": "Application/JSON;charset=\"UTF-8\""}])
+def test_what_the_cloudevents_sdks_add_to_a_structured_event_is_passed_over(extra: dict[str, str]) -> None:
+    """The SDKs' Kafka key mapper writes `partitionkey`; `dataschema` and `tracestate` are CloudEvents' own; a JSON
+    content type may name its charset. Each refused the whole event (`unknown_field`, `invalid_field`); the canonical
+    event is the same as without them."""
+    plain = accepted(Family.DOSSIER, dumps(canonical_dossier())).event
+    assert accepted(Family.DOSSIER, dumps({**canonical_dossier(), **extra})).event == plain
+
+
+def test_a_structured_event_made_by_the_cloudevents_sdk_is_accepted() -> None:
+    """The official Python SDK's structured Kafka record, with the `partitionkey` its key mapper sets."""
+    from cloudevents.v1.http import CloudEvent
+    from cloudevents.v1.kafka import to_structured
+
+    event = canonical_dossier()
+    attributes = {k: v for k, v in event.items() if k != "data"} | {"partitionkey": "02269"}
+    message = to_structured(CloudEvent(attributes, event["data"]))
+    assert accepted(Family.DOSSIER, message.value, list(message.headers.items())).event.id == event["id"]
+
+
+def test_another_attribute_is_still_refused() -> None:
+    """Only those are passed over: a misspelt attribute is still `unknown_field`, so its sender hears of it."""
+    outcome = rejected(Family.DOSSIER, dumps({**canonical_dossier(), "subjct": "TL-1"}))
+    assert [(p.reason, p.field) for p in outcome.problems] == [(Reason.UNKNOWN_FIELD, "subjct")]
