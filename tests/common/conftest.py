@@ -1,7 +1,8 @@
-"""Fixtures of the runtime's real-broker tests: the connection, and topics of one test only."""
+"""Fixtures of the runtime's tests: the connection, topics of one test only, a service name of one test."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -14,6 +15,12 @@ from tests.waiting import eventually_async
 
 NewTopicOf = Callable[[str, int], Awaitable[str]]
 """(purpose, partitions) -> the name of a topic created for this test."""
+
+
+@pytest.fixture
+def service() -> str:
+    """A service name of this test's own, so the series it labels start empty (counters at zero)."""
+    return f"test-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ with certificates made in the test."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,12 +47,6 @@ def pem(not_after: datetime, subject: str = SUBJECT) -> bytes:
 
 def sample(name: str, service: str, role: str) -> float | None:
     return REGISTRY.get_sample_value(name, {"service": service, "file": role})
-
-
-@pytest.fixture
-def service() -> str:
-    """A service name of its own, so this test's series start empty."""
-    return f"test-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import gc
 import itertools
 import signal
 import time
-import uuid
 import warnings
 from collections.abc import Iterator, MutableMapping
 from contextlib import suppress
@@ -43,12 +42,6 @@ class Boom(Exception):
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-def service() -> str:
-    """A service name of its own, so counters start at zero for this test."""
-    return f"test-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
