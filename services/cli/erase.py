@@ -23,6 +23,7 @@ from services.cli.plain import markup
 from services.cli.render import console, err_console
 from services.common.transactions import SendFailed
 from services.privacy import crypto
+from services.privacy import erase as erasure
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import erase_applicant
 from services.privacy.rewrap import rewrap_keys
@@ -104,8 +105,10 @@ def erase(cccd: Annotated[str | None, typer.Option(
     if unusable := [kind for kind, value in identifiers if not crypto.identifies(kind, value)]:
         err_console.print(f"erase: not an identifier of one person: {', '.join(unusable)} (the value is not shown)")
         raise typer.Exit(2)
+    conn = connection(bootstrap)
     try:
-        audits = asyncio.run(erase_applicant(connection(bootstrap), namespace, pepper, identifiers, requested_by=who))
+        sealed_here = asyncio.run(erasure.keys_written(conn, namespace))
+        audits = asyncio.run(erase_applicant(conn, namespace, pepper, identifiers, requested_by=who))
     except SendFailed as exc:  # the broker refused a tombstone or the audit record: that transaction was aborted
         err_console.print(f"erase: not done ({markup(exc)}); run it again once the cause is fixed")
         raise typer.Exit(1) from None
@@ -115,6 +118,11 @@ def erase(cccd: Annotated[str | None, typer.Option(
     for kind, audit in audits:
         console.print(f"erased subject {markup(audit.subject)} (by {kind}): {audit.keys_destroyed} keys destroyed "
                       f"(audit {markup(audit.erasure_id)}, requested by {markup(audit.requested_by)})", soft_wrap=True)
+    if not sealed_here:
+        err_console.print(f"erase: note: no key had ever been written in namespace '{markup(namespace)}' on "
+                          f"{markup(conn.bootstrap)} (its key topics did not exist): nothing was sealed here, so "
+                          "nothing was destroyed; check --namespace and --bootstrap", soft_wrap=True)
+
 
 
 @keys_app.command("secret")

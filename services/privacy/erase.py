@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, KeyRecord, record_key
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, TransactionalId, scoped, transactional_id
 from services.common import clients, transactions
-from services.common.admin import ensure_topics
+from services.common.admin import ensure_topics, partition_counts
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
@@ -102,6 +102,13 @@ def erasure_transactional_id(namespace: str, via: str, erasure_id: str) -> str:
     for all did (the second's start ended the first's transaction). Nothing needs fencing: an erasure's transaction
     that its process left open is aborted by the broker at the transaction timeout, and running it again is safe."""
     return transactional_id(TransactionalId.ERASE, namespace, f"{via}.{erasure_id}")
+
+
+async def keys_written(conn: KafkaConnection, namespace: str) -> bool:
+    """Whether the namespace's key topics exist (an erasure creates them): one aimed at a wrong namespace or cluster
+    looked like a success, "0 keys destroyed" (CLI audit)."""
+    topics = [scoped(KEYS_APPLICANTS, namespace).name, scoped(KEYS_DEAD_LETTERS, namespace).name]
+    return len(await partition_counts(conn, topics)) == len(topics)
 
 
 async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, requested_by: str,

@@ -121,3 +121,16 @@ def test_a_placeholders_subject_is_refused(monkeypatch: pytest.MonkeyPatch, kind
     assert result.exit_code == 2, result.output
     assert "a placeholder's, shared by every applicant" in " ".join(result.output.split())
     assert broker.committed == []
+
+
+@pytest.mark.parametrize("sealed_here", [True, False])
+def test_an_erasure_where_nothing_was_ever_sealed_says_so(monkeypatch: pytest.MonkeyPatch, sealed_here: bool) -> None:
+    """A wrong --namespace or --bootstrap: the key topics did not exist (the erasure made them), and it looked like
+    a success, "0 keys destroyed", exit 0 (CLI audit). The audit record is still written; the note says to check."""
+    Broker(set(), sealed_here=sealed_here).install(monkeypatch)
+    result = CliRunner().invoke(app, ["erase", "--cccd", "008123456789", "--namespace", "typo"],
+                                env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "0 keys destroyed" in result.output
+    note = "no key had ever been written in namespace 'typo'"
+    assert (note in " ".join(result.output.split())) is not sealed_here

@@ -18,8 +18,9 @@ Sent = tuple[str, bytes | None, bytes | None]
 class Broker:
     """What the erasure reaches of Kafka: topics made, keys live per subject, records committed per transaction."""
 
-    def __init__(self, keys: set[str]) -> None:
-        self.keys = keys
+    def __init__(self, keys: set[str], *, sealed_here: bool = True) -> None:
+        self.keys, self.sealed_here = keys, sealed_here
+        """`sealed_here`: whether the namespace's key topics existed before the erasure."""
         self.topics_made = 0
         self.committed: list[list[Sent]] = []
 
@@ -30,7 +31,11 @@ class Broker:
         async def live_in(_: Any, topic: str, *__: Any) -> set[str]:
             return set(self.keys) if topic.endswith("keys.applicants") else set()  # no dead letters' keys here
 
+        async def keys_written(*_: Any) -> bool:
+            return self.sealed_here
+
         monkeypatch.setattr(erase, "ensure_topics", ensure_topics)
+        monkeypatch.setattr(erase, "keys_written", keys_written)
         monkeypatch.setattr(erase, "_live_in", live_in)
         monkeypatch.setattr(erase.clients, "transactional_producer", lambda *_a, **_k: Producer(self))
 
