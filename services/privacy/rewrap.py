@@ -77,13 +77,15 @@ def _mark_time(subject: str, value: bytes) -> datetime:
 
 @dataclass(frozen=True)
 class Rewrapped:
-    """A record to write: the same record key, its key wrapped under the current KEK, its original timestamp (an
-    expiring key's copy leaves with the retention its first record had)."""
+    """A record to write: the same record key, its key wrapped under the current KEK; on the expiring topic its
+    original timestamp (the copy leaves with the retention its first record had), on the compacted one none (the
+    broker's now: copies stamped with their keys' creation times, years apart, each rolled a segment of the topic's
+    hour, one per hour of history; review)."""
 
     topic: str
     key: bytes
     value: bytes
-    timestamp_ms: int
+    timestamp_ms: int | None
 
 
 @dataclass
@@ -106,7 +108,8 @@ def plan(log: KeyLog, keks: Mapping[str, bytes], kek_id: str, now: datetime) -> 
             continue
         outcome = _rewrapped(log, key, value, keks, kek_id, now)
         if isinstance(outcome, bytes):
-            out.records.append(Rewrapped(topic, key, outcome, timestamp_ms))
+            expiring = topic.endswith(KEYS_DEAD_LETTERS.name)
+            out.records.append(Rewrapped(topic, key, outcome, timestamp_ms if expiring else None))
             outcome = "rewrapped"
         out.counts.setdefault(topic, Counter())[outcome] += 1
     return out
