@@ -325,4 +325,8 @@ def _normalise(family: Family, value: bytes | None, headers: Sequence[tuple[str,
         return reject(Reason.NOT_AN_OBJECT, "(record)", f"record is a JSON {type(obj).__name__}, not an object")
     if family is Family.DOSSIER and portal.is_portal_shape(obj):
         return _portal(obj, headers)
+    if "specversion" not in obj and any(k[:3] == wire.CE_PREFIX for k, _ in headers):  # binary mode, half-made
+        return reject(Reason.MISSING_FIELD, "ce_specversion",
+                      "ce_specversion: ce_* headers without it are no CloudEvents binary-mode record; add "
+                      "ce_specversion: 1.0")
     return _structured(obj, family)

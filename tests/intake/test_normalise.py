@@ -396,3 +396,12 @@ def test_another_attribute_is_still_refused() -> None:
     """Only those are passed over: a misspelt attribute is still `unknown_field`, so its sender hears of it."""
     outcome = rejected(Family.DOSSIER, dumps({**canonical_dossier(), "subjct": "TL-1"}))
     assert [(p.reason, p.field) for p in outcome.problems] == [(Reason.UNKNOWN_FIELD, "subjct")]
+
+
+def test_binary_mode_without_ce_specversion_is_named_as_such() -> None:
+    """`ce_*` headers and the data as the value, but no `ce_specversion`: the record was read as structured JSON and
+    refused as `missing_field type`, which sent its producer looking for the wrong mistake."""
+    record = wire.encode(accepted(Family.DOSSIER, dumps(canonical_dossier())).event)
+    headers = [(k, v) for k, v in record.headers if k != "ce_specversion"]
+    outcome = rejected(Family.DOSSIER, record.value, headers)
+    assert [(p.reason, p.field) for p in outcome.problems] == [(Reason.MISSING_FIELD, "ce_specversion")]
