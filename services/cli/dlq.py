@@ -9,11 +9,13 @@ neither, and a later run skips everything in the log.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from aiokafka import ConsumerRecord
 
 from schemas import wire
+from schemas.deadletter import Header
 from schemas.replay import DLQ_REPLAYED, replay_key
 from schemas.times import to_utc
 from schemas.topics import DLQ_INTAKE, TransactionalId, scoped, transactional_id
@@ -21,7 +23,7 @@ from services.cli.deadletters import DeadLetter, Filters, Headers, dead_letter, 
 from services.cli.errors import TopicNotVisible
 from services.common import changelog, clients, transactions
 from services.common.admin import ensure_topics, partition_counts
-from services.common.settings import KafkaConnection
+from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, KafkaConnection
 from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.deadletters import is_sealed, open_dead_letter
 from services.privacy.keyring import Keyring, KeyUnknown
@@ -81,6 +83,8 @@ class Listing(NamedTuple):
     neither listed nor replayed, whatever the filters; counted so that the operator is told."""
 
 
+KEY_WRITE_MARGIN = timedelta(milliseconds=MAX_TRANSACTION_TIMEOUT_MS)
+"""The longest an intake transaction lasts after it stamped `dlq.rejected_at` (the broker's transaction timeout cap)."""
 SINCE_MARGIN_MS = 3600 * 1000
 """How far before `--since` the DLQ is read from by record timestamp: intake stamps a batch's `rejected_at` before
 its records are produced (their timestamp), on the same clock, within one transaction's timeout."""
@@ -93,7 +97,8 @@ async def dead_letters(conn: KafkaConnection, namespace: str, filters: Filters) 
     """
     dlq = scoped(DLQ_INTAKE, namespace).name
     done = await replayed_keys(conn, namespace)
-    sifter = Sifter(filters, await _keyring(conn, namespace) if PrivacySettings().configured else None)
+    keys_read_at = datetime.now(UTC)
+    sifter = Sifter(filters, await _keyring(conn, namespace) if PrivacySettings().configured else None, keys_read_at)
     since_ms = None if filters.since is None else int(to_utc(filters.since).timestamp() * 1000) - SINCE_MARGIN_MS
     await read_into(conn, dlq, sifter.sift, since_ms)
     if sifter.unknown:  # sealed under a key written after the key store was read: read it again, then decide
@@ -124,11 +129,13 @@ class Sifter:
     PRIVACY_*), either layout; counts those it cannot read and those erased, and leaves both out (an erased one
     cannot be listed by its metadata or replayed)."""
 
-    def __init__(self, filters: Filters, keyring: Keyring | None) -> None:
-        self.filters, self.keyring = filters, keyring
+    def __init__(self, filters: Filters, keyring: Keyring | None, keys_read_at: datetime | None = None) -> None:
+        self.filters, self.keyring, self.keys_read_at = filters, keyring, keys_read_at
         self.letters: list[DeadLetter] = []
         self.unknown: list[Stored] = []
-        """Sealed under a key the keyring has no record of: written after it was read, or gone (tried again)."""
+        """Sealed under a key the keyring has no record of, rejected too late for its key to be among those read
+        (`keys_read_at`, less `KEY_WRITE_MARGIN`): written after they were read, or gone; tried again. Older ones
+        are erased: the day keys past their retention, a day of a flood of junk, were held here whole (review)."""
         self.unreadable = 0
         """Without intake's `dlq.*` headers, with a reason this CLI does not know, or sealed and not openable for
         another reason than an erased key (malformed `dlq.source.*` headers, altered bytes, an unknown layout)."""
@@ -159,7 +166,7 @@ class Sifter:
                                       partition=int(h.get("dlq.source.partition", "-1")),
                                       offset=int(h.get("dlq.source.offset", "-1")))
         except KeyUnknown:
-            if last_try:
+            if last_try or not self._maybe_late(headers):
                 self.erased += 1
             else:
                 self.unknown.append(stored)
@@ -171,6 +178,18 @@ class Sifter:
             self.unreadable += 1
             return None
         return letter.key, letter.value, letter.headers
+
+    def _maybe_late(self, headers: Headers) -> bool:
+        """Whether a letter's key may have been committed after the keys were read: intake writes it in the
+        transaction of the letter, whose `dlq.rejected_at` is stamped at the transaction's start."""
+        if self.keys_read_at is None:
+            return True
+        rejected_at = dict(headers).get(Header.REJECTED_AT.value)
+        try:
+            at = to_utc(datetime.fromisoformat(wire.lenient_text(rejected_at or b"")))
+        except ValueError:
+            return True
+        return at >= self.keys_read_at - KEY_WRITE_MARGIN
 
 
 async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,

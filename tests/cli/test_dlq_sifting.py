@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.unit
 RAW = "commune.raw.dossier"
 
 
-def context(reason: Reason, offset: int) -> list[tuple[str, bytes | None]]:
+def context(reason: Reason, offset: int, at: str = "2026-12-01T01:00:00+00:00") -> list[tuple[str, bytes | None]]:
     return list(DeadLetterContext(reason=reason, field="f", message="m", source_topic=RAW, source_partition=0,
-                                  source_offset=offset, rejected_at="2026-12-01T01:00:00+00:00").headers())
+                                  source_offset=offset, rejected_at=at).headers())
 
 
 def test_only_the_matching_dead_letters_are_held() -> None:
@@ -50,7 +50,8 @@ def test_a_letter_sealed_under_a_key_written_after_the_keys_were_read_is_listed(
     sealed = deadletters.seal_dead_letter(writer, b"02269", b'{"not": "a dossier"}', [("commune-code", b"02269")],
                                           source_topic=RAW, partition=0, offset=5, rejected_on=date(2026, 12, 1),
                                           retention_days=30)
-    stored = (1, 9, sealed.key, sealed.value, [*sealed.headers, *context(Reason.MISSING_FIELD, 5)])
+    now = datetime.now(UTC).isoformat()
+    stored = (1, 9, sealed.key, sealed.value, [*sealed.headers, *context(Reason.MISSING_FIELD, 5, now)])
     reads: list[Keyring] = []
 
     async def keys_as_read(*_: Any) -> Keyring:  # empty at first: the letter's key came after
@@ -77,3 +78,18 @@ def test_a_letter_sealed_under_a_key_written_after_the_keys_were_read_is_listed(
     assert [(d.position, d.value, d.context.reason) for d in listing.letters] == \
         [("1:9", b'{"not": "a dossier"}', Reason.MISSING_FIELD)]
     assert (listing.unreadable, listing.erased) == (0, 0)
+
+
+def test_a_letter_whose_key_is_gone_is_erased_at_once_not_held() -> None:
+    """A letter rejected long before the keys were read, under a key they do not hold (a day key past its
+    retention): its key would have been among them, so it is erased, counted, not held for a second read of the
+    keys (review: a day of a flood of junk was held whole again, whatever the filters)."""
+    writer = keyring()
+    sealed = deadletters.seal_dead_letter(writer, None, b"junk", [], source_topic=RAW, partition=0, offset=1,
+                                          rejected_on=date(2026, 11, 1), retention_days=30)
+    read_at = datetime(2026, 12, 3, tzinfo=UTC)
+    sifter = dlq.Sifter(Filters(), keyring(), read_at)
+    for offset, at in enumerate([read_at - timedelta(days=2), read_at - timedelta(minutes=5)]):
+        sifter.sift((0, offset, sealed.key, sealed.value, [*sealed.headers, *context(Reason.NOT_JSON, 1,
+                                                                                     at.isoformat())]))
+    assert (sifter.erased, [s[1] for s in sifter.unknown]) == (1, [1])  # only the recent one may be late
