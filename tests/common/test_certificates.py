@@ -40,7 +40,7 @@ def pem(not_after: datetime, subject: str = SUBJECT) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW - timedelta(days=1))
+            .serial_number(x509.random_serial_number()).not_valid_before(min(NOW, not_after) - timedelta(days=1))
             .not_valid_after(not_after).sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -63,6 +63,23 @@ def test_the_gauge_is_the_earliest_not_after_of_a_bundle(tmp_path: Path, service
     bundle.write_bytes(pem(NOW + timedelta(days=400)) + pem(soonest) + pem(NOW + timedelta(days=30)))
     certificates.refresh(service, {"kafka_ca": bundle})
     assert sample(EXPIRY, service, "kafka_ca") == soonest.timestamp()
+
+
+def test_a_ca_bundle_reports_its_earliest_root_still_valid_and_a_chain_its_first_to_expire(tmp_path: Path,
+                                                                                           service: str) -> None:
+    """A CA bundle holds alternative roots: one expired long ago (a system bundle holds several) breaks nothing, and
+    made CertificateExpired fire for ever (review). A client chain whose leaf expired is broken: its earliest."""
+    now = datetime.now(UTC)
+    expired, soonest, later = now - timedelta(days=900), now + timedelta(days=9), now + timedelta(days=400)
+    files = {"kafka_ca": tmp_path / "ca.crt", "kafka_client": tmp_path / "client.crt"}
+    files["kafka_ca"].write_bytes(pem(expired) + pem(later) + pem(soonest))
+    files["kafka_client"].write_bytes(pem(expired) + pem(later))
+    certificates.refresh(service, files)
+    assert sample(EXPIRY, service, "kafka_ca") == int(soonest.timestamp())
+    assert sample(EXPIRY, service, "kafka_client") == int(expired.timestamp())
+    files["kafka_ca"].write_bytes(pem(expired) + pem(expired + timedelta(days=3)))  # all gone: the last to go
+    certificates.refresh(service, {"kafka_ca": files["kafka_ca"]})
+    assert sample(EXPIRY, service, "kafka_ca") == int((expired + timedelta(days=3)).timestamp())
 
 
 @pytest.mark.parametrize("content", [b"not a certificate at all", b"", None], ids=["garbage", "empty", "missing"])
