@@ -110,6 +110,16 @@ async def dead_letters(conn: KafkaConnection, namespace: str, filters: Filters) 
     return Listing(dlq, letters, done, sifter.unreadable, sifter.erased)
 
 
+async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) -> tuple[list[Stored], int, int]:
+    """Records of the DLQ already read, as they arrived at intake (`Sifter.open`), with how many could not be opened
+    and how many are erased, both left out (for callers holding the records: tests' accounting)."""
+    if not any(is_sealed(headers) for *_, headers in stored):
+        return stored, 0, 0
+    sifter = Sifter(Filters(), await _keyring(conn, namespace))
+    out = [o for s in stored if (o := sifter.open(s, last_try=True)) is not None]
+    return out, sifter.unreadable, sifter.erased
+
+
 async def _keyring(conn: KafkaConnection, namespace: str) -> Keyring:
     """A keyring holding every key the key topics hold now (PrivacyError, naming the variable, without PRIVACY_*)."""
     keyring = PrivacySettings().keyring()
@@ -143,12 +153,11 @@ class Sifter:
         """Sealed under a key the key topics no longer hold: the applicant erased, or a day key past the retention."""
 
     def sift(self, stored: Stored, *, last_try: bool = False) -> None:
-        partition, offset, key, value, headers = stored
-        if is_sealed(headers):
-            opened = self._open(stored, last_try)
-            if opened is None:
-                return
-            key, value, headers = opened[0], opened[1], list(opened[2])
+        """Keep `stored` if it is a dead letter matching the filters (opened if sealed), else count it or drop it."""
+        opened = self.open(stored, last_try=last_try)
+        if opened is None:
+            return
+        partition, offset, key, value, headers = opened
         try:
             letter = dead_letter(partition, offset, key, value, headers)
         except (KeyError, ValueError):
@@ -157,8 +166,12 @@ class Sifter:
         if matches(letter, self.filters):
             self.letters.append(letter)
 
-    def _open(self, stored: Stored, last_try: bool) -> tuple[bytes | None, bytes | None, Headers] | None:
-        _, _, key, value, headers = stored
+    def open(self, stored: Stored, *, last_try: bool = False) -> Stored | None:
+        """`stored` as it arrived at intake: opened if sealed (its original key, value and headers, then intake's
+        `dlq.*`), as it is if not; None for one not opened, counted (unreadable or erased) or held (`unknown`)."""
+        partition, offset, key, value, headers = stored
+        if not is_sealed(headers):
+            return stored
         keyring = self.keyring if self.keyring is not None else PrivacySettings().keyring()  # raises: not configured
         h = {k: wire.lenient_text(v) for k, v in headers if k.startswith("dlq.source.")}
         try:
@@ -177,7 +190,7 @@ class Sifter:
         except (PrivacyError, ValueError):
             self.unreadable += 1
             return None
-        return letter.key, letter.value, letter.headers
+        return partition, offset, letter.key, letter.value, list(letter.headers)
 
     def _maybe_late(self, headers: Headers) -> bool:
         """Whether a letter's key may have been committed after the keys were read: intake writes it in the
