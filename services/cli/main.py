@@ -141,7 +141,9 @@ def simulate(province: Annotated[str, typer.Option()] = "20", rate: Annotated[fl
     proc = subprocess.Popen(argv)
     started = time.monotonic()
     what = "all communes at the national rate" if national else f"province {markup(province)} at {rate}/s"
-    with Progress(*Progress.get_default_columns()[:-1], BarColumn(), TimeElapsedColumn(), console=err_console) as bar:
+    # transient: the bar goes when the simulator ends, and one line says how (a refused start drew a bar all the same)
+    with Progress(*Progress.get_default_columns()[:-1], BarColumn(), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
         task = bar.add_task(f"simulating {what}", total=duration or None)
         try:
             while proc.poll() is None:
@@ -149,6 +151,11 @@ def simulate(province: Annotated[str, typer.Option()] = "20", rate: Annotated[fl
                 time.sleep(0.2)
         except KeyboardInterrupt:
             proc.wait()
+    elapsed = time.monotonic() - started
+    if proc.returncode == 0:
+        err_console.print(f"simulated {what} for {elapsed:.0f} s")
+    else:
+        err_console.print(f"simulate: the simulator exited with status {proc.returncode} after {elapsed:.0f} s")
     raise typer.Exit(proc.returncode)
 
 

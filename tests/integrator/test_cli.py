@@ -150,9 +150,20 @@ def test_simulate_writes_raw_traffic_for_the_province(kafka_bootstrap: str, uniq
                              "--invalid-share", "0", "--seed", "1", "--namespace", ns],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "simulated province 20 at 20.0/s for " in result.stderr
     records = [r for family in ("dossier", "mobile-team", "announcement")
                for r in asyncio.run(read_all(kafka_bootstrap, f"{ns}.commune.raw.{family}", idle=0.5, timeout=10))]
     assert len(records) >= 10
+
+
+@pytest.mark.unit
+def test_simulate_says_so_when_the_simulator_refuses_to_start() -> None:
+    """A province that does not exist: the simulator refuses it (exit 2) and `simulate` says that, with no progress
+    bar left behind (CLI audit: it drew "simulating province 99 ... 100%" after the refusal)."""
+    result = run("simulate", "--province", "99", "--duration", "2")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "simulate: the simulator exited with status 2" in result.stderr
+    assert "100%" not in result.stderr
 
 
 @pytest.mark.unit
