@@ -16,8 +16,13 @@ PROM = ROOT / "infra/prometheus"
 needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 
 
+PROMTOOL_TIMEOUT_S = 240
+"""`promtool test rules` evaluates every scenario minute by minute: 40-85 s on two loaded cores (a fresh-clone CI run
+timed out at 60 s). A bound against a hang, not a speed check, inside pytest-timeout's 300 s."""
+
+
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["promtool", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return subprocess.run(["promtool", *args], cwd=ROOT, capture_output=True, text=True, timeout=PROMTOOL_TIMEOUT_S)
 
 
 @needs_promtool
