@@ -35,8 +35,8 @@ def variable(name: str, query: str, label: str) -> dict[str, Any]:
             "query": {"query": query, "refId": f"{name}-var"}, "includeAll": False, "multi": False}
 
 
-PROVINCE_VAR = variable("province", "label_values(commune_dossiers_received_total, province)", "Province")
-COMMUNE_VAR = variable("commune", 'label_values(commune_dossiers_received_total{province="$province"}, commune)',
+PROVINCE_VAR = variable("province", "label_values(commune_dossiers_received, province)", "Province")
+COMMUNE_VAR = variable("commune", 'label_values(commune_dossiers_received{province="$province"}, commune)',
                        "Commune")
 
 
@@ -70,10 +70,10 @@ def province_overview() -> dict[str, Any]:
         panel("Communes ranked: overdue backlog (top 20)",
               f"topk(20, sum by (commune) (commune_dossiers_overdue{P}))", "bargauge", instant=True,
               legend="{{commune}}", w=12, h=10),
-        panel("Received per hour by channel",
-              f"sum by (channel) (rate(commune_dossiers_received_total{P}[$__rate_interval])) * 3600",
+        panel("Received in the past hour, by channel",  # a gauge (ADR 0029): delta, not rate
+              f"sum by (channel) (delta(commune_dossiers_received{P}[1h]))",
               legend="{{channel}}", w=12, h=10),
-        panel("Completed by timeliness", f"sum by (timeliness) (commune_dossiers_completed_total{P})",
+        panel("Completed by timeliness", f"sum by (timeliness) (commune_dossiers_completed{P})",
               legend="{{timeliness}}", w=12),
         panel("Processing duration p90", f"province:commune_dossier_processing_duration_seconds:p90{P}", unit="s",
               legend="p90", w=12),
@@ -87,34 +87,34 @@ def commune_drilldown() -> dict[str, Any]:
         *stats,
         panel("Open", f"sum(commune_dossiers_open{C})", "stat", w=6, h=4),
         panel("Overdue", f"sum(commune_dossiers_overdue{C})", "stat", w=6, h=4),
-        panel("Received", f"sum(commune_dossiers_received_total{C})", "stat", w=6, h=4),
+        panel("Received", f"sum(commune_dossiers_received{C})", "stat", w=6, h=4),
         panel("Since the last event", f"time() - max(commune_last_event_timestamp_seconds{C})", "stat", unit="s",
               w=6, h=4),
-        panel("Received by channel", f"sum by (channel) (commune_dossiers_received_total{C})", legend="{{channel}}"),
-        panel("Completed by timeliness", f"sum by (timeliness) (commune_dossiers_completed_total{C})",
+        panel("Received by channel", f"sum by (channel) (commune_dossiers_received{C})", legend="{{channel}}"),
+        panel("Completed by timeliness", f"sum by (timeliness) (commune_dossiers_completed{C})",
               legend="{{timeliness}}"),
         panel("Open and overdue", f"sum(commune_dossiers_open{C})", legend="open",
               more=((f"sum(commune_dossiers_overdue{C})", "overdue"),)),
-        panel("Mobile-team reach", f"sum(commune_mobile_team_households_reached_total{C})", legend="households"),
+        panel("Mobile-team reach", f"sum(commune_mobile_team_households_reached{C})", legend="households"),
     ], [PROVINCE_VAR, COMMUNE_VAR])
 
 
 def mobile_and_broadcasts() -> dict[str, Any]:
     return dashboard("commune-bus-mobile", "Mobile teams and broadcasts", [
-        panel("Visits completed", f"sum(commune_mobile_team_visits_total{P})", "stat", w=6, h=4),
-        panel("Households reached", f"sum(commune_mobile_team_households_reached_total{P})", "stat", w=6, h=4),
-        panel("Dossiers assisted", f"sum(commune_mobile_team_dossiers_assisted_total{P})", "stat", w=6, h=4),
-        panel("VNeID accounts activated", f"sum(commune_mobile_team_accounts_activated_total{P})", "stat", w=6, h=4),
+        panel("Visits completed", f"sum(commune_mobile_team_visits{P})", "stat", w=6, h=4),
+        panel("Households reached", f"sum(commune_mobile_team_households_reached{P})", "stat", w=6, h=4),
+        panel("Dossiers assisted", f"sum(commune_mobile_team_dossiers_assisted{P})", "stat", w=6, h=4),
+        panel("VNeID accounts activated", f"sum(commune_mobile_team_accounts_activated{P})", "stat", w=6, h=4),
         panel("Communes ranked: households reached (top 20)",
-              f"topk(20, sum by (commune) (commune_mobile_team_households_reached_total{P}))", "bargauge",
+              f"topk(20, sum by (commune) (commune_mobile_team_households_reached{P}))", "bargauge",
               instant=True, legend="{{commune}}"),
-        panel("Training attendees and support answers", f"sum(commune_mobile_team_training_attendees_total{P})",
+        panel("Training attendees and support answers", f"sum(commune_mobile_team_training_attendees{P})",
               legend="training attendees",
-              more=((f"sum by (channel) (commune_mobile_team_support_answered_total{P})", "support: {{channel}}"),)),
+              more=((f"sum by (channel) (commune_mobile_team_support_answered{P})", "support: {{channel}}"),)),
         panel("Announcements scheduled by category",
-              f"sum by (category) (commune_announcements_scheduled_total{P})", legend="{{category}}"),
+              f"sum by (category) (commune_announcements_scheduled{P})", legend="{{category}}"),
         panel("Broadcasts by category and outcome",
-              f"sum by (category, outcome) (commune_broadcasts_total{P})", legend="{{category}} {{outcome}}"),
+              f"sum by (category, outcome) (commune_broadcasts{P})", legend="{{category}} {{outcome}}"),
         panel("Schedule to broadcast delay p90", f"province:commune_broadcast_delay_seconds:p90{P}", unit="s",
               legend="p90", w=24),
     ], [PROVINCE_VAR])

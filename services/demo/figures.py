@@ -118,7 +118,7 @@ def commune_rates(found: Iterable[Sample]) -> tuple[CommuneRate, ...]:
     for s in found:
         if s.name == "commune_dossiers_on_time_ratio":
             ratio[(s.labels.get("commune", "?"), s.labels.get("province", "?"))] = s.value
-        elif s.name == "commune_dossiers_completed_total":
+        elif s.name == "commune_dossiers_completed":
             commune = s.labels.get("commune", "?")
             completed[commune] = completed.get(commune, 0.0) + s.value
     return tuple(CommuneRate(c, p, r, int(completed.get(c, 0))) for (c, p), r in sorted(ratio.items()))

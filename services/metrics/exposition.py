@@ -6,6 +6,8 @@ truth. Written by hand rather than through prometheus-client's generic
 `generate_latest`, which needs ~0.4 s for the ~100k samples of 3,321 communes;
 label values are official codes and fixed enums, so no escaping is needed.
 Labels are `province`, `commune` and small enums: never personal data or dossier codes.
+The commune totals are gauges (ADR 0029: a later event can lower them); the two histograms stay histograms,
+Prometheus's text format having no gauge histogram: read their buckets as they are, not through `rate()`.
 """
 
 from __future__ import annotations
@@ -21,37 +23,40 @@ from services.metrics.partition import PartitionState
 @dataclass(frozen=True)
 class Family:
     name: str
-    kind: str  # counter | gauge
     help: str
     key: str  # first element of the CommuneTotals key; the rest are `labels`
     labels: tuple[str, ...] = ()
 
 
-COUNTERS: tuple[Family, ...] = (
-    Family("commune_dossiers_received_total", "counter", "Dossiers received (any status except 1 and 3)",
+TOTALS: tuple[Family, ...] = (
+    Family("commune_dossiers_received", "Dossiers received (any status except 1 and 3), by current channel",
            "received", ("channel",)),
-    Family("commune_dossiers_completed_total", "counter", "Dossiers completed (status 9, 10) by timeliness",
+    Family("commune_dossiers_completed", "Dossiers completed (status 9, 10), by current channel and timeliness",
            "completed", ("channel", "timeliness")),
-    Family("commune_dossiers_paid_online_total", "counter", "Received dossiers with fees paid online", "paid_online"),
-    Family("commune_dossiers_with_fees_total", "counter", "Received dossiers with fees or charges", "with_fees"),
-    Family("commune_dossiers_digitised_total", "counter", "Received dossiers with digitised components", "digitised"),
-    Family("commune_mobile_team_visits_total", "counter", "Mobile-team visits completed", "visits"),
-    Family("commune_mobile_team_households_reached_total", "counter", "Households visited by mobile teams",
+    Family("commune_dossiers_paid_online", "Received dossiers with fees paid online", "paid_online"),
+    Family("commune_dossiers_with_fees", "Received dossiers with fees or charges", "with_fees"),
+    Family("commune_dossiers_digitised", "Received dossiers with digitised components", "digitised"),
+    Family("commune_mobile_team_visits", "Mobile-team visits completed", "visits"),
+    Family("commune_mobile_team_households_reached", "Households visited by mobile teams, as last reported",
            "households"),
-    Family("commune_mobile_team_people_assisted_total", "counter", "People assisted by mobile teams", "people"),
-    Family("commune_mobile_team_dossiers_assisted_total", "counter", "Dossiers submitted with mobile-team help",
+    Family("commune_mobile_team_people_assisted", "People assisted by mobile teams, as last reported", "people"),
+    Family("commune_mobile_team_dossiers_assisted", "Dossiers submitted with mobile-team help, as last reported",
            "visit_dossiers"),
-    Family("commune_mobile_team_accounts_activated_total", "counter",
-           "VNeID level-2 accounts activated by mobile teams", "accounts"),
-    Family("commune_mobile_team_trainings_total", "counter", "Training sessions held", "trainings"),
-    Family("commune_mobile_team_training_attendees_total", "counter", "Training attendees", "attendees"),
-    Family("commune_mobile_team_support_answered_total", "counter", "Support requests answered", "support",
+    Family("commune_mobile_team_accounts_activated", "VNeID level-2 accounts activated by mobile teams, as last "
+           "reported", "accounts"),
+    Family("commune_mobile_team_trainings", "Training sessions held", "trainings"),
+    Family("commune_mobile_team_training_attendees", "Training attendees, as last reported", "attendees"),
+    Family("commune_mobile_team_support_answered", "Support requests answered, by current channel", "support",
            ("channel",)),
-    Family("commune_announcements_scheduled_total", "counter", "Loudspeaker announcements scheduled", "scheduled",
-           ("category",)),
-    Family("commune_broadcasts_total", "counter", "Loudspeaker cluster broadcasts ended, by outcome", "broadcast",
-           ("category", "outcome")),
+    Family("commune_announcements_scheduled", "Loudspeaker announcements scheduled, by current category",
+           "scheduled", ("category",)),
+    Family("commune_broadcasts", "Loudspeaker cluster broadcasts ended, by category and latest outcome",
+           "broadcast", ("category", "outcome")),
 )
+"""Every commune's totals, exported as gauges (ADR 0029): each is the sum over the entities' current states, so a
+later event may move an entity from one label to another (a failed broadcast completed on a retry, a completion
+reclassified) or lower a reported figure, and the total goes down. A counter must never go down: Prometheus reads
+a decrease as a restart and `rate()`/`increase()` would count the whole total again."""
 HISTOGRAMS = (
     ("commune_dossier_processing_duration_seconds", "Received to processing end, completed dossiers, by province",
      "duration", DURATION_BUCKETS_S),
@@ -89,7 +94,7 @@ _Line = tuple[list[str], str, str]  # where a count's line goes, the text before
 
 def _line_of(key: tuple[str, ...], lines: dict[str, list[str]]) -> _Line | None:
     """How a count key is written: its family's line list, `name{` and `,extra labels} ` (None: not exported)."""
-    fam = next((f for f in COUNTERS if f.key == key[0]), None)
+    fam = next((f for f in TOTALS if f.key == key[0]), None)
     if fam is None:
         return None
     extra = "".join(f',{label}="{v}"' for label, v in zip(fam.labels, key[1:], strict=True))
@@ -99,9 +104,9 @@ def _line_of(key: tuple[str, ...], lines: dict[str, list[str]]) -> _Line | None:
 def render(partitions: Iterable[PartitionState], now_s: float) -> str:
     communes = sorted(((c, t) for p in partitions for c, t in p.communes.items()), key=itemgetter(0))
     prefix = {c: f'province="{t.province}",commune="{c}"' for c, t in communes}
-    lines: dict[str, list[str]] = {fam.key: [] for fam in COUNTERS}
+    lines: dict[str, list[str]] = {fam.key: [] for fam in TOTALS}
     # families without labels are written as 0 until they happen, so ratios are 0/0, not absent
-    always = [((fam.key,), lines[fam.key], fam.name) for fam in COUNTERS if not fam.labels]
+    always = [((fam.key,), lines[fam.key], fam.name) for fam in TOTALS if not fam.labels]
     known: dict[tuple[str, ...], _Line | None] = {}  # a few dozen distinct keys, written ~100k times a scrape
     for c, t in communes:
         labels, counts = prefix[c], t.counts
@@ -114,8 +119,8 @@ def render(partitions: Iterable[PartitionState], now_s: float) -> str:
                 target, head, tail = line
                 target.append(f"{head}{labels}{tail}{value}\n")
     out: list[str] = []
-    for fam in COUNTERS:
-        out.append(f"# HELP {fam.name} {fam.help}\n# TYPE {fam.name} {fam.kind}\n")
+    for fam in TOTALS:
+        out.append(f"# HELP {fam.name} {fam.help}\n# TYPE {fam.name} gauge\n")
         out.extend(lines[fam.key])
     gauges: tuple[tuple[str, str, Callable[[CommuneTotals], float]], ...] = (
         ("commune_dossiers_open", "Dossiers open (status 2, 4, 5, 6)", lambda t: t.get("open")),

@@ -24,8 +24,8 @@ def exposition(records_in: int, notified: int) -> str:
     rejected = Counter("commune_intake_records_rejected", "", ["family", "reason"], registry=registry)
     notes = Counter("notify_notifications", "", ["type", "channel", "outcome"], registry=registry)
     ratio = Gauge("commune_dossiers_on_time_ratio", "", ["province", "commune"], registry=registry)
-    completed = Counter("commune_dossiers_completed", "", ["province", "commune", "channel", "timeliness"],
-                        registry=registry)
+    completed = Gauge("commune_dossiers_completed", "", ["province", "commune", "channel", "timeliness"],
+                      registry=registry)
     seen.labels("dossier").inc(records_in)
     out.labels("dossier").inc(records_in - 5)
     rejected.labels("dossier", "schema_invalid").inc(3)
@@ -38,7 +38,7 @@ def exposition(records_in: int, notified: int) -> str:
     for commune, rate, done in (("06253", 0.5, 4), ("06256", 0.9, 10), ("06259", 1.0, 3), ("06262", 0.25, 8),
                                 ("06265", 0.75, 4), ("06268", 0.8, 5), ("06271", 0.0, 0)):
         ratio.labels("20", commune).set(rate)
-        completed.labels("20", commune, "online", "late").inc(done)
+        completed.labels("20", commune, "online", "late").set(done)
     return generate_latest(registry).decode()
 
 

@@ -93,7 +93,7 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
         received = [e for e in evs if int(e.data.status) not in (1, 3)]
         completed = [e for e in evs if int(e.data.status) in (9, 10)]
         if received:
-            out[("commune_dossiers_received_total", (*where, ("channel", latest.data.channel.value)))] += 1
+            out[("commune_dossiers_received", (*where, ("channel", latest.data.channel.value)))] += 1
             for flag, name in ((lambda d: d.paid_online, "paid_online"), (lambda d: bool(d.fees), "with_fees"),
                                (lambda d: d.digitised, "digitised")):
                 if any(flag(e.data) for e in evs):
@@ -104,7 +104,7 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
             end, due = last.ended_at.astimezone(VN).date(), last.due_at.astimezone(VN).date()
             timeliness = "early" if end < due else "on_time" if end == due else "late"
             labels = (*where, ("channel", latest.data.channel.value), ("timeliness", timeliness))
-            out[("commune_dossiers_completed_total", labels)] += 1
+            out[("commune_dossiers_completed", labels)] += 1
             assert last.received_at
             province = (("province", evs[0].province),)
             out[("commune_dossier_processing_duration_seconds_count", province)] += 1
@@ -118,11 +118,11 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
     for e in unique:
         where = (("province", e.province), ("commune", e.commune))
         if isinstance(e, VisitCompletedEvent):
-            out[("commune_mobile_team_visits_total", where)] += 1
-            out[("commune_mobile_team_households_reached_total", where)] += e.data.households_visited
-            out[("commune_mobile_team_accounts_activated_total", where)] += e.data.accounts_activated
+            out[("commune_mobile_team_visits", where)] += 1
+            out[("commune_mobile_team_households_reached", where)] += e.data.households_visited
+            out[("commune_mobile_team_accounts_activated", where)] += e.data.accounts_activated
         elif e.type.endswith("announcement.scheduled.v1"):
-            out[("commune_announcements_scheduled_total", (*where, ("category", "crop_disease")))] += 1
+            out[("commune_announcements_scheduled", (*where, ("category", "crop_disease")))] += 1
     clusters: dict[tuple[str, str, str], list[Event]] = defaultdict(list)
     for e in unique:
         if "broadcast-" in e.type:
@@ -133,7 +133,7 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
             outcome = "completed" if "completed" in newest.type else "failed"
             labels = (("province", newest.province), ("commune", commune), ("category", "crop_disease"),
                       ("outcome", outcome))
-            out[("commune_broadcasts_total", labels)] += 1
+            out[("commune_broadcasts", labels)] += 1
     return {k: v for k, v in out.items() if v}
 
 

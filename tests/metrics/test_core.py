@@ -179,7 +179,7 @@ def test_exposition_labels_are_codes_and_enums_only() -> None:
     part = fresh(*lifecycle("TL-251101-0001"), dossier(C, "B", 2, "b2", 1, channel="online"))
     text = render([part], LATER)
     assert "TL-251101" not in text
-    assert 'commune_dossiers_received_total{province="08",commune="02269",channel="online"} 1' in text
+    assert 'commune_dossiers_received{province="08",commune="02269",channel="online"} 1' in text
     assert 'commune_dossiers_open{province="08",commune="02269"} 1' in text
     assert 'commune_dossiers_on_time_ratio{province="08",commune="02269"} 1.0' in text
     assert 'commune_dossiers_online_ratio{province="08",commune="02269"} 0.5' in text

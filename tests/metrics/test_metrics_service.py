@@ -28,7 +28,7 @@ from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
 WAIT_S = 60
-FIGURES = ("commune_dossiers_open", "commune_dossiers_received_total", "commune_broadcast_delay_seconds_bucket")
+FIGURES = ("commune_dossiers_open", "commune_dossiers_received", "commune_broadcast_delay_seconds_bucket")
 
 
 class HoldRevocation(ConsumerRebalanceListener):

@@ -149,7 +149,7 @@ def test_every_dashboard_query_and_recording_rule_returns_data(kafka_topics: str
                 if proc.poll() is not None:
                     pytest.fail(f"{name} exited: {log_tail(tmp_path, name)}")
             try:
-                completed = f'commune_dossiers_completed_total{{province="{PROVINCE}"}}'
+                completed = f'commune_dossiers_completed{{province="{PROVINCE}"}}'
                 top = query(prom_port, f"topk(1, sum by (commune) ({completed}))")
                 commune = top[0]["metric"]["commune"] if top else ""
                 checks = [(d, p, substitute(e, commune)) for d, p, e in dashboard_queries()]

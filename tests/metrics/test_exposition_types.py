@@ -1,0 +1,76 @@
+"""The commune totals are gauges: a later event can lower them, and a counter must never go down (ADR 0029).
+
+Prometheus reads a counter that goes down as a restart of its process: `rate()` and `increase()` then count the
+whole total again, a spike of thousands on a graph for one broadcast retried after it failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from schemas.envelope import Event
+from services.metrics.exposition import TOTALS, render
+from services.metrics.partition import PartitionState
+from tests.metrics.events import broadcast, dossier, scheduled, training, visit_completed
+
+pytestmark = pytest.mark.unit
+C = "02269"
+NOW = 1.9e9  # after every due date below
+
+
+def samples(part: PartitionState) -> dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, float]]:
+    """(sample name, labels) -> (its family's type, value), as Prometheus parses /metrics."""
+    return {(s.name, tuple(sorted(s.labels.items()))): (fam.type, s.value)
+            for fam in text_string_to_metric_families(render([part], NOW)) for s in fam.samples}
+
+
+def test_a_failed_broadcast_completed_on_retry_lowers_a_gauge() -> None:
+    part = PartitionState(0, {})
+    for e in (scheduled(C, "A1", "s1", 0), broadcast(C, "A1", "C1", "failed", "b1", 1)):
+        part.apply(e)
+    failed = ("commune_broadcasts", (("category", "crop_disease"), ("commune", C), ("outcome", "failed"),
+                                     ("province", "08")))
+    assert samples(part)[failed] == ("gauge", 1.0)
+    part.apply(broadcast(C, "A1", "C1", "completed", "b2", 2))
+    assert samples(part).get(failed, ("gauge", 0.0)) == ("gauge", 0.0)
+    assert {f.name for f in TOTALS} <= {fam.name for fam in text_string_to_metric_families(render([part], NOW))}
+
+
+# events that move an entity from one label to another or lower a reported figure, in any order
+POOL: Sequence[Event] = (
+    dossier(C, "A", 2, "a2", 1),
+    dossier(C, "A", 9, "a9", 30),  # completed on time (due 3 days after T0)
+    dossier(C, "A", 10, "a10", 120, end_hours=120),  # a later completion, late
+    dossier(C, "A", 5, "a5", 40, channel="online"),  # the channel the dossier is now counted under
+    visit_completed(C, "V1", "v1", 5, 10, 20, 3, 2),
+    visit_completed(C, "V1", "v2", 6, 4, 8, 1, 1),  # a corrected report
+    training(C, "T1", "t1", 3, 30),
+    training(C, "T1", "t2", 4, 12),
+    scheduled(C, "A1", "s1", 0),
+    scheduled(C, "A1", "s2", 1, category="public_service"),
+    broadcast(C, "A1", "C1", "failed", "b1", 1),
+    broadcast(C, "A1", "C1", "completed", "b2", 2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.permutations(range(len(POOL))), st.integers(1, len(POOL)))
+def test_no_series_typed_counter_ever_goes_down(order: list[int], n: int) -> None:
+    """Whatever the events and their order, every sample typed counter is at least what it was after each event.
+
+    The histograms' buckets are left out: a later completion can move a dossier's duration to another bucket, and
+    Prometheus's text format has no gauge histogram (ADR 0029: read them raw, not through `rate()`)."""
+    part = PartitionState(0, {})
+    before: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for i in order[:n]:
+        part.apply(POOL[i])
+        now = samples(part)
+        counters = {k: v for k, (kind, v) in now.items() if kind == "counter"}
+        for key, value in before.items():
+            assert counters.get(key, 0.0) >= value, f"{key} went from {value} to {counters.get(key, 0.0)}"
+        before = counters
