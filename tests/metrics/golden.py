@@ -97,7 +97,7 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
             for flag, name in ((lambda d: d.paid_online, "paid_online"), (lambda d: bool(d.fees), "with_fees"),
                                (lambda d: d.digitised, "digitised")):
                 if any(flag(e.data) for e in evs):
-                    out[(f"commune_dossiers_{name}_total", where)] += 1
+                    out[(f"commune_dossiers_{name}", where)] += 1
         if completed:
             last = max(completed, key=lambda e: (e.time, e.id)).data
             assert last.ended_at and last.due_at
