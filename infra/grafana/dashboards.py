@@ -35,9 +35,9 @@ def variable(name: str, query: str, label: str) -> dict[str, Any]:
             "query": {"query": query, "refId": f"{name}-var"}, "includeAll": False, "multi": False}
 
 
-PROVINCE_VAR = variable("province", "label_values(commune_dossiers_received, province)", "Province")
-COMMUNE_VAR = variable("commune", 'label_values(commune_dossiers_received{province="$province"}, commune)',
-                       "Commune")
+# every commune of the registry, heard from or not (`commune_heard`): a commune that never sent an event is listed
+PROVINCE_VAR = variable("province", "label_values(commune_heard, province)", "Province")
+COMMUNE_VAR = variable("commune", 'label_values(commune_heard{province="$province"}, commune)', "Commune")
 
 
 def dashboard(uid: str, title: str, panels: list[dict[str, Any]], variables: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,6 +77,10 @@ def province_overview() -> dict[str, Any]:
               legend="{{timeliness}}", w=12),
         panel("Processing duration p90", f"province:commune_dossier_processing_duration_seconds:p90{P}", unit="s",
               legend="p90", w=12),
+        panel("Communes heard from", f"sum(commune_heard{P})", "stat", w=6, h=4),
+        panel("Communes never heard from", f"count(commune_heard{P} == 0) or vector(0)", "stat", w=6, h=4),
+        panel("Communes, never heard from first (0 = no event ever)", f"sort(commune_heard{P})", "table",
+              instant=True, legend="{{commune}}", w=12, h=10),
     ], [PROVINCE_VAR])
 
 

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from operator import itemgetter
 
+from schemas.admin import commune_provinces
+from schemas.topics import PARTITIONS
+from services.common.partitioner import partition_for
 from services.metrics.aggregate import DELAY_BUCKETS_S, DURATION_BUCKETS_S, CommuneTotals
 from services.metrics.partition import PartitionState
 
@@ -101,8 +105,33 @@ def _line_of(key: tuple[str, ...], lines: dict[str, list[str]]) -> _Line | None:
     return lines[fam.key], f"{fam.name}{{", f"{extra}}} "
 
 
+@cache
+def communes_of(partition: int, partitions: int = PARTITIONS) -> tuple[tuple[str, str], ...]:
+    """(commune, province) of every commune of the administrative registry whose events go to `partition` (the
+    canonical topics are keyed by commune code)."""
+    return tuple((c, p) for c, p in sorted(commune_provinces().items()) if partition_for(c.encode(), partitions)
+                 == partition)
+
+
+def _heard(partitions: list[PartitionState]) -> list[str]:
+    """`commune_heard` of every commune of the owned partitions: 1 once an event of it is held, 0 for one never
+    heard from, so a commune whose software never sent anything shows (and the dashboards' variables list it)."""
+    out = ["# HELP commune_heard 1 if the commune has sent an event, 0 if never (every commune of the owned "
+           "partitions)\n# TYPE commune_heard gauge\n"]
+    rows: dict[str, tuple[str, int]] = {}
+    for part in partitions:
+        for commune, province in communes_of(part.partition):
+            rows[commune] = (province, 0)
+        for commune, totals in part.communes.items():
+            rows[commune] = (totals.province, 1)
+    out.extend(f'commune_heard{{province="{province}",commune="{c}"}} {heard}\n'
+               for c, (province, heard) in sorted(rows.items()))
+    return out
+
+
 def render(partitions: Iterable[PartitionState], now_s: float) -> str:
-    communes = sorted(((c, t) for p in partitions for c, t in p.communes.items()), key=itemgetter(0))
+    owned = list(partitions)
+    communes = sorted(((c, t) for p in owned for c, t in p.communes.items()), key=itemgetter(0))
     prefix = {c: f'province="{t.province}",commune="{c}"' for c, t in communes}
     lines: dict[str, list[str]] = {fam.key: [] for fam in TOTALS}
     # families without labels are written as 0 until they happen, so ratios are 0/0, not absent
@@ -142,6 +171,7 @@ def render(partitions: Iterable[PartitionState], now_s: float) -> str:
                 out.append(f"{name}{{{prefix[c]}}} {text}\n")
     for hist_name, hist_help, hist_key, bounds in HISTOGRAMS:
         _histogram(out, hist_name, hist_help, hist_key, bounds, communes)
+    out.extend(_heard(owned))
     return "".join(out)
 
 

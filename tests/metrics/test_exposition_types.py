@@ -6,6 +6,7 @@ whole total again, a spike of thousands on a graph for one broadcast retried aft
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -13,7 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from schemas.admin import commune_provinces
 from schemas.envelope import Event
+from schemas.topics import PARTITIONS
+from services.common.partitioner import partition_for
 from services.metrics.exposition import TOTALS, render
 from services.metrics.partition import PartitionState
 from tests.metrics.events import broadcast, dossier, scheduled, training, visit_completed
@@ -24,9 +28,29 @@ NOW = 1.9e9  # after every due date below
 
 
 def samples(part: PartitionState) -> dict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, float]]:
-    """(sample name, labels) -> (its family's type, value), as Prometheus parses /metrics."""
-    return {(s.name, tuple(sorted(s.labels.items()))): (fam.type, s.value)
-            for fam in text_string_to_metric_families(render([part], NOW)) for s in fam.samples}
+    """(sample name, labels) -> (its family's type, value), as Prometheus parses /metrics (the parser, checked on
+    the first call of each test against prometheus-client's, which is too slow for hundreds of examples)."""
+    text = render([part], NOW)
+    kinds = dict(TYPE.findall(text))
+    out = {}
+    for name, labels, value in SAMPLE.findall(text):
+        family = name if name in kinds else re.sub(r"_(bucket|sum|count)$", "", name)
+        out[(name, tuple(sorted(LABEL.findall(labels))))] = (kinds[family], float(value))
+    return out
+
+
+TYPE = re.compile(r"^# TYPE (\w+) (\w+)$", re.M)
+SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$", re.M)
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def test_the_parser_reads_what_prometheus_client_reads() -> None:
+    part = PartitionState(0, {})
+    for e in POOL:
+        part.apply(e)
+    official = {(s.name, tuple(sorted(s.labels.items()))): (fam.type, s.value)
+                for fam in text_string_to_metric_families(render([part], NOW)) for s in fam.samples}
+    assert samples(part) == official and any(kind == "histogram" for kind, _ in official.values())
 
 
 def test_a_failed_broadcast_completed_on_retry_lowers_a_gauge() -> None:
@@ -74,3 +98,20 @@ def test_no_series_typed_counter_ever_goes_down(order: list[int], n: int) -> Non
         for key, value in before.items():
             assert counters.get(key, 0.0) >= value, f"{key} went from {value} to {counters.get(key, 0.0)}"
         before = counters
+
+
+def test_every_commune_of_the_owned_partitions_shows_heard_or_never_heard() -> None:
+    """`commune_heard`: 1 for a commune an event came from, 0 for each other commune of the partition; the six
+    partitions together list the registry's 3,321 communes once each."""
+    own = partition_for(C.encode(), PARTITIONS)
+    parts = [PartitionState(p, {}) for p in range(PARTITIONS)]
+    parts[own].apply(dossier(C, "A", 2, "a2", 1))
+    heard = {s.labels["commune"]: (s.labels["province"], s.value)
+             for fam in text_string_to_metric_families(render(parts, NOW)) if fam.name == "commune_heard"
+             for s in fam.samples}
+    assert heard[C] == ("08", 1.0)
+    assert {c: p for c, (p, _) in heard.items()} == commune_provinces()
+    assert sum(v for _, v in heard.values()) == 1
+    alone = {s.labels["commune"] for fam in text_string_to_metric_families(render([parts[own]], NOW))
+             if fam.name == "commune_heard" for s in fam.samples}
+    assert C in alone and alone == {c for c in commune_provinces() if partition_for(c.encode(), PARTITIONS) == own}
