@@ -26,9 +26,10 @@ from services.common.admin import ensure_topics, partition_counts
 from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, KafkaConnection
 from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.deadletters import is_sealed, open_dead_letter
+from services.privacy.erase import keys_written
 from services.privacy.keyring import Keyring, KeyUnknown
 from services.privacy.settings import PrivacySettings
-from services.privacy.store import KeyStore, key_topics
+from services.privacy.store import KeyStore
 
 Progress = Callable[[int], None]
 Stored = tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
@@ -123,8 +124,7 @@ async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) ->
 async def _keyring(conn: KafkaConnection, namespace: str) -> Keyring:
     """A keyring holding every key the key topics hold now (PrivacyError, naming the variable, without PRIVACY_*)."""
     keyring = PrivacySettings().keyring()
-    topics = key_topics(namespace)
-    if len(await partition_counts(conn, list(topics))) < len(topics):  # no key written yet: none to read
+    if not await keys_written(conn, namespace):  # no key written yet: none to read
         return keyring
     store = KeyStore(conn, namespace, keyring, client_id=f"{CLIENT_ID}-keys")
     try:

@@ -30,6 +30,7 @@ from services.common.admin import ensure_topics, partition_counts
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
+from services.privacy.store import key_topics
 
 CLOCK_MARGIN = timedelta(minutes=1)
 """The mark covers keys created up to this long after the request: a worker whose clock runs ahead made its key
@@ -107,8 +108,8 @@ def erasure_transactional_id(namespace: str, via: str, erasure_id: str) -> str:
 async def keys_written(conn: KafkaConnection, namespace: str) -> bool:
     """Whether the namespace's key topics exist (an erasure creates them): one aimed at a wrong namespace or cluster
     looked like a success, "0 keys destroyed" (CLI audit)."""
-    topics = [scoped(KEYS_APPLICANTS, namespace).name, scoped(KEYS_DEAD_LETTERS, namespace).name]
-    return len(await partition_counts(conn, topics)) == len(topics)
+    topics = key_topics(namespace)
+    return len(await partition_counts(conn, list(topics))) == len(topics)
 
 
 async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, requested_by: str,

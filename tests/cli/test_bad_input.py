@@ -4,6 +4,7 @@ listed and replayed; never a traceback (Kafka replaced by in-memory fakes)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def dlq_topic(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(dlq, "read_into", read_into)
     monkeypatch.setattr(dlq, "partition_counts", partition_counts)
+    monkeypatch.setattr(dlq, "keys_written", lambda *_: asyncio.sleep(0, True))
     monkeypatch.setattr(dlq, "replayed_keys", replayed_keys)
     monkeypatch.setattr(dlq, "KeyStore", KeyStore)
 
