@@ -142,9 +142,11 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
     raw topics (ADR 0018)."""
     bound = tuple(bound_topic(f, entry) for entry in registry.sources for f in entry.families)
     return tuple(replace(role, checks_topics=True) for role in (
-        # intake creates applicants' data keys (and dead letters' day keys) as it encrypts what it publishes
+        # intake creates applicants' data keys (and dead letters' day keys) as it encrypts what it publishes, and
+        # writes the raw topics it reads: a record off its commune's partition (unkeyed, or placed by another
+        # partitioner than Kafka's: kcat's default) is moved there, on the same topic, in the same transaction
         Role("intake", reads=(*ALL_RAW, *bound, INTAKE_DEDUP, KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
-             writes=(*ALL_CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
+             writes=(*ALL_CANONICAL, *ALL_RAW, *bound, DLQ_INTAKE, INTAKE_DEDUP, KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
              groups=(Group.INTAKE,), transactional=(TransactionalId.INTAKE,)),
         # notify opens the personal data it needs with the key store's keys; it never creates nor erases one
         Role("notify", reads=(*ALL_CANONICAL, NOTIFY_ALERTS, NOTIFY_LEDGER, NOTIFY_DEADLINES, KEYS_APPLICANTS,

@@ -58,11 +58,12 @@ def test_raw_topics_are_read_by_intake_only_and_canonical_written_by_intake_only
 
 
 def test_a_source_writes_only_its_bound_topics_and_no_source_the_shared_ones() -> None:
-    """A bound raw topic has exactly one writer, its source (ADR 0018); the shared raw topics none of them."""
+    """A bound raw topic has one source writing it, its own (ADR 0018), and intake, which moves a record off its
+    commune's partition there; the shared raw topics no source."""
     for topic, (_, entry) in bound_topics(REGISTRY).items():
-        assert _who(Op.WRITE, topic) == {f"source-{entry.id}"}
+        assert _who(Op.WRITE, topic) == {f"source-{entry.id}", "intake"}
     for family in Family:
-        assert _who(Op.WRITE, RAW[family].name) == {"gateway", "operator", "simulator"}
+        assert _who(Op.WRITE, RAW[family].name) == {"gateway", "operator", "simulator", "intake"}
 
 
 @pytest.mark.parametrize("principal", ["intake", "notify", "operator"])

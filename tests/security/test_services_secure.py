@@ -17,11 +17,12 @@ from aiokafka import ConsumerRecord
 
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, RAW, TOPICS, scoped
+from schemas.topics import CANONICAL, DLQ_INTAKE, PARTITIONS, RAW, TOPICS, scoped
 from services.common import clients
 from services.common.acls import SOURCES_FILE, bindings
 from services.common.acls_apply import apply
 from services.common.admin import ensure_topics
+from services.common.partitioner import partition_for
 from services.common.settings import KafkaConnection
 from services.privacy.deadletters import is_sealed
 from services.sources.registry import load_registry
@@ -92,16 +93,23 @@ def services(secure_broker: SecureBroker, namespace: str, tmp_path: Path) -> Ite
 async def test_a_source_intake_and_metrics_work_with_their_own_principals(
         secure_broker: SecureBroker, namespace: str, services: dict[str, int], tmp_path: Path) -> None:
     """The source's own dossier reaches the canonical topic and metrics; one claiming Lạng Sơn's source from the same
-    principal is dead-lettered as unauthorised_source."""
+    principal is dead-lettered as unauthorised_source. Two more of its own, one without a key and one keyed but on
+    another partition than its commune's (kcat's default partitioner is not Kafka's), are moved to the commune's
+    partition by intake, as its own principal, and published (audit: intake could not write the raw topics it moves
+    them on, crashed, and crashed again on the same record at every restart)."""
     entry = load_registry(SOURCES_FILE).by_id["thuong-lam-one-stop"]
     raw = bound_topic(Family.DOSSIER, entry, namespace).name
     own = canonical_dossier("sec-own")
     spoofed = {**canonical_dossier("sec-spoofed"), "source": "/provinces/20/dossiers"}
+    elsewhere = (partition_for(COMMUNE.encode(), PARTITIONS) + 1) % PARTITIONS
     producer = clients.producer(secure_broker.conn("source-thuong-lam-one-stop"), client_id="security-e2e")
     await producer.start()
     try:
         for record in (own, spoofed):
             await producer.send_and_wait(raw, dumps(record), key=COMMUNE.encode())
+        await producer.send_and_wait(raw, dumps(canonical_dossier("sec-unkeyed")), partition=elsewhere)
+        await producer.send_and_wait(raw, dumps(canonical_dossier("sec-misplaced")), key=COMMUNE.encode(),
+                                     partition=elsewhere)
     finally:
         await producer.stop()
     admin = secure_broker.conn("admin")
@@ -109,7 +117,8 @@ async def test_a_source_intake_and_metrics_work_with_their_own_principals(
 
     async def published() -> bool:
         events = await _read(admin, canonical)
-        assert [dict(r.headers)["ce_id"] for r in events] == [b"sec-own"], (tmp_path / "intake.log").read_text()[-3000:]
+        assert sorted(dict(r.headers)["ce_id"] for r in events) == [b"sec-misplaced", b"sec-own", b"sec-unkeyed"], (
+            tmp_path / "intake.log").read_text()[-3000:]
         return True
 
     await eventually_async(published, timeout=120, interval=0.5, what="intake published the canonical event")
