@@ -5,8 +5,10 @@ code uses, joins only its own consumer groups and writes only under its own
 transactional-id prefixes. Each registered source (`infra/sources.yaml`) has a
 principal `source-<entry id>` that writes only the raw topics bound to it, one per
 family its entry lists (`services.sources.topics`, ADR 0018), so its identity is the
-topic's. Nobody but the super users (`admin` for set-up and tests, `broker` between
-brokers) creates topics, reads raw topics other than intake, or alters ACLs. The
+topic's. Each registered subscriber (`subscribers` in the same file) has a principal `subscriber-<id>` that reads
+the published topics (canonical events, notification statuses, snapshots) in consumer groups
+`commune-bus.subscriber.<id>.…`, and writes nothing. Nobody but the super users (`admin` for set-up and tests,
+`broker` between brokers) creates topics, reads raw topics other than intake, or alters ACLs. The
 broker denies anything not allowed here (`allow.everyone.if.no.acl.found=false`,
 `infra/kafka/server-secure.properties`).
 
@@ -55,6 +57,8 @@ ADMIN = "admin"
 """Super user: creates topics and ACLs, runs the tests. Never given to a service."""
 BROKER = "broker"
 """Super user the brokers authenticate to each other with."""
+SUBSCRIBER_PREFIX = "subscriber-"
+"""A downstream application's principal is `subscriber-<its registry id>`."""
 
 
 class Op(StrEnum):
@@ -102,6 +106,8 @@ class Role:
     writes: tuple[TopicSpec, ...] = ()
     groups: tuple[Group, ...] = ()
     transactional: tuple[TransactionalId, ...] = ()
+    group_prefixes: tuple[str, ...] = ()
+    """Consumer groups it may join by prefix (a subscriber names its own groups)."""
     own_prefixes: tuple[Group, ...] = field(default=())
     """Faust apps create, read and write their internal topics `<app id>-...` (changelogs, the assignor's leader)."""
     checks_topics: bool = False
@@ -119,6 +125,8 @@ class Role:
             yield from (topic(t, Op.DESCRIBE_CONFIGS) for t in used.values())
         for g in self.groups:
             yield Binding(self.principal, Resource.GROUP, group_id(g, namespace), Pattern.LITERAL, Op.READ)
+        for prefix in self.group_prefixes:
+            yield Binding(self.principal, Resource.GROUP, namespaced(prefix, namespace), Pattern.PREFIXED, Op.READ)
         for t in self.transactional:  # a writer appends ".<instance>" (schemas.topics.transactional_id)
             yield Binding(self.principal, Resource.TRANSACTIONAL_ID, namespaced(f"{t.value}.", namespace),
                           Pattern.PREFIXED, Op.WRITE)
@@ -176,6 +184,25 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
     ))
 
 
+PUBLISHED = (*ALL_CANONICAL, NOTIFY_STATUS, METRICS_SNAPSHOTS)
+"""What a downstream application may read: the canonical events, the notifications' statuses, the communes'
+snapshots. Not the raw topics (clear personal data), the dead letters, the key topics nor any service's state."""
+
+
+def subscriber_roles(registry: SourceRegistry) -> tuple[Role, ...]:
+    """One role per registered subscriber: read the published topics, in consumer groups `<id>.…` of its own;
+    write nothing (downstream audit: the only principal that could read the canonical topics was the operator, who
+    may publish as any source and erase applicants, and could not join a consumer group)."""
+    return tuple(Role(f"{SUBSCRIBER_PREFIX}{entry.id}", reads=PUBLISHED, group_prefixes=(subscriber_groups(entry.id),))
+                 for entry in registry.subscribers)
+
+
+def subscriber_groups(subscriber_id: str) -> str:
+    """The prefix of a subscriber's consumer group ids (namespaced in tests): under the project's `commune`, as every
+    name the ACLs manage, so taking a subscriber out of the registry revokes its groups too (`acls_apply`)."""
+    return f"commune-bus.subscriber.{subscriber_id}."
+
+
 def source_roles(registry: SourceRegistry) -> tuple[Role, ...]:
     """One role per registered source: write its bound raw topic of each family its entry allows, nothing else
     (not the shared raw topics: there a record's claimed source is not bound to its writer)."""
@@ -184,7 +211,7 @@ def source_roles(registry: SourceRegistry) -> tuple[Role, ...]:
 
 
 def roles(registry: SourceRegistry) -> tuple[Role, ...]:
-    return (*service_roles(registry), *source_roles(registry))
+    return (*service_roles(registry), *source_roles(registry), *subscriber_roles(registry))
 
 
 def principals(registry: SourceRegistry) -> list[str]:

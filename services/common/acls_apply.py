@@ -7,7 +7,7 @@ settings. Creating an ACL that exists is a no-op, so `apply` can run at every st
 
 `apply` reconciles: within its scope (the registry's resource names under the
 namespace, `commune…`), an ACL of a principal it manages (every principal of the
-table, and every `source-…` principal) that the table no longer holds is deleted.
+table, and every `source-…` and `subscriber-…` principal) that the table no longer holds is deleted.
 A source removed from `infra/sources.yaml`, or an entry narrowed, loses its rights
 at the next start; its SCRAM user stays, but can do nothing (no ACL, and
 `allow.everyone.if.no.acl.found=false`). ACLs of other namespaces (tests), of
@@ -31,7 +31,8 @@ log = structlog.get_logger("acls")
 SCRAM_ITERATIONS = 8192
 SCOPE = "commune"
 """Every topic, group and transactional id of the registries begins with it (namespaced: `<ns>.commune`)."""
-SOURCE_PRINCIPALS = "User:source-"
+REGISTRY_PRINCIPALS = ("User:source-", "User:subscriber-")
+"""Principals the registry makes (one per source, one per subscriber): managed even once out of the table."""
 TIMEOUT_S = 30.0
 
 
@@ -125,7 +126,7 @@ def _prune(client: Any, wanted: list[Any], scope: str) -> list[str]:
     keep = set(wanted)
     stale = [acl for acl in existing  # ALLOWs only: a DENY is an operator's (an incident's), never the table's
              if acl.permission_type == AclPermissionType.ALLOW
-             and (acl.principal in managed or acl.principal.startswith(SOURCE_PRINCIPALS))
+             and (acl.principal in managed or acl.principal.startswith(REGISTRY_PRINCIPALS))
              and acl.name.startswith(scope) and acl not in keep]
     if not stale:
         return []

@@ -6,6 +6,8 @@ portal dossier shape, by a `source` record header. An entry lists the source
 URIs it owns (exact, or a prefix ending in `*`), the event families it may
 publish and the communes it may publish for (by commune and/or province code,
 `"*"` for all). Credentials are not here: see `services.gateway.settings`.
+The same file lists the downstream applications that subscribe (`subscribers`): the ACLs give each a principal
+that reads the published topics only (`services.common.acls`).
 """
 
 from __future__ import annotations
@@ -48,10 +50,21 @@ class Source(BaseModel):
         return self.sources[0].rstrip(ANY).rstrip("/") or self.sources[0]
 
 
+class Subscriber(BaseModel):
+    """One downstream application reading the published topics (the canonical events, notification statuses,
+    commune snapshots) with principal `subscriber-<id>` and consumer groups `commune-bus.subscriber.<id>.<any>`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+                    description="Principal `subscriber-<id>`; its groups begin `commune-bus.subscriber.<id>.`")
+
+
 class SourceRegistry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sources: tuple[Source, ...] = ()
+    subscribers: tuple[Subscriber, ...] = ()
 
     @cached_property
     def by_id(self) -> dict[str, Source]:

@@ -6,6 +6,7 @@ import asyncio
 
 from aiokafka import TopicPartition
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
@@ -20,18 +21,21 @@ GUARD_S = 60.0
 
 
 async def writable(conn: KafkaConnection, topics: list[str]) -> set[str]:
-    """The topics among `topics` an idempotent producer of `conn` gets a record acknowledged on."""
+    """The topics among `topics` an idempotent producer of `conn` gets a record acknowledged on (none for a principal
+    that may write no topic at all: the broker refuses its producer id, ClusterAuthorizationFailed)."""
     producer = clients.producer(conn, client_id="security-probe", request_timeout_ms=10_000)
-    await producer.start()
     allowed = set()
     try:
         async with asyncio.timeout(GUARD_S):
+            await producer.start()  # asks for the producer id
             for topic in topics:
                 try:
                     await producer.send_and_wait(topic, b"probe", key=b"02269")
                     allowed.add(topic)
                 except TopicAuthorizationFailedError:
                     pass
+    except ClusterAuthorizationFailedError:
+        assert not allowed
     finally:
         await producer.stop()
     return allowed

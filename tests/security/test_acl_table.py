@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import Family
-from schemas.topics import CANONICAL, RAW, TOPICS, Group, TransactionalId, group_id
+from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, NOTIFY_STATUS, RAW, TOPICS, Group, TransactionalId, group_id
 from services.common.acls import (
     ADMIN,
     BROKER,
@@ -168,3 +168,17 @@ def test_each_service_describes_the_configs_of_exactly_the_topics_it_uses_and_no
         prefixes = {(f"{group_id(g, '')}-", Pattern.PREFIXED) for g in role.own_prefixes}
         assert described == used | prefixes, role.principal
     assert not [b for role in source_roles(REGISTRY) for b in role.bindings("") if b.operation is Op.DESCRIBE_CONFIGS]
+
+
+def test_a_subscriber_reads_the_published_topics_in_groups_of_its_own_and_writes_nothing() -> None:
+    """`subscriber-<id>` reads the canonical events, the statuses and the snapshots, joins groups under its prefix
+    only, and writes, transacts and creates nothing (downstream audit: only the operator could read the canonical
+    topics, could publish as any source and erase, and had no consumer group)."""
+    mine = [b for b in bindings(REGISTRY) if b.principal == "subscriber-example-app"]
+    assert {b.name for b in mine if b.resource is Resource.TOPIC and b.operation is Op.READ} == {
+        t.name for t in (*CANONICAL.values(), NOTIFY_STATUS, METRICS_SNAPSHOTS)}
+    assert {(b.resource, b.operation) for b in mine} == {(Resource.TOPIC, Op.READ), (Resource.GROUP, Op.READ)}
+    assert [(b.name, b.pattern) for b in mine if b.resource is Resource.GROUP] == [
+        ("commune-bus.subscriber.example-app.", Pattern.PREFIXED)]
+    without = REGISTRY.model_copy(update={"subscribers": ()})
+    assert not [b for b in bindings(without) if b.principal.startswith("subscriber-")]

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from schemas.topics import TOPICS, Group, TransactionalId, group_id, transactional_id
-from services.common.acls import SOURCES_FILE, Role, roles
+from services.common.acls import SOURCES_FILE, Role, roles, subscriber_groups
 from services.sources.registry import load_registry
 from services.sources.topics import bound_topic
 from tests.security.conftest import SecureBroker
@@ -38,12 +38,14 @@ async def test_reads_exactly_its_topics(secure_broker: SecureBroker, role: Role)
 
 @pytest.mark.parametrize("role", [r for r in ROLES if r.reads], ids=lambda r: r.principal)
 async def test_joins_only_its_groups(secure_broker: SecureBroker, role: Role) -> None:
-    """A consumer joins its service's groups; any other group (another service's, or a made-up one) is refused."""
+    """A consumer joins its service's groups, or a subscriber a group under its own prefix; any other group (another
+    service's, another subscriber's, a made-up one) is refused."""
     conn = secure_broker.conn(role.principal)
     topic = role.reads[0].name
-    groups = [group_id(g, "") for g in Group] + ["commune-bus.intruder"]
+    own = [f"{prefix}probe" for prefix in role.group_prefixes]
+    groups = [group_id(g, "") for g in Group] + ["commune-bus.intruder", f"{subscriber_groups('other-app')}probe", *own]
     answers = await asyncio.gather(*(joins(conn, g, topic) for g in groups))
-    assert {g for g, ok in zip(groups, answers, strict=True) if ok} == {group_id(g, "") for g in role.groups}
+    assert {g for g, ok in zip(groups, answers, strict=True) if ok} == {group_id(g, "") for g in role.groups} | {*own}
 
 
 @pytest.mark.parametrize("role", [r for r in ROLES if r.transactional], ids=lambda r: r.principal)
