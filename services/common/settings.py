@@ -65,13 +65,14 @@ class KafkaConnection(BaseSettings):
         return self
 
     @classmethod
-    def from_env_file(cls, path: Path) -> KafkaConnection:
-        """The connection a `KAFKA_*=value` file gives (infra/kafka/secrets/<principal>.env), ignoring the environment.
+    def from_env_file(cls, path: str | Path) -> KafkaConnection:
+        """The connection a `KAFKA_*=value` file gives (infra/kafka/secrets/<principal>.env), ignoring the environment;
+        `path` as `kafka.sh env <principal>` prints it, or a Path.
 
         Lines without `=` and comments are skipped; variables other than `KAFKA_*` are ignored.
         """
         values: dict[str, str] = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
             name, sep, value = line.strip().partition("=")
             if sep and name.startswith("KAFKA_") and not name.startswith("#"):
                 values[name] = value.strip()

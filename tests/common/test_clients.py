@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -57,3 +58,15 @@ def test_faust_gets_the_same_brokers_and_credentials() -> None:
                                          sasl_mechanism="SCRAM-SHA-256", sasl_username="notify",
                                          sasl_password=SecretStr("pw")))["broker_credentials"]
     assert (sasl.username, sasl.password, str(sasl.mechanism.value)) == ("notify", "pw", "SCRAM-SHA-256")
+
+
+def test_an_env_file_is_read_from_the_path_kafka_sh_prints(tmp_path: Path) -> None:
+    """`kafka.sh env <principal>` prints a path: the README's `from_env_file(path)` takes it as a string or a Path
+    (downstream audit: a string raised AttributeError)."""
+    env = tmp_path / "reader.env"
+    env.write_text("# comment\nKAFKA_BOOTSTRAP=127.0.0.1:9392\nKAFKA_SECURITY_PROTOCOL=SASL_SSL\n"
+                   "KAFKA_SASL_MECHANISM=SCRAM-SHA-512\nKAFKA_SASL_USERNAME=reader\nKAFKA_SASL_PASSWORD=pw\nOTHER=x\n",
+                   encoding="utf-8")
+    for given in (str(env), env):
+        conn = KafkaConnection.from_env_file(given)
+        assert (conn.bootstrap, conn.sasl_username) == ("127.0.0.1:9392", "reader")
