@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
-from schemas.topics import RAW, TOPICS, scoped
+from schemas.topics import RAW, scoped
 from services.cli import dlq_commands, erase, kafka_io, trace
 from services.cli.errors import CliError
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
@@ -29,6 +29,7 @@ from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common.admin import TopicLayoutError, ensure_topics, reconcile_configs
 from services.common.refused import settings_checked
+from services.common.topics_cli import DEFAULT_SOURCES, registry_topics
 from services.gateway.batch import BodyError, check, split_body
 from services.privacy.crypto import PrivacyError
 
@@ -178,11 +179,14 @@ def simulator_argv(*, province: str, rate: float, duration: float, invalid_share
 def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
                   replication_factor: Annotated[int | None, typer.Option(
                       min=1, help="Replicas per topic (default: the cluster's default.replication.factor)")] = None,
+                  sources: Annotated[Path, typer.Option(
+                      help="Source registry: each source's bound raw topics are created too")] = DEFAULT_SOURCES,
                   ) -> None:
-    """Create every registry topic that is missing (partitions and config from schemas.topics) and give the existing
-    ones the registry's config: each key changed is printed with its value before. Keys the registry does not name
-    (set by hand) are kept. Needs the admin principal (CreateTopics, AlterConfigs); run it after each upgrade."""
-    specs = [scoped(t, namespace) for t in TOPICS]
+    """Create every registry topic that is missing (partitions and config from schemas.topics), and the raw topics
+    bound to each source of the source registry, and give the existing ones the registry's config: each key changed
+    is printed with its value before. Keys the registry does not name (set by hand) are kept. Needs the admin
+    principal (CreateTopics, AlterConfigs); run it after each upgrade and after adding a source."""
+    specs = registry_topics(namespace, sources)
     conn = connection(bootstrap)
     for drift in asyncio.run(reconcile_configs(conn, specs)):  # first: the check of ensure_topics then passes
         console.print(f"{markup(drift.topic)}: {markup(drift.key)} {markup(drift.actual)} -> {markup(drift.wanted)}",

@@ -1,15 +1,15 @@
-"""`python -m services.common.topics_cli [SOURCES_FILE]`: create every registry topic on the configured broker
-(`KAFKA_*`), and the raw topics bound to each source of the source registry (default `infra/sources.yaml`); first
-give the existing ones the registry's config (`admin.reconcile_configs`: keys set by hand stay), so the check of
-`ensure_topics` then finds them as the registry says."""
+"""`python -m services.common.topics_cli [--namespace NS] [SOURCES_FILE]`: create every registry topic on the
+configured broker (`KAFKA_*`), and the raw topics bound to each source of the source registry (default
+`infra/sources.yaml`); first give the existing ones the registry's config (`admin.reconcile_configs`: keys set by
+hand stay), so the check of `ensure_topics` then finds them as the registry says."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 from pathlib import Path
 
-from schemas.topics import TOPICS
+from schemas.topics import TOPICS, TopicSpec, scoped
 from services.common.admin import ensure_topics, reconcile_configs
 from services.common.refused import settings_checked
 from services.common.settings import KafkaConnection
@@ -19,16 +19,26 @@ from services.sources.topics import bound_topic
 DEFAULT_SOURCES = Path(__file__).resolve().parents[2] / "infra" / "sources.yaml"
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    sources = Path(args[0]) if args else DEFAULT_SOURCES
+def registry_topics(namespace: str = "", sources: Path = DEFAULT_SOURCES) -> list[TopicSpec]:
+    """Every topic of the topic registry and every raw topic bound to a source of `sources` (none if the file is
+    not there: an installed package without `infra/`), under `namespace`."""
     registry = load_registry(sources) if sources.exists() else None
-    bound = [bound_topic(f, e) for e in registry.sources for f in e.families] if registry else []
+    bound = [bound_topic(f, e, namespace) for e in registry.sources for f in e.families] if registry else []
+    return [*(scoped(t, namespace) for t in TOPICS), *bound]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.common.topics_cli", description=__doc__.split(":")[0])
+    parser.add_argument("sources", nargs="?", type=Path, default=DEFAULT_SOURCES,
+                        help="source registry whose bound raw topics to create (infra/sources.yaml)")
+    parser.add_argument("--namespace", default="", help="topic prefix (tests, staging); none in production")
+    args = parser.parse_args(argv)
+    specs = registry_topics(args.namespace, args.sources)
     with settings_checked("topics"):
         conn = KafkaConnection()
-    for drift in asyncio.run(reconcile_configs(conn, [*TOPICS, *bound])):
+    for drift in asyncio.run(reconcile_configs(conn, specs)):
         print(f"topics: {drift.topic}: {drift.key} {drift.actual} -> {drift.wanted} (the registry's)")
-    created = asyncio.run(ensure_topics(conn, [*TOPICS, *bound]))
+    created = asyncio.run(ensure_topics(conn, specs))
     print(f"topics: {len(created)} created on {conn.bootstrap}" + (f" ({', '.join(created)})" if created else ""))
 
 

@@ -17,8 +17,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from schemas.topics import METRICS_CHANGELOG, TOPICS, scoped
 from services.cli.options import connection, resolve_topic
 from services.common import clients
+from services.common.acls import SOURCES_FILE
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
+from services.common.topics_cli import registry_topics
+from services.sources.registry import load_registry
+from services.sources.topics import bound_topic
 from tests.integrator.conftest import CLI, Stack
 from tests.kafkatools import kafka_env
 from tests.samples import canonical_dossier, portal_dossier, visit_completed, with_data
@@ -96,11 +100,15 @@ def test_publish_then_tail_shows_the_canonical_event_with_its_headers(stack: Sta
 
 @pytest.mark.kafka
 def test_topics_create_makes_the_registry_topics_of_a_namespace(kafka_bootstrap: str, unique: str) -> None:
-    """topics create: every registry topic (and the replay log) exists afterwards; a second run creates none."""
+    """topics create: every registry topic (and the replay log) exists afterwards, and each source's bound raw topics
+    (downstream audit: they were not, and intake as its own principal, which may not create them, waited for them
+    for ever); a second run creates none."""
     env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "COLUMNS": "200", "PATH": "/usr/bin:/bin", **kafka_env()}
     first = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
                            env=env, timeout=60)
-    assert f"{len(TOPICS)} topics created" in first.stdout, first.stdout + first.stderr
+    bound = [bound_topic(f, e, f"tc{unique}").name for e in load_registry(SOURCES_FILE).sources for f in e.families]
+    assert f"{len(TOPICS) + len(bound)} topics created" in first.stdout, first.stdout + first.stderr
+    assert bound and all(name in first.stdout for name in bound)
     second = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert "0 topics created" in second.stdout
@@ -121,7 +129,7 @@ def test_topics_create_gives_existing_topics_the_registry_config_and_keeps_keys_
     result = subprocess.run([CLI, "topics", "create", "--namespace", ns], capture_output=True, text=True, env=env,
                             timeout=60)
     assert f"{changelog}: cleanup.policy delete -> compact" in result.stdout, result.stdout + result.stderr
-    assert f"{len(TOPICS) - 1} topics created" in result.stdout
+    assert f"{len(registry_topics(ns)) - 1} topics created" in result.stdout
 
     async def described() -> dict[str, str]:
         client = clients.admin(conn)
