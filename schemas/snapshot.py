@@ -4,7 +4,8 @@ For systems that do not scrape Prometheus: the metrics service publishes one
 snapshot per commune it owns every interval, CloudEvents binary mode like the
 canonical topics, key = commune. Each snapshot is the commune's complete
 current figures (not a delta), so a consumer needs only the newest per commune
-(the topic can be read like a compacted table). Aggregate figures only: no
+(the topic is compacted by commune, the newest kept 7 days: a new reader loads it from the start as a
+table). Aggregate figures only: no
 personal data, no dossier codes.
 
 Not listed in `schemas.events.EVENT_TYPES` (that registry lists the canonical

@@ -83,11 +83,19 @@ DEAD_LETTER_SEGMENT_HOURS = 24
 (`KEYS_DEAD_LETTERS`, 32 days): with 7-day segments a dead letter outlived its key by up to 5 days, unreadable."""
 
 
+PUBLISHED_RETENTION_DAYS = 30
+"""How long the topics downstream applications read keep their records (the canonical events, the notifications'
+statuses): a subscriber stopped for up to this long catches up from its committed offsets; older history is not
+replayable from Kafka. Set here, not left to the cluster's `log.retention.*` (downstream audit: it was the broker's
+default, 7 days, stated nowhere)."""
+PUBLISHED_RETENTION = {"retention.ms": str(PUBLISHED_RETENTION_DAYS * 24 * 3600 * 1000)}
+
+
 def _canonical(family: Family, spec: FamilySpec) -> TopicSpec:
     return TopicSpec(
         f"commune.events.{family.value}", Kind.CANONICAL, key=COMMUNE_KEY,
         description=f"Validated canonical {spec.canonical}, CloudEvents 1.0 binary mode (ce_* headers, JSON data)",
-        family=family,
+        family=family, config=PUBLISHED_RETENTION,
     )
 
 
@@ -119,6 +127,7 @@ INTAKE_DEDUP = TopicSpec(
 NOTIFY_STATUS = TopicSpec(
     "commune.notify.status", Kind.STATUS, key=COMMUNE_KEY,
     description="Outcome of every notification attempt (sent, delivered, failed, deferred, dead-lettered)",
+    config=PUBLISHED_RETENTION,
 )
 DLQ_NOTIFY = TopicSpec(
     "commune.dlq.notify", Kind.DEAD_LETTER, key=COMMUNE_KEY,
@@ -151,7 +160,12 @@ METRICS_CHANGELOG = TopicSpec(
 )
 METRICS_SNAPSHOTS = TopicSpec(
     "commune.metrics.snapshots", Kind.SNAPSHOT, key=COMMUNE_KEY,
-    description="Periodic per-commune indicator snapshots for systems that do not scrape Prometheus",
+    description="Periodic per-commune indicator snapshots for systems that do not scrape Prometheus; compacted by "
+    "commune (the newest of each is kept for 7 days)",
+    # a snapshot of every commune every minute is ~4.8 M records a day: compacted, the topic is each commune's latest
+    # (a table a new reader loads from the start), hourly segments so the cleaner reaches them
+    config={"cleanup.policy": "compact,delete", "retention.ms": str(7 * 24 * 3600 * 1000),
+            "segment.ms": str(3600 * 1000)},
 )
 
 KEYS_APPLICANTS = TopicSpec(

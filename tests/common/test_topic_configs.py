@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.topics import DLQ_INTAKE, INTAKE_DEDUP, METRICS_CHANGELOG, NOTIFY_LEDGER, RAW_DOSSIER, TOPICS, Kind
+from schemas.topics import (
+    DLQ_INTAKE,
+    INTAKE_DEDUP,
+    METRICS_CHANGELOG,
+    METRICS_SNAPSHOTS,
+    NOTIFY_LEDGER,
+    RAW_DOSSIER,
+    TOPICS,
+    Kind,
+)
+from services.common.acls import PUBLISHED
 from services.common.topic_configs import DYNAMIC_TOPIC_CONFIG, Drift, danger, described, drifts, overlaid
 
 pytestmark = pytest.mark.unit
@@ -24,14 +34,16 @@ def test_only_registry_keys_that_differ_are_drifts_and_a_list_in_another_order_a
 
 
 def test_a_compacted_state_topic_that_only_deletes_refuses_the_start() -> None:
-    """Every topic the registry compacts, found `delete`-only (or with no policy reported), is refused; one still
-    compacted with another list, or a delete-only topic the registry wants deleted, is a warning."""
+    """Every state topic the registry compacts, found `delete`-only (or with no policy reported), is refused; one
+    still compacted with another list, or a delete-only topic the registry wants deleted, is a warning. So is the
+    snapshot topic found delete-only (a cluster made before it was compacted): a published stream, nothing restores
+    from it."""
     compacted = [t for t in TOPICS if "compact" in t.config.get("cleanup.policy", "")]
     assert len(compacted) >= 4
     for spec in compacted:
         for actual in ("delete", None):
             [drift] = drifts(spec, {**spec.config, "cleanup.policy": actual})
-            assert danger(drift, spec.kind), drift
+            assert (danger(drift, spec.kind) is None) == (spec is METRICS_SNAPSHOTS), drift
     assert danger(Drift("t", "cleanup.policy", "compact", "compact,delete"), Kind.INTERNAL) is None
     assert danger(Drift("t", "cleanup.policy", "compact", "delete"), Kind.INTERNAL) is None
 
@@ -73,3 +85,12 @@ def test_the_keys_set_on_a_topic_are_those_of_a_dynamic_topic_source() -> None:
                              "segment.ms": "604800000"}
     v0 = [("retention.bytes", "5000000000", False, False, False), ("segment.ms", "604800000", False, True, False)]
     assert described(v0, version=0).own == {"retention.bytes": "5000000000"}
+
+
+def test_every_topic_a_subscriber_reads_says_how_long_it_keeps_records() -> None:
+    """The topics downstream applications read (ADR 0030) carry their retention in the registry, which topics create
+    sets, the start checks and AsyncAPI publishes; not the cluster's default (downstream audit: 7 days, said nowhere).
+    The snapshots are compacted by commune, so the topic is every commune's newest."""
+    for spec in PUBLISHED:
+        assert int(spec.config["retention.ms"]) >= 7 * 24 * 3600 * 1000, spec.name
+    assert "compact" in METRICS_SNAPSHOTS.config["cleanup.policy"]
