@@ -11,7 +11,7 @@ import yaml
 
 from schemas import asyncapi
 from schemas.events import EVENT_TYPES
-from schemas.topics import TOPICS
+from schemas.topics import TOPICS, Kind
 
 HERE = Path(__file__).resolve().parent / "asyncapi"
 
@@ -66,3 +66,20 @@ def test_official_parser_rejects_a_broken_document(tmp_path: Path) -> None:
     broken.write_text(yaml.safe_dump(doc), encoding="utf-8")
     result = _parse(broken)
     assert result.returncode == 1 and "INVALID" in result.stdout
+
+
+@pytest.mark.unit
+def test_operations_invite_onto_the_raw_and_published_topics_only_over_the_secure_server() -> None:
+    """Integrators send to the raw topics and subscribers receive from the canonical, status and snapshot topics;
+    no operation names an internal topic (the key store, a changelog, the claims), and the documented server is the
+    secure one (downstream audit: every topic was 'Subscribers read here', on a plaintext 9092 server)."""
+    doc = asyncapi.document()
+    channels = {f"#/channels/{cid}": ch["address"] for cid, ch in doc["channels"].items()}
+    kinds = {t.name: t.kind for t in TOPICS}
+    used = {channels[op["channel"]["$ref"]]: op["action"] for op in doc["operations"].values()}
+    assert used == {t.name: "send" if t.kind is Kind.RAW else "receive" for t in TOPICS
+                    if t.kind in (Kind.RAW, Kind.CANONICAL, Kind.STATUS, Kind.SNAPSHOT)}
+    assert all(kinds[name] is not Kind.INTERNAL for name in used)
+    local = doc["servers"]["local"]
+    assert local["protocol"] == "kafka-secure" and local["security"]
+    assert doc["components"]["securitySchemes"]["scram"]["type"] == "scramSha512"
