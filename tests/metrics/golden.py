@@ -26,7 +26,8 @@ Sample = tuple[str, tuple[tuple[str, str], ...]]
 
 def _paths(rng: random.Random, commune: str, code: str, base: int) -> list[Event]:
     """One dossier's events along a randomly chosen path."""
-    kind = rng.choice(["early", "on_time", "late", "open", "open_due_later", "rejected", "registered", "returned"])
+    kind = rng.choice(["early", "on_time", "late", "open", "open_due_later", "rejected", "registered", "returned",
+                       "reopened", "flags_early"])
     channel = rng.choice(["counter", "online", "postal", "mobile_team"])
     fees = rng.random() < 0.5
     paid = fees and rng.random() < 0.6
@@ -38,8 +39,15 @@ def _paths(rng: random.Random, commune: str, code: str, base: int) -> list[Event
         return [*ev, dossier(commune, code, 3, f"{code}-e3", 1, **common)]
     if kind == "registered":
         return ev
+    if kind == "flags_early":  # fees and digitised said on an older event only: both stay (sticky)
+        return [*ev, dossier(commune, code, 2, f"{code}-e2", 1, channel=channel, fees=True, digitised=True),
+                dossier(commune, code, 4, f"{code}-e4", 2, channel=channel),
+                dossier(commune, code, 9, f"{code}-e9", 30, end_hours=30, channel=channel)]
     ev.append(dossier(commune, code, 2, f"{code}-e2", 1, **common))
     ev.append(dossier(commune, code, 4, f"{code}-e4", 2, paid_online=paid, **common))
+    if kind == "reopened":  # processed, then sent back for a supplement: open again, and still completed once
+        return [*ev, dossier(commune, code, 9, f"{code}-e9", 50, end_hours=50, paid_online=paid, **common),
+                dossier(commune, code, 5, f"{code}-e5", 60, paid_online=paid, **common)]
     end = {"early": 30, "on_time": 72 + 2, "late": 72 + 30, "returned": 50}.get(kind)
     if end is not None:
         ev.append(dossier(commune, code, 9, f"{code}-e9", end, end_hours=end, paid_online=paid, digitised=digitised,
