@@ -16,7 +16,7 @@ from services.notify import metrics, rules
 from services.notify.channels.base import Channel, DeliveryError
 from services.notify.delivery import Dispatcher
 from services.notify.jobs import Outputs
-from services.notify.ledger import Ledger
+from services.notify.ledger import Entry, Ledger
 from services.notify.personal import OpenContacts, as_is, redact
 from services.notify.policy import Backoff, QuietHours
 from services.notify.release import OwnedDispatcher
@@ -297,3 +297,22 @@ async def test_a_routine_message_reaching_its_sender_in_quiet_hours_is_deferred_
         assert queued.notification_id in s.ledger.deferred
         assert s.outcomes(queued.notification_id) == [("deferred", 0)]
         assert s.ledger.deferred[queued.notification_id].not_before == datetime(2025, 11, 4, 0, 0, tzinfo=UTC)
+
+
+async def test_a_queued_request_another_worker_sent_meanwhile_is_not_sent_again() -> None:
+    """A request waiting in its lane when the ledger's tail brings another worker's `done` for its id (it held the
+    partition before a rebalance) is finished without a provider call: the last check before the call, inside the
+    gate (test audit: taking that check out passed every test)."""
+    gate = asyncio.Event()
+    channel = FakeChannel(gate=gate)
+    async with running(channel, routine=1) as s:
+        done = Calls()
+        busy, queued = citizen_sms("busy-1"), citizen_sms("queued-1")
+        await s.dispatcher.submit(busy, done)
+        await settle(lambda: channel.attempted == [busy.notification_id], "the sender is busy with the first")
+        await s.dispatcher.submit(queued, done)
+        s.ledger.apply(queued.notification_id, Entry(state="done", outcome="sent"))  # read from the topic's tail
+        gate.set()
+        await settle(lambda: done.count == 2, "both finished")
+        assert channel.attempted == [busy.notification_id]
+        assert s.outcomes(queued.notification_id) == []
