@@ -21,7 +21,9 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.deadletter import Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
+from schemas.notification import NotificationStatus
 from schemas.personal import SEALED_HEADERS
+from schemas.snapshot import COMMUNE_SNAPSHOT, CommuneIndicators
 from schemas.topics import COMMUNE_KEY, TOPICS, Kind, TopicSpec
 from schemas.trace import PATTERN as TRACEPARENT
 
@@ -45,6 +47,7 @@ def _schemas() -> tuple[Refs, dict[str, Any]]:
     events = [m for ms in EVENTS_BY_FAMILY.values() for m in ms]
     keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in events]
     keys += [(data_model(m), "serialization") for m in events]
+    keys += [(NotificationStatus, "serialization"), (CommuneIndicators, "serialization")]
     refs, defs = models_json_schema(keys, ref_template=REF)
     components: dict[str, Any] = defs.get("$defs", {})
     by_model: Refs = {}
@@ -144,6 +147,19 @@ def _messages(refs: Refs) -> dict[str, Any]:
         "payload": {"description": "intake: nonce and AES-256-GCM ciphertext of the original record (layout in "
                                    "dlq.sealed.layout); notify: the request's JSON"},
     }
+    keyed = {"bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}}, "contentType": "application/json"}
+    out["notificationStatus"] = {
+        "name": "notificationStatus", "title": "Notification attempt outcome", **keyed,
+        "summary": (NotificationStatus.__doc__ or "").strip().splitlines()[0],
+        "description": "commune.notify.status: one JSON record per attempt (sent, delivered, failed, deferred, "
+                       "expired, erased, dead-lettered), keyed by commune; no personal data",
+        "payload": refs[(NotificationStatus, "serialization")]}
+    out["communeSnapshot"] = {
+        "name": "communeSnapshot", "title": COMMUNE_SNAPSHOT, **keyed, "headers": _ce_headers(COMMUNE_SNAPSHOT),
+        "summary": "A commune's complete current figures (not a delta): the newest per commune is all one needs",
+        "description": "commune.metrics.snapshots: CloudEvents binary mode, `data` as the value "
+                       "(schemas.snapshot.decode_snapshot)",
+        "payload": refs[(CommuneIndicators, "serialization")]}
     out["internalRecord"] = {"name": "internalRecord", "title": "Internal or not-yet-specified record",
                              "payload": {"type": "object"}}
     return out
@@ -155,7 +171,8 @@ def _channel_messages(topic: TopicSpec, messages: dict[str, Any]) -> list[str]:
         if topic.kind is Kind.RAW:
             names += [n + "Structured" for n in names] + (["portalDossier"] if topic.family is Family.DOSSIER else [])
         return names
-    return ["deadLetter"] if topic.kind is Kind.DEAD_LETTER else ["internalRecord"]
+    return [{Kind.DEAD_LETTER: "deadLetter", Kind.STATUS: "notificationStatus",
+             Kind.SNAPSHOT: "communeSnapshot"}.get(topic.kind, "internalRecord")]
 
 
 def document() -> dict[str, Any]:

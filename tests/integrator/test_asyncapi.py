@@ -11,7 +11,8 @@ import yaml
 
 from schemas import asyncapi
 from schemas.events import EVENT_TYPES
-from schemas.topics import TOPICS, Kind
+from schemas.snapshot import COMMUNE_SNAPSHOT
+from schemas.topics import METRICS_SNAPSHOTS, NOTIFY_STATUS, TOPICS, Kind
 
 HERE = Path(__file__).resolve().parent / "asyncapi"
 
@@ -37,7 +38,9 @@ def test_committed_document_is_generated_output() -> None:
 
 @pytest.mark.unit
 def test_every_topic_and_event_type_is_in_the_document() -> None:
-    """Each registry topic is a channel with its partitions; each event type a binary-mode message with its ce_type."""
+    """Each registry topic is a channel with its partitions; each event type a binary-mode message with its ce_type,
+    and so is the commune snapshot; the status and snapshot topics name their messages (downstream audit: both were
+    'internal or not-yet-specified', with no schema)."""
     doc = asyncapi.document()
     by_address = {c["address"]: c for c in doc["channels"].values()}
     assert set(by_address) == {t.name for t in TOPICS}
@@ -45,7 +48,10 @@ def test_every_topic_and_event_type_is_in_the_document() -> None:
         assert by_address[t.name]["bindings"]["kafka"]["partitions"] == t.partitions
     ce_types = {m["headers"]["properties"]["ce_type"]["const"] for m in doc["components"]["messages"].values()
                 if "ce_type" in m.get("headers", {}).get("properties", {})}
-    assert ce_types == set(EVENT_TYPES)
+    assert ce_types == {*EVENT_TYPES, COMMUNE_SNAPSHOT}
+    for topic, message in ((NOTIFY_STATUS, "notificationStatus"), (METRICS_SNAPSHOTS, "communeSnapshot")):
+        assert list(by_address[topic.name]["messages"]) == [message]
+        assert doc["components"]["messages"][message]["payload"]["$ref"].startswith("#/components/schemas/")
 
 
 @pytest.mark.slow  # installs @asyncapi/parser from npm on first use
