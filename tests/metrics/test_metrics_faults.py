@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas.topics import Group, group_id
+from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.metrics.topics import Names
@@ -18,6 +20,20 @@ from tests.metrics.test_metrics_kafka import publish
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(180)]
+BATCH = 10
+"""Records per batch: each batch ends in changelog transactions and an offset commit that the next one waits for, so
+small batches keep the stream going for many commits after the first is applied, and the kill lands in it."""
+
+
+async def committed_records(bootstrap: str, group: str) -> int:
+    """How many input records `group` has committed (its topics are the test's own, written from offset 0)."""
+    admin = clients.admin(KafkaConnection(bootstrap=bootstrap), client_id="tests")
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(o.offset for o in offsets.values() if o.offset > 0)
 
 
 async def test_sigkill_mid_stream_then_restart_exports_exact_figures(kafka_bootstrap: str, unique: str,
@@ -25,10 +41,10 @@ async def test_sigkill_mid_stream_then_restart_exports_exact_figures(kafka_boots
     """Killed while applying (changelog ahead of committed offsets), a new process still converges exactly."""
     namespace = f"k{unique}"
     await ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), Names(namespace).specs)
-    events = event_set(seed=99)  # ~480 events incl. duplicates, applied 50 per batch
+    events = event_set(seed=99)  # ~450 events incl. duplicates, applied BATCH per batch
     port = free_port()
     env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "METRICS_NAMESPACE": namespace, "METRICS_HTTP_PORT": str(port),
-           "METRICS_STATE_DIR": str(tmp_path / "state"), "METRICS_BATCH_MAX_RECORDS": "50"}
+           "METRICS_STATE_DIR": str(tmp_path / "state"), "METRICS_BATCH_MAX_RECORDS": str(BATCH)}
     first = start_service("services.metrics", env, tmp_path / "first.log")
     try:
         def owns_every_partition() -> bool:
@@ -43,6 +59,9 @@ async def test_sigkill_mid_stream_then_restart_exports_exact_figures(kafka_boots
         first.wait(10)
     finally:
         stop_service(first)
+    committed = await committed_records(kafka_bootstrap, group_id(Group.METRICS, namespace))
+    print(f"committed at the kill: {committed} of {len(events)} records")
+    assert committed < len(events), "the kill must land mid-stream: everything was committed already"
     truth = expected(events, now=time.time())  # the process reads the wall clock for overdue
     second = start_service("services.metrics", env, tmp_path / "second.log")
     try:
