@@ -1,0 +1,87 @@
+"""Validating a fetch (`services.intake.validate.Validation`) into a transaction's outputs, without a broker: each event
+published once however often it is repeated, and a record off its commune's partition moved there once."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from schemas.events import Family
+from schemas.topics import CANONICAL, RAW, scoped
+from services.common.partitioner import partition_for
+from services.intake.dedup import SeenByPartition
+from services.intake.outputs import REROUTED_FROM, TransactionOutputs
+from services.intake.settings import IntakeSettings
+from services.intake.validate import Topics, Validation
+from tests.intake.fakes import Batch, Producer
+from tests.samples import COMMUNE, canonical_dossier, dumps
+
+pytestmark = pytest.mark.unit
+
+TOPICS = Topics.of("t1")
+RAW_TOPIC = scoped(RAW[Family.DOSSIER], "t1").name
+PARTITIONS = {**{t: RAW[f].partitions for t, f in TOPICS.family_of.items()},
+              **{t: CANONICAL[f].partitions for f, t in TOPICS.canonical.items()}}
+HOME = partition_for(COMMUNE.encode(), PARTITIONS[RAW_TOPIC])
+"""The raw partition the sample commune hashes to."""
+AWAY = (HOME + 1) % PARTITIONS[RAW_TOPIC]
+Headers = list[tuple[str, bytes]]
+
+
+def raw(partition: int, offset: int, event_id: str, headers: Headers | None = None) -> ConsumerRecord[bytes, bytes]:
+    """An unkeyed raw record of the sample commune's dossier event `event_id`, at `partition` and `offset`."""
+    value = dumps(canonical_dossier(event_id))
+    return ConsumerRecord(RAW_TOPIC, partition, offset, 0, 0, None, value, None, 0, len(value), headers or [])
+
+
+async def validated(seen: SeenByPartition, *records: ConsumerRecord[bytes, bytes]) -> TransactionOutputs:
+    """`records` (of one raw partition) as one fetch, validated into a new transaction's outputs."""
+    out = TransactionOutputs(cast(AIOKafkaProducer, Producer()), PARTITIONS)
+    await Validation(TOPICS, PARTITIONS, seen, IntakeSettings()).partition(
+        TopicPartition(RAW_TOPIC, records[0].partition), list(records), out)
+    return out
+
+
+def published_ids(out: TransactionOutputs) -> list[bytes]:
+    """The ce_id of each canonical record in `out`."""
+    return [dict(headers)["ce_id"] for topic, _, batch in out.batches if topic == TOPICS.canonical[Family.DOSSIER]
+            for _, _, headers in cast(Batch, batch).records]
+
+
+def dead_letter_reasons(out: TransactionOutputs) -> list[bytes | None]:
+    return [dict(headers).get("dlq.reason") for topic, _, _, headers, _ in out.others if topic == TOPICS.dlq]
+
+
+async def test_an_event_repeated_in_one_fetch_or_the_next_is_published_once() -> None:
+    """Two copies of one event (source and id) in one fetch give one canonical record and a duplicate_event dead
+    letter; a third copy in the next fetch is a duplicate_event dead letter too."""
+    seen = SeenByPartition()
+    first = await validated(seen, raw(HOME, 0, "evt-1"), raw(HOME, 1, "evt-1"))
+    assert published_ids(first) == [b"evt-1"]
+    assert dead_letter_reasons(first) == [b"duplicate_event"]
+    second = await validated(seen, raw(HOME, 2, "evt-1"))
+    assert published_ids(second) == []
+    assert dead_letter_reasons(second) == [b"duplicate_event"]
+
+
+async def test_a_record_off_its_communes_partition_is_moved_there_not_published() -> None:
+    """A valid record on a raw partition its commune does not hash to is sent again, whole and keyed by its commune,
+    to its commune's partition of the same raw topic, marked with where it came from; nothing is published."""
+    record = raw(AWAY, 5, "evt-1", [("ce_traceparent", b"00-1-2-01")])
+    out = await validated(SeenByPartition(), record)
+    assert published_ids(out) == [] and dead_letter_reasons(out) == []
+    [(topic, value, key, headers, partition)] = out.others
+    assert (topic, partition, key, value) == (RAW_TOPIC, HOME, COMMUNE.encode(), record.value)
+    assert headers == [*record.headers, (REROUTED_FROM, f"{RAW_TOPIC}/{AWAY}/5".encode())]
+    assert out.rerouted[Family.DOSSIER] == 1
+
+
+async def test_a_record_moved_once_is_published_where_it_is() -> None:
+    """A record that already carries the re-routing header is never moved again (the partition counts changed since):
+    it is published from the partition it is on."""
+    moved = raw(AWAY, 6, "evt-2", [(REROUTED_FROM, f"{RAW_TOPIC}/{HOME}/3".encode())])
+    out = await validated(SeenByPartition(), moved)
+    assert published_ids(out) == [b"evt-2"]
+    assert [topic for topic, *_ in out.others] == [TOPICS.changelog] and not out.rerouted
