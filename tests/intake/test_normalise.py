@@ -269,6 +269,26 @@ def test_deep_nesting_is_too_deep_in_every_shape(family: Family) -> None:
         assert r.reason is Reason.TOO_DEEP, (value[:20], r)
 
 
+def test_a_record_nesting_32_levels_is_accepted_and_33_is_too_deep() -> None:
+    """The portal record (level 1) with an unmapped member 31 levels deep is accepted; 32 deep is too_deep, there."""
+    def with_levels(levels: int) -> bytes:
+        return with_raw(portal_dossier(), "Extra", b"[" * levels + b"]" * levels)
+
+    assert isinstance(normalise(Family.DOSSIER, with_levels(31), HDR), Accepted)
+    r = rejected(Family.DOSSIER, with_levels(32), HDR).rejection
+    assert (r.reason, r.field) == (Reason.TOO_DEEP, "Extra[0][0][0]")
+
+
+def test_a_record_of_exactly_the_byte_limit_is_accepted_and_one_byte_over_is_too_large() -> None:
+    """`max_bytes` is the largest record taken: a record of N bytes passes a limit of N, and a limit of N - 1 refuses
+    it as payload_too_large."""
+    value = dumps(canonical_dossier())
+    assert isinstance(normalise(Family.DOSSIER, value, max_bytes=len(value)), Accepted)
+    refused = normalise(Family.DOSSIER, value, max_bytes=len(value) - 1)
+    assert isinstance(refused, Rejected)
+    assert (refused.rejection.reason, refused.rejection.field) == (Reason.PAYLOAD_TOO_LARGE, "(record)")
+
+
 def test_a_million_item_list_is_refused_as_too_large_before_validation() -> None:
     """A 1,000,000-item list (unmapped or mapped) is too_large, whatever the record size limit."""
     huge = b"[" + b"0," * 999_999 + b"0]"
