@@ -504,3 +504,30 @@ def test_an_erasure_by_a_phone_reaches_the_subjects_of_its_old_spellings(written
     digits = re.sub(r"[^\d+]", "", written)
     old_rule = "0" + digits[3:] if digits.startswith("+84") else digits
     assert crypto.subject_id(PEPPER, "phone", old_rule) in crypto.legacy_phone_subjects(PEPPER, "091 234 5678")
+
+
+@pytest.mark.parametrize("mark_first", [False, True])
+def test_a_key_created_at_the_very_time_of_an_erasure_mark_is_erased(mark_first: bool) -> None:
+    """A mark erases the keys created up to and at its `created_up_to`: a key created at that very instant is erased,
+    whether its record is read before the mark or after it."""
+    sealed, [record] = sealing.encrypt_applicant(keyring(), "evt-1", LAN, DOSSIER)  # created at NOW
+    ring = keyring()
+    steps = [lambda: _mark(ring, sealed.subject, record.created_at),
+             lambda: ring.apply(record.record_key, record.model_dump_json().encode())]
+    for step in (steps if mark_first else reversed(steps)):
+        step()
+    with pytest.raises(Erased, match="erased"):
+        sealing.open_field(ring, "evt-1", sealed, "name")
+
+
+def test_a_key_is_unusable_from_the_very_instant_of_its_expiry() -> None:
+    """A key opens a microsecond before its `expires_at`, and at `expires_at` itself it has expired."""
+    now = [NOW]
+    ring = keyring(lambda: now[0])
+    expiry = NOW + timedelta(days=1)
+    key_id, _, _ = ring.key_for("dlq:2026-12-01", expires_at=expiry)
+    now[0] = expiry - timedelta(microseconds=1)
+    assert ring.dek("dlq:2026-12-01", key_id) is not None
+    now[0] = expiry
+    with pytest.raises(Erased, match="expired"):
+        ring.dek("dlq:2026-12-01", key_id)
