@@ -158,20 +158,26 @@ class Validation:
                                 f"{tp.topic}/{tp.partition}/{rec.offset}")
                     out.rerouted[family] += 1
                     continue
-                encoded = wire.encode(event)
-                if len(encoded.value) < self.check_size_from or record_bytes(encoded) <= self.max_canonical_bytes:
-                    if privacy is not None:  # the data keys it was sealed under, in the same transaction
-                        for topic, key, key_value in privacy.key_messages(decision.keys):
-                            out.record(topic, key, key_value)
-                    out.canonical(canonical, encoded)
-                    published_as = published_key(event.source, event.id)
-                    seen.add(published_as, self.now_ms)
-                    published.append(published_as)
-                    continue
-                decision = DeadLetterContext(
-                    reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,
-                    message=f"the canonical event would exceed {self.max_canonical_bytes} bytes",
-                    source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
+                if home != tp.partition:  # moved once already, yet not on its commune's partition
+                    decision = DeadLetterContext(
+                        reason=Reason.INVALID_FIELD, field=REROUTED_FROM, message=MOVED_ELSEWHERE,
+                        source_topic=tp.topic, source_partition=tp.partition, source_offset=rec.offset,
+                        rejected_at=self.rejected_at)
+                else:
+                    encoded = wire.encode(event)
+                    if len(encoded.value) < self.check_size_from or record_bytes(encoded) <= self.max_canonical_bytes:
+                        if privacy is not None:  # the data keys it was sealed under, in the same transaction
+                            for topic, key, key_value in privacy.key_messages(decision.keys):
+                                out.record(topic, key, key_value)
+                        out.canonical(canonical, encoded)
+                        published_as = published_key(event.source, event.id)
+                        seen.add(published_as, self.now_ms)
+                        published.append(published_as)
+                        continue
+                    decision = DeadLetterContext(
+                        reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,
+                        message=f"the canonical event would exceed {self.max_canonical_bytes} bytes",
+                        source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
             self._dead_letter(out, privacy, rec, decision)
             out.outcomes[(family, decision.reason)] += 1
             if (rejected := REJECTIONS_LOGGED.due((family, decision.reason))) is not None:
@@ -211,5 +217,15 @@ class Validation:
 
 
 def _rerouted(headers: Sequence[tuple[str, bytes]]) -> bool:
-    """Already moved once: the partition counts changed since, so it is handled where it is (never moved twice)."""
+    """Already moved once (never moved twice: two workers disagreeing on a partition count would pass it back and
+    forth for ever)."""
     return any(name == REROUTED_FROM for name, _ in headers)
+
+
+MOVED_ELSEWHERE = (
+    f"{REROUTED_FROM} is intake's own header, on records it moved to their commune's partition; this one is on "
+    "another partition (a header a producer set, or a partition count changed since): not published here, where "
+    "its copies on the commune's partition are not seen")
+"""The message of a dead letter (`invalid_field`) for a record with the re-routing header away from its commune's
+partition: published there, a copy of an event its source also sent keyed by commune would be published twice
+(de-duplication is per partition: review)."""

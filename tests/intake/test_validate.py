@@ -78,10 +78,15 @@ async def test_a_record_off_its_communes_partition_is_moved_there_not_published(
     assert out.rerouted[Family.DOSSIER] == 1
 
 
-async def test_a_record_moved_once_is_published_where_it_is() -> None:
-    """A record that already carries the re-routing header is never moved again (the partition counts changed since):
-    it is published from the partition it is on."""
-    moved = raw(AWAY, 6, "evt-2", [(REROUTED_FROM, f"{RAW_TOPIC}/{HOME}/3".encode())])
-    out = await validated(SeenByPartition(), moved)
-    assert published_ids(out) == [b"evt-2"]
-    assert [topic for topic, *_ in out.others] == [TOPICS.changelog] and not out.rerouted
+async def test_a_record_moved_once_is_published_on_its_communes_partition_and_never_moved_again() -> None:
+    """A record intake moved arrives on its commune's partition with the re-routing header and is published there;
+    one carrying the header on another partition is neither moved again (two workers disagreeing on a partition
+    count would pass it back and forth) nor published: a producer that sets the header there would get an event
+    published twice, once from each partition, de-duplication being per partition (review of this session: a
+    forged header on a second copy did so). It is an invalid_field dead letter naming the header."""
+    header = [(REROUTED_FROM, f"{RAW_TOPIC}/{AWAY}/3".encode())]
+    home = await validated(SeenByPartition(), raw(HOME, 6, "evt-2", header))
+    assert published_ids(home) == [b"evt-2"] and not home.rerouted
+    forged = await validated(SeenByPartition(), raw(AWAY, 7, "evt-3", header))
+    assert published_ids(forged) == [] and not forged.rerouted
+    assert dead_letter_reasons(forged) == [b"invalid_field"]
