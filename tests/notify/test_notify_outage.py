@@ -7,26 +7,23 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 
 import pytest
 from aiokafka import TopicPartition
 
 from schemas.events import Family
-from schemas.notification import ChannelKind
 from schemas.topics import CANONICAL, Group, group_id, scoped
 from schemas.wire import encode
 from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
-from services.notify import rules
 from services.notify.fake_providers import FakeProviders
-from services.notify.subscribers import Registry
 from services.notify.topics import Names
 from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
 from tests.kafkatools import free_port
 from tests.notify.conftest import MailSink, StartNotify
-from tests.notify.events import directory, dossier
+from tests.notify.events import dossier
+from tests.notify.oracle import accepted_sends, all_sent, expected_sends, requests_per_key
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -139,21 +136,17 @@ async def outage(own_broker: OwnBroker, namespace: str, start_notify: StartNotif
     await asyncio.gather(*futures)
     await producer.stop()
 
-    expected = {r.notification_id: r.channel for e in events for r in rules.for_event(e, directory(), Registry())}
-    http_ids = {nid for nid, ch in expected.items() if ch is not ChannelKind.EMAIL}
-    mail_ids = {nid for nid, ch in expected.items() if ch is ChannelKind.EMAIL}
+    want = expected_sends(events)  # an SMS and a webhook each, no e-mail
     group = group_id(Group.NOTIFY, namespace)
-    await eventually_async(lambda: http_ids <= set(fake.accepted) and mail_ids <= set(smtp[0].by_id),
-                           timeout=90, interval=0.5, what="every notification delivered")
+    await eventually_async(all_sent(fake, want), timeout=90, interval=0.5, what="every notification delivered")
     await eventually_async(lambda: _lag_is_zero(bootstrap, group, topic), timeout=60, interval=1,
                            what="lag back to 0")
     await asyncio.sleep(3)  # late repeats would arrive now
-    requests = Counter({k: fake.successes[k] + fake.replays[k] for k in http_ids})
-    twice = {k: n for k, n in requests.items() if n != 1}
-    mails_twice = {k: n for k, n in smtp[0].by_id.items() if k in mail_ids and n != 1}
-    print(f"events {len(events)}, notifications {len(expected)}, provider requests per key != 1: {len(twice)}, "
-          f"mails != 1: {len(mails_twice)}")
-    assert not twice and not mails_twice
+    twice = {k: n for k, n in requests_per_key(fake).items() if n != 1}
+    print(f"events {len(events)}, notifications {sum(want.values())}, provider requests per key != 1: {len(twice)}, "
+          f"mails: {sum(smtp[0].by_id.values())}")
+    assert accepted_sends(fake) == want  # nothing lost, no other recipient, no second key for one message
+    assert not twice and not smtp[0].by_id
     assert last_commit(http_port) > committed_before  # commits resumed and are exported
 
 
