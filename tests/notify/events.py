@@ -15,7 +15,7 @@ PHONE = "0912345678"
 
 
 def dossier(event_id: str = "evt-1", status: int = 2, locale: str = "vi", code: str = "TL-251101-0002",
-            due_at: datetime | None = None, **data: Any) -> DossierStatusChanged:
+            due_at: datetime | None = None, commune: str = COMMUNE, **data: Any) -> DossierStatusChanged:
     received = datetime(2025, 11, 3, 1, 5, tzinfo=UTC)
     body: dict[str, Any] = {
         "dossier_code": code, "procedure_code": "1.001234", "procedure_name": "Đăng ký khai sinh",
@@ -30,8 +30,8 @@ def dossier(event_id: str = "evt-1", status: int = 2, locale: str = "vi", code: 
     body.update(data)
     return DossierStatusChanged.model_validate({
         # sent now (its dates are last year's): a status message goes stale `timing.STATUS_MESSAGE_WINDOW` after it
-        "id": event_id, "source": "/communes/02269/one-stop", "time": datetime.now(UTC), "subject": code,
-        "commune": COMMUNE,
+        "id": event_id, "source": f"/communes/{commune}/one-stop", "time": datetime.now(UTC), "subject": code,
+        "commune": commune,
         "province": PROVINCE, "data": body})
 
 

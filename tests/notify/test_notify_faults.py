@@ -5,37 +5,42 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Callable, Set
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from schemas.admin import communes_of
 from schemas.notification import NotificationKind
-from services.notify import rules
+from schemas.topics import PARTITIONS
+from services.common.partitioner import partition_for
 from services.notify.fake_providers import FakeProviders
-from services.notify.subscribers import Registry
 from services.notify.topics import Names
-from tests.kafkatools import read_all
+from tests.cluster.tools import scrape
+from tests.kafkatools import free_port, read_all
 from tests.notify.conftest import MailSink, StartNotify, caught_up, publish, statuses
-from tests.notify.events import directory, dossier
+from tests.notify.events import PROVINCE, dossier
+from tests.notify.oracle import accepted_sends, all_sent, expected_sends, requests_per_key, sms_accepted
+from tests.notify.test_notify_outage import probe
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
-def sms_ids(events: list) -> set[str]:  # type: ignore[type-arg]
-    return {r.notification_id for e in events for r in rules.for_event(e, directory(), Registry())}
+def one_commune_per_partition() -> list[str]:
+    """Communes of the province, one per canonical partition (events are keyed by commune): a burst over them gives
+    every worker of the group work, whichever partitions it is assigned."""
+    by_partition: dict[int, str] = {}
+    for commune in communes_of(PROVINCE):
+        by_partition.setdefault(partition_for(commune.encode(), PARTITIONS), commune)
+    assert len(by_partition) == PARTITIONS
+    return [by_partition[p] for p in sorted(by_partition)]
 
 
-def all_accepted(fake: FakeProviders, expected: Set[str]) -> Callable[[], bool]:
-    """A predicate for `eventually`: every expected id accepted by the provider (else how many are missing)."""
-
-    def check() -> bool:
-        missing = expected - set(fake.accepted)
-        assert not missing, f"{len(missing)} of {len(expected)} ids not yet accepted"
-        return True
-
-    return check
+def sent_sms(metrics: str) -> float:
+    """SMS a worker sent, from its /metrics text (`notify_notifications_total`, outcome sent)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("notify_notifications_total{") and 'channel="sms"' in line
+               and 'outcome="sent"' in line)
 
 
 async def test_provider_outage_of_30s_then_recovery_delivers_everything_exactly_once(
@@ -43,18 +48,19 @@ async def test_provider_outage_of_30s_then_recovery_delivers_everything_exactly_
         fake: FakeProviders) -> None:
     """During a 30 s outage attempts fail and are retried with back-off; afterwards each id succeeds exactly once."""
     events = [dossier(f"out-{i}", code=f"D-OUT-{i}") for i in range(60)]
-    expected = sms_ids(events)
+    want = expected_sends(events)  # an SMS and a webhook each
     fake.outage(30)
     start_notify(NOTIFY_RETRY_MAX_ATTEMPTS="40", NOTIFY_RETRY_CAP_S="3")
     await publish(kafka_bootstrap, namespace, *events)
     await eventually_async(lambda: fake.rejected > 0, timeout=30, interval=0.2, what="attempts failing in the outage")
-    await eventually_async(all_accepted(fake, expected), timeout=75, interval=0.2, what="every id accepted")
+    await eventually_async(all_sent(fake, want), timeout=75, interval=0.2, what="every send accepted")
     await caught_up(kafka_bootstrap, namespace)  # nothing left in flight: a second success would be counted now
-    assert fake.rejected >= len(expected)  # every one failed at least once during the outage
-    assert {fake.successes[i] + fake.replays[i] for i in expected} == {1}  # one request each: none sent again
+    assert accepted_sends(fake) == want  # nothing more: no other recipient, no second key for one message
+    assert fake.rejected >= len(events)  # every SMS failed at least once during the outage
+    assert set(requests_per_key(fake).values()) == {1}  # one request each: none sent again
     status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=2))
     sent = [s["notification_id"] for s in status if s["outcome"] == "sent"]
-    assert len(sent) == len(set(sent)) == 2 * len(expected)  # SMS + webhook each
+    assert len(sent) == len(set(sent)) == 2 * len(events)  # SMS + webhook each
     assert any(s["outcome"] == "failed" and s["reason"] == "http_503" for s in status)
     assert not [s for s in status if s["outcome"] == "dead_lettered"]
 
@@ -64,20 +70,21 @@ async def test_sigkill_mid_burst_loses_nothing_and_succeeds_no_id_twice(
         fake: FakeProviders) -> None:
     """A worker SIGKILLed mid-burst and restarted: every notification succeeds once; resends are only in-flight ones."""
     events = [dossier(f"kill-{i}", code=f"D-KILL-{i}") for i in range(300)]
-    expected = sms_ids(events)
+    want = expected_sends(events)
     env = {"NOTIFY_RATE_PER_S": '{"sms": 60, "webhook": 200}', "NOTIFY_ROUTINE_WORKERS": "8"}
     proc = start_notify(**env)
     await publish(kafka_bootstrap, namespace, *events)
-    await eventually_async(lambda: len(expected & set(fake.accepted)) >= 80, timeout=60, interval=0.2,
-                           what="80 ids accepted before the kill")
+    await eventually_async(lambda: sms_accepted(fake) >= 80, timeout=60, interval=0.2,
+                           what="80 SMS accepted before the kill")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = len(expected & set(fake.accepted))
-    assert before < len(expected)
+    before = sms_accepted(fake)
+    assert before < len(events)
     start_notify(**env)
-    await eventually_async(all_accepted(fake, expected), timeout=90, interval=0.2, what="every id accepted")
+    await eventually_async(all_sent(fake, want), timeout=90, interval=0.2, what="every send accepted")
     await caught_up(kafka_bootstrap, namespace)  # the restarted worker redid and committed all it had to redo
-    assert max(fake.successes[i] + fake.replays[i] for i in expected) <= 2  # a request sent again once at most
+    assert accepted_sends(fake) == want  # nothing lost, nothing more
+    assert max(requests_per_key(fake).values()) <= 2  # a request sent again once at most
     resent = sum(fake.replays.values())
     # only requests in flight at the kill (routine workers: sms + webhooks) reach the provider again
     assert resent <= 8 + 32
@@ -87,21 +94,37 @@ async def test_sigkill_mid_burst_loses_nothing_and_succeeds_no_id_twice(
 async def test_rebalance_mid_burst_succeeds_each_id_once(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
         fake: FakeProviders) -> None:
-    """A second worker joining mid-burst takes partitions over: nothing lost, each id succeeds once, few resends."""
-    events = [dossier(f"reb-{i}", code=f"D-REB-{i}") for i in range(300)]
-    expected = sms_ids(events)
-    env = {"NOTIFY_RATE_PER_S": '{"sms": 60, "webhook": 200}', "NOTIFY_ROUTINE_WORKERS": "8"}
+    """A second worker joining mid-burst takes partitions over: nothing lost, each id succeeds once, few resends.
+
+    The burst covers every partition and SMS go out slower than it arrives, so the first worker still has SMS to
+    send when the second joins; the burst's last fifth waits until it has joined, so the newcomer has work on its
+    partitions however long it takes to start.
+    """
+    communes = one_commune_per_partition()
+    events = [dossier(f"reb-{i}", code=f"D-REB-{i}", commune=communes[i % len(communes)]) for i in range(300)]
+    burst, held = events[:240], events[240:]
+    want = expected_sends(events)
+    env = {"NOTIFY_RATE_PER_S": '{"sms": 10, "webhook": 200}', "NOTIFY_ROUTINE_WORKERS": "8"}
     start_notify(**env)
-    await publish(kafka_bootstrap, namespace, *events)
-    await eventually_async(lambda: len(expected & set(fake.accepted)) >= 60, timeout=60, interval=0.2,
-                           what="60 ids accepted before the second worker joins")
-    start_notify(**env)  # same group: a rebalance hands half the partitions to the newcomer
-    await eventually_async(all_accepted(fake, expected), timeout=90, interval=0.2, what="every id accepted")
+    await publish(kafka_bootstrap, namespace, *burst)
+    await eventually_async(lambda: sms_accepted(fake) >= 40, timeout=60, interval=0.2,
+                           what="40 SMS accepted before the second worker joins")
+    port = free_port()
+    start_notify(NOTIFY_HTTP_PORT=str(port), **env)  # same group: a rebalance hands half the partitions over
+    await eventually_async(lambda: probe(port, "/readyz") == 200, timeout=60, interval=0.1,
+                           what="the second worker assigned")
+    pending = len(burst) - sms_accepted(fake)  # SMS of the published burst not yet sent when partitions moved
+    await publish(kafka_bootstrap, namespace, *held)
+    await eventually_async(all_sent(fake, want), timeout=90, interval=0.2, what="every send accepted")
     await caught_up(kafka_bootstrap, namespace)  # both workers done and committed: no send left in flight
-    assert max(fake.successes[i] + fake.replays[i] for i in expected) <= 2  # a request sent again once at most
-    resent = sum(fake.replays.values())
-    assert resent <= 2 * (8 + 32)  # at most what was in flight in the senders when partitions moved
-    print(f"rebalance: re-sent ids answered as replays: {resent}")
+    by_second = sent_sms(scrape(port))
+    print(f"rebalance: {pending} of {len(burst)} published SMS pending when the second worker joined; "
+          f"it sent {by_second:g}; re-sent ids answered as replays: {sum(fake.replays.values())}")
+    assert pending > 0, "the second worker must join mid-burst: the first had sent every SMS already"
+    assert by_second > 0, "the second worker took partitions over and sent SMS"
+    assert accepted_sends(fake) == want  # nothing lost, nothing more
+    assert max(requests_per_key(fake).values()) <= 2  # a request sent again once at most
+    assert sum(fake.replays.values()) <= 2 * (8 + 32)  # at most what was in flight in the senders when partitions moved
 
 
 async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
