@@ -88,7 +88,10 @@ PUBLISHED_RETENTION_DAYS = 30
 statuses): a subscriber stopped for up to this long catches up from its committed offsets; older history is not
 replayable from Kafka. Set here, not left to the cluster's `log.retention.*` (downstream audit: it was the broker's
 default, 7 days, stated nowhere)."""
-PUBLISHED_RETENTION = {"retention.ms": str(PUBLISHED_RETENTION_DAYS * 24 * 3600 * 1000)}
+PUBLISHED_RETENTION = {"retention.ms": str(PUBLISHED_RETENTION_DAYS * 24 * 3600 * 1000),
+                       "segment.ms": str(24 * 3600 * 1000)}
+"""Daily segments: a record is deleted with its segment, so it stays readable up to a segment's span past the
+retention; notify's ledger must remember its ids that long (`services.notify.ledger_upkeep.keep_window_ms`)."""
 
 
 def _canonical(family: Family, spec: FamilySpec) -> TopicSpec:

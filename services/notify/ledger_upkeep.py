@@ -9,7 +9,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Gauge
 
-from schemas.topics import NOTIFY_LEDGER, TopicSpec
+from schemas.topics import CANONICAL, NOTIFY_ALERTS, NOTIFY_LEDGER, TopicSpec
 from services.notify.ledger import Ledger
 from services.notify.settings import NotifySettings
 
@@ -36,13 +36,35 @@ async def aligned_partitions(producer: AIOKafkaProducer, ledger: str, inputs: Se
     return count
 
 
-def keep_window_ms(keep_days: float, ledger: TopicSpec = NOTIFY_LEDGER) -> int:
-    """The pruning window in ms, refused if longer than the ledger topic keeps its entries (ADR 0020)."""
+BROKER_DEFAULT_MS = 7 * DAY_MS
+"""A topic's `retention.ms` and `segment.ms` when the registry sets none: the broker's defaults (7 days each;
+`log.retention.hours=168` in infra/kafka)."""
+INPUTS: tuple[TopicSpec, ...] = (*CANONICAL.values(), NOTIFY_ALERTS)
+"""The topics whose records notify derives notification ids from."""
+
+
+def readable_ms(topic: TopicSpec) -> int:
+    """How long a record of `topic` can still be read after it was appended: its retention, plus its segment's roll
+    (Kafka deletes a record with its segment, once the segment's newest record is past the retention)."""
+    return (int(topic.config.get("retention.ms", BROKER_DEFAULT_MS))
+            + int(topic.config.get("segment.ms", BROKER_DEFAULT_MS)))
+
+
+def keep_window_ms(keep_days: float, ledger: TopicSpec = NOTIFY_LEDGER, inputs: Sequence[TopicSpec] = INPUTS) -> int:
+    """The pruning window in ms, refused if longer than the ledger topic keeps its entries, or shorter than an input
+    record stays readable: a record read again after its done id was forgotten (offsets reset, or expired) would
+    be sent again (ADR 0020)."""
     keep_ms = int(keep_days * DAY_MS)
     retention = int(ledger.config.get("retention.ms", "-1"))
     if 0 <= retention < keep_ms:
         raise LedgerLayoutError(f"ledger window of {keep_days:g} days exceeds the ledger topic's retention "
                                 f"({retention / DAY_MS:g} days): a restore would miss ids still needed")
+    longest = max(inputs, key=readable_ms)
+    if keep_ms < readable_ms(longest) + DAY_MS:
+        raise LedgerLayoutError(
+            f"ledger window of {keep_days:g} days is shorter than {longest.name}'s records stay readable "
+            f"({readable_ms(longest) / DAY_MS:g} days, retention and segment) and a day: a record read again after "
+            f"its ids were forgotten would be notified twice (NOTIFY_LEDGER_KEEP_DAYS)")
     return keep_ms
 
 

@@ -59,9 +59,10 @@ class NotifySettings(ConsumerSettings):
         default=None, description="Where the ledger's RocksDB stores live (a fresh folder per run, deleted after); "
                                   "None: the system's temporary folder")
     ledger_keep_days: float = Field(
-        default=15.0, gt=0,
-        description="Done ids are forgotten this long after they were written: the input topics' retention "
-                    "(7 days) + their segment roll (7 days: a record goes only with its segment) + 1 day (ADR 0020)")
+        default=32.0, gt=0,
+        description="Done ids are forgotten this long after they were written: the longest an input record stays "
+                    "readable (the canonical topics: 30 days' retention + a 1-day segment roll: a record goes only "
+                    "with its segment) + 1 day; a shorter window is refused at start (ADR 0020)")
     ledger_prune_every_s: float = Field(default=60.0, gt=0, description="How often old done ids are pruned")
     drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish")
 

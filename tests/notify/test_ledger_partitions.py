@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from schemas.events import Family
 from schemas.notification import NotificationRequest
+from schemas.topics import CANONICAL
 from services.common.partitioner import partition_for
 from services.notify import rules
 from services.notify.ledger import Entry, Layout, Ledger, Unrouted
 from services.notify.ledger_state import KV, MemoryKV
 from services.notify.ledger_upkeep import LedgerLayoutError, keep_window_ms
+from services.notify.settings import NotifySettings
 from services.notify.subscribers import Registry
 from tests.notify.events import directory, dossier
 from tests.notify.fakes import FakeProducer
@@ -172,6 +175,20 @@ async def test_due_releases_owned_partitions_in_due_order() -> None:
 
 def test_a_window_longer_than_the_topics_retention_is_refused() -> None:
     """The ledger topic must keep entries at least as long as the store does, or a restore misses live ids."""
-    assert keep_window_ms(15) == 15 * DAY_MS
+    assert keep_window_ms(32) == 32 * DAY_MS
     with pytest.raises(LedgerLayoutError):
         keep_window_ms(61)
+
+
+def test_a_window_shorter_than_an_input_record_stays_readable_is_refused() -> None:
+    """A done id forgotten while its event can still be read again (an offset reset, group offsets expired) lets
+    the event be notified twice: the window covers the inputs' retention and segment and a day (review: the
+    canonical topics went to 30 days' retention with the window left at 15). The default passes."""
+    canonical = CANONICAL[Family.DOSSIER]
+    readable_days = (int(canonical.config["retention.ms"]) + int(canonical.config["segment.ms"])) / DAY_MS
+    with pytest.raises(LedgerLayoutError, match="notified twice"):
+        keep_window_ms(15)
+    with pytest.raises(LedgerLayoutError):
+        keep_window_ms(readable_days + 0.5)
+    assert keep_window_ms(readable_days + 1) == (readable_days + 1) * DAY_MS
+    assert keep_window_ms(NotifySettings().ledger_keep_days) > 0
