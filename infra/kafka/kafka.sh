@@ -8,9 +8,10 @@
 # server-secure.properties and docs/adr/0014): its own data (.state-secure) and ports (127.0.0.1:9392, controller
 # 9393; the 3-node cluster 9492-9494), credentials made on first use in KAFKA_SECRETS_DIR (infra/kafka/secrets,
 # git-ignored) by secrets.sh;
-# `env PRINCIPAL` prints the path of a principal's KAFKA_* file (admin, intake, ..., source-<entry id>);
+# `env PRINCIPAL` prints the path of a principal's KAFKA_* file (admin, intake, ..., source-<id>, subscriber-<id>);
 # `acls` applies the ACLs again (KAFKA_APPLY_ACLS=0: start without applying them).
-# Idempotent: start on a running broker and stop on a stopped one are no-ops.
+# Idempotent: start on a running broker only adds what a registry change brought (the secure one: new principals'
+# credentials and the ACLs, as `acls` does); stop on a stopped one is a no-op.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -57,7 +58,10 @@ wait_ready() {
 }
 
 start() {
-  if running; then echo "kafka: already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"; return 0; fi
+  if running; then  # a registry change since it started (a subscriber, a source, a role's right) is applied now
+    if [ "$secure" = 1 ]; then refresh_credentials; apply_acls "127.0.0.1:$port"; fi
+    echo "kafka: already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"; return 0
+  fi
   need_libs
   mkdir -p "$state/data" "$state/logs"
   local scram=()
@@ -107,6 +111,10 @@ scram_options() {  # sets scram: every principal's SCRAM credential, put into th
   for p in $(cat "$secrets/principals.txt"); do  # written by secrets.sh (secure_properties runs it first)
     scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$secrets/$p.password")]")
   done
+}
+
+refresh_credentials() {  # the files of principals the registry added since (secrets.sh keeps what exists)
+  "$here/secrets.sh" "$secrets" "127.0.0.1:$port" >/dev/null
 }
 
 apply_acls() {  # on bootstrap $1: the users a registry change added, and every ACL of services.common.acls (as admin)
@@ -213,7 +221,7 @@ case "${1:-}" in
   wait) wait_ready ;;
   reset) stop; rm -rf "$state"; echo "kafka: data removed" ;;
   bootstrap) echo "127.0.0.1:$port" ;;
-  acls) apply_acls "127.0.0.1:$port" ;;
+  acls) [ "$secure" != 1 ] || refresh_credentials; apply_acls "127.0.0.1:$port" ;;
   env) f="$secrets/${2:?usage: $0 env PRINCIPAL}.env"; [ -f "$f" ] || { echo "kafka: no $f (start first)" >&2; exit 1; }
        echo "$f" ;;
   *) echo "usage: $0 start|stop|status|wait|reset|bootstrap|acls|env PRINCIPAL" >&2; exit 2 ;;
