@@ -213,9 +213,13 @@ def test_kafka_matches_the_local_broker_and_the_registry() -> None:
 
 
 def test_topics_are_created_by_the_registry_command() -> None:
-    """The one-shot `topics` service runs `commune-bus topics create`, which reads schemas.topics."""
+    """The one-shot `topics` service runs `commune-bus topics create`, which reads schemas.topics, with the source
+    registry the services read, so each source's bound raw topics exist too (review: the default path is the
+    package's, under site-packages once installed, where no registry is)."""
     topics = COMPOSE["services"]["topics"]
     assert topics["entrypoint"] == ["commune-bus", "topics", "create"]
+    sources = topics["command"][topics["command"].index("--sources") + 1]
+    assert sources == COMPOSE["services"]["intake"]["environment"]["INTAKE_SOURCES_FILE"]
     for name in [n for n in SERVICES]:
         assert COMPOSE["services"][name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
 
