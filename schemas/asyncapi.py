@@ -198,12 +198,15 @@ def document() -> dict[str, Any]:
         verb = "publishTo" if action == "send" else "consume"
         operations[verb + cid[:1].upper() + cid[1:]] = {
             "action": action, "channel": {"$ref": f"#/channels/{cid}"},
-            "summary": ("Integrators publish here (a source's own bound topic: commune.raw.<family>.src.<id>)"
+            "summary": ("The gateway, the operator's dead-letter replays and the simulator publish here; a source's "
+                        "own principal may not (it writes its bound topic, the channel below)"
                         if action == "send" else
                         "Subscribers read here (read_committed), as subscriber-<id> in groups "
                         "commune-bus.subscriber.<id>.*"),
             "messages": [{"$ref": f"#/channels/{cid}/messages/{n}"} for n in names],
         }
+        if topic.kind is Kind.RAW:
+            _bound_channel(topic, cid, names, channels, operations)
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "commune-bus", "version": VERSION,
@@ -225,6 +228,31 @@ def document() -> dict[str, Any]:
         "components": {"messages": messages, "schemas": defs, "securitySchemes": {"scram": {
             "type": "scramSha512", "description": "Each client has its own principal: `source-<id>` writes its bound "
             "raw topics, `subscriber-<id>` reads the canonical, status and snapshot topics (infra/sources.yaml)"}}},
+    }
+
+
+BOUND = ".src."
+"""`services.sources.topics.BOUND`: a source's own raw topic is `<raw topic>.src.<registry id>` (ADR 0018)."""
+
+
+def _bound_channel(topic: TopicSpec, cid: str, names: list[str], channels: dict[str, Any],
+                   operations: dict[str, Any]) -> None:
+    """The raw topics bound to each registered source (one per family it may publish), as one channel with the
+    source's registry id as parameter, and the operation a source's principal publishes with."""
+    bound = cid + "Source"
+    channels[bound] = {
+        "address": f"{topic.name}{BOUND}{{sourceId}}", "title": f"{topic.name}{BOUND}<source id>",
+        "description": f"A registered source's own raw topic (only its principal `source-<id>` writes it, ADR 0018), "
+                       f"partitions and config of {topic.name}. Key: {topic.key}.",
+        "parameters": {"sourceId": {"description": "The source's id in infra/sources.yaml"}},
+        "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
+        "bindings": {"kafka": {"partitions": topic.partitions, "bindingVersion": "0.5.0",
+                               **({"topicConfiguration": _topic_config(topic)} if topic.config else {})}},
+    }
+    operations["publishTo" + bound[:1].upper() + bound[1:]] = {
+        "action": "send", "channel": {"$ref": f"#/channels/{bound}"},
+        "summary": "A registered source publishes here, as source-<id>",
+        "messages": [{"$ref": f"#/channels/{bound}/messages/{n}"} for n in names],
     }
 
 
