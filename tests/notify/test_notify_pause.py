@@ -30,6 +30,8 @@ SESSION_MS = 6000
 PAUSE_S = 14  # well past the session timeout
 RATE = 20  # events per second
 SENDERS = 8
+IN_FLIGHT_S = 0.5
+"""A call the freeze caught before its bytes left reaches the provider within this of SIGCONT."""
 
 
 def ready(port: int) -> bool:
@@ -93,9 +95,14 @@ async def test_worker_frozen_past_session_timeout_sends_no_notification_twice(
     for key, at in fake.arrivals:
         arrivals[key].append(at)
     twice = {k: ts for k, ts in arrivals.items() if len(ts) > 1}  # every key the providers saw, expected or not
-    # in doubt: on the wire when the worker froze (first arrival before the freeze, its ledger entry not yet
-    # written), so the new owner had to send it again; anything else twice is a zombie's or a race's send
-    in_doubt = {k for k, ts in twice.items() if ts[0] <= stopped_at + 0.5 and ts[1] < resumed_at}
+    # in doubt: a call under way when the worker froze, after its last ownership check, so the new owner had to send
+    # the request again: either its bytes had left (first arrival before the freeze, the ledger entry not yet
+    # written) or they leave at SIGCONT (second arrival as the frozen process runs again: seen in a CI run,
+    # +7.82 s by the new owner, +14.01 s at the resume). The provider answers that second call as a replay of its
+    # Idempotency-Key. They are at most the senders' calls in flight; anything else twice is a zombie's or a race's
+    in_doubt = {k for k, ts in twice.items() if len(ts) == 2 and (
+        (ts[0] <= stopped_at + 0.5 and ts[1] < resumed_at)
+        or (stopped_at < ts[0] < resumed_at <= ts[1] <= resumed_at + IN_FLIGHT_S))}
     other = {k: [round(t - stopped_at, 2) for t in ts] for k, ts in twice.items() if k not in in_doubt}
     print(f"events {len(events)}, notifications {sum(want.values())}, twice: in doubt {len(in_doubt)}, "
           f"other {len(other)}")
