@@ -190,9 +190,9 @@ snapshots. Not the raw topics (clear personal data), the dead letters, the key t
 
 
 def subscriber_roles(registry: SourceRegistry) -> tuple[Role, ...]:
-    """One role per registered subscriber: read the published topics, in consumer groups `<id>.…` of its own;
-    write nothing (downstream audit: the only principal that could read the canonical topics was the operator, who
-    may publish as any source and erase applicants, and could not join a consumer group)."""
+    """One role per registered subscriber: read the published topics, in consumer groups of its own
+    (`subscriber_groups`); write nothing (downstream audit: the only principal that could read the canonical topics
+    was the operator, who may publish as any source and erase applicants, and could not join a consumer group)."""
     return tuple(Role(f"{SUBSCRIBER_PREFIX}{entry.id}", reads=PUBLISHED, group_prefixes=(subscriber_groups(entry.id),))
                  for entry in registry.subscribers)
 
