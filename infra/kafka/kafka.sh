@@ -48,10 +48,21 @@ running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 java_run() { java -Xms256m -Xmx1g -Dlog4j.configuration="file:$here/log4j.properties" \
   -Dkafka.logs.dir="$state/logs" -cp "$libs/*" "$@"; }
 
+port_holder() {  # " by <process> (pid N)" when ss can tell, else nothing
+  local who
+  who="$(ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -1)" || true
+  [ -n "$who" ] && echo " by ${who#users:((}" | sed -E 's/"([^"]*)",pid=([0-9]+)/\1 (pid \2)/'
+  return 0
+}
+
 wait_ready() {
   local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-90}))
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && grep -q "started (kafka.server.KafkaRaftServer)" "$state/logs/server.log" 2>/dev/null; do
-    if ! running; then echo "kafka: broker exited; see $state/logs/server.log" >&2; tail -20 "$state/logs/server.log" >&2 || true; return 1; fi
+    if ! running; then  # its first errors say why (a port taken, a bad config); the last lines are its shutdown
+      echo "kafka: broker exited; see $state/logs/server.log. Its first errors:" >&2
+      grep -m 5 -E "ERROR|FATAL" "$state/logs/server.log" >&2 || tail -20 "$state/logs/server.log" >&2 || true
+      return 1
+    fi
     [ $SECONDS -lt $deadline ] || { echo "kafka: not ready after ${KAFKA_START_TIMEOUT:-90}s" >&2; return 1; }
     sleep 0.5
   done
@@ -62,6 +73,14 @@ start() {
     if [ "$secure" = 1 ]; then refresh_credentials; apply_acls "127.0.0.1:$port"; fi
     echo "kafka: already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"; return 0
   fi
+  local taken
+  for taken in "$port" "$cport"; do  # a port in use: one line naming it and its holder, before anything starts
+    if (exec 3<>"/dev/tcp/127.0.0.1/$taken") 2>/dev/null; then
+      echo "kafka: 127.0.0.1:$taken is already in use$(port_holder "$taken"); KAFKA_PORT and KAFKA_CONTROLLER_PORT" \
+        "move this broker (every later kafka.sh and make call needs the same)" >&2
+      return 1
+    fi
+  done
   need_libs
   mkdir -p "$state/data" "$state/logs"
   local scram=()
