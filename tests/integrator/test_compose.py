@@ -94,9 +94,15 @@ def loopback_bound(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> 
 
 def scrape_mismatches(compose: dict[str, Any], prometheus: dict[str, Any],
                       monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """Prometheus targets and `<service>:<configured HTTP port>` that are not both present."""
+    """Prometheus targets and `<service>:<configured HTTP port>` that are not both present (notify's deadline tracker,
+    a child process in its container, serves its own on `NOTIFY_DEADLINE_WEB_PORT` when it runs)."""
     targets = {t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    serving = {f"{n}:{port}" for n in SERVICES if (port := http_address(configured(compose, n, monkeypatch))[1])}
+    serving = set()
+    for n in SERVICES:
+        settings = configured(compose, n, monkeypatch)
+        values = settings.model_dump()
+        ports = [http_address(settings)[1], *([values["deadline_web_port"]] if values.get("deadlines") else [])]
+        serving |= {f"{n}:{port}" for port in ports if port}
     return targets ^ serving
 
 
@@ -147,6 +153,9 @@ def test_the_scrape_check_finds_a_port_prometheus_does_not_scrape(monkeypatch: p
     broken = copy.deepcopy(COMPOSE)
     broken["services"]["metrics"]["environment"]["METRICS_HTTP_PORT"] = "9203"
     assert scrape_mismatches(broken, PROMETHEUS, monkeypatch) == {"metrics:9103", "metrics:9203"}
+    broken["services"]["notify"]["environment"]["NOTIFY_DEADLINE_WEB_PORT"] = "6167"
+    assert scrape_mismatches(broken, PROMETHEUS, monkeypatch) == {"metrics:9103", "metrics:9203", "notify:6067",
+                                                                  "notify:6167"}
 
 
 STOP_BUDGETS = {"intake": "services.intake.worker", "notify": "services.notify.app",
