@@ -17,7 +17,7 @@ from schemas.times import to_utc
 from services.cli import dlq
 from services.cli.deadletters import Filters, replayable
 from services.cli.masking import names_masked
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
 from services.cli.plain import json_text, markup
 from services.cli.render import console, dead_letter_table, err_console
 from services.common.transactions import SendFailed
@@ -26,14 +26,24 @@ app = typer.Typer(no_args_is_help=True, help="Dead letters of intake (commune.dl
 
 ReasonOpt = Annotated[list[Reason] | None, typer.Option("--reason", help="Repeatable")]
 SourceOpt = Annotated[str | None, typer.Option("--source", help="CloudEvents source; trailing * = prefix")]
-SinceOpt = Annotated[datetime | None,
-                     typer.Option("--since", help="Rejected at or after (ISO; naive = Vietnam time)")]
-UntilOpt = Annotated[datetime | None, typer.Option("--until", help="Rejected at or before")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="Rejected at or after: 12h, 30d, 90m ago, or an ISO "
+                                                                 "date or time (naive = Vietnam time)")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Rejected at or before (the same forms)")]
 
 
-def _filters(reason: list[Reason] | None, source: str | None, since: datetime | None,
-             until: datetime | None) -> Filters:
+def _moment(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return moment(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def _filters(reason: list[Reason] | None, source: str | None, since_text: str | None,
+             until_text: str | None) -> Filters:
     """The filters; an `--until` before `--since` is a usage error (it matches nothing by construction)."""
+    since, until = _moment(since_text, "--since"), _moment(until_text, "--until")
     if since is not None and until is not None and to_utc(until) < to_utc(since):
         raise typer.BadParameter(f"{until.isoformat()} is before --since {since.isoformat()} (naive times are "
                                  "Vietnam time)", param_hint="--until")

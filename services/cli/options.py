@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
 
+from schemas.times import to_utc
 from schemas.topics import by_name, namespaced
 from services.common.settings import KafkaConnection
 
@@ -16,6 +19,28 @@ DEFAULT_BOOTSTRAP: str = KafkaConnection.model_fields["bootstrap"].default
 ShowPersonalData = Annotated[bool, typer.Option(
     "--show-personal-data", help="Show applicants' names, CCCD, phones, e-mails and addresses in clear, and "
     "values that are not JSON (default: masked, and withheld)")]
+
+
+_AGO = re.compile(r"([0-9]{1,5})([dhm])")
+_UNIT = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
+MOMENT_FORMS = ("30d, 12h or 90m (days, hours, minutes ago), or a date or time such as 2026-11-01 or "
+                "2026-11-01T08:00 (Vietnam time unless it names its offset)")
+
+
+def moment(text: str, now: datetime | None = None) -> datetime:
+    """The instant (UTC) a `--since` / `--until` text names: `MOMENT_FORMS`; ValueError naming them for anything else.
+    Before 1970 is 1970 (Kafka's time index takes -1 and -2 for "latest" and "earliest")."""
+    text = text.strip()
+    now = now or datetime.now(UTC)
+    if ago := _AGO.fullmatch(text):
+        return max(datetime.fromtimestamp(0, UTC), now - int(ago[1]) * _UNIT[ago[2]])
+    try:  # naive = Vietnam time, as everywhere in the CLI; an instant datetime can't hold: refused
+        at = to_utc(datetime.fromisoformat(text)) if len(text) <= 40 else None
+    except (ValueError, OverflowError):
+        at = None
+    if at is None:
+        raise ValueError(f"give {MOMENT_FORMS}")
+    return max(datetime.fromtimestamp(0, UTC), at)
 
 
 def connection(bootstrap: str) -> KafkaConnection:

@@ -23,10 +23,9 @@ scale a whole canonical topic is days of reading, a dossier's last month is not.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
@@ -40,11 +39,10 @@ from schemas import trace as trace_context
 from schemas import wire
 from schemas.deadletter import DeadLetterContext
 from schemas.notification import NotificationStatus
-from schemas.times import to_utc
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
 from services.cli.errors import TopicNotVisible
 from services.cli.masking import names_masked
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
 from services.cli.plain import markup, text
 from services.cli.render import console, err_console
 from services.common import clients, closing
@@ -243,26 +241,16 @@ async def _read(conn: KafkaConnection, topics: Sequence[str], offer: Callable[[R
                 unreadable.append(topic)
 
 
-_AGO = re.compile(r"([0-9]{1,5})([dhm])")
-_UNIT = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
 SINCE_HELP = ("how far back to read: 30d, 12h, 90m (days, hours, minutes ago) or a date or time, Vietnam time unless "
               "it names its offset (2026-11-01, 2026-11-01T08:00); default: everything the topics hold")
 
 
 def since_ms(text: str, now: datetime | None = None) -> int:
     """Epoch milliseconds of a `--since` text (`SINCE_HELP`); ValueError, naming the forms, for anything else."""
-    text = text.strip()
-    now = now or datetime.now(UTC)
-    if ago := _AGO.fullmatch(text):  # before 1970 is all of it: Kafka takes -1 and -2 for "latest" and "earliest"
-        return max(0, int((now - int(ago[1]) * _UNIT[ago[2]]).timestamp() * 1000))
-    try:  # naive = Vietnam time, as everywhere in the CLI (`dlq --since`); an instant datetime can't hold: refused
-        at = to_utc(datetime.fromisoformat(text)) if len(text) <= 40 else None
-    except ValueError:
-        at = None
-    if at is None:
-        raise ValueError("since: give 30d, 12h or 90m (days, hours, minutes ago), or a date or time such as "
-                         "2026-11-01 or 2026-11-01T08:00 (Vietnam time unless it names its offset)")
-    return max(0, int(at.timestamp() * 1000))
+    try:
+        return int(moment(text, now).timestamp() * 1000)
+    except ValueError as exc:
+        raise ValueError(f"since: {exc}") from None
 
 
 @dataclass(frozen=True)

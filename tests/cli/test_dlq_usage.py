@@ -3,6 +3,7 @@ anything is read or written: a `--set-header` that is no K=V, an `--until` befor
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -65,3 +66,25 @@ def test_until_at_or_after_since_is_taken(reads: list[object], since: str, until
     result = run("list", "--since", since, "--until", until)
     assert result.exit_code == 0, result.output
     assert len(reads) == 1
+
+
+def test_since_takes_what_trace_takes_hours_days_minutes_ago(reads: list[object]) -> None:
+    """`--since 12h` (as `trace --since` and the runbooks write it) is twelve hours ago (ops audit: it was refused,
+    "Input should be a valid datetime"); the filter the read gets is that instant, within the run's own seconds."""
+    before = datetime.now(UTC)
+    result = run("list", "--since", "12h", "--until", "90m")
+    after = datetime.now(UTC)
+    assert result.exit_code == 0, result.output
+    filters = reads[0][2]  # dead_letters(conn, namespace, filters)
+    assert isinstance(filters, dlq.Filters)
+    assert filters.since is not None and filters.until is not None
+    assert before - timedelta(hours=12) <= filters.since <= after - timedelta(hours=12)
+    assert before - timedelta(minutes=90) <= filters.until <= after - timedelta(minutes=90)
+
+
+@pytest.mark.parametrize("since", ["yesterday", "12x", "0001-01-01T00:00+14:00", "9" * 50])
+def test_a_since_of_no_known_form_is_a_usage_error_naming_the_forms(reads: list[object], since: str) -> None:
+    result = run("list", "--since", since)
+    assert result.exit_code == 2, result.output
+    assert "--since" in result.output and "12h" in result.output
+    assert reads == []
