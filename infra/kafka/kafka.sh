@@ -151,6 +151,24 @@ else
 fi
 nodes=(1 2 3)
 
+groups() {  # Kafka's kafka-consumer-groups.sh (ConsumerGroupCommand) on this broker, as its admin on the secure one
+  need_libs
+  local config=()
+  if [ "$secure" = 1 ]; then
+    local env="$secrets/admin.env" props="$secrets/admin.java.properties"
+    [ -f "$env" ] || { echo "kafka: no $env (start first)" >&2; return 1; }
+    (umask 077; (set -a; . "$env"; set +a
+      printf 'security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nssl.truststore.type=PEM\n'
+      printf 'ssl.truststore.location=%s\n' "$KAFKA_SSL_CAFILE"
+      printf 'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="%s" password="%s";\n' \
+        "$KAFKA_SASL_USERNAME" "$KAFKA_SASL_PASSWORD") > "$props")
+    config=(--command-config "$props")
+  fi
+  java -Xmx256m -Dlog4j.configuration="file:$here/log4j.properties" -Dkafka.logs.dir="$state/logs" -cp "$libs/*" \
+    org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "127.0.0.1:$port" \
+    ${config[@]+"${config[@]}"} "$@"
+}
+
 node_dir() { echo "$cluster_state/node$1"; }
 node_port() { echo $((cluster_port + $1 - 1)); }
 node_running() { local f; f="$(node_dir "$1")/kafka.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
@@ -243,5 +261,6 @@ case "${1:-}" in
   acls) [ "$secure" != 1 ] || refresh_credentials; apply_acls "127.0.0.1:$port" ;;
   env) f="$secrets/${2:?usage: $0 env PRINCIPAL}.env"; [ -f "$f" ] || { echo "kafka: no $f (start first)" >&2; exit 1; }
        echo "$f" ;;
-  *) echo "usage: $0 start|stop|status|wait|reset|bootstrap|acls|env PRINCIPAL" >&2; exit 2 ;;
+  groups) shift; groups "$@" ;;
+  *) echo "usage: $0 start|stop|status|wait|reset|bootstrap|acls|env PRINCIPAL|groups ARGS" >&2; exit 2 ;;
 esac
