@@ -21,6 +21,7 @@ SERVICE = "notify"
 def main() -> None:
     with settings_checked(SERVICE):
         settings, privacy = NotifySettings(), PrivacySettings()
+    refuse_without_keys(settings, privacy)
     tracker = TrackerProcess.start() if settings.deadlines else None
 
     async def worker(supervisor: Supervisor) -> None:
@@ -33,6 +34,15 @@ def main() -> None:
     finally:
         if tracker is not None:
             tracker.stop()
+
+
+def refuse_without_keys(settings: NotifySettings, privacy: PrivacySettings) -> None:
+    """Applicants' contacts arrive sealed (ADR 0015): without the keys notify would skip every citizen's message as
+    erased, and say so once at start (ops audit). Refused unless asked for (`NOTIFY_WITHOUT_PRIVACY_KEYS`)."""
+    if not privacy.configured and not settings.without_privacy_keys:
+        raise SystemExit("notify: applicants' contacts are sealed (ADR 0015) and no key is configured to open them: "
+                         "set PRIVACY_KEK or PRIVACY_KEK_FILE, and PRIVACY_PEPPER or PRIVACY_PEPPER_FILE, as "
+                         "intake's; or NOTIFY_WITHOUT_PRIVACY_KEYS=true to start skipping every applicant's message")
 
 
 if __name__ == "__main__":
