@@ -18,6 +18,7 @@ from functools import cache
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
+from prometheus_client import Counter
 
 from schemas.personal import KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
@@ -43,6 +44,12 @@ def key_messages(records: list[KeyRecord], namespace: str) -> list[KeyMessage]:
     dead letters (day keys, a dead letter's applicant key) in the expiring one."""
     applicants, dead_letters = key_topics(namespace)
     return [(dead_letters if r.expires_at is not None else applicants, r.record_key, encoded(r)) for r in records]
+
+
+UNREADABLE = Counter("commune_privacy_key_records_unreadable_total",
+                     "Key-topic records this process's key store could not read (`keys`: applicants or deadletters, "
+                     "the key topic; `error`: the PrivacyError's type, e.g. a KEK it was not given, damage, a record "
+                     "not matching its key): skipped, the values under such a key wait unopened", ["keys", "error"])
 
 
 class KeysBehind(KafkaError):
@@ -117,6 +124,8 @@ class KeyStore:
             self.keyring.apply(record.key, record.value)
         except PrivacyError as exc:
             self.unreadable += 1
+            UNREADABLE.labels("applicants" if record.topic == self.topics[0] else "deadletters",
+                              type(exc).__name__).inc()
             if (records := self._logged.due((record.topic, type(exc).__name__))) is not None:
                 log.error("privacy.key_record_unreadable", topic=record.topic, partition=record.partition,
                           offset=record.offset, error=str(exc), records=records)

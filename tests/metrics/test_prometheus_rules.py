@@ -53,7 +53,8 @@ def test_every_alert_has_a_promtool_scenario() -> None:
                                 "ConsumerLagGrowing", "CommuneSilent", "InternalErrorDeadLetters",
                                 "NotifyDrainTimedOut", "GatewayRequestsFailing", "ServiceNotReady",
                                 "CanonicalRecordsUnreadable", "SealedContactsUnopenable", "ServiceRestarting",
-                                "CertificateExpiresSoon", "CertificateExpired", "ServiceDown", "NotificationsFailing"}
+                                "CertificateExpiresSoon", "CertificateExpired", "ServiceDown", "NotificationsFailing",
+                                "KeyRecordsUnreadable"}
 
 
 def test_dashboard_json_is_what_the_code_generates() -> None:

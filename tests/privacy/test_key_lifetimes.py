@@ -17,7 +17,7 @@ from services.privacy import applicant as sealing
 from services.privacy import crypto, deadletters
 from services.privacy.crypto import Erased
 from services.privacy.keyring import Keyring, encoded
-from services.privacy.store import KeyStore, key_messages
+from services.privacy.store import UNREADABLE, KeyStore, key_messages
 from tests.privacy.keys import NOW, PEPPER, keyring
 from tests.samples import canonical_dossier
 
@@ -215,10 +215,13 @@ async def test_a_key_store_given_the_wrong_kek_logs_sparingly_and_counts_every_r
     other = Keyring({"kek-9": bytes(range(200, 232))}, "kek-9", PEPPER, clock=lambda: NOW)
     records = [r for i in range(100) for r in other.key_for(f"a-{i}")[2]]
     store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "ns", keyring(), client_id="tests-wrong-kek")
+    counted = UNREADABLE.labels("applicants", "PrivacyError")
+    before = counted._value.get()
     with structlog.testing.capture_logs() as logs:
         for offset, r in enumerate(records):
             value = encoded(r)
             store._apply(ConsumerRecord("ns.commune.keys.applicants", 0, offset, 0, 0, r.record_key, value,
                                         None, len(r.record_key), len(value), []))
     assert store.unreadable == 100
+    assert counted._value.get() - before == 100, "counted for Prometheus too (ops audit: a log line only)"
     assert [(e["event"], e["records"], e["offset"]) for e in logs] == [("privacy.key_record_unreadable", 1, 0)]
