@@ -100,7 +100,10 @@ async def dead_letters(conn: KafkaConnection, namespace: str, filters: Filters) 
     done = await replayed_keys(conn, namespace)
     keys_read_at = datetime.now(UTC)
     sifter = Sifter(filters, await _keyring(conn, namespace) if PrivacySettings().configured else None, keys_read_at)
-    since_ms = None if filters.since is None else int(to_utc(filters.since).timestamp() * 1000) - SINCE_MARGIN_MS
+    # never before 0: Kafka's time index takes -1 and -2 for "latest" and "earliest" (review: --since 1960-01-01
+    # asked for -3600000 and aiokafka refused it with a traceback)
+    since_ms = None if filters.since is None else max(0, int(to_utc(filters.since).timestamp() * 1000)
+                                                       - SINCE_MARGIN_MS)
     await read_into(conn, dlq, sifter.sift, since_ms)
     if sifter.unknown:  # sealed under a key written after the key store was read: read it again, then decide
         late, sifter.unknown = sifter.unknown, []

@@ -26,8 +26,8 @@ app = typer.Typer(no_args_is_help=True, help="Dead letters of intake (commune.dl
 
 ReasonOpt = Annotated[list[Reason] | None, typer.Option("--reason", help="Repeatable")]
 SourceOpt = Annotated[str | None, typer.Option("--source", help="CloudEvents source; trailing * = prefix")]
-SinceOpt = Annotated[str | None, typer.Option("--since", help="Rejected at or after: 12h, 30d, 90m ago, or an ISO "
-                                                                 "date or time (naive = Vietnam time)")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="Rejected at or after: 12h, 30d or 90m (that long "
+                                                                 "ago), or an ISO date or time (naive = Vietnam time)")]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="Rejected at or before (the same forms)")]
 
 
@@ -45,8 +45,8 @@ def _filters(reason: list[Reason] | None, source: str | None, since_text: str | 
     """The filters; an `--until` before `--since` is a usage error (it matches nothing by construction)."""
     since, until = _moment(since_text, "--since"), _moment(until_text, "--until")
     if since is not None and until is not None and to_utc(until) < to_utc(since):
-        raise typer.BadParameter(f"{until.isoformat()} is before --since {since.isoformat()} (naive times are "
-                                 "Vietnam time)", param_hint="--until")
+        raise typer.BadParameter(f"{until_text} is before --since {since_text} (naive times are Vietnam time)",
+                                 param_hint="--until")
     return Filters(frozenset(reason or ()), source, since, until)
 
 

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from services.cli import dlq
+from services.cli.deadletters import Filters
 from services.cli.main import app
 
 pytestmark = pytest.mark.unit
@@ -75,8 +76,10 @@ def test_since_takes_what_trace_takes_hours_days_minutes_ago(reads: list[object]
     result = run("list", "--since", "12h", "--until", "90m")
     after = datetime.now(UTC)
     assert result.exit_code == 0, result.output
-    filters = reads[0][2]  # dead_letters(conn, namespace, filters)
-    assert isinstance(filters, dlq.Filters)
+    call = reads[0]
+    assert isinstance(call, tuple)
+    filters = call[2]  # dead_letters(conn, namespace, filters)
+    assert isinstance(filters, Filters)
     assert filters.since is not None and filters.until is not None
     assert before - timedelta(hours=12) <= filters.since <= after - timedelta(hours=12)
     assert before - timedelta(minutes=90) <= filters.until <= after - timedelta(minutes=90)
@@ -88,3 +91,25 @@ def test_a_since_of_no_known_form_is_a_usage_error_naming_the_forms(reads: list[
     assert result.exit_code == 2, result.output
     assert "--since" in result.output and "12h" in result.output
     assert reads == []
+
+
+@pytest.mark.parametrize("since", ["30000d", "1960-01-01", "1970-01-01T07:30"])
+def test_a_since_before_1970_reads_from_the_start_not_a_negative_time(monkeypatch: pytest.MonkeyPatch,
+                                                                      since: str) -> None:
+    """Kafka's time index takes -1 and -2 for "latest" and "earliest": a time at or before 1970 plus the margin reads
+    from 0 (review: it asked for -3600000 and aiokafka refused it with a traceback)."""
+    asked: list[int | None] = []
+
+    async def replayed_keys(*_args: Any) -> set[bytes]:
+        return set()
+
+    async def read_into(_conn: Any, _topic: str, _apply: Any, since_ms: int | None) -> None:
+        asked.append(since_ms)
+
+    monkeypatch.setattr(dlq, "replayed_keys", replayed_keys)
+    monkeypatch.setattr(dlq, "read_into", read_into)
+    monkeypatch.delenv("PRIVACY_KEK", raising=False)
+    monkeypatch.delenv("PRIVACY_KEK_FILE", raising=False)
+    result = run("list", "--since", since)
+    assert result.exit_code == 0, result.output
+    assert asked == [0]
