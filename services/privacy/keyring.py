@@ -184,6 +184,11 @@ class Keyring:
             raise Erased("the data key has expired")
         return key.aead or self._build(key)
 
+    def unreadable_keys(self) -> int:
+        """Keys whose last record read here could not be read (a KEK not given, damage), and not erased since: a key
+        re-wrapped under a KEK this keyring has is readable again once its new record is read."""
+        return len(self._unreadable)
+
     def key_ids(self, subject: str) -> list[str]:
         return sorted(k.key_id for k in self._keys.get(subject, ()))
 

@@ -18,7 +18,7 @@ from functools import cache
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from schemas.personal import KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
@@ -50,6 +50,12 @@ UNREADABLE = Counter("commune_privacy_key_records_unreadable_total",
                      "Key-topic records this process's key store could not read (`keys`: applicants or deadletters, "
                      "the key topic; `error`: the PrivacyError's type, e.g. a KEK it was not given, damage, a record "
                      "not matching its key): skipped, the values under such a key wait unopened", ["keys", "error"])
+
+
+UNREADABLE_NOW = Gauge("commune_privacy_keys_unreadable",
+                       "Keys this process's key store holds unreadable now: the last record of each could not be read "
+                       "(a KEK it was not given, damage) and no readable copy came after (a rotation's re-wrapped "
+                       "record makes its key readable again); the values sealed under them wait unopened")
 
 
 class KeysBehind(KafkaError):
@@ -112,12 +118,17 @@ class KeyStore:
     async def _fetch_once(self) -> None:
         batch = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
         for records in batch.values():
-            for record in records:
-                self._apply(record)
+            self.apply_all(records)
         async with self._progress:
             for tp in self._consumer.assignment():
                 self._applied[tp] = await self._consumer.position(tp)
             self._progress.notify_all()
+
+    def apply_all(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Apply fetched key records in order; then export how many keys are held unreadable now."""
+        for record in records:
+            self._apply(record)
+        UNREADABLE_NOW.set(self.keyring.unreadable_keys())
 
     def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:

@@ -17,8 +17,8 @@ from services.privacy import applicant as sealing
 from services.privacy import crypto, deadletters
 from services.privacy.crypto import Erased
 from services.privacy.keyring import Keyring, encoded
-from services.privacy.store import UNREADABLE, KeyStore, key_messages
-from tests.privacy.keys import NOW, PEPPER, keyring
+from services.privacy.store import UNREADABLE, UNREADABLE_NOW, KeyStore, key_messages
+from tests.privacy.keys import KEK, NOW, PEPPER, keyring
 from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit
@@ -217,11 +217,20 @@ async def test_a_key_store_given_the_wrong_kek_logs_sparingly_and_counts_every_r
     store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "ns", keyring(), client_id="tests-wrong-kek")
     counted = UNREADABLE.labels("applicants", "PrivacyError")
     before = counted._value.get()
+
+    def consumed(rs: list[KeyRecord], first: int) -> list[ConsumerRecord[bytes, bytes]]:
+        return [ConsumerRecord("ns.commune.keys.applicants", 0, first + i, 0, 0, r.record_key, encoded(r), None,
+                               len(r.record_key), len(encoded(r)), []) for i, r in enumerate(rs)]
+
     with structlog.testing.capture_logs() as logs:
-        for offset, r in enumerate(records):
-            value = encoded(r)
-            store._apply(ConsumerRecord("ns.commune.keys.applicants", 0, offset, 0, 0, r.record_key, value,
-                                        None, len(r.record_key), len(value), []))
+        store.apply_all(consumed(records, 0))
     assert store.unreadable == 100
     assert counted._value.get() - before == 100, "counted for Prometheus too (ops audit: a log line only)"
+    assert UNREADABLE_NOW._value.get() == 100, "and the keys held unreadable now"
+    # the first ten re-wrapped under the KEK this store has (a rotation): readable again, out of the gauge
+    other_kek = bytes(range(200, 232))
+    rewrapped = [KeyRecord.model_validate({**r.model_dump(), "kek_id": "kek-1", "wrapped": crypto.wrap(
+        KEK, crypto.unwrap(other_kek, r.wrapped, r.subject, r.key_id), r.subject, r.key_id)}) for r in records[:10]]
+    store.apply_all(consumed(rewrapped, 100))
+    assert UNREADABLE_NOW._value.get() == 90
     assert [(e["event"], e["records"], e["offset"]) for e in logs] == [("privacy.key_record_unreadable", 1, 0)]
