@@ -63,8 +63,10 @@ def plan(s: DemoSettings, python: str = sys.executable) -> list[Child]:
               {**scoped("NOTIFY"), "NOTIFY_HTTP_PORT": str(s.notify_port), "NOTIFY_SMS_URL": providers,
                "NOTIFY_ZALO_URL": providers, "NOTIFY_SMTP_PORT": str(s.smtp_port),
                "NOTIFY_DIRECTORY_FILE": str(ROOT / "infra/notify/directory.example.toml"),
-               "NOTIFY_SUBSCRIBERS_FILE": str(subscribers_file(s))},
-              {s.notify_port: "notify /metrics"}, _url(s.notify_port),
+               "NOTIFY_SUBSCRIBERS_FILE": str(subscribers_file(s)),
+               "NOTIFY_DEADLINE_WEB_PORT": str(s.notify_deadlines_port)},
+              {s.notify_port: "notify /metrics", s.notify_deadlines_port: "notify's deadline tracker /metrics"},
+              _url(s.notify_port),
               where=f"notify: {_url(s.notify_port)}/metrics; outcomes: commune.notify.status"),
         Child("gateway", [python, "-m", "services.gateway"],
               {**scoped("GATEWAY"), "GATEWAY_PORT": str(s.gateway_port),
@@ -113,8 +115,8 @@ def write_configs(s: DemoSettings) -> None:
         DEFAULT_PROVIDERS, f"127.0.0.1:{s.providers_port}"), encoding="utf-8")
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
     config["rule_files"] = [str(PROMETHEUS_CONFIG.parent / f) for f in config["rule_files"]]
-    ports = {"intake": s.intake_port, "notify": s.notify_port, "metrics": s.metrics_port,
-             "gateway": s.gateway_metrics_port}
+    ports = {"intake": s.intake_port, "notify": s.notify_port, "notify-deadlines": s.notify_deadlines_port,
+             "metrics": s.metrics_port, "gateway": s.gateway_metrics_port}
     for job in config["scrape_configs"]:
         if job["job_name"] in ports:
             job["static_configs"] = [{"targets": [f"127.0.0.1:{ports[job['job_name']]}"]}]

@@ -25,6 +25,7 @@ class DemoSettings(BaseSettings):
 
     intake_port: int = Field(default=9101, ge=1, le=65535)
     notify_port: int = Field(default=9102, ge=1, le=65535)
+    notify_deadlines_port: int = Field(default=6067, ge=1, le=65535, description="notify's deadline tracker's /metrics")
     metrics_port: int = Field(default=9103, ge=1, le=65535)
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     gateway_metrics_port: int = Field(default=9104, ge=1, le=65535, description="The gateway's /metrics")

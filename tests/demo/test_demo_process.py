@@ -23,8 +23,8 @@ from tests.demo import proctree
 from tests.kafkatools import ROOT, free_port
 from tests.waiting import eventually
 
-PORTS = ("intake_port", "notify_port", "metrics_port", "gateway_port", "gateway_metrics_port", "providers_port",
-         "smtp_port", "prometheus_port")
+PORTS = ("intake_port", "notify_port", "notify_deadlines_port", "metrics_port", "gateway_port", "gateway_metrics_port",
+         "providers_port", "smtp_port", "prometheus_port")
 
 
 def demo_settings(tmp_path: Path, namespace: str) -> DemoSettings:
