@@ -48,6 +48,17 @@ running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 java_run() { java -Xms256m -Xmx1g -Dlog4j.configuration="file:$here/log4j.properties" \
   -Dkafka.logs.dir="$state/logs" -cp "$libs/*" "$@"; }
 
+ports_free() {  # $1: the settings that move them; then the ports. A port in use: one line naming it and its holder
+  local what=$1 taken; shift
+  for taken in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$taken") 2>/dev/null; then
+      echo "kafka: 127.0.0.1:$taken is already in use$(port_holder "$taken"); $what move this broker (every later" \
+        "kafka.sh and make call needs the same)" >&2
+      return 1
+    fi
+  done
+}
+
 port_holder() {  # " by <process> (pid N)" when ss can tell, else nothing
   local who
   who="$(ss -ltnpH "sport = :$1" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -1)" || true
@@ -73,14 +84,7 @@ start() {
     if [ "$secure" = 1 ]; then refresh_credentials; apply_acls "127.0.0.1:$port"; fi
     echo "kafka: already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"; return 0
   fi
-  local taken
-  for taken in "$port" "$cport"; do  # a port in use: one line naming it and its holder, before anything starts
-    if (exec 3<>"/dev/tcp/127.0.0.1/$taken") 2>/dev/null; then
-      echo "kafka: 127.0.0.1:$taken is already in use$(port_holder "$taken"); KAFKA_PORT and KAFKA_CONTROLLER_PORT" \
-        "move this broker (every later kafka.sh and make call needs the same)" >&2
-      return 1
-    fi
-  done
+  ports_free "KAFKA_PORT and KAFKA_CONTROLLER_PORT" "$port" "$cport" || return 1
   need_libs
   mkdir -p "$state/data" "$state/logs"
   local scram=()
@@ -151,7 +155,8 @@ else
 fi
 nodes=(1 2 3)
 
-groups() {  # Kafka's kafka-consumer-groups.sh (ConsumerGroupCommand) on this broker, as its admin on the secure one
+groups() {  # Kafka's kafka-consumer-groups.sh (ConsumerGroupCommand) on bootstrap $1, as admin on the secure broker
+  local bootstrap=$1; shift
   need_libs
   local config=()
   if [ "$secure" = 1 ]; then
@@ -165,7 +170,7 @@ groups() {  # Kafka's kafka-consumer-groups.sh (ConsumerGroupCommand) on this br
     config=(--command-config "$props")
   fi
   java -Xmx256m -Dlog4j.configuration="file:$here/log4j.properties" -Dkafka.logs.dir="$state/logs" -cp "$libs/*" \
-    org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "127.0.0.1:$port" \
+    org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$bootstrap" \
     ${config[@]+"${config[@]}"} "$@"
 }
 
@@ -227,6 +232,10 @@ cluster() {
   case "$1" in kill-node|stop-node|start-node) valid_node "${2:-}" ;; esac
   case "$1" in
     start)
+      for n in "${nodes[@]}"; do  # before anything starts, as the single broker's
+        node_running "$n" || ports_free "KAFKA_CLUSTER_PORT and KAFKA_CLUSTER_CONTROLLER_PORT" "$(node_port "$n")" \
+          "$((cluster_cport + n - 1))" || exit 1
+      done
       need_libs; mkdir -p "$cluster_state"
       for n in "${nodes[@]}"; do node_start "$n"; done
       for n in "${nodes[@]}"; do node_wait "$n"; done
@@ -240,15 +249,16 @@ cluster() {
     reset)  # its data goes: killed, not shut down (the last node's clean shutdown waits 30 s for a lost quorum)
       for n in "${nodes[@]}"; do node_stop "$n" KILL; done; rm -rf "$cluster_state"; echo "kafka: cluster data removed" ;;
     bootstrap) cluster_bootstrap ;;
+    groups) shift; groups "$(cluster_bootstrap)" "$@" ;;
     kill-node) node_stop "$2" KILL; echo "kafka: node $2 killed" ;;
     stop-node) node_stop "$2"; echo "kafka: node $2 stopped" ;;
     start-node) need_libs; node_start "$2"; node_wait "$2"; echo "kafka: node $2 ready on 127.0.0.1:$(node_port "$2")" ;;
-    *) echo "usage: KAFKA_BROKERS=3 $0 start|stop|status|wait|reset|bootstrap|kill-node N|stop-node N|start-node N" >&2
+    *) echo "usage: KAFKA_BROKERS=3 $0 start|stop|status|wait|reset|bootstrap|groups ARGS|kill-node N|stop-node N|start-node N" >&2
        exit 2 ;;
   esac
 }
 
-if [ "${KAFKA_BROKERS:-1}" = 3 ]; then cluster "${1:-}" "${2:-}"; exit $?; fi
+if [ "${KAFKA_BROKERS:-1}" = 3 ]; then cluster "${1:-}" "${@:2}"; exit $?; fi
 [ "${KAFKA_BROKERS:-1}" = 1 ] || { echo "kafka: KAFKA_BROKERS must be 1 or 3" >&2; exit 2; }
 
 case "${1:-}" in
@@ -261,6 +271,6 @@ case "${1:-}" in
   acls) [ "$secure" != 1 ] || refresh_credentials; apply_acls "127.0.0.1:$port" ;;
   env) f="$secrets/${2:?usage: $0 env PRINCIPAL}.env"; [ -f "$f" ] || { echo "kafka: no $f (start first)" >&2; exit 1; }
        echo "$f" ;;
-  groups) shift; groups "$@" ;;
+  groups) shift; groups "127.0.0.1:$port" "$@" ;;
   *) echo "usage: $0 start|stop|status|wait|reset|bootstrap|acls|env PRINCIPAL|groups ARGS" >&2; exit 2 ;;
 esac
