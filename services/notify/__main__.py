@@ -42,7 +42,7 @@ def refuse_without_keys(settings: NotifySettings, privacy: PrivacySettings) -> N
     if not privacy.configured and not settings.without_privacy_keys:
         raise SystemExit("notify: applicants' contacts are sealed (ADR 0015) and no key is configured to open them: "
                          "set PRIVACY_KEK or PRIVACY_KEK_FILE, and PRIVACY_PEPPER or PRIVACY_PEPPER_FILE, as "
-                         "intake's; or NOTIFY_WITHOUT_PRIVACY_KEYS=true to start skipping every applicant's message")
+                         "intake's; or NOTIFY_WITHOUT_PRIVACY_KEYS=true to start skipping every sealed contact")
 
 
 if __name__ == "__main__":

@@ -71,9 +71,10 @@ class NotifySettings(ConsumerSettings):
         "named the event's source (ADR 0024); false once no such ledger entry can remain: one lookup, not two")
     deadlines: bool = Field(default=True, description="Also run the deadline tracker (a child process, ADR 0022)")
     without_privacy_keys: bool = Field(
-        default=False, description="Start although no privacy key is configured: every applicant's notification is "
-        "then skipped and counted as erased (their contacts are sealed, ADR 0015). Off: such a start is refused, as "
-        "intake's is, since a missing key would otherwise stop every citizen's notification with one warning")
+        default=False, description="Start although no privacy key is configured: every notification to a sealed "
+        "contact (an applicant's, as intake seals them, ADR 0015) is then skipped and counted as erased. Off: such a "
+        "start is refused, as intake's is, since a missing key would otherwise stop every citizen's notification with "
+        "one warning")
     deadline_tick_s: float = Field(default=30.0, gt=0)
     deadline_web_port: int = Field(default=6067, ge=0, le=65535)
 
