@@ -43,7 +43,15 @@ from schemas.notification import NotificationStatus
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
 from services.cli.errors import TopicNotVisible
 from services.cli.masking import names_masked
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
+from services.cli.options import (
+    DEFAULT_BOOTSTRAP,
+    MOMENT_FORMS,
+    Bootstrap,
+    Namespace,
+    ShowPersonalData,
+    connection,
+    moment,
+)
 from services.cli.plain import markup, text
 from services.cli.render import console, err_console
 from services.common import clients, closing
@@ -253,8 +261,7 @@ def _not_authorized(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Not authorized to read from topic")
 
 
-SINCE_HELP = ("how far back to read: 30d, 12h, 90m (days, hours, minutes ago) or a date or time, Vietnam time unless "
-              "it names its offset (2026-11-01, 2026-11-01T08:00); default: everything the topics hold")
+SINCE_HELP = f"how far back to read: {MOMENT_FORMS}; default: everything the topics hold"
 
 
 def since_ms(text: str, now: datetime | None = None) -> int:

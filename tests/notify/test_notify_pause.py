@@ -31,7 +31,7 @@ PAUSE_S = 14  # well past the session timeout
 RATE = 20  # events per second
 SENDERS = 8
 IN_FLIGHT_S = 0.5
-"""A call the freeze caught before its bytes left reaches the provider within this of SIGCONT."""
+"""A call under way at the freeze reaches the provider within this of SIGSTOP (its bytes had left) or of SIGCONT."""
 
 
 def ready(port: int) -> bool:
@@ -101,7 +101,7 @@ async def test_worker_frozen_past_session_timeout_sends_no_notification_twice(
     # +7.82 s by the new owner, +14.01 s at the resume). The provider answers that second call as a replay of its
     # Idempotency-Key. They are at most the senders' calls in flight; anything else twice is a zombie's or a race's
     in_doubt = {k for k, ts in twice.items() if len(ts) == 2 and (
-        (ts[0] <= stopped_at + 0.5 and ts[1] < resumed_at)
+        (ts[0] <= stopped_at + IN_FLIGHT_S and ts[1] < resumed_at)
         or (stopped_at < ts[0] < resumed_at <= ts[1] <= resumed_at + IN_FLIGHT_S))}
     other = {k: [round(t - stopped_at, 2) for t in ts] for k, ts in twice.items() if k not in in_doubt}
     print(f"events {len(events)}, notifications {sum(want.values())}, twice: in doubt {len(in_doubt)}, "
