@@ -131,7 +131,8 @@ def pipeline_health() -> dict[str, Any]:
         panel("Dead letters per second by reason",
               "sum by (family, reason) (rate(commune_intake_records_rejected_total[$__rate_interval]))",
               legend="{{family}} {{reason}}", unit="ops"),
-        panel("Metrics consumer lag", "sum by (family) (commune_metrics_consumer_lag)", legend="{{family}}"),
+        panel("Consumer lag by service and topic", "sum by (job, topic) (commune_consumer_lag)",
+              legend="{{job}} {{topic}}"),
         panel("Intake latency p95",
               "histogram_quantile(0.95, sum by (le) "
               "(rate(commune_intake_processing_seconds_bucket[$__rate_interval])))",

@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaTimeoutError
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, scoped
 from services.common import aiokafka_compat, clients, closing, kip447, probe
 from services.common.admin import ensure_topics
+from services.common.lag import LagGauge
 from services.common.readiness import Readiness
 from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor, Worker, bounded_stop_s
@@ -96,6 +97,7 @@ class IntakeWorker:
         self.consumer: AIOKafkaConsumer | None = None
         self.privacy: IntakePrivacy | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None
         self._readying: asyncio.Task[None] | None = None
         """Making the last assigned partitions ready (`_ready`), until done or revoked."""
 
@@ -130,6 +132,7 @@ class IntakeWorker:
         self._probe = self.supervisor.spawn("probe", probe.probe_loop(
             lambda: probe.broker_answers(consumer, probed),
             lambda answers: self.readiness.kafka(None if answers else "broker unreachable")))
+        self._lag = self.supervisor.spawn("consumer-lag", LagGauge("intake").watch([consumer]))
         log.info("intake.started", group=s.group_id, worker=s.worker_id, topics=list(self.topics.family_of))
 
     async def stop(self) -> None:
@@ -139,8 +142,9 @@ class IntakeWorker:
         self.readiness.not_owning("stopping")
         if self._readying is not None:  # a failed run's partitions still getting ready must not report "ready" now
             self._readying.cancel()
-        if self._probe is not None:  # it asks the consumer: not while the consumer stops
-            self._probe.cancel()
+        for task in (self._probe, self._lag):  # they ask the consumer: not while the consumer stops
+            if task is not None:
+                task.cancel()
         clients_: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if self.consumer is not None:
             clients_.append(("consumer", self.consumer.stop))

@@ -25,6 +25,7 @@ from rocksdict import Rdict
 from schemas import wire
 from schemas.deadletter import Reason, Rejection
 from services.common.changelog import read_to_end
+from services.common.lag import LagGauge
 from services.common.settings import KafkaConnection
 from services.metrics import decoding, store, telemetry
 from services.metrics.handlers import Decoded
@@ -52,6 +53,8 @@ class Ownership:
         self.partitions: dict[int, PartitionState] = {}
         self.writers: dict[int, PartitionWriter] = {}
         self.owned: set[int] = set()
+        self.lag = LagGauge("metrics")
+        """The consumer lag series of the worker's partitions (`services.common.lag`), gone with them on a revoke."""
         self.assigned: set[TopicPartition] = set()
         self._dbs: dict[int, Rdict] = {}
 
@@ -64,7 +67,7 @@ class Ownership:
         self.owned.clear()
         self.assigned.clear()
         telemetry.OWNED.set(0)
-        telemetry.LAG.clear()
+        self.lag.forget()
 
     async def assign(self, assigned: set[TopicPartition]) -> None:
         """Own `assigned`: drop the states of partitions that left, fence and restore those that arrived."""

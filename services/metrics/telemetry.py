@@ -9,8 +9,6 @@ EVENTS = Counter("commune_metrics_events_total", "Canonical events consumed, by 
                  "failed = met a bug, skipped = refused by a state's bound: a broadcast past its announcement's "
                  "cluster cap)",
                  ["family", "outcome"])
-LAG = Gauge("commune_metrics_consumer_lag", "Records behind the end of each owned canonical partition",
-            ["family", "partition"])
 OWNED = Gauge("commune_metrics_owned_partitions", "Canonical partitions this worker owns and exports")
 RESTORED = Counter("commune_metrics_restored_records_total", "Changelog records replayed on partition assignment")
 SNAPSHOTS = Counter("commune_metrics_snapshots_total", "Per-commune snapshot events published")

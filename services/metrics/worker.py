@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 
 from schemas import wire
 from schemas.wire import KafkaRecord
@@ -53,9 +53,7 @@ from services.metrics.writers import PartitionWriter, WriteStuck, is_fenced
 log = structlog.get_logger("metrics")
 Clock = Callable[[], float]
 """Epoch seconds; the overdue gauge, snapshots and which event times are believed (`state.believed_until`) read it."""
-LAG_INTERVAL_S = 1.0
-LAG_POSITION_TIMEOUT_S = 2.0
-"""How long the lag gauge waits for a position the consumer must fetch (the broker may be gone)."""
+PROBE_EVERY_S = 1.0
 PROBE_TIMEOUT_S = 3.0
 COMMIT_LATE_S = 5.0
 """An offset commit in flight longer than this makes the worker not ready (a commit takes milliseconds): the broker
@@ -133,6 +131,8 @@ class MetricsWorker:
             await self._start(supervisor)
             background.append(supervisor.spawn("snapshots", self._snapshot_loop(supervisor.stop)))
             background.append(supervisor.spawn("probe", self._probe_loop()))
+            assert self.consumer is not None
+            background.append(supervisor.spawn("consumer-lag", self.ownership.lag.watch([self.consumer])))
             supervisor.spawn("stall-watch", self._stalls.watch())
             await self._consume(supervisor.stop)
         finally:
@@ -156,15 +156,11 @@ class MetricsWorker:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None
-        last_lag = 0.0
         while not stop.is_set():
             batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_records)
             if batch:
                 async with self.lock:
                     await self.process(batch)
-            if time.monotonic() - last_lag >= LAG_INTERVAL_S:
-                await self._observe_lag()
-                last_lag = time.monotonic()
 
     async def _stop(self) -> None:
         """Stop exporting at once (a restarting worker must not serve stale figures), settle a while, close the
@@ -253,7 +249,7 @@ class MetricsWorker:
         """Probe Kafka every second for as long as the run lasts, whatever the consume loop is waiting on."""
         while True:
             await self._probe_broker()
-            await asyncio.sleep(LAG_INTERVAL_S)
+            await asyncio.sleep(PROBE_EVERY_S)
 
     async def _probe_broker(self) -> None:
         """`/readyz` says 503 while the broker does not answer or an offset commit is overdue; their end gives back
@@ -268,20 +264,6 @@ class MetricsWorker:
                              else None)
 
     # -- periodic work ----------------------------------------------------------------------------
-    async def _observe_lag(self) -> None:
-        """Records behind the end (last stable offset) of each owned canonical partition."""
-        assert self.consumer is not None
-        for tp in list(self.ownership.assigned):
-            end = self.consumer.last_stable_offset(tp) or self.consumer.highwater(tp)
-            if end is None:
-                continue
-            try:
-                async with asyncio.timeout(LAG_POSITION_TIMEOUT_S):  # a position to fetch waits on the broker
-                    position = await self.consumer.position(tp)
-            except (IllegalStateError, TimeoutError):  # revoked meanwhile, or the broker does not answer: next time
-                continue
-            telemetry.LAG.labels(self.names.family_of[tp.topic].value, str(tp.partition)).set(max(0, end - position))
-
     async def publish_snapshots(self) -> int:
         """One snapshot event per commune of the owned partitions, a transaction per partition; returns how many."""
         now = datetime.fromtimestamp(self.clock(), UTC)

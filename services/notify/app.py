@@ -25,6 +25,7 @@ from schemas.topics import Group, group_id
 from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.closing import CLOSE_TIMEOUT_S, close_within
+from services.common.lag import LagGauge
 from services.common.partitioner import partition_for
 from services.common.probe import probe_loop
 from services.common.runtime import Supervisor, bounded_stop_s
@@ -143,6 +144,7 @@ class NotifyApp:
                 spawn("urgent-consumer", records.consume(urgent, self.pauses["urgent"], "urgent")),
                 spawn("routine-commits", self._commit_loop(routine)),
                 spawn("urgent-commits", self._commit_loop(urgent)),
+                spawn("consumer-lag", LagGauge(SERVICE).watch(consumers)),
             ])
             log.info("notify.started", namespace=self.s.namespace, directory=str(self.s.directory_file),
                      subscribers=len(self.registry.subscribers))

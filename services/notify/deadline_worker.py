@@ -39,6 +39,7 @@ from services.common import clients, runtime
 from services.common.admin import ensure_topics
 from services.common.closing import close_within, retrieved
 from services.common.health import Health
+from services.common.lag import LagGauge
 from services.common.probe import broker_answers, probe_loop
 from services.common.rebalance import RebalanceListener
 from services.common.refused import settings_checked
@@ -91,11 +92,13 @@ class DeadlineWorker:
             await producer.start()
             consumer.subscribe([self.names.deadlines], listener=_Rebalance(self, sup.fail))
             await consumer.start()
-            probe = sup.spawn("broker-probe", probe_loop(partial(self._answers, consumer), self._broker))
+            watches = [sup.spawn("broker-probe", probe_loop(partial(self._answers, consumer), self._broker)),
+                       sup.spawn("consumer-lag", LagGauge(SERVICE).watch([consumer]))]
             try:
                 await self._loop(sup.stop, consumer, producer)
             finally:
-                probe.cancel()
+                for watch in watches:  # they ask the consumer: not while it stops
+                    watch.cancel()
         finally:
             self._report(None, "stopping")
             self.assignment.revoked()

@@ -50,7 +50,8 @@ def test_every_alert_has_a_promtool_scenario() -> None:
     tested = {t["alertname"] for case in yaml.safe_load((PROM / "tests/rules_test.yml").read_text())["tests"]
               for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
     assert alerts == tested == {"CommuneOnTimeRateLow", "OverdueBacklogRising", "DeadLettersSpiking",
-                                "ConsumerLagGrowing", "CommuneSilent", "InternalErrorDeadLetters",
+                                "ConsumerLagGrowing", "ConsumerBacklogPersistent", "CommuneSilent",
+                                "InternalErrorDeadLetters",
                                 "NotifyDrainTimedOut", "GatewayRequestsFailing", "ServiceNotReady",
                                 "CanonicalRecordsUnreadable", "SealedContactsUnopenable", "ServiceRestarting",
                                 "CertificateExpiresSoon", "CertificateExpired", "ServiceDown", "NotificationsFailing",

@@ -53,6 +53,9 @@ class FakeConsumer:
         if self.commit_hangs:  # aiokafka retries a commit for as long as the coordinator does not answer
             await asyncio.Future()
 
+    def assignment(self) -> set[TopicPartition]:
+        return set()  # what the lag gauge asks: owning nothing, it asks nothing of the broker (`probes` stay its own)
+
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         self.probes += 1
         if not self.broker_up:
