@@ -114,7 +114,7 @@ class NotifyApp:
                 backoff=self.s.backoff(), quiet=self.s.quiet_hours(), rates=self.s.rate_per_s,
                 segment_limit=self.s.sms_segment_limit, routine_workers=self.s.routine_workers,
                 emergency_workers=self.s.emergency_workers, opener=opener, max_segments=self.s.sms_max_segments,
-                legacy_ids=self.s.legacy_notification_ids)
+                legacy_ids=self.s.legacy_notification_ids, park_s=self.s.park_s, release_limit=self.s.max_pending)
             ledger.commune_of = dispatcher.commune_of
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)

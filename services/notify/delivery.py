@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
@@ -44,17 +44,26 @@ def trace_id(request: NotificationRequest) -> str | None:
     return trace.trace_id(request.traceparent)
 
 
+PARK_HORIZON = timedelta(days=7)
+"""How long after its event a request that never expires (a subscriber's webhook) may still be parked (`_park`)."""
+
+
 class Dispatcher:
     def __init__(self, channels: Mapping[ChannelKind, Channel], ledger: Ledger, producer: Producer, outputs: Outputs, *,
                  spawn: Spawn, backoff: Backoff, quiet: QuietHours, rates: Mapping[str, float], segment_limit: int,
                  routine_workers: int, emergency_workers: int, clock: Clock = utcnow,
                  release_every_s: float = 1.0, opener: OpenContacts = as_is,
-                 max_segments: int = sms.MAX_SEGMENTS, legacy_ids: bool = True) -> None:
+                 max_segments: int = sms.MAX_SEGMENTS, legacy_ids: bool = True, park_s: float | None = None,
+                 release_limit: int | None = None) -> None:
         self.channels, self.ledger, self.producer, self.outputs = channels, ledger, producer, outputs
         self.backoff, self.quiet, self.segment_limit, self.clock = backoff, quiet, segment_limit, clock
         self.max_segments = max_segments
         self.legacy_ids = legacy_ids
         """Whether a request also counts as done or deferred under its pre-source id (ADR 0024)."""
+        self.park_s, self.release_limit = park_s, release_limit
+        """A request whose retries are spent on a retryable failure, and that expires, waits this long in the ledger
+        and is tried again (`_park`); None: it is dead-lettered. Deferred requests are released while their lane's
+        backlog is under `release_limit` (None: all at once)."""
         self.opener = opener
         """Clear contacts for the provider call only (`personal.Opener`): requests stay sealed everywhere else."""
         self.routine, self.emergency = Lane("routine"), Lane("emergency")
@@ -154,6 +163,10 @@ class Dispatcher:
         await self._status(r, Outcome.EXPIRED, attempt)
         log.info("notify.expired", nid=r.notification_id, rule=r.rule, kind=r.kind.value, channel=r.channel.value,
                  commune=r.commune, trace_id=trace_id(r))
+
+    def _held(self, request: NotificationRequest) -> int:
+        """The backlog of `request`'s lane."""
+        return self.emergency_backlog if request.is_emergency else self.routine_backlog
 
     def _lane(self, request: NotificationRequest) -> Lane:
         return self.emergency if request.is_emergency else self.routine
@@ -292,6 +305,8 @@ class Dispatcher:
                         attempt=job.attempt, delay_s=round(delay, 2), trace_id=trace_id(r))
             self._retry(delay, job)
             return
+        if err.retryable and await self._park(job, err):
+            return
         reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
         await self._dead_letter(r, reason, job.attempt)
         await self.ledger.record_done(r.notification_id, Outcome.DEAD_LETTERED.value)
@@ -299,6 +314,28 @@ class Dispatcher:
         log.error("notify.dead_lettered", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
                   reason=reason, trace_id=trace_id(r))
         self._finish(job)
+
+    async def _park(self, job: Job, err: DeliveryError) -> bool:
+        """A provider failing past the retries' budget (an outage of hours, a revoked credential being renewed): the
+        request waits `park_s` in the ledger, deferred like one in the quiet hours (durable, out of memory, released
+        to whoever owns its commune then, under `release_limit`), and is tried again with a fresh budget, until it is
+        sent. Not past its expiry, nor past `PARK_HORIZON` after its event for one that never expires (a subscriber's
+        webhook): nothing is parked for ever. False when it may not wait (then it is dead-lettered, as before)."""
+        r = job.request
+        if self.park_s is None:
+            return False
+        until = self.clock() + timedelta(seconds=self.park_s)
+        if until >= (r.expires_at or r.event_time + PARK_HORIZON):
+            return False
+        parked = r.model_copy(update={"not_before": until})
+        await self.ledger.record_deferred(parked)
+        reason = f"parked:{err.reason}"
+        await self._status(parked, Outcome.DEFERRED, job.attempt, reason=reason, not_before=until)
+        metrics.PARKED.labels(r.channel.value).inc()
+        log.warning("notify.parked", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
+                    reason=err.reason, attempt=job.attempt, until=until.isoformat(), trace_id=trace_id(r))
+        self._finish(job)
+        return True
 
     async def _dead_letter(self, r: NotificationRequest, reason: str, attempt: int) -> None:
         """Write the bounded dead letter (`deadletters.bounded`); if the topic refuses it for its size, the least one;

@@ -8,7 +8,8 @@ NOTIFICATIONS = Counter("notify_notifications_total", "Notification attempts by 
                         ["type", "channel", "outcome"])
 LATENCY = Histogram("notify_delivery_latency_seconds", "From event time to provider success", ["lane"],
                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 3600, 36000))
-DEFERRED = Gauge("notify_deferred_depth", "Notifications deferred (quiet hours, day-before) and not yet released")
+DEFERRED = Gauge("notify_deferred_depth", "Notifications deferred (quiet hours, day-before, parked through a provider "
+                 "outage) and not yet released")
 QUEUED = Gauge("notify_queue_depth", "Notifications waiting for a sender", ["lane"])
 COMMIT_FAILURES = Counter("notify_commit_failures_total",
                           "Offset commits refused by the group coordinator (the records are redone, never lost)",
@@ -19,6 +20,8 @@ DRAIN_TIMEOUTS = Counter("notify_drain_timeouts_total",
 SKIPPED = Counter("notify_records_skipped_total",
                   "Canonical records that gave no notification because they are no valid event (or met a bug)",
                   ["reason"])
+PARKED = Counter("notify_parked_total", "Notifications whose retries were spent on a provider failure, deferred in the "
+                 "ledger for NOTIFY_PARK_S and tried again (dead-lettered before)", ["channel"])
 DEAD_LETTERS_REFUSED = Counter("notify_dead_letters_refused_total",
                                "Dead letters commune.dlq.notify refused for their size even in their least form (the "
                                "notification is dead-lettered on the status topic only)")

@@ -47,13 +47,18 @@ class OwnedDispatcher(Dispatcher):
     (which releases it again from the ledger partition it now holds)."""
 
     def release_due(self) -> int:
-        """Enqueue every due deferred request of the owned partitions not already in flight; returns how many."""
+        """Enqueue the due deferred requests of the owned partitions not already in flight, earliest first, until one
+        meets its lane's backlog at `release_limit` (the rest wait for a later tick: a long outage's parked requests,
+        or a night's deferrals, are not all taken into memory at once; a request behind them waits with them);
+        returns how many."""
         released = 0
         now = self.clock()
         quiet = self.quiet.is_quiet(now)
         for partition, request in self.ledger.due_in(now, self.owns_partition, skip=self._inflight):
             if quiet and request.audience is Audience.CITIZEN and not request.is_emergency:
                 continue  # due while quiet (a worker down overnight): stays deferred until the quiet hours end
+            if self.release_limit is not None and self._held(request) >= self.release_limit:
+                break
             claim = Claim(lambda: None, self.source_of(partition))
             self._enqueue(Job(request.model_copy(update={"not_before": None}), [claim]))
             released += 1

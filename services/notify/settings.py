@@ -51,6 +51,12 @@ class NotifySettings(ConsumerSettings):
                              "they resume below half of it. Announcements pause for as many emergency jobs, or twice "
                              "as many routine ones")
 
+    park_s: float = Field(
+        default=600.0, ge=1.0, le=86_400.0,
+        description="A notification whose retries are spent on a provider failure (an outage longer than the "
+                    "retries' budget) waits this long deferred in the ledger, then gets a new budget, until it is "
+                    "sent or expires; one that never expires (a subscriber's webhook) is dead-lettered instead")
+
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000,
         description="How long a ledger or status write waits for the broker (an outage shorter than this is "

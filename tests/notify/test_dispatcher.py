@@ -47,14 +47,15 @@ def emergencies(event_id: str) -> list[NotificationRequest]:
 
 class Setup:
     def __init__(self, channel: Channel, clock: FixedClock, quiet: QuietHours, routine: int, max_attempts: int,
-                 opener: OpenContacts = as_is, producer: FakeProducer | None = None) -> None:
+                 opener: OpenContacts = as_is, producer: FakeProducer | None = None,
+                 park_s: float | None = None) -> None:
         self.producer, self.tasks, self.clock = producer or FakeProducer(), Tasks(), clock
         self.ledger = Ledger(LEDGER, self.producer)
         self.dispatcher = Dispatcher(
             {ChannelKind.SMS: channel}, self.ledger, self.producer, OUT, spawn=self.tasks,
             backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=max_attempts), quiet=quiet,
             rates={"sms": 10_000.0}, segment_limit=3, routine_workers=routine, emergency_workers=1, clock=clock,
-            release_every_s=0.01, opener=opener)
+            release_every_s=0.01, opener=opener, park_s=park_s)
 
     def outcomes(self, nid: str) -> list[tuple[str, int]]:
         return [(s["outcome"], s["attempt"]) for m in self.producer.to(OUT.status)
@@ -64,8 +65,8 @@ class Setup:
 @asynccontextmanager
 async def running(channel: Channel, *, clock: FixedClock | None = None, quiet: QuietHours = NEVER_QUIET,
                   routine: int = 2, max_attempts: int = 3, opener: OpenContacts = as_is,
-                  producer: FakeProducer | None = None) -> AsyncIterator[Setup]:
-    setup = Setup(channel, clock or FixedClock(NOON), quiet, routine, max_attempts, opener, producer)
+                  producer: FakeProducer | None = None, park_s: float | None = None) -> AsyncIterator[Setup]:
+    setup = Setup(channel, clock or FixedClock(NOON), quiet, routine, max_attempts, opener, producer, park_s)
     setup.dispatcher.start()
     try:
         yield setup
@@ -191,6 +192,78 @@ async def test_retries_run_out_into_the_dead_letter_queue() -> None:
         [dead] = s.producer.to(OUT.dlq)
         assert dead.headers["dlq.reason"] == b"retries_exhausted:http_503" and dead.headers["dlq.attempts"] == b"2"
         assert s.outcomes(request.notification_id) == [("failed", 1), ("failed", 2), ("dead_lettered", 2)]
+
+
+async def test_retries_spent_on_an_outage_park_the_request_in_the_ledger_then_it_is_sent_once() -> None:
+    """A provider down past the retries' budget: the request is deferred in the ledger for `park_s` (done for its
+    input record, nothing dead-lettered), then released with a fresh budget and sent, once."""
+    clock = FixedClock(NOON)
+    channel = FakeChannel(*[DeliveryError("http_503")] * 4)  # two budgets of two attempts, then the provider is back
+    parked_before = metrics.PARKED.labels("sms")._value.get()
+    async with running(channel, clock=clock, max_attempts=2, park_s=600) as s:
+        request, done = citizen_sms("park-1"), Calls()
+        nid = request.notification_id
+        await s.dispatcher.submit(request, done)
+        await settle(lambda: done.count == 1, "the input record done, the request parked")
+        later = NOON + timedelta(seconds=600)
+        assert s.ledger.deferred[nid].not_before == later
+        assert s.outcomes(nid) == [("failed", 1), ("failed", 2), ("deferred", 2)]
+        deferred = [m.json() for m in s.producer.to(OUT.status) if m.json()["outcome"] == "deferred"]
+        assert deferred[0]["reason"] == "parked:http_503"
+        assert s.producer.to(OUT.dlq) == [] and nid not in s.ledger.done
+        clock.now = later + timedelta(seconds=1)  # released: two more failures, parked again from there
+        await settle(lambda: len(channel.attempted) == 4 and nid in s.ledger.deferred
+                     and s.ledger.deferred[nid].not_before == clock.now + timedelta(seconds=600), "parked again")
+        clock.now += timedelta(seconds=601)
+        await settle(lambda: nid in s.ledger.done, "sent once the provider is back")
+        assert channel.delivered == [nid] and s.producer.to(OUT.dlq) == [] and done.count == 1
+        assert [o for o, _ in s.outcomes(nid)][-1] == "sent"
+    assert metrics.PARKED.labels("sms")._value.get() == parked_before + 2
+
+
+@pytest.mark.parametrize("update", [
+    {"expires_at": NOON + timedelta(minutes=5)},  # over before the park would end
+    {"expires_at": None, "event_time": NOON - timedelta(days=8)},  # never expires, its event past PARK_HORIZON
+], ids=["expires-first", "no-expiry-past-horizon"])
+async def test_a_request_that_may_not_wait_that_long_is_dead_lettered_as_before(update: dict[str, Any]) -> None:
+    channel = FakeChannel(DeliveryError("http_503"), DeliveryError("http_503"))
+    async with running(channel, max_attempts=2, park_s=600) as s:
+        request, done = citizen_sms("nopark-1").model_copy(update=update), Calls()
+        await s.dispatcher.submit(request, done)
+        await settle(lambda: done.count == 1, "done")
+        [dead] = s.producer.to(OUT.dlq)
+        assert dead.headers["dlq.reason"] == b"retries_exhausted:http_503"
+        assert request.notification_id not in s.ledger.deferred
+
+
+async def test_a_request_failing_for_good_is_dead_lettered_not_parked() -> None:
+    """A non-retryable failure (a number the provider refuses) is not an outage: dead-lettered at once."""
+    channel = FakeChannel(DeliveryError("http_400", retryable=False))
+    async with running(channel, park_s=600) as s:
+        request, done = citizen_sms("bad-1"), Calls()
+        await s.dispatcher.submit(request, done)
+        await settle(lambda: done.count == 1, "done")
+        [dead] = s.producer.to(OUT.dlq)
+        assert dead.headers["dlq.reason"] == b"http_400" and not s.ledger.deferred
+
+
+async def test_release_takes_no_more_deferred_requests_than_the_lane_has_room_for() -> None:
+    """After a long outage the parked requests are due together: the release enqueues them while the lane's backlog
+    is under `release_limit` and the rest at later ticks, not all into memory at once."""
+    producer = FakeProducer()
+    ledger = Ledger(LEDGER, producer)
+    dispatcher = OwnedDispatcher(
+        {ChannelKind.SMS: FakeChannel()}, ledger, producer, OUT, spawn=Tasks(), backoff=Backoff(),
+        quiet=NEVER_QUIET, rates={"sms": 1000.0}, segment_limit=3, routine_workers=1, emergency_workers=1,
+        clock=FixedClock(NOON), release_limit=2)
+    ledger.commune_of = dispatcher.commune_of
+    for i in range(5):
+        await ledger.record_deferred(citizen_sms(f"due-{i}").model_copy(update={"not_before": NOON}))
+    assert dispatcher.release_due() == 2 and dispatcher.routine_backlog == 2
+    assert dispatcher.release_due() == 0  # still full
+    for _ in range(2):  # two senders take theirs (in flight: not released again)
+        dispatcher.routine.queue.get_nowait()
+    assert dispatcher.release_due() == 2 and len(dispatcher._inflight) == 4
 
 
 async def test_citizen_in_quiet_hours_is_deferred_then_released_when_they_end() -> None:

@@ -10,8 +10,9 @@ from schemas.notification import NotificationKind
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port, read_all
-from tests.notify.conftest import MailSink, StartNotify, publish, statuses
+from tests.notify.conftest import MailSink, StartNotify, caught_up, publish, statuses
 from tests.notify.events import dossier, storm, visit_completed
+from tests.notify.oracle import requests_per_key, sms_accepted
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
@@ -102,18 +103,23 @@ async def test_permanent_failure_is_dead_lettered_with_reason(
 
 
 
-async def test_after_the_last_retry_the_notification_is_dead_lettered(
+async def test_a_gateway_down_past_the_retries_budget_parks_the_notification_and_sends_it_once_back(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
         fake: FakeProviders) -> None:
-    """A gateway that stays down: every attempt is a 'failed' status, then one DLQ record saying retries ran out."""
-    fake.outage(600)
-    start_notify(NOTIFY_RETRY_MAX_ATTEMPTS="3", NOTIFY_RETRY_BASE_S="0.1", NOTIFY_SUBSCRIBERS_FILE="")
+    """A gateway down longer than the retries' budget: every attempt is a 'failed' status, then the request waits in
+    the ledger (`deferred`, reason `parked:http_503`) and is tried again, until the gateway is back: sent once, no
+    dead letter (before, it was dead-lettered after the budget, about half an hour with the defaults, and nothing
+    sent it again)."""
+    fake.outage(8)
+    start_notify(NOTIFY_RETRY_MAX_ATTEMPTS="3", NOTIFY_RETRY_BASE_S="0.1", NOTIFY_PARK_S="2",
+                 NOTIFY_SUBSCRIBERS_FILE="")
     await publish(kafka_bootstrap, namespace, dossier("gone-1", code="D-GONE"))
-    [dead] = await read_all(kafka_bootstrap, notify_topics.dlq, expect=1, timeout=40)
-    headers = dict(dead.headers)
-    assert headers["dlq.reason"] == b"retries_exhausted:http_503" and headers["dlq.attempts"] == b"3"
-    assert b"D-GONE" in dead.value  # the request travels whole so it can be replayed
-    status = statuses(await read_all(kafka_bootstrap, notify_topics.status, expect=4, idle=1))
-    expected = [("failed", 1), ("failed", 2), ("failed", 3), ("dead_lettered", 3)]
-    assert [(s["outcome"], s["attempt"]) for s in status] == expected
-    assert fake.rejected == 3 and not fake.accepted
+    await eventually_async(lambda: sms_accepted(fake) == 1, timeout=60, interval=0.2, what="the SMS sent")
+    await caught_up(kafka_bootstrap, namespace)
+    status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=2))
+    outcomes = [(s["outcome"], s["attempt"], s.get("reason")) for s in status]
+    assert outcomes[:4] == [("failed", 1, "http_503"), ("failed", 2, "http_503"), ("failed", 3, "http_503"),
+                            ("deferred", 3, "parked:http_503")]
+    assert outcomes[-1][0] == "sent" and [o for o, *_ in outcomes].count("sent") == 1
+    assert fake.rejected >= 3 and set(requests_per_key(fake).values()) == {1}  # one accepted request
+    assert await read_all(kafka_bootstrap, notify_topics.dlq, idle=1) == []
