@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
@@ -38,14 +38,17 @@ ASK_TIMEOUT_S = 2.0
 class LagGauge:
     """One service's lag series: `observe` sets those of the partitions its consumers own now and removes the rest."""
 
-    def __init__(self, service: str) -> None:
-        self.service = service
+    def __init__(self, service: str, owns: Callable[[TopicPartition], bool] = lambda tp: True) -> None:
+        self.service, self.owns = service, owns
+        """`owns`: which of a consumer's partitions to show (metrics: those it has restored and exports; in an eager
+        rebalance aiokafka keeps the old assignment until the new one arrives, so a revoked partition would be
+        shown again beside its new owner's)."""
         self._shown: set[TopicPartition] = set()
 
     async def observe(self, consumers: Iterable[AIOKafkaConsumer]) -> None:
         owned: set[TopicPartition] = set()
         for consumer in consumers:
-            partitions = sorted(consumer.assignment())
+            partitions = sorted(tp for tp in consumer.assignment() if self.owns(tp))
             if not partitions:
                 continue
             try:

@@ -53,7 +53,7 @@ class Ownership:
         self.partitions: dict[int, PartitionState] = {}
         self.writers: dict[int, PartitionWriter] = {}
         self.owned: set[int] = set()
-        self.lag = LagGauge("metrics")
+        self.lag = LagGauge("metrics", owns=lambda tp: tp in self.assigned)
         """The consumer lag series of the worker's partitions (`services.common.lag`), gone with them on a revoke."""
         self.assigned: set[TopicPartition] = set()
         self._dbs: dict[int, Rdict] = {}

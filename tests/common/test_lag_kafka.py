@@ -49,6 +49,9 @@ async def test_lag_counts_what_the_consumer_has_not_read_and_no_open_transaction
             await gauge.observe([consumer])
             return shown(service, first) == 7 and shown(service, second) == 4
         await eventually_async(observed, what="lag 7 (10 committed, 3 read) and 4 (none read)", timeout=20)
+        only = lag.LagGauge(f"{service}-owns", owns=lambda tp: tp == second)  # metrics: the partitions it exports
+        await only.observe([consumer])
+        assert shown(only.service, first) is None and shown(only.service, second) == 4
 
         await txn.commit_transaction()  # the 6 become readable: the last stable offset moves past them
 

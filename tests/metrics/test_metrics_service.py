@@ -139,6 +139,12 @@ async def test_metrics_serves_commune_figures_as_prometheus_text(topics: Topics,
             return status == 200 and all(f"{name}{{" in body for name in FIGURES)
 
         await eventually_async(figures, timeout=WAIT_S, what="commune figures on /metrics")
+
+        async def lag() -> bool:  # its consumer's lag, partition by partition (services/common/lag.py)
+            body = (await service.get("/metrics"))[2]
+            return any(line.startswith("commune_consumer_lag{") and 'service="metrics"' in line
+                       for line in body.splitlines())
+        await eventually_async(lag, timeout=WAIT_S, what="the consumer lag on /metrics")
         _, content_type, body = await service.get("/metrics")
         assert content_type.startswith("text/plain; version=") and "commune_service_ready" in body
         if shutil.which("promtool"):

@@ -172,25 +172,25 @@ async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
 async def test_a_backlog_held_by_the_throttle_shows_as_consumer_lag_until_it_drains(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
         fake: FakeProviders) -> None:
-    """SMS go out slower than dossiers arrive and the routine consumer pauses at its limit: what waits unread shows in
-    `commune_consumer_lag` (it showed nowhere before: the worker stayed ready and kept sending), and goes to 0 once
-    everything is sent."""
+    """The providers are down and the routine consumer pauses at its limit: what waits unread shows in
+    `commune_consumer_lag` (it showed nowhere before: the worker stayed ready and kept committing), and goes to 0 once
+    the providers are back and everything is sent."""
     events = [dossier(f"lag-{i}", code=f"D-LAG-{i}") for i in range(80)]
     first, then = events[:40], events[40:]  # the first go over the limit, the rest wait unread
     want = expected_sends(events)
     port = free_port()
-    # one sender at 5 SMS/s: the first 40 dossiers' SMS hold the routine lane 8 s, paused over its limit of 4
-    start_notify(NOTIFY_HTTP_PORT=str(port), NOTIFY_MAX_PENDING="4", NOTIFY_ROUTINE_WORKERS="1",
-                 NOTIFY_RATE_PER_S='{"sms": 5, "webhook": 200}')
+    fake.outage(600)  # every job retried, held: the routine lane stays over its limit of 4 until the outage is lifted
+    start_notify(NOTIFY_HTTP_PORT=str(port), NOTIFY_MAX_PENDING="4")
     await eventually_async(lambda: probe(port, "/readyz") == 200, timeout=60, interval=0.1, what="notify assigned")
     await publish(kafka_bootstrap, namespace, *first)
-    await eventually_async(lambda: sms_accepted(fake) > 0, timeout=30, interval=0.1, what="the first SMS sent")
+    await eventually_async(lambda: fake.rejected > 0, timeout=30, interval=0.1, what="the first attempts failing")
     await publish(kafka_bootstrap, namespace, *then)
 
     def lag() -> float:
         return metric_sum(scrape(port), "commune_consumer_lag")
 
     behind = await eventually_async(lag, timeout=30, interval=0.2, what="a backlog shown as consumer lag")
+    fake.faults.outage_until = 0  # the providers are back
     await eventually_async(all_sent(fake, want), timeout=90, interval=0.2, what="every send accepted")
     await eventually_async(lambda: lag() == 0, timeout=30, interval=0.2, what="the lag back to 0")
     dossier_series = [line for line in scrape(port).splitlines()
