@@ -114,7 +114,8 @@ class NotifyApp:
                 backoff=self.s.backoff(), quiet=self.s.quiet_hours(), rates=self.s.rate_per_s,
                 segment_limit=self.s.sms_segment_limit, routine_workers=self.s.routine_workers,
                 emergency_workers=self.s.emergency_workers, opener=opener, max_segments=self.s.sms_max_segments,
-                legacy_ids=self.s.legacy_notification_ids, park_s=self.s.park_s, release_limit=self.s.max_pending)
+                legacy_ids=self.s.legacy_notification_ids, park_s=self.s.park_s,
+                release_limit=max(1, self.s.max_pending // 4))  # released under a quarter: the input keeps the rest
             ledger.commune_of = dispatcher.commune_of
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)

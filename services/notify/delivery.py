@@ -61,9 +61,9 @@ class Dispatcher:
         self.legacy_ids = legacy_ids
         """Whether a request also counts as done or deferred under its pre-source id (ADR 0024)."""
         self.park_s, self.release_limit = park_s, release_limit
-        """A request whose retries are spent on a retryable failure, and that expires, waits this long in the ledger
-        and is tried again (`_park`); None: it is dead-lettered. Deferred requests are released while their lane's
-        backlog is under `release_limit` (None: all at once)."""
+        """A request whose retries are spent on a retryable failure waits this long in the ledger and is tried again
+        (`_park`), up to its expiry (`PARK_HORIZON` after its event if it has none); None: it is dead-lettered.
+        Deferred requests are released while their lane's backlog is under `release_limit` (None: all at once)."""
         self.opener = opener
         """Clear contacts for the provider call only (`personal.Opener`): requests stay sealed everywhere else."""
         self.routine, self.emergency = Lane("routine"), Lane("emergency")
@@ -163,10 +163,6 @@ class Dispatcher:
         await self._status(r, Outcome.EXPIRED, attempt)
         log.info("notify.expired", nid=r.notification_id, rule=r.rule, kind=r.kind.value, channel=r.channel.value,
                  commune=r.commune, trace_id=trace_id(r))
-
-    def _held(self, request: NotificationRequest) -> int:
-        """The backlog of `request`'s lane."""
-        return self.emergency_backlog if request.is_emergency else self.routine_backlog
 
     def _lane(self, request: NotificationRequest) -> Lane:
         return self.emergency if request.is_emergency else self.routine
@@ -299,7 +295,8 @@ class Dispatcher:
     async def _failed(self, job: Job, err: DeliveryError) -> None:
         r = job.request
         await self._status(r, Outcome.FAILED, job.attempt, reason=err.reason)
-        if err.retryable and not self.backoff.gives_up_after(job.attempt):
+        budget = job.attempts if job.attempts is not None else self.backoff.max_attempts
+        if err.retryable and job.attempt < budget:
             delay = self.backoff.delay(job.attempt)
             log.warning("notify.retry", nid=r.notification_id, channel=r.channel.value, reason=err.reason,
                         attempt=job.attempt, delay_s=round(delay, 2), trace_id=trace_id(r))
@@ -325,8 +322,19 @@ class Dispatcher:
         if self.park_s is None:
             return False
         until = self.clock() + timedelta(seconds=self.park_s)
+        if not r.is_emergency and r.audience is Audience.CITIZEN:
+            until = self.quiet.release_at(until)  # not due in the quiet hours, to be passed over all night
         if until >= (r.expires_at or r.event_time + PARK_HORIZON):
             return False
+        # after the provider call, as before it: a call that outlived a revocation's drain (or a stall) must not write
+        # a deferral after the next owner's done entry (compaction would keep the deferral, and send it again)
+        job.claims = [c for c in job.claims if c.source is None or self.holds(c.source)]
+        if not job.claims:
+            self._inflight.pop(r.notification_id, None)
+            return True
+        if self._is_done(r):
+            self._finish(job)
+            return True
         parked = r.model_copy(update={"not_before": until})
         await self.ledger.record_deferred(parked)
         reason = f"parked:{err.reason}"

@@ -57,6 +57,13 @@ class Job:
     request: NotificationRequest
     claims: list[Claim]
     attempt: int = 0
+    attempts: int | None = None
+    """Its budget of attempts on retryable failures before it is parked or dead-lettered; None: the backoff's.
+    A request released from the ledger gets `RELEASED_ATTEMPTS`: parked through an outage, it is tried briefly and
+    parked again, not held in memory for a whole budget each time (review: released jobs starved the input)."""
+
+
+RELEASED_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)

@@ -226,11 +226,17 @@ class Ledger:
     def due_in(self, now: datetime, owned: Callable[[int], bool],
                skip: Container[str] = frozenset()) -> Iterator[tuple[int, NotificationRequest]]:
         """`due`, each request with its ledger partition (= its commune's input partition, ADR 0020)."""
+        for partition, raw in self.due_raw_in(now, owned, skip):
+            yield partition, NotificationRequest.model_validate_json(raw)
+
+    def due_raw_in(self, now: datetime, owned: Callable[[int], bool],
+                   skip: Container[str] = frozenset()) -> Iterator[tuple[int, bytes]]:
+        """`due_in` unparsed: each request's JSON as stored (redacted), for a caller that passes some over."""
         for partition, state in list(self._states.items()):
             if owned(partition):
                 for nid, raw in state.due(_ms(now)):
                     if nid not in skip:
-                        yield partition, NotificationRequest.model_validate_json(raw)
+                        yield partition, raw
 
     def prune(self, limit: int = 10_000) -> int:
         """Forget up to `limit` done ids per partition older than the window; returns how many went."""

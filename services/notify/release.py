@@ -21,13 +21,18 @@ from collections.abc import Callable
 
 import structlog
 
-from schemas.notification import Audience
+from schemas.notification import Audience, NotificationRequest
 from services.notify import metrics
 from services.notify.delivery import Dispatcher
-from services.notify.jobs import Claim, Job
+from services.notify.jobs import RELEASED_ATTEMPTS, Claim, Job
 from services.notify.ledger import REWRITE_DEFERRED_AFTER
 
 log = structlog.get_logger("notify.release")
+EMERGENCY_MARK = b'"priority":"emergency"'
+"""How an emergency request's stored JSON says so (the top-level key: a nested text's quotes are escaped)."""
+PASS_LIMIT = 10_000
+"""Due requests `release_due` passes over in one tick at most (a full lane's, the quiet hours' citizens) before it
+stops: a scan of a long outage's parked requests each second stays short."""
 REFRESH_EVERY_S = 3600.0
 
 
@@ -47,22 +52,38 @@ class OwnedDispatcher(Dispatcher):
     (which releases it again from the ledger partition it now holds)."""
 
     def release_due(self) -> int:
-        """Enqueue the due deferred requests of the owned partitions not already in flight, earliest first, until one
-        meets its lane's backlog at `release_limit` (the rest wait for a later tick: a long outage's parked requests,
-        or a night's deferrals, are not all taken into memory at once; a request behind them waits with them);
-        returns how many."""
-        released = 0
+        """Enqueue the due deferred requests of the owned partitions not already in flight (partition by partition,
+        earliest first in each) while their lane's backlog is under `release_limit`: a long outage's parked
+        requests, or a night's deferrals, are not all taken into memory at once, and the input keeps room. A lane
+        without room passes its requests over (unparsed) and the other lane's are still released; the scan stops
+        when neither lane has room, or after `PASS_LIMIT` requests passed over in one tick. Returns how many."""
+        released = passed = 0
         now = self.clock()
         quiet = self.quiet.is_quiet(now)
-        for partition, request in self.ledger.due_in(now, self.owns_partition, skip=self._inflight):
+        for partition, raw in self.ledger.due_raw_in(now, self.owns_partition, skip=self._inflight):
+            if self.release_limit is not None and not self._room(EMERGENCY_MARK in raw):
+                if not (self._room(True) or self._room(False)):
+                    break
+                passed += 1
+                if passed >= PASS_LIMIT:
+                    break
+                continue
+            request = NotificationRequest.model_validate_json(raw)
             if quiet and request.audience is Audience.CITIZEN and not request.is_emergency:
-                continue  # due while quiet (a worker down overnight): stays deferred until the quiet hours end
-            if self.release_limit is not None and self._held(request) >= self.release_limit:
-                break
+                passed += 1  # due while quiet (a worker down overnight): stays deferred until the quiet hours end
+                if passed >= PASS_LIMIT:
+                    break
+                continue
             claim = Claim(lambda: None, self.source_of(partition))
-            self._enqueue(Job(request.model_copy(update={"not_before": None}), [claim]))
+            attempts = RELEASED_ATTEMPTS if self.park_s is not None else None
+            self._enqueue(Job(request.model_copy(update={"not_before": None}), [claim], attempts=attempts))
             released += 1
         return released
+
+    def _room(self, emergency: bool) -> bool:
+        """Whether the lane has room for a released request (always, without a `release_limit`)."""
+        held = self.emergency_backlog if emergency else self.routine_backlog
+        return self.release_limit is None or held < self.release_limit
 
     async def refresh_deferrals(self) -> int:
         """Write again the owned deferrals last written over `REWRITE_DEFERRED_AFTER` ago, each inside the fence on

@@ -54,8 +54,9 @@ class NotifySettings(ConsumerSettings):
     park_s: float = Field(
         default=600.0, ge=1.0, le=86_400.0,
         description="A notification whose retries are spent on a provider failure (an outage longer than the "
-                    "retries' budget) waits this long deferred in the ledger, then gets a new budget, until it is "
-                    "sent or expires; one that never expires (a subscriber's webhook) is dead-lettered instead")
+                    "retries' budget) waits this long deferred in the ledger, then is tried again (3 attempts, then "
+                    "parked again), until it is sent; dead-lettered once the next try would be past its expiry (a "
+                    "subscriber's webhook, which has none: 7 days after its event)")
 
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000,

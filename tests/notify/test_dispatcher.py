@@ -15,7 +15,7 @@ from schemas.notification import ChannelKind, NotificationRequest
 from services.notify import metrics, rules
 from services.notify.channels.base import Channel, DeliveryError
 from services.notify.delivery import Dispatcher
-from services.notify.jobs import Outputs
+from services.notify.jobs import RELEASED_ATTEMPTS, Outputs
 from services.notify.ledger import Entry, Ledger
 from services.notify.personal import OpenContacts, as_is, redact
 from services.notify.policy import Backoff, QuietHours
@@ -255,15 +255,54 @@ async def test_release_takes_no_more_deferred_requests_than_the_lane_has_room_fo
     dispatcher = OwnedDispatcher(
         {ChannelKind.SMS: FakeChannel()}, ledger, producer, OUT, spawn=Tasks(), backoff=Backoff(),
         quiet=NEVER_QUIET, rates={"sms": 1000.0}, segment_limit=3, routine_workers=1, emergency_workers=1,
-        clock=FixedClock(NOON), release_limit=2)
+        clock=FixedClock(NOON), release_limit=2, park_s=600)
     ledger.commune_of = dispatcher.commune_of
     for i in range(5):
-        await ledger.record_deferred(citizen_sms(f"due-{i}").model_copy(update={"not_before": NOON}))
-    assert dispatcher.release_due() == 2 and dispatcher.routine_backlog == 2
+        await ledger.record_deferred(citizen_sms(f"due-{i}").model_copy(update={"not_before": NOON - timedelta(1)}))
+    [urgent, *_] = emergencies("storm-parked")  # due last, behind the routine ones
+    await ledger.record_deferred(urgent.model_copy(update={"not_before": NOON}))
+    assert dispatcher.release_due() == 3 and dispatcher.routine_backlog == 2  # the emergency lane had room
+    assert urgent.notification_id in dispatcher._inflight
+    assert {job.attempts for job in dispatcher._inflight.values()} == {RELEASED_ATTEMPTS}  # tried briefly, then parked
     assert dispatcher.release_due() == 0  # still full
     for _ in range(2):  # two senders take theirs (in flight: not released again)
         dispatcher.routine.queue.get_nowait()
-    assert dispatcher.release_due() == 2 and len(dispatcher._inflight) == 4
+    assert dispatcher.release_due() == 2 and len(dispatcher._inflight) == 5
+
+
+@pytest.mark.parametrize("case", ["revoked", "done elsewhere"])
+async def test_a_call_that_outlived_its_partition_parks_nothing(case: str) -> None:
+    """The provider call failed after the partition was revoked (a drain that timed out, a stall) or after another
+    worker sent the notification: no deferral is written after the new owner's done entry (compaction would keep the
+    deferral and send it again)."""
+    gate = asyncio.Event()
+    channel = FakeChannel(DeliveryError("http_503"), gate=gate)
+    async with running(channel, max_attempts=1, park_s=600) as s:
+        request, done = citizen_sms(f"late-{case}"), Calls()
+        nid = request.notification_id
+        await s.dispatcher.submit(request, done, source="p0")
+        await settle(lambda: channel.attempted == [nid], "the call under way")
+        if case == "revoked":
+            s.dispatcher.holds = lambda source: False
+        else:
+            s.ledger.apply(nid, Entry(state="done", outcome="sent"))
+        gate.set()
+        await settle(lambda: nid not in s.dispatcher._inflight, "the job ended")
+        assert nid not in s.ledger.deferred
+        assert [m.json()["state"] for m in s.producer.to(LEDGER)] == []
+        assert done.count == (0 if case == "revoked" else 1)
+
+
+async def test_a_citizen_parked_near_the_quiet_hours_waits_for_their_end() -> None:
+    """Parked at 20:55 for 10 minutes: due at 07:00, not at 21:05 (passed over every second all night)."""
+    clock = FixedClock(datetime(2025, 11, 3, 13, 55, tzinfo=UTC))  # 20:55 in Vietnam
+    channel = FakeChannel(DeliveryError("http_503"))
+    async with running(channel, clock=clock, quiet=QuietHours(time(21, 0), time(7, 0)), max_attempts=1,
+                       park_s=600) as s:
+        request, done = citizen_sms("evening-park"), Calls()
+        await s.dispatcher.submit(request, done)
+        await settle(lambda: done.count == 1, "parked")
+        assert s.ledger.deferred[request.notification_id].not_before == datetime(2025, 11, 4, 0, 0, tzinfo=UTC)
 
 
 async def test_citizen_in_quiet_hours_is_deferred_then_released_when_they_end() -> None:

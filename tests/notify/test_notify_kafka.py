@@ -110,10 +110,16 @@ async def test_a_gateway_down_past_the_retries_budget_parks_the_notification_and
     the ledger (`deferred`, reason `parked:http_503`) and is tried again, until the gateway is back: sent once, no
     dead letter (before, it was dead-lettered after the budget, about half an hour with the defaults, and nothing
     sent it again)."""
-    fake.outage(8)
+    fake.outage(600)
     start_notify(NOTIFY_RETRY_MAX_ATTEMPTS="3", NOTIFY_RETRY_BASE_S="0.1", NOTIFY_PARK_S="2",
                  NOTIFY_SUBSCRIBERS_FILE="")
     await publish(kafka_bootstrap, namespace, dossier("gone-1", code="D-GONE"))
+
+    async def parked_twice() -> bool:  # parked, released, tried again and parked again: the outage outlasts both
+        status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=0.5))
+        return [s.get("reason") for s in status].count("parked:http_503") >= 2
+    await eventually_async(parked_twice, timeout=60, interval=0.5, what="the SMS parked twice")
+    fake.faults.outage_until = 0  # the gateway is back
     await eventually_async(lambda: sms_accepted(fake) == 1, timeout=60, interval=0.2, what="the SMS sent")
     await caught_up(kafka_bootstrap, namespace)
     status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=2))
