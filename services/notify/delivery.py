@@ -238,6 +238,18 @@ class Dispatcher:
                  commune=r.commune, trace_id=trace_id(r))
         self._finish(job)
 
+    def _settled_elsewhere(self, job: Job) -> bool:
+        """Whether `job` is no longer this worker's to act on, dealt with if so: every partition it came from was
+        revoked (dropped: the new owner redoes it), or another worker recorded it done meanwhile (finished)."""
+        job.claims = [c for c in job.claims if c.source is None or self.holds(c.source)]
+        if not job.claims:
+            self._inflight.pop(job.request.notification_id, None)
+            return True
+        if self._is_done(job.request):
+            self._finish(job)
+            return True
+        return False
+
     async def _attempt_fenced(self, lane: Lane, job: Job) -> None:
         """One attempt inside the gate: no await between the ownership checks and the provider call.
 
@@ -246,12 +258,7 @@ class Dispatcher:
         no I/O, so it suspends nothing). The clear request goes to the provider and nowhere else.
         """
         r = job.request
-        job.claims = [c for c in job.claims if c.source is None or self.holds(c.source)]
-        if not job.claims:  # every partition it came from was revoked: the new owner redoes it
-            self._inflight.pop(r.notification_id, None)
-            return
-        if self._is_done(r):  # another worker finished it meanwhile
-            self._finish(job)
+        if self._settled_elsewhere(job):
             return
         if (clear := await self._opened(job)) is None:  # erased meanwhile (done), or otherwise dealt with
             return
@@ -328,12 +335,7 @@ class Dispatcher:
             return False
         # after the provider call, as before it: a call that outlived a revocation's drain (or a stall) must not write
         # a deferral after the next owner's done entry (compaction would keep the deferral, and send it again)
-        job.claims = [c for c in job.claims if c.source is None or self.holds(c.source)]
-        if not job.claims:
-            self._inflight.pop(r.notification_id, None)
-            return True
-        if self._is_done(r):
-            self._finish(job)
+        if self._settled_elsewhere(job):
             return True
         parked = r.model_copy(update={"not_before": until})
         await self.ledger.record_deferred(parked)
