@@ -24,7 +24,8 @@ from schemas import trace
 from schemas.deadletter import internal_error
 from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
 from services.notify import deadletters, metrics, sms, statuses
-from services.notify.channels.base import Channel, DeliveryError, compose
+from services.notify.channels.base import Channel, DeliveryError, Receipt, compose
+from services.notify.circuits import Circuits, Verdict
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
 from services.notify.personal import OpenContacts, as_is
@@ -54,7 +55,7 @@ class Dispatcher:
                  routine_workers: int, emergency_workers: int, clock: Clock = utcnow,
                  release_every_s: float = 1.0, opener: OpenContacts = as_is,
                  max_segments: int = sms.MAX_SEGMENTS, legacy_ids: bool = True, park_s: float | None = None,
-                 release_limit: int | None = None) -> None:
+                 release_limit: int | None = None, circuit: tuple[int, float] | None = None) -> None:
         self.channels, self.ledger, self.producer, self.outputs = channels, ledger, producer, outputs
         self.backoff, self.quiet, self.segment_limit, self.clock = backoff, quiet, segment_limit, clock
         self.max_segments = max_segments
@@ -64,6 +65,9 @@ class Dispatcher:
         """A request whose retries are spent on a retryable failure waits this long in the ledger and is tried again
         (`_park`), up to its expiry (`PARK_HORIZON` after its event if it has none); None: it is dead-lettered.
         Deferred requests are released while their lane's backlog is under `release_limit` (None: all at once)."""
+        self.circuits = Circuits(*circuit, clock) if circuit is not None and park_s is not None else None
+        """(failures, probe_s): a channel failing that often in a row holds its routine requests (parked without a
+        call, `circuits`), one probe each `probe_s`; None, or no `park_s`: every request is called."""
         self.opener = opener
         """Clear contacts for the provider call only (`personal.Opener`): requests stay sealed everywhere else."""
         self.routine, self.emergency = Lane("routine"), Lane("emergency")
@@ -98,6 +102,8 @@ class Dispatcher:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.circuits is not None:
+            self.circuits.forget()
 
     @property
     def routine_backlog(self) -> int:
@@ -272,14 +278,18 @@ class Dispatcher:
             await self._status(deferred, Outcome.DEFERRED, job.attempt, not_before=later)
             self._finish(job)
             return
-        job.attempt += 1
         try:
             channel = self.channels[r.channel]
         except KeyError:
+            job.attempt += 1
             await self._failed(job, DeliveryError("no_channel", retryable=False))
             return
+        verdict = self.circuits.verdict(r) if self.circuits is not None else Verdict.CALL
+        if verdict is Verdict.HOLD and await self._held(job):
+            return
+        job.attempt += 1
         try:
-            receipt = await channel.send(compose(clear, self.segment_limit, self.max_segments))
+            receipt = await self._send(channel, clear, verdict)
         except DeliveryError as err:
             await self._failed(job, err)
             return
@@ -299,6 +309,29 @@ class Dispatcher:
                  recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune, trace_id=trace_id(r))
         self._finish(job)
 
+    async def _send(self, channel: Channel, clear: NotificationRequest, verdict: Verdict) -> Receipt:
+        """Compose and call, the outcome told to the request's circuit: an answer (sent, or refused for good) or a
+        retryable failure; neither for anything else (a bug, a cancellation), which gives a probe back."""
+        ok: bool | None = None
+        try:
+            receipt = await channel.send(compose(clear, self.segment_limit, self.max_segments))
+            ok = True
+            return receipt
+        except DeliveryError as err:
+            ok = not err.retryable
+            raise
+        finally:
+            if self.circuits is not None:
+                self.circuits.settle(clear, verdict, ok)
+
+    async def _held(self, job: Job) -> bool:
+        """A routine request for a channel whose circuit is open: parked without a call for as long as the outage
+        has lasted (between the probe interval and `park_s`); False if it may not wait that long (then it is called
+        as before, and its outcome counts)."""
+        assert self.circuits is not None and self.park_s is not None
+        hold = self.circuits.hold_for(job.request, timedelta(seconds=self.park_s))
+        return await self._park(job, DeliveryError("circuit_open"), hold)
+
     async def _failed(self, job: Job, err: DeliveryError) -> None:
         r = job.request
         await self._status(r, Outcome.FAILED, job.attempt, reason=err.reason)
@@ -309,7 +342,7 @@ class Dispatcher:
                         attempt=job.attempt, delay_s=round(delay, 2), trace_id=trace_id(r))
             self._retry(delay, job)
             return
-        if err.retryable and await self._park(job, err):
+        if err.retryable and self.park_s is not None and await self._park(job, err, timedelta(seconds=self.park_s)):
             return
         reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
         await self._dead_letter(r, reason, job.attempt)
@@ -319,16 +352,14 @@ class Dispatcher:
                   reason=reason, trace_id=trace_id(r))
         self._finish(job)
 
-    async def _park(self, job: Job, err: DeliveryError) -> bool:
-        """A provider failing past the retries' budget (an outage of hours, a revoked credential being renewed): the
-        request waits `park_s` in the ledger, deferred like one in the quiet hours (durable, out of memory, released
-        to whoever owns its commune then, under `release_limit`), and is tried again with a fresh budget, until it is
-        sent. Not past its expiry, nor past `PARK_HORIZON` after its event for one that never expires (a subscriber's
-        webhook): nothing is parked for ever. False when it may not wait (then it is dead-lettered, as before)."""
+    async def _park(self, job: Job, err: DeliveryError, wait: timedelta) -> bool:
+        """A provider failing past the retries' budget (an outage of hours, a revoked credential being renewed), or
+        its circuit open: the request waits `wait` in the ledger, deferred like one in the quiet hours (durable, out
+        of memory, released to whoever owns its commune then, under `release_limit`), and is tried again with a fresh
+        budget, until it is sent. Not past its expiry, nor past `PARK_HORIZON` after its event for one that never
+        expires (a subscriber's webhook): nothing is parked for ever. False when it may not wait."""
         r = job.request
-        if self.park_s is None:
-            return False
-        until = self.clock() + timedelta(seconds=self.park_s)
+        until = self.clock() + wait
         if not r.is_emergency and r.audience is Audience.CITIZEN:
             until = self.quiet.release_at(until)  # not due in the quiet hours, to be passed over all night
         if until >= (r.expires_at or r.event_time + PARK_HORIZON):

@@ -20,8 +20,14 @@ DRAIN_TIMEOUTS = Counter("notify_drain_timeouts_total",
 SKIPPED = Counter("notify_records_skipped_total",
                   "Canonical records that gave no notification because they are no valid event (or met a bug)",
                   ["reason"])
-PARKED = Counter("notify_parked_total", "Notifications whose retries were spent on a provider failure, deferred in the "
-                 "ledger for NOTIFY_PARK_S and tried again (dead-lettered before)", ["channel"])
+PARKED = Counter("notify_parked_total", "Notifications deferred in the ledger through a provider failure and tried "
+                 "again later: their retries spent (for NOTIFY_PARK_S), or held by an open circuit (ADR 0031, 0032)",
+                 ["channel"])
+CIRCUITS_OPEN = Gauge("notify_circuits_open", "Open circuits: a provider channel, or a webhook subscriber's endpoint, "
+                      "that failed NOTIFY_CIRCUIT_FAILURES times in a row; its routine notifications are parked "
+                      "without a call, one probe every NOTIFY_CIRCUIT_PROBE_S (ADR 0032)", ["channel"])
+CIRCUIT_OPENINGS = Counter("notify_circuit_openings_total", "Times a circuit opened (see notify_circuits_open)",
+                           ["channel"])
 DEAD_LETTERS_REFUSED = Counter("notify_dead_letters_refused_total",
                                "Dead letters commune.dlq.notify refused for their size even in their least form (the "
                                "notification is dead-lettered on the status topic only)")

@@ -58,6 +58,15 @@ class NotifySettings(ConsumerSettings):
                     "parked again), until it is sent; dead-lettered once the next try would be past its expiry (a "
                     "subscriber's webhook, which has none: 7 days after its event)")
 
+    circuit_failures: int = Field(
+        default=10, ge=0,
+        description="Retryable failures in a row after which a provider channel (a webhook subscriber's endpoint "
+                    "each its own) is held: its routine notifications are parked without a call (for as long as the "
+                    "outage has lasted, up to park_s) while one probe a circuit_probe_s tries it; emergencies are "
+                    "always tried. 0: no circuit, every notification is called (ADR 0032)")
+    circuit_probe_s: float = Field(default=30.0, gt=0, le=3_600.0,
+                                   description="How long an open circuit waits before letting one probe through")
+
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000,
         description="How long a ledger or status write waits for the broker (an outage shorter than this is "

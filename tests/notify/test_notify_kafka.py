@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from services.notify.topics import Names
 from tests.kafkatools import free_port, read_all
 from tests.notify.conftest import MailSink, StartNotify, caught_up, publish, statuses
 from tests.notify.events import dossier, storm, visit_completed
-from tests.notify.oracle import requests_per_key, sms_accepted
+from tests.notify.oracle import accepted_sends, all_sent, expected_sends, requests_per_key, sms_accepted
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
@@ -129,3 +130,39 @@ async def test_a_gateway_down_past_the_retries_budget_parks_the_notification_and
     assert outcomes[-1][0] == "sent" and [o for o, *_ in outcomes].count("sent") == 1
     assert fake.rejected >= 3 and set(requests_per_key(fake).values()) == {1}  # one accepted request
     assert await read_all(kafka_bootstrap, notify_topics.dlq, idle=1) == []
+
+
+async def test_while_the_gateway_is_down_its_circuits_hold_its_notifications_and_e_mail_goes_on(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders, smtp: tuple[MailSink, int]) -> None:
+    """The HTTP gateway (SMS and the subscriber's webhooks) down: after 3 failures in a row each circuit opens and
+    its notifications are parked (`parked:circuit_open`) without a call; the routine lane, held to 10 jobs, stays
+    free, so an e-mail published after them is sent during the outage. Before (no circuit: NOTIFY_CIRCUIT_FAILURES=0),
+    the 40 requests stayed in memory for their 40 attempts each, the input paused, and the e-mail waited for the
+    outage's end. Once the gateway is back a probe closes each circuit and every request is sent once."""
+    fake.outage(600)
+    start_notify(NOTIFY_CIRCUIT_FAILURES="3", NOTIFY_CIRCUIT_PROBE_S="1", NOTIFY_PARK_S="5",
+                 NOTIFY_MAX_PENDING="10", NOTIFY_RETRY_MAX_ATTEMPTS="40")
+    events = [dossier(f"cb-{i}", code=f"D-CB-{i}") for i in range(20)]
+    await publish(kafka_bootstrap, namespace, *events)
+
+    async def both_held() -> bool:
+        status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=0.5))
+        held = {s["channel"] for s in status if s.get("reason") == "parked:circuit_open"}
+        assert held == {"sms", "webhook"}, held
+        return True
+    await eventually_async(both_held, timeout=60, interval=0.5, what="both circuits open")
+    await publish(kafka_bootstrap, namespace, visit_completed("cb-visit"))
+    sink = smtp[0]
+    await eventually_async(lambda: sum(sink.by_id.values()) == 1, timeout=30, interval=0.2,
+                           what="the e-mail sent during the outage")
+    assert time.monotonic() < fake.faults.outage_until and not fake.accepted
+    rejected = fake.rejected
+    assert rejected < 20 * 2  # not one attempt per request: the circuits held them (each its probes)
+    fake.faults.outage_until = 0  # the gateway is back
+    want = expected_sends(events)
+    await eventually_async(all_sent(fake, want), timeout=90, interval=0.5, what="every SMS and webhook sent")
+    await caught_up(kafka_bootstrap, namespace)
+    assert accepted_sends(fake) == want and set(requests_per_key(fake).values()) == {1}
+    assert await read_all(kafka_bootstrap, notify_topics.dlq, idle=1) == []
+    assert list(sink.by_id.values()) == [1]

@@ -1,0 +1,115 @@
+"""Circuit breakers: a provider that keeps failing gets one probe at a time, not every routine request (ADR 0032).
+
+One circuit per provider channel (SMS, Zalo, e-mail) and one per webhook subscriber (a subscriber's endpoint down
+is not every subscriber's). A circuit opens after `failures` retryable failures in a row; while it is open a routine
+request is parked (`Dispatcher._park`) without a call, so the lanes and the input keep moving for the channels that
+work; after `probe_s` one routine request is let through as the probe: its success closes the circuit, its failure
+opens it again for another `probe_s`. Emergencies are never held by a circuit: they are tried on their own back-off
+as before, and their outcome counts like any other (a success closes it).
+
+Written here rather than taken from purgatory 3.0.1 or pybreaker 1.4.1 (both read): they take the wall clock (the
+dispatcher's is injected, and tests move it), their half-open state lets every concurrent call through (32 senders
+would probe at once), and neither answers "would you let this through?" for a request that must not be called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+import structlog
+
+from schemas.notification import ChannelKind, NotificationRequest
+from services.notify import metrics
+
+log = structlog.get_logger("notify.circuits")
+
+
+class Verdict(Enum):
+    CALL = "call"  # closed, or an emergency: call as usual
+    PROBE = "probe"  # open for `probe_s`: this request is the one probe
+    HOLD = "hold"  # open, or a probe already out: park without a call
+
+
+@dataclass
+class Circuit:
+    failed: int = 0
+    """Retryable failures in a row."""
+    opened_at: datetime | None = None
+    """When it opened (None: closed); moved on by each failed probe."""
+    since: datetime | None = None
+    """When the current outage began: the first opening, kept through failed probes (how long parks grow)."""
+    probing: bool = False
+
+
+def circuit_key(request: NotificationRequest) -> str:
+    """The channel, or for a webhook its subscriber (`webhook:subscriber:<name>`): not personal data."""
+    if request.channel is ChannelKind.WEBHOOK:
+        return f"webhook:{request.recipient.ref}"
+    return request.channel.value
+
+
+class Circuits:
+    def __init__(self, failures: int, probe_s: float, clock: Callable[[], datetime]) -> None:
+        if failures < 1 or probe_s <= 0:
+            raise ValueError("a circuit needs failures >= 1 and probe_s > 0")
+        self.failures, self.probe = failures, timedelta(seconds=probe_s)
+        self.clock = clock
+        self._circuits: dict[str, Circuit] = {}
+
+    def forget(self) -> None:
+        """Stop counting (the dispatcher stops): the open circuits leave the gauge."""
+        for key, c in self._circuits.items():
+            if c.opened_at is not None:
+                metrics.CIRCUITS_OPEN.labels(key.split(":", 1)[0]).dec()
+        self._circuits.clear()
+
+    def is_open(self, key: str) -> bool:
+        c = self._circuits.get(key)
+        return c is not None and c.opened_at is not None
+
+    def verdict(self, request: NotificationRequest) -> Verdict:
+        """Whether `request` may be sent now; a PROBE must be followed by `settle` (a `finally`)."""
+        c = self._circuits.get(circuit_key(request))
+        if c is None or c.opened_at is None or request.is_emergency:
+            return Verdict.CALL
+        if c.probing or self.clock() < c.opened_at + self.probe:
+            return Verdict.HOLD
+        c.probing = True
+        return Verdict.PROBE
+
+    def hold_for(self, request: NotificationRequest, longest: timedelta) -> timedelta:
+        """How long a held request is parked: as long as the outage has lasted, between `probe_s` and `longest`
+        (a blip's requests wait seconds, an outage of hours' the full park)."""
+        c = self._circuits.get(circuit_key(request))
+        lasted = self.clock() - c.since if c is not None and c.since is not None else timedelta(0)
+        return max(self.probe, min(longest, lasted))
+
+    def settle(self, request: NotificationRequest, verdict: Verdict, ok: bool | None) -> None:
+        """The outcome of a call: `ok` True (the provider answered: sent, or refused for good), False (a retryable
+        failure), None (no answer to count: a bug, a cancellation; a probe is given back for the next request)."""
+        key = circuit_key(request)
+        c = self._circuits.setdefault(key, Circuit())
+        if verdict is Verdict.PROBE:
+            c.probing = False
+        if ok is None:
+            return
+        now = self.clock()
+        if ok:
+            if c.opened_at is not None:
+                metrics.CIRCUITS_OPEN.labels(request.channel.value).dec()
+                log.warning("notify.circuit_closed", circuit=key, channel=request.channel.value,
+                            open_s=round((now - (c.since or now)).total_seconds(), 1))
+            c.failed, c.opened_at, c.since = 0, None, None
+            return
+        c.failed += 1
+        if c.opened_at is None and c.failed >= self.failures:
+            c.opened_at = c.since = now
+            metrics.CIRCUITS_OPEN.labels(request.channel.value).inc()
+            metrics.CIRCUIT_OPENINGS.labels(request.channel.value).inc()
+            log.warning("notify.circuit_opened", circuit=key, channel=request.channel.value, failures=c.failed,
+                        probe_s=self.probe.total_seconds())
+        elif c.opened_at is not None and verdict is Verdict.PROBE:
+            c.opened_at = now  # the probe failed: another `probe_s` before the next
