@@ -130,8 +130,9 @@ class NotificationStatus(Model):
     reason: str | None = Field(
         default=None, description="A code: why the attempt failed or was given up (`http_503`, `invalid_email`, "
         "`retries_exhausted:...`); on a deferred one, `parked:<why>` when a provider's outage outlasted its retries "
-        "or its channel's circuit was open (`parked:circuit_open`; it is tried again at `not_before`); on a sent one, why the provider's reply was not kept "
-        "(`provider_id_refused`, `reply_too_large`, `reply_unreadable`). Never a text a provider sent")
+        "or its channel's circuit was open (`parked:circuit_open`; it is tried again at `not_before`); on a sent "
+        "one, why the provider's reply was not kept (`provider_id_refused`, `reply_too_large`, "
+        "`reply_unreadable`). Never a text a provider sent")
     provider_message_id: str | None = Field(
         default=None, description="The provider's id for the message, only if short and plain (at most 128 of "
         "A-Z a-z 0-9 . _ : -, `services/notify/channels/replies.py`), or notify's own e-mail Message-ID")
