@@ -1,6 +1,7 @@
 """`commune-bus`: the integrator's and operator's command line.
 
-Offline: `validate`. Against Kafka: `publish`, `tail`, `dlq list|replay`, `topics create`, `trace`.
+Offline: `validate`. Against Kafka: `publish`, `tail`, `dlq list|replay`, `notify-dlq list|replay`, `topics create`,
+`trace`.
 Wrappers: `simulate` (services.simulator), `schemas export` (schemas.export).
 """
 
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
 from schemas.topics import RAW, scoped
-from services.cli import dlq_commands, erase, kafka_io, trace
+from services.cli import dlq_commands, erase, kafka_io, notify_dlq, trace
 from services.cli.errors import CliError
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
@@ -38,6 +39,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the registry")
 schemas_app = typer.Typer(no_args_is_help=True, help="Published contracts")
 app.add_typer(dlq_commands.app, name="dlq")
+app.add_typer(notify_dlq.app, name="notify-dlq")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.command("trace")(trace.trace)

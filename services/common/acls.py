@@ -174,9 +174,11 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
         # commune-bus publish / dlq list|replay / erase / trace / tail of the sealed topics; raw input stays intake's
         # (dlq list and replay open sealed dead letters with the key store: applicants' keys and the day keys);
         # keys rewrap writes both key topics again, each key under the current KEK (it could already tombstone keys)
+        # notify-dlq replay writes a dead-lettered notification, under a new id, to notify's ledger as a deferral due
+        # now, which the worker owning its commune sends (ADR 0033)
         Role("operator", reads=(*TRACED, DLQ_REPLAYED, METRICS_SNAPSHOTS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS,
                                 PRIVACY_AUDIT),
-             writes=(*ALL_RAW, DLQ_REPLAYED, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT),
+             writes=(*ALL_RAW, DLQ_REPLAYED, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, NOTIFY_LEDGER),
              transactional=(TransactionalId.DLQ_REPLAY, TransactionalId.ERASE, TransactionalId.KEYS_REWRAP)),
         # demo and tests only (make demo, bench): simulated traffic of many sources on the shared raw topics, which
         # intake checks against the registry's `simulator` entry; a production cluster has no such user

@@ -22,6 +22,12 @@ def notification_id(event_id: str, rule: str, recipient_ref: str, source: str | 
     return hashlib.sha256(f"{event}\x1f{rule}\x1f{recipient_ref}".encode()).hexdigest()[:32]
 
 
+def replay_notification_id(nid: str, dlq_topic: str, partition: int, offset: int) -> str:
+    """The id a dead-lettered notification is sent again under (`commune-bus notify-dlq replay`, ADR 0033): the
+    original's is done in the ledger for good; this one is the same for every replay of that dead letter."""
+    return hashlib.sha256(f"{nid}\x1freplay\x1f{dlq_topic}:{partition}:{offset}".encode()).hexdigest()[:32]
+
+
 def legacy_notification_id(request: NotificationRequest) -> str:
     """The id `request` had before ids named the source (event id, rule, recipient): old ledger entries are keyed by
     it. A request without a source (a deadline alert, or one the previous version wrote) has the same id still."""

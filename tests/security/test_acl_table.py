@@ -10,7 +10,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.events import Family
-from schemas.topics import CANONICAL, METRICS_SNAPSHOTS, NOTIFY_STATUS, RAW, TOPICS, Group, TransactionalId, group_id
+from schemas.topics import (
+    CANONICAL,
+    DLQ_NOTIFY,
+    DLQ_REPLAYED,
+    METRICS_SNAPSHOTS,
+    NOTIFY_LEDGER,
+    NOTIFY_STATUS,
+    RAW,
+    TOPICS,
+    Group,
+    TransactionalId,
+    group_id,
+)
 from services.common.acls import (
     ADMIN,
     BROKER,
@@ -84,6 +96,16 @@ def test_the_operator_rewraps_keys_on_both_key_topics_under_its_own_prefix() -> 
     prefix = f"{TransactionalId.KEYS_REWRAP.value}."
     assert {b.principal for b in bindings(REGISTRY) if b.resource is Resource.TRANSACTIONAL_ID
             and b.name == prefix} == {"operator"}
+
+
+def test_the_operator_replays_notify_dead_letters_through_notifys_ledger() -> None:
+    """`notify-dlq replay` runs as the operator: it reads commune.dlq.notify and writes the deferral to notify's
+    ledger with its replay-log entry, in a transaction under the replay's prefix (ADR 0033); notify alone reads the
+    ledger."""
+    assert "operator" in _who(Op.READ, DLQ_NOTIFY.name)
+    assert _who(Op.WRITE, NOTIFY_LEDGER.name) == {"notify", "operator"}
+    assert _who(Op.READ, NOTIFY_LEDGER.name) == {"notify"}
+    assert "operator" in _who(Op.WRITE, DLQ_REPLAYED.name)
 
 
 def test_only_the_deadline_tracker_creates_topics_and_only_under_its_own_prefix() -> None:

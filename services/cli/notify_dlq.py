@@ -1,0 +1,172 @@
+"""`commune-bus notify-dlq list|replay`: notify's dead letters (commune.dlq.notify), and sending them again (ADR 0033).
+
+A replay writes each dead letter's request, under a new id, to notify's ledger as a deferral due now, and its
+replay-log entry, in one transaction (the one replay writer of a namespace, as `dlq replay`): a dead letter is
+replayed once, or not at all. The worker owning the commune reads the deferral from the ledger and sends it, as it
+sends one deferred by the quiet hours: its contacts opened at delivery, its id the provider's Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Annotated, NamedTuple
+
+import typer
+from rich.table import Table
+
+from schemas.notification import ChannelKind
+from schemas.replay import DLQ_REPLAYED, replay_key
+from schemas.topics import DLQ_NOTIFY, NOTIFY_LEDGER, TransactionalId, scoped, transactional_id
+from services.cli.dlq import REPLAY_INSTANCE, read_into, replayed_keys
+from services.cli.errors import TopicNotVisible
+from services.cli.notify_letters import NotifyFilters, NotifyLetter, letter, matches, replayed, why_not
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, moment
+from services.cli.plain import json_text, markup
+from services.cli.render import console, err_console
+from services.common import clients, transactions
+from services.common.admin import ensure_topics, partition_counts
+from services.common.partitioner import partition_for
+from services.common.settings import KafkaConnection
+from services.common.transactions import SendFailed
+
+app = typer.Typer(no_args_is_help=True, help="Dead letters of notify (commune.dlq.notify), and sending them again")
+BATCH = 200
+
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="A reason, or its start: http_401, retries_exhausted")]
+ChannelOpt = Annotated[ChannelKind | None, typer.Option("--channel")]
+SinceOpt = Annotated[str | None, typer.Option("--since", help="Given up at or after: 12h, 30d, 90m, or an ISO date "
+                                                                 "or time (naive = Vietnam time)")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Given up at or before (the same forms)")]
+
+
+class Listing(NamedTuple):
+    topic: str
+    letters: list[NotifyLetter]
+    done: set[bytes]
+    unreadable: int
+
+
+async def notify_letters(conn: KafkaConnection, namespace: str, filters: NotifyFilters) -> Listing:
+    """The matching dead letters, in offset order, with the replay log; a record that is no dead letter is counted."""
+    topic = scoped(DLQ_NOTIFY, namespace).name
+    done = await replayed_keys(conn, namespace)
+    letters: list[NotifyLetter] = []
+    unreadable = 0
+
+    def sift(stored: tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]) -> None:
+        nonlocal unreadable
+        partition, offset, _, value, headers = stored
+        try:
+            d = letter(partition, offset, value, headers)
+        except ValueError:
+            unreadable += 1
+            return
+        if matches(d, filters):
+            letters.append(d)
+
+    await read_into(conn, topic, sift)
+    return Listing(topic, sorted(letters, key=lambda d: (d.partition, d.offset)), done, unreadable)
+
+
+async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLetter], dlq_topic: str) -> list[str]:
+    """Write each letter's deferral (under its new id) and its replay-log entry, a transaction per `BATCH`; the new
+    ids, in order. A refused write aborts its transaction (SendFailed): those letters stay unreplayed."""
+    ledger = scoped(NOTIFY_LEDGER, namespace).name
+    counts = await partition_counts(conn, [ledger])
+    if ledger not in counts:
+        raise TopicNotVisible([ledger])
+    await ensure_topics(conn, [scoped(DLQ_REPLAYED, namespace)])
+    log_topic = scoped(DLQ_REPLAYED, namespace).name
+    producer = clients.transactional_producer(
+        conn, transactional_id=transactional_id(TransactionalId.DLQ_REPLAY, namespace, REPLAY_INSTANCE),
+        client_id="commune-bus-notify-dlq-replay")
+    await producer.start()
+    ids: list[str] = []
+    try:
+        for start in range(0, len(letters), BATCH):
+            chunk = letters[start:start + BATCH]
+            async with transactions.transaction(producer):
+                sent = []
+                for d in chunk:
+                    nid, value = replayed(d, dlq_topic)
+                    # the commune's ledger partition, as notify routes it (aligned with the input topics, ADR 0020)
+                    partition = partition_for(d.request.commune.encode(), counts[ledger])
+                    sent.append(await producer.send(ledger, value, key=nid.encode(), partition=partition))
+                    sent.append(await producer.send(log_topic, dlq_topic.encode(),
+                                                    key=replay_key(dlq_topic, d.partition, d.offset)))
+                    ids.append(nid)
+                await transactions.all_sent(sent)  # a refused deferral must not log its letter as replayed
+    finally:
+        await producer.stop()
+    return ids
+
+
+def _filters(reason: str | None, channel: ChannelKind | None, since: str | None, until: str | None) -> NotifyFilters:
+    try:
+        return NotifyFilters(reason, channel, moment(since) if since else None, moment(until) if until else None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since/--until") from None
+
+
+def _table(letters: list[NotifyLetter], replayed_at: set[str], now: datetime) -> Table:
+    table = Table("dlq", "reason", "channel", "rule", "recipient", "commune", "given up at", "attempts", "replay")
+    for d in letters:
+        r = d.request
+        state = "replayed" if d.position in replayed_at else (why_not(d, now) or "can be replayed")
+        table.add_row(*(markup(x) for x in (d.position, d.reason, r.channel.value, r.rule, r.recipient.ref, r.commune,
+                                            d.rejected_at.isoformat(), str(d.attempts), state)))
+    return table
+
+
+@app.command("list")
+def list_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+          as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+          bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
+    """List notify's dead letters matching the filters: why each was given up and whether it can be sent again.
+    Contacts are never shown (the letters hold none in clear); recipients are references such as officer:cb-01."""
+    topic, letters, done, unreadable = asyncio.run(notify_letters(connection(bootstrap), namespace,
+                                                                  _filters(reason, channel, since, until)))
+    at = {d.position for d in letters if replay_key(topic, d.partition, d.offset) in done}
+    now = datetime.now(UTC)
+    if as_json:
+        for d in letters:
+            r = d.request
+            row = {"dlq": d.position, "reason": d.reason, "channel": r.channel.value, "rule": r.rule,
+                   "recipient": r.recipient.ref, "commune": r.commune, "notification_id": r.notification_id,
+                   "event_id": r.event_id, "rejected_at": d.rejected_at.isoformat(), "attempts": d.attempts,
+                   "replayed": d.position in at, "not_replayable": why_not(d, now)}
+            typer.echo(json_text(json.dumps(row, ensure_ascii=False)))
+    else:
+        console.print(_table(letters, at, now))
+    err_console.print(f"{len(letters)} dead letters in {markup(topic)} match, {len(at)} of them already replayed"
+                      + (f"; {unreadable} records not read as notify dead letters" if unreadable else ""))
+
+
+@app.command("replay")
+def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+            dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+            bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
+    """Send matching dead letters again, once the cause is mended (a subscriber's secret, a provider's account):
+    each under a new id, through notify's ledger, to the worker owning its commune. A dead letter is never replayed
+    twice; one left incomplete for its size or past its expiry is not replayed (counted, said). One given up after
+    timeouts may have reached the provider the first time: under its new id, the provider cannot tell."""
+    conn = connection(bootstrap)
+    topic, letters, done, _ = asyncio.run(notify_letters(conn, namespace, _filters(reason, channel, since, until)))
+    now = datetime.now(UTC)
+    fresh = [d for d in letters if replay_key(topic, d.partition, d.offset) not in done]
+    todo = [d for d in fresh if why_not(d, now) is None]
+    left = len(fresh) - len(todo)
+    skipped = f"; {left} cannot be (incomplete or expired: see list)" if left else ""
+    if dry_run:
+        err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters{skipped}")
+        return
+    try:
+        ids = asyncio.run(replay(conn, namespace, todo, topic)) if todo else []
+    except SendFailed as exc:
+        err_console.print(f"replay stopped: {markup(exc)}; the letters of the aborted transaction are not marked "
+                          "replayed, run the command again once the cause is fixed")
+        raise typer.Exit(1) from None
+    err_console.print(f"replayed {len(ids)} dead letters; {len(letters) - len(fresh)} matching were already "
+                      f"replayed{skipped}")

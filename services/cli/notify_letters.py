@@ -1,0 +1,89 @@
+"""Pure rules of `notify-dlq list|replay`: notify's dead letters read, filtered, and what a replay writes.
+
+A dead letter on commune.dlq.notify is the notification request as notify gave it up (redacted: no clear contact,
+`services.notify.deadletters`) with `dlq.reason`, `dlq.attempts`, `dlq.rejected.at` and, when something was left out
+for size, `dlq.omitted`. A replay sends it again under a new id (`replay_notification_id`: the original's is done in
+the ledger for good) by writing it to notify's ledger as a deferral due now, which the worker owning its commune
+releases as any other (ADR 0033). One left incomplete (its recipient, its template parameters or a webhook's body
+left out) or past its expiry cannot be sent again, and is said so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from schemas import wire
+from schemas.notification import ChannelKind, NotificationRequest
+from schemas.times import to_utc
+from services.notify.deadletters import OMITTED
+from services.notify.ledger import Entry
+from services.notify.policy import replay_notification_id
+
+Headers = Sequence[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True)
+class NotifyFilters:
+    reason: str | None = None
+    """A reason, or its start (`retries_exhausted` matches `retries_exhausted:http_503`)."""
+    channel: ChannelKind | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NotifyLetter:
+    partition: int
+    offset: int
+    request: NotificationRequest
+    reason: str
+    attempts: int
+    rejected_at: datetime
+    omitted: tuple[str, ...]
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+
+def letter(partition: int, offset: int, value: bytes | None, headers: Headers) -> NotifyLetter:
+    """ValueError for a record that is no dead letter as notify writes them."""
+    h = {k: wire.lenient_text(v) for k, v in headers if v is not None}
+    try:
+        request = NotificationRequest.model_validate_json(value or b"")
+        reason, attempts = h["dlq.reason"], int(h["dlq.attempts"])
+        rejected_at = to_utc(datetime.fromisoformat(h["dlq.rejected.at"]))
+    except (KeyError, ValidationError, OverflowError) as exc:
+        raise ValueError(f"not a notify dead letter ({type(exc).__name__})") from None
+    omitted = tuple(f for f in h.get(OMITTED, "").split(",") if f)
+    return NotifyLetter(partition, offset, request, reason, attempts, rejected_at, omitted)
+
+
+def matches(d: NotifyLetter, f: NotifyFilters) -> bool:
+    return ((f.reason is None or d.reason == f.reason or d.reason.startswith(f"{f.reason}:"))
+            and (f.channel is None or d.request.channel is f.channel)
+            and (f.since is None or d.rejected_at >= to_utc(f.since))
+            and (f.until is None or d.rejected_at <= to_utc(f.until)))
+
+
+def why_not(d: NotifyLetter, now: datetime) -> str | None:
+    """Why `d` cannot be sent again (None: it can): something it needs was left out for size, or it is over."""
+    missing = [f for f in d.omitted if f in ("recipient", "params") or (f == "payload" and
+                                                                         d.request.channel is ChannelKind.WEBHOOK)]
+    if missing:
+        return f"incomplete ({', '.join(missing)} left out for size)"
+    if d.request.expires_at is not None and d.request.expires_at <= now:
+        return "expired"
+    return None
+
+
+def replayed(d: NotifyLetter, dlq_topic: str) -> tuple[str, bytes]:
+    """The ledger record a replay writes: the new id, and the deferral due at once (the request as it was
+    dead-lettered, under that id; still without clear contacts: the worker opens them at delivery)."""
+    nid = replay_notification_id(d.request.notification_id, dlq_topic, d.partition, d.offset)
+    request = d.request.model_copy(update={"notification_id": nid, "not_before": None})
+    return nid, Entry(state="deferred", request=request).model_dump_json(exclude_none=True).encode()

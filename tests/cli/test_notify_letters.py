@@ -1,0 +1,97 @@
+"""The pure rules of `notify-dlq list|replay` (ADR 0033): what a notify dead letter says, whether it can be sent again,
+and the ledger record a replay writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.notification import ChannelKind
+from services.cli.notify_letters import NotifyFilters, letter, matches, replayed, why_not
+from services.notify import deadletters, rules
+from services.notify.ledger import Entry
+from services.notify.subscribers import Registry
+from tests.notify.events import directory, dossier
+
+pytestmark = pytest.mark.unit
+HOOKS = Registry.model_validate(
+    {"subscribers": [{"name": "prov-08", "url": "https://example.gov.vn/h", "secret": "s"}]})
+AT = datetime(2026, 12, 4, 3, 0, tzinfo=UTC)
+TOPIC = "commune.dlq.notify"
+
+
+def headers(reason: str = "http_401", omitted: list[tuple[str, bytes]] | None = None) -> list[tuple[str, bytes]]:
+    return [("dlq.reason", reason.encode()), ("dlq.attempts", b"1"), ("dlq.rejected.at", AT.isoformat().encode()),
+            *(omitted or [])]
+
+
+def letters_of(event_id: str) -> dict[ChannelKind, tuple[bytes, list[tuple[str, bytes]]]]:
+    """Each request of a dossier event (an SMS to the applicant, a webhook) as notify dead-letters it."""
+    return {r.channel: deadletters.bounded(r) for r in rules.for_event(dossier(event_id), directory(), HOOKS)}
+
+
+def test_a_dead_letter_is_read_with_its_reason_and_replayed_under_a_new_stable_id_due_at_once() -> None:
+    value, omitted = letters_of("l-1")[ChannelKind.WEBHOOK]
+    d = letter(3, 17, value, headers(omitted=omitted))
+    assert (d.reason, d.attempts, d.rejected_at, d.position, d.omitted) == ("http_401", 1, AT, "3:17", ())
+    assert why_not(d, AT) is None
+    nid, record = replayed(d, TOPIC)
+    assert nid != d.request.notification_id and len(nid) == 32
+    assert replayed(d, TOPIC)[0] == nid  # the same for every replay of that letter
+    assert replayed(letter(3, 18, value, headers()), TOPIC)[0] != nid  # another letter of the same request: another
+    entry = Entry.model_validate_json(record)
+    assert entry.state == "deferred" and entry.request is not None and entry.request.notification_id == nid
+    assert entry.request.not_before is None and entry.request.payload == d.request.payload
+    assert entry.request.model_dump(exclude={"notification_id"}) == d.request.model_dump(exclude={"notification_id"})
+
+
+def test_an_sms_letter_holds_no_clear_contact_and_its_replay_none_either() -> None:
+    value, omitted = letters_of("l-2")[ChannelKind.SMS]
+    d = letter(0, 1, value, headers(omitted=omitted))
+    r = d.request.recipient
+    assert (r.phone, r.email, r.zalo_user_id) == (None, None, None)
+    assert b"0912345678" in json.dumps(rules.for_event(dossier("l-2"), directory(), HOOKS)[0].model_dump(
+        mode="json")).encode()  # the request had it
+    assert b"0912345678" not in value and b"0912345678" not in replayed(d, TOPIC)[1]
+
+
+@pytest.mark.parametrize(("omitted", "channel", "why"), [
+    (b"payload", ChannelKind.WEBHOOK, "incomplete (payload left out for size)"),
+    (b"params", ChannelKind.SMS, "incomplete (params left out for size)"),
+    (b"params,recipient", ChannelKind.SMS, "incomplete (params, recipient left out for size)"),
+])
+def test_a_letter_left_incomplete_for_its_size_cannot_be_replayed(omitted: bytes, channel: ChannelKind,
+                                                                    why: str) -> None:
+    value, _ = letters_of("l-3")[channel]
+    assert why_not(letter(0, 1, value, headers(omitted=[("dlq.omitted", omitted)])), AT) == why
+
+
+def test_a_letter_past_its_expiry_cannot_be_replayed() -> None:
+    value, _ = letters_of("l-4")[ChannelKind.SMS]
+    body = json.loads(value)
+    body["expires_at"] = (AT - timedelta(minutes=1)).isoformat()
+    assert why_not(letter(0, 1, json.dumps(body).encode(), headers()), AT) == "expired"
+
+
+def test_filters_match_a_reason_or_its_start_the_channel_and_the_time() -> None:
+    value, _ = letters_of("l-5")[ChannelKind.SMS]
+    d = letter(0, 1, value, headers("retries_exhausted:http_503"))
+    assert matches(d, NotifyFilters(reason="retries_exhausted"))
+    assert matches(d, NotifyFilters(reason="retries_exhausted:http_503"))
+    assert not matches(d, NotifyFilters(reason="retries"))
+    assert not matches(d, NotifyFilters(channel=ChannelKind.WEBHOOK))
+    assert matches(d, NotifyFilters(since=AT, until=AT)) and not matches(d, NotifyFilters(since=AT + timedelta(1)))
+
+
+@given(value=st.one_of(st.binary(max_size=300), st.just(letters_of("l-6")[ChannelKind.SMS][0])),
+       reason=st.text(max_size=20), attempts=st.binary(max_size=8), at=st.binary(max_size=40))
+def test_any_record_is_read_as_a_dead_letter_or_refused_with_a_value_error(value: bytes, reason: str, attempts: bytes,
+                                                                           at: bytes) -> None:
+    """A record on the DLQ that notify did not write (or a newer one's) is counted, never a traceback."""
+    with contextlib.suppress(ValueError):
+        letter(0, 0, value, [("dlq.reason", reason.encode()), ("dlq.attempts", attempts), ("dlq.rejected.at", at)])

@@ -1,0 +1,73 @@
+"""`commune-bus notify-dlq list|replay` on the real broker, against a running notify (ADR 0033): a dead-lettered
+notification is sent again once its cause is mended, once, however often the replay runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.notify.fake_providers import FakeProviders
+from services.notify.topics import Names
+from tests.kafkatools import read_all
+from tests.notify.conftest import StartNotify, caught_up, publish, statuses
+from tests.notify.events import dossier
+from tests.notify.oracle import requests_per_key
+from tests.waiting import eventually_async
+
+pytestmark = pytest.mark.kafka
+CLI = str(Path(sys.executable).with_name("commune-bus"))
+
+
+def cli(bootstrap: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "COMMUNE_BUS_NAMESPACE": namespace, "COLUMNS": "200"}
+    result = subprocess.run([CLI, "notify-dlq", *args], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def listed(bootstrap: str, namespace: str, *filters: str) -> list[dict[str, object]]:
+    out = cli(bootstrap, namespace, "list", "--json", *filters).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_however_often_replayed(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders) -> None:
+    """The subscriber rejects the signature (401, its secret rotated on one side only): the webhook is dead-lettered,
+    with its body (small). Listed as replayable; once the secrets agree, `replay` sends it under a new id, through the
+    ledger, to the running worker: accepted once, the event's body as before. A second replay sends nothing; the
+    citizen's SMS, sent the first time, is not sent again."""
+    fake.webhook_secrets["prov-08"] = "another-secret"
+    start_notify()
+    event = dossier("rp-1", code="D-RP-1")
+    await publish(kafka_bootstrap, namespace, event)
+    [dead] = await read_all(kafka_bootstrap, notify_topics.dlq, expect=1, timeout=40)
+    assert dict(dead.headers)["dlq.reason"] == b"http_401" and "dlq.omitted" not in dict(dead.headers)
+    [letter] = listed(kafka_bootstrap, namespace, "--reason", "http_401")
+    assert letter["channel"] == "webhook" and letter["not_replayable"] is None and letter["replayed"] is False
+    assert listed(kafka_bootstrap, namespace, "--channel", "sms") == []
+
+    fake.webhook_secrets["prov-08"] = "s3cret"  # the secrets agree again
+    first = cli(kafka_bootstrap, namespace, "replay", "--reason", "http_401")
+    assert "replayed 1 dead letters" in first.stderr
+    hooks = lambda: [r for r in fake.accepted.values() if r.path == "/hooks/prov-08"]  # noqa: E731
+    await eventually_async(lambda: len(hooks()) == 1, timeout=60, interval=0.2, what="the webhook sent")
+    [hook] = hooks()
+    assert hook.body["event"]["id"] == event.id and "applicant" not in hook.body["event"]["data"]
+
+    second = cli(kafka_bootstrap, namespace, "replay")
+    assert "replayed 0 dead letters; 1 matching were already replayed" in second.stderr
+    [again] = listed(kafka_bootstrap, namespace)
+    assert again["replayed"] is True
+    await caught_up(kafka_bootstrap, namespace)
+    status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=2))
+    sent = [s for s in status if s["outcome"] == "sent"]
+    assert sorted(s["channel"] for s in sent) == ["sms", "webhook"]  # the SMS once, the webhook once (new id)
+    [replayed] = [s for s in sent if s["channel"] == "webhook"]
+    assert replayed["notification_id"] != letter["notification_id"] and replayed["event_id"] == event.id
+    assert set(requests_per_key(fake).values()) == {1}
