@@ -23,6 +23,7 @@ import structlog
 
 from schemas.notification import ChannelKind, NotificationRequest
 from services.notify import metrics
+from services.notify.channels.base import FellBack
 
 log = structlog.get_logger("notify.circuits")
 
@@ -82,15 +83,27 @@ class Circuits:
 
     def hold_for(self, request: NotificationRequest, longest: timedelta) -> timedelta:
         """How long a held request is parked: as long as the outage has lasted, between `probe_s` and `longest`
-        (a blip's requests wait seconds, an outage of hours' the full park)."""
+        (a blip's requests wait seconds, an outage of hours' the full park); `probe_s` while a probe is out, which
+        may end the outage (review: the requests released beside a probe that succeeded waited 10 more minutes)."""
         c = self._circuits.get(circuit_key(request))
+        if c is not None and c.probing:
+            return self.probe
         lasted = self.clock() - c.since if c is not None and c.since is not None else timedelta(0)
         return max(self.probe, min(longest, lasted))
 
-    def settle(self, request: NotificationRequest, verdict: Verdict, ok: bool | None) -> None:
+    def settle(self, request: NotificationRequest, verdict: Verdict, ok: bool | None,
+               fell_back: FellBack | None = None) -> None:
         """The outcome of a call: `ok` True (the provider answered: sent, or refused for good), False (a retryable
-        failure), None (no answer to count: a bug, a cancellation; a probe is given back for the next request)."""
-        key = circuit_key(request)
+        failure), None (no answer to count: a refusal before any call, a bug, a cancellation; a probe is given back
+        for the next request). After a fallback (ZNS refused, then SMS) the request's circuit counts the first
+        provider's answer and the fallback's circuit the outcome (review: SMS failures opened Zalo's circuit)."""
+        if fell_back is None:
+            self._settle(circuit_key(request), request.channel, verdict, ok)
+            return
+        self._settle(circuit_key(request), request.channel, verdict, fell_back.answered)
+        self._settle(fell_back.to.value, fell_back.to, Verdict.CALL, ok)
+
+    def _settle(self, key: str, channel: ChannelKind, verdict: Verdict, ok: bool | None) -> None:
         c = self._circuits.setdefault(key, Circuit())
         if verdict is Verdict.PROBE:
             c.probing = False
@@ -99,17 +112,17 @@ class Circuits:
         now = self.clock()
         if ok:
             if c.opened_at is not None:
-                metrics.CIRCUITS_OPEN.labels(request.channel.value).dec()
-                log.warning("notify.circuit_closed", circuit=key, channel=request.channel.value,
+                metrics.CIRCUITS_OPEN.labels(channel.value).dec()
+                log.warning("notify.circuit_closed", circuit=key, channel=channel.value,
                             open_s=round((now - (c.since or now)).total_seconds(), 1))
             c.failed, c.opened_at, c.since = 0, None, None
             return
         c.failed += 1
         if c.opened_at is None and c.failed >= self.failures:
             c.opened_at = c.since = now
-            metrics.CIRCUITS_OPEN.labels(request.channel.value).inc()
-            metrics.CIRCUIT_OPENINGS.labels(request.channel.value).inc()
-            log.warning("notify.circuit_opened", circuit=key, channel=request.channel.value, failures=c.failed,
+            metrics.CIRCUITS_OPEN.labels(channel.value).inc()
+            metrics.CIRCUIT_OPENINGS.labels(channel.value).inc()
+            log.warning("notify.circuit_opened", circuit=key, channel=channel.value, failures=c.failed,
                         probe_s=self.probe.total_seconds())
         elif c.opened_at is not None and verdict is Verdict.PROBE:
             c.opened_at = now  # the probe failed: another `probe_s` before the next

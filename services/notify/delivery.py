@@ -24,7 +24,7 @@ from schemas import trace
 from schemas.deadletter import internal_error
 from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
 from services.notify import deadletters, metrics, sms, statuses
-from services.notify.channels.base import Channel, DeliveryError, Receipt, compose
+from services.notify.channels.base import Channel, DeliveryError, FellBack, Receipt, compose
 from services.notify.circuits import Circuits, Verdict
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
@@ -311,18 +311,21 @@ class Dispatcher:
 
     async def _send(self, channel: Channel, clear: NotificationRequest, verdict: Verdict) -> Receipt:
         """Compose and call, the outcome told to the request's circuit: an answer (sent, or refused for good) or a
-        retryable failure; neither for anything else (a bug, a cancellation), which gives a probe back."""
+        retryable failure; neither for a refusal before any call (no phone, a bad address: `local`) nor for anything
+        else (a bug, a cancellation), which gives a probe back. A send that fell back to another channel (ZNS to SMS)
+        tells each circuit its own provider's outcome."""
         ok: bool | None = None
+        fell_back: FellBack | None = None
         try:
             receipt = await channel.send(compose(clear, self.segment_limit, self.max_segments))
-            ok = True
+            ok, fell_back = True, receipt.fell_back
             return receipt
         except DeliveryError as err:
-            ok = not err.retryable
+            ok, fell_back = None if err.local else not err.retryable, err.fell_back
             raise
         finally:
             if self.circuits is not None:
-                self.circuits.settle(clear, verdict, ok)
+                self.circuits.settle(clear, verdict, ok, fell_back)
 
     async def _held(self, job: Job) -> bool:
         """A routine request for a channel whose circuit is open: parked without a call for as long as the outage

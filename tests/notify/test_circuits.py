@@ -3,6 +3,7 @@ other channels, emergencies and the input go on."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ from structlog.testing import capture_logs
 from schemas.notification import ChannelKind, NotificationRequest, Recipient
 from services.notify import metrics
 from services.notify.channels.base import DeliveryError, Message, Receipt
+from services.notify.channels.http import SmsGateway, ZaloZns
 from services.notify.circuits import Circuits, Verdict, circuit_key
 from services.notify.delivery import Dispatcher
 from services.notify.ledger import Ledger
@@ -211,5 +213,181 @@ async def test_after_the_outage_one_probe_closes_the_circuit_and_every_parked_re
         clock.now += timedelta(seconds=600)
         await settle(lambda: urgent.notification_id in d.ledger.done, "the emergency sent after its park")
         assert sms.delivered[urgent.notification_id] == 1
+    finally:
+        await d.stop()
+
+
+# --- the review's cases: real SMS and Zalo channels over a fake HTTP client -------------------------------------
+
+
+class Gateway:
+    """The HTTP client of SmsGateway and ZaloZns: the SMS gateway down (503) while `sms_down`; ZNS takes a message
+    for a user with a Zalo id and refuses (error -124, for good) the others."""
+
+    def __init__(self) -> None:
+        self.sms_down = True
+        self.calls: Counter[str] = Counter()
+
+    async def post(self, url: str, *, json: object = None, data: bytes | None = None,
+                   headers: dict[str, str], read_reply: bool = True) -> dict[str, object] | str:
+        assert isinstance(json, dict)
+        if url.endswith("/sms"):
+            self.calls["sms"] += 1
+            if self.sms_down:
+                raise DeliveryError("http_503")
+            return {"message_id": "m-1"}
+        self.calls["zns"] += 1
+        return {"error": 0, "data": {"msg_id": "z-1"}} if json.get("user_id") else {"error": -124}
+
+
+def with_contacts(r: NotificationRequest, channel: ChannelKind, **contacts: str) -> NotificationRequest:
+    return r.model_copy(update={"channel": channel,
+                                "recipient": Recipient(ref=r.recipient.ref, locale=r.recipient.locale, **contacts)})
+
+
+def http_dispatcher(gateway: Gateway, clock: FixedClock, attempts: int = 3,
+                    release_every_s: float = 0.01) -> Dispatcher:
+    producer = FakeProducer()
+    sms = SmsGateway(gateway, "http://gw")  # type: ignore[arg-type]
+    zalo = ZaloZns(gateway, "http://gw", sms)  # type: ignore[arg-type]
+    return Dispatcher(
+        {ChannelKind.SMS: sms, ChannelKind.ZALO: zalo}, Ledger(LEDGER, producer), producer, OUT, spawn=Tasks(),
+        backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=attempts), quiet=NEVER_QUIET,
+        rates={"sms": 10_000.0, "zalo": 10_000.0}, segment_limit=3, routine_workers=1, emergency_workers=1,
+        clock=clock, release_every_s=release_every_s, park_s=600, circuit=(3, 30))
+
+
+async def test_a_probe_refused_before_any_call_does_not_close_the_circuit_of_a_gateway_still_down() -> None:
+    """The SMS gateway down, its circuit open. The probe happens to be a request without a phone number: SmsGateway
+    refuses it itself (`no_phone`, `local`) without calling the gateway: no answer from the gateway, so the circuit
+    stays open (review: it closed it, and every routine SMS was called again)."""
+    gateway, clock = Gateway(), FixedClock(NOON)
+    d = http_dispatcher(gateway, clock, release_every_s=3600)  # the parked ones are not released: the probe is ours
+    d.start()
+    try:
+        for i in range(3):
+            await d.submit(with_contacts(citizen_sms(f"open-{i}"), ChannelKind.SMS, phone="0912000000"), Calls())
+        await settle(lambda: d.circuits is not None and d.circuits.is_open("sms"), "the SMS circuit open")
+        await settle(lambda: len(d.ledger.deferred) == 3 and d.routine_backlog == 0, "the 3 held (parked)")
+        clock.now += timedelta(seconds=31)
+        done = Calls()
+        await d.submit(with_contacts(citizen_sms("no-phone"), ChannelKind.SMS), done)  # the next request: the probe
+        await settle(lambda: done.count == 1, "the probe dead-lettered (no_phone)")
+        calls = gateway.calls["sms"]
+        assert d.circuits.is_open("sms"), "a local refusal closed the circuit; the gateway was never reached"
+        assert gateway.calls["sms"] == calls
+    finally:
+        await d.stop()
+
+
+async def test_local_refusals_in_between_keep_a_dead_gateways_circuit_from_ever_opening() -> None:
+    """One request in three without a phone (a staff member without one, a citizen with only an e-mail): refused
+    before any call, it does not count (review: it started the count again, and a gateway down for good never
+    opened its circuit)."""
+    gateway, clock = Gateway(), FixedClock(NOON)
+    d = http_dispatcher(gateway, clock, attempts=1)  # one attempt each, then parked (or dead-lettered): in this order
+    d.start()
+    try:
+        done = Calls()
+        for i in range(12):
+            r = citizen_sms(f"mix-{i}")
+            r = with_contacts(r, ChannelKind.SMS) if i % 3 == 2 else with_contacts(r, ChannelKind.SMS,
+                                                                                  phone="0912000000")
+            await d.submit(r, done)
+            await settle(lambda i=i: done.count == i + 1, "dealt with")
+        assert d.circuits is not None and d.circuits.is_open("sms"), "never opened: no_phone counted as an answer"
+        assert gateway.calls["sms"] == 3  # the 3 failures that opened it; the rest held (before: 8 calls, never open)
+    finally:
+        await d.stop()
+
+
+async def test_an_sms_outage_met_by_zalo_fallbacks_opens_the_sms_circuit_not_zalos() -> None:
+    """ZNS works; the SMS gateway is down. Zalo requests for citizens ZNS refuses fall back to SMS inside ZaloZns and
+    fail there: each circuit counts its own provider (review: they counted against Zalo's, which opened, and a
+    citizen ZNS would reach at once was parked for want of an SMS gateway it does not use)."""
+    gateway, clock = Gateway(), FixedClock(NOON)
+    d = http_dispatcher(gateway, clock)
+    d.start()
+    try:
+        for i in range(3):  # no Zalo account: ZNS refuses, SMS fallback fails
+            await d.submit(with_contacts(citizen_sms(f"nozalo-{i}"), ChannelKind.ZALO, phone="0912000000"), Calls())
+        await settle(lambda: gateway.calls["sms"] >= 3, "the fallbacks tried")
+        await settle(lambda: d.circuits is not None and d.circuits.is_open("sms"), "the SMS circuit open")
+        assert not d.circuits.is_open("zalo")  # ZNS answered each time (a refusal for good): its circuit stays closed
+        zalo_user = with_contacts(citizen_sms("zalo-user"), ChannelKind.ZALO, phone="0912000001", zalo_user_id="z1")
+        done = Calls()
+        await d.submit(zalo_user, done)
+        await settle(lambda: done.count == 1, "the Zalo user's request dealt with")
+        assert zalo_user.notification_id in d.ledger.done, "parked by the zalo circuit though ZNS works"
+    finally:
+        await d.stop()
+
+
+class SlowProvider:
+    """A provider that takes 20 ms to answer (any real one does); 503 while `down`."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.calls: Counter[str] = Counter()
+        self.delivered: Counter[str] = Counter()
+
+    async def send(self, message: Message) -> Receipt:
+        nid = message.request.notification_id
+        self.calls[nid] += 1
+        await asyncio.sleep(0.02)
+        if self.down:
+            raise DeliveryError("http_503")
+        self.delivered[nid] += 1
+        return Receipt("m-1")
+
+    async def close(self) -> None: ...
+
+
+async def test_requests_released_beside_the_probe_wait_one_probe_interval_not_the_outage() -> None:
+    """A provider that takes 20 ms: the parked requests released with the probe find it out (HOLD). They wait one
+    probe interval, not as long as the outage lasted (review: 9 of 10 waited 10 more minutes after a 20-minute
+    outage had ended), then are sent once."""
+    sms, clock, producer = SlowProvider(), FixedClock(NOON), FakeProducer()
+    d = Dispatcher(
+        {ChannelKind.SMS: sms}, Ledger(LEDGER, producer), producer, OUT, spawn=Tasks(),
+        backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=40), quiet=NEVER_QUIET, rates={"sms": 10_000.0},
+        segment_limit=3, routine_workers=4, emergency_workers=1, clock=clock, release_every_s=0.01, park_s=600,
+        circuit=(3, 30))
+    d.start()
+    try:
+        texts = [citizen_sms(f"slow-{i}") for i in range(10)]
+        for r in texts:
+            await d.submit(r, Calls())
+        ids = [r.notification_id for r in texts]
+        await settle(lambda: all(n in d.ledger.deferred for n in ids) and d.routine_backlog == 0, "all parked")
+        clock.now += timedelta(minutes=20)  # the outage went on (probes failing meanwhile, say) ...
+        sms.down = False  # ... and is over now; every parked request is due
+        await settle(lambda: sum(sms.delivered.values()) >= 1, "the probe sent, the circuit closed")
+        await settle(lambda: d.routine_backlog == 0 and not d._inflight, "the released dealt with")
+        late = {n: d.ledger.deferred[n].not_before for n in ids if n in d.ledger.deferred}
+        assert all(at <= clock.now + timedelta(seconds=30) for at in late.values()), late
+        clock.now += timedelta(seconds=31)
+        await settle(lambda: all(n in d.ledger.done for n in ids), "every one sent")
+        assert sorted(sms.delivered.values()) == [1] * 10
+    finally:
+        await d.stop()
+
+
+async def test_a_held_request_that_expires_before_its_hold_ends_is_called_not_dropped() -> None:
+    """A request that may not wait as long as the hold (it expires first) is called as before, not left undone
+    (review: nothing tested this branch)."""
+    gateway, clock = Gateway(), FixedClock(NOON)
+    d = http_dispatcher(gateway, clock, attempts=1)
+    d.start()
+    try:
+        for i in range(3):
+            await d.submit(with_contacts(citizen_sms(f"exp-open-{i}"), ChannelKind.SMS, phone="0912000000"), Calls())
+        await settle(lambda: d.circuits is not None and d.circuits.is_open("sms"), "the SMS circuit open")
+        soon = with_contacts(citizen_sms("soon"), ChannelKind.SMS, phone="0912000000").model_copy(
+            update={"expires_at": clock.now + timedelta(seconds=10)})
+        done, calls = Calls(), gateway.calls["sms"]
+        await d.submit(soon, done)
+        await settle(lambda: done.count == 1, "the expiring request dealt with (called, then dead-lettered)")
+        assert gateway.calls["sms"] == calls + 1
     finally:
         await d.stop()

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from schemas import trace
 from schemas.codes import Locale
-from schemas.notification import NotificationRequest
+from schemas.notification import ChannelKind, NotificationRequest
 from services.notify import sms
 from services.notify.templates import render
 
@@ -18,16 +18,29 @@ class DeliveryError(Exception):
 
     `unreached`: the request never left (no connection to the provider was made), so nothing can have been
     delivered, although trying again later may work.
+    `local`: refused here before any call (no phone, an address that is no address): it says nothing of the
+    provider (a circuit does not count it, ADR 0032).
     """
 
-    def __init__(self, reason: str, retryable: bool = True, unreached: bool = False) -> None:
+    def __init__(self, reason: str, retryable: bool = True, unreached: bool = False, local: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.retryable, self.unreached = reason, retryable, unreached
+        self.reason, self.retryable, self.unreached, self.local = reason, retryable, unreached, local
+        self.fell_back: FellBack | None = None
+        """Set when this is the failure of a fallback (ZNS refused, then SMS failed)."""
 
     @property
     def not_delivered(self) -> bool:
         """Known not to have reached anyone: a definite refusal, or a request that never left."""
         return not self.retryable or self.unreached
+
+
+@dataclass(frozen=True)
+class FellBack:
+    """A send that fell back to another channel (ZNS to SMS): whether the first provider answered (a definite
+    refusal: it works) or was not reached, and the channel whose outcome the send's is then (ADR 0032)."""
+
+    answered: bool
+    to: ChannelKind
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,8 @@ class Receipt:
     """Why the provider's reply (or its id) was not taken although the message was: `provider_id_refused` (an id
     not short and plain, `replies.provider_id`), `reply_too_large` (a 2xx reply not read) or `reply_unreadable` (a
     2xx reply whose body could not be read: too slow, cut off, badly encoded). A code, no value."""
+    fell_back: FellBack | None = None
+    """Sent by a fallback (ZNS refused, SMS sent)."""
 
 
 @dataclass(frozen=True)

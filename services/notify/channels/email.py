@@ -26,11 +26,11 @@ comment, quoted string or address literal. Anything else in a `To` header is par
 def single_address(value: str) -> Address:
     """`value` as the one recipient, or a non-retryable `invalid_email` (the reason never holds the address)."""
     if "=?" in value or not ADDR_SPEC.fullmatch(value):  # no encoded word: a header parser would decode it
-        raise DeliveryError("invalid_email", retryable=False)
+        raise DeliveryError("invalid_email", retryable=False, local=True)
     try:
         return Address(addr_spec=value)
     except (ValueError, IndexError, MessageError):
-        raise DeliveryError("invalid_email", retryable=False) from None
+        raise DeliveryError("invalid_email", retryable=False, local=True) from None
 
 
 def build_mail(sender: str, message: Message) -> EmailMessage:
@@ -38,7 +38,7 @@ def build_mail(sender: str, message: Message) -> EmailMessage:
     recipient is the request's address, which must be a single plain addr-spec."""
     to = message.request.recipient.email
     if not to:
-        raise DeliveryError("no_email", retryable=False)
+        raise DeliveryError("no_email", retryable=False, local=True)
     mail = EmailMessage()
     mail["From"], mail["To"], mail["Subject"] = sender, single_address(to), message.subject
     mail["Message-ID"] = f"<{message.request.notification_id}@commune-bus>"
@@ -48,7 +48,7 @@ def build_mail(sender: str, message: Message) -> EmailMessage:
     mail["Content-Language"] = message.locale.value  # after set_content, which drops every Content-* header
     # the header parser decodes encoded words: a value that decoded to a line break would be written as one
     if any("\r" in str(value) or "\n" in str(value) for value in mail.values()):
-        raise DeliveryError("unsafe_header", retryable=False)
+        raise DeliveryError("unsafe_header", retryable=False, local=True)
     return mail
 
 

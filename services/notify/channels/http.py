@@ -19,6 +19,7 @@ body whether it took the message, ADR 0027). So is a ZNS reply read whole that i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import aiohttp
@@ -26,9 +27,9 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.resolver import DefaultResolver
 
-from schemas.notification import NotificationKind
+from schemas.notification import ChannelKind, NotificationKind
 from services.notify.channels import replies
-from services.notify.channels.base import DeliveryError, Message, Receipt, trace_headers
+from services.notify.channels.base import DeliveryError, FellBack, Message, Receipt, trace_headers
 from services.notify.channels.resolver import AddressRefused, GuardedResolver
 from services.notify.subscribers import Registry, signature
 
@@ -92,7 +93,7 @@ class HttpClient:
                     return body
                 return replies.decode(body) if read_reply else {}
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # no retry can make this URL work
-            raise DeliveryError(type(exc).__name__, retryable=False) from None
+            raise DeliveryError(type(exc).__name__, retryable=False, local=True) from None
         except aiohttp.ClientConnectorError as exc:  # no connection made: the request never left
             reason = ADDRESS_REFUSED if isinstance(exc.os_error, AddressRefused) else type(exc).__name__
             raise DeliveryError(reason, unreached=True) from None
@@ -143,7 +144,7 @@ class SmsGateway:
     async def send(self, message: Message) -> Receipt:
         phone = message.request.recipient.phone
         if not phone:
-            raise DeliveryError("no_phone", retryable=False)
+            raise DeliveryError("no_phone", retryable=False, local=True)
         body = {"to": phone, "text": message.sms_text, "encoding": message.sms_count.encoding,
                 "segments": message.sms_count.segments}
         headers = {IDEMPOTENCY_HEADER: message.request.notification_id, **trace_headers(message.request)}
@@ -192,7 +193,13 @@ class ZaloZns:
         except DeliveryError as err:
             if not err.not_delivered or not r.recipient.phone:
                 raise
-            return await self.fallback.send(message)
+            fell_back = FellBack(answered=not err.retryable, to=ChannelKind.SMS)  # each circuit its own provider's
+            try:
+                receipt = await self.fallback.send(message)
+            except DeliveryError as failed:
+                failed.fell_back = fell_back
+                raise
+            return dataclasses.replace(receipt, fell_back=fell_back)
 
     async def close(self) -> None: ...
 
@@ -207,7 +214,7 @@ class Webhooks:
         r = message.request
         sub = self.registry.by_name(r.recipient.ref.removeprefix("subscriber:"))
         if sub is None:
-            raise DeliveryError("unknown_subscriber", retryable=False)
+            raise DeliveryError("unknown_subscriber", retryable=False, local=True)
         body = (r.payload or "").encode()
         ts = str(int(time.time()))
         headers = {"Content-Type": "application/cloudevents+json", "Webhook-Id": r.notification_id,
