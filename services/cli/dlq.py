@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from schemas import wire
 from schemas.deadletter import Header
@@ -208,6 +208,18 @@ class Sifter:
         return at >= self.keys_read_at - KEY_WRITE_MARGIN
 
 
+async def replay_writer(conn: KafkaConnection, namespace: str, client_id: str) -> tuple[AIOKafkaProducer, str]:
+    """The namespace's one replay writer, started, and the replay log's name (the log created first: a listing made
+    none). `dlq replay` and `notify-dlq replay` share it: two replays at once fence each other."""
+    log = scoped(DLQ_REPLAYED, namespace)
+    await ensure_topics(conn, [log])
+    producer = clients.transactional_producer(
+        conn, transactional_id=transactional_id(TransactionalId.DLQ_REPLAY, namespace, REPLAY_INSTANCE),
+        client_id=client_id)
+    await producer.start()
+    return producer, log.name
+
+
 async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,
                  done: set[bytes], set_headers: dict[str, str],
                  progress: Progress = lambda n: None) -> list[DeadLetter]:
@@ -215,13 +227,7 @@ async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLe
     todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
     if not todo:
         return []
-    log_topic = scoped(DLQ_REPLAYED, namespace).name
-    await ensure_topics(conn, [scoped(DLQ_REPLAYED, namespace)])  # the log first (a listing made none)
-    producer = clients.transactional_producer(
-        conn, transactional_id=transactional_id(TransactionalId.DLQ_REPLAY, namespace, REPLAY_INSTANCE),
-        client_id="commune-bus-dlq-replay",
-    )
-    await producer.start()
+    producer, log_topic = await replay_writer(conn, namespace, "commune-bus-dlq-replay")
     try:
         for start in range(0, len(todo), BATCH):
             chunk = todo[start:start + BATCH]

@@ -17,16 +17,16 @@ import typer
 from rich.table import Table
 
 from schemas.notification import ChannelKind
-from schemas.replay import DLQ_REPLAYED, replay_key
-from schemas.topics import DLQ_NOTIFY, NOTIFY_LEDGER, TransactionalId, scoped, transactional_id
-from services.cli.dlq import REPLAY_INSTANCE, read_into, replayed_keys
+from schemas.replay import replay_key
+from schemas.topics import DLQ_NOTIFY, NOTIFY_LEDGER, scoped
+from services.cli.dlq import read_into, replay_writer, replayed_keys
 from services.cli.errors import TopicNotVisible
 from services.cli.notify_letters import NotifyFilters, NotifyLetter, letter, matches, replayed, why_not
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, moment
 from services.cli.plain import json_text, markup
 from services.cli.render import console, err_console
-from services.common import clients, transactions
-from services.common.admin import ensure_topics, partition_counts
+from services.common import transactions
+from services.common.admin import partition_counts
 from services.common.partitioner import partition_for
 from services.common.settings import KafkaConnection
 from services.common.transactions import SendFailed
@@ -77,12 +77,7 @@ async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLett
     counts = await partition_counts(conn, [ledger])
     if ledger not in counts:
         raise TopicNotVisible([ledger])
-    await ensure_topics(conn, [scoped(DLQ_REPLAYED, namespace)])
-    log_topic = scoped(DLQ_REPLAYED, namespace).name
-    producer = clients.transactional_producer(
-        conn, transactional_id=transactional_id(TransactionalId.DLQ_REPLAY, namespace, REPLAY_INSTANCE),
-        client_id="commune-bus-notify-dlq-replay")
-    await producer.start()
+    producer, log_topic = await replay_writer(conn, namespace, "commune-bus-notify-dlq-replay")
     ids: list[str] = []
     try:
         for start in range(0, len(letters), BATCH):
