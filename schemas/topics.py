@@ -150,6 +150,11 @@ NOTIFY_ALERTS = TopicSpec(
     "commune.notify.alerts", Kind.INTERNAL, key=COMMUNE_KEY,
     description="Time-driven dossier alerts (due within one working day, overdue) fired by the deadline tracker",
 )
+NOTIFY_REPLAYS = TopicSpec(
+    "commune.notify.replays", Kind.INTERNAL, key=COMMUNE_KEY,
+    description="Dead-lettered notifications sent again (`commune-bus notify-dlq replay`): each request under its "
+    "new id, written with its replay-log entry in one transaction, read by notify as an input (ADR 0033)",
+)
 DLQ_REPLAYED = TopicSpec(
     "commune.dlq.replayed", Kind.INTERNAL, key="<dlq topic>:<partition>:<offset> of a re-driven dead letter",
     description="Replay log of `commune-bus dlq replay`, written in the same transaction as the re-driven record, "
@@ -202,8 +207,8 @@ GATEWAY_CLAIMS = TopicSpec(
 TOPICS: tuple[TopicSpec, ...] = (
     *RAW.values(), *CANONICAL.values(),
     DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS,
-    DLQ_REPLAYED, METRICS_CHANGELOG, METRICS_SNAPSHOTS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT,
-    GATEWAY_CLAIMS,
+    NOTIFY_REPLAYS, DLQ_REPLAYED, METRICS_CHANGELOG, METRICS_SNAPSHOTS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS,
+    PRIVACY_AUDIT, GATEWAY_CLAIMS,
 )
 
 

@@ -208,16 +208,23 @@ class Sifter:
         return at >= self.keys_read_at - KEY_WRITE_MARGIN
 
 
-async def replay_writer(conn: KafkaConnection, namespace: str, client_id: str) -> tuple[AIOKafkaProducer, str]:
-    """The namespace's one replay writer, started, and the replay log's name (the log created first: a listing made
-    none). `dlq replay` and `notify-dlq replay` share it: two replays at once fence each other."""
+async def replay_writer(conn: KafkaConnection, namespace: str,
+                        client_id: str) -> tuple[AIOKafkaProducer, str, set[bytes]]:
+    """The namespace's one replay writer, started, the replay log's name (the log created first: a listing made
+    none), and the log's keys read once the writer is started. `dlq replay` and `notify-dlq replay` share the
+    transactional id: starting it fenced any other replay's open transaction, and what one committed before is in the
+    keys read after (review: a replay that read the log before another's commit replayed the same letters again)."""
     log = scoped(DLQ_REPLAYED, namespace)
     await ensure_topics(conn, [log])
     producer = clients.transactional_producer(
         conn, transactional_id=transactional_id(TransactionalId.DLQ_REPLAY, namespace, REPLAY_INSTANCE),
         client_id=client_id)
     await producer.start()
-    return producer, log.name
+    try:
+        return producer, log.name, await replayed_keys(conn, namespace)
+    except BaseException:
+        await producer.stop()
+        raise
 
 
 async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,
@@ -227,7 +234,8 @@ async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLe
     todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
     if not todo:
         return []
-    producer, log_topic = await replay_writer(conn, namespace, "commune-bus-dlq-replay")
+    producer, log_topic, done_now = await replay_writer(conn, namespace, "commune-bus-dlq-replay")
+    todo = [d for d in todo if replay_key(dlq_topic, d.partition, d.offset) not in done_now]
     try:
         for start in range(0, len(todo), BATCH):
             chunk = todo[start:start + BATCH]

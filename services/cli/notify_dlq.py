@@ -1,9 +1,10 @@
 """`commune-bus notify-dlq list|replay`: notify's dead letters (commune.dlq.notify), and sending them again (ADR 0033).
 
-A replay writes each dead letter's request, under a new id, to notify's ledger as a deferral due now, and its
+A replay writes each dead letter's request, under a new id, to commune.notify.replays (keyed by its commune), and its
 replay-log entry, in one transaction (the one replay writer of a namespace, as `dlq replay`): a dead letter is
-replayed once, or not at all. The worker owning the commune reads the deferral from the ledger and sends it, as it
-sends one deferred by the quiet hours: its contacts opened at delivery, its id the provider's Idempotency-Key.
+replayed once, or not at all. Notify reads that topic as an input (read_committed), like the canonical ones: the
+worker owning the commune sends the request (contacts opened at delivery, its id the provider's Idempotency-Key),
+and finds it done if a replay of it was sent already.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from schemas.notification import ChannelKind
 from schemas.replay import replay_key
-from schemas.topics import DLQ_NOTIFY, NOTIFY_LEDGER, scoped
+from schemas.topics import DLQ_NOTIFY, NOTIFY_REPLAYS, scoped
 from services.cli.dlq import read_into, replay_writer, replayed_keys
 from services.cli.errors import TopicNotVisible
 from services.cli.notify_letters import NotifyFilters, NotifyLetter, letter, matches, replayed, why_not
@@ -27,7 +28,6 @@ from services.cli.plain import json_text, markup
 from services.cli.render import console, err_console
 from services.common import transactions
 from services.common.admin import partition_counts
-from services.common.partitioner import partition_for
 from services.common.settings import KafkaConnection
 from services.common.transactions import SendFailed
 
@@ -71,28 +71,29 @@ async def notify_letters(conn: KafkaConnection, namespace: str, filters: NotifyF
 
 
 async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLetter], dlq_topic: str) -> list[str]:
-    """Write each letter's deferral (under its new id) and its replay-log entry, a transaction per `BATCH`; the new
-    ids, in order. A refused write aborts its transaction (SendFailed): those letters stay unreplayed."""
-    ledger = scoped(NOTIFY_LEDGER, namespace).name
-    counts = await partition_counts(conn, [ledger])
-    if ledger not in counts:
-        raise TopicNotVisible([ledger])
-    producer, log_topic = await replay_writer(conn, namespace, "commune-bus-notify-dlq-replay")
+    """Write each letter's request (under its new id) to commune.notify.replays, keyed by its commune, and its
+    replay-log entry, a transaction per `BATCH`; the new ids, in order. Letters the log holds once the writer has
+    fenced any other replay are left out. A refused write aborts its transaction (SendFailed): those letters stay
+    unreplayed."""
+    replays = scoped(NOTIFY_REPLAYS, namespace).name
+    if replays not in await partition_counts(conn, [replays]):
+        raise TopicNotVisible([replays])
+    producer, log_topic, done = await replay_writer(conn, namespace, "commune-bus-notify-dlq-replay")
+    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
     ids: list[str] = []
     try:
-        for start in range(0, len(letters), BATCH):
-            chunk = letters[start:start + BATCH]
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start:start + BATCH]
             async with transactions.transaction(producer):
                 sent = []
                 for d in chunk:
                     nid, value = replayed(d, dlq_topic)
-                    # the commune's ledger partition, as notify routes it (aligned with the input topics, ADR 0020)
-                    partition = partition_for(d.request.commune.encode(), counts[ledger])
-                    sent.append(await producer.send(ledger, value, key=nid.encode(), partition=partition))
+                    # keyed by commune: the partition of its commune's events and ledger (ADR 0020), as every input
+                    sent.append(await producer.send(replays, value, key=d.request.commune.encode()))
                     sent.append(await producer.send(log_topic, dlq_topic.encode(),
                                                     key=replay_key(dlq_topic, d.partition, d.offset)))
                     ids.append(nid)
-                await transactions.all_sent(sent)  # a refused deferral must not log its letter as replayed
+                await transactions.all_sent(sent)  # a refused request must not log its letter as replayed
     finally:
         await producer.stop()
     return ids
@@ -144,9 +145,9 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
             dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
             bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Send matching dead letters again, once the cause is mended (a subscriber's secret, a provider's account):
-    each under a new id, through notify's ledger, to the worker owning its commune. A dead letter is never replayed
-    twice; one left incomplete for its size or past its expiry is not replayed (counted, said). One given up after
-    timeouts may have reached the provider the first time: under its new id, the provider cannot tell."""
+    each under a new id, through commune.notify.replays, to the worker owning its commune. A dead letter is never
+    replayed twice; one left incomplete for its size or past its expiry is not replayed (counted, said). One given up
+    after timeouts may have reached the provider the first time: under its new id, the provider cannot tell."""
     conn = connection(bootstrap)
     topic, letters, done, _ = asyncio.run(notify_letters(conn, namespace, _filters(reason, channel, since, until)))
     now = datetime.now(UTC)

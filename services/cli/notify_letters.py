@@ -3,9 +3,9 @@
 A dead letter on commune.dlq.notify is the notification request as notify gave it up (redacted: no clear contact,
 `services.notify.deadletters`) with `dlq.reason`, `dlq.attempts`, `dlq.rejected.at` and, when something was left out
 for size, `dlq.omitted`. A replay sends it again under a new id (`replay_notification_id`: the original's is done in
-the ledger for good) by writing it to notify's ledger as a deferral due now, which the worker owning its commune
-releases as any other (ADR 0033). One left incomplete (its recipient, its template parameters or a webhook's body
-left out) or past its expiry cannot be sent again, and is said so.
+the ledger for good) by writing it to commune.notify.replays, an input of notify's (ADR 0033). One left
+incomplete (its recipient, its template parameters or a webhook's body left out) or past its expiry cannot be sent
+again, and is said so.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from schemas import wire
 from schemas.notification import ChannelKind, NotificationRequest
 from schemas.times import to_utc
 from services.notify.deadletters import OMITTED
-from services.notify.ledger import Entry
+from services.notify.personal import redact
 from services.notify.policy import replay_notification_id
+from services.notify.replays import with_offsets
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -54,7 +55,7 @@ def letter(partition: int, offset: int, value: bytes | None, headers: Headers) -
     """ValueError for a record that is no dead letter as notify writes them."""
     h = {k: wire.lenient_text(v) for k, v in headers if v is not None}
     try:
-        request = NotificationRequest.model_validate_json(value or b"")
+        request = with_offsets(NotificationRequest.model_validate_json(value or b""))  # a naive time: ValueError
         reason, attempts = h["dlq.reason"], int(h["dlq.attempts"])
         rejected_at = to_utc(datetime.fromisoformat(h["dlq.rejected.at"]))
     except (KeyError, ValidationError, OverflowError) as exc:
@@ -82,8 +83,9 @@ def why_not(d: NotifyLetter, now: datetime) -> str | None:
 
 
 def replayed(d: NotifyLetter, dlq_topic: str) -> tuple[str, bytes]:
-    """The ledger record a replay writes: the new id, and the deferral due at once (the request as it was
-    dead-lettered, under that id; still without clear contacts: the worker opens them at delivery)."""
+    """What a replay writes to commune.notify.replays: the new id, and the request as it was dead-lettered under
+    that id, due now, without clear contacts (notify opens them at delivery; a letter that held one in clear, which
+    notify never writes, does not pass it on)."""
     nid = replay_notification_id(d.request.notification_id, dlq_topic, d.partition, d.offset)
-    request = d.request.model_copy(update={"notification_id": nid, "not_before": None})
-    return nid, Entry(state="deferred", request=request).model_dump_json(exclude_none=True).encode()
+    request = redact(d.request).model_copy(update={"notification_id": nid, "not_before": None})
+    return nid, request.model_dump_json(exclude_none=True).encode()

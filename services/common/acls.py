@@ -40,6 +40,7 @@ from schemas.topics import (
     NOTIFY_ALERTS,
     NOTIFY_DEADLINES,
     NOTIFY_LEDGER,
+    NOTIFY_REPLAYS,
     NOTIFY_STATUS,
     PRIVACY_AUDIT,
     RAW,
@@ -157,8 +158,8 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
              writes=(*ALL_CANONICAL, *ALL_RAW, *bound, DLQ_INTAKE, INTAKE_DEDUP, KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
              groups=(Group.INTAKE,), transactional=(TransactionalId.INTAKE,)),
         # notify opens the personal data it needs with the key store's keys; it never creates nor erases one
-        Role("notify", reads=(*ALL_CANONICAL, NOTIFY_ALERTS, NOTIFY_LEDGER, NOTIFY_DEADLINES, KEYS_APPLICANTS,
-                              KEYS_DEAD_LETTERS),
+        Role("notify", reads=(*ALL_CANONICAL, NOTIFY_ALERTS, NOTIFY_REPLAYS, NOTIFY_LEDGER, NOTIFY_DEADLINES,
+                              KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
              writes=(NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS),
              groups=(Group.NOTIFY, Group.NOTIFY_DEADLINES), own_prefixes=(Group.NOTIFY_DEADLINES,)),
         Role("metrics", reads=(*ALL_CANONICAL, METRICS_CHANGELOG), writes=(METRICS_CHANGELOG, METRICS_SNAPSHOTS),
@@ -174,11 +175,11 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
         # commune-bus publish / dlq list|replay / erase / trace / tail of the sealed topics; raw input stays intake's
         # (dlq list and replay open sealed dead letters with the key store: applicants' keys and the day keys);
         # keys rewrap writes both key topics again, each key under the current KEK (it could already tombstone keys)
-        # notify-dlq replay writes a dead-lettered notification, under a new id, to notify's ledger as a deferral due
-        # now, which the worker owning its commune sends (ADR 0033)
+        # notify-dlq replay writes a dead-lettered notification, under a new id, to commune.notify.replays, an input
+        # of notify's (ADR 0033)
         Role("operator", reads=(*TRACED, DLQ_REPLAYED, METRICS_SNAPSHOTS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS,
                                 PRIVACY_AUDIT),
-             writes=(*ALL_RAW, DLQ_REPLAYED, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, NOTIFY_LEDGER),
+             writes=(*ALL_RAW, DLQ_REPLAYED, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, NOTIFY_REPLAYS),
              transactional=(TransactionalId.DLQ_REPLAY, TransactionalId.ERASE, TransactionalId.KEYS_REWRAP)),
         # demo and tests only (make demo, bench): simulated traffic of many sources on the shared raw topics, which
         # intake checks against the registry's `simulator` entry; a production cluster has no such user

@@ -122,15 +122,16 @@ class NotifyApp:
             stack.push_async_callback(dispatcher.stop)
 
             # Two consumers in the one group: announcements (where emergencies arrive) are never stuck behind a
-            # dossier backlog in the same fetch; dossiers, mobile-team events and deadline alerts share the other.
+            # dossier backlog in the same fetch; dossiers, mobile-team events, deadline alerts and replayed dead letters
+            # (ADR 0033) share the other.
             readiness = Readiness(self.sup.health, ("routine", "urgent"))
             stalls = StallWatch(self.s.stall_limit_s)
             fence = Fence(readiness, stalls)
             dispatcher.gate = fence
             stack.push_async_callback(_cancel, [spawn("stall-watch", stalls.watch()),
                                                 spawn("broker-probe", probe_loop(feed.reachable, readiness.broker))])
-            routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts], feed, readiness,
-                                           fence)
+            routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts, n.replays], feed,
+                                           readiness, fence)
             urgent = await self._consumer(stack, "urgent", [n.announcement], feed, readiness, fence)
             consumers = (routine, urgent)
             dossier_partitions = len(await producer.partitions_for(n.dossier))
@@ -156,7 +157,7 @@ class NotifyApp:
         """The partition-aligned ledger (stores deleted when the run ends), its tail and its pruning, supervised."""
         n = self.names
         partitions = await aligned_partitions(producer, n.ledger, [n.dossier, n.mobile_team, n.announcement,
-                                                                   n.alerts])
+                                                                   n.alerts, n.replays])
         stores = RocksStores(self.s.state_dir)
         stack.callback(stores.close)
         layout = Layout(partitions, producer, stores, keep_ms=keep_window_ms(self.s.ledger_keep_days))

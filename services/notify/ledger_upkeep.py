@@ -9,7 +9,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from prometheus_client import Gauge
 
-from schemas.topics import CANONICAL, NOTIFY_ALERTS, NOTIFY_LEDGER, TopicSpec
+from schemas.topics import CANONICAL, NOTIFY_ALERTS, NOTIFY_LEDGER, NOTIFY_REPLAYS, TopicSpec
 from services.notify.ledger import Ledger
 from services.notify.settings import NotifySettings
 
@@ -39,7 +39,7 @@ async def aligned_partitions(producer: AIOKafkaProducer, ledger: str, inputs: Se
 BROKER_DEFAULT_MS = 7 * DAY_MS
 """A topic's `retention.ms` and `segment.ms` when the registry sets none: the broker's defaults (7 days each;
 `log.retention.hours=168` in infra/kafka)."""
-INPUTS: tuple[TopicSpec, ...] = (*CANONICAL.values(), NOTIFY_ALERTS)
+INPUTS: tuple[TopicSpec, ...] = (*CANONICAL.values(), NOTIFY_ALERTS, NOTIFY_REPLAYS)
 """The topics whose records notify derives notification ids from."""
 
 

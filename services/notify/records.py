@@ -19,7 +19,7 @@ from schemas import trace, wire
 from schemas.deadletter import Reason, Rejection, internal_error
 from schemas.notification import DeadlineAlert, DeadlineMessage, NotificationRequest, TrackedDossier
 from services.common.runtime import Supervisor
-from services.notify import metrics, rules
+from services.notify import metrics, replays, rules
 from services.notify.delivery import Dispatcher
 from services.notify.directory import Directory
 from services.notify.offsets import OffsetTracker
@@ -104,6 +104,11 @@ class Records:
             if not requests:
                 _nobody(rules.alert_rule(alert), alert.commune, f"deadline.{alert.kind.value}", None)
             return requests, None
+        if tp.topic == self.names.replays:  # a dead letter sent again, under its new id (ADR 0033)
+            try:
+                return [replays.request_of(record.value)], None
+            except ValueError:
+                return self._skip(tp, record, Reason.INVALID_FIELD.value, "replay")
         derived = rules.for_record(record.headers, record.value, self.directory, self.registry, track=self.s.deadlines)
         if isinstance(derived, Rejection):
             return self._skip(tp, record, derived.reason.value, derived.field)

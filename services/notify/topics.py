@@ -4,6 +4,7 @@
   redelivered event never reaches a provider twice as a success.
 - deadlines: the deadline tracker's input (dossier states and alert decisions), key = commune.
 - alerts: due-soon / overdue alerts the tracker fired, key = commune.
+- replays: dead-lettered notifications sent again under a new id (`commune-bus notify-dlq replay`), key = commune.
 - keys: the applicants' data keys (read only: an applicant's contact is opened at delivery, ADR 0015).
 """
 
@@ -19,11 +20,12 @@ from schemas.topics import (
     NOTIFY_ALERTS,
     NOTIFY_DEADLINES,
     NOTIFY_LEDGER,
+    NOTIFY_REPLAYS,
     NOTIFY_STATUS,
     scoped,
 )
 
-INPUTS = (EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT, NOTIFY_ALERTS)
+INPUTS = (EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT, NOTIFY_ALERTS, NOTIFY_REPLAYS)
 KEYS = (KEYS_APPLICANTS, KEYS_DEAD_LETTERS)
 OWN = (NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS)
 
@@ -36,6 +38,7 @@ class Names:
         self.mobile_team = scoped(EVENTS_MOBILE_TEAM, namespace).name
         self.announcement = scoped(EVENTS_ANNOUNCEMENT, namespace).name
         self.alerts = scoped(NOTIFY_ALERTS, namespace).name
+        self.replays = scoped(NOTIFY_REPLAYS, namespace).name
         self.status = scoped(NOTIFY_STATUS, namespace).name
         self.dlq = scoped(DLQ_NOTIFY, namespace).name
         self.ledger = scoped(NOTIFY_LEDGER, namespace).name

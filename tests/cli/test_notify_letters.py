@@ -1,5 +1,5 @@
 """The pure rules of `notify-dlq list|replay` (ADR 0033): what a notify dead letter says, whether it can be sent again,
-and the ledger record a replay writes."""
+and the record a replay writes."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 
 from schemas.notification import ChannelKind
 from services.cli.notify_letters import NotifyFilters, letter, matches, replayed, why_not
-from services.notify import deadletters, rules
-from services.notify.ledger import Entry
+from services.notify import deadletters, replays, rules
 from services.notify.subscribers import Registry
 from tests.notify.events import directory, dossier
 
@@ -44,10 +43,9 @@ def test_a_dead_letter_is_read_with_its_reason_and_replayed_under_a_new_stable_i
     assert nid != d.request.notification_id and len(nid) == 32
     assert replayed(d, TOPIC)[0] == nid  # the same for every replay of that letter
     assert replayed(letter(3, 18, value, headers()), TOPIC)[0] != nid  # another letter of the same request: another
-    entry = Entry.model_validate_json(record)
-    assert entry.state == "deferred" and entry.request is not None and entry.request.notification_id == nid
-    assert entry.request.not_before is None and entry.request.payload == d.request.payload
-    assert entry.request.model_dump(exclude={"notification_id"}) == d.request.model_dump(exclude={"notification_id"})
+    request = replays.request_of(record)  # as notify reads it
+    assert request.notification_id == nid and request.not_before is None and request.payload == d.request.payload
+    assert request.model_dump(exclude={"notification_id"}) == d.request.model_dump(exclude={"notification_id"})
 
 
 def test_an_sms_letter_holds_no_clear_contact_and_its_replay_none_either() -> None:
@@ -69,6 +67,29 @@ def test_a_letter_left_incomplete_for_its_size_cannot_be_replayed(omitted: bytes
                                                                     why: str) -> None:
     value, _ = letters_of("l-3")[channel]
     assert why_not(letter(0, 1, value, headers(omitted=[("dlq.omitted", omitted)])), AT) == why
+
+
+def test_a_letter_whose_times_name_no_offset_is_refused_not_a_type_error() -> None:
+    """A record notify did not write, with a naive `expires_at`: refused with a ValueError (counted), never compared
+    with the clock (review: `list` and `replay` ended in a TypeError, and one such record blocked every replay)."""
+    value, _ = letters_of("l-7")[ChannelKind.SMS]
+    body = json.loads(value)
+    body["expires_at"] = "2030-01-01T00:00:00"
+    with pytest.raises(ValueError, match="offset"):
+        letter(0, 1, json.dumps(body).encode(), headers())
+    with pytest.raises(ValueError, match="offset"):
+        replays.request_of(json.dumps(body).encode())
+
+
+def test_a_replay_carries_no_clear_contact_even_from_a_letter_that_had_one() -> None:
+    """A letter notify did not write, with a phone in clear: the replay and what notify reads of it hold none."""
+    value, _ = letters_of("l-8")[ChannelKind.SMS]
+    body = json.loads(value)
+    body["recipient"]["phone"] = "0912999888"
+    _, record = replayed(letter(0, 1, json.dumps(body).encode(), headers()), TOPIC)
+    assert b"0912999888" not in record
+    body["notification_id"] = "x" * 32
+    assert replays.request_of(json.dumps(body).encode()).recipient.phone is None
 
 
 def test_a_letter_past_its_expiry_cannot_be_replayed() -> None:

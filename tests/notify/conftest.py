@@ -202,7 +202,7 @@ async def caught_up(bootstrap: str, namespace: str) -> None:
     send would already have reached the provider, and what a test counts is final.
     """
     names = Names(namespace)
-    inputs = [names.dossier, names.mobile_team, names.announcement, names.alerts]
+    inputs = [names.dossier, names.mobile_team, names.announcement, names.alerts, names.replays]
     await group_caught_up(bootstrap, group_id(Group.NOTIFY, namespace), inputs)
 
 

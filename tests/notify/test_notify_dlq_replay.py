@@ -13,7 +13,7 @@ import pytest
 
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
-from tests.kafkatools import read_all
+from tests.kafkatools import produce, read_all
 from tests.notify.conftest import StartNotify, caught_up, publish, statuses
 from tests.notify.events import dossier
 from tests.notify.oracle import requests_per_key
@@ -39,11 +39,13 @@ async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_ho
         kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
         fake: FakeProviders) -> None:
     """The subscriber rejects the signature (401, its secret rotated on one side only): the webhook is dead-lettered,
-    with its body (small). Listed as replayable; once the secrets agree, `replay` sends it under a new id, through the
-    ledger, to the running worker: accepted once, the event's body as before. A second replay sends nothing; the
-    citizen's SMS, sent the first time, is not sent again."""
+    with its body (small). Listed as replayable; once the secrets agree, `replay` writes it under a new id to
+    commune.notify.replays, in its commune's partition (that of its event), and the running worker sends it: accepted
+    once, the event's body as before. A second replay sends nothing, and neither does the same request written again
+    after it was sent (what a replay that read the log before another's commit wrote, in the review: the ledger kept
+    that later copy, and a restart sent it again). The citizen's SMS, sent the first time, is not sent again."""
     fake.webhook_secrets["prov-08"] = "another-secret"
-    start_notify()
+    worker = start_notify()
     event = dossier("rp-1", code="D-RP-1")
     await publish(kafka_bootstrap, namespace, event)
     [dead] = await read_all(kafka_bootstrap, notify_topics.dlq, expect=1, timeout=40)
@@ -60,10 +62,19 @@ async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_ho
     [hook] = hooks()
     assert hook.body["event"]["id"] == event.id and "applicant" not in hook.body["event"]["data"]
 
+    [written] = await read_all(kafka_bootstrap, notify_topics.replays, expect=1, timeout=10)
+    [canonical] = await read_all(kafka_bootstrap, notify_topics.dossier, expect=1, timeout=10)
+    assert written.partition == canonical.partition and written.key == event.commune.encode()
+
     second = cli(kafka_bootstrap, namespace, "replay")
     assert "replayed 0 dead letters; 1 matching were already replayed" in second.stderr
     [again] = listed(kafka_bootstrap, namespace)
     assert again["replayed"] is True
+    await produce(kafka_bootstrap, notify_topics.replays, [(written.key, written.value, [])])  # the late copy
+    await caught_up(kafka_bootstrap, namespace)
+    worker.terminate()  # a restart: the ledger read back from the topic, the late copy still there to read
+    worker.wait(30)
+    start_notify()
     await caught_up(kafka_bootstrap, namespace)
     status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=2))
     sent = [s for s in status if s["outcome"] == "sent"]

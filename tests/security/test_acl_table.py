@@ -16,6 +16,7 @@ from schemas.topics import (
     DLQ_REPLAYED,
     METRICS_SNAPSHOTS,
     NOTIFY_LEDGER,
+    NOTIFY_REPLAYS,
     NOTIFY_STATUS,
     RAW,
     TOPICS,
@@ -98,13 +99,14 @@ def test_the_operator_rewraps_keys_on_both_key_topics_under_its_own_prefix() -> 
             and b.name == prefix} == {"operator"}
 
 
-def test_the_operator_replays_notify_dead_letters_through_notifys_ledger() -> None:
-    """`notify-dlq replay` runs as the operator: it reads commune.dlq.notify and writes the deferral to notify's
-    ledger with its replay-log entry, in a transaction under the replay's prefix (ADR 0033); notify alone reads the
-    ledger."""
+def test_the_operator_replays_notify_dead_letters_through_an_input_of_notifys() -> None:
+    """`notify-dlq replay` runs as the operator: it reads commune.dlq.notify and writes each request to
+    commune.notify.replays with its replay-log entry, in a transaction under the replay's prefix; notify alone reads
+    that topic, and notify alone writes its ledger (ADR 0033)."""
     assert "operator" in _who(Op.READ, DLQ_NOTIFY.name)
-    assert _who(Op.WRITE, NOTIFY_LEDGER.name) == {"notify", "operator"}
-    assert _who(Op.READ, NOTIFY_LEDGER.name) == {"notify"}
+    assert _who(Op.WRITE, NOTIFY_REPLAYS.name) == {"operator"}
+    assert _who(Op.READ, NOTIFY_REPLAYS.name) == {"notify"}
+    assert _who(Op.WRITE, NOTIFY_LEDGER.name) == {"notify"}
     assert "operator" in _who(Op.WRITE, DLQ_REPLAYED.name)
 
 

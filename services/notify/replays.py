@@ -1,0 +1,28 @@
+"""What notify reads from commune.notify.replays: dead-lettered notifications sent again (ADR 0033). Pure.
+
+`commune-bus notify-dlq replay` writes each dead letter's request there under a new id, keyed by its commune (the
+partition of its commune's events and ledger). The routine consumer hands it to the dispatcher as any request:
+`submit` finds it done if a replay of it was already sent (a replay run twice, or overlapping), and the input
+record is committed once it is done, as every other.
+"""
+
+from __future__ import annotations
+
+from schemas.notification import NotificationRequest
+from services.notify.personal import redact
+
+
+def request_of(value: bytes | None) -> NotificationRequest:
+    """The replayed request, due now and without clear contacts (the opener fills them at delivery: a record that
+    carried one in clear is not sent to it); ValueError for a record that is no request, or one whose times name no
+    offset (compared with the clock's, they would end the consumer with a TypeError)."""
+    request = with_offsets(NotificationRequest.model_validate_json(value or b""))  # ValidationError: a ValueError
+    return redact(request).model_copy(update={"not_before": None})
+
+
+def with_offsets(request: NotificationRequest) -> NotificationRequest:
+    """`request` if each of its times names its offset; ValueError if one does not (notify writes none such)."""
+    if any(at is not None and at.utcoffset() is None for at in (request.event_time, request.expires_at,
+                                                                request.not_before)):
+        raise ValueError("a time without an offset")
+    return request
