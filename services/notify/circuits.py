@@ -31,7 +31,8 @@ log = structlog.get_logger("notify.circuits")
 class Verdict(Enum):
     CALL = "call"  # closed, or an emergency: call as usual
     PROBE = "probe"  # open for `probe_s`: this request is the one probe
-    HOLD = "hold"  # open, or a probe already out: park without a call
+    HOLD = "hold"  # open: park without a call
+    WAIT = "wait"  # a probe is out: wait a moment in memory for its outcome
 
 
 @dataclass
@@ -76,18 +77,17 @@ class Circuits:
         c = self._circuits.get(circuit_key(request))
         if c is None or c.opened_at is None or request.is_emergency:
             return Verdict.CALL
-        if c.probing or self.clock() < c.opened_at + self.probe:
+        if c.probing:
+            return Verdict.WAIT
+        if self.clock() < c.opened_at + self.probe:
             return Verdict.HOLD
         c.probing = True
         return Verdict.PROBE
 
     def hold_for(self, request: NotificationRequest, longest: timedelta) -> timedelta:
         """How long a held request is parked: as long as the outage has lasted, between `probe_s` and `longest`
-        (a blip's requests wait seconds, an outage of hours' the full park); `probe_s` while a probe is out, which
-        may end the outage (review: the requests released beside a probe that succeeded waited 10 more minutes)."""
+        (a blip's requests wait seconds, an outage of hours' the full park)."""
         c = self._circuits.get(circuit_key(request))
-        if c is not None and c.probing:
-            return self.probe
         lasted = self.clock() - c.since if c is not None and c.since is not None else timedelta(0)
         return max(self.probe, min(longest, lasted))
 

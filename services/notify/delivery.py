@@ -45,6 +45,8 @@ def trace_id(request: NotificationRequest) -> str | None:
     return trace.trace_id(request.traceparent)
 
 
+PROBE_WAIT_S = 1.0
+"""How long a request waits in memory while its circuit's probe is out, before it asks again."""
 PARK_HORIZON = timedelta(days=7)
 """How long after its event a request that never expires (a subscriber's webhook) may still be parked (`_park`)."""
 
@@ -285,6 +287,9 @@ class Dispatcher:
             await self._failed(job, DeliveryError("no_channel", retryable=False))
             return
         verdict = self.circuits.verdict(r) if self.circuits is not None else Verdict.CALL
+        if verdict is Verdict.WAIT:  # a probe is out: its outcome, in a moment, says whether to call or to hold
+            self._retry(PROBE_WAIT_S, job)  # (review: parked beside a probe that succeeded, they waited 10 minutes)
+            return
         if verdict is Verdict.HOLD and await self._held(job):
             return
         job.attempt += 1
