@@ -23,16 +23,19 @@ from aiosmtpd.controller import Controller
 
 from schemas import wire
 from schemas.events import FAMILY_OF_TYPE
+from schemas.personal import KeyRecord
 from schemas.topics import CANONICAL, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
+from services.privacy.applicant import seal_event
+from services.privacy.store import key_messages
 from tests.chaos.scenario import Counts, Load, Stage
 from tests.cluster.tools import Feeder, Sent
 from tests.faults import REPLICAS, Worker
-from tests.kafkatools import free_port
-from tests.notify.conftest import DIRECTORY, MailSink, caught_up
+from tests.kafkatools import free_port, produce
+from tests.notify.conftest import DIRECTORY, KEYRING, PRIVACY_ENV, MailSink, caught_up
 from tests.notify.events import dossier
 from tests.waiting import eventually_async
 
@@ -81,10 +84,15 @@ class NotifyLoad:
         events = [dossier(f"chaos-{i}", code=f"D-CHAOS-{i}") for i in range(self.events)]
         self.expected = {(what, f"D-CHAOS-{i}") for i in range(self.events) for what in ("sms", "webhook")}
         sent: list[Sent] = []
-        for e in events:
-            rec = wire.encode(e)
+        keys: list[KeyRecord] = []
+        for e in events:  # as intake writes them: the applicant sealed, the keys first (ADR 0015)
+            sealed, new_keys = seal_event(KEYRING, e)
+            keys += new_keys
+            rec = wire.encode(sealed)
             sent.append((scoped(CANONICAL[FAMILY_OF_TYPE[e.type]], stage.namespace).name, rec.key, rec.value,
                          rec.headers))
+        for topic, key, value in key_messages(keys, stage.namespace):
+            await produce(stage.bootstrap, topic, [(key, value, [])])
         self.start_worker(stage, "notify-0")
         await eventually_async(lambda: self.owned(stage.live()), timeout=90, interval=0.2, what="notify ready")
         self.feeding = asyncio.create_task(Feeder(stage.bootstrap, sent, self.per_second).run())
@@ -101,7 +109,8 @@ class NotifyLoad:
             "NOTIFY_SUBSCRIBERS_FILE": str(files / "subscribers.toml"), "NOTIFY_SMS_URL": self.fake.url,
             "NOTIFY_ZALO_URL": self.fake.url, "NOTIFY_SMTP_PORT": str(self.smtp.port), "NOTIFY_QUIET_START": "00:00",
             "NOTIFY_QUIET_END": "00:00", "NOTIFY_DEADLINES": "false", "NOTIFY_DEADLINE_WEB_PORT": str(free_port()),
-            "NOTIFY_RETRY_BASE_S": "0.2", "NOTIFY_RETRY_CAP_S": "2", "NOTIFY_RETRY_MAX_ATTEMPTS": "40", **self.env,
+            "NOTIFY_RETRY_BASE_S": "0.2", "NOTIFY_RETRY_CAP_S": "2", "NOTIFY_RETRY_MAX_ATTEMPTS": "40", **PRIVACY_ENV,
+            **self.env,
         }
         worker = Worker.start("services.notify", name, env, "NOTIFY_HTTP_PORT", stage.workdir)
         stage.workers.append(worker)
