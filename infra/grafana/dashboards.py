@@ -147,12 +147,6 @@ def pipeline_health() -> dict[str, Any]:
               unit="reqps"),
         panel("Gateway connections open (cap: GATEWAY_MAX_CONNECTIONS)",
               "sum by (instance) (commune_gateway_connections_open)", legend="{{instance}}"),
-        panel("Notifications per second by channel and outcome",
-              "sum by (channel, outcome) (rate(notify_notifications_total[$__rate_interval]))",
-              legend="{{channel}} {{outcome}}", unit="ops"),
-        panel("Notify: open circuits (ADR 0032) and notifications parked per second",
-              "sum by (channel) (notify_circuits_open)", legend="{{channel}} circuits open",
-              more=(("sum by (channel) (rate(notify_parked_total[$__rate_interval]))", "{{channel}} parked/s"),)),
         panel("Targets up", 'up{job=~"intake|notify|metrics|gateway"}', "stat", legend="{{job}}", w=24, h=4),
     ], [])
 
