@@ -141,6 +141,7 @@ class NotifyApp:
             dispatcher.holds = lambda tp: any(tp in c.assignment() for c in consumers)
             records = Records(self.s, self.names, self.directory, self.registry, producer, dispatcher, self.tracker,
                               self.sup)
+            records.partitions = dossier_partitions  # the ledger's too (checked aligned at start, ADR 0020)
             stack.push_async_callback(self._final_commit, consumers)
             stack.push_async_callback(_cancel, [
                 spawn("routine-consumer", records.consume(routine, self.pauses["routine"], "routine")),

@@ -288,9 +288,11 @@ class Dispatcher:
             return
         verdict = self.circuits.verdict(r) if self.circuits is not None else Verdict.CALL
         if verdict is Verdict.WAIT:  # a probe is out: its outcome, in a moment, says whether to call or to hold
-            self._retry(PROBE_WAIT_S, job)  # (review: parked beside a probe that succeeded, they waited 10 minutes)
+            self._give_back(lane, r)  # (review: parked beside a probe that succeeded, they waited 10 minutes)
+            self._retry(PROBE_WAIT_S, job)
             return
         if verdict is Verdict.HOLD and await self._held(job):
+            self._give_back(lane, r)
             return
         job.attempt += 1
         try:
@@ -331,6 +333,12 @@ class Dispatcher:
         finally:
             if self.circuits is not None:
                 self.circuits.settle(clear, verdict, ok, fell_back)
+
+    @staticmethod
+    def _give_back(lane: Lane, r: NotificationRequest) -> None:
+        """The rate token `_work` took for a request its circuit held: no send was made."""
+        if (bucket := lane.buckets.get(r.channel)) is not None:
+            bucket.give_back()
 
     async def _held(self, job: Job) -> bool:
         """A routine request for a channel whose circuit is open: parked without a call for as long as the outage

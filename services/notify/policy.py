@@ -93,6 +93,11 @@ class TokenBucket:
         self.rate, self.burst = rate, burst
         self.tokens, self.updated = burst, 0.0
 
+    def give_back(self) -> None:
+        """A token taken for a send that was not made (a request its circuit held, ADR 0032): held requests do not
+        spend the channel's rate, so the lane's other channels do not wait behind them (review)."""
+        self.tokens = min(self.burst, self.tokens + 1)
+
     def wait_time(self, now: float) -> float:
         """Seconds until a token is available; takes the token when the answer is 0."""
         if self.updated:

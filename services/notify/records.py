@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from schemas import trace, wire
 from schemas.deadletter import Reason, Rejection, internal_error
 from schemas.notification import DeadlineAlert, DeadlineMessage, NotificationRequest, TrackedDossier
+from services.common.partitioner import partition_for
 from services.common.runtime import Supervisor
 from services.notify import metrics, replays, rules
 from services.notify.delivery import Dispatcher
@@ -55,6 +56,8 @@ class Records:
                  supervisor: Supervisor) -> None:
         self.s, self.names, self.directory, self.registry = settings, names, directory, registry
         self.producer, self.dispatcher, self.tracker, self.sup = producer, dispatcher, tracker, supervisor
+        self.partitions: int | None = None
+        """The inputs' (and ledger's) partition count, set by the app: a replayed request must be on its commune's."""
 
     async def consume(self, consumer: AIOKafkaConsumer, pauses: Pauses, lane: Lane) -> None:
         """Decode -> rules -> dispatcher; pauses while the backlog `lane` watches is over its limit (resumes under half
@@ -74,14 +77,14 @@ class Records:
                 pauses.apply()  # partitions assigned meanwhile follow the throttle as it stands
 
     def throttle(self, lane: Lane) -> tuple[Callable[[], int], int]:
-        """What a consumer's pause watches, and its limit, `max_pending`. Routine (dossiers, mobile teams, alerts): the
-        routine jobs held, queued or waiting for a retry. Urgent (announcements, where emergencies arrive): the
-        emergency jobs held, or the routine ones beyond `URGENT_HEADROOM` times the limit (routine announcements
-        come through it too): it never paused, so a flood of announcements behind a slow provider filled memory
-        (audit: 59,864 jobs, 198 MB). The routine consumer's own jobs, retries included, stay near the limit (it
+        """What a consumer's pause watches, and its limit, `max_pending`. Routine (dossiers, mobile teams, alerts,
+        replays): the routine jobs held, queued or waiting for a retry. Urgent (announcements, where emergencies
+        arrive): the emergency jobs held, or the routine ones beyond `URGENT_HEADROOM` times the limit (routine
+        announcements come through it too): it never paused, so a flood of announcements behind a slow provider filled
+        memory (audit: 59,864 jobs, 198 MB). The routine consumer's own jobs, retries included, stay near the limit (it
         pauses there), so they alone never pause the urgent one (review: a routine provider down held storm warnings
-        unread while dossiers flowed); routine announcements waiting for retries beyond it do, by design: without
-        that bound a provider outage let them grow without end (second review asked; kept)."""
+        unread while dossiers flowed); routine announcements waiting for retries beyond it do, by design: without that
+        bound a provider outage let them grow without end (second review asked; kept)."""
         d = self.dispatcher
         if lane == "routine":
             return lambda: d.routine_backlog, self.s.max_pending
@@ -106,9 +109,14 @@ class Records:
             return requests, None
         if tp.topic == self.names.replays:  # a dead letter sent again, under its new id (ADR 0033)
             try:
-                return [replays.request_of(record.value)], None
+                request = replays.request_of(record.value)
             except ValueError:
                 return self._skip(tp, record, Reason.INVALID_FIELD.value, "replay")
+            # on another partition than its commune's (kcat's own partitioner, say), its done entry would go to a
+            # ledger partition another worker may hold: a copy could be sent twice (review); notify may not move it
+            if self.partitions is not None and partition_for(request.commune.encode(), self.partitions) != tp.partition:
+                return self._skip(tp, record, Reason.INVALID_FIELD.value, "replay_misplaced")
+            return [request], None
         derived = rules.for_record(record.headers, record.value, self.directory, self.registry, track=self.s.deadlines)
         if isinstance(derived, Rejection):
             return self._skip(tp, record, derived.reason.value, derived.field)

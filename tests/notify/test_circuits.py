@@ -4,6 +4,7 @@ other channels, emergencies and the input go on."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from services.notify.circuits import Circuits, Verdict, circuit_key
 from services.notify.delivery import Dispatcher
 from services.notify.ledger import Ledger
 from services.notify.policy import Backoff
-from tests.notify.fakes import Calls, FakeProducer, FixedClock, Tasks
+from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
 from tests.notify.test_dispatcher import LEDGER, NEVER_QUIET, NOON, OUT, citizen_sms, emergencies, settle
 
 pytestmark = pytest.mark.unit
@@ -387,4 +388,83 @@ async def test_a_held_request_that_expires_before_its_hold_ends_is_called_not_dr
         await settle(lambda: done.count == 1, "the expiring request dealt with (called, then dead-lettered)")
         assert gateway.calls["sms"] == calls + 1
     finally:
+        await d.stop()
+
+
+class ZnsDown:
+    """ZNS refuses connections (unreached); the SMS gateway works."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    async def post(self, url: str, *, json: object = None, data: bytes | None = None,
+                   headers: dict[str, str], read_reply: bool = True) -> dict[str, object] | str:
+        if url.endswith("/sms"):
+            self.calls["sms"] += 1
+            return {"message_id": "m-1"}
+        self.calls["zns"] += 1
+        raise DeliveryError("ClientConnectorError", unreached=True)
+
+
+async def test_a_zns_outage_with_a_working_sms_fallback_does_not_park_zalo_requests() -> None:
+    """ZNS cannot be reached and the SMS fallback delivers: no failure for Zalo's circuit (second review: counted as
+    one, Zalo's circuit opened and parked every Zalo message the SMS fallback would have sent at once)."""
+    gateway, clock, producer = ZnsDown(), FixedClock(NOON), FakeProducer()
+    sms = SmsGateway(gateway, "http://gw")  # type: ignore[arg-type]
+    zalo = ZaloZns(gateway, "http://gw", sms)  # type: ignore[arg-type]
+    d = Dispatcher(
+        {ChannelKind.SMS: sms, ChannelKind.ZALO: zalo}, Ledger(LEDGER, producer), producer, OUT, spawn=Tasks(),
+        backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=3), quiet=NEVER_QUIET,
+        rates={"sms": 10_000.0, "zalo": 10_000.0}, segment_limit=3, routine_workers=1, emergency_workers=1,
+        clock=clock, release_every_s=3600, park_s=600, circuit=(3, 30))
+    d.start()
+    try:
+        for i in range(3):
+            done = Calls()
+            await d.submit(with_contacts(citizen_sms(f"z-{i}"), ChannelKind.ZALO, phone="0912000000"), done)
+            await settle(lambda done=done: done.count == 1, "sent by the SMS fallback")
+        assert gateway.calls["sms"] == 3
+        late = with_contacts(citizen_sms("z-late"), ChannelKind.ZALO, phone="0912000000")
+        done = Calls()
+        await d.submit(late, done)
+        await settle(lambda: done.count == 1, "dealt with")
+        assert late.notification_id in d.ledger.done, "parked by Zalo's circuit though the SMS fallback works"
+    finally:
+        await d.stop()
+
+
+
+async def test_requests_held_while_a_probe_is_out_give_back_their_rate_tokens() -> None:
+    """A probe out (held at the gateway) and more requests of its channel waiting than its rate allows: each pass of a
+    waiting request gives back the token it took, so the channel's bucket is not emptied by requests that make no
+    call, and the lane's other channels do not queue behind them (review: an e-mail waited 1.8 s behind 15 of them
+    at 5 SMS a second)."""
+    gate = asyncio.Event()
+    sms = FakeChannel(DeliveryError("http_503"), gate=gate, gated=lambda r: r.event_id.startswith("probe"))
+    email, clock, producer = FakeChannel(), FixedClock(NOON), FakeProducer()
+    d = Dispatcher({ChannelKind.SMS: sms, ChannelKind.EMAIL: email}, Ledger(LEDGER, producer), producer, OUT,
+                   spawn=Tasks(), backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=1), quiet=NEVER_QUIET,
+                   rates={"sms": 5.0}, segment_limit=3, routine_workers=2, emergency_workers=1, clock=clock,
+                   release_every_s=3600, park_s=600, circuit=(1, 30))
+    d.start()
+    try:
+        opened = Calls()
+        await d.submit(citizen_sms("opens"), opened)
+        await settle(lambda: opened.count == 1 and d.circuits is not None and d.circuits.is_open("sms"), "open")
+        clock.now += timedelta(seconds=31)
+        await d.submit(citizen_sms("probe-1"), Calls())
+        await settle(lambda: len(sms.attempted) == 2, "the probe out")
+        for i in range(15):
+            await d.submit(citizen_sms(f"wait-{i}"), Calls())
+        bucket = d.routine.buckets[ChannelKind.SMS]
+        passes = d._waiting[d.routine]
+        await settle(lambda: d._waiting[d.routine] == 15, "all 15 waiting for the probe")
+        await asyncio.sleep(2.5)  # two passes each: 30 tokens taken at 5 a second, had none been given back
+        assert passes <= 15 and bucket.wait_time(time.monotonic()) == 0  # a token is there for the next send
+        mail, sent = by(ChannelKind.EMAIL, "mail"), Calls()
+        await d.submit(mail, sent)
+        await settle(lambda: sent.count == 1, "the e-mail sent while the probe is out")
+        assert email.delivered == [mail.notification_id] and len(sms.attempted) == 2  # nobody else called
+    finally:
+        gate.set()
         await d.stop()

@@ -4,6 +4,7 @@ contacts, or a skip with its reason; never an exception out of the routine consu
 from __future__ import annotations
 
 import json
+import zlib
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from schemas.notification import ChannelKind
+from services.common.partitioner import partition_for
 from services.notify import metrics, rules
 from services.notify.directory import Directory
 from services.notify.records import Records
@@ -61,3 +63,24 @@ def test_a_replay_record_that_is_no_request_is_skipped_with_its_reason(value: by
 def test_any_bytes_on_the_replay_topic_give_a_request_or_a_skip(value: bytes) -> None:
     requests, tracked = RECORDS.derive(TP, consumed(value))
     assert tracked is None and len(requests) <= 1
+
+
+def test_a_replay_on_another_partition_than_its_communes_is_skipped() -> None:
+    """Written by hand with another partitioner (kcat's default, CRC32), a replayed request is not on its commune's
+    partition: its done entry would go to a ledger partition another worker may hold, and a copy could be sent twice
+    (review). Skipped, logged and counted; on its commune's partition it is handed over."""
+    records = Records(NotifySettings(deadlines=False), NAMES, Directory(), Registry(), None, None, None,  # type: ignore[arg-type]
+                      None)  # type: ignore[arg-type]
+    records.partitions = 6
+    body = sms_request()
+    home = partition_for(str(body["commune"]).encode(), 6)
+    other = zlib.crc32(str(body["commune"]).encode()) % 6
+    assert other != home  # "02269": 4 against 1
+    value = json.dumps(body).encode()
+    placed = ConsumerRecord(NAMES.replays, home, 9, 0, 0, b"02269", value, None, 5, len(value), [])
+    [request], _ = records.derive(TopicPartition(NAMES.replays, home), placed)
+    assert request.notification_id == body["notification_id"]
+    misplaced = ConsumerRecord(NAMES.replays, other, 9, 0, 0, b"02269", value, None, 5, len(value), [])
+    with capture_logs() as logs:
+        assert records.derive(TopicPartition(NAMES.replays, other), misplaced) == ([], None)
+    assert [e["detail"] for e in logs if e["event"] == "notify.record_skipped"] == ["replay_misplaced"]

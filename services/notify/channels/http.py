@@ -193,7 +193,8 @@ class ZaloZns:
         except DeliveryError as err:
             if not err.not_delivered or not r.recipient.phone:
                 raise
-            fell_back = FellBack(answered=not err.retryable, to=ChannelKind.SMS)  # each circuit its own provider's
+            # each circuit its own provider's outcome: ZNS's answer if it gave one (no connection, a bad URL: none)
+            fell_back = FellBack(answered=None if err.unreached or err.local else True, to=ChannelKind.SMS)
             try:
                 receipt = await self.fallback.send(message)
             except DeliveryError as failed:
