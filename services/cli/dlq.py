@@ -8,9 +8,9 @@ neither, and a later run skips everything in the log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
@@ -227,6 +227,45 @@ async def replay_writer(conn: KafkaConnection, namespace: str,
         raise
 
 
+class Positioned(Protocol):
+    """A dead letter: where it is on its DLQ (what its replay-log key names)."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+L = TypeVar("L", bound=Positioned)
+Redrive = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
+"""What a replay writes for a letter: topic, value, key, headers."""
+
+
+async def replay_each(conn: KafkaConnection, namespace: str, client_id: str, dlq_topic: str, letters: Sequence[L],
+                      redrive: Callable[[L], Redrive], progress: Progress = lambda n: None) -> list[L]:
+    """Write each letter's re-drive and its replay-log entry, a transaction per `BATCH`, with the namespace's one
+    replay writer (`dlq replay`, `notify-dlq replay`); letters the log holds once the writer has fenced any other
+    replay are left out. Returns those written. A refused write aborts its transaction (SendFailed): its letters
+    stay unreplayed (the log entry never commits without its re-drive)."""
+    producer, log_topic, done = await replay_writer(conn, namespace, client_id)
+    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
+    try:
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start:start + BATCH]
+            async with transactions.transaction(producer):
+                sent = []
+                for d in chunk:
+                    topic, value, key, headers = redrive(d)
+                    sent.append(await producer.send(topic, value, key=key, headers=headers))
+                    sent.append(await producer.send(log_topic, topic.encode(),
+                                                    key=replay_key(dlq_topic, d.partition, d.offset)))
+                await transactions.all_sent(sent)
+            progress(len(chunk))
+    finally:
+        await producer.stop()
+    return todo
+
+
 async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,
                  done: set[bytes], set_headers: dict[str, str],
                  progress: Progress = lambda n: None) -> list[DeadLetter]:
@@ -234,21 +273,8 @@ async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLe
     todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
     if not todo:
         return []
-    producer, log_topic, done_now = await replay_writer(conn, namespace, "commune-bus-dlq-replay")
-    todo = [d for d in todo if replay_key(dlq_topic, d.partition, d.offset) not in done_now]
-    try:
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start:start + BATCH]
-            async with transactions.transaction(producer):
-                sent = []
-                for d in chunk:
-                    sent.append(await producer.send(d.context.source_topic, d.value, key=d.key,
-                                                    headers=redriven_headers(d, set_headers)))
-                    sent.append(await producer.send(log_topic, d.context.source_topic.encode(),
-                                                    key=replay_key(dlq_topic, d.partition, d.offset)))
-                # a refused re-drive must not commit its replay-log entry (the letter would count as replayed)
-                await transactions.all_sent(sent)
-            progress(len(chunk))
-    finally:
-        await producer.stop()
-    return todo
+
+    def redrive(d: DeadLetter) -> Redrive:
+        return d.context.source_topic, d.value, d.key, redriven_headers(d, set_headers)
+
+    return await replay_each(conn, namespace, "commune-bus-dlq-replay", dlq_topic, todo, redrive, progress)

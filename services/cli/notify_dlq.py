@@ -20,13 +20,12 @@ from rich.table import Table
 from schemas.notification import ChannelKind
 from schemas.replay import replay_key
 from schemas.topics import DLQ_NOTIFY, NOTIFY_REPLAYS, scoped
-from services.cli.dlq import read_into, replay_writer, replayed_keys
+from services.cli.dlq import Redrive, read_into, replay_each, replayed_keys
 from services.cli.errors import TopicNotVisible
 from services.cli.notify_letters import NotifyFilters, NotifyLetter, letter, matches, replayed, why_not
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, moment
 from services.cli.plain import json_text, markup
 from services.cli.render import console, err_console
-from services.common import transactions
 from services.common.admin import partition_counts
 from services.common.settings import KafkaConnection
 from services.common.transactions import SendFailed
@@ -78,25 +77,12 @@ async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLett
     replays = scoped(NOTIFY_REPLAYS, namespace).name
     if replays not in await partition_counts(conn, [replays]):
         raise TopicNotVisible([replays])
-    producer, log_topic, done = await replay_writer(conn, namespace, "commune-bus-notify-dlq-replay")
-    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
-    ids: list[str] = []
-    try:
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start:start + BATCH]
-            async with transactions.transaction(producer):
-                sent = []
-                for d in chunk:
-                    nid, value = replayed(d, dlq_topic)
-                    # keyed by commune: the partition of its commune's events and ledger (ADR 0020), as every input
-                    sent.append(await producer.send(replays, value, key=d.request.commune.encode()))
-                    sent.append(await producer.send(log_topic, dlq_topic.encode(),
-                                                    key=replay_key(dlq_topic, d.partition, d.offset)))
-                    ids.append(nid)
-                await transactions.all_sent(sent)  # a refused request must not log its letter as replayed
-    finally:
-        await producer.stop()
-    return ids
+    def redrive(d: NotifyLetter) -> Redrive:
+        # keyed by commune: the partition of its commune's events and ledger (ADR 0020), as every input
+        return replays, replayed(d, dlq_topic)[1], d.request.commune.encode(), []
+
+    written = await replay_each(conn, namespace, "commune-bus-notify-dlq-replay", dlq_topic, letters, redrive)
+    return [replayed(d, dlq_topic)[0] for d in written]
 
 
 def _filters(reason: str | None, channel: ChannelKind | None, since: str | None, until: str | None) -> NotifyFilters:

@@ -35,16 +35,19 @@ def by(channel: ChannelKind, event_id: str, ref: str | None = None) -> Notificat
 
 
 class Provider:
-    """A channel that fails with a retryable 503 while `down`, and counts every call and every delivery by id."""
+    """A channel that fails with a retryable 503 while `down`, and counts every call and every delivery by id; it
+    answers after `delay_s` (a real one takes some time)."""
 
-    def __init__(self, down: bool = False) -> None:
-        self.down = down
+    def __init__(self, down: bool = False, delay_s: float = 0.0) -> None:
+        self.down, self.delay_s = down, delay_s
         self.calls: Counter[str] = Counter()
         self.delivered: Counter[str] = Counter()
 
     async def send(self, message: Message) -> Receipt:
         nid = message.request.notification_id
         self.calls[nid] += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.down:
             raise DeliveryError("http_503")
         self.delivered[nid] += 1
@@ -324,31 +327,11 @@ async def test_an_sms_outage_met_by_zalo_fallbacks_opens_the_sms_circuit_not_zal
         await d.stop()
 
 
-class SlowProvider:
-    """A provider that takes 20 ms to answer (any real one does); 503 while `down`."""
-
-    def __init__(self) -> None:
-        self.down = True
-        self.calls: Counter[str] = Counter()
-        self.delivered: Counter[str] = Counter()
-
-    async def send(self, message: Message) -> Receipt:
-        nid = message.request.notification_id
-        self.calls[nid] += 1
-        await asyncio.sleep(0.02)
-        if self.down:
-            raise DeliveryError("http_503")
-        self.delivered[nid] += 1
-        return Receipt("m-1")
-
-    async def close(self) -> None: ...
-
-
 async def test_requests_released_beside_the_probe_wait_for_its_outcome_then_are_sent() -> None:
     """A provider that takes 20 ms: the parked requests released with the probe find it out. They wait a moment in
     memory for its outcome and are sent once it closed the circuit, none parked again (review: parked for as long as
     the outage had lasted, 9 of 10 waited 10 more minutes after a 20-minute outage had ended)."""
-    sms, clock, producer = SlowProvider(), FixedClock(NOON), FakeProducer()
+    sms, clock, producer = Provider(down=True, delay_s=0.02), FixedClock(NOON), FakeProducer()
     d = Dispatcher(
         {ChannelKind.SMS: sms}, Ledger(LEDGER, producer), producer, OUT, spawn=Tasks(),
         backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=40), quiet=NEVER_QUIET, rates={"sms": 10_000.0},
