@@ -20,7 +20,7 @@ from rich.table import Table
 from schemas.notification import ChannelKind
 from schemas.replay import replay_key
 from schemas.topics import DLQ_NOTIFY, NOTIFY_REPLAYS, scoped
-from services.cli.dlq import Redrive, read_into, replay_each, replayed_keys
+from services.cli.dlq import Redrive, Stored, read_into, replay_each, replayed_keys
 from services.cli.errors import TopicNotVisible
 from services.cli.notify_letters import NotifyFilters, NotifyLetter, letter, matches, replayed, why_not
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, moment
@@ -31,7 +31,6 @@ from services.common.settings import KafkaConnection
 from services.common.transactions import SendFailed
 
 app = typer.Typer(no_args_is_help=True, help="Dead letters of notify (commune.dlq.notify), and sending them again")
-BATCH = 200
 
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="A reason, or its start: http_401, retries_exhausted")]
 ChannelOpt = Annotated[ChannelKind | None, typer.Option("--channel")]
@@ -54,7 +53,7 @@ async def notify_letters(conn: KafkaConnection, namespace: str, filters: NotifyF
     letters: list[NotifyLetter] = []
     unreadable = 0
 
-    def sift(stored: tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]) -> None:
+    def sift(stored: Stored) -> None:
         nonlocal unreadable
         partition, offset, _, value, headers = stored
         try:
@@ -71,12 +70,13 @@ async def notify_letters(conn: KafkaConnection, namespace: str, filters: NotifyF
 
 async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLetter], dlq_topic: str) -> list[str]:
     """Write each letter's request (under its new id) to commune.notify.replays, keyed by its commune, and its
-    replay-log entry, a transaction per `BATCH`; the new ids, in order. Letters the log holds once the writer has
-    fenced any other replay are left out. A refused write aborts its transaction (SendFailed): those letters stay
-    unreplayed."""
+    replay-log entry (`replay_each`: a transaction per batch); the new ids, in order. Letters the log holds once the
+    writer has fenced any other replay are left out. A refused write aborts its transaction (SendFailed): those
+    letters stay unreplayed."""
     replays = scoped(NOTIFY_REPLAYS, namespace).name
     if replays not in await partition_counts(conn, [replays]):
         raise TopicNotVisible([replays])
+
     def redrive(d: NotifyLetter) -> Redrive:
         # keyed by commune: the partition of its commune's events and ledger (ADR 0020), as every input
         return replays, replayed(d, dlq_topic)[1], d.request.commune.encode(), []
