@@ -5,22 +5,39 @@ Every key record is applied as the key store applies it at start (`Keyring.apply
 fresh keyring; its memory is measured with tracemalloc and set beside a floor measured in the same run: the same
 records' bytes alone in a dict (what holding the key topic itself in memory would cost). The projection uses
 DOMAIN.md's ~90,000 dossiers a day, each taken as a new applicant (the upper bound: one key per subject).
+
+Then the services' keyring (ADR 0034: keys on disk, `CACHED` subjects in memory) beside the keyring in memory, each in
+a child process of its own, interleaved, `ROUNDS` times: the process's peak resident memory less that of a child that
+only made the records (RocksDB's memory is not Python's: tracemalloc would not see it), the restore per key, a use of
+a key already held (`dek` of a random subject: from disk, for most of them), and intake's path for a new applicant
+(`key_for` of an unknown subject, then its record read back).
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
+import pickle
+import random
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
+from services.privacy.disk import DiskKeys
 from services.privacy.keyring import Keyring, encoded
 
 KEYS = 200_000
 ROUNDS = 3
 DOSSIERS_A_DAY = 90_000
+CACHED = 20_000
+"""Subjects in memory for the keys-on-disk variant here (a tenth of the keys: most uses go to disk)."""
+USES = 50_000
 T = TypeVar("T")
 
 
@@ -32,8 +49,9 @@ def records(keyring: Keyring, n: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def restored(keks: dict[str, bytes], pepper: bytes, recs: list[tuple[bytes, bytes]]) -> Keyring:
-    keyring = Keyring(keks, "k1", pepper)
+def restored(keks: dict[str, bytes], pepper: bytes, recs: list[tuple[bytes, bytes]],
+             table: DiskKeys | None = None) -> Keyring:
+    keyring = Keyring(keks, "k1", pepper, table=table)
     for key, value in recs:
         keyring.apply(key, value)
     return keyring
@@ -73,5 +91,72 @@ def main() -> None:
               f"process holding a keyring, restore {us * n / 1e6 / 60:.1f} min at start", flush=True)
 
 
+    tables(keks, pepper, recs)
+
+
+def tables(keks: dict[str, bytes], pepper: bytes, recs: list[tuple[bytes, bytes]]) -> None:
+    """Keys in memory beside keys on disk, each variant a child process reading the same records, interleaved."""
+    got: dict[str, list[dict[str, float]]] = {"memory": [], "disk": []}
+    with tempfile.TemporaryDirectory() as folder:
+        given = Path(folder) / "records.pickle"
+        given.write_bytes(pickle.dumps((keks, pepper, recs)))
+        for _ in range(ROUNDS):
+            for variant in got:
+                out = subprocess.run([sys.executable, "-m", "bench.bench_keyring", variant, str(given)], check=True,
+                                     capture_output=True, text=True).stdout
+                got[variant].append(json.loads(out))
+    print(f"\nkeys in memory vs keys on disk ({CACHED:,} subjects in memory), {KEYS:,} keys, each variant a child "
+          f"process, best of {ROUNDS} interleaved:", flush=True)
+    print("| keyring | resident memory after the restore (a key) | restore a key | use of a held key | "
+          "a new applicant's key |")
+    print("|---|---|---|---|---|")
+    best = {}
+    for variant in ("memory", "disk"):
+        runs = got[variant]
+        best[variant] = b = {k: min(r[k] for r in runs) for k in runs[0]}
+        print(f"| {variant} | {b['held_kb'] / 1024:.0f} MB ({b['held_kb'] * 1024 / KEYS:.0f} B) | "
+              f"{b['restore_us']:.1f} us | {b['use_us']:.2f} us | {b['new_us']:.1f} us |", flush=True)
+    m, d = best["memory"], best["disk"]
+    print(f"disk : memory = resident {d['held_kb'] / m['held_kb']:.2f}x, restore "
+          f"{d['restore_us'] / m['restore_us']:.2f}x, use {d['use_us'] / m['use_us']:.2f}x, new applicant "
+          f"{d['new_us'] / m['new_us']:.2f}x", flush=True)
+
+
+def child(variant: str, given: Path) -> None:
+    """One variant, measured in this process; prints its figures as JSON."""
+    keks, pepper, recs = pickle.loads(given.read_bytes())  # the parent's own file
+    gc.collect()
+    before = resident_kb()
+    figures = {"restore_us": 0.0, "use_us": 0.0, "new_us": 0.0, "held_kb": 0.0}
+    with tempfile.TemporaryDirectory() as folder:
+        table = DiskKeys(Path(folder), CACHED) if variant == "disk" else None
+        t0 = time.perf_counter()
+        keyring = restored(keks, pepper, recs, table)
+        figures["restore_us"] = (time.perf_counter() - t0) / KEYS * 1e6
+        gc.collect()
+        figures["held_kb"] = resident_kb() - before  # the restored keyring, RocksDB's memtables and caches too
+        subjects = [keyring.subject("cccd", f"{random.randrange(KEYS):012d}") for _ in range(USES)]
+        t0 = time.perf_counter()
+        for subject in subjects:
+            keyring.dek(subject, keyring.key_for(subject)[0])
+        figures["use_us"] = (time.perf_counter() - t0) / USES * 1e6
+        new = [keyring.subject("cccd", f"9{i:011d}") for i in range(USES)]
+        t0 = time.perf_counter()
+        for subject in new:
+            _, _, made = keyring.key_for(subject)
+            keyring.apply(made[0].record_key, encoded(made[0]))
+        figures["new_us"] = (time.perf_counter() - t0) / USES * 1e6
+        keyring.close()
+    print(json.dumps(figures))
+
+
+def resident_kb() -> float:
+    """This process's resident memory now (Linux: /proc/self/statm, in pages)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1:
+        child(sys.argv[1], Path(sys.argv[2]))
+    else:
+        main()

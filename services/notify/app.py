@@ -173,10 +173,11 @@ class NotifyApp:
     async def _opener(self, stack: AsyncExitStack) -> Opener:
         """Opens contacts at delivery: applicants' through the key store (tailed for the whole run), staff's from the
         directory. Without a key-encryption key, sealed contacts cannot be opened: those notifications are skipped."""
-        keyring = self.privacy.keyring() if self.privacy is not None and self.privacy.configured else None
-        if keyring is None:
+        if self.privacy is None or not self.privacy.configured:
             log.warning("notify.no_privacy_keys", effect="applicant notifications are skipped as erased")
             return Opener(self.directory)
+        keyring = self.privacy.service_keyring()  # keys on disk, the ones used last in memory (ADR 0034)
+        stack.callback(keyring.close)  # after the key store has stopped (the stack unwinds in reverse)
         store = KeyStore(self.s, self.s.namespace, keyring, client_id=f"{CLIENT_ID}-keys")
         await store.start()
         stack.push_async_callback(close_within, SERVICE, "key-store", store.stop)

@@ -42,7 +42,7 @@ def key_topic_specs(namespace: str) -> list[TopicSpec]:
 class IntakePrivacy:
     def __init__(self, conn: KafkaConnection, namespace: str, privacy: PrivacySettings, *, client_id: str) -> None:
         self.namespace, self.retention_days = namespace, privacy.dead_letter_retention_days
-        self.keyring: Keyring = privacy.keyring()
+        self.keyring: Keyring = privacy.service_keyring()  # keys on disk, the ones used last in memory (ADR 0034)
         self.store = KeyStore(conn, namespace, self.keyring, client_id=f"{client_id}-keys")
         self._task: asyncio.Task[None] | None = None
 
@@ -54,7 +54,10 @@ class IntakePrivacy:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self.store.stop()
+        try:
+            await self.store.stop()
+        finally:
+            self.keyring.close()
 
     def key_messages(self, records: Sequence[KeyRecord]) -> list[KeyMessage]:
         """(topic, key, value) of each key record, to send in the transaction of the records sealed under them."""

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -81,10 +82,50 @@ def _digest(value: bytes) -> bytes:
     return hashlib.blake2b(value, digest_size=16).digest()
 
 
+class KeyTable(Protocol):
+    """Where a keyring holds its keys, per subject (never an empty tuple): `MemoryKeys`, or `services.privacy.disk`'s
+    RocksDB store with the keys used last in memory. A table may hand out a new `_Key` for a subject at each `get`
+    (read from disk again), so the keyring `put`s a subject's keys again after changing one."""
+
+    def get(self, subject: str) -> tuple[_Key, ...] | None: ...
+
+    def put(self, subject: str, keys: tuple[_Key, ...]) -> None: ...
+
+    def pop(self, subject: str) -> tuple[_Key, ...]: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryKeys:
+    """Every key in a dict: tests, and short-lived readers. A service's keyring grows with the country (ADR 0034).
+    Per subject a tuple (nearly always of one key: a tuple costs far less than a dict per subject)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, tuple[_Key, ...]] = {}
+
+    def get(self, subject: str) -> tuple[_Key, ...] | None:
+        return self._keys.get(subject)
+
+    def put(self, subject: str, keys: tuple[_Key, ...]) -> None:
+        self._keys[subject] = keys
+
+    def pop(self, subject: str) -> tuple[_Key, ...]:
+        return self._keys.pop(subject, ())
+
+    def count(self) -> int:
+        return sum(len(keys) for keys in self._keys.values())
+
+    def close(self) -> None:
+        self._keys.clear()
+
+
 class Keyring:
     """Data keys by subject. Not thread-safe; one per event loop (the key store and the pure code share it)."""
 
-    def __init__(self, keks: Mapping[str, bytes], kek_id: str, pepper: bytes, *, clock: Clock = utcnow) -> None:
+    def __init__(self, keks: Mapping[str, bytes], kek_id: str, pepper: bytes, *, clock: Clock = utcnow,
+                 table: KeyTable | None = None) -> None:
         if kek_id not in keks:
             raise PrivacyError("the current key-encryption key id has no key")
         if any(len(k) != crypto.KEY_BYTES for k in keks.values()) or len(pepper) < 16:
@@ -92,8 +133,7 @@ class Keyring:
         self._keks = {kid: AESGCM(k) for kid, k in keks.items()}
         self._kek_id, self._clock = kek_id, clock
         self._pepper = crypto.keyed_pepper(pepper)
-        self._keys: dict[str, tuple[_Key, ...]] = {}
-        """Per subject, its keys (nearly always one: a tuple costs far less than a dict per subject)."""
+        self._keys: KeyTable = MemoryKeys() if table is None else table
         self._built: deque[_Key] = deque()
         """The keys whose AESGCM is built, oldest first (`CIPHERS_KEPT`)."""
         self._erased: set[tuple[str, str]] = set()
@@ -152,7 +192,7 @@ class Keyring:
             "wrapped": crypto.wrap(self._keks[self._kek_id], dek, subject, key_id), "created_at": now,
             "expires_at": expires_at})
         key = _Key(key_id, dek, now, expires_at, record=record)
-        self._keys[subject] = (*(keys or ()), key)
+        self._keys.put(subject, (*(keys or ()), key))
         if expires_at is not None:
             heapq.heappush(self._expiring, (expires_at, subject, key_id))
         return key_id, self._build(key), [record]
@@ -166,7 +206,7 @@ class Keyring:
         return aead
 
     def _find(self, subject: str, key_id: str) -> _Key | None:
-        for key in self._keys.get(subject, ()):
+        for key in self._keys.get(subject) or ():
             if key.key_id == key_id:
                 return key
         return None
@@ -190,10 +230,14 @@ class Keyring:
         return len(self._unreadable)
 
     def key_ids(self, subject: str) -> list[str]:
-        return sorted(k.key_id for k in self._keys.get(subject, ()))
+        return sorted(k.key_id for k in self._keys.get(subject) or ())
 
     def __len__(self) -> int:
-        return sum(len(keys) for keys in self._keys.values())
+        return self._keys.count()
+
+    def close(self) -> None:
+        """Let go of the keys' table (a store on disk is removed with its folder); the keyring is not used after."""
+        self._keys.close()
 
     # --- the key topic --------------------------------------------------------------------------
 
@@ -245,9 +289,11 @@ class Keyring:
             if record.expires_at is not None and record.expires_at != known.expires_at:
                 heapq.heappush(self._expiring, (record.expires_at, subject, key_id))
             known.created_at, known.expires_at = record.created_at, record.expires_at
+            # kept as changed (a table on disk writes it again)
+            self._keys.put(subject, tuple(known if k.key_id == key_id else k for k in self._keys.get(subject) or ()))
             return
         key = _Key(key_id, dek, record.created_at, record.expires_at)
-        self._keys[subject] = (*self._keys.get(subject, ()), key)
+        self._keys.put(subject, (*(self._keys.get(subject) or ()), key))
         if record.expires_at is not None:
             heapq.heappush(self._expiring, (record.expires_at, subject, key_id))
 
@@ -260,7 +306,7 @@ class Keyring:
         if mark.subject != subject:
             raise PrivacyError("erasure mark does not match its record key")
         self._marks[subject] = max(mark.created_up_to, self._marks.get(subject, mark.created_up_to))
-        for key in self._keys.get(subject, ()):
+        for key in self._keys.get(subject) or ():
             if key.created_at <= self._marks[subject]:
                 self.forget(subject, key.key_id)
 
@@ -269,12 +315,12 @@ class Keyring:
         built ciphers until 4,096 newer keys were built). `erased` (a tombstone, a mark): remembered for good, so a
         copy read later stays refused and a value under it is `Erased` at once; an expired key is not remembered (its
         copy read again carries its expiry), so expiring keys leave no trace behind."""
-        keys = self._keys.pop(subject, ())
+        keys = self._keys.pop(subject)
         for key in keys:
             if key.key_id == key_id:
                 key.aead, key.dek, key.record = None, b"", None
         if kept := tuple(k for k in keys if k.key_id != key_id):
-            self._keys[subject] = kept
+            self._keys.put(subject, kept)
         if erased:
             self._erased.add((subject, key_id))
         self._unreadable.discard((subject, key_id))

@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
+from services.privacy.disk import DiskKeys
 from services.privacy.keyring import Clock, Keyring, utcnow
 
 
@@ -34,6 +35,17 @@ class PrivacySettings(BaseSettings):
     pepper_file: Path | None = Field(default=None, description="File holding the pepper (base64url)")
     dead_letter_retention_days: int = Field(
         default=30, ge=1, description="Retention of commune.dlq.intake: day keys of dead letters expire after it")
+    state_dir: Path | None = Field(
+        default=None, description="Where a service's keyring keeps its keys on disk (RocksDB, a fresh folder per run, "
+                                  "deleted after; ADR 0034); None: the system's temporary folder")
+    keys_cached: int = Field(
+        default=100_000, ge=1, description="Subjects whose data keys a service's keyring keeps unwrapped in memory "
+                                           "(the ones used last; ~0.5 KB each); the rest are read from disk on use")
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @property
     def configured(self) -> bool:
@@ -61,7 +73,19 @@ class PrivacySettings(BaseSettings):
         return keks
 
     def keyring(self, clock: Clock = utcnow) -> Keyring:
+        """A keyring holding every key in memory: short-lived readers and tests (close it all the same)."""
         return Keyring(self.keks(), self.kek_id, pepper_of(self), clock=clock)
+
+    def service_keyring(self, clock: Clock = utcnow) -> Keyring:
+        """A service's keyring: its keys on disk, the `keys_cached` subjects used last in memory (ADR 0034). Its
+        folder is removed at `Keyring.close` (or swept by the next process to start, if this one is killed)."""
+        keks, pepper = self.keks(), pepper_of(self)  # refused before any folder is made
+        table = DiskKeys(self.state_dir, self.keys_cached)
+        try:
+            return Keyring(keks, self.kek_id, pepper, clock=clock, table=table)
+        except BaseException:
+            table.close()
+            raise
 
 
 _KEK_ID = re.compile(r"[A-Za-z0-9._-]{1,40}")

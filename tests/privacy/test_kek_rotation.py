@@ -18,7 +18,8 @@ from services.privacy.rewrap import KeyLog, late_copies, plan
 from services.privacy.settings import PrivacySettings
 from tests.privacy.keys import KEK, NOW, PEPPER, keyring
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("key_table")]
+"""Each test twice: keys in memory, and on disk with two subjects in memory (ADR 0034)."""
 
 KEK2 = bytes(range(100, 132))
 KEKS = {"kek-1": KEK, "kek-2": KEK2}

@@ -21,7 +21,8 @@ from services.privacy.store import UNREADABLE, UNREADABLE_NOW, KeyStore, key_mes
 from tests.privacy.keys import KEK, NOW, PEPPER, keyring
 from tests.samples import canonical_dossier
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("key_table")]
+"""Each test twice: keys in memory, and on disk with two subjects in memory (ADR 0034)."""
 
 REJECTED_ON = date(2026, 12, 1)
 LETTER_EXPIRY = datetime(2027, 1, 1, tzinfo=UTC)

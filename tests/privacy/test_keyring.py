@@ -20,7 +20,8 @@ from services.privacy.store import key_messages
 from tests.privacy.keys import KEK, NOW, PEPPER, keyring
 from tests.samples import canonical_dossier
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("key_table")]
+"""Each test twice: keys in memory, and on disk with two subjects in memory (ADR 0034)."""
 
 KEYS = st.none() | st.binary(max_size=40)
 HEADERS = st.lists(st.tuples(st.text(max_size=16) | st.sampled_from(["ce_subject", "ce_traceparent", "dlq.reason"]),

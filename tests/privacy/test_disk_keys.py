@@ -1,0 +1,208 @@
+"""The keyring's keys on disk (ADR 0034): memory bounded, pending keys kept, erasures reaching the disk (pure, no
+broker; the keyring's own tests run on both tables too, `key_table`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.personal import ERASED_MARK, ErasureMark, record_key
+from services.privacy import crypto
+from services.privacy.crypto import Erased
+from services.privacy.disk import PREFIX, DiskKeys
+from services.privacy.keyring import Keyring, KeyUnknown, encoded
+from tests.privacy.keys import KEK, NOW, PEPPER
+from tests.privacy.keys import settings as privacy_settings
+
+pytestmark = pytest.mark.unit
+
+AAD = b"test"
+
+
+def ring(table: DiskKeys | None = None, clock: list | None = None) -> Keyring:
+    now = clock if clock is not None else [NOW]
+    return Keyring({"kek-1": KEK}, "kek-1", PEPPER, clock=lambda: now[0], table=table)
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Iterator[DiskKeys]:
+    keys = DiskKeys(tmp_path, cached=3)
+    yield keys
+    keys.close()
+
+
+def confirm(writer: Keyring, readers: list[Keyring], subject: str, expires_at=None) -> tuple[str, bytes]:
+    """A key made by `writer` for `subject`, its record applied to `readers` (and the writer): (key id, a value
+    sealed under it)."""
+    key_id, aead, records = writer.key_for(subject, expires_at)
+    value = crypto.seal(aead, subject.encode(), AAD)
+    for record in records:
+        for keyring in (writer, *readers):
+            keyring.apply(record.record_key, encoded(record))
+    return key_id, value
+
+
+def test_memory_holds_only_the_subjects_used_last(table: DiskKeys) -> None:
+    """40 subjects confirmed, 3 in memory; every value opens (read back from disk), and the count is exact."""
+    keyring = ring(table)
+    sealed = {f"s-{i}": confirm(keyring, [], f"s-{i}") for i in range(40)}
+    assert table.in_memory() == 3 and len(keyring) == 40
+    for subject, (key_id, value) in sealed.items():
+        assert crypto.open_sealed(keyring.dek(subject, key_id), value, AAD) == subject.encode()
+        assert keyring.key_ids(subject) == [key_id]
+        assert keyring.key_for(subject)[0] == key_id  # its one key, not a new one
+    assert table.in_memory() == 3 and len(keyring) == 40
+
+
+def test_a_pending_key_is_never_evicted(table: DiskKeys) -> None:
+    """Keys made and not read back yet stay in memory, records and all, however many: each use hands its record
+    out again (an eviction would lose it, and a value sealed under it in an aborted transaction could never open)."""
+    keyring = ring(table)
+    made = {f"s-{i}": keyring.key_for(f"s-{i}") for i in range(10)}
+    assert table.in_memory() == 10
+    for subject, (key_id, _, records) in made.items():
+        again_id, _, again = keyring.key_for(subject)
+        assert again_id == key_id and again == records and len(records) == 1
+    subject, (key_id, _, records) = next(iter(made.items()))
+    keyring.apply(records[0].record_key, encoded(records[0]))  # confirmed: now it may leave memory
+    assert keyring.key_for(subject)[2] == []
+    for i in range(10, 20):
+        confirm(keyring, [], f"s-{i}")
+    assert keyring.key_for(subject)[0] == key_id and keyring.key_for(subject)[2] == []
+
+
+def test_erasure_reaches_keys_on_disk_only(table: DiskKeys) -> None:
+    """A tombstone and a subject's mark, read while the subject's keys are on disk only: gone from the store."""
+    keyring, clock = ring(table), [NOW]
+    tomb_id, _ = confirm(keyring, [], "tomb")
+    marked_id, _ = confirm(keyring, [], "marked")
+    for i in range(10):
+        confirm(keyring, [], f"other-{i}")
+    keyring.apply(record_key("tomb", tomb_id), None)
+    mark = ErasureMark(subject="marked", created_up_to=clock[0] + timedelta(minutes=5))
+    keyring.apply(record_key("marked", ERASED_MARK), mark.model_dump_json().encode())
+    with pytest.raises(Erased):
+        keyring.dek("tomb", tomb_id)
+    with pytest.raises(Erased):
+        keyring.dek("marked", marked_id)
+    assert table.get("tomb") is None and table.get("marked") is None and len(keyring) == 10
+    assert keyring.key_for("marked")[0] != marked_id  # new data: a new key, after the mark
+
+
+def test_expired_keys_on_disk_are_forgotten(table: DiskKeys) -> None:
+    """An expiring key (a dead letter's) evicted to disk is forgotten at its expiry, as in memory."""
+    clock = [NOW]
+    keyring = ring(table, clock)
+    key_id, _ = confirm(keyring, [], "letter", expires_at=NOW + timedelta(days=1))
+    for i in range(10):
+        confirm(keyring, [], f"other-{i}")
+    clock[0] = NOW + timedelta(days=2)
+    assert keyring.expire() == 1
+    assert table.get("letter") is None and len(keyring) == 10
+    with pytest.raises(KeyUnknown):
+        keyring.dek("letter", key_id)
+
+
+def test_the_disk_holds_no_data_key(table: DiskKeys, tmp_path: Path) -> None:
+    """Every file of the store lacks the data keys: each is sealed under a key of the run that only memory holds."""
+    keyring = ring(table)
+    deks = []
+    for i in range(50):
+        key_id, _ = confirm(keyring, [], f"s-{i}")
+        deks.append(keyring._find(f"s-{i}", key_id).dek)  # type: ignore[union-attr]
+    table._db.flush()  # memtable to an SST file
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    data = b"".join(p.read_bytes() for p in files)
+    assert any(p.suffix == ".sst" for p in files) and len(data) > 0
+    assert not [dek for dek in deks if dek in data]
+
+
+def test_close_removes_the_folder(tmp_path: Path) -> None:
+    keys = DiskKeys(tmp_path, cached=1)
+    confirm(ring(keys), [], "s")
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(PREFIX)]
+    keys.close()
+    keys.close()  # twice is harmless (a failed start closes, then the stop again)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_service_keyring_is_on_disk_and_refuses_a_bad_key_first(tmp_path: Path) -> None:
+    """`service_keyring` puts the keys under `PRIVACY_STATE_DIR`; a KEK refused leaves no folder behind."""
+    keyring = privacy_settings().model_copy(update={"state_dir": tmp_path, "keys_cached": 5}).service_keyring()
+    try:
+        assert [p for p in tmp_path.iterdir() if p.name.startswith(PREFIX)]
+    finally:
+        keyring.close()
+    bad = privacy_settings().model_copy(update={"state_dir": tmp_path, "kek": None})
+    with pytest.raises(crypto.PrivacyError):
+        bad.service_keyring()
+    assert not list(tmp_path.iterdir())
+
+
+# --- the same record stream into a keyring in memory and one on disk: the same answers ---------------------------
+
+SUBJECTS = [f"sub-{i}" for i in range(6)]
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("make"), st.sampled_from(SUBJECTS), st.booleans()),  # the writer makes a key (expiring?)
+    st.tuples(st.just("confirm"), st.integers(0, 50), st.booleans()),  # a record read back (twice?)
+    st.tuples(st.just("tombstone"), st.integers(0, 50), st.booleans()),
+    st.tuples(st.just("mark"), st.sampled_from(SUBJECTS), st.booleans()),
+    st.tuples(st.just("time"), st.integers(0, 3), st.booleans()),  # days pass, then expiry
+), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS, cached=st.integers(1, 3))
+def test_on_disk_answers_as_in_memory(tmp_path: Path, ops: list[tuple[str, object, bool]], cached: int) -> None:
+    """Keys made, confirmed (copies too), tombstoned, erased by mark and expired, in any order: a reader on disk with
+    1-3 subjects in memory answers every question as a reader in memory does."""
+    clock = [NOW]
+    writer = ring(clock=clock)
+    disk = DiskKeys(tmp_path, cached=cached)
+    memory, on_disk = ring(clock=clock), ring(disk, clock)
+    made: list = []
+    try:
+        for op, arg, flag in ops:
+            if op == "make":
+                _, _, records = writer.key_for(str(arg), clock[0] + timedelta(days=1) if flag else None)
+                made.extend(records)
+            elif op in ("confirm", "tombstone") and made:
+                record = made[int(str(arg)) % len(made)]
+                value = encoded(record) if op == "confirm" else None
+                for reader in (memory, on_disk, writer):
+                    for _ in range(2 if flag else 1):
+                        reader.apply(record.record_key, value)
+            elif op == "mark":
+                mark = ErasureMark(subject=str(arg), created_up_to=clock[0])
+                for reader in (memory, on_disk, writer):
+                    reader.apply(record_key(str(arg), ERASED_MARK), mark.model_dump_json().encode())
+            elif op == "time":
+                clock[0] += timedelta(days=int(str(arg)), seconds=1)
+                assert memory.expire() == on_disk.expire()
+            assert len(memory) == len(on_disk)
+            assert disk.in_memory() <= cached + len(disk._pinned)
+        for subject in SUBJECTS:
+            assert memory.key_ids(subject) == on_disk.key_ids(subject)
+        for record in made:
+            assert _same(memory, on_disk, record.subject, record.key_id)
+    finally:
+        disk.close()
+
+
+def _same(one: Keyring, other: Keyring, subject: str, key_id: str) -> bool:
+    """Both refuse the key for the same reason, or both hold it: a value sealed by one opens with the other."""
+    answers = []
+    for keyring in (one, other):
+        try:
+            answers.append(keyring.dek(subject, key_id))
+        except Erased as exc:
+            answers.append(type(exc).__name__)
+    first, second = answers
+    if isinstance(first, str) or isinstance(second, str):
+        return first == second
+    return crypto.open_sealed(second, crypto.seal(first, b"x", AAD), AAD) == b"x"
