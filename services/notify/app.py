@@ -176,7 +176,8 @@ class NotifyApp:
         if self.privacy is None or not self.privacy.configured:
             log.warning("notify.no_privacy_keys", effect="applicant notifications are skipped as erased")
             return Opener(self.directory)
-        keyring = self.privacy.service_keyring()  # keys on disk, the ones used last in memory (ADR 0034)
+        # keys on disk, the ones used last in memory (ADR 0034)
+        keyring = self.privacy.service_keyring(f"{self.s.namespace}-{CLIENT_ID}")
         stack.callback(keyring.close)  # after the key store has stopped (the stack unwinds in reverse)
         store = KeyStore(self.s, self.s.namespace, keyring, client_id=f"{CLIENT_ID}-keys")
         await store.start()

@@ -1,75 +1,133 @@
-"""The keyring's keys on disk (ADR 0034): RocksDB in the process's own folder, the subjects used last in memory.
+"""The keyring's keys on disk (ADR 0034): RocksDB, the subjects used last in memory, kept across restarts if asked.
 
 A service's keyring holds every applicant's data key, so it grows with the country: ~460 bytes a key in memory, a
 year of new applicants at DOMAIN.md's upper bound (~33 M keys) ~15 GB in each process holding one
 (`bench_keyring`). `DiskKeys` keeps them in a RocksDB store instead, with the `PRIVACY_KEYS_CACHED` subjects used
-last in memory, unwrapped. Like every other store here it is rebuilt from its topics at each start (the key topics
-are the truth), in a folder of the process's own (`services.common.run_folder`: one left by a killed process is
-swept by the next to start), without a write-ahead log.
+last in memory, unwrapped, and with them what the keyring must remember besides its keys: the erased key ids, the
+subjects' erasure marks, the keys it could not read, and an index of the keys that expire.
 
-On disk each data key is sealed (AES-GCM, bound to its subject and key id) under a key of this run that lives only
-in the process's memory: a folder left behind, and the pages RocksDB has not compacted since a key was erased, hold
-nothing anyone can open. A subject with a pending key (made here, its record not read back from the key topic yet)
-stays in memory until the record is confirmed: the record goes with every transaction that uses the key, and an
-eviction must not lose it.
+Two ways to hold the store:
+- **A folder of the run** (`DiskKeys(parent)`): made fresh at start, removed at stop, swept by the next process if
+  this one is killed (`services.common.run_folder`), as notify's ledger stores; each data key sealed under a key of
+  the run that only the process's memory holds, so what is left on disk opens for nobody. The key store reads the
+  key topics from the beginning at every start.
+- **A folder kept across restarts** (`DiskKeys.kept`, when `PRIVACY_STATE_DIR` is set): one per service instance,
+  held by a lock while in use (a second process asking for it gets a folder of its run). The key topics' offsets
+  are kept with the store, so a start reads only what was written since (`store.KeyStore.start`). Each data key is
+  sealed under a key derived from the current KEK (what the key topic's own records need to be opened), and the
+  store starts over when the KEKs given change. Every change is written with the key count in one batch and the
+  offsets after the changes they cover: a store cut short (SIGKILL: no write-ahead log) is a state the keyring had,
+  behind its offsets, and applying the records after them again changes nothing twice.
+
+A subject with a pending key (made here, its record not read back from the key topic yet) stays in memory until the
+record is confirmed: the record goes with every transaction that uses the key, and an eviction must not lose it.
 """
 
 from __future__ import annotations
 
-import itertools
+import fcntl
+import hashlib
+import hmac
+import os
+import re
 import shutil
 import tempfile
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping, MutableMapping, MutableSet
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
+import structlog
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from rocksdict import BlockBasedOptions, Cache
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from services.common import rocks
 from services.common.run_folder import RunFolder, remove_orphans
 from services.privacy import crypto
 from services.privacy.keyring import _Key
 
+log = structlog.get_logger("privacy.keys")
+
 PREFIX = "privacy-keys-"
+"""A run's folder: `<PREFIX><pid>-<random>`."""
+KEPT_PREFIX = "privacy-keystore-"
+"""A kept folder: `<KEPT_PREFIX><name>` (not swept: no `PREFIX` match), its lock `<folder>.lock` beside it."""
 BLOCK_CACHE_BYTES = 8 * 1024 * 1024
 NONCE_BYTES = 12
+FORMAT = b"commune-bus keystore 1"
+
+# record keys in the store: a tag byte, then the rest
+KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS = b"k", b"e", b"u", b"m", b"x", b"o"
+COUNT, FINGERPRINT = b"!count", b"!fingerprint"
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
+_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a kept store is tied to: its `name` (namespace and instance), the key its data keys are sealed under,
+    and a fingerprint of the KEKs given (a store made under other KEKs starts over)."""
+
+    name: str
+    secret: bytes
+    fingerprint: bytes
+
+    @classmethod
+    def of(cls, name: str, keks: Mapping[str, bytes], kek_id: str) -> Kept:
+        secret = HKDF(hashes.SHA256(), 32, salt=None, info=b"commune-bus/keystore/v1").derive(keks[kek_id])
+        ids = sorted((kid, hmac.new(kek, b"commune-bus/keystore/fingerprint", "sha256").digest())
+                     for kid, kek in keks.items())
+        fingerprint = hashlib.sha256(FORMAT + _encode([kek_id, ids])).digest()
+        return cls(_NAME.sub("_", name)[:120], secret, fingerprint)
 
 
 class DiskKeys:
     """A `keyring.KeyTable` in RocksDB under `parent` (the system's temporary folder if None), `cached` subjects in
     memory. Not thread-safe, like the keyring."""
 
-    def __init__(self, parent: Path | None = None, cached: int = 100_000) -> None:
+    def __init__(self, parent: Path | None = None, cached: int = 100_000, *, kept: Kept | None = None) -> None:
         if cached < 1:
             raise ValueError("at least one subject's keys are kept in memory")
         base = Path(tempfile.gettempdir()) if parent is None else parent
         base.mkdir(parents=True, exist_ok=True)
-        remove_orphans(base, PREFIX)
-        self._run = RunFolder.claim(base, PREFIX)  # held until `close`: another process's sweep skips it
-        options = rocks.options()
-        table = BlockBasedOptions()
-        table.set_block_cache(Cache(BLOCK_CACHE_BYTES))
-        table.set_bloom_filter(10, False)  # most lookups are of new applicants: absent, answered by the filter
-        table.set_cache_index_and_filter_blocks(True)
-        options.set_block_based_table_factory(table)
-        self._db = rocks.open_fresh(self._run.path / "keys", options)
-        self._sealer = AESGCM(AESGCM.generate_key(bit_length=256))
-        """This run's key for the data keys on disk: in memory only, gone with the process."""
+        self._lock: int | None = None
+        self._run: RunFolder | None = None
+        self.kept = kept is not None and self._hold(base / f"{KEPT_PREFIX}{kept.name}")
+        if kept is not None and self.kept:
+            self.path = base / f"{KEPT_PREFIX}{kept.name}"
+            self._sealer = AESGCM(kept.secret)
+            self._db = self._open_kept(kept.fingerprint)
+        else:
+            if kept is not None:
+                log.warning("privacy.key_store_in_use", effect="another process holds the kept key store: this one "
+                            "reads the key topics from the beginning into a folder of its run")
+            remove_orphans(base, PREFIX)
+            self._run = RunFolder.claim(base, PREFIX)  # held until `close`: another process's sweep skips it
+            self.path = self._run.path / "keys"
+            self._db = rocks.open_fresh(self.path, _options())
+            self._sealer = AESGCM(AESGCM.generate_key(bit_length=256))  # this run's: in memory only, gone with it
         self._pinned: dict[str, tuple[_Key, ...]] = {}
         """Subjects with a pending key: never evicted, not on disk until every key of theirs is confirmed."""
         self._cache: OrderedDict[str, tuple[_Key, ...]] = OrderedDict()
         """Confirmed subjects used last, oldest first (the same keys are on disk)."""
         self._cached = cached
-        self._count = 0
+        raw = self._db.get(COUNT)
+        self._count = 0 if raw is None else int(raw)
+        """Keys on disk (written with every change)."""
+        self._extra: dict[str, int] = {}
+        """Per pinned subject, how many more keys it has in memory than on disk (its pending ones)."""
         self._absent: str | None = None
         """The subject the last `get` found nowhere: a `put` of it right after (a new applicant's key, intake's hot
         path) adds keys without reading the store a second time."""
-        self._nonces = itertools.count()
-        """Nonces of this run's key: a counter never repeats under it (the key is new with each run)."""
+        self._erased = _Ids(self._db, ERASED)
+        self._unreadable = _Ids(self._db, UNREADABLE)
+        self._marks = _Marks(self._db)
         self._closed = False
 
     # --- KeyTable -------------------------------------------------------------------------------
@@ -82,7 +140,7 @@ class DiskKeys:
         if keys is not None:
             self._cache.move_to_end(subject)
             return keys
-        raw = self._db.get(subject.encode())
+        raw = self._db.get(KEYS + subject.encode())
         if raw is None:
             self._absent = subject
             return None
@@ -91,39 +149,105 @@ class DiskKeys:
         return keys
 
     def put(self, subject: str, keys: tuple[_Key, ...]) -> None:
-        self._count += len(keys) - (0 if subject == self._absent else len(self.get(subject) or ()))
+        before = () if subject == self._absent else self.get(subject) or ()  # pinned: a superset of its disk keys
         self._absent = None
+        on_disk = len(before) - self._extra.pop(subject, 0)
         if any(key.record is not None for key in keys):
+            self._extra[subject] = len(keys) - on_disk
             self._cache.pop(subject, None)
             self._pinned[subject] = keys
             return
+        batch = self._batch()
+        self._unindex(batch, subject, before)
+        batch.put(KEYS + subject.encode(), self._stored(subject, keys))
+        for key in keys:
+            if key.expires_at is not None:
+                batch.put(_key_of(EXPIRING, subject, key.key_id), _encode(key.expires_at))
+        self._count += len(keys) - on_disk
+        self._write(batch)
         self._pinned.pop(subject, None)
-        self._db.put(subject.encode(), self._stored(subject, keys))
         self._remember(subject, keys)
 
     def pop(self, subject: str) -> tuple[_Key, ...]:
         keys = self.get(subject) or ()
+        on_disk = len(keys) - self._extra.pop(subject, 0)
         self._pinned.pop(subject, None)
         self._cache.pop(subject, None)
-        self._db.delete(subject.encode())
-        self._count -= len(keys)
+        if on_disk:
+            batch = self._batch()
+            self._unindex(batch, subject, keys)
+            batch.delete(KEYS + subject.encode())
+            self._count -= on_disk
+            self._write(batch)
         return keys
 
     def count(self) -> int:
-        return self._count
+        """Keys held: on disk, and pending in memory (as a keyring in memory counts them)."""
+        return self._count + sum(self._extra.values())
+
+    def erased(self) -> MutableSet[tuple[str, str]]:
+        return self._erased
+
+    def unreadable(self) -> MutableSet[tuple[str, str]]:
+        return self._unreadable
+
+    def marks(self) -> MutableMapping[str, datetime]:
+        return self._marks
+
+    def expiring(self) -> list[tuple[datetime, str, str]]:
+        """The confirmed keys that expire (the keyring's expiry heap, read back at start)."""
+        return [(_decode(value), *_ids(key)) for key, value in _scan(self._db, EXPIRING)]
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """The key topics' offsets this store has applied up to (none for a fresh store)."""
+        out = {}
+        for key, value in _scan(self._db, OFFSETS):
+            topic, _, partition = key[1:].decode().rpartition("\0")
+            out[(topic, int(partition))] = int(value)
+        return out
+
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Record that every key-topic record before `offsets` is applied (after the changes they made)."""
+        if not self.kept:
+            return
+        batch = self._batch()
+        for (topic, partition), offset in offsets.items():
+            batch.put(OFFSETS + f"{topic}\0{partition}".encode(), str(offset).encode())
+        self._db.write(batch)
+
+    def clear(self) -> None:
+        """Start over, empty (the key topics are read from the beginning again)."""
+        for subject in list(self._cache):
+            self._forget_cached(subject)
+        self._pinned.clear()  # (called before any key is made: the key store's start)
+        self._extra.clear()
+        batch = self._batch()
+        for tag in (KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS):
+            batch.delete_range(tag, bytes([tag[0] + 1]))
+        batch.put(COUNT, b"0")
+        self._db.write(batch)
+        self._count, self._absent = 0, None
+        for loaded in (self._erased, self._unreadable, self._marks):
+            loaded.forget_all()
 
     def close(self) -> None:
-        """Remove the store and its folder (the keys in memory are dropped with the table)."""
+        """A run's store is removed with its folder; a kept one is flushed and its lock let go."""
         if self._closed:
             return
         self._closed = True
         self._pinned.clear()
         self._cache.clear()
         try:
+            if self.kept:
+                self._db.flush()
             self._db.close()
         finally:
-            shutil.rmtree(self._run.path, ignore_errors=True)
-            self._run.release()
+            if self._run is not None:
+                shutil.rmtree(self._run.path, ignore_errors=True)
+                self._run.release()
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
 
     def in_memory(self) -> int:
         """Subjects whose keys are held in memory now (pending, or among the `cached` used last)."""
@@ -131,13 +255,57 @@ class DiskKeys:
 
     # --- on disk --------------------------------------------------------------------------------
 
+    def _hold(self, folder: Path) -> bool:
+        """Take the kept folder's lock (held until `close`, dropped by the kernel if the process dies)."""
+        fd = os.open(folder.with_name(folder.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock = fd
+        return True
+
+    def _open_kept(self, fingerprint: bytes) -> Rdict:
+        """The kept store, or a fresh one if there is none or it was made under other KEKs (or is unreadable)."""
+        db: Rdict | None = None
+        try:
+            db = Rdict(str(self.path), _options())
+            if db.get(FINGERPRINT) == fingerprint:
+                rocks.without_wal(db)
+                log.info("privacy.key_store_kept", keys=int(db.get(COUNT) or b"0"))
+                return db
+            reason = "new" if db.get(FINGERPRINT) is None else "other KEKs"
+        except Exception as exc:  # a damaged store is rebuilt from the topics, never trusted
+            reason = f"unreadable ({type(exc).__name__})"
+        if db is not None:
+            db.close()
+        log.info("privacy.key_store_started_over", reason=reason)
+        db = rocks.open_fresh(self.path, _options())
+        db.put(FINGERPRINT, fingerprint)
+        return db
+
+    def _batch(self) -> WriteBatch:
+        return WriteBatch(raw_mode=True)
+
+    def _write(self, batch: WriteBatch) -> None:
+        batch.put(COUNT, str(self._count).encode())  # with every change: exact in whatever state a kill leaves
+        self._db.write(batch)
+
+    def _unindex(self, batch: WriteBatch, subject: str, keys: tuple[_Key, ...]) -> None:
+        for key in keys:
+            if key.expires_at is not None:
+                batch.delete(_key_of(EXPIRING, subject, key.key_id))
+
     def _remember(self, subject: str, keys: tuple[_Key, ...]) -> None:
         self._cache[subject] = keys
         self._cache.move_to_end(subject)
         while len(self._cache) > self._cached:
-            _, evicted = self._cache.popitem(last=False)
-            for key in evicted:  # out of memory with the table's reference: a later use reads it from disk again
-                key.aead, key.dek = None, b""
+            self._forget_cached(next(iter(self._cache)))
+
+    def _forget_cached(self, subject: str) -> None:
+        for key in self._cache.pop(subject):  # out of memory with the table's reference: read from disk on next use
+            key.aead, key.dek = None, b""
 
     def _stored(self, subject: str, keys: tuple[_Key, ...]) -> bytes:
         return _encode([(k.key_id, k.created_at, k.expires_at, k.digest, self._seal(subject, k.key_id, k.dek))
@@ -148,8 +316,95 @@ class DiskKeys:
                      for key_id, created_at, expires_at, digest, sealed in _decode(raw))
 
     def _seal(self, subject: str, key_id: str, dek: bytes) -> bytes:
-        nonce = next(self._nonces).to_bytes(NONCE_BYTES, "big")
+        nonce = os.urandom(NONCE_BYTES)  # random: a kept store's key outlives the run, a counter would repeat
         return nonce + self._sealer.encrypt(nonce, dek, crypto.wrap_aad(subject, key_id))
 
     def _open(self, subject: str, key_id: str, sealed: bytes) -> bytes:
         return self._sealer.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], crypto.wrap_aad(subject, key_id))
+
+
+def _options() -> Options:
+    options = rocks.options()
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(BLOCK_CACHE_BYTES))
+    table.set_bloom_filter(10, False)  # most lookups are of new applicants: absent, answered by the filter
+    table.set_cache_index_and_filter_blocks(True)
+    options.set_block_based_table_factory(table)
+    return options
+
+
+def _key_of(tag: bytes, subject: str, key_id: str) -> bytes:
+    return tag + _encode((subject, key_id))  # any text in either (a record key read from the topic is any text)
+
+
+def _ids(key: bytes) -> tuple[str, str]:
+    subject, key_id = _decode(key[1:])
+    return subject, key_id
+
+
+def _scan(db: Rdict, tag: bytes) -> Iterator[tuple[bytes, bytes]]:
+    for key, value in db.items(from_key=tag):
+        assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+        if not key.startswith(tag):
+            return
+        yield key, value
+
+
+class _Ids(MutableSet[tuple[str, str]]):
+    """(subject, key id) pairs, in memory and written through to the store under `tag` (erased, unreadable keys:
+    few, read back whole at start)."""
+
+    def __init__(self, db: Rdict, tag: bytes) -> None:
+        self._db, self._tag = db, tag
+        self._ids = {_ids(key) for key, _ in _scan(db, tag)}
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, value: tuple[str, str]) -> None:
+        if value not in self._ids:
+            self._ids.add(value)
+            self._db.put(_key_of(self._tag, *value), b"")
+
+    def discard(self, value: tuple[str, str]) -> None:
+        if value in self._ids:
+            self._ids.discard(value)
+            self._db.delete(_key_of(self._tag, *value))
+
+    def forget_all(self) -> None:
+        self._ids.clear()
+
+
+class _Marks(MutableMapping[str, datetime]):
+    """Each erased subject's latest mark, in memory and written through to the store."""
+
+    def __init__(self, db: Rdict) -> None:
+        self._db = db
+        self._marks: dict[str, datetime] = {key[1:].decode(): _decode(value) for key, value in _scan(db, MARKS)}
+
+    def __getitem__(self, subject: str) -> datetime:
+        return self._marks[subject]
+
+    def __setitem__(self, subject: str, value: datetime) -> None:
+        self._marks[subject] = value
+        self._db.put(MARKS + subject.encode(), _encode(value))
+
+    def __delitem__(self, subject: str) -> None:
+        del self._marks[subject]
+        self._db.delete(MARKS + subject.encode())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._marks)
+
+    def __len__(self) -> int:
+        return len(self._marks)
+
+    def forget_all(self) -> None:
+        self._marks.clear()
+

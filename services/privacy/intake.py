@@ -42,7 +42,8 @@ def key_topic_specs(namespace: str) -> list[TopicSpec]:
 class IntakePrivacy:
     def __init__(self, conn: KafkaConnection, namespace: str, privacy: PrivacySettings, *, client_id: str) -> None:
         self.namespace, self.retention_days = namespace, privacy.dead_letter_retention_days
-        self.keyring: Keyring = privacy.service_keyring()  # keys on disk, the ones used last in memory (ADR 0034)
+        # keys on disk, the ones used last in memory (ADR 0034)
+        self.keyring: Keyring = privacy.service_keyring(f"{namespace}-{client_id}")
         self.store = KeyStore(conn, namespace, self.keyring, client_id=f"{client_id}-keys")
         self._task: asyncio.Task[None] | None = None
 

@@ -17,7 +17,7 @@ import hashlib
 import heapq
 import os
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping, MutableSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -95,6 +95,23 @@ class KeyTable(Protocol):
 
     def count(self) -> int: ...
 
+    def erased(self) -> MutableSet[tuple[str, str]]:
+        """The erased keys' (subject, key id), held by the table (a table on disk keeps them across restarts)."""
+
+    def unreadable(self) -> MutableSet[tuple[str, str]]: ...
+
+    def marks(self) -> MutableMapping[str, datetime]: ...
+
+    def expiring(self) -> list[tuple[datetime, str, str]]:
+        """The confirmed keys that expire, as the table holds them now (the expiry heap's start)."""
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """The key topics' offsets the table holds every record before applied (none: read from the beginning)."""
+
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
+
+    def clear(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -104,6 +121,9 @@ class MemoryKeys:
 
     def __init__(self) -> None:
         self._keys: dict[str, tuple[_Key, ...]] = {}
+        self._erased: set[tuple[str, str]] = set()
+        self._unreadable: set[tuple[str, str]] = set()
+        self._marks: dict[str, datetime] = {}
 
     def get(self, subject: str) -> tuple[_Key, ...] | None:
         return self._keys.get(subject)
@@ -117,8 +137,32 @@ class MemoryKeys:
     def count(self) -> int:
         return sum(len(keys) for keys in self._keys.values())
 
-    def close(self) -> None:
+    def erased(self) -> MutableSet[tuple[str, str]]:
+        return self._erased
+
+    def unreadable(self) -> MutableSet[tuple[str, str]]:
+        return self._unreadable
+
+    def marks(self) -> MutableMapping[str, datetime]:
+        return self._marks
+
+    def expiring(self) -> list[tuple[datetime, str, str]]:
+        return []
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        return {}
+
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        pass
+
+    def clear(self) -> None:
         self._keys.clear()
+        self._erased.clear()
+        self._unreadable.clear()
+        self._marks.clear()
+
+    def close(self) -> None:
+        self.clear()
 
 
 class Keyring:
@@ -136,12 +180,13 @@ class Keyring:
         self._keys: KeyTable = MemoryKeys() if table is None else table
         self._built: deque[_Key] = deque()
         """The keys whose AESGCM is built, oldest first (`CIPHERS_KEPT`)."""
-        self._erased: set[tuple[str, str]] = set()
-        self._expiring: list[tuple[datetime, str, str]] = []
+        self._erased = self._keys.erased()
+        self._expiring: list[tuple[datetime, str, str]] = self._keys.expiring()
         """Keys with an expiry, by it (a heap): `expire` takes the due ones without walking every key."""
-        self._unreadable: set[tuple[str, str]] = set()
+        heapq.heapify(self._expiring)
+        self._unreadable = self._keys.unreadable()
         """Keys whose record `apply` could not read (`KeyUnreadable`): one entry per such record, as `_erased`."""
-        self._marks: dict[str, datetime] = {}
+        self._marks = self._keys.marks()
         """Per erased subject, the latest erasure mark's time: its keys created up to it are erased."""
 
     # --- subjects -------------------------------------------------------------------------------
@@ -236,8 +281,24 @@ class Keyring:
         return self._keys.count()
 
     def close(self) -> None:
-        """Let go of the keys' table (a store on disk is removed with its folder); the keyring is not used after."""
+        """Let go of the keys' table (a run's store on disk is removed with its folder); not used after."""
         self._keys.close()
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """Where the key store goes on reading the key topics (empty: from the beginning; ADR 0034)."""
+        return self._keys.offsets()
+
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Every key-topic record before `offsets` is applied (a kept table starts there next time)."""
+        self._keys.checkpoint(offsets)
+
+    def clear(self) -> None:
+        """Forget every key and what was erased (the key store reads the topics from the beginning again)."""
+        for key in self._built:
+            key.aead = None
+        self._built.clear()
+        self._expiring.clear()
+        self._keys.clear()
 
     # --- the key topic --------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
-from services.privacy.disk import DiskKeys
+from services.privacy.disk import DiskKeys, Kept
 from services.privacy.keyring import Clock, Keyring, utcnow
 
 
@@ -36,8 +36,11 @@ class PrivacySettings(BaseSettings):
     dead_letter_retention_days: int = Field(
         default=30, ge=1, description="Retention of commune.dlq.intake: day keys of dead letters expire after it")
     state_dir: Path | None = Field(
-        default=None, description="Where a service's keyring keeps its keys on disk (RocksDB, a fresh folder per run, "
-                                  "deleted after; ADR 0034); None: the system's temporary folder")
+        default=None,
+        description="Where a service's keyring keeps its keys on disk (RocksDB, ADR 0034), kept across restarts with "
+                    "the key topics' offsets, so a start reads only the keys written since (a local disk, one folder "
+                    "per service instance); None: a fresh folder per run in the system's temporary folder, and the "
+                    "key topics read from the beginning at every start")
     keys_cached: int = Field(
         default=100_000, ge=1, description="Subjects whose data keys a service's keyring keeps unwrapped in memory "
                                            "(the ones used last; ~0.5 KB each); the rest are read from disk on use")
@@ -76,11 +79,13 @@ class PrivacySettings(BaseSettings):
         """A keyring holding every key in memory: short-lived readers and tests (close it all the same)."""
         return Keyring(self.keks(), self.kek_id, pepper_of(self), clock=clock)
 
-    def service_keyring(self, clock: Clock = utcnow) -> Keyring:
-        """A service's keyring: its keys on disk, the `keys_cached` subjects used last in memory (ADR 0034). Its
-        folder is removed at `Keyring.close` (or swept by the next process to start, if this one is killed)."""
+    def service_keyring(self, name: str, clock: Clock = utcnow) -> Keyring:
+        """A service's keyring: its keys on disk, the `keys_cached` subjects used last in memory (ADR 0034). With
+        `state_dir`, kept there across restarts under `name` (namespace and instance: one process at a time);
+        without, in a folder of the run, removed at `Keyring.close` (or swept by the next process, if killed)."""
         keks, pepper = self.keks(), pepper_of(self)  # refused before any folder is made
-        table = DiskKeys(self.state_dir, self.keys_cached)
+        kept = None if self.state_dir is None else Kept.of(name, keks, self.kek_id)
+        table = DiskKeys(self.state_dir, self.keys_cached, kept=kept)
         try:
             return Keyring(keks, self.kek_id, pepper, clock=clock, table=table)
         except BaseException:

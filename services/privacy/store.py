@@ -58,6 +58,21 @@ UNREADABLE_NOW = Gauge("commune_privacy_keys_unreadable",
                        "record makes its key readable again); the values sealed under them wait unopened")
 
 
+def _unfit(kept: dict[tuple[str, int], int], tps: list[TopicPartition], begin: dict[TopicPartition, int],
+           end: dict[TopicPartition, int], applicants: str) -> str | None:
+    """Why a kept table's offsets cannot be gone on from (None: they can): a partition it never read, an offset past
+    the topic's end (the topic made again), or records of the compacted applicants' topic deleted unread."""
+    for tp in tps:
+        offset = kept.get((tp.topic, tp.partition))
+        if offset is None:
+            return "a key-topic partition it has not read"
+        if offset > end[tp]:
+            return "offsets past the key topics' end (topics made again?)"
+        if tp.topic == applicants and offset < begin[tp]:
+            return "applicant keys deleted before they were read"
+    return None
+
+
 class KeysBehind(KafkaError):
     """The key store had not applied the key records committed before a `refresh` when its time was up: its
     follower lags (a slow or partly unreachable broker), which says nothing about the key. A Kafka error, so a
@@ -83,19 +98,36 @@ class KeyStore:
         self._progress = asyncio.Condition()
         self.unreadable = 0
         """Key records this keyring could not read (another KEK, damage): counted, skipped."""
+        self.applied = 0
+        """Key records applied in this run (a start from a kept table reads only those written since)."""
         self._logged = Sparse()
         """`privacy.key_record_unreadable` lines: a key store given the wrong KEK logged one per key record (CLI
         audit: 74 lines for one `dlq list`; a service restoring 20 M keys would write as many)."""
 
     async def start(self) -> None:
-        """Assign every partition of both key topics from the beginning and apply them to their current end."""
+        """Assign every partition of both key topics and apply them to their current end: from where the keyring's
+        table left off (kept across restarts, ADR 0034) if that still fits the topics, else from the beginning."""
         await self._consumer.start()
         tps = [TopicPartition(t, p) for t, n in zip(self.topics, self._counts, strict=True) for p in range(n)]
         self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
         end = await self._consumer.end_offsets(tps)
+        kept = self.keyring.offsets()
+        if kept:
+            begin = await self._consumer.beginning_offsets(tps)
+            if (problem := _unfit(kept, tps, begin, end, self.topics[0])) is not None:
+                log.warning("privacy.key_store_read_again", reason=problem)
+                self.keyring.clear()
+                kept = {}
+        if kept:
+            for tp in tps:  # past what retention removed (day keys expired with their dead letters)
+                self._consumer.seek(tp, max(kept[(tp.topic, tp.partition)], begin[tp]))
+        else:
+            await self._consumer.seek_to_beginning(*tps)
+        started = time.monotonic()
         while [tp for tp in tps if await self._consumer.position(tp) < end[tp]]:
             await self._fetch_once()
+        log.info("privacy.keys_read", keys=len(self.keyring), records=self.applied, from_kept=bool(kept),
+                 seconds=round(time.monotonic() - started, 3))
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -122,12 +154,15 @@ class KeyStore:
         async with self._progress:
             for tp in self._consumer.assignment():
                 self._applied[tp] = await self._consumer.position(tp)
+            if batch:  # after the changes they cover: a kept table starts there next time
+                self.keyring.checkpoint({(tp.topic, tp.partition): offset for tp, offset in self._applied.items()})
             self._progress.notify_all()
 
     def apply_all(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Apply fetched key records in order; then export how many keys are held unreadable now."""
         for record in records:
             self._apply(record)
+        self.applied += len(records)
         UNREADABLE_NOW.set(self.keyring.unreadable_keys())
 
     def _apply(self, record: ConsumerRecord[bytes, bytes]) -> None:

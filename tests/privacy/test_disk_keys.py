@@ -3,6 +3,9 @@ broker; the keyring's own tests run on both tables too, `key_table`)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.personal import ERASED_MARK, ErasureMark, record_key
+from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, record_key
 from services.privacy import crypto
 from services.privacy.crypto import Erased
-from services.privacy.disk import PREFIX, DiskKeys
+from services.privacy.disk import KEPT_PREFIX, KEYS, PREFIX, DiskKeys, Kept, _scan
 from services.privacy.keyring import Keyring, KeyUnknown, encoded
 from tests.privacy.keys import KEK, NOW, PEPPER
 from tests.privacy.keys import settings as privacy_settings
@@ -131,17 +134,100 @@ def test_close_removes_the_folder(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-def test_the_service_keyring_is_on_disk_and_refuses_a_bad_key_first(tmp_path: Path) -> None:
-    """`service_keyring` puts the keys under `PRIVACY_STATE_DIR`; a KEK refused leaves no folder behind."""
-    keyring = privacy_settings().model_copy(update={"state_dir": tmp_path, "keys_cached": 5}).service_keyring()
-    try:
-        assert [p for p in tmp_path.iterdir() if p.name.startswith(PREFIX)]
-    finally:
-        keyring.close()
+def test_the_service_keyring_is_kept_under_the_state_dir_and_refuses_a_bad_key_first(tmp_path: Path) -> None:
+    """With `PRIVACY_STATE_DIR`, `service_keyring` keeps its store there under its name, across its closing; a KEK
+    refused makes no folder."""
     bad = privacy_settings().model_copy(update={"state_dir": tmp_path, "kek": None})
     with pytest.raises(crypto.PrivacyError):
-        bad.service_keyring()
+        bad.service_keyring("ns-intake-1")
     assert not list(tmp_path.iterdir())
+    keyring = privacy_settings().model_copy(update={"state_dir": tmp_path, "keys_cached": 5}).service_keyring(
+        "ns-intake-1")
+    keyring.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{KEPT_PREFIX}ns-intake-1", f"{KEPT_PREFIX}ns-intake-1.lock"]
+
+
+def kept_ring(folder: Path, keks: dict[str, bytes] | None = None, clock: list | None = None) -> Keyring:
+    keks = keks or {"kek-1": KEK}
+    now = clock if clock is not None else [NOW]
+    return Keyring(keks, "kek-1", PEPPER, clock=lambda: now[0],
+                   table=DiskKeys(folder, cached=2, kept=Kept.of("ns-tests", keks, "kek-1")))
+
+
+def test_a_kept_store_holds_everything_the_keyring_knew_across_a_restart(tmp_path: Path) -> None:
+    """Keys, an erased key (its copy read again stays refused), a subject's mark, an expiring key (it expires on
+    time after the restart), a record it could not read, the offsets and the count: all there after a close."""
+    clock = [NOW]
+    writer, first = ring(clock=clock), kept_ring(tmp_path, clock=clock)
+    sealed = {f"s-{i}": confirm(writer, [first], f"s-{i}") for i in range(6)}
+    tomb_id, _ = sealed["s-0"]
+    first.apply(record_key("s-0", tomb_id), None)
+    mark = ErasureMark(subject="s-1", created_up_to=NOW + timedelta(minutes=5))
+    first.apply(record_key("s-1", ERASED_MARK), mark.model_dump_json().encode())
+    letter_id, _ = confirm(writer, [first], "letter", expires_at=NOW + timedelta(days=1))
+    with pytest.raises(crypto.PrivacyError):
+        first.apply(record_key("s-9", "k-bad"), b"not json")
+    first.checkpoint({("keys", 0): 42, ("keys", 1): 7})
+    assert (len(first), first.unreadable_keys()) == (5, 1)
+    first.close()
+
+    second = kept_ring(tmp_path, clock=clock)
+    try:
+        assert second.offsets() == {("keys", 0): 42, ("keys", 1): 7}
+        assert (len(second), second.unreadable_keys()) == (5, 1)
+        for subject in ("s-2", "s-3", "s-4", "s-5"):
+            key_id, value = sealed[subject]
+            assert crypto.open_sealed(second.dek(subject, key_id), value, AAD) == subject.encode()
+        for subject in ("s-0", "s-1"):
+            with pytest.raises(Erased):
+                second.dek(subject, sealed[subject][0])
+        old_record = KeyRecord.model_validate({"subject": "s-1", "key_id": "k-old", "kek_id": "kek-1",
+                                               "wrapped": crypto.wrap(KEK, bytes(32), "s-1", "k-old"),
+                                               "created_at": NOW})
+        second.apply(old_record.record_key, encoded(old_record))  # made before the mark: refused
+        assert second.key_ids("s-1") == []
+        clock[0] = NOW + timedelta(days=2)
+        assert second.expire() == 1 and second.key_ids("letter") == [] and letter_id
+    finally:
+        second.close()
+
+
+def test_a_kept_store_starts_over_under_other_keks_and_is_held_by_one_process(tmp_path: Path) -> None:
+    first = kept_ring(tmp_path)
+    confirm(ring(), [first], "s")
+    first.checkpoint({("keys", 0): 3})
+    busy = DiskKeys(tmp_path, cached=2, kept=Kept.of("ns-tests", {"kek-1": KEK}, "kek-1"))
+    try:
+        assert not busy.kept and busy.offsets() == {} and busy.count() == 0  # held: a folder of its run instead
+    finally:
+        busy.close()
+    first.close()
+    assert kept_ring(tmp_path).offsets() == {("keys", 0): 3}
+    other = kept_ring(tmp_path, keks={"kek-1": KEK, "kek-0": bytes(32)})
+    try:
+        assert other.offsets() == {} and len(other) == 0
+    finally:
+        other.close()
+
+
+def test_a_cleared_store_is_empty(tmp_path: Path) -> None:
+    keyring = kept_ring(tmp_path)
+    key_id, _ = confirm(ring(), [keyring], "s")
+    keyring.apply(record_key("s", key_id), None)
+    confirm(ring(), [keyring], "t")
+    keyring.checkpoint({("keys", 0): 3})
+    keyring.clear()
+    try:
+        assert (len(keyring), keyring.offsets(), keyring.key_ids("t")) == (0, {}, [])
+        with pytest.raises(KeyUnknown):  # no longer remembered as erased: the topics are read again
+            keyring.dek("s", key_id)
+    finally:
+        keyring.close()
+    reopened = kept_ring(tmp_path)
+    try:
+        assert (len(reopened), reopened.offsets()) == (0, {})
+    finally:
+        reopened.close()
 
 
 # --- the same record stream into a keyring in memory and one on disk: the same answers ---------------------------
@@ -206,3 +292,36 @@ def _same(one: Keyring, other: Keyring, subject: str, key_id: str) -> bool:
     if isinstance(first, str) or isinstance(second, str):
         return first == second
     return crypto.open_sealed(second, crypto.seal(first, b"x", AAD), AAD) == b"x"
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from tests.privacy.test_disk_keys import confirm, kept_ring, ring
+folder = Path(sys.argv[1])
+writer, kept = ring(), kept_ring(folder)
+for i in range(1, 40_001):
+    confirm(writer, [kept], f"s-{i}")
+    if i % 1_000 == 0:
+        kept.checkpoint({("keys", 0): i})
+    if i == 20_500:
+        kept._keys._db.flush()  # at least this much on disk, whatever the machine's pace
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_kept_store_killed_mid_write_is_a_state_it_had_behind_its_offsets(tmp_path: Path) -> None:
+    """SIGKILL with no write-ahead log loses the memtables: what is left must be the writes up to some point, the
+    offsets no further than the keys, and the count exact, so reading on from the offsets repeats, never skips."""
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], check=False, timeout=300)
+    assert done.returncode == -signal.SIGKILL
+    keyring = kept_ring(tmp_path)
+    try:
+        offset = keyring.offsets().get(("keys", 0), 0)
+        stored = sum(1 for _ in _scan(keyring._keys._db, KEYS))  # type: ignore[attr-defined]
+        assert len(keyring) == stored
+        assert 20_000 <= offset <= stored < 40_000, (offset, stored)  # flushed, the last memtable lost
+        assert all(keyring.key_ids(f"s-{i}") for i in range(1, stored + 1))  # in the order written: a prefix
+        assert not keyring.key_ids(f"s-{stored + 1}")
+    finally:
+        keyring.close()
