@@ -13,7 +13,9 @@ COPY bench ./bench
 RUN pip install -c constraints.txt .
 
 COPY infra/sources.yaml ./infra/sources.yaml
-RUN useradd --system --uid 10001 commune-bus
+RUN useradd --system --uid 10001 commune-bus \
+ && mkdir -p /var/lib/commune-bus/keys && chown commune-bus /var/lib/commune-bus/keys
+# (a named volume mounted there starts with this owner: the key stores of ADR 0034)
 USER commune-bus
 
 # the gateway's API (8080; /healthz and /readyz too); /metrics, /healthz, /readyz: intake, notify, metrics, gateway

@@ -46,8 +46,10 @@ def plan(s: DemoSettings, python: str = sys.executable) -> list[Child]:
         return {f"{prefix}_NAMESPACE": s.namespace} if s.namespace else {}
 
     providers = _url(s.providers_port)
+    keys = s.state_dir / "keys"  # intake's and notify's key stores, kept across restarts (ADR 0034)
     children = [
-        Child("intake", [python, "-m", "services.intake"], {**scoped("INTAKE"), "INTAKE_HTTP_PORT": str(s.intake_port)},
+        Child("intake", [python, "-m", "services.intake"],
+              {**scoped("INTAKE"), "INTAKE_HTTP_PORT": str(s.intake_port), "PRIVACY_STATE_DIR": str(keys)},
               {s.intake_port: "intake /metrics"}, _url(s.intake_port),
               where=f"intake: {_url(s.intake_port)}/metrics (/healthz, /readyz)"),
         Child("metrics", [python, "-m", "services.metrics"],
@@ -64,7 +66,7 @@ def plan(s: DemoSettings, python: str = sys.executable) -> list[Child]:
                "NOTIFY_ZALO_URL": providers, "NOTIFY_SMTP_PORT": str(s.smtp_port),
                "NOTIFY_DIRECTORY_FILE": str(ROOT / "infra/notify/directory.example.toml"),
                "NOTIFY_SUBSCRIBERS_FILE": str(subscribers_file(s)),
-               "NOTIFY_DEADLINE_WEB_PORT": str(s.notify_deadlines_port)},
+               "NOTIFY_DEADLINE_WEB_PORT": str(s.notify_deadlines_port), "PRIVACY_STATE_DIR": str(keys)},
               {s.notify_port: "notify /metrics", s.notify_deadlines_port: "notify's deadline tracker /metrics"},
               _url(s.notify_port),
               where=f"notify: {_url(s.notify_port)}/metrics; outcomes: commune.notify.status"),

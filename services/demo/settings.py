@@ -17,7 +17,8 @@ class DemoSettings(BaseSettings):
 
     namespace: str = Field(default="", description="Topic and group prefix of every process (empty: the real topics)")
     run_dir: Path = Field(default=Path(".demo"), description="Logs (logs/<process>.log) and generated configs")
-    state_dir: Path = Field(default=Path(".state"), description="metrics' RocksDB stores, Prometheus' TSDB")
+    state_dir: Path = Field(default=Path(".state"),
+                            description="metrics' RocksDB stores, the key stores, Prometheus' TSDB")
     rate: float = Field(default=50.0, gt=0, description="Simulator records per second")
     prometheus: bool | None = Field(default=None, description="Start Prometheus (default: when it is installed)")
     secrets_dir: Path = Field(default=Path("infra/kafka/secrets"),

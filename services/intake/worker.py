@@ -164,9 +164,11 @@ class IntakeWorker:
         `batch_max_records` (and about `batch_max_bytes`) wait validated. Returns once `supervisor.stop` is set
         and everything validated is committed.
         """
-        await self.start()
         fetching: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
         try:
+            # inside: a start that fails part way closes what it opened (review: the key store's folder on disk was
+            # left behind, one more at each restart of the run in a broker outage)
+            await self.start()
             assert self.consumer is not None and self.task is not None
             task = self.task
             max_records, max_bytes = self.settings.batch_max_records, self.settings.batch_max_bytes

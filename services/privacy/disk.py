@@ -33,7 +33,7 @@ import re
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, MutableMapping, MutableSet
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSet
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +59,8 @@ KEPT_PREFIX = "privacy-keystore-"
 BLOCK_CACHE_BYTES = 8 * 1024 * 1024
 NONCE_BYTES = 12
 FORMAT = b"commune-bus keystore 1"
+STAGED_MAX = 20_000
+"""Writes staged at most before they go to the store without a checkpoint."""
 
 # record keys in the store: a tag byte, then the rest
 KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS = b"k", b"e", b"u", b"m", b"x", b"o"
@@ -99,19 +101,23 @@ class DiskKeys:
         self._lock: int | None = None
         self._run: RunFolder | None = None
         self.kept = kept is not None and self._hold(base / f"{KEPT_PREFIX}{kept.name}")
-        if kept is not None and self.kept:
-            self.path = base / f"{KEPT_PREFIX}{kept.name}"
-            self._sealer = AESGCM(kept.secret)
-            self._db = self._open_kept(kept.fingerprint)
-        else:
-            if kept is not None:
-                log.warning("privacy.key_store_in_use", effect="another process holds the kept key store: this one "
-                            "reads the key topics from the beginning into a folder of its run")
-            remove_orphans(base, PREFIX)
-            self._run = RunFolder.claim(base, PREFIX)  # held until `close`: another process's sweep skips it
-            self.path = self._run.path / "keys"
-            self._db = rocks.open_fresh(self.path, _options())
-            self._sealer = AESGCM(AESGCM.generate_key(bit_length=256))  # this run's: in memory only, gone with it
+        try:
+            if kept is not None and self.kept:
+                self.path = base / f"{KEPT_PREFIX}{kept.name}"
+                self._sealer = AESGCM(kept.secret)
+                self._db = self._open_kept(kept.fingerprint)
+            else:
+                if kept is not None:
+                    log.warning("privacy.key_store_in_use", effect="another process holds the kept key store: this "
+                                "one reads the key topics from the beginning into a folder of its run")
+                remove_orphans(base, PREFIX)
+                self._run = RunFolder.claim(base, PREFIX)  # held until `close`: another process's sweep skips it
+                self.path = self._run.path / "keys"
+                self._db = rocks.open_fresh(self.path, _options())
+                self._sealer = AESGCM(AESGCM.generate_key(bit_length=256))  # this run's: in memory only
+        except BaseException:  # a store that cannot be opened (disk full, permissions) leaves no folder or lock held
+            self._release()
+            raise
         self._pinned: dict[str, tuple[_Key, ...]] = {}
         """Subjects with a pending key: never evicted, not on disk until every key of theirs is confirmed."""
         self._cache: OrderedDict[str, tuple[_Key, ...]] = OrderedDict()
@@ -125,9 +131,14 @@ class DiskKeys:
         self._absent: str | None = None
         """The subject the last `get` found nowhere: a `put` of it right after (a new applicant's key, intake's hot
         path) adds keys without reading the store a second time."""
-        self._erased = _Ids(self._db, ERASED)
-        self._unreadable = _Ids(self._db, UNREADABLE)
-        self._marks = _Marks(self._db)
+        self._staged: dict[bytes, bytes | None] = {}
+        """Writes not in the store yet (None: a deletion), written together at the next `checkpoint` (with the
+        offsets they bring the store to) or once `STAGED_MAX` wait: one batch, not one per key."""
+        self._offsets: dict[tuple[str, int], int] | None = None
+        """The offsets written last (a checkpoint with the same ones and nothing staged writes nothing)."""
+        self._erased = _Ids(self._db, ERASED, self._stage)
+        self._unreadable = _Ids(self._db, UNREADABLE, self._stage)
+        self._marks = _Marks(self._db, self._stage)
         self._closed = False
 
     # --- KeyTable -------------------------------------------------------------------------------
@@ -140,7 +151,8 @@ class DiskKeys:
         if keys is not None:
             self._cache.move_to_end(subject)
             return keys
-        raw = self._db.get(KEYS + subject.encode())
+        key = KEYS + subject.encode()
+        raw = self._staged[key] if key in self._staged else self._db.get(key)
         if raw is None:
             self._absent = subject
             return None
@@ -157,14 +169,12 @@ class DiskKeys:
             self._cache.pop(subject, None)
             self._pinned[subject] = keys
             return
-        batch = self._batch()
-        self._unindex(batch, subject, before)
-        batch.put(KEYS + subject.encode(), self._stored(subject, keys))
+        self._unindex(subject, before)
+        self._stage(KEYS + subject.encode(), self._stored(subject, keys))  # sealed now, while the keys are held
         for key in keys:
             if key.expires_at is not None:
-                batch.put(_key_of(EXPIRING, subject, key.key_id), _encode(key.expires_at))
+                self._stage(_key_of(EXPIRING, subject, key.key_id), _encode(key.expires_at))
         self._count += len(keys) - on_disk
-        self._write(batch)
         self._pinned.pop(subject, None)
         self._remember(subject, keys)
 
@@ -174,11 +184,9 @@ class DiskKeys:
         self._pinned.pop(subject, None)
         self._cache.pop(subject, None)
         if on_disk:
-            batch = self._batch()
-            self._unindex(batch, subject, keys)
-            batch.delete(KEYS + subject.encode())
+            self._unindex(subject, keys)
+            self._stage(KEYS + subject.encode(), None)
             self._count -= on_disk
-            self._write(batch)
         return keys
 
     def count(self) -> int:
@@ -207,13 +215,11 @@ class DiskKeys:
         return out
 
     def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Record that every key-topic record before `offsets` is applied (after the changes they made)."""
-        if not self.kept:
+        """Write what is staged, and that every key-topic record before `offsets` is applied, in one batch."""
+        given = dict(offsets) if self.kept else None  # a run's store is read from the beginning anyway
+        if not self._staged and given == self._offsets:
             return
-        batch = self._batch()
-        for (topic, partition), offset in offsets.items():
-            batch.put(OFFSETS + f"{topic}\0{partition}".encode(), str(offset).encode())
-        self._db.write(batch)
+        self._flush(given)
 
     def clear(self) -> None:
         """Start over, empty (the key topics are read from the beginning again)."""
@@ -221,12 +227,13 @@ class DiskKeys:
             self._forget_cached(subject)
         self._pinned.clear()  # (called before any key is made: the key store's start)
         self._extra.clear()
-        batch = self._batch()
+        self._staged.clear()
+        batch = WriteBatch(raw_mode=True)
         for tag in (KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS):
             batch.delete_range(tag, bytes([tag[0] + 1]))
         batch.put(COUNT, b"0")
         self._db.write(batch)
-        self._count, self._absent = 0, None
+        self._count, self._absent, self._offsets = 0, None, None
         for loaded in (self._erased, self._unreadable, self._marks):
             loaded.forget_all()
 
@@ -239,15 +246,21 @@ class DiskKeys:
         self._cache.clear()
         try:
             if self.kept:
+                self._flush(None)  # what is staged: the records after the offsets apply again without effect
                 self._db.flush()
             self._db.close()
         finally:
-            if self._run is not None:
-                shutil.rmtree(self._run.path, ignore_errors=True)
-                self._run.release()
-            if self._lock is not None:
-                os.close(self._lock)
-                self._lock = None
+            self._release()
+
+    def _release(self) -> None:
+        """A run's folder removed, and every lock let go."""
+        if self._run is not None:
+            shutil.rmtree(self._run.path, ignore_errors=True)
+            self._run.release()
+            self._run = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def in_memory(self) -> int:
         """Subjects whose keys are held in memory now (pending, or among the `cached` used last)."""
@@ -285,17 +298,32 @@ class DiskKeys:
         db.put(FINGERPRINT, fingerprint)
         return db
 
-    def _batch(self) -> WriteBatch:
-        return WriteBatch(raw_mode=True)
+    def _stage(self, key: bytes, value: bytes | None) -> None:
+        self._staged[key] = value
+        if len(self._staged) >= STAGED_MAX:  # a caller that never checkpoints (a bench, a test): bounded all the same
+            self._flush(None)
 
-    def _write(self, batch: WriteBatch) -> None:
-        batch.put(COUNT, str(self._count).encode())  # with every change: exact in whatever state a kill leaves
+    def _flush(self, offsets: dict[tuple[str, int], int] | None) -> None:
+        """Everything staged, the key count (exact in whatever state a kill leaves: it goes with the changes) and
+        `offsets` if given (after the changes they cover), in one batch."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in self._staged.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(COUNT, str(self._count).encode())
+        if offsets is not None:
+            for (topic, partition), offset in offsets.items():
+                batch.put(OFFSETS + f"{topic}\0{partition}".encode(), str(offset).encode())
+            self._offsets = offsets
         self._db.write(batch)
+        self._staged.clear()
 
-    def _unindex(self, batch: WriteBatch, subject: str, keys: tuple[_Key, ...]) -> None:
+    def _unindex(self, subject: str, keys: tuple[_Key, ...]) -> None:
         for key in keys:
             if key.expires_at is not None:
-                batch.delete(_key_of(EXPIRING, subject, key.key_id))
+                self._stage(_key_of(EXPIRING, subject, key.key_id), None)
 
     def _remember(self, subject: str, keys: tuple[_Key, ...]) -> None:
         self._cache[subject] = keys
@@ -350,12 +378,15 @@ def _scan(db: Rdict, tag: bytes) -> Iterator[tuple[bytes, bytes]]:
         yield key, value
 
 
-class _Ids(MutableSet[tuple[str, str]]):
-    """(subject, key id) pairs, in memory and written through to the store under `tag` (erased, unreadable keys:
-    few, read back whole at start)."""
+Stage = Callable[[bytes, bytes | None], None]
 
-    def __init__(self, db: Rdict, tag: bytes) -> None:
-        self._db, self._tag = db, tag
+
+class _Ids(MutableSet[tuple[str, str]]):
+    """(subject, key id) pairs, in memory and staged for the store under `tag` (erased, unreadable keys: few, read
+    back whole at start)."""
+
+    def __init__(self, db: Rdict, tag: bytes, stage: Stage) -> None:
+        self._stage, self._tag = stage, tag
         self._ids = {_ids(key) for key, _ in _scan(db, tag)}
 
     def __contains__(self, item: object) -> bool:
@@ -370,22 +401,22 @@ class _Ids(MutableSet[tuple[str, str]]):
     def add(self, value: tuple[str, str]) -> None:
         if value not in self._ids:
             self._ids.add(value)
-            self._db.put(_key_of(self._tag, *value), b"")
+            self._stage(_key_of(self._tag, *value), b"")
 
     def discard(self, value: tuple[str, str]) -> None:
         if value in self._ids:
             self._ids.discard(value)
-            self._db.delete(_key_of(self._tag, *value))
+            self._stage(_key_of(self._tag, *value), None)
 
     def forget_all(self) -> None:
         self._ids.clear()
 
 
 class _Marks(MutableMapping[str, datetime]):
-    """Each erased subject's latest mark, in memory and written through to the store."""
+    """Each erased subject's latest mark, in memory and staged for the store."""
 
-    def __init__(self, db: Rdict) -> None:
-        self._db = db
+    def __init__(self, db: Rdict, stage: Stage) -> None:
+        self._stage = stage
         self._marks: dict[str, datetime] = {key[1:].decode(): _decode(value) for key, value in _scan(db, MARKS)}
 
     def __getitem__(self, subject: str) -> datetime:
@@ -393,11 +424,11 @@ class _Marks(MutableMapping[str, datetime]):
 
     def __setitem__(self, subject: str, value: datetime) -> None:
         self._marks[subject] = value
-        self._db.put(MARKS + subject.encode(), _encode(value))
+        self._stage(MARKS + subject.encode(), _encode(value))
 
     def __delitem__(self, subject: str) -> None:
         del self._marks[subject]
-        self._db.delete(MARKS + subject.encode())
+        self._stage(MARKS + subject.encode(), None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._marks)

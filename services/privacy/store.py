@@ -154,8 +154,9 @@ class KeyStore:
         async with self._progress:
             for tp in self._consumer.assignment():
                 self._applied[tp] = await self._consumer.position(tp)
-            if batch:  # after the changes they cover: a kept table starts there next time
-                self.keyring.checkpoint({(tp.topic, tp.partition): offset for tp, offset in self._applied.items()})
+            # the changes staged and these offsets, after the changes they cover (the table writes nothing if
+            # neither moved): a kept table starts there next time
+            self.keyring.checkpoint({(tp.topic, tp.partition): offset for tp, offset in self._applied.items()})
             self._progress.notify_all()
 
     def apply_all(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -53,8 +54,12 @@ def confirm(writer: Keyring, readers: list[Keyring], subject: str, expires_at=No
 def test_memory_holds_only_the_subjects_used_last(table: DiskKeys) -> None:
     """40 subjects confirmed, 3 in memory; every value opens (read back from disk), and the count is exact."""
     keyring = ring(table)
-    sealed = {f"s-{i}": confirm(keyring, [], f"s-{i}") for i in range(40)}
+    first_id, first_value = confirm(keyring, [], "s-0")
+    first = keyring._find("s-0", first_id)
+    assert first is not None and first.dek
+    sealed = {"s-0": (first_id, first_value), **{f"s-{i}": confirm(keyring, [], f"s-{i}") for i in range(1, 40)}}
     assert table.in_memory() == 3 and len(keyring) == 40
+    assert (first.dek, first.aead) == (b"", None)  # evicted: out of memory, read back from disk at its next use
     for subject, (key_id, value) in sealed.items():
         assert crypto.open_sealed(keyring.dek(subject, key_id), value, AAD) == subject.encode()
         assert keyring.key_ids(subject) == [key_id]
@@ -118,11 +123,14 @@ def test_the_disk_holds_no_data_key(table: DiskKeys, tmp_path: Path) -> None:
     for i in range(50):
         key_id, _ = confirm(keyring, [], f"s-{i}")
         deks.append(keyring._find(f"s-{i}", key_id).dek)  # type: ignore[union-attr]
+    table.checkpoint({})  # what is staged into the store
     table._db.flush()  # memtable to an SST file
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     data = b"".join(p.read_bytes() for p in files)
     assert any(p.suffix == ".sst" for p in files) and len(data) > 0
     assert not [dek for dek in deks if dek in data]
+    nonces = [sealed[:12] for _, raw in _scan(table._db, KEYS) for *_, sealed in msgspec.msgpack.decode(raw)]
+    assert len(nonces) == 50 and len(set(nonces)) == 50  # never one twice under the store's key
 
 
 def test_close_removes_the_folder(tmp_path: Path) -> None:
