@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSet
 from dataclasses import dataclass
@@ -62,9 +63,14 @@ FORMAT = b"commune-bus keystore 1"
 STAGED_MAX = 20_000
 """Writes staged at most before they go to the store without a checkpoint."""
 
+KEPT_FOR_S = 20 * 3600.0
+"""A kept store not written for this long is read again from the beginning: the key topic's tombstones are removed
+by compaction `delete.retention.ms` (Kafka's default: 24 h) after they are written, and only a subject's mark, not a
+key's tombstone, outlives that (review: a key whose maker's clock ran ahead of the mark's margin stayed usable)."""
+
 # record keys in the store: a tag byte, then the rest
-KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS = b"k", b"e", b"u", b"m", b"x", b"o"
-COUNT, FINGERPRINT = b"!count", b"!fingerprint"
+KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS, FENCEPOSTS = b"k", b"e", b"u", b"m", b"x", b"o", b"p"
+COUNT, FINGERPRINT, SAVED_AT, REREAD = b"!count", b"!fingerprint", b"!saved_at", b"!reread"
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -100,6 +106,7 @@ class DiskKeys:
         base.mkdir(parents=True, exist_ok=True)
         self._lock: int | None = None
         self._run: RunFolder | None = None
+        remove_orphans(base, PREFIX)  # run folders of killed processes (a kept store's user too: review)
         self.kept = kept is not None and self._hold(base / f"{KEPT_PREFIX}{kept.name}")
         try:
             if kept is not None and self.kept:
@@ -110,7 +117,6 @@ class DiskKeys:
                 if kept is not None:
                     log.warning("privacy.key_store_in_use", effect="another process holds the kept key store: this "
                                 "one reads the key topics from the beginning into a folder of its run")
-                remove_orphans(base, PREFIX)
                 self._run = RunFolder.claim(base, PREFIX)  # held until `close`: another process's sweep skips it
                 self.path = self._run.path / "keys"
                 self._db = rocks.open_fresh(self.path, _options())
@@ -136,6 +142,8 @@ class DiskKeys:
         offsets they bring the store to) or once `STAGED_MAX` wait: one batch, not one per key."""
         self._offsets: dict[tuple[str, int], int] | None = None
         """The offsets written last (a checkpoint with the same ones and nothing staged writes nothing)."""
+        self._shredded: set[str] = set()
+        """Subjects that lost a key to an erasure since the last write: their rows' old copies are compacted away."""
         self._erased = _Ids(self._db, ERASED, self._stage)
         self._unreadable = _Ids(self._db, UNREADABLE, self._stage)
         self._marks = _Marks(self._db, self._stage)
@@ -164,17 +172,21 @@ class DiskKeys:
         before = () if subject == self._absent else self.get(subject) or ()  # pinned: a superset of its disk keys
         self._absent = None
         on_disk = len(before) - self._extra.pop(subject, 0)
-        if any(key.record is not None for key in keys):
-            self._extra[subject] = len(keys) - on_disk
+        confirmed = tuple(key for key in keys if key.record is None)
+        if confirmed or on_disk:  # (not for a new applicant's first key: pending, nothing on disk yet)
+            self._unindex(subject, before)
+            # on disk, always: a subject pinned for a pending key has its confirmed keys written all the same (review:
+            # a key of another worker confirmed meanwhile was in memory only, and the offsets went past its record)
+            self._stage(KEYS + subject.encode(), self._stored(subject, confirmed) if confirmed else None)
+            for key in confirmed:
+                if key.expires_at is not None:
+                    self._stage(_key_of(EXPIRING, subject, key.key_id), _encode(key.expires_at))
+            self._count += len(confirmed) - on_disk
+        if len(confirmed) < len(keys):  # pending keys: in memory until confirmed, never evicted
+            self._extra[subject] = len(keys) - len(confirmed)
             self._cache.pop(subject, None)
             self._pinned[subject] = keys
             return
-        self._unindex(subject, before)
-        self._stage(KEYS + subject.encode(), self._stored(subject, keys))  # sealed now, while the keys are held
-        for key in keys:
-            if key.expires_at is not None:
-                self._stage(_key_of(EXPIRING, subject, key.key_id), _encode(key.expires_at))
-        self._count += len(keys) - on_disk
         self._pinned.pop(subject, None)
         self._remember(subject, keys)
 
@@ -207,19 +219,41 @@ class DiskKeys:
         return [(_decode(value), *_ids(key)) for key, value in _scan(self._db, EXPIRING)]
 
     def offsets(self) -> dict[tuple[str, int], int]:
-        """The key topics' offsets this store has applied up to (none for a fresh store)."""
-        out = {}
-        for key, value in _scan(self._db, OFFSETS):
-            topic, _, partition = key[1:].decode().rpartition("\0")
-            out[(topic, int(partition))] = int(value)
-        return out
+        """The key topics' offsets this store has applied up to; none (read from the beginning) for a fresh store,
+        one not written for `KEPT_FOR_S`, or one that skipped a record it could not read (`skipped`)."""
+        if self._db.get(REREAD) is not None:
+            log.info("privacy.key_store_read_again", reason="a key record was skipped, unreadable: another chance")
+            return {}
+        saved = self._db.get(SAVED_AT)
+        if saved is not None and time.time() - float(saved) > KEPT_FOR_S:
+            log.info("privacy.key_store_read_again", reason="not written for longer than tombstones are kept")
+            return {}
+        return {_partition(key): int(value) for key, value in _scan(self._db, OFFSETS)}
 
-    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
+    def fenceposts(self) -> dict[tuple[str, int], tuple[int, bytes]]:
+        return {_partition(key): (int(offset), digest)
+                for key, value in _scan(self._db, FENCEPOSTS) for offset, digest in [_decode(value)]}
+
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int],
+                   fenceposts: Mapping[tuple[str, int], tuple[int, bytes]] | None = None) -> None:
         """Write what is staged, and that every key-topic record before `offsets` is applied, in one batch."""
-        given = dict(offsets) if self.kept else None  # a run's store is read from the beginning anyway
-        if not self._staged and given == self._offsets:
+        if not self.kept:  # a run's store is read from the beginning anyway
+            if self._staged:
+                self._flush(None)
             return
-        self._flush(given)
+        if not self._staged and dict(offsets) == self._offsets:
+            return
+        for (topic, partition), post in (fenceposts or {}).items():
+            self._staged[FENCEPOSTS + f"{topic}\0{partition}".encode()] = _encode(post)
+        self._flush(dict(offsets))
+
+    def skipped(self) -> None:
+        if self.kept:
+            self._stage(REREAD, b"1")
+
+    def shred(self, subject: str) -> None:
+        if self.kept:  # a run's store is sealed under a key gone with the run
+            self._shredded.add(subject)
 
     def clear(self) -> None:
         """Start over, empty (the key topics are read from the beginning again)."""
@@ -229,8 +263,10 @@ class DiskKeys:
         self._extra.clear()
         self._staged.clear()
         batch = WriteBatch(raw_mode=True)
-        for tag in (KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS):
+        for tag in (KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS, FENCEPOSTS):
             batch.delete_range(tag, bytes([tag[0] + 1]))
+        batch.delete(REREAD)
+        batch.delete(SAVED_AT)
         batch.put(COUNT, b"0")
         self._db.write(batch)
         self._count, self._absent, self._offsets = 0, None, None
@@ -291,6 +327,7 @@ class DiskKeys:
             reason = "new" if db.get(FINGERPRINT) is None else "other KEKs"
         except Exception as exc:  # a damaged store is rebuilt from the topics, never trusted
             reason = f"unreadable ({type(exc).__name__})"
+            log.warning("privacy.key_store_unreadable", error=type(exc).__name__, effect="started over")
         if db is not None:
             db.close()
         log.info("privacy.key_store_started_over", reason=reason)
@@ -316,9 +353,14 @@ class DiskKeys:
         if offsets is not None:
             for (topic, partition), offset in offsets.items():
                 batch.put(OFFSETS + f"{topic}\0{partition}".encode(), str(offset).encode())
+            batch.put(SAVED_AT, repr(time.time()).encode())
             self._offsets = offsets
         self._db.write(batch)
         self._staged.clear()
+        for subject in self._shredded:  # an erased key's old copies out of the files now, not at some compaction
+            row = KEYS + subject.encode()
+            self._db.compact_range(row, row + b"\0")
+        self._shredded.clear()
 
     def _unindex(self, subject: str, keys: tuple[_Key, ...]) -> None:
         for key in keys:
@@ -359,6 +401,11 @@ def _options() -> Options:
     table.set_cache_index_and_filter_blocks(True)
     options.set_block_based_table_factory(table)
     return options
+
+
+def _partition(key: bytes) -> tuple[str, int]:
+    topic, _, partition = key[1:].decode().rpartition("\0")
+    return topic, int(partition)
 
 
 def _key_of(tag: bytes, subject: str, key_id: str) -> bytes:

@@ -108,7 +108,16 @@ class KeyTable(Protocol):
     def offsets(self) -> dict[tuple[str, int], int]:
         """The key topics' offsets the table holds every record before applied (none: read from the beginning)."""
 
-    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int],
+                   fenceposts: Mapping[tuple[str, int], tuple[int, bytes]] | None = None) -> None: ...
+
+    def skipped(self) -> None: ...
+
+    def shred(self, subject: str) -> None:
+        """`subject` lost a key to an erasure: a table on disk removes the old copies of its row from its files."""
+
+    def fenceposts(self) -> dict[tuple[str, int], tuple[int, bytes]]:
+        """Per key-topic partition, the offset and digest of the last record applied (see `store.KeyStore.start`)."""
 
     def clear(self) -> None: ...
 
@@ -152,8 +161,18 @@ class MemoryKeys:
     def offsets(self) -> dict[tuple[str, int], int]:
         return {}
 
-    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int],
+                   fenceposts: Mapping[tuple[str, int], tuple[int, bytes]] | None = None) -> None:
         pass
+
+    def skipped(self) -> None:
+        pass
+
+    def shred(self, subject: str) -> None:
+        pass
+
+    def fenceposts(self) -> dict[tuple[str, int], tuple[int, bytes]]:
+        return {}
 
     def clear(self) -> None:
         self._keys.clear()
@@ -288,9 +307,19 @@ class Keyring:
         """Where the key store goes on reading the key topics (empty: from the beginning; ADR 0034)."""
         return self._keys.offsets()
 
-    def checkpoint(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Every key-topic record before `offsets` is applied (a kept table starts there next time)."""
-        self._keys.checkpoint(offsets)
+    def checkpoint(self, offsets: Mapping[tuple[str, int], int],
+                   fenceposts: Mapping[tuple[str, int], tuple[int, bytes]] | None = None) -> None:
+        """Every key-topic record before `offsets` is applied (a kept table starts there next time); `fenceposts`:
+        the last record applied in each partition, checked again at the next start (topics made again)."""
+        self._keys.checkpoint(offsets, fenceposts)
+
+    def fenceposts(self) -> dict[tuple[str, int], tuple[int, bytes]]:
+        return self._keys.fenceposts()
+
+    def skipped(self) -> None:
+        """A key-topic record was not applied (unreadable here): a kept table reads the topics whole next time, so
+        the record gets another chance (a KEK given since, a reader upgraded)."""
+        self._keys.skipped()
 
     def clear(self) -> None:
         """Forget every key and what was erased (the key store reads the topics from the beginning again)."""
@@ -376,14 +405,17 @@ class Keyring:
         built ciphers until 4,096 newer keys were built). `erased` (a tombstone, a mark): remembered for good, so a
         copy read later stays refused and a value under it is `Erased` at once; an expired key is not remembered (its
         copy read again carries its expiry), so expiring keys leave no trace behind."""
-        keys = self._keys.pop(subject)
+        keys = self._keys.get(subject) or ()
         for key in keys:
             if key.key_id == key_id:
                 key.aead, key.dek, key.record = None, b"", None
-        if kept := tuple(k for k in keys if k.key_id != key_id):
-            self._keys.put(subject, kept)
+        if kept := tuple(k for k in keys if k.key_id != key_id):  # one write (review: a pop and a put apart, cut
+            self._keys.put(subject, kept)  # by a kill between them, lost a subject's other keys on disk)
+        else:
+            self._keys.pop(subject)
         if erased:
             self._erased.add((subject, key_id))
+            self._keys.shred(subject)
         self._unreadable.discard((subject, key_id))
 
     def expire(self) -> int:

@@ -11,6 +11,7 @@ that does not catch up in time raises `KeysBehind` (transient, a Kafka error), n
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from functools import cache
@@ -73,6 +74,11 @@ def _unfit(kept: dict[tuple[str, int], int], tps: list[TopicPartition], begin: d
     return None
 
 
+def _fencepost(record: ConsumerRecord[bytes, bytes]) -> bytes:
+    key, value = record.key or b"", record.value or b""
+    return hashlib.blake2b(len(key).to_bytes(4, "big") + key + value, digest_size=16).digest()
+
+
 class KeysBehind(KafkaError):
     """The key store had not applied the key records committed before a `refresh` when its time was up: its
     follower lags (a slow or partly unreachable broker), which says nothing about the key. A Kafka error, so a
@@ -100,6 +106,8 @@ class KeyStore:
         """Key records this keyring could not read (another KEK, damage): counted, skipped."""
         self.applied = 0
         """Key records applied in this run (a start from a kept table reads only those written since)."""
+        self._last: dict[tuple[str, int], tuple[int, bytes]] = {}
+        """Per partition, the offset and digest of the last record applied (`_fencepost`), for a kept table."""
         self._logged = Sparse()
         """`privacy.key_record_unreadable` lines: a key store given the wrong KEK logged one per key record (CLI
         audit: 74 lines for one `dlq list`; a service restoring 20 M keys would write as many)."""
@@ -114,10 +122,13 @@ class KeyStore:
         kept = self.keyring.offsets()
         if kept:
             begin = await self._consumer.beginning_offsets(tps)
-            if (problem := _unfit(kept, tps, begin, end, self.topics[0])) is not None:
+            problem = _unfit(kept, tps, begin, end, self.topics[0]) or await self._moved(tps, kept, begin, end)
+            if problem is not None:
                 log.warning("privacy.key_store_read_again", reason=problem)
                 self.keyring.clear()
                 kept = {}
+        elif self.keyring.fenceposts():  # a kept table to read again (stale, or it skipped a record): from empty
+            self.keyring.clear()
         if kept:
             for tp in tps:  # past what retention removed (day keys expired with their dead letters)
                 self._consumer.seek(tp, max(kept[(tp.topic, tp.partition)], begin[tp]))
@@ -128,6 +139,27 @@ class KeyStore:
             await self._fetch_once()
         log.info("privacy.keys_read", keys=len(self.keyring), records=self.applied, from_kept=bool(kept),
                  seconds=round(time.monotonic() - started, 3))
+
+    async def _moved(self, tps: list[TopicPartition], kept: dict[tuple[str, int], int],
+                     begin: dict[TopicPartition, int], end: dict[TopicPartition, int]) -> str | None:
+        """Whether a key topic is no longer the one the kept table read: the last record it applied in a partition,
+        read again, differs (the topic deleted and made again, or restored, with as many records or more: review)."""
+        posts = {tp: post for tp in tps if (post := self.keyring.fenceposts().get((tp.topic, tp.partition)))}
+        for tp in tps:
+            self._consumer.seek(tp, max(kept[(tp.topic, tp.partition)], begin[tp]))
+        for tp, (offset, _) in posts.items():
+            self._consumer.seek(tp, offset)
+        while posts:
+            batch = await self._consumer.getmany(*posts, timeout_ms=200, max_records=len(posts))
+            for tp, records in batch.items():
+                if records and tp in posts:
+                    offset, digest = posts.pop(tp)
+                    if records[0].offset == offset and _fencepost(records[0]) != digest:
+                        return f"the last key record read in {tp.topic}[{tp.partition}] differs (topic made again?)"
+            for tp in list(posts):  # gone (compacted, expired): nothing to compare, and nothing read past it
+                if await self._consumer.position(tp) >= end[tp]:
+                    del posts[tp]
+        return None
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -149,14 +181,17 @@ class KeyStore:
 
     async def _fetch_once(self) -> None:
         batch = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
-        for records in batch.values():
+        for tp, records in batch.items():
             self.apply_all(records)
+            if records:
+                self._last[(tp.topic, tp.partition)] = (records[-1].offset, _fencepost(records[-1]))
         async with self._progress:
             for tp in self._consumer.assignment():
                 self._applied[tp] = await self._consumer.position(tp)
             # the changes staged and these offsets, after the changes they cover (the table writes nothing if
             # neither moved): a kept table starts there next time
-            self.keyring.checkpoint({(tp.topic, tp.partition): offset for tp, offset in self._applied.items()})
+            self.keyring.checkpoint({(tp.topic, tp.partition): offset for tp, offset in self._applied.items()},
+                                    self._last)
             self._progress.notify_all()
 
     def apply_all(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
@@ -171,6 +206,7 @@ class KeyStore:
             self.keyring.apply(record.key, record.value)
         except PrivacyError as exc:
             self.unreadable += 1
+            self.keyring.skipped()
             UNREADABLE.labels("applicants" if record.topic == self.topics[0] else "deadletters",
                               type(exc).__name__).inc()
             if (records := self._logged.due((record.topic, type(exc).__name__))) is not None:

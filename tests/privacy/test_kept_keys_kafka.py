@@ -6,12 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from schemas import wire
 from schemas.dossier import DossierStatusChanged
 from schemas.personal import SealedApplicant
-from schemas.topics import DLQ_INTAKE, EVENTS_DOSSIER, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, scoped
-from services.common.admin import ensure_topics
+from schemas.topics import (
+    DLQ_INTAKE,
+    EVENTS_DOSSIER,
+    KEYS_APPLICANTS,
+    KEYS_DEAD_LETTERS,
+    PRIVACY_AUDIT,
+    TopicSpec,
+    scoped,
+)
+from services.common.admin import delete_topics, ensure_topics, list_topics
 from services.common.settings import KafkaConnection
 from services.privacy.applicant import open_applicant
 from services.privacy.crypto import Erased
@@ -22,6 +31,7 @@ from services.privacy.store import KeyStore
 from tests.kafkatools import read_all
 from tests.privacy.keys import KEK, PEPPER, keyring
 from tests.privacy.writer import person, write_sealed
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
 
@@ -92,3 +102,66 @@ async def test_a_kept_store_reads_only_what_was_written_since_and_honours_an_era
     finally:
         await fourth.stop()
         fourth.keyring.close()
+
+
+async def test_key_topics_made_again_with_more_records_are_read_again(kafka_bootstrap: str, unique: str,
+                                                                      tmp_path: Path) -> None:
+    """The key topics deleted and made again (a reset, a restore), Lan erased there and more written than the kept
+    offsets: the kept store's last records read again differ, and it reads the new topics whole (review: it went on
+    from its offsets, skipped the mark, and Lan's key still opened)."""
+    ns, conn = f"r{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
+    keys = [scoped(KEYS_APPLICANTS, ns), scoped(KEYS_DEAD_LETTERS, ns)]
+    await ensure_topics(conn, [*keys, *(scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, PRIVACY_AUDIT))])
+    keks = {"kek-1": KEK}
+
+    def kept() -> Keyring:
+        return Keyring(keks, "kek-1", PEPPER, table=DiskKeys(tmp_path, cached=1, kept=Kept.of(ns, keks, "kek-1")))
+
+    async def started(ring: Keyring) -> KeyStore:
+        store = KeyStore(conn, ns, ring, client_id="tests-keys-again")
+        await store.start()
+        return store
+
+    for batch in range(3):  # the topics' first life: Lan and 29 others
+        people = [person(f"A-{batch}-{i}", f"P {i}", f"0{batch}{i:010d}", f"09{batch}{i:07d}") for i in range(10)]
+        if batch == 0:
+            people[0] = person("TL-1", *LAN)
+        await write_sealed(kafka_bootstrap, ns, keyring(), people)
+    first = await started(kept())
+    await first.stop()
+    first.keyring.close()
+    lan = next(e for e in (wire.decode(r.headers, r.value) for r in await read_all(
+        kafka_bootstrap, scoped(EVENTS_DOSSIER, ns).name, expect=30, idle=0.5)) if e.subject == "TL-1")
+    assert isinstance(lan, DossierStatusChanged) and isinstance(lan.data.applicant, SealedApplicant)
+
+    await delete_topics(conn, [t.name for t in keys])
+    await eventually_async(lambda: _gone(conn, {t.name for t in keys}), timeout=60, what="key topics deleted")
+    await eventually_async(lambda: _made(conn, keys), timeout=60, what="key topics made again")
+    await erase_cccd(conn, ns, PEPPER, LAN[1], requested_by="operator:tester")
+    for batch in range(6):
+        await write_sealed(kafka_bootstrap, ns, keyring(), [
+            person(f"B-{batch}-{i}", f"Q {i}", f"1{batch}{i:010d}", f"08{batch}{i:07d}") for i in range(10)])
+
+    full = await started(keyring())
+    second = await started(kept())
+    try:
+        assert second.applied == full.applied and len(second.keyring) == len(full.keyring) == 60
+        with pytest.raises(Erased):
+            open_applicant(second.keyring, lan.id, lan.data.applicant)
+    finally:
+        for store in (second, full):
+            await store.stop()
+            store.keyring.close()
+
+
+async def _gone(conn: KafkaConnection, names: set[str]) -> bool:
+    return not names & await list_topics(conn)
+
+
+async def _made(conn: KafkaConnection, specs: list[TopicSpec]) -> bool:
+    try:
+        await ensure_topics(conn, specs)
+    except KafkaError:  # still being deleted
+        return False
+    return True
+
