@@ -169,6 +169,7 @@ class DiskKeys:
         return keys
 
     def put(self, subject: str, keys: tuple[_Key, ...]) -> None:
+        self._room()
         before = () if subject == self._absent else self.get(subject) or ()  # pinned: a superset of its disk keys
         self._absent = None
         on_disk = len(before) - self._extra.pop(subject, 0)
@@ -191,6 +192,7 @@ class DiskKeys:
         self._remember(subject, keys)
 
     def pop(self, subject: str) -> tuple[_Key, ...]:
+        self._room()
         keys = self.get(subject) or ()
         on_disk = len(keys) - self._extra.pop(subject, 0)
         self._pinned.pop(subject, None)
@@ -337,7 +339,11 @@ class DiskKeys:
 
     def _stage(self, key: bytes, value: bytes | None) -> None:
         self._staged[key] = value
-        if len(self._staged) >= STAGED_MAX:  # a caller that never checkpoints (a bench, a test): bounded all the same
+
+    def _room(self) -> None:
+        """Before a change, never inside one: what is staged goes to the store once `STAGED_MAX` wait (a caller that
+        never checkpoints, a bench or a test: bounded all the same), as a state the keyring had."""
+        if len(self._staged) >= STAGED_MAX:
             self._flush(None)
 
     def _flush(self, offsets: dict[tuple[str, int], int] | None) -> None:
