@@ -100,16 +100,21 @@ async def dead_letters(conn: KafkaConnection, namespace: str, filters: Filters) 
     done = await replayed_keys(conn, namespace)
     keys_read_at = datetime.now(UTC)
     sifter = Sifter(filters, await _keyring(conn, namespace) if PrivacySettings().configured else None, keys_read_at)
-    # never before 0: Kafka's time index takes -1 and -2 for "latest" and "earliest" (review: --since 1960-01-01
-    # asked for -3600000 and aiokafka refused it with a traceback)
-    since_ms = None if filters.since is None else max(0, int(to_utc(filters.since).timestamp() * 1000)
-                                                       - SINCE_MARGIN_MS)
-    await read_into(conn, dlq, sifter.sift, since_ms)
-    if sifter.unknown:  # sealed under a key written after the key store was read: read it again, then decide
-        late, sifter.unknown = sifter.unknown, []
-        sifter.keyring = await _keyring(conn, namespace)
-        for stored in late:
-            sifter.sift(stored, last_try=True)
+    try:
+        # never before 0: Kafka's time index takes -1 and -2 for "latest" and "earliest" (review: --since 1960-01-01
+        # asked for -3600000 and aiokafka refused it with a traceback)
+        since_ms = None if filters.since is None else max(0, int(to_utc(filters.since).timestamp() * 1000)
+                                                           - SINCE_MARGIN_MS)
+        await read_into(conn, dlq, sifter.sift, since_ms)
+        if sifter.unknown:  # sealed under a key written after the key store was read: read it again, then decide
+            late, sifter.unknown = sifter.unknown, []
+            _close(sifter.keyring)  # (a kept store: let go, so the second read goes on from it)
+            sifter.keyring = None
+            sifter.keyring = await _keyring(conn, namespace)
+            for stored in late:
+                sifter.sift(stored, last_try=True)
+    finally:
+        _close(sifter.keyring)
     letters = sorted(sifter.letters, key=lambda d: (d.partition, d.offset))
     return Listing(dlq, letters, done, sifter.unreadable, sifter.erased)
 
@@ -120,21 +125,34 @@ async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) ->
     if not any(is_sealed(headers) for *_, headers in stored):
         return stored, 0, 0
     sifter = Sifter(Filters(), await _keyring(conn, namespace))
-    out = [o for s in stored if (o := sifter.open(s, last_try=True)) is not None]
+    try:
+        out = [o for s in stored if (o := sifter.open(s, last_try=True)) is not None]
+    finally:
+        _close(sifter.keyring)
     return out, sifter.unreadable, sifter.erased
 
 
 async def _keyring(conn: KafkaConnection, namespace: str) -> Keyring:
-    """A keyring holding every key the key topics hold now (PrivacyError, naming the variable, without PRIVACY_*)."""
-    keyring = PrivacySettings().keyring()
-    if not await keys_written(conn, namespace):  # no key written yet: none to read
-        return keyring
-    store = KeyStore(conn, namespace, keyring, client_id=f"{CLIENT_ID}-keys")
+    """A keyring holding every key the key topics hold now (PrivacyError, naming the variable, without PRIVACY_*):
+    on disk as a service's (ADR 0034: a year of keys is ~15 GB in a dict), kept under `PRIVACY_STATE_DIR` if set,
+    so the next listing reads only the keys written since. The caller closes it (`_close`)."""
+    keyring = PrivacySettings().service_keyring(f"{namespace}-{CLIENT_ID}")
     try:
-        await store.start()
-    finally:
-        await store.stop()
+        if await keys_written(conn, namespace):  # else no key written yet: none to read
+            store = KeyStore(conn, namespace, keyring, client_id=f"{CLIENT_ID}-keys")
+            try:
+                await store.start()
+            finally:
+                await store.stop()
+    except BaseException:
+        keyring.close()
+        raise
     return keyring
+
+
+def _close(keyring: Keyring | None) -> None:
+    if keyring is not None:
+        keyring.close()
 
 
 class Sifter:

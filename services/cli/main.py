@@ -8,6 +8,7 @@ Wrappers: `simulate` (services.simulator), `schemas export` (schemas.export).
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from services.cli.errors import CliError
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
+from services.common import logging
 from services.common.admin import TopicLayoutError, ensure_topics, reconcile_configs
 from services.common.refused import settings_checked
 from services.common.topics_cli import DEFAULT_SOURCES, registry_topics
@@ -221,6 +223,10 @@ def main() -> None:
     """The `commune-bus` command: `app`, with what an operator meets every day (no broker, no rights on a topic, no
     keys, a topic unlike the registry) said in one line and an exit status, never as a traceback of the client's
     internals."""
+    # standard output is the command's answer (`--json` lines): the library's log lines go to standard error, from
+    # WARNING (`COMMUNE_BUS_LOG_LEVEL`); unconfigured, structlog printed them on standard output (CI: `dlq list
+    # --json` began with the key store's `privacy.keys_read` line)
+    logging.configure(os.environ.get("COMMUNE_BUS_LOG_LEVEL", "WARNING"))
     try:
         with settings_checked("commune-bus"):
             app()

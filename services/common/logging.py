@@ -26,6 +26,17 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root logger's handler `configure` installs (and replaces when called again)."""
 
 
+class _Stderr:
+    """Standard error as it is when a line is written, not when `configure` ran: the CLI configures logging in its
+    `main`, which tests call in-process under a capture that is closed after them (later lines would fail)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "INFO", json: bool | None = None) -> None:
     json = (not sys.stderr.isatty()) if json is None else json
     renderer: structlog.typing.Processor = (
@@ -42,10 +53,10 @@ def configure(level: str = "INFO", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(number),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    handler = _Handler(sys.stderr)
+    handler = _Handler(_Stderr())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.processors.add_log_level,

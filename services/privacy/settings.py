@@ -18,7 +18,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
-from services.privacy.disk import DiskKeys, Kept
 from services.privacy.keyring import Clock, Keyring, utcnow
 
 
@@ -83,6 +82,9 @@ class PrivacySettings(BaseSettings):
         """A service's keyring: its keys on disk, the `keys_cached` subjects used last in memory (ADR 0034). With
         `state_dir`, kept there across restarts under `name` (namespace and instance: one process at a time);
         without, in a folder of the run, removed at `Keyring.close` (or swept by the next process, if killed)."""
+        from services.privacy.disk import DiskKeys, Kept  # RocksDB only where a keyring is made
+        # (the gateway reads these settings for erasures: its RSS is bounded, and rocksdict took 5 MB of it in CI)
+
         keks, pepper = self.keks(), pepper_of(self)  # refused before any folder is made
         kept = None if self.state_dir is None else Kept.of(name, keks, self.kek_id)
         table = DiskKeys(self.state_dir, self.keys_cached, kept=kept)
