@@ -63,6 +63,8 @@ FORMAT = b"commune-bus keystore 1"
 STAGED_MAX = 20_000
 """Writes staged at most before they go to the store without a checkpoint."""
 
+SAVED_EVERY_S = 3600.0
+"""How often a kept store that reads nothing new writes again that it is caught up (`KEPT_FOR_S` counts from it)."""
 KEPT_FOR_S = 20 * 3600.0
 """A kept store not written for this long is read again from the beginning: the key topic's tombstones are removed
 by compaction `delete.retention.ms` (Kafka's default: 24 h) after they are written, and only a subject's mark, not a
@@ -144,6 +146,8 @@ class DiskKeys:
         """The offsets written last (a checkpoint with the same ones and nothing staged writes nothing)."""
         self._shredded: set[str] = set()
         """Subjects that lost a key to an erasure since the last write: their rows' old copies are compacted away."""
+        self._saved = 0.0
+        """When offsets were last written (`SAVED_AT`): the store was caught up with them then."""
         self._erased = _Ids(self._db, ERASED, self._stage)
         self._unreadable = _Ids(self._db, UNREADABLE, self._stage)
         self._marks = _Marks(self._db, self._stage)
@@ -243,8 +247,8 @@ class DiskKeys:
             if self._staged:
                 self._flush(None)
             return
-        if not self._staged and dict(offsets) == self._offsets:
-            return
+        if not self._staged and dict(offsets) == self._offsets and time.time() - self._saved < SAVED_EVERY_S:
+            return  # nothing new (the time of being caught up is written again now and then: a quiet week is fine)
         for (topic, partition), post in (fenceposts or {}).items():
             self._staged[FENCEPOSTS + f"{topic}\0{partition}".encode()] = _encode(post)
         self._flush(dict(offsets))
@@ -271,7 +275,8 @@ class DiskKeys:
         batch.delete(SAVED_AT)
         batch.put(COUNT, b"0")
         self._db.write(batch)
-        self._count, self._absent, self._offsets = 0, None, None
+        self._count, self._absent, self._offsets, self._saved = 0, None, None, 0.0
+        self._shredded.clear()
         for loaded in (self._erased, self._unreadable, self._marks):
             loaded.forget_all()
 
@@ -359,7 +364,8 @@ class DiskKeys:
         if offsets is not None:
             for (topic, partition), offset in offsets.items():
                 batch.put(OFFSETS + f"{topic}\0{partition}".encode(), str(offset).encode())
-            batch.put(SAVED_AT, repr(time.time()).encode())
+            self._saved = time.time()
+            batch.put(SAVED_AT, repr(self._saved).encode())
             self._offsets = offsets
         self._db.write(batch)
         self._staged.clear()

@@ -144,7 +144,8 @@ class KeyStore:
                      begin: dict[TopicPartition, int], end: dict[TopicPartition, int]) -> str | None:
         """Whether a key topic is no longer the one the kept table read: the last record it applied in a partition,
         read again, differs (the topic deleted and made again, or restored, with as many records or more: review)."""
-        posts = {tp: post for tp in tps if (post := self.keyring.fenceposts().get((tp.topic, tp.partition)))}
+        fenceposts = self.keyring.fenceposts()
+        posts = {tp: post for tp in tps if (post := fenceposts.get((tp.topic, tp.partition)))}
         for tp in tps:
             self._consumer.seek(tp, max(kept[(tp.topic, tp.partition)], begin[tp]))
         for tp, (offset, _) in posts.items():

@@ -402,3 +402,22 @@ def test_run_folders_left_by_killed_processes_are_swept_by_a_kept_store_too(tmp_
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(PREFIX)]
     finally:
         keyring.close()
+
+
+def test_a_kept_store_caught_up_but_idle_is_not_taken_for_stale(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service reading no new key record for a day still checkpoints: the time it was caught up is written again
+    every `SAVED_EVERY_S`, so a restart goes on from its offsets."""
+    now = [time.time()]
+    monkeypatch.setattr(disk_module.time, "time", lambda: now[0])
+    keyring = kept_ring(tmp_path)
+    confirm(ring(), [keyring], "s")
+    for _ in range(24):  # a quiet day: the same offsets each hour
+        keyring.checkpoint({("keys", 0): 1})
+        now[0] += disk_module.SAVED_EVERY_S + 1
+    keyring.close()
+    again = kept_ring(tmp_path)
+    try:
+        assert again.offsets() == {("keys", 0): 1}
+    finally:
+        again.close()
