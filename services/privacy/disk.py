@@ -11,13 +11,14 @@ Two ways to hold the store:
   this one is killed (`services.common.run_folder`), as notify's ledger stores; each data key sealed under a key of
   the run that only the process's memory holds, so what is left on disk opens for nobody. The key store reads the
   key topics from the beginning at every start.
-- **A folder kept across restarts** (`DiskKeys.kept`, when `PRIVACY_STATE_DIR` is set): one per service instance,
-  held by a lock while in use (a second process asking for it gets a folder of its run). The key topics' offsets
-  are kept with the store, so a start reads only what was written since (`store.KeyStore.start`). Each data key is
-  sealed under a key derived from the current KEK (what the key topic's own records need to be opened), and the
-  store starts over when the KEKs given change. Every change is written with the key count in one batch and the
-  offsets after the changes they cover: a store cut short (SIGKILL: no write-ahead log) is a state the keyring had,
-  behind its offsets, and applying the records after them again changes nothing twice.
+- **A folder kept across restarts** (`kept`, when `PRIVACY_STATE_DIR` is set): one per service instance, held by a
+  lock while in use (a second process asking for it gets a folder of its run). The key topics' offsets are kept
+  with the store, so a start reads only what was written since (`store.KeyStore.start`). Each data key is sealed
+  under a key derived from the current KEK (what the key topic's own records need to be opened). The changes of a
+  key-store fetch are staged and written in one batch with the key count and the offsets, through RocksDB's
+  write-ahead log: a store cut short (SIGKILL, a crash) is a state the keyring had, and applying the records after
+  its offsets again changes nothing twice. `store.KeyStore.start` reads it whole again when a full read could give
+  another keyring (ADR 0034: other KEKs, topics made again, stale, a record skipped).
 
 A subject with a pending key (made here, its record not read back from the key topic yet) stays in memory until the
 record is confirmed: the record goes with every transaction that uses the key, and an eviction must not lose it.
@@ -44,7 +45,7 @@ import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 from services.common import rocks
 from services.common.run_folder import RunFolder, remove_orphans
@@ -326,9 +327,8 @@ class DiskKeys:
         """The kept store, or a fresh one if there is none or it was made under other KEKs (or is unreadable)."""
         db: Rdict | None = None
         try:
-            db = Rdict(str(self.path), _options())
+            db = Rdict(str(self.path), _options())  # with its write-ahead log (see below)
             if db.get(FINGERPRINT) == fingerprint:
-                rocks.without_wal(db)
                 log.info("privacy.key_store_kept", keys=int(db.get(COUNT) or b"0"))
                 return db
             reason = "new" if db.get(FINGERPRINT) is None else "other KEKs"
@@ -339,6 +339,10 @@ class DiskKeys:
             db.close()
         log.info("privacy.key_store_started_over", reason=reason)
         db = rocks.open_fresh(self.path, _options())
+        # a kept store writes its log (one append a batch, not synced): without it a SIGKILL lost every write since the
+        # last memtable flush, a few MB, so a worker killed within minutes of its start kept nothing; with it a kill
+        # keeps every batch written, and a machine's crash the batches up to some point (RocksDB's recovery)
+        db.set_write_options(WriteOptions())
         db.put(FINGERPRINT, fingerprint)
         return db
 
