@@ -226,7 +226,7 @@ def main() -> None:
     # standard output is the command's answer (`--json` lines): the library's log lines go to standard error, from
     # WARNING (`COMMUNE_BUS_LOG_LEVEL`); unconfigured, structlog printed them on standard output (CI: `dlq list
     # --json` began with the key store's `privacy.keys_read` line)
-    logging.configure(os.environ.get("COMMUNE_BUS_LOG_LEVEL", "WARNING"))
+    logging.configure(os.environ.get("COMMUNE_BUS_LOG_LEVEL", "WARNING"), cache=False)
     try:
         with settings_checked("commune-bus"):
             app()

@@ -37,7 +37,10 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def configure(level: str = "INFO", json: bool | None = None) -> None:
+def configure(level: str = "INFO", json: bool | None = None, *, cache: bool = True) -> None:
+    """Render structlog's events and the standard logging's records as JSON lines (or readably on a terminal) on
+    standard error, from `level`. `cache=False` (the CLI) leaves loggers uncached: one configured in a test's process
+    would otherwise keep this set-up whatever the next test configures."""
     json = (not sys.stderr.isatty()) if json is None else json
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -54,7 +57,7 @@ def configure(level: str = "INFO", json: bool | None = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(number),
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     handler = _Handler(_Stderr())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(

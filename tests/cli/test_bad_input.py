@@ -21,6 +21,7 @@ from schemas.deadletter import DeadLetterContext, Reason
 from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER
 from services.cli import dlq, kafka_io
 from services.cli.main import app
+from services.common import logging as cli_logging
 from services.common.admin import TopicConfigError
 from services.privacy.crypto import PrivacyError
 from tests.keys_env import PRIVACY_ENV
@@ -169,6 +170,9 @@ def test_no_rights_or_no_keys_is_one_line_and_an_exit_status(monkeypatch: pytest
 
     monkeypatch.setattr(dlq, "dead_letters", dead_letters)
     monkeypatch.setattr(sys, "argv", ["commune-bus", "dlq", "list"])
+    # `main` configures logging for the process (standard error, from WARNING): not this test process's, which later
+    # tests capture at every level (CI: a later `capture_logs` saw nothing)
+    monkeypatch.setattr(cli_logging, "configure", lambda *_, **__: None)
     with pytest.raises(SystemExit) as ended:
         main()
     assert ended.value.code == status
