@@ -28,11 +28,7 @@ def open_fresh(path: Path, opts: Options | None = None) -> Rdict:
     """An empty store at `path` (anything there before is removed), without a write-ahead log."""
     shutil.rmtree(path, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return without_wal(Rdict(str(path), opts if opts is not None else options()))
-
-
-def without_wal(db: Rdict) -> Rdict:
-    """`db`, its writes made without a write-ahead log (a kill loses the memtables: what its changelog rebuilds)."""
+    db = Rdict(str(path), opts if opts is not None else options())
     write = WriteOptions()
     write.disable_wal = True  # type: ignore[method-assign,assignment]  # a property; the stub calls it a method
     db.set_write_options(write)

@@ -50,7 +50,7 @@ from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, Writ
 from services.common import rocks
 from services.common.run_folder import RunFolder, remove_orphans
 from services.privacy import crypto
-from services.privacy.keyring import _Key
+from services.privacy.keyring import Remembered, _Key
 
 log = structlog.get_logger("privacy.keys")
 
@@ -98,9 +98,13 @@ class Kept:
         return cls(_NAME.sub("_", name)[:120], secret, fingerprint)
 
 
-class DiskKeys:
+class DiskKeys(Remembered):
     """A `keyring.KeyTable` in RocksDB under `parent` (the system's temporary folder if None), `cached` subjects in
     memory. Not thread-safe, like the keyring."""
+
+    _erased: _Ids
+    _unreadable: _Ids
+    _marks: _Marks
 
     def __init__(self, parent: Path | None = None, cached: int = 100_000, *, kept: Kept | None = None) -> None:
         if cached < 1:
@@ -211,15 +215,6 @@ class DiskKeys:
     def count(self) -> int:
         """Keys held: on disk, and pending in memory (as a keyring in memory counts them)."""
         return self._count + sum(self._extra.values())
-
-    def erased(self) -> MutableSet[tuple[str, str]]:
-        return self._erased
-
-    def unreadable(self) -> MutableSet[tuple[str, str]]:
-        return self._unreadable
-
-    def marks(self) -> MutableMapping[str, datetime]:
-        return self._marks
 
     def expiring(self) -> list[tuple[datetime, str, str]]:
         """The confirmed keys that expire (the keyring's expiry heap, read back at start)."""

@@ -124,7 +124,25 @@ class KeyTable(Protocol):
     def close(self) -> None: ...
 
 
-class MemoryKeys:
+class Remembered:
+    """What a table holds besides its keys, for the keyring to fill: `_erased`, `_unreadable`, `_marks` (set by the
+    table's `__init__`: sets and a dict in memory, or written through to a store on disk)."""
+
+    _erased: MutableSet[tuple[str, str]]
+    _unreadable: MutableSet[tuple[str, str]]
+    _marks: MutableMapping[str, datetime]
+
+    def erased(self) -> MutableSet[tuple[str, str]]:
+        return self._erased
+
+    def unreadable(self) -> MutableSet[tuple[str, str]]:
+        return self._unreadable
+
+    def marks(self) -> MutableMapping[str, datetime]:
+        return self._marks
+
+
+class MemoryKeys(Remembered):
     """Every key in a dict: tests, and short-lived readers. A service's keyring grows with the country (ADR 0034).
     Per subject a tuple (nearly always of one key: a tuple costs far less than a dict per subject)."""
 
@@ -145,15 +163,6 @@ class MemoryKeys:
 
     def count(self) -> int:
         return sum(len(keys) for keys in self._keys.values())
-
-    def erased(self) -> MutableSet[tuple[str, str]]:
-        return self._erased
-
-    def unreadable(self) -> MutableSet[tuple[str, str]]:
-        return self._unreadable
-
-    def marks(self) -> MutableMapping[str, datetime]:
-        return self._marks
 
     def expiring(self) -> list[tuple[datetime, str, str]]:
         return []
