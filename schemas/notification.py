@@ -108,10 +108,20 @@ class NotificationRequest(Model):
     expires_at: datetime | None = Field(
         default=None, description="Not sent from this time on (outcome expired): what it tells is over")
     traceparent: str | None = Field(default=None, pattern=TRACEPARENT, description=TRACE_DESCRIPTION)
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=64, description="What the provider is told names the message "
+        "(Idempotency-Key, a webhook's id, a ZNS tracking id, an e-mail's Message-ID) when it is not the notification "
+        "id: a replay of a notification given up after failures that may have reached the provider (a timeout) "
+        "carries the original's, so that the provider can tell it has it already (ADR 0033)")
 
     @property
     def is_emergency(self) -> bool:
         return self.priority is Priority.EMERGENCY
+
+    @property
+    def delivery_key(self) -> str:
+        """What names this message at the provider: `idempotency_key`, or else the notification id."""
+        return self.idempotency_key or self.notification_id
 
 
 class NotificationStatus(Model):

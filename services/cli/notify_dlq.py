@@ -22,7 +22,15 @@ from schemas.replay import replay_key
 from schemas.topics import DLQ_NOTIFY, NOTIFY_REPLAYS, scoped
 from services.cli.dlq import Redrive, Stored, read_into, replay_each, replayed_keys
 from services.cli.errors import TopicNotVisible
-from services.cli.notify_letters import NotifyFilters, NotifyLetter, letter, matches, replayed, why_not
+from services.cli.notify_letters import (
+    NotifyFilters,
+    NotifyLetter,
+    letter,
+    matches,
+    may_have_reached,
+    replayed,
+    why_not,
+)
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, moment
 from services.cli.plain import json_text, markup
 from services.cli.render import console, err_console
@@ -133,7 +141,8 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
     """Send matching dead letters again, once the cause is mended (a subscriber's secret, a provider's account):
     each under a new id, through commune.notify.replays, to the worker owning its commune. A dead letter is never
     replayed twice; one left incomplete for its size or past its expiry is not replayed (counted, said). One given up
-    after timeouts may have reached the provider the first time: under its new id, the provider cannot tell."""
+    after failures that may have reached the provider (`retries_exhausted:...`, a timeout say) keeps the original's
+    Idempotency-Key: a provider that has it answers it as a repeat instead of sending it twice (counted, said)."""
     conn = connection(bootstrap)
     topic, letters, done, _ = asyncio.run(notify_letters(conn, namespace, _filters(reason, channel, since, until)))
     now = datetime.now(UTC)
@@ -150,5 +159,7 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
         err_console.print(f"replay stopped: {markup(exc)}; the letters of the aborted transaction are not marked "
                           "replayed, run the command again once the cause is fixed")
         raise typer.Exit(1) from None
+    kept = sum(may_have_reached(d) for d in todo) if ids else 0
+    same_key = f"; {kept} under the original's Idempotency-Key (they may have reached the provider)" if kept else ""
     err_console.print(f"replayed {len(ids)} dead letters; {len(letters) - len(fresh)} matching were already "
-                      f"replayed{skipped}")
+                      f"replayed{skipped}{same_key}")

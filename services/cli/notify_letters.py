@@ -82,10 +82,25 @@ def why_not(d: NotifyLetter, now: datetime) -> str | None:
     return None
 
 
+UNKNOWN_OUTCOME = "retries_exhausted"
+"""The reason a letter has when notify gave it up after failures a provider may have taken the message through (a
+timeout after the request was sent, a 5xx after it was processed): its replay keeps the original's delivery key."""
+
+
+def may_have_reached(d: NotifyLetter) -> bool:
+    """Whether the provider may hold the message already: given up after retryable failures, not refused."""
+    return d.reason.startswith(f"{UNKNOWN_OUTCOME}:")
+
+
 def replayed(d: NotifyLetter, dlq_topic: str) -> tuple[str, bytes]:
     """What a replay writes to commune.notify.replays: the new id, and the request as it was dead-lettered under
     that id, due now, without clear contacts (notify opens them at delivery; a letter that held one in clear, which
-    notify never writes, does not pass it on)."""
+    notify never writes, does not pass it on). A letter given up after failures that may have reached the provider
+    keeps the original's delivery key (`idempotency_key`), so an idempotent provider that has it does not send it
+    twice; one the provider refused goes under the new id, as a new message (a key it has seen would get its refusal
+    back)."""
     nid = replay_notification_id(d.request.notification_id, dlq_topic, d.partition, d.offset)
-    request = redact(d.request).model_copy(update={"notification_id": nid, "not_before": None})
+    update: dict[str, object] = {"notification_id": nid, "not_before": None}
+    update["idempotency_key"] = d.request.delivery_key if may_have_reached(d) else None
+    request = redact(d.request).model_copy(update=update)
     return nid, request.model_dump_json(exclude_none=True).encode()

@@ -48,6 +48,37 @@ def test_a_dead_letter_is_read_with_its_reason_and_replayed_under_a_new_stable_i
     assert request.model_dump(exclude={"notification_id"}) == d.request.model_dump(exclude={"notification_id"})
 
 
+@pytest.mark.parametrize("reason", ["retries_exhausted:ServerTimeoutError", "retries_exhausted:http_503",
+                                    "retries_exhausted:ClientOSError"])
+def test_a_letter_given_up_after_failures_the_provider_may_have_taken_is_replayed_under_the_original_key(
+        reason: str) -> None:
+    """A timeout (or a 5xx, a cut connection) after the request left may have delivered the message: the replay keeps
+    the original's delivery key, so an idempotent provider that has the message does not send it again; the replay
+    of that replay (dead-lettered in turn) keeps the very first one."""
+    for channel, (value, omitted) in letters_of("l-k").items():
+        d = letter(2, 5, value, headers(reason, omitted))
+        nid, record = replayed(d, TOPIC)
+        request = replays.request_of(record)
+        assert request.notification_id == nid != d.request.notification_id, channel
+        assert request.delivery_key == d.request.notification_id, channel
+        again = letter(2, 9, request.model_dump_json().encode(), headers(reason))
+        assert replays.request_of(replayed(again, TOPIC)[1]).delivery_key == d.request.notification_id
+
+
+@pytest.mark.parametrize("reason", ["http_401", "http_400", "smtp_recipient_refused", "zns_error_-124",
+                                    "internal_error", "unopenable", "retries_exhausted"])
+def test_a_letter_the_provider_refused_is_replayed_as_a_new_message(reason: str) -> None:
+    """A refusal (or a bug here) sent nothing: the replay is a new message under its new id (an idempotent provider
+    would answer a key it has seen with its refusal again); a replay of a replay that had kept a key keeps none."""
+    value, omitted = letters_of("l-r")[ChannelKind.WEBHOOK]
+    d = letter(1, 4, value, headers(reason, omitted))
+    nid, record = replayed(d, TOPIC)
+    request = replays.request_of(record)
+    assert request.delivery_key == nid and request.idempotency_key is None
+    kept = d.request.model_copy(update={"idempotency_key": "first-key"}).model_dump_json().encode()
+    assert replays.request_of(replayed(letter(1, 6, kept, headers(reason)), TOPIC)[1]).delivery_key != "first-key"
+
+
 def test_an_sms_letter_holds_no_clear_contact_and_its_replay_none_either() -> None:
     value, omitted = letters_of("l-2")[ChannelKind.SMS]
     d = letter(0, 1, value, headers(omitted=omitted))

@@ -209,3 +209,44 @@ async def test_email_carries_the_notification_id_as_message_id() -> None:
         controller.stop()
     assert dict(sink.by_id) == {r.notification_id: 1}
     assert sink.bodies[r.notification_id].startswith("Your dossier TL-251101-0002")
+
+
+async def test_every_channel_names_a_replay_by_the_original_key_it_carries(fake: FakeProviders) -> None:
+    """A replay that keeps the original's delivery key (ADR 0033) is named by it at every provider: SMS and ZNS
+    Idempotency-Key, ZNS tracking id, a webhook's id (signed, as the subscriber checks it) and e-mail's Message-ID; the
+    notification id itself goes nowhere. The provider that has the message answers it as a repeat."""
+    from aiosmtpd.controller import Controller
+
+    key = "0f" * 16
+    fake.webhook_secrets["prov-08"] = "s3cret"
+    reg = Registry.model_validate(
+        {"subscribers": [{"name": "prov-08", "url": f"{fake.url}/hooks/prov-08", "secret": "s3cret"}]})
+    hook = next(x for x in rules.for_event(dossier(), directory(), reg) if x.channel is ChannelKind.WEBHOOK)
+    sms, zns = request(), request(applicant=ZALO_APPLICANT)
+    http = HttpClient(2)
+    try:
+        zalo = ZaloZns(http, fake.url, SmsGateway(http, fake.url))
+        for r, channel in [(sms, SmsGateway(http, fake.url)), (zns, zalo), (hook, Webhooks(http, reg))]:
+            fake.accepted.clear()
+            fake.replays.clear()
+            await channel.send(compose(r, 2))
+            replay = r.model_copy(update={"notification_id": "f0" * 16, "idempotency_key": r.notification_id})
+            await channel.send(compose(replay, 2))
+            assert list(fake.accepted) == [r.notification_id] and fake.replays[r.notification_id] == 1, r.channel
+            fake.accepted.clear()
+            await channel.send(compose(replay.model_copy(update={"idempotency_key": key}), 2))
+            [(got, sent)] = fake.accepted.items()
+            assert got == key and sent.body.get("tracking_id", key) == key, r.channel
+    finally:
+        await http.close()
+    assert fake.bad_signatures == 0 and "f0" * 16 not in {k for k, _ in fake.arrivals}
+    sink, port = MailSink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        mail = request(applicant={"email": "citizen@example.vn", "preferred_locale": "en"})
+        await Smtp("127.0.0.1", port, "noreply@example.gov.vn", 5).send(compose(mail.model_copy(
+            update={"notification_id": "f0" * 16, "idempotency_key": key}), 2))
+    finally:
+        controller.stop()
+    assert dict(sink.by_id) == {key: 1}

@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from services.notify.delivery import PARK_HORIZON
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import produce, read_all
@@ -56,7 +58,7 @@ async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_ho
 
     fake.webhook_secrets["prov-08"] = "s3cret"  # the secrets agree again
     first = cli(kafka_bootstrap, namespace, "replay", "--reason", "http_401")
-    assert "replayed 1 dead letters" in first.stderr
+    assert "replayed 1 dead letters" in first.stderr and "Idempotency-Key" not in first.stderr  # refused: a new key
     hooks = lambda: [r for r in fake.accepted.values() if r.path == "/hooks/prov-08"]  # noqa: E731
     await eventually_async(lambda: len(hooks()) == 1, timeout=60, interval=0.2, what="the webhook sent")
     [hook] = hooks()
@@ -82,3 +84,38 @@ async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_ho
     [replayed] = [s for s in sent if s["channel"] == "webhook"]
     assert replayed["notification_id"] != letter["notification_id"] and replayed["event_id"] == event.id
     assert set(requests_per_key(fake).values()) == {1}
+
+
+async def test_a_webhook_given_up_after_timeouts_that_reached_the_subscriber_is_not_received_twice_when_replayed(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders) -> None:
+    """The subscriber takes each call but answers after notify's timeout: every attempt timed out, yet the first one
+    delivered. The event is nearly 7 days old, so no park is left (`PARK_HORIZON`) and the webhook is dead-lettered
+    `retries_exhausted:...`. Replayed once the subscriber answers in time, it goes under a new notification id but the
+    original's Idempotency-Key and webhook id, which the subscriber has: it is received once in all (before ADR 0033's
+    amendment the replay came under a new key and was received twice)."""
+    fake.faults.delay_s = 1.5
+    start_notify(NOTIFY_PROVIDER_TIMEOUT_S="0.5", NOTIFY_RETRY_MAX_ATTEMPTS="2")
+    event = dossier("rp-t", code="D-RPT-1")
+    event = event.model_copy(update={"time": event.time - PARK_HORIZON + timedelta(minutes=3)})
+    await publish(kafka_bootstrap, namespace, event)
+    [dead] = await read_all(kafka_bootstrap, notify_topics.dlq, expect=1, timeout=60)
+    reason = dict(dead.headers)["dlq.reason"].decode()
+    assert reason.startswith("retries_exhausted:") and "Timeout" in reason, reason
+    hooks = lambda: [r for r in fake.accepted.values() if r.path == "/hooks/prov-08"]  # noqa: E731
+    [first] = hooks()  # the timed-out attempts reached the subscriber: it has the webhook already
+    assert first.body["event"]["id"] == event.id
+
+    fake.faults.delay_s = 0
+    out = cli(kafka_bootstrap, namespace, "replay", "--reason", "retries_exhausted").stderr
+    assert "replayed 1 dead letters" in out and "1 under the original's Idempotency-Key" in out, out
+    status: list[dict[str, object]] = []
+
+    async def replay_sent() -> bool:
+        status[:] = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=1))
+        return any(s["outcome"] == "sent" and s["channel"] == "webhook" for s in status)
+
+    await eventually_async(replay_sent, timeout=60, interval=0.5, what="the replay sent")
+    [replayed] = [s for s in status if s["outcome"] == "sent" and s["channel"] == "webhook"]
+    assert replayed["notification_id"] != first.key and replayed["event_id"] == event.id
+    assert hooks() == [first] and fake.replays[first.key] >= 2  # the retry and the replay, answered as repeats

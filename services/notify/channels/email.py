@@ -41,7 +41,7 @@ def build_mail(sender: str, message: Message) -> EmailMessage:
         raise DeliveryError("no_email", retryable=False, local=True)
     mail = EmailMessage()
     mail["From"], mail["To"], mail["Subject"] = sender, single_address(to), message.subject
-    mail["Message-ID"] = f"<{message.request.notification_id}@commune-bus>"
+    mail["Message-ID"] = f"<{message.request.delivery_key}@commune-bus>"
     if (parent := outgoing_traceparent(message.request)) is not None:
         mail["Traceparent"] = parent
     mail.set_content(message.text)

@@ -1,6 +1,7 @@
 """HTTP channels: SMS gateway, Zalo ZNS (falls back to SMS) and signed webhooks, on one aiohttp session.
 
-Every call carries the notification id as `Idempotency-Key` and, when the request has a trace, a W3C
+Every call carries the request's `delivery_key` (its notification id, or the original's for a replay of one that
+may have reached the provider, ADR 0033) as `Idempotency-Key` and, when the request has a trace, a W3C
 `traceparent` header (the canonical event's trace id, `base.outgoing_traceparent`), so a provider's own
 logs can be matched with `commune-bus trace <trace id>`.
 
@@ -136,7 +137,7 @@ async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | Non
 
 
 class SmsGateway:
-    """POST {url}/sms {to, text, encoding, segments} with the notification id as Idempotency-Key."""
+    """POST {url}/sms {to, text, encoding, segments} with the delivery key as Idempotency-Key."""
 
     def __init__(self, client: HttpClient, url: str) -> None:
         self.client, self.url = client, url.rstrip("/") + "/sms"
@@ -147,7 +148,7 @@ class SmsGateway:
             raise DeliveryError("no_phone", retryable=False, local=True)
         body = {"to": phone, "text": message.sms_text, "encoding": message.sms_count.encoding,
                 "segments": message.sms_count.segments}
-        headers = {IDEMPOTENCY_HEADER: message.request.notification_id, **trace_headers(message.request)}
+        headers = {IDEMPOTENCY_HEADER: message.request.delivery_key, **trace_headers(message.request)}
         reply = await self.client.post(self.url, json=body, headers=headers)
         if isinstance(reply, str):  # a 2xx is the gateway's acceptance: a retry could send it again (ADR 0012): sent
             return Receipt(None, via="sms", reply_refused=reply)
@@ -176,10 +177,10 @@ class ZaloZns:
     async def send(self, message: Message) -> Receipt:
         r = message.request
         body = {"user_id": r.recipient.zalo_user_id, "phone": r.recipient.phone,
-                "template_id": ZNS_TEMPLATE_IDS[r.kind], "template_data": r.params, "tracking_id": r.notification_id}
+                "template_id": ZNS_TEMPLATE_IDS[r.kind], "template_data": r.params, "tracking_id": r.delivery_key}
         try:
             reply = await self.client.post(self.url, json=body,
-                                           headers={IDEMPOTENCY_HEADER: r.notification_id, **trace_headers(r)})
+                                           headers={IDEMPOTENCY_HEADER: r.delivery_key, **trace_headers(r)})
             if isinstance(reply, str):  # ZNS says in the body whether it took the message: unknown, retried as ZNS
                 raise DeliveryError(reply)
             if type(error := reply.get("error")) is not int:  # a body that does not say (HTML, null, cut off): unknown
@@ -218,9 +219,9 @@ class Webhooks:
             raise DeliveryError("unknown_subscriber", retryable=False, local=True)
         body = (r.payload or "").encode()
         ts = str(int(time.time()))
-        headers = {"Content-Type": "application/cloudevents+json", "Webhook-Id": r.notification_id,
-                   IDEMPOTENCY_HEADER: r.notification_id, "Webhook-Timestamp": ts,
-                   "Webhook-Signature": signature(sub.secret.get_secret_value(), r.notification_id, ts, body),
+        headers = {"Content-Type": "application/cloudevents+json", "Webhook-Id": r.delivery_key,
+                   IDEMPOTENCY_HEADER: r.delivery_key, "Webhook-Timestamp": ts,
+                   "Webhook-Signature": signature(sub.secret.get_secret_value(), r.delivery_key, ts, body),
                    **trace_headers(r)}
         # the status code says it all: a body too long is left unread as usual; one that cannot be read is counted
         reply = await self.client.post(sub.url, data=body, headers=headers, read_reply=False)
