@@ -121,18 +121,18 @@ class NotifyApp:
             dispatcher.start()
             stack.push_async_callback(dispatcher.stop)
 
-            # Two consumers in the one group: announcements (where emergencies arrive) are never stuck behind a
-            # dossier backlog in the same fetch; dossiers, mobile-team events, deadline alerts and replayed dead letters
-            # (ADR 0033) share the other.
+            # Two consumers in the one group: announcements (where emergencies arrive) and replayed dead letters (ADR
+            # 0033: a replayed emergency must not wait in a paused partition) are never stuck behind a dossier backlog
+            # in the same fetch; dossiers, mobile-team events and deadline alerts share the other.
             readiness = Readiness(self.sup.health, ("routine", "urgent"))
             stalls = StallWatch(self.s.stall_limit_s)
             fence = Fence(readiness, stalls)
             dispatcher.gate = fence
             stack.push_async_callback(_cancel, [spawn("stall-watch", stalls.watch()),
                                                 spawn("broker-probe", probe_loop(feed.reachable, readiness.broker))])
-            routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts, n.replays], feed,
-                                           readiness, fence)
-            urgent = await self._consumer(stack, "urgent", [n.announcement], feed, readiness, fence)
+            routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts], feed, readiness,
+                                           fence)
+            urgent = await self._consumer(stack, "urgent", [n.announcement, n.replays], feed, readiness, fence)
             consumers = (routine, urgent)
             dossier_partitions = len(await producer.partitions_for(n.dossier))
             dispatcher.owns = partial(self._owns, routine, dossier_partitions)

@@ -77,14 +77,14 @@ class Records:
                 pauses.apply()  # partitions assigned meanwhile follow the throttle as it stands
 
     def throttle(self, lane: Lane) -> tuple[Callable[[], int], int]:
-        """What a consumer's pause watches, and its limit, `max_pending`. Routine (dossiers, mobile teams, alerts,
-        replays): the routine jobs held, queued or waiting for a retry. Urgent (announcements, where emergencies
-        arrive): the emergency jobs held, or the routine ones beyond `URGENT_HEADROOM` times the limit (routine
-        announcements come through it too): it never paused, so a flood of announcements behind a slow provider filled
-        memory (audit: 59,864 jobs, 198 MB). The routine consumer's own jobs, retries included, stay near the limit (it
-        pauses there), so they alone never pause the urgent one (review: a routine provider down held storm warnings
-        unread while dossiers flowed); routine announcements waiting for retries beyond it do, by design: without that
-        bound a provider outage let them grow without end (second review asked; kept)."""
+        """What a consumer's pause watches, and its limit, `max_pending`. Routine (dossiers, mobile teams, alerts):
+        the routine jobs held, queued or waiting for a retry. Urgent (announcements, where emergencies arrive, and
+        replayed dead letters): the emergency jobs held, or the routine ones beyond `URGENT_HEADROOM` times the limit
+        (routine announcements and replays come through it too): it never paused, so a flood of announcements behind
+        a slow provider filled memory (audit: 59,864 jobs, 198 MB). The routine consumer's own jobs, retries included,
+        stay near the limit (it pauses there), so they alone never pause the urgent one (review: a routine provider
+        down held storm warnings unread while dossiers flowed); routine announcements waiting for retries beyond it
+        do, by design: without that bound a provider outage let them grow without end (second review asked; kept)."""
         d = self.dispatcher
         if lane == "routine":
             return lambda: d.routine_backlog, self.s.max_pending

@@ -1,7 +1,8 @@
 """What notify reads from commune.notify.replays: dead-lettered notifications sent again (ADR 0033). Pure.
 
 `commune-bus notify-dlq replay` writes each dead letter's request there under a new id, keyed by its commune (the
-partition of its commune's events and ledger). The routine consumer hands it to the dispatcher as any request:
+partition of its commune's events and ledger). The urgent consumer (that of announcements: a replayed emergency does
+not wait behind a dossier backlog) hands it to the dispatcher as any request:
 `submit` finds it done if a replay of it was already sent (a replay run twice, or overlapping), and the input
 record is committed once it is done, as every other.
 """

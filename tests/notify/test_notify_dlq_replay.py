@@ -7,18 +7,22 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from schemas.notification import Audience
+from services.cli.notify_letters import letter, replayed
+from services.notify import deadletters, rules
 from services.notify.delivery import PARK_HORIZON
 from services.notify.fake_providers import FakeProviders
+from services.notify.subscribers import Registry
 from services.notify.topics import Names
 from tests.kafkatools import produce, read_all
 from tests.notify.conftest import StartNotify, caught_up, publish, statuses
-from tests.notify.events import dossier
-from tests.notify.oracle import requests_per_key
+from tests.notify.events import directory, dossier, storm
+from tests.notify.oracle import all_sent, expected_sends, requests_per_key
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
@@ -119,3 +123,30 @@ async def test_a_webhook_given_up_after_timeouts_that_reached_the_subscriber_is_
     [replayed] = [s for s in status if s["outcome"] == "sent" and s["channel"] == "webhook"]
     assert replayed["notification_id"] != first.key and replayed["event_id"] == event.id
     assert hooks() == [first] and fake.replays[first.key] >= 2  # the retry and the replay, answered as repeats
+
+
+async def test_a_replayed_emergency_is_sent_while_the_routine_lane_is_throttled(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
+        fake: FakeProviders) -> None:
+    """Replays come through the urgent consumer (ADR 0033, amended): a storm warning's SMS, dead-lettered and replayed
+    while 40 routine notifications wait behind a gateway limited to one a second (the routine consumer paused, its
+    backlog over NOTIFY_MAX_PENDING), is sent at once, not after the dossiers' backlog has drained (before, it waited
+    in a paused partition of the routine consumer for ~20 s)."""
+    start_notify(NOTIFY_MAX_PENDING="4", NOTIFY_ROUTINE_WORKERS="1",
+                 NOTIFY_RATE_PER_S=json.dumps({"sms": 1, "webhook": 1, "zalo": 1, "email": 1}))
+    events = [dossier(f"th-{i}", code=f"D-TH-{i}") for i in range(20)]
+    await publish(kafka_bootstrap, namespace, *events)
+    await eventually_async(lambda: len(fake.arrivals) >= 2, timeout=60, interval=0.2, what="the routine sends begun")
+
+    [warning] = [r for r in rules.for_event(storm("rp-storm"), directory(), Registry())
+                 if r.is_emergency and r.audience is Audience.STAFF]
+    value, headers = deadletters.bounded(warning)
+    d = letter(0, 7, value, [*headers, ("dlq.reason", b"http_401"), ("dlq.attempts", b"1"),
+                             ("dlq.rejected.at", datetime.now(UTC).isoformat().encode())])
+    nid, record = replayed(d, notify_topics.dlq)
+    await produce(kafka_bootstrap, notify_topics.replays, [(warning.commune.encode(), record, [])])
+    await eventually_async(lambda: nid in fake.accepted, timeout=60, interval=0.2, what="the replayed warning sent")
+    routine_before = [k for k, _ in fake.arrivals].index(nid)
+    assert routine_before < 20, f"{routine_before} of 40 routine sends went before the replayed emergency"
+    await eventually_async(all_sent(fake, expected_sends(events)), timeout=90, interval=0.5, what="the backlog sent")
+    assert set(requests_per_key(fake).values()) == {1}
