@@ -23,7 +23,6 @@ from aiokafka.errors import KafkaError
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
-from schemas.topics import RAW, scoped
 from services.cli import dlq_commands, erase, kafka_io, notify_dlq, trace
 from services.cli.errors import CliError
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
@@ -35,6 +34,7 @@ from services.common.refused import settings_checked
 from services.common.topics_cli import DEFAULT_SOURCES, registry_topics
 from services.gateway.batch import BodyError, check, split_body
 from services.privacy.crypto import PrivacyError
+from services.sources.topics import entry_of, raw_topic
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
                   pretty_exceptions_show_locals=False)  # a crash never prints erase's or publish's values
@@ -81,10 +81,14 @@ def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -
 def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")],
             commune: CommuneOpt = None,
             source: Annotated[str | None, typer.Option(help="`source` header (portal shape)")] = None,
+            entry: Annotated[str | None, typer.Option(
+                help="Registry id whose own raw topic is written, commune.raw.<family>.src.<id> (ADR 0018); by "
+                     "default that of a `source-<id>` Kafka user, else the shared raw topic")] = None,
             bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
-    """Publish FILE's records as they are to the family's RAW topic (intake validates them), keyed by commune.
-    A record that is not JSON is published as it is too (keyed by --commune), and counted: intake dead-letters
-    it (not_json)."""
+    """Publish FILE's records as they are to the family's RAW topic (intake validates them), keyed by commune: a
+    source's principal writes its own topic (the only raw topic it may write), the gateway's and the operator's the
+    shared one. A record that is not JSON is published as it is too (keyed by --commune), and counted: intake
+    dead-letters it (not_json)."""
     records = _records(file)
     headers = [(k, v.encode()) for k, v in (("commune-code", commune), ("source", source)) if v]
     out: list[kafka_io.Record] = []
@@ -96,10 +100,11 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
             obj, not_json = None, not_json + 1
         key = obj.get("commune") if isinstance(obj, dict) and isinstance(obj.get("commune"), str) else commune
         out.append((key.encode() if key else None, value, headers))
-    topic = scoped(RAW[family], namespace).name
+    conn = connection(bootstrap)
+    topic = raw_topic(family, entry or entry_of(conn.sasl_username), namespace)
     with Progress(*Progress.get_default_columns(), console=err_console) as bar:
         task = bar.add_task(f"publishing to {markup(topic)}", total=len(out))
-        sent = asyncio.run(kafka_io.publish(connection(bootstrap), topic, out, lambda n: bar.advance(task, n)))
+        sent = asyncio.run(kafka_io.publish(conn, topic, out, lambda n: bar.advance(task, n)))
     unreadable = f" ({not_json} not JSON: intake dead-letters them as not_json)" if not_json else ""
     err_console.print(f"{sent} records acknowledged by {markup(topic)}{unreadable}")
 

@@ -29,8 +29,24 @@ BOUND = ".src."
 def bound_topic(family: Family, entry: Source, namespace: str = "") -> TopicSpec:
     """The raw topic of `family` that only `entry`'s principal writes (partitions and config of the shared one)."""
     spec = RAW[family]
-    return replace(spec, name=namespaced(f"{spec.name}{BOUND}{entry.id}", namespace),
+    return replace(spec, name=raw_topic(family, entry.id, namespace),
                    description=f"{spec.description} Written only by source {entry.id} (its principal).")
+
+
+def raw_topic(family: Family, entry_id: str | None, namespace: str = "") -> str:
+    """Where `family`'s raw records are written: the topic bound to the entry `entry_id`, or the shared one (None)."""
+    name = RAW[family].name
+    return namespaced(name if entry_id is None else f"{name}{BOUND}{entry_id}", namespace)
+
+
+PRINCIPAL_PREFIX = "source-"
+
+
+def entry_of(user: str | None) -> str | None:
+    """The registry id of a source's Kafka user name (`principal`'s inverse); None for any other user."""
+    if user is None or not user.startswith(PRINCIPAL_PREFIX) or len(user) == len(PRINCIPAL_PREFIX):
+        return None
+    return user[len(PRINCIPAL_PREFIX):]
 
 
 def bound_topics(registry: SourceRegistry, namespace: str = "") -> dict[str, tuple[Family, Source]]:
@@ -40,7 +56,7 @@ def bound_topics(registry: SourceRegistry, namespace: str = "") -> dict[str, tup
 
 def principal(entry: Source) -> str:
     """The Kafka user name of a registered source (SCRAM user, ACL principal `User:<this>`)."""
-    return f"source-{entry.id}"
+    return f"{PRINCIPAL_PREFIX}{entry.id}"
 
 
 def entry_policy(entry: Source, source: str, family: Family, commune: str) -> Rejection | None:
