@@ -76,11 +76,12 @@ async def notify_letters(conn: KafkaConnection, namespace: str, filters: NotifyF
     return Listing(topic, sorted(letters, key=lambda d: (d.partition, d.offset)), done, unreadable)
 
 
-async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLetter], dlq_topic: str) -> list[str]:
+async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLetter],
+                 dlq_topic: str) -> list[NotifyLetter]:
     """Write each letter's request (under its new id) to commune.notify.replays, keyed by its commune, and its
-    replay-log entry (`replay_each`: a transaction per batch); the new ids, in order. Letters the log holds once the
-    writer has fenced any other replay are left out. A refused write aborts its transaction (SendFailed): those
-    letters stay unreplayed."""
+    replay-log entry (`replay_each`: a transaction per batch); the letters written, in order. Letters the log holds
+    once the writer has fenced any other replay are left out. A refused write aborts its transaction (SendFailed):
+    those letters stay unreplayed."""
     replays = scoped(NOTIFY_REPLAYS, namespace).name
     if replays not in await partition_counts(conn, [replays]):
         raise TopicNotVisible([replays])
@@ -89,8 +90,7 @@ async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLett
         # keyed by commune: the partition of its commune's events and ledger (ADR 0020), as every input
         return replays, replayed(d, dlq_topic)[1], d.request.commune.encode(), []
 
-    written = await replay_each(conn, namespace, "commune-bus-notify-dlq-replay", dlq_topic, letters, redrive)
-    return [replayed(d, dlq_topic)[0] for d in written]
+    return await replay_each(conn, namespace, "commune-bus-notify-dlq-replay", dlq_topic, letters, redrive)
 
 
 def _filters(reason: str | None, channel: ChannelKind | None, since: str | None, until: str | None) -> NotifyFilters:
@@ -154,12 +154,14 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
         err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters{skipped}")
         return
     try:
-        ids = asyncio.run(replay(conn, namespace, todo, topic)) if todo else []
+        written = asyncio.run(replay(conn, namespace, todo, topic)) if todo else []
     except SendFailed as exc:
         err_console.print(f"replay stopped: {markup(exc)}; the letters of the aborted transaction are not marked "
                           "replayed, run the command again once the cause is fixed")
         raise typer.Exit(1) from None
-    kept = sum(may_have_reached(d) for d in todo) if ids else 0
+    kept = sum(may_have_reached(d) for d in written)
     same_key = f"; {kept} under the original's Idempotency-Key (they may have reached the provider)" if kept else ""
-    err_console.print(f"replayed {len(ids)} dead letters; {len(letters) - len(fresh)} matching were already "
-                      f"replayed{skipped}{same_key}")
+    # those another replay wrote between the listing and this one's start were left out: already replayed too
+    already = len(letters) - len(fresh) + len(todo) - len(written)
+    err_console.print(f"replayed {len(written)} dead letters; {already} matching were already replayed{skipped}"
+                      f"{same_key}")

@@ -147,3 +147,35 @@ def test_any_record_is_read_as_a_dead_letter_or_refused_with_a_value_error(value
     """A record on the DLQ that notify did not write (or a newer one's) is counted, never a traceback."""
     with contextlib.suppress(ValueError):
         letter(0, 0, value, [("dlq.reason", reason.encode()), ("dlq.attempts", attempts), ("dlq.rejected.at", at)])
+
+
+def test_the_replay_summary_counts_letters_another_replay_wrote_meanwhile_as_already_replayed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three matching letters, one replayed before the listing; of the two left, another replay commits one between
+    this one's listing and its writer's start, so the writer leaves it out (`replay_each`'s second read). The summary
+    counts it as already replayed (it was counted nowhere), and counts the letter given up after timeouts, which keeps
+    its original key."""
+    from typer.testing import CliRunner
+
+    from schemas.replay import replay_key
+    from services.cli import notify_dlq
+    from services.cli.main import app
+
+    value, omitted = letters_of("l-s")[ChannelKind.WEBHOOK]
+    letters = [letter(0, n, value, headers(reason, omitted))
+               for n, reason in ((1, "http_401"), (2, "retries_exhausted:TimeoutError"), (3, "http_401"))]
+    done = {replay_key(TOPIC, 0, 1)}
+
+    async def listing(*_: object) -> notify_dlq.Listing:
+        return notify_dlq.Listing(TOPIC, letters, done, 0)
+
+    async def replay(_conn: object, _ns: str, todo: list[object], _topic: str) -> list[object]:
+        assert todo == letters[1:]
+        return todo[:1]  # letters[2] was written by another replay meanwhile
+
+    monkeypatch.setattr(notify_dlq, "notify_letters", listing)
+    monkeypatch.setattr(notify_dlq, "replay", replay)
+    result = CliRunner().invoke(app, ["notify-dlq", "replay"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert ("replayed 1 dead letters; 2 matching were already replayed; 1 under the original's Idempotency-Key"
+            in " ".join(result.output.split())), result.output
