@@ -22,7 +22,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from schemas.deadletter import Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
 from schemas.notification import NotificationStatus
-from schemas.personal import SEALED_HEADERS
+from schemas.personal import SEALED_HEADERS, ErasureNotice
 from schemas.snapshot import COMMUNE_SNAPSHOT, CommuneIndicators
 from schemas.topics import COMMUNE_KEY, TOPICS, Kind, TopicSpec
 from schemas.trace import PATTERN as TRACEPARENT
@@ -47,7 +47,8 @@ def _schemas() -> tuple[Refs, dict[str, Any]]:
     events = [m for ms in EVENTS_BY_FAMILY.values() for m in ms]
     keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in events]
     keys += [(data_model(m), "serialization") for m in events]
-    keys += [(NotificationStatus, "serialization"), (CommuneIndicators, "serialization")]
+    keys += [(NotificationStatus, "serialization"), (CommuneIndicators, "serialization"),
+             (ErasureNotice, "serialization")]
     refs, defs = models_json_schema(keys, ref_template=REF)
     components: dict[str, Any] = defs.get("$defs", {})
     by_model: Refs = {}
@@ -160,6 +161,13 @@ def _messages(refs: Refs) -> dict[str, Any]:
         "description": "commune.metrics.snapshots: CloudEvents binary mode, `data` as the value "
                        "(schemas.snapshot.decode_snapshot)",
         "payload": refs[(CommuneIndicators, "serialization")]}
+    out["erasureNotice"] = {
+        "name": "erasureNotice", "title": "An applicant erased", "contentType": "application/json",
+        "summary": (ErasureNotice.__doc__ or "").strip().splitlines()[0],
+        "description": "commune.privacy.erasures: one JSON record per erasure, keyed by the subject: delete what you "
+                       "keep of that subject (ADR 0035)",
+        "bindings": {"kafka": {"key": {"type": "string", "description": "subject id"}, "bindingVersion": "0.5.0"}},
+        "payload": refs[(ErasureNotice, "serialization")]}
     out["internalRecord"] = {"name": "internalRecord", "title": "Internal or not-yet-specified record",
                              "payload": {"type": "object"}}
     return out
@@ -172,7 +180,7 @@ def _channel_messages(topic: TopicSpec, messages: dict[str, Any]) -> list[str]:
             names += [n + "Structured" for n in names] + (["portalDossier"] if topic.family is Family.DOSSIER else [])
         return names
     return [{Kind.DEAD_LETTER: "deadLetter", Kind.STATUS: "notificationStatus",
-             Kind.SNAPSHOT: "communeSnapshot"}.get(topic.kind, "internalRecord")]
+             Kind.SNAPSHOT: "communeSnapshot", Kind.ERASURE: "erasureNotice"}.get(topic.kind, "internalRecord")]
 
 
 def document() -> dict[str, Any]:
@@ -256,7 +264,7 @@ def _bound_channel(topic: TopicSpec, cid: str, names: list[str], channels: dict[
     }
 
 
-PUBLISHED_KINDS = (Kind.CANONICAL, Kind.STATUS, Kind.SNAPSHOT)
+PUBLISHED_KINDS = (Kind.CANONICAL, Kind.STATUS, Kind.SNAPSHOT, Kind.ERASURE)
 """The topics subscribers read (`services.common.acls.PUBLISHED`); every other non-raw topic is internal."""
 
 

@@ -118,6 +118,17 @@ class ErasureAudit(Model):
     via: str = Field(default="cli", max_length=32, description="cli, gateway")
 
 
+class ErasureNotice(Model):
+    """On commune.privacy.erasures, for those who hold an applicant's data: the pseudonymous subject was erased, delete
+    what you keep of it (ADR 0035). Written in the erasure's transaction; no personal data (the subject is the
+    pseudonym of `data.applicant.subject`), nor who asked."""
+
+    erasure_id: str = Field(min_length=1, max_length=64, description="The erasure's id (one notice per erasure)")
+    subject: str = Field(pattern=SUBJECT_PATTERN, description="The subject erased, as `data.applicant.subject` names "
+                         "it in the canonical events and in webhooks that carry an applicant")
+    erased_at: UtcDateTime
+
+
 SEALED_SUBJECT_HEADER = "dlq.sealed.subject"
 """On a sealed dead letter: the subject whose key sealed the value (an applicant's, or `dlq:<day>`)."""
 SEALED_KEY_HEADER = "dlq.sealed.key"

@@ -34,6 +34,7 @@ class Kind(StrEnum):
     DEAD_LETTER = "dead-letter"
     STATUS = "status"
     SNAPSHOT = "snapshot"
+    ERASURE = "erasure"
     INTERNAL = "internal"
 
 
@@ -195,6 +196,12 @@ PRIVACY_AUDIT = TopicSpec(
     description="One record per erasure: who asked, when, the subject id and how many keys; no personal data",
     partitions=1, config={"retention.ms": "-1"},
 )
+PRIVACY_ERASURES = TopicSpec(
+    "commune.privacy.erasures", Kind.ERASURE, key="subject id",
+    description="One notice per erasure, for subscribers and notify (which tells the webhook subscribers that receive "
+    "applicants' data): the pseudonymous subject erased and when; no personal data, nor who asked (ADR 0035)",
+    partitions=1, config=PUBLISHED_RETENTION,
+)
 GATEWAY_CLAIMS = TopicSpec(
     "commune.gateway.claims", Kind.INTERNAL,
     key="idem:<source id>:<Idempotency-Key>, or nonce:<source id>:<signature>",
@@ -208,7 +215,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     *RAW.values(), *CANONICAL.values(),
     DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS,
     NOTIFY_REPLAYS, DLQ_REPLAYED, METRICS_CHANGELOG, METRICS_SNAPSHOTS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS,
-    PRIVACY_AUDIT, GATEWAY_CLAIMS,
+    PRIVACY_AUDIT, PRIVACY_ERASURES, GATEWAY_CLAIMS,
 )
 
 
@@ -219,6 +226,11 @@ class Group(StrEnum):
     NOTIFY = "commune-bus.notify"
     NOTIFY_DEADLINES = "commune-bus.notify.deadlines"
     METRICS = "commune-bus.metrics"
+
+
+NOTIFY_ERASURE_GROUPS = "commune-bus.notify.erasures."
+"""The prefix of notify's consumer groups of erasure notices: one per webhook subscriber that receives applicants'
+data, `<prefix><subscriber name>` (ADR 0035)."""
 
 
 class TransactionalId(StrEnum):

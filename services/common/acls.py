@@ -39,10 +39,12 @@ from schemas.topics import (
     METRICS_SNAPSHOTS,
     NOTIFY_ALERTS,
     NOTIFY_DEADLINES,
+    NOTIFY_ERASURE_GROUPS,
     NOTIFY_LEDGER,
     NOTIFY_REPLAYS,
     NOTIFY_STATUS,
     PRIVACY_AUDIT,
+    PRIVACY_ERASURES,
     RAW,
     Group,
     TopicSpec,
@@ -158,10 +160,13 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
              writes=(*ALL_CANONICAL, *ALL_RAW, *bound, DLQ_INTAKE, INTAKE_DEDUP, KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
              groups=(Group.INTAKE,), transactional=(TransactionalId.INTAKE,)),
         # notify opens the personal data it needs with the key store's keys; it never creates nor erases one
+        # it tells the webhook subscribers that receive applicants' data of each erasure, in groups of its own, one
+        # per such subscriber (ADR 0035)
         Role("notify", reads=(*ALL_CANONICAL, NOTIFY_ALERTS, NOTIFY_REPLAYS, NOTIFY_LEDGER, NOTIFY_DEADLINES,
-                              KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
+                              KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_ERASURES),
              writes=(NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS),
-             groups=(Group.NOTIFY, Group.NOTIFY_DEADLINES), own_prefixes=(Group.NOTIFY_DEADLINES,)),
+             groups=(Group.NOTIFY, Group.NOTIFY_DEADLINES), own_prefixes=(Group.NOTIFY_DEADLINES,),
+             group_prefixes=(NOTIFY_ERASURE_GROUPS,)),
         Role("metrics", reads=(*ALL_CANONICAL, METRICS_CHANGELOG), writes=(METRICS_CHANGELOG, METRICS_SNAPSHOTS),
              groups=(Group.METRICS,), transactional=(TransactionalId.METRICS,)),
         # the gateway authenticates sources itself (API key + HMAC) and writes the shared raw topics, with its
@@ -170,7 +175,7 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
         # an erasure (POST /v1/erasures) tombstones the subject's keys on both key topics (a dead letter's applicant
         # key expires with it, on commune.keys.deadletters)
         Role("gateway", reads=(GATEWAY_CLAIMS, *TRACED, KEYS_APPLICANTS, KEYS_DEAD_LETTERS),
-             writes=(*ALL_RAW, GATEWAY_CLAIMS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT),
+             writes=(*ALL_RAW, GATEWAY_CLAIMS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES),
              transactional=(TransactionalId.GATEWAY, TransactionalId.ERASE)),
         # commune-bus publish / dlq list|replay / erase / trace / tail of the sealed topics; raw input stays intake's
         # (dlq list and replay open sealed dead letters with the key store: applicants' keys and the day keys);
@@ -178,8 +183,9 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
         # notify-dlq replay writes a dead-lettered notification, under a new id, to commune.notify.replays, an input
         # of notify's (ADR 0033)
         Role("operator", reads=(*TRACED, DLQ_REPLAYED, METRICS_SNAPSHOTS, KEYS_APPLICANTS, KEYS_DEAD_LETTERS,
-                                PRIVACY_AUDIT),
-             writes=(*ALL_RAW, DLQ_REPLAYED, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, NOTIFY_REPLAYS),
+                                PRIVACY_AUDIT, PRIVACY_ERASURES),
+             writes=(*ALL_RAW, DLQ_REPLAYED, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES,
+                     NOTIFY_REPLAYS),
              transactional=(TransactionalId.DLQ_REPLAY, TransactionalId.ERASE, TransactionalId.KEYS_REWRAP)),
         # demo and tests only (make demo, bench): simulated traffic of many sources on the shared raw topics, which
         # intake checks against the registry's `simulator` entry; a production cluster has no such user
@@ -187,9 +193,10 @@ def service_roles(registry: SourceRegistry) -> tuple[Role, ...]:
     ))
 
 
-PUBLISHED = (*ALL_CANONICAL, NOTIFY_STATUS, METRICS_SNAPSHOTS)
+PUBLISHED = (*ALL_CANONICAL, NOTIFY_STATUS, METRICS_SNAPSHOTS, PRIVACY_ERASURES)
 """What a downstream application may read: the canonical events, the notifications' statuses, the communes'
-snapshots. Not the raw topics (clear personal data), the dead letters, the key topics nor any service's state."""
+snapshots, the erasures' notices (ADR 0035). Not the raw topics (clear personal data), the dead letters, the key
+topics nor any service's state."""
 
 
 def subscriber_roles(registry: SourceRegistry) -> tuple[Role, ...]:

@@ -35,6 +35,7 @@ from services.notify.channels.base import Channel
 from services.notify.channels.email import Smtp
 from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
 from services.notify.directory import load_directory
+from services.notify.erasures import NoticeSender
 from services.notify.jobs import Outputs
 from services.notify.ledger import Layout, Ledger
 from services.notify.ledger_feed import LedgerFeed
@@ -149,10 +150,19 @@ class NotifyApp:
                 spawn("routine-commits", self._commit_loop(routine)),
                 spawn("urgent-commits", self._commit_loop(urgent)),
                 spawn("consumer-lag", LagGauge(SERVICE).watch(consumers)),
+                *self._erasure_notices(http),
             ])
             log.info("notify.started", namespace=self.s.namespace, directory=str(self.s.directory_file),
                      subscribers=len(self.registry.subscribers))
             await self.sup.stop.wait()
+
+    def _erasure_notices(self, http: HttpClient) -> list[asyncio.Task[None]]:
+        """One supervised sender per webhook subscriber that receives applicants' data (ADR 0035)."""
+        webhooks = Webhooks(http, self.registry)
+        return [self.sup.spawn(f"erasure-notices-{sub.name}", NoticeSender(
+                    self.s, self.names.erasures, self.s.namespace, sub, webhooks, self.s.backoff(),
+                    self.s.session_timeout_ms, self.s.heartbeat_interval_ms).run())
+                for sub in self.registry.subscribers if sub.include_personal_data]
 
     async def _ledger(self, stack: AsyncExitStack, producer: AIOKafkaProducer) -> tuple[Ledger, LedgerFeed]:
         """The partition-aligned ledger (stores deleted when the run ends), its tail and its pruning, supervised."""

@@ -42,3 +42,10 @@ PROVIDER_REPLIES_REFUSED = Counter(
 STATUSES_REFUSED = Counter("notify_statuses_refused_total",
                            "Status records commune.notify.status refused for their size (not written; the ledger still "
                            "holds the outcome, and the run goes on)")
+ERASURE_NOTICES = Counter("notify_erasure_notices_total",
+                          "Erasure notices sent to webhook subscribers that receive applicants' data, by subscriber "
+                          "and outcome (sent, failed: tried again until taken; ADR 0035)", ["subscriber", "outcome"])
+ERASURE_NOTICES_WAITING = Gauge("notify_erasure_notices_waiting",
+                                "1 while an erasure notice waits for a subscriber that refused or could not take it "
+                                "(it is tried again until taken; later notices to that subscriber wait behind it)",
+                                ["subscriber"])

@@ -7,7 +7,8 @@
 - `Opener`: at delivery only, the clear contacts the request's channel needs, from the key
   store (an applicant's) or the directory (staff and village contacts). An erased applicant
   raises `Erased`: the dispatcher skips the notification as erased, counted. A webhook body
-  for a subscriber entitled to personal data gets its applicant opened (left out if erased).
+  for a subscriber entitled to personal data gets its applicant opened, with its pseudonymous
+  `subject`, which the erasure notices name (left out if erased; ADR 0035).
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class Opener:
         if not isinstance(data, dict) or not isinstance(data.get("applicant"), dict):
             return payload
         sealed = SealedApplicant.model_validate(data["applicant"])
-        clear: dict[str, str] = {"preferred_locale": sealed.preferred_locale.value}
+        # the pseudonym kept beside the clear fields: what an erasure's notice names (ADR 0035)
+        clear: dict[str, str] = {"subject": sealed.subject, "preferred_locale": sealed.preferred_locale.value}
         try:
             for field in PERSONAL_FIELDS:
                 if (value := sealed_value(str(doc.get("id", "")), sealed, field)) is not None:

@@ -6,6 +6,7 @@
 - alerts: due-soon / overdue alerts the tracker fired, key = commune.
 - replays: dead-lettered notifications sent again under a new id (`commune-bus notify-dlq replay`), key = commune.
 - keys: the applicants' data keys (read only: an applicant's contact is opened at delivery, ADR 0015).
+- erasures: one notice per erasure, told to the webhook subscribers that receive applicants' data (ADR 0035).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from schemas.topics import (
     NOTIFY_LEDGER,
     NOTIFY_REPLAYS,
     NOTIFY_STATUS,
+    PRIVACY_ERASURES,
     scoped,
 )
 
 INPUTS = (EVENTS_DOSSIER, EVENTS_MOBILE_TEAM, EVENTS_ANNOUNCEMENT, NOTIFY_ALERTS, NOTIFY_REPLAYS)
 KEYS = (KEYS_APPLICANTS, KEYS_DEAD_LETTERS)
 OWN = (NOTIFY_STATUS, DLQ_NOTIFY, NOTIFY_LEDGER, NOTIFY_DEADLINES, NOTIFY_ALERTS)
+NOTICES = (PRIVACY_ERASURES,)
 
 
 class Names:
@@ -43,4 +46,5 @@ class Names:
         self.dlq = scoped(DLQ_NOTIFY, namespace).name
         self.ledger = scoped(NOTIFY_LEDGER, namespace).name
         self.deadlines = scoped(NOTIFY_DEADLINES, namespace).name
-        self.specs = list({t.name: scoped(t, namespace) for t in (*INPUTS, *OWN, *KEYS)}.values())
+        self.erasures = scoped(PRIVACY_ERASURES, namespace).name
+        self.specs = list({t.name: scoped(t, namespace) for t in (*INPUTS, *OWN, *KEYS, *NOTICES)}.values())

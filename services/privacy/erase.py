@@ -10,7 +10,9 @@ erasure also writes the subject's mark (`ErasureMark`, `<subject>/~erased`: keys
 up to the request, plus a margin for clocks), which every keyring honours whichever it
 reads first and which compaction keeps; and it reads the topic again afterwards and
 tombstones such late copies, so the wrapped keys leave the log too. The audit record
-holds the pseudonymous subject id, never the CCCD.
+holds the pseudonymous subject id, never the CCCD. In the same transaction, a notice on
+commune.privacy.erasures tells subscribers, and through notify the webhook subscribers that
+receive applicants' data, to delete what they keep of the subject (ADR 0035).
 """
 
 from __future__ import annotations
@@ -23,8 +25,16 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
-from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, KeyRecord, record_key
-from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, TransactionalId, scoped, transactional_id
+from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, ErasureNotice, KeyRecord, record_key
+from schemas.topics import (
+    KEYS_APPLICANTS,
+    KEYS_DEAD_LETTERS,
+    PRIVACY_AUDIT,
+    PRIVACY_ERASURES,
+    TransactionalId,
+    scoped,
+    transactional_id,
+)
 from services.common import clients, transactions
 from services.common.admin import ensure_topics, partition_counts
 from services.common.changelog import read_to_end
@@ -97,6 +107,11 @@ def audit_record(subject: str, requested_by: str, via: str, now: datetime | None
         raise ValueError(f"the audit record would be invalid ({', '.join(fields)}): nothing was erased") from None
 
 
+def notice_of(audit: ErasureAudit) -> ErasureNotice:
+    """What subscribers are told of an erasure: the subject and when, not who asked nor how many keys."""
+    return ErasureNotice(erasure_id=audit.erasure_id, subject=audit.subject, erased_at=audit.requested_at)
+
+
 def erasure_transactional_id(namespace: str, via: str, erasure_id: str) -> str:
     """Each erasure's own transactional id, under the one erasure prefix (whose ACL both doors hold): erasures at
     the same time (two requests to a gateway, two gateways, the CLI beside them) never fence each other, as one id
@@ -126,8 +141,9 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
     audit = audit_record(subject, requested_by, via, now)
     mark = ErasureMark(subject=subject, created_up_to=audit.requested_at + CLOCK_MARGIN)
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
+    notices_topic = scoped(PRIVACY_ERASURES, namespace).name
     await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace), scoped(KEYS_DEAD_LETTERS, namespace),
-                               scoped(PRIVACY_AUDIT, namespace)])
+                               scoped(PRIVACY_AUDIT, namespace), scoped(PRIVACY_ERASURES, namespace)])
     producer = clients.transactional_producer(
         conn, transactional_id=erasure_transactional_id(namespace, via, audit.erasure_id),
         client_id="commune-bus-erase")
@@ -143,6 +159,9 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
             sent.append(await producer.send(keys_topic, mark.model_dump_json().encode(),
                                             key=record_key(subject, ERASED_MARK)))
             sent.append(await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode()))
+            # for those who hold the subject's data (subscribers; notify tells webhook subscribers, ADR 0035)
+            sent.append(await producer.send(notices_topic, notice_of(audit).model_dump_json().encode(),
+                                            key=subject.encode()))
             await transactions.all_sent(sent)
 
         async def late_copies() -> dict[str, set[bytes]]:

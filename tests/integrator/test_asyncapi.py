@@ -78,7 +78,8 @@ def test_official_parser_rejects_a_broken_document(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_operations_invite_onto_the_raw_and_published_topics_only_over_the_secure_server() -> None:
-    """Integrators send to the raw topics and subscribers receive from the canonical, status and snapshot topics;
+    """Integrators send to the raw topics and subscribers receive from the canonical, status, snapshot and erasure
+    topics (ADR 0035);
     no operation names an internal topic (the key store, a changelog, the claims), and the documented server is the
     secure one (downstream audit: every topic was 'Subscribers read here', on a plaintext 9092 server)."""
     doc = asyncapi.document()
@@ -86,7 +87,7 @@ def test_operations_invite_onto_the_raw_and_published_topics_only_over_the_secur
     kinds = {t.name: t.kind for t in TOPICS}
     used = {channels[op["channel"]["$ref"]]: op["action"] for op in doc["operations"].values()}
     assert used == {t.name: "send" if t.kind is Kind.RAW else "receive" for t in TOPICS
-                    if t.kind in (Kind.RAW, Kind.CANONICAL, Kind.STATUS, Kind.SNAPSHOT)} | {
+                    if t.kind in (Kind.RAW, Kind.CANONICAL, Kind.STATUS, Kind.SNAPSHOT, Kind.ERASURE)} | {
         f"{t.name}{BOUND}{{sourceId}}": "send" for t in TOPICS if t.kind is Kind.RAW}  # a source's own (review)
     assert all(kinds.get(name.split(BOUND)[0]) is not Kind.INTERNAL for name in used)
     local = doc["servers"]["local"]

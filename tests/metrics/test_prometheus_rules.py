@@ -55,7 +55,7 @@ def test_every_alert_has_a_promtool_scenario() -> None:
                                 "NotifyDrainTimedOut", "GatewayRequestsFailing", "ServiceNotReady",
                                 "CanonicalRecordsUnreadable", "SealedContactsUnopenable", "ServiceRestarting",
                                 "CertificateExpiresSoon", "CertificateExpired", "ServiceDown", "NotificationsFailing",
-                                "KeyRecordsUnreadable", "DeadLetterShareHigh"}
+                                "KeyRecordsUnreadable", "DeadLetterShareHigh", "ErasureNoticeWaiting"}
 
 
 def test_dashboard_json_is_what_the_code_generates() -> None:

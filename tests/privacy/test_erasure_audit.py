@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from schemas.topics import KEYS_APPLICANTS, PRIVACY_AUDIT
+from schemas.topics import KEYS_APPLICANTS, PRIVACY_AUDIT, PRIVACY_ERASURES
 from services.privacy import erase
 from tests.privacy.fakes import Broker
 from tests.privacy.keys import PEPPER
@@ -29,18 +29,22 @@ async def test_a_requester_the_audit_record_cannot_hold_stops_the_erasure_before
 
 async def test_an_erasure_commits_its_audit_record_with_the_keys_it_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     """The audit record, built first, is written in the transaction that tombstones the keys and marks the subject
-    erased (`<subject>/~erased`, keys created up to the request and a minute), and counts the keys."""
+    erased (`<subject>/~erased`, keys created up to the request and a minute), and counts the keys; so is the notice for
+    subscribers (ADR 0035): the subject and when, not who asked."""
     broker = Broker({"k1", "k2"})
     broker.install(monkeypatch)
     [(kind, audit)] = await erase.erase_applicant(None, "", PEPPER, [("cccd", "008123456789")],  # type: ignore[arg-type]
                                                   requested_by="os:duty-officer")
-    [(*tombstones, (mark_topic, mark, mark_key), (topic, value, _))] = broker.committed  # nothing late to tidy
+    [(*tombstones, (mark_topic, mark, mark_key), (topic, value, _), notice)] = broker.committed  # nothing late to tidy
     assert [(t, v, k) for t, v, k in tombstones] == [(KEYS_APPLICANTS.name, None, f"{audit.subject}/{k}".encode())
                                                      for k in ("k1", "k2")]
     assert (mark_topic, mark_key) == (KEYS_APPLICANTS.name, f"{audit.subject}/~erased".encode()) and mark is not None
     assert orjson.loads(mark)["subject"] == audit.subject
     assert topic == PRIVACY_AUDIT.name and value is not None
     assert orjson.loads(value)["keys_destroyed"] == audit.keys_destroyed == 2 and kind == "cccd"
+    assert notice[0] == PRIVACY_ERASURES.name and notice[2] == audit.subject.encode() and notice[1] is not None
+    assert orjson.loads(notice[1]) == {"erasure_id": audit.erasure_id, "subject": audit.subject,
+                                       "erased_at": audit.requested_at.isoformat().replace("+00:00", "Z")}
 
 
 async def test_an_erasure_by_phone_also_erases_the_subject_an_old_spelling_sealed_under(

@@ -18,6 +18,7 @@ from schemas.topics import (
     NOTIFY_LEDGER,
     NOTIFY_REPLAYS,
     NOTIFY_STATUS,
+    PRIVACY_ERASURES,
     RAW,
     TOPICS,
     Group,
@@ -195,12 +196,13 @@ def test_each_service_describes_the_configs_of_exactly_the_topics_it_uses_and_no
 
 
 def test_a_subscriber_reads_the_published_topics_in_groups_of_its_own_and_writes_nothing() -> None:
-    """`subscriber-<id>` reads the canonical events, the statuses and the snapshots, joins groups under its prefix
+    """`subscriber-<id>` reads the canonical events, the statuses, the snapshots and the erasures' notices (ADR 0035),
+    joins groups under its prefix
     only, and writes, transacts and creates nothing (downstream audit: only the operator could read the canonical
     topics, could publish as any source and erase, and had no consumer group)."""
     mine = [b for b in bindings(REGISTRY) if b.principal == "subscriber-example-app"]
     assert {b.name for b in mine if b.resource is Resource.TOPIC and b.operation is Op.READ} == {
-        t.name for t in (*CANONICAL.values(), NOTIFY_STATUS, METRICS_SNAPSHOTS)}
+        t.name for t in (*CANONICAL.values(), NOTIFY_STATUS, METRICS_SNAPSHOTS, PRIVACY_ERASURES)}
     assert {(b.resource, b.operation) for b in mine} == {(Resource.TOPIC, Op.READ), (Resource.GROUP, Op.READ)}
     assert [(b.name, b.pattern) for b in mine if b.resource is Resource.GROUP] == [
         ("commune-bus.subscriber.example-app.", Pattern.PREFIXED)]

@@ -1,0 +1,115 @@
+"""Erasure notices to the webhook subscribers that receive applicants' data (ADR 0035).
+
+A subscriber with `include_personal_data` holds applicants' data in clear (each webhook of a dossier event opens its
+applicant, with the pseudonymous `subject`), so an erasure must reach it: each notice on commune.privacy.erasures
+(written in the erasure's transaction) becomes a signed webhook, a CloudEvent `NOTICE_TYPE` naming the subject.
+
+One consumer group per such subscriber (`commune-bus.notify.erasures.<name>`, ACL by prefix), so a subscriber that
+refuses or is down holds back its own notices only. A notice is retried, with capped back-off, until the subscriber
+takes it: an erasure is not given up (`notify_erasure_notices_waiting` and an alert say that one waits); its offset
+is committed once taken. A notice sent again (a crash or a rebalance before the commit) carries the same Webhook-Id,
+derived from the erasure and the subscriber, for the subscriber to drop as a repeat. A record that is no notice is
+skipped, logged and counted: it cannot stop the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from pydantic import ValidationError
+
+from schemas.notification import Audience, ChannelKind, NotificationKind, NotificationRequest, Recipient
+from schemas.personal import ErasureNotice
+from schemas.topics import NOTIFY_ERASURE_GROUPS, namespaced
+from services.common import clients
+from services.common.settings import KafkaConnection
+from services.notify import metrics
+from services.notify.channels.base import DeliveryError, compose
+from services.notify.channels.http import Webhooks
+from services.notify.policy import Backoff, notification_id
+from services.notify.subscribers import Subscriber
+
+log = structlog.get_logger("notify")
+NOTICE_TYPE = "vn.communebus.privacy.applicant-erased.v1"
+NOTICE_SOURCE = "/commune-bus/privacy"
+
+
+def notice_group(namespace: str, subscriber: str) -> str:
+    return namespaced(f"{NOTIFY_ERASURE_GROUPS}{subscriber}", namespace)
+
+
+def notice_request(notice: ErasureNotice, sub: Subscriber) -> NotificationRequest:
+    """The webhook telling `sub` of the erasure: structured CloudEvents JSON, its id the erasure's, its subject the
+    pseudonym that `data.applicant.subject` carried. No commune: an erasure is the applicant's, wherever they went."""
+    payload = orjson.dumps({
+        "specversion": "1.0", "id": notice.erasure_id, "source": NOTICE_SOURCE, "type": NOTICE_TYPE,
+        "time": notice.erased_at.isoformat(), "subject": notice.subject, "datacontenttype": "application/json",
+        "data": {"subject": notice.subject, "erased_at": notice.erased_at.isoformat()},
+    }).decode()
+    ref = f"subscriber:{sub.name}"
+    return NotificationRequest(
+        notification_id=notification_id(notice.erasure_id, f"erasure:{sub.name}", ref, NOTICE_SOURCE),
+        event_id=notice.erasure_id, event_source=NOTICE_SOURCE, event_type=NOTICE_TYPE, rule=f"erasure:{sub.name}",
+        kind=NotificationKind.WEBHOOK, channel=ChannelKind.WEBHOOK, audience=Audience.SYSTEM,
+        recipient=Recipient(ref=ref, url=sub.url), payload=payload, commune="", province="",
+        event_time=notice.erased_at)
+
+
+class NoticeSender:
+    """Tells one subscriber of every erasure, in its own consumer group (see the module's docstring)."""
+
+    def __init__(self, conn: KafkaConnection, topic: str, namespace: str, sub: Subscriber, webhooks: Webhooks,
+                 backoff: Backoff, session_timeout_ms: int, heartbeat_interval_ms: int) -> None:
+        self.conn, self.topic, self.sub, self.webhooks, self.backoff = conn, topic, sub, webhooks, backoff
+        self.group = notice_group(namespace, sub.name)
+        self.timeouts = {"session_timeout_ms": session_timeout_ms, "heartbeat_interval_ms": heartbeat_interval_ms}
+        metrics.ERASURE_NOTICES_WAITING.labels(sub.name).set(0)
+
+    async def run(self) -> None:
+        consumer = clients.consumer(self.conn, self.topic, client_id=f"commune-bus-notify-erasures-{self.sub.name}",
+                                    group_id=self.group, max_poll_records=50, **self.timeouts)
+        await consumer.start()
+        try:
+            while True:
+                for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                    for record in records:
+                        await self.tell(record)
+                        await self._commit(consumer, tp, record.offset + 1)
+        finally:
+            await consumer.stop()
+
+    async def tell(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Until the subscriber takes it (a record that is no notice: skipped, logged, counted)."""
+        try:
+            notice = ErasureNotice.model_validate_json(record.value or b"")
+        except ValidationError:
+            log.error("notify.erasure_notice_skipped", offset=record.offset, reason="invalid_field")
+            metrics.SKIPPED.labels("invalid_field").inc()
+            return
+        request = notice_request(notice, self.sub)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.webhooks.send(compose(request, 1))
+            except DeliveryError as err:
+                metrics.ERASURE_NOTICES.labels(self.sub.name, "failed").inc()
+                metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(1)
+                delay = self.backoff.delay(attempt)
+                log.warning("notify.erasure_notice_failed", subscriber=self.sub.name, erasure_id=notice.erasure_id,
+                            reason=err.reason, attempt=attempt, delay_s=round(delay, 2))
+                await asyncio.sleep(delay)
+                continue
+            metrics.ERASURE_NOTICES.labels(self.sub.name, "sent").inc()
+            metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(0)
+            log.info("notify.erasure_notice_sent", subscriber=self.sub.name, erasure_id=notice.erasure_id,
+                     attempts=attempt)
+            return
+
+    @staticmethod
+    async def _commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        await consumer.commit({tp: OffsetAndMetadata(offset, "")})

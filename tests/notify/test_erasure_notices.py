@@ -1,0 +1,120 @@
+"""Erasure notices on the real broker (ADR 0035): a webhook subscriber that receives applicants' data is told of each
+erasure, once, with the subject its webhooks named, however long it was down and across a restart of notify."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.personal import ErasureNotice
+from services.common.settings import KafkaConnection
+from services.notify.erasures import NOTICE_TYPE, NoticeSender, notice_group, notice_request
+from services.notify.fake_providers import FakeProviders, Received
+from services.notify.policy import Backoff
+from services.notify.subscribers import Subscriber
+from services.notify.topics import Names
+from services.privacy.erase import erase_subject
+from tests.notify.conftest import StartNotify, group_caught_up, publish
+from tests.notify.events import dossier
+from tests.waiting import eventually_async
+
+pytestmark = pytest.mark.kafka
+HOOK = "/hooks/prov-08"
+
+
+def hooks(fake: FakeProviders, of_type: str | None = None) -> list[Received]:
+    return [r for r in fake.accepted.values()
+            if r.path == HOOK and (of_type is None or r.body["event"]["type"] == of_type)]
+
+
+async def test_a_subscriber_receiving_applicants_is_told_of_each_erasure_once_after_its_outage_and_a_restart(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify, fake: FakeProviders,
+        tmp_path: Path) -> None:
+    """prov-08 receives applicants' data: its webhook of a dossier opens the applicant, with the pseudonymous subject.
+    The applicant is erased while the subscriber is down (503): the notice waits and is tried again; once the
+    subscriber is back it gets one signed `applicant-erased` CloudEvent naming that subject, and no more after notify
+    restarts (its offset committed). A second erasure's notice follows it, once."""
+    (tmp_path / "subscribers.toml").write_text(
+        f'[[subscribers]]\nname = "prov-08"\nurl = "{fake.url}{HOOK}"\nsecret = "s3cret"\n'
+        'event_types = ["vn.communebus.dossier.status-changed.v1"]\nprovinces = ["08"]\ninclude_personal_data = true\n',
+        encoding="utf-8")
+    fake.webhook_secrets["prov-08"] = "s3cret"
+    worker = start_notify()
+    await publish(kafka_bootstrap, namespace, dossier("er-1", code="D-ER-1"), dossier("er-2", code="D-ER-2"))
+    await eventually_async(lambda: len(hooks(fake)) == 2, timeout=60, interval=0.2, what="both webhooks")
+    subjects = [r.body["event"]["data"]["applicant"]["subject"] for r in hooks(fake)]
+    assert all(hooks(fake)[0].body["event"]["data"]["applicant"].get("phone") for _ in subjects)  # opened, in clear
+
+    fake.outage(600)
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    first = await erase_subject(conn, namespace, subjects[0], requested_by="officer:test")
+    await eventually_async(lambda: fake.rejected >= 2, timeout=60, interval=0.2, what="the notice tried, refused")
+    fake.faults.outage_until = 0
+    await eventually_async(lambda: len(hooks(fake, NOTICE_TYPE)) == 1, timeout=90, interval=0.2, what="the notice")
+    [notice] = hooks(fake, NOTICE_TYPE)
+    event = notice.body["event"]
+    assert (event["id"], event["subject"], event["data"]["subject"]) == (first.erasure_id, subjects[0], subjects[0])
+    assert "officer" not in orjson.dumps(event).decode() and fake.bad_signatures == 0
+
+    await group_caught_up(kafka_bootstrap, notice_group(namespace, "prov-08"), [notify_topics.erasures])
+    worker.terminate()
+    worker.wait(30)
+    start_notify()
+    second = await erase_subject(conn, namespace, subjects[1], requested_by="officer:test")
+    await eventually_async(lambda: len(hooks(fake, NOTICE_TYPE)) == 2, timeout=90, interval=0.2,
+                           what="the second notice")
+    await group_caught_up(kafka_bootstrap, notice_group(namespace, "prov-08"), [notify_topics.erasures])
+    assert sorted(r.body["event"]["id"] for r in hooks(fake, NOTICE_TYPE)) == sorted([first.erasure_id,
+                                                                                        second.erasure_id])
+    assert fake.successes[notice.key] == 1 and fake.replays[notice.key] == 0  # not sent again after the restart
+
+
+def _subscriber(name: str) -> Subscriber:
+    return Subscriber.model_validate({"name": name, "url": "https://hooks.example.vn/h", "secret": "s" * 16,
+                                      "include_personal_data": True})
+
+
+NOTICE = ErasureNotice(erasure_id="e-1", subject="a-" + "x" * 43, erased_at=datetime(2026, 12, 4, 5, 0, tzinfo=UTC))
+
+
+@pytest.mark.unit
+def test_a_notice_is_a_cloudevent_naming_the_subject_under_an_id_of_the_erasure_and_the_subscriber() -> None:
+    a, again, b = (notice_request(NOTICE, _subscriber(n)) for n in ("prov-08", "prov-08", "prov-09"))
+    assert a.notification_id == again.notification_id != b.notification_id  # a resend has the same Webhook-Id
+    assert a.delivery_key == a.notification_id and a.recipient.ref == "subscriber:prov-08"
+    event = orjson.loads(a.payload or "")
+    assert {k: event[k] for k in ("specversion", "id", "type", "subject")} == {
+        "specversion": "1.0", "id": "e-1", "type": NOTICE_TYPE, "subject": NOTICE.subject}
+    assert event["data"] == {"subject": NOTICE.subject, "erased_at": "2026-12-04T05:00:00+00:00"}
+
+
+@pytest.mark.unit
+@given(st.binary(max_size=300) | st.none() | st.just(NOTICE.model_dump_json().encode()))
+@settings(max_examples=200, deadline=None)
+def test_a_record_that_is_no_notice_is_skipped_without_a_call(value: bytes | None) -> None:
+    """Whatever the topic holds, `tell` ends: a notice is sent (here to a subscriber that takes it), anything else is
+    skipped, counted and never raises."""
+    calls: list[str] = []
+
+    class Takes:
+        async def send(self, message: Any) -> None:
+            calls.append(message.request.payload)
+
+    sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", _subscriber("prov-08"),
+                          Takes(), Backoff(), 10_000, 3_000)  # type: ignore[arg-type]
+    record = SimpleNamespace(value=value, offset=7)
+    asyncio.run(sender.tell(record))  # type: ignore[arg-type]
+    try:
+        ErasureNotice.model_validate_json(value or b"")
+    except ValueError:
+        assert calls == []
+    else:
+        assert len(calls) == 1
