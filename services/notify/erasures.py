@@ -19,6 +19,7 @@ import asyncio
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -36,6 +37,7 @@ from services.notify.subscribers import Subscriber
 log = structlog.get_logger("notify")
 NOTICE_TYPE = "vn.communebus.privacy.applicant-erased.v1"
 NOTICE_SOURCE = "/commune-bus/privacy"
+COMMIT_TIMEOUT_S = 5.0
 
 
 def notice_group(namespace: str, subscriber: str) -> str:
@@ -67,6 +69,8 @@ class NoticeSender:
         self.conn, self.topic, self.sub, self.webhooks, self.backoff = conn, topic, sub, webhooks, backoff
         self.group = notice_group(namespace, sub.name)
         self.timeouts = {"session_timeout_ms": session_timeout_ms, "heartbeat_interval_ms": heartbeat_interval_ms}
+        self.attempts = 0
+        """Calls made for the notice that waits (0: none waits)."""
         metrics.ERASURE_NOTICES_WAITING.labels(sub.name).set(0)
 
     async def run(self) -> None:
@@ -75,41 +79,55 @@ class NoticeSender:
         await consumer.start()
         try:
             while True:
-                for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
-                    for record in records:
-                        await self.tell(record)
-                        await self._commit(consumer, tp, record.offset + 1)
+                await self.poll(consumer)
         finally:
             await consumer.stop()
 
-    async def tell(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Until the subscriber takes it (a record that is no notice: skipped, logged, counted)."""
+    async def poll(self, consumer: AIOKafkaConsumer) -> None:
+        """One fetch, told in order. A notice not taken is fetched again after a back-off (`seek`), not retried inside
+        the batch: the consumer keeps polling, so a subscriber down for hours does not push it out of its group
+        (`max.poll.interval.ms`)."""
+        for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+            for record in records:
+                if not await self.tell(record):
+                    await asyncio.sleep(self.backoff.delay(self.attempts))
+                    if tp in consumer.assignment():  # else its next owner fetches it from the committed offset
+                        consumer.seek(tp, record.offset)
+                    break
+                await self._commit(consumer, tp, record.offset + 1)
+
+    async def tell(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """One call for the record's notice: True once the subscriber took it (or the record is no notice: skipped,
+        logged, counted), False to try again later."""
         try:
             notice = ErasureNotice.model_validate_json(record.value or b"")
         except ValidationError:
             log.error("notify.erasure_notice_skipped", offset=record.offset, reason="invalid_field")
             metrics.SKIPPED.labels("invalid_field").inc()
-            return
-        request = notice_request(notice, self.sub)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self.webhooks.send(compose(request, 1))
-            except DeliveryError as err:
-                metrics.ERASURE_NOTICES.labels(self.sub.name, "failed").inc()
-                metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(1)
-                delay = self.backoff.delay(attempt)
-                log.warning("notify.erasure_notice_failed", subscriber=self.sub.name, erasure_id=notice.erasure_id,
-                            reason=err.reason, attempt=attempt, delay_s=round(delay, 2))
-                await asyncio.sleep(delay)
-                continue
-            metrics.ERASURE_NOTICES.labels(self.sub.name, "sent").inc()
-            metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(0)
-            log.info("notify.erasure_notice_sent", subscriber=self.sub.name, erasure_id=notice.erasure_id,
-                     attempts=attempt)
-            return
+            return True
+        self.attempts += 1
+        try:
+            await self.webhooks.send(compose(notice_request(notice, self.sub), 1))
+        except DeliveryError as err:
+            metrics.ERASURE_NOTICES.labels(self.sub.name, "failed").inc()
+            metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(1)
+            log.warning("notify.erasure_notice_failed", subscriber=self.sub.name, erasure_id=notice.erasure_id,
+                        reason=err.reason, attempt=self.attempts)
+            return False
+        metrics.ERASURE_NOTICES.labels(self.sub.name, "sent").inc()
+        metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(0)
+        log.info("notify.erasure_notice_sent", subscriber=self.sub.name, erasure_id=notice.erasure_id,
+                 attempts=self.attempts)
+        self.attempts = 0
+        return True
 
-    @staticmethod
-    async def _commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
-        await consumer.commit({tp: OffsetAndMetadata(offset, "")})
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        """A refusal (the partition moved: its next owner sends the notice again, under the same webhook id) or no
+        answer in time (the broker is gone: a later commit covers it) is logged and counted, not the run's end."""
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await consumer.commit({tp: OffsetAndMetadata(offset, "")})
+        except (CommitFailedError, TimeoutError) as exc:
+            metrics.COMMIT_FAILURES.labels("erasure_notice").inc()
+            log.warning("notify.commit_refused" if isinstance(exc, CommitFailedError) else "notify.commit_timed_out",
+                        when="erasure_notice", subscriber=self.sub.name)

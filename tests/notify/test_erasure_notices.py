@@ -111,10 +111,68 @@ def test_a_record_that_is_no_notice_is_skipped_without_a_call(value: bytes | Non
     sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", _subscriber("prov-08"),
                           Takes(), Backoff(), 10_000, 3_000)  # type: ignore[arg-type]
     record = SimpleNamespace(value=value, offset=7)
-    asyncio.run(sender.tell(record))  # type: ignore[arg-type]
+    assert asyncio.run(sender.tell(record)) is True  # type: ignore[arg-type]
     try:
         ErasureNotice.model_validate_json(value or b"")
     except ValueError:
         assert calls == []
     else:
         assert len(calls) == 1
+
+
+@pytest.mark.unit
+async def test_a_notice_not_taken_is_fetched_again_after_a_back_off_and_committed_once_taken() -> None:
+    """The subscriber refuses twice (a 401: its secret out of step), then takes it. Each refusal seeks back to the
+    notice and returns to polling (a subscriber down for hours must not push the consumer out of its group), nothing
+    is committed until it is taken, then the offset after it; the notice after it is sent only then. A refused commit
+    (the partition moved on) is counted, not the run's end."""
+    from aiokafka import TopicPartition
+    from aiokafka.errors import CommitFailedError
+
+    from services.notify.channels.base import DeliveryError
+
+    tp = TopicPartition("t", 0)
+    notices = [NOTICE.model_copy(update={"erasure_id": f"e-{i}"}).model_dump_json().encode() for i in range(2)]
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.position, self.commits, self.seeks = 0, [], []  # type: ignore[var-annotated]
+            self.refuse_commit = False
+
+        async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+            return {tp: [SimpleNamespace(value=v, offset=o) for o, v in enumerate(notices) if o >= self.position]}
+
+        def assignment(self) -> set[TopicPartition]:
+            return {tp}
+
+        def seek(self, partition: TopicPartition, offset: int) -> None:
+            self.seeks.append(offset)
+            self.position = offset
+
+        async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+            if self.refuse_commit:
+                raise CommitFailedError("rebalanced")
+            self.commits.append(offsets[tp].offset)
+            self.position = offsets[tp].offset
+
+    sent: list[str] = []
+    answers = iter([False, False, True, True, True])
+
+    class Subscriber401:
+        async def send(self, message: Any) -> None:
+            if not next(answers):
+                raise DeliveryError("http_401", retryable=False)
+            sent.append(orjson.loads(message.request.payload)["id"])
+
+    sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", _subscriber("prov-08"),
+                          Subscriber401(), Backoff(base_s=0.001, cap_s=0.001), 10_000, 3_000)  # type: ignore[arg-type]
+    consumer = Consumer()
+    for _ in range(2):
+        await sender.poll(consumer)  # type: ignore[arg-type]
+    assert (consumer.seeks, consumer.commits, sent) == ([0, 0], [], [])
+    await sender.poll(consumer)  # type: ignore[arg-type]
+    assert (consumer.commits, sent) == ([1, 2], ["e-0", "e-1"])
+    consumer.refuse_commit = True
+    consumer.position = 1
+    await sender.poll(consumer)  # type: ignore[arg-type]  # the commit refused: logged and counted, no exception
+    assert sent == ["e-0", "e-1", "e-1"]
