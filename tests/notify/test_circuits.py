@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from schemas.notification import ChannelKind, NotificationRequest, Recipient
 from services.notify import metrics
 from services.notify.channels.base import DeliveryError, Message, Receipt
-from services.notify.channels.http import SmsGateway, ZaloZns
+from services.notify.channels.http import IDEMPOTENCY_HEADER, SmsGateway, ZaloZns
 from services.notify.circuits import Circuits, Verdict, circuit_key
 from services.notify.delivery import Dispatcher
 from services.notify.ledger import Ledger
@@ -226,20 +226,30 @@ async def test_after_the_outage_one_probe_closes_the_circuit_and_every_parked_re
 
 class Gateway:
     """The HTTP client of SmsGateway and ZaloZns: the SMS gateway down (503) while `sms_down`; ZNS takes a message
-    for a user with a Zalo id and refuses (error -124, for good) the others."""
+    for a user with a Zalo id and refuses (error -124, for good) the others. Every call is counted by path and by
+    Idempotency-Key (`keys`), every SMS taken by key (`sms_taken`); an SMS call waits for `sms_gate` if set."""
 
     def __init__(self) -> None:
         self.sms_down = True
+        self.sms_gate: asyncio.Event | None = None
         self.calls: Counter[str] = Counter()
+        self.keys: Counter[tuple[str, str]] = Counter()
+        self.sms_taken: Counter[str] = Counter()
 
     async def post(self, url: str, *, json: object = None, data: bytes | None = None,
                    headers: dict[str, str], read_reply: bool = True) -> dict[str, object] | str:
         assert isinstance(json, dict)
+        key = headers[IDEMPOTENCY_HEADER]
         if url.endswith("/sms"):
             self.calls["sms"] += 1
+            self.keys["sms", key] += 1
+            if self.sms_gate is not None:
+                await self.sms_gate.wait()
             if self.sms_down:
                 raise DeliveryError("http_503")
+            self.sms_taken[key] += 1
             return {"message_id": "m-1"}
+        self.keys["zns", key] += 1
         self.calls["zns"] += 1
         return {"error": 0, "data": {"msg_id": "z-1"}} if json.get("user_id") else {"error": -124}
 
@@ -250,15 +260,15 @@ def with_contacts(r: NotificationRequest, channel: ChannelKind, **contacts: str)
 
 
 def http_dispatcher(gateway: Gateway, clock: FixedClock, attempts: int = 3,
-                    release_every_s: float = 0.01) -> Dispatcher:
+                    release_every_s: float = 0.01, routine_workers: int = 1) -> Dispatcher:
     producer = FakeProducer()
     sms = SmsGateway(gateway, "http://gw")  # type: ignore[arg-type]
     zalo = ZaloZns(gateway, "http://gw", sms)  # type: ignore[arg-type]
     return Dispatcher(
         {ChannelKind.SMS: sms, ChannelKind.ZALO: zalo}, Ledger(LEDGER, producer), producer, OUT, spawn=Tasks(),
         backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=attempts), quiet=NEVER_QUIET,
-        rates={"sms": 10_000.0, "zalo": 10_000.0}, segment_limit=3, routine_workers=1, emergency_workers=1,
-        clock=clock, release_every_s=release_every_s, park_s=600, circuit=(3, 30))
+        rates={"sms": 10_000.0, "zalo": 10_000.0}, segment_limit=3, routine_workers=routine_workers,
+        emergency_workers=1, clock=clock, release_every_s=release_every_s, park_s=600, circuit=(3, 30))
 
 
 async def test_a_probe_refused_before_any_call_does_not_close_the_circuit_of_a_gateway_still_down() -> None:
@@ -323,6 +333,118 @@ async def test_an_sms_outage_met_by_zalo_fallbacks_opens_the_sms_circuit_not_zal
         await d.submit(zalo_user, done)
         await settle(lambda: done.count == 1, "the Zalo user's request dealt with")
         assert zalo_user.notification_id in d.ledger.done, "parked by the zalo circuit though ZNS works"
+    finally:
+        await d.stop()
+
+
+def no_zalo(event_id: str) -> NotificationRequest:
+    """A Zalo request for a citizen ZNS refuses (no Zalo account) with a phone: its fallback is SMS."""
+    return with_contacts(citizen_sms(event_id), ChannelKind.ZALO, phone="0912000000")
+
+
+def outcomes(d: Dispatcher, r: NotificationRequest) -> list[tuple[str, int, str | None]]:
+    assert isinstance(d.producer, FakeProducer)
+    return [(s["outcome"], s["attempt"], s.get("reason")) for m in d.producer.to(OUT.status)
+            if (s := m.json())["notification_id"] == r.notification_id]
+
+
+async def open_sms_circuit(d: Dispatcher) -> None:
+    """Three SMS to the gateway that is down: its circuit opens, the three are parked."""
+    for i in range(3):
+        await d.submit(with_contacts(citizen_sms(f"opens-{i}"), ChannelKind.SMS, phone="0912000000"), Calls())
+    await settle(lambda: d.circuits is not None and d.circuits.is_open("sms"), "the SMS circuit open")
+    await settle(lambda: len(d.ledger.deferred) == 3 and d.routine_backlog == 0, "the 3 held (parked)")
+
+
+async def test_a_zalo_fallback_while_the_sms_circuit_is_open_is_parked_without_calling_the_gateway() -> None:
+    """The SMS gateway down, its circuit open: the SMS fallback of a Zalo request ZNS refused does not call the
+    gateway; the request is parked as an SMS would be (`parked:circuit_open:sms`, one probe interval), its input
+    record done, the lane empty. Once the gateway is back it is sent once, by SMS, under its own Idempotency-Key
+    (before: every fallback called the gateway while its circuit was open, and was retried in memory)."""
+    gateway, clock = Gateway(), FixedClock(NOON)
+    d = http_dispatcher(gateway, clock)
+    d.start()
+    try:
+        await open_sms_circuit(d)
+        sms_calls = gateway.calls["sms"]
+        r, done = no_zalo("fb-1"), Calls()
+        await d.submit(r, done)
+        await settle(lambda: done.count == 1, "the Zalo request dealt with")
+        assert gateway.calls["sms"] == sms_calls, "the fallback called the SMS gateway while its circuit was open"
+        assert gateway.keys["zns", r.delivery_key] == 1 and d.routine_backlog == 0
+        assert outcomes(d, r) == [("deferred", 0, "parked:circuit_open:sms")]
+        assert d.ledger.deferred[r.notification_id].not_before == NOON + timedelta(seconds=30)
+        assert d.circuits is not None and d.circuits.is_open("sms") and not d.circuits.is_open("zalo")
+        gateway.sms_down = False
+        clock.now += timedelta(seconds=31)  # due, with the three SMS: one of them is the probe
+        await settle(lambda: r.notification_id in d.ledger.done and not d.ledger.deferred, "every one sent")
+        assert gateway.keys["sms", r.delivery_key] == gateway.sms_taken[r.delivery_key] == 1
+        assert not d.circuits.is_open("sms") and outcomes(d, r)[-1] == ("sent", 1, None)
+    finally:
+        await d.stop()
+
+
+async def test_a_zalo_fallback_takes_the_half_open_sms_circuits_one_probe() -> None:
+    """Past the probe interval the first fallback is the SMS circuit's one probe, as an SMS would be: the gateway
+    still down, it fails, the circuit waits another interval, and the Zalo requests beside it are parked without a
+    call (before: a fallback was no probe, each called the gateway and none moved the probe on)."""
+    gateway, clock = Gateway(), FixedClock(NOON)
+    d = http_dispatcher(gateway, clock, release_every_s=3600)  # the three SMS parked are not released: no SMS probe
+    d.start()
+    try:
+        await open_sms_circuit(d)
+        clock.now += timedelta(seconds=31)
+        sms_calls, done = gateway.calls["sms"], Calls()
+        requests = [no_zalo(f"half-{i}") for i in range(5)]
+        for r in requests:
+            await d.submit(r, done)
+        await settle(lambda: done.count == 5, "every Zalo request dealt with")
+        assert gateway.calls["sms"] == sms_calls + 1, "more than one probe"
+        assert all(r.notification_id in d.ledger.deferred for r in requests)
+        assert d.circuits is not None and d.circuits.verdict(citizen_sms("next")) is Verdict.HOLD  # another interval
+    finally:
+        await d.stop()
+
+
+async def test_a_zalo_fallback_beside_an_sms_probe_waits_for_its_outcome_then_is_sent_once() -> None:
+    """An SMS probe out at the gateway: a Zalo request ZNS refuses waits in memory for the probe's outcome (neither
+    a second call to the gateway nor parked), and is sent by SMS once the probe closed the circuit."""
+    gateway, clock = Gateway(), FixedClock(NOON)
+    d = http_dispatcher(gateway, clock, release_every_s=3600, routine_workers=2)
+    d.start()
+    try:
+        await open_sms_circuit(d)
+        clock.now += timedelta(seconds=31)
+        gateway.sms_down, gateway.sms_gate, sms_calls = False, asyncio.Event(), gateway.calls["sms"]
+        await d.submit(with_contacts(citizen_sms("probe"), ChannelKind.SMS, phone="0912000000"), Calls())
+        await settle(lambda: gateway.calls["sms"] == sms_calls + 1, "the probe out")
+        r, done = no_zalo("beside"), Calls()
+        await d.submit(r, done)
+        await settle(lambda: gateway.keys["zns", r.delivery_key] >= 2, "the Zalo request asked again: waiting")
+        assert gateway.keys["sms", r.delivery_key] == 0 and done.count == 0
+        assert r.notification_id not in d.ledger.deferred
+        gateway.sms_gate.set()
+        await settle(lambda: done.count == 1, "the Zalo request dealt with")
+        assert r.notification_id in d.ledger.done and gateway.keys["sms", r.delivery_key] == 1
+        assert [o for o, *_ in outcomes(d, r)] == ["sent"]
+    finally:
+        await d.stop()
+
+
+async def test_a_zalo_fallback_that_may_not_wait_for_the_sms_circuit_calls_the_gateway() -> None:
+    """A Zalo request that expires before the SMS circuit's hold ends is called through its fallback, as an SMS
+    would be, not left undone."""
+    gateway, clock = Gateway(), FixedClock(NOON)
+    d = http_dispatcher(gateway, clock)
+    d.start()
+    try:
+        await open_sms_circuit(d)
+        soon = no_zalo("fb-soon").model_copy(update={"expires_at": clock.now + timedelta(seconds=10)})
+        done = Calls()
+        await d.submit(soon, done)
+        await settle(lambda: done.count == 1, "called, then dead-lettered")
+        assert gateway.keys["sms", soon.delivery_key] == 3  # its budget, as before
+        assert outcomes(d, soon)[-1] == ("dead_lettered", 3, "retries_exhausted:http_503")
     finally:
         await d.stop()
 
