@@ -72,9 +72,10 @@ class Circuits:
         c = self._circuits.get(key)
         return c is not None and c.opened_at is not None
 
-    def verdict(self, request: NotificationRequest) -> Verdict:
-        """Whether `request` may be sent now; a PROBE must be followed by `settle` (a `finally`)."""
-        c = self._circuits.get(circuit_key(request))
+    def verdict(self, request: NotificationRequest, key: str | None = None) -> Verdict:
+        """Whether `request` may be sent now (through the circuit `key`, its own if None: a fallback names the other
+        provider's); a PROBE must be followed by `settle` (a `finally`)."""
+        c = self._circuits.get(key or circuit_key(request))
         if c is None or c.opened_at is None or request.is_emergency:
             return Verdict.CALL
         if c.probing:
@@ -84,24 +85,25 @@ class Circuits:
         c.probing = True
         return Verdict.PROBE
 
-    def hold_for(self, request: NotificationRequest, longest: timedelta) -> timedelta:
+    def hold_for(self, request: NotificationRequest, longest: timedelta, key: str | None = None) -> timedelta:
         """How long a held request is parked: as long as the outage has lasted, between `probe_s` and `longest`
         (a blip's requests wait seconds, an outage of hours' the full park)."""
-        c = self._circuits.get(circuit_key(request))
+        c = self._circuits.get(key or circuit_key(request))
         lasted = self.clock() - c.since if c is not None and c.since is not None else timedelta(0)
         return max(self.probe, min(longest, lasted))
 
     def settle(self, request: NotificationRequest, verdict: Verdict, ok: bool | None,
-               fell_back: FellBack | None = None) -> None:
+               fell_back: FellBack | None = None, fallback: Verdict = Verdict.CALL) -> None:
         """The outcome of a call: `ok` True (the provider answered: sent, or refused for good), False (a retryable
         failure), None (no answer to count: a refusal before any call, a bug, a cancellation; a probe is given back
         for the next request). After a fallback (ZNS refused, then SMS) the request's circuit counts the first
-        provider's answer and the fallback's circuit the outcome (review: SMS failures opened Zalo's circuit)."""
+        provider's answer and the fallback's circuit the outcome (review: SMS failures opened Zalo's circuit), under
+        the verdict its gate gave (`FallbackCircuit`: a PROBE's outcome closes it or starts another interval)."""
         if fell_back is None:
             self._settle(circuit_key(request), request.channel, verdict, ok)
             return
         self._settle(circuit_key(request), request.channel, verdict, fell_back.answered)
-        self._settle(fell_back.to.value, fell_back.to, Verdict.CALL, ok)
+        self._settle(fell_back.to.value, fell_back.to, fallback, ok)
 
     def _settle(self, key: str, channel: ChannelKind, verdict: Verdict, ok: bool | None) -> None:
         c = self._circuits.setdefault(key, Circuit())
@@ -126,3 +128,32 @@ class Circuits:
                         probe_s=self.probe.total_seconds())
         elif c.opened_at is not None and verdict is Verdict.PROBE:
             c.opened_at = now  # the probe failed: another `probe_s` before the next
+
+
+class FallbackCircuit:
+    """The `FallbackGate` of one call: the fallback's circuit (ZNS to SMS: SMS's) decides as it would for a request
+    of its own channel (ADR 0032, amended; before, a fallback called the SMS gateway while its circuit was open).
+    Open: held, if the request may wait `held_for` (`may_wait`; else called, as a held SMS that expires first is);
+    a probe out: held, to wait for its outcome; past the probe interval: the fallback is the one probe. What it said
+    is kept in `verdict` for `Circuits.settle`, and tells the dispatcher what a held request does."""
+
+    def __init__(self, circuits: Circuits, request: NotificationRequest, longest: timedelta,
+                 may_wait: Callable[[timedelta], bool]) -> None:
+        self.circuits, self.request, self.longest, self.may_wait = circuits, request, longest, may_wait
+        self.verdict = Verdict.CALL
+        self.to: ChannelKind | None = None
+        """The fallback asked for (its circuit's key is its name)."""
+        self.held_for: timedelta | None = None
+        """Set when the open circuit held the fallback: how long the request is parked."""
+
+    @property
+    def held(self) -> bool:
+        return self.verdict is Verdict.WAIT or self.held_for is not None
+
+    def admit(self, to: ChannelKind) -> bool:
+        self.to, self.verdict = to, self.circuits.verdict(self.request, to.value)
+        if self.verdict is Verdict.HOLD:
+            hold = self.circuits.hold_for(self.request, self.longest, to.value)
+            if self.may_wait(hold):
+                self.held_for = hold
+        return not self.held

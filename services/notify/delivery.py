@@ -13,6 +13,7 @@ record from the gateway to the provider.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from schemas.deadletter import internal_error
 from schemas.notification import Audience, ChannelKind, NotificationRequest, NotificationStatus, Outcome
 from services.notify import deadletters, metrics, sms, statuses
 from services.notify.channels.base import Channel, DeliveryError, FellBack, Receipt, compose
-from services.notify.circuits import Circuits, Verdict
+from services.notify.circuits import Circuits, FallbackCircuit, Verdict
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
 from services.notify.personal import OpenContacts, as_is
@@ -294,11 +295,15 @@ class Dispatcher:
         if verdict is Verdict.HOLD and await self._held(job):
             self._give_back(lane, r)
             return
+        gate = self._fallback_gate(r)
         job.attempt += 1
         try:
-            receipt = await self._send(channel, clear, verdict)
+            receipt = await self._send(channel, clear, verdict, gate)
         except DeliveryError as err:
-            await self._failed(job, err)
+            if gate is not None and gate.held:
+                await self._fallback_held(job, gate)
+            else:
+                await self._failed(job, err)
             return
         except Exception as exc:  # a bug met by this request (template, client): dead-lettered, the lane goes on
             await self._unexpected(job, exc, "internal_error")
@@ -316,15 +321,18 @@ class Dispatcher:
                  recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune, trace_id=trace_id(r))
         self._finish(job)
 
-    async def _send(self, channel: Channel, clear: NotificationRequest, verdict: Verdict) -> Receipt:
+    async def _send(self, channel: Channel, clear: NotificationRequest, verdict: Verdict,
+                    gate: FallbackCircuit | None) -> Receipt:
         """Compose and call, the outcome told to the request's circuit: an answer (sent, or refused for good) or a
         retryable failure; neither for a refusal before any call (no phone, a bad address: `local`) nor for anything
         else (a bug, a cancellation), which gives a probe back. A send that fell back to another channel (ZNS to SMS)
-        tells each circuit its own provider's outcome."""
+        asked that channel's circuit first (`gate`) and tells each circuit its own provider's outcome (a fallback
+        held: none for the fallback's)."""
         ok: bool | None = None
         fell_back: FellBack | None = None
+        message = compose(clear, self.segment_limit, self.max_segments)
         try:
-            receipt = await channel.send(compose(clear, self.segment_limit, self.max_segments))
+            receipt = await channel.send(message if gate is None else dataclasses.replace(message, fallback=gate))
             ok, fell_back = True, receipt.fell_back
             return receipt
         except DeliveryError as err:
@@ -332,7 +340,25 @@ class Dispatcher:
             raise
         finally:
             if self.circuits is not None:
-                self.circuits.settle(clear, verdict, ok, fell_back)
+                self.circuits.settle(clear, verdict, ok, fell_back, gate.verdict if gate else Verdict.CALL)
+
+    def _fallback_gate(self, r: NotificationRequest) -> FallbackCircuit | None:
+        """What the request's channel asks before it falls back to another (ZNS to SMS): that one's circuit."""
+        if self.circuits is None or self.park_s is None:
+            return None
+        return FallbackCircuit(self.circuits, r, timedelta(seconds=self.park_s),
+                               lambda wait: self._park_until(r, wait) is not None)
+
+    async def _fallback_held(self, job: Job, gate: FallbackCircuit) -> None:
+        """The first provider did not deliver and the fallback's circuit held its call (ADR 0032, amended): the
+        request waits as one of the fallback's channel would, for a probe's outcome in memory or parked for the hold
+        (`parked:circuit_open:<fallback>`). The try is not counted against its budget: what it needs is the fallback,
+        which was not called. Its next try asks the first provider again, with the same Idempotency-Key."""
+        assert gate.to is not None  # held: a fallback was asked for
+        job.attempt -= 1
+        held = DeliveryError(f"circuit_open:{gate.to.value}")
+        if gate.held_for is None or not await self._park(job, held, gate.held_for):
+            self._retry(PROBE_WAIT_S, job)  # a probe out (or the hold no longer fits: next time it is called)
 
     @staticmethod
     def _give_back(lane: Lane, r: NotificationRequest) -> None:
@@ -375,10 +401,7 @@ class Dispatcher:
         budget, until it is sent. Not past its expiry, nor past `PARK_HORIZON` after its event for one that never
         expires (a subscriber's webhook): nothing is parked for ever. False when it may not wait."""
         r = job.request
-        until = self.clock() + wait
-        if not r.is_emergency and r.audience is Audience.CITIZEN:
-            until = self.quiet.release_at(until)  # not due in the quiet hours, to be passed over all night
-        if until >= (r.expires_at or r.event_time + PARK_HORIZON):
+        if (until := self._park_until(r, wait)) is None:
             return False
         # after the provider call, as before it: a call that outlived a revocation's drain (or a stall) must not write
         # a deferral after the next owner's done entry (compaction would keep the deferral, and send it again)
@@ -393,6 +416,13 @@ class Dispatcher:
                     reason=err.reason, attempt=job.attempt, until=until.isoformat(), trace_id=trace_id(r))
         self._finish(job)
         return True
+
+    def _park_until(self, r: NotificationRequest, wait: timedelta) -> datetime | None:
+        """When `r` parked for `wait` is due; None if that is past its expiry (or `PARK_HORIZON` after its event)."""
+        until = self.clock() + wait
+        if not r.is_emergency and r.audience is Audience.CITIZEN:
+            until = self.quiet.release_at(until)  # not due in the quiet hours, to be passed over all night
+        return None if until >= (r.expires_at or r.event_time + PARK_HORIZON) else until
 
     async def _dead_letter(self, r: NotificationRequest, reason: str, attempt: int) -> None:
         """Write the bounded dead letter (`deadletters.bounded`); if the topic refuses it for its size, the least one;

@@ -13,11 +13,12 @@ from structlog.testing import capture_logs
 
 from schemas.notification import ChannelKind, NotificationRequest, Recipient
 from services.notify import metrics
-from services.notify.channels.base import DeliveryError, Message, Receipt
+from services.notify.channels.base import DeliveryError, FellBack, Message, Receipt
 from services.notify.channels.http import IDEMPOTENCY_HEADER, SmsGateway, ZaloZns
-from services.notify.circuits import Circuits, Verdict, circuit_key
+from services.notify.circuits import Circuits, FallbackCircuit, Verdict, circuit_key
 from services.notify.delivery import Dispatcher
 from services.notify.ledger import Ledger
+from services.notify.personal import OpenContacts, as_is
 from services.notify.policy import Backoff
 from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
 from tests.notify.test_dispatcher import LEDGER, NEVER_QUIET, NOON, OUT, citizen_sms, emergencies, settle
@@ -120,6 +121,29 @@ def test_a_held_request_waits_as_long_as_the_outage_has_lasted_within_bounds() -
     assert circuits.hold_for(sms, longest) == timedelta(seconds=131)
     clock.now += timedelta(hours=3)
     assert circuits.hold_for(sms, longest) == longest
+
+
+def test_a_fallback_asks_its_own_providers_circuit_as_a_request_of_that_channel_would() -> None:
+    """A Zalo request's SMS fallback, SMS's circuit open: held for the hold (or called if it may not wait that long,
+    or an emergency); past the interval it is the one probe, the others beside it wait; its outcome settles SMS's."""
+    clock, park = FixedClock(NOON), timedelta(seconds=600)
+    circuits = Circuits(1, 30, clock)
+    circuits.settle(citizen_sms("f-0"), Verdict.CALL, False)
+    zalo = by(ChannelKind.ZALO, "f-1")
+    held = FallbackCircuit(circuits, zalo, park, lambda wait: True)
+    assert not held.admit(ChannelKind.SMS) and held.held_for == timedelta(seconds=30)
+    assert circuits.verdict(zalo) is Verdict.CALL  # Zalo's own circuit is not SMS's
+    late = FallbackCircuit(circuits, zalo, park, lambda wait: False)
+    assert late.admit(ChannelKind.SMS) and late.verdict is Verdict.HOLD  # may not wait: called
+    [urgent, *_] = emergencies("f-storm")
+    assert FallbackCircuit(circuits, urgent.model_copy(update={"channel": ChannelKind.ZALO}), park,
+                           lambda wait: True).admit(ChannelKind.SMS)
+    clock.now += timedelta(seconds=31)
+    probe, beside = (FallbackCircuit(circuits, zalo, park, lambda wait: True) for _ in range(2))
+    assert probe.admit(ChannelKind.SMS) and probe.verdict is Verdict.PROBE
+    assert not beside.admit(ChannelKind.SMS) and beside.held and beside.held_for is None  # waits for its outcome
+    circuits.settle(zalo, Verdict.CALL, True, FellBack(answered=True, to=ChannelKind.SMS), probe.verdict)
+    assert not circuits.is_open("sms")
 
 
 def test_the_gauge_counts_open_circuits_and_forgets_them_at_stop() -> None:
@@ -259,8 +283,15 @@ def with_contacts(r: NotificationRequest, channel: ChannelKind, **contacts: str)
                                 "recipient": Recipient(ref=r.recipient.ref, locale=r.recipient.locale, **contacts)})
 
 
-def http_dispatcher(gateway: Gateway, clock: FixedClock, attempts: int = 3,
-                    release_every_s: float = 0.01, routine_workers: int = 1) -> Dispatcher:
+async def phone_book(request: NotificationRequest) -> NotificationRequest:
+    """An opener giving a request parked without its clear contacts (the ledger keeps none) its phone again."""
+    if request.recipient.phone:
+        return request
+    return with_contacts(request, request.channel, phone="0912000000")
+
+
+def http_dispatcher(gateway: Gateway, clock: FixedClock, attempts: int = 3, release_every_s: float = 0.01,
+                    routine_workers: int = 1, opener: OpenContacts = as_is) -> Dispatcher:
     producer = FakeProducer()
     sms = SmsGateway(gateway, "http://gw")  # type: ignore[arg-type]
     zalo = ZaloZns(gateway, "http://gw", sms)  # type: ignore[arg-type]
@@ -268,7 +299,8 @@ def http_dispatcher(gateway: Gateway, clock: FixedClock, attempts: int = 3,
         {ChannelKind.SMS: sms, ChannelKind.ZALO: zalo}, Ledger(LEDGER, producer), producer, OUT, spawn=Tasks(),
         backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=attempts), quiet=NEVER_QUIET,
         rates={"sms": 10_000.0, "zalo": 10_000.0}, segment_limit=3, routine_workers=routine_workers,
-        emergency_workers=1, clock=clock, release_every_s=release_every_s, park_s=600, circuit=(3, 30))
+        emergency_workers=1, clock=clock, release_every_s=release_every_s, park_s=600, circuit=(3, 30),
+        opener=opener)
 
 
 async def test_a_probe_refused_before_any_call_does_not_close_the_circuit_of_a_gateway_still_down() -> None:
@@ -362,7 +394,7 @@ async def test_a_zalo_fallback_while_the_sms_circuit_is_open_is_parked_without_c
     record done, the lane empty. Once the gateway is back it is sent once, by SMS, under its own Idempotency-Key
     (before: every fallback called the gateway while its circuit was open, and was retried in memory)."""
     gateway, clock = Gateway(), FixedClock(NOON)
-    d = http_dispatcher(gateway, clock)
+    d = http_dispatcher(gateway, clock, opener=phone_book)
     d.start()
     try:
         await open_sms_circuit(d)

@@ -61,6 +61,26 @@ class Receipt:
     """Sent by a fallback (ZNS refused, SMS sent)."""
 
 
+class FallbackGate(Protocol):
+    """Asked by a channel before it falls back to another provider (ZNS to SMS): whether it may call `to` now. False:
+    the fallback's circuit holds it (ADR 0032, amended): the channel raises `FALLBACK_HELD` without the call, and the
+    dispatcher, which gave the gate, parks the request or lets it wait, as it would a request of `to`'s own."""
+
+    def admit(self, to: ChannelKind) -> bool: ...
+
+
+class AlwaysFallBack:
+    """No circuits (tools, tests of a channel alone): every fallback is called."""
+
+    def admit(self, to: ChannelKind) -> bool:
+        return True
+
+
+ALWAYS_FALL_BACK = AlwaysFallBack()
+FALLBACK_HELD = "fallback_held"
+"""The reason of the DeliveryError a channel raises when its `FallbackGate` held the fallback: nothing was sent."""
+
+
 @dataclass(frozen=True)
 class Message:
     request: NotificationRequest
@@ -69,6 +89,8 @@ class Message:
     text: str
     sms_text: str
     sms_count: sms.SmsCount
+    fallback: FallbackGate = ALWAYS_FALL_BACK
+    """Whether a fallback may be called now (set by the dispatcher for its circuits)."""
 
 
 def compose(request: NotificationRequest, segment_limit: int, max_segments: int = sms.MAX_SEGMENTS) -> Message:

@@ -30,7 +30,7 @@ from aiohttp.resolver import DefaultResolver
 
 from schemas.notification import ChannelKind, NotificationKind
 from services.notify.channels import replies
-from services.notify.channels.base import DeliveryError, FellBack, Message, Receipt, trace_headers
+from services.notify.channels.base import FALLBACK_HELD, DeliveryError, FellBack, Message, Receipt, trace_headers
 from services.notify.channels.resolver import AddressRefused, GuardedResolver
 from services.notify.subscribers import Registry, signature
 
@@ -168,7 +168,8 @@ class ZaloZns:
     429, a 2xx reply too long to read (`reply_too_large`) or whose body could not be read or does not say
     (`reply_unreadable`: no JSON object with an integer `error`) Zalo may have delivered (or asks us to slow
     down): the failure is retryable and the dispatcher retries it as ZNS, with the same tracking id; an SMS then
-    could reach the citizen beside the ZNS message, through a provider that does not know that id.
+    could reach the citizen beside the ZNS message, through a provider that does not know that id. The fallback is
+    called only if the message's `fallback` gate admits it (SMS's circuit, ADR 0032): else `FALLBACK_HELD`, no call.
     """
 
     def __init__(self, client: HttpClient, url: str, fallback: SmsGateway) -> None:
@@ -196,6 +197,10 @@ class ZaloZns:
                 raise
             # each circuit its own provider's outcome: ZNS's answer if it gave one (no connection, a bad URL: none)
             fell_back = FellBack(answered=None if err.unreached or err.local else True, to=ChannelKind.SMS)
+            if not message.fallback.admit(ChannelKind.SMS):  # SMS's circuit holds it: the gateway is not called
+                held = DeliveryError(FALLBACK_HELD, unreached=True, local=True)
+                held.fell_back = fell_back
+                raise held from None
             try:
                 receipt = await self.fallback.send(message)
             except DeliveryError as failed:
