@@ -50,6 +50,8 @@ class FakeProviders:
     arrivals: list[tuple[str, float]] = field(default_factory=list)
     """(Idempotency-Key, epoch seconds) of every request answered with success, first or repeated."""
     rejected: int = 0
+    rejected_keys: Counter[str] = field(default_factory=Counter)
+    """Requests answered with a failure (503 in an outage, 500), by Idempotency-Key."""
     requests: int = 0
     bad_signatures: int = 0
 
@@ -67,13 +69,15 @@ class FakeProviders:
         self.requests += 1
         if self.faults.delay_s:
             await asyncio.sleep(self.faults.delay_s)
+        key = request.headers.get("Idempotency-Key", "")
         if time.monotonic() < self.faults.outage_until:
             self.rejected += 1
+            self.rejected_keys[key] += 1
             return web.json_response({"error": "unavailable"}, status=503)
         if self.faults.fail_every and self.requests % self.faults.fail_every == 0:
             self.rejected += 1
+            self.rejected_keys[key] += 1
             return web.json_response({"error": "internal"}, status=500)
-        key = request.headers.get("Idempotency-Key", "")
         self.arrivals.append((key, time.time()))
         if key in self.accepted:
             self.replays[key] += 1

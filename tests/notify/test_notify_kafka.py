@@ -138,21 +138,28 @@ async def test_while_the_gateway_is_down_its_circuits_hold_its_notifications_and
     """The HTTP gateway (SMS and the subscriber's webhooks) down: after 3 failures in a row each circuit opens and
     its notifications are parked (`parked:circuit_open`) without a call, so the gateway gets a few calls, not 40
     attempts for each of the 40 requests (without circuits, NOTIFY_CIRCUIT_FAILURES=0: ~1,600 calls in the review's
-    runs), and the routine lane stays free: an e-mail published after them is sent during the outage. Once the
-    gateway is back a probe closes each circuit and every request is sent once."""
+    runs), and the routine lane stays free: an e-mail published after them is sent during the outage. Zalo messages
+    whose ZNS cannot be reached fall back to SMS, and SMS's circuit holds them too (`parked:circuit_open:sms`; before,
+    each fallback called the gateway on every retry). Once the gateway is back a probe closes each circuit and every
+    request is sent once, each Zalo message by SMS under its own Idempotency-Key."""
     fake.outage(600)
     start_notify(NOTIFY_CIRCUIT_FAILURES="3", NOTIFY_CIRCUIT_PROBE_S="1", NOTIFY_PARK_S="5",
-                 NOTIFY_MAX_PENDING="10", NOTIFY_RETRY_MAX_ATTEMPTS="40", NOTIFY_ROUTINE_WORKERS="4")
+                 NOTIFY_MAX_PENDING="10", NOTIFY_RETRY_MAX_ATTEMPTS="40", NOTIFY_ROUTINE_WORKERS="4",
+                 NOTIFY_ZALO_URL=f"http://127.0.0.1:{free_port()}")  # ZNS not reached: every Zalo message falls back
     events = [dossier(f"cb-{i}", code=f"D-CB-{i}") for i in range(20)]
-    await publish(kafka_bootstrap, namespace, *events)
+    zalo = [dossier(f"cbz-{i}", code=f"D-CBZ-{i}", applicant={"phone": "0911111111", "zalo_user_id": f"z-{i}"})
+            for i in range(10)]
+    await publish(kafka_bootstrap, namespace, *[e for pair in zip(events, zalo, strict=False) for e in pair],
+                  *events[len(zalo):])
 
-    async def both_held() -> bool:
+    async def all_held() -> bool:
         status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=0.5))
-        held = {s["channel"] for s in status if s.get("reason") == "parked:circuit_open"}
-        assert held == {"sms", "webhook"}, held
+        held = {(s["channel"], s["reason"]) for s in status if str(s.get("reason")).startswith("parked:circuit")}
+        assert held == {("sms", "parked:circuit_open"), ("webhook", "parked:circuit_open"),
+                        ("zalo", "parked:circuit_open:sms")}, held
         return True
     opened = time.monotonic()  # before they open: the bound below is generous
-    await eventually_async(both_held, timeout=60, interval=0.5, what="both circuits open")
+    await eventually_async(all_held, timeout=60, interval=0.5, what="both circuits open, Zalo's fallbacks held")
     await publish(kafka_bootstrap, namespace, visit_completed("cb-visit"))
     sink = smtp[0]
     await eventually_async(lambda: sum(sink.by_id.values()) == 1, timeout=30, interval=0.2,
@@ -162,10 +169,18 @@ async def test_while_the_gateway_is_down_its_circuits_hold_its_notifications_and
     # probes since (one a second per circuit at most): far from one call per request
     rejected = fake.rejected
     assert rejected < 3 + 3 + 4 + 2 * (time.monotonic() - opened), rejected
+    status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=0.5))
+    zalo_keys = {str(s["notification_id"]) for s in status if s["channel"] == "zalo"}
+    assert len(zalo_keys) == len(zalo)
+    # per Zalo message: a failure before the circuit opened (or beside the calls that opened it), and the probes it
+    # happened to be; before, every fallback met the gateway on each of its retries (~40 each in 80 s)
+    tried = {k: fake.rejected_keys[k] for k in zalo_keys}
+    assert sum(tried.values()) < len(zalo) + 2 * (time.monotonic() - opened), tried
     fake.faults.outage_until = 0  # the gateway is back
-    want = expected_sends(events)
+    want = expected_sends(events) + expected_sends(zalo, zns_unreachable=True)
     await eventually_async(all_sent(fake, want), timeout=90, interval=0.5, what="every SMS and webhook sent")
     await caught_up(kafka_bootstrap, namespace)
     assert accepted_sends(fake) == want and set(requests_per_key(fake).values()) == {1}
+    assert all(fake.accepted[k].path == "/sms" and fake.successes[k] == 1 and not fake.replays[k] for k in zalo_keys)
     assert await read_all(kafka_bootstrap, notify_topics.dlq, idle=1) == []
     assert list(sink.by_id.values()) == [1]
