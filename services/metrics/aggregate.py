@@ -112,12 +112,17 @@ def _open_due(state: EntityState | None) -> int | None:
 
 @dataclass
 class CommuneTotals:
-    """One commune's figures. `due` counts open dossiers by due date (epoch s) for the overdue gauge."""
+    """One commune's figures. `due` counts open dossiers by due date (epoch s) for the overdue gauge.
+
+    `last_event_us` is the newest believable event time (the sender's clock); `last_received_ms` when the backbone
+    received the newest event that changed a state of the commune (its canonical record's timestamp: when intake
+    published it), whatever that event's own time says (a backlog of old events, a clock set wrong)."""
 
     province: str
     counts: dict[Key, int] = field(default_factory=dict)
     due: dict[int, int] = field(default_factory=dict)
     last_event_us: int = 0
+    last_received_ms: int = 0
     _version: int = 0
     _overdue_cache: tuple[int, float, float, int] = (-1, 0.0, 0.0, 0)  # version, valid for now in (a, b], value
 
@@ -141,6 +146,11 @@ class CommuneTotals:
         at = latest_micros(new) if isinstance(new, AnnouncementState) else new.at
         if at > self.last_event_us:
             self.last_event_us = at
+
+    def mark_received(self, at_ms: int) -> None:
+        """A change of one of the commune's states arrived at `at_ms` (epoch ms)."""
+        if at_ms > self.last_received_ms:
+            self.last_received_ms = at_ms
 
     def _count_due(self, due_s: int, sign: int) -> None:
         n = self.due.get(due_s, 0) + sign

@@ -156,6 +156,9 @@ def render(partitions: Iterable[PartitionState], now_s: float) -> str:
         ("commune_dossiers_overdue", "Open dossiers past their due date", lambda t: t.overdue(now_s)),
         ("commune_last_event_timestamp_seconds", "Event time of the newest event seen from the commune",
          lambda t: t.last_event_us / 1e6),
+        ("commune_last_received_timestamp_seconds", "When the backbone received the newest event that changed the "
+         "commune's figures (its canonical record's timestamp, whatever the event's own time)",
+         lambda t: t.last_received_ms / 1e3),
     )
     for name, help_, get in gauges:
         out.append(f"# HELP {name} {help_}\n# TYPE {name} gauge\n")

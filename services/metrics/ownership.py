@@ -32,12 +32,14 @@ from services.metrics.handlers import Decoded
 from services.metrics.partition import PartitionState
 from services.metrics.state import believed_until
 from services.metrics.topics import Names
-from services.metrics.writers import PartitionWriter, is_fenced
+from services.metrics.writers import PartitionWriter, StateRecord, is_fenced
 
 log = structlog.get_logger("metrics")
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 NewWriter = Callable[[int], PartitionWriter]
 """The writer of partition N, not started (starting it is the fence)."""
+Changes = dict[int, dict[bytes, StateRecord]]
+"""A batch's changed states by partition: what its changelog transactions write."""
 RESTORE_STALL_S = 60.0
 """A restore that reads nothing for this long raises `RestoreStalled` (a Kafka error: the run restarts; in an outage
 no crash), instead of waiting for ever inside the worker's restore while `/healthz` says 200 (runtime audit 1b)."""
@@ -80,14 +82,17 @@ class Ownership:
         telemetry.OWNED.set(len(numbers))
         log.info("metrics.assigned", partitions=sorted(numbers))
 
-    def apply(self, batch: Batch, now_s: float) -> tuple[dict[int, dict[bytes, bytes]], dict[TopicPartition, int]]:
+    def apply(self, batch: Batch, now_s: float) -> tuple[Changes, dict[TopicPartition, int]]:
         """Merge each decodable event into its partition's state; returns changed states and offsets to commit.
 
         An event time is believed against its record's timestamp, when intake published it (`state.believed_until`),
         not against this worker's clock: how long the record waited in the topic (lag, a replay, a restore) must
-        not change what it means. `now_s`, the worker's clock, stands in for a record without a timestamp."""
+        not change what it means. The same timestamp is when the backbone received the event (the commune's
+        last-received time, and the changelog record's timestamp). `now_s`, the worker's clock, stands in for a
+        record without a timestamp."""
         clock_believes = believed_until(now_s)
-        changes: dict[int, dict[bytes, bytes]] = {}
+        clock_ms = int(now_s * 1000)
+        changes: Changes = {}
         offsets: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
             if tp.partition not in self.owned:  # fetched before a rebalance: not ours (or not restored) now, never
@@ -102,7 +107,8 @@ class Ownership:
                     invalid += 1
                     continue
                 stamp = rec.timestamp
-                out = part.apply_safely(event, believed_until(stamp / 1000) if stamp > 0 else clock_believes)
+                received = stamp if stamp > 0 else clock_ms
+                out = part.apply_safely(event, believed_until(stamp / 1000) if stamp > 0 else clock_believes, received)
                 if out is None:
                     unchanged += 1
                 elif isinstance(out, Rejection):  # counted and skipped: the partition goes on
@@ -115,7 +121,9 @@ class Ownership:
                         log.warning("event.skipped", topic=tp.topic, partition=tp.partition, offset=rec.offset,
                                     reason=out.reason.value, detail=out.message)
                 else:
-                    changed[out[0]] = out[1]
+                    earlier = changed.get(out[0])  # changed twice in the batch: the later state, the later time
+                    changed[out[0]] = StateRecord(out[1], received if earlier is None
+                                                  else max(received, earlier.timestamp_ms))
                     applied += 1
             offsets[tp] = records[-1].offset + 1
             for outcome, n in (("applied", applied), ("unchanged", unchanged), ("invalid", invalid),
@@ -124,7 +132,7 @@ class Ownership:
                     telemetry.EVENTS.labels(family, outcome).inc(n)
         return changes, offsets
 
-    async def write(self, changes: dict[int, dict[bytes, bytes]]) -> None:
+    async def write(self, changes: Changes) -> None:
         """Each partition's changed states in a transaction of its writer, all partitions at once; raises a failure
         (a fenced writer first: this worker has lost that partition)."""
         parts = [p for p, states in changes.items() if states]
@@ -161,7 +169,7 @@ class Ownership:
             if record.key is None:
                 return
             try:
-                parts[partition].restore(record.key, record.value)
+                parts[partition].restore(record.key, record.value, record.timestamp)
             except Exception as exc:  # one unreadable state must not make every restore (and so the worker) fail
                 telemetry.RESTORE_SKIPPED.inc()
                 log.error("metrics.restore_skipped", partition=partition, offset=record.offset,

@@ -83,12 +83,15 @@ class PartitionState:
         self.store = store
         self.communes: dict[str, CommuneTotals] = {}
 
-    def apply(self, event: Decoded, believed_until_us: int = BELIEVE_ALL) -> tuple[bytes, bytes] | Rejection | None:
+    def apply(self, event: Decoded, believed_until_us: int = BELIEVE_ALL,
+              received_ms: int = 0) -> tuple[bytes, bytes] | Rejection | None:
         """Merge one event; returns the changelog record (key, new state), None if nothing changed, or a Rejection
         (`TOO_MANY_CLUSTERS`) for an event refused by a state's bound: the state is left as it was.
 
         `believed_until_us`: `state.believed_until` of the record's timestamp; an event dated later is ordered before
-        every believable one (`state.DISBELIEVED_SHIFT`). The default believes every time (no clock: tests)."""
+        every believable one (`state.DISBELIEVED_SHIFT`). The default believes every time (no clock: tests).
+        `received_ms`: the record's timestamp (epoch ms), the commune's last-received time if the event changes a
+        state (an event that changes nothing, a repeat, leaves it: a restore could not know of it)."""
         handler = HANDLERS[event.type]  # the hot path: one lookup, then the entry's own functions
         if handler is None:
             return None
@@ -106,23 +109,27 @@ class PartitionState:
             return None
         value = dumps(new)
         self.store[key] = value
-        self._totals(event.commune, event.province).replace(old, new)
+        totals = self._totals(event.commune, event.province)
+        totals.replace(old, new)
+        totals.mark_received(received_ms)
         return key, value
 
-    def apply_safely(self, event: Decoded,
-                     believed_until_us: int = BELIEVE_ALL) -> tuple[bytes, bytes] | Rejection | None:
+    def apply_safely(self, event: Decoded, believed_until_us: int = BELIEVE_ALL,
+                     received_ms: int = 0) -> tuple[bytes, bytes] | Rejection | None:
         """`apply` that never raises: an unexpected exception is returned as an `internal_error` Rejection.
 
         Everything that can fail for one event (its entity key, the merge, serialising the state) runs before
         the store is written, so such an event leaves the store as it was; the shell counts and skips it.
         """
         try:
-            return self.apply(event, believed_until_us)
+            return self.apply(event, believed_until_us, received_ms)
         except Exception as exc:  # a bug met by one event must not stop the partition
             return internal_error(exc)
 
-    def restore(self, key: bytes, value: bytes | None) -> None:
-        """Apply one changelog record (a state written by `apply`); a tombstone is ignored."""
+    def restore(self, key: bytes, value: bytes | None, received_ms: int = 0) -> None:
+        """Apply one changelog record (a state written by `apply`); a tombstone is ignored. `received_ms`: the
+        record's timestamp, which the writer sets to when the event that made the state was received
+        (`writers.StateRecord`), so the commune's last-received time is what it was before the restore."""
         if value is None:
             return
         commune = key.split(b"|", 2)[1].decode()
@@ -131,7 +138,9 @@ class PartitionState:
         raw = self.store.get(key)
         old = loads(key, raw) if raw is not None else None
         self.store[key] = value
-        self._totals(commune, province).replace(old, new)
+        totals = self._totals(commune, province)
+        totals.replace(old, new)
+        totals.mark_received(received_ms)
 
     def _totals(self, commune: str, province: str) -> CommuneTotals:
         totals = self.communes.get(commune)

@@ -43,7 +43,7 @@ from services.common.transactions import TransactionLost
 from services.metrics import decoding, telemetry
 from services.metrics.aggregate import CommuneTotals
 from services.metrics.exposition import render
-from services.metrics.ownership import Batch, Ownership
+from services.metrics.ownership import Batch, Changes, Ownership
 from services.metrics.partition import PartitionState
 from services.metrics.settings import MetricsSettings
 from services.metrics.snapshots import snapshot
@@ -208,8 +208,7 @@ class MetricsWorker:
         await self.settle()  # the previous batch's commit first: offsets are committed in order
         self._settling = self._supervisor.spawn("commit", self._commit_after(changes, offsets, started))
 
-    async def _commit_after(self, changes: dict[int, dict[bytes, bytes]], offsets: dict[TopicPartition, int],
-                            started: float) -> None:
+    async def _commit_after(self, changes: Changes, offsets: dict[TopicPartition, int], started: float) -> None:
         """Commit the batch's offsets once its changelog transactions are committed (a failure ends the run, and so
         does a commit not done within `commit_timeout_ms`: the changelog already holds the batch's states, the next
         run restores them and redoes the batch, which changes nothing)."""

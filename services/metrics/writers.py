@@ -23,7 +23,8 @@ run: the runtime restarts it from Kafka.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -35,6 +36,15 @@ from services.common import closing, transactions
 
 log = structlog.get_logger("metrics")
 Sent = list[asyncio.Future[RecordMetadata]]
+
+
+class StateRecord(NamedTuple):
+    """A changed entity state and when the backbone received the event that made it (epoch ms, its canonical
+    record's timestamp), written as the changelog record's own timestamp, as Kafka Streams does for its changelogs:
+    a restore gives the commune's last-received time back (`commune_last_received_timestamp_seconds`)."""
+
+    value: bytes
+    timestamp_ms: int
 
 
 class WriteFailed(KafkaError):
@@ -65,16 +75,17 @@ class PartitionWriter:
         """Start the producer: this fences the partition's earlier owner (its open transaction is aborted)."""
         await self.producer.start()
 
-    async def write_states(self, states: dict[bytes, bytes]) -> None:
+    async def write_states(self, states: Mapping[bytes, StateRecord]) -> None:
         """Changed entity states to changelog partition N, in one transaction."""
         async def send() -> Sent:
             sent: Sent = []
             batch = self.producer.create_batch()
-            for key, value in states.items():
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
+            for key, (value, stamp) in states.items():
+                at = stamp if stamp > 0 else None  # None: the producer's clock
+                if batch.append(key=key, value=value, timestamp=at) is None:  # full: send it, start the next
                     sent.append(await self.producer.send_batch(batch, self.changelog, partition=self.partition))
                     batch = self.producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
+                    batch.append(key=key, value=value, timestamp=at)
             if batch.record_count():
                 sent.append(await self.producer.send_batch(batch, self.changelog, partition=self.partition))
             return sent

@@ -117,18 +117,27 @@ async def test_golden_event_set_gives_exactly_the_expected_figures(kafka_bootstr
         assert data.mobile_team_visits == 2 and data.broadcasts_completed == 2
 
 
+def received_times(running: Running) -> dict[str, int]:
+    """Each exported commune's last-received time (epoch ms)."""
+    return {c: t.last_received_ms for p in running.worker.exported() for c, t in p.communes.items()}
+
+
 async def test_restart_recovers_the_same_figures_from_the_changelog(kafka_bootstrap: str, env) -> None:  # type: ignore[no-untyped-def]
-    """A new worker restores state from the changelog (before any new event) and then continues exactly."""
+    """A new worker restores state from the changelog (before any new event) and then continues exactly; the
+    communes' last-received times too (the changelog records carry them as their timestamps), not the restore's."""
     events = event_set(seed=11)
     half = len(events) // 2
     first, truth_first = events[:half], expected(events[:half])
     await publish(kafka_bootstrap, env.namespace, first)
     w1 = env("w1")
     await eventually_async(lambda: figures_of(w1, like=truth_first) == truth_first, timeout=WAIT_S, what="first half")
+    received = received_times(w1)
+    assert received and all(t > 0 for t in received.values())
     await w1.stop()
     w2 = env("w2")
     await eventually_async(lambda: len(w2.worker.ownership.owned) == 6, timeout=WAIT_S, what="assignment")
     assert figures_of(w2, like=truth_first) == truth_first  # restored, not re-read: offsets were committed
+    assert received_times(w2) == received
     await publish(kafka_bootstrap, env.namespace, events[half:] + first[:20])  # the rest, plus redeliveries
     truth = expected(events)
     await eventually_async(lambda: figures_of(w2, like=truth) == truth, timeout=WAIT_S, what="all events after restart")
