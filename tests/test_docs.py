@@ -90,17 +90,32 @@ def test_every_topic_named_is_a_registry_topic(doc: str) -> None:
     assert stale == set(), f"{doc} names topics not in the registry: {sorted(stale)}"
 
 
+RUNBOOKS_BASE = '{{ or $externalLabels.runbooks_url "docs/runbooks.md" }}'
+"""Where every runbook_url starts: Prometheus' external label `runbooks_url` (the absolute address where
+docs/runbooks.md is published, set per deployment in infra/prometheus/prometheus.yml), else the repository path.
+infra/prometheus/tests/*_test.yml render it both ways."""
+
+
 def test_every_alert_links_its_runbook_section() -> None:
-    """Every alert rule has a runbook_url into docs/runbooks.md whose anchor is a section named after the alert."""
+    """Every alert rule has a runbook_url into docs/runbooks.md (at the configured address, else the repository path)
+    whose anchor is a section named after the alert."""
     rules = [rule for path in sorted((ROOT / "infra/prometheus/rules").glob("*.yml"))
              for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"] for rule in group["rules"]]
     alerts = {rule["alert"]: rule.get("annotations", {}).get("runbook_url", "") for rule in rules if "alert" in rule}
     sections = anchors(text("docs/runbooks.md"))
     assert alerts, "no alert rules found"
     for alert, url in alerts.items():
-        path, _, anchor = url.partition("#")
-        assert path == "docs/runbooks.md", f"{alert}: runbook_url {url!r}"
+        base, _, anchor = url.partition("#")
+        assert base == RUNBOOKS_BASE, f"{alert}: runbook_url {url!r}"
         assert anchor == alert.lower() and anchor in sections, f"{alert}: no section #{anchor} in docs/runbooks.md"
+
+
+def test_the_runbook_address_is_configured_where_the_alerts_read_it() -> None:
+    """The shipped Prometheus configs say where to set `runbooks_url` and drop it from the labels of alerts sent."""
+    for config in ("infra/prometheus/prometheus.yml", "infra/compose/prometheus.yml"):
+        assert "#   runbooks_url: https://" in text(config), config
+        relabel = yaml.safe_load(text(config))["alerting"]["alert_relabel_configs"]
+        assert {"action": "labeldrop", "regex": "runbooks_url"} in relabel, config
 
 
 def test_decision_records_are_numbered_and_complete() -> None:
