@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,9 @@ needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None, reason="pr
 PROMTOOL_TIMEOUT_S = 240
 """`promtool test rules` evaluates every scenario minute by minute: 40-85 s on two loaded cores (a fresh-clone CI run
 timed out at 60 s). A bound against a hang, not a speed check, inside pytest-timeout's 300 s."""
+RULE_TESTS = ("rules_test.yml", "windows_test.yml")
+"""The promtool unit test files of infra/prometheus/tests: scenarios of minutes and hours evaluated every minute, and
+scenarios of weeks (the 7-day rates) every 5 minutes. Each file runs as a test of its own, within its own timeout."""
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -35,9 +39,10 @@ def test_promtool_check_rules_and_config() -> None:
 
 
 @needs_promtool
-def test_promtool_unit_tests_of_rules_and_alerts() -> None:
+@pytest.mark.parametrize("tests", RULE_TESTS)
+def test_promtool_unit_tests_of_rules_and_alerts(tests: str) -> None:
     """`promtool test rules`: rates sum over workers; each alert fires on its scenario and not before."""
-    result = promtool("test", "rules", str(PROM / "tests/rules_test.yml"))
+    result = promtool("test", "rules", str(PROM / "tests" / tests))
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
 
 
@@ -47,7 +52,8 @@ def test_every_alert_has_a_promtool_scenario() -> None:
 
     alerts = {r["alert"] for g in yaml.safe_load((PROM / "rules/alerts.yml").read_text())["groups"]
               for r in g["rules"]}
-    tested = {t["alertname"] for case in yaml.safe_load((PROM / "tests/rules_test.yml").read_text())["tests"]
+    tested = {t["alertname"] for tests in RULE_TESTS
+              for case in yaml.safe_load((PROM / "tests" / tests).read_text())["tests"]
               for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
     assert alerts == tested == {"CommuneOnTimeRateLow", "OverdueBacklogRising", "DeadLettersSpiking",
                                 "ConsumerLagGrowing", "ConsumerBacklogPersistent", "CommuneSilent",
@@ -56,6 +62,27 @@ def test_every_alert_has_a_promtool_scenario() -> None:
                                 "CanonicalRecordsUnreadable", "SealedContactsUnopenable", "ServiceRestarting",
                                 "CertificateExpiresSoon", "CertificateExpired", "ServiceDown", "NotificationsFailing",
                                 "KeyRecordsUnreadable", "DeadLetterShareHigh", "ErasureNoticeWaiting"}
+
+
+RECORDED_NAME = re.compile(r"(?<![\w:])([a-z_]+:[a-z0-9_]+:[a-z0-9_]+)")
+"""A recording rule's name (`level:metric:operations`) in a query."""
+
+
+def test_dashboards_and_alerts_read_only_recorded_rules() -> None:
+    """Every `level:metric:operations` name a panel or an alert queries is a recording rule: a misspelt one only
+    gives an empty panel or an alert that never fires (the end-to-end test cannot see the 7-day rules, which need a
+    week of history)."""
+    import yaml
+
+    recorded = {r["record"] for g in yaml.safe_load((PROM / "rules/recording.yml").read_text())["groups"]
+                for r in g["rules"] if "record" in r}
+    exprs = [r["expr"] for g in yaml.safe_load((PROM / "rules/alerts.yml").read_text())["groups"] for r in g["rules"]]
+    for text in (ROOT / "infra/grafana/dashboards").glob("*.json"):
+        board = json.loads(text.read_text(encoding="utf-8"))
+        exprs += [t["expr"] for p in board["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in RECORDED_NAME.findall(e)}
+    assert {"commune:commune_dossiers_on_time:ratio7d", "job:commune_consumer_lag:sum"} <= used
+    assert used - recorded == set()
 
 
 def test_dashboard_json_is_what_the_code_generates() -> None:
