@@ -106,8 +106,12 @@ def commune_drilldown() -> dict[str, Any]:
         panel("Open", f"sum(commune_dossiers_open{C})", "stat", w=6, h=4),
         panel("Overdue", f"sum(commune_dossiers_overdue{C})", "stat", w=6, h=4),
         panel("Received", f"sum(commune_dossiers_received{C})", "stat", w=6, h=4),
-        panel("Since the last event", f"time() - max(commune_last_event_timestamp_seconds{C})", "stat", unit="s",
-              w=6, h=4),
+        # what CommuneSilent judges: when the backbone last received a change from the commune
+        panel("Since the last event received", f"time() - max(commune_last_received_timestamp_seconds{C})", "stat",
+              unit="s", w=6, h=4),
+        # the sender's clock: far above the one before it, the commune sends old events (a backlog)
+        panel("Since the newest event's own time", f"time() - max(commune_last_event_timestamp_seconds{C})", "stat",
+              unit="s", w=6, h=4),
         panel("Received by channel", f"sum by (channel) (commune_dossiers_received{C})", legend="{{channel}}"),
         panel("Completed to date, by timeliness", f"sum by (timeliness) (commune_dossiers_completed{C})",
               legend="{{timeliness}}"),
