@@ -19,7 +19,7 @@ import asyncio
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -89,7 +89,10 @@ class NoticeSender:
         (`max.poll.interval.ms`)."""
         for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
             for record in records:
-                if not await self.tell(record):
+                taken = await self.tell(record)
+                if tp not in consumer.assignment():  # moved during the call (a worker joined or left): its next owner
+                    break  # tells it again from the committed offset, under the same webhook id; nothing to commit
+                if not taken:
                     await asyncio.sleep(self.backoff.delay(self.attempts))
                     if tp in consumer.assignment():  # else its next owner fetches it from the committed offset
                         consumer.seek(tp, record.offset)
@@ -127,7 +130,7 @@ class NoticeSender:
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT_S):
                 await consumer.commit({tp: OffsetAndMetadata(offset, "")})
-        except (CommitFailedError, TimeoutError) as exc:
+        except (CommitFailedError, IllegalStateError, TimeoutError) as exc:  # IllegalStateError: no longer assigned
             metrics.COMMIT_FAILURES.labels("erasure_notice").inc()
-            log.warning("notify.commit_refused" if isinstance(exc, CommitFailedError) else "notify.commit_timed_out",
+            log.warning("notify.commit_timed_out" if isinstance(exc, TimeoutError) else "notify.commit_refused",
                         when="erasure_notice", subscriber=self.sub.name)

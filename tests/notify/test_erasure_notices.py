@@ -22,6 +22,7 @@ from services.notify.policy import Backoff
 from services.notify.subscribers import Subscriber
 from services.notify.topics import Names
 from services.privacy.erase import erase_subject
+from tests.kafkatools import produce
 from tests.notify.conftest import StartNotify, group_caught_up, publish
 from tests.notify.events import dossier
 from tests.waiting import eventually_async
@@ -176,3 +177,43 @@ async def test_a_notice_not_taken_is_fetched_again_after_a_back_off_and_committe
     consumer.position = 1
     await sender.poll(consumer)  # type: ignore[arg-type]  # the commit refused: logged and counted, no exception
     assert sent == ["e-0", "e-1", "e-1"]
+
+
+async def test_a_notice_taken_while_its_partition_moved_away_does_not_end_the_sender(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names) -> None:
+    """Another notify worker joins the subscriber's group while a notice's call is under way and takes the topic's one
+    partition (a deploy, a scale-out): the call ends, the sender goes on polling, and leaves the notice to the new
+    owner (it commits nothing for a partition it no longer holds). It raised aiokafka's IllegalStateError ("not
+    assigned") from the commit, which ended the sender's supervised task and so the whole notify run."""
+    from aiokafka import AIOKafkaConsumer
+
+    from services.common.clients import connection_options
+
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    topic, group = notify_topics.erasures, notice_group(namespace, "prov-08")
+    notices = [NOTICE.model_copy(update={"erasure_id": f"e-{i}"}) for i in range(2)]
+    await produce(kafka_bootstrap, topic, [(n.subject.encode(), n.model_dump_json().encode(), []) for n in notices])
+    # the member id is the client id and a uuid: "a-..." sorts first, so the assignor gives it the partition
+    thief = AIOKafkaConsumer(topic, **connection_options(conn), client_id="a-newer-worker", group_id=group,
+                             enable_auto_commit=False, session_timeout_ms=10_000, heartbeat_interval_ms=500)
+    sent: list[str] = []
+
+    class Slow:
+        async def send(self, message: Any) -> None:
+            if not sent:  # the first call outlasts the rebalance
+                await thief.start()
+                await eventually_async(lambda: bool(thief.assignment()), timeout=60, interval=0.2,
+                                       what="the partition taken over")
+            sent.append(orjson.loads(message.request.payload)["id"])
+
+    sender = NoticeSender(conn, topic, namespace, _subscriber("prov-08"), Slow(),  # type: ignore[arg-type]
+                          Backoff(base_s=0.01, cap_s=0.01), 10_000, 500)
+    task = asyncio.create_task(sender.run())
+    try:
+        await eventually_async(lambda: len(sent) >= 1, timeout=90, interval=0.2, what="the first call")
+        await asyncio.sleep(3)
+        assert not task.done(), f"the sender ended: {task.exception()!r}"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await thief.stop()
