@@ -23,6 +23,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
+from schemas.deadletter import internal_error
 from schemas.notification import Audience, ChannelKind, NotificationKind, NotificationRequest, Recipient
 from schemas.personal import ErasureNotice
 from schemas.topics import NOTIFY_ERASURE_GROUPS, namespaced
@@ -111,11 +112,13 @@ class NoticeSender:
         self.attempts += 1
         try:
             await self.webhooks.send(compose(notice_request(notice, self.sub), 1))
-        except DeliveryError as err:
+        except Exception as exc:  # a bug met by a notice, or a subscriber URL longer than a request may hold:
+            # waits as a refusal does, alerted: never committed, it would end every run after it, the citizens' too
+            reason = exc.reason if isinstance(exc, DeliveryError) else internal_error(exc).message  # never its text
             metrics.ERASURE_NOTICES.labels(self.sub.name, "failed").inc()
             metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(1)
             log.warning("notify.erasure_notice_failed", subscriber=self.sub.name, erasure_id=notice.erasure_id,
-                        reason=err.reason, attempt=self.attempts)
+                        reason=reason, attempt=self.attempts)
             return False
         metrics.ERASURE_NOTICES.labels(self.sub.name, "sent").inc()
         metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(0)

@@ -217,3 +217,31 @@ async def test_a_notice_taken_while_its_partition_moved_away_does_not_end_the_se
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await thief.stop()
+
+
+@pytest.mark.unit
+async def test_a_notice_that_meets_a_bug_waits_and_is_tried_again_without_ending_notify(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A subscriber whose URL is longer than a request's recipient may hold (500 characters; the subscribers file takes
+    any length), or a bug in the call: the notice is not taken, counted as waiting and tried again, its error logged
+    by type and place only. It raised out of the sender's supervised task, which ended the notify run; the notice,
+    never committed, ended every run after it: one subscriber's notice stopped every citizen's notifications."""
+    from services.notify import metrics
+
+    class Takes:
+        async def send(self, message: Any) -> None:
+            pass
+
+    class Broken:
+        async def send(self, message: Any) -> None:
+            raise RuntimeError("a text that may quote 0912345678")
+
+    long_url = Subscriber.model_validate({"name": "prov-08", "url": "https://hooks.example.vn/h?t=" + "x" * 600,
+                                          "secret": "s" * 16, "include_personal_data": True})
+    record = SimpleNamespace(value=NOTICE.model_dump_json().encode(), offset=3)
+    for sub, webhooks in ((long_url, Takes()), (_subscriber("prov-08"), Broken())):
+        sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", sub, webhooks,  # type: ignore[arg-type]
+                              Backoff(), 10_000, 3_000)
+        assert await sender.tell(record) is False  # type: ignore[arg-type]
+        assert metrics.ERASURE_NOTICES_WAITING.labels("prov-08")._value.get() == 1
+    assert "0912345678" not in capsys.readouterr().out
