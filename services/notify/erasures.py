@@ -72,6 +72,8 @@ class NoticeSender:
         self.timeouts = {"session_timeout_ms": session_timeout_ms, "heartbeat_interval_ms": heartbeat_interval_ms}
         self.attempts = 0
         """Calls made for the notice that waits (0: none waits)."""
+        self.waiting: TopicPartition | None = None
+        """The partition of the notice that waits here, if one does."""
         metrics.ERASURE_NOTICES_WAITING.labels(sub.name).set(0)
 
     async def run(self) -> None:
@@ -88,17 +90,29 @@ class NoticeSender:
         """One fetch, told in order. A notice not taken is fetched again after a back-off (`seek`), not retried inside
         the batch: the consumer keeps polling, so a subscriber down for hours does not push it out of its group
         (`max.poll.interval.ms`)."""
+        if self.waiting is not None and self.waiting not in consumer.assignment():
+            self._handed_over()
         for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
             for record in records:
                 taken = await self.tell(record)
                 if tp not in consumer.assignment():  # moved during the call (a worker joined or left): its next owner
-                    break  # tells it again from the committed offset, under the same webhook id; nothing to commit
+                    self._handed_over()  # tells it again from the committed offset, under the same webhook id
+                    break
                 if not taken:
+                    self.waiting = tp
                     await asyncio.sleep(self.backoff.delay(self.attempts))
                     if tp in consumer.assignment():  # else its next owner fetches it from the committed offset
                         consumer.seek(tp, record.offset)
+                    else:
+                        self._handed_over()
                     break
+                self.waiting = None
                 await self._commit(consumer, tp, record.offset + 1)
+
+    def _handed_over(self) -> None:
+        """The waiting notice's partition is another worker's now: that one tries it, and says whether it waits."""
+        self.waiting, self.attempts = None, 0
+        metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(0)
 
     async def tell(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """One call for the record's notice: True once the subscriber took it (or the record is no notice: skipped,

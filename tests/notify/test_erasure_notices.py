@@ -245,3 +245,39 @@ async def test_a_notice_that_meets_a_bug_waits_and_is_tried_again_without_ending
         assert await sender.tell(record) is False  # type: ignore[arg-type]
         assert metrics.ERASURE_NOTICES_WAITING.labels("prov-08")._value.get() == 1
     assert "0912345678" not in capsys.readouterr().out
+
+
+@pytest.mark.unit
+async def test_a_worker_that_lost_the_waiting_notice_to_another_no_longer_says_one_waits() -> None:
+    """A notice refused here, then the partition moved to another worker (which tries it, and says so itself): this
+    worker's `notify_erasure_notices_waiting` goes back to 0. It stayed at 1 until this worker next sent a notice,
+    and ErasureNoticeWaiting (`max by subscriber`) fired for a notice long taken."""
+    from aiokafka import TopicPartition
+
+    from services.notify import metrics
+    from services.notify.channels.base import DeliveryError
+
+    tp = TopicPartition("t", 0)
+    held = {tp}
+
+    class Consumer:
+        async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+            return {tp: [SimpleNamespace(value=NOTICE.model_dump_json().encode(), offset=0)]} if held else {}
+
+        def assignment(self) -> set[TopicPartition]:
+            return set(held)
+
+        def seek(self, partition: TopicPartition, offset: int) -> None:
+            pass
+
+    class Down:
+        async def send(self, message: Any) -> None:
+            raise DeliveryError("http_503")
+
+    sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", _subscriber("prov-08"),
+                          Down(), Backoff(base_s=0.001, cap_s=0.001), 10_000, 3_000)  # type: ignore[arg-type]
+    await sender.poll(Consumer())  # type: ignore[arg-type]
+    assert metrics.ERASURE_NOTICES_WAITING.labels("prov-08")._value.get() == 1
+    held.clear()  # rebalanced: the partition is another worker's
+    await sender.poll(Consumer())  # type: ignore[arg-type]
+    assert metrics.ERASURE_NOTICES_WAITING.labels("prov-08")._value.get() == 0
