@@ -256,10 +256,11 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 def stop_budget_s(settings: NotifySettings) -> float:
     """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
     the final commits (`COMMIT_TIMEOUT_S` per consumer), then each client's stop within `CLOSE_TIMEOUT_S`, one after
-    the other as the run's exit stack unwinds (the two consumers, whose revocation waits inside that deadline, the
-    key store, the ledger tail, the producer), at most the runtime's `stop_deadline_s`; then `__main__` waits for the
-    deadline tracker, told to stop when the worker's stop began (`tracker.STOP_TIMEOUT_S`, then it is killed)."""
-    consumers, clients_ = 2, 5
+    the other as the run's exit stack unwinds (the erasure notices' consumers, all at once, ADR 0035; the two
+    consumers, whose revocation waits inside that deadline, the key store, the ledger tail, the producer), at most the
+    runtime's `stop_deadline_s`; then `__main__` waits for the deadline tracker, told to stop when the worker's stop
+    began (`tracker.STOP_TIMEOUT_S`, then it is killed)."""
+    consumers, clients_ = 2, 6
     own = bounded_stop_s(settings, consumers * COMMIT_TIMEOUT_S + clients_ * CLOSE_TIMEOUT_S)
     return own + (tracker.STOP_TIMEOUT_S if settings.deadlines else 0.0)
 

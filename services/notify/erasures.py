@@ -28,6 +28,7 @@ from schemas.notification import Audience, ChannelKind, NotificationKind, Notifi
 from schemas.personal import ErasureNotice
 from schemas.topics import NOTIFY_ERASURE_GROUPS, namespaced
 from services.common import clients
+from services.common.closing import close_within
 from services.common.settings import KafkaConnection
 from services.notify import metrics
 from services.notify.channels.base import DeliveryError, compose
@@ -83,8 +84,8 @@ class NoticeSender:
         try:
             while True:
                 await self.poll(consumer)
-        finally:
-            await consumer.stop()
+        finally:  # bounded as every client of notify's: a broker that does not answer holds a group's leave 40 s
+            await close_within("notify", f"erasure-notices-{self.sub.name}-consumer", consumer.stop)
 
     async def poll(self, consumer: AIOKafkaConsumer) -> None:
         """One fetch, told in order. A notice not taken is fetched again after a back-off (`seek`), not retried inside

@@ -22,6 +22,7 @@ from services.notify.policy import Backoff
 from services.notify.subscribers import Subscriber
 from services.notify.topics import Names
 from services.privacy.erase import erase_subject
+from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
 from tests.kafkatools import produce
 from tests.notify.conftest import StartNotify, group_caught_up, publish
 from tests.notify.events import dossier
@@ -281,3 +282,46 @@ async def test_a_worker_that_lost_the_waiting_notice_to_another_no_longer_says_o
     held.clear()  # rebalanced: the partition is another worker's
     await sender.poll(Consumer())  # type: ignore[arg-type]
     assert metrics.ERASURE_NOTICES_WAITING.labels("prov-08")._value.get() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_sender_cancelled_while_the_broker_does_not_answer_ends_within_the_client_close_limit(
+        own_broker: OwnBroker, namespace: str) -> None:  # noqa: F811
+    """The broker stops answering (frozen: a partition, a stalled host; not gone, which refuses at once) and notify
+    stops: the cancelled sender ends within `CLOSE_TIMEOUT_S`, as every other client of notify's (`close_within`).
+    Its unbounded `consumer.stop` waited the whole request timeout (40 s) for the group's leave, outside the stop
+    budget (`app.stop_budget_s`)."""
+    import os
+    import signal
+    import time
+
+    from services.common.admin import ensure_topics
+    from services.common.closing import CLOSE_TIMEOUT_S
+
+    conn = KafkaConnection(bootstrap=own_broker.bootstrap)
+    names = Names(namespace)
+    await ensure_topics(conn, names.specs)
+    sent: list[str] = []
+
+    class Takes:
+        async def send(self, message: Any) -> None:
+            sent.append(orjson.loads(message.request.payload)["id"])
+
+    await produce(own_broker.bootstrap, names.erasures, [(b"k", NOTICE.model_dump_json().encode(), [])])
+    sender = NoticeSender(conn, names.erasures, namespace, _subscriber("prov-08"), Takes(),  # type: ignore[arg-type]
+                          Backoff(), 10_000, 3_000)
+    task = asyncio.create_task(sender.run())
+    await eventually_async(lambda: len(sent) == 1, timeout=60, what="the notice sent")
+    await asyncio.sleep(2)  # committed, polling
+    broker = int((own_broker.state / "kafka.pid").read_text().strip())
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(1)
+        stopping = time.monotonic()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        took = time.monotonic() - stopping
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    assert took < CLOSE_TIMEOUT_S + 3, f"the sender took {took:.1f} s to end"
