@@ -34,6 +34,10 @@ Lane = Literal["routine", "urgent"]
 """Notify's two consumers (`app.py`)."""
 URGENT_HEADROOM = 2
 """The urgent consumer pauses for routine jobs only once they are this many times `max_pending` (`Records.throttle`)."""
+REPLAY_HEADROOM = 1.5
+"""The urgent consumer pauses its replay partitions alone once the routine jobs held are this many times `max_pending`
+(`Records.replay_throttle`): above the routine consumer's limit, so a dossier backlog alone does not hold a replayed
+emergency, and below `URGENT_HEADROOM`, so a large replay of routine letters does not pause the announcements."""
 Derived = tuple[list[NotificationRequest], TrackedDossier | None]
 """A record's notification requests and, for a dossier with a due date, its state for the deadline tracker."""
 
@@ -62,19 +66,22 @@ class Records:
     async def consume(self, consumer: AIOKafkaConsumer, pauses: Pauses, lane: Lane) -> None:
         """Decode -> rules -> dispatcher; pauses while the backlog `lane` watches is over its limit (resumes under half
         of it), through `pauses`, which also holds partitions whose ledger is catching up."""
-        backlog, limit = self.throttle(lane)
+        throttles: list[tuple[str | None, Callable[[], int], int]] = [(None, *self.throttle(lane))]
+        if lane == "urgent":
+            throttles.append((self.names.replays, *self.replay_throttle()))
         while True:
             batch = await consumer.getmany(timeout_ms=200)
             for tp, records in batch.items():
                 for record in records:
                     await self.handle(tp, record)
-            held = backlog()
-            if held > limit:
-                pauses.throttle(True)
-            elif held < limit // 2:
-                pauses.throttle(False)
-            else:
-                pauses.apply()  # partitions assigned meanwhile follow the throttle as it stands
+            for topic, backlog, limit in throttles:
+                held = backlog()
+                if held > limit:
+                    pauses.throttle(True, topic)
+                elif held < limit // 2:
+                    pauses.throttle(False, topic)
+                else:
+                    pauses.apply()  # partitions assigned meanwhile follow the throttle as it stands
 
     def throttle(self, lane: Lane) -> tuple[Callable[[], int], int]:
         """What a consumer's pause watches, and its limit, `max_pending`. Routine (dossiers, mobile teams, alerts):
@@ -89,6 +96,14 @@ class Records:
         if lane == "routine":
             return lambda: d.routine_backlog, self.s.max_pending
         return lambda: max(d.emergency_backlog, d.routine_backlog // URGENT_HEADROOM), self.s.max_pending
+
+    def replay_throttle(self) -> tuple[Callable[[], int], int]:
+        """What pauses the urgent consumer's replay partitions alone, and its limit: the routine jobs held past
+        `REPLAY_HEADROOM` times `max_pending`. Replays are mostly routine letters, thousands at a time after an
+        outage: under the urgent consumer's own throttle they filled the routine lane past `URGENT_HEADROOM` times the
+        limit and paused it whole, so a new storm warning waited for the replay's backlog to drain (review)."""
+        d = self.dispatcher
+        return lambda: int(d.routine_backlog / REPLAY_HEADROOM), self.s.max_pending
 
     def derive(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Derived:
         """The record's notification requests and, for a dossier with a due date, its state for the tracker.

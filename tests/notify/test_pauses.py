@@ -68,3 +68,23 @@ def test_apply_follows_a_new_assignment_without_a_hold() -> None:
     consumer.assign(P0, P1)
     pauses.apply()
     assert consumer.paused() == {P0, P1}
+
+
+def test_a_topic_throttle_pauses_that_topic_alone_and_survives_the_whole_throttle_and_a_catch_up() -> None:
+    """The urgent consumer's replay partitions pause alone (`Records.replay_throttle`): the announcements are read on;
+    lifting the whole consumer's throttle, or a catch-up's end, does not lift it; a partition of that topic assigned
+    later follows it."""
+    ann, rep, rep1 = TopicPartition("ann", 0), TopicPartition("rep", 0), TopicPartition("rep", 1)
+    consumer = Consumer(ann, rep)
+    pauses = Pauses(consumer)
+    pauses.throttle(True, "rep")
+    assert consumer.paused() == {rep}
+    pauses.throttle(True)
+    pauses.throttle(False)
+    pauses.hold({rep})
+    pauses.release({rep})
+    consumer.assign(ann, rep, rep1)
+    pauses.apply()
+    assert consumer.paused() == {rep, rep1}
+    pauses.throttle(False, "rep")
+    assert consumer.paused() == set()
