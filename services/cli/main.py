@@ -83,7 +83,8 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
             source: Annotated[str | None, typer.Option(help="`source` header (portal shape)")] = None,
             entry: Annotated[str | None, typer.Option(
                 help="Registry id whose own raw topic is written, commune.raw.<family>.src.<id> (ADR 0018); by "
-                     "default that of a `source-<id>` Kafka user, else the shared raw topic")] = None,
+                     "default that of a `source-<id>` Kafka user, else the shared raw topic. Only that source's "
+                     "principal (or the admin) may write it")] = None,
             bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Publish FILE's records as they are to the family's RAW topic (intake validates them), keyed by commune: a
     source's principal writes its own topic (the only raw topic it may write), the gateway's and the operator's the
