@@ -41,7 +41,7 @@ from services.notify.ledger import Layout, Ledger
 from services.notify.ledger_feed import LedgerFeed
 from services.notify.ledger_store import RocksStores
 from services.notify.ledger_upkeep import aligned_partitions, keep_window_ms, prune_loop
-from services.notify.offsets import OffsetTracker
+from services.notify.offsets import COMMIT_TIMEOUT_S, OffsetTracker
 from services.notify.pauses import Pauses
 from services.notify.personal import Opener
 from services.notify.rebalance import Fence, Listener, Readiness
@@ -57,9 +57,6 @@ log = structlog.get_logger("notify")
 SERVICE = "notify"
 CLIENT_ID = "commune-bus-notify"
 COMMIT_EVERY_S = 0.5
-COMMIT_TIMEOUT_S = 5.0
-"""How long one commit may wait for the group coordinator: aiokafka retries a commit for as long as the broker
-is gone, and a revocation's commit runs inside the coordinator task that `consumer.stop` waits for."""
 
 
 T = TypeVar("T")

@@ -33,13 +33,13 @@ from services.common.settings import KafkaConnection
 from services.notify import metrics
 from services.notify.channels.base import DeliveryError, compose
 from services.notify.channels.http import Webhooks
+from services.notify.offsets import COMMIT_TIMEOUT_S
 from services.notify.policy import Backoff, notification_id
 from services.notify.subscribers import Subscriber
 
 log = structlog.get_logger("notify")
 NOTICE_TYPE = "vn.communebus.privacy.applicant-erased.v1"
 NOTICE_SOURCE = "/commune-bus/privacy"
-COMMIT_TIMEOUT_S = 5.0
 
 
 def notice_group(namespace: str, subscriber: str) -> str:

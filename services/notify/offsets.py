@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 P = TypeVar("P", bound=Hashable)
+COMMIT_TIMEOUT_S = 5.0
+"""How long one commit may wait for the group coordinator (the input consumers' and the erasure notices'): aiokafka
+retries a commit for as long as the broker is gone, and a revocation's commit runs inside the coordinator task that
+`consumer.stop` waits for."""
 
 
 @dataclass
