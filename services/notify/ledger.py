@@ -140,7 +140,8 @@ class Ledger:
             state.mark_done(nid, written_ms)
         elif entry.request is not None:
             due = entry.request.not_before
-            state.defer(nid, entry.request.model_dump_json().encode(), _ms(due) if due else written_ms, written_ms)
+            state.defer(nid, entry.request.model_dump_json().encode(), _ms(due) if due else written_ms, written_ms,
+                        urgent=entry.request.is_emergency)
 
     def apply(self, nid: str, entry: Entry, partition: int = 0) -> None:
         """Apply an entry now (as written at this instant); `done` is final, a later deferral is ignored."""
@@ -226,17 +227,19 @@ class Ledger:
     def due_in(self, now: datetime, owned: Callable[[int], bool],
                skip: Container[str] = frozenset()) -> Iterator[tuple[int, NotificationRequest]]:
         """`due`, each request with its ledger partition (= its commune's input partition, ADR 0020)."""
-        for partition, raw in self.due_raw_in(now, owned, skip):
+        for partition, raw, _ in self.due_raw_in(now, owned, skip):
             yield partition, NotificationRequest.model_validate_json(raw)
 
     def due_raw_in(self, now: datetime, owned: Callable[[int], bool],
-                   skip: Container[str] = frozenset()) -> Iterator[tuple[int, bytes]]:
-        """`due_in` unparsed: each request's JSON as stored (redacted), for a caller that passes some over."""
-        for partition, state in list(self._states.items()):
-            if owned(partition):
-                for nid, raw in state.due(_ms(now)):
-                    if nid not in skip:
-                        yield partition, raw
+                   skip: Container[str] = frozenset()) -> Iterator[tuple[int, bytes, bool]]:
+        """`due_in` unparsed: each request's JSON as stored (redacted), and whether it is an emergency, for a caller
+        that passes some over. Every owned partition's due emergencies come first, then the routine requests."""
+        for urgent in (True, False):
+            for partition, state in list(self._states.items()):
+                if owned(partition):
+                    for nid, raw in state.due(_ms(now), urgent):
+                        if nid not in skip:
+                            yield partition, raw, urgent
 
     def prune(self, limit: int = 10_000) -> int:
         """Forget up to `limit` done ids per partition older than the window; returns how many went."""

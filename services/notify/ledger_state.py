@@ -5,7 +5,8 @@ Three key families in one ordered store (RocksDB in the service, `MemoryKV` in t
 - ``I`` + id -> ``D`` + written (done) or ``F`` + written + due (deferred): the id's state, one lookup;
 - ``A`` + written + id -> empty: done ids in age order, so pruning reads only what it deletes;
 - ``Q`` + due + id -> the (redacted) request as JSON: deferred requests in due-time order, so a release reads
-  only what is due.
+  only what is due; ``U`` + due + id the same for emergencies, an index of their own, so a release finds every due
+  emergency before it reads any routine request (however many of those a long outage or a night has made due).
 
 Times are milliseconds since the epoch, 8 bytes big-endian, so byte order is time order. `done` is final: a
 later deferral of a done id (from a worker whose ledger lagged) is ignored. A deferred entry is never pruned by
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from typing import Literal, Protocol
 
 DONE, DEFERRED = b"D", b"F"
-ID, AGE, DUE = b"I", b"A", b"Q"
+ID, AGE, DUE, URGENT = b"I", b"A", b"Q", b"U"
 State = Literal["done", "deferred"]
 
 
@@ -65,6 +66,11 @@ def _time(raw: bytes) -> int:
     return int.from_bytes(raw, "big")
 
 
+def _due_key(state: bytes, key: bytes) -> bytes:
+    """The due-index key of a deferred id from its state (``F`` + written + due, then ``U`` for an emergency)."""
+    return (URGENT if state[17:18] == URGENT else DUE) + state[9:17] + key
+
+
 class PartitionState:
     """The done ids and deferred requests of one ledger partition; counts are kept as entries come and go."""
 
@@ -84,7 +90,7 @@ class PartitionState:
         raw = self.kv.get(ID + nid.encode())
         if raw is None or raw[:1] != DEFERRED:
             return None
-        return self.kv.get(DUE + raw[9:17] + nid.encode())
+        return self.kv.get(_due_key(raw, nid.encode()))
 
     def mark_done(self, nid: str, written_ms: int) -> None:
         """`nid` is done; it ages from the latest time it was written (a repeat makes it younger, never older)."""
@@ -96,23 +102,24 @@ class PartitionState:
             self.kv.delete(AGE + raw[1:9] + key)
             self.done_count -= 1
         elif raw is not None:  # deferred until now: it leaves the due index
-            self.kv.delete(DUE + raw[9:17] + key)
+            self.kv.delete(_due_key(raw, key))
             self.deferred_count -= 1
         self.kv.put(ID + key, DONE + _ms(written_ms))
         self.kv.put(AGE + _ms(written_ms) + key, b"")
         self.done_count += 1
 
-    def defer(self, nid: str, request_json: bytes, due_ms: int, written_ms: int) -> None:
-        """`nid` waits until `due_ms`; ignored if it is already done; a newer deferral replaces an older one."""
+    def defer(self, nid: str, request_json: bytes, due_ms: int, written_ms: int, urgent: bool = False) -> None:
+        """`nid` waits until `due_ms` (in the emergencies' index if `urgent`); ignored if it is already done; a
+        newer deferral replaces an older one."""
         key = nid.encode()
         raw = self.kv.get(ID + key)
         if raw is not None and raw[:1] == DONE:
             return
         if raw is not None:
-            self.kv.delete(DUE + raw[9:17] + key)
+            self.kv.delete(_due_key(raw, key))
             self.deferred_count -= 1
-        self.kv.put(ID + key, DEFERRED + _ms(written_ms) + _ms(due_ms))
-        self.kv.put(DUE + _ms(due_ms) + key, request_json)
+        self.kv.put(ID + key, DEFERRED + _ms(written_ms) + _ms(due_ms) + (URGENT if urgent else b""))
+        self.kv.put((URGENT if urgent else DUE) + _ms(due_ms) + key, request_json)
         self.deferred_count += 1
 
     def forget(self, nid: str) -> None:
@@ -126,32 +133,38 @@ class PartitionState:
             self.kv.delete(AGE + raw[1:9] + key)
             self.done_count -= 1
         else:
-            self.kv.delete(DUE + raw[9:17] + key)
+            self.kv.delete(_due_key(raw, key))
             self.deferred_count -= 1
         self.kv.delete(ID + key)
 
-    def due(self, now_ms: int) -> Iterator[tuple[str, bytes]]:
-        """(id, request JSON) of the deferred entries due by `now_ms`, earliest first; reads nothing later."""
-        for key, value in self.kv.scan(DUE):
-            if key[:1] != DUE or _time(key[1:9]) > now_ms:
-                return
-            yield key[9:].decode(), value
+    def due(self, now_ms: int, urgent: bool | None = None) -> Iterator[tuple[str, bytes]]:
+        """(id, request JSON) of the deferred entries due by `now_ms`: the emergencies' (`urgent`), the others'
+        (not `urgent`) or both (None, emergencies first), each index earliest first; reads nothing later."""
+        for family in (URGENT, DUE) if urgent is None else (URGENT if urgent else DUE,):
+            for key, value in self.kv.scan(family):
+                if key[:1] != family or _time(key[1:9]) > now_ms:
+                    break
+                yield key[9:].decode(), value
+
+    def _deferred(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, request JSON) of every deferred entry, emergencies first."""
+        for family in (URGENT, DUE):
+            for key, value in self.kv.scan(family):
+                if key[:1] != family:
+                    break
+                yield key, value
 
     def deferred_written_before(self, cutoff_ms: int) -> list[tuple[str, bytes]]:
         """(id, request JSON) of the deferred entries last written before `cutoff_ms` (reads every deferral)."""
         out = []
-        for key, value in self.kv.scan(DUE):
-            if key[:1] != DUE:
-                break
+        for key, value in self._deferred():
             raw = self.kv.get(ID + key[9:])
             if raw is not None and raw[:1] == DEFERRED and _time(raw[1:9]) < cutoff_ms:
                 out.append((key[9:].decode(), value))
         return out
 
     def deferred_ids(self) -> Iterator[str]:
-        for key, _ in self.kv.scan(DUE):
-            if key[:1] != DUE:
-                return
+        for key, _ in self._deferred():
             yield key[9:].decode()
 
     def done_ids(self) -> Iterator[str]:

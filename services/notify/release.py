@@ -28,8 +28,6 @@ from services.notify.jobs import RELEASED_ATTEMPTS, Claim, Job
 from services.notify.ledger import REWRITE_DEFERRED_AFTER
 
 log = structlog.get_logger("notify.release")
-EMERGENCY_MARK = b'"priority":"emergency"'
-"""How an emergency request's stored JSON says so (the top-level key: a nested text's quotes are escaped)."""
 PASS_LIMIT = 10_000
 """Due requests `release_due` passes over in one tick at most (a full lane's, the quiet hours' citizens) before it
 stops: a scan of a long outage's parked requests each second stays short."""
@@ -56,12 +54,14 @@ class OwnedDispatcher(Dispatcher):
         earliest first in each) while their lane's backlog is under `release_limit`: a long outage's parked
         requests, or a night's deferrals, are not all taken into memory at once, and the input keeps room. A lane
         without room passes its requests over (unparsed) and the other lane's are still released; the scan stops
-        when neither lane has room, or after `PASS_LIMIT` requests passed over in one tick. Returns how many."""
+        when neither lane has room, or after `PASS_LIMIT` requests passed over in one tick. Every due emergency
+        comes before any routine request (the ledger's index of them), so none waits behind those passed over.
+        Returns how many."""
         released = passed = 0
         now = self.clock()
         quiet = self.quiet.is_quiet(now)
-        for partition, raw in self.ledger.due_raw_in(now, self.owns_partition, skip=self._inflight):
-            if self.release_limit is not None and not self._room(EMERGENCY_MARK in raw):
+        for partition, raw, urgent in self.ledger.due_raw_in(now, self.owns_partition, skip=self._inflight):
+            if self.release_limit is not None and not self._room(urgent):
                 if not (self._room(True) or self._room(False)):
                     break
                 passed += 1

@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from schemas.notification import ChannelKind, NotificationRequest
-from services.notify import metrics, rules
+from services.notify import metrics, release, rules
 from services.notify.channels.base import Channel, DeliveryError
 from services.notify.delivery import Dispatcher
 from services.notify.jobs import RELEASED_ATTEMPTS, Outputs
@@ -269,6 +269,34 @@ async def test_release_takes_no_more_deferred_requests_than_the_lane_has_room_fo
     for _ in range(2):  # two senders take theirs (in flight: not released again)
         dispatcher.routine.queue.get_nowait()
     assert dispatcher.release_due() == 2 and len(dispatcher._inflight) == 5
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["routine lane full", "quiet hours"])
+async def test_a_due_emergency_is_released_however_many_routine_requests_are_passed_over_before_it(
+        monkeypatch: pytest.MonkeyPatch, quiet: bool) -> None:
+    """After a long outage, or at night, more routine requests may be due than a tick passes over (`PASS_LIMIT`):
+    a parked emergency due after them is still released at the first tick, not once they have gone (emergencies
+    first; before, the scan stopped on the routine ones, tick after tick, while the routine lane stayed full or the
+    quiet hours lasted)."""
+    monkeypatch.setattr(release, "PASS_LIMIT", 4)
+    night = datetime(2025, 11, 3, 19, 0, tzinfo=UTC)  # 02:00 in Vietnam
+    now = night if quiet else NOON
+    producer = FakeProducer()
+    ledger = Ledger(LEDGER, producer)
+    dispatcher = OwnedDispatcher(
+        {ChannelKind.SMS: FakeChannel()}, ledger, producer, OUT, spawn=Tasks(), backoff=Backoff(),
+        quiet=QuietHours(time(21, 0), time(7, 0)) if quiet else NEVER_QUIET, rates={"sms": 1000.0},
+        segment_limit=3, routine_workers=1, emergency_workers=1, clock=FixedClock(now), release_limit=2, park_s=600)
+    ledger.commune_of = dispatcher.commune_of
+    for i in range(10):  # due before the emergency, more than a tick passes over
+        request = citizen_sms(f"passed-{i}").model_copy(update={"not_before": now - timedelta(hours=2)})
+        await ledger.record_deferred(request)
+    [urgent, *_] = emergencies("storm-behind")
+    await ledger.record_deferred(urgent.model_copy(update={"not_before": now - timedelta(hours=1)}))
+    # at noon the routine lane takes two and is full, the other eight are passed over; at night all ten are
+    routine = 0 if quiet else 2
+    assert dispatcher.release_due() == 1 + routine
+    assert urgent.notification_id in dispatcher._inflight and len(dispatcher._inflight) == 1 + routine
 
 
 @pytest.mark.parametrize("case", ["revoked", "done elsewhere"])

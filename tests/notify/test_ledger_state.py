@@ -22,6 +22,8 @@ TIMES = st.integers(min_value=0, max_value=100)
 OPS = st.lists(st.one_of(
     st.tuples(st.just("done"), IDS, TIMES, st.just(0)),
     st.tuples(st.just("defer"), IDS, TIMES, TIMES),
+    st.tuples(st.just("urgent"), IDS, TIMES, TIMES),  # an emergency's deferral: the index of its own
+    st.tuples(st.just("forget"), IDS, st.just(0), st.just(0)),
     st.tuples(st.just("prune"), st.just(""), TIMES, st.just(0)),
 ), max_size=40)
 
@@ -31,14 +33,17 @@ class Model:
 
     def __init__(self) -> None:
         self.done: dict[str, int] = {}
-        self.deferred: dict[str, tuple[int, bytes]] = {}
+        self.deferred: dict[str, tuple[int, bytes, bool]] = {}
 
     def apply(self, op: str, nid: str, t: int, due: int) -> None:
         if op == "done":
             self.deferred.pop(nid, None)
             self.done[nid] = max(t, self.done.get(nid, t))
-        elif op == "defer" and nid not in self.done:
-            self.deferred[nid] = (due, f"req-{nid}-{due}".encode())
+        elif op in ("defer", "urgent") and nid not in self.done:
+            self.deferred[nid] = (due, f"req-{nid}-{due}".encode(), op == "urgent")
+        elif op == "forget":
+            self.done.pop(nid, None)
+            self.deferred.pop(nid, None)
         elif op == "prune":
             self.done = {n: w for n, w in self.done.items() if w >= t}
 
@@ -49,8 +54,10 @@ def run(state: PartitionState, ops: list[tuple[str, str, int, int]]) -> Model:
         model.apply(op, nid, t, due)
         if op == "done":
             state.mark_done(nid, t)
-        elif op == "defer":
-            state.defer(nid, f"req-{nid}-{due}".encode(), due, t)
+        elif op in ("defer", "urgent"):
+            state.defer(nid, f"req-{nid}-{due}".encode(), due, t, urgent=op == "urgent")
+        elif op == "forget":
+            state.forget(nid)
         else:
             state.prune(t, limit=1_000)
     return model
@@ -64,9 +71,12 @@ def check(state: PartitionState, model: Model) -> None:
         assert state.state(nid) == expected
         assert state.request_json(nid) == (model.deferred[nid][1] if nid in model.deferred else None)
     for now in (0, 50, 100):
-        due = list(state.due(now))
-        assert [nid for nid, _ in due] == [n for n, _ in sorted(
-            ((n, d) for n, (d, _) in model.deferred.items() if d <= now), key=lambda x: (x[1], x[0]))]
+        expected = {urgent: [n for n, _ in sorted(((n, d) for n, (d, _, u) in model.deferred.items()
+                                                   if d <= now and u == urgent), key=lambda x: (x[1], x[0]))]
+                    for urgent in (True, False)}
+        assert [nid for nid, _ in state.due(now, urgent=True)] == expected[True]
+        assert [nid for nid, _ in state.due(now, urgent=False)] == expected[False]
+        assert [nid for nid, _ in state.due(now)] == expected[True] + expected[False]  # emergencies first
 
 
 @pytest.fixture
