@@ -73,7 +73,9 @@ class Recipient(Model):
     """PERSONAL DATA in the contact fields: never logged, never a metric label, never written to a topic in clear.
 
     An applicant's contacts travel `sealed`; a directory contact's clear fields are dropped before a
-    request is written (ledger, dead letters) and filled again from the directory at delivery.
+    request is written (ledger, dead letters) and filled again from the directory at delivery. Only in a
+    deployment that seals nothing (`INTAKE_SEAL_PERSONAL_DATA=false`) does an applicant's come in clear, and
+    stay so when written: nothing could give them back (ADR 0015).
     """
 
     ref: str = Field(min_length=1, max_length=128, description="Non-personal reference: role:id, e.g. officer:cb-17")

@@ -3,7 +3,10 @@
 - `applicant_recipient`: from a sealed applicant group, a recipient whose contacts are the
   sealed tokens themselves (nothing is decrypted when rules run).
 - `redact`: what a request may hold when written to a topic (ledger, dead letters): sealed
-  contacts, and no clear phone, e-mail or Zalo id (a directory contact is looked up again).
+  contacts, and no clear phone, e-mail or Zalo id (a directory contact is looked up again, an
+  opened applicant's is opened again). An applicant's contacts that came in clear (a deployment
+  that seals nothing, `INTAKE_SEAL_PERSONAL_DATA=false`) are kept: nothing could give them back,
+  and the canonical topic holds them as long.
 - `Opener`: at delivery only, the clear contacts the request's channel needs, from the key
   store (an applicant's) or the directory (staff and village contacts). An erased applicant
   raises `Erased`: the dispatcher skips the notification as erased, counted. A webhook body
@@ -27,6 +30,8 @@ from services.privacy.crypto import Erased
 from services.privacy.keyring import Keyring, KeyUnknown
 
 CONTACTS = ("phone", "email", "zalo_user_id")
+APPLICANT = "applicant"
+"""The recipient ref of a dossier's applicant (every other recipient is a directory contact or a subscriber)."""
 NEEDS: dict[ChannelKind, tuple[str, ...]] = {
     ChannelKind.SMS: ("phone",), ChannelKind.ZALO: ("zalo_user_id", "phone"), ChannelKind.EMAIL: ("email",),
     ChannelKind.WEBHOOK: (),
@@ -49,13 +54,17 @@ def applicant_recipient(event_id: str, applicant: SealedApplicant) -> tuple[Reci
         channel = ChannelKind.EMAIL
     else:
         return None
-    return Recipient(ref="applicant", locale=applicant.preferred_locale or Locale.VI, sealed=sealed), channel
+    return Recipient(ref=APPLICANT, locale=applicant.preferred_locale or Locale.VI, sealed=sealed), channel
 
 
 def redact(request: NotificationRequest) -> NotificationRequest:
-    """The request as it may be written to a topic: no clear contact (sealed ones and the webhook URL stay)."""
+    """The request as it may be written to a topic: no clear contact (sealed ones and the webhook URL stay), but
+    for an applicant's that came in clear, unsealed (kept: without them it could never be sent once deferred,
+    parked or replayed, and the event that carried them stays on the canonical topic as long)."""
     r = request.recipient
     if all(getattr(r, f) is None for f in CONTACTS):
+        return request
+    if r.ref == APPLICANT and not r.sealed:  # an opened applicant keeps its sealed tokens: it never gets here
         return request
     return request.model_copy(update={"recipient": r.model_copy(update=dict.fromkeys(CONTACTS))})
 
@@ -86,7 +95,8 @@ class Opener:
             return request.model_copy(update={"payload": await self._open_payload(request.payload)})
         if r.sealed:
             clear = {f: await self._open(r, f) for f in needs if f in r.sealed}
-            return request.model_copy(update={"recipient": r.model_copy(update={**clear, "sealed": None})})
+            # the sealed tokens stay beside the clear values: `redact` of the opened request drops the clear ones
+            return request.model_copy(update={"recipient": r.model_copy(update=clear)})
         if needs and all(getattr(r, f) is None for f in CONTACTS):
             contact = self.directory.contact(request.commune, r.ref)
             if contact is not None:

@@ -47,7 +47,7 @@ from services.notify.params import (
     dossier_params,
     visit_params,
 )
-from services.notify.personal import applicant_recipient
+from services.notify.personal import APPLICANT, applicant_recipient
 from services.notify.policy import notification_id
 from services.notify.subscribers import Registry
 from services.notify.timing import (
@@ -80,7 +80,7 @@ def applicant(e: Event, _: Directory) -> list[Target]:
         channel = ChannelKind.EMAIL
     else:
         return []
-    r = Recipient(ref="applicant", locale=a.preferred_locale, phone=a.phone, email=a.email, zalo_user_id=a.zalo_user_id)
+    r = Recipient(ref=APPLICANT, locale=a.preferred_locale, phone=a.phone, email=a.email, zalo_user_id=a.zalo_user_id)
     return [(r, channel, Audience.CITIZEN)]
 
 

@@ -59,10 +59,12 @@ class FakeChannel:
         self.script, self.gate, self.gated = list(script), gate, gated
         self.attempted: list[str] = []
         self.delivered: list[str] = []
+        self.messages: list[Message] = []
 
     async def send(self, message: Message) -> Receipt:
         nid = message.request.notification_id
         self.attempted.append(nid)
+        self.messages.append(message)
         if self.gate is not None and self.gated(message.request):
             await self.gate.wait()
         outcome = self.script.pop(0) if self.script else Receipt(f"msg-{nid[:8]}")

@@ -175,8 +175,8 @@ async def test_non_retryable_failure_is_dead_lettered_and_done() -> None:
         await settle(lambda: done.count == 1, "done")
         [dead] = s.producer.to(OUT.dlq)
         assert dead.headers["dlq.reason"] == b"http_401" and dead.headers["dlq.attempts"] == b"1"
-        assert NotificationRequest.model_validate_json(dead.value or b"") == redact(request)  # no clear contact
-        assert request.recipient.phone and request.recipient.phone.encode() not in (dead.value or b"")
+        # an applicant's contact that came in clear is kept (it could not be replayed without); see test_ledger
+        assert NotificationRequest.model_validate_json(dead.value or b"") == redact(request) == request
         assert dead.key == request.commune.encode()
         assert s.outcomes(request.notification_id) == [("failed", 1), ("dead_lettered", 1)]
         assert [m.json() for m in s.producer.to(LEDGER)] == [{"state": "done", "outcome": "dead_lettered"}]
@@ -335,7 +335,8 @@ async def test_a_citizen_parked_near_the_quiet_hours_waits_for_their_end() -> No
 
 
 async def test_citizen_in_quiet_hours_is_deferred_then_released_when_they_end() -> None:
-    """At 22:00 a citizen SMS is recorded as deferred until 07:00 (done at once); at 07:00 it is sent, once."""
+    """At 22:00 a citizen SMS is recorded as deferred until 07:00 (done at once); at 07:00 it is sent, once, to the
+    phone its event carried (in clear here: kept by the deferral, ADR 0015)."""
     clock = FixedClock(datetime(2025, 11, 3, 15, 0, tzinfo=UTC))  # 22:00 in Vietnam
     seven = datetime(2025, 11, 4, 0, 0, tzinfo=UTC)
     channel = FakeChannel()
@@ -354,6 +355,8 @@ async def test_citizen_in_quiet_hours_is_deferred_then_released_when_they_end() 
         clock.now = seven + timedelta(seconds=1)
         await settle(lambda: nid in s.ledger.done, "released and sent")
         assert channel.delivered == [nid] and nid not in s.ledger.deferred and done.count == 1
+        [message] = channel.messages
+        assert request.recipient.phone and message.request.recipient.phone == request.recipient.phone
 
 
 async def test_emergency_is_never_deferred_by_quiet_hours() -> None:

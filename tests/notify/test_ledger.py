@@ -14,7 +14,7 @@ from services.notify.personal import redact
 from services.notify.policy import Backoff, QuietHours
 from services.notify.release import OwnedDispatcher
 from services.notify.subscribers import Registry
-from tests.notify.events import directory, dossier, visit_scheduled
+from tests.notify.events import directory, dossier, storm, visit_scheduled
 from tests.notify.fakes import FakeProducer, FixedClock, Tasks
 
 pytestmark = pytest.mark.unit
@@ -44,14 +44,27 @@ async def test_recording_done_applies_at_once_and_writes_the_entry_keyed_by_id()
 
 
 async def test_a_deferral_survives_a_restart_with_its_request() -> None:
-    """A deferred request read back from the topic is the same request (no clear contact), due at the same time."""
+    """A deferred request read back from the topic is the same request, due at the same time; a directory contact's
+    clear phone is not written (looked up again at delivery)."""
     producer = FakeProducer()
-    deferred = request("d-1").model_copy(update={"not_before": dossier().time})
+    [operator] = [r for r in rules.for_event(storm("s-1"), directory(), Registry()) if r.recipient.ref.startswith(
+        "operator:")]
+    deferred = operator.model_copy(update={"not_before": dossier().time})
     await Ledger(TOPIC, producer).record_deferred(deferred)
     restored = replay(producer)
     assert restored.deferred == {deferred.notification_id: redact(deferred)} and not restored.done
     written = producer.to(TOPIC)[0].value or b""
     assert deferred.recipient.phone and deferred.recipient.phone.encode() not in written
+
+
+async def test_an_applicant_contact_that_came_in_clear_is_kept_by_a_deferral() -> None:
+    """An applicant's contact carried in clear (a deployment that seals nothing) is written with the deferral: it
+    could not be found again, and the request would be dead-lettered `no_phone` at its release (it was)."""
+    producer = FakeProducer()
+    deferred = request("d-1").model_copy(update={"not_before": dossier().time})
+    assert deferred.recipient.ref == "applicant" and deferred.recipient.phone and not deferred.recipient.sealed
+    await Ledger(TOPIC, producer).record_deferred(deferred)
+    assert replay(producer).deferred == {deferred.notification_id: deferred}
 
 
 async def test_done_after_deferred_releases_it_for_good() -> None:

@@ -55,11 +55,14 @@ def test_rules_give_a_recipient_with_sealed_contacts_only() -> None:
 
 
 async def test_delivery_opens_only_what_the_channel_needs() -> None:
-    """An SMS request is opened to its phone alone; the e-mail stays unopened and the result holds nothing sealed."""
+    """An SMS request is opened to its phone alone; the e-mail stays unopened. The sealed tokens stay beside the
+    clear phone, so the opened request, were it ever written, would be redacted to the sealed one."""
     ring = keyring()
-    clear = await Opener(directory(), ring)(applicant_request(ring))
+    request = applicant_request(ring)
+    clear = await Opener(directory(), ring)(request)
     assert clear.recipient.phone == CONTACT["phone"] and clear.recipient.email is None
-    assert clear.recipient.sealed is None
+    assert clear.recipient.sealed == request.recipient.sealed
+    assert redact(clear) == request and CONTACT["phone"] not in redact(clear).model_dump_json()
 
 
 async def test_an_unknown_key_is_looked_up_once_more_then_erased() -> None:
