@@ -75,7 +75,7 @@ class Recipient(Model):
     An applicant's contacts travel `sealed`; a directory contact's clear fields are dropped before a
     request is written (ledger, dead letters) and filled again from the directory at delivery. Only in a
     deployment that seals nothing (`INTAKE_SEAL_PERSONAL_DATA=false`) does an applicant's come in clear, and
-    stay so when written: nothing could give them back (ADR 0015).
+    the ledger keeps it while the request is deferred: nothing could give it back (ADR 0015).
     """
 
     ref: str = Field(min_length=1, max_length=128, description="Non-personal reference: role:id, e.g. officer:cb-17")

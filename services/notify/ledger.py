@@ -29,7 +29,7 @@ from schemas.topics import NOTIFY_LEDGER
 from services.common.partitioner import partition_for
 from services.notify.jobs import Clock, utcnow
 from services.notify.ledger_state import KV, MemoryKV, PartitionState
-from services.notify.personal import redact
+from services.notify.personal import deferrable
 
 REWRITE_DEFERRED_AFTER = timedelta(milliseconds=int(NOTIFY_LEDGER.config["retention.ms"]) // 2)
 """A deferral's only durable copy is its ledger record, which the topic deletes after its retention (60 days): one
@@ -159,7 +159,7 @@ class Ledger:
 
     async def record_deferred(self, request: NotificationRequest) -> None:
         """Kept (and written) without clear contacts: the opener fills them again at delivery (ADR 0015)."""
-        entry = Entry(state="deferred", request=redact(request))
+        entry = Entry(state="deferred", request=deferrable(request))
         await self._record(request.notification_id, entry, self._partition_of_commune(request.commune))
 
     async def _record(self, nid: str, entry: Entry, partition: int) -> None:

@@ -2,11 +2,13 @@
 
 - `applicant_recipient`: from a sealed applicant group, a recipient whose contacts are the
   sealed tokens themselves (nothing is decrypted when rules run).
-- `redact`: what a request may hold when written to a topic (ledger, dead letters): sealed
+- `redact`: what a request may hold when written to a topic (dead letters, replays): sealed
   contacts, and no clear phone, e-mail or Zalo id (a directory contact is looked up again, an
-  opened applicant's is opened again). An applicant's contacts that came in clear (a deployment
-  that seals nothing, `INTAKE_SEAL_PERSONAL_DATA=false`) are kept: nothing could give them back,
-  and the canonical topic holds them as long.
+  opened applicant's is opened again).
+- `deferrable`: what the ledger keeps of a deferred request, `redact` but for an applicant's
+  contacts that came in clear (a deployment that seals nothing, `INTAKE_SEAL_PERSONAL_DATA=false`):
+  nothing could give them back, and the canonical topic holds them as long. Only notify writes
+  the ledger; a replay, which an operator writes, never names a contact in clear.
 - `Opener`: at delivery only, the clear contacts the request's channel needs, from the key
   store (an applicant's) or the directory (staff and village contacts). An erased applicant
   raises `Erased`: the dispatcher skips the notification as erased, counted. A webhook body
@@ -58,15 +60,21 @@ def applicant_recipient(event_id: str, applicant: SealedApplicant) -> tuple[Reci
 
 
 def redact(request: NotificationRequest) -> NotificationRequest:
-    """The request as it may be written to a topic: no clear contact (sealed ones and the webhook URL stay), but
-    for an applicant's that came in clear, unsealed (kept: without them it could never be sent once deferred,
-    parked or replayed, and the event that carried them stays on the canonical topic as long)."""
+    """The request as it may be written to a topic: no clear contact (sealed ones and the webhook URL stay)."""
     r = request.recipient
     if all(getattr(r, f) is None for f in CONTACTS):
         return request
-    if r.ref == APPLICANT and not r.sealed:  # an opened applicant keeps its sealed tokens: it never gets here
-        return request
     return request.model_copy(update={"recipient": r.model_copy(update=dict.fromkeys(CONTACTS))})
+
+
+def deferrable(request: NotificationRequest) -> NotificationRequest:
+    """The request as the ledger keeps it while deferred or parked: `redact`, but an applicant's contacts that came
+    in clear, unsealed, are kept (without them it could never be sent: every citizen's message deferred for the
+    quiet hours was released without its phone). An opened applicant keeps its sealed tokens: redacted."""
+    r = request.recipient
+    if r.ref == APPLICANT and not r.sealed:
+        return request
+    return redact(request)
 
 
 OpenContacts = Callable[[NotificationRequest], Awaitable[NotificationRequest]]
