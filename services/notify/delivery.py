@@ -74,8 +74,9 @@ class Dispatcher:
         self.opener = opener
         """Clear contacts for the provider call only (`personal.Opener`): requests stay sealed everywhere else."""
         self.routine, self.emergency = Lane("routine"), Lane("emergency")
-        for lane in (self.routine, self.emergency):
-            lane.buckets = {ChannelKind(k): TokenBucket(rate, burst=max(1.0, rate / 10)) for k, rate in rates.items()}
+        buckets = {ChannelKind(k): TokenBucket(rate, burst=max(1.0, rate / 10)) for k, rate in rates.items()}
+        for lane in (self.routine, self.emergency):  # one bucket a channel: its rate is what the provider gets
+            lane.buckets = buckets
         self.workers = {self.routine: routine_workers, self.emergency: emergency_workers}
         self.owns: Callable[[str], bool] = lambda commune: True
         """Which communes' deferred notifications this worker releases (set by the app from its assignment)."""
@@ -199,10 +200,8 @@ class Dispatcher:
         while True:
             job = await lane.queue.get()
             metrics.QUEUED.labels(lane.name).set(lane.queue.qsize())
-            bucket = lane.buckets.get(job.request.channel)
-            # A token is a matter of time, not of an event: sleep until the bucket has refilled enough.
-            while bucket is not None and (wait := bucket.wait_time(time.monotonic())) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(wait)
+            if (bucket := lane.buckets.get(job.request.channel)) is not None:
+                await _token(bucket, urgent=lane is self.emergency)
             await self._attempt(lane, job)
 
     async def _attempt(self, lane: Lane, job: Job) -> None:
@@ -492,3 +491,17 @@ class Dispatcher:
                     self._enqueue(Job(request.model_copy(update={"not_before": None}), [Claim(lambda: None)]))
             metrics.DEFERRED.set(len(self.ledger.deferred))
             await asyncio.sleep(self._release_every_s)
+
+
+async def _token(bucket: TokenBucket, urgent: bool) -> None:
+    """Take a token of the channel's bucket, both lanes' (its rate is what the provider gets): an emergency sender
+    counts itself waiting, so routine senders take none meanwhile. A token is a matter of time, not of an event:
+    sleep until the bucket has refilled enough."""
+    if urgent:
+        bucket.urgent_waiting += 1
+    try:
+        while (wait := bucket.wait_time(time.monotonic(), urgent)) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+    finally:
+        if urgent:
+            bucket.urgent_waiting -= 1

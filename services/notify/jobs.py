@@ -74,7 +74,8 @@ class Outputs:
 
 @dataclass(eq=False)
 class Lane:
-    """A queue with its own senders and rate buckets: emergencies never wait behind routine notifications."""
+    """A queue with its own senders: emergencies never wait behind routine notifications. Its rate buckets are the
+    other lane's too (one a channel), whose tokens an emergency sender takes first."""
 
     name: str
     queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)

@@ -87,22 +87,28 @@ class Backoff:
 
 
 class TokenBucket:
-    """Per-channel rate limit: `rate` sends per second with bursts of `burst`. Time is passed in (pure)."""
+    """Per-channel rate limit: `rate` sends per second with bursts of `burst`, emergencies first: while one waits
+    (`urgent_waiting`), routine callers take no token. Time is passed in (pure)."""
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
         self.tokens, self.updated = burst, 0.0
+        self.urgent_waiting = 0
+        """Emergency senders waiting for a token of this bucket (counted by the caller around its wait)."""
 
     def give_back(self) -> None:
         """A token taken for a send that was not made (a request its circuit held, ADR 0032): held requests do not
         spend the channel's rate, so the lane's other channels do not wait behind them (review)."""
         self.tokens = min(self.burst, self.tokens + 1)
 
-    def wait_time(self, now: float) -> float:
-        """Seconds until a token is available; takes the token when the answer is 0."""
+    def wait_time(self, now: float, urgent: bool = False) -> float:
+        """Seconds until a token is available; takes the token when the answer is 0. A routine caller (not
+        `urgent`) waits while an emergency sender does, a token's time, and asks again."""
         if self.updated:
             self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
+        if not urgent and self.urgent_waiting:
+            return max(1 - self.tokens, 1.0) / self.rate
         if self.tokens >= 1:
             self.tokens -= 1
             return 0.0

@@ -202,6 +202,17 @@ def test_token_bucket_limits_rate() -> None:
     assert bucket.wait_time(100.2) == 0
 
 
+def test_token_bucket_gives_its_tokens_to_a_waiting_emergency_first() -> None:
+    """While an emergency sender waits, a routine caller takes no token, even one in the bucket; then it does."""
+    bucket = TokenBucket(rate=10, burst=2)
+    bucket.urgent_waiting = 1
+    assert bucket.wait_time(100.0) == pytest.approx(0.1) and bucket.tokens == 2  # routine: nothing taken
+    assert bucket.wait_time(100.0, urgent=True) == 0 and bucket.wait_time(100.0, urgent=True) == 0
+    assert bucket.wait_time(100.0, urgent=True) == pytest.approx(0.1)  # emergencies keep the rate too
+    bucket.urgent_waiting = 0
+    assert bucket.wait_time(100.2) == 0
+
+
 def test_notification_id_is_deterministic_per_event_rule_recipient() -> None:
     """Same inputs give the same id; any change gives another."""
     a = notification_id("e1", "dossier.accepted", "applicant")

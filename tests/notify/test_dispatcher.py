@@ -299,6 +299,43 @@ async def test_a_due_emergency_is_released_however_many_routine_requests_are_pas
     assert urgent.notification_id in dispatcher._inflight and len(dispatcher._inflight) == 1 + routine
 
 
+async def test_both_lanes_share_a_channels_rate_and_emergencies_take_it_first() -> None:
+    """`NOTIFY_RATE_PER_S` is what the provider gets from this worker, emergencies and routine messages together;
+    while an emergency waits for a token, routine senders take none (before, each lane had a bucket of the full
+    rate: a storm warning during a routine backlog sent the provider twice its rate, and a provider enforcing its
+    contract refused emergencies and routine messages alike). Times are bounded from below only: a slow machine
+    makes them longer, never shorter."""
+    rate, routine_n = 20.0, 12
+    channel = FakeChannel()
+    producer = FakeProducer()
+    dispatcher = Dispatcher(
+        {ChannelKind.SMS: channel}, Ledger(LEDGER, producer), producer, OUT, spawn=Tasks(), backoff=Backoff(),
+        quiet=NEVER_QUIET, rates={"sms": rate}, segment_limit=3, routine_workers=4, emergency_workers=2,
+        clock=FixedClock(NOON))
+    urgent = [r for i in range(6) for r in emergencies(f"storm-rate-{i}")]
+    assert len(urgent) >= routine_n
+    done = Calls()
+    dispatcher.start()
+    try:
+        started = asyncio.get_running_loop().time()
+        for i in range(routine_n):
+            await dispatcher.submit(citizen_sms(f"rate-{i}"), done)
+        for request in urgent:
+            await dispatcher.submit(request, done)
+        total = routine_n + len(urgent)
+        await eventually_async(lambda: len(channel.attempted) == total, timeout=30, interval=0.01, what="all sent")
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        await dispatcher.stop()
+    burst = max(1.0, rate / 10)
+    assert elapsed >= (total - burst) / rate * 0.9  # one bucket (2 lanes at the full rate each took half of it)
+    urgent_ids = {r.notification_id for r in urgent}
+    last_urgent = max(i for i, nid in enumerate(channel.attempted) if nid in urgent_ids)
+    # before them only what routine senders took before the emergencies were queued (the burst), and a token or two
+    # taken while no emergency sender was waiting (between one's call and its next job)
+    assert last_urgent < len(urgent) + burst + 4
+
+
 @pytest.mark.parametrize("case", ["revoked", "done elsewhere"])
 async def test_a_call_that_outlived_its_partition_parks_nothing(case: str) -> None:
     """The provider call failed after the partition was revoked (a drain that timed out, a stall) or after another
