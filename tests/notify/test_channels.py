@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
+from schemas.codes import Priority
 from schemas.notification import ChannelKind
 from services.notify import rules
 from services.notify.channels.base import DeliveryError, compose
@@ -91,6 +92,23 @@ async def test_a_zns_call_with_an_unknown_outcome_is_retried_as_zns_not_sent_by_
         await http.close()
         await fake.stop()
     assert failed.value.retryable and fake.texts("/sms") == [] and not fake.accepted
+
+
+@pytest.mark.parametrize("answer", ["429", "503", "timeout", "disconnect"])
+async def test_an_emergency_zns_call_with_an_unknown_outcome_falls_back_to_sms_under_the_same_key(answer: str) -> None:
+    """A storm warning ZNS may or may not have taken (timeout, disconnect, 5xx, 429) is sent by SMS at once, under the
+    ZNS call's Idempotency-Key, and says ZNS failed (for Zalo's circuit): a possible second message beats silence while
+    ZNS is down (audit: it was retried as ZNS only, for its whole budget, then parked)."""
+    fake = await zns_answering(answer)
+    http = HttpClient(0.5)
+    try:
+        r = request(applicant=ZALO_APPLICANT).model_copy(update={"priority": Priority.EMERGENCY})
+        receipt = await ZaloZns(http, fake.url, SmsGateway(http, fake.url)).send(compose(r, 2))
+    finally:
+        await http.close()
+        await fake.stop()
+    assert receipt.via == "sms" and fake.accepted[r.delivery_key].path == "/sms"
+    assert receipt.fell_back is not None and receipt.fell_back.answered is False
 
 
 @pytest.mark.parametrize("answer", ["400", "403", "unreachable"])

@@ -571,6 +571,54 @@ async def test_a_zns_outage_with_a_working_sms_fallback_does_not_park_zalo_reque
 
 
 
+class ZnsFailing:
+    """ZNS answers 503 for good (Zalo may or may not have taken each message); the SMS gateway works. Every call is
+    counted by path and Idempotency-Key."""
+
+    def __init__(self) -> None:
+        self.keys: Counter[tuple[str, str]] = Counter()
+
+    async def post(self, url: str, *, json: object = None, data: bytes | None = None,
+                   headers: dict[str, str], read_reply: bool = True) -> dict[str, object] | str:
+        path = "sms" if url.endswith("/sms") else "zns"
+        self.keys[path, headers[IDEMPOTENCY_HEADER]] += 1
+        if path == "sms":
+            return {"message_id": "m-1"}
+        raise DeliveryError("http_503")
+
+
+async def test_a_zalo_emergency_is_sent_by_sms_at_once_while_zns_answers_5xx_and_routine_ones_are_not() -> None:
+    """ZNS answering 503 with the SMS gateway working: a storm warning to a Zalo contact with a phone is sent by SMS
+    at its first try, under its own key, and ZNS's failure counts for Zalo's circuit (audit: retried as ZNS for its
+    whole budget, then parked, never sent by the working gateway). A routine Zalo request is still retried as ZNS
+    only (no SMS beside a ZNS message that may have arrived) until Zalo's circuit holds it."""
+    gateway, clock, producer = ZnsFailing(), FixedClock(NOON), FakeProducer()
+    sms = SmsGateway(gateway, "http://gw")  # type: ignore[arg-type]
+    d = Dispatcher(
+        {ChannelKind.SMS: sms, ChannelKind.ZALO: ZaloZns(gateway, "http://gw", sms)},  # type: ignore[arg-type]
+        Ledger(LEDGER, producer), producer, OUT, spawn=Tasks(),
+        backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=5), quiet=NEVER_QUIET,
+        rates={"sms": 10_000.0, "zalo": 10_000.0}, segment_limit=3, routine_workers=1, emergency_workers=1,
+        clock=clock, release_every_s=3600, park_s=600, circuit=(3, 30))
+    [storm, *_] = emergencies("storm-zalo")
+    urgent = with_contacts(storm, ChannelKind.ZALO, zalo_user_id="z-1", phone="0912000000")
+    routine = with_contacts(citizen_sms("zalo-routine"), ChannelKind.ZALO, zalo_user_id="z-2", phone="0912000001")
+    d.start()
+    try:
+        done = Calls()
+        await d.submit(urgent, done)
+        await settle(lambda: done.count == 1, "the storm warning dealt with")
+        assert urgent.notification_id in d.ledger.done and outcomes(d, urgent) == [("sent", 1, None)]
+        assert gateway.keys["zns", urgent.delivery_key] == gateway.keys["sms", urgent.delivery_key] == 1
+        assert d.circuits is not None and d.circuits._circuits["zalo"].failed == 1
+        await d.submit(routine, done)
+        await settle(lambda: done.count == 2, "the routine Zalo request dealt with")
+        assert gateway.keys["sms", routine.delivery_key] == 0 and routine.notification_id in d.ledger.deferred
+        assert d.circuits.is_open("zalo")
+    finally:
+        await d.stop()
+
+
 async def test_requests_held_while_a_probe_is_out_give_back_their_rate_tokens() -> None:
     """A probe out (held at the gateway) and more requests of its channel waiting than its rate allows: each pass of a
     waiting request gives back the token it took, so the channel's bucket is not emptied by requests that make no

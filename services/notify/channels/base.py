@@ -37,10 +37,10 @@ class DeliveryError(Exception):
 @dataclass(frozen=True)
 class FellBack:
     """A send that fell back to another channel (ZNS to SMS): whether the first provider answered (True: a definite
-    refusal, it works) or None (not reached, or refused here before any call: the fallback delivered all the same,
-    so nothing to count against the first channel's circuit; review: counted as failures, ZNS down opened Zalo's
-    circuit and parked every Zalo message the SMS fallback would have sent), and the channel whose outcome the send's
-    is then (ADR 0032)."""
+    refusal, it works; False: it failed retryably, which only an emergency falls back on) or None (not reached, or
+    refused here before any call: the fallback delivered all the same, so nothing to count against the first
+    channel's circuit; review: counted as failures, ZNS down opened Zalo's circuit and parked every Zalo message the
+    SMS fallback would have sent), and the channel whose outcome the send's is then (ADR 0032)."""
 
     answered: bool | None
     to: ChannelKind

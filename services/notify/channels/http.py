@@ -163,13 +163,15 @@ class SmsGateway:
 class ZaloZns:
     """Zalo ZNS template message (template id, parameters, tracking id); SMS when ZNS refuses and a phone is known.
 
-    Only a ZNS call known not to have delivered falls back to SMS: a definite refusal (an error code, a 4xx
-    other than 429) or a call that never left (no connection to Zalo). After a timeout, a disconnect, a 5xx, a
+    A routine ZNS call falls back to SMS only when known not to have delivered: a definite refusal (an error code, a
+    4xx other than 429) or a call that never left (no connection to Zalo). After a timeout, a disconnect, a 5xx, a
     429, a 2xx reply too long to read (`reply_too_large`) or whose body could not be read or does not say
     (`reply_unreadable`: no JSON object with an integer `error`) Zalo may have delivered (or asks us to slow
     down): the failure is retryable and the dispatcher retries it as ZNS, with the same tracking id; an SMS then
-    could reach the citizen beside the ZNS message, through a provider that does not know that id. The fallback is
-    called only if the message's `fallback` gate admits it (SMS's circuit, ADR 0032): else `FALLBACK_HELD`, no call.
+    could reach the citizen beside the ZNS message, through a provider that does not know that id. An emergency
+    falls back on any failure (ADR 0032, amended): a storm warning twice beats one held for the hours ZNS is down.
+    The fallback is called only if the message's `fallback` gate admits it (SMS's circuit, which admits every
+    emergency, ADR 0032): else `FALLBACK_HELD`, no call.
     """
 
     def __init__(self, client: HttpClient, url: str, fallback: SmsGateway) -> None:
@@ -193,10 +195,11 @@ class ZaloZns:
             mid = replies.provider_id(data.get("msg_id") if isinstance(data, dict) else None)
             return Receipt(mid.value, via="zalo", reply_refused=PROVIDER_ID_REFUSED if mid.refused else None)
         except DeliveryError as err:
-            if not err.not_delivered or not r.recipient.phone:
+            if not (err.not_delivered or r.is_emergency) or not r.recipient.phone:
                 raise
-            # each circuit its own provider's outcome: ZNS's answer if it gave one (no connection, a bad URL: none)
-            fell_back = FellBack(answered=None if err.unreached or err.local else True, to=ChannelKind.SMS)
+            # each circuit its own provider's outcome: ZNS's answer if it gave one (no connection, a bad URL: none),
+            # a failure if it failed retryably (an emergency's fallback)
+            fell_back = FellBack(answered=None if err.unreached or err.local else not err.retryable, to=ChannelKind.SMS)
             if not message.fallback.admit(ChannelKind.SMS):  # SMS's circuit holds it: the gateway is not called
                 held = DeliveryError(FALLBACK_HELD, unreached=True, local=True)
                 held.fell_back = fell_back
