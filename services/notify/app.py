@@ -113,6 +113,7 @@ class NotifyApp:
                 segment_limit=self.s.sms_segment_limit, routine_workers=self.s.routine_workers,
                 emergency_workers=self.s.emergency_workers, opener=opener, max_segments=self.s.sms_max_segments,
                 legacy_ids=self.s.legacy_notification_ids, park_s=self.s.park_s,
+                emergency_park_s=self.s.emergency_park_s(),
                 release_limit=max(1, self.s.max_pending // 4),  # released under a quarter: the input keeps the rest
                 circuit=(self.s.circuit_failures, self.s.circuit_probe_s) if self.s.circuit_failures else None)
             ledger.commune_of = dispatcher.commune_of

@@ -58,7 +58,8 @@ class Dispatcher:
                  routine_workers: int, emergency_workers: int, clock: Clock = utcnow,
                  release_every_s: float = 1.0, opener: OpenContacts = as_is,
                  max_segments: int = sms.MAX_SEGMENTS, legacy_ids: bool = True, park_s: float | None = None,
-                 release_limit: int | None = None, circuit: tuple[int, float] | None = None) -> None:
+                 release_limit: int | None = None, circuit: tuple[int, float] | None = None,
+                 emergency_park_s: float | None = None) -> None:
         self.channels, self.ledger, self.producer, self.outputs = channels, ledger, producer, outputs
         self.backoff, self.quiet, self.segment_limit, self.clock = backoff, quiet, segment_limit, clock
         self.max_segments = max_segments
@@ -68,6 +69,9 @@ class Dispatcher:
         """A request whose retries are spent on a retryable failure waits this long in the ledger and is tried again
         (`_park`), up to its expiry (`PARK_HORIZON` after its event if it has none); None: it is dead-lettered.
         Deferred requests are released while their lane's backlog is under `release_limit` (None: all at once)."""
+        self.emergency_park_s = park_s if emergency_park_s is None or park_s is None else emergency_park_s
+        """How long an emergency is parked instead (the service: the circuits' probe interval, `NotifySettings`): tried
+        again that soon after its provider is back, not up to `park_s` after the routine requests (audit)."""
         self.circuits = Circuits(*circuit, clock) if circuit is not None and park_s is not None else None
         """(failures, probe_s): a channel failing that often in a row holds its routine requests (parked without a
         call, `circuits`), one probe each `probe_s`; None, or no `park_s`: every request is called."""
@@ -383,7 +387,8 @@ class Dispatcher:
                         attempt=job.attempt, delay_s=round(delay, 2), trace_id=trace_id(r))
             self._retry(delay, job)
             return
-        if err.retryable and self.park_s is not None and await self._park(job, err, timedelta(seconds=self.park_s)):
+        park_s = self.emergency_park_s if r.is_emergency else self.park_s
+        if err.retryable and park_s is not None and await self._park(job, err, timedelta(seconds=park_s)):
             return
         reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
         await self._dead_letter(r, reason, job.attempt)

@@ -65,8 +65,10 @@ class NotifySettings(ConsumerSettings):
                     "each its own) is held: its routine notifications are parked without a call (for as long as the "
                     "outage has lasted, up to park_s) while one probe a circuit_probe_s tries it; emergencies are "
                     "always tried. 0: no circuit, every notification is called (ADR 0032)")
-    circuit_probe_s: float = Field(default=30.0, gt=0, le=3_600.0,
-                                   description="How long an open circuit waits before letting one probe through")
+    circuit_probe_s: float = Field(
+        default=30.0, gt=0, le=3_600.0,
+        description="How long an open circuit waits before letting one probe through; also how long an emergency "
+                    "whose retries are spent is parked, if shorter than park_s (tried again that soon, circuit or not)")
 
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000,
@@ -127,6 +129,11 @@ class NotifySettings(ConsumerSettings):
 
     def quiet_hours(self) -> QuietHours:
         return QuietHours(self.quiet_start, self.quiet_end)
+
+    def emergency_park_s(self) -> float:
+        """An emergency's park: short, so it goes out within a probe interval of its provider's return, not a whole
+        `park_s` after the routine requests (ADR 0031, amended)."""
+        return min(self.park_s, self.circuit_probe_s)
 
     def backoff(self) -> Backoff:
         return Backoff(base_s=self.retry_base_s, cap_s=self.retry_cap_s, max_attempts=self.retry_max_attempts)

@@ -49,14 +49,14 @@ def emergencies(event_id: str) -> list[NotificationRequest]:
 class Setup:
     def __init__(self, channel: Channel, clock: FixedClock, quiet: QuietHours, routine: int, max_attempts: int,
                  opener: OpenContacts = as_is, producer: FakeProducer | None = None,
-                 park_s: float | None = None) -> None:
+                 park_s: float | None = None, emergency_park_s: float | None = None) -> None:
         self.producer, self.tasks, self.clock = producer or FakeProducer(), Tasks(), clock
         self.ledger = Ledger(LEDGER, self.producer)
         self.dispatcher = Dispatcher(
             {ChannelKind.SMS: channel}, self.ledger, self.producer, OUT, spawn=self.tasks,
             backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=max_attempts), quiet=quiet,
             rates={"sms": 10_000.0}, segment_limit=3, routine_workers=routine, emergency_workers=1, clock=clock,
-            release_every_s=0.01, opener=opener, park_s=park_s)
+            release_every_s=0.01, opener=opener, park_s=park_s, emergency_park_s=emergency_park_s)
 
     def outcomes(self, nid: str) -> list[tuple[str, int]]:
         return [(s["outcome"], s["attempt"]) for m in self.producer.to(OUT.status)
@@ -66,8 +66,10 @@ class Setup:
 @asynccontextmanager
 async def running(channel: Channel, *, clock: FixedClock | None = None, quiet: QuietHours = NEVER_QUIET,
                   routine: int = 2, max_attempts: int = 3, opener: OpenContacts = as_is,
-                  producer: FakeProducer | None = None, park_s: float | None = None) -> AsyncIterator[Setup]:
-    setup = Setup(channel, clock or FixedClock(NOON), quiet, routine, max_attempts, opener, producer, park_s)
+                  producer: FakeProducer | None = None, park_s: float | None = None,
+                  emergency_park_s: float | None = None) -> AsyncIterator[Setup]:
+    setup = Setup(channel, clock or FixedClock(NOON), quiet, routine, max_attempts, opener, producer, park_s,
+                  emergency_park_s)
     setup.dispatcher.start()
     try:
         yield setup
@@ -220,6 +222,25 @@ async def test_retries_spent_on_an_outage_park_the_request_in_the_ledger_then_it
         assert channel.delivered == [nid] and s.producer.to(OUT.dlq) == [] and done.count == 1
         assert [o for o, _ in s.outcomes(nid)][-1] == "sent"
     assert metrics.PARKED.labels("sms")._value.get() == parked_before + 2
+
+
+async def test_an_emergency_whose_retries_are_spent_is_parked_for_a_probe_interval_not_the_whole_park() -> None:
+    """A storm warning parked through an outage is tried again after `emergency_park_s` (the service: the circuits'
+    30 s probe interval), so it goes out within that of the provider's return; a routine request beside it still waits
+    `park_s` (audit: the emergency waited the whole 10-minute park, after the routine SMS had flowed again)."""
+    clock = FixedClock(NOON)
+    channel = FakeChannel(*[DeliveryError("http_503")] * 4)
+    async with running(channel, clock=clock, max_attempts=2, park_s=600, emergency_park_s=30) as s:
+        [urgent, *_] = emergencies("storm-park")
+        routine, done = citizen_sms("routine-park"), Calls()
+        await s.dispatcher.submit(urgent, done)
+        await s.dispatcher.submit(routine, done)
+        await settle(lambda: done.count == 2, "both parked")
+        assert s.ledger.deferred[urgent.notification_id].not_before == NOON + timedelta(seconds=30)
+        assert s.ledger.deferred[routine.notification_id].not_before == NOON + timedelta(seconds=600)
+        clock.now += timedelta(seconds=31)  # the provider is back
+        await settle(lambda: urgent.notification_id in s.ledger.done, "the emergency sent")
+        assert channel.delivered == [urgent.notification_id] and routine.notification_id in s.ledger.deferred
 
 
 @pytest.mark.parametrize("update", [

@@ -52,3 +52,10 @@ def test_a_setting_that_would_stall_or_spin_the_dispatcher_is_refused(field: str
     (they resume below half of it)."""
     with pytest.raises(ValidationError, match=field):
         NotifySettings(**{field: value})
+
+
+def test_an_emergency_is_parked_for_the_circuits_probe_interval_unless_the_park_is_shorter() -> None:
+    """A parked storm warning is tried again every `circuit_probe_s` (30 s), not every `park_s` (10 min), and never
+    later than a routine request would be; circuits off or not (audit: it waited the whole park)."""
+    assert NotifySettings().emergency_park_s() == 30.0
+    assert NotifySettings(park_s=5, circuit_failures=0).emergency_park_s() == 5.0
