@@ -25,6 +25,7 @@ from services.cli.errors import TopicNotVisible
 from services.cli.notify_letters import (
     NotifyFilters,
     NotifyLetter,
+    emergencies_first,
     letter,
     matches,
     may_have_reached,
@@ -79,9 +80,10 @@ async def notify_letters(conn: KafkaConnection, namespace: str, filters: NotifyF
 async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLetter],
                  dlq_topic: str) -> list[NotifyLetter]:
     """Write each letter's request (under its new id) to commune.notify.replays, keyed by its commune, and its
-    replay-log entry (`replay_each`: a transaction per batch); the letters written, in order. Letters the log holds
-    once the writer has fenced any other replay are left out. A refused write aborts its transaction (SendFailed):
-    those letters stay unreplayed."""
+    replay-log entry (`replay_each`: a transaction per batch); the letters written, in order: emergencies first
+    (`emergencies_first`: notify reads a partition in order). Letters the log holds once the writer has fenced any
+    other replay are left out. A refused write aborts its transaction (SendFailed): those letters stay unreplayed
+    (the emergencies' transactions, the first, are the likeliest to have committed)."""
     replays = scoped(NOTIFY_REPLAYS, namespace).name
     if replays not in await partition_counts(conn, [replays]):
         raise TopicNotVisible([replays])
@@ -90,7 +92,8 @@ async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLett
         # keyed by commune: the partition of its commune's events and ledger (ADR 0020), as every input
         return replays, replayed(d, dlq_topic)[1], d.request.commune.encode(), []
 
-    return await replay_each(conn, namespace, "commune-bus-notify-dlq-replay", dlq_topic, letters, redrive)
+    return await replay_each(conn, namespace, "commune-bus-notify-dlq-replay", dlq_topic, emergencies_first(letters),
+                             redrive)
 
 
 def _filters(reason: str | None, channel: ChannelKind | None, since: str | None, until: str | None) -> NotifyFilters:
@@ -139,10 +142,11 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
             dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
             bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Send matching dead letters again, once the cause is mended (a subscriber's secret, a provider's account):
-    each under a new id, through commune.notify.replays, to the worker owning its commune. A dead letter is never
-    replayed twice; one left incomplete for its size or past its expiry is not replayed (counted, said). One given up
-    after failures that may have reached the provider (`retries_exhausted:...`, a timeout say) keeps the original's
-    Idempotency-Key: a provider that has it answers it as a repeat instead of sending it twice (counted, said)."""
+    each under a new id, through commune.notify.replays, to the worker owning its commune, emergencies (storm
+    warnings) first. A dead letter is never replayed twice; one left incomplete for its size or past its expiry is
+    not replayed (counted, said). One given up after failures that may have reached the provider
+    (`retries_exhausted:...`, a timeout say) keeps the original's Idempotency-Key: a provider that has it answers it
+    as a repeat instead of sending it twice (counted, said)."""
     conn = connection(bootstrap)
     topic, letters, done, _ = asyncio.run(notify_letters(conn, namespace, _filters(reason, channel, since, until)))
     now = datetime.now(UTC)

@@ -15,7 +15,7 @@ from schemas.notification import ChannelKind
 from services.cli.notify_letters import NotifyFilters, letter, matches, replayed, why_not
 from services.notify import deadletters, replays, rules
 from services.notify.subscribers import Registry
-from tests.notify.events import directory, dossier
+from tests.notify.events import directory, dossier, storm
 
 pytestmark = pytest.mark.unit
 HOOKS = Registry.model_validate(
@@ -179,3 +179,33 @@ def test_the_replay_summary_counts_letters_another_replay_wrote_meanwhile_as_alr
     assert result.exit_code == 0, result.output
     assert ("replayed 1 dead letters; 2 matching were already replayed; 1 under the original's Idempotency-Key"
             in " ".join(result.output.split())), result.output
+
+
+def test_a_replay_writes_the_emergencies_letters_before_the_routine_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routine letters and, given up among them, a storm warning's: the replay writes the storm warning's first, the
+    routine ones after it in their order, each once (notify reads a replay partition in order: written in offset order,
+    the storm warning was read only after the routine replays ahead of it, audit)."""
+    import asyncio
+
+    from services.cli import notify_dlq
+    from services.common.settings import KafkaConnection
+
+    routine = [letter(0, n, letters_of(f"l-o{n}")[ChannelKind.SMS][0], headers()) for n in range(3)]
+    [urgent, *_] = rules.for_event(storm("l-storm"), directory(), HOOKS)
+    value, omitted = deadletters.bounded(urgent)
+    storm_letter = letter(0, 3, value, headers("retries_exhausted:http_503", omitted))
+    written: list[object] = []
+
+    async def visible(_conn: object, topics: list[str]) -> dict[str, int]:
+        return {t: 6 for t in topics}
+
+    async def replay_each(_conn: object, _ns: str, _client: str, dlq: str, todo: list[object],
+                          redrive: object) -> list[object]:
+        written.extend(todo)
+        return todo
+
+    monkeypatch.setattr(notify_dlq, "partition_counts", visible)
+    monkeypatch.setattr(notify_dlq, "replay_each", replay_each)
+    letters = [routine[0], routine[1], storm_letter, routine[2]]
+    assert asyncio.run(notify_dlq.replay(KafkaConnection(), "", letters, TOPIC)) == written
+    assert written == [storm_letter, *routine]

@@ -7,14 +7,19 @@ a provider that never answers, or one that is down."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Set
+from collections.abc import Callable, Set
 from datetime import time
 
 import pytest
 from aiokafka import TopicPartition
 
 from schemas import wire
-from services.notify.channels.base import DeliveryError, Receipt
+from schemas.notification import ChannelKind
+from services.cli import notify_dlq
+from services.cli.notify_letters import NotifyLetter, letter, replayed
+from services.common.settings import KafkaConnection
+from services.notify import deadletters
+from services.notify.channels.base import DeliveryError, Message, Receipt
 from services.notify.delivery import Dispatcher
 from services.notify.jobs import Outputs
 from services.notify.ledger import Ledger
@@ -26,7 +31,8 @@ from services.notify.settings import NotifySettings
 from services.notify.subscribers import Registry
 from services.notify.topics import Names
 from tests.notify.events import directory, storm
-from tests.notify.fakes import Tasks
+from tests.notify.fakes import FixedClock, Tasks
+from tests.notify.test_dispatcher import NOON, citizen_sms, emergencies
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.unit
@@ -171,3 +177,87 @@ async def test_the_routine_lanes_retries_pause_the_routine_consumer_not_the_urge
         assert urgent_held() <= urgent_limit, "the urgent consumer must read on"
     finally:
         await dispatcher.stop()
+
+
+class ReplayPartition(Announcements):
+    """One partition of commune.notify.replays holding `values` in order, served in batches of `BATCH`."""
+
+    def __init__(self, tp: TopicPartition, values: list[bytes]) -> None:
+        super().__init__(tp, "")
+        self.values = values
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Record]]:  # type: ignore[override]
+        await asyncio.sleep(0)
+        if self.tp in self._paused or self.read >= len(self.values):
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        batch = [Replayed(self.read + i, v) for i, v in enumerate(self.values[self.read:self.read + BATCH])]
+        self.read += len(batch)
+        return {self.tp: batch}  # type: ignore[dict-item]
+
+
+class Replayed:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.offset, self.value, self.key, self.headers, self.timestamp = offset, value, b"02269", [], 0
+
+
+class SlowForRoutine:
+    """A provider answering routine sends in 20 ms (a throttled gateway), emergencies at once."""
+
+    def __init__(self) -> None:
+        self.delivered: list[str] = []
+
+    async def send(self, message: Message) -> Receipt:
+        if not message.request.is_emergency:
+            await asyncio.sleep(0.02)
+        self.delivered.append(message.request.notification_id)
+        return Receipt("m")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_replayed_storm_warning_is_read_and_sent_before_the_routine_replays_given_up_before_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator replays a day of dead letters: 2,000 routine ones and, given up last, a storm warning, all for one
+    commune. `notify-dlq replay` writes the storm warning's first, so the urgent consumer reads it in its first batch
+    and it is sent before the routine replays (audit: written in offset order, it was read only once nearly every
+    routine replay ahead of it was sent, the replay partition paused past 1.5 x max_pending)."""
+    sent_dlq = "commune.dlq.notify"
+    requests = [citizen_sms(f"replayed-{i}") for i in range(2_000)] + emergencies("storm-replayed")[:1]
+    dead = [deadletters.bounded(r) for r in requests]
+    at = [("dlq.reason", b"http_503"), ("dlq.attempts", b"40"), ("dlq.rejected.at", b"2025-11-03T05:00:00+00:00")]
+    letters = [letter(0, n, value, at + omitted) for n, (value, omitted) in enumerate(dead)]
+    written: list[bytes] = []
+
+    async def visible(_conn: object, topics: list[str]) -> dict[str, int]:
+        return {t: 6 for t in topics}
+
+    async def replay_each(_conn: object, _ns: str, _client: str, _dlq: str, todo: list[NotifyLetter],
+                          redrive: Callable[[NotifyLetter], tuple[str, bytes, bytes, object]]) -> list[NotifyLetter]:
+        written.extend(redrive(d)[1] for d in todo)  # in the order the command writes them
+        return todo
+
+    monkeypatch.setattr(notify_dlq, "partition_counts", visible)
+    monkeypatch.setattr(notify_dlq, "replay_each", replay_each)
+    await notify_dlq.replay(KafkaConnection(), "", letters, sent_dlq)
+    urgent = replayed(letters[-1], sent_dlq)[0]
+
+    settings, producer, provider = NotifySettings(max_pending=LIMIT), Producer(), SlowForRoutine()
+    d = Dispatcher({ChannelKind.SMS: provider}, Ledger("ledger", producer), producer,  # type: ignore[arg-type]
+                   Outputs("status", "dlq"), spawn=Tasks(), backoff=settings.backoff(),
+                   quiet=QuietHours(time(0), time(0)), rates={"sms": 100_000.0}, segment_limit=3, routine_workers=4,
+                   emergency_workers=1, clock=FixedClock(NOON))
+    consumer = ReplayPartition(TopicPartition(Names("").replays, 0), written)
+    records = Records(settings, Names(""), directory(), Registry(), producer, d,  # type: ignore[arg-type]
+                      OffsetTracker(), Supervisor())  # type: ignore[arg-type]
+    d.start()
+    consuming = asyncio.create_task(records.consume(consumer, Pauses(consumer), "urgent"))  # type: ignore[arg-type]
+    try:
+        await eventually_async(lambda: urgent in provider.delivered, timeout=5, interval=0.01,
+                               what="the replayed storm warning sent")
+        assert provider.delivered.index(urgent) < BATCH, "sent after the routine replays ahead of it"
+    finally:
+        consuming.cancel()
+        await asyncio.gather(consuming, return_exceptions=True)
+        await d.stop()
