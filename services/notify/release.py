@@ -10,14 +10,15 @@ service needs two things more, added here without changing the dispatcher's logi
   `commune_of(nid)`, answered from the job being delivered (a done entry is only
   ever written while its job is in flight);
 - every hour, inside the fence, the owned deferrals last written over 30 days ago are
-  written again (`Ledger.refresh_deferrals`): the topic deletes records after 60 days.
+  written again (`Ledger.refresh_deferrals`): the topic deletes records after 60 days. A task of its own: the
+  release ticks go on while it writes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
+from dataclasses import dataclass
 
 import structlog
 
@@ -34,6 +35,17 @@ stops: a scan of a long outage's parked requests each second stays short."""
 REFRESH_EVERY_S = 3600.0
 
 
+@dataclass(frozen=True)
+class _Besides:
+    """The ids a release passes over: those in flight, and the deferral being rewritten (`rewriting`)."""
+
+    inflight: Container[str]
+    rewriting: str | None
+
+    def __contains__(self, nid: object) -> bool:
+        return nid == self.rewriting or nid in self.inflight
+
+
 class OwnedDispatcher(Dispatcher):
     owns_partition: Callable[[int], bool] = staticmethod(lambda partition: True)
     """Which ledger partitions' deferred requests this worker releases (set by the app: the dossier partitions
@@ -43,6 +55,10 @@ class OwnedDispatcher(Dispatcher):
         """The commune of the notification `nid` if it is being delivered here (the ledger's router)."""
         job = self._inflight.get(nid)
         return job.request.commune if job is not None else None
+
+    _rewriting: str | None = None
+    """The deferral `refresh_deferrals` is writing again: not released meanwhile, so its copy cannot land after the
+    done entry of a send of it (compaction would keep the copy, and it would come back due)."""
 
     source_of: Callable[[int], object] = staticmethod(lambda partition: None)
     """The input partition a released request belongs to (set by the app: the dossier topic's partition `p`): its
@@ -60,7 +76,8 @@ class OwnedDispatcher(Dispatcher):
         released = passed = 0
         now = self.clock()
         quiet = self.quiet.is_quiet(now)
-        for partition, raw, urgent in self.ledger.due_raw_in(now, self.owns_partition, skip=self._inflight):
+        besides = _Besides(self._inflight, self._rewriting)
+        for partition, raw, urgent in self.ledger.due_raw_in(now, self.owns_partition, skip=besides):
             if self.release_limit is not None and not self._room(urgent):
                 if not (self._room(True) or self._room(False)):
                     break
@@ -94,22 +111,31 @@ class OwnedDispatcher(Dispatcher):
                                                           skip=self._inflight):
             await self.gate.enter()
             try:
+                self._rewriting = nid
                 written += await self.ledger.rewrite_deferral(partition, nid, self.owns_partition, skip=self._inflight)
             finally:
+                self._rewriting = None
                 self.gate.leave()
         if written:
             log.info("notify.deferrals_rewritten", count=written)
         return written
 
+    def start(self) -> None:
+        super().start()
+        self._tasks.append(self._spawn("deferral-refresh", self._refresh_deferred()))
+
     async def _release_deferred(self) -> None:
         """Each tick, release what is due; entries deferred by another worker or before a restart or rebalance
-        are in the owned partitions' index too, so whoever owns the commune now releases them. Every
-        `REFRESH_EVERY_S`, long deferrals are written again."""
-        next_refresh = time.monotonic() + REFRESH_EVERY_S
+        are in the owned partitions' index too, so whoever owns the commune now releases them."""
         while True:
             self.release_due()
-            if time.monotonic() >= next_refresh:
-                await self.refresh_deferrals()
-                next_refresh = time.monotonic() + REFRESH_EVERY_S
             metrics.DEFERRED.set(len(self.ledger.deferred))
             await asyncio.sleep(self._release_every_s)
+
+    async def _refresh_deferred(self) -> None:
+        """Every `REFRESH_EVERY_S`, long deferrals are written again, in a task of its own (spawned, so a failure ends
+        the run, as the release's): one acknowledged write each, inside the fence, while the release ticks go on
+        (audit: awaited by the release loop, it held every tick, a due storm warning included, for the whole pass)."""
+        while True:
+            await asyncio.sleep(REFRESH_EVERY_S)
+            await self.refresh_deferrals()

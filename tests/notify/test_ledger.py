@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import asyncio
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
-from schemas.notification import NotificationRequest
-from services.notify import rules
+from schemas.notification import ChannelKind, NotificationRequest
+from services.notify import release, rules
 from services.notify.jobs import Outputs
 from services.notify.ledger import REWRITE_DEFERRED_AFTER, Entry, Ledger
 from services.notify.personal import redact
@@ -15,7 +16,8 @@ from services.notify.policy import Backoff, QuietHours
 from services.notify.release import OwnedDispatcher
 from services.notify.subscribers import Registry
 from tests.notify.events import directory, dossier, storm, visit_scheduled
-from tests.notify.fakes import FakeProducer, FixedClock, Tasks
+from tests.notify.fakes import FakeChannel, FakeProducer, FixedClock, Tasks
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.unit
 TOPIC = "t.ledger"
@@ -182,3 +184,84 @@ async def test_a_worker_that_loses_the_partition_mid_rewrite_writes_no_more_copi
     before = len(producer.to(TOPIC))
     assert await dispatcher.refresh_deferrals() == 1
     assert len(producer.to(TOPIC)) == before + 1 and gate.entered == gate.left
+
+
+class HeldAcks(FakeProducer):
+    """A broker slow to acknowledge: every write of a key in `held` waits for `acks`."""
+
+    def __init__(self, held: set[bytes]) -> None:
+        super().__init__()
+        self.held, self.acks, self.waiting = held, asyncio.Event(), 0
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None, *,
+                            headers: object = None) -> object:  # type: ignore[override]
+        if key in self.held:
+            self.waiting += 1
+            await self.acks.wait()
+        return await super().send_and_wait(topic, value, key)
+
+
+async def test_a_due_emergency_is_released_while_long_deferrals_are_rewritten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hourly rewrite of 30 visit reminders deferred 31 days ago waits on the broker's acknowledgements; a parked
+    storm warning due meanwhile is released and sent at once, and the rewrite then ends (audit: the release loop
+    awaited the rewrite, one acknowledged write per deferral, and no tick ran until its end)."""
+    monkeypatch.setattr(release, "REFRESH_EVERY_S", 0.01)
+    now = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
+    clock = FixedClock(now - timedelta(days=31))
+    reminders = [f"reminder-{i:02d}" for i in range(30)]
+    producer = HeldAcks({nid.encode() for nid in reminders})
+    ledger, channel, tasks = Ledger(TOPIC, producer, clock=clock), FakeChannel(), Tasks()
+    d = OwnedDispatcher({ChannelKind.SMS: channel}, ledger, producer, Outputs("t.status", "t.dlq"), spawn=tasks,
+                        backoff=Backoff(), quiet=QuietHours(time(0), time(0)), rates={"sms": 10_000.0},
+                        segment_limit=3, routine_workers=1, emergency_workers=1, clock=clock, release_every_s=0.01,
+                        release_limit=100, park_s=600)
+    ledger.commune_of = d.commune_of
+    for nid in reminders:  # written 31 days ago, due in 20 days
+        ledger.apply(nid, Entry(state="deferred", request=request(nid).model_copy(
+            update={"notification_id": nid, "not_before": now + timedelta(days=20)})))
+    urgent = rules.for_event(storm("storm-due"), directory(), Registry())[0]
+    clock.now = now
+    ledger.apply(urgent.notification_id, Entry(state="deferred", request=urgent.model_copy(
+        update={"not_before": now + timedelta(seconds=1)})))
+    d.start()
+    try:
+        await eventually_async(lambda: producer.waiting == 1, timeout=2, what="the first rewrite waiting for its ack")
+        clock.now += timedelta(seconds=2)  # the parked storm warning is due
+        await eventually_async(lambda: urgent.notification_id in channel.delivered, timeout=2, interval=0.01,
+                               what="the due storm warning released and sent while the rewrite waits")
+        producer.acks.set()
+        await eventually_async(lambda: {s.key for s in producer.to(TOPIC)} >= producer.held, timeout=2,
+                               what="every long deferral written again")
+        assert "deferral-refresh" in [name for name, _ in tasks.started] and tasks.failures() == []  # supervised
+    finally:
+        await d.stop()
+
+
+async def test_a_deferral_is_not_released_while_its_copy_is_being_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long deferral due while its rewrite waits for the broker's ack is passed over until the copy is written: a
+    send of it released meanwhile could write its done entry before the copy, which compaction would then keep (it
+    would come back due after a restore)."""
+    monkeypatch.setattr(release, "REFRESH_EVERY_S", 0.01)
+    now = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
+    clock = FixedClock(now - timedelta(days=31))
+    producer = HeldAcks({b"reminder"})
+    ledger, channel = Ledger(TOPIC, producer, clock=clock), FakeChannel()
+    d = OwnedDispatcher({ChannelKind.SMS: channel}, ledger, producer, Outputs("t.status", "t.dlq"), spawn=Tasks(),
+                        backoff=Backoff(), quiet=QuietHours(time(0), time(0)), rates={"sms": 10_000.0},
+                        segment_limit=3, routine_workers=1, emergency_workers=1, clock=clock,
+                        release_every_s=3600, park_s=600)
+    ledger.commune_of = d.commune_of
+    ledger.apply("reminder", Entry(state="deferred", request=request("reminder").model_copy(
+        update={"notification_id": "reminder", "not_before": now + timedelta(seconds=1)})))
+    clock.now = now
+    d.start()
+    try:
+        await eventually_async(lambda: producer.waiting == 1, timeout=2, what="the rewrite waiting for its ack")
+        clock.now += timedelta(seconds=2)  # due
+        assert d.release_due() == 0
+        producer.acks.set()
+        await eventually_async(lambda: d._rewriting is None, timeout=2, what="the copy written")
+        assert d.release_due() == 1
+        await eventually_async(lambda: channel.delivered == ["reminder"], timeout=2, what="then sent")
+    finally:
+        await d.stop()
