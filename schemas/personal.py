@@ -10,7 +10,6 @@ travels on a topic; the cryptography is in `services/privacy`.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import Field
@@ -77,8 +76,10 @@ class KeyRecord(Model):
     kek_id: str = Field(min_length=1, max_length=40, description="Which key-encryption key wrapped it")
     wrapped: str = Field(pattern=TOKEN_PATTERN, description="base64url(nonce + AES-GCM(KEK, DEK)), AAD subject/key")
     created_at: UtcDateTime
-    expires_at: datetime | None = Field(
-        default=None, description="Dead-letter day keys only: unusable (and forgotten) after this time")
+    expires_at: UtcDateTime | None = Field(
+        default=None, description="Dead-letter keys only: unusable (and forgotten) after this time. Bounded as every "
+        "time is (`schemas.limits`; audit: a bare `datetime`, naive or past what UTC holds, crashed every keyring "
+        "reading it, comparing it with aware expiries or storing it on disk)")
 
     @property
     def record_key(self) -> bytes:

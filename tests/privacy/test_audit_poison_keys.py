@@ -1,0 +1,89 @@
+"""Audit (poison input, 2026-12-05): a key-topic record that stopped every key store reading it, instead of being
+counted unreadable and skipped (`store.KeyStore._apply`, `keyring.Keyring.apply`'s contract). The audit's cases
+(b03d896), with the record written as a foreign writer would: raw JSON, which our own model no longer builds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiokafka import ConsumerRecord
+
+from schemas.personal import record_key
+from services.common.settings import KafkaConnection
+from services.privacy import crypto
+from services.privacy.crypto import Erased
+from services.privacy.disk import DiskKeys
+from services.privacy.keyring import Keyring, KeyUnreadable
+from services.privacy.store import UNREADABLE_NOW, KeyStore
+from tests.privacy.keys import KEK, NOW, PEPPER
+
+pytestmark = pytest.mark.unit
+TOPIC = "ns.commune.keys.deadletters"
+SUBJECT = "dlq:2026-12-02"
+
+
+def _record(key_id: str, expires_at: str) -> bytes:
+    """A dead-letter key record wrapped under the KEK the readers hold, its expiry as a writer put it."""
+    return json.dumps({
+        "subject": SUBJECT, "key_id": key_id, "kek_id": "kek-1",
+        "wrapped": crypto.wrap(KEK, crypto.new_key(), SUBJECT, key_id),
+        "created_at": "2026-12-01T08:00:00Z", "expires_at": expires_at}).encode()
+
+
+def _consumed(key: bytes, value: bytes) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(TOPIC, 0, 7, 0, 0, key, value, None, len(key), len(value), [])
+
+
+@pytest.fixture(params=["memory", "disk"])
+def clock(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Keyring, list[datetime]]]:
+    now = [NOW]
+    table = DiskKeys(tmp_path, cached=3) if request.param == "disk" else None
+    keyring = Keyring({"kek-1": KEK}, "kek-1", PEPPER, clock=lambda: now[0], table=table)
+    keyring.key_for("dlq:2026-12-01", NOW + timedelta(days=1))  # a day key: the expiry heap holds one already
+    yield keyring, now
+    keyring.close()
+
+
+def _store(ring: Keyring) -> KeyStore:
+    return KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "ns", ring, client_id="tests-audit-expiry")
+
+
+@pytest.mark.parametrize("expires_at", ["9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00",
+                                        "2101-01-01T00:00:00Z", "1974-12-31T23:59:59Z"],
+                         ids=["year-9999-west", "year-1-east", "after-2100", "before-1975"])
+async def test_a_key_record_with_an_expiry_out_of_bounds_is_counted_and_skipped_not_raised(
+        clock: tuple[Keyring, list[datetime]], expires_at: str) -> None:
+    """`KeyRecord.expires_at` was a bare `datetime` (no 1975-2100 bound: `schemas.limits` promises that times within
+    bounds cannot crash a service, and this one had none). One whose UTC instant `datetime` cannot hold was refused by
+    msgpack when the on-disk table (ADR 0034) stored it (OverflowError), not a PrivacyError, so `KeyStore._apply` let it
+    out of `start` / `run`, and every restart read it again: intake, notify, the gateway and the CLI stopped. Now the
+    schema refuses it: counted unreadable and skipped as a record under an unknown KEK is, its key held unreadable
+    (never taken for erased), and the store goes on."""
+    ring, _ = clock
+    store, key_id = _store(ring), crypto.new_key_id()
+    store.apply_all([_consumed(record_key(SUBJECT, key_id), _record(key_id, expires_at))])
+    ring.expire()  # what `KeyStore.run` does at most once a minute
+    assert store.unreadable == 1 and ring.unreadable_keys() == 1
+    assert UNREADABLE_NOW._value.get() == 1, "the gauge behind KeyRecordsUnreadable counts it"
+    with pytest.raises(KeyUnreadable):
+        ring.dek(SUBJECT, key_id)
+
+
+async def test_a_key_record_with_an_expiry_without_offset_is_read_as_vietnam_time(
+        clock: tuple[Keyring, list[datetime]]) -> None:
+    """An expiry without an offset met the aware ones in the expiry heap (TypeError, out of the key store): now it is
+    read as every time without an offset is (`schemas.times.UtcDateTime`, as the record's `created_at` always was):
+    Vietnam time, so the key opens until 2027-01-01 00:00 in Hanoi (17:00 UTC the day before), then expires."""
+    ring, now = clock
+    store, key_id = _store(ring), crypto.new_key_id()
+    store.apply_all([_consumed(record_key(SUBJECT, key_id), _record(key_id, "2027-01-01T00:00:00"))])
+    assert store.unreadable == 0 and ring.expire() == 0
+    ring.dek(SUBJECT, key_id)
+    now[0] = datetime(2026, 12, 31, 17, 0, tzinfo=UTC)
+    assert ring.expire() == 2  # with the day key made at the start
+    with pytest.raises(Erased):
+        ring.dek(SUBJECT, key_id)
