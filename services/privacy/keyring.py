@@ -25,6 +25,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schemas.envelope import built
+from schemas.limits import EARLIEST, LATEST
 from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord
 from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
@@ -249,6 +250,8 @@ class Keyring:
             only = keys[0]
             return only.key_id, only.aead or self._build(only), only.records()
         now = self._clock()
+        if expires_at is not None:  # in UTC (JSON holds no offset finer than a minute) and within what every
+            expires_at = min(max(expires_at, EARLIEST), LATEST).astimezone(UTC)  # reader takes (`KeyRecord`)
         fitting = [k for k in keys or () if k.expires_at is None]
         if not fitting and expires_at is not None:
             fitting = [k for k in keys or () if k.expires_at is not None and k.expires_at > now
@@ -257,7 +260,8 @@ class Keyring:
             newest = max(fitting, key=lambda k: (k.created_at, k.key_id))
             return newest.key_id, newest.aead or self._build(newest), newest.records()
         if (mark := self._marks.get(subject)) is not None and now <= mark:  # an erased subject's new data: a key
-            now = mark + _AFTER  # no reader refuses (the mark covers a margin for clocks beyond the erasure)
+            now = min(mark + _AFTER, LATEST)  # no reader refuses (the mark covers a margin for clocks beyond the
+            # erasure); a mark at the end of time erases every key, this one too, but its record still reads
         key_id, dek = crypto.new_key_id(), crypto.new_key()
         # built, not validated: every value is ours (a subject id, random ids, base64url), and it is the hot path
         record = built(KeyRecord, _RECORD_FIELDS, {

@@ -33,7 +33,8 @@ class PrivacySettings(BaseSettings):
     pepper: SecretStr | None = Field(default=None, description="Secret of subject ids (HMAC key), >= 16 bytes")
     pepper_file: Path | None = Field(default=None, description="File holding the pepper (base64url)")
     dead_letter_retention_days: int = Field(
-        default=30, ge=1, description="Retention of commune.dlq.intake: day keys of dead letters expire after it")
+        default=30, ge=1, le=3650, description="Retention of commune.dlq.intake: day keys of dead letters expire after "
+        "it (at most ten years: a dead letter's key expires within the times a key record may hold)")
     state_dir: Path | None = Field(
         default=None,
         description="Where a service's keyring keeps its keys on disk (RocksDB, ADR 0034), kept across restarts with "
