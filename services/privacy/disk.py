@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
+from schemas.limits import EARLIEST, LATEST
 from services.common import rocks
 from services.common.run_folder import RunFolder, remove_orphans
 from services.privacy import crypto
@@ -323,10 +324,12 @@ class DiskKeys(Remembered):
         db: Rdict | None = None
         try:
             db = Rdict(str(self.path), _options())  # with its write-ahead log (see below)
-            if db.get(FINGERPRINT) == fingerprint:
+            stored = db.get(FINGERPRINT)
+            if stored == fingerprint and _expiries_sound(db):
                 log.info("privacy.key_store_kept", keys=int(db.get(COUNT) or b"0"))
                 return db
-            reason = "new" if db.get(FINGERPRINT) is None else "other KEKs"
+            reason = ("new" if stored is None else "other KEKs" if stored != fingerprint
+                      else "an expiry out of bounds (kept before 2026-12-05)")
         except Exception as exc:  # a damaged store is rebuilt from the topics, never trusted
             reason = f"unreadable ({type(exc).__name__})"
             log.warning("privacy.key_store_unreadable", error=type(exc).__name__, effect="started over")
@@ -402,6 +405,17 @@ class DiskKeys(Remembered):
 
     def _open(self, subject: str, key_id: str, sealed: bytes) -> bytes:
         return self._sealer.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], crypto.wrap_aad(subject, key_id))
+
+
+def _expiries_sound(db: Rdict) -> bool:
+    """Every expiry in the index is an aware time within `schemas.limits` (what `KeyRecord` reads since 2026-12-05). A
+    reader before that stored one without an offset (msgpack gives it back as text) or past 2100: met by the keyring's
+    aware ones, it raised at every start (audit). The index holds every expiring key's: a few days of dead letters."""
+    for _, value in _scan(db, EXPIRING):
+        expiry = _decode(value)
+        if not (isinstance(expiry, datetime) and expiry.tzinfo is not None and EARLIEST <= expiry <= LATEST):
+            return False
+    return True
 
 
 def _options() -> Options:

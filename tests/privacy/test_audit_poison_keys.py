@@ -16,8 +16,8 @@ from schemas.personal import record_key
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
 from services.privacy.crypto import Erased
-from services.privacy.disk import DiskKeys
-from services.privacy.keyring import Keyring, KeyUnreadable
+from services.privacy.disk import DiskKeys, Kept
+from services.privacy.keyring import Keyring, KeyUnreadable, _Key
 from services.privacy.store import UNREADABLE_NOW, KeyStore
 from tests.privacy.keys import KEK, NOW, PEPPER
 
@@ -87,3 +87,27 @@ async def test_a_key_record_with_an_expiry_without_offset_is_read_as_vietnam_tim
     assert ring.expire() == 2  # with the day key made at the start
     with pytest.raises(Erased):
         ring.dek(SUBJECT, key_id)
+
+
+@pytest.mark.parametrize("expires_at", [datetime(2027, 1, 1), datetime(9000, 1, 1, tzinfo=UTC)],
+                         ids=["naive", "year-9000"])
+def test_a_kept_store_holding_an_expiry_a_reader_before_the_bound_let_in_starts_over(
+        tmp_path: Path, expires_at: datetime) -> None:
+    """A service that crash-looped on a naive expiry with `PRIVACY_STATE_DIR` set had it written to its kept store
+    (staged before the heap raised, flushed at close): read back, it met the aware expiries again (TypeError at the
+    keyring's start or its first sweep), so the upgrade alone did not end the loop. Such a store, or one holding an
+    expiry the bound now refuses, is started over (the key topics read whole again) as a damaged one is."""
+    kept = Kept.of("ns-tests", {"kek-1": KEK}, "kek-1")
+    table = DiskKeys(tmp_path, cached=2, kept=kept)
+    table.put("dlq:2026-12-01", (_Key("k-day", bytes(32), NOW, NOW + timedelta(days=1)),))
+    table.put(SUBJECT, (_Key("k-poison", bytes(32), NOW, expires_at),))  # what the old reader stored
+    for subject in ("a-1", "a-2"):
+        table.put(subject, (_Key(f"k-{subject}", bytes(32), NOW, None),))
+    table.checkpoint({(TOPIC, 0): 8})
+    table.close()
+    ring = Keyring({"kek-1": KEK}, "kek-1", PEPPER, clock=lambda: NOW + timedelta(days=2),
+                   table=DiskKeys(tmp_path, cached=2, kept=kept))
+    try:
+        assert (ring.offsets(), len(ring), ring.expire()) == ({}, 0, 0)
+    finally:
+        ring.close()
