@@ -51,7 +51,7 @@ from schemas.limits import EARLIEST, LATEST
 from services.common import rocks
 from services.common.run_folder import RunFolder, remove_orphans
 from services.privacy import crypto
-from services.privacy.keyring import Remembered, _Key
+from services.privacy.keyring import READER, Remembered, _Key
 
 log = structlog.get_logger("privacy.keys")
 
@@ -75,6 +75,8 @@ key's tombstone, outlives that (review: a key whose maker's clock ran ahead of t
 # record keys in the store: a tag byte, then the rest
 KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS, FENCEPOSTS = b"k", b"e", b"u", b"m", b"x", b"o", b"p"
 COUNT, FINGERPRINT, SAVED_AT, REREAD = b"!count", b"!fingerprint", b"!saved_at", b"!reread"
+REFUSED_BY = b"!refused_by"
+"""The `keyring.READER` that refused a key record here (`skipped(refused=True)`): another one reads everything again."""
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -227,6 +229,9 @@ class DiskKeys(Remembered):
         if self._db.get(REREAD) is not None:
             log.info("privacy.key_store_read_again", reason="a key record was skipped, unreadable: another chance")
             return {}
+        if self._db.get(REFUSED_BY) not in (None, READER):
+            log.info("privacy.key_store_read_again", reason="a key record refused by another reader: another chance")
+            return {}
         saved = self._db.get(SAVED_AT)
         if saved is not None and time.time() - float(saved) > KEPT_FOR_S:
             log.info("privacy.key_store_read_again", reason="not written for longer than tombstones are kept")
@@ -250,9 +255,9 @@ class DiskKeys(Remembered):
             self._staged[FENCEPOSTS + f"{topic}\0{partition}".encode()] = _encode(post)
         self._flush(dict(offsets))
 
-    def skipped(self) -> None:
+    def skipped(self, refused: bool = False) -> None:
         if self.kept:
-            self._stage(REREAD, b"1")
+            self._stage(*((REFUSED_BY, READER) if refused else (REREAD, b"1")))
 
     def shred(self, subject: str) -> None:
         if self.kept:  # a run's store is sealed under a key gone with the run
@@ -269,6 +274,7 @@ class DiskKeys(Remembered):
         for tag in (KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS, FENCEPOSTS):
             batch.delete_range(tag, bytes([tag[0] + 1]))
         batch.delete(REREAD)
+        batch.delete(REFUSED_BY)
         batch.delete(SAVED_AT)
         batch.put(COUNT, b"0")
         self._db.write(batch)

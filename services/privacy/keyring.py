@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 import os
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping, MutableSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
+import pydantic_core
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schemas.envelope import built
@@ -45,6 +47,18 @@ class KeyUnreadable(PrivacyError):
     """The key's record was read but this keyring could not unwrap it (wrapped under a key-encryption key it was not
     given, as in a rolling KEK rotation, or damaged): not an erasure. A value under it waits until the service is
     given that KEK (restarted); it is never counted as erased (an audit found such messages marked done, erased)."""
+
+
+class RecordRefused(PrivacyError):
+    """A key record this reader refuses by its bytes alone, whatever KEKs it is given: not the shape of a key record
+    (a time out of bounds, a member missing) or not the key its record key names. Read again only by another reader
+    (`READER`): a kept table remembers it was refused there instead of reading the topics whole at every start."""
+
+
+READER: Final = hashlib.sha256(json.dumps([KeyRecord.model_json_schema(), pydantic_core.__version__],
+                                          sort_keys=True).encode()).digest()
+"""What decides which key records `RecordRefused` refuses: the record's schema and pydantic's parser. A reader that
+differs (an upgrade that widens the schema) gives the records refused before another chance (ADR 0034)."""
 
 
 def encoded(record: KeyRecord) -> bytes:
@@ -112,7 +126,7 @@ class KeyTable(Protocol):
     def checkpoint(self, offsets: Mapping[tuple[str, int], int],
                    fenceposts: Mapping[tuple[str, int], tuple[int, bytes]] | None = None) -> None: ...
 
-    def skipped(self) -> None: ...
+    def skipped(self, refused: bool = False) -> None: ...
 
     def shred(self, subject: str) -> None:
         """`subject` lost a key to an erasure: a table on disk removes the old copies of its row from its files."""
@@ -175,7 +189,7 @@ class MemoryKeys(Remembered):
                    fenceposts: Mapping[tuple[str, int], tuple[int, bytes]] | None = None) -> None:
         pass
 
-    def skipped(self) -> None:
+    def skipped(self, refused: bool = False) -> None:
         pass
 
     def shred(self, subject: str) -> None:
@@ -329,10 +343,11 @@ class Keyring:
     def fenceposts(self) -> dict[tuple[str, int], tuple[int, bytes]]:
         return self._keys.fenceposts()
 
-    def skipped(self) -> None:
+    def skipped(self, refused: bool = False) -> None:
         """A key-topic record was not applied (unreadable here): a kept table reads the topics whole next time, so
-        the record gets another chance (a KEK given since, a reader upgraded)."""
-        self._keys.skipped()
+        the record gets another chance (a KEK given since, a reader upgraded); `refused` (`RecordRefused`, on the
+        compacted topic): only once another `READER` reads the table (the same one would refuse it again)."""
+        self._keys.skipped(refused)
 
     def clear(self) -> None:
         """Forget every key and what was erased (the key store reads the topics from the beginning again)."""
@@ -376,9 +391,9 @@ class Keyring:
         try:
             record = KeyRecord.model_validate_json(value)
         except ValueError:
-            raise PrivacyError("unreadable key record") from None
+            raise RecordRefused("unreadable key record") from None
         if (record.subject, record.key_id) != (subject, key_id):
-            raise PrivacyError("key record does not match its record key")
+            raise RecordRefused("key record does not match its record key")
         if (mark := self._marks.get(subject)) is not None and record.created_at <= mark:
             self.forget(subject, key_id)  # erased with its subject (one made here too: the next use makes a new key)
             return

@@ -27,7 +27,7 @@ from services.common import clients
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
 from services.privacy.crypto import PrivacyError
-from services.privacy.keyring import Keyring, encoded
+from services.privacy.keyring import Keyring, RecordRefused, encoded
 
 log = structlog.get_logger("privacy.keys")
 
@@ -49,8 +49,10 @@ def key_messages(records: list[KeyRecord], namespace: str) -> list[KeyMessage]:
 
 UNREADABLE = Counter("commune_privacy_key_records_unreadable_total",
                      "Key-topic records this process's key store could not read (`keys`: applicants or deadletters, "
-                     "the key topic; `error`: the PrivacyError's type, e.g. a KEK it was not given, damage, a record "
-                     "not matching its key): skipped, the values under such a key wait unopened", ["keys", "error"])
+                     "the key topic; `error`: the PrivacyError's type: RecordRefused not a key record, e.g. a time "
+                     "out of bounds, or not matching its key; Tampered damage; PrivacyError a KEK it was not given, "
+                     "an erasure mark it could not read): skipped, the values under such a key wait unopened",
+                     ["keys", "error"])
 
 
 UNREADABLE_NOW = Gauge("commune_privacy_keys_unreadable",
@@ -137,6 +139,7 @@ class KeyStore:
         started = time.monotonic()
         while [tp for tp in tps if await self._consumer.position(tp) < end[tp]]:
             await self._fetch_once()
+        UNREADABLE_NOW.set(self.keyring.unreadable_keys())  # a kept table's too, when it read nothing new
         log.info("privacy.keys_read", keys=len(self.keyring), records=self.applied, from_kept=bool(kept),
                  seconds=round(time.monotonic() - started, 3))
 
@@ -207,7 +210,9 @@ class KeyStore:
             self.keyring.apply(record.key, record.value)
         except PrivacyError as exc:
             self.unreadable += 1
-            self.keyring.skipped()
+            # refused by its bytes on the compacted topic: every restart would refuse it again (ADR 0034); anything
+            # else gets another chance (a KEK given since, a mark, a dead letter's key that leaves with its retention)
+            self.keyring.skipped(refused=isinstance(exc, RecordRefused) and record.topic == self.topics[0])
             UNREADABLE.labels("applicants" if record.topic == self.topics[0] else "deadletters",
                               type(exc).__name__).inc()
             if (records := self._logged.due((record.topic, type(exc).__name__))) is not None:

@@ -15,6 +15,7 @@ from aiokafka import ConsumerRecord
 from schemas.personal import record_key
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
+from services.privacy import disk as disk_module
 from services.privacy.crypto import Erased
 from services.privacy.disk import DiskKeys, Kept
 from services.privacy.keyring import Keyring, KeyUnreadable, _Key
@@ -111,3 +112,68 @@ def test_a_kept_store_holding_an_expiry_a_reader_before_the_bound_let_in_starts_
         assert (ring.offsets(), len(ring), ring.expire()) == ({}, 0, 0)
     finally:
         ring.close()
+
+
+APPLICANTS = "ns.commune.keys.applicants"
+
+
+def _kept(folder: Path) -> Keyring:
+    return Keyring({"kek-1": KEK}, "kek-1", PEPPER, clock=lambda: NOW,
+                   table=DiskKeys(folder, cached=2, kept=Kept.of("ns-tests", {"kek-1": KEK}, "kek-1")))
+
+
+def _skipped_once(folder: Path, topic: str, key: bytes, value: bytes) -> KeyStore:
+    """A kept keyring that read a readable key record and then `value` on `topic`, checkpointed and closed."""
+    ring = _kept(folder)
+    store = _store(ring)
+    readable = _record("k-good", "2026-12-31T00:00:00Z")
+    store.apply_all([ConsumerRecord(t, 0, 0, 0, 0, k, v, None, len(k), len(v), [])
+                     for t, k, v in ((TOPIC, record_key(SUBJECT, "k-good"), readable), (topic, key, value))])
+    ring.checkpoint({(APPLICANTS, 0): 1, (TOPIC, 0): 1})
+    ring.close()
+    return store
+
+
+async def test_a_key_record_refused_on_the_compacted_topic_is_remembered_not_read_again_at_every_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit: a record that can never be read left a kept store's "read again" flag set for good, so every start of
+    every service read both key topics whole (minutes a year of keys), for as long as the compacted topic kept it.
+    Refused by its bytes (`RecordRefused`) it is refused by every read of this reader alike: the store remembers the
+    reader that refused it and goes on from its offsets, the key still held unreadable (the gauge, KeyRecordsUnreadable
+    and `dek` say so as after a full read); another reader (a schema widened by an upgrade) reads everything again."""
+    key_id = "k-refused"
+    store = _skipped_once(tmp_path, APPLICANTS, record_key("a-x", key_id), b'{"subject": "a-x", "key_id": 7}')
+    assert store.unreadable == 1
+    again = _kept(tmp_path)
+    try:
+        assert again.offsets() == {(APPLICANTS, 0): 1, (TOPIC, 0): 1}
+        assert (len(again), again.unreadable_keys()) == (1, 1)
+        with pytest.raises(KeyUnreadable):
+            again.dek("a-x", key_id)
+    finally:
+        again.close()
+    monkeypatch.setattr(disk_module, "READER", b"another reader")
+    upgraded = _kept(tmp_path)
+    try:
+        assert upgraded.offsets() == {}
+    finally:
+        upgraded.close()
+
+
+@pytest.mark.parametrize("where", ["dead-letter key refused", "unknown KEK", "mark refused"])
+async def test_any_other_record_skipped_is_given_another_chance_by_a_full_read(tmp_path: Path, where: str) -> None:
+    """A KEK may be given since, an erasure mark must never stay unapplied on a guess, and a dead letter's key leaves
+    its topic with its retention (the store then holds nothing unreadable the topics do not): each of those records
+    still makes the next start read the topics whole (ADR 0034)."""
+    topic, key, value = {
+        "dead-letter key refused": (TOPIC, record_key(SUBJECT, "k-bad"), _record("k-bad", "2101-01-01T00:00:00Z")),
+        "unknown KEK": (APPLICANTS, record_key(SUBJECT, "k-kek"),
+                        _record("k-kek", "2026-12-31T00:00:00Z").replace(b'"kek-1"', b'"kek-9"')),
+        "mark refused": (APPLICANTS, record_key("a-x", "~erased"), b'{"subject": "a-x", "created_up_to": "2101"}'),
+    }[where]
+    assert _skipped_once(tmp_path, topic, key, value).unreadable == 1
+    again = _kept(tmp_path)
+    try:
+        assert again.offsets() == {}
+    finally:
+        again.close()

@@ -3,6 +3,7 @@ since, an erasure made while it was down is honoured, and a store that no longer
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,8 @@ from services.privacy.crypto import Erased
 from services.privacy.disk import DiskKeys, Kept
 from services.privacy.erase import erase_cccd
 from services.privacy.keyring import Keyring
-from services.privacy.store import KeyStore
-from tests.kafkatools import read_all
+from services.privacy.store import UNREADABLE_NOW, KeyStore
+from tests.kafkatools import produce, read_all
 from tests.privacy.keys import KEK, PEPPER, keyring
 from tests.privacy.writer import person, write_sealed
 from tests.waiting import eventually_async
@@ -152,6 +153,42 @@ async def test_key_topics_made_again_with_more_records_are_read_again(kafka_boot
         for store in (second, full):
             await store.stop()
             store.keyring.close()
+
+
+async def test_a_key_record_no_reader_can_read_is_remembered_not_read_again_at_every_start(
+        kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """A key record refused by its bytes (an expiry out of bounds, audit 2026-12-05) on the compacted topic: counted
+    and skipped, and a kept store's next start goes on from its offsets (it read both topics whole at every start, for
+    as long as the topic kept the record), the key still held unreadable, the gauge behind KeyRecordsUnreadable set."""
+    ns, conn = f"u{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
+    await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
+                                                       KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+    keks = {"kek-1": KEK}
+
+    async def started() -> KeyStore:
+        ring = Keyring(keks, "kek-1", PEPPER, table=DiskKeys(tmp_path, cached=1, kept=Kept.of(ns, keks, "kek-1")))
+        store = KeyStore(conn, ns, ring, client_id="tests-keys-refused")
+        await store.start()
+        return store
+
+    await write_sealed(kafka_bootstrap, ns, keyring(), [person("TL-1", *LAN)])
+    refused = {"subject": "a-x", "key_id": "k-x", "kek_id": "kek-1", "wrapped": "AAAA",
+               "created_at": "2026-12-01T08:00:00Z", "expires_at": "9999-12-31T23:00:00-05:00"}
+    await produce(kafka_bootstrap, scoped(KEYS_APPLICANTS, ns).name, [(b"a-x/k-x", json.dumps(refused).encode(), [])])
+    first = await started()
+    try:
+        assert (first.applied, first.unreadable, len(first.keyring)) == (2, 1, 1)
+    finally:
+        await first.stop()
+        first.keyring.close()
+    UNREADABLE_NOW.set(0)
+    second = await started()
+    try:
+        assert (second.applied, len(second.keyring), second.keyring.unreadable_keys()) == (0, 1, 1)
+        assert UNREADABLE_NOW._value.get() == 1
+    finally:
+        await second.stop()
+        second.keyring.close()
 
 
 async def _gone(conn: KafkaConnection, names: set[str]) -> bool:
