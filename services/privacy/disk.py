@@ -335,7 +335,7 @@ class DiskKeys(Remembered):
                 log.info("privacy.key_store_kept", keys=int(db.get(COUNT) or b"0"))
                 return db
             reason = ("new" if stored is None else "other KEKs" if stored != fingerprint
-                      else "an expiry out of bounds (kept before 2026-12-05)")
+                      else "an expiry out of bounds (kept before 2026-12-04)")
         except Exception as exc:  # a damaged store is rebuilt from the topics, never trusted
             reason = f"unreadable ({type(exc).__name__})"
             log.warning("privacy.key_store_unreadable", error=type(exc).__name__, effect="started over")
@@ -414,7 +414,7 @@ class DiskKeys(Remembered):
 
 
 def _expiries_sound(db: Rdict) -> bool:
-    """Every expiry in the index is an aware time within `schemas.limits` (what `KeyRecord` reads since 2026-12-05). A
+    """Every expiry in the index is an aware time within `schemas.limits` (what `KeyRecord` reads since 2026-12-04). A
     reader before that stored one without an offset (msgpack gives it back as text) or past 2100: met by the keyring's
     aware ones, it raised at every start (audit). The index holds every expiring key's: a few days of dead letters."""
     for _, value in _scan(db, EXPIRING):

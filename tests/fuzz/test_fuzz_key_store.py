@@ -2,7 +2,7 @@
 
 Every service that seals or opens personal data (intake, notify, the gateway, `commune-bus dlq`) reads both key
 topics at start and follows them (`services.privacy.store.KeyStore`); a record that raised out of it stopped the
-service, and the compacted topic gave it back at every restart (audit 2026-12-05: an expiry out of bounds). Records
+service, and the compacted topic gave it back at every restart (audit 2026-12-04: an expiry out of bounds). Records
 here are any bytes, and real key records and erasure marks with members replaced by hostile values, under their own
 record key or another; applied in memory, on disk and to a kept store reopened after them.
 """

@@ -1,4 +1,4 @@
-"""Audit (poison input, 2026-12-05): a key-topic record that stopped every key store reading it, instead of being
+"""Audit (poison input, 2026-12-04): a key-topic record that stopped every key store reading it, instead of being
 counted unreadable and skipped (`store.KeyStore._apply`, `keyring.Keyring.apply`'s contract). The audit's cases
 (b03d896), with the record written as a foreign writer would: raw JSON, which our own model no longer builds."""
 

@@ -157,7 +157,7 @@ async def test_key_topics_made_again_with_more_records_are_read_again(kafka_boot
 
 async def test_a_key_record_no_reader_can_read_is_remembered_not_read_again_at_every_start(
         kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
-    """A key record refused by its bytes (an expiry out of bounds, audit 2026-12-05) on the compacted topic: counted
+    """A key record refused by its bytes (an expiry out of bounds, audit 2026-12-04) on the compacted topic: counted
     and skipped, and a kept store's next start goes on from its offsets (it read both topics whole at every start, for
     as long as the topic kept the record), the key still held unreadable, the gauge behind KeyRecordsUnreadable set."""
     ns, conn = f"u{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
