@@ -137,11 +137,23 @@ DLQ_NOTIFY = TopicSpec(
     "commune.dlq.notify", Kind.DEAD_LETTER, key=COMMUNE_KEY,
     description="Notifications given up after the last retry, with the reason",
 )
+CANONICAL_RECORD_BYTES = 1_000_000
+"""The largest canonical record intake publishes unless told otherwise (`INTAKE_MAX_CANONICAL_BYTES`: key, value and
+headers), under the canonical topics' limit (they set none: the broker's default, 1,048,588)."""
+NOTIFY_LEDGER_BYTES = 2 * CANONICAL_RECORD_BYTES + 64 * 1024
+"""commune.notify.ledger's `max.message.bytes`, the largest deferral notify derives from such a record: a webhook's
+body is its event as structured JSON (no larger than the canonical record: the same data, the `ce_*` headers as
+attributes), escaped once more as a string inside the entry (at most twice as long: each `"` and `\\` doubled; the
+body holds no control character unescaped), beside the request's ids, recipient and parameters (a few kB). Left to
+the broker's default, a parked webhook of a ~960 kB event (a ~1.9 MB entry) was refused and the run ended, again
+after every restart. A deferral over it (intake's limit raised) is dead-lettered, never sent to be refused
+(`services.notify.ledger_entry.EntryTooLarge`); a ledger topic below it refuses notify's start (ADR 0028)."""
 NOTIFY_LEDGER = TopicSpec(
     "commune.notify.ledger", Kind.INTERNAL, key="notification id",
     description="Notify's delivery ledger: done (sent/dead-lettered) or deferred (with the request) per "
     "notification id",
-    config={"cleanup.policy": "compact,delete", "retention.ms": str(60 * 24 * 3600 * 1000)},
+    config={"cleanup.policy": "compact,delete", "retention.ms": str(60 * 24 * 3600 * 1000),
+            "max.message.bytes": str(NOTIFY_LEDGER_BYTES)},
 )
 NOTIFY_DEADLINES = TopicSpec(
     "commune.notify.deadlines", Kind.INTERNAL, key=COMMUNE_KEY,

@@ -59,16 +59,17 @@ def danger(drift: Drift, kind: Kind) -> str | None:
 
     A topic the registry compacts (a changelog, the ledger, the key store, the replay log) that is not compacted
     deletes its records after `retention.ms`, and a restore then silently misses them. A `max.message.bytes` below
-    the registry's refuses a record the registry allows: on a topic our services write in a transaction (intake's
-    dead letters, its de-duplication changelog) that transaction aborts run after run; the raw topics are the
-    exception, their writers are the sources, who are answered the refusal. Other drifts (a retention, a segment)
+    the registry's refuses a record the registry allows, run after run: on a topic our services write in a
+    transaction (intake's dead letters, its de-duplication changelog) that transaction aborts; on notify's ledger the
+    idempotent producer can write that partition no more (out-of-order sequence) and the run ends. The raw topics are
+    the exception, their writers are the sources, who are answered the refusal. Other drifts (a retention, a segment)
     change how long records stay, not whether a service works: they are warned about and counted.
     """
     uncompacted = drift.key == "cleanup.policy" and "compact" in _parts(drift.wanted) - _parts(drift.actual)
     if uncompacted and kind is not Kind.SNAPSHOT:  # snapshots are a published stream: nothing is restored from it
         return "a state topic not compacted loses its records after its retention: a restore misses them"
     if drift.key == "max.message.bytes" and kind is not Kind.RAW and _number(drift.actual) < int(drift.wanted):
-        return "a record the registry allows is refused: the transaction holding it aborts run after run"
+        return "a record the registry allows is refused, run after run"
     return None
 
 

@@ -27,9 +27,11 @@ class IntakeSettings(ConsumerSettings):
         default=DEFAULT_MAX_RECORD_BYTES, ge=1024, le=topics.MAX_RECORD_BYTES,
         description="A raw record larger than this is dead-lettered; at most the raw topics' max.message.bytes")
     max_canonical_bytes: int = Field(
-        default=1_000_000, ge=1024, le=topics.MAX_RECORD_BYTES,
+        default=topics.CANONICAL_RECORD_BYTES, ge=1024, le=topics.MAX_RECORD_BYTES,
         description="A canonical record larger than this is dead-lettered (payload_too_large) instead of being sent: "
-        "the canonical topics keep the broker's default max.message.bytes (1,048,588 with the batch header)",
+        "the canonical topics keep the broker's default max.message.bytes (1,048,588 with the batch header). Notify's "
+        "ledger is sized for the default (a parked webhook holds its event): above it, the webhook of an event past "
+        "the default is dead-lettered when it would be parked",
     )
     batch_max_records: int = Field(
         default=2000, ge=1, le=1_000_000,

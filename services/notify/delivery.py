@@ -29,6 +29,7 @@ from services.notify.channels.base import Channel, DeliveryError, FellBack, Rece
 from services.notify.circuits import Circuits, FallbackCircuit, Verdict
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
+from services.notify.ledger_entry import EntryTooLarge
 from services.notify.personal import OpenContacts, as_is
 from services.notify.policy import Backoff, QuietHours, TokenBucket, legacy_notification_id
 from services.notify.retries import RetryQueue
@@ -50,6 +51,9 @@ PROBE_WAIT_S = 1.0
 """How long a request waits in memory while its circuit's probe is out, before it asks again."""
 PARK_HORIZON = timedelta(days=7)
 """How long after its event a request that never expires (a subscriber's webhook) may still be parked (`_park`)."""
+DEFERRAL_TOO_LARGE = "deferral_too_large"
+"""The dead-letter reason of a request that had to wait (quiet hours, a day-before reminder) and whose ledger entry
+would not fit the topic (a webhook of an event past intake's default canonical limit: `NOTIFY_LEDGER_BYTES`)."""
 
 
 class Dispatcher:
@@ -139,9 +143,7 @@ class Dispatcher:
             return
         not_before = self._not_before(request, now)
         if not_before is not None:
-            deferred = request.model_copy(update={"not_before": not_before})
-            await self.ledger.record_deferred(deferred)
-            await self._status(deferred, Outcome.DEFERRED, 0, not_before=not_before)
+            await self._defer(request, not_before, 0)
             done()
             return
         self._enqueue(Job(request, [Claim(done, source)]))
@@ -279,9 +281,7 @@ class Dispatcher:
             self._finish(job)
             return
         if (later := self._not_before(r, self.clock())) is not None:  # queued or retried into the quiet hours
-            deferred = r.model_copy(update={"not_before": later})
-            await self.ledger.record_deferred(deferred)
-            await self._status(deferred, Outcome.DEFERRED, job.attempt, not_before=later)
+            await self._defer(r, later, job.attempt)
             self._finish(job)
             return
         try:
@@ -349,8 +349,7 @@ class Dispatcher:
         """What the request's channel asks before it falls back to another (ZNS to SMS): that one's circuit."""
         if self.circuits is None or self.park_s is None:
             return None
-        return FallbackCircuit(self.circuits, r, timedelta(seconds=self.park_s),
-                               lambda wait: self._park_until(r, wait) is not None)
+        return FallbackCircuit(self.circuits, r, timedelta(seconds=self.park_s), lambda wait: self._may_park(r, wait))
 
     async def _fallback_held(self, job: Job, gate: FallbackCircuit) -> None:
         """The first provider did not deliver and the fallback's circuit held its call (ADR 0032, amended): the
@@ -390,20 +389,43 @@ class Dispatcher:
         park_s = self.emergency_park_s if r.is_emergency else self.park_s
         if err.retryable and park_s is not None and await self._park(job, err, timedelta(seconds=park_s)):
             return
-        reason = err.reason if not err.retryable else f"retries_exhausted:{err.reason}"
-        await self._dead_letter(r, reason, job.attempt)
-        await self.ledger.record_done(r.notification_id, Outcome.DEAD_LETTERED.value)
-        await self._status(r, Outcome.DEAD_LETTERED, job.attempt, reason=reason)
+        await self._give_up(r, err.reason if not err.retryable else f"retries_exhausted:{err.reason}", job.attempt)
+        self._finish(job)
+
+    async def _give_up(self, r: NotificationRequest, reason: str, attempt: int) -> None:
+        """Dead-lettered (bounded), done (ledger), counted (status `dead_lettered` with `reason`), logged."""
+        await self._dead_letter(r, reason, attempt)
+        await self.ledger.record_done(r.notification_id, Outcome.DEAD_LETTERED.value, commune=r.commune)
+        await self._status(r, Outcome.DEAD_LETTERED, attempt, reason=reason)
         log.error("notify.dead_lettered", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value,
                   reason=reason, trace_id=trace_id(r))
-        self._finish(job)
+
+    async def _defer(self, r: NotificationRequest, until: datetime, attempt: int) -> None:
+        """Deferred until `until` (the ledger, status `deferred`); dead-lettered (`DEFERRAL_TOO_LARGE`) if its entry
+        would not fit the ledger topic: it cannot wait, and it may not be sent now (a citizen's quiet hours, a
+        day-before reminder)."""
+        deferred = r.model_copy(update={"not_before": until})
+        try:
+            await self.ledger.record_deferred(deferred)
+        except EntryTooLarge as exc:
+            self._too_large_to_defer(r, exc)
+            await self._give_up(r, DEFERRAL_TOO_LARGE, attempt)
+            return
+        await self._status(deferred, Outcome.DEFERRED, attempt, not_before=until)
+
+    def _too_large_to_defer(self, r: NotificationRequest, exc: EntryTooLarge) -> None:
+        metrics.DEFERRALS_TOO_LARGE.labels(r.channel.value).inc()
+        log.warning("notify.deferral_too_large", nid=r.notification_id, channel=r.channel.value, detail=str(exc),
+                    trace_id=trace_id(r))
 
     async def _park(self, job: Job, err: DeliveryError, wait: timedelta) -> bool:
         """A provider failing past the retries' budget (an outage of hours, a revoked credential being renewed), or
         its circuit open: the request waits `wait` in the ledger, deferred like one in the quiet hours (durable, out
         of memory, released to whoever owns its commune then, under `release_limit`), and is tried again with a fresh
         budget, until it is sent. Not past its expiry, nor past `PARK_HORIZON` after its event for one that never
-        expires (a subscriber's webhook): nothing is parked for ever. False when it may not wait."""
+        expires (a subscriber's webhook): nothing is parked for ever. False when it may not wait, or its entry would not
+        fit the ledger topic (counted, `notify_deferrals_too_large_total`): then it is dead-lettered, or called if it
+        was held."""
         r = job.request
         if (until := self._park_until(r, wait)) is None:
             return False
@@ -412,7 +434,11 @@ class Dispatcher:
         if self._settled_elsewhere(job):
             return True
         parked = r.model_copy(update={"not_before": until})
-        await self.ledger.record_deferred(parked)
+        try:
+            await self.ledger.record_deferred(parked)
+        except EntryTooLarge as exc:  # cannot wait: given up after its retries (or called, if it was held)
+            self._too_large_to_defer(r, exc)
+            return False
         reason = f"parked:{err.reason}"
         await self._status(parked, Outcome.DEFERRED, job.attempt, reason=reason, not_before=until)
         metrics.PARKED.labels(r.channel.value).inc()
@@ -420,6 +446,11 @@ class Dispatcher:
                     reason=err.reason, attempt=job.attempt, until=until.isoformat(), trace_id=trace_id(r))
         self._finish(job)
         return True
+
+    def _may_park(self, r: NotificationRequest, wait: timedelta) -> bool:
+        """Whether `_park` would park `r` for `wait`: in time, and its entry fits the ledger topic."""
+        until = self._park_until(r, wait)
+        return until is not None and self.ledger.fits_deferred(r.model_copy(update={"not_before": until}))
 
     def _park_until(self, r: NotificationRequest, wait: timedelta) -> datetime | None:
         """When `r` parked for `wait` is due; None if that is past its expiry (or `PARK_HORIZON` after its event)."""

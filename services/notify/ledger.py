@@ -19,15 +19,15 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Protocol
 
 import orjson
-from pydantic import BaseModel
 
 from schemas.notification import NotificationRequest
 from schemas.topics import NOTIFY_LEDGER
 from services.common.partitioner import partition_for
 from services.notify.jobs import Clock, utcnow
+from services.notify.ledger_entry import LIMIT, Entry, EntryTooLarge, encode
 from services.notify.ledger_state import KV, MemoryKV, PartitionState
 from services.notify.personal import deferrable
 
@@ -73,19 +73,17 @@ class Layout:
     be redelivered by then."""
 
 
-class Entry(BaseModel, frozen=True):
-    state: Literal["done", "deferred"]
-    outcome: str | None = None
-    request: NotificationRequest | None = None
-
-
 def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
 class Ledger:
-    def __init__(self, topic: str, producer: Producer, *, layout: Layout | None = None, clock: Clock = utcnow) -> None:
+    def __init__(self, topic: str, producer: Producer, *, layout: Layout | None = None, clock: Clock = utcnow,
+                 max_bytes: int = LIMIT) -> None:
         self.topic, self.producer, self.layout, self.clock = topic, producer, layout, clock
+        self.max_bytes = max_bytes
+        """The topic's `max.message.bytes` (the registry's): a larger entry is refused before it is sent
+        (`ledger_entry.EntryTooLarge`)."""
         self._states: dict[int, PartitionState] = {} if layout else {0: PartitionState(MemoryKV())}
         self.done: Set[str] = DoneView(self._states)
         self.deferred: Mapping[str, NotificationRequest] = DeferredView(self._states)
@@ -158,13 +156,22 @@ class Ledger:
         await self._record(nid, entry, partition)
 
     async def record_deferred(self, request: NotificationRequest) -> None:
-        """Kept (and written) without clear contacts: the opener fills them again at delivery (ADR 0015)."""
+        """Kept (and written) without clear contacts: the opener fills them again at delivery (ADR 0015).
+        `EntryTooLarge`, nothing kept nor written, if the entry would not fit the topic (`fits_deferred`)."""
         entry = Entry(state="deferred", request=deferrable(request))
         await self._record(request.notification_id, entry, self._partition_of_commune(request.commune))
 
+    def fits_deferred(self, request: NotificationRequest) -> bool:
+        """Whether `request` deferred (as it is: its `not_before` set) fits the topic."""
+        try:
+            encode(request.notification_id, Entry(state="deferred", request=deferrable(request)), self.max_bytes)
+        except EntryTooLarge:
+            return False
+        return True
+
     async def _record(self, nid: str, entry: Entry, partition: int) -> None:
+        value = encode(nid, entry, self.max_bytes)  # before it is applied: one refused changes nothing
         self.apply(nid, entry, partition)
-        value = entry.model_dump_json(exclude_none=True).encode()
         if self.layout is None:
             await self.producer.send_and_wait(self.topic, value, nid.encode())
         else:
@@ -199,7 +206,7 @@ class Ledger:
         """Write deferral `nid` again, unchanged, if its partition is still `owned`, it is still deferred and not in
         `skip` (in flight); whether it was written. Only the releasing owner may call it, inside the fence, one
         record per entry: a copy written after another worker's done entry would outlive it in compaction and
-        come back due."""
+        come back due. `EntryTooLarge` if it no longer fits the topic (written under a larger limit)."""
         state = self._states.get(partition)
         if state is None or not owned(partition) or nid in skip or state.state(nid) != "deferred":
             return False

@@ -23,6 +23,12 @@ SKIPPED = Counter("notify_records_skipped_total",
 PARKED = Counter("notify_parked_total", "Notifications deferred in the ledger through a provider failure and tried "
                  "again later: their retries spent (for NOTIFY_PARK_S), or held by an open circuit (ADR 0031, 0032)",
                  ["channel"])
+DEFERRALS_TOO_LARGE = Counter(
+    "notify_deferrals_too_large_total",
+    "Notifications that could not wait in the ledger (deferred or parked) because their entry would pass the ledger "
+    "topic's max.message.bytes (a webhook of an event past intake's default canonical limit): dead-lettered "
+    "(reason deferral_too_large, or retries_exhausted once their retries were spent), never sent to be refused",
+    ["channel"])
 CIRCUITS_OPEN = Gauge("notify_circuits_open", "Open circuits: a provider channel, or a webhook subscriber's endpoint, "
                       "that failed NOTIFY_CIRCUIT_FAILURES times in a row; its routine notifications are parked "
                       "without a call, one probe every NOTIFY_CIRCUIT_PROBE_S (ADR 0032)", ["channel"])

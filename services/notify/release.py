@@ -24,9 +24,10 @@ import structlog
 
 from schemas.notification import Audience, NotificationRequest
 from services.notify import metrics
-from services.notify.delivery import Dispatcher
+from services.notify.delivery import DEFERRAL_TOO_LARGE, Dispatcher
 from services.notify.jobs import RELEASED_ATTEMPTS, Claim, Job
 from services.notify.ledger import REWRITE_DEFERRED_AFTER
+from services.notify.ledger_entry import EntryTooLarge
 
 log = structlog.get_logger("notify.release")
 PASS_LIMIT = 10_000
@@ -105,7 +106,8 @@ class OwnedDispatcher(Dispatcher):
     async def refresh_deferrals(self) -> int:
         """Write again the owned deferrals last written over `REWRITE_DEFERRED_AFTER` ago, each inside the fence on
         its own, and only while its partition is still this worker's (checked after entering): a rebalance waits
-        for one record at most, and no copy lands after the next owner's done entry."""
+        for one record at most, and no copy lands after the next owner's done entry. One that no longer fits the topic
+        (written under a larger limit) is dead-lettered: it would be deleted with the topic's retention, unseen."""
         written = 0
         for partition, nid in self.ledger.stale_deferrals(REWRITE_DEFERRED_AFTER, self.owns_partition,
                                                           skip=self._inflight):
@@ -113,6 +115,10 @@ class OwnedDispatcher(Dispatcher):
             try:
                 self._rewriting = nid
                 written += await self.ledger.rewrite_deferral(partition, nid, self.owns_partition, skip=self._inflight)
+            except EntryTooLarge as exc:
+                request = self.ledger.deferred[nid]
+                self._too_large_to_defer(request, exc)
+                await self._give_up(request, DEFERRAL_TOO_LARGE, 0)
             finally:
                 self._rewriting = None
                 self.gate.leave()

@@ -26,7 +26,8 @@ DEFAULT, STATIC_BROKER = 5, 4  # DescribeConfigs config_source codes besides DYN
 def test_only_registry_keys_that_differ_are_drifts_and_a_list_in_another_order_agrees() -> None:
     """A key the registry does not name is no drift; `delete,compact` is `compact,delete`; a value the broker did
     not report is a drift with actual None."""
-    values = {"cleanup.policy": "delete,compact", "retention.ms": "3600000", "retention.bytes": "5000000000"}
+    values = {"cleanup.policy": "delete,compact", "retention.ms": "3600000", "retention.bytes": "5000000000",
+              "max.message.bytes": NOTIFY_LEDGER.config["max.message.bytes"]}
     assert drifts(NOTIFY_LEDGER, values) == [
         Drift(NOTIFY_LEDGER.name, "retention.ms", "3600000", NOTIFY_LEDGER.config["retention.ms"])]
     assert drifts(NOTIFY_LEDGER, {**values, "retention.ms": NOTIFY_LEDGER.config["retention.ms"]}) == []
@@ -50,8 +51,10 @@ def test_a_compacted_state_topic_that_only_deletes_refuses_the_start() -> None:
 
 def test_a_message_limit_below_the_registry_refuses_the_start_except_on_raw_topics() -> None:
     """Intake's dead letters and de-duplication changelog below their registry limit would abort intake's
-    transactions for ever: refused; above it, or on a raw topic (its sources are answered the refusal): a warning."""
-    for spec in (DLQ_INTAKE, INTAKE_DEDUP):
+    transactions for ever, notify's ledger at the broker's default would refuse a parked webhook and then every entry
+    of its partition (the idempotent producer's sequence broken): refused; above it, or on a raw topic (its sources
+    are answered the refusal): a warning."""
+    for spec in (DLQ_INTAKE, INTAKE_DEDUP, NOTIFY_LEDGER):
         wanted = int(spec.config["max.message.bytes"])
         assert danger(Drift(spec.name, "max.message.bytes", str(wanted - 1), str(wanted)), spec.kind)
         assert danger(Drift(spec.name, "max.message.bytes", "1048588", str(wanted)), spec.kind)

@@ -6,20 +6,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, OutOfOrderSequenceNumber
 
 from schemas.notification import ChannelKind, NotificationRequest
+from schemas.topics import Kind, TopicSpec
 from services.common import clients
+from services.common.admin import TopicConfigError, ensure_topics, reconcile_configs
 from services.common.partitioner import partition_for
 from services.common.settings import KafkaConnection
 from services.notify import rules
 from services.notify.jobs import Clock, Outputs, utcnow
 from services.notify.ledger import Entry, Layout, Ledger
+from services.notify.ledger_entry import EntryTooLarge
 from services.notify.ledger_feed import LedgerFeed
 from services.notify.ledger_store import RocksStores
 from services.notify.policy import Backoff, QuietHours
@@ -28,6 +32,8 @@ from services.notify.subscribers import Registry
 from services.notify.topics import Names
 from tests.notify.events import directory, dossier
 from tests.notify.fakes import FakeChannel, Tasks
+from tests.notify.test_dead_letters import TOPIC_LIMIT
+from tests.notify.test_ledger_size import huge_webhook, too_large_webhook
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
@@ -221,3 +227,71 @@ async def test_a_released_deferral_still_queued_when_its_partition_leaves_is_not
             await dispatcher.stop()
         assert channel.delivered == [] and not tasks.failures()
         assert due.notification_id in w.ledger.deferred and due.notification_id not in w.ledger.done
+
+
+async def test_the_largest_webhook_is_parked_on_the_broker_and_one_too_large_is_never_sent(
+        kafka_bootstrap: str, notify_topics: Names, tmp_path: Path) -> None:
+    """On the registry's ledger topic the deferral of the largest webhook intake publishes (~1.9 MB; the broker's
+    default limit refused it) is written and restored whole by the next owner; one over the topic's limit is refused
+    before it is sent, and its partition still takes the next entry (a refusal by the broker leaves the idempotent
+    producer unable to write that partition: `test_a_record_refused_for_its_size_...` below)."""
+    parked = huge_webhook().model_copy(update={"not_before": datetime.now(UTC) + timedelta(minutes=10)})
+    partition = home(parked.commune)
+    async with worker(kafka_bootstrap, notify_topics, tmp_path / "a") as a:
+        a.ledger.hold(partition)
+        await a.ledger.record_deferred(parked)
+        with pytest.raises(EntryTooLarge):
+            await a.ledger.record_deferred(too_large_webhook())
+        await sent_by(a, [request("after-the-refusal", parked.commune)])
+    async with worker(kafka_bootstrap, notify_topics, tmp_path / "b") as b:
+        await b.feed.hold("routine", {partition})
+        assert b.ledger.deferred[parked.notification_id].payload == parked.payload
+        assert request("after-the-refusal", parked.commune).notification_id in b.ledger.done
+        assert too_large_webhook().notification_id not in b.ledger.deferred
+
+
+async def test_notify_refuses_to_start_on_a_ledger_topic_that_would_refuse_a_parked_webhook(
+        kafka_bootstrap: str, namespace: str) -> None:
+    """A cluster whose ledger topic keeps the broker's default limit (made before the registry set one): notify's
+    start (`ensure_topics`) is refused, naming the topic, the key and `commune-bus topics create`, which mends it
+    (ADR 0028); it ran, and the first parked webhook of a large event ended every run after it."""
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    names = Names(namespace)
+    ledger = next(spec for spec in names.specs if spec.name == names.ledger)
+    await ensure_topics(conn, [replace(ledger, config={**ledger.config, "max.message.bytes": str(TOPIC_LIMIT)})])
+    with pytest.raises(TopicConfigError) as refused:
+        await ensure_topics(conn, names.specs)
+    assert f"{names.ledger}: max.message.bytes is {TOPIC_LIMIT}" in str(refused.value)
+    assert "commune-bus topics create" in str(refused.value)
+    await reconcile_configs(conn, names.specs)
+
+    async def starts() -> bool:
+        try:
+            await ensure_topics(conn, names.specs)
+        except TopicConfigError:  # the altered config reaches every broker's view shortly after the alteration
+            return False
+        return True
+
+    await eventually_async(starts, timeout=30, interval=0.5, what="the start passing once the ledger is mended")
+
+
+async def test_a_record_refused_for_its_size_leaves_the_idempotent_producer_unable_to_write_its_partition(
+        kafka_bootstrap: str, namespace: str) -> None:
+    """Why the ledger refuses an entry before sending it rather than catching the broker's refusal: aiokafka
+    (0.14.0) counts the refused batch's sequence numbers as used, so the broker refuses every later record of that
+    producer to that partition (OutOfOrderSequenceNumber), a done entry included. If this fails, aiokafka recovers
+    now, and the pre-check is no longer the only guard."""
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    topic = f"{namespace}.size-refusal"
+    await ensure_topics(conn, [TopicSpec(topic, Kind.INTERNAL, "k", "d", partitions=1,
+                                         config={"max.message.bytes": str(TOPIC_LIMIT)})])
+    producer = clients.producer(conn, client_id="tests-size-refusal")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"before", b"k", partition=0)
+        with pytest.raises(MessageSizeTooLargeError):
+            await producer.send_and_wait(topic, b"x" * 2 * TOPIC_LIMIT, b"k", partition=0)
+        with pytest.raises(OutOfOrderSequenceNumber):
+            await producer.send_and_wait(topic, b"after", b"k", partition=0)
+    finally:
+        await producer.stop()
