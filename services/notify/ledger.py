@@ -28,7 +28,7 @@ from schemas.topics import NOTIFY_LEDGER
 from services.common.partitioner import partition_for
 from services.notify.jobs import Clock, utcnow
 from services.notify.ledger_entry import LIMIT, Entry, EntryTooLarge, encode
-from services.notify.ledger_state import KV, MemoryKV, PartitionState
+from services.notify.ledger_state import KV, DeferredView, DoneView, MemoryKV, PartitionState
 from services.notify.personal import deferrable
 
 REWRITE_DEFERRED_AFTER = timedelta(milliseconds=int(NOTIFY_LEDGER.config["retention.ms"]) // 2)
@@ -254,43 +254,3 @@ class Ledger:
             return 0
         cutoff = _ms(self.clock()) - self.layout.keep_ms
         return sum(state.prune(cutoff, limit) for state in list(self._states.values()))
-
-
-class DoneView(Set[str]):
-    """The done ids of every held partition (membership is a lookup per partition, never a scan)."""
-
-    def __init__(self, states: Mapping[int, PartitionState]) -> None:
-        self._states = states
-
-    def __contains__(self, nid: object) -> bool:
-        return isinstance(nid, str) and any(s.state(nid) == "done" for s in self._states.values())
-
-    def __iter__(self) -> Iterator[str]:
-        for state in list(self._states.values()):
-            yield from state.done_ids()
-
-    def __len__(self) -> int:
-        return sum(s.done_count for s in self._states.values())
-
-
-class DeferredView(Mapping[str, NotificationRequest]):
-    """The deferred requests of every held partition, by notification id."""
-
-    def __init__(self, states: Mapping[int, PartitionState]) -> None:
-        self._states = states
-
-    def __getitem__(self, nid: str) -> NotificationRequest:
-        for state in self._states.values():
-            if (raw := state.request_json(nid)) is not None:
-                return NotificationRequest.model_validate_json(raw)
-        raise KeyError(nid)
-
-    def __contains__(self, nid: object) -> bool:
-        return isinstance(nid, str) and any(s.state(nid) == "deferred" for s in self._states.values())
-
-    def __iter__(self) -> Iterator[str]:
-        for state in list(self._states.values()):
-            yield from state.deferred_ids()
-
-    def __len__(self) -> int:
-        return sum(s.deferred_count for s in self._states.values())

@@ -10,13 +10,16 @@ Three key families in one ordered store (RocksDB in the service, `MemoryKV` in t
 
 Times are milliseconds since the epoch, 8 bytes big-endian, so byte order is time order. `done` is final: a
 later deferral of a done id (from a worker whose ledger lagged) is ignored. A deferred entry is never pruned by
-age: it waits for its release, which turns it into a done entry that then ages like any other.
+age: it waits for its release, which turns it into a done entry that then ages like any other. `DoneView` and
+`DeferredView` read the states of every partition a worker holds as one set and one mapping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Set
 from typing import Literal, Protocol
+
+from schemas.notification import NotificationRequest
 
 DONE, DEFERRED = b"D", b"F"
 ID, AGE, DUE, URGENT = b"I", b"A", b"Q", b"U"
@@ -186,3 +189,43 @@ class PartitionState:
             self.done_count -= 1
             pruned += 1
         return pruned
+
+
+class DoneView(Set[str]):
+    """The done ids of every held partition (membership is a lookup per partition, never a scan)."""
+
+    def __init__(self, states: Mapping[int, PartitionState]) -> None:
+        self._states = states
+
+    def __contains__(self, nid: object) -> bool:
+        return isinstance(nid, str) and any(s.state(nid) == "done" for s in self._states.values())
+
+    def __iter__(self) -> Iterator[str]:
+        for state in list(self._states.values()):
+            yield from state.done_ids()
+
+    def __len__(self) -> int:
+        return sum(s.done_count for s in self._states.values())
+
+
+class DeferredView(Mapping[str, NotificationRequest]):
+    """The deferred requests of every held partition, by notification id."""
+
+    def __init__(self, states: Mapping[int, PartitionState]) -> None:
+        self._states = states
+
+    def __getitem__(self, nid: str) -> NotificationRequest:
+        for state in self._states.values():
+            if (raw := state.request_json(nid)) is not None:
+                return NotificationRequest.model_validate_json(raw)
+        raise KeyError(nid)
+
+    def __contains__(self, nid: object) -> bool:
+        return isinstance(nid, str) and any(s.state(nid) == "deferred" for s in self._states.values())
+
+    def __iter__(self) -> Iterator[str]:
+        for state in list(self._states.values()):
+            yield from state.deferred_ids()
+
+    def __len__(self) -> int:
+        return sum(s.deferred_count for s in self._states.values())
