@@ -21,16 +21,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-import orjson
+import structlog
 
 from schemas.notification import NotificationRequest
 from schemas.topics import NOTIFY_LEDGER
 from services.common.partitioner import partition_for
+from services.common.sparse import Sparse
+from services.notify import metrics
 from services.notify.jobs import Clock, utcnow
-from services.notify.ledger_entry import LIMIT, Entry, EntryTooLarge, encode
+from services.notify.ledger_entry import LIMIT, Entry, EntryTooLarge, Unreadable, encode, read
 from services.notify.ledger_state import KV, DeferredView, DoneView, MemoryKV, PartitionState
 from services.notify.personal import deferrable
 
+log = structlog.get_logger("notify.ledger")
+SKIPPED_LOGGED = Sparse()
+"""One `notify.ledger_entry_skipped` line per partition and reason every `sparse.EVERY_S` at most."""
+SKIPPED_REASON = "ledger_invalid"
+"""The `notify_records_skipped_total` reason of a ledger record that is no entry (`ledger_entry.read`)."""
 REWRITE_DEFERRED_AFTER = timedelta(milliseconds=int(NOTIFY_LEDGER.config["retention.ms"]) // 2)
 """A deferral's only durable copy is its ledger record, which the topic deletes after its retention (60 days): one
 last written longer ago than half of that is written again (`refresh_deferrals`)."""
@@ -112,25 +119,28 @@ class Ledger:
         self.apply_records(partition, [(key, value, timestamp_ms)])
 
     def apply_records(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None, int]]) -> None:
-        """Records (key, value, timestamp) read back from one partition, in offset order. A tombstone, a keyless
-        record or one of a partition not held changes nothing; a done entry older than the window forgets the id.
-        A done entry (nearly every record) is recognised without building the model: restores are bounded by this.
+        """Records (key, value, timestamp) read back from one partition, in offset order. One of a partition not held
+        changes nothing; a done entry older than the window forgets the id. A record that is no entry (a tombstone,
+        not JSON, not an entry's shape: notify writes none) is skipped, counted and logged sparingly, never raised:
+        raised, it ended the run, and every restore after it read it again. A done entry (nearly every record) is
+        recognised without building the model (`ledger_entry.read`): restores are bounded by this.
         """
         state = self._states.get(partition if self.layout else 0)
         if state is None:
             return
         cutoff = _ms(self.clock()) - self.layout.keep_ms if self.layout else 0
         for key, value, timestamp_ms in records:
-            if key is None or value is None:
+            try:
+                nid, entry = read(key, value)
+            except Unreadable as exc:
+                _skipped(partition, exc.reason)
                 continue
-            fields = orjson.loads(value)
-            if isinstance(fields, dict) and fields.get("state") == "done":
-                if timestamp_ms >= cutoff:
-                    state.mark_done(key.decode(), timestamp_ms)
-                else:  # past the window: forgotten, and so is an older deferral of the id read before it
-                    state.forget(key.decode())
-            else:
-                self._apply(state, key.decode(), Entry.model_validate(fields), timestamp_ms)
+            if entry is not None:
+                self._apply(state, nid, entry, timestamp_ms)
+            elif timestamp_ms >= cutoff:
+                state.mark_done(nid, timestamp_ms)
+            else:  # past the window: forgotten, and so is an older deferral of the id read before it
+                state.forget(nid)
 
     @staticmethod
     def _apply(state: PartitionState, nid: str, entry: Entry, written_ms: int) -> None:
@@ -254,3 +264,10 @@ class Ledger:
             return 0
         cutoff = _ms(self.clock()) - self.layout.keep_ms
         return sum(state.prune(cutoff, limit) for state in list(self._states.values()))
+
+
+def _skipped(partition: int, reason: str) -> None:
+    """Counted; logged with the partition and the reason code only (a record that is no entry may hold anything)."""
+    metrics.SKIPPED.labels(SKIPPED_REASON).inc()
+    if (skipped := SKIPPED_LOGGED.due((partition, reason))) is not None:
+        log.error("notify.ledger_entry_skipped", partition=partition, why=reason, skipped_since_last=skipped)

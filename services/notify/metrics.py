@@ -18,7 +18,8 @@ DRAIN_TIMEOUTS = Counter("notify_drain_timeouts_total",
                          "Revocations that handed partitions over while provider calls were still under way (their "
                          "notifications are not in the ledger yet: the next owner may send them again)")
 SKIPPED = Counter("notify_records_skipped_total",
-                  "Canonical records that gave no notification because they are no valid event (or met a bug)",
+                  "Canonical records that gave no notification because they are no valid event (or met a bug); "
+                  "reason ledger_invalid: records of notify's ledger topic read back that are no entry",
                   ["reason"])
 PARKED = Counter("notify_parked_total", "Notifications deferred in the ledger through a provider failure and tried "
                  "again later: their retries spent (for NOTIFY_PARK_S), or held by an open circuit (ADR 0031, 0032)",

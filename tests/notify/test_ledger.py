@@ -265,3 +265,40 @@ async def test_a_deferral_is_not_released_while_its_copy_is_being_written(monkey
         await eventually_async(lambda: channel.delivered == ["reminder"], timeout=2, what="then sent")
     finally:
         await d.stop()
+
+
+MALFORMED = {
+    "no_value": (b"n-tomb", None), "no_key": (None, b'{"state":"done"}'), "key_not_utf8": (b"\xff\xfe", b"{}"),
+    "not_json": (b"n-text", b"0912345678 not json"), "a list": (b"n-list", b'[{"state":"done"}]'),
+    "a number": (b"n-num", b"42"), "an unknown state": (b"n-state", b'{"state":"sent","outcome":"0912345678"}'),
+    "a deferral without request": (b"n-empty", b'{"state":"deferred"}'),
+    "a request that is none": (b"n-bad", b'{"state":"deferred","request":{"notification_id":"0912345678"}}'),
+    "another id's request": (b"n-other", Entry(state="deferred", request=request("x")).model_dump_json().encode()),
+}
+
+
+@pytest.mark.parametrize("key, value", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_ledger_record_that_is_no_entry_is_skipped_counted_and_logged_without_its_content(
+        key: bytes | None, value: bytes | None) -> None:
+    """Read back (restore or tail), a record that is no entry changes nothing and is counted
+    (`notify_records_skipped_total{reason="ledger_invalid"}`), its log line naming the partition and a reason code
+    only; the entries around it apply. `orjson.loads` and `Entry.model_validate` raised out of the tail, which ended
+    the run, and every restore after it read the record again: notify stopped for good."""
+    from structlog.testing import capture_logs
+
+    from services.notify import ledger as ledger_module
+    from services.notify import metrics
+
+    ledger_module.SKIPPED_LOGGED.clear()
+    before = metrics.SKIPPED.labels("ledger_invalid")._value.get()
+    ledger = Ledger(TOPIC, FakeProducer())
+    deferred = request("around").model_copy(update={"not_before": dossier().time})
+    with capture_logs() as logs:
+        ledger.apply_records(0, [(b"n-before", b'{"state":"done","outcome":"sent"}', 0), (key, value, 0),
+                                 (deferred.notification_id.encode(), Entry(state="deferred", request=deferred)
+                                  .model_dump_json().encode(), 0)])
+    assert ledger.done == {"n-before"} and set(ledger.deferred) == {deferred.notification_id}
+    assert metrics.SKIPPED.labels("ledger_invalid")._value.get() == before + 1
+    [line] = [e for e in logs if e["event"] == "notify.ledger_entry_skipped"]
+    assert line["partition"] == 0 and line["skipped_since_last"] == 1
+    assert "0912345678" not in str(logs) and "n-" not in str(logs)

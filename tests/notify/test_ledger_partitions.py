@@ -120,11 +120,12 @@ def test_restore_skips_done_entries_older_than_the_window_but_keeps_deferrals() 
     old_ms = int((NOW - timedelta(days=16)).timestamp() * 1000)
     young_ms = int((NOW - timedelta(days=14)).timestamp() * 1000)
     done = Entry(state="done", outcome="sent").model_dump_json().encode()
-    waiting = Entry(state="deferred", request=request("e-9", not_before=NOW)).model_dump_json().encode()
+    waiting = request("e-9", not_before=NOW)
     book.apply_record(0, b"old", done, old_ms)
     book.apply_record(0, b"young", done, young_ms)
-    book.apply_record(0, b"waiting", waiting, old_ms)
-    assert set(book.done) == {"young"} and list(book.deferred) == ["waiting"]
+    book.apply_record(0, waiting.notification_id.encode(),
+                      Entry(state="deferred", request=waiting).model_dump_json().encode(), old_ms)
+    assert set(book.done) == {"young"} and list(book.deferred) == [waiting.notification_id]
 
 
 def test_an_old_deferral_done_past_the_window_does_not_come_back_due() -> None:
@@ -135,8 +136,9 @@ def test_an_old_deferral_done_past_the_window_does_not_come_back_due() -> None:
     deferred_ms = int((NOW - timedelta(days=20)).timestamp() * 1000)
     done_ms = int((NOW - timedelta(days=18)).timestamp() * 1000)
     waiting = Entry(state="deferred", request=request("e-7", not_before=NOW - timedelta(days=19)))
-    book.apply_record(0, b"reminder", waiting.model_dump_json().encode(), deferred_ms)
-    book.apply_record(0, b"reminder", Entry(state="done", outcome="sent").model_dump_json().encode(), done_ms)
+    reminder = waiting.request.notification_id.encode() if waiting.request else b""
+    book.apply_record(0, reminder, waiting.model_dump_json().encode(), deferred_ms)
+    book.apply_record(0, reminder, Entry(state="done", outcome="sent").model_dump_json().encode(), done_ms)
     assert list(book.deferred) == [] and set(book.done) == set()
     assert list(book.due(NOW, owned=lambda p: True)) == []
 
