@@ -9,7 +9,7 @@ refuses or is down holds back its own notices only. A notice is retried, with ca
 takes it: an erasure is not given up (`notify_erasure_notices_waiting` and an alert say that one waits); its offset
 is committed once taken. A notice sent again (a crash or a rebalance before the commit) carries the same Webhook-Id,
 derived from the erasure and the subscriber, for the subscriber to drop as a repeat. A record that is no notice is
-skipped, logged and counted: it cannot stop the others.
+skipped, logged and counted: it cannot stop the others; one with members a newer schema added is read (`read_notice`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,14 @@ from services.notify.subscribers import Subscriber
 log = structlog.get_logger("notify")
 NOTICE_TYPE = "vn.communebus.privacy.applicant-erased.v1"
 NOTICE_SOURCE = "/commune-bus/privacy"
+
+
+def read_notice(value: bytes | None) -> ErasureNotice:
+    """A record's notice, read tolerantly (ADR 0023): members a newer `ErasureNotice` adds are ignored, a compatible
+    change (`schemas/compat.py`) that an eraser may ship before notify (read strictly, every such notice was skipped
+    and committed: no subscriber heard of those erasures); a member it needs, missing or of the wrong type, still
+    refuses it (`ValidationError`)."""
+    return ErasureNotice.model_validate_json(value or b"", extra="ignore")
 
 
 def notice_group(namespace: str, subscriber: str) -> str:
@@ -119,7 +127,7 @@ class NoticeSender:
         """One call for the record's notice: True once the subscriber took it (or the record is no notice: skipped,
         logged, counted), False to try again later."""
         try:
-            notice = ErasureNotice.model_validate_json(record.value or b"")
+            notice = read_notice(record.value)
         except ValidationError:
             log.error("notify.erasure_notice_skipped", offset=record.offset, reason="invalid_field")
             metrics.SKIPPED.labels("invalid_field").inc()

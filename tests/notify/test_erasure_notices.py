@@ -115,11 +115,40 @@ def test_a_record_that_is_no_notice_is_skipped_without_a_call(value: bytes | Non
     record = SimpleNamespace(value=value, offset=7)
     assert asyncio.run(sender.tell(record)) is True  # type: ignore[arg-type]
     try:
-        ErasureNotice.model_validate_json(value or b"")
+        ErasureNotice.model_validate_json(value or b"", extra="ignore")
     except ValueError:
         assert calls == []
     else:
         assert len(calls) == 1
+
+
+NEWER = {**NOTICE.model_dump(mode="json"), "legal_basis": "decree-13-art-16", "scope": {"keys": 2}}
+"""A notice as a newer `ErasureNotice` may write it: members this version does not know."""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("fields, sent", [
+    (NEWER, True),
+    ({k: v for k, v in NEWER.items() if k != "subject"}, False),
+    ({**NEWER, "erased_at": 1764824400}, False),
+    ({**NEWER, "subject": ["a-" + "x" * 43]}, False),
+], ids=["newer-members", "subject-missing", "time-a-number", "subject-a-list"])
+async def test_a_notice_from_a_newer_schema_is_sent_and_one_wrong_in_a_member_read_is_skipped(
+        fields: dict[str, Any], sent: bool) -> None:
+    """A notice with members a newer schema added (a compatible change an eraser may ship before notify) is sent,
+    naming its subject: read strictly it was skipped and committed, and the subscriber never heard of that erasure.
+    A member notify reads missing or of the wrong type still skips the record."""
+    calls: list[str] = []
+
+    class Takes:
+        async def send(self, message: Any) -> None:
+            calls.append(message.request.payload)
+
+    sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", _subscriber("prov-08"),
+                          Takes(), Backoff(), 10_000, 3_000)  # type: ignore[arg-type]
+    record = SimpleNamespace(value=orjson.dumps(fields), offset=7)
+    assert await sender.tell(record) is True  # type: ignore[arg-type]
+    assert [orjson.loads(c)["subject"] for c in calls] == ([NOTICE.subject] if sent else [])
 
 
 @pytest.mark.unit
