@@ -15,6 +15,8 @@ skipped, logged and counted: it cannot stop the others; one with members a newer
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 import structlog
@@ -40,6 +42,11 @@ from services.notify.subscribers import Subscriber
 log = structlog.get_logger("notify")
 NOTICE_TYPE = "vn.communebus.privacy.applicant-erased.v1"
 NOTICE_SOURCE = "/commune-bus/privacy"
+MAX_POLL_INTERVAL_MS = 300_000
+"""The notice consumer's `max.poll.interval.ms` (aiokafka's default, set here because the wait below depends on it):
+a member that does not poll for this long leaves its group."""
+WAIT_SHARE = 0.5
+"""The longest wait between two polls, as a share of `MAX_POLL_INTERVAL_MS`; the rest is for the calls before it."""
 
 
 def read_notice(value: bytes | None) -> ErasureNotice:
@@ -75,10 +82,16 @@ class NoticeSender:
     """Tells one subscriber of every erasure, in its own consumer group (see the module's docstring)."""
 
     def __init__(self, conn: KafkaConnection, topic: str, namespace: str, sub: Subscriber, webhooks: Webhooks,
-                 backoff: Backoff, session_timeout_ms: int, heartbeat_interval_ms: int) -> None:
+                 backoff: Backoff, session_timeout_ms: int, heartbeat_interval_ms: int, *,
+                 max_poll_interval_ms: int = MAX_POLL_INTERVAL_MS, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.conn, self.topic, self.sub, self.webhooks, self.backoff = conn, topic, sub, webhooks, backoff
         self.group = notice_group(namespace, sub.name)
-        self.timeouts = {"session_timeout_ms": session_timeout_ms, "heartbeat_interval_ms": heartbeat_interval_ms}
+        self.timeouts = {"session_timeout_ms": session_timeout_ms, "heartbeat_interval_ms": heartbeat_interval_ms,
+                         "max_poll_interval_ms": max_poll_interval_ms}
+        self.longest_wait_s = max_poll_interval_ms / 1000 * WAIT_SHARE
+        """A back-off past this (`NOTIFY_RETRY_CAP_S` above it) is cut to it, counted from the last poll."""
+        self.clock, self.sleep = clock, sleep
         self.attempts = 0
         """Calls made for the notice that waits (0: none waits)."""
         self.waiting: TopicPartition | None = None
@@ -98,9 +111,12 @@ class NoticeSender:
     async def poll(self, consumer: AIOKafkaConsumer) -> None:
         """One fetch, told in order. A notice not taken is fetched again after a back-off (`seek`), not retried inside
         the batch: the consumer keeps polling, so a subscriber down for hours does not push it out of its group
-        (`max.poll.interval.ms`)."""
+        (`max.poll.interval.ms`). The back-off ends within `longest_wait_s` of the poll: a longer one (a
+        `NOTIFY_RETRY_CAP_S` over ~300 s) let the group drop the sender, which then found its partition gone and
+        cleared `notify_erasure_notices_waiting`, so ErasureNoticeWaiting never fired."""
         if self.waiting is not None and self.waiting not in consumer.assignment():
             self._handed_over()
+        polled = self.clock()
         for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
             for record in records:
                 taken = await self.tell(record)
@@ -109,7 +125,7 @@ class NoticeSender:
                     break
                 if not taken:
                     self.waiting = tp
-                    await asyncio.sleep(self.backoff.delay(self.attempts))
+                    await self.sleep(self._wait_s(polled))
                     if tp in consumer.assignment():  # else its next owner fetches it from the committed offset
                         consumer.seek(tp, record.offset)
                     else:
@@ -117,6 +133,11 @@ class NoticeSender:
                     break
                 self.waiting = None
                 await self._commit(consumer, tp, record.offset + 1)
+
+    def _wait_s(self, polled: float) -> float:
+        """The back-off of the notice that waits, cut to end within `longest_wait_s` of the poll at `polled`."""
+        left = polled + self.longest_wait_s - self.clock()
+        return max(0.0, min(self.backoff.delay(self.attempts), left))
 
     def _handed_over(self) -> None:
         """The waiting notice's partition is another worker's now: that one tries it, and says whether it waits."""

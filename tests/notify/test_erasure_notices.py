@@ -278,6 +278,94 @@ async def test_a_notice_that_meets_a_bug_waits_and_is_tried_again_without_ending
 
 
 @pytest.mark.unit
+async def test_a_back_off_longer_than_the_poll_interval_allows_ends_in_time_for_the_next_poll() -> None:
+    """With NOTIFY_RETRY_CAP_S at 900 s, a notice refused after a 40-second call waits 110 s, not 450 to 900: the
+    wait ends within half of `max.poll.interval.ms` (300 s) of the poll. It slept the whole back-off, the group
+    dropped the sender meanwhile, and it then found the partition gone, cleared the waiting gauge and started its
+    back-off over: ErasureNoticeWaiting never fired."""
+    from aiokafka import TopicPartition
+
+    from services.notify import metrics
+    from services.notify.channels.base import DeliveryError
+
+    tp, now, waits = TopicPartition("t", 0), [0.0], []
+
+    class Consumer:
+        async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+            return {tp: [SimpleNamespace(value=NOTICE.model_dump_json().encode(), offset=0)]}
+
+        def assignment(self) -> set[TopicPartition]:
+            return {tp}
+
+        def seek(self, partition: TopicPartition, offset: int) -> None:
+            pass
+
+    class SlowAndDown:
+        async def send(self, message: Any) -> None:
+            now[0] += 40.0
+            raise DeliveryError("http_503")
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", _subscriber("prov-08"),
+                          SlowAndDown(), Backoff(base_s=900, cap_s=900), 10_000, 3_000,  # type: ignore[arg-type]
+                          clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        await sender.poll(Consumer())  # type: ignore[arg-type]
+    assert waits == [110.0] * 3 and sender.attempts == 3
+    assert sender.timeouts["max_poll_interval_ms"] == 300_000
+    assert metrics.ERASURE_NOTICES_WAITING.labels("prov-08")._value.get() == 1
+
+
+async def test_a_sender_waiting_out_a_back_off_past_the_poll_interval_keeps_its_partition(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names) -> None:
+    """The case above on the broker, scaled down, with two notify workers' senders in the subscriber's group:
+    `max.poll.interval.ms` 6 s, back-offs of 10 to 20 s, the subscriber down. The sender holding the notice keeps it
+    and goes on trying, the waiting gauge at 1 at every call. It slept past the interval and left the group: the
+    notice went to the other worker and back, each handover clearing the waiting gauge and starting the back-off
+    over (measured: calls alternating between the two, the gauge at 0 at some), so ErasureNoticeWaiting never held
+    for its 30 minutes."""
+    from services.notify import metrics
+    from services.notify.channels.base import DeliveryError
+
+    await produce(kafka_bootstrap, notify_topics.erasures, [(b"k", NOTICE.model_dump_json().encode(), [])])
+    calls: list[tuple[int, float]] = []
+
+    class Down:
+        def __init__(self, worker: int) -> None:
+            self.worker = worker
+
+        async def send(self, message: Any) -> None:
+            calls.append((self.worker, metrics.ERASURE_NOTICES_WAITING.labels("prov-08")._value.get()))
+            raise DeliveryError("http_503")
+
+    class Counted(NoticeSender):
+        handovers = 0
+
+        def _handed_over(self) -> None:
+            self.handovers += 1
+            super()._handed_over()
+
+    senders = [Counted(KafkaConnection(bootstrap=kafka_bootstrap), notify_topics.erasures, namespace,
+                       _subscriber("prov-08"), Down(worker), Backoff(base_s=20, cap_s=20),  # type: ignore[arg-type]
+                       10_000, 500, max_poll_interval_ms=6_000) for worker in range(2)]
+    tasks = [asyncio.create_task(s.run()) for s in senders]
+    try:
+        await eventually_async(lambda: len(calls) >= 8 or any(t.done() for t in tasks), timeout=150, interval=0.2,
+                               what="eight calls for the notice")
+        assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    holder = calls[-1][0]
+    assert calls[-6:] == [(holder, 1.0)] * 6, calls  # one holder, one waiting notice, said so throughout
+    assert sum(s.handovers for s in senders) <= 1  # at most the move when both joined
+
+
+@pytest.mark.unit
 async def test_a_worker_that_lost_the_waiting_notice_to_another_no_longer_says_one_waits() -> None:
     """A notice refused here, then the partition moved to another worker (which tries it, and says so itself): this
     worker's `notify_erasure_notices_waiting` goes back to 0. It stayed at 1 until this worker next sent a notice,
