@@ -98,12 +98,8 @@ def test_a_notice_is_a_cloudevent_naming_the_subject_under_an_id_of_the_erasure_
     assert event["data"] == {"subject": NOTICE.subject, "erased_at": "2026-12-04T05:00:00+00:00"}
 
 
-@pytest.mark.unit
-@given(st.binary(max_size=300) | st.none() | st.just(NOTICE.model_dump_json().encode()))
-@settings(max_examples=200, deadline=None)
-def test_a_record_that_is_no_notice_is_skipped_without_a_call(value: bytes | None) -> None:
-    """Whatever the topic holds, `tell` ends: a notice is sent (here to a subscriber that takes it), anything else is
-    skipped, counted and never raises."""
+def taking_sender() -> tuple[NoticeSender, list[str]]:
+    """A sender whose subscriber takes every notice, and the payloads it was given."""
     calls: list[str] = []
 
     class Takes:
@@ -112,6 +108,16 @@ def test_a_record_that_is_no_notice_is_skipped_without_a_call(value: bytes | Non
 
     sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", _subscriber("prov-08"),
                           Takes(), Backoff(), 10_000, 3_000)  # type: ignore[arg-type]
+    return sender, calls
+
+
+@pytest.mark.unit
+@given(st.binary(max_size=300) | st.none() | st.just(NOTICE.model_dump_json().encode()))
+@settings(max_examples=200, deadline=None)
+def test_a_record_that_is_no_notice_is_skipped_without_a_call(value: bytes | None) -> None:
+    """Whatever the topic holds, `tell` ends: a notice is sent (here to a subscriber that takes it), anything else is
+    skipped, counted and never raises."""
+    sender, calls = taking_sender()
     record = SimpleNamespace(value=value, offset=7)
     assert asyncio.run(sender.tell(record)) is True  # type: ignore[arg-type]
     try:
@@ -138,14 +144,7 @@ async def test_a_notice_from_a_newer_schema_is_sent_and_one_wrong_in_a_member_re
     """A notice with members a newer schema added (a compatible change an eraser may ship before notify) is sent,
     naming its subject: read strictly it was skipped and committed, and the subscriber never heard of that erasure.
     A member notify reads missing or of the wrong type still skips the record."""
-    calls: list[str] = []
-
-    class Takes:
-        async def send(self, message: Any) -> None:
-            calls.append(message.request.payload)
-
-    sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", _subscriber("prov-08"),
-                          Takes(), Backoff(), 10_000, 3_000)  # type: ignore[arg-type]
+    sender, calls = taking_sender()
     record = SimpleNamespace(value=orjson.dumps(fields), offset=7)
     assert await sender.tell(record) is True  # type: ignore[arg-type]
     assert [orjson.loads(c)["subject"] for c in calls] == ([NOTICE.subject] if sent else [])
