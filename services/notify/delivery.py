@@ -530,14 +530,8 @@ class Dispatcher:
 
 
 async def _token(bucket: TokenBucket, urgent: bool) -> None:
-    """Take a token of the channel's bucket, both lanes' (its rate is what the provider gets): an emergency sender
-    counts itself waiting, so routine senders take none meanwhile. A token is a matter of time, not of an event:
-    sleep until the bucket has refilled enough."""
-    if urgent:
-        bucket.urgent_waiting += 1
-    try:
-        while (wait := bucket.wait_time(time.monotonic(), urgent)) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)
-    finally:
-        if urgent:
-            bucket.urgent_waiting -= 1
+    """Take a token of the channel's bucket, both lanes' (its rate is what the provider gets); an emergency may take
+    one the routine senders then wait for (`TokenBucket`). A token is a matter of time, not of an event: sleep until
+    the bucket has refilled enough."""
+    while (wait := bucket.wait_time(time.monotonic(), urgent)) > 0:  # noqa: ASYNC110
+        await asyncio.sleep(wait)

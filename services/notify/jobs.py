@@ -75,7 +75,7 @@ class Outputs:
 @dataclass(eq=False)
 class Lane:
     """A queue with its own senders: emergencies never wait behind routine notifications. Its rate buckets are the
-    other lane's too (one a channel), whose tokens an emergency sender takes first."""
+    other lane's too (one a channel), from which an emergency may borrow (`TokenBucket`)."""
 
     name: str
     queue: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)

@@ -87,14 +87,14 @@ class Backoff:
 
 
 class TokenBucket:
-    """Per-channel rate limit: `rate` sends per second with bursts of `burst`, emergencies first: while one waits
-    (`urgent_waiting`), routine callers take no token. Time is passed in (pure)."""
+    """Per-channel rate limit: `rate` sends per second with bursts of `burst`, emergencies first: an urgent caller
+    may take a token the bucket does not have, down to `-burst` (a debt routine callers pay back by waiting), so a
+    storm warning never waits behind routine sends, and the provider gets at most `rate` a second, plus a burst
+    of each kind. Time is passed in (pure)."""
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
         self.tokens, self.updated = burst, 0.0
-        self.urgent_waiting = 0
-        """Emergency senders waiting for a token of this bucket (counted by the caller around its wait)."""
 
     def give_back(self) -> None:
         """A token taken for a send that was not made (a request its circuit held, ADR 0032): held requests do not
@@ -102,14 +102,13 @@ class TokenBucket:
         self.tokens = min(self.burst, self.tokens + 1)
 
     def wait_time(self, now: float, urgent: bool = False) -> float:
-        """Seconds until a token is available; takes the token when the answer is 0. A routine caller (not
-        `urgent`) waits while an emergency sender does, a token's time, and asks again."""
+        """Seconds until a token is available; takes the token when the answer is 0. An `urgent` caller needs the
+        bucket above `1 - burst` only (it may leave it in debt), a routine one at 1."""
         if self.updated:
             self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if not urgent and self.urgent_waiting:
-            return max(1 - self.tokens, 1.0) / self.rate
-        if self.tokens >= 1:
+        need = 1 - self.burst if urgent else 1.0
+        if self.tokens >= need:
             self.tokens -= 1
             return 0.0
-        return (1 - self.tokens) / self.rate
+        return (need - self.tokens) / self.rate

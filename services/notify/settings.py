@@ -43,7 +43,7 @@ class NotifySettings(ConsumerSettings):
     rate_per_s: dict[str, float] = Field(
         default_factory=lambda: {"sms": 200.0, "zalo": 200.0, "email": 50.0, "webhook": 200.0},
         description="Sends per second per channel (sms, zalo, email, webhook) from one worker, emergencies and "
-                    "routine messages together (emergencies take the tokens first), each a positive number; a channel "
+                    "routine messages together (an emergency may borrow a burst), each a positive number; a channel "
                     "not named has no limit")
     routine_workers: int = Field(default=32, ge=1)
     emergency_workers: int = Field(default=8, ge=1)

@@ -202,15 +202,16 @@ def test_token_bucket_limits_rate() -> None:
     assert bucket.wait_time(100.2) == 0
 
 
-def test_token_bucket_gives_its_tokens_to_a_waiting_emergency_first() -> None:
-    """While an emergency sender waits, a routine caller takes no token, even one in the bucket; then it does."""
+def test_token_bucket_lets_an_emergency_borrow_a_burst_that_routine_callers_pay_back() -> None:
+    """An emptied bucket still gives an emergency a token at once, down to a debt of one burst; routine callers then
+    wait until the debt is paid and a token is there; emergencies beyond the debt keep the rate too."""
     bucket = TokenBucket(rate=10, burst=2)
-    bucket.urgent_waiting = 1
-    assert bucket.wait_time(100.0) == pytest.approx(0.1) and bucket.tokens == 2  # routine: nothing taken
-    assert bucket.wait_time(100.0, urgent=True) == 0 and bucket.wait_time(100.0, urgent=True) == 0
-    assert bucket.wait_time(100.0, urgent=True) == pytest.approx(0.1)  # emergencies keep the rate too
-    bucket.urgent_waiting = 0
-    assert bucket.wait_time(100.2) == 0
+    assert bucket.wait_time(100.0) == 0 and bucket.wait_time(100.0) == 0  # the burst, taken by routine sends
+    assert bucket.wait_time(100.0) == pytest.approx(0.1)  # routine: empty
+    assert bucket.wait_time(100.0, urgent=True) == 0 and bucket.wait_time(100.0, urgent=True) == 0  # borrowed
+    assert bucket.wait_time(100.0, urgent=True) == pytest.approx(0.1)  # a burst's debt: emergencies wait too
+    assert bucket.wait_time(100.0) == pytest.approx(0.3)  # routine: the debt of 2 and its own token
+    assert bucket.wait_time(100.31) == 0
 
 
 def test_notification_id_is_deterministic_per_event_rule_recipient() -> None:
