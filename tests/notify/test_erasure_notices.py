@@ -360,7 +360,10 @@ async def test_a_sender_waiting_out_a_back_off_past_the_poll_interval_keeps_its_
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     holder = calls[-1][0]
-    assert calls[-6:] == [(holder, 1.0)] * 6, calls  # one holder, one waiting notice, said so throughout
+    # one holder, one waiting notice, said so throughout. Not the first three calls: both senders share this process's
+    # gauge, and the one the notice moved from when both joined clears it when it notices, after the new holder's
+    # first call or two (in notify each worker is a process of its own; CI run of f68778d: (1, 0.0) as third call)
+    assert calls[-5:] == [(holder, 1.0)] * 5, calls
     assert sum(s.handovers for s in senders) <= 1  # at most the move when both joined
 
 
