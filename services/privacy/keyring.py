@@ -418,7 +418,9 @@ class Keyring:
     def _mark(self, subject: str, value: bytes) -> None:
         """An erasure mark: forget the subject's keys created up to it, and remember it for records read later."""
         try:
-            mark = ErasureMark.model_validate_json(value)
+            # read tolerantly (ADR 0023, 0035): members a newer `ErasureMark` adds are ignored; read strictly, an
+            # eraser upgraded first had every older reader skip its marks, and those erasures were not done whole
+            mark = ErasureMark.model_validate_json(value, extra="ignore")
         except ValueError:
             raise PrivacyError("unreadable erasure mark") from None
         if mark.subject != subject:

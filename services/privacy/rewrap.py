@@ -69,8 +69,8 @@ class KeyLog:
 
 def _mark_time(subject: str, value: bytes) -> datetime:
     try:
-        mark = ErasureMark.model_validate_json(value)
-    except ValueError:
+        mark = ErasureMark.model_validate_json(value, extra="ignore")  # a newer mark's added members ignored, as
+    except ValueError:  # the key stores read it (ADR 0035): read strictly, it covered every key of its subject here
         return ALWAYS
     return mark.created_up_to if mark.subject == subject else ALWAYS
 

@@ -21,9 +21,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
-from schemas.personal import KeyRecord
+from schemas.personal import ERASED_MARK, KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
 from services.common import clients
+from services.common.logging import where
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
 from services.privacy.crypto import PrivacyError
@@ -51,8 +52,23 @@ UNREADABLE = Counter("commune_privacy_key_records_unreadable_total",
                      "Key-topic records this process's key store could not read (`keys`: applicants or deadletters, "
                      "the key topic; `error`: the PrivacyError's type: RecordRefused not a key record, e.g. a time "
                      "out of bounds, or not matching its key; Tampered damage; PrivacyError a KEK it was not given, "
-                     "an erasure mark it could not read): skipped, the values under such a key wait unopened",
+                     "an erasure mark it could not read; internal_error a bug the record met): skipped, the values "
+                     "under such a key wait unopened",
                      ["keys", "error"])
+
+
+MARKS_UNREADABLE = Counter("commune_privacy_erasure_marks_unreadable_total",
+                           "Erasure marks (`<subject>/~erased`, ADR 0015) this process's key store could not read "
+                           "(damage, a subject not matching its record key, a bug): keys of that subject written "
+                           "again after its erasure may still open here (ErasureMarkUnreadable)")
+
+
+MARK_SUFFIX = f"/{ERASED_MARK}".encode()
+
+
+def is_mark(key: bytes | None) -> bool:
+    """Whether a key-topic record key is a subject's erasure mark's."""
+    return key is not None and key.endswith(MARK_SUFFIX)
 
 
 UNREADABLE_NOW = Gauge("commune_privacy_keys_unreadable",
@@ -209,15 +225,23 @@ class KeyStore:
         try:
             self.keyring.apply(record.key, record.value)
         except PrivacyError as exc:
-            self.unreadable += 1
-            # refused by its bytes on the compacted topic: every restart would refuse it again (ADR 0034); anything
-            # else gets another chance (a KEK given since, a mark, a dead letter's key that leaves with its retention)
-            self.keyring.skipped(refused=isinstance(exc, RecordRefused) and record.topic == self.topics[0])
-            UNREADABLE.labels("applicants" if record.topic == self.topics[0] else "deadletters",
-                              type(exc).__name__).inc()
-            if (records := self._logged.due((record.topic, type(exc).__name__))) is not None:
-                log.error("privacy.key_record_unreadable", topic=record.topic, partition=record.partition,
-                          offset=record.offset, error=str(exc), records=records)
+            self._skip(record, exc, type(exc).__name__, str(exc))
+        except Exception as exc:  # a bug met by this record (issue 11: no input stops a worker): counted, alerted
+            # (InternalErrorDeadLetters), logged by type and place, never its text (it may quote the record), skipped;
+            # never refused for good: a fixed reader gets another chance at it
+            self._skip(record, exc, "internal_error", f"{type(exc).__name__} at {where(exc)}")
+
+    def _skip(self, record: ConsumerRecord[bytes, bytes], exc: Exception, error: str, message: str) -> None:
+        self.unreadable += 1
+        # refused by its bytes on the compacted topic: every restart would refuse it again (ADR 0034); anything
+        # else gets another chance (a KEK given since, a mark, a dead letter's key that leaves with its retention)
+        self.keyring.skipped(refused=isinstance(exc, RecordRefused) and record.topic == self.topics[0])
+        UNREADABLE.labels("applicants" if record.topic == self.topics[0] else "deadletters", error).inc()
+        if is_mark(record.key):  # an erasure this process may not have done whole (ADR 0035): ErasureMarkUnreadable
+            MARKS_UNREADABLE.inc()
+        if (records := self._logged.due((record.topic, error))) is not None:
+            log.error("privacy.key_record_unreadable", topic=record.topic, partition=record.partition,
+                      offset=record.offset, error=message, erasure_mark=is_mark(record.key), records=records)
 
     async def refresh(self, timeout_s: float = 10.0) -> None:
         """Return once every key record committed before this call is applied (`run` must be running); raises

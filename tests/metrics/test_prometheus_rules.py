@@ -61,7 +61,8 @@ def test_every_alert_has_a_promtool_scenario() -> None:
                                 "NotifyDrainTimedOut", "GatewayRequestsFailing", "ServiceNotReady",
                                 "CanonicalRecordsUnreadable", "SealedContactsUnopenable", "ServiceRestarting",
                                 "CertificateExpiresSoon", "CertificateExpired", "ServiceDown", "NotificationsFailing",
-                                "KeyRecordsUnreadable", "DeadLetterShareHigh", "ErasureNoticeWaiting"}
+                                "KeyRecordsUnreadable", "DeadLetterShareHigh", "ErasureNoticeWaiting",
+                                "ErasureMarkUnreadable"}
 
 
 RECORDED_NAME = re.compile(r"(?<![\w:])([a-z_]+:[a-z0-9_]+:[a-z0-9_]+)")
