@@ -125,17 +125,21 @@ class NotifyApp:
             # in the same fetch; dossiers, mobile-team events and deadline alerts share the other.
             readiness = Readiness(self.sup.health, ("routine", "urgent"))
             stalls = StallWatch(self.s.stall_limit_s)
-            fence = Fence(readiness, stalls)
+            routine_topics = {n.dossier, n.mobile_team, n.alerts}
+            urgent_topics = {n.announcement, n.replays}
+            fence = Fence(readiness, stalls, partial(_consumer_of, routine_topics, urgent_topics))
             dispatcher.gate = fence
             stack.push_async_callback(_cancel, [spawn("stall-watch", stalls.watch()),
                                                 spawn("broker-probe", probe_loop(feed.reachable, readiness.broker))])
-            routine = await self._consumer(stack, "routine", [n.dossier, n.mobile_team, n.alerts], feed, readiness,
-                                           fence)
-            urgent = await self._consumer(stack, "urgent", [n.announcement, n.replays], feed, readiness, fence)
+            routine = await self._consumer(stack, "routine", sorted(routine_topics), feed, readiness, fence)
+            urgent = await self._consumer(stack, "urgent", sorted(urgent_topics), feed, readiness, fence)
             consumers = (routine, urgent)
             dossier_partitions = len(await producer.partitions_for(n.dossier))
             dispatcher.owns = partial(self._owns, routine, dossier_partitions)
-            dispatcher.owns_partition = lambda p: TopicPartition(n.dossier, p) in routine.assignment()
+            # deferrals are released once the routine consumer's ledger has caught up (a released job would hold an
+            # emergency sender at the fence meanwhile, ahead of the urgent consumer's emergencies)
+            dispatcher.owns_partition = lambda p: (readiness.settled_for("routine").is_set()
+                                                   and TopicPartition(n.dossier, p) in routine.assignment())
             dispatcher.source_of = lambda p: TopicPartition(n.dossier, p)
             dispatcher.holds = lambda tp: any(tp in c.assignment() for c in consumers)
             records = Records(self.s, self.names, self.directory, self.registry, producer, dispatcher, self.tracker,
@@ -243,6 +247,12 @@ class NotifyApp:
             return
         for consumer in consumers:
             await self._commit(consumer, "stop")
+
+
+def _consumer_of(routine: set[str], urgent: set[str], source: object) -> str | None:
+    """Which of the worker's consumers reads the input partition `source` (None: not known, `Fence` waits for both)."""
+    topic = source.topic if isinstance(source, TopicPartition) else None
+    return "routine" if topic in routine else "urgent" if topic in urgent else None
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -213,11 +213,12 @@ class Dispatcher:
     async def _attempt(self, lane: Lane, job: Job) -> None:
         if await self._opened(job) is None:  # erased, keys behind or unopenable: dealt with
             return
-        await self.gate.enter()
+        source = job.claims[0].source if job.claims else None  # the input partition it came from (every claim's)
+        await self.gate.enter(source)
         try:
             await self._attempt_fenced(lane, job)
         finally:
-            self.gate.leave()
+            self.gate.leave(source)
 
     async def _opened(self, job: Job) -> NotificationRequest | None:
         """The request with its contacts opened, or None once it is dealt with: erased (done), keys behind or

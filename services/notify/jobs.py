@@ -29,18 +29,19 @@ class Spawn(Protocol):
 class Gate(Protocol):
     """What stands before every provider call (in the service: `rebalance.Fence`); `leave` once per `enter`."""
 
-    async def enter(self) -> None: ...
+    async def enter(self, source: object = None) -> None:
+        """`source`: the input partition the call's job came from (None: any)."""
 
-    def leave(self) -> None: ...
+    def leave(self, source: object = None) -> None: ...
 
 
 class OpenGate:
     """No fence (unit tests, tools): every call may go."""
 
-    async def enter(self) -> None:
+    async def enter(self, source: object = None) -> None:
         return None
 
-    def leave(self) -> None:
+    def leave(self, source: object = None) -> None:
         return None
 
 

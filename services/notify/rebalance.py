@@ -7,13 +7,13 @@ the run); a refused commit is logged and counted by `commit` and the records it
 covered are redone by the next owner.
 
 The fence (ADR 0012): a provider call is made only while this worker is certainly
-still the owner of what it sends. Sends wait while a consumer is rebalancing, and
-a revocation waits for the calls already under way (and their ledger entries)
-before it commits and lets the partitions go, so the next owner's ledger catch-up
-sees them. A worker whose event loop stood still for longer than `stall_limit_s`
-(SIGSTOP, a stalled VM, a long GC pause) may have been evicted without knowing
-it: it sends nothing more and ends its run (`services.common.stall`), and the
-runtime starts it afresh (rejoin, ledger restored).
+still the owner of what it sends. A send waits while the consumer its job came from
+is rebalancing (see `Fence`), and a revocation waits for the calls already under
+way (and their ledger entries) before it commits and lets the partitions go, so the
+next owner's ledger catch-up sees them. A worker whose event loop stood still for
+longer than `stall_limit_s` (SIGSTOP, a stalled VM, a long GC pause) may have been
+evicted without knowing it: it sends nothing more and ends its run
+(`services.common.stall`), and the runtime starts it afresh (rejoin, ledger restored).
 """
 
 from __future__ import annotations
@@ -41,18 +41,25 @@ class Readiness:
         self._waiting = set(consumers)
         self._broker_ok = True
         self.settled = asyncio.Event()
-        """Set while no consumer is rebalancing: sends wait on it."""
+        """Set while no consumer is rebalancing: what a send of no known consumer's partition waits on."""
+        self._settled = {consumer: asyncio.Event() for consumer in consumers}
 
     def assigned(self, consumer: str) -> None:
         self._waiting.discard(consumer)
+        self._settled[consumer].set()
         if not self._waiting:
             self.settled.set()
         self._report()
 
     def rebalancing(self, consumer: str) -> None:
         self._waiting.add(consumer)
+        self._settled[consumer].clear()
         self.settled.clear()
         self._report()
+
+    def settled_for(self, consumer: str | None) -> asyncio.Event:
+        """Set while `consumer` is assigned, its ledger caught up (None: every consumer)."""
+        return self.settled if consumer is None else self._settled[consumer]
 
     def broker(self, ok: bool) -> None:
         if ok != self._broker_ok:
@@ -68,37 +75,62 @@ class Readiness:
             self.health.set_ready(True, "assigned, ledger caught up, consuming")
 
 
+def _any(source: object) -> str | None:
+    return None
+
+
 class Fence:
-    """May this worker call a provider now? See the module docstring; `watch` is a supervised task."""
+    """May this worker call a provider now? See the module docstring; `watch` is a supervised task.
 
-    def __init__(self, readiness: Readiness, stalls: StallWatch) -> None:
-        self.readiness, self.stalls = readiness, stalls
-        self._calls = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+    A call waits for the consumer its job came from (`consumer_of` its source partition; every consumer when it
+    names none): both consumers are members of one group, so a rebalance reaches each, and a consumer still
+    assigned owns its partitions until it rejoins. An emergency of the urgent consumer's announcements does not
+    wait for the routine consumer's ledger restore, which a long outage's parked requests make minutes long."""
 
-    async def enter(self) -> None:
-        """Before a provider call: wait out a rebalance, refuse after a stall; pair with `leave`."""
-        while not self.readiness.settled.is_set():
-            await self.readiness.settled.wait()
+    def __init__(self, readiness: Readiness, stalls: StallWatch,
+                 consumer_of: Callable[[object], str | None] = _any) -> None:
+        self.readiness, self.stalls, self.consumer_of = readiness, stalls, consumer_of
+        self._calls: dict[str | None, int] = {}
+        """Calls under way by the consumer their jobs came from (None: not known)."""
+        self._left = asyncio.Event()
+        """Set when a consumer's last call under way has left: a drain looks again."""
+
+    async def enter(self, source: object = None) -> None:
+        """Before a provider call for a job from `source` (an input partition): wait out its consumer's rebalance,
+        refuse after a stall; pair with `leave(source)`."""
+        consumer = self.consumer_of(source)
+        settled = self.readiness.settled_for(consumer)
+        while not settled.is_set():
+            await settled.wait()
         self.stalls.check()  # the last thing before the call: no await between this and the request
-        self._calls += 1
-        self._idle.clear()
+        self._calls[consumer] = self._calls.get(consumer, 0) + 1
 
-    def leave(self) -> None:
+    def leave(self, source: object = None) -> None:
         """After the call and its ledger entry (or failure)."""
-        self._calls -= 1
-        if self._calls == 0:
-            self._idle.set()
+        consumer = self.consumer_of(source)
+        self._calls[consumer] -= 1
+        if not self._calls[consumer]:
+            del self._calls[consumer]
+            self._left.set()
 
-    async def drained(self, timeout_s: float) -> None:
-        """Return once no provider call is under way (or `timeout_s` passed: the next owner may then resend)."""
+    def _under_way(self, consumer: str | None) -> int:
+        """The calls a revocation of `consumer` waits for: its own and those of no known consumer (every call with
+        None)."""
+        if consumer is None:
+            return sum(self._calls.values())
+        return self._calls.get(consumer, 0) + self._calls.get(None, 0)
+
+    async def drained(self, timeout_s: float, consumer: str | None = None) -> None:
+        """Return once no provider call of `consumer`'s jobs is under way (None: of any job), or `timeout_s` passed
+        (the next owner may then resend). The other consumer's calls go on: it still owns its partitions."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
+                while self._under_way(consumer):
+                    self._left.clear()
+                    await self._left.wait()
         except TimeoutError:  # seen, not silent: each such call's notification may reach its citizen twice
             metrics.DRAIN_TIMEOUTS.inc()
-            log.warning("notify.drain_timeout", calls_under_way=self._calls, waited_s=timeout_s)
+            log.warning("notify.drain_timeout", calls_under_way=self._under_way(consumer), waited_s=timeout_s)
 
 
 class Listener(RebalanceListener):
@@ -127,7 +159,7 @@ class Listener(RebalanceListener):
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         self.readiness.rebalancing(self.name)  # no new provider call from here on
         await self.stop()
-        await self.fence.drained(self.drain_s)  # calls under way finish and reach the ledger first
+        await self.fence.drained(self.drain_s, self.name)  # calls under way finish and reach the ledger first
         await self._commit("revoke")
         for tp in partitions:
             self._forget(tp)

@@ -111,7 +111,8 @@ class OwnedDispatcher(Dispatcher):
         written = 0
         for partition, nid in self.ledger.stale_deferrals(REWRITE_DEFERRED_AFTER, self.owns_partition,
                                                           skip=self._inflight):
-            await self.gate.enter()
+            source = self.source_of(partition)
+            await self.gate.enter(source)
             try:
                 self._rewriting = nid
                 written += await self.ledger.rewrite_deferral(partition, nid, self.owns_partition, skip=self._inflight)
@@ -121,7 +122,7 @@ class OwnedDispatcher(Dispatcher):
                 await self._give_up(request, DEFERRAL_TOO_LARGE, 0)
             finally:
                 self._rewriting = None
-                self.gate.leave()
+                self.gate.leave(source)
         if written:
             log.info("notify.deferrals_rewritten", count=written)
         return written

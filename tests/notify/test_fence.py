@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import pytest
 import structlog
+from aiokafka import TopicPartition
 
 from services.common.health import Health
 from services.common.stall import StallWatch
 from services.notify import metrics
+from services.notify.app import _consumer_of
 from services.notify.rebalance import Fence, Readiness
 
 pytestmark = pytest.mark.unit
@@ -47,3 +50,68 @@ def test_a_drain_that_completes_is_neither() -> None:
     with structlog.testing.capture_logs() as logs:
         asyncio.run(scenario())
     assert metrics.DRAIN_TIMEOUTS._value.get() == before and logs == []
+
+
+ROUTINE, URGENT = TopicPartition("ns.commune.events.dossier", 3), TopicPartition("ns.commune.events.announcement", 3)
+
+
+def _two() -> tuple[Readiness, Fence]:
+    """Notify's two consumers, each assigned; the fence knows which reads a partition (`app._consumer_of`)."""
+    readiness = Readiness(Health("notify"), ("routine", "urgent"))
+    readiness.assigned("routine")
+    readiness.assigned("urgent")
+    consumer_of = partial(_consumer_of, {ROUTINE.topic}, {URGENT.topic})
+    return readiness, Fence(readiness, StallWatch(60), consumer_of)
+
+
+async def _entered(fence: Fence, source: object) -> bool:
+    """Whether a call for a job from `source` gets through the fence within 50 ms (and leaves it at once)."""
+    try:
+        async with asyncio.timeout(0.05):
+            await fence.enter(source)
+    except TimeoutError:
+        return False
+    fence.leave(source)
+    return True
+
+
+async def test_a_call_waits_for_the_consumer_its_job_came_from_only() -> None:
+    """The routine consumer restoring its ledger (a long outage's parked requests: minutes) held every provider call,
+    the urgent consumer's storm warnings too, though that consumer was assigned and caught up: one fence for both.
+    Now a call waits for its own consumer; a job of no known partition still waits for both."""
+    readiness, fence = _two()
+    readiness.rebalancing("routine")
+    assert await _entered(fence, URGENT)
+    assert not await _entered(fence, ROUTINE) and not await _entered(fence, None)
+    readiness.assigned("routine")
+    readiness.rebalancing("urgent")
+    assert await _entered(fence, ROUTINE) and not await _entered(fence, URGENT)
+    readiness.assigned("urgent")
+    assert await _entered(fence, URGENT) and await _entered(fence, None)
+
+
+async def test_a_revocation_drains_its_own_consumers_calls_not_the_others() -> None:
+    """A revocation waits for the calls of its consumer's jobs (and of jobs of no known partition) before it commits;
+    the other consumer's calls go on (it still owns its partitions) and do not hold it to its drain timeout."""
+    readiness, fence = _two()
+    before = metrics.DRAIN_TIMEOUTS._value.get()
+    await fence.enter(URGENT)  # a storm warning's call under way, and more to come
+    await fence.enter(ROUTINE)
+    readiness.rebalancing("routine")
+    asyncio.get_running_loop().call_later(0.02, fence.leave, ROUTINE)
+    async with asyncio.timeout(1):
+        await fence.drained(5, "routine")
+    assert metrics.DRAIN_TIMEOUTS._value.get() == before
+    await fence.drained(0.05, "urgent")  # the urgent call is still under way: that drain times out, seen
+    assert metrics.DRAIN_TIMEOUTS._value.get() == before + 1
+    fence.leave(URGENT)
+    await fence.drained(0.05)  # nothing under way
+    assert metrics.DRAIN_TIMEOUTS._value.get() == before + 1
+
+
+def test_each_input_topic_belongs_to_one_consumer() -> None:
+    """The app's map from a job's partition to the consumer reading it: anything else (a released deferral without
+    a partition, a tool's job) waits for both."""
+    assert (_consumer_of({"d"}, {"a"}, TopicPartition("d", 0)), _consumer_of({"d"}, {"a"}, TopicPartition("a", 1)),
+            _consumer_of({"d"}, {"a"}, TopicPartition("x", 0)), _consumer_of({"d"}, {"a"}, None)) == (
+        "routine", "urgent", None, None)

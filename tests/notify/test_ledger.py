@@ -129,10 +129,10 @@ class CountingGate:
     def __init__(self) -> None:
         self.entered = self.left = 0
 
-    async def enter(self) -> None:
+    async def enter(self, source: object = None) -> None:
         self.entered += 1
 
-    def leave(self) -> None:
+    def leave(self, source: object = None) -> None:
         self.left += 1
 
 
@@ -175,8 +175,8 @@ async def test_a_worker_that_loses_the_partition_mid_rewrite_writes_no_more_copi
     dispatcher.owns_partition = lambda p: owned[0]
 
     class RebalancingGate(CountingGate):
-        async def enter(self) -> None:  # the second record waits out a rebalance that takes the partition
-            await super().enter()
+        async def enter(self, source: object = None) -> None:  # the second record waits out a rebalance that
+            await super().enter(source)  # takes the partition
             if self.entered == 2:
                 owned[0] = False
 

@@ -139,11 +139,11 @@ class _Rebalancing:
     def __init__(self) -> None:
         self.settled, self.waiting = asyncio.Event(), asyncio.Event()
 
-    async def enter(self) -> None:
+    async def enter(self, source: object = None) -> None:
         self.waiting.set()
         await self.settled.wait()
 
-    def leave(self) -> None:
+    def leave(self, source: object = None) -> None:
         pass
 
 
