@@ -51,7 +51,8 @@ from services.common.health import Health
 from services.common.logging import configure
 from services.common.settings import KafkaConnection
 from services.intake import telemetry
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from services.intake.settings import IntakeSettings
 from services.intake.worker import intake
 from services.privacy.settings import PrivacySettings

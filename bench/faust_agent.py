@@ -16,7 +16,8 @@ from schemas.events import Family
 from schemas.topics import PARTITIONS
 from services.common.clients import faust_options
 from services.common.settings import KafkaConnection
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from services.intake.settings import IntakeSettings
 from services.privacy.settings import PrivacySettings
 from services.privacy.store import key_messages

@@ -22,7 +22,8 @@ SHAPES = ("structured", "portal")
 def _child(records_file: str, shape: str, n: int) -> None:
     from schemas import wire
     from schemas.events import Family
-    from services.intake.normalise import Accepted, normalise
+    from services.intake.normalise import normalise
+    from services.intake.outcome import Accepted
 
     with open(records_file, "rb") as f:
         records = pickle.load(f)

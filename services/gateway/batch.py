@@ -20,7 +20,8 @@ from schemas.envelope import Event
 from schemas.events import FAMILY_OF_TYPE, Family
 from schemas.limits import MAX_DEPTH
 from services.intake import portal
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from services.sources.registry import Source, SourceRegistry, is_allowed
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -133,7 +134,7 @@ def family_of(record: bytes, default: Family | None) -> Family:
 
 
 MAX_ERRORS = 1000
-"""Problems listed in one answer (each record lists at most `normalise.MAX_PROBLEMS`); the rest are counted."""
+"""Problems listed in one answer (each record lists at most `outcome.MAX_PROBLEMS`); the rest are counted."""
 
 
 @dataclass(frozen=True)

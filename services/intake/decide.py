@@ -15,7 +15,8 @@ from typing import Protocol
 
 from schemas.deadletter import DeadLetterContext, Reason, Rejection, internal_error
 from schemas.events import Family
-from services.intake.normalise import Accepted, normalise, seal_accepted
+from services.intake.normalise import normalise, seal_accepted
+from services.intake.outcome import Accepted
 from services.privacy.keyring import Keyring
 
 Decision = Accepted | DeadLetterContext

@@ -1,4 +1,4 @@
-"""The functional core of intake: one raw record in, one canonical event or one rejection out.
+"""The functional core of intake: one raw record in, one canonical event or one rejection out (`outcome`).
 
 No Kafka, no I/O, no clock: the worker, the HTTP gateway and the offline
 `commune-bus validate` all call `normalise`. Rejections name the field and the
@@ -9,109 +9,25 @@ raises: a bug met while validating one record rejects that record as `internal_e
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Annotated, Any, Final, Union
 
 import orjson
 from pydantic import Field, TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails
 
 from schemas import limits, wire
 from schemas.admin import commune_provinces
-from schemas.deadletter import Reason, Rejection, internal_error
-from schemas.dossier import APPLICANT_FORMS, DossierData, DossierStatusChanged
+from schemas.deadletter import Reason, internal_error
+from schemas.dossier import DossierData, DossierStatusChanged
 from schemas.envelope import Event, is_uri_reference
 from schemas.events import EVENT_TYPES, EVENTS_BY_FAMILY, FAMILY_OF_TYPE, Family
-from schemas.personal import KeyRecord, SealedApplicant
+from schemas.personal import SealedApplicant
 from services.intake import portal
+from services.intake.outcome import Accepted, Outcome, Rejected, from_validation, reject
 from services.privacy.applicant import seal_event
 from services.privacy.keyring import Keyring
 
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    event: Event
-    keys: tuple[KeyRecord, ...] = ()
-    """Sealed events only: data-key records to write in the same transaction as the event (`privacy.store`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    rejection: Rejection
-    problems: tuple[Rejection, ...]
-    """Every problem found (the first is `rejection`); the gateway lists them all."""
-
-
-Outcome = Accepted | Rejected
-
-
-def reject(reason: Reason, field: str, message: str) -> Rejected:
-    r = Rejection(reason=reason, field=field, message=message)
-    return Rejected(r, (r,))
-
-
-_REASON_OF_TYPE: dict[str, Reason] = {
-    "missing": Reason.MISSING_FIELD,
-    "extra_forbidden": Reason.UNKNOWN_FIELD,
-    "too_long": Reason.TOO_LARGE,  # a list past `limits.MAX_ITEMS` (strings past their length: string_too_long)
-    **{r.value: r for r in Reason},
-}
-
-
-NameField = Callable[[tuple[str | int, ...]], str]
-"""Names the field of an error location (the canonical path, or the portal's own field names)."""
-
-
-MAX_PROBLEMS = 20
-"""Problems listed per record; past it one entry counts the rest. A record of a thousand bad list items (each list
-at its item limit) gave thousands of problems: a 4xx answer 77 times the size of its request, built on the loop."""
-
-
-
-def _field_path(loc: tuple[str | int, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
-
-
-def _named(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """The location with every key that is not a plain identifier replaced by `limits.UNNAMED_KEY`."""
-    return tuple(p if isinstance(p, int) else limits.shown_key(p) for p in loc)
-
-
-def _from_validation(error: ValidationError, name_field: NameField = _field_path) -> Rejected:
-    listed = error.errors(include_url=False, include_input=False)[:MAX_PROBLEMS]
-    problems = tuple(_problem(e, name_field) for e in listed)
-    if (more := error.error_count() - len(problems)) > 0:
-        problems += (Rejection(reason=problems[0].reason, field="(record)",
-                               message=f"{more} more problems in this record are not listed (the first "
-                                       f"{MAX_PROBLEMS} are)"),)
-    return Rejected(problems[0], problems)
-
-
-def _without_form(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
-    """The location without the applicant group's form tag (`data.applicant.clear.phone` -> `data.applicant.phone`)."""
-    if "applicant" not in loc:
-        return loc
-    i = loc.index("applicant") + 1
-    return loc[:i] + loc[i + 1:] if i < len(loc) and loc[i] in APPLICANT_FORMS else loc
-
-
-def _problem(e: ErrorDetails, name_field: NameField) -> Rejection:
-    loc = _named(_without_form(tuple(e["loc"])))
-    ctx_field = (e.get("ctx") or {}).get("field")
-    if isinstance(ctx_field, str):
-        loc = (*loc, ctx_field)
-    field = name_field(loc) or "(record)"
-    msg = e["msg"]
-    if e["type"] == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == limits.NO_CONTROL_CHARACTERS:
-        msg = "an identifier may not contain control, line-separator or bidirectional-override characters"
-    return Rejection(reason=_REASON_OF_TYPE.get(e["type"], Reason.INVALID_FIELD), field=field,
-                     message=f"{field}: {msg}")
 
 
 def _parse_json(value: bytes) -> Any | Rejected:
@@ -211,7 +127,7 @@ def _structured(obj: dict[str, Any], family: Family) -> Outcome:
     try:
         return Accepted(EVENT_TYPES[event_type].model_validate(obj))
     except ValidationError as exc:
-        return _from_validation(exc)
+        return from_validation(exc)
 
 
 def _binary(headers: Sequence[tuple[str, bytes]], value: bytes, family: Family) -> Outcome:
@@ -230,7 +146,7 @@ def _binary(headers: Sequence[tuple[str, bytes]], value: bytes, family: Family) 
             parsed = _parse_json(value)
             if isinstance(parsed, Rejected):
                 return parsed
-        return _from_validation(exc)
+        return from_validation(exc)
     if (problem := wire.binary_problem(event, attrs, value)) is not None:
         return reject(problem.reason, problem.field, problem.message)
     return Accepted(event)
@@ -251,7 +167,7 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
     try:
         data = DossierData.model_validate(portal.to_canonical_data(obj))
     except ValidationError as exc:
-        return _from_validation(exc, lambda loc: portal.portal_field(("data", *loc)))
+        return from_validation(exc, lambda loc: portal.portal_field(("data", *loc)))
     raw_source = h.get(portal.SOURCE_HEADER)  # absent or without a value (a null header): the commune's portal sync
     source = f"/communes/{commune}/portal-sync" if raw_source is None else wire.lenient_text(raw_source)
     fields = portal.envelope(commune, source, obj, data)
@@ -261,7 +177,7 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
         return Accepted(DossierStatusChanged.model_validate(
             {**fields, "province": commune_provinces()[commune], "data": data}))
     except ValidationError as exc:
-        return _from_validation(exc)
+        return from_validation(exc)
 
 
 SOURCE_RULE = ("source: not a URI-reference (RFC 3986), as CloudEvents requires: percent-encode spaces and "

@@ -39,7 +39,7 @@ from services.common.partitioner import partition_for
 from services.common.sparse import Sparse
 from services.intake.decide import Decider, SourcePolicy, allow_all
 from services.intake.dedup import SeenByPartition, changelog_record, published_key
-from services.intake.normalise import Accepted
+from services.intake.outcome import Accepted
 from services.intake.outputs import REROUTED_FROM, TransactionOutputs, record_bytes
 from services.intake.settings import IntakeSettings
 from services.privacy.intake import IntakePrivacy

@@ -16,7 +16,8 @@ from schemas import wire
 from schemas.deadletter import Rejection
 from schemas.envelope import Event
 from schemas.events import Family
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from services.metrics.exposition import render as exposition
 from services.metrics.partition import PartitionState
 from services.notify import rules

@@ -12,7 +12,8 @@ from pydantic import SecretStr
 from schemas import wire
 from schemas.deadletter import Reason
 from schemas.events import FAMILY_OF_TYPE, Family
-from services.intake.normalise import Accepted, Outcome, Rejected, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted, Outcome, Rejected
 from services.metrics.partition import PartitionState
 from services.notify import rules
 from services.notify.channels.base import compose

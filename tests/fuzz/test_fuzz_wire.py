@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from schemas import wire
 from schemas.deadletter import Reason
 from schemas.events import Family
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from tests.fuzz.strategies import EXAMPLES, HOSTILE_STRINGS, SECRET, dumps, fuzz_settings, mutated
 from tests.samples import canonical_dossier, storm_scheduled, visit_completed
 

@@ -20,7 +20,8 @@ from services.gateway.batch import MAX_ERRORS
 from services.gateway.handler import INLINE_CHECK_BYTES
 from services.gateway.settings import GatewaySettings
 from services.gateway.telemetry import REFUSED
-from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES, MAX_PROBLEMS
+from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
+from services.intake.outcome import MAX_PROBLEMS
 from services.intake.settings import IntakeSettings
 from tests.gateway.asgi import API_KEY, Body, Recording, app, call
 from tests.samples import canonical_dossier, with_data

@@ -9,7 +9,7 @@ from schemas.deadletter import DeadLetterContext, Reason, Rejection
 from schemas.events import Family
 from services.intake.decide import Decider, SourcePolicy, allow_all
 from services.intake.dedup import SeenIds, published_key
-from services.intake.normalise import Accepted
+from services.intake.outcome import Accepted
 from tests.samples import HDR, MALFORMED, canonical_dossier, dumps, portal_dossier
 
 pytestmark = pytest.mark.unit

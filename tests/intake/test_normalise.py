@@ -12,7 +12,8 @@ from schemas import wire
 from schemas.codes import Channel, DossierStatus, Priority, Timeliness
 from schemas.deadletter import Reason
 from schemas.events import Family
-from services.intake.normalise import MAX_PROBLEMS, Accepted, Rejected, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import MAX_PROBLEMS, Accepted, Rejected
 from tests.samples import (
     HDR,
     MALFORMED,

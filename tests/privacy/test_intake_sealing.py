@@ -11,7 +11,8 @@ from schemas.events import Family
 from schemas.personal import SealedApplicant
 from services.intake.decide import Decider, allow_all
 from services.intake.dedup import SeenIds, published_key
-from services.intake.normalise import Accepted, Rejected, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted, Rejected
 from services.privacy.applicant import open_applicant
 from tests.privacy.keys import keyring
 from tests.samples import HDR, canonical_dossier, dumps, portal_dossier, visit_completed

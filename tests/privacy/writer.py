@@ -10,7 +10,8 @@ from schemas.events import Family
 from schemas.topics import DLQ_INTAKE, EVENTS_DOSSIER, scoped
 from services.common import clients
 from services.common.settings import KafkaConnection
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from services.privacy.deadletters import seal_dead_letter
 from services.privacy.keyring import Keyring
 from services.privacy.store import key_messages

@@ -31,7 +31,8 @@ from schemas.times import (
     to_utc,
     vietnam_date,
 )
-from services.intake.normalise import Accepted, Rejected, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted, Rejected
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,8 @@ import pytest
 
 from schemas import trace, wire
 from schemas.events import Family
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit

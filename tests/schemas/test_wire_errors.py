@@ -7,7 +7,8 @@ import pytest
 from schemas import wire
 from schemas.deadletter import Reason
 from schemas.events import Family
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from tests.samples import canonical_dossier, dumps
 
 pytestmark = pytest.mark.unit
@@ -68,7 +69,7 @@ def test_every_bad_record_raises_invalid_record_with_reason_and_field(case: str,
 
 def test_a_null_ce_header_is_a_reasoned_rejection_everywhere() -> None:
     """Intake dead-letters it with its reason (not `internal_error`); the slim views refuse it as the full decode."""
-    from services.intake.normalise import Rejected
+    from services.intake.outcome import Rejected
     from services.metrics import decoding
     rec = _record()
     headers = _with_header(rec.headers, "ce_time", None)  # type: ignore[arg-type]

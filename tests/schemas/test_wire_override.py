@@ -7,7 +7,8 @@ import pytest
 from schemas import wire
 from schemas.deadletter import Reason, Rejection
 from schemas.events import Family
-from services.intake.normalise import Rejected, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Rejected
 from tests.samples import canonical_dossier, dumps
 
 pytestmark = pytest.mark.unit

@@ -15,7 +15,8 @@ from schemas.codes import AnnouncementCategory, Channel, Priority, Timeliness
 from schemas.deadletter import Reason
 from schemas.dossier import DossierStatusChanged, timeliness_of
 from schemas.events import EVENT_TYPES, Family
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from services.simulator.generate import DEFAULT_NOW, TrafficConfig, generate, traffic
 from services.simulator.render import DEFECT_HEADER
 from services.simulator.world import UnknownProvince

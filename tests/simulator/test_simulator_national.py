@@ -14,7 +14,8 @@ from vietnam_provinces import Province, Ward, WardCode
 from schemas.admin import CommuneCode, ProvinceCode, commune_provinces
 from schemas.events import Family
 from schemas.times import VIETNAM
-from services.intake.normalise import Accepted, normalise
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted
 from services.simulator import national
 from services.simulator.__main__ import parse
 from services.simulator.generate import generate
