@@ -10,7 +10,7 @@ Delivery guarantee: exactly-once from raw topics to canonical + dead-letter
 topics for `read_committed` consumers, whatever the producers' keys and even
 when a worker stalls past its session timeout. Offsets are committed with the
 generation they were consumed in (KIP-447), so a worker that lost its partitions
-cannot commit them; on assignment a worker pauses the new partitions, reads their
+cannot commit them; on assignment (`assignment`) a worker pauses the new partitions, reads their
 committed offsets once no transaction holds them open (`require_stable`), then
 restores their de-duplication state, seeks, and only then resumes them. A failed
 transaction ends the run (the runtime restarts it from Kafka), except one refused
@@ -28,19 +28,17 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaTimeoutError
 
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, scoped
 from services.common import aiokafka_compat, clients, closing, kip447, probe
 from services.common.admin import ensure_topics
 from services.common.lag import LagGauge
 from services.common.readiness import Readiness
-from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor, Worker, bounded_stop_s
 from services.intake import telemetry, transaction
+from services.intake.assignment import Assignment
 from services.intake.dedup import SeenByPartition
 from services.intake.outputs import TransactionOutputs
-from services.intake.restore import restore_seen
 from services.intake.settings import IntakeSettings
 from services.intake.task import Task, TransactionStuck
 from services.intake.validate import Topics, Validation
@@ -93,13 +91,13 @@ class IntakeWorker:
         """The worker's producer and transactions, from `start` to `stop`."""
         self.partitions: dict[str, int] = {}
         """Real partition counts of the raw and canonical topics, read from metadata on assignment."""
-        self._lock = asyncio.Lock()  # validation, and the partitions arriving or leaving, take turns
+        self.lock = asyncio.Lock()  # validation, and the partitions arriving or leaving (`assignment`), take turns
         self.consumer: AIOKafkaConsumer | None = None
         self.privacy: IntakePrivacy | None = None
         self._probe: asyncio.Task[None] | None = None
         self._lag: asyncio.Task[None] | None = None
-        self._readying: asyncio.Task[None] | None = None
-        """Making the last assigned partitions ready (`_ready`), until done or revoked."""
+        self.assignment = Assignment(self)
+        """The consumer's rebalance listener: partitions made ready on arrival, drained before they leave."""
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -125,7 +123,7 @@ class IntakeWorker:
         )
         await producer.start()  # aborts what a predecessor with this worker id left open
         self.task = Task(f"intake-{s.worker_id}", producer)
-        self.consumer.subscribe(list(self.topics.family_of), listener=_Rebalance(self))
+        self.consumer.subscribe(list(self.topics.family_of), listener=self.assignment)
         await self.consumer.start()
         # an idle worker whose broker is gone sees nothing wrong (fetches return nothing): the probe tells /readyz
         consumer, probed = self.consumer, [TopicPartition(next(iter(self.topics.family_of)), 0)]
@@ -140,8 +138,8 @@ class IntakeWorker:
         stop cut short when the run ended with a broker gone) would rejoin the group when the broker comes back
         and hold partitions that nobody in this process validates any more."""
         self.readiness.not_owning("stopping")
-        if self._readying is not None:  # a failed run's partitions still getting ready must not report "ready" now
-            self._readying.cancel()
+        if self.assignment.readying is not None:  # a failed run's partitions still getting ready must not say "ready"
+            self.assignment.readying.cancel()
         for task in (self._probe, self._lag):  # they ask the consumer: not while the consumer stops
             if task is not None:
                 task.cancel()
@@ -192,11 +190,11 @@ class IntakeWorker:
                 if fetching.done():
                     batch, fetching = fetching.result(), None
                     if batch:
-                        async with self._lock:
+                        async with self.lock:
                             await self._validate(batch)
-            await self._cancel_readying()  # partitions still getting ready hold nothing validated
-            async with self._lock:
-                await self._drain(timeout_s)
+            await self.assignment.cancel_readying()  # partitions still getting ready hold nothing validated
+            async with self.lock:
+                await self.drain(timeout_s)
         finally:
             if fetching is not None:
                 fetching.cancel()
@@ -215,7 +213,7 @@ class IntakeWorker:
         # a full scan of the ids, once a minute after a commit (synchronous: validation never sees it half-done)
         self.seen.expire_due(int(time.time() * 1000))
 
-    async def _drain(self, timeout_s: float) -> None:
+    async def drain(self, timeout_s: float) -> None:
         """Commit what was validated. A transaction refused because the partitions belong to another member now
         (this worker was evicted) is given up: what it held is consumed again by their owner. Anything else, and a
         commit not done within `timeout_s`, raises (the run ends, its producer with it)."""
@@ -246,80 +244,6 @@ class IntakeWorker:
             task.positions[tp] = records[-1].offset + 1
             await validation.partition(tp, records, task.outputs(self.partitions))
 
-    # -- partitions arriving and leaving ---------------------------------------------------
-    async def assigned(self, partitions: set[TopicPartition]) -> None:
-        """Pause the new partitions at once, and make them ready in a supervised task of its own.
-
-        Getting ready can wait a while (a predecessor's transaction holding the offsets open, a long restore):
-        inside the rebalance callback that wait would stop the consumer's heartbeats, and a callback longer than
-        the session timeout gets the member evicted, its first commit refused. So the callback returns at once;
-        the partitions stay paused until `_ready` has read their offsets, restored their state and sought.
-        """
-        assert self.consumer is not None
-        self.consumer.pause(*partitions)  # before any await: nothing of them is fetched until they are ready
-        self._readying = self.supervisor.spawn("assign", self._ready(set(partitions)))
-
-    async def _ready(self, partitions: set[TopicPartition]) -> None:
-        """Read the new partitions' committed offsets once stable, restore their state, seek to them; then ready.
-
-        The waits on the broker are bounded (twice the transaction timeout each, or without a record read for that
-        long: a Kafka error, the run restarts) and hold no lock: validation and the final drain never wait on them.
-        Nothing validated depends on them meanwhile: the partitions stay paused, and their state is their own.
-        """
-        assert self.consumer is not None and self.task is not None
-        wait_s = 2 * self.settings.transaction_timeout_ms / 1000
-        numbers = {tp.partition for tp in partitions}
-        for n in sorted(numbers):
-            if {tp.topic for tp in partitions if tp.partition == n} != set(self.topics.family_of):
-                log.warning("intake.partitions_split", partition=n)  # another assignor in the group
-        if not self.partitions:  # where records go: re-routed raw, canonical, data keys (batched by partition)
-            self.partitions = await self._partition_counts(wait_s)
-        # waits while another member's transaction holds offsets of these partitions open (paused, stalled):
-        # it commits or the broker aborts it after the transaction timeout; its changelog records likewise
-        committed = await kip447.fetch_stable_offsets(self.consumer, partitions, timeout_s=wait_s)
-        wanted = {(self.topics.family_of[tp.topic], tp.partition) for tp in partitions}
-        await restore_seen(self.settings, self.topics.changelog, self.seen.missing(wanted), self.seen, stall_s=wait_s)
-        async with self._lock:
-            for tp in sorted(partitions):
-                offset = committed.get(tp)
-                if offset is not None:
-                    self.consumer.seek(tp, offset)
-                self.task.positions[tp] = offset or 0
-            telemetry.TASKS.set(len({tp.partition for tp in self.task.positions}))
-        self.consumer.resume(*partitions)
-        self.readiness.owning(f"assigned {len(partitions)} raw partitions, restored")
-
-    async def _partition_counts(self, timeout_s: float) -> dict[str, int]:
-        """The real partition counts of the topics records go to, read from metadata within `timeout_s`."""
-        assert self.task is not None
-        counted = [*self.topics.counted, *(t.name for t in key_topic_specs(self.settings.namespace))]
-        try:
-            async with asyncio.timeout(timeout_s):
-                return {t: len(await self.task.producer.partitions_for(t)) for t in counted}
-        except TimeoutError:
-            raise KafkaTimeoutError(f"no metadata of intake's output topics within {timeout_s:g} s") from None
-
-    async def _cancel_readying(self) -> None:
-        """Stop making partitions ready (they are leaving, or the run ends): nothing of them was validated yet."""
-        if self._readying is not None and not self._readying.done():
-            self._readying.cancel()
-            await asyncio.wait({self._readying})
-        self._readying = None
-
-    async def revoked(self, partitions: set[TopicPartition]) -> None:
-        """Commit what is validated and in flight (unless the group refuses it), then drop the partitions' state."""
-        self.readiness.not_owning("partitions revoked")
-        await self._cancel_readying()
-        async with self._lock:
-            assert self.task is not None
-            try:  # within the rebalance timeout (the session timeout), or the group moves on without this worker
-                await self._drain(self.settings.session_timeout_ms / 1000)
-            finally:
-                for tp in partitions:
-                    self.task.positions.pop(tp, None)
-                self.seen.forget(self.topics.raw_partitions(partitions))
-                telemetry.TASKS.set(len({tp.partition for tp in self.task.positions}))
-
 
 def stop_budget_s(settings: IntakeSettings) -> float:
     """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
@@ -328,15 +252,3 @@ def stop_budget_s(settings: IntakeSettings) -> float:
     store when sealing); at most the runtime's `stop_deadline_s`."""
     clients_ = 3 if settings.seal_personal_data else 2
     return bounded_stop_s(settings, 2 * settings.transaction_timeout_ms / 1000 + clients_ * closing.CLOSE_TIMEOUT_S)
-
-
-class _Rebalance(RebalanceListener):
-    def __init__(self, worker: IntakeWorker) -> None:
-        super().__init__(worker.supervisor.fail)
-        self.worker = worker
-
-    async def revoked(self, partitions: set[TopicPartition]) -> None:
-        await self.worker.revoked(partitions)
-
-    async def assigned(self, partitions: set[TopicPartition]) -> None:
-        await self.worker.assigned(partitions)

@@ -11,10 +11,11 @@ from aiokafka import TopicPartition
 
 from services.common import kip447
 from services.common.health import Health
-from services.intake import worker as worker_module
+from services.intake import assignment as assignment_module
 from services.intake.settings import IntakeSettings
 from services.intake.task import Task
-from services.intake.worker import IntakeWorker, _Rebalance
+from services.intake.validate import Topics
+from services.intake.worker import IntakeWorker
 
 pytestmark = pytest.mark.unit
 
@@ -76,13 +77,13 @@ def worker_with_fakes(journal: list[str], committed: dict[TopicPartition, int | 
         return {tp: committed[tp] for tp in partitions}
 
     monkeypatch.setattr(kip447, "fetch_stable_offsets", stable_offsets)
-    monkeypatch.setattr(worker_module, "restore_seen", restore)
+    monkeypatch.setattr(assignment_module, "restore_seen", restore)
     return worker, supervisor
 
 
 def assignment(*numbers: int) -> set[TopicPartition]:
     topics = IntakeSettings(namespace="t")
-    return {TopicPartition(t, n) for t in worker_module.Topics.of(topics.namespace).family_of for n in numbers}
+    return {TopicPartition(t, n) for t in Topics.of(topics.namespace).family_of for n in numbers}
 
 
 async def test_stable_offsets_are_read_then_state_restored_then_partitions_resume(
@@ -99,7 +100,7 @@ async def test_stable_offsets_are_read_then_state_restored_then_partitions_resum
         return 0
 
     worker, supervisor = worker_with_fakes(journal, committed, monkeypatch, restore)
-    await _Rebalance(worker).on_partitions_assigned(frozenset(tps))
+    await worker.assignment.on_partitions_assigned(frozenset(tps))
     assert journal == ["pause"]  # the callback returns at once: the consumer keeps heartbeating meanwhile
     await supervisor.task
     assert journal[0] == "pause" and journal[-1] == "resume"
@@ -122,7 +123,7 @@ async def test_a_failed_restore_ends_the_run_and_consumes_nothing(monkeypatch: p
         raise OSError("changelog unreadable")
 
     worker, supervisor = worker_with_fakes(journal, dict.fromkeys(tps, 5), monkeypatch, restore)
-    await _Rebalance(worker).on_partitions_assigned(frozenset(tps))
+    await worker.assignment.on_partitions_assigned(frozenset(tps))
     with pytest.raises(OSError, match="changelog unreadable"):
         await supervisor.task
     assert [type(e) for e in supervisor.failures] == [OSError]

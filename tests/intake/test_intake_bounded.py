@@ -129,7 +129,7 @@ class RebalancingConsumer:
     async def getmany(self, timeout_ms: int, max_records: int) -> Fetched:
         self.fetches += 1
         if self.fetches == 2:
-            await self.worker.assigned({TopicPartition(t, 1) for t in self.worker.topics.family_of})
+            await self.worker.assignment.assigned({TopicPartition(t, 1) for t in self.worker.topics.family_of})
         await asyncio.sleep(0.01)
         return {TP: ["record"]}  # type: ignore[list-item]
 
