@@ -17,8 +17,9 @@ from schemas.topics import RAW, scoped
 from services.common.health import Health
 from services.gateway import api, operators, probes
 from services.gateway.bugs import AnswerBugs
-from services.gateway.claims import Claims, MemoryClaims
+from services.gateway.claims import Claims
 from services.gateway.handler import Gateway
+from services.gateway.memory_claims import MemoryClaims
 from services.gateway.operators import load_operators
 from services.gateway.publisher import Publisher
 from services.gateway.ratelimit import RateLimiter

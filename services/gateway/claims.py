@@ -26,7 +26,7 @@ its lists, always; the whole body only within the instance's byte budget for bod
 (`GATEWAY_IDEMPOTENCY_ANSWER_BYTES`), the oldest dropped first. Dropping a body changes no verdict: the key stays
 answered until it expires.
 
-This module is pure; `services.gateway.claimlog` runs it on Kafka, `MemoryClaims` in one process.
+This module is pure; `services.gateway.claimlog` runs it on Kafka, `services.gateway.memory_claims` in one process.
 """
 
 from __future__ import annotations
@@ -259,44 +259,3 @@ def new_ticket(key: str, fingerprint: str) -> Ticket:
 DEFAULT_ANSWER_BYTES = 64 * 1024 * 1024
 """Whole answer bodies one instance keeps (`GATEWAY_IDEMPOTENCY_ANSWER_BYTES`)."""
 PRUNE_EVERY_S = 30.0
-
-
-class MemoryClaims:
-    """The same protocol in one process (tests, the OpenAPI export): nothing shared, nothing durable."""
-
-    def __init__(self, clock: Any, answer_bytes: int = DEFAULT_ANSWER_BYTES) -> None:
-        self.clock = clock
-        self.table = ClaimTable(answer_bytes)
-        self._pruned = clock()
-
-    def _apply(self, rec: ClaimRecord) -> None:
-        self._prune(rec.at)
-        self.table.apply(rec)
-
-    def _prune(self, now: float) -> None:
-        if now - self._pruned > PRUNE_EVERY_S:
-            self.table.prune(now)
-            self._pruned = now
-
-    async def claim(self, key: str, fingerprint: str, lease_s: float) -> Verdict:
-        ticket, now = new_ticket(key, fingerprint), self.clock()
-        self._apply(ClaimRecord(key, "claimed", ticket.claim, fingerprint, now, now + lease_s))
-        return verdict(self.table.get(key), ticket)
-
-    def holds(self, key: str) -> bool:
-        return self.table.get(key) is not None
-
-    def live(self, key_scope: str) -> int:
-        self._prune(self.clock())  # as the Kafka reader does between its reads
-        return self.table.live(key_scope)
-
-    def sealing(self, ticket: Ticket, answer: Answer, keep_s: float) -> Records:
-        return []
-
-    async def settle(self, ticket: Ticket, answer: Answer, keep_s: float, sealed: bool) -> None:
-        now = self.clock()
-        self._apply(ClaimRecord(ticket.key, "done", ticket.claim, ticket.fingerprint, now, now + keep_s, answer))
-
-    async def release(self, ticket: Ticket) -> None:
-        now = self.clock()
-        self._apply(ClaimRecord(ticket.key, "released", ticket.claim, ticket.fingerprint, now, now))

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from services.gateway.app import create_app
-from services.gateway.claims import MemoryClaims
+from services.gateway.memory_claims import MemoryClaims
 from services.gateway.publisher import BrokerUnavailable
 from services.gateway.settings import Credential, GatewaySettings
 from services.sources.registry import Source, SourceRegistry

@@ -13,7 +13,6 @@ from services.gateway.claims import (
     ClaimRecord,
     ClaimTable,
     Held,
-    MemoryClaims,
     Stored,
     Ticket,
     fold,
@@ -21,6 +20,7 @@ from services.gateway.claims import (
     verdict,
 )
 from services.gateway.idempotency import idempotency_claim, idempotency_scope
+from services.gateway.memory_claims import MemoryClaims
 from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import Clock
 

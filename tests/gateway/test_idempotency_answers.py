@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
-from services.gateway.claims import Answer, MemoryClaims
+from services.gateway.claims import Answer
+from services.gateway.memory_claims import MemoryClaims
 from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Body, Clock, Recording, app, call
 from tests.samples import canonical_dossier, with_data

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from services.gateway.app import create_app
-from services.gateway.claims import MemoryClaims
+from services.gateway.memory_claims import MemoryClaims
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Clock, Recording, app, call

@@ -12,7 +12,7 @@ import pytest
 
 from services.gateway.__main__ import _Server, server_config
 from services.gateway.app import create_app
-from services.gateway.claims import MemoryClaims
+from services.gateway.memory_claims import MemoryClaims
 from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Clock
 from tests.kafkatools import free_port

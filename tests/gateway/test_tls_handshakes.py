@@ -24,7 +24,7 @@ import uvloop
 from bench.bench_gateway_tls import certificate as self_signed
 from services.gateway.__main__ import _Server, server_config
 from services.gateway.app import create_app
-from services.gateway.claims import MemoryClaims
+from services.gateway.memory_claims import MemoryClaims
 from services.gateway.settings import GatewaySettings
 from services.gateway.telemetry import CONNECTIONS_CLOSED, CONNECTIONS_OPEN
 from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Clock, Recording
