@@ -1,6 +1,6 @@
 """What the gateway's own TLS layer costs against uvicorn's, side by side in one run (no broker needed).
 
-The gateway wraps each HTTPS connection in asyncio's TLS protocol itself (`connections.guarded_tls`), so that an
+The gateway wraps each HTTPS connection in asyncio's TLS protocol itself (`handshakes.guarded_tls`), so that an
 unfinished handshake counts against the connection cap and has a deadline; uvicorn's `ssl_certfile` leaves the
 handshake to the loop (uvloop's TLS). Each server runs in this process on uvloop with the gateway's
 `server_config` (the same guarded HTTP protocol either way) and a bare `GET /ping`; the client is httpx in a

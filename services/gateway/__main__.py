@@ -29,7 +29,8 @@ from services.common.refused import BAD_SETTINGS, settings_checked
 from services.common.sparse import SparseRecords
 from services.gateway.app import create_app
 from services.gateway.claimlog import KafkaClaims
-from services.gateway.connections import ConnectionLimits, abort_handshakes, guarded, guarded_tls
+from services.gateway.connections import ConnectionLimits, guarded
+from services.gateway.handshakes import abort_handshakes, guarded_tls
 from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings, KeysFileError, load_credentials
@@ -57,7 +58,8 @@ class _Server(uvicorn.Server):
 
 def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
     """HTTP on host:port, or HTTPS with the settings' certificate and key; headers of 16 KiB at most, and slow or
-    excess connections closed (`connections`); uvicorn's log records rendered as the service's own."""
+    excess connections closed (`connections`, over TLS `handshakes`); uvicorn's log records rendered as the service's
+    own."""
     limits = ConnectionLimits(settings.header_timeout_s, settings.body_timeout_s, settings.body_min_bytes_per_s,
                               settings.max_connections, settings.send_timeout_s)
     # over TLS the listening socket stays plain TCP and each connection gets its TLS layer from `guarded_tls`: so its

@@ -168,7 +168,8 @@ async def _handshakes_at_the_cap(tmp_path: Path) -> None:
 
 def test_plain_http_keeps_uvicorns_protocol_class() -> None:
     """Without a certificate the server is plain HTTP, guarded as before (no TLS layer in between)."""
-    from services.gateway.connections import GuardedH11Protocol, TlsHandshake
+    from services.gateway.connections import GuardedH11Protocol
+    from services.gateway.handshakes import TlsHandshake
 
     config = server_config(GatewaySettings(port=free_port()), create_app(
         GatewaySettings(), REGISTRY, CREDENTIALS, Recording(), claims=MemoryClaims(Clock())))
