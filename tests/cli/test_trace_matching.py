@@ -14,7 +14,8 @@ from aiokafka import ConsumerRecord
 from fastapi.testclient import TestClient
 
 from schemas import trace
-from services.cli.trace import MAX_STEPS, Step, Timeline, Tracer
+from services.cli.trace import Timeline
+from services.cli.tracer import MAX_STEPS, Step, Tracer
 from services.gateway import operators
 from tests.gateway.asgi import app
 from tests.samples import canonical_dossier, portal_dossier

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from schemas import trace
 from schemas.notification import ChannelKind, NotificationKind, NotificationRequest, NotificationStatus, Outcome
-from services.cli.trace import Tracer
+from services.cli.tracer import Tracer
 from services.notify import rules
 from services.notify.channels.base import DeliveryError, compose, outgoing_traceparent
 from services.notify.channels.email import Smtp
