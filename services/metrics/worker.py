@@ -6,14 +6,14 @@ every event, then - while the next batch is already being applied - write the
 changed states to the changelog (partition = source partition, one transaction
 per partition through its fenced writer, ADR 0016) and, once they are
 committed, commit the consumed offsets. Commits stay in batch order, and a
-revocation waits for the last one (a stop for `LAST_SETTLE_S` at most).
+revocation (`rebalance`) waits for the last one (a stop for `LAST_SETTLE_S` at most).
 
 Background work runs under the run's `Supervisor`: each batch's commit, the
 snapshot loop and the broker probe (`/readyz`). A failed or fenced changelog
 transaction, or an offset commit that failed or is past `commit_timeout_ms`,
 ends the run (the runtime restarts it from Kafka after a Kafka error); a
 snapshot publish that meets a Kafka error is logged, counted and retried at the
-next interval, unless its writer is fenced or stuck (`ends_run`): that ends the
+next interval, unless its writer is fenced or stuck (`publishing.ends_run`): that ends the
 run as a state write's would. Whatever ends a run, the worker stops exporting at once and drops
 its state: the next run restores it from the changelog (`ownership`).
 """
@@ -31,24 +31,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from schemas import wire
-from schemas.wire import KafkaRecord
 from services.common import aiokafka_compat, clients, closing, probe
 from services.common.admin import ensure_topics
 from services.common.readiness import Readiness
-from services.common.rebalance import RebalanceListener
 from services.common.runtime import Supervisor, bounded_stop_s
 from services.common.stall import StallWatch
-from services.common.transactions import TransactionLost
-from services.metrics import decoding, telemetry
-from services.metrics.aggregate import CommuneTotals
+from services.metrics import decoding, publishing, telemetry
 from services.metrics.exposition import render
 from services.metrics.ownership import Batch, Changes, Ownership
 from services.metrics.partition import PartitionState
+from services.metrics.rebalance import Rebalance
 from services.metrics.settings import MetricsSettings
-from services.metrics.snapshots import snapshot
 from services.metrics.topics import Names
-from services.metrics.writers import PartitionWriter, WriteStuck, is_fenced
+from services.metrics.writers import PartitionWriter
 
 log = structlog.get_logger("metrics")
 Clock = Callable[[], float]
@@ -150,7 +145,7 @@ class MetricsWorker:
                                          heartbeat_interval_ms=s.heartbeat_interval_ms,
                                          partition_assignment_strategy=(RangePartitionAssignor,),
                                          max_partition_fetch_bytes=4 * 1024 * 1024)
-        self.consumer.subscribe(list(self.names.family_of), listener=_Rebalance(self, supervisor))
+        self.consumer.subscribe(list(self.names.family_of), listener=Rebalance(self, supervisor))
         await self.consumer.start()
         log.info("metrics.started", group=s.group_id, worker=s.worker_id)
 
@@ -265,59 +260,11 @@ class MetricsWorker:
     # -- periodic work ----------------------------------------------------------------------------
     async def publish_snapshots(self) -> int:
         """One snapshot event per commune of the owned partitions, a transaction per partition; returns how many."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        async with self.lock:
-            parts = {part.partition: [r for commune, totals in part.communes.items()
-                                      if (r := _snapshot_record(commune, totals, now)) is not None]
-                     for part in self.exported() if part.communes}
-            # through each partition's writer: a woken worker's stale snapshots are fenced with its states; every
-            # partition's write is waited for (none left running unseen), and its first failure raised
-            results = await asyncio.gather(*(self.ownership.writers[p].write_snapshots(records)
-                                             for p, records in parts.items()), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            raise next((f for f in failures if ends_run(f)), failures[0])
-        n = sum(len(records) for records in parts.values())
-        telemetry.SNAPSHOTS.inc(n)
-        return n
+        return await publishing.publish_snapshots(self.ownership, self.lock, datetime.fromtimestamp(self.clock(), UTC))
 
     async def _snapshot_loop(self, stop: asyncio.Event) -> None:
-        """Snapshots every interval; a Kafka error skips one (counted), a fenced or stuck writer and anything else
-        end the run."""
-        while not await _stopped_within(stop, self.settings.snapshot_interval_s):
-            try:
-                n = await self.publish_snapshots()
-                log.info("metrics.snapshots", communes=n)
-            except KafkaError as exc:
-                telemetry.SNAPSHOT_FAILURES.inc()
-                log.warning("metrics.snapshot_failed", error=type(exc).__name__)
-                if ends_run(exc):  # a fenced writer: the partition is another worker's now; a stuck one takes no more
-                    raise
-
-
-def _snapshot_record(commune: str, totals: CommuneTotals, now: datetime) -> KafkaRecord | None:
-    """One commune's snapshot record; None (logged, counted) if its figures do not make a valid snapshot: one
-    commune's bad figures must not stop the others' snapshots, nor (raised from the loop) the worker."""
-    try:
-        return wire.encode(snapshot(commune, totals, now))
-    except Exception as exc:
-        telemetry.SNAPSHOT_FAILURES.inc()
-        log.error("metrics.snapshot_invalid", commune=commune, error=type(exc).__name__)
-        return None
-
-
-def ends_run(exc: BaseException) -> bool:
-    """A write failure that a skipped snapshot must not hide: the writer is fenced (the partition is another
-    worker's) or unusable (stuck, or its transaction ended under it); the run restarts, as after a state write."""
-    return is_fenced(exc) or isinstance(exc, WriteStuck | TransactionLost)
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True
+        """Snapshots every interval (`publishing.snapshot_loop`): a fenced or stuck writer ends the run."""
+        await publishing.snapshot_loop(stop, self.settings.snapshot_interval_s, self.publish_snapshots)
 
 
 def stop_budget_s(settings: MetricsSettings) -> float:
@@ -327,45 +274,3 @@ def stop_budget_s(settings: MetricsSettings) -> float:
     every writer together (`CLOSE_TIMEOUT_S` each); at most the runtime's `stop_deadline_s`."""
     last_batch_s = (settings.transaction_timeout_ms + settings.commit_timeout_ms) / 1000
     return bounded_stop_s(settings, last_batch_s + LAST_SETTLE_S + 2 * CLOSE_TIMEOUT_S)
-
-
-class _Rebalance(RebalanceListener):
-    """Commit the batch in flight before partitions leave; restore arriving ones before they are consumed.
-
-    The restore runs as a supervised task, not in the callback: aiokafka sends no heartbeat while
-    `on_partitions_assigned` runs, and a restore longer than the session timeout (hundreds of thousands of
-    changelog records) had the worker evicted, its first commit refused, the run restarted with a fresh restore,
-    evicted again, for ever (runtime audit finding 1). The assigned partitions stay paused until their states are
-    restored (nothing of them is fetched); a revocation cancels a restore under way first."""
-
-    def __init__(self, worker: MetricsWorker, supervisor: Supervisor) -> None:
-        super().__init__(supervisor.fail)
-        assert worker.readiness is not None
-        self.worker, self.readiness, self.supervisor = worker, worker.readiness, supervisor
-
-    async def revoked(self, partitions: set[TopicPartition]) -> None:
-        await self.worker.stop_restoring()
-        async with self.worker.lock:  # the batch in flight flushes and commits first
-            self.readiness.not_owning("rebalancing")
-            await self.worker.settle()
-            self.worker.ownership.revoke()
-
-    async def assigned(self, partitions: set[TopicPartition]) -> None:
-        consumer = self.worker.consumer
-        assert consumer is not None
-        consumer.pause(*partitions)  # before any await: nothing of them is fetched until their states are restored
-        await self.worker.stop_restoring()
-        if self.worker.stopping:  # the consumer's stop completing a join: the run is ending, nothing is restored
-            return
-        try:
-            self.worker.restoring = self.supervisor.spawn("restore", self._restore(consumer, set(partitions)))
-        except RuntimeError:  # the run's task group is ending (a task failed): nothing is restored, nothing failed
-            return
-
-    async def _restore(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
-        async with self.worker.lock:
-            if self.worker.stopping:
-                return
-            await self.worker.ownership.assign(partitions)
-            consumer.resume(*partitions)
-            self.readiness.owning(f"{len(self.worker.ownership.owned)} partitions assigned and restored")

@@ -25,10 +25,10 @@ from services.metrics.aggregate import DURATION_BUCKETS_S, Key
 from services.metrics.exposition import render
 from services.metrics.ownership import Ownership
 from services.metrics.partition import PartitionState
+from services.metrics.publishing import _snapshot_record
 from services.metrics.snapshots import snapshot
 from services.metrics.state import FUTURE_MARGIN, believed_until
 from services.metrics.topics import Names
-from services.metrics.worker import _snapshot_record
 from tests.metrics.events import (
     T0,
     at,

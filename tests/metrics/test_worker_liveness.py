@@ -18,8 +18,9 @@ from services.common import runtime
 from services.common.health import Health
 from services.common.runtime import Supervisor
 from services.metrics import worker as worker_module
+from services.metrics.rebalance import Rebalance
 from services.metrics.settings import MetricsSettings
-from services.metrics.worker import MetricsWorker, _Rebalance
+from services.metrics.worker import MetricsWorker
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.unit
@@ -88,12 +89,12 @@ class Run:
         self.worker = MetricsWorker(MetricsSettings(state_dir=tmp_path / "state", **settings))
         self.consumer = FakeConsumer()
         self.health, self.stop = Health("metrics"), asyncio.Event()
-        self.listener: _Rebalance | None = None
+        self.listener: Rebalance | None = None
         w = self.worker
 
         async def start(supervisor: Supervisor) -> None:  # no Kafka: the fake, and a listener the test calls
             w.consumer = self.consumer  # type: ignore[assignment]
-            self.listener = _Rebalance(w, supervisor)
+            self.listener = Rebalance(w, supervisor)
 
         async def assign(partitions: set[TopicPartition]) -> None:  # no restore: nothing to read
             w.ownership.assigned, w.ownership.owned = set(partitions), {tp.partition for tp in partitions}
