@@ -131,8 +131,9 @@ class Circuits:
 
 
 class FallbackCircuit:
-    """The `FallbackGate` of one call: the fallback's circuit (ZNS to SMS: SMS's) decides as it would for a request
-    of its own channel (ADR 0032, amended; before, a fallback called the SMS gateway while its circuit was open).
+    """The circuit part of one call's `FallbackGate` (`pacing.PacedFallback`, which then takes the rate token): the
+    fallback's circuit (ZNS to SMS: SMS's) decides as it would for a request of its own channel (ADR 0032, amended;
+    before, a fallback called the SMS gateway while its circuit was open).
     Open: held, if the request may wait `held_for` (`may_wait`; else called, as a held SMS that expires first is);
     a probe out: held, to wait for its outcome; past the probe interval: the fallback is the one probe. What it said
     is kept in `verdict` for `Circuits.settle`, and tells the dispatcher what a held request does."""

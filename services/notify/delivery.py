@@ -13,8 +13,6 @@ record from the gateway to the provider.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -30,6 +28,7 @@ from services.notify.circuits import Circuits, FallbackCircuit, Verdict
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, utcnow
 from services.notify.ledger import Ledger, Producer
 from services.notify.ledger_entry import EntryTooLarge
+from services.notify.pacing import PacedFallback, take_token
 from services.notify.personal import OpenContacts, as_is
 from services.notify.policy import Backoff, QuietHours, TokenBucket, legacy_notification_id
 from services.notify.retries import RetryQueue
@@ -207,7 +206,7 @@ class Dispatcher:
             job = await lane.queue.get()
             metrics.QUEUED.labels(lane.name).set(lane.queue.qsize())
             if (bucket := lane.buckets.get(job.request.channel)) is not None:
-                await _token(bucket, urgent=lane is self.emergency)
+                await take_token(bucket, urgent=lane is self.emergency)
             await self._attempt(lane, job)
 
     async def _attempt(self, lane: Lane, job: Job) -> None:
@@ -302,7 +301,7 @@ class Dispatcher:
         gate = self._fallback_gate(r)
         job.attempt += 1
         try:
-            receipt = await self._send(channel, clear, verdict, gate)
+            receipt = await self._send(lane, channel, clear, verdict, gate)
         except DeliveryError as err:
             if gate is not None and gate.held:
                 await self._fallback_held(job, gate)
@@ -325,18 +324,20 @@ class Dispatcher:
                  recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune, trace_id=trace_id(r))
         self._finish(job)
 
-    async def _send(self, channel: Channel, clear: NotificationRequest, verdict: Verdict,
+    async def _send(self, lane: Lane, channel: Channel, clear: NotificationRequest, verdict: Verdict,
                     gate: FallbackCircuit | None) -> Receipt:
         """Compose and call, the outcome told to the request's circuit: an answer (sent, or refused for good) or a
         retryable failure; neither for a refusal before any call (no phone, a bad address: `local`) nor for anything
         else (a bug, a cancellation), which gives a probe back. A send that fell back to another channel (ZNS to SMS)
-        asked that channel's circuit first (`gate`) and tells each circuit its own provider's outcome (a fallback
-        held: none for the fallback's)."""
+        asked that channel's circuit first (`gate`), then took a token of its rate bucket as the lane's own sends of
+        it do (`PacedFallback`), and tells each circuit its own provider's outcome (a fallback held: none for the
+        fallback's)."""
         ok: bool | None = None
         fell_back: FellBack | None = None
-        message = compose(clear, self.segment_limit, self.max_segments)
+        paced = PacedFallback(lane.buckets, lane is self.emergency, gate)
+        message = compose(clear, self.segment_limit, self.max_segments, paced)
         try:
-            receipt = await channel.send(message if gate is None else dataclasses.replace(message, fallback=gate))
+            receipt = await channel.send(message)
             ok, fell_back = True, receipt.fell_back
             return receipt
         except DeliveryError as err:
@@ -529,10 +530,3 @@ class Dispatcher:
             metrics.DEFERRED.set(len(self.ledger.deferred))
             await asyncio.sleep(self._release_every_s)
 
-
-async def _token(bucket: TokenBucket, urgent: bool) -> None:
-    """Take a token of the channel's bucket, both lanes' (its rate is what the provider gets); an emergency may take
-    one the routine senders then wait for (`TokenBucket`). A token is a matter of time, not of an event: sleep until
-    the bucket has refilled enough."""
-    while (wait := bucket.wait_time(time.monotonic(), urgent)) > 0:  # noqa: ASYNC110
-        await asyncio.sleep(wait)

@@ -43,8 +43,8 @@ class NotifySettings(ConsumerSettings):
     rate_per_s: dict[str, float] = Field(
         default_factory=lambda: {"sms": 200.0, "zalo": 200.0, "email": 50.0, "webhook": 200.0},
         description="Sends per second per channel (sms, zalo, email, webhook) from one worker, emergencies and "
-                    "routine messages together (an emergency may borrow a burst), each a positive number; a channel "
-                    "not named has no limit")
+                    "routine messages together (an emergency may borrow a burst), a Zalo message's SMS fallback "
+                    "counted as an SMS, each a positive number; a channel not named has no limit")
     routine_workers: int = Field(default=32, ge=1)
     emergency_workers: int = Field(default=8, ge=1)
     max_pending: int = Field(default=20_000, ge=2, description="Routine jobs held (queued or waiting for a retry) "

@@ -62,17 +62,18 @@ class Receipt:
 
 
 class FallbackGate(Protocol):
-    """Asked by a channel before it falls back to another provider (ZNS to SMS): whether it may call `to` now. False:
-    the fallback's circuit holds it (ADR 0032, amended): the channel raises `FALLBACK_HELD` without the call, and the
-    dispatcher, which gave the gate, parks the request or lets it wait, as it would a request of `to`'s own."""
+    """Awaited by a channel before it falls back to another provider (ZNS to SMS): whether it may call `to`, once
+    `to`'s rate allows it. False: the fallback's circuit holds it (ADR 0032, amended): the channel raises
+    `FALLBACK_HELD` without the call, and the dispatcher, which gave the gate, parks the request or lets it wait, as it
+    would a request of `to`'s own. True once the call took a token of `to`'s rate bucket (`pacing.PacedFallback`)."""
 
-    def admit(self, to: ChannelKind) -> bool: ...
+    async def admit(self, to: ChannelKind) -> bool: ...
 
 
 class AlwaysFallBack:
-    """No circuits (tools, tests of a channel alone): every fallback is called."""
+    """No circuits, no rate (tools, tests of a channel alone): every fallback is called at once."""
 
-    def admit(self, to: ChannelKind) -> bool:
+    async def admit(self, to: ChannelKind) -> bool:
         return True
 
 
@@ -90,17 +91,18 @@ class Message:
     sms_text: str
     sms_count: sms.SmsCount
     fallback: FallbackGate = ALWAYS_FALL_BACK
-    """Whether a fallback may be called now (set by the dispatcher for its circuits)."""
+    """Whether, and when, a fallback may be called (set by the dispatcher: its circuits and rate buckets)."""
 
 
-def compose(request: NotificationRequest, segment_limit: int, max_segments: int = sms.MAX_SEGMENTS) -> Message:
+def compose(request: NotificationRequest, segment_limit: int, max_segments: int = sms.MAX_SEGMENTS,
+            fallback: FallbackGate = ALWAYS_FALL_BACK) -> Message:
     """Render the template in the recipient's language; fit the SMS text (unaccented Vietnamese over
     `segment_limit` segments, never more than `max_segments`)."""
     if request.payload is not None:
-        return Message(request, request.recipient.locale, "", request.payload, "", sms.count(""))
+        return Message(request, request.recipient.locale, "", request.payload, "", sms.count(""), fallback)
     r = render(request.kind, request.recipient.locale, request.params)
     text, counted = sms.fit(r.text, segment_limit, allow_unaccented=r.locale is Locale.VI, max_segments=max_segments)
-    return Message(request, r.locale, r.subject, r.text, text, counted)
+    return Message(request, r.locale, r.subject, r.text, text, counted, fallback)
 
 
 def outgoing_traceparent(request: NotificationRequest) -> str | None:

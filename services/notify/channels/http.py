@@ -171,7 +171,8 @@ class ZaloZns:
     could reach the citizen beside the ZNS message, through a provider that does not know that id. An emergency
     falls back on any failure (ADR 0032, amended): a storm warning twice beats one held for the hours ZNS is down.
     The fallback is called only if the message's `fallback` gate admits it (SMS's circuit, which admits every
-    emergency, ADR 0032): else `FALLBACK_HELD`, no call.
+    emergency, ADR 0032): else `FALLBACK_HELD`, no call; and only once SMS's rate allows it (the gate takes a token of
+    SMS's bucket: a fallback is an SMS the gateway counts against its contract).
     """
 
     def __init__(self, client: HttpClient, url: str, fallback: SmsGateway) -> None:
@@ -200,7 +201,8 @@ class ZaloZns:
             # each circuit its own provider's outcome: ZNS's answer if it gave one (no connection, a bad URL: none),
             # a failure if it failed retryably (an emergency's fallback)
             fell_back = FellBack(answered=None if err.unreached or err.local else not err.retryable, to=ChannelKind.SMS)
-            if not message.fallback.admit(ChannelKind.SMS):  # SMS's circuit holds it: the gateway is not called
+            # SMS's circuit may hold it (the gateway is not called); else it waits for a token of SMS's rate
+            if not await message.fallback.admit(ChannelKind.SMS):
                 held = DeliveryError(FALLBACK_HELD, unreached=True, local=True)
                 held.fell_back = fell_back
                 raise held from None
