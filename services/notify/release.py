@@ -24,10 +24,11 @@ import structlog
 
 from schemas.notification import Audience, NotificationRequest
 from services.notify import metrics
-from services.notify.delivery import DEFERRAL_TOO_LARGE, Dispatcher
+from services.notify.delivery import Dispatcher
 from services.notify.jobs import RELEASED_ATTEMPTS, Claim, Job
 from services.notify.ledger import REWRITE_DEFERRED_AFTER
 from services.notify.ledger_entry import EntryTooLarge
+from services.notify.outcomes import DEFERRAL_TOO_LARGE
 
 log = structlog.get_logger("notify.release")
 PASS_LIMIT = 10_000

@@ -15,10 +15,11 @@ from services.common.clients import FETCH_BYTES
 from services.intake.settings import IntakeSettings
 from services.notify import metrics
 from services.notify.channels.base import DeliveryError
-from services.notify.delivery import DEFERRAL_TOO_LARGE, Dispatcher
+from services.notify.delivery import Dispatcher
 from services.notify.jobs import Outputs
 from services.notify.ledger import Ledger
 from services.notify.ledger_entry import RECORD_OVERHEAD, Entry, encode
+from services.notify.outcomes import DEFERRAL_TOO_LARGE
 from services.notify.personal import deferrable
 from services.notify.policy import Backoff, QuietHours
 from services.notify.release import OwnedDispatcher

@@ -15,8 +15,8 @@ import pytest
 from schemas.notification import Audience
 from services.cli.notify_letters import letter, replayed
 from services.notify import deadletters, rules
-from services.notify.delivery import PARK_HORIZON
 from services.notify.fake_providers import FakeProviders
+from services.notify.outcomes import PARK_HORIZON
 from services.notify.subscribers import Registry
 from services.notify.topics import Names
 from tests.kafkatools import produce, read_all
