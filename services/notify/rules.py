@@ -1,7 +1,7 @@
 """The rules table: canonical events (and deadline alerts) -> notification requests. Pure.
 
 Read `RULES` top to bottom: for each event type, which condition makes it which
-message for whom. Every registered event type has an entry (`NO_NOTIFICATION`
+message for whom (who: `recipients`). Every registered event type has an entry (`NO_NOTIFICATION`
 when nobody is told; a test fails on a missing one). Webhook subscriptions and
 deadline alerts follow the table.
 """
@@ -37,9 +37,8 @@ from schemas.mobile_team import (
 )
 from schemas.notification import Audience, ChannelKind, DeadlineAlert, NotificationRequest, Recipient, TrackedDossier
 from schemas.notification import NotificationKind as K
-from schemas.personal import SealedApplicant
 from services.notify import deadlines
-from services.notify.directory import Contact, Directory
+from services.notify.directory import Directory
 from services.notify.params import (
     alert_params,
     announcement_params,
@@ -47,8 +46,17 @@ from services.notify.params import (
     dossier_params,
     visit_params,
 )
-from services.notify.personal import APPLICANT, applicant_recipient
 from services.notify.policy import notification_id
+from services.notify.recipients import (
+    Target,
+    applicant,
+    centre,
+    cluster_operators,
+    emergency_audience,
+    failed_cluster_operators,
+    staff,
+    village_contacts,
+)
 from services.notify.subscribers import Registry
 from services.notify.timing import (
     alert_over,
@@ -58,60 +66,6 @@ from services.notify.timing import (
     visit_held,
     window_passed,
 )
-
-Target = tuple[Recipient, ChannelKind, Audience]
-
-
-# --- who ---------------------------------------------------------------------------------------
-
-def applicant(e: Event, _: Directory) -> list[Target]:
-    """The citizen: Zalo ZNS if we know the account (SMS fallback), else SMS, else e-mail."""
-    a = e.data.applicant if isinstance(e, DossierStatusChanged) else None
-    if a is None:
-        return []
-    if isinstance(a, SealedApplicant):  # the canonical form: contacts stay sealed until delivery
-        found = applicant_recipient(e.id, a)
-        return [(found[0], found[1], Audience.CITIZEN)] if found else []
-    if a.zalo_user_id:
-        channel = ChannelKind.ZALO
-    elif a.phone:
-        channel = ChannelKind.SMS
-    elif a.email:
-        channel = ChannelKind.EMAIL
-    else:
-        return []
-    r = Recipient(ref=APPLICANT, locale=a.preferred_locale, phone=a.phone, email=a.email, zalo_user_id=a.zalo_user_id)
-    return [(r, channel, Audience.CITIZEN)]
-
-
-def staff(contacts: list[Contact]) -> list[Target]:
-    return [(c.recipient(), c.channel, Audience.STAFF) for c in contacts]
-
-
-def citizens(contacts: list[Contact]) -> list[Target]:
-    return [(c.recipient(), c.channel, Audience.CITIZEN) for c in contacts]
-
-
-def village_contacts(e: Event, d: Directory) -> list[Target]:
-    return citizens(d.village(e.commune, e.data.village))
-
-
-def centre(e: Event, d: Directory) -> list[Target]:
-    return staff(d.of(e.commune).centre)
-
-
-def cluster_operators(e: Event, d: Directory) -> list[Target]:
-    return staff(d.cluster_operators(e.commune, e.data.target_clusters))
-
-
-def failed_cluster_operators(e: Event, d: Directory) -> list[Target]:
-    return staff(d.cluster_operators(e.commune, [e.data.cluster_id]))
-
-
-def emergency_audience(e: Event, d: Directory) -> list[Target]:
-    villages = [t for v in e.data.target_villages for t in citizens(d.village(e.commune, v))]
-    return cluster_operators(e, d) + villages
-
 
 # --- when (deferrals and expiries: `timing`) -------------------------------------------------------
 
