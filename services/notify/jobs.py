@@ -34,6 +34,10 @@ class Gate(Protocol):
 
     def leave(self, source: object = None) -> None: ...
 
+    def check(self) -> None:
+        """Raise (`WorkerStalled`, a Kafka error) if this worker may no longer own what it sends: called again right
+        before a call made after an await inside the gate (a fallback after the first provider's answer and a token)."""
+
 
 class OpenGate:
     """No fence (unit tests, tools): every call may go."""
@@ -42,6 +46,9 @@ class OpenGate:
         return None
 
     def leave(self, source: object = None) -> None:
+        return None
+
+    def check(self) -> None:
         return None
 
 

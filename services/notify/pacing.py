@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from schemas.notification import ChannelKind
 from services.notify.circuits import FallbackCircuit
@@ -33,15 +33,16 @@ class PacedFallback:
     `urgent` for an emergency, which may borrow as its own channel's emergencies do (a routine one waits while they
     do). Only a send that falls back asks: a Zalo message ZNS takes spends Zalo's token alone."""
 
-    __slots__ = ("buckets", "circuit", "urgent")
+    __slots__ = ("buckets", "check", "circuit", "urgent")
 
     def __init__(self, buckets: Mapping[ChannelKind, TokenBucket], urgent: bool,
-                 circuit: FallbackCircuit | None) -> None:
-        self.buckets, self.urgent, self.circuit = buckets, urgent, circuit
+                 circuit: FallbackCircuit | None, check: Callable[[], None]) -> None:
+        self.buckets, self.urgent, self.circuit, self.check = buckets, urgent, circuit, check
 
     async def admit(self, to: ChannelKind) -> bool:
         if self.circuit is not None and not self.circuit.admit(to):
             return False
         if (bucket := self.buckets.get(to)) is not None:
             await take_token(bucket, self.urgent)
+        self.check()  # the fence's stall check (ADR 0012), again: the first provider's call and the token were awaits
         return True

@@ -105,6 +105,11 @@ class Fence:
         self.stalls.check()  # the last thing before the call: no await between this and the request
         self._calls[consumer] = self._calls.get(consumer, 0) + 1
 
+    def check(self) -> None:
+        """Again, right before a call made after an await inside the fence (a fallback, once ZNS answered and SMS's
+        rate gave a token): the worker may have stood still past the limit meanwhile."""
+        self.stalls.check()
+
     def leave(self, source: object = None) -> None:
         """After the call and its ledger entry (or failure)."""
         consumer = self.consumer_of(source)

@@ -119,6 +119,8 @@ class Sending(Outcomes):
             else:
                 await self._failed(job, err)
             return
+        except KafkaError:  # the fence's stall check before a fallback (`WorkerStalled`): the run restarts, and the
+            raise  # next owner sends it (dead-lettered, it would be recorded done and never sent)
         except Exception as exc:  # a bug met by this request (template, client): dead-lettered, the lane goes on
             await self._unexpected(job, exc, "internal_error")
             return
@@ -145,7 +147,7 @@ class Sending(Outcomes):
         fallback's)."""
         ok: bool | None = None
         fell_back: FellBack | None = None
-        paced = PacedFallback(lane.buckets, lane is self.emergency, gate)
+        paced = PacedFallback(lane.buckets, lane is self.emergency, gate, self.gate.check)
         message = compose(clear, self.segment_limit, self.max_segments, paced)
         try:
             receipt = await channel.send(message)

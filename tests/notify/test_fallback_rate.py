@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from schemas.notification import ChannelKind, NotificationRequest, Recipient
+from services.common.stall import WorkerStalled
 from services.notify.channels.http import HttpClient, SmsGateway, ZaloZns
 from services.notify.delivery import Dispatcher
 from services.notify.fake_providers import FakeProviders
@@ -39,13 +40,15 @@ async def zns_refuses(_: web.Request) -> web.Response:
 
 
 @asynccontextmanager
-async def dispatching(fake: FakeProviders, rates: dict[str, float]) -> AsyncIterator[Dispatcher]:
+async def dispatching(fake: FakeProviders, rates: dict[str, float], spawn: Tasks | None = None,
+                      producer: FakeProducer | None = None) -> AsyncIterator[Dispatcher]:
     """A dispatcher whose SMS and Zalo channels call `fake` over HTTP, with circuits as the service has them."""
-    http, producer = HttpClient(5), FakeProducer()
+    http, producer = HttpClient(5), producer or FakeProducer()
     sms = SmsGateway(http, fake.url)
     d = Dispatcher({ChannelKind.SMS: sms, ChannelKind.ZALO: ZaloZns(http, fake.url, sms)}, Ledger(LEDGER, producer),
-                   producer, OUT, spawn=Tasks(), backoff=Backoff(), quiet=NEVER_QUIET, rates=rates, segment_limit=3,
-                   routine_workers=8, emergency_workers=1, clock=FixedClock(NOON), park_s=600, circuit=(10, 30))
+                   producer, OUT, spawn=spawn or Tasks(), backoff=Backoff(), quiet=NEVER_QUIET, rates=rates,
+                   segment_limit=3, routine_workers=8, emergency_workers=1, clock=FixedClock(NOON), park_s=600,
+                   circuit=(10, 30))
     d.start()
     try:
         yield d
@@ -98,8 +101,9 @@ async def test_an_emergency_fallback_borrows_an_sms_token_a_routine_one_waits_fo
     a routine fallback waits for the bucket to refill past the debt."""
     bucket = TokenBucket(rate=1.0, burst=1.0)
     assert bucket.wait_time(time.monotonic()) == 0  # the only token, taken by a routine SMS
-    urgent = asyncio.create_task(PacedFallback({ChannelKind.SMS: bucket}, True, None).admit(ChannelKind.SMS))
-    routine = asyncio.create_task(PacedFallback({ChannelKind.SMS: bucket}, False, None).admit(ChannelKind.SMS))
+    sms = {ChannelKind.SMS: bucket}
+    urgent = asyncio.create_task(PacedFallback(sms, True, None, lambda: None).admit(ChannelKind.SMS))
+    routine = asyncio.create_task(PacedFallback(sms, False, None, lambda: None).admit(ChannelKind.SMS))
     await asyncio.sleep(0)
     try:
         assert urgent.done() and urgent.result() is True and bucket.tokens < 0, "the emergency did not borrow"
@@ -107,3 +111,42 @@ async def test_an_emergency_fallback_borrows_an_sms_token_a_routine_one_waits_fo
     finally:
         routine.cancel()
         await asyncio.gather(urgent, routine, return_exceptions=True)
+
+
+class StallsAfterEntry:
+    """A fence the call got through, whose stall check then fails: the worker stood still past the limit during the
+    first provider's call (the group may have given its partition to another worker meanwhile)."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+
+    async def enter(self, source: object = None) -> None:
+        return None
+
+    def leave(self, source: object = None) -> None:
+        return None
+
+    def check(self) -> None:
+        self.checked += 1
+        raise WorkerStalled("event loop stood still for 9.0 s")
+
+
+async def test_a_fallback_after_the_worker_stood_still_is_neither_called_nor_dead_lettered() -> None:
+    """The fence's stall check (ADR 0012) came before the ZNS call only: a worker frozen past the limit during that
+    call or its wait for SMS's token woke up, maybe evicted, and sent the SMS beside the partition's new owner. Now it
+    is checked again before the fallback: no SMS, and the request neither recorded done nor dead-lettered (the sender
+    ends with `WorkerStalled`, which ends the run; the next owner sends it)."""
+    fake = FakeProviders()
+    fake.zns = zns_refuses  # type: ignore[method-assign]
+    await fake.start()
+    tasks, producer, gate = Tasks(), FakeProducer(), StallsAfterEntry()
+    try:
+        async with dispatching(fake, {"sms": 1000.0, "zalo": 1000.0}, tasks, producer) as d:
+            d.gate = gate
+            await d.submit(zalo("frozen"), Calls())
+            await eventually_async(lambda: bool(tasks.failures()), timeout=10, interval=0.01, what="the sender ended")
+            assert [type(e) for e in tasks.failures()] == [WorkerStalled] and gate.checked == 1
+    finally:
+        await fake.stop()
+    assert [r.path for r in fake.accepted.values()] == [], "the SMS was called"
+    assert producer.sent == [], "recorded done, dead-lettered or given a status"

@@ -135,6 +135,9 @@ class CountingGate:
     def leave(self, source: object = None) -> None:
         self.left += 1
 
+    def check(self) -> None:
+        pass
+
 
 def upkeep(now: datetime) -> tuple[FixedClock, FakeProducer, Ledger, OwnedDispatcher]:
     """A clock at `now`, a producer, a ledger and the dispatcher that keeps its deferrals (no providers)."""

@@ -146,6 +146,9 @@ class _Rebalancing:
     def leave(self, source: object = None) -> None:
         pass
 
+    def check(self) -> None:
+        pass
+
 
 async def erased_at_the_gate(event_id: str, revoked: bool) -> tuple[FakeChannel, FakeProducer, Tasks]:
     """A request whose contacts were opened waits at the gate (a rebalance); the erasure's tombstone is read
