@@ -90,7 +90,8 @@ class NoticeSender:
         self.timeouts = {"session_timeout_ms": session_timeout_ms, "heartbeat_interval_ms": heartbeat_interval_ms,
                          "max_poll_interval_ms": max_poll_interval_ms}
         self.longest_wait_s = max_poll_interval_ms / 1000 * WAIT_SHARE
-        """A back-off past this (`NOTIFY_RETRY_CAP_S` above it) is cut to it, counted from the last poll."""
+        """A back-off past this (`NOTIFY_RETRY_CAP_S` above it) is cut to it, counted from the last poll; a call
+        still under way after it (`NOTIFY_PROVIDER_TIMEOUT_S` above it) is cut too, and the notice waits."""
         self.clock, self.sleep = clock, sleep
         self.attempts = 0
         """Calls made for the notice that waits (0: none waits)."""
@@ -100,7 +101,7 @@ class NoticeSender:
 
     async def run(self) -> None:
         consumer = clients.consumer(self.conn, self.topic, client_id=f"commune-bus-notify-erasures-{self.sub.name}",
-                                    group_id=self.group, max_poll_records=50, **self.timeouts)
+                                    group_id=self.group, **self.timeouts)
         await consumer.start()
         try:
             while True:
@@ -109,28 +110,29 @@ class NoticeSender:
             await close_within("notify", f"erasure-notices-{self.sub.name}-consumer", consumer.stop)
 
     async def poll(self, consumer: AIOKafkaConsumer) -> None:
-        """One fetch, told in order. A notice not taken is fetched again after a back-off (`seek`), not retried inside
-        the batch: the consumer keeps polling, so a subscriber down for hours does not push it out of its group
-        (`max.poll.interval.ms`). The back-off ends within `longest_wait_s` of the poll: a longer one (a
-        `NOTIFY_RETRY_CAP_S` over ~300 s) let the group drop the sender, which then found its partition gone and
-        cleared `notify_erasure_notices_waiting`, so ErasureNoticeWaiting never fired."""
+        """One fetch of one notice, told. A notice not taken is fetched again after a back-off (`seek`), not retried
+        inside the poll: the consumer keeps polling, so a subscriber down for hours does not push it out of its group
+        (`max.poll.interval.ms`). Between two polls come the fetch (at most 1 s), one call (cut at `longest_wait_s`)
+        and its back-off (ending within `longest_wait_s` of the poll), or the call and a commit (at most
+        `COMMIT_TIMEOUT_S`): about 156 s at most, whatever the subscriber's speed, `NOTIFY_PROVIDER_TIMEOUT_S` and
+        `NOTIFY_RETRY_CAP_S`, and however many notices wait. A longer back-off (a `NOTIFY_RETRY_CAP_S` over ~300 s),
+        or a fetch of up to 50 notices told one after the other (calls of ~6 s each), let the group drop the sender:
+        the notice moved to another worker, was told again and the waiting gauge was cleared."""
         if self.waiting is not None and self.waiting not in consumer.assignment():
             self._handed_over()
         polled = self.clock()
-        for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
-            for record in records:
-                taken = await self.tell(record)
-                if tp not in consumer.assignment():  # moved during the call (a worker joined or left): its next owner
-                    self._handed_over()  # tells it again from the committed offset, under the same webhook id
-                    break
-                if not taken:
-                    self.waiting = tp
-                    await self.sleep(self._wait_s(polled))
-                    if tp in consumer.assignment():  # else its next owner fetches it from the committed offset
-                        consumer.seek(tp, record.offset)
-                    else:
-                        self._handed_over()
-                    break
+        for tp, [record] in (await consumer.getmany(timeout_ms=1000, max_records=1)).items():
+            taken = await self.tell(record)
+            if tp not in consumer.assignment():  # moved during the call (a worker joined or left): its next owner
+                self._handed_over()  # tells it again from the committed offset, under the same webhook id
+            elif not taken:
+                self.waiting = tp
+                await self.sleep(self._wait_s(polled))
+                if tp in consumer.assignment():  # else its next owner fetches it from the committed offset
+                    consumer.seek(tp, record.offset)
+                else:
+                    self._handed_over()
+            else:
                 self.waiting = None
                 await self._commit(consumer, tp, record.offset + 1)
 
@@ -155,10 +157,12 @@ class NoticeSender:
             return True
         self.attempts += 1
         try:
-            await self.webhooks.send(compose(notice_request(notice, self.sub), 1))
+            async with asyncio.timeout(self.longest_wait_s):  # the poll interval's, whatever the provider timeout
+                await self.webhooks.send(compose(notice_request(notice, self.sub), 1))
         except Exception as exc:  # a bug met by a notice, or a subscriber URL longer than a request may hold:
             # waits as a refusal does, alerted: never committed, it would end every run after it, the citizens' too
-            reason = exc.reason if isinstance(exc, DeliveryError) else internal_error(exc).message  # never its text
+            reason = (exc.reason if isinstance(exc, DeliveryError) else "TimeoutError" if isinstance(exc, TimeoutError)
+                      else internal_error(exc).message)  # never its text
             metrics.ERASURE_NOTICES.labels(self.sub.name, "failed").inc()
             metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(1)
             log.warning("notify.erasure_notice_failed", subscriber=self.sub.name, erasure_id=notice.erasure_id,

@@ -154,8 +154,8 @@ async def test_a_notice_from_a_newer_schema_is_sent_and_one_wrong_in_a_member_re
 async def test_a_notice_not_taken_is_fetched_again_after_a_back_off_and_committed_once_taken() -> None:
     """The subscriber refuses twice (a 401: its secret out of step), then takes it. Each refusal seeks back to the
     notice and returns to polling (a subscriber down for hours must not push the consumer out of its group), nothing
-    is committed until it is taken, then the offset after it; the notice after it is sent only then. A refused commit
-    (the partition moved on) is counted, not the run's end."""
+    is committed until it is taken, then the offset after it; the notice after it is sent only then, at the next
+    poll. A refused commit (the partition moved on) is counted, not the run's end."""
     from aiokafka import TopicPartition
     from aiokafka.errors import CommitFailedError
 
@@ -169,8 +169,9 @@ async def test_a_notice_not_taken_is_fetched_again_after_a_back_off_and_committe
             self.position, self.commits, self.seeks = 0, [], []  # type: ignore[var-annotated]
             self.refuse_commit = False
 
-        async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
-            return {tp: [SimpleNamespace(value=v, offset=o) for o, v in enumerate(notices) if o >= self.position]}
+        async def getmany(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+            return {tp: [SimpleNamespace(value=v, offset=o) for o, v in enumerate(notices)
+                         if o >= self.position][:max_records]}
 
         def assignment(self) -> set[TopicPartition]:
             return {tp}
@@ -200,6 +201,8 @@ async def test_a_notice_not_taken_is_fetched_again_after_a_back_off_and_committe
     for _ in range(2):
         await sender.poll(consumer)  # type: ignore[arg-type]
     assert (consumer.seeks, consumer.commits, sent) == ([0, 0], [], [])
+    await sender.poll(consumer)  # type: ignore[arg-type]
+    assert (consumer.commits, sent) == ([1], ["e-0"])
     await sender.poll(consumer)  # type: ignore[arg-type]
     assert (consumer.commits, sent) == ([1, 2], ["e-0", "e-1"])
     consumer.refuse_commit = True
@@ -290,7 +293,7 @@ async def test_a_back_off_longer_than_the_poll_interval_allows_ends_in_time_for_
     tp, now, waits = TopicPartition("t", 0), [0.0], []
 
     class Consumer:
-        async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+        async def getmany(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
             return {tp: [SimpleNamespace(value=NOTICE.model_dump_json().encode(), offset=0)]}
 
         def assignment(self) -> set[TopicPartition]:
@@ -381,7 +384,7 @@ async def test_a_worker_that_lost_the_waiting_notice_to_another_no_longer_says_o
     held = {tp}
 
     class Consumer:
-        async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+        async def getmany(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
             return {tp: [SimpleNamespace(value=NOTICE.model_dump_json().encode(), offset=0)]} if held else {}
 
         def assignment(self) -> set[TopicPartition]:
