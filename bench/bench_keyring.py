@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from services.privacy.disk import DiskKeys, Kept
-from services.privacy.keyring import Keyring, encoded
+from services.privacy.key_records import encoded
+from services.privacy.keyring import Keyring
 
 KEYS = 200_000
 ROUNDS = 3

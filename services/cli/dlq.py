@@ -27,7 +27,8 @@ from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, KafkaConnection
 from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.deadletters import is_sealed, open_dead_letter
 from services.privacy.erase import keys_written
-from services.privacy.keyring import Keyring, KeyUnknown
+from services.privacy.key_records import KeyUnknown
+from services.privacy.keyring import Keyring
 from services.privacy.settings import PrivacySettings
 from services.privacy.store import KeyStore
 

@@ -29,7 +29,8 @@ from schemas.personal import PERSONAL_FIELDS, SealedApplicant, SealedValue
 from services.notify.directory import Directory
 from services.privacy.applicant import open_value, sealed_value
 from services.privacy.crypto import Erased
-from services.privacy.keyring import Keyring, KeyUnknown
+from services.privacy.key_records import KeyUnknown
+from services.privacy.keyring import Keyring
 
 CONTACTS = ("phone", "email", "zalo_user_id")
 APPLICANT = "applicant"

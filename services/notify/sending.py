@@ -24,7 +24,7 @@ from services.notify.outcomes import Outcomes, trace_id
 from services.notify.pacing import PacedFallback
 from services.notify.personal import OpenContacts
 from services.privacy.crypto import Erased
-from services.privacy.keyring import KeyUnreadable
+from services.privacy.key_records import KeyUnreadable
 from services.privacy.store import KeysBehind
 
 log = structlog.get_logger("notify.delivery")

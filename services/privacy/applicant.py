@@ -15,7 +15,8 @@ from schemas.envelope import Event, built, replaced
 from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant, SealedValue
 from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
-from services.privacy.keyring import Keyring, KeyUnreadable
+from services.privacy.key_records import KeyUnreadable
+from services.privacy.keyring import Keyring
 
 _IDENTIFIERS = (("cccd", "id_number"), ("phone", "phone"), ("email", "email"), ("zalo", "zalo_user_id"))
 

@@ -51,7 +51,8 @@ from schemas.limits import EARLIEST, LATEST
 from services.common import rocks
 from services.common.run_folder import RunFolder, remove_orphans
 from services.privacy import crypto
-from services.privacy.keyring import READER, Remembered, _Key
+from services.privacy.key_records import READER
+from services.privacy.key_tables import Remembered, _Key
 
 log = structlog.get_logger("privacy.keys")
 

@@ -13,17 +13,12 @@ created up to it, and refuses such a key's record read after it.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
-import json
 import os
 from collections import deque
-from collections.abc import Callable, Mapping, MutableMapping, MutableSet
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Final, Protocol
 
-import pydantic_core
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from schemas.envelope import built
@@ -31,6 +26,8 @@ from schemas.limits import EARLIEST, LATEST
 from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord
 from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
+from services.privacy.key_records import KeyUnknown, KeyUnreadable, RecordRefused, record_digest
+from services.privacy.key_tables import KeyTable, MemoryKeys, _Key
 
 Clock = Callable[[], datetime]
 
@@ -39,173 +36,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class KeyUnknown(Erased):
-    """No record of this key here yet, and no tombstone either: the key store may lag (refresh, then it is erased)."""
-
-
-class KeyUnreadable(PrivacyError):
-    """The key's record was read but this keyring could not unwrap it (wrapped under a key-encryption key it was not
-    given, as in a rolling KEK rotation, or damaged): not an erasure. A value under it waits until the service is
-    given that KEK (restarted); it is never counted as erased (an audit found such messages marked done, erased)."""
-
-
-class RecordRefused(PrivacyError):
-    """A key record this reader refuses by its bytes alone, whatever KEKs it is given: not the shape of a key record
-    (a time out of bounds, a member missing) or not the key its record key names. Read again only by another reader
-    (`READER`): a kept table remembers it was refused there instead of reading the topics whole at every start."""
-
-
-READER: Final = hashlib.sha256(json.dumps([KeyRecord.model_json_schema(), pydantic_core.__version__],
-                                          sort_keys=True).encode()).digest()
-"""What decides which key records `RecordRefused` refuses: the record's schema and pydantic's parser. A reader that
-differs (an upgrade that widens the schema) gives the records refused before another chance (ADR 0034)."""
-
-
-def encoded(record: KeyRecord) -> bytes:
-    """A key record's value on the key topic (its JSON, without the absent expiry)."""
-    return record.__pydantic_serializer__.to_json(record, exclude_none=True)
-
-
 _RECORD_FIELDS = frozenset(KeyRecord.model_fields)
 _AFTER = timedelta(microseconds=1)
 CIPHERS_KEPT = 4096
 """AES-GCM objects kept built, for the keys used last (~2.5 KB each, OpenSSL's context: one per key held was more
 than half of a keyring's memory); another key's is built again on use (~1.3 µs, a seal costs ~0.7)."""
-
-
-@dataclass(slots=True, eq=False)
-class _Key:
-    """A data key as a keyring holds it: plain values, not its parsed record (a pydantic model, ~1.5 KB a key)."""
-
-    key_id: str
-    dek: bytes
-    created_at: datetime
-    expires_at: datetime | None
-    record: KeyRecord | None = None
-    """Its record while pending (made here, not read back yet): returned with every use; None once confirmed."""
-    digest: bytes | None = None
-    """For a key made here: a digest of its record's bytes as read back and checked (`apply`), so later copies are
-    not parsed (the bytes themselves, ~330, were a keyring's largest part once the rest was plain values)."""
-    aead: AESGCM | None = None
-    """Built on use, kept for the `CIPHERS_KEPT` keys built last."""
-
-    def records(self) -> list[KeyRecord]:
-        return [] if self.record is None else [self.record]
-
-
-def _digest(value: bytes) -> bytes:
-    return hashlib.blake2b(value, digest_size=16).digest()
-
-
-class KeyTable(Protocol):
-    """Where a keyring holds its keys, per subject (never an empty tuple): `MemoryKeys`, or `services.privacy.disk`'s
-    RocksDB store with the keys used last in memory. A table may hand out a new `_Key` for a subject at each `get`
-    (read from disk again), so the keyring `put`s a subject's keys again after changing one."""
-
-    def get(self, subject: str) -> tuple[_Key, ...] | None: ...
-
-    def put(self, subject: str, keys: tuple[_Key, ...]) -> None: ...
-
-    def pop(self, subject: str) -> tuple[_Key, ...]: ...
-
-    def count(self) -> int: ...
-
-    def erased(self) -> MutableSet[tuple[str, str]]:
-        """The erased keys' (subject, key id), held by the table (a table on disk keeps them across restarts)."""
-
-    def unreadable(self) -> MutableSet[tuple[str, str]]: ...
-
-    def marks(self) -> MutableMapping[str, datetime]: ...
-
-    def expiring(self) -> list[tuple[datetime, str, str]]:
-        """The confirmed keys that expire, as the table holds them now (the expiry heap's start)."""
-
-    def offsets(self) -> dict[tuple[str, int], int]:
-        """The key topics' offsets the table holds every record before applied (none: read from the beginning)."""
-
-    def checkpoint(self, offsets: Mapping[tuple[str, int], int],
-                   fenceposts: Mapping[tuple[str, int], tuple[int, bytes]] | None = None) -> None: ...
-
-    def skipped(self, refused: bool = False) -> None: ...
-
-    def shred(self, subject: str) -> None:
-        """`subject` lost a key to an erasure: a table on disk removes the old copies of its row from its files."""
-
-    def fenceposts(self) -> dict[tuple[str, int], tuple[int, bytes]]:
-        """Per key-topic partition, the offset and digest of the last record applied (see `store.KeyStore.start`)."""
-
-    def clear(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Remembered:
-    """What a table holds besides its keys, for the keyring to fill: `_erased`, `_unreadable`, `_marks` (set by the
-    table's `__init__`: sets and a dict in memory, or written through to a store on disk)."""
-
-    _erased: MutableSet[tuple[str, str]]
-    _unreadable: MutableSet[tuple[str, str]]
-    _marks: MutableMapping[str, datetime]
-
-    def erased(self) -> MutableSet[tuple[str, str]]:
-        return self._erased
-
-    def unreadable(self) -> MutableSet[tuple[str, str]]:
-        return self._unreadable
-
-    def marks(self) -> MutableMapping[str, datetime]:
-        return self._marks
-
-
-class MemoryKeys(Remembered):
-    """Every key in a dict: tests, and short-lived readers. A service's keyring grows with the country (ADR 0034).
-    Per subject a tuple (nearly always of one key: a tuple costs far less than a dict per subject)."""
-
-    def __init__(self) -> None:
-        self._keys: dict[str, tuple[_Key, ...]] = {}
-        self._erased: set[tuple[str, str]] = set()
-        self._unreadable: set[tuple[str, str]] = set()
-        self._marks: dict[str, datetime] = {}
-
-    def get(self, subject: str) -> tuple[_Key, ...] | None:
-        return self._keys.get(subject)
-
-    def put(self, subject: str, keys: tuple[_Key, ...]) -> None:
-        self._keys[subject] = keys
-
-    def pop(self, subject: str) -> tuple[_Key, ...]:
-        return self._keys.pop(subject, ())
-
-    def count(self) -> int:
-        return sum(len(keys) for keys in self._keys.values())
-
-    def expiring(self) -> list[tuple[datetime, str, str]]:
-        return []
-
-    def offsets(self) -> dict[tuple[str, int], int]:
-        return {}
-
-    def checkpoint(self, offsets: Mapping[tuple[str, int], int],
-                   fenceposts: Mapping[tuple[str, int], tuple[int, bytes]] | None = None) -> None:
-        pass
-
-    def skipped(self, refused: bool = False) -> None:
-        pass
-
-    def shred(self, subject: str) -> None:
-        pass
-
-    def fenceposts(self) -> dict[tuple[str, int], tuple[int, bytes]]:
-        return {}
-
-    def clear(self) -> None:
-        self._keys.clear()
-        self._erased.clear()
-        self._unreadable.clear()
-        self._marks.clear()
-
-    def close(self) -> None:
-        self.clear()
 
 
 class Keyring:
@@ -386,7 +221,7 @@ class Keyring:
         if (subject, key_id) in self._erased:  # a tombstone is final: key ids are random, never made twice
             return  # (a worker that made the key wrote its record again before it read the erasure's tombstone)
         known = self._find(subject, key_id)
-        if known is not None and known.digest is not None and _digest(value) == known.digest:
+        if known is not None and known.digest is not None and record_digest(value) == known.digest:
             return  # byte for byte a record read and checked here before (a pending key's record written again)
         try:
             record = KeyRecord.model_validate_json(value)
@@ -403,7 +238,7 @@ class Keyring:
         dek = crypto.unwrap(kek, record.wrapped, subject, key_id)  # our own pending key too: the record is the truth
         if known is not None:  # a key made here, read back: confirmed; a digest of its bytes is kept, so the copies
             # still to come (it went with every transaction that used it) are recognised without parsing each
-            known.record, known.digest = None, _digest(value)
+            known.record, known.digest = None, record_digest(value)
             if record.expires_at is not None and record.expires_at != known.expires_at:
                 heapq.heappush(self._expiring, (record.expires_at, subject, key_id))
             known.created_at, known.expires_at = record.created_at, record.expires_at

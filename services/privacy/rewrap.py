@@ -31,7 +31,7 @@ from services.common.settings import KafkaConnection
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import tombstone_late_copies
-from services.privacy.keyring import encoded
+from services.privacy.key_records import encoded
 from services.privacy.store import key_topics
 
 Outcome = Literal["rewrapped", "erased", "unreadable", "current"]

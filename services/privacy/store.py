@@ -28,7 +28,8 @@ from services.common.logging import where
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
 from services.privacy.crypto import PrivacyError
-from services.privacy.keyring import Keyring, RecordRefused, encoded
+from services.privacy.key_records import RecordRefused, encoded
+from services.privacy.keyring import Keyring
 
 log = structlog.get_logger("privacy.keys")
 

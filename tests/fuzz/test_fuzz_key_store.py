@@ -26,7 +26,8 @@ from services.common.settings import KafkaConnection
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
 from services.privacy.disk import DiskKeys, Kept
-from services.privacy.keyring import Keyring, encoded
+from services.privacy.key_records import encoded
+from services.privacy.keyring import Keyring
 from services.privacy.store import UNREADABLE_NOW, KeyStore, key_topics
 from tests.fuzz.strategies import EXAMPLES, HOSTILE_DATES, fuzz_settings, mutated
 from tests.privacy.keys import KEK, NOW, PEPPER

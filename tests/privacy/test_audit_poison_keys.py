@@ -18,7 +18,9 @@ from services.privacy import crypto
 from services.privacy import disk as disk_module
 from services.privacy.crypto import Erased
 from services.privacy.disk import DiskKeys, Kept
-from services.privacy.keyring import Keyring, KeyUnreadable, _Key
+from services.privacy.key_records import KeyUnreadable
+from services.privacy.key_tables import _Key
+from services.privacy.keyring import Keyring
 from services.privacy.store import UNREADABLE_NOW, KeyStore
 from tests.privacy.keys import KEK, NOW, PEPPER
 

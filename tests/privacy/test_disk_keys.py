@@ -21,7 +21,8 @@ from services.privacy import crypto
 from services.privacy import disk as disk_module
 from services.privacy.crypto import Erased
 from services.privacy.disk import KEPT_PREFIX, KEYS, PREFIX, DiskKeys, Kept, _scan
-from services.privacy.keyring import Keyring, KeyUnknown, encoded
+from services.privacy.key_records import KeyUnknown, encoded
+from services.privacy.keyring import Keyring
 from tests.privacy.keys import KEK, NOW, PEPPER
 from tests.privacy.keys import settings as privacy_settings
 

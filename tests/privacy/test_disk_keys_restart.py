@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, record_key
-from services.privacy.keyring import encoded
+from services.privacy.key_records import encoded
 from tests.privacy.keys import NOW
 from tests.privacy.test_disk_keys import kept_ring, ring
 

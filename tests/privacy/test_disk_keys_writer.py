@@ -14,7 +14,8 @@ from schemas.personal import ERASED_MARK, ErasureMark, record_key
 from services.privacy import crypto
 from services.privacy.crypto import Erased
 from services.privacy.disk import DiskKeys
-from services.privacy.keyring import Keyring, encoded
+from services.privacy.key_records import encoded
+from services.privacy.keyring import Keyring
 from tests.privacy.keys import KEK, NOW, PEPPER
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,8 @@ from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, record_key
 from services.privacy import applicant as sealing
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
-from services.privacy.keyring import Keyring, encoded
+from services.privacy.key_records import encoded
+from services.privacy.keyring import Keyring
 from services.privacy.rewrap import KeyLog, late_copies, plan
 from services.privacy.settings import PrivacySettings
 from tests.privacy.keys import KEK, NOW, PEPPER, keyring

@@ -16,7 +16,8 @@ from services.common.settings import KafkaConnection
 from services.privacy import applicant as sealing
 from services.privacy import crypto, deadletters
 from services.privacy.crypto import Erased
-from services.privacy.keyring import Keyring, encoded
+from services.privacy.key_records import encoded
+from services.privacy.keyring import Keyring
 from services.privacy.store import UNREADABLE, UNREADABLE_NOW, KeyStore, key_messages
 from tests.privacy.keys import KEK, NOW, PEPPER, keyring
 from tests.samples import canonical_dossier

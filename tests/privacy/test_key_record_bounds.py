@@ -15,7 +15,8 @@ from schemas.limits import EARLIEST, LATEST
 from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, record_key
 from services.privacy import crypto
 from services.privacy.disk import DiskKeys
-from services.privacy.keyring import Keyring, encoded
+from services.privacy.key_records import encoded
+from services.privacy.keyring import Keyring
 from services.privacy.settings import PrivacySettings
 from tests.privacy.keys import KEK, NOW, PEPPER
 

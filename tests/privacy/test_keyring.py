@@ -15,7 +15,8 @@ from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant
 from services.privacy import applicant as sealing
 from services.privacy import crypto, deadletters
 from services.privacy.crypto import Erased, PrivacyError, Tampered
-from services.privacy.keyring import Keyring, KeyUnknown
+from services.privacy.key_records import KeyUnknown
+from services.privacy.keyring import Keyring
 from services.privacy.store import key_messages
 from tests.privacy.keys import KEK, NOW, PEPPER, keyring
 from tests.samples import canonical_dossier

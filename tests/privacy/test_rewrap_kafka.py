@@ -22,7 +22,8 @@ from services.privacy.applicant import open_applicant
 from services.privacy.crypto import Erased
 from services.privacy.deadletters import open_dead_letter
 from services.privacy.erase import erase_cccd, live_keys
-from services.privacy.keyring import Keyring, encoded
+from services.privacy.key_records import encoded
+from services.privacy.keyring import Keyring
 from services.privacy.store import KeyStore
 from tests.kafkatools import read_all
 from tests.privacy.keys import KEK, NOW, PEPPER, keyring
