@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from services.privacy.disk import DiskKeys, Kept
+from services.privacy.disk import DiskKeys
+from services.privacy.disk_folder import Kept
 from services.privacy.key_records import encoded
 from services.privacy.keyring import Keyring
 

@@ -83,7 +83,8 @@ class PrivacySettings(BaseSettings):
         """A service's keyring: its keys on disk, the `keys_cached` subjects used last in memory (ADR 0034). With
         `state_dir`, kept there across restarts under `name` (namespace and instance: one process at a time);
         without, in a folder of the run, removed at `Keyring.close` (or swept by the next process, if killed)."""
-        from services.privacy.disk import DiskKeys, Kept  # RocksDB only where a keyring is made
+        from services.privacy.disk import DiskKeys  # RocksDB only where a keyring is made
+        from services.privacy.disk_folder import Kept
         # (the gateway reads these settings for erasures: its RSS is bounded, and rocksdict took 5 MB of it in CI)
 
         keks, pepper = self.keks(), pepper_of(self)  # refused before any folder is made

@@ -25,7 +25,8 @@ from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, record_key
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
-from services.privacy.disk import DiskKeys, Kept
+from services.privacy.disk import DiskKeys
+from services.privacy.disk_folder import Kept
 from services.privacy.key_records import encoded
 from services.privacy.keyring import Keyring
 from services.privacy.store import UNREADABLE_NOW, KeyStore, key_topics

@@ -19,7 +19,7 @@ from schemas.personal import SealedApplicant
 from schemas.topics import CANONICAL, RAW
 from services.common.settings import KafkaConnection
 from services.privacy.applicant import open_applicant
-from services.privacy.disk import KEPT_PREFIX
+from services.privacy.disk_folder import KEPT_PREFIX
 from services.privacy.store import KeyStore
 from tests.intake.conftest import StartIntake
 from tests.intake.test_intake_faults import COMMUNES, check_exactly_once, first_commit, produce_paced

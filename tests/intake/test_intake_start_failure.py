@@ -17,7 +17,7 @@ from services.intake.settings import IntakeSettings
 from services.intake.worker import IntakeWorker
 from services.privacy import crypto
 from services.privacy import store as store_module
-from services.privacy.disk import KEPT_PREFIX, PREFIX
+from services.privacy.disk_folder import KEPT_PREFIX, PREFIX
 from services.privacy.store import KeyStore
 from tests.intake.test_intake_assignment import FakeSupervisor
 from tests.privacy.keys import KEK, PEPPER

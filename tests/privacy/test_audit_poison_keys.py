@@ -17,7 +17,8 @@ from services.common.settings import KafkaConnection
 from services.privacy import crypto
 from services.privacy import disk as disk_module
 from services.privacy.crypto import Erased
-from services.privacy.disk import DiskKeys, Kept
+from services.privacy.disk import DiskKeys
+from services.privacy.disk_folder import Kept
 from services.privacy.key_records import KeyUnreadable
 from services.privacy.key_tables import _Key
 from services.privacy.keyring import Keyring

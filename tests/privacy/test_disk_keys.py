@@ -20,7 +20,9 @@ from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, record_key
 from services.privacy import crypto
 from services.privacy import disk as disk_module
 from services.privacy.crypto import Erased
-from services.privacy.disk import KEPT_PREFIX, KEYS, PREFIX, DiskKeys, Kept, _scan
+from services.privacy.disk import DiskKeys
+from services.privacy.disk_folder import KEPT_PREFIX, PREFIX, Kept
+from services.privacy.disk_rows import KEYS, scan
 from services.privacy.key_records import KeyUnknown, encoded
 from services.privacy.keyring import Keyring
 from tests.privacy.keys import KEK, NOW, PEPPER
@@ -132,7 +134,7 @@ def test_the_disk_holds_no_data_key(table: DiskKeys, tmp_path: Path) -> None:
     data = b"".join(p.read_bytes() for p in files)
     assert any(p.suffix == ".sst" for p in files) and len(data) > 0
     assert not [dek for dek in deks if dek in data]
-    nonces = [sealed[:12] for _, raw in _scan(table._db, KEYS) for *_, sealed in msgspec.msgpack.decode(raw)]
+    nonces = [sealed[:12] for _, raw in scan(table._db, KEYS) for *_, sealed in msgspec.msgpack.decode(raw)]
     assert len(nonces) == 50 and len(set(nonces)) == 50  # never one twice under the store's key
 
 
@@ -328,7 +330,7 @@ def test_a_kept_store_killed_mid_write_keeps_every_batch_written(tmp_path: Path)
     keyring = kept_ring(tmp_path)
     try:
         offset = keyring.offsets().get(("keys", 0), 0)
-        stored = sum(1 for _ in _scan(keyring._keys._db, KEYS))  # type: ignore[attr-defined]
+        stored = sum(1 for _ in scan(keyring._keys._db, KEYS))  # type: ignore[attr-defined]
         assert len(keyring) == stored
         assert offset == stored == 40_000, (offset, stored)
         assert all(keyring.key_ids(f"s-{i}") for i in range(1, stored + 1))

@@ -25,7 +25,8 @@ from services.common.admin import delete_topics, ensure_topics, list_topics
 from services.common.settings import KafkaConnection
 from services.privacy.applicant import open_applicant
 from services.privacy.crypto import Erased
-from services.privacy.disk import DiskKeys, Kept
+from services.privacy.disk import DiskKeys
+from services.privacy.disk_folder import Kept
 from services.privacy.erase import erase_cccd
 from services.privacy.keyring import Keyring
 from services.privacy.store import UNREADABLE_NOW, KeyStore

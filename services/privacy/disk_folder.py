@@ -1,0 +1,171 @@
+"""Where a key store lives (`disk.DiskKeys`, ADR 0034), and the key its data keys are sealed under.
+
+Two ways to hold the store:
+  this one is killed (`services.common.run_folder`), as notify's ledger stores; each data key sealed under a key of
+  the run that only the process's memory holds, so what is left on disk opens for nobody. The key store reads the
+  key topics from the beginning at every start.
+- **A folder kept across restarts** (`kept`, when `PRIVACY_STATE_DIR` is set): one per service instance, held by a
+  lock while in use (a second process asking for it gets a folder of its run). The key topics' offsets are kept
+  with the store, so a start reads only what was written since (`store.KeyStore.start`). Each data key is sealed
+  under a key derived from the current KEK (what the key topic's own records need to be opened). The changes of a
+  under a key derived from the current KEK (what the key topic's own records need to be opened).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
+
+from schemas.limits import EARLIEST, LATEST
+from services.common import rocks
+from services.common.run_folder import RunFolder, remove_orphans
+from services.privacy import crypto
+from services.privacy.disk_rows import COUNT, EXPIRING, FINGERPRINT, decode, encode, scan
+
+log = structlog.get_logger("privacy.keys")
+
+PREFIX = "privacy-keys-"
+"""A run's folder: `<PREFIX><pid>-<random>`."""
+KEPT_PREFIX = "privacy-keystore-"
+"""A kept folder: `<KEPT_PREFIX><name>` (not swept: no `PREFIX` match), its lock `<folder>.lock` beside it."""
+BLOCK_CACHE_BYTES = 8 * 1024 * 1024
+NONCE_BYTES = 12
+FORMAT = b"commune-bus keystore 1"
+_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a kept store is tied to: its `name` (namespace and instance), the key its data keys are sealed under,
+    and a fingerprint of the KEKs given (a store made under other KEKs starts over)."""
+
+    name: str
+    secret: bytes
+    fingerprint: bytes
+
+    @classmethod
+    def of(cls, name: str, keks: Mapping[str, bytes], kek_id: str) -> Kept:
+        secret = HKDF(hashes.SHA256(), 32, salt=None, info=b"commune-bus/keystore/v1").derive(keks[kek_id])
+        ids = sorted((kid, hmac.new(kek, b"commune-bus/keystore/fingerprint", "sha256").digest())
+                     for kid, kek in keks.items())
+        fingerprint = hashlib.sha256(FORMAT + encode([kek_id, ids])).digest()
+        return cls(_NAME.sub("_", name)[:120], secret, fingerprint)
+
+
+class StoreFolder:
+    """A key store's folder under `parent` (the system's temporary folder if None): the kept one if `kept` is given
+    and no other process holds it, else a folder of the run; its store open, and the key its data keys are sealed
+    under. Held until `release`."""
+
+    def __init__(self, parent: Path | None, kept: Kept | None) -> None:
+        base = Path(tempfile.gettempdir()) if parent is None else parent
+        base.mkdir(parents=True, exist_ok=True)
+        self._lock: int | None = None
+        self._run: RunFolder | None = None
+        remove_orphans(base, PREFIX)  # run folders of killed processes (a kept store's user too: review)
+        self.kept = kept is not None and self._hold(base / f"{KEPT_PREFIX}{kept.name}")
+        try:
+            if kept is not None and self.kept:
+                self.path = base / f"{KEPT_PREFIX}{kept.name}"
+                self.sealer = AESGCM(kept.secret)
+                self.db = self._open_kept(kept.fingerprint)
+            else:
+                if kept is not None:
+                    log.warning("privacy.key_store_in_use", effect="another process holds the kept key store: this "
+                                "one reads the key topics from the beginning into a folder of its run")
+                self._run = RunFolder.claim(base, PREFIX)  # held until `release`: another process's sweep skips it
+                self.path = self._run.path / "keys"
+                self.db = rocks.open_fresh(self.path, _options())
+                self.sealer = AESGCM(AESGCM.generate_key(bit_length=256))  # this run's: in memory only
+        except BaseException:  # a store that cannot be opened (disk full, permissions) leaves no folder or lock held
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """A run's folder removed, and every lock let go."""
+        if self._run is not None:
+            shutil.rmtree(self._run.path, ignore_errors=True)
+            self._run.release()
+            self._run = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _hold(self, folder: Path) -> bool:
+        """Take the kept folder's lock (held until `release`, dropped by the kernel if the process dies)."""
+        fd = os.open(folder.with_name(folder.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock = fd
+        return True
+
+    def _open_kept(self, fingerprint: bytes) -> Rdict:
+        """The kept store, or a fresh one if there is none or it was made under other KEKs (or is unreadable)."""
+        db: Rdict | None = None
+        try:
+            db = Rdict(str(self.path), _options())  # with its write-ahead log (see below)
+            stored = db.get(FINGERPRINT)
+            if stored == fingerprint and _expiries_sound(db):
+                log.info("privacy.key_store_kept", keys=int(db.get(COUNT) or b"0"))
+                return db
+            reason = ("new" if stored is None else "other KEKs" if stored != fingerprint
+                      else "an expiry out of bounds (kept before 2026-12-04)")
+        except Exception as exc:  # a damaged store is rebuilt from the topics, never trusted
+            reason = f"unreadable ({type(exc).__name__})"
+            log.warning("privacy.key_store_unreadable", error=type(exc).__name__, effect="started over")
+        if db is not None:
+            db.close()
+        log.info("privacy.key_store_started_over", reason=reason)
+        db = rocks.open_fresh(self.path, _options())
+        # a kept store writes its log (one append a batch, not synced): without it a SIGKILL lost every write since the
+        # last memtable flush, a few MB, so a worker killed within minutes of its start kept nothing; with it a kill
+        # keeps every batch written, and a machine's crash the batches up to some point (RocksDB's recovery)
+        db.set_write_options(WriteOptions())
+        db.put(FINGERPRINT, fingerprint)
+        return db
+
+    def seal_key(self, subject: str, key_id: str, dek: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)  # random: a kept store's key outlives the run, a counter would repeat
+        return nonce + self.sealer.encrypt(nonce, dek, crypto.wrap_aad(subject, key_id))
+
+    def open_key(self, subject: str, key_id: str, sealed: bytes) -> bytes:
+        return self.sealer.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], crypto.wrap_aad(subject, key_id))
+
+
+def _expiries_sound(db: Rdict) -> bool:
+    """Every expiry in the index is an aware time within `schemas.limits` (what `KeyRecord` reads since 2026-12-04). A
+    reader before that stored one without an offset (msgpack gives it back as text) or past 2100: met by the keyring's
+    aware ones, it raised at every start (audit). The index holds every expiring key's: a few days of dead letters."""
+    for _, value in scan(db, EXPIRING):
+        expiry = decode(value)
+        if not (isinstance(expiry, datetime) and expiry.tzinfo is not None and EARLIEST <= expiry <= LATEST):
+            return False
+    return True
+
+
+def _options() -> Options:
+    options = rocks.options()
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(BLOCK_CACHE_BYTES))
+    table.set_bloom_filter(10, False)  # most lookups are of new applicants: absent, answered by the filter
+    table.set_cache_index_and_filter_blocks(True)
+    options.set_block_based_table_factory(table)
+    return options
