@@ -46,7 +46,8 @@ MAX_POLL_INTERVAL_MS = 300_000
 """The notice consumer's `max.poll.interval.ms` (aiokafka's default, set here because the wait below depends on it):
 a member that does not poll for this long leaves its group."""
 WAIT_SHARE = 0.5
-"""The longest wait between two polls, as a share of `MAX_POLL_INTERVAL_MS`; the rest is for the calls before it."""
+"""How long after its poll a notice's call and back-off may last, as a share of `MAX_POLL_INTERVAL_MS`; the rest is
+for the fetch, a commit and a margin."""
 
 
 def read_notice(value: bytes | None) -> ErasureNotice:
