@@ -370,6 +370,60 @@ async def test_a_sender_waiting_out_a_back_off_past_the_poll_interval_keeps_its_
     assert sum(s.handovers for s in senders) <= 1  # at most the move when both joined
 
 
+async def _stable_members(conn: KafkaConnection, group: str) -> int:
+    """How many members `group` has once stable (0 while it rebalances or is empty)."""
+    from services.common import clients
+
+    admin = clients.admin(conn)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+        _, _, state, _, _, members, *_ = response.groups[0]
+        return len(members) if state == "Stable" else 0
+    finally:
+        await admin.close()
+
+
+async def test_a_backlog_of_slow_notices_is_told_once_each_by_one_of_two_workers(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names) -> None:
+    """The backlog case of `test_erasure_notice_polls` on the broker, scaled down, with two notify workers' senders in
+    the subscriber's group: `max.poll.interval.ms` 6 s, twelve notices waiting, a subscriber taking each in 1 s. Each
+    is told once, in order, by one worker. The holder told its whole fetch (12 s) before polling again: the group
+    dropped it after 6, the other worker took the notices from the last one committed and told them again."""
+    conn, topic, group = KafkaConnection(bootstrap=kafka_bootstrap), notify_topics.erasures, notice_group(namespace,
+                                                                                                         "prov-08")
+    told: list[tuple[int, str]] = []
+
+    class Slow:
+        def __init__(self, worker: int) -> None:
+            self.worker = worker
+
+        async def send(self, message: Any) -> None:
+            await asyncio.sleep(1)
+            told.append((self.worker, orjson.loads(message.request.payload)["id"]))
+
+    senders = [NoticeSender(conn, topic, namespace, _subscriber("prov-08"), Slow(worker),  # type: ignore[arg-type]
+                            Backoff(), 10_000, 500, max_poll_interval_ms=6_000) for worker in range(2)]
+    tasks = [asyncio.create_task(s.run()) for s in senders]
+    try:
+
+        async def both_in() -> bool:
+            return await _stable_members(conn, group) == 2
+
+        await eventually_async(both_in, timeout=60, interval=0.5, what="both senders in the group, stable")
+        notices = [NOTICE.model_copy(update={"erasure_id": f"e-{i}"}) for i in range(12)]
+        await produce(kafka_bootstrap, topic, [(n.subject.encode(), n.model_dump_json().encode(), []) for n in notices])
+        await group_caught_up(kafka_bootstrap, group, [topic], timeout=120)
+        await asyncio.sleep(2)  # a notice told again after the last commit would show by now
+        assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert [erasure for _, erasure in told] == [n.erasure_id for n in notices], told
+    assert len({worker for worker, _ in told}) == 1, told
+
+
 @pytest.mark.unit
 async def test_a_worker_that_lost_the_waiting_notice_to_another_no_longer_says_one_waits() -> None:
     """A notice refused here, then the partition moved to another worker (which tries it, and says so itself): this
