@@ -47,7 +47,7 @@ key's tombstone, outlives that (review: a key whose maker's clock ran ahead of t
 
 
 class DiskKeys(Remembered):
-    """A `keyring.KeyTable` in RocksDB under `parent` (the system's temporary folder if None), `cached` subjects in
+    """A `key_tables.KeyTable` in RocksDB under `parent` (the system's temporary folder if None), `cached` subjects in
     memory. Not thread-safe, like the keyring."""
 
     _erased: rows.Ids
