@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 from schemas.personal import ERASED_MARK, record_key
 from services.common.settings import KafkaConnection
 from services.privacy.crypto import Erased
-from services.privacy.keyring import Keyring, encoded
+from services.privacy.key_records import encoded
+from services.privacy.keyring import Keyring
 from services.privacy.rewrap import ALWAYS, _mark_time
 from services.privacy.store import MARKS_UNREADABLE, UNREADABLE, KeyStore, is_mark
 from tests.privacy import keys
