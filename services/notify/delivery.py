@@ -106,11 +106,14 @@ class Dispatcher(Sending):
     async def submit(self, request: NotificationRequest, done: Done, source: object = None) -> None:
         """Hand over one request; `done` is called once it is durably sent, dead-lettered or deferred."""
         nid = request.notification_id
-        if nid in self._inflight:  # e.g. redelivered after a rebalance while the first copy is still queued
-            self._inflight[nid].claims.append(Claim(done, source))
-            return
+        # the ledger first: an id deferred there while in flight is a released deferral, its ledger partition's
+        # releaser's to send (review r5: attached to the released job, this record kept it here after the release's
+        # partition went, and the new releaser sent it too)
         if any(i in self.ledger.done or i in self.ledger.deferred for i in self._ids(request)):
             done()
+            return
+        if nid in self._inflight:  # e.g. redelivered after a rebalance while the first copy is still queued
+            self._inflight[nid].claims.append(Claim(done, source))
             return
         now = self.clock()
         if self._expired(request, now):
