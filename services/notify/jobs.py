@@ -26,6 +26,11 @@ class Spawn(Protocol):
     def __call__(self, name: str, coro: Coroutine[Any, Any, None], /) -> asyncio.Task[None]: ...
 
 
+class Revoked(Exception):
+    """Raised by `Gate.check` when the consumer a call's job came from is rebalancing: the call is not made (it is not
+    on the wire yet), and the job goes back to the fence (review r5)."""
+
+
 class Gate(Protocol):
     """What stands before every provider call (in the service: `rebalance.Fence`); `leave` once per `enter`."""
 
@@ -34,9 +39,10 @@ class Gate(Protocol):
 
     def leave(self, source: object = None) -> None: ...
 
-    def check(self) -> None:
-        """Raise (`WorkerStalled`, a Kafka error) if this worker may no longer own what it sends: called again right
-        before a call made after an await inside the gate (a fallback after the first provider's answer and a token)."""
+    def check(self, source: object = None) -> None:
+        """Raise (`WorkerStalled`, a Kafka error) if this worker may no longer own what it sends, or `Revoked` if the
+        consumer of `source` is rebalancing: called again right before a call made after an await inside the gate (a
+        fallback after the first provider's answer and a token), and while it waits for that token."""
 
 
 class OpenGate:
@@ -48,7 +54,7 @@ class OpenGate:
     def leave(self, source: object = None) -> None:
         return None
 
-    def check(self) -> None:
+    def check(self, source: object = None) -> None:
         return None
 
 

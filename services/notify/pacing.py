@@ -19,11 +19,13 @@ from services.notify.circuits import FallbackCircuit
 from services.notify.policy import TokenBucket
 
 
-async def take_token(bucket: TokenBucket, urgent: bool) -> None:
+async def take_token(bucket: TokenBucket, urgent: bool, check: Callable[[], None] | None = None) -> None:
     """Take a token of the channel's bucket, both lanes' (its rate is what the provider gets); an emergency may take
     one the routine senders then wait for (`TokenBucket`). A token is a matter of time, not of an event: sleep until
     the bucket has refilled enough (an await: the loop, and the other lanes' senders, go on meanwhile)."""
     while (wait := bucket.wait_time(time.monotonic(), urgent)) > 0:  # noqa: ASYNC110
+        if check is not None:  # inside the fence (a fallback): a revocation does not wait for the token
+            check()
         await asyncio.sleep(wait)
 
 
@@ -43,6 +45,6 @@ class PacedFallback:
         if self.circuit is not None and not self.circuit.admit(to):
             return False
         if (bucket := self.buckets.get(to)) is not None:
-            await take_token(bucket, self.urgent)
+            await take_token(bucket, self.urgent, self.check)
         self.check()  # the fence's stall check (ADR 0012), again: the first provider's call and the token were awaits
         return True

@@ -28,7 +28,7 @@ from services.common.health import Health
 from services.common.rebalance import Fail, RebalanceListener
 from services.common.stall import StallWatch
 from services.notify import metrics
-from services.notify.jobs import Spawn
+from services.notify.jobs import Revoked, Spawn
 
 log = structlog.get_logger("notify")
 
@@ -105,10 +105,14 @@ class Fence:
         self.stalls.check()  # the last thing before the call: no await between this and the request
         self._calls[consumer] = self._calls.get(consumer, 0) + 1
 
-    def check(self) -> None:
+    def check(self, source: object = None) -> None:
         """Again, right before a call made after an await inside the fence (a fallback, once ZNS answered and SMS's
-        rate gave a token): the worker may have stood still past the limit meanwhile."""
+        rate gave a token), and while it waits for the token: the worker may have stood still past the limit
+        meanwhile, or the consumer of `source` been revoked (its drain may have given up and the partition gone: the
+        next owner sends it; review r5)."""
         self.stalls.check()
+        if not self.readiness.settled_for(self.consumer_of(source)).is_set():
+            raise Revoked(f"{self.consumer_of(source) or 'a'} consumer rebalancing")
 
     def leave(self, source: object = None) -> None:
         """After the call and its ledger entry (or failure)."""

@@ -19,7 +19,7 @@ from schemas.notification import ChannelKind, NotificationRequest, Outcome
 from services.notify import metrics
 from services.notify.channels.base import Channel, DeliveryError, FellBack, Receipt, compose
 from services.notify.circuits import Circuits, FallbackCircuit, Verdict
-from services.notify.jobs import Gate, Job, Lane
+from services.notify.jobs import Gate, Job, Lane, Revoked
 from services.notify.outcomes import Outcomes, trace_id
 from services.notify.pacing import PacedFallback
 from services.notify.personal import OpenContacts
@@ -48,7 +48,7 @@ class Sending(Outcomes):
         source = job.claims[0].source if job.claims else None  # the input partition it came from (every claim's)
         await self.gate.enter(source)
         try:
-            await self._attempt_fenced(lane, job)
+            await self._attempt_fenced(lane, job, source)
         finally:
             self.gate.leave(source)
 
@@ -75,7 +75,7 @@ class Sending(Outcomes):
             await self._unexpected(job, exc, "unopenable")
             return None
 
-    async def _attempt_fenced(self, lane: Lane, job: Job) -> None:
+    async def _attempt_fenced(self, lane: Lane, job: Job, source: object = None) -> None:
         """One attempt inside the gate: no await between the ownership checks and the provider call.
 
         The contacts are opened again here, once the request is known to be this worker's: an erasure read while
@@ -112,12 +112,16 @@ class Sending(Outcomes):
         gate = self._fallback_gate(r)
         job.attempt += 1
         try:
-            receipt = await self._send(lane, channel, clear, verdict, gate)
+            receipt = await self._send(lane, channel, clear, verdict, gate, source)
         except DeliveryError as err:
             if gate is not None and gate.held:
                 await self._fallback_held(job, gate)
             else:
                 await self._failed(job, err)
+            return
+        except Revoked:  # its consumer was revoked while the fallback waited: not sent here; back to the fence, where
+            job.attempt -= 1  # `_settled_elsewhere` drops it (the partition went) or the ledger says what was sent
+            self._retry(PROBE_WAIT_S, job)
             return
         except KafkaError:  # the fence's stall check before a fallback (`WorkerStalled`): the run restarts, and the
             raise  # next owner sends it (dead-lettered, it would be recorded done and never sent)
@@ -138,7 +142,7 @@ class Sending(Outcomes):
         self._finish(job)
 
     async def _send(self, lane: Lane, channel: Channel, clear: NotificationRequest, verdict: Verdict,
-                    gate: FallbackCircuit | None) -> Receipt:
+                    gate: FallbackCircuit | None, source: object = None) -> Receipt:
         """Compose and call, the outcome told to the request's circuit: an answer (sent, or refused for good) or a
         retryable failure; neither for a refusal before any call (no phone, a bad address: `local`) nor for anything
         else (a bug, a cancellation), which gives a probe back. A send that fell back to another channel (ZNS to SMS)
@@ -147,7 +151,7 @@ class Sending(Outcomes):
         fallback's)."""
         ok: bool | None = None
         fell_back: FellBack | None = None
-        paced = PacedFallback(lane.buckets, lane is self.emergency, gate, self.gate.check)
+        paced = PacedFallback(lane.buckets, lane is self.emergency, gate, lambda: self.gate.check(source))
         message = compose(clear, self.segment_limit, self.max_segments, paced)
         try:
             receipt = await channel.send(message)

@@ -126,7 +126,7 @@ class StallsAfterEntry:
     def leave(self, source: object = None) -> None:
         return None
 
-    def check(self) -> None:
+    def check(self, source: object = None) -> None:
         self.checked += 1
         raise WorkerStalled("event loop stood still for 9.0 s")
 

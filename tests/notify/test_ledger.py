@@ -135,7 +135,7 @@ class CountingGate:
     def leave(self, source: object = None) -> None:
         self.left += 1
 
-    def check(self) -> None:
+    def check(self, source: object = None) -> None:
         pass
 
 

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiokafka import TopicPartition
 
+from schemas.notification import ChannelKind
 from services.common.health import Health
 from services.common.stall import StallWatch
 from services.notify.app import _consumer_of
@@ -20,7 +21,6 @@ from services.notify.ledger import Ledger
 from services.notify.policy import Backoff
 from services.notify.rebalance import Fence, Readiness
 from services.notify.release import OwnedDispatcher
-from schemas.notification import ChannelKind
 from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
 from tests.notify.test_dispatcher import LEDGER, NEVER_QUIET, NOON, OUT, emergencies
 from tests.notify.test_fallback_rate import dispatching, zalo, zns_refuses

@@ -146,7 +146,7 @@ class _Rebalancing:
     def leave(self, source: object = None) -> None:
         pass
 
-    def check(self) -> None:
+    def check(self, source: object = None) -> None:
         pass
 
 
