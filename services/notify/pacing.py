@@ -23,7 +23,7 @@ async def take_token(bucket: TokenBucket, urgent: bool, check: Callable[[], None
     """Take a token of the channel's bucket, both lanes' (its rate is what the provider gets); an emergency may take
     one the routine senders then wait for (`TokenBucket`). A token is a matter of time, not of an event: sleep until
     the bucket has refilled enough (an await: the loop, and the other lanes' senders, go on meanwhile)."""
-    while (wait := bucket.wait_time(time.monotonic(), urgent)) > 0:  # noqa: ASYNC110
+    while (wait := bucket.wait_time(time.monotonic(), urgent)) > 0:
         if check is not None:  # inside the fence (a fallback): a revocation does not wait for the token
             check()
         await asyncio.sleep(wait)
