@@ -43,9 +43,18 @@ class Sending(Outcomes):
     max_segments: int
 
     async def _attempt(self, lane: Lane, job: Job) -> None:
+        source = job.claims[0].source if job.claims else None  # the input partition it came from (every claim's)
+        if lane is self.emergency:
+            try:
+                self.gate.check(source)
+            except Revoked:  # its consumer is rebalancing (a released parked emergency: the routine one, restoring for
+                # minutes): not waited for at the fence, where it would hold this sender while the settled urgent
+                # consumer's storm warnings queue behind it; tried again in a moment, its token given back (review r5)
+                self._give_back(lane, job.request)
+                self._retry(PROBE_WAIT_S, job)
+                return
         if await self._opened(job) is None:  # erased, keys behind or unopenable: dealt with
             return
-        source = job.claims[0].source if job.claims else None  # the input partition it came from (every claim's)
         await self.gate.enter(source)
         try:
             await self._attempt_fenced(lane, job, source)
