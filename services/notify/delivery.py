@@ -107,7 +107,7 @@ class Dispatcher(Sending):
         """Hand over one request; `done` is called once it is durably sent, dead-lettered or deferred."""
         nid = request.notification_id
         # the ledger first: an id deferred there while in flight is a released deferral, its ledger partition's
-        # releaser's to send (review r5: attached to the released job, this record kept it here after the release's
+        # releaser's to send (review: attached to the released job, this record kept it here after the release's
         # partition went, and the new releaser sent it too)
         if any(i in self.ledger.done or i in self.ledger.deferred for i in self._ids(request)):
             done()

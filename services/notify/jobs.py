@@ -28,7 +28,7 @@ class Spawn(Protocol):
 
 class Revoked(Exception):
     """Raised by `Gate.check` when the consumer a call's job came from is rebalancing: the call is not made (it is not
-    on the wire yet), and the job goes back to the fence (review r5)."""
+    on the wire yet), and the job goes back to the fence (ADR 0012)."""
 
 
 class Gate(Protocol):

@@ -109,7 +109,7 @@ class Fence:
         """Again, right before a call made after an await inside the fence (a fallback, once ZNS answered and SMS's
         rate gave a token), and while it waits for the token: the worker may have stood still past the limit
         meanwhile, or the consumer of `source` been revoked (its drain may have given up and the partition gone: the
-        next owner sends it; review r5)."""
+        next owner sends it; ADR 0012)."""
         self.stalls.check()
         if not self.readiness.settled_for(self.consumer_of(source)).is_set():
             raise Revoked(f"{self.consumer_of(source) or 'a'} consumer rebalancing")

@@ -49,7 +49,7 @@ class Sending(Outcomes):
                 self.gate.check(source)
             except Revoked:  # its consumer is rebalancing (a released parked emergency: the routine one, restoring for
                 # minutes): not waited for at the fence, where it would hold this sender while the settled urgent
-                # consumer's storm warnings queue behind it; tried again in a moment, its token given back (review r5)
+                # consumer's storm warnings queue behind it; tried again in a moment, its token given back (ADR 0012)
                 self._give_back(lane, job.request)
                 self._retry(PROBE_WAIT_S, job)
                 return

@@ -1,5 +1,6 @@
-"""Review r5 of b9d6dc5 / 854e5af / ea30acc (the per-consumer fence, the fallback's stall re-check, the fallback's
-SMS token): failing tests for what the review found."""
+"""The fence per consumer (ADR 0012, amended 2026-12-04) under what an adversarial review of it found: released
+parked emergencies waiting for the routine consumer, a fallback waiting for SMS's token across a revocation, and a
+released emergency whose announcement record came again. Each test failed on the code the review read."""
 
 from __future__ import annotations
 
@@ -39,13 +40,14 @@ def _two() -> tuple[Readiness, Fence]:
     return readiness, Fence(readiness, StallWatch(60), partial(_consumer_of, {DOSSIER}, {ANNOUNCEMENT}))
 
 
-async def test_released_parked_emergencies_hold_the_emergency_senders_while_the_routine_consumer_restores() -> None:
+async def test_released_parked_emergencies_leave_the_emergency_senders_free_while_routine_restores() -> None:
     """b9d6dc5's promise: a storm warning of the (settled) urgent consumer does not wait for the routine consumer's
     ledger restore. But a parked emergency released from ledger partition p is a job of dossier partition p
     (`source_of`), so it waits at the fence for the *routine* consumer, in the *emergency* lane. Released before the
     routine consumer's revocation (the release is stopped only from then on), `emergency_workers` of them take every
     emergency sender into the fence's wait, and the announcement's storm warning queues behind them for the whole
-    restore (the audit's 1.5-2 min)."""
+    restore (the audit's 1.5-2 min). Now such a job is tried again in a moment, its token given back, and the
+    senders stay free."""
     producer = FakeProducer()
     ledger = Ledger(LEDGER, producer)
     channel = FakeChannel()
@@ -78,7 +80,7 @@ async def test_released_parked_emergencies_hold_the_emergency_senders_while_the_
         await d.stop()
 
 
-async def test_a_routine_fallback_waiting_for_an_sms_token_is_sent_after_its_consumer_was_revoked() -> None:
+async def test_a_routine_fallback_waiting_for_an_sms_token_is_not_sent_once_its_consumer_is_revoked() -> None:
     """ea30acc: a routine Zalo message's SMS fallback waits, inside the fence, for a token of SMS's bucket, which
     emergencies may hold in debt for as long as a storm's sends last. 854e5af checks the stall watch again before the
     SMS, but not whether the job's consumer was revoked meanwhile: the revocation's drain waits `NOTIFY_DRAIN_S`
@@ -86,8 +88,9 @@ async def test_a_routine_fallback_waiting_for_an_sms_token_is_sent_after_its_con
     partition go; the next owner catches up (no ledger entry: nothing was sent), consumes the record again and sends
     ZNS + SMS; then this worker's token comes and its SMS goes too: the citizen gets two SMS.
 
-    The SMS was not on the wire when the drain gave up (unlike the in-doubt call ADR 0012 accepts): it could be
-    refused at no cost."""
+    The SMS was not on the wire when the drain gave up (unlike the in-doubt call ADR 0012 accepts): it is now
+    refused (`Gate.check(source)` raises `Revoked` while it waits and before the call) and the job goes back to the
+    fence."""
     fake, zns_calls = FakeProviders(), []
 
     async def zns(request: web.Request) -> web.Response:
@@ -132,7 +135,7 @@ def _worker(channel: FakeChannel, holds: set[TopicPartition]) -> tuple[OwnedDisp
     return d, ledger
 
 
-async def test_a_released_emergency_that_picked_up_its_announcement_record_is_sent_by_two_workers() -> None:
+async def test_a_released_emergency_whose_announcement_record_comes_again_is_sent_by_one_worker() -> None:
     """Worker A parked a storm warning E (announcement partition 3, ledger partition 3); E's announcement offset is
     not committed yet (an earlier record of the partition is still retrying). A releases E (a job of dossier 3). A
     rebalance: A keeps announcement 3, dossier 3 goes to worker B. A's urgent consumer consumes E's record again and
@@ -141,8 +144,8 @@ async def test_a_released_emergency_that_picked_up_its_announcement_record_is_se
     keeps the announcement's: A sends E. B, now the releaser of ledger partition 3, finds E still deferred there
     (A's done entry not yet written) and sends it too. The deferral was B's to send alone.
 
-    (Not introduced by b9d6dc5: the one fence behaved the same; b9d6dc5 now accounts A's call to the routine
-    consumer, whose claim it no longer has.)"""
+    (Not introduced by the fence per consumer: the one fence behaved the same.) Now `submit` asks the ledger
+    first: E is deferred there, so the record is done, and only the releaser sends E."""
     P = 0  # a ledger without layout has the one partition 0: read "partition 3" of the story as P
     [warning, *_] = emergencies("storm-parked-twice")
     parked = warning.model_copy(update={"not_before": NOON - timedelta(minutes=1)})
