@@ -206,6 +206,7 @@ class NotifyApp:
         consumer = clients.consumer(self.s, client_id=f"{CLIENT_ID}-{name}",
                                     group_id=group_id(Group.NOTIFY, self.s.namespace), max_poll_records=200,
                                     session_timeout_ms=self.s.session_timeout_ms,
+                                    rebalance_timeout_ms=self.s.rebalance_timeout_ms(),
                                     heartbeat_interval_ms=self.s.heartbeat_interval_ms)
         await consumer.start()
         stack.push_async_callback(close_within, SERVICE, f"{name}-consumer", consumer.stop)

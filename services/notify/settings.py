@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 from schemas.notification import ChannelKind
 from services.common.settings import ConsumerSettings
 from services.notify import sms
+from services.notify.offsets import COMMIT_TIMEOUT_S
 from services.notify.policy import Backoff, QuietHours
 
 
@@ -134,6 +135,14 @@ class NotifySettings(ConsumerSettings):
         """An emergency's park: short, so it goes out within a probe interval of its provider's return, not a whole
         `park_s` after the routine requests (ADR 0031, amended)."""
         return min(self.park_s, self.circuit_probe_s)
+
+    def rebalance_timeout_ms(self) -> int:
+        """How long the group waits for a worker to rejoin once a rebalance began (ADR 0012): it learns of it at its
+        next heartbeat (within the session timeout), then its revocation drains the calls under way (`drain_s`) and
+        commits (`COMMIT_TIMEOUT_S`). aiokafka's default is the session timeout alone (10 s), shorter than the drain: a
+        worker still draining was left out of the new generation and its partitions went to another worker, whose
+        ledger catch-up could not yet see the calls still under way (review, 2026-12-04)."""
+        return self.session_timeout_ms + math.ceil((self.drain_s + COMMIT_TIMEOUT_S) * 1000)
 
     def backoff(self) -> Backoff:
         return Backoff(base_s=self.retry_base_s, cap_s=self.retry_cap_s, max_attempts=self.retry_max_attempts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from functools import partial
 
 import pytest
@@ -12,8 +13,10 @@ from aiokafka import TopicPartition
 from services.common.health import Health
 from services.common.stall import StallWatch
 from services.notify import metrics
-from services.notify.app import _consumer_of
+from services.notify.app import NotifyApp, _consumer_of
+from services.notify.offsets import COMMIT_TIMEOUT_S
 from services.notify.rebalance import Fence, Readiness
+from services.notify.settings import NotifySettings
 
 pytestmark = pytest.mark.unit
 
@@ -115,3 +118,12 @@ def test_each_input_topic_belongs_to_one_consumer() -> None:
     assert (_consumer_of({"d"}, {"a"}, TopicPartition("d", 0)), _consumer_of({"d"}, {"a"}, TopicPartition("a", 1)),
             _consumer_of({"d"}, {"a"}, TopicPartition("x", 0)), _consumer_of({"d"}, {"a"}, None)) == (
         "routine", "urgent", None, None)
+
+
+def test_the_group_waits_for_a_revocation_that_drains_then_commits() -> None:
+    """aiokafka's rebalance timeout defaults to the session timeout (10 s), shorter than a revocation's drain (15 s)
+    and commit (5 s): a worker still draining was left out of the new generation, its partitions handed to another
+    worker before the calls it drained reached the ledger. Notify's consumers ask for the whole of it."""
+    s = NotifySettings(session_timeout_ms=10_000, heartbeat_interval_ms=3_000, drain_s=15.0)
+    assert s.rebalance_timeout_ms() >= s.session_timeout_ms + (s.drain_s + COMMIT_TIMEOUT_S) * 1000
+    assert "rebalance_timeout_ms=self.s.rebalance_timeout_ms()" in inspect.getsource(NotifyApp._consumer)
