@@ -40,11 +40,14 @@ class Readiness:
         self.health = health
         self._waiting = set(consumers)
         self._broker_ok = True
+        self._ending = False
         self.settled = asyncio.Event()
         """Set while no consumer is rebalancing: what a send of no known consumer's partition waits on."""
         self._settled = {consumer: asyncio.Event() for consumer in consumers}
 
     def assigned(self, consumer: str) -> None:
+        if self._ending:  # a catch-up that ended after `end`: the run is over, no call may start again
+            return
         self._waiting.discard(consumer)
         self._settled[consumer].set()
         if not self._waiting:
@@ -56,6 +59,16 @@ class Readiness:
         self._settled[consumer].clear()
         self.settled.clear()
         self._report()
+
+    def end(self) -> None:
+        """The run is ending: every consumer counts as rebalancing from now on, for good."""
+        self._ending = True
+        for consumer in self._settled:
+            self.rebalancing(consumer)
+
+    @property
+    def broker_ok(self) -> bool:
+        return self._broker_ok
 
     def settled_for(self, consumer: str | None) -> asyncio.Event:
         """Set while `consumer` is assigned, its ledger caught up (None: every consumer)."""
@@ -140,6 +153,17 @@ class Fence:
         except TimeoutError:  # seen, not silent: each such call's notification may reach its citizen twice
             metrics.DRAIN_TIMEOUTS.inc()
             log.warning("notify.drain_timeout", calls_under_way=self._under_way(consumer), waited_s=timeout_s)
+
+
+    async def closed(self, timeout_s: float) -> None:
+        """At the end of a run (an orderly stop, or a failure unwinding), before the final commit and the consumers
+        leave the group (aiokafka calls no revocation on stop): no provider call starts from here on (`enter` waits,
+        `check` raises `Revoked`), and the calls under way finish and reach the ledger, within `timeout_s`; the next
+        owner's ledger catch-up sees them. Not waited for while the broker is unreachable: their entries could not
+        be written, and the stop stays short (ADR 0012)."""
+        self.readiness.end()
+        if self.readiness.broker_ok:
+            await self.drained(timeout_s)
 
 
 class Listener(RebalanceListener):

@@ -1,4 +1,5 @@
-"""The provider-call fence of a revocation: a drain that times out is seen (logged and counted), not silent."""
+"""The provider-call fence of a revocation and of a run's end: a drain that times out is seen (logged and counted),
+not silent; the end of a run starts no call and waits for those under way."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from aiokafka import TopicPartition
 from services.common.health import Health
 from services.common.stall import StallWatch
 from services.notify import metrics
-from services.notify.app import NotifyApp, _consumer_of
+from services.notify.app import NotifyApp, _consumer_of, stop_drain_s
+from services.notify.jobs import Revoked
 from services.notify.offsets import COMMIT_TIMEOUT_S
 from services.notify.rebalance import Fence, Readiness
 from services.notify.settings import NotifySettings
@@ -127,3 +129,42 @@ def test_the_group_waits_for_a_revocation_that_drains_then_commits() -> None:
     s = NotifySettings(session_timeout_ms=10_000, heartbeat_interval_ms=3_000, drain_s=15.0)
     assert s.rebalance_timeout_ms() >= s.session_timeout_ms + (s.drain_s + COMMIT_TIMEOUT_S) * 1000
     assert "rebalance_timeout_ms=self.s.rebalance_timeout_ms()" in inspect.getsource(NotifyApp._consumer)
+
+
+async def test_the_end_of_a_run_starts_no_call_and_waits_for_the_calls_under_way() -> None:
+    """SIGTERM: aiokafka calls no revocation when a consumer leaves the group, so the senders went on calling for
+    partitions another worker then owned, and the calls under way were cancelled before their ledger entries (the
+    next owner sent them again). Now the run's end closes the fence for good (a catch-up ending later does not open
+    it) and waits for those calls first."""
+    readiness, fence = _two()
+    await fence.enter(ROUTINE)  # a call under way
+    closing = asyncio.create_task(fence.closed(5))
+    await asyncio.sleep(0.01)
+    assert not closing.done()
+    assert not await _entered(fence, URGENT) and not await _entered(fence, ROUTINE)
+    with pytest.raises(Revoked):
+        fence.check(URGENT)  # a fallback waiting for its token is not sent either
+    readiness.assigned("routine")  # a ledger catch-up that ends meanwhile
+    assert not await _entered(fence, ROUTINE) and not await _entered(fence, None)
+    fence.leave(ROUTINE)
+    async with asyncio.timeout(1):
+        await closing
+    assert not await _entered(fence, ROUTINE) and not readiness.settled.is_set()
+
+
+async def test_the_end_of_a_run_in_a_broker_outage_does_not_wait_for_ledger_entries_it_cannot_write() -> None:
+    """With the broker unreachable a call's ledger entry waits for it (up to the write timeout): the end of the run
+    closes the fence but does not wait, so a stop in an outage stays short."""
+    readiness, fence = _two()
+    readiness.broker(False)
+    await fence.enter(ROUTINE)
+    async with asyncio.timeout(1):
+        await fence.closed(5)
+    assert not await _entered(fence, URGENT)
+
+
+def test_the_stop_drain_leaves_the_final_commits_their_time_within_the_stop_deadline() -> None:
+    """The drain at a stop is `drain_s`, shortened so the final commits (5 s each) still fit the stop deadline."""
+    assert stop_drain_s(NotifySettings(drain_s=15.0, stop_deadline_s=25.0)) == 15.0
+    assert stop_drain_s(NotifySettings(drain_s=15.0, stop_deadline_s=20.0)) == 10.0
+    assert stop_drain_s(NotifySettings(drain_s=15.0, stop_deadline_s=8.0)) == 0.0
