@@ -154,7 +154,6 @@ class Fence:
             metrics.DRAIN_TIMEOUTS.inc()
             log.warning("notify.drain_timeout", calls_under_way=self._under_way(consumer), waited_s=timeout_s)
 
-
     async def closed(self, timeout_s: float) -> None:
         """At the end of a run (an orderly stop, or a failure unwinding), before the final commit and the consumers
         leave the group (aiokafka calls no revocation on stop): no provider call starts from here on (`enter` waits,
