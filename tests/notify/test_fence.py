@@ -4,13 +4,15 @@ not silent; the end of a run starts no call and waits for those under way."""
 from __future__ import annotations
 
 import asyncio
-import inspect
+from contextlib import AsyncExitStack
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import structlog
 from aiokafka import TopicPartition
 
+from services.common import clients
 from services.common.health import Health
 from services.common.stall import StallWatch
 from services.notify import metrics
@@ -122,13 +124,37 @@ def test_each_input_topic_belongs_to_one_consumer() -> None:
         "routine", "urgent", None, None)
 
 
-def test_the_group_waits_for_a_revocation_that_drains_then_commits() -> None:
+class _Consumer:
+    """What `NotifyApp._consumer` asks of the client it builds, nothing started."""
+
+    def __init__(self, *topics: str, **options: object) -> None:
+        self.options = options
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def subscribe(self, topics: list[str], listener: object) -> None:
+        return None
+
+
+async def test_the_group_waits_for_a_revocation_that_drains_then_commits(monkeypatch: pytest.MonkeyPatch) -> None:
     """aiokafka's rebalance timeout defaults to the session timeout (10 s), shorter than a revocation's drain (15 s)
     and commit (5 s): a worker still draining was left out of the new generation, its partitions handed to another
     worker before the calls it drained reached the ledger. Notify's consumers ask for the whole of it."""
     s = NotifySettings(session_timeout_ms=10_000, heartbeat_interval_ms=3_000, drain_s=15.0)
+    built: list[_Consumer] = []
+    monkeypatch.setattr(clients, "AIOKafkaConsumer", lambda *t, **o: built.append(_Consumer(*t, **o)) or built[-1])
+    readiness, fence = _two()
+    app = NotifyApp(s, SimpleNamespace(fail=None, spawn=None))  # type: ignore[arg-type]
+    async with AsyncExitStack() as stack:
+        feed = SimpleNamespace(hold=print)  # the ledger feed: only its `hold` is named, not called
+        await app._consumer(stack, "routine", [ROUTINE.topic], feed, readiness, fence)  # type: ignore[arg-type]
+    (consumer,) = built
+    assert consumer.options["rebalance_timeout_ms"] == 30_000 == s.rebalance_timeout_ms()
     assert s.rebalance_timeout_ms() >= s.session_timeout_ms + (s.drain_s + COMMIT_TIMEOUT_S) * 1000
-    assert "rebalance_timeout_ms=self.s.rebalance_timeout_ms()" in inspect.getsource(NotifyApp._consumer)
 
 
 async def test_the_end_of_a_run_starts_no_call_and_waits_for_the_calls_under_way() -> None:
