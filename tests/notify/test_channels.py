@@ -229,6 +229,55 @@ async def test_email_carries_the_notification_id_as_message_id() -> None:
     assert sink.bodies[r.notification_id].startswith("Your dossier TL-251101-0002")
 
 
+class SlowMailSink(MailSink):
+    """Answers MAIL, RCPT and DATA each after `delay_s`: every command within a per-command timeout, the three
+    together past it."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    async def handle_MAIL(self, server: object, session: object, envelope: object, address: str,
+                          options: list[str]) -> str:
+        await asyncio.sleep(self.delay_s)
+        envelope.mail_from, envelope.mail_options = address, options  # type: ignore[attr-defined]
+        return "250 OK"
+
+    async def handle_RCPT(self, server: object, session: object, envelope: object, address: str,
+                          options: list[str]) -> str:
+        await asyncio.sleep(self.delay_s)
+        envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]
+        return "250 OK"
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        await asyncio.sleep(self.delay_s)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.45])
+async def test_an_email_call_ends_within_the_provider_timeout_however_its_server_answers(delay_s: float) -> None:
+    """The provider timeout bounds the whole SMTP call, as it bounds an HTTP request: a server answering MAIL, RCPT
+    and DATA each 0.45 s late, within a 1 s timeout per command, held the call ~1.4 s (aiosmtplib's `timeout` is per
+    command) and delivered the mail, a call the revocation's drain, counting on the provider timeout, did not wait
+    for (ADR 0012). Now it fails, retryable, before DATA; the same server answering at once still gets the mail."""
+    from aiosmtpd.controller import Controller
+
+    sink, port = SlowMailSink(delay_s), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    r = request(applicant={"email": "citizen@example.vn", "preferred_locale": "en"})
+    try:
+        if delay_s:
+            with pytest.raises(DeliveryError) as failed:
+                await Smtp("127.0.0.1", port, "noreply@example.gov.vn", 1.0).send(compose(r, 2))
+            assert (failed.value.reason, failed.value.retryable) == ("TimeoutError", True)
+        else:
+            await Smtp("127.0.0.1", port, "noreply@example.gov.vn", 1.0).send(compose(r, 2))
+    finally:
+        controller.stop()
+    assert dict(sink.by_id) == ({} if delay_s else {r.notification_id: 1})
+
+
 async def test_every_channel_names_a_replay_by_the_original_key_it_carries(fake: FakeProviders) -> None:
     """A replay that keeps the original's delivery key (ADR 0033) is named by it at every provider: SMS and ZNS
     Idempotency-Key, ZNS tracking id, a webhook's id (signed, as the subscriber checks it) and e-mail's Message-ID; the
