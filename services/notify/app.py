@@ -47,7 +47,7 @@ from services.notify.personal import Opener
 from services.notify.rebalance import Fence, Listener, Readiness
 from services.notify.records import Records
 from services.notify.release import OwnedDispatcher
-from services.notify.settings import NotifySettings
+from services.notify.settings import CONSUMERS, NotifySettings
 from services.notify.subscribers import load_registry
 from services.notify.topics import Names
 from services.privacy.settings import PrivacySettings
@@ -57,8 +57,6 @@ log = structlog.get_logger("notify")
 SERVICE = "notify"
 CLIENT_ID = "commune-bus-notify"
 COMMIT_EVERY_S = 0.5
-CONSUMERS = 2
-"""routine and urgent"""
 
 
 T = TypeVar("T")
@@ -149,7 +147,7 @@ class NotifyApp:
             records.partitions = dossier_partitions  # the ledger's too (checked aligned at start, ADR 0020)
             stack.push_async_callback(self._final_commit, consumers)
             # unwound before the final commit and the consumers leaving, once they are cancelled (ADR 0012)
-            stack.push_async_callback(fence.closed, stop_drain_s(self.s))
+            stack.push_async_callback(fence.closed, self.s.stop_drain_s())
             stack.push_async_callback(_cancel, [
                 spawn("routine-consumer", records.consume(routine, self.pauses["routine"], "routine")),
                 spawn("urgent-consumer", records.consume(urgent, self.pauses["urgent"], "urgent")),
@@ -266,21 +264,15 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def stop_drain_s(settings: NotifySettings) -> float:
-    """How long the end of a run waits for the provider calls under way (`Fence.closed`): `drain_s`, leaving the
-    final commits their time within the stop deadline."""
-    return max(0.0, min(settings.drain_s, settings.stop_deadline_s - CONSUMERS * COMMIT_TIMEOUT_S))
-
-
 def stop_budget_s(settings: NotifySettings) -> float:
     """The longest SIGTERM can take (infra/compose.yaml's `stop_grace_period` is at least this): the drain of the
-    calls under way (`stop_drain_s`; skipped in a broker outage), the final commits (`COMMIT_TIMEOUT_S` per
-    consumer), then each client's stop within `CLOSE_TIMEOUT_S`, one after the other as the run's exit stack unwinds
-    (the erasure notices' consumers, all at once, ADR 0035; the two consumers, the key store, the ledger tail, the
-    producer), at most the runtime's `stop_deadline_s`; then `__main__` waits for the deadline tracker, told to stop
-    when the worker's stop began (`tracker.STOP_TIMEOUT_S`, then it is killed)."""
+    calls under way (`NotifySettings.stop_drain_s`; skipped in a broker outage), the final commits
+    (`COMMIT_TIMEOUT_S` per consumer), then each client's stop within `CLOSE_TIMEOUT_S`, one after the other as the
+    run's exit stack unwinds (the erasure notices' consumers, all at once, ADR 0035; the two consumers, the key store,
+    the ledger tail, the producer), at most the runtime's `stop_deadline_s`; then `__main__` waits for the deadline
+    tracker, told to stop when the worker's stop began (`tracker.STOP_TIMEOUT_S`, then it is killed)."""
     clients_ = 6
-    own = bounded_stop_s(settings, stop_drain_s(settings) + CONSUMERS * COMMIT_TIMEOUT_S + clients_ * CLOSE_TIMEOUT_S)
+    own = bounded_stop_s(settings, settings.stop_drain_s() + CONSUMERS * COMMIT_TIMEOUT_S + clients_ * CLOSE_TIMEOUT_S)
     return own + (tracker.STOP_TIMEOUT_S if settings.deadlines else 0.0)
 
 

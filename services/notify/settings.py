@@ -15,6 +15,11 @@ from services.notify import sms
 from services.notify.offsets import COMMIT_TIMEOUT_S
 from services.notify.policy import Backoff, QuietHours
 
+CONSUMERS = 2
+"""routine and urgent: both commit at a stop"""
+CALLS_IN_A_JOB = 2
+"""A Zalo message's ZNS call and its SMS fallback: the provider calls one job can have under way in turn"""
+
 
 class NotifySettings(ConsumerSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFY_", frozen=True, populate_by_name=True, extra="ignore")
@@ -28,7 +33,8 @@ class NotifySettings(ConsumerSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=8026, ge=1, le=65535)
     smtp_sender: str = "thong-bao@commune-bus.local"
-    provider_timeout_s: float = Field(default=5.0, gt=0)
+    provider_timeout_s: float = Field(default=5.0, gt=0, description="Bounds each provider call whole (an HTTP "
+                                      "request, an SMTP session); the drains must be above twice it")
 
     sms_segment_limit: int = Field(default=2, ge=1, description="Over this, Vietnamese SMS go unaccented")
     sms_max_segments: int = Field(default=sms.MAX_SEGMENTS, ge=1, description="No SMS is longer: a longer text is "
@@ -84,7 +90,8 @@ class NotifySettings(ConsumerSettings):
                     "readable (the canonical topics: 30 days' retention + a 1-day segment roll: a record goes only "
                     "with its segment) + 1 day; a shorter window is refused at start (ADR 0020)")
     ledger_prune_every_s: float = Field(default=60.0, gt=0, description="How often old done ids are pruned")
-    drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish")
+    drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish: above "
+                           "twice provider_timeout_s (a ZNS call and its SMS fallback), refused otherwise")
 
     legacy_notification_ids: bool = Field(
         default=True, description="Also count a notification as done or deferred under the id it had before ids "
@@ -127,6 +134,26 @@ class NotifySettings(ConsumerSettings):
         if self.retry_cap_s < self.retry_base_s:  # the first wait would already be past the longest
             raise ValueError("NOTIFY_RETRY_CAP_S must be at least NOTIFY_RETRY_BASE_S")
         return self
+
+    @model_validator(mode="after")
+    def _drains_outlast_a_job(self) -> NotifySettings:
+        """A revocation and a stop wait for the calls under way (ADR 0012), which end within the provider timeout
+        each; a drain shorter than a job's calls gave the partitions up with a call still under way, so the next
+        owner sent it again."""
+        job_s = CALLS_IN_A_JOB * self.provider_timeout_s
+        if self.drain_s <= job_s:
+            raise ValueError(f"NOTIFY_DRAIN_S ({self.drain_s:g} s) must be above twice NOTIFY_PROVIDER_TIMEOUT_S "
+                             f"({job_s:g} s: a Zalo message's ZNS call and its SMS fallback)")
+        if self.stop_drain_s() <= job_s:
+            raise ValueError(f"NOTIFY_STOP_DEADLINE_S ({self.stop_deadline_s:g} s) less the final commits "
+                             f"({CONSUMERS * COMMIT_TIMEOUT_S:g} s) must be above twice NOTIFY_PROVIDER_TIMEOUT_S "
+                             f"({job_s:g} s): a stop drains the calls under way within it")
+        return self
+
+    def stop_drain_s(self) -> float:
+        """How long the end of a run waits for the provider calls under way (`Fence.closed`): `drain_s`, leaving the
+        final commits their time within the stop deadline."""
+        return max(0.0, min(self.drain_s, self.stop_deadline_s - CONSUMERS * COMMIT_TIMEOUT_S))
 
     def quiet_hours(self) -> QuietHours:
         return QuietHours(self.quiet_start, self.quiet_end)

@@ -16,7 +16,7 @@ from services.common import clients
 from services.common.health import Health
 from services.common.stall import StallWatch
 from services.notify import metrics
-from services.notify.app import NotifyApp, _consumer_of, stop_drain_s
+from services.notify.app import NotifyApp, _consumer_of
 from services.notify.jobs import Revoked
 from services.notify.offsets import COMMIT_TIMEOUT_S
 from services.notify.rebalance import Fence, Readiness
@@ -191,6 +191,7 @@ async def test_the_end_of_a_run_in_a_broker_outage_does_not_wait_for_ledger_entr
 
 def test_the_stop_drain_leaves_the_final_commits_their_time_within_the_stop_deadline() -> None:
     """The drain at a stop is `drain_s`, shortened so the final commits (5 s each) still fit the stop deadline."""
-    assert stop_drain_s(NotifySettings(drain_s=15.0, stop_deadline_s=25.0)) == 15.0
-    assert stop_drain_s(NotifySettings(drain_s=15.0, stop_deadline_s=20.0)) == 10.0
-    assert stop_drain_s(NotifySettings(drain_s=15.0, stop_deadline_s=8.0)) == 0.0
+    assert NotifySettings(drain_s=15.0, stop_deadline_s=25.0).stop_drain_s() == 15.0
+    assert NotifySettings(drain_s=15.0, stop_deadline_s=20.0, provider_timeout_s=4.0).stop_drain_s() == 10.0
+    # a deadline leaving no drain is refused at start (test_settings); the arithmetic still gives none, not less
+    assert NotifySettings.model_construct(drain_s=15.0, stop_deadline_s=8.0).stop_drain_s() == 0.0

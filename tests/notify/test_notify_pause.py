@@ -48,7 +48,7 @@ async def test_worker_frozen_past_session_timeout_sends_no_notification_twice(
     """SIGSTOP 14 s (session 6 s) under traffic, then SIGCONT: nothing lost, no id twice except ones in doubt."""
     ports = [free_port(), free_port()]
     env = {"NOTIFY_SESSION_TIMEOUT_MS": str(SESSION_MS), "NOTIFY_HEARTBEAT_INTERVAL_MS": "2000",
-           "NOTIFY_ROUTINE_WORKERS": str(SENDERS), "NOTIFY_DRAIN_S": "5",
+           "NOTIFY_ROUTINE_WORKERS": str(SENDERS), "NOTIFY_DRAIN_S": "5", "NOTIFY_PROVIDER_TIMEOUT_S": "2",
            # slower than the traffic: each worker has a queue when the pause comes
            "NOTIFY_RATE_PER_S": json.dumps({"sms": RATE * 0.4, "webhook": 200, "zalo": 200, "email": 50})}
     workers = [start_notify(NOTIFY_HTTP_PORT=str(p), **env) for p in ports]

@@ -39,7 +39,7 @@ async def test_sigterm_under_load_sends_no_notification_twice(
     stopping worker's consumers left, none is cut off in doubt and sent again by the next owner."""
     fake.faults.delay_s = CALL_S
     ports = [free_port(), free_port()]
-    env = {"NOTIFY_ROUTINE_WORKERS": str(SENDERS), "NOTIFY_DRAIN_S": "10",
+    env = {"NOTIFY_ROUTINE_WORKERS": str(SENDERS), "NOTIFY_DRAIN_S": "10", "NOTIFY_PROVIDER_TIMEOUT_S": "4",
            "NOTIFY_RATE_PER_S": json.dumps({"sms": 200, "webhook": 200, "zalo": 200, "email": 50})}
     workers = [start_notify(NOTIFY_HTTP_PORT=str(p), **env) for p in ports]
     await eventually_async(lambda: all(ready(p) for p in ports), timeout=90, interval=0.3, what="both workers ready")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import time
 
 import pytest
@@ -59,3 +60,19 @@ def test_an_emergency_is_parked_for_the_circuits_probe_interval_unless_the_park_
     later than a routine request would be; circuits off or not (audit: it waited the whole park)."""
     assert NotifySettings().emergency_park_s() == 30.0
     assert NotifySettings(park_s=5, circuit_failures=0).emergency_park_s() == 5.0
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"provider_timeout_s": 8.0}, "NOTIFY_DRAIN_S (15 s)"),
+    ({"drain_s": 10.0}, "NOTIFY_DRAIN_S (10 s)"),
+    ({"provider_timeout_s": 8.0, "drain_s": 20.0}, "NOTIFY_STOP_DEADLINE_S (25 s)"),
+    ({"stop_deadline_s": 20.0}, "NOTIFY_STOP_DEADLINE_S (20 s)"),
+])
+def test_a_drain_shorter_than_a_jobs_provider_calls_is_refused(env: dict[str, float], named: str) -> None:
+    """A revocation and a stop wait for the calls under way (ADR 0012); a Zalo message's ZNS call and its SMS
+    fallback can take twice the provider timeout, so a drain (or a stop deadline, less the final commits) no longer
+    than that would give partitions up with a call under way, for the next owner to send again."""
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        NotifySettings(**env)
+    assert NotifySettings().drain_s > 2 * NotifySettings().provider_timeout_s
+    assert NotifySettings(provider_timeout_s=7.0, drain_s=15.0, stop_deadline_s=25.0).stop_drain_s() == 15.0
