@@ -38,7 +38,11 @@ def _kafka(name: str, default: Any, description: str) -> Any:
 class KafkaConnection(BaseSettings):
     """How a client reaches and authenticates to the cluster; `services.common.clients` applies it to every client."""
 
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True, populate_by_name=True, extra="ignore")
+    # allow_inf_nan=False, inherited by every service's settings: a float given as `inf` (or `1e999`) is refused at
+    # start. It passed `gt=0`: NOTIFY_DRAIN_S and NOTIFY_LEDGER_KEEP_DAYS crashed every run (OverflowError making the
+    # rebalance timeout, the pruning window), and `<SERVICE>_STOP_DEADLINE_S` never forced a stop (a bounded stop).
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True, populate_by_name=True, extra="ignore",
+                                      allow_inf_nan=False)
 
     bootstrap: str = _kafka("bootstrap", "127.0.0.1:9092", "Bootstrap servers, host:port[,host:port]")
     security_protocol: SecurityProtocol = _kafka("security_protocol", "PLAINTEXT",
@@ -99,7 +103,7 @@ class ServiceSettings(KafkaConnection):
     127.0.0.1 unless a deployment (a container) opens it.
     """
 
-    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore", allow_inf_nan=False)
 
     namespace: str = Field(default="", description="Topic and group prefix; empty in production, unique per test run")
     log_level: LogLevel = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR, CRITICAL (any case)")

@@ -13,7 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class DemoSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DEMO_", frozen=True, populate_by_name=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DEMO_", frozen=True, populate_by_name=True, extra="ignore",
+                                      allow_inf_nan=False)
 
     namespace: str = Field(default="", description="Topic and group prefix of every process (empty: the real topics)")
     run_dir: Path = Field(default=Path(".demo"), description="Logs (logs/<process>.log) and generated configs")

@@ -14,7 +14,8 @@ two trackers sharing a state folder (on one machine, or in containers on one vol
 
 
 class DeadlineSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NOTIFY_DEADLINE_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NOTIFY_DEADLINE_", frozen=True, extra="ignore",
+                                      allow_inf_nan=False)
 
     state_dir: Path = Field(default=Path(tempfile.gettempdir()) / "commune-bus-notify-deadlines",
                             description="Where the tracker keeps its partition stores (rebuilt at each start)")

@@ -22,7 +22,8 @@ from services.privacy.keyring import Clock, Keyring, utcnow
 
 
 class PrivacySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PRIVACY_", frozen=True, populate_by_name=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="PRIVACY_", frozen=True, populate_by_name=True, extra="ignore",
+                                      allow_inf_nan=False)
 
     kek: SecretStr | None = Field(default=None, description="Key-encryption key, 32 bytes as base64url")
     kek_file: Path | None = Field(default=None, description="File holding the key-encryption key (base64url)")
