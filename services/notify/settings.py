@@ -19,6 +19,8 @@ CONSUMERS = 2
 """routine and urgent: both commit at a stop"""
 CALLS_IN_A_JOB = 2
 """A Zalo message's ZNS call and its SMS fallback: the provider calls one job can have under way in turn"""
+INT32_MAX = 2**31 - 1
+"""The largest rebalance timeout (ms) Kafka's JoinGroup request can carry: a 32-bit field"""
 
 
 class NotifySettings(ConsumerSettings):
@@ -148,6 +150,17 @@ class NotifySettings(ConsumerSettings):
             raise ValueError(f"NOTIFY_STOP_DEADLINE_S ({self.stop_deadline_s:g} s) less the final commits "
                              f"({CONSUMERS * COMMIT_TIMEOUT_S:g} s) must be above twice NOTIFY_PROVIDER_TIMEOUT_S "
                              f"({job_s:g} s): a stop drains the calls under way within it")
+        return self
+
+    @model_validator(mode="after")
+    def _rebalance_timeout_fits(self) -> NotifySettings:
+        """The consumers join with `rebalance_timeout_ms`, a 32-bit field of the JoinGroup request: a drain of ~25
+        days or more could not be encoded: aiokafka's coordinator failed at every join (a KafkaError wrapping the
+        ValueError), and the run restarted for ever."""
+        if self.rebalance_timeout_ms() > INT32_MAX:
+            raise ValueError(f"NOTIFY_SESSION_TIMEOUT_MS + NOTIFY_DRAIN_S + the final commit ({COMMIT_TIMEOUT_S:g} s), "
+                             f"the consumers' rebalance timeout, must be at most {INT32_MAX:,} ms (JoinGroup's "
+                             f"32-bit field)")
         return self
 
     def stop_drain_s(self) -> float:

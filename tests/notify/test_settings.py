@@ -7,10 +7,11 @@ import re
 from datetime import time
 
 import pytest
+from aiokafka.protocol.group import JoinGroupRequest_v5
 from pydantic import ValidationError
 
 from services.notify.policy import Backoff
-from services.notify.settings import NotifySettings
+from services.notify.settings import INT32_MAX, NotifySettings
 
 pytestmark = pytest.mark.unit
 
@@ -76,3 +77,16 @@ def test_a_drain_shorter_than_a_jobs_provider_calls_is_refused(env: dict[str, fl
         NotifySettings(**env)
     assert NotifySettings().drain_s > 2 * NotifySettings().provider_timeout_s
     assert NotifySettings(provider_timeout_s=7.0, drain_s=15.0, stop_deadline_s=25.0).stop_drain_s() == 15.0
+
+
+def test_a_rebalance_timeout_a_join_request_cannot_carry_is_refused() -> None:
+    """The consumers join with session + drain + commit as the rebalance timeout, a 32-bit field of JoinGroup: a
+    drain of 25 days could not be encoded (aiokafka's coordinator failed at every join, the run restarted for ever);
+    the largest drain it can carry is accepted."""
+    with pytest.raises(ValidationError, match="NOTIFY_DRAIN_S"):
+        NotifySettings(drain_s=25 * 86_400.0, stop_deadline_s=30.0)
+    request = JoinGroupRequest_v5("g", 10_000, 25 * 86_400_000, "", None, "consumer", [("range", b"")])
+    with pytest.raises(ValueError, match="format requires"):
+        request.encode()  # what aiokafka sent at every join
+    longest = (INT32_MAX - 10_000) // 1000 - 5
+    assert NotifySettings(drain_s=float(longest), stop_deadline_s=30.0).rebalance_timeout_ms() <= INT32_MAX
