@@ -28,6 +28,7 @@ from pydantic_settings import SettingsConfigDict
 from schemas.topics import MAX_RECORD_BYTES
 from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, CertificateRole, ServiceSettings
 from services.gateway.claims import DEFAULT_ANSWER_BYTES
+from services.gateway.publisher import STOP_TIMEOUT_S
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,7 +131,8 @@ class GatewaySettings(ServiceSettings):
     claim_lease_s: float = Field(default=60.0, ge=5.0, le=1800.0,
                                  description="A request holds its Idempotency-Key this long at most; a gateway that "
                                  "died with it leaves the key free again after this (below the claims topic's "
-                                 "compaction lag, ADR 0013)")
+                                 "compaction lag, ADR 0013); above what the request may wait on Kafka meanwhile "
+                                 "(`key_held_s`: 45 s with the default GATEWAY_KAFKA_TIMEOUT_S), refused otherwise")
     rate_per_s: float = Field(default=50.0, gt=0, description="Requests per second each source may make (sustained)")
     rate_burst: int = Field(default=100, ge=1, description="Requests a source may make at once after a quiet spell")
     failed_signatures_burst: int = Field(
@@ -189,6 +191,23 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("GATEWAY_KEEPALIVE_TIMEOUT_S is above GATEWAY_HEADER_TIMEOUT_S, which runs from the same "
                              "response and would close an idle connection first: raise both together")
         return self
+
+    @model_validator(mode="after")
+    def _lease_outlasts_the_waits(self) -> Self:
+        """A lease ending while its request still waits on Kafka let a retry (on another instance) win the key and
+        publish the request again, both transactions committing: two 202s, the events twice."""
+        if self.claim_lease_s <= self.key_held_s():
+            raise ValueError(f"GATEWAY_CLAIM_LEASE_S ({self.claim_lease_s:g} s) must be above what a request holding "
+                             f"its Idempotency-Key may wait on Kafka, four GATEWAY_KAFKA_TIMEOUT_S and a producer's "
+                             f"stop ({self.key_held_s():g} s): raise it, or lower GATEWAY_KAFKA_TIMEOUT_S")
+        return self
+
+    def key_held_s(self) -> float:
+        """The longest a request holds its Idempotency-Key before its transaction commits, in waits on Kafka, each
+        within `kafka_timeout_s`: the claims reader reaching its claim; ahead of it in the publisher's lock, a
+        reconnection of the broker watch and another group's transaction, whose failure drops the producer
+        (`publisher.STOP_TIMEOUT_S`); its own transaction."""
+        return 4 * self.kafka_timeout_s + STOP_TIMEOUT_S
 
 
 def load_credentials(path: Path | None) -> dict[str, Credential]:
