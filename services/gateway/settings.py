@@ -193,6 +193,16 @@ class GatewaySettings(ServiceSettings):
         return self
 
     @model_validator(mode="after")
+    def _two_servers_two_addresses(self) -> Self:
+        """The API and /metrics are two servers: on one address the second could not bind, the process ended, and
+        its restart met the same (a crash loop)."""
+        wildcard = {"", "0.0.0.0", "::"}
+        if self.http_port == self.port and (self.host == self.http_host or {self.host, self.http_host} & wildcard):
+            raise ValueError(f"GATEWAY_PORT and GATEWAY_HTTP_PORT are both {self.port} on GATEWAY_HOST and "
+                             "GATEWAY_HTTP_HOST: the API and /metrics are two servers, give them two ports")
+        return self
+
+    @model_validator(mode="after")
     def _lease_outlasts_the_waits(self) -> Self:
         """A lease ending while its request still waits on Kafka let a retry (on another instance) win the key and
         publish the request again, both transactions committing: two 202s, the events twice."""

@@ -153,6 +153,15 @@ class NotifySettings(ConsumerSettings):
         return self
 
     @model_validator(mode="after")
+    def _tracker_port_of_its_own(self) -> NotifySettings:
+        """The deadline tracker serves its /metrics on NOTIFY_HTTP_HOST as the worker does: on the worker's port, one
+        of the two could not bind, the process ended, and its restart met the same (a crash loop)."""
+        if self.deadlines and self.http_port and self.deadline_web_port == self.http_port:
+            raise ValueError(f"NOTIFY_DEADLINE_WEB_PORT and NOTIFY_HTTP_PORT are both {self.http_port}: the deadline "
+                             "tracker and the worker each serve /metrics on NOTIFY_HTTP_HOST, give them two ports")
+        return self
+
+    @model_validator(mode="after")
     def _rebalance_timeout_fits(self) -> NotifySettings:
         """The consumers join with `rebalance_timeout_ms`, a 32-bit field of the JoinGroup request: a drain of ~25
         days or more could not be encoded: aiokafka's coordinator failed at every join (a KafkaError wrapping the

@@ -62,3 +62,4 @@ def test_a_lease_not_above_what_a_request_may_wait_on_kafka_is_refused(env: dict
     with pytest.raises(ValidationError, match=f"GATEWAY_CLAIM_LEASE_S .* above .*{held:g} s"):
         GatewaySettings(**env)
     assert GatewaySettings().claim_lease_s > GatewaySettings().key_held_s()
+

@@ -90,3 +90,12 @@ def test_a_rebalance_timeout_a_join_request_cannot_carry_is_refused() -> None:
         request.encode()  # what aiokafka sent at every join
     longest = (INT32_MAX - 10_000) // 1000 - 5
     assert NotifySettings(drain_s=float(longest), stop_deadline_s=30.0).rebalance_timeout_ms() <= INT32_MAX
+
+
+def test_the_deadline_trackers_port_is_not_the_workers() -> None:
+    """The tracker and the worker each serve /metrics on NOTIFY_HTTP_HOST: one port for both is refused (one of them
+    could not bind and the process crash-looped); the same number is fine when the tracker or the server is off."""
+    with pytest.raises(ValidationError, match="NOTIFY_DEADLINE_WEB_PORT and NOTIFY_HTTP_PORT"):
+        NotifySettings(http_port=9102, deadline_web_port=9102)
+    NotifySettings(http_port=9102, deadline_web_port=9102, deadlines=False)
+    NotifySettings(http_port=0, deadline_web_port=0)

@@ -1,0 +1,18 @@
+"""The gateway's two servers (the API, /metrics) on one address are refused at start (settings audit)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.gateway.settings import GatewaySettings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(("host", "http_host"), [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1")])
+def test_the_api_and_metrics_on_one_address_are_refused(host: str, http_host: str) -> None:
+    """Two servers on one address: the second could not bind and the process crash-looped; two hosts are fine."""
+    with pytest.raises(ValidationError, match="GATEWAY_PORT and GATEWAY_HTTP_PORT"):
+        GatewaySettings(port=9104, http_port=9104, host=host, http_host=http_host)
+    GatewaySettings(port=9104, http_port=9104, host="127.0.0.1", http_host="127.0.0.2")
