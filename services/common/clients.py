@@ -53,13 +53,29 @@ def _cached_context(cafile: tuple[str, int] | None, certfile: tuple[str, int] | 
                               keyfile=keyfile[0] if keyfile else None)
 
 
+REQUEST_TIMEOUT_MS = 40_000
+"""aiokafka's (and Java's) default request timeout"""
+JOIN_GROUP_LAPSE_MS = 5_000
+"""How much longer than the rebalance timeout a JoinGroup may take, as the Java client allows (`AbstractCoordinator`:
+max(request.timeout.ms, rebalance.timeout.ms + 5 s))"""
+
+
 def consumer(conn: KafkaConnection, *topics: str, client_id: str, group_id: str | None = None,
              **overrides: Any) -> AIOKafkaConsumer:
-    """A consumer (not started): read_committed, manual commits, earliest offset when the group has none."""
+    """A consumer (not started): read_committed, manual commits, earliest offset when the group has none.
+
+    A group member's requests may wait the group's rebalance timeout and 5 s more: the broker answers a JoinGroup only
+    once every member has rejoined or the rebalance timeout passed, and aiokafka sends it within its request timeout
+    alone (40 s). Measured (secure broker, rebalance timeout 60 s, one member's revocation 45 s): the other member's
+    JoinGroup timed out at 40 s, marked the coordinator dead (an ERROR) and was sent again; with the longer timeout it
+    was answered once, at 48 s."""
     options: dict[str, Any] = {
         "client_id": client_id, "group_id": group_id, "enable_auto_commit": False,
         "isolation_level": "read_committed", "auto_offset_reset": "earliest", "max_partition_fetch_bytes": FETCH_BYTES,
     }
+    if group_id is not None:
+        rebalance_ms = overrides.get("rebalance_timeout_ms") or overrides.get("session_timeout_ms", 10_000)
+        options["request_timeout_ms"] = max(REQUEST_TIMEOUT_MS, rebalance_ms + JOIN_GROUP_LAPSE_MS)
     return AIOKafkaConsumer(*topics, **connection_options(conn), **{**options, **overrides})
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from services.common import clients
 from services.common.clients import connection_options, faust_options
 from services.common.settings import KafkaConnection, ServiceSettings
 
@@ -70,3 +71,23 @@ def test_an_env_file_is_read_from_the_path_kafka_sh_prints(tmp_path: Path) -> No
     for given in (str(env), env):
         conn = KafkaConnection.from_env_file(given)
         assert (conn.bootstrap, conn.sasl_username) == ("127.0.0.1:9392", "reader")
+
+
+@pytest.mark.parametrize(("group", "options", "expected_ms"), [
+    ("g", {"session_timeout_ms": 10_000}, 40_000),
+    ("g", {"session_timeout_ms": 10_000, "rebalance_timeout_ms": 30_000}, 40_000),
+    ("g", {"session_timeout_ms": 10_000, "rebalance_timeout_ms": 60_000}, 65_000),
+    ("g", {"session_timeout_ms": 45_000}, 50_000),
+    ("g", {"rebalance_timeout_ms": 60_000, "request_timeout_ms": 50_000}, 50_000),
+    (None, {}, 40_000),
+])
+async def test_a_group_members_requests_may_wait_its_rebalance_timeout_and_5_s_more(
+        group: str | None, options: dict[str, int], expected_ms: int) -> None:
+    """The broker holds a JoinGroup until every member has rejoined or the rebalance timeout passed: a member's
+    requests get that long and 5 s more, as Java's client gives JoinGroup (aiokafka gives its 40 s request timeout
+    alone, and timed out a join held 45 s by another member's revocation); an explicit request timeout wins."""
+    made = clients.consumer(KafkaConnection(bootstrap="127.0.0.1:1"), client_id="t", group_id=group, **options)
+    try:
+        assert made._client._request_timeout_ms == expected_ms
+    finally:
+        await made.stop()  # never started: closes nothing but the client it made
