@@ -278,6 +278,33 @@ async def test_an_email_call_ends_within_the_provider_timeout_however_its_server
     assert dict(sink.by_id) == ({} if delay_s else {r.notification_id: 1})
 
 
+async def test_an_http_call_ends_within_the_provider_timeout_not_at_the_next_whole_second() -> None:
+    """A provider timeout of 5 s bounds an HTTP call to 5 s: aiohttp rounded it up to the loop clock's next whole
+    second, so a gateway accepting the SMS 5.5 s after a call began (just after a whole second) still gave a receipt,
+    a call the revocation's drain, counting on the provider timeout, did not wait for (ADR 0012). Now it fails,
+    retryable, before the acceptance."""
+    async def late(_: web.Request) -> web.Response:
+        await asyncio.sleep(5.5)
+        return web.json_response({"message_id": "m-1"})
+
+    app = web.Application()
+    app.router.add_post("/sms", late)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    http = HttpClient(5.0)
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(1.05 - loop.time() % 1)  # just past a whole second: rounded up, the call had ~5.95 s
+        with pytest.raises(DeliveryError) as failed:
+            await SmsGateway(http, f"http://127.0.0.1:{port}").send(compose(request(), 2))
+    finally:
+        await http.close()
+        await runner.cleanup()
+    assert (failed.value.reason, failed.value.retryable) == ("TimeoutError", True)
+
+
 async def test_every_channel_names_a_replay_by_the_original_key_it_carries(fake: FakeProviders) -> None:
     """A replay that keeps the original's delivery key (ADR 0033) is named by it at every provider: SMS and ZNS
     Idempotency-Key, ZNS tracking id, a webhook's id (signed, as the subscriber checks it) and e-mail's Message-ID; the
