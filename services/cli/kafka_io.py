@@ -6,28 +6,42 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaTimeoutError
 
 from services.common import clients
+from services.common.closing import close_within
 from services.common.settings import KafkaConnection
 
 Record = tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]
 CLIENT_ID = "commune-bus-cli"
+ACK_STALL_S = 60.0
+"""`publish` gives up once no acknowledgement came for this long while records wait for one: an idempotent producer
+retries a batch for as long as the broker does not answer (aiokafka never expires it), so a broker that stopped
+answering mid-publish held the command, and then its producer's stop, for ever."""
+STOP_TIMEOUT_S = 10.0
+"""How long `publish` waits for its producer's stop (which waits for the batches still unacknowledged)."""
 
 
 async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], progress: Callable[[int], None]) -> int:
-    """Send every record (acks=all, idempotent) and wait for all acknowledgements."""
+    """Send every record (acks=all, idempotent) and wait for all acknowledgements; `KafkaTimeoutError` once none came
+    for `ACK_STALL_S` (those not acknowledged may or may not be on the topic)."""
     producer = clients.producer(conn, client_id=CLIENT_ID, linger_ms=5)
     await producer.start()
     try:
         futures = []
         for key, value, headers in records:
             futures.append(await producer.send(topic, value, key=key, headers=list(headers)))
-        for fut in asyncio.as_completed(futures):
-            await fut
+        for acknowledged, fut in enumerate(asyncio.as_completed(futures)):
+            try:
+                async with asyncio.timeout(ACK_STALL_S):
+                    await fut
+            except TimeoutError:
+                raise KafkaTimeoutError(f"no acknowledgement for {ACK_STALL_S:g} s: {acknowledged} of {len(futures)} "
+                                        "records acknowledged, the others perhaps written") from None
             progress(1)
         return len(futures)
     finally:
-        await producer.stop()
+        await close_within("commune-bus", "producer", producer.stop, STOP_TIMEOUT_S)
 
 
 async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: int | None, idle_s: float | None,

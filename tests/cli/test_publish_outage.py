@@ -1,0 +1,62 @@
+"""`commune-bus publish` ends when its broker stops answering mid-publish, instead of waiting for it for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator, Sequence
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+
+from schemas.topics import RAW_DOSSIER, scoped
+from services.cli import kafka_io
+from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
+from tests import naming
+from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+class FrozenAfterFirst(Sequence[kafka_io.Record]):
+    """Records whose reading freezes the broker (SIGSTOP) once the first was sent: the producer has started and
+    knows the topic, the broker then accepts nothing more and answers nothing."""
+
+    def __init__(self, records: list[kafka_io.Record], broker_pid: int) -> None:
+        self.records, self.broker_pid = records, broker_pid
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> kafka_io.Record:  # type: ignore[override]
+        return self.records[index]
+
+    def __iter__(self) -> Iterator[kafka_io.Record]:
+        yield self.records[0]
+        os.kill(self.broker_pid, signal.SIGSTOP)
+        yield from self.records[1:]
+
+
+async def test_publish_gives_up_once_the_broker_stops_acknowledging(
+        own_broker: OwnBroker, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A broker frozen mid-publish ends `publish` with a KafkaTimeoutError (said in one line, exit 1) once no
+    acknowledgement came for `ACK_STALL_S`, its producer's stop given up after `STOP_TIMEOUT_S`. Before, it waited
+    for ever: the idempotent producer retried the batch as long as the broker was frozen, and its stop waited for it
+    (still waiting after 150 s)."""
+    monkeypatch.setattr(kafka_io, "ACK_STALL_S", 2.0, raising=False)
+    monkeypatch.setattr(kafka_io, "STOP_TIMEOUT_S", 2.0, raising=False)
+    conn = KafkaConnection(bootstrap=own_broker.bootstrap)
+    topic = scoped(RAW_DOSSIER, "pub" + naming.unique())
+    await ensure_topics(conn, [topic])
+    pid = int((own_broker.state / "kafka.pid").read_text())
+    records = FrozenAfterFirst([(b"c1", b"{}", []), (b"c2", b"{}", [])], pid)
+    publishing = asyncio.create_task(kafka_io.publish(conn, topic.name, records, lambda _: None))
+    try:
+        done, _ = await asyncio.wait({publishing}, timeout=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)  # the old code's publish then ends too, with its records acknowledged
+        await asyncio.wait({publishing}, timeout=60)
+    assert publishing in done, "publish still waiting 60 s after the broker froze"
+    assert isinstance(publishing.exception(), KafkaTimeoutError)
