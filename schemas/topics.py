@@ -137,6 +137,8 @@ DLQ_NOTIFY = TopicSpec(
     "commune.dlq.notify", Kind.DEAD_LETTER, key=COMMUNE_KEY,
     description="Notifications given up after the last retry, with the reason",
 )
+BROKER_MESSAGE_BYTES = 1_048_588
+"""The broker's default `max.message.bytes`, the canonical topics' limit unless intake's is raised"""
 CANONICAL_RECORD_BYTES = 1_000_000
 """The largest canonical record intake publishes unless told otherwise (`INTAKE_MAX_CANONICAL_BYTES`: key, value and
 headers), under the canonical topics' limit (they set none: the broker's default, 1,048,588)."""

@@ -247,6 +247,16 @@ async def _settled_counts(conn: KafkaConnection, names: list[str], attempts: int
     return counts
 
 
+async def described_configs(conn: KafkaConnection, names: Iterable[str]) -> dict[str, Described]:
+    """Each existing topic's whole described config (defaults included); a topic the broker would not describe (no
+    DescribeConfigs right) is warned about once and left out: such a check is a guard, not a precondition."""
+    async with _admin(conn) as client:
+        configs, refused = await _configs(client, names)
+    if refused:
+        log.warning("topics.configs_not_checked", refused=refused)
+    return configs
+
+
 async def list_topics(conn: KafkaConnection) -> set[str]:
     async with _admin(conn) as client:
         return set(await client.list_topics())

@@ -29,7 +29,8 @@ class IntakeSettings(ConsumerSettings):
     max_canonical_bytes: int = Field(
         default=topics.CANONICAL_RECORD_BYTES, ge=1024, le=topics.MAX_RECORD_BYTES,
         description="A canonical record larger than this is dead-lettered (payload_too_large) instead of being sent: "
-        "the canonical topics keep the broker's default max.message.bytes (1,048,588 with the batch header). Notify's "
+        "the canonical topics keep the broker's default max.message.bytes (1,048,588 with the batch header); raised, "
+        "intake creates canonical topics that take it and refuses to start on existing ones that would not. Notify's "
         "ledger is sized for the default (a parked webhook holds its event): above it, the webhook of an event past "
         "the default is dead-lettered when it would be parked",
     )

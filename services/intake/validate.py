@@ -26,7 +26,9 @@ from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
 from schemas.topics import (
+    BROKER_MESSAGE_BYTES,
     CANONICAL,
+    CANONICAL_RECORD_BYTES,
     DEAD_LETTER_HEADROOM,
     DLQ_INTAKE,
     INTAKE_DEDUP,
@@ -35,6 +37,7 @@ from schemas.topics import (
     TopicSpec,
     scoped,
 )
+from services.common.admin import TopicConfigError, described_configs, ensure_topics, list_topics
 from services.common.partitioner import partition_for
 from services.common.sparse import Sparse
 from services.intake.decide import Decider, SourcePolicy, allow_all
@@ -110,6 +113,29 @@ class Topics:
 
     def raw_partitions(self, partitions: Iterable[TopicPartition]) -> set[tuple[Family, int]]:
         return {(self.family_of[tp.topic], tp.partition) for tp in partitions if tp.topic in self.family_of}
+
+
+async def ensure_intake_topics(settings: IntakeSettings, others: list[TopicSpec]) -> None:
+    """Create or check intake's topics: `others` and the canonical ones. With INTAKE_MAX_CANONICAL_BYTES raised above
+    the default, a canonical topic intake creates gets a `max.message.bytes` that takes such records, with the
+    default's room for a batch, and an existing one below it stops the start, the message naming the setting and the
+    limit needed: the broker would refuse such a record in every transaction carrying it, which aborts, and the record
+    comes back, run after run (settings audit). Above it, or at the broker's own default, nothing is said: the registry
+    sets no limit on the canonical topics."""
+    canonical = [scoped(CANONICAL[f], settings.namespace) for f in Family]
+    if settings.max_canonical_bytes <= CANONICAL_RECORD_BYTES:
+        await ensure_topics(settings, [*others, *canonical])
+        return
+    need = settings.max_canonical_bytes + BROKER_MESSAGE_BYTES - CANONICAL_RECORD_BYTES
+    existing = await list_topics(settings)
+    await ensure_topics(settings, [*others, *(spec if spec.name in existing else replace(
+        spec, config={**spec.config, "max.message.bytes": str(need)}) for spec in canonical)])
+    described = await described_configs(settings, [spec.name for spec in canonical])
+    low = sorted(name for name, config in described.items() if int(config.values.get("max.message.bytes") or 0) < need)
+    if low:
+        raise TopicConfigError(
+            f"INTAKE_MAX_CANONICAL_BYTES ({settings.max_canonical_bytes}) is above what {', '.join(low)} take: give "
+            f"them max.message.bytes={need} (kafka-configs --alter), or lower the setting")
 
 
 class Validation:

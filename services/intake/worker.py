@@ -29,9 +29,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, scoped
+from schemas.topics import DLQ_INTAKE, INTAKE_DEDUP, scoped
 from services.common import aiokafka_compat, clients, closing, kip447, probe
-from services.common.admin import ensure_topics
 from services.common.lag import LagGauge
 from services.common.readiness import Readiness
 from services.common.runtime import Supervisor, Worker, bounded_stop_s
@@ -41,7 +40,7 @@ from services.intake.dedup import SeenByPartition
 from services.intake.outputs import TransactionOutputs
 from services.intake.settings import IntakeSettings
 from services.intake.task import Task, TransactionStuck
-from services.intake.validate import Topics, Validation
+from services.intake.validate import Topics, Validation, ensure_intake_topics
 from services.privacy.intake import IntakePrivacy, key_topic_specs
 from services.privacy.settings import PrivacySettings
 from services.sources import load_registry
@@ -103,8 +102,8 @@ class IntakeWorker:
     async def start(self) -> None:
         s = self.settings
         aiokafka_compat.apply(RETRY_BACKOFF_MS)
-        await ensure_topics(s, [*self.topics.raw_specs, *key_topic_specs(s.namespace),
-                                *(scoped(t, s.namespace) for t in (*CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP))])
+        await ensure_intake_topics(s, [*self.topics.raw_specs, *key_topic_specs(s.namespace),
+                                       *(scoped(t, s.namespace) for t in (DLQ_INTAKE, INTAKE_DEDUP))])
         if s.seal_personal_data:  # the key store is read to its end first, then followed for the whole run
             self.privacy = IntakePrivacy(s, s.namespace, PrivacySettings(), client_id=f"intake-{s.worker_id}")
             await self.privacy.start(self.supervisor.spawn)

@@ -45,7 +45,7 @@ async def test_a_start_failing_after_the_key_store_leaves_no_store_held(monkeypa
         raise KafkaConnectionError("broker down")
 
     monkeypatch.setattr(store_module.clients, "consumer", lambda *_, **__: _Idle())  # the key store's, the worker's
-    monkeypatch.setattr(worker_module, "ensure_topics", nothing)
+    monkeypatch.setattr(worker_module, "ensure_intake_topics", nothing)
     monkeypatch.setattr(KeyStore, "start", nothing)
     monkeypatch.setattr(KeyStore, "stop", nothing)
     monkeypatch.setattr(KeyStore, "run", forever)
