@@ -58,7 +58,8 @@ def keep_window_ms(keep_days: float, ledger: TopicSpec = NOTIFY_LEDGER, inputs: 
     retention = int(ledger.config.get("retention.ms", "-1"))
     if 0 <= retention < keep_ms:
         raise LedgerLayoutError(f"ledger window of {keep_days:g} days exceeds the ledger topic's retention "
-                                f"({retention / DAY_MS:g} days): a restore would miss ids still needed")
+                                f"({retention / DAY_MS:g} days): a restore would miss ids still needed "
+                                "(NOTIFY_LEDGER_KEEP_DAYS)")
     longest = max(inputs, key=readable_ms)
     if keep_ms < readable_ms(longest) + DAY_MS:
         raise LedgerLayoutError(

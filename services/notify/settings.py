@@ -137,6 +137,19 @@ class NotifySettings(ConsumerSettings):
             raise ValueError("NOTIFY_RETRY_CAP_S must be at least NOTIFY_RETRY_BASE_S")
         return self
 
+    @field_validator("ledger_keep_days")
+    @classmethod
+    def _ledger_window(cls, value: float) -> float:
+        """Refused at load, not at the run's start: the window must cover what the inputs keep readable and fit what
+        the ledger topic keeps (ADR 0020)."""
+        from services.notify.ledger_upkeep import LedgerLayoutError, keep_window_ms  # it imports these settings
+
+        try:
+            keep_window_ms(value)
+        except LedgerLayoutError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _drains_outlast_a_job(self) -> NotifySettings:
         """A revocation and a stop wait for the calls under way (ADR 0012), which end within the provider timeout

@@ -99,3 +99,14 @@ def test_the_deadline_trackers_port_is_not_the_workers() -> None:
         NotifySettings(http_port=9102, deadline_web_port=9102)
     NotifySettings(http_port=9102, deadline_web_port=9102, deadlines=False)
     NotifySettings(http_port=0, deadline_web_port=0)
+
+
+@pytest.mark.parametrize(("days", "named"), [(20.0, "shorter than"), (400.0, "exceeds the ledger topic's retention")])
+def test_a_ledger_window_that_would_forget_ids_still_needed_is_refused_at_load(days: float, named: str) -> None:
+    """NOTIFY_LEDGER_KEEP_DAYS shorter than the inputs stay readable (a record read again after its id was forgotten is
+    sent twice) or longer than the ledger keeps its entries (a restore misses ids): refused when the settings load,
+    naming the variable, no longer only when a run starts (exit 1, the retention's message without the variable)."""
+    with pytest.raises(ValidationError, match=named) as refused:
+        NotifySettings(ledger_keep_days=days)
+    assert "NOTIFY_LEDGER_KEEP_DAYS" in str(refused.value)
+    assert NotifySettings(ledger_keep_days=40.0).ledger_keep_days == 40.0
