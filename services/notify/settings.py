@@ -19,6 +19,8 @@ CONSUMERS = 2
 """routine and urgent: both commit at a stop"""
 CALLS_IN_A_JOB = 2
 """A Zalo message's ZNS call and its SMS fallback: the provider calls one job can have under way in turn"""
+LEDGER_ENTRY_S = 1.0
+"""What a drain leaves beyond a job's calls for its ledger entry, acknowledged in milliseconds by a broker at work"""
 INT32_MAX = 2**31 - 1
 """The largest rebalance timeout (ms) Kafka's JoinGroup request can carry: a 32-bit field"""
 
@@ -36,7 +38,7 @@ class NotifySettings(ConsumerSettings):
     smtp_port: int = Field(default=8026, ge=1, le=65535)
     smtp_sender: str = "thong-bao@commune-bus.local"
     provider_timeout_s: float = Field(default=5.0, gt=0, description="Bounds each provider call whole (an HTTP "
-                                      "request, an SMTP session); the drains must be above twice it")
+                                      "request, an SMTP session); the drains must be at least twice it and a second")
 
     sms_segment_limit: int = Field(default=2, ge=1, description="Over this, Vietnamese SMS go unaccented")
     sms_max_segments: int = Field(default=sms.MAX_SEGMENTS, ge=1, description="No SMS is longer: a longer text is "
@@ -92,8 +94,9 @@ class NotifySettings(ConsumerSettings):
                     "readable (the canonical topics: 30 days' retention + a 1-day segment roll: a record goes only "
                     "with its segment) + 1 day; a shorter window is refused at start (ADR 0020)")
     ledger_prune_every_s: float = Field(default=60.0, gt=0, description="How often old done ids are pruned")
-    drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish: above "
-                           "twice provider_timeout_s (a ZNS call and its SMS fallback), refused otherwise")
+    drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish: at "
+                           "least twice provider_timeout_s and a second (a ZNS call, its SMS fallback, the ledger "
+                           "entry), refused otherwise")
 
     legacy_notification_ids: bool = Field(
         default=True, description="Also count a notification as done or deferred under the id it had before ids "
@@ -152,17 +155,19 @@ class NotifySettings(ConsumerSettings):
 
     @model_validator(mode="after")
     def _drains_outlast_a_job(self) -> NotifySettings:
-        """A revocation and a stop wait for the calls under way (ADR 0012), which end within the provider timeout
-        each; a drain shorter than a job's calls gave the partitions up with a call still under way, so the next
-        owner sent it again."""
-        job_s = CALLS_IN_A_JOB * self.provider_timeout_s
-        if self.drain_s <= job_s:
-            raise ValueError(f"NOTIFY_DRAIN_S ({self.drain_s:g} s) must be above twice NOTIFY_PROVIDER_TIMEOUT_S "
-                             f"({job_s:g} s: a Zalo message's ZNS call and its SMS fallback)")
-        if self.stop_drain_s() <= job_s:
+        """A revocation and a stop wait for the calls under way and their ledger entries (ADR 0012); each call ends
+        within the provider timeout. A drain shorter than a job's calls gave the partitions up with a call still under
+        way, so the next owner sent it again."""
+        job_s = CALLS_IN_A_JOB * self.provider_timeout_s + LEDGER_ENTRY_S
+        if self.drain_s < job_s:
+            raise ValueError(f"NOTIFY_DRAIN_S ({self.drain_s:g} s) must be at least twice NOTIFY_PROVIDER_TIMEOUT_S "
+                             f"and a second ({job_s:g} s: a Zalo message's ZNS call, its SMS fallback, the ledger "
+                             "entry)")
+        if self.stop_drain_s() < job_s:
             raise ValueError(f"NOTIFY_STOP_DEADLINE_S ({self.stop_deadline_s:g} s) less the final commits "
-                             f"({CONSUMERS * COMMIT_TIMEOUT_S:g} s) must be above twice NOTIFY_PROVIDER_TIMEOUT_S "
-                             f"({job_s:g} s): a stop drains the calls under way within it")
+                             f"({CONSUMERS * COMMIT_TIMEOUT_S:g} s) must be at least twice "
+                             f"NOTIFY_PROVIDER_TIMEOUT_S and a second ({job_s:g} s): a stop drains the calls under way "
+                             "within it")
         return self
 
     @model_validator(mode="after")

@@ -75,8 +75,10 @@ def test_a_drain_shorter_than_a_jobs_provider_calls_is_refused(env: dict[str, fl
     than that would give partitions up with a call under way, for the next owner to send again."""
     with pytest.raises(ValidationError, match=re.escape(named)):
         NotifySettings(**env)
-    assert NotifySettings().drain_s > 2 * NotifySettings().provider_timeout_s
+    assert NotifySettings().drain_s >= 2 * NotifySettings().provider_timeout_s + 1
     assert NotifySettings(provider_timeout_s=7.0, drain_s=15.0, stop_deadline_s=25.0).stop_drain_s() == 15.0
+    with pytest.raises(ValidationError, match=re.escape("NOTIFY_DRAIN_S (14.5 s)")):  # no second for the ledger
+        NotifySettings(provider_timeout_s=7.0, drain_s=14.5)
 
 
 def test_a_rebalance_timeout_a_join_request_cannot_carry_is_refused() -> None:
