@@ -1,28 +1,25 @@
-"""The shell of `dlq list` / `dlq replay`: read the DLQ and the replay log, re-drive in transactions.
+"""The shell of `dlq list`: read the DLQ and the replay log, dead letters sifted and opened as they are read.
 
-Each re-driven record and its replay-log entry are written in one Kafka
-transaction (one transactional id per namespace: two concurrent replays fence
-each other), so after a crash a dead letter is either replayed and logged, or
-neither, and a later run skips everything in the log.
+`dlq replay` re-drives them in transactions with the namespace's one replay writer (`services/cli/replaying.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
 from schemas import wire
 from schemas.deadletter import Header
-from schemas.replay import DLQ_REPLAYED, replay_key
+from schemas.replay import DLQ_REPLAYED
 from schemas.times import to_utc
-from schemas.topics import DLQ_INTAKE, TransactionalId, scoped, transactional_id
-from services.cli.deadletters import DeadLetter, Filters, Headers, dead_letter, matches, redriven_headers
+from schemas.topics import DLQ_INTAKE, scoped
+from services.cli.deadletters import DeadLetter, Filters, Headers, dead_letter, matches
 from services.cli.errors import TopicNotVisible
-from services.common import changelog, clients, transactions
-from services.common.admin import ensure_topics, partition_counts
+from services.common import changelog
+from services.common.admin import partition_counts
 from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, KafkaConnection
 from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.deadletters import is_sealed, open_dead_letter
@@ -32,13 +29,9 @@ from services.privacy.keyring import Keyring
 from services.privacy.settings import PrivacySettings
 from services.privacy.store import KeyStore
 
-Progress = Callable[[int], None]
 Stored = tuple[int, int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
 """A record as read: partition, offset, key, value, headers (Kafka allows a header without a value)."""
-BATCH = 200
 CLIENT_ID = "commune-bus-dlq"
-REPLAY_INSTANCE = "0"
-"""The one replay writer of a namespace: a second replay started meanwhile fences the first."""
 
 
 async def read_to_end(conn: KafkaConnection, topic: str, *, absent_ok: bool = False) -> list[Stored]:
@@ -225,75 +218,3 @@ class Sifter:
         except ValueError:
             return True
         return at >= self.keys_read_at - KEY_WRITE_MARGIN
-
-
-async def replay_writer(conn: KafkaConnection, namespace: str,
-                        client_id: str) -> tuple[AIOKafkaProducer, str, set[bytes]]:
-    """The namespace's one replay writer, started, the replay log's name (the log created first: a listing made
-    none), and the log's keys read once the writer is started. `dlq replay` and `notify-dlq replay` share the
-    transactional id: starting it fenced any other replay's open transaction, and what one committed before is in the
-    keys read after (review: a replay that read the log before another's commit replayed the same letters again)."""
-    log = scoped(DLQ_REPLAYED, namespace)
-    await ensure_topics(conn, [log])
-    producer = clients.transactional_producer(
-        conn, transactional_id=transactional_id(TransactionalId.DLQ_REPLAY, namespace, REPLAY_INSTANCE),
-        client_id=client_id)
-    await producer.start()
-    try:
-        return producer, log.name, await replayed_keys(conn, namespace)
-    except BaseException:
-        await producer.stop()
-        raise
-
-
-class Positioned(Protocol):
-    """A dead letter: where it is on its DLQ (what its replay-log key names)."""
-
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-
-
-L = TypeVar("L", bound=Positioned)
-Redrive = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
-"""What a replay writes for a letter: topic, value, key, headers."""
-
-
-async def replay_each(conn: KafkaConnection, namespace: str, client_id: str, dlq_topic: str, letters: Sequence[L],
-                      redrive: Callable[[L], Redrive], progress: Progress = lambda n: None) -> list[L]:
-    """Write each letter's re-drive and its replay-log entry, a transaction per `BATCH`, with the namespace's one
-    replay writer (`dlq replay`, `notify-dlq replay`); letters the log holds once the writer has fenced any other
-    replay are left out. Returns those written. A refused write aborts its transaction (SendFailed): its letters
-    stay unreplayed (the log entry never commits without its re-drive)."""
-    producer, log_topic, done = await replay_writer(conn, namespace, client_id)
-    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
-    try:
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start:start + BATCH]
-            async with transactions.transaction(producer):
-                sent = []
-                for d in chunk:
-                    topic, value, key, headers = redrive(d)
-                    sent.append(await producer.send(topic, value, key=key, headers=headers))
-                    sent.append(await producer.send(log_topic, topic.encode(),
-                                                    key=replay_key(dlq_topic, d.partition, d.offset)))
-                await transactions.all_sent(sent)
-            progress(len(chunk))
-    finally:
-        await producer.stop()
-    return todo
-
-
-async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,
-                 done: set[bytes], set_headers: dict[str, str],
-                 progress: Progress = lambda n: None) -> list[DeadLetter]:
-    """Re-drive every letter not yet in the replay log into its original raw topic; returns those re-driven."""
-    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
-    if not todo:
-        return []
-
-    def redrive(d: DeadLetter) -> Redrive:
-        return d.context.source_topic, d.value, d.key, redriven_headers(d, set_headers)
-
-    return await replay_each(conn, namespace, "commune-bus-dlq-replay", dlq_topic, todo, redrive, progress)

@@ -14,8 +14,9 @@ from rich.progress import Progress
 from schemas.deadletter import Reason
 from schemas.replay import replay_key
 from schemas.times import to_utc
-from services.cli import dlq
+from services.cli import dlq, replaying
 from services.cli.deadletters import Filters, replayable
+from services.cli.kafka_io import Unacknowledged
 from services.cli.masking import names_masked
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
 from services.cli.plain import json_text, markup
@@ -129,10 +130,13 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
     with Progress(console=err_console) as bar:
         task = bar.add_task("replaying", total=len(todo))
         try:
-            sent = asyncio.run(dlq.replay(conn, namespace, todo, topic, done, extra, advance))
+            sent = asyncio.run(replaying.replay(conn, namespace, todo, topic, done, extra, advance))
         except SendFailed as exc:  # that chunk's transaction was aborted: its letters stay unreplayed
             err_console.print(f"replay stopped after {replayed} of {len(todo)} dead letters: {markup(exc)}; "
                               "the rest are not marked replayed, run the command again once the cause is fixed")
+            raise typer.Exit(1) from None
+        except Unacknowledged as exc:
+            err_console.print(f"replay stopped: {markup(exc)}; {replaying.RUN_AGAIN}", soft_wrap=True)
             raise typer.Exit(1) from None
     err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent)} matching were already replayed"
                       f"{_unreadable(unreadable, erased)}")

@@ -3,27 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaTimeoutError
 
 from services.common import clients
-from services.common.closing import close_within
+from services.common.closing import close_within, within
 from services.common.settings import KafkaConnection
 
 Record = tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]
 CLIENT_ID = "commune-bus-cli"
 ACK_STALL_S = 60.0
-"""`publish` gives up once no acknowledgement came for this long while records wait for one: an idempotent producer
-retries a batch for as long as the broker does not answer (aiokafka never expires it), so a broker that stopped
-answering mid-publish held the command, and then its producer's stop, for ever."""
+"""A command writing to Kafka (`publish`, `dlq replay`, `notify-dlq replay`) gives up once no acknowledgement came
+for this long while records wait for one: an idempotent producer retries a batch for as long as the broker does not
+answer (aiokafka never expires it), so a broker that stopped answering mid-publish held the command, and then its
+producer's stop, for ever; a transactional one likewise (a replay was still waiting after 180 s)."""
 STOP_TIMEOUT_S = 10.0
-"""How long `publish` waits for its producer's stop (which waits for the batches still unacknowledged)."""
+"""How long such a command waits for its producer's stop (which waits for the batches still unacknowledged)."""
+T = TypeVar("T")
+
+
+class Unacknowledged(KafkaTimeoutError):
+    """No acknowledgement came for `ACK_STALL_S`; the message says what was written, and what may have been."""
+
+
+async def acknowledged(work: Awaitable[T], written: str) -> T:
+    """`work` (a send's acknowledgement, a transaction's end), or `Unacknowledged` once it waited `ACK_STALL_S`,
+    saying `written`; `work` is then cancelled and left to end in the background (`closing.within`)."""
+    try:
+        return await within(work, ACK_STALL_S)
+    except TimeoutError:
+        raise Unacknowledged(f"no acknowledgement for {ACK_STALL_S:g} s: {written}") from None
 
 
 async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], progress: Callable[[int], None]) -> int:
-    """Send every record (acks=all, idempotent) and wait for all acknowledgements; `KafkaTimeoutError` once none came
+    """Send every record (acks=all, idempotent) and wait for all acknowledgements; `Unacknowledged` once none came
     for `ACK_STALL_S` (those not acknowledged may or may not be on the topic)."""
     producer = clients.producer(conn, client_id=CLIENT_ID, linger_ms=5)
     await producer.start()
@@ -31,13 +47,8 @@ async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], 
         futures = []
         for key, value, headers in records:
             futures.append(await producer.send(topic, value, key=key, headers=list(headers)))
-        for acknowledged, fut in enumerate(asyncio.as_completed(futures)):
-            try:
-                async with asyncio.timeout(ACK_STALL_S):
-                    await fut
-            except TimeoutError:
-                raise KafkaTimeoutError(f"no acknowledgement for {ACK_STALL_S:g} s: {acknowledged} of {len(futures)} "
-                                        "records acknowledged, the others perhaps written") from None
+        for done, fut in enumerate(asyncio.as_completed(futures)):
+            await acknowledged(fut, f"{done} of {len(futures)} records acknowledged, the others perhaps written")
             progress(1)
         return len(futures)
     finally:

@@ -20,8 +20,9 @@ from rich.table import Table
 from schemas.notification import ChannelKind
 from schemas.replay import replay_key
 from schemas.topics import DLQ_NOTIFY, NOTIFY_REPLAYS, scoped
-from services.cli.dlq import Redrive, Stored, read_into, replay_each, replayed_keys
+from services.cli.dlq import Stored, read_into, replayed_keys
 from services.cli.errors import TopicNotVisible
+from services.cli.kafka_io import Unacknowledged
 from services.cli.notify_letters import (
     NotifyFilters,
     NotifyLetter,
@@ -35,6 +36,7 @@ from services.cli.notify_letters import (
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, moment
 from services.cli.plain import json_text, markup
 from services.cli.render import console, err_console
+from services.cli.replaying import RUN_AGAIN, Redrive, replay_each
 from services.common.admin import partition_counts
 from services.common.settings import KafkaConnection
 from services.common.transactions import SendFailed
@@ -162,6 +164,9 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
     except SendFailed as exc:
         err_console.print(f"replay stopped: {markup(exc)}; the letters of the aborted transaction are not marked "
                           "replayed, run the command again once the cause is fixed")
+        raise typer.Exit(1) from None
+    except Unacknowledged as exc:
+        err_console.print(f"replay stopped: {markup(exc)}; {RUN_AGAIN}", soft_wrap=True)
         raise typer.Exit(1) from None
     kept = sum(may_have_reached(d) for d in written)
     same_key = f"; {kept} under the original's Idempotency-Key (they may have reached the provider)" if kept else ""

@@ -4,14 +4,15 @@ An idempotent producer's `stop` waits for its unsent batches, and aiokafka never
 is gone (with idempotence on, `_can_retry` retries a batch for ever), so an unbounded `await producer.stop()`
 keeps a SIGTERMed process alive for a whole outage; a consumer's `stop` can wait on its coordinator alike.
 `close_within` gives each client `timeout_s`: the stop runs on to its end in the background (shielded, so a
-cancelled caller does not cut it short half-way), and its outcome is retrieved, never left unobserved.
+cancelled caller does not cut it short half-way), and its outcome is retrieved, never left unobserved. `within`
+bounds other waits on the broker alike (an acknowledgement, a transaction, whose abort waits for the broker too).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -19,6 +20,7 @@ from aiokafka.errors import KafkaError
 log = structlog.get_logger("runtime")
 CLOSE_TIMEOUT_S = 10.0
 """How long a client's stop may take before the process goes on without it."""
+T = TypeVar("T")
 
 
 async def close_within(service: str, client: str, stop: Callable[[], Awaitable[None]],
@@ -42,6 +44,19 @@ async def close_within(service: str, client: str, stop: Callable[[], Awaitable[N
     if caller is not None and caller.cancelling() > cancels:
         raise asyncio.CancelledError
     return clean
+
+
+async def within(work: Awaitable[T], timeout_s: float) -> T:
+    """`work`'s outcome, or TimeoutError once it took `timeout_s`: `work` is then cancelled and left to end in the
+    background, its outcome retrieved. Never waits for the cancelled work: a transaction cancelled mid-way aborts,
+    and aiokafka's abort waits for the broker as long as it does not answer."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout=timeout_s)
+    finally:
+        if not task.done():  # timed out, or the caller cancelled
+            task.cancel()
+            task.add_done_callback(retrieved)
 
 
 def retrieved(future: asyncio.Future[Any]) -> None:

@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER
-from services.cli import dlq, kafka_io
+from services.cli import dlq, kafka_io, replaying
 from services.cli.main import app
 from services.common import logging as cli_logging
 from services.common.admin import TopicConfigError
@@ -121,6 +121,24 @@ def test_an_unreadable_dead_letter_is_counted_and_the_others_are_listed() -> Non
     assert "2 dead letters in commune.dlq.intake match, 0 of them already replayed; 3 unreadable, not listed" \
         in result.output
     assert "; 1 erased or expired, unreadable" in " ".join(result.output.split())
+
+
+@pytest.mark.usefixtures("dlq_topic")
+def test_a_replay_given_up_on_a_silent_broker_says_what_may_be_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dlq replay` whose transaction the broker did not end (`Unacknowledged`): exit 1, one line saying what was
+    replayed, what may have been and that running it again replays only what the log does not hold; no traceback."""
+
+    async def replay(*_: Any) -> list[Any]:
+        raise kafka_io.Unacknowledged("no acknowledgement for 60 s: 0 of 2 dead letters replayed, the next 2 perhaps")
+
+    monkeypatch.setattr(replaying, "replay", replay)
+    result = run("dlq", "replay")
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "replay stopped: Unacknowledged: no acknowledgement for 60 s: 0 of 2 dead letters replayed, the next 2 " \
+        "perhaps; run the command again once the broker answers: it replays only the dead letters the replay log " \
+        "does not hold" in said
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.usefixtures("dlq_topic")

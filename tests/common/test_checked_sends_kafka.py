@@ -22,7 +22,7 @@ from schemas.replay import DLQ_REPLAYED
 from schemas.topics import DLQ_INTAKE, KEYS_APPLICANTS, PRIVACY_AUDIT, RAW, scoped
 from schemas.wire import KafkaRecord
 from services.cli.deadletters import dead_letter
-from services.cli.dlq import replay
+from services.cli.replaying import replay
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.common.transactions import SendFailed

@@ -1,0 +1,120 @@
+"""The namespace's one replay writer: `dlq replay` and `notify-dlq replay` re-drive dead letters in transactions.
+
+Each re-driven record and its replay-log entry are written in one Kafka transaction (one transactional id per
+namespace: two concurrent replays fence each other), so after a crash a dead letter is either replayed and logged, or
+neither, and a later run skips everything in the log (ADR 0033). A broker that stops answering mid-transaction ends
+the replay once the transaction has not ended for `kafka_io.ACK_STALL_S` (`Unacknowledged`): the transaction given up
+commits whole or not at all, and the next replay's writer fences it before reading the log, so it is not written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, TypeVar
+
+from aiokafka import AIOKafkaProducer
+
+from schemas.replay import DLQ_REPLAYED, replay_key
+from schemas.topics import TransactionalId, scoped, transactional_id
+from services.cli import kafka_io
+from services.cli.deadletters import DeadLetter, redriven_headers
+from services.cli.dlq import replayed_keys
+from services.common import clients, transactions
+from services.common.admin import ensure_topics
+from services.common.closing import close_within
+from services.common.settings import KafkaConnection
+
+Progress = Callable[[int], None]
+BATCH = 200
+REPLAY_INSTANCE = "0"
+"""The one replay writer of a namespace: a second replay started meanwhile fences the first."""
+RUN_AGAIN = ("run the command again once the broker answers: it replays only the dead letters the replay log does not "
+             "hold, whatever became of the transaction given up")
+"""What an operator is told to do after `Unacknowledged`."""
+
+
+async def replay_writer(conn: KafkaConnection, namespace: str,
+                        client_id: str) -> tuple[AIOKafkaProducer, str, set[bytes]]:
+    """The namespace's one replay writer, started, the replay log's name (the log created first: a listing made
+    none), and the log's keys read once the writer is started. `dlq replay` and `notify-dlq replay` share the
+    transactional id: starting it fenced any other replay's open transaction, and what one committed before is in the
+    keys read after (review: a replay that read the log before another's commit replayed the same letters again)."""
+    log = scoped(DLQ_REPLAYED, namespace)
+    await ensure_topics(conn, [log])
+    producer = clients.transactional_producer(
+        conn, transactional_id=transactional_id(TransactionalId.DLQ_REPLAY, namespace, REPLAY_INSTANCE),
+        client_id=client_id)
+    await producer.start()
+    try:
+        return producer, log.name, await replayed_keys(conn, namespace)
+    except BaseException:
+        await _stop(producer)
+        raise
+
+
+async def _stop(producer: AIOKafkaProducer) -> None:
+    await close_within("commune-bus", "replay writer", producer.stop, kafka_io.STOP_TIMEOUT_S)
+
+
+class Positioned(Protocol):
+    """A dead letter: where it is on its DLQ (what its replay-log key names)."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+L = TypeVar("L", bound=Positioned)
+Redrive = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
+"""What a replay writes for a letter: topic, value, key, headers."""
+
+
+async def replay_each(conn: KafkaConnection, namespace: str, client_id: str, dlq_topic: str, letters: Sequence[L],
+                      redrive: Callable[[L], Redrive], progress: Progress = lambda n: None) -> list[L]:
+    """Write each letter's re-drive and its replay-log entry, a transaction per `BATCH`, with the namespace's one
+    replay writer (`dlq replay`, `notify-dlq replay`); letters the log holds once the writer has fenced any other
+    replay are left out. Returns those written. A refused write aborts its transaction (SendFailed): its letters
+    stay unreplayed (the log entry never commits without its re-drive). A transaction not ended within
+    `ACK_STALL_S` raises `Unacknowledged`, saying how many were replayed and how many may have been."""
+    producer, log_topic, done = await replay_writer(conn, namespace, client_id)
+    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
+    try:
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start:start + BATCH]
+            await kafka_io.acknowledged(
+                _transaction(producer, log_topic, dlq_topic, chunk, redrive),
+                f"{start} of {len(todo)} dead letters replayed, the next {len(chunk)} perhaps (their transaction, "
+                "given up, commits whole or not at all: each re-drive with its replay-log entry), the rest not")
+            progress(len(chunk))
+    finally:
+        await _stop(producer)
+    return todo
+
+
+async def _transaction(producer: AIOKafkaProducer, log_topic: str, dlq_topic: str, chunk: Sequence[L],
+                       redrive: Callable[[L], Redrive]) -> None:
+    """Each letter's re-drive and its replay-log entry, in one transaction: committed if every send succeeded."""
+    async with transactions.transaction(producer):
+        sent = []
+        for d in chunk:
+            topic, value, key, headers = redrive(d)
+            sent.append(await producer.send(topic, value, key=key, headers=headers))
+            sent.append(await producer.send(log_topic, topic.encode(),
+                                            key=replay_key(dlq_topic, d.partition, d.offset)))
+        await transactions.all_sent(sent)
+
+
+async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,
+                 done: set[bytes], set_headers: dict[str, str],
+                 progress: Progress = lambda n: None) -> list[DeadLetter]:
+    """Re-drive every intake dead letter not yet in the replay log into its original raw topic; returns those
+    re-driven."""
+    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
+    if not todo:
+        return []
+
+    def redrive(d: DeadLetter) -> Redrive:
+        return d.context.source_topic, d.value, d.key, redriven_headers(d, set_headers)
+
+    return await replay_each(conn, namespace, "commune-bus-dlq-replay", dlq_topic, todo, redrive, progress)
