@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -48,20 +49,29 @@ async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[in
         return 0
     reader = clients.consumer(conn, client_id=client_id, max_partition_fetch_bytes=8 * 1024 * 1024)
     try:
-        async with asyncio.timeout(stall_s) as progress:
-            def progressed() -> None:
-                if stall_s is not None:
-                    progress.reschedule(asyncio.get_running_loop().time() + stall_s)
-
+        async with stall_limit(stall_s, f"restore of {topic}") as progressed:
             await reader.start()
             return await _read(reader, [TopicPartition(topic, p) for p in numbers], apply, max_records, ends,
                                progressed, since_ms)
-    except TimeoutError:
-        if stall_s is None:
-            raise
-        raise RestoreStalled(f"restore of {topic}: nothing read for {stall_s:g} s") from None
     finally:
         await closing.close_within(client_id, "changelog reader", reader.stop)
+
+
+@asynccontextmanager
+async def stall_limit(stall_s: float | None, what: str) -> AsyncIterator[Callable[[], None]]:
+    """A restore's stall limit: the body calls the callable it is given whenever the restore moved on; raises
+    `RestoreStalled` naming `what` once the body went `stall_s` without (None: no limit)."""
+    try:
+        async with asyncio.timeout(stall_s) as deadline:
+            def progressed() -> None:
+                if stall_s is not None:
+                    deadline.reschedule(asyncio.get_running_loop().time() + stall_s)
+
+            yield progressed
+    except TimeoutError:
+        if stall_s is None or not deadline.expired():
+            raise
+        raise RestoreStalled(f"{what}: nothing read for {stall_s:g} s") from None
 
 
 async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], apply: Apply, max_records: int,

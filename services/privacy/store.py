@@ -1,6 +1,7 @@
 """The key store: tails the key topics into a `Keyring` and keeps it current (erasures drop keys at once).
 
-`start` reads both key topics to their end (committed records only, like every restore);
+`start` reads both key topics to their end (committed records only, like every restore; `RestoreStalled`
+once it read nothing for `RESTORE_STALL_S`, as every restore given a stall limit);
 `run` then follows them for as long as the service runs (spawn it on the Supervisor),
 and forgets expired keys on the way (`Keyring.expire`, at most once a minute).
 `refresh` waits until everything committed before the call has been applied: a value
@@ -23,7 +24,7 @@ from prometheus_client import Counter, Gauge
 
 from schemas.personal import ERASED_MARK, KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
-from services.common import clients
+from services.common import changelog, clients
 from services.common.logging import where
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
@@ -105,6 +106,10 @@ class KeysBehind(KafkaError):
     read at all; never a reason to count a value as erased or unreadable."""
 
 
+RESTORE_STALL_S = 60.0
+"""`start` raises `changelog.RestoreStalled` (a Kafka error: a service's run restarts, a command says it in one line)
+once it read nothing for this long: a broker frozen mid-restore held it for as long as it was frozen (asked again every
+200 ms; still reading after 180 s), a service not ready and never restarted, a command with PRIVACY_* set alike."""
 EXPIRY_INTERVAL_S = 60.0
 """How often `run` forgets expired keys: they expire by the day, and the sweep walks every key."""
 
@@ -133,7 +138,12 @@ class KeyStore:
 
     async def start(self) -> None:
         """Assign every partition of both key topics and apply them to their current end: from where the keyring's
-        table left off (kept across restarts, ADR 0034) if that still fits the topics, else from the beginning."""
+        table left off (kept across restarts, ADR 0034) if that still fits the topics, else from the beginning.
+        Raises `RestoreStalled` once it read nothing for `RESTORE_STALL_S` (the broker gone)."""
+        async with changelog.stall_limit(RESTORE_STALL_S, "key store restore") as progressed:
+            await self._start(progressed)
+
+    async def _start(self, progressed: Callable[[], None]) -> None:
         await self._consumer.start()
         tps = [TopicPartition(t, p) for t, n in zip(self.topics, self._counts, strict=True) for p in range(n)]
         self._consumer.assign(tps)
@@ -154,8 +164,14 @@ class KeyStore:
         else:
             await self._consumer.seek_to_beginning(*tps)
         started = time.monotonic()
-        while [tp for tp in tps if await self._consumer.position(tp) < end[tp]]:
+        positions = {tp: await self._consumer.position(tp) for tp in tps}
+        while any(positions[tp] < end[tp] for tp in tps):
             await self._fetch_once()
+            # progress is a position moving, records or not (aborted records and markers move it, as a restore's)
+            moved = {tp: self._applied[tp] for tp in tps}
+            if any(moved[tp] > positions[tp] for tp in tps):
+                progressed()
+            positions = moved
         UNREADABLE_NOW.set(self.keyring.unreadable_keys())  # a kept table's too, when it read nothing new
         log.info("privacy.keys_read", keys=len(self.keyring), records=self.applied, from_kept=bool(kept),
                  seconds=round(time.monotonic() - started, 3))
