@@ -5,8 +5,9 @@ each requested partition up to the end offset it had when the restore began, and
 hands each record to `apply`. Records written after that point are left to the
 service's own consumption. A failure raises: a restore is never half-done silently.
 Nor does a restore wait for ever on a broker that went away (aiokafka's reader
-retries for as long as it is not stopped): given `stall_s`, a restore that reads
-nothing for that long raises `RestoreStalled`, a Kafka error (the run restarts).
+retries for as long as it is not stopped): a restore that reads nothing for `stall_s`
+(`RESTORE_STALL_S` unless its caller says) raises `RestoreStalled`, a Kafka error (the run
+restarts; a command says it in one line).
 Applying a fetched chunk (up to `max_records`) gives the event loop back every `YIELD_EVERY_S`:
 a restore of a few hundred thousand states must not stop heartbeats, the stall watch
 (`services.common.stall`) or `/healthz` for the seconds a whole chunk takes.
@@ -33,16 +34,22 @@ YIELD_EVERY_S = 0.02
 """How long a restore applies records before it lets the other tasks of the loop run."""
 
 
+RESTORE_STALL_S = 60.0
+"""How long a restore may read nothing before it is given up. Every reader to the end has it unless its caller says:
+those without one (the CLI's dead-letter, replay-log and trace reads, erasure's and rewrap's key reads, notify's
+deadline store) waited for as long as a broker frozen mid-read stayed frozen (audit of the CLI's hangs)."""
+
+
 class RestoreStalled(KafkaError):
     """A restore read nothing for longer than its `stall_s` (the broker gone or unreachable)."""
 
 
 async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[int], apply: Apply, *,
                       client_id: str, max_records: int = 10_000, ends: dict[int, int] | None = None,
-                      stall_s: float | None = None, since_ms: int | None = None) -> int:
+                      stall_s: float | None = RESTORE_STALL_S, since_ms: int | None = None) -> int:
     """Apply every committed record of `topic`'s `partitions` below their current end; returns how many. `ends`, if
-    given, receives each partition's end offset the restore read up to. With `stall_s`, raises `RestoreStalled` once
-    the restore went that long without moving on (however long the whole restore takes). With `since_ms`, each
+    given, receives each partition's end offset the restore read up to. Raises `RestoreStalled` once the restore went
+    `stall_s` without moving on (however long the whole restore takes; None: no limit). With `since_ms`, each
     partition is read from its first record timestamped at or after it (Kafka's time index), not from its start."""
     numbers = sorted(set(partitions))
     if not numbers:

@@ -40,9 +40,6 @@ NewWriter = Callable[[int], PartitionWriter]
 """The writer of partition N, not started (starting it is the fence)."""
 Changes = dict[int, dict[bytes, StateRecord]]
 """A batch's changed states by partition: what its changelog transactions write."""
-RESTORE_STALL_S = 60.0
-"""A restore that reads nothing for this long raises `RestoreStalled` (a Kafka error: the run restarts; in an outage
-no crash), instead of waiting for ever inside the worker's restore while `/healthz` says 200 (runtime audit 1b)."""
 
 
 class Ownership:
@@ -175,8 +172,8 @@ class Ownership:
                 log.error("metrics.restore_skipped", partition=partition, offset=record.offset,
                           error=type(exc).__name__)
 
-        restored = await read_to_end(self.conn, self.names.changelog, partitions, apply, client_id=self.client_id,
-                                     stall_s=RESTORE_STALL_S)
+        # stall-limited (`changelog.RESTORE_STALL_S`): not waiting for ever while `/healthz` says 200 (audit 1b)
+        restored = await read_to_end(self.conn, self.names.changelog, partitions, apply, client_id=self.client_id)
         self.partitions.update(parts)
         telemetry.RESTORED.inc(restored)
         log.info("metrics.restored", partitions=partitions, records=restored,

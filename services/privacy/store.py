@@ -106,7 +106,7 @@ class KeysBehind(KafkaError):
     read at all; never a reason to count a value as erased or unreadable."""
 
 
-RESTORE_STALL_S = 60.0
+RESTORE_STALL_S = changelog.RESTORE_STALL_S
 """`start` raises `changelog.RestoreStalled` (a Kafka error: a service's run restarts, a command says it in one line)
 once it read nothing for this long: a broker frozen mid-restore held it for as long as it was frozen (asked again every
 200 ms; still reading after 180 s), a service not ready and never restarted, a command with PRIVACY_* set alike."""
