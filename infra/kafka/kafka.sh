@@ -45,6 +45,14 @@ need_libs() {
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
+other_running() {  # a hint when the other kind of broker runs (make demo and make up start the secure one)
+  local other=.state-secure kind=secure how="KAFKA_SECURE=1 "
+  if [ "$secure" = 1 ]; then other=.state; kind=PLAINTEXT; how=""; fi
+  if [ -z "${KAFKA_STATE_DIR:-}" ] && [ -f "$here/$other/kafka.pid" ] && kill -0 "$(cat "$here/$other/kafka.pid")" 2>/dev/null; then
+    echo " (the $kind broker is: ${how}infra/kafka/kafka.sh stop with the same KAFKA_PORT, or make down, stops it)"
+  fi
+}
+
 java_run() { java -Xms256m -Xmx1g -Dlog4j.configuration="file:$here/log4j.properties" \
   -Dkafka.logs.dir="$state/logs" -cp "$libs/*" "$@"; }
 
@@ -111,7 +119,7 @@ start() {
 }
 
 stop() {
-  if ! running; then rm -f "$pidfile"; echo "kafka: not running"; return 0; fi
+  if ! running; then rm -f "$pidfile"; echo "kafka: not running$(other_running)"; return 0; fi
   local pid; pid="$(cat "$pidfile")"
   kill "$pid"
   for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
