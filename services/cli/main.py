@@ -221,6 +221,16 @@ def schemas_asyncapi(
 
 KAFKA_HINT = ("check --bootstrap (KAFKA_BOOTSTRAP) and the KAFKA_* credentials; on the local secure broker: "
               "set -a; . \"$(infra/kafka/kafka.sh env operator)\"; set +a")
+RIGHTS_HINT = ("this principal may not do that: `topics create`, reading the raw topics (a trace's raw stage) and a "
+               "demo namespace's topics are admin's; on the local secure broker: set -a; . \"$(infra/kafka/kafka.sh "
+               "env admin)\"; set +a")
+"""Said instead of KAFKA_HINT for a refusal by the ACLs: loading the operator's settings, which the operator had
+already loaded, was no help (new-user trial: `topics create` as the operator)."""
+
+
+def kafka_hint(exc: KafkaError) -> str:
+    refused = "Authorization" in type(exc).__name__ or "authorization failed" in str(exc).lower()
+    return RIGHTS_HINT if refused else KAFKA_HINT
 PRIVACY_HINT = ("sealed records are opened with the key store: PRIVACY_KEK(_FILE) and PRIVACY_PEPPER(_FILE); `make "
                 "demo` prints its own")
 
@@ -237,8 +247,8 @@ def main() -> None:
         with settings_checked("commune-bus"):
             app()
     except KafkaError as exc:
-        err_console.print(f"commune-bus: Kafka: {markup(type(exc).__name__)}: {markup(str(exc)[:300])} ({KAFKA_HINT})",
-                          soft_wrap=True)
+        said = f"{markup(type(exc).__name__)}: {markup(str(exc)[:300])}"
+        err_console.print(f"commune-bus: Kafka: {said} ({kafka_hint(exc)})", soft_wrap=True)
         raise SystemExit(1) from None
     except PrivacyError as exc:
         err_console.print(f"commune-bus: {markup(str(exc)[:300])} ({PRIVACY_HINT})", soft_wrap=True)

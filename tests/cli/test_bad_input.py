@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from typer.testing import CliRunner, Result
 
 from schemas.deadletter import DeadLetterContext, Reason
@@ -166,7 +166,11 @@ def test_a_citizens_number_or_e_mail_in_a_producers_source_is_masked_unless_aske
 
 @pytest.mark.parametrize("failure, status, said", [
     (TopicAuthorizationFailedError("commune.dlq.replayed"), 1,
-     "commune-bus: Kafka: TopicAuthorizationFailedError"),
+     "commune-bus: Kafka: TopicAuthorizationFailedError: [Error 29] TopicAuthorizationFailedError: "
+     "commune.dlq.replayed (this principal may not do that: `topics create`, reading the raw topics"),
+    (KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]"), 1,
+     "commune-bus: Kafka: KafkaConnectionError: KafkaConnectionError: Unable to bootstrap from [('127.0.0.1', 1)] "
+     "(check --bootstrap (KAFKA_BOOTSTRAP)"),
     (PrivacyError("no KEK: set PRIVACY_KEK or PRIVACY_KEK_FILE"),
      2, "commune-bus: no KEK: set PRIVACY_KEK or PRIVACY_KEK_FILE (sealed records are opened with the key store"),
     (TopicConfigError("topics configured unlike schemas/topics.py, which no service may run on: commune.dlq.replayed: "
