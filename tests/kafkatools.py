@@ -89,10 +89,20 @@ async def read_all(
             await consumer.stop()
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on now, and never one this process was given before: the kernel may hand a
+    port just closed out again, and two calls in a row gave one gateway the same port for its API and its /metrics
+    (CI 2026-12-04, refused at start since the settings audit; a bind failure before)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 TEST_DEFAULTS = {"INTAKE_SOURCES_FILE": ""}
