@@ -46,10 +46,10 @@ need_libs() {
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 other_running() {  # a hint when the other kind of broker runs (make demo and make up start the secure one)
-  local other=.state-secure kind=secure how="KAFKA_SECURE=1 "
-  if [ "$secure" = 1 ]; then other=.state; kind=PLAINTEXT; how=""; fi
+  local other=.state-secure kind=secure how="KAFKA_SECURE=1 " make="make down"  # make's SECURE is 1 by default
+  if [ "$secure" = 1 ]; then other=.state; kind=PLAINTEXT; how=""; make="make down SECURE=0"; fi
   if [ -z "${KAFKA_STATE_DIR:-}" ] && [ -f "$here/$other/kafka.pid" ] && kill -0 "$(cat "$here/$other/kafka.pid")" 2>/dev/null; then
-    echo " (the $kind broker is: ${how}infra/kafka/kafka.sh stop with the same KAFKA_PORT, or make down, stops it)"
+    echo " (the $kind broker is: ${how}infra/kafka/kafka.sh stop with the same KAFKA_PORT, or $make, stops it)"
   fi
 }
 
