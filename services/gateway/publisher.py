@@ -15,8 +15,8 @@ rebuilt (it would fence its successor in turn): it raises `Fenced` for good and 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -24,7 +24,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from schemas.wire import KafkaRecord
 from services.common import clients, transactions
-from services.common.closing import close_within
+from services.common.closing import close_within, retrieved
 from services.common.settings import KafkaConnection
 
 log = structlog.get_logger("gateway")
@@ -33,6 +33,7 @@ STOP_TIMEOUT_S = 5.0
 """How long a dropped producer's stop may hold up the requests behind it (it goes on in the background)."""
 BROKER_ERRORS = (KafkaError, TimeoutError, OSError)
 """What `BrokerUnavailable` translates: the broker did not answer, or answered with an error."""
+T = TypeVar("T")
 
 
 class BrokerUnavailable(Exception):
@@ -65,6 +66,7 @@ class KafkaPublisher:
         self._lock = asyncio.Lock()  # one open transaction per producer
         self._pending: list[tuple[Records, asyncio.Future[None]]] = []
         self._stopping: set[asyncio.Task[None]] = set()  # producers dropped mid-transaction; `close` awaits them
+        self._abandoned: set[asyncio.Future[Any]] = set()  # work given up at its timeout; `_drop` ends it
 
     @property
     def connected(self) -> bool:
@@ -75,7 +77,7 @@ class KafkaPublisher:
         """Start the producer now (registers the transactional id); raises `BrokerUnavailable`."""
         async with self._lock:
             try:
-                await asyncio.wait_for(self._ready(), timeout=self.timeout_s)
+                await self._bounded(self._ready())
             except BROKER_ERRORS as exc:
                 raise self._translate(exc) from None
 
@@ -110,7 +112,7 @@ class KafkaPublisher:
             if not done.done():
                 group, self._pending = self._pending, []
                 try:
-                    await asyncio.wait_for(self._publish([r for rs, _ in group for r in rs]), timeout=self.timeout_s)
+                    await self._bounded(self._publish([r for rs, _ in group for r in rs]))
                 except BROKER_ERRORS as exc:
                     log.warning("gateway.broker_unavailable", error=type(exc).__name__, requests=len(group))
                     for _, fut in group:  # answered before the drop: a cancel during it must not leave them waiting
@@ -128,6 +130,23 @@ class KafkaPublisher:
                         fut.set_result(None)
         await done
 
+    async def _bounded(self, work: Awaitable[T]) -> T:
+        """`work` within `timeout_s`, else TimeoutError at once: the work is cancelled and never waited for. A
+        transaction cancelled mid-way aborts, and aiokafka's abort waits for the broker for as long as it does not
+        answer: with `wait_for`, a broker frozen under a transaction held the lock, and every request behind it, that
+        long, past the Idempotency-Key's lease, which counts each wait on Kafka within the timeout (`key_held_s`). The
+        producer is dropped after any failure; `_drop` then ends what was given up (the new producer fences the
+        transaction on the broker, or its timeout aborts it)."""
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout=self.timeout_s)
+        finally:
+            if not task.done():  # timed out, or the caller cancelled
+                task.cancel()
+                self._abandoned.add(task)
+                task.add_done_callback(self._abandoned.discard)
+                task.add_done_callback(retrieved)
+
     async def _publish(self, records: Records) -> None:
         producer = await self._ready()
         async with transactions.transaction(producer):
@@ -138,6 +157,8 @@ class KafkaPublisher:
         producer, self._producer = self._producer, None
         if producer is not None:
             await _quietly_stop(producer)
+        for task in list(self._abandoned):  # cancelled once, it may wait in aiokafka's abort: no one waits for that
+            task.cancel()
 
     def _drop_later(self) -> None:
         """Drop the producer without waiting (the caller is being cancelled); `close` waits for it."""
