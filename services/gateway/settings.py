@@ -128,11 +128,11 @@ class GatewaySettings(ServiceSettings):
         description="Idempotency-Keys one source may hold at once (answered within the TTL, or in progress): each "
         "costs every instance ~1 KB for the TTL, so past it a request with a new key is refused (429 "
         "`idempotency_keys_exhausted`) while retries of held keys and requests without a key go on")
-    claim_lease_s: float = Field(default=60.0, ge=5.0, le=1800.0,
+    claim_lease_s: float = Field(default=90.0, ge=5.0, le=1800.0,
                                  description="A request holds its Idempotency-Key this long at most; a gateway that "
                                  "died with it leaves the key free again after this (below the claims topic's "
                                  "compaction lag, ADR 0013); above what the request may wait on Kafka meanwhile "
-                                 "(`key_held_s`: 45 s with the default GATEWAY_KAFKA_TIMEOUT_S), refused otherwise")
+                                 "(`key_held_s`: 65 s with the default GATEWAY_KAFKA_TIMEOUT_S), refused otherwise")
     rate_per_s: float = Field(default=50.0, gt=0, description="Requests per second each source may make (sustained)")
     rate_burst: int = Field(default=100, ge=1, description="Requests a source may make at once after a quiet spell")
     failed_signatures_burst: int = Field(
@@ -208,16 +208,18 @@ class GatewaySettings(ServiceSettings):
         publish the request again, both transactions committing: two 202s, the events twice."""
         if self.claim_lease_s <= self.key_held_s():
             raise ValueError(f"GATEWAY_CLAIM_LEASE_S ({self.claim_lease_s:g} s) must be above what a request holding "
-                             f"its Idempotency-Key may wait on Kafka, four GATEWAY_KAFKA_TIMEOUT_S and a producer's "
+                             f"its Idempotency-Key may wait on Kafka, six GATEWAY_KAFKA_TIMEOUT_S and a producer's "
                              f"stop ({self.key_held_s():g} s): raise it, or lower GATEWAY_KAFKA_TIMEOUT_S")
         return self
 
     def key_held_s(self) -> float:
         """The longest a request holds its Idempotency-Key before its transaction commits, in waits on Kafka, each
-        within `kafka_timeout_s`: the claims reader reaching its claim; ahead of it in the publisher's lock, a
-        reconnection of the broker watch and another group's transaction, whose failure drops the producer
-        (`publisher.STOP_TIMEOUT_S`); its own transaction."""
-        return 4 * self.kafka_timeout_s + STOP_TIMEOUT_S
+        within `kafka_timeout_s`: three in its claim, once the lease is stamped (the claims' restore, the claim's write,
+        the claims reader reaching it: `claimlog.ClaimLog.claim`); ahead of it in the publisher's lock, a reconnection
+        of the broker watch and another group's transaction, whose failure drops the producer
+        (`publisher.STOP_TIMEOUT_S`); its own transaction. Counting the claim as one wait (45 s by default), the default
+        lease of 60 s was accepted and could end first."""
+        return 6 * self.kafka_timeout_s + STOP_TIMEOUT_S
 
 
 def load_credentials(path: Path | None) -> dict[str, Credential]:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from services.gateway.app import create_app
 from services.gateway.memory_claims import MemoryClaims
+from services.gateway.publisher import STOP_TIMEOUT_S
 from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Clock, Recording, call
 from tests.samples import canonical_dossier
@@ -55,11 +56,51 @@ async def test_a_key_whose_lease_ends_while_its_request_waits_on_the_broker_is_p
         assert len(slow.sent) + len(other.sent) == published, (lease_s, retry.status)
 
 
-@pytest.mark.parametrize(("env", "held"), [({"claim_lease_s": 45.0}, 45.0), ({"kafka_timeout_s": 20.0}, 85.0)])
+@pytest.mark.parametrize(("env", "held"), [({"claim_lease_s": 65.0}, 65.0), ({"kafka_timeout_s": 20.0}, 125.0)])
 def test_a_lease_not_above_what_a_request_may_wait_on_kafka_is_refused(env: dict[str, float], held: float) -> None:
-    """The claim's read, a reconnection and a transaction ahead with its producer's drop, its own transaction: with
-    the default 10 s Kafka timeout 45 s; the default lease (60 s) is above it."""
+    """The claim's three waits, a reconnection and a transaction ahead with its producer's drop, its own transaction:
+    with the default 10 s Kafka timeout 65 s; the default lease (90 s) is above it."""
     with pytest.raises(ValidationError, match=f"GATEWAY_CLAIM_LEASE_S .* above .*{held:g} s"):
         GatewaySettings(**env)
     assert GatewaySettings().claim_lease_s > GatewaySettings().key_held_s()
 
+
+
+class SlowClaims(MemoryClaims):
+    """A claim that takes `wait_s` after its lease was stamped (the Kafka claims stamp it, then wait for their
+    restore, the write's acknowledgement and their reader reaching the claim: each up to GATEWAY_KAFKA_TIMEOUT_S)."""
+
+    def __init__(self, clock: Clock, wait_s: float) -> None:
+        super().__init__(clock)
+        self.wait_s, self.slowed = wait_s, False
+
+    async def claim(self, key: str, fingerprint: str, lease_s: float) -> Any:
+        said = await super().claim(key, fingerprint, lease_s)
+        if not self.slowed:  # the first request's claim only
+            self.slowed = True
+            self.clock.now += self.wait_s
+        return said
+
+
+async def test_a_lease_the_settings_accept_outlasts_every_wait_each_within_the_kafka_timeout() -> None:
+    """The default settings' lease outlasts a request whose every wait on Kafka ends just within
+    GATEWAY_KAFKA_TIMEOUT_S: three in its claim (the claims' restore, the write, the reader reaching it), then, in the
+    publisher's lock, a transaction ahead given up and its producer's stop, a reconnection given up, its own
+    transaction. `key_held_s` counted one wait for the claim (45 s against 65 s), so the default lease (60 s) ended
+    first and a retry on another instance published the request again."""
+    settings = GatewaySettings()
+    t = settings.kafka_timeout_s
+    clock = Clock()
+    claims = SlowClaims(clock, wait_s=3 * t)
+    slow, other = SlowBroker(clock, wait_s=(t + STOP_TIMEOUT_S) + t + t), Recording()
+    first, second = (create_app(settings, REGISTRY, CREDENTIALS, pub, clock=clock, claims=claims)
+                     for pub in (slow, other))
+    body = orjson.dumps([canonical_dossier("lease-2")])
+    headers = [(b"x-api-key", API_KEY.encode()), (b"content-type", b"application/json"),
+               (b"idempotency-key", b"key-2")]
+    answering = asyncio.ensure_future(call(first, headers, body))
+    await slow.waiting.wait()
+    retry = await call(second, headers, body)
+    slow.done.set()
+    assert (await answering).status == 202
+    assert len(slow.sent) + len(other.sent) == 1, retry.status
