@@ -278,6 +278,31 @@ async def test_an_email_call_ends_within_the_provider_timeout_however_its_server
     assert dict(sink.by_id) == ({} if delay_s else {r.notification_id: 1})
 
 
+class SilentAtQuit(MailSink):
+    """Takes the mail, then leaves QUIT unanswered for longer than any provider timeout here."""
+
+    async def handle_QUIT(self, server: object, session: object, envelope: object) -> str:
+        await asyncio.sleep(30)
+        return "221 Bye"
+
+
+async def test_a_mail_taken_by_its_server_is_sent_whatever_becomes_of_quit() -> None:
+    """Once the server took the mail, a QUIT left unanswered is no failure of the call: a receipt, within the provider
+    timeout (a failure would be retried, and the mail arrive twice)."""
+    from aiosmtpd.controller import Controller
+
+    sink, port = SilentAtQuit(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    r = request(applicant={"email": "citizen@example.vn", "preferred_locale": "en"})
+    try:
+        async with asyncio.timeout(5):
+            receipt = await Smtp("127.0.0.1", port, "noreply@example.gov.vn", 1.0).send(compose(r, 2))
+    finally:
+        controller.stop()
+    assert (receipt.via, dict(sink.by_id)) == ("email", {r.notification_id: 1})
+
+
 async def test_an_http_call_ends_within_the_provider_timeout_not_at_the_next_whole_second() -> None:
     """A provider timeout of 5 s bounds an HTTP call to 5 s: aiohttp rounded it up to the loop clock's next whole
     second, so a gateway accepting the SMS 5.5 s after a call began (just after a whole second) still gave a receipt,
