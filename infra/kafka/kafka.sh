@@ -163,8 +163,8 @@ else
 fi
 nodes=(1 2 3)
 
-groups() {  # Kafka's kafka-consumer-groups.sh (ConsumerGroupCommand) on bootstrap $1, as admin on the secure broker
-  local bootstrap=$1; shift
+tool() {  # Kafka's tool class $1 (its bin/kafka-*.sh) on bootstrap $2, as admin on the secure broker
+  local class=$1 bootstrap=$2; shift 2
   need_libs
   local config=()
   if [ "$secure" = 1 ]; then
@@ -178,9 +178,11 @@ groups() {  # Kafka's kafka-consumer-groups.sh (ConsumerGroupCommand) on bootstr
     config=(--command-config "$props")
   fi
   java -Xmx256m -Dlog4j.configuration="file:$here/log4j.properties" -Dkafka.logs.dir="$state/logs" -cp "$libs/*" \
-    org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$bootstrap" \
-    ${config[@]+"${config[@]}"} "$@"
+    "$class" --bootstrap-server "$bootstrap" ${config[@]+"${config[@]}"} "$@"
 }
+
+groups() { tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand "$@"; }  # kafka-consumer-groups.sh
+quorum() { tool org.apache.kafka.tools.MetadataQuorumCommand "$@"; }  # kafka-metadata-quorum.sh: the active controller
 
 node_dir() { echo "$cluster_state/node$1"; }
 node_port() { echo $((cluster_port + $1 - 1)); }
@@ -258,10 +260,11 @@ cluster() {
       for n in "${nodes[@]}"; do node_stop "$n" KILL; done; rm -rf "$cluster_state"; echo "kafka: cluster data removed" ;;
     bootstrap) cluster_bootstrap ;;
     groups) shift; groups "$(cluster_bootstrap)" "$@" ;;
+    quorum) shift; quorum "$(cluster_bootstrap)" "$@" ;;
     kill-node) node_stop "$2" KILL; echo "kafka: node $2 killed" ;;
     stop-node) node_stop "$2"; echo "kafka: node $2 stopped" ;;
     start-node) need_libs; node_start "$2"; node_wait "$2"; echo "kafka: node $2 ready on 127.0.0.1:$(node_port "$2")" ;;
-    *) echo "usage: KAFKA_BROKERS=3 $0 start|stop|status|wait|reset|bootstrap|groups ARGS|kill-node N|stop-node N|start-node N" >&2
+    *) echo "usage: KAFKA_BROKERS=3 $0 start|stop|status|wait|reset|bootstrap|groups ARGS|quorum ARGS|kill-node N|stop-node N|start-node N" >&2
        exit 2 ;;
   esac
 }
@@ -280,5 +283,6 @@ case "${1:-}" in
   env) f="$secrets/${2:?usage: $0 env PRINCIPAL}.env"; [ -f "$f" ] || { echo "kafka: no $f (start first)" >&2; exit 1; }
        echo "$f" ;;
   groups) shift; groups "127.0.0.1:$port" "$@" ;;
-  *) echo "usage: $0 start|stop|status|wait|reset|bootstrap|acls|env PRINCIPAL|groups ARGS" >&2; exit 2 ;;
+  quorum) shift; quorum "127.0.0.1:$port" "$@" ;;
+  *) echo "usage: $0 start|stop|status|wait|reset|bootstrap|acls|env PRINCIPAL|groups ARGS|quorum ARGS" >&2; exit 2 ;;
 esac
