@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+
+from aiokafka.client import CoordinationType
+from aiokafka.errors import CoordinatorNotAvailableError
 
 from services.common import clients
 from services.common.settings import KafkaConnection
 from tests.brokers import KAFKA_SH
 from tests.cluster.tools import metric_sum, scrape
 from tests.kafkatools import free_port, start_service, stop_service
-from tests.waiting import eventually
+from tests.waiting import eventually, eventually_async
 
 REPLICAS = 3
 LAST_COMMIT = "commune_last_commit_timestamp_seconds"
@@ -99,6 +105,31 @@ class Cluster:
             return len((await client.describe_cluster())["brokers"])
         finally:
             await client.close()
+
+    async def coordinators(self, keys: Sequence[tuple[CoordinationType, str]]) -> list[int]:
+        """The nodes that coordinate each transactional id or consumer group of `keys` now (FindCoordinator requests,
+        retried while the coordinators' internal topic is being created on first use)."""
+        client = clients.admin(KafkaConnection(bootstrap=self.bootstrap))
+        await client.start()
+
+        async def lookup(kind: CoordinationType, key: str) -> int:
+            try:
+                return int(await client._client.coordinator_lookup(kind, key))
+            except CoordinatorNotAvailableError as exc:  # its internal topic is being created: not yet
+                raise AssertionError(f"no coordinator yet ({type(exc).__name__})") from None
+
+        try:
+            return [await eventually_async(partial(lookup, kind, key), timeout=60, interval=0.2,
+                                           what=f"the {kind.name.lower()} coordinator of {key}") for kind, key in keys]
+        finally:
+            await client.close()
+
+    def controller(self) -> int:
+        """The KRaft active controller now (DescribeQuorum, through Kafka's kafka-metadata-quorum.sh)."""
+        status = self.run("quorum", "describe", "--status", timeout=60)
+        found = re.search(r"^LeaderId:\s+(\d+)", status, re.MULTILINE)
+        assert found, f"no LeaderId in the quorum's status: {status}"
+        return int(found.group(1))
 
     def log(self, node: int) -> Path:
         return self.state / "cluster" / f"node{node}" / "logs" / "server.log"

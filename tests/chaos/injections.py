@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
+from aiokafka.client import CoordinationType
+
+from tests import naming
 from tests.chaos.scenario import Load, Stage
 from tests.waiting import eventually_async
 
@@ -67,6 +72,77 @@ class KillClusterNode:
     async def lift(self, stage: Stage, load: Load) -> None:
         assert stage.cluster is not None
         await asyncio.to_thread(stage.cluster.start_node, self.node)
+
+
+Role = Literal["transaction", "group", "controller"]
+ROLES: tuple[Role, ...] = ("transaction", "group", "controller")
+CANDIDATES = 200
+"""Namespaces tried for one whose coordinators are apart (with leaders spread over 3 nodes, about 2 in 9 are)."""
+
+
+@dataclass(frozen=True)
+class Coordinated:
+    """What coordinates a service's first worker on a namespace: its consumer group and its transactional id (None:
+    the service writes no transactions)."""
+
+    group: Callable[[str], str]
+    transactional_id: Callable[[str], str] | None = None
+
+    def keys(self, namespace: str) -> list[tuple[CoordinationType, str]]:
+        keys = [(CoordinationType.GROUP, self.group(namespace))]
+        if self.transactional_id is not None:
+            keys.append((CoordinationType.TRANSACTION, self.transactional_id(namespace)))
+        return keys
+
+
+def held_roles(controller: int, coordinators: Sequence[int]) -> dict[Role, int]:
+    """Which node holds each role, from `Coordinated.keys`' coordinators (the group's first)."""
+    return {"controller": controller, **dict(zip(("group", "transaction"), coordinators, strict=False))}
+
+
+def alone(held: dict[Role, int], role: Role) -> bool:
+    """The node holding `role` holds no other of `held`."""
+    return list(held.values()).count(held[role]) == 1
+
+
+@dataclass(frozen=True)
+class KillCoordinator:
+    """SIGKILL the node of the row's own cluster that holds `role` for the service when the blow lands: the
+    transaction coordinator of the first worker's transactional id, the coordinator of its group (FindCoordinator
+    both), or the KRaft active controller (DescribeQuorum). It is restarted at once.
+
+    The row's namespace is picked so that this node holds none of the service's other roles (one of `CANDIDATES`
+    random namespaces usually is), so the row shows what losing that one role costs; the note names the node and
+    every role it held when it was killed."""
+
+    role: Role
+    of: Coordinated
+
+    async def prepare(self, stage: Stage) -> None:
+        assert stage.cluster is not None, "a coordinator kill needs the row's own cluster"
+        controller = await asyncio.to_thread(stage.cluster.controller)
+        names = [f"chaos{naming.unique(8)}" for _ in range(CANDIDATES)]
+        width = len(self.of.keys(""))
+        found = await stage.cluster.coordinators([key for name in names for key in self.of.keys(name)])
+        for i, name in enumerate(names):
+            held = held_roles(controller, found[i * width:(i + 1) * width])
+            if alone(held, self.role):
+                stage.namespace = name
+                return
+
+    async def inject(self, stage: Stage, load: Load) -> None:
+        assert stage.cluster is not None, "a coordinator kill needs the row's own cluster"
+        controller, found = await asyncio.gather(asyncio.to_thread(stage.cluster.controller),
+                                                 stage.cluster.coordinators(self.of.keys(stage.namespace)))
+        held = held_roles(controller, found)
+        node = held[self.role]
+        stage.notes.append(f"node {node} killed ({', '.join(r for r in ROLES if held.get(r) == node)})")
+        stage.killed.append(node)
+        await asyncio.to_thread(stage.cluster.kill_node, node)
+
+    async def lift(self, stage: Stage, load: Load) -> None:
+        assert stage.cluster is not None
+        await asyncio.to_thread(stage.cluster.start_node, stage.killed[-1])
 
 
 @dataclass(frozen=True)

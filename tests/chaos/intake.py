@@ -12,9 +12,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, RAW, scoped
+from schemas.topics import (
+    CANONICAL,
+    DLQ_INTAKE,
+    INTAKE_DEDUP,
+    RAW,
+    Group,
+    TransactionalId,
+    group_id,
+    scoped,
+    transactional_id,
+)
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
+from tests.chaos.injections import Coordinated
 from tests.chaos.scenario import Counts, Stage, committed_since
 from tests.faults import REPLICAS, Worker
 from tests.intake.accounting import Sent, audit, feed, stream
@@ -25,6 +36,13 @@ TASKS = 6
 FAST_GROUP = {"INTAKE_SESSION_TIMEOUT_MS": "6000", "INTAKE_HEARTBEAT_INTERVAL_MS": "1000"}
 """The broker's smallest session timeout (group.min.session.timeout.ms), as tests/intake/test_intake_fencing.py:
 a worker that stops heartbeating is evicted after 6 s, so every row recovers in seconds."""
+
+FIRST_WORKER = "intake-0"
+COORDINATED = Coordinated(group=lambda namespace: group_id(Group.INTAKE, namespace),
+                          transactional_id=lambda namespace: transactional_id(TransactionalId.INTAKE, namespace,
+                                                                              FIRST_WORKER))
+"""The group's id and the first worker's transactional id (one producer per worker, ADR 0017, named by its
+INTAKE_WORKER_ID)."""
 
 
 @dataclass
@@ -49,7 +67,7 @@ class IntakeLoad:
         raw = self.topics[RAW[Family.DOSSIER].name]
         self.feeding = asyncio.create_task(feed(stage.bootstrap, raw, self.records, self.rate))
         for _ in range(self.workers):
-            self.start_worker(stage, f"intake-{self.joined}")
+            self.start_worker(stage, f"intake-{self.joined}")  # the first is FIRST_WORKER
         await eventually_async(lambda: self.owned(stage.live()), timeout=90, interval=0.2,
                                what=f"{self.workers} intake workers sharing the tasks")
         await eventually_async(lambda: self._committed(stage), timeout=60, interval=0.1, what="intake committing")

@@ -4,7 +4,15 @@ broker gets a broker (or a 3-node cluster) of its own."""
 
 from __future__ import annotations
 
-from tests.chaos.injections import KillClusterNode, KillWorker, PauseWorker, RebalanceStorm, RestartBroker
+from tests.chaos.injections import (
+    KillClusterNode,
+    KillCoordinator,
+    KillWorker,
+    PauseWorker,
+    RebalanceStorm,
+    RestartBroker,
+)
+from tests.chaos.intake import COORDINATED as INTAKE_COORDINATED
 from tests.chaos.intake import IntakeLoad
 from tests.chaos.metrics import FAST_GROUP as METRICS_FAST_GROUP
 from tests.chaos.metrics import MetricsLoad
@@ -25,6 +33,12 @@ MATRIX: tuple[Scenario, ...] = (
              broker="own", budget_s=300),
     Scenario("intake-cluster-broker-kill", lambda: IntakeLoad(rate=200, seconds=45), KillClusterNode(node=2),
              broker="cluster", budget_s=420, recover_s=150),
+    Scenario("intake-txn-coordinator-kill", lambda: IntakeLoad(rate=200, seconds=45),
+             KillCoordinator("transaction", INTAKE_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
+    Scenario("intake-group-coordinator-kill", lambda: IntakeLoad(rate=200, seconds=45),
+             KillCoordinator("group", INTAKE_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
+    Scenario("intake-controller-kill", lambda: IntakeLoad(rate=200, seconds=45),
+             KillCoordinator("controller", INTAKE_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
     Scenario("intake-rebalance-storm", lambda: IntakeLoad(rate=300, seconds=55), RebalanceStorm(seconds=30),
              budget_s=240),
     Scenario("notify-provider-outage", lambda: NotifyLoad(events=120, per_second=6, mid_stream=10),

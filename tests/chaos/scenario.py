@@ -14,9 +14,9 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from tests import naming
 from tests.brokers import OwnBroker
@@ -41,6 +41,10 @@ class Stage:
     (`restart: unless-stopped` in infra/compose.yaml)."""
     exits: list[str] = field(default_factory=list)
     """Workers that exited unbidden, with their exit codes: shown in the row's note."""
+    killed: list[int] = field(default_factory=list)
+    """Cluster nodes the fault killed, for its lift to start again."""
+    notes: list[str] = field(default_factory=list)
+    """What the fault wants the row's note to say (which node it killed, and what that node was)."""
 
     def live(self) -> list[Worker]:
         """Workers that can work now: neither ended nor paused. One that exited unbidden is noted and replaced."""
@@ -95,6 +99,13 @@ class Load(Protocol):
 
     async def close(self) -> None:
         """Release what the load holds outside the workers (local providers, sinks)."""
+        ...
+
+
+@runtime_checkable
+class Prepares(Protocol):
+    async def prepare(self, stage: Stage) -> None:
+        """Before the load starts: shape the stage for the blow (a coordinator kill picks the row's namespace)."""
         ...
 
 
@@ -203,6 +214,8 @@ class Progress:
 
 async def _steps(scenario: Scenario, stage: Stage, load: Load, at: Progress) -> tuple[Counts, float]:
     at.step = "setup"
+    if isinstance(scenario.fault, Prepares):
+        await scenario.fault.prepare(stage)
     stage.restart = load.start_worker
     await load.setup(stage)
     at.step = "fault"
@@ -217,7 +230,8 @@ async def _steps(scenario: Scenario, stage: Stage, load: Load, at: Progress) -> 
     at.step = "settle"
     await load.settle(stage)
     at.step = "account"
-    return await load.account(stage), recovery
+    counts = await load.account(stage)
+    return replace(counts, note="; ".join(n for n in (counts.note, *stage.notes) if n)), recovery
 
 
 async def run(scenario: Scenario, shared_bootstrap: str, workdir: Path) -> Row:

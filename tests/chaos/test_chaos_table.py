@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.chaos.__main__ import chosen
+from tests.chaos.injections import alone, held_roles
 from tests.chaos.matrix import MATRIX, NAMES
 from tests.chaos.scenario import Counts, Row
 from tests.chaos.table import HEADER, render
@@ -58,3 +59,13 @@ def test_table_has_one_line_per_row_with_its_counts_or_failure() -> None:
     assert [c.strip() for c in lines[2].strip("|").split("|")][:6] == ["intake-x", "8000", "0", "2", "1", "6.9"]
     assert "n/a" in lines[3] and "exited unbidden (restarted): notify-0 exited 0" in lines[3]
     assert "FAILED: setup: AssertionError: boom" in lines[4]
+
+
+def test_a_coordinator_kill_targets_a_node_only_when_it_holds_that_role_alone() -> None:
+    """Roles from the controller and the coordinators (the group's first); a node holding two is not apart."""
+    held = held_roles(3, [1, 2])
+    assert held == {"controller": 3, "group": 1, "transaction": 2}
+    assert all(alone(held, role) for role in held)
+    shared = held_roles(1, [1, 2])
+    assert not alone(shared, "controller") and not alone(shared, "group") and alone(shared, "transaction")
+    assert held_roles(2, [2]) == {"controller": 2, "group": 2} and not alone(held_roles(2, [2]), "group")
