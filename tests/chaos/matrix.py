@@ -14,8 +14,10 @@ from tests.chaos.injections import (
 )
 from tests.chaos.intake import COORDINATED as INTAKE_COORDINATED
 from tests.chaos.intake import IntakeLoad
+from tests.chaos.metrics import COORDINATED as METRICS_COORDINATED
 from tests.chaos.metrics import FAST_GROUP as METRICS_FAST_GROUP
 from tests.chaos.metrics import MetricsLoad
+from tests.chaos.notify import COORDINATED as NOTIFY_COORDINATED
 from tests.chaos.notify import NotifyLoad, ProviderOutage
 from tests.chaos.scenario import Scenario
 
@@ -49,6 +51,12 @@ MATRIX: tuple[Scenario, ...] = (
              budget_s=150),
     Scenario("metrics-sigstop", lambda: MetricsLoad(workers=2, per_second=20, mid_stream=60, env=METRICS_FAST_GROUP),
              PauseWorker(seconds=14), budget_s=200),
+    Scenario("notify-group-coordinator-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
+             KillCoordinator("group", NOTIFY_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
+    Scenario("metrics-txn-coordinator-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
+             KillCoordinator("transaction", METRICS_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
+    Scenario("metrics-group-coordinator-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
+             KillCoordinator("group", METRICS_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
 )
 
 NAMES = tuple(s.name for s in MATRIX)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from schemas import wire
 from schemas.envelope import Event
 from schemas.events import FAMILY_OF_TYPE
-from schemas.topics import CANONICAL, scoped
+from schemas.topics import CANONICAL, Group, TransactionalId, group_id, scoped, transactional_id
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.metrics.topics import Names
+from tests.chaos.injections import Coordinated
 from tests.chaos.scenario import Counts, Stage, committed_since
 from tests.cluster.tools import Feeder, Sent, scrape
 from tests.faults import REPLICAS, Worker
@@ -29,6 +30,10 @@ from tests.waiting import eventually_async
 PARTITIONS = 6
 FAST_GROUP = {"METRICS_SESSION_TIMEOUT_MS": "6000", "METRICS_HEARTBEAT_INTERVAL_MS": "2000"}
 """The broker's smallest session timeout, as in tests/metrics/test_metrics_pause.py: evicted after 6 s paused."""
+COORDINATED = Coordinated(group=lambda namespace: group_id(Group.METRICS, namespace),
+                          transactional_id=lambda namespace: transactional_id(TransactionalId.METRICS, namespace, "p0"))
+"""The group's id and partition 0's changelog writer (one transactional id per partition, ADR 0016: the other five
+are coordinated by whichever nodes lead their `__transaction_state` partitions)."""
 
 
 @dataclass

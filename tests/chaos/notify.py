@@ -24,13 +24,14 @@ from aiosmtpd.controller import Controller
 from schemas import wire
 from schemas.events import FAMILY_OF_TYPE
 from schemas.personal import KeyRecord
-from schemas.topics import CANONICAL, scoped
+from schemas.topics import CANONICAL, Group, group_id, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from services.privacy.applicant import seal_event
 from services.privacy.store import key_messages
+from tests.chaos.injections import Coordinated
 from tests.chaos.scenario import Counts, Load, Stage
 from tests.cluster.tools import Feeder, Sent
 from tests.faults import REPLICAS, Worker
@@ -43,6 +44,8 @@ SECRET = "s3cret"
 CODE = re.compile(rb"D-CHAOS-[0-9]+")
 Delivery = tuple[str, str]
 """(what: "sms" or "webhook", the dossier code)."""
+COORDINATED = Coordinated(group=lambda namespace: group_id(Group.NOTIFY, namespace))
+"""notify's group (it writes no transactions: its ledger is idempotent by notification id, ADR 0012/0020)."""
 
 
 def ready(worker: Worker) -> bool:
