@@ -8,12 +8,14 @@ only what differs for its job (`**overrides`).
 
 from __future__ import annotations
 
+import random
 import ssl
 from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import NodeNotReadyError
 from aiokafka.helpers import create_ssl_context
 
 from schemas.topics import MAX_RECORD_BYTES
@@ -95,9 +97,29 @@ def transactional_producer(conn: KafkaConnection, *, transactional_id: str, clie
     return producer(conn, client_id=client_id, transactional_id=transactional_id, **overrides)
 
 
+class _ReadyNodeAdminClient(AIOKafkaAdminClient):
+    """aiokafka 0.14's admin client sends a request meant for no broker in particular (metadata, list and describe
+    topics, describe configs) to a random broker of its metadata, and fails with NodeNotReadyError when that one is
+    down. After a broker crash its metadata lists it until the controller fences it (a broker session, 9 s, or a
+    whole one more when the crashed node was the active controller): meanwhile a third of such requests failed in a
+    3-broker cluster, and a worker starting then (`ensure_topics`) restarted two or three times (chaos, a worker
+    joining right after a coordinator's node was killed). This one sends to a broker that answers, in random order."""
+
+    async def _send_request(self, request: Any, node_id: int | None = None) -> Any:
+        client: Any = getattr(self, "_client")  # noqa: B009  (private in aiokafka 0.14, pinned: aiokafka_compat)
+        if node_id is not None:
+            return await client.send(node_id, request)
+        nodes = [broker.nodeId for broker in client.cluster.brokers()]
+        random.shuffle(nodes)
+        for node in nodes:
+            if await client.ready(node):
+                return await client.send(node, request)
+        raise NodeNotReadyError(f"none of {len(nodes)} brokers answers for a {type(request).__name__}")
+
+
 def admin(conn: KafkaConnection, *, client_id: str = "commune-bus-admin") -> AIOKafkaAdminClient:
-    """An admin client (not started)."""
-    return AIOKafkaAdminClient(**connection_options(conn), client_id=client_id)
+    """An admin client (not started) whose requests for any broker go to one that answers."""
+    return _ReadyNodeAdminClient(**connection_options(conn), client_id=client_id)
 
 
 def faust_options(conn: KafkaConnection) -> dict[str, Any]:
