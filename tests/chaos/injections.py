@@ -113,10 +113,13 @@ class KillCoordinator:
 
     The row's namespace is picked so that this node holds none of the service's other roles (one of `CANDIDATES`
     random namespaces usually is), so the row shows what losing that one role costs; the note names the node and
-    every role it held when it was killed."""
+    every role it held when it was killed. With `join`, a worker starts right after the blow (its start and the
+    rebalance meet the cluster before the dead node is fenced)."""
 
     role: Role
     of: Coordinated
+    join: bool = False
+    """A worker joins right after the blow: the group rebalances during the failover."""
 
     async def prepare(self, stage: Stage) -> None:
         assert stage.cluster is not None, "a coordinator kill needs the row's own cluster"
@@ -139,6 +142,8 @@ class KillCoordinator:
         stage.notes.append(f"node {node} killed ({', '.join(r for r in ROLES if held.get(r) == node)})")
         stage.killed.append(node)
         await asyncio.to_thread(stage.cluster.kill_node, node)
+        if self.join:
+            load.start_worker(stage, "joiner")
 
     async def lift(self, stage: Stage, load: Load) -> None:
         assert stage.cluster is not None

@@ -41,6 +41,8 @@ MATRIX: tuple[Scenario, ...] = (
              KillCoordinator("group", INTAKE_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
     Scenario("intake-controller-kill", lambda: IntakeLoad(rate=200, seconds=45),
              KillCoordinator("controller", INTAKE_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
+    Scenario("intake-group-coordinator-kill-join", lambda: IntakeLoad(rate=200, seconds=45),
+             KillCoordinator("group", INTAKE_COORDINATED, join=True), broker="cluster", budget_s=420, recover_s=150),
     Scenario("intake-rebalance-storm", lambda: IntakeLoad(rate=300, seconds=55), RebalanceStorm(seconds=30),
              budget_s=240),
     Scenario("notify-provider-outage", lambda: NotifyLoad(events=120, per_second=6, mid_stream=10),

@@ -24,6 +24,8 @@ from tests.faults import Cluster, Worker
 from tests.waiting import eventually_async
 
 BrokerKind = Literal["shared", "own", "cluster"]
+RESTARTS = "commune_service_restarts_total"
+"""Runs a live worker's runtime restarted after a Kafka error (a crash loop hidden inside the process): in the note."""
 
 
 @dataclass
@@ -231,7 +233,9 @@ async def _steps(scenario: Scenario, stage: Stage, load: Load, at: Progress) -> 
     await load.settle(stage)
     at.step = "account"
     counts = await load.account(stage)
-    return replace(counts, note="; ".join(n for n in (counts.note, *stage.notes) if n)), recovery
+    restarts = sum(await asyncio.gather(*(w.metric(RESTARTS) for w in stage.live())))
+    ran_again = [f"{restarts:g} runs restarted in-process (`{RESTARTS}`)"] if restarts else []
+    return replace(counts, note="; ".join(n for n in (counts.note, *stage.notes, *ran_again) if n)), recovery
 
 
 async def run(scenario: Scenario, shared_bootstrap: str, workdir: Path) -> Row:
