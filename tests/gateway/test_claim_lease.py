@@ -35,25 +35,33 @@ class SlowBroker(Recording):
         await super().publish(records)
 
 
+async def raced(settings: GatewaySettings, clock: Clock, claims: MemoryClaims,
+                slow: SlowBroker) -> tuple[int, int, int]:
+    """A request held by `slow` on one instance and its retry, with the same Idempotency-Key, on another: the first's
+    status, how many times its events were published in all, and the retry's status."""
+    other = Recording()
+    first, second = (create_app(settings, REGISTRY, CREDENTIALS, pub, clock=clock, claims=claims)
+                     for pub in (slow, other))
+    body = orjson.dumps([canonical_dossier("lease-1")])
+    headers = [(b"x-api-key", API_KEY.encode()), (b"content-type", b"application/json"),
+               (b"idempotency-key", b"key-1")]
+    answering = asyncio.ensure_future(call(first, headers, body))
+    await slow.waiting.wait()
+    retry = await call(second, headers, body)
+    slow.done.set()
+    return (await answering).status, len(slow.sent) + len(other.sent), retry.status
+
+
 async def test_a_key_whose_lease_ends_while_its_request_waits_on_the_broker_is_published_twice() -> None:
     """What the old bound allowed (a 5 s lease, a 10 s Kafka wait): the retry, on another instance, wins the key once
     the lease is over, and both requests publish; the lease the settings now require keeps the retry out (409)."""
     for lease_s, published in ((5.0, 2), (GatewaySettings().key_held_s() + 1, 1)):
         clock, claims = Clock(), MemoryClaims(Clock())
         claims.clock = clock
-        slow, other = SlowBroker(clock, wait_s=10.0), Recording()
         settings = GatewaySettings.model_construct(**{**GatewaySettings().model_dump(), "claim_lease_s": lease_s})
-        first, second = (create_app(settings, REGISTRY, CREDENTIALS, pub, clock=clock, claims=claims)
-                         for pub in (slow, other))
-        body = orjson.dumps([canonical_dossier("lease-1")])
-        headers = [(b"x-api-key", API_KEY.encode()), (b"content-type", b"application/json"),
-                   (b"idempotency-key", b"key-1")]
-        answering = asyncio.ensure_future(call(first, headers, body))
-        await slow.waiting.wait()
-        retry = await call(second, headers, body)
-        slow.done.set()
-        assert (await answering).status == 202
-        assert len(slow.sent) + len(other.sent) == published, (lease_s, retry.status)
+        status, sent, retried = await raced(settings, clock, claims, SlowBroker(clock, wait_s=10.0))
+        assert status == 202
+        assert sent == published, (lease_s, retried)
 
 
 @pytest.mark.parametrize(("env", "held"), [({"claim_lease_s": 65.0}, 65.0), ({"kafka_timeout_s": 20.0}, 125.0)])
@@ -63,7 +71,6 @@ def test_a_lease_not_above_what_a_request_may_wait_on_kafka_is_refused(env: dict
     with pytest.raises(ValidationError, match=f"GATEWAY_CLAIM_LEASE_S .* above .*{held:g} s"):
         GatewaySettings(**env)
     assert GatewaySettings().claim_lease_s > GatewaySettings().key_held_s()
-
 
 
 class SlowClaims(MemoryClaims):
@@ -92,15 +99,6 @@ async def test_a_lease_the_settings_accept_outlasts_every_wait_each_within_the_k
     t = settings.kafka_timeout_s
     clock = Clock()
     claims = SlowClaims(clock, wait_s=3 * t)
-    slow, other = SlowBroker(clock, wait_s=(t + STOP_TIMEOUT_S) + t + t), Recording()
-    first, second = (create_app(settings, REGISTRY, CREDENTIALS, pub, clock=clock, claims=claims)
-                     for pub in (slow, other))
-    body = orjson.dumps([canonical_dossier("lease-2")])
-    headers = [(b"x-api-key", API_KEY.encode()), (b"content-type", b"application/json"),
-               (b"idempotency-key", b"key-2")]
-    answering = asyncio.ensure_future(call(first, headers, body))
-    await slow.waiting.wait()
-    retry = await call(second, headers, body)
-    slow.done.set()
-    assert (await answering).status == 202
-    assert len(slow.sent) + len(other.sent) == 1, retry.status
+    status, sent, retried = await raced(settings, clock, claims, SlowBroker(clock, wait_s=(t + STOP_TIMEOUT_S) + t + t))
+    assert status == 202
+    assert sent == 1, retried
