@@ -228,7 +228,15 @@ RIGHTS_HINT = ("this principal may not do that: `topics create`, reading the raw
 already loaded, was no help (new-user trial: `topics create` as the operator)."""
 
 
+UNANSWERED_HINT = ("the broker stopped answering: once it answers, run the command again (intake publishes each event "
+                   "id once)")
+"""Said instead of KAFKA_HINT when a broker that had answered went silent (`kafka_io.Unacknowledged`, `publish`):
+the bootstrap and credentials had worked (review)."""
+
+
 def kafka_hint(exc: KafkaError) -> str:
+    if isinstance(exc, kafka_io.Unacknowledged):
+        return UNANSWERED_HINT
     refused = "Authorization" in type(exc).__name__ or "authorization failed" in str(exc).lower()
     return RIGHTS_HINT if refused else KAFKA_HINT
 PRIVACY_HINT = ("sealed records are opened with the key store: PRIVACY_KEK(_FILE) and PRIVACY_PEPPER(_FILE); `make "

@@ -202,6 +202,33 @@ def test_no_rights_or_no_keys_is_one_line_and_an_exit_status(monkeypatch: pytest
     assert err.startswith(said) and "Traceback" not in err, err
 
 
+def test_a_publish_the_broker_stopped_answering_says_so_not_to_check_the_credentials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`publish` given up on a broker gone silent (`Unacknowledged`): one line saying what was acknowledged and to run
+    it again once the broker answers, exit 1; it said to check the bootstrap and credentials, which had worked."""
+    import sys
+
+    from services.cli.main import main
+
+    async def publish(*_: Any) -> int:
+        raise kafka_io.Unacknowledged("no acknowledgement for 60 s: 1 of 2 records acknowledged, the others perhaps "
+                                      "written")
+
+    events = tmp_path / "events.ndjson"
+    events.write_bytes(orjson.dumps(canonical_dossier("silent-1")) + b"\n")
+    monkeypatch.setattr(kafka_io, "publish", publish)
+    monkeypatch.setattr(sys, "argv", ["commune-bus", "publish", "--family", "dossier", str(events)])
+    monkeypatch.setattr(cli_logging, "configure", lambda *_, **__: None)
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Unacknowledged: no acknowledgement for 60 s: 1 of 2 records acknowledged, the others perhaps written " \
+        "(the broker stopped answering: once it answers, run the command again (intake publishes each event id " \
+        "once))" in err, err
+    assert "KAFKA_BOOTSTRAP" not in err and "Traceback" not in err
+
+
 def test_a_tls_file_that_is_not_there_is_one_line(tmp_path: Path) -> None:
     """`KAFKA_SSL_CAFILE` naming no file: one line naming it, exit 1 (it was a ~100-line FileNotFoundError traceback
     from the client's TLS set-up; CLI audit)."""
