@@ -46,10 +46,11 @@ async def close_within(service: str, client: str, stop: Callable[[], Awaitable[N
     return clean
 
 
-async def within(work: Awaitable[T], timeout_s: float) -> T:
+async def within(work: Awaitable[T], timeout_s: float, abandoned: set[asyncio.Future[Any]] | None = None) -> T:
     """`work`'s outcome, or TimeoutError once it took `timeout_s`: `work` is then cancelled and left to end in the
     background, its outcome retrieved. Never waits for the cancelled work: a transaction cancelled mid-way aborts,
-    and aiokafka's abort waits for the broker as long as it does not answer."""
+    and aiokafka's abort waits for the broker as long as it does not answer. `abandoned` holds such work until it
+    ends, for its owner to cancel again (the gateway's publisher, once it drops the producer)."""
     task = asyncio.ensure_future(work)
     try:
         return await asyncio.wait_for(asyncio.shield(task), timeout=timeout_s)
@@ -57,6 +58,9 @@ async def within(work: Awaitable[T], timeout_s: float) -> T:
         if not task.done():  # timed out, or the caller cancelled
             task.cancel()
             task.add_done_callback(retrieved)
+            if abandoned is not None:
+                abandoned.add(task)
+                task.add_done_callback(abandoned.discard)
 
 
 def retrieved(future: asyncio.Future[Any]) -> None:

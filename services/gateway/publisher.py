@@ -24,7 +24,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from schemas.wire import KafkaRecord
 from services.common import clients, transactions
-from services.common.closing import close_within, retrieved
+from services.common.closing import close_within, within
 from services.common.settings import KafkaConnection
 
 log = structlog.get_logger("gateway")
@@ -137,15 +137,7 @@ class KafkaPublisher:
         long, past the Idempotency-Key's lease, which counts each wait on Kafka within the timeout (`key_held_s`). The
         producer is dropped after any failure; `_drop` then ends what was given up (the new producer fences the
         transaction on the broker, or its timeout aborts it)."""
-        task = asyncio.ensure_future(work)
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout=self.timeout_s)
-        finally:
-            if not task.done():  # timed out, or the caller cancelled
-                task.cancel()
-                self._abandoned.add(task)
-                task.add_done_callback(self._abandoned.discard)
-                task.add_done_callback(retrieved)
+        return await within(work, self.timeout_s, self._abandoned)
 
     async def _publish(self, records: Records) -> None:
         producer = await self._ready()
