@@ -23,6 +23,9 @@ MAX_SESSION_TIMEOUT_MS = 1_800_000
 MAX_TRANSACTION_TIMEOUT_MS = 900_000
 """The broker's default `transaction.max.timeout.ms` (15 min): a longer transaction timeout is refused at every
 start (`InvalidTransactionTimeout`, a permanent error)."""
+MAX_STOP_DEADLINE_S = 3_600.0
+"""The longest stop deadline a service takes: an hour, far past any orchestrator's grace period (Kubernetes'
+30 s by default); a larger one only put off the forced exit of a stop that no longer ends."""
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 CertificateRole = Literal["kafka_ca", "kafka_client", "gateway"]
@@ -111,9 +114,10 @@ class ServiceSettings(KafkaConnection):
                            description="Address of /metrics, /healthz, /readyz (0.0.0.0 in a container)")
     http_port: int = Field(default=0, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = no server")
     stop_deadline_s: float = Field(
-        default=25.0, gt=0, description="After a stop signal the worker has this long to finish what it holds; then "
-        "the process exits as if killed (what it held is redone by its successor, as after SIGKILL), and so does a "
-        "second signal at once. 25 s: inside Kubernetes' default grace period of 30 s")
+        default=25.0, gt=0, le=MAX_STOP_DEADLINE_S,
+        description="After a stop signal the worker has this long to finish what it holds; then the process exits "
+        "as if killed (what it held is redone by its successor, as after SIGKILL), and so does a second signal at "
+        "once. 25 s: inside Kubernetes' default grace period of 30 s")
 
     def certificate_files(self) -> dict[CertificateRole, Path]:
         """The PEM certificate files this service loads, by role: the Kafka CA bundle and client certificate when the
@@ -135,7 +139,8 @@ class ConsumerSettings(ServiceSettings):
 
     session_timeout_ms: int = Field(default=10_000, ge=6_000, le=MAX_SESSION_TIMEOUT_MS,
                                     description="Consumer group session timeout")
-    heartbeat_interval_ms: int = Field(default=3_000, ge=100, description="At most a third of the session timeout")
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100, le=MAX_SESSION_TIMEOUT_MS // 3,
+                                       description="At most a third of the session timeout")
 
     @model_validator(mode="after")
     def _heartbeats_within_session(self) -> Self:

@@ -20,7 +20,7 @@ class DemoSettings(BaseSettings):
     run_dir: Path = Field(default=Path(".demo"), description="Logs (logs/<process>.log) and generated configs")
     state_dir: Path = Field(default=Path(".state"),
                             description="metrics' RocksDB stores, the key stores, Prometheus' TSDB")
-    rate: float = Field(default=50.0, gt=0, description="Simulator records per second")
+    rate: float = Field(default=50.0, gt=0, le=1e6, description="Simulator records per second")
     prometheus: bool | None = Field(default=None, description="Start Prometheus (default: when it is installed)")
     secrets_dir: Path = Field(default=Path("infra/kafka/secrets"),
                               description="Each service's credentials on a secure broker (<service>.env)")
@@ -35,9 +35,11 @@ class DemoSettings(BaseSettings):
     smtp_port: int = Field(default=8026, ge=1, le=65535, description="The fake providers' SMTP sink")
     prometheus_port: int = Field(default=9090, ge=1, le=65535)
 
-    refresh_s: float = Field(default=1.0, gt=0, description="Seconds between two scrapes of the view")
-    summary_every_s: float = Field(default=5.0, gt=0, description="Seconds between two summary lines (no TTY)")
-    stop_timeout_s: float = Field(default=15.0, gt=0, description="How long processes may take to stop on SIGTERM")
+    refresh_s: float = Field(default=1.0, gt=0, le=3_600.0, description="Seconds between two scrapes of the view")
+    summary_every_s: float = Field(default=5.0, gt=0, le=3_600.0,
+                                   description="Seconds between two summary lines (no TTY)")
+    stop_timeout_s: float = Field(default=15.0, gt=0, le=3_600.0,
+                                  description="How long processes may take to stop on SIGTERM")
 
     @property
     def log_dir(self) -> Path:

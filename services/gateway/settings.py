@@ -95,10 +95,11 @@ class GatewaySettings(ServiceSettings):
         description="Names this instance's transactional id: a restarted instance with the same id fences its "
         "predecessor's open transaction. Stable per instance (default: the host name), unique among instances",
     )
-    max_body_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024,
-                                description="A request body past this many bytes is refused (413) while it streams")
+    max_body_bytes: int = Field(default=MAX_RECORD_BYTES, ge=1024, le=256 * 1024 * 1024,
+                                description="A request body past this many bytes is refused (413) while it streams "
+                                "(at most 256 MiB: a body is held whole while it is parsed)")
     max_record_bytes: int = Field(
-        default=DEFAULT_MAX_RECORD_BYTES, ge=1024,
+        default=DEFAULT_MAX_RECORD_BYTES, ge=1024, le=MAX_RECORD_BYTES,
         validation_alias=AliasChoices("GATEWAY_MAX_RECORD_BYTES", "INTAKE_MAX_RECORD_BYTES", "max_record_bytes"),
         description="One record's limit: intake's own (`INTAKE_MAX_RECORD_BYTES`), so nothing accepted here is "
         "dead-lettered by intake for its size",
@@ -109,7 +110,8 @@ class GatewaySettings(ServiceSettings):
                                         description="A transaction left open by a dead gateway is aborted after this")
     retry_after_s: int = Field(default=5, ge=1, le=3600, description="Retry-After of a 503 or 429: try again later")
     stop_requests_s: int = Field(
-        default=20, ge=1, description="On SIGTERM, how long requests under way may take to finish (each of their "
+        default=20, ge=1, le=3_600,
+        description="On SIGTERM, how long requests under way may take to finish (each of their "
         "Kafka waits is bounded by kafka_timeout_s); then they are cancelled and answered 500 by the server: a "
         "cancelled request's transaction is aborted unless its commit was already sent, so its client sends it "
         "again, safely with its Idempotency-Key. Bounds the gateway's stop (infra/compose.yaml's grace period)")
@@ -120,11 +122,11 @@ class GatewaySettings(ServiceSettings):
                                    description="How long an Idempotency-Key's answer is kept (the claims topic "
                                    "keeps records 48 h)")
     idempotency_answer_bytes: int = Field(
-        default=DEFAULT_ANSWER_BYTES, ge=0,
+        default=DEFAULT_ANSWER_BYTES, ge=0, le=4 * 1024**3,
         description="Whole answer bodies each instance keeps for Idempotency-Key replays, oldest dropped first: a "
         "key past it keeps its status, digest and counts (a replay rebuilds the body from the retried request)")
     idempotency_keys_per_source: int = Field(
-        default=100_000, ge=1,
+        default=100_000, ge=1, le=10_000_000,
         description="Idempotency-Keys one source may hold at once (answered within the TTL, or in progress): each "
         "costs every instance ~1 KB for the TTL, so past it a request with a new key is refused (429 "
         "`idempotency_keys_exhausted`) while retries of held keys and requests without a key go on")
@@ -133,13 +135,16 @@ class GatewaySettings(ServiceSettings):
                                  "died with it leaves the key free again after this (below the claims topic's "
                                  "compaction lag, ADR 0013); above what the request may wait on Kafka meanwhile "
                                  "(`key_held_s`: 65 s with the default GATEWAY_KAFKA_TIMEOUT_S), refused otherwise")
-    rate_per_s: float = Field(default=50.0, gt=0, description="Requests per second each source may make (sustained)")
-    rate_burst: int = Field(default=100, ge=1, description="Requests a source may make at once after a quiet spell")
+    rate_per_s: float = Field(default=50.0, gt=0, le=1e6,
+                              description="Requests per second each source may make (sustained)")
+    rate_burst: int = Field(default=100, ge=1, le=1_000_000,
+                            description="Requests a source may make at once after a quiet spell")
     failed_signatures_burst: int = Field(
-        default=10, ge=1, description="Failed signatures a peer address may send before its signed requests are "
+        default=10, ge=1, le=1_000_000,
+        description="Failed signatures a peer address may send before its signed requests are "
         "refused (429) unread; behind a proxy, the peer is the client only if uvicorn trusts the proxy's "
         "X-Forwarded-For (FORWARDED_ALLOW_IPS)")
-    failed_signatures_per_s: float = Field(default=0.1, gt=0,
+    failed_signatures_per_s: float = Field(default=0.1, gt=0, le=1e6,
                                            description="How fast a peer's allowance of failed signatures comes back")
     header_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="A connection's request line and headers must have arrived within "
@@ -151,7 +156,8 @@ class GatewaySettings(ServiceSettings):
         "per GATEWAY_BODY_MIN_BYTES_PER_S bytes received so far (time the gateway itself is not reading is not "
         "counted); past it the connection is closed. A client sending at least that rate is never cut")
     body_min_bytes_per_s: int = Field(
-        default=4096, ge=1, description="The slowest a body may arrive on average past GATEWAY_BODY_TIMEOUT_S: "
+        default=4096, ge=1, le=1024**3,
+        description="The slowest a body may arrive on average past GATEWAY_BODY_TIMEOUT_S: "
         "4 KiB/s (32 kbit/s) is far below any working link, and a client must spend that much to hold a slot")
     send_timeout_s: float = Field(
         default=20.0, gt=0, le=600, description="A client that keeps the gateway's writes held back this long (it "
@@ -162,7 +168,7 @@ class GatewaySettings(ServiceSettings):
         "(uvicorn's timeout_keep_alive); at most GATEWAY_HEADER_TIMEOUT_S, which also runs from that response. "
         "Behind a proxy that reuses connections, set both above the proxy's own idle timeout")
     max_connections: int = Field(
-        default=512, ge=1, description="Open connections at most (probes and TLS handshakes under way "
+        default=512, ge=1, le=1_000_000, description="Open connections at most (probes and TLS handshakes under way "
         "included); one more takes the place of the connection that has waited longest for a request's headers or "
         "for the end of its TLS handshake (closed, `evicted`), or, when "
         "every one is busy with a request, is answered 503 with Retry-After and closed at once (over HTTPS closed "
@@ -200,6 +206,18 @@ class GatewaySettings(ServiceSettings):
         if self.http_port == self.port and (self.host == self.http_host or {self.host, self.http_host} & wildcard):
             raise ValueError(f"GATEWAY_PORT and GATEWAY_HTTP_PORT are both {self.port} on GATEWAY_HOST and "
                              "GATEWAY_HTTP_HOST: the API and /metrics are two servers, give them two ports")
+        return self
+
+    @model_validator(mode="after")
+    def _requests_end_before_the_deadline(self) -> Self:
+        """Requests under way are cancelled after `stop_requests_s`, then the publisher's producer aborts their
+        transactions (`publisher.STOP_TIMEOUT_S`); the stop deadline ends the process, as if killed. At or past the
+        deadline, the requests never got their 500 (their clients saw a reset connection) and the aborts were left to
+        the transaction timeout."""
+        if self.stop_requests_s + STOP_TIMEOUT_S > self.stop_deadline_s:
+            raise ValueError(f"GATEWAY_STOP_REQUESTS_S ({self.stop_requests_s} s) and the producer's stop "
+                             f"({STOP_TIMEOUT_S:g} s) must end within GATEWAY_STOP_DEADLINE_S "
+                             f"({self.stop_deadline_s:g} s): lower the first or raise the second")
         return self
 
     @model_validator(mode="after")

@@ -22,7 +22,8 @@ class MetricsSettings(ConsumerSettings):
         description="RocksDB stores, one per owned partition, rebuilt from the changelog at every start: the system's "
         "temporary folder by default, as notify's (a relative .state/metrics was under the container's /app, which "
         "its user may not write: metrics crashed in the shipped container)")
-    snapshot_interval_s: float = Field(default=60.0, gt=0, description="Per-commune snapshot events every ...")
+    snapshot_interval_s: float = Field(default=60.0, gt=0, le=86_400.0,
+                                       description="Per-commune snapshot events every ...")
     batch_max_records: int = Field(
         default=10_000, gt=0, le=1_000_000,
         description="Most records applied (and committed) at once. Each batch ends in a changelog transaction per "

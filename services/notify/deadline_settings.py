@@ -19,7 +19,7 @@ class DeadlineSettings(BaseSettings):
 
     state_dir: Path = Field(default=Path(tempfile.gettempdir()) / "commune-bus-notify-deadlines",
                             description="Where the tracker keeps its partition stores (rebuilt at each start)")
-    batch_max_records: int = Field(default=2_000, ge=1)
-    ack_timeout_s: float = Field(default=15.0, gt=0,
+    batch_max_records: int = Field(default=2_000, ge=1, le=1_000_000)
+    ack_timeout_s: float = Field(default=15.0, gt=0, le=600,
                                  description="How long alerts, changelog records and commits may wait for the broker "
                                              "before the run ends and restarts (an outage)")

@@ -22,7 +22,13 @@ CALLS_IN_A_JOB = 2
 LEDGER_ENTRY_S = 1.0
 """What a drain leaves beyond a job's calls for its ledger entry, acknowledged in milliseconds by a broker at work"""
 INT32_MAX = 2**31 - 1
-"""The largest rebalance timeout (ms) Kafka's JoinGroup request can carry: a 32-bit field"""
+"""The largest rebalance timeout (ms) Kafka's JoinGroup request can carry: a 32-bit field. The bounds of
+`session_timeout_ms` and `drain_s` keep `rebalance_timeout_ms` under a thousandth of it (a drain of ~25 days was
+accepted: aiokafka's coordinator failed at every join, a KafkaError wrapping the ValueError, and the run restarted
+for ever)."""
+MAX_WORKERS = 1_024
+"""Senders of one kind at most: each may hold a provider connection (a file descriptor), and the process's
+usual limit is 1,024 open files; rate limits, not senders, set a channel's pace (`rate_per_s`)."""
 
 
 class NotifySettings(ConsumerSettings):
@@ -37,31 +43,36 @@ class NotifySettings(ConsumerSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=8026, ge=1, le=65535)
     smtp_sender: str = "thong-bao@commune-bus.local"
-    provider_timeout_s: float = Field(default=5.0, gt=0, description="Bounds each provider call whole (an HTTP "
+    provider_timeout_s: float = Field(default=5.0, gt=0, le=600, description="Bounds each provider call whole (an HTTP "
                                       "request, an SMTP session); the drains must be at least twice it and a second")
 
-    sms_segment_limit: int = Field(default=2, ge=1, description="Over this, Vietnamese SMS go unaccented")
-    sms_max_segments: int = Field(default=sms.MAX_SEGMENTS, ge=1, description="No SMS is longer: a longer text is "
-                                  "cut with an ellipsis (at least sms_segment_limit)")
+    sms_segment_limit: int = Field(default=2, ge=1, le=sms.MOST_SEGMENTS,
+                                   description="Over this, Vietnamese SMS go unaccented")
+    sms_max_segments: int = Field(default=sms.MAX_SEGMENTS, ge=1, le=sms.MOST_SEGMENTS,
+                                  description="No SMS is longer: a longer text is cut with an ellipsis (at least "
+                                  "sms_segment_limit)")
     quiet_start: time = Field(default=time(21, 0), description="Vietnam wall-clock time, no offset")
     quiet_end: time = Field(default=time(7, 0), description="Vietnam wall-clock time, no offset")
-    retry_base_s: float = Field(default=0.5, gt=0, description="First wait after a retryable failure")
-    retry_cap_s: float = Field(default=60.0, gt=0, description="Longest wait between two attempts")
+    retry_base_s: float = Field(default=0.5, gt=0, le=3_600.0, description="First wait after a retryable failure")
+    retry_cap_s: float = Field(default=60.0, gt=0, le=86_400.0, description="Longest wait between two attempts "
+                               "(at most a day: a notification waits no longer between two tries)")
     retry_max_attempts: int = Field(
-        default=40, ge=1, description="Attempts before a retryable failure is dead-lettered: with the defaults a "
-        "provider may be down 16-33 minutes (equal jitter) before a notification is given up (it was 28-55 s: a "
-        "one-minute SMS gateway outage dead-lettered every notification, emergencies too)")
+        default=40, ge=1, le=10_000,
+        description="Attempts before a retryable failure is dead-lettered: with the defaults a provider may be down "
+        "16-33 minutes (equal jitter) before a notification is given up (it was 28-55 s: a one-minute SMS gateway "
+        "outage dead-lettered every notification, emergencies too)")
     rate_per_s: dict[str, float] = Field(
         default_factory=lambda: {"sms": 200.0, "zalo": 200.0, "email": 50.0, "webhook": 200.0},
         description="Sends per second per channel (sms, zalo, email, webhook) from one worker, emergencies and "
                     "routine messages together (an emergency may borrow a burst), a Zalo message's SMS fallback "
                     "counted as an SMS, each a positive number; a channel not named has no limit")
-    routine_workers: int = Field(default=32, ge=1)
-    emergency_workers: int = Field(default=8, ge=1)
-    max_pending: int = Field(default=20_000, ge=2, description="Routine jobs held (queued or waiting for a retry) "
-                             "above which dossier and mobile-team partitions pause (announcements keep flowing); "
-                             "they resume below half of it. Announcements pause for as many emergency jobs, or twice "
-                             "as many routine ones")
+    routine_workers: int = Field(default=32, ge=1, le=MAX_WORKERS, description="Routine jobs sent at once")
+    emergency_workers: int = Field(default=8, ge=1, le=MAX_WORKERS, description="Emergency jobs sent at once")
+    max_pending: int = Field(
+        default=20_000, ge=2, le=1_000_000,
+        description="Routine jobs held (queued or waiting for a retry) above which dossier and mobile-team partitions "
+        "pause (announcements keep flowing); they resume below half of it. Announcements pause for as many emergency "
+        "jobs, or twice as many routine ones")
 
     park_s: float = Field(
         default=600.0, ge=1.0, le=86_400.0,
@@ -71,7 +82,7 @@ class NotifySettings(ConsumerSettings):
                     "subscriber's webhook, which has none: 7 days after its event)")
 
     circuit_failures: int = Field(
-        default=10, ge=0,
+        default=10, ge=0, le=1_000_000,
         description="Retryable failures in a row after which a provider channel (a webhook subscriber's endpoint "
                     "each its own) is held: its routine notifications are parked without a call (for as long as the "
                     "outage has lasted, up to park_s) while one probe a circuit_probe_s tries it; emergencies are "
@@ -82,21 +93,23 @@ class NotifySettings(ConsumerSettings):
                     "whose retries are spent is parked, if shorter than park_s (tried again that soon, circuit or not)")
 
     write_timeout_ms: int = Field(
-        default=180_000, ge=1_000,
+        default=180_000, ge=1_000, le=3_600_000,
         description="How long a ledger or status write waits for the broker (an outage shorter than this is "
                     "ridden out: a sent notification's ledger entry is written when the broker is back)")
     state_dir: Path | None = Field(
         default=None, description="Where the ledger's RocksDB stores live (a fresh folder per run, deleted after); "
                                   "None: the system's temporary folder")
     ledger_keep_days: float = Field(
-        default=32.0, gt=0,
+        default=32.0, gt=0, le=3_650.0,
         description="Done ids are forgotten this long after they were written: the longest an input record stays "
                     "readable (the canonical topics: 30 days' retention + a 1-day segment roll: a record goes only "
                     "with its segment) + 1 day; a shorter window is refused at start (ADR 0020)")
-    ledger_prune_every_s: float = Field(default=60.0, gt=0, description="How often old done ids are pruned")
-    drain_s: float = Field(default=15.0, gt=0, description="On revocation, how long calls under way may finish: at "
-                           "least twice provider_timeout_s and a second (a ZNS call, its SMS fallback, the ledger "
-                           "entry), refused otherwise")
+    ledger_prune_every_s: float = Field(default=60.0, gt=0, le=86_400.0,
+                                        description="How often old done ids are pruned")
+    drain_s: float = Field(
+        default=15.0, gt=0, le=3_600.0,
+        description="On revocation, how long calls under way may finish: at least twice provider_timeout_s and a "
+        "second (a ZNS call, its SMS fallback, the ledger entry), refused otherwise")
 
     legacy_notification_ids: bool = Field(
         default=True, description="Also count a notification as done or deferred under the id it had before ids "
@@ -107,7 +120,7 @@ class NotifySettings(ConsumerSettings):
         "contact (an applicant's, as intake seals them, ADR 0015) is then skipped and counted as erased. Off: such a "
         "start is refused, as intake's is, since a missing key would otherwise stop every citizen's notification with "
         "one warning")
-    deadline_tick_s: float = Field(default=30.0, gt=0)
+    deadline_tick_s: float = Field(default=30.0, gt=0, le=3_600.0)
     deadline_web_port: int = Field(default=6067, ge=0, le=65535)
 
     @field_validator("directory_file", "subscribers_file", "state_dir", mode="before")
@@ -177,17 +190,6 @@ class NotifySettings(ConsumerSettings):
         if self.deadlines and self.http_port and self.deadline_web_port == self.http_port:
             raise ValueError(f"NOTIFY_DEADLINE_WEB_PORT and NOTIFY_HTTP_PORT are both {self.http_port}: the deadline "
                              "tracker and the worker each serve /metrics on NOTIFY_HTTP_HOST, give them two ports")
-        return self
-
-    @model_validator(mode="after")
-    def _rebalance_timeout_fits(self) -> NotifySettings:
-        """The consumers join with `rebalance_timeout_ms`, a 32-bit field of the JoinGroup request: a drain of ~25
-        days or more could not be encoded: aiokafka's coordinator failed at every join (a KafkaError wrapping the
-        ValueError), and the run restarted for ever."""
-        if self.rebalance_timeout_ms() > INT32_MAX:
-            raise ValueError(f"NOTIFY_SESSION_TIMEOUT_MS + NOTIFY_DRAIN_S + the final commit ({COMMIT_TIMEOUT_S:g} s), "
-                             f"the consumers' rebalance timeout, must be at most {INT32_MAX:,} ms (JoinGroup's "
-                             f"32-bit field)")
         return self
 
     def stop_drain_s(self) -> float:

@@ -43,8 +43,9 @@ class PrivacySettings(BaseSettings):
                     "per service instance); None: a fresh folder per run in the system's temporary folder, and the "
                     "key topics read from the beginning at every start")
     keys_cached: int = Field(
-        default=100_000, ge=1, description="Subjects whose data keys a service's keyring keeps unwrapped in memory "
-                                           "(the ones used last; ~0.5 KB each); the rest are read from disk on use")
+        default=100_000, ge=1, le=10_000_000,
+        description="Subjects whose data keys a service's keyring keeps unwrapped in memory (the ones used last; "
+        "~0.5 KB each); the rest are read from disk on use")
 
     @field_validator("state_dir", mode="before")
     @classmethod

@@ -27,15 +27,18 @@ class SimulatorSettings(ServiceSettings):
     province: str = Field(default="20", pattern=r"^\d{2}$", description="Official province code; 20 = Lạng Sơn")
     national: bool = Field(default=False, description="All 34 provinces and 3,321 communes at national rates")
     profile: ProfileName = Field(default="flat", description="flat, daily (morning peak) or peak (peak hour held)")
-    rate: float = Field(default=50.0, gt=0, description="Mean records per second (one province; national derives it)")
-    duration: float = Field(default=0.0, ge=0, description="Seconds to run; 0 = until stopped")
+    rate: float = Field(default=50.0, gt=0, le=1e6,
+                        description="Mean records per second (one province; national derives it)")
+    duration: float = Field(default=0.0, ge=0, le=366 * 86_400.0, description="Seconds to run (a year at most); "
+                            "0 = until stopped")
     invalid_share: float = Field(default=0.05, ge=0, le=1, description="Fraction of deliberately bad records")
     seed: int | None = None
-    day_seconds: float = Field(default=10.0, gt=0, description="Real seconds per simulated day (national: 86,400)")
-    backfill_days: float = Field(default=14.0, gt=0, description="How far back event times may reach")
+    day_seconds: float = Field(default=10.0, gt=0, le=86_400.0,
+                               description="Real seconds per simulated day (national: 86,400)")
+    backfill_days: float = Field(default=14.0, gt=0, le=3_650.0, description="How far back event times may reach")
     portal_share: float = Field(default=0.35, ge=0, le=1, description="Communes syncing dossiers in the portal shape")
     families: tuple[Family, ...] = tuple(Family)
-    progress_every: float = Field(default=5.0, gt=0, description="Seconds between progress lines")
+    progress_every: float = Field(default=5.0, gt=0, le=86_400.0, description="Seconds between progress lines")
     now: AwareDatetime | None = Field(
         default=None, description="The simulated present (default: the wall clock). With `seed`, the same stream "
         "whenever it runs: what is sent depends on the time of day (mobile teams keep office hours)")

@@ -20,7 +20,7 @@ from services.intake.worker import Fetched, IntakeWorker
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.unit
-TIMEOUT_MS = 300
+TIMEOUT_MS = 1_000  # the least INTAKE_TRANSACTION_TIMEOUT_MS accepted
 TP = TopicPartition("raw", 0)
 
 

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from schemas.topics import MAX_RECORD_BYTES
 from services.gateway.app import create_app
 from services.gateway.publisher import BrokerUnavailable
 from services.gateway.settings import Credential, GatewaySettings
@@ -84,7 +85,8 @@ def test_hostile_input_gets_a_4xx_with_a_reason_never_a_500() -> None:
     registry = SourceRegistry(sources=(Source(id="one-stop", sources=("/communes/02269/one-stop",),
                                               families=("dossier",), communes=("02269",)),))
     credentials = {"one-stop": CREDENTIAL, "signed": Credential(hmac_key=SecretStr("app-test-hmac-key-8e1c"))}
-    settings = GatewaySettings(max_body_bytes=32 * 1024 * 1024, max_record_bytes=32 * 1024 * 1024)  # the list limit
+    # the list limit, not the size: a million-item list is 4 MB, the largest record the raw topics take 10 MiB
+    settings = GatewaySettings(max_body_bytes=32 * 1024 * 1024, max_record_bytes=MAX_RECORD_BYTES)
     http = TestClient(create_app(settings, registry, credentials, pub))
     deep = b'{"a":' * 300 + b"1" + b"}" * 300
     deeper = b"[" + b"[" * 600 + b"]" * 600 + b"]"

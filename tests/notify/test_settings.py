@@ -10,6 +10,8 @@ import pytest
 from aiokafka.protocol.group import JoinGroupRequest_v5
 from pydantic import ValidationError
 
+from services.common.refused import problems
+from services.common.settings import MAX_SESSION_TIMEOUT_MS
 from services.notify.policy import Backoff
 from services.notify.settings import INT32_MAX, NotifySettings
 
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.unit
 def test_backoff_after_very_many_attempts_is_the_cap_not_an_overflow() -> None:
     """Attempt 1025 (17 hours of outage at the 60 s cap with NOTIFY_RETRY_MAX_ATTEMPTS=2000) waits at most the cap;
     `base * 2 ** 1024` raised OverflowError in the sender task, which ended the run."""
-    b, rng = NotifySettings(retry_max_attempts=100_000).backoff(), random.Random(3)
+    b, rng = NotifySettings(retry_max_attempts=10_000).backoff(), random.Random(3)
     for attempt in (64, 65, 1025, 10**6):
         assert b.cap_s / 2 <= b.delay(attempt, rng) <= b.cap_s
     assert Backoff(factor=1e300, cap_s=5).delay(3, rng) <= 5
@@ -83,15 +85,20 @@ def test_a_drain_shorter_than_a_jobs_provider_calls_is_refused(env: dict[str, fl
 
 def test_a_rebalance_timeout_a_join_request_cannot_carry_is_refused() -> None:
     """The consumers join with session + drain + commit as the rebalance timeout, a 32-bit field of JoinGroup: a
-    drain of 25 days could not be encoded (aiokafka's coordinator failed at every join, the run restarted for ever);
-    the largest drain it can carry is accepted."""
-    with pytest.raises(ValidationError, match="NOTIFY_DRAIN_S"):
+    drain of 25 days could not be encoded (aiokafka's coordinator failed at every join, the run restarted for ever).
+    Such a drain is refused naming NOTIFY_DRAIN_S, and the longest session and drain accepted fit the field."""
+    with pytest.raises(ValidationError) as refused:
         NotifySettings(drain_s=25 * 86_400.0, stop_deadline_s=30.0)
+    assert [line.split(":")[0] for line in problems(refused.value, NotifySettings)] == ["NOTIFY_DRAIN_S"]
     request = JoinGroupRequest_v5("g", 10_000, 25 * 86_400_000, "", None, "consumer", [("range", b"")])
     with pytest.raises(ValueError, match="format requires"):
         request.encode()  # what aiokafka sent at every join
-    longest = (INT32_MAX - 10_000) // 1000 - 5
-    assert NotifySettings(drain_s=float(longest), stop_deadline_s=30.0).rebalance_timeout_ms() <= INT32_MAX
+    longest = NotifySettings(session_timeout_ms=MAX_SESSION_TIMEOUT_MS, drain_s=3_600.0, stop_deadline_s=30.0)
+    with pytest.raises(ValidationError):
+        NotifySettings(drain_s=3_600.1)
+    JoinGroupRequest_v5("g", MAX_SESSION_TIMEOUT_MS, longest.rebalance_timeout_ms(), "", None, "consumer",
+                        [("range", b"")]).encode()
+    assert longest.rebalance_timeout_ms() <= INT32_MAX
 
 
 def test_the_deadline_trackers_port_is_not_the_workers() -> None:
