@@ -46,8 +46,8 @@ class IntakeSettings(ConsumerSettings):
     transaction_timeout_ms: int = Field(
         default=15_000, ge=1_000, le=MAX_TRANSACTION_TIMEOUT_MS,
         description="A transaction left open by a dead worker is aborted by the broker after this; at least 1 s, as "
-        "the gateway's and metrics': shorter, the broker aborted a busy worker's every transaction and its run "
-        "restarted for ever")
+        "the gateway's and metrics': it also bounds each transaction's wait and twice it the start's waits on the "
+        "broker, so a few ms failed every start and every commit, and the run restarted for ever")
     sources_file: str | None = Field(
         default=str(Path(__file__).resolve().parents[2] / "infra/sources.yaml"),
         description="Source registry (who may publish what, for which communes; ADR 0018), the gateway's; empty: "

@@ -2,7 +2,7 @@
 naming its variable (settings audit, 2026-12-05: 47 numeric settings had no upper bound, and some huge finite values
 broke a service where it ran, not where it started: `NOTIFY_WRITE_TIMEOUT_MS` of 2^31 became the 32-bit timeout of
 every produce request, `NOTIFY_ROUTINE_WORKERS` of 10^15 started that many tasks, `NOTIFY_RETRY_CAP_S` of 10^15 held a
-notification for millions of years; `INTAKE_TRANSACTION_TIMEOUT_MS` of 1 aborted every transaction)."""
+notification for millions of years; `INTAKE_TRANSACTION_TIMEOUT_MS` of 1 failed every start)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def test_a_write_timeout_past_the_produce_requests_field_is_refused() -> None:
 
 
 def test_intakes_transaction_timeout_is_at_least_a_second_as_the_others() -> None:
-    """1 ms was accepted: the broker aborted every transaction of a busy worker, and its run restarted for ever."""
+    """1 ms was accepted: it bounds each commit's wait and twice it the start's waits on the broker, so every start
+    and commit timed out and the run restarted for ever."""
     with pytest.raises(ValidationError):
         IntakeSettings(transaction_timeout_ms=999)
     assert IntakeSettings(transaction_timeout_ms=1_000).transaction_timeout_ms == 1_000
