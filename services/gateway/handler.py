@@ -12,9 +12,9 @@
    closed; a signature verified over it before it is loaded into memory (401, a failure counted against the
    peer), then its nonce claimed once for the window: 401 on a replay (the source's rate token given back, a
    failure counted against the peer that replayed it);
-5. the Idempotency-Key claimed (`claims`): 409 while another request holds it, the stored answer when it
-   was answered, 422 when it was used for another request;
-6. the body checked (`ingest.plan`): 400/403/422; else published with the key's answer in one transaction:
+5. the body checked (`ingest.plan`); then the Idempotency-Key claimed (`claims`; its lease counts Kafka waits):
+   409 while another request holds it, the stored answer when it was answered, 422 when used for another request;
+6. the check's refusal (400/403/422), the key's answer; else published with the key's answer in one transaction:
    202, or 503 with Retry-After (nothing published, the key freed).
 """
 
@@ -184,7 +184,7 @@ class Gateway:
         if (refusal := await self.signed(who, peer)) is not None:
             return refusal
         if idempotency_key is None:
-            return await self.publish(body, request, family, commune, caller, None)
+            return await self.publish(await self.check(body, request, family, commune, caller), caller, None)
         fp = idempotency.fingerprint(line, request.headers.get("content-type", "").encode("latin-1"), body)
         claim = idempotency.idempotency_claim(caller.id, idempotency_key)
         if not self.claims.holds(claim) and (self.claims.live(idempotency.idempotency_scope(caller.id))
@@ -193,6 +193,8 @@ class Gateway:
             return self.answer(429, api.error("idempotency_keys_exhausted",
                                               "this source holds as many Idempotency-Keys as it may: retry later, "
                                               "or send without a key"), retry_after=self.settings.retry_after_s)
+        # checked before the key is claimed: its lease counts Kafka waits; a large body's check may wait its turn
+        result = await self.check(body, request, family, commune, caller)
         try:
             said = await self.claims.claim(claim, fp, self.settings.claim_lease_s)
         except BrokerUnavailable:
@@ -201,11 +203,11 @@ class Gateway:
             return self.answer(422, api.error("idempotency_key_reused",
                                               "this Idempotency-Key was used with another request"))
         if said.outcome == "answered" and said.answer is not None:
-            return await self.replay(said.answer, body, request, family, commune, caller)
+            return self.replay(said.answer, result)
         if said.outcome == "in_flight" or said.ticket is None:
             return self.answer(409, api.error("in_progress", "a request with this Idempotency-Key is in progress"),
                                retry_after=self.settings.retry_after_s)
-        return await self.publish(body, request, family, commune, caller, said.ticket)
+        return await self.publish(result, caller, said.ticket)
 
     def failed_signature(self, peer: str) -> None:
         self.failures.take(peer, self.ticks())
@@ -245,13 +247,12 @@ class Gateway:
             self.checking = anyio.CapacityLimiter(CHECK_THREADS)
         return await anyio.to_thread.run_sync(checking, limiter=self.checking)
 
-    async def replay(self, stored: Stored, body: bytes, request: Request, family: Family | None,
-                     commune: str | None, caller: Source) -> JSONResponse:
+    def replay(self, stored: Stored, result: Refused | Publish) -> JSONResponse:
         """The key's first answer again, nothing published. Its body when this instance still keeps it; else the
         answer rebuilt from this retry (the same request, by the fingerprint) if it is the first one (by digest);
         else the first's status and outline, its lists empty, said by `Idempotent-Lists: omitted`."""
         if stored.body is None:
-            rebuilt = (await self.check(body, request, family, commune, caller)).answer
+            rebuilt = result.answer
             if stored.matches(rebuilt):
                 return self.answer(rebuilt.status, rebuilt.body, replayed=True)
             outline = self.answer(stored.status, stored.answer().body, replayed=True)
@@ -259,9 +260,7 @@ class Gateway:
             return outline
         return self.answer(stored.status, stored.answer().body, replayed=True)
 
-    async def publish(self, body: bytes, request: Request, family: Family | None, commune: str | None,
-                      caller: Source, ticket: Ticket | None) -> JSONResponse:
-        result = await self.check(body, request, family, commune, caller)
+    async def publish(self, result: Refused | Publish, caller: Source, ticket: Ticket | None) -> JSONResponse:
         keep = float(self.settings.idempotency_ttl_s)
         if isinstance(result, Refused):
             log.info("gateway.rejected", source=caller.id, **rejected_counts(result))

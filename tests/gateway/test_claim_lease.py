@@ -5,13 +5,14 @@ broker let a retry on another instance claim the key and publish it again, two 2
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from pydantic import ValidationError
 
 from services.gateway.app import create_app
+from services.gateway.handler import Gateway
 from services.gateway.memory_claims import MemoryClaims
 from services.gateway.publisher import STOP_TIMEOUT_S
 from services.gateway.settings import GatewaySettings
@@ -35,10 +36,11 @@ class SlowBroker(Recording):
         await super().publish(records)
 
 
-async def raced(settings: GatewaySettings, clock: Clock, claims: MemoryClaims,
-                slow: SlowBroker) -> tuple[int, int, int]:
-    """A request held by `slow` on one instance and its retry, with the same Idempotency-Key, on another: the first's
-    status, how many times its events were published in all, and the retry's status."""
+async def raced(settings: GatewaySettings, clock: Clock, claims: MemoryClaims, slow: Recording,
+                started: asyncio.Event | None = None, finish: asyncio.Event | None = None) -> tuple[int, int, int]:
+    """A request held on one instance (by `slow`, a SlowBroker, unless `started` and `finish` say when it is held and
+    let go) and its retry, with the same Idempotency-Key, on another: the first's status, how many times its events
+    were published in all, and the retry's status."""
     other = Recording()
     first, second = (create_app(settings, REGISTRY, CREDENTIALS, pub, clock=clock, claims=claims)
                      for pub in (slow, other))
@@ -46,9 +48,9 @@ async def raced(settings: GatewaySettings, clock: Clock, claims: MemoryClaims,
     headers = [(b"x-api-key", API_KEY.encode()), (b"content-type", b"application/json"),
                (b"idempotency-key", b"key-1")]
     answering = asyncio.ensure_future(call(first, headers, body))
-    await slow.waiting.wait()
+    await (started or cast(SlowBroker, slow).waiting).wait()
     retry = await call(second, headers, body)
-    slow.done.set()
+    (finish or cast(SlowBroker, slow).done).set()
     return (await answering).status, len(slow.sent) + len(other.sent), retry.status
 
 
@@ -102,3 +104,27 @@ async def test_a_lease_the_settings_accept_outlasts_every_wait_each_within_the_k
     status, sent, retried = await raced(settings, clock, claims, SlowBroker(clock, wait_s=(t + STOP_TIMEOUT_S) + t + t))
     assert status == 202
     assert sent == 1, retried
+
+
+async def test_a_check_waiting_its_turn_does_not_spend_the_lease(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large body waits for the one check thread (`handler.CHECK_THREADS`) behind the others, ~1 s each at the
+    10 MiB limit, a wait no setting bounds. The key was claimed before that wait (review of the lease: it counts Kafka
+    waits only), so a request whose check waited past its lease left the key to its retry on another instance, and
+    both published. The body is checked before its key is claimed: the retry publishes, the request answers with
+    the retry's answer, the events once."""
+    settings, clock = GatewaySettings(), Clock()
+    claims, original, checks = MemoryClaims(clock), Gateway.check, 0
+    waiting, done = asyncio.Event(), asyncio.Event()
+
+    async def queued(self: Gateway, *args: Any) -> Any:
+        nonlocal checks
+        checks += 1
+        if checks == 1:  # the first request's check, behind the others
+            clock.now += settings.claim_lease_s + 1
+            waiting.set()
+            await done.wait()
+        return await original(self, *args)
+
+    monkeypatch.setattr(Gateway, "check", queued)
+    status, sent, retried = await raced(settings, clock, claims, Recording(), started=waiting, finish=done)
+    assert (status, sent, retried) == (202, 1, 202)
