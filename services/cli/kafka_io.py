@@ -9,7 +9,9 @@ from typing import TypeVar
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaTimeoutError
 
+from services.cli.errors import TopicNotVisible
 from services.common import clients
+from services.common.admin import settled_counts
 from services.common.closing import close_within, within
 from services.common.settings import KafkaConnection
 
@@ -38,9 +40,20 @@ async def acknowledged(work: Awaitable[T], written: str) -> T:
         raise Unacknowledged(f"no acknowledgement for {ACK_STALL_S:g} s: {written}") from None
 
 
+async def visible(conn: KafkaConnection, topic: str) -> None:
+    """TopicNotVisible unless this principal may describe `topic` (Write and Read imply Describe) and it exists. The
+    clients would wait their request timeout (40 s) for its metadata, logging an error ten times a second, then
+    fail with UnknownTopicOrPartitionError and a hint to check the bootstrap, which had worked (CLI trial: `tail` and
+    `publish` before `topics create`). Asked again for a second: a topic just created may not be in every broker's
+    metadata yet."""
+    if topic not in await settled_counts(conn, [topic], attempts=10):
+        raise TopicNotVisible([topic])
+
+
 async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], progress: Callable[[int], None]) -> int:
     """Send every record (acks=all, idempotent) and wait for all acknowledgements; `Unacknowledged` once none came
-    for `ACK_STALL_S` (those not acknowledged may or may not be on the topic)."""
+    for `ACK_STALL_S` (those not acknowledged may or may not be on the topic). The caller has checked the topic is
+    `visible`."""
     producer = clients.producer(conn, client_id=CLIENT_ID, linger_ms=5)
     await producer.start()
     try:
@@ -60,6 +73,7 @@ async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: i
     """Follow `topic` (read_committed) and `show` each record; stop after `limit` records or `idle_s` quiet seconds.
     A cancellation (Ctrl-C under `asyncio.run`) is taken between two records, never after a whole fetched batch: on a
     busy topic one batch is thousands of records."""
+    await visible(conn, topic)
     consumer = clients.consumer(conn, topic, client_id=CLIENT_ID, group_id=None,
                                 auto_offset_reset="earliest" if from_beginning else "latest")
     seen = 0

@@ -103,6 +103,7 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
         out.append((key.encode() if key else None, value, headers))
     conn = connection(bootstrap)
     topic = raw_topic(family, entry or entry_of(conn.sasl_username), namespace)
+    asyncio.run(kafka_io.visible(conn, topic))  # before the progress bar: a topic not there is said alone
     with Progress(*Progress.get_default_columns(), console=err_console) as bar:
         task = bar.add_task(f"publishing to {markup(topic)}", total=len(out))
         sent = asyncio.run(kafka_io.publish(conn, topic, out, lambda n: bar.advance(task, n)))

@@ -113,7 +113,7 @@ async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOP
             if refused:
                 raise TopicsNotCreated("the broker refused to create " + "; ".join(refused))
         await check_configs(client, [t for t in specs if t.name in existing and t.config])
-    check_layout(specs, await _settled_counts(conn, [s.name for s in specs]))
+    check_layout(specs, await settled_counts(conn, [s.name for s in specs]))
     return [t.name for t in wanted]
 
 
@@ -236,8 +236,9 @@ async def cluster_replication_factor(conn: KafkaConnection) -> int:
         return await default_replication_factor(client)
 
 
-async def _settled_counts(conn: KafkaConnection, names: list[str], attempts: int = 20) -> dict[str, int]:
-    """Partition counts once the metadata of just-created topics has reached the broker answering."""
+async def settled_counts(conn: KafkaConnection, names: list[str], attempts: int = 20) -> dict[str, int]:
+    """Partition counts once the metadata of just-created topics has reached the broker answering (a missing one is
+    asked for again, `attempts` times 0.1 s apart)."""
     counts: dict[str, int] = {}
     for _ in range(attempts):
         counts = await partition_counts(conn, names)

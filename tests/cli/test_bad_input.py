@@ -44,6 +44,9 @@ def test_a_file_that_cannot_be_read_is_one_line(tmp_path: Path, name: str, why: 
         assert result.output.strip() == f"{tmp_path / name}: cannot be read ({why})"
 
 
+async def there(_conn: Any, _topic: str) -> None:
+    """`kafka_io.visible` faked with the rest of the Kafka shell: the topic is there."""
+
 def test_a_line_that_is_not_json_is_published_as_it_is_and_counted(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """`publish` of NDJSON with a `{not json` line: every line goes to the raw topic (that one keyed by --commune,
@@ -56,6 +59,7 @@ def test_a_line_that_is_not_json_is_published_as_it_is_and_counted(tmp_path: Pat
         return len(records)
 
     monkeypatch.setattr(kafka_io, "publish", publish)
+    monkeypatch.setattr(kafka_io, "visible", there)
     path = tmp_path / "events.ndjson"
     path.write_bytes(orjson.dumps(canonical_dossier()) + b"\n{not json\n")
     result = run("publish", str(path), "-f", "dossier", "--commune", "02269")
@@ -217,6 +221,7 @@ def test_a_publish_the_broker_stopped_answering_says_so_not_to_check_the_credent
     events = tmp_path / "events.ndjson"
     events.write_bytes(orjson.dumps(canonical_dossier("silent-1")) + b"\n")
     monkeypatch.setattr(kafka_io, "publish", publish)
+    monkeypatch.setattr(kafka_io, "visible", there)
     monkeypatch.setattr(sys, "argv", ["commune-bus", "publish", "--family", "dossier", str(events)])
     monkeypatch.setattr(cli_logging, "configure", lambda *_, **__: None)
     with pytest.raises(SystemExit) as ended:

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
+import orjson
 import pytest
 
+from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, DLQ_REPLAYED, NOTIFY_STATUS, RAW, namespaced, scoped
 from services.cli.main import main
 from services.common.admin import list_topics
 from services.common.settings import KafkaConnection
 from tests import naming
+from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.kafka
 HINT = "(check --namespace, or create the topics as admin: commune-bus topics create)"
@@ -55,3 +59,22 @@ def test_trace_where_no_topic_it_reads_is_visible_is_one_line_and_exit_1(kafka_b
                                                             f"exists {HINT}"), err
     assert sorted(err.removeprefix("commune-bus: ").split(": ")[0].split(", ")) == sorted(topics)
     assert "nothing found" not in err
+
+
+@pytest.mark.parametrize("command", ["tail", "publish"])
+def test_tail_or_publish_on_a_topic_not_there_is_one_line_and_exit_1(kafka_bootstrap: str, command: str,
+                                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A fresh namespace, before `topics create`: the topic is named, not visible or absent, exit 1. The clients
+    waited 40 s for its metadata, logging an error ten times a second, then said UnknownTopicOrPartitionError and
+    to check the bootstrap (CLI trial); nothing is created or written."""
+    namespace = "cli" + naming.unique(8)
+    topic = namespaced(RAW[Family.DOSSIER].name, namespace)
+    records = tmp_path / "one.json"
+    records.write_bytes(orjson.dumps(canonical_dossier("TNV-1")))
+    argv = ["tail", topic, "--idle", "1"] if command == "tail" else ["publish", "--family", "dossier",
+                                                                     "--namespace", namespace, str(records)]
+    status, err = said(monkeypatch, capsys, *argv, "--bootstrap", kafka_bootstrap)
+    said_alone = f"commune-bus: {topic}: not visible to this principal (no ACL) or does not exist {HINT}"
+    assert (status, err) == (1, said_alone)
+    assert topic not in asyncio.run(list_topics(KafkaConnection(bootstrap=kafka_bootstrap)))
