@@ -25,7 +25,8 @@ from tests.waiting import eventually_async
 
 BrokerKind = Literal["shared", "own", "cluster"]
 RESTARTS = "commune_service_restarts_total"
-"""Runs a live worker's runtime restarted after a Kafka error (a crash loop hidden inside the process): in the note."""
+"""Runs a live worker's runtime restarted after a Kafka error (a crash loop hidden inside the process): counted in the
+note, and past the row's `max_restarts` a failure."""
 
 
 @dataclass
@@ -132,6 +133,9 @@ class Scenario:
     """The whole row, setup to account: past it the row fails (a hung recovery is a finding, not a wait)."""
     recover_s: float = 90.0
     """From the blow until the service progresses again with every partition owned."""
+    max_restarts: int = 0
+    """The in-process restarts (`RESTARTS`, summed over the live workers) the row allows: 0 unless the fault makes a
+    run end by design (a broker gone, a worker stalled past its session); past it the row fails (a crash loop)."""
 
 
 @dataclass(frozen=True)
@@ -143,14 +147,27 @@ class Row:
     seconds: float = 0.0
     exits: tuple[str, ...] = ()
     """Workers that exited unbidden during the row (each replaced)."""
+    restarts: int = 0
+    """Runs the live workers restarted in-process (`RESTARTS`)."""
+    max_restarts: int = 0
+    """The row's bound on `restarts` (`Scenario.max_restarts`)."""
+
+    @property
+    def restarts_over(self) -> str:
+        """Why the row's in-process restarts fail it ("" while within its bound)."""
+        if self.restarts <= self.max_restarts:
+            return ""
+        return (f"FAILED: {self.restarts} runs restarted in-process (`{RESTARTS}`), over the row's bound of "
+                f"{self.max_restarts}")
 
     @property
     def clean(self) -> bool:
-        """Nothing lost, duplicated or reordered, and no worker exited unbidden (a crash the process manager hid by
-        restarting it is still a crash: no input, no fault of the row's, should end a worker)."""
+        """Nothing lost, duplicated or reordered, no worker exited unbidden (a crash the process manager hid by
+        restarting it is still a crash: no input, no fault of the row's, should end a worker), and no more runs
+        restarted in-process than the row allows (a crash loop the runtime hid by restarting is one too)."""
         c = self.counts
-        return (not self.error and not self.exits and c is not None and c.lost == 0 and c.duplicated == 0
-                and not c.out_of_order)
+        return (not self.error and not self.exits and not self.restarts_over and c is not None and c.lost == 0
+                and c.duplicated == 0 and not c.out_of_order)
 
 
 async def committed_since(workers: Sequence[Worker], since: float) -> bool:
@@ -214,7 +231,7 @@ class Progress:
     step: str = "start"
 
 
-async def _steps(scenario: Scenario, stage: Stage, load: Load, at: Progress) -> tuple[Counts, float]:
+async def _steps(scenario: Scenario, stage: Stage, load: Load, at: Progress) -> tuple[Counts, float, int]:
     at.step = "setup"
     if isinstance(scenario.fault, Prepares):
         await scenario.fault.prepare(stage)
@@ -233,9 +250,8 @@ async def _steps(scenario: Scenario, stage: Stage, load: Load, at: Progress) -> 
     await load.settle(stage)
     at.step = "account"
     counts = await load.account(stage)
-    restarts = sum(await asyncio.gather(*(w.metric(RESTARTS) for w in stage.live())))
-    ran_again = [f"{restarts:g} runs restarted in-process (`{RESTARTS}`)"] if restarts else []
-    return replace(counts, note="; ".join(n for n in (counts.note, *stage.notes, *ran_again) if n)), recovery
+    restarts = round(sum(await asyncio.gather(*(w.metric(RESTARTS) for w in stage.live()))))
+    return replace(counts, note="; ".join(n for n in (counts.note, *stage.notes) if n)), recovery, restarts
 
 
 async def run(scenario: Scenario, shared_bootstrap: str, workdir: Path) -> Row:
@@ -248,8 +264,9 @@ async def run(scenario: Scenario, shared_bootstrap: str, workdir: Path) -> Row:
             exits = stage.exits
             try:
                 async with asyncio.timeout(scenario.budget_s):
-                    counts, recovery = await _steps(scenario, stage, load, at)
-                return Row(scenario.name, counts, recovery, seconds=time.monotonic() - began, exits=tuple(exits))
+                    counts, recovery, restarts = await _steps(scenario, stage, load, at)
+                return Row(scenario.name, counts, recovery, seconds=time.monotonic() - began, exits=tuple(exits),
+                           restarts=restarts, max_restarts=scenario.max_restarts)
             finally:
                 await asyncio.gather(*(asyncio.to_thread(w.stop) for w in stage.workers))
                 await load.close()

@@ -15,7 +15,9 @@ lost / duplicated: intake records not canonical nor dead-lettered / published or
 e-mails per Message-ID); metrics series below / above the independent oracle (tests/metrics/golden.py).
 out of order: intake dossiers whose canonical events are not in the order sent; n/a where order does not apply.
 recovered: from the blow (the storm's last move) until live workers own every partition and progress again.
-A worker that exits unbidden is restarted, as the deployment's process manager would, and named in the note."""
+A worker that exits unbidden is restarted, as the deployment's process manager would, and named in the note.
+Runs the live workers restarted in-process (commune_service_restarts_total) are counted in the note; more than the
+row's bound (0 unless its fault ends runs by design) fail it."""
 
 
 def cells(row: Row) -> tuple[str, ...]:
@@ -25,8 +27,11 @@ def cells(row: Row) -> tuple[str, ...]:
         return (row.scenario, "-", "-", "-", "-", recovered, f"{row.seconds:.0f}", f"FAILED: {row.error}{exits}")
     c = row.counts
     order = "n/a" if c.out_of_order is None else str(c.out_of_order)
+    ran_again = row.restarts_over or (f"{row.restarts} runs restarted in-process (bound {row.max_restarts})"
+                                      if row.restarts else "")
+    note = "; ".join(n for n in (c.note, ran_again) if n)
     return (row.scenario, str(c.sent), str(c.lost), str(c.duplicated), order, recovered, f"{row.seconds:.0f}",
-            c.note + exits)
+            note + exits)
 
 
 def render(rows: Sequence[Row]) -> str:

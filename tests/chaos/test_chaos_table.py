@@ -8,7 +8,7 @@ from tests.chaos.__main__ import chosen
 from tests.chaos.injections import alone, held_roles
 from tests.chaos.matrix import MATRIX, NAMES
 from tests.chaos.scenario import Counts, Row
-from tests.chaos.table import HEADER, render
+from tests.chaos.table import HEADER, cells, render
 
 pytestmark = pytest.mark.unit
 
@@ -46,6 +46,29 @@ def test_a_row_is_clean_only_with_nothing_lost_duplicated_or_reordered(counts: C
 def test_a_row_whose_worker_exited_unbidden_is_not_clean() -> None:
     """A worker that crashed (and was restarted, as a process manager would) fails the row, whatever the counts."""
     assert not Row("r", Counts(100, 0, 0, 0), 1.0, exits=("intake-0 exited 1",)).clean
+
+
+@pytest.mark.parametrize(("restarts", "bound", "clean"), [(0, 0, True), (1, 0, False), (5, 10, True), (10, 10, True),
+                                                        (11, 10, False)])
+def test_a_row_is_clean_only_within_its_bound_on_in_process_restarts(restarts: int, bound: int, clean: bool) -> None:
+    """Runs restarted in-process up to the row's bound pass (the broker restart's by design); one more fails the row,
+    and its note says how many against which bound."""
+    row = Row("r", Counts(100, 0, 0, 0), 1.0, restarts=restarts, max_restarts=bound)
+    assert row.clean is clean
+    note = cells(row)[-1]
+    if clean:
+        assert not row.restarts_over and "FAILED" not in note
+        assert (f"{restarts} runs restarted in-process (bound {bound})" in note) is (restarts > 0)
+    else:
+        assert note == (f"FAILED: {restarts} runs restarted in-process (`commune_service_restarts_total`), over the "
+                        f"row's bound of {bound}")
+
+
+def test_rows_allow_restarts_only_where_their_fault_ends_runs_by_design() -> None:
+    """The broker restart and metrics' SIGSTOP end runs by design (README's chaos section); every other row allows
+    none."""
+    allowed = {s.name: s.max_restarts for s in MATRIX if s.max_restarts}
+    assert allowed == {"intake-broker-restart": 10, "metrics-sigstop": 2}
 
 
 def test_table_has_one_line_per_row_with_its_counts_or_failure() -> None:
