@@ -61,10 +61,14 @@ MATRIX: tuple[Scenario, ...] = (
              PauseWorker(seconds=14), budget_s=200, max_restarts=STALLED_RUNS),
     Scenario("notify-group-coordinator-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
              KillCoordinator("group", NOTIFY_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
+    Scenario("notify-controller-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
+             KillCoordinator("controller", NOTIFY_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
     Scenario("metrics-txn-coordinator-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
              KillCoordinator("transaction", METRICS_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
     Scenario("metrics-group-coordinator-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
              KillCoordinator("group", METRICS_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
+    Scenario("metrics-controller-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
+             KillCoordinator("controller", METRICS_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
 )
 
 NAMES = tuple(s.name for s in MATRIX)
