@@ -17,9 +17,16 @@ from typing import Any
 
 import structlog
 
+from services.common.sparse import SparseRecords
+
 QUIET_LIBRARIES = ("aiokafka",)
 """Loggers kept at WARNING unless the level is DEBUG: aiokafka says INFO at every rebalance and coordinator change
 (before, the standard logging's records showed from WARNING only, whatever the level)."""
+THINNED = "aiokafka"
+"""Loggers whose repeated lines pass one per message template every `sparse.EVERY_S`, errors too, the next saying
+how many were held back: while a broker is down aiokafka retries every 100 ms (`retry_backoff_ms`) per client and
+logs each try (a 3-broker cluster's node killed under one worker: ~100 lines a second, "Unable connect to node with
+id %s" and "Unable to update metadata from %s": 122,000 lines in the logs of one morning's chaos runs)."""
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -60,6 +67,8 @@ def configure(level: str = "INFO", json: bool | None = None, *, cache: bool = Tr
         cache_logger_on_first_use=cache,
     )
     handler = _Handler(_Stderr())
+    if number > logging.DEBUG:  # debugging, every line is wanted
+        handler.addFilter(SparseRecords(errors=True, prefix=THINNED))
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.processors.add_log_level,

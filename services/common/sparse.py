@@ -9,6 +9,8 @@ from collections.abc import Callable, Hashable
 
 EVERY_S = 10.0
 """At most one line per kind this often."""
+MOST_KINDS = 1024
+"""Kinds a table holds at most: past it, it starts afresh (each kind's next line passes at once)."""
 
 
 class Sparse:
@@ -24,6 +26,8 @@ class Sparse:
         """How many lines of `kind` the line to write now stands for (this one and those held back), or None if it
         is held back too."""
         now = self._clock()
+        if kind not in self._kinds and len(self._kinds) >= MOST_KINDS:
+            self._kinds.clear()
         logged_at, held = self._kinds.get(kind, (now - self.every_s, 0))
         if now - logged_at >= self.every_s:
             self._kinds[kind] = (now, 0)
@@ -39,14 +43,16 @@ class SparseRecords(logging.Filter):
     """A logging filter for a library's logger whose warnings a peer can cause at will (uvicorn's "Invalid HTTP
     request received." per garbage connection, "Unsupported upgrade request." per upgrade header): each message
     template passes sparingly (`Sparse`), the next one that passes saying how many were held back; errors and worse
-    always pass. Message templates are the library's own fixed strings (the table holds one entry each)."""
+    always pass unless `errors`. Message templates are the library's own fixed strings (the table holds one entry
+    each, `MOST_KINDS` at most). With `prefix`, records of other loggers pass untouched (a handler's filter)."""
 
-    def __init__(self, every_s: float = EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, every_s: float = EVERY_S, clock: Callable[[], float] = time.monotonic, *,
+                 errors: bool = False, prefix: str = "") -> None:
         super().__init__()
-        self.lines = Sparse(every_s, clock)
+        self.lines, self.errors, self.prefix = Sparse(every_s, clock), errors, prefix
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
+        if not record.name.startswith(self.prefix) or (record.levelno >= logging.ERROR and not self.errors):
             return True
         lines = self.lines.due((record.name, record.levelno, str(record.msg)))
         if lines is None:

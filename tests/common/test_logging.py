@@ -15,6 +15,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from services.common.logging import _Handler, configure
+from services.common.sparse import MOST_KINDS, SparseRecords
 from tests.kafkatools import ROOT
 
 pytestmark = pytest.mark.unit
@@ -131,3 +132,54 @@ def test_configure_again_replaces_its_handler_and_shows_aiokafka_below_warning_a
     assert len(root.handlers) == len(others) + 1 and root.level == logging.DEBUG
     assert logging.getLogger("aiokafka").getEffectiveLevel() == logging.DEBUG
     structlog.reset_defaults()
+
+
+THINNED_LINES = '''
+import logging, sys
+from services.common.logging import configure
+configure(sys.argv[1], json=True)
+for node in range(300):  # a broker down: each client's try every 100 ms, logged
+    logging.getLogger("aiokafka").error("Unable connect to node with id %s: %s", node % 3, ConnectionRefusedError())
+    logging.getLogger("aiokafka").error("Unable to update metadata from %s", [node % 3])
+logging.getLogger("aiokafka.consumer.fetcher").error("Failed fetch messages from %s: %s", 1, "NodeNotReadyError")
+for _ in range(3):
+    logging.getLogger("services.x").error("kept %s", "whole")
+'''
+
+
+@pytest.mark.parametrize(("level", "lines"), [("INFO", 6), ("DEBUG", 604)])
+def test_aiokafkas_repeated_lines_are_thinned_below_debug(level: str, lines: int) -> None:
+    """While a broker is down aiokafka logs each client's every try (~100 lines a second under one worker in the
+    chaos rows): one line per message template every `sparse.EVERY_S`, errors too, the rest counted into the next;
+    another template and the services' own lines pass whole; at DEBUG every line."""
+    run = subprocess.run([sys.executable, "-c", THINNED_LINES, level], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr[-3000:]
+    events = [(e["logger"], e["event"]) for e in map(json.loads, run.stderr.splitlines())]
+    assert len(events) == lines, events[:10]
+    if level == "INFO":
+        assert events == [("aiokafka", "Unable connect to node with id 0: ConnectionRefusedError"),
+                          ("aiokafka", "Unable to update metadata from [0]"),
+                          ("aiokafka.consumer.fetcher", "Failed fetch messages from 1: NodeNotReadyError"),
+                          *[("services.x", "kept whole")] * 3]
+
+
+def test_a_thinned_line_says_how_many_were_held_back_and_the_table_stays_bounded() -> None:
+    """The next line of a template after `every_s` says how many were held back; errors pass whole unless asked;
+    a logger outside the prefix passes untouched; past `MOST_KINDS` templates the table starts afresh."""
+    now = [0.0]
+    thin = SparseRecords(10.0, lambda: now[0], errors=True, prefix="aiokafka")
+
+    def record(name: str, msg: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord(name, level, "x.py", 1, msg, ("a",), None)
+
+    first = [thin.filter(record("aiokafka", "try %s")) for _ in range(5)]
+    now[0] = 10.0
+    later = record("aiokafka", "try %s")
+    assert first == [True, False, False, False, False] and thin.filter(later)
+    assert later.getMessage() == "try a (4 more held back since the last such line)"
+    assert all(thin.filter(record("services.x", "mine %s")) for _ in range(3))
+    assert all(SparseRecords(10.0, lambda: 0.0).filter(record("uvicorn", "e %s")) for _ in range(3))
+    for n in range(MOST_KINDS + 5):
+        thin.filter(record("aiokafka", f"kind {n} %s"))
+    assert len(thin.lines._kinds) <= MOST_KINDS
