@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
 from services.cli.errors import TopicNotVisible
 from services.common import clients
-from services.common.admin import settled_counts
+from services.common.admin import topic_error
 from services.common.closing import close_within, within
 from services.common.settings import KafkaConnection
 
@@ -41,13 +41,19 @@ async def acknowledged(work: Awaitable[T], written: str) -> T:
 
 
 async def visible(conn: KafkaConnection, topic: str) -> None:
-    """TopicNotVisible unless this principal may describe `topic` (Write and Read imply Describe) and it exists. The
-    clients would wait their request timeout (40 s) for its metadata, logging an error ten times a second, then
-    fail with UnknownTopicOrPartitionError and a hint to check the bootstrap, which had worked (CLI trial: `tail` and
-    `publish` before `topics create`). Asked again for a second: a topic just created may not be in every broker's
-    metadata yet."""
-    if topic not in await settled_counts(conn, [topic], attempts=10):
-        raise TopicNotVisible([topic])
+    """Return once `topic` exists and this principal may describe it (Write and Read imply Describe); else
+    TopicAuthorizationFailedError (it may not: the rights hint), or TopicNotVisible once it was asked for a second (a
+    topic just created may not be in every broker's metadata yet). The clients would wait their request timeout
+    (40 s) for its metadata, logging an error ten times a second, then fail with UnknownTopicOrPartitionError and a
+    hint to check the bootstrap, which had worked (CLI trial: `tail` and `publish` before `topics create`)."""
+    for _ in range(10):
+        code = await topic_error(conn, topic)
+        if code == 0:
+            return
+        if code == TopicAuthorizationFailedError.errno:
+            raise TopicAuthorizationFailedError(topic)
+        await asyncio.sleep(0.1)
+    raise TopicNotVisible([topic])
 
 
 async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], progress: Callable[[int], None]) -> int:

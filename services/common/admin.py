@@ -85,6 +85,16 @@ async def partition_counts(conn: KafkaConnection, names: Iterable[str]) -> dict[
     return {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0 and t["partitions"]}
 
 
+async def topic_error(conn: KafkaConnection, name: str) -> int:
+    """Kafka's error code for describing topic `name`: 0 when it exists, 29 (TOPIC_AUTHORIZATION_FAILED) when this
+    principal may not describe it, whether or not it exists, else 3 (UNKNOWN_TOPIC_OR_PARTITION) or the broker's."""
+    async with _admin(conn) as client:
+        described = await client.describe_topics([name])
+    unknown = UnknownTopicOrPartitionError.errno
+    codes = [t.get("error_code", 0) or (0 if t["partitions"] else unknown) for t in described if t["topic"] == name]
+    return codes[0] if codes else unknown
+
+
 def check_layout(specs: Iterable[TopicSpec], counts: dict[str, int]) -> None:
     """Raise `TopicLayoutError` naming every topic whose partition count differs from the registry's."""
     wrong = [f"{s.name} has {counts[s.name]} partitions, the registry says {s.partitions}"
@@ -113,7 +123,7 @@ async def ensure_topics(conn: KafkaConnection, topics: Iterable[TopicSpec] = TOP
             if refused:
                 raise TopicsNotCreated("the broker refused to create " + "; ".join(refused))
         await check_configs(client, [t for t in specs if t.name in existing and t.config])
-    check_layout(specs, await settled_counts(conn, [s.name for s in specs]))
+    check_layout(specs, await _settled_counts(conn, [s.name for s in specs]))
     return [t.name for t in wanted]
 
 
@@ -236,9 +246,8 @@ async def cluster_replication_factor(conn: KafkaConnection) -> int:
         return await default_replication_factor(client)
 
 
-async def settled_counts(conn: KafkaConnection, names: list[str], attempts: int = 20) -> dict[str, int]:
-    """Partition counts once the metadata of just-created topics has reached the broker answering (a missing one is
-    asked for again, `attempts` times 0.1 s apart)."""
+async def _settled_counts(conn: KafkaConnection, names: list[str], attempts: int = 20) -> dict[str, int]:
+    """Partition counts once the metadata of just-created topics has reached the broker answering."""
     counts: dict[str, int] = {}
     for _ in range(attempts):
         counts = await partition_counts(conn, names)
