@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
+from aiokafka.structs import RecordMetadata
 
 from services.cli.errors import TopicNotVisible
 from services.common import clients
@@ -63,15 +64,30 @@ async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], 
     producer = clients.producer(conn, client_id=CLIENT_ID, linger_ms=5)
     await producer.start()
     try:
-        futures = []
+        futures: list[asyncio.Future[RecordMetadata]] = []
         for key, value, headers in records:
-            futures.append(await producer.send(topic, value, key=key, headers=list(headers)))
+            # a send waits for room in the producer's buffer, which fills once the broker stops answering: given up
+            # as an acknowledgement is, saying how many were (before: aiokafka's bare KafkaTimeoutError after its
+            # request timeout, 40 s, with no count and a hint to check the bootstrap, which had worked; CLI trial:
+            # the broker stopped mid-publish of 100,000 records)
+            try:
+                futures.append(await within(producer.send(topic, value, key=key, headers=list(headers)),
+                                            ACK_STALL_S))
+            except (TimeoutError, KafkaTimeoutError):
+                raise Unacknowledged(
+                    f"the broker took no more records: {_acknowledged(futures)} of {len(records)} records "
+                    f"acknowledged, {len(futures)} sent (those not acknowledged perhaps written), the rest not"
+                ) from None
         for done, fut in enumerate(asyncio.as_completed(futures)):
             await acknowledged(fut, f"{done} of {len(futures)} records acknowledged, the others perhaps written")
             progress(1)
         return len(futures)
     finally:
         await close_within("commune-bus", "producer", producer.stop, STOP_TIMEOUT_S)
+
+
+def _acknowledged(futures: Sequence[asyncio.Future[RecordMetadata]]) -> int:
+    return sum(1 for f in futures if f.done() and not f.cancelled() and f.exception() is None)
 
 
 async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: int | None, idle_s: float | None,

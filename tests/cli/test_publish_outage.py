@@ -60,3 +60,28 @@ async def test_publish_gives_up_once_the_broker_stops_acknowledging(
         await asyncio.wait({publishing}, timeout=60)
     assert publishing in done, "publish still waiting 60 s after the broker froze"
     assert isinstance(publishing.exception(), KafkaTimeoutError)
+
+
+async def test_publish_says_how_many_were_acknowledged_when_the_buffer_stays_full(
+        own_broker: OwnBroker, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Records enough to fill the producer's buffer (one partition, ~400 KB), the broker frozen after the first: the
+    send waiting for room ends `publish` after `ACK_STALL_S` with `Unacknowledged` saying how many records were
+    acknowledged. Before, the send waited aiokafka's request timeout (40 s) and raised its bare KafkaTimeoutError,
+    said with a hint to check the bootstrap (CLI trial: the broker stopped mid-publish of 100,000 records)."""
+    monkeypatch.setattr(kafka_io, "ACK_STALL_S", 2.0, raising=False)
+    monkeypatch.setattr(kafka_io, "STOP_TIMEOUT_S", 2.0, raising=False)
+    conn = KafkaConnection(bootstrap=own_broker.bootstrap)
+    topic = scoped(RAW_DOSSIER, "pub" + naming.unique())
+    await ensure_topics(conn, [topic])
+    pid = int((own_broker.state / "kafka.pid").read_text())
+    records = FrozenAfterFirst([(b"02269", b'{"n": "' + b"x" * 2000 + b'"}', []) for _ in range(200)], pid)
+    publishing = asyncio.create_task(kafka_io.publish(conn, topic.name, records, lambda _: None))
+    try:
+        done, _ = await asyncio.wait({publishing}, timeout=20)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.wait({publishing}, timeout=60)
+    assert publishing in done, "publish still sending 20 s after the broker froze"
+    error = publishing.exception()
+    assert isinstance(error, kafka_io.Unacknowledged), repr(error)
+    assert "of 200 records acknowledged" in str(error)
