@@ -25,7 +25,15 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from schemas.events import Family
 from services.cli import dlq_commands, erase, kafka_io, notify_dlq, trace
 from services.cli.errors import CliError
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
+from services.cli.options import (
+    DEFAULT_BOOTSTRAP,
+    Bootstrap,
+    Namespace,
+    ShowPersonalData,
+    connection,
+    finite_seconds,
+    resolve_topic,
+)
 from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common import logging
@@ -114,8 +122,9 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
 @app.command()
 def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
          from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
-         limit: Annotated[int | None, typer.Option("--max", help="Stop after this many records")] = None,
-         idle: Annotated[float | None, typer.Option(help="Stop after this many quiet seconds")] = None,
+         limit: Annotated[int | None, typer.Option("--max", min=0, help="Stop after this many records")] = None,
+         idle: Annotated[float | None, typer.Option(min=0, callback=finite_seconds,
+                                                    help="Stop after this many quiet seconds")] = None,
          show_personal_data: ShowPersonalData = False) -> None:
     """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value. Everything a
     record holds is shown as plain text (control characters as escapes); applicants' personal data is masked."""

@@ -246,3 +246,12 @@ def test_a_tls_file_that_is_not_there_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr[-2000:]
     assert " ".join(done.stderr.split()) == (f"commune-bus: cannot read {missing}: No such file or directory (check "
                                              "the KAFKA_SSL_* files)")
+
+
+@pytest.mark.parametrize("option", [["--max", "-1"], ["--idle", "-5"], ["--idle", "nan"], ["--idle", "inf"]])
+def test_tail_refuses_a_negative_or_endless_limit_before_connecting(option: list[str]) -> None:
+    """`tail --max -1` and `--idle -5` showed nothing and exited 0 ("0 records"), `--idle nan` and `inf` followed the
+    topic for ever: each is a usage error (exit 2) naming the option, before any broker is asked (CLI trial)."""
+    result = run("tail", "commune.events.dossier", "--bootstrap", "127.0.0.1:1", *option)
+    assert result.exit_code == 2, result.output
+    assert option[0] in result.output
