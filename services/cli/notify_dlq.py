@@ -35,7 +35,7 @@ from services.cli.notify_letters import (
 )
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, moment
 from services.cli.plain import json_text, markup
-from services.cli.render import console, err_console
+from services.cli.render import console, err_console, folded_table
 from services.cli.replaying import RUN_AGAIN, Redrive, replay_each
 from services.common.admin import partition_counts
 from services.common.settings import KafkaConnection
@@ -106,7 +106,8 @@ def _filters(reason: str | None, channel: ChannelKind | None, since: str | None,
 
 
 def _table(letters: list[NotifyLetter], replayed_at: set[str], now: datetime) -> Table:
-    table = Table("dlq", "reason", "channel", "rule", "recipient", "commune", "given up at", "attempts", "replay")
+    table = folded_table("dlq", "reason", "channel", "rule", "recipient", "commune", "given up at", "attempts",
+                         "replay")
     for d in letters:
         r = d.request
         state = "replayed" if d.position in replayed_at else (why_not(d, now) or "can be replayed")

@@ -51,8 +51,19 @@ def bad_record_line(source: str, index: int, problems: list[RecordError]) -> str
     return visible(f"{source}: record {index}: " + " | ".join(f"[{p.reason}] {p.message}" for p in problems))
 
 
+def folded_table(*headers: str) -> Table:
+    """A table whose cells, when the terminal is narrow, wrap onto more lines, a long word folded, instead of being
+    cut with an ellipsis: at 80 columns (a terminal's default, and rich's width for a pipe or a file) `trace` showed
+    every event id as `tl-2025-0001…` and every place as `commune.event…`, `dlq list` every reason as `missing_…`
+    (CLI trial)."""
+    table = Table()
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
 def dead_letter_table(letters: list[DeadLetter], replayed: set[str]) -> Table:
-    table = Table("dlq", "reason", "field", "source", "topic", "rejected at", "replayed")
+    table = folded_table("dlq", "reason", "field", "source", "topic", "rejected at", "replayed")
     for d in letters:
         c = d.context
         table.add_row(*(text(cell) for cell in (d.position, c.reason.value, c.field, d.source or "", c.source_topic,

@@ -35,7 +35,7 @@ from services.cli.options import (
     moment,
 )
 from services.cli.plain import markup, text
-from services.cli.render import console, err_console
+from services.cli.render import console, err_console, folded_table
 from services.cli.tracer import MAX_STEPS, Record, Step, Tracer
 from services.common import clients, closing
 from services.common.admin import partition_counts
@@ -134,7 +134,7 @@ async def trace_record(conn: KafkaConnection, namespace: str, query: str, since:
 
 
 def table(steps: list[Step]) -> Table:
-    out = Table("time (UTC)", "stage", "where", "what", "trace", show_lines=False)
+    out = folded_table("time (UTC)", "stage", "where", "what", "trace")
     for s in steps:
         at = datetime.fromtimestamp(s.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         out.add_row(*(text(cell) for cell in (at, s.stage, s.where, s.what, s.trace)))
