@@ -65,19 +65,30 @@ async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], 
     await producer.start()
     try:
         futures: list[asyncio.Future[RecordMetadata]] = []
+        loop = asyncio.get_running_loop()
+        last = loop.time()  # of the start, or of the last acknowledgement
+
+        def answered(fut: asyncio.Future[RecordMetadata]) -> None:  # a batch aiokafka expired (40 s) is no answer
+            nonlocal last
+            if not fut.cancelled() and fut.exception() is None:
+                last = loop.time()
+
         for key, value, headers in records:
-            # a send waits for room in the producer's buffer, which fills once the broker stops answering: given up
-            # as an acknowledgement is, saying how many were (before: aiokafka's bare KafkaTimeoutError after its
-            # request timeout, 40 s, with no count and a hint to check the bootstrap, which had worked; CLI trial:
-            # the broker stopped mid-publish of 100,000 records)
+            # a send waits for room in the producer's buffer, which fills once the broker stops answering, and room
+            # comes a batch at a time as aiokafka expires one unsent (every 40 s): given up once no acknowledgement
+            # came for ACK_STALL_S, saying how many did (before: still sending 150 s after the broker stopped, or
+            # aiokafka's bare KafkaTimeoutError, said with a hint to check the bootstrap; CLI trial, the broker
+            # stopped mid-publish of 100,000 records)
             try:
-                futures.append(await within(producer.send(topic, value, key=key, headers=list(headers)),
-                                            ACK_STALL_S))
+                fut = await within(producer.send(topic, value, key=key, headers=list(headers)),
+                                   max(0.0, ACK_STALL_S - (loop.time() - last)))
             except (TimeoutError, KafkaTimeoutError):
                 raise Unacknowledged(
                     f"the broker took no more records: {_acknowledged(futures)} of {len(records)} records "
                     f"acknowledged, {len(futures)} sent (those not acknowledged perhaps written), the rest not"
                 ) from None
+            fut.add_done_callback(answered)
+            futures.append(fut)
         for done, fut in enumerate(asyncio.as_completed(futures)):
             await acknowledged(fut, f"{done} of {len(futures)} records acknowledged, the others perhaps written")
             progress(1)

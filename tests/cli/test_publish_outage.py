@@ -62,26 +62,45 @@ async def test_publish_gives_up_once_the_broker_stops_acknowledging(
     assert isinstance(publishing.exception(), KafkaTimeoutError)
 
 
+
+class StoppedAfterFirst(FrozenAfterFirst):
+    """Records whose reading stops the broker (`kafka.sh stop`) once the first was sent."""
+
+    def __init__(self, records: list[kafka_io.Record], broker: OwnBroker) -> None:
+        super().__init__(records, 0)
+        self.broker = broker
+
+    def __iter__(self) -> Iterator[kafka_io.Record]:
+        yield self.records[0]
+        self.broker.stop()
+        yield from self.records[1:]
+
+
+@pytest.mark.parametrize("outage", ["frozen", "stopped"])
 async def test_publish_says_how_many_were_acknowledged_when_the_buffer_stays_full(
-        own_broker: OwnBroker, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """Records enough to fill the producer's buffer (one partition, ~400 KB), the broker frozen after the first: the
-    send waiting for room ends `publish` after `ACK_STALL_S` with `Unacknowledged` saying how many records were
-    acknowledged. Before, the send waited aiokafka's request timeout (40 s) and raised its bare KafkaTimeoutError,
-    said with a hint to check the bootstrap (CLI trial: the broker stopped mid-publish of 100,000 records)."""
+        own_broker: OwnBroker, monkeypatch: pytest.MonkeyPatch, outage: str) -> None:  # noqa: F811
+    """Records enough to fill the producer's buffer (one partition, ~400 KB), the broker frozen (SIGSTOP) or stopped
+    after the first: `publish` ends once no acknowledgement came for `ACK_STALL_S`, with `Unacknowledged` saying how
+    many records were acknowledged. Before, each send waited for room in the buffer, which came a batch at a time as
+    aiokafka expired one unsent (every 40 s): still sending 150 s after the broker stopped (CLI trial, 100,000
+    records), or aiokafka's bare KafkaTimeoutError, said with a hint to check the bootstrap."""
     monkeypatch.setattr(kafka_io, "ACK_STALL_S", 2.0, raising=False)
     monkeypatch.setattr(kafka_io, "STOP_TIMEOUT_S", 2.0, raising=False)
     conn = KafkaConnection(bootstrap=own_broker.bootstrap)
     topic = scoped(RAW_DOSSIER, "pub" + naming.unique())
     await ensure_topics(conn, [topic])
     pid = int((own_broker.state / "kafka.pid").read_text())
-    records = FrozenAfterFirst([(b"02269", b'{"n": "' + b"x" * 2000 + b'"}', []) for _ in range(200)], pid)
+    many = [(b"02269", b'{"n": "' + b"x" * 2000 + b'"}', []) for _ in range(200)]
+    records = FrozenAfterFirst(many, pid) if outage == "frozen" else StoppedAfterFirst(many, own_broker)
     publishing = asyncio.create_task(kafka_io.publish(conn, topic.name, records, lambda _: None))
     try:
-        done, _ = await asyncio.wait({publishing}, timeout=20)
+        done, _ = await asyncio.wait({publishing}, timeout=30)
     finally:
-        os.kill(pid, signal.SIGCONT)
+        if outage == "frozen":
+            os.kill(pid, signal.SIGCONT)
+        publishing.cancel()
         await asyncio.wait({publishing}, timeout=60)
-    assert publishing in done, "publish still sending 20 s after the broker froze"
+    assert publishing in done, "publish still sending 30 s after the broker froze or stopped"
     error = publishing.exception()
     assert isinstance(error, kafka_io.Unacknowledged), repr(error)
     assert "of 200 records acknowledged" in str(error)
