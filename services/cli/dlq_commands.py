@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from aiokafka.errors import TopicAuthorizationFailedError
 from rich.progress import Progress
 
 from schemas.deadletter import Reason
@@ -30,6 +31,14 @@ SourceOpt = Annotated[str | None, typer.Option("--source", help="CloudEvents sou
 SinceOpt = Annotated[str | None, typer.Option("--since", help="Rejected at or after: 12h, 30d or 90m (that long "
                                                                  "ago), or an ISO date or time (naive = Vietnam time)")]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="Rejected at or before (the same forms)")]
+
+
+BOUND_TOPICS = ("a dead letter read from a source's own raw topic (commune.raw.<family>.src.<id>, ADR 0018) goes "
+                "back to it, and only that source's principal and the admin may write it: replay those as admin (on "
+                "the local secure broker: set -a; . \"$(infra/kafka/kafka.sh env admin)\"; set +a), the others with "
+                "--source; the rest are not marked replayed")
+"""Said when the operator replays a dead letter of a source's own raw topic (CLI trial: `dlq replay --reason
+unauthorised_source`, the case the integrator guide shows, ended in a Kafka error saying `topics create` is admin's)."""
 
 
 def _moment(text: str | None, option: str) -> datetime | None:
@@ -134,6 +143,10 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
         except SendFailed as exc:  # that chunk's transaction was aborted: its letters stay unreplayed
             err_console.print(f"replay stopped after {replayed} of {len(todo)} dead letters: {markup(exc)}; "
                               "the rest are not marked replayed, run the command again once the cause is fixed")
+            raise typer.Exit(1) from None
+        except TopicAuthorizationFailedError as exc:  # before: the Kafka error, with a hint about `topics create`
+            err_console.print(f"replay stopped after {replayed} of {len(todo)} dead letters: this principal may not "
+                              f"write a topic they go back to ({markup(exc)}); {BOUND_TOPICS}", soft_wrap=True)
             raise typer.Exit(1) from None
         except Unacknowledged as exc:
             err_console.print(f"replay stopped: {markup(exc)}; {replaying.RUN_AGAIN}", soft_wrap=True)

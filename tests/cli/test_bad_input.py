@@ -255,3 +255,22 @@ def test_tail_refuses_a_negative_or_endless_limit_before_connecting(option: list
     result = run("tail", "commune.events.dossier", "--bootstrap", "127.0.0.1:1", *option)
     assert result.exit_code == 2, result.output
     assert option[0] in result.output
+
+
+@pytest.mark.usefixtures("dlq_topic")
+def test_a_replay_into_a_topic_this_principal_may_not_write_says_who_may(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator replaying a dead letter of a source's own raw topic (the ACLs let only that source and the admin
+    write it): exit 1, one line saying the replay stopped, which topic, and to replay those as admin; before, the Kafka
+    error with a hint that `topics create` and reading the raw topics are admin's (CLI trial)."""
+
+    async def replay(*_: Any) -> list[Any]:
+        raise TopicAuthorizationFailedError("commune.raw.dossier.src.thuong-lam-one-stop")
+
+    monkeypatch.setattr(replaying, "replay", replay)
+    result = run("dlq", "replay", "--reason", "unauthorised_source")
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "replay stopped after 0 of" in said
+    assert "commune.raw.dossier.src.thuong-lam-one-stop" in said
+    assert "replay those as admin" in said
+    assert "Traceback" not in result.output
