@@ -265,7 +265,7 @@ def main() -> None:
         with settings_checked("commune-bus"):
             app()
     except KafkaError as exc:
-        said = f"{markup(type(exc).__name__)}: {markup(str(exc)[:300])}"
+        said = markup(str(exc)[:300] if type(exc).__name__ in str(exc) else f"{type(exc).__name__}: {str(exc)[:300]}")
         err_console.print(f"commune-bus: Kafka: {said} ({kafka_hint(exc)})", soft_wrap=True)
         raise SystemExit(1) from None
     except PrivacyError as exc:
