@@ -40,7 +40,7 @@ from services.common import logging
 from services.common.admin import TopicLayoutError, ensure_topics, reconcile_configs
 from services.common.refused import settings_checked
 from services.common.topics_cli import DEFAULT_SOURCES, registry_topics
-from services.gateway.batch import BodyError, check, split_body
+from services.gateway.batch import BodyError, TooManyRecords, check, split_body
 from services.privacy.crypto import PrivacyError
 from services.sources.topics import entry_of, raw_topic
 
@@ -68,8 +68,13 @@ def _records(file: Path) -> list[bytes]:
         why = exc.strerror or type(exc).__name__
         err_console.print(f"{markup(file)}: cannot be read ({markup(why)})", soft_wrap=True)
         raise typer.Exit(2) from None
+    except TooManyRecords as exc:  # it said "per request", the gateway's words: a file can be split (CLI trial)
+        err_console.print(f"{markup(file)}: more than {exc.limit} records, the most a command takes: split it into "
+                          f"files of at most {exc.limit} (NDJSON: split -l {exc.limit}) and give each in turn",
+                          soft_wrap=True)
+        raise typer.Exit(2) from None
     except BodyError as exc:
-        err_console.print(f"{markup(file)}: {markup(exc)}", soft_wrap=True)
+        err_console.print(f"{markup(file)}: {markup(str(exc).removeprefix('body '))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 

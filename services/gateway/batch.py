@@ -60,6 +60,15 @@ class BodyError(Exception):
     """The body as a whole cannot be read (not JSON, empty, too many records)."""
 
 
+class TooManyRecords(BodyError):
+    """The body holds more than `limit` records (the CLI says it of a file, with what to do)."""
+
+    def __init__(self, limit: int, count: int | None = None) -> None:
+        held = f"more than {limit}" if count is None else str(count)
+        super().__init__(f"body holds {held} records; the limit is {limit} per request")
+        self.limit = limit
+
+
 def split_body(body: bytes, content_type: str = "application/json", max_records: int = 100_000) -> list[bytes]:
     """One record per element: a JSON object, a JSON array of objects, or NDJSON (one object a line).
 
@@ -82,7 +91,7 @@ def split_body(body: bytes, content_type: str = "application/json", max_records:
     if not isinstance(parsed, list):
         return [body]
     if len(parsed) > max_records:
-        raise BodyError(f"body holds {len(parsed)} records; the limit is {max_records} per request")
+        raise TooManyRecords(max_records, len(parsed))
     return _some(_elements(parsed))
 
 
@@ -110,7 +119,7 @@ def _split(pattern: re.Pattern[bytes], body: bytes, max_records: int,
         if not wanted(record):
             return None
         if len(records) == max_records:
-            raise BodyError(f"body holds more than {max_records} records; the limit is {max_records} per request")
+            raise TooManyRecords(max_records)
         records.append(record)
     return records
 

@@ -44,6 +44,20 @@ def test_a_file_that_cannot_be_read_is_one_line(tmp_path: Path, name: str, why: 
         assert result.output.strip() == f"{tmp_path / name}: cannot be read ({why})"
 
 
+@pytest.mark.parametrize("name, body", [("many.ndjson", b'{"a": 1}\n' * 100_001),
+                                        ("many.json", b"[" + b",".join([b"{}"] * 100_001) + b"]")])
+def test_a_file_of_too_many_records_says_to_split_it(tmp_path: Path, name: str, body: bytes) -> None:
+    """validate and publish on a file of 100,001 records: exit 2 and one line saying to split it; it said "the limit
+    is 100000 per request", the gateway's words, to someone who had sent no request (CLI trial)."""
+    (tmp_path / name).write_bytes(body)
+    for command in (["validate"], ["publish", "-f", "dossier"]):
+        result = run(*command, str(tmp_path / name))
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == (f"{tmp_path / name}: more than 100000 records, the most a command takes: "
+                                         "split it into files of at most 100000 (NDJSON: split -l 100000) and give "
+                                         "each in turn")
+
+
 async def there(_conn: Any, _topic: str) -> None:
     """`kafka_io.visible` faked with the rest of the Kafka shell: the topic is there."""
 
