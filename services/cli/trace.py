@@ -154,6 +154,10 @@ def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id
     except ValueError as exc:
         err_console.print(f"trace: {exc}")
         raise typer.Exit(2) from None
+    if start is not None and start > datetime.now(UTC).timestamp() * 1000:  # it said "nothing found" (CLI trial)
+        err_console.print("trace: --since names a time still to come, when no record is stamped yet: give one past "
+                          f"({MOMENT_FORMS})")
+        raise typer.Exit(2)
     found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query, start, show_personal_data))
     if not found.read:  # "nothing found" would say the record is nowhere: nowhere was looked at
         raise TopicNotVisible(found.invisible)

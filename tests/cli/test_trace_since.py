@@ -64,3 +64,12 @@ def test_the_cli_refuses_a_bad_since_before_reading_anything() -> None:
     result = CliRunner().invoke(app, ["trace", "TL-1", "--since", "yesterday", "--bootstrap", "127.0.0.1:1"])
     assert result.exit_code == 2, result.output
     assert "30d, 12h or 90m" in result.output
+
+
+@pytest.mark.parametrize("text", ["9999-12-31", "2100-01-01T00:00+07:00"])
+def test_the_cli_refuses_a_since_in_the_future_before_reading_anything(text: str) -> None:
+    """A `--since` still to come: exit 2 saying so, no broker asked; it read every topic and said "nothing found" with
+    exit 1, as if the record were nowhere (CLI trial)."""
+    result = CliRunner().invoke(app, ["trace", "TL-1", "--since", text, "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 2, result.output
+    assert "a time still to come" in result.output
