@@ -25,15 +25,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from schemas.events import Family
 from services.cli import dlq_commands, erase, kafka_io, notify_dlq, trace
 from services.cli.errors import CliError
-from services.cli.options import (
-    DEFAULT_BOOTSTRAP,
-    Bootstrap,
-    Namespace,
-    ShowPersonalData,
-    connection,
-    finite_seconds,
-    resolve_topic,
-)
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.common import logging
@@ -123,13 +115,16 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
     unreadable = f" ({not_json} not JSON: intake dead-letters them as not_json)" if not_json else ""
     err_console.print(f"{sent} records acknowledged by {markup(topic)}{unreadable}")
 
+IDLE_MAX_S = 365 * 86_400.0
+"""`--idle` at most a year: `nan` and `inf` followed the topic for ever, as a negative one showed nothing, exit 0."""
+
 
 @app.command()
 def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
          from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
          limit: Annotated[int | None, typer.Option("--max", min=0, help="Stop after this many records")] = None,
-         idle: Annotated[float | None, typer.Option(min=0, callback=finite_seconds,
-                                                    help="Stop after this many quiet seconds")] = None,
+         idle: Annotated[float | None, typer.Option(min=0, max=IDLE_MAX_S, help="Stop after this many quiet seconds")
+                         ] = None,
          show_personal_data: ShowPersonalData = False) -> None:
     """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value. Everything a
     record holds is shown as plain text (control characters as escapes); applicants' personal data is masked."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -42,14 +41,6 @@ def moment(text: str, now: datetime | None = None) -> datetime:
     if at is None:
         raise ValueError(f"give {MOMENT_FORMS}")
     return max(datetime.fromtimestamp(0, UTC), at)
-
-
-def finite_seconds(value: float | None) -> float | None:
-    """A typer callback for a number of seconds: `nan` and `inf` pass every `min=` (they compare false with any
-    bound), and `tail --idle nan` followed the topic for ever instead of stopping."""
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a number of seconds (e.g. 5)")
-    return value
 
 
 def connection(bootstrap: str) -> KafkaConnection:
