@@ -58,7 +58,8 @@ async def visible(conn: KafkaConnection, topic: str) -> None:
 
 
 async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], progress: Callable[[int], None]) -> int:
-    """Send every record (acks=all, idempotent) and wait for all acknowledgements; `Unacknowledged` once none came
+    """Send every record (acks=all, idempotent) and wait for all acknowledgements, each told to `progress` as it
+    comes; `Unacknowledged` once none came
     for `ACK_STALL_S` (those not acknowledged may or may not be on the topic). The caller has checked the topic is
     `visible`."""
     producer = clients.producer(conn, client_id=CLIENT_ID, linger_ms=5)
@@ -72,6 +73,7 @@ async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], 
             nonlocal last
             if not fut.cancelled() and fut.exception() is None:
                 last = loop.time()
+                progress(1)  # as each comes: a publish interrupted says how many were acknowledged
 
         for key, value, headers in records:
             # a send waits for room in the producer's buffer, which fills once the broker stops answering, and room
@@ -91,7 +93,6 @@ async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], 
             futures.append(fut)
         for done, fut in enumerate(asyncio.as_completed(futures)):
             await acknowledged(fut, f"{done} of {len(futures)} records acknowledged, the others perhaps written")
-            progress(1)
         return len(futures)
     finally:
         await close_within("commune-bus", "producer", producer.stop, STOP_TIMEOUT_S)

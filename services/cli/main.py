@@ -111,7 +111,13 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
     asyncio.run(kafka_io.visible(conn, topic))  # before the progress bar: a topic not there is said alone
     with Progress(*Progress.get_default_columns(), console=err_console) as bar:
         task = bar.add_task(f"publishing to {markup(topic)}", total=len(out))
-        sent = asyncio.run(kafka_io.publish(conn, topic, out, lambda n: bar.advance(task, n)))
+        try:
+            sent = asyncio.run(kafka_io.publish(conn, topic, out, lambda n: bar.advance(task, n)))
+        except KeyboardInterrupt:  # Ctrl-C: it ended with no word of what was written (CLI trial)
+            err_console.print(f"interrupted: {bar.tasks[0].completed:.0f} of {len(out)} records acknowledged by "
+                              f"{markup(topic)}, the others perhaps written (intake publishes each event id once: "
+                              "publish the file again)", soft_wrap=True)
+            raise typer.Exit(130) from None
     unreadable = f" ({not_json} not JSON: intake dead-letters them as not_json)" if not_json else ""
     err_console.print(f"{sent} records acknowledged by {markup(topic)}{unreadable}")
 

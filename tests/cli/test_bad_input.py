@@ -84,6 +84,25 @@ def test_a_line_that_is_not_json_is_published_as_it_is_and_counted(tmp_path: Pat
         in result.output
 
 
+def test_a_publish_interrupted_says_how_many_records_were_acknowledged(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while `publish` waits for the broker: exit 130 and one line saying how many records were acknowledged,
+    the others perhaps written; it ended with no word of what was written (CLI trial)."""
+
+    async def publish(_conn: Any, _topic: str, records: list[kafka_io.Record], progress: Any) -> int:
+        progress(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kafka_io, "publish", publish)
+    monkeypatch.setattr(kafka_io, "visible", there)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"{}\n{}\n{}\n")
+    result = run("publish", str(path), "-f", "dossier")
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 1 of 3 records acknowledged by commune.raw.dossier, the others perhaps written" in \
+        " ".join(result.output.split())
+
+
 GOOD = DeadLetterContext(reason=Reason.MISSING_COMMUNE_HEADER, field="commune-code", message="m",
                          source_topic="commune.raw.dossier", source_partition=2, source_offset=7,
                          rejected_at="2025-11-03T01:00:00+00:00").headers()
