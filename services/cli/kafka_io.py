@@ -59,9 +59,8 @@ async def visible(conn: KafkaConnection, topic: str) -> None:
 
 async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], progress: Callable[[int], None]) -> int:
     """Send every record (acks=all, idempotent) and wait for all acknowledgements, each told to `progress` as it
-    comes; `Unacknowledged` once none came
-    for `ACK_STALL_S` (those not acknowledged may or may not be on the topic). The caller has checked the topic is
-    `visible`."""
+    comes; `Unacknowledged` once none came for `ACK_STALL_S` (those not acknowledged may or may not be on the topic).
+    The caller has checked the topic is `visible`."""
     producer = clients.producer(conn, client_id=CLIENT_ID, linger_ms=5)
     await producer.start()
     try:
