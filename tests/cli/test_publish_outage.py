@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from schemas.topics import RAW_DOSSIER, scoped
+from schemas.topics import RAW_DOSSIER, TopicSpec, scoped
 from services.cli import kafka_io
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
@@ -39,18 +39,23 @@ class FrozenAfterFirst(Sequence[kafka_io.Record]):
         yield from self.records[1:]
 
 
+async def quick_stall(broker: OwnBroker, monkeypatch: pytest.MonkeyPatch) -> tuple[KafkaConnection, TopicSpec, int]:
+    """A stall given up after 2 s (and the producer's stop after 2 s), a raw topic of a fresh namespace on the broker,
+    and the broker's process id."""
+    monkeypatch.setattr(kafka_io, "ACK_STALL_S", 2.0, raising=False)
+    monkeypatch.setattr(kafka_io, "STOP_TIMEOUT_S", 2.0, raising=False)
+    conn = KafkaConnection(bootstrap=broker.bootstrap)
+    topic = scoped(RAW_DOSSIER, "pub" + naming.unique())
+    await ensure_topics(conn, [topic])
+    return conn, topic, int((broker.state / "kafka.pid").read_text())
+
 async def test_publish_gives_up_once_the_broker_stops_acknowledging(
         own_broker: OwnBroker, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """A broker frozen mid-publish ends `publish` with a KafkaTimeoutError (said in one line, exit 1) once no
     acknowledgement came for `ACK_STALL_S`, its producer's stop given up after `STOP_TIMEOUT_S`. Before, it waited
     for ever: the idempotent producer retried the batch as long as the broker was frozen, and its stop waited for it
     (still waiting after 150 s)."""
-    monkeypatch.setattr(kafka_io, "ACK_STALL_S", 2.0, raising=False)
-    monkeypatch.setattr(kafka_io, "STOP_TIMEOUT_S", 2.0, raising=False)
-    conn = KafkaConnection(bootstrap=own_broker.bootstrap)
-    topic = scoped(RAW_DOSSIER, "pub" + naming.unique())
-    await ensure_topics(conn, [topic])
-    pid = int((own_broker.state / "kafka.pid").read_text())
+    conn, topic, pid = await quick_stall(own_broker, monkeypatch)
     records = FrozenAfterFirst([(b"c1", b"{}", []), (b"c2", b"{}", [])], pid)
     publishing = asyncio.create_task(kafka_io.publish(conn, topic.name, records, lambda _: None))
     try:
@@ -60,7 +65,6 @@ async def test_publish_gives_up_once_the_broker_stops_acknowledging(
         await asyncio.wait({publishing}, timeout=60)
     assert publishing in done, "publish still waiting 60 s after the broker froze"
     assert isinstance(publishing.exception(), KafkaTimeoutError)
-
 
 
 class StoppedAfterFirst(FrozenAfterFirst):
@@ -84,12 +88,7 @@ async def test_publish_says_how_many_were_acknowledged_when_the_buffer_stays_ful
     many records were acknowledged. Before, each send waited for room in the buffer, which came a batch at a time as
     aiokafka expired one unsent (every 40 s): still sending 150 s after the broker stopped (CLI trial, 100,000
     records), or aiokafka's bare KafkaTimeoutError, said with a hint to check the bootstrap."""
-    monkeypatch.setattr(kafka_io, "ACK_STALL_S", 2.0, raising=False)
-    monkeypatch.setattr(kafka_io, "STOP_TIMEOUT_S", 2.0, raising=False)
-    conn = KafkaConnection(bootstrap=own_broker.bootstrap)
-    topic = scoped(RAW_DOSSIER, "pub" + naming.unique())
-    await ensure_topics(conn, [topic])
-    pid = int((own_broker.state / "kafka.pid").read_text())
+    conn, topic, pid = await quick_stall(own_broker, monkeypatch)
     many = [(b"02269", b'{"n": "' + b"x" * 2000 + b'"}', []) for _ in range(200)]
     records = FrozenAfterFirst(many, pid) if outage == "frozen" else StoppedAfterFirst(many, own_broker)
     publishing = asyncio.create_task(kafka_io.publish(conn, topic.name, records, lambda _: None))
