@@ -23,7 +23,7 @@ LEDGER_ENTRY_S = 1.0
 """What a drain leaves beyond a job's calls for its ledger entry, acknowledged in milliseconds by a broker at work"""
 INT32_MAX = 2**31 - 1
 """The largest rebalance timeout (ms) Kafka's JoinGroup request can carry: a 32-bit field. The bounds of
-`session_timeout_ms` and `drain_s` keep `rebalance_timeout_ms` under a thousandth of it (a drain of ~25 days was
+`session_timeout_ms` and `drain_s` keep `rebalance_timeout_ms` under 0.3% of it (a drain of ~25 days was
 accepted: aiokafka's coordinator failed at every join, a KafkaError wrapping the ValueError, and the run restarted
 for ever)."""
 MAX_WORKERS = 1_024
