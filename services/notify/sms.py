@@ -15,7 +15,8 @@ GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
 MAX_SEGMENTS = 6
 """Default cap of billed segments per SMS (`NOTIFY_SMS_MAX_SEGMENTS`): operators commonly allow 6-10 parts."""
 MOST_SEGMENTS = 255
-"""No SMS has more parts: a concatenated SMS numbers its parts in one byte (3GPP TS 23.040's 8-bit reference)."""
+"""No SMS has more parts: a concatenated SMS gives its count of parts and each part's number one octet each (3GPP
+TS 23.040)."""
 
 
 @dataclass(frozen=True)
