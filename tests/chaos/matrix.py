@@ -4,6 +4,8 @@ broker gets a broker (or a 3-node cluster) of its own."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.chaos.injections import (
     KillClusterNode,
     KillCoordinator,
@@ -19,7 +21,7 @@ from tests.chaos.metrics import FAST_GROUP as METRICS_FAST_GROUP
 from tests.chaos.metrics import MetricsLoad
 from tests.chaos.notify import COORDINATED as NOTIFY_COORDINATED
 from tests.chaos.notify import NotifyLoad, ProviderOutage
-from tests.chaos.scenario import Scenario
+from tests.chaos.scenario import Fault, Load, Scenario
 
 SIGKILL_BURST = {"NOTIFY_RATE_PER_S": '{"sms": 60, "webhook": 200}', "NOTIFY_ROUTINE_WORKERS": "8"}
 """Rate-limited SMS so that the kill lands with most of the burst still queued, and requests in flight."""
@@ -33,22 +35,28 @@ STALLED_RUNS = 2
 """Twice the 1 run metrics' SIGSTOP ends by design: the paused worker wakes past its session and starts its run again
 from Kafka rather than act as a zombie (`WorkerStalled`, ADR 0012)."""
 
+
+def on_cluster(name: str, load: Callable[[], Load], fault: Fault) -> Scenario:
+    """A row on a 3-node cluster of its own, with the time a node's loss takes to settle (a new controller fences
+    the dead node a broker session after the blow; the partitions it led move only then)."""
+    return Scenario(name, load, fault, broker="cluster", budget_s=420, recover_s=150)
+
+
 MATRIX: tuple[Scenario, ...] = (
     Scenario("intake-sigkill", lambda: IntakeLoad(rate=400, seconds=20), KillWorker(), fast=True, budget_s=150),
     Scenario("intake-sigstop", lambda: IntakeLoad(workers=2, rate=300, seconds=40), PauseWorker(seconds=12),
              budget_s=200),
     Scenario("intake-broker-restart", lambda: IntakeLoad(rate=300, seconds=40), RestartBroker(down_s=5),
              broker="own", budget_s=300, max_restarts=BROKER_RESTART_RUNS),
-    Scenario("intake-cluster-broker-kill", lambda: IntakeLoad(rate=200, seconds=45), KillClusterNode(node=2),
-             broker="cluster", budget_s=420, recover_s=150),
-    Scenario("intake-txn-coordinator-kill", lambda: IntakeLoad(rate=200, seconds=45),
-             KillCoordinator("transaction", INTAKE_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
-    Scenario("intake-group-coordinator-kill", lambda: IntakeLoad(rate=200, seconds=45),
-             KillCoordinator("group", INTAKE_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
-    Scenario("intake-controller-kill", lambda: IntakeLoad(rate=200, seconds=45),
-             KillCoordinator("controller", INTAKE_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
-    Scenario("intake-group-coordinator-kill-join", lambda: IntakeLoad(rate=200, seconds=45),
-             KillCoordinator("group", INTAKE_COORDINATED, join=True), broker="cluster", budget_s=420, recover_s=150),
+    on_cluster("intake-cluster-broker-kill", lambda: IntakeLoad(rate=200, seconds=45), KillClusterNode(node=2)),
+    on_cluster("intake-txn-coordinator-kill", lambda: IntakeLoad(rate=200, seconds=45),
+               KillCoordinator("transaction", INTAKE_COORDINATED)),
+    on_cluster("intake-group-coordinator-kill", lambda: IntakeLoad(rate=200, seconds=45),
+               KillCoordinator("group", INTAKE_COORDINATED)),
+    on_cluster("intake-controller-kill", lambda: IntakeLoad(rate=200, seconds=45),
+               KillCoordinator("controller", INTAKE_COORDINATED)),
+    on_cluster("intake-group-coordinator-kill-join", lambda: IntakeLoad(rate=200, seconds=45),
+               KillCoordinator("group", INTAKE_COORDINATED, join=True)),
     Scenario("intake-rebalance-storm", lambda: IntakeLoad(rate=300, seconds=55), RebalanceStorm(seconds=30),
              budget_s=240),
     Scenario("notify-provider-outage", lambda: NotifyLoad(events=120, per_second=6, mid_stream=10),
@@ -59,16 +67,16 @@ MATRIX: tuple[Scenario, ...] = (
              budget_s=150),
     Scenario("metrics-sigstop", lambda: MetricsLoad(workers=2, per_second=20, mid_stream=60, env=METRICS_FAST_GROUP),
              PauseWorker(seconds=14), budget_s=200, max_restarts=STALLED_RUNS),
-    Scenario("notify-group-coordinator-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
-             KillCoordinator("group", NOTIFY_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
-    Scenario("notify-controller-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
-             KillCoordinator("controller", NOTIFY_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
-    Scenario("metrics-txn-coordinator-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
-             KillCoordinator("transaction", METRICS_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
-    Scenario("metrics-group-coordinator-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
-             KillCoordinator("group", METRICS_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
-    Scenario("metrics-controller-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
-             KillCoordinator("controller", METRICS_COORDINATED), broker="cluster", budget_s=420, recover_s=150),
+    on_cluster("notify-group-coordinator-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
+               KillCoordinator("group", NOTIFY_COORDINATED)),
+    on_cluster("notify-controller-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
+               KillCoordinator("controller", NOTIFY_COORDINATED)),
+    on_cluster("metrics-txn-coordinator-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
+               KillCoordinator("transaction", METRICS_COORDINATED)),
+    on_cluster("metrics-group-coordinator-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
+               KillCoordinator("group", METRICS_COORDINATED)),
+    on_cluster("metrics-controller-kill", lambda: MetricsLoad(per_second=20, mid_stream=80),
+               KillCoordinator("controller", METRICS_COORDINATED)),
 )
 
 NAMES = tuple(s.name for s in MATRIX)
