@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -28,34 +27,11 @@ from services.common import clients
 from services.common.settings import KafkaConnection
 from tests.brokers import KAFKA_SH
 from tests.cluster.tools import metric_sum, scrape
-from tests.kafkatools import free_port, start_service, stop_service
+from tests.kafkatools import free_port, free_port_run, start_service, stop_service
 from tests.waiting import eventually, eventually_async
 
 REPLICAS = 3
 LAST_COMMIT = "commune_last_commit_timestamp_seconds"
-
-
-def free_port_run(length: int, attempts: int = 200) -> int:
-    """The first of `length` consecutive loopback ports that are free now."""
-    for _ in range(attempts):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + length > 65535:
-            continue
-        taken = []
-        try:
-            for port in range(base, base + length):
-                s = socket.socket()
-                taken.append(s)
-                s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for s in taken:
-                s.close()
-        return base
-    raise RuntimeError(f"no {length} consecutive free ports")
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -90,19 +91,52 @@ async def read_all(
 
 
 _GIVEN: set[int] = set()
+_PICK = random.SystemRandom()  # not the `random` module's state, which hypothesis seeds in its tests
+
+
+def unassigned_ports() -> range:
+    """Loopback ports the kernel never picks by itself: below its ephemeral range (net.ipv4.ip_local_port_range), from
+    20000, else above it. A port taken from that range (a bind to port 0) can become the source port of any outgoing
+    connection between the pick and the bind of the process it is for: CI on 2026-12-05 lost a cluster node that way
+    ("node 2 exited") while the other two nodes were connecting to the controllers."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):  # not Linux: the IANA range, which macOS uses
+        low, high = 49152, 65535
+    if low - 20000 >= 1000:
+        return range(20000, low)
+    if 65535 - high >= 1000:
+        return range(high + 1, 65536)
+    return range(1024, 65536)  # an ephemeral range that covers (nearly) everything: nowhere is safe
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_run(length: int, attempts: int = 500) -> int:
+    """The first of `length` consecutive loopback ports, none listened on now, none given out by this process before,
+    all outside the kernel's ephemeral range (`unassigned_ports`); they count as given."""
+    ports = unassigned_ports()
+    for _ in range(attempts):
+        base = _PICK.randrange(ports.start, ports.stop - length + 1)
+        run = range(base, base + length)
+        if not _GIVEN.intersection(run) and all(_bindable(p) for p in run):
+            _GIVEN.update(run)
+            return base
+    raise RuntimeError(f"no {length} consecutive free ports in {ports.start}-{ports.stop - 1}")
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on now, and never one this process was given before: the kernel may hand a
-    port just closed out again, and two calls in a row gave one gateway the same port for its API and its /metrics
-    (CI 2026-12-04, refused at start since the settings audit; a bind failure before)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _GIVEN:
-            _GIVEN.add(port)
-            return port
+    """A loopback port nothing listens on now, outside the kernel's ephemeral range (`unassigned_ports`), and never one
+    this process was given before: two calls in a row once gave one gateway the same port for its API and its
+    /metrics (CI 2026-12-04, refused at start since the settings audit; a bind failure before)."""
+    return free_port_run(1)
 
 
 TEST_DEFAULTS = {"INTAKE_SOURCES_FILE": ""}

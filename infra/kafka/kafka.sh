@@ -79,7 +79,7 @@ wait_ready() {
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && grep -q "started (kafka.server.KafkaRaftServer)" "$state/logs/server.log" 2>/dev/null; do
     if ! running; then  # its first errors say why (a port taken, a bad config); the last lines are its shutdown
       echo "kafka: broker exited; see $state/logs/server.log. Its first errors:" >&2
-      grep -m 5 -E "ERROR|FATAL" "$state/logs/server.log" >&2 || tail -20 "$state/logs/server.log" >&2 || true
+      grep -m 5 -E "ERROR|FATAL" "$state/logs/server.log" >&2 || tail -20 "$state/logs/stdout.log" >&2 || true
       return 1
     fi
     [ $SECONDS -lt $deadline ] || { echo "kafka: not ready after ${KAFKA_START_TIMEOUT:-90}s" >&2; return 1; }
@@ -220,7 +220,11 @@ node_wait() {
   local n=$1 dir deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120})); dir="$(node_dir "$n")"
   until (exec 3<>"/dev/tcp/127.0.0.1/$(node_port "$n")") 2>/dev/null \
       && grep -q "started (kafka.server.KafkaRaftServer)" "$dir/logs/server.log" 2>/dev/null; do
-    if ! node_running "$n"; then echo "kafka: node $n exited; see $dir/logs/server.log" >&2; return 1; fi
+    if ! node_running "$n"; then  # its first errors say why, as the single broker's do
+      echo "kafka: node $n exited; see $dir/logs/server.log. Its first errors:" >&2
+      grep -m 5 -E "ERROR|FATAL" "$dir/logs/server.log" >&2 || tail -20 "$dir/logs/stdout.log" >&2 || true
+      return 1
+    fi
     [ $SECONDS -lt $deadline ] || { echo "kafka: node $n not ready" >&2; return 1; }
     sleep 0.5
   done

@@ -1,0 +1,50 @@
+"""The ports tests hand to brokers and services they start: never in the kernel's ephemeral range, where an outgoing
+connection could take one between the pick and the bind."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests import kafkatools
+from tests.kafkatools import free_port, free_port_run, unassigned_ports
+
+pytestmark = pytest.mark.unit
+
+
+def ephemeral() -> range:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low, high = map(int, f.read().split())
+    return range(low, high + 1)
+
+
+def test_ports_given_are_outside_the_ephemeral_range_and_never_given_twice() -> None:
+    given = [free_port() for _ in range(200)] + list(range(base := free_port_run(6), base + 6))
+    assert len(set(given)) == len(given)
+    outside = ephemeral()
+    assert [p for p in given if p in outside] == []
+    assert all(p in unassigned_ports() for p in given)
+
+
+def test_a_run_is_consecutive_and_each_port_can_be_bound() -> None:
+    base = free_port_run(6)
+    held = []
+    try:
+        for port in range(base, base + 6):
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", port))
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_port_someone_listens_on_or_given_before_is_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = free_port_run(3)
+    monkeypatch.setattr(kafkatools, "_GIVEN", set())
+    monkeypatch.setattr(kafkatools, "unassigned_ports", lambda: range(base, base + 3))
+    with socket.create_server(("127.0.0.1", base)), socket.create_server(("127.0.0.1", base + 2)):
+        assert free_port() == base + 1
+        with pytest.raises(RuntimeError, match="no 1 consecutive free ports"):
+            free_port_run(1, attempts=50)
