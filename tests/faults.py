@@ -10,6 +10,7 @@ the chaos command (`tests/chaos`) both use `Cluster`.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -32,6 +33,14 @@ from tests.waiting import eventually, eventually_async
 
 REPLICAS = 3
 LAST_COMMIT = "commune_last_commit_timestamp_seconds"
+
+
+def _event(line: str) -> str | None:
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return None
+    return parsed.get("event") if isinstance(parsed, dict) else None
 
 
 @dataclass
@@ -163,6 +172,15 @@ class Worker:
         if self.paused and self.proc.poll() is None:
             self.resume()
         return stop_service(self.proc, timeout=20)
+
+    def logged(self, event: str) -> int:
+        """How many of the worker's log lines are `event` (its JSON lines' "event"): readable whether it runs, is
+        paused or was killed, unlike its /metrics."""
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in text.splitlines() if f'"{event}"' in line and _event(line) == event)
 
     async def metric(self, name: str) -> float:
         """The sum of every sample of `name` on the worker's /metrics (0 while it does not answer or lacks it)."""

@@ -25,8 +25,10 @@ from tests.waiting import eventually_async
 
 BrokerKind = Literal["shared", "own", "cluster"]
 RESTARTS = "commune_service_restarts_total"
-"""Runs a live worker's runtime restarted after a Kafka error (a crash loop hidden inside the process): counted in the
-note, and past the row's `max_restarts` a failure."""
+"""Runs a worker's runtime restarted after a Kafka error (a crash loop hidden inside the process): counted in the
+note, and past the row's `max_restarts` a failure. Counted by the line each one logs (`RESTARTING`), in every
+worker's log: a killed or paused worker's /metrics can no longer be read, and its restarts counted all the same."""
+RESTARTING = "service.restarting"
 
 
 @dataclass
@@ -134,8 +136,9 @@ class Scenario:
     recover_s: float = 90.0
     """From the blow until the service progresses again with every partition owned."""
     max_restarts: int = 0
-    """The in-process restarts (`RESTARTS`, summed over the live workers) the row allows: 0 unless the fault makes a
-    run end by design (a broker gone, a worker stalled past its session); past it the row fails (a crash loop)."""
+    """The in-process restarts (`RESTARTS`, summed over all the row's workers) the row allows: 0 unless the fault
+    makes a run end by design (a broker gone, a worker stalled past its session); past it the row fails (a crash
+    loop)."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class Row:
     exits: tuple[str, ...] = ()
     """Workers that exited unbidden during the row (each replaced)."""
     restarts: int = 0
-    """Runs the live workers restarted in-process (`RESTARTS`)."""
+    """Runs the row's workers restarted in-process (`RESTARTS`), killed ones' too."""
     max_restarts: int = 0
     """The row's bound on `restarts` (`Scenario.max_restarts`)."""
 
@@ -250,8 +253,13 @@ async def _steps(scenario: Scenario, stage: Stage, load: Load, at: Progress) -> 
     await load.settle(stage)
     at.step = "account"
     counts = await load.account(stage)
-    restarts = round(sum(await asyncio.gather(*(w.metric(RESTARTS) for w in stage.live()))))
-    return replace(counts, note="; ".join(n for n in (counts.note, *stage.notes) if n)), recovery, restarts
+    return replace(counts, note="; ".join(n for n in (counts.note, *stage.notes) if n)), recovery, restarts(stage)
+
+
+def restarts(stage: Stage) -> int:
+    """Runs restarted in-process by every worker the row started: live, paused, killed or stopped."""
+    stage.live()  # a worker that exited unbidden since the last look is noted (and replaced)
+    return sum(w.logged(RESTARTING) for w in stage.workers)
 
 
 async def run(scenario: Scenario, shared_bootstrap: str, workdir: Path) -> Row:
