@@ -17,7 +17,7 @@ from schemas.replay import DLQ_REPLAYED
 from schemas.times import to_utc
 from schemas.topics import DLQ_INTAKE, scoped
 from services.cli.deadletters import DeadLetter, Filters, Headers, dead_letter, matches
-from services.cli.errors import TopicNotVisible
+from services.cli.kafka_io import visible
 from services.common import changelog
 from services.common.admin import partition_counts
 from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, KafkaConnection
@@ -44,11 +44,14 @@ async def read_to_end(conn: KafkaConnection, topic: str, *, absent_ok: bool = Fa
 async def read_into(conn: KafkaConnection, topic: str, apply: Callable[[Stored], None],
                     since_ms: int | None = None, *, absent_ok: bool = False) -> None:
     """`apply` each committed record of `topic` up to its end offsets at call time, in offset order per partition;
-    with `since_ms`, from each partition's first record timestamped at or after it. A topic this principal cannot
-    describe (no ACL, or absent) raises TopicNotVisible, never reads as empty, unless `absent_ok`."""
+    with `since_ms`, from each partition's first record timestamped at or after it. A topic that is not there never
+    reads as empty, unless `absent_ok`: it raises as `kafka_io.visible` does, TopicMissing if it does not exist,
+    TopicAuthorizationFailedError if this principal may not describe it (both were "not visible or does not exist",
+    for an operator's mistyped --namespace as for a subscriber; CLI trial)."""
     counts = await partition_counts(conn, [topic])
     if topic not in counts and not absent_ok:
-        raise TopicNotVisible([topic])
+        await visible(conn, topic)  # raises, unless it was created meanwhile
+        counts = await partition_counts(conn, [topic])
     count = counts.get(topic, 0)
 
     def keep(partition: int, rec: ConsumerRecord[bytes, bytes]) -> None:

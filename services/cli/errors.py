@@ -19,3 +19,13 @@ class TopicNotVisible(CliError):
         super().__init__(f"{', '.join(self.topics)}: {'not' if one else 'none of them'} visible to this principal "
                          f"(no ACL) or {'does not exist' if one else 'exists'} (check --namespace, or create the "
                          "topics as admin: commune-bus topics create)")
+
+
+class TopicMissing(CliError):
+    """A topic a command needs does not exist: the broker said so to a principal that may describe it (one that may
+    not is told TOPIC_AUTHORIZATION_FAILED whether or not the topic exists: `kafka_io.visible`)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(f"{topic}: does not exist (check --namespace, or create the topics as admin: commune-bus "
+                         "topics create)")

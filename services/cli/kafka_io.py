@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
+from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from aiokafka.structs import RecordMetadata
 
-from services.cli.errors import TopicNotVisible
+from services.cli.errors import TopicMissing, TopicNotVisible
 from services.common import clients
 from services.common.admin import topic_error
 from services.common.closing import close_within, within
@@ -43,10 +43,12 @@ async def acknowledged(work: Awaitable[T], written: str) -> T:
 
 async def visible(conn: KafkaConnection, topic: str) -> None:
     """Return once `topic` exists and this principal may describe it (Write and Read imply Describe); else
-    TopicAuthorizationFailedError (it may not: the rights hint), or TopicNotVisible once it was asked for a second (a
-    topic just created may not be in every broker's metadata yet). The clients would wait their request timeout
-    (40 s) for its metadata, logging an error ten times a second, then fail with UnknownTopicOrPartitionError and a
-    hint to check the bootstrap, which had worked (CLI trial: `tail` and `publish` before `topics create`)."""
+    TopicAuthorizationFailedError (it may not: the rights hint), or, once it was asked for a second (a topic just
+    created may not be in every broker's metadata yet), TopicMissing (the broker says it does not exist) or
+    TopicNotVisible (another error). The clients would wait their request timeout (40 s) for its metadata, logging
+    an error ten times a second, then fail with UnknownTopicOrPartitionError and a hint to check the bootstrap,
+    which had worked (CLI trial: `tail` and `publish` before `topics create`)."""
+    code = 0
     for _ in range(10):
         code = await topic_error(conn, topic)
         if code == 0:
@@ -54,7 +56,7 @@ async def visible(conn: KafkaConnection, topic: str) -> None:
         if code == TopicAuthorizationFailedError.errno:
             raise TopicAuthorizationFailedError(topic)
         await asyncio.sleep(0.1)
-    raise TopicNotVisible([topic])
+    raise TopicMissing(topic) if code == UnknownTopicOrPartitionError.errno else TopicNotVisible([topic])
 
 
 async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], progress: Callable[[int], None]) -> int:
