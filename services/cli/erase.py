@@ -106,6 +106,12 @@ def erase(cccd: Annotated[str | None, typer.Option(
         err_console.print(f"erase: not an identifier of one person: {', '.join(unusable)} (the value is not shown)")
         raise typer.Exit(2)
     conn = connection(bootstrap)
+    if refused := asyncio.run(erasure.forbidden(conn, namespace)):  # before: "the broker refused to create" them
+        err_console.print(f"erase: this principal may not describe {markup(', '.join(refused))}: an erasure reads and "
+                          "writes the key topics, the privacy audit and the erasure notices, which only the operator "
+                          "(and the admin) may; nothing was erased. On the local secure broker: set -a; . "
+                          "\"$(infra/kafka/kafka.sh env operator)\"; set +a", soft_wrap=True)
+        raise typer.Exit(1)
     try:
         sealed_here = asyncio.run(erasure.keys_written(conn, namespace))
         audits = asyncio.run(erase_applicant(conn, namespace, pepper, identifiers, requested_by=who))

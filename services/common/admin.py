@@ -88,11 +88,17 @@ async def partition_counts(conn: KafkaConnection, names: Iterable[str]) -> dict[
 async def topic_error(conn: KafkaConnection, name: str) -> int:
     """Kafka's error code for describing topic `name`: 0 when it exists, 29 (TOPIC_AUTHORIZATION_FAILED) when this
     principal may not describe it, whether or not it exists, else 3 (UNKNOWN_TOPIC_OR_PARTITION) or the broker's."""
+    return (await topic_errors(conn, [name]))[name]
+
+
+async def topic_errors(conn: KafkaConnection, names: Iterable[str]) -> dict[str, int]:
+    """`topic_error` of each of `names`, asked at once."""
+    ordered = sorted(set(names))
     async with _admin(conn) as client:
-        described = await client.describe_topics([name])
+        described = await client.describe_topics(ordered)
     unknown = UnknownTopicOrPartitionError.errno
-    codes = [t.get("error_code", 0) or (0 if t["partitions"] else unknown) for t in described if t["topic"] == name]
-    return codes[0] if codes else unknown
+    codes = {t["topic"]: t.get("error_code", 0) or (0 if t["partitions"] else unknown) for t in described}
+    return {name: codes.get(name, unknown) for name in ordered}
 
 
 def check_layout(specs: Iterable[TopicSpec], counts: dict[str, int]) -> None:

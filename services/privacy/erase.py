@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import ValidationError
 
 from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, ErasureNotice, KeyRecord, record_key
@@ -31,12 +32,13 @@ from schemas.topics import (
     KEYS_DEAD_LETTERS,
     PRIVACY_AUDIT,
     PRIVACY_ERASURES,
+    TopicSpec,
     TransactionalId,
     scoped,
     transactional_id,
 )
 from services.common import clients, transactions
-from services.common.admin import ensure_topics, partition_counts
+from services.common.admin import ensure_topics, partition_counts, topic_errors
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
@@ -120,6 +122,19 @@ def erasure_transactional_id(namespace: str, via: str, erasure_id: str) -> str:
     return transactional_id(TransactionalId.ERASE, namespace, f"{via}.{erasure_id}")
 
 
+def erasure_topics(namespace: str) -> list[TopicSpec]:
+    """The topics an erasure reads or writes (it creates those missing)."""
+    return [scoped(t, namespace) for t in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)]
+
+
+async def forbidden(conn: KafkaConnection, namespace: str) -> list[str]:
+    """The topics of an erasure this principal may not describe: it may not erase. To it they look missing, so an
+    erasure tried to create them and said the broker refused to create them, although they were there (CLI trial:
+    `erase` as a subscriber)."""
+    codes = await topic_errors(conn, [t.name for t in erasure_topics(namespace)])
+    return [name for name, code in codes.items() if code == TopicAuthorizationFailedError.errno]
+
+
 async def keys_written(conn: KafkaConnection, namespace: str) -> bool:
     """Whether the namespace's key topics exist (an erasure creates them): one aimed at a wrong namespace or cluster
     looked like a success, "0 keys destroyed" (CLI audit)."""
@@ -142,8 +157,7 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
     mark = ErasureMark(subject=subject, created_up_to=audit.requested_at + CLOCK_MARGIN)
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
     notices_topic = scoped(PRIVACY_ERASURES, namespace).name
-    await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace), scoped(KEYS_DEAD_LETTERS, namespace),
-                               scoped(PRIVACY_AUDIT, namespace), scoped(PRIVACY_ERASURES, namespace)])
+    await ensure_topics(conn, erasure_topics(namespace))
     producer = clients.transactional_producer(
         conn, transactional_id=erasure_transactional_id(namespace, via, audit.erasure_id),
         client_id="commune-bus-erase")

@@ -134,3 +134,19 @@ def test_an_erasure_where_nothing_was_ever_sealed_says_so(monkeypatch: pytest.Mo
     assert "0 keys destroyed" in result.output
     note = "no key had ever been written in namespace 'typo'"
     assert (note in " ".join(result.output.split())) is not sealed_here
+
+
+def test_a_principal_that_may_not_describe_the_erasure_topics_is_told_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A principal without the rights (a subscriber): exit 1, one line naming the topics it may not describe and who
+    may erase (before: "the broker refused to create commune.keys.deadletters", which existed; CLI trial); nothing
+    is made, nothing erased, the CCCD not printed."""
+    broker = Broker({"k1"}, forbidden=("commune.keys.applicants", "commune.privacy.audit"))
+    broker.install(monkeypatch)
+    result = CliRunner().invoke(app, ["erase", "--stdin"], input="cccd=008123456789\n",
+                                env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert said.startswith("erase: this principal may not describe commune.keys.applicants, commune.privacy.audit: "
+                           "an erasure reads and writes"), said
+    assert "only the operator (and the admin) may; nothing was erased" in said and "create" not in said
+    assert "008123456789" not in said and broker.committed == [] and broker.topics_made == 0

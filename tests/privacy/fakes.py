@@ -18,9 +18,10 @@ Sent = tuple[str, bytes | None, bytes | None]
 class Broker:
     """What the erasure reaches of Kafka: topics made, keys live per subject, records committed per transaction."""
 
-    def __init__(self, keys: set[str], *, sealed_here: bool = True) -> None:
-        self.keys, self.sealed_here = keys, sealed_here
-        """`sealed_here`: whether the namespace's key topics existed before the erasure."""
+    def __init__(self, keys: set[str], *, sealed_here: bool = True, forbidden: tuple[str, ...] = ()) -> None:
+        self.keys, self.sealed_here, self.forbidden = keys, sealed_here, list(forbidden)
+        """`sealed_here`: whether the namespace's key topics existed before the erasure; `forbidden`: the erasure's
+        topics the principal may not describe."""
         self.topics_made = 0
         self.committed: list[list[Sent]] = []
 
@@ -34,8 +35,12 @@ class Broker:
         async def keys_written(*_: Any) -> bool:
             return self.sealed_here
 
+        async def forbidden(*_: Any) -> list[str]:
+            return self.forbidden
+
         monkeypatch.setattr(erase, "ensure_topics", ensure_topics)
         monkeypatch.setattr(erase, "keys_written", keys_written)
+        monkeypatch.setattr(erase, "forbidden", forbidden)
         monkeypatch.setattr(erase, "_live_in", live_in)
         monkeypatch.setattr(erase.clients, "transactional_producer", lambda *_a, **_k: Producer(self))
 

@@ -9,8 +9,9 @@ import subprocess
 
 import pytest
 
-from schemas.topics import DLQ_INTAKE, DLQ_NOTIFY
+from schemas.topics import DLQ_INTAKE, DLQ_NOTIFY, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT
 from tests.integrator.conftest import CLI
+from tests.keys_env import PRIVACY_ENV
 from tests.security.conftest import SecureBroker
 
 pytestmark = pytest.mark.kafka
@@ -19,7 +20,7 @@ SUBSCRIBER = "subscriber-example-app"
 
 def cli(broker: SecureBroker, user: str, *args: str, stdin: str = "") -> tuple[int, str]:
     """`commune-bus *args` as `user`: its exit status and what it wrote to stderr, on one line."""
-    env = {**os.environ, **broker.conn(user).environment(), "COLUMNS": "200"}
+    env = {**os.environ, **PRIVACY_ENV, **broker.conn(user).environment(), "COLUMNS": "200"}
     done = subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
     return done.returncode, " ".join(done.stderr.split())
 
@@ -34,3 +35,12 @@ def test_a_dlq_the_principal_may_not_read_is_said_so_with_the_rights_hint(secure
     assert err.startswith(f"commune-bus: Kafka: [Error 29] TopicAuthorizationFailedError: {topic} (this principal "
                           "may not do that"), err
     assert "does not exist" not in err and "Traceback" not in err
+
+
+def test_an_erasure_by_a_principal_without_the_rights_says_who_may_erase(secure_broker: SecureBroker) -> None:
+    """A subscriber erasing: its principal may not describe the erasure's topics (they exist), said so with who may
+    erase, exit 1; it said "the broker refused to create commune.keys.deadletters" (CLI trial)."""
+    status, err = cli(secure_broker, SUBSCRIBER, "erase", "--stdin", stdin="cccd=008123456789\n")
+    topics = ", ".join(t.name for t in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT))  # it reads the notices
+    assert (status, err.split(": an erasure")[0]) == (1, f"erase: this principal may not describe {topics}"), err
+    assert "only the operator (and the admin) may" in err and "create" not in err
