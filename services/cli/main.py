@@ -28,6 +28,7 @@ from services.cli.errors import CliError
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
+from services.cli.said import PRIVACY_HINT, clipped, kafka_hint, kafka_message
 from services.common import logging
 from services.common.admin import TopicLayoutError, ensure_topics, reconcile_configs
 from services.common.refused import settings_checked
@@ -235,30 +236,6 @@ def schemas_asyncapi(
     raise typer.Exit(subprocess.call([sys.executable, "-m", "schemas.asyncapi", *(["--check"] if check else [])]))
 
 
-KAFKA_HINT = ("check --bootstrap (KAFKA_BOOTSTRAP) and the KAFKA_* credentials; on the local secure broker: "
-              "set -a; . \"$(infra/kafka/kafka.sh env operator)\"; set +a")
-RIGHTS_HINT = ("this principal may not do that: `topics create`, reading the raw topics (a trace's raw stage) and a "
-               "demo namespace's topics are admin's; on the local secure broker: set -a; . \"$(infra/kafka/kafka.sh "
-               "env admin)\"; set +a")
-"""Said instead of KAFKA_HINT for a refusal by the ACLs: loading the operator's settings, which the operator had
-already loaded, was no help (new-user trial: `topics create` as the operator)."""
-
-
-UNANSWERED_HINT = ("the broker stopped answering: once it answers, run the command again (intake publishes each event "
-                   "id once)")
-"""Said instead of KAFKA_HINT when a broker that had answered went silent (`kafka_io.Unacknowledged`, `publish`):
-the bootstrap and credentials had worked (review)."""
-
-
-def kafka_hint(exc: KafkaError) -> str:
-    if isinstance(exc, kafka_io.Unacknowledged):
-        return UNANSWERED_HINT
-    refused = "Authorization" in type(exc).__name__ or "authorization failed" in str(exc).lower()
-    return RIGHTS_HINT if refused else KAFKA_HINT
-PRIVACY_HINT = ("sealed records are opened with the key store: PRIVACY_KEK(_FILE) and PRIVACY_PEPPER(_FILE); `make "
-                "demo` prints its own")
-
-
 def main() -> None:
     """The `commune-bus` command: `app`, with what an operator meets every day (no broker, no rights on a topic, no
     keys, a topic unlike the registry) said in one line and an exit status, never as a traceback of the client's
@@ -271,11 +248,10 @@ def main() -> None:
         with settings_checked("commune-bus"):
             app()
     except KafkaError as exc:
-        said = markup(str(exc)[:300] if type(exc).__name__ in str(exc) else f"{type(exc).__name__}: {str(exc)[:300]}")
-        err_console.print(f"commune-bus: Kafka: {said} ({kafka_hint(exc)})", soft_wrap=True)
+        err_console.print(f"commune-bus: Kafka: {markup(kafka_message(exc))} ({kafka_hint(exc)})", soft_wrap=True)
         raise SystemExit(1) from None
     except PrivacyError as exc:
-        err_console.print(f"commune-bus: {markup(str(exc)[:300])} ({PRIVACY_HINT})", soft_wrap=True)
+        err_console.print(f"commune-bus: {markup(clipped(str(exc)))} ({PRIVACY_HINT})", soft_wrap=True)
         raise SystemExit(2) from None
     except TopicLayoutError as exc:  # a topic laid out or configured unlike the registry: the message says the fix
         err_console.print(f"commune-bus: {markup(exc)}", soft_wrap=True)

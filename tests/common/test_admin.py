@@ -25,3 +25,15 @@ def test_check_layout_names_every_wrong_topic() -> None:
     assert "a has" not in str(raised.value)
 
 
+
+
+def test_refusals_for_the_same_reason_are_said_once_with_every_topic() -> None:
+    """Nine topics refused for one reason: the reason once, after every topic (it was said nine times, and the CLI
+    cut the 914 characters mid-word)."""
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from services.common.admin import grouped, refusal
+
+    denied = [refusal(f"t{n}", TopicAuthorizationFailedError.errno, "Topic authorization failed.") for n in range(3)]
+    assert grouped([*denied, refusal("u", 41, None)]) == ("t0, t1, t2: TopicAuthorizationFailedError (Topic "
+                                                          "authorization failed.); u: NotControllerError")

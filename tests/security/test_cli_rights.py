@@ -44,3 +44,16 @@ def test_an_erasure_by_a_principal_without_the_rights_says_who_may_erase(secure_
     topics = ", ".join(t.name for t in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT))  # it reads the notices
     assert (status, err.split(": an erasure")[0]) == (1, f"erase: this principal may not describe {topics}"), err
     assert "only the operator (and the admin) may" in err and "create" not in err
+
+
+def test_topics_create_as_the_operator_says_every_refusal_whole(secure_broker: SecureBroker) -> None:
+    """The operator may not describe every topic's config: each such topic is named, the reason once, then the rights
+    hint, exit 1; it was cut at 300 characters, in the middle of a word (CLI trial)."""
+    status, err = cli(secure_broker, "operator", "topics", "create")
+    assert status == 1, err
+    assert err.startswith("commune-bus: Kafka: TopicConfigsNotReconciled: the broker refused the registry config of "
+                          "commune."), err
+    refused = err.split(" of ", 1)[1].split(": TopicAuthorizationFailedError (Topic authorization failed.) (this "
+                                              "principal may not do that: `topics create`")[0]
+    assert "commune.raw.dossier.src.thuong-lam-one-stop" in refused.split(", "), err
+    assert err.count("TopicAuthorizationFailedError") == 1 and "…" not in err
