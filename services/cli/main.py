@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from schemas.events import Family
 from services.cli import dlq_commands, erase, kafka_io, notify_dlq, trace
 from services.cli.errors import CliError
+from services.cli.lines import record_lines
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
 from services.cli.render import bad_record_line, console, err_console, record_panel
@@ -53,10 +54,12 @@ FamilyOpt = Annotated[Family | None, typer.Option("--family", "-f", help="Defaul
 CommuneOpt = Annotated[str | None, typer.Option("--commune", help="Commune of portal-shape dossiers (commune-code)")]
 
 
-def _records(file: Path) -> list[bytes]:
+def _records(file: Path) -> tuple[bytes, str, list[bytes]]:
+    """FILE's bytes, the media type they are read as, and its records; a file that cannot be read: exit 2."""
     kind = "application/x-ndjson" if file.suffix.lower() in (".ndjson", ".jsonl") else "application/json"
     try:
-        return split_body(file.read_bytes(), kind)
+        body = file.read_bytes()
+        return body, kind, split_body(body, kind)
     except OSError as exc:  # missing, a directory, not readable: one line, not a traceback
         why = exc.strerror or type(exc).__name__
         err_console.print(f"{markup(file)}: cannot be read ({markup(why)})", soft_wrap=True)
@@ -73,11 +76,13 @@ def _records(file: Path) -> list[bytes]:
 
 @app.command()
 def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -> None:
-    """Validate FILE offline (JSON object, JSON array or NDJSON): one line per bad record; exit 0 only if all valid."""
-    records = _records(file)
+    """Validate FILE offline (JSON object, JSON array or NDJSON): one line per bad record, named by the line of FILE it
+    begins on (blank lines counted); exit 0 only if all valid."""
+    body, kind, records = _records(file)
     checked = check(records, family=family, commune=commune, max_errors=sys.maxsize)  # a file: every bad record
+    lines = record_lines(body, kind, records)  # "record 3" was the fourth non-blank line (CLI trial)
     for index, problems in groupby(checked.errors, key=lambda e: e.index):
-        typer.echo(bad_record_line(str(file), index, list(problems)))
+        typer.echo(bad_record_line(str(file), lines[index], list(problems)))
     bad = checked.rejected
     err_console.print(f"{len(records)} records, {len(records) - bad} valid, {bad} invalid")
     raise typer.Exit(1 if bad else 0)
@@ -96,7 +101,7 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
     source's principal writes its own topic (the only raw topic it may write), the gateway's and the operator's the
     shared one. A record that is not JSON is published as it is too (keyed by --commune), and counted: intake
     dead-letters it (not_json)."""
-    records = _records(file)
+    _, _, records = _records(file)
     headers = [(k, v.encode()) for k, v in (("commune-code", commune), ("source", source)) if v]
     out: list[kafka_io.Record] = []
     not_json = 0

@@ -47,8 +47,9 @@ def _value(value: bytes | None, show_personal_data: bool) -> Text:
     return JSONHighlighter()(Text(json_text(shown)))
 
 
-def bad_record_line(source: str, index: int, problems: list[RecordError]) -> str:
-    return visible(f"{source}: record {index}: " + " | ".join(f"[{p.reason}] {p.message}" for p in problems))
+def bad_record_line(source: str, line: int, problems: list[RecordError]) -> str:
+    """`source: line N: [reason] message | ...`: a bad record by the line of the file it begins on."""
+    return visible(f"{source}: line {line}: " + " | ".join(f"[{p.reason}] {p.message}" for p in problems))
 
 
 def folded_table(*headers: str) -> Table:

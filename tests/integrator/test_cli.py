@@ -55,7 +55,8 @@ def test_bootstrap_option_keeps_the_rest_of_the_kafka_connection(monkeypatch: py
 
 @pytest.mark.unit
 def test_validate_prints_one_line_per_bad_record_and_fails(tmp_path: Path) -> None:
-    """validate: exit 1 and one line per bad record (index, reason, field path) for an NDJSON file with 2 bad of 4."""
+    """validate: exit 1 and one line per bad record (its line, reason, field path) for an NDJSON file with 2 bad of
+    4."""
     rows = [canonical_dossier(), with_data(canonical_dossier("b"), status=9), visit_completed(),
             {**canonical_dossier("c"), "province": "01"}]
     path = tmp_path / "events.ndjson"
@@ -64,8 +65,8 @@ def test_validate_prints_one_line_per_bad_record_and_fails(tmp_path: Path) -> No
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"{path}: record 1: [missing_field] data.ended_at")
-    assert lines[1].startswith(f"{path}: record 3: [province_mismatch] province")
+    assert lines[0].startswith(f"{path}: line 2: [missing_field] data.ended_at")
+    assert lines[1].startswith(f"{path}: line 4: [province_mismatch] province")
     assert "4 records, 2 valid, 2 invalid" in result.stderr
 
 
