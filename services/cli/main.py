@@ -28,6 +28,7 @@ from services.cli.errors import CliError
 from services.cli.lines import record_lines
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
+from services.cli.portal_records import registry_entry, unowned_source
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.cli.said import PRIVACY_HINT, clipped, kafka_hint, kafka_message
 from services.common import logging
@@ -35,6 +36,7 @@ from services.common.admin import TopicLayoutError, ensure_topics, reconcile_con
 from services.common.refused import settings_checked
 from services.common.topics_cli import DEFAULT_SOURCES, registry_topics
 from services.gateway.batch import BodyError, TooManyRecords, check, split_body
+from services.intake.portal import is_portal_shape
 from services.privacy.crypto import PrivacyError
 from services.sources.topics import entry_of, raw_topic
 
@@ -91,7 +93,9 @@ def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -
 @app.command()
 def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")],
             commune: CommuneOpt = None,
-            source: Annotated[str | None, typer.Option(help="`source` header (portal shape)")] = None,
+            source: Annotated[str | None, typer.Option(
+                help="`source` header (portal shape); on a source's own topic one of its registry sources, needed "
+                     "unless it owns the commune's portal sync, /communes/<commune>/portal-sync")] = None,
             entry: Annotated[str | None, typer.Option(
                 help="Registry id whose own raw topic is written, commune.raw.<family>.src.<id> (ADR 0018); by "
                      "default that of a `source-<id>` Kafka user, else the shared raw topic. Only that source's "
@@ -105,15 +109,22 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
     headers = [(k, v.encode()) for k, v in (("commune-code", commune), ("source", source)) if v]
     out: list[kafka_io.Record] = []
     not_json = 0
+    portal_shape = False
     for value in records:
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError:  # published as it is, counted below
             obj, not_json = None, not_json + 1
+        portal_shape |= family is Family.DOSSIER and isinstance(obj, dict) and is_portal_shape(obj)
         key = obj.get("commune") if isinstance(obj, dict) and isinstance(obj.get("commune"), str) else commune
         out.append((key.encode() if key else None, value, headers))
     conn = connection(bootstrap)
-    topic = raw_topic(family, entry or entry_of(conn.sasl_username), namespace)
+    bound = entry or entry_of(conn.sasl_username)
+    topic = raw_topic(family, bound, namespace)
+    owner = registry_entry(DEFAULT_SOURCES, bound) if portal_shape and bound else None
+    if owner is not None and (why := unowned_source(owner, commune, source)):  # they would all be dead letters
+        err_console.print(f"publish: {markup(why)}; nothing was published", soft_wrap=True)
+        raise typer.Exit(2)
     asyncio.run(kafka_io.visible(conn, topic))  # before the progress bar: a topic not there is said alone
     with Progress(*Progress.get_default_columns(), console=err_console) as bar:
         task = bar.add_task(f"publishing to {markup(topic)}", total=len(out))

@@ -169,7 +169,7 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
     except ValidationError as exc:
         return from_validation(exc, lambda loc: portal.portal_field(("data", *loc)))
     raw_source = h.get(portal.SOURCE_HEADER)  # absent or without a value (a null header): the commune's portal sync
-    source = f"/communes/{commune}/portal-sync" if raw_source is None else wire.lenient_text(raw_source)
+    source = portal.sync_source(commune) if raw_source is None else wire.lenient_text(raw_source)
     fields = portal.envelope(commune, source, obj, data)
     if fields["time"] is None:
         return reject(Reason.MISSING_FIELD, "NgayNopHoSo", "NgayNopHoSo: the payload has no date to time the event by")

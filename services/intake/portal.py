@@ -67,6 +67,11 @@ def is_portal_shape(obj: dict[str, Any]) -> bool:
     return "MaHoSo" in obj and "specversion" not in obj
 
 
+def sync_source(commune: str) -> str:
+    """The source of a portal-shape record without a `source` header: the commune's portal sync."""
+    return f"/communes/{commune}/portal-sync"
+
+
 def _pick(obj: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return {ours: value for ours, theirs in names.items() if (value := obj.get(theirs)) is not None and value != ""}
 

@@ -50,13 +50,15 @@ def test_a_source_principal_publishes_to_its_own_topic_and_the_operator_to_the_s
     own = bound_topic(Family.DOSSIER, ENTRY).name
     shared = RAW[Family.DOSSIER].name
 
-    done = publish(secure_broker, principal(ENTRY), path)
+    unsourced = publish(secure_broker, principal(ENTRY), path)  # intake would take it as 02269's portal sync
+    assert unsourced.returncode == 2 and "portal-shape records need --source" in unsourced.stderr, unsourced.stderr
+    done = publish(secure_broker, principal(ENTRY), path, "--source", ENTRY.canonical_source)
     assert done.returncode == 0 and f"1 records acknowledged by {own}" in done.stderr, done.stdout + done.stderr
     admin = secure_broker.conn("admin")
     assert [r.key for r in asyncio.run(_read(admin, own)) if code.encode() in (r.value or b"")] == [b"02269"]
 
     other = next(e for e in load_registry(SOURCES_FILE).sources if e.id != ENTRY.id)
-    refused = publish(secure_broker, principal(ENTRY), path, "--entry", other.id)
+    refused = publish(secure_broker, principal(ENTRY), path, "--entry", other.id, "--source", other.canonical_source)
     assert refused.returncode == 1 and "TopicAuthorizationFailedError" in refused.stderr
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) <= 3, refused.stderr
 

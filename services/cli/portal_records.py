@@ -1,0 +1,41 @@
+"""What `publish` tells before it sends portal-shape dossiers to a source's own topic: whether intake will take their
+source as that source's.
+
+On a topic bound to a registry entry (ADR 0018) intake dead-letters a record whose source the entry does not own
+(`unauthorised_source`). A portal-shape record names its source in the `source` header (`--source`); without one,
+intake takes it as the commune's portal sync (`portal.sync_source`), which few entries own: a source's `publish`
+without `--source` exited 0 and every record became a dead letter (CLI trial).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.intake import portal
+from services.sources.registry import Source, load_registry
+
+
+def registry_entry(sources_file: Path, entry_id: str) -> Source | None:
+    """The entry of the source registry file with this id; None if the file is not there (an installed package
+    without `infra/`) or does not list it: then only intake can tell."""
+    return load_registry(sources_file).by_id.get(entry_id) if sources_file.exists() else None
+
+
+def unowned_source(entry: Source, commune: str | None, source: str | None) -> str | None:
+    """Why intake would dead-letter portal-shape records published with `--commune commune` and `--source source` to
+    `entry`'s own topic as unauthorised_source, or None. The `--source` given is not repeated (it is the user's
+    input); a record without a commune is dead-lettered for that first (missing_commune_header)."""
+    own = ", ".join(entry.sources)
+    if source is not None and entry.owns(source):
+        return None
+    if source is not None:
+        return (f"--source is not one of {entry.id}'s sources in the registry ({own}): intake would dead-letter the "
+                "records as unauthorised_source")
+    if commune is None:
+        return None
+    sync = portal.sync_source(commune.strip().zfill(5))
+    if entry.owns(sync):
+        return None
+    return (f"portal-shape records need --source, one of {entry.id}'s sources in the registry ({own}): without it "
+            f"intake takes them as the commune's portal sync, {sync}, which is not one of them, and dead-letters "
+            "them as unauthorised_source")

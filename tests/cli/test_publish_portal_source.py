@@ -1,0 +1,99 @@
+"""`publish` of portal-shape dossiers to a source's own topic names their source as intake will judge it: without
+`--source` intake takes them as the commune's portal sync, which the entry may not own, and dead-letters every one
+as unauthorised_source; the command exited 0 all the same (CLI trial). Refused before anything is sent, exit 2
+(Kafka replaced by in-memory fakes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner, Result
+
+from services.cli import kafka_io
+from services.cli.main import app
+from tests.samples import canonical_dossier, portal_dossier
+
+pytestmark = pytest.mark.unit
+ONE_STOP = "/communes/02269/one-stop"
+"""The one source of the registry entry `thuong-lam-one-stop` (infra/sources.yaml)."""
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, kafka_io.Record]]:
+    """What `publish` sent, topic by topic: the Kafka shell faked, every topic there."""
+    out: list[tuple[str, kafka_io.Record]] = []
+
+    async def visible(*_: Any) -> None: ...
+
+    async def publish(_conn: Any, topic: str, records: list[kafka_io.Record], progress: Any) -> int:
+        out.extend((topic, r) for r in records)
+        progress(len(records))
+        return len(records)
+
+    monkeypatch.setattr(kafka_io, "visible", visible)
+    monkeypatch.setattr(kafka_io, "publish", publish)
+    return out
+
+
+def publish(tmp_path: Path, records: list[dict[str, Any]], *args: str) -> Result:
+    path = tmp_path / "records.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return CliRunner().invoke(app, ["publish", str(path), "--family", "dossier", "--commune", "02269", *args],
+                              env={"COLUMNS": "400"})
+
+
+def test_portal_records_without_source_on_a_sources_topic_are_refused(tmp_path: Path,
+                                                                     sent: list[Any]) -> None:
+    """As `thuong-lam-one-stop` (whose one source is /communes/02269/one-stop): exit 2, one line saying --source is
+    needed and which sources would do; nothing sent."""
+    result = publish(tmp_path, [canonical_dossier("C-1"), portal_dossier("P-1")], "--entry", "thuong-lam-one-stop")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert said.startswith(f"publish: portal-shape records need --source, one of thuong-lam-one-stop's sources in "
+                           f"the registry ({ONE_STOP}): without it intake takes them as the commune's portal sync, "
+                           "/communes/02269/portal-sync, which is not one of them, and dead-letters them as "
+                           "unauthorised_source; nothing was published"), said
+    assert sent == []
+
+
+def test_a_source_not_the_entrys_is_refused_unrepeated(tmp_path: Path, sent: list[Any]) -> None:
+    """A --source the entry does not own: exit 2, the entry's sources named, the value given not repeated."""
+    result = publish(tmp_path, [portal_dossier("P-2")], "--entry", "thuong-lam-one-stop", "--source", "/typo/008123")
+    assert result.exit_code == 2 and "--source is not one of thuong-lam-one-stop's sources" in result.output
+    assert "008123" not in result.output and sent == []
+
+
+@pytest.mark.parametrize("args, topic", [
+    (["--entry", "thuong-lam-one-stop", "--source", ONE_STOP], "commune.raw.dossier.src.thuong-lam-one-stop"),
+    (["--entry", "simulator"], "commune.raw.dossier.src.simulator"),  # it owns /communes/*: the portal sync too
+    ([], "commune.raw.dossier"),  # the shared topic: the registry's rule, any entry's source
+])
+def test_portal_records_intake_will_take_are_published(tmp_path: Path, sent: list[Any], args: list[str],
+                                                       topic: str) -> None:
+    """An owned --source, an entry owning the commune's portal sync, the shared topic: sent as before."""
+    result = publish(tmp_path, [portal_dossier("P-3")], *args)
+    assert result.exit_code == 0, result.output
+    assert [t for t, _ in sent] == [topic]
+
+
+@pytest.mark.parametrize("source", [None, ONE_STOP, "/communes/02269/other"])
+def test_the_refusal_is_intakes_rule(source: str | None) -> None:
+    """What the command refuses is what intake dead-letters on the entry's own topic, and only that: the record's
+    source as intake reads it (the portal sync without a `source` header) judged by the entry's policy."""
+    from schemas.events import Family
+    from services.cli.portal_records import registry_entry, unowned_source
+    from services.common.topics_cli import DEFAULT_SOURCES
+    from services.intake.normalise import normalise
+    from services.intake.outcome import Accepted
+    from services.sources.topics import entry_policy
+
+    entry = registry_entry(DEFAULT_SOURCES, "thuong-lam-one-stop")
+    assert entry is not None
+    headers = [("commune-code", b"02269"), *([("source", source.encode())] if source else [])]
+    outcome = normalise(Family.DOSSIER, orjson.dumps(portal_dossier("P-4")), headers)
+    assert isinstance(outcome, Accepted)
+    denied = entry_policy(entry, outcome.event.source, Family.DOSSIER, outcome.event.commune)
+    assert (unowned_source(entry, "02269", source) is None) is (denied is None) is (source == ONE_STOP)
