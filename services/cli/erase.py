@@ -12,6 +12,7 @@ import asyncio
 import getpass
 import re
 import sys
+import warnings
 from collections.abc import Iterable
 from typing import Annotated
 
@@ -49,6 +50,22 @@ def identifiers_from(lines: Iterable[str]) -> list[tuple[str, str]]:
     if not out:
         raise ValueError("stdin holds no identifier")
     return out
+
+
+def _asked_cccd() -> str:
+    """The CCCD typed on the terminal, unechoed. Without a terminal to ask on (`erase < /dev/null`, a job), or none
+    typed (Ctrl-D): one line and exit 2; getpass warned that the input may be echoed, read stdin instead, and an
+    empty one ended in "Aborted." (CLI trial)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", getpass.GetPassWarning)  # raised before it falls back to stdin
+            return getpass.getpass("CCCD: ")
+    except getpass.GetPassWarning:
+        err_console.print("erase: no identifier given, and no terminal to ask for the CCCD on: give kind=value lines "
+                          "on stdin with --stdin (e.g. cccd=...), or an option such as --cccd", soft_wrap=True)
+    except EOFError:
+        err_console.print("erase: no CCCD typed: nothing was erased")
+    raise typer.Exit(2)
 
 
 def erase(cccd: Annotated[str | None, typer.Option(
@@ -96,7 +113,7 @@ def erase(cccd: Annotated[str | None, typer.Option(
                           "kept in the shell's history; --stdin reads them unseen")
         identifiers = given
     else:
-        identifiers = [("cccd", getpass.getpass("CCCD: "))]
+        identifiers = [("cccd", _asked_cccd())]
     try:
         pepper = pepper_of(PrivacySettings())
     except PrivacyError as exc:

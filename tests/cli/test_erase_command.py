@@ -4,6 +4,11 @@ replaced by the privacy tests' in-memory fakes)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -150,3 +155,16 @@ def test_a_principal_that_may_not_describe_the_erasure_topics_is_told_so(monkeyp
                            "an erasure reads and writes"), said
     assert "only the operator (and the admin) may; nothing was erased" in said and "create" not in said
     assert "008123456789" not in said and broker.committed == [] and broker.topics_made == 0
+
+
+def test_an_erasure_with_nothing_to_ask_on_is_one_line_without_a_warning(tmp_path: Path) -> None:
+    """No identifier and no terminal (`erase < /dev/null`, in a session without one): one line saying how to give
+    them, exit 2; getpass warned "Password input may be echoed", read stdin, and ended in "Aborted." (CLI trial)."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KAFKA_BOOTSTRAP": "127.0.0.1:1", **PRIVACY_ENV}
+    done = subprocess.run([sys.executable, "-c", "from services.cli.main import main; main()", "erase"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+                          cwd=Path(__file__).parents[2], start_new_session=True)  # no controlling terminal
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == ["erase: no identifier given, and no terminal to ask for the CCCD on: give "
+                                        "kind=value lines on stdin with --stdin (e.g. cccd=...), or an option such "
+                                        "as --cccd"], done.stderr
