@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from schemas.admin import commune_provinces
 from services.intake import portal
 from services.sources.registry import Source, load_registry
 
@@ -39,3 +40,17 @@ def unowned_source(entry: Source, commune: str | None, source: str | None) -> st
     return (f"portal-shape records need --source, one of {entry.id}'s sources in the registry ({own}): without it "
             f"intake takes them as the commune's portal sync, {sync}, which is not one of them, and dead-letters "
             "them as unauthorised_source")
+
+
+def commune_problem(commune: str | None) -> str | None:
+    """Why intake would dead-letter every portal-shape record published with `--commune commune` (from any
+    principal, to any raw topic), or None: the shape carries its commune only in the `commune-code` header, so
+    without one each is missing_commune_header, and with a code not on the official list unknown_commune. The code
+    given is not repeated (the user's input)."""
+    if commune is None:
+        return ("portal-shape records need --commune, the commune's code (their `commune-code` header): without it "
+                "intake dead-letters them as missing_commune_header")
+    if commune.strip().zfill(5) not in commune_provinces():  # as intake reads the header
+        return "--commune is not a commune code of the official list: intake would dead-letter the records as " \
+               "unknown_commune"
+    return None

@@ -97,3 +97,42 @@ def test_the_refusal_is_intakes_rule(source: str | None) -> None:
     assert isinstance(outcome, Accepted)
     denied = entry_policy(entry, outcome.event.source, Family.DOSSIER, outcome.event.commune)
     assert (unowned_source(entry, "02269", source) is None) is (denied is None) is (source == ONE_STOP)
+
+
+@pytest.mark.parametrize("commune, said", [
+    (None, "portal-shape records need --commune, the commune's code (their `commune-code` header): without it intake "
+           "dead-letters them as missing_commune_header; nothing was published"),
+    ("99999", "--commune is not a commune code of the official list: intake would dead-letter the records as "
+              "unknown_commune; nothing was published"),
+])
+@pytest.mark.parametrize("args", [[], ["--entry", "simulator"]])
+def test_portal_records_without_a_known_commune_are_refused_on_any_topic(tmp_path: Path, sent: list[Any],
+                                                                         commune: str | None, said: str,
+                                                                         args: list[str]) -> None:
+    """Portal-shape dossiers carry their commune only in the header: without --commune (or with a code not on the
+    official list) intake dead-letters every one, on the shared topic as on a source's own. Exit 2, nothing sent, the
+    code given not repeated; the command exited 0 before (CLI trial, left alone then)."""
+    path = tmp_path / "records.ndjson"
+    path.write_bytes(orjson.dumps(portal_dossier("P-5")) + b"\n")
+    given = ["--commune", commune] if commune else []
+    result = CliRunner().invoke(app, ["publish", str(path), "--family", "dossier", *given, *args],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()) == f"publish: {said}"
+    assert sent == []
+
+
+@pytest.mark.parametrize("commune", [None, "99999", "2269", "02269"])
+def test_the_commune_refusal_is_intakes_rule(commune: str | None) -> None:
+    """Refused exactly when intake dead-letters the record for its commune header (read as intake reads it)."""
+    from schemas.deadletter import Reason
+    from schemas.events import Family
+    from services.cli.portal_records import commune_problem
+    from services.intake.normalise import normalise
+    from services.intake.outcome import Accepted, Rejected
+
+    headers = [("commune-code", commune.encode())] if commune else []
+    outcome = normalise(Family.DOSSIER, orjson.dumps(portal_dossier("P-6")), headers)
+    for_commune = isinstance(outcome, Rejected) and outcome.rejection.reason in (Reason.MISSING_COMMUNE_HEADER,
+                                                                       Reason.UNKNOWN_COMMUNE)
+    assert (commune_problem(commune) is not None) is for_commune is (not isinstance(outcome, Accepted))
