@@ -106,6 +106,7 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
     shared one. A record that is not JSON is published as it is too (keyed by --commune), and counted: intake
     dead-letters it (not_json)."""
     _, _, records = _records(file)
+    commune, source = commune or None, source or None  # an empty one is no header, as intake reads it
     headers = [(k, v.encode()) for k, v in (("commune-code", commune), ("source", source)) if v]
     out: list[kafka_io.Record] = []
     not_json = 0

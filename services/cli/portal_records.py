@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from schemas.admin import commune_provinces
+from schemas.events import Family
 from services.intake import portal
 from services.sources.registry import Source, load_registry
+from services.sources.topics import entry_policy
 
 
 def registry_entry(sources_file: Path, entry_id: str) -> Source | None:
@@ -24,22 +26,24 @@ def registry_entry(sources_file: Path, entry_id: str) -> Source | None:
 
 def unowned_source(entry: Source, commune: str | None, source: str | None) -> str | None:
     """Why intake would dead-letter portal-shape records published with `--commune commune` and `--source source` to
-    `entry`'s own topic as unauthorised_source, or None. The `--source` given is not repeated (it is the user's
-    input); a record without a commune is dead-lettered for that first (missing_commune_header)."""
-    own = ", ".join(entry.sources)
-    if source is not None and entry.owns(source):
+    `entry`'s own topic as unauthorised_source (`entry_policy`, intake's own rule: a source the entry owns, for a
+    commune it covers), or None. The `--source` given is not repeated (the user's input); a record without a commune
+    is dead-lettered for that first (`commune_problem`)."""
+    if commune is None:
         return None
+    padded = commune.strip().zfill(5)  # as intake reads the header
+    refused = entry_policy(entry, portal.sync_source(padded) if source is None else source, Family.DOSSIER, padded)
+    if refused is None:
+        return None
+    if refused.field != "source":  # the commune (or the family): the entry's message names the entry and the code
+        return f"intake would dead-letter the records as unauthorised_source: {refused.message}"
+    own = ", ".join(entry.sources)
     if source is not None:
         return (f"--source is not one of {entry.id}'s sources in the registry ({own}): intake would dead-letter the "
                 "records as unauthorised_source")
-    if commune is None:
-        return None
-    sync = portal.sync_source(commune.strip().zfill(5))
-    if entry.owns(sync):
-        return None
     return (f"portal-shape records need --source, one of {entry.id}'s sources in the registry ({own}): without it "
-            f"intake takes them as the commune's portal sync, {sync}, which is not one of them, and dead-letters "
-            "them as unauthorised_source")
+            f"intake takes them as the commune's portal sync, {portal.sync_source(padded)}, which is not one of "
+            "them, and dead-letters them as unauthorised_source")
 
 
 def commune_problem(commune: str | None) -> str | None:

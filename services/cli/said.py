@@ -14,12 +14,19 @@ broker list. The project's own errors (`SafeMessage`: the topics a broker refuse
 middle of a word (CLI trial)."""
 
 
+WORD_CHARS = 40
+"""A cut goes back to a space at most this far: past it (a broker list, a long token) it falls where the limit does
+(a review: 'a' * 500 said nothing but "… (502 more characters)")."""
+
+
 def clipped(text: str, limit: int = CLIENT_MESSAGE_CHARS) -> str:
     """`text`, or, if longer than `limit`, its words that fit in `limit`, then an ellipsis saying how much is left."""
     if len(text) <= limit:
         return text
     head = text[:limit + 1]  # a word ending at `limit` is whole
-    kept = (head.rsplit(" ", 1)[0] if " " in head else text[:limit]).rstrip(" ,;:")
+    kept = (head.rsplit(" ", 1)[0] if " " in head else "").rstrip(" ,;:")
+    if len(kept) < limit - WORD_CHARS:  # no space near the limit (a long broker list, one long token): cut there
+        kept = text[:limit]
     return f"{kept} … ({len(text) - len(kept)} more characters)"
 
 

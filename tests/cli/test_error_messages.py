@@ -52,3 +52,14 @@ def test_a_long_client_message_is_cut_at_a_word_and_said_to_be(monkeypatch: pyte
     assert status == 1 and left.endswith(" more characters)"), err
     assert head.endswith("9092)") and len(head) <= 300, head
     assert len(head) + int(left.split()[0]) == len(f"KafkaConnectionError: Unable to bootstrap from [{brokers}]")
+
+
+@pytest.mark.parametrize("text", ["a" * 500, "Error: [" + ",".join(f"host{n}:9092" for n in range(60)) + "]",
+                                  " " + "x" * 400, "word " + "y" * 400])
+def test_a_message_without_a_space_near_the_limit_is_cut_at_the_limit(text: str) -> None:
+    """No space within `WORD_CHARS` of the limit (a broker list without spaces, one long token): the first 300
+    characters are said, not nothing (a review: 'a' * 500 said only "… (502 more characters)")."""
+    from services.cli.said import CLIENT_MESSAGE_CHARS, clipped
+
+    head, _, left = clipped(text).partition(" … (")
+    assert head == text[:CLIENT_MESSAGE_CHARS] and left == f"{len(text) - CLIENT_MESSAGE_CHARS} more characters)"

@@ -79,10 +79,14 @@ def test_portal_records_intake_will_take_are_published(tmp_path: Path, sent: lis
     assert [t for t, _ in sent] == [topic]
 
 
-@pytest.mark.parametrize("source", [None, ONE_STOP, "/communes/02269/other"])
-def test_the_refusal_is_intakes_rule(source: str | None) -> None:
+@pytest.mark.parametrize(("entry_id", "commune", "source"), [
+    *(("thuong-lam-one-stop", c, s) for c in ("02269", "2269", "00004") for s in (None, ONE_STOP, "/communes/02269/x")),
+    *(("lang-son-dossiers", c, s) for c in ("06040", "02269") for s in (None, "/provinces/20/dossiers")),
+])
+def test_the_refusal_is_intakes_rule(entry_id: str, commune: str, source: str | None) -> None:
     """What the command refuses is what intake dead-letters on the entry's own topic, and only that: the record's
-    source as intake reads it (the portal sync without a `source` header) judged by the entry's policy."""
+    source as intake reads it (the portal sync without a `source` header), and its commune, which the entry must
+    cover (a review: Lạng Sơn's entry publishing for Thượng Lâm passed the command and was dead-lettered)."""
     from schemas.events import Family
     from services.cli.portal_records import registry_entry, unowned_source
     from services.common.topics_cli import DEFAULT_SOURCES
@@ -90,18 +94,42 @@ def test_the_refusal_is_intakes_rule(source: str | None) -> None:
     from services.intake.outcome import Accepted
     from services.sources.topics import entry_policy
 
-    entry = registry_entry(DEFAULT_SOURCES, "thuong-lam-one-stop")
+    entry = registry_entry(DEFAULT_SOURCES, entry_id)
     assert entry is not None
-    headers = [("commune-code", b"02269"), *([("source", source.encode())] if source else [])]
+    headers = [("commune-code", commune.encode()), *([("source", source.encode())] if source else [])]
     outcome = normalise(Family.DOSSIER, orjson.dumps(portal_dossier("P-4")), headers)
     assert isinstance(outcome, Accepted)
     denied = entry_policy(entry, outcome.event.source, Family.DOSSIER, outcome.event.commune)
-    assert (unowned_source(entry, "02269", source) is None) is (denied is None) is (source == ONE_STOP)
+    assert (unowned_source(entry, commune, source) is None) is (denied is None)
+
+
+def test_a_commune_the_entry_does_not_cover_is_refused(tmp_path: Path, sent: list[Any]) -> None:
+    """Lạng Sơn's provincial system publishing for a commune of Tuyên Quang, with its own source: exit 2, nothing
+    sent (it exited 0 and intake dead-lettered the record as unauthorised_source)."""
+    result = publish(tmp_path, [portal_dossier("P-7")], "--entry", "lang-son-dossiers", "--source",
+                     "/provinces/20/dossiers")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert said == ("publish: intake would dead-letter the records as unauthorised_source: lang-son-dossiers may not "
+                    "publish for commune 02269; nothing was published")
+    assert sent == []
+
+
+def test_an_empty_source_is_no_source_header(tmp_path: Path, sent: list[Any]) -> None:
+    """`--source ""` sends no header, so intake takes the commune's portal sync, which `simulator` owns: published
+    (it was refused as a source the entry does not own)."""
+    result = publish(tmp_path, [portal_dossier("P-8")], "--entry", "simulator", "--source", "")
+    assert result.exit_code == 0, result.output
+    assert [headers for _, (_, _, headers) in sent] == [[("commune-code", b"02269")]]
+
+
+NO_COMMUNE = ("portal-shape records need --commune, the commune's code (their `commune-code` header): without it "
+              "intake dead-letters them as missing_commune_header; nothing was published")
 
 
 @pytest.mark.parametrize("commune, said", [
-    (None, "portal-shape records need --commune, the commune's code (their `commune-code` header): without it intake "
-           "dead-letters them as missing_commune_header; nothing was published"),
+    (None, NO_COMMUNE),
+    ("", NO_COMMUNE),  # no header, as intake reads it (it was refused as unknown_commune)
     ("99999", "--commune is not a commune code of the official list: intake would dead-letter the records as "
               "unknown_commune; nothing was published"),
 ])
@@ -114,7 +142,7 @@ def test_portal_records_without_a_known_commune_are_refused_on_any_topic(tmp_pat
     code given not repeated; the command exited 0 before (CLI trial, left alone then)."""
     path = tmp_path / "records.ndjson"
     path.write_bytes(orjson.dumps(portal_dossier("P-5")) + b"\n")
-    given = ["--commune", commune] if commune else []
+    given = ["--commune", commune] if commune is not None else []
     result = CliRunner().invoke(app, ["publish", str(path), "--family", "dossier", *given, *args],
                                 env={"COLUMNS": "400"})
     assert result.exit_code == 2, result.output
