@@ -133,13 +133,18 @@ class Worker:
     paused: bool = False
     ended: bool = False
     """Killed or stopped on purpose (by a fault, or at the end)."""
+    log_from: int = 0
+    """Where this process's lines begin in `log`: a file kept from an earlier run (`make chaos --workdir` again) is
+    appended to."""
 
     @classmethod
     def start(cls, module: str, name: str, env: dict[str, str], port_variable: str, log_dir: Path) -> Worker:
         """`python -m <module>` with `env` and a free port in `port_variable`; output to `<log_dir>/<name>.log`."""
         port = free_port()
         log = log_dir / f"{name}.log"
-        return cls(module, name, port, log, start_service(module, {**env, port_variable: str(port)}, log))
+        log_from = log.stat().st_size if log.exists() else 0
+        return cls(module, name, port, log, start_service(module, {**env, port_variable: str(port)}, log),
+                   log_from=log_from)
 
     @property
     def running(self) -> bool:
@@ -174,10 +179,12 @@ class Worker:
         return stop_service(self.proc, timeout=20)
 
     def logged(self, event: str) -> int:
-        """How many of the worker's log lines are `event` (its JSON lines' "event"): readable whether it runs, is
+        """How many of this process's log lines are `event` (its JSON lines' "event"): readable whether it runs, is
         paused or was killed, unlike its /metrics."""
         try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
+            with self.log.open("rb") as f:
+                f.seek(self.log_from)
+                text = f.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return 0
         return sum(1 for line in text.splitlines() if f'"{event}"' in line and _event(line) == event)

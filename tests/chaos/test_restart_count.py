@@ -49,3 +49,16 @@ def test_restarts_count_every_workers_log_lines_killed_and_paused_ones_too(tmp_p
     finally:
         for w in stage.workers:
             w.stop()
+
+
+def test_a_log_kept_from_an_earlier_run_counts_only_this_process_lines(tmp_path: Path) -> None:
+    """`make chaos --workdir` again appends to the rows' logs: an earlier run's restarts are not this worker's
+    (a review: one earlier line counted for a worker that logged nothing)."""
+    (tmp_path / "w.log").write_text(line(RESTARTING) + "\n")
+    w = Worker.start("this", "w", {}, "UNUSED_PORT", tmp_path)  # `python -m this` prints a poem and ends
+    try:
+        eventually(lambda: w.proc.poll() is not None, timeout=30, what="python -m this ended")
+        assert "Beautiful is better than ugly." in w.log.read_text()
+        assert w.logged(RESTARTING) == 0
+    finally:
+        w.stop()
