@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import re
 import sys
 import warnings
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -52,6 +53,21 @@ def identifiers_from(lines: Iterable[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _can_ask() -> bool:
+    """Whether there is a terminal to ask for the CCCD on: getpass asks on /dev/tty, else warns and reads stdin."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
+
+
+def _no_terminal() -> NoReturn:
+    err_console.print("erase: no identifier given, and no terminal to ask for the CCCD on: give kind=value lines "
+                      "on stdin with --stdin (e.g. cccd=...), or an option such as --cccd", soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def _asked_cccd() -> str:
     """The CCCD typed on the terminal, unechoed. Without a terminal to ask on (`erase < /dev/null`, a job), or none
     typed (Ctrl-D): one line and exit 2; getpass warned that the input may be echoed, read stdin instead, and an
@@ -61,11 +77,16 @@ def _asked_cccd() -> str:
             warnings.simplefilter("error", getpass.GetPassWarning)  # raised before it falls back to stdin
             return getpass.getpass("CCCD: ")
     except getpass.GetPassWarning:
-        err_console.print("erase: no identifier given, and no terminal to ask for the CCCD on: give kind=value lines "
-                          "on stdin with --stdin (e.g. cccd=...), or an option such as --cccd", soft_wrap=True)
+        _no_terminal()
     except EOFError:
         err_console.print("erase: no CCCD typed: nothing was erased")
     raise typer.Exit(2)
+
+
+def _usable(identifiers: list[tuple[str, str]]) -> None:
+    if unusable := [kind for kind, value in identifiers if not crypto.identifies(kind, value)]:
+        err_console.print(f"erase: not an identifier of one person: {', '.join(unusable)} (the value is not shown)")
+        raise typer.Exit(2)
 
 
 def erase(cccd: Annotated[str | None, typer.Option(
@@ -112,16 +133,16 @@ def erase(cccd: Annotated[str | None, typer.Option(
         err_console.print("erase: warning: identifiers given as options are visible to every local user (ps) and "
                           "kept in the shell's history; --stdin reads them unseen")
         identifiers = given
-    else:
-        identifiers = [("cccd", _asked_cccd())]
+    elif not _can_ask():
+        _no_terminal()
+    else:  # asked for once the principal is known to have the rights: nobody types a CCCD for nothing
+        identifiers = []
     try:
         pepper = pepper_of(PrivacySettings())
     except PrivacyError as exc:
         err_console.print(f"erase: {markup(exc)}")
         raise typer.Exit(2) from None
-    if unusable := [kind for kind, value in identifiers if not crypto.identifies(kind, value)]:
-        err_console.print(f"erase: not an identifier of one person: {', '.join(unusable)} (the value is not shown)")
-        raise typer.Exit(2)
+    _usable(identifiers)
     conn = connection(bootstrap)
     if refused := asyncio.run(erasure.forbidden(conn, namespace)):  # before: "the broker refused to create" them
         err_console.print(f"erase: this principal may not describe {markup(', '.join(refused))}: an erasure reads and "
@@ -129,6 +150,9 @@ def erase(cccd: Annotated[str | None, typer.Option(
                           "(and the admin) may; nothing was erased. On the local secure broker: set -a; . "
                           "\"$(infra/kafka/kafka.sh env operator)\"; set +a", soft_wrap=True)
         raise typer.Exit(1)
+    if not identifiers:
+        identifiers = [("cccd", _asked_cccd())]
+        _usable(identifiers)
     try:
         sealed_here = asyncio.run(erasure.keys_written(conn, namespace))
         audits = asyncio.run(erase_applicant(conn, namespace, pepper, identifiers, requested_by=who))

@@ -168,3 +168,26 @@ def test_an_erasure_with_nothing_to_ask_on_is_one_line_without_a_warning(tmp_pat
     assert done.stderr.splitlines() == ["erase: no identifier given, and no terminal to ask for the CCCD on: give "
                                         "kind=value lines on stdin with --stdin (e.g. cccd=...), or an option such "
                                         "as --cccd"], done.stderr
+
+
+@pytest.mark.parametrize("forbidden", [(), ("commune.keys.applicants",)])
+def test_the_cccd_is_asked_for_only_once_the_principal_may_erase(monkeypatch: pytest.MonkeyPatch,
+                                                                 forbidden: tuple[str, ...]) -> None:
+    """No identifier given, a terminal to ask on: a principal without the rights is refused before the prompt (it
+    asked for the CCCD, then refused: a subscriber typed a citizen's number for nothing; a review); one with them
+    is asked once and erases."""
+    from services.cli import erase as erase_command
+
+    asked: list[str] = []
+    monkeypatch.setattr(erase_command, "_can_ask", lambda: True)
+    monkeypatch.setattr(erase_command.getpass, "getpass", lambda prompt: asked.append(prompt) or "008123456789")
+    broker = Broker({"k1"}, forbidden=forbidden)
+    broker.install(monkeypatch)
+    result = CliRunner().invoke(app, ["erase"], env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert "008123456789" not in result.output
+    if forbidden:
+        assert result.exit_code == 1 and "may not describe commune.keys.applicants" in result.output, result.output
+        assert asked == [] and broker.committed == []
+    else:
+        assert result.exit_code == 0 and "1 keys destroyed" in result.output, result.output
+        assert asked == ["CCCD: "] and len(broker.committed) == 1
