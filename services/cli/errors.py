@@ -25,7 +25,8 @@ class TopicMissing(CliError):
     """A topic a command needs does not exist: the broker said so to a principal that may describe it (one that may
     not is told TOPIC_AUTHORIZATION_FAILED whether or not the topic exists: `kafka_io.visible`)."""
 
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-        super().__init__(f"{topic}: does not exist (check --namespace, or create the topics as admin: commune-bus "
-                         "topics create)")
+    def __init__(self, *topics: str) -> None:
+        self.topics = topics
+        state = "does not exist" if len(topics) == 1 else "none of them exists"
+        super().__init__(f"{', '.join(topics)}: {state} (check --namespace, or create the topics as admin: "
+                         "commune-bus topics create)")

@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from rich.table import Table
 
 from schemas.topics import CANONICAL, DLQ_INTAKE, DLQ_NOTIFY, NOTIFY_STATUS, RAW, namespaced, scoped
-from services.cli.errors import TopicNotVisible
+from services.cli.errors import TopicMissing, TopicNotVisible
 from services.cli.options import (
     DEFAULT_BOOTSTRAP,
     MOMENT_FORMS,
@@ -38,7 +38,7 @@ from services.cli.plain import markup, text
 from services.cli.render import console, err_console, folded_table
 from services.cli.tracer import MAX_STEPS, Record, Step, Tracer
 from services.common import clients, closing
-from services.common.admin import partition_counts
+from services.common.admin import partition_counts, topic_errors
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 
@@ -158,13 +158,24 @@ def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id
         err_console.print("trace: --since names a time still to come, when no record is stamped yet: give one past "
                           f"({MOMENT_FORMS})")
         raise typer.Exit(2)
-    found = asyncio.run(trace_timeline(connection(bootstrap), namespace, query, start, show_personal_data))
+    conn = connection(bootstrap)
+    found = asyncio.run(trace_timeline(conn, namespace, query, start, show_personal_data))
+    codes = asyncio.run(topic_errors(conn, found.invisible)) if found.invisible else {}
+    by_code = {why: [t for t, code in codes.items() if code == errno] for why, errno in (
+        ("they do not exist; check --namespace", UnknownTopicOrPartitionError.errno),
+        ("this principal may not describe them (no ACL)", TopicAuthorizationFailedError.errno))}
+    by_code["the broker did not describe them"] = [t for t in codes if not any(t in ts for ts in by_code.values())]
+    absent, forbidden, other = by_code.values()  # as `tail` and `dlq` tell them apart: the describe's error code
     if not found.read:  # "nothing found" would say the record is nowhere: nowhere was looked at
+        if absent and not forbidden and not other:
+            raise TopicMissing(*absent)
+        if forbidden and not absent and not other:
+            raise TopicAuthorizationFailedError(", ".join(forbidden))
         raise TopicNotVisible(found.invisible)
-    if found.invisible:
-        err_console.print(f"not read, not visible to this principal (no ACL) or absent: "
-                          f"{markup(', '.join(found.invisible))} (check --namespace; records only they hold are not "
-                          "shown)", soft_wrap=True)
+    for why, topics in by_code.items():
+        if topics:
+            err_console.print(f"not read ({why}): {markup(', '.join(topics))}; records only they hold are not shown",
+                              soft_wrap=True)
     if found.unreadable:
         err_console.print(f"not read, this principal may not read them: {markup(', '.join(found.unreadable))} (an "
                           "operator may not read the raw topics: records only they hold, and dead letters found only "

@@ -57,3 +57,13 @@ def test_topics_create_as_the_operator_says_every_refusal_whole(secure_broker: S
                                               "principal may not do that: `topics create`")[0]
     assert "commune.raw.dossier.src.thuong-lam-one-stop" in refused.split(", "), err
     assert err.count("TopicAuthorizationFailedError") == 1 and "…" not in err
+
+
+def test_a_trace_by_a_subscriber_names_the_topics_it_may_not_describe_as_such(secure_broker: SecureBroker) -> None:
+    """A subscriber tracing: it reads the canonical topics and may not describe the raw ones, which are named as
+    topics it may not describe (it said "not visible (no ACL) or absent"), none as missing (they exist)."""
+    status, err = cli(secure_broker, SUBSCRIBER, "trace", "TL-NONE-1")
+    assert "not read (this principal may not describe them (no ACL)): " in err, err
+    assert "commune.raw.dossier" in err.split("may not describe them (no ACL)): ")[1].split(";")[0], err
+    assert "do not exist" not in err and "or absent" not in err and "Traceback" not in err
+    assert (status, err.endswith("nothing found for 'TL-NONE-1'")) == (1, True), err
