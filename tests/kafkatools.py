@@ -17,6 +17,7 @@ from aiokafka import ConsumerRecord
 
 from services.common import clients
 from services.common.settings import KafkaConnection
+from tests.run import PORT_SHARE
 
 ROOT = Path(__file__).resolve().parent.parent
 Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]  # key, value, headers
@@ -104,10 +105,23 @@ def unassigned_ports() -> range:
     except (OSError, ValueError):  # not Linux: the IANA range, which macOS uses
         low, high = 49152, 65535
     if low - 20000 >= 1000:
-        return range(20000, low)
-    if 65535 - high >= 1000:
-        return range(high + 1, 65536)
-    return range(1024, 65536)  # an ephemeral range that covers (nearly) everything: nowhere is safe
+        ports = range(20000, low)
+    elif 65535 - high >= 1000:
+        ports = range(high + 1, 65536)
+    else:
+        return range(1024, 65536)  # an ephemeral range that covers (nearly) everything: nowhere is safe
+    return shared(ports, os.environ.get(PORT_SHARE, ""))
+
+
+def shared(ports: range, share: str) -> range:
+    """Share `k/n` of `ports` (the k-th of n equal slices; all of them without one): `make test`'s two pytest runs
+    (`tests.run`) pick their ports each in its own, else both could pick one port before either binds it."""
+    try:
+        k, n = map(int, share.split("/"))
+    except ValueError:
+        return ports
+    size = len(ports) // n
+    return range(ports.start + k * size, ports.start + (k + 1) * size) if 0 <= k < n else ports
 
 
 def _bindable(port: int) -> bool:

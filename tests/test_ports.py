@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from tests import kafkatools
-from tests.kafkatools import free_port, free_port_run, unassigned_ports
+from tests.kafkatools import free_port, free_port_run, shared, unassigned_ports
+from tests.run import PORT_SHARE, share
 
 pytestmark = pytest.mark.unit
 
@@ -54,3 +55,18 @@ def test_a_port_someone_listens_on_or_given_before_is_not_given(monkeypatch: pyt
         assert free_port() == base + 1
         with pytest.raises(RuntimeError, match="no 1 consecutive free ports"):
             free_port_run(1, attempts=50)
+
+
+def test_the_two_runs_of_make_test_pick_from_disjoint_shares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tests.run` gives its two pytest runs shares 0/2 and 1/2: disjoint, each about half; no share (or a bad one)
+    is the whole range."""
+    ports = range(20000, 32768)
+    first, second = shared(ports, "0/2"), shared(ports, "1/2")
+    assert first.stop == second.start and first.start == ports.start and len(first) == len(second) == len(ports) // 2
+    assert shared(ports, "") == shared(ports, "2/2") == shared(ports, "x") == ports
+    assert [share(k)[PORT_SHARE] for k in (0, 1)] == ["0/2", "1/2"]
+    monkeypatch.delenv(PORT_SHARE, raising=False)
+    whole = unassigned_ports()
+    monkeypatch.setenv(PORT_SHARE, "1/2")
+    assert unassigned_ports() == shared(whole, "1/2")
+    assert all(free_port() in shared(whole, "1/2") for _ in range(50))
