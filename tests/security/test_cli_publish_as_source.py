@@ -57,7 +57,8 @@ def test_a_source_principal_publishes_to_its_own_topic_and_the_operator_to_the_s
     admin = secure_broker.conn("admin")
     assert [r.key for r in asyncio.run(_read(admin, own)) if code.encode() in (r.value or b"")] == [b"02269"]
 
-    other = next(e for e in load_registry(SOURCES_FILE).sources if e.id != ENTRY.id)
+    # another entry that covers 02269 (the records' commune): one that does not is refused before Kafka is asked
+    other = next(e for e in load_registry(SOURCES_FILE).sources if e.id != ENTRY.id and e.covers("02269"))
     refused = publish(secure_broker, principal(ENTRY), path, "--entry", other.id, "--source", other.canonical_source)
     assert refused.returncode == 1 and "TopicAuthorizationFailedError" in refused.stderr
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) <= 3, refused.stderr
