@@ -13,11 +13,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from services.common import clients
+from services.common.admin import partition_counts
 from services.common.settings import KafkaConnection
 from tests.run import PORT_SHARE
+from tests.waiting import eventually_async
 
 ROOT = Path(__file__).resolve().parent.parent
 Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]  # key, value, headers
@@ -51,6 +53,29 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> int:
     """Send `records` to `topic` with a producer of this call only; how many were sent."""
     async with Producing(bootstrap) as producing:
         return await producing.send(topic, records)
+
+
+async def transactions_settled(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0) -> None:
+    """Return once no transaction is open on `topics`: each partition's last stable offset (a read_committed
+    reader's end) has reached its high watermark. A producer's commit returns once the coordinator has logged it,
+    before its markers are written to the partitions, so a read_committed reader started at once can stop short of
+    the records just committed (CI 2026-12-05: a key store started after `write_sealed` read 57 of 61 key records).
+    Only for topics no other producer is writing to."""
+    conn = KafkaConnection(bootstrap=bootstrap)
+    counts = await partition_counts(conn, topics)
+    tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
+    ends = {level: clients.consumer(conn, client_id="tests", isolation_level=level)
+            for level in ("read_committed", "read_uncommitted")}
+    for consumer in ends.values():
+        await consumer.start()
+    try:
+        async def settled() -> bool:
+            stable, high = [await c.end_offsets(tps) for c in ends.values()]
+            return stable == high
+        await eventually_async(settled, timeout=timeout_s, interval=0.05, what=f"transactions settled on {tps}")
+    finally:
+        for consumer in ends.values():
+            await consumer.stop()
 
 
 async def read_all(

@@ -15,6 +15,7 @@ from services.intake.outcome import Accepted
 from services.privacy.deadletters import seal_dead_letter
 from services.privacy.keyring import Keyring
 from services.privacy.store import key_messages
+from tests.kafkatools import transactions_settled
 from tests.samples import HDR, dumps, portal_dossier
 
 
@@ -30,6 +31,7 @@ async def write_sealed(bootstrap: str, namespace: str, ring: Keyring, raws: list
                                               client_id="tests")
     await producer.start()
     out: list[Accepted] = []
+    written: set[str] = set()
     try:
         async with producer.transaction():
             for raw in raws:
@@ -41,6 +43,7 @@ async def write_sealed(bootstrap: str, namespace: str, ring: Keyring, raws: list
                                     headers=list(record.headers))
                 for topic, key, value in key_messages(list(accepted.keys), namespace):
                     await producer.send(topic, value, key=key)
+                    written.add(topic)
             for offset, raw in enumerate(dead_letters):
                 letter = seal_dead_letter(ring, b"02269", raw, HDR, source_topic="commune.raw.dossier", partition=0,
                                           offset=offset, rejected_on=date(2026, 12, 1), retention_days=30)
@@ -48,6 +51,9 @@ async def write_sealed(bootstrap: str, namespace: str, ring: Keyring, raws: list
                                     headers=letter.headers)
                 for topic, key, value in key_messages(letter.keys, namespace):
                     await producer.send(topic, value, key=key)
+                    written.add(topic)
     finally:
         await producer.stop()
+    # a key store started next reads every key record written here (a commit returns before its markers are written)
+    await transactions_settled(bootstrap, {scoped(EVENTS_DOSSIER, namespace).name, *written})
     return out
