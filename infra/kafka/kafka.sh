@@ -9,7 +9,7 @@
 # 9393; the 3-node cluster 9492-9494), credentials made on first use in KAFKA_SECRETS_DIR (infra/kafka/secrets,
 # git-ignored) by secrets.sh;
 # `env PRINCIPAL` prints the path of a principal's KAFKA_* file (admin, intake, ..., source-<id>, subscriber-<id>);
-# `acls` applies the ACLs again (KAFKA_APPLY_ACLS=0: start without applying them).
+# `acls` (the secure broker's only) applies the ACLs again (KAFKA_APPLY_ACLS=0: start without applying them).
 # Idempotent: start on a running broker only adds what a registry change brought (the secure one: new principals'
 # credentials and the ACLs, as `acls` does); stop on a stopped one is a no-op.
 set -euo pipefail
@@ -283,7 +283,8 @@ case "${1:-}" in
   wait) wait_ready ;;
   reset) stop; rm -rf "$state"; echo "kafka: data removed" ;;
   bootstrap) echo "127.0.0.1:$port" ;;
-  acls) [ "$secure" != 1 ] || refresh_credentials; apply_acls "127.0.0.1:$port" ;;
+  acls) [ "$secure" = 1 ] || { echo "kafka: only the secure broker has users and ACLs: KAFKA_SECURE=1 $0 acls" >&2; exit 2; }
+        refresh_credentials; apply_acls "127.0.0.1:$port" ;;
   env) f="$secrets/${2:?usage: $0 env PRINCIPAL}.env"; [ -f "$f" ] || { echo "kafka: no $f (start first)" >&2; exit 1; }
        echo "$f" ;;
   groups) shift; groups "127.0.0.1:$port" "$@" ;;
