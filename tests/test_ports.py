@@ -64,7 +64,7 @@ def test_the_two_runs_of_make_test_pick_from_disjoint_shares(monkeypatch: pytest
     first, second = shared(ports, "0/2"), shared(ports, "1/2")
     assert first.stop == second.start and first.start == ports.start and len(first) == len(second) == len(ports) // 2
     assert shared(ports, "") == shared(ports, "2/2") == shared(ports, "x") == ports
-    assert [share(k)[PORT_SHARE] for k in (0, 1)] == ["0/2", "1/2"]
+    assert [share(k, "claims")[PORT_SHARE] for k in (0, 1)] == ["0/2", "1/2"]
     monkeypatch.delenv(PORT_SHARE, raising=False)
     whole = unassigned_ports()
     monkeypatch.setenv(PORT_SHARE, "1/2")
