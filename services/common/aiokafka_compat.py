@@ -1,18 +1,31 @@
-"""The project's only work-around inside aiokafka, pinned to the version it was written for.
+"""Work-arounds inside aiokafka (besides KIP-447's, `kip447`), pinned to the version they were written for.
 
-aiokafka retries the first AddPartitionsToTxn of a transaction that meets
-CONCURRENT_TRANSACTIONS (the previous transaction's markers still being written,
-KAFKA-5477) after a fixed 20 ms (`aiokafka.producer.sender.BACKOFF_OVERRIDE`).
-The Java client waits min(20 ms, retry.backoff.ms); `apply` makes aiokafka do the
-same, which on loopback keeps intake's raw -> canonical latency near the
-exactly-once floor. `tests/common/test_aiokafka_compat.py` fails when the pinned
-version changes, so whoever upgrades aiokafka re-checks this module.
+- aiokafka retries the first AddPartitionsToTxn of a transaction that meets
+  CONCURRENT_TRANSACTIONS (the previous transaction's markers still being written,
+  KAFKA-5477) after a fixed 20 ms (`aiokafka.producer.sender.BACKOFF_OVERRIDE`).
+  The Java client waits min(20 ms, retry.backoff.ms); `apply` makes aiokafka do the
+  same, which on loopback keeps intake's raw -> canonical latency near the
+  exactly-once floor.
+- An abortable error (the group refusing a transaction's offsets, KIP-447; a
+  refused AddPartitionsToTxn) makes aiokafka forget the partitions and the group
+  its transaction already holds on the broker. The abort that follows then finds
+  the transaction empty and ends it locally, without EndTxn: the broker's
+  transaction stays open, and the producer's next transaction commits what the
+  refused one had sent along with its own. `keep_aborted_transactions` keeps them,
+  so the abort reaches the broker (every transactional producer,
+  `clients.transactional_producer`).
+
+`tests/common/test_aiokafka_compat.py` fails when the pinned version changes, so
+whoever upgrades aiokafka re-checks this module.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiokafka
 from aiokafka.producer import sender
+from aiokafka.producer.transaction_manager import TransactionManager
 
 PINNED_VERSION = "0.14.0"
 
@@ -23,3 +36,25 @@ def apply(retry_backoff_ms: int) -> None:
         raise RuntimeError(f"aiokafka {aiokafka.__version__} is not the {PINNED_VERSION} this work-around was "
                            "written for: check services/common/aiokafka_compat.py against it")
     sender.BACKOFF_OVERRIDE = min(sender.BACKOFF_OVERRIDE, retry_backoff_ms / 1000)
+
+
+def _error_transaction(self: Any, exc: BaseException) -> None:
+    """aiokafka's `TransactionManager.error_transaction`, keeping the partitions and the consumer group the broker's
+    transaction holds, so that the abort sends EndTxn (`Sender._do_txn_commit` skips it for a transaction it takes
+    for empty). A CI run: an intake worker evicted while paused had its transaction refused; the records it had
+    sent were committed by its next transaction, 46 records published twice. The exception is marked retrieved on
+    the transaction's waiter, which nobody awaits after an abort (asyncio logged "Future exception was never
+    retrieved" for each refused transaction); the caller gets it from its own request."""
+    added, group = set(self._txn_partitions), self._txn_consumer_group
+    _original_error_transaction(self, exc)
+    self._txn_partitions |= added
+    self._txn_consumer_group = group
+    self._transaction_waiter.exception()
+
+
+_original_error_transaction = TransactionManager.error_transaction
+
+
+def keep_aborted_transactions() -> None:
+    """Make an abort after an abortable error abort the broker's transaction (idempotent)."""
+    setattr(TransactionManager, "error_transaction", _error_transaction)  # noqa: B010  (mypy: a method)

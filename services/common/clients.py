@@ -19,7 +19,7 @@ from aiokafka.errors import NodeNotReadyError
 from aiokafka.helpers import create_ssl_context
 
 from schemas.topics import MAX_RECORD_BYTES
-from services.common import tls_close
+from services.common import aiokafka_compat, tls_close
 from services.common.partitioner import PARTITIONER
 from services.common.settings import KafkaConnection
 
@@ -93,7 +93,9 @@ def producer(conn: KafkaConnection, *, client_id: str, **overrides: Any) -> AIOK
 
 def transactional_producer(conn: KafkaConnection, *, transactional_id: str, client_id: str,
                            **overrides: Any) -> AIOKafkaProducer:
-    """A transactional producer (not started); starting it fences any earlier producer with the same id."""
+    """A transactional producer (not started); starting it fences any earlier producer with the same id. An abort
+    after an abortable error reaches the broker (`aiokafka_compat.keep_aborted_transactions`)."""
+    aiokafka_compat.keep_aborted_transactions()
     return producer(conn, client_id=client_id, transactional_id=transactional_id, **overrides)
 
 

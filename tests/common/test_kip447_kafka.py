@@ -100,3 +100,26 @@ async def test_a_stable_read_waits_for_the_open_transaction(
     assert await member.committed(tp) is None  # aiokafka's own read does not wait: it sees the old offset
     await producer.commit_transaction()
     assert await kip447.fetch_stable_offsets(member, [tp], timeout_s=10) == {tp: 7}
+
+
+@pytest.mark.parametrize("stale", ["generation", "member"])
+async def test_the_records_of_a_refused_transaction_are_not_committed_by_the_next(
+        conn: KafkaConnection, topics: tuple[str, str], member: AIOKafkaConsumer, producer: AIOKafkaProducer,
+        stale: str) -> None:
+    """The group refuses a transaction's offsets (the worker was evicted while paused): what it had sent is aborted
+    at the broker. aiokafka forgets a transaction's partitions on such an error, takes it for empty and ends it
+    without asking the broker, whose transaction stays open: the next transaction of the producer then committed
+    the refused one's records with its own (a CI run: 46 records published twice after a pause of 12 s)."""
+    tp = TopicPartition(topics[0], 0)
+    current = kip447.GroupMetadata.of(member)
+    refused = (replace(current, generation_id=current.generation_id + 7) if stale == "generation"
+               else replace(current, member_id=current.member_id + "-evicted"))
+    with pytest.raises(kip447.GroupFenced):
+        async with producer.transaction():
+            await producer.send_and_wait(topics[1], b"zombie")  # on the broker, in the open transaction
+            await kip447.send_offsets_to_transaction(producer, {tp: 99}, refused)
+    async with producer.transaction():
+        await producer.send_and_wait(topics[1], b"after")
+        await kip447.send_offsets_to_transaction(producer, {tp: 5}, current)
+    assert await committed_values(conn, topics[1]) == [b"after"]
+    assert await kip447.fetch_stable_offsets(member, [tp], timeout_s=10) == {tp: 5}

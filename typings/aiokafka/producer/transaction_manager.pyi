@@ -1,0 +1,6 @@
+from typing import Any
+
+# What services/common/aiokafka_compat.py wraps: the abortable error that forgot the transaction's partitions.
+class TransactionManager:
+    def __init__(self, transactional_id: Any, transaction_timeout_ms: Any) -> None: ...
+    def error_transaction(self, exc: Any) -> None: ...
