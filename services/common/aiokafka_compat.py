@@ -11,9 +11,12 @@
   its transaction already holds on the broker. The abort that follows then finds
   the transaction empty and ends it locally, without EndTxn: the broker's
   transaction stays open, and the producer's next transaction commits what the
-  refused one had sent along with its own. `keep_aborted_transactions` keeps them,
-  so the abort reaches the broker (every transactional producer,
-  `clients.transactional_producer`).
+  refused one had sent along with its own. It also forgets the partitions still
+  waiting to be added: their batches, no longer held back, go out outside the
+  broker's transaction (partition verification is off, infra/kafka), where the
+  producer's next transaction on that partition commits them.
+  `keep_aborted_transactions` keeps both, so the abort reaches the broker and
+  covers them (every transactional producer, `clients.transactional_producer`).
 
 `tests/common/test_aiokafka_compat.py` fails when the pinned version changes, so
 whoever upgrades aiokafka re-checks this module.
@@ -21,9 +24,11 @@ whoever upgrades aiokafka re-checks this module.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiokafka
+from aiokafka.errors import TopicAuthorizationFailedError
 from aiokafka.producer import sender
 from aiokafka.producer.transaction_manager import TransactionManager
 
@@ -42,14 +47,30 @@ def _error_transaction(self: Any, exc: BaseException) -> None:
     """aiokafka's `TransactionManager.error_transaction`, keeping the partitions and the consumer group the broker's
     transaction holds, so that the abort sends EndTxn (`Sender._do_txn_commit` skips it for a transaction it takes
     for empty). A CI run: an intake worker evicted while paused had its transaction refused; the records it had
-    sent were committed by its next transaction, 46 records published twice. The exception is marked retrieved on
-    the transaction's waiter, which nobody awaits after an abort (asyncio logged "Future exception was never
-    retrieved" for each refused transaction); the caller gets it from its own request."""
+    sent were committed by its next transaction, 46 records published twice. The partitions still waiting to be
+    added are kept too (they stay held back, are added, and the abort covers them), except those of topics the
+    broker refused (their sends fail): dropped, their batches went out outside the broker's transaction and the
+    next transaction on the partition committed them (`tests/common/test_kip447_kafka.py`). The exception is marked
+    retrieved on the transaction's waiter, which nobody awaits after an abort (asyncio logged "Future exception was
+    never retrieved" for each refused transaction); the caller gets it from its own request, or from the commit."""
     added, group = set(self._txn_partitions), self._txn_consumer_group
+    refused = _refused_topics(exc)
+    pending = {tp for tp in self._pending_txn_partitions if tp.topic not in refused}
+    if self._transaction_waiter.done():  # a second abortable error (a kept partition refused in turn)
+        self._transaction_waiter = asyncio.get_running_loop().create_future()
     _original_error_transaction(self, exc)
     self._txn_partitions |= added
+    self._pending_txn_partitions |= pending
     self._txn_consumer_group = group
     self._transaction_waiter.exception()
+
+
+def _refused_topics(exc: BaseException) -> set[str]:
+    """The topics an AddPartitionsToTxn was refused for (aiokafka raises them as the error's one argument)."""
+    if not isinstance(exc, TopicAuthorizationFailedError) or not exc.args:
+        return set()
+    topics = exc.args[0]
+    return {topics} if isinstance(topics, str) else {str(t) for t in topics}
 
 
 _original_error_transaction = TransactionManager.error_transaction
