@@ -35,11 +35,16 @@ from aiokafka.producer.transaction_manager import TransactionManager
 PINNED_VERSION = "0.14.0"
 
 
-def apply(retry_backoff_ms: int) -> None:
-    """Retry CONCURRENT_TRANSACTIONS after min(20 ms, `retry_backoff_ms`), as the Java client does."""
+def _pinned() -> None:
+    """Refuse to patch an aiokafka these work-arounds were not checked against (its private names may differ)."""
     if aiokafka.__version__ != PINNED_VERSION:
         raise RuntimeError(f"aiokafka {aiokafka.__version__} is not the {PINNED_VERSION} this work-around was "
                            "written for: check services/common/aiokafka_compat.py against it")
+
+
+def apply(retry_backoff_ms: int) -> None:
+    """Retry CONCURRENT_TRANSACTIONS after min(20 ms, `retry_backoff_ms`), as the Java client does."""
+    _pinned()
     sender.BACKOFF_OVERRIDE = min(sender.BACKOFF_OVERRIDE, retry_backoff_ms / 1000)
 
 
@@ -77,5 +82,7 @@ _original_error_transaction = TransactionManager.error_transaction
 
 
 def keep_aborted_transactions() -> None:
-    """Make an abort after an abortable error abort the broker's transaction (idempotent)."""
+    """Make an abort after an abortable error abort the broker's transaction (idempotent). Raises on another aiokafka
+    version: at a producer's creation, not when its first transaction is refused (the wrapper reads private names)."""
+    _pinned()
     setattr(TransactionManager, "error_transaction", _error_transaction)  # noqa: B010  (mypy: a method)

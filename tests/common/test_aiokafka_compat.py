@@ -69,3 +69,18 @@ def test_apply_refuses_another_aiokafka_version(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(RuntimeError, match=r"aiokafka 0\.99\.0 is not the 0\.14\.0"):
         aiokafka_compat.apply(retry_backoff_ms=1)
     assert sender.BACKOFF_OVERRIDE == 0.02
+
+
+def test_keep_aborted_transactions_refuses_another_aiokafka_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The abort fix is not laid over a version it was not checked against: a transactional producer is refused."""
+    from aiokafka.producer.transaction_manager import TransactionManager
+
+    from services.common import clients
+    from services.common.settings import KafkaConnection
+
+    monkeypatch.setattr(aiokafka, "__version__", "0.99.0")
+    original = TransactionManager.error_transaction
+    monkeypatch.setattr(TransactionManager, "error_transaction", original)
+    with pytest.raises(RuntimeError, match=r"aiokafka 0\.99\.0 is not the 0\.14\.0"):
+        clients.transactional_producer(KafkaConnection(bootstrap="127.0.0.1:1"), transactional_id="t", client_id="t")
+    assert TransactionManager.error_transaction is original
