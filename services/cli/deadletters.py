@@ -12,6 +12,7 @@ import orjson
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Header, Reason
 from schemas.times import to_utc
+from services.intake import portal
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -42,16 +43,25 @@ class DeadLetter:
 
 
 def source_of(headers: Headers, value: bytes | None) -> str | None:
-    """The sending system: `ce_source` header, `source` header (portal shape), or `source` in structured JSON."""
+    """The sending system: `ce_source` header, `source` header (portal shape), `source` in structured JSON, or for a
+    portal-shape record without a `source` header the source intake gives it, its commune's portal sync (`--source
+    '/communes/<code>/*'` missed those: the runbooks' first look at a silent commune)."""
     h = dict(headers)
-    for name in ("ce_source", "source"):
+    for name in ("ce_source", portal.SOURCE_HEADER):
         if h.get(name) is not None:
             return wire.lenient_text(h[name])
     try:
         obj: Any = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
         return None
-    return obj.get("source") if isinstance(obj, dict) and isinstance(obj.get("source"), str) else None
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("source"), str):
+        return str(obj["source"])
+    commune = h.get(portal.COMMUNE_HEADER)
+    if portal.is_portal_shape(obj) and commune is not None:  # as intake reads the header (`normalise._portal`)
+        return portal.sync_source(wire.lenient_text(commune).strip().zfill(5))
+    return None
 
 
 def dead_letter(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Headers) -> DeadLetter:

@@ -147,6 +147,27 @@ def test_source_is_read_from_ce_header_source_header_or_json() -> None:
     assert source_of([], b"\xff") is None
 
 
+@pytest.mark.parametrize("header", [b"02269", b" 2269 ", b"2269"])
+def test_a_portal_record_without_a_source_header_has_the_source_intake_gives_it(header: bytes) -> None:
+    """A portal-shape dead letter without a `source` header (an unauthorised portal sync, an impossible date) is
+    listed under its commune's portal sync, the source intake gives the record when it accepts it: the runbooks'
+    `dlq list --source '/communes/<code>/*'` for a silent commune missed it. Without a commune header it has none."""
+    from schemas.wire import Headers
+    from services.intake.normalise import normalise
+    from services.intake.outcome import Accepted
+    value = json.dumps(portal_dossier()).encode()
+    headers: Headers = [("commune-code", header)]
+    accepted = normalise(Family.DOSSIER, value, headers)
+    assert isinstance(accepted, Accepted) and accepted.event.source == "/communes/02269/portal-sync"
+    assert source_of(headers, value) == accepted.event.source
+    letter = _letter(Reason.IMPOSSIBLE_DATES, list(headers), value)
+    assert matches(letter, Filters(source="/communes/02269/*"))
+    assert not matches(letter, Filters(source="/communes/02270/*"))
+    assert source_of([("commune-code", header), ("source", b"/provinces/08/sync")], value) == "/provinces/08/sync"
+    assert source_of([], value) is None
+    assert source_of(headers, json.dumps({"MaHoSo": "x", "specversion": "1.0"}).encode()) is None
+
+
 def test_redriven_record_drops_dlq_headers_and_marks_its_origin() -> None:
     """Re-driven headers: originals (with fixes applied), no dlq.* except dlq.replayed=<dlq partition:offset>."""
     letter = _letter(Reason.MISSING_COMMUNE_HEADER, [("source", b"/x"), ("commune-code", b"99999")], b"{}")
