@@ -2,8 +2,10 @@
 
 A restore reads committed records only (`read_committed`), from the beginning of
 each requested partition up to the end offset it had when the restore began, and
-hands each record to `apply`. Records written after that point are left to the
-service's own consumption. A failure raises: a restore is never half-done silently.
+hands each record to `apply`. That end is the partition's high watermark, not its
+last stable offset: a transaction committed just before the restore may not have
+its markers written yet (`SETTLE_S`). Records written after that point are left to
+the service's own consumption. A failure raises: a restore is never half-done silently.
 Nor does a restore wait for ever on a broker that went away (aiokafka's reader
 retries for as long as it is not stopped): a restore that reads nothing for `stall_s`
 (`RESTORE_STALL_S` unless its caller says) raises `RestoreStalled`, a Kafka error (the run
@@ -40,6 +42,16 @@ those without one (the CLI's dead-letter, replay-log and trace reads, erasure's 
 deadline store) waited for as long as a broker frozen mid-read stayed frozen (audit of the CLI's hangs)."""
 
 
+SETTLE_S = 2.0
+"""How long a restore that has read every committed record waits for a transaction that was open on the partition
+when it began. A producer's commit returns once the coordinator has logged it, before the markers are written to the
+partitions, so a restore that stopped at the last stable offset could miss what a transaction committed just before:
+the previous owner's last ids or states (CI 2026-12-05, the same race in a test: a key store read 57 of 61 key
+records, `tests/kafkatools.transactions_settled`). Markers take milliseconds. A transaction still open after this
+(a producer killed mid-transaction, which the broker aborts after its transaction timeout) is not waited for: its
+records are not committed."""
+
+
 class RestoreStalled(KafkaError):
     """A restore read nothing for longer than its `stall_s` (the broker gone or unreachable)."""
 
@@ -55,13 +67,26 @@ async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[in
     if not numbers:
         return 0
     reader = clients.consumer(conn, client_id=client_id, max_partition_fetch_bytes=8 * 1024 * 1024)
+    tps = [TopicPartition(topic, p) for p in numbers]
     try:
         async with stall_limit(stall_s, f"restore of {topic}") as progressed:
             await reader.start()
-            return await _read(reader, [TopicPartition(topic, p) for p in numbers], apply, max_records, ends,
-                               progressed, since_ms)
+            watermarks = await high_watermarks(conn, tps, client_id)
+            return await _read(reader, tps, watermarks, apply, max_records, ends, progressed, since_ms)
     finally:
         await closing.close_within(client_id, "changelog reader", reader.stop)
+
+
+async def high_watermarks(conn: KafkaConnection, tps: list[TopicPartition],
+                          client_id: str) -> dict[TopicPartition, int]:
+    """Each partition's high watermark: its end, records of open transactions included (a read_committed reader's
+    `end_offsets` gives the last stable offset)."""
+    reader = clients.consumer(conn, client_id=client_id, isolation_level="read_uncommitted")
+    try:
+        await reader.start()
+        return await reader.end_offsets(tps)
+    finally:
+        await closing.close_within(client_id, "high watermark reader", reader.stop)
 
 
 @asynccontextmanager
@@ -81,11 +106,14 @@ async def stall_limit(stall_s: float | None, what: str) -> AsyncIterator[Callabl
         raise RestoreStalled(f"{what}: nothing read for {stall_s:g} s") from None
 
 
-async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], apply: Apply, max_records: int,
-                ends: dict[int, int] | None, progressed: Callable[[], None], since_ms: int | None) -> int:
+async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[TopicPartition, int], apply: Apply,
+                max_records: int, ends: dict[int, int] | None, progressed: Callable[[], None],
+                since_ms: int | None) -> int:
+    """Apply the committed records below `end` (the high watermarks); a partition whose reader stands at its last stable
+    offset below it, unmoved for `SETTLE_S`, ends there (`ends`, if given, receives where each partition ended)."""
     applied = 0
     reader.assign(tps)
-    end = await reader.end_offsets(tps)
+    stable = await reader.end_offsets(tps)  # the last stable offsets, until the fetches say newer ones
     if since_ms is None:
         await reader.seek_to_beginning(*tps)
     else:
@@ -93,29 +121,50 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], apply: Appl
         for tp in tps:  # no record that late: nothing to read there
             at = found.get(tp)
             reader.seek(tp, end[tp] if at is None else at.offset)
-    if ends is not None:
-        ends.update({tp.partition: offset for tp, offset in end.items()})
     positions = {tp: await reader.position(tp) for tp in tps}
     pending = {tp for tp in tps if positions[tp] < end[tp]}  # empty, or emptied by retention
+    reached = {tp: positions[tp] for tp in tps if tp not in pending}
+    """Per partition done, the offset below which every committed record was applied: where the reader stood, or the
+    first record at or past the end, left out."""
+    loop = asyncio.get_running_loop()
+    moved_at = dict.fromkeys(tps, loop.time())
     yielded = time.perf_counter()
     while pending:
         chunk = await reader.getmany(*pending, timeout_ms=500, max_records=max_records)
+        past: dict[TopicPartition, int] = {}
         for tp, records in chunk.items():
             for rec in records:
-                if rec.offset < end[tp]:
-                    apply(tp.partition, rec)
-                    applied += 1
-                    if time.perf_counter() - yielded >= YIELD_EVERY_S:
-                        await asyncio.sleep(0)
-                        yielded = time.perf_counter()
+                if rec.offset >= end[tp]:  # the service's own consumption
+                    past[tp] = rec.offset
+                    break
+                apply(tp.partition, rec)
+                applied += 1
+                if time.perf_counter() - yielded >= YIELD_EVERY_S:
+                    await asyncio.sleep(0)
+                    yielded = time.perf_counter()
         # progress is the position moving, records or not: a stretch of aborted records and transaction markers
         # (left by runs that ended mid-transaction) returns nothing and moves it all the same
         moved = {tp: await reader.position(tp) for tp in pending}
+        now = loop.time()
         if chunk or any(moved[tp] > positions[tp] for tp in pending):
             progressed()
+        for tp in pending:
+            if moved[tp] > positions[tp]:
+                moved_at[tp] = now
         positions.update(moved)
-        pending = {tp for tp in pending if moved[tp] < end[tp]}
+        done = {tp for tp in pending if tp in past or moved[tp] >= end[tp] or (  # or settled: see SETTLE_S
+            moved[tp] >= stable_offset(reader, tp, stable[tp]) and now - moved_at[tp] >= SETTLE_S)}
+        reached.update({tp: past.get(tp, moved[tp]) for tp in done})
+        pending -= done
+    if ends is not None:
+        ends.update({tp.partition: offset for tp, offset in reached.items()})
     return applied
+
+
+def stable_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, otherwise: int) -> int:
+    """The partition's last stable offset as the consumer's last fetch of it said; `otherwise` before any."""
+    lso = consumer.last_stable_offset(tp)
+    return otherwise if lso is None else lso
 
 
 async def end_offsets(conn: KafkaConnection, topic: str, partitions: Iterable[int], *,

@@ -55,6 +55,9 @@ class ReaderCutOff:
     async def position(self, tp: TopicPartition) -> int:
         return 0
 
+    def last_stable_offset(self, tp: TopicPartition) -> int | None:
+        return None  # no fetch answered
+
     async def getmany(self, *tps: TopicPartition, timeout_ms: int, max_records: int) -> dict[Any, Any]:
         await asyncio.sleep(timeout_ms / 1000 / 10)
         return {}

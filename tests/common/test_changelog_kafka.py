@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from services.common import changelog, clients
 from services.common.settings import KafkaConnection
@@ -73,31 +72,76 @@ async def test_only_requested_partitions_are_read(
 
 async def test_records_written_after_the_restore_began_are_left_out(
         conn: KafkaConnection, topic: str, producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The end is fixed when the restore starts: records committed after that are the consumer's, not the restore's."""
+    """The end is fixed when the restore starts: records committed after that are the consumer's, not the restore's;
+    `ends` says where the restore stopped (the first record it left out)."""
     await write(producer, topic, [(0, b"before")], commit=True)
-    build = clients.consumer
+    read_ends = changelog.high_watermarks
 
-    def consumer(conn: KafkaConnection, *topics: str, client_id: str, **overrides: Any) -> AIOKafkaConsumer:
-        """The restore's reader, with a committed write slipped in right after it read the end offsets."""
-        reader = build(conn, *topics, client_id=client_id, **overrides)
-        read_end = reader.end_offsets
+    async def high_watermarks(conn: KafkaConnection, tps: list[TopicPartition],
+                              client_id: str) -> dict[TopicPartition, int]:
+        """The restore's end, with a committed write slipped in right after it was read."""
+        end = await read_ends(conn, tps, client_id)
+        await write(producer, topic, [(0, b"after")], commit=True)
+        return end
 
-        async def end_offsets(partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-            wanted = list(partitions)
-            end = await read_end(wanted)
-            await write(producer, topic, [(0, b"after")], commit=True)
-            # drop what was prefetched before the write: the first fetch then carries the late record too,
-            # and only the end offset read at the start can keep it out
-            await reader.seek_to_beginning(*wanted)
-            return end
-
-        monkeypatch.setattr(reader, "end_offsets", end_offsets)
-        return reader
-
-    monkeypatch.setattr(clients, "consumer", consumer)
+    monkeypatch.setattr(changelog, "high_watermarks", high_watermarks)
     applied: list[bytes | None] = []
-    count = await changelog.read_to_end(conn, topic, [0], lambda _, r: applied.append(r.value), client_id="tests")
+    ends: dict[int, int] = {}
+    count = await changelog.read_to_end(conn, topic, [0], lambda _, r: applied.append(r.value), client_id="tests",
+                                        ends=ends)
     assert (count, applied) == (1, [b"before"])
+    assert ends == {0: 2}  # "before" at 0, its commit marker at 1, "after" at 2
+
+
+async def test_a_transaction_committed_as_the_restore_begins_is_read_whole(
+        conn: KafkaConnection, topic: str, producer: AIOKafkaProducer, unique: str) -> None:
+    """A transaction open when the restore begins and committed while it reads (as one whose commit returned just
+    before, its markers not written yet, looks to a reader) is read whole. Before, the restore ended at the last
+    stable offset it found at the start, without the previous owner's last records: the ids a worker had just
+    published, missing from de-duplication; a state's last change, missing from metrics."""
+    await write(producer, topic, [(0, b"c1")], commit=True)
+    late = clients.transactional_producer(conn, transactional_id=f"test-changelog-late-{unique}", client_id="tests")
+    await late.start()
+    try:
+        await late.begin_transaction()
+        await late.send_and_wait(topic, b"late", key=b"late", partition=0)
+        seen = asyncio.Event()
+        applied: list[bytes | None] = []
+
+        def apply(_: int, record: ConsumerRecord[bytes, bytes]) -> None:
+            applied.append(record.value)
+            seen.set()
+
+        ends: dict[int, int] = {}
+        restore = asyncio.create_task(changelog.read_to_end(conn, topic, [0, 1], apply, client_id="tests", ends=ends))
+        await asyncio.wait_for(seen.wait(), timeout=30)  # it read what was committed, and stands at the open one
+        await late.commit_transaction()
+        assert await asyncio.wait_for(restore, timeout=30) == 2
+    finally:
+        await late.stop()
+    assert applied == [b"c1", b"late"]
+    assert ends == {0: 4, 1: 0}  # c1, its marker, late, its marker
+
+
+async def test_a_transaction_left_open_is_not_waited_for(
+        conn: KafkaConnection, topic: str, producer: AIOKafkaProducer, unique: str) -> None:
+    """A transaction that stays open (its producer killed mid-transaction: the broker aborts it after its timeout)
+    holds the restore `SETTLE_S` at most: the committed records before it are read, its own are not, and `ends` says
+    the restore stopped where it began."""
+    await write(producer, topic, [(0, b"c1")], commit=True)
+    stuck = clients.transactional_producer(conn, transactional_id=f"test-changelog-stuck-{unique}", client_id="tests")
+    await stuck.start()
+    try:
+        await stuck.begin_transaction()
+        await stuck.send_and_wait(topic, b"open", key=b"open", partition=0)
+        applied: list[bytes | None] = []
+        ends: dict[int, int] = {}
+        count = await asyncio.wait_for(changelog.read_to_end(
+            conn, topic, [0], lambda _, r: applied.append(r.value), client_id="tests", ends=ends), timeout=30)
+        await stuck.abort_transaction()
+    finally:
+        await stuck.stop()
+    assert (count, applied, ends) == (1, [b"c1"], {0: 2})
 
 
 async def test_a_slow_restore_gives_the_loop_back_between_records(conn: KafkaConnection, topic: str) -> None:
