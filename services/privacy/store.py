@@ -124,6 +124,9 @@ class KeyStore:
         self._counts = (KEYS_APPLICANTS.partitions, KEYS_DEAD_LETTERS.partitions)
         """The registry's partition counts (services check the real layout against it at start)."""
         self._consumer: AIOKafkaConsumer = clients.consumer(conn, client_id=client_id)
+        self._watermarks: AIOKafkaConsumer | None = None
+        """Reads the key topics' high watermarks for `refresh`; started by its first call."""
+        self._conn, self._client_id = conn, client_id
         self._applied: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self.unreadable = 0
@@ -198,8 +201,17 @@ class KeyStore:
                     del posts[tp]
         return None
 
+    async def _watermarks_reader(self) -> AIOKafkaConsumer:
+        if self._watermarks is None:
+            reader = clients.consumer(self._conn, client_id=self._client_id, isolation_level="read_uncommitted")
+            await reader.start()
+            self._watermarks = reader
+        return self._watermarks
+
     async def stop(self) -> None:
         await self._consumer.stop()
+        if self._watermarks is not None:
+            await self._watermarks.stop()
 
     async def run(self) -> None:
         """Follow the key topics until cancelled, forgetting expired keys at most once every `EXPIRY_INTERVAL_S`
@@ -262,15 +274,22 @@ class KeyStore:
 
     async def refresh(self, timeout_s: float = 10.0) -> None:
         """Return once every key record committed before this call is applied (`run` must be running); raises
-        `KeysBehind` if that takes longer than `timeout_s`."""
+        `KeysBehind` if that takes longer than `timeout_s`. Committed reaches the high watermark, not the last stable
+        offset: an event is read once its own partition has its commit marker, and its key record's partition may not
+        have it yet. Its key was then taken for erased and the citizen not told. A transaction still open below the
+        watermark is waited for `changelog.SETTLE_S` at most: the key of an event already read is in a committed one."""
         tps = list(self._consumer.assignment())
-        end = await self._consumer.end_offsets(tps)
-
-        def reached() -> bool:
-            return all(self._applied.get(tp, -1) >= end[tp] for tp in tps)
-
+        loop = asyncio.get_running_loop()
+        settled = loop.time() + changelog.SETTLE_S
         try:
-            async with asyncio.timeout(timeout_s), self._progress:
-                await self._progress.wait_for(reached)
+            async with asyncio.timeout(timeout_s):
+                end = await (await self._watermarks_reader()).end_offsets(tps)
+
+                def reached() -> bool:
+                    return all(self._applied.get(tp, -1) >= end[tp] or (loop.time() >= settled and self._applied.get(
+                        tp, -1) >= changelog.stable_offset(self._consumer, tp, end[tp])) for tp in tps)
+
+                async with self._progress:
+                    await self._progress.wait_for(reached)  # notified after every fetch (200 ms at most)
         except TimeoutError:
             raise KeysBehind(f"key store not caught up within {timeout_s:g} s") from None
