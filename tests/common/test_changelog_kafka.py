@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -38,6 +39,21 @@ async def write(producer: AIOKafkaProducer, topic: str, records: list[tuple[int,
         await producer.commit_transaction()
     else:
         await producer.abort_transaction()
+
+
+@asynccontextmanager
+async def open_transaction(conn: KafkaConnection, topic: str, value: bytes, unique: str) -> AsyncIterator[
+        AIOKafkaProducer]:
+    """A producer of its own whose transaction holds `value` in partition 0, open: the body commits or aborts it."""
+    other = clients.transactional_producer(conn, transactional_id=f"test-changelog-{value.decode()}-{unique}",
+                                           client_id="tests")
+    await other.start()
+    try:
+        await other.begin_transaction()
+        await other.send_and_wait(topic, value, key=value, partition=0)
+        yield other
+    finally:
+        await other.stop()
 
 
 async def test_restores_exactly_the_committed_records(
@@ -100,11 +116,7 @@ async def test_a_transaction_committed_as_the_restore_begins_is_read_whole(
     stable offset it found at the start, without the previous owner's last records: the ids a worker had just
     published, missing from de-duplication; a state's last change, missing from metrics."""
     await write(producer, topic, [(0, b"c1")], commit=True)
-    late = clients.transactional_producer(conn, transactional_id=f"test-changelog-late-{unique}", client_id="tests")
-    await late.start()
-    try:
-        await late.begin_transaction()
-        await late.send_and_wait(topic, b"late", key=b"late", partition=0)
+    async with open_transaction(conn, topic, b"late", unique) as late:
         seen = asyncio.Event()
         applied: list[bytes | None] = []
 
@@ -117,8 +129,6 @@ async def test_a_transaction_committed_as_the_restore_begins_is_read_whole(
         await asyncio.wait_for(seen.wait(), timeout=30)  # it read what was committed, and stands at the open one
         await late.commit_transaction()
         assert await asyncio.wait_for(restore, timeout=30) == 2
-    finally:
-        await late.stop()
     assert applied == [b"c1", b"late"]
     assert ends == {0: 4, 1: 0}  # c1, its marker, late, its marker
 
@@ -129,18 +139,12 @@ async def test_a_transaction_left_open_is_not_waited_for(
     holds the restore `SETTLE_S` at most: the committed records before it are read, its own are not, and `ends` says
     the restore stopped where it began."""
     await write(producer, topic, [(0, b"c1")], commit=True)
-    stuck = clients.transactional_producer(conn, transactional_id=f"test-changelog-stuck-{unique}", client_id="tests")
-    await stuck.start()
-    try:
-        await stuck.begin_transaction()
-        await stuck.send_and_wait(topic, b"open", key=b"open", partition=0)
+    async with open_transaction(conn, topic, b"open", unique) as stuck:
         applied: list[bytes | None] = []
         ends: dict[int, int] = {}
         count = await asyncio.wait_for(changelog.read_to_end(
             conn, topic, [0], lambda _, r: applied.append(r.value), client_id="tests", ends=ends), timeout=30)
         await stuck.abort_transaction()
-    finally:
-        await stuck.stop()
     assert (count, applied, ends) == (1, [b"c1"], {0: 2})
 
 
