@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from aiokafka.structs import RecordMetadata
 
 from services.cli.errors import TopicMissing, TopicNotVisible
 from services.common import clients
-from services.common.admin import topic_error
+from services.common.admin import partition_counts, topic_error
+from services.common.changelog import seek_to_time
 from services.common.closing import close_within, within
 from services.common.settings import KafkaConnection
 
@@ -104,18 +105,23 @@ def _acknowledged(futures: Sequence[asyncio.Future[RecordMetadata]]) -> int:
 
 
 async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: int | None, idle_s: float | None,
-               show: Callable[[ConsumerRecord[bytes, bytes]], None]) -> int:
+               show: Callable[[ConsumerRecord[bytes, bytes]], None], since_ms: int | None = None) -> int:
     """Follow `topic` (read_committed) and `show` each record; stop after `limit` records or `idle_s` quiet seconds.
-    A cancellation (Ctrl-C under `asyncio.run`) is taken between two records, never after a whole fetched batch: on a
-    busy topic one batch is thousands of records."""
+    With `since_ms`, each partition from its first record timestamped at or after it (Kafka's time index; the
+    partitions the topic had at the start). A cancellation (Ctrl-C under `asyncio.run`) is taken between two records,
+    never after a whole fetched batch: on a busy topic one batch is thousands of records."""
     await visible(conn, topic)
-    consumer = clients.consumer(conn, topic, client_id=CLIENT_ID, group_id=None,
+    consumer = clients.consumer(conn, *(() if since_ms is not None else (topic,)), client_id=CLIENT_ID, group_id=None,
                                 auto_offset_reset="earliest" if from_beginning else "latest")
     seen = 0
     loop = asyncio.get_running_loop()
     last = loop.time()
     try:
         await consumer.start()  # inside: a start that fails (no broker) closes what it opened too
+        if since_ms is not None:
+            tps = [TopicPartition(topic, p) for p in range((await partition_counts(conn, [topic]))[topic])]
+            consumer.assign(tps)
+            await seek_to_time(consumer, tps, since_ms, await consumer.end_offsets(tps))
         while limit is None or seen < limit:
             batch = await consumer.getmany(timeout_ms=300, max_records=None if limit is None else limit - seen)
             for rec in (rec for records in batch.values() for rec in records):

@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
-from services.cli import dlq_commands, erase, kafka_io, notify_dlq, trace
+from services.cli import dlq_commands, erase, kafka_io, notify_dlq, options, trace
 from services.cli.errors import CliError
 from services.cli.lines import record_lines
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
@@ -150,9 +150,13 @@ def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namesp
          limit: Annotated[int | None, typer.Option("--max", min=0, help="Stop after this many records")] = None,
          idle: Annotated[float | None, typer.Option(min=0, max=IDLE_MAX_S, help="Stop after this many quiet seconds")
                          ] = None,
+         since: options.Since = None,
          show_personal_data: ShowPersonalData = False) -> None:
     """Follow TOPIC (committed records) and pretty-print each: key, CloudEvents headers, JSON value. Everything a
     record holds is shown as plain text (control characters as escapes); applicants' personal data is masked."""
+    if since is not None and from_beginning:
+        raise typer.BadParameter("give --since or --from-beginning, not both", param_hint="--since")
+    since_ms = options.since_option(since)
     name = resolve_topic(topic, namespace)
     seen = 0
 
@@ -162,7 +166,7 @@ def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namesp
         seen += 1
 
     try:
-        asyncio.run(kafka_io.tail(connection(bootstrap), name, from_beginning, limit, idle, show))
+        asyncio.run(kafka_io.tail(connection(bootstrap), name, from_beginning, limit, idle, show, since_ms))
     except KeyboardInterrupt:  # Ctrl-C: what was shown is said all the same; 130 as every command here (typer's)
         err_console.print(f"{seen} records from {markup(name)} (interrupted)")
         raise typer.Exit(130) from None

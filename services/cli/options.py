@@ -55,3 +55,14 @@ def resolve_topic(name: str, namespace: str) -> str:
     except KeyError:
         return name
     return namespaced(name, namespace)
+
+
+Since = Annotated[str | None, typer.Option("--since", help=f"Records timestamped from then on: {MOMENT_FORMS}")]
+
+
+def since_option(text: str | None) -> int | None:
+    """Epoch milliseconds of a `--since` text (`Since`), None without one; a usage error naming the forms else."""
+    try:
+        return None if text is None else int(moment(text).timestamp() * 1000)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None

@@ -117,10 +117,7 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[T
     if since_ms is None:
         await reader.seek_to_beginning(*tps)
     else:
-        found = await reader.offsets_for_times(dict.fromkeys(tps, since_ms))
-        for tp in tps:  # no record that late: nothing to read there
-            at = found.get(tp)
-            reader.seek(tp, end[tp] if at is None else at.offset)
+        await seek_to_time(reader, tps, since_ms, end)
     positions = {tp: await reader.position(tp) for tp in tps}
     pending = {tp for tp in tps if positions[tp] < end[tp]}  # empty, or emptied by retention
     reached = {tp: positions[tp] for tp in tps if tp not in pending}
@@ -159,6 +156,16 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[T
     if ends is not None:
         ends.update({tp.partition: offset for tp, offset in reached.items()})
     return applied
+
+
+async def seek_to_time(consumer: AIOKafkaConsumer, tps: list[TopicPartition], since_ms: int,
+                       end: dict[TopicPartition, int]) -> None:
+    """Each partition to its first record timestamped at or after `since_ms` (Kafka's time index), or to its `end`
+    when none is that late."""
+    found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+    for tp in tps:
+        at = found.get(tp)
+        consumer.seek(tp, end[tp] if at is None else at.offset)
 
 
 def stable_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, otherwise: int) -> int:

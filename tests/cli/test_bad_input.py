@@ -282,10 +282,12 @@ def test_a_tls_file_that_is_not_there_is_one_line(tmp_path: Path) -> None:
                                              "the KAFKA_SSL_* files)")
 
 
-@pytest.mark.parametrize("option", [["--max", "-1"], ["--idle", "-5"], ["--idle", "nan"], ["--idle", "inf"]])
+@pytest.mark.parametrize("option", [["--max", "-1"], ["--idle", "-5"], ["--idle", "nan"], ["--idle", "inf"],
+                                    ["--since", "yesterday"], ["--since", "2h", "--from-beginning"]])
 def test_tail_refuses_a_negative_or_endless_limit_before_connecting(option: list[str]) -> None:
     """`tail --max -1` and `--idle -5` showed nothing and exited 0 ("0 records"), `--idle nan` and `inf` followed the
-    topic for ever: each is a usage error (exit 2) naming the option, before any broker is asked (CLI trial)."""
+    topic for ever: each is a usage error (exit 2) naming the option, before any broker is asked (CLI trial). So are
+    a `--since` of no form it reads, and one with `--from-beginning`."""
     result = run("tail", "commune.events.dossier", "--bootstrap", "127.0.0.1:1", *option)
     assert result.exit_code == 2, result.output
     assert option[0] in result.output
