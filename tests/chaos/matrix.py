@@ -28,6 +28,9 @@ SIGKILL_BURST = {"NOTIFY_RATE_PER_S": '{"sms": 60, "webhook": 200}', "NOTIFY_ROU
 SIGKILL_IN_FLIGHT = 8 + 32
 """Requests the kill may leave in flight, sent again by the successor (the bound of tests/notify/test_notify_faults.py:
 8 routine SMS workers, and the webhooks')."""
+PROBE_SOON = {"NOTIFY_CIRCUIT_PROBE_S": "5"}
+"""The open circuit probes every 5 s, not 30 (the default): within the 15 s outage it still opens, parks and fails
+probes, and its return is found in seconds rather than 15 s after it (each parked request waited its 30 s more)."""
 BROKER_RESTART_RUNS = 10
 """Twice the 5 runs the broker restart ends by design (README, 2026-12-05): each run ends on the lost broker and its
 start is tried again, backing off from 0.5 to 8 s, until the broker is back; a slower broker start adds one per 8 s."""
@@ -59,7 +62,7 @@ MATRIX: tuple[Scenario, ...] = (
                KillCoordinator("group", INTAKE_COORDINATED, join=True)),
     Scenario("intake-rebalance-storm", lambda: IntakeLoad(rate=300, seconds=55), RebalanceStorm(seconds=30),
              budget_s=240),
-    Scenario("notify-provider-outage", lambda: NotifyLoad(events=120, per_second=6, mid_stream=10),
+    Scenario("notify-provider-outage", lambda: NotifyLoad(events=120, per_second=6, mid_stream=10, env=PROBE_SOON),
              ProviderOutage(seconds=15), fast=True, budget_s=180),
     Scenario("notify-sigkill", lambda: NotifyLoad(events=300, per_second=100, mid_stream=80, env=SIGKILL_BURST,
                                                   resend_allowance=SIGKILL_IN_FLIGHT), KillWorker(), budget_s=180),
