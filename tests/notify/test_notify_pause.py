@@ -23,6 +23,7 @@ from tests.kafkatools import free_port
 from tests.notify.conftest import MailSink, StartNotify
 from tests.notify.events import dossier
 from tests.notify.oracle import accepted_sends, all_sent, expected_sends
+from tests.notify.test_notify_faults import one_commune_per_partition
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -58,11 +59,13 @@ async def test_worker_frozen_past_session_timeout_sends_no_notification_twice(
     producer = clients.producer(KafkaConnection(bootstrap=kafka_bootstrap), client_id="tests-traffic", linger_ms=5)
     await producer.start()
     events, futures = [], []
+    communes = one_commune_per_partition()  # all partitions busy: the frozen worker has a queue, whichever it holds
 
     async def traffic(seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            event = dossier(f"pause-{len(events)}", code=f"D-PA-{len(events)}")
+            n = len(events)
+            event = dossier(f"pause-{n}", code=f"D-PA-{n}", commune=communes[n % len(communes)])
             rec = encode(event)
             futures.append(await producer.send(topic, rec.value, key=rec.key, headers=rec.headers))
             events.append(event)
