@@ -20,7 +20,7 @@ from services.common.settings import KafkaConnection
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port
-from tests.notify.conftest import MailSink, StartNotify
+from tests.notify.conftest import MailSink, StartNotify, caught_up
 from tests.notify.events import dossier
 from tests.notify.oracle import accepted_sends, all_sent, expected_sends
 from tests.notify.test_notify_faults import one_commune_per_partition
@@ -31,6 +31,8 @@ SESSION_MS = 6000
 PAUSE_S = 14  # well past the session timeout
 RATE = 20  # events per second
 SENDERS = 8
+AFTER_S = 10
+"""Traffic goes on this long after the resume."""
 IN_FLIGHT_S = 0.5
 """A call under way at the freeze reaches the provider within this of SIGSTOP (its bytes had left) or of SIGCONT."""
 
@@ -61,9 +63,10 @@ async def test_worker_frozen_past_session_timeout_sends_no_notification_twice(
     events, futures = [], []
     communes = one_commune_per_partition()  # all partitions busy: the frozen worker has a queue, whichever it holds
 
-    async def traffic(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+    end = [time.monotonic() + 8 + PAUSE_S + AFTER_S]  # brought forward to AFTER_S past the resume once it comes
+
+    async def traffic() -> None:
+        while time.monotonic() < end[0]:
             n = len(events)
             event = dossier(f"pause-{n}", code=f"D-PA-{n}", commune=communes[n % len(communes)])
             rec = encode(event)
@@ -71,7 +74,7 @@ async def test_worker_frozen_past_session_timeout_sends_no_notification_twice(
             events.append(event)
             await asyncio.sleep(1 / RATE)
 
-    sender = asyncio.create_task(traffic(8 + PAUSE_S + 10))
+    sender = asyncio.create_task(traffic())
     try:
         await eventually_async(lambda: len(fake.accepted) >= 40, timeout=30, what="sending before the pause")
         frozen = workers[0]
@@ -80,6 +83,7 @@ async def test_worker_frozen_past_session_timeout_sends_no_notification_twice(
         await asyncio.sleep(PAUSE_S)  # the fault itself: a fixed span
         resumed_at = time.time()
         frozen.send_signal(signal.SIGCONT)
+        end[0] = min(end[0], time.monotonic() + AFTER_S)
         await sender
     finally:
         workers[0].send_signal(signal.SIGCONT)
@@ -92,7 +96,7 @@ async def test_worker_frozen_past_session_timeout_sends_no_notification_twice(
     await eventually_async(all_sent(fake, want), timeout=120, interval=0.5, what="every notification delivered")
     await eventually_async(lambda: all(ready(p) for p in ports), timeout=60, interval=0.5,
                            what="both workers ready again (the frozen one restarted its run)")
-    await asyncio.sleep(3)  # late repeats would arrive now
+    await caught_up(kafka_bootstrap, namespace)  # every input committed, no call in flight: a late repeat came already
 
     arrivals: dict[str, list[float]] = defaultdict(list)
     for key, at in fake.arrivals:
