@@ -13,7 +13,7 @@ from aiokafka.structs import RecordMetadata
 from services.cli.errors import TopicMissing, TopicNotVisible
 from services.common import clients
 from services.common.admin import partition_counts, topic_error
-from services.common.changelog import seek_to_time
+from services.common.changelog import time_offsets
 from services.common.closing import close_within, within
 from services.common.settings import KafkaConnection
 
@@ -121,7 +121,8 @@ async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: i
         if since_ms is not None:
             tps = [TopicPartition(topic, p) for p in range((await partition_counts(conn, [topic]))[topic])]
             consumer.assign(tps)
-            await seek_to_time(consumer, tps, since_ms, await consumer.end_offsets(tps))
+            for tp, offset in (await time_offsets(consumer, tps, since_ms, await consumer.end_offsets(tps))).items():
+                consumer.seek(tp, offset)
         while limit is None or seen < limit:
             batch = await consumer.getmany(timeout_ms=300, max_records=None if limit is None else limit - seen)
             for rec in (rec for records in batch.values() for rec in records):

@@ -48,8 +48,9 @@ when it began. A producer's commit returns once the coordinator has logged it, b
 partitions, so a restore that stopped at the last stable offset could miss what a transaction committed just before:
 the previous owner's last ids or states (CI 2026-12-05, the same race in a test: a key store read 57 of 61 key
 records, `tests/kafkatools.transactions_settled`). Markers take milliseconds. A transaction still open after this
-(a producer killed mid-transaction, which the broker aborts after its transaction timeout) is not waited for: its
-records are not committed."""
+(a producer killed mid-transaction, which the broker aborts after its transaction timeout) is not waited for, and
+with it what other producers committed after it on the partition: a reader cannot pass an open transaction. Reads that
+must not leave those out (erasure, rewrap) wait for the whole end (`settle_s=None`)."""
 
 
 class RestoreStalled(KafkaError):
@@ -58,33 +59,40 @@ class RestoreStalled(KafkaError):
 
 async def read_to_end(conn: KafkaConnection, topic: str, partitions: Iterable[int], apply: Apply, *,
                       client_id: str, max_records: int = 10_000, ends: dict[int, int] | None = None,
-                      stall_s: float | None = RESTORE_STALL_S, since_ms: int | None = None) -> int:
+                      stall_s: float | None = RESTORE_STALL_S, since_ms: int | None = None,
+                      settle_s: float | None = SETTLE_S) -> int:
     """Apply every committed record of `topic`'s `partitions` below their current end; returns how many. `ends`, if
-    given, receives each partition's end offset the restore read up to. Raises `RestoreStalled` once the restore went
-    `stall_s` without moving on (however long the whole restore takes; None: no limit). With `since_ms`, each
-    partition is read from its first record timestamped at or after it (Kafka's time index), not from its start."""
+    given, receives where each partition's restore ended. Raises `RestoreStalled` once the restore went `stall_s`
+    without moving on (however long the whole restore takes; None: no limit; at least `settle_s` and a second more).
+    With `since_ms`, each partition is read from its first record timestamped at or after it (Kafka's time index),
+    not from its start. `settle_s`: how long a transaction open at the end is waited for (`SETTLE_S`; None: until
+    it ends, within `stall_s`)."""
     numbers = sorted(set(partitions))
     if not numbers:
         return 0
     reader = clients.consumer(conn, client_id=client_id, max_partition_fetch_bytes=8 * 1024 * 1024)
     tps = [TopicPartition(topic, p) for p in numbers]
+    if stall_s is not None and settle_s is not None:
+        stall_s = max(stall_s, settle_s + 1.0)  # the settle is checked after a fetch wait (0.5 s)
     try:
         async with stall_limit(stall_s, f"restore of {topic}") as progressed:
             await reader.start()
-            watermarks = await high_watermarks(conn, tps, client_id)
-            return await _read(reader, tps, watermarks, apply, max_records, ends, progressed, since_ms)
+            end, start = await bounds(conn, tps, client_id, since_ms)
+            return await _read(reader, tps, end, start, apply, max_records, ends, progressed, settle_s)
     finally:
         await closing.close_within(client_id, "changelog reader", reader.stop)
 
 
-async def high_watermarks(conn: KafkaConnection, tps: list[TopicPartition],
-                          client_id: str) -> dict[TopicPartition, int]:
-    """Each partition's high watermark: its end, records of open transactions included (a read_committed reader's
-    `end_offsets` gives the last stable offset)."""
+async def bounds(conn: KafkaConnection, tps: list[TopicPartition], client_id: str,
+                 since_ms: int | None) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int] | None]:
+    """Each partition's high watermark (its end, records of open transactions included: a read_committed reader's
+    `end_offsets` gives the last stable offset), and with `since_ms` where to begin (`time_offsets`, also past the
+    last stable offset: a read_committed reader's time index stops there)."""
     reader = clients.consumer(conn, client_id=client_id, isolation_level="read_uncommitted")
     try:
         await reader.start()
-        return await reader.end_offsets(tps)
+        end = await reader.end_offsets(tps)
+        return end, None if since_ms is None else await time_offsets(reader, tps, since_ms, end)
     finally:
         await closing.close_within(client_id, "high watermark reader", reader.stop)
 
@@ -106,25 +114,25 @@ async def stall_limit(stall_s: float | None, what: str) -> AsyncIterator[Callabl
         raise RestoreStalled(f"{what}: nothing read for {stall_s:g} s") from None
 
 
-async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[TopicPartition, int], apply: Apply,
-                max_records: int, ends: dict[int, int] | None, progressed: Callable[[], None],
-                since_ms: int | None) -> int:
-    """Apply the committed records below `end` (the high watermarks); a partition whose reader stands at its last stable
-    offset below it, unmoved for `SETTLE_S`, ends there (`ends`, if given, receives where each partition ended)."""
+async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[TopicPartition, int],
+                start: dict[TopicPartition, int] | None, apply: Apply, max_records: int, ends: dict[int, int] | None,
+                progressed: Callable[[], None], settle_s: float | None) -> int:
+    """Apply the committed records below `end` (the high watermarks), from `start` or the beginning; a partition whose
+    reader stands at its last stable offset below it ends there once `_settled` (`ends`, if given, receives where
+    each partition ended)."""
     applied = 0
     reader.assign(tps)
-    stable = await reader.end_offsets(tps)  # the last stable offsets, until the fetches say newer ones
-    if since_ms is None:
+    if start is None:
         await reader.seek_to_beginning(*tps)
     else:
-        await seek_to_time(reader, tps, since_ms, end)
+        for tp in tps:
+            reader.seek(tp, start[tp])
     positions = {tp: await reader.position(tp) for tp in tps}
     pending = {tp for tp in tps if positions[tp] < end[tp]}  # empty, or emptied by retention
     reached = {tp: positions[tp] for tp in tps if tp not in pending}
     """Per partition done, the offset below which every committed record was applied: where the reader stood, or the
     first record at or past the end, left out."""
-    loop = asyncio.get_running_loop()
-    moved_at = dict.fromkeys(tps, loop.time())
+    moved_at = dict.fromkeys(tps, time.time())
     yielded = time.perf_counter()
     while pending:
         chunk = await reader.getmany(*pending, timeout_ms=500, max_records=max_records)
@@ -142,15 +150,14 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[T
         # progress is the position moving, records or not: a stretch of aborted records and transaction markers
         # (left by runs that ended mid-transaction) returns nothing and moves it all the same
         moved = {tp: await reader.position(tp) for tp in pending}
-        now = loop.time()
         if chunk or any(moved[tp] > positions[tp] for tp in pending):
             progressed()
         for tp in pending:
             if moved[tp] > positions[tp]:
-                moved_at[tp] = now
+                moved_at[tp] = time.time()
         positions.update(moved)
-        done = {tp for tp in pending if tp in past or moved[tp] >= end[tp] or (  # or settled: see SETTLE_S
-            moved[tp] >= stable_offset(reader, tp, stable[tp]) and now - moved_at[tp] >= SETTLE_S)}
+        done = {tp for tp in pending
+                if tp in past or moved[tp] >= end[tp] or _settled(reader, tp, moved[tp], moved_at[tp], settle_s)}
         reached.update({tp: past.get(tp, moved[tp]) for tp in done})
         pending -= done
     if ends is not None:
@@ -158,20 +165,23 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[T
     return applied
 
 
-async def seek_to_time(consumer: AIOKafkaConsumer, tps: list[TopicPartition], since_ms: int,
-                       end: dict[TopicPartition, int]) -> None:
-    """Each partition to its first record timestamped at or after `since_ms` (Kafka's time index), or to its `end`
-    when none is that late."""
+def _settled(reader: AIOKafkaConsumer, tp: TopicPartition, position: int, moved_at: float,
+             settle_s: float | None) -> bool:
+    """Whether the reader stands at the partition's last stable offset as a fetch answered `settle_s` after the
+    position last moved (`moved_at`, epoch seconds): a transaction open there that long is given up on. An older
+    answer may predate markers written since (a fetch held up by a leader change)."""
+    if settle_s is None:
+        return False
+    lso, polled = reader.last_stable_offset(tp), reader.last_poll_timestamp(tp)  # polled: epoch ms, as aiokafka's
+    return lso is not None and polled is not None and position >= lso and polled >= (moved_at + settle_s) * 1000
+
+
+async def time_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition], since_ms: int,
+                       end: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    """Each partition's first record timestamped at or after `since_ms` (Kafka's time index), or its `end` when none
+    is that late."""
     found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
-    for tp in tps:
-        at = found.get(tp)
-        consumer.seek(tp, end[tp] if at is None else at.offset)
-
-
-def stable_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, otherwise: int) -> int:
-    """The partition's last stable offset as the consumer's last fetch of it said; `otherwise` before any."""
-    lso = consumer.last_stable_offset(tp)
-    return otherwise if lso is None else lso
+    return {tp: end[tp] if (at := found.get(tp)) is None else at.offset for tp in tps}
 
 
 async def end_offsets(conn: KafkaConnection, topic: str, partitions: Iterable[int], *,

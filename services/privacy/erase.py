@@ -87,7 +87,8 @@ async def _live_in(conn: KafkaConnection, topic: str, partitions: int, subject: 
         else:
             live.add(key_id)
 
-    await read_to_end(conn, topic, range(partitions), apply, client_id="commune-bus-erase-read")
+    await read_to_end(conn, topic, range(partitions), apply, client_id="commune-bus-erase-read",
+                      settle_s=None)  # every key committed, also past a dead writer's open transaction (ADR 0037)
     return live
 
 

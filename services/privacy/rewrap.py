@@ -161,7 +161,8 @@ async def read_key_log(conn: KafkaConnection, namespace: str) -> KeyLog:
         def add(_: int, record: ConsumerRecord[bytes, bytes], topic: str = topic) -> None:
             log.add(topic, record.key, record.value, record.timestamp)
 
-        await read_to_end(conn, topic, range(spec.partitions), add, client_id="commune-bus-keys-rewrap-read")
+        await read_to_end(conn, topic, range(spec.partitions), add, client_id="commune-bus-keys-rewrap-read",
+                          settle_s=None)  # every key, also past a dead writer's open transaction (ADR 0037)
     return log
 
 

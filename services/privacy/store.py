@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge
 from schemas.personal import ERASED_MARK, KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
 from services.common import changelog, clients
+from services.common.closing import close_within
 from services.common.logging import where
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
@@ -126,6 +127,8 @@ class KeyStore:
         self._consumer: AIOKafkaConsumer = clients.consumer(conn, client_id=client_id)
         self._watermarks: AIOKafkaConsumer | None = None
         """Reads the key topics' high watermarks for `refresh`; started by its first call."""
+        self._watermarks_lock = asyncio.Lock()
+        self._stopped = False
         self._conn, self._client_id = conn, client_id
         self._applied: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
@@ -202,16 +205,30 @@ class KeyStore:
         return None
 
     async def _watermarks_reader(self) -> AIOKafkaConsumer:
-        if self._watermarks is None:
-            reader = clients.consumer(self._conn, client_id=self._client_id, isolation_level="read_uncommitted")
-            await reader.start()
-            self._watermarks = reader
-        return self._watermarks
+        """The read_uncommitted client `refresh` asks for the high watermarks: started once (concurrent refreshes
+        wait for the one start), closed if its start fails or is cancelled."""
+        async with self._watermarks_lock:
+            if self._stopped:
+                raise KeysBehind("the key store is stopped")
+            if self._watermarks is None:
+                reader = clients.consumer(self._conn, client_id=self._client_id, isolation_level="read_uncommitted")
+                try:
+                    await reader.start()
+                except BaseException:
+                    await close_within(self._client_id, "key store watermarks", reader.stop)
+                    raise
+                self._watermarks = reader
+            return self._watermarks
 
     async def stop(self) -> None:
-        await self._consumer.stop()
-        if self._watermarks is not None:
-            await self._watermarks.stop()
+        async with self._watermarks_lock:  # no start after this stop
+            watermarks, self._watermarks = self._watermarks, None
+            self._stopped = True
+        try:
+            await self._consumer.stop()
+        finally:
+            if watermarks is not None:
+                await close_within(self._client_id, "key store watermarks", watermarks.stop)
 
     async def run(self) -> None:
         """Follow the key topics until cancelled, forgetting expired keys at most once every `EXPIRY_INTERVAL_S`
@@ -276,18 +293,16 @@ class KeyStore:
         """Return once every key record committed before this call is applied (`run` must be running); raises
         `KeysBehind` if that takes longer than `timeout_s`. Committed reaches the high watermark, not the last stable
         offset: an event is read once its own partition has its commit marker, and its key record's partition may not
-        have it yet. Its key was then taken for erased and the citizen not told. A transaction still open below the
-        watermark is waited for `changelog.SETTLE_S` at most: the key of an event already read is in a committed one."""
+        have it yet; its key was taken for erased and the citizen not told. A transaction left open below the
+        watermark (a writer killed mid-transaction, until the broker aborts it) keeps every key committed after it
+        unread: `KeysBehind` too, never an applicant counted erased on a partial view."""
         tps = list(self._consumer.assignment())
-        loop = asyncio.get_running_loop()
-        settled = loop.time() + changelog.SETTLE_S
         try:
             async with asyncio.timeout(timeout_s):
                 end = await (await self._watermarks_reader()).end_offsets(tps)
 
                 def reached() -> bool:
-                    return all(self._applied.get(tp, -1) >= end[tp] or (loop.time() >= settled and self._applied.get(
-                        tp, -1) >= changelog.stable_offset(self._consumer, tp, end[tp])) for tp in tps)
+                    return all(self._applied.get(tp, -1) >= end[tp] for tp in tps)
 
                 async with self._progress:
                     await self._progress.wait_for(reached)  # notified after every fetch (200 ms at most)

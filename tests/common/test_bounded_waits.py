@@ -58,6 +58,9 @@ class ReaderCutOff:
     def last_stable_offset(self, tp: TopicPartition) -> int | None:
         return None  # no fetch answered
 
+    def last_poll_timestamp(self, tp: TopicPartition) -> int | None:
+        return None
+
     async def getmany(self, *tps: TopicPartition, timeout_ms: int, max_records: int) -> dict[Any, Any]:
         await asyncio.sleep(timeout_ms / 1000 / 10)
         return {}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -91,16 +93,16 @@ async def test_records_written_after_the_restore_began_are_left_out(
     """The end is fixed when the restore starts: records committed after that are the consumer's, not the restore's;
     `ends` says where the restore stopped (the first record it left out)."""
     await write(producer, topic, [(0, b"before")], commit=True)
-    read_ends = changelog.high_watermarks
+    read_bounds = changelog.bounds
 
-    async def high_watermarks(conn: KafkaConnection, tps: list[TopicPartition],
-                              client_id: str) -> dict[TopicPartition, int]:
+    async def bounds(conn: KafkaConnection, tps: list[TopicPartition], client_id: str,
+                     since_ms: int | None) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int] | None]:
         """The restore's end, with a committed write slipped in right after it was read."""
-        end = await read_ends(conn, tps, client_id)
+        end = await read_bounds(conn, tps, client_id, since_ms)
         await write(producer, topic, [(0, b"after")], commit=True)
         return end
 
-    monkeypatch.setattr(changelog, "high_watermarks", high_watermarks)
+    monkeypatch.setattr(changelog, "bounds", bounds)
     applied: list[bytes | None] = []
     ends: dict[int, int] = {}
     count = await changelog.read_to_end(conn, topic, [0], lambda _, r: applied.append(r.value), client_id="tests",
@@ -183,3 +185,31 @@ async def test_a_slow_restore_gives_the_loop_back_between_records(conn: KafkaCon
     print(f"the other task ran between records {len(seen) - 1} times in 600 records x 2 ms")
     assert count == 600
     assert len(seen) >= 600 * 0.002 / changelog.YIELD_EVERY_S / 3
+
+
+async def test_from_a_time_a_transaction_open_at_the_start_is_read_too(
+        conn: KafkaConnection, topic: str, producer: AIOKafkaProducer, unique: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `since_ms`, where to begin is looked up past the last stable offset too: a read_committed reader's time
+    index stops there, so the first record after the time, in a transaction open at the start, sent the restore to
+    the end and it read nothing (review of ADR 0037; `dlq list --since`, `trace --since`)."""
+    await write(producer, topic, [(0, b"old")], commit=True)
+    since_ms = int(time.time() * 1000) + 1
+    await asyncio.sleep(0.01)  # a later timestamp for the open transaction's record
+    read_bounds, began = changelog.bounds, asyncio.Event()
+
+    async def bounds(*args: Any) -> Any:
+        found = await read_bounds(*args)
+        began.set()
+        return found
+
+    monkeypatch.setattr(changelog, "bounds", bounds)
+    async with open_transaction(conn, topic, b"new", unique) as late:
+        applied: list[bytes | None] = []
+        restore = asyncio.create_task(changelog.read_to_end(
+            conn, topic, [0], lambda _, r: applied.append(r.value), client_id="tests", since_ms=since_ms))
+        await asyncio.wait_for(began.wait(), timeout=30)
+        await late.commit_transaction()
+        assert await asyncio.wait_for(restore, timeout=30) == 1
+    assert applied == [b"new"]
+

@@ -194,7 +194,8 @@ async def test_an_erasure_read_at_the_gate_of_a_partition_gone_meanwhile_writes_
 
 
 class _Lagging:
-    """A key store's consumer whose follower never gets past its end offsets (a partial outage)."""
+    """A key store's consumer whose follower never gets past its end offsets (a partial outage); `refresh`'s
+    watermark reader too."""
 
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition("keys", 0)}
@@ -213,6 +214,7 @@ async def test_a_key_store_that_is_behind_delays_the_request_and_never_dead_lett
     [request] = rules.for_event(event, directory(), Registry())
     store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "tests", reader, client_id="tests-keys")
     unused, store._consumer = store._consumer, _Lagging()  # type: ignore[assignment]
+    store._watermarks = store._consumer  # type: ignore[assignment]  # its high watermarks: the same ends
     await unused.stop()
     channel, producer, tasks, done = FakeChannel(), FakeProducer(), Tasks(), Calls()
     dispatcher = Dispatcher({ChannelKind.SMS: channel}, Ledger("t.ledger", producer), producer,
