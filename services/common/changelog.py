@@ -97,6 +97,38 @@ async def bounds(conn: KafkaConnection, tps: list[TopicPartition], client_id: st
         await closing.close_within(client_id, "high watermark reader", reader.stop)
 
 
+class Watermarks:
+    """A read_uncommitted client for partitions' high watermarks, started by the first ask (under a lock: concurrent
+    asks start one), closed if that start fails; asked after `stop`, it raises KafkaError."""
+
+    def __init__(self, conn: KafkaConnection, client_id: str) -> None:
+        self._conn, self._client_id = conn, client_id
+        self._reader: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._stopped = False
+
+    async def of(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        async with self._lock:
+            if self._stopped:
+                raise KafkaError("stopped")
+            if self._reader is None:
+                reader = clients.consumer(self._conn, client_id=self._client_id, isolation_level="read_uncommitted")
+                try:
+                    await reader.start()
+                except BaseException:
+                    await closing.close_within(self._client_id, "high watermark reader", reader.stop)
+                    raise
+                self._reader = reader
+            reader = self._reader
+        return await reader.end_offsets(tps)
+
+    async def stop(self) -> None:
+        async with self._lock:  # no start after this stop
+            reader, self._reader, self._stopped = self._reader, None, True
+        if reader is not None:
+            await closing.close_within(self._client_id, "high watermark reader", reader.stop)
+
+
 @asynccontextmanager
 async def stall_limit(stall_s: float | None, what: str) -> AsyncIterator[Callable[[], None]]:
     """A restore's stall limit: the body calls the callable it is given whenever the restore moved on; raises

@@ -25,7 +25,6 @@ from prometheus_client import Counter, Gauge
 from schemas.personal import ERASED_MARK, KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
 from services.common import changelog, clients
-from services.common.closing import close_within
 from services.common.logging import where
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
@@ -125,11 +124,8 @@ class KeyStore:
         self._counts = (KEYS_APPLICANTS.partitions, KEYS_DEAD_LETTERS.partitions)
         """The registry's partition counts (services check the real layout against it at start)."""
         self._consumer: AIOKafkaConsumer = clients.consumer(conn, client_id=client_id)
-        self._watermarks: AIOKafkaConsumer | None = None
-        """Reads the key topics' high watermarks for `refresh`; started by its first call."""
-        self._watermarks_lock = asyncio.Lock()
-        self._stopped = False
-        self._conn, self._client_id = conn, client_id
+        self._watermarks = changelog.Watermarks(conn, client_id)
+        """The key topics' high watermarks, for `refresh`."""
         self._applied: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self.unreadable = 0
@@ -204,31 +200,11 @@ class KeyStore:
                     del posts[tp]
         return None
 
-    async def _watermarks_reader(self) -> AIOKafkaConsumer:
-        """The read_uncommitted client `refresh` asks for the high watermarks: started once (concurrent refreshes
-        wait for the one start), closed if its start fails or is cancelled."""
-        async with self._watermarks_lock:
-            if self._stopped:
-                raise KeysBehind("the key store is stopped")
-            if self._watermarks is None:
-                reader = clients.consumer(self._conn, client_id=self._client_id, isolation_level="read_uncommitted")
-                try:
-                    await reader.start()
-                except BaseException:
-                    await close_within(self._client_id, "key store watermarks", reader.stop)
-                    raise
-                self._watermarks = reader
-            return self._watermarks
-
     async def stop(self) -> None:
-        async with self._watermarks_lock:  # no start after this stop
-            watermarks, self._watermarks = self._watermarks, None
-            self._stopped = True
         try:
             await self._consumer.stop()
         finally:
-            if watermarks is not None:
-                await close_within(self._client_id, "key store watermarks", watermarks.stop)
+            await self._watermarks.stop()
 
     async def run(self) -> None:
         """Follow the key topics until cancelled, forgetting expired keys at most once every `EXPIRY_INTERVAL_S`
@@ -299,7 +275,7 @@ class KeyStore:
         tps = list(self._consumer.assignment())
         try:
             async with asyncio.timeout(timeout_s):
-                end = await (await self._watermarks_reader()).end_offsets(tps)
+                end = await self._watermarks.of(tps)
 
                 def reached() -> bool:
                     return all(self._applied.get(tp, -1) >= end[tp] for tp in tps)

@@ -203,6 +203,8 @@ class _Lagging:
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return dict.fromkeys(tps, 5)
 
+    of = end_offsets  # as `changelog.Watermarks`
+
 
 async def test_a_key_store_that_is_behind_delays_the_request_and_never_dead_letters() -> None:
     """A key store still behind when `refresh` gives up is a transient condition: the request waits and is tried
