@@ -28,7 +28,10 @@ RATE = 10  # events per second, two calls each: more than the two workers' sende
 SENDERS = 8
 CALL_S = 1.0
 """How long the provider takes to answer: calls are under way and jobs queued when the stop comes."""
-STREAM_S = 24
+STREAM_AFTER_STOP_S = 6
+"""The stream goes on this long after the stopped worker is gone: the other takes its partitions over (its next
+heartbeat, 3 s, sees the rebalance) while records keep coming. Not longer: one worker's 8 senders answer 8 calls a
+second, so each further second of stream is over 2 s of sending after it (a fixed 24 s stream took 70 s a run)."""
 
 
 async def test_sigterm_under_load_sends_no_notification_twice(
@@ -49,10 +52,10 @@ async def test_sigterm_under_load_sends_no_notification_twice(
     producer = clients.producer(KafkaConnection(bootstrap=kafka_bootstrap), client_id="tests-traffic", linger_ms=5)
     await producer.start()
     events, futures = [], []
+    stream_end = [float("inf")]  # set once the stopped worker is gone
 
     async def traffic() -> None:
-        end = time.monotonic() + STREAM_S
-        while time.monotonic() < end:
+        while time.monotonic() < stream_end[0]:
             n = len(events)
             event = dossier(f"stop-{n}", code=f"D-ST-{n}", commune=communes[n % len(communes)])
             rec = encode(event)
@@ -70,6 +73,7 @@ async def test_sigterm_under_load_sends_no_notification_twice(
         await eventually_async(lambda: stopped.poll() is not None, timeout=60, interval=0.2,
                                what="the stopped worker ends")
         took = time.monotonic() - began
+        stream_end[0] = time.monotonic() + STREAM_AFTER_STOP_S
         await sender
     finally:
         if not sender.done():
