@@ -143,8 +143,10 @@ async def test_while_the_gateway_is_down_its_circuits_hold_its_notifications_and
     each fallback called the gateway on every retry). Once the gateway is back a probe closes each circuit and every
     request is sent once, each Zalo message by SMS under its own Idempotency-Key."""
     fake.outage(600)
+    # the routine lane held to 20 jobs, a third of the 60 requests (without circuits the e-mail waits past 30 s); its
+    # releases a tick are a quarter of it: with 10, 2 a second, and the 60 requests took 30 s once the gateway was back
     start_notify(NOTIFY_CIRCUIT_FAILURES="3", NOTIFY_CIRCUIT_PROBE_S="1", NOTIFY_PARK_S="5",
-                 NOTIFY_MAX_PENDING="10", NOTIFY_RETRY_MAX_ATTEMPTS="40", NOTIFY_ROUTINE_WORKERS="4",
+                 NOTIFY_MAX_PENDING="20", NOTIFY_RETRY_MAX_ATTEMPTS="40", NOTIFY_ROUTINE_WORKERS="4",
                  NOTIFY_ZALO_URL=f"http://127.0.0.1:{free_port()}")  # ZNS not reached: every Zalo message falls back
     events = [dossier(f"cb-{i}", code=f"D-CB-{i}") for i in range(20)]
     zalo = [dossier(f"cbz-{i}", code=f"D-CBZ-{i}", applicant={"phone": "0911111111", "zalo_user_id": f"z-{i}"})
