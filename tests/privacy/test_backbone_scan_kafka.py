@@ -95,13 +95,11 @@ async def test_no_clear_personal_data_outside_raw_topics_and_erasure_shuts_one_a
         await eventually_async(lambda: len(fake.accepted) > 0, timeout=30, what="notifications sent")
 
         # 1. nothing in clear: every non-raw topic (keys, values, headers), every service log, every /metrics
-        copies: dict[str, bytes] = {}
-        for spec in TOPICS:
-            if spec.kind is Kind.RAW:
-                continue
-            name = scoped(spec, namespace).name
-            copies[name] = b"".join((r.key or b"") + (r.value or b"") + b"".join(v for _, v in r.headers)
-                                    for r in await read_all(kafka_bootstrap, name, idle=0.3))
+        names = [scoped(spec, namespace).name for spec in TOPICS if spec.kind is not Kind.RAW]
+        # read side by side: one after the other, a consumer's start and idle wait each, 19 topics took 9 s
+        found = await asyncio.gather(*(read_all(kafka_bootstrap, name, idle=0.3) for name in names))
+        copies = {name: b"".join((r.key or b"") + (r.value or b"") + b"".join(v for _, v in r.headers) for r in records)
+                  for name, records in zip(names, found, strict=True)}
         copies |= await asyncio.to_thread(_logs_and_metrics, tmp_path, ports)
         hits = sorted({where for where, text in copies.items() for v in values if v in text})
         assert hits == [], f"personal data in clear in {hits}"
