@@ -198,12 +198,30 @@ class DeadlineWorker:
     async def _write(self, producer: AIOKafkaProducer, alerts: list[DeadlineAlert],
                      changes: list[tuple[int, Change]]) -> None:
         """Alerts acknowledged first, then the changelog records (a crash in between repeats, never loses)."""
-        sent = [await producer.send(self.names.alerts, a.model_dump_json().encode(), key=a.commune.encode())
-                for a in alerts]
+        sent = await self._taken(producer, [(self.names.alerts, a.model_dump_json().encode(), a.commune.encode(), None)
+                                            for a in alerts], "alerts")
         await self._acknowledged(sent, "alerts")
-        logged = [await producer.send(self.changelog.name, value, key=key, partition=p) for p, (key, value) in changes]
+        logged = await self._taken(producer, [(self.changelog.name, value, key, p) for p, (key, value) in changes],
+                                   "changelog records")
         for meta in await self._acknowledged(logged, "changelog records"):
             self.store.written(meta.partition, meta.offset)
+
+    async def _taken(self, producer: AIOKafkaProducer, records: list[tuple[str, bytes | None, bytes, int | None]],
+                     what: str) -> list[asyncio.Future[RecordMetadata]]:
+        """The records handed to the producer, or `WritesUnacknowledged` if that takes over `ack_timeout_s`: `send`
+        waits for the topic's metadata, up to the client's request timeout (40 s) while the broker is gone, so the
+        run went on that long past its bound (review of the tests' times)."""
+        sent: list[asyncio.Future[RecordMetadata]] = []
+        try:
+            async with asyncio.timeout(self.own.ack_timeout_s):
+                for topic, value, key, partition in records:
+                    sent.append(await producer.send(topic, value, key=key, partition=partition))
+        except TimeoutError:
+            for future in sent:  # their outcome is read, never left unobserved
+                future.add_done_callback(retrieved)
+            raise WritesUnacknowledged(f"{len(records) - len(sent)} of {len(records)} {what} not taken by the "
+                                       f"producer within {self.own.ack_timeout_s:g} s (no metadata)") from None
+        return sent
 
     async def _acknowledged(self, sent: list[asyncio.Future[RecordMetadata]], what: str) -> list[RecordMetadata]:
         """The sends' metadata once all are acknowledged (a refused one raises its error); `WritesUnacknowledged` if
