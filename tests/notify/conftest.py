@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -50,6 +52,15 @@ class MailSink:
         self.by_id[mid] += 1
         self.bodies[mid] = msg.get_payload(decode=True).decode()
         return "250 OK"
+
+
+def ready(port: int) -> bool:
+    """Whether the notify worker serving on `port` says it is ready (assigned, restored)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            return int(resp.status) == 200
+    except (urllib.error.HTTPError, OSError):
+        return False
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from services.notify.fake_providers import FakeProviders
 from services.notify.outcomes import PARK_HORIZON
 from services.notify.subscribers import Registry
 from services.notify.topics import Names
-from tests.kafkatools import produce, read_all
-from tests.notify.conftest import StartNotify, caught_up, publish, statuses
+from tests.kafkatools import free_port, produce, read_all
+from tests.notify.conftest import StartNotify, caught_up, publish, ready, statuses
 from tests.notify.events import directory, dossier, storm
 from tests.notify.oracle import requests_per_key
 from tests.waiting import eventually_async
@@ -80,7 +80,11 @@ async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_ho
     await caught_up(kafka_bootstrap, namespace)
     worker.terminate()  # a restart: the ledger read back from the topic, the late copy still there to read
     worker.wait(30)
-    start_notify()
+    port = free_port()
+    start_notify(NOTIFY_HTTP_PORT=str(port))
+    # its ledger restored before the statuses are read (every input was committed already: `caught_up` alone
+    # returned before the new worker had started, and a copy it sent again would have come after the read)
+    await eventually_async(lambda: ready(port), timeout=60, interval=0.5, what="the restarted worker ready")
     await caught_up(kafka_bootstrap, namespace)
     status = statuses(await read_all(kafka_bootstrap, notify_topics.status, idle=2))
     sent = [s for s in status if s["outcome"] == "sent"]

@@ -6,8 +6,6 @@ import asyncio
 import json
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 
 import pytest
@@ -20,7 +18,7 @@ from services.common.settings import KafkaConnection
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port
-from tests.notify.conftest import MailSink, StartNotify, caught_up
+from tests.notify.conftest import MailSink, StartNotify, caught_up, ready
 from tests.notify.events import dossier
 from tests.notify.oracle import accepted_sends, all_sent, expected_sends
 from tests.notify.test_notify_faults import one_commune_per_partition
@@ -35,14 +33,6 @@ AFTER_S = 10
 """Traffic goes on this long after the resume."""
 IN_FLIGHT_S = 0.5
 """A call under way at the freeze reaches the provider within this of SIGSTOP (its bytes had left) or of SIGCONT."""
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            return int(resp.status) == 200
-    except (urllib.error.HTTPError, OSError):
-        return False
 
 
 async def test_worker_frozen_past_session_timeout_sends_no_notification_twice(
