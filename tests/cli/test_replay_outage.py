@@ -8,6 +8,7 @@ import os
 import signal
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
@@ -15,13 +16,21 @@ from schemas.replay import DLQ_REPLAYED
 from schemas.topics import DLQ_INTAKE, RAW, scoped
 from services.cli import dlq, kafka_io, replaying
 from services.cli.deadletters import DeadLetter, dead_letter
-from services.common.admin import ensure_topics
+from services.common.admin import ensure_topics, partition_counts
 from services.common.settings import KafkaConnection
 from tests import naming
 from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
 from tests.kafkatools import read_all
+from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+async def answers(conn: KafkaConnection, topic: str) -> bool:
+    try:
+        return topic in await partition_counts(conn, [topic])
+    except KafkaError:
+        return False
 
 
 def letters(raw_topic: str, count: int) -> list[DeadLetter]:
@@ -67,7 +76,10 @@ async def test_replay_gives_up_once_the_broker_stops_completing_transactions(
     assert isinstance(running.exception(), kafka_io.Unacknowledged)
     assert frozen == [200], "frozen after the first transaction, the second given up"
     assert "200 of 300 dead letters replayed, the next 100 perhaps" in str(running.exception())
-    # once the broker is back: the given-up transaction committed or not, the log read after the fence says which
+    # once the broker is back: the given-up transaction committed or not, the log read after the fence says which.
+    # Back means answering: a broker woken from a long SIGSTOP first lists no broker in its metadata, until its
+    # registration is renewed (the replay then failed at once with NodeNotReadyError, CI 2026-12-05, a loaded machine)
+    await eventually_async(lambda: answers(conn, raw.name), timeout=60, interval=0.5, what="the broker answering")
     await replaying.replay(conn, namespace, todo, dlq_topic, await dlq.replayed_keys(conn, namespace), {})
     redriven = [r.value for r in await read_all(own_broker.bootstrap, raw.name, expect=len(todo))]
     logged = [r.key for r in await read_all(own_broker.bootstrap, scoped(DLQ_REPLAYED, namespace).name,
