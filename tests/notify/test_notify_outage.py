@@ -23,12 +23,13 @@ from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
 from tests.kafkatools import free_port
 from tests.notify.conftest import MailSink, StartNotify
 from tests.notify.events import dossier
-from tests.notify.oracle import accepted_sends, all_sent, expected_sends, requests_per_key
+from tests.notify.oracle import CODE, accepted_sends, all_sent, expected_sends, requests_per_key
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]
 OUTAGE_S = 60
 RATE = 5  # events per second, before, during and after the outage
+BURST = 40  # events sent at once just before the stop: SMS go out at 2 x RATE, so a queue is draining when it comes
 
 
 def probe(port: int, path: str) -> int:
@@ -90,42 +91,54 @@ async def outage(own_broker: OwnBroker, namespace: str, start_notify: StartNotif
     await ensure_topics(KafkaConnection(bootstrap=bootstrap), names.specs)
     topic = scoped(CANONICAL[Family.DOSSIER], namespace).name
     http_port = free_port()
-    # SMS slower than the traffic: a queue is draining when the broker goes, so sends are under way whose
-    # ledger entries cannot be written until it is back
+    # a burst just before the stop leaves a queue of SMS draining when the broker goes, so sends are under way whose
+    # ledger entries cannot be written until it is back; faster than the traffic, so the backlog of the outage
+    # drains in about 30 s once the broker is back
     start_notify(KAFKA_BOOTSTRAP=bootstrap, NOTIFY_HTTP_PORT=str(http_port),
-                 NOTIFY_RATE_PER_S=json.dumps({"sms": RATE * 0.6, "webhook": 200, "zalo": 200, "email": 50}),
+                 NOTIFY_RATE_PER_S=json.dumps({"sms": RATE * 2, "webhook": 200, "zalo": 200, "email": 50}),
                  **env)
     await eventually_async(lambda: probe(http_port, "/readyz") == 200, timeout=60, interval=0.2,
                            what="notify ready")
 
-    # a producer that waits out the outage (its sends are delivered once the broker is back)
+    # a producer that waits out the outage: its sends are delivered once the broker is back. Every event has one
+    # commune, so one partition: aiokafka's append waits once that partition's batch is full (16 KiB by default, about
+    # 15 events) until the batch is sent, and the traffic would stop with the broker; a batch holds the whole outage.
     producer = clients.producer(KafkaConnection(bootstrap=bootstrap), client_id="tests-traffic",
-                                request_timeout_ms=(OUTAGE_S + 60) * 1000, linger_ms=5)
+                                request_timeout_ms=(OUTAGE_S + 60) * 1000, linger_ms=5, max_batch_size=4 * 1024 * 1024)
     await producer.start()
     events = []
     futures = []
     stop_traffic = asyncio.Event()
 
+    async def send(n: int) -> None:
+        event = dossier(f"steady-{n}", code=f"D-ST-{n}")
+        rec = encode(event)
+        futures.append(await producer.send(topic, rec.value, key=rec.key, headers=rec.headers))
+        events.append(event)
+
     async def traffic() -> None:
-        n = 0
         while not stop_traffic.is_set():
-            event = dossier(f"steady-{n}", code=f"D-ST-{n}")
-            rec = encode(event)
-            futures.append(await producer.send(topic, rec.value, key=rec.key, headers=rec.headers))
-            events.append(event)
-            n += 1
+            await send(len(events))
             await asyncio.sleep(1 / RATE)
 
     sender = asyncio.create_task(traffic())
     try:
         await eventually_async(lambda: len(fake.accepted) >= 20, timeout=30, what="notifications before the outage")
         committed_before = await eventually_async(lambda: last_commit(http_port), timeout=10, what="a commit")
+        burst = [len(events) + i for i in range(BURST)]
+        for n in burst:
+            await send(n)
+        await producer.flush()
+        burst_codes = {f"D-ST-{n}" for n in burst}
+        await eventually_async(lambda: any(c in burst_codes for t in fake.texts("/sms") for c in CODE.findall(t)),
+                               timeout=20, interval=0.1, what="the burst's first SMS")
         await asyncio.to_thread(own_broker.stop)
-        stopped = time.monotonic()
+        stopped, sent_before = time.monotonic(), len(events)
         await eventually_async(lambda: probe(http_port, "/readyz") == 503, timeout=20, interval=0.2,
                                what="not ready while the broker is gone")
         assert probe(http_port, "/healthz") == 200  # alive all along
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - stopped)))  # the outage itself: a fixed span
+        sent_during = len(events) - sent_before
         await asyncio.to_thread(own_broker.start)
         await eventually_async(lambda: probe(http_port, "/readyz") == 200, timeout=90, interval=0.5,
                                what="ready again after the broker returned")
@@ -143,8 +156,9 @@ async def outage(own_broker: OwnBroker, namespace: str, start_notify: StartNotif
                            what="lag back to 0")
     await asyncio.sleep(3)  # late repeats would arrive now
     twice = {k: n for k, n in requests_per_key(fake).items() if n != 1}
-    print(f"events {len(events)}, notifications {sum(want.values())}, provider requests per key != 1: {len(twice)}, "
-          f"mails: {sum(smtp[0].by_id.values())}")
+    print(f"events {len(events)} ({sent_during} during the outage), notifications {sum(want.values())}, "
+          f"provider requests per key != 1: {len(twice)}, mails: {sum(smtp[0].by_id.values())}")
+    assert sent_during >= OUTAGE_S * RATE * 0.8  # the traffic went on through the outage
     assert accepted_sends(fake) == want  # nothing lost, no other recipient, no second key for one message
     assert not twice and not smtp[0].by_id
     assert last_commit(http_port) > committed_before  # commits resumed and are exported
