@@ -167,7 +167,7 @@ class RebalanceStorm:
             joined = load.start_worker(stage, f"storm-{moves}")
             await eventually_async(lambda: load.owned([steady, joined]), timeout=60, interval=0.2,  # noqa: B023
                                    what="a joining worker taking partitions")
-            if moves % 2:
+            if (moves // 2) % 2:  # every other worker killed, the rest stopped
                 await asyncio.to_thread(joined.kill)
             else:
                 await asyncio.to_thread(joined.stop)

@@ -34,9 +34,15 @@ probes, and its return is found in seconds rather than 15 s after it (each parke
 BROKER_RESTART_RUNS = 10
 """Twice the 5 runs the broker restart ends by design (README, 2026-12-05): each run ends on the lost broker and its
 start is tried again, backing off from 0.5 to 8 s, until the broker is back; a slower broker start adds one per 8 s."""
+NOTIFY_FAST_GROUP = {"NOTIFY_SESSION_TIMEOUT_MS": "6000", "NOTIFY_HEARTBEAT_INTERVAL_MS": "2000", "NOTIFY_DRAIN_S": "5",
+                     "NOTIFY_PROVIDER_TIMEOUT_S": "2", "NOTIFY_ROUTINE_WORKERS": "8"}
+"""As tests/notify/test_notify_pause.py: evicted after 6 s paused; 8 routine senders, whose calls in flight when the
+blow lands may be made again by the partition's next owner (`SIGKILL_IN_FLIGHT` bounds them)."""
+STORM_KILLS = 4
+"""Workers a 30 s storm kills at most (one join and leave takes ~5 s or more, every other leaver is killed)."""
 STALLED_RUNS = 2
-"""Twice the 1 run metrics' SIGSTOP ends by design: the paused worker wakes past its session and starts its run again
-from Kafka rather than act as a zombie (`WorkerStalled`, ADR 0012)."""
+"""Twice the 1 run the SIGSTOP of metrics or notify ends by design: the paused worker wakes past its session and starts
+its run again from Kafka rather than act as a zombie (`WorkerStalled`, ADR 0012)."""
 
 
 def on_cluster(name: str, load: Callable[[], Load], fault: Fault) -> Scenario:
@@ -64,12 +70,27 @@ MATRIX: tuple[Scenario, ...] = (
              budget_s=240),
     Scenario("notify-provider-outage", lambda: NotifyLoad(events=120, per_second=6, mid_stream=10, env=PROBE_SOON),
              ProviderOutage(seconds=15), fast=True, budget_s=180),
+    Scenario("notify-sigstop", lambda: NotifyLoad(workers=2, spread=True, events=320, per_second=8, mid_stream=20,
+                                                  env=NOTIFY_FAST_GROUP, resend_allowance=SIGKILL_IN_FLIGHT),
+             PauseWorker(seconds=14), budget_s=200, max_restarts=STALLED_RUNS),
+    Scenario("notify-broker-restart", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
+             RestartBroker(down_s=5), broker="own", budget_s=300),  # its runs ride the outage out: none ends
+    Scenario("notify-rebalance-storm", lambda: NotifyLoad(spread=True, events=400, per_second=10, mid_stream=20,
+                                                          env={"NOTIFY_ROUTINE_WORKERS": "8"},
+                                                          resend_allowance=STORM_KILLS * SIGKILL_IN_FLIGHT),
+             RebalanceStorm(seconds=30), budget_s=240),
     Scenario("notify-sigkill", lambda: NotifyLoad(events=300, per_second=100, mid_stream=80, env=SIGKILL_BURST,
                                                   resend_allowance=SIGKILL_IN_FLIGHT), KillWorker(), budget_s=180),
     Scenario("metrics-sigkill", lambda: MetricsLoad(per_second=40, mid_stream=80), KillWorker(), fast=True,
              budget_s=150),
     Scenario("metrics-sigstop", lambda: MetricsLoad(workers=2, per_second=20, mid_stream=60, env=METRICS_FAST_GROUP),
              PauseWorker(seconds=14), budget_s=200, max_restarts=STALLED_RUNS),
+    Scenario("metrics-broker-restart", lambda: MetricsLoad(per_second=20, mid_stream=80), RestartBroker(down_s=5),
+             broker="own", budget_s=300),  # as notify's: no run ends
+    # sending for ~60 s: the storm's 30 s take ~45 s (a killed worker's partitions wait for its 6 s session), and the
+    # recovery needs records after the last move to show progress
+    Scenario("metrics-rebalance-storm", lambda: MetricsLoad(per_second=8, mid_stream=80, env=METRICS_FAST_GROUP),
+             RebalanceStorm(seconds=30), budget_s=240),
     on_cluster("notify-group-coordinator-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
                KillCoordinator("group", NOTIFY_COORDINATED)),
     on_cluster("notify-controller-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),

@@ -37,7 +37,7 @@ from tests.cluster.tools import Feeder, Sent
 from tests.faults import REPLICAS, Worker
 from tests.kafkatools import free_port, produce
 from tests.notify.conftest import DIRECTORY, KEYRING, PRIVACY_ENV, MailSink, caught_up
-from tests.notify.events import dossier
+from tests.notify.events import COMMUNE, dossier, one_commune_per_partition
 from tests.waiting import eventually_async
 
 SECRET = "s3cret"
@@ -59,12 +59,16 @@ def ready(worker: Worker) -> bool:
 
 @dataclass
 class NotifyLoad:
-    """`events` dossier events sent at `per_second` to one notify worker; mid-stream once `mid_stream` requests
-    reached the providers. `resend_allowance`: requests the fault may leave in flight, sent again after it."""
+    """`events` dossier events sent at `per_second` to `workers` notify workers; mid-stream once `mid_stream` requests
+    reached the providers. `resend_allowance`: requests the fault may leave in flight, sent again after it. With
+    `spread`, the events go round one commune per canonical partition (every worker has work, whichever partitions
+    it holds); else they are one commune's, in one partition."""
 
     events: int = 120
     per_second: float = 6
     mid_stream: int = 10
+    workers: int = 1
+    spread: bool = False
     env: dict[str, str] = field(default_factory=dict)
     fake: FakeProviders = field(default_factory=lambda: FakeProviders(webhook_secrets={"prov-08": SECRET}))
     sink: MailSink = field(default_factory=MailSink)
@@ -84,7 +88,9 @@ class NotifyLoad:
         (stage.workdir / "subscribers.toml").write_text(
             f'[[subscribers]]\nname = "prov-08"\nurl = "{self.fake.url}/hooks/prov-08"\nsecret = "{SECRET}"\n'
             'event_types = ["vn.communebus.dossier.status-changed.v1"]\nprovinces = ["08"]\n', encoding="utf-8")
-        events = [dossier(f"chaos-{i}", code=f"D-CHAOS-{i}") for i in range(self.events)]
+        communes = one_commune_per_partition() if self.spread else [COMMUNE]
+        events = [dossier(f"chaos-{i}", code=f"D-CHAOS-{i}", commune=communes[i % len(communes)])
+                  for i in range(self.events)]
         self.expected = {(what, f"D-CHAOS-{i}") for i in range(self.events) for what in ("sms", "webhook")}
         sent: list[Sent] = []
         keys: list[KeyRecord] = []
@@ -96,7 +102,8 @@ class NotifyLoad:
                          rec.headers))
         for topic, key, value in key_messages(keys, stage.namespace):
             await produce(stage.bootstrap, topic, [(key, value, [])])
-        self.start_worker(stage, "notify-0")
+        for i in range(self.workers):
+            self.start_worker(stage, f"notify-{i}")
         await eventually_async(lambda: self.owned(stage.live()), timeout=90, interval=0.2, what="notify ready")
         self.feeding = asyncio.create_task(Feeder(stage.bootstrap, sent, self.per_second).run())
         await eventually_async(lambda: len(self.fake.accepted) >= self.mid_stream, timeout=60, interval=0.1,

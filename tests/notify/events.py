@@ -5,13 +5,26 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from schemas.admin import communes_of
 from schemas.announcement import AnnouncementScheduledEvent, BroadcastFailedEvent
 from schemas.dossier import DossierStatusChanged
 from schemas.mobile_team import VisitCompletedEvent, VisitScheduledEvent
+from schemas.topics import PARTITIONS
+from services.common.partitioner import partition_for
 from services.notify.directory import Directory
 
 COMMUNE, PROVINCE = "02269", "08"
 PHONE = "0912345678"
+
+
+def one_commune_per_partition() -> list[str]:
+    """Communes of the province, one per canonical partition (events are keyed by commune): a burst over them gives
+    every worker of the group work, whichever partitions it is assigned."""
+    by_partition: dict[int, str] = {}
+    for commune in communes_of(PROVINCE):
+        by_partition.setdefault(partition_for(commune.encode(), PARTITIONS), commune)
+    assert len(by_partition) == PARTITIONS
+    return [by_partition[p] for p in sorted(by_partition)]
 
 
 def dossier(event_id: str = "evt-1", status: int = 2, locale: str = "vi", code: str = "TL-251101-0002",

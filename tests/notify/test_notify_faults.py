@@ -9,31 +9,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schemas.admin import communes_of
 from schemas.notification import NotificationKind
-from schemas.topics import PARTITIONS
-from services.common.partitioner import partition_for
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.cluster.tools import metric_sum, scrape
 from tests.kafkatools import free_port, read_all
 from tests.notify.conftest import MailSink, StartNotify, caught_up, publish, statuses
-from tests.notify.events import PROVINCE, dossier
+from tests.notify.events import dossier, one_commune_per_partition
 from tests.notify.oracle import accepted_sends, all_sent, expected_sends, requests_per_key, sms_accepted
 from tests.notify.test_notify_outage import probe
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def one_commune_per_partition() -> list[str]:
-    """Communes of the province, one per canonical partition (events are keyed by commune): a burst over them gives
-    every worker of the group work, whichever partitions it is assigned."""
-    by_partition: dict[int, str] = {}
-    for commune in communes_of(PROVINCE):
-        by_partition.setdefault(partition_for(commune.encode(), PARTITIONS), commune)
-    assert len(by_partition) == PARTITIONS
-    return [by_partition[p] for p in sorted(by_partition)]
 
 
 def sent_sms(metrics: str) -> float:

@@ -19,9 +19,8 @@ from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port
 from tests.notify.conftest import MailSink, StartNotify, caught_up, ready
-from tests.notify.events import dossier
+from tests.notify.events import dossier, one_commune_per_partition
 from tests.notify.oracle import accepted_sends, all_sent, expected_sends
-from tests.notify.test_notify_faults import one_commune_per_partition
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(240)]

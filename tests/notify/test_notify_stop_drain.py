@@ -17,9 +17,8 @@ from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from tests.kafkatools import free_port
 from tests.notify.conftest import MailSink, StartNotify, caught_up
-from tests.notify.events import dossier
+from tests.notify.events import dossier, one_commune_per_partition
 from tests.notify.oracle import accepted_sends, all_sent, expected_sends, requests_per_key
-from tests.notify.test_notify_faults import one_commune_per_partition
 from tests.notify.test_notify_pause import ready
 from tests.waiting import eventually_async
 
