@@ -46,8 +46,9 @@ class Applicant(Model):
 
     model_config = Model.model_config | {"json_schema_extra": {"x-personal-data": True}}
 
-    name: str | None = Field(default=None, max_length=200, repr=False)
-    id_number: str | None = Field(default=None, max_length=20, repr=False, description="CCCD")
+    name: str | None = identifier(default=None, max_length=200, repr=False, description="One line: no control, line "
+                                  "separator or bidirectional-override character")
+    id_number: str | None = identifier(default=None, max_length=20, repr=False, description="CCCD")
     phone: str | None = identifier(default=None, max_length=20, repr=False)
     email: str | None = identifier(default=None, max_length=254, repr=False, description="Reaches an e-mail header")
     zalo_user_id: str | None = identifier(default=None, max_length=64, repr=False)

@@ -317,6 +317,22 @@ def test_an_applicant_email_with_a_line_break_is_invalid_and_not_echoed() -> Non
     assert r.field == "EmailChuHoSo" and "b.vn" not in r.message
 
 
+@pytest.mark.parametrize(("portal_field", "field", "value"), [
+    ("SoGiayToChuHoSo", "id_number", "0010\u202e99012345"), ("SoGiayToChuHoSo", "id_number", "038095\n001234"),
+    ("SoGiayToChuHoSo", "id_number", "001099\x00012345"), ("ChuHoSo", "name", "Trần Văn\u202e Minh"),
+    ("ChuHoSo", "name", "Trần Văn\r\nMinh"), ("ChuHoSo", "name", "Trần\u2066 Minh")])
+def test_an_applicant_id_number_or_name_with_control_characters_is_invalid_and_not_echoed(
+        portal_field: str, field: str, value: str) -> None:
+    """The CCCD and the name are one line each: a control, line-separator or bidi character is invalid_field, on the
+    portal's form and the canonical one (the walkthrough of 2026-12-05 saw both accepted, as integrators.md says they
+    are not); the value, personal data, is not in the message."""
+    r = rejected(Family.DOSSIER, dumps(portal_dossier(**{portal_field: value})), HDR).rejection
+    assert (r.reason, r.field) == (Reason.INVALID_FIELD, portal_field) and value not in r.message
+    applicant = {"name": "Trần Văn Minh", "phone": "0987654321", field: value}
+    c = rejected(Family.DOSSIER, dumps(with_data(canonical_dossier(), applicant=applicant))).rejection
+    assert (c.reason, c.field) == (Reason.INVALID_FIELD, f"data.applicant.{field}") and value not in c.message
+
+
 @pytest.mark.parametrize("extra", [{"KenhThucHien": "9" * 5000}, {"TrangThaiHoSo": "4" * 5000},
                                    {"TrangThaiHoSo": "²"}, {"KenhThucHien": "١"},
                                    {"DanhSachLePhi": [{"MucPhi": 10**18}]}])
