@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Union
 import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
-from schemas import limits, wire
+from schemas import limits, trace, wire
 from schemas.admin import commune_provinces
 from schemas.deadletter import Reason, internal_error
 from schemas.dossier import DossierData, DossierStatusChanged
@@ -171,6 +171,11 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
     raw_source = h.get(portal.SOURCE_HEADER)  # absent or without a value (a null header): the commune's portal sync
     source = portal.sync_source(commune) if raw_source is None else wire.lenient_text(raw_source)
     fields = portal.envelope(commune, source, obj, data)
+    # a trace the sender started: a `traceparent` header, or `ce_traceparent` as on a binary-mode record; one that
+    # does not parse, or all zeros, is absent and the trace derived, as on every other path (`Event`)
+    raw_trace = h.get(portal.TRACE_HEADER, h.get("ce_traceparent"))
+    if raw_trace is not None and trace.is_valid(sent := wire.lenient_text(raw_trace)):
+        fields["traceparent"] = sent
     if fields["time"] is None:
         return reject(Reason.MISSING_FIELD, "NgayNopHoSo", "NgayNopHoSo: the payload has no date to time the event by")
     try:

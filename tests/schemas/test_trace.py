@@ -10,7 +10,7 @@ from schemas import trace, wire
 from schemas.events import Family
 from services.intake.normalise import normalise
 from services.intake.outcome import Accepted
-from tests.samples import canonical_dossier
+from tests.samples import HDR, canonical_dossier, portal_dossier
 
 pytestmark = pytest.mark.unit
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -59,3 +59,19 @@ def test_a_valid_traceparent_is_kept() -> None:
     """The replacement touches only the invalid: a caller's valid trace stays the event's."""
     outcome = normalise(Family.DOSSIER, orjson.dumps({**canonical_dossier(), "traceparent": VALID}))
     assert isinstance(outcome, Accepted) and outcome.event.traceparent == VALID
+
+
+@pytest.mark.parametrize("header", ["traceparent", "ce_traceparent"])
+@pytest.mark.parametrize(("sent", "kept"), [(VALID, True), (VALID.upper(), False), (ZERO_TRACE, False),
+                                            (VALID + "\r\nX: y", False)])
+def test_a_portal_record_takes_the_trace_of_its_header(header: str, sent: str, kept: bool) -> None:
+    """A portal-shape record on Kafka carries its sender's trace in a `traceparent` (or `ce_traceparent`) record
+    header, as the gateway's portal records do in the HTTP header: it was ignored and the trace derived (walkthrough,
+    2026-12-05). One that is not valid is absent, as on every other path: the derived trace, not a refusal."""
+    value = orjson.dumps(portal_dossier())
+    without = normalise(Family.DOSSIER, value, HDR)
+    outcome = normalise(Family.DOSSIER, value, [*HDR, (header, sent.encode())])
+    assert isinstance(outcome, Accepted) and isinstance(without, Accepted)
+    assert outcome.event.traceparent == (sent if kept else without.event.traceparent)
+    assert ("traceparent" in outcome.event.model_fields_set) is kept
+    assert outcome.event.id == without.event.id  # the header is not part of what identifies the record
