@@ -67,8 +67,14 @@ def _compact_form(value: Any) -> Any:
     if isinstance(value, int | float) or (type(value) is str and _is_number_text(value)):
         # pydantic would read it as Unix seconds or milliseconds in UTC: "2025110717" (the portal's form cut
         # short) would become 2034, a JSON number a time no rule of ours allows (the JSON Schema says string)
-        raise PydanticCustomError("invalid_datetime", "a number, not a yyyyMMddHHmmss or ISO 8601 time")
+        raise PydanticCustomError("invalid_datetime", "a number, not a yyyyMMddHHmmss or ISO 8601 time"
+                                  if not isinstance(value, str) else NOT_FOURTEEN_DIGITS)
     return value
+
+
+NOT_FOURTEEN_DIGITS: Final = "digits, not a yyyyMMddHHmmss time (14 digits) or an ISO 8601 one"
+"""A time sent as a string of digits of another length, or with a sign or a decimal point ("20251107", "0987654321"):
+it said "a number" of a string (walkthrough, 2026-12-05)."""
 
 
 def _is_number_text(value: str) -> bool:
