@@ -32,8 +32,9 @@ PROBE_SOON = {"NOTIFY_CIRCUIT_PROBE_S": "5"}
 """The open circuit probes every 5 s, not 30 (the default): within the 15 s outage it still opens, parks and fails
 probes, and its return is found in seconds rather than 15 s after it (each parked request waited its 30 s more)."""
 BROKER_RESTART_RUNS = 10
-"""Twice the 5 runs the broker restart ends by design (README, 2026-12-05): each run ends on the lost broker and its
-start is tried again, backing off from 0.5 to 8 s, until the broker is back; a slower broker start adds one per 8 s."""
+"""Twice the 5 runs the broker restart of intake or metrics ends by design (README, 2026-12-05): each run ends on the
+lost broker (a transaction fails) and its start is tried again, backing off from 0.5 to 8 s, until the broker is back;
+a slower broker start adds one per 8 s."""
 NOTIFY_FAST_GROUP = {"NOTIFY_SESSION_TIMEOUT_MS": "6000", "NOTIFY_HEARTBEAT_INTERVAL_MS": "2000", "NOTIFY_DRAIN_S": "5",
                      "NOTIFY_PROVIDER_TIMEOUT_S": "2", "NOTIFY_ROUTINE_WORKERS": "8"}
 """As tests/notify/test_notify_pause.py: evicted after 6 s paused; 8 routine senders, whose calls in flight when the
@@ -86,7 +87,7 @@ MATRIX: tuple[Scenario, ...] = (
     Scenario("metrics-sigstop", lambda: MetricsLoad(workers=2, per_second=20, mid_stream=60, env=METRICS_FAST_GROUP),
              PauseWorker(seconds=14), budget_s=200, max_restarts=STALLED_RUNS),
     Scenario("metrics-broker-restart", lambda: MetricsLoad(per_second=20, mid_stream=80), RestartBroker(down_s=5),
-             broker="own", budget_s=300),  # as notify's: no run ends
+             broker="own", budget_s=300, max_restarts=BROKER_RESTART_RUNS),  # as intake's: a transaction fails
     # sending for ~60 s: the storm's 30 s take ~45 s (a killed worker's partitions wait for its 6 s session), and the
     # recovery needs records after the last move to show progress
     Scenario("metrics-rebalance-storm", lambda: MetricsLoad(per_second=8, mid_stream=80, env=METRICS_FAST_GROUP),
