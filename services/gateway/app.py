@@ -52,7 +52,10 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         yield
         await publisher.close()
 
-    app = FastAPI(title="commune-bus ingest gateway", version="1.1.0", lifespan=lifespan, description=api.DESCRIPTION)
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN, which a commune's network may not reach and
+    # which no browser of an operator should run for us; the contract is /openapi.json (docs/openapi.json)
+    app = FastAPI(title="commune-bus ingest gateway", version="1.1.0", lifespan=lifespan, description=api.DESCRIPTION,
+                  docs_url=None, redoc_url=None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -21,6 +21,17 @@ async def test_an_unknown_path_is_a_404_in_the_gateways_error_shape() -> None:
     assert answer.json() == {"error": "not_found", "message": "Not Found", "errors": []}
 
 
+@pytest.mark.parametrize("path", [b"/docs", b"/redoc"])
+def test_no_documentation_page_loads_scripts_from_a_cdn(path: bytes) -> None:
+    """FastAPI's /docs and /redoc pages fetch their scripts from cdn.jsdelivr.net (walkthrough): not served; the
+    contract stays at /openapi.json."""
+    client = TestClient(app())
+    answer = client.get(path.decode())
+    assert answer.status_code == 404 and answer.json()["error"] == "not_found"
+    contract = client.get("/openapi.json")
+    assert contract.status_code == 200 and contract.json()["info"]["title"] == "commune-bus ingest gateway"
+
+
 async def test_a_wrong_method_is_a_405_that_says_which_are_allowed() -> None:
     answer = await call(app(), [], b"", path=b"/healthz")
     assert answer.status == 405 and answer.headers["allow"] == "GET"
