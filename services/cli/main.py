@@ -19,7 +19,7 @@ from typing import Annotated
 import orjson
 import typer
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
@@ -167,6 +167,8 @@ def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namesp
 
     try:
         asyncio.run(kafka_io.tail(connection(bootstrap), name, from_beginning, limit, idle, show, since_ms))
+    except TopicAuthorizationFailedError as exc:  # a name it may not describe: perhaps a mistyped one
+        raise options.misspelt(name, namespace) or exc from None
     except KeyboardInterrupt:  # Ctrl-C: what was shown is said all the same; 130 as every command here (typer's)
         err_console.print(f"{seen} records from {markup(name)} (interrupted)")
         raise typer.Exit(130) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -9,7 +10,8 @@ from typing import Annotated
 import typer
 
 from schemas.times import to_utc
-from schemas.topics import by_name, namespaced
+from schemas.topics import TOPICS, by_name, namespaced
+from services.cli.errors import CliError
 from services.common.settings import KafkaConnection
 
 Bootstrap = Annotated[str, typer.Option("--bootstrap", "-b", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap servers")]
@@ -46,6 +48,16 @@ def moment(text: str, now: datetime | None = None) -> datetime:
 def connection(bootstrap: str) -> KafkaConnection:
     """`--bootstrap` over the rest of the connection (TLS, SASL) from `KAFKA_*`, as every service reads it."""
     return KafkaConnection(bootstrap=bootstrap)
+
+
+def misspelt(name: str, namespace: str) -> CliError | None:
+    """`name` is no topic of the registry but close to one: what was most likely meant. A principal without an ACL
+    for a name is refused whether the topic exists or not, and the rights hint sent an operator who had mistyped
+    `commune.events.dossier` to the admin (walkthrough)."""
+    known = [namespaced(t.name, namespace) for t in TOPICS]
+    close = [] if name in known else difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+    return CliError(f"{name}: not visible to this principal, and no topic of the registry is so named: did you mean "
+                    f"{close[0]}?") if close else None
 
 
 def resolve_topic(name: str, namespace: str) -> str:
