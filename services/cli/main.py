@@ -28,7 +28,7 @@ from services.cli.errors import CliError
 from services.cli.lines import record_lines
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
 from services.cli.plain import markup
-from services.cli.portal_records import commune_problem, registry_entry, unowned_source
+from services.cli.portal_records import commune_problem, family_problem, registry_entry, unowned_source
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.cli.said import PRIVACY_HINT, clipped, kafka_hint, kafka_message
 from services.common import logging
@@ -122,8 +122,10 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
     conn = connection(bootstrap)
     bound = entry or entry_of(conn.sasl_username)
     topic = raw_topic(family, bound, namespace)
-    owner = registry_entry(DEFAULT_SOURCES, bound) if portal_shape and bound else None
-    why = (commune_problem(commune) if portal_shape else None) or (owner and unowned_source(owner, commune, source))
+    listed = registry_entry(DEFAULT_SOURCES, bound) if bound else None
+    owner = listed if portal_shape else None
+    why = family_problem(listed, family) or (commune_problem(commune) if portal_shape else None) or (
+        owner and unowned_source(owner, commune, source))
     if why:  # they would all be dead letters
         err_console.print(f"publish: {markup(why)}; nothing was published", soft_wrap=True)
         raise typer.Exit(2)

@@ -58,3 +58,13 @@ def commune_problem(commune: str | None) -> str | None:
         return "--commune is not a commune code of the official list: intake would dead-letter the records as " \
                "unknown_commune"
     return None
+
+
+def family_problem(entry: Source | None, family: Family) -> str | None:
+    """Why `publish --family family` cannot go to `entry`'s own topics: the registry gives the entry no topic of that
+    family (topics are made for the families it lists), or None. It failed as a refusal to describe the topic,
+    with the hint to use the admin's credentials (walkthrough, 2026-12-05)."""
+    if entry is None or family in entry.families:
+        return None
+    return (f"the registry entry {entry.id} publishes {', '.join(f.value for f in entry.families)} only, not "
+            f"{family.value}: it has no {family.value} topic (ask the operators to add the family to the entry)")

@@ -164,3 +164,19 @@ def test_the_commune_refusal_is_intakes_rule(commune: str | None) -> None:
     for_commune = isinstance(outcome, Rejected) and outcome.rejection.reason in (Reason.MISSING_COMMUNE_HEADER,
                                                                        Reason.UNKNOWN_COMMUNE)
     assert (commune_problem(commune) is not None) is for_commune is (not isinstance(outcome, Accepted))
+
+
+def test_a_family_the_entry_does_not_publish_is_refused_before_anything_is_sent(tmp_path: Path,
+                                                                               sent: list[Any]) -> None:
+    """A source's `publish --family mobile-team` when its registry entry lists dossiers only: exit 2 naming the
+    entry's families, nothing sent. It was refused by the broker (no such topic for it) with the hint to use the
+    admin's credentials (walkthrough, 2026-12-05)."""
+    path = tmp_path / "visit.ndjson"
+    path.write_bytes(orjson.dumps(canonical_dossier()) + b"\n")  # its shape does not matter: refused before reading
+    result = CliRunner().invoke(app, ["publish", str(path), "--family", "mobile-team", "--entry",
+                                      "thuong-lam-one-stop"], env={"COLUMNS": "400"})
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert said == ("publish: the registry entry thuong-lam-one-stop publishes dossier only, not mobile-team: it has "
+                    "no mobile-team topic (ask the operators to add the family to the entry); nothing was published")
+    assert sent == []
