@@ -47,7 +47,12 @@ def plan(body: bytes, content_type: str, *, family: Family | None, commune: str 
     errors = list(checked.errors)
     out: Records = []
     if not errors:  # every record accepted: events[i] is records[i]
+        first: dict[tuple[str, str], int] = {}
         for index, (fam, event) in enumerate(checked.events):
+            if (earlier := first.setdefault((event.source, event.id), index)) != index:  # intake would dead-letter it
+                errors.append(RecordError(index=index, field="id", reason=Reason.DUPLICATE_EVENT.value,
+                                          message=f"id: the same event (source and id) as record {earlier}: send it "
+                                          "once"))
             if traceparent is not None and event.traceparent != traceparent:
                 event = event.model_copy(update={"traceparent": traceparent})
                 checked.events[index] = (fam, event)

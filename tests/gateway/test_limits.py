@@ -126,7 +126,8 @@ async def test_an_answer_lists_a_bounded_number_of_problems() -> None:
 async def test_a_large_body_is_checked_off_the_event_loop() -> None:
     """A body over `INLINE_CHECK_BYTES` is checked in a worker thread: the loop stays free meanwhile."""
     record = canonical_dossier()
-    body = orjson.dumps([record] * (INLINE_CHECK_BYTES // len(orjson.dumps(record)) + 50))
+    body = orjson.dumps([canonical_dossier(f"big-{i}")  # distinct ids: one event twice is refused
+                         for i in range(INLINE_CHECK_BYTES // len(orjson.dumps(record)) + 50)])
     ticks = 0
 
     async def tick() -> None:
@@ -164,7 +165,8 @@ async def test_large_bodies_are_checked_one_at_a_time(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(handler, "plan", plan)
     record = canonical_dossier()
-    body = orjson.dumps([record] * (INLINE_CHECK_BYTES // len(orjson.dumps(record)) + 50))
+    body = orjson.dumps([canonical_dossier(f"big-{i}")  # distinct ids: one event twice is refused
+                         for i in range(INLINE_CHECK_BYTES // len(orjson.dumps(record)) + 50)])
     gateway = app(Recording())
     answers = await asyncio.gather(*(call(gateway, KEY, Body(size=len(body), chunks=1, data=body)) for _ in range(4)))
     assert [a.status for a in answers] == [202] * 4
