@@ -24,6 +24,8 @@ class Filters:
     """Exact CloudEvents source, or a prefix ending in `*`."""
     since: datetime | None = None
     until: datetime | None = None
+    topics: frozenset[str] = frozenset()
+    """The raw topics the dead letters were read from (`dlq.source.topic`, exact names); any when empty."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def replayable(letter: DeadLetter, f: Filters) -> bool:
 
 def matches(letter: DeadLetter, f: Filters) -> bool:
     if f.reasons and letter.context.reason not in f.reasons:
+        return False
+    if f.topics and letter.context.source_topic not in f.topics:
         return False
     if f.source is not None:
         if letter.source is None:

@@ -16,12 +16,14 @@ from schemas.deadletter import Reason
 from schemas.replay import replay_key
 from schemas.times import to_utc
 from services.cli import dlq, replaying
-from services.cli.deadletters import Filters, replayable
+from services.cli.deadletters import DeadLetter, Filters, replayable
 from services.cli.kafka_io import Unacknowledged
 from services.cli.masking import names_masked
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
 from services.cli.plain import json_text, markup
 from services.cli.render import console, dead_letter_table, err_console
+from services.cli.replay_split import UNCHECKED, Split, admin_command, left_for_admin, split, why
+from services.common.kip430 import topic_rights
 from services.common.transactions import SendFailed
 
 app = typer.Typer(no_args_is_help=True, help="Dead letters of intake (commune.dlq.intake)")
@@ -31,14 +33,14 @@ SourceOpt = Annotated[str | None, typer.Option("--source", help="CloudEvents sou
 SinceOpt = Annotated[str | None, typer.Option("--since", help="Rejected at or after: 12h, 30d or 90m (that long "
                                                                  "ago), or an ISO date or time (naive = Vietnam time)")]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="Rejected at or before (the same forms)")]
+TopicOpt = Annotated[list[str] | None, typer.Option("--topic", help="Raw topic the dead letter was read from (its "
+                                                    "exact name, as listed), repeatable")]
 
 
-BOUND_TOPICS = ("a dead letter read from a source's own raw topic (commune.raw.<family>.src.<id>, ADR 0018) goes "
-                "back to it, and only that source's principal and the admin may write it: replay those as admin (on "
-                "the local secure broker: set -a; . \"$(infra/kafka/kafka.sh env admin)\"; set +a), the others with "
-                "--source; the rest are not marked replayed")
-"""Said when the operator replays a dead letter of a source's own raw topic (CLI trial: `dlq replay --reason
-unauthorised_source`, the case the integrator guide shows, ended in a Kafka error saying `topics create` is admin's)."""
+REFUSED = ("this principal may not write a topic of the replay ({error}): the dead letters replayed before are in the "
+           "replay log, the rest are not marked replayed")
+"""Said when the broker refuses a write the rights it told beforehand allowed (not one of the topics dead letters
+go back to: those are left and reported, `replay_split`)."""
 
 
 def _moment(text: str | None, option: str) -> datetime | None:
@@ -51,13 +53,13 @@ def _moment(text: str | None, option: str) -> datetime | None:
 
 
 def _filters(reason: list[Reason] | None, source: str | None, since_text: str | None,
-             until_text: str | None) -> Filters:
+             until_text: str | None, topic: list[str] | None = None) -> Filters:
     """The filters; an `--until` before `--since` is a usage error (it matches nothing by construction)."""
     since, until = _moment(since_text, "--since"), _moment(until_text, "--until")
     if since is not None and until is not None and to_utc(until) < to_utc(since):
         raise typer.BadParameter(f"{until_text} is before --since {since_text} (naive times are Vietnam time)",
                                  param_hint="--until")
-    return Filters(frozenset(reason or ()), source, since, until)
+    return Filters(frozenset(reason or ()), source, since, until, frozenset(topic or ()))
 
 
 def _set_headers(values: list[str] | None) -> dict[str, str]:
@@ -79,16 +81,17 @@ def _ordinal(number: int) -> str:
 
 @app.command("list")
 def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+          topic: TopicOpt = None,
           as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
           show_personal_data: ShowPersonalData = False) -> None:
     """List dead letters matching the filters (values are not shown: they may hold personal data; personal numbers
     and e-mails in a producer's source are masked). What the dead letters hold is shown as plain text; --json lines
     are exact JSON, control characters in them escaped."""
-    filters = _filters(reason, source, since, until)
-    topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace,
-                                                                            filters))
-    replayed = {d.position for d in letters if replay_key(topic, d.partition, d.offset) in done}
+    filters = _filters(reason, source, since, until, topic)
+    dlq_topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace,
+                                                                                filters))
+    replayed = {d.position for d in letters if replay_key(dlq_topic, d.partition, d.offset) in done}
     if not show_personal_data:
         letters = [replace(d, source=names_masked(d.source)) if d.source else d for d in letters]
     if as_json:
@@ -98,7 +101,7 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
             typer.echo(json_text(json.dumps(row, ensure_ascii=False)))
     else:
         console.print(dead_letter_table(letters, replayed))
-    err_console.print(f"{len(letters)} dead letters in {markup(topic)} match, {len(replayed)} of them already "
+    err_console.print(f"{len(letters)} dead letters in {markup(dlq_topic)} match, {len(replayed)} of them already "
                       f"replayed{_unreadable(unreadable, erased)}")
 
 
@@ -113,21 +116,29 @@ def _unreadable(count: int, erased: int) -> str:
 
 @app.command()
 def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+           topic: TopicOpt = None,
            set_header: Annotated[list[str] | None, typer.Option("--set-header", help="K=V, repeatable: a fix "
                                  "applied on the way, e.g. commune-code=02269")] = None,
            dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
            bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Re-drive matching dead letters into their original raw topic (original key, value and headers, minus
     dlq.*, plus dlq.replayed=<partition:offset>). A dead letter is never replayed twice; duplicates
-    (duplicate_event) only with --reason duplicate_event; erased or expired ones cannot be (counted, said)."""
+    (duplicate_event) only with --reason duplicate_event; erased or expired ones cannot be (counted, said). Those
+    going back to a topic this principal may not write (a source's own raw topic, for the operator) are left as they
+    are and named with the admin command that replays them, the others replayed: exit status 1 when some were left."""
     extra = _set_headers(set_header)
-    filters = _filters(reason, source, since, until)
+    filters = _filters(reason, source, since, until, topic)
     conn = connection(bootstrap)
-    topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(conn, namespace, filters))
-    todo = [d for d in letters if replay_key(topic, d.partition, d.offset) not in done and replayable(d, filters)]
+    dlq_topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(conn, namespace, filters))
+    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done and replayable(d, filters)]
+    # asked of the broker (KIP-430), nothing written: the dry run tells the same split as the real run
+    s = split(todo, asyncio.run(topic_rights(conn, {d.context.source_topic for d in todo})))
     if dry_run:
-        err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters"
-                          f"{_unreadable(unreadable, erased)}")
+        unchecked = "" if s.checked else f"; {UNCHECKED}"
+        left = (f"; {s.left_count} left to the admin: {why(s.left, s.missing)}: "
+                f"{admin_command(filters, extra, namespace, s.left)}") if s.left else ""
+        err_console.print(f"would replay {len(s.mine)} of {len(letters)} matching dead letters"
+                          f"{_unreadable(unreadable, erased)}{unchecked}{left}", soft_wrap=True)
         return
     replayed = 0
 
@@ -136,20 +147,34 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
         replayed += n
         bar.advance(task, n)
 
+    def refused(topic: str, theirs: list[DeadLetter]) -> None:  # rights the broker could not tell beforehand
+        s.left.setdefault(topic, []).extend(theirs)
+        bar.update(task, total=len(s.mine) - s.left_count)
+
     with Progress(console=err_console) as bar:
-        task = bar.add_task("replaying", total=len(todo))
+        task = bar.add_task("replaying", total=len(s.mine))
         try:
-            sent = asyncio.run(replaying.replay(conn, namespace, todo, topic, done, extra, advance))
+            sent = asyncio.run(replaying.replay(conn, namespace, s.mine, dlq_topic, done, extra, advance, refused))
         except SendFailed as exc:  # that chunk's transaction was aborted: its letters stay unreplayed
-            err_console.print(f"replay stopped after {replayed} of {len(todo)} dead letters: {markup(exc)}; "
-                              "the rest are not marked replayed, run the command again once the cause is fixed")
+            err_console.print(f"replay stopped after {replayed} of {len(s.mine)} dead letters: {markup(exc)}; "
+                              "the rest are not marked replayed, run the command again once the cause is fixed"
+                              f"{_left(s, filters, extra, namespace)}", soft_wrap=True)
             raise typer.Exit(1) from None
-        except TopicAuthorizationFailedError as exc:  # before: the Kafka error, with a hint about `topics create`
-            err_console.print(f"replay stopped after {replayed} of {len(todo)} dead letters: this principal may not "
-                              f"write a topic they go back to ({markup(exc)}); {BOUND_TOPICS}", soft_wrap=True)
+        except TopicAuthorizationFailedError as exc:
+            err_console.print(f"replay stopped after {replayed} of {len(s.mine)} dead letters: "
+                              f"{REFUSED.format(error=markup(exc))}{_left(s, filters, extra, namespace)}",
+                              soft_wrap=True)
             raise typer.Exit(1) from None
         except Unacknowledged as exc:
-            err_console.print(f"replay stopped: {markup(exc)}; {replaying.RUN_AGAIN}", soft_wrap=True)
+            err_console.print(f"replay stopped: {markup(exc)}; {replaying.RUN_AGAIN}"
+                              f"{_left(s, filters, extra, namespace)}", soft_wrap=True)
             raise typer.Exit(1) from None
-    err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent)} matching were already replayed"
-                      f"{_unreadable(unreadable, erased)}")
+    err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent) - s.left_count} matching were "
+                      f"already replayed{_unreadable(unreadable, erased)}{_left(s, filters, extra, namespace)}",
+                      soft_wrap=True)
+    if s.left:  # a partial replay: the admin's run of the command said replays the rest
+        raise typer.Exit(1)
+
+
+def _left(s: Split, filters: Filters, extra: dict[str, str], namespace: str) -> str:
+    return f"; {left_for_admin(s, filters, extra, namespace)}" if s.left else ""

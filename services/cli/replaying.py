@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from schemas.replay import DLQ_REPLAYED, replay_key
 from schemas.topics import TransactionalId, scoped, transactional_id
@@ -66,30 +67,48 @@ class Positioned(Protocol):
 
 
 L = TypeVar("L", bound=Positioned)
+Refused = Callable[[str, list[L]], None]
+"""Told the topic the broker refused a write to mid-replay, and the letters going back to it, left unreplayed."""
 Redrive = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
 """What a replay writes for a letter: topic, value, key, headers."""
 
 
 async def replay_each(conn: KafkaConnection, namespace: str, client_id: str, dlq_topic: str, letters: Sequence[L],
-                      redrive: Callable[[L], Redrive], progress: Progress = lambda n: None) -> list[L]:
+                      redrive: Callable[[L], Redrive], progress: Progress = lambda n: None,
+                      refused: Refused[L] | None = None) -> list[L]:
     """Write each letter's re-drive and its replay-log entry, a transaction per `BATCH`, with the namespace's one
     replay writer (`dlq replay`, `notify-dlq replay`); letters the log holds once the writer has fenced any other
     replay are left out. Returns those written. A refused write aborts its transaction (SendFailed): its letters
-    stay unreplayed (the log entry never commits without its re-drive). A transaction not ended within
-    `ACK_STALL_S` raises `Unacknowledged`, saying how many were replayed and how many may have been."""
+    stay unreplayed (the log entry never commits without its re-drive). With `refused`, a topic this principal may
+    not write (TopicAuthorizationFailedError naming a topic letters go back to: rights the broker could not tell
+    beforehand, or revoked meanwhile) has its letters handed to it, unreplayed, and the others go on in a new
+    transaction; without, it raises. A transaction not ended within `ACK_STALL_S` raises `Unacknowledged`, saying how
+    many were replayed and how many may have been."""
     producer, log_topic, done = await replay_writer(conn, namespace, client_id)
     todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
+    written: list[L] = []
     try:
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start:start + BATCH]
-            await kafka_io.acknowledged(
-                _transaction(producer, log_topic, dlq_topic, chunk, redrive),
-                f"{start} of {len(todo)} dead letters replayed, the next {len(chunk)} perhaps (their transaction, "
-                "given up, commits whole or not at all: each re-drive with its replay-log entry), the rest not")
+        while todo:
+            chunk, todo = todo[:BATCH], todo[BATCH:]
+            try:
+                await kafka_io.acknowledged(
+                    _transaction(producer, log_topic, dlq_topic, chunk, redrive),
+                    f"{len(written)} of {len(written) + len(chunk) + len(todo)} dead letters replayed, the next "
+                    f"{len(chunk)} perhaps (their transaction, given up, commits whole or not at all: each re-drive "
+                    "with its replay-log entry), the rest not")
+            except TopicAuthorizationFailedError as exc:  # the transaction was aborted: nothing of `chunk` written
+                topic = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
+                theirs = [d for d in (*chunk, *todo) if topic is not None and redrive(d)[0] == topic]
+                if refused is None or topic is None or not theirs:
+                    raise
+                refused(topic, theirs)
+                todo = [d for d in (*chunk, *todo) if redrive(d)[0] != topic]
+                continue
+            written += chunk
             progress(len(chunk))
     finally:
         await _stop(producer)
-    return todo
+    return written
 
 
 async def _transaction(producer: AIOKafkaProducer, log_topic: str, dlq_topic: str, chunk: Sequence[L],
@@ -106,10 +125,10 @@ async def _transaction(producer: AIOKafkaProducer, log_topic: str, dlq_topic: st
 
 
 async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLetter], dlq_topic: str,
-                 done: set[bytes], set_headers: dict[str, str],
-                 progress: Progress = lambda n: None) -> list[DeadLetter]:
+                 done: set[bytes], set_headers: dict[str, str], progress: Progress = lambda n: None,
+                 refused: Refused[DeadLetter] | None = None) -> list[DeadLetter]:
     """Re-drive every intake dead letter not yet in the replay log into its original raw topic; returns those
-    re-driven."""
+    re-driven (`replay_each`: with `refused`, those of a topic the broker refuses are handed to it)."""
     todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
     if not todo:
         return []
@@ -117,4 +136,4 @@ async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLe
     def redrive(d: DeadLetter) -> Redrive:
         return d.context.source_topic, d.value, d.key, redriven_headers(d, set_headers)
 
-    return await replay_each(conn, namespace, "commune-bus-dlq-replay", dlq_topic, todo, redrive, progress)
+    return await replay_each(conn, namespace, "commune-bus-dlq-replay", dlq_topic, todo, redrive, progress, refused)

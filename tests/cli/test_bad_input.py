@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER
-from services.cli import dlq, kafka_io, replaying
+from services.cli import dlq, dlq_commands, kafka_io, replaying
 from services.cli.main import app
 from services.common import logging as cli_logging
 from services.common.admin import TopicConfigError
@@ -144,6 +144,8 @@ def dlq_topic(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dlq, "keys_written", lambda *_: asyncio.sleep(0, True))
     monkeypatch.setattr(dlq, "replayed_keys", replayed_keys)
     monkeypatch.setattr(dlq, "KeyStore", KeyStore)
+    monkeypatch.setattr(dlq_commands, "topic_rights", lambda _conn, topics: asyncio.sleep(0, dict.fromkeys(topics,
+                                                                                                          "write")))
 
 
 @pytest.mark.usefixtures("dlq_topic")
@@ -295,18 +297,42 @@ def test_tail_refuses_a_negative_or_endless_limit_before_connecting(option: list
 
 @pytest.mark.usefixtures("dlq_topic")
 def test_a_replay_into_a_topic_this_principal_may_not_write_says_who_may(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The operator replaying a dead letter of a source's own raw topic (the ACLs let only that source and the admin
-    write it): exit 1, one line saying the replay stopped, which topic, and to replay those as admin; before, the Kafka
-    error with a hint that `topics create` and reading the raw topics are admin's (CLI trial)."""
+    """The operator replaying dead letters of a topic it may not write (a source's own raw topic): they are not sent,
+    the last line names the topic and how many, and the admin command with the same filters (times as instants, a
+    personal number in a --set-header masked) and only that topic; exit 1. Before, the replay stopped at the first
+    such letter with every other one unreplayed (user walkthrough)."""
+    sent: list[Any] = []
 
-    async def replay(*_: Any) -> list[Any]:
-        raise TopicAuthorizationFailedError("commune.raw.dossier.src.thuong-lam-one-stop")
+    async def replay(_conn: Any, _ns: str, todo: list[Any], *_: Any) -> list[Any]:
+        sent.extend(todo)
+        return list(todo)
 
     monkeypatch.setattr(replaying, "replay", replay)
-    result = run("dlq", "replay", "--reason", "unauthorised_source")
+    monkeypatch.setattr(dlq_commands, "topic_rights", lambda _conn, topics: asyncio.sleep(0, dict.fromkeys(topics,
+                                                                                                          "no_write")))
+    result = run("dlq", "replay", "--reason", "missing_commune_header", "--since", "2025-11-03T07:00",
+                 "--set-header", "commune-code=02269", "--set-header", "x-id=001099012345", "--namespace", "")
     assert result.exit_code == 1, result.output
     said = " ".join(result.output.split())
-    assert "replay stopped after 0 of" in said
-    assert "commune.raw.dossier.src.thuong-lam-one-stop" in said
-    assert "replay those as admin" in said
+    assert sent == []
+    assert "replayed 0 dead letters; 0 matching were already replayed" in said
+    assert "2 not replayed, left as they are: this principal may not write the raw topics they go back to: " \
+        "commune.raw.dossier (2)" in said
+    assert said.endswith(": commune-bus dlq replay --reason missing_commune_header --since 2025-11-03T00:00:00+00:00 "
+                         "--topic commune.raw.dossier --set-header commune-code=02269 "
+                         "--set-header 'x-id=00********45'"), said
     assert "Traceback" not in result.output
+
+
+@pytest.mark.usefixtures("dlq_topic")
+def test_a_dry_run_tells_the_split_or_that_rights_are_checked_by_the_real_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--dry-run` says what the real run would leave to the admin (the broker's rights, KIP-430), or, from a broker
+    that cannot tell them, that write rights are checked only by the real run; it wrote nothing either way."""
+    monkeypatch.setattr(dlq_commands, "topic_rights", lambda _conn, topics: asyncio.sleep(0, dict.fromkeys(topics,
+                                                                                                          "no_write")))
+    said = " ".join(run("dlq", "replay", "--dry-run").output.split())
+    assert said.startswith("would replay 0 of 2 matching dead letters") and "; 2 left to the admin: " in said, said
+    monkeypatch.setattr(dlq_commands, "topic_rights", lambda *_: asyncio.sleep(0, None))
+    said = " ".join(run("dlq", "replay", "--dry-run").output.split())
+    assert "would replay 2 of 2 matching dead letters" in said and "write rights are checked only by the real run" \
+        in said, said

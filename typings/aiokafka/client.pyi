@@ -1,5 +1,8 @@
 # What services/common/kip447.py uses (the connection group of coordinator requests) and probe.py (the client).
 from enum import IntEnum
+from typing import Any
+
+from aiokafka.protocol.api import Request
 
 class ConnectionGroup(IntEnum):
     DEFAULT = 0
@@ -9,7 +12,7 @@ class CoordinationType(IntEnum):
     GROUP = 0
     TRANSACTION = 1
 
-# services/common/probe.py: do the brokers answer a metadata request?
+# services/common/probe.py: do the brokers answer a metadata request? services/common/kip430.py: a request of its own.
 class AIOKafkaClient:
     def __init__(
         self,
@@ -33,3 +36,5 @@ class AIOKafkaClient:
     ) -> None: ...
     async def bootstrap(self) -> None: ...
     async def close(self) -> None: ...
+    def get_random_node(self) -> int | None: ...
+    async def send(self, node_id: int, request: Request[Any], *, group: ConnectionGroup = ...) -> Any: ...
