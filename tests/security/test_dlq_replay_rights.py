@@ -122,3 +122,25 @@ def test_the_operator_replays_what_it_may_write_and_leaves_the_rest_for_the_admi
 
     status, last = cli(secure_broker, "operator", *args)
     assert status == 0 and "replayed 0 dead letters" in last and "not replayed" not in last, last
+
+
+async def test_a_topic_refused_mid_replay_aborts_its_transaction_and_the_others_go_on(secure_broker: SecureBroker,
+                                                                                   namespace: str) -> None:
+    """Rights the broker could not tell beforehand: the first write to the source's own topic is refused inside a
+    transaction that already holds a writable letter and its log entry; that transaction is aborted, the refused
+    topic's letters handed back unreplayed, and the others written in a new one: each once, none of theirs logged."""
+    from services.cli import dlq, replaying
+
+    ns = namespace
+    shared, bound = scoped(RAW[Family.DOSSIER], ns).name, bound_topic(Family.DOSSIER, ENTRY, ns).name
+    operator = secure_broker.conn("operator")
+    listing = await dlq.dead_letters(operator, ns, dlq.Filters())
+    left: dict[str, list[int]] = {}
+    sent = await replaying.replay(operator, ns, listing.letters, listing.topic, listing.done, {},
+                                  refused=lambda topic, theirs: left.setdefault(topic, []).extend(
+                                      d.offset for d in theirs))
+    assert sorted(d.offset for d in sent) == [0, 2, 4] and left == {bound: [1, 3]}
+    assert await values(secure_broker, shared) == [b"not json 0", b"not json 2", b"not json 4"], "once each"
+    assert await values(secure_broker, bound) == []
+    logged = [r.key for r in await _read(secure_broker.conn("admin"), scoped(DLQ_REPLAYED, ns).name)]
+    assert len(logged) == len(set(logged)) == SHARED, "only the replayed ones logged, once each"
