@@ -139,7 +139,8 @@ def _messages(refs: Refs) -> dict[str, Any]:
     out["deadLetter"] = {
         "name": "deadLetter", "title": "Rejected record", "contentType": "application/octet-stream",
         "description": "commune.dlq.intake: the original record sealed whole (key, headers, value; ADR 0015, 0026), "
-                       "dlq.* headers in clear, a copy of the original headers that identify nobody; "
+                       "dlq.* headers in clear (dlq.lookup.*: names trace finds it by, ADR 0038), a copy of the "
+                       "original headers that identify nobody; "
                        "commune.dlq.notify: the redacted notification request",
         "headers": {"type": "object", "required": [Header.REASON.value, Header.SOURCE_TOPIC.value], "properties": {
             Header.REASON.value: {"type": "string", "enum": [r.value for r in Reason]},

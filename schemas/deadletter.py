@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
+
+from schemas.lookup import lookup_id, lookup_name, lookup_trace_id
 
 
 class Reason(StrEnum):
@@ -58,6 +60,16 @@ class Header(StrEnum):
     REJECTED_AT = "dlq.rejected.at"
     REPLAYED = "dlq.replayed"
     """Set on a record re-driven from the DLQ into a raw topic: the DLQ offset it came from."""
+    LOOKUP_ID = "dlq.lookup.id"
+    """The event id the record carries (a portal payload: the id intake derives), when it identifies nobody
+    (`schemas.lookup`, ADR 0038): what `commune-bus trace` finds the dead letter by without the raw topics."""
+    LOOKUP_SUBJECT = "dlq.lookup.subject"
+    """The record's subject (a dossier code; the portal's `MaHoSo`), when it identifies nobody (ADR 0038)."""
+    LOOKUP_DOSSIER = "dlq.lookup.dossier"
+    """The dossier code in the record's data (`dossier_code`), when it is not the subject and identifies nobody."""
+    LOOKUP_TRACE = "dlq.lookup.trace"
+    """The 32-hex trace id intake gives the record's event (its valid traceparent's, else the one derived from its
+    source and id), when nothing personal can be in it (ADR 0038)."""
 
 
 _WRITTEN = frozenset(h.value for h in Header)
@@ -93,7 +105,9 @@ def internal_error(exc: BaseException) -> Rejection:
 
 
 class DeadLetterContext(BaseModel, frozen=True):
-    """The `dlq.*` headers of a dead letter, typed."""
+    """The `dlq.*` headers of a dead letter, typed. The `lookup_*` names are what `commune-bus trace` finds it by
+    without reading the raw topics (ADR 0038): intake sets each it could read from the record in a shape that
+    identifies nobody (`schemas.lookup`); a dead letter written before has none."""
 
     reason: Reason
     field: str
@@ -102,6 +116,10 @@ class DeadLetterContext(BaseModel, frozen=True):
     source_partition: int
     source_offset: int
     rejected_at: str
+    lookup_id: str | None = None
+    lookup_subject: str | None = None
+    lookup_dossier: str | None = None
+    lookup_trace: str | None = None
 
     @classmethod
     def from_headers(cls, headers: Sequence[tuple[str, bytes | None]]) -> DeadLetterContext:
@@ -111,9 +129,34 @@ class DeadLetterContext(BaseModel, frozen=True):
             reason=Reason(h[Header.REASON]), field=h.get(Header.FIELD, ""), message=h.get(Header.MESSAGE, ""),
             source_topic=h[Header.SOURCE_TOPIC], source_partition=int(h[Header.SOURCE_PARTITION]),
             source_offset=int(h[Header.SOURCE_OFFSET]), rejected_at=h.get(Header.REJECTED_AT, ""),
+            lookup_id=h.get(Header.LOOKUP_ID), lookup_subject=h.get(Header.LOOKUP_SUBJECT),
+            lookup_dossier=h.get(Header.LOOKUP_DOSSIER), lookup_trace=h.get(Header.LOOKUP_TRACE),
         )
 
+    @field_validator("lookup_id", mode="before")
+    @classmethod
+    def _closed_id(cls, value: object) -> str | None:
+        return lookup_id(value)
+
+    @field_validator("lookup_subject", "lookup_dossier", mode="before")
+    @classmethod
+    def _closed_name(cls, value: object) -> str | None:
+        """Only in its closed shape (`schemas.lookup`): any other (a forged header on a letter never sealed, a
+        producer's text) is absent, never an error that would hide the dead letter."""
+        return lookup_name(value)
+
+    @field_validator("lookup_trace", mode="before")
+    @classmethod
+    def _trace_id(cls, value: object) -> str | None:
+        return lookup_trace_id(value)
+
+    def lookups(self) -> tuple[str, ...]:
+        """The names it can be found by (`lookup_*`), those it has."""
+        return tuple(n for n in (self.lookup_id, self.lookup_subject, self.lookup_dossier, self.lookup_trace) if n)
+
     def headers(self) -> list[tuple[str, bytes]]:
+        lookups = ((Header.LOOKUP_ID, self.lookup_id), (Header.LOOKUP_SUBJECT, self.lookup_subject),
+                   (Header.LOOKUP_DOSSIER, self.lookup_dossier), (Header.LOOKUP_TRACE, self.lookup_trace))
         return [
             (Header.REASON.value, self.reason.value.encode()),
             (Header.FIELD.value, self.field.encode()),
@@ -122,6 +165,7 @@ class DeadLetterContext(BaseModel, frozen=True):
             (Header.SOURCE_PARTITION.value, str(self.source_partition).encode()),
             (Header.SOURCE_OFFSET.value, str(self.source_offset).encode()),
             (Header.REJECTED_AT.value, self.rejected_at.encode()),
+            *((name.value, value.encode()) for name, value in lookups if value is not None),
         ]
 
 

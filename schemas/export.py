@@ -20,6 +20,7 @@ from schemas.compat import incompatibilities
 from schemas.deadletter import DeadLetterContext, Header, Reason
 from schemas.envelope import Event
 from schemas.events import EVENT_TYPES, FAMILY_OF_TYPE
+from schemas.lookup import DERIVED_ID_PATTERN, LOOKUP_PATTERN, TRACE_ID_PATTERN
 from schemas.personal import SEALED_HEADERS
 from schemas.topics import CANONICAL, DLQ_INTAKE, RAW
 
@@ -57,6 +58,14 @@ def deadletter_schema() -> dict[str, Any]:
         Header.SOURCE_OFFSET.value: {"type": "string", "pattern": r"^\d+$"},
         Header.REJECTED_AT.value: {"type": "string", "description": "RFC 3339 time of the rejection"},
         Header.REPLAYED.value: {"type": "string", "pattern": r"^\d+$", "description": Header.REPLAYED.__doc__ or ""},
+        # shapes described, not asserted: the headers were already strings of any value here (additionalProperties),
+        # and a pattern added to a published property is a breaking change (`schemas.compat`)
+        Header.LOOKUP_ID.value: {"type": "string", "description": f"{Header.LOOKUP_ID.__doc__} Shape: "
+                                 f"{LOOKUP_PATTERN}, or intake's own id of a portal payload, {DERIVED_ID_PATTERN}"},
+        **{h.value: {"type": "string", "description": f"{h.__doc__} Shape: {LOOKUP_PATTERN}"}
+           for h in (Header.LOOKUP_SUBJECT, Header.LOOKUP_DOSSIER)},
+        Header.LOOKUP_TRACE.value: {"type": "string",
+                                    "description": f"{Header.LOOKUP_TRACE.__doc__} Shape: {TRACE_ID_PATTERN}"},
         **SEALED_HEADERS,
     }
     assert set(field_header.values()) <= set(properties), "DeadLetterContext has a header the schema lacks"
@@ -65,8 +74,9 @@ def deadletter_schema() -> dict[str, Any]:
         "$id": ID_PREFIX + "dead-letter-headers",
         "title": "Dead-letter headers",
         "description": "Headers of a dead letter: why and where from (dlq.*), how it is sealed (dlq.sealed.*; the "
-                       "original key, headers and value inside the ciphertext, ADR 0026), and copies of the original "
-                       "headers that identify nobody.",
+                       "original key, headers and value inside the ciphertext, ADR 0026), what trace finds it by "
+                       "(dlq.lookup.*: its event id, subject, dossier code and trace id where they identify nobody, "
+                       "ADR 0038), and copies of the original headers that identify nobody.",
         "x-kafka-topic": DLQ_INTAKE.name,
         "type": "object",
         "properties": properties,

@@ -20,6 +20,7 @@ from typing import Any
 
 from schemas import limits
 from schemas.deadletter import Header, Reason
+from schemas.lookup import LONG_NUMBER, lookup_id, lookup_name, lookup_trace_id
 from schemas.personal import (
     ERASED_MARK,
     MAX_TOKEN_LENGTH,
@@ -86,15 +87,6 @@ def personal_numbers_masked(text: str) -> str:
     """`text` with each run of nine digits or more (`PERSONAL_NUMBER`) masked as a phone is (`09******78`), and each
     e-mail address (`EMAIL`) as notify masks one."""
     return PERSONAL_NUMBER.sub(lambda m: mask_phone(m.group()), EMAIL.sub(lambda m: mask_email(m.group()), text))
-
-
-_G = r"[ .\-]"
-LONG_NUMBER = re.compile(rf"\+?[0-9]{{9,}}|[0-9]{{3}}{_G}[0-9]{{3}}{_G}[0-9]{{3}}(?:{_G}[0-9]{{3}})?"
-                         rf"|[0-9]{{4}}{_G}[0-9]{{3}}{_G}[0-9]{{3}}|[0-9]{{3}}{_G}[0-9]{{3}}{_G}[0-9]{{4}}"
-                         rf"|\+84{_G}?[0-9]{{2,3}}{_G}?[0-9]{{3}}{_G}?[0-9]{{3,4}}")
-"""A CCCD, a phone or a CMND as ids and URIs hold one: nine digits or more in a row (`/citizens/001099012345`,
-`hs-0912345678`), or grouped as such numbers are written (`001-099-012-345`, `0912.345.678`, `+84 912 345 678`);
-never a dossier code's groups (`TL-251203-7701`, `000.00.12.H56-241015-0003`) nor a date."""
 
 
 def names_masked(text: str) -> str:
@@ -201,6 +193,11 @@ def _field_path(value: bytes) -> bool:
     return all(limits.shown_key(part) == part for part in re.findall(r"[A-Za-z_][A-Za-z0-9_-]*", text))
 
 
+def _lookup(check: Callable[[object], str | None]) -> Callable[[bytes], bool]:
+    """A `dlq.lookup.*` value in the shape intake writes it (`schemas.lookup`), as it is (nothing stripped)."""
+    return lambda value: value.isascii() and check(text := value.decode("ascii")) == text
+
+
 _REASONS = frozenset(r.value.encode() for r in Reason)
 DLQ_HEADERS: dict[str, Callable[[bytes], bool]] = {
     Header.REASON: _REASONS.__contains__,
@@ -210,6 +207,10 @@ DLQ_HEADERS: dict[str, Callable[[bytes], bool]] = {
     Header.SOURCE_OFFSET: _shape(_OFFSET),
     Header.REJECTED_AT: CLEAR_HEADERS["ce_time"],
     Header.REPLAYED: _shape(f"{_PARTITION}:{_OFFSET}"),
+    Header.LOOKUP_ID: _lookup(lookup_id),
+    Header.LOOKUP_SUBJECT: _lookup(lookup_name),
+    Header.LOOKUP_DOSSIER: _lookup(lookup_name),
+    Header.LOOKUP_TRACE: _lookup(lookup_trace_id),
     SEALED_SUBJECT_HEADER: _shape(_SUBJECT),
     SEALED_KEY_HEADER: _shape(_KEY_ID),
     SEALED_LAYOUT_HEADER: _shape(r"record\.v[0-9]{1,3}"),

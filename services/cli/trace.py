@@ -178,8 +178,8 @@ def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id
                               soft_wrap=True)
     if found.unreadable:
         err_console.print(f"not read, this principal may not read them: {markup(', '.join(found.unreadable))} (an "
-                          "operator may not read the raw topics: records only they hold, and dead letters found only "
-                          "through them, are not shown)")
+                          "operator may not read the raw topics: records only they hold, and dead letters written "
+                          "before their lookup names (ADR 0038) found only through them, are not shown)")
     if not found.steps:
         err_console.print(f"nothing found for {markup(repr(query))}")
         raise typer.Exit(1)

@@ -3,7 +3,9 @@
 It finds the raw record(s) whose event
 id, dossier code (CloudEvents subject, `data.dossier_code`, the portal's `MaHoSo`)
 or trace id is the query, exactly (never a record that merely contains it: an
-applicant's CCCD or phone finds nothing), the dead letters that point back at them (`dlq.source.*`),
+applicant's CCCD or phone finds nothing), the dead letters whose lookup names (`dlq.lookup.*`, ADR 0038: the same
+names, kept in clear where they identify nobody) are the query or that point back at those raw records
+(`dlq.source.*`: a dead letter written before lookup names, read by a principal that may read the raw topics),
 the canonical events with that id, subject (dossier code) or trace id, and every
 notification attempt made for those events (or carrying that trace id), per channel
 and recipient reference (webhook subscribers included). Only metadata is
@@ -113,15 +115,19 @@ class Tracer:
         except (KeyError, ValueError):
             return
         origin = (ctx.source_topic, ctx.source_partition, ctx.source_offset)
-        if origin not in self.raw_positions and not self._mentions(rec):
+        # its lookup names (ADR 0038) find it without the raw topics (an operator, the gateway); one written before
+        # them is found through its raw record (`dlq.source.*`), or by the names it kept in clear (never sealed)
+        if self.query not in ctx.lookups() and origin not in self.raw_positions and not self._mentions(rec):
             return
-        # the raw record's trace: a dead letter sealed whole (ADR 0026) keeps no traceparent in clear; an older one,
-        # or one never sealed, still does
+        # the raw record's trace: a dead letter sealed whole (ADR 0026) keeps no traceparent in clear but its lookup
+        # trace id; an older one, or one never sealed, still does
         parent = wire.lenient_text(dict(rec.headers).get("ce_traceparent", b""))
+        names = "".join(f" {what} {self._shown(name)}" for what, name in (
+            ("id", ctx.lookup_id), ("subject", ctx.lookup_subject), ("dossier", ctx.lookup_dossier)) if name)
+        trace = trace_context.trace_id(parent) or ctx.lookup_trace or self.raw_positions.get(origin, "")
         self._add(Step(rec.timestamp, "dead letter", self._where(rec),
                                f"{ctx.reason.value} ({ctx.field}): {ctx.message} "
-                               f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]",
-                               trace_context.trace_id(parent) or self.raw_positions.get(origin, "")))
+                               f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]{names}", trace))
 
     def canonical(self, rec: Record) -> None:
         h = {k: wire.lenient_text(v) for k, v in rec.headers if k.startswith("ce_")}

@@ -42,6 +42,7 @@ from services.common.partitioner import partition_for
 from services.common.sparse import Sparse
 from services.intake.decide import Decider, SourcePolicy, allow_all
 from services.intake.dedup import SeenByPartition, changelog_record, published_key
+from services.intake.lookup import lookup_names
 from services.intake.outcome import Accepted
 from services.intake.outputs import REROUTED_FROM, TransactionOutputs, record_bytes
 from services.intake.settings import IntakeSettings
@@ -204,6 +205,8 @@ class Validation:
                         reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,
                         message=f"the canonical event would exceed {self.max_canonical_bytes} bytes",
                         source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
+            # what `trace` finds it by without the raw topics (ADR 0038): read here, for dead letters only
+            decision = decision.model_copy(update=lookup_names(family, rec.value, rec.headers))
             self._dead_letter(out, privacy, rec, decision)
             out.outcomes[(family, decision.reason)] += 1
             if (rejected := REJECTIONS_LOGGED.due((family, decision.reason))) is not None:
