@@ -17,14 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from schemas.topics import TOPICS
-from services.common.acls import SOURCES_FILE
+from schemas.events import Family
+from schemas.topics import CANONICAL, RAW, TOPICS, scoped
+from services.common.acls import SOURCES_FILE, bindings
+from services.common.acls_apply import apply
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.sources.registry import load_registry
 from services.sources.topics import bound_topic
 from tests.brokers import KAFKA_SH
 from tests.kafkatools import free_port
+from tests.security.probes import readable
+from tests.waiting import eventually_async
 
 
 @dataclass
@@ -68,3 +72,21 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         yield broker
     finally:
         broker.run("stop")
+
+
+@pytest.fixture
+def namespace(secure_broker: SecureBroker, unique: str) -> str:
+    """Every registry topic and every ACL under a namespace of this test's own."""
+    admin = secure_broker.conn("admin")
+    registry = load_registry(SOURCES_FILE)
+    bound = [bound_topic(f, entry, unique) for entry in registry.sources for f in entry.families]
+    asyncio.run(ensure_topics(admin, [*(scoped(t, unique) for t in TOPICS), *bound]))
+    asyncio.run(apply(admin, bindings(registry, unique), namespace=unique))
+
+    async def in_force() -> bool:  # the broker's authorizer learns new ACLs from the metadata log, a moment later
+        assert await readable(secure_broker.conn("intake"), scoped(RAW[Family.DOSSIER], unique).name)
+        assert await readable(secure_broker.conn("metrics"), scoped(CANONICAL[Family.DOSSIER], unique).name)
+        return True
+
+    asyncio.run(eventually_async(in_force, timeout=30, interval=0.2, what="the namespace's ACLs in force"))
+    return unique

@@ -17,11 +17,9 @@ from aiokafka import ConsumerRecord
 
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, PARTITIONS, RAW, TOPICS, scoped
+from schemas.topics import CANONICAL, DLQ_INTAKE, PARTITIONS, scoped
 from services.common import clients
-from services.common.acls import SOURCES_FILE, bindings
-from services.common.acls_apply import apply
-from services.common.admin import ensure_topics
+from services.common.acls import SOURCES_FILE
 from services.common.partitioner import partition_for
 from services.common.settings import KafkaConnection
 from services.privacy.deadletters import is_sealed
@@ -32,7 +30,7 @@ from tests.integrator.conftest import CLI
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.samples import COMMUNE, canonical_dossier, dumps
 from tests.security.conftest import SecureBroker
-from tests.security.probes import GUARD_S, readable
+from tests.security.probes import GUARD_S
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
@@ -54,24 +52,6 @@ async def _read(conn: KafkaConnection, topic: str) -> list[ConsumerRecord[bytes,
     finally:
         await reader.stop()
     return out
-
-
-@pytest.fixture
-def namespace(secure_broker: SecureBroker, unique: str) -> str:
-    """Every registry topic and every ACL under a namespace of this test's own."""
-    admin = secure_broker.conn("admin")
-    registry = load_registry(SOURCES_FILE)
-    bound = [bound_topic(f, entry, unique) for entry in registry.sources for f in entry.families]
-    asyncio.run(ensure_topics(admin, [*(scoped(t, unique) for t in TOPICS), *bound]))
-    asyncio.run(apply(admin, bindings(registry, unique), namespace=unique))
-
-    async def in_force() -> bool:  # the broker's authorizer learns new ACLs from the metadata log, a moment later
-        assert await readable(secure_broker.conn("intake"), scoped(RAW[Family.DOSSIER], unique).name)
-        assert await readable(secure_broker.conn("metrics"), scoped(CANONICAL[Family.DOSSIER], unique).name)
-        return True
-
-    asyncio.run(eventually_async(in_force, timeout=30, interval=0.2, what="the namespace's ACLs in force"))
-    return unique
 
 
 @pytest.fixture
