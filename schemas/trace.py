@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from typing import Final
 
 PATTERN: Final = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
@@ -49,3 +50,24 @@ def start(random_bytes: bytes) -> str:
         raise ValueError("24 random bytes: 16 for the trace id, 8 for the span id")
     trace, span = random_bytes[:16].hex(), random_bytes[16:].hex()
     return f"00-{trace}-{span}-01"
+
+
+HEADERS: Final = ("traceparent", "ce_traceparent")
+"""Record headers a sender's trace may come in, the first present taken: `traceparent` as an HTTP client names it,
+`ce_traceparent` as CloudEvents' Kafka binding does."""
+
+
+def sent_in(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    """The valid traceparent of a record's `HEADERS` (of a repeated header the last), for a record whose body has
+    none (a portal payload, a structured event without the attribute); None without one, or if it is not valid
+    (absent, as W3C Trace Context has a receiver treat it)."""
+    found: dict[str, bytes | None] = {}
+    for name, value in headers:
+        if name in HEADERS:
+            found[name] = value
+    for name in HEADERS:
+        if name in found:
+            value = found[name]
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else ""
+            return text if is_valid(text) else None
+    return None

@@ -47,10 +47,11 @@ def _names(family: Family, value: bytes | None, headers: Headers) -> dict[str, s
     elif not isinstance(obj, dict):
         return {}
     elif family is Family.DOSSIER and portal.is_portal_shape(obj):
-        names = _portal(obj, h)
-    else:
-        names = _producers(obj.get("id"), obj.get("source"), obj.get("subject"), obj.get("traceparent"),
-                           obj.get("data"))
+        names = _portal(obj, h, trace.sent_in(headers))
+    else:  # a structured event without the attribute takes the headers' (`normalise._traced`)
+        own = obj.get("traceparent")
+        names = _producers(obj.get("id"), obj.get("source"), obj.get("subject"),
+                           own if "traceparent" in obj else trace.sent_in(headers), obj.get("data"))
     if names.get("lookup_dossier") == names.get("lookup_subject"):
         names["lookup_dossier"] = None
     return {k: v for k, v in names.items() if v is not None}
@@ -63,17 +64,21 @@ def _producers(event_id: Any, source: Any, subject: Any, parent: Any, data: Any)
             "lookup_trace": _trace_id(event_id, source, parent)}
 
 
-def _portal(obj: dict[str, Any], headers: dict[str, bytes]) -> dict[str, str | None]:
+def _portal(obj: dict[str, Any], headers: dict[str, bytes], sent: str | None) -> dict[str, str | None]:
     """`MaHoSo`; with a known commune, the id intake derives (a hash of the whole payload: kept as it is) and its
-    trace, from the `source` header or the commune's portal sync."""
+    trace: the sender's (`sent`, from a header), else derived from the `source` header or the commune's portal
+    sync."""
     names: dict[str, str | None] = {"lookup_subject": lookup_name(obj.get("MaHoSo"))}
+    if sent is not None:
+        names["lookup_trace"] = _trace_id(None, None, sent)
     commune = wire.lenient_text(headers.get(portal.COMMUNE_HEADER, b"")).strip().zfill(5)
     if commune in commune_provinces():
         derived = portal.event_id(commune, obj)
         source = headers.get(portal.SOURCE_HEADER)
         names["lookup_id"] = lookup_id(derived)
-        names["lookup_trace"] = _derived_trace(
-            derived, portal.sync_source(commune) if source is None else wire.lenient_text(source))
+        if sent is None:  # the event's trace is the sender's when it sent one, whether or not it may be shown
+            names["lookup_trace"] = _derived_trace(
+                derived, portal.sync_source(commune) if source is None else wire.lenient_text(source))
     return names
 
 

@@ -171,10 +171,7 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
     raw_source = h.get(portal.SOURCE_HEADER)  # absent or without a value (a null header): the commune's portal sync
     source = portal.sync_source(commune) if raw_source is None else wire.lenient_text(raw_source)
     fields = portal.envelope(commune, source, obj, data)
-    # a trace the sender started: a `traceparent` header, or `ce_traceparent` as on a binary-mode record; one that
-    # does not parse, or all zeros, is absent and the trace derived, as on every other path (`Event`)
-    raw_trace = h.get(portal.TRACE_HEADER, h.get("ce_traceparent"))
-    if raw_trace is not None and trace.is_valid(sent := wire.lenient_text(raw_trace)):
+    if (sent := trace.sent_in(headers)) is not None:  # the sender's trace (one not valid is absent: derived)
         fields["traceparent"] = sent
     if fields["time"] is None:
         return reject(Reason.MISSING_FIELD, "NgayNopHoSo", "NgayNopHoSo: the payload has no date to time the event by")
@@ -238,7 +235,7 @@ def _normalise(family: Family, value: bytes | None, headers: Sequence[tuple[str,
     if binary:
         return _binary(headers, value, family)
     if (event := _structured_fast(value, family)) is not None:
-        return Accepted(event)
+        return _traced(Accepted(event), headers)
     obj = _parse_json(value)
     if isinstance(obj, Rejected):
         return obj
@@ -250,4 +247,14 @@ def _normalise(family: Family, value: bytes | None, headers: Sequence[tuple[str,
         return reject(Reason.MISSING_FIELD, "ce_specversion",
                       "ce_specversion: ce_* headers without it are no CloudEvents binary-mode record; add "
                       "ce_specversion: 1.0")
-    return _structured(obj, family)
+    return _traced(_structured(obj, family), headers)
+
+
+def _traced(outcome: Outcome, headers: Sequence[tuple[str, bytes]]) -> Outcome:
+    """A structured event without a `traceparent` attribute takes the sender's trace from a record header
+    (`trace.sent_in`), as a binary-mode record's `ce_traceparent` is its attribute: it was left for the derived one,
+    which `trace` of the header's id did not find (a dead letter's lookup trace, ADR 0038, met it)."""
+    if not headers or not isinstance(outcome, Accepted) or "traceparent" in outcome.event.model_fields_set:
+        return outcome
+    sent = trace.sent_in(headers)
+    return outcome if sent is None else Accepted(outcome.event.model_copy(update={"traceparent": sent}), outcome.keys)

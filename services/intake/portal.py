@@ -23,8 +23,6 @@ from schemas.times import is_compact, parse_utc
 
 COMMUNE_HEADER = "commune-code"
 SOURCE_HEADER = "source"
-TRACE_HEADER = "traceparent"
-"""A portal record's W3C trace context, as an HTTP client would name it (`ce_traceparent` is read too)."""
 _ID_NAMESPACE = uuid.UUID("5b0f6a52-3c1e-4d7e-9f51-2f2f8a0d4c11")
 _ID_PREFIX = _ID_NAMESPACE.bytes
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)

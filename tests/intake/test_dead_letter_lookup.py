@@ -59,6 +59,22 @@ def test_a_producers_valid_traceparent_is_the_trace_and_an_invalid_one_is_derive
         trace.derive(SOURCE, "e-1"))
 
 
+@pytest.mark.parametrize("header", ["traceparent", "ce_traceparent"])
+def test_a_trace_header_is_the_trace_of_a_structured_or_portal_record_that_has_none(header: str) -> None:
+    """As intake gives it (`normalise`): a structured record without a `traceparent` attribute, or a portal payload,
+    takes its header's; the dead letter's lookup trace was the derived one, and `trace` of the header's trace id
+    found the raw record under one trace and its dead letter under another (CI, 2026-12-05)."""
+    sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    structured = with_status(canonical_dossier("evt-h"), 99)
+    assert named(structured, [(header, sent.encode())])["lookup_trace"] == sent[3:35]
+    own = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"  # an attribute of its own wins
+    assert named({**structured, "traceparent": own}, [(header, sent.encode())])["lookup_trace"] == own[3:35]
+    payload = portal_dossier("TL-251103-0402", status=42)
+    assert named(payload, [*PORTAL_HEADERS, (header, sent.encode())])["lookup_trace"] == sent[3:35]
+    hiding = "00-0af7651916cd43dd8001099012345319-b7ad6b7169203331-01"  # a CCCD in its hex: no trace, not a derived one
+    assert "lookup_trace" not in named(payload, [*PORTAL_HEADERS, (header, hiding.encode())])
+
+
 def test_a_binary_record_is_named_by_its_headers_and_its_datas_dossier_code() -> None:
     headers: list[tuple[str, bytes | None]] = [
         ("ce_specversion", b"1.0"), ("ce_id", b"b-7"), ("ce_source", SOURCE.encode()), ("ce_subject", b"HS-7"),

@@ -75,3 +75,23 @@ def test_a_portal_record_takes_the_trace_of_its_header(header: str, sent: str, k
     assert outcome.event.traceparent == (sent if kept else without.event.traceparent)
     assert ("traceparent" in outcome.event.model_fields_set) is kept
     assert outcome.event.id == without.event.id  # the header is not part of what identifies the record
+
+
+OTHER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize("header", ["traceparent", "ce_traceparent"])
+def test_a_structured_event_without_the_attribute_takes_the_trace_of_its_header(header: str) -> None:
+    """A structured record whose JSON carries no `traceparent` follows its header's (as `trace.py` says intake reads
+    it); an attribute of its own wins over the header; an invalid header is absent (the derived trace). It kept the
+    derived trace, and `trace <the header's trace id>` found the raw record but not the event (CI, 2026-12-05)."""
+    record = canonical_dossier("evt-h")
+    derived = normalise(Family.DOSSIER, orjson.dumps(record))
+    taken = normalise(Family.DOSSIER, orjson.dumps(record), [(header, OTHER.encode())])
+    own = normalise(Family.DOSSIER, orjson.dumps({**record, "traceparent": VALID}), [(header, OTHER.encode())])
+    bad = normalise(Family.DOSSIER, orjson.dumps(record), [(header, OTHER.upper().encode())])
+    assert all(isinstance(o, Accepted) for o in (derived, taken, own, bad))
+    assert taken.event.traceparent == OTHER  # type: ignore[union-attr]
+    assert own.event.traceparent == VALID  # type: ignore[union-attr]
+    assert bad.event.traceparent == derived.event.traceparent != OTHER  # type: ignore[union-attr]
+    assert dict(wire.encode(taken.event).headers)["ce_traceparent"] == OTHER.encode()  # type: ignore[union-attr]
