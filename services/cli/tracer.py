@@ -29,6 +29,7 @@ from schemas import wire
 from schemas.deadletter import DeadLetterContext
 from schemas.notification import NotificationStatus
 from services.cli.masking import names_masked
+from services.intake import portal
 from services.privacy.crypto import APPLICANT_SUBJECT
 
 Record = ConsumerRecord[bytes, bytes]
@@ -95,13 +96,15 @@ class Tracer:
         return any(_text(name) == self.query for name in names if name is not None)
 
     def raw(self, rec: Record) -> None:
-        """A raw record that mentions the query (a structured record's `traceparent` included), or whose
-        `ce_traceparent` header has it as trace id."""
+        """A raw record that mentions the query (a structured record's `traceparent` included), or whose sender's
+        trace, where intake takes it (`_sent_trace`), has it as trace id."""
         headers = {k: wire.lenient_text(v) for k, v in rec.headers}
-        trace = trace_context.trace_id(headers.get("ce_traceparent")) or ""
-        if not (self._mentions(rec) or (trace and self.query == trace)):
+        in_headers = trace_context.trace_id(_header_trace(rec)) or ""
+        if not (self._mentions(rec) or (in_headers and self.query == in_headers)):
             return
-        trace = trace or trace_context.trace_id(_json_field(rec.value, "traceparent")) or ""
+        trace = _sent_trace(rec, in_headers)
+        if not (trace == self.query or self._mentions(rec)):  # a header the record's own attribute overrides
+            return
         self.raw_positions[(rec.topic, rec.partition, rec.offset)] = trace
         event_id = headers.get("ce_id") or _json_field(rec.value, "id")
         if event_id is not None:
@@ -183,6 +186,30 @@ def _applicant_subject(value: bytes | None) -> str | None:
     applicant = data.get("applicant") if isinstance(data, dict) else None
     subject = applicant.get("subject") if isinstance(applicant, dict) else None
     return subject if isinstance(subject, str) and APPLICANT_SUBJECT.fullmatch(subject) else None
+
+
+def _header_trace(rec: Record) -> str | None:
+    """The traceparent a raw record's headers carry as intake reads them: a binary-mode record's `ce_traceparent` is
+    its attribute; any other record's sender may put one in a `traceparent` or `ce_traceparent` header
+    (`trace.sent_in`)."""
+    if wire.is_binary_mode(rec.headers):
+        return wire.lenient_text(dict(rec.headers).get("ce_traceparent") or b"") or None
+    return trace_context.sent_in(rec.headers)
+
+
+def _sent_trace(rec: Record, in_headers: str) -> str:
+    """The trace id of the sender's traceparent as intake gives it to the event: a structured record's own
+    `traceparent` attribute before any header (`normalise._traced`), else the headers' (`_header_trace`)."""
+    if wire.is_binary_mode(rec.headers):
+        return in_headers
+    try:
+        obj = orjson.loads(rec.value or b"")
+    except orjson.JSONDecodeError:
+        return in_headers
+    if isinstance(obj, dict) and "traceparent" in obj and not portal.is_portal_shape(obj):
+        own = obj["traceparent"]
+        return (trace_context.trace_id(own) if isinstance(own, str) else None) or ""
+    return in_headers
 
 
 def _json_field(value: bytes | None, name: str) -> str | None:

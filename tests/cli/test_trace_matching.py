@@ -60,6 +60,43 @@ def test_a_raw_record_is_found_by_what_names_it_never_by_what_it_contains(query:
     assert found(query) == offsets
 
 
+SENT = trace.derive("/clients/kcat", "sent-1")
+OTHER = trace.derive("/clients/kcat", "sent-2")
+PORTAL_HEADERS = [("commune-code", b"02269")]
+
+
+@pytest.mark.parametrize("record, query, shown", [
+    # a portal record's sender trace comes in a `traceparent` header (as an HTTP client names it) or `ce_traceparent`
+    (raw(portal_dossier("TL-H-1"), 0, [*PORTAL_HEADERS, ("traceparent", SENT.encode())]), SENT, SENT),
+    (raw(portal_dossier("TL-H-2"), 0, [*PORTAL_HEADERS, ("ce_traceparent", SENT.encode())]), SENT, SENT),
+    # `traceparent` is taken before `ce_traceparent`, as intake does (`trace.sent_in`)
+    (raw(portal_dossier("TL-H-3"), 0, [*PORTAL_HEADERS, ("traceparent", SENT.encode()),
+                                         ("ce_traceparent", OTHER.encode())]), SENT, SENT),
+    (raw(portal_dossier("TL-H-4"), 0, [*PORTAL_HEADERS, ("traceparent", SENT.encode()),
+                                         ("ce_traceparent", OTHER.encode())]), OTHER, None),
+    # a structured event's own attribute wins over any header: the header's trace is not the event's
+    (raw({**canonical_dossier("evt-h5"), "traceparent": PARENT}, 0, [("traceparent", SENT.encode())]), SENT, None),
+    (raw({**canonical_dossier("evt-h6"), "traceparent": PARENT}, 0, [("ce_traceparent", SENT.encode())]), SENT, None),
+    (raw({**canonical_dossier("evt-h7"), "traceparent": PARENT}, 0, [("ce_traceparent", SENT.encode())]), PARENT,
+     PARENT),
+    # without one, the header's is the event's
+    (raw(canonical_dossier("evt-h8"), 0, [("traceparent", SENT.encode())]), SENT, SENT),
+    # binary mode: `ce_traceparent` is the attribute, a `traceparent` header beside it is not
+    (raw({}, 0, [("ce_specversion", b"1.0"), ("ce_id", b"evt-h9"), ("ce_traceparent", SENT.encode()),
+                 ("traceparent", OTHER.encode())]), SENT, SENT),
+    (raw({}, 0, [("ce_specversion", b"1.0"), ("ce_id", b"evt-h10"), ("ce_traceparent", SENT.encode()),
+                 ("traceparent", OTHER.encode())]), OTHER, None),
+])
+def test_a_raw_record_is_found_by_the_trace_intake_gives_its_event(
+        record: ConsumerRecord[bytes, bytes], query: str, shown: str | None) -> None:
+    """The raw step read the `ce_traceparent` header alone and before the record's own attribute (the walkthrough's
+    left-alone): a portal record sent with a `traceparent` header, whose canonical event carries that trace, was
+    not found by it, and a structured event's header was shown as its trace though intake gave it the attribute."""
+    tracer = Tracer(trace.trace_id(query) or "")
+    tracer.raw(record)
+    assert [s.trace for s in tracer.timeline()] == ([] if shown is None else [trace.trace_id(shown)])
+
+
 def test_a_trace_keeps_at_most_max_steps_and_says_it_was_truncated() -> None:
     """1,500 raw records with one dossier code: the first `MAX_STEPS` are kept, `truncated` is set."""
     tracer = Tracer("TL-MANY")
