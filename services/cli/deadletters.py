@@ -62,7 +62,7 @@ def source_of(headers: Headers, value: bytes | None) -> str | None:
         return str(obj["source"])
     commune = h.get(portal.COMMUNE_HEADER)
     if portal.is_portal_shape(obj) and commune is not None:  # as intake reads the header (`normalise._portal`)
-        return portal.sync_source(wire.lenient_text(commune).strip().zfill(5))
+        return portal.sync_source(portal.commune_code(commune))
     return None
 
 

@@ -31,7 +31,7 @@ def unowned_source(entry: Source, commune: str | None, source: str | None) -> st
     is dead-lettered for that first (`commune_problem`)."""
     if commune is None:
         return None
-    padded = commune.strip().zfill(5)  # as intake reads the header
+    padded = portal.commune_code(commune)
     refused = entry_policy(entry, portal.sync_source(padded) if source is None else source, Family.DOSSIER, padded)
     if refused is None:
         return None
@@ -54,7 +54,7 @@ def commune_problem(commune: str | None) -> str | None:
     if commune is None:
         return ("portal-shape records need --commune, the commune's code (their `commune-code` header): without it "
                 "intake dead-letters them as missing_commune_header")
-    if commune.strip().zfill(5) not in commune_provinces():  # as intake reads the header
+    if portal.commune_code(commune) not in commune_provinces():
         return "--commune is not a commune code of the official list: intake would dead-letter the records as " \
                "unknown_commune"
     return None

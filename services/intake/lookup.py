@@ -71,7 +71,7 @@ def _portal(obj: dict[str, Any], headers: dict[str, bytes], sent: str | None) ->
     names: dict[str, str | None] = {"lookup_subject": lookup_name(obj.get("MaHoSo"))}
     if sent is not None:
         names["lookup_trace"] = _trace_id(None, None, sent)
-    commune = wire.lenient_text(headers.get(portal.COMMUNE_HEADER, b"")).strip().zfill(5)
+    commune = portal.commune_code(headers.get(portal.COMMUNE_HEADER))
     if commune in commune_provinces():
         derived = portal.event_id(commune, obj)
         source = headers.get(portal.SOURCE_HEADER)

@@ -160,7 +160,7 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
             Reason.MISSING_COMMUNE_HEADER, portal.COMMUNE_HEADER,
             f"{portal.COMMUNE_HEADER}: the portal dossier shape needs a `{portal.COMMUNE_HEADER}` record header",
         )
-    commune = raw_commune.decode("utf-8", "replace").strip().zfill(5)
+    commune = portal.commune_code(raw_commune)
     if commune not in commune_provinces():
         return reject(Reason.UNKNOWN_COMMUNE, portal.COMMUNE_HEADER,  # the header's text is not repeated: any bytes
                       f"{portal.COMMUNE_HEADER}: not a commune code of the official list")

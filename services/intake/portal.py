@@ -63,6 +63,14 @@ _DOCUMENT_FIELDS = {"name": "TenTaiLieu", "digitised": "DuocSoHoa", "reused": "D
 _FEE_FIELDS = {"name": "TenPhiLePhi", "amount_vnd": "MucPhi"}
 
 
+def commune_code(header: bytes | str | None) -> str:
+    """The commune code a `commune-code` header (or a CLI's `--commune`) names, as intake reads it: its text (bytes
+    not UTF-8 replaced, a null value empty) stripped and zero-padded to five digits (`2269` is 02269); on the
+    official list or not is the caller's to check."""
+    text = header if isinstance(header, str) else header.decode("utf-8", "replace") if header is not None else ""
+    return text.strip().zfill(5)
+
+
 def is_portal_shape(obj: dict[str, Any]) -> bool:
     return "MaHoSo" in obj and "specversion" not in obj
 
