@@ -34,7 +34,7 @@ from services.cli.said import PRIVACY_HINT, clipped, kafka_hint, kafka_message
 from services.common import logging
 from services.common.admin import TopicLayoutError, ensure_topics, reconcile_configs
 from services.common.refused import settings_checked
-from services.common.topics_cli import DEFAULT_SOURCES, registry_topics
+from services.common.topics_cli import DEFAULT_SOURCES, REPLICAS_KEPT, fewer_replicas, registry_topics
 from services.gateway.batch import BodyError, TooManyRecords, check, split_body
 from services.intake.portal import is_portal_shape
 from services.privacy.crypto import PrivacyError
@@ -247,6 +247,8 @@ def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace
     created = asyncio.run(ensure_topics(conn, specs, replication_factor))
     console.print(f"{len(created)} topics created on {markup(bootstrap)}"
                   + (f": {markup(', '.join(created))}" if created else ""))
+    if replication_factor and (fewer := asyncio.run(fewer_replicas(conn, specs, replication_factor))):
+        err_console.print(f"warning: {markup('; '.join(fewer))}: {REPLICAS_KEPT}", soft_wrap=True)
 
 
 @schemas_app.command("export", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

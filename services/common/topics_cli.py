@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Iterable
 from pathlib import Path
 
 from schemas.topics import TOPICS, TopicSpec, scoped
+from services.common import clients, closing
 from services.common.admin import ensure_topics, reconcile_configs
 from services.common.refused import settings_checked
 from services.common.settings import KafkaConnection
@@ -25,6 +27,26 @@ def registry_topics(namespace: str = "", sources: Path = DEFAULT_SOURCES) -> lis
     registry = load_registry(sources) if sources.exists() else None
     bound = [bound_topic(f, e, namespace) for e in registry.sources for f in e.families] if registry else []
     return [*(scoped(t, namespace) for t in TOPICS), *bound]
+
+
+REPLICAS_KEPT = ("creating topics leaves an existing topic's replicas as they are: a partition reassignment changes "
+                 "them (kafka-reassign-partitions.sh; docs/runbooks.md, \"Topics' replicas after growing to a "
+                 "cluster\")")
+
+
+async def fewer_replicas(conn: KafkaConnection, specs: Iterable[TopicSpec], wanted: int) -> list[str]:
+    """`topic: N replicas, not wanted` for each existing topic of `specs` with a partition on fewer replicas than
+    `wanted`: creating topics never changes an existing topic's replication factor (a reassignment does:
+    kafka-reassign-partitions.sh), so topics made on one broker stay unreplicated on the cluster it grew into."""
+    client = clients.admin(conn)
+    await client.start()
+    try:
+        described = await client.describe_topics(sorted({s.name for s in specs}))
+    finally:
+        await closing.close_within("admin", "admin client", client.close)
+    fewer = {t["topic"]: min(len(p["replicas"]) for p in t["partitions"]) for t in described
+             if t.get("error_code", 0) == 0 and t["partitions"]}
+    return [f"{name}: {n} replica{'s' * (n != 1)}, not {wanted}" for name, n in sorted(fewer.items()) if n < wanted]
 
 
 def main(argv: list[str] | None = None) -> None:

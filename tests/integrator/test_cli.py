@@ -113,6 +113,19 @@ def test_topics_create_makes_the_registry_topics_of_a_namespace(kafka_bootstrap:
     second = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert "0 topics created" in second.stdout
+    assert "warning" not in second.stderr, second.stderr
+    # asked for 3 replicas where they have 1 (grown from one broker to a cluster: the walkthrough's left-alone), it
+    # creates none and said nothing, as if they had 3: now it names each and how to change them
+    third = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}", "--replication-factor", "3"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert third.returncode == 0 and "0 topics created" in third.stdout, third.stdout + third.stderr
+    warning = " ".join(third.stderr.split())
+    named = [t.name for t in registry_topics(f"tc{unique}", SOURCES_FILE)]
+    assert all(f"{name}: 1 replica, not 3" in warning for name in named), warning
+    assert "kafka-reassign-partitions.sh" in warning
+    one = subprocess.run([CLI, "topics", "create", "--namespace", f"tc{unique}", "--replication-factor", "1"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert "warning" not in one.stderr, one.stderr
 
 
 @pytest.mark.kafka
