@@ -20,7 +20,7 @@ from services.cli.deadletters import DeadLetter, Filters, replayable
 from services.cli.kafka_io import Unacknowledged
 from services.cli.masking import names_masked
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
-from services.cli.plain import json_text, markup
+from services.cli.plain import counted, json_text, markup
 from services.cli.render import console, dead_letter_table, err_console
 from services.cli.replay_split import UNCHECKED, Split, admin_command, left_for_admin, split, why
 from services.common.kip430 import topic_rights
@@ -101,8 +101,8 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
             typer.echo(json_text(json.dumps(row, ensure_ascii=False)))
     else:
         console.print(dead_letter_table(letters, replayed))
-    err_console.print(f"{len(letters)} dead letters in {markup(dlq_topic)} match, {len(replayed)} of them already "
-                      f"replayed{_unreadable(unreadable, erased)}")
+    err_console.print(f"{counted(len(letters), 'dead letter')} in {markup(dlq_topic)} match, {len(replayed)} of them "
+                      f"already replayed{_unreadable(unreadable, erased)}")
 
 
 def _unreadable(count: int, erased: int) -> str:
@@ -169,9 +169,9 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
             err_console.print(f"replay stopped: {markup(exc)}; {replaying.RUN_AGAIN}"
                               f"{_left(s, filters, extra, namespace)}", soft_wrap=True)
             raise typer.Exit(1) from None
-    err_console.print(f"replayed {len(sent)} dead letters; {len(letters) - len(sent) - s.left_count} matching were "
-                      f"already replayed{_unreadable(unreadable, erased)}{_left(s, filters, extra, namespace)}",
-                      soft_wrap=True)
+    already = len(letters) - len(sent) - s.left_count
+    err_console.print(f"replayed {counted(len(sent), 'dead letter')}; {already} matching were already replayed"
+                      f"{_unreadable(unreadable, erased)}{_left(s, filters, extra, namespace)}", soft_wrap=True)
     if s.left:  # a partial replay: the admin's run of the command said replays the rest
         raise typer.Exit(1)
 

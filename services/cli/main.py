@@ -27,7 +27,7 @@ from services.cli import dlq_commands, erase, kafka_io, notify_dlq, options, tra
 from services.cli.errors import CliError
 from services.cli.lines import record_lines
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
-from services.cli.plain import markup
+from services.cli.plain import counted, markup
 from services.cli.portal_records import commune_problem, family_problem, registry_entry, unowned_source
 from services.cli.render import bad_record_line, console, err_console, record_panel
 from services.cli.said import PRIVACY_HINT, clipped, kafka_hint, kafka_message
@@ -86,7 +86,7 @@ def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -
     for index, problems in groupby(checked.errors, key=lambda e: e.index):
         typer.echo(bad_record_line(str(file), lines[index], list(problems)))
     bad = checked.rejected
-    err_console.print(f"{len(records)} records, {len(records) - bad} valid, {bad} invalid")
+    err_console.print(f"{counted(len(records), 'record')}, {len(records) - bad} valid, {bad} invalid")
     raise typer.Exit(1 if bad else 0)
 
 
@@ -140,7 +140,7 @@ def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")
                               "publish the file again)", soft_wrap=True)
             raise typer.Exit(130) from None
     unreadable = f" ({not_json} not JSON: intake dead-letters them as not_json)" if not_json else ""
-    err_console.print(f"{sent} records acknowledged by {markup(topic)}{unreadable}")
+    err_console.print(f"{counted(sent, 'record')} acknowledged by {markup(topic)}{unreadable}")
 
 IDLE_MAX_S = 365 * 86_400.0
 """`--idle` at most a year: `nan` and `inf` followed the topic for ever, as a negative one showed nothing, exit 0."""
@@ -172,9 +172,9 @@ def tail(topic: str, bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namesp
     except TopicAuthorizationFailedError as exc:  # a name it may not describe: perhaps a mistyped one
         raise options.misspelt(name, namespace) or exc from None
     except KeyboardInterrupt:  # Ctrl-C: what was shown is said all the same; 130 as every command here (typer's)
-        err_console.print(f"{seen} records from {markup(name)} (interrupted)")
+        err_console.print(f"{counted(seen, 'record')} from {markup(name)} (interrupted)")
         raise typer.Exit(130) from None
-    err_console.print(f"{seen} records from {markup(name)}")
+    err_console.print(f"{counted(seen, 'record')} from {markup(name)}")
 
 
 @app.command()
@@ -207,7 +207,7 @@ def simulate(province: Annotated[str, typer.Option()] = "20", rate: Annotated[fl
             proc.wait()
     elapsed = time.monotonic() - started
     if proc.returncode == 0:
-        err_console.print(f"simulated {what} for {elapsed:.0f} s")
+        err_console.print(f"simulated {what} for {duration or round(elapsed):g} s")  # its start not counted
     else:
         err_console.print(f"simulate: the simulator exited with status {proc.returncode} after {elapsed:.0f} s")
     raise typer.Exit(proc.returncode)
@@ -245,7 +245,7 @@ def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace
         console.print(f"{markup(drift.topic)}: {markup(drift.key)} {markup(drift.actual)} -> {markup(drift.wanted)}",
                       soft_wrap=True)
     created = asyncio.run(ensure_topics(conn, specs, replication_factor))
-    console.print(f"{len(created)} topics created on {markup(bootstrap)}"
+    console.print(f"{counted(len(created), 'topic')} created on {markup(bootstrap)}"
                   + (f": {markup(', '.join(created))}" if created else ""))
     if replication_factor and (fewer := asyncio.run(fewer_replicas(conn, specs, replication_factor))):
         err_console.print(f"warning: {markup('; '.join(fewer))}: {REPLICAS_KEPT}", soft_wrap=True)

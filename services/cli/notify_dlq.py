@@ -34,7 +34,7 @@ from services.cli.notify_letters import (
     why_not,
 )
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, moment
-from services.cli.plain import json_text, markup
+from services.cli.plain import counted, json_text, markup
 from services.cli.render import console, err_console, folded_table
 from services.cli.replaying import RUN_AGAIN, Redrive, replay_each
 from services.common.admin import partition_counts
@@ -136,8 +136,8 @@ def list_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt 
             typer.echo(json_text(json.dumps(row, ensure_ascii=False)))
     else:
         console.print(_table(letters, at, now))
-    err_console.print(f"{len(letters)} dead letters in {markup(topic)} match, {len(at)} of them already replayed"
-                      + (f"; {unreadable} records not read as notify dead letters" if unreadable else ""))
+    err_console.print(f"{counted(len(letters), 'dead letter')} in {markup(topic)} match, {len(at)} of them already "
+                      "replayed" + (f"; {unreadable} records not read as notify dead letters" if unreadable else ""))
 
 
 @app.command("replay")
@@ -173,5 +173,5 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
     same_key = f"; {kept} under the original's Idempotency-Key (they may have reached the provider)" if kept else ""
     # those another replay wrote between the listing and this one's start were left out: already replayed too
     already = len(letters) - len(fresh) + len(todo) - len(written)
-    err_console.print(f"replayed {len(written)} dead letters; {already} matching were already replayed{skipped}"
-                      f"{same_key}")
+    err_console.print(f"replayed {counted(len(written), 'dead letter')}; {already} matching were already "
+                      f"replayed{skipped}{same_key}")

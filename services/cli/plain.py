@@ -23,6 +23,11 @@ surrogates (no terminal encoding writes them)."""
 _UNSAFE_BUT_NEWLINE = re.compile(rf"(?!\n){UNSAFE.pattern}")
 _BRACKET = re.compile(r"(\\*)\[")
 _TAG_START = re.compile(r"[a-z#/@]")
+
+
+def counted(n: int, noun: str) -> str:
+    """`n` and the noun for as many: "1 record", "0 records", "2 dead letters" (nouns taking an s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 """What follows a `[` that rich may read as a tag's start (`rich.markup.RE_TAGS`)."""
 _FENCE = "[none][/none]"
 """An empty tag of the null style: renders nothing, and ends what comes before it."""

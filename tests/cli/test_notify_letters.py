@@ -177,7 +177,7 @@ def test_the_replay_summary_counts_letters_another_replay_wrote_meanwhile_as_alr
     monkeypatch.setattr(notify_dlq, "replay", replay)
     result = CliRunner().invoke(app, ["notify-dlq", "replay"], env={"COLUMNS": "300"})
     assert result.exit_code == 0, result.output
-    assert ("replayed 1 dead letters; 2 matching were already replayed; 1 under the original's Idempotency-Key"
+    assert ("replayed 1 dead letter; 2 matching were already replayed; 1 under the original's Idempotency-Key"
             in " ".join(result.output.split())), result.output
 
 

@@ -89,5 +89,5 @@ def test_ctrl_c_ends_tail_at_once_with_its_summary_and_status_130(busy: tuple[st
     said = err.read_text()
     assert status == 130, said
     shown = panels(out.read_text(errors="replace"), topic)
-    assert f"{shown} records from {topic}" in said
+    assert f"{shown} record{'s' * (shown != 1)} from {topic}" in said
     assert 0 < shown < RECORDS and took < 5, (shown, took)

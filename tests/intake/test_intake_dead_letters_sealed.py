@@ -63,7 +63,7 @@ def test_a_dead_letter_keyed_by_a_cccd_is_sealed_whole_replayed_exactly_and_unre
     assert "ce_traceparent" not in dict(letter.headers), "a producer's trace id may hold a number: sealed only"
 
     replayed = _cli(kafka_bootstrap, "dlq", "replay", "--namespace", namespace)
-    assert replayed.returncode == 0 and "replayed 1 dead letters" in replayed.stderr, replayed.stderr
+    assert replayed.returncode == 0 and "replayed 1 dead letter" in replayed.stderr, replayed.stderr
     again = [r for r in asyncio.run(read_all(kafka_bootstrap, raw_topic, expect=2, idle=0.5))
              if any(k == "dlq.replayed" for k, _ in r.headers)]
     assert [(r.key, r.value, list(r.headers)) for r in again] == [

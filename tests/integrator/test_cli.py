@@ -90,7 +90,7 @@ def test_publish_then_tail_shows_the_canonical_event_with_its_headers(stack: Sta
     path = tmp_path / "portal.ndjson"
     path.write_bytes(orjson.dumps(portal_dossier(code)) + b"\n")
     published = stack.cli("publish", str(path), "--family", "dossier", "--commune", "02269")
-    assert "1 records acknowledged" in published.stderr
+    assert "1 record acknowledged" in published.stderr
     out = ""
     for _ in range(20):
         out = stack.cli("tail", "commune.events.dossier", "--from-beginning", "--idle", "1.5").stdout
@@ -172,7 +172,7 @@ def test_simulate_writes_raw_traffic_for_the_province(kafka_bootstrap: str, uniq
                              "--invalid-share", "0", "--seed", "1", "--namespace", ns],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "simulated province 20 at 20.0/s for " in result.stderr
+    assert "simulated province 20 at 20.0/s for 2 s" in result.stderr  # its duration, not its start (7 s for 5)
     records = [r for family in ("dossier", "mobile-team", "announcement")
                for r in asyncio.run(read_all(kafka_bootstrap, f"{ns}.commune.raw.{family}", idle=0.5, timeout=10))]
     assert len(records) >= 10

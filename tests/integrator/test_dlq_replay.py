@@ -91,7 +91,7 @@ def test_unauthorised_records_replayed_after_the_registry_is_fixed_come_out_cano
                         '    families: [dossier]\n    communes: ["02269"]\n', encoding="utf-8")
     intake = start_service("services.intake", {**env, "INTAKE_HTTP_PORT": str(free_port())}, tmp_path / "i2.log")
     try:
-        assert "replayed 1 dead letters" in stack.cli("dlq", "replay", "--reason", "unauthorised_source").stderr
+        assert "replayed 1 dead letter" in stack.cli("dlq", "replay", "--reason", "unauthorised_source").stderr
         canonical = wait_for(kafka_bootstrap, stack.topic("commune.events.dossier"), lambda rs: len(rs) >= 1)
         assert [wire.decode(r.headers, r.value).id for r in canonical] == [event["id"]]
         assert "replayed 0 dead letters" in stack.cli("dlq", "replay", "--reason", "unauthorised_source").stderr

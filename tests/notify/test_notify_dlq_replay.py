@@ -62,7 +62,7 @@ async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_ho
 
     fake.webhook_secrets["prov-08"] = "s3cret"  # the secrets agree again
     first = cli(kafka_bootstrap, namespace, "replay", "--reason", "http_401")
-    assert "replayed 1 dead letters" in first.stderr and "Idempotency-Key" not in first.stderr  # refused: a new key
+    assert "replayed 1 dead letter" in first.stderr and "Idempotency-Key" not in first.stderr  # refused: a new key
     hooks = lambda: [r for r in fake.accepted.values() if r.path == "/hooks/prov-08"]  # noqa: E731
     await eventually_async(lambda: len(hooks()) == 1, timeout=60, interval=0.2, what="the webhook sent")
     [hook] = hooks()
@@ -116,7 +116,7 @@ async def test_a_webhook_given_up_after_timeouts_that_reached_the_subscriber_is_
 
     fake.faults.delay_s = 0
     out = cli(kafka_bootstrap, namespace, "replay", "--reason", "retries_exhausted").stderr
-    assert "replayed 1 dead letters" in out and "1 under the original's Idempotency-Key" in out, out
+    assert "replayed 1 dead letter" in out and "1 under the original's Idempotency-Key" in out, out
     status: list[dict[str, object]] = []
 
     async def replay_sent() -> bool:

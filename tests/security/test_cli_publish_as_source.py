@@ -53,7 +53,7 @@ def test_a_source_principal_publishes_to_its_own_topic_and_the_operator_to_the_s
     unsourced = publish(secure_broker, principal(ENTRY), path)  # intake would take it as 02269's portal sync
     assert unsourced.returncode == 2 and "portal-shape records need --source" in unsourced.stderr, unsourced.stderr
     done = publish(secure_broker, principal(ENTRY), path, "--source", ENTRY.canonical_source)
-    assert done.returncode == 0 and f"1 records acknowledged by {own}" in done.stderr, done.stdout + done.stderr
+    assert done.returncode == 0 and f"1 record acknowledged by {own}" in done.stderr, done.stdout + done.stderr
     admin = secure_broker.conn("admin")
     assert [r.key for r in asyncio.run(_read(admin, own)) if code.encode() in (r.value or b"")] == [b"02269"]
 
@@ -64,5 +64,5 @@ def test_a_source_principal_publishes_to_its_own_topic_and_the_operator_to_the_s
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) <= 3, refused.stderr
 
     operator = publish(secure_broker, "operator", path)
-    assert operator.returncode == 0 and f"1 records acknowledged by {shared}" in operator.stderr, operator.stderr
+    assert operator.returncode == 0 and f"1 record acknowledged by {shared}" in operator.stderr, operator.stderr
     assert sum(code.encode() in (r.value or b"") for r in asyncio.run(_read(admin, shared))) == 1
