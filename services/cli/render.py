@@ -64,11 +64,14 @@ def folded_table(*headers: str) -> Table:
 
 
 def dead_letter_table(letters: list[DeadLetter], replayed: set[str]) -> Table:
-    table = folded_table("dlq", "reason", "field", "source", "topic", "rejected at", "replayed")
+    """One row a dead letter; "trace by": its lookup names (ADR 0038), the dossier code, subject and event id that
+    `commune-bus trace` finds it by (the trace id is in `--json`)."""
+    table = folded_table("dlq", "reason", "field", "source", "topic", "rejected at", "replayed", "trace by")
     for d in letters:
         c = d.context
+        names = " ".join(dict.fromkeys(n for n in (c.lookup_dossier, c.lookup_subject, c.lookup_id) if n))
         table.add_row(*(text(cell) for cell in (d.position, c.reason.value, c.field, d.source or "", c.source_topic,
-                                                c.rejected_at, "yes" if d.position in replayed else "")))
+                                                c.rejected_at, "yes" if d.position in replayed else "", names)))
     return table
 
 

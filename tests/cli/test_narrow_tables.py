@@ -55,3 +55,17 @@ def test_dead_letters_at_80_columns_show_every_reason_and_topic_whole() -> None:
     assert "…" not in text
     assert "missing_commune_header" in column(text, 1)
     assert "commune.raw.dossier.src.thuong-lam-one-stop" in column(text, 4)
+
+
+def test_dead_letters_name_what_trace_finds_them_by() -> None:
+    """`dlq list` showed no lookup names (ADR 0038; the walkthrough's left-alone): the operator, who may not read the
+    raw topics, had no name to give `trace` but the `--json` lines'. The dossier code, subject and id, each once."""
+    context = DeadLetterContext(reason=Reason.INVALID_FIELD, field="data.status", message="m",
+                                source_topic="commune.raw.dossier", source_partition=1, source_offset=4,
+                                rejected_at="2026-12-05T03:09:16.174419+00:00", lookup_id="evt-7",
+                                lookup_subject="TL-251103-0007", lookup_trace="ab" * 16)
+    named = DeadLetter(1, 2, None, None, [], context, "/communes/02269/one-stop")
+    bare = DeadLetter(1, 3, None, None, [], context.model_copy(update={"lookup_id": None, "lookup_subject": None,
+                                                                         "lookup_trace": None}), None)
+    text = shown(dead_letter_table([named, bare], set()))
+    assert column(text, 7) == "TL-251103-0007evt-7" and "…" not in text
