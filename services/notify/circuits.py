@@ -8,8 +8,9 @@ opens it again for another `probe_s`. Emergencies are never held by a circuit: t
 as before, and their outcome counts like any other (a success closes it).
 
 Written here rather than taken from purgatory 3.0.1 or pybreaker 1.4.1 (both read): they take the wall clock (the
-dispatcher's is injected, and tests move it), their half-open state lets every concurrent call through (32 senders
-would probe at once), and neither answers "would you let this through?" for a request that must not be called.
+dispatcher injects the steady one, `jobs.steady`, and tests move theirs), their half-open state lets every concurrent
+call through (32 senders would probe at once), and neither answers "would you let this through?" for a request that
+must not be called.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from schemas.notification import ChannelKind, NotificationRequest
@@ -18,6 +19,15 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_STEADY_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def steady() -> datetime:
+    """The monotonic clock as a datetime, for durations only (a circuit's probe interval): a step of the wall clock
+    (NTP, a mis-set host) neither holds a circuit open for the step's length nor lets it probe early. Not a date."""
+    return _STEADY_ORIGIN + timedelta(seconds=time.monotonic())
 
 
 class Spawn(Protocol):

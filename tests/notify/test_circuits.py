@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from structlog.testing import capture_logs
 
 from schemas.notification import ChannelKind, NotificationRequest, Recipient
-from services.notify import metrics
+from services.notify import jobs, metrics
 from services.notify.channels.base import DeliveryError, FellBack, Message, Receipt
 from services.notify.channels.http import IDEMPOTENCY_HEADER, SmsGateway, ZaloZns
 from services.notify.circuits import Circuits, FallbackCircuit, Verdict, circuit_key
@@ -658,3 +658,30 @@ async def test_requests_held_while_a_probe_is_out_give_back_their_rate_tokens() 
     finally:
         gate.set()
         await d.stop()
+
+
+def test_a_circuit_probes_after_its_interval_whatever_the_wall_clock_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's circuits (the dispatcher's default clock) time their probe interval on a steady clock: the wall
+    clock stepped back an hour (NTP) does not hold a recovered provider's routine requests for an hour more."""
+    wall, ticks = [NOON], [1000.0]
+
+    class Wall(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> Wall:  # type: ignore[override]
+            return wall[0]  # type: ignore[return-value]
+
+    monkeypatch.setattr(jobs, "datetime", Wall)
+    monkeypatch.setattr(time, "monotonic", lambda: ticks[0])
+    producer = FakeProducer()
+    d = Dispatcher({ChannelKind.SMS: Provider()}, Ledger(LEDGER, producer), producer, OUT, spawn=Tasks(),
+                   backoff=Backoff(), quiet=NEVER_QUIET, rates={"sms": 10.0}, segment_limit=3, routine_workers=1,
+                   emergency_workers=1, park_s=600, circuit=(1, 30))
+    assert d.circuits is not None
+    sms = citizen_sms("step-1")
+    d.circuits.settle(sms, Verdict.CALL, False)  # open
+    assert d.circuits.verdict(sms) is Verdict.HOLD
+    wall[0], ticks[0] = NOON - timedelta(hours=1) + timedelta(seconds=31), ticks[0] + 31  # stepped back, 31 s on
+    assert d.circuits.verdict(sms) is Verdict.PROBE
+    wall[0], ticks[0] = NOON + timedelta(days=1), ticks[0] + 1  # stepped a day ahead: no second probe meanwhile
+    d.circuits.settle(sms, Verdict.PROBE, False)
+    assert d.circuits.verdict(sms) is Verdict.HOLD
