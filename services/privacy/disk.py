@@ -44,6 +44,10 @@ KEPT_FOR_S = 20 * 3600.0
 """A kept store not written for this long is read again from the beginning: the key topic's tombstones are removed
 by compaction `delete.retention.ms` (Kafka's default: 24 h) after they are written, and only a subject's mark, not a
 key's tombstone, outlives that (review: a key whose maker's clock ran ahead of the mark's margin stayed usable)."""
+SAVED_AHEAD_S = 60.0
+"""A kept store whose time of being caught up lies further ahead of the clock than this was saved under a clock that
+ran fast: how long ago is unknown, so it is read again (clock audit: saved two days fast and stopped 30 h, it passed
+for fresh; a clock fast by less than the store's real age cannot be told)."""
 
 
 class DiskKeys(Remembered):
@@ -159,8 +163,9 @@ class DiskKeys(Remembered):
             log.info("privacy.key_store_read_again", reason="a key record refused by another reader: another chance")
             return {}
         saved = self._db.get(rows.SAVED_AT)
-        if saved is not None and time.time() - float(saved) > KEPT_FOR_S:
-            log.info("privacy.key_store_read_again", reason="not written for longer than tombstones are kept")
+        if saved is not None and not -SAVED_AHEAD_S <= time.time() - float(saved) <= KEPT_FOR_S:
+            log.info("privacy.key_store_read_again", reason="not written for longer than tombstones are kept, or "
+                     "written under a clock that ran ahead")
             return {}
         return {rows.partition_of(key): int(value) for key, value in rows.scan(self._db, rows.OFFSETS)}
 
@@ -175,8 +180,9 @@ class DiskKeys(Remembered):
             if self._staged:
                 self._flush(None)
             return
-        if not self._staged and dict(offsets) == self._offsets and time.time() - self._saved < SAVED_EVERY_S:
-            return  # nothing new (the time of being caught up is written again now and then: a quiet week is fine)
+        if not self._staged and dict(offsets) == self._offsets and 0 <= time.time() - self._saved < SAVED_EVERY_S:
+            return  # nothing new (the time of being caught up is written again now and then: a quiet week is fine;
+            # at once after the clock stepped back, so it never lies ahead of the clock)
         for (topic, partition), post in (fenceposts or {}).items():
             self._staged[rows.FENCEPOSTS + f"{topic}\0{partition}".encode()] = rows.encode(post)
         self._flush(dict(offsets))

@@ -422,3 +422,33 @@ def test_a_kept_store_caught_up_but_idle_is_not_taken_for_stale(tmp_path: Path,
         assert again.offsets() == {("keys", 0): 1}
     finally:
         again.close()
+
+
+def test_a_kept_store_saved_under_a_clock_running_ahead_is_not_taken_for_fresh(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saved while the clock ran two days fast, then stopped 30 h while the clock was put right: its age is unknown
+    (its time of being caught up lies 18 h ahead), so it is read again; a store still running when the clock steps
+    back writes that time again at its next checkpoint, so a restart then goes on from its offsets."""
+    true_now = time.time()
+    now = [true_now + 48 * 3600]
+    monkeypatch.setattr(disk_module.time, "time", lambda: now[0])
+    keyring = kept_ring(tmp_path)
+    confirm(ring(), [keyring], "s")
+    keyring.checkpoint({("keys", 0): 1})
+    keyring.close()
+    now[0] = true_now + 30 * 3600
+    stale = kept_ring(tmp_path)
+    try:
+        assert stale.offsets() == {}
+        stale.clear()
+        stale.checkpoint({("keys", 0): 1})
+        now[0] -= 24 * 3600  # the clock stepped back a day while it runs
+        stale.checkpoint({("keys", 0): 1})
+        now[0] += 60
+    finally:
+        stale.close()
+    again = kept_ring(tmp_path)
+    try:
+        assert again.offsets() == {("keys", 0): 1}
+    finally:
+        again.close()
