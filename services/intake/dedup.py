@@ -141,8 +141,9 @@ class SeenByPartition:
             self.by_partition.pop(key, None)
 
     def expire_due(self, now_ms: int, interval_ms: int = EXPIRY_INTERVAL_MS) -> None:
-        """Forget ids older than the window, at most once per `interval_ms` (a full scan of the ids)."""
-        if now_ms < self._next_expiry_ms:
+        """Forget ids older than the window, at most once per `interval_ms` (a full scan of the ids); at once when the
+        clock stepped back past the last scan (waiting for the old clock's next one held the expiry off that long)."""
+        if self._next_expiry_ms - interval_ms <= now_ms < self._next_expiry_ms:
             return
         for seen in self.by_partition.values():
             seen.expire(now_ms)

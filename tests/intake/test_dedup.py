@@ -88,6 +88,17 @@ def test_expiry_scans_at_most_once_per_interval() -> None:
     assert len(seen) == 0
 
 
+def test_a_clock_stepped_back_does_not_hold_the_expiry_off() -> None:
+    """The clock stepped back days after a scan: the next scan comes an interval later on the new clock, not the step
+    and an interval later (ids restored from another worker's changelog meanwhile stayed as long past the window)."""
+    seen = SeenByPartition()
+    day_ms, window_ms = 24 * 3600 * 1000, 7 * 24 * 3600 * 1000
+    seen.expire_due(now_ms=10 * day_ms, interval_ms=60_000)
+    seen.of(Family.DOSSIER, 1).add("restored", at_ms=0)  # a partition moved in, its ids stamped by a right clock
+    seen.expire_due(now_ms=window_ms + 60_001, interval_ms=60_000)  # put right: 3 days back
+    assert len(seen) == 0
+
+
 def test_the_largest_changelog_record_fits_its_topic() -> None:
     """A full transaction's ids of one raw partition (`batch_max_records` events, each id and source at its length
     limit in 4-byte characters, JSON-escaped as backslashes double) fit the topic's `max.message.bytes`: a record
