@@ -164,7 +164,7 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[T
     reached = {tp: positions[tp] for tp in tps if tp not in pending}
     """Per partition done, the offset below which every committed record was applied: where the reader stood, or the
     first record at or past the end, left out."""
-    moved_at = dict.fromkeys(tps, time.time())
+    moved_at = dict.fromkeys(tps, time.monotonic())
     yielded = time.perf_counter()
     while pending:
         chunk = await reader.getmany(*pending, timeout_ms=500, max_records=max_records)
@@ -186,7 +186,7 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[T
             progressed()
         for tp in pending:
             if moved[tp] > positions[tp]:
-                moved_at[tp] = time.time()
+                moved_at[tp] = time.monotonic()
         positions.update(moved)
         done = {tp for tp in pending
                 if tp in past or moved[tp] >= end[tp] or _settled(reader, tp, moved[tp], moved_at[tp], settle_s)}
@@ -200,12 +200,15 @@ async def _read(reader: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[T
 def _settled(reader: AIOKafkaConsumer, tp: TopicPartition, position: int, moved_at: float,
              settle_s: float | None) -> bool:
     """Whether the reader stands at the partition's last stable offset as a fetch answered `settle_s` after the
-    position last moved (`moved_at`, epoch seconds): a transaction open there that long is given up on. An older
-    answer may predate markers written since (a fetch held up by a leader change)."""
+    position last moved (`moved_at`, monotonic seconds): a transaction open there that long is given up on. An older
+    answer may predate markers written since (a fetch held up by a leader change). aiokafka stamps an answer with the
+    wall clock, so the move is put on the wall clock as it reads now: a step of it (NTP) between the move and the
+    answer neither gave the transaction up at once (ahead) nor waited the step out (back; clock audit)."""
     if settle_s is None:
         return False
     lso, polled = reader.last_stable_offset(tp), reader.last_poll_timestamp(tp)  # polled: epoch ms, as aiokafka's
-    return lso is not None and polled is not None and position >= lso and polled >= (moved_at + settle_s) * 1000
+    moved_wall = moved_at + time.time() - time.monotonic()
+    return lso is not None and polled is not None and position >= lso and polled >= (moved_wall + settle_s) * 1000
 
 
 async def time_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition], since_ms: int,
