@@ -138,10 +138,10 @@ def fold(held: Held | None, rec: ClaimRecord) -> Held | None:
 
 
 def scope(key: str) -> str | None:
-    """The scope a key counts against (`ClaimTable.live`): `idem:<source id>` for an Idempotency-Key's claim
-    (`services.gateway.idempotency`: its last part is a hex digest, without a colon); None for anything else
-    (a nonce: held for minutes, bounded by the source's request rate)."""
-    return key.rpartition(":")[0] if key.startswith("idem:") else None
+    """The scope a key counts against (`ClaimTable.live`): `idem:<source id>` for an Idempotency-Key's claim, and
+    `nonce:<source id>` for a signature's nonce (`services.gateway.idempotency`: the last part of either is hex,
+    without a colon); None for anything else."""
+    return key.rpartition(":")[0] if key.startswith(("idem:", "nonce:")) else None
 
 
 class ClaimTable:

@@ -214,18 +214,19 @@ class Gateway:
 
     async def signed(self, who: Identified, peer: str) -> JSONResponse | None:
         """A signed request whose signature verified over the body: its nonce (once, on any instance), then its rate
-        (a source over its rate is refused before anything is claimed). A replay is not the source's request: it
-        takes none of the source's rate, and counts as a failed signature of the address that sent it, so an
-        eavesdropper replaying an overheard request cannot lock the source out, and is soon refused unread."""
+        (a source over its rate, or holding as many nonces as its rate makes in their window, is refused before any
+        claim). A replay takes none of the source's rate, and counts as a failed signature of the address that sent
+        it, so an eavesdropper replaying an overheard request cannot lock the source out, and is soon refused unread."""
         if who.pending is None:
             return None
-        if (wait := self.limiter.wait(who.source_id, self.ticks())) > 0:
+        nonce = idempotency.nonce_claim(who.pending.nonce)
+        if (wait := self.limiter.wait(who.source_id, self.ticks())) > 0 or idempotency.nonces_spent(
+                self.claims, nonce, idempotency.most_nonces(self.settings)):
             REFUSED.labels("rate_limited").inc()
             return self.answer(429, api.error("rate_limited", "this source is over its request rate"),
-                               retry_after=wait)
+                               retry_after=max(wait, 1))
         try:
-            said = await self.claims.claim(idempotency.nonce_claim(who.pending.nonce), "",
-                                           float(self.settings.signature_tolerance_s * 2))
+            said = await self.claims.claim(nonce, "", float(self.settings.signature_tolerance_s * 2))
         except BrokerUnavailable:
             return self.unavailable()
         if said.outcome != "won":

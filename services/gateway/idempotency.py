@@ -7,14 +7,20 @@ again by hashing every candidate; integrators are told to send random keys, docs
 request when its method, path, query, commune header, content type and body are the same (`fingerprint`; the
 signature and its timestamp are not part of it: a retry is signed afresh). Nonces are
 `nonce:<source id>:<signature>`, held for the signature's validity window, so a signature is accepted once, on
-any instance.
+any instance. How many a source holds is bounded by what its rate makes in that window (`most_nonces`): requests
+sent at once all pass the rate's check while the first one's claim is on its way to Kafka, and each held a nonce
+for the window, 202 or 429 alike (audit of memory and cardinality: 20 at once every second made 600 nonces where
+the rate allowed 21).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 
 from services.gateway.auth import RequestLine
+from services.gateway.claims import PRUNE_EVERY_S, Claims, scope
+from services.gateway.settings import GatewaySettings
 
 
 def idempotency_claim(source_id: str, key: str) -> str:
@@ -28,6 +34,20 @@ def idempotency_scope(source_id: str) -> str:
 
 def nonce_claim(nonce: str) -> str:
     return f"nonce:{nonce}"
+
+
+def most_nonces(settings: GatewaySettings) -> int:
+    """Nonces one source may hold at once: what its rate makes while one is held (twice the signature tolerance),
+    and until the table is next pruned of the expired ones (`claims.PRUNE_EVERY_S`), so a source within its rate
+    never reaches it."""
+    window_s = 2 * settings.signature_tolerance_s + PRUNE_EVERY_S
+    return settings.rate_burst + math.ceil(settings.rate_per_s * window_s)
+
+
+def nonces_spent(claims: Claims, nonce: str, most: int) -> bool:
+    """Whether the source of `nonce` (`nonce_claim`) holds `most` nonces already; a nonce it holds (a replay) is not
+    refused here: its claim finds it used."""
+    return not claims.holds(nonce) and claims.live(scope(nonce) or nonce) >= most
 
 
 def fingerprint(line: RequestLine, content_type: bytes, body: bytes) -> str:

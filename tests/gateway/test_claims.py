@@ -19,7 +19,7 @@ from services.gateway.claims import (
     scope,
     verdict,
 )
-from services.gateway.idempotency import idempotency_claim, idempotency_scope
+from services.gateway.idempotency import idempotency_claim, idempotency_scope, nonce_claim
 from services.gateway.memory_claims import MemoryClaims
 from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import Clock
@@ -155,15 +155,14 @@ key_steps = st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1), st.sampled_
 @settings(max_examples=300, deadline=None)
 @given(key_steps)
 def test_each_sources_live_keys_are_counted_exactly(script: list[tuple[int, int, str, float, bool]]) -> None:
-    """Any sequence of claims, answers, releases, expiries and prunes, over Idempotency-Keys of two sources and
-    nonces: `live(scope)` is always the number of that source's keys the table holds (what bounds a source's keys),
-    nonces count against nobody."""
+    """Any sequence of claims, answers, releases, expiries and prunes, over Idempotency-Keys and nonces of two sources:
+    `live(scope)` is always the number of that source's keys, or of its nonces, the table holds (what bounds them)."""
     table = ClaimTable(1024)
     now = 0.0
     claims: dict[str, str] = {}
     for n, (k, source, state, gap, prune) in enumerate(script):
         now += gap
-        key = idempotency_claim(f"s{source}", f"k{k}") if k < 4 else f"nonce:n{k}"
+        key = idempotency_claim(f"s{source}", f"k{k}") if k < 4 else nonce_claim(f"s{source}:{k:x}")
         if state == "claimed":
             claims[key] = f"c{n}"
         rec = ClaimRecord(key, state, claims.get(key, "none"), "fp", now,  # type: ignore[arg-type]
@@ -172,6 +171,7 @@ def test_each_sources_live_keys_are_counted_exactly(script: list[tuple[int, int,
         if prune:
             table.prune(now)
         for source_id in ("s0", "s1"):
-            held = [key for key in table.held if key.startswith(idempotency_scope(source_id) + ":")]
-            assert table.live(idempotency_scope(source_id)) == len(held)
-        assert scope("nonce:n4") is None
+            for key_scope in (idempotency_scope(source_id), f"nonce:{source_id}"):
+                held = [key for key in table.held if key.startswith(key_scope + ":")]
+                assert table.live(key_scope) == len(held)
+        assert scope(nonce_claim("s0:ab")) == "nonce:s0" and scope("other:n4") is None
