@@ -59,6 +59,9 @@ class Tracer:
     """Where each raw record that matched is, and its trace id ("" if none)."""
     event_ids: set[str] = field(default_factory=set)
     truncated: bool = False
+    """A step was dropped (`MAX_STEPS`): nothing offered after it can be listed, so it is not looked at, and the ids
+    and positions remembered stop growing (a producer can give one dossier code or trace id to millions of events,
+    which a trace in the gateway held every id of)."""
     show_personal_data: bool = False
     """Show the names producers chose (source, event id, subject) as they are; by default long numbers and e-mails in
     them are masked (`masking.names_masked`), except in the name the query gave (the operator typed it)."""
@@ -98,6 +101,8 @@ class Tracer:
     def raw(self, rec: Record) -> None:
         """A raw record that mentions the query (a structured record's `traceparent` included), or whose sender's
         trace, where intake takes it (`_sent_trace`), has it as trace id."""
+        if self.truncated:
+            return
         headers = {k: wire.lenient_text(v) for k, v in rec.headers}
         in_headers = trace_context.trace_id(_header_trace(rec)) or ""
         if not (self._mentions(rec) or (in_headers and self.query == in_headers)):
@@ -113,6 +118,8 @@ class Tracer:
         self._add(Step(rec.timestamp, "raw", self._where(rec), f"received from {self._shown(source)}", trace))
 
     def intake_dead_letter(self, rec: Record) -> None:
+        if self.truncated:
+            return
         try:
             ctx = DeadLetterContext.from_headers(list(rec.headers))
         except (KeyError, ValueError):
@@ -133,6 +140,8 @@ class Tracer:
                                f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]{names}", trace))
 
     def canonical(self, rec: Record) -> None:
+        if self.truncated:
+            return
         h = {k: wire.lenient_text(v) for k, v in rec.headers if k.startswith("ce_")}
         trace = trace_context.trace_id(h.get("ce_traceparent")) or ""
         if self.query not in (h.get("ce_id"), h.get("ce_subject"), trace) and h.get("ce_id") not in self.event_ids:
@@ -146,6 +155,8 @@ class Tracer:
                                trace))
 
     def notification(self, rec: Record) -> None:
+        if self.truncated:
+            return
         try:
             status = NotificationStatus.model_validate_json(rec.value or b"")
         except ValidationError:
@@ -160,6 +171,8 @@ class Tracer:
                                trace))
 
     def notify_dead_letter(self, rec: Record) -> None:
+        if self.truncated:
+            return
         event_id = _json_field(rec.value, "event_id")
         trace = trace_context.trace_id(_json_field(rec.value, "traceparent")) or ""
         if event_id not in self.event_ids and self.query != trace:

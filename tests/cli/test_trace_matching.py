@@ -105,6 +105,22 @@ def test_a_trace_keeps_at_most_max_steps_and_says_it_was_truncated() -> None:
     assert len(tracer.timeline()) == MAX_STEPS and tracer.truncated
 
 
+def test_a_trace_past_max_steps_stops_remembering_what_it_matched() -> None:
+    """50,000 canonical events of one dossier code, each with its own id (a producer can send them): once a step was
+    dropped nothing more can be listed, so the ids and raw positions a trace remembers stay within `MAX_STEPS` + 1
+    (before: every matched id was kept, in the gateway's memory during GET /v1/trace, for nothing)."""
+    tracer = Tracer("TL-FLOOD")
+    for offset in range(50_000):
+        headers = [("ce_id", f"flood-{offset}".encode()), ("ce_subject", b"TL-FLOOD"),
+                   ("ce_type", b"vn.communebus.dossier.status-changed.v1")]
+        tracer.canonical(ConsumerRecord("commune.events.dossier", 0, offset, 1_764_000_000_000, 0, b"02269", b"{}",
+                                        None, 5, 2, headers))
+        tracer.raw(raw(portal_dossier("TL-FLOOD"), offset))
+    assert tracer.truncated and len(tracer.steps) == MAX_STEPS
+    assert len(tracer.event_ids) <= MAX_STEPS + 1 and len(tracer.raw_positions) <= MAX_STEPS + 1, (
+        len(tracer.event_ids), len(tracer.raw_positions))
+
+
 def test_the_gateway_traces_off_its_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """GET /v1/trace reads the topics in a worker thread (on a loop of its own), not on the loop serving
     POST /v1/events; a truncated trace says so."""
