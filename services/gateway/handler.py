@@ -10,8 +10,8 @@
    an empty Idempotency-Key: 400;
 4. the body, streamed under the limit (`bodies.read_limited`): 413 as soon as it passes, the connection
    closed; a signature verified over it before it is loaded into memory (401, a failure counted against the
-   peer), then its nonce claimed once for the window: 401 on a replay (the source's rate token given back, a
-   failure counted against the peer that replayed it);
+   peer), then its source's rate and nonces held (429), its nonce claimed once for the window: 401 on a replay
+   (none of the source's rate taken, a failure counted against the peer that replayed it);
 5. the body checked (`ingest.plan`); then the Idempotency-Key claimed (`claims`; its lease counts Kafka waits):
    409 while another request holds it, the stored answer when it was answered, 422 when used for another request;
 6. the check's refusal (400/403/422), the key's answer; else published with the key's answer in one transaction:
