@@ -210,6 +210,8 @@ class DiskKeys(Remembered):
         batch.delete(rows.SAVED_AT)
         batch.put(rows.COUNT, b"0")
         self._db.write(batch)
+        self._db.compact_range(None, None)  # the old rows out of the files now: an erased key's among them, which the
+        # full read may never meet again (its tombstone compacted away, its mark finding no key left to shred)
         self._count, self._absent, self._offsets, self._saved = 0, None, None, 0.0
         self._shredded.clear()
         for loaded in (self._erased, self._unreadable, self._marks):

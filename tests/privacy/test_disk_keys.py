@@ -389,6 +389,28 @@ def test_an_erased_key_leaves_the_kept_stores_files_at_once(tmp_path: Path) -> N
         keyring.close()
 
 
+def test_a_kept_store_read_again_leaves_no_old_row_in_its_files(tmp_path: Path) -> None:
+    """A kept store read whole again (stale, other offsets, a record skipped) is cleared first: its old rows, openable
+    with the KEK, must leave the files then, not at some compaction. Read again after an erasure whose tombstone
+    compaction removed, the subject's mark meets no key in the cleared table, so nothing else shreds its row."""
+    writer, keyring = ring(), kept_ring(tmp_path)
+    key_id, _ = confirm(writer, [keyring], "s")
+    keyring.checkpoint({("keys", 0): 1})
+    keyring._keys._db.flush()  # type: ignore[attr-defined]  # the row in an SST file
+    row = keyring._keys._db.get(KEYS + b"s")  # type: ignore[attr-defined]
+    assert row is not None and _in_files(tmp_path, row)
+    keyring.clear()  # what `KeyStore.start` does before reading the topics from the beginning
+    mark = ErasureMark(subject="s", created_up_to=NOW + timedelta(minutes=5))
+    keyring.apply(record_key("s", ERASED_MARK), mark.model_dump_json().encode())  # the tombstone compacted away
+    keyring.checkpoint({("keys", 0): 2})
+    try:
+        with pytest.raises(Erased):
+            keyring.dek("s", key_id)
+        assert not _in_files(tmp_path, row)
+    finally:
+        keyring.close()
+
+
 def _in_files(folder: Path, data: bytes) -> bool:
     return any(data in p.read_bytes() for p in folder.rglob("*") if p.is_file())
 
