@@ -38,6 +38,8 @@ class DeadLetter:
     """The original record's headers (a header may have no value), then intake's `dlq.*` ones."""
     context: DeadLetterContext
     source: str | None
+    sealed_under: tuple[str, str] | None = None
+    """The (subject, key id) a sealed letter was opened with: asked again just before a replay (`dlq.unerased`)."""
 
     @property
     def position(self) -> str:
@@ -66,11 +68,12 @@ def source_of(headers: Headers, value: bytes | None) -> str | None:
     return None
 
 
-def dead_letter(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Headers) -> DeadLetter:
+def dead_letter(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Headers,
+                sealed_under: tuple[str, str] | None = None) -> DeadLetter:
     """Raises KeyError or ValueError for a record without the `dlq.*` headers intake writes, or with a reason this
     CLI does not know (a newer intake's)."""
     return DeadLetter(partition, offset, key, value, list(headers), DeadLetterContext.from_headers(list(headers)),
-                      source_of(headers, value))
+                      source_of(headers, value), sealed_under)
 
 
 def replayable(letter: DeadLetter, f: Filters) -> bool:

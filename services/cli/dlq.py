@@ -13,6 +13,7 @@ from aiokafka import ConsumerRecord
 
 from schemas import wire
 from schemas.deadletter import Header
+from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER
 from schemas.replay import DLQ_REPLAYED
 from schemas.times import to_utc
 from schemas.topics import DLQ_INTAKE, scoped
@@ -129,6 +130,31 @@ async def opened(conn: KafkaConnection, namespace: str, stored: list[Stored]) ->
     return out, sifter.unreadable, sifter.erased
 
 
+async def unerased(conn: KafkaConnection, namespace: str,
+                   letters: list[DeadLetter]) -> tuple[list[DeadLetter], list[DeadLetter]]:
+    """`letters` split by whether their key is still there, the key topics read again now: (kept, erased meanwhile).
+    A replay asks just before it writes: the listing read the keys before the whole DLQ, and a letter of an applicant
+    erased since (minutes, for a large DLQ) went back to its raw topic in clear, and intake sealed it again under a
+    new key (erasure audit): the erased data readable again, its applicant told of it."""
+    if not any(d.sealed_under for d in letters):
+        return letters, []
+    keyring = await _keyring(conn, namespace)
+    kept: list[DeadLetter] = []
+    gone: list[DeadLetter] = []
+    try:
+        for d in letters:
+            try:
+                if d.sealed_under is not None:
+                    keyring.dek(*d.sealed_under)
+            except PrivacyError:  # erased, expired, or its record gone since (compacted after its tombstone)
+                gone.append(d)
+            else:
+                kept.append(d)
+    finally:
+        keyring.close()
+    return kept, gone
+
+
 async def _keyring(conn: KafkaConnection, namespace: str) -> Keyring:
     """A keyring holding every key the key topics hold now (PrivacyError, naming the variable, without PRIVACY_*):
     on disk as a service's (ADR 0034: a year of keys is ~15 GB in a dict), kept under `PRIVACY_STATE_DIR` if set,
@@ -176,8 +202,10 @@ class Sifter:
         if opened is None:
             return
         partition, offset, key, value, headers = opened
+        h = dict(stored[4]) if is_sealed(stored[4]) else {}
+        sealed_under = (wire.lenient_text(h.get(SEALED_SUBJECT_HEADER)), wire.lenient_text(h.get(SEALED_KEY_HEADER)))
         try:
-            letter = dead_letter(partition, offset, key, value, headers)
+            letter = dead_letter(partition, offset, key, value, headers, sealed_under if h else None)
         except (KeyError, ValueError):
             self.unreadable += 1
             return

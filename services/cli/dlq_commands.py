@@ -131,6 +131,10 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
     conn = connection(bootstrap)
     dlq_topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(conn, namespace, filters))
     todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done and replayable(d, filters)]
+    todo, gone = asyncio.run(dlq.unerased(conn, namespace, todo))  # an applicant erased while the DLQ was read
+    if gone:
+        erased += len(gone)
+        letters = [d for d in letters if d.position not in {g.position for g in gone}]
     # asked of the broker (KIP-430), nothing written: the dry run tells the same split as the real run
     s = split(todo, asyncio.run(topic_rights(conn, {d.context.source_topic for d in todo})))
     if dry_run:

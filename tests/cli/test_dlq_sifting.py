@@ -10,10 +10,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from schemas.deadletter import DeadLetterContext, Reason
-from services.cli import dlq
+from services.cli import dlq, dlq_commands, replaying
 from services.cli.deadletters import Filters
+from services.cli.main import app
 from services.common.settings import KafkaConnection
 from services.privacy import deadletters
 from services.privacy.keyring import Keyring
@@ -93,3 +95,52 @@ def test_a_letter_whose_key_is_gone_is_erased_at_once_not_held() -> None:
         sifter.sift((0, offset, sealed.key, sealed.value, [*sealed.headers, *context(Reason.NOT_JSON, 1,
                                                                                      at.isoformat())]))
     assert (sifter.erased, [s[1] for s in sifter.unknown]) == (1, [1])  # only the recent one may be late
+
+
+def test_a_letter_of_an_applicant_erased_while_the_dlq_was_read_is_not_replayed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dlq replay` reads the keys, then the whole DLQ (minutes for a large one), then writes: an applicant erased in
+    between had their dead letter re-driven in clear to the raw topic, and intake sealed it again under a new key, the
+    erased data readable again (erasure audit). The keys are asked again just before the writes: it is counted
+    erased, and nothing is replayed."""
+    writer = keyring()
+    value = b'{"data": {"applicant": {"id_number": "001099012345"}}}'
+    sealed = deadletters.seal_dead_letter(writer, b"02269", value, [("commune-code", b"02269")], source_topic=RAW,
+                                          partition=0, offset=5, rejected_on=date(2026, 12, 1), retention_days=30)
+    stored = (0, 9, sealed.key, sealed.value, [*sealed.headers, *context(Reason.MISSING_FIELD, 5)])
+    reads: list[Keyring] = []
+
+    async def keys_as_read(*_: Any) -> Keyring:  # the applicant erased after the first read of the keys
+        ring = keyring()
+        for _, key, record in key_messages(list(sealed.keys), ""):
+            ring.apply(key, record)
+            if reads:
+                ring.apply(key, None)
+        reads.append(ring)
+        return ring
+
+    async def read_into(_conn: Any, _topic: str, apply: Callable[[dlq.Stored], None], _since: Any = None) -> None:
+        apply(stored)
+
+    async def no_keys(*_: Any) -> set[bytes]:
+        return set()
+
+    async def rights(_conn: Any, topics: Any) -> dict[str, str]:
+        return dict.fromkeys(topics, "write")
+
+    written: list[Any] = []
+
+    async def replay(_conn: Any, _namespace: str, letters: Any, *_: Any) -> list[Any]:
+        written.extend(letters)
+        return list(letters)
+
+    for name, env in PRIVACY_ENV.items():
+        monkeypatch.setenv(name, env)
+    monkeypatch.setattr(dlq, "_keyring", keys_as_read)
+    monkeypatch.setattr(dlq, "read_into", read_into)
+    monkeypatch.setattr(dlq, "replayed_keys", no_keys)
+    monkeypatch.setattr(dlq_commands, "topic_rights", rights)
+    monkeypatch.setattr(replaying, "replay", replay)
+    result = CliRunner().invoke(app, ["dlq", "replay", "--bootstrap", "127.0.0.1:1"], env={"COLUMNS": "300"})
+    assert written == [], result.output
+    assert "1 erased or expired" in result.output, result.output
