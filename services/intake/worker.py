@@ -120,8 +120,8 @@ class IntakeWorker:
             transaction_timeout_ms=s.transaction_timeout_ms, linger_ms=0, max_batch_size=BATCH_BYTES,
             retry_backoff_ms=RETRY_BACKOFF_MS,
         )
+        self.task = Task(f"intake-{s.worker_id}", producer)  # before its start: `stop` closes one cancelled mid-start
         await producer.start()  # aborts what a predecessor with this worker id left open
-        self.task = Task(f"intake-{s.worker_id}", producer)
         self.consumer.subscribe(list(self.topics.family_of), listener=self.assignment)
         await self.consumer.start()
         # an idle worker whose broker is gone sees nothing wrong (fetches return nothing): the probe tells /readyz
