@@ -100,8 +100,9 @@ class NotifyApp:
             # a sent notification's ledger entry waits out a broker outage instead of failing the run (ADR 0012)
             producer = clients.producer(self.s, client_id=CLIENT_ID, linger_ms=2,
                                         request_timeout_ms=self.s.write_timeout_ms)
-            await producer.start()
+            # closed however its start ends: one that fails or is cancelled part way leaves a connected client
             stack.push_async_callback(close_within, SERVICE, "producer", producer.stop)
+            await producer.start()
             http = HttpClient(self.s.provider_timeout_s)
             stack.push_async_callback(http.close)
 
@@ -194,8 +195,8 @@ class NotifyApp:
         keyring = self.privacy.service_keyring(f"{self.s.namespace}-{CLIENT_ID}")
         stack.callback(keyring.close)  # after the key store has stopped (the stack unwinds in reverse)
         store = KeyStore(self.s, self.s.namespace, keyring, client_id=f"{CLIENT_ID}-keys")
+        stack.push_async_callback(close_within, SERVICE, "key-store", store.stop)  # a restore that fails too
         await store.start()
-        stack.push_async_callback(close_within, SERVICE, "key-store", store.stop)
         stack.push_async_callback(_cancel, [self.sup.spawn("key-store", store.run())])
         return Opener(self.directory, keyring, store.refresh)
 
@@ -210,8 +211,8 @@ class NotifyApp:
                                     session_timeout_ms=self.s.session_timeout_ms,
                                     rebalance_timeout_ms=self.s.rebalance_timeout_ms(),
                                     heartbeat_interval_ms=self.s.heartbeat_interval_ms)
-        await consumer.start()
         stack.push_async_callback(close_within, SERVICE, f"{name}-consumer", consumer.stop)
+        await consumer.start()
         pauses = self.pauses[name] = Pauses(consumer)
         listener = Listener(self.sup.fail, name, readiness, fence, commit=partial(self._commit, consumer),
                             forget=self.tracker.forget, hold=partial(feed.hold, name),

@@ -1,0 +1,98 @@
+"""A notify run that ends while a client starts closes that client: a start that fails or is cancelled part way has
+connected aiokafka's client already (its metadata task, its sockets; a group consumer its heartbeat), and whatever the
+run does not close stays open in the process, one more at every restart of the run (leak audit, measured against a
+real broker: a key store whose restore failed left its consumer fetching the key topics, 1 socket and 6 tasks more
+per restart; an erasure-notice consumer cancelled while joining its group, a member that kept heartbeating)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+
+from services.common import clients
+from services.common.changelog import RestoreStalled
+from services.notify import app as app_module
+from services.notify.app import NotifyApp
+from services.notify.settings import NotifySettings
+from services.privacy import crypto
+from services.privacy.settings import PrivacySettings
+from tests.privacy.keys import KEK, PEPPER
+
+pytestmark = pytest.mark.unit
+
+
+class _Client:
+    """A client whose start got as far as the broker's connection, then failed, or waits there (to be cancelled)."""
+
+    def __init__(self, fails: bool = True) -> None:
+        self.fails, self.starting, self.stopped = fails, asyncio.Event(), False
+
+    async def start(self) -> None:
+        self.starting.set()
+        if self.fails:
+            raise KafkaConnectionError("broker gone after the bootstrap")
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_producer_whose_start_fails_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's producer is stopped when its start fails (the broker gone after the bootstrap)."""
+    producer = _Client()
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(app_module, "ensure_topics", nothing)
+    monkeypatch.setattr(clients, "producer", lambda *_, **__: producer)
+    supervisor = SimpleNamespace(spawn=None, health=SimpleNamespace(set_ready=lambda *_: None))
+    app = NotifyApp(NotifySettings(deadlines=False), supervisor)  # type: ignore[arg-type]
+    with pytest.raises(KafkaConnectionError):
+        await app.run()
+    assert producer.stopped
+
+
+async def test_a_consumer_whose_start_fails_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of the run's two group consumers is stopped when its start fails."""
+    consumer = _Client()
+    monkeypatch.setattr(clients, "consumer", lambda *_, **__: consumer)
+    app = NotifyApp(NotifySettings(deadlines=False), None)  # type: ignore[arg-type]
+    with pytest.raises(KafkaConnectionError):
+        async with AsyncExitStack() as stack:
+            await app._consumer(stack, "routine", ["t"], None, None, None)  # type: ignore[arg-type]
+    assert consumer.stopped
+
+
+async def test_a_key_store_whose_restore_fails_is_stopped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A key store whose restore stalls (the broker gone mid-restore) is stopped: its consumer, started and assigned
+    every key partition, went on fetching them for the life of the process."""
+    monkeypatch.setenv("PRIVACY_KEK", crypto.b64(KEK))
+    monkeypatch.setenv("PRIVACY_PEPPER", crypto.b64(PEPPER))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    stores: list[_Store] = []
+
+    class _Store:
+        def __init__(self, *_: Any, **__: Any) -> None:
+            self.stopped = False
+            stores.append(self)
+
+        async def start(self) -> None:
+            raise RestoreStalled("key store restore: nothing read for 60 s")
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+    monkeypatch.setattr(app_module, "KeyStore", _Store)
+    app = NotifyApp(NotifySettings(deadlines=False), None, PrivacySettings())  # type: ignore[arg-type]
+    with pytest.raises(RestoreStalled):
+        async with AsyncExitStack() as stack:
+            await app._opener(stack)
+    assert [store.stopped for store in stores] == [True]
+
