@@ -103,8 +103,8 @@ class NoticeSender:
     async def run(self) -> None:
         consumer = clients.consumer(self.conn, self.topic, client_id=f"commune-bus-notify-erasures-{self.sub.name}",
                                     group_id=self.group, **self.timeouts)
-        await consumer.start()
         try:
+            await consumer.start()  # inside: its start waits for the group's join, and a run may end meanwhile
             while True:
                 await self.poll(consumer)
         finally:  # bounded as every client of notify's: a broker that does not answer holds a group's leave 40 s

@@ -17,9 +17,13 @@ from aiokafka.errors import KafkaConnectionError
 
 from services.common import clients
 from services.common.changelog import RestoreStalled
+from services.common.settings import KafkaConnection
 from services.notify import app as app_module
 from services.notify.app import NotifyApp
+from services.notify.erasures import NoticeSender
+from services.notify.policy import Backoff
 from services.notify.settings import NotifySettings
+from services.notify.subscribers import Subscriber
 from services.privacy import crypto
 from services.privacy.settings import PrivacySettings
 from tests.privacy.keys import KEK, PEPPER
@@ -96,3 +100,19 @@ async def test_a_key_store_whose_restore_fails_is_stopped(monkeypatch: pytest.Mo
             await app._opener(stack)
     assert [store.stopped for store in stores] == [True]
 
+
+async def test_an_erasure_notice_consumer_cancelled_while_it_joins_its_group_is_stopped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subscriber's erasure-notice consumer whose start (waiting for its group's join) is cancelled, the run ending,
+    is stopped: it was left a member of the group, heartbeating, with its sockets and tasks."""
+    consumer = _Client(fails=False)
+    monkeypatch.setattr(clients, "consumer", lambda *_, **__: consumer)
+    subscriber = Subscriber.model_validate({"name": "prov-08", "url": "https://hooks.example.vn/h", "secret": "s" * 16,
+                                            "include_personal_data": True})
+    sender = NoticeSender(KafkaConnection(bootstrap="127.0.0.1:1"), "t", "", subscriber,
+                          None, Backoff(), 10_000, 3_000)  # type: ignore[arg-type]
+    task = asyncio.create_task(sender.run())
+    await asyncio.wait_for(consumer.starting.wait(), 5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert consumer.stopped
