@@ -94,7 +94,8 @@ def responses() -> dict[int | str, dict[str, Any]]:
             "Idempotent-Lists": {"schema": {"type": "string", "enum": ["omitted"]},
                                  "description": "A replay's lists (ids, trace_ids, errors) are not repeated"}}},
         400: err("The body is not JSON/NDJSON, is empty, or holds too many records; or the Idempotency-Key "
-                 "header is empty (`empty_idempotency_key`)"),
+                 "header is empty (`empty_idempotency_key`); or the request has both Content-Length and "
+                 "Transfer-Encoding (`bad_framing`: the body unread, the connection closed)"),
         401: err("No valid API key or signature, or a signature used before"),
         403: err("The source may not publish some record (family or commune not in its registry entry)"),
         409: err("A request with the same Idempotency-Key is in progress", **retry),

@@ -18,6 +18,7 @@ from services.common.health import Health
 from services.gateway import api, operators, probes
 from services.gateway.bugs import AnswerBugs
 from services.gateway.claims import Claims
+from services.gateway.framing import RefuseDoubleFraming
 from services.gateway.handler import Gateway
 from services.gateway.memory_claims import MemoryClaims
 from services.gateway.operators import load_operators
@@ -74,6 +75,7 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
         return JSONResponse(body, status_code=422)
 
     app.add_middleware(CloseUnreadBodies)
+    app.add_middleware(RefuseDoubleFraming)  # before any route or body is read: the request is framed twice
     app.add_middleware(AnswerBugs)  # outermost of the gateway's own: it sees what any route or middleware raises
     app.include_router(probes.router(health or Health("gateway")))
     app.include_router(operators.router(settings.connection(), settings.namespace,
