@@ -13,6 +13,7 @@ need too. Its `limit_concurrency` does not help: it is checked once a request's 
   waiting for `100 Continue`) the client's clock stops;
 - a send deadline: an answer the client does not read (the gateway's writes held back for `send_timeout_s` in a
   row: a client that pipelines requests, or asks for a large answer, and never reads) ends the connection;
+- a chunk allowance: a chunked body cut into a great many tiny chunks is malformed (`services.gateway.chunks`);
 - a cap: a connection past `max_connections` open takes the place of the one that has waited longest for a
   request's headers (a slow client's, or an idle kept-alive one: closed as `evicted`); when every open connection
   is busy with a request, it is answered 503 with Retry-After, unread, and closed. So a flood of connections that
@@ -45,6 +46,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
 from services.gateway.api import error
+from services.gateway.chunks import ChunkCountingConnection
 from services.gateway.telemetry import CONNECTIONS_CLOSED, CONNECTIONS_OPEN
 
 if TYPE_CHECKING:  # for types only: handshakes builds on this module
@@ -110,6 +112,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.conn = ChunkCountingConnection(config.h11_max_incomplete_event_size)  # uvicorn's: no byte read yet
         self.handshake: TlsHandshake | None = None
         """Over TLS, the connection's TLS layer: it admitted the connection when its TCP connection opened."""
         self._clock: PausedClock | None = None

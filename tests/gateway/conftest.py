@@ -1,11 +1,13 @@
 """Gateway processes of the tests' own: a namespace with its topics, a registry and secrets, and helpers to start,
-restart and read one (`python -m services.gateway`, real broker)."""
+restart and read one (`python -m services.gateway`, real broker); and `served`, the gateway's server in process."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 import subprocess
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +18,13 @@ import pytest
 from schemas.topics import GATEWAY_CLAIMS, RAW, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
+from services.gateway.__main__ import _Server, server_config
+from services.gateway.app import create_app
+from services.gateway.memory_claims import MemoryClaims
+from services.gateway.settings import GatewaySettings
 from tests import naming
+from tests.gateway.asgi import CREDENTIALS, Clock, Recording
+from tests.gateway.asgi import REGISTRY as UNIT_REGISTRY
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.waiting import eventually
 
@@ -114,3 +122,25 @@ def site(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Site]:
     finally:
         for gateway in here.running:
             stop_service(gateway.proc)
+
+
+@pytest.fixture
+def served() -> Iterator[int]:
+    """The port of the gateway's own server (its `server_config`, an in-process app, no broker) on loopback, served
+    in a thread: for raw-socket tests."""
+    settings = GatewaySettings(port=free_port())
+    server = _Server(server_config(settings, create_app(settings, UNIT_REGISTRY, CREDENTIALS, Recording(),
+                                                        clock=Clock(), claims=MemoryClaims(Clock()))))
+    loop = asyncio.new_event_loop()
+    serving = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
+    serving.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        yield settings.port
+    finally:
+        server.should_exit = True
+        serving.join(timeout=15)
+        loop.close()

@@ -7,20 +7,11 @@ answered as a request of their own; a load balancer framing the same bytes by th
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
-import time
-from collections.abc import Iterator
 
 import pytest
 
-from services.gateway.__main__ import _Server, server_config
-from services.gateway.app import create_app
-from services.gateway.memory_claims import MemoryClaims
-from services.gateway.settings import GatewaySettings
-from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Body, Clock, Recording, app, call
-from tests.kafkatools import free_port
+from tests.gateway.asgi import API_KEY, Body, Recording, app, call
 
 pytestmark = pytest.mark.unit
 KEY = [(b"x-api-key", API_KEY.encode()), (b"content-type", b"application/json")]
@@ -45,34 +36,13 @@ async def test_one_length_alone_is_read_as_before() -> None:
         assert answer.json()["error"] != "bad_framing", answer.body
 
 
-@pytest.fixture
-def port() -> Iterator[int]:
-    """The gateway's own server (its `server_config`) on a free loopback port, in a thread."""
-    settings = GatewaySettings(port=free_port())
-    server = _Server(server_config(settings, create_app(settings, REGISTRY, CREDENTIALS, Recording(),
-                                                        clock=Clock(), claims=MemoryClaims(Clock()))))
-    loop = asyncio.new_event_loop()
-    serving = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
-    serving.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        yield settings.port
-    finally:
-        server.should_exit = True
-        serving.join(timeout=15)
-        loop.close()
-
-
 @pytest.mark.parametrize("framing", [b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
                                      b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"])
-def test_on_the_real_server_nothing_after_a_request_framed_twice_is_answered(port: int, framing: bytes) -> None:
+def test_on_the_real_server_nothing_after_a_request_framed_twice_is_answered(served: int, framing: bytes) -> None:
     """A CL.TE smuggling shape in one packet: the chunked body ends at once and a second request follows. One answer,
     400 `bad_framing`, then the connection ends; the second request is never answered (before: 400 `bad_body` for
     the empty chunked body, then 200 for the smuggled request, the connection kept)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+    with socket.create_connection(("127.0.0.1", served), timeout=5) as conn:
         conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Api-Key: " + API_KEY.encode() + b"\r\n"
                      b"Content-Type: application/json\r\n" + framing + b"\r\n0\r\n\r\n"
                      b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
