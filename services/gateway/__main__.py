@@ -28,6 +28,7 @@ from services.common.health import Health
 from services.common.refused import BAD_SETTINGS, settings_checked
 from services.common.sparse import SparseRecords
 from services.gateway.app import create_app
+from services.gateway.chunks import MAX_HEAD_BYTES
 from services.gateway.claimlog import KafkaClaims
 from services.gateway.connections import ConnectionLimits, guarded
 from services.gateway.handshakes import abort_handshakes, guarded_tls
@@ -71,7 +72,8 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                           log_config=None,
                           http=protocol, timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
-                          h11_max_incomplete_event_size=16 * 1024, timeout_graceful_shutdown=settings.stop_requests_s)
+                          h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                          timeout_graceful_shutdown=settings.stop_requests_s)
 
 
 def tls_context(settings: GatewaySettings) -> ssl.SSLContext:

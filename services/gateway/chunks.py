@@ -1,4 +1,5 @@
-"""A chunked body may not be cut into a great many tiny chunks: past its allowance the request is malformed.
+"""A chunked body may not be cut into a great many tiny chunks: past its allowance the request is malformed; nor
+may a request's head pass `MAX_HEAD_BYTES`, however it arrives.
 
 h11 spends about 5 µs on each chunk and uvicorn hands it all a read holds at once, so a body of 1-byte chunks (6 bytes
 on the wire each) held the event loop a quarter of a second per read, for every connection sending one: four of them,
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import h11
 
+MAX_HEAD_BYTES = 16 * 1024
+"""A request's line and headers at most (uvicorn's `h11_max_incomplete_event_size` holds only a head that arrives over
+several reads: one read whole, ~100 KB, was taken; audit of 2026-12-05)."""
 FREE_CHUNKS = 4096
 """Chunks any body may have."""
 BYTES_PER_CHUNK = 512
@@ -37,6 +41,8 @@ class ChunkCountingConnection(h11.Connection):
         event = super().next_event()
         if isinstance(event, h11.Request):
             self._chunks, self._bytes = 0, 0
+            if len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers) > MAX_HEAD_BYTES:
+                raise h11.RemoteProtocolError("request head too large", 431)
         elif isinstance(event, h11.Data) and event.chunk_start:
             self._chunks += 1
             self._bytes += len(event.data)

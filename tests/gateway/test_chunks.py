@@ -54,3 +54,13 @@ def test_a_batch_sent_one_record_a_chunk_is_read(served: int) -> None:
                       b"\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
                       b"\r\n" + body)
     assert received.startswith(b"HTTP/1.1 202 "), received[:300]
+
+
+@pytest.mark.parametrize("size, refused", [(12 * 1024, False), (40 * 1024, True), (120 * 1024, True)])
+def test_a_request_head_past_16_kib_is_refused_even_when_it_arrives_in_one_read(served: int, size: int,
+                                                                               refused: bool) -> None:
+    """uvicorn's `h11_max_incomplete_event_size` bounds only a head that arrives over several reads: one sent whole
+    (~100 KB of headers, the audit's probe) was read and answered. Now 400 and closed past 16 KiB, however it came."""
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(size // 1012))
+    received = answer(served, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + padding + b"Connection: close\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 400 " if refused else b"HTTP/1.1 200 "), received[:200]
