@@ -100,7 +100,8 @@ def responses() -> dict[int | str, dict[str, Any]]:
         403: err("The source may not publish some record (family or commune not in its registry entry)"),
         409: err("A request with the same Idempotency-Key is in progress", **retry),
         413: err("The body passed the limit (it is not read further; the connection is closed)"),
-        415: err("The Content-Type is not JSON, NDJSON or JSON text sequences in UTF-8 (the body is not read)",
+        415: err("The Content-Type is not JSON, NDJSON or JSON text sequences in UTF-8, or the body has a "
+                 "Content-Encoding (the body is not read)",
                  headers={"Accept-Post": {"schema": {"type": "string"}, "description": "The media types accepted"}}),
         422: err("Some records are invalid (nothing was published), "
                  "or an Idempotency-Key was reused with another body"),

@@ -8,7 +8,7 @@ applies the source registry. Messages never echo input values.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +31,15 @@ READABLE = (*JSON_TYPES, *NDJSON_TYPES, JSON_SEQ)
 """The media types a body may be sent as (also `application/*+json`); a request without Content-Type is JSON."""
 
 
-def media_type_problem(content_type: str | None) -> str | None:
-    """Why a body sent with this Content-Type cannot be read (the gateway's 415), or None. JSON is UTF-8 (RFC 8259):
-    another charset is refused rather than misread. The header's value is never echoed."""
+def media_type_problem(headers: Mapping[str, str]) -> str | None:
+    """Why a body sent with these headers' Content-Type and Content-Encoding cannot be read (the gateway's 415), or
+    None. JSON is UTF-8 (RFC 8259): another charset is refused rather than misread. A content coding other than
+    `identity` is refused (RFC 9110 15.5.16): the gateway inflates nothing, and took a deflated body for the text it
+    was (202) or answered a gzipped one as not UTF-8 (protocol audit). The headers' values are never echoed."""
+    coding = headers.get("content-encoding")
+    if coding is not None and coding.strip().lower() not in ("", "identity"):
+        return "the body is read as sent, with no content coding: send it without Content-Encoding"
+    content_type = headers.get("content-type")
     if content_type is None:
         return None
     media, _, parameters = content_type.partition(";")

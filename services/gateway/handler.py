@@ -109,7 +109,7 @@ class Gateway:
         """415, the body unread (the connection closed: its bytes are not drained), the types it may be sent as."""
         REFUSED.labels("unsupported_media_type").inc()
         answer = self.answer(415, api.error("unsupported_media_type", problem), close=True)
-        answer.headers["Accept-Post"] = ", ".join(READABLE)
+        answer.headers.update({"Accept-Post": ", ".join(READABLE), "Accept-Encoding": "identity"})  # RFC 9110 12.5.3
         return answer
 
     def unauthenticated(self, why: str) -> JSONResponse:
@@ -149,7 +149,7 @@ class Gateway:
             REFUSED.labels("failed_signatures").inc()
             return self.answer(429, api.error("rate_limited", "too many failed signatures from this address"),
                                retry_after=wait, close=True)  # the body unread
-        if (problem := media_type_problem(request.headers.get("content-type"))) is not None:
+        if (problem := media_type_problem(request.headers)) is not None:
             return self.unsupported(problem)
         if idempotency_key is not None and not idempotency_key.strip():  # a client's unset variable, not a key
             return self.answer(400, api.error("empty_idempotency_key", "the Idempotency-Key header is empty: send "

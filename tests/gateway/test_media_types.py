@@ -43,3 +43,22 @@ async def test_json_in_any_of_its_names_is_read(content_type: bytes | None) -> N
 async def test_credentials_come_before_the_media_type() -> None:
     answer = await call(app(), [(b"x-api-key", b"wrong"), (b"content-type", b"text/plain")], Body(chunks=None))
     assert answer.status == 401
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"deflate", b"br", b"GZIP", b"gzip, identity", b"x-unknown"])
+async def test_a_body_with_a_content_coding_is_refused_unread(coding: bytes) -> None:
+    """The gateway inflates nothing: a deflated body was taken for the text it was (a plain JSON body labelled
+    deflate: 202) and a gzipped one answered 400 as not UTF-8 (protocol audit). Now 415, unread, as RFC 9110 says, and
+    `Accept-Encoding: identity`."""
+    body, pub = Body(chunks=None), Recording()
+    answer = await call(app(pub), [KEY, (b"content-type", b"application/json"), (b"content-encoding", coding)], body)
+    assert answer.status == 415 and answer.json()["error"] == "unsupported_media_type"
+    assert answer.headers["accept-encoding"] == "identity" and answer.headers["connection"] == "close"
+    assert body.read == 0 and pub.sent == []
+
+
+@pytest.mark.parametrize("coding", [b"identity", b"Identity", b""])
+async def test_a_body_sent_as_it_is_is_read(coding: bytes) -> None:
+    pub = Recording()
+    answer = await call(app(pub), [KEY, (b"content-type", b"application/json"), (b"content-encoding", coding)], EVENT)
+    assert answer.status == 202, answer.body
