@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from aiokafka.client import CoordinationType
-from aiokafka.errors import CoordinatorNotAvailableError
+from aiokafka.errors import CoordinatorNotAvailableError, KafkaConnectionError
 
 from services.common import clients
 from services.common.settings import KafkaConnection
@@ -198,3 +198,20 @@ class Worker:
     async def last_commit(self) -> float:
         """When the worker last committed its progress (epoch seconds; 0 before its first commit)."""
         return await self.metric(LAST_COMMIT)
+
+
+class StartingClient:
+    """A Kafka client whose start got as far as the broker's connection, then fails, or waits there (to be cancelled):
+    what a run must stop all the same (the leak audit of 2026-12-05). `starting` is set once its start began."""
+
+    def __init__(self, fails: bool = True, starting: asyncio.Event | None = None) -> None:
+        self.fails, self.starting, self.stopped = fails, starting or asyncio.Event(), False
+
+    async def start(self) -> None:
+        self.starting.set()
+        if self.fails:
+            raise KafkaConnectionError("broker gone after the bootstrap")
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        self.stopped = True

@@ -6,20 +6,12 @@ allowance with no size limit (103 MiB after a 401, the connection still open aft
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
-import threading
-import time
 
 import pytest
 
-from services.gateway.__main__ import _Server, server_config
-from services.gateway.app import create_app
-from services.gateway.memory_claims import MemoryClaims
-from services.gateway.settings import GatewaySettings
-from tests.gateway.asgi import API_KEY, CREDENTIALS, REGISTRY, Body, Clock, Recording, app, call
-from tests.kafkatools import free_port
+from tests.gateway.asgi import API_KEY, Body, app, call
 from tests.samples import canonical_dossier, dumps
 
 pytestmark = pytest.mark.unit
@@ -54,36 +46,20 @@ async def test_a_body_read_to_its_end_keeps_the_connection() -> None:
     assert "connection" not in accepted.headers and "connection" not in refused.headers
 
 
-def test_on_the_real_server_the_refused_body_is_not_drained() -> None:
+def test_on_the_real_server_the_refused_body_is_not_drained(served: int) -> None:
     """uvicorn with the gateway's protocol: a wrong key, then a chunked body sent as fast as the server takes it.
     The server answers 401 with `Connection: close` and closes; the client can't push more than a few MiB (socket
     buffers). Before: 103 MiB taken, still open."""
-    port = free_port()
-    settings = GatewaySettings(port=port)
-    server = _Server(server_config(settings, create_app(settings, REGISTRY, CREDENTIALS, Recording(),
-                                                        clock=Clock(), claims=MemoryClaims(Clock()))))
-    loop = asyncio.new_event_loop()
-    serving = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
-    serving.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-            conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Api-Key: not-the-key-0000000000\r\n"
-                         b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-            head = conn.recv(65536)
-            assert head.startswith(b"HTTP/1.1 401") and b"connection: close" in head.lower(), head
-            chunk = b"%x\r\n" % (64 * 1024) + b"x" * (64 * 1024) + b"\r\n"
-            sent = 0
-            with contextlib.suppress(OSError):  # reset by the server, or a timeout once it stops reading
-                conn.settimeout(2)
-                while sent < 100 * 1024 * 1024:
-                    conn.sendall(chunk)
-                    sent += len(chunk)
-            assert sent < 100 * 1024 * 1024, f"the server took {sent >> 20} MiB of a refused request's body"
-    finally:
-        server.should_exit = True
-        serving.join(timeout=15)
-        loop.close()
+    with socket.create_connection(("127.0.0.1", served), timeout=5) as conn:
+        conn.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Api-Key: not-the-key-0000000000\r\n"
+                     b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        head = conn.recv(65536)
+        assert head.startswith(b"HTTP/1.1 401") and b"connection: close" in head.lower(), head
+        chunk = b"%x\r\n" % (64 * 1024) + b"x" * (64 * 1024) + b"\r\n"
+        sent = 0
+        with contextlib.suppress(OSError):  # reset by the server, or a timeout once it stops reading
+            conn.settimeout(2)
+            while sent < 100 * 1024 * 1024:
+                conn.sendall(chunk)
+                sent += len(chunk)
+        assert sent < 100 * 1024 * 1024, f"the server took {sent >> 20} MiB of a refused request's body"

@@ -19,6 +19,7 @@ from services.privacy import crypto
 from services.privacy import store as store_module
 from services.privacy.disk_folder import KEPT_PREFIX, PREFIX
 from services.privacy.store import KeyStore
+from tests.faults import StartingClient
 from tests.intake.test_intake_assignment import FakeSupervisor
 from tests.privacy.keys import KEK, PEPPER
 
@@ -74,7 +75,7 @@ async def test_a_producer_whose_start_fails_or_is_cancelled_part_way_is_stopped(
     async def forever(*_: Any) -> None:
         await asyncio.Event().wait()
 
-    producers: list[_Starting] = []
+    producers: list[StartingClient] = []
     starting = asyncio.Event()
     monkeypatch.setattr(store_module.clients, "consumer", lambda *_, **__: _Idle())
     monkeypatch.setattr(worker_module, "ensure_intake_topics", nothing)
@@ -82,7 +83,7 @@ async def test_a_producer_whose_start_fails_or_is_cancelled_part_way_is_stopped(
     monkeypatch.setattr(KeyStore, "stop", nothing)
     monkeypatch.setattr(KeyStore, "run", forever)
     monkeypatch.setattr(worker_module.clients, "transactional_producer",
-                        lambda *_, **__: producers.append(_Starting(starting, how == "fails")) or producers[-1])
+                        lambda *_, **__: producers.append(StartingClient(how == "fails", starting)) or producers[-1])
     for _ in range(3):  # the runtime restarts a failed run in the same process
         worker = IntakeWorker(IntakeSettings(namespace="t"), FakeSupervisor())  # type: ignore[arg-type]
         run = asyncio.create_task(worker.run())
@@ -93,22 +94,6 @@ async def test_a_producer_whose_start_fails_or_is_cancelled_part_way_is_stopped(
         with pytest.raises(KafkaConnectionError if how == "fails" else asyncio.CancelledError):
             await run
     assert [p.stopped for p in producers] == [True, True, True]
-
-
-class _Starting:
-    """A producer whose start got as far as the broker's connection, then failed or waits (cancelled)."""
-
-    def __init__(self, starting: asyncio.Event, fails: bool) -> None:
-        self.starting, self.fails, self.stopped = starting, fails, False
-
-    async def start(self) -> None:
-        self.starting.set()
-        if self.fails:
-            raise KafkaConnectionError("broker gone after the bootstrap")
-        await asyncio.Event().wait()
-
-    async def stop(self) -> None:
-        self.stopped = True
 
 
 class _Idle:

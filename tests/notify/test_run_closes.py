@@ -26,30 +26,15 @@ from services.notify.settings import NotifySettings
 from services.notify.subscribers import Subscriber
 from services.privacy import crypto
 from services.privacy.settings import PrivacySettings
+from tests.faults import StartingClient
 from tests.privacy.keys import KEK, PEPPER
 
 pytestmark = pytest.mark.unit
 
 
-class _Client:
-    """A client whose start got as far as the broker's connection, then failed, or waits there (to be cancelled)."""
-
-    def __init__(self, fails: bool = True) -> None:
-        self.fails, self.starting, self.stopped = fails, asyncio.Event(), False
-
-    async def start(self) -> None:
-        self.starting.set()
-        if self.fails:
-            raise KafkaConnectionError("broker gone after the bootstrap")
-        await asyncio.Event().wait()
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-
 async def test_a_producer_whose_start_fails_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     """The run's producer is stopped when its start fails (the broker gone after the bootstrap)."""
-    producer = _Client()
+    producer = StartingClient()
 
     async def nothing(*_: Any) -> None:
         return None
@@ -65,7 +50,7 @@ async def test_a_producer_whose_start_fails_is_stopped(monkeypatch: pytest.Monke
 
 async def test_a_consumer_whose_start_fails_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each of the run's two group consumers is stopped when its start fails."""
-    consumer = _Client()
+    consumer = StartingClient()
     monkeypatch.setattr(clients, "consumer", lambda *_, **__: consumer)
     app = NotifyApp(NotifySettings(deadlines=False), None)  # type: ignore[arg-type]
     with pytest.raises(KafkaConnectionError):
@@ -105,7 +90,7 @@ async def test_an_erasure_notice_consumer_cancelled_while_it_joins_its_group_is_
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A subscriber's erasure-notice consumer whose start (waiting for its group's join) is cancelled, the run ending,
     is stopped: it was left a member of the group, heartbeating, with its sockets and tasks."""
-    consumer = _Client(fails=False)
+    consumer = StartingClient(fails=False)
     monkeypatch.setattr(clients, "consumer", lambda *_, **__: consumer)
     subscriber = Subscriber.model_validate({"name": "prov-08", "url": "https://hooks.example.vn/h", "secret": "s" * 16,
                                             "include_personal_data": True})
