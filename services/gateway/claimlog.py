@@ -177,9 +177,10 @@ class KafkaClaims:
 
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Verdict:
         """Write a claim and read its partition past it; raises BrokerUnavailable when Kafka does not answer."""
-        ticket, now = new_ticket(key, fingerprint), self.clock()
+        now = self.clock()
+        ticket = new_ticket(key, fingerprint, now + lease_s)
         partition, offset = await self._write(ClaimRecord(key, "claimed", ticket.claim, fingerprint, now,
-                                                          now + lease_s))
+                                                          ticket.until))
         try:
             async with self._moved:
                 await asyncio.wait_for(self._moved.wait_for(lambda: self._positions.get(partition, 0) > offset),

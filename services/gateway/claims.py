@@ -32,6 +32,7 @@ This module is pure; `services.gateway.claimlog` runs it on Kafka, `services.gat
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
@@ -210,6 +211,9 @@ class Ticket:
     key: str
     claim: str
     fingerprint: str
+    until: float = math.inf
+    """When its lease ends (the claim's `until`): past it a claim elsewhere may take the key, so what the holder
+    publishes with its answer must be on the log before then (`publisher.KafkaPublisher.publish`)."""
 
 
 @dataclass(frozen=True)
@@ -252,8 +256,8 @@ class Claims(Protocol):
     async def release(self, ticket: Ticket) -> None: ...
 
 
-def new_ticket(key: str, fingerprint: str) -> Ticket:
-    return Ticket(key, uuid.uuid4().hex, fingerprint)
+def new_ticket(key: str, fingerprint: str, until: float) -> Ticket:
+    return Ticket(key, uuid.uuid4().hex, fingerprint, until)
 
 
 DEFAULT_ANSWER_BYTES = 64 * 1024 * 1024

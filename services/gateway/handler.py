@@ -270,7 +270,7 @@ class Gateway:
             return self.answer(result.answer.status, result.answer.body)
         sealing = self.claims.sealing(ticket, result.answer, keep) if ticket is not None else []
         try:
-            await self.publisher.publish(result.records + sealing)
+            await self.publisher.publish(result.records + sealing, ticket.until if ticket else float("inf"))
         except BrokerUnavailable:
             if ticket is not None:
                 await self.claims.release(ticket)

@@ -37,8 +37,9 @@ class MemoryClaims:
             self._pruned = now
 
     async def claim(self, key: str, fingerprint: str, lease_s: float) -> Verdict:
-        ticket, now = new_ticket(key, fingerprint), self.clock()
-        self._apply(ClaimRecord(key, "claimed", ticket.claim, fingerprint, now, now + lease_s))
+        now = self.clock()
+        ticket = new_ticket(key, fingerprint, now + lease_s)
+        self._apply(ClaimRecord(key, "claimed", ticket.claim, fingerprint, now, ticket.until))
         return verdict(self.table.get(key), ticket)
 
     def holds(self, key: str) -> bool:

@@ -15,7 +15,7 @@ COMMITTED = ROOT / "docs/openapi.json"
 
 
 class _NoPublisher:
-    async def publish(self, records: Any) -> None:
+    async def publish(self, records: Any, until: float = float("inf")) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:

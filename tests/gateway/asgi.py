@@ -33,7 +33,7 @@ class Recording:
         self.sent: list[list[Any]] = []
         self.fail = fail
 
-    async def publish(self, records: list[Any]) -> None:
+    async def publish(self, records: list[Any], until: float = float("inf")) -> None:
         if self.fail:
             raise BrokerUnavailable("down")
         self.sent.append(records)

@@ -29,7 +29,7 @@ class SlowBroker(Recording):
         super().__init__()
         self.clock, self.wait_s, self.waiting, self.done = clock, wait_s, asyncio.Event(), asyncio.Event()
 
-    async def publish(self, records: list[Any]) -> None:
+    async def publish(self, records: list[Any], until: float = float("inf")) -> None:
         self.clock.now += self.wait_s
         self.waiting.set()
         await self.done.wait()

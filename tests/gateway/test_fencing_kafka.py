@@ -13,7 +13,7 @@ from schemas import wire
 from schemas.topics import RAW_DOSSIER, TransactionalId, scoped, transactional_id
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
-from services.gateway.publisher import Fenced, KafkaPublisher, Records
+from services.gateway.publisher import Fenced, KafkaPublisher, LeaseLapsed, Records
 from services.gateway.settings import GatewaySettings
 from tests import naming
 from tests.gateway.conftest import API_KEY, Site
@@ -46,7 +46,7 @@ class Stalling(KafkaPublisher):
         super().__init__(conn, tid, 10.0)
         self.open, self.resume = asyncio.Event(), asyncio.Event()
 
-    async def _publish(self, records: Records) -> None:
+    async def _publish(self, records: Records, until: float = float("inf")) -> None:
         producer = await self._ready()
         async with producer.transaction():
             for topic, rec in records:
@@ -109,3 +109,26 @@ def test_a_gateway_process_fenced_by_its_successor_stops(site: Site) -> None:
     asyncio.run(take_over_and_publish())
     assert eventually(lambda: gateway.proc.poll() is not None, timeout=30, what="the fenced gateway exits")
     assert gateway.proc.returncode == 1 and "gateway.fenced" in gateway.log.read_text()
+
+
+async def test_records_acknowledged_after_their_lease_are_not_committed(kafka_bootstrap: str) -> None:
+    """A request whose Idempotency-Key lease ended before its records were acknowledged (its gateway paused between
+    its claim and its transaction: a retry elsewhere may hold the key) is aborted, LeaseLapsed, nothing readable; the
+    producer is kept, and a request within its lease commits."""
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    namespace = "lease" + naming.unique(8)
+    topic = scoped(RAW_DOSSIER, namespace).name
+    await ensure_topics(conn, [scoped(RAW_DOSSIER, namespace)])
+    now = 1_000_000.0
+    publisher = KafkaPublisher(conn, transactional_id(TransactionalId.GATEWAY, namespace, "g1"), 10.0,
+                               clock=lambda: now)
+    try:
+        with pytest.raises(LeaseLapsed):
+            await publisher.publish([(topic, record("lapsed"))], until=now)
+        assert publisher.connected
+        await publisher.publish([(topic, record("held"))], until=now + 1)
+    finally:
+        await publisher.close()
+    ids = [next(v.decode() for k, v in r.headers if k == "ce_id") for r in await read_all(kafka_bootstrap, topic,
+                                                                                          expect=1, idle=1.0)]
+    assert ids == ["held"]

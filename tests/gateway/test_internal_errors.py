@@ -28,7 +28,7 @@ from tests.kafkatools import free_port
 from tests.samples import canonical_dossier
 
 class Bug(Recording):
-    async def publish(self, records):
+    async def publish(self, records, until=float("inf")):
         int("{PHONE}x")  # ValueError: invalid literal for int() with base 10: '{PHONE}x'
 
 def count(name, labels=None):

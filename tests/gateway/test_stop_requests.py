@@ -30,7 +30,7 @@ class Hanging:
         self.started = asyncio.Event()
         self.cancelled = False
 
-    async def publish(self, records: object) -> None:
+    async def publish(self, records: object, until: float = float("inf")) -> None:
         self.started.set()
         try:
             await asyncio.Event().wait()

@@ -25,7 +25,7 @@ class Recording:
         self.sent: list[list[object]] = []
         self.fail = fail
 
-    async def publish(self, records: list[object]) -> None:
+    async def publish(self, records: list[object], until: float = float("inf")) -> None:
         if self.fail:
             raise BrokerUnavailable("down")
         self.sent.append(records)
