@@ -14,9 +14,10 @@ state; it is the whole protocol:
 An instance writes its claim, reads the key's partition up to its own record, and asks `verdict`: it
 won, or the key is in flight (409), answered (the stored answer), or held for another request (422).
 
-Compaction keeps the last record per record key (`record_key`): outcomes (`done`, `released`) share the
-claim key, so only the latest outcome of a key is kept; each claim has a record key of its own, so a claim
-written after an answer (a retry that was answered) can never compact the answer away. Claims leave the
+Compaction keeps the last record per record key (`record_key`): answers (`done`) share the claim key, so only
+the latest answer of a key is kept; each claim and each release has a record key of its own, so a claim written
+after an answer (a retry that was answered), or a release written late (a holder paused past its lease, its
+transaction aborted, `publisher.LeaseLapsed`), can never compact the answer away. Claims leave the
 log with the topic's retention.
 
 A key's state is held by every instance for the key's TTL, so how many keys a source may hold at once is
@@ -64,8 +65,12 @@ class ClaimRecord:
 
     @property
     def record_key(self) -> str:
-        """The Kafka record key, what compaction keeps the last of: the claim key for outcomes, unique for claims."""
-        return f"{self.key}#claim:{self.claim}" if self.state == "claimed" else self.key
+        """The Kafka record key, what compaction keeps the last of: the claim key for answers, unique for claims and
+        releases (a release written by a holder whose lease lapsed, after a retry elsewhere won the key and answered
+        it, would otherwise compact that answer away)."""
+        if self.state == "done":
+            return self.key
+        return f"{self.key}#{'claim' if self.state == 'claimed' else 'release'}:{self.claim}"
 
     def encode(self) -> bytes:
         answer = {"status": self.answer.status, "body": self.answer.body} if self.answer else None

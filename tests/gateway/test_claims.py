@@ -175,3 +175,20 @@ def test_each_sources_live_keys_are_counted_exactly(script: list[tuple[int, int,
                 held = [key for key in table.held if key.startswith(key_scope + ":")]
                 assert table.live(key_scope) == len(held)
         assert scope(nonce_claim("s0:ab")) == "nonce:s0" and scope("other:n4") is None
+
+
+def test_a_release_after_its_lease_lapsed_does_not_compact_away_the_retrys_answer() -> None:
+    """A gateway paused past its lease (LeaseLapsed: its transaction aborted) releases its ticket after a retry on
+    another instance won the key and answered: that release shares the answer's record key, so compaction keeps it
+    and drops the answer; a reader restored from the compacted topic then lets the key be won again (published
+    twice)."""
+    a = Ticket("k", "a", "fp")
+    log = [ClaimRecord("k", "claimed", "a", "fp", 0.0, LEASE),
+           ClaimRecord("k", "claimed", "b", "fp", LEASE + 1, 2 * LEASE + 1),  # the retry, past a's lease: wins
+           ClaimRecord("k", "done", "b", "fp", LEASE + 1, LEASE + 1 + 24 * KEEP, OK),  # its transaction commits
+           ClaimRecord("k", "released", a.claim, "fp", LEASE + 2, LEASE + 2)]  # a resumes: LeaseLapsed, release
+    late = LEASE + 3 + LAG + 10
+    probe = ClaimRecord("k", "claimed", "probe", "fp", late, late + LEASE)
+    ticket = Ticket("k", "probe", "fp")
+    assert verdict(replay([*log, probe]), ticket).outcome == "answered"
+    assert verdict(replay([*compact(log, late), probe]), ticket).outcome == "answered"
