@@ -9,7 +9,8 @@ state; it is the whole protocol:
 - `done` (written with the request's events, in the same Kafka transaction) stores the answer until the
   key expires: only a holder writes one, so it stands even where compaction removed the records that
   showed its writer held the key; `released` (the request failed, nothing was published) frees the key at
-  once, and counts only from the current holder.
+  once, and counts only from the current holder, and only while it has no answer: a transaction whose commit
+  reached the broker after the publisher gave up on it (503, released) committed its answer all the same.
 
 An instance writes its claim, reads the key's partition up to its own record, and asks `verdict`: it
 won, or the key is in flight (409), answered (the stored answer), or held for another request (422).
@@ -140,7 +141,8 @@ def fold(held: Held | None, rec: ClaimRecord) -> Held | None:
         return Held(rec.claim, rec.fingerprint, rec.until) if held is None or held.until <= rec.at else held
     if rec.state == "done":  # only a holder writes one; compaction may have removed what showed it held the key
         return Held(rec.claim, rec.fingerprint, rec.until, Stored.of(rec.answer) if rec.answer else None)
-    return None if held is not None and held.claim == rec.claim else held
+    # a release after its own answer committed (the commit's answer came after the timeout: 503, released) frees nothing
+    return None if held is not None and held.claim == rec.claim and held.answer is None else held
 
 
 def scope(key: str) -> str | None:

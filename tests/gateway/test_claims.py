@@ -192,3 +192,18 @@ def test_a_release_after_its_lease_lapsed_does_not_compact_away_the_retrys_answe
     ticket = Ticket("k", "probe", "fp")
     assert verdict(replay([*log, probe]), ticket).outcome == "answered"
     assert verdict(replay([*compact(log, late), probe]), ticket).outcome == "answered"
+
+
+def test_a_release_after_its_own_answer_committed_leaves_the_key_answered() -> None:
+    """A request whose commit reached the broker but whose answer came after `kafka_timeout_s` (a slow EndTxn, or the
+    gateway paused while it was on its way: the timeout fires first on resume) is answered 503 and its ticket
+    released; the transaction committed all the same. The release must not free the answered key, or the client's
+    retry wins it and publishes the events again; nor may compaction make it so."""
+    log = [ClaimRecord("k", "claimed", "a", "fp", 0.0, LEASE),
+           ClaimRecord("k", "done", "a", "fp", 1.0, 1.0 + 24 * KEEP, OK),  # committed, its answer late
+           ClaimRecord("k", "released", "a", "fp", 2.0, 2.0)]  # the handler's release after the timeout's 503
+    ticket = Ticket("k", "retry", "fp")
+    for late in (3.0, 3.0 + LAG + 10):
+        probe = ClaimRecord("k", "claimed", "retry", "fp", late, late + LEASE)
+        assert verdict(replay([*log, probe]), ticket).outcome == "answered"
+        assert verdict(replay([*compact(log, late), probe]), ticket).outcome == "answered"
