@@ -134,7 +134,8 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
     todo, gone = asyncio.run(dlq.unerased(conn, namespace, todo))  # an applicant erased while the DLQ was read
     if gone:
         erased += len(gone)
-        letters = [d for d in letters if d.position not in {g.position for g in gone}]
+        erased_meanwhile = {g.position for g in gone}
+        letters = [d for d in letters if d.position not in erased_meanwhile]
     # asked of the broker (KIP-430), nothing written: the dry run tells the same split as the real run
     s = split(todo, asyncio.run(topic_rights(conn, {d.context.source_topic for d in todo})))
     if dry_run:
