@@ -329,8 +329,12 @@ async def fixed_rate_latency(namespace: str, out: str, shape: Shape) -> Latency:
 
 
 async def faust_agent(raw: str, out: str, namespace: str) -> float:
-    """Variant (d): a faust worker subprocess; events/s observed on its output topic."""
-    env = {**os.environ, "BENCH_RAW": raw, "BENCH_OUT": out, "BENCH_APP": f"{namespace}-faust",
+    """Variant (d): a faust worker subprocess; events/s observed on its output topic, which gets one record an input
+    record. Its data-key records go to a topic of their own, as intake's do: counted on `out` with the canonical
+    ones (~0.95 an input record with sealing on), they made (d) look up to 1.95x as fast as it was."""
+    keys = f"{out}.keys"
+    await ensure_topics(CONNECTION, [TopicSpec(keys, Kind.INTERNAL, key="", description="")])
+    env = {**os.environ, "BENCH_RAW": raw, "BENCH_OUT": out, "BENCH_KEYS_OUT": keys, "BENCH_APP": f"{namespace}-faust",
            "KAFKA_BOOTSTRAP": BOOTSTRAP, "BENCH_WEB_PORT": "6098"}
     proc = subprocess.Popen([sys.executable, "-m", "bench.faust_agent", "--loop", "uvloop", "worker", "-l", "warn"],
                             env=env, stdout=subprocess.DEVNULL)

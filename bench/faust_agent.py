@@ -1,7 +1,9 @@
 """Variant (d) of the intake benchmark: a plain faust-streaming agent doing intake's validation.
 
-Run as `python -m bench.faust_agent worker -l warning` with BENCH_RAW, BENCH_OUT,
-BENCH_APP, KAFKA_BOOTSTRAP and BENCH_WEB_PORT in the environment.
+Run as `python -m bench.faust_agent worker -l warning` with BENCH_RAW, BENCH_OUT, BENCH_KEYS_OUT,
+BENCH_APP, KAFKA_BOOTSTRAP and BENCH_WEB_PORT in the environment. BENCH_OUT gets one record an input record (its
+canonical record or the record itself), BENCH_KEYS_OUT the data-key records (as intake writes them to a topic of
+their own), so the rate read on BENCH_OUT counts input records.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ app = faust.App(
 )
 raw = app.topic(os.environ.get("BENCH_RAW", "bench.raw"), key_type=bytes, value_type=bytes, value_serializer="raw")
 out = app.topic(os.environ.get("BENCH_OUT", "bench.out"), key_type=bytes, value_type=bytes, value_serializer="raw")
+keys = app.topic(os.environ.get("BENCH_KEYS_OUT", "bench.out.keys"), key_type=bytes, value_type=bytes,
+                 value_serializer="raw")
 
 
 KEYRING = PrivacySettings().keyring() if PrivacySettings().configured and IntakeSettings().seal_personal_data else None
@@ -50,7 +54,7 @@ async def validate(stream: faust.StreamT) -> None:
             rec = wire.encode(outcome.event)
             await out.send(key=rec.key, value=rec.value, headers=rec.headers)
             for _, key, value in key_messages(list(outcome.keys), ""):  # the data keys, as intake writes them
-                await out.send(key=key, value=value)
+                await keys.send(key=key, value=value)
         else:
             await out.send(key=event.key, value=event.value, headers=headers)
 
