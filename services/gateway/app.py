@@ -9,8 +9,9 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from schemas.events import Family
 from schemas.topics import RAW, scoped
@@ -56,12 +57,15 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
     # no /docs or /redoc: FastAPI's pages load their scripts from a CDN, which a commune's network may not reach and
     # which no browser of an operator should run for us; the contract is /openapi.json (docs/openapi.json)
     app = FastAPI(title="commune-bus ingest gateway", version="1.1.0", lifespan=lifespan, description=api.DESCRIPTION,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, redirect_slashes=False)  # `slash_redirect` instead
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Starlette's own answers (404 no such path, 405 method not allowed) in the gateway's error shape, not
-        FastAPI's `{"detail": ...}`; their headers (a 405's `Allow`) kept."""
+        FastAPI's `{"detail": ...}`; their headers (a 405's `Allow`) kept. A path that is a route's but for its
+        trailing slash is redirected there (`slash_redirect`)."""
+        if exc.status_code == 404 and (moved := slash_redirect(app, request)) is not None:
+            return moved
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         # not through `gateway.answer`: its counter is of answers to POST /v1/events
         return JSONResponse(api.error(kind, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
@@ -101,3 +105,18 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
 
     app.openapi().setdefault("components", {})["securitySchemes"] = api.SECURITY_SCHEMES  # generated once, cached
     return app
+
+
+def slash_redirect(app: FastAPI, request: Request) -> Response | None:
+    """A 307 to the route this path names but for a trailing slash (`/v1/events/` -> `/v1/events`, method and body
+    kept), or None. Its `Location` is the path and query alone, as RFC 9110 allows: Starlette's own redirect wrote an
+    absolute URL from the request's `Host` header, whatever a client put there (`Host: attacker.example` came back
+    as the place to send the events to, for any cache or proxy in between to keep)."""
+    path = request.scope["path"]
+    if path == "/":
+        return None
+    moved = {**request.scope, "path": path.rstrip("/") if path.endswith("/") else f"{path}/"}
+    if not any(route.matches(moved)[0] is not Match.NONE for route in app.router.routes):
+        return None
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return RedirectResponse(moved["path"] + (f"?{query}" if query else ""), status_code=307)

@@ -71,3 +71,21 @@ def test_a_trace_query_is_checked_after_the_operator_key(operators: TestClient) 
     assert answer.status_code == 422 and answer.json()["error"] == "invalid_parameters"
     assert operators.get("/v1/trace/TL-1", headers={"X-Operator-Key": "k" * 201}).status_code == 422
     assert ANSWERS.labels("422")._value.get() == counted
+
+
+@pytest.mark.parametrize(("path", "location"), [("/v1/events/", "/v1/events"),
+                                                ("/v1/events/?family=dossier", "/v1/events?family=dossier"),
+                                                ("/v1/events//", "/v1/events")])
+def test_a_trailing_slash_redirects_within_the_gateway_whatever_the_host_header(path: str, location: str) -> None:
+    """A 307 to the route, method and body kept, with a Location of the path alone: Starlette's own redirect built
+    an absolute URL from the Host header, so a request with `Host: attacker.example` was told to send its events
+    there (a cache or proxy in between would keep that answer for others)."""
+    client = TestClient(app())
+    answer = client.post(path, content=b"{}", headers={"Host": "attacker.example"}, follow_redirects=False)
+    assert answer.status_code == 307 and answer.headers["location"] == location
+
+
+@pytest.mark.parametrize("path", ["//attacker.example/", "/v1/nothing/", "/"])
+def test_a_path_no_route_has_with_or_without_its_slash_is_a_404_not_a_redirect(path: str) -> None:
+    answer = TestClient(app()).post(path, content=b"{}", follow_redirects=False)
+    assert answer.status_code == 404 and "location" not in answer.headers and answer.json()["error"] == "not_found"
