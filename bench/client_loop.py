@@ -7,7 +7,7 @@ Not a `bench_*` module (`make bench` does not run it): it asks how far issue 11'
 sealing" could move by changing the client alone. The same records (`bench_intake`'s simulated dossier traffic,
 `BENCH_INTAKE_EVENTS`) are consumed and forwarded by bench_intake's loop (a) on aiokafka and by the same loop on
 confluent-kafka (librdkafka: batch `consume`, `produce`, one `flush`), interleaved each round; then both once with
-intake's shared work (`bench_intake.validate`: normalise, seal, encode; variant (b)). Printed: events/s and the
+intake's shared work (`bench_intake.validator`: normalise, seal, encode; variant (b)). Printed: events/s and the
 process's CPU time per record (user + system: the client's own work, the broker's apart), and their ratios.
 """
 
@@ -81,8 +81,8 @@ async def main(rounds: int) -> None:
             print(f"round {i + 1}, no parsing: aiokafka {a:,.0f} events/s, {a_cpu:.1f} µs CPU a record | librdkafka "
                   f"{r:,.0f} events/s, {r_cpu:.1f} µs | {r / a:.1f}x the rate, {a_cpu / r_cpu:.1f}x less CPU",
                   flush=True)
-        bb, b_cpu = await aio_loop(topics[0], topics[3], b.validate)
-        rb, rb_cpu = rd_loop(topics[0], topics[4], b.validate)
+        bb, b_cpu = await aio_loop(topics[0], topics[3], b.validator(b.new_keyring()))
+        rb, rb_cpu = rd_loop(topics[0], topics[4], b.validator(b.new_keyring()))
         print(f"with intake's shared work (normalise, seal, encode): aiokafka {bb:,.0f} events/s, {b_cpu:.1f} µs | "
               f"librdkafka {rb:,.0f} events/s, {rb_cpu:.1f} µs | {rb / bb:.1f}x", flush=True)
     finally:

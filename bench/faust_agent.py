@@ -55,6 +55,7 @@ async def validate(stream: faust.StreamT) -> None:
             await out.send(key=rec.key, value=rec.value, headers=rec.headers)
             for _, key, value in key_messages(list(outcome.keys), ""):  # the data keys, as intake writes them
                 await keys.send(key=key, value=value)
+                KEYRING.apply(key, value)  # confirmed, as intake's key store confirms it: written once, not each use
         else:
             await out.send(key=event.key, value=event.value, headers=headers)
 
