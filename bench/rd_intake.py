@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import uvloop
 
 from bench import bench_intake as b
 from bench import naming
+from bench.client_loop import cpu_s  # the process's CPU, every thread's: librdkafka's own too
 from schemas import wire
 from schemas.events import Family
 from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, PARTITIONS, RAW, Kind, TopicSpec, scoped
@@ -48,11 +48,6 @@ from services.intake.outcome import Accepted
 from services.intake.settings import IntakeSettings
 
 MAX_RECORDS = 1000
-
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread's: librdkafka's own too
-    return r.ru_utime + r.ru_stime
 
 
 def worker() -> None:
