@@ -72,7 +72,7 @@ test-unit: $(STAMP)
 # CHAOS_ARGS="--only intake-sigstop": one row); broker faults get a broker or cluster of their own
 chaos: setup
 	KAFKA_SECURE=0 infra/kafka/kafka.sh start
-	$(PY) -m tests.chaos $(CHAOS_ARGS)
+	KAFKA_BOOTSTRAP=$${KAFKA_BOOTSTRAP:-$$(KAFKA_SECURE=0 infra/kafka/kafka.sh bootstrap)} $(PY) -m tests.chaos $(CHAOS_ARGS)
 
 # SECURE=0: the same benchmarks on the PLAINTEXT broker (what TLS + SASL cost: run both)
 bench: up

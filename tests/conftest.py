@@ -51,8 +51,10 @@ def kafka_bootstrap() -> Iterator[str]:
             yield kafka.get_bootstrap_server()
         return
     if os.environ.get("KAFKA_SECURE", "1") == "0":
-        subprocess.run([str(ROOT / "infra/kafka/kafka.sh"), "start"], check=True)
-        bootstrap = "127.0.0.1:9092"
+        kafka_sh = str(ROOT / "infra/kafka/kafka.sh")
+        subprocess.run([kafka_sh, "start"], check=True)
+        # its address as the script has it (KAFKA_PORT moves it off 9092), as the secure broker's below
+        bootstrap = subprocess.run([kafka_sh, "bootstrap"], check=True, capture_output=True, text=True).stdout.strip()
     else:
         bootstrap = _secure_broker_as_admin()
     before = _topics(bootstrap)
