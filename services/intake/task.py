@@ -32,6 +32,14 @@ class TransactionStuck(KafkaError):
     """A transaction did not finish in time (a fenced producer can leave aiokafka waiting for ever)."""
 
 
+RESUMED_GRACE_S = 1.0
+"""What a transaction past its time is still given from when that is first seen: the process may have stood still
+(SIGSTOP, a stalled VM, a long GC pause) with the answer on its way or already in the socket. Without it, a worker
+paused past its session timeout with a transaction in flight gave that transaction up unread when it woke
+(`TransactionStuck` in the revoke's drain) and its run restarted, where the answer (`GroupFenced`: the group had
+moved on) lets it give the transaction up and go on (the chaos matrix's intake-sigstop row, 2026-12-05)."""
+
+
 class Task:
     """The worker's producer, where validation stands per raw partition, what waits and what commits."""
 
@@ -47,6 +55,8 @@ class Task:
         """The transaction being committed; owned here: awaited by `collect` or `drain`, or cancelled by `cancel`."""
         self.started = 0.0
         """When the transaction in flight started (monotonic seconds)."""
+        self.overdue_at: float | None = None
+        """When the transaction in flight was first seen past its time (`RESUMED_GRACE_S` runs from then)."""
         self.failed: BaseException | None = None
         """The first failure after which the producer cannot go on: fenced by a newer epoch (a timed-out transaction
         bumps it) or in aiokafka's fatal state, where beginning another transaction is an AssertionError. No
@@ -69,7 +79,7 @@ class Task:
         if self.inflight is None:
             return
         if not self.inflight.done():
-            if time.monotonic() - self.started > timeout_s:
+            if self.left_s(timeout_s) <= 0:
                 raise TransactionStuck(f"{self.name}: a transaction in flight for over {timeout_s:g} s")
             return
         finished, self.inflight = self.inflight, None
@@ -87,7 +97,17 @@ class Task:
         """Wait until the transaction in flight finishes, or until it has been in flight `timeout_s` (then the next
         `start` or `collect` raises `TransactionStuck`): with the broker gone it may never finish."""
         if (inflight := self.inflight) is not None:
-            await asyncio.wait({inflight}, timeout=max(0.0, self.started + timeout_s - time.monotonic()))
+            await asyncio.wait({inflight}, timeout=max(0.0, self.left_s(timeout_s)))
+
+    def left_s(self, timeout_s: float) -> float:
+        """How much longer the transaction in flight may take: what is left of `timeout_s` from its start, or once that
+        is gone, what is left of `RESUMED_GRACE_S` from when that was first seen."""
+        now = time.monotonic()
+        if (left := self.started + timeout_s - now) > 0:
+            return left
+        if self.overdue_at is None:
+            self.overdue_at = now
+        return self.overdue_at + RESUMED_GRACE_S - now
 
     def start(self, publish: Publish, timeout_s: float) -> bool:
         """Start the next transaction with everything validated, unless one is committing or nothing waits."""
@@ -96,8 +116,11 @@ class Task:
         if self.committing or self.open is None:
             return False
         out, self.open = self.open, None
-        self.started = time.monotonic()
+        self.started, self.overdue_at = time.monotonic(), None
         self.inflight = asyncio.create_task(publish(self, out), name=f"intake:transaction:{self.name}")
+        # its failure is raised by `collect`; one the run ends without (its own failure ended it) is not logged by
+        # asyncio as never retrieved
+        self.inflight.add_done_callback(_retrieved)
         return True
 
     async def drain(self, publish: Publish, timeout_s: float) -> None:
@@ -107,8 +130,9 @@ class Task:
         while self.inflight is not None or self.open is not None:
             if (inflight := self.inflight) is not None:  # the main loop may collect it meanwhile
                 # a transaction in flight since before the drain gets what is left of its own time, not a fresh one
-                limit = min(deadline, self.started + timeout_s)
-                await asyncio.wait({inflight}, timeout=max(0.0, limit - time.monotonic()))
+                # (with `RESUMED_GRACE_S` if that is gone: the process may have stood still past it)
+                left = min(deadline - time.monotonic(), self.left_s(timeout_s))
+                await asyncio.wait({inflight}, timeout=max(0.0, left))
                 if not inflight.done():
                     raise TransactionStuck(f"{self.name}: not committed within {timeout_s:g} s")
             self.start(publish, timeout_s)
@@ -126,3 +150,8 @@ class Task:
         stop it gives up on run to its end instead of cancelling it half-way)."""
         self.cancel()
         await self.producer.stop()
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()

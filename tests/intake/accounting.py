@@ -78,16 +78,25 @@ async def feed(bootstrap: str, topic: str, records: list[Sent], per_second: int,
     return sent
 
 
-def metric(port: int, name: str) -> float | None:
-    """The value of an unlabelled sample of a worker's /metrics (None while it does not answer or lacks it)."""
+def _scrape(port: int) -> list[str] | None:
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode().splitlines()
     except OSError:
         return None
-    for line in text.splitlines():
+
+
+def metric(port: int, name: str) -> float | None:
+    """The value of an unlabelled sample of a worker's /metrics (None while it does not answer or lacks it)."""
+    for line in _scrape(port) or ():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return None
+
+
+def metric_total(port: int, name: str) -> float | None:
+    """The sum of a labelled metric's samples on a worker's /metrics (None while it does not answer)."""
+    lines = _scrape(port)
+    return None if lines is None else sum(float(line.split()[-1]) for line in lines if line.startswith(name + "{"))
 
 
 @dataclass

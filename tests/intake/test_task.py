@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiokafka.errors import ProducerFenced
 
 from services.common import kip447
+from services.intake import task as task_module
 from services.intake.outputs import TransactionOutputs
-from services.intake.task import Task
+from services.intake.task import Task, TransactionStuck
 
 pytestmark = pytest.mark.unit
 
@@ -58,3 +60,68 @@ async def test_a_transaction_refused_by_the_group_leaves_the_producer_usable() -
     validated(task)
     await task.drain(publish, 10)
     assert publish.begun == 2
+
+
+class Answered:
+    """A transaction whose answer comes `after_s` after it began: `failure` (the group's refusal), or success."""
+
+    def __init__(self, after_s: float, failure: Exception | None = None) -> None:
+        self.after_s, self.failure, self.begun = after_s, failure, 0
+
+    async def __call__(self, task: Task, out: TransactionOutputs) -> None:
+        self.begun += 1
+        await asyncio.sleep(self.after_s)
+        if self.failure is not None:
+            raise self.failure
+
+
+def stood_still(task: Task, seconds: float) -> None:
+    """As if the process had been stopped (SIGSTOP) for `seconds` since its transaction began: the monotonic clock
+    went on, the transaction's answer was not read."""
+    task.started -= seconds
+
+
+async def test_a_transaction_past_its_time_after_a_pause_is_given_its_answer_not_given_up() -> None:
+    """A worker paused past its session timeout with a transaction in flight wakes, and the revoke's drain reads the
+    transaction's answer (the group's refusal: the partitions moved on) instead of giving it up unread as stuck,
+    which ended the run (the chaos matrix's intake-sigstop row restarted it)."""
+    task, publish = Task("t", None), Answered(0.05, kip447.GroupFenced())  # type: ignore[arg-type]
+    validated(task)
+    assert task.start(publish, 15)
+    stood_still(task, 12)
+    with pytest.raises(kip447.GroupFenced):
+        await task.drain(publish, 6)  # the revoke's drain: the session timeout
+
+
+async def test_a_paused_transaction_that_commits_is_collected_by_the_main_loop() -> None:
+    """The main loop's `collect` sees a transaction past its time: it is given `RESUMED_GRACE_S` from then, and its
+    commit is taken, not raised as stuck."""
+    task, publish = Task("t", None), Answered(0.05)  # type: ignore[arg-type]
+    validated(task)
+    task.start(publish, 15)
+    stood_still(task, 20)
+    task.collect(15)  # first seen past its time: not stuck yet
+    await task.wait_inflight(15)
+    task.collect(15)
+    assert task.inflight is None and publish.begun == 1
+
+
+async def test_a_transaction_that_never_answers_is_still_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grace is bounded: a transaction with no answer (a broker gone) is stuck `RESUMED_GRACE_S` after its time
+    was seen gone, in the drain and in the main loop."""
+    monkeypatch.setattr(task_module, "RESUMED_GRACE_S", 0.1, raising=False)
+    for drained in (True, False):
+        task, publish = Task("t", None), Answered(3600)  # type: ignore[arg-type]
+        validated(task)
+        task.start(publish, 15)
+        stood_still(task, 20)
+        began = time.monotonic()
+        with pytest.raises(TransactionStuck):
+            if drained:
+                await task.drain(publish, 6)
+            else:
+                task.collect(15)
+                await task.wait_inflight(15)
+                task.collect(15)
+        assert 0.09 <= time.monotonic() - began < 3
+        task.cancel()
