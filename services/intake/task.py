@@ -34,10 +34,10 @@ class TransactionStuck(KafkaError):
 
 RESUMED_GRACE_S = 1.0
 """What a transaction past its time is still given from when that is first seen: the process may have stood still
-(SIGSTOP, a stalled VM, a long GC pause) with the answer on its way or already in the socket. Without it, a worker
-paused past its session timeout with a transaction in flight gave that transaction up unread when it woke
-(`TransactionStuck` in the revoke's drain) and its run restarted, where the answer (`GroupFenced`: the group had
-moved on) lets it give the transaction up and go on (the chaos matrix's intake-sigstop row, 2026-12-05)."""
+(SIGSTOP, a stalled VM, a long GC pause) with the answer on its way or already in the socket. Without it, a process
+that woke past its transaction's time called the transaction stuck before reading its answer, a committed one too
+(`TransactionStuck`), and ended its run for that: the revoke's drain of a worker paused past its session timeout did
+so at once (the chaos matrix's intake-sigstop row, 2026-12-05). A refused answer is given up as any refusal is."""
 
 
 class Task:
