@@ -65,12 +65,13 @@ def test_a_row_is_clean_only_within_its_bound_on_in_process_restarts(restarts: i
 
 
 def test_rows_allow_restarts_only_where_their_fault_ends_runs_by_design() -> None:
-    """The broker restart of intake and metrics (a transaction fails), the SIGSTOP of metrics and notify, and a join
+    """The broker restart of intake and metrics (a transaction fails), the SIGSTOP of every service (metrics' and
+    notify's wake stalled; intake's, when the pause caught a transaction, has it refused by the group), and a join
     meeting a group coordinator's failover (a drain past its session) end runs by design (README's chaos section);
     every other row allows none (notify rides a broker restart out)."""
     allowed = {s.name: s.max_restarts for s in MATRIX if s.max_restarts}
     assert allowed == {"intake-broker-restart": 10, "metrics-broker-restart": 10, "metrics-sigstop": 2,
-                       "notify-sigstop": 2, "intake-group-coordinator-kill-join": 2}
+                       "notify-sigstop": 2, "intake-sigstop": 2, "intake-group-coordinator-kill-join": 2}
 
 
 def test_table_has_one_line_per_row_with_its_counts_or_failure() -> None:
