@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -32,6 +33,18 @@ def chosen(only: list[str], fast: bool) -> list[Scenario]:
     if unknown:
         raise SystemExit(f"unknown row(s): {', '.join(sorted(unknown))}; rows: {', '.join(NAMES)}")
     return [s for s in MATRIX if (not wanted or s.name in wanted) and (s.fast or not fast)]
+
+
+async def _row(scenario: Scenario, bootstrap: str, workdir: Path) -> Row:
+    """`run`, which SIGTERM (a CI timeout, `timeout`, kill) cancels as Ctrl-C does, so that the row's clean-up stops
+    its workers and its own broker or cluster: by default SIGTERM ended the process at once and left them running."""
+    loop, me = asyncio.get_running_loop(), asyncio.current_task()
+    assert me is not None
+    loop.add_signal_handler(signal.SIGTERM, me.cancel)
+    try:
+        return await run(scenario, bootstrap, workdir)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     for scenario in scenarios:
         print(f"chaos: {scenario.name} ...", file=sys.stderr, flush=True)
-        row = asyncio.run(run(scenario, bootstrap, workdir / scenario.name))
+        try:
+            row = asyncio.run(_row(scenario, bootstrap, workdir / scenario.name))
+        except asyncio.CancelledError:
+            print(f"chaos: {scenario.name} stopped by SIGTERM; its workers and brokers were stopped", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("chaos: " + " | ".join(cells(row)), file=sys.stderr, flush=True)
         rows.append(row)
     print(render(rows))
