@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.common import kip447
+from services.common.closing import retrieved
 from services.intake.outputs import TransactionOutputs
 
 log = structlog.get_logger("intake")
@@ -120,7 +121,7 @@ class Task:
         self.inflight = asyncio.create_task(publish(self, out), name=f"intake:transaction:{self.name}")
         # its failure is raised by `collect`; one the run ends without (its own failure ended it) is not logged by
         # asyncio as never retrieved
-        self.inflight.add_done_callback(_retrieved)
+        self.inflight.add_done_callback(retrieved)
         return True
 
     async def drain(self, publish: Publish, timeout_s: float) -> None:
@@ -150,8 +151,3 @@ class Task:
         stop it gives up on run to its end instead of cancelling it half-way)."""
         self.cancel()
         await self.producer.stop()
-
-
-def _retrieved(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -13,13 +13,12 @@ raises `SendFailed`. The offsets carry the consumer group's generation (KIP-447,
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import RecordMetadata
 
 from services.common import kip447, transactions
+from services.common.closing import retrieved
 from services.intake import telemetry
 from services.intake.outputs import TransactionOutputs
 
@@ -32,15 +31,10 @@ async def publish(producer: AIOKafkaProducer, out: TransactionOutputs, group: ki
     async with transactions.transaction(producer):  # an exception inside aborts (unless the producer is fenced: dead)
         sent = await out.flush()
         for future in sent:  # retrieved even when the transaction fails before they are gathered
-            future.add_done_callback(_retrieved)
+            future.add_done_callback(retrieved)
         await kip447.send_offsets_to_transaction(producer, out.offsets, group)
         await transactions.all_sent(sent)
     telemetry.TRANSACTION.observe(time.perf_counter() - started)
-
-
-def _retrieved(future: asyncio.Future[RecordMetadata]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def observe(out: TransactionOutputs, dedup_ids: int) -> None:
