@@ -73,6 +73,10 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
                           log_config=None,
                           http=protocol, timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
                           h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                          # X-Forwarded-* only from the proxies named: uvicorn's default trusts them from 127.0.0.1
+                          # (any local process could name any address, and so escape the failed signatures' limit)
+                          proxy_headers=bool(settings.trusted_proxies.strip()),
+                          forwarded_allow_ips=settings.trusted_proxies.strip() or None,
                           timeout_graceful_shutdown=settings.stop_requests_s)
 
 

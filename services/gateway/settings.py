@@ -8,6 +8,7 @@ API key and/or HMAC key. They are `SecretStr` from the moment they are read and 
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -49,6 +50,14 @@ def is_placeholder(key: str) -> bool:
     """`key` is a placeholder left in (a word of `PLACEHOLDER_WORDS`, or one character repeated), never a key."""
     text = key.lower()
     return any(word in text for word in PLACEHOLDER_WORDS) or len(set(text)) <= 1
+
+
+def _networks(value: str) -> str:
+    """Comma-separated IP addresses or networks, each as `ipaddress` reads it (uvicorn's `forwarded_allow_ips` also
+    takes `*`, which would let any peer name any address: refused)."""
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        ipaddress.ip_network(item)  # ValueError for a non-address, or host bits set (uvicorn would ignore the entry)
+    return value
 
 
 def _not_placeholder(key: SecretStr) -> SecretStr:
@@ -142,10 +151,13 @@ class GatewaySettings(ServiceSettings):
     failed_signatures_burst: int = Field(
         default=10, ge=1, le=1_000_000,
         description="Failed signatures a peer address may send before its signed requests are "
-        "refused (429) unread; behind a proxy, the peer is the client only if uvicorn trusts the proxy's "
-        "X-Forwarded-For (FORWARDED_ALLOW_IPS)")
+        "refused (429) unread; behind a proxy, the peer is the client only if GATEWAY_TRUSTED_PROXIES names the proxy")
     failed_signatures_per_s: float = Field(default=0.1, gt=0, le=1e6,
                                            description="How fast a peer's allowance of failed signatures comes back")
+    trusted_proxies: Annotated[str, AfterValidator(_networks)] = Field(
+        default="", description="Reverse proxies (comma-separated addresses or networks) whose X-Forwarded-For and "
+        "X-Forwarded-Proto name the client and its scheme. Empty (the default): none, the TCP peer is the client. Name "
+        "a proxy only if clients reach the gateway through it alone: any peer listed can name any address")
     header_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="A connection's request line and headers must have arrived within "
         "this of its opening, or of the previous response on a kept-alive connection; else it is closed. Headers "

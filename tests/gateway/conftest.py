@@ -4,6 +4,7 @@ restart and read one (`python -m services.gateway`, real broker); and `served`, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import subprocess
 import threading
@@ -128,7 +129,13 @@ def site(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Site]:
 def served() -> Iterator[int]:
     """The port of the gateway's own server (its `server_config`, an in-process app, no broker) on loopback, served
     in a thread: for raw-socket tests."""
-    settings = GatewaySettings(port=free_port())
+    with serving(GatewaySettings(port=free_port())) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def serving(settings: GatewaySettings) -> Iterator[int]:
+    """`served` with the settings given (`settings.port` free, on loopback)."""
     server = _Server(server_config(settings, create_app(settings, UNIT_REGISTRY, CREDENTIALS, Recording(),
                                                         clock=Clock(), claims=MemoryClaims(Clock()))))
     loop = asyncio.new_event_loop()

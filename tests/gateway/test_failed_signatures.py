@@ -4,6 +4,7 @@ peer address past its allowance of failed signatures has its signed requests ref
 from __future__ import annotations
 
 import asyncio
+import http.client
 import tracemalloc
 from typing import Any
 
@@ -11,7 +12,10 @@ import orjson
 import pytest
 
 from services.gateway.auth import RequestLine, sign
+from services.gateway.settings import GatewaySettings
 from tests.gateway.asgi import API_KEY, HMAC_KEY, Body, Clock, Recording, app, call
+from tests.gateway.conftest import serving
+from tests.kafkatools import free_port
 from tests.samples import canonical_dossier
 
 pytestmark = pytest.mark.unit
@@ -150,3 +154,21 @@ async def test_many_signed_chunked_requests_at_once_from_one_address_all_pass() 
     bodies = [orjson.dumps(canonical_dossier(f"chunked-{n}")) for n in range(30)]
     statuses = await asyncio.gather(*(_slowly(gateway, signed(body), body, [0], chunk=256) for body in bodies))
     assert statuses == [202] * 30
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+def test_x_forwarded_for_names_the_peer_only_when_a_trusted_proxy_sends_it(trusted: str) -> None:
+    """On the real server (uvicorn with the gateway's `server_config`), wrong signatures from 127.0.0.1, each naming
+    another address in X-Forwarded-For. By default the header is ignored: the allowance (2 here) is 127.0.0.1's and
+    the third is refused unread. With GATEWAY_TRUSTED_PROXIES=127.0.0.1 each named address has its own allowance.
+    Before: uvicorn trusted the header from 127.0.0.1 by default, so any local client escaped the limit (4 × 401)."""
+    settings = GatewaySettings(port=free_port(), failed_signatures_burst=2, trusted_proxies=trusted)
+    statuses = []
+    with serving(settings) as port:
+        for i in range(4):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("POST", "/v1/events", b"{}", {k.decode(): v.decode() for k, v in WRONG} | {
+                "X-Forwarded-For": f"203.0.113.{i + 1}"})
+            statuses.append(conn.getresponse().status)
+            conn.close()
+    assert statuses == ([401] * 4 if trusted else [401, 401, 429, 429])

@@ -1,4 +1,5 @@
-"""The gateway's two servers (the API, /metrics) on one address are refused at start (settings audit)."""
+"""The gateway's two servers (the API, /metrics) on one address are refused at start (settings audit), and so are
+trusted proxies uvicorn would not read as addresses."""
 
 from __future__ import annotations
 
@@ -16,3 +17,12 @@ def test_the_api_and_metrics_on_one_address_are_refused(host: str, http_host: st
     with pytest.raises(ValidationError, match="GATEWAY_PORT and GATEWAY_HTTP_PORT"):
         GatewaySettings(port=9104, http_port=9104, host=host, http_host=http_host)
     GatewaySettings(port=9104, http_port=9104, host="127.0.0.1", http_host="127.0.0.2")
+
+
+@pytest.mark.parametrize("value", ["*", "10.0.0.1/8", "proxy.internal", "127.0.0.1,nope"])
+def test_trusted_proxies_that_are_not_addresses_or_networks_are_refused(value: str) -> None:
+    """`*` would let any peer name any address; uvicorn would take a host name or a network with host bits set as a
+    literal that never matches, leaving the proxy untrusted without a word."""
+    with pytest.raises(ValidationError, match="trusted_proxies"):
+        GatewaySettings(trusted_proxies=value)
+    assert GatewaySettings(trusted_proxies="10.0.0.0/8, ::1").trusted_proxies == "10.0.0.0/8, ::1"
