@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import socket
 import ssl
@@ -69,14 +70,17 @@ def server_config(settings: GatewaySettings, app: FastAPI) -> uvicorn.Config:
     # log_config=None: uvicorn installs no handlers of its own (its default prints tracebacks with the exception's
     # message); its loggers propagate to the root's, which `services.common.logging.configure` renders
     logging.getLogger("uvicorn.error").addFilter(UVICORN_LOGGED)  # (once: a filter already there is not added again)
+    if os.environ.get("FORWARDED_ALLOW_IPS"):  # uvicorn's own variable, which an earlier text advised
+        log.warning("gateway.forwarded_allow_ips_ignored", advice="X-Forwarded-For is read only from the proxies "
+                    "GATEWAY_TRUSTED_PROXIES names: move FORWARDED_ALLOW_IPS's addresses there")
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                           log_config=None,
                           http=protocol, timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]
                           h11_max_incomplete_event_size=MAX_HEAD_BYTES,
                           # X-Forwarded-* only from the proxies named: uvicorn's default trusts them from 127.0.0.1
-                          # (any local process could name any address, and so escape the failed signatures' limit)
-                          proxy_headers=bool(settings.trusted_proxies.strip()),
-                          forwarded_allow_ips=settings.trusted_proxies.strip() or None,
+                          # and ::1 (any local process could name any address, escaping the failed signatures' limit)
+                          proxy_headers=bool(settings.trusted_proxies),
+                          forwarded_allow_ips=settings.trusted_proxies or None,
                           timeout_graceful_shutdown=settings.stop_requests_s)
 
 

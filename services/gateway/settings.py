@@ -53,11 +53,14 @@ def is_placeholder(key: str) -> bool:
 
 
 def _networks(value: str) -> str:
-    """Comma-separated IP addresses or networks, each as `ipaddress` reads it (uvicorn's `forwarded_allow_ips` also
-    takes `*`, which would let any peer name any address: refused)."""
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        ipaddress.ip_network(item)  # ValueError for a non-address, or host bits set (uvicorn would ignore the entry)
-    return value
+    """Comma-separated IP addresses or networks, each as `ipaddress` reads it, joined without spaces. Refused: what
+    uvicorn would take for a literal that never matches (a host name, a network with host bits set), and every
+    address at once (`*`, `0.0.0.0/0`, `::/0`: any peer could name any address)."""
+    items = [part.strip() for part in value.split(",") if part.strip()]
+    for item in items:
+        if ipaddress.ip_network(item).prefixlen == 0:  # ValueError for a non-address, or host bits set
+            raise ValueError(f"{item} is every address: name the proxies' own addresses or networks")
+    return ",".join(items)
 
 
 def _not_placeholder(key: SecretStr) -> SecretStr:
@@ -155,9 +158,10 @@ class GatewaySettings(ServiceSettings):
     failed_signatures_per_s: float = Field(default=0.1, gt=0, le=1e6,
                                            description="How fast a peer's allowance of failed signatures comes back")
     trusted_proxies: Annotated[str, AfterValidator(_networks)] = Field(
-        default="", description="Reverse proxies (comma-separated addresses or networks) whose X-Forwarded-For and "
-        "X-Forwarded-Proto name the client and its scheme. Empty (the default): none, the TCP peer is the client. Name "
-        "a proxy only if clients reach the gateway through it alone: any peer listed can name any address")
+        default="", description="Reverse proxies (comma-separated addresses or networks; every proxy of a chain) "
+        "whose X-Forwarded-For and X-Forwarded-Proto name the client and its scheme. Empty (the default): none, the "
+        "TCP peer is the client. Name a proxy only if clients reach the gateway through it alone and it appends the "
+        "peer it received to X-Forwarded-For (nginx: $proxy_add_x_forwarded_for): a peer listed can name any address")
     header_timeout_s: float = Field(
         default=10.0, gt=0, le=300, description="A connection's request line and headers must have arrived within "
         "this of its opening, or of the previous response on a kept-alive connection; else it is closed. Headers "

@@ -156,13 +156,16 @@ async def test_many_signed_chunked_requests_at_once_from_one_address_all_pass() 
     assert statuses == [202] * 30
 
 
-@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
-def test_x_forwarded_for_names_the_peer_only_when_a_trusted_proxy_sends_it(trusted: str) -> None:
+@pytest.mark.parametrize(("trusted", "limited"), [
+    ("", True), ("10.0.0.0/8, ::1", True), ("127.0.0.1", False), ("10.0.0.0/8, 127.0.0.1", False)])
+def test_x_forwarded_for_names_the_peer_only_when_a_trusted_proxy_sends_it(trusted: str, limited: bool) -> None:
     """On the real server (uvicorn with the gateway's `server_config`), wrong signatures from 127.0.0.1, each naming
-    another address in X-Forwarded-For. By default the header is ignored: the allowance (2 here) is 127.0.0.1's and
-    the third is refused unread. With GATEWAY_TRUSTED_PROXIES=127.0.0.1 each named address has its own allowance.
-    Before: uvicorn trusted the header from 127.0.0.1 by default, so any local client escaped the limit (4 × 401)."""
-    settings = GatewaySettings(port=free_port(), failed_signatures_burst=2, trusted_proxies=trusted)
+    another address in X-Forwarded-For. By default, and with proxies named that are not the peer, the header is
+    ignored: the allowance (2 here) is 127.0.0.1's and the third is refused unread. With the peer among
+    GATEWAY_TRUSTED_PROXIES each named address has its own allowance. Before: uvicorn trusted the header from
+    127.0.0.1 by default, so any local client escaped the limit (4 × 401)."""
+    settings = GatewaySettings(port=free_port(), failed_signatures_burst=2, failed_signatures_per_s=1e-6,
+                               trusted_proxies=trusted)
     statuses = []
     with serving(settings) as port:
         for i in range(4):
@@ -171,4 +174,4 @@ def test_x_forwarded_for_names_the_peer_only_when_a_trusted_proxy_sends_it(trust
                 "X-Forwarded-For": f"203.0.113.{i + 1}"})
             statuses.append(conn.getresponse().status)
             conn.close()
-    assert statuses == ([401] * 4 if trusted else [401, 401, 429, 429])
+    assert statuses == ([401, 401, 429, 429] if limited else [401] * 4)
