@@ -13,9 +13,9 @@ events/s: BENCH_LATENCY_WARMUP seconds (default 2) reported apart, then BENCH_LA
 10) measured, in one unbroken stream; beside it, on the same stream, the broker round trip without
 transactions and the exactly-once floor (`bench.eos_forward`: aiokafka's transactional forwarding loop,
 no validation; `bench.rd_forward`: the same with librdkafka). The aiokafka floor and intake run in
-BENCH_LATENCY_ROUNDS interleaved pairs (default 3): the figure is the median of the pair-by-pair ratios. All of
-it once per arrival shape (BENCH_LATENCY_TICKS, default "poisson,0.001,0.005": Poisson arrivals, then two records
-every millisecond, then ten every five milliseconds; see `Shape`).
+BENCH_LATENCY_ROUNDS interleaved pairs (default 3; 0 skips the latency part): the figure is the median of the
+pair-by-pair ratios. All of it once per arrival shape (BENCH_LATENCY_TICKS, default "poisson,0.001,0.005":
+Poisson arrivals, then two records every millisecond, then ten every five milliseconds; see `Shape`).
 BENCH_INTAKE_ONLY_LATENCY=1 runs the latency part only. Size: BENCH_INTAKE_EVENTS (default 30,000).
 """
 
@@ -490,6 +490,9 @@ async def latency_rounds() -> None:
     aiokafka exactly-once floor and the intake service in LATENCY_ROUNDS interleaved pairs: the machine's load
     drifts over minutes, so each intake window is compared with the floor window beside it, and the median of the
     per-pair ratios is the figure (the pooled quantiles are printed too). Once per arrival shape of SHAPES."""
+    if LATENCY_ROUNDS < 1:  # 0: throughput only (there would be no pair to take a ratio of)
+        print("\nlatency not measured (BENCH_LATENCY_ROUNDS=0)", flush=True)
+        return
     for shape in SHAPES:
         await latency_shape(shape)
 
