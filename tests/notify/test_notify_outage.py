@@ -119,7 +119,7 @@ async def outage(own_broker: OwnBroker, namespace: str, start_notify: StartNotif
         come back holds only itself, and the traffic goes on behind it. Awaited here, a send held the traffic for the
         whole outage in a CI run (0 events during it). The broker, shutting down, had refused a batch with
         NotLeaderForPartitionError; aiokafka queues such a batch again, closed, at the head of its partition's
-        queue, and an append to that partition then waits until the batch is sent."""
+        queue, and an append to that partition then waits until the sender takes the batch again."""
         event = dossier(f"steady-{n}", code=f"D-ST-{n}")
         deliveries.append(asyncio.create_task(delivered(encode(event))))
         events.append(event)
