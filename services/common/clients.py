@@ -29,6 +29,7 @@ FETCH_BYTES = MAX_RECORD_BYTES + 65536
 
 def connection_options(conn: KafkaConnection) -> dict[str, Any]:
     """aiokafka's connection arguments for `conn` (bootstrap, TLS, SASL)."""
+    aiokafka_compat.pace_failed_metadata()  # a failed metadata update is retried after the backoff, not at once
     options: dict[str, Any] = {"bootstrap_servers": conn.bootstrap, "security_protocol": conn.security_protocol}
     if conn.security_protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = _ssl_context(conn)
