@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 from schemas.codes import AnnouncementCategory, Locale, Priority
 from schemas.envelope import Event, Model
 from schemas.limits import MAX_COUNT, MAX_ITEMS, SAFETY_LIMIT, ItemId, ItemText, identifier, items
+from schemas.text import Text
 from schemas.times import UtcDateTime
 
 ANNOUNCEMENT_SCHEDULED: Final = "vn.communebus.announcement.scheduled.v1"
@@ -22,7 +23,7 @@ class AnnouncementScheduled(Model):
     announcement_id: str = identifier(min_length=1, max_length=64)
     category: AnnouncementCategory
     priority: Priority = Priority.ROUTINE
-    title: str = Field(min_length=1, max_length=300)
+    title: Text = Field(min_length=1, max_length=300)
     target_villages: list[ItemText] = items()
     target_clusters: list[ItemId] = items("Loudspeaker cluster ids")
     languages: list[Locale] = Field(default_factory=lambda: [Locale.VI], min_length=1, max_length=MAX_ITEMS,
@@ -76,7 +77,7 @@ class BroadcastCompleted(Broadcast):
 
 class BroadcastFailed(Broadcast):
     failed_at: UtcDateTime
-    failure_reason: str = Field(min_length=1, max_length=500)
+    failure_reason: Text = Field(min_length=1, max_length=500)
 
 
 class AnnouncementScheduledEvent(Event):

@@ -16,8 +16,9 @@ from pydantic_core import PydanticCustomError
 
 from schemas.codes import COMPLETED_STATUSES, OPEN_STATUSES, Channel, DossierStatus, Locale, Timeliness
 from schemas.envelope import Event, Model
-from schemas.limits import MAX_AMOUNT_VND, SAFETY_LIMIT, ItemText, identifier, items
+from schemas.limits import MAX_AMOUNT_VND, NO_CONTROL_CHARACTERS, SAFETY_LIMIT, ItemText, identifier, items
 from schemas.personal import SealedApplicant
+from schemas.text import NFC
 from schemas.times import UtcDateTime, vietnam_date
 
 DOSSIER_STATUS_CHANGED: Final = "vn.communebus.dossier.status-changed.v1"
@@ -46,13 +47,14 @@ class Applicant(Model):
 
     model_config = Model.model_config | {"json_schema_extra": {"x-personal-data": True}}
 
-    name: str | None = identifier(default=None, max_length=200, repr=False, description="One line: no control, line "
-                                  "separator or bidirectional-override character")
+    name: Annotated[str, Field(max_length=200, pattern=NO_CONTROL_CHARACTERS), NFC] | None = Field(
+        default=None, repr=False, json_schema_extra={SAFETY_LIMIT: True},
+        description="One line: no control, line separator or bidirectional-override character")
     id_number: str | None = identifier(default=None, max_length=20, repr=False, description="CCCD")
     phone: str | None = identifier(default=None, max_length=20, repr=False)
     email: str | None = identifier(default=None, max_length=254, repr=False, description="Reaches an e-mail header")
     zalo_user_id: str | None = identifier(default=None, max_length=64, repr=False)
-    address: str | None = Field(default=None, max_length=500, repr=False)
+    address: Annotated[str, Field(max_length=500), NFC] | None = Field(default=None, repr=False)
     preferred_locale: Locale = Locale.VI
 
 
@@ -78,20 +80,20 @@ class DueDateChange(Model):
 
 
 class SubmittedDocument(Model):
-    name: str | None = Field(default=None, max_length=300)
+    name: Annotated[str, Field(max_length=300), NFC] | None = None
     digitised: bool = False
     reused: bool = False
 
 
 class Fee(Model):
-    name: str | None = Field(default=None, max_length=300)
+    name: Annotated[str, Field(max_length=300), NFC] | None = None
     amount_vnd: int = Field(ge=0, le=MAX_AMOUNT_VND, json_schema_extra={SAFETY_LIMIT: True})
 
 
 class DossierData(Model):
     dossier_code: str = identifier(min_length=1, max_length=64, description="MaHoSo")
     procedure_code: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z._-]+$", description="MaTTHC")
-    procedure_name: str | None = Field(default=None, max_length=500)
+    procedure_name: Annotated[str, Field(max_length=500), NFC] | None = None
     field_code: str | None = identifier(default=None, max_length=64, description="MaLinhVuc")
     channel: Channel
     status: Status
@@ -101,10 +103,10 @@ class DossierData(Model):
     ended_at: UtcDateTime | None = None
     returned_at: UtcDateTime | None = None
     rejected_at: UtcDateTime | None = None
-    rejection_reason: str | None = Field(default=None, max_length=1000)
+    rejection_reason: Annotated[str, Field(max_length=1000), NFC] | None = None
     requested_documents: list[ItemText] = items("What the applicant must add (status 5)")
     due_date_changes: list[DueDateChange] = items()
-    handling_unit: str | None = Field(default=None, max_length=200, description="DonViXuLy")
+    handling_unit: Annotated[str, Field(max_length=200), NFC] | None = Field(default=None, description="DonViXuLy")
     assigned_officer_id: str | None = identifier(default=None, max_length=64,
                                                  description="Staff account id, not a name")
     fees: list[Fee] = items()

@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, get_args
 
-from pydantic import Field
+from annotated_types import MaxLen
+from pydantic import BaseModel, Field
+from pydantic.fields import FieldInfo
+
+from schemas.text import NFC
 
 EARLIEST: Final = datetime(1975, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(2100, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
@@ -125,8 +129,19 @@ def _child_path(path: str, depth: int, step: str) -> str:
     return f"{path}{step}" if path else step.lstrip(".")
 
 
-ItemText = Annotated[str, Field(max_length=MAX_ITEM_LENGTH, json_schema_extra={SAFETY_LIMIT: True})]
-"""A free-text list item (a document, a village, an activity)."""
+ItemText = Annotated[str, Field(max_length=MAX_ITEM_LENGTH, json_schema_extra={SAFETY_LIMIT: True}), NFC]
+"""A free-text list item (a document, a village, an activity), in NFC (`schemas.text`)."""
 ItemId = Annotated[str, Field(max_length=MAX_ITEM_LENGTH, pattern=NO_CONTROL_CHARACTERS,
                               json_schema_extra={SAFETY_LIMIT: True})]
 """An identifier as a list item (a loudspeaker cluster id)."""
+
+
+def max_length(model: type[BaseModel], name: str) -> int:
+    """The registered model's `max_length` of field `name` (read, not copied): on the field, or on the string of an
+    optional text field (`Annotated[str, Field(max_length=n), NFC] | None`, `schemas.text`)."""
+    field = model.model_fields[name]
+    inner = [m for arg in get_args(field.annotation) for m in getattr(arg, "__metadata__", ())]
+    for constraint in [*field.metadata, *(c for m in inner for c in (m.metadata if isinstance(m, FieldInfo) else [m]))]:
+        if isinstance(constraint, MaxLen):
+            return constraint.max_length
+    raise LookupError(f"{model.__name__}.{name} has no max_length")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 from schemas.codes import SupportChannel
 from schemas.envelope import Event, Model
 from schemas.limits import ItemText, identifier, items
+from schemas.text import NFC, Text
 from schemas.times import UtcDateTime
 
 VISIT_SCHEDULED: Final = "vn.communebus.mobile-team.visit-scheduled.v1"
@@ -24,7 +25,7 @@ Count = Field(default=0, ge=0, le=100_000)
 class VisitRef(Model):
     visit_id: str = identifier(min_length=1, max_length=64)
     team_id: str = identifier(min_length=1, max_length=64)
-    village: str = Field(min_length=1, max_length=200, description="Village (thôn/ấp/bản) visited")
+    village: Text = Field(min_length=1, max_length=200, description="Village (thôn/ấp/bản) visited")
 
 
 class VisitScheduled(VisitRef):
@@ -54,8 +55,8 @@ class VisitCompleted(VisitRef):
 class TrainingHeld(Model):
     session_id: str = identifier(min_length=1, max_length=64)
     team_id: str = identifier(min_length=1, max_length=64)
-    topic: str = Field(min_length=1, max_length=300)
-    village: str | None = Field(default=None, max_length=200)
+    topic: Text = Field(min_length=1, max_length=300)
+    village: Annotated[str, Field(max_length=200), NFC] | None = None
     held_at: UtcDateTime
     attendees: int = Field(ge=0, le=100_000)
 

@@ -13,7 +13,8 @@ not copied here.
 Checks that are stricter than the view's, on purpose (the record then takes the view's path):
 - a text attribute or identifier must be printable (`str.isprintable`: no control, format or separator
   character, which includes the identifiers' forbidden `schemas.limits.CONTROL`) and not begin or end with
-  a space (pydantic strips whitespace before its checks);
+  a space (pydantic strips whitespace before its checks); a fee's name already in NFC (the view normalises
+  text before checking its length, `schemas.text`);
 - times only in the canonical form intake writes (`schemas.times.is_canonical_text`);
 - every byte of the value valid UTF-8, at most `DEPTH_LIMIT` brackets in it and no run of more than
   `NUMBER_DIGITS` digits: msgspec skips the fields it does not read without checking their text's
@@ -26,16 +27,15 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Final
+from unicodedata import is_normalized
 
 import msgspec
-from annotated_types import MaxLen
-from pydantic import BaseModel
 
 from schemas.admin import commune_provinces
 from schemas.codes import COMPLETED_STATUSES, Channel, DossierStatus, Timeliness
 from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierData, Fee, timeliness_of
 from schemas.envelope import SPECVERSION, Event
-from schemas.limits import EARLIEST, LATEST, MAX_AMOUNT_VND, MAX_ITEMS
+from schemas.limits import EARLIEST, LATEST, MAX_AMOUNT_VND, MAX_ITEMS, max_length
 from schemas.metrics_views import REQUIRED_DATES
 from schemas.trace import PATTERN as TRACEPARENT
 from schemas.trace import derive, has_zero_id
@@ -48,14 +48,6 @@ NUMBER_DIGITS: Final = 4300
 """pydantic's JSON parser refuses a number whose integer part has more digits (Python's `int` text limit); a
 value of at most this many bytes cannot hold one, a longer one is searched for a run of more digits."""
 _LONG_NUMBER = re.compile(rb"[0-9]{%d}" % (NUMBER_DIGITS + 1))
-
-
-def max_length(model: type[BaseModel], name: str) -> int:
-    """The registered model's `max_length` of field `name` (read, not copied)."""
-    for constraint in model.model_fields[name].metadata:
-        if isinstance(constraint, MaxLen):
-            return constraint.max_length
-    raise LookupError(f"{model.__name__}.{name} has no max_length")
 
 
 ID_MAX, SOURCE_MAX, SUBJECT_MAX = (max_length(Event, n) for n in ("id", "source", "subject"))
@@ -199,7 +191,7 @@ def _facts(d: _Data) -> Facts | None:
         if not 0 <= fee.amount_vnd <= MAX_AMOUNT_VND:
             return None
         name = fee.name  # pydantic strips whitespace (Python's `strip` takes all it takes, and more) before the length
-        if name is not None and (len(name) > FEE_NAME_MAX or name != name.strip()):
+        if name is not None and (len(name) > FEE_NAME_MAX or name != name.strip() or not is_normalized("NFC", name)):
             return None
     received, due, ended = _time(d.received_at), _time(d.due_at), _time(d.ended_at)
     needs_received, needs_due, needs_ended = _NEEDS[d.status]

@@ -13,11 +13,12 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from schemas.codes import Locale
 from schemas.envelope import Model
 from schemas.notification import ChannelKind, Recipient
+from schemas.text import name_key
 
 WILDCARD = "*"
 
@@ -49,6 +50,20 @@ class CommuneContacts(Model):
     officers: dict[str, Contact] = Field(default_factory=dict, description="By staff account id")
     villages: dict[str, list[Contact]] = Field(default_factory=dict, description="By village name; '*' for any")
     clusters: dict[str, list[Contact]] = Field(default_factory=dict, description="By cluster id; '*' for any")
+
+    @field_validator("villages")
+    @classmethod
+    def _villages_by_name_key(cls, villages: dict[str, list[Contact]]) -> dict[str, list[Contact]]:
+        """Villages keyed by `schemas.text.name_key`: an event's "thôn  nà tàng", or its decomposed (NFD) spelling,
+        finds the directory's "Thôn Nà Tàng" (before: nobody, or the '*' entry, even for a storm warning)."""
+        keyed: dict[str, list[Contact]] = {}
+        written: dict[str, str] = {}
+        for name, contacts in villages.items():
+            if (other := written.setdefault(key := name_key(name), name)) != name:
+                raise ValueError(f"{other!r} and {name!r} name one village (names are matched in Unicode NFC, "
+                                 "ignoring case and repeated spaces): keep one")
+            keyed[key] = contacts
+        return keyed
 
 
 class Directory(Model):
@@ -88,7 +103,7 @@ class Directory(Model):
                      if (found := pick(t).get(key))), [])
 
     def village(self, commune: str, village: str) -> list[Contact]:
-        return self._entry(commune, village, lambda t: t.villages)
+        return self._entry(commune, name_key(village), lambda t: t.villages)
 
     def cluster_operators(self, commune: str, clusters: list[str]) -> list[Contact]:
         found = {x.ref: x for cid in clusters for x in self._entry(commune, cid, lambda t: t.clusters)}

@@ -136,6 +136,10 @@ HOSTILE_CASES: dict[str, tuple[wire.Headers, bytes]] = {
     "a fee name with spaces around it": _data(TEST_EVENTS[1], fees=[{"amount_vnd": 1, "name": " x "}]),
     "a fee name ending in an ideographic space": _data(TEST_EVENTS[1], fees=[{"amount_vnd": 1, "name": "x\u3000"}]),
     "a fee name of spaces": _data(TEST_EVENTS[1], fees=[{"amount_vnd": 1, "name": "   "}]),
+    # the view normalises text to NFC before its length (schemas.text): 200 x U+FB2A is 400 characters in NFC
+    "a fee name typed decomposed (NFD)": _data(TEST_EVENTS[1],
+                                               fees=[{"amount_vnd": 1, "name": "Le\u0302\u0323 phi\u0301"}]),
+    "a fee name longer in NFC than typed": _data(TEST_EVENTS[1], fees=[{"amount_vnd": 1, "name": "\ufb2a" * 200}]),
     "a traceparent header without a value": (
         _header(TEST_EVENTS[1].headers, "ce_traceparent", None), TEST_EVENTS[1].value),  # type: ignore[arg-type]
 }

@@ -3,6 +3,7 @@ finds nobody is logged and counted."""
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,6 +53,28 @@ def test_a_commune_with_its_own_villages_keeps_the_wildcard_staff_and_other_vill
     assert sorted(r.recipient.ref for r in told) == ["operator:loa", "village:head", "village:prey-chop"]
     assert next(r for r in told if r.recipient.ref == "village:prey-chop").recipient.locale.value == "km"
     assert {r.recipient.ref for r in rules.for_alert(overdue("02269", "08"), d)} == {"officer:cb-01", "centre:head"}
+
+
+def test_a_village_is_found_whatever_its_spelling_in_nfc_or_nfd_case_or_spaces() -> None:
+    """A storm naming "ấp  prey chóp" reaches the contact of the directory's "Ấp Prey Chóp", and a directory typed in
+    decomposed Unicode (NFD: a Vietnamese keyboard's "Unicode tổ hợp", macOS) is found by the precomposed name
+    intake writes. Before: the village's contact was not told, only the '*' entry's (exact string lookups)."""
+    decomposed = unicodedata.normalize("NFD", "Ấp Prey Chóp")
+    d = Directory.model_validate({"communes": {"31471": {"villages": {
+        decomposed: [{"ref": "village:prey-chop", "channel": "sms", "phone": "0900000005"}],
+        "*": [{"ref": "village:any", "channel": "sms", "phone": "0900000006"}]}}}})
+    for spelling in ("Ấp Prey Chóp", "ấp  prey CHÓP", decomposed):
+        told = rules.for_event(storm("31471", "92", [spelling]), d, Registry())
+        assert sorted(r.recipient.ref for r in told) == ["village:prey-chop"], spelling
+    assert [c.ref for c in d.village("31471", "Ấp Khác")] == ["village:any"]
+
+
+def test_two_spellings_of_one_village_refuse_the_directory() -> None:
+    """Two entries that are one name matched so would give one village two contact lists, found by spelling."""
+    with pytest.raises(ValidationError, match="name one village"):
+        Directory.model_validate({"communes": {"31471": {"villages": {
+            "Ấp Prey Chóp": [{"ref": "village:a", "channel": "sms", "phone": "0900000005"}],
+            "ấp prey chóp": [{"ref": "village:b", "channel": "sms", "phone": "0900000006"}]}}}})
 
 
 def test_a_commune_group_overrides_the_wildcard_group_and_contacts_are_found_in_either() -> None:

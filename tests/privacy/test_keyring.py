@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas import limits
 from schemas.deadletter import DeadLetterContext, OriginalRecord, Reason
 from schemas.dossier import Applicant, DossierStatusChanged
 from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant
@@ -451,7 +452,7 @@ def test_the_longest_field_in_the_widest_characters_seals_into_a_token_every_rea
     published it and notify could not decode it)."""
     from schemas import wire
 
-    widest = {f: "😀" * (Applicant.model_fields[f].metadata[0].max_length) for f in PERSONAL_FIELDS
+    widest = {f: "😀" * limits.max_length(Applicant, f) for f in PERSONAL_FIELDS
               if f not in ("phone", "email", "zalo_user_id")}  # identifiers: their own patterns
     event = DossierStatusChanged.model_validate(canonical_dossier())
     event = event.model_copy(update={"data": event.data.model_copy(update={"applicant": Applicant(**widest)})})
