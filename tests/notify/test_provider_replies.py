@@ -21,7 +21,7 @@ from services.notify.channels.base import DeliveryError, Receipt, compose
 from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
 from services.notify.subscribers import Registry
 from tests.kafkatools import free_port
-from tests.notify.events import directory, dossier
+from tests.notify.events import PHONE, directory, dossier
 from tests.notify.fakes import Calls
 from tests.notify.test_dispatcher import OUT, running, settle
 
@@ -156,6 +156,34 @@ async def test_a_zns_msg_id_that_is_not_plain_is_not_kept() -> None:
             await http.close()
     assert receipt.via == "zalo" and receipt.provider_message_id is None
     assert receipt.reply_refused == "provider_id_refused"
+
+
+@pytest.mark.parametrize("message_id", [PHONE, "84912345678", 84912345678, 912345678, "msg-912345678-1",
+                                        "0912.345.678", "id:0912_345_678"])
+async def test_a_provider_id_echoing_the_recipients_phone_is_not_kept(message_id: object) -> None:
+    """An SMS gateway numbering its receipts by the phone it sent to: the id is plain, but would put the citizen's
+    number on the status topic every subscriber reads, beside the event's id (privacy audit: it was kept)."""
+    receipt = await sms_receipt({"message_id": message_id})
+    assert (receipt.provider_message_id, receipt.reply_refused) == (None, "provider_id_refused")
+
+
+async def test_zns_echoing_the_zalo_id_or_answering_a_phone_sized_error_code_keeps_neither() -> None:
+    """A `msg_id` holding the recipient's Zalo id is not kept; an error code of 9 digits (a mobile number without its
+    0) is no code: the reason, logged and published, says `unexpected`."""
+    zalo_id = "8312470051297341"
+    [r] = [x for x in rules.for_event(dossier(applicant={"zalo_user_id": zalo_id, "preferred_locale": "vi"}),
+                                      directory(), Registry()) if x.channel is ChannelKind.ZALO]
+    http = HttpClient(5)
+    try:
+        async with serve(zns__send=answering({"error": 0, "data": {"msg_id": f"zns-{zalo_id}"}})) as url:
+            receipt = await ZaloZns(http, url, SmsGateway(http, url)).send(compose(r, 2))
+        assert (receipt.provider_message_id, receipt.reply_refused) == (None, "provider_id_refused")
+        async with serve(zns__send=answering({"error": 912345678})) as url:
+            with pytest.raises(DeliveryError) as refused:
+                await ZaloZns(http, url, SmsGateway(http, url)).send(compose(r, 2))
+        assert refused.value.reason == "zns_error_unexpected"
+    finally:
+        await http.close()
 
 
 async def test_a_deeply_nested_reply_is_no_crash() -> None:

@@ -158,7 +158,7 @@ class SmsGateway:
         if isinstance(reply, str):  # a 2xx is the gateway's acceptance: a retry could send it again (ADR 0012): sent
             return Receipt(None, via="sms", reply_refused=reply)
         # Gateways that confirm handset delivery synchronously say so; otherwise "sent" (accepted by the gateway).
-        mid = replies.provider_id(reply.get("message_id"))
+        mid = replies.provider_id(reply.get("message_id"), (phone,))
         return Receipt(mid.value, delivered=reply.get("status") == "delivered", via="sms",
                        reply_refused=PROVIDER_ID_REFUSED if mid.refused else None)
 
@@ -198,7 +198,8 @@ class ZaloZns:
                 # the code only if it is one: a reason is logged and published, and what a provider echoes is not ours
                 raise DeliveryError(f"zns_error_{replies.error_code(error)}", retryable=False)
             data = reply.get("data")
-            mid = replies.provider_id(data.get("msg_id") if isinstance(data, dict) else None)
+            mid = replies.provider_id(data.get("msg_id") if isinstance(data, dict) else None,
+                                      (r.recipient.phone, r.recipient.zalo_user_id))
             return Receipt(mid.value, via="zalo", reply_refused=PROVIDER_ID_REFUSED if mid.refused else None)
         except DeliveryError as err:
             if not (err.not_delivered or r.is_emergency) or not r.recipient.phone:

@@ -4,8 +4,9 @@ A provider is outside our control: whatever it answers may be huge, nested, slow
 request (a phone number, a header it injects). Notify reads at most `MAX_REPLY_BYTES` of a provider's reply, none
 of a webhook subscriber's (`DRAIN_BYTES` at most, to keep the connection), for at most `READ_S` after its status
 line, and keeps from it only:
-- a message id that is `plain` (at most `MAX_ID_LENGTH` characters of `ID_CHARACTERS`): it goes to the
-  status topic, which holds no personal data, and to operators' screens; anything else is not kept;
+- a message id that is `plain` (at most `MAX_ID_LENGTH` characters of `ID_CHARACTERS`) and does not hold the
+  recipient's phone number or Zalo id (`echoes`): it goes to the status topic, which holds no personal data and
+  every subscriber reads, and to operators' screens; anything else is not kept;
 - a ZNS error code that is an integer of at most `MAX_CODE_DIGITS` digits (else `unexpected`): it becomes a
   delivery's reason, logged and published.
 """
@@ -13,6 +14,7 @@ line, and keeps from it only:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,8 +36,14 @@ ID_CHARACTERS: Final = "A-Za-z0-9._:-"
 """The characters of a kept id: ASCII letters, digits, `.`, `_`, `:` and `-` (no space, control, quote, `=`, `@`
 or `/`, so no header, line break, terminal escape, `key=value` text or e-mail address passes)."""
 PLAIN_ID: Final = re.compile(rf"[{ID_CHARACTERS}]{{1,{MAX_ID_LENGTH}}}", re.ASCII)
-MAX_CODE_DIGITS: Final = 9
-"""A ZNS error code (e.g. -124) kept in a reason has at most this many digits."""
+MAX_CODE_DIGITS: Final = 6
+"""A ZNS error code (e.g. -124) kept in a reason has at most this many digits: fewer than any phone number (9 were a
+mobile number without its leading 0, or an old CMND)."""
+MIN_ECHO_DIGITS: Final = 8
+"""A phone number's digits (without 0, 84 or +84 before them) this long or longer found in an id: the id is an
+echo of the request. Shorter numbers (a short code) are not looked for."""
+MIN_ECHO_CHARACTERS: Final = 6
+"""A Zalo user id this long or longer found in an id: an echo."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +65,34 @@ def decode(body: bytes) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def provider_id(value: object) -> ProviderId:
+def provider_id(value: object, contacts: Iterable[str | None] = ()) -> ProviderId:
     """The id a provider answered (`value`, as decoded): a plain string or an integer is kept; None or an empty
-    string is no id; anything else (too long, other characters, a float, a bool, an object) is refused."""
+    string is no id; anything else (too long, other characters, a float, a bool, an object), or an id that echoes
+    one of the recipient's `contacts` (`echoes`: an SMS gateway numbering its receipts by the phone it sent to), is
+    refused."""
     if value is None or value == "":
         return ProviderId(None)
     if type(value) is int and abs(value) < 10 ** (MAX_ID_LENGTH - 1):  # not a bool; its digits, perhaps a "-"
-        return ProviderId(str(value))
-    if isinstance(value, str) and PLAIN_ID.fullmatch(value):
-        return ProviderId(value)
-    return ProviderId(None, refused=True)
+        text = str(value)
+    elif isinstance(value, str) and PLAIN_ID.fullmatch(value):
+        text = value
+    else:
+        return ProviderId(None, refused=True)
+    return ProviderId(None, refused=True) if echoes(text, contacts) else ProviderId(text)
+
+
+def echoes(text: str, contacts: Iterable[str | None]) -> bool:
+    """Whether `text` holds one of `contacts`: a phone number's own digits (without 0, 84 or +84 before them; at
+    least `MIN_ECHO_DIGITS`) among its digits, however they are grouped, or a Zalo id as it is."""
+    digits = "".join(c for c in text if c.isascii() and c.isdigit())
+    for contact in contacts:
+        if not contact:
+            continue
+        own = "".join(c for c in contact if c.isascii() and c.isdigit())
+        own = own[2:] if own.startswith("84") and len(own) >= 11 else own.lstrip("0")
+        if (len(own) >= MIN_ECHO_DIGITS and own in digits) or (len(contact) >= MIN_ECHO_CHARACTERS and contact in text):
+            return True
+    return False
 
 
 def error_code(value: object) -> str:
