@@ -18,14 +18,20 @@ from __future__ import annotations
 import re
 from typing import Final
 
-_G = r"[ .\-]"
+_G = r"[ .\-_:]"
+_DATE = r"[0-9]{2}[ .\-_:/][0-9]{2}[ .\-_:/][0-9]{4}(?![0-9])"
 LONG_NUMBER: Final = re.compile(
     rf"\+?[0-9]{{9,}}|[0-9]{{3}}{_G}[0-9]{{3}}{_G}[0-9]{{3}}(?:{_G}[0-9]{{3}})?"
     rf"|[0-9]{{4}}{_G}[0-9]{{3}}{_G}[0-9]{{3}}|[0-9]{{3}}{_G}[0-9]{{3}}{_G}[0-9]{{4}}"
-    rf"|\+84{_G}?[0-9]{{2,3}}{_G}?[0-9]{{3}}{_G}?[0-9]{{3,4}}")
+    rf"|\+84{_G}?[0-9]{{2,3}}{_G}?[0-9]{{3}}{_G}?[0-9]{{3,4}}"
+    rf"|(?<![0-9A-Za-z])(?!{_DATE}|[0-9]{{5}}(?![0-9]))(?:0|84)(?:{_G}?[0-9]){{8,11}}(?!{_G}?[0-9])")
 """A CCCD, a phone or a CMND as ids and URIs hold one: nine digits or more in a row (`/citizens/001099012345`,
-`hs-0912345678`), or grouped as such numbers are written (`001-099-012-345`, `0912.345.678`, `+84 912 345 678`);
-never a dossier code's groups (`TL-251203-7701`, `000.00.12.H56-241015-0003`) nor a date."""
+`hs-0912345678`), grouped as such numbers are written (`001-099-012-345`, `0912.345.678`, `+84 912 345 678`), or
+9 to 12 digits from a 0 (or 84) grouped any way by single separators, not right after a letter (`0912-345678`,
+`cccd_079912_345678`, `09.12.34.56.78`: phones and CCCDs begin so; privacy audit, 2026-12-06; a UUID's hex is no
+number); never a dossier code's groups
+(`TL-251203-7701`, `000.00.12.H56-241015-0003`: its date begins with the year; `02269-251203-0001`: more digits),
+a commune code's (`02269-00001`) nor a date (`05.11.2025`)."""
 MAX_LOOKUP_LENGTH: Final = 128
 """An event id's and a subject's own limit (`schemas.envelope.Event`), and the gateway's trace query's."""
 LOOKUP_PATTERN: Final = r"^(?=[^0-9]*[0-9])[A-Za-z0-9._:-]{1,128}$"

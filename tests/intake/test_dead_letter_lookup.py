@@ -31,6 +31,8 @@ HOSTILE = [
     "A" * 5000 + "1", "1" * 129, "Nguyễn Thị Lan 1", "NguyenThiLan", "008123456789", "TL-008123456789",
     "0912.345.678", "0912 345 678", "+84912345678", "001-099-012-345", "lan@example.vn1", "12 Lê Lợi, Huế",
     "/citizens/001099012345", "evt 1", "", "   ", "TL-１２３",
+    # grouped otherwise, or by '_' or ':' (privacy audit, 2026-12-06: each was kept in clear on a sealed letter)
+    "cccd_079_912_345_678", "079912-345678", "TL-0912-345678", "hs-09.12.34.56.78", "0912:345:678", "84_912_345_678",
 ]
 """What no lookup name may hold: control and bidi characters, text past 128, words (names) without a digit, names,
 CCCD, phone and CMND numbers however written, e-mails, addresses, spaces, full-width digits."""
