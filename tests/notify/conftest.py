@@ -43,6 +43,7 @@ class MailSink:
     def __init__(self) -> None:
         self.by_id: Counter[str] = Counter()
         self.bodies: dict[str, str] = {}
+        self.dates: dict[str, str | None] = {}
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         from email import message_from_bytes
@@ -51,6 +52,7 @@ class MailSink:
         mid = str(msg["Message-ID"]).strip("<>").split("@")[0]
         self.by_id[mid] += 1
         self.bodies[mid] = msg.get_payload(decode=True).decode()
+        self.dates[mid] = msg["Date"]
         return "250 OK"
 
 

@@ -214,7 +214,8 @@ async def test_a_subscriber_redirect_is_refused_not_followed() -> None:
 
 
 async def test_email_carries_the_notification_id_as_message_id() -> None:
-    """Staff e-mail goes over SMTP with Message-ID <notification id@commune-bus> and the rendered text."""
+    """Staff e-mail goes over SMTP with Message-ID <notification id@commune-bus>, the rendered text, and the time it
+    was sent in Vietnam time (`Date`, which RFC 5322 requires)."""
     from aiosmtpd.controller import Controller
 
     sink, port = MailSink(), free_port()
@@ -227,6 +228,8 @@ async def test_email_carries_the_notification_id_as_message_id() -> None:
         controller.stop()
     assert dict(sink.by_id) == {r.notification_id: 1}
     assert sink.bodies[r.notification_id].startswith("Your dossier TL-251101-0002")
+    date = sink.dates[r.notification_id]
+    assert date is not None and date.endswith(" +0700"), date
 
 
 class SlowMailSink(MailSink):

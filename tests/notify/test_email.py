@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import default
 
@@ -18,9 +19,10 @@ from tests.notify.events import directory, dossier
 
 pytestmark = pytest.mark.unit
 SENDER = "thong-bao@example.gov.vn"
-HEADERS = ["From", "To", "Subject", "Message-ID", "Traceparent", "Content-Type", "Content-Transfer-Encoding",
+HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "Traceparent", "Content-Type", "Content-Transfer-Encoding",
            "MIME-Version", "Content-Language"]
 """What notify sets, in order (three by `set_content`)."""
+NOW = datetime(2025, 11, 3, 1, 30, tzinfo=UTC)
 INJECTED = "=?q?q?=0D=0AReply-To:_a@evil.vn=0D=0A=0D=0APay:_evil.vn?="
 """A dossier code intake accepts (printable ASCII, 57 characters): RFC 2047 words that decode to CR/LF."""
 
@@ -36,7 +38,7 @@ def email_request(locale: str = "en", code: str = "TL-251101-0002", address: str
 
 def on_the_wire(request: NotificationRequest) -> tuple[list[str], str, list[str]]:
     """Header names, subject and envelope recipients of the mail as aiosmtplib flattens and sends it."""
-    mail = build_mail(SENDER, compose(request, 2))
+    mail = build_mail(SENDER, compose(request, 2), NOW)
     parsed = message_from_bytes(flatten_message(mail), policy=default)
     return list(parsed.keys()), str(parsed["Subject"]), extract_recipients(mail)
 
@@ -66,7 +68,7 @@ def test_a_header_that_would_carry_a_line_break_is_refused_for_good() -> None:
     not retried: the last guard between a request and the SMTP client."""
     message = dataclasses.replace(compose(email_request(), 2), subject=f"Dossier {INJECTED}")
     with pytest.raises(DeliveryError) as refused:
-        build_mail(SENDER, message)
+        build_mail(SENDER, message, NOW)
     assert (refused.value.reason, refused.value.retryable) == ("unsafe_header", False)
 
 
@@ -86,7 +88,7 @@ def test_an_applicant_address_that_is_not_one_plain_addr_spec_is_refused_for_goo
     """A list, a group, a display name, an encoded word, a comment, a quoted or malformed address: refused as
     invalid_email, never retried, the address in no reason or message; a list reached every mailbox in it."""
     with pytest.raises(DeliveryError) as refused:
-        build_mail(SENDER, compose(to(address), 2))
+        build_mail(SENDER, compose(to(address), 2), NOW)
     assert (refused.value.reason, refused.value.retryable) == ("invalid_email", False)
     assert str(refused.value) == "invalid_email" and "x.vn" not in repr(refused.value)
 
@@ -94,5 +96,13 @@ def test_an_applicant_address_that_is_not_one_plain_addr_spec_is_refused_for_goo
 @pytest.mark.parametrize("address", ["citizen@example.vn", "tran.van-minh+dvc@mail.example.com.vn", "A_1@X-Y.VN"])
 def test_a_plain_address_is_the_one_recipient(address: str) -> None:
     """One addr-spec is the mail's only recipient, as given."""
-    mail = build_mail(SENDER, compose(to(address), 2))
+    mail = build_mail(SENDER, compose(to(address), 2), NOW)
     assert extract_recipients(mail) == [address] and str(mail["To"]) == address
+
+
+def test_a_mail_is_dated_in_vietnam_time_as_rfc_5322_requires() -> None:
+    """`Date` (required by RFC 5322 beside `From`) is the send's time in +07:00; the mail had none."""
+    mail = build_mail(SENDER, compose(email_request(), 2), NOW)
+    parsed = message_from_bytes(flatten_message(mail), policy=default)
+    assert parsed["Date"] == "Mon, 03 Nov 2025 08:30:00 +0700"
+    assert parsed["Date"].datetime == NOW
