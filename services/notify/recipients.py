@@ -12,6 +12,7 @@ from schemas.notification import Audience, ChannelKind, Recipient
 from schemas.personal import SealedApplicant
 from services.notify.directory import Contact, Directory
 from services.notify.personal import APPLICANT, applicant_recipient
+from services.privacy.applicant import reaches
 
 Target = tuple[Recipient, ChannelKind, Audience]
 """A recipient, the channel that reaches them, and their audience (a citizen's messages wait out quiet hours)."""
@@ -25,15 +26,17 @@ def applicant(e: Event, _: Directory) -> list[Target]:
     if isinstance(a, SealedApplicant):  # the canonical form: contacts stay sealed until delivery
         found = applicant_recipient(e.id, a)
         return [(found[0], found[1], Audience.CITIZEN)] if found else []
-    if a.zalo_user_id:
+    # a clear applicant (sealing off): its contacts as intake would have sealed them, a form's filler left out
+    phone, email, zalo = (v if reaches(f, v := getattr(a, f)) else None for f in ("phone", "email", "zalo_user_id"))
+    if zalo:
         channel = ChannelKind.ZALO
-    elif a.phone:
+    elif phone:
         channel = ChannelKind.SMS
-    elif a.email:
+    elif email:
         channel = ChannelKind.EMAIL
     else:
         return []
-    r = Recipient(ref=APPLICANT, locale=a.preferred_locale, phone=a.phone, email=a.email, zalo_user_id=a.zalo_user_id)
+    r = Recipient(ref=APPLICANT, locale=a.preferred_locale, phone=phone, email=email, zalo_user_id=zalo)
     return [(r, channel, Audience.CITIZEN)]
 
 

@@ -19,6 +19,8 @@ from services.privacy.key_records import KeyUnreadable
 from services.privacy.keyring import Keyring
 
 _IDENTIFIERS = (("cccd", "id_number"), ("phone", "phone"), ("email", "email"), ("zalo", "zalo_user_id"))
+CONTACT_KINDS = {"phone": "phone", "email": "email", "zalo_user_id": "zalo"}
+"""The contact fields, each with its kind for `crypto.identifies`."""
 
 
 class AlreadySealed(PrivacyError):
@@ -50,13 +52,26 @@ def subject_of(keyring: Keyring, applicant: Applicant, dossier: Dossier) -> str:
     return keyring.dossier_subject(*dossier)
 
 
+def reaches(field: str, value: str | None) -> bool:
+    """Whether contact `field` (`CONTACT_KINDS`) holds a value that can reach one person (`crypto.identifies`)."""
+    if value is None:
+        return False
+    if field == "phone" and value.isascii() and value.isdigit() and value[:1] == "0" and value[1:2] != "0":
+        # a domestic number written plainly (most): already its own normal form, so `identifies` in short
+        return len(value) >= crypto.MIN_PHONE_DIGITS and len(set(value)) > 1
+    return crypto.identifies(CONTACT_KINDS[field], value)
+
+
 def encrypt_applicant(keyring: Keyring, event_id: str, applicant: Applicant,
                       dossier: Dossier) -> tuple[SealedApplicant, list[KeyRecord]]:
     """The applicant of an event of `dossier` with every personal field sealed, and the key records the caller must
-    write with it."""
+    write with it. A contact that reaches nobody (`reaches`: a form's filler, "-", "N/A", "0000000000") is left out:
+    notify chose the channel by which contacts were there, so a phone of "-" beside a real e-mail address sent the
+    citizen's message to an SMS gateway that could deliver nothing (notify audit)."""
     subject = subject_of(keyring, applicant, dossier)
     key_id, dek, records = keyring.key_for(subject)
-    present = [(field, value) for field in PERSONAL_FIELDS if (value := getattr(applicant, field))]
+    present = [(field, value) for field in PERSONAL_FIELDS
+               if (value := getattr(applicant, field)) and (field not in CONTACT_KINDS or reaches(field, value))]
     aad = field_aad(event_id, "").encode()  # + the field's name: `field_aad(event_id, field)` without a str per field
     tokens = crypto.seal_many(dek, [(value.encode(), aad + _FIELD_NAMES[field]) for field, value in present])
     values: dict[str, Any] = {"subject": subject, "key_id": key_id, **_ABSENT,

@@ -8,6 +8,8 @@ from functools import partial
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from schemas.dossier import DossierStatusChanged
@@ -20,7 +22,8 @@ from services.notify.ledger import Ledger
 from services.notify.personal import Opener, redact
 from services.notify.policy import Backoff, QuietHours
 from services.notify.subscribers import Registry, Subscriber
-from services.privacy.applicant import UNREADABLE_MARK, for_display, seal_event
+from services.privacy import crypto
+from services.privacy.applicant import UNREADABLE_MARK, for_display, reaches, seal_event
 from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.keyring import Keyring
 from services.privacy.store import KeyStore
@@ -52,6 +55,37 @@ def test_rules_give_a_recipient_with_sealed_contacts_only() -> None:
     assert request.recipient.sealed is not None and set(request.recipient.sealed) == {"phone", "email"}
     text = request.model_dump_json()
     assert not [v for v in CONTACT.values() if len(v) > 2 and v in text]
+
+
+@pytest.mark.parametrize(("applicant", "channel", "kept"), [
+    ({"phone": "0000000000", "email": "minh@example.vn"}, ChannelKind.EMAIL, {"email"}),
+    ({"phone": "-", "email": "minh@example.vn"}, ChannelKind.EMAIL, {"email"}),
+    ({"zalo_user_id": "không có", "phone": "0912345678"}, ChannelKind.SMS, {"phone"}),
+    ({"zalo_user_id": "N/A", "phone": "-", "email": "minh@example.vn"}, ChannelKind.EMAIL, {"email"}),
+    ({"zalo_user_id": "-", "phone": "N/A", "email": "-"}, None, set()),
+    ({"zalo_user_id": "z-8312470051", "phone": "0912345678"}, ChannelKind.ZALO, {"zalo_user_id", "phone"}),
+])
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "clear"])
+def test_a_contact_that_is_a_forms_filler_is_never_the_channel(applicant: dict[str, str], channel: ChannelKind | None,
+                                                               kept: set[str], sealed: bool) -> None:
+    """A phone of "-" or "0000000000", or a Zalo id of "N/A", beside a real contact: the citizen is told on the real
+    one (before: SMS or Zalo to the filler, which ZNS cannot fall back from to e-mail and the SMS gateway cannot
+    deliver; notify audit). Sealed, the filler is not even sealed (intake leaves it out); in clear (sealing off),
+    notify passes it over."""
+    whole = {"name": "Trần Văn Minh", "id_number": "001099000111", "preferred_locale": "vi", **applicant}
+    event = dossier("e-1", applicant=whole)
+    if sealed:
+        event, _ = seal_event(keyring(), event)
+        assert isinstance(event, DossierStatusChanged) and event.data.applicant is not None
+        assert {f for f in ("phone", "email", "zalo_user_id") if getattr(event.data.applicant, f)} == kept
+    told = [r for r in rules.for_event(event, directory(), Registry()) if r.recipient.ref == "applicant"]
+    assert [r.channel for r in told] == ([] if channel is None else [channel])
+
+
+@given(st.text(st.sampled_from("0123456789+ -."), max_size=14) | st.text(max_size=14))
+def test_reaches_says_what_identifies_says_of_a_phone(value: str) -> None:
+    """`reaches` takes a plainly written domestic number in short (sealing is on intake's hot path): the same answer."""
+    assert reaches("phone", value) == crypto.identifies("phone", value)
 
 
 async def test_delivery_opens_only_what_the_channel_needs() -> None:
