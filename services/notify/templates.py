@@ -130,6 +130,20 @@ _NOT_IN_TEXT = re.compile("[" + r"\x00-\x09\x0b-\x1f" + CONTROL.removeprefix(r"\
 """Control characters but the line feed (x0a): a CR/LF pair becomes one line feed."""
 
 
+ZNS_PARAM_CHARS = 90
+"""The longest value a ZNS template parameter is given: what a ZNS table cell holds (3 to 90 characters), where a
+template's parameters mostly sit; Zalo refuses a longer value than the template registered, and notify then falls
+back to SMS or fails (notify audit: `procedure` and `reason` went whole, up to 1,000 characters)."""
+
+
+def zns_params(params: dict[str, str]) -> dict[str, str]:
+    """The template data ZNS is given: each value on one line, without control, bidirectional-override or line
+    separator characters (Zalo shows them as they come: an override reversed how a reason or a number read; the
+    SMS and e-mail texts never had them), and at most `ZNS_PARAM_CHARS` characters ("…" ends a cut one)."""
+    clean = {k: " ".join(_NOT_IN_SUBJECT.sub(" ", v).split()) or "-" for k, v in params.items()}
+    return {k: v if len(v) <= ZNS_PARAM_CHARS else v[:ZNS_PARAM_CHARS - 1].rstrip() + "…" for k, v in clean.items()}
+
+
 def render(kind: K, locale: Locale, params: dict[str, str]) -> Rendered:
     """The message in `locale`, or in Vietnamese when that locale has no template for `kind`."""
     by_locale = TEMPLATES[kind]

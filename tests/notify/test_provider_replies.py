@@ -20,6 +20,7 @@ from services.notify.channels import replies
 from services.notify.channels.base import DeliveryError, Receipt, compose
 from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
 from services.notify.subscribers import Registry
+from services.notify.templates import ZNS_PARAM_CHARS
 from tests.kafkatools import free_port
 from tests.notify.events import PHONE, directory, dossier
 from tests.notify.fakes import Calls
@@ -184,6 +185,37 @@ async def test_zns_echoing_the_zalo_id_or_answering_a_phone_sized_error_code_kee
         assert refused.value.reason == "zns_error_unexpected"
     finally:
         await http.close()
+
+
+async def test_zns_template_data_is_one_clean_line_within_what_a_template_takes() -> None:
+    """A rejection reason holding CR/LF, a right-to-left override and a bell, and a long procedure name, reach ZNS's
+    template data as one line without them, each value at most `ZNS_PARAM_CHARS` (before: as they came, up to 1,000
+    characters, which Zalo refuses past a template's registered length; notify audit)."""
+    taken: list[dict[str, object]] = []
+
+    async def capture(request: web.Request) -> web.StreamResponse:
+        taken.append(await request.json())
+        return web.json_response({"error": 0, "data": {"msg_id": "zns-1"}})
+
+    reason = "Thiếu giấy tờ\r\n\u202eđã nộp đủ\u202c \u200bXin liên hệ\x07 " + "rất dài " * 120
+    event = dossier(status=3, rejection_reason=reason, rejected_at="2025-11-03T02:00:00Z", received_at=None,
+                    due_at=None, procedure_name="Đăng ký khai sinh " * 20,
+                    applicant={"zalo_user_id": "z-8312470051", "preferred_locale": "vi"})
+    [r] = [x for x in rules.for_event(event, directory(), Registry()) if x.channel is ChannelKind.ZALO]
+    http = HttpClient(5)
+    try:
+        async with serve(zns__send=capture) as url:
+            await ZaloZns(http, url, SmsGateway(http, url)).send(compose(r, 2))
+    finally:
+        await http.close()
+    [body] = taken
+    data = body["template_data"]
+    assert isinstance(data, dict) and data.keys() == r.params.keys()
+    for value in data.values():
+        assert 0 < len(value) <= ZNS_PARAM_CHARS, value
+        assert not set(value) & {"\r", "\n", "\x07", "\u202e", "\u202c"}, value
+    assert data["reason"].startswith("Thiếu giấy tờ đã nộp đủ") and data["reason"].endswith("…")
+    assert data["dossier_code"] == r.params["dossier_code"]
 
 
 async def test_a_deeply_nested_reply_is_no_crash() -> None:

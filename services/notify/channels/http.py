@@ -34,6 +34,7 @@ from services.notify.channels import replies
 from services.notify.channels.base import FALLBACK_HELD, DeliveryError, FellBack, Message, Receipt, trace_headers
 from services.notify.channels.resolver import AddressRefused, GuardedResolver
 from services.notify.subscribers import Registry, signature
+from services.notify.templates import zns_params
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLY_TOO_LARGE = "reply_too_large"
@@ -186,7 +187,8 @@ class ZaloZns:
     async def send(self, message: Message) -> Receipt:
         r = message.request
         body = {"user_id": r.recipient.zalo_user_id, "phone": r.recipient.phone,
-                "template_id": ZNS_TEMPLATE_IDS[r.kind], "template_data": r.params, "tracking_id": r.delivery_key}
+                "template_id": ZNS_TEMPLATE_IDS[r.kind], "template_data": zns_params(r.params),
+                "tracking_id": r.delivery_key}
         try:
             reply = await self.client.post(self.url, json=body,
                                            headers={IDEMPOTENCY_HEADER: r.delivery_key, **trace_headers(r)})
