@@ -23,6 +23,7 @@ from schemas.topics import DLQ_NOTIFY, NOTIFY_REPLAYS, scoped
 from services.cli.dlq import Stored, read_into, replayed_keys
 from services.cli.errors import TopicNotVisible
 from services.cli.kafka_io import Unacknowledged
+from services.cli.masking import names_masked
 from services.cli.notify_letters import (
     NotifyFilters,
     NotifyLetter,
@@ -33,7 +34,7 @@ from services.cli.notify_letters import (
     replayed,
     why_not,
 )
-from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection, moment
+from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
 from services.cli.plain import counted, json_text, markup
 from services.cli.render import console, err_console, folded_table
 from services.cli.replaying import RUN_AGAIN, Redrive, replay_each
@@ -119,9 +120,11 @@ def _table(letters: list[NotifyLetter], replayed_at: set[str], now: datetime) ->
 @app.command("list")
 def list_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt = None, until: UntilOpt = None,
           as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
-          bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
+          bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
+          show_personal_data: ShowPersonalData = False) -> None:
     """List notify's dead letters matching the filters: why each was given up and whether it can be sent again.
-    Contacts are never shown (the letters hold none in clear); recipients are references such as officer:cb-01."""
+    Contacts are never shown (the letters hold none in clear); recipients are references such as officer:cb-01. A
+    personal number or e-mail in an event's id (a producer's choice) is masked, as `trace` and `dlq list` mask it."""
     topic, letters, done, unreadable = asyncio.run(notify_letters(connection(bootstrap), namespace,
                                                                   _filters(reason, channel, since, until)))
     at = {d.position for d in letters if replay_key(topic, d.partition, d.offset) in done}
@@ -129,9 +132,10 @@ def list_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt 
     if as_json:
         for d in letters:
             r = d.request
+            event_id = r.event_id if show_personal_data else names_masked(r.event_id)
             row = {"dlq": d.position, "reason": d.reason, "channel": r.channel.value, "rule": r.rule,
                    "recipient": r.recipient.ref, "commune": r.commune, "notification_id": r.notification_id,
-                   "event_id": r.event_id, "rejected_at": d.rejected_at.isoformat(), "attempts": d.attempts,
+                   "event_id": event_id, "rejected_at": d.rejected_at.isoformat(), "attempts": d.attempts,
                    "replayed": d.position in at, "not_replayable": why_not(d, now)}
             typer.echo(json_text(json.dumps(row, ensure_ascii=False)))
     else:

@@ -209,3 +209,26 @@ def test_a_replay_writes_the_emergencies_letters_before_the_routine_ones(monkeyp
     letters = [routine[0], routine[1], storm_letter, routine[2]]
     assert asyncio.run(notify_dlq.replay(KafkaConnection(), "", letters, TOPIC)) == written
     assert written == [storm_letter, *routine]
+
+
+@pytest.mark.parametrize("shown", [False, True], ids=["masked", "--show-personal-data"])
+def test_notify_dlq_list_masks_a_personal_number_in_an_event_id(monkeypatch: pytest.MonkeyPatch, shown: bool) -> None:
+    """A producer whose event ids hold a CCCD: `notify-dlq list --json` printed it in clear, where `trace` and `dlq
+    list` mask it (privacy audit); `--show-personal-data` shows it, as theirs does."""
+    from typer.testing import CliRunner
+
+    from services.cli import notify_dlq
+    from services.cli.main import app
+
+    value, omitted = letters_of("/citizens/079912345678")[ChannelKind.WEBHOOK]
+    found = letter(0, 7, value, headers(omitted=omitted))
+
+    async def listing(*_: object) -> notify_dlq.Listing:
+        return notify_dlq.Listing(TOPIC, [found], set(), 0)
+
+    monkeypatch.setattr(notify_dlq, "notify_letters", listing)
+    result = CliRunner().invoke(app, ["notify-dlq", "list", "--json", *(["--show-personal-data"] if shown else [])])
+    assert result.exit_code == 0, result.output
+    [row] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert row["event_id"] == ("/citizens/079912345678" if shown else "/citizens/07********78")
+    assert row["dlq"] == "0:7" and row["reason"] == "http_401"
