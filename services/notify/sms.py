@@ -42,6 +42,14 @@ def _limits(gsm: bool) -> tuple[int, int]:
     return (160, 153) if gsm else (70, 67)
 
 
+def excess(text: str, max_segments: int) -> int:
+    """How many units `text` holds past what `max_segments` segments carry (0 when it fits; a pair never split
+    across segments may cost a unit more, so callers check `count` again)."""
+    single, multi = _limits(is_gsm7(text))
+    units = count(text).units
+    return max(0, units - (single if max_segments == 1 and units <= single else multi * max_segments))
+
+
 def _pack(parts: int, used: int, size: int, multi: int) -> tuple[int, int]:
     """One more character in a concatenated SMS: it starts the next segment when it would straddle two."""
     return (parts + 1, size) if used + size > multi else (parts, used + size)

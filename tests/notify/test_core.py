@@ -132,14 +132,37 @@ DOCUMENT = "Bản sao giấy khai sinh có chứng thực " * 13  # 481 characte
 
 @pytest.mark.parametrize("locale", ["vi", "km", "en"])
 def test_an_sms_stays_within_the_segment_cap_whatever_the_event_holds(locale: str) -> None:
-    """A dossier asking for 1,000 long documents gives an SMS of at most the cap's segments (6 by default), cut
-    with an ellipsis, its list cut to the first items and how many more; it gave one SMS of 3,151-7,196 segments."""
+    """A dossier asking for 1,000 long documents gives an SMS of at most the cap's segments (6 by default), its list
+    cut to the first items and how many more, then shortened; it gave one SMS of 3,151-7,196 segments."""
     [r] = rules.for_event(dossier(status=5, locale=locale, requested_documents=[DOCUMENT] * 1000), directory(),
                           NO_SUBS)
     assert compose(r, 2).sms_count.segments <= sms.MAX_SEGMENTS == NotifySettings().sms_max_segments == 6
     assert r.params["documents"].endswith(", +995") and r.params["documents"].count(",") == 5
-    one = compose(r, 2, max_segments=1)
-    assert one.sms_count.segments == 1 and one.sms_text.endswith("..." if one.sms_count.encoding == "GSM-7" else "…")
+    one = compose(r, 2, max_segments=1)  # its list shortened; then, if the rest is still too long, its end cut
+    assert one.sms_count.segments == 1
+    assert one.sms_text.rstrip(".។").endswith(r.params["due_date"]) or one.sms_text.endswith(
+        "..." if one.sms_count.encoding == "GSM-7" else "…")
+
+
+DOCUMENTS = ["Bản sao Giấy chứng nhận quyền sử dụng đất, quyền sở hữu nhà ở và tài sản khác gắn liền với đất",
+             "Tờ khai đăng ký thường trú (mẫu CT01) có xác nhận của chủ hộ",
+             "Bản sao Giấy khai sinh của người được đăng ký thường trú",
+             "Giấy tờ, tài liệu chứng minh chỗ ở hợp pháp theo quy định",
+             "Văn bản đồng ý cho đăng ký thường trú của chủ sở hữu chỗ ở hợp pháp", "Giấy tờ khác"]
+
+
+@pytest.mark.parametrize("locale", ["vi", "km", "en"])
+@pytest.mark.parametrize("max_segments", [3, 4, 6])
+def test_an_sms_too_long_shortens_its_documents_and_keeps_the_due_date(locale: str, max_segments: int) -> None:
+    """Six real documents requested of a provincial dossier: the SMS shortens the list, not its end, so the new due
+    date is still there within the cap (a Khmer or English SMS ended "New result date: 07/11/202…", cut in UCS-2,
+    where only Vietnamese may go unaccented; notify audit). The e-mail text keeps the list whole."""
+    [r] = rules.for_event(dossier(status=5, locale=locale, code="000.00.12.H56-251103-0001",
+                                  requested_documents=DOCUMENTS), directory(), NO_SUBS)
+    m = compose(r, 2, max_segments=max_segments)
+    assert m.sms_count.segments <= max_segments
+    assert m.sms_text.rstrip(".។").endswith(r.params["due_date"]), m.sms_text[-60:]
+    assert r.params["dossier_code"] in m.sms_text and r.params["documents"] in m.text
 
 
 def test_long_lists_and_items_in_parameters_are_cut_with_the_count_left_out() -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from schemas import trace
 from schemas.codes import Locale
 from schemas.notification import ChannelKind, NotificationRequest
 from services.notify import sms
-from services.notify.templates import render
+from services.notify.templates import Rendered, render
 
 
 class DeliveryError(Exception):
@@ -101,8 +101,38 @@ def compose(request: NotificationRequest, segment_limit: int, max_segments: int 
     if request.payload is not None:
         return Message(request, request.recipient.locale, "", request.payload, "", sms.count(""), fallback)
     r = render(request.kind, request.recipient.locale, request.params)
-    text, counted = sms.fit(r.text, segment_limit, allow_unaccented=r.locale is Locale.VI, max_segments=max_segments)
+    short = _sms_render(request, r, segment_limit, max_segments)
+    text, counted = sms.fit(short, segment_limit, allow_unaccented=r.locale is Locale.VI, max_segments=max_segments)
     return Message(request, r.locale, r.subject, r.text, text, counted, fallback)
+
+
+SHORTENED: Final = ("documents", "procedure", "reason", "title", "clusters", "village")
+"""The free-text parameters an SMS may shorten to keep the rest whole (never a code, a date or an amount)."""
+SHORTEST = 24
+"""A shortened parameter keeps at least this many characters."""
+MIN_CUT = 4
+"""A parameter is shortened by at least this many characters a round (its "…" costs one)."""
+
+
+def _sms_render(request: NotificationRequest, rendered: Rendered, segment_limit: int, max_segments: int) -> str:
+    """The SMS text before `sms.fit`: the rendered text, or, when it would pass `max_segments` (as sent: unaccented
+    Vietnamese past `segment_limit`), the text rendered with its longest free-text parameter shortened by what is
+    too much, again until it fits or none is left to shorten, each ending "…". `sms.fit` cuts the end of a text,
+    where the templates put the due date: a Khmer or English SMS requesting six documents ended "New result date:
+    07/11/202…" (notify audit). The e-mail keeps the parameters whole."""
+    params, text = request.params, rendered.text
+    for _ in range(4 * len(SHORTENED)):
+        unaccented = rendered.locale is Locale.VI and sms.count(text).segments > segment_limit
+        sent = sms.unaccented(text) if unaccented else text
+        longest = max((k for k in SHORTENED if len(params.get(k, "")) > SHORTEST), key=lambda k: len(params[k]),
+                      default=None)
+        if sms.count(sent).segments <= max_segments or longest is None:
+            break
+        value = params[longest]
+        keep = max(SHORTEST, len(value) - max(MIN_CUT, sms.excess(sent, max_segments) + 1))
+        params = {**params, longest: value[:keep - 1].rstrip() + "…"}
+        text = render(request.kind, rendered.locale, params).text
+    return text
 
 
 def outgoing_traceparent(request: NotificationRequest) -> str | None:
