@@ -21,6 +21,7 @@ from services.gateway.bugs import AnswerBugs
 from services.gateway.claims import Claims
 from services.gateway.framing import RefuseDoubleFraming
 from services.gateway.handler import Gateway
+from services.gateway.keyfiles import operator_keys, refuse_shared_keys, source_keys
 from services.gateway.memory_claims import MemoryClaims
 from services.gateway.operators import load_operators
 from services.gateway.publisher import Publisher
@@ -40,9 +41,16 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
     `clock` is wall time (signatures, claims); `ticks` measures rates, `time.monotonic` unless a test gives a
     `clock` of its own, which then drives both.
 
+    Raises `keyfiles.KeysFileError` for an operators file the gateway does not start with, or a key held by a
+    source and an operator.
+
     `claims` hold Idempotency-Keys and nonces: `__main__` gives the Kafka ones (shared, durable); without them
     they live in this process only (tests, the OpenAPI export).
     """
+    operators_keys = load_operators(settings.operators_file)
+    # one key for a source and an operator: whoever holds it is both (each file alone is checked as it is read)
+    refuse_shared_keys(f"{settings.secrets_file or 'GATEWAY_SECRETS_FILE'} and {settings.operators_file}: ",
+                       source_keys(credentials), operator_keys(operators_keys))
     claims = claims or MemoryClaims(clock, settings.idempotency_answer_bytes)
     raw_topics = {f: scoped(RAW[f], settings.namespace).name for f in Family}
     gateway = Gateway(settings, registry, credentials, publisher, claims,
@@ -83,7 +91,7 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
     app.add_middleware(AnswerBugs)  # outermost of the gateway's own: it sees what any route or middleware raises
     app.include_router(probes.router(health or Health("gateway")))
     app.include_router(operators.router(settings.connection(), settings.namespace,
-                                        load_operators(settings.operators_file),
+                                        operators_keys,
                                         trace_concurrency=settings.trace_concurrency,
                                         trace_timeout_s=settings.trace_timeout_s))
 

@@ -7,6 +7,13 @@ quotes the text it could not read, pydantic the input value), so a citizen's pho
 (`commune_gateway_internal_errors_total`, alerted on with intake's internal errors), logged through structlog
 (`gateway.internal_error`: the endpoint's name and `services.common.logging`'s type-and-place rendering), answered
 in the gateway's error shape when no answer has started, and not re-raised. Cancellation is not an error here.
+
+An exception out of the server's own `send` is not the route's bug: the connection is gone, or the server already
+answered. A chunked body malformed in the packet that brought the headers (or past `chunks.chunks_allowed`) makes
+uvicorn answer 400 and close while the route runs; the route's own answer then fails in h11 (`LocalProtocolError`).
+Counted as an internal error, any client could keep the operators' alert firing (audit of 2026-12-06: four such
+requests, `commune_gateway_internal_errors_total` 5). Such an answer is counted apart
+(`commune_gateway_answers_unsent_total`) and logged at debug only.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway import api
-from services.gateway.telemetry import ANSWERS, INTERNAL_ERRORS
+from services.gateway.telemetry import ANSWERS, ANSWERS_UNSENT, INTERNAL_ERRORS
 
 log = structlog.get_logger("gateway")
 EVENTS_PATH = "/v1/events"
@@ -33,17 +40,26 @@ class AnswerBugs:
             await self.app(scope, receive, send)
             return
         started = False
+        unsent: Exception | None = None
 
         async def sending(message: Message) -> None:
-            nonlocal started
+            nonlocal started, unsent
             started = started or message["type"] == "http.response.start"
-            await send(message)
+            try:
+                await send(message)
+            except Exception as exc:
+                unsent = exc
+                raise
 
         try:
             await self.app(scope, receive, sending)
         except Exception as exc:  # a bug: anything a route meant to say, it said with a status of its own
-            INTERNAL_ERRORS.inc()
             endpoint = getattr(scope.get("endpoint"), "__name__", "?")  # the route's function, never the raw path
+            if unsent is not None and raised_by(exc, unsent):  # the server's or the client's doing, not the route's
+                ANSWERS_UNSENT.inc()
+                log.debug("gateway.answer_unsent", endpoint=endpoint, exc_info=exc)
+                return
+            INTERNAL_ERRORS.inc()
             log.error("gateway.internal_error", endpoint=endpoint, answered=started, exc_info=exc)
             if started:  # the answer is under way: nothing can be said; the server closes the connection
                 return
@@ -52,3 +68,14 @@ class AnswerBugs:
             body = api.error("internal_error", "the gateway met an unexpected error (logged for its operators); "
                              "retry later, with the same Idempotency-Key if the request had one")
             await JSONResponse(body, status_code=500, headers={"Connection": "close"})(scope, receive, send)
+
+
+def raised_by(exc: BaseException, cause: BaseException) -> bool:
+    """Whether `exc` is `cause` or was raised from it (`raise ... from`, as Starlette re-raises); an exception that
+    merely arose while `cause` was handled (its `__context__`: a route's cleanup failing on its own) is not."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if seen is cause:
+            return True
+        seen = seen.__cause__
+    return False

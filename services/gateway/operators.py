@@ -36,14 +36,8 @@ from services.cli.trace import SINCE_HELP, since_ms, trace_timeline
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
 from services.gateway.api import ErrorBody, error
-from services.gateway.settings import (
-    KEY_RULE,
-    MIN_KEY_CHARS,
-    PLACEHOLDER_RULE,
-    KeysFileError,
-    is_placeholder,
-    keys_file,
-)
+from services.gateway.keyfiles import KeysFileError, keys_file, operator_keys, refuse_shared_keys
+from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, PLACEHOLDER_RULE, is_placeholder
 from services.gateway.telemetry import OPERATOR_KEYS_REFUSED, TRACES
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
@@ -134,7 +128,7 @@ OPERATOR_ID = re.compile(rf"[^\s\x00-\x1f\x7f]{{1,{MAX_OPERATOR_ID_CHARS}}}")
 def load_operators(path: Path | None) -> dict[str, SecretStr]:
     """Operator id -> key (empty without a file: the endpoints answer 401). Raises KeysFileError for an id that
     could not name an audit's requester, or a key that is missing, not a string or shorter than `MIN_KEY_CHARS`
-    (`alice:` with no key was the key "None", and `bob: ''` let an empty X-Operator-Key in)."""
+    (`alice:` with no key was the key "None", and `bob: ''` let an empty X-Operator-Key in), or one held twice."""
     if path is None:
         return {}
     keys = {}
@@ -147,6 +141,7 @@ def load_operators(path: Path | None) -> dict[str, SecretStr]:
         if is_placeholder(key):
             raise KeysFileError(f"{path}: operator {operator}: {PLACEHOLDER_RULE}")
         keys[str(operator)] = SecretStr(key)
+    refuse_shared_keys(f"{path}: ", operator_keys(keys))
     return keys
 
 

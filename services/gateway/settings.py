@@ -11,9 +11,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
-import yaml
 from pydantic import (
     AfterValidator,
     AliasChoices,
@@ -29,6 +28,7 @@ from pydantic_settings import SettingsConfigDict
 from schemas.topics import MAX_RECORD_BYTES
 from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, CertificateRole, ServiceSettings
 from services.gateway.claims import DEFAULT_ANSWER_BYTES
+from services.gateway.keyfiles import KeysFileError, keys_file, refuse_shared_keys, source_keys
 from services.gateway.publisher import STOP_TIMEOUT_S
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
@@ -70,10 +70,6 @@ def _not_placeholder(key: SecretStr) -> SecretStr:
 
 
 Key = Annotated[SecretStr, Field(min_length=MIN_KEY_CHARS), AfterValidator(_not_placeholder)]
-
-
-class KeysFileError(ValueError):
-    """A secrets or operators file the gateway does not start with: says which entry and why, never a key."""
 
 
 class Credential(BaseModel):
@@ -258,7 +254,8 @@ class GatewaySettings(ServiceSettings):
 
 def load_credentials(path: Path | None) -> dict[str, Credential]:
     """Source id -> credential, from the secrets file (empty when there is none: every request is 401).
-    Raises KeysFileError for an entry that is not a credential or holds a key shorter than `MIN_KEY_CHARS`."""
+    Raises KeysFileError for an entry that is not a credential or holds a key shorter than `MIN_KEY_CHARS`, and for
+    a key held twice (`keyfiles`)."""
     if path is None:
         return {}
     credentials = {}
@@ -267,26 +264,8 @@ def load_credentials(path: Path | None) -> dict[str, Credential]:
             credentials[str(source_id)] = Credential.model_validate(entry)
         except ValidationError as exc:
             raise KeysFileError(f"{path}: source {source_id}: {entry_problems(exc)}") from None
+    refuse_shared_keys(f"{path}: ", source_keys(credentials))
     return credentials
-
-
-def keys_file(path: Path) -> dict[Any, Any]:
-    """A keys file's YAML mapping (empty for an empty file). Raises KeysFileError for a file that cannot be read or
-    is not YAML, naming the place and never quoting it: YAML's own error shows the line it stopped on, a key's."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
-        raise KeysFileError(f"{path}: cannot be read: {reason}") from None
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise KeysFileError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(raw, dict):
-        raise KeysFileError(f"{path}: not a mapping of ids to keys")
-    return raw
 
 
 def entry_problems(exc: ValidationError) -> str:

@@ -19,6 +19,10 @@ UNREAD_CLOSED = Counter("commune_gateway_unread_bodies_closed_total", "Answers g
                         "ended, whose connection was closed rather than the body drained (services.gateway.unread)")
 INTERNAL_ERRORS = Counter("commune_gateway_internal_errors_total", "Requests whose route raised an unexpected "
                           "exception (a bug), answered 500 internal_error; log gateway.internal_error")
+ANSWERS_UNSENT = Counter("commune_gateway_answers_unsent_total", "Answers a route could not send: uvicorn had already "
+                         "answered the request 400 as malformed (a bad chunk), or the connection was gone; not a bug "
+                         "(a route's answer h11 refuses as malformed would count here too: GATEWAY_LOG_LEVEL=DEBUG "
+                         "logs gateway.answer_unsent with its type and place)")
 TRACES = Counter("commune_gateway_traces_total", "GET /v1/trace/{query} calls past the operator key, by outcome "
                  "(found, not_found, busy, overdue, broker_unavailable)", ["outcome"])
 OPERATOR_KEYS_REFUSED = Counter("commune_gateway_operator_keys_refused_total", "Calls to the operators' endpoints "

@@ -1,15 +1,24 @@
 """A bug in a route is a counted, logged 500 `internal_error` in the gateway's error shape, and its message (which
-may quote a record) never reaches the log (`services.gateway.bugs`)."""
+may quote a record) never reaches the log (`services.gateway.bugs`); an answer the server's `send` refuses (uvicorn
+already answered a malformed request 400) is not a bug."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
 
+import h11
 import orjson
 import pytest
+from prometheus_client import REGISTRY
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.gateway.bugs import AnswerBugs
+from tests.gateway.asgi import API_KEY
 from tests.kafkatools import ROOT
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.unit
 PHONE = "0987654321"
@@ -75,3 +84,102 @@ def test_a_bug_is_answered_500_counted_and_logged_without_its_message() -> None:
                if line.startswith("{") and "gateway.internal_error" in line]
     assert event["endpoint"] == "post_events" and event["exception"].startswith("ValueError at ")
     assert PHONE not in run.stderr + run.stdout
+
+
+def sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def counts() -> tuple[float, float]:
+    """This process's internal errors and unsent answers (the `served` gateway runs in a thread of it)."""
+    return sample("commune_gateway_internal_errors_total"), sample("commune_gateway_answers_unsent_total")
+
+
+def answer(port: int, request: bytes) -> bytes:
+    """What the server answers to `request` sent whole, up to its close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        with contextlib.suppress(OSError):  # refused part-way: its answer is still to be read
+            conn.sendall(request)
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := conn.recv(65536):
+                received += chunk
+    return received
+
+
+KEY = b"X-Api-Key: " + API_KEY.encode() + b"\r\nContent-Type: text/plain\r\n"  # answered 415 at once, unread
+CHUNKED = b"Host: x\r\nTransfer-Encoding: chunked\r\n"
+# Each arrives whole with its headers: uvicorn answers 400 while the route answers on its own, without reading the
+# body (a route that reads it first finds the connection gone, and uvicorn drops its answer without a word)
+BAD_CHUNKS = {
+    "no credential, POST /v1/events (401)": b"POST /v1/events HTTP/1.1\r\n" + CHUNKED + b"\r\nzz\r\nxx\r\n",
+    "API key, POST /v1/events (415)": b"POST /v1/events HTTP/1.1\r\n" + KEY + CHUNKED + b"\r\nzz\r\nxx\r\n",
+    "GET /healthz (200)": b"GET /healthz HTTP/1.1\r\n" + CHUNKED + b"\r\nzz\r\n",
+    "GET /nowhere (404)": b"GET /nowhere HTTP/1.1\r\n" + CHUNKED + b"\r\nzz\r\n",
+    "5,000 one-byte chunks (chunks.py), API key (415)": b"POST /v1/events HTTP/1.1\r\n" + KEY + CHUNKED + b"\r\n"
+    + b"1\r\n \r\n" * 5000,
+}
+
+
+@pytest.mark.parametrize("request_bytes", BAD_CHUNKS.values(), ids=BAD_CHUNKS.keys())
+def test_a_malformed_chunked_request_is_not_counted_as_a_bug(served: int, request_bytes: bytes) -> None:
+    """Through the real server: a bad chunk in the packet of the headers, or too many tiny chunks, gets uvicorn's
+    400; the route's own answer then fails in h11 and is counted as an unsent answer, never as an internal error
+    (before: `commune_gateway_internal_errors_total` +1 each, and the alert on it fired for any anonymous client)."""
+    before = counts()
+    received = answer(served, request_bytes)
+    assert received.startswith(b"HTTP/1.1 400 "), received[:200]
+
+    def settled() -> tuple[float, float] | None:  # the route answers in its own task, maybe after the 400 is read
+        now = counts()
+        return now if sum(now) == sum(before) + 1 else None
+
+    after = eventually(settled, what="the route's answer counted as an internal error or as unsent")
+    assert after[0] == before[0], "counted as an internal error"
+
+
+async def run_middleware(route: ASGIApp, send: Send) -> None:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await AnswerBugs(route)({"type": "http", "path": "/healthz", "method": "GET", "headers": []}, receive, send)
+
+
+async def refusing(message: Message) -> None:
+    """The server's `send` once uvicorn has answered the request itself."""
+    raise h11.LocalProtocolError("can't handle event type Response when role=SERVER and state=MUST_CLOSE")
+
+
+async def test_an_answer_the_server_refuses_is_counted_apart() -> None:
+    """A route whose `send` raises (the server answered already) is not a bug: unsent +1, internal errors +0."""
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    before = counts()
+    await run_middleware(route, refusing)
+    assert [a - b for a, b in zip(counts(), before, strict=True)] == [0.0, 1.0]
+
+
+async def test_a_bug_while_handling_a_refused_answer_is_still_a_bug() -> None:
+    """A route that catches its refused `send` and then fails on its own (the failure only in `__context__`), or a
+    route that fails after its answer started: each is an internal error, counted."""
+    async def clumsy(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        except h11.LocalProtocolError:
+            int("x")
+
+    async def late(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        int("x")
+
+    sent: list[Message] = []
+
+    async def accepting(message: Message) -> None:
+        sent.append(message)
+
+    before = counts()
+    await run_middleware(clumsy, refusing)
+    await run_middleware(late, accepting)
+    assert [a - b for a, b in zip(counts(), before, strict=True)] == [2.0, 0.0]
+    assert [m["type"] for m in sent] == ["http.response.start"]  # nothing more can be said once an answer started

@@ -1,10 +1,12 @@
-"""Keys files: an empty, null or short key stops the gateway at start, in one line that names the entry and never
-a key; and an empty key header authenticates no one, whatever the files hold."""
+"""Keys files: an empty, null or short key, one key for two entries and an id written twice stop the gateway at
+start, in one line that names the entry and never a key; and an empty key header authenticates no one, whatever the
+files hold."""
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,9 @@ from services.demo import processes
 from services.demo.settings import DemoSettings
 from services.gateway import __main__ as gateway_main
 from services.gateway.auth import RequestLine, Unauthenticated, identify
+from services.gateway.keyfiles import SHARED_RULE, KeysFileError
 from services.gateway.operators import load_operators, operator_of
-from services.gateway.settings import ROOT, Credential, KeysFileError, load_credentials
+from services.gateway.settings import ROOT, Credential, load_credentials
 
 pytestmark = pytest.mark.unit
 SHORT = "short-key-8c1"
@@ -146,3 +149,79 @@ def test_an_empty_key_header_authenticates_no_one() -> None:
     with pytest.raises(Unauthenticated):
         identify({"x-api-key": ""}, LINE, empty, 0.0, 300)
     assert operator_of({"bob": SecretStr("")}, "") is None
+
+
+@pytest.mark.parametrize("first, second, named", [
+    ("{{api_key: {key}}}", "{{api_key: {key}}}", "source one-stop's api_key and source province's api_key"),
+    ("{{api_key: {key}}}", "{{hmac_key: {key}}}", "source one-stop's api_key and source province's hmac_key"),
+    ("{{api_key: {key}, hmac_key: {key}}}", "{{hmac_key: {other}}}",
+     "source one-stop's api_key and source one-stop's hmac_key"),
+], ids=["two API keys", "an API key and an HMAC key", "one source's two keys"])
+def test_one_key_for_two_sources_stops_the_gateway(tmp_path: Path, first: str, second: str, named: str) -> None:
+    """Two sources holding one key loaded, and a request with it was taken for the last: one-stop's integrator
+    published as the province (202). Now refused, naming both entries, never the key; an API key that is also an
+    HMAC key, its own source's included, too (it would go out in every request's headers)."""
+    key, other = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    path = tmp_path / "secrets.yaml"
+    path.write_text(f"one-stop: {first}\nprovince: {second}\n".format(key=key, other=other), encoding="utf-8")
+    with pytest.raises(KeysFileError) as refused:
+        load_credentials(path)
+    assert str(refused.value) == f"{path}: {named} hold the same key: {SHARED_RULE}"
+
+
+def test_one_key_for_two_operators_stops_the_gateway(tmp_path: Path) -> None:
+    """Two operators holding one key: an erasure's audit record named the last (bob for alice's erasure). Now
+    refused, naming both, never the key."""
+    key = secrets.token_urlsafe(32)
+    message = refusal_of_alice(tmp_path, f"alice: {key}\nbob: {key}")
+    assert message.endswith("operators.yaml: operator alice and operator bob hold the same key: " + SHARED_RULE)
+    assert key not in message
+
+
+def test_one_key_for_a_source_and_an_operator_stops_the_gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m services.gateway` with a source's API key also an operator's: exits with one line naming both
+    entries (each file alone is fine) and the status of refused settings, before serving anything."""
+    key = secrets.token_urlsafe(32)
+    (tmp_path / "secrets.yaml").write_text(f"one-stop: {{api_key: {key}}}\n", encoding="utf-8")
+    (tmp_path / "operators.yaml").write_text(f"alice: {key}\n", encoding="utf-8")
+    monkeypatch.setenv("GATEWAY_SECRETS_FILE", str(tmp_path / "secrets.yaml"))
+    monkeypatch.setenv("GATEWAY_OPERATORS_FILE", str(tmp_path / "operators.yaml"))
+
+    def serve(*_: object, **__: object) -> None:
+        pytest.fail("the gateway started with a key that is both a source's and an operator's")
+
+    monkeypatch.setattr(gateway_main.runtime, "main", serve)
+    with pytest.raises(SystemExit) as exited:
+        gateway_main.main()
+    assert exited.value.code == BAD_SETTINGS
+    refusal = capsys.readouterr().err
+    assert re.fullmatch(r"gateway: \S*secrets.yaml and \S*operators.yaml: source one-stop's api_key and operator "
+                        r"alice hold the same key: [^\n]*\n", refusal)
+    assert key not in refusal
+
+
+@pytest.mark.parametrize("name, text, load, second, first", [
+    ("operators.yaml", "alice: {key}\nbob: {other}\nalice: {third}\n", load_operators, "line 3, column 1",
+     "line 1, column 1"),
+    ("secrets.yaml", "one-stop: {{api_key: {key}}}\nprovince: {{hmac_key: {other}}}\none-stop: {{hmac_key: {third}}}\n",
+     load_credentials, "line 3, column 1", "line 1, column 1"),
+    ("secrets.yaml", "one-stop:\n  api_key: {key}\n  api_key: {other}\n", load_credentials, "line 3, column 3",
+     "line 2, column 3"),
+    ("secrets.yaml", "one-stop: {{api_key: {key}, api_key: {other}}}\n", load_credentials, "line 1, column 66",
+     "line 1, column 12"),
+], ids=["an operator twice", "a source twice", "a field twice", "a field twice on one line"])
+def test_an_id_or_field_written_twice_stops_the_gateway(tmp_path: Path, name: str, text: str,
+                                                        load: Callable[[Path], object], second: str,
+                                                        first: str) -> None:
+    """YAML keeps the last of a key written twice: an operator or source listed twice lost its first entry without a
+    word (the gateway started with one of alice's two keys). Now refused by its lines, never quoting them."""
+    keys = [secrets.token_urlsafe(32) for _ in range(3)]
+    path = tmp_path / name
+    path.write_text(text.format(key=keys[0], other=keys[1], third=keys[2]), encoding="utf-8")
+    with pytest.raises(KeysFileError) as refused:
+        load(path)
+    message = str(refused.value)
+    assert message == f"{path}: {second}: an id or field written twice (first at {first}): YAML would keep only " \
+                      "the last"
+    assert not any(key[:8] in message for key in keys)
