@@ -115,6 +115,18 @@ TEMPLATES: dict[K, dict[Locale, Template]] = {
 }
 
 
+FEE_UNKNOWN: dict[Locale, Template] = {
+    Locale.VI: (TEMPLATES[K.PAYMENT_REQUESTED][Locale.VI][0],
+                "Hồ sơ {dossier_code}: vui lòng nộp phí, lệ phí để tiếp tục xử lý."),
+    Locale.KM: (TEMPLATES[K.PAYMENT_REQUESTED][Locale.KM][0],
+                "ឯកសារ {dossier_code}៖ សូមបង់ថ្លៃសេវា ដើម្បីបន្តដំណើរការ។"),
+    Locale.EN: (TEMPLATES[K.PAYMENT_REQUESTED][Locale.EN][0],
+                "Dossier {dossier_code}: please pay the fee to continue processing."),
+}
+"""A payment request whose event lists no fee (a progress update carries none): without an amount, which read
+"pay the fee of 0 VND" (notify audit)."""
+
+
 @dataclass(frozen=True)
 class Rendered:
     locale: Locale
@@ -146,7 +158,7 @@ def zns_params(params: dict[str, str]) -> dict[str, str]:
 
 def render(kind: K, locale: Locale, params: dict[str, str]) -> Rendered:
     """The message in `locale`, or in Vietnamese when that locale has no template for `kind`."""
-    by_locale = TEMPLATES[kind]
+    by_locale = FEE_UNKNOWN if kind is K.PAYMENT_REQUESTED and params.get("amount") == "0" else TEMPLATES[kind]
     chosen = locale if locale in by_locale else Locale.VI
     subject, text = by_locale[chosen]
     one_line = _NOT_IN_SUBJECT.sub(" ", subject.format(**params)).replace(ENCODED_WORD_START, NEUTRAL_START)

@@ -165,6 +165,19 @@ def test_an_sms_too_long_shortens_its_documents_and_keeps_the_due_date(locale: s
     assert r.params["dossier_code"] in m.sms_text and r.params["documents"] in m.text
 
 
+@pytest.mark.parametrize("locale", ["vi", "km", "en"])
+def test_a_payment_request_without_fees_asks_for_the_fee_without_an_amount(locale: str) -> None:
+    """A status-6 event listing no fee (a progress update carries none) read "pay the fee of 0 VND" (notify audit);
+    with fees, the amount is said."""
+    [none] = rules.for_event(dossier(status=6, locale=locale), directory(), NO_SUBS)
+    [some] = rules.for_event(dossier(status=6, locale=locale, fees=[{"amount_vnd": 150000, "name": "Lệ phí"}]),
+                             directory(), NO_SUBS)
+    assert none.kind is some.kind is K.PAYMENT_REQUESTED
+    text = compose(none, 2).text
+    assert " 0 " not in text and none.params["dossier_code"] in text
+    assert "150.000" in compose(some, 2).text
+
+
 def test_long_lists_and_items_in_parameters_are_cut_with_the_count_left_out() -> None:
     """A list parameter keeps its first five items, each of at most 80 characters, then "+k" for the k left out:
     the parameters (ZNS template data, e-mail, ledger and dead letters) are bounded, not only the SMS."""
