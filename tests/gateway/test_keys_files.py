@@ -109,15 +109,21 @@ def test_the_gateway_does_not_start_with_a_bad_keys_file(tmp_path: Path, monkeyp
     (tmp_path / "operators.yaml").write_text("alice:\n", encoding="utf-8")
     monkeypatch.setenv("GATEWAY_OPERATORS_FILE", str(tmp_path / "operators.yaml"))
 
+    refusal = refused_start(monkeypatch, capsys, "an operator who has no key")
+    assert re.fullmatch(r"gateway: \S*operators.yaml: operator alice: a key is a string[^\n]*\n", refusal)
+
+
+def refused_start(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], what: str) -> str:
+    """`python -m services.gateway` as configured: it must exit with the status of bad configuration before serving
+    (`what` names the fault, for the failure's message); what it said on stderr."""
     def serve(*_: object, **__: object) -> None:
-        pytest.fail("the gateway started with an operator who has no key")
+        pytest.fail(f"the gateway started with {what}")
 
     monkeypatch.setattr(gateway_main.runtime, "main", serve)
     with pytest.raises(SystemExit) as exited:
         gateway_main.main()
     assert exited.value.code == BAD_SETTINGS
-    refusal = capsys.readouterr().err
-    assert re.fullmatch(r"gateway: \S*operators.yaml: operator alice: a key is a string[^\n]*\n", refusal)
+    return capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ['one-stop:\n  api_key: "{key}\n', "one-stop:\n  api_key: {key}\n  :: [\n",
@@ -188,14 +194,7 @@ def test_one_key_for_a_source_and_an_operator_stops_the_gateway(tmp_path: Path, 
     monkeypatch.setenv("GATEWAY_SECRETS_FILE", str(tmp_path / "secrets.yaml"))
     monkeypatch.setenv("GATEWAY_OPERATORS_FILE", str(tmp_path / "operators.yaml"))
 
-    def serve(*_: object, **__: object) -> None:
-        pytest.fail("the gateway started with a key that is both a source's and an operator's")
-
-    monkeypatch.setattr(gateway_main.runtime, "main", serve)
-    with pytest.raises(SystemExit) as exited:
-        gateway_main.main()
-    assert exited.value.code == BAD_SETTINGS
-    refusal = capsys.readouterr().err
+    refusal = refused_start(monkeypatch, capsys, "a key that is both a source's and an operator's")
     assert re.fullmatch(r"gateway: \S*secrets.yaml and \S*operators.yaml: source one-stop's api_key and operator "
                         r"alice hold the same key: [^\n]*\n", refusal)
     assert key not in refusal
