@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from schemas import trace
+
 _G = r"[ .\-_:]"
 _DATE = r"[0-9]{2}[ .\-_:/][0-9]{2}[ .\-_:/][0-9]{4}(?![0-9])"
 LONG_NUMBER: Final = re.compile(
@@ -48,6 +50,18 @@ _DERIVED_ID = re.compile(DERIVED_ID_PATTERN)
 def identifies_nobody(text: str) -> bool:
     """No number in `text` a CCCD, phone or CMND could be, and no e-mail address (an '@')."""
     return "@" not in text and LONG_NUMBER.search(text) is None
+
+
+def shown_trace_id(traceparent: str | None, source: str | None, event_id: str | None) -> str | None:
+    """The trace id of an event's `traceparent` as a log line may show it: None when it is the one derived from a
+    source and id that hold a personal number (`trace.derive`, an unkeyed hash anyone can reverse by trying every
+    number: 0.24 s for a million, privacy audit; logs are kept where no erasure reaches). A producer's own trace id,
+    or one derived from names that identify nobody, is shown."""
+    shown = trace.trace_id(traceparent)
+    if shown is None or source is None or event_id is None or (identifies_nobody(source)
+                                                                and identifies_nobody(event_id)):
+        return shown
+    return None if trace.trace_id(trace.derive(source, event_id)) == shown else shown
 
 
 def lookup_name(value: object) -> str | None:

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 import structlog
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
-from schemas import trace
 from schemas.deadletter import internal_error
+from schemas.lookup import shown_trace_id
 from schemas.notification import Audience, NotificationRequest, NotificationStatus, Outcome
 from services.notify import deadletters, metrics, statuses
 from services.notify.channels.base import DeliveryError
@@ -31,8 +31,9 @@ TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeEr
 
 
 def trace_id(request: NotificationRequest) -> str | None:
-    """The `trace_id` key of every log line about this request's delivery (None for a deadline alert)."""
-    return trace.trace_id(request.traceparent)
+    """The `trace_id` key of every log line about this request's delivery (None for a deadline alert, or when it
+    would be a hash of a personal number: `schemas.lookup.shown_trace_id`)."""
+    return shown_trace_id(request.traceparent, request.event_source, request.event_id)
 
 
 PARK_HORIZON = timedelta(days=7)

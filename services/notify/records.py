@@ -15,8 +15,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.structs import RecordMetadata
 from pydantic import ValidationError
 
-from schemas import trace, wire
+from schemas import wire
 from schemas.deadletter import Reason, Rejection, internal_error
+from schemas.lookup import shown_trace_id
 from schemas.notification import DeadlineAlert, DeadlineMessage, NotificationRequest, TrackedDossier
 from services.common.partitioner import partition_for
 from services.common.runtime import Supervisor
@@ -137,15 +138,16 @@ class Records:
             return self._skip(tp, record, derived.reason.value, derived.field)
         if (event := derived.event) is not None:
             for rule in derived.unaddressed:
-                _nobody(rule, event.commune, event.type, trace.trace_id(event.traceparent))
+                _nobody(rule, event.commune, event.type, shown_trace_id(event.traceparent, event.source, event.id))
         return derived.requests, derived.tracked
 
     @staticmethod
     def _skip(tp: TopicPartition, record: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> Derived:
         """Logged with the record's trace id when its `ce_traceparent` header holds a valid one (metadata only)."""
-        parent = wire.lenient_text(next((v for k, v in record.headers if k == "ce_traceparent"), b""))
+        parent, source, event_id = (wire.lenient_text(next((v for k, v in record.headers if k == name), b""))
+                                    for name in ("ce_traceparent", "ce_source", "ce_id"))
         log.error("notify.record_skipped", topic=tp.topic, partition=tp.partition, offset=record.offset,
-                  reason=reason, detail=detail, trace_id=trace.trace_id(parent))
+                  reason=reason, detail=detail, trace_id=shown_trace_id(parent, source, event_id))
         metrics.SKIPPED.labels(reason).inc()
         return [], None
 

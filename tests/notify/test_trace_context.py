@@ -171,3 +171,25 @@ def test_a_raw_record_is_found_by_its_header_trace_and_comes_first_within_one_mi
     other = Tracer("0af7651916cd43dd8448eb211c80319c")
     other.raw(raw)
     assert other.timeline() == []
+
+
+@pytest.mark.parametrize(("event_id", "own_trace", "shown"), [
+    ("hs-0912345678", False, False), ("/citizens/079912-345678", False, False), ("evt-t7", False, True),
+    ("hs-0912345678", True, True)])
+async def test_a_trace_id_hashed_from_a_personal_number_is_not_logged(event_id: str, own_trace: bool,
+                                                                       shown: bool) -> None:
+    """An event without a traceparent of its own gets one derived from its source and id, an unkeyed hash: for an
+    id holding a phone or CCCD, trying every number finds it again (0.24 s a million; privacy audit), and logs are
+    kept where no erasure reaches. Its `notify.sent` line then has no trace id; a producer's own trace id, or one
+    derived from an id that identifies nobody, is logged."""
+    event = dossier(event_id, code="D-t7")
+    if own_trace:
+        event = event.model_copy(update={"traceparent": PARENT})
+    [sms] = [r for r in rules.for_event(event, directory(), HOOKS) if r.channel is ChannelKind.SMS]
+    assert trace.trace_id(sms.traceparent) is not None
+    with capture_logs() as logs:
+        async with running(FakeChannel()) as s:
+            await s.dispatcher.submit(sms, lambda: None)
+            await settle(lambda: len(s.producer.to(OUT.status)) >= 1, "a status record")
+    [sent] = [e for e in logs if e["event"] == "notify.sent"]
+    assert sent["trace_id"] == (trace.trace_id(sms.traceparent) if shown else None)
