@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from unidecode import unidecode
 
@@ -96,10 +97,20 @@ def cut(text: str, max_segments: int) -> str:
     return text[:kept].rstrip() + marker
 
 
+INVISIBLE: Final = "\u200b\u200c\u200d\u2060\ufeff"
+"""Zero-width spaces and joiners, the word joiner and the byte-order mark: nothing to see, but none is GSM-7."""
+_WITHOUT_INVISIBLE: Final = str.maketrans("", "", INVISIBLE)
+
+
 def fit(text: str, segment_limit: int, allow_unaccented: bool,
         max_segments: int = MAX_SEGMENTS) -> tuple[str, SmsCount]:
     """The text to send: the accented one if within `segment_limit`, else the unaccented variant when allowed;
-    either cut to `max_segments` (every segment is billed: a message is never allowed to grow without bound)."""
+    either cut to `max_segments` (every segment is billed: a message is never allowed to grow without bound). A text
+    that is GSM-7 but for invisible characters (`INVISIBLE`: a zero-width space in a procedure name, a byte-order
+    mark ending a dossier code copied from a CSV) goes without them: one made an English SMS UCS-2, twice the
+    segments (notify audit). Khmer, never GSM-7, keeps its zero-width spaces, its word breaks."""
+    if not is_gsm7(text) and is_gsm7(visible := text.translate(_WITHOUT_INVISIBLE)):
+        text = visible
     chosen = text
     if count(text).segments > segment_limit and allow_unaccented:
         chosen = unaccented(text)

@@ -178,6 +178,17 @@ def test_a_payment_request_without_fees_asks_for_the_fee_without_an_amount(local
     assert "150.000" in compose(some, 2).text
 
 
+@pytest.mark.parametrize("invisible", list(sms.INVISIBLE))
+def test_an_invisible_character_does_not_make_an_english_sms_ucs2(invisible: str) -> None:
+    """A zero-width space in a procedure name, or a byte-order mark ending a dossier code: the English SMS went as
+    UCS-2, 2 segments for 1 (notify audit); it goes as GSM-7 without them. Khmer keeps its zero-width spaces."""
+    plain = "Dossier TL-251101-0002 (Birth registration) was received. Come back for the result on 07/11/2025."
+    text, counted = sms.fit(plain.replace("Birth", f"Birth{invisible}"), 2, allow_unaccented=False)
+    assert (text, counted.encoding) == (plain, "GSM-7")
+    khmer = "ឯកសារ\u200bត្រូវបានទទួល"
+    assert sms.fit(khmer, 2, allow_unaccented=False)[0] == khmer
+
+
 def test_long_lists_and_items_in_parameters_are_cut_with_the_count_left_out() -> None:
     """A list parameter keeps its first five items, each of at most 80 characters, then "+k" for the k left out:
     the parameters (ZNS template data, e-mail, ledger and dead letters) are bounded, not only the SMS."""
