@@ -20,7 +20,7 @@ from services.notify import metrics
 from services.notify.channels.base import Channel, DeliveryError, FellBack, Receipt, compose
 from services.notify.circuits import Circuits, FallbackCircuit, Verdict
 from services.notify.jobs import Gate, Job, Lane, Revoked
-from services.notify.outcomes import Outcomes, trace_id
+from services.notify.outcomes import Outcomes, ids
 from services.notify.pacing import PacedFallback
 from services.notify.personal import OpenContacts
 from services.privacy.crypto import Erased
@@ -75,7 +75,7 @@ class Sending(Outcomes):
             # never counted erased (once given the KEK and restarted, notify opens it)
             delay = self.backoff.delay(self.backoff.max_attempts)
             log.warning("notify.keys_behind" if isinstance(exc, KeysBehind) else "notify.key_unreadable",
-                        nid=job.request.notification_id, delay_s=round(delay, 2), trace_id=trace_id(job.request))
+                        **ids(job.request), delay_s=round(delay, 2))
             self._retry(delay, job)
             return None
         except KafkaError:  # the key store could not be read: the run restarts, the record is done again
@@ -141,13 +141,13 @@ class Sending(Outcomes):
         outcome = Outcome.DELIVERED if receipt.delivered else Outcome.SENT
         if receipt.reply_refused is not None:  # sent all the same; the provider's answer is not ours to keep
             metrics.PROVIDER_REPLIES_REFUSED.labels(receipt.via or r.channel.value, receipt.reply_refused).inc()
-            log.warning("notify.provider_reply_refused", nid=r.notification_id, channel=r.channel.value,
-                        via=receipt.via, reason=receipt.reply_refused, trace_id=trace_id(r))
+            log.warning("notify.provider_reply_refused", **ids(r), channel=r.channel.value,
+                        via=receipt.via, reason=receipt.reply_refused)
         await self._status(r, outcome, job.attempt, reason=receipt.reply_refused,
                            provider_message_id=receipt.provider_message_id)
         metrics.LATENCY.labels(lane.name).observe(max(0.0, (self.clock() - r.event_time).total_seconds()))
-        log.info("notify.sent", nid=r.notification_id, kind=r.kind.value, channel=r.channel.value, via=receipt.via,
-                 recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune, trace_id=trace_id(r))
+        log.info("notify.sent", **ids(r), kind=r.kind.value, channel=r.channel.value, via=receipt.via,
+                 recipient=r.recipient.ref, attempt=job.attempt, commune=r.commune)
         self._finish(job)
 
     async def _send(self, lane: Lane, channel: Channel, clear: NotificationRequest, verdict: Verdict,
