@@ -47,8 +47,7 @@ def excess(text: str, max_segments: int) -> int:
     """How many units `text` holds past what `max_segments` segments carry (0 when it fits; a pair never split
     across segments may cost a unit more, so callers check `count` again)."""
     single, multi = _limits(is_gsm7(text))
-    units = count(text).units
-    return max(0, units - (single if max_segments == 1 and units <= single else multi * max_segments))
+    return max(0, count(text).units - (single if max_segments == 1 else multi * max_segments))
 
 
 def _pack(parts: int, used: int, size: int, multi: int) -> tuple[int, int]:
@@ -99,7 +98,11 @@ def cut(text: str, max_segments: int) -> str:
 
 INVISIBLE: Final = "\u200b\u200c\u200d\u2060\ufeff"
 """Zero-width spaces and joiners, the word joiner and the byte-order mark: nothing to see, but none is GSM-7."""
-_WITHOUT_INVISIBLE: Final = str.maketrans("", "", INVISIBLE)
+LOOK_ALIKES: Final = {"\u2026": "...", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+                      "\u2014": "-", "\u00a0": " "}
+"""Typographic characters (an ellipsis, curly quotes, dashes, a no-break space: a list cut short, text pasted from a
+word processor) and the GSM-7 characters that read the same."""
+_TO_GSM7: Final = str.maketrans({**dict.fromkeys(INVISIBLE, ""), **LOOK_ALIKES})
 
 
 def fit(text: str, segment_limit: int, allow_unaccented: bool,
@@ -107,12 +110,15 @@ def fit(text: str, segment_limit: int, allow_unaccented: bool,
     """The text to send: the accented one if within `segment_limit`, else the unaccented variant when allowed;
     either cut to `max_segments` (every segment is billed: a message is never allowed to grow without bound). A text
     that is GSM-7 but for invisible characters (`INVISIBLE`: a zero-width space in a procedure name, a byte-order
-    mark ending a dossier code copied from a CSV) goes without them: one made an English SMS UCS-2, twice the
-    segments (notify audit). Khmer, never GSM-7, keeps its zero-width spaces, its word breaks."""
-    if not is_gsm7(text) and is_gsm7(visible := text.translate(_WITHOUT_INVISIBLE)):
-        text = visible
-    chosen = text
-    if count(text).segments > segment_limit and allow_unaccented:
-        chosen = unaccented(text)
-    chosen = cut(chosen, max_segments)
+    mark ending a dossier code copied from a CSV) goes without them, and with `LOOK_ALIKES` in GSM-7: one made an
+    English SMS UCS-2, twice the segments (notify audit). Khmer, never GSM-7, keeps its zero-width spaces."""
+    chosen = cut(as_sent(text, segment_limit, allow_unaccented), max_segments)
     return chosen, count(chosen)
+
+
+def as_sent(text: str, segment_limit: int, allow_unaccented: bool) -> str:
+    """`fit`'s text before its cut: without invisible characters and with look-alikes in GSM-7 if that makes it
+    GSM-7, unaccented if allowed and past `segment_limit`."""
+    if not is_gsm7(text) and is_gsm7(plain := text.translate(_TO_GSM7)):
+        text = plain
+    return unaccented(text) if allow_unaccented and count(text).segments > segment_limit else text

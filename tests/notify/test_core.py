@@ -181,12 +181,36 @@ def test_a_payment_request_without_fees_asks_for_the_fee_without_an_amount(local
 @pytest.mark.parametrize("invisible", list(sms.INVISIBLE))
 def test_an_invisible_character_does_not_make_an_english_sms_ucs2(invisible: str) -> None:
     """A zero-width space in a procedure name, or a byte-order mark ending a dossier code: the English SMS went as
-    UCS-2, 2 segments for 1 (notify audit); it goes as GSM-7 without them. Khmer keeps its zero-width spaces."""
+    UCS-2, 2 segments for 1 (notify audit); it goes as GSM-7 without them, and with curly quotes, dashes and an
+    ellipsis in their GSM-7 look-alikes. Khmer keeps its zero-width spaces."""
     plain = "Dossier TL-251101-0002 (Birth registration) was received. Come back for the result on 07/11/2025."
     text, counted = sms.fit(plain.replace("Birth", f"Birth{invisible}"), 2, allow_unaccented=False)
     assert (text, counted.encoding) == (plain, "GSM-7")
+    typographic = plain.replace("(Birth registration)", "\u201cBirth registration\u201d \u2013 \u2018first\u2019\u2026")
+    text, counted = sms.fit(typographic, 2, allow_unaccented=False)
+    assert text == plain.replace("(Birth registration)", "\"Birth registration\" - 'first'...")
+    assert counted.encoding == "GSM-7"
     khmer = "ឯកសារ\u200bត្រូវបានទទួល"
     assert sms.fit(khmer, 2, allow_unaccented=False)[0] == khmer
+
+
+def test_an_english_sms_shortened_stays_gsm7() -> None:
+    """A plain-ASCII English SMS over its cap is shortened with "...", not "…" (no GSM-7 character): with "…" it went
+    UCS-2, 67 characters a segment instead of 153, and kept 351 characters of a rejection reason where cutting its
+    end kept 868 (review)."""
+    reason = "The applicant did not bring the original of the land use right certificate " * 13
+    [r] = rules.for_event(dossier(status=3, locale="en", rejection_reason=reason, rejected_at=datetime.now(UTC),
+                                  received_at=None, due_at=None), directory(), NO_SUBS)
+    m = compose(r, 2)
+    assert m.sms_count.encoding == "GSM-7" and m.sms_count.segments <= sms.MAX_SEGMENTS
+    kept = m.sms_text.split("Reason: ", 1)[1] if "Reason: " in m.sms_text else m.sms_text
+    assert len(kept) > 800 and "…" not in m.sms_text, m.sms_text[-80:]
+    # documents past 80 characters are listed cut with "…" (`params.listing`), which goes as "..."
+    [docs] = rules.for_event(dossier(status=5, locale="en", requested_documents=[reason[:90]] * 5), directory(),
+                             NO_SUBS)
+    assert "…" in docs.params["documents"]
+    two = compose(docs, 2, max_segments=2)
+    assert two.sms_count.encoding == "GSM-7" and two.sms_text.rstrip(".").endswith(docs.params["due_date"])
 
 
 def test_long_lists_and_items_in_parameters_are_cut_with_the_count_left_out() -> None:

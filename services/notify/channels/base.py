@@ -111,26 +111,26 @@ SHORTENED: Final = ("documents", "procedure", "reason", "title", "clusters", "vi
 SHORTEST = 24
 """A shortened parameter keeps at least this many characters."""
 MIN_CUT = 4
-"""A parameter is shortened by at least this many characters a round (its "…" costs one)."""
+"""A parameter is shortened by at least this many characters a round."""
 
 
 def _sms_render(request: NotificationRequest, rendered: Rendered, segment_limit: int, max_segments: int) -> str:
     """The SMS text before `sms.fit`: the rendered text, or, when it would pass `max_segments` (as sent: unaccented
     Vietnamese past `segment_limit`), the text rendered with its longest free-text parameter shortened by what is
-    too much, again until it fits or none is left to shorten, each ending "…". `sms.fit` cuts the end of a text,
+    too much, again until it fits or none is left to shorten, each ending "…" ("..." in a GSM-7 text: "…" is no
+    GSM-7 character, and made an English SMS UCS-2, a third of its room; review). `sms.fit` cuts the end of a text,
     where the templates put the due date: a Khmer or English SMS requesting six documents ended "New result date:
     07/11/202…" (notify audit). The e-mail keeps the parameters whole."""
     params, text = request.params, rendered.text
     for _ in range(4 * len(SHORTENED)):
-        unaccented = rendered.locale is Locale.VI and sms.count(text).segments > segment_limit
-        sent = sms.unaccented(text) if unaccented else text
+        sent = sms.as_sent(text, segment_limit, allow_unaccented=rendered.locale is Locale.VI)
         longest = max((k for k in SHORTENED if len(params.get(k, "")) > SHORTEST), key=lambda k: len(params[k]),
                       default=None)
         if sms.count(sent).segments <= max_segments or longest is None:
             break
-        value = params[longest]
-        keep = max(SHORTEST, len(value) - max(MIN_CUT, sms.excess(sent, max_segments) + 1))
-        params = {**params, longest: value[:keep - 1].rstrip() + "…"}
+        value, mark = params[longest], "..." if sms.is_gsm7(sent) else "…"
+        keep = max(SHORTEST, len(value) - max(MIN_CUT, sms.excess(sent, max_segments) + len(mark)))
+        params = {**params, longest: value[:keep - len(mark)].rstrip() + mark}
         text = render(request.kind, rendered.locale, params).text
     return text
 
