@@ -21,19 +21,42 @@ from typing import Final
 from schemas import trace
 
 _G = r"[ .\-_:]"
-_DATE = r"[0-9]{2}[ .\-_:/][0-9]{2}[ .\-_:/][0-9]{4}(?![0-9])"
 LONG_NUMBER: Final = re.compile(
     rf"\+?[0-9]{{9,}}|[0-9]{{3}}{_G}[0-9]{{3}}{_G}[0-9]{{3}}(?:{_G}[0-9]{{3}})?"
     rf"|[0-9]{{4}}{_G}[0-9]{{3}}{_G}[0-9]{{3}}|[0-9]{{3}}{_G}[0-9]{{3}}{_G}[0-9]{{4}}"
-    rf"|\+84{_G}?[0-9]{{2,3}}{_G}?[0-9]{{3}}{_G}?[0-9]{{3,4}}"
-    rf"|(?<![0-9A-Za-z])(?!{_DATE}|[0-9]{{5}}(?![0-9]))(?:0|84)(?:{_G}?[0-9]){{8,11}}(?!{_G}?[0-9])")
+    rf"|\+84{_G}?[0-9]{{2,3}}{_G}?[0-9]{{3}}{_G}?[0-9]{{3,4}}")
 """A CCCD, a phone or a CMND as ids and URIs hold one: nine digits or more in a row (`/citizens/001099012345`,
-`hs-0912345678`), grouped as such numbers are written (`001-099-012-345`, `0912.345.678`, `+84 912 345 678`), or
-9 to 12 digits from a 0 (or 84) grouped any way by single separators, not right after a letter (`0912-345678`,
-`cccd_079912_345678`, `09.12.34.56.78`: phones and CCCDs begin so; privacy audit, 2026-12-06; a UUID's hex is no
-number); never a dossier code's groups
-(`TL-251203-7701`, `000.00.12.H56-241015-0003`: its date begins with the year; `02269-251203-0001`: more digits),
-a commune code's (`02269-00001`) nor a date (`05.11.2025`)."""
+`hs-0912345678`), or grouped as such numbers are written (`001-099-012-345`, `0912.345.678`, `+84 912 345 678`);
+never a dossier code's groups (`TL-251203-7701`, `000.00.12.H56-241015-0003`) nor a date. See also `GROUPED`."""
+_S = r"[ .\-_]"
+_DATE = r"[0-9]{2}[ .\-_/][0-9]{2}[ .\-_/][0-9]{4}(?![0-9])"
+GROUPED: Final = re.compile(
+    rf"(?<![0-9A-Za-z])(?!{_DATE}|[0-9]{{5}}(?![0-9]))"
+    rf"(?:0(?:(?:{_S}?[0-9]){{11}}|(?:{_S}?[0-9]){{9}})|84(?:{_S}?[0-9]){{9}})(?!{_S}?[0-9])")
+"""A phone (10 digits from a 0, 11 from 84) or a CCCD (12 from a 0) grouped any way by single spaces, dots, dashes
+or underscores, at a name's start or after a mark (`0912-345678`, `cccd_079912_345678`, `09.12.34.56.78`; privacy
+audit, 2026-12-06). Not a commune code's group (`02269-00001`), a date (`05.11.2025-01`), a time (`083000-123`, 9
+digits) nor a number inside a UUID (`personal_numbers` passes those over: a UUID's hex is no number)."""
+_UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
+
+
+def personal_numbers(text: str) -> list[tuple[int, int]]:
+    """Where `text` holds a number a CCCD, phone or CMND could be (`LONG_NUMBER`, `GROUPED`), as sorted (start, end)
+    spans that do not overlap."""
+    spans = [m.span() for m in LONG_NUMBER.finditer(text)]
+    grouped = [m.span() for m in GROUPED.finditer(text)]
+    if grouped and "-" in text:
+        uuids = [m.span() for m in _UUID.finditer(text)]
+        grouped = [(a, b) for a, b in grouped if not any(u <= a and b <= v for u, v in uuids)]
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans + grouped):
+        if merged and a < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
 MAX_LOOKUP_LENGTH: Final = 128
 """An event id's and a subject's own limit (`schemas.envelope.Event`), and the gateway's trace query's."""
 LOOKUP_PATTERN: Final = r"^(?=[^0-9]*[0-9])[A-Za-z0-9._:-]{1,128}$"
@@ -49,7 +72,7 @@ _DERIVED_ID = re.compile(DERIVED_ID_PATTERN)
 
 def identifies_nobody(text: str) -> bool:
     """No number in `text` a CCCD, phone or CMND could be, and no e-mail address (an '@')."""
-    return "@" not in text and LONG_NUMBER.search(text) is None
+    return "@" not in text and not personal_numbers(text)
 
 
 def shown_trace_id(traceparent: str | None, source: str | None, event_id: str | None) -> str | None:

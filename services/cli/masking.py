@@ -20,7 +20,7 @@ from typing import Any
 
 from schemas import limits
 from schemas.deadletter import Header, Reason
-from schemas.lookup import LONG_NUMBER, lookup_id, lookup_name, lookup_trace_id
+from schemas.lookup import lookup_id, lookup_name, lookup_trace_id, personal_numbers
 from schemas.personal import (
     ERASED_MARK,
     MAX_TOKEN_LENGTH,
@@ -90,12 +90,15 @@ def personal_numbers_masked(text: str) -> str:
 
 
 def names_masked(text: str) -> str:
-    """A name a producer chose (a source, an event id, a subject) with each `LONG_NUMBER` and e-mail address masked,
-    full-width digits read as digits: what `trace` and `dlq list` show of one. Unlike a value's free text
-    (`personal_numbers_masked`), other digit groups stay, so dossier codes and dates read as they are."""
+    """A name a producer chose (a source, an event id, a subject) with each of its `personal_numbers` and e-mail
+    addresses masked, full-width digits read as digits: what `trace` and `dlq list` show of one. Unlike a value's
+    free text (`personal_numbers_masked`), other digit groups stay, so dossier codes and dates read as they are."""
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
-    return LONG_NUMBER.sub(lambda m: mask_phone(m.group()), EMAIL.sub(lambda m: mask_email(m.group()), text))
+    text = EMAIL.sub(lambda m: mask_email(m.group()), text)
+    for start, end in reversed(personal_numbers(text)):
+        text = text[:start] + mask_phone(text[start:end]) + text[end:]
+    return text
 
 
 def _mask(field: str, value: Any) -> Any:
