@@ -168,6 +168,15 @@ async def test_a_provider_id_echoing_the_recipients_phone_is_not_kept(message_id
     assert (receipt.provider_message_id, receipt.reply_refused) == (None, "provider_id_refused")
 
 
+@pytest.mark.parametrize("written", ["0084912345678", "+84 (0) 912 345 678", "84 0912 345 678"])
+@pytest.mark.parametrize("message_id", ["0912345678-1", "sms_0912.345.678", "84912345678-1"])
+def test_an_echo_is_found_however_the_recipients_phone_is_written(written: str, message_id: str) -> None:
+    """The phone in its domestic form, whatever country-code spelling the recipient's holds (review: `0084...` and
+    `+84 (0)...` let an echo through)."""
+    assert replies.provider_id(message_id, (written,)) == replies.ProviderId(None, refused=True)
+    assert replies.provider_id("sms-1", (written,)) == replies.ProviderId("sms-1")
+
+
 async def test_zns_echoing_the_zalo_id_or_answering_a_phone_sized_error_code_keeps_neither() -> None:
     """A `msg_id` holding the recipient's Zalo id is not kept; an error code of 9 digits (a mobile number without its
     0) is no code: the reason, logged and published, says `unexpected`."""

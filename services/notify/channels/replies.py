@@ -20,6 +20,8 @@ from typing import Final
 
 import orjson
 
+from services.privacy.crypto import normalise_phone
+
 MAX_REPLY_BYTES: Final = 64 * 1024
 """A provider's reply is read up to this: a JSON receipt is a few hundred bytes; a longer reply is not read on
 and its connection is closed, so one reply cannot take a worker's memory (`channels.http`: what it means)."""
@@ -88,8 +90,8 @@ def echoes(text: str, contacts: Iterable[str | None]) -> bool:
     for contact in contacts:
         if not contact:
             continue
-        own = "".join(c for c in contact if c.isascii() and c.isdigit())
-        own = own[2:] if own.startswith("84") and len(own) >= 11 else own.lstrip("0")
+        # the domestic form (`+84 (0) 912...`, `0084...`, `84...` are all `0912...`), without its 0
+        own = "".join(c for c in normalise_phone(contact) if c.isascii() and c.isdigit()).lstrip("0")
         if (len(own) >= MIN_ECHO_DIGITS and own in digits) or (len(contact) >= MIN_ECHO_CHARACTERS and contact in text):
             return True
     return False
