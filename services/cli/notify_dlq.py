@@ -133,8 +133,10 @@ def list_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt 
         for d in letters:
             r = d.request
             event_id = r.event_id if show_personal_data else names_masked(r.event_id)
+            # the notification id hashes the event id: of a masked one, trying every number finds it again
+            nid = r.notification_id if event_id == r.event_id else None
             row = {"dlq": d.position, "reason": d.reason, "channel": r.channel.value, "rule": r.rule,
-                   "recipient": r.recipient.ref, "commune": r.commune, "notification_id": r.notification_id,
+                   "recipient": r.recipient.ref, "commune": r.commune, "notification_id": nid,
                    "event_id": event_id, "rejected_at": d.rejected_at.isoformat(), "attempts": d.attempts,
                    "replayed": d.position in at, "not_replayable": why_not(d, now)}
             typer.echo(json_text(json.dumps(row, ensure_ascii=False)))

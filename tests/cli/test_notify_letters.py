@@ -231,4 +231,5 @@ def test_notify_dlq_list_masks_a_personal_number_in_an_event_id(monkeypatch: pyt
     assert result.exit_code == 0, result.output
     [row] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert row["event_id"] == ("/citizens/079912345678" if shown else "/citizens/07********78")
+    assert row["notification_id"] == (found.request.notification_id if shown else None)  # a hash of the id
     assert row["dlq"] == "0:7" and row["reason"] == "http_401"
