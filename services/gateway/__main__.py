@@ -33,9 +33,10 @@ from services.gateway.chunks import MAX_HEAD_BYTES
 from services.gateway.claimlog import KafkaClaims
 from services.gateway.connections import ConnectionLimits, guarded
 from services.gateway.handshakes import abort_handshakes, guarded_tls
+from services.gateway.keys import KeysFileError, load_credentials
 from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
-from services.gateway.settings import GatewaySettings, KeysFileError, load_credentials
+from services.gateway.settings import GatewaySettings
 from services.sources.registry import load_registry
 
 SERVICE = "gateway"

@@ -21,11 +21,12 @@ from services.gateway.bugs import AnswerBugs
 from services.gateway.claims import Claims
 from services.gateway.framing import RefuseDoubleFraming
 from services.gateway.handler import Gateway
+from services.gateway.keys import Credential
 from services.gateway.memory_claims import MemoryClaims
 from services.gateway.operators import load_operators
 from services.gateway.publisher import Publisher
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.settings import GatewaySettings
 from services.gateway.unread import CloseUnreadBodies
 from services.sources.registry import SourceRegistry
 

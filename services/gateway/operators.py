@@ -36,7 +36,7 @@ from services.cli.trace import SINCE_HELP, since_ms, trace_timeline
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
 from services.gateway.api import ErrorBody, error
-from services.gateway.settings import (
+from services.gateway.keys import (
     KEY_RULE,
     MIN_KEY_CHARS,
     PLACEHOLDER_RULE,

@@ -9,8 +9,9 @@ from pydantic import SecretStr
 
 from schemas.topics import MAX_RECORD_BYTES
 from services.gateway.app import create_app
+from services.gateway.keys import Credential
 from services.gateway.publisher import BrokerUnavailable
-from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.settings import GatewaySettings
 from services.sources.registry import Source, SourceRegistry
 from tests.samples import canonical_dossier
 

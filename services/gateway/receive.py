@@ -1,0 +1,72 @@
+"""Step 4 of `services.gateway.handler`: a request's body, read from the wire under the limits that hold while it
+streams (`bodies.read_limited`).
+
+A signed request's body is read before its signature can be checked (its HMAC covers the body): anyone who knows a
+signing source's id can make the gateway read one. Its bytes are counted against its peer address's allowance of
+failed signatures (`ratelimit.InFlight`) until the signature is verified, and a body that fails costs the address
+one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from services.gateway.auth import Identified, Unauthenticated
+from services.gateway.bodies import Unadmitted, read_limited
+from services.gateway.ratelimit import InFlight, RateLimiter
+from services.gateway.settings import GatewaySettings
+
+MAX_FAILING_PEERS = 10_000
+"""Peer addresses with failed signatures counted at most; past it the least recently seen is forgotten."""
+
+
+@dataclass
+class Receiver:
+    settings: GatewaySettings
+    ticks: Callable[[], float]
+    """What the allowances are measured by (`Gateway.ticks`)."""
+    failures: RateLimiter = field(init=False)
+    """Failed signatures per peer address."""
+    unverified: InFlight = field(init=False)
+    """Bytes of signed bodies read before their signature is known, per peer address, within what its failed
+    signatures left stand for."""
+
+    def __post_init__(self) -> None:
+        self.failures = RateLimiter(self.settings.failed_signatures_per_s, self.settings.failed_signatures_burst,
+                                    max_keys=MAX_FAILING_PEERS)
+        self.unverified = InFlight(self.failures, self.settings.max_body_bytes)
+
+    def failed_signature(self, peer: str) -> None:
+        self.failures.take(peer, self.ticks())
+
+    def refused_unread(self, who: Identified, peer: str) -> int:
+        """Seconds a signed request from `peer` must wait, its body unread, when the address is past its allowance
+        of failed signatures (else 0)."""
+        return self.failures.wait(peer, self.ticks()) if who.pending is not None else 0
+
+    async def read(self, request: Request, who: Identified, peer: str) -> bytes:
+        """The body, its signature (if any) verified over it. Raises `bodies.TooLarge`, `ClientDisconnect`,
+        `auth.Unauthenticated` for a signature that does not cover it and `bodies.Unadmitted` for a signed body past
+        its address's allowance: both counted as a failed signature of `peer` (an unadmitted body's bytes were read
+        for nothing; else a wave of them reads on)."""
+        counted = 0
+
+        def admit(size: int) -> bool:  # a signed body's bytes, counted against its address until it is verified
+            nonlocal counted
+            if not self.unverified.admit(peer, size, self.ticks()):
+                return False
+            counted += size
+            return True
+
+        try:
+            return await read_limited(request.stream(), self.settings.max_body_bytes, who.pending,
+                                      who.pending.verify if who.pending is not None else None,
+                                      admit if who.pending is not None else None)
+        except (Unadmitted, Unauthenticated):
+            self.failed_signature(peer)
+            raise
+        finally:
+            self.unverified.release(peer, counted)
