@@ -120,8 +120,9 @@ class GatewaySettings(ServiceSettings):
         "TLS the handshake must also be done within this of the TCP connection's opening, then the headers have theirs")
     body_timeout_s: float = Field(
         default=20.0, gt=0, le=600, description="Once the headers are in, a body may take this long plus one second "
-        "per GATEWAY_BODY_MIN_BYTES_PER_S bytes received so far (time the gateway itself is not reading is not "
-        "counted); past it the connection is closed. A client sending at least that rate is never cut")
+        "per GATEWAY_BODY_MIN_BYTES_PER_S bytes received so far, and its bytes may pause this long at most (time the "
+        "gateway itself is not reading is not counted); past either the connection is closed. A client sending at "
+        "least that rate, never silent this long, is never cut")
     body_min_bytes_per_s: int = Field(
         default=4096, ge=1, le=1024**3,
         description="The slowest a body may arrive on average past GATEWAY_BODY_TIMEOUT_S: "
