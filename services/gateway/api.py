@@ -111,5 +111,7 @@ def responses() -> dict[int | str, dict[str, Any]]:
                  "bodies being read at once, unverified, than its failed signatures left stand for", **retry),
         500: err("The gateway met a bug (`internal_error`; logged for its operators, the connection closed): "
                  "retry later, with the same Idempotency-Key if the request had one"),
-        503: err("Kafka is unavailable; nothing was published", **retry),
+        503: err("Kafka is unavailable; nothing was published (`broker_unavailable`); or (`busy`) the gateway is "
+                 "reading as many signed bodies, their signatures not yet checked, as it may: the rest of the body "
+                 "is not read and the connection is closed", **retry),
     }

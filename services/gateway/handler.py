@@ -9,9 +9,11 @@
    (`ratelimit.InFlight`): 429, the body unread; a Content-Type it cannot read: 415;
    an empty Idempotency-Key: 400;
 4. the body, streamed under the limit (`receive.Receiver`): 413 as soon as it passes, the connection
-   closed; a signature verified over it before it is loaded into memory (401, a failure counted against the
-   peer), then its source's rate and nonces held (429), its nonce claimed once for the window: 401 on a replay
-   (none of the source's rate taken, a failure counted against the peer that replayed it);
+   closed; a signed one past the bytes all addresses may have read unverified (`GATEWAY_UNVERIFIED_BODY_BYTES`):
+   503 `busy`, the rest unread, the connection closed; a signature verified over it before it is loaded into
+   memory (401, a failure counted against the peer), then its source's rate and nonces held (429), its nonce
+   claimed once for the window: 401 on a replay (none of the source's rate taken, a failure counted against the
+   peer that replayed it);
 5. the body checked (`ingest.plan`); then the Idempotency-Key claimed (`claims`; its lease counts Kafka waits):
    409 while another request holds it, the stored answer when it was answered, 422 when used for another request;
 6. the check's refusal (400/403/422), the key's answer; else published with the key's answer in one transaction:
@@ -123,6 +125,16 @@ class Gateway:
         return self.answer(503, api.error("broker_unavailable", "Kafka is unavailable; nothing was published, "
                                           "retry later"), retry_after=self.settings.retry_after_s)
 
+    def unadmitted(self, refused: Unadmitted) -> JSONResponse:
+        """A body past a byte budget: the rest of it unread, the connection closed."""
+        if refused.over == "key":
+            REFUSED.labels("failed_signatures").inc()
+            return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "
+                                              "read at once"), retry_after=1, close=True)
+        REFUSED.labels("unverified_bytes").inc()
+        return self.answer(503, api.error("busy", "the gateway is reading as many signed bodies, their signatures "
+                                          "not yet checked, as it may: retry later"), retry_after=1, close=True)
+
     async def post(self, request: Request, family: Family | None, commune: str | None,
                    idempotency_key: str | None) -> JSONResponse:
         if (declared := declared_too_large(request.headers.get("content-length"),
@@ -151,10 +163,8 @@ class Gateway:
                                               "a unique key per request, or no header"), close=True)  # the body unread
         try:
             body = await self.receiver.read(request, who, peer)
-        except Unadmitted:
-            REFUSED.labels("failed_signatures").inc()
-            return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "
-                                              "read at once"), retry_after=1, close=True)  # the rest unread
+        except Unadmitted as exc:
+            return self.unadmitted(exc)
         except TooLarge as exc:
             return self.too_large(exc.read)
         except ClientDisconnect:

@@ -108,6 +108,12 @@ class GatewaySettings(ServiceSettings):
         "refused (429) unread; behind a proxy, the peer is the client only if GATEWAY_TRUSTED_PROXIES names the proxy")
     failed_signatures_per_s: float = Field(default=0.1, gt=0, le=1e6,
                                            description="How fast a peer's allowance of failed signatures comes back")
+    unverified_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, le=4 * 1024**3,
+        description="Bytes of signed bodies being read before their signature is checked (their HMAC covers the "
+        "body), from all addresses together: anyone who knows a signing source's id can send one. Past it a signed "
+        "body is refused 503 `busy` (Retry-After: 1) and its connection closed. At least GATEWAY_MAX_BODY_BYTES. "
+        "Each address has its own allowance too (GATEWAY_FAILED_SIGNATURES_BURST bodies at the limit)")
     trusted_proxies: Annotated[str, AfterValidator(_networks)] = Field(
         default="", description="Reverse proxies (comma-separated addresses or networks; every proxy of a chain) "
         "whose X-Forwarded-For and X-Forwarded-Proto name the client and its scheme. Empty (the default): none, the "
@@ -140,8 +146,8 @@ class GatewaySettings(ServiceSettings):
         "included); one more takes the place of the connection that has waited longest for a request's headers or "
         "for the end of its TLS handshake (closed, `evicted`), or, when "
         "every one is busy with a request, is answered 503 with Retry-After and closed at once (over HTTPS closed "
-        "unanswered: nothing can be written before a handshake). Keep it below "
-        "the process's open-file limit "
+        "unanswered: nothing can be written before a handshake). Keep twice it (a connection may hold a body's "
+        "temporary file too) below the process's open-file limit "
         "(`ulimit -n`) less about 100 for the Kafka clients and files; the gateway warns at start when it is not")
     trace_concurrency: int = Field(
         default=2, ge=1, le=32, description="GET /v1/trace/{query} calls running at once (each reads whole topics "
@@ -164,6 +170,15 @@ class GatewaySettings(ServiceSettings):
         if self.keepalive_timeout_s > self.header_timeout_s:
             raise ValueError("GATEWAY_KEEPALIVE_TIMEOUT_S is above GATEWAY_HEADER_TIMEOUT_S, which runs from the same "
                              "response and would close an idle connection first: raise both together")
+        return self
+
+    @model_validator(mode="after")
+    def _budgets_hold_a_body(self) -> Self:
+        """A budget below the body limit would refuse every body at the limit, whatever else is being read."""
+        if self.unverified_body_bytes < self.max_body_bytes:
+            raise ValueError(f"GATEWAY_UNVERIFIED_BODY_BYTES ({self.unverified_body_bytes}) is below "
+                             f"GATEWAY_MAX_BODY_BYTES ({self.max_body_bytes}): no signed body at the limit could be "
+                             "read; raise the first or lower the second")
         return self
 
     @model_validator(mode="after")
