@@ -107,6 +107,13 @@ async def received(receive: Receive) -> AsyncIterator[bytes]:
         del chunk
 
 
+def declared_length(content_length: str | None) -> int | None:
+    """The length a `Content-Length` declares, if it is one (and not past `declared_too_large`'s 18 digits)."""
+    if content_length is None or not (content_length.isascii() and content_length.isdigit()):
+        return None
+    return int(content_length) if len(content_length) <= 18 else None
+
+
 def declared_too_large(content_length: str | None, limit: int) -> int | None:
     """The declared length when a `Content-Length` already says the body is too large (refused unread)."""
     if content_length is None or not (content_length.isascii() and content_length.isdigit()):

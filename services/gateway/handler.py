@@ -8,12 +8,13 @@
    past its allowance of failed signatures, or with that allowance's worth of signed bodies already being read
    (`ratelimit.InFlight`): 429, the body unread; a Content-Type it cannot read: 415;
    an empty Idempotency-Key: 400;
-4. the body, streamed under the limit (`receive.Receiver`): 413 as soon as it passes, the connection
-   closed; a signed one past the bytes all addresses may have read unverified (`GATEWAY_UNVERIFIED_BODY_BYTES`):
-   503 `busy`, the rest unread, the connection closed; a signature verified over it before it is loaded into
-   memory (401, a failure counted against the peer), then its source's rate and nonces held (429), its nonce
-   claimed once for the window: 401 on a replay (none of the source's rate taken, a failure counted against the
-   peer that replayed it);
+4. the body, streamed under the limit (`receive.Receiver`): 413 as soon as it passes, the connection closed; a
+   signed one past the bytes all addresses may have read unverified (`GATEWAY_UNVERIFIED_BODY_BYTES`): 503 `busy`,
+   the rest unread, the connection closed; one past the bodies held until answered, its source's share (429) or in
+   all (503 `busy`), with Retry-After: an API key's before it is read (by its declared length), a signed one's once
+   verified; a signature verified over it before it is loaded into memory (401, a failure counted against the
+   peer), then its source's rate and nonces held (429), its nonce claimed once for the window: 401 on a replay
+   (none of the source's rate taken, a failure counted against the peer that replayed it);
 5. the body checked (`ingest.plan`); then the Idempotency-Key claimed (`claims`; its lease counts Kafka waits):
    409 while another request holds it, the stored answer when it was answered, 422 when used for another request;
 6. the check's refusal (400/403/422), the key's answer; else published with the key's answer in one transaction:
@@ -127,6 +128,13 @@ class Gateway:
 
     def unadmitted(self, refused: Unadmitted) -> JSONResponse:
         """A body past a byte budget: the rest of it unread, the connection closed."""
+        if refused.budget == "held":
+            REFUSED.labels("held_bytes").inc()
+            status, kind, whose = (429, "rate_limited", "this source holds") if refused.over == "key" else (
+                503, "busy", "the gateway holds")
+            return self.answer(status, api.error(kind, f"{whose} as many request bodies, being read or waiting for "
+                                                 "their check, as it may: retry later"),
+                               retry_after=self.settings.retry_after_s, close=True)
         if refused.over == "key":
             REFUSED.labels("failed_signatures").inc()
             return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "
@@ -161,43 +169,44 @@ class Gateway:
         if idempotency_key is not None and not idempotency_key.strip():  # a client's unset variable, not a key
             return self.answer(400, api.error("empty_idempotency_key", "the Idempotency-Key header is empty: send "
                                               "a unique key per request, or no header"), close=True)  # the body unread
-        try:
-            body = await self.receiver.read(request, who, peer)
-        except Unadmitted as exc:
-            return self.unadmitted(exc)
-        except TooLarge as exc:
-            return self.too_large(exc.read)
-        except ClientDisconnect:
-            return self.answer(400, api.error("bad_body", "the client went away before the body ended"))
-        except Unauthenticated as exc:  # the signature does not cover this body
-            return self.unauthenticated(str(exc))
-        if (refusal := await self.signed(who, peer)) is not None:
-            return refusal
-        if idempotency_key is None:
-            return await self.publish(await self.check(body, request, family, commune, caller), caller, None)
-        fp = idempotency.fingerprint(line, request.headers.get("content-type", "").encode("latin-1"), body)
-        claim = idempotency.idempotency_claim(caller.id, idempotency_key)
-        if not self.claims.holds(claim) and (self.claims.live(idempotency.idempotency_scope(caller.id))
-                                             >= self.settings.idempotency_keys_per_source):
-            REFUSED.labels("idempotency_keys").inc()
-            return self.answer(429, api.error("idempotency_keys_exhausted",
-                                              "this source holds as many Idempotency-Keys as it may: retry later, "
-                                              "or send without a key"), retry_after=self.settings.retry_after_s)
-        # checked before the key is claimed: its lease counts Kafka waits; a large body's check may wait its turn
-        result = await self.check(body, request, family, commune, caller)
-        try:
-            said = await self.claims.claim(claim, fp, self.settings.claim_lease_s)
-        except BrokerUnavailable:
-            return self.unavailable()
-        if said.outcome == "other_request":
-            return self.answer(422, api.error("idempotency_key_reused",
-                                              "this Idempotency-Key was used with another request"))
-        if said.outcome == "answered" and said.answer is not None:
-            return self.replay(said.answer, result)
-        if said.outcome == "in_flight" or said.ticket is None:
-            return self.answer(409, api.error("in_progress", "a request with this Idempotency-Key is in progress"),
-                               retry_after=self.settings.retry_after_s)
-        return await self.publish(result, caller, said.ticket)
+        with self.receiver.holding(caller.id) as held:  # its body's bytes count until it is answered
+            try:
+                body = await self.receiver.read(request, who, peer, held)
+            except Unadmitted as exc:
+                return self.unadmitted(exc)
+            except TooLarge as exc:
+                return self.too_large(exc.read)
+            except ClientDisconnect:
+                return self.answer(400, api.error("bad_body", "the client went away before the body ended"))
+            except Unauthenticated as exc:  # the signature does not cover this body
+                return self.unauthenticated(str(exc))
+            if (refusal := await self.signed(who, peer)) is not None:
+                return refusal
+            if idempotency_key is None:
+                return await self.publish(await self.check(body, request, family, commune, caller), caller, None)
+            fp = idempotency.fingerprint(line, request.headers.get("content-type", "").encode("latin-1"), body)
+            claim = idempotency.idempotency_claim(caller.id, idempotency_key)
+            if not self.claims.holds(claim) and (self.claims.live(idempotency.idempotency_scope(caller.id))
+                                                 >= self.settings.idempotency_keys_per_source):
+                REFUSED.labels("idempotency_keys").inc()
+                return self.answer(429, api.error("idempotency_keys_exhausted",
+                                                  "this source holds as many Idempotency-Keys as it may: retry later, "
+                                                  "or send without a key"), retry_after=self.settings.retry_after_s)
+            # checked before the key is claimed: its lease counts Kafka waits; a large body's check may wait its turn
+            result = await self.check(body, request, family, commune, caller)
+            try:
+                said = await self.claims.claim(claim, fp, self.settings.claim_lease_s)
+            except BrokerUnavailable:
+                return self.unavailable()
+            if said.outcome == "other_request":
+                return self.answer(422, api.error("idempotency_key_reused",
+                                                  "this Idempotency-Key was used with another request"))
+            if said.outcome == "answered" and said.answer is not None:
+                return self.replay(said.answer, result)
+            if said.outcome == "in_flight" or said.ticket is None:
+                return self.answer(409, api.error("in_progress", "a request with this Idempotency-Key is in progress"),
+                                   retry_after=self.settings.retry_after_s)
+            return await self.publish(result, caller, said.ticket)
 
     async def signed(self, who: Identified, peer: str) -> JSONResponse | None:
         """A signed request whose signature verified over the body: its nonce (once, on any instance), then its rate

@@ -5,7 +5,7 @@ most. Each gateway instance limits on its own: behind a load balancer of n insta
 n times the rate. The same buckets count failed signatures per peer address (`wait` before a body is read,
 `take` on a failure); that table holds at most `max_keys` addresses, the least recently seen dropped first.
 Bytes held at once are budgets of their own: `InFlight` for bodies read before their signature is known, `Budget`
-for others.
+for others (each request's share of it: `Held`).
 """
 
 from __future__ import annotations
@@ -134,3 +134,22 @@ class Budget:
         self.held -= size
         if (left := self.by_key.pop(key, 0) - size) > 0:
             self.by_key[key] = left
+
+
+class Held:
+    """What one request holds of a `Budget` under its `key`, grown as its body arrives and given back all at once."""
+
+    def __init__(self, budget: Budget, key: str) -> None:
+        self.budget, self.key, self.size = budget, key, 0
+
+    def grow_to(self, size: int) -> Over | None:
+        """Hold `size` bytes in all (None; nothing more when it holds that already), unless the budget refuses."""
+        if size <= self.size:
+            return None
+        if (over := self.budget.take(size - self.size, self.key)) is None:
+            self.size = size
+        return over
+
+    def release(self) -> None:
+        self.budget.release(self.size, self.key)
+        self.size = 0

@@ -114,6 +114,16 @@ class GatewaySettings(ServiceSettings):
         "body), from all addresses together: anyone who knows a signing source's id can send one. Past it a signed "
         "body is refused 503 `busy` (Retry-After: 1) and its connection closed. At least GATEWAY_MAX_BODY_BYTES. "
         "Each address has its own allowance too (GATEWAY_FAILED_SIGNATURES_BURST bodies at the limit)")
+    held_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, le=4 * 1024**3,
+        description="Bytes of request bodies the gateway holds at once, from all sources, from before a body is "
+        "read (an API key's; a signed one's once verified) until it is answered: bodies are loaded whole and checked "
+        "one at a time, so past this a request is refused 503 `busy` (Retry-After), its body unread. At least "
+        "GATEWAY_HELD_BODY_BYTES_PER_SOURCE")
+    held_body_bytes_per_source: int = Field(
+        default=16 * 1024 * 1024, ge=1024, le=4 * 1024**3,
+        description="The same, for one source: past it that source's request is refused 429 `rate_limited` "
+        "(Retry-After), its body unread, and the others go on. At least GATEWAY_MAX_BODY_BYTES")
     trusted_proxies: Annotated[str, AfterValidator(_networks)] = Field(
         default="", description="Reverse proxies (comma-separated addresses or networks; every proxy of a chain) "
         "whose X-Forwarded-For and X-Forwarded-Proto name the client and its scheme. Empty (the default): none, the "
@@ -175,10 +185,14 @@ class GatewaySettings(ServiceSettings):
     @model_validator(mode="after")
     def _budgets_hold_a_body(self) -> Self:
         """A budget below the body limit would refuse every body at the limit, whatever else is being read."""
-        if self.unverified_body_bytes < self.max_body_bytes:
-            raise ValueError(f"GATEWAY_UNVERIFIED_BODY_BYTES ({self.unverified_body_bytes}) is below "
-                             f"GATEWAY_MAX_BODY_BYTES ({self.max_body_bytes}): no signed body at the limit could be "
-                             "read; raise the first or lower the second")
+        for name, budget, least, of in (
+                ("UNVERIFIED_BODY_BYTES", self.unverified_body_bytes, self.max_body_bytes, "MAX_BODY_BYTES"),
+                ("HELD_BODY_BYTES_PER_SOURCE", self.held_body_bytes_per_source, self.max_body_bytes, "MAX_BODY_BYTES"),
+                ("HELD_BODY_BYTES", self.held_body_bytes, self.held_body_bytes_per_source,
+                 "HELD_BODY_BYTES_PER_SOURCE")):
+            if budget < least:
+                raise ValueError(f"GATEWAY_{name} ({budget}) is below GATEWAY_{of} ({least}): a body at the limit "
+                                 "could never be read; raise the first or lower the second")
         return self
 
     @model_validator(mode="after")
