@@ -33,10 +33,10 @@ from services.gateway.chunks import MAX_HEAD_BYTES
 from services.gateway.claimlog import KafkaClaims
 from services.gateway.connections import ConnectionLimits, guarded
 from services.gateway.handshakes import abort_handshakes, guarded_tls
-from services.gateway.keyfiles import KeysFileError
+from services.gateway.keys import KeysFileError, load_credentials
 from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
-from services.gateway.settings import GatewaySettings, load_credentials
+from services.gateway.settings import GatewaySettings
 from services.sources.registry import load_registry
 
 SERVICE = "gateway"
@@ -96,10 +96,11 @@ def tls_context(settings: GatewaySettings) -> ssl.SSLContext:
 
 
 def check_file_limit(settings: GatewaySettings) -> None:
-    """Warn when the open-file limit is too low for `max_connections` plus the Kafka clients: the cap would never
-    be reached, accepting would fail instead (and the Kafka clients with it)."""
+    """Warn when the open-file limit is too low for `max_connections`, each with a body's temporary file (a body
+    spills to one once the bodies being read fill `bodies.MEMORY_BYTES`), plus the Kafka clients: the cap would never
+    be reached, accepting or spilling would fail instead (and the Kafka clients with it)."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < settings.max_connections + FILES_BESIDES_CONNECTIONS:
+    if soft != resource.RLIM_INFINITY and soft < 2 * settings.max_connections + FILES_BESIDES_CONNECTIONS:
         log.warning("gateway.file_limit_low", open_files=soft, max_connections=settings.max_connections,
                     advice="raise the open-file limit (ulimit -n) or lower GATEWAY_MAX_CONNECTIONS")
 

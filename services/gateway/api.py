@@ -108,8 +108,12 @@ def responses() -> dict[int | str, dict[str, Any]]:
         429: err("This source is over its request rate, or holds as many Idempotency-Keys as it may "
                  "(`idempotency_keys_exhausted`: retry later, or without a key), or (signed requests) this address "
                  "sent too many failed signatures (a replayed signature counts as one), or has more bytes of signed "
-                 "bodies being read at once, unverified, than its failed signatures left stand for", **retry),
+                 "bodies being read at once, unverified, than its failed signatures left stand for; or this source "
+                 "has as many request bodies being read or waiting for their check as it may (the body unread, the "
+                 "connection closed)", **retry),
         500: err("The gateway met a bug (`internal_error`; logged for its operators, the connection closed): "
                  "retry later, with the same Idempotency-Key if the request had one"),
-        503: err("Kafka is unavailable; nothing was published", **retry),
+        503: err("Kafka is unavailable; nothing was published (`broker_unavailable`); or (`busy`) the gateway is "
+                 "reading as many signed bodies, their signatures not yet checked, or holds as many request bodies "
+                 "in all, as it may: the rest of the body is not read and the connection is closed", **retry),
     }

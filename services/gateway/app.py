@@ -21,12 +21,12 @@ from services.gateway.bugs import AnswerBugs
 from services.gateway.claims import Claims
 from services.gateway.framing import RefuseDoubleFraming
 from services.gateway.handler import Gateway
-from services.gateway.keyfiles import operator_keys, refuse_shared_keys, source_keys
+from services.gateway.keys import Credential, operator_keys, refuse_shared_keys, source_keys
 from services.gateway.memory_claims import MemoryClaims
 from services.gateway.operators import load_operators
 from services.gateway.publisher import Publisher
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.settings import GatewaySettings
 from services.gateway.unread import CloseUnreadBodies
 from services.sources.registry import SourceRegistry
 
@@ -41,7 +41,7 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
     `clock` is wall time (signatures, claims); `ticks` measures rates, `time.monotonic` unless a test gives a
     `clock` of its own, which then drives both.
 
-    Raises `keyfiles.KeysFileError` for an operators file the gateway does not start with, or a key held by a
+    Raises `keys.KeysFileError` for an operators file the gateway does not start with, or a key held by a
     source and an operator.
 
     `claims` hold Idempotency-Keys and nonces: `__main__` gives the Kafka ones (shared, durable); without them

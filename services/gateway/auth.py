@@ -20,7 +20,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.gateway.settings import Credential
+from services.gateway.keys import Credential
 
 API_KEY = "x-api-key"
 SOURCE_ID = "x-source-id"

@@ -9,8 +9,10 @@ need too. Its `limit_concurrency` does not help: it is checked once a request's 
 - a header deadline: the request line and headers must arrive within `header_timeout_s` of the connection opening,
   or of the previous response on a kept-alive connection;
 - a body rate: once the headers are in, the body may take `body_timeout_s` plus one second per
-  `body_min_bytes_per_s` bytes received; while the gateway itself is not reading (its buffer full, or a client
-  waiting for `100 Continue`) the client's clock stops;
+  `body_min_bytes_per_s` bytes received, and its bytes may pause `body_timeout_s` at most: time earned by bytes sent
+  early is for a slow link, not for silence (1 MiB sent at once bought 276 s of it, on a slot the cap cannot evict;
+  audit of 2026-12-08). While the gateway itself is not reading (its buffer full, or a client waiting for
+  `100 Continue`) the client's clock stops;
 - a send deadline: an answer the client does not read (the gateway's writes held back for `send_timeout_s` in a
   row: a client that pipelines requests, or asks for a large answer, and never reads) ends the connection;
 - a chunk allowance: a chunked body cut into a great many tiny chunks is malformed (`services.gateway.chunks`);
@@ -125,6 +127,8 @@ class GuardedH11Protocol(H11Protocol):
         self._body_since = 0.0
         self._body_bytes = 0
         self._body_paused_s = 0.0
+        self._body_heard = (0.0, 0.0)
+        """When the body's last bytes arrived, and how long reading had been paused by then."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -169,6 +173,7 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._waiting[0] == "body":
             self._body_bytes += len(data)
+            self._body_heard = (self.loop.time(), self._clock.paused_s() if self._clock is not None else 0.0)
         super().data_received(data)
         self._follow()
 
@@ -223,17 +228,20 @@ class GuardedH11Protocol(H11Protocol):
     def _start_body_clock(self) -> None:
         self._body_since, self._body_bytes = self.loop.time(), 0
         self._body_paused_s = self._clock.paused_s() if self._clock is not None else 0.0
+        self._body_heard = (self._body_since, self._body_paused_s)
         self._deadline = self.loop.call_later(self.limits.body_timeout_s, self._check_body)
 
     def _check_body(self) -> None:
-        """Cut a body behind its allowance; else look again when it would be."""
+        """Cut a body behind its allowance, or silent past `body_timeout_s`; else look again when it would be."""
         self._deadline = None
         if self.cycle is not None and self.cycle.waiting_for_100_continue:  # the app has not asked for it yet
             self._start_body_clock()
             return
-        paused = self._clock.paused_s() - self._body_paused_s if self._clock is not None else 0.0
-        allowed = self.limits.body_timeout_s + self._body_bytes / self.limits.body_min_bytes_per_s + paused
-        left = allowed - (self.loop.time() - self._body_since)
+        now, paused_s = self.loop.time(), self._clock.paused_s() if self._clock is not None else 0.0
+        allowed = self.limits.body_timeout_s + self._body_bytes / self.limits.body_min_bytes_per_s
+        left = allowed + paused_s - self._body_paused_s - (now - self._body_since)
+        heard_at, paused_then = self._body_heard
+        left = min(left, self.limits.body_timeout_s + paused_s - paused_then - (now - heard_at))
         if left <= 0 and not (self._clock is not None and self._clock.read_paused):
             self._close("body_too_slow")
             return

@@ -8,8 +8,11 @@
    past its allowance of failed signatures, or with that allowance's worth of signed bodies already being read
    (`ratelimit.InFlight`): 429, the body unread; a Content-Type it cannot read: 415;
    an empty Idempotency-Key: 400;
-4. the body, streamed under the limit (`bodies.read_limited`): 413 as soon as it passes, the connection
-   closed; a signature verified over it before it is loaded into memory (401, a failure counted against the
+4. the body, streamed under the limit (`receive.Receiver`): 413 as soon as it passes, the connection closed; a
+   signed one past the bytes all addresses may have read unverified (`GATEWAY_UNVERIFIED_BODY_BYTES`): 503 `busy`,
+   the rest unread, the connection closed; one past the bodies held until answered, its source's share (429) or in
+   all (503 `busy`), with Retry-After: an API key's before it is read (by its declared length), a signed one's once
+   verified; a signature verified over it before it is loaded into memory (401, a failure counted against the
    peer), then its source's rate and nonces held (429), its nonce claimed once for the window: 401 on a replay
    (none of the source's rate taken, a failure counted against the peer that replayed it);
 5. the body checked (`ingest.plan`); then the Idempotency-Key claimed (`claims`; its lease counts Kafka waits):
@@ -38,12 +41,14 @@ from services.common.sparse import Sparse
 from services.gateway import api, idempotency
 from services.gateway.auth import COMMUNE, IDEMPOTENCY_KEY, Identified, RequestLine, Unauthenticated, identify
 from services.gateway.batch import READABLE, media_type_problem
-from services.gateway.bodies import TooLarge, Unadmitted, declared_too_large, read_limited
+from services.gateway.bodies import TooLarge, Unadmitted, declared_too_large
 from services.gateway.claims import Claims, Stored, Ticket
 from services.gateway.ingest import Publish, Refused, plan, rejected_counts
+from services.gateway.keys import Credential
 from services.gateway.publisher import BrokerUnavailable, Publisher
-from services.gateway.ratelimit import InFlight, RateLimiter
-from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.receive import Receiver
+from services.gateway.settings import GatewaySettings
 from services.gateway.telemetry import ANSWERS, EVENTS, REFUSED
 from services.sources.registry import Source, SourceRegistry
 
@@ -59,8 +64,6 @@ CHECK_THREADS = 1
 times its size in memory (a 10 MiB body of tiny records: ~400 MB), and the check is Python holding the GIL, so a
 second thread adds memory and no speed. anyio's default, 40 at once, let four requests take 0.4-0.8 GB (review of
 2026-12-02)."""
-MAX_FAILING_PEERS = 10_000
-"""Peer addresses with failed signatures counted at most; past it the least recently seen is forgotten."""
 
 
 @dataclass
@@ -77,18 +80,13 @@ class Gateway:
     ticks: Callable[[], float] = time.monotonic
     """What rates are measured by (the limiters): wall time stepped back (NTP, a VM resumed) left every bucket
     unrefilled until it caught up, every source refused 429 for as long (audit: 5,901 of 6,000 after 600 s)."""
-    failures: RateLimiter = field(init=False)
-    """Failed signatures per peer address."""
-    unverified: InFlight = field(init=False)
-    """Bytes of signed bodies read before their signature is known, per peer address, within what its failed
-    signatures left stand for."""
+    receiver: Receiver = field(init=False)
+    """Step 4, the body, and the allowances of failed signatures per peer address."""
     checking: anyio.CapacityLimiter | None = field(init=False, default=None)
     """The worker threads that check large bodies (`CHECK_THREADS`), made on first use (in the event loop)."""
 
     def __post_init__(self) -> None:
-        self.failures = RateLimiter(self.settings.failed_signatures_per_s, self.settings.failed_signatures_burst,
-                                    max_keys=MAX_FAILING_PEERS)
-        self.unverified = InFlight(self.failures, self.settings.max_body_bytes)
+        self.receiver = Receiver(self.settings, self.ticks)
 
     def answer(self, status: int, body: dict[str, Any], *, retry_after: int | None = None,
                close: bool = False, replayed: bool = False) -> JSONResponse:
@@ -128,6 +126,23 @@ class Gateway:
         return self.answer(503, api.error("broker_unavailable", "Kafka is unavailable; nothing was published, "
                                           "retry later"), retry_after=self.settings.retry_after_s)
 
+    def unadmitted(self, refused: Unadmitted) -> JSONResponse:
+        """A body past a byte budget: the rest of it unread, the connection closed."""
+        if refused.budget == "held":
+            REFUSED.labels("held_bytes").inc()
+            status, kind, whose = (429, "rate_limited", "this source holds") if refused.over == "key" else (
+                503, "busy", "the gateway holds")
+            return self.answer(status, api.error(kind, f"{whose} as many request bodies, being read or waiting for "
+                                                 "their check, as it may: retry later"),
+                               retry_after=self.settings.retry_after_s, close=True)
+        if refused.over == "key":
+            REFUSED.labels("failed_signatures").inc()
+            return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "
+                                              "read at once"), retry_after=1, close=True)
+        REFUSED.labels("unverified_bytes").inc()
+        return self.answer(503, api.error("busy", "the gateway is reading as many signed bodies, their signatures "
+                                          "not yet checked, as it may: retry later"), retry_after=1, close=True)
+
     async def post(self, request: Request, family: Family | None, commune: str | None,
                    idempotency_key: str | None) -> JSONResponse:
         if (declared := declared_too_large(request.headers.get("content-length"),
@@ -145,7 +160,7 @@ class Gateway:
         if who.pending is None and (refusal := self.limited(who.source_id)) is not None:
             return refusal
         peer = request.client.host if request.client is not None else ""
-        if who.pending is not None and (wait := self.failures.wait(peer, self.ticks())) > 0:
+        if (wait := self.receiver.refused_unread(who, peer)) > 0:
             REFUSED.labels("failed_signatures").inc()
             return self.answer(429, api.error("rate_limited", "too many failed signatures from this address"),
                                retry_after=wait, close=True)  # the body unread
@@ -154,63 +169,44 @@ class Gateway:
         if idempotency_key is not None and not idempotency_key.strip():  # a client's unset variable, not a key
             return self.answer(400, api.error("empty_idempotency_key", "the Idempotency-Key header is empty: send "
                                               "a unique key per request, or no header"), close=True)  # the body unread
-        counted = 0
-
-        def admit(size: int) -> bool:  # a signed body's bytes, counted against its address until it is verified
-            nonlocal counted
-            if not self.unverified.admit(peer, size, self.ticks()):
-                return False
-            counted += size
-            return True
-
-        try:
-            body = await read_limited(request.stream(), self.settings.max_body_bytes, who.pending,
-                                      who.pending.verify if who.pending is not None else None,
-                                      admit if who.pending is not None else None)
-        except Unadmitted:  # charged like a failure: its bytes were read for nothing (else a wave of them reads on)
-            self.failed_signature(peer)
-            REFUSED.labels("failed_signatures").inc()
-            return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "
-                                              "read at once"), retry_after=1, close=True)  # the rest unread
-        except TooLarge as exc:
-            return self.too_large(exc.read)
-        except ClientDisconnect:
-            return self.answer(400, api.error("bad_body", "the client went away before the body ended"))
-        except Unauthenticated as exc:  # the signature does not cover this body
-            self.failed_signature(peer)
-            return self.unauthenticated(str(exc))
-        finally:
-            self.unverified.release(peer, counted)
-        if (refusal := await self.signed(who, peer)) is not None:
-            return refusal
-        if idempotency_key is None:
-            return await self.publish(await self.check(body, request, family, commune, caller), caller, None)
-        fp = idempotency.fingerprint(line, request.headers.get("content-type", "").encode("latin-1"), body)
-        claim = idempotency.idempotency_claim(caller.id, idempotency_key)
-        if not self.claims.holds(claim) and (self.claims.live(idempotency.idempotency_scope(caller.id))
-                                             >= self.settings.idempotency_keys_per_source):
-            REFUSED.labels("idempotency_keys").inc()
-            return self.answer(429, api.error("idempotency_keys_exhausted",
-                                              "this source holds as many Idempotency-Keys as it may: retry later, "
-                                              "or send without a key"), retry_after=self.settings.retry_after_s)
-        # checked before the key is claimed: its lease counts Kafka waits; a large body's check may wait its turn
-        result = await self.check(body, request, family, commune, caller)
-        try:
-            said = await self.claims.claim(claim, fp, self.settings.claim_lease_s)
-        except BrokerUnavailable:
-            return self.unavailable()
-        if said.outcome == "other_request":
-            return self.answer(422, api.error("idempotency_key_reused",
-                                              "this Idempotency-Key was used with another request"))
-        if said.outcome == "answered" and said.answer is not None:
-            return self.replay(said.answer, result)
-        if said.outcome == "in_flight" or said.ticket is None:
-            return self.answer(409, api.error("in_progress", "a request with this Idempotency-Key is in progress"),
-                               retry_after=self.settings.retry_after_s)
-        return await self.publish(result, caller, said.ticket)
-
-    def failed_signature(self, peer: str) -> None:
-        self.failures.take(peer, self.ticks())
+        with self.receiver.holding(caller.id) as held:  # its body's bytes count until it is answered
+            try:
+                body = await self.receiver.read(request, who, peer, held)
+            except Unadmitted as exc:
+                return self.unadmitted(exc)
+            except TooLarge as exc:
+                return self.too_large(exc.read)
+            except ClientDisconnect:
+                return self.answer(400, api.error("bad_body", "the client went away before the body ended"))
+            except Unauthenticated as exc:  # the signature does not cover this body
+                return self.unauthenticated(str(exc))
+            if (refusal := await self.signed(who, peer)) is not None:
+                return refusal
+            if idempotency_key is None:
+                return await self.publish(await self.check(body, request, family, commune, caller), caller, None)
+            fp = idempotency.fingerprint(line, request.headers.get("content-type", "").encode("latin-1"), body)
+            claim = idempotency.idempotency_claim(caller.id, idempotency_key)
+            if not self.claims.holds(claim) and (self.claims.live(idempotency.idempotency_scope(caller.id))
+                                                 >= self.settings.idempotency_keys_per_source):
+                REFUSED.labels("idempotency_keys").inc()
+                return self.answer(429, api.error("idempotency_keys_exhausted",
+                                                  "this source holds as many Idempotency-Keys as it may: retry later, "
+                                                  "or send without a key"), retry_after=self.settings.retry_after_s)
+            # checked before the key is claimed: its lease counts Kafka waits; a large body's check may wait its turn
+            result = await self.check(body, request, family, commune, caller)
+            try:
+                said = await self.claims.claim(claim, fp, self.settings.claim_lease_s)
+            except BrokerUnavailable:
+                return self.unavailable()
+            if said.outcome == "other_request":
+                return self.answer(422, api.error("idempotency_key_reused",
+                                                  "this Idempotency-Key was used with another request"))
+            if said.outcome == "answered" and said.answer is not None:
+                return self.replay(said.answer, result)
+            if said.outcome == "in_flight" or said.ticket is None:
+                return self.answer(409, api.error("in_progress", "a request with this Idempotency-Key is in progress"),
+                                   retry_after=self.settings.retry_after_s)
+            return await self.publish(result, caller, said.ticket)
 
     async def signed(self, who: Identified, peer: str) -> JSONResponse | None:
         """A signed request whose signature verified over the body: its nonce (once, on any instance), then its rate
@@ -230,7 +226,7 @@ class Gateway:
         except BrokerUnavailable:
             return self.unavailable()
         if said.outcome != "won":
-            self.failed_signature(peer)
+            self.receiver.failed_signature(peer)
             return self.unauthenticated("this signature was already used: sign each request afresh")
         return self.limited(who.source_id)  # rarely refused here: only by requests taken while the claim ran
 

@@ -1,11 +1,10 @@
 """Operators' endpoints: where did a record go (`GET /v1/trace/{query}`), erase an applicant (`POST /v1/erasures`).
 
-Operators authenticate with `X-Operator-Key`, one key per operator in `GATEWAY_OPERATORS_FILE` (YAML:
-operator id -> key, kept out of git like the sources' secrets); without that file both endpoints answer 401.
-A source's credentials never open them. The trace shows metadata only (topics, offsets, types, reasons,
-outcomes); an erasure destroys the applicant's data keys and writes an audit record naming the operator and
-the pseudonymous subject, never the CCCD (ADR 0015). The gateway's Kafka principal needs read access to the
-topics a trace reads and write access to the key and audit topics while these endpoints are on.
+Operators authenticate with `X-Operator-Key`, one key per operator in `GATEWAY_OPERATORS_FILE` (YAML: operator id ->
+key, kept out of git like the sources' secrets); without that file both endpoints answer 401. A source's credentials
+never open them. The trace shows metadata only (topics, offsets, types, reasons, outcomes); an erasure destroys the
+applicant's data keys and writes an audit record naming the operator and the pseudonymous subject, never the CCCD
+(ADR 0015). The gateway's principal reads what a trace reads and writes the key and audit topics, for these.
 
 A trace reads whole topics (from `?since=` on, if given) in a thread of its own: at most
 `GATEWAY_TRACE_CONCURRENCY` run at once (one more is 503 `busy` at once), each stopped after
@@ -35,9 +34,16 @@ from starlette.requests import ClientDisconnect
 from services.cli.trace import SINCE_HELP, since_ms, trace_timeline
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
+from services.gateway import keys as key_files
 from services.gateway.api import ErrorBody, error
-from services.gateway.keyfiles import KeysFileError, keys_file, operator_keys, refuse_shared_keys
-from services.gateway.settings import KEY_RULE, MIN_KEY_CHARS, PLACEHOLDER_RULE, is_placeholder
+from services.gateway.keys import (
+    KEY_RULE,
+    MIN_KEY_CHARS,
+    PLACEHOLDER_RULE,
+    KeysFileError,
+    is_placeholder,
+    keys_file,
+)
 from services.gateway.telemetry import OPERATOR_KEYS_REFUSED, TRACES
 from services.privacy import crypto
 from services.privacy.crypto import PrivacyError
@@ -141,7 +147,7 @@ def load_operators(path: Path | None) -> dict[str, SecretStr]:
         if is_placeholder(key):
             raise KeysFileError(f"{path}: operator {operator}: {PLACEHOLDER_RULE}")
         keys[str(operator)] = SecretStr(key)
-    refuse_shared_keys(f"{path}: ", operator_keys(keys))
+    key_files.refuse_shared_keys(f"{path}: ", key_files.operator_keys(keys))
     return keys
 
 

@@ -4,12 +4,18 @@ Pure and clock-injected. One bucket per authenticated source, so the table is as
 most. Each gateway instance limits on its own: behind a load balancer of n instances a source may make up to
 n times the rate. The same buckets count failed signatures per peer address (`wait` before a body is read,
 `take` on a failure); that table holds at most `max_keys` addresses, the least recently seen dropped first.
+Bytes held at once are budgets of their own: `InFlight` for bodies read before their signature is known, `Budget`
+for others (each request's share of it: `Held`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
+
+Over = Literal["key", "total"]
+"""The limit a byte budget met: the key's own (a peer address's, a source's), or the total of all keys."""
 
 
 @dataclass
@@ -67,24 +73,83 @@ class RateLimiter:
 class InFlight:
     """Bytes read, per key, of requests not yet vouched for, within what the key's `allowance` has left: a whole
     `bytes_per_token` per token (the failed-signature allowance of a peer address, a body at the limit per failure
-    left). The allowance alone is checked before a body and spent once it failed: signed requests sent at once all
-    passed it (200 from one address: 2,000 MiB read and hashed, review of 2026-12-02). Counting bytes as they arrive,
-    not whole bodies up front, lets many small requests run at once."""
+    left); and at most `total` for all keys together. The allowance alone is checked before a body and spent once it
+    failed: signed requests sent at once all passed it (200 from one address: 2,000 MiB read and hashed, review of
+    2026-12-02). Counting bytes as they arrive, not whole bodies up front, lets many small requests run at once. The
+    total is for the addresses one attacker has (a few on loopback, endless ones in IPv6): 516 connections from six
+    held 516 MiB, and every connection slot (audit of 2026-12-08)."""
 
-    def __init__(self, allowance: RateLimiter, bytes_per_token: int) -> None:
-        self.allowance, self.bytes_per_token = allowance, bytes_per_token
+    def __init__(self, allowance: RateLimiter, bytes_per_token: int, total: int) -> None:
+        self.allowance, self.bytes_per_token, self.total = allowance, bytes_per_token, total
         self.held: dict[str, int] = {}
         """Only keys with bytes in flight: no more than requests are being read."""
+        self.all = 0
 
-    def admit(self, key: str, size: int, now: float) -> bool:
-        """Count `size` more bytes for `key`, unless that passes what its allowance left stands for."""
+    def take(self, key: str, size: int, now: float) -> Over | None:
+        """Count `size` more bytes for `key` (None), unless that passes what its allowance left stands for ("key")
+        or the total ("total")."""
         held = self.held.get(key, 0) + size
         if held > math.floor(self.allowance.available(key, now)) * self.bytes_per_token:
-            return False
+            return "key"
+        if self.all + size > self.total:
+            return "total"
         self.held[key] = held
-        return True
+        self.all += size
+        return None
 
     def release(self, key: str, size: int) -> None:
         """A request's bytes no longer count (its body was verified or refused)."""
-        if size and (left := self.held.pop(key, 0) - size) > 0:
+        if not size:
+            return
+        self.all -= size
+        if (left := self.held.pop(key, 0) - size) > 0:
             self.held[key] = left
+
+
+class Budget:
+    """Bytes held at once: at most `total` in all, and at most `per_key` by any one key."""
+
+    def __init__(self, total: int, per_key: int | None = None) -> None:
+        self.total = total
+        self.per_key = total if per_key is None else per_key
+        self.held = 0
+        self.by_key: dict[str, int] = {}
+        """Only keys holding bytes."""
+
+    def take(self, size: int, key: str = "") -> Over | None:
+        """Hold `size` more bytes for `key` (None), unless that passes its share ("key") or the total ("total")."""
+        mine = self.by_key.get(key, 0) + size
+        if mine > self.per_key:
+            return "key"
+        if self.held + size > self.total:
+            return "total"
+        if size:
+            self.held += size
+            self.by_key[key] = mine
+        return None
+
+    def release(self, size: int, key: str = "") -> None:
+        if not size:
+            return
+        self.held -= size
+        if (left := self.by_key.pop(key, 0) - size) > 0:
+            self.by_key[key] = left
+
+
+class Held:
+    """What one request holds of a `Budget` under its `key`, grown as its body arrives and given back all at once."""
+
+    def __init__(self, budget: Budget, key: str) -> None:
+        self.budget, self.key, self.size = budget, key, 0
+
+    def grow_to(self, size: int) -> Over | None:
+        """Hold `size` bytes in all (None; nothing more when it holds that already), unless the budget refuses."""
+        if size <= self.size:
+            return None
+        if (over := self.budget.take(size - self.size, self.key)) is None:
+            self.size = size
+        return over
+
+    def release(self) -> None:
+        self.budget.release(self.size, self.key)
+        self.size = 0

@@ -3,7 +3,7 @@
 The gateway has one HTTP server, `GATEWAY_HOST:GATEWAY_PORT` (HTTPS when `GATEWAY_TLS_CERTFILE` and
 `GATEWAY_TLS_KEYFILE` are set): the API and its `/metrics`, `/healthz`, `/readyz`. Credentials come from a
 secrets file (`GATEWAY_SECRETS_FILE`, YAML, kept out of git) mapping each source id of the registry to its
-API key and/or HMAC key. They are `SecretStr` from the moment they are read and are never logged.
+API key and/or HMAC key, read by `services.gateway.keys`.
 """
 
 from __future__ import annotations
@@ -13,43 +13,16 @@ import socket
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import (
-    AfterValidator,
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas.topics import MAX_RECORD_BYTES
 from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, CertificateRole, ServiceSettings
 from services.gateway.claims import DEFAULT_ANSWER_BYTES
-from services.gateway.keyfiles import KeysFileError, keys_file, refuse_shared_keys, source_keys
 from services.gateway.publisher import STOP_TIMEOUT_S
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-MIN_KEY_CHARS = 16
-"""The shortest API, HMAC or operator key the gateway starts with. A key made as the docs say
-(`secrets.token_urlsafe(32)`) has 43 characters; an empty, null or placeholder-short one is refused."""
-KEY_RULE = (f"a key is a string of at least {MIN_KEY_CHARS} characters; make one with "
-            "python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
-PLACEHOLDER_WORDS = ("replace-me", "replace_me", "changeme", "change-me", "placeholder", "example")
-"""Words of a key that was never replaced (infra/gateway-secrets.example.yaml's `replace-me-with-a-long-random-key`
-passed the length check: a gateway started with the example's keys, which anyone can read in git)."""
-PLACEHOLDER_RULE = "the example's placeholder, not a key: put a key of your own in its place; " + KEY_RULE
-
-
-def is_placeholder(key: str) -> bool:
-    """`key` is a placeholder left in (a word of `PLACEHOLDER_WORDS`, or one character repeated), never a key."""
-    text = key.lower()
-    return any(word in text for word in PLACEHOLDER_WORDS) or len(set(text)) <= 1
 
 
 def _networks(value: str) -> str:
@@ -61,24 +34,6 @@ def _networks(value: str) -> str:
         if ipaddress.ip_network(item).prefixlen == 0:  # ValueError for a non-address, or host bits set
             raise ValueError(f"{item} is every address: name the proxies' own addresses or networks")
     return ",".join(items)
-
-
-def _not_placeholder(key: SecretStr) -> SecretStr:
-    if is_placeholder(key.get_secret_value()):
-        raise ValueError(PLACEHOLDER_RULE)
-    return key
-
-
-Key = Annotated[SecretStr, Field(min_length=MIN_KEY_CHARS), AfterValidator(_not_placeholder)]
-
-
-class Credential(BaseModel):
-    """One source system's secrets. Either may be absent; a source with neither cannot authenticate."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    api_key: Key | None = None
-    hmac_key: Key | None = None
 
 
 class GatewaySettings(ServiceSettings):
@@ -153,6 +108,22 @@ class GatewaySettings(ServiceSettings):
         "refused (429) unread; behind a proxy, the peer is the client only if GATEWAY_TRUSTED_PROXIES names the proxy")
     failed_signatures_per_s: float = Field(default=0.1, gt=0, le=1e6,
                                            description="How fast a peer's allowance of failed signatures comes back")
+    unverified_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, le=4 * 1024**3,
+        description="Bytes of signed bodies being read before their signature is checked (their HMAC covers the "
+        "body), from all addresses together: anyone who knows a signing source's id can send one. Past it a signed "
+        "body is refused 503 `busy` (Retry-After: 1) and its connection closed. At least GATEWAY_MAX_BODY_BYTES. "
+        "Each address has its own allowance too (GATEWAY_FAILED_SIGNATURES_BURST bodies at the limit)")
+    held_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, le=4 * 1024**3,
+        description="Bytes of request bodies the gateway holds at once, from all sources, from before a body is "
+        "read (an API key's; a signed one's once verified) until it is answered: bodies are loaded whole and checked "
+        "one at a time, so past this a request is refused 503 `busy` (Retry-After), its body unread. At least "
+        "GATEWAY_HELD_BODY_BYTES_PER_SOURCE")
+    held_body_bytes_per_source: int = Field(
+        default=16 * 1024 * 1024, ge=1024, le=4 * 1024**3,
+        description="The same, for one source: past it that source's request is refused 429 `rate_limited` "
+        "(Retry-After), its body unread, and the others go on. At least GATEWAY_MAX_BODY_BYTES")
     trusted_proxies: Annotated[str, AfterValidator(_networks)] = Field(
         default="", description="Reverse proxies (comma-separated addresses or networks; every proxy of a chain) "
         "whose X-Forwarded-For and X-Forwarded-Proto name the client and its scheme. Empty (the default): none, the "
@@ -165,8 +136,9 @@ class GatewaySettings(ServiceSettings):
         "TLS the handshake must also be done within this of the TCP connection's opening, then the headers have theirs")
     body_timeout_s: float = Field(
         default=20.0, gt=0, le=600, description="Once the headers are in, a body may take this long plus one second "
-        "per GATEWAY_BODY_MIN_BYTES_PER_S bytes received so far (time the gateway itself is not reading is not "
-        "counted); past it the connection is closed. A client sending at least that rate is never cut")
+        "per GATEWAY_BODY_MIN_BYTES_PER_S bytes received so far, and its bytes may pause this long at most (time the "
+        "gateway itself is not reading is not counted); past either the connection is closed. A client sending at "
+        "least that rate, never silent this long, is never cut")
     body_min_bytes_per_s: int = Field(
         default=4096, ge=1, le=1024**3,
         description="The slowest a body may arrive on average past GATEWAY_BODY_TIMEOUT_S: "
@@ -184,8 +156,8 @@ class GatewaySettings(ServiceSettings):
         "included); one more takes the place of the connection that has waited longest for a request's headers or "
         "for the end of its TLS handshake (closed, `evicted`), or, when "
         "every one is busy with a request, is answered 503 with Retry-After and closed at once (over HTTPS closed "
-        "unanswered: nothing can be written before a handshake). Keep it below "
-        "the process's open-file limit "
+        "unanswered: nothing can be written before a handshake). Keep twice it (a connection may hold a body's "
+        "temporary file too) below the process's open-file limit "
         "(`ulimit -n`) less about 100 for the Kafka clients and files; the gateway warns at start when it is not")
     trace_concurrency: int = Field(
         default=2, ge=1, le=32, description="GET /v1/trace/{query} calls running at once (each reads whole topics "
@@ -208,6 +180,19 @@ class GatewaySettings(ServiceSettings):
         if self.keepalive_timeout_s > self.header_timeout_s:
             raise ValueError("GATEWAY_KEEPALIVE_TIMEOUT_S is above GATEWAY_HEADER_TIMEOUT_S, which runs from the same "
                              "response and would close an idle connection first: raise both together")
+        return self
+
+    @model_validator(mode="after")
+    def _budgets_hold_a_body(self) -> Self:
+        """A budget below the body limit would refuse every body at the limit, whatever else is being read."""
+        for name, budget, least, of in (
+                ("UNVERIFIED_BODY_BYTES", self.unverified_body_bytes, self.max_body_bytes, "MAX_BODY_BYTES"),
+                ("HELD_BODY_BYTES_PER_SOURCE", self.held_body_bytes_per_source, self.max_body_bytes, "MAX_BODY_BYTES"),
+                ("HELD_BODY_BYTES", self.held_body_bytes, self.held_body_bytes_per_source,
+                 "HELD_BODY_BYTES_PER_SOURCE")):
+            if budget < least:
+                raise ValueError(f"GATEWAY_{name} ({budget}) is below GATEWAY_{of} ({least}): a body at the limit "
+                                 "could never be read; raise the first or lower the second")
         return self
 
     @model_validator(mode="after")
@@ -250,29 +235,3 @@ class GatewaySettings(ServiceSettings):
         (`publisher.STOP_TIMEOUT_S`); its own transaction. Counting the claim as one wait (45 s by default), the default
         lease of 60 s was accepted and could end first."""
         return 6 * self.kafka_timeout_s + STOP_TIMEOUT_S
-
-
-def load_credentials(path: Path | None) -> dict[str, Credential]:
-    """Source id -> credential, from the secrets file (empty when there is none: every request is 401).
-    Raises KeysFileError for an entry that is not a credential or holds a key shorter than `MIN_KEY_CHARS`, and for
-    a key held twice (`keyfiles`)."""
-    if path is None:
-        return {}
-    credentials = {}
-    for source_id, entry in keys_file(path).items():
-        try:
-            credentials[str(source_id)] = Credential.model_validate(entry)
-        except ValidationError as exc:
-            raise KeysFileError(f"{path}: source {source_id}: {entry_problems(exc)}") from None
-    refuse_shared_keys(f"{path}: ", source_keys(credentials))
-    return credentials
-
-
-def entry_problems(exc: ValidationError) -> str:
-    """What is wrong with an entry, from pydantic's errors without their input (which may be a key) or its length."""
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in error["loc"])
-        problem = {"too_short": KEY_RULE, "value_error": PLACEHOLDER_RULE}.get(error["type"], error["msg"])
-        problems.append(f"{where}: {problem}")
-    return "; ".join(problems)

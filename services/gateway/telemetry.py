@@ -8,7 +8,10 @@ ANSWERS = Counter("commune_gateway_answers_total", "Answers to POST /v1/events, 
 EVENTS = Counter("commune_gateway_events_total", "Events published to the raw topics", ["family"])
 REFUSED = Counter("commune_gateway_refused_total", "Requests refused before their body was checked, by reason "
                   "(too_large, unauthenticated, rate_limited, failed_signatures, unsupported_media_type, bad_framing: "
-                  "Content-Length and Transfer-Encoding both, on any path)", ["reason"])
+                  "Content-Length and Transfer-Encoding both, on any path; unverified_bytes: signed bodies being read "
+                  "unverified, from all addresses, at GATEWAY_UNVERIFIED_BODY_BYTES; held_bytes: bodies read or "
+                  "waiting for their check at GATEWAY_HELD_BODY_BYTES, or a source's at "
+                  "GATEWAY_HELD_BODY_BYTES_PER_SOURCE)", ["reason"])
 CONNECTIONS_OPEN = Gauge("commune_gateway_connections_open", "HTTP connections open now, TLS handshakes "
                          "under way included (GATEWAY_MAX_CONNECTIONS)")
 CONNECTIONS_CLOSED = Counter("commune_gateway_connections_closed_total", "HTTP connections the gateway closed on a "

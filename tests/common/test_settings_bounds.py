@@ -45,6 +45,9 @@ REFUSED: list[tuple[type[BaseSettings], dict[str, str]]] = [
     (GatewaySettings, {"GATEWAY_MAX_RECORDS": "0"}),
     (GatewaySettings, {"GATEWAY_KAFKA_TIMEOUT_S": "0"}),
     (GatewaySettings, {"GATEWAY_RETRY_AFTER_S": "-1"}),
+    (GatewaySettings, {"GATEWAY_UNVERIFIED_BODY_BYTES": "1048576"}),  # below the body limit: no body at it is read
+    (GatewaySettings, {"GATEWAY_HELD_BODY_BYTES_PER_SOURCE": "1048576"}),
+    (GatewaySettings, {"GATEWAY_HELD_BODY_BYTES": "20000000", "GATEWAY_HELD_BODY_BYTES_PER_SOURCE": "30000000"}),
     (NotifySettings, {"NOTIFY_SMTP_PORT": "0"}),
     (NotifySettings, {"NOTIFY_DEADLINE_TICK_S": "0"}),
     (NotifySettings, {"NOTIFY_RETRY_BASE_S": "120", "NOTIFY_RETRY_CAP_S": "60"}),

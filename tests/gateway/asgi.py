@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from services.gateway.app import create_app
+from services.gateway.keys import Credential
 from services.gateway.memory_claims import MemoryClaims
 from services.gateway.publisher import BrokerUnavailable
-from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.settings import GatewaySettings
 from services.sources.registry import Source, SourceRegistry
 
 API_KEY = "unit-api-key-6c1e9a"

@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,11 +134,12 @@ def served() -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def serving(settings: GatewaySettings) -> Iterator[int]:
-    """`served` with the settings given (`settings.port` free, on loopback)."""
+def serving(settings: GatewaySettings,
+            new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> Iterator[int]:
+    """`served` with the settings given (`settings.port` free, on loopback), on a loop `new_loop` makes."""
     server = _Server(server_config(settings, create_app(settings, UNIT_REGISTRY, CREDENTIALS, Recording(),
                                                         clock=Clock(), claims=MemoryClaims(Clock()))))
-    loop = asyncio.new_event_loop()
+    loop = new_loop()
     serving = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
     serving.start()
     try:

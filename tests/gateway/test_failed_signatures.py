@@ -93,17 +93,22 @@ async def test_a_replayed_signature_spends_neither_the_sources_rate_nor_more_tha
 
 
 async def _slowly(gateway: Any, headers: list[tuple[bytes, bytes]], body: bytes, read: list[int],
-                  chunk: int = 64 * 1024) -> int:
+                  chunk: int = 64 * 1024, client: str = "203.0.113.7", unanswered: list[int] | None = None) -> int:
     """POST `body` in chunks of `chunk` bytes without a Content-Length (chunked), each after a millisecond (other
-    requests' chunks interleave, as on a server); `read` counts the bytes the gateway took."""
+    requests' chunks interleave, as on a server); `read` counts the bytes the gateway took; `unanswered`, if given,
+    the bytes taken by requests not yet answered (`[now, most]`)."""
     parts = [body[i:i + chunk] for i in range(0, len(body), chunk)]
-    given = 0
+    given, taken = 0, 0
+    held = unanswered if unanswered is not None else [0, 0]
 
     async def receive() -> dict[str, Any]:
-        nonlocal given
+        nonlocal given, taken
         await asyncio.sleep(0.001)
         given += 1
         read[0] += len(parts[given - 1])
+        taken += len(parts[given - 1])
+        held[0] += len(parts[given - 1])
+        held[1] = max(held)
         return {"type": "http.request", "body": parts[given - 1], "more_body": given < len(parts)}
 
     status: list[int] = []
@@ -111,10 +116,11 @@ async def _slowly(gateway: Any, headers: list[tuple[bytes, bytes]], body: bytes,
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             status.append(message["status"])
+            held[0] -= taken
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": "/v1/events", "raw_path": b"/v1/events", "query_string": b"", "root_path": "",
-             "headers": headers, "client": ("203.0.113.7", 1), "server": ("test", 80)}
+             "headers": headers, "client": (client, 1), "server": ("test", 80)}
     await gateway(scope, receive, send)
     return status[0]
 
@@ -125,7 +131,8 @@ async def test_bad_signatures_sent_at_once_are_read_no_further_than_the_allowanc
     its bytes having been read for nothing. Before: all 30 passed the allowance's check before any had failed,
     300 MiB read and hashed."""
     read, clock = [0], Clock(NOW)
-    gateway = app(clock=clock, failed_signatures_burst=10, failed_signatures_per_s=0.1)
+    gateway = app(clock=clock, failed_signatures_burst=10, failed_signatures_per_s=0.1,
+                  unverified_body_bytes=1024**3)  # the address's allowance, not the total for all, is what limits
     body = b"x" * 10 * 1024 * 1024
     statuses = await asyncio.gather(*(_slowly(gateway, WRONG, body, read) for _ in range(30)))
     assert set(statuses) <= {401, 429} and statuses.count(429) >= 20, statuses
@@ -135,6 +142,25 @@ async def test_bad_signatures_sent_at_once_are_read_no_further_than_the_allowanc
     read[0] = 0
     statuses = await asyncio.gather(*(_slowly(gateway, WRONG, body, read) for _ in range(30)))
     assert statuses.count(401) <= 1 and read[0] <= 10 * 1024 * 1024 + 30 * 64 * 1024, (statuses, read[0] >> 20)
+
+
+async def test_bad_signatures_from_many_addresses_are_read_no_further_than_the_total() -> None:
+    """30 chunked 2 MiB bodies under wrong signatures, at once from 30 addresses (each within its own allowance), and
+    GATEWAY_UNVERIFIED_BODY_BYTES of 8 MiB: no more than 8 MiB of them, and a chunk each, are held unanswered at once
+    (before: all 60 MiB); those past it are answered 503 `busy` (Retry-After: 1) without costing their address a
+    failure, so each address's rightly signed request passes afterwards."""
+    unanswered, clock = [0, 0], Clock(NOW)
+    gateway = app(clock=clock, failed_signatures_burst=1, failed_signatures_per_s=1e-6, max_body_bytes=4 << 20,
+                  unverified_body_bytes=8 << 20)
+    body = b"x" * 2 * 1024 * 1024
+    statuses = await asyncio.gather(*(_slowly(gateway, WRONG, body, [0], client=f"198.51.100.{n}",
+                                              unanswered=unanswered) for n in range(30)))
+    assert set(statuses) == {401, 503}, statuses
+    assert unanswered[1] <= 8 * 1024 * 1024 + 30 * 64 * 1024, f"{unanswered[1] >> 20} MiB held at once"
+    refused_from = [f"198.51.100.{n}" for n, status in enumerate(statuses) if status == 503]
+    for client in refused_from:
+        event = orjson.dumps(canonical_dossier(f"after-the-total-{client}"))
+        assert (await call(gateway, signed(event), event, client=client)).status == 202
 
 
 async def test_many_small_signed_requests_at_once_from_one_address_all_pass() -> None:

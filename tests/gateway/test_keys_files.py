@@ -17,9 +17,9 @@ from services.demo import processes
 from services.demo.settings import DemoSettings
 from services.gateway import __main__ as gateway_main
 from services.gateway.auth import RequestLine, Unauthenticated, identify
-from services.gateway.keyfiles import SHARED_RULE, KeysFileError
+from services.gateway.keys import SHARED_RULE, Credential, KeysFileError, load_credentials
 from services.gateway.operators import load_operators, operator_of
-from services.gateway.settings import ROOT, Credential, load_credentials
+from services.gateway.settings import ROOT
 
 pytestmark = pytest.mark.unit
 SHORT = "short-key-8c1"

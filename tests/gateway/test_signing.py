@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from services.gateway import auth
 from services.gateway.auth import RequestLine, Unauthenticated, canonical, identify, sign
-from services.gateway.settings import Credential
+from services.gateway.keys import Credential
 from tests.gateway.asgi import API_KEY, CREDENTIALS, HMAC_KEY, Clock, Recording, app, call
 from tests.samples import canonical_dossier
 

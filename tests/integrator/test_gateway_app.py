@@ -9,8 +9,9 @@ from pydantic import SecretStr
 
 from schemas.topics import MAX_RECORD_BYTES
 from services.gateway.app import create_app
+from services.gateway.keys import Credential
 from services.gateway.publisher import BrokerUnavailable
-from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.settings import GatewaySettings
 from services.sources.registry import Source, SourceRegistry
 from tests.samples import canonical_dossier
 
@@ -86,7 +87,8 @@ def test_hostile_input_gets_a_4xx_with_a_reason_never_a_500() -> None:
                                               families=("dossier",), communes=("02269",)),))
     credentials = {"one-stop": CREDENTIAL, "signed": Credential(hmac_key=SecretStr("app-test-hmac-key-8e1c"))}
     # the list limit, not the size: a million-item list is 4 MB, the largest record the raw topics take 10 MiB
-    settings = GatewaySettings(max_body_bytes=32 * 1024 * 1024, max_record_bytes=MAX_RECORD_BYTES)
+    settings = GatewaySettings(max_body_bytes=32 * 1024 * 1024, max_record_bytes=MAX_RECORD_BYTES,
+                               held_body_bytes_per_source=32 * 1024 * 1024, held_body_bytes=64 * 1024 * 1024)
     http = TestClient(create_app(settings, registry, credentials, pub))
     deep = b'{"a":' * 300 + b"1" + b"}" * 300
     deeper = b"[" + b"[" * 600 + b"]" * 600 + b"]"

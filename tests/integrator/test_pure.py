@@ -14,7 +14,8 @@ from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
 from services.cli.deadletters import Filters, dead_letter, matches, redriven_headers, replayable, source_of
 from services.gateway.batch import BodyError, check, family_of, split_body
-from services.gateway.settings import Credential, GatewaySettings
+from services.gateway.keys import Credential
+from services.gateway.settings import GatewaySettings
 from services.sources.registry import SourceRegistry, is_allowed, load_registry
 from tests.integrator.conftest import REGISTRY
 from tests.samples import canonical_dossier, portal_dossier, visit_completed, with_data

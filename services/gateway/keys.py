@@ -1,4 +1,6 @@
-"""Keys files (`GATEWAY_SECRETS_FILE`, `GATEWAY_OPERATORS_FILE`) read strictly: what the gateway does not start with.
+"""The gateway's keys files: the secrets file (source id -> API key and/or HMAC key, `GATEWAY_SECRETS_FILE`) and the
+operators' file's keys. A key is a `SecretStr` from the moment it is read and never logged or quoted: a file the
+gateway does not start with is refused by its place and entry, never its content.
 
 A key names its holder: the gateway takes a request for the source, or the operator, whose key it carries. Two
 entries holding one key loaded without a word, and the last one won: an integrator with its own key published as
@@ -11,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import yaml
-from pydantic import SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 SHARED_RULE = "every source and operator needs a key of its own (a request is taken for the key's one holder)"
 
@@ -68,7 +70,7 @@ def keys_file(path: Path) -> dict[Any, Any]:
 
 
 class HoldsKeys(Protocol):
-    """A source's credential (`settings.Credential`)."""
+    """A source's credential (`keys.Credential`)."""
 
     @property
     def api_key(self) -> SecretStr | None: ...
@@ -101,3 +103,64 @@ def refuse_shared_keys(where: str, *entries: Iterator[tuple[str, SecretStr | Non
             if (other := holders.get(key.get_secret_value())) is not None:
                 raise KeysFileError(f"{where}{other} and {label} hold the same key: {SHARED_RULE}")
             holders[key.get_secret_value()] = label
+
+
+MIN_KEY_CHARS = 16
+"""The shortest API, HMAC or operator key the gateway starts with. A key made as the docs say
+(`secrets.token_urlsafe(32)`) has 43 characters; an empty, null or placeholder-short one is refused."""
+KEY_RULE = (f"a key is a string of at least {MIN_KEY_CHARS} characters; make one with "
+            "python -c \"import secrets; print(secrets.token_urlsafe(32))\"")
+PLACEHOLDER_WORDS = ("replace-me", "replace_me", "changeme", "change-me", "placeholder", "example")
+"""Words of a key that was never replaced (infra/gateway-secrets.example.yaml's `replace-me-with-a-long-random-key`
+passed the length check: a gateway started with the example's keys, which anyone can read in git)."""
+PLACEHOLDER_RULE = "the example's placeholder, not a key: put a key of your own in its place; " + KEY_RULE
+
+
+def is_placeholder(key: str) -> bool:
+    """`key` is a placeholder left in (a word of `PLACEHOLDER_WORDS`, or one character repeated), never a key."""
+    text = key.lower()
+    return any(word in text for word in PLACEHOLDER_WORDS) or len(set(text)) <= 1
+
+
+def _not_placeholder(key: SecretStr) -> SecretStr:
+    if is_placeholder(key.get_secret_value()):
+        raise ValueError(PLACEHOLDER_RULE)
+    return key
+
+
+Key = Annotated[SecretStr, Field(min_length=MIN_KEY_CHARS), AfterValidator(_not_placeholder)]
+
+
+class Credential(BaseModel):
+    """One source system's secrets. Either may be absent; a source with neither cannot authenticate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: Key | None = None
+    hmac_key: Key | None = None
+
+
+def load_credentials(path: Path | None) -> dict[str, Credential]:
+    """Source id -> credential, from the secrets file (empty when there is none: every request is 401).
+    Raises KeysFileError for an entry that is not a credential or holds a key shorter than `MIN_KEY_CHARS`, and for
+    a key held twice (`refuse_shared_keys`)."""
+    if path is None:
+        return {}
+    credentials = {}
+    for source_id, entry in keys_file(path).items():
+        try:
+            credentials[str(source_id)] = Credential.model_validate(entry)
+        except ValidationError as exc:
+            raise KeysFileError(f"{path}: source {source_id}: {entry_problems(exc)}") from None
+    refuse_shared_keys(f"{path}: ", source_keys(credentials))
+    return credentials
+
+
+def entry_problems(exc: ValidationError) -> str:
+    """What is wrong with an entry, from pydantic's errors without their input (which may be a key) or its length."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in error["loc"])
+        problem = {"too_short": KEY_RULE, "value_error": PLACEHOLDER_RULE}.get(error["type"], error["msg"])
+        problems.append(f"{where}: {problem}")
+    return "; ".join(problems)
