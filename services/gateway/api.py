@@ -109,8 +109,8 @@ def responses() -> dict[int | str, dict[str, Any]]:
                  "(`idempotency_keys_exhausted`: retry later, or without a key), or (signed requests) this address "
                  "sent too many failed signatures (a replayed signature counts as one), or has more bytes of signed "
                  "bodies being read at once, unverified, than its failed signatures left stand for; or this source "
-                 "has as many request bodies being read or waiting for their check as it may (the body unread, the "
-                 "connection closed)", **retry),
+                 "has as many request bodies being read or waiting for their check as it may (the rest of the body "
+                 "unread, the connection closed: send a large body with `Expect: 100-continue`)", **retry),
         500: err("The gateway met a bug (`internal_error`; logged for its operators, the connection closed): "
                  "retry later, with the same Idempotency-Key if the request had one"),
         503: err("Kafka is unavailable; nothing was published (`broker_unavailable`); or (`busy`) the gateway is "

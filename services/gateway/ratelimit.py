@@ -107,49 +107,68 @@ class InFlight:
 
 
 class Budget:
-    """Bytes held at once: at most `total` in all, and at most `per_key` by any one key."""
+    """Bytes held at once: at most `total` in all, and at most `per_key` by any one key. Bytes may be held in a key's
+    share alone first (`in_total=False`) and counted in the total later (`count`)."""
 
     def __init__(self, total: int, per_key: int | None = None) -> None:
         self.total = total
         self.per_key = total if per_key is None else per_key
         self.held = 0
+        """Bytes counted in the total."""
         self.by_key: dict[str, int] = {}
         """Only keys holding bytes."""
 
-    def take(self, size: int, key: str = "") -> Over | None:
-        """Hold `size` more bytes for `key` (None), unless that passes its share ("key") or the total ("total")."""
+    def take(self, size: int, key: str = "", in_total: bool = True) -> Over | None:
+        """Hold `size` more bytes for `key` (None), unless that passes its share ("key") or, `in_total`, the total
+        ("total")."""
         mine = self.by_key.get(key, 0) + size
         if mine > self.per_key:
             return "key"
-        if self.held + size > self.total:
+        if in_total and self.held + size > self.total:
             return "total"
         if size:
-            self.held += size
+            self.held += size if in_total else 0
             self.by_key[key] = mine
         return None
 
-    def release(self, size: int, key: str = "") -> None:
+    def count(self, size: int) -> Over | None:
+        """Count `size` bytes a key holds already in the total too (None), unless that passes it ("total")."""
+        if self.held + size > self.total:
+            return "total"
+        self.held += size
+        return None
+
+    def release(self, size: int, key: str = "", counted: int | None = None) -> None:
+        """Give back `size` bytes of `key`'s, `counted` of them (all by default) in the total."""
         if not size:
             return
-        self.held -= size
+        self.held -= size if counted is None else counted
         if (left := self.by_key.pop(key, 0) - size) > 0:
             self.by_key[key] = left
 
 
 class Held:
-    """What one request holds of a `Budget` under its `key`, grown as its body arrives and given back all at once."""
+    """What one request holds of a `Budget` under its `key`, grown as its body arrives and given back all at once: in
+    its key's share while the body is read, and in the total too once it is in (`counted`), when it is loaded whole.
+    A body still arriving costs no memory yet (`bodies.Spool`): held in the total, slow uploads of two sources kept
+    every other source out (503) for as long as they took (review of 2026-12-06)."""
 
     def __init__(self, budget: Budget, key: str) -> None:
-        self.budget, self.key, self.size = budget, key, 0
+        self.budget, self.key, self.size, self.counted = budget, key, 0, 0
 
-    def grow_to(self, size: int) -> Over | None:
-        """Hold `size` bytes in all (None; nothing more when it holds that already), unless the budget refuses."""
-        if size <= self.size:
-            return None
-        if (over := self.budget.take(size - self.size, self.key)) is None:
+    def grow_to(self, size: int, in_total: bool = False) -> Over | None:
+        """Hold `size` bytes in the key's share (None; nothing more when it holds that already), and, `in_total`, in
+        the total too, unless the budget refuses."""
+        if size > self.size:
+            if (over := self.budget.take(size - self.size, self.key, in_total=False)) is not None:
+                return over
             self.size = size
-        return over
+        if in_total and self.counted < self.size:
+            if (over := self.budget.count(self.size - self.counted)) is not None:
+                return over
+            self.counted = self.size
+        return None
 
     def release(self) -> None:
-        self.budget.release(self.size, self.key)
-        self.size = 0
+        self.budget.release(self.size, self.key, self.counted)
+        self.size = self.counted = 0

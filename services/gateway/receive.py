@@ -5,9 +5,9 @@ A signed request's body is read before its signature can be checked (its HMAC co
 signing source's id can make the gateway read one. Its bytes are counted against its peer address's allowance of
 failed signatures, and against a total for all addresses (`ratelimit.InFlight`), until the signature is verified; a
 body that fails, or passes its address's allowance, costs the address one of them. Bodies being read hold
-`bodies.MEMORY_BYTES` in memory at most, all together. A body of a known caller (an API key's before it is read, a
-signed one once verified) is held against a budget in all and per source until it is answered: it is loaded whole
-for its check and waits its turn for it.
+`bodies.MEMORY_BYTES` in memory at most, all together. A body of a known caller is held against its source's share
+(an API key's before it is read, a signed one once verified) and, once it has arrived, against a total for all
+sources, until it is answered: it is loaded whole for its check and waits its turn for it.
 """
 
 from __future__ import annotations
@@ -71,11 +71,12 @@ class Receiver:
 
     async def read(self, request: Request, who: Identified, peer: str, held: Held) -> bytes:
         """The body, its signature (if any) verified over it, its bytes in `held`. Raises `bodies.TooLarge`,
-        `ClientDisconnect`, `auth.Unauthenticated` for a signature that does not cover it, and `bodies.Unadmitted`
-        for a body past a budget: an API-key caller's before a byte is read if it declares its length, a signed one's
-        once verified, before it is loaded. A signature that fails, or a signed body past its address's allowance,
-        counts as a failed signature of `peer` (an unadmitted body's bytes were read for nothing, else a wave of them
-        reads on); one past the total of unverified bodies does not (the address may be anyone's)."""
+        `ClientDisconnect`, `auth.Unauthenticated` for a signature that does not cover it, and `bodies.Unadmitted` for a
+        body past a budget: an API-key caller's past its source's share before a byte is read if it declares its length,
+        a signed one's once verified; past the total once it has arrived, before it is loaded. A signature that fails,
+        or a signed body past its address's allowance, counts as a failed signature of `peer` (an unadmitted body's
+        bytes were read for nothing, else a wave of them reads on); one past the total of unverified bodies does not
+        (the address may be anyone's)."""
         counted, taken = 0, 0
 
         def admit(size: int) -> None:
@@ -89,10 +90,10 @@ class Receiver:
             else:  # counted against its address until it is verified
                 counted += size
 
-        def arrived(size: int) -> None:
+        def arrived(size: int) -> None:  # the body is in, and is loaded next: now it counts in the total
             if who.pending is not None:
                 who.pending.verify()
-            if (over := held.grow_to(size)) is not None:
+            if (over := held.grow_to(size, in_total=True)) is not None:
                 raise Unadmitted("held", over)
 
         try:
