@@ -6,7 +6,7 @@ A body still arriving is held in memory while it is at most `SPILL_BYTES` and al
 `MEMORY_BYTES` there, else in a temporary file (`Spool`): one refused for its size never sat in memory whole, and
 however many uploads are in progress, their bytes in memory stay within the budget. Each kept its first 1 MiB in
 memory before: 516 unverified uploads from a few addresses, no credential needed, took the gateway from 92 to 759 MB
-(audit of 2026-12-08).
+(audit of 2026-12-06).
 """
 
 from __future__ import annotations

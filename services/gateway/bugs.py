@@ -12,7 +12,8 @@ An exception out of the server's own `send` is not the route's bug: the connecti
 answered. A chunked body malformed in the packet that brought the headers (or past `chunks.chunks_allowed`) makes
 uvicorn answer 400 and close while the route runs; the route's own answer then fails in h11 (`LocalProtocolError`).
 Counted as an internal error, any client could keep the operators' alert firing (audit of 2026-12-06: four such
-requests, `commune_gateway_internal_errors_total` 5). Such an answer is counted apart
+requests, `commune_gateway_internal_errors_total` 5). The gateway's server now drops such an answer unsent
+(`connections.GuardedH11Protocol.send_400_response`); one whose `send` fails all the same is counted apart
 (`commune_gateway_answers_unsent_total`) and logged at debug only.
 """
 

@@ -11,7 +11,7 @@ need too. Its `limit_concurrency` does not help: it is checked once a request's 
 - a body rate: once the headers are in, the body may take `body_timeout_s` plus one second per
   `body_min_bytes_per_s` bytes received, and its bytes may pause `body_timeout_s` at most: time earned by bytes sent
   early is for a slow link, not for silence (1 MiB sent at once bought 276 s of it, on a slot the cap cannot evict;
-  audit of 2026-12-08). While the gateway itself is not reading (its buffer full, or a client waiting for
+  audit of 2026-12-06). While the gateway itself is not reading (its buffer full, or a client waiting for
   `100 Continue`) the client's clock stops;
 - a send deadline: an answer the client does not read (the gateway's writes held back for `send_timeout_s` in a
   row: a client that pipelines requests, or asks for a large answer, and never reads) ends the connection;
@@ -205,6 +205,12 @@ class GuardedH11Protocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._follow()
+
+    def send_400_response(self, msg: str) -> None:
+        super().send_400_response(msg)  # a malformed request (a bad chunk): uvicorn answers 400 and closes
+        if self.cycle is not None:  # the route still running answers into nothing, not into h11 (which raised: one
+            self.cycle.disconnected = True  # ERROR line a request, "ASGI callable returned without completing")
+            self.cycle.message_event.set()
 
     def _follow(self) -> None:
         """Arm the deadline of what the connection now waits for from the client, when that changed: the headers

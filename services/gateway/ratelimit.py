@@ -77,7 +77,7 @@ class InFlight:
     failed: signed requests sent at once all passed it (200 from one address: 2,000 MiB read and hashed, review of
     2026-12-02). Counting bytes as they arrive, not whole bodies up front, lets many small requests run at once. The
     total is for the addresses one attacker has (a few on loopback, endless ones in IPv6): 516 connections from six
-    held 516 MiB, and every connection slot (audit of 2026-12-08)."""
+    held 516 MiB, and every connection slot (audit of 2026-12-06)."""
 
     def __init__(self, allowance: RateLimiter, bytes_per_token: int, total: int) -> None:
         self.allowance, self.bytes_per_token, self.total = allowance, bytes_per_token, total

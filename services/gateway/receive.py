@@ -42,7 +42,7 @@ class Receiver:
     held: Budget = field(init=False)
     """The bytes of bodies from known callers, from before they are read until they are answered: loaded whole for
     their check, one at a time (`handler.CHECK_THREADS`), they waited without bound (100 posts of 10 MB at once:
-    1.1 GB, audit of 2026-12-08)."""
+    1.1 GB, audit of 2026-12-06)."""
 
     def __post_init__(self) -> None:
         self.failures = RateLimiter(self.settings.failed_signatures_per_s, self.settings.failed_signatures_burst,
