@@ -29,6 +29,11 @@ LIST_ITEMS, ITEM_CHARS = 5, 80
 parameter is bounded (SMS, ZNS template data, e-mail, ledger entries and dead letters), whatever the event lists."""
 
 
+def shortened(text: str, chars: int, mark: str = "…") -> str:
+    """`text`, or its first characters ending `mark` within `chars` in all (no space before the mark)."""
+    return text if len(text) <= chars else text[:chars - len(mark)].rstrip() + mark
+
+
 def listing(items: Sequence[str]) -> str:
     """"a, b, c, d, e, +7" for twelve items; "-" for none."""
     shown = [i if len(i) <= ITEM_CHARS else i[:ITEM_CHARS - 1] + "…" for i in items[:LIST_ITEMS]]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from schemas.codes import Locale
 from schemas.limits import CONTROL
 from schemas.notification import NotificationKind as K
+from services.notify.params import shortened
 
 Template = tuple[str, str]
 
@@ -153,7 +154,7 @@ def zns_params(params: dict[str, str]) -> dict[str, str]:
     separator characters (Zalo shows them as they come: an override reversed how a reason or a number read; the
     SMS and e-mail texts never had them), and at most `ZNS_PARAM_CHARS` characters ("…" ends a cut one)."""
     clean = {k: " ".join(_NOT_IN_SUBJECT.sub(" ", v).split()) or "-" for k, v in params.items()}
-    return {k: v if len(v) <= ZNS_PARAM_CHARS else v[:ZNS_PARAM_CHARS - 1].rstrip() + "…" for k, v in clean.items()}
+    return {k: shortened(v, ZNS_PARAM_CHARS) for k, v in clean.items()}
 
 
 def render(kind: K, locale: Locale, params: dict[str, str]) -> Rendered:

@@ -19,7 +19,7 @@ from services.privacy.key_records import KeyUnreadable
 from services.privacy.keyring import Keyring
 
 _IDENTIFIERS = (("cccd", "id_number"), ("phone", "phone"), ("email", "email"), ("zalo", "zalo_user_id"))
-CONTACT_KINDS = {"phone": "phone", "email": "email", "zalo_user_id": "zalo"}
+CONTACT_KINDS = {field: kind for kind, field in _IDENTIFIERS if kind != "cccd"}
 """The contact fields, each with its kind for `crypto.identifies`."""
 
 

@@ -10,6 +10,7 @@ from schemas import trace
 from schemas.codes import Locale
 from schemas.notification import ChannelKind, NotificationRequest
 from services.notify import sms
+from services.notify.params import shortened
 from services.notify.templates import Rendered, render
 
 
@@ -130,7 +131,7 @@ def _sms_render(request: NotificationRequest, rendered: Rendered, segment_limit:
             break
         value, mark = params[longest], "..." if sms.is_gsm7(sent) else "…"
         keep = max(SHORTEST, len(value) - max(MIN_CUT, sms.excess(sent, max_segments) + len(mark)))
-        params = {**params, longest: value[:keep - len(mark)].rstrip() + mark}
+        params = {**params, longest: shortened(value, keep, mark)}
         text = render(request.kind, rendered.locale, params).text
     return text
 
