@@ -30,3 +30,12 @@ class TopicMissing(CliError):
         state = "does not exist" if len(topics) == 1 else "none of them exists"
         super().__init__(f"{', '.join(topics)}: {state} (check --namespace, or create the topics as admin: "
                          "commune-bus topics create)")
+
+
+class BrokerSilent(CliError):
+    """Something takes connections at every bootstrap address that can be reached, and none answers as a broker."""
+
+    def __init__(self, bootstrap: str, waited_s: float) -> None:
+        super().__init__(f"Kafka: nothing answered at {bootstrap} within {waited_s:g} s: something accepts the "
+                         "connection there and says nothing (a broker frozen or overloaded, another program on that "
+                         "port, a firewall dropping packets); check --bootstrap (KAFKA_BOOTSTRAP)")

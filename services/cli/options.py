@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import re
 from datetime import UTC, datetime, timedelta
@@ -11,13 +12,19 @@ import typer
 
 from schemas.times import to_utc
 from schemas.topics import TOPICS, by_name, namespaced
-from services.cli.errors import CliError
+from services.cli.errors import BrokerSilent, CliError
+from services.common.clients import connection_options
+from services.common.probe import addresses, answer
 from services.common.settings import KafkaConnection
 
 Bootstrap = Annotated[str, typer.Option("--bootstrap", "-b", envvar="KAFKA_BOOTSTRAP", help="Kafka bootstrap servers")]
 Namespace = Annotated[str, typer.Option("--namespace", envvar="COMMUNE_BUS_NAMESPACE",
                                         help="Topic prefix (tests, staging); empty in production")]
 DEFAULT_BOOTSTRAP: str = KafkaConnection.model_fields["bootstrap"].default
+REPLY_WAIT_S = 10.0
+"""How long a command waits for a bootstrap address to answer before it says none did. A port where something
+accepts connections and says nothing (a frozen broker, another program, packets dropped) held every command for the
+client's request timeout, 40 s without a word, before 'Unable to bootstrap'; a refused connection is told at once."""
 ShowPersonalData = Annotated[bool, typer.Option(
     "--show-personal-data", help="Show applicants' names, CCCD, phones, e-mails and addresses in clear, and "
     "values that are not JSON (default: masked, and withheld)")]
@@ -46,8 +53,19 @@ def moment(text: str, now: datetime | None = None) -> datetime:
 
 
 def connection(bootstrap: str) -> KafkaConnection:
-    """`--bootstrap` over the rest of the connection (TLS, SASL) from `KAFKA_*`, as every service reads it."""
-    return KafkaConnection(bootstrap=bootstrap)
+    """`--bootstrap` over the rest of the connection (TLS, SASL) from `KAFKA_*`, as every service reads it; BrokerSilent
+    when no bootstrap address answers and one of them stays silent (`REPLY_WAIT_S`)."""
+    conn = KafkaConnection(bootstrap=bootstrap)
+    tls = connection_options(conn).get("ssl_context")
+    pairs = addresses(conn.bootstrap)
+
+    async def answers() -> list[bool | None]:
+        return list(await asyncio.gather(*(answer(host, port, tls, REPLY_WAIT_S) for host, port in pairs)))
+
+    said = asyncio.run(answers()) if pairs else []
+    if False in said and True not in said:
+        raise BrokerSilent(bootstrap, REPLY_WAIT_S)
+    return conn
 
 
 def misspelt(name: str, namespace: str) -> CliError | None:

@@ -79,6 +79,14 @@ async def replies(host: str, port: int, tls: ssl.SSLContext | None = None,
     """Whether whatever listens at `host:port` replies within `timeout_s` to a connection (over TLS with `tls`) and
     an ApiVersions request: with bytes, a hang-up, a reset or a TLS alert. False when nothing accepts the
     connection, or it is accepted (by the kernel, for a process that is frozen) and nothing comes back."""
+    return await answer(host, port, tls, timeout_s) is True
+
+
+async def answer(host: str, port: int, tls: ssl.SSLContext | None = None,
+                 timeout_s: float = CONNECT_TIMEOUT_S) -> bool | None:
+    """True when whatever listens at `host:port` replies within `timeout_s` (as `replies`); False when it stays
+    silent that long (a connection accepted and no answer, or packets dropped on the way); None when there is
+    nothing to reach (refused, no route, a name that does not resolve): a client is told that at once."""
     writer = None
     try:
         async with asyncio.timeout(timeout_s):
@@ -89,8 +97,10 @@ async def replies(host: str, port: int, tls: ssl.SSLContext | None = None,
         return True
     except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
         return True  # the other end spoke TLS and refused us, or hung up on us: it is there
-    except (TimeoutError, OSError):
+    except TimeoutError:
         return False
+    except OSError:
+        return None
     finally:
         if writer is not None:
             writer.transport.abort()
