@@ -50,6 +50,7 @@ from services.notify.release import OwnedDispatcher
 from services.notify.settings import CONSUMERS, NotifySettings
 from services.notify.subscribers import load_registry
 from services.notify.topics import Names
+from services.notify.zns import load_zns_templates, on_this_host
 from services.privacy.settings import PrivacySettings
 from services.privacy.store import KeyStore
 
@@ -80,6 +81,9 @@ class NotifyApp:
         self.privacy = privacy
         self.directory = _loaded("directory", settings.directory_file, load_directory)
         self.registry = _loaded("subscribers", settings.subscribers_file, load_registry)
+        self.zns = _loaded("zns_templates", settings.zns_templates_file, load_zns_templates)
+        if settings.zns_templates_file is None and not on_this_host(settings.zalo_url):  # Zalo knows no cb-100
+            log.warning("notify.zns_templates_local", zalo_url=settings.zalo_url, hint="NOTIFY_ZNS_TEMPLATES_FILE")
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.pauses: dict[str, Pauses] = {}
         """Per consumer (routine, urgent): why its partitions are paused."""
@@ -87,7 +91,7 @@ class NotifyApp:
     def _channels(self, http: HttpClient) -> dict[ChannelKind, Channel]:
         sms = SmsGateway(http, self.s.sms_url)
         return {
-            ChannelKind.SMS: sms, ChannelKind.ZALO: ZaloZns(http, self.s.zalo_url, sms),
+            ChannelKind.SMS: sms, ChannelKind.ZALO: ZaloZns(http, self.s.zalo_url, sms, self.zns),
             ChannelKind.EMAIL: Smtp(self.s.smtp_host, self.s.smtp_port, self.s.smtp_sender, self.s.provider_timeout_s),
             ChannelKind.WEBHOOK: Webhooks(http, self.registry),
         }

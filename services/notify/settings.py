@@ -37,6 +37,9 @@ class NotifySettings(ConsumerSettings):
     http_port: int = Field(default=9102, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
     directory_file: Path | None = Field(default=None, description="Recipients directory TOML")
     subscribers_file: Path | None = Field(default=None, description="Webhook subscriber registry TOML")
+    zns_templates_file: Path | None = Field(
+        default=None, description="The ids of the Zalo ZNS templates registered per kind and language, TOML (ADR "
+        "0041); none: the local fake provider's ids")
 
     sms_url: str = "http://127.0.0.1:8025"
     zalo_url: str = "http://127.0.0.1:8025"
@@ -123,7 +126,7 @@ class NotifySettings(ConsumerSettings):
     deadline_tick_s: float = Field(default=30.0, gt=0, le=3_600.0)
     deadline_web_port: int = Field(default=6067, ge=0, le=65535)
 
-    @field_validator("directory_file", "subscribers_file", "state_dir", mode="before")
+    @field_validator("directory_file", "subscribers_file", "zns_templates_file", "state_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -149,17 +149,24 @@ template's parameters mostly sit; Zalo refuses a longer value than the template 
 back to SMS or fails (notify audit: `procedure` and `reason` went whole, up to 1,000 characters)."""
 
 
-def zns_params(params: dict[str, str]) -> dict[str, str]:
+def zns_params(kind: K, params: dict[str, str]) -> dict[str, str]:
     """The template data ZNS is given: each value on one line, without control, bidirectional-override or line
     separator characters (Zalo shows them as they come: an override reversed how a reason or a number read; the
-    SMS and e-mail texts never had them), and at most `ZNS_PARAM_CHARS` characters ("…" ends a cut one)."""
-    clean = {k: " ".join(_NOT_IN_SUBJECT.sub(" ", v).split()) or "-" for k, v in params.items()}
+    SMS and e-mail texts never had them), and at most `ZNS_PARAM_CHARS` characters ("…" ends a cut one). A payment
+    without fees has no amount: its template names none."""
+    shown = {k: v for k, v in params.items() if k != "amount"} if fee_unknown(kind, params) else params
+    clean = {k: " ".join(_NOT_IN_SUBJECT.sub(" ", v).split()) or "-" for k, v in shown.items()}
     return {k: shortened(v, ZNS_PARAM_CHARS) for k, v in clean.items()}
+
+
+def fee_unknown(kind: K, params: dict[str, str]) -> bool:
+    """A payment request whose event lists no fee (its amount "0"): said without an amount (`FEE_UNKNOWN`)."""
+    return kind is K.PAYMENT_REQUESTED and params.get("amount") == "0"
 
 
 def render(kind: K, locale: Locale, params: dict[str, str]) -> Rendered:
     """The message in `locale`, or in Vietnamese when that locale has no template for `kind`."""
-    by_locale = FEE_UNKNOWN if kind is K.PAYMENT_REQUESTED and params.get("amount") == "0" else TEMPLATES[kind]
+    by_locale = FEE_UNKNOWN if fee_unknown(kind, params) else TEMPLATES[kind]
     chosen = locale if locale in by_locale else Locale.VI
     subject, text = by_locale[chosen]
     one_line = _NOT_IN_SUBJECT.sub(" ", subject.format(**params)).replace(ENCODED_WORD_START, NEUTRAL_START)

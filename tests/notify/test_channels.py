@@ -7,14 +7,15 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from schemas.codes import Priority
+from schemas.codes import Locale, Priority
 from schemas.notification import ChannelKind
 from services.notify import rules
 from services.notify.channels.base import DeliveryError, compose
 from services.notify.channels.email import Smtp
-from services.notify.channels.http import ZNS_TEMPLATE_IDS, HttpClient, SmsGateway, Webhooks, ZaloZns
+from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
 from services.notify.fake_providers import FakeProviders
 from services.notify.subscribers import Registry
+from services.notify.zns import LOCAL
 from tests.kafkatools import free_port
 from tests.notify.conftest import MailSink
 from tests.notify.events import directory, dossier
@@ -37,7 +38,8 @@ async def test_zns_gets_template_id_parameters_and_tracking_id(fake: FakeProvide
     await http.close()
     sent = fake.accepted[r.notification_id]
     assert sent.path == "/zns/send" and receipt.via == "zalo"
-    assert sent.body["template_id"] == ZNS_TEMPLATE_IDS[r.kind] and sent.body["tracking_id"] == r.notification_id
+    assert sent.body["template_id"] == LOCAL.templates[r.kind][Locale.VI]
+    assert sent.body["tracking_id"] == r.notification_id
     assert sent.body["template_data"]["dossier_code"] == "TL-251101-0002"
 
 

@@ -29,12 +29,13 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.resolver import DefaultResolver
 
-from schemas.notification import ChannelKind, NotificationKind
+from schemas.notification import ChannelKind
 from services.notify.channels import replies
 from services.notify.channels.base import FALLBACK_HELD, DeliveryError, FellBack, Message, Receipt, trace_headers
 from services.notify.channels.resolver import AddressRefused, GuardedResolver
 from services.notify.subscribers import Registry, signature
 from services.notify.templates import zns_params
+from services.notify.zns import LOCAL, NO_TEMPLATE, ZnsTemplates
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLY_TOO_LARGE = "reply_too_large"
@@ -50,8 +51,6 @@ once, as when Zalo cannot be reached."""
 PROVIDER_ID_REFUSED = "provider_id_refused"
 """The provider answered a message id that is not short and plain (`replies.provider_id`): sent, id not kept."""
 
-ZNS_TEMPLATE_IDS: dict[NotificationKind, str] = {k: f"cb-{i + 100}" for i, k in enumerate(NotificationKind)}
-"""ZNS template ids registered with Zalo, one per notification kind (ids are configured at Zalo's side)."""
 
 
 class HttpClient:
@@ -181,15 +180,18 @@ class ZaloZns:
     SMS's bucket: a fallback is an SMS the gateway counts against its contract).
     """
 
-    def __init__(self, client: HttpClient, url: str, fallback: SmsGateway) -> None:
+    def __init__(self, client: HttpClient, url: str, fallback: SmsGateway, templates: ZnsTemplates = LOCAL) -> None:
         self.client, self.url, self.fallback = client, url.rstrip("/") + "/zns/send", fallback
+        self.templates = templates
 
     async def send(self, message: Message) -> Receipt:
         r = message.request
-        body = {"user_id": r.recipient.zalo_user_id, "phone": r.recipient.phone,
-                "template_id": ZNS_TEMPLATE_IDS[r.kind], "template_data": zns_params(r.params),
-                "tracking_id": r.delivery_key}
         try:
+            template = self.templates.template_for(r.kind, r.recipient.locale, r.params)
+            if template is None:  # none registered for it: by SMS if the phone is known, else a dead letter
+                raise DeliveryError(NO_TEMPLATE, retryable=False, local=True)
+            body = {"user_id": r.recipient.zalo_user_id, "phone": r.recipient.phone, "template_id": template,
+                    "template_data": zns_params(r.kind, r.params), "tracking_id": r.delivery_key}
             reply = await self.client.post(self.url, json=body,
                                            headers={IDEMPOTENCY_HEADER: r.delivery_key, **trace_headers(r)})
             if isinstance(reply, str):  # ZNS says in the body whether it took the message: unknown, retried as ZNS
