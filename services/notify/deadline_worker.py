@@ -22,6 +22,7 @@ while the broker is gone): writes not acknowledged within `NOTIFY_DEADLINE_ACK_T
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ from services.notify.deadline_settings import RUN_PREFIX, DeadlineSettings
 from services.notify.deadline_store import OwnedPartitions, changelog_spec
 from services.notify.settings import NotifySettings
 from services.notify.topics import Names
+from services.notify.tracker import STOP_AT_EOF
 
 log = structlog.get_logger("notify.deadlines")
 SERVICE = "notify-deadlines"
@@ -270,8 +272,9 @@ def main() -> None:
     with settings_checked("notify-deadlines"):
         settings, deadlines = NotifySettings(), DeadlineSettings()
     worker = DeadlineWorker(settings, deadlines)
+    # as notify's child (`tracker.TrackerProcess`), it stops when notify closes its standard input
     runtime.main(SERVICE, settings.model_copy(update={"http_port": settings.deadline_web_port}),
-                 worker.run)
+                 worker.run, stop_at_eof=sys.stdin.fileno() if STOP_AT_EOF in sys.argv[1:] else None)
 
 
 if __name__ == "__main__":

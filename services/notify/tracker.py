@@ -25,6 +25,10 @@ commit is redone). A SIGTERM to the worker alone, as from a container runtime, r
 stop begins (`watch`): it has stopped meanwhile, as the worker did."""
 
 
+STOP_AT_EOF = "--stop-at-eof"
+"""The tracker stops when its standard input ends: how notify asks it to (`TrackerProcess.ask`)."""
+
+
 class TrackerExited(Exception):
     """The deadline tracker process ended while the worker was running."""
 
@@ -40,12 +44,28 @@ def _die_with_parent() -> None:
 class TrackerProcess:
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
+        self.asked = False
 
     @classmethod
     def start(cls) -> TrackerProcess:
-        """`python -m services.notify.deadline_worker` with this process's environment (the same settings)."""
-        return cls(subprocess.Popen([sys.executable, "-m", "services.notify.deadline_worker"], env=dict(os.environ),
-                                    preexec_fn=_die_with_parent))
+        """`python -m services.notify.deadline_worker` with this process's environment (the same settings), told to
+        stop by the end of its standard input (`ask`)."""
+        return cls(subprocess.Popen([sys.executable, "-m", "services.notify.deadline_worker", STOP_AT_EOF],
+                                    env=dict(os.environ), stdin=subprocess.PIPE, preexec_fn=_die_with_parent))
+
+    def ask(self) -> None:
+        """Ask the tracker to stop, once: its standard input ends, which it takes as a first stop signal and as no
+        second one. A SIGTERM here beside one to the process group (a terminal's Ctrl-C, systemd's stop, `kill` of
+        notify while `watch` signalled it too) was a second signal: the tracker's stop was forced, its last commit
+        cut short, an ERROR logged (4 stops of 7, ops audit)."""
+        if self.asked:
+            return
+        self.asked = True
+        if self.process.stdin is None:  # started without the pipe: a signal is the only way
+            self.process.terminate()
+            return
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
 
     async def watch(self, stopping: asyncio.Event, every_s: float = 1.0, grace_s: float = 2.0) -> None:
         """Return when the worker is stopping (the tracker then told to stop too, if a SIGTERM to the process
@@ -55,7 +75,7 @@ class TrackerProcess:
         # has no awaitable here.
         while (code := self.process.poll()) is None:
             if stopping.is_set():
-                self.process.terminate()  # it stops while the worker does, not after it
+                self.ask()  # it stops while the worker does, not after it
                 return
             await asyncio.sleep(every_s)
         with contextlib.suppress(TimeoutError):  # the same signal may still be on its way to this process
@@ -69,7 +89,7 @@ class TrackerProcess:
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         if self.process.poll() is not None:
             return
-        self.process.terminate()
+        self.ask()
         try:
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

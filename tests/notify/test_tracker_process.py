@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from services.notify.tracker import TrackerExited, TrackerProcess
+from services.notify.tracker import STOP_AT_EOF, TrackerExited, TrackerProcess
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -46,3 +50,39 @@ async def test_the_watch_returns_when_the_worker_stops_first_and_the_tracker_sto
         assert tracker.process.wait(timeout=5) == -signal.SIGTERM
     finally:
         tracker.stop()
+
+
+def tracker_without_broker(tmp_path: Path) -> tuple[TrackerProcess, Path]:
+    """The real tracker as `TrackerProcess.start` runs it, its broker refusing (it restarts with back-off, its signal
+    handlers set), its log in a file."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    log = tmp_path / "tracker.log"
+    env = {**os.environ, "KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
+           "NOTIFY_DEADLINE_WEB_PORT": "0"}
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "services.notify.deadline_worker", STOP_AT_EOF]
+        tracker = TrackerProcess(subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=out, stderr=out))
+    eventually(lambda: '"service.restarting"' in log.read_text(), timeout=60, what="the tracker running")
+    return tracker, log
+
+
+@pytest.mark.parametrize("group_signal", [True, False])
+async def test_notify_asks_its_tracker_to_stop_without_a_second_signal(tmp_path: Path, group_signal: bool) -> None:
+    """notify stopping asks its tracker to stop once (its standard input ends). With a SIGTERM to the process group
+    besides (a terminal's Ctrl-C, systemd's stop) the tracker stops as after one signal: before, notify's own SIGTERM
+    was a second one, and the tracker's stop was forced (`service.stop_forced`, 4 stops of 7; ops audit)."""
+    tracker, log = tracker_without_broker(tmp_path)
+    try:
+        if group_signal:
+            tracker.process.send_signal(signal.SIGTERM)
+        stopping = asyncio.Event()
+        stopping.set()
+        await tracker.watch(stopping)
+        tracker.stop(timeout_s=30)
+        assert tracker.process.returncode == 0
+        assert "stop_forced" not in log.read_text(), log.read_text()[-2000:]
+    finally:
+        tracker.process.kill()
