@@ -235,6 +235,8 @@ class Gateway:
         checking = partial(plan, body, request.headers.get("content-type", "application/json"), family=family,
                            commune=commune, caller=caller, raw_topic=self.raw_topic,
                            max_records=self.settings.max_records, max_record_bytes=self.settings.max_record_bytes,
+                           max_canonical_bytes=self.settings.max_canonical_bytes,
+                           intake_seals=self.settings.intake_seals,
                            traceparent=request.headers.get("traceparent"))
         # a large body is checked in a worker thread (about 1 s at the 10 MiB limit): the loop keeps answering the
         # other requests and the probes meanwhile; a small one inline (a thread hop costs more than it)

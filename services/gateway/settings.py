@@ -16,7 +16,7 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.topics import MAX_RECORD_BYTES
+from schemas.topics import CANONICAL_RECORD_BYTES, MAX_RECORD_BYTES
 from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, CertificateRole, ServiceSettings
 from services.gateway.claims import DEFAULT_ANSWER_BYTES
 from services.gateway.publisher import STOP_TIMEOUT_S
@@ -64,8 +64,19 @@ class GatewaySettings(ServiceSettings):
     max_record_bytes: int = Field(
         default=DEFAULT_MAX_RECORD_BYTES, ge=1024, le=MAX_RECORD_BYTES,
         validation_alias=AliasChoices("GATEWAY_MAX_RECORD_BYTES", "INTAKE_MAX_RECORD_BYTES", "max_record_bytes"),
-        description="One record's limit: intake's own (`INTAKE_MAX_RECORD_BYTES`), so nothing accepted here is "
-        "dead-lettered by intake for its size",
+        description="One record's limit as sent and as published: intake's own (`INTAKE_MAX_RECORD_BYTES`)",
+    )
+    max_canonical_bytes: int = Field(
+        default=CANONICAL_RECORD_BYTES, ge=1024, le=MAX_RECORD_BYTES,
+        validation_alias=AliasChoices("GATEWAY_MAX_CANONICAL_BYTES", "INTAKE_MAX_CANONICAL_BYTES",
+                                      "max_canonical_bytes"),
+        description="One event's limit as intake will publish it, canonical and sealed: intake's own "
+        "(`INTAKE_MAX_CANONICAL_BYTES`), so that nothing accepted here is dead-lettered by intake for its size",
+    )
+    intake_seals: bool = Field(
+        default=True, validation_alias=AliasChoices("INTAKE_SEAL_PERSONAL_DATA", "intake_seals"),
+        description="Whether intake seals applicants (`INTAKE_SEAL_PERSONAL_DATA`): the canonical event is then "
+        "measured sealed, as intake will publish it",
     )
     max_records: int = Field(default=1000, ge=1, le=100_000, description="Records in one request at most")
     kafka_timeout_s: float = Field(default=10.0, gt=0, le=600, description="Each wait for the broker at most")

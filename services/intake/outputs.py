@@ -38,6 +38,18 @@ def record_bytes(record: wire.KafkaRecord) -> int:
     return len(record.key) + len(record.value) + sum(len(k) + len(v) for k, v in record.headers) + 64
 
 
+HEADER_ROOM = 64 * 1024
+"""A canonical value this far below the limit cannot cross it with its headers (bounded event attributes): the exact
+size is only added up for larger ones."""
+
+
+def fits_canonical(record: wire.KafkaRecord, limit: int) -> bool:
+    """Whether intake publishes canonical `record` under `limit` (`INTAKE_MAX_CANONICAL_BYTES`) rather than
+    dead-letter it (`payload_too_large`): intake's own test, which the gateway applies too, so that what it answers
+    202 is not dead-lettered for its size."""
+    return len(record.value) < limit - HEADER_ROOM or record_bytes(record) <= limit
+
+
 class TransactionOutputs:
     """The records validated for one task's next transaction, with the input offsets and counts they stand for."""
 

@@ -44,7 +44,7 @@ from services.intake.decide import Decider, SourcePolicy, allow_all
 from services.intake.dedup import SeenByPartition, changelog_record, published_key
 from services.intake.lookup import lookup_names
 from services.intake.outcome import Accepted
-from services.intake.outputs import REROUTED_FROM, TransactionOutputs, record_bytes
+from services.intake.outputs import REROUTED_FROM, TransactionOutputs, fits_canonical
 from services.intake.settings import IntakeSettings
 from services.privacy.intake import IntakePrivacy
 from services.sources import topics as source_topics
@@ -63,9 +63,6 @@ takes two or three turns between them. At 2,000 events/s, a turn every 2 ms made
 (0.4-0.5 ms in the forwarding floor) and the p99 3.8x the floor's; every 0.2 ms, 2.2-2.7x (docs/benchmarks.md,
 "intake's commit chain"). A turn costs one loop iteration (a few µs); one per record was worse (6-22x: the loop's
 own work saturated the core)."""
-HEADER_ROOM = 64 * 1024
-"""A canonical value this far below the limit cannot cross it with its headers (bounded event attributes): the exact
-size is only added up for larger ones."""
 DEAD_LETTER_BYTES = MAX_RECORD_BYTES + DEAD_LETTER_HEADROOM - 1024
 """What one dead letter may hold, key, value and headers with their lengths, below `DLQ_INTAKE`'s limit (the rest is
 the batch's own bytes). A raw record under the raw topics' limit can still pass it as a dead letter: thousands of
@@ -146,7 +143,6 @@ class Validation:
                  settings: IntakeSettings, privacy: IntakePrivacy | None = None) -> None:
         self.topics, self.partitions, self.seen, self.privacy = topics, partitions, seen, privacy
         self.max_record_bytes, self.max_canonical_bytes = settings.max_record_bytes, settings.max_canonical_bytes
-        self.check_size_from = self.max_canonical_bytes - HEADER_ROOM
         self.home: dict[tuple[str, str], int] = {}
         """(raw topic, commune) -> the raw partition the commune hashes to."""
         self.now_ms = int(time.time() * 1000)
@@ -192,7 +188,7 @@ class Validation:
                         rejected_at=self.rejected_at)
                 else:
                     encoded = wire.encode(event)
-                    if len(encoded.value) < self.check_size_from or record_bytes(encoded) <= self.max_canonical_bytes:
+                    if fits_canonical(encoded, self.max_canonical_bytes):
                         if privacy is not None:  # the data keys it was sealed under, in the same transaction
                             for topic, key, key_value in privacy.key_messages(decision.keys):
                                 out.record(topic, key, key_value)

@@ -8,13 +8,13 @@ associated data, so notify opens only the contact it delivers to.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.dossier import Applicant, DossierStatusChanged
 from schemas.envelope import Event, built, replaced
 from schemas.personal import PERSONAL_FIELDS, KeyRecord, SealedApplicant, SealedValue
 from services.privacy import crypto
-from services.privacy.crypto import Erased, PrivacyError
+from services.privacy.crypto import Erased, Key, PrivacyError
 from services.privacy.key_records import KeyUnreadable
 from services.privacy.keyring import Keyring
 
@@ -41,7 +41,18 @@ Dossier = tuple[str, str]
 """A dossier as its events name it: (the event's source, its dossier code)."""
 
 
-def subject_of(keyring: Keyring, applicant: Applicant, dossier: Dossier) -> str:
+class SealingKeys(Protocol):
+    """What sealing an applicant asks of a keyring: intake's `Keyring`, or the gateway's stand-in of the same shapes
+    (`sizing.StandInKeys`), which seals to the same size without intake's keys."""
+
+    def subject(self, kind: str, value: str, /) -> str: ...
+
+    def dossier_subject(self, source: str, dossier_code: str, /) -> str: ...
+
+    def key_for(self, subject: str, /) -> tuple[str, Key, list[KeyRecord]]: ...
+
+
+def subject_of(keyring: SealingKeys, applicant: Applicant, dossier: Dossier) -> str:
     """The subject of the first identifier that names one person (`crypto.identifies`): a placeholder phone ("-",
     "N/A") shared by thousands of dossiers would put them all under one key, which one erasure would shred. Without
     one, the dossier's subject: one key for all its events (a random subject per event made a permanent key each)."""
@@ -62,7 +73,7 @@ def reaches(field: str, value: str | None) -> bool:
     return crypto.identifies(CONTACT_KINDS[field], value)
 
 
-def encrypt_applicant(keyring: Keyring, event_id: str, applicant: Applicant,
+def encrypt_applicant(keyring: SealingKeys, event_id: str, applicant: Applicant,
                       dossier: Dossier) -> tuple[SealedApplicant, list[KeyRecord]]:
     """The applicant of an event of `dossier` with every personal field sealed, and the key records the caller must
     write with it. A contact that reaches nobody (`reaches`: a form's filler, "-", "N/A", "0000000000") is left out:
@@ -81,7 +92,7 @@ def encrypt_applicant(keyring: Keyring, event_id: str, applicant: Applicant,
     return built(SealedApplicant, _SET | {field for field, _ in present}, values), records
 
 
-def seal_event(keyring: Keyring, event: Event) -> tuple[Event, list[KeyRecord]]:
+def seal_event(keyring: SealingKeys, event: Event) -> tuple[Event, list[KeyRecord]]:
     """`event` as the canonical topic carries it: a dossier event's applicant sealed; other events unchanged.
 
     Raises `AlreadySealed` for an input that carries a sealed applicant (only intake seals).

@@ -135,9 +135,12 @@ def served() -> Iterator[int]:
 
 @contextlib.contextmanager
 def serving(settings: GatewaySettings,
-            new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> Iterator[int]:
-    """`served` with the settings given (`settings.port` free, on loopback), on a loop `new_loop` makes."""
-    server = _Server(server_config(settings, create_app(settings, UNIT_REGISTRY, CREDENTIALS, Recording(),
+            new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+            publisher: Recording | None = None) -> Iterator[int]:
+    """`served` with the settings given (`settings.port` free, on loopback), on a loop `new_loop` makes; what it
+    publishes is kept by `publisher` (a new `Recording` unless given)."""
+    publisher = publisher if publisher is not None else Recording()
+    server = _Server(server_config(settings, create_app(settings, UNIT_REGISTRY, CREDENTIALS, publisher,
                                                         clock=Clock(), claims=MemoryClaims(Clock()))))
     loop = new_loop()
     serving = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
