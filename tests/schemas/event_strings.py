@@ -28,6 +28,7 @@ EXCEPTIONS: dict[str, str] = {
     "SealedApplicant.key_id": "a key id: its own pattern (schemas.personal.KEY_ID_PATTERN)",
     **{f"SealedApplicant.{f}": "a sealed token: base64url (schemas.personal.TOKEN_PATTERN)"
        for f in ("name", "id_number", "phone", "email", "zalo_user_id", "address")},
+    "OpenedApplicant.subject": "a pseudonym: its own pattern (schemas.personal.SUBJECT_PATTERN)",
 }
 """`<model>.<field>`: strings that are neither, each with what bounds it instead."""
 
