@@ -36,8 +36,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 """The committed schema of each event type, by type."""
 
 
-def problems(event: dict[str, Any]) -> list[str]:
-    """Why `event` (structured CloudEvents JSON) fails the committed schema of its `type`; empty when it passes."""
-    validator = Draft202012Validator(SCHEMAS[event["type"]], format_checker=FORMATS)
+def problems(event: dict[str, Any], type_name: str | None = None) -> list[str]:
+    """Why `event` (structured CloudEvents JSON) fails the committed schema of its `type` (or of `type_name`); empty
+    when it passes."""
+    validator = Draft202012Validator(SCHEMAS[type_name or event["type"]], format_checker=FORMATS)
     return [f"{'/'.join(map(str, e.absolute_path)) or '(event)'}: {e.message[:300]}"
             for e in validator.iter_errors(event)]
