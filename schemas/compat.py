@@ -22,6 +22,10 @@ refused by them. The same holds for `format: uri-reference` on CloudEvents' `sou
 spec requires it, and Java's CloudEvents SDK throws reading a record whose source is
 none, stopping a consumer there. Lowering a bound that existed, or a marked bound
 tighter than its floor, is still reported.
+
+Required. A property that becomes required breaks the old schema, unless the old one pinned it to a single value
+that is also its default (`const` = `default`): the writer always wrote it, so no published record lacks it
+(CloudEvents' `type` and `specversion`, required since 2026-12-06).
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ class _Check:
             else:
                 problems += self.compare(old_prop, new_props[name], f"{path}.{name}", seen)
         for name in sorted(set(new.get("required", ())) - set(old.get("required", ()))):
-            problems.append(f"{path}.{name}: property became required")
+            if not _always_written(old_props.get(name, {})):
+                problems.append(f"{path}.{name}: property became required")
         old_extra, new_extra = old.get("additionalProperties", True), new.get("additionalProperties", True)
         if new_extra is False and old_extra is not False:
             problems.append(f"{path}: additionalProperties tightened to false")
@@ -110,6 +115,13 @@ class _Check:
         if "items" not in new:
             return []
         return self.compare(old.get("items", {}), new["items"], f"{path}[]", seen)
+
+
+def _always_written(schema: Schema) -> bool:
+    """A property the old schema pinned to one value that is also its default (`const` = `default`: a `Literal` field
+    with its value as default, such as CloudEvents' `type` and `specversion`). The writer serialises defaults, so every
+    record it published carries it: requiring it refuses no record that was ever written."""
+    return "const" in schema and "default" in schema and schema["const"] == schema["default"]
 
 
 def _branches(schema: Schema) -> list[Schema]:

@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 from schemas.codes import COMPLETED_STATUSES, OPEN_STATUSES, Channel, DossierStatus, Locale, Timeliness
 from schemas.envelope import Event, Model
 from schemas.limits import MAX_AMOUNT_VND, NO_CONTROL_CHARACTERS, SAFETY_LIMIT, ItemText, identifier, items
-from schemas.personal import SealedApplicant
+from schemas.personal import SUBJECT_PATTERN, SealedApplicant
 from schemas.text import NFC
 from schemas.times import UtcDateTime, vietnam_date
 
@@ -58,19 +58,33 @@ class Applicant(Model):
     preferred_locale: Locale = Locale.VI
 
 
-APPLICANT_FORMS = ("clear", "sealed")
+class OpenedApplicant(Applicant):
+    """The applicant as a webhook subscriber entitled to personal data receives it (ADR 0035): clear, with the
+    pseudonymous `subject` it was sealed under, which erasure notices name. Only in such webhooks: intake refuses it
+    on a raw topic (the subject is its to derive), so no canonical topic carries it."""
+
+    subject: str = Field(pattern=SUBJECT_PATTERN, description="Pseudonymous applicant id (peppered HMAC), as the "
+                         "sealed form and the erasure notices name it")
+
+
+APPLICANT_FORMS = ("clear", "sealed", "opened")
 
 
 def _applicant_form(value: object) -> str:
-    """Sealed when it names its data key; otherwise the clear form, whose errors then name the field alone."""
+    """Sealed when it names its data key, opened when it names its subject alone; otherwise the clear form, whose
+    errors then name the field alone."""
     if isinstance(value, SealedApplicant) or (isinstance(value, dict) and "key_id" in value):
         return "sealed"
+    if isinstance(value, OpenedApplicant) or (isinstance(value, dict) and "subject" in value):
+        return "opened"
     return "clear"
 
 
 ApplicantGroup = Annotated[
-    Annotated[Applicant, Tag("clear")] | Annotated[SealedApplicant, Tag("sealed")], Discriminator(_applicant_form)]
-"""The applicant group in either form; validation errors carry the form (`clear`/`sealed`) in their location."""
+    Annotated[Applicant, Tag("clear")] | Annotated[SealedApplicant, Tag("sealed")]
+    | Annotated[OpenedApplicant, Tag("opened")], Discriminator(_applicant_form)]
+"""The applicant group in any form; validation errors carry the form (`clear`/`sealed`/`opened`) in their location.
+The three are disjoint in the JSON Schema too (`oneOf`): `subject` and `key_id` are what tell them apart."""
 
 
 class DueDateChange(Model):
@@ -117,7 +131,9 @@ class DossierData(Model):
     documents: list[SubmittedDocument] = items()
     timeliness: Timeliness | None = Field(default=None, description="Derived by intake when processing has ended")
     applicant: ApplicantGroup | None = Field(
-        default=None, description="Clear on the raw topics only; intake seals it before the canonical topic (ADR 0015)")
+        default=None, description="Clear on the raw topics only; intake seals it before the canonical topic "
+        "(ADR 0015). Opened (clear, with its subject) in the webhooks of a subscriber entitled to personal data "
+        "(ADR 0035)")
 
     @model_validator(mode="after")
     def _consistent(self) -> DossierData:

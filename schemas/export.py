@@ -28,13 +28,21 @@ SCHEMA_DIR = Path(__file__).resolve().parent / "jsonschema"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 ID_PREFIX = "urn:commune-bus:schema:"
 DEADLETTER_FILE = "commune.dlq.headers.json"
+ALWAYS_PRESENT = ("specversion", "type")
+"""CloudEvents' required attributes that the models default (an input may leave `specversion` out): every canonical
+event carries them, so its schema requires them; without `type` intake cannot even tell the schema (audit
+2026-12-06: a record without `type` passed the schema, and intake dead-lettered it as `missing_field type`)."""
 
 
 def event_schema(type_name: str, model: type[Event]) -> dict[str, Any]:
+    """The canonical event of `type_name` as subscribers read it (structured form): what intake publishes, not every
+    input it takes (times without an offset, the portal's compact times, no `specversion`: docs/integrators.md)."""
     family = FAMILY_OF_TYPE[type_name]
     schema = model.model_json_schema(mode="validation")
+    required = {*schema["required"], *ALWAYS_PRESENT}
     schema.update(
         {
+            "required": [name for name in model.model_fields if name in required],
             "$schema": DRAFT,
             "$id": ID_PREFIX + type_name,
             "x-cloudevents-type": type_name,

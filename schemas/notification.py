@@ -135,7 +135,8 @@ class NotificationStatus(Model):
     kind: NotificationKind
     channel: ChannelKind
     recipient_ref: str
-    commune: str
+    commune: str = Field(description="The 5-digit code of the commune of the event told, the record's key too. An "
+                         "erasure notice (ADR 0035) concerns no commune: it has no status record")
     outcome: Outcome
     attempt: int = Field(ge=0)
     at: UtcDateTime

@@ -18,7 +18,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from schemas import limits, trace, wire
 from schemas.admin import commune_provinces
 from schemas.deadletter import Reason, internal_error
-from schemas.dossier import DossierData, DossierStatusChanged
+from schemas.dossier import DossierData, DossierStatusChanged, OpenedApplicant
 from schemas.envelope import Event, is_uri_reference
 from schemas.events import EVENT_TYPES, EVENTS_BY_FAMILY, FAMILY_OF_TYPE, Family
 from schemas.personal import SealedApplicant
@@ -201,6 +201,9 @@ def normalise(
         if isinstance(outcome, Accepted) and _presealed(outcome.event):
             return reject(Reason.INVALID_FIELD, "data.applicant",
                           "data.applicant: send the applicant in clear on the raw topic; only intake seals it")
+        if isinstance(outcome, Accepted) and _opened(outcome.event):  # as before the webhooks' form was published
+            return reject(Reason.UNKNOWN_FIELD, "data.applicant.subject",
+                          "data.applicant.subject: intake derives the subject; send the applicant without it")
         if isinstance(outcome, Accepted) and not is_uri_reference(outcome.event.source):
             return reject(Reason.INVALID_FIELD, "source", SOURCE_RULE)
         return outcome if keyring is None else seal(outcome, keyring)
@@ -211,6 +214,11 @@ def normalise(
 
 def _presealed(event: Event) -> bool:
     return isinstance(event, DossierStatusChanged) and isinstance(event.data.applicant, SealedApplicant)
+
+
+def _opened(event: Event) -> bool:
+    """The applicant as webhooks carry it (`OpenedApplicant`): never on a raw topic, so never on a canonical one."""
+    return isinstance(event, DossierStatusChanged) and isinstance(event.data.applicant, OpenedApplicant)
 
 
 def seal(outcome: Outcome, keyring: Keyring) -> Outcome:

@@ -17,7 +17,10 @@ circuits) and `Dispatcher` here (the lanes, their senders and the release of def
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Mapping
+
+import structlog
 
 from schemas.notification import ChannelKind, NotificationRequest
 from services.notify import metrics, sms
@@ -25,11 +28,16 @@ from services.notify.channels.base import Channel
 from services.notify.circuits import Circuits
 from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, steady, utcnow
 from services.notify.ledger import Ledger, Producer
+from services.notify.outcomes import ids
 from services.notify.pacing import take_token
 from services.notify.personal import OpenContacts, as_is
 from services.notify.policy import Backoff, QuietHours, TokenBucket
 from services.notify.retries import RetryQueue
 from services.notify.sending import Sending
+
+log = structlog.get_logger("notify.delivery")
+COMMUNE_KEY = re.compile(r"[0-9]{5}")
+"""What keys every record the dispatcher writes (statuses, dead letters; commune.notify.status's documented key)."""
 
 
 class Dispatcher(Sending):
@@ -106,8 +114,17 @@ class Dispatcher(Sending):
         return self.emergency.queue.qsize() + self._waiting[self.emergency]
 
     async def submit(self, request: NotificationRequest, done: Done, source: object = None) -> None:
-        """Hand over one request; `done` is called once it is durably sent, dead-lettered or deferred."""
+        """Hand over one request; `done` is called once it is durably sent, dead-lettered or deferred (at once for a
+        request of no commune: nothing is written for it)."""
         nid = request.notification_id
+        if not COMMUNE_KEY.fullmatch(request.commune):
+            # its statuses and dead letter would be keyed b"" and say commune "": a request of no commune (an erasure
+            # notice, ADR 0035) is told outside the dispatcher, so one here is a bug, counted and alerted as one
+            log.error("notify.request_without_commune", **ids(request), rule=request.rule,
+                      channel=request.channel.value)
+            metrics.SKIPPED.labels("internal_error").inc()
+            done()
+            return
         # the ledger first: an id deferred there while in flight is a released deferral, its ledger partition's
         # releaser's to send (review: attached to the released job, this record kept it here after the release's
         # partition went, and the new releaser sent it too)

@@ -135,7 +135,8 @@ class Opener:
         if not isinstance(data, dict) or not isinstance(data.get("applicant"), dict):
             return payload
         sealed = SealedApplicant.model_validate(data["applicant"])
-        # the pseudonym kept beside the clear fields: what an erasure's notice names (ADR 0035)
+        # the pseudonym kept beside the clear fields: what an erasure's notice names (ADR 0035); the published
+        # schema's `OpenedApplicant`, so the body passes the schema of its type as the canonical event does
         clear: dict[str, str] = {"subject": sealed.subject, "preferred_locale": sealed.preferred_locale.value}
         try:
             for field in PERSONAL_FIELDS:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from event_strings import unchecked_strings
 from event_tables import TABLES, exercise, isolated_registries, missing_entries, stale_entries
 
 from schemas import asyncapi, export
 from schemas.events import EVENT_TYPES, FAMILY_OF_TYPE, Family
+from services.intake.normalise import normalise
+from services.intake.outcome import Accepted, Rejected
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +70,30 @@ def test_following_the_guide_adds_a_complete_type(isolated: None) -> None:
     event, part = exercise(TOY)
     counts = part.communes[event.commune].counts
     assert counts[("trainings",)] == 1 and counts[("attendees",)] == 25  # the guide: counted like a training
+
+
+def test_the_guides_type_keeps_the_identifier_and_text_rules(isolated: None) -> None:
+    """The toy's strings are identifiers or NFC text (`event_strings`): an id carrying a CR/LF or a bidirectional
+    override is refused, a village typed decomposed is published precomposed. Before, the guide declared them
+    `str = Field(...)`, and intake published both as sent."""
+    namespace: dict[str, Any] = {"__name__": "guide_toy"}
+    for _, code in blocks():
+        exec(compile(code, GUIDE.name, "exec", dont_inherit=True), namespace)
+    assert unchecked_strings(EVENT_TYPES[TOY]) == []
+
+    def intake(demo_id: str) -> Any:
+        return normalise(Family.MOBILE_TEAM, json.dumps({
+            "specversion": "1.0", "id": "m-1", "source": "/communes/02269/mobile-team", "type": TOY,
+            "time": "2025-11-03T08:00:00+07:00", "subject": "D-1", "commune": "02269", "province": "08",
+            "data": {"demo_id": demo_id, "team_id": "T01", "village": "Tho\u0302n Na\u0300 Pa\u0300n",
+                     "held_at": "2025-11-03T08:00:00+07:00", "attendees": 25}}).encode())
+
+    accepted = intake("D-1")
+    assert isinstance(accepted, Accepted) and accepted.event.data.village == "Th\u00f4n N\u00e0 P\u00e0n"
+    for bad in ("D-1\r\nX-Injected: 1", "D-1\u202e"):
+        refused = intake(bad)
+        assert isinstance(refused, Rejected)
+        assert (refused.rejection.reason.value, refused.rejection.field) == ("invalid_field", "data.demo_id")
 
 
 def test_new_type_only_adds_a_schema_file_until_make_schemas(isolated: None) -> None:

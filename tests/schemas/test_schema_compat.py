@@ -136,6 +136,20 @@ def test_checker_accepts_compatible_change(case: str) -> None:
     assert incompatibilities(BASE, COMPATIBLE[case]) == []
 
 
+def test_a_property_pinned_to_its_default_may_become_required() -> None:
+    """A property whose only value is its default (`const` = `default`, as CloudEvents' `type` and `specversion`) was
+    always written, so requiring it is compatible; a property without a default, or with another one, is not."""
+    old, new = copy.deepcopy(BASE), copy.deepcopy(BASE)
+    new["required"] = ["data", "kind"]
+    for schema in (old, new):
+        schema["properties"]["kind"] = {"const": "k", "default": "k", "type": "string"}
+    assert incompatibilities(old, new) == []
+    for kind in ({"const": "k", "type": "string"}, {"const": "k", "default": "j", "type": "string"},
+                 {"default": "k", "type": "string"}):
+        old["properties"]["kind"] = new["properties"]["kind"] = kind
+        assert incompatibilities(old, new) == ["$.kind: property became required"], kind
+
+
 def test_problem_names_the_path() -> None:
     """A problem says where it is, so a developer can find the field."""
     assert incompatibilities(BASE, BREAKING["enum value removed"]) == ["$.data.status: value 3 removed"]
