@@ -22,7 +22,15 @@ from services.cli.masking import names_masked
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
 from services.cli.plain import counted, json_text, markup
 from services.cli.render import console, dead_letter_table, err_console
-from services.cli.replay_split import UNCHECKED, Split, admin_command, left_for_admin, split, why
+from services.cli.replay_split import (
+    UNCHECKED,
+    Split,
+    admin_command,
+    is_placeholder,
+    left_for_admin,
+    split,
+    why,
+)
 from services.common.kip430 import topic_rights
 from services.common.transactions import SendFailed
 
@@ -43,6 +51,10 @@ REFUSED = ("this principal may not write a topic of the replay ({error}): the de
 go back to: those are left and reported, `replay_split`)."""
 
 
+PLACEHOLDER_GIVEN = ("a placeholder of a printed admin command: put the value the first run was given in its place "
+                     "(the command prints no personal number or e-mail)")
+
+
 def _moment(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
@@ -55,6 +67,8 @@ def _moment(text: str | None, option: str) -> datetime | None:
 def _filters(reason: list[Reason] | None, source: str | None, since_text: str | None,
              until_text: str | None, topic: list[str] | None = None) -> Filters:
     """The filters; an `--until` before `--since` is a usage error (it matches nothing by construction)."""
+    if source is not None and is_placeholder(source):
+        raise typer.BadParameter(PLACEHOLDER_GIVEN, param_hint="--source")
     since, until = _moment(since_text, "--since"), _moment(until_text, "--until")
     if since is not None and until is not None and to_utc(until) < to_utc(since):
         raise typer.BadParameter(f"{until_text} is before --since {since_text} (naive times are Vietnam time)",
@@ -67,6 +81,8 @@ def _set_headers(values: list[str] | None) -> dict[str, str]:
     typo such as `commune-code:02269` would spend the one replay of those letters without the fix."""
     out: dict[str, str] = {}
     for number, value in enumerate(values or (), start=1):
+        if is_placeholder(value):
+            raise typer.BadParameter(PLACEHOLDER_GIVEN, param_hint="--set-header")
         key, eq, rest = value.partition("=")
         if not eq or not key.strip():  # by its place, never quoted: a value may be an applicant's number
             raise typer.BadParameter(f"the {_ordinal(number)} is not K=V with a K (e.g. commune-code=02269)",

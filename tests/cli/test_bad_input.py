@@ -299,8 +299,8 @@ def test_tail_refuses_a_negative_or_endless_limit_before_connecting(option: list
 def test_a_replay_into_a_topic_this_principal_may_not_write_says_who_may(monkeypatch: pytest.MonkeyPatch) -> None:
     """The operator replaying dead letters of a topic it may not write (a source's own raw topic): they are not sent,
     the last line names the topic and how many, and the admin command with the same filters (times as instants, a
-    personal number in a --set-header masked) and only that topic; exit 1. Before, the replay stopped at the first
-    such letter with every other one unreplayed (user walkthrough)."""
+    personal number in a --set-header not printed: a placeholder) and only that topic; exit 1. Before, the replay
+    stopped at the first such letter with every other one unreplayed (user walkthrough)."""
     sent: list[Any] = []
 
     async def replay(_conn: Any, _ns: str, todo: list[Any], *_: Any) -> list[Any]:
@@ -318,9 +318,10 @@ def test_a_replay_into_a_topic_this_principal_may_not_write_says_who_may(monkeyp
     assert "replayed 0 dead letters; 0 matching were already replayed" in said
     assert "2 not replayed, left as they are: this principal may not write the raw topics they go back to: " \
         "commune.raw.dossier (2)" in said
-    assert said.endswith(": commune-bus dlq replay --reason missing_commune_header --since 2025-11-03T00:00:00+00:00 "
-                         "--topic commune.raw.dossier --set-header commune-code=02269 "
-                         "--set-header 'x-id=00********45'"), said
+    assert said.endswith(": put what you gave in place of <your --set-header x-id> (it may hold a personal number or "
+                         "e-mail, not printed; as printed, the command is refused): commune-bus dlq replay --reason "
+                         "missing_commune_header --since 2025-11-03T00:00:00+00:00 --topic commune.raw.dossier "
+                         "--set-header commune-code=02269 --set-header '<your --set-header x-id>'"), said
     assert "Traceback" not in result.output
 
 
