@@ -146,7 +146,9 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
     filters = _filters(reason, source, since, until, topic)
     conn = connection(bootstrap)
     dlq_topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(conn, namespace, filters))
-    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done and replayable(d, filters)]
+    fresh = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
+    todo = [d for d in fresh if replayable(d, filters)]
+    duplicates = len(fresh) - len(todo)  # left out, not replayed: said apart from those already replayed
     todo, gone = asyncio.run(dlq.unerased(conn, namespace, todo))  # an applicant erased while the DLQ was read
     if gone:
         erased += len(gone)
@@ -158,8 +160,10 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
         unchecked = "" if s.checked else f"; {UNCHECKED}"
         left = (f"; {s.left_count} left to the admin: {why(s.left, s.missing)}: "
                 f"{admin_command(filters, extra, namespace, s.left)}") if s.left else ""
-        err_console.print(f"would replay {len(s.mine)} of {len(letters)} matching dead letters"
-                          f"{_unreadable(unreadable, erased)}{unchecked}{left}", soft_wrap=True)
+        before = f"; {len(letters) - len(fresh)} already replayed" if len(letters) > len(fresh) else ""
+        err_console.print(f"would replay {len(s.mine)} of {len(letters)} matching dead letters{before}"
+                          f"{_duplicates(duplicates)}{_unreadable(unreadable, erased)}{unchecked}{left}",
+                          soft_wrap=True)
         return
     replayed = 0
 
@@ -190,11 +194,19 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
             err_console.print(f"replay stopped: {markup(exc)}; {replaying.RUN_AGAIN}"
                               f"{_left(s, filters, extra, namespace)}", soft_wrap=True)
             raise typer.Exit(1) from None
-    already = len(letters) - len(sent) - s.left_count
+    already = len(letters) - len(sent) - s.left_count - duplicates
     err_console.print(f"replayed {counted(len(sent), 'dead letter')}; {already} matching were already replayed"
-                      f"{_unreadable(unreadable, erased)}{_left(s, filters, extra, namespace)}", soft_wrap=True)
+                      f"{_duplicates(duplicates)}{_unreadable(unreadable, erased)}"
+                      f"{_left(s, filters, extra, namespace)}", soft_wrap=True)
     if s.left:  # a partial replay: the admin's run of the command said replays the rest
         raise typer.Exit(1)
+
+
+def _duplicates(count: int) -> str:
+    """Why duplicates are left out (`replayable`), and how to replay them: they were counted as already replayed."""
+    return (f"; {counted(count, 'duplicate')} (duplicate_event) left out, not replayed: the source sent the event "
+            "again and its first copy was published; one replayed past intake's 7-day de-duplication window would be "
+            "published and notified a second time (give --reason duplicate_event to replay them)") if count else ""
 
 
 def _left(s: Split, filters: Filters, extra: dict[str, str], namespace: str) -> str:
