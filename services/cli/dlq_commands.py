@@ -118,16 +118,19 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
     else:
         console.print(dead_letter_table(letters, replayed))
     err_console.print(f"{counted(len(letters), 'dead letter')} in {markup(dlq_topic)} match, {len(replayed)} of them "
-                      f"already replayed{_unreadable(unreadable, erased)}")
+                      f"already replayed{_unreadable(unreadable, erased, filters)}")
 
 
-def _unreadable(count: int, erased: int) -> str:
-    """What the counts leave out, said plainly: an erased dead letter is not an error, but it is not replayed."""
+def _unreadable(count: int, erased: int, filters: Filters) -> str:
+    """What the counts leave out, said plainly: an erased dead letter is not an error, but it is not replayed. The
+    erased are those matching the filters their clear headers tell (`dlq.Sifter`): a source is sealed, so with
+    `--source` they are said to be of any source."""
     other = (f"; {count} unreadable, not listed (without intake's dlq.* headers, with a reason this CLI does not "
              "know, or sealed and not openable)") if count else ""
-    return other + ((f"; {erased} erased or expired, unreadable: sealed under a key that is gone (its applicant "
-                     "erased, or the day's key past the dead-letter retention), neither listed nor replayable")
-                    if erased else "")
+    anywhence = " (of any source: --source cannot be checked on them, sealed)" if filters.source is not None else ""
+    return other + ((f"; {erased} erased or expired{anywhence}, unreadable: sealed under a key that is gone (its "
+                     "applicant erased, or the day's key past the dead-letter retention), neither listed nor "
+                     "replayable") if erased else "")
 
 
 @app.command()
@@ -162,7 +165,7 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
                 f"{admin_command(filters, extra, namespace, s.left)}") if s.left else ""
         before = f"; {len(letters) - len(fresh)} already replayed" if len(letters) > len(fresh) else ""
         err_console.print(f"would replay {len(s.mine)} of {len(letters)} matching dead letters{before}"
-                          f"{_duplicates(duplicates)}{_unreadable(unreadable, erased)}{unchecked}{left}",
+                          f"{_duplicates(duplicates)}{_unreadable(unreadable, erased, filters)}{unchecked}{left}",
                           soft_wrap=True)
         return
     replayed = 0
@@ -196,7 +199,7 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
             raise typer.Exit(1) from None
     already = len(letters) - len(sent) - s.left_count - duplicates
     err_console.print(f"replayed {counted(len(sent), 'dead letter')}; {already} matching were already replayed"
-                      f"{_duplicates(duplicates)}{_unreadable(unreadable, erased)}"
+                      f"{_duplicates(duplicates)}{_unreadable(unreadable, erased, filters)}"
                       f"{_left(s, filters, extra, namespace)}", soft_wrap=True)
     if s.left:  # a partial replay: the admin's run of the command said replays the rest
         raise typer.Exit(1)

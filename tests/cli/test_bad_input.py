@@ -163,6 +163,26 @@ def test_an_unreadable_dead_letter_is_counted_and_the_others_are_listed() -> Non
 
 
 @pytest.mark.usefixtures("dlq_topic")
+@pytest.mark.parametrize("filters, erased", [
+    (["--reason", "internal_error"], ""),
+    (["--topic", "commune.raw.announcement"], ""),
+    (["--since", "2025-11-04"], ""),
+    (["--until", "2025-11-02"], ""),
+    (["--reason", "missing_commune_header", "--since", "2025-11-03"], "; 1 erased or expired, unreadable"),
+    (["--source", "/communes/02269/*"], "; 1 erased or expired (of any source: --source cannot be checked on them, "
+                                        "sealed), unreadable"),
+])
+def test_the_erased_count_is_of_the_letters_matching_the_filters_their_clear_headers_tell(
+        filters: list[str], erased: str) -> None:
+    """An erased letter (a missing_commune_header of commune.raw.dossier, 2025-11-03) is counted only when its clear
+    reason, topic and time match; a source, sealed, cannot be checked, and the count says so. Before, every erased
+    letter was counted whatever the filters: `--reason internal_error` said "1 erased", an errand for nothing."""
+    for command in (["list"], ["replay", "--dry-run"]):
+        said = " ".join(run("dlq", *command, *filters).output.split())
+        assert (erased in said) if erased else ("erased" not in said), said
+
+
+@pytest.mark.usefixtures("dlq_topic")
 def test_a_replay_given_up_on_a_silent_broker_says_what_may_be_written(monkeypatch: pytest.MonkeyPatch) -> None:
     """`dlq replay` whose transaction the broker did not end (`Unacknowledged`): exit 1, one line saying what was
     replayed, what may have been and that running it again replays only what the log does not hold; no traceback."""
