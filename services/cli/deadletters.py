@@ -11,6 +11,7 @@ import orjson
 
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Header, Reason
+from schemas.replay import letter_digest
 from schemas.times import to_utc
 from services.intake import portal
 
@@ -38,6 +39,8 @@ class DeadLetter:
     """The original record's headers (a header may have no value), then intake's `dlq.*` ones."""
     context: DeadLetterContext
     source: str | None
+    digest: str
+    """`schemas.replay.letter_digest` of the record as the DLQ holds it: with the position, the replay log's key."""
     sealed_under: tuple[str, str] | None = None
     """The (subject, key id) a sealed letter was opened with: asked again just before a replay (`dlq.unerased`)."""
 
@@ -69,11 +72,12 @@ def source_of(headers: Headers, value: bytes | None) -> str | None:
 
 
 def dead_letter(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Headers,
-                sealed_under: tuple[str, str] | None = None) -> DeadLetter:
+                sealed_under: tuple[str, str] | None = None, digest: str | None = None) -> DeadLetter:
     """Raises KeyError or ValueError for a record without the `dlq.*` headers intake writes, or with a reason this
-    CLI does not know (a newer intake's)."""
+    CLI does not know (a newer intake's). `digest` is that of the record as stored (a sealed letter's, opened here);
+    by default that of the record given, stored unsealed."""
     return DeadLetter(partition, offset, key, value, list(headers), DeadLetterContext.from_headers(list(headers)),
-                      source_of(headers, value), sealed_under)
+                      source_of(headers, value), digest or letter_digest(key, value, headers), sealed_under)
 
 
 def replayable(letter: DeadLetter, f: Filters) -> bool:

@@ -14,7 +14,7 @@ from aiokafka import ConsumerRecord
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Header
 from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER
-from schemas.replay import DLQ_REPLAYED
+from schemas.replay import DLQ_REPLAYED, letter_digest
 from schemas.times import to_utc
 from schemas.topics import DLQ_INTAKE, scoped
 from services.cli.deadletters import DeadLetter, Filters, Headers, context_matches, dead_letter, matches
@@ -207,7 +207,8 @@ class Sifter:
         h = dict(stored[4]) if is_sealed(stored[4]) else {}
         sealed_under = (wire.lenient_text(h.get(SEALED_SUBJECT_HEADER)), wire.lenient_text(h.get(SEALED_KEY_HEADER)))
         try:
-            letter = dead_letter(partition, offset, key, value, headers, sealed_under if h else None)
+            letter = dead_letter(partition, offset, key, value, headers, sealed_under if h else None,
+                                 letter_digest(*stored[2:]))
         except (KeyError, ValueError):
             self.unreadable += 1
             return

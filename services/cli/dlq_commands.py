@@ -13,7 +13,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from rich.progress import Progress
 
 from schemas.deadletter import Reason
-from schemas.replay import replay_key
+from schemas.replay import is_replayed
 from schemas.times import to_utc
 from services.cli import dlq, replaying
 from services.cli.deadletters import DeadLetter, Filters, replayable
@@ -107,7 +107,7 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
     filters = _filters(reason, source, since, until, topic)
     dlq_topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace,
                                                                                 filters))
-    replayed = {d.position for d in letters if replay_key(dlq_topic, d.partition, d.offset) in done}
+    replayed = {d.position for d in letters if is_replayed(done, dlq_topic, d.partition, d.offset, d.digest)}
     if not show_personal_data:
         letters = [replace(d, source=names_masked(d.source)) if d.source else d for d in letters]
     if as_json:
@@ -149,7 +149,7 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
     filters = _filters(reason, source, since, until, topic)
     conn = connection(bootstrap)
     dlq_topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(conn, namespace, filters))
-    fresh = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
+    fresh = [d for d in letters if not is_replayed(done, dlq_topic, d.partition, d.offset, d.digest)]
     todo = [d for d in fresh if replayable(d, filters)]
     duplicates = len(fresh) - len(todo)  # left out, not replayed: said apart from those already replayed
     todo, gone = asyncio.run(dlq.unerased(conn, namespace, todo))  # an applicant erased while the DLQ was read

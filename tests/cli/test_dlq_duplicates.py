@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas.deadletter import DeadLetterContext, Reason
-from schemas.replay import replay_key
+from schemas.replay import letter_digest, replay_key
 from services.cli import dlq, dlq_commands, replaying
 from services.cli.main import app
 
@@ -36,7 +36,7 @@ def written(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
             apply(s)
 
     async def replayed_keys(*_: Any) -> set[bytes]:
-        return {replay_key(DLQ, 0, 2)}
+        return {replay_key(DLQ, 0, 2, letter_digest(*stored(2, Reason.NOT_JSON)[2:]))}
 
     async def replay(_conn: Any, _ns: str, todo: list[Any], *_: Any) -> list[Any]:
         sent.extend(todo)
