@@ -171,7 +171,8 @@ NOTIFY_REPLAYS = TopicSpec(
     "new id, written with its replay-log entry in one transaction, read by notify as an input (ADR 0033)",
 )
 DLQ_REPLAYED = TopicSpec(
-    "commune.dlq.replayed", Kind.INTERNAL, key="<dlq topic>:<partition>:<offset> of a re-driven dead letter",
+    "commune.dlq.replayed", Kind.INTERNAL,
+    key="<dlq topic>:<partition>:<offset>:<digest of its bytes> of a re-driven dead letter (schemas/replay.py)",
     description="Replay log of `commune-bus dlq replay`, written in the same transaction as the re-driven record, "
     "so a dead letter is never replayed twice",
     partitions=1, config={"cleanup.policy": "compact"},

@@ -11,6 +11,7 @@ import orjson
 
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Header, Reason
+from schemas.replay import letter_digest
 from schemas.times import to_utc
 from services.intake import portal
 
@@ -38,6 +39,8 @@ class DeadLetter:
     """The original record's headers (a header may have no value), then intake's `dlq.*` ones."""
     context: DeadLetterContext
     source: str | None
+    digest: str
+    """`schemas.replay.letter_digest` of the record as the DLQ holds it: with the position, the replay log's key."""
     sealed_under: tuple[str, str] | None = None
     """The (subject, key id) a sealed letter was opened with: asked again just before a replay (`dlq.unerased`)."""
 
@@ -69,11 +72,12 @@ def source_of(headers: Headers, value: bytes | None) -> str | None:
 
 
 def dead_letter(partition: int, offset: int, key: bytes | None, value: bytes | None, headers: Headers,
-                sealed_under: tuple[str, str] | None = None) -> DeadLetter:
+                sealed_under: tuple[str, str] | None = None, digest: str | None = None) -> DeadLetter:
     """Raises KeyError or ValueError for a record without the `dlq.*` headers intake writes, or with a reason this
-    CLI does not know (a newer intake's)."""
+    CLI does not know (a newer intake's). `digest` is that of the record as stored (a sealed letter's, opened here);
+    by default that of the record given, stored unsealed."""
     return DeadLetter(partition, offset, key, value, list(headers), DeadLetterContext.from_headers(list(headers)),
-                      source_of(headers, value), sealed_under)
+                      source_of(headers, value), digest or letter_digest(key, value, headers), sealed_under)
 
 
 def replayable(letter: DeadLetter, f: Filters) -> bool:
@@ -84,10 +88,6 @@ def replayable(letter: DeadLetter, f: Filters) -> bool:
 
 
 def matches(letter: DeadLetter, f: Filters) -> bool:
-    if f.reasons and letter.context.reason not in f.reasons:
-        return False
-    if f.topics and letter.context.source_topic not in f.topics:
-        return False
     if f.source is not None:
         if letter.source is None:
             return False
@@ -95,9 +95,19 @@ def matches(letter: DeadLetter, f: Filters) -> bool:
             return False
         if not f.source.endswith("*") and letter.source != f.source:
             return False
+    return context_matches(letter.context, f)
+
+
+def context_matches(context: DeadLetterContext, f: Filters) -> bool:
+    """Whether intake's `dlq.*` context matches every filter but `source`: all a sealed letter says in clear, so
+    that an erased one can be counted by the filters too (`dlq.Sifter`)."""
+    if f.reasons and context.reason not in f.reasons:
+        return False
+    if f.topics and context.source_topic not in f.topics:
+        return False
     if f.since or f.until:
         try:
-            at = to_utc(datetime.fromisoformat(letter.context.rejected_at))
+            at = to_utc(datetime.fromisoformat(context.rejected_at))
         except ValueError:
             return False
         if (f.since and at < to_utc(f.since)) or (f.until and at > to_utc(f.until)):

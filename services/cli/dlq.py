@@ -12,12 +12,12 @@ from typing import NamedTuple
 from aiokafka import ConsumerRecord
 
 from schemas import wire
-from schemas.deadletter import Header
+from schemas.deadletter import DeadLetterContext, Header
 from schemas.personal import SEALED_KEY_HEADER, SEALED_SUBJECT_HEADER
-from schemas.replay import DLQ_REPLAYED
+from schemas.replay import DLQ_REPLAYED, letter_digest
 from schemas.times import to_utc
 from schemas.topics import DLQ_INTAKE, scoped
-from services.cli.deadletters import DeadLetter, Filters, Headers, dead_letter, matches
+from services.cli.deadletters import DeadLetter, Filters, Headers, context_matches, dead_letter, matches
 from services.cli.kafka_io import visible
 from services.common import changelog
 from services.common.admin import partition_counts
@@ -78,8 +78,9 @@ class Listing(NamedTuple):
     """Records of the DLQ not listed: no `dlq.*` headers as intake writes them, a reason this CLI does not know,
     or sealed and not openable for another reason than an erased key (altered bytes, an unknown layout)."""
     erased: int
-    """Sealed dead letters whose key is gone (their applicant erased, or a day key past the retention): unreadable,
-    neither listed nor replayed, whatever the filters; counted so that the operator is told."""
+    """Sealed dead letters whose key is gone (their applicant erased, or a day key past the retention) matching the
+    filters their clear `dlq.*` headers can be checked on (all but `--source`): unreadable, neither listed nor
+    replayed; counted so that the operator is told."""
 
 
 KEY_WRITE_MARGIN = timedelta(milliseconds=MAX_TRANSACTION_TIMEOUT_MS)
@@ -194,7 +195,8 @@ class Sifter:
         """Without intake's `dlq.*` headers, with a reason this CLI does not know, or sealed and not openable for
         another reason than an erased key (malformed `dlq.source.*` headers, altered bytes, an unknown layout)."""
         self.erased = 0
-        """Sealed under a key the key topics no longer hold: the applicant erased, or a day key past the retention."""
+        """Sealed under a key the key topics no longer hold (the applicant erased, or a day key past the retention),
+        and matching the filters but `--source` by the clear `dlq.*` headers (`_erased`)."""
 
     def sift(self, stored: Stored, *, last_try: bool = False) -> None:
         """Keep `stored` if it is a dead letter matching the filters (opened if sealed), else count it or drop it."""
@@ -205,7 +207,8 @@ class Sifter:
         h = dict(stored[4]) if is_sealed(stored[4]) else {}
         sealed_under = (wire.lenient_text(h.get(SEALED_SUBJECT_HEADER)), wire.lenient_text(h.get(SEALED_KEY_HEADER)))
         try:
-            letter = dead_letter(partition, offset, key, value, headers, sealed_under if h else None)
+            letter = dead_letter(partition, offset, key, value, headers, sealed_under if h else None,
+                                 letter_digest(*stored[2:]))
         except (KeyError, ValueError):
             self.unreadable += 1
             return
@@ -226,17 +229,28 @@ class Sifter:
                                       offset=int(h.get("dlq.source.offset", "-1")))
         except KeyUnknown:
             if last_try or not self._maybe_late(headers):
-                self.erased += 1
+                self._erased(headers)
             else:
                 self.unknown.append(stored)
             return None
         except Erased:
-            self.erased += 1
+            self._erased(headers)
             return None
         except (PrivacyError, ValueError):
             self.unreadable += 1
             return None
         return partition, offset, letter.key, letter.value, list(letter.headers)
+
+    def _erased(self, headers: Headers) -> None:
+        """Count an erased letter if its clear context matches the filters (`context_matches`): counted whatever the
+        filters, `dlq list --reason internal_error` said "2 erased" of two erased letters of another reason, an
+        errand for nothing (audit). One whose context cannot be read is counted, as it may match."""
+        try:
+            context = DeadLetterContext.from_headers(list(headers))
+        except (KeyError, ValueError):
+            self.erased += 1
+            return
+        self.erased += context_matches(context, self.filters)
 
     def _maybe_late(self, headers: Headers) -> bool:
         """Whether a letter's key may have been committed after the keys were read: intake writes it in the

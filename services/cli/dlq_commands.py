@@ -13,7 +13,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from rich.progress import Progress
 
 from schemas.deadletter import Reason
-from schemas.replay import replay_key
+from schemas.replay import is_replayed
 from schemas.times import to_utc
 from services.cli import dlq, replaying
 from services.cli.deadletters import DeadLetter, Filters, replayable
@@ -22,7 +22,15 @@ from services.cli.masking import names_masked
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
 from services.cli.plain import counted, json_text, markup
 from services.cli.render import console, dead_letter_table, err_console
-from services.cli.replay_split import UNCHECKED, Split, admin_command, left_for_admin, split, why
+from services.cli.replay_split import (
+    UNCHECKED,
+    Split,
+    admin_command,
+    is_placeholder,
+    left_for_admin,
+    split,
+    why,
+)
 from services.common.kip430 import topic_rights
 from services.common.transactions import SendFailed
 
@@ -43,6 +51,10 @@ REFUSED = ("this principal may not write a topic of the replay ({error}): the de
 go back to: those are left and reported, `replay_split`)."""
 
 
+PLACEHOLDER_GIVEN = ("a placeholder of a printed admin command: put the value the first run was given in its place "
+                     "(the command prints no personal number or e-mail)")
+
+
 def _moment(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
@@ -55,6 +67,8 @@ def _moment(text: str | None, option: str) -> datetime | None:
 def _filters(reason: list[Reason] | None, source: str | None, since_text: str | None,
              until_text: str | None, topic: list[str] | None = None) -> Filters:
     """The filters; an `--until` before `--since` is a usage error (it matches nothing by construction)."""
+    if source is not None and is_placeholder(source):
+        raise typer.BadParameter(PLACEHOLDER_GIVEN, param_hint="--source")
     since, until = _moment(since_text, "--since"), _moment(until_text, "--until")
     if since is not None and until is not None and to_utc(until) < to_utc(since):
         raise typer.BadParameter(f"{until_text} is before --since {since_text} (naive times are Vietnam time)",
@@ -67,6 +81,8 @@ def _set_headers(values: list[str] | None) -> dict[str, str]:
     typo such as `commune-code:02269` would spend the one replay of those letters without the fix."""
     out: dict[str, str] = {}
     for number, value in enumerate(values or (), start=1):
+        if is_placeholder(value):
+            raise typer.BadParameter(PLACEHOLDER_GIVEN, param_hint="--set-header")
         key, eq, rest = value.partition("=")
         if not eq or not key.strip():  # by its place, never quoted: a value may be an applicant's number
             raise typer.BadParameter(f"the {_ordinal(number)} is not K=V with a K (e.g. commune-code=02269)",
@@ -91,7 +107,7 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
     filters = _filters(reason, source, since, until, topic)
     dlq_topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(connection(bootstrap), namespace,
                                                                                 filters))
-    replayed = {d.position for d in letters if replay_key(dlq_topic, d.partition, d.offset) in done}
+    replayed = {d.position for d in letters if is_replayed(done, dlq_topic, d.partition, d.offset, d.digest)}
     if not show_personal_data:
         letters = [replace(d, source=names_masked(d.source)) if d.source else d for d in letters]
     if as_json:
@@ -102,16 +118,19 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
     else:
         console.print(dead_letter_table(letters, replayed))
     err_console.print(f"{counted(len(letters), 'dead letter')} in {markup(dlq_topic)} match, {len(replayed)} of them "
-                      f"already replayed{_unreadable(unreadable, erased)}")
+                      f"already replayed{_unreadable(unreadable, erased, filters)}")
 
 
-def _unreadable(count: int, erased: int) -> str:
-    """What the counts leave out, said plainly: an erased dead letter is not an error, but it is not replayed."""
+def _unreadable(count: int, erased: int, filters: Filters) -> str:
+    """What the counts leave out, said plainly: an erased dead letter is not an error, but it is not replayed. The
+    erased are those matching the filters their clear headers tell (`dlq.Sifter`): a source is sealed, so with
+    `--source` they are said to be of any source."""
     other = (f"; {count} unreadable, not listed (without intake's dlq.* headers, with a reason this CLI does not "
              "know, or sealed and not openable)") if count else ""
-    return other + ((f"; {erased} erased or expired, unreadable: sealed under a key that is gone (its applicant "
-                     "erased, or the day's key past the dead-letter retention), neither listed nor replayable")
-                    if erased else "")
+    anywhence = " (of any source: --source cannot be checked on them, sealed)" if filters.source is not None else ""
+    return other + ((f"; {erased} erased or expired{anywhence}, unreadable: sealed under a key that is gone (its "
+                     "applicant erased, or the day's key past the dead-letter retention), neither listed nor "
+                     "replayable") if erased else "")
 
 
 @app.command()
@@ -130,7 +149,9 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
     filters = _filters(reason, source, since, until, topic)
     conn = connection(bootstrap)
     dlq_topic, letters, done, unreadable, erased = asyncio.run(dlq.dead_letters(conn, namespace, filters))
-    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done and replayable(d, filters)]
+    fresh = [d for d in letters if not is_replayed(done, dlq_topic, d.partition, d.offset, d.digest)]
+    todo = [d for d in fresh if replayable(d, filters)]
+    duplicates = len(fresh) - len(todo)  # left out, not replayed: said apart from those already replayed
     todo, gone = asyncio.run(dlq.unerased(conn, namespace, todo))  # an applicant erased while the DLQ was read
     if gone:
         erased += len(gone)
@@ -142,8 +163,10 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
         unchecked = "" if s.checked else f"; {UNCHECKED}"
         left = (f"; {s.left_count} left to the admin: {why(s.left, s.missing)}: "
                 f"{admin_command(filters, extra, namespace, s.left)}") if s.left else ""
-        err_console.print(f"would replay {len(s.mine)} of {len(letters)} matching dead letters"
-                          f"{_unreadable(unreadable, erased)}{unchecked}{left}", soft_wrap=True)
+        before = f"; {len(letters) - len(fresh)} already replayed" if len(letters) > len(fresh) else ""
+        err_console.print(f"would replay {len(s.mine)} of {len(letters)} matching dead letters{before}"
+                          f"{_duplicates(duplicates)}{_unreadable(unreadable, erased, filters)}{unchecked}{left}",
+                          soft_wrap=True)
         return
     replayed = 0
 
@@ -174,11 +197,19 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
             err_console.print(f"replay stopped: {markup(exc)}; {replaying.RUN_AGAIN}"
                               f"{_left(s, filters, extra, namespace)}", soft_wrap=True)
             raise typer.Exit(1) from None
-    already = len(letters) - len(sent) - s.left_count
+    already = len(letters) - len(sent) - s.left_count - duplicates
     err_console.print(f"replayed {counted(len(sent), 'dead letter')}; {already} matching were already replayed"
-                      f"{_unreadable(unreadable, erased)}{_left(s, filters, extra, namespace)}", soft_wrap=True)
+                      f"{_duplicates(duplicates)}{_unreadable(unreadable, erased, filters)}"
+                      f"{_left(s, filters, extra, namespace)}", soft_wrap=True)
     if s.left:  # a partial replay: the admin's run of the command said replays the rest
         raise typer.Exit(1)
+
+
+def _duplicates(count: int) -> str:
+    """Why duplicates are left out (`replayable`), and how to replay them: they were counted as already replayed."""
+    return (f"; {counted(count, 'duplicate')} (duplicate_event) left out, not replayed: the source sent the event "
+            "again and its first copy was published; one replayed past intake's 7-day de-duplication window would be "
+            "published and notified a second time (give --reason duplicate_event to replay them)") if count else ""
 
 
 def _left(s: Split, filters: Filters, extra: dict[str, str], namespace: str) -> str:

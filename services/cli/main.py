@@ -232,8 +232,8 @@ def simulator_argv(*, province: str, rate: float, duration: float, invalid_share
 def topics_create(bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
                   replication_factor: Annotated[int | None, typer.Option(
                       min=1, help="Replicas per topic (default: the cluster's default.replication.factor)")] = None,
-                  sources: Annotated[Path, typer.Option(
-                      help="Source registry: each source's bound raw topics are created too")] = DEFAULT_SOURCES,
+                  sources: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Source registry: "
+                      "each source's bound raw topics are created too [default: infra/sources.yaml if there]")] = None,
                   ) -> None:
     """Create every registry topic that is missing (partitions and config from schemas.topics), and the raw topics
     bound to each source of the source registry, and give the existing ones the registry's config: each key changed

@@ -221,9 +221,10 @@ DLQ_HEADERS: dict[str, Callable[[bytes], bool]] = {
 """The `dlq.*` headers intake, notify and `dlq replay` write, each shown when its value has the shape they write (a
 raw record may carry a header of the same name holding anything). Not `dlq.message`: free text, which quotes the
 validator's wording and any field name; `dlq list` shows it."""
-_CLEAR_KEY = _shape(rf"{_SUBJECT}(?:/(?:{_KEY_ID}|{re.escape(ERASED_MARK)}))?|{_TOPIC}:{_PARTITION}:{_OFFSET}")
+_CLEAR_KEY = _shape(rf"{_SUBJECT}(?:/(?:{_KEY_ID}|{re.escape(ERASED_MARK)}))?"
+                    rf"|{_TOPIC}:{_PARTITION}:{_OFFSET}(?::[0-9a-f]{{32}})?")
 """Keys of ours besides a commune code: a subject (the privacy audit), `<subject>/<key id>` (the key topics), and
-`<dlq topic>:<partition>:<offset>` (the replay log)."""
+`<dlq topic>:<partition>:<offset>[:<digest>]` (the replay log, `schemas.replay`)."""
 
 
 def shown_key(key: bytes | None) -> str:

@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from schemas.notification import ChannelKind
-from schemas.replay import replay_key
+from schemas.replay import is_replayed
 from schemas.topics import DLQ_NOTIFY, NOTIFY_REPLAYS, scoped
 from services.cli.dlq import Stored, read_into, replayed_keys
 from services.cli.errors import TopicNotVisible
@@ -67,9 +67,9 @@ async def notify_letters(conn: KafkaConnection, namespace: str, filters: NotifyF
 
     def sift(stored: Stored) -> None:
         nonlocal unreadable
-        partition, offset, _, value, headers = stored
+        partition, offset, key, value, headers = stored
         try:
-            d = letter(partition, offset, value, headers)
+            d = letter(partition, offset, value, headers, key)
         except ValueError:
             unreadable += 1
             return
@@ -127,7 +127,7 @@ def list_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt 
     personal number or e-mail in an event's id (a producer's choice) is masked, as `trace` and `dlq list` mask it."""
     topic, letters, done, unreadable = asyncio.run(notify_letters(connection(bootstrap), namespace,
                                                                   _filters(reason, channel, since, until)))
-    at = {d.position for d in letters if replay_key(topic, d.partition, d.offset) in done}
+    at = {d.position for d in letters if is_replayed(done, topic, d.partition, d.offset, d.digest)}
     now = datetime.now(UTC)
     if as_json:
         for d in letters:
@@ -159,7 +159,7 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
     conn = connection(bootstrap)
     topic, letters, done, _ = asyncio.run(notify_letters(conn, namespace, _filters(reason, channel, since, until)))
     now = datetime.now(UTC)
-    fresh = [d for d in letters if replay_key(topic, d.partition, d.offset) not in done]
+    fresh = [d for d in letters if not is_replayed(done, topic, d.partition, d.offset, d.digest)]
     todo = [d for d in fresh if why_not(d, now) is None]
     left = len(fresh) - len(todo)
     skipped = f"; {left} cannot be (incomplete or expired: see list)" if left else ""

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from schemas import wire
 from schemas.notification import ChannelKind, NotificationRequest
+from schemas.replay import letter_digest
 from schemas.times import to_utc
 from services.notify.deadletters import OMITTED
 from services.notify.personal import redact
@@ -45,13 +46,16 @@ class NotifyLetter:
     attempts: int
     rejected_at: datetime
     omitted: tuple[str, ...]
+    digest: str
+    """`schemas.replay.letter_digest` of the record: with the position, the replay log's key."""
 
     @property
     def position(self) -> str:
         return f"{self.partition}:{self.offset}"
 
 
-def letter(partition: int, offset: int, value: bytes | None, headers: Headers) -> NotifyLetter:
+def letter(partition: int, offset: int, value: bytes | None, headers: Headers,
+           key: bytes | None = None) -> NotifyLetter:
     """ValueError for a record that is no dead letter as notify writes them."""
     h = {k: wire.lenient_text(v) for k, v in headers if v is not None}
     try:
@@ -61,7 +65,8 @@ def letter(partition: int, offset: int, value: bytes | None, headers: Headers) -
     except (KeyError, ValidationError, OverflowError) as exc:
         raise ValueError(f"not a notify dead letter ({type(exc).__name__})") from None
     omitted = tuple(f for f in h.get(OMITTED, "").split(",") if f)
-    return NotifyLetter(partition, offset, request, reason, attempts, rejected_at, omitted)
+    return NotifyLetter(partition, offset, request, reason, attempts, rejected_at, omitted,
+                        letter_digest(key, value, headers))
 
 
 def matches(d: NotifyLetter, f: NotifyFilters) -> bool:

@@ -72,13 +72,24 @@ def why(left: Mapping[str, Sequence[object]], missing: Iterable[str] = ()) -> st
 
 def admin_command(filters: Filters, set_headers: Mapping[str, str], namespace: str, topics: Iterable[str]) -> str:
     """The `dlq replay` that replays, as admin, the dead letters left on `topics`: the same filters (times as the
-    instants this run took them for, not "30m" again), the same `--set-header` fixes, only those topics. A personal
-    number or e-mail in a value typed (a source, a header) is masked, as `dlq list` shows a source."""
+    instants this run took them for, not "30m" again), the same `--set-header` fixes, only those topics. A value typed
+    that masking would change (a personal number or e-mail in a source or a header) is not printed, masked or not:
+    a masked `--source` copied as told matched nothing, and a masked header would spend the one replay of those
+    letters with a corrupted value (operator audit). A placeholder stands in its place, which `dlq replay` refuses
+    (`is_placeholder`), and the command is preceded by a note saying to put the value back."""
     args = ["commune-bus", "dlq", "replay"]
+    held: list[str] = []
+
+    def typed(value: str, shown: str) -> str:
+        if names_masked(value) == value:
+            return value
+        held.append(f"<your {shown}>")
+        return held[-1]
+
     for reason in sorted(filters.reasons):
         args += ["--reason", reason.value]
     if filters.source is not None:
-        args += ["--source", names_masked(filters.source)]
+        args += ["--source", typed(filters.source, "--source")]
     if filters.since is not None:
         args += ["--since", filters.since.isoformat()]
     if filters.until is not None:
@@ -86,10 +97,20 @@ def admin_command(filters: Filters, set_headers: Mapping[str, str], namespace: s
     for topic in sorted(set(topics)):
         args += ["--topic", topic]
     for key, value in set_headers.items():
-        args += ["--set-header", f"{key}={names_masked(value)}"]
+        named = key if names_masked(key) == key else ""
+        args += ["--set-header", typed(f"{key}={value}", f"--set-header {named}".strip())]
     if namespace:
         args += ["--namespace", namespace]
-    return shlex.join(args)
+    command = shlex.join(args)
+    if not held:
+        return command
+    return (f"put what you gave in place of {', '.join(held)} (it may hold a personal number or e-mail, not printed; "
+            f"as printed, the command is refused): {command}")
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether `value` is a placeholder `admin_command` printed for a value it does not print."""
+    return value.startswith("<your --") and value.endswith(">")
 
 
 def left_for_admin(s: Split, filters: Filters, set_headers: Mapping[str, str], namespace: str) -> str:

@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from schemas.replay import DLQ_REPLAYED, replay_key
+from schemas.replay import DLQ_REPLAYED, is_replayed, replay_key
 from schemas.topics import TransactionalId, scoped, transactional_id
 from services.cli import kafka_io
 from services.cli.deadletters import DeadLetter, redriven_headers
@@ -58,12 +58,14 @@ async def _stop(producer: AIOKafkaProducer) -> None:
 
 
 class Positioned(Protocol):
-    """A dead letter: where it is on its DLQ (what its replay-log key names)."""
+    """A dead letter: where it is on its DLQ and the digest of its bytes (what its replay-log key names)."""
 
     @property
     def partition(self) -> int: ...
     @property
     def offset(self) -> int: ...
+    @property
+    def digest(self) -> str: ...
 
 
 L = TypeVar("L", bound=Positioned)
@@ -85,7 +87,7 @@ async def replay_each(conn: KafkaConnection, namespace: str, client_id: str, dlq
     transaction; without, it raises. A transaction not ended within `ACK_STALL_S` raises `Unacknowledged`, saying how
     many were replayed and how many may have been."""
     producer, log_topic, done = await replay_writer(conn, namespace, client_id)
-    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
+    todo = [d for d in letters if not is_replayed(done, dlq_topic, d.partition, d.offset, d.digest)]
     written: list[L] = []
     try:
         while todo:
@@ -120,7 +122,7 @@ async def _transaction(producer: AIOKafkaProducer, log_topic: str, dlq_topic: st
             topic, value, key, headers = redrive(d)
             sent.append(await producer.send(topic, value, key=key, headers=headers))
             sent.append(await producer.send(log_topic, topic.encode(),
-                                            key=replay_key(dlq_topic, d.partition, d.offset)))
+                                            key=replay_key(dlq_topic, d.partition, d.offset, d.digest)))
         await transactions.all_sent(sent)
 
 
@@ -129,7 +131,7 @@ async def replay(conn: KafkaConnection, namespace: str, letters: Iterable[DeadLe
                  refused: Refused[DeadLetter] | None = None) -> list[DeadLetter]:
     """Re-drive every intake dead letter not yet in the replay log into its original raw topic; returns those
     re-driven (`replay_each`: with `refused`, those of a topic the broker refuses are handed to it)."""
-    todo = [d for d in letters if replay_key(dlq_topic, d.partition, d.offset) not in done]
+    todo = [d for d in letters if not is_replayed(done, dlq_topic, d.partition, d.offset, d.digest)]
     if not todo:
         return []
 

@@ -21,10 +21,14 @@ from services.sources.topics import bound_topic
 DEFAULT_SOURCES = Path(__file__).resolve().parents[2] / "infra" / "sources.yaml"
 
 
-def registry_topics(namespace: str = "", sources: Path = DEFAULT_SOURCES) -> list[TopicSpec]:
-    """Every topic of the topic registry and every raw topic bound to a source of `sources` (none if the file is
-    not there: an installed package without `infra/`), under `namespace`."""
-    registry = load_registry(sources) if sources.exists() else None
+def registry_topics(namespace: str = "", sources: Path | None = None) -> list[TopicSpec]:
+    """Every topic of the topic registry and every raw topic bound to a source of `sources`, under `namespace`.
+    A file given must be there (FileNotFoundError): a mistyped path created none of its sources' topics, and the
+    command said "0 topics created" (audit). Without one, `DEFAULT_SOURCES`, or none if it is not there: an installed
+    package has no `infra/`."""
+    if sources is None and DEFAULT_SOURCES.exists():
+        sources = DEFAULT_SOURCES
+    registry = load_registry(sources) if sources is not None else None
     bound = [bound_topic(f, e, namespace) for e in registry.sources for f in e.families] if registry else []
     return [*(scoped(t, namespace) for t in TOPICS), *bound]
 
@@ -51,10 +55,12 @@ async def fewer_replicas(conn: KafkaConnection, specs: Iterable[TopicSpec], want
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.common.topics_cli", description=__doc__.split(":")[0])
-    parser.add_argument("sources", nargs="?", type=Path, default=DEFAULT_SOURCES,
-                        help="source registry whose bound raw topics to create (infra/sources.yaml)")
+    parser.add_argument("sources", nargs="?", type=Path, default=None,
+                        help="source registry whose bound raw topics to create (infra/sources.yaml, when there)")
     parser.add_argument("--namespace", default="", help="topic prefix (tests, staging); none in production")
     args = parser.parse_args(argv)
+    if args.sources is not None and not args.sources.is_file():
+        parser.error(f"{args.sources}: no such file")
     specs = registry_topics(args.namespace, args.sources)
     with settings_checked("topics"):
         conn = KafkaConnection()

@@ -50,7 +50,7 @@ def test_dead_letters_at_80_columns_show_every_reason_and_topic_whole() -> None:
     context = DeadLetterContext(reason=Reason.MISSING_COMMUNE_HEADER, field="commune-code", message="m",
                                 source_topic="commune.raw.dossier.src.thuong-lam-one-stop", source_partition=1,
                                 source_offset=4, rejected_at="2026-12-05T03:09:16.174419+00:00")
-    letter = DeadLetter(1, 2, None, None, [], context, "/communes/02269/one-stop")
+    letter = DeadLetter(1, 2, None, None, [], context, "/communes/02269/one-stop", "0" * 32)
     text = shown(dead_letter_table([letter], set()))
     assert "…" not in text
     assert "missing_commune_header" in column(text, 1)
@@ -64,8 +64,8 @@ def test_dead_letters_name_what_trace_finds_them_by() -> None:
                                 source_topic="commune.raw.dossier", source_partition=1, source_offset=4,
                                 rejected_at="2026-12-05T03:09:16.174419+00:00", lookup_id="evt-7",
                                 lookup_subject="TL-251103-0007", lookup_trace="ab" * 16)
-    named = DeadLetter(1, 2, None, None, [], context, "/communes/02269/one-stop")
+    named = DeadLetter(1, 2, None, None, [], context, "/communes/02269/one-stop", "0" * 32)
     bare = DeadLetter(1, 3, None, None, [], context.model_copy(update={"lookup_id": None, "lookup_subject": None,
-                                                                         "lookup_trace": None}), None)
+                                                                         "lookup_trace": None}), None, "1" * 32)
     text = shown(dead_letter_table([named, bare], set()))
     assert column(text, 7) == "TL-251103-0007evt-7" and "…" not in text

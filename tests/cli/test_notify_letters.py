@@ -164,7 +164,7 @@ def test_the_replay_summary_counts_letters_another_replay_wrote_meanwhile_as_alr
     value, omitted = letters_of("l-s")[ChannelKind.WEBHOOK]
     letters = [letter(0, n, value, headers(reason, omitted))
                for n, reason in ((1, "http_401"), (2, "retries_exhausted:TimeoutError"), (3, "http_401"))]
-    done = {replay_key(TOPIC, 0, 1)}
+    done = {replay_key(TOPIC, 0, 1, letters[0].digest)}
 
     async def listing(*_: object) -> notify_dlq.Listing:
         return notify_dlq.Listing(TOPIC, letters, done, 0)
