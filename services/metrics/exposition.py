@@ -38,7 +38,7 @@ TOTALS: tuple[Family, ...] = (
     Family("commune_dossiers_completed", "Dossiers completed (status 9, 10), by current channel and timeliness",
            "completed", ("channel", "timeliness")),
     Family("commune_dossiers_paid_online", "Received dossiers with fees paid online", "paid_online"),
-    Family("commune_dossiers_with_fees", "Received dossiers with fees or charges", "with_fees"),
+    Family("commune_dossiers_with_fees", "Received dossiers with a fee or charge over 0 VND", "with_fees"),
     Family("commune_dossiers_digitised", "Received dossiers with digitised components", "digitised"),
     Family("commune_mobile_team_visits", "Mobile-team visits completed", "visits"),
     Family("commune_mobile_team_households_reached", "Households visited by mobile teams, as last reported",

@@ -7,7 +7,7 @@ through the same merges. Members are read-only properties, so a model's narrower
 
 from __future__ import annotations
 
-from collections.abc import Sized
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -23,6 +23,11 @@ class Stamped(Protocol):
     def time(self) -> datetime: ...
 
 
+class FeeLine(Protocol):
+    @property
+    def amount_vnd(self) -> int: ...
+
+
 class DossierFields(Protocol):
     @property
     def channel(self) -> Channel: ...
@@ -35,7 +40,7 @@ class DossierFields(Protocol):
     @property
     def ended_at(self) -> datetime | None: ...
     @property
-    def fees(self) -> Sized: ...
+    def fees(self) -> Sequence[FeeLine]: ...
     @property
     def paid_online(self) -> bool: ...
     @property

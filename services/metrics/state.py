@@ -7,7 +7,8 @@ duplicates and at-least-once redelivery after a crash cannot change a figure:
   (event time, event id); an event older than the stored state does not
   overwrite it;
 - facts that only ever become true (received, paid online, has fees,
-  digitised) are OR-ed;
+  digitised) are OR-ed; a dossier has fees when a fee line is more than 0 VND
+  (`has_fees`);
 - a repeated event id has the same (time, id) as what it already produced, so
   it changes nothing;
 - an event time more than `FUTURE_MARGIN` ahead of when intake published it (its
@@ -24,6 +25,7 @@ times (ordering), seconds for business dates (due dates, durations).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, NamedTuple, TypeVar
 
 from schemas.codes import COMPLETED_STATUSES
@@ -34,6 +36,7 @@ from services.metrics.reads import (
     BroadcastFields,
     BroadcastPlayed,
     DossierChange,
+    FeeLine,
     Scheduling,
     Stamped,
     SupportDone,
@@ -137,6 +140,13 @@ def _newer(at: int, event_id: str, old_at: int, old_id: str) -> bool:
 
 
 # -- dossiers --------------------------------------------------------------------------------------
+def has_fees(fees: Sequence[FeeLine]) -> bool:
+    """Whether the dossier owes anything: a fee line of more than 0 VND (the simulator's rule). Portal records of
+    free procedures list their fee line at 0 VND (`MucPhi: 0`): counted "with fees" they lowered the index's paid
+    online rate (paid online / with fees), 1 of 3 where it was 1 of 1 (metrics audit)."""
+    return any(fee.amount_vnd > 0 for fee in fees) if fees else False
+
+
 def dossier_from(event: DossierChange, at: int) -> DossierState:
     d = event.data
     status = int(d.status)
@@ -147,7 +157,7 @@ def dossier_from(event: DossierChange, at: int) -> DossierState:
     due = d.due_at
     return DossierState(  # positional: this runs once per event
         at, event.id, status, d.channel.value, int(due.timestamp()) if due is not None else None,
-        status not in (1, 3), d.paid_online, bool(d.fees), d.digitised,
+        status not in (1, 3), d.paid_online, has_fees(d.fees), d.digitised,
         at if completed else None, event.id if completed else None,
         d.timeliness.value if completed and d.timeliness is not None else None, duration,
     )

@@ -102,7 +102,8 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
         completed = [e for e in evs if int(e.data.status) in (9, 10)]
         if received:
             out[("commune_dossiers_received", (*where, ("channel", latest.data.channel.value)))] += 1
-            for flag, name in ((lambda d: d.paid_online, "paid_online"), (lambda d: bool(d.fees), "with_fees"),
+            for flag, name in ((lambda d: d.paid_online, "paid_online"),
+                               (lambda d: any(f.amount_vnd > 0 for f in d.fees), "with_fees"),
                                (lambda d: d.digitised, "digitised")):
                 if any(flag(e.data) for e in evs):
                     out[(f"commune_dossiers_{name}", where)] += 1
