@@ -15,7 +15,8 @@ from schemas.codes import AnnouncementCategory, Channel, DossierStatus, SupportC
 
 
 class Stamped(Protocol):
-    """Any canonical event: the merges order states by (event time, event id)."""
+    """Any canonical event: the merges order states by (event time, event id) (a dossier's by (event time, stage,
+    event id), `state.merge_dossier`)."""
 
     @property
     def id(self) -> str: ...

@@ -5,7 +5,10 @@ duplicates and at-least-once redelivery after a crash cannot change a figure:
 
 - the fields describing "where the entity is now" come from the newest event by
   (event time, event id); an event older than the stored state does not
-  overwrite it;
+  overwrite it. A dossier's events of the same time are ordered by the stage
+  their status leaves it in first (`schemas.codes.Stage`: registered, open,
+  ended), so a withdrawal without a date of its own is not undone by the record
+  it followed;
 - facts that only ever become true (received, paid online, has fees,
   digitised) are OR-ed; a dossier has fees when a fee line is more than 0 VND
   (`has_fees`);
@@ -28,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, NamedTuple, TypeVar
 
-from schemas.codes import COMPLETED_STATUSES
+from schemas.codes import COMPLETED_STATUSES, DossierStatus
 from schemas.limits import LATEST, MAX_ITEMS
 from schemas.times import FUTURE_MARGIN
 from services.metrics.reads import (
@@ -133,6 +136,7 @@ class TooManyClusters(Exception):
 
 
 _COMPLETED = frozenset(int(s) for s in COMPLETED_STATUSES)
+_STAGE = {int(s): int(s.stage) for s in DossierStatus}
 
 
 def _newer(at: int, event_id: str, old_at: int, old_id: str) -> bool:
@@ -171,7 +175,8 @@ def merge_dossier(old: DossierState | None, event: DossierChange, at: int) -> Do
         return new
     if old.at == new.at and old.event_id == new.event_id:
         return None  # the same event again
-    latest, other = (new, old) if _newer(new.at, new.event_id, old.at, old.event_id) else (old, new)
+    newer = (new.at, _STAGE[new.status], new.event_id) > (old.at, _STAGE[old.status], old.event_id)
+    latest, other = (new, old) if newer else (old, new)
     completion = latest
     if other.completed_at is not None and (
         latest.completed_at is None

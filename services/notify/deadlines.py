@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from schemas.codes import DossierStatus
+from schemas.codes import DossierStatus, Stage
 from schemas.dossier import DossierStatusChanged
 from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
 from schemas.times import VIETNAM, past_due_after
@@ -21,8 +21,9 @@ def one_working_day_before(due_at: datetime) -> datetime:
 
 
 def tracked(event: DossierStatusChanged) -> TrackedDossier | None:
-    """The tracker's view of a dossier after this event; None for one without a due date that is open or only
-    registered (nothing to track).
+    """The tracker's view of a dossier after this event; None for one only registered (nothing to track: it neither
+    opens nor ends the dossier, so a closed view of it made an accepted dossier of the same time closed, `is_stale`)
+    or open without a due date.
 
     A dossier closed by an event without a due date (withdrawn, stopped, rejected often carry none) still gives a
     closing view, so a due date tracked before stops alerting; its `due_at` is the event time (a closed dossier is
@@ -31,8 +32,10 @@ def tracked(event: DossierStatusChanged) -> TrackedDossier | None:
     """
     d = event.data
     due = d.due_at
+    if d.status is DossierStatus.REGISTERED:
+        return None
     if due is None:
-        if d.status.is_open or d.status is DossierStatus.REGISTERED:
+        if d.status.is_open:
             return None
         due = event.time
     return TrackedDossier(
@@ -60,15 +63,21 @@ def is_stale(latest: TrackedDossier, previous: TrackedDossier) -> bool:
     """Whether `latest` comes from an event older than `previous`'s; never for a state without its event time
     (written before `as_of` existed, or not trusted: the last to arrive wins, as it always had).
 
-    At the same time the later arrival wins, except that an open state does not reopen a closed one: a portal
-    record's time is its latest date, so a status change without a new date (in progress -> withdrawn) has the
-    time of the event before it, and a re-sent older one could not be told from a reopening. Event ids do not
-    order (they are hashes)."""
+    At the same time the later stage wins (`schemas.codes.Stage`, the rule metrics' merge follows too): a closed
+    state (ended: `tracked` gives none for a registered dossier) is not reopened by an open one, as a portal
+    record's time is its latest date, so a status change without a new date (in progress -> withdrawn) has the time
+    of the event before it, and a re-sent older one could not be told from a reopening. Within a stage the later
+    arrival wins (event ids are hashes; they do not order)."""
     if latest.as_of is None or previous.as_of is None:
         return False
     if latest.as_of == previous.as_of:
-        return latest.is_open and not previous.is_open
+        return stage(latest) < stage(previous)
     return latest.as_of < previous.as_of
+
+
+def stage(d: TrackedDossier) -> Stage:
+    """The stage of the status `d` was made from: open, or ended (`tracked` makes no state of a registered one)."""
+    return Stage.OPEN if d.is_open else Stage.ENDED
 
 
 def trusted(latest: TrackedDossier, now: datetime | None) -> TrackedDossier:
