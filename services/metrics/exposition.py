@@ -153,7 +153,7 @@ def render(partitions: Iterable[PartitionState], now_s: float) -> str:
         out.extend(lines[fam.key])
     gauges: tuple[tuple[str, str, Callable[[CommuneTotals], float]], ...] = (
         ("commune_dossiers_open", "Dossiers open (status 2, 4, 5, 6)", lambda t: t.get("open")),
-        ("commune_dossiers_overdue", "Open dossiers past their due date", lambda t: t.overdue(now_s)),
+        ("commune_dossiers_overdue", "Open dossiers past their due day (Vietnam time)", lambda t: t.overdue(now_s)),
         ("commune_last_event_timestamp_seconds", "Event time of the newest event seen from the commune",
          lambda t: t.last_event_us / 1e6),
         ("commune_last_received_timestamp_seconds", "When the backbone received the newest event that changed the "

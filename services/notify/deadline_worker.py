@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import structlog
@@ -266,10 +266,18 @@ def _decode(rec: ConsumerRecord[bytes, bytes]) -> DeadlineMessage | None:
         return None
 
 
+def clock_of(own: DeadlineSettings) -> Clock:
+    """The tracker's clock: the wall clock, `clock_ahead_s` ahead of it (0 in production)."""
+    ahead = timedelta(seconds=own.clock_ahead_s)
+    return lambda: datetime.now(UTC) + ahead
+
+
 def main() -> None:
     with settings_checked("notify-deadlines"):
         settings, deadlines = NotifySettings(), DeadlineSettings()
-    worker = DeadlineWorker(settings, deadlines)
+    if deadlines.clock_ahead_s:
+        log.warning("deadline.clock_ahead", seconds=deadlines.clock_ahead_s)
+    worker = DeadlineWorker(settings, deadlines, clock_of(deadlines))
     runtime.main(SERVICE, settings.model_copy(update={"http_port": settings.deadline_web_port}),
                  worker.run)
 

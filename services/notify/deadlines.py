@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from schemas.codes import DossierStatus, Stage
 from schemas.dossier import DossierStatusChanged
 from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
-from schemas.times import VIETNAM, past_due_after
+from schemas.times import VIETNAM, overdue_from
 
 SATURDAY = 5
 
@@ -95,7 +95,7 @@ def wake_at(d: TrackedDossier) -> datetime | None:
     its closing event (None: at once, for a closed state without its event time)."""
     if d.is_open:
         at = next_alert_at(d)
-        return at if at is not None else past_due_after(d.due_at) + KEEP_OPEN_PAST_DUE
+        return at if at is not None else overdue_from(d.due_at) + KEEP_OPEN_PAST_DUE
     return None if d.as_of is None else d.as_of + KEEP_CLOSED
 
 
@@ -104,7 +104,7 @@ def forgotten(d: TrackedDossier, now: datetime) -> bool:
     and `KEEP_OPEN_PAST_DUE` past due."""
     if not d.is_open:
         return True
-    return next_alert_at(d) is None and now >= past_due_after(d.due_at) + KEEP_OPEN_PAST_DUE
+    return next_alert_at(d) is None and now >= overdue_from(d.due_at) + KEEP_OPEN_PAST_DUE
 
 
 def merge(previous: TrackedDossier | None, latest: TrackedDossier) -> TrackedDossier:
@@ -117,10 +117,11 @@ def merge(previous: TrackedDossier | None, latest: TrackedDossier) -> TrackedDos
 
 
 def alerts_due(d: TrackedDossier, now: datetime) -> list[DeadlineAlert]:
-    """Alerts to fire now: each kind at most once per due date; none for a closed dossier."""
+    """Alerts to fire now: each kind at most once per due date; none for a closed dossier. Overdue from the end of
+    the due day (`overdue_from`, as metrics' gauge); due soon from the due time a working day before."""
     if not d.is_open:
         return []
-    if now > past_due_after(d.due_at):
+    if now >= overdue_from(d.due_at):
         kind = None if d.alerted_overdue else NotificationKind.OVERDUE
     elif now >= one_working_day_before(d.due_at):
         kind = None if d.alerted_due_soon else NotificationKind.DUE_SOON
@@ -141,13 +142,13 @@ def next_alert_at(d: TrackedDossier) -> datetime | None:
     For clocks that do not go back, `alerts_due(d, now)` is non-empty exactly when this is not None and
     `now >= next_alert_at(d)`: the deadline index (`deadline_index`) keys each open dossier by it, so a tick
     touches only the dossiers whose time has come. Once overdue has fired the due-soon window is in the past
-    (it fired at a time after the due date), so nothing is left to fire.
+    (it fired at a time after the due day), so nothing is left to fire.
     """
     if not d.is_open or d.alerted_overdue:
         return None
     if not d.alerted_due_soon:
         return one_working_day_before(d.due_at)
-    return past_due_after(d.due_at) + timedelta(microseconds=1)  # overdue once `now >` it, at microsecond resolution
+    return overdue_from(d.due_at)
 
 
 def mark(d: TrackedDossier, alert: DeadlineAlert) -> TrackedDossier:

@@ -81,12 +81,9 @@ def event_set(seed: int = 20251103) -> list[Event]:
 
 
 def past_due(due_at: datetime, now: float) -> bool:
-    """DOMAIN: an open dossier past its due date is overdue; due on a day without a time of day, it is on time all
-    that Vietnam day, as timeliness compares days."""
-    local = due_at.astimezone(VN)
-    if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
-        return datetime.fromtimestamp(now, VN).date() > local.date()
-    return due_at.timestamp() < now
+    """DOMAIN: an open dossier past its due date is overdue; it is on time all its due day (Vietnam time), as
+    timeliness compares days, whatever time of day the due date carries."""
+    return datetime.fromtimestamp(now, VN).date() > due_at.astimezone(VN).date()
 
 
 def _stage(status: int) -> int:

@@ -3,7 +3,7 @@ integration sends them: the figures metrics exports from them (metrics audit).""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -12,7 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import wire
+from schemas.codes import DossierStatus
 from schemas.dossier import DossierStatusChanged
+from schemas.notification import NotificationKind
+from schemas.times import VIETNAM
 from schemas.topics import Family
 from services.intake import portal
 from services.intake.normalise import normalise
@@ -117,3 +120,29 @@ def test_a_dossier_registered_and_accepted_in_the_same_second_is_open_in_any_ord
     assert canonical(sent[0]).time == canonical(sent[1]).time
     assert open_and_overdue(decode, arrived) == (1, 1)
     assert tracker_alerts(arrived) == ["overdue"]
+
+
+@pytest.mark.parametrize("decode", DECODES.values(), ids=DECODES.keys())
+def test_a_dossier_due_at_17_00_is_overdue_only_once_its_due_day_is_over(decode: Decode) -> None:
+    """Due 6 November at 17:00 (`NgayHenTra` 20251106170000, the simulator's closing time): in progress, it is not
+    overdue at 18:00 nor at 23:59:59 that day in metrics' gauge or notify's tracker, and is in both from 00:00 on 7
+    November; finished at 19:30 that day it counts on time (timeliness compares days). It was overdue, and its
+    officer alerted, from 17:00."""
+    def at(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
+        return datetime(2025, 11, day, hour, minute, second, tzinfo=VIETNAM).astimezone(UTC)
+
+    in_progress = synced(1, 4)
+    part = PartitionState(0, {})
+    part.apply(decode(*record(in_progress)))
+    totals = part.communes[C]
+    evening, last_second, midnight = at(6, 18), at(6, 23, 59, 59), at(7, 0)
+    assert [totals.overdue(t.timestamp()) for t in (evening, last_second, midnight)] == [0, 0, 1]
+    view = deadlines.tracked(canonical(in_progress))
+    assert view is not None and view.due_at == at(6, 17)
+    kinds = [[a.kind for a in deadlines.alerts_due(view, t)] for t in (evening, last_second, midnight)]
+    assert kinds == [[NotificationKind.DUE_SOON], [NotificationKind.DUE_SOON], [NotificationKind.OVERDUE]]
+    assert deadlines.next_alert_at(view.model_copy(update={"alerted_due_soon": True})) == midnight
+    done = {**in_progress, "TrangThaiHoSo": int(DossierStatus.PROCESSED), "NgayKetThucXuLy": "20251106193000"}
+    part.apply(decode(*record(done)))
+    assert (totals.get("open"), totals.overdue(midnight.timestamp() + timedelta(days=1).total_seconds())) == (0, 0)
+    assert totals.get("completed", "counter", "on_time") == 1
