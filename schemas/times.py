@@ -7,7 +7,7 @@ A time without an offset is Asia/Ho_Chi_Minh.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Final
 from zoneinfo import ZoneInfo
 
@@ -135,20 +135,19 @@ _DAY_S = 86_400
 _OFFSET_S = 7 * 3600
 
 
-def past_due_after(due_at: datetime) -> datetime:
-    """The instant after which a dossier due at `due_at` is overdue: `due_at` itself, or the end of its Vietnam day
-    for a due date without a time of day (local midnight: `20251110`, `20251110000000`). A dossier due on 10
-    November is on time all that day (timeliness compares Vietnam calendar days); it used to be overdue, and its
-    officer alerted, from the day's first minute (time audit)."""
-    local = due_at.astimezone(VIETNAM)
-    if local.hour == local.minute == local.second == local.microsecond == 0:
-        return due_at + timedelta(days=1)
-    return due_at
+def overdue_from(due_at: datetime) -> datetime:
+    """The first instant at which an open dossier due at `due_at` is overdue: the start of the next Vietnam day
+    (00:00 UTC+07:00), whatever time of day the due date carries. Timeliness compares Vietnam calendar days
+    (`schemas.dossier.timeliness_of`), so a dossier due on 6 November at 17:00 and finished at 19:30 that day is on
+    time: it is not overdue at 18:00 either, only once a finish would be late. It was overdue from its due time
+    (metrics audit), and for a date without a time of day (local midnight) from the day's first minute (time audit).
+    """
+    return datetime.combine(vietnam_date(due_at) + timedelta(days=1), time(), VIETNAM).astimezone(UTC)
 
 
-def past_due_after_s(due_s: int) -> int:
-    """`past_due_after` in epoch seconds (a due date of 1976 on: UTC+07:00 all year)."""
-    return due_s + _DAY_S if (due_s + _OFFSET_S) % _DAY_S == 0 else due_s
+def overdue_from_s(due_s: int) -> int:
+    """`overdue_from` in epoch seconds (a due date of 1976 on: UTC+07:00 all year)."""
+    return due_s - (due_s + _OFFSET_S) % _DAY_S + _DAY_S
 
 
 UtcDateTime = Annotated[

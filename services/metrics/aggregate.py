@@ -6,7 +6,8 @@ of current entity states, whatever order the events came in (see `state`).
 
 Counting follows DOMAIN.md: received = any status except 1 and 3 (sticky),
 open = 2, 4, 5, 6, completed = 9, 10; an open dossier past its due date is
-overdue (decided at read time, against the clock).
+overdue, from the end of its due day in Vietnam (`schemas.times.overdue_from_s`:
+timeliness compares calendar days), decided at read time, against the clock.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from schemas.times import past_due_after_s
+from schemas.times import overdue_from_s
 from services.metrics.state import AnnouncementState, DossierState, SupportState, TrainingState, VisitState
 
 Key = tuple[str, ...]
@@ -103,16 +104,16 @@ def latest_micros(state: EntityState) -> int:
 
 
 def _open_due(state: EntityState | None) -> int | None:
-    """When an open dossier becomes overdue (epoch s: its due date, or the end of that day for a date without a time,
-    `past_due_after_s`), else None."""
+    """When an open dossier becomes overdue (epoch s: the end of its due day, `overdue_from_s`), else None."""
     if isinstance(state, DossierState) and state.status in OPEN and state.due_s is not None:
-        return past_due_after_s(state.due_s)
+        return overdue_from_s(state.due_s)
     return None
 
 
 @dataclass
 class CommuneTotals:
-    """One commune's figures. `due` counts open dossiers by due date (epoch s) for the overdue gauge.
+    """One commune's figures. `due` counts open dossiers by when they become overdue (epoch s, `_open_due`) for the
+    overdue gauge.
 
     `last_event_us` is the newest believable event time (the sender's clock); `last_received_ms` when the backbone
     received the newest event that changed a state of the commune (its canonical record's timestamp: when intake
@@ -124,7 +125,7 @@ class CommuneTotals:
     last_event_us: int = 0
     last_received_ms: int = 0
     _version: int = 0
-    _overdue_cache: tuple[int, float, float, int] = (-1, 0.0, 0.0, 0)  # version, valid for now in (a, b], value
+    _overdue_cache: tuple[int, float, float, int] = (-1, 0.0, 0.0, 0)  # version, valid for now in [a, b), value
 
     def replace(self, old: EntityState | None, new: EntityState) -> None:
         counts = self.counts
@@ -163,16 +164,16 @@ class CommuneTotals:
         return self.counts.get(key, 0)
 
     def overdue(self, now_s: float) -> int:
-        """Open dossiers whose due date has passed at `now_s` (cached until the next due date passes)."""
-        version, after, until, value = self._overdue_cache
-        if version == self._version and after < now_s <= until:
+        """Open dossiers overdue at `now_s`: their due day is over (cached until the next one's is)."""
+        version, since, until, value = self._overdue_cache
+        if version == self._version and since <= now_s < until:
             return value
-        value, passed, upcoming = 0, float("-inf"), float("inf")
-        for due, n in self.due.items():
-            if due < now_s:
+        value, since, until = 0, float("-inf"), float("inf")
+        for start, n in self.due.items():
+            if start <= now_s:
                 value += n
-                passed = max(passed, due)
-            elif due < upcoming:
-                upcoming = due
-        self._overdue_cache = (self._version, passed, upcoming, value)
+                since = max(since, start)
+            elif start < until:
+                until = start
+        self._overdue_cache = (self._version, since, until, value)
         return value

@@ -38,7 +38,7 @@ TOTALS: tuple[Family, ...] = (
     Family("commune_dossiers_completed", "Dossiers completed (status 9, 10), by current channel and timeliness",
            "completed", ("channel", "timeliness")),
     Family("commune_dossiers_paid_online", "Received dossiers with fees paid online", "paid_online"),
-    Family("commune_dossiers_with_fees", "Received dossiers with fees or charges", "with_fees"),
+    Family("commune_dossiers_with_fees", "Received dossiers with a fee or charge over 0 VND", "with_fees"),
     Family("commune_dossiers_digitised", "Received dossiers with digitised components", "digitised"),
     Family("commune_mobile_team_visits", "Mobile-team visits completed", "visits"),
     Family("commune_mobile_team_households_reached", "Households visited by mobile teams, as last reported",
@@ -153,7 +153,7 @@ def render(partitions: Iterable[PartitionState], now_s: float) -> str:
         out.extend(lines[fam.key])
     gauges: tuple[tuple[str, str, Callable[[CommuneTotals], float]], ...] = (
         ("commune_dossiers_open", "Dossiers open (status 2, 4, 5, 6)", lambda t: t.get("open")),
-        ("commune_dossiers_overdue", "Open dossiers past their due date", lambda t: t.overdue(now_s)),
+        ("commune_dossiers_overdue", "Open dossiers past their due day (Vietnam time)", lambda t: t.overdue(now_s)),
         ("commune_last_event_timestamp_seconds", "Event time of the newest event seen from the commune",
          lambda t: t.last_event_us / 1e6),
         ("commune_last_received_timestamp_seconds", "When the backbone received the newest event that changed the "

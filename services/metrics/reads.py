@@ -7,7 +7,7 @@ through the same merges. Members are read-only properties, so a model's narrower
 
 from __future__ import annotations
 
-from collections.abc import Sized
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -15,12 +15,18 @@ from schemas.codes import AnnouncementCategory, Channel, DossierStatus, SupportC
 
 
 class Stamped(Protocol):
-    """Any canonical event: the merges order states by (event time, event id)."""
+    """Any canonical event: the merges order states by (event time, event id) (a dossier's by (event time, stage,
+    event id), `state.merge_dossier`)."""
 
     @property
     def id(self) -> str: ...
     @property
     def time(self) -> datetime: ...
+
+
+class FeeLine(Protocol):
+    @property
+    def amount_vnd(self) -> int: ...
 
 
 class DossierFields(Protocol):
@@ -35,7 +41,7 @@ class DossierFields(Protocol):
     @property
     def ended_at(self) -> datetime | None: ...
     @property
-    def fees(self) -> Sized: ...
+    def fees(self) -> Sequence[FeeLine]: ...
     @property
     def paid_online(self) -> bool: ...
     @property

@@ -25,7 +25,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import structlog
@@ -268,10 +268,18 @@ def _decode(rec: ConsumerRecord[bytes, bytes]) -> DeadlineMessage | None:
         return None
 
 
+def clock_of(own: DeadlineSettings) -> Clock:
+    """The tracker's clock: the wall clock, `clock_ahead_s` ahead of it (0 in production)."""
+    ahead = timedelta(seconds=own.clock_ahead_s)
+    return lambda: datetime.now(UTC) + ahead
+
+
 def main() -> None:
     with settings_checked("notify-deadlines"):
         settings, deadlines = NotifySettings(), DeadlineSettings()
-    worker = DeadlineWorker(settings, deadlines)
+    if deadlines.clock_ahead_s:
+        log.warning("deadline.clock_ahead", seconds=deadlines.clock_ahead_s)
+    worker = DeadlineWorker(settings, deadlines, clock_of(deadlines))
     # as notify's child (`tracker.TrackerProcess`), it stops when notify closes its standard input
     runtime.main(SERVICE, settings.model_copy(update={"http_port": settings.deadline_web_port}),
                  worker.run, stop_at_eof=sys.stdin.fileno() if STOP_AT_EOF in sys.argv[1:] else None)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from schemas.codes import DossierStatus
+from schemas.codes import DossierStatus, Stage
 from schemas.dossier import DossierStatusChanged
 from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
-from schemas.times import VIETNAM, past_due_after
+from schemas.times import VIETNAM, overdue_from
 
 SATURDAY = 5
 
@@ -21,8 +21,9 @@ def one_working_day_before(due_at: datetime) -> datetime:
 
 
 def tracked(event: DossierStatusChanged) -> TrackedDossier | None:
-    """The tracker's view of a dossier after this event; None for one without a due date that is open or only
-    registered (nothing to track).
+    """The tracker's view of a dossier after this event; None for one only registered (nothing to track: it neither
+    opens nor ends the dossier, so a closed view of it made an accepted dossier of the same time closed, `is_stale`)
+    or open without a due date.
 
     A dossier closed by an event without a due date (withdrawn, stopped, rejected often carry none) still gives a
     closing view, so a due date tracked before stops alerting; its `due_at` is the event time (a closed dossier is
@@ -31,8 +32,10 @@ def tracked(event: DossierStatusChanged) -> TrackedDossier | None:
     """
     d = event.data
     due = d.due_at
+    if d.status is DossierStatus.REGISTERED:
+        return None
     if due is None:
-        if d.status.is_open or d.status is DossierStatus.REGISTERED:
+        if d.status.is_open:
             return None
         due = event.time
     return TrackedDossier(
@@ -60,15 +63,21 @@ def is_stale(latest: TrackedDossier, previous: TrackedDossier) -> bool:
     """Whether `latest` comes from an event older than `previous`'s; never for a state without its event time
     (written before `as_of` existed, or not trusted: the last to arrive wins, as it always had).
 
-    At the same time the later arrival wins, except that an open state does not reopen a closed one: a portal
-    record's time is its latest date, so a status change without a new date (in progress -> withdrawn) has the
-    time of the event before it, and a re-sent older one could not be told from a reopening. Event ids do not
-    order (they are hashes)."""
+    At the same time the later stage wins (`schemas.codes.Stage`, the rule metrics' merge follows too): a closed
+    state (ended: `tracked` gives none for a registered dossier) is not reopened by an open one, as a portal
+    record's time is its latest date, so a status change without a new date (in progress -> withdrawn) has the time
+    of the event before it, and a re-sent older one could not be told from a reopening. Within a stage the later
+    arrival wins (event ids are hashes; they do not order)."""
     if latest.as_of is None or previous.as_of is None:
         return False
     if latest.as_of == previous.as_of:
-        return latest.is_open and not previous.is_open
+        return stage(latest) < stage(previous)
     return latest.as_of < previous.as_of
+
+
+def stage(d: TrackedDossier) -> Stage:
+    """The stage of the status `d` was made from: open, or ended (`tracked` makes no state of a registered one)."""
+    return Stage.OPEN if d.is_open else Stage.ENDED
 
 
 def trusted(latest: TrackedDossier, now: datetime | None) -> TrackedDossier:
@@ -86,7 +95,7 @@ def wake_at(d: TrackedDossier) -> datetime | None:
     its closing event (None: at once, for a closed state without its event time)."""
     if d.is_open:
         at = next_alert_at(d)
-        return at if at is not None else past_due_after(d.due_at) + KEEP_OPEN_PAST_DUE
+        return at if at is not None else overdue_from(d.due_at) + KEEP_OPEN_PAST_DUE
     return None if d.as_of is None else d.as_of + KEEP_CLOSED
 
 
@@ -95,7 +104,7 @@ def forgotten(d: TrackedDossier, now: datetime) -> bool:
     and `KEEP_OPEN_PAST_DUE` past due."""
     if not d.is_open:
         return True
-    return next_alert_at(d) is None and now >= past_due_after(d.due_at) + KEEP_OPEN_PAST_DUE
+    return next_alert_at(d) is None and now >= overdue_from(d.due_at) + KEEP_OPEN_PAST_DUE
 
 
 def merge(previous: TrackedDossier | None, latest: TrackedDossier) -> TrackedDossier:
@@ -108,10 +117,11 @@ def merge(previous: TrackedDossier | None, latest: TrackedDossier) -> TrackedDos
 
 
 def alerts_due(d: TrackedDossier, now: datetime) -> list[DeadlineAlert]:
-    """Alerts to fire now: each kind at most once per due date; none for a closed dossier."""
+    """Alerts to fire now: each kind at most once per due date; none for a closed dossier. Overdue from the end of
+    the due day (`overdue_from`, as metrics' gauge); due soon from the due time a working day before."""
     if not d.is_open:
         return []
-    if now > past_due_after(d.due_at):
+    if now >= overdue_from(d.due_at):
         kind = None if d.alerted_overdue else NotificationKind.OVERDUE
     elif now >= one_working_day_before(d.due_at):
         kind = None if d.alerted_due_soon else NotificationKind.DUE_SOON
@@ -132,13 +142,13 @@ def next_alert_at(d: TrackedDossier) -> datetime | None:
     For clocks that do not go back, `alerts_due(d, now)` is non-empty exactly when this is not None and
     `now >= next_alert_at(d)`: the deadline index (`deadline_index`) keys each open dossier by it, so a tick
     touches only the dossiers whose time has come. Once overdue has fired the due-soon window is in the past
-    (it fired at a time after the due date), so nothing is left to fire.
+    (it fired at a time after the due day), so nothing is left to fire.
     """
     if not d.is_open or d.alerted_overdue:
         return None
     if not d.alerted_due_soon:
         return one_working_day_before(d.due_at)
-    return past_due_after(d.due_at) + timedelta(microseconds=1)  # overdue once `now >` it, at microsecond resolution
+    return overdue_from(d.due_at)
 
 
 def mark(d: TrackedDossier, alert: DeadlineAlert) -> TrackedDossier:

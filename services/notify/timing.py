@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
 from schemas.notification import DeadlineAlert, NotificationKind
-from schemas.times import VIETNAM, past_due_after
+from schemas.times import VIETNAM, overdue_from
 
 ANNOUNCEMENT_HORIZON = timedelta(hours=24)
 """An announcement without an end is over this long after it starts."""
@@ -81,8 +81,8 @@ audit)."""
 
 
 def alert_over(alert: DeadlineAlert) -> datetime:
-    """When a deadline alert stops making sense (`ALERT_WINDOW`), counted from when the dossier is past due
-    (`past_due_after`: the end of the due day for a due date without a time of day; review: a due-soon alert for
-    such a date, fired the working day before, expired at the due day's first minute, never sent)."""
-    past_due = past_due_after(alert.due_at)
+    """When a deadline alert stops making sense (`ALERT_WINDOW`), counted from when the dossier is overdue
+    (`overdue_from`: the end of the due day; review: a due-soon alert for a date without a time of day, fired the
+    working day before, expired at the due day's first minute, never sent)."""
+    past_due = overdue_from(alert.due_at)
     return past_due + ALERT_WINDOW if alert.kind is NotificationKind.OVERDUE else past_due

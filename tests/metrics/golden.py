@@ -1,8 +1,8 @@
 """A fixed event set with out-of-order and duplicated events, and its expected figures computed independently.
 
 The oracle below reads the event list directly (newest event per dossier by
-time then id, OR of sticky facts, calendar-day comparison in Vietnam time) and
-shares no code with the service.
+time, then stage at the same time, then id; OR of sticky facts, calendar-day
+comparison in Vietnam time) and shares no code with the service.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ Sample = tuple[str, tuple[tuple[str, str], ...]]
 def _paths(rng: random.Random, commune: str, code: str, base: int) -> list[Event]:
     """One dossier's events along a randomly chosen path."""
     kind = rng.choice(["early", "on_time", "late", "open", "open_due_later", "rejected", "registered", "returned",
-                       "reopened", "flags_early"])
+                       "reopened", "flags_early", "withdrawn_same_time"])
     channel = rng.choice(["counter", "online", "postal", "mobile_team"])
     fees = rng.random() < 0.5
     paid = fees and rng.random() < 0.6
@@ -45,6 +45,8 @@ def _paths(rng: random.Random, commune: str, code: str, base: int) -> list[Event
                 dossier(commune, code, 9, f"{code}-e9", 30, end_hours=30, channel=channel)]
     ev.append(dossier(commune, code, 2, f"{code}-e2", 1, **common))
     ev.append(dossier(commune, code, 4, f"{code}-e4", 2, paid_online=paid, **common))
+    if kind == "withdrawn_same_time":  # no date of its own: the in-progress event's time, an id sorting before it
+        return [*ev, dossier(commune, code, 7, f"{code}-a7", 2, **common)]
     if kind == "reopened":  # processed, then sent back for a supplement: open again, and still completed once
         return [*ev, dossier(commune, code, 9, f"{code}-e9", 50, end_hours=50, paid_online=paid, **common),
                 dossier(commune, code, 5, f"{code}-e5", 60, paid_online=paid, **common)]
@@ -79,12 +81,14 @@ def event_set(seed: int = 20251103) -> list[Event]:
 
 
 def past_due(due_at: datetime, now: float) -> bool:
-    """DOMAIN: an open dossier past its due date is overdue; due on a day without a time of day, it is on time all
-    that Vietnam day, as timeliness compares days."""
-    local = due_at.astimezone(VN)
-    if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
-        return datetime.fromtimestamp(now, VN).date() > local.date()
-    return due_at.timestamp() < now
+    """DOMAIN: an open dossier past its due date is overdue; it is on time all its due day (Vietnam time), as
+    timeliness compares days, whatever time of day the due date carries."""
+    return datetime.fromtimestamp(now, VN).date() > due_at.astimezone(VN).date()
+
+
+def _stage(status: int) -> int:
+    """DOMAIN's lifecycle: registered (1) before open (2, 4, 5, 6) before ended (3, 7, 8, 9, 10)."""
+    return 0 if status == 1 else 1 if status in (2, 4, 5, 6) else 2
 
 
 def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
@@ -97,12 +101,13 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
             dossiers[(e.commune, e.data.dossier_code)].append(e)
     for (commune, _), evs in dossiers.items():
         where = (("province", evs[0].province), ("commune", commune))
-        latest = max(evs, key=lambda e: (e.time, e.id))
+        latest = max(evs, key=lambda e: (e.time, _stage(int(e.data.status)), e.id))
         received = [e for e in evs if int(e.data.status) not in (1, 3)]
         completed = [e for e in evs if int(e.data.status) in (9, 10)]
         if received:
             out[("commune_dossiers_received", (*where, ("channel", latest.data.channel.value)))] += 1
-            for flag, name in ((lambda d: d.paid_online, "paid_online"), (lambda d: bool(d.fees), "with_fees"),
+            for flag, name in ((lambda d: d.paid_online, "paid_online"),
+                               (lambda d: any(f.amount_vnd > 0 for f in d.fees), "with_fees"),
                                (lambda d: d.digitised, "digitised")):
                 if any(flag(e.data) for e in evs):
                     out[(f"commune_dossiers_{name}", where)] += 1

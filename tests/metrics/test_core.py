@@ -123,13 +123,13 @@ def test_older_event_does_not_overwrite_newer_state() -> None:
 
 
 def test_overdue_follows_the_clock_and_due_date_changes() -> None:
-    """The overdue gauge is recomputed when time passes a due date and when a dossier's due date moves."""
+    """The overdue gauge is recomputed when time passes the end of a due day and when a dossier's due date moves."""
     part = fresh(dossier(C, "A", 2, "a2", 1, due_days=1), dossier(C, "B", 2, "b2", 1, due_days=2))
     t = part.communes[C]
-    day = 86400
-    assert [t.overdue(T0.timestamp() + d * day + 1) for d in (0, 1, 2)] == [0, 1, 2]
+    day, midnight = 86400, T0.timestamp() + 16 * 3600  # T0 is Monday 08:00 in Vietnam; A due Tuesday 08:00
+    assert [t.overdue(midnight + d * day) for d in (0, 1, 2)] == [0, 1, 2]  # Tuesday, Wednesday, Thursday 00:00
     part.apply(dossier(C, "A", 5, "a5", 3, due_days=5))  # extra documents: due date moved
-    assert t.overdue(T0.timestamp() + 2 * day + 1) == 1
+    assert t.overdue(midnight + 2 * day) == 1
 
 
 def test_random_shuffles_with_duplicates_match_one_ordered_pass() -> None:
@@ -352,13 +352,12 @@ def test_records_of_a_partition_not_owned_now_are_skipped_and_never_committed(tm
     assert owner.apply(fetch(tp, 0, dossier(C, "D-1", 2, "e-1", 1)), LATER)[1] == {tp: 1}
 
 
-def test_a_due_date_without_a_time_is_overdue_only_once_its_day_is_over() -> None:
-    """Due on Thursday 6 November, given as a date (local midnight, as `20251106` or `20251106000000` arrive): open
-    and not overdue all Thursday, as a dossier finished that day counts on time; overdue from Friday 00:00 Vietnam
-    time (time audit: overdue from Thursday's first minute, in the gauge and the officer's alert). A due date with a
-    time of day is overdue past that time."""
+def test_a_due_date_with_or_without_a_time_is_overdue_only_once_its_day_is_over() -> None:
+    """Due on Thursday 6 November, given as a date (local midnight, as `20251106` or `20251106000000` arrive) or at
+    08:00: open and not overdue all Thursday, as a dossier finished that day counts on time; overdue from Friday
+    00:00 Vietnam time (time audit: overdue from Thursday's first minute; metrics audit: from 08:00)."""
     part = fresh(dossier(C, "A", 2, "a2", 1, due_days=3 - 8 / 24), dossier(C, "B", 2, "b2", 1, due_days=3))
     t, hour = part.communes[C], 3600
     thursday = T0.timestamp() + 3 * 86400 - 8 * hour  # 00:00 Vietnam time; B is due at 08:00
-    assert [t.overdue(thursday + h * hour + 1) for h in (0, 9, 23)] == [0, 1, 1]  # B past 08:00, A on time
-    assert t.overdue(thursday + 24 * hour + 1) == 2
+    assert [t.overdue(thursday + h * hour + 1) for h in (0, 9, 23)] == [0, 0, 0]
+    assert [t.overdue(thursday + 24 * hour - 1), t.overdue(thursday + 24 * hour)] == [0, 2]

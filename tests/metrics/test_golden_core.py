@@ -28,11 +28,14 @@ def test_the_core_exports_the_oracles_figures(seed: int) -> None:
 
 
 def test_the_golden_set_holds_the_paths_the_merges_must_get_right() -> None:
-    """The scenarios the oracle is only worth something with: a dossier processed then opened again, and fees and
-    digitisation said on an older event only."""
+    """The scenarios the oracle is only worth something with: a dossier processed then opened again, fees and
+    digitisation said on an older event only, and a withdrawal of the same time as the in-progress event before it
+    whose id sorts first."""
     dossiers = [e for e in event_set() if isinstance(e, DossierStatusChanged)]
     by_id = {e.id: e for e in dossiers}
     assert any(by_id[i.replace("-e9", "-e5")].time > by_id[i].time for i in by_id
                if i.endswith("-e9") and i.replace("-e9", "-e5") in by_id)
     early = [e for e in dossiers if e.id.endswith("-e2") and e.data.digitised and e.data.fees]
     assert early and all(not by_id[e.id.replace("-e2", "-e4")].data.digitised for e in early)
+    withdrawn = [e for e in dossiers if e.id.endswith("-a7")]
+    assert withdrawn and all(by_id[e.id.replace("-a7", "-e4")].time == e.time for e in withdrawn)

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from schemas.admin import communes_of
 from schemas.announcement import AnnouncementScheduledEvent, BroadcastFailedEvent
 from schemas.dossier import DossierStatusChanged
 from schemas.mobile_team import VisitCompletedEvent, VisitScheduledEvent
+from schemas.times import VIETNAM
 from schemas.topics import PARTITIONS
 from services.common.partitioner import partition_for
 from services.notify.directory import Directory
 
 COMMUNE, PROVINCE = "02269", "08"
 PHONE = "0912345678"
+
+
+def day_ending_in(seconds: float, now: datetime | None = None) -> tuple[str, datetime]:
+    """`NOTIFY_DEADLINE_CLOCK_AHEAD_S` for a deadline tracker whose clock reaches the end of a Vietnam day `seconds`
+    from `now` (the wall clock), and the tracker's time at `now`. A dossier due on that day (by the tracker's clock)
+    becomes overdue then, one due the day before is overdue at once: overdue begins when the due day is over, so a
+    test can no longer make a dossier overdue within seconds by its due time alone."""
+    now = now or datetime.now(UTC)
+    local = now.astimezone(VIETNAM)
+    day_end = datetime.combine(local.date() + timedelta(days=1), time(), VIETNAM)
+    ahead = ((day_end - local).total_seconds() - seconds) % 86_400
+    return repr(ahead), now + timedelta(seconds=ahead)
 
 
 def one_commune_per_partition() -> list[str]:

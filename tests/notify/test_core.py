@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.codes import Locale, Priority
 from schemas.notification import Audience, ChannelKind, TrackedDossier
@@ -14,6 +16,8 @@ from schemas.notification import NotificationKind as K
 from schemas.times import VIETNAM
 from services.notify import deadlines, rules, sms
 from services.notify.channels.base import compose
+from services.notify.deadline_settings import DeadlineSettings
+from services.notify.deadline_worker import clock_of
 from services.notify.delivery import Dispatcher
 from services.notify.masking import mask_email, mask_name, mask_phone
 from services.notify.offsets import OffsetTracker
@@ -23,7 +27,15 @@ from services.notify.settings import NotifySettings
 from services.notify.subscribers import MAX_SKEW_S, Registry, signature, verify
 from services.notify.templates import TEMPLATES, render
 from services.notify.timing import ALERT_WINDOW
-from tests.notify.events import broadcast_failed, directory, dossier, storm, visit_completed, visit_scheduled
+from tests.notify.events import (
+    broadcast_failed,
+    day_ending_in,
+    directory,
+    dossier,
+    storm,
+    visit_completed,
+    visit_scheduled,
+)
 
 pytestmark = pytest.mark.unit
 NO_SUBS = Registry()
@@ -371,16 +383,19 @@ def test_a_failed_emergency_broadcast_reaches_operators_and_webhooks_in_the_emer
 
 
 def test_deadline_alerts_fire_once_each_and_never_for_closed_dossiers() -> None:
-    """Due-soon within one working day, overdue after the due time, each once; a closed dossier fires nothing."""
+    """Due-soon within one working day, overdue once the due day is over, each once; a closed dossier fires
+    nothing."""
     due = datetime(2025, 11, 10, 10, 0, tzinfo=UTC)  # Monday 17:00 Vietnam
+    day_over = datetime(2025, 11, 10, 17, 0, tzinfo=UTC)  # Tuesday 00:00 Vietnam
     d = TrackedDossier(dossier_code="X", commune="02269", province="08", procedure_code="1", due_at=due)
     assert deadlines.alerts_due(d, datetime(2025, 11, 7, 9, 0, tzinfo=UTC)) == []  # Friday 16:00: > 1 working day
     [soon] = deadlines.alerts_due(d, datetime(2025, 11, 7, 11, 0, tzinfo=UTC))  # Friday 18:00
     assert soon.kind is K.DUE_SOON
     d = deadlines.mark(d, soon)
     assert deadlines.alerts_due(d, datetime(2025, 11, 8, 0, 0, tzinfo=UTC)) == []
-    [late] = deadlines.alerts_due(d, due + timedelta(seconds=1))
-    assert late.kind is K.OVERDUE and deadlines.alerts_due(deadlines.mark(d, late), due + timedelta(hours=5)) == []
+    assert deadlines.alerts_due(d, day_over - timedelta(microseconds=1)) == []  # 23:59:59.999999 on the due day
+    [late] = deadlines.alerts_due(d, day_over)
+    assert late.kind is K.OVERDUE and deadlines.alerts_due(deadlines.mark(d, late), due + timedelta(hours=12)) == []
     assert deadlines.alerts_due(d.model_copy(update={"is_open": False}), due + timedelta(days=3)) == []
     moved = deadlines.merge(deadlines.mark(d, late), d.model_copy(update={"due_at": due + timedelta(days=3)}))
     assert not moved.alerted_overdue
@@ -497,33 +512,38 @@ def test_bounded_far_dates_do_not_overflow_deadlines_or_rules() -> None:
 
 def test_a_deadline_alert_for_a_dossier_due_long_ago_expires_unsent() -> None:
     """A province re-syncing last year's history: the tracker holds a dossier's open state a tick before its closing
-    event arrives, and fires "overdue". That alert expires `ALERT_WINDOW` after the due date, so the dispatcher counts
-    it expired and mails nobody (time audit: the officer and the centre head got it, for a dossier closed a year
-    before); an overdue alert within the window, and a due-soon one before the due date, still go."""
-    due = datetime(2025, 11, 5, 10, 0, tzinfo=UTC)
+    event arrives, and fires "overdue". That alert expires `ALERT_WINDOW` after the due day is over, so the
+    dispatcher counts it expired and mails nobody (time audit: the officer and the centre head got it, for a dossier
+    closed a year before); an overdue alert within the window, and a due-soon one before the due day is over, still
+    go."""
+    due = datetime(2025, 11, 5, 10, 0, tzinfo=UTC)  # Wednesday 17:00 Vietnam
+    day_over = datetime(2025, 11, 5, 17, 0, tzinfo=UTC)  # Thursday 00:00 Vietnam
     d = TrackedDossier(dossier_code="TL-251101-0001", commune="02269", province="08", procedure_code="1",
                        officer_id="cb-01", due_at=due)
     now = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
     [replayed] = deadlines.alerts_due(d, now)
     stale = rules.for_alert(replayed, directory())
     assert stale and all(Dispatcher._expired(r, now) for r in stale)
-    [fresh] = deadlines.alerts_due(d, due + timedelta(hours=2))
-    assert not any(Dispatcher._expired(r, due + timedelta(hours=2)) for r in rules.for_alert(fresh, directory()))
-    assert all(r.expires_at == due + ALERT_WINDOW for r in rules.for_alert(fresh, directory()))
-    [soon] = deadlines.alerts_due(d, due - timedelta(hours=3))
-    assert all(r.expires_at == due for r in rules.for_alert(soon, directory()))
+    [fresh] = deadlines.alerts_due(d, day_over + timedelta(hours=2))
+    assert fresh.kind is K.OVERDUE
+    assert not any(Dispatcher._expired(r, day_over + timedelta(hours=2)) for r in rules.for_alert(fresh, directory()))
+    assert all(r.expires_at == day_over + ALERT_WINDOW for r in rules.for_alert(fresh, directory()))
+    [soon] = deadlines.alerts_due(d, due + timedelta(hours=2))  # 19:00 on the due day: not overdue yet
+    assert soon.kind is K.DUE_SOON
+    assert all(r.expires_at == day_over for r in rules.for_alert(soon, directory()))
 
 
 def test_a_due_date_without_a_time_alerts_overdue_only_once_its_day_is_over() -> None:
     """Due on 10 November given as a date (local midnight): at 09:00 that day no overdue alert (a dossier finished
-    that day is on time; time audit: the officer and the centre head were told it was overdue); just after midnight
+    that day is on time; time audit: the officer and the centre head were told it was overdue); from the midnight
     that ends the day, overdue; the tracker's index wakes exactly then (`next_alert_at`)."""
     due = datetime(2025, 11, 10, tzinfo=VIETNAM).astimezone(UTC)
     d = TrackedDossier(dossier_code="X", commune="02269", province="08", procedure_code="1", due_at=due,
                        alerted_due_soon=True)
     assert deadlines.alerts_due(d, due + timedelta(hours=9)) == []
-    assert deadlines.next_alert_at(d) == due + timedelta(days=1, microseconds=1)
-    [late] = deadlines.alerts_due(d, due + timedelta(days=1, seconds=1))
+    assert deadlines.next_alert_at(d) == due + timedelta(days=1)
+    assert deadlines.alerts_due(d, due + timedelta(days=1, microseconds=-1)) == []
+    [late] = deadlines.alerts_due(d, due + timedelta(days=1))
     assert late.kind is K.OVERDUE and late.due_at == due
 
 
@@ -542,3 +562,26 @@ def test_a_due_date_without_a_time_gets_its_due_soon_alert_the_working_day_befor
     monday_evening = datetime(2025, 11, 10, 20, 0, tzinfo=VIETNAM).astimezone(UTC)
     assert not any(Dispatcher._expired(r, monday_evening) for r in requests)
     assert all(Dispatcher._expired(r, due + timedelta(days=1)) for r in requests)
+
+
+@given(st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC)),
+       st.floats(min_value=1, max_value=3600))
+def test_a_tracker_clock_set_ahead_by_day_ending_in_ends_the_due_day_when_asked(now: datetime, seconds: float) -> None:
+    """The broker tests' clock (`day_ending_in`): a dossier due at the tracker's time is overdue `seconds` from now
+    and not before, one due a day earlier at once; `NOTIFY_DEADLINE_CLOCK_AHEAD_S` takes the value it gives."""
+    ahead, tracker_now = day_ending_in(seconds, now)
+    assert 0 <= DeadlineSettings(clock_ahead_s=ahead).clock_ahead_s < 86_400
+    d = TrackedDossier(dossier_code="X", commune="02269", province="08", procedure_code="1", due_at=tracker_now,
+                       alerted_due_soon=True)
+    overdue_at = deadlines.next_alert_at(d)
+    assert overdue_at is not None and abs((overdue_at - tracker_now).total_seconds() - seconds) < 1e-3
+    earlier = d.model_copy(update={"due_at": tracker_now - timedelta(days=1)})
+    assert [a.kind for a in deadlines.alerts_due(earlier, tracker_now)] == [K.OVERDUE]
+
+
+def test_the_tracker_clock_runs_ahead_by_its_setting_and_not_otherwise() -> None:
+    """`NOTIFY_DEADLINE_CLOCK_AHEAD_S` moves the tracker's clock (tests, drills); unset, it is the wall clock."""
+    before = datetime.now(UTC)
+    ahead, wall = clock_of(DeadlineSettings(clock_ahead_s=3600))(), clock_of(DeadlineSettings())()
+    after = datetime.now(UTC)
+    assert before <= wall <= after and before + timedelta(hours=1) <= ahead <= after + timedelta(hours=1)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
-from schemas.times import past_due_after
+from schemas.times import overdue_from
 from services.common.rocks import open_fresh
 from services.notify import deadlines
 from services.notify.deadline_index import INDEX, STATE, TrackedPartition, index_key, key_of
@@ -41,7 +41,7 @@ class FullScan:
     def tick(self, now: datetime) -> list[DeadlineAlert]:
         # an open dossier whose overdue fired at an earlier tick is dropped once long past due
         for key, d in list(self.table.items()):
-            if d.alerted_overdue and now >= past_due_after(d.due_at) + deadlines.KEEP_OPEN_PAST_DUE:
+            if d.alerted_overdue and now >= overdue_from(d.due_at) + deadlines.KEEP_OPEN_PAST_DUE:
                 del self.table[key]
         fired = [a for d in self.table.values() for a in deadlines.alerts_due(d, now)]
         for a in fired:
@@ -87,7 +87,7 @@ def expected_entries(oracle: FullScan) -> set[bytes]:
     """One index entry per open dossier: at its `next_alert_at`, or when it is dropped once every alert fired."""
     out = set()
     for d in oracle.table.values():
-        at = deadlines.next_alert_at(d) or past_due_after(d.due_at) + deadlines.KEEP_OPEN_PAST_DUE
+        at = deadlines.next_alert_at(d) or overdue_from(d.due_at) + deadlines.KEEP_OPEN_PAST_DUE
         out.add(index_key(at, key_of(d.commune, d.dossier_code)))
     return out
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 from collections import Counter
 from collections.abc import Awaitable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ import pytest
 from schemas.notification import DeadlineMessage, NotificationKind, TrackedDossier
 from services.notify.topics import Names
 from tests.kafkatools import free_port, produce, read_all, start_service, stop_service
+from tests.notify.events import day_ending_in
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -40,18 +41,20 @@ async def test_trackers_restore_only_owned_partitions_and_fire_each_alert_once(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, tmp_path: Path,
         trackers: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> None:
     """A second tracker restores only the partitions it is given; restarts and rebalances repeat no alert."""
+    ahead, now = day_ending_in(45)  # the trackers' clock: SOON-*'s due day ends 45 s from now
+
     def start(name: str) -> Path:
         log = tmp_path / f"{name}-{len(trackers)}.log"
         env = {"KAFKA_BOOTSTRAP": kafka_bootstrap, "NOTIFY_NAMESPACE": namespace, "NOTIFY_DEADLINE_TICK_S": "0.5",
-               "NOTIFY_DEADLINE_WEB_PORT": str(free_port()), "NOTIFY_DEADLINE_STATE_DIR": str(tmp_path / "state")}
+               "NOTIFY_DEADLINE_WEB_PORT": str(free_port()), "NOTIFY_DEADLINE_STATE_DIR": str(tmp_path / "state"),
+               "NOTIFY_DEADLINE_CLOCK_AHEAD_S": ahead}
         trackers[name] = (start_service("services.notify.deadline_worker", env, log), log)
         return log
 
-    now = datetime.now(UTC)
     overdue_now = [TrackedDossier(dossier_code=f"LATE-{c}", commune=c, province="08", procedure_code="1",
-                                  due_at=now - timedelta(hours=1)) for c in COMMUNES]
+                                  due_at=now - timedelta(days=1)) for c in COMMUNES]
     later = [TrackedDossier(dossier_code=f"SOON-{c}", commune=c, province="08", procedure_code="1",
-                            due_at=now + timedelta(seconds=45)) for c in COMMUNES]
+                            due_at=now) for c in COMMUNES]
     # opened and closed before the tracker starts (one batch): overdue if it were open, it must never alert
     closed = [d.model_copy(update={"dossier_code": f"DONE-{d.commune}"}) for d in overdue_now]
     states = [*overdue_now, *later, *closed, *(d.model_copy(update={"is_open": False}) for d in closed)]

@@ -15,7 +15,7 @@ from services.notify.topics import Names
 from tests.cluster.tools import metric_sum, scrape
 from tests.kafkatools import free_port, read_all
 from tests.notify.conftest import MailSink, StartNotify, caught_up, publish, statuses
-from tests.notify.events import dossier, one_commune_per_partition
+from tests.notify.events import day_ending_in, dossier, one_commune_per_partition
 from tests.notify.oracle import accepted_sends, all_sent, expected_sends, requests_per_key, sms_accepted
 from tests.notify.test_notify_outage import probe
 from tests.waiting import eventually_async
@@ -126,15 +126,19 @@ async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
     """The faust tracker fires one overdue alert (officer + centre head); a restart neither forgets nor repeats it.
 
     D-LATE goes overdue before the restart and must not alert again after it; D-LATER goes overdue only after
-    the restart, so its alert proves the table was restored from the changelog; D-OK completed in time.
+    the restart, so its alert proves the table was restored from the changelog; D-OK completed in time. Overdue
+    begins when the due day is over: the tracker's clock is set ahead so that the day D-LATER and D-OK are due ends
+    40 s after the start (`day_ending_in`); D-LATE was due the day before.
     """
-    env = {"NOTIFY_DEADLINES": "true", "NOTIFY_DEADLINE_TICK_S": "1"}
-    proc = start_notify(**env)
     now = datetime.now(UTC)
-    late = dossier("late-1", status=4, code="D-LATE", due_at=now + timedelta(seconds=12))
-    done_a = dossier("ok-1", status=4, code="D-OK", due_at=now + timedelta(seconds=14))
-    done_b = dossier("ok-2", status=9, code="D-OK", due_at=now + timedelta(seconds=14), ended_at=now)
-    later = dossier("later-1", status=4, code="D-LATER", due_at=now + timedelta(seconds=40))
+    ahead, tracker_now = day_ending_in(40, now)
+    day_over = now + timedelta(seconds=40)
+    env = {"NOTIFY_DEADLINES": "true", "NOTIFY_DEADLINE_TICK_S": "1", "NOTIFY_DEADLINE_CLOCK_AHEAD_S": ahead}
+    proc = start_notify(**env)
+    late = dossier("late-1", status=4, code="D-LATE", due_at=tracker_now - timedelta(days=1))
+    done_a = dossier("ok-1", status=4, code="D-OK", due_at=tracker_now)
+    done_b = dossier("ok-2", status=9, code="D-OK", due_at=tracker_now, ended_at=datetime.now(UTC))
+    later = dossier("later-1", status=4, code="D-LATER", due_at=tracker_now)
     await publish(kafka_bootstrap, namespace, late, later, done_a, done_b)
     sink = smtp[0]
 
@@ -144,7 +148,7 @@ async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
     await eventually_async(lambda: len(overdue_mails()) == 2, timeout=90, interval=0.2, what="D-LATE's two mails")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, "notify stops cleanly on SIGTERM"
-    assert datetime.now(UTC) < later.data.due_at, "machine too slow for this test's timing"
+    assert datetime.now(UTC) < day_over, "machine too slow for this test's timing"
     start_notify(**env)
     await eventually_async(lambda: len(overdue_mails()) == 4, timeout=90, interval=0.2,
                            what="D-LATER's two mails (remembered across the restart)")

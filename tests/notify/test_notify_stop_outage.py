@@ -18,7 +18,7 @@ from services.notify.topics import Names
 from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
 from tests.kafkatools import Record, free_port, produce, read_all, start_service, stop_service
 from tests.notify.conftest import MailSink, StartNotify, publish
-from tests.notify.events import dossier
+from tests.notify.events import day_ending_in, dossier
 from tests.notify.test_notify_outage import last_commit, probe
 from tests.waiting import eventually_async
 
@@ -72,23 +72,26 @@ async def test_the_deadline_tracker_under_an_outage_is_not_ready_restarts_and_st
     names = Names(namespace)
     await ensure_topics(KafkaConnection(bootstrap=bootstrap), names.specs)
     web, log = free_port(), tmp_path / "tracker.log"
+    now = datetime.now(UTC)
+    ahead, tracker_now = day_ending_in(DUE_IN_S, now)  # the tracker's clock: its day ends DUE_IN_S from now
+    day_over = now + timedelta(seconds=DUE_IN_S)  # on the wall clock
     proc = start_service("services.notify.deadline_worker", {
         "KAFKA_BOOTSTRAP": bootstrap, "NOTIFY_NAMESPACE": namespace, "NOTIFY_DEADLINE_TICK_S": "0.5",
         "NOTIFY_DEADLINE_WEB_PORT": str(web), "NOTIFY_DEADLINE_STATE_DIR": str(tmp_path / "state"),
-        "NOTIFY_DEADLINE_ACK_TIMEOUT_S": "3"}, log)
+        "NOTIFY_DEADLINE_ACK_TIMEOUT_S": "3", "NOTIFY_DEADLINE_CLOCK_AHEAD_S": ahead}, log)
     try:
-        await produce(bootstrap, names.deadlines, states("LATE", datetime.now(UTC) - timedelta(hours=1)))
+        await produce(bootstrap, names.deadlines, states("LATE", tracker_now - timedelta(days=1)))
         await eventually_async(lambda: probe(web, "/readyz") == 200, timeout=60, interval=0.2, what="tracker ready")
         first = await eventually_async(lambda: last_commit(web), timeout=30, what="a commit exported")
-        due = datetime.now(UTC) + timedelta(seconds=DUE_IN_S)  # due-soon fires now, overdue during the outage
-        await produce(bootstrap, names.deadlines, states("SOON", due))
+        # due that day: due-soon fires now, overdue when the day is over, during the outage
+        await produce(bootstrap, names.deadlines, states("SOON", tracker_now))
         await eventually_async(lambda: last_commit(web) > first, timeout=20, what="the due-soon batch committed")
         # the alerts due so far (LATE's overdue, SOON's due-soon: one tick after the commit) acknowledged before the
         # outage, so that the alerts ending the run are those that come due in it; their tick raced the broker's
         # stop, and a producer that had not yet written to the topic waited for its metadata (40 s, then refused)
         await read_all(bootstrap, names.alerts, expect=2 * len(COMMUNES), idle=0)
         await asyncio.to_thread(own_broker.stop)
-        assert datetime.now(UTC) < due, "the broker took too long to stop: the overdue alerts fired before"
+        assert datetime.now(UTC) < day_over, "the broker took too long to stop: the overdue alerts fired before"
         await eventually_async(lambda: probe(web, "/readyz") == 503, timeout=20, interval=0.2,
                                what="not ready while the broker is gone")
         # the alerts due meanwhile end the run, never wait for ever: unacknowledged in time (`WritesUnacknowledged`,
@@ -108,10 +111,13 @@ async def test_the_deadline_tracker_under_an_outage_is_not_ready_restarts_and_st
         stop_service(proc)
 
 
-DUE_IN_S = 12
-"""SOON's overdue alerts come due this long after it is produced: after its commit, its due-soon alerts acknowledged
-and the broker's stop (2.5-3 s in all measured on 2 loaded cores; the test fails, not passes, if they took longer).
-Each second more is a second of waiting in the outage before the alerts end the run (30 s: 43 s a run)."""
+DUE_IN_S = 40
+"""SOON's overdue alerts come due this long after the tracker is started (the end of its due day, by the tracker's
+clock, `day_ending_in`): after the tracker is ready, SOON's commit, its due-soon alerts acknowledged and the broker's
+stop (2.5-3 s of it measured on 2 loaded cores after SOON was produced; the test fails, not passes, if they took
+longer). Each second more is a second of waiting in the outage before the alerts end the run. It was 12 s after SOON
+was produced, by its due time: overdue now begins when the due day is over, which the tracker's clock is set ahead
+to bring."""
 COMMUNES = [f"{2269 + i:05d}" for i in range(12)]  # communes on every partition
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, get_args, get_origin
 from zoneinfo import ZoneInfo
 
@@ -26,9 +26,9 @@ from schemas.times import (
     _canonical,
     _compact_form,
     is_canonical_text,
+    overdue_from,
+    overdue_from_s,
     parse_utc,
-    past_due_after,
-    past_due_after_s,
     to_utc,
     vietnam_date,
 )
@@ -199,12 +199,14 @@ _ISO = re.compile(r"\d{4}-\d\d-\d\dT[\d:]{8}(Z|[+-]\d\d:\d\d)?")
 
 @given(st.datetimes(min_value=datetime(1976, 1, 1), max_value=datetime(2099, 12, 30), timezones=st.just(UTC)),
        st.booleans())
-def test_past_due_in_seconds_is_past_due_in_datetimes(due: datetime, midnight: bool) -> None:
-    """`past_due_after_s` (metrics, epoch seconds) and `past_due_after` (notify, datetimes) agree, on local midnights
-    (the end of that Vietnam day) and on any other time (itself)."""
+def test_overdue_from_in_seconds_is_overdue_from_in_datetimes(due: datetime, midnight: bool) -> None:
+    """`overdue_from_s` (metrics, epoch seconds) and `overdue_from` (notify, datetimes) agree, and both are the start
+    of the Vietnam day after the due day, whatever time of day the due date carries (a local midnight too)."""
     if midnight:
         due = datetime.combine(vietnam_date(due), datetime.min.time(), HO_CHI_MINH).astimezone(UTC)
     due = due.replace(microsecond=0)
-    assert past_due_after_s(int(due.timestamp())) == int(past_due_after(due).timestamp())
-    local_midnight = due.astimezone(HO_CHI_MINH).time() == datetime.min.time()
-    assert (past_due_after(due) - due).days == (1 if midnight or local_midnight else 0)
+    start = overdue_from(due)
+    assert overdue_from_s(int(due.timestamp())) == int(start.timestamp())
+    assert start.astimezone(HO_CHI_MINH).time() == datetime.min.time()
+    assert vietnam_date(start) == vietnam_date(due) + timedelta(days=1)
+    assert vietnam_date(start - timedelta(microseconds=1)) == vietnam_date(due)
