@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from schemas import yaml12
 from schemas.deadletter import Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
 from schemas.notification import NotificationStatus
@@ -277,7 +277,7 @@ def _topic_config(topic: TopicSpec) -> dict[str, Any]:
 
 
 def render() -> str:
-    return yaml.safe_dump(document(), sort_keys=False, allow_unicode=True, width=120)
+    return yaml12.dump(document())
 
 
 def main(argv: list[str]) -> int:
