@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from schemas import yaml12
+from schemas import portal, yaml12
 from schemas.deadletter import Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
 from schemas.notification import NotificationStatus
@@ -82,36 +82,6 @@ def _ce_headers(event_type: str) -> dict[str, Any]:
     }
 
 
-PORTAL_DOSSIER: dict[str, Any] = {
-    "type": "object",
-    "description": "The national portal's dossier sync payload (DVCQG field names). Dates as yyyyMMddHHmmss or "
-    "ISO 8601 without offset (Vietnam time). Unknown fields are ignored. Personal data: ChuHoSo, SoGiayToChuHoSo, "
-    "SoDienThoaiChuHoSo, EmailChuHoSo, DiaChiChuHoSo.",
-    "required": ["MaHoSo", "MaTTHC", "KenhThucHien", "TrangThaiHoSo"],
-    "properties": {
-        "MaHoSo": {"type": "string"}, "MaTTHC": {"type": "string"}, "TenTTHC": {"type": "string"},
-        "MaLinhVuc": {"type": "string"},
-        "KenhThucHien": {"type": "integer", "enum": [1, 2, 3, 4],
-                         "description": "1 counter, 2 online, 3 postal, 4 mobile team"},
-        "TrangThaiHoSo": {"type": "integer", "minimum": 1, "maximum": 10},
-        **{d: {"type": "string"} for d in ("NgayNopHoSo", "NgayTiepNhan", "NgayHenTra", "NgayKetThucXuLy", "NgayTra",
-                                            "NgayTuChoi", "NgayHenTraTruoc", "NgayHenTraMoi")},
-        "LyDoTuChoi": {"type": "string"}, "DonViXuLy": {"type": "string"},
-        **{b: {"type": ["boolean", "integer"]} for b in ("DuocThanhToanTrucTuyen", "HoSoCoThanhPhanSoHoa",
-                                                         "TaiKhoanDuocXacThucVoiVNeID")},
-        "TaiLieuNop": {"type": "array", "items": {"type": "object", "properties": {
-            "TenTaiLieu": {"type": "string"}, "DuocSoHoa": {"type": ["boolean", "integer"]},
-            "DuocTaiSuDung": {"type": ["boolean", "integer"]}}}},
-        "DanhSachLePhi": {"type": "array", "items": {"type": "object", "properties": {
-            "TenPhiLePhi": {"type": "string"}, "MucPhi": {"type": "integer", "minimum": 0}}}},
-        **{p: {"type": "string"} for p in ("ChuHoSo", "SoGiayToChuHoSo", "SoDienThoaiChuHoSo", "EmailChuHoSo",
-                                            "DiaChiChuHoSo")},
-        "NgonNguUuTien": {"type": "string", "enum": ["vi", "km", "en"]},
-        "QuaTrinhXuLy": {"type": "array", "items": {"type": "object"}},
-    },
-}
-
-
 def _messages(refs: Refs) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for family, models in EVENTS_BY_FAMILY.items():
@@ -131,10 +101,11 @@ def _messages(refs: Refs) -> dict[str, Any]:
                                         "raw topics only"}
     out["portalDossier"] = {
         "name": "portalDossier", "title": "National portal dossier sync payload", "contentType": "application/json",
-        "headers": {"type": "object", "required": ["commune-code"], "properties": {
-            "commune-code": {**COMMUNE, "description": "The commune (the payload does not carry it)"},
-            "source": {"type": "string", "description": "Source system URI, checked against the source registry"}}},
-        "payload": PORTAL_DOSSIER, "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}},
+        "headers": {"type": "object", "required": [portal.COMMUNE_HEADER], "properties": {
+            portal.COMMUNE_HEADER: {**COMMUNE, "description": "The commune (the payload does not carry it), a code of "
+                                    "the official list"},
+            portal.SOURCE_HEADER: portal.source_header()}},
+        "payload": portal.payload_schema(), "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}},
     }
     out["deadLetter"] = {
         "name": "deadLetter", "title": "Rejected record", "contentType": "application/octet-stream",
