@@ -18,13 +18,13 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from schemas import portal, yaml12
+from schemas import notify_deadletter, portal, yaml12
 from schemas.deadletter import Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
-from schemas.notification import NotificationStatus
+from schemas.notification import NotificationRequest, NotificationStatus
 from schemas.personal import SEALED_HEADERS, ErasureNotice
 from schemas.snapshot import COMMUNE_SNAPSHOT, CommuneIndicators
-from schemas.topics import COMMUNE_KEY, TOPICS, Kind, TopicSpec
+from schemas.topics import COMMUNE_KEY, DLQ_NOTIFY, TOPICS, Kind, TopicSpec
 from schemas.trace import PATTERN as TRACEPARENT
 
 COMMITTED = Path(__file__).with_name("asyncapi.yaml")
@@ -48,7 +48,7 @@ def _schemas() -> tuple[Refs, dict[str, Any]]:
     keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in events]
     keys += [(data_model(m), "serialization") for m in events]
     keys += [(NotificationStatus, "serialization"), (CommuneIndicators, "serialization"),
-             (ErasureNotice, "serialization")]
+             (ErasureNotice, "serialization"), (NotificationRequest, "serialization")]
     refs, defs = models_json_schema(keys, ref_template=REF)
     components: dict[str, Any] = defs.get("$defs", {})
     by_model: Refs = {}
@@ -108,18 +108,25 @@ def _messages(refs: Refs) -> dict[str, Any]:
         "payload": portal.payload_schema(), "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}},
     }
     out["deadLetter"] = {
-        "name": "deadLetter", "title": "Rejected record", "contentType": "application/octet-stream",
+        "name": "deadLetter", "title": "Record intake rejected", "contentType": "application/octet-stream",
         "description": "commune.dlq.intake: the original record sealed whole (key, headers, value; ADR 0015, 0026), "
                        "dlq.* headers in clear (dlq.lookup.*: names trace finds it by, ADR 0038), a copy of the "
-                       "original headers that identify nobody; "
-                       "commune.dlq.notify: the redacted notification request",
+                       "original headers that identify nobody",
         "headers": {"type": "object", "required": [Header.REASON.value, Header.SOURCE_TOPIC.value], "properties": {
             Header.REASON.value: {"type": "string", "enum": [r.value for r in Reason]},
             **{h.value: {"type": "string"} for h in Header if h is not Header.REASON},
             **SEALED_HEADERS}},
-        "payload": {"description": "intake: nonce and AES-256-GCM ciphertext of the original record (layout in "
-                                   "dlq.sealed.layout); notify: the request's JSON"},
+        "payload": {"description": "Nonce and AES-256-GCM ciphertext of the original record (layout in "
+                                   "dlq.sealed.layout)"},
     }
+    out["notifyDeadLetter"] = {
+        "name": "notifyDeadLetter", "title": "Notification given up", "contentType": "application/json",
+        "summary": "A notification notify gave up, as its request (redacted), to be listed and sent again",
+        "description": "commune.dlq.notify: the request without clear contacts (an applicant's stay sealed), keyed by "
+                       "commune; its webhook body, then its parameters, left out when the letter would be too large "
+                       "(dlq.omitted). `commune-bus notify-dlq list|replay` reads them (ADR 0033)",
+        "headers": notify_deadletter.header_schema(), "payload": refs[(NotificationRequest, "serialization")],
+        "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}}}
     keyed = {"bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}}, "contentType": "application/json"}
     out["notificationStatus"] = {
         "name": "notificationStatus", "title": "Notification attempt outcome", **keyed,
@@ -151,6 +158,8 @@ def _channel_messages(topic: TopicSpec, messages: dict[str, Any]) -> list[str]:
         if topic.kind is Kind.RAW:
             names += [n + "Structured" for n in names] + (["portalDossier"] if topic.family is Family.DOSSIER else [])
         return names
+    if topic.name == DLQ_NOTIFY.name:
+        return ["notifyDeadLetter"]
     return [{Kind.DEAD_LETTER: "deadLetter", Kind.STATUS: "notificationStatus",
              Kind.SNAPSHOT: "communeSnapshot", Kind.ERASURE: "erasureNotice"}.get(topic.kind, "internalRecord")]
 
