@@ -15,16 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from schemas import notify_deadletter, portal, yaml12
 from schemas.deadletter import Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
-from schemas.notification import NotificationStatus
+from schemas.notification import NotificationRequest, NotificationStatus
 from schemas.personal import SEALED_HEADERS, ErasureNotice
 from schemas.snapshot import COMMUNE_SNAPSHOT, CommuneIndicators
-from schemas.topics import COMMUNE_KEY, TOPICS, Kind, TopicSpec
+from schemas.topics import COMMUNE_KEY, DLQ_NOTIFY, TOPICS, Kind, TopicSpec
 from schemas.trace import PATTERN as TRACEPARENT
 
 COMMITTED = Path(__file__).with_name("asyncapi.yaml")
@@ -48,7 +48,7 @@ def _schemas() -> tuple[Refs, dict[str, Any]]:
     keys: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in events]
     keys += [(data_model(m), "serialization") for m in events]
     keys += [(NotificationStatus, "serialization"), (CommuneIndicators, "serialization"),
-             (ErasureNotice, "serialization")]
+             (ErasureNotice, "serialization"), (NotificationRequest, "serialization")]
     refs, defs = models_json_schema(keys, ref_template=REF)
     components: dict[str, Any] = defs.get("$defs", {})
     by_model: Refs = {}
@@ -82,36 +82,6 @@ def _ce_headers(event_type: str) -> dict[str, Any]:
     }
 
 
-PORTAL_DOSSIER: dict[str, Any] = {
-    "type": "object",
-    "description": "The national portal's dossier sync payload (DVCQG field names). Dates as yyyyMMddHHmmss or "
-    "ISO 8601 without offset (Vietnam time). Unknown fields are ignored. Personal data: ChuHoSo, SoGiayToChuHoSo, "
-    "SoDienThoaiChuHoSo, EmailChuHoSo, DiaChiChuHoSo.",
-    "required": ["MaHoSo", "MaTTHC", "KenhThucHien", "TrangThaiHoSo"],
-    "properties": {
-        "MaHoSo": {"type": "string"}, "MaTTHC": {"type": "string"}, "TenTTHC": {"type": "string"},
-        "MaLinhVuc": {"type": "string"},
-        "KenhThucHien": {"type": "integer", "enum": [1, 2, 3, 4],
-                         "description": "1 counter, 2 online, 3 postal, 4 mobile team"},
-        "TrangThaiHoSo": {"type": "integer", "minimum": 1, "maximum": 10},
-        **{d: {"type": "string"} for d in ("NgayNopHoSo", "NgayTiepNhan", "NgayHenTra", "NgayKetThucXuLy", "NgayTra",
-                                            "NgayTuChoi", "NgayHenTraTruoc", "NgayHenTraMoi")},
-        "LyDoTuChoi": {"type": "string"}, "DonViXuLy": {"type": "string"},
-        **{b: {"type": ["boolean", "integer"]} for b in ("DuocThanhToanTrucTuyen", "HoSoCoThanhPhanSoHoa",
-                                                         "TaiKhoanDuocXacThucVoiVNeID")},
-        "TaiLieuNop": {"type": "array", "items": {"type": "object", "properties": {
-            "TenTaiLieu": {"type": "string"}, "DuocSoHoa": {"type": ["boolean", "integer"]},
-            "DuocTaiSuDung": {"type": ["boolean", "integer"]}}}},
-        "DanhSachLePhi": {"type": "array", "items": {"type": "object", "properties": {
-            "TenPhiLePhi": {"type": "string"}, "MucPhi": {"type": "integer", "minimum": 0}}}},
-        **{p: {"type": "string"} for p in ("ChuHoSo", "SoGiayToChuHoSo", "SoDienThoaiChuHoSo", "EmailChuHoSo",
-                                            "DiaChiChuHoSo")},
-        "NgonNguUuTien": {"type": "string", "enum": ["vi", "km", "en"]},
-        "QuaTrinhXuLy": {"type": "array", "items": {"type": "object"}},
-    },
-}
-
-
 def _messages(refs: Refs) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for family, models in EVENTS_BY_FAMILY.items():
@@ -131,24 +101,32 @@ def _messages(refs: Refs) -> dict[str, Any]:
                                         "raw topics only"}
     out["portalDossier"] = {
         "name": "portalDossier", "title": "National portal dossier sync payload", "contentType": "application/json",
-        "headers": {"type": "object", "required": ["commune-code"], "properties": {
-            "commune-code": {**COMMUNE, "description": "The commune (the payload does not carry it)"},
-            "source": {"type": "string", "description": "Source system URI, checked against the source registry"}}},
-        "payload": PORTAL_DOSSIER, "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}},
+        "headers": {"type": "object", "required": [portal.COMMUNE_HEADER], "properties": {
+            portal.COMMUNE_HEADER: {**COMMUNE, "description": "The commune (the payload does not carry it), a code of "
+                                    "the official list"},
+            portal.SOURCE_HEADER: portal.source_header()}},
+        "payload": portal.payload_schema(), "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}},
     }
     out["deadLetter"] = {
-        "name": "deadLetter", "title": "Rejected record", "contentType": "application/octet-stream",
+        "name": "deadLetter", "title": "Record intake rejected", "contentType": "application/octet-stream",
         "description": "commune.dlq.intake: the original record sealed whole (key, headers, value; ADR 0015, 0026), "
                        "dlq.* headers in clear (dlq.lookup.*: names trace finds it by, ADR 0038), a copy of the "
-                       "original headers that identify nobody; "
-                       "commune.dlq.notify: the redacted notification request",
+                       "original headers that identify nobody",
         "headers": {"type": "object", "required": [Header.REASON.value, Header.SOURCE_TOPIC.value], "properties": {
             Header.REASON.value: {"type": "string", "enum": [r.value for r in Reason]},
             **{h.value: {"type": "string"} for h in Header if h is not Header.REASON},
             **SEALED_HEADERS}},
-        "payload": {"description": "intake: nonce and AES-256-GCM ciphertext of the original record (layout in "
-                                   "dlq.sealed.layout); notify: the request's JSON"},
+        "payload": {"description": "Nonce and AES-256-GCM ciphertext of the original record (layout in "
+                                   "dlq.sealed.layout)"},
     }
+    out["notifyDeadLetter"] = {
+        "name": "notifyDeadLetter", "title": "Notification given up", "contentType": "application/json",
+        "summary": "A notification notify gave up, as its request (redacted), to be listed and sent again",
+        "description": "commune.dlq.notify: the request without clear contacts (an applicant's stay sealed), keyed by "
+                       "commune; its webhook body, then its parameters, left out when the letter would be too large "
+                       "(dlq.omitted). `commune-bus notify-dlq list|replay` reads them (ADR 0033)",
+        "headers": notify_deadletter.header_schema(), "payload": refs[(NotificationRequest, "serialization")],
+        "bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}}}
     keyed = {"bindings": {"kafka": {"key": COMMUNE, "bindingVersion": "0.5.0"}}, "contentType": "application/json"}
     out["notificationStatus"] = {
         "name": "notificationStatus", "title": "Notification attempt outcome", **keyed,
@@ -180,6 +158,8 @@ def _channel_messages(topic: TopicSpec, messages: dict[str, Any]) -> list[str]:
         if topic.kind is Kind.RAW:
             names += [n + "Structured" for n in names] + (["portalDossier"] if topic.family is Family.DOSSIER else [])
         return names
+    if topic.name == DLQ_NOTIFY.name:
+        return ["notifyDeadLetter"]
     return [{Kind.DEAD_LETTER: "deadLetter", Kind.STATUS: "notificationStatus",
              Kind.SNAPSHOT: "communeSnapshot", Kind.ERASURE: "erasureNotice"}.get(topic.kind, "internalRecord")]
 
@@ -277,7 +257,7 @@ def _topic_config(topic: TopicSpec) -> dict[str, Any]:
 
 
 def render() -> str:
-    return yaml.safe_dump(document(), sort_keys=False, allow_unicode=True, width=120)
+    return yaml12.dump(document())
 
 
 def main(argv: list[str]) -> int:

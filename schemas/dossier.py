@@ -147,7 +147,7 @@ class DossierData(Model):
         return self
 
     def _require_dates(self) -> None:
-        for name in _REQUIRED_DATES[self.status]:
+        for name in REQUIRED_DATES[self.status]:
             if getattr(self, name) is None:
                 raise PydanticCustomError(
                     "missing_field", "{field} is required for status {status}",
@@ -155,19 +155,23 @@ class DossierData(Model):
                 )
 
     def _check_order(self) -> None:
-        for earlier, later in (
-            ("submitted_at", "received_at"),
-            ("received_at", "ended_at"),
-            ("received_at", "due_at"),
-            ("ended_at", "returned_at"),
-            ("submitted_at", "rejected_at"),
-        ):
+        for earlier, later in DATE_ORDER:
             a, b = getattr(self, earlier), getattr(self, later)
             if a is not None and b is not None and b < a:
                 raise PydanticCustomError(
                     "impossible_dates", "{later} ({b}) is before {earlier} ({a})",
                     {"field": later, "later": later, "earlier": earlier, "a": a.isoformat(), "b": b.isoformat()},
                 )
+
+
+DATE_ORDER: Final = (
+    ("submitted_at", "received_at"),
+    ("received_at", "ended_at"),
+    ("received_at", "due_at"),
+    ("ended_at", "returned_at"),
+    ("submitted_at", "rejected_at"),
+)
+"""(earlier, later): when both are given, the later may not be before the earlier."""
 
 
 def _required_dates(status: DossierStatus) -> tuple[str, ...]:
@@ -180,7 +184,7 @@ def _required_dates(status: DossierStatus) -> tuple[str, ...]:
     ) if needed)
 
 
-_REQUIRED_DATES = {status: _required_dates(status) for status in DossierStatus}
+REQUIRED_DATES = {status: _required_dates(status) for status in DossierStatus}
 """Which dates each status needs, worked out once."""
 
 

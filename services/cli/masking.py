@@ -30,10 +30,10 @@ from schemas.personal import (
     SEALED_SUBJECT_HEADER,
     TOKEN_PATTERN,
 )
+from schemas.portal import APPLICANT_FIELDS, FIELD_NAMES
 from schemas.times import is_compact
 from schemas.topics import TOPICS
 from services.cli.plain import decoded
-from services.intake.portal import APPLICANT_FIELDS, FIELD_NAMES
 from services.notify.masking import mask_email, mask_name, mask_phone
 from services.privacy.deadletters import CLEAR_HEADERS, clear_headers, dead_letter_key
 

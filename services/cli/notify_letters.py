@@ -16,11 +16,11 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from schemas import wire
+from schemas import notify_deadletter, wire
 from schemas.notification import ChannelKind, NotificationRequest
+from schemas.notify_deadletter import OMITTED
 from schemas.replay import letter_digest
 from schemas.times import to_utc
-from services.notify.deadletters import OMITTED
 from services.notify.personal import redact
 from services.notify.policy import replay_notification_id
 from services.notify.replays import with_offsets
@@ -60,8 +60,8 @@ def letter(partition: int, offset: int, value: bytes | None, headers: Headers,
     h = {k: wire.lenient_text(v) for k, v in headers if v is not None}
     try:
         request = with_offsets(NotificationRequest.model_validate_json(value or b""))  # a naive time: ValueError
-        reason, attempts = h["dlq.reason"], int(h["dlq.attempts"])
-        rejected_at = to_utc(datetime.fromisoformat(h["dlq.rejected.at"]))
+        reason, attempts = h[notify_deadletter.REASON], int(h[notify_deadletter.ATTEMPTS])
+        rejected_at = to_utc(datetime.fromisoformat(h[notify_deadletter.REJECTED_AT]))
     except (KeyError, ValidationError, OverflowError) as exc:
         raise ValueError(f"not a notify dead letter ({type(exc).__name__})") from None
     omitted = tuple(f for f in h.get(OMITTED, "").split(",") if f)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from services.gateway.batch import RecordError
+from services.gateway.batch import JSON_TYPES, NDJSON_TYPES, READABLE, RecordError
 
 
 class AcceptedBody(BaseModel):
@@ -30,14 +30,18 @@ def error(kind: str, message: str, errors: list[RecordError] | None = None) -> d
 
 _EVENT = {"type": "object", "description": "A canonical CloudEvents JSON event (see the JSON Schemas in "
           "schemas/jsonschema and the AsyncAPI document) or, for dossiers, the national portal's sync shape"}
+_JSON = {"schema": {"oneOf": [_EVENT, {"type": "array", "items": _EVENT, "minItems": 1}]}}
+_LINES = {"schema": {"type": "string", "description": "One JSON event per line"}}
+_SEQUENCE = {"schema": {"type": "string", "description": "RFC 7464: each JSON event after a record separator (0x1E)"}}
 REQUEST_BODY: dict[str, Any] = {
     "required": True,
-    "description": "One event, a JSON array of events, or NDJSON (one event per line)",
-    "content": {
-        "application/json": {"schema": {"oneOf": [_EVENT, {"type": "array", "items": _EVENT, "minItems": 1}]}},
-        "application/x-ndjson": {"schema": {"type": "string", "description": "One JSON event per line"}},
-    },
+    "description": "One event, a JSON array of events, NDJSON (one event per line) or a JSON text sequence. Any "
+                   "other `application/*+json` is read as JSON; a request without Content-Type is JSON",
+    "content": {media: _JSON if media in JSON_TYPES else _LINES if media in NDJSON_TYPES else _SEQUENCE
+                for media in READABLE},
 }
+"""Every media type the gateway reads (`batch.READABLE`, from which it is built): the document listed two of the
+seven (application/json, application/x-ndjson), so a client generated from it could not send the others."""
 
 
 DESCRIPTION = """Send commune events over HTTP; they reach the same Kafka topics as direct producers.

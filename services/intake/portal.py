@@ -1,4 +1,4 @@
-"""The national portal's dossier sync shape (DVCQG field names) mapped to the canonical dossier event.
+"""The national portal's dossier sync shape (DVCQG field names, `schemas.portal`) mapped to the canonical dossier event.
 
 Integrators already produce this shape; the commune comes from the record's
 `commune-code` header. Unknown portal fields are ignored: portal payloads carry
@@ -10,58 +10,24 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
+from schemas import portal as shape
 from schemas.codes import PORTAL_CHANNEL_CODES
 from schemas.dossier import DOSSIER_STATUS_CHANGED, DossierData
 from schemas.limits import EARLIEST, LATEST
 from schemas.times import is_compact, parse_utc
 
-COMMUNE_HEADER = "commune-code"
-SOURCE_HEADER = "source"
+COMMUNE_HEADER: Final = shape.COMMUNE_HEADER
+SOURCE_HEADER: Final = shape.SOURCE_HEADER
 _ID_NAMESPACE = uuid.UUID("5b0f6a52-3c1e-4d7e-9f51-2f2f8a0d4c11")
 _ID_PREFIX = _ID_NAMESPACE.bytes
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _UUID_V5 = (5 << 76) | (0x8000 << 48)
-
-# canonical field -> portal field, for the mapping and to name portal fields in error messages
-FIELD_NAMES: dict[str, str] = {
-    "dossier_code": "MaHoSo",
-    "procedure_code": "MaTTHC",
-    "procedure_name": "TenTTHC",
-    "field_code": "MaLinhVuc",
-    "channel": "KenhThucHien",
-    "status": "TrangThaiHoSo",
-    "submitted_at": "NgayNopHoSo",
-    "received_at": "NgayTiepNhan",
-    "due_at": "NgayHenTra",
-    "ended_at": "NgayKetThucXuLy",
-    "returned_at": "NgayTra",
-    "rejected_at": "NgayTuChoi",
-    "rejection_reason": "LyDoTuChoi",
-    "handling_unit": "DonViXuLy",
-    "paid_online": "DuocThanhToanTrucTuyen",
-    "digitised": "HoSoCoThanhPhanSoHoa",
-    "vneid_verified": "TaiKhoanDuocXacThucVoiVNeID",
-    "documents": "TaiLieuNop",
-    "fees": "DanhSachLePhi",
-    "due_date_changes": "NgayHenTraMoi",
-}
-APPLICANT_FIELDS: dict[str, str] = {
-    "name": "ChuHoSo",
-    "id_number": "SoGiayToChuHoSo",
-    "phone": "SoDienThoaiChuHoSo",
-    "email": "EmailChuHoSo",
-    "address": "DiaChiChuHoSo",
-    "preferred_locale": "NgonNguUuTien",
-}
-_DOCUMENT_FIELDS = {"name": "TenTaiLieu", "digitised": "DuocSoHoa", "reused": "DuocTaiSuDung"}
-_FEE_FIELDS = {"name": "TenPhiLePhi", "amount_vnd": "MucPhi"}
-
 
 def commune_code(header: bytes | str | None) -> str:
     """The commune code a `commune-code` header (or a CLI's `--commune`) names, as intake reads it: its text (bytes
@@ -72,7 +38,7 @@ def commune_code(header: bytes | str | None) -> str:
 
 
 def is_portal_shape(obj: dict[str, Any]) -> bool:
-    return "MaHoSo" in obj and "specversion" not in obj
+    return shape.FIELD_NAMES["dossier_code"] in obj and "specversion" not in obj
 
 
 def sync_source(commune: str) -> str:
@@ -90,24 +56,24 @@ def _channel(code: Any) -> Any:
     return PORTAL_CHANNEL_CODES.get(code, code) if isinstance(code, int) else code
 
 
-_PLAIN_FIELDS = {k: v for k, v in FIELD_NAMES.items() if k not in ("documents", "fees", "due_date_changes")}
-
-
 def to_canonical_data(obj: dict[str, Any]) -> dict[str, Any]:
     """The `data` of a canonical dossier event, still unvalidated."""
-    data = _pick(obj, _PLAIN_FIELDS)
+    data = _pick(obj, shape.PLAIN_FIELDS)
     if "channel" in data:
         data["channel"] = _channel(data["channel"])
-    if isinstance(docs := obj.get("TaiLieuNop"), list):
-        data["documents"] = [_pick(d, _DOCUMENT_FIELDS) if isinstance(d, dict) else d for d in docs]
-    if isinstance(fees := obj.get("DanhSachLePhi"), list):
-        data["fees"] = [_pick(f, _FEE_FIELDS) if isinstance(f, dict) else f for f in fees]
+    if isinstance(docs := obj.get(shape.FIELD_NAMES["documents"]), list):
+        data["documents"] = [_pick(d, shape.DOCUMENT_FIELDS) if isinstance(d, dict) else d for d in docs]
+    if isinstance(fees := obj.get(shape.FIELD_NAMES["fees"]), list):
+        data["fees"] = [_pick(f, shape.FEE_FIELDS) if isinstance(f, dict) else f for f in fees]
     if changes := _due_date_changes(obj):
         data["due_date_changes"] = changes
-    applicant = _pick(obj, APPLICANT_FIELDS)
+    applicant = _pick(obj, shape.APPLICANT_FIELDS)
     if applicant:
         data["applicant"] = applicant
     return data
+
+
+_PREVIOUS, _NEW = shape.DUE_DATE_MOVE["previous_due_at"], shape.DUE_DATE_MOVE["new_due_at"]
 
 
 def _due_date_changes(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -115,17 +81,21 @@ def _due_date_changes(obj: dict[str, Any]) -> list[dict[str, Any]]:
     where the portal's sync puts them), in that order, the same move once."""
     changes: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
-    extra = obj.get("DanhSachHoSoBoSung")
+    extra = obj.get(shape.FURTHER_REQUESTS)
     for entry in (obj, *(extra if isinstance(extra, list) else ())):
         if not isinstance(entry, dict):
             continue
-        if (previous := entry.get("NgayHenTraTruoc")) and (new := entry.get("NgayHenTraMoi")):
+        if (previous := entry.get(_PREVIOUS)) and (new := entry.get(_NEW)):
             if isinstance(previous, str) and isinstance(new, str):  # anything else is left to validation to name
                 if (previous, new) in seen:
                     continue
                 seen.add((previous, new))
             changes.append({"previous_due_at": previous, "new_due_at": new})
     return changes
+
+
+_ITEM_FIELDS = {**shape.FEE_FIELDS, **shape.DOCUMENT_FIELDS}
+"""A list item's fields by their portal names (a document's `name` is `TenTaiLieu`, as it was named first)."""
 
 
 def portal_field(loc: tuple[str | int, ...]) -> str:
@@ -135,10 +105,9 @@ def portal_field(loc: tuple[str | int, ...]) -> str:
         return "data"
     head = parts[0]
     if head == "applicant" and len(parts) > 1 and isinstance(parts[1], str):
-        return APPLICANT_FIELDS.get(parts[1], parts[1])
-    name = FIELD_NAMES.get(head, head) if isinstance(head, str) else str(head)
-    rest = "".join(f"[{p}]" if isinstance(p, int) else f".{_DOCUMENT_FIELDS.get(p) or _FEE_FIELDS.get(p) or p}"
-                   for p in parts[1:])
+        return shape.APPLICANT_FIELDS.get(parts[1], parts[1])
+    name = shape.FIELD_NAMES.get(head, head) if isinstance(head, str) else str(head)
+    rest = "".join(f"[{p}]" if isinstance(p, int) else f".{_ITEM_FIELDS.get(p, p)}" for p in parts[1:])
     return f"{name}{rest}"
 
 
@@ -159,8 +128,8 @@ def _progress_times(progress: Any) -> list[datetime]:
     """The times of the progress steps that are valid times within the accepted range (1975-2100): a malformed or
     out-of-range step only loses its own time, never the dossier (time audit: a step mistyped as 2101 made the
     event's time out of range, and the whole status update a dead letter)."""
-    values = [step["ThoiDiemXuLy"] for step in (progress if isinstance(progress, list) else ())
-              if isinstance(step, dict) and step.get("ThoiDiemXuLy")]
+    values = [step[shape.PROGRESS_TIME] for step in (progress if isinstance(progress, list) else ())
+              if isinstance(step, dict) and step.get(shape.PROGRESS_TIME)]
     if values and all(map(is_compact, values)):
         try:  # yyyyMMddHHmmss strings sort as their times do: parse only the latest
             latest = parse_utc(max(values))
@@ -181,7 +150,7 @@ def _progress_times(progress: Any) -> list[datetime]:
 
 def event_time(data: DossierData, progress: Any) -> datetime | None:
     """When the state this payload describes came about: its latest non-due date or progress step."""
-    times = [t for t in (data.submitted_at, data.received_at, data.ended_at, data.returned_at, data.rejected_at) if t]
+    times: list[datetime] = [t for name in shape.EVENT_TIMES if (t := getattr(data, name))]
     times += [c.changed_at for c in data.due_date_changes if c.changed_at]
     times += _progress_times(progress)
     return max(times) if times else None
@@ -193,7 +162,7 @@ def envelope(commune: str, source: str, obj: dict[str, Any], data: DossierData) 
         "id": event_id(commune, obj),
         "source": source,
         "type": DOSSIER_STATUS_CHANGED,
-        "time": event_time(data, obj.get("QuaTrinhXuLy")),
+        "time": event_time(data, obj.get(shape.PROGRESS)),
         "subject": data.dossier_code,
         "commune": commune,
     }

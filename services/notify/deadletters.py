@@ -13,12 +13,12 @@ that refuses even the bounded one.
 from __future__ import annotations
 
 from schemas.notification import NotificationRequest, Recipient
+from schemas.notify_deadletter import OMITTED
 from services.notify.personal import redact
 
 MAX_BYTES = 64 * 1024
 """A dead letter's value stays under this: far below commune.dlq.notify's `max.message.bytes` (the broker's
 default, 1,048,588), whatever the event held."""
-OMITTED = "dlq.omitted"
 
 Letter = tuple[bytes, list[tuple[str, bytes]]]
 """A dead letter's value and the headers saying what it leaves out (none when nothing)."""

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import structlog
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
+from schemas import notify_deadletter
 from schemas.deadletter import internal_error
 from schemas.lookup import identifies_nobody, shown_trace_id
 from schemas.notification import Audience, NotificationRequest, NotificationStatus, Outcome
@@ -224,8 +225,7 @@ class Outcomes:
         if that too, log and count the refusal and go on: a record refused for its size is refused again after a
         restart, so ending the run would loop (an outage still ends it: the write is redone when the broker is back).
         """
-        headers = [("dlq.reason", reason.encode()), ("dlq.attempts", str(attempt).encode()),
-                   ("dlq.rejected.at", self.clock().isoformat().encode())]
+        headers = notify_deadletter.headers(reason, attempt, self.clock())
         for value, omitted in (deadletters.bounded(r), deadletters.least(r)):
             try:
                 await self.producer.send_and_wait(self.outputs.dlq, value, r.commune.encode(),

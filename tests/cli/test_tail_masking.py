@@ -24,13 +24,13 @@ from typer.testing import CliRunner, Result
 
 from schemas.deadletter import DeadLetterContext, Header, Reason
 from schemas.personal import SEALED_KEY_HEADER, SEALED_LAYOUT_HEADER, SEALED_SUBJECT_HEADER
+from schemas.portal import FIELD_NAMES
 from schemas.topics import RAW_DOSSIER, scoped
 from services.cli.main import app
 from services.cli.masking import masked
 from services.cli.render import record_panel
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
-from services.intake.portal import FIELD_NAMES
 from services.privacy import crypto
 from services.privacy.deadletters import CLEAR_HEADERS
 from tests import naming

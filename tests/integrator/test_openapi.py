@@ -16,6 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from services.gateway.batch import JSON_SEQ, NDJSON_TYPES, READABLE, media_type_problem
 from services.gateway.openapi import COMMITTED, document
 from tests.integrator.conftest import API_KEY, Stack
 
@@ -24,8 +25,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance]
 
 
-@schemathesis.serializer("application/x-ndjson")
-def _ndjson(ctx: object, value: object) -> bytes:
+@schemathesis.serializer(*NDJSON_TYPES, JSON_SEQ)
+def _lines(ctx: object, value: object) -> bytes:
     return value.encode() if isinstance(value, str) else json.dumps(value).encode()
 
 
@@ -33,6 +34,15 @@ def _ndjson(ctx: object, value: object) -> bytes:
 def test_committed_openapi_is_what_the_app_serves() -> None:
     """docs/openapi.json equals the app's generated document (`python -m services.gateway.openapi` rewrites it)."""
     assert COMMITTED.read_text(encoding="utf-8") == document()
+
+
+@pytest.mark.unit
+def test_the_request_body_names_every_media_type_the_gateway_reads() -> None:
+    """POST /v1/events documents each media type `batch.READABLE` names and no other, each one the gateway reads
+    (the document listed 2 of the 7: application/json and application/x-ndjson)."""
+    content = json.loads(COMMITTED.read_text(encoding="utf-8"))["paths"]["/v1/events"]["post"]["requestBody"]["content"]
+    assert sorted(content) == sorted(READABLE)
+    assert [m for m in content if media_type_problem({"content-type": m}) is not None] == []
 
 
 @pytest.mark.kafka

@@ -17,10 +17,10 @@ from schemas import wire
 from schemas.dossier import DossierStatusChanged
 from schemas.events import Family
 from schemas.personal import SEALED_SUBJECT_HEADER, SealedApplicant
+from schemas.portal import APPLICANT_FIELDS
 from schemas.topics import CANONICAL, DLQ_INTAKE, RAW, TOPICS, Group, Kind, group_id, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
-from services.intake.portal import APPLICANT_FIELDS
 from services.notify.fake_providers import FakeProviders
 from services.notify.topics import Names
 from services.privacy import crypto

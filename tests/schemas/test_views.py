@@ -118,5 +118,5 @@ def test_the_dossier_view_requires_the_dates_it_reads_for_the_statuses_the_full_
     from schemas import dossier, metrics_views
 
     read = set(metrics_views.DossierFacts.model_fields)
-    for status, names in dossier._REQUIRED_DATES.items():
+    for status, names in dossier.REQUIRED_DATES.items():
         assert metrics_views.REQUIRED_DATES[status] == tuple(n for n in names if n in read), status
