@@ -93,10 +93,16 @@ def record_key(subject: str, key_id: str) -> bytes:
 
 ERASED_MARK = "~erased"
 """The key id of a subject's erasure mark (`~` is no key-id character: never a real key's record key)."""
+ERASED_KEY = "erased"
+"""The key id of an applicant sealed already erased (ADR 0042): intake read their record after their erasure, but it
+was written up to the erasure's mark. No key has this id (a key's is 22 random characters, `crypto.new_key_id`), so
+every keyring answers `Erased`, and the values were sealed under a key made for them and dropped at once: no key
+topic, backup or key-encryption key opens them."""
 
 
 class ErasureMark(Model):
-    """`<subject>/~erased` on the key topic: every key of the subject created up to `created_up_to` is erased.
+    """`<subject>/~erased` on the key topic: every key of the subject created up to `created_up_to` is erased, and
+    a raw record written up to then that intake reads after it is sealed already erased (`ERASED_KEY`, ADR 0042).
 
     Tombstones erase the keys the erasure saw; a record of such a key written again afterwards (a worker that had not
     yet read the tombstone) would be the key's last record once compaction removed the tombstone, and a key store

@@ -20,11 +20,12 @@ from typing import Annotated, NoReturn
 import typer
 
 from schemas.personal import ErasureAudit
+from services.cli.errors import TopicMissing
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, connection
 from services.cli.plain import markup
 from services.cli.render import console, err_console
 from services.common.transactions import SendFailed
-from services.privacy import crypto
+from services.privacy import crypto, required_topics
 from services.privacy import erase as erasure
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import erase_applicant
@@ -150,25 +151,39 @@ def erase(cccd: Annotated[str | None, typer.Option(
                           "(and the admin) may; nothing was erased. On the local secure broker: set -a; . "
                           "\"$(infra/kafka/kafka.sh env operator)\"; set +a", soft_wrap=True)
         raise typer.Exit(1)
+    try:  # a mistyped --namespace or --bootstrap: its topics named missing before anything is asked (it made them)
+        asyncio.run(required_topics.require(conn, [t.name for t in erasure.erasure_topics(namespace)]))
+    except required_topics.TopicsMissing as exc:
+        raise TopicMissing(*exc.topics) from None
     if not identifiers:
         identifiers = [("cccd", _asked_cccd())]
         _usable(identifiers)
+    done: list[ErasureAudit] = []
+
+    def erased(kind: str, audit: ErasureAudit) -> None:  # as each commits: a later failure does not hide it
+        console.print(f"erased subject {markup(audit.subject)} (by {kind}): {audit.keys_destroyed} keys destroyed "
+                      f"(audit {markup(audit.erasure_id)}, requested by {markup(audit.requested_by)})", soft_wrap=True)
+        done.append(audit)
+
     try:
-        sealed_here = asyncio.run(erasure.keys_written(conn, namespace))
-        audits = asyncio.run(erase_applicant(conn, namespace, pepper, identifiers, requested_by=who))
+        asyncio.run(erase_applicant(conn, namespace, pepper, identifiers, requested_by=who, committed=erased))
     except SendFailed as exc:  # the broker refused a tombstone or the audit record: that transaction was aborted
-        err_console.print(f"erase: not done ({markup(exc)}); run it again once the cause is fixed")
+        err_console.print(f"erase: not done ({markup(exc)}){_standing(done)}; run it again once the cause is fixed")
         raise typer.Exit(1) from None
     except ValueError as exc:  # refused before any key was destroyed (the message holds no value)
         err_console.print(f"erase: {markup(exc)}")
         raise typer.Exit(2) from None
-    for kind, audit in audits:
-        console.print(f"erased subject {markup(audit.subject)} (by {kind}): {audit.keys_destroyed} keys destroyed "
-                      f"(audit {markup(audit.erasure_id)}, requested by {markup(audit.requested_by)})", soft_wrap=True)
-    if not sealed_here:
-        err_console.print(f"erase: note: no key had ever been written in namespace '{markup(namespace)}' on "
-                          f"{markup(conn.bootstrap)} (its key topics did not exist): nothing was sealed here, so "
-                          "nothing was destroyed; check --namespace and --bootstrap", soft_wrap=True)
+    except required_topics.TopicsMissing as exc:  # deleted since the check above
+        raise TopicMissing(*exc.topics) from None
+    except BaseException:  # a broker gone after a commit (the clean-up's read), an interrupt: said, then raised
+        if done:
+            err_console.print(f"erase: stopped{_standing(done)}; running it again is safe", soft_wrap=True)
+        raise
+
+
+def _standing(done: list[ErasureAudit]) -> str:
+    """What stands of an erasure that failed part way: the erasures committed (printed above)."""
+    return f"; the erasures printed above ({len(done)}) are done" if done else ""
 
 
 
@@ -195,6 +210,8 @@ def rewrap(dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what i
     except PrivacyError as exc:
         err_console.print(f"keys rewrap: {markup(exc)}")
         raise typer.Exit(2) from None
+    except required_topics.TopicsMissing as exc:  # a mistyped --namespace: said, not made (a dry run made them)
+        raise TopicMissing(*exc.topics) from None
     except SendFailed as exc:  # that transaction was aborted; the ones before it stand (each record is idempotent)
         err_console.print(f"keys rewrap: not done ({markup(exc)}); run it again once the cause is fixed")
         raise typer.Exit(1) from None

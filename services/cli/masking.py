@@ -22,6 +22,7 @@ from schemas import limits
 from schemas.deadletter import Header, Reason
 from schemas.lookup import lookup_id, lookup_name, lookup_trace_id, personal_numbers
 from schemas.personal import (
+    ERASED_KEY,
     ERASED_MARK,
     MAX_TOKEN_LENGTH,
     PERSONAL_FIELDS,
@@ -184,6 +185,8 @@ _SUBJECT = r"(?:[ad]-[A-Za-z0-9_-]{43}|r-[A-Za-z0-9_-]{22}|dlq:[0-9]{4}-[0-9]{2}
 id (`r-`, before 2026-12-03), a day (`dlq:`)."""
 _KEY_ID = r"[A-Za-z0-9_-]{22}"
 """`crypto.new_key_id`: 128 random bits."""
+_SEALED_UNDER = rf"{_KEY_ID}|{ERASED_KEY}"
+"""A dead letter's key: a data key's id, or none (sealed already erased, ADR 0042)."""
 _FIELD_PATH = re.compile(r"\(record\)|ce_\*|(?:<member>|[A-Za-z_][A-Za-z0-9_-]{0,63})"
                          r"(?:\.(?:<member>|[A-Za-z_][A-Za-z0-9_-]{0,63})|\[[0-9]{1,9}\])*")
 
@@ -215,7 +218,7 @@ DLQ_HEADERS: dict[str, Callable[[bytes], bool]] = {
     Header.LOOKUP_DOSSIER: _lookup(lookup_name),
     Header.LOOKUP_TRACE: _lookup(lookup_trace_id),
     SEALED_SUBJECT_HEADER: _shape(_SUBJECT),
-    SEALED_KEY_HEADER: _shape(_KEY_ID),
+    SEALED_KEY_HEADER: _shape(_SEALED_UNDER),
     SEALED_LAYOUT_HEADER: _shape(r"record\.v[0-9]{1,3}"),
 }
 """The `dlq.*` headers intake, notify and `dlq replay` write, each shown when its value has the shape they write (a

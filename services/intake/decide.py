@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from schemas.deadletter import DeadLetterContext, Reason, Rejection, internal_error
@@ -55,19 +56,23 @@ class Decider:
     keyring: Keyring | None = None
     """Seals accepted dossier events (ADR 0015); None only where no canonical record is written (tests, tools)."""
 
-    def decide(self, value: bytes | None, headers: Sequence[tuple[str, bytes]], offset: int) -> Decision:
+    def decide(self, value: bytes | None, headers: Sequence[tuple[str, bytes]], offset: int,
+               written_at: datetime | None = None) -> Decision:
         """The fate of the record at `offset`: its canonical event, or why and where from it is dead-lettered.
+        `written_at`: when the record was written to Kafka (`validate.written_at`); one written before its
+        applicant's erasure is sealed already erased (ADR 0042).
 
         Never raises: an unexpected exception dead-letters this record as `internal_error` (its type and
         file:line, never its text), so one record cannot stop the partition.
         """
         try:
-            return self._decide(value, headers, offset)
+            return self._decide(value, headers, offset, written_at)
         except Exception as exc:  # a bug met by one record: dead-letter it, go on with the next
             r = internal_error(exc)
             return self._dead_letter(r.reason, r.field, r.message, offset)
 
-    def _decide(self, value: bytes | None, headers: Sequence[tuple[str, bytes]], offset: int) -> Decision:
+    def _decide(self, value: bytes | None, headers: Sequence[tuple[str, bytes]], offset: int,
+                written_at: datetime | None) -> Decision:
         outcome = normalise(self.family, value, headers, self.max_record_bytes)
         if isinstance(outcome, Accepted):
             event = outcome.event
@@ -77,7 +82,7 @@ class Decider:
                 # not the id itself: it may be a citizen's number (ADR 0026 seals ce_id), and messages are clear
                 return self._dead_letter(Reason.DUPLICATE_EVENT, "id",
                                          "id: an event of this source with this id was already published", offset)
-            return outcome if self.keyring is None else seal_accepted(outcome, self.keyring)
+            return outcome if self.keyring is None else seal_accepted(outcome, self.keyring, written_at)
         r = outcome.rejection
         return self._dead_letter(r.reason, r.field, r.message, offset)
 

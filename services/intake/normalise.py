@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any, Final, Union
 
 import orjson
@@ -226,9 +227,10 @@ def seal(outcome: Outcome, keyring: Keyring) -> Outcome:
     return seal_accepted(outcome, keyring) if isinstance(outcome, Accepted) else outcome
 
 
-def seal_accepted(accepted: Accepted, keyring: Keyring) -> Accepted:
-    """The event with its applicant sealed, and the new key records to write in the same transaction."""
-    event, keys = seal_event(keyring, accepted.event)
+def seal_accepted(accepted: Accepted, keyring: Keyring, written_at: datetime | None = None) -> Accepted:
+    """The event with its applicant sealed, and the new key records to write in the same transaction; `written_at`:
+    when its raw record was written (`Keyring.key_for`)."""
+    event, keys = seal_event(keyring, accepted.event, written_at)
     return Accepted(event, tuple(keys))
 
 

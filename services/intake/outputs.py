@@ -31,6 +31,22 @@ from services.common.partitioner import partition_for
 Headers = Sequence[tuple[str, bytes]]
 REROUTED_FROM = "intake.rerouted-from"
 """Header of a raw record intake moved to its commune's partition: `<topic>/<partition>/<offset>` it came from."""
+WRITTEN_AT = "intake.written-at"
+"""Header of a raw record intake moved to its commune's partition: when the original was written to Kafka (`written_at`,
+ms since the epoch). The copy's own timestamp is the move's, which may come after an erasure the original preceded."""
+
+
+def written_at(timestamp_ms: int, headers: Sequence[tuple[str, bytes | None]], read_ms: int) -> int:
+    """When a raw record was written to Kafka, in ms since the epoch: its timestamp (on raw topics the broker's append
+    time, `schemas.topics.RAW_TIMESTAMPS`, which no producer sets), or an earlier `WRITTEN_AT` it carries, and never
+    after `read_ms`, when it was read (on a topic left at CreateTime a producer's clock may say anything). A producer
+    may set the header too, but it only makes the time earlier: its record then counts as written before an erasure
+    it followed and its applicant is sealed erased (ADR 0042), which costs no one else anything."""
+    written = min(timestamp_ms, read_ms)
+    for name, value in headers:
+        if name == WRITTEN_AT and value is not None and value.isdigit() and len(value) <= 15:
+            written = min(written, int(value))
+    return written
 
 
 def record_bytes(record: wire.KafkaRecord) -> int:
@@ -94,12 +110,14 @@ class TransactionOutputs:
         self.others.append((topic, value, key, [*headers, *context.headers()], None))
 
     def reroute(self, topic: str, partition: int, commune: str, value: bytes | None, headers: Headers,
-                origin: str) -> None:
+                origin: str, written_ms: int) -> None:
         """The original raw record again, keyed by its commune, in its commune's partition of the same raw topic.
 
-        Its owner de-duplicates and publishes it; `origin` (`<topic>/<partition>/<offset>`) says where it was sent.
+        Its owner de-duplicates and publishes it; `origin` (`<topic>/<partition>/<offset>`) says where it was sent,
+        `written_ms` when it was written (`written_at`).
         """
-        self.others.append((topic, value, commune.encode(), [*headers, (REROUTED_FROM, origin.encode())], partition))
+        moved = [(REROUTED_FROM, origin.encode()), (WRITTEN_AT, str(written_ms).encode())]
+        self.others.append((topic, value, commune.encode(), [*headers, *moved], partition))
 
     def record(self, topic: str, key: bytes, value: bytes) -> None:
         """A data-key record (ADR 0015) written with this transaction's outputs, batched like the canonical ones."""

@@ -44,7 +44,7 @@ from services.intake.decide import Decider, SourcePolicy, allow_all
 from services.intake.dedup import SeenByPartition, changelog_record, published_key
 from services.intake.lookup import lookup_names
 from services.intake.outcome import Accepted
-from services.intake.outputs import REROUTED_FROM, TransactionOutputs, fits_canonical
+from services.intake.outputs import REROUTED_FROM, TransactionOutputs, fits_canonical, written_at
 from services.intake.settings import IntakeSettings
 from services.privacy.intake import IntakePrivacy
 from services.sources import topics as source_topics
@@ -170,7 +170,9 @@ class Validation:
                 # from the end of the turn: counted from its start, a turn of 0.2 ms or more (a busy loop) would
                 # make validation yield after every record
                 self.next_yield = time.perf_counter() + YIELD_AFTER_S
-            decision = decide(rec.value, rec.headers, rec.offset)
+            written_ms = written_at(rec.timestamp, rec.headers, self.now_ms)
+            written = datetime.fromtimestamp(written_ms / 1000, UTC)  # before an erasure: sealed erased (ADR 0042)
+            decision = decide(rec.value, rec.headers, rec.offset, written)
             if isinstance(decision, Accepted):
                 event = decision.event
                 home = self.home.get((tp.topic, event.commune))
@@ -178,7 +180,7 @@ class Validation:
                     home = self.home[(tp.topic, event.commune)] = partition_for(event.commune.encode(), raw_count)
                 if home != tp.partition and not _rerouted(rec.headers):
                     out.reroute(tp.topic, home, event.commune, rec.value, rec.headers,
-                                f"{tp.topic}/{tp.partition}/{rec.offset}")
+                                f"{tp.topic}/{tp.partition}/{rec.offset}", written_ms)
                     out.rerouted[family] += 1
                     continue
                 if home != tp.partition:  # moved once already, yet not on its commune's partition
@@ -203,7 +205,7 @@ class Validation:
                         source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
             # what `trace` finds it by without the raw topics (ADR 0038): read here, for dead letters only
             decision = decision.model_copy(update=lookup_names(family, rec.value, rec.headers))
-            self._dead_letter(out, privacy, rec, decision)
+            self._dead_letter(out, privacy, rec, decision, written)
             out.outcomes[(family, decision.reason)] += 1
             if (rejected := REJECTIONS_LOGGED.due((family, decision.reason))) is not None:
                 log.info("record.rejected", reason=decision.reason.value, field=decision.field, family=family.value,
@@ -214,7 +216,7 @@ class Validation:
             out.changelog(self.topics.changelog, tp.partition, key, value)
 
     def _dead_letter(self, out: TransactionOutputs, privacy: IntakePrivacy | None, rec: ConsumerRecord[bytes, bytes],
-                     decision: DeadLetterContext) -> None:
+                     decision: DeadLetterContext, written: datetime) -> None:
         """The record as a dead letter: whole (sealed, ADR 0015 and 0026) when that fits `DEAD_LETTER_BYTES`; else
         without the record's headers; else without the record (its reason, its place and its size say what it was)."""
         headers: list[tuple[str, bytes]] = list(rec.headers)
@@ -231,7 +233,7 @@ class Validation:
                 letter: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]] = (value, rec.key, headers)
                 keys: list[tuple[str, bytes, bytes]] = []
             else:  # the original record sealed whole (the applicant's key, or the day's)
-                sealed, keys = privacy.seal_dead_letter(rec.key, value, headers, context)
+                sealed, keys = privacy.seal_dead_letter(rec.key, value, headers, context, written)
                 letter = (sealed.value, sealed.key, list(sealed.headers))
             if dropped == "the record" or _dead_letter_bytes(letter[1], letter[0],
                                                              [*letter[2], *context.headers()]) <= DEAD_LETTER_BYTES:

@@ -8,6 +8,7 @@ associated data, so notify opens only the contact it delivers to.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 from schemas.dossier import Applicant, DossierStatusChanged
@@ -49,7 +50,7 @@ class SealingKeys(Protocol):
 
     def dossier_subject(self, source: str, dossier_code: str, /) -> str: ...
 
-    def key_for(self, subject: str, /) -> tuple[str, Key, list[KeyRecord]]: ...
+    def key_for(self, subject: str, /, *, written_at: datetime | None = None) -> tuple[str, Key, list[KeyRecord]]: ...
 
 
 def subject_of(keyring: SealingKeys, applicant: Applicant, dossier: Dossier) -> str:
@@ -73,14 +74,15 @@ def reaches(field: str, value: str | None) -> bool:
     return crypto.identifies(CONTACT_KINDS[field], value)
 
 
-def encrypt_applicant(keyring: SealingKeys, event_id: str, applicant: Applicant,
-                      dossier: Dossier) -> tuple[SealedApplicant, list[KeyRecord]]:
+def encrypt_applicant(keyring: SealingKeys, event_id: str, applicant: Applicant, dossier: Dossier,
+                      written_at: datetime | None = None) -> tuple[SealedApplicant, list[KeyRecord]]:
     """The applicant of an event of `dossier` with every personal field sealed, and the key records the caller must
     write with it. A contact that reaches nobody (`reaches`: a form's filler, "-", "N/A", "0000000000") is left out:
     notify chose the channel by which contacts were there, so a phone of "-" beside a real e-mail address sent the
-    citizen's message to an SMS gateway that could deliver nothing (notify audit)."""
+    citizen's message to an SMS gateway that could deliver nothing (notify audit). `written_at`: when its raw record
+    was written (`Keyring.key_for`: written before the subject's erasure, it is sealed already erased)."""
     subject = subject_of(keyring, applicant, dossier)
-    key_id, dek, records = keyring.key_for(subject)
+    key_id, dek, records = keyring.key_for(subject, written_at=written_at)
     present = [(field, value) for field in PERSONAL_FIELDS
                if (value := getattr(applicant, field)) and (field not in CONTACT_KINDS or reaches(field, value))]
     aad = field_aad(event_id, "").encode()  # + the field's name: `field_aad(event_id, field)` without a str per field
@@ -92,8 +94,10 @@ def encrypt_applicant(keyring: SealingKeys, event_id: str, applicant: Applicant,
     return built(SealedApplicant, _SET | {field for field, _ in present}, values), records
 
 
-def seal_event(keyring: SealingKeys, event: Event) -> tuple[Event, list[KeyRecord]]:
-    """`event` as the canonical topic carries it: a dossier event's applicant sealed; other events unchanged.
+def seal_event(keyring: SealingKeys, event: Event,
+               written_at: datetime | None = None) -> tuple[Event, list[KeyRecord]]:
+    """`event` as the canonical topic carries it: a dossier event's applicant sealed (`encrypt_applicant`); other
+    events unchanged.
 
     Raises `AlreadySealed` for an input that carries a sealed applicant (only intake seals).
     """
@@ -102,7 +106,8 @@ def seal_event(keyring: SealingKeys, event: Event) -> tuple[Event, list[KeyRecor
     applicant = event.data.applicant
     if isinstance(applicant, SealedApplicant):
         raise AlreadySealed("the applicant group is already sealed")
-    sealed, records = encrypt_applicant(keyring, event.id, applicant, (event.source, event.data.dossier_code))
+    sealed, records = encrypt_applicant(keyring, event.id, applicant, (event.source, event.data.dossier_code),
+                                        written_at)
     return replaced(event, data=replaced(event.data, applicant=sealed)), records
 
 

@@ -162,15 +162,17 @@ class SealedDeadLetter:
 
 def seal_dead_letter(keyring: Keyring, key: bytes | None, value: bytes | None, headers: Headers, *,
                      source_topic: str, partition: int, offset: int, rejected_on: date,
-                     retention_days: int) -> SealedDeadLetter:
+                     retention_days: int, written_at: datetime | None = None) -> SealedDeadLetter:
     """The dead letter of the record (`key`, `value`, `headers`) rejected at `source_topic`/`partition`/`offset`.
 
-    A record without a value (a tombstone) is sealed too: its key and headers may be personal.
+    A record without a value (a tombstone) is sealed too: its key and headers may be personal. One written
+    (`written_at`) before its applicant's erasure is sealed already erased (`Keyring.key_for`): no replay brings it
+    back as new data.
     """
     subject = (identify(keyring, value) if value is not None else None) or day_subject(rejected_on)
     # the applicant's permanent key if they have one, else a key that lasts as long as the letter (`key_for`)
     expires_at = datetime.combine(rejected_on + timedelta(days=1 + retention_days), time(0), UTC)
-    key_id, dek, records = keyring.key_for(subject, expires_at)
+    key_id, dek, records = keyring.key_for(subject, expires_at, written_at=written_at)
     plain = OriginalRecord(key, value, list(headers)).pack()
     sealed = crypto.seal_raw(dek, plain, origin_aad(source_topic, partition, offset, RECORD_LAYOUT))
     marks = [(SEALED_SUBJECT_HEADER, subject.encode()), (SEALED_KEY_HEADER, key_id.encode()),

@@ -38,10 +38,10 @@ from schemas.topics import (
     transactional_id,
 )
 from services.common import clients, transactions
-from services.common.admin import ensure_topics, partition_counts, topic_errors
+from services.common.admin import partition_counts, topic_errors
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
-from services.privacy import crypto
+from services.privacy import crypto, required_topics
 from services.privacy.store import key_topics
 
 CLOCK_MARGIN = timedelta(minutes=1)
@@ -124,7 +124,7 @@ def erasure_transactional_id(namespace: str, via: str, erasure_id: str) -> str:
 
 
 def erasure_topics(namespace: str) -> list[TopicSpec]:
-    """The topics an erasure reads or writes (it creates those missing)."""
+    """The topics an erasure reads or writes: they must exist (`required_topics`), it never creates them."""
     return [scoped(t, namespace) for t in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)]
 
 
@@ -137,28 +137,36 @@ async def forbidden(conn: KafkaConnection, namespace: str) -> list[str]:
 
 
 async def keys_written(conn: KafkaConnection, namespace: str) -> bool:
-    """Whether the namespace's key topics exist (an erasure creates them): one aimed at a wrong namespace or cluster
-    looked like a success, "0 keys destroyed" (CLI audit)."""
+    """Whether the namespace's key topics exist: without them no key was ever written there (`dlq` reads none)."""
     topics = key_topics(namespace)
     return len(await partition_counts(conn, list(topics))) == len(topics)
 
 
+Committed = Callable[[ErasureAudit], None]
+"""Told each erasure as soon as its transaction commits, before the clean-up that follows: a failure after it (a broker
+gone during the clean-up) must not hide an erasure that was done (operator audit: only the Kafka error was printed, and
+a run again said 0 keys destroyed)."""
+
+
 async def erase_subject(conn: KafkaConnection, namespace: str, subject: str, *, requested_by: str,
-                        via: str = "cli", now: datetime | None = None) -> ErasureAudit:
-    """Destroy every key of `subject`; returns the audit record written (keys_destroyed may be 0)."""
-    audit = await _erase(conn, namespace, subject, requested_by=requested_by, via=via, now=now)
+                        via: str = "cli", now: datetime | None = None,
+                        committed: Committed | None = None) -> ErasureAudit:
+    """Destroy every key of `subject`; returns the audit record written (keys_destroyed may be 0). `TopicsMissing`
+    (nothing done) when the namespace lacks one of `erasure_topics`."""
+    audit = await _erase(conn, namespace, subject, requested_by=requested_by, via=via, now=now, committed=committed)
     assert audit is not None
     return audit
 
 
 async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, requested_by: str, via: str,
-                 now: datetime | None = None, only_if_live: bool = False) -> ErasureAudit | None:
+                 now: datetime | None = None, only_if_live: bool = False,
+                 committed: Committed | None = None) -> ErasureAudit | None:
     """`erase_subject`; with `only_if_live`, nothing at all (None) for a subject without a live key."""
     audit = audit_record(subject, requested_by, via, now)
     mark = ErasureMark(subject=subject, created_up_to=audit.requested_at + CLOCK_MARGIN)
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
     notices_topic = scoped(PRIVACY_ERASURES, namespace).name
-    await ensure_topics(conn, erasure_topics(namespace))
+    await required_topics.require(conn, [t.name for t in erasure_topics(namespace)])
     producer = clients.transactional_producer(
         conn, transactional_id=erasure_transactional_id(namespace, via, audit.erasure_id),
         client_id="commune-bus-erase")
@@ -178,6 +186,8 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
             sent.append(await producer.send(notices_topic, notice_of(audit).model_dump_json().encode(),
                                             key=subject.encode()))
             await transactions.all_sent(sent)
+        if committed is not None:
+            committed(audit)
 
         async def late_copies() -> dict[str, set[bytes]]:
             late = await live_keys_by_topic(conn, namespace, subject, created_up_to=mark.created_up_to)
@@ -217,8 +227,9 @@ async def erase_cccd(conn: KafkaConnection, namespace: str, pepper: bytes, cccd:
 
 
 async def erase_applicant(conn: KafkaConnection, namespace: str, pepper: bytes,
-                          identifiers: Sequence[tuple[str, str]], *, requested_by: str,
-                          via: str = "cli") -> list[tuple[str, ErasureAudit]]:
+                          identifiers: Sequence[tuple[str, str]], *, requested_by: str, via: str = "cli",
+                          committed: Callable[[str, ErasureAudit], None] | None = None,
+                          ) -> list[tuple[str, ErasureAudit]]:
     """Erase an applicant by every identifier they are known by (`cccd`, `phone`, `email`, `zalo`, or a `subject`
     as `trace` shows it: an applicant sealed without any of those has one of its own): one subject
     each, each with its audit record, in the order given (the same subject once); returns (kind, audit) pairs.
@@ -227,8 +238,9 @@ async def erase_applicant(conn: KafkaConnection, namespace: str, pepper: bytes,
     the Zalo id (`privacy.applicant.subject_of`): a citizen whose dossiers came some with a CCCD and some without
     has copies under several subjects, and an erasure by the CCCD alone leaves the others readable. The citizen
     (or the operator) names every identifier they used; a failure raises after the subjects before it are erased
-    (each erasure is complete or not done: running it again is safe). Every audit record is checked first: a
-    requester it cannot hold is a ValueError before any key is destroyed.
+    (each erasure is complete or not done: running it again is safe), each told to `committed` (kind, audit) as soon
+    as it commits. Every audit record is checked first: a requester it cannot hold is a ValueError before any key is
+    destroyed.
     """
     unusable = [kind for kind, value in identifiers if not crypto.identifies(kind, value)]
     if unusable:  # a placeholder would name everyone sealed under it, or no one
@@ -243,16 +255,22 @@ async def erase_applicant(conn: KafkaConnection, namespace: str, pepper: bytes,
     audits: list[tuple[str, ErasureAudit]] = []
     seen: set[str] = set()
     for kind, value in identifiers:
+        def told(audit: ErasureAudit, kind: str = kind) -> None:
+            if committed is not None:
+                committed(kind, audit)
+
         subject = crypto.identifier_subject(pepper, kind, value)
         if subject not in seen:
             seen.add(subject)
-            audits.append((kind, await erase_subject(conn, namespace, subject, requested_by=requested_by, via=via)))
+            audits.append((kind, await erase_subject(conn, namespace, subject, requested_by=requested_by, via=via,
+                                                     committed=told)))
         # a phone's copies sealed before its spellings were made one (2026-12-02) are under the subjects of those
         # spellings: erased too where they hold keys (no worker makes keys under them any more)
         for legacy in crypto.legacy_phone_subjects(pepper, value) if kind == "phone" else ():
             if legacy not in seen:
                 seen.add(legacy)
-                done = await _erase(conn, namespace, legacy, requested_by=requested_by, via=via, only_if_live=True)
+                done = await _erase(conn, namespace, legacy, requested_by=requested_by, via=via, only_if_live=True,
+                                    committed=told)
                 if done is not None:
                     audits.append((kind, done))
     return audits

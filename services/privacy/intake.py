@@ -64,12 +64,14 @@ class IntakePrivacy:
         """(topic, key, value) of each key record, to send in the transaction of the records sealed under them."""
         return key_messages(list(records), self.namespace)
 
-    def seal_dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers,
-                         context: DeadLetterContext) -> tuple[SealedDeadLetter, list[KeyMessage]]:
-        """The rejected record sealed whole (ADR 0026), and the key messages to send with it."""
+    def seal_dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers, context: DeadLetterContext,
+                         written_at: datetime | None = None) -> tuple[SealedDeadLetter, list[KeyMessage]]:
+        """The rejected record sealed whole (ADR 0026), and the key messages to send with it; `written_at`: when the
+        record was written to Kafka (before its applicant's erasure: sealed already erased, ADR 0042)."""
         sealed = seal_dead_letter(
             self.keyring, key, value, headers, source_topic=context.source_topic, partition=context.source_partition,
-            offset=context.source_offset, rejected_on=_day(context.rejected_at), retention_days=self.retention_days)
+            offset=context.source_offset, rejected_on=_day(context.rejected_at), retention_days=self.retention_days,
+            written_at=written_at)
         return sealed, self.key_messages(sealed.keys)
 
 

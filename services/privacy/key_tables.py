@@ -10,7 +10,9 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from schemas.envelope import built
 from schemas.personal import KeyRecord
+from services.privacy import crypto
 
 
 @dataclass(slots=True, eq=False)
@@ -31,6 +33,19 @@ class _Key:
 
     def records(self) -> list[KeyRecord]:
         return [] if self.record is None else [self.record]
+
+
+_RECORD_FIELDS = frozenset(KeyRecord.model_fields)
+
+
+def new_key(kek: AESGCM, kek_id: str, subject: str, created_at: datetime, expires_at: datetime | None) -> _Key:
+    """A data key made now, pending: its record (wrapped under `kek`) goes with every use until read back."""
+    key_id, dek = crypto.new_key_id(), crypto.new_key()
+    # built, not validated: every value is ours (a subject id, random ids, base64url), and it is the hot path
+    record = built(KeyRecord, _RECORD_FIELDS, {
+        "subject": subject, "key_id": key_id, "kek_id": kek_id, "wrapped": crypto.wrap(kek, dek, subject, key_id),
+        "created_at": created_at, "expires_at": expires_at})
+    return _Key(key_id, dek, created_at, expires_at, record=record)
 
 
 class KeyTable(Protocol):

@@ -21,13 +21,12 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from schemas.envelope import built
 from schemas.limits import EARLIEST, LATEST
-from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord
+from schemas.personal import ERASED_KEY, ERASED_MARK, ErasureMark, KeyRecord
 from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.key_records import KeyUnknown, KeyUnreadable, RecordRefused, record_digest
-from services.privacy.key_tables import KeyTable, MemoryKeys, _Key
+from services.privacy.key_tables import KeyTable, MemoryKeys, _Key, new_key
 
 Clock = Callable[[], datetime]
 
@@ -36,7 +35,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_RECORD_FIELDS = frozenset(KeyRecord.model_fields)
 _AFTER = timedelta(microseconds=1)
 CIPHERS_KEPT = 4096
 """AES-GCM objects kept built, for the keys used last (~2.5 KB each, OpenSSL's context: one per key held was more
@@ -85,7 +83,8 @@ class Keyring:
 
     # --- keys -----------------------------------------------------------------------------------
 
-    def key_for(self, subject: str, expires_at: datetime | None = None) -> tuple[str, AESGCM, list[KeyRecord]]:
+    def key_for(self, subject: str, expires_at: datetime | None = None, *,
+                written_at: datetime | None = None) -> tuple[str, AESGCM, list[KeyRecord]]:
         """A key of `subject` to seal under, created if none fits; its record too unless confirmed.
 
         Without `expires_at` (data kept for good: canonical events), a key that never expires, never one that does:
@@ -93,7 +92,14 @@ class Keyring:
         letter, gone from its topic by then), the subject's permanent key if it has one (an erasure reaches the
         letter with the rest), else one expiring no earlier: a junk record naming a new CCCD mints no permanent key.
         Among several that fit (two workers made one each at once), the newest.
+
+        `written_at`: when the record being sealed was written to Kafka. Written up to the subject's erasure mark,
+        it is data the erasure was asked for, read late (intake down or behind): sealed already erased, under
+        `ERASED_KEY` and a key dropped at once, never under a live key of the subject, even one made since for its
+        new data (ADR 0042). Nothing to write: every keyring answers `Erased` for that key id.
         """
+        if written_at is not None and (mark := self._marks.get(subject)) is not None and written_at <= mark:
+            return ERASED_KEY, AESGCM(crypto.new_key()), []
         keys = self._keys.get(subject)
         if keys is not None and len(keys) == 1 and keys[0].expires_at is None:  # the hot path: an applicant's one key
             only = keys[0]
@@ -111,17 +117,11 @@ class Keyring:
         if (mark := self._marks.get(subject)) is not None and now <= mark:  # an erased subject's new data: a key
             now = min(mark + _AFTER, LATEST)  # no reader refuses (the mark covers a margin for clocks beyond the
             # erasure); a mark at the end of time erases every key, this one too, but its record still reads
-        key_id, dek = crypto.new_key_id(), crypto.new_key()
-        # built, not validated: every value is ours (a subject id, random ids, base64url), and it is the hot path
-        record = built(KeyRecord, _RECORD_FIELDS, {
-            "subject": subject, "key_id": key_id, "kek_id": self._kek_id,
-            "wrapped": crypto.wrap(self._keks[self._kek_id], dek, subject, key_id), "created_at": now,
-            "expires_at": expires_at})
-        key = _Key(key_id, dek, now, expires_at, record=record)
+        key = new_key(self._keks[self._kek_id], self._kek_id, subject, now, expires_at)
         self._keys.put(subject, (*(keys or ()), key))
         if expires_at is not None:
-            heapq.heappush(self._expiring, (expires_at, subject, key_id))
-        return key_id, self._build(key), [record]
+            heapq.heappush(self._expiring, (expires_at, subject, key.key_id))
+        return key.key_id, self._build(key), key.records()
 
     def _build(self, key: _Key) -> AESGCM:
         """The key's AESGCM, built now and kept while it is among the `CIPHERS_KEPT` built last."""
@@ -138,7 +138,10 @@ class Keyring:
         return None
 
     def dek(self, subject: str, key_id: str) -> AESGCM:
-        """The data key to open a value; `Erased` if tombstoned or expired, `KeyUnknown` if never seen."""
+        """The data key to open a value; `Erased` if tombstoned, expired or sealed already erased (`ERASED_KEY`),
+        `KeyUnknown` if never seen."""
+        if key_id == ERASED_KEY:  # first: a record written under that id (none is) must not make it anything else
+            raise Erased("sealed after its subject's erasure, from a record written before it")
         key = self._find(subject, key_id)
         if key is None:
             if (subject, key_id) in self._erased:

@@ -23,12 +23,11 @@ from typing import Literal
 from aiokafka import ConsumerRecord
 
 from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord
-from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, TransactionalId, scoped, transactional_id
+from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, TransactionalId, transactional_id
 from services.common import clients, transactions
-from services.common.admin import ensure_topics
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
-from services.privacy import crypto
+from services.privacy import crypto, required_topics
 from services.privacy.crypto import PrivacyError
 from services.privacy.erase import tombstone_late_copies
 from services.privacy.key_records import encoded
@@ -184,8 +183,9 @@ class Report:
 
 async def rewrap_keys(conn: KafkaConnection, namespace: str, keks: Mapping[str, bytes], kek_id: str, *,
                       dry_run: bool = False, now: datetime | None = None) -> Report:
-    """Re-wrap every live key not under `kek_id` (`plan`); with `dry_run`, only count."""
-    await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace), scoped(KEYS_DEAD_LETTERS, namespace)])
+    """Re-wrap every live key not under `kek_id` (`plan`); with `dry_run`, only count, writing nothing.
+    `TopicsMissing` (nothing read or written) when the namespace has no key topics: a mistyped one, or no key yet."""
+    await required_topics.require(conn, list(key_topics(namespace)))
     planned = plan(await read_key_log(conn, namespace), keks, kek_id, now or datetime.now(UTC))
     if dry_run or not planned.records:
         return Report(planned)

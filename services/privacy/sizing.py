@@ -11,6 +11,7 @@ whose canonical form passed `INTAKE_MAX_CANONICAL_BYTES`).
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -41,7 +42,8 @@ class StandInKeys:
     def dossier_subject(self, source: str, dossier_code: str, /) -> str:
         return crypto.dossier_subject(self._pepper, source, dossier_code)
 
-    def key_for(self, subject: str, /) -> tuple[str, crypto.Key, list[KeyRecord]]:
+    def key_for(self, subject: str, /, *,
+                written_at: datetime | None = None) -> tuple[str, crypto.Key, list[KeyRecord]]:
         return self._key_id, self._key, []
 
 

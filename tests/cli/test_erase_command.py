@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from typer.testing import CliRunner
 
+from services.cli.errors import TopicMissing
 from services.cli.main import app
 from tests.keys_env import PRIVACY_ENV
 from tests.privacy.fakes import Broker
@@ -31,7 +33,7 @@ def test_a_requester_the_audit_record_cannot_hold_is_refused_before_anything(mon
     assert result.exit_code == 2, result.output
     assert "--requested-by is 1 to 128 characters, without control characters" in result.output
     assert "Traceback" not in result.output and "008123456789" not in result.output
-    assert broker.committed == [] and broker.topics_made == 0
+    assert broker.committed == [] and broker.checked == 0
 
 
 def test_a_requester_that_fits_erases(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,17 +130,31 @@ def test_a_placeholders_subject_is_refused(monkeypatch: pytest.MonkeyPatch, kind
     assert broker.committed == []
 
 
-@pytest.mark.parametrize("sealed_here", [True, False])
-def test_an_erasure_where_nothing_was_ever_sealed_says_so(monkeypatch: pytest.MonkeyPatch, sealed_here: bool) -> None:
-    """A wrong --namespace or --bootstrap: the key topics did not exist (the erasure made them), and it looked like
-    a success, "0 keys destroyed", exit 0 (CLI audit). The audit record is still written; the note says to check."""
-    Broker(set(), sealed_here=sealed_here).install(monkeypatch)
+def test_an_erasure_aimed_at_a_namespace_without_its_topics_names_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong --namespace or --bootstrap: the erasure's topics are missing. Nothing is erased or asked, and the command
+    ends naming them (it made them, and said "0 keys destroyed" with exit 0: operator audit)."""
+    broker = Broker(set(), missing=("typo.commune.keys.applicants", "typo.commune.privacy.audit"))
+    broker.install(monkeypatch)
     result = CliRunner().invoke(app, ["erase", "--cccd", "008123456789", "--namespace", "typo"],
                                 env={**PRIVACY_ENV, "COLUMNS": "400"})
-    assert result.exit_code == 0, result.output
-    assert "0 keys destroyed" in result.output
-    note = "no key had ever been written in namespace 'typo'"
-    assert (note in " ".join(result.output.split())) is not sealed_here
+    assert result.exit_code == 1 and isinstance(result.exception, TopicMissing), result.output
+    assert str(result.exception).startswith("typo.commune.keys.applicants, typo.commune.privacy.audit: none of them")
+    assert broker.committed == [] and "keys destroyed" not in result.output
+
+
+def test_an_erasure_committed_before_the_broker_went_is_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker stops answering after the erasure's transaction committed (its clean-up reads the keys again): the
+    erasure's line was printed as it committed, then the failure (exit 1) with a line saying what is done. Before,
+    only `KafkaConnectionError: Unable to bootstrap` was printed, and a run again said 0 keys destroyed (audit)."""
+    broker = Broker({"k1"}, fail_after_commit=KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9540)]"))
+    broker.install(monkeypatch)
+    result = CliRunner().invoke(app, ["erase", "--stdin"], input="cccd=008123456789\nphone=0987654321\n",
+                                env={**PRIVACY_ENV, "COLUMNS": "400"})
+    assert result.exit_code == 1 and isinstance(result.exception, KafkaConnectionError), result.output
+    assert len(broker.committed) == 1  # the CCCD's subject; the phone's never began
+    lines = result.output.splitlines()
+    assert lines[0].startswith("erased subject a-") and lines[0].count("(by cccd): 1 keys destroyed (audit ") == 1
+    assert lines[1:] == ["erase: stopped; the erasures printed above (1) are done; running it again is safe"]
 
 
 def test_a_principal_that_may_not_describe_the_erasure_topics_is_told_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,7 +170,7 @@ def test_a_principal_that_may_not_describe_the_erasure_topics_is_told_so(monkeyp
     assert said.startswith("erase: this principal may not describe commune.keys.applicants, commune.privacy.audit: "
                            "an erasure reads and writes"), said
     assert "only the operator (and the admin) may; nothing was erased" in said and "create" not in said
-    assert "008123456789" not in said and broker.committed == [] and broker.topics_made == 0
+    assert "008123456789" not in said and broker.committed == [] and broker.checked == 0
 
 
 def test_an_erasure_with_nothing_to_ask_on_is_one_line_without_a_warning(tmp_path: Path) -> None:

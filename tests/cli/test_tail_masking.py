@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from schemas.deadletter import DeadLetterContext, Header, Reason
-from schemas.personal import SEALED_KEY_HEADER, SEALED_LAYOUT_HEADER, SEALED_SUBJECT_HEADER
+from schemas.personal import ERASED_KEY, SEALED_KEY_HEADER, SEALED_LAYOUT_HEADER, SEALED_SUBJECT_HEADER
 from schemas.portal import FIELD_NAMES
 from schemas.topics import RAW_DOSSIER, scoped
 from services.cli.main import app
@@ -214,6 +215,14 @@ def test_what_identifies_nobody_is_shown() -> None:
     assert "0912345678" not in out and f"<masked, {len(b'phone: 0912345678')} bytes>" in out
     traceparent = b"00-4bf92f35123456789e3ce929d0e0e473-00f067aa0ba902b7-01"  # a producer's: may hold a number
     assert traceparent.decode() not in out and f"<masked, {len(traceparent)} bytes>" in out
+
+
+@pytest.mark.unit
+def test_a_dead_letter_sealed_already_erased_shows_its_key_id() -> None:
+    """`dlq.sealed.key: erased` (ADR 0042) names no key and identifies nobody: shown, as a data key's id is."""
+    headers = [(SEALED_SUBJECT_HEADER, b"dlq:2026-12-02"), (SEALED_KEY_HEADER, ERASED_KEY.encode())]
+    out = rendered(record_panel(ConsumerRecord("t", 0, 0, 0, 0, b"02269", b"{}", None, 0, 0, headers)))
+    assert re.search(rf"{re.escape(SEALED_KEY_HEADER)} +{ERASED_KEY} ", out) and "<masked" not in out
 
 
 @pytest.mark.unit

@@ -19,7 +19,7 @@ import pytest
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
 from schemas.replay import DLQ_REPLAYED
-from schemas.topics import DLQ_INTAKE, KEYS_APPLICANTS, PRIVACY_AUDIT, RAW, scoped
+from schemas.topics import DLQ_INTAKE, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES, RAW, scoped
 from schemas.wire import KafkaRecord
 from services.cli.deadletters import dead_letter
 from services.cli.replaying import replay
@@ -90,8 +90,8 @@ def test_an_erasure_whose_audit_record_is_refused_fails(kafka_bootstrap: str, na
     audit = scoped(PRIVACY_AUDIT, namespace)
 
     async def scenario() -> list[bytes | None]:
-        await ensure_topics(conn, [scoped(KEYS_APPLICANTS, namespace),
-                                   replace(audit, config={"max.message.bytes": "128"})])
+        others = [scoped(t, namespace) for t in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_ERASURES)]
+        await ensure_topics(conn, [*others, replace(audit, config={"max.message.bytes": "128"})])
         with pytest.raises(SendFailed):
             await erase_subject(conn, namespace, f"a-{uuid.uuid4().hex}", requested_by="test-operator")
         return [r.value for r in await read_all(kafka_bootstrap, audit.name, idle=1)]

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from schemas.events import Family
-from schemas.topics import DLQ_INTAKE, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, RAW, scoped
+from schemas.topics import DLQ_INTAKE, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES, RAW, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.privacy.erase import erase_cccd
@@ -47,7 +47,7 @@ def test_a_dead_letter_keyed_by_a_cccd_is_sealed_whole_replayed_exactly_and_unre
         ("x-applicant-phone", PHONE.encode()), ("ce_subject", CCCD.encode()), ("x-note", None),
         ("x-raw", b"\xff\xfe" + b"lan@example.vn"), ("ce_traceparent", TRACEPARENT.encode())]
     asyncio.run(ensure_topics(conn, [scoped(t, namespace) for t in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS,
-                                                                    PRIVACY_AUDIT)]))
+                                                                    PRIVACY_AUDIT, PRIVACY_ERASURES)]))
     intake = start_intake()
     try:
         asyncio.run(produce(kafka_bootstrap, raw_topic, [(CCCD.encode(), value, headers)]))  # type: ignore[list-item]

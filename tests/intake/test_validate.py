@@ -12,7 +12,7 @@ from schemas.events import Family
 from schemas.topics import CANONICAL, RAW, scoped
 from services.common.partitioner import partition_for
 from services.intake.dedup import SeenByPartition
-from services.intake.outputs import REROUTED_FROM, TransactionOutputs
+from services.intake.outputs import REROUTED_FROM, WRITTEN_AT, TransactionOutputs
 from services.intake.settings import IntakeSettings
 from services.intake.validate import Topics, Validation
 from tests.intake.fakes import Batch, Producer
@@ -30,10 +30,12 @@ AWAY = (HOME + 1) % PARTITIONS[RAW_TOPIC]
 Headers = list[tuple[str, bytes]]
 
 
-def raw(partition: int, offset: int, event_id: str, headers: Headers | None = None) -> ConsumerRecord[bytes, bytes]:
-    """An unkeyed raw record of the sample commune's dossier event `event_id`, at `partition` and `offset`."""
+def raw(partition: int, offset: int, event_id: str, headers: Headers | None = None,
+        timestamp: int = 0) -> ConsumerRecord[bytes, bytes]:
+    """An unkeyed raw record of the sample commune's dossier event `event_id`, at `partition` and `offset`, appended
+    at `timestamp` (ms)."""
     value = dumps(canonical_dossier(event_id))
-    return ConsumerRecord(RAW_TOPIC, partition, offset, 0, 0, None, value, None, 0, len(value), headers or [])
+    return ConsumerRecord(RAW_TOPIC, partition, offset, timestamp, 1, None, value, None, 0, len(value), headers or [])
 
 
 async def validated(seen: SeenByPartition, *records: ConsumerRecord[bytes, bytes]) -> TransactionOutputs:
@@ -68,13 +70,15 @@ async def test_an_event_repeated_in_one_fetch_or_the_next_is_published_once() ->
 
 async def test_a_record_off_its_communes_partition_is_moved_there_not_published() -> None:
     """A valid record on a raw partition its commune does not hash to is sent again, whole and keyed by its commune,
-    to its commune's partition of the same raw topic, marked with where it came from; nothing is published."""
-    record = raw(AWAY, 5, "evt-1", [("ce_traceparent", b"00-1-2-01")])
+    to its commune's partition of the same raw topic, marked with where it came from and when it was written (the
+    copy's own timestamp is the move's: ADR 0042); nothing is published."""
+    record = raw(AWAY, 5, "evt-1", [("ce_traceparent", b"00-1-2-01")], timestamp=1_796_000_000_123)
     out = await validated(SeenByPartition(), record)
     assert published_ids(out) == [] and dead_letter_reasons(out) == []
     [(topic, value, key, headers, partition)] = out.others
     assert (topic, partition, key, value) == (RAW_TOPIC, HOME, COMMUNE.encode(), record.value)
-    assert headers == [*record.headers, (REROUTED_FROM, f"{RAW_TOPIC}/{AWAY}/5".encode())]
+    assert headers == [*record.headers, (REROUTED_FROM, f"{RAW_TOPIC}/{AWAY}/5".encode()),
+                       (WRITTEN_AT, b"1796000000123")]
     assert out.rerouted[Family.DOSSIER] == 1
 
 

@@ -17,7 +17,7 @@ from aiosmtpd.controller import Controller
 
 from schemas.envelope import Event
 from schemas.personal import KeyRecord
-from schemas.topics import CANONICAL, Group, group_id, scoped
+from schemas.topics import CANONICAL, PRIVACY_AUDIT, Group, group_id, scoped
 from schemas.wire import encode
 from services.common import clients
 from services.common.admin import ensure_topics
@@ -73,7 +73,9 @@ def namespace(unique: str) -> str:
 @pytest.fixture
 def notify_topics(kafka_bootstrap: str, namespace: str) -> Names:
     names = Names(namespace)
-    asyncio.run(ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), names.specs))
+    # and the privacy audit: the privacy tests erase applicants here, and an erasure never makes its topics
+    audit = scoped(PRIVACY_AUDIT, namespace)
+    asyncio.run(ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), [*names.specs, audit]))
     return names
 
 

@@ -1,4 +1,4 @@
-"""The Kafka an erasure reaches (`services.privacy.erase`), in memory: topics made, the keys live for a subject,
+"""The Kafka an erasure reaches (`services.privacy.erase`), in memory: the topics missing, the keys live for a subject,
 and the records each transaction committed."""
 
 from __future__ import annotations
@@ -10,37 +10,41 @@ from typing import Any
 
 import pytest
 
-from services.privacy import erase
+from services.privacy import erase, required_topics
 
 Sent = tuple[str, bytes | None, bytes | None]
 
 
 class Broker:
-    """What the erasure reaches of Kafka: topics made, keys live per subject, records committed per transaction."""
+    """What the erasure reaches of Kafka: topics missing, keys live per subject, records committed per transaction."""
 
-    def __init__(self, keys: set[str], *, sealed_here: bool = True, forbidden: tuple[str, ...] = ()) -> None:
-        self.keys, self.sealed_here, self.forbidden = keys, sealed_here, list(forbidden)
-        """`sealed_here`: whether the namespace's key topics existed before the erasure; `forbidden`: the erasure's
-        topics the principal may not describe."""
-        self.topics_made = 0
+    def __init__(self, keys: set[str], *, missing: tuple[str, ...] = (), forbidden: tuple[str, ...] = (),
+                 fail_after_commit: BaseException | None = None) -> None:
+        self.keys, self.missing, self.forbidden = keys, list(missing), list(forbidden)
+        """`missing`: the erasure's topics that do not exist; `forbidden`: those the principal may not describe."""
+        self.fail_after_commit = fail_after_commit
+        """Raised by the first read of the keys after a transaction committed (the clean-up's): a broker gone."""
+        self.checked = 0
+        """How many times the erasure's topics were looked up."""
         self.committed: list[list[Sent]] = []
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        async def ensure_topics(*_: Any) -> None:
-            self.topics_made += 1
+        async def require(*_: Any) -> None:
+            self.checked += 1
+            if self.missing:
+                raise required_topics.TopicsMissing(self.missing)
 
         async def live_in(_: Any, topic: str, *__: Any) -> set[str]:
+            if self.committed and self.fail_after_commit is not None:
+                raise self.fail_after_commit
             return set(self.keys) if topic.endswith("keys.applicants") else set()  # no dead letters' keys here
-
-        async def keys_written(*_: Any) -> bool:
-            return self.sealed_here
 
         async def forbidden(*_: Any) -> list[str]:
             return self.forbidden
 
-        monkeypatch.setattr(erase, "ensure_topics", ensure_topics)
-        monkeypatch.setattr(erase, "keys_written", keys_written)
+        monkeypatch.setattr(required_topics, "require", require)
         monkeypatch.setattr(erase, "forbidden", forbidden)
+        monkeypatch.setattr(erase, "PASS_INTERVAL_S", 0.0)
         monkeypatch.setattr(erase, "_live_in", live_in)
         monkeypatch.setattr(erase.clients, "transactional_producer", lambda *_a, **_k: Producer(self))
 

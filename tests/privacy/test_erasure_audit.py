@@ -17,13 +17,13 @@ pytestmark = pytest.mark.unit
 async def test_a_requester_the_audit_record_cannot_hold_stops_the_erasure_before_anything(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """`--requested-by` of 129 characters: before, both keys were tombstoned and committed, then the audit record
-    failed to build and none was written; now a ValueError naming the field, nothing sent, not even a topic made."""
+    failed to build and none was written; now a ValueError naming the field, nothing sent, no topic even looked up."""
     broker = Broker({"k1", "k2"})
     broker.install(monkeypatch)
     with pytest.raises(ValueError) as refused:
         await erase.erase_applicant(None, "", PEPPER, [("cccd", "008123456789"), ("phone", "0987654321")],  # type: ignore[arg-type]
                                     requested_by="x" * 129)
-    assert broker.committed == [] and broker.topics_made == 0 and broker.keys == {"k1", "k2"}
+    assert broker.committed == [] and broker.checked == 0 and broker.keys == {"k1", "k2"}
     assert str(refused.value) == "the audit record would be invalid (requested_by): nothing was erased"
 
 
@@ -84,7 +84,7 @@ async def test_an_erasure_by_a_placeholder_is_refused_before_anything(kind: str,
         await erase.erase_applicant(None, "", PEPPER, [(kind, value)],  # type: ignore[arg-type]
                                     requested_by="os:duty-officer")
     assert str(refused.value) == f"not an identifier of one person: {kind}"
-    assert broker.committed == [] and broker.topics_made == 0 and broker.keys == {"k1"}
+    assert broker.committed == [] and broker.checked == 0 and broker.keys == {"k1"}
 
 
 async def test_an_erasure_counts_and_tombstones_the_keys_of_the_subjects_dead_letters_too(

@@ -8,7 +8,15 @@ import asyncio
 import pytest
 
 from schemas.personal import ERASED_MARK, ErasureAudit
-from schemas.topics import DLQ_INTAKE, EVENTS_DOSSIER, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, scoped
+from schemas.topics import (
+    DLQ_INTAKE,
+    EVENTS_DOSSIER,
+    KEYS_APPLICANTS,
+    KEYS_DEAD_LETTERS,
+    PRIVACY_AUDIT,
+    PRIVACY_ERASURES,
+    scoped,
+)
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
@@ -27,7 +35,7 @@ async def test_concurrent_erasures_from_both_doors_all_complete(kafka_bootstrap:
     subject marked erased, five audit records (with one transactional id for all, each start fenced the others)."""
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
-                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)])
     accepted = await write_sealed(kafka_bootstrap, ns, keyring(),
                                   [person(f"TL-{n}", *who) for n, who in enumerate(APPLICANTS, start=1)])
     subjects = [crypto.cccd_subject(PEPPER, cccd) for _, cccd, _ in APPLICANTS]

@@ -13,7 +13,15 @@ from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.dossier import DossierStatusChanged
 from schemas.personal import ErasureAudit, SealedApplicant
-from schemas.topics import DLQ_INTAKE, EVENTS_DOSSIER, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, scoped
+from schemas.topics import (
+    DLQ_INTAKE,
+    EVENTS_DOSSIER,
+    KEYS_APPLICANTS,
+    KEYS_DEAD_LETTERS,
+    PRIVACY_AUDIT,
+    PRIVACY_ERASURES,
+    scoped,
+)
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
 from services.privacy import crypto
@@ -38,7 +46,7 @@ async def test_erasing_one_applicant_shreds_every_copy_and_spares_the_other(kafk
     """Canonical events and dead letters of Lan stop opening (a running store and a fresh one); Minh's still open."""
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
-                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)])
     lan_raw, minh_raw = person("TL-1", *LAN), person("TL-2", *MINH)
     await write_sealed(kafka_bootstrap, ns, keyring(), [lan_raw, minh_raw, person("TL-3", *LAN)],
                        dead_letters=[lan_raw, b"not json"])
@@ -102,7 +110,7 @@ async def test_erasing_an_applicant_shreds_their_dead_letter_under_a_key_that_ex
     and a fresh one: the mark on the compacted topic reaches the key on the other."""
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
-                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)])
     subject = crypto.cccd_subject(PEPPER, MINH[1])
     await write_sealed(kafka_bootstrap, ns, keyring(), [], dead_letters=[person("TL-7", *MINH)])
     [key] = await read_all(kafka_bootstrap, scoped(KEYS_DEAD_LETTERS, ns).name, expect=1, idle=0.5)
@@ -136,7 +144,7 @@ def test_the_cli_erases_by_cccd_and_prints_no_personal_data(kafka_bootstrap: str
     """`commune-bus erase --cccd` destroys every key of the subject (two racing ones too), never echoing the number."""
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     asyncio.run(ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
-                                                             KEYS_DEAD_LETTERS, PRIVACY_AUDIT)]))
+                                                             KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)]))
     for _ in range(2):  # two intake workers, two keyrings: two keys of one subject
         asyncio.run(write_sealed(kafka_bootstrap, ns, keyring(), [person("TL-1", *LAN)]))
     subject = crypto.cccd_subject(PEPPER, LAN[1])
@@ -155,7 +163,7 @@ async def test_intake_follows_an_erasure_and_seals_later_events_under_a_new_key(
     """After an erasure, intake's keyring has dropped the key: the applicant's next event gets a new, written key."""
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
-                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)])
     intake = IntakePrivacy(conn, ns, settings(), client_id="tests-intake")
     await intake.start(lambda name, coro: asyncio.create_task(coro, name=name))
     try:
@@ -183,7 +191,7 @@ async def test_an_applicant_known_by_several_identifiers_is_erased_by_all_of_the
     (what the erasure review found); naming the phone too shreds it, each identifier with its own audit record."""
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
-                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)])
     without_cccd = portal_dossier("TL-4", status=2, ChuHoSo=LAN[0], SoDienThoaiChuHoSo=LAN[2])
     del without_cccd["SoGiayToChuHoSo"]
     await write_sealed(kafka_bootstrap, ns, keyring(), [person("TL-1", *LAN), dumps(without_cccd)])
@@ -220,7 +228,8 @@ async def test_a_key_written_again_while_it_is_erased_ends_erased(kafka_bootstra
     from services.privacy.applicant import encrypt_applicant
 
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
-    await ensure_topics(conn, [scoped(KEYS_APPLICANTS, ns), scoped(KEYS_DEAD_LETTERS, ns), scoped(PRIVACY_AUDIT, ns)])
+    await ensure_topics(conn, [scoped(t, ns) for t in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT,
+                                                        PRIVACY_ERASURES)])
     maker = keyring()
     sealed, [record] = encrypt_applicant(maker, "evt-1", Applicant(name=LAN[0], id_number=LAN[1], phone=LAN[2]),
                                          ("/communes/02269/one-stop", "TL-1"))

@@ -18,6 +18,7 @@ from schemas.topics import (
     KEYS_APPLICANTS,
     KEYS_DEAD_LETTERS,
     PRIVACY_AUDIT,
+    PRIVACY_ERASURES,
     TopicSpec,
     scoped,
 )
@@ -47,7 +48,7 @@ async def test_a_kept_store_reads_only_what_was_written_since_and_honours_an_era
         kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
     ns, conn = f"p{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
-                                                       KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+                                                       KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)])
     keks = {"kek-1": KEK}
 
     def kept(given: dict[str, bytes] = keks) -> Keyring:
@@ -113,7 +114,8 @@ async def test_key_topics_made_again_with_more_records_are_read_again(kafka_boot
     from its offsets, skipped the mark, and Lan's key still opened)."""
     ns, conn = f"r{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     keys = [scoped(KEYS_APPLICANTS, ns), scoped(KEYS_DEAD_LETTERS, ns)]
-    await ensure_topics(conn, [*keys, *(scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, PRIVACY_AUDIT))])
+    await ensure_topics(conn, [*keys, *(scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, PRIVACY_AUDIT,
+                                                                        PRIVACY_ERASURES))])
     keks = {"kek-1": KEK}
 
     def kept() -> Keyring:
@@ -163,7 +165,7 @@ async def test_a_key_record_no_reader_can_read_is_remembered_not_read_again_at_e
     as long as the topic kept the record), the key still held unreadable, the gauge behind KeyRecordsUnreadable set."""
     ns, conn = f"u{unique}", KafkaConnection(bootstrap=kafka_bootstrap)
     await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
-                                                       KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+                                                       KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)])
     keks = {"kek-1": KEK}
 
     async def started() -> KeyStore:

@@ -13,7 +13,15 @@ import pytest
 from schemas import wire
 from schemas.dossier import DossierStatusChanged
 from schemas.personal import KeyRecord, SealedApplicant
-from schemas.topics import DLQ_INTAKE, EVENTS_DOSSIER, KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, scoped
+from schemas.topics import (
+    DLQ_INTAKE,
+    EVENTS_DOSSIER,
+    KEYS_APPLICANTS,
+    KEYS_DEAD_LETTERS,
+    PRIVACY_AUDIT,
+    PRIVACY_ERASURES,
+    scoped,
+)
 from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
@@ -44,7 +52,7 @@ def _topics(ns: str) -> list[str]:
 
 async def _setup(conn: KafkaConnection, ns: str) -> None:
     await ensure_topics(conn, [scoped(t, ns) for t in (EVENTS_DOSSIER, DLQ_INTAKE, KEYS_APPLICANTS,
-                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT)])
+                                                        KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES)])
 
 
 async def _new_kek_store(conn: KafkaConnection, ns: str) -> KeyStore:
