@@ -132,7 +132,10 @@ def _messages(refs: Refs) -> dict[str, Any]:
         "name": "notificationStatus", "title": "Notification attempt outcome", **keyed,
         "summary": (NotificationStatus.__doc__ or "").strip().splitlines()[0],
         "description": "commune.notify.status: one JSON record per attempt (sent, delivered, failed, deferred, "
-                       "expired, erased, dead-lettered), keyed by commune; no personal data",
+                       "expired, erased, dead-lettered) to deliver a notification about a canonical event or a "
+                       "deadline alert, keyed by that event's 5-digit commune code, which the value's `commune` "
+                       "repeats; no personal data. Erasure notices to webhook subscribers (ADR 0035) have no status "
+                       "record",
         "payload": refs[(NotificationStatus, "serialization")]}
     out["communeSnapshot"] = {
         "name": "communeSnapshot", "title": COMMUNE_SNAPSHOT, **keyed, "headers": _ce_headers(COMMUNE_SNAPSHOT),
