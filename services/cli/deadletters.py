@@ -14,6 +14,7 @@ from schemas.deadletter import DeadLetterContext, Header, Reason
 from schemas.replay import letter_digest
 from schemas.times import to_utc
 from services.intake import portal
+from services.intake.outputs import WRITTEN_AT
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -116,7 +117,20 @@ def context_matches(context: DeadLetterContext, f: Filters) -> bool:
 
 
 def redriven_headers(letter: DeadLetter, set_headers: dict[str, str]) -> list[tuple[str, bytes | None]]:
-    """Original headers minus `dlq.*` (and any overridden), plus `dlq.replayed=<partition:offset>`."""
+    """Original headers minus `dlq.*` (and any overridden), plus `dlq.replayed=<partition:offset>` and, from its
+    rejection time, when the original was written at the latest (`intake.written-at`): the replayed record is the
+    data the citizen sent then, so one whose applicant was erased since is sealed erased (ADR 0042). Without it the
+    replay counted as new data and was sealed under a new live key: an applicant with neither CCCD nor contact,
+    whose letter was sealed under the day's key, which their erasure does not reach, came back readable (review)."""
     kept = [(k, v) for k, v in letter.headers if not k.startswith("dlq.") and k not in set_headers]
     overrides: list[tuple[str, bytes | None]] = [(k, v.encode()) for k, v in set_headers.items()]
-    return [*kept, *overrides, (Header.REPLAYED.value, letter.position.encode())]
+    written = _ms(letter.context.rejected_at)
+    return [*kept, *overrides, (Header.REPLAYED.value, letter.position.encode()),
+            *([(WRITTEN_AT, str(written).encode())] if written is not None else [])]
+
+
+def _ms(iso: str) -> int | None:
+    try:
+        return int(to_utc(datetime.fromisoformat(iso)).timestamp() * 1000)
+    except (ValueError, OverflowError):
+        return None

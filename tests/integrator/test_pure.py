@@ -170,7 +170,9 @@ def test_a_portal_record_without_a_source_header_has_the_source_intake_gives_it(
 
 
 def test_redriven_record_drops_dlq_headers_and_marks_its_origin() -> None:
-    """Re-driven headers: originals (with fixes applied), no dlq.* except dlq.replayed=<dlq partition:offset>."""
+    """Re-driven headers: originals (with fixes applied), no dlq.* except dlq.replayed=<dlq partition:offset>, and
+    the latest the original can have been written, its rejection time (ADR 0042)."""
     letter = _letter(Reason.MISSING_COMMUNE_HEADER, [("source", b"/x"), ("commune-code", b"99999")], b"{}")
     headers = redriven_headers(letter, {"commune-code": "02269"})
-    assert headers == [("source", b"/x"), ("commune-code", b"02269"), ("dlq.replayed", b"3:41")]
+    assert headers == [("source", b"/x"), ("commune-code", b"02269"), ("dlq.replayed", b"3:41"),
+                       ("intake.written-at", b"1762131600000")]

@@ -8,9 +8,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from schemas.deadletter import DeadLetterContext, Reason
 from schemas.dossier import Applicant
 from schemas.events import Family
 from schemas.personal import ERASED_KEY, ERASED_MARK, ErasureMark, KeyRecord, SealedApplicant, record_key
+from services.cli.deadletters import dead_letter, redriven_headers
 from services.intake.decide import Decider, allow_all
 from services.intake.dedup import SeenIds
 from services.intake.outcome import Accepted
@@ -148,3 +150,42 @@ def test_when_a_raw_record_was_written(timestamp: int, headers: list[tuple[str, 
                                        written: int) -> None:
     """Its timestamp, an earlier time carried by a move, never after it was read."""
     assert written_at(timestamp, headers, read) == written
+
+
+def test_a_dead_letter_of_no_identifier_replayed_after_the_erasure_is_sealed_erased() -> None:
+    """An applicant with a name and address only is sealed under the dossier's subject, but a dead letter of theirs
+    under the day's key, which erasing that subject does not reach: `dlq replay` after the erasure opened it and wrote
+    it back with a new append time, and intake sealed it under a new live key, name and address readable on the
+    canonical topic (review). The replay now carries when the original was written at the latest, its rejection."""
+    rec = portal_dossier("TL-9", ChuHoSo="Lò Thị Mai", DiaChiChuHoSo="Bản Nà Tàng, Mường Khương")
+    for name in ("SoGiayToChuHoSo", "SoDienThoaiChuHoSo"):
+        rec.pop(name)
+    raw, before = dumps(rec), NOW - timedelta(hours=1)
+    letter = deadletters.seal_dead_letter(keyring(), None, raw, [], source_topic="commune.raw.dossier", partition=0,
+                                          offset=7, rejected_on=before.date(), retention_days=30, written_at=before)
+    decide = Decider(Family.DOSSIER, "commune.raw.dossier", 0, SeenIds(), allow_all, 1 << 20, NOW.isoformat(),
+                     keyring=keyring()).decide
+    first = decide(raw, HDR, 1, before)
+    assert isinstance(first, Accepted) and isinstance(first.event.data.applicant, SealedApplicant)
+    subject = first.event.data.applicant.subject
+    assert subject.startswith("d-") and dict(letter.headers)["dlq.sealed.subject"].startswith(b"dlq:")
+
+    ring = keyring()
+    _erased(ring, subject)
+    for r in letter.keys:
+        ring.apply(r.record_key, r.model_dump_json().encode())
+    opened = deadletters.open_dead_letter(ring, None, letter.value, letter.headers,
+                                          source_topic="commune.raw.dossier", partition=0, offset=7)
+    context = DeadLetterContext(reason=Reason.MISSING_COMMUNE_HEADER, field="commune-code", message="m",
+                                source_topic="commune.raw.dossier", source_partition=0, source_offset=7,
+                                rejected_at=before.isoformat())
+    replayed = redriven_headers(dead_letter(0, 3, None, opened.value, [*opened.headers, *context.headers()]),
+                                {"commune-code": "02269"})
+    an_hour_after = int((NOW + timedelta(hours=1)).timestamp() * 1000)
+    at = written_at(an_hour_after, replayed, an_hour_after)
+    assert at == int(before.timestamp() * 1000), (at, WRITTEN_AT)
+    again = Decider(Family.DOSSIER, "commune.raw.dossier", 0, SeenIds(), allow_all, 1 << 20, NOW.isoformat(),
+                    keyring=ring).decide(opened.value, HDR, 9, datetime.fromtimestamp(at / 1000, before.tzinfo))
+    assert isinstance(again, Accepted) and isinstance(again.event.data.applicant, SealedApplicant)
+    assert again.event.data.applicant.key_id == ERASED_KEY
+    _exactly_erased(ring, again.event.id, again.event.data.applicant)
