@@ -59,10 +59,17 @@ def connection(bootstrap: str) -> KafkaConnection:
     tls = connection_options(conn).get("ssl_context")
     pairs = addresses(conn.bootstrap)
 
-    async def answers() -> list[bool | None]:
-        return list(await asyncio.gather(*(answer(host, port, tls, REPLY_WAIT_S) for host, port in pairs)))
+    async def answers() -> set[bool | None]:
+        """What the addresses said, up to the first that replies: one broker frozen among three (the cluster's
+        bootstrap) does not hold a command while another answers."""
+        said: set[bool | None] = set()
+        for done in asyncio.as_completed([answer(host, port, tls, REPLY_WAIT_S) for host, port in pairs]):
+            said.add(await done)
+            if True in said:
+                break
+        return said
 
-    said = asyncio.run(answers()) if pairs else []
+    said = asyncio.run(answers()) if pairs else set()
     if False in said and True not in said:
         raise BrokerSilent(bootstrap, REPLY_WAIT_S)
     return conn

@@ -10,11 +10,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from services.cli import options
 from services.common.probe import answer
 
 pytestmark = pytest.mark.unit
@@ -82,3 +84,30 @@ def test_the_three_answers(silent: int, closed: int) -> None:
 
         s.setblocking(False)
         assert asyncio.run(three()) == (True, False, None)
+
+
+@pytest.mark.parametrize("silent_first", [True, False])
+def test_one_silent_address_among_answering_ones_holds_nothing(monkeypatch: pytest.MonkeyPatch, silent: int,
+                                                              silent_first: bool) -> None:
+    """A cluster's bootstrap with one broker frozen: the command goes on as soon as another answers (it waited for
+    the silent one's REPLY_WAIT_S on top, every command, during the very outage operators look into; review)."""
+    monkeypatch.setattr(options, "REPLY_WAIT_S", 3600.0)
+    with socket.socket() as replying:
+        replying.bind(("127.0.0.1", 0))
+        replying.listen(4)
+        replying.settimeout(60)
+        port = replying.getsockname()[1]
+
+        def hang_up() -> None:
+            conn, _ = replying.accept()
+            conn.close()  # a hang-up is an answer
+
+        answering = threading.Thread(target=hang_up, daemon=True)
+        answering.start()
+        pair = [f"127.0.0.1:{silent}", f"127.0.0.1:{port}"]
+        bootstrap = ",".join(pair if silent_first else pair[::-1])
+        returned: list[object] = []
+        asking = threading.Thread(target=lambda: returned.append(options.connection(bootstrap)), daemon=True)
+        asking.start()
+        asking.join(timeout=60)  # an hour's wait for the silent one, were it waited for
+        assert returned and getattr(returned[0], "bootstrap", None) == bootstrap
