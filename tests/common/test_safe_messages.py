@@ -33,6 +33,7 @@ REVIEWED = {
     "services.common.admin.TopicConfigsNotReconciled",  # the same, for configs
     "services.common.transactions.SendFailed",  # counts and Kafka error names
     "services.privacy.crypto.PrivacyError",  # fixed texts and setting names; never a key, a subject or a value
+    "services.privacy.required_topics.TopicsMissing",  # topic names only (2026-12-06)
 }
 """The classes marked `SafeMessage` by name, each read raise by raise; subclasses of them inherit the mark."""
 
