@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 
@@ -66,8 +67,10 @@ def test_a_dead_letter_keyed_by_a_cccd_is_sealed_whole_replayed_exactly_and_unre
     assert replayed.returncode == 0 and "replayed 1 dead letter" in replayed.stderr, replayed.stderr
     again = [r for r in asyncio.run(read_all(kafka_bootstrap, raw_topic, expect=2, idle=0.5))
              if any(k == "dlq.replayed" for k, _ in r.headers)]
+    rejected_ms = int(datetime.fromisoformat(dict(letter.headers)["dlq.rejected.at"].decode()).timestamp() * 1000)
     assert [(r.key, r.value, list(r.headers)) for r in again] == [
-        (CCCD.encode(), value, [*headers, ("dlq.replayed", f"{letter.partition}:{letter.offset}".encode())])]
+        (CCCD.encode(), value, [*headers, ("dlq.replayed", f"{letter.partition}:{letter.offset}".encode()),
+                                ("intake.written-at", str(rejected_ms).encode())])]  # the latest it was written
 
     audit = asyncio.run(erase_cccd(conn, namespace, PEPPER, CCCD, requested_by="operator:tester"))
     assert audit.keys_destroyed >= 1
