@@ -32,8 +32,9 @@ Headers = Sequence[tuple[str, bytes]]
 REROUTED_FROM = "intake.rerouted-from"
 """Header of a raw record intake moved to its commune's partition: `<topic>/<partition>/<offset>` it came from."""
 WRITTEN_AT = "intake.written-at"
-"""Header of a raw record intake moved to its commune's partition: when the original was written to Kafka (`written_at`,
-ms since the epoch). The copy's own timestamp is the move's, which may come after an erasure the original preceded."""
+"""Header of a raw record written again, when the original was written to Kafka (`written_at`, ms since the epoch): by
+intake moving it to its commune's partition, and by `dlq replay` (the letter's rejection time, the latest it can have
+been written). The copy's own timestamp is its own, which may come after an erasure the original preceded."""
 
 
 def written_at(timestamp_ms: int, headers: Sequence[tuple[str, bytes | None]], read_ms: int) -> int:
