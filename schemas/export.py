@@ -21,8 +21,8 @@ from schemas.deadletter import DeadLetterContext, Header, Reason
 from schemas.envelope import Event
 from schemas.events import EVENT_TYPES, FAMILY_OF_TYPE
 from schemas.lookup import DERIVED_ID_PATTERN, LOOKUP_PATTERN, TRACE_ID_PATTERN
-from schemas.personal import SEALED_HEADERS
-from schemas.topics import CANONICAL, DLQ_INTAKE, RAW
+from schemas.personal import ERASED_EVENT_TYPE, SEALED_HEADERS, ApplicantErased
+from schemas.topics import CANONICAL, DLQ_INTAKE, PRIVACY_ERASURES, RAW
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "jsonschema"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -93,6 +93,17 @@ def deadletter_schema() -> dict[str, Any]:
     }
 
 
+def erasure_webhook_schema() -> dict[str, Any]:
+    """The erasure webhook's body (`ApplicantErased`): every member is always sent, so every member is required."""
+    schema = ApplicantErased.model_json_schema(mode="serialization")
+    schema.update({
+        "required": list(ApplicantErased.model_fields), "$schema": DRAFT, "$id": ID_PREFIX + ERASED_EVENT_TYPE,
+        "x-cloudevents-type": ERASED_EVENT_TYPE,
+        "x-delivered-as": "signed webhook, to subscribers that receive applicants' data (include_personal_data), one "
+                          f"per erasure notice on {PRIVACY_ERASURES.name}"})
+    return schema
+
+
 def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
@@ -101,6 +112,7 @@ def schema_files() -> dict[str, str]:
     """File name -> file content, for every schema this module writes."""
     files = {f"{name}.json": render(event_schema(name, model)) for name, model in sorted(EVENT_TYPES.items())}
     files[DEADLETTER_FILE] = render(deadletter_schema())
+    files[f"{ERASED_EVENT_TYPE}.json"] = render(erasure_webhook_schema())
     return files
 
 

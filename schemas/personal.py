@@ -10,7 +10,7 @@ travels on a topic; the cryptography is in `services/privacy`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
@@ -134,6 +134,34 @@ class ErasureNotice(Model):
     subject: str = Field(pattern=SUBJECT_PATTERN, description="The subject erased, as `data.applicant.subject` names "
                          "it in the canonical events and in webhooks that carry an applicant")
     erased_at: UtcDateTime
+
+
+ERASED_EVENT_TYPE: Final = "vn.communebus.privacy.applicant-erased.v1"
+ERASED_EVENT_SOURCE: Final = "/commune-bus/privacy"
+
+
+class ErasedSubject(Model):
+    """`data` of the erasure webhook: the notice's subject and time, nothing of who asked."""
+
+    subject: str = Field(pattern=SUBJECT_PATTERN, description="The subject erased, as `data.applicant.subject` named "
+                         "it in the webhooks that carried the applicant")
+    erased_at: UtcDateTime
+
+
+class ApplicantErased(Model):
+    """The signed webhook notify sends, for each erasure notice, to every subscriber that receives applicants' data
+    (ADR 0035): structured CloudEvents JSON. Its schema is published beside the events' (`schemas/jsonschema`), so a
+    subscriber validates it as it validates an event's webhook."""
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, max_length=64, description="The erasure's id: a resend has the same id and the "
+                    "same `Webhook-Id`")
+    source: Literal["/commune-bus/privacy"] = ERASED_EVENT_SOURCE
+    type: Literal["vn.communebus.privacy.applicant-erased.v1"] = ERASED_EVENT_TYPE
+    time: UtcDateTime
+    subject: str = Field(pattern=SUBJECT_PATTERN, description="The subject erased (as `data.subject`)")
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: ErasedSubject
 
 
 SEALED_SUBJECT_HEADER = "dlq.sealed.subject"

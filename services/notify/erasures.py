@@ -18,7 +18,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -27,7 +26,7 @@ from pydantic import ValidationError
 
 from schemas.deadletter import internal_error
 from schemas.notification import Audience, ChannelKind, NotificationKind, NotificationRequest, Recipient
-from schemas.personal import ErasureNotice
+from schemas.personal import ERASED_EVENT_SOURCE, ERASED_EVENT_TYPE, ApplicantErased, ErasedSubject, ErasureNotice
 from schemas.topics import NOTIFY_ERASURE_GROUPS, namespaced
 from services.common import clients
 from services.common.closing import close_within
@@ -40,8 +39,8 @@ from services.notify.policy import Backoff, notification_id
 from services.notify.subscribers import Subscriber
 
 log = structlog.get_logger("notify")
-NOTICE_TYPE = "vn.communebus.privacy.applicant-erased.v1"
-NOTICE_SOURCE = "/commune-bus/privacy"
+NOTICE_TYPE = ERASED_EVENT_TYPE
+NOTICE_SOURCE = ERASED_EVENT_SOURCE
 MAX_POLL_INTERVAL_MS = 300_000
 """The notice consumer's `max.poll.interval.ms` (aiokafka's default, set here because the wait below depends on it):
 a member that does not poll for this long leaves its group."""
@@ -65,11 +64,8 @@ def notice_group(namespace: str, subscriber: str) -> str:
 def notice_request(notice: ErasureNotice, sub: Subscriber) -> NotificationRequest:
     """The webhook telling `sub` of the erasure: structured CloudEvents JSON, its id the erasure's, its subject the
     pseudonym that `data.applicant.subject` carried. No commune: an erasure is the applicant's, wherever they went."""
-    payload = orjson.dumps({
-        "specversion": "1.0", "id": notice.erasure_id, "source": NOTICE_SOURCE, "type": NOTICE_TYPE,
-        "time": notice.erased_at.isoformat(), "subject": notice.subject, "datacontenttype": "application/json",
-        "data": {"subject": notice.subject, "erased_at": notice.erased_at.isoformat()},
-    }).decode()
+    payload = ApplicantErased(id=notice.erasure_id, time=notice.erased_at, subject=notice.subject,
+                              data=ErasedSubject(subject=notice.subject, erased_at=notice.erased_at)).model_dump_json()
     ref = f"subscriber:{sub.name}"
     return NotificationRequest(
         notification_id=notification_id(notice.erasure_id, f"erasure:{sub.name}", ref, NOTICE_SOURCE),

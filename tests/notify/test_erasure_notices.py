@@ -26,6 +26,7 @@ from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
 from tests.kafkatools import produce
 from tests.notify.conftest import StartNotify, group_caught_up, publish
 from tests.notify.events import dossier
+from tests.published import problems
 from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.kafka
@@ -95,7 +96,17 @@ def test_a_notice_is_a_cloudevent_naming_the_subject_under_an_id_of_the_erasure_
     event = orjson.loads(a.payload or "")
     assert {k: event[k] for k in ("specversion", "id", "type", "subject")} == {
         "specversion": "1.0", "id": "e-1", "type": NOTICE_TYPE, "subject": NOTICE.subject}
-    assert event["data"] == {"subject": NOTICE.subject, "erased_at": "2026-12-04T05:00:00+00:00"}
+    assert event["data"] == {"subject": NOTICE.subject, "erased_at": "2026-12-04T05:00:00Z"}
+    assert problems(event) == []  # the published schema of its type (schemas/jsonschema) describes it
+
+
+@pytest.mark.unit
+def test_the_erasure_webhooks_schema_refuses_what_no_notice_is() -> None:
+    event = orjson.loads(notice_request(NOTICE, _subscriber("prov-08")).payload or "")
+    for member in ("id", "subject", "time", "data"):
+        assert problems({k: v for k, v in event.items() if k != member}), member
+    assert problems({**event, "data": {**event["data"], "name": "Nguyen Van A"}})  # no personal data beside it
+    assert problems({**event, "type": "vn.communebus.dossier.status-changed.v1"}, NOTICE_TYPE)
 
 
 def taking_sender() -> tuple[NoticeSender, list[str]]:

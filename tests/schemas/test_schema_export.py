@@ -13,6 +13,7 @@ from schema_samples import sample
 from schemas import export
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import EVENT_TYPES
+from schemas.personal import ERASED_EVENT_TYPE
 
 pytestmark = pytest.mark.unit
 COMMITTED = export.committed_files()
@@ -24,8 +25,8 @@ def test_committed_files_equal_regenerated_schemas() -> None:
 
 
 def test_every_event_type_has_a_committed_schema() -> None:
-    """Each canonical type has exactly one file named after it."""
-    assert {f"{t}.json" for t in EVENT_TYPES} | {export.DEADLETTER_FILE} == set(COMMITTED)
+    """Each canonical type has exactly one file named after it, as has the erasure webhook's type."""
+    assert {f"{t}.json" for t in EVENT_TYPES} | {export.DEADLETTER_FILE, f"{ERASED_EVENT_TYPE}.json"} == set(COMMITTED)
 
 
 def test_output_is_deterministic() -> None:
