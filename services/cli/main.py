@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
 from schemas.events import Family
-from services.cli import dlq_commands, erase, kafka_io, notify_dlq, options, trace
+from services.cli import dlq_commands, erase, kafka_io, notify_dlq, offline, options, trace
 from services.cli.errors import CliError
 from services.cli.lines import record_lines
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, resolve_topic
@@ -35,7 +35,7 @@ from services.common import logging
 from services.common.admin import TopicLayoutError, ensure_topics, reconcile_configs
 from services.common.refused import settings_checked
 from services.common.topics_cli import DEFAULT_SOURCES, REPLICAS_KEPT, fewer_replicas, registry_topics
-from services.gateway.batch import BodyError, TooManyRecords, check, split_body
+from services.gateway.batch import BodyError, TooManyRecords, split_body
 from services.intake.portal import is_portal_shape
 from services.privacy.crypto import PrivacyError
 from services.sources.topics import entry_of, raw_topic
@@ -78,11 +78,11 @@ def _records(file: Path) -> tuple[bytes, str, list[bytes]]:
 
 @app.command()
 def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -> None:
-    """Validate FILE offline (JSON object, JSON array or NDJSON): one line per bad record, named by the line of FILE it
-    begins on (blank lines counted); exit 0 only if all valid."""
+    """Validate FILE offline (JSON object, JSON array or NDJSON) as intake would take it, with its default limits: one
+    line per bad record, named by the line of FILE it begins on (blank lines counted); exit 0 only if all valid."""
     body, kind, records = _records(file)
-    checked = check(records, family=family, commune=commune, max_errors=sys.maxsize)  # a file: every bad record
     lines = record_lines(body, kind, records)  # "record 3" was the fourth non-blank line (CLI trial)
+    checked = offline.verdict(records, lines, family=family, commune=commune)
     for index, problems in groupby(checked.errors, key=lambda e: e.index):
         typer.echo(bad_record_line(str(file), lines[index], list(problems)))
     bad = checked.rejected

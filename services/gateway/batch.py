@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -161,6 +161,8 @@ class Checked:
     omitted: int = 0
     """Problems past `MAX_ERRORS`, not listed."""
     unauthorised: bool = False
+    indices: list[int] = field(default_factory=list)
+    """The index in `records` of each of `events`."""
 
 
 def check(records: list[bytes], *, family: Family | None = None, commune: str | None = None,
@@ -168,6 +170,7 @@ def check(records: list[bytes], *, family: Family | None = None, commune: str | 
     """Validate every record; with a caller, also the registry rules for that caller's entry. The first
     `max_errors` problems are listed, the others counted (`Checked.omitted`)."""
     events: list[tuple[Family, Event]] = []
+    indices: list[int] = []
     errors: list[RecordError] = []
     rejected = omitted = 0
     unauthorised = False
@@ -196,4 +199,5 @@ def check(records: list[bytes], *, family: Family | None = None, commune: str | 
             refuse(index, [denied])
             continue
         events.append((fam, event))
-    return Checked(events, errors, rejected, omitted, unauthorised)
+        indices.append(index)
+    return Checked(events, errors, rejected, omitted, unauthorised, indices)

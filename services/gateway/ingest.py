@@ -12,6 +12,7 @@ dossier of 1,015,441 bytes, under 1 MiB, was answered 202 and dead-lettered, its
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,24 +58,13 @@ def plan(body: bytes, content_type: str, *, family: Family | None, commune: str 
     errors = list(checked.errors)
     out: Records = []
     if not errors:  # every record accepted: events[i] is records[i]
-        first: dict[tuple[str, str], int] = {}
         for index, (fam, event) in enumerate(checked.events):
-            if (earlier := first.setdefault((event.source, event.id), index)) != index:  # intake would dead-letter it
-                errors.append(RecordError(index=index, field="id", reason=Reason.DUPLICATE_EVENT.value,
-                                          message=f"id: the same event (source and id) as record {earlier}: send it "
-                                          "once"))
             if traceparent is not None and event.traceparent != traceparent:
-                event = event.model_copy(update={"traceparent": traceparent})
-                checked.events[index] = (fam, event)
-            rec = wire.encode(event)
-            if len(rec.value) > max_record_bytes:
-                errors.append(RecordError(index=index, field="(record)", reason=Reason.PAYLOAD_TOO_LARGE.value,
-                                          message=f"the record as published is {len(rec.value)} bytes; the limit "
-                                          f"is {max_record_bytes}"))
-            elif (too_large := canonical_refusal(event, rec, max_canonical_bytes, intake_seals)) is not None:
-                errors.append(RecordError(index=index, field="(record)", reason=Reason.PAYLOAD_TOO_LARGE.value,
-                                          message=too_large))
-            out.append((raw_topic[fam], rec))
+                checked.events[index] = (fam, event.model_copy(update={"traceparent": traceparent}))
+        out = [(raw_topic[fam], wire.encode(event)) for fam, event in checked.events]
+        errors += intake_refusals(checked.indices, [e for _, e in checked.events], [rec for _, rec in out],
+                                  max_record_bytes=max_record_bytes, max_canonical_bytes=max_canonical_bytes,
+                                  sealed=intake_seals)
     if errors:
         kind, status = ("unauthorised_source", 403) if checked.unauthorised else ("invalid_records", 422)
         bad = checked.rejected or len({e.index for e in errors})
@@ -84,6 +74,28 @@ def plan(body: bytes, content_type: str, *, family: Family | None, commune: str 
     accepted = api.AcceptedBody(accepted=len(out), ids=[e.id for _, e in checked.events],
                                 trace_ids=[trace.trace_id(e.traceparent) or "" for _, e in checked.events])
     return Publish(out, Answer(202, accepted.model_dump()), Counter(f for f, _ in checked.events))
+
+
+def intake_refusals(indices: Sequence[int], events: Sequence[Event], published: Sequence[wire.KafkaRecord], *,
+                    max_record_bytes: int, max_canonical_bytes: int, sealed: bool,
+                    named: Callable[[int], str] = "record {}".format) -> list[RecordError]:
+    """What intake would still dead-letter of records each valid by itself (`events`, at `indices` of the body, and
+    `published`, each as it is published): the same event (source and id) again, and a record too large as published
+    or once canonical. `named`: how a message names the record at an index."""
+    errors: list[RecordError] = []
+    first: dict[tuple[str, str], int] = {}
+    for index, event, rec in zip(indices, events, published, strict=True):
+        if (earlier := first.setdefault((event.source, event.id), index)) != index:
+            errors.append(RecordError(index=index, field="id", reason=Reason.DUPLICATE_EVENT.value,
+                                      message=f"id: the same event (source and id) as {named(earlier)}: send it once"))
+        if len(rec.value) > max_record_bytes:
+            errors.append(RecordError(index=index, field="(record)", reason=Reason.PAYLOAD_TOO_LARGE.value,
+                                      message=f"the record as published is {len(rec.value)} bytes; the limit is "
+                                      f"{max_record_bytes}"))
+        elif (too_large := canonical_refusal(event, rec, max_canonical_bytes, sealed)) is not None:
+            errors.append(RecordError(index=index, field="(record)", reason=Reason.PAYLOAD_TOO_LARGE.value,
+                                      message=too_large))
+    return errors
 
 
 def canonical_refusal(event: Event, published: wire.KafkaRecord, limit: int, sealed: bool) -> str | None:

@@ -45,9 +45,10 @@ def test_the_line_of_a_lone_json_value_is_its_first() -> None:
 
 def test_validate_names_bad_records_by_their_line(tmp_path: Path) -> None:
     """NDJSON with blank lines: the bad records on lines 3 and 6 are said so, the count of records unchanged."""
-    good, bad = orjson.dumps(canonical_dossier()), orjson.dumps(with_data(canonical_dossier("b"), status=9))
+    good, other = orjson.dumps(canonical_dossier()), orjson.dumps(canonical_dossier("c"))  # one again: bad
+    bad = orjson.dumps(with_data(canonical_dossier("b"), status=9))
     path = tmp_path / "events.ndjson"
-    path.write_bytes(b"\n".join([good, b"", bad, good, b"  ", bad]) + b"\n")
+    path.write_bytes(b"\n".join([good, b"", bad, other, b"  ", bad]) + b"\n")
     result = CliRunner().invoke(app, ["validate", str(path)], env={"COLUMNS": "300"})
     assert result.exit_code == 1, result.output
     said = [line for line in result.output.splitlines() if line.startswith(str(path))]
