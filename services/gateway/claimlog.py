@@ -35,7 +35,6 @@ from services.common.settings import KafkaConnection
 from services.common.streak import Streak
 from services.gateway.claims import (
     DEFAULT_ANSWER_BYTES,
-    PRUNE_EVERY_S,
     Answer,
     ClaimRecord,
     ClaimTable,
@@ -43,6 +42,7 @@ from services.gateway.claims import (
     Ticket,
     Verdict,
     new_ticket,
+    prune_due,
     verdict,
 )
 from services.gateway.publisher import BROKER_ERRORS, BrokerUnavailable
@@ -141,7 +141,7 @@ class KafkaClaims:
                 self.table.prune(pruned := self.clock())
                 log.info("gateway.claims_restored", keys=len(self.table), answer_bytes=self.table.body_bytes)
                 self._ready.set()
-            if (now := self.clock()) - pruned > PRUNE_EVERY_S:
+            if prune_due(now := self.clock(), pruned):
                 self.table.prune(now)
                 pruned = now
 

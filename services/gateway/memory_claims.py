@@ -7,7 +7,6 @@ from typing import Any
 
 from services.gateway.claims import (
     DEFAULT_ANSWER_BYTES,
-    PRUNE_EVERY_S,
     Answer,
     ClaimRecord,
     ClaimTable,
@@ -15,6 +14,7 @@ from services.gateway.claims import (
     Ticket,
     Verdict,
     new_ticket,
+    prune_due,
     verdict,
 )
 
@@ -32,7 +32,7 @@ class MemoryClaims:
         self.table.apply(rec)
 
     def _prune(self, now: float) -> None:
-        if now - self._pruned > PRUNE_EVERY_S:
+        if prune_due(now, self._pruned):
             self.table.prune(now)
             self._pruned = now
 
