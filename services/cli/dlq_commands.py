@@ -40,7 +40,8 @@ ReasonOpt = Annotated[list[Reason] | None, typer.Option("--reason", help="Repeat
 SourceOpt = Annotated[str | None, typer.Option("--source", help="CloudEvents source; trailing * = prefix")]
 SinceOpt = Annotated[str | None, typer.Option("--since", help="Rejected at or after: 12h, 30d or 90m (that long "
                                                                  "ago), or an ISO date or time (naive = Vietnam time)")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="Rejected at or before (the same forms)")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Rejected at or before (the same forms; "
+                                                              "a date alone: to its end)")]
 TopicOpt = Annotated[list[str] | None, typer.Option("--topic", help="Raw topic the dead letter was read from (its "
                                                     "exact name, as listed), repeatable")]
 
@@ -59,7 +60,7 @@ def _moment(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
-        return moment(text)
+        return moment(text, day_end=option == "--until")
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
 

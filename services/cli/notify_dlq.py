@@ -48,7 +48,8 @@ ReasonOpt = Annotated[str | None, typer.Option("--reason", help="A reason, or it
 ChannelOpt = Annotated[ChannelKind | None, typer.Option("--channel")]
 SinceOpt = Annotated[str | None, typer.Option("--since", help="Given up at or after: 12h, 30d, 90m, or an ISO date "
                                                                  "or time (naive = Vietnam time)")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="Given up at or before (the same forms)")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Given up at or before (the same forms; "
+                                                              "a date alone: to its end)")]
 
 
 class Listing(NamedTuple):
@@ -101,7 +102,8 @@ async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLett
 
 def _filters(reason: str | None, channel: ChannelKind | None, since: str | None, until: str | None) -> NotifyFilters:
     try:
-        return NotifyFilters(reason, channel, moment(since) if since else None, moment(until) if until else None)
+        return NotifyFilters(reason, channel, moment(since) if since else None,
+                             moment(until, day_end=True) if until else None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since/--until") from None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -36,10 +36,14 @@ MOMENT_FORMS = ("30d, 12h or 90m (days, hours, minutes ago), or a date or time s
                 "2026-11-01T08:00 (Vietnam time unless it names its offset)")
 
 
-def moment(text: str, now: datetime | None = None) -> datetime:
+def moment(text: str, now: datetime | None = None, *, day_end: bool = False) -> datetime:
     """The instant (UTC) a `--since` / `--until` text names: `MOMENT_FORMS`; ValueError naming them for anything else.
-    Before 1970 is 1970 (Kafka's time index takes -1 and -2 for "latest" and "earliest")."""
+    Before 1970 is 1970 (Kafka's time index takes -1 and -2 for "latest" and "earliest"). With `day_end` (`--until`, "at
+    or before"), a date alone is the last instant of that day in Vietnam: its first left the whole day out, and
+    `--since D --until D` matched nothing (time audit, 2026-12-06)."""
     text = text.strip()
+    if day_end and _is_date(text):
+        return moment(text, now) + timedelta(days=1, microseconds=-1)
     now = now or datetime.now(UTC)
     if ago := _AGO.fullmatch(text):
         return max(datetime.fromtimestamp(0, UTC), now - int(ago[1]) * _UNIT[ago[2]])
@@ -50,6 +54,14 @@ def moment(text: str, now: datetime | None = None) -> datetime:
     if at is None:
         raise ValueError(f"give {MOMENT_FORMS}")
     return max(datetime.fromtimestamp(0, UTC), at)
+
+
+def _is_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def connection(bootstrap: str) -> KafkaConnection:

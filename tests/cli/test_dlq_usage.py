@@ -113,3 +113,16 @@ def test_a_since_before_1970_reads_from_the_start_not_a_negative_time(monkeypatc
     result = run("list", "--since", since)
     assert result.exit_code == 0, result.output
     assert asked == [0]
+
+
+@pytest.mark.parametrize("until, last", [("2026-12-01", "2026-12-01T23:59:59.999999+07:00"),
+                                         ("2026-12-01T08:00", "2026-12-01T08:00+07:00")])
+def test_an_until_date_alone_takes_that_whole_day(reads: list[object], until: str, last: str) -> None:
+    """`--until 2026-12-01` ("at or before") is the end of that day in Vietnam; a time is itself (time audit: a date
+    stopped at its 00:00, so the day named was left out and `--since D --until D` listed nothing)."""
+    result = run("list", "--since", "2026-12-01", "--until", until)
+    assert result.exit_code == 0, result.output
+    call = reads[0]
+    assert isinstance(call, tuple) and isinstance(call[2], Filters)
+    assert call[2].until == datetime.fromisoformat(last)
+    assert call[2].since == datetime.fromisoformat("2026-12-01T00:00+07:00")

@@ -233,3 +233,12 @@ def test_notify_dlq_list_masks_a_personal_number_in_an_event_id(monkeypatch: pyt
     assert row["event_id"] == ("/citizens/079912345678" if shown else "/citizens/07********78")
     assert row["notification_id"] == (found.request.notification_id if shown else None)  # a hash of the id
     assert row["dlq"] == "0:7" and row["reason"] == "http_401"
+
+
+def test_notify_dlq_until_a_date_alone_takes_that_whole_day() -> None:
+    """`notify-dlq --since 2026-12-01 --until 2026-12-01`: that whole day in Vietnam (it stopped at its 00:00)."""
+    from services.cli.notify_dlq import _filters
+
+    filters = _filters(None, None, "2026-12-01", "2026-12-01")
+    assert (filters.since, filters.until) == (datetime(2026, 11, 30, 17, 0, tzinfo=UTC),
+                                              datetime(2026, 12, 1, 16, 59, 59, 999999, tzinfo=UTC))
