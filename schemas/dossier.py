@@ -29,6 +29,8 @@ def _status(value: object) -> object:
         return status
     if isinstance(value, str) and (digits := value.strip()).isascii() and digits.isdigit() and len(digits) <= 9:
         value = int(digits)
+    elif isinstance(value, float) and value.is_integer() and abs(value) < 1e9:  # JSON's 4.0 is 4, as the schema's enum
+        value = int(value)                                                      # takes it (contracts audit)
     if isinstance(value, int) and not isinstance(value, bool) and value in DossierStatus._value2member_map_:
         return DossierStatus(value)
     if isinstance(value, DossierStatus):

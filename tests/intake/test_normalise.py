@@ -442,3 +442,21 @@ def test_binary_mode_without_ce_specversion_is_named_as_such() -> None:
     headers = [(k, v) for k, v in record.headers if k != "ce_specversion"]
     outcome = rejected(Family.DOSSIER, record.value, headers)
     assert [(p.reason, p.field) for p in outcome.problems] == [(Reason.MISSING_FIELD, "ce_specversion")]
+
+
+@pytest.mark.parametrize("status", [float(s) for s in DossierStatus])
+def test_a_status_written_as_a_whole_number_with_a_fraction_point_is_that_status(status: float) -> None:
+    """JSON's `4.0` is the number 4: the published schema's enum takes it (JSON Schema compares numbers by value), so
+    intake does, and publishes `4` (contracts audit: it was dead-lettered as `unknown_status`)."""
+    event = canonical_dossier(status=int(status), ended_at="2025-11-04T10:00:00", returned_at="2025-11-04T11:00:00")
+    event["data"]["status"] = status
+    out = accepted(Family.DOSSIER, orjson.dumps(event)).event
+    assert out.data.status == DossierStatus(int(status))
+    assert orjson.loads(wire.encode(out).value)["status"] == int(status)
+
+
+@pytest.mark.parametrize("status", [4.5, -0.5, 1e300, 11.0, 0.0])
+def test_a_status_with_a_fraction_or_out_of_range_is_refused(status: float) -> None:
+    event = canonical_dossier()
+    event["data"]["status"] = status
+    assert rejected(Family.DOSSIER, orjson.dumps(event)).problems[0].reason is Reason.UNKNOWN_STATUS
