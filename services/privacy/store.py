@@ -3,7 +3,7 @@
 `start` reads both key topics to their end (committed records only, like every restore; `RestoreStalled`
 once it read nothing for `RESTORE_STALL_S`, as every restore given a stall limit);
 `run` then follows them for as long as the service runs (spawn it on the Supervisor),
-and forgets expired keys on the way (`Keyring.expire`, at most once a minute).
+and forgets expired keys on the way (`Keyring.expire`, at most once a minute unless more are due).
 `refresh` waits until everything committed before the call has been applied: a value
 whose key is unknown is opened again after it, and only then counted as erased; a store
 that does not catch up in time raises `KeysBehind` (transient, a Kafka error), never erased.
@@ -28,6 +28,7 @@ from services.common import changelog, clients
 from services.common.logging import where
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
+from services.privacy import keyring as keyrings
 from services.privacy.crypto import PrivacyError
 from services.privacy.key_records import RecordRefused, encoded
 from services.privacy.keyring import Keyring
@@ -111,7 +112,8 @@ RESTORE_STALL_S = changelog.RESTORE_STALL_S
 once it read nothing for this long: a broker frozen mid-restore held it for as long as it was frozen (asked again every
 200 ms; still reading after 180 s), a service not ready and never restarted, a command with PRIVACY_* set alike."""
 EXPIRY_INTERVAL_S = 60.0
-"""How often `run` forgets expired keys: they expire by the day, and the sweep walks every key."""
+"""How often `run` forgets expired keys: they expire by the day. A call that forgot as many as it may
+(`keyring.EXPIRED_AT_ONCE`: a day's dead letters' keys expire together) is followed by another after the next fetch."""
 
 
 class KeyStore:
@@ -220,6 +222,8 @@ class KeyStore:
         self._expired_at = now
         if gone := self.keyring.expire():
             log.info("privacy.keys_expired", keys=gone)
+        if gone >= keyrings.EXPIRED_AT_ONCE:  # more may be due: after the next fetch, not in a minute
+            self._expired_at = None
 
     async def _fetch_once(self) -> None:
         batch = await self._consumer.getmany(timeout_ms=200, max_records=10_000)
