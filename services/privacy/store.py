@@ -1,7 +1,8 @@
 """The key store: tails the key topics into a `Keyring` and keeps it current (erasures drop keys at once).
 
 `start` reads both key topics to their end (committed records only, like every restore; `RestoreStalled`
-once it read nothing for `RESTORE_STALL_S`, as every restore given a stall limit);
+once it read nothing for `RESTORE_STALL_S`, as every restore given a stall limit), or the applicants' alone for
+a reader that opens nothing sealed under a dead letter's key (`applicants_only`: notify, ADR 0044);
 `run` then follows them for as long as the service runs (spawn it on the Supervisor),
 and forgets expired keys on the way (`Keyring.expire`, at most once a minute unless more are due).
 `refresh` waits until everything committed before the call has been applied: a value
@@ -118,12 +119,13 @@ EXPIRY_INTERVAL_S = 60.0
 
 class KeyStore:
     def __init__(self, conn: KafkaConnection, namespace: str, keyring: Keyring, *, client_id: str,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.keyring, self.topics = keyring, key_topics(namespace)
+                 monotonic: Callable[[], float] = time.monotonic, applicants_only: bool = False) -> None:
+        followed = 1 if applicants_only else 2  # (notify: dead letters' keys seal intake's dead letters only)
+        self.keyring, self.topics = keyring, key_topics(namespace)[:followed]
         self._monotonic = monotonic
         self._expired_at: float | None = None
         """When `run` last forgot expired keys (its own clock)."""
-        self._counts = (KEYS_APPLICANTS.partitions, KEYS_DEAD_LETTERS.partitions)
+        self._counts = (KEYS_APPLICANTS.partitions, KEYS_DEAD_LETTERS.partitions)[:followed]
         """The registry's partition counts (services check the real layout against it at start)."""
         self._consumer: AIOKafkaConsumer = clients.consumer(conn, client_id=client_id)
         self._watermarks = changelog.Watermarks(conn, client_id)
@@ -141,9 +143,9 @@ class KeyStore:
         audit: 74 lines for one `dlq list`; a service restoring 20 M keys would write as many)."""
 
     async def start(self) -> None:
-        """Assign every partition of both key topics and apply them to their current end: from where the keyring's
-        table left off (kept across restarts, ADR 0034) if that still fits the topics, else from the beginning.
-        Raises `RestoreStalled` once it read nothing for `RESTORE_STALL_S` (the broker gone)."""
+        """Assign every partition of the key topics it follows and apply them to their current end: from where the
+        keyring's table left off (kept across restarts, ADR 0034) if that still fits the topics, else from the
+        beginning. Raises `RestoreStalled` once it read nothing for `RESTORE_STALL_S` (the broker gone)."""
         async with changelog.stall_limit(RESTORE_STALL_S, "key store restore") as progressed:
             await self._start(progressed)
 
