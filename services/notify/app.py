@@ -198,7 +198,11 @@ class NotifyApp:
         # keys on disk, the ones used last in memory (ADR 0034)
         keyring = self.privacy.service_keyring(f"{self.s.namespace}-{CLIENT_ID}")
         stack.callback(keyring.close)  # after the key store has stopped (the stack unwinds in reverse)
-        store = KeyStore(self.s, self.s.namespace, keyring, client_id=f"{CLIENT_ID}-keys")
+        # the applicants' key topic only: everything notify opens is sealed under an applicant's permanent key (the
+        # canonical events' applicants, copied into its ledger, dead letters and replays) or already erased, and their
+        # erasure marks are there; the dead letters' expiring keys seal intake's dead letters alone, and junk records
+        # naming new applicants filled its memory with them (soak audit, ADR 0044)
+        store = KeyStore(self.s, self.s.namespace, keyring, client_id=f"{CLIENT_ID}-keys", applicants_only=True)
         stack.push_async_callback(close_within, SERVICE, "key-store", store.stop)  # a restore that fails too
         await store.start()
         stack.push_async_callback(_cancel, [self.sup.spawn("key-store", store.run())])

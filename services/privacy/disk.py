@@ -4,7 +4,7 @@ A service's keyring holds every applicant's data key, so it grows with the count
 year of new applicants at DOMAIN.md's upper bound (~33 M keys) ~15 GB in each process holding one
 (`bench_keyring`). `DiskKeys` keeps them in a RocksDB store instead, with the `PRIVACY_KEYS_CACHED` subjects used
 last in memory, unwrapped, and with them what the keyring must remember besides its keys: the erased key ids, the
-subjects' erasure marks, the keys it could not read, and an index of the keys that expire.
+subjects' erasure marks, the keys it could not read, and an index by time of the keys that expire (`disk_expiry`).
 
 The store lives in a folder of the run or in one kept across restarts (`disk_folder`: where, held by whom, its data
 keys sealed under what), in rows laid out by `disk_rows`. In a kept store the changes of a key-store fetch are staged
@@ -29,6 +29,7 @@ import structlog
 from rocksdict import WriteBatch
 
 from services.privacy import disk_rows as rows
+from services.privacy.disk_expiry import ExpiryIndex
 from services.privacy.disk_folder import Kept, StoreFolder
 from services.privacy.key_records import READER
 from services.privacy.key_tables import Remembered, _Key
@@ -89,6 +90,7 @@ class DiskKeys(Remembered):
         self._erased = rows.Ids(self._db, rows.ERASED, self._stage)
         self._unreadable = rows.Ids(self._db, rows.UNREADABLE, self._stage)
         self._marks = rows.Marks(self._db, self._stage)
+        self._expiry = ExpiryIndex(self._db, self._stage)
         self._closed = False
 
     # --- KeyTable -------------------------------------------------------------------------------
@@ -116,14 +118,13 @@ class DiskKeys(Remembered):
         self._absent = None
         on_disk = len(before) - self._extra.pop(subject, 0)
         confirmed = tuple(key for key in keys if key.record is None)
+        if before:  # the index rows of the keys that leave
+            staying = {key.key_id for key in keys}
+            self._expiry.drop(subject, [key for key in before if key.key_id not in staying])
         if confirmed or on_disk:  # (not for a new applicant's first key: pending, nothing on disk yet)
-            self._unindex(subject, before)
             # on disk, always: a subject pinned for a pending key has its confirmed keys written all the same (review:
             # a key of another worker confirmed meanwhile was in memory only, and the offsets went past its record)
             self._stage(rows.KEYS + subject.encode(), self._stored(subject, confirmed) if confirmed else None)
-            for key in confirmed:
-                if key.expires_at is not None:
-                    self._stage(rows.key_of(rows.EXPIRING, subject, key.key_id), rows.encode(key.expires_at))
             self._count += len(confirmed) - on_disk
         if len(confirmed) < len(keys):  # pending keys: in memory until confirmed, never evicted
             self._extra[subject] = len(keys) - len(confirmed)
@@ -139,8 +140,8 @@ class DiskKeys(Remembered):
         on_disk = len(keys) - self._extra.pop(subject, 0)
         self._pinned.pop(subject, None)
         self._cache.pop(subject, None)
+        self._expiry.drop(subject, keys)
         if on_disk:
-            self._unindex(subject, keys)
             self._stage(rows.KEYS + subject.encode(), None)
             self._count -= on_disk
         return keys
@@ -149,9 +150,13 @@ class DiskKeys(Remembered):
         """Keys held: on disk, and pending in memory (as a keyring in memory counts them)."""
         return self._count + sum(self._extra.values())
 
-    def expiring(self) -> list[tuple[datetime, str, str]]:
-        """The confirmed keys that expire (the keyring's expiry heap, read back at start)."""
-        return [(rows.decode(value), *rows.ids_of(key)) for key, value in rows.scan(self._db, rows.EXPIRING)]
+    def expires(self, subject: str, key_id: str, at: datetime) -> None:
+        self._expiry.add(subject, key_id, at)  # a pending key's too: its row is on disk, the key in memory
+
+    def due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        if self._staged:  # the rows staged since the last batch are read with the others
+            self._flush(None)
+        return self._expiry.due(now, limit)
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """The key topics' offsets this store has applied up to; none (read from the beginning) for a fresh store,
@@ -203,7 +208,8 @@ class DiskKeys(Remembered):
         self._extra.clear()
         self._staged.clear()
         batch = WriteBatch(raw_mode=True)
-        for tag in (rows.KEYS, rows.ERASED, rows.UNREADABLE, rows.MARKS, rows.EXPIRING, rows.OFFSETS, rows.FENCEPOSTS):
+        for tag in (rows.KEYS, rows.ERASED, rows.UNREADABLE, rows.MARKS, rows.EXPIRING, rows.EXPIRIES, rows.OFFSETS,
+                    rows.FENCEPOSTS):
             batch.delete_range(tag, bytes([tag[0] + 1]))
         batch.delete(rows.REREAD)
         batch.delete(rows.REFUSED_BY)
@@ -269,11 +275,6 @@ class DiskKeys(Remembered):
             row = rows.KEYS + subject.encode()
             self._db.compact_range(row, row + b"\0")
         self._shredded.clear()
-
-    def _unindex(self, subject: str, keys: tuple[_Key, ...]) -> None:
-        for key in keys:
-            if key.expires_at is not None:
-                self._stage(rows.key_of(rows.EXPIRING, subject, key.key_id), None)
 
     def _remember(self, subject: str, keys: tuple[_Key, ...]) -> None:
         self._cache[subject] = keys

@@ -22,7 +22,6 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -31,11 +30,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
 
-from schemas.limits import EARLIEST, LATEST
 from services.common import rocks
 from services.common.run_folder import RunFolder, remove_orphans
 from services.privacy import crypto
-from services.privacy.disk_rows import COUNT, EXPIRING, FINGERPRINT, decode, encode, scan
+from services.privacy.disk_expiry import moved_from_the_old_index
+from services.privacy.disk_rows import COUNT, FINGERPRINT, encode
 
 log = structlog.get_logger("privacy.keys")
 
@@ -118,12 +117,13 @@ class StoreFolder:
         return True
 
     def _open_kept(self, fingerprint: bytes) -> Rdict:
-        """The kept store, or a fresh one if there is none or it was made under other KEKs (or is unreadable)."""
+        """The kept store, or a fresh one if there is none or it was made under other KEKs (or is unreadable); an index
+        of expiries an older reader kept is moved to the one by time first (`disk_expiry`)."""
         db: Rdict | None = None
         try:
             db = Rdict(str(self.path), _options())  # with its write-ahead log (see below)
             stored = db.get(FINGERPRINT)
-            if stored == fingerprint and _expiries_sound(db):
+            if stored == fingerprint and moved_from_the_old_index(db):
                 log.info("privacy.key_store_kept", keys=int(db.get(COUNT) or b"0"))
                 return db
             reason = ("new" if stored is None else "other KEKs" if stored != fingerprint
@@ -148,17 +148,6 @@ class StoreFolder:
 
     def open_key(self, subject: str, key_id: str, sealed: bytes) -> bytes:
         return self.sealer.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], crypto.wrap_aad(subject, key_id))
-
-
-def _expiries_sound(db: Rdict) -> bool:
-    """Every expiry in the index is an aware time within `schemas.limits` (what `KeyRecord` reads since 2026-12-04). A
-    reader before that stored one without an offset (msgpack gives it back as text) or past 2100: met by the keyring's
-    aware ones, it raised at every start (audit). The index holds every expiring key's: a few days of dead letters."""
-    for _, value in scan(db, EXPIRING):
-        expiry = decode(value)
-        if not (isinstance(expiry, datetime) and expiry.tzinfo is not None and EARLIEST <= expiry <= LATEST):
-            return False
-    return True
 
 
 def _options() -> Options:

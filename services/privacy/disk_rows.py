@@ -11,6 +11,9 @@ from rocksdict import Rdict
 
 # record keys in the store: a tag byte, then the rest
 KEYS, ERASED, UNREADABLE, MARKS, EXPIRING, OFFSETS, FENCEPOSTS = b"k", b"e", b"u", b"m", b"x", b"o", b"p"
+EXPIRIES = b"t"
+"""The keys that expire, by time (`disk_expiry`); `EXPIRING` is the index before it (by key, read whole at each start),
+only read to be moved here."""
 COUNT, FINGERPRINT, SAVED_AT, REREAD = b"!count", b"!fingerprint", b"!saved_at", b"!reread"
 REFUSED_BY = b"!refused_by"
 """The `key_records.READER` that refused a key record here (`skipped(refused=True)`): another one reads all again."""

@@ -3,6 +3,7 @@ RocksDB (`services.privacy.disk`), with what the keyring remembers besides them 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, MutableMapping, MutableSet
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,8 +69,12 @@ class KeyTable(Protocol):
 
     def marks(self) -> MutableMapping[str, datetime]: ...
 
-    def expiring(self) -> list[tuple[datetime, str, str]]:
-        """The confirmed keys that expire, as the table holds them now (the expiry heap's start)."""
+    def expires(self, subject: str, key_id: str, at: datetime) -> None:
+        """`subject`'s key `key_id` expires at `at` (made here, or its record read): indexed for `due`."""
+
+    def due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` keys indexed to expire at or before `now`, earliest first, taken off the index; the keyring
+        forgets each that is still held and due (an entry can be stale: its key gone, or its expiry changed since)."""
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """The key topics' offsets the table holds every record before applied (none: read from the beginning)."""
@@ -117,6 +122,9 @@ class MemoryKeys(Remembered):
         self._erased: set[tuple[str, str]] = set()
         self._unreadable: set[tuple[str, str]] = set()
         self._marks: dict[str, datetime] = {}
+        self._expiring: list[tuple[datetime, str, str]] = []
+        """The keys that expire, by time (a heap): the few a reader in memory holds; a service's table (on disk)
+        keeps its index there, as memory would grow with every dead letter's key (`disk_expiry`)."""
 
     def get(self, subject: str) -> tuple[_Key, ...] | None:
         return self._keys.get(subject)
@@ -130,8 +138,15 @@ class MemoryKeys(Remembered):
     def count(self) -> int:
         return sum(len(keys) for keys in self._keys.values())
 
-    def expiring(self) -> list[tuple[datetime, str, str]]:
-        return []
+    def expires(self, subject: str, key_id: str, at: datetime) -> None:
+        heapq.heappush(self._expiring, (at, subject, key_id))
+
+    def due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        taken: list[tuple[str, str]] = []
+        while self._expiring and self._expiring[0][0] <= now and len(taken) < limit:
+            _, subject, key_id = heapq.heappop(self._expiring)
+            taken.append((subject, key_id))
+        return taken
 
     def offsets(self) -> dict[tuple[str, int], int]:
         return {}
@@ -154,6 +169,7 @@ class MemoryKeys(Remembered):
         self._erased.clear()
         self._unreadable.clear()
         self._marks.clear()
+        self._expiring.clear()
 
     def close(self) -> None:
         self.clear()

@@ -1,9 +1,10 @@
 """The key store: tails the key topics into a `Keyring` and keeps it current (erasures drop keys at once).
 
 `start` reads both key topics to their end (committed records only, like every restore; `RestoreStalled`
-once it read nothing for `RESTORE_STALL_S`, as every restore given a stall limit);
+once it read nothing for `RESTORE_STALL_S`, as every restore given a stall limit), or the applicants' alone for
+a reader that opens nothing sealed under a dead letter's key (`applicants_only`: notify, ADR 0044);
 `run` then follows them for as long as the service runs (spawn it on the Supervisor),
-and forgets expired keys on the way (`Keyring.expire`, at most once a minute).
+and forgets expired keys on the way (`Keyring.expire`, at most once a minute unless more are due).
 `refresh` waits until everything committed before the call has been applied: a value
 whose key is unknown is opened again after it, and only then counted as erased; a store
 that does not catch up in time raises `KeysBehind` (transient, a Kafka error), never erased.
@@ -28,6 +29,7 @@ from services.common import changelog, clients
 from services.common.logging import where
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
+from services.privacy import keyring as keyrings
 from services.privacy.crypto import PrivacyError
 from services.privacy.key_records import RecordRefused, encoded
 from services.privacy.keyring import Keyring
@@ -111,17 +113,19 @@ RESTORE_STALL_S = changelog.RESTORE_STALL_S
 once it read nothing for this long: a broker frozen mid-restore held it for as long as it was frozen (asked again every
 200 ms; still reading after 180 s), a service not ready and never restarted, a command with PRIVACY_* set alike."""
 EXPIRY_INTERVAL_S = 60.0
-"""How often `run` forgets expired keys: they expire by the day, and the sweep walks every key."""
+"""How often `run` forgets expired keys: they expire by the day. A call that forgot as many as it may
+(`keyring.EXPIRED_AT_ONCE`: a day's dead letters' keys expire together) is followed by another after the next fetch."""
 
 
 class KeyStore:
     def __init__(self, conn: KafkaConnection, namespace: str, keyring: Keyring, *, client_id: str,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.keyring, self.topics = keyring, key_topics(namespace)
+                 monotonic: Callable[[], float] = time.monotonic, applicants_only: bool = False) -> None:
+        followed = 1 if applicants_only else 2  # (notify: dead letters' keys seal intake's dead letters only)
+        self.keyring, self.topics = keyring, key_topics(namespace)[:followed]
         self._monotonic = monotonic
         self._expired_at: float | None = None
         """When `run` last forgot expired keys (its own clock)."""
-        self._counts = (KEYS_APPLICANTS.partitions, KEYS_DEAD_LETTERS.partitions)
+        self._counts = (KEYS_APPLICANTS.partitions, KEYS_DEAD_LETTERS.partitions)[:followed]
         """The registry's partition counts (services check the real layout against it at start)."""
         self._consumer: AIOKafkaConsumer = clients.consumer(conn, client_id=client_id)
         self._watermarks = changelog.Watermarks(conn, client_id)
@@ -139,9 +143,9 @@ class KeyStore:
         audit: 74 lines for one `dlq list`; a service restoring 20 M keys would write as many)."""
 
     async def start(self) -> None:
-        """Assign every partition of both key topics and apply them to their current end: from where the keyring's
-        table left off (kept across restarts, ADR 0034) if that still fits the topics, else from the beginning.
-        Raises `RestoreStalled` once it read nothing for `RESTORE_STALL_S` (the broker gone)."""
+        """Assign every partition of the key topics it follows and apply them to their current end: from where the
+        keyring's table left off (kept across restarts, ADR 0034) if that still fits the topics, else from the
+        beginning. Raises `RestoreStalled` once it read nothing for `RESTORE_STALL_S` (the broker gone)."""
         async with changelog.stall_limit(RESTORE_STALL_S, "key store restore") as progressed:
             await self._start(progressed)
 
@@ -220,6 +224,8 @@ class KeyStore:
         self._expired_at = now
         if gone := self.keyring.expire():
             log.info("privacy.keys_expired", keys=gone)
+        if gone >= keyrings.EXPIRED_AT_ONCE:  # more may be due: after the next fetch, not in a minute
+            self._expired_at = None
 
     async def _fetch_once(self) -> None:
         batch = await self._consumer.getmany(timeout_ms=200, max_records=10_000)

@@ -14,7 +14,7 @@ from aiokafka import ConsumerRecord
 
 from schemas.personal import record_key
 from services.common.settings import KafkaConnection
-from services.privacy import crypto
+from services.privacy import crypto, disk_rows
 from services.privacy import disk as disk_module
 from services.privacy.crypto import Erased
 from services.privacy.disk import DiskKeys
@@ -47,7 +47,7 @@ def clock(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Keyr
     now = [NOW]
     table = DiskKeys(tmp_path, cached=3) if request.param == "disk" else None
     keyring = Keyring({"kek-1": KEK}, "kek-1", PEPPER, clock=lambda: now[0], table=table)
-    keyring.key_for("dlq:2026-12-01", NOW + timedelta(days=1))  # a day key: the expiry heap holds one already
+    keyring.key_for("dlq:2026-12-01", NOW + timedelta(days=1))  # a day key: the expiry index holds one already
     yield keyring, now
     keyring.close()
 
@@ -103,8 +103,10 @@ def test_a_kept_store_holding_an_expiry_a_reader_before_the_bound_let_in_starts_
     expiry the bound now refuses, is started over (the key topics read whole again) as a damaged one is."""
     kept = Kept.of("ns-tests", {"kek-1": KEK}, "kek-1")
     table = DiskKeys(tmp_path, cached=2, kept=kept)
-    table.put("dlq:2026-12-01", (_Key("k-day", bytes(32), NOW, NOW + timedelta(days=1)),))
-    table.put(SUBJECT, (_Key("k-poison", bytes(32), NOW, expires_at),))  # what the old reader stored
+    old = (("dlq:2026-12-01", "k-day", NOW + timedelta(days=1)), (SUBJECT, "k-poison", expires_at))
+    for subject, key_id, at in old:
+        table.put(subject, (_Key(key_id, bytes(32), NOW, at),))  # what the old reader stored, its index by key too
+        table._stage(disk_rows.key_of(disk_rows.EXPIRING, subject, key_id), disk_rows.encode(at))
     for subject in ("a-1", "a-2"):
         table.put(subject, (_Key(f"k-{subject}", bytes(32), NOW, None),))
     table.checkpoint({(TOPIC, 0): 8})

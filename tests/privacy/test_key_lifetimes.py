@@ -187,6 +187,43 @@ async def test_the_key_store_forgets_expired_keys_as_it_follows_at_most_once_a_m
     assert calls == [10, 70, 130] and len(ring) == 0
 
 
+async def test_the_key_store_forgets_a_day_of_expired_keys_a_batch_after_each_fetch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A day's dead letters' keys expire at one instant: `expire` forgets `EXPIRED_AT_ONCE` of them a call (3 here),
+    and `KeyStore.run` calls it again after its next fetch while a call forgot that many, then once a minute again
+    (before: every due key in one call, the event loop held for all of them)."""
+    from services.privacy import keyring as keyrings
+
+    monkeypatch.setattr(keyrings, "EXPIRED_AT_ONCE", 3)
+    now, ticks = [NOW + timedelta(days=2)], [0.0]
+    ring = keyring(lambda: now[0])
+    for i in range(7):
+        _read_back(ring, ring.key_for(f"dlq:letter-{i}", NOW + timedelta(days=1))[2])
+    calls: list[tuple[float, int]] = []
+    expire = ring.expire
+
+    def counted() -> int:
+        calls.append((ticks[0], gone := expire()))
+        return gone
+
+    ring.expire = counted  # type: ignore[method-assign]
+    store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "ns", ring, client_id="tests-expiry-batches",
+                     monotonic=lambda: ticks[0])
+
+    class Enough(Exception):
+        pass
+
+    async def fetch_once() -> None:  # each fetch takes 10 s
+        ticks[0] += 10
+        if ticks[0] > 100:
+            raise Enough
+
+    store._fetch_once = fetch_once  # type: ignore[method-assign]
+    with pytest.raises(Enough):
+        await store.run()
+    assert calls == [(10, 3), (20, 3), (30, 1), (90, 0)] and len(ring) == 0
+
+
 def test_a_key_whose_cipher_left_the_kept_ones_seals_and_opens_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
     """A keyring keeps the AES-GCM objects of the keys it used last only (`CIPHERS_KEPT`; ~2.5 KB each): an older
     key's is built again on use, and what it sealed opens; an erased key's leaves at once."""
