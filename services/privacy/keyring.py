@@ -14,7 +14,6 @@ created up to it, and refuses such a key's record read after it.
 from __future__ import annotations
 
 import heapq
-import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.key_records import KeyUnknown, KeyUnreadable, RecordRefused, record_digest
 from services.privacy.key_tables import KeyTable, MemoryKeys, _Key, new_key
+from services.privacy.pseudonyms import Pseudonyms
 
 Clock = Callable[[], datetime]
 
@@ -41,7 +41,7 @@ CIPHERS_KEPT = 4096
 than half of a keyring's memory); another key's is built again on use (~1.3 µs, a seal costs ~0.7)."""
 
 
-class Keyring:
+class Keyring(Pseudonyms):
     """Data keys by subject. Not thread-safe; one per event loop (the key store and the pure code share it)."""
 
     def __init__(self, keks: Mapping[str, bytes], kek_id: str, pepper: bytes, *, clock: Clock = utcnow,
@@ -51,8 +51,8 @@ class Keyring:
         if any(len(k) != crypto.KEY_BYTES for k in keks.values()) or len(pepper) < 16:
             raise PrivacyError("key-encryption keys must be 32 bytes and the pepper at least 16")
         self._keks = {kid: AESGCM(k) for kid, k in keks.items()}
+        super().__init__(pepper)
         self._kek_id, self._clock = kek_id, clock
-        self._pepper = crypto.keyed_pepper(pepper)
         self._keys: KeyTable = MemoryKeys() if table is None else table
         self._built: deque[_Key] = deque()
         """The keys whose AESGCM is built, oldest first (`CIPHERS_KEPT`)."""
@@ -64,22 +64,6 @@ class Keyring:
         """Keys whose record `apply` could not read (`KeyUnreadable`): one entry per such record, as `_erased`."""
         self._marks = self._keys.marks()
         """Per erased subject, the latest erasure mark's time: its keys created up to it are erased."""
-
-    # --- subjects -------------------------------------------------------------------------------
-
-    def subject(self, kind: str, value: str) -> str:
-        """The pseudonymous subject id of an identifier (`cccd`, `phone`, `email`, `zalo`)."""
-        return crypto.identifier_subject(self._pepper, kind, value)
-
-    def dossier_subject(self, source: str, dossier_code: str) -> str:
-        """The subject of an applicant with no CCCD, phone, e-mail or Zalo id: their dossier's (`erase_subject`)."""
-        return crypto.dossier_subject(self._pepper, source, dossier_code)
-
-    @staticmethod
-    def anonymous_subject() -> str:
-        """A random `r-` subject, as intake gave such an applicant before 2026-12-03 (a new one, hence a new permanent
-        key, for every event): such subjects stay in old data, readable and erasable; nothing seals under new ones."""
-        return "r-" + crypto.b64(os.urandom(16))
 
     # --- keys -----------------------------------------------------------------------------------
 
