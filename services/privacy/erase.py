@@ -7,9 +7,9 @@ made a key writes its record with every transaction that uses it until its key s
 reads it back, so a copy may follow the tombstone (written before the worker read it);
 on the compacted topic a key's last record is what every later reader keeps. So the
 erasure also writes the subject's mark (`ErasureMark`, `<subject>/~erased`: keys created
-up to the request, plus a margin for clocks), which every keyring honours whichever it
-reads first and which compaction keeps; and it reads the topic again afterwards and
-tombstones such late copies, so the wrapped keys leave the log too. The audit record
+up to the erasure by the broker's clock, plus a margin; `erasure_time`), which every keyring
+honours whichever it reads first and which compaction keeps; and it reads the topic again
+afterwards and tombstones such late copies, so the wrapped keys leave the log too. The audit record
 holds the pseudonymous subject id, never the CCCD. In the same transaction, a notice on
 commune.privacy.erasures tells subscribers, and through notify the webhook subscribers that
 receive applicants' data, to delete what they keep of the subject (ADR 0035).
@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import ValidationError
 
-from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, ErasureNotice, KeyRecord, record_key
+from schemas.personal import ERASED_MARK, ErasureAudit, ErasureNotice, KeyRecord, record_key
 from schemas.topics import (
     KEYS_APPLICANTS,
     KEYS_DEAD_LETTERS,
@@ -42,11 +42,14 @@ from services.common.admin import partition_counts, topic_errors
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.privacy import crypto, required_topics
+from services.privacy.erasure_time import erasure_mark
 from services.privacy.store import key_topics
 
 CLOCK_MARGIN = timedelta(minutes=1)
-"""The mark covers keys created up to this long after the request: a worker whose clock runs ahead made its key
-before the erasure but dated it later. A worker that has read the mark dates the subject's new keys after it."""
+"""The mark covers what was written up to this long after the erasure by the broker's clock (`erasure_mark`): for the
+brokers' clocks among themselves (a raw partition's leader stamps its records, the audit topic's leader the erasure),
+and for keys dated by a worker's own clock (written before ADR 0043). A worker that has read the mark dates the
+subject's new keys after it."""
 TIDY_PASSES = 3
 PASS_INTERVAL_S = 1.0
 """Between the erasure's transaction and each read for late copies: the key stores follow the topic in far less."""
@@ -163,7 +166,6 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
                  committed: Committed | None = None) -> ErasureAudit | None:
     """`erase_subject`; with `only_if_live`, nothing at all (None) for a subject without a live key."""
     audit = audit_record(subject, requested_by, via, now)
-    mark = ErasureMark(subject=subject, created_up_to=audit.requested_at + CLOCK_MARGIN)
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
     notices_topic = scoped(PRIVACY_ERASURES, namespace).name
     await required_topics.require(conn, [t.name for t in erasure_topics(namespace)])
@@ -177,11 +179,14 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
             return None
         audit = audit.model_copy(update={"keys_destroyed": sum(len(ids) for ids in live.values())})
         async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
+            # the audit record first: the broker's answer dates the mark by the broker's clock (`erasure_mark`)
+            logged = await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode())
+            await transactions.all_sent([logged])
+            mark = erasure_mark(audit, logged.result(), CLOCK_MARGIN)
             sent = [await producer.send(topic, None, key=record_key(subject, key_id))
                     for topic, ids in live.items() for key_id in sorted(ids)]
             sent.append(await producer.send(keys_topic, mark.model_dump_json().encode(),
                                             key=record_key(subject, ERASED_MARK)))
-            sent.append(await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode()))
             # for those who hold the subject's data (subscribers; notify tells webhook subscribers, ADR 0035)
             sent.append(await producer.send(notices_topic, notice_of(audit).model_dump_json().encode(),
                                             key=subject.encode()))

@@ -1,0 +1,110 @@
+"""An erasure holds whatever the clocks of the eraser's and intake's hosts say (ADR 0043): its mark is dated by the
+broker's clock, as raw records' times and the keys made for them are, and a replayed dead letter carries its
+original's broker time. The time audit's three cases, with a host's clock minutes off the broker's (no broker: the
+erasure's Kafka in memory, stamping the audit topic's records as a LogAppendTime topic does)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import RecordMetadata
+from structlog.testing import capture_logs
+
+from schemas.events import Family
+from schemas.personal import ERASED_KEY, ERASED_MARK, ErasureAudit, SealedApplicant, record_key
+from services.intake.decide import Decider, allow_all
+from services.intake.dedup import SeenIds
+from services.intake.outcome import Accepted
+from services.privacy import applicant as sealing
+from services.privacy import erase
+from services.privacy.crypto import Erased
+from services.privacy.erasure_time import erasure_mark
+from services.privacy.keyring import Keyring
+from tests.privacy.fakes import Broker
+from tests.privacy.keys import NOW, keyring
+from tests.samples import HDR, dumps, portal_dossier
+
+pytestmark = pytest.mark.unit
+
+T0 = NOW
+"""When the erasure happens, by the broker's clock (the right one)."""
+CCCD = "008123456789"
+"""The applicant of `tests.samples.portal_dossier`."""
+OFF = [timedelta(seconds=91), timedelta(minutes=5), timedelta(hours=2)]
+"""How far a host's clock is from the broker's: the audit's first failing figure, and well past it."""
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+async def _erase(monkeypatch: pytest.MonkeyPatch, subject: str, eraser_now: datetime) -> tuple[bytes, bytes]:
+    """Erase `subject` (one live key) at `T0` by the broker, on a host whose clock says `eraser_now`: the mark's
+    record key and value as committed."""
+    broker = Broker({"k1"}, clock=lambda: T0)
+    broker.install(monkeypatch)
+    await erase.erase_subject(None, "", subject, requested_by="operator", now=eraser_now)  # type: ignore[arg-type]
+    [mark] = [(k, v) for tx in broker.committed for _, v, k in tx if k == record_key(subject, ERASED_MARK) and v]
+    return mark
+
+
+def _decide(ring: Keyring, code: str, written: datetime, offset: int = 1) -> Accepted:
+    decision = Decider(Family.DOSSIER, "commune.raw.dossier", 0, SeenIds(), allow_all, 1 << 20, T0.isoformat(),
+                       keyring=ring).decide(dumps(portal_dossier(code)), HDR, offset, written)
+    assert isinstance(decision, Accepted) and isinstance(decision.event.data.applicant, SealedApplicant)
+    return decision
+
+
+def _name(ring: Keyring, decision: Accepted) -> str | None:
+    """The applicant's name as `ring` opens it, or "[erased]"."""
+    sealed = decision.event.data.applicant
+    assert isinstance(sealed, SealedApplicant)
+    try:
+        return sealing.open_field(ring, decision.event.id, sealed, "name")
+    except Erased:
+        return "[erased]"
+
+
+@pytest.mark.usefixtures("key_table")
+@pytest.mark.parametrize("behind", OFF)
+async def test_a_dossier_written_before_the_erasure_of_a_slow_eraser_stays_erased(
+        behind: timedelta, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A: the eraser's clock `behind` the broker's (an operator's laptop). A dossier appended 30 s before the erasure
+    and read after it is sealed erased; one appended past the mark's minute is new data that opens. Before, the mark
+    was the eraser's clock and a minute: from 91 s behind, the first went under a new live key, its name readable."""
+    intake = keyring(clock=lambda: T0 + timedelta(minutes=10))
+    subject = intake.subject("cccd", CCCD)
+    mark = await _erase(monkeypatch, subject, T0 - behind)
+    intake.apply(*mark)
+    late = _decide(intake, "TL-1", T0 - timedelta(seconds=30))
+    new = _decide(intake, "TL-2", T0 + erase.CLOCK_MARGIN + timedelta(seconds=1), 2)
+    assert [d.event.data.applicant.key_id == ERASED_KEY for d in (late, new)] == [True, False]  # type: ignore[union-attr]
+    reader = keyring(clock=lambda: T0 + timedelta(minutes=11))
+    reader.apply(*mark)
+    for record in (*late.keys, *new.keys):
+        reader.apply(record.record_key, record.model_dump_json().encode())
+    assert (_name(reader, late), _name(reader, new)) == ("[erased]", "Nguyễn Thị Lan")
+
+
+def test_an_eraser_ahead_of_the_broker_erases_up_to_its_own_time() -> None:
+    """The mark is never earlier than the request: an eraser's clock ahead erases a little more of the subject's new
+    data, never less of what came before (the broker's time alone would end the mark before the request)."""
+    audit = ErasureAudit(erasure_id="e", subject="a-s", requested_by="op", requested_at=T0 + timedelta(minutes=5),
+                         keys_destroyed=0)
+    stamped = RecordMetadata("commune.privacy.audit", 0, TopicPartition("commune.privacy.audit", 0), 0, _ms(T0), 1, 0)
+    assert erasure_mark(audit, stamped, erase.CLOCK_MARGIN).created_up_to == T0 + timedelta(minutes=6)
+
+
+def test_an_audit_topic_still_at_create_time_dates_the_mark_by_the_eraser_and_says_so() -> None:
+    """Before `topics create` has given the audit topic LogAppendTime, the broker stamps nothing: the mark is dated by
+    the eraser's clock, as before this change, and a warning names the fix."""
+    audit = ErasureAudit(erasure_id="e", subject="a-s", requested_by="op", requested_at=T0 - timedelta(minutes=5),
+                         keys_destroyed=0)
+    unstamped = RecordMetadata("commune.privacy.audit", 0, TopicPartition("commune.privacy.audit", 0), 0,
+                               _ms(T0 - timedelta(minutes=5)), 0, 0)
+    with capture_logs() as logs:
+        mark = erasure_mark(audit, unstamped, erase.CLOCK_MARGIN)
+    assert mark.created_up_to == T0 - timedelta(minutes=4)
+    assert [e["event"] for e in logs] == ["erase.mark_by_local_clock"] and "topics create" in logs[0]["fix"]
