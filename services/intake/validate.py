@@ -170,7 +170,7 @@ class Validation:
                 # from the end of the turn: counted from its start, a turn of 0.2 ms or more (a busy loop) would
                 # make validation yield after every record
                 self.next_yield = time.perf_counter() + YIELD_AFTER_S
-            written_ms = written_at(rec.timestamp, rec.headers, self.now_ms)
+            written_ms = written_at(rec.timestamp, rec.headers, self.now_ms, rec.timestamp_type)
             written = datetime.fromtimestamp(written_ms / 1000, UTC)  # before an erasure: sealed erased (ADR 0042)
             decision = decide(rec.value, rec.headers, rec.offset, written)
             if isinstance(decision, Accepted):

@@ -6,22 +6,33 @@ erasure's Kafka in memory, stamping the audit topic's records as a LogAppendTime
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import RecordMetadata
 from structlog.testing import capture_logs
 
+from schemas import wire
+from schemas.dossier import DossierStatusChanged
 from schemas.events import Family
-from schemas.personal import ERASED_KEY, ERASED_MARK, ErasureAudit, SealedApplicant, record_key
+from schemas.personal import ERASED_KEY, ERASED_MARK, ErasureAudit, ErasureMark, KeyRecord, SealedApplicant, record_key
+from schemas.topics import KEYS_APPLICANTS, RAW
+from services.common.partitioner import partition_for
 from services.intake.decide import Decider, allow_all
-from services.intake.dedup import SeenIds
+from services.intake.dedup import SeenByPartition, SeenIds
 from services.intake.outcome import Accepted
+from services.intake.outputs import TransactionOutputs
+from services.intake.settings import IntakeSettings
+from services.intake.validate import Topics, Validation
 from services.privacy import applicant as sealing
 from services.privacy import erase
 from services.privacy.crypto import Erased
 from services.privacy.erasure_time import erasure_mark
+from services.privacy.intake import IntakePrivacy
 from services.privacy.keyring import Keyring
+from tests.intake.fakes import Batch
+from tests.intake.fakes import Producer as IntakeProducer
 from tests.privacy.fakes import Broker
 from tests.privacy.keys import NOW, keyring
 from tests.samples import HDR, dumps, portal_dossier
@@ -108,3 +119,41 @@ def test_an_audit_topic_still_at_create_time_dates_the_mark_by_the_eraser_and_sa
         mark = erasure_mark(audit, unstamped, erase.CLOCK_MARGIN)
     assert mark.created_up_to == T0 - timedelta(minutes=4)
     assert [e["event"] for e in logs] == ["erase.mark_by_local_clock"] and "topics create" in logs[0]["fix"]
+
+
+class _Privacy:
+    """What intake's validation asks of its privacy shell (`IntakePrivacy`) for an accepted record."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+
+    def key_messages(self, records: list[KeyRecord]) -> list[tuple[str, bytes, bytes]]:
+        return [(KEYS_APPLICANTS.name, r.record_key, r.model_dump_json().encode()) for r in records]
+
+
+@pytest.mark.parametrize("behind", OFF)
+async def test_a_dossier_written_after_the_mark_read_at_once_by_a_slow_intake_is_new_data(behind: timedelta) -> None:
+    """Intake's clock `behind` the broker's: a dossier appended 2 minutes after an erasure and read at once is the
+    citizen's new data, under a live key. Before, intake capped the broker's append time at its own clock (for
+    CreateTime topics): the dossier counted as written before the mark, and was sealed erased."""
+    topics = Topics.of("")
+    raw_topic = RAW[Family.DOSSIER].name
+    partitions = {**{t: RAW[f].partitions for t, f in topics.family_of.items()},
+                  **{t: 6 for t in topics.canonical.values()}, KEYS_APPLICANTS.name: KEYS_APPLICANTS.partitions}
+    home = partition_for(b"02269", partitions[raw_topic])
+    ring = keyring(clock=lambda: T0 + timedelta(minutes=2) - behind)
+    subject = ring.subject("cccd", CCCD)
+    ring.apply(record_key(subject, ERASED_MARK),
+               ErasureMark(subject=subject, created_up_to=T0 + erase.CLOCK_MARGIN).model_dump_json().encode())
+    validation = Validation(topics, partitions, SeenByPartition(), IntakeSettings(),
+                            cast(IntakePrivacy, _Privacy(ring)))
+    appended = T0 + timedelta(minutes=2)
+    validation.now_ms, validation.rejected_at = _ms(appended - behind), (appended - behind).isoformat()  # its clock
+    value = dumps(portal_dossier("TL-4"))
+    record = ConsumerRecord(raw_topic, home, 4, _ms(appended), 1, b"02269", value, None, 5, len(value), HDR)
+    out = TransactionOutputs(cast(AIOKafkaProducer, IntakeProducer()), partitions)
+    await validation.partition(TopicPartition(raw_topic, home), [record], out)
+    [event] = [wire.decode(list(h), v) for topic, _, batch in out.batches if topic == topics.canonical[Family.DOSSIER]
+               for _, v, h in cast(Batch, batch).records]
+    assert isinstance(event, DossierStatusChanged) and isinstance(event.data.applicant, SealedApplicant)
+    assert event.data.applicant.key_id in ring.key_ids(subject)
