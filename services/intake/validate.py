@@ -203,8 +203,10 @@ class Validation:
                         reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,
                         message=f"the canonical event would exceed {self.max_canonical_bytes} bytes",
                         source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
-            # what `trace` finds it by without the raw topics (ADR 0038): read here, for dead letters only
-            decision = decision.model_copy(update=lookup_names(family, rec.value, rec.headers))
+            # what `trace` finds it by without the raw topics (ADR 0038): read here, for dead letters only; and when
+            # the record was written, which a replay carries (by the broker's clock, not this host's: ADR 0043)
+            decision = decision.model_copy(update={**lookup_names(family, rec.value, rec.headers),
+                                                   "source_written_at": written_ms})
             self._dead_letter(out, privacy, rec, decision, written)
             out.outcomes[(family, decision.reason)] += 1
             if (rejected := REJECTIONS_LOGGED.due((family, decision.reason))) is not None:

@@ -114,6 +114,8 @@ def test_a_record_written_before_an_erasure_and_read_after_it_stays_erased(
         [before] = asyncio.run(read_all(kafka_bootstrap, canonical_topic, expect=1, timeout=60, idle=0.5))
         [letter] = asyncio.run(read_all(kafka_bootstrap, dlq_topic, expect=1, timeout=60, idle=0.5))
         assert dict(letter.headers)["dlq.reason"] == b"missing_commune_header"
+        # when its original was written by the broker's clock, for a replay to carry (ADR 0043)
+        assert dict(letter.headers)["dlq.source.written-at"] == str(raw[1].timestamp).encode()
         assert not any(asyncio.run(live_keys_by_topic(conn, ns, subject)).values()), "a live key for the erased"
         asyncio.run(produce(kafka_bootstrap, raw_topic, [(b"02269", _dossier("TL-251101-0302"), HDR)]))
         after = [r for r in asyncio.run(read_all(kafka_bootstrap, canonical_topic, expect=2, timeout=60, idle=0.5))

@@ -14,15 +14,17 @@ from aiokafka.structs import RecordMetadata
 from structlog.testing import capture_logs
 
 from schemas import wire
+from schemas.deadletter import DeadLetterContext, Reason
 from schemas.dossier import DossierStatusChanged
 from schemas.events import Family
 from schemas.personal import ERASED_KEY, ERASED_MARK, ErasureAudit, ErasureMark, KeyRecord, SealedApplicant, record_key
 from schemas.topics import KEYS_APPLICANTS, RAW
+from services.cli.deadletters import dead_letter, redriven_headers
 from services.common.partitioner import partition_for
 from services.intake.decide import Decider, allow_all
 from services.intake.dedup import SeenByPartition, SeenIds
 from services.intake.outcome import Accepted
-from services.intake.outputs import TransactionOutputs
+from services.intake.outputs import TransactionOutputs, written_at
 from services.intake.settings import IntakeSettings
 from services.intake.validate import Topics, Validation
 from services.privacy import applicant as sealing
@@ -119,6 +121,51 @@ def test_an_audit_topic_still_at_create_time_dates_the_mark_by_the_eraser_and_sa
         mark = erasure_mark(audit, unstamped, erase.CLOCK_MARGIN)
     assert mark.created_up_to == T0 - timedelta(minutes=4)
     assert [e["event"] for e in logs] == ["erase.mark_by_local_clock"] and "topics create" in logs[0]["fix"]
+
+
+@pytest.mark.parametrize("ahead", OFF)
+async def test_a_dead_letter_rejected_before_the_erasure_by_a_fast_intake_is_replayed_erased(ahead: timedelta) -> None:
+    """B: intake's clock `ahead` of the broker's. A record appended 30 s before the erasure is dead-lettered;
+    `dlq replay` after the erasure dates the copy by the original's broker time (`dlq.source.written-at`), so intake
+    seals it erased. Before, the replay carried the rejection time by intake's clock: 91 s fast, it was new data."""
+    topics = Topics.of("")
+    raw_topic = RAW[Family.DOSSIER].name
+    partitions = {**{t: RAW[f].partitions for t, f in topics.family_of.items()},
+                  **{t: 6 for t in topics.canonical.values()}}
+    validation = Validation(topics, partitions, SeenByPartition(), IntakeSettings())
+    written = T0 - timedelta(seconds=30)
+    validation.now_ms, validation.rejected_at = _ms(written + ahead), (written + ahead).isoformat()  # intake's clock
+    value = dumps(portal_dossier("TL-3"))
+    original = ConsumerRecord(raw_topic, 0, 7, _ms(written), 1, b"02269", value, None, 5, len(value), [])  # no header
+    out = TransactionOutputs(cast(AIOKafkaProducer, IntakeProducer()), partitions)
+    await validation.partition(TopicPartition(raw_topic, 0), [original], out)
+    [(_, letter_value, letter_key, headers, _)] = [o for o in out.others if o[0] == topics.dlq]
+    letter = dead_letter(0, 3, letter_key, letter_value, headers)
+    assert letter.context.reason.value == "missing_commune_header"
+    replayed_at = _ms(T0 + timedelta(hours=1))  # the copy's own append time
+    at = written_at(replayed_at, redriven_headers(letter, {"commune-code": "02269"}), replayed_at)
+    ring = keyring()
+    subject = ring.subject("cccd", CCCD)
+    ring.apply(record_key(subject, ERASED_MARK),
+               ErasureMark(subject=subject, created_up_to=T0 + erase.CLOCK_MARGIN).model_dump_json().encode())
+    again = _decide(ring, "TL-3", datetime.fromtimestamp(at / 1000, T0.tzinfo), 9)
+    assert (at, again.event.data.applicant.key_id) == (_ms(written), ERASED_KEY)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("intakes", [None, b"1796111970000"])
+def test_a_replay_takes_the_originals_time_from_intakes_own_headers_only(intakes: bytes | None) -> None:
+    """A `dlq.source.written-at` the original record carried (a producer's, far in the future) never dates the replay:
+    intake's own, in its block of `dlq.*` headers, does; a letter without one (written before this change) is dated
+    by its rejection, as before."""
+    context = DeadLetterContext(reason=Reason.MISSING_FIELD, field="x", message="m", source_topic="commune.raw.dossier",
+                                source_partition=0, source_offset=7, rejected_at=T0.isoformat())
+    block = context.headers()
+    if intakes is not None:
+        block.append(("dlq.source.written-at", intakes))
+    forged = [("dlq.source.written-at", b"9999999999999")]
+    letter = dead_letter(0, 3, None, dumps(portal_dossier("TL-6")), [*HDR, *forged, *block])
+    replayed = [v for k, v in redriven_headers(letter, {}) if k == "intake.written-at"]
+    assert replayed == [intakes or str(_ms(T0)).encode()]
 
 
 class _Privacy:
