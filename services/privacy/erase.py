@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -63,19 +63,22 @@ async def live_keys(conn: KafkaConnection, namespace: str, subject: str,
 
 
 async def live_keys_by_topic(conn: KafkaConnection, namespace: str, subject: str,
-                             created_up_to: datetime | None = None) -> dict[str, set[str]]:
+                             created_up_to: datetime | None = None,
+                             tombstoned: Mapping[str, Collection[str]] | None = None) -> dict[str, set[str]]:
     """`live_keys` on both key topics, by topic: the applicants' keys and those of their dead letters, which expire
     with them (`commune.keys.deadletters`). Both are the subject's keys: an erasure counts and tombstones both (an
-    erasure of an applicant known only from a dead letter counted 0 keys destroyed)."""
+    erasure of an applicant known only from a dead letter counted 0 keys destroyed). `tombstoned` (by topic): key ids
+    live whenever they were dated, copies of keys an erasure tombstoned (ids are random, never made twice)."""
     live: dict[str, set[str]] = {}
     for spec in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS):
         topic = scoped(spec, namespace).name
-        live[topic] = await _live_in(conn, topic, spec.partitions, subject, created_up_to)
+        live[topic] = await _live_in(conn, topic, spec.partitions, subject, created_up_to,
+                                     (tombstoned or {}).get(topic, ()))
     return live
 
 
 async def _live_in(conn: KafkaConnection, topic: str, partitions: int, subject: str,
-                   created_up_to: datetime | None) -> set[str]:
+                   created_up_to: datetime | None, tombstoned: Collection[str] = ()) -> set[str]:
     prefix = f"{subject}/".encode()
     live: set[str] = set()
 
@@ -85,7 +88,8 @@ async def _live_in(conn: KafkaConnection, topic: str, partitions: int, subject: 
         key_id = record.key[len(prefix):].decode("utf-8", "replace")
         if key_id == ERASED_MARK:
             return
-        if record.value is None or (created_up_to is not None and _created_after(record.value, created_up_to)):
+        if record.value is None or (created_up_to is not None and key_id not in tombstoned
+                                    and _created_after(record.value, created_up_to)):
             live.discard(key_id)
         else:
             live.add(key_id)
@@ -194,8 +198,8 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
         if committed is not None:
             committed(audit)
 
-        async def late_copies() -> dict[str, set[bytes]]:
-            late = await live_keys_by_topic(conn, namespace, subject, created_up_to=mark.created_up_to)
+        async def late_copies() -> dict[str, set[bytes]]:  # a copy of a key tombstoned here, however it is dated
+            late = await live_keys_by_topic(conn, namespace, subject, mark.created_up_to, live)
             return {topic: {record_key(subject, key_id) for key_id in ids} for topic, ids in late.items()}
 
         await tombstone_late_copies(producer, late_copies)  # refused by every keyring already, gone from the log too

@@ -80,7 +80,8 @@ class Keyring(Pseudonyms):
         `written_at`: when the record being sealed was written to Kafka. Written up to the subject's erasure mark,
         it is data the erasure was asked for, read late (intake down or behind): sealed already erased, under
         `ERASED_KEY` and a key dropped at once, never under a live key of the subject, even one made since for its
-        new data (ADR 0042). Nothing to write: every keyring answers `Erased` for that key id.
+        new data (ADR 0042). Nothing to write: every keyring answers `Erased` for that key id. A key made for it is
+        dated by it, the broker's clock, as the mark is (ADR 0043); without it, by this keyring's clock.
         """
         if written_at is not None and (mark := self._marks.get(subject)) is not None and written_at <= mark:
             return ERASED_KEY, AESGCM(crypto.new_key()), []
@@ -98,10 +99,12 @@ class Keyring(Pseudonyms):
         if fitting:
             newest = max(fitting, key=lambda k: (k.created_at, k.key_id))
             return newest.key_id, newest.aead or self._build(newest), newest.records()
-        if (mark := self._marks.get(subject)) is not None and now <= mark:  # an erased subject's new data: a key
-            now = min(mark + _AFTER, LATEST)  # no reader refuses (the mark covers a margin for clocks beyond the
-            # erasure); a mark at the end of time erases every key, this one too, but its record still reads
-        key = new_key(self._keks[self._kek_id], self._kek_id, subject, now, expires_at)
+        # by a worker's clock, 71 s fast, a key made before an erasure was dated after its mark and outlived it
+        created = now if written_at is None else min(max(written_at, EARLIEST), LATEST).astimezone(UTC)
+        if (mark := self._marks.get(subject)) is not None and created <= mark:  # an erased subject's new data: a
+            created = min(mark + _AFTER, LATEST)  # key no reader refuses (the mark covers a margin for clocks beyond
+            # the erasure); a mark at the end of time erases every key, this one too, but its record still reads
+        key = new_key(self._keks[self._kek_id], self._kek_id, subject, created, expires_at)
         self._keys.put(subject, (*(keys or ()), key))
         if expires_at is not None:
             heapq.heappush(self._expiring, (expires_at, subject, key.key_id))

@@ -5,8 +5,10 @@ erasure's Kafka in memory, stamping the audit topic's records as a LogAppendTime
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -28,14 +30,14 @@ from services.intake.outputs import TransactionOutputs, written_at
 from services.intake.settings import IntakeSettings
 from services.intake.validate import Topics, Validation
 from services.privacy import applicant as sealing
-from services.privacy import erase
+from services.privacy import erase, required_topics
 from services.privacy.crypto import Erased
 from services.privacy.erasure_time import erasure_mark
 from services.privacy.intake import IntakePrivacy
 from services.privacy.keyring import Keyring
 from tests.intake.fakes import Batch
 from tests.intake.fakes import Producer as IntakeProducer
-from tests.privacy.fakes import Broker
+from tests.privacy.fakes import Broker, Producer
 from tests.privacy.keys import NOW, keyring
 from tests.samples import HDR, dumps, portal_dossier
 
@@ -204,3 +206,67 @@ async def test_a_dossier_written_after_the_mark_read_at_once_by_a_slow_intake_is
                for _, v, h in cast(Batch, batch).records]
     assert isinstance(event, DossierStatusChanged) and isinstance(event.data.applicant, SealedApplicant)
     assert event.data.applicant.key_id in ring.key_ids(subject)
+
+
+@pytest.mark.usefixtures("key_table")
+@pytest.mark.parametrize("ahead", [timedelta(seconds=71), *OFF[1:]])
+async def test_a_key_made_before_the_erasure_by_a_fast_intake_is_erased_in_every_later_key_store(
+        ahead: timedelta, monkeypatch: pytest.MonkeyPatch) -> None:
+    """C: intake's clock `ahead` makes a key for a dossier appended 10 s before the erasure; its record is written
+    again after the tombstone. A key store reading the compacted topic (the mark, that copy) refuses it: the key is
+    dated by the dossier's broker time, under the mark. Before, it was dated by intake's clock, after the mark, and the
+    pre-erasure dossier opened again, for good (audit: from 71 s fast)."""
+    worker = keyring(clock=lambda: T0 - timedelta(seconds=10) + ahead)
+    made = _decide(worker, "TL-5", T0 - timedelta(seconds=10), 5)
+    [record] = made.keys
+    mark = await _erase(monkeypatch, record.subject, T0)
+    later = keyring(clock=lambda: T0 + timedelta(days=2))
+    later.apply(*mark)
+    later.apply(record.record_key, record.model_dump_json().encode())  # the late copy, its tombstone compacted away
+    assert (_name(later, made), record.created_at <= T0) == ("[erased]", True)
+
+
+class _KeyLog:
+    """The applicants' key topic as the erasure reads it: records before it, what each transaction committed, and a
+    worker's late copy written just after the erasure's transaction (it had not read the tombstone yet)."""
+
+    def __init__(self, broker: Broker, before: list[tuple[bytes, bytes | None]], late: tuple[bytes, bytes]) -> None:
+        self.broker, self.before, self.late = broker, before, late
+
+    def records(self, topic: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+        if topic != KEYS_APPLICANTS.name:
+            return
+        yield from self.before
+        for n, tx in enumerate(self.broker.committed):
+            yield from ((k, v) for t, v, k in tx if t == topic)
+            if n == 0:
+                yield self.late
+
+    async def read_to_end(self, _: Any, topic: str, __: Any, apply: Any, **___: Any) -> None:
+        for key, value in list(self.records(topic)):
+            apply(0, SimpleNamespace(key=key, value=value))
+
+
+async def test_the_clean_up_tombstones_a_late_copy_of_an_erased_key_however_it_is_dated(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """C: a key the erasure tombstoned, whose record a worker wrote again after the tombstone, dated 5 minutes after
+    the mark (by a fast clock, as intake dated keys before this change): the clean-up tombstones the copy again, as
+    it is a copy of a key it erased (ids are never made twice). Before, a copy dated after the mark was taken for the
+    subject's new key and left, the last record of that key once the topic was compacted."""
+    subject = "a-subject"
+    stale = KeyRecord(subject=subject, key_id="k1", kek_id="kek-1", wrapped="AAAA",
+                      created_at=T0 + timedelta(minutes=5))
+    key = record_key(subject, "k1")
+    broker = Broker(set(), clock=lambda: T0)
+    log = _KeyLog(broker, [(key, stale.model_dump_json().encode())], (key, stale.model_dump_json().encode()))
+
+    async def require(*_: Any) -> None: ...
+
+    monkeypatch.setattr(required_topics, "require", require)
+    monkeypatch.setattr(erase, "PASS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(erase, "read_to_end", log.read_to_end)
+    monkeypatch.setattr(erase.clients, "transactional_producer", lambda *_a, **_k: Producer(broker))
+    audit = await erase.erase_subject(None, "", subject, requested_by="operator", now=T0)  # type: ignore[arg-type]
+    assert audit.keys_destroyed == 1
+    assert [[(t, v, k) for t, v, k in tx if v is None] for tx in broker.committed] == [
+        [(KEYS_APPLICANTS.name, None, key)], [(KEYS_APPLICANTS.name, None, key)]]
