@@ -34,12 +34,14 @@ from schemas.topics import (
     INTAKE_DEDUP,
     MAX_RECORD_BYTES,
     RAW,
+    STAMPED_BY_BROKER,
     TopicSpec,
     scoped,
 )
 from services.common.admin import TopicConfigError, described_configs, ensure_topics, list_topics
 from services.common.partitioner import partition_for
 from services.common.sparse import Sparse
+from services.intake import telemetry
 from services.intake.decide import Decider, SourcePolicy, allow_all
 from services.intake.dedup import SeenByPartition, changelog_record, published_key
 from services.intake.lookup import lookup_names
@@ -156,6 +158,8 @@ class Validation:
         out.records += len(records)
         out.bytes += sum(len(rec.value or b"") for rec in records)
         out.timestamps.extend(rec.timestamp for rec in records)
+        if records[-1].timestamp_type == STAMPED_BY_BROKER:  # no erasure depends on this host's clock (ADR 0043),
+            telemetry.CLOCK_AHEAD.set((self.now_ms - records[-1].timestamp) / 1000)  # but the times it shows do
         family = self.topics.family_of[tp.topic]
         canonical = self.topics.canonical[family]
         raw_count = self.partitions[tp.topic]
