@@ -13,11 +13,12 @@ from structlog.testing import capture_logs
 
 from schemas.personal import ERASED_MARK, ErasureMark, record_key
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, PRIVACY_AUDIT, PRIVACY_ERASURES, scoped
-from services.common.admin import ensure_topics, reconcile_configs
+from services.common.admin import described_configs, ensure_topics, reconcile_configs
 from services.common.settings import KafkaConnection
 from services.common.topic_configs import Drift
 from services.privacy.erase import CLOCK_MARGIN, erase_subject
 from tests.kafkatools import read_all
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -48,6 +49,8 @@ def test_an_audit_topic_made_before_is_reconciled_and_then_dates_the_mark(kafka_
 
     drifts = asyncio.run(reconcile_configs(conn, [audit]))
     assert drifts == [Drift(audit.name, "message.timestamp.type", "CreateTime", "LogAppendTime")]
+    eventually(lambda: asyncio.run(described_configs(conn, [audit.name]))[audit.name].values.get(
+        "message.timestamp.type") == "LogAppendTime", what="the broker applies the altered config")  # not at once
 
     with capture_logs() as logs:
         slow, second, stamped = erase("a-after")
