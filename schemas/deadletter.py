@@ -58,6 +58,10 @@ class Header(StrEnum):
     SOURCE_PARTITION = "dlq.source.partition"
     SOURCE_OFFSET = "dlq.source.offset"
     REJECTED_AT = "dlq.rejected.at"
+    SOURCE_WRITTEN_AT = "dlq.source.written-at"
+    """When the original was written to Kafka, in ms since the epoch, by the broker's clock (its append time, or its
+    own original's, `intake.written-at`): what `dlq replay` dates the replayed record by (ADR 0043). Absent on dead
+    letters written before 2026-12-07; a time identifies nobody."""
     REPLAYED = "dlq.replayed"
     """Set on a record re-driven from the DLQ into a raw topic: the DLQ offset it came from."""
     LOOKUP_ID = "dlq.lookup.id"
@@ -116,6 +120,7 @@ class DeadLetterContext(BaseModel, frozen=True):
     source_partition: int
     source_offset: int
     rejected_at: str
+    source_written_at: int | None = None
     lookup_id: str | None = None
     lookup_subject: str | None = None
     lookup_dossier: str | None = None
@@ -125,10 +130,18 @@ class DeadLetterContext(BaseModel, frozen=True):
     def from_headers(cls, headers: Sequence[tuple[str, bytes | None]]) -> DeadLetterContext:
         # the headers intake wrote; one of another `dlq.` name copied from the original record may be anything
         h = {k: v.decode("utf-8", "replace") for k, v in headers if k in _WRITTEN and isinstance(v, bytes)}
+        # the original's written time only from intake's own block (from the last `dlq.reason`): on a letter written
+        # before intake wrote it, one the original record carried is its producer's, and would date a replay anywhere
+        block = max((i for i, (k, _) in enumerate(headers) if k == Header.REASON), default=len(headers))
+        written = [v for k, v in headers[block:] if k == Header.SOURCE_WRITTEN_AT and isinstance(v, bytes)]
+        # digits only: any other value is absent (replay falls back on the rejection time), never an error that
+        # would hide the dead letter
+        ms = int(written[-1]) if written and written[-1].isdigit() and len(written[-1]) <= 15 else None
         return cls(
             reason=Reason(h[Header.REASON]), field=h.get(Header.FIELD, ""), message=h.get(Header.MESSAGE, ""),
             source_topic=h[Header.SOURCE_TOPIC], source_partition=int(h[Header.SOURCE_PARTITION]),
             source_offset=int(h[Header.SOURCE_OFFSET]), rejected_at=h.get(Header.REJECTED_AT, ""),
+            source_written_at=ms,
             lookup_id=h.get(Header.LOOKUP_ID), lookup_subject=h.get(Header.LOOKUP_SUBJECT),
             lookup_dossier=h.get(Header.LOOKUP_DOSSIER), lookup_trace=h.get(Header.LOOKUP_TRACE),
         )
@@ -165,6 +178,8 @@ class DeadLetterContext(BaseModel, frozen=True):
             (Header.SOURCE_PARTITION.value, str(self.source_partition).encode()),
             (Header.SOURCE_OFFSET.value, str(self.source_offset).encode()),
             (Header.REJECTED_AT.value, self.rejected_at.encode()),
+            *(((Header.SOURCE_WRITTEN_AT.value, str(self.source_written_at).encode()),)
+              if self.source_written_at is not None else ()),
             *((name.value, value.encode()) for name, value in lookups if value is not None),
         ]
 

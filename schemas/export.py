@@ -65,6 +65,10 @@ def deadletter_schema() -> dict[str, Any]:
         Header.SOURCE_PARTITION.value: {"type": "string", "pattern": r"^\d+$"},
         Header.SOURCE_OFFSET.value: {"type": "string", "pattern": r"^\d+$"},
         Header.REJECTED_AT.value: {"type": "string", "description": "RFC 3339 time of the rejection"},
+        # described, not asserted (as the lookup names below): another value was a string allowed here before
+        Header.SOURCE_WRITTEN_AT.value: {"type": "string", "description": "When the original was written to Kafka, "
+                                         "ms since the epoch by the broker's clock (what dlq replay dates the "
+                                         "replayed record by); absent on older dead letters. Shape: ^\\d+$"},
         Header.REPLAYED.value: {"type": "string", "pattern": r"^\d+$", "description": Header.REPLAYED.__doc__ or ""},
         # shapes described, not asserted: the headers were already strings of any value here (additionalProperties),
         # and a pattern added to a published property is a breaking change (`schemas.compat`)

@@ -76,6 +76,8 @@ RAW_TIMESTAMPS = "LogAppendTime"
 go by the largest timestamp in a segment, and sources set theirs from their own PCs' clocks. One record dated 2076
 kept its whole partition's records, in clear, for ever; one dated 1970 was deleted minutes after it was written,
 before intake read it (time audit, on the broker). Event times travel in the records' values, untouched."""
+STAMPED_BY_BROKER = 1
+"""A record's `timestamp_type` (Kafka's attribute, aiokafka's records and send results) on a LogAppendTime topic."""
 CHANGELOG_SEGMENT_HOURS = 6
 """The same for the time-retained changelogs (intake's de-duplication ids, the gateway's claims): with 7-day segments
 a restore read up to the retention + 7 days of records, twice the 7 days of ids ADR 0005 keeps; now + 6 h."""
@@ -209,7 +211,9 @@ KEYS_DEAD_LETTERS = TopicSpec(
 PRIVACY_AUDIT = TopicSpec(
     "commune.privacy.audit", Kind.INTERNAL, key="subject id",
     description="One record per erasure: who asked, when, the subject id and how many keys; no personal data",
-    partitions=1, config={"retention.ms": "-1"},
+    # stamped by the broker: the erasure's mark is dated by its audit record's append time, the clock raw records'
+    # times come from, not by the eraser's host (`privacy.erasure_time`, ADR 0043)
+    partitions=1, config={"retention.ms": "-1", "message.timestamp.type": "LogAppendTime"},
 )
 PRIVACY_ERASURES = TopicSpec(
     "commune.privacy.erasures", Kind.ERASURE, key="subject id",

@@ -26,6 +26,7 @@ from aiokafka.structs import RecordMetadata
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
+from schemas.topics import STAMPED_BY_BROKER
 from services.common.partitioner import partition_for
 
 Headers = Sequence[tuple[str, bytes]]
@@ -37,13 +38,16 @@ intake moving it to its commune's partition, and by `dlq replay` (the letter's r
 been written). The copy's own timestamp is its own, which may come after an erasure the original preceded."""
 
 
-def written_at(timestamp_ms: int, headers: Sequence[tuple[str, bytes | None]], read_ms: int) -> int:
+def written_at(timestamp_ms: int, headers: Sequence[tuple[str, bytes | None]], read_ms: int,
+               timestamp_type: int = 0) -> int:
     """When a raw record was written to Kafka, in ms since the epoch: its timestamp (on raw topics the broker's append
-    time, `schemas.topics.RAW_TIMESTAMPS`, which no producer sets), or an earlier `WRITTEN_AT` it carries, and never
-    after `read_ms`, when it was read (on a topic left at CreateTime a producer's clock may say anything). A producer
+    time, `schemas.topics.RAW_TIMESTAMPS`, which no producer sets), or an earlier `WRITTEN_AT` it carries. A producer
     may set the header too, but it only makes the time earlier: its record then counts as written before an erasure
-    it followed and its applicant is sealed erased (ADR 0042), which costs no one else anything."""
-    written = min(timestamp_ms, read_ms)
+    it followed and its applicant is sealed erased (ADR 0042), which costs no one else anything. A timestamp the
+    broker did not stamp (`timestamp_type` not `STAMPED_BY_BROKER`: a topic left at CreateTime, where a producer's
+    clock may say anything) is never taken after `read_ms`, when it was read; one it stamped is taken as it is, so
+    that the time is all the broker's, as an erasure's mark is (ADR 0043), whatever this host's clock says."""
+    written = timestamp_ms if timestamp_type == STAMPED_BY_BROKER else min(timestamp_ms, read_ms)
     for name, value in headers:
         if name == WRITTEN_AT and value is not None and value.isdigit() and len(value) <= 15:
             written = min(written, int(value))

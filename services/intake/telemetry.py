@@ -29,3 +29,6 @@ FENCED = Counter("commune_intake_tasks_fenced_total",
 ABORTED = Counter("commune_intake_transactions_aborted_total", "Transactions aborted because a send failed")
 TASKS = Gauge("commune_intake_tasks",
               "Raw partition numbers this worker owns: offsets stable, state restored, consuming")
+CLOCK_AHEAD = Gauge("commune_intake_clock_ahead_seconds",
+                    "This worker's clock minus the broker's append time of the newest raw record it last fetched: its "
+                    "clock's offset from the broker's when caught up, more by its lag when behind (ADR 0043)")

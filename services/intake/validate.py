@@ -34,12 +34,14 @@ from schemas.topics import (
     INTAKE_DEDUP,
     MAX_RECORD_BYTES,
     RAW,
+    STAMPED_BY_BROKER,
     TopicSpec,
     scoped,
 )
 from services.common.admin import TopicConfigError, described_configs, ensure_topics, list_topics
 from services.common.partitioner import partition_for
 from services.common.sparse import Sparse
+from services.intake import telemetry
 from services.intake.decide import Decider, SourcePolicy, allow_all
 from services.intake.dedup import SeenByPartition, changelog_record, published_key
 from services.intake.lookup import lookup_names
@@ -156,6 +158,8 @@ class Validation:
         out.records += len(records)
         out.bytes += sum(len(rec.value or b"") for rec in records)
         out.timestamps.extend(rec.timestamp for rec in records)
+        if records[-1].timestamp_type == STAMPED_BY_BROKER:  # no erasure depends on this host's clock (ADR 0043),
+            telemetry.CLOCK_AHEAD.set((self.now_ms - records[-1].timestamp) / 1000)  # but the times it shows do
         family = self.topics.family_of[tp.topic]
         canonical = self.topics.canonical[family]
         raw_count = self.partitions[tp.topic]
@@ -170,7 +174,7 @@ class Validation:
                 # from the end of the turn: counted from its start, a turn of 0.2 ms or more (a busy loop) would
                 # make validation yield after every record
                 self.next_yield = time.perf_counter() + YIELD_AFTER_S
-            written_ms = written_at(rec.timestamp, rec.headers, self.now_ms)
+            written_ms = written_at(rec.timestamp, rec.headers, self.now_ms, rec.timestamp_type)
             written = datetime.fromtimestamp(written_ms / 1000, UTC)  # before an erasure: sealed erased (ADR 0042)
             decision = decide(rec.value, rec.headers, rec.offset, written)
             if isinstance(decision, Accepted):
@@ -203,8 +207,10 @@ class Validation:
                         reason=Reason.PAYLOAD_TOO_LARGE, field="value", source_topic=tp.topic,
                         message=f"the canonical event would exceed {self.max_canonical_bytes} bytes",
                         source_partition=tp.partition, source_offset=rec.offset, rejected_at=self.rejected_at)
-            # what `trace` finds it by without the raw topics (ADR 0038): read here, for dead letters only
-            decision = decision.model_copy(update=lookup_names(family, rec.value, rec.headers))
+            # what `trace` finds it by without the raw topics (ADR 0038): read here, for dead letters only; and when
+            # the record was written, which a replay carries (by the broker's clock, not this host's: ADR 0043)
+            decision = decision.model_copy(update={**lookup_names(family, rec.value, rec.headers),
+                                                   "source_written_at": written_ms})
             self._dead_letter(out, privacy, rec, decision, written)
             out.outcomes[(family, decision.reason)] += 1
             if (rejected := REJECTIONS_LOGGED.due((family, decision.reason))) is not None:

@@ -7,9 +7,9 @@ made a key writes its record with every transaction that uses it until its key s
 reads it back, so a copy may follow the tombstone (written before the worker read it);
 on the compacted topic a key's last record is what every later reader keeps. So the
 erasure also writes the subject's mark (`ErasureMark`, `<subject>/~erased`: keys created
-up to the request, plus a margin for clocks), which every keyring honours whichever it
-reads first and which compaction keeps; and it reads the topic again afterwards and
-tombstones such late copies, so the wrapped keys leave the log too. The audit record
+up to the erasure by the broker's clock, plus a margin; `erasure_time`), which every keyring
+honours whichever it reads first and which compaction keeps; and it reads the topic again
+afterwards and tombstones such late copies, so the wrapped keys leave the log too. The audit record
 holds the pseudonymous subject id, never the CCCD. In the same transaction, a notice on
 commune.privacy.erasures tells subscribers, and through notify the webhook subscribers that
 receive applicants' data, to delete what they keep of the subject (ADR 0035).
@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import ValidationError
 
-from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, ErasureNotice, KeyRecord, record_key
+from schemas.personal import ERASED_MARK, ErasureAudit, ErasureNotice, KeyRecord, record_key
 from schemas.topics import (
     KEYS_APPLICANTS,
     KEYS_DEAD_LETTERS,
@@ -42,11 +42,14 @@ from services.common.admin import partition_counts, topic_errors
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
 from services.privacy import crypto, required_topics
+from services.privacy.erasure_time import erasure_mark
 from services.privacy.store import key_topics
 
 CLOCK_MARGIN = timedelta(minutes=1)
-"""The mark covers keys created up to this long after the request: a worker whose clock runs ahead made its key
-before the erasure but dated it later. A worker that has read the mark dates the subject's new keys after it."""
+"""The mark covers what was written up to this long after the erasure by the broker's clock (`erasure_mark`): for the
+brokers' clocks among themselves (a raw partition's leader stamps its records, the audit topic's leader the erasure),
+and for keys dated by a worker's own clock (written before ADR 0043). A worker that has read the mark dates the
+subject's new keys after it."""
 TIDY_PASSES = 3
 PASS_INTERVAL_S = 1.0
 """Between the erasure's transaction and each read for late copies: the key stores follow the topic in far less."""
@@ -60,19 +63,22 @@ async def live_keys(conn: KafkaConnection, namespace: str, subject: str,
 
 
 async def live_keys_by_topic(conn: KafkaConnection, namespace: str, subject: str,
-                             created_up_to: datetime | None = None) -> dict[str, set[str]]:
+                             created_up_to: datetime | None = None,
+                             tombstoned: Mapping[str, Collection[str]] | None = None) -> dict[str, set[str]]:
     """`live_keys` on both key topics, by topic: the applicants' keys and those of their dead letters, which expire
     with them (`commune.keys.deadletters`). Both are the subject's keys: an erasure counts and tombstones both (an
-    erasure of an applicant known only from a dead letter counted 0 keys destroyed)."""
+    erasure of an applicant known only from a dead letter counted 0 keys destroyed). `tombstoned` (by topic): key ids
+    live whenever they were dated, copies of keys an erasure tombstoned (ids are random, never made twice)."""
     live: dict[str, set[str]] = {}
     for spec in (KEYS_APPLICANTS, KEYS_DEAD_LETTERS):
         topic = scoped(spec, namespace).name
-        live[topic] = await _live_in(conn, topic, spec.partitions, subject, created_up_to)
+        live[topic] = await _live_in(conn, topic, spec.partitions, subject, created_up_to,
+                                     (tombstoned or {}).get(topic, ()))
     return live
 
 
 async def _live_in(conn: KafkaConnection, topic: str, partitions: int, subject: str,
-                   created_up_to: datetime | None) -> set[str]:
+                   created_up_to: datetime | None, tombstoned: Collection[str] = ()) -> set[str]:
     prefix = f"{subject}/".encode()
     live: set[str] = set()
 
@@ -82,7 +88,8 @@ async def _live_in(conn: KafkaConnection, topic: str, partitions: int, subject: 
         key_id = record.key[len(prefix):].decode("utf-8", "replace")
         if key_id == ERASED_MARK:
             return
-        if record.value is None or (created_up_to is not None and _created_after(record.value, created_up_to)):
+        if record.value is None or (created_up_to is not None and key_id not in tombstoned
+                                    and _created_after(record.value, created_up_to)):
             live.discard(key_id)
         else:
             live.add(key_id)
@@ -163,7 +170,6 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
                  committed: Committed | None = None) -> ErasureAudit | None:
     """`erase_subject`; with `only_if_live`, nothing at all (None) for a subject without a live key."""
     audit = audit_record(subject, requested_by, via, now)
-    mark = ErasureMark(subject=subject, created_up_to=audit.requested_at + CLOCK_MARGIN)
     keys_topic, audit_topic = scoped(KEYS_APPLICANTS, namespace).name, scoped(PRIVACY_AUDIT, namespace).name
     notices_topic = scoped(PRIVACY_ERASURES, namespace).name
     await required_topics.require(conn, [t.name for t in erasure_topics(namespace)])
@@ -177,11 +183,14 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
             return None
         audit = audit.model_copy(update={"keys_destroyed": sum(len(ids) for ids in live.values())})
         async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
+            # the audit record first: the broker's answer dates the mark by the broker's clock (`erasure_mark`)
+            logged = await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode())
+            await transactions.all_sent([logged])
+            mark = erasure_mark(audit, logged.result(), CLOCK_MARGIN)
             sent = [await producer.send(topic, None, key=record_key(subject, key_id))
                     for topic, ids in live.items() for key_id in sorted(ids)]
             sent.append(await producer.send(keys_topic, mark.model_dump_json().encode(),
                                             key=record_key(subject, ERASED_MARK)))
-            sent.append(await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode()))
             # for those who hold the subject's data (subscribers; notify tells webhook subscribers, ADR 0035)
             sent.append(await producer.send(notices_topic, notice_of(audit).model_dump_json().encode(),
                                             key=subject.encode()))
@@ -189,8 +198,8 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
         if committed is not None:
             committed(audit)
 
-        async def late_copies() -> dict[str, set[bytes]]:
-            late = await live_keys_by_topic(conn, namespace, subject, created_up_to=mark.created_up_to)
+        async def late_copies() -> dict[str, set[bytes]]:  # a copy of a key tombstoned here, however it is dated
+            late = await live_keys_by_topic(conn, namespace, subject, mark.created_up_to, live)
             return {topic: {record_key(subject, key_id) for key_id in ids} for topic, ids in late.items()}
 
         await tombstone_late_copies(producer, late_copies)  # refused by every keyring already, gone from the log too

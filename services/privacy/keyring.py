@@ -13,7 +13,6 @@ created up to it, and refuses such a key's record read after it.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from services.privacy import crypto
 from services.privacy.crypto import Erased, PrivacyError
 from services.privacy.key_records import KeyUnknown, KeyUnreadable, RecordRefused, record_digest
 from services.privacy.key_tables import KeyTable, MemoryKeys, _Key, new_key
+from services.privacy.pseudonyms import Pseudonyms
 
 Clock = Callable[[], datetime]
 
@@ -42,7 +42,7 @@ EXPIRED_AT_ONCE = 10_000
 """Keys `expire` forgets at most in one call (0.1-0.4 s on disk, 2026-12-06), its list of due ones bounded with it."""
 
 
-class Keyring:
+class Keyring(Pseudonyms):
     """Data keys by subject. Not thread-safe; one per event loop (the key store and the pure code share it)."""
 
     def __init__(self, keks: Mapping[str, bytes], kek_id: str, pepper: bytes, *, clock: Clock = utcnow,
@@ -52,8 +52,8 @@ class Keyring:
         if any(len(k) != crypto.KEY_BYTES for k in keks.values()) or len(pepper) < 16:
             raise PrivacyError("key-encryption keys must be 32 bytes and the pepper at least 16")
         self._keks = {kid: AESGCM(k) for kid, k in keks.items()}
+        super().__init__(pepper)
         self._kek_id, self._clock = kek_id, clock
-        self._pepper = crypto.keyed_pepper(pepper)
         self._keys: KeyTable = MemoryKeys() if table is None else table
         self._built: deque[_Key] = deque()
         """The keys whose AESGCM is built, oldest first (`CIPHERS_KEPT`)."""
@@ -62,22 +62,6 @@ class Keyring:
         """Keys whose record `apply` could not read (`KeyUnreadable`): one entry per such record, as `_erased`."""
         self._marks = self._keys.marks()
         """Per erased subject, the latest erasure mark's time: its keys created up to it are erased."""
-
-    # --- subjects -------------------------------------------------------------------------------
-
-    def subject(self, kind: str, value: str) -> str:
-        """The pseudonymous subject id of an identifier (`cccd`, `phone`, `email`, `zalo`)."""
-        return crypto.identifier_subject(self._pepper, kind, value)
-
-    def dossier_subject(self, source: str, dossier_code: str) -> str:
-        """The subject of an applicant with no CCCD, phone, e-mail or Zalo id: their dossier's (`erase_subject`)."""
-        return crypto.dossier_subject(self._pepper, source, dossier_code)
-
-    @staticmethod
-    def anonymous_subject() -> str:
-        """A random `r-` subject, as intake gave such an applicant before 2026-12-03 (a new one, hence a new permanent
-        key, for every event): such subjects stay in old data, readable and erasable; nothing seals under new ones."""
-        return "r-" + crypto.b64(os.urandom(16))
 
     # --- keys -----------------------------------------------------------------------------------
 
@@ -94,7 +78,8 @@ class Keyring:
         `written_at`: when the record being sealed was written to Kafka. Written up to the subject's erasure mark,
         it is data the erasure was asked for, read late (intake down or behind): sealed already erased, under
         `ERASED_KEY` and a key dropped at once, never under a live key of the subject, even one made since for its
-        new data (ADR 0042). Nothing to write: every keyring answers `Erased` for that key id.
+        new data (ADR 0042). Nothing to write: every keyring answers `Erased` for that key id. A key made for it is
+        dated by it, the broker's clock, as the mark is (ADR 0043); without it, by this keyring's clock.
         """
         if written_at is not None and (mark := self._marks.get(subject)) is not None and written_at <= mark:
             return ERASED_KEY, AESGCM(crypto.new_key()), []
@@ -112,10 +97,12 @@ class Keyring:
         if fitting:
             newest = max(fitting, key=lambda k: (k.created_at, k.key_id))
             return newest.key_id, newest.aead or self._build(newest), newest.records()
-        if (mark := self._marks.get(subject)) is not None and now <= mark:  # an erased subject's new data: a key
-            now = min(mark + _AFTER, LATEST)  # no reader refuses (the mark covers a margin for clocks beyond the
-            # erasure); a mark at the end of time erases every key, this one too, but its record still reads
-        key = new_key(self._keks[self._kek_id], self._kek_id, subject, now, expires_at)
+        # by a worker's clock, 71 s fast, a key made before an erasure was dated after its mark and outlived it
+        created = now if written_at is None else min(max(written_at, EARLIEST), LATEST).astimezone(UTC)
+        if (mark := self._marks.get(subject)) is not None and created <= mark:  # an erased subject's new data: a
+            created = min(mark + _AFTER, LATEST)  # key no reader refuses (the mark covers a margin for clocks beyond
+            # the erasure); a mark at the end of time erases every key, this one too, but its record still reads
+        key = new_key(self._keks[self._kek_id], self._kek_id, subject, created, expires_at)
         self._keys.put(subject, (*(keys or ()), key))
         if expires_at is not None:
             self._keys.expires(subject, key.key_id, expires_at)

@@ -20,6 +20,7 @@ from schemas.envelope import Event, built
 from schemas.personal import MAX_TOKEN_LENGTH, PERSONAL_FIELDS, KeyRecord, SealedApplicant
 from services.privacy import crypto
 from services.privacy.applicant import SealingKeys, seal_event
+from services.privacy.pseudonyms import Pseudonyms
 
 SUBJECT_CHARACTERS = 80
 """The longest subject a sealed applicant may name (`schemas.personal.SUBJECT_PATTERN`); intake's are 45."""
@@ -27,20 +28,14 @@ KEY_ID_CHARACTERS = 40
 """The longest key id (`schemas.personal.KEY_ID_PATTERN`); intake's are 22 (`crypto.new_key_id`)."""
 
 
-class StandInKeys:
+class StandInKeys(Pseudonyms):
     """A keyring of intake's shapes (`SealingKeys`): a random pepper and one random key, no key record, nothing
     remembered (a keyring keeps every subject it sealed for; the gateway would keep every applicant's). One per use:
     building it costs a key, less than sealing one applicant."""
 
     def __init__(self) -> None:
-        self._pepper = crypto.keyed_pepper(os.urandom(crypto.KEY_BYTES))
+        super().__init__(os.urandom(crypto.KEY_BYTES))
         self._key_id, self._key = crypto.new_key_id(), AESGCM(crypto.new_key())
-
-    def subject(self, kind: str, value: str, /) -> str:
-        return crypto.identifier_subject(self._pepper, kind, value)
-
-    def dossier_subject(self, source: str, dossier_code: str, /) -> str:
-        return crypto.dossier_subject(self._pepper, source, dossier_code)
 
     def key_for(self, subject: str, /, *,
                 written_at: datetime | None = None) -> tuple[str, crypto.Key, list[KeyRecord]]:

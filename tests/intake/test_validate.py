@@ -7,6 +7,7 @@ from typing import cast
 
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import REGISTRY
 
 from schemas.events import Family
 from schemas.topics import CANONICAL, RAW, scoped
@@ -94,3 +95,15 @@ async def test_a_record_moved_once_is_published_on_its_communes_partition_and_ne
     forged = await validated(SeenByPartition(), raw(AWAY, 7, "evt-3", header))
     assert published_ids(forged) == [] and not forged.rerouted
     assert dead_letter_reasons(forged) == [b"invalid_field"]
+
+
+async def test_the_workers_clock_against_the_brokers_is_a_gauge() -> None:
+    """`commune_intake_clock_ahead_seconds`: this worker's clock minus the broker's append time of the newest record
+    it fetched, here 300 s ahead of a record appended as it was read; negative, behind (ADR 0043)."""
+    appended = 1_796_000_000_000
+    for ahead_ms in (300_000, -90_000):
+        validation = Validation(TOPICS, PARTITIONS, SeenByPartition(), IntakeSettings())
+        validation.now_ms = appended + ahead_ms
+        out = TransactionOutputs(cast(AIOKafkaProducer, Producer()), PARTITIONS)
+        await validation.partition(TopicPartition(RAW_TOPIC, HOME), [raw(HOME, 0, "evt-9", timestamp=appended)], out)
+        assert REGISTRY.get_sample_value("commune_intake_clock_ahead_seconds") == ahead_ms / 1000

@@ -4,23 +4,34 @@ and the records each transaction committed."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import RecordMetadata
 
+from schemas.topics import TOPICS
 from services.privacy import erase, required_topics
 
 Sent = tuple[str, bytes | None, bytes | None]
+_LOG_APPEND_TIME = tuple(t.name for t in TOPICS if t.config.get("message.timestamp.type") == "LogAppendTime")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Broker:
     """What the erasure reaches of Kafka: topics missing, keys live per subject, records committed per transaction."""
 
     def __init__(self, keys: set[str], *, missing: tuple[str, ...] = (), forbidden: tuple[str, ...] = (),
-                 fail_after_commit: BaseException | None = None) -> None:
+                 fail_after_commit: BaseException | None = None, clock: Callable[[], datetime] = _now) -> None:
         self.keys, self.missing, self.forbidden = keys, list(missing), list(forbidden)
+        self.clock = clock
+        """The broker's clock: it stamps the records of LogAppendTime topics (the registry's), as a broker does."""
         """`missing`: the erasure's topics that do not exist; `forbidden`: those the principal may not describe."""
         self.fail_after_commit = fail_after_commit
         """Raised by the first read of the keys after a transaction committed (the clean-up's): a broker gone."""
@@ -65,8 +76,12 @@ class Producer:
         if any(value is None for _, value, _ in self.open):
             self.broker.keys.clear()
 
-    async def send(self, topic: str, value: bytes | None, key: bytes | None = None) -> asyncio.Future[None]:
+    async def send(self, topic: str, value: bytes | None, key: bytes | None = None) -> asyncio.Future[RecordMetadata]:
+        """The broker's answer: a LogAppendTime topic's record stamped by its clock, another's with none (-1)."""
         self.open.append((topic, value, key))
+        stamped = any(topic.endswith(name) for name in _LOG_APPEND_TIME)
+        timestamp = int(self.broker.clock().timestamp() * 1000) if stamped else -1
         done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+        done.set_result(RecordMetadata(topic, 0, TopicPartition(topic, 0), len(self.open) - 1, timestamp,
+                                       int(stamped), None))
         return done

@@ -28,14 +28,14 @@ async def test_a_requester_the_audit_record_cannot_hold_stops_the_erasure_before
 
 
 async def test_an_erasure_commits_its_audit_record_with_the_keys_it_counted(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit record, built first, is written in the transaction that tombstones the keys and marks the subject
-    erased (`<subject>/~erased`, keys created up to the request and a minute), and counts the keys; so is the notice for
-    subscribers (ADR 0035): the subject and when, not who asked."""
+    """The audit record, built first, is written first in the transaction that tombstones the keys and marks the
+    subject erased (`<subject>/~erased`, up to the broker's time of the audit record and a minute, ADR 0043), and
+    counts the keys; so is the notice for subscribers (ADR 0035): the subject and when, not who asked."""
     broker = Broker({"k1", "k2"})
     broker.install(monkeypatch)
     [(kind, audit)] = await erase.erase_applicant(None, "", PEPPER, [("cccd", "008123456789")],  # type: ignore[arg-type]
                                                   requested_by="os:duty-officer")
-    [(*tombstones, (mark_topic, mark, mark_key), (topic, value, _), notice)] = broker.committed  # nothing late to tidy
+    [((topic, value, _), *tombstones, (mark_topic, mark, mark_key), notice)] = broker.committed  # nothing late to tidy
     assert [(t, v, k) for t, v, k in tombstones] == [(KEYS_APPLICANTS.name, None, f"{audit.subject}/{k}".encode())
                                                      for k in ("k1", "k2")]
     assert (mark_topic, mark_key) == (KEYS_APPLICANTS.name, f"{audit.subject}/~erased".encode()) and mark is not None

@@ -1,10 +1,11 @@
 """An erasure made while intake is down, on the real broker: a record written before it and read after it does not
-bring the applicant back (ADR 0042); a record written after it is the citizen's new data, under a live key."""
+bring the applicant back (ADR 0042), whatever the eraser's clock says (ADR 0043); a record written after it is the
+citizen's new data, under a live key."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from schemas import wire
 from schemas.dossier import DossierStatusChanged
 from schemas.events import Family
-from schemas.personal import KeyRecord, SealedApplicant
+from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord, SealedApplicant, record_key
 from schemas.topics import (
     CANONICAL,
     DLQ_INTAKE,
@@ -26,11 +27,11 @@ from schemas.topics import (
 )
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
-from services.privacy import crypto
+from services.privacy import crypto, erase
 from services.privacy.applicant import open_applicant
 from services.privacy.crypto import Erased
 from services.privacy.deadletters import open_dead_letter
-from services.privacy.erase import CLOCK_MARGIN, erase_subject, live_keys_by_topic
+from services.privacy.erase import erase_subject, live_keys_by_topic
 from services.privacy.store import KeyStore
 from tests.intake.conftest import StartIntake, intake_topics, start_intake
 from tests.kafkatools import produce, read_all, stop_service
@@ -73,13 +74,17 @@ async def _opens_under_some_key(conn: KafkaConnection, ns: str, event_id: str, s
     return False
 
 
+@pytest.mark.parametrize("eraser_behind", [timedelta(0), timedelta(minutes=5)],
+                         ids=["eraser-right", "eraser-5min-slow"])
 def test_a_record_written_before_an_erasure_and_read_after_it_stays_erased(
-    kafka_bootstrap: str, namespace: str, intake_topics: dict[str, str], start_intake: StartIntake
+    kafka_bootstrap: str, namespace: str, intake_topics: dict[str, str], start_intake: StartIntake,
+    eraser_behind: timedelta, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Intake down: a dossier of Lan's and a rejected record of hers are written, then she is erased (0 keys: none
-    made yet), then intake reads them. The canonical event goes out with her applicant erased: no key of any topic
-    opens it (nor the dead letter), a fresh key store says Erased, and she has no live key. Her next dossier, written
-    after the erasure, is new data: sealed under a live key that opens."""
+    made yet) by a host whose clock is `eraser_behind` the broker's, then intake reads them. The canonical event goes
+    out with her applicant erased: no key of any topic opens it (nor the dead letter), a fresh key store says Erased,
+    and she has no live key. Her next dossier, written after the erasure, is new data: sealed under a live key that
+    opens. Before ADR 0043 the mark was the eraser's clock: 5 minutes slow, her first dossier got a live key."""
     conn = KafkaConnection(bootstrap=kafka_bootstrap)
     ns = namespace
     raw_topic, dlq_topic = intake_topics[RAW[Family.DOSSIER].name], intake_topics[DLQ_INTAKE.name]
@@ -90,18 +95,27 @@ def test_a_record_written_before_an_erasure_and_read_after_it_stays_erased(
     # the second lacks its commune-code header: a dead letter (missing_commune_header), sealed under Lan's subject
     asyncio.run(produce(kafka_bootstrap, raw_topic, [(b"02269", _dossier("TL-251101-0300"), HDR),
                                                      (b"02269", _dossier("TL-251101-0301"), [])]))
-    written = max(r.timestamp for r in asyncio.run(read_all(kafka_bootstrap, raw_topic, expect=2, idle=0.5)))
-    # the erasure's mark ends at the records' append time (a real erasure's a minute after its request, CLOCK_MARGIN):
-    # the dossier written next is past it, as one written a minute after a real erasure is
-    asked = datetime.fromtimestamp(written / 1000, UTC) - CLOCK_MARGIN
+    raw = sorted(asyncio.run(read_all(kafka_bootstrap, raw_topic, expect=2, idle=0.5)), key=lambda r: r.offset)
+    # one broker, no other broker's clock to allow for: without the margin, the dossier written next is past the mark
+    # at once, as one written a minute after a real erasure is
+    monkeypatch.setattr(erase, "CLOCK_MARGIN", timedelta(0))
+    asked = datetime.now(UTC) - eraser_behind
     audit = asyncio.run(erase_subject(conn, ns, subject, requested_by="operator:tester", now=asked))
     assert audit.keys_destroyed == 0
+    [logged] = asyncio.run(read_all(kafka_bootstrap, scoped(PRIVACY_AUDIT, ns).name, expect=1, idle=0.5))
+    [mark] = [ErasureMark.model_validate_json(r.value or b"") for r in asyncio.run(read_all(
+        kafka_bootstrap, scoped(KEYS_APPLICANTS, ns).name, idle=0.5)) if r.key == record_key(subject, ERASED_MARK)]
+    # dated by the broker's stamp on the audit record, after both records; never before the request
+    assert mark.created_up_to == max(asked, datetime.fromtimestamp(logged.timestamp / 1000, UTC))
+    assert logged.timestamp >= max(r.timestamp for r in raw)
 
     intake = start_intake()
     try:
         [before] = asyncio.run(read_all(kafka_bootstrap, canonical_topic, expect=1, timeout=60, idle=0.5))
         [letter] = asyncio.run(read_all(kafka_bootstrap, dlq_topic, expect=1, timeout=60, idle=0.5))
         assert dict(letter.headers)["dlq.reason"] == b"missing_commune_header"
+        # when its original was written by the broker's clock, for a replay to carry (ADR 0043)
+        assert dict(letter.headers)["dlq.source.written-at"] == str(raw[1].timestamp).encode()
         assert not any(asyncio.run(live_keys_by_topic(conn, ns, subject)).values()), "a live key for the erased"
         asyncio.run(produce(kafka_bootstrap, raw_topic, [(b"02269", _dossier("TL-251101-0302"), HDR)]))
         after = [r for r in asyncio.run(read_all(kafka_bootstrap, canonical_topic, expect=2, timeout=60, idle=0.5))
