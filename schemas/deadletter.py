@@ -61,7 +61,7 @@ class Header(StrEnum):
     SOURCE_WRITTEN_AT = "dlq.source.written-at"
     """When the original was written to Kafka, in ms since the epoch, by the broker's clock (its append time, or its
     own original's, `intake.written-at`): what `dlq replay` dates the replayed record by (ADR 0043). Absent on dead
-    letters written before 2026-12-07; a time identifies nobody."""
+    letters written before 2026-12-06; a time identifies nobody."""
     REPLAYED = "dlq.replayed"
     """Set on a record re-driven from the DLQ into a raw topic: the DLQ offset it came from."""
     LOOKUP_ID = "dlq.lookup.id"
