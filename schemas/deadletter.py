@@ -59,21 +59,29 @@ class Header(StrEnum):
     SOURCE_OFFSET = "dlq.source.offset"
     REJECTED_AT = "dlq.rejected.at"
     SOURCE_WRITTEN_AT = "dlq.source.written-at"
-    """When the original was written to Kafka, in ms since the epoch, by the broker's clock (its append time, or its
-    own original's, `intake.written-at`): what `dlq replay` dates the replayed record by (ADR 0043). Absent on dead
-    letters written before 2026-12-06; a time identifies nobody."""
     REPLAYED = "dlq.replayed"
-    """Set on a record re-driven from the DLQ into a raw topic: the DLQ offset it came from."""
     LOOKUP_ID = "dlq.lookup.id"
-    """The event id the record carries (a portal payload: the id intake derives), when it identifies nobody
-    (`schemas.lookup`, ADR 0038): what `commune-bus trace` finds the dead letter by without the raw topics."""
     LOOKUP_SUBJECT = "dlq.lookup.subject"
-    """The record's subject (a dossier code; the portal's `MaHoSo`), when it identifies nobody (ADR 0038)."""
     LOOKUP_DOSSIER = "dlq.lookup.dossier"
-    """The dossier code in the record's data (`dossier_code`), when it is not the subject and identifies nobody."""
     LOOKUP_TRACE = "dlq.lookup.trace"
-    """The 32-hex trace id intake gives the record's event (its valid traceparent's, else the one derived from its
-    source and id), when nothing personal can be in it (ADR 0038)."""
+
+
+HEADER_NOTES: dict[Header, str] = {
+    Header.SOURCE_WRITTEN_AT: "When the original was written to Kafka, in ms since the epoch, by the broker's clock "
+    "(its append time, or its own original's, `intake.written-at`): what `dlq replay` dates the replayed record by "
+    "(ADR 0043). Absent on dead letters written before 2026-12-06; a time identifies nobody.",
+    Header.REPLAYED: "Set on a record re-driven from the DLQ into a raw topic: the DLQ offset it came from.",
+    Header.LOOKUP_ID: "The event id the record carries (a portal payload: the id intake derives), when it identifies "
+    "nobody (`schemas.lookup`, ADR 0038): what `commune-bus trace` finds the dead letter by without the raw topics.",
+    Header.LOOKUP_SUBJECT: "The record's subject (a dossier code; the portal's `MaHoSo`), when it identifies nobody "
+    "(ADR 0038).",
+    Header.LOOKUP_DOSSIER: "The dossier code in the record's data (`dossier_code`), when it is not the subject and "
+    "identifies nobody.",
+    Header.LOOKUP_TRACE: "The 32-hex trace id intake gives the record's event (its valid traceparent's, else the one "
+    "derived from its source and id), when nothing personal can be in it (ADR 0038).",
+}
+"""What some headers mean, as the published schema says it (a string under an enum member is no docstring: the
+schema said "None" for each until 2026-12-06)."""
 
 
 _WRITTEN = frozenset(h.value for h in Header)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.compat import incompatibilities
-from schemas.deadletter import DeadLetterContext, Header, Reason
+from schemas.deadletter import HEADER_NOTES, DeadLetterContext, Header, Reason
 from schemas.envelope import Event
 from schemas.events import EVENT_TYPES, FAMILY_OF_TYPE
 from schemas.lookup import DERIVED_ID_PATTERN, LOOKUP_PATTERN, TRACE_ID_PATTERN
@@ -66,18 +66,17 @@ def deadletter_schema() -> dict[str, Any]:
         Header.SOURCE_OFFSET.value: {"type": "string", "pattern": r"^\d+$"},
         Header.REJECTED_AT.value: {"type": "string", "description": "RFC 3339 time of the rejection"},
         # described, not asserted (as the lookup names below): another value was a string allowed here before
-        Header.SOURCE_WRITTEN_AT.value: {"type": "string", "description": "When the original was written to Kafka, "
-                                         "ms since the epoch by the broker's clock (what dlq replay dates the "
-                                         "replayed record by); absent on older dead letters. Shape: ^\\d+$"},
-        Header.REPLAYED.value: {"type": "string", "pattern": r"^\d+$", "description": Header.REPLAYED.__doc__ or ""},
+        Header.SOURCE_WRITTEN_AT.value: {"type": "string",
+                                         "description": f"{HEADER_NOTES[Header.SOURCE_WRITTEN_AT]} Shape: ^\\d+$"},
+        Header.REPLAYED.value: {"type": "string", "pattern": r"^\d+$", "description": HEADER_NOTES[Header.REPLAYED]},
         # shapes described, not asserted: the headers were already strings of any value here (additionalProperties),
         # and a pattern added to a published property is a breaking change (`schemas.compat`)
-        Header.LOOKUP_ID.value: {"type": "string", "description": f"{Header.LOOKUP_ID.__doc__} Shape: "
+        Header.LOOKUP_ID.value: {"type": "string", "description": f"{HEADER_NOTES[Header.LOOKUP_ID]} Shape: "
                                  f"{LOOKUP_PATTERN}, or intake's own id of a portal payload, {DERIVED_ID_PATTERN}"},
-        **{h.value: {"type": "string", "description": f"{h.__doc__} Shape: {LOOKUP_PATTERN}"}
+        **{h.value: {"type": "string", "description": f"{HEADER_NOTES[h]} Shape: {LOOKUP_PATTERN}"}
            for h in (Header.LOOKUP_SUBJECT, Header.LOOKUP_DOSSIER)},
         Header.LOOKUP_TRACE.value: {"type": "string",
-                                    "description": f"{Header.LOOKUP_TRACE.__doc__} Shape: {TRACE_ID_PATTERN}"},
+                                    "description": f"{HEADER_NOTES[Header.LOOKUP_TRACE]} Shape: {TRACE_ID_PATTERN}"},
         **SEALED_HEADERS,
     }
     assert set(field_header.values()) <= set(properties), "DeadLetterContext has a header the schema lacks"

@@ -89,3 +89,12 @@ def test_check_mode_reports_drift_without_writing(tmp_path: Path) -> None:
     """`--check` exits 1 on a missing file and writes nothing."""
     assert export.main(["--dir", str(tmp_path), "--check"]) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_dead_letter_header_is_described() -> None:
+    """Each described header of the dead-letter schema says what it is (the lookup headers said "None Shape: …" and
+    `dlq.replayed` nothing: a string under an enum member is no docstring)."""
+    properties = json.loads(COMMITTED[export.DEADLETTER_FILE])["properties"]
+    said = {name: p["description"] for name, p in properties.items() if "description" in p}
+    assert {"dlq.replayed", "dlq.lookup.id", "dlq.lookup.trace", "dlq.source.written-at"} <= set(said)
+    assert not [n for n, d in said.items() if len(d) < 10 or d.startswith("None")], said
