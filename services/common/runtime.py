@@ -79,6 +79,7 @@ class Supervisor:
             raise
         self._tasks.add(task)  # until it ends: a worker may spawn one task per batch for as long as it runs
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(partial(_close_unstarted, coro))
         return task
 
     async def _watch(self, name: str, coro: Coroutine[Any, Any, T]) -> T:
@@ -119,6 +120,14 @@ class Supervisor:
     def cancel_background(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+
+def _close_unstarted(coro: Coroutine[Any, Any, Any], task: asyncio.Task[Any]) -> None:
+    """A task cancelled before its first step (a stop landing right after the spawn) never started `coro`: closed
+    here, it is not reported on stderr as "coroutine ... was never awaited" (a RuntimeWarning at every such stop, term
+    audit). Closing a coroutine that ran to its end does nothing."""
+    if task.cancelled():
+        coro.close()
 
 
 class WorkerCancelled(Exception):
