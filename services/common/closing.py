@@ -46,6 +46,14 @@ async def close_within(service: str, client: str, stop: Callable[[], Awaitable[N
     return clean
 
 
+async def close_all_within(service: str, stops: list[tuple[str, Callable[[], Awaitable[None]]]],
+                           timeout_s: float = CLOSE_TIMEOUT_S) -> list[bool]:
+    """`close_within` for each client of `stops` (name, stop), all at once: a consumer's stop waits out a group join
+    under way up to `timeout_s`, and two consumers of one group closed one after the other took twice that (notify,
+    term audit: 10 s each)."""
+    return list(await asyncio.gather(*(close_within(service, name, stop, timeout_s) for name, stop in stops)))
+
+
 async def within(work: Awaitable[T], timeout_s: float, abandoned: set[asyncio.Future[Any]] | None = None) -> T:
     """`work`'s outcome, or TimeoutError once it took `timeout_s`: `work` is then cancelled and left to end in the
     background, its outcome retrieved. Never waits for the cancelled work: a transaction cancelled mid-way aborts,

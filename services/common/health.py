@@ -29,11 +29,22 @@ class Health:
         self.broker_answers: Callable[[], Awaitable[bool]] = _answers
         """Whether the brokers answer now (`probe.bootstrap_answers`, set by `runtime.serve`): a loop's failure while
         they do not is an outage, which `/readyz` reports and no restart of the process mends (`streak`)."""
+        self._stopping = False
         telemetry.READY.labels(service).set(0)
 
     def set_ready(self, ready: bool, detail: str) -> None:
+        """Say whether the worker can take work now. Once the service is stopping it never says ready again: a
+        worker's loop still running through its stop (the gateway's broker watch, a rebalance completing) must not
+        send a load balancer back to a process about to close its ports."""
+        if ready and self._stopping:
+            return
         self.ready, self.detail = ready, detail
         telemetry.READY.labels(self.service).set(1 if ready else 0)
+
+    def stopping(self) -> None:
+        """A stop was asked for: not ready from now on, for good."""
+        self._stopping = True
+        self.set_ready(False, "stopping")
 
     def committed(self) -> None:
         """Record that the worker's progress (offsets) was committed just now."""

@@ -22,19 +22,18 @@ commit, or a run that stays up, makes it 200 again (`services.common.streak`, th
 of every retrying loop). A run that failed while the brokers did not answer at all is
 an outage, not a crash loop: it is not counted (`/readyz` says so; restarting every
 worker of the country would only delay the recovery).
-SIGTERM, SIGINT and SIGHUP set `stop`; the worker finishes what it holds and returns. It has `stop_deadline_s`
-for that: a stop that waits on a broker gone (commits, transactions, client stops) would otherwise outlast the
-orchestrator's grace period and be killed there, unlogged. Past the deadline, or at a second signal, the process
-logs `service.stop_forced` and exits 0 as if killed: everything is built to survive a SIGKILL (transactions,
-the ledger, idempotency keys), so what it held is redone by its successor.
+SIGTERM, SIGINT and SIGHUP set `stop` and turn `/readyz` to 503 at once; the worker finishes what it holds and
+returns. It has `stop_deadline_s` for that: a stop that waits on a broker gone (commits, transactions, client stops)
+would otherwise outlast the orchestrator's grace period and be killed there, unlogged. Past the deadline, or at a
+second signal, the process logs `service.stop_forced` and exits 0 as if killed: everything is built to survive a
+SIGKILL (transactions, the ledger, idempotency keys), so what it held is redone by its successor
+(`services.common.stopping`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
@@ -51,11 +50,11 @@ from services.common.health import Health
 from services.common.logging import configure, error_fields
 from services.common.permanent import PERMANENT
 from services.common.settings import ServiceSettings
+from services.common.stopping import Stopping
 from services.common.streak import Streak
 
 log = structlog.get_logger("runtime")
 T = TypeVar("T")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 15.0
 
@@ -80,6 +79,7 @@ class Supervisor:
             raise
         self._tasks.add(task)  # until it ends: a worker may spawn one task per batch for as long as it runs
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(partial(_close_unstarted, coro))
         return task
 
     async def _watch(self, name: str, coro: Coroutine[Any, Any, T]) -> T:
@@ -120,6 +120,14 @@ class Supervisor:
     def cancel_background(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+
+def _close_unstarted(coro: Coroutine[Any, Any, Any], task: asyncio.Task[Any]) -> None:
+    """A task cancelled before its first step (a stop landing right after the spawn) never started `coro`: closed
+    here, it is not reported on stderr as "coroutine ... was never awaited" (a RuntimeWarning at every such stop, term
+    audit). Closing a coroutine that ran to its end does nothing."""
+    if task.cancelled():
+        coro.close()
 
 
 class WorkerCancelled(Exception):
@@ -194,33 +202,8 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
     health = health or Health(service)
     health.broker_answers = partial(probe.bootstrap_answers, settings, service)
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    deadline: list[asyncio.TimerHandle] = []
-    signals: list[int] = []
-
-    def begin() -> None:
-        stop.set()
-        if not deadline:
-            deadline.append(loop.call_later(settings.stop_deadline_s, forced_exit, service,
-                                            f"not stopped within stop_deadline_s ({settings.stop_deadline_s:g} s)"))
-
-    def stopping(sig: int) -> None:
-        if signals:
-            forced_exit(service, "a second stop signal")
-        signals.append(sig)
-        begin()
-
-    def asked(fd: int) -> None:
-        with suppress(OSError):
-            if os.read(fd, 4096):
-                return
-        loop.remove_reader(fd)  # the end of the pipe: the parent closed it, or ended; before or after a signal
-        begin()
-
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stopping, sig)
-    if stop_at_eof is not None:
-        loop.add_reader(stop_at_eof, asked, stop_at_eof)
+    stopping = Stopping(service, stop, health, settings.stop_deadline_s)
+    stopping.install(stop_at_eof)
     runner: web.AppRunner | None = None
     try:
         if settings.http_port:
@@ -230,12 +213,7 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
         health.set_ready(False, "stopped")
         if runner is not None:
             await runner.cleanup()
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
-        if stop_at_eof is not None:
-            loop.remove_reader(stop_at_eof)
-        for timer in deadline:
-            timer.cancel()
+        stopping.release()
 
 
 def watching_certificates(service: str, settings: ServiceSettings, worker: Worker) -> Worker:
@@ -256,15 +234,6 @@ def bounded_stop_s(settings: ServiceSettings, own_s: float) -> float:
     """The longest a stop signal can keep the process: what its worker's own stop may take (`own_s`, its clients'
     time limits in a broker outage), at most `stop_deadline_s`."""
     return min(own_s, settings.stop_deadline_s)
-
-
-def forced_exit(service: str, why: str) -> None:
-    """End the process now, as if killed, after saying why (stderr flushed: it is the last word)."""
-    log.error("service.stop_forced", service=service, why=why)
-    with suppress(OSError, ValueError):
-        sys.stderr.flush()
-        sys.stdout.flush()
-    os._exit(0)
 
 
 def main(service: str, settings: ServiceSettings, worker: Worker, **options: Any) -> None:

@@ -113,7 +113,7 @@ def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, c
         serving = supervisor.spawn("http", server.serve())
         supervisor.spawn("broker-watch", watch_broker(publisher, supervisor.health, supervisor.stop,
                                                       waiting=claims.waiting))
-        stopping = supervisor.spawn("stop", supervisor.stop.wait())
+        stopping = supervisor.spawn("stop", _after_stop(supervisor.stop, settings.stop_delay_s))
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
             raise RuntimeError("the HTTP server ended on its own")
@@ -123,12 +123,22 @@ def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, c
     return run
 
 
+async def _after_stop(stop: asyncio.Event, delay_s: float) -> None:
+    """Return `delay_s` after the stop was asked for. The runtime has turned `/readyz` to 503 by then; the API keeps
+    answering meanwhile, so the requests a load balancer sends before it sees the 503 are served, not refused at a
+    closed port (without the delay the port closed at once and /readyz said 200 until then)."""
+    await stop.wait()
+    await asyncio.sleep(delay_s)
+
+
 def stop_budget_s(settings: GatewaySettings) -> float:
     """The longest SIGTERM can take in a broker outage (infra/compose.yaml's `stop_grace_period` is at least this):
-    requests under way get `stop_requests_s`, then the publisher's producer stops (`publisher.STOP_TIMEOUT_S`, and
-    as long again for producers dropped before, stopping on their own), then the claims reader's consumer and
-    producer, one after the other (`closing.CLOSE_TIMEOUT_S` each); at most the runtime's `stop_deadline_s`."""
-    return runtime.bounded_stop_s(settings, settings.stop_requests_s + 2 * STOP_TIMEOUT_S + 2 * closing.CLOSE_TIMEOUT_S)
+    the gateway keeps serving `stop_delay_s`, requests under way then get `stop_requests_s`, then the publisher's
+    producer stops (`publisher.STOP_TIMEOUT_S`, and as long again for producers dropped before, stopping on their
+    own), then the claims reader's consumer and producer, one after the other (`closing.CLOSE_TIMEOUT_S` each); at
+    most the runtime's `stop_deadline_s`."""
+    return runtime.bounded_stop_s(settings, settings.stop_delay_s + settings.stop_requests_s + 2 * STOP_TIMEOUT_S
+                                  + 2 * closing.CLOSE_TIMEOUT_S)
 
 
 def main() -> None:

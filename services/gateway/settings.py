@@ -83,10 +83,16 @@ class GatewaySettings(ServiceSettings):
     transaction_timeout_ms: int = Field(default=20_000, ge=1000, le=MAX_TRANSACTION_TIMEOUT_MS,
                                         description="A transaction left open by a dead gateway is aborted after this")
     retry_after_s: int = Field(default=5, ge=1, le=3600, description="Retry-After of a 503 or 429: try again later")
+    stop_delay_s: float = Field(
+        default=2.0, ge=0, le=600,
+        description="On SIGTERM, how long the gateway keeps serving with /readyz answering 503 before it stops taking "
+        "requests: the time a load balancer or Kubernetes needs to see it and send requests elsewhere (its probe "
+        "period times its failure threshold; behind Kubernetes about 5-10 s, docs/runbooks.md). Counted in the stop: "
+        "this, GATEWAY_STOP_REQUESTS_S and the producer's stop end within GATEWAY_STOP_DEADLINE_S")
     stop_requests_s: int = Field(
-        default=20, ge=1, le=3_600,
-        description="On SIGTERM, how long requests under way may take to finish (each of their "
-        "Kafka waits is bounded by kafka_timeout_s); then they are cancelled and answered 500 by the server: a "
+        default=18, ge=1, le=3_600,
+        description="On SIGTERM, after GATEWAY_STOP_DELAY_S, how long requests under way may take to finish (each of "
+        "their Kafka waits is bounded by kafka_timeout_s); then they are cancelled and answered 500 by the server: a "
         "cancelled request's transaction is aborted unless its commit was already sent, so its client sends it "
         "again, safely with its Idempotency-Key. Bounds the gateway's stop (infra/compose.yaml's grace period)")
     signature_tolerance_s: int = Field(default=300, ge=1, le=3600,
@@ -218,14 +224,15 @@ class GatewaySettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _requests_end_before_the_deadline(self) -> Self:
-        """Requests under way are cancelled after `stop_requests_s`, then the publisher's producer aborts their
-        transactions (`publisher.STOP_TIMEOUT_S`); the stop deadline ends the process, as if killed. At or past the
-        deadline, the requests never got their 500 (their clients saw a reset connection) and the aborts were left to
-        the transaction timeout."""
-        if self.stop_requests_s + STOP_TIMEOUT_S > self.stop_deadline_s:
-            raise ValueError(f"GATEWAY_STOP_REQUESTS_S ({self.stop_requests_s} s) and the producer's stop "
-                             f"({STOP_TIMEOUT_S:g} s) must end within GATEWAY_STOP_DEADLINE_S "
-                             f"({self.stop_deadline_s:g} s): lower the first or raise the second")
+        """Requests keep coming for `stop_delay_s`, those under way are cancelled `stop_requests_s` later, then the
+        publisher's producer aborts their transactions (`publisher.STOP_TIMEOUT_S`); the stop deadline ends the
+        process, as if killed. At or past the deadline, the requests never got their 500 (their clients saw a reset
+        connection) and the aborts were left to the transaction timeout."""
+        if self.stop_delay_s + self.stop_requests_s + STOP_TIMEOUT_S > self.stop_deadline_s:
+            raise ValueError(f"GATEWAY_STOP_DELAY_S ({self.stop_delay_s:g} s), GATEWAY_STOP_REQUESTS_S "
+                             f"({self.stop_requests_s} s) and the producer's stop ({STOP_TIMEOUT_S:g} s) must end "
+                             f"within GATEWAY_STOP_DEADLINE_S ({self.stop_deadline_s:g} s): lower the first two or "
+                             "raise the last")
         return self
 
     @model_validator(mode="after")

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from schemas.topics import DLQ_INTAKE, INTAKE_DEDUP, scoped
-from services.common import aiokafka_compat, clients, closing, kip447, probe
+from services.common import aiokafka_compat, clients, closing, joining, kip447, probe
 from services.common.lag import LagGauge
 from services.common.readiness import Readiness
 from services.common.runtime import Supervisor, Worker, bounded_stop_s
@@ -123,7 +123,8 @@ class IntakeWorker:
         self.task = Task(f"intake-{s.worker_id}", producer)  # before its start: `stop` closes one cancelled mid-start
         await producer.start()  # aborts what a predecessor with this worker id left open
         self.consumer.subscribe(list(self.topics.family_of), listener=self.assignment)
-        await self.consumer.start()
+        if not await joining.start_unless_stopped("intake", self.consumer, self.supervisor.stop):
+            return  # stopped during the group join: `run` goes straight to the stop
         # an idle worker whose broker is gone sees nothing wrong (fetches return nothing): the probe tells /readyz
         consumer, probed = self.consumer, [TopicPartition(next(iter(self.topics.family_of)), 0)]
         self._probe = self.supervisor.spawn("probe", probe.probe_loop(

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from services.common import aiokafka_compat, clients, closing, probe
+from services.common import aiokafka_compat, clients, closing, joining, probe
 from services.common.admin import ensure_topics
 from services.common.readiness import Readiness
 from services.common.runtime import Supervisor, bounded_stop_s
@@ -124,6 +124,8 @@ class MetricsWorker:
         background: list[asyncio.Task[None]] = []
         try:
             await self._start(supervisor)
+            if supervisor.stop.is_set():  # stopped during the group join, perhaps: nothing to watch
+                return
             background.append(supervisor.spawn("snapshots", self._snapshot_loop(supervisor.stop)))
             background.append(supervisor.spawn("probe", self._probe_loop()))
             assert self.consumer is not None
@@ -146,8 +148,8 @@ class MetricsWorker:
                                          partition_assignment_strategy=(RangePartitionAssignor,),
                                          max_partition_fetch_bytes=4 * 1024 * 1024)
         self.consumer.subscribe(list(self.names.family_of), listener=Rebalance(self, supervisor))
-        await self.consumer.start()
-        log.info("metrics.started", group=s.group_id, worker=s.worker_id)
+        if await joining.start_unless_stopped("metrics", self.consumer, supervisor.stop):
+            log.info("metrics.started", group=s.group_id, worker=s.worker_id)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None

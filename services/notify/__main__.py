@@ -2,10 +2,15 @@
 
 The runtime gives signals, the HTTP server (/metrics, /healthz, /readyz), logging
 at `NOTIFY_LOG_LEVEL` and restart with back-off; the tracker child process runs
-for the life of this process, and its death ends the worker (see `tracker`).
+for the life of this process, and its death ends the worker (see `tracker`). On a stop the worker waits for the
+tracker as its last step, so a second signal meanwhile is the runtime's forced stop (`service.stop_forced`, exit 0):
+waited for after the runtime had returned, its signal handlers gone, a second SIGINT gave a KeyboardInterrupt
+traceback (exit -2) and a second SIGTERM ended the process unlogged (-15).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from services.common import runtime
 from services.common.refused import settings_checked
@@ -25,14 +30,20 @@ def main() -> None:
     tracker = TrackerProcess.start() if settings.deadlines else None
 
     async def worker(supervisor: Supervisor) -> None:
-        if tracker is not None:
-            supervisor.spawn("tracker-watch", tracker.watch(supervisor.stop))
-        await run(supervisor, settings, privacy)
+        if tracker is None:
+            await run(supervisor, settings, privacy)
+            return
+        supervisor.spawn("tracker-watch", tracker.watch(supervisor.stop))
+        try:
+            await run(supervisor, settings, privacy)
+        finally:
+            if supervisor.stop.is_set():  # the worker's last step, while the runtime still handles the signals
+                await asyncio.to_thread(tracker.stop)
 
     try:
         runtime.main(SERVICE, settings, worker)
     finally:
-        if tracker is not None:
+        if tracker is not None:  # a crash: the runtime has ended (a stop has stopped the tracker already)
             tracker.stop()
 
 

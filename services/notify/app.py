@@ -9,7 +9,7 @@ exit stack closes everything in reverse order when the run stops or fails.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -24,7 +24,7 @@ from schemas.notification import ChannelKind
 from schemas.topics import Group, group_id
 from services.common import clients
 from services.common.admin import ensure_topics
-from services.common.closing import CLOSE_TIMEOUT_S, close_within
+from services.common.closing import CLOSE_TIMEOUT_S, close_all_within, close_within
 from services.common.lag import LagGauge
 from services.common.partitioner import partition_for
 from services.common.probe import probe_loop
@@ -136,8 +136,10 @@ class NotifyApp:
             dispatcher.gate = fence
             stack.push_async_callback(_cancel, [spawn("stall-watch", stalls.watch()),
                                                 spawn("broker-probe", probe_loop(feed.reachable, readiness.broker))])
-            routine = await self._consumer(stack, "routine", sorted(routine_topics), feed, readiness, fence)
-            urgent = await self._consumer(stack, "urgent", sorted(urgent_topics), feed, readiness, fence)
+            opened: list[tuple[str, Callable[[], Awaitable[None]]]] = []  # closed together: each may wait out a join
+            stack.push_async_callback(close_all_within, SERVICE, opened)
+            routine = await self._consumer(stack, opened, "routine", sorted(routine_topics), feed, readiness, fence)
+            urgent = await self._consumer(stack, opened, "urgent", sorted(urgent_topics), feed, readiness, fence)
             consumers = (routine, urgent)
             dossier_partitions = len(await producer.partitions_for(n.dossier))
             dispatcher.owns = partial(self._owns, routine, dossier_partitions)
@@ -212,14 +214,14 @@ class NotifyApp:
         """A commune belongs to the worker holding its dossier-topic partition (keys are communes everywhere)."""
         return TopicPartition(self.names.dossier, partition_for(commune.encode(), partitions)) in consumer.assignment()
 
-    async def _consumer(self, stack: AsyncExitStack, name: str, topics: list[str], feed: LedgerFeed,
-                        readiness: Readiness, fence: Fence) -> AIOKafkaConsumer:
+    async def _consumer(self, stack: AsyncExitStack, opened: list[tuple[str, Callable[[], Awaitable[None]]]], name: str,
+                        topics: list[str], feed: LedgerFeed, readiness: Readiness, fence: Fence) -> AIOKafkaConsumer:
         consumer = clients.consumer(self.s, client_id=f"{CLIENT_ID}-{name}",
                                     group_id=group_id(Group.NOTIFY, self.s.namespace), max_poll_records=200,
                                     session_timeout_ms=self.s.session_timeout_ms,
                                     rebalance_timeout_ms=self.s.rebalance_timeout_ms(),
                                     heartbeat_interval_ms=self.s.heartbeat_interval_ms)
-        stack.push_async_callback(close_within, SERVICE, f"{name}-consumer", consumer.stop)
+        opened.append((f"{name}-consumer", consumer.stop))
         await consumer.start()
         pauses = self.pauses[name] = Pauses(consumer)
         listener = Listener(self.sup.fail, name, readiness, fence, commit=partial(self._commit, consumer),
@@ -277,12 +279,13 @@ def stop_budget_s(settings: NotifySettings) -> float:
     """The longest SIGTERM can take (infra/compose.yaml's `stop_grace_period` is at least this): the drain of the
     calls under way (`NotifySettings.stop_drain_s`; skipped in a broker outage), the final commits
     (`COMMIT_TIMEOUT_S` per consumer), then each client's stop within `CLOSE_TIMEOUT_S`, one after the other as the
-    run's exit stack unwinds (the erasure notices' consumers, all at once, ADR 0035; the two consumers, the key store,
-    the ledger tail, the producer), at most the runtime's `stop_deadline_s`; then `__main__` waits for the deadline
-    tracker, told to stop when the worker's stop began (`tracker.STOP_TIMEOUT_S`, then it is killed)."""
-    clients_ = 6
-    own = bounded_stop_s(settings, settings.stop_drain_s() + CONSUMERS * COMMIT_TIMEOUT_S + clients_ * CLOSE_TIMEOUT_S)
-    return own + (tracker.STOP_TIMEOUT_S if settings.deadlines else 0.0)
+    run's exit stack unwinds (the erasure notices' consumers, all at once, ADR 0035; the two consumers, both at once;
+    the key store, the ledger tail, the producer); then the worker waits for the deadline tracker, told to stop when
+    the worker's stop began (`tracker.STOP_TIMEOUT_S`, then it is killed); all at most the runtime's `stop_deadline_s`
+    (`__main__` waits for the tracker inside the stop, where a second signal is still a forced stop)."""
+    clients_ = 5
+    own = settings.stop_drain_s() + CONSUMERS * COMMIT_TIMEOUT_S + clients_ * CLOSE_TIMEOUT_S
+    return bounded_stop_s(settings, own + (tracker.STOP_TIMEOUT_S if settings.deadlines else 0.0))
 
 
 async def run(supervisor: Supervisor, settings: NotifySettings, privacy: PrivacySettings | None = None) -> None:

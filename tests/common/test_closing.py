@@ -4,12 +4,13 @@ process, runs on in the background, and its failure is logged by type, never lef
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from structlog.testing import capture_logs
 
-from services.common.closing import close_within
+from services.common.closing import close_all_within, close_within
 
 pytestmark = pytest.mark.unit
 
@@ -96,3 +97,19 @@ async def test_a_caller_cancelled_in_the_turn_its_stop_ends_cancelled_is_still_c
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
+
+
+async def test_clients_closed_together_wait_out_one_deadline_not_one_each() -> None:
+    """Two consumers whose stops each end only once the other's has begun (each waits out the same group join) both
+    stop cleanly within one deadline: closed one after the other, the first was given up at its deadline (notify's
+    two consumers, 10 s each, term audit)."""
+    begun = {"routine": asyncio.Event(), "urgent": asyncio.Event()}
+
+    def stop_of(name: str, other: str) -> Callable[[], Awaitable[None]]:
+        async def stop() -> None:
+            begun[name].set()
+            await begun[other].wait()
+        return stop
+
+    stops = [("routine", stop_of("routine", "urgent")), ("urgent", stop_of("urgent", "routine"))]
+    assert await close_all_within("svc", stops, timeout_s=5) == [True, True]

@@ -375,3 +375,21 @@ async def test_a_run_failing_while_it_stops_is_no_restart(service: str, logs: li
     await asyncio.wait_for(supervise(service, worker, stop, Health(service)), timeout=5)
     assert [e["event"] for e in logs if e["event"].startswith("service.")] == ["service.stopped_with_error"]
     assert sample("commune_service_restarts_total", service=service, error="KafkaConnectionError") == 0
+
+
+async def test_a_task_cancelled_before_its_first_step_leaves_no_never_awaited_warning(service: str) -> None:
+    """A supervised task cancelled as soon as it is spawned (the stop lands right after) closes its coroutine: Python
+    printed "coroutine ... was never awaited" on stderr at such stops."""
+    async def work() -> None:
+        await asyncio.sleep(1)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with asyncio.TaskGroup() as group:
+            task = Supervisor(service, group, asyncio.Event(), Health(service)).spawn("probe", work())
+            task.cancel()
+        cancelled = task.cancelled()
+        del task  # the last reference to the coroutine: it is finalised now, within `caught`
+        gc.collect()
+    assert cancelled
+    assert not [w for w in caught if "never awaited" in str(w.message)]

@@ -95,14 +95,17 @@ def test_intakes_transaction_timeout_is_at_least_a_second_as_the_others() -> Non
     assert IntakeSettings(transaction_timeout_ms=1_000).transaction_timeout_ms == 1_000
 
 
-@pytest.mark.parametrize(("requests_s", "deadline_s", "accepted"), [(20, 25.0, True), (21, 25.0, False),
-                                                                     (25, 25.0, False), (30, 40.0, True)])
-def test_requests_under_way_end_before_the_gateways_stop_deadline(requests_s: int, deadline_s: float,
+@pytest.mark.parametrize(("delay_s", "requests_s", "deadline_s", "accepted"), [
+    (0, 20, 25.0, True), (0, 21, 25.0, False), (0, 25, 25.0, False), (0, 30, 40.0, True),
+    (2, 18, 25.0, True), (2, 19, 25.0, False), (10, 15, 30.0, True), (10, 16, 30.0, False)])
+def test_requests_under_way_end_before_the_gateways_stop_deadline(delay_s: float, requests_s: int, deadline_s: float,
                                                                    accepted: bool) -> None:
-    """GATEWAY_STOP_REQUESTS_S and the producer's stop (5 s) within GATEWAY_STOP_DEADLINE_S: past it, the process
-    ended as if killed before the cancelled requests were answered and their transactions aborted."""
+    """GATEWAY_STOP_DELAY_S, GATEWAY_STOP_REQUESTS_S and the producer's stop (5 s) within GATEWAY_STOP_DEADLINE_S:
+    past it, the process ended as if killed before the cancelled requests were answered and their transactions
+    aborted."""
     if accepted:
-        assert GatewaySettings(stop_requests_s=requests_s, stop_deadline_s=deadline_s).stop_requests_s == requests_s
+        settings = GatewaySettings(stop_delay_s=delay_s, stop_requests_s=requests_s, stop_deadline_s=deadline_s)
+        assert settings.stop_requests_s == requests_s
         return
     with pytest.raises(ValidationError, match="GATEWAY_STOP_REQUESTS_S"):
-        GatewaySettings(stop_requests_s=requests_s, stop_deadline_s=deadline_s)
+        GatewaySettings(stop_delay_s=delay_s, stop_requests_s=requests_s, stop_deadline_s=deadline_s)

@@ -202,7 +202,8 @@ async def _stop_with_a_closing_connection(tmp_path: Path) -> None:
     gauge = open_now()
     certfile, keyfile = self_signed(tmp_path)
     settings = GatewaySettings(port=free_port(), tls_certfile=certfile, tls_keyfile=keyfile, header_timeout_s=3.0,
-                               keepalive_timeout_s=1, send_timeout_s=2.0, stop_requests_s=20)
+                               keepalive_timeout_s=1, send_timeout_s=2.0, stop_requests_s=20,
+                               stop_delay_s=0)
     app = create_app(settings, REGISTRY, CREDENTIALS, Recording(), claims=MemoryClaims(Clock()))
     server = _Server(server_config(settings, app))
     serving = asyncio.create_task(server.serve())

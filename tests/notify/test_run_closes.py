@@ -7,6 +7,7 @@ per restart; an erasure-notice consumer cancelled while joining its group, a mem
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from services.common import clients
 from services.common.changelog import RestoreStalled
+from services.common.closing import close_all_within
 from services.common.settings import KafkaConnection
 from services.notify import app as app_module
 from services.notify.app import NotifyApp
@@ -53,9 +55,11 @@ async def test_a_consumer_whose_start_fails_is_stopped(monkeypatch: pytest.Monke
     consumer = StartingClient()
     monkeypatch.setattr(clients, "consumer", lambda *_, **__: consumer)
     app = NotifyApp(NotifySettings(deadlines=False), None)  # type: ignore[arg-type]
+    opened: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     with pytest.raises(KafkaConnectionError):
         async with AsyncExitStack() as stack:
-            await app._consumer(stack, "routine", ["t"], None, None, None)  # type: ignore[arg-type]
+            stack.push_async_callback(close_all_within, "notify", opened)  # as `run` does, before the consumers
+            await app._consumer(stack, opened, "routine", ["t"], None, None, None)  # type: ignore[arg-type]
     assert consumer.stopped
 
 

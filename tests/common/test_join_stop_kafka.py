@@ -1,0 +1,110 @@
+"""A stop asked for while a worker's consumer waits in its group join ends the run at once, not when the join ends
+(`services.common.joining`; real broker, intake's and metrics' workers in process)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from services.common import clients
+from services.common.health import Health
+from services.common.runtime import Supervisor, supervise
+from services.common.settings import KafkaConnection
+from services.intake.settings import IntakeSettings
+from services.intake.validate import Topics
+from services.intake.worker import IntakeWorker
+from services.metrics.settings import MetricsSettings
+from services.metrics.worker import MetricsWorker
+from tests import naming
+from tests.waiting import eventually_async
+
+pytestmark = pytest.mark.kafka
+HOLD_MS = 60_000
+"""The stalled member's session and rebalance timeouts: the join it holds up would end after this."""
+
+
+class Stalled(ConsumerRebalanceListener):
+    """A member that stalls at the next rebalance (a paused process): its revocation never returns, so it never
+    rejoins and the join of every other member waits for it."""
+
+    def __init__(self) -> None:
+        self.assigned, self.rebalancing, self.release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def on_partitions_revoked(self, revoked: AbstractSet[TopicPartition]) -> None:
+        if self.assigned.is_set():
+            self.rebalancing.set()
+            await self.release.wait()
+
+    async def on_partitions_assigned(self, assigned: AbstractSet[TopicPartition]) -> None:
+        self.assigned.set()
+
+
+async def group_state(conn: KafkaConnection, group: str) -> str:
+    admin = clients.admin(conn)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+        return str(response.groups[0][2])
+    finally:
+        await admin.close()
+
+
+Started = tuple[str, str, list[str], Callable[[Supervisor], Awaitable[None]]]
+"""A worker under test: its service's name, its group, the topics it consumes, its runtime worker."""
+
+
+def intake(bootstrap: str, namespace: str, _: Path) -> Started:
+    settings = IntakeSettings(bootstrap=bootstrap, namespace=namespace, seal_personal_data=False)
+
+    async def run(supervisor: Supervisor) -> None:
+        await IntakeWorker(settings, supervisor).run()
+
+    return "intake", settings.group_id, list(Topics.of(namespace, None).family_of), run
+
+
+def metrics(bootstrap: str, namespace: str, state: Path) -> Started:
+    settings = MetricsSettings(bootstrap=bootstrap, namespace=namespace, state_dir=state)
+    worker = MetricsWorker(settings)
+    return "metrics", settings.group_id, list(worker.names.family_of), worker.run
+
+
+@pytest.mark.parametrize("service", [intake, metrics], ids=["intake", "metrics"])
+async def test_a_stop_during_the_group_join_ends_the_run_before_the_join(
+        kafka_bootstrap: str, tmp_path: Path, service: Callable[[str, str, Path], Started]) -> None:
+    """A member holds the group's join up (stalled in its rebalance); the worker's stop, asked for while its
+    consumer waits in that join, ends its run while the group still waits for the stalled member. Before, the run
+    went on until the broker dropped that member (its rebalance timeout): the join then completed and the worker was
+    assigned every partition, only to give them back."""
+    name, group, topics, run = service(kafka_bootstrap, "j" + naming.unique(), tmp_path)
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    health, stop = Health(f"{name}-join-test"), asyncio.Event()
+    running = asyncio.create_task(supervise(health.service, run, stop, health))
+    stalled = Stalled()
+    holder = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, session_timeout_ms=HOLD_MS,
+                              rebalance_timeout_ms=HOLD_MS, heartbeat_interval_ms=1000,
+                              partition_assignment_strategy=(RangePartitionAssignor,))
+    try:
+        await eventually_async(lambda: health.ready, timeout=60, what=f"{name} ready")  # its topics exist
+        stop.set()
+        await asyncio.wait_for(running, timeout=60)
+        # the holder joins alone, then the worker joins behind it and stalls on it
+        stop.clear()
+        holder.subscribe(topics, listener=stalled)
+        await holder.start()
+        await asyncio.wait_for(stalled.assigned.wait(), timeout=60)
+        running = asyncio.create_task(supervise(health.service, run, stop, Health(health.service)))
+        await asyncio.wait_for(stalled.rebalancing.wait(), timeout=60)  # the worker's JoinGroup is at the broker
+        stop.set()
+        await asyncio.wait_for(running, timeout=2 * HOLD_MS / 1000)
+        assert await group_state(conn, group) == "PreparingRebalance", "the join completed before the run ended"
+    finally:
+        stalled.release.set()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await holder.stop()
