@@ -193,12 +193,15 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
 
 async def serve(service: str, settings: ServiceSettings, worker: Worker, *, health: Health | None = None,
                 extra: http.Extra | None = None, restart_on: tuple[type[Exception], ...] = (KafkaError,),
-                stop: asyncio.Event | None = None, stop_at_eof: int | None = None) -> None:
+                stop: asyncio.Event | None = None, stop_at_eof: int | None = None,
+                on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
     """A whole service: stop signals, its HTTP server (when `http_port` is set), and `worker` under supervision.
     With `stop_at_eof`, a file descriptor (a pipe from a parent process) whose end asks for a stop as a first signal
     would, and is no second signal after one: a parent asking its child to stop while a signal to the process group
     reached the child too forced the child's stop (notify's deadline tracker: `service.stop_forced`, 4 stops of 7;
-    ops audit)."""
+    ops audit). `on_stop`: the stop's last step once the worker has ended, while the stop signals are still handled
+    (notify waits for its tracker there: a stop between runs, in a broker outage, never reached the worker's own last
+    step, and a second signal during that wait was Python's, a traceback; review)."""
     health = health or Health(service)
     health.broker_answers = partial(probe.bootstrap_answers, settings, service)
     stop = stop or asyncio.Event()
@@ -209,6 +212,8 @@ async def serve(service: str, settings: ServiceSettings, worker: Worker, *, heal
         if settings.http_port:
             runner = await http.serve(health, settings.http_host, settings.http_port, extra)
         await supervise(service, watching_certificates(service, settings, worker), stop, health, restart_on)
+        if on_stop is not None and stop.is_set():
+            await on_stop()
     finally:
         health.set_ready(False, "stopped")
         if runner is not None:

@@ -30,18 +30,16 @@ def main() -> None:
     tracker = TrackerProcess.start() if settings.deadlines else None
 
     async def worker(supervisor: Supervisor) -> None:
-        if tracker is None:
-            await run(supervisor, settings, privacy)
-            return
-        supervisor.spawn("tracker-watch", tracker.watch(supervisor.stop))
-        try:
-            await run(supervisor, settings, privacy)
-        finally:
-            if supervisor.stop.is_set():  # the worker's last step, while the runtime still handles the signals
-                await asyncio.to_thread(tracker.stop)
+        if tracker is not None:
+            supervisor.spawn("tracker-watch", tracker.watch(supervisor.stop))
+        await run(supervisor, settings, privacy)
+
+    async def tracker_stopped() -> None:  # the stop's last step, while the runtime still handles the signals
+        if tracker is not None:
+            await asyncio.to_thread(tracker.stop)
 
     try:
-        runtime.main(SERVICE, settings, worker)
+        runtime.main(SERVICE, settings, worker, on_stop=tracker_stopped)
     finally:
         if tracker is not None:  # a crash: the runtime has ended (a stop has stopped the tracker already)
             tracker.stop()

@@ -1,7 +1,8 @@
 """`python -m tests.notify.stubborn_tracker FOLDER`: notify's entry point (`services.notify.__main__.main`) with an
 idle worker and a tracker child that is slow to stop, for test_tracker_signals.py. No broker.
 
-The worker writes FOLDER/started once running; the tracker child writes FOLDER/asked when notify asks it to stop (its
+The worker (`outage` as a second argument: every run failing, as in a broker outage) writes FOLDER/started once
+running; the tracker child writes FOLDER/asked when notify asks it to stop (its
 standard input ends), then ignores that and SIGTERM for 10 s, so notify waits `tracker.STOP_TIMEOUT_S` for it before
 killing it.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+
+from aiokafka.errors import KafkaConnectionError
 
 from services.common.runtime import Supervisor
 from services.notify import __main__ as notify_main
@@ -35,7 +38,13 @@ async def idle(supervisor: Supervisor, settings: NotifySettings, privacy: Privac
     await supervisor.stop.wait()
 
 
+async def outage(supervisor: Supervisor, settings: NotifySettings, privacy: PrivacySettings | None = None) -> None:
+    """Every run fails as in a broker outage: the runtime waits between runs, where the stop then lands."""
+    (FOLDER / "started").write_text("started")
+    raise KafkaConnectionError("the broker is gone")
+
+
 if __name__ == "__main__":
     notify_main.TrackerProcess = Stubborn  # type: ignore[misc]
-    notify_main.run = idle
+    notify_main.run = outage if sys.argv[2:] == ["outage"] else idle
     notify_main.main()
