@@ -29,13 +29,14 @@ def broker_time(written: RecordMetadata) -> datetime | None:
 
 
 def erasure_mark(audit: ErasureAudit, logged: RecordMetadata, margin: timedelta) -> ErasureMark:
-    """The erasure's mark: the later of its request and its audit record's append time (`logged`, the broker's answer
-    to the audit record, written first in the erasure's transaction), plus `margin`. Never earlier than the request:
-    an eraser whose clock runs ahead erases a little more of the subject's new data, never less of the old. An audit
-    topic still at CreateTime (`commune-bus topics create` not run since the upgrade) gives no broker time: the mark is
-    dated by the eraser's clock, as before, and the log says so."""
+    """The erasure's mark: its audit record's append time (`logged`, the broker's answer to the audit record, written
+    first in the erasure's transaction), plus `margin`. Whatever was written before the erasure was appended before
+    it, by the brokers' clocks, which the margin covers among themselves; the eraser's own clock plays no part. (It
+    did: the later of the request and the broker's time, so an eraser 2 h fast sealed erased every dossier its
+    citizen sent in the next 2 h, review.) An audit topic still at CreateTime (`commune-bus topics create` not run
+    since the upgrade) gives no broker time: the mark is dated by the eraser's clock, as before, and the log says so."""
     at = broker_time(logged)
     if at is None:
         log.warning("erase.mark_by_local_clock", topic=logged.topic, timestamp_type=logged.timestamp_type,
                     fix="commune-bus topics create (the audit topic's message.timestamp.type=LogAppendTime)")
-    return ErasureMark(subject=audit.subject, created_up_to=max(audit.requested_at, at or audit.requested_at) + margin)
+    return ErasureMark(subject=audit.subject, created_up_to=(at or audit.requested_at) + margin)

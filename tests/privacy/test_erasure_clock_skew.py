@@ -103,13 +103,18 @@ async def test_a_dossier_written_before_the_erasure_of_a_slow_eraser_stays_erase
     assert (_name(reader, late), _name(reader, new)) == ("[erased]", "Nguyễn Thị Lan")
 
 
-def test_an_eraser_ahead_of_the_broker_erases_up_to_its_own_time() -> None:
-    """The mark is never earlier than the request: an eraser's clock ahead erases a little more of the subject's new
-    data, never less of what came before (the broker's time alone would end the mark before the request)."""
-    audit = ErasureAudit(erasure_id="e", subject="a-s", requested_by="op", requested_at=T0 + timedelta(minutes=5),
-                         keys_destroyed=0)
+@pytest.mark.parametrize("ahead", OFF)
+def test_an_eraser_ahead_of_the_broker_erases_up_to_the_brokers_time(ahead: timedelta) -> None:
+    """The mark is the broker's time and the margin, whatever the eraser's clock says: one `ahead` erased the
+    subject's new data for as long (review: 2 h fast, a dossier sent 30 min after the erasure was sealed erased)."""
+    audit = ErasureAudit(erasure_id="e", subject="a-s", requested_by="op", requested_at=T0 + ahead, keys_destroyed=0)
     stamped = RecordMetadata("commune.privacy.audit", 0, TopicPartition("commune.privacy.audit", 0), 0, _ms(T0), 1, 0)
-    assert erasure_mark(audit, stamped, erase.CLOCK_MARGIN).created_up_to == T0 + timedelta(minutes=6)
+    mark = erasure_mark(audit, stamped, erase.CLOCK_MARGIN)
+    assert mark.created_up_to == T0 + erase.CLOCK_MARGIN
+    worker = keyring()
+    worker.apply(record_key(mark.subject, ERASED_MARK), mark.model_dump_json().encode())
+    key_id, _, _ = worker.key_for(mark.subject, written_at=T0 + timedelta(minutes=30))
+    assert key_id != ERASED_KEY  # new data, sealed under a live key
 
 
 def test_an_audit_topic_still_at_create_time_dates_the_mark_by_the_eraser_and_says_so() -> None:
