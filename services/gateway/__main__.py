@@ -113,7 +113,7 @@ def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, c
         serving = supervisor.spawn("http", server.serve())
         supervisor.spawn("broker-watch", watch_broker(publisher, supervisor.health, supervisor.stop,
                                                       waiting=claims.waiting))
-        stopping = supervisor.spawn("stop", _after_stop(supervisor.stop, settings.stop_delay_s))
+        stopping = supervisor.spawn("stop", _after_stop(supervisor.stop, settings.stop_delay()))
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if serving.done():
             raise RuntimeError("the HTTP server ended on its own")
@@ -137,7 +137,7 @@ def stop_budget_s(settings: GatewaySettings) -> float:
     producer stops (`publisher.STOP_TIMEOUT_S`, and as long again for producers dropped before, stopping on their
     own), then the claims reader's consumer and producer, one after the other (`closing.CLOSE_TIMEOUT_S` each); at
     most the runtime's `stop_deadline_s`."""
-    return runtime.bounded_stop_s(settings, settings.stop_delay_s + settings.stop_requests_s + 2 * STOP_TIMEOUT_S
+    return runtime.bounded_stop_s(settings, settings.stop_delay() + settings.stop_requests_s + 2 * STOP_TIMEOUT_S
                                   + 2 * closing.CLOSE_TIMEOUT_S)
 
 

@@ -23,6 +23,8 @@ from services.gateway.publisher import STOP_TIMEOUT_S
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_STOP_DELAY_S = 2.0
+"""`GATEWAY_STOP_DELAY_S` when unset: enough for a load balancer probing every second, small enough for compose."""
 
 
 def _networks(value: str) -> str:
@@ -83,12 +85,14 @@ class GatewaySettings(ServiceSettings):
     transaction_timeout_ms: int = Field(default=20_000, ge=1000, le=MAX_TRANSACTION_TIMEOUT_MS,
                                         description="A transaction left open by a dead gateway is aborted after this")
     retry_after_s: int = Field(default=5, ge=1, le=3600, description="Retry-After of a 503 or 429: try again later")
-    stop_delay_s: float = Field(
-        default=2.0, ge=0, le=600,
+    stop_delay_s: float | None = Field(
+        default=None, ge=0, le=600,
         description="On SIGTERM, how long the gateway keeps serving with /readyz answering 503 before it stops taking "
         "requests: the time a load balancer or Kubernetes needs to see it and send requests elsewhere (its probe "
         "period times its failure threshold; behind Kubernetes about 5-10 s, docs/runbooks.md). Counted in the stop: "
-        "this, GATEWAY_STOP_REQUESTS_S and the producer's stop end within GATEWAY_STOP_DEADLINE_S")
+        "this, GATEWAY_STOP_REQUESTS_S and the producer's stop end within GATEWAY_STOP_DEADLINE_S. Unset: 2 s, or "
+        "what GATEWAY_STOP_REQUESTS_S leaves of the deadline if less (a deployment that set it to 20 s, the default "
+        "before this setting, still starts)")
     stop_requests_s: int = Field(
         default=18, ge=1, le=3_600,
         description="On SIGTERM, after GATEWAY_STOP_DELAY_S, how long requests under way may take to finish (each of "
@@ -222,14 +226,21 @@ class GatewaySettings(ServiceSettings):
                              "GATEWAY_HTTP_HOST: the API and /metrics are two servers, give them two ports")
         return self
 
+    def stop_delay(self) -> float:
+        """`stop_delay_s`, or when unset `DEFAULT_STOP_DELAY_S` at most, what the deadline leaves after the requests
+        under way and the producer's stop."""
+        if self.stop_delay_s is not None:
+            return self.stop_delay_s
+        return max(0.0, min(DEFAULT_STOP_DELAY_S, self.stop_deadline_s - self.stop_requests_s - STOP_TIMEOUT_S))
+
     @model_validator(mode="after")
     def _requests_end_before_the_deadline(self) -> Self:
         """Requests keep coming for `stop_delay_s`, those under way are cancelled `stop_requests_s` later, then the
         publisher's producer aborts their transactions (`publisher.STOP_TIMEOUT_S`); the stop deadline ends the
         process, as if killed. At or past the deadline, the requests never got their 500 (their clients saw a reset
         connection) and the aborts were left to the transaction timeout."""
-        if self.stop_delay_s + self.stop_requests_s + STOP_TIMEOUT_S > self.stop_deadline_s:
-            raise ValueError(f"GATEWAY_STOP_DELAY_S ({self.stop_delay_s:g} s), GATEWAY_STOP_REQUESTS_S "
+        if self.stop_delay() + self.stop_requests_s + STOP_TIMEOUT_S > self.stop_deadline_s:
+            raise ValueError(f"GATEWAY_STOP_DELAY_S ({self.stop_delay():g} s), GATEWAY_STOP_REQUESTS_S "
                              f"({self.stop_requests_s} s) and the producer's stop ({STOP_TIMEOUT_S:g} s) must end "
                              f"within GATEWAY_STOP_DEADLINE_S ({self.stop_deadline_s:g} s): lower the first two or "
                              "raise the last")

@@ -109,3 +109,13 @@ def test_requests_under_way_end_before_the_gateways_stop_deadline(delay_s: float
         return
     with pytest.raises(ValidationError, match="GATEWAY_STOP_REQUESTS_S"):
         GatewaySettings(stop_delay_s=delay_s, stop_requests_s=requests_s, stop_deadline_s=deadline_s)
+
+
+@pytest.mark.parametrize(("requests_s", "deadline_s", "delay_s"), [
+    (18, 25.0, 2.0), (20, 25.0, 0.0), (19, 25.0, 1.0), (10, 30.0, 2.0)])
+def test_an_unset_stop_delay_fits_what_the_requests_leave(requests_s: int, deadline_s: float, delay_s: float) -> None:
+    """GATEWAY_STOP_DELAY_S unset is 2 s, or what GATEWAY_STOP_REQUESTS_S leaves of the deadline: a deployment that
+    set the requests' 20 s, the default before the delay came, still starts (review: it was refused, and a rolling
+    upgrade crash-looped). A delay set explicitly past the deadline is still refused (above)."""
+    settings = GatewaySettings(stop_requests_s=requests_s, stop_deadline_s=deadline_s)
+    assert settings.stop_delay() == delay_s
