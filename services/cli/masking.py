@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas import limits
@@ -249,7 +249,16 @@ def shown_header(name: str, value: bytes | None) -> tuple[str, str]:
     shown = name if all(limits.shown_key(part) == part for part in name.split(".")) else withheld(name, "masked name")
     if not value:
         return shown, ""
+    if name == Header.SOURCE_WRITTEN_AT and value.isdigit() and len(value) <= 15:  # ms: a time identifies nobody
+        return shown, _utc_ms(int(value))  # as a time (13 digits in a row would be masked as a phone's)
     check = DLQ_HEADERS.get(name)
     if clear_headers([(name, value)]) or (check is not None and len(value) <= 256 and check(value)):
         return shown, personal_numbers_masked(decoded(value))
     return shown, withheld(value)
+
+
+def _utc_ms(ms: int) -> str:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):  # past year 9999: not a time intake wrote
+        return withheld(str(ms).encode())

@@ -218,6 +218,18 @@ def test_what_identifies_nobody_is_shown() -> None:
 
 
 @pytest.mark.unit
+def test_when_the_original_was_written_is_shown_as_a_time() -> None:
+    """`dlq.source.written-at` (ms, ADR 0043) identifies nobody: shown as the time it is, not masked as the 13-digit
+    run it is written as (review: `<masked, 13 bytes>`, so `dlq list` hid what the guide points operators to)."""
+    context = DeadLetterContext(reason=Reason.INVALID_FIELD, field="data", message="m",
+                                source_topic="commune.raw.dossier", source_partition=3, source_offset=1234,
+                                rejected_at="2026-12-02T10:11:13Z",
+                                source_written_at=1764670272345).headers()
+    out = rendered(record_panel(ConsumerRecord("t", 0, 0, 0, 0, b"02269", b"{}", None, 0, 0, context)))
+    assert re.search(r"dlq\.source\.written-at +2025-12-02T10:11:12\.345Z ", out), out
+
+
+@pytest.mark.unit
 def test_a_dead_letter_sealed_already_erased_shows_its_key_id() -> None:
     """`dlq.sealed.key: erased` (ADR 0042) names no key and identifies nobody: shown, as a data key's id is."""
     headers = [(SEALED_SUBJECT_HEADER, b"dlq:2026-12-02"), (SEALED_KEY_HEADER, ERASED_KEY.encode())]
