@@ -70,7 +70,8 @@ HEADER_NOTES: dict[Header, str] = {
     Header.SOURCE_WRITTEN_AT: "When the original was written to Kafka, in ms since the epoch, by the broker's clock "
     "(its append time, or its own original's, `intake.written-at`): what `dlq replay` dates the replayed record by "
     "(ADR 0043). Absent on dead letters written before 2026-12-06; a time identifies nobody.",
-    Header.REPLAYED: "Set on a record re-driven from the DLQ into a raw topic: the DLQ offset it came from.",
+    Header.REPLAYED: "Set on a record re-driven from the DLQ into a raw topic: the partition and offset of the dead "
+    "letter it came from, `<partition>:<offset>`.",
     Header.LOOKUP_ID: "The event id the record carries (a portal payload: the id intake derives), when it identifies "
     "nobody (`schemas.lookup`, ADR 0038): what `commune-bus trace` finds the dead letter by without the raw topics.",
     Header.LOOKUP_SUBJECT: "The record's subject (a dossier code; the portal's `MaHoSo`), when it identifies nobody "

@@ -68,7 +68,8 @@ def deadletter_schema() -> dict[str, Any]:
         # described, not asserted (as the lookup names below): another value was a string allowed here before
         Header.SOURCE_WRITTEN_AT.value: {"type": "string",
                                          "description": f"{HEADER_NOTES[Header.SOURCE_WRITTEN_AT]} Shape: ^\\d+$"},
-        Header.REPLAYED.value: {"type": "string", "pattern": r"^\d+$", "description": HEADER_NOTES[Header.REPLAYED]},
+        # no pattern: `^\d+$` refused what `dlq replay` writes, `<partition>:<offset>` (review)
+        Header.REPLAYED.value: {"type": "string", "description": f"{HEADER_NOTES[Header.REPLAYED]} Shape: ^\\d+:\\d+$"},
         # shapes described, not asserted: the headers were already strings of any value here (additionalProperties),
         # and a pattern added to a published property is a breaking change (`schemas.compat`)
         Header.LOOKUP_ID.value: {"type": "string", "description": f"{HEADER_NOTES[Header.LOOKUP_ID]} Shape: "

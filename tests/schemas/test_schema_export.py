@@ -98,3 +98,11 @@ def test_every_dead_letter_header_is_described() -> None:
     said = {name: p["description"] for name, p in properties.items() if "description" in p}
     assert {"dlq.replayed", "dlq.lookup.id", "dlq.lookup.trace", "dlq.source.written-at"} <= set(said)
     assert not [n for n, d in said.items() if len(d) < 10 or d.startswith("None")], said
+
+
+def test_the_dead_letter_schema_takes_the_replayed_header_dlq_replay_writes() -> None:
+    """`dlq.replayed` is `<partition>:<offset>` (`DeadLetter.position`); the schema's `^\\d+$` refused it, so a replayed
+    record dead-lettered again failed the published schema (review)."""
+    headers = {"dlq.reason": "invalid_field", "dlq.source.topic": "commune.raw.dossier", "dlq.source.partition": "3",
+               "dlq.source.offset": "17", "dlq.replayed": "0:42"}
+    assert list(Draft202012Validator(json.loads(COMMITTED[export.DEADLETTER_FILE])).iter_errors(headers)) == []
