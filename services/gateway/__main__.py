@@ -37,6 +37,7 @@ from services.gateway.keys import KeysFileError, load_credentials
 from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings
+from services.privacy.erase import erasure_topics
 from services.sources.registry import load_registry
 
 SERVICE = "gateway"
@@ -150,7 +151,7 @@ def main() -> None:
                                settings.transaction_timeout_ms, committed=health.committed)
     claims = KafkaClaims(settings, scoped(GATEWAY_CLAIMS, settings.namespace),
                          client_id=f"commune-bus-gateway-{settings.instance_id}", timeout_s=settings.kafka_timeout_s,
-                         answer_bytes=settings.idempotency_answer_bytes)
+                         answer_bytes=settings.idempotency_answer_bytes, checked=erasure_topics(settings.namespace))
     try:
         app = create_app(settings, load_registry(settings.sources_file), load_credentials(settings.secrets_file),
                          publisher, health, claims=claims)

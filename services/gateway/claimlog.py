@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import structlog
@@ -46,6 +46,7 @@ from services.gateway.claims import (
     verdict,
 )
 from services.gateway.publisher import BROKER_ERRORS, BrokerUnavailable
+from services.privacy import required_topics
 
 log = structlog.get_logger("gateway")
 PROBES_FAILED = 2
@@ -56,8 +57,10 @@ FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 15.0
 
 class KafkaClaims:
     def __init__(self, conn: KafkaConnection, spec: TopicSpec, *, client_id: str, timeout_s: float,
-                 clock: Callable[[], float] = time.time, answer_bytes: int = DEFAULT_ANSWER_BYTES) -> None:
-        self.conn, self.spec, self.topic = conn, spec, spec.name
+                 clock: Callable[[], float] = time.time, answer_bytes: int = DEFAULT_ANSWER_BYTES,
+                 checked: Sequence[TopicSpec] = ()) -> None:
+        """`checked`: topics whose configs each run checks too, never creating them (`required_topics`)."""
+        self.conn, self.spec, self.topic, self.checked = conn, spec, spec.name, checked
         self.client_id, self.timeout_s, self.clock = client_id, timeout_s, clock
         self.answer_bytes = answer_bytes
         self.table = ClaimTable(answer_bytes)
@@ -98,6 +101,7 @@ class KafkaClaims:
     async def _run_once(self) -> None:
         self.table, self._positions = ClaimTable(self.answer_bytes), {}  # every run reads the topic afresh
         await ensure_topics(self.conn, [self.spec])
+        await required_topics.configs_checked(self.conn, self.checked)  # the erasures' topics, for its erasures
         self._producer = clients.producer(self.conn, client_id=f"{self.client_id}-claims", linger_ms=0,
                                           request_timeout_ms=int(self.timeout_s * 1000))
         reader = clients.consumer(self.conn, client_id=f"{self.client_id}-claims", fetch_max_wait_ms=50)

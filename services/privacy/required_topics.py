@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
-from services.common.admin import topic_errors
+from schemas.topics import TopicSpec
+from services.common.admin import _admin, check_configs, topic_errors
 from services.common.logging import SafeMessage
 from services.common.settings import KafkaConnection
 
@@ -44,3 +45,13 @@ async def require(conn: KafkaConnection, names: Sequence[str]) -> None:
         if attempt + 1 < ASKED:
             await asyncio.sleep(ASKED_EVERY_S)
     raise TopicsMissing(missing)
+
+
+async def configs_checked(conn: KafkaConnection, specs: Sequence[TopicSpec]) -> None:
+    """Compare the configs of those of `specs` that exist with the registry's (`admin.check_configs`: a warning and
+    `commune_topic_config_drift`), creating none. The gateway, which erases, checks the erasure topics so: an audit
+    topic left at CreateTime after the upgrade to ADR 0043 dates every erasure by the eraser's clock, and no service
+    checked it, so the drift gauge the runbook sends operators to said nothing (upgrade audit)."""
+    async with _admin(conn) as client:
+        existing = set(await client.list_topics())
+        await check_configs(client, [spec for spec in specs if spec.name in existing and spec.config])
