@@ -280,9 +280,9 @@ def stop_budget_s(settings: NotifySettings) -> float:
     calls under way (`NotifySettings.stop_drain_s`; skipped in a broker outage), the final commits
     (`COMMIT_TIMEOUT_S` per consumer), then each client's stop within `CLOSE_TIMEOUT_S`, one after the other as the
     run's exit stack unwinds (the erasure notices' consumers, all at once, ADR 0035; the two consumers, both at once;
-    the key store, the ledger tail, the producer); then the worker waits for the deadline tracker, told to stop when
-    the worker's stop began (`tracker.STOP_TIMEOUT_S`, then it is killed); all at most the runtime's `stop_deadline_s`
-    (`__main__` waits for the tracker inside the stop, where a second signal is still a forced stop)."""
+    the key store, the ledger tail, the producer); then the stop's last step waits for the deadline tracker, told to
+    stop when the worker's stop began (`tracker.STOP_TIMEOUT_S`, then it is killed); all at most the runtime's
+    `stop_deadline_s` (`__main__`'s `on_stop`, inside the stop, where a second signal is still a forced stop)."""
     clients_ = 5
     own = settings.stop_drain_s() + CONSUMERS * COMMIT_TIMEOUT_S + clients_ * CLOSE_TIMEOUT_S
     return bounded_stop_s(settings, own + (tracker.STOP_TIMEOUT_S if settings.deadlines else 0.0))
