@@ -9,7 +9,7 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from services.common import clients
@@ -86,9 +86,9 @@ async def test_a_stop_during_the_group_join_ends_the_run_before_the_join(
     health, stop = Health(f"{name}-join-test"), asyncio.Event()
     running = asyncio.create_task(supervise(health.service, run, stop, health))
     stalled = Stalled()
-    holder = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, session_timeout_ms=HOLD_MS,
+    holder = clients.consumer(conn, client_id="tests-join-holder", group_id=group, session_timeout_ms=HOLD_MS,
                               rebalance_timeout_ms=HOLD_MS, heartbeat_interval_ms=1000,
-                              partition_assignment_strategy=(RangePartitionAssignor,))
+                              partition_assignment_strategy=(RangePartitionAssignor,))  # TLS and SASL as CI's
     try:
         await eventually_async(lambda: health.ready, timeout=60, what=f"{name} ready")  # its topics exist
         stop.set()

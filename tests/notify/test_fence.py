@@ -151,7 +151,7 @@ async def test_the_group_waits_for_a_revocation_that_drains_then_commits(monkeyp
     app = NotifyApp(s, SimpleNamespace(fail=None, spawn=None))  # type: ignore[arg-type]
     async with AsyncExitStack() as stack:
         feed = SimpleNamespace(hold=print)  # the ledger feed: only its `hold` is named, not called
-        await app._consumer(stack, "routine", [ROUTINE.topic], feed, readiness, fence)  # type: ignore[arg-type]
+        await app._consumer(stack, [], "routine", [ROUTINE.topic], feed, readiness, fence)  # type: ignore[arg-type]
     (consumer,) = built
     assert consumer.options["rebalance_timeout_ms"] == 30_000 == s.rebalance_timeout_ms()
     assert s.rebalance_timeout_ms() >= s.session_timeout_ms + (s.drain_s + COMMIT_TIMEOUT_S) * 1000
