@@ -42,13 +42,13 @@ def moment(text: str, now: datetime | None = None, *, day_end: bool = False) -> 
     or before"), a date alone is the last instant of that day in Vietnam: its first left the whole day out, and
     `--since D --until D` matched nothing (time audit, 2026-12-06)."""
     text = text.strip()
-    if day_end and _is_date(text):
-        return moment(text, now) + timedelta(days=1, microseconds=-1)
     now = now or datetime.now(UTC)
     if ago := _AGO.fullmatch(text):
         return max(datetime.fromtimestamp(0, UTC), now - int(ago[1]) * _UNIT[ago[2]])
     try:  # naive = Vietnam time, as everywhere in the CLI; an instant datetime can't hold: refused
         at = to_utc(datetime.fromisoformat(text)) if len(text) <= 40 else None
+        if at is not None and day_end and _is_date(text):  # its end, then held to 1970 (1969-12-31 is 1970's start)
+            at += timedelta(days=1, microseconds=-1)
     except (ValueError, OverflowError):
         at = None
     if at is None:

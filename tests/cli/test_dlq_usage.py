@@ -126,3 +126,11 @@ def test_an_until_date_alone_takes_that_whole_day(reads: list[object], until: st
     assert isinstance(call, tuple) and isinstance(call[2], Filters)
     assert call[2].until == datetime.fromisoformat(last)
     assert call[2].since == datetime.fromisoformat("2026-12-01T00:00+07:00")
+
+
+def test_an_until_date_before_1970_ends_at_1970s_start() -> None:
+    """The end of 1969-12-31 in Vietnam is before 1970 (Kafka's time index starts there): held to 1970-01-01T00:00Z,
+    not taken a day on from the 1970 it was first held to."""
+    from services.cli.options import moment
+
+    assert moment("1969-12-31", day_end=True) == datetime(1970, 1, 1, tzinfo=UTC)
