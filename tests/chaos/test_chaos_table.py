@@ -7,6 +7,7 @@ import pytest
 from tests.chaos.__main__ import chosen
 from tests.chaos.injections import alone, held_roles
 from tests.chaos.matrix import MATRIX, NAMES
+from tests.chaos.metrics import off
 from tests.chaos.scenario import Counts, Row
 from tests.chaos.table import HEADER, cells, render
 
@@ -95,3 +96,14 @@ def test_a_coordinator_kill_targets_a_node_only_when_it_holds_that_role_alone() 
     shared = held_roles(1, [1, 2])
     assert not alone(shared, "controller") and not alone(shared, "group") and alone(shared, "transaction")
     assert held_roles(2, [2]) == {"controller": 2, "group": 2} and not alone(held_roles(2, [2]), "group")
+
+
+def test_a_metrics_row_names_the_first_series_off_the_oracle() -> None:
+    """The note says which series differ and by how much, so a failed row explains itself when its logs are gone; a
+    row with exact figures says nothing more."""
+    open_08 = ("commune_dossiers_open", (("province", "08"), ("commune", "00001")))
+    truth = {("commune_dossiers_open", (("province", "08"), ("commune", "02269"))): 3.0}
+    got = {**truth, open_08: 52.0, ("commune_dossiers_overdue", open_08[1]): 52.0}
+    assert off(got, truth, shown=1) == ("first off: commune_dossiers_open{province=08,commune=00001} 52 (oracle 0) "
+                                        "and 1 more")
+    assert off(truth, truth) == ""
