@@ -62,6 +62,8 @@ class Keyring(Pseudonyms):
         """Keys whose record `apply` could not read (`KeyUnreadable`): one entry per such record, as `_erased`."""
         self._marks = self._keys.marks()
         """Per erased subject, the latest erasure mark's time: its keys created up to it are erased."""
+        self.more_due = False
+        """The last `expire` took a whole batch off the index (forgotten or stale): more may be due now."""
 
     # --- keys -----------------------------------------------------------------------------------
 
@@ -276,7 +278,9 @@ class Keyring(Pseudonyms):
         it (`store.KeyStore.run`): the index gives the due keys only, never every key (a sweep of 20 M keys held the
         event loop ~1.3 s, review), and a day's dead letters' keys go a batch at a time, not all in one call."""
         now, gone = self._clock(), 0
-        for subject, key_id in self._keys.due(now, EXPIRED_AT_ONCE):
+        due = self._keys.due(now, EXPIRED_AT_ONCE)
+        self.more_due = len(due) >= EXPIRED_AT_ONCE  # stale entries too: a batch of them alone says nothing more
+        for subject, key_id in due:
             key = self._find(subject, key_id)
             if key is not None and key.expires_at is not None and key.expires_at <= now:
                 self.forget(subject, key_id, erased=False)

@@ -29,7 +29,6 @@ from services.common import changelog, clients
 from services.common.logging import where
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
-from services.privacy import keyring as keyrings
 from services.privacy.crypto import PrivacyError
 from services.privacy.key_records import RecordRefused, encoded
 from services.privacy.keyring import Keyring
@@ -114,7 +113,8 @@ once it read nothing for this long: a broker frozen mid-restore held it for as l
 200 ms; still reading after 180 s), a service not ready and never restarted, a command with PRIVACY_* set alike."""
 EXPIRY_INTERVAL_S = 60.0
 """How often `run` forgets expired keys: they expire by the day. A call that forgot as many as it may
-(`keyring.EXPIRED_AT_ONCE`: a day's dead letters' keys expire together) is followed by another after the next fetch."""
+(`keyring.EXPIRED_AT_ONCE`: a day's dead letters' keys expire together), or took that many stale entries off the
+index, is followed by another after the next fetch."""
 
 
 class KeyStore:
@@ -224,7 +224,7 @@ class KeyStore:
         self._expired_at = now
         if gone := self.keyring.expire():
             log.info("privacy.keys_expired", keys=gone)
-        if gone >= keyrings.EXPIRED_AT_ONCE:  # more may be due: after the next fetch, not in a minute
+        if self.keyring.more_due:  # a whole batch taken (gone, or stale: an erased key's): after the next fetch
             self._expired_at = None
 
     async def _fetch_once(self) -> None:

@@ -224,6 +224,46 @@ async def test_the_key_store_forgets_a_day_of_expired_keys_a_batch_after_each_fe
     assert calls == [(10, 3), (20, 3), (30, 1), (90, 0)] and len(ring) == 0
 
 
+async def test_a_batch_of_stale_expiry_entries_alone_does_not_hold_the_next_expiry_for_a_minute(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The expiry index may hold stale entries (`KeyTable.due`: a key gone since, as the memory table keeps an erased
+    key's): a call of `expire` that took a whole batch of them forgot nothing, yet more may be due. `KeyStore.run`
+    calls it again after its next fetch, as after a batch forgotten (before: a minute later, the due keys held that
+    long)."""
+    from services.privacy import keyring as keyrings
+
+    monkeypatch.setattr(keyrings, "EXPIRED_AT_ONCE", 3)
+    now, ticks = [NOW + timedelta(days=2)], [0.0]
+    ring = keyring(lambda: now[0])
+    for i in range(7):
+        _read_back(ring, ring.key_for(f"dlq:letter-{i}", NOW + timedelta(days=1))[2])
+    for i in range(3):  # due first: "gone" sorts before "letter"
+        ring._keys.expires(f"dlq:gone-{i}", f"key-{i}", NOW + timedelta(days=1))
+    calls: list[tuple[float, int]] = []
+    expire = ring.expire
+
+    def counted() -> int:
+        calls.append((ticks[0], gone := expire()))
+        return gone
+
+    ring.expire = counted  # type: ignore[method-assign]
+    store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "ns", ring, client_id="tests-expiry-stale",
+                     monotonic=lambda: ticks[0])
+
+    class Enough(Exception):
+        pass
+
+    async def fetch_once() -> None:  # each fetch takes 10 s
+        ticks[0] += 10
+        if ticks[0] > 100:
+            raise Enough
+
+    store._fetch_once = fetch_once  # type: ignore[method-assign]
+    with pytest.raises(Enough):
+        await store.run()
+    assert calls == [(10, 0), (20, 3), (30, 3), (40, 1), (100, 0)] and len(ring) == 0, calls
+
+
 def test_a_key_whose_cipher_left_the_kept_ones_seals_and_opens_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
     """A keyring keeps the AES-GCM objects of the keys it used last only (`CIPHERS_KEPT`; ~2.5 KB each): an older
     key's is built again on use, and what it sealed opens; an erased key's leaves at once."""
