@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from schemas.topics import TOPICS, namespaced, scoped
 from services.common.admin import ensure_topics
 from services.common.settings import KafkaConnection
+from tests import naming
 from tests.kafkatools import free_port, start_service, stop_service
 from tests.waiting import eventually
 
@@ -93,7 +93,7 @@ def start_gateway(files: Path, bootstrap: str, namespace: str, **env: str) -> tu
 @pytest.fixture(scope="package")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Topics of a fresh namespace, `python -m services.intake` and `python -m services.gateway` on it."""
-    namespace = "int" + uuid.uuid4().hex[:8]
+    namespace = "int" + naming.unique()  # the run's token: its topics go at the run's end, as every test's
     files = tmp_path_factory.mktemp("integrator")
     (files / "sources.yaml").write_text(REGISTRY, encoding="utf-8")
     (files / "secrets.yaml").write_text(SECRETS, encoding="utf-8")
