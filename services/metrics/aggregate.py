@@ -95,11 +95,14 @@ def contributions(state: EntityState) -> list[Contribution]:
 
 
 def latest_micros(state: EntityState) -> int:
+    """The time of the entity's newest event, whatever the order its events came in: a broadcast or a visit's start
+    later than the end the state keeps counts too (`broadcast_at`, `newest_at`)."""
     if isinstance(state, AnnouncementState):
         times = [c.at for c in state.clusters.values()]
-        if state.scheduled_at is not None:
-            times.append(state.scheduled_at)
+        times += [t for t in (state.scheduled_at, state.broadcast_at) if t is not None]
         return max(times, default=0)
+    if isinstance(state, VisitState) and state.newest_at is not None:
+        return state.newest_at
     return state.at
 
 
@@ -144,7 +147,7 @@ class CommuneTotals:
                 if now is not None:
                     self._count_due(now, 1)
                 self._version += 1
-        at = latest_micros(new) if isinstance(new, AnnouncementState) else new.at
+        at = new.at if type(new) is DossierState else latest_micros(new)
         if at > self.last_event_us:
             self.last_event_us = at
 

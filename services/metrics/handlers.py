@@ -43,6 +43,8 @@ from services.metrics.state import (
     merge_broadcast_started,
     merge_dossier,
     merge_scheduled,
+)
+from services.metrics.teams import (
     merge_support,
     merge_training,
     merge_visit_completed,

@@ -29,7 +29,7 @@ times (ordering), seconds for business dates (due dates, durations).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, NamedTuple, TypeVar
+from typing import Final, NamedTuple
 
 from schemas.codes import COMPLETED_STATUSES, DossierStatus
 from schemas.limits import LATEST, MAX_ITEMS
@@ -42,9 +42,6 @@ from services.metrics.reads import (
     FeeLine,
     Scheduling,
     Stamped,
-    SupportDone,
-    TrainingDone,
-    VisitDone,
 )
 
 
@@ -92,6 +89,7 @@ class VisitState(NamedTuple):
     people: int
     dossiers: int
     accounts: int
+    newest_at: int | None = None  # the newest event's time when later than `at` (`teams.merge_visit`), else None
 
 
 class TrainingState(NamedTuple):
@@ -193,51 +191,6 @@ def merge_dossier(old: DossierState | None, event: DossierChange, at: int) -> Do
         completion.completed_at, completion.completed_id, completion.timeliness, completion.duration_s,
     )
     return None if merged == old else merged
-
-
-# -- mobile teams ----------------------------------------------------------------------------------
-def visit_scheduled(event: Stamped, at: int) -> VisitState:
-    return VisitState(0, at, event.id, 0, 0, 0, 0)
-
-
-def visit_started(event: Stamped, at: int) -> VisitState:
-    return VisitState(1, at, event.id, 0, 0, 0, 0)
-
-
-def visit_completed(event: VisitDone, at: int) -> VisitState:
-    d = event.data
-    return VisitState(2, at, event.id, d.households_visited, d.people_assisted, d.dossiers_submitted,
-                      d.accounts_activated)
-
-
-S = TypeVar("S", VisitState, TrainingState, SupportState)
-
-
-def merge_latest(old: S | None, new: S) -> S | None:
-    """Keep the greater of two tuples ordered by their leading fields (rank/time/id); None if unchanged."""
-    if old is None:
-        return new
-    return new if new[:3] > old[:3] else None
-
-
-def merge_visit_scheduled(old: VisitState | None, event: Stamped, at: int) -> VisitState | None:
-    return merge_latest(old, visit_scheduled(event, at))
-
-
-def merge_visit_started(old: VisitState | None, event: Stamped, at: int) -> VisitState | None:
-    return merge_latest(old, visit_started(event, at))
-
-
-def merge_visit_completed(old: VisitState | None, event: VisitDone, at: int) -> VisitState | None:
-    return merge_latest(old, visit_completed(event, at))
-
-
-def merge_training(old: TrainingState | None, event: TrainingDone, at: int) -> TrainingState | None:
-    return merge_latest(old, TrainingState(at, event.id, event.data.attendees))
-
-
-def merge_support(old: SupportState | None, event: SupportDone, at: int) -> SupportState | None:
-    return merge_latest(old, SupportState(at, event.id, event.data.channel.value))
 
 
 # -- announcements ---------------------------------------------------------------------------------

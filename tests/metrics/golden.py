@@ -15,7 +15,7 @@ from typing import Any
 
 from schemas.dossier import DossierStatusChanged
 from schemas.envelope import Event
-from schemas.mobile_team import VisitCompletedEvent
+from schemas.mobile_team import TrainingHeldEvent, VisitCompletedEvent
 from tests.metrics.events import T0, broadcast, dossier, scheduled, visit_completed
 
 COMMUNES = ["02269", "00691", "00694", "05977", "05983", "05986", "00700", "06001"]
@@ -106,11 +106,11 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
         completed = [e for e in evs if int(e.data.status) in (9, 10)]
         if received:
             out[("commune_dossiers_received", (*where, ("channel", latest.data.channel.value)))] += 1
-            for flag, name in ((lambda d: d.paid_online, "paid_online"),
-                               (lambda d: any(f.amount_vnd > 0 for f in d.fees), "with_fees"),
-                               (lambda d: d.digitised, "digitised")):
-                if any(flag(e.data) for e in evs):
-                    out[(f"commune_dossiers_{name}", where)] += 1
+            fees = any(f.amount_vnd > 0 for e in evs for f in e.data.fees)
+            # DOMAIN's index: paid online / dossiers with fees, so a dossier without fees is neither
+            out[("commune_dossiers_with_fees", where)] += fees
+            out[("commune_dossiers_paid_online", where)] += fees and any(e.data.paid_online for e in evs)
+            out[("commune_dossiers_digitised", where)] += any(e.data.digitised for e in evs)
         if completed:
             last = max(completed, key=lambda e: (e.time, e.id)).data
             assert last.ended_at and last.due_at
@@ -128,14 +128,28 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
         assert latest.data.due_at is not None or not is_open
         due_at = latest.data.due_at
         out[("commune_dossiers_overdue", where)] += is_open and due_at is not None and past_due(due_at, now)
+    reports: dict[tuple[str, str, str], list[Event]] = defaultdict(list)  # reported again: the newest report counts
+    announcements: set[tuple[str, str, str, str]] = set()
     for e in unique:
-        where = (("province", e.province), ("commune", e.commune))
         if isinstance(e, VisitCompletedEvent):
+            reports[("visit", e.commune, e.data.visit_id)].append(e)
+        elif isinstance(e, TrainingHeldEvent):
+            reports[("training", e.commune, e.data.session_id)].append(e)
+        elif e.type.endswith("announcement.scheduled.v1"):  # one announcement, however often it is scheduled
+            announcements.add((e.province, e.commune, e.data.announcement_id, "crop_disease"))
+    for evs in reports.values():
+        last = max(evs, key=lambda e: (e.time, e.id))
+        where = (("province", last.province), ("commune", last.commune))
+        if isinstance(last, VisitCompletedEvent):
             out[("commune_mobile_team_visits", where)] += 1
-            out[("commune_mobile_team_households_reached", where)] += e.data.households_visited
-            out[("commune_mobile_team_accounts_activated", where)] += e.data.accounts_activated
-        elif e.type.endswith("announcement.scheduled.v1"):
-            out[("commune_announcements_scheduled", (*where, ("category", "crop_disease")))] += 1
+            out[("commune_mobile_team_households_reached", where)] += last.data.households_visited
+            out[("commune_mobile_team_accounts_activated", where)] += last.data.accounts_activated
+        elif isinstance(last, TrainingHeldEvent):
+            out[("commune_mobile_team_trainings", where)] += 1
+            out[("commune_mobile_team_training_attendees", where)] += last.data.attendees
+    for province, commune, _, category in announcements:
+        out[("commune_announcements_scheduled", (("province", province), ("commune", commune),
+                                                 ("category", category)))] += 1
     clusters: dict[tuple[str, str, str], list[Event]] = defaultdict(list)
     for e in unique:
         if "broadcast-" in e.type:

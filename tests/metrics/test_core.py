@@ -283,6 +283,28 @@ def test_the_last_event_time_is_the_newest_believable_event_so_commune_silent_ca
     assert part.communes[C].last_event_us == int(soon.timestamp()) * 1_000_000
 
 
+@pytest.mark.parametrize("kind", ["broadcast", "visit"])
+def test_the_last_event_time_is_the_newest_events_in_any_order_and_after_a_restore(kind: str) -> None:
+    """A start dated after the end the state keeps (a start never undoes an end) is still the commune's newest event:
+    read first it moved the last-event time to 02:00, read after the end it did not, and a restore from the
+    changelog gave 01:00 back (property test `test_core_properties`: broadcast completed at 01:00, started at
+    02:00)."""
+    if kind == "broadcast":
+        end, start = broadcast(C, "A1", "C1", "completed", "b-end", 1), broadcast(C, "A1", "C1", "started", "b-st", 2)
+    else:
+        end, start = visit_completed(C, "V1", "v-end", 1, 3, 4, 1, 0), visit_started(C, "V1", "v-st", 2)
+    newest = int(at(2).timestamp()) * 1_000_000
+    for order in ((end, start), (start, end)):
+        part = PartitionState(0, {})
+        changelog = [c for e in order if isinstance(c := part.apply(e), tuple)]
+        assert part.communes[C].last_event_us == newest, order
+        again = PartitionState(0, {})
+        for key, value in changelog[-1:]:  # compacted: the entity's last state
+            again.restore(key, value)
+        assert again.communes[C].last_event_us == newest, order
+        assert again.communes[C].counts == part.communes[C].counts
+
+
 def test_a_sender_whose_clock_is_hours_fast_keeps_its_events_in_order() -> None:
     """Vietnam time sent as UTC (7 h ahead): every event is disbelieved, yet they stay ordered among themselves,
     so the dossier is returned in every order; the commune's last-event time does not move."""
