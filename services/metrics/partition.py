@@ -55,6 +55,10 @@ def entity_key(event: Decoded) -> bytes:
 
 
 def dumps(state: EntityState) -> bytes:
+    """The state as a JSON array; a visit's without its `newest_at` when it has none (nearly all), in the 7 members
+    a worker before that field reads too (a rolling upgrade or a roll-back restores them, not skips them)."""
+    if type(state) is VisitState and state.newest_at is None:
+        return orjson.dumps(state[:-1])
     return orjson.dumps(state, default=tuple)
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypedDict
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 from structlog.testing import capture_logs
@@ -383,3 +384,17 @@ def test_a_due_date_with_or_without_a_time_is_overdue_only_once_its_day_is_over(
     thursday = T0.timestamp() + 3 * 86400 - 8 * hour  # 00:00 Vietnam time; B is due at 08:00
     assert [t.overdue(thursday + h * hour + 1) for h in (0, 9, 23)] == [0, 0, 0]
     assert [t.overdue(thursday + 24 * hour - 1), t.overdue(thursday + 24 * hour)] == [0, 2]
+
+
+def test_a_visit_state_without_a_later_event_is_written_as_workers_before_newest_at_read_it() -> None:
+    """A visit's state is written in the 7 members a worker before `newest_at` reads (`VisitState(*v)` of 8 raised
+    there: in a rolling upgrade or a roll-back, every visit the new worker wrote was skipped at restore); one with a
+    later start than its completion keeps the 8th, and both load back as they were."""
+    from services.metrics.partition import dumps, loads
+    from services.metrics.state import VisitState
+
+    plain = VisitState(2, 10, "e-2", 4, 3, 2, 1)
+    later = plain._replace(newest_at=20)
+    assert orjson.loads(dumps(plain)) == [2, 10, "e-2", 4, 3, 2, 1]
+    assert len(orjson.loads(dumps(later))) == 8
+    assert [loads(b"v|02269|V1", dumps(s)) for s in (plain, later)] == [plain, later]
