@@ -460,3 +460,25 @@ def test_a_status_with_a_fraction_or_out_of_range_is_refused(status: float) -> N
     event = canonical_dossier()
     event["data"]["status"] = status
     assert rejected(Family.DOSSIER, orjson.dumps(event)).problems[0].reason is Reason.UNKNOWN_STATUS
+
+
+@pytest.mark.parametrize("text", ["4", " 10 ", "09"])
+def test_a_status_code_sent_as_text_is_that_status(text: str) -> None:
+    """Integrators send what their software has: a portal status code as a string of digits is the code itself (no
+    test held it: refusing every such string went unseen; mutation test)."""
+    extra = {"NgayKetThucXuLy": "20251104100000", "NgayTra": "20251104110000"}
+    event = accepted(Family.DOSSIER, dumps(portal_dossier(TrangThaiHoSo=text, **extra)), HDR).event
+    assert event.data.status == DossierStatus(int(text))
+
+
+@pytest.mark.parametrize("status", [True, False, "four", "4a", [4], {"code": 4}])
+def test_a_status_that_is_no_number_is_unknown_status(status: object) -> None:
+    """JSON's `true` is no status code, though Python's True equals 1: the published enum refuses it, so intake does
+    (taken as 1 it would register a dossier its sender never registered); text, a list or an object is the same
+    `unknown_status`, not an `invalid_field` or an `internal_error` (mutation test)."""
+    event = canonical_dossier()
+    event["data"]["status"] = status
+    assert rejected(Family.DOSSIER, orjson.dumps(event)).problems[0].reason is Reason.UNKNOWN_STATUS
+    portal = portal_dossier()
+    portal["TrangThaiHoSo"] = status
+    assert rejected(Family.DOSSIER, dumps(portal), HDR).problems[0].reason is Reason.UNKNOWN_STATUS
