@@ -11,6 +11,7 @@ import pytest
 from schemas import wire
 from schemas.codes import Channel, DossierStatus, Priority, Timeliness
 from schemas.deadletter import Reason
+from schemas.dossier import DATE_ORDER
 from schemas.events import Family
 from services.intake.normalise import normalise
 from services.intake.outcome import MAX_PROBLEMS, Accepted, Rejected
@@ -460,6 +461,46 @@ def test_a_status_with_a_fraction_or_out_of_range_is_refused(status: float) -> N
     event = canonical_dossier()
     event["data"]["status"] = status
     assert rejected(Family.DOSSIER, orjson.dumps(event)).problems[0].reason is Reason.UNKNOWN_STATUS
+
+
+@pytest.mark.parametrize(("earlier", "later"), DATE_ORDER)
+def test_a_date_whose_earlier_date_is_absent_is_not_compared(earlier: str, later: str) -> None:
+    """The order of two dates is checked only when both are given: a dossier rejected at reception (status 3) with
+    only the later date is accepted, never an `internal_error` from comparing a date with nothing (mutation test)."""
+    dates = dict.fromkeys(("submitted_at", "received_at", "due_at", "ended_at", "returned_at", "rejected_at"))
+    event = canonical_dossier(status=3, **{**dates, later: "2025-11-02T08:00:00"})
+    assert getattr(accepted(Family.DOSSIER, orjson.dumps(event)).event.data, later) is not None
+    assert earlier not in [k for k, v in event["data"].items() if v is not None]
+
+
+_NEEDED = {1: (), 3: (), 7: (), 8: (), **dict.fromkeys((2, 4, 5, 6), ("received_at", "due_at")),
+           9: ("received_at", "due_at", "ended_at"), 10: ("received_at", "due_at", "ended_at", "returned_at")}
+"""The dates each status needs (DOMAIN.md): received and due once accepted, open or completed; ended once completed;
+returned once returned. Written out here, not read from `schemas.dossier.REQUIRED_DATES`, so the test can fail."""
+_ALL_DATES = {"submitted_at": "2025-11-01T08:00:00", "received_at": "2025-11-01T08:05:00",
+              "due_at": "2025-11-05T17:00:00", "ended_at": "2025-11-04T10:00:00", "returned_at": "2025-11-04T11:00:00"}
+
+
+@pytest.mark.parametrize("status", sorted(_NEEDED))
+def test_each_status_needs_its_dates_and_no_other(status: int) -> None:
+    """An accepted or open dossier without its receipt or due date is `missing_field` (without a due date it would
+    never count as overdue); a registered, rejected, withdrawn or stopped one needs none (no test held the open
+    statuses' dates: dropping them went unseen; mutation test)."""
+    bare = {**dict.fromkeys(_ALL_DATES), **{k: v for k, v in _ALL_DATES.items() if k in _NEEDED[status]}}
+    assert accepted(Family.DOSSIER, orjson.dumps(canonical_dossier(status=status, **bare))).event.data.status == status
+    for name in _NEEDED[status]:
+        r = rejected(Family.DOSSIER, orjson.dumps(canonical_dossier(status=status, **{**bare, name: None}))).rejection
+        assert (r.reason, r.field) == (Reason.MISSING_FIELD, f"data.{name}"), name
+
+
+def test_dates_out_of_order_are_refused_naming_both_dates() -> None:
+    """The integrator is told which date is before which, with both times (no test read the message: every name and
+    time in it could go; mutation test)."""
+    event = canonical_dossier(received_at="2025-11-01T07:00:00")  # 00:00Z, before submitted_at 01:00Z
+    r = rejected(Family.DOSSIER, orjson.dumps(event)).rejection
+    assert (r.reason, r.field) == (Reason.IMPOSSIBLE_DATES, "data.received_at")
+    said = "received_at (2025-11-01T00:00:00+00:00) is before submitted_at (2025-11-01T01:00:00+00:00)"
+    assert r.message.endswith(said)
 
 
 @pytest.mark.parametrize("text", ["4", " 10 ", "09"])
