@@ -503,6 +503,20 @@ def test_dates_out_of_order_are_refused_naming_both_dates() -> None:
     assert r.message.endswith(said)
 
 
+@pytest.mark.parametrize(("sent", "channel"), [
+    (" 3 ", Channel.POSTAL), ("1", Channel.COUNTER), (4, Channel.MOBILE_TEAM), ("online", Channel.ONLINE),
+    ("quay", None), ("2a", None)])
+def test_a_portal_channel_is_its_code_as_number_or_text_or_its_name(sent: object, channel: Channel | None) -> None:
+    """`KenhThucHien` as a code (number or digits) or as our channel's name is that channel; other text is an
+    `invalid_field` naming it, never an `internal_error` from reading it as a number (mutation test)."""
+    outcome = normalise(Family.DOSSIER, dumps(portal_dossier(KenhThucHien=sent)), HDR)
+    if channel is None:
+        assert isinstance(outcome, Rejected)
+        assert (outcome.rejection.reason, outcome.rejection.field) == (Reason.INVALID_FIELD, "KenhThucHien")
+    else:
+        assert isinstance(outcome, Accepted) and outcome.event.data.channel is channel
+
+
 @pytest.mark.parametrize("text", ["4", " 10 ", "09"])
 def test_a_status_code_sent_as_text_is_that_status(text: str) -> None:
     """Integrators send what their software has: a portal status code as a string of digits is the code itself (no
