@@ -384,6 +384,18 @@ def test_due_date_moves_are_read_where_the_portal_sends_them() -> None:
     only_listed = {k: v for k, v in record.items() if k not in ("NgayHenTraTruoc", "NgayHenTraMoi")}
     event = accepted(Family.DOSSIER, orjson.dumps(only_listed), [("commune-code", b"02269")]).event
     assert len(event.data.due_date_changes) == 2
+    stray_first = {**only_listed, "DanhSachHoSoBoSung": list(reversed(only_listed["DanhSachHoSoBoSung"]))}
+    event = accepted(Family.DOSSIER, orjson.dumps(stray_first), [("commune-code", b"02269")]).event
+    assert len(event.data.due_date_changes) == 2  # an entry that is no object is passed over, not the end of the list
+
+
+@pytest.mark.parametrize("value", [{"ngay": "20251110170000"}, ["20251110170000"], 20251110170000])
+def test_a_due_date_move_that_is_no_text_is_invalid_field(value: object) -> None:
+    """A move of the due date given as an object, a list or a number is refused naming the field, never an
+    `internal_error` from keeping it among the moves already seen (mutation test)."""
+    move = {"NgayHenTraTruoc": "20251105170000", "NgayHenTraMoi": value}
+    r = rejected(Family.DOSSIER, orjson.dumps(portal_dossier(status=5, DanhSachHoSoBoSung=[move])), HDR).rejection
+    assert r.reason is Reason.INVALID_FIELD and r.field.startswith("NgayHenTraMoi[0]")
 
 
 @pytest.mark.parametrize("source", ["/communes/02269/mobile team app", "/communes/02269/a|b{c}", "/communes/%zz",
