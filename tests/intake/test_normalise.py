@@ -83,6 +83,9 @@ def test_portal_event_id_is_the_uuid5_of_commune_and_sorted_payload() -> None:
     ([{"ThoiDiemXuLy": "20251102100000"}, {"ThoiDiemXuLy": "2925-11-03T08:10:26"}],
      datetime(2025, 11, 2, 3, 0, tzinfo=UTC)),
     ([{"ThoiDiemXuLy": "19501102100000"}, {"ThoiDiemXuLy": "20251102100000"}], datetime(2025, 11, 2, 3, 0, tzinfo=UTC)),
+    # a malformed step before valid ones: the steps after it still count (ending the scan there went unseen)
+    ([{"ThoiDiemXuLy": "2025-11-02"}, {"ThoiDiemXuLy": "garbage"}, {"ThoiDiemXuLy": "20251103100000"}],
+     datetime(2025, 11, 3, 3, 0, tzinfo=UTC)),
 ])
 def test_portal_event_time_is_the_latest_date_or_progress_step(progress: list, expected: datetime) -> None:
     """A malformed or out-of-range progress step only loses its own time, also when it would have been the latest."""
