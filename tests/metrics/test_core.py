@@ -270,6 +270,30 @@ def test_an_event_dated_beyond_the_clock_loses_to_every_believable_one() -> None
         assert figures(part, now) == expected
 
 
+def test_an_event_a_second_past_the_margin_is_not_believed() -> None:
+    """FUTURE_MARGIN is the margin, to the second: an event dated a second beyond it does not move the commune's
+    last-event time (only the margin's own edge was tested: a margin half an hour longer went unseen; mutation
+    test)."""
+    now = at(24 * 30).timestamp()
+    part = PartitionState(0, {})
+    beyond = datetime.fromtimestamp(now, UTC) + FUTURE_MARGIN + timedelta(seconds=1)
+    part.apply(dossier(C, "D-1", 2, "e-1", 1).model_copy(update={"time": beyond}), believed_until(now))
+    assert part.communes[C].last_event_us == 0
+
+
+def test_events_within_one_second_are_ordered_by_their_microseconds() -> None:
+    """A dossier withdrawn 0.3 s after an in-progress event is withdrawn, in either order: ordering times keep the
+    fraction of a second (every test event fell on a whole second, so ordering it backwards went unseen; mutation
+    test)."""
+    second = 1 / 3600
+    in_progress = dossier(C, "D-1", 4, "e-z", 1 + 0.2 * second)  # its id sorts last: the time alone must decide
+    withdrawn = dossier(C, "D-1", 7, "e-a", 1 + 0.5 * second)
+    assert withdrawn.time - in_progress.time == timedelta(milliseconds=300)
+    for order in ((in_progress, withdrawn), (withdrawn, in_progress)):
+        counts = figures(fresh(dossier(C, "D-1", 2, "e-2", 0), *order))["counts"]
+        assert ("open",) not in counts and counts[("received", "counter")] == 1
+
+
 def test_the_last_event_time_is_the_newest_believable_event_so_commune_silent_can_fire() -> None:
     """A future-dated event does not move the commune's last-event time (it sat in 2052, so CommuneSilent never
     fired again); an event within FUTURE_MARGIN of the clock (a sender's clock a little fast) is believed."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -259,6 +259,33 @@ def test_quiet_hours_cross_midnight_in_vietnam_time() -> None:
     assert q.release_at(at_22) == datetime(2025, 11, 4, 0, 0, tzinfo=UTC)
     noon = datetime(2025, 11, 3, 5, 0, tzinfo=UTC)
     assert q.release_at(noon) == noon
+
+
+def _vn(day: int, hour: int, minute: int = 0, second: int = 0) -> datetime:
+    """A time on `day` November 2025 in Vietnam, as UTC."""
+    return datetime(2025, 11, day, hour, minute, second, tzinfo=VIETNAM).astimezone(UTC)
+
+
+def test_quiet_hours_edges_windows_and_release_times() -> None:
+    """The window starts on its first second and ends on its last (21:00 quiet, 07:00 not); after midnight a message
+    goes at 07:00 the same morning, not the next; an end with minutes and seconds is kept to the second; a window
+    inside one day (a configured lunch hour) is quiet only within it; start == end is never quiet (only 22:00 and
+    noon were tested: these went unseen; mutation test)."""
+    q = QuietHours()
+    assert [q.is_quiet(_vn(3, *t)) for t in ((20, 59, 59), (21, 0, 0), (6, 59, 59), (7, 0, 0))] == [
+        False, True, True, False]
+    assert q.release_at(_vn(4, 3, 15)) == _vn(4, 7)
+    assert q.release_at(_vn(3, 21)) == _vn(4, 7)
+    late = QuietHours(time(22, 15), time(7, 30, 15))
+    assert late.is_quiet(_vn(4, 7, 30, 14)) and not late.is_quiet(_vn(4, 7, 30, 15))
+    assert not late.is_quiet(_vn(3, 22, 14)) and late.is_quiet(_vn(3, 22, 15))
+    assert late.release_at(_vn(3, 23)) == _vn(4, 7, 30, 15) and late.release_at(_vn(4, 1)) == _vn(4, 7, 30, 15)
+    lunch = QuietHours(time(12, 0), time(13, 30))
+    assert [lunch.is_quiet(_vn(3, *t)) for t in ((11, 59), (12, 0), (13, 29), (13, 30), (22, 0), (3, 0))] == [
+        False, True, True, False, False, False]
+    assert lunch.release_at(_vn(3, 12, 40)) == _vn(3, 13, 30) and lunch.release_at(_vn(3, 22)) == _vn(3, 22)
+    never = QuietHours(time(0, 0), time(0, 0))
+    assert not any(never.is_quiet(_vn(3, h)) for h in range(24))
 
 
 def test_the_default_retries_outlast_a_quarter_hour_provider_outage() -> None:
