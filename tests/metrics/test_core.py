@@ -135,11 +135,12 @@ def test_overdue_follows_the_clock_and_due_date_changes() -> None:
 
 def test_the_newest_completion_gives_the_timeliness_and_duration() -> None:
     """A dossier processed late (day 5) whose returned event corrects the end to day 3 counts once, on time, with the
-    corrected duration, in either order of the two completions (each test dossier had one completion, so taking the
-    older one went unseen; mutation test)."""
+    corrected duration, in every order of the events (each test dossier had one completion, so taking the older one
+    went unseen; mutation test)."""
     processed = dossier(C, "D-1", 9, "e-9", 96)  # ended at T0+96 h: a day after the due day (T0+3 d), late
     returned = dossier(C, "D-1", 10, "e-10", 98, end_hours=72 + 5)  # ended on the due day: on time
-    for order in ((processed, returned), (returned, processed)):
+    reopened = dossier(C, "D-1", 4, "e-4", 99)  # a later event that is no completion keeps the newest one too
+    for order in itertools.permutations((processed, returned, reopened)):
         counts = figures(fresh(dossier(C, "D-1", 2, "e-2", 0), *order))["counts"]
         assert counts[("completed", "counter", "on_time")] == 1 and ("completed", "counter", "late") not in counts
         assert counts[("duration_sum",)] == (72 + 5) * 3600
