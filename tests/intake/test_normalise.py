@@ -396,9 +396,10 @@ def test_due_date_moves_are_read_where_the_portal_sends_them() -> None:
 def test_a_due_date_move_that_is_no_text_is_invalid_field(value: object) -> None:
     """A move of the due date given as an object, a list or a number is refused naming the field, never an
     `internal_error` from keeping it among the moves already seen (mutation test)."""
-    move = {"NgayHenTraTruoc": "20251105170000", "NgayHenTraMoi": value}
-    r = rejected(Family.DOSSIER, orjson.dumps(portal_dossier(status=5, DanhSachHoSoBoSung=[move])), HDR).rejection
-    assert r.reason is Reason.INVALID_FIELD and r.field.startswith("NgayHenTraMoi[0]")
+    for move in ({"NgayHenTraTruoc": "20251105170000", "NgayHenTraMoi": value},
+                 {"NgayHenTraTruoc": value, "NgayHenTraMoi": "20251110170000"}):
+        r = rejected(Family.DOSSIER, orjson.dumps(portal_dossier(status=5, DanhSachHoSoBoSung=[move])), HDR).rejection
+        assert r.reason is Reason.INVALID_FIELD and r.field.startswith("NgayHenTraMoi[0]")
 
 
 @pytest.mark.parametrize("source", ["/communes/02269/mobile team app", "/communes/02269/a|b{c}", "/communes/%zz",
