@@ -168,7 +168,7 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
     try:
         data = DossierData.model_validate(portal.to_canonical_data(obj))
     except ValidationError as exc:
-        return from_validation(exc, lambda loc: portal.portal_field(("data", *loc)))
+        return from_validation(exc, lambda loc: portal.portal_field(("data", *loc), obj))
     raw_source = h.get(portal.SOURCE_HEADER)  # absent or without a value (a null header): the commune's portal sync
     source = portal.sync_source(commune) if raw_source is None else wire.lenient_text(raw_source)
     fields = portal.envelope(commune, source, obj, data)

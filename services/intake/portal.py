@@ -79,10 +79,18 @@ _PREVIOUS, _NEW = shape.DUE_DATE_MOVE["previous_due_at"], shape.DUE_DATE_MOVE["n
 def _due_date_changes(obj: dict[str, Any]) -> list[dict[str, Any]]:
     """Each move of the due date: at the top level, and in each request for more documents (`DanhSachHoSoBoSung[]`,
     where the portal's sync puts them), in that order, the same move once."""
-    changes: list[dict[str, Any]] = []
+    return [{"previous_due_at": previous, "new_due_at": new} for _, previous, new in _moves(obj)]
+
+
+def _moves(obj: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The due date's moves as (where the portal put it, previous, new): "" for the top level, else
+    `DanhSachHoSoBoSung[i].`; the order and the de-duplication of `due_date_changes`."""
+    moves: list[tuple[str, Any, Any]] = []
     seen: set[tuple[str, str]] = set()
     extra = obj.get(shape.FURTHER_REQUESTS)
-    for entry in (obj, *(extra if isinstance(extra, list) else ())):
+    entries = [("", obj), *((f"{shape.FURTHER_REQUESTS}[{i}].", e) for i, e in
+                            enumerate(extra if isinstance(extra, list) else ()))]
+    for where, entry in entries:
         if not isinstance(entry, dict):
             continue
         if (previous := entry.get(_PREVIOUS)) and (new := entry.get(_NEW)):
@@ -90,22 +98,38 @@ def _due_date_changes(obj: dict[str, Any]) -> list[dict[str, Any]]:
                 if (previous, new) in seen:
                     continue
                 seen.add((previous, new))
-            changes.append({"previous_due_at": previous, "new_due_at": new})
-    return changes
+            moves.append((where, previous, new))
+    return moves
+
+
+def _move_field(obj: dict[str, Any], index: int, rest: list[str | int]) -> str | None:
+    """The portal's name of a canonical `due_date_changes[index]...` location: where that move was sent
+    (`DanhSachHoSoBoSung[2].NgayHenTraMoi`, or `NgayHenTraTruoc` at the top level), not the index among all moves."""
+    moves = _moves(obj)
+    if not 0 <= index < len(moves):
+        return None
+    where = moves[index][0]
+    if rest and isinstance(rest[0], str) and rest[0] in shape.DUE_DATE_MOVE:
+        return f"{where}{shape.DUE_DATE_MOVE[rest[0]]}"
+    return where.removesuffix(".") or _NEW
 
 
 _ITEM_FIELDS = {**shape.FEE_FIELDS, **shape.DOCUMENT_FIELDS}
 """A list item's fields by their portal names (a document's `name` is `TenTaiLieu`, as it was named first)."""
 
 
-def portal_field(loc: tuple[str | int, ...]) -> str:
-    """Name a canonical error location by the portal field the integrator sent."""
+def portal_field(loc: tuple[str | int, ...], obj: dict[str, Any] | None = None) -> str:
+    """Name a canonical error location by the portal field the integrator sent (`obj`: the record, which says where
+    each move of the due date was sent)."""
     parts = [p for p in loc if p != "data"]
     if not parts:
         return "data"
     head = parts[0]
     if head == "applicant" and len(parts) > 1 and isinstance(parts[1], str):
         return shape.APPLICANT_FIELDS.get(parts[1], parts[1])
+    if (head == "due_date_changes" and obj is not None and len(parts) > 1 and isinstance(parts[1], int)
+            and (named := _move_field(obj, parts[1], parts[2:])) is not None):
+        return named
     name = shape.FIELD_NAMES.get(head, head) if isinstance(head, str) else str(head)
     rest = "".join(f"[{p}]" if isinstance(p, int) else f".{_ITEM_FIELDS.get(p, p)}" for p in parts[1:])
     return f"{name}{rest}"

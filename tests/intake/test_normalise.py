@@ -396,10 +396,27 @@ def test_due_date_moves_are_read_where_the_portal_sends_them() -> None:
 def test_a_due_date_move_that_is_no_text_is_invalid_field(value: object) -> None:
     """A move of the due date given as an object, a list or a number is refused naming the field, never an
     `internal_error` from keeping it among the moves already seen (mutation test)."""
-    for move in ({"NgayHenTraTruoc": "20251105170000", "NgayHenTraMoi": value},
-                 {"NgayHenTraTruoc": value, "NgayHenTraMoi": "20251110170000"}):
+    for move, named in (({"NgayHenTraTruoc": "20251105170000", "NgayHenTraMoi": value}, "NgayHenTraMoi"),
+                        ({"NgayHenTraTruoc": value, "NgayHenTraMoi": "20251110170000"}, "NgayHenTraTruoc")):
         r = rejected(Family.DOSSIER, orjson.dumps(portal_dossier(status=5, DanhSachHoSoBoSung=[move])), HDR).rejection
-        assert r.reason is Reason.INVALID_FIELD and r.field.startswith("NgayHenTraMoi[0]")
+        assert (r.reason, r.field) == (Reason.INVALID_FIELD, f"DanhSachHoSoBoSung[0].{named}")
+
+
+@pytest.mark.parametrize(("moves", "named"), [
+    ({"NgayHenTraTruoc": "20251105170000", "NgayHenTraMoi": "17/11/2025"}, "NgayHenTraMoi"),
+    ({"DanhSachHoSoBoSung": [{"NgayHenTraTruoc": "20251105170000", "NgayHenTraMoi": "17/11/2025"}]},
+     "DanhSachHoSoBoSung[0].NgayHenTraMoi"),
+    ({"NgayHenTraTruoc": "20251105170000", "NgayHenTraMoi": "20251110170000",  # a top-level move first
+      "DanhSachHoSoBoSung": ["not an object", {"NgayHenTraTruoc": "junk", "NgayHenTraMoi": "20251112170000"}]},
+     "DanhSachHoSoBoSung[1].NgayHenTraTruoc"),
+])
+def test_a_bad_move_of_the_due_date_is_named_where_the_portal_sent_it(moves: dict[str, object], named: str) -> None:
+    """A dead letter names the move's own portal field and entry, as sent: before, the index among all moves
+    (the top level's counted first) and our field name, `NgayHenTraMoi[1].previous_due_at` for the last case
+    (mutation test)."""
+    r = rejected(Family.DOSSIER, orjson.dumps(portal_dossier(status=5, **moves)), HDR).rejection
+    assert (r.reason, r.field) == (Reason.INVALID_FIELD, named)
+    assert r.message.startswith(f"{named}: ")
 
 
 @pytest.mark.parametrize("source", ["/communes/02269/mobile team app", "/communes/02269/a|b{c}", "/communes/%zz",
