@@ -187,19 +187,21 @@ async def test_the_key_store_forgets_expired_keys_as_it_follows_at_most_once_a_m
     assert calls == [10, 70, 130] and len(ring) == 0
 
 
-async def test_the_key_store_forgets_a_day_of_expired_keys_a_batch_after_each_fetch(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A day's dead letters' keys expire at one instant: `expire` forgets `EXPIRED_AT_ONCE` of them a call (3 here),
-    and `KeyStore.run` calls it again after its next fetch while a call forgot that many, then once a minute again
-    (before: every due key in one call, the event loop held for all of them)."""
+def _day_of_letters(monkeypatch: pytest.MonkeyPatch) -> tuple[Keyring, list[datetime]]:
+    """A keyring of 7 dead letters' keys expiring at one instant, now past it; `EXPIRED_AT_ONCE` is 3."""
     from services.privacy import keyring as keyrings
 
     monkeypatch.setattr(keyrings, "EXPIRED_AT_ONCE", 3)
-    now, ticks = [NOW + timedelta(days=2)], [0.0]
+    now = [NOW + timedelta(days=2)]
     ring = keyring(lambda: now[0])
     for i in range(7):
         _read_back(ring, ring.key_for(f"dlq:letter-{i}", NOW + timedelta(days=1))[2])
-    calls: list[tuple[float, int]] = []
+    return ring, now
+
+
+async def _expiries(ring: Keyring) -> list[tuple[float, int]]:
+    """When `KeyStore.run` (its fetches taking 10 s each, for 100 s) called `expire`, and what each call forgot."""
+    ticks, calls = [0.0], list[tuple[float, int]]()
     expire = ring.expire
 
     def counted() -> int:
@@ -213,7 +215,7 @@ async def test_the_key_store_forgets_a_day_of_expired_keys_a_batch_after_each_fe
     class Enough(Exception):
         pass
 
-    async def fetch_once() -> None:  # each fetch takes 10 s
+    async def fetch_once() -> None:
         ticks[0] += 10
         if ticks[0] > 100:
             raise Enough
@@ -221,7 +223,16 @@ async def test_the_key_store_forgets_a_day_of_expired_keys_a_batch_after_each_fe
     store._fetch_once = fetch_once  # type: ignore[method-assign]
     with pytest.raises(Enough):
         await store.run()
-    assert calls == [(10, 3), (20, 3), (30, 1), (90, 0)] and len(ring) == 0
+    return calls
+
+
+async def test_the_key_store_forgets_a_day_of_expired_keys_a_batch_after_each_fetch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A day's dead letters' keys expire at one instant: `expire` forgets `EXPIRED_AT_ONCE` of them a call (3 here),
+    and `KeyStore.run` calls it again after its next fetch while a call forgot that many, then once a minute again
+    (before: every due key in one call, the event loop held for all of them)."""
+    ring, _ = _day_of_letters(monkeypatch)
+    assert await _expiries(ring) == [(10, 3), (20, 3), (30, 1), (90, 0)] and len(ring) == 0
 
 
 async def test_a_batch_of_stale_expiry_entries_alone_does_not_hold_the_next_expiry_for_a_minute(
@@ -230,37 +241,10 @@ async def test_a_batch_of_stale_expiry_entries_alone_does_not_hold_the_next_expi
     key's): a call of `expire` that took a whole batch of them forgot nothing, yet more may be due. `KeyStore.run`
     calls it again after its next fetch, as after a batch forgotten (before: a minute later, the due keys held that
     long)."""
-    from services.privacy import keyring as keyrings
-
-    monkeypatch.setattr(keyrings, "EXPIRED_AT_ONCE", 3)
-    now, ticks = [NOW + timedelta(days=2)], [0.0]
-    ring = keyring(lambda: now[0])
-    for i in range(7):
-        _read_back(ring, ring.key_for(f"dlq:letter-{i}", NOW + timedelta(days=1))[2])
+    ring, _ = _day_of_letters(monkeypatch)
     for i in range(3):  # due first: "gone" sorts before "letter"
         ring._keys.expires(f"dlq:gone-{i}", f"key-{i}", NOW + timedelta(days=1))
-    calls: list[tuple[float, int]] = []
-    expire = ring.expire
-
-    def counted() -> int:
-        calls.append((ticks[0], gone := expire()))
-        return gone
-
-    ring.expire = counted  # type: ignore[method-assign]
-    store = KeyStore(KafkaConnection(bootstrap="127.0.0.1:1"), "ns", ring, client_id="tests-expiry-stale",
-                     monotonic=lambda: ticks[0])
-
-    class Enough(Exception):
-        pass
-
-    async def fetch_once() -> None:  # each fetch takes 10 s
-        ticks[0] += 10
-        if ticks[0] > 100:
-            raise Enough
-
-    store._fetch_once = fetch_once  # type: ignore[method-assign]
-    with pytest.raises(Enough):
-        await store.run()
+    calls = await _expiries(ring)
     assert calls == [(10, 0), (20, 3), (30, 3), (40, 1), (100, 0)] and len(ring) == 0, calls
 
 
