@@ -82,15 +82,14 @@ def _due_date_changes(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"previous_due_at": previous, "new_due_at": new} for _, previous, new in _moves(obj)]
 
 
-def _moves(obj: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """The due date's moves as (where the portal put it, previous, new): "" for the top level, else
-    `DanhSachHoSoBoSung[i].`; the order and the de-duplication of `due_date_changes`."""
-    moves: list[tuple[str, Any, Any]] = []
+def _moves(obj: dict[str, Any]) -> list[tuple[int, Any, Any]]:
+    """The due date's moves as (where the portal put it, previous, new): 0 for the top level, i + 1 for
+    `DanhSachHoSoBoSung[i]`; the order and the de-duplication of `due_date_changes`. Per record: where is an int,
+    named only for a refusal (`_move_field`)."""
+    moves: list[tuple[int, Any, Any]] = []
     seen: set[tuple[str, str]] = set()
     extra = obj.get(shape.FURTHER_REQUESTS)
-    entries = [("", obj), *((f"{shape.FURTHER_REQUESTS}[{i}].", e) for i, e in
-                            enumerate(extra if isinstance(extra, list) else ()))]
-    for where, entry in entries:
+    for where, entry in enumerate((obj, *extra) if isinstance(extra, list) else (obj,)):
         if not isinstance(entry, dict):
             continue
         if (previous := entry.get(_PREVIOUS)) and (new := entry.get(_NEW)):
@@ -108,10 +107,11 @@ def _move_field(obj: dict[str, Any], index: int, rest: list[str | int]) -> str |
     moves = _moves(obj)
     if not 0 <= index < len(moves):
         return None
-    where = moves[index][0]
+    entry = moves[index][0]
+    where = f"{shape.FURTHER_REQUESTS}[{entry - 1}]" if entry else ""
     if rest and isinstance(rest[0], str) and rest[0] in shape.DUE_DATE_MOVE:
-        return f"{where}{shape.DUE_DATE_MOVE[rest[0]]}"
-    return where.removesuffix(".") or _NEW
+        return f"{where}.{shape.DUE_DATE_MOVE[rest[0]]}" if where else shape.DUE_DATE_MOVE[rest[0]]
+    return where or _NEW
 
 
 _ITEM_FIELDS = {**shape.FEE_FIELDS, **shape.DOCUMENT_FIELDS}
