@@ -425,8 +425,9 @@ def test_a_due_date_with_or_without_a_time_is_overdue_only_once_its_day_is_over(
 
 def test_a_visit_state_without_a_later_event_is_written_as_workers_before_newest_at_read_it() -> None:
     """A visit's state is written in the 7 members a worker before `newest_at` reads (`VisitState(*v)` of 8 raised
-    there: in a rolling upgrade or a roll-back, every visit the new worker wrote was skipped at restore); one with a
-    later start than its completion keeps the 8th, and both load back as they were."""
+    there: in a rolling upgrade or a roll-back, every visit the new worker wrote was skipped at restore). One with a
+    later start than its completion keeps the 8th, which such a worker cannot read (the runbook's upgrade note); both
+    load back as they were here."""
     from services.metrics.partition import dumps, loads
     from services.metrics.state import VisitState
 
