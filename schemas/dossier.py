@@ -32,9 +32,7 @@ def _status(value: object) -> object:
     elif isinstance(value, float) and value.is_integer() and abs(value) < 1e9:  # JSON's 4.0 is 4, as the schema's enum
         value = int(value)                                                      # takes it (contracts audit)
     if isinstance(value, int) and not isinstance(value, bool) and value in DossierStatus._value2member_map_:
-        return DossierStatus(value)
-    if isinstance(value, DossierStatus):
-        return value
+        return DossierStatus(value)  # a DossierStatus too (an IntEnum)
     raise PydanticCustomError("unknown_status", "the dossier status is not one of the codes 1-10")
 
 

@@ -103,15 +103,9 @@ def _out_of_range() -> PydanticCustomError:
     return PydanticCustomError("value_out_of_range", "time is outside the years 1975 to 2100 (UTC)")
 
 
-def in_range(value: datetime) -> datetime:
-    """The UTC time itself if it lies within `schemas.limits` EARLIEST..LATEST (no value in the error)."""
-    if EARLIEST <= value <= LATEST:
-        return value
-    raise _out_of_range()
-
-
 def _canonical(value: datetime) -> datetime:
-    """`in_range(to_utc(value))` in one call (a `UtcDateTime` field runs it for every time of every record)."""
+    """`to_utc(value)`, refused outside `schemas.limits` EARLIEST..LATEST with no value in the error, in one call (a
+    `UtcDateTime` field runs it for every time of every record)."""
     tz = value.tzinfo
     if tz is UTC:  # the portal's compact form arrives converted already
         utc = value
@@ -167,7 +161,7 @@ def parse_utc(value: Any) -> datetime:
 
     The portal's yyyyMMddHHmmss form is parsed here directly (no validator round trip);
     raises pydantic's ValidationError or PydanticCustomError. Unlike a `UtcDateTime` field it takes any
-    time `datetime` holds (`in_range` bounds it); one it cannot hold in UTC is `value_out_of_range`.
+    time `datetime` holds; one it cannot hold in UTC is `value_out_of_range`.
     """
     compact = _compact_form(value)
     if isinstance(compact, datetime):
