@@ -32,10 +32,11 @@ S = TypeVar("S", TrainingState, SupportState)
 
 
 def merge_latest(old: S | None, new: S) -> S | None:
-    """Keep the greater of two tuples ordered by their leading fields (time/id); None if unchanged."""
+    """Keep the greater of two states ordered by time, then event id (then the figure, for one event sent again with
+    another); None if unchanged."""
     if old is None:
         return new
-    return new if new[:3] > old[:3] else None
+    return new if new > old else None
 
 
 def merge_visit(old: VisitState | None, new: VisitState) -> VisitState | None:
