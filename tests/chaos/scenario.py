@@ -50,6 +50,8 @@ class Stage:
     """Cluster nodes the fault killed, for its lift to start again."""
     notes: list[str] = field(default_factory=list)
     """What the fault wants the row's note to say (which node it killed, and what that node was)."""
+    struck: Worker | None = None
+    """The worker the fault picked (`strike`): the one its lift resumes or names a successor after."""
 
     def live(self) -> list[Worker]:
         """Workers that can work now: neither ended nor paused. One that exited unbidden is noted and replaced."""
@@ -62,6 +64,14 @@ class Stage:
             if self.restart is not None:
                 self.restart(self, f"{w.name}-restarted")
         return [w for w in self.workers if w.running]
+
+    def strike(self, index: int) -> Worker:
+        """The `index`-th of the workers live now, for a fault to strike: one that exited unbidden since the last
+        look is noted (failing the row) and replaced first, never struck, which would mark its exit as the fault's."""
+        live = self.live()
+        assert len(live) > index, f"{len(live)} live workers: none to strike at {index}"
+        self.struck = live[index]
+        return self.struck
 
 
 @dataclass(frozen=True)
