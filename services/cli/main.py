@@ -78,8 +78,8 @@ def _records(file: Path) -> tuple[bytes, str, list[bytes]]:
 
 @app.command()
 def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -> None:
-    """Validate FILE offline (JSON object, JSON array or NDJSON) as intake would take it, with its default limits: one
-    line per bad record, named by the line of FILE it begins on (blank lines counted); exit 0 only if all valid."""
+    """Validate FILE offline (JSON object, JSON array or NDJSON) as intake would take it, under its INTAKE_* limits:
+    one line per bad record, named by the line of FILE it begins on (blank lines counted); exit 0 only if all valid."""
     body, kind, records = _records(file)
     lines = record_lines(body, kind, records)  # "record 3" was the fourth non-blank line (CLI trial)
     checked = offline.verdict(records, lines, family=family, commune=commune)

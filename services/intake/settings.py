@@ -5,24 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
 from services.common.settings import MAX_TRANSACTION_TIMEOUT_MS, ConsumerSettings
 from services.intake.normalise import DEFAULT_MAX_RECORD_BYTES
 
 
-class IntakeSettings(ConsumerSettings):
-    """Session timing from `ConsumerSettings`: a worker silent for `session_timeout_ms` loses its tasks."""
+class IntakeLimits(BaseSettings):
+    """What intake refuses a record for by its deployment's settings: what `commune-bus validate` reads too (it used
+    intake's defaults, so a deployment's lower `INTAKE_MAX_RECORD_BYTES` passed records intake dead-letters)."""
 
     model_config = SettingsConfigDict(env_prefix="INTAKE_", frozen=True, populate_by_name=True, extra="ignore")
 
-    http_port: int = Field(default=9101, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
-    worker_id: str = Field(
-        default="0",
-        description="Stable per worker (e.g. a StatefulSet ordinal), unique in the group: names the worker's "
-        "transactional id, so a restarted worker aborts what its predecessor left open (ADR 0017)",
-    )
     max_record_bytes: int = Field(
         default=DEFAULT_MAX_RECORD_BYTES, ge=1024, le=topics.MAX_RECORD_BYTES,
         description="A raw record larger than this is dead-lettered; at most the raw topics' max.message.bytes")
@@ -33,6 +28,22 @@ class IntakeSettings(ConsumerSettings):
         "intake creates canonical topics that take it and refuses to start on existing ones that would not. Notify's "
         "ledger is sized for the default (a parked webhook holds its event): above it, the webhook of an event past "
         "the default is dead-lettered when it would be parked",
+    )
+    seal_personal_data: bool = Field(
+        default=True, description="Seal applicants' personal data in canonical events and dead letters (ADR 0015): "
+        "needs PRIVACY_KEK(_FILE) and PRIVACY_PEPPER(_FILE); false only for a deployment that carries none")
+
+
+class IntakeSettings(ConsumerSettings, IntakeLimits):
+    """Session timing from `ConsumerSettings`: a worker silent for `session_timeout_ms` loses its tasks."""
+
+    model_config = SettingsConfigDict(env_prefix="INTAKE_", frozen=True, populate_by_name=True, extra="ignore")
+
+    http_port: int = Field(default=9101, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz; 0 = none")
+    worker_id: str = Field(
+        default="0",
+        description="Stable per worker (e.g. a StatefulSet ordinal), unique in the group: names the worker's "
+        "transactional id, so a restarted worker aborts what its predecessor left open (ADR 0017)",
     )
     batch_max_records: int = Field(
         default=2000, ge=1, le=1_000_000,
@@ -52,9 +63,6 @@ class IntakeSettings(ConsumerSettings):
         default=str(Path(__file__).resolve().parents[2] / "infra/sources.yaml"),
         description="Source registry (who may publish what, for which communes; ADR 0018), the gateway's; empty: "
         "every source allowed, for tests and tools only (it was the default: a demo's intake took any source)")
-    seal_personal_data: bool = Field(
-        default=True, description="Seal applicants' personal data in canonical events and dead letters (ADR 0015): "
-        "needs PRIVACY_KEK(_FILE) and PRIVACY_PEPPER(_FILE); false only for a deployment that carries none")
 
     @property
     def group_id(self) -> str:

@@ -5,6 +5,9 @@ with exit 0."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -54,3 +57,29 @@ def test_a_file_of_distinct_events_of_ordinary_size_stays_valid(tmp_path: Path) 
     result = run("validate", str(ndjson(tmp_path, *(canonical_dossier(f"evt-{i}") for i in range(5)))))
     assert result.exit_code == 0, result.output
     assert "5 records, 5 valid, 0 invalid" in result.output
+
+
+def test_the_limits_set_for_intake_are_the_ones_validate_checks(tmp_path: Path) -> None:
+    """A deployment's lower `INTAKE_MAX_RECORD_BYTES` / `INTAKE_MAX_CANONICAL_BYTES`, as its intake dead-letters by
+    them (`validate` checked intake's defaults and passed such records with exit 0)."""
+    record = canonical_dossier("evt-mid", status=5, requested_documents=[DOCUMENT] * 3)
+    path = ndjson(tmp_path, canonical_dossier("evt-small"), record)
+    assert 3000 < len(orjson.dumps(record)) < 4000
+    assert run("validate", str(path)).exit_code == 0
+    for variable, limit in (("INTAKE_MAX_RECORD_BYTES", 3000), ("INTAKE_MAX_CANONICAL_BYTES", 3000)):
+        result = CliRunner().invoke(app, ["validate", str(path)],
+                                    env={**PRIVACY_ENV, "COLUMNS": "300", variable: str(limit)})
+        assert result.exit_code == 1, (variable, result.output)
+        assert "2 records, 1 valid, 1 invalid" in result.output
+        [line] = [ln for ln in result.output.splitlines() if "payload_too_large" in ln]
+        assert "line 2" in line and f"{limit}" in line, (variable, line)
+
+
+def test_a_refused_limit_is_named_by_its_variable_with_exit_2(tmp_path: Path) -> None:
+    """As intake would refuse to start on it: one line naming the variable, without its value."""
+    done = subprocess.run([sys.executable, "-m", "services.cli.main", "validate",
+                           str(ndjson(tmp_path, canonical_dossier("evt-1")))],
+                          env={**os.environ, **PRIVACY_ENV, "INTAKE_MAX_RECORD_BYTES": "777"},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "commune-bus: INTAKE_MAX_RECORD_BYTES: Input should be greater than or equal to 1024\n"

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings
 from services.common.refused import problems, variable
 from services.common.settings import ConsumerSettings, KafkaConnection, ServiceSettings
 from services.gateway.settings import GatewaySettings
-from services.intake.settings import IntakeSettings
+from services.intake.settings import IntakeLimits, IntakeSettings
 from services.notify.settings import NotifySettings
 from tests.common.test_settings_finite import CLASSES
 
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 UNBOUNDED = {"SIMULATOR_SEED"}
 """A seed is any integer: `random.Random` takes them all."""
-BASES = (KafkaConnection, ServiceSettings, ConsumerSettings)
+BASES = (KafkaConnection, ServiceSettings, ConsumerSettings, IntakeLimits)
+"""Parts of the classes checked (`IntakeLimits`: of `IntakeSettings`, which `validate` reads alone)."""
 
 
 def _numbers() -> list[tuple[type[BaseSettings], str, FieldInfo]]:
