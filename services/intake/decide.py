@@ -88,8 +88,9 @@ class Decider:
 
     def _dead_letter(self, reason: Reason, field: str, message: str, offset: int,
                      problems: tuple[Rejection, ...] = ()) -> DeadLetterContext:
-        """`problems`: every one found (`dlq.problems`, written when more than one), the first that of `reason`."""
+        """`problems`: every one found, the first that of `reason`; kept when more than one (`dlq.problems`), as the
+        dead letter's headers read back give them."""
         return DeadLetterContext(
-            reason=reason, field=field, message=message, source_topic=self.topic,
-            source_partition=self.partition, source_offset=offset, rejected_at=self.rejected_at, problems=problems,
+            reason=reason, field=field, message=message, source_topic=self.topic, source_partition=self.partition,
+            source_offset=offset, rejected_at=self.rejected_at, problems=problems if len(problems) > 1 else (),
         )
