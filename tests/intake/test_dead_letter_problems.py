@@ -22,13 +22,13 @@ from schemas.deadletter import (
     Rejection,
     problems_header,
 )
-from schemas.events import Family
+from schemas.events import FAMILY_OF_TYPE, Family
 from services.cli.deadletters import DeadLetter
 from services.cli.render import dead_letter_table
 from services.cli.tracer import Tracer
 from services.intake.decide import Decider, allow_all
 from services.intake.dedup import SeenIds
-from tests.samples import HDR, canonical_dossier, dumps, portal_dossier, with_data
+from tests.samples import HDR, canonical_dossier, dumps, portal_dossier, storm_scheduled, visit_completed, with_data
 
 pytestmark = pytest.mark.unit
 NAME, CCCD, PHONE, EMAIL = "Nguyễn Thị Lan", "008123456789", "0912345678", "lan@example.vn"
@@ -41,8 +41,9 @@ def personal_record() -> bytes:
                                 SoDienThoaiChuHoSo=PHONE * 3, EmailChuHoSo=f"{EMAIL}\r\nBcc: {EMAIL}"))
 
 
-def decided(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> DeadLetterContext:
-    decision = Decider(Family.DOSSIER, "t1.commune.raw.dossier", 4, SeenIds(), allow_all, 1024 * 1024,
+def decided(value: bytes, headers: list[tuple[str, bytes]] | None = None,
+            family: Family = Family.DOSSIER) -> DeadLetterContext:
+    decision = Decider(family, "t1.commune.raw.dossier", 4, SeenIds(), allow_all, 1024 * 1024,
                        "2025-11-03T04:00:00+00:00").decide(value, headers or [], offset=9)
     assert isinstance(decision, DeadLetterContext), decision
     return decision
@@ -150,3 +151,26 @@ def test_a_trace_names_every_problem_of_the_dead_letter() -> None:
     tracer.intake_dead_letter(rec)
     [step] = tracer.steps
     assert "unknown_status (data.status)" in step.what and "invalid_field (data.paid_online)" in step.what
+
+
+@pytest.mark.parametrize("shape", [str, list, dict])
+@pytest.mark.parametrize("sample", ["canonical", "portal", "visit", "storm"])
+def test_no_member_set_to_personal_data_is_echoed_by_any_problem(sample: str, shape: type) -> None:
+    """Every member of the envelope, of `data` and of the applicant set to a name and a phone number (as text, in a
+    list, in an object; too long for the applicant): many problems, the value in none of the dead letter's headers."""
+    value = NAME + PHONE
+    bad: object = {str: value, list: [value], dict: {"x": value}}[shape]
+    base = {"canonical": canonical_dossier(), "portal": portal_dossier(), "visit": visit_completed(),
+            "storm": storm_scheduled()}[sample]
+    family = FAMILY_OF_TYPE[base.get("type", "vn.communebus.dossier.status-changed.v1")]
+    records = [({k: bad for k in base}, "type" not in base)]  # an envelope's first bad member: its `type`
+    if "data" in base:
+        records.append(({**base, "data": {k: bad for k in base["data"]}}, True))
+    if sample == "canonical":
+        applicant = {k: value * 30 for k in ("name", "id_number", "phone", "email", "zalo_user_id", "address")}
+        records.append(({**base, "data": {**base["data"], "applicant": applicant}}, True))
+    for record, several in records:
+        context = decided(dumps(record), HDR if sample == "portal" else [], family)
+        assert len(context.problems) > 1 or not several, context  # all listed
+        text = b"".join(k.encode() + v for k, v in context.headers()).decode()
+        assert [p for p in PERSONAL if p in text] == [], text
