@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas import notify_deadletter, portal, yaml12
-from schemas.deadletter import Header, Reason
+from schemas.deadletter import HEADER_NOTES, Header, Reason
 from schemas.events import EVENTS_BY_FAMILY, Family, data_model, type_name
 from schemas.notification import NotificationRequest, NotificationStatus
 from schemas.personal import SEALED_HEADERS, ErasureNotice
@@ -114,7 +114,8 @@ def _messages(refs: Refs) -> dict[str, Any]:
                        "original headers that identify nobody",
         "headers": {"type": "object", "required": [Header.REASON.value, Header.SOURCE_TOPIC.value], "properties": {
             Header.REASON.value: {"type": "string", "enum": [r.value for r in Reason]},
-            **{h.value: {"type": "string"} for h in Header if h is not Header.REASON},
+            **{h.value: {"type": "string", **({"description": HEADER_NOTES[h]} if h in HEADER_NOTES else {})}
+               for h in Header if h is not Header.REASON},
             **SEALED_HEADERS}},
         "payload": {"description": "Nonce and AES-256-GCM ciphertext of the original record (layout in "
                                    "dlq.sealed.layout)"},

@@ -8,14 +8,17 @@ fixed and replayed without loss. Intake seals the original record whole (ADR 001
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Final
 
-from pydantic import BaseModel, field_validator
+import orjson
+from pydantic import BaseModel, ValidationError, field_validator
 
 from schemas.lookup import lookup_id, lookup_name, lookup_trace_id
 
@@ -64,6 +67,7 @@ class Header(StrEnum):
     LOOKUP_SUBJECT = "dlq.lookup.subject"
     LOOKUP_DOSSIER = "dlq.lookup.dossier"
     LOOKUP_TRACE = "dlq.lookup.trace"
+    PROBLEMS = "dlq.problems"
 
 
 HEADER_NOTES: dict[Header, str] = {
@@ -80,6 +84,10 @@ HEADER_NOTES: dict[Header, str] = {
     "identifies nobody.",
     Header.LOOKUP_TRACE: "The 32-hex trace id intake gives the record's event (its valid traceparent's, else the one "
     "derived from its source and id), when nothing personal can be in it (ADR 0038).",
+    Header.PROBLEMS: "Every problem intake found in the record when it found more than one, in compact JSON: an array "
+    "of {reason, field, message}, the first that of dlq.reason/field/message, at most 21 (the 21st, field `(record)`, "
+    "counts those not listed), each field cut at 200 characters and message at 300. Absent when there was one, or "
+    "before 2026-12-06. Messages name fields, never their values.",
 }
 """What some headers mean, as the published schema says it (a string under an enum member is no docstring: the
 schema said "None" for each until 2026-12-06)."""
@@ -94,6 +102,30 @@ class Rejection(BaseModel, frozen=True):
     reason: Reason
     field: str
     message: str
+
+
+MAX_PROBLEMS: Final = 20
+"""Problems listed per record, then one entry counting the rest (`services.intake.outcome.from_validation`)."""
+FIELD_CHARS, MESSAGE_CHARS = 200, 300
+"""`dlq.problems` cuts a field and a message past these: 21 take ~12 KB (`schemas.topics.DEAD_LETTER_HEADROOM`)."""
+
+
+def problems_header(problems: Sequence[Rejection]) -> bytes:
+    return orjson.dumps([{"reason": p.reason.value, "field": p.field[:FIELD_CHARS],
+                          "message": p.message[:MESSAGE_CHARS]} for p in problems[:MAX_PROBLEMS + 1]])
+
+
+def _problems(value: bytes | None) -> tuple[Rejection, ...]:
+    """`dlq.problems` read, never an error hiding the letter: an entry not a problem (a newer reason) is left out."""
+    try:
+        entries = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return ()
+    problems = []
+    for entry in entries[:MAX_PROBLEMS + 1] if isinstance(entries, list) else ():
+        with contextlib.suppress(ValidationError):
+            problems.append(Rejection.model_validate(entry))
+    return tuple(problems)
 
 
 def _source_path(filename: str) -> str:
@@ -134,6 +166,8 @@ class DeadLetterContext(BaseModel, frozen=True):
     lookup_subject: str | None = None
     lookup_dossier: str | None = None
     lookup_trace: str | None = None
+    problems: tuple[Rejection, ...] = ()
+    """Every problem found when more than one (`Header.PROBLEMS`), else none (`all_problems` gives one then)."""
 
     @classmethod
     def from_headers(cls, headers: Sequence[tuple[str, bytes | None]]) -> DeadLetterContext:
@@ -143,6 +177,7 @@ class DeadLetterContext(BaseModel, frozen=True):
         # before intake wrote it, one the original record carried is its producer's, and would date a replay anywhere
         block = max((i for i, (k, _) in enumerate(headers) if k == Header.REASON), default=len(headers))
         written = [v for k, v in headers[block:] if k == Header.SOURCE_WRITTEN_AT and isinstance(v, bytes)]
+        listed = [v for k, v in headers[block:] if k == Header.PROBLEMS]  # from intake's block too: as written-at
         # digits only: any other value is absent (replay falls back on the rejection time), never an error that
         # would hide the dead letter
         ms = int(written[-1]) if written and written[-1].isdigit() and len(written[-1]) <= 15 else None
@@ -153,6 +188,7 @@ class DeadLetterContext(BaseModel, frozen=True):
             source_written_at=ms,
             lookup_id=h.get(Header.LOOKUP_ID), lookup_subject=h.get(Header.LOOKUP_SUBJECT),
             lookup_dossier=h.get(Header.LOOKUP_DOSSIER), lookup_trace=h.get(Header.LOOKUP_TRACE),
+            problems=_problems(listed[-1]) if listed else (),
         )
 
     @field_validator("lookup_id", mode="before")
@@ -176,6 +212,10 @@ class DeadLetterContext(BaseModel, frozen=True):
         """The names it can be found by (`lookup_*`), those it has."""
         return tuple(n for n in (self.lookup_id, self.lookup_subject, self.lookup_dossier, self.lookup_trace) if n)
 
+    def all_problems(self) -> tuple[Rejection, ...]:
+        """Every problem the dead letter names: `problems`, or the one of reason, field and message."""
+        return self.problems or (Rejection(reason=self.reason, field=self.field, message=self.message),)
+
     def headers(self) -> list[tuple[str, bytes]]:
         lookups = ((Header.LOOKUP_ID, self.lookup_id), (Header.LOOKUP_SUBJECT, self.lookup_subject),
                    (Header.LOOKUP_DOSSIER, self.lookup_dossier), (Header.LOOKUP_TRACE, self.lookup_trace))
@@ -190,6 +230,7 @@ class DeadLetterContext(BaseModel, frozen=True):
             *(((Header.SOURCE_WRITTEN_AT.value, str(self.source_written_at).encode()),)
               if self.source_written_at is not None else ()),
             *((name.value, value.encode()) for name, value in lookups if value is not None),
+            *(((Header.PROBLEMS.value, problems_header(self.problems)),) if len(self.problems) > 1 else ()),
         ]
 
 

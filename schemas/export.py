@@ -78,6 +78,7 @@ def deadletter_schema() -> dict[str, Any]:
            for h in (Header.LOOKUP_SUBJECT, Header.LOOKUP_DOSSIER)},
         Header.LOOKUP_TRACE.value: {"type": "string",
                                     "description": f"{HEADER_NOTES[Header.LOOKUP_TRACE]} Shape: {TRACE_ID_PATTERN}"},
+        Header.PROBLEMS.value: {"type": "string", "description": HEADER_NOTES[Header.PROBLEMS]},
         **SEALED_HEADERS,
     }
     assert set(field_header.values()) <= set(properties), "DeadLetterContext has a header the schema lacks"

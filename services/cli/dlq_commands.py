@@ -114,7 +114,8 @@ def list_(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt = 
     if as_json:
         for d in letters:
             row = {"dlq": d.position, **d.context.model_dump(mode="json"), "source": d.source,
-                   "replayed": d.position in replayed}
+                   "replayed": d.position in replayed,  # every problem, the one of an older letter too
+                   "problems": [p.model_dump(mode="json") for p in d.context.all_problems()]}
             typer.echo(json_text(json.dumps(row, ensure_ascii=False)))
     else:
         console.print(dead_letter_table(letters, replayed))

@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from schemas.deadletter import MAX_PROBLEMS, DeadLetterContext
 from services.cli.deadletters import DeadLetter
 from services.cli.masking import masked, shown_header, shown_key
 from services.cli.plain import decoded, json_text, text, visible
@@ -64,15 +65,26 @@ def folded_table(*headers: str) -> Table:
 
 
 def dead_letter_table(letters: list[DeadLetter], replayed: set[str]) -> Table:
-    """One row a dead letter; "trace by": its lookup names (ADR 0038), the dossier code, subject and event id that
-    `commune-bus trace` finds it by (the trace id is in `--json`)."""
+    """One row a dead letter, its reason and field one line a problem (`dlq.problems`); "trace by": its lookup names
+    (ADR 0038), the dossier code, subject and event id that `commune-bus trace` finds it by (the trace id is in
+    `--json`)."""
     table = folded_table("dlq", "reason", "field", "source", "topic", "rejected at", "replayed", "trace by")
     for d in letters:
         c = d.context
         names = " ".join(dict.fromkeys(n for n in (c.lookup_dossier, c.lookup_subject, c.lookup_id) if n))
-        table.add_row(*(text(cell) for cell in (d.position, c.reason.value, c.field, d.source or "", c.source_topic,
-                                                c.rejected_at, "yes" if d.position in replayed else "", names)))
+        reasons, fields = problem_cells(c)
+        table.add_row(text(d.position), reasons, fields, *(text(cell) for cell in (
+            d.source or "", c.source_topic, c.rejected_at, "yes" if d.position in replayed else "", names)))
     return table
+
+
+def problem_cells(context: DeadLetterContext) -> tuple[Text, Text]:
+    """The reasons and the fields of a dead letter's problems, one line each (each line as plain text); the entry
+    counting those not listed (past `MAX_PROBLEMS`) by its message. One with a problem, or written before
+    `dlq.problems`: its reason and field."""
+    problems = context.all_problems()
+    return (Text("\n").join(text(p.reason.value) for p in problems),
+            Text("\n").join(text(p.message if i == MAX_PROBLEMS else p.field) for i, p in enumerate(problems)))
 
 
 console = Console(emoji=False)

@@ -135,8 +135,9 @@ class Tracer:
         names = "".join(f" {what} {self._shown(name)}" for what, name in (
             ("id", ctx.lookup_id), ("subject", ctx.lookup_subject), ("dossier", ctx.lookup_dossier)) if name)
         trace = trace_context.trace_id(parent) or ctx.lookup_trace or self.raw_positions.get(origin, "")
+        more = "".join(f"; {p.reason.value} ({p.field}): {p.message}" for p in ctx.problems[1:])  # `dlq.problems`
         self._add(Step(rec.timestamp, "dead letter", self._where(rec),
-                               f"{ctx.reason.value} ({ctx.field}): {ctx.message} "
+                               f"{ctx.reason.value} ({ctx.field}): {ctx.message}{more} "
                                f"[from {ctx.source_topic}/{ctx.source_partition}/{ctx.source_offset}]{names}", trace))
 
     def canonical(self, rec: Record) -> None:

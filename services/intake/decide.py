@@ -84,10 +84,13 @@ class Decider:
                                          "id: an event of this source with this id was already published", offset)
             return outcome if self.keyring is None else seal_accepted(outcome, self.keyring, written_at)
         r = outcome.rejection
-        return self._dead_letter(r.reason, r.field, r.message, offset)
+        return self._dead_letter(r.reason, r.field, r.message, offset, outcome.problems)
 
-    def _dead_letter(self, reason: Reason, field: str, message: str, offset: int) -> DeadLetterContext:
+    def _dead_letter(self, reason: Reason, field: str, message: str, offset: int,
+                     problems: tuple[Rejection, ...] = ()) -> DeadLetterContext:
+        """`problems`: every one found, the first that of `reason`; kept when more than one (`dlq.problems`), as the
+        dead letter's headers read back give them."""
         return DeadLetterContext(
-            reason=reason, field=field, message=message, source_topic=self.topic,
-            source_partition=self.partition, source_offset=offset, rejected_at=self.rejected_at,
+            reason=reason, field=field, message=message, source_topic=self.topic, source_partition=self.partition,
+            source_offset=offset, rejected_at=self.rejected_at, problems=problems if len(problems) > 1 else (),
         )

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas import limits
+from schemas.deadletter import MAX_PROBLEMS as MAX_PROBLEMS  # re-exported: the gateway's limit names it here
 from schemas.deadletter import Reason, Rejection
 from schemas.dossier import APPLICANT_FORMS
 from schemas.envelope import Event
@@ -53,9 +54,9 @@ NameField = Callable[[tuple[str | int, ...]], str]
 """Names the field of an error location (the canonical path, or the portal's own field names)."""
 
 
-MAX_PROBLEMS = 20
-"""Problems listed per record; past it one entry counts the rest. A record of a thousand bad list items (each list
-at its item limit) gave thousands of problems: a 4xx answer 77 times the size of its request, built on the loop."""
+# MAX_PROBLEMS (`schemas.deadletter`): problems listed per record; past it one entry counts the rest. A record of a
+# thousand bad list items (each list at its item limit) gave thousands of problems: a 4xx answer 77 times the size of
+# its request, built on the loop. The dead letter's `dlq.problems` lists the same.
 
 
 def _field_path(loc: tuple[str | int, ...]) -> str:
