@@ -154,7 +154,8 @@ def render(partitions: Iterable[PartitionState], now_s: float) -> str:
     gauges: tuple[tuple[str, str, Callable[[CommuneTotals], float]], ...] = (
         ("commune_dossiers_open", "Dossiers open (status 2, 4, 5, 6)", lambda t: t.get("open")),
         ("commune_dossiers_overdue", "Open dossiers past their due day (Vietnam time)", lambda t: t.overdue(now_s)),
-        ("commune_last_event_timestamp_seconds", "Event time of the newest event seen from the commune",
+        ("commune_last_event_timestamp_seconds", "Event time of the newest event seen from the commune whose time is "
+         "believed (at most 1 h ahead of when it was published)",
          lambda t: t.last_event_us / 1e6),
         ("commune_last_received_timestamp_seconds", "When the backbone received the newest event that changed the "
          "commune's figures (its canonical record's timestamp, whatever the event's own time)",

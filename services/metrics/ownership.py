@@ -85,8 +85,8 @@ class Ownership:
         An event time is believed against its record's timestamp, when intake published it (`state.believed_until`),
         not against this worker's clock: how long the record waited in the topic (lag, a replay, a restore) must
         not change what it means. The same timestamp is when the backbone received the event (the commune's
-        last-received time, and the changelog record's timestamp). `now_s`, the worker's clock, stands in for a
-        record without a timestamp."""
+        last-received time, which the changelog record carries: `PartitionState.received_ms`). `now_s`, the worker's
+        clock, stands in for a record without a timestamp."""
         clock_believes = believed_until(now_s)
         clock_ms = int(now_s * 1000)
         changes: Changes = {}
@@ -118,9 +118,7 @@ class Ownership:
                         log.warning("event.skipped", topic=tp.topic, partition=tp.partition, offset=rec.offset,
                                     reason=out.reason.value, detail=out.message)
                 else:
-                    earlier = changed.get(out[0])  # changed twice in the batch: the later state, the later time
-                    changed[out[0]] = StateRecord(out[1], received if earlier is None
-                                                  else max(received, earlier.timestamp_ms))
+                    changed[out[0]] = StateRecord(out[1], part.received_ms(event.commune))  # twice: the later
                     applied += 1
             offsets[tp] = records[-1].offset + 1
             for outcome, n in (("applied", applied), ("unchanged", unchanged), ("invalid", invalid),

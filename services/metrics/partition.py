@@ -132,8 +132,8 @@ class PartitionState:
 
     def restore(self, key: bytes, value: bytes | None, received_ms: int = 0) -> None:
         """Apply one changelog record (a state written by `apply`); a tombstone is ignored. `received_ms`: the
-        record's timestamp, which the writer sets to when the event that made the state was received
-        (`writers.StateRecord`), so the commune's last-received time is what it was before the restore."""
+        record's timestamp, which the writer sets to the commune's last-received time when the state changed
+        (`received_ms`), so the commune's last-received time is what it was before the restore."""
         if value is None:
             return
         commune = key.split(b"|", 2)[1].decode()
@@ -145,6 +145,13 @@ class PartitionState:
         totals = self._totals(commune, province)
         totals.replace(old, new)
         totals.mark_received(received_ms)
+
+    def received_ms(self, commune: str) -> int:
+        """The timestamp of the changelog record of a state of `commune` `apply` just changed: the commune's
+        last-received time, at least that event's own. The last record of the commune's last change carries it, and
+        compaction keeps that record, so a restore gives it back also when records' timestamps went backwards (a
+        state's later change stamped before the one compaction removed: an intake clock set back)."""
+        return self.communes[commune].last_received_ms
 
     def _totals(self, commune: str, province: str) -> CommuneTotals:
         totals = self.communes.get(commune)

@@ -39,9 +39,11 @@ Sent = list[asyncio.Future[RecordMetadata]]
 
 
 class StateRecord(NamedTuple):
-    """A changed entity state and when the backbone received the event that made it (epoch ms, its canonical
-    record's timestamp), written as the changelog record's own timestamp, as Kafka Streams does for its changelogs:
-    a restore gives the commune's last-received time back (`commune_last_received_timestamp_seconds`)."""
+    """A changed entity state and its commune's last-received time as it changed (epoch ms: the newest canonical
+    record timestamp of a change of the commune, this one's or an earlier one's; `PartitionState.received_ms`),
+    written as the changelog record's own timestamp (Kafka Streams writes its input record's: that could go back, and
+    compaction then lost the newest): a restore gives the commune's last-received time back
+    (`commune_last_received_timestamp_seconds`), from a compacted changelog too."""
 
     value: bytes
     timestamp_ms: int

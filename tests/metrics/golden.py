@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -91,8 +92,15 @@ def _stage(status: int) -> int:
     return 0 if status == 1 else 1 if status in (2, 4, 5, 6) else 2
 
 
-def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
-    """The figures the service must export, from the events alone."""
+def _everything(_: Event) -> bool:
+    return True
+
+
+def expected(events: list[Event], now: float = NOW, believed: Callable[[Event], bool] = _everything
+             ) -> dict[Sample, float]:
+    """The figures the service must export, from the events alone. `believed`: whether an event's time is believed
+    (ADR 0006: not when it is more than an hour ahead of its record's timestamp); an event whose time is not ranks
+    before every believed one of its entity, and such events keep the order of their times among themselves."""
     out: dict[Sample, float] = defaultdict(float)
     unique = {e.id: e for e in events}.values()
     dossiers: dict[tuple[str, str], list[DossierStatusChanged]] = defaultdict(list)
@@ -101,7 +109,7 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
             dossiers[(e.commune, e.data.dossier_code)].append(e)
     for (commune, _), evs in dossiers.items():
         where = (("province", evs[0].province), ("commune", commune))
-        latest = max(evs, key=lambda e: (e.time, _stage(int(e.data.status)), e.id))
+        latest = max(evs, key=lambda e: (believed(e), e.time, _stage(int(e.data.status)), e.id))
         received = [e for e in evs if int(e.data.status) not in (1, 3)]
         completed = [e for e in evs if int(e.data.status) in (9, 10)]
         if received:
@@ -112,7 +120,7 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
             out[("commune_dossiers_paid_online", where)] += fees and any(e.data.paid_online for e in evs)
             out[("commune_dossiers_digitised", where)] += any(e.data.digitised for e in evs)
         if completed:
-            last = max(completed, key=lambda e: (e.time, e.id)).data
+            last = max(completed, key=lambda e: (believed(e), e.time, e.id)).data
             assert last.ended_at and last.due_at
             end, due = last.ended_at.astimezone(VN).date(), last.due_at.astimezone(VN).date()
             timeliness = "early" if end < due else "on_time" if end == due else "late"
@@ -129,16 +137,16 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
         due_at = latest.data.due_at
         out[("commune_dossiers_overdue", where)] += is_open and due_at is not None and past_due(due_at, now)
     reports: dict[tuple[str, str, str], list[Event]] = defaultdict(list)  # reported again: the newest report counts
-    announcements: set[tuple[str, str, str, str]] = set()
+    announcements: set[tuple[str, str, str]] = set()
     for e in unique:
         if isinstance(e, VisitCompletedEvent):
             reports[("visit", e.commune, e.data.visit_id)].append(e)
         elif isinstance(e, TrainingHeldEvent):
             reports[("training", e.commune, e.data.session_id)].append(e)
         elif e.type.endswith("announcement.scheduled.v1"):  # one announcement, however often it is scheduled
-            announcements.add((e.province, e.commune, e.data.announcement_id, "crop_disease"))
+            announcements.add((e.province, e.commune, e.data.announcement_id))
     for evs in reports.values():
-        last = max(evs, key=lambda e: (e.time, e.id))
+        last = max(evs, key=lambda e: (believed(e), e.time, e.id))
         where = (("province", last.province), ("commune", last.commune))
         if isinstance(last, VisitCompletedEvent):
             out[("commune_mobile_team_visits", where)] += 1
@@ -147,18 +155,24 @@ def expected(events: list[Event], now: float = NOW) -> dict[Sample, float]:
         elif isinstance(last, TrainingHeldEvent):
             out[("commune_mobile_team_trainings", where)] += 1
             out[("commune_mobile_team_training_attendees", where)] += last.data.attendees
-    for province, commune, _, category in announcements:
+    told: dict[tuple[str, str], list[Event]] = defaultdict(list)  # an announcement's scheduled events, else broadcasts
+    for e in unique:
+        if e.type.endswith("announcement.scheduled.v1") or "broadcast-" in e.type:
+            told[(e.commune, e.data.announcement_id)].append(e)
+    category = {k: max([e for e in evs if "broadcast-" not in e.type] or evs,
+                       key=lambda e: (believed(e), e.time, e.id)).data.category.value for k, evs in told.items()}
+    for province, commune, ann in announcements:
         out[("commune_announcements_scheduled", (("province", province), ("commune", commune),
-                                                 ("category", category)))] += 1
+                                                 ("category", category[(commune, ann)])))] += 1
     clusters: dict[tuple[str, str, str], list[Event]] = defaultdict(list)
     for e in unique:
         if "broadcast-" in e.type:
             clusters[(e.commune, e.data.announcement_id, e.data.cluster_id)].append(e)
-    for (commune, _, _), broadcasts in clusters.items():  # newest outcome per cluster; a start never undoes an end
-        newest = max(broadcasts, key=lambda e: ("started" not in e.type, e.time, e.id))
+    for (commune, ann, _), broadcasts in clusters.items():  # newest outcome per cluster; a start never undoes an end
+        newest = max(broadcasts, key=lambda e: ("started" not in e.type, believed(e), e.time, e.id))
         if "started" not in newest.type:
             outcome = "completed" if "completed" in newest.type else "failed"
-            labels = (("province", newest.province), ("commune", commune), ("category", "crop_disease"),
+            labels = (("province", newest.province), ("commune", commune), ("category", category[(commune, ann)]),
                       ("outcome", outcome))
             out[("commune_broadcasts", labels)] += 1
     return {k: v for k, v in out.items() if v}

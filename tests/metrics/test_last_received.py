@@ -89,8 +89,9 @@ def test_a_record_without_a_timestamp_is_received_at_the_worker_clock(tmp_path: 
 
 
 def test_changelog_records_carry_the_received_time_so_a_restore_gives_it_back(tmp_path: Path) -> None:
-    """Each changed state goes to the changelog stamped with when its event was received (the later of two changes
-    in one batch); restoring those records gives the same last-received time, not the restore's time."""
+    """Each changed state goes to the changelog stamped with its commune's last-received time as it changed (here its
+    event's receipt; the later of two changes in one batch); restoring those records gives the same last-received
+    time, not the restore's time."""
     owner, part = owner_of_partition_0(tmp_path)
     first = owner.apply(published(0, (dossier(C, "D-1", 2, "e-1", 1), at(1)),
                                   (dossier(C, "D-2", 2, "e-2", 2), at(3))), CLOCK.timestamp())[0]
@@ -106,3 +107,18 @@ def test_changelog_records_carry_the_received_time_so_a_restore_gives_it_back(tm
             restored.restore(key, value, stamp)
     assert restored.communes[C].last_received_ms == part.communes[C].last_received_ms
     assert gauge(restored, "commune_last_received_timestamp_seconds") == at(9).timestamp()
+
+
+def test_a_compacted_changelog_gives_the_received_time_back_when_a_later_change_was_stamped_earlier(
+        tmp_path: Path) -> None:
+    """Intake's clock going back (another intake worker took the partition, a clock set back) stamps a state's later
+    change earlier than the change before it: compaction keeps only that later record, and the restore must still
+    give the commune's last-received time back (found by `test_core_properties` with drawn record timestamps)."""
+    owner, part = owner_of_partition_0(tmp_path)
+    first = owner.apply(published(0, (dossier(C, "D-1", 2, "e-1", 1), at(9))), CLOCK.timestamp())[0]
+    second = owner.apply(published(1, (dossier(C, "D-1", 4, "e-2", 2), at(8))), CLOCK.timestamp())[0]
+    assert part.communes[C].last_received_ms == int(at(9).timestamp() * 1000)
+    restored = PartitionState(0, {})
+    for key, (value, stamp) in {**first[0], **second[0]}.items():  # the last record of each key: compacted
+        restored.restore(key, value, stamp)
+    assert restored.communes[C].last_received_ms == part.communes[C].last_received_ms
