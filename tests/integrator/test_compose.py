@@ -29,8 +29,9 @@ SERVICES = [n for n, s in COMPOSE["services"].items() if str(s.get("command", ["
 
 def settings_class(module: str) -> type[BaseSettings]:
     mod = importlib.import_module(f"{module}.settings")
-    [found] = [c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, BaseSettings)
+    defined = [c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, BaseSettings)
                and c is not BaseSettings and c.__module__ == mod.__name__]
+    [found] = [c for c in defined if not any(c in other.__mro__[1:] for other in defined)]  # not a part of another
     return found
 
 
