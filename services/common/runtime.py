@@ -183,9 +183,12 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
             log.warning("service.stopped_with_error", service=service, **error_fields(error))
             return
         log.error("service.restarting", service=service, **error_fields(error), retry_in_s=delay)
-        telemetry.RESTARTS.labels(service, name).inc()
         health.set_ready(False, f"restarting after {name}")
-        await streak.failed_unless_outage(name, stop)
+        # a run ended while no broker answered is the outage's (`/readyz`, ServiceNotReady), not a crash loop's: a
+        # broker restart of seconds ends ~5 runs of intake, which counted as restarts fired ServiceRestarting for
+        # 10 minutes after the broker was back (runbooks audit, 2026-12-06)
+        outage = await streak.failed_unless_outage(name, stop)
+        (telemetry.OUTAGE_RESTARTS if outage else telemetry.RESTARTS).labels(service, name).inc()
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
         delay = min(delay * 2, MAX_BACKOFF_S)

@@ -68,8 +68,9 @@ class Streak:
         self.fruitless, self._first_failed = 0, None
         self.health.set_alive(True, "running", self.loop)
 
-    async def failed_unless_outage(self, error: str, stop: asyncio.Event | None = None) -> None:
-        """As `failed`, unless the brokers do not answer (asked now; not asked once `stop` is set): then as `outage`."""
+    async def failed_unless_outage(self, error: str, stop: asyncio.Event | None = None) -> bool:
+        """As `failed`, unless the brokers do not answer (asked now; not asked once `stop` is set): then as `outage`.
+        Whether it was an outage."""
         asking = asyncio.ensure_future(self.health.broker_answers())
         waits = {asking} if stop is None else {asking, asyncio.ensure_future(stop.wait())}
         try:
@@ -79,8 +80,9 @@ class Streak:
                 waiting.cancel()
         if asking.done() and not asking.cancelled() and asking.exception() is None and not asking.result():
             self.outage(error)
-        else:
-            self.failed(error)
+            return True
+        self.failed(error)
+        return False
 
     def outage(self, error: str) -> None:
         """The run (or the try) failed with `error` while the brokers did not answer: neither counted nor progress."""

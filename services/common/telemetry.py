@@ -7,7 +7,11 @@ from prometheus_client import Counter, Gauge
 
 TASK_FAILURES = Counter("commune_task_failures_total", "Supervised tasks that ended with an error",
                         ["service", "task"])
-RESTARTS = Counter("commune_service_restarts_total", "Worker restarts after a Kafka error", ["service", "error"])
+RESTARTS = Counter("commune_service_restarts_total", "Worker restarts after a Kafka error while a broker answered",
+                   ["service", "error"])
+OUTAGE_RESTARTS = Counter("commune_service_outage_restarts_total",
+                          "Worker restarts after a Kafka error while no broker answered (an outage, not a crash loop)",
+                          ["service", "error"])
 READY = Gauge("commune_service_ready", "1 while the service is assigned, restored and consuming", ["service"])
 LAST_COMMIT = Gauge("commune_last_commit_timestamp_seconds", "When the service last committed its progress",
                     ["service"])

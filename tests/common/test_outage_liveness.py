@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.common import probe, runtime, streak
 from services.common.clients import consumer
@@ -82,6 +83,24 @@ async def test_runs_failing_while_something_answers_but_refuses_turn_healthz_503
     health, _ = await run_service(not_kafka, 2 * RUNS)
     assert not health.alive
     assert health.alive_detail.endswith("runs in a row failed without progress, the last with KafkaConnectionError")
+
+
+def restarts(service: str, counter: str) -> float:
+    return REGISTRY.get_sample_value(counter, {"service": service, "error": "KafkaConnectionError"}) or 0.0
+
+
+@pytest.mark.parametrize("outage", [True, False])
+async def test_runs_ended_by_an_outage_are_no_restarts_of_a_crash_loop(quick: None, not_kafka: str,
+                                                                       outage: bool) -> None:
+    """Runs failing while no broker answers count in `commune_service_outage_restarts_total`, not in
+    `commune_service_restarts_total`, whose alert (ServiceRestarting: 3 in 15 minutes, for 5 minutes) is for crash
+    loops: a broker restart of seconds ends ~5 runs of intake, and the alert fired 5 minutes after the broker was back
+    and stayed 10 more (runbooks audit). Runs failing while something answers (a refusal) count as restarts."""
+    bootstrap = f"127.0.0.1:{free_port()}" if outage else not_kafka
+    health, _ = await run_service(bootstrap, RUNS)
+    service = health.service
+    counted, apart = ("commune_service_outage_restarts_total", "commune_service_restarts_total")[::1 if outage else -1]
+    assert (restarts(service, counted), restarts(service, apart)) == (RUNS, 0)
 
 
 @pytest.fixture
