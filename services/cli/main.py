@@ -1,8 +1,8 @@
 """`commune-bus`: the integrator's and operator's command line.
 
-Offline: `validate`. Against Kafka: `publish`, `tail`, `dlq list|replay`, `notify-dlq list|replay`, `topics create`,
-`trace`.
-Wrappers: `simulate` (services.simulator), `schemas export` (schemas.export).
+Offline: `validate`, `keys secret`. Against Kafka: `publish`, `tail`, `trace`, `dlq list|replay`,
+`notify-dlq list|replay`, `topics create`, `erase`, `keys rewrap`.
+Wrappers: `simulate` (services.simulator), `schemas export|asyncapi` (schemas.export, schemas.asyncapi).
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ REPLY_WAIT_S = 10.0
 accepts connections and says nothing (a frozen broker, another program, packets dropped) held every command for the
 client's request timeout, 40 s without a word, before 'Unable to bootstrap'; a refused connection is told at once."""
 ShowPersonalData = Annotated[bool, typer.Option(
-    "--show-personal-data", help="Show applicants' names, CCCD, phones, e-mails and addresses in clear, and "
-    "values that are not JSON (default: masked, and withheld)")]
+    "--show-personal-data", help="Show applicants' names, CCCD, phones, e-mails and addresses as the records hold "
+    "them, and values that are not JSON (default: masked, and withheld); sealed ones stay sealed (ADR 0015)")]
 
 
 _AGO = re.compile(r"([0-9]{1,5})([dhm])")
