@@ -30,7 +30,7 @@ from services.common.settings import KafkaConnection
 from services.metrics import decoding, store, telemetry
 from services.metrics.handlers import Decoded
 from services.metrics.partition import PartitionState
-from services.metrics.state import believed_until
+from services.metrics.state import RECEIVED_AHEAD_MS, believed_until
 from services.metrics.topics import Names
 from services.metrics.writers import PartitionWriter, StateRecord, is_fenced
 
@@ -104,7 +104,9 @@ class Ownership:
                     invalid += 1
                     continue
                 stamp = rec.timestamp
-                received = stamp if stamp > 0 else clock_ms
+                # a stamp past the worker's clock and its margin (an intake clock set ahead) is no receipt time: the
+                # changelog carries the commune's last-received time on, so one such stamp would last for ever
+                received = stamp if 0 < stamp <= clock_ms + RECEIVED_AHEAD_MS else clock_ms
                 out = part.apply_safely(event, believed_until(stamp / 1000) if stamp > 0 else clock_believes, received)
                 if out is None:
                     unchanged += 1

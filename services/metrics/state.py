@@ -51,6 +51,9 @@ def micros(event: Stamped) -> int:
 
 
 _MARGIN_US = int(FUTURE_MARGIN.total_seconds()) * 1_000_000
+RECEIVED_AHEAD_MS: Final = int(FUTURE_MARGIN.total_seconds()) * 1000
+"""How far a record's timestamp may be ahead of the worker's clock and still be when it was received
+(`Ownership.apply`): past it, an intake clock set ahead stamped it, and the worker's clock stands in."""
 BELIEVE_ALL: Final = int(LATEST.timestamp()) * 1_000_000 + LATEST.microsecond
 """`believed_until` without a clock: every valid event time is believed (tests, the faust comparison)."""
 DISBELIEVED_SHIFT: Final = BELIEVE_ALL + 1

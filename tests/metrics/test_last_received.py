@@ -122,3 +122,22 @@ def test_a_compacted_changelog_gives_the_received_time_back_when_a_later_change_
     for key, (value, stamp) in {**first[0], **second[0]}.items():  # the last record of each key: compacted
         restored.restore(key, value, stamp)
     assert restored.communes[C].last_received_ms == part.communes[C].last_received_ms
+
+
+def test_a_record_stamped_by_an_intake_clock_set_ahead_is_received_at_the_worker_clock(tmp_path: Path) -> None:
+    """An intake whose clock was set ahead (2025 typed 2052) stamps one record: that is no receipt time. The changelog
+    carries the commune's last-received time on (`PartitionState.received_ms`), so taken as it is, the commune's
+    later changes, correctly stamped, were all written with 2052 and no restore ever forgot it: CommuneSilent was
+    blind to the commune until 2052 (review)."""
+    owner, part = owner_of_partition_0(tmp_path)
+    ahead = datetime(2052, 1, 1, tzinfo=CLOCK.tzinfo)
+    changelog: dict[bytes, StateRecord] = {}
+    for offset, (event, when) in enumerate([(dossier(C, "D-1", 2, "e-1", 1), ahead),
+                                            (dossier(C, "D-1", 4, "e-2", 2), at(3)),
+                                            (dossier(C, "D-2", 2, "e-3", 3), at(4))]):
+        changelog.update(owner.apply(published(offset, (event, when)), CLOCK.timestamp())[0][0])  # compacted
+    assert gauge(part, "commune_last_received_timestamp_seconds") == CLOCK.timestamp()
+    restored = PartitionState(0, {})
+    for key, (value, stamp) in changelog.items():
+        restored.restore(key, value, stamp)
+    assert restored.communes[C].last_received_ms == int(CLOCK.timestamp() * 1000)
