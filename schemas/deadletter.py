@@ -116,16 +116,16 @@ def problems_header(problems: Sequence[Rejection]) -> bytes:
 
 
 def _problems(value: bytes | None) -> tuple[Rejection, ...]:
-    """`dlq.problems` read, never an error hiding the letter: an entry not a problem (a newer reason) is left out."""
-    try:
+    """`dlq.problems` read, never hiding the letter: entries intake writes (2 or more, cut), others left out."""
+    entries: object = ()
+    with contextlib.suppress(orjson.JSONDecodeError):
         entries = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return ()
     problems = []
     for entry in entries[:MAX_PROBLEMS + 1] if isinstance(entries, list) else ():
         with contextlib.suppress(ValidationError):
-            problems.append(Rejection.model_validate(entry))
-    return tuple(problems)
+            p = Rejection.model_validate(entry)
+            problems += [p] if len(p.field) <= FIELD_CHARS and len(p.message) <= MESSAGE_CHARS else []
+    return tuple(problems) if len(problems) > 1 else ()
 
 
 def _source_path(filename: str) -> str:
@@ -213,8 +213,8 @@ class DeadLetterContext(BaseModel, frozen=True):
         return tuple(n for n in (self.lookup_id, self.lookup_subject, self.lookup_dossier, self.lookup_trace) if n)
 
     def all_problems(self) -> tuple[Rejection, ...]:
-        """Every problem the dead letter names: `problems`, or the one of reason, field and message."""
-        return self.problems or (Rejection(reason=self.reason, field=self.field, message=self.message),)
+        """Every problem the dead letter names: its reason, field and message (with intake's notes), then the rest."""
+        return (Rejection(reason=self.reason, field=self.field, message=self.message), *self.problems[1:])
 
     def headers(self) -> list[tuple[str, bytes]]:
         lookups = ((Header.LOOKUP_ID, self.lookup_id), (Header.LOOKUP_SUBJECT, self.lookup_subject),

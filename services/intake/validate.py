@@ -232,9 +232,9 @@ class Validation:
                 headers = []
             elif dropped == "the record":
                 value = None
-            context = decision if dropped is None else decision.model_copy(update={"message": (
+            context = decision if dropped is None else _noted(decision, (
                 f"{decision.message}; {dropped} left out of this dead letter: a {len(rec.value or b'')}-byte value "
-                f"and {len(rec.headers)} headers would pass the dead-letter topic's limit")})
+                f"and {len(rec.headers)} headers would pass the dead-letter topic's limit"))
             if privacy is None:
                 letter: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]] = (value, rec.key, headers)
                 keys: list[tuple[str, bytes, bytes]] = []
@@ -247,6 +247,12 @@ class Validation:
         for topic, key, key_value in keys:
             out.record(topic, key, key_value)
         out.dead_letter(self.topics.dlq, letter[0], letter[1], letter[2], context)
+
+
+def _noted(decision: DeadLetterContext, message: str) -> DeadLetterContext:
+    """`decision` with `message`, its first problem's too (`dlq.problems` begins with `dlq.message`'s)."""
+    first = decision.problems[:1] and (decision.problems[0].model_copy(update={"message": message}),)
+    return decision.model_copy(update={"message": message, "problems": (*first, *decision.problems[1:])})
 
 
 def _rerouted(headers: Sequence[tuple[str, bytes]]) -> bool:

@@ -26,6 +26,7 @@ from schemas.events import FAMILY_OF_TYPE, Family
 from services.cli.deadletters import DeadLetter
 from services.cli.render import dead_letter_table
 from services.cli.tracer import Tracer
+from services.intake import validate
 from services.intake.decide import Decider, allow_all
 from services.intake.dedup import SeenIds
 from tests.samples import HDR, canonical_dossier, dumps, portal_dossier, storm_scheduled, visit_completed, with_data
@@ -122,6 +123,33 @@ def test_a_problems_header_that_is_not_intakes_is_passed_over() -> None:
                           {"reason": "missing_field", "field": "data.c", "message": "data.c: required"}])
     read = DeadLetterContext.from_headers(letter_headers(p=mixed)).problems
     assert [p.field for p in read] == ["data.a", "data.c"]
+
+
+def test_the_first_problem_read_is_always_dlq_reason_field_and_message() -> None:
+    """What a reader lists first is the letter's reason, field and message, whatever `dlq.problems` says: one entry
+    alone, or a first that disagrees with `dlq.reason` (forged: `dlq list --reason` filters by `dlq.reason`), or an
+    entry longer than intake cuts, is not intake's (review: each was listed as it was)."""
+    one = orjson.dumps([{"reason": "unknown_commune", "field": "forged", "message": "forged"}])
+    read = DeadLetterContext.from_headers(letter_headers(p=one))
+    assert read.problems == () and [p.field for p in read.all_problems()] == ["data.a"]
+    other = orjson.dumps([{"reason": "unknown_commune", "field": "forged", "message": "forged"},
+                          {"reason": "missing_field", "field": "data.c", "message": "data.c: required"}])
+    read = DeadLetterContext.from_headers(letter_headers(p=other))
+    assert [(p.reason, p.field) for p in read.all_problems()] == [
+        (Reason.INVALID_FIELD, "data.a"), (Reason.MISSING_FIELD, "data.c")]
+    uncut = orjson.dumps([{"reason": "invalid_field", "field": "data.a", "message": "data.a: bad"},
+                          {"reason": "missing_field", "field": "f" * 10_000, "message": "m" * 10_000}] * 2)
+    read = DeadLetterContext.from_headers(letter_headers(p=uncut))
+    assert {len(p.field) for p in read.all_problems()} == {len("data.a")}
+
+
+def test_a_letter_intake_left_something_out_of_says_so_in_its_first_problem() -> None:
+    """A dead letter over the topic's limit is written without the record's headers or the record, and its message
+    says so: `dlq.problems` and a reader's first problem say it too (they gave the message without the note)."""
+    context = decided(dumps(with_data(canonical_dossier(), paid_online="maybe", status=99)))
+    noted = validate._noted(context, f"{context.message}; the record left out of this dead letter")
+    assert listed(noted)[0]["message"] == noted.message
+    assert DeadLetterContext.from_headers(noted.headers()).all_problems()[0].message == noted.message
 
 
 def shown(context: DeadLetterContext) -> str:
