@@ -61,6 +61,7 @@ def test_every_alert_has_a_promtool_scenario() -> None:
                                 "InternalErrorDeadLetters",
                                 "NotifyDrainTimedOut", "GatewayRequestsFailing", "ServiceNotReady",
                                 "CanonicalRecordsUnreadable", "SealedContactsUnopenable", "ServiceRestarting",
+                                "BrokerLostRepeatedly",
                                 "CertificateExpiresSoon", "CertificateExpired", "ServiceDown", "NotificationsFailing",
                                 "KeyRecordsUnreadable", "DeadLetterShareHigh", "ErasureNoticeWaiting",
                                 "ErasureMarkUnreadable"}
