@@ -86,8 +86,8 @@ HEADER_NOTES: dict[Header, str] = {
     "derived from its source and id), when nothing personal can be in it (ADR 0038).",
     Header.PROBLEMS: "Every problem intake found in the record when it found more than one, in compact JSON: an array "
     "of {reason, field, message}, the first that of dlq.reason/field/message, at most 21 (the 21st, field `(record)`, "
-    "counts those not listed), each field cut at 200 characters and message at 300. Absent when there was one, or "
-    "before 2026-12-06. Messages name fields, never their values.",
+    "counts those not listed), each field cut at 200 characters and message at 300. Absent with one, or before "
+    "2026-12-06. Messages name fields, not their values (times aside: impossible_dates gives both, in UTC).",
 }
 """What some headers mean, as the published schema says it (a string under an enum member is no docstring: the
 schema said "None" for each until 2026-12-06)."""

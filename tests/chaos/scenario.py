@@ -27,7 +27,8 @@ BrokerKind = Literal["shared", "own", "cluster"]
 RESTARTS = "commune_service_restarts_total"
 """Runs a worker's runtime restarted after a Kafka error (a crash loop hidden inside the process): counted in the
 note, and past the row's `max_restarts` a failure. Counted by the line each one logs (`RESTARTING`), in every
-worker's log: a killed or paused worker's /metrics can no longer be read, and its restarts counted all the same."""
+worker's log: a killed or paused worker's /metrics can no longer be read, and its restarts counted all the same.
+A run ended while no broker answered logs it too, and counts in `commune_service_outage_restarts_total` instead."""
 RESTARTING = "service.restarting"
 
 

@@ -16,8 +16,9 @@ e-mails per Message-ID); metrics series below / above the independent oracle (te
 out of order: intake dossiers whose canonical events are not in the order sent; n/a where order does not apply.
 recovered: from the blow (the storm's last move) until live workers own every partition and progress again.
 A worker that exits unbidden is restarted, as the deployment's process manager would, and named in the note.
-Runs the workers restarted in-process (commune_service_restarts_total; each logs service.restarting, counted in the
-logs of every worker of the row, killed ones too) are in the note; more than the row's bound (0 unless its fault ends
+Runs the workers restarted in-process (each logs service.restarting, counted in the logs of every worker of the row,
+killed ones too; commune_service_restarts_total, or commune_service_outage_restarts_total for a run ended while no
+broker answered) are in the note; more than the row's bound (0 unless its fault ends
 runs by design) fail it."""
 
 
