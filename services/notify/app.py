@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
+from itertools import product
 from pathlib import Path
 from typing import TypeVar
 
@@ -81,6 +82,8 @@ class NotifyApp:
         self.privacy = privacy
         self.directory = _loaded("directory", settings.directory_file, load_directory)
         self.registry = _loaded("subscribers", settings.subscribers_file, load_registry)
+        for sub, outcome in product(self.registry.subscribers, metrics.WEBHOOK_OUTCOMES):
+            metrics.WEBHOOK_CALLS.labels(sub.name, outcome)  # exported from 0: increase() sees a first refusal
         self.zns = _loaded("zns_templates", settings.zns_templates_file, load_zns_templates)
         if settings.zns_templates_file is None and not on_this_host(settings.zalo_url):  # Zalo knows no cb-100
             log.warning("notify.zns_templates_local", zalo_url=settings.zalo_url, hint="NOTIFY_ZNS_TEMPLATES_FILE")

@@ -1,4 +1,5 @@
-"""Prometheus metrics. Labels are codes only (type, channel, outcome, lane), never personal data."""
+"""Prometheus metrics. Labels are codes only (type, channel, outcome, lane) or a webhook subscriber's name from the
+operator's registry (`subscribers.Subscriber.name`: a system's identifier), never personal data, never a URL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ NOTIFICATIONS = Counter("notify_notifications_total", "Notification attempts by 
                         ["type", "channel", "outcome"])
 LATENCY = Histogram("notify_delivery_latency_seconds", "From event time to provider success", ["lane"],
                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 3600, 36000))
+WEBHOOK_CALLS = Counter(
+    "notify_webhook_calls_total",
+    "Webhook calls by subscriber (its registry name) and outcome: sent; refused (an answer for good, a 3xx or 4xx but "
+    "429, or a URL the client refuses: dead-lettered at once); failed (no answer, a timeout, 429 or 5xx: retried, "
+    "then parked). Held by an open circuit, or for an unknown subscriber, no call is made and none counted",
+    ["subscriber", "outcome"])
+WEBHOOK_OUTCOMES = ("sent", "refused", "failed")
 DEFERRED = Gauge("notify_deferred_depth", "Notifications deferred (quiet hours, day-before, parked through a provider "
                  "outage) and not yet released")
 QUEUED = Gauge("notify_queue_depth", "Notifications waiting for a sender", ["lane"])

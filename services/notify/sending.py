@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from schemas.notification import ChannelKind, NotificationRequest, Outcome
 from services.notify import metrics
 from services.notify.channels.base import Channel, DeliveryError, FellBack, Receipt, compose
+from services.notify.channels.http import UNKNOWN_SUBSCRIBER
 from services.notify.circuits import Circuits, FallbackCircuit, Verdict
 from services.notify.jobs import Gate, Job, Lane, Revoked
 from services.notify.outcomes import Outcomes, ids
@@ -30,6 +31,16 @@ from services.privacy.store import KeysBehind
 log = structlog.get_logger("notify.delivery")
 PROBE_WAIT_S = 1.0
 """How long a request waits in memory while its circuit's probe is out, before it asks again."""
+
+
+def count_webhook_call(request: NotificationRequest, err: DeliveryError | None) -> None:
+    """A webhook call's outcome under its subscriber's registry name, for the alert WebhookSubscriberFailing: sent,
+    refused (not retryable: dead-lettered at once) or failed (retried, then parked). One for an unknown subscriber is
+    not counted: the label holds names of the operator's registry only, never a URL or a person."""
+    if request.channel is not ChannelKind.WEBHOOK or (err is not None and err.reason == UNKNOWN_SUBSCRIBER):
+        return
+    outcome = "sent" if err is None else "failed" if err.retryable else "refused"
+    metrics.WEBHOOK_CALLS.labels(request.recipient.ref.removeprefix("subscriber:"), outcome).inc()
 
 
 class Sending(Outcomes):
@@ -165,9 +176,11 @@ class Sending(Outcomes):
         try:
             receipt = await channel.send(message)
             ok, fell_back = True, receipt.fell_back
+            count_webhook_call(clear, None)
             return receipt
         except DeliveryError as err:
             ok, fell_back = None if err.local else not err.retryable, err.fell_back
+            count_webhook_call(clear, err)
             raise
         finally:
             if self.circuits is not None:

@@ -60,6 +60,9 @@ async def test_citizens_staff_and_subscribers_each_get_one_message_in_their_lang
     assert 'notify_notifications_total{channel="zalo",outcome="sent",type="dossier_accepted"} 1.0' in metrics
     assert 'notify_delivery_latency_seconds_count{lane="routine"} 7.0' in metrics
     assert "notify_deferred_depth 0.0" in metrics
+    # each call to the subscriber under its registry name; the outcomes it never had exported at 0 from the start
+    assert 'notify_webhook_calls_total{outcome="sent",subscriber="prov-08"} 3.0' in metrics
+    assert 'notify_webhook_calls_total{outcome="refused",subscriber="prov-08"} 0.0' in metrics
     assert "0912345678" not in metrics
     logs = (tmp_path / "notify.log").read_text(encoding="utf-8")
     assert "notify.sent" in logs

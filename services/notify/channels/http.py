@@ -50,6 +50,9 @@ DNS may be put right), then dead-lettered as `retries_exhausted:address_refused`
 once, as when Zalo cannot be reached."""
 PROVIDER_ID_REFUSED = "provider_id_refused"
 """The provider answered a message id that is not short and plain (`replies.provider_id`): sent, id not kept."""
+UNKNOWN_SUBSCRIBER = "unknown_subscriber"
+"""A webhook for a subscriber the registry no longer holds (taken out while its notifications waited, or replayed
+after): no call, dead-lettered; not counted under its name (`notify_webhook_calls_total` names the registry's only)."""
 
 
 
@@ -236,7 +239,7 @@ class Webhooks:
         r = message.request
         sub = self.registry.by_name(r.recipient.ref.removeprefix("subscriber:"))
         if sub is None:
-            raise DeliveryError("unknown_subscriber", retryable=False, local=True)
+            raise DeliveryError(UNKNOWN_SUBSCRIBER, retryable=False, local=True)
         body = (r.payload or "").encode()
         ts = str(int(time.time()))
         headers = {"Content-Type": "application/cloudevents+json", "Webhook-Id": r.delivery_key,
