@@ -55,7 +55,7 @@ FROZEN_S = 45
 timeout (15 s) and the offset commits' (notify's 5 s, metrics' 30 s); metrics' lasts 65 s, past its transaction
 timeout (60 s) too, so that the broker aborts the transaction it froze under as it wakes."""
 FROZEN_INTAKE_RUNS = 4
-"""Twice the 2 runs a freeze ends in intake by design (2026-12-06: 1, 2 and ... in three runs): the transaction the
+"""Twice the 2 runs a freeze ends in intake by design (2026-12-06: 1, 2, 1 and 1 in four runs): the transaction the
 freeze caught is given up (`TransactionStuck`, past the transaction timeout), and the next run's start, which waits
 on the frozen broker, may fail once more as it wakes (`NodeNotReadyError`)."""
 FROZEN_METRICS_RUNS = 2

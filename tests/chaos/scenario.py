@@ -4,7 +4,8 @@ then what lifts it), run in four steps: setup, fault, recover, account.
 The recovery clock starts when the blow has landed (the last blow, for a storm) and stops when live workers own
 every partition between them and the service made progress again (a commit; for notify, a request reaching a
 provider). The lift runs meanwhile (a successor starting, a paused worker resumed, a broker back), since a group may
-recover before the fault is lifted (a worker paused past its session loses its partitions to the others).
+recover before the fault is lifted (a worker paused past its session loses its partitions to the others); a fault
+that `RecoversAfterLift` (a frozen broker) counts only progress after its lift.
 """
 
 from __future__ import annotations
