@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -46,11 +48,33 @@ class OwnBroker:
         self.run("start")
 
     def stop(self) -> None:
+        self.resume()  # a frozen JVM would take SIGTERM only once woken: kafka.sh stop would wait 30 s, then SIGKILL
         self.run("stop")
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's JVM, as kafka.sh knows it (`kafka.pid` in its state directory); None while stopped."""
+        try:
+            return int((self.state / "kafka.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def freeze(self) -> None:
+        """SIGSTOP the JVM (a GC pause, a stalled VM, a hung disk): its connections stay open, nothing answers."""
+        pid = self.pid
+        assert pid is not None, "no broker to freeze: not started"
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the JVM (nothing if it runs, or is not started)."""
+        pid = self.pid
+        if pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def remove(self) -> None:
-        """Stop it and delete its data."""
-        self.run("stop")
+        """Stop it (woken first, if frozen) and delete its data."""
+        self.stop()
         shutil.rmtree(self.state, ignore_errors=True)
 
 

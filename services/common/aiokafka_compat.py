@@ -18,6 +18,12 @@
   `keep_aborted_transactions` keeps both, so the abort reaches the broker and
   covers them (every transactional producer, `clients.transactional_producer`).
 
+- aiokafka sends an offset commit as a shielded task (`GroupCoordinator.commit_offsets`). A commit its caller gives
+  up on (a timeout: notify's, metrics', the deadline tracker's, while the broker does not answer) cancels the shield,
+  which unhooks the task's only reader: when the request fails later, asyncio logs "Task exception was never
+  retrieved" at ERROR (a broker frozen 45 s under notify: 7 such lines, `notify-broker-freeze`).
+  `retrieve_cancelled_commits` marks the task's outcome retrieved; the caller has its own timeout to report.
+
 - After a failed metadata update aiokafka's producer asks again at once while a
   partition's leader is unknown (its sender waits on nothing else): with the
   brokers gone, back to back. `pace_failed_metadata` waits the client's retry
@@ -35,9 +41,12 @@ from typing import Any
 
 import aiokafka
 from aiokafka.client import AIOKafkaClient
+from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import TopicAuthorizationFailedError
 from aiokafka.producer import sender
 from aiokafka.producer.transaction_manager import TransactionManager
+
+from services.common.closing import retrieved
 
 PINNED_VERSION = "0.14.0"
 
@@ -115,3 +124,20 @@ def pace_failed_metadata() -> None:
     """Make every aiokafka client wait its retry backoff after a failed metadata update (idempotent)."""
     _pinned()
     setattr(AIOKafkaClient, "_metadata_update", _paced_metadata_update)  # noqa: B010
+
+
+def _retrieved_commit(self: Any, assignment: Any, offsets: Any) -> asyncio.Task[Any]:
+    """aiokafka's `GroupCoordinator._do_commit_offsets` as a task whose outcome is marked retrieved: its caller
+    shields it, and a cancelled shield leaves nobody to read a failure that comes later."""
+    task: asyncio.Task[Any] = asyncio.ensure_future(_original_do_commit_offsets(self, assignment, offsets))
+    task.add_done_callback(retrieved)
+    return task
+
+
+_original_do_commit_offsets = getattr(GroupCoordinator, "_do_commit_offsets")  # noqa: B009  (private in aiokafka 0.14)
+
+
+def retrieve_cancelled_commits() -> None:
+    """Make a commit given up on by its caller fail quietly when its request fails later (idempotent)."""
+    _pinned()
+    setattr(GroupCoordinator, "_do_commit_offsets", _retrieved_commit)  # noqa: B010

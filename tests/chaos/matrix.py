@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from tests.chaos.injections import (
+    FreezeBroker,
     KillClusterNode,
     KillCoordinator,
     KillWorker,
@@ -49,6 +50,27 @@ one when the pause caught a transaction: refused by the group on waking outside 
 transaction timeout's abort (ADR 0017); with the bound at 0 the row failed whenever that happened (1 run in 4)."""
 
 
+FROZEN_S = 45
+"""A broker freeze (SIGSTOP of its JVM) past every client's request timeout (aiokafka's 40 s), intake's transaction
+timeout (15 s) and the offset commits' (notify's 5 s, metrics' 30 s); metrics' lasts 65 s, past its transaction
+timeout (60 s) too, so that the broker aborts the transaction it froze under as it wakes."""
+FROZEN_INTAKE_RUNS = 4
+"""Twice the 2 runs a freeze ends in intake by design (2026-12-06: 1, 2, 1 and 1 in four runs): the transaction the
+freeze caught is given up (`TransactionStuck`, past the transaction timeout), and the next run's start, which waits
+on the frozen broker, may fail once more as it wakes (`NodeNotReadyError`)."""
+FROZEN_METRICS_RUNS = 2
+"""Twice the 1 run a freeze ends in metrics by design: the changelog transaction (or offset commit) it caught is given
+up (`WriteStuck` at the transaction timeout, `CommitStuck` at the commit's) and the run restarts from the changelog;
+the next run waits on the broker rather than fail. notify rides a freeze out as a broker restart (none ends)."""
+
+
+def frozen(name: str, load: Callable[[], Load], seconds: float = FROZEN_S, max_restarts: int = 0) -> Scenario:
+    """A row whose own broker is frozen `seconds` mid-stream (not fast: a minute and a half or more). The recovery
+    clock runs through the freeze, and its progress must come after the broker woke."""
+    return Scenario(name, load, FreezeBroker(seconds=seconds), broker="own", budget_s=300, recover_s=seconds + 90,
+                    max_restarts=max_restarts)
+
+
 def on_cluster(name: str, load: Callable[[], Load], fault: Fault) -> Scenario:
     """A row on a 3-node cluster of its own, with the time a node's loss takes to settle (a new controller fences
     the dead node a broker session after the blow; the partitions it led move only then)."""
@@ -61,6 +83,7 @@ MATRIX: tuple[Scenario, ...] = (
              budget_s=200, max_restarts=STALLED_RUNS),
     Scenario("intake-broker-restart", lambda: IntakeLoad(rate=300, seconds=40), RestartBroker(down_s=5),
              broker="own", budget_s=300, max_restarts=BROKER_RESTART_RUNS),
+    frozen("intake-broker-freeze", lambda: IntakeLoad(rate=200, seconds=60), max_restarts=FROZEN_INTAKE_RUNS),
     on_cluster("intake-cluster-broker-kill", lambda: IntakeLoad(rate=200, seconds=45), KillClusterNode(node=2)),
     on_cluster("intake-txn-coordinator-kill", lambda: IntakeLoad(rate=200, seconds=45),
                KillCoordinator("transaction", INTAKE_COORDINATED)),
@@ -82,6 +105,7 @@ MATRIX: tuple[Scenario, ...] = (
              PauseWorker(seconds=14), budget_s=200, max_restarts=STALLED_RUNS),
     Scenario("notify-broker-restart", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
              RestartBroker(down_s=5), broker="own", budget_s=300),  # its runs ride the outage out: none ends
+    frozen("notify-broker-freeze", lambda: NotifyLoad(events=320, per_second=4, mid_stream=20)),  # rides it out
     Scenario("notify-rebalance-storm", lambda: NotifyLoad(spread=True, events=400, per_second=10, mid_stream=20,
                                                           env={"NOTIFY_ROUTINE_WORKERS": "8"},
                                                           resend_allowance=STORM_KILLS * SIGKILL_IN_FLIGHT),
@@ -94,6 +118,8 @@ MATRIX: tuple[Scenario, ...] = (
              PauseWorker(seconds=14), budget_s=200, max_restarts=STALLED_RUNS),
     Scenario("metrics-broker-restart", lambda: MetricsLoad(per_second=20, mid_stream=80), RestartBroker(down_s=5),
              broker="own", budget_s=300, max_restarts=BROKER_RESTART_RUNS),  # as intake's: a transaction fails
+    frozen("metrics-broker-freeze", lambda: MetricsLoad(per_second=8, mid_stream=80), seconds=65,
+           max_restarts=FROZEN_METRICS_RUNS),
     # sending for ~60 s: the storm's 30 s take ~45 s (a killed worker's partitions wait for its 6 s session), and the
     # recovery needs records after the last move to show progress
     Scenario("metrics-rebalance-storm", lambda: MetricsLoad(per_second=8, mid_stream=80, env=METRICS_FAST_GROUP),

@@ -48,6 +48,7 @@ class MetricsLoad:
     env: dict[str, str] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     feeding: asyncio.Task[object] | None = None
+    feeder: Feeder | None = None
     got: dict[Sample, float] = field(default_factory=dict)
 
     async def setup(self, stage: Stage) -> None:
@@ -62,13 +63,17 @@ class MetricsLoad:
         for i in range(self.workers):
             self.start_worker(stage, f"metrics-{i}")
         await eventually_async(lambda: self.owned(stage.live()), timeout=90, interval=0.2, what="metrics assigned")
-        self.feeding = asyncio.create_task(Feeder(stage.bootstrap, sent, self.per_second).run())
+        self.feeder = Feeder(stage.bootstrap, sent, self.per_second)
+        self.feeding = asyncio.create_task(self.feeder.run())
         await eventually_async(lambda: self._applied(stage), timeout=60, interval=0.05, what="metrics applying")
         assert not self.feeding.done(), "the fault must land mid-stream: send for longer"
 
     async def _applied(self, stage: Stage) -> bool:
         applied = await asyncio.gather(*(w.metric("commune_metrics_events_total") for w in stage.live()))
         return sum(applied) >= self.mid_stream
+
+    def acked(self) -> int:
+        return 0 if self.feeder is None else self.feeder.acked
 
     def start_worker(self, stage: Stage, name: str) -> Worker:
         env = {"KAFKA_BOOTSTRAP": stage.bootstrap, "METRICS_NAMESPACE": stage.namespace,

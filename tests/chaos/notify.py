@@ -76,6 +76,7 @@ class NotifyLoad:
     resend_allowance: int = 0
     expected: set[Delivery] = field(default_factory=set)
     feeding: asyncio.Task[object] | None = None
+    feeder: Feeder | None = None
 
     async def setup(self, stage: Stage) -> None:
         names = Names(stage.namespace)
@@ -105,10 +106,14 @@ class NotifyLoad:
         for i in range(self.workers):
             self.start_worker(stage, f"notify-{i}")
         await eventually_async(lambda: self.owned(stage.live()), timeout=90, interval=0.2, what="notify ready")
-        self.feeding = asyncio.create_task(Feeder(stage.bootstrap, sent, self.per_second).run())
+        self.feeder = Feeder(stage.bootstrap, sent, self.per_second)
+        self.feeding = asyncio.create_task(self.feeder.run())
         await eventually_async(lambda: len(self.fake.accepted) >= self.mid_stream, timeout=60, interval=0.1,
                                what="notify delivering")
         assert not self.feeding.done(), "the fault must land mid-stream: send for longer"
+
+    def acked(self) -> int:
+        return 0 if self.feeder is None else self.feeder.acked
 
     def start_worker(self, stage: Stage, name: str) -> Worker:
         assert self.smtp is not None

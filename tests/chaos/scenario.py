@@ -4,7 +4,8 @@ then what lifts it), run in four steps: setup, fault, recover, account.
 The recovery clock starts when the blow has landed (the last blow, for a storm) and stops when live workers own
 every partition between them and the service made progress again (a commit; for notify, a request reaching a
 provider). The lift runs meanwhile (a successor starting, a paused worker resumed, a broker back), since a group may
-recover before the fault is lifted (a worker paused past its session loses its partitions to the others).
+recover before the fault is lifted (a worker paused past its session loses its partitions to the others); a fault
+that `RecoversAfterLift` (a frozen broker) counts only progress after its lift.
 """
 
 from __future__ import annotations
@@ -125,6 +126,21 @@ class Prepares(Protocol):
         ...
 
 
+@runtime_checkable
+class Acks(Protocol):
+    def acked(self) -> int:
+        """Records the broker acknowledged to the load's sender so far: a fault may time its blow just after one, when
+        the workers are reading it and about to write what it causes (a transaction, a commit)."""
+        ...
+
+
+@runtime_checkable
+class RecoversAfterLift(Protocol):
+    progress_after_lift: bool
+    """The recovery's progress must come after the lift: work read before the blow may go on meanwhile (a frozen
+    broker's), which is no recovery."""
+
+
 class Fault(Protocol):
     async def inject(self, stage: Stage, load: Load) -> None:
         """The blow (or blows): returns once it has landed."""
@@ -190,15 +206,21 @@ async def committed_since(workers: Sequence[Worker], since: float) -> bool:
     return max(commits, default=0.0) > since
 
 
-async def recovered(stage: Stage, load: Load, since: float, timeout_s: float) -> float:
-    """Seconds from `since` (monotonic) until live workers own every partition and progressed after it."""
+async def recovered(stage: Stage, load: Load, since: float, timeout_s: float,
+                    lifted: asyncio.Task[None] | None = None) -> float:
+    """Seconds from `since` (monotonic) until live workers own every partition and progressed after it; with
+    `lifted`, after the lift ended too (a frozen broker: notify delivers what it had read while nothing answers)."""
     wall = time.time() - (time.monotonic() - since)
+    lift_seen: list[float] = []
 
     async def progressing() -> bool:
+        if lifted is not None:
+            assert lifted.done(), "the fault not lifted yet"
+            lift_seen[:] = lift_seen or [time.time()]
         live = stage.live()
         assert live, "no live worker"
         assert await load.owned(live), "partitions not all owned by live workers"
-        assert await load.progressed(stage, wall), "no progress since the blow"
+        assert await load.progressed(stage, max([wall, *lift_seen])), "no progress since the blow"
         return True
 
     await eventually_async(progressing, timeout=timeout_s, interval=0.1, what="recovery")
@@ -257,7 +279,8 @@ async def _steps(scenario: Scenario, stage: Stage, load: Load, at: Progress) -> 
     at.step = "recover"
     lifting = asyncio.create_task(scenario.fault.lift(stage, load))
     try:
-        recovery = await recovered(stage, load, blow, timeout_s=scenario.recover_s)
+        after_lift = lifting if isinstance(scenario.fault, RecoversAfterLift) else None
+        recovery = await recovered(stage, load, blow, timeout_s=scenario.recover_s, lifted=after_lift)
     finally:
         await lifting  # a lift that failed says why before a recovery that never came
     at.step = "settle"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.chaos.__main__ import chosen
-from tests.chaos.injections import alone, held_roles
+from tests.chaos.injections import FreezeBroker, alone, held_roles
 from tests.chaos.matrix import MATRIX, NAMES
 from tests.chaos.metrics import off
-from tests.chaos.scenario import Counts, Row
+from tests.chaos.scenario import Counts, RecoversAfterLift, Row
 from tests.chaos.table import HEADER, cells, render
 
 pytestmark = pytest.mark.unit
@@ -67,12 +67,26 @@ def test_a_row_is_clean_only_within_its_bound_on_in_process_restarts(restarts: i
 
 def test_rows_allow_restarts_only_where_their_fault_ends_runs_by_design() -> None:
     """The broker restart of intake and metrics (a transaction fails), the SIGSTOP of every service (metrics' and
-    notify's wake stalled; intake's, when the pause caught a transaction, has it refused by the group), and a join
-    meeting a group coordinator's failover (a drain past its session) end runs by design (README's chaos section);
-    every other row allows none (notify rides a broker restart out)."""
+    notify's wake stalled; intake's, when the pause caught a transaction, has it refused by the group), a join
+    meeting a group coordinator's failover (a drain past its session), and a frozen broker under intake and metrics
+    (the transaction it caught is given up past its timeout; intake's next start may fail as the broker wakes) end
+    runs by design (README's chaos section); every other row allows none (notify rides a broker restart and a freeze
+    out)."""
     allowed = {s.name: s.max_restarts for s in MATRIX if s.max_restarts}
     assert allowed == {"intake-broker-restart": 10, "metrics-broker-restart": 10, "metrics-sigstop": 2,
-                       "notify-sigstop": 2, "intake-sigstop": 2, "intake-group-coordinator-kill-join": 2}
+                       "notify-sigstop": 2, "intake-sigstop": 2, "intake-group-coordinator-kill-join": 2,
+                       "intake-broker-freeze": 4, "metrics-broker-freeze": 2}
+
+
+def test_broker_freezes_are_slow_rows_on_a_broker_of_their_own_within_the_budget() -> None:
+    """A freeze stops a broker: never the shared one, never in `make test`'s fast set; each row stays within 300 s, and
+    its recovery must come after the broker woke (notify delivers what it had read while the broker is frozen)."""
+    freezes = [s for s in MATRIX if isinstance(s.fault, FreezeBroker)]
+    assert {s.name for s in freezes} == {"intake-broker-freeze", "notify-broker-freeze", "metrics-broker-freeze"}
+    for s in freezes:
+        assert s.broker == "own" and not s.fast and s.budget_s <= 300, s.name
+        assert s.recover_s > s.fault.seconds and isinstance(s.fault, RecoversAfterLift)
+    assert not any(isinstance(s.fault, RecoversAfterLift) for s in MATRIX if s not in freezes)
 
 
 def test_table_has_one_line_per_row_with_its_counts_or_failure() -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import asyncio
+import gc
 import inspect
 import textwrap
 from types import SimpleNamespace
+from unittest.mock import AsyncMock
 
 import aiokafka
 import pytest
@@ -84,3 +87,52 @@ def test_keep_aborted_transactions_refuses_another_aiokafka_version(monkeypatch:
     with pytest.raises(RuntimeError, match=r"aiokafka 0\.99\.0 is not the 0\.14\.0"):
         clients.transactional_producer(KafkaConnection(bootstrap="127.0.0.1:1"), transactional_id="t", client_id="t")
     assert TransactionManager.error_transaction is original
+
+
+async def _commit_given_up(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """A consumer's commit whose request hangs (a frozen broker), given up on by its caller's timeout, then failing
+    (the request times out): what the loop's exception handler was told."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.errors import RequestTimedOutError
+    from aiokafka.structs import OffsetAndMetadata
+
+    answer = asyncio.Event()
+
+    async def hanging(request: object) -> object:
+        await answer.wait()
+        raise RequestTimedOutError()
+
+    coordinator = GroupCoordinator.__new__(GroupCoordinator)  # only what commit_offsets reads, no client
+    for name, value in {"group_id": "g", "generation": 1, "member_id": "m", "coordinator_id": 1,
+                        "_retry_backoff_ms": 100, "_commit_lock": asyncio.Lock(), "_send_req": hanging}.items():
+        setattr(coordinator, name, value)
+    monkeypatch.setattr(coordinator, "ensure_coordinator_known", AsyncMock(), raising=False)
+    told: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    before = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: told.append(context))
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await coordinator.commit_offsets(None, {TopicPartition("t", 0): OffsetAndMetadata(5, "")})
+        answer.set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()  # asyncio reports an unread failure when the task is collected
+    finally:
+        loop.set_exception_handler(before)
+    return told
+
+
+async def test_a_commit_given_up_on_fails_quietly_once_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """notify-broker-freeze: each commit notify timed out (5 s) while the broker was frozen logged "Task exception was
+    never retrieved" (ERROR) when its request failed 40 s later, aiokafka's shield having dropped the task's only
+    reader; with `retrieve_cancelled_commits` (every consumer, `clients.consumer`) nothing is reported."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    monkeypatch.setattr(GroupCoordinator, "_do_commit_offsets", aiokafka_compat._original_do_commit_offsets)
+    unpatched = await _commit_given_up(monkeypatch)
+    assert [c["message"] for c in unpatched] == ["Task exception was never retrieved"]  # the finding, reproduced
+    aiokafka_compat.retrieve_cancelled_commits()
+    aiokafka_compat.retrieve_cancelled_commits()  # idempotent
+    assert await _commit_given_up(monkeypatch) == []
