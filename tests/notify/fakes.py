@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,8 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from schemas.notification import NotificationRequest
 from services.notify.channels.base import Message, Receipt
+from services.notify.channels.http import HttpClient
+from services.notify.delivery import Dispatcher
 
 
 @dataclass(frozen=True)
@@ -111,3 +114,14 @@ class Calls:
 
     def __call__(self) -> None:
         self.count += 1
+
+
+@asynccontextmanager
+async def running(d: Dispatcher, http: HttpClient) -> AsyncIterator[Dispatcher]:
+    """`d` started; stopped, and the HTTP client its channels call through closed, at the end."""
+    d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
+        await http.close()

@@ -20,7 +20,7 @@ from services.notify.fake_providers import FakeProviders
 from services.notify.ledger import Ledger
 from services.notify.pacing import PacedFallback
 from services.notify.policy import Backoff, TokenBucket
-from tests.notify.fakes import Calls, FakeProducer, FixedClock, Tasks
+from tests.notify.fakes import Calls, FakeProducer, FixedClock, Tasks, running
 from tests.notify.test_dispatcher import LEDGER, NEVER_QUIET, NOON, OUT, citizen_sms
 from tests.waiting import eventually_async
 
@@ -49,12 +49,8 @@ async def dispatching(fake: FakeProviders, rates: dict[str, float], spawn: Tasks
                    producer, OUT, spawn=spawn or Tasks(), backoff=Backoff(), quiet=NEVER_QUIET, rates=rates,
                    segment_limit=3, routine_workers=8, emergency_workers=1, clock=FixedClock(NOON), park_s=600,
                    circuit=(10, 30))
-    d.start()
-    try:
+    async with running(d, http):
         yield d
-    finally:
-        await d.stop()
-        await http.close()
 
 
 async def test_zalo_fallbacks_and_sms_together_get_the_sms_gateway_no_more_than_its_rate() -> None:

@@ -22,7 +22,7 @@ from services.notify.policy import Backoff
 from services.notify.settings import NotifySettings
 from services.notify.subscribers import Registry, Subscriber
 from tests.notify.events import PHONE, directory, dossier
-from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks
+from tests.notify.fakes import Calls, FakeChannel, FakeProducer, FixedClock, Tasks, running
 from tests.notify.test_dispatcher import LEDGER, NEVER_QUIET, NOON, OUT, settle
 
 pytestmark = pytest.mark.unit
@@ -69,12 +69,8 @@ async def dispatcher(reg: Registry, producer: FakeProducer,
         producer, OUT, spawn=Tasks(), backoff=Backoff(base_s=0.01, cap_s=0.02, max_attempts=40), quiet=NEVER_QUIET,
         rates={"webhook": 10_000.0, "sms": 10_000.0}, segment_limit=3, routine_workers=2, emergency_workers=1,
         clock=FixedClock(NOON))
-    d.start()
-    try:
+    async with running(d, http):
         yield d
-    finally:
-        await d.stop()
-        await http.close()
 
 
 async def test_one_subscriber_refusing_every_call_is_counted_under_its_name_beside_a_healthy_one(
