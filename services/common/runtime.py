@@ -188,6 +188,8 @@ async def supervise(service: str, worker: Worker, stop: asyncio.Event, health: H
         # broker restart of seconds ends ~5 runs of intake, which counted as restarts fired ServiceRestarting for
         # 10 minutes after the broker was back (runbooks audit, 2026-12-06)
         outage = await streak.failed_unless_outage(name, stop)
+        if stop.is_set():  # stopped while the brokers were asked: no restart follows, none is counted
+            return
         (telemetry.OUTAGE_RESTARTS if outage else telemetry.RESTARTS).labels(service, name).inc()
         with suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)

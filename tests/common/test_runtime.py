@@ -140,6 +140,29 @@ async def test_other_error_ends_supervise_by_raising(service: str, fast_backoff:
     assert sample("commune_service_restarts_total", service=service, error="Boom") == 0
 
 
+async def test_a_stop_while_the_brokers_are_asked_counts_no_restart(service: str, fast_backoff: None) -> None:
+    """A run ends on a Kafka error, and the stop comes while the runtime asks whether a broker answers: no restart
+    follows, so none is counted, in either counter (it counted one in `commune_service_restarts_total`)."""
+    stop, runs = asyncio.Event(), 0
+
+    async def worker(_: Supervisor) -> None:
+        nonlocal runs
+        runs += 1
+        raise KafkaConnectionError("broker gone")
+
+    async def asked_as_the_stop_comes() -> bool:
+        stop.set()
+        await asyncio.Event().wait()  # the answer never comes before the stop is seen
+        return True
+
+    health = Health(service)
+    health.broker_answers = asked_as_the_stop_comes
+    await asyncio.wait_for(supervise(service, worker, stop, health), timeout=5)
+    assert runs == 1
+    assert [sample(counter, service=service, error="KafkaConnectionError") for counter in (
+        "commune_service_restarts_total", "commune_service_outage_restarts_total")] == [0, 0]
+
+
 async def test_stop_ends_supervise_without_error(service: str) -> None:
     """A worker that returns once `stop` is set ends `supervise` normally, background tasks cancelled."""
     stop = asyncio.Event()
