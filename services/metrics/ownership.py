@@ -14,6 +14,7 @@ writer).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from services.common.settings import KafkaConnection
 from services.metrics import decoding, store, telemetry
 from services.metrics.handlers import Decoded
 from services.metrics.partition import PartitionState
-from services.metrics.state import RECEIVED_AHEAD_MS, believed_until
+from services.metrics.state import believed_until, received_at
 from services.metrics.topics import Names
 from services.metrics.writers import PartitionWriter, StateRecord, is_fenced
 
@@ -104,9 +105,7 @@ class Ownership:
                     invalid += 1
                     continue
                 stamp = rec.timestamp
-                # a stamp past the worker's clock and its margin (an intake clock set ahead) is no receipt time: the
-                # changelog carries the commune's last-received time on, so one such stamp would last for ever
-                received = stamp if 0 < stamp <= clock_ms + RECEIVED_AHEAD_MS else clock_ms
+                received = received_at(stamp, clock_ms) if stamp > 0 else clock_ms
                 out = part.apply_safely(event, believed_until(stamp / 1000) if stamp > 0 else clock_believes, received)
                 if out is None:
                     unchanged += 1
@@ -161,12 +160,13 @@ class Ownership:
             self.writers[p] = self.new_writer(p)
         # the fence: the earlier owner's open transaction is aborted (or its commit completed) before we read
         await asyncio.gather(*(self.writers[p].start() for p in partitions))
+        clock_ms = int(time.time() * 1000)
 
         def apply(partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
             if record.key is None:
                 return
             try:
-                parts[partition].restore(record.key, record.value, record.timestamp)
+                parts[partition].restore(record.key, record.value, received_at(record.timestamp, clock_ms))
             except Exception as exc:  # one unreadable state must not make every restore (and so the worker) fail
                 telemetry.RESTORE_SKIPPED.inc()
                 log.error("metrics.restore_skipped", partition=partition, offset=record.offset,

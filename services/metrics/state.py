@@ -52,8 +52,13 @@ def micros(event: Stamped) -> int:
 
 _MARGIN_US = int(FUTURE_MARGIN.total_seconds()) * 1_000_000
 RECEIVED_AHEAD_MS: Final = int(FUTURE_MARGIN.total_seconds()) * 1000
-"""How far a record's timestamp may be ahead of the worker's clock and still be when it was received
-(`Ownership.apply`): past it, an intake clock set ahead stamped it, and the worker's clock stands in."""
+
+
+def received_at(stamp_ms: int, clock_ms: int) -> int:
+    """A record's timestamp as when the backbone received it, but the worker's clock for one more than
+    `FUTURE_MARGIN` ahead of it (an intake clock set ahead stamped it): the changelog carries a commune's last-received
+    time on, so one such stamp, from a canonical record or a changelog written before that was bounded, would last."""
+    return clock_ms if stamp_ms > clock_ms + RECEIVED_AHEAD_MS else stamp_ms
 BELIEVE_ALL: Final = int(LATEST.timestamp()) * 1_000_000 + LATEST.microsecond
 """`believed_until` without a clock: every valid event time is believed (tests, the faust comparison)."""
 DISBELIEVED_SHIFT: Final = BELIEVE_ALL + 1

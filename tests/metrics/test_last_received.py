@@ -3,17 +3,21 @@ CommuneSilent judges, taken from the canonical records' timestamps, never from t
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from schemas.envelope import Event
 from schemas.events import Family
 from schemas.topics import CANONICAL
 from services.common.settings import KafkaConnection
+from services.metrics import ownership
 from services.metrics.exposition import render
 from services.metrics.ownership import Ownership
 from services.metrics.partition import PartitionState
@@ -141,3 +145,35 @@ def test_a_record_stamped_by_an_intake_clock_set_ahead_is_received_at_the_worker
     for key, (value, stamp) in changelog.items():
         restored.restore(key, value, stamp)
     assert restored.communes[C].last_received_ms == int(CLOCK.timestamp() * 1000)
+
+
+class _Writer:
+    async def start(self) -> None:
+        return None
+
+
+async def test_a_changelog_record_stamped_ahead_restores_at_the_worker_clock(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changelog written before the stamps were bounded (each record its event's own stamp) may hold one an intake
+    clock set ahead gave: restored as it is, every later change of the commune carried it on and no restore forgot
+    it. The restore bounds it as `apply` does: the worker's clock stands in (review)."""
+    owner = Ownership(KafkaConnection(), Names(""), tmp_path, "test", new_writer=lambda _: cast(Any, _Writer()))
+    ahead_ms = int(datetime(2052, 1, 1, tzinfo=CLOCK.tzinfo).timestamp() * 1000)
+    source, _ = owner_of_partition_0(tmp_path / "source")
+    state = next(iter(source.apply(published(0, (dossier(C, "D-1", 2, "e-1", 1), at(1))), CLOCK.timestamp())[0][0]
+                      .items()))
+    key, (value, _) = state
+    record = ConsumerRecord("commune.metrics.changelog", 0, 0, ahead_ms, 0, key, value, None, len(key), len(value), ())
+
+    async def read_to_end(_conn: object, _topic: str, _partitions: list[int],
+                          apply: Callable[[int, ConsumerRecord[bytes, bytes]], None], **_: object) -> int:
+        apply(0, record)
+        return 1
+
+    monkeypatch.setattr(ownership, "read_to_end", read_to_end)
+    before_ms = time.time() * 1000
+    await owner._restore([0])
+    assert before_ms <= owner.partitions[0].communes[C].last_received_ms <= time.time() * 1000
+    owner.owned = {0}
+    changes = owner.apply(published(1, (dossier(C, "D-1", 4, "e-2", 2), at(3))), CLOCK.timestamp())[0]
+    assert changes[0][key].timestamp_ms < ahead_ms  # the commune's next change does not write 2052 on
