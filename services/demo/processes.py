@@ -75,7 +75,8 @@ def plan(s: DemoSettings, python: str = sys.executable) -> list[Child]:
                "GATEWAY_HTTP_PORT": str(s.gateway_metrics_port),
                "GATEWAY_SECRETS_FILE": str(gateway_secrets_file(s))},
               {s.gateway_port: "gateway API", s.gateway_metrics_port: "gateway /metrics"}, _url(s.gateway_port),
-              where=f"HTTP ingest: {_url(s.gateway_port)}/docs (demo keys: {gateway_secrets_file(s)})"),
+              where=f"HTTP ingest: POST {_url(s.gateway_port)}/v1/events, contract {_url(s.gateway_port)}/openapi.json "
+                    f"(demo keys: {gateway_secrets_file(s)})"),
         Child("simulator", [python, "-m", "services.simulator", "--rate", f"{s.rate:g}"], scoped("SIMULATOR"),
               where="raw traffic: commune.raw.* (Lạng Sơn communes)"),
     ]

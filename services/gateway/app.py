@@ -109,6 +109,9 @@ def create_app(settings: GatewaySettings, registry: SourceRegistry, credentials:
                                                       "key and request get the first answer, on every instance, "
                                                       "for GATEWAY_IDEMPOTENCY_TTL_S")] = None,
     ) -> JSONResponse:
+        if commune is not None and x_commune_code is not None and commune.zfill(5) != x_commune_code.zfill(5):
+            return gateway.answer(422, api.error("invalid_parameters", "?commune= and the X-Commune-Code header name "
+                                                 "two communes: send one of them"))
         return await gateway.post(request, family, commune or x_commune_code, idempotency_key)
 
     app.openapi().setdefault("components", {})["securitySchemes"] = api.SECURITY_SCHEMES  # generated once, cached

@@ -159,7 +159,8 @@ def _portal(obj: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> Outcom
     if raw_commune is None:
         return reject(
             Reason.MISSING_COMMUNE_HEADER, portal.COMMUNE_HEADER,
-            f"{portal.COMMUNE_HEADER}: the portal dossier shape needs a `{portal.COMMUNE_HEADER}` record header",
+            f"{portal.COMMUNE_HEADER}: the portal dossier shape does not carry its commune: give it as the "
+            f"`{portal.COMMUNE_HEADER}` record header (Kafka), X-Commune-Code or ?commune= (gateway), --commune (CLI)",
         )
     commune = portal.commune_code(raw_commune)
     if commune not in commune_provinces():

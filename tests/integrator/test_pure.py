@@ -114,6 +114,14 @@ def test_check_reports_every_bad_record_by_index_and_field(registry: SourceRegis
     assert not portal.errors and portal.events[0][1].source == "/provinces/20/dossiers"
 
 
+def test_a_portal_record_without_its_commune_is_told_how_to_give_it_at_each_door() -> None:
+    """The gateway's 422, `commune-bus validate` and the dead letter shared one message, "needs a `commune-code`
+    record header": a Kafka record's header, which an HTTP client or a file cannot have; it names each door's way."""
+    message = check([orjson.dumps(portal_dossier())]).errors[0].message
+    assert all(way in message for way in ("X-Commune-Code", "?commune=", "--commune", "`commune-code` record header"))
+    assert len(message) <= 300  # dlq.message's bound
+
+
 def _letter(reason: Reason, headers: list[tuple[str, bytes]], value: bytes, at: str = "2025-11-03T01:00:00+00:00"):
     ctx = DeadLetterContext(reason=reason, field="f", message="m", source_topic="commune.raw.dossier",
                             source_partition=2, source_offset=7, rejected_at=at)
