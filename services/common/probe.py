@@ -21,10 +21,14 @@ from aiokafka.errors import KafkaError
 
 from services.common.clients import connection_options
 from services.common.closing import close_within
+from services.common.health import Health
 from services.common.settings import KafkaConnection
+from services.common.streak import UNHEALTHY_AFTER_S, Streak
 
 PROBE_EVERY_S = 1.0
 PROBE_TIMEOUT_S = 3.0
+REFUSED = "BrokerRefused"
+"""The error a probe that failed while the brokers answer is counted as (`probe_loop`'s `health`)."""
 CONNECT_TIMEOUT_S = 1.0
 """How long `bootstrap_answers` waits for each bootstrap address to reply to a connection."""
 
@@ -41,10 +45,24 @@ async def broker_answers(consumer: AIOKafkaConsumer, partitions: Iterable[TopicP
 
 
 async def probe_loop(answers: Callable[[], Awaitable[bool]], report: Callable[[bool], None],
-                     every_s: float = PROBE_EVERY_S) -> None:
-    """Report whether the broker answers, every `every_s` seconds, until cancelled (a supervised task)."""
+                     every_s: float = PROBE_EVERY_S, health: Health | None = None) -> None:
+    """Report whether the broker answers, every `every_s` seconds, until cancelled (a supervised task).
+
+    With `health`, a probe that fails while the brokers answer (`Health.broker_answers`: they refuse this worker, e.g.
+    its password changed on the broker since its connections were made) counts as a retrying loop's failure
+    (`streak`): failing for as long as the runtime's restarts would take turns `/healthz` 503 (`service.crash_loop`),
+    an answer makes it 200 again. For a worker whose run does not fail on it (notify's consumers only wait on their
+    fetches), which otherwise said `broker unreachable` for good with `/healthz` 200. No broker answering at all is an
+    outage: `/readyz` only."""
+    refusals = None if health is None else Streak(health, "broker probe", at_least_s=UNHEALTHY_AFTER_S)
     while True:
-        report(await answers())
+        ok = await answers()
+        report(ok)
+        if refusals is not None:
+            if ok:
+                refusals.progressed()
+            elif await refusals.health.broker_answers():
+                refusals.failed(REFUSED)
         await asyncio.sleep(every_s)
 
 

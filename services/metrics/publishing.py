@@ -1,7 +1,9 @@
 """The snapshot events of the owned partitions, published through each partition's fenced writer, every interval.
 
 A snapshot publish that meets a Kafka error is logged, counted and retried at the next interval, unless its writer
-is fenced or stuck (`ends_run`): that ends the run as a state write's would.
+is fenced or stuck (`ends_run`): that ends the run as a state write's would; or the broker refused a right or a login
+(`PERMANENT`, e.g. the snapshot topic's WRITE taken away): that ends the process, as for every other write of its, since
+no next interval mends it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from schemas import wire
 from schemas.wire import KafkaRecord
+from services.common.permanent import PERMANENT
 from services.common.transactions import TransactionLost
 from services.metrics import telemetry
 from services.metrics.aggregate import CommuneTotals
@@ -53,8 +56,8 @@ async def snapshot_loop(stop: asyncio.Event, interval_s: float, publish: Callabl
         except KafkaError as exc:
             telemetry.SNAPSHOT_FAILURES.inc()
             log.warning("metrics.snapshot_failed", error=type(exc).__name__)
-            if ends_run(exc):  # a fenced writer: the partition is another worker's now; a stuck one takes no more
-                raise
+            if ends_run(exc) or isinstance(exc, PERMANENT):  # a fenced writer: the partition is another worker's
+                raise  # now; a stuck one takes no more; a refused right: before, skipped every interval for good
 
 
 def _snapshot_record(commune: str, totals: CommuneTotals, now: datetime) -> KafkaRecord | None:

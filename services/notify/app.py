@@ -138,7 +138,8 @@ class NotifyApp:
             fence = Fence(readiness, stalls, partial(_consumer_of, routine_topics, urgent_topics))
             dispatcher.gate = fence
             stack.push_async_callback(_cancel, [spawn("stall-watch", stalls.watch()),
-                                                spawn("broker-probe", probe_loop(feed.reachable, readiness.broker))])
+                                                spawn("broker-probe", probe_loop(feed.reachable, readiness.broker,
+                                                                                 health=self.sup.health))])
             opened: list[tuple[str, Callable[[], Awaitable[None]]]] = []  # closed together: each may wait out a join
             stack.push_async_callback(close_all_within, SERVICE, opened)
             routine = await self._consumer(stack, opened, "routine", sorted(routine_topics), feed, readiness, fence)
