@@ -87,6 +87,7 @@ class PartitionWorker:
         await asyncio.sleep(self.seconds)  # the partition's length is the point
         last_commit = metric_sum(await asyncio.to_thread(scrape, worker.port), LAST_COMMIT)
         stage.proxy.heal()
+        stage.healed_at = time.time()
         worker.cut_off = False
         # a worker that reached the broker some other way (a listener advertised wrong) would commit on, and the row
         # would test nothing: a commit answered during the cut, past what was on its way as it began, proves it

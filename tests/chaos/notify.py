@@ -177,14 +177,29 @@ class NotifyLoad:
         await eventually_async(all_received, timeout=120, interval=0.2, what="every notification received")
         await caught_up(stage.bootstrap, stage.namespace)  # nothing in flight: a resend would have arrived by now
 
+    def repeated_after(self, healed_at: float) -> int:
+        """Requests answered after `healed_at` (epoch seconds) for notifications delivered before it: a worker cut off
+        calling once healed, for what the group had given another meanwhile (the other's drain gives a partition
+        back only once its calls reached the ledger, which its next owner reads first)."""
+        first: dict[str, float] = {}
+        late = 0
+        for key, at in list(self.fake.arrivals):
+            if key not in first:
+                first[key] = at
+            elif first[key] < healed_at <= at:
+                late += 1
+        return late
+
     async def account(self, stage: Stage) -> Counts:
         got, other = self.receipts()
         lost = len(self.expected - set(got))
         repeats = sum(n - 1 for n in got.values())
-        duplicated = max(0, repeats - self.resend_allowance) + other
+        zombie = 0 if stage.healed_at is None else self.repeated_after(stage.healed_at)
+        duplicated = max(0, repeats - zombie - self.resend_allowance) + zombie + other
+        healed = "" if stage.healed_at is None else f", {zombie} of them after the heal (a zombie's: none allowed)"
         return Counts(len(self.expected), lost, duplicated, None,
                       note=f"{self.events} events; {repeats} requests repeated (allowed in flight: "
-                      f"{self.resend_allowance}); {other} other")
+                      f"{self.resend_allowance}){healed}; {other} other")
 
     async def close(self) -> None:
         if self.feeding is not None and not self.feeding.done():

@@ -61,6 +61,9 @@ class Stage:
     """On a "proxied" broker: the proxy the first worker reaches the broker through."""
     behind_proxy: list[str] = field(default_factory=list)
     """The worker started behind `proxy` (`bootstrap_for`)."""
+    healed_at: float | None = None
+    """When the proxy's cut healed (epoch seconds): what the worker cut off does from then on, the broker or the load
+    must fence."""
 
     def bootstrap_for(self, name: str) -> str:
         """The bootstrap of a worker the load starts: through the proxy for the row's first worker on a "proxied"

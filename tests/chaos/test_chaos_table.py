@@ -132,6 +132,24 @@ async def test_notify_progress_in_every_partition_needs_an_event_sent_later_in_e
     assert not await load.progressed(stage, since=2.0)  # a later clock counts from what was sent by then
 
 
+async def test_a_notify_request_repeated_after_the_heal_is_a_duplicate_beyond_any_allowance(tmp_path: Path) -> None:
+    """A notification delivered before the heal and requested again after it was called by the worker cut off (the
+    group gave its partition to another meanwhile): a duplicate, whatever the row allows in flight; repeats before the
+    heal (in flight when the cut came, sent again by the next owner) stay within the allowance."""
+    load = NotifyLoad(events=2, resend_allowance=40)
+    load.expected = {("sms", "D-CHAOS-0"), ("sms", "D-CHAOS-1")}
+    for i, times in enumerate(([1.0, 2.0], [3.0, 12.0, 13.0])):
+        key = f"k{i}"
+        load.fake.accepted[key] = Received(key, "/sms", {"text": f"D-CHAOS-{i}"}, times[0])
+        load.fake.successes[key], load.fake.replays[key] = 1, len(times) - 1
+        load.fake.arrivals.extend((key, at) for at in times)
+    stage = Stage("127.0.0.1:1", "ns", tmp_path)
+    assert (await load.account(stage)).duplicated == 0  # no partition: 3 repeats within the allowance
+    stage.healed_at = 10.0
+    counts = await load.account(stage)
+    assert (counts.lost, counts.duplicated) == (0, 2) and "2 of them after the heal" in counts.note
+
+
 def test_table_has_one_line_per_row_with_its_counts_or_failure() -> None:
     """The table lists every row under the header: counts, n/a where order does not apply, or the failure."""
     rows = [Row("intake-x", Counts(8000, 0, 2, 1, "note"), 6.9, seconds=28.0),
