@@ -31,13 +31,21 @@ KAFKA_SH = ROOT / "infra/kafka/kafka.sh"
 class OwnBroker:
     """A single local broker with its own ports and data directory, which the test may stop and start."""
 
-    def __init__(self, state: Path, heap: str = "-Xmx512m -Xms512m") -> None:
+    def __init__(self, state: Path, heap: str = "-Xmx512m -Xms512m", proxied: bool = False) -> None:
         self.state = state
         self.env = {**os.environ, "KAFKA_STATE_DIR": str(state), "KAFKA_PORT": str(free_port()),
                     "KAFKA_CONTROLLER_PORT": str(free_port()),
                     "KAFKA_HEAP_OPTS": os.environ.get("KAFKA_HEAP_OPTS", heap)}
         self.env.pop("KAFKA_BROKERS", None)  # one broker, whatever the caller's shell says
+        self.env.pop("KAFKA_PROXIED", None)
         self.bootstrap = f"127.0.0.1:{self.env['KAFKA_PORT']}"
+        self.proxied: tuple[int, int] | None = None
+        """With `proxied`, the ports of a second PLAINTEXT listener and of the address it advertises, where a proxy
+        of the caller's forwards to it (`tests/chaos/netproxy.py`): clients bootstrapped there stay behind the proxy,
+        since the broker's metadata names that address (kafka.sh's KAFKA_PROXIED; the PLAINTEXT broker only)."""
+        if proxied:
+            self.proxied = (free_port(), free_port())
+            self.env["KAFKA_PROXIED"] = "{}:{}".format(*self.proxied)
 
     def run(self, action: str, timeout: float = 180) -> None:
         """`kafka.sh <action>` (start, stop, status, wait) on this broker only."""

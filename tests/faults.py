@@ -133,6 +133,9 @@ class Worker:
     paused: bool = False
     ended: bool = False
     """Killed or stopped on purpose (by a fault, or at the end)."""
+    cut_off: bool = False
+    """Cut off from the broker by a network partition: it runs, but its group hears nothing from it, so it does not
+    count among the workers that can work (nor is it scraped) until the partition heals."""
     log_from: int = 0
     """Where this process's lines begin in `log`: a file kept from an earlier run (`make chaos --workdir` again) is
     appended to."""
@@ -148,8 +151,8 @@ class Worker:
 
     @property
     def running(self) -> bool:
-        """Alive and not paused: a worker that can do work now."""
-        return self.proc.poll() is None and not self.paused
+        """Alive, neither paused nor cut off: a worker that can do work now."""
+        return self.proc.poll() is None and not self.paused and not self.cut_off
 
     def exited_unbidden(self) -> int | None:
         """The exit code if the worker exited and nothing ended it on purpose (else None)."""

@@ -10,6 +10,8 @@
 # git-ignored) by secrets.sh;
 # `env PRINCIPAL` prints the path of a principal's KAFKA_* file (admin, intake, ..., source-<id>, subscriber-<id>);
 # `acls` (the secure broker's only) applies the ACLs again (KAFKA_APPLY_ACLS=0: start without applying them).
+# KAFKA_PROXIED=REAL:ADVERTISED (the single PLAINTEXT broker only; tests' network partitions) adds a PLAINTEXT
+# listener on 127.0.0.1:REAL advertised as 127.0.0.1:ADVERTISED, where a test's proxy forwards to it.
 # Idempotent: start on a running broker only adds what a registry change brought (the secure one: new principals'
 # credentials and the ACLs, as `acls` does); stop on a stopped one is a no-op.
 set -euo pipefail
@@ -92,7 +94,7 @@ start() {
     if [ "$secure" = 1 ]; then refresh_credentials; apply_acls "127.0.0.1:$port"; fi
     echo "kafka: already running on 127.0.0.1:$port (pid $(cat "$pidfile"))"; return 0
   fi
-  ports_free "KAFKA_PORT and KAFKA_CONTROLLER_PORT" "$port" "$cport" || return 1
+  ports_free "KAFKA_PORT and KAFKA_CONTROLLER_PORT" "$port" "$cport" ${KAFKA_PROXIED:+"${KAFKA_PROXIED%%:*}"} || return 1
   need_libs
   mkdir -p "$state/data" "$state/logs"
   local scram=()
@@ -101,6 +103,7 @@ start() {
     [ -f "$state/data/meta.properties" ] || scram_options
   else
     sed -e "s#9092#$port#g; s#9093#$cport#g" "$here/server.properties" > "$props"
+    proxied_listener
   fi
   echo "log.dirs=$state/data" >> "$props"
   if [ ! -f "$state/data/meta.properties" ]; then
@@ -116,6 +119,15 @@ start() {
   wait_ready
   if [ "$secure" = 1 ]; then apply_acls "127.0.0.1:$port"; echo "kafka: SASL_SSL, ACLs applied; credentials in $secrets"; fi
   echo "kafka: ready on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+}
+
+proxied_listener() {  # KAFKA_PROXIED=REAL:ADVERTISED (tests' network partitions, tests/chaos/netproxy.py): one more
+  # PLAINTEXT listener on REAL, advertised on ADVERTISED, where a proxy forwards to REAL; unset: none
+  [ -n "${KAFKA_PROXIED:-}" ] || return 0
+  local real="${KAFKA_PROXIED%%:*}" advertised="${KAFKA_PROXIED##*:}"
+  sed -i -e "s#^listeners=.*#&,PROXIED://127.0.0.1:$real#" \
+    -e "s#^advertised\.listeners=.*#&,PROXIED://127.0.0.1:$advertised#" \
+    -e "s#^listener\.security\.protocol\.map=.*#&,PROXIED:PLAINTEXT#" "$props"
 }
 
 stop() {

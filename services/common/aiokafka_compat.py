@@ -30,6 +30,12 @@
   backoff after a failed update first, as the Java client waits
   `retry.backoff.ms` between metadata requests (every client, `clients`).
 
+- aiokafka keeps no account of when a consumer's coordinator last answered that it is a member, and notices the
+  session lost only once a heartbeat is answered: cut off from the broker, a heartbeat waits out its request timeout
+  (40 s or more), and the consumer goes on as a member throughout. `track_heard` notes, on each group coordinator,
+  when a heartbeat that was answered as a member's was sent, and when a join completed (`heard_at`): a consumer not
+  heard for nearly a session may have been evicted (notify's fence, ADR 0012).
+
 `tests/common/test_aiokafka_compat.py` fails when the pinned version changes, so
 whoever upgrades aiokafka re-checks this module.
 """
@@ -37,6 +43,7 @@ whoever upgrades aiokafka re-checks this module.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiokafka
@@ -141,3 +148,40 @@ def retrieve_cancelled_commits() -> None:
     """Make a commit given up on by its caller fail quietly when its request fails later (idempotent)."""
     _pinned()
     setattr(GroupCoordinator, "_do_commit_offsets", _retrieved_commit)  # noqa: B010
+
+
+HEARD_AT = "_commune_heard_at"
+"""The attribute `track_heard` sets on a group coordinator: monotonic seconds."""
+
+
+async def _heard_heartbeat(self: Any) -> bool:
+    """aiokafka's `GroupCoordinator._do_heartbeat`, noting when a heartbeat answered as a member's (no error, or a
+    rebalance under way) was sent: the coordinator's session clock restarted no earlier."""
+    sent = time.monotonic()
+    member: bool = await _original_do_heartbeat(self)
+    if member:
+        setattr(self, HEARD_AT, sent)
+    return member
+
+
+async def _heard_join(self: Any, *args: Any) -> None:
+    """aiokafka's `GroupCoordinator._on_join_complete`: the group has just answered with this member's assignment."""
+    setattr(self, HEARD_AT, time.monotonic())
+    await _original_on_join_complete(self, *args)
+
+
+_original_do_heartbeat = getattr(GroupCoordinator, "_do_heartbeat")  # noqa: B009  (private in aiokafka 0.14)
+_original_on_join_complete = getattr(GroupCoordinator, "_on_join_complete")  # noqa: B009
+
+
+def track_heard() -> None:
+    """Make every group coordinator note when its group last answered that it is a member (idempotent)."""
+    _pinned()
+    setattr(GroupCoordinator, "_do_heartbeat", _heard_heartbeat)  # noqa: B010
+    setattr(GroupCoordinator, "_on_join_complete", _heard_join)  # noqa: B010
+
+
+def heard_at(consumer: Any) -> float | None:
+    """When `consumer`'s group last answered that it is a member (monotonic seconds; None: never, or not tracked)."""
+    at = getattr(getattr(consumer, "_coordinator", None), HEARD_AT, None)
+    return at if isinstance(at, float) else None

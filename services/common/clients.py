@@ -80,6 +80,7 @@ def consumer(conn: KafkaConnection, *topics: str, client_id: str, group_id: str 
         rebalance_ms = overrides.get("rebalance_timeout_ms") or overrides.get("session_timeout_ms", 10_000)
         options["request_timeout_ms"] = max(REQUEST_TIMEOUT_MS, rebalance_ms + JOIN_GROUP_LAPSE_MS)
     aiokafka_compat.retrieve_cancelled_commits()  # a commit timed out logs no "never retrieved" when it fails later
+    aiokafka_compat.track_heard()  # when the group last answered that it is a member (notify's fence)
     return AIOKafkaConsumer(*topics, **connection_options(conn), **{**options, **overrides})
 
 

@@ -69,6 +69,13 @@ class GroupMetadata:
                    getattr(coordinator, "_group_instance_id", None))
 
 
+def known_member(consumer: AIOKafkaConsumer) -> bool:
+    """The consumer holds a generation of its group: it joined, and its coordinator has not answered since that it is
+    no member (aiokafka resets the generation at that answer, before a revocation reaches the listener)."""
+    group = GroupMetadata.of(consumer)
+    return group.generation_id >= 0 and bool(group.member_id)
+
+
 class _TxnOffsetCommitHandler(sender.TxnOffsetCommitHandler):
     """aiokafka's handler with the v3 request; a generation refused makes the transaction abortable (GroupFenced)."""
 

@@ -45,7 +45,7 @@ from services.notify.ledger_upkeep import aligned_partitions, keep_window_ms, pr
 from services.notify.offsets import COMMIT_TIMEOUT_S, OffsetTracker
 from services.notify.pauses import Pauses
 from services.notify.personal import Opener
-from services.notify.rebalance import Fence, Listener, Readiness
+from services.notify.rebalance import Fence, Listener, Readiness, known_members
 from services.notify.records import Records
 from services.notify.release import OwnedDispatcher
 from services.notify.settings import CONSUMERS, NotifySettings
@@ -135,7 +135,9 @@ class NotifyApp:
             stalls = StallWatch(self.s.stall_limit_s)
             routine_topics = {n.dossier, n.mobile_team, n.alerts}
             urgent_topics = {n.announcement, n.replays}
-            fence = Fence(readiness, stalls, partial(_consumer_of, routine_topics, urgent_topics))
+            members: dict[str, AIOKafkaConsumer] = {}  # a call waits while its consumer may be no member
+            consumer_of = partial(_consumer_of, routine_topics, urgent_topics)
+            fence = Fence(readiness, stalls, consumer_of, known_members(members, self.s.heard_limit_s()))
             dispatcher.gate = fence
             stack.push_async_callback(_cancel, [spawn("stall-watch", stalls.watch()),
                                                 spawn("broker-probe", probe_loop(feed.reachable, readiness.broker,
@@ -145,6 +147,7 @@ class NotifyApp:
             routine = await self._consumer(stack, opened, "routine", sorted(routine_topics), feed, readiness, fence)
             urgent = await self._consumer(stack, opened, "urgent", sorted(urgent_topics), feed, readiness, fence)
             consumers = (routine, urgent)
+            members.update(routine=routine, urgent=urgent)
             dossier_partitions = len(await producer.partitions_for(n.dossier))
             dispatcher.owns = partial(self._owns, routine, dossier_partitions)
             # deferrals are released once the routine consumer's ledger has caught up (a released job would hold an

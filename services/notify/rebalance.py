@@ -14,17 +14,25 @@ next owner's ledger catch-up sees them. A worker whose event loop stood still fo
 longer than `stall_limit_s` (SIGSTOP, a stalled VM, a long GC pause) may have been
 evicted without knowing it: it sends nothing more and ends its run
 (`services.common.stall`), and the runtime starts it afresh (rejoin, ledger restored).
+Cut off from the broker, a worker runs on and aiokafka keeps it a member until a
+heartbeat is answered, which may be tens of seconds: a consumer its group has not
+answered as a member for nearly a session (`heard_limit_s`), or has just answered
+that it is none, sends nothing until the group answers again. Healed, the records a
+fetch answered before the cut reach it first, and are another worker's by then.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import structlog
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.common.aiokafka_compat import heard_at
 from services.common.health import Health
+from services.common.kip447 import known_member
 from services.common.rebalance import Fail, RebalanceListener
 from services.common.stall import StallWatch
 from services.notify import metrics
@@ -92,6 +100,25 @@ def _any(source: object) -> str | None:
     return None
 
 
+def _always(consumer: str | None) -> bool:
+    return True
+
+
+MEMBER_WAIT_S = 0.1
+"""How often a call held for a consumer that may be no member looks again."""
+
+
+def known_members(consumers: Mapping[str, AIOKafkaConsumer], heard_limit_s: float,
+                  clock: Callable[[], float] = time.monotonic) -> Callable[[str | None], bool]:
+    """`Fence`'s `member` for the named consumers (None: every one): each holds its group's generation
+    (`kip447.known_member`) and its group answered it as a member within `heard_limit_s` (`aiokafka_compat.heard_at`).
+    A consumer not named yet is no reason to wait: the fence waits for its assignment."""
+    def member(name: str | None) -> bool:
+        chosen = list(consumers.values()) if name is None else [consumers[name]] if name in consumers else []
+        return all(known_member(c) and clock() - (heard_at(c) or 0.0) < heard_limit_s for c in chosen)
+    return member
+
+
 class Fence:
     """May this worker call a provider now? See the module docstring; `watch` is a supervised task.
 
@@ -101,8 +128,9 @@ class Fence:
     wait for the routine consumer's ledger restore, which a long outage's parked requests make minutes long."""
 
     def __init__(self, readiness: Readiness, stalls: StallWatch,
-                 consumer_of: Callable[[object], str | None] = _any) -> None:
-        self.readiness, self.stalls, self.consumer_of = readiness, stalls, consumer_of
+                 consumer_of: Callable[[object], str | None] = _any,
+                 member: Callable[[str | None], bool] = _always) -> None:
+        self.readiness, self.stalls, self.consumer_of, self.member = readiness, stalls, consumer_of, member
         self._calls: dict[str | None, int] = {}
         """Calls under way by the consumer their jobs came from (None: not known)."""
         self._left = asyncio.Event()
@@ -113,8 +141,11 @@ class Fence:
         refuse after a stall; pair with `leave(source)`."""
         consumer = self.consumer_of(source)
         settled = self.readiness.settled_for(consumer)
-        while not settled.is_set():
-            await settled.wait()
+        while not settled.is_set() or not self.member(consumer):
+            if settled.is_set():  # no word from the group: cut off, or told it is no member (chaos, notify-partition)
+                await asyncio.sleep(MEMBER_WAIT_S)
+            else:
+                await settled.wait()
         self.stalls.check()  # the last thing before the call: no await between this and the request
         self._calls[consumer] = self._calls.get(consumer, 0) + 1
 
@@ -124,8 +155,9 @@ class Fence:
         meanwhile, or the consumer of `source` been revoked (its drain may have given up and the partition gone: the
         next owner sends it; ADR 0012)."""
         self.stalls.check()
-        if not self.readiness.settled_for(self.consumer_of(source)).is_set():
-            raise Revoked(f"{self.consumer_of(source) or 'a'} consumer rebalancing")
+        consumer = self.consumer_of(source)
+        if not self.readiness.settled_for(consumer).is_set() or not self.member(consumer):
+            raise Revoked(f"{consumer or 'a'} consumer rebalancing")
 
     def leave(self, source: object = None) -> None:
         """After the call and its ledger entry (or failure)."""

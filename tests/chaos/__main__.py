@@ -3,8 +3,9 @@
 Each row starts `python -m services.<name>` workers on a namespace of its own, sends records while a fault strikes
 (SIGKILL, SIGSTOP past the session timeout, a broker restart, freeze (SIGSTOP) or node kill on a broker of the
 row's own, the kill of the node that coordinates the service's transactions or group or is the active controller, a
-rebalance storm, a provider outage), and accounts for every record sent. The shared broker (`KAFKA_BOOTSTRAP`,
-default 127.0.0.1:9092; `make chaos` names the one it started, on KAFKA_PORT if set) is used, never stopped.
+rebalance storm, a provider outage, a network partition between one worker and a broker of the row's own), and
+accounts for every record sent. The shared broker (`KAFKA_BOOTSTRAP`, default 127.0.0.1:9092; `make chaos` names the
+one it started, on KAFKA_PORT if set) is used, never stopped.
 Exits 1 when any row lost, duplicated or reordered something, had a worker exit or restart its run in-process past
 the row's bound, or failed; the workers' logs stay in the working directory printed at the end.
 """

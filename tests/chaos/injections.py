@@ -11,7 +11,10 @@ from typing import Literal
 from aiokafka.client import CoordinationType
 
 from tests import naming
+from tests.chaos.netproxy import CutMode
 from tests.chaos.scenario import Acks, Load, Stage
+from tests.cluster.tools import metric_sum, scrape
+from tests.faults import LAST_COMMIT
 from tests.waiting import eventually_async
 
 
@@ -43,6 +46,53 @@ class PauseWorker:
         await asyncio.sleep(self.seconds)  # the fault's length is the point: nothing to wait on
         assert stage.struck is not None
         stage.struck.resume()
+
+
+CUT_SLACK_S = 1.0
+"""A commit answered before a cut may be recorded just after it."""
+
+
+@dataclass(frozen=True)
+class PartitionWorker:
+    """Cut the network between the row's first worker and the broker for `seconds` (past its session timeout), then
+    heal it: the row runs on a "proxied" broker, which that worker reaches through `Stage.proxy` only. Unlike a
+    SIGSTOP, the worker runs on through the cut: its requests get no answer, its own timeouts fire (a transaction's,
+    a commit's), and it may give up, abort or try again; healed, its connections carry what it wrote meanwhile, and
+    it comes back as a zombie whose transactions and commits the broker must fence. aiokafka's heartbeat waits out
+    its request timeout (40 s or more), so a cut shorter than that is learnt of only when the heal brings the
+    heartbeat's answer (an unknown member). In the default "blackhole" mode nothing crosses and nothing is refused (a
+    dropped route); "reset" resets every connection instead. Where the load counts its acknowledged records (`Acks`),
+    the cut lands right after one, while the workers write what it caused."""
+
+    seconds: float = 20
+    mode: CutMode = "blackhole"
+    after_ack_s: float = 0.005
+
+    async def inject(self, stage: Stage, load: Load) -> None:
+        assert stage.proxy is not None, "a network partition needs the row's proxied broker"
+        worker = stage.strike(0)
+        assert worker.name in stage.behind_proxy, f"{worker.name} does not reach the broker through the proxy"
+        if isinstance(load, Acks):
+            seen = load.acked()
+            await eventually_async(lambda: load.acked() > seen, timeout=30, interval=0.001,
+                                   what="a record acknowledged")
+            await asyncio.sleep(self.after_ack_s)
+        stage.proxy.cut(self.mode)
+        worker.cut_off = True
+        stage.notes.append(f"{worker.name} cut off {self.seconds:g} s ({self.mode})")
+
+    async def lift(self, stage: Stage, load: Load) -> None:
+        assert stage.proxy is not None and stage.struck is not None
+        worker, cut_at = stage.struck, time.time()
+        await asyncio.sleep(self.seconds)  # the partition's length is the point
+        last_commit = metric_sum(await asyncio.to_thread(scrape, worker.port), LAST_COMMIT)
+        stage.proxy.heal()
+        stage.healed_at = time.time()
+        worker.cut_off = False
+        # a worker that reached the broker some other way (a listener advertised wrong) would commit on, and the row
+        # would test nothing: a commit answered during the cut, past what was on its way as it began, proves it
+        assert last_commit < cut_at + CUT_SLACK_S, (f"{worker.name} committed {last_commit - cut_at:.1f} s into the "
+                                                    "cut: it is not behind the proxy alone")
 
 
 @dataclass(frozen=True)

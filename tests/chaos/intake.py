@@ -78,8 +78,8 @@ class IntakeLoad:
         return bool(live) and all(await asyncio.gather(*(w.last_commit() for w in live)))
 
     def start_worker(self, stage: Stage, name: str) -> Worker:
-        env = {"KAFKA_BOOTSTRAP": stage.bootstrap, "INTAKE_NAMESPACE": stage.namespace, "INTAKE_WORKER_ID": name,
-               **FAST_GROUP}
+        env = {"KAFKA_BOOTSTRAP": stage.bootstrap_for(name), "INTAKE_NAMESPACE": stage.namespace,
+               "INTAKE_WORKER_ID": name, **FAST_GROUP}
         worker = Worker.start("services.intake", name, env, "INTAKE_HTTP_PORT", stage.workdir)
         stage.workers.append(worker)
         self.joined += 1

@@ -12,6 +12,7 @@ from tests.chaos.injections import (
     KillClusterNode,
     KillCoordinator,
     KillWorker,
+    PartitionWorker,
     PauseWorker,
     RebalanceStorm,
     RestartBroker,
@@ -62,6 +63,31 @@ FROZEN_METRICS_RUNS = 2
 """Twice the 1 run a freeze ends in metrics by design: the changelog transaction (or offset commit) it caught is given
 up (`WriteStuck` at the transaction timeout, `CommitStuck` at the commit's) and the run restarts from the changelog;
 the next run waits on the broker rather than fail. notify rides a freeze out as a broker restart (none ends)."""
+
+
+PARTITIONED_S = 20
+"""A network partition of one worker: past its 6 s session (the rows' fast groups), so the group moves its partitions
+while it is cut, and past intake's 15 s transaction timeout and notify's 5 s commit timeout, which it meets while cut;
+short of metrics' 60 s transaction timeout, whose transaction the heal finds open."""
+PARTITIONED_SHORT_S = 10
+"""Past intake's session, short of its transaction timeout: the heal finds the cut-off worker's transaction open, and
+delivers its offsets, sent with the generation it was evicted from, to the group (KIP-447)."""
+
+
+PARTITIONED_RUNS = 2
+"""Twice the 1 run a partition ends in intake and metrics by design (2026-12-06). intake's transaction caught by the
+cut is given up past its timeout (`TransactionStuck`), or, healed before that, refused by the group (`GroupFenced`,
+as a SIGSTOP's); metrics' cut-off worker finds its changelog writers fenced by the partitions' new owner once healed
+(`ProducerFenced`, ADR 0016) and restores from the changelog. notify rides the cut out: its commits are refused once
+healed and it rejoins (none ends)."""
+
+
+def partitioned(name: str, load: Callable[[], Load], seconds: float = PARTITIONED_S,
+                max_restarts: int = 0) -> Scenario:
+    """A row whose first worker of two is cut off from the row's own broker `seconds` mid-stream, then healed: the
+    other takes its partitions over, and it comes back to the group as records still flow."""
+    return Scenario(name, load, PartitionWorker(seconds=seconds), broker="proxied", budget_s=300,
+                    max_restarts=max_restarts)
 
 
 def frozen(name: str, load: Callable[[], Load], seconds: float = FROZEN_S, max_restarts: int = 0) -> Scenario:
@@ -124,6 +150,14 @@ MATRIX: tuple[Scenario, ...] = (
     # recovery needs records after the last move to show progress
     Scenario("metrics-rebalance-storm", lambda: MetricsLoad(per_second=8, mid_stream=80, env=METRICS_FAST_GROUP),
              RebalanceStorm(seconds=30), budget_s=240),
+    partitioned("intake-partition", lambda: IntakeLoad(workers=2, rate=300, seconds=60), max_restarts=PARTITIONED_RUNS),
+    partitioned("intake-partition-short", lambda: IntakeLoad(workers=2, rate=300, seconds=60),
+                seconds=PARTITIONED_SHORT_S, max_restarts=PARTITIONED_RUNS),
+    partitioned("notify-partition", lambda: NotifyLoad(workers=2, spread=True, events=480, per_second=8, mid_stream=20,
+                                                       env=NOTIFY_FAST_GROUP, resend_allowance=SIGKILL_IN_FLIGHT,
+                                                       every_partition=True)),
+    partitioned("metrics-partition", lambda: MetricsLoad(workers=2, per_second=8, mid_stream=60,
+                                                         env=METRICS_FAST_GROUP), max_restarts=PARTITIONED_RUNS),
     on_cluster("notify-group-coordinator-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
                KillCoordinator("group", NOTIFY_COORDINATED)),
     on_cluster("notify-controller-kill", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),

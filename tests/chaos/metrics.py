@@ -76,7 +76,7 @@ class MetricsLoad:
         return 0 if self.feeder is None else self.feeder.acked
 
     def start_worker(self, stage: Stage, name: str) -> Worker:
-        env = {"KAFKA_BOOTSTRAP": stage.bootstrap, "METRICS_NAMESPACE": stage.namespace,
+        env = {"KAFKA_BOOTSTRAP": stage.bootstrap_for(name), "METRICS_NAMESPACE": stage.namespace,
                "METRICS_STATE_DIR": str(stage.workdir / f"state-{name}"), "METRICS_BATCH_MAX_RECORDS": "50",
                "METRICS_WORKER_ID": name, **self.env}
         worker = Worker.start("services.metrics", name, env, "METRICS_HTTP_PORT", stage.workdir)

@@ -37,7 +37,7 @@ from tests.cluster.tools import Feeder, Sent
 from tests.faults import REPLICAS, Worker
 from tests.kafkatools import free_port, produce
 from tests.notify.conftest import DIRECTORY, KEYRING, PRIVACY_ENV, MailSink, caught_up
-from tests.notify.events import COMMUNE, dossier, one_commune_per_partition
+from tests.notify.events import COMMUNE, PARTITIONS, dossier, one_commune_per_partition
 from tests.waiting import eventually_async
 
 SECRET = "s3cret"
@@ -74,7 +74,12 @@ class NotifyLoad:
     sink: MailSink = field(default_factory=MailSink)
     smtp: Controller | None = None
     resend_allowance: int = 0
+    every_partition: bool = False
+    """With `spread`: progress is a delivery in every partition (each commune) of an event sent after the blow, so the
+    partitions of a worker cut off were taken over; else any delivery is (the other worker delivering its own)."""
     expected: set[Delivery] = field(default_factory=set)
+    sent_before: dict[float, int] = field(default_factory=dict)
+    """Per recovery clock: how many events were acknowledged when progress was first asked for (`every_partition`)."""
     feeding: asyncio.Task[object] | None = None
     feeder: Feeder | None = None
 
@@ -89,6 +94,7 @@ class NotifyLoad:
         (stage.workdir / "subscribers.toml").write_text(
             f'[[subscribers]]\nname = "prov-08"\nurl = "{self.fake.url}/hooks/prov-08"\nsecret = "{SECRET}"\n'
             'event_types = ["vn.communebus.dossier.status-changed.v1"]\nprovinces = ["08"]\n', encoding="utf-8")
+        assert self.spread or not self.every_partition, "progress in every partition needs events in each"
         communes = one_commune_per_partition() if self.spread else [COMMUNE]
         events = [dossier(f"chaos-{i}", code=f"D-CHAOS-{i}", commune=communes[i % len(communes)])
                   for i in range(self.events)]
@@ -119,7 +125,7 @@ class NotifyLoad:
         assert self.smtp is not None
         files = stage.workdir
         env = {
-            "KAFKA_BOOTSTRAP": stage.bootstrap, "NOTIFY_NAMESPACE": stage.namespace,
+            "KAFKA_BOOTSTRAP": stage.bootstrap_for(name), "NOTIFY_NAMESPACE": stage.namespace,
             "NOTIFY_DIRECTORY_FILE": str(files / "directory.toml"),
             "NOTIFY_SUBSCRIBERS_FILE": str(files / "subscribers.toml"), "NOTIFY_SMS_URL": self.fake.url,
             "NOTIFY_ZALO_URL": self.fake.url, "NOTIFY_SMTP_PORT": str(self.smtp.port), "NOTIFY_QUIET_START": "00:00",
@@ -135,8 +141,14 @@ class NotifyLoad:
         return bool(workers) and all(await asyncio.gather(*(asyncio.to_thread(ready, w) for w in workers)))
 
     async def progressed(self, stage: Stage, since: float) -> bool:
-        """A provider answered a request with success after `since` (epoch seconds)."""
-        return any(at > since for _, at in reversed(self.fake.arrivals))
+        """A provider answered a request with success after `since` (epoch seconds); with `every_partition`, one for
+        an event acknowledged after progress was first asked for, in each partition (the events go round them)."""
+        if not self.every_partition:
+            return any(at > since for _, at in reversed(self.fake.arrivals))
+        first = self.sent_before.setdefault(since, self.acked())
+        later = {int(code[len(b"D-CHAOS-"):]) for received in list(self.fake.accepted.values())
+                 for code in CODE.findall(orjson.dumps(received.body))}
+        return {i % PARTITIONS for i in later if i >= first} == set(range(PARTITIONS))
 
     def receipts(self) -> tuple[Counter[Delivery], int]:
         """Requests per expected delivery (the first and every repeat, answered as a replay or not), and the count of
@@ -165,14 +177,29 @@ class NotifyLoad:
         await eventually_async(all_received, timeout=120, interval=0.2, what="every notification received")
         await caught_up(stage.bootstrap, stage.namespace)  # nothing in flight: a resend would have arrived by now
 
+    def repeated_after(self, healed_at: float) -> int:
+        """Requests answered after `healed_at` (epoch seconds) for notifications delivered before it: a worker cut off
+        calling once healed, for what the group had given another meanwhile (the other's drain gives a partition
+        back only once its calls reached the ledger, which its next owner reads first)."""
+        first: dict[str, float] = {}
+        late = 0
+        for key, at in list(self.fake.arrivals):
+            if key not in first:
+                first[key] = at
+            elif first[key] < healed_at <= at:
+                late += 1
+        return late
+
     async def account(self, stage: Stage) -> Counts:
         got, other = self.receipts()
         lost = len(self.expected - set(got))
         repeats = sum(n - 1 for n in got.values())
-        duplicated = max(0, repeats - self.resend_allowance) + other
+        zombie = 0 if stage.healed_at is None else self.repeated_after(stage.healed_at)
+        duplicated = max(0, repeats - zombie - self.resend_allowance) + zombie + other
+        healed = "" if stage.healed_at is None else f", {zombie} of them after the heal (a zombie's: none allowed)"
         return Counts(len(self.expected), lost, duplicated, None,
                       note=f"{self.events} events; {repeats} requests repeated (allowed in flight: "
-                      f"{self.resend_allowance}); {other} other")
+                      f"{self.resend_allowance}){healed}; {other} other")
 
     async def close(self) -> None:
         if self.feeding is not None and not self.feeding.done():

@@ -21,10 +21,13 @@ from typing import Literal, Protocol, runtime_checkable
 
 from tests import naming
 from tests.brokers import OwnBroker
+from tests.chaos.netproxy import NetProxy
 from tests.faults import Cluster, Worker
 from tests.waiting import eventually_async
 
-BrokerKind = Literal["shared", "own", "cluster"]
+BrokerKind = Literal["shared", "own", "proxied", "cluster"]
+"""Where a row runs: the shared broker, a broker of its own, one of its own whose first worker reaches it through a
+proxy the row can cut (`NetProxy`: a network partition), or a 3-node cluster of its own."""
 RESTARTS = "commune_service_restarts_total"
 """Runs a worker's runtime restarted after a Kafka error (a crash loop hidden inside the process): counted in the
 note, and past the row's `max_restarts` a failure. Counted by the line each one logs (`RESTARTING`), in every
@@ -54,9 +57,26 @@ class Stage:
     """What the fault wants the row's note to say (which node it killed, and what that node was)."""
     struck: Worker | None = None
     """The worker the fault picked (`strike`): the one its lift resumes or names a successor after."""
+    proxy: NetProxy | None = None
+    """On a "proxied" broker: the proxy the first worker reaches the broker through."""
+    behind_proxy: list[str] = field(default_factory=list)
+    """The worker started behind `proxy` (`bootstrap_for`)."""
+    healed_at: float | None = None
+    """When the proxy's cut healed (epoch seconds): what the worker cut off does from then on, the broker or the load
+    must fence."""
+
+    def bootstrap_for(self, name: str) -> str:
+        """The bootstrap of a worker the load starts: through the proxy for the row's first worker on a "proxied"
+        broker (its clients then stay behind it, reconnecting to the address the broker advertises there), the broker
+        itself for every other (the load's sender and checker use `bootstrap`)."""
+        if self.proxy is None or self.behind_proxy:
+            return self.bootstrap
+        self.behind_proxy.append(name)
+        return self.proxy.address
 
     def live(self) -> list[Worker]:
-        """Workers that can work now: neither ended nor paused. One that exited unbidden is noted and replaced."""
+        """Workers that can work now: neither ended, paused nor cut off. One that exited unbidden is noted and
+        replaced."""
         for w in list(self.workers):
             code = w.exited_unbidden()
             if code is None:
@@ -240,12 +260,17 @@ async def broker_for(kind: BrokerKind, shared: str, workdir: Path) -> AsyncItera
     if kind == "shared":
         yield Stage(shared, namespace, workdir)
         return
-    if kind == "own":
-        broker = OwnBroker(workdir / "kafka")
+    if kind in ("own", "proxied"):
+        broker = OwnBroker(workdir / "kafka", proxied=kind == "proxied")
+        proxy = None if broker.proxied is None else NetProxy("127.0.0.1", broker.proxied[0], port=broker.proxied[1])
         try:
+            if proxy is not None:
+                await proxy.start()  # before the broker, which advertises its port
             await asyncio.to_thread(broker.start)
-            yield Stage(broker.bootstrap, namespace, workdir, own_broker=broker)
+            yield Stage(broker.bootstrap, namespace, workdir, own_broker=broker, proxy=proxy)
         finally:
+            if proxy is not None:
+                await proxy.close()
             await asyncio.to_thread(_keep, broker.state / "logs" / "server.log", workdir / "broker.server.log")
             await asyncio.to_thread(broker.remove)
         return

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from services.notify.fake_providers import Received
 from tests.chaos.__main__ import chosen
-from tests.chaos.injections import FreezeBroker, alone, held_roles
+from tests.chaos.injections import FreezeBroker, PartitionWorker, alone, held_roles
 from tests.chaos.matrix import MATRIX, NAMES
 from tests.chaos.metrics import off
-from tests.chaos.scenario import Counts, RecoversAfterLift, Row
+from tests.chaos.notify import NotifyLoad
+from tests.chaos.scenario import Counts, RecoversAfterLift, Row, Stage
 from tests.chaos.table import HEADER, cells, render
+from tests.cluster.tools import Feeder
 
 pytestmark = pytest.mark.unit
 
@@ -69,13 +74,15 @@ def test_rows_allow_restarts_only_where_their_fault_ends_runs_by_design() -> Non
     """The broker restart of intake and metrics (a transaction fails), the SIGSTOP of every service (metrics' and
     notify's wake stalled; intake's, when the pause caught a transaction, has it refused by the group), a join
     meeting a group coordinator's failover (a drain past its session), and a frozen broker under intake and metrics
-    (the transaction it caught is given up past its timeout; intake's next start may fail as the broker wakes) end
-    runs by design (README's chaos section); every other row allows none (notify rides a broker restart and a freeze
-    out)."""
+    (the transaction it caught is given up past its timeout; intake's next start may fail as the broker wakes), and
+    a network partition of one intake or metrics worker (its transaction given up, its changelog writers fenced) end
+    runs by design (README's chaos section); every other row allows none (notify rides a broker restart, a freeze
+    and a partition out)."""
     allowed = {s.name: s.max_restarts for s in MATRIX if s.max_restarts}
     assert allowed == {"intake-broker-restart": 10, "metrics-broker-restart": 10, "metrics-sigstop": 2,
                        "notify-sigstop": 2, "intake-sigstop": 2, "intake-group-coordinator-kill-join": 2,
-                       "intake-broker-freeze": 4, "metrics-broker-freeze": 2}
+                       "intake-broker-freeze": 4, "metrics-broker-freeze": 2, "intake-partition": 2,
+                       "intake-partition-short": 2, "metrics-partition": 2}
 
 
 def test_broker_freezes_are_slow_rows_on_a_broker_of_their_own_within_the_budget() -> None:
@@ -87,6 +94,60 @@ def test_broker_freezes_are_slow_rows_on_a_broker_of_their_own_within_the_budget
         assert s.broker == "own" and not s.fast and s.budget_s <= 300, s.name
         assert s.recover_s > s.fault.seconds and isinstance(s.fault, RecoversAfterLift)
     assert not any(isinstance(s.fault, RecoversAfterLift) for s in MATRIX if s not in freezes)
+
+
+def test_network_partitions_are_slow_rows_behind_a_proxy_of_their_own_broker() -> None:
+    """A partition cuts one of two workers off a broker of the row's own, through its proxied listener: a row per
+    service (intake's twice: healed past and short of its transaction timeout), never in `make test`'s fast set, each
+    within 300 s; the cut lasts past the rows' 6 s session timeout."""
+    cuts = [s for s in MATRIX if isinstance(s.fault, PartitionWorker)]
+    assert {s.name for s in cuts} == {"intake-partition", "intake-partition-short", "notify-partition",
+                                      "metrics-partition"}
+    for s in cuts:
+        assert isinstance(s.fault, PartitionWorker)
+        assert s.broker == "proxied" and not s.fast and s.budget_s <= 300, s.name
+        assert s.fault.seconds > 6 and s.fault.mode == "blackhole"
+        assert getattr(s.load(), "workers", 0) == 2, f"{s.name}: a partition of one worker needs another to take over"
+    assert not any(s.broker == "proxied" for s in MATRIX if s not in cuts)
+
+
+async def test_notify_progress_in_every_partition_needs_an_event_sent_later_in_each(tmp_path: Path) -> None:
+    """With `every_partition`, deliveries of events sent before progress was first asked for do not count (a worker
+    cut off may still have made those calls), nor later ones in only some partitions: one in each is progress."""
+    load = NotifyLoad(spread=True, every_partition=True)
+    load.feeder = Feeder("127.0.0.1:1", [], per_second=1, acked=12)
+    stage = Stage("127.0.0.1:1", "ns", tmp_path)
+
+    def delivered(*indices: int) -> None:
+        for i in indices:
+            load.fake.accepted[f"k{i}"] = Received(f"k{i}", "/sms", {"text": f"D-CHAOS-{i}"}, 0.0)
+
+    delivered(*range(12))  # every partition, all sent before
+    assert not await load.progressed(stage, since=1.0)
+    delivered(12, 13, 14, 15, 16)  # partitions 0-4
+    assert not await load.progressed(stage, since=1.0)
+    load.feeder.acked = 18
+    delivered(17)  # partition 5, sent after progress was first asked for on this clock
+    assert await load.progressed(stage, since=1.0)
+    assert not await load.progressed(stage, since=2.0)  # a later clock counts from what was sent by then
+
+
+async def test_a_notify_request_repeated_after_the_heal_is_a_duplicate_beyond_any_allowance(tmp_path: Path) -> None:
+    """A notification delivered before the heal and requested again after it was called by the worker cut off (the
+    group gave its partition to another meanwhile): a duplicate, whatever the row allows in flight; repeats before the
+    heal (in flight when the cut came, sent again by the next owner) stay within the allowance."""
+    load = NotifyLoad(events=2, resend_allowance=40)
+    load.expected = {("sms", "D-CHAOS-0"), ("sms", "D-CHAOS-1")}
+    for i, times in enumerate(([1.0, 2.0], [3.0, 12.0, 13.0])):
+        key = f"k{i}"
+        load.fake.accepted[key] = Received(key, "/sms", {"text": f"D-CHAOS-{i}"}, times[0])
+        load.fake.successes[key], load.fake.replays[key] = 1, len(times) - 1
+        load.fake.arrivals.extend((key, at) for at in times)
+    stage = Stage("127.0.0.1:1", "ns", tmp_path)
+    assert (await load.account(stage)).duplicated == 0  # no partition: 3 repeats within the allowance
+    stage.healed_at = 10.0
+    counts = await load.account(stage)
+    assert (counts.lost, counts.duplicated) == (0, 2) and "2 of them after the heal" in counts.note
 
 
 def test_table_has_one_line_per_row_with_its_counts_or_failure() -> None:

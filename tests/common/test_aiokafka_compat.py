@@ -136,3 +136,41 @@ async def test_a_commit_given_up_on_fails_quietly_once_patched(monkeypatch: pyte
     aiokafka_compat.retrieve_cancelled_commits()
     aiokafka_compat.retrieve_cancelled_commits()  # idempotent
     assert await _commit_given_up(monkeypatch) == []
+
+
+async def _heartbeat(error_code: int) -> object:
+    """One heartbeat of a group coordinator (only what `_do_heartbeat` reads, no client) answered with `error_code`;
+    what `heard_at` says of its consumer afterwards."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    async def answer(request: object) -> object:
+        return SimpleNamespace(error_code=error_code)
+
+    coordinator = GroupCoordinator.__new__(GroupCoordinator)
+    for name, value in {"group_id": "g", "generation": 3, "member_id": "m", "coordinator_id": 1,
+                        "_send_req": answer, "_rejoin_needed_fut": asyncio.get_running_loop().create_future(),
+                        "_coordinator_dead_fut": asyncio.get_running_loop().create_future()}.items():
+        setattr(coordinator, name, value)
+    await coordinator._do_heartbeat()
+    return aiokafka_compat.heard_at(SimpleNamespace(_coordinator=coordinator))
+
+
+async def test_a_heartbeat_answered_as_a_members_is_noted_once_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """chaos notify-partition: aiokafka keeps no account of when a consumer's group last answered it as a member, so
+    a consumer cut off from the broker could not tell that it may have been evicted. With `track_heard` (every
+    consumer, `clients.consumer`), a heartbeat answered with no error (or a rebalance under way) notes when it was
+    sent; one answered "unknown member" does not."""
+    import time
+
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.errors import NoError, RebalanceInProgressError, UnknownMemberIdError
+
+    monkeypatch.setattr(GroupCoordinator, "_do_heartbeat", aiokafka_compat._original_do_heartbeat)
+    assert await _heartbeat(NoError.errno) is None  # the finding: nothing kept
+    aiokafka_compat.track_heard()
+    aiokafka_compat.track_heard()  # idempotent
+    before = time.monotonic()
+    heard = await _heartbeat(NoError.errno)
+    assert isinstance(heard, float) and before <= heard <= time.monotonic()
+    assert isinstance(await _heartbeat(RebalanceInProgressError.errno), float)
+    assert await _heartbeat(UnknownMemberIdError.errno) is None

@@ -19,7 +19,7 @@ from services.notify import metrics
 from services.notify.app import NotifyApp, _consumer_of
 from services.notify.jobs import Revoked
 from services.notify.offsets import COMMIT_TIMEOUT_S
-from services.notify.rebalance import Fence, Readiness
+from services.notify.rebalance import Fence, Readiness, known_members
 from services.notify.settings import NotifySettings
 
 pytestmark = pytest.mark.unit
@@ -95,6 +95,42 @@ async def test_a_call_waits_for_the_consumer_its_job_came_from_only() -> None:
     assert await _entered(fence, ROUTINE) and not await _entered(fence, URGENT)
     readiness.assigned("urgent")
     assert await _entered(fence, URGENT) and await _entered(fence, None)
+
+
+async def test_a_call_waits_while_its_group_may_have_moved_on_without_it() -> None:
+    """chaos notify-partition: a worker cut off from the broker past its session, once healed, called providers for
+    records a fetch had brought just before the cut, of partitions the group had given its other worker meanwhile (2
+    to 10 requests a run, every run), before its heartbeat was answered (no member) and long before the revocation.
+    Now a call of a consumer's jobs waits while its group has not answered it as a member for `heard_limit_s`, or has
+    answered that it is none; a call already inside is revoked at its next check; the other consumer's calls go on;
+    once the group answers it as a member again, the held call goes."""
+    now = [100.0]
+    coordinators = {name: SimpleNamespace(group_id="g", generation=4, member_id=f"m-{name}", _commune_heard_at=99.0)
+                    for name in ("routine", "urgent")}
+    consumers = {name: SimpleNamespace(_coordinator=c) for name, c in coordinators.items()}
+    readiness = Readiness(Health("notify"), ("routine", "urgent"))
+    readiness.assigned("routine")
+    readiness.assigned("urgent")
+    member = known_members(consumers, heard_limit_s=4.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    fence = Fence(readiness, StallWatch(60), partial(_consumer_of, {ROUTINE.topic}, {URGENT.topic}), member)
+    assert await _entered(fence, ROUTINE) and await _entered(fence, URGENT)
+    coordinators["urgent"]._commune_heard_at = 104.0  # the urgent consumer's heartbeats are answered, not the other's
+    now[0] = 104.5  # cut off: the routine consumer's heartbeat waits out its request timeout
+    assert not await _entered(fence, ROUTINE) and not await _entered(fence, None)
+    assert await _entered(fence, URGENT)
+    with pytest.raises(Revoked):
+        fence.check(ROUTINE)
+    held = asyncio.ensure_future(fence.enter(ROUTINE))
+    await asyncio.sleep(0.05)
+    coordinators["routine"].generation, coordinators["routine"].member_id = -1, ""  # healed: "no member"
+    coordinators["routine"]._commune_heard_at = 104.6
+    await asyncio.sleep(0.25)
+    assert not held.done()
+    coordinators["routine"].generation, coordinators["routine"].member_id = 5, "m-routine-2"  # rejoined
+    async with asyncio.timeout(1):
+        await held
+    fence.leave(ROUTINE)
+    fence.check(ROUTINE)
 
 
 async def test_a_revocation_drains_its_own_consumers_calls_not_the_others() -> None:
