@@ -34,7 +34,7 @@
   session lost only once a heartbeat is answered: cut off from the broker, a heartbeat waits out its request timeout
   (40 s or more), and the consumer goes on as a member throughout. `track_heard` notes, on each group coordinator,
   when a heartbeat that was answered as a member's was sent, and when a join completed (`heard_at`): a consumer not
-  heard for nearly a session may have been evicted (notify's fence, ADR 0012).
+  heard for nearly a session may have been evicted (notify's fence, ADR 0046).
 
 `tests/common/test_aiokafka_compat.py` fails when the pinned version changes, so
 whoever upgrades aiokafka re-checks this module.

@@ -158,5 +158,5 @@ class ConsumerSettings(ServiceSettings):
 
     def heard_limit_s(self) -> float:
         """A consumer its group has not answered as a member for longer than this may have been evicted (cut off
-        from the broker: `aiokafka_compat.heard_at`, ADR 0012): a heartbeat's interval short of the session."""
+        from the broker: `aiokafka_compat.heard_at`, ADR 0046): a heartbeat's interval short of the session."""
         return (self.session_timeout_ms - self.heartbeat_interval_ms) / 1000
