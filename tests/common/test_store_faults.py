@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+from aiokafka import ConsumerRecord
 from rocksdict import Rdict
 from structlog.testing import capture_logs
 
@@ -21,11 +22,13 @@ from schemas.events import Family
 from services.common import rocks, runtime
 from services.common.logging import error_fields
 from services.common.runtime import Supervisor
-from services.common.settings import ServiceSettings
+from services.common.settings import KafkaConnection, ServiceSettings
 from services.intake.decide import Decider, allow_all
 from services.intake.dedup import SeenIds
+from services.metrics import ownership
 from services.metrics.partition import PartitionState
 from services.metrics.store import as_mapping
+from services.metrics.topics import Names
 from services.privacy import disk
 from services.privacy import disk_rows as rows
 from services.privacy.disk import DiskKeys
@@ -145,3 +148,30 @@ def test_a_kept_key_store_found_damaged_starts_over_at_the_next_start(tmp_path: 
         table.close()
     crashed = next(e for e in logs if e["event"] == "service.crashed")
     assert (crashed["file"], crashed["reason"]) == (str(sst), "Corruption: block checksum mismatch")
+
+
+async def test_a_metrics_restore_on_a_full_disk_ends_not_skips_every_state(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore whose store stopped taking writes raises `StoreFault`: before, each changelog record after was
+    skipped (`metrics.restore_skipped`) and the worker went on without those states: missing from its figures, and
+    each entity's next event taken for its first."""
+    state_key, state = PartitionState(0, {}).apply(lifecycle("D-7")[0]) or (b"", b"")
+    records = [ConsumerRecord("changelog", 0, 0, 0, 0, state_key, state, None, len(state_key), len(state), [])]
+
+    async def read_to_end(conn: object, topic: str, partitions: list[int], apply: Callable[..., None],
+                          **_: object) -> int:
+        for record in records:
+            apply(0, record)
+        return len(records)
+
+    class Writer:
+        async def start(self) -> None:
+            return None
+
+    with failed_store(tmp_path / "store") as (db, _):
+        monkeypatch.setattr(ownership, "read_to_end", read_to_end)
+        monkeypatch.setattr(ownership.store, "open_fresh", lambda path: db)
+        owner = ownership.Ownership(KafkaConnection(), Names(""), tmp_path, "test", new_writer=lambda p: Writer())
+        with pytest.raises(Exception, match="File too large") as raised:  # (its type below)
+            await owner._restore([0])
+    assert type(raised.value).__name__ == "StoreFault"
