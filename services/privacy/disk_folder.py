@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
 
-from services.common import rocks
+from services.common import rocks, store_faults
 from services.common.logging import error_fields
 from services.common.run_folder import RunFolder, remove_orphans
 from services.privacy import crypto
@@ -122,7 +122,7 @@ class StoreFolder:
         of expiries an older reader kept is moved to the one by time first (`disk_expiry`)."""
         db: Rdict | None = None
         try:
-            if (damage := _damage(self.path)) is not None:  # a process found it damaged (`rocks.mark_damaged`)
+            if (damage := _damage(self.path)) is not None:  # a process found it damaged (`store_faults.mark_damaged`)
                 raise _Damaged(damage)
             db = Rdict(str(self.path), _options())  # with its write-ahead log (see below)
             stored = db.get(FINGERPRINT)
@@ -154,13 +154,13 @@ class StoreFolder:
         return self.sealer.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], crypto.wrap_aad(subject, key_id))
 
 
-class _Damaged(rocks.StoreFault):
-    """The kept store was found damaged by a process before (its `rocks.DAMAGED` mark and what it said)."""
+class _Damaged(store_faults.StoreFault):
+    """The kept store was found damaged by a process before (its `store_faults.DAMAGED` mark and what it said)."""
 
 
 def _damage(path: Path) -> str | None:
     try:
-        return "found damaged: " + (path / rocks.DAMAGED).read_text().strip()[:100]
+        return "found damaged: " + (path / store_faults.DAMAGED).read_text().strip()[:100]
     except FileNotFoundError:
         return None
 
