@@ -91,6 +91,7 @@ def producer(conn: KafkaConnection, *, client_id: str, **overrides: Any) -> AIOK
         "client_id": client_id, "acks": "all", "enable_idempotence": True, "max_request_size": FETCH_BYTES,
         "partitioner": PARTITIONER,
     }
+    aiokafka_compat.settle_failed_batches()  # a sender dead of a fenced producer leaves no unread failure behind
     return AIOKafkaProducer(**connection_options(conn), **{**options, **overrides})
 
 
