@@ -42,8 +42,8 @@ class Stopping:
         """Handle the stop signals, answering first those that came while the service was starting (`early_stop`)."""
         for sig in STOP_SIGNALS:
             self._loop.add_signal_handler(sig, self._signalled, sig)
-        for sig in early_stop.taken():
-            self._signalled(sig)
+        for early in early_stop.taken():
+            self._signalled(early)
         if stop_at_eof is not None:
             self._fd = stop_at_eof
             self._loop.add_reader(stop_at_eof, self._asked, stop_at_eof)
