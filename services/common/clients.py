@@ -100,6 +100,7 @@ def transactional_producer(conn: KafkaConnection, *, transactional_id: str, clie
     """A transactional producer (not started); starting it fences any earlier producer with the same id. An abort
     after an abortable error reaches the broker (`aiokafka_compat.keep_aborted_transactions`)."""
     aiokafka_compat.keep_aborted_transactions()
+    aiokafka_compat.retrieve_abandoned_offsets()  # offsets refused after their caller gave up: no unread failure
     return producer(conn, client_id=client_id, transactional_id=transactional_id, **overrides)
 
 

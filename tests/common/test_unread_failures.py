@@ -115,3 +115,27 @@ async def test_a_batch_failed_while_backing_off_is_not_put_back(monkeypatch: pyt
     acc.reenqueue(batch)
     assert TP not in getattr(acc, "_batches")  # noqa: B009
     assert isinstance(sent.exception(), KafkaConnectionError)
+
+
+async def test_offsets_refused_after_their_caller_gave_up_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction stuck adding its offsets is cancelled (intake's `TransactionStuck`: aiokafka's shield around the
+    offsets' future is cancelled); the group refuses them once the worker is healed: the refusal, which nobody awaits
+    any more, is not reported at exit."""
+    from aiokafka.producer.transaction_manager import TransactionManager
+
+    from services.common import kip447
+
+    monkeypatch.setattr(TransactionManager, "add_offsets_to_txn", aiokafka_compat._original_add_offsets_to_txn)
+    monkeypatch.setattr(TransactionManager, "error_transaction", TransactionManager.error_transaction)
+    aiokafka_compat.keep_aborted_transactions()  # as every transactional producer (it reads the transaction's waiter)
+    aiokafka_compat.retrieve_abandoned_offsets()
+    aiokafka_compat.retrieve_abandoned_offsets()  # idempotent
+    with unread_reports() as told:
+        producer, txn = fenced_producer()
+        await producer.begin_transaction()
+        adding = asyncio.shield(txn.add_offsets_to_txn({TP: 5}, "g"))  # as `send_offsets_to_transaction` awaits it
+        adding.cancel()  # the caller gave up
+        await asyncio.sleep(0)  # the shield lets go of the offsets' future
+        txn.error_transaction(kip447.GroupFenced("refused"))  # the group's answer, later
+        del producer, txn, adding
+    assert told == []
