@@ -41,26 +41,24 @@ class TransactionLost(KafkaError):
 async def transaction(producer: AIOKafkaProducer) -> AsyncIterator[None]:
     """`producer.transaction()` (an exception inside aborts it), with aiokafka's `IllegalOperation` raised as
     `TransactionLost`, and the failure of a producer that died under it read (`_read_fatal`)."""
-    raised: BaseException | None = None
     try:
         async with producer.transaction():
-            try:
-                yield
-            except BaseException as exc:
-                raised = exc
-                raise
+            yield
     except IllegalOperation as exc:
+        _read_fatal(producer, exc)
         raise TransactionLost(f"the transaction ended under its sends ({exc})") from None
-    finally:
-        _read_fatal(producer, raised)
+    except BaseException as exc:
+        _read_fatal(producer, exc)
+        raise
+    _read_fatal(producer, None)
 
 
 def _read_fatal(producer: AIOKafkaProducer, raised: BaseException | None) -> None:
     """A producer whose sender died (fenced: `ProducerFenced`) holds that error in its transaction's waiter, which
     aiokafka's transaction leaves unread when it ends in that state (no abort is possible): asyncio logged "Future
     exception was never retrieved" at exit, after the error had ended the run already (5 of 10 chaos
-    `intake-partition` runs). Read here: quietly when the transaction raised it (or a copy: each send has its own),
-    else logged as what it is, since nothing else says it."""
+    `intake-partition` runs). Read here: quietly when the transaction raised it, from inside or from its commit or
+    abort (or a copy: each send has its own), else logged as what it is, since nothing else says it."""
     txn: Any = getattr(producer, "_txn_manager", None)  # private in aiokafka 0.14 (pinned: aiokafka_compat)
     if not callable(fatal := getattr(txn, "is_fatal_error", None)) or not fatal():  # (a test's producer has none)
         return

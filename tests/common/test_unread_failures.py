@@ -82,6 +82,19 @@ async def test_a_fence_the_transaction_did_not_raise_is_logged_as_what_it_is() -
     assert [(e["error"], e["raised"]) for e in said] == [("ProducerFenced", "SendFailed")]
 
 
+async def test_a_fence_its_commit_raised_is_read_quietly() -> None:
+    """The producer fenced while committing (EndTxn answered so: the fence reaches the caller from the commit) is
+    neither reported at exit nor logged again (chaos: `transaction.producer_failed` said it with `raised` None)."""
+    with unread_reports() as told, capture_logs() as logs:
+        producer, txn = fenced_producer()
+        with pytest.raises(ProducerFenced):
+            async with transactions.transaction(producer):
+                asyncio.get_running_loop().call_soon(die_fenced, producer, txn)  # while the commit waits
+        del producer, txn
+    assert told == []
+    assert [e for e in logs if e["event"] == "transaction.producer_failed"] == []
+
+
 def accumulator() -> MessageAccumulator:
     producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
     acc: MessageAccumulator = getattr(producer, "_message_accumulator")  # noqa: B009
