@@ -65,6 +65,9 @@ EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
 PORTAL_TIMES = frozenset(FIELD_NAMES[f] for f in ("submitted_at", "received_at", "due_at", "ended_at", "returned_at",
                                                    "rejected_at"))
 """The portal's time fields (yyyyMMddHHmmss, 14 digits): a valid time there is shown as it is."""
+NAMING_FIELDS = frozenset({"id", "subject", "source", "dossier_code", FIELD_NAMES["dossier_code"]})
+"""Members that name an event or a dossier: masked as `trace` masks such a name (`names_masked`), so a dossier code's
+digit groups (`TL-251101-0001`) are shown, and `tail` shows the code `trace` is then asked for."""
 
 
 def is_sealed_token(value: Any) -> bool:
@@ -112,6 +115,8 @@ def _mask(field: str, value: Any) -> Any:
 
 def _leaf(name: str | None, value: Any) -> Any:
     if isinstance(value, str):
+        if name in NAMING_FIELDS:
+            return names_masked(value)
         return value if name in PORTAL_TIMES and portal_time(value) else personal_numbers_masked(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and PERSONAL_NUMBER.search(str(value)):
         return personal_numbers_masked(str(value))

@@ -50,6 +50,9 @@ SinceOpt = Annotated[str | None, typer.Option("--since", help="Given up at or af
                                                                  "or time (naive = Vietnam time)")]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="Given up at or before (the same forms; "
                                                               "a date alone: to its end)")]
+RecipientOpt = Annotated[str | None, typer.Option("--recipient", help="Whom it was for, as list shows it: "
+                                                                      "subscriber:<name> (a webhook subscriber), "
+                                                                      "officer:cb-17")]
 
 
 class Listing(NamedTuple):
@@ -100,10 +103,11 @@ async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLett
                              redrive)
 
 
-def _filters(reason: str | None, channel: ChannelKind | None, since: str | None, until: str | None) -> NotifyFilters:
+def _filters(reason: str | None, channel: ChannelKind | None, since: str | None, until: str | None,
+             recipient: str | None) -> NotifyFilters:
     try:
         return NotifyFilters(reason, channel, moment(since) if since else None,
-                             moment(until, day_end=True) if until else None)
+                             moment(until, day_end=True) if until else None, recipient)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since/--until") from None
 
@@ -121,14 +125,15 @@ def _table(letters: list[NotifyLetter], replayed_at: set[str], now: datetime) ->
 
 @app.command("list")
 def list_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt = None, until: UntilOpt = None,
+          recipient: RecipientOpt = None,
           as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
           bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "",
           show_personal_data: ShowPersonalData = False) -> None:
     """List notify's dead letters matching the filters: why each was given up and whether it can be sent again.
     Contacts are never shown (the letters hold none in clear); recipients are references such as officer:cb-01. A
     personal number or e-mail in an event's id (a producer's choice) is masked, as `trace` and `dlq list` mask it."""
-    topic, letters, done, unreadable = asyncio.run(notify_letters(connection(bootstrap), namespace,
-                                                                  _filters(reason, channel, since, until)))
+    filters = _filters(reason, channel, since, until, recipient)
+    topic, letters, done, unreadable = asyncio.run(notify_letters(connection(bootstrap), namespace, filters))
     at = {d.position for d in letters if is_replayed(done, topic, d.partition, d.offset, d.digest)}
     now = datetime.now(UTC)
     if as_json:
@@ -150,7 +155,7 @@ def list_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt 
 
 @app.command("replay")
 def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOpt = None, until: UntilOpt = None,
-            dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+            recipient: RecipientOpt = None, dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
             bootstrap: Bootstrap = DEFAULT_BOOTSTRAP, namespace: Namespace = "") -> None:
     """Send matching dead letters again, once the cause is mended (a subscriber's secret, a provider's account):
     each under a new id, through commune.notify.replays, to the worker owning its commune, emergencies (storm
@@ -159,7 +164,8 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
     (`retries_exhausted:...`, a timeout say) keeps the original's Idempotency-Key: a provider that has it answers it
     as a repeat instead of sending it twice (counted, said)."""
     conn = connection(bootstrap)
-    topic, letters, done, _ = asyncio.run(notify_letters(conn, namespace, _filters(reason, channel, since, until)))
+    filters = _filters(reason, channel, since, until, recipient)
+    topic, letters, done, _ = asyncio.run(notify_letters(conn, namespace, filters))
     now = datetime.now(UTC)
     fresh = [d for d in letters if not is_replayed(done, topic, d.partition, d.offset, d.digest)]
     todo = [d for d in fresh if why_not(d, now) is None]

@@ -35,6 +35,8 @@ class NotifyFilters:
     channel: ChannelKind | None = None
     since: datetime | None = None
     until: datetime | None = None
+    recipient: str | None = None
+    """A recipient's reference, whole: `subscriber:<name>` (a webhook subscriber), `officer:cb-17`."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def matches(d: NotifyLetter, f: NotifyFilters) -> bool:
     return ((f.reason is None or d.reason == f.reason or d.reason.startswith(f"{f.reason}:"))
             and (f.channel is None or d.request.channel is f.channel)
             and (f.since is None or d.rejected_at >= to_utc(f.since))
-            and (f.until is None or d.rejected_at <= to_utc(f.until)))
+            and (f.until is None or d.rejected_at <= to_utc(f.until))
+            and (f.recipient is None or d.request.recipient.ref == f.recipient))
 
 
 def why_not(d: NotifyLetter, now: datetime) -> str | None:

@@ -7,6 +7,7 @@ reached stderr through `logging.lastResort`, tracebacks whole with the exception
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -162,8 +163,8 @@ def error_fields(exc: BaseException) -> dict[str, str]:
     """The fields an exception is logged with: `error` (its type) and `where` (`file:line`s); `message` as well for a
     `SafeMessage`; `topics` for a write or read the broker refused (a topic name is no personal data: the operator
     needs it to mend the ACL); `file` and `reason` (the system's fixed text, "No such file or directory") for an
-    `OSError` about a file: the files a service opens are those its settings name and its state folders, never a
-    name from input."""
+    `OSError` about a file, and for a RocksDB store's disk fault (`store_fault`): the files a service opens are those
+    its settings name and its state folders, never a name from input."""
     fields = {"error": type(exc).__name__, "where": where(exc)}
     if isinstance(exc, TopicAuthorizationFailedError) and (topics := refused_topics(exc)):
         fields["topics"] = topics
@@ -172,7 +173,34 @@ def error_fields(exc: BaseException) -> dict[str, str]:
     elif isinstance(exc, OSError) and exc.filename is not None:
         fields["file"] = os.fsdecode(exc.filename)
         fields["reason"] = exc.strerror or ""
+    elif (fault := store_fault(exc)) is not None:
+        fields["file"], fields["reason"] = fault
     return fields
+
+
+_STORE_STATUSES = ("IO error: ", "Corruption: ")
+"""How RocksDB's text of a failed disk operation begins (rocksdict raises it as a bare `Exception`)."""
+_STORE_FILE = re.compile(r"(/[^\s:,]+)")
+_FIXED = re.compile(r"[A-Za-z][A-Za-z ]*")
+_OS_REASONS = sorted({os.strerror(n) for n in errno.errorcode}, key=len, reverse=True)
+
+
+def store_fault(exc: BaseException) -> tuple[str, str] | None:
+    """(file, reason) of a RocksDB store's disk fault (full, unwritable, damaged), None for anything else: the
+    store's file, or "?" (a state folder's, never a name from input), and the status with the system's or RocksDB's
+    fixed text ("IO error: File too large", "Corruption: block checksum mismatch"), never the rest of the message.
+    Before, a full disk ended a service with `error=Exception` and a place, nothing naming the folder or the cause."""
+    text = str(exc) if type(exc) is Exception else ""
+    status = next((s for s in _STORE_STATUSES if text.startswith(s)), None)
+    if status is None:
+        return None
+    files = _STORE_FILE.findall(text)
+    rest = text[len(status):]
+    cause = next((r for r in _OS_REASONS if r in rest), None)
+    if cause is None:
+        fixed = _FIXED.match(rest)
+        cause = fixed.group(0).strip() if fixed is not None else ""
+    return files[-1] if files else "?", f"{status}{cause}"
 
 
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")

@@ -12,7 +12,45 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteOptions
 
+from services.common.logging import SafeMessage, store_fault
+
 WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+class StoreFault(SafeMessage):
+    """A store's disk failed it (full, unwritable, a damaged file): no record's bug, so never dead-lettered as one.
+    Raised out of the catch-alls that keep one record from stopping a partition (before, with the disk full every
+    record after was dead-lettered `internal_error`, its offset committed: metrics counted none of them), it ends the
+    process (exit 1) with the file and the cause (`logging.store_fault`), as other faults no restart mends."""
+
+
+def raise_if_fault(exc: BaseException) -> None:
+    """Raise `StoreFault` from `exc` if `exc` is a store's disk fault; else return (the caller's catch-all goes on)."""
+    if (fault := store_fault(exc)) is not None:
+        raise StoreFault("store failed: {1} ({0})".format(*fault)) from exc
+
+
+DAMAGED = "DAMAGED"
+"""A file left in a store's folder by a process that found the store damaged (`mark_damaged`): a store kept across
+restarts is started over, never trusted, at its next open (the privacy key store's, ADR 0034)."""
+
+
+def mark_damaged(exc: BaseException) -> Path | None:
+    """The folder of the store `exc` (or what caused it) found damaged, marked `DAMAGED`; None if it is no damage,
+    or the mark cannot be written. A block damaged within a file opens without complaint, so a kept store was kept at
+    every start and raised at every read of that block (a crash loop, or each record it met dead-lettered)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        fault = store_fault(seen)
+        if fault is not None and fault[1].startswith("Corruption") and fault[0] != "?":
+            folder = Path(fault[0]).parent
+            try:
+                (folder / DAMAGED).write_text(fault[1] + "\n")
+            except OSError:
+                return None
+            return folder
+        seen = seen.__cause__
+    return None
 
 
 def options() -> Options:

@@ -45,7 +45,7 @@ import uvloop
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from services.common import certificates, http, probe, telemetry
+from services.common import certificates, http, probe, rocks, telemetry
 from services.common.health import Health
 from services.common.logging import configure, error_fields
 from services.common.permanent import PERMANENT
@@ -271,5 +271,8 @@ def _crashed(service: str, exc: BaseException) -> None:
     while isinstance(inner, BaseExceptionGroup):
         inner = inner.exceptions[0]
     log.critical("service.crashed", service=service, **error_fields(inner))
+    if (folder := rocks.mark_damaged(inner)) is not None:
+        log.error("service.store_damaged", service=service, folder=str(folder),
+                  effect="marked: a store kept across restarts starts over from Kafka at the next start")
     log.debug("service.crash_traceback", exc_info=inner)
     sys.exit(1)

@@ -119,5 +119,6 @@ def responses() -> dict[int | str, dict[str, Any]]:
                  "retry later, with the same Idempotency-Key if the request had one"),
         503: err("Kafka is unavailable; nothing was published (`broker_unavailable`); or (`busy`) the gateway is "
                  "reading as many signed bodies, their signatures not yet checked, or holds as many request bodies "
-                 "in all, as it may: the rest of the body is not read and the connection is closed", **retry),
+                 "in all, as it may, or has no room on its disk for this one: the rest of the body is not read and "
+                 "the connection is closed", **retry),
     }

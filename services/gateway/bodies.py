@@ -15,10 +15,16 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Literal, Protocol
 
+import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
+from services.common.sparse import Sparse
 from services.gateway.ratelimit import Budget, Over
+
+log = structlog.get_logger("gateway")
+_SPOOL_FAILURES = Sparse()
+"""`gateway.body_spool_failed` lines: one per cause every `sparse.EVERY_S` (a full disk fails every large body)."""
 
 SPILL_BYTES = 1024 * 1024
 """One body holds at most this in memory while it arrives."""
@@ -67,15 +73,22 @@ class Spool:
             self._file.close()
 
     def write(self, chunk: bytes) -> None:
-        if self._file is None:
-            if self._in_memory + len(chunk) <= SPILL_BYTES and self._memory.take(len(chunk)) is None:
-                self._parts.append(chunk)
-                self._in_memory += len(chunk)
-                return
-            self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `__exit__`, with the spool)
-            self._file.writelines(self._parts)
-            self._forget_parts()
-        self._file.write(chunk)
+        if self._file is None and self._in_memory + len(chunk) <= SPILL_BYTES and self._memory.take(len(chunk)) is None:
+            self._parts.append(chunk)
+            self._in_memory += len(chunk)
+            return
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `__exit__`, with the spool)
+                self._file.writelines(self._parts)
+                self._forget_parts()
+            self._file.write(chunk)
+        except OSError as exc:  # the temporary folder full or unwritable: the gateway has no room for the body (503
+            # busy, retry later), no bug (before: 500 internal_error, alerted as one, logged `OSError` and a place)
+            if (records := _SPOOL_FAILURES.due(exc.errno)) is not None:
+                log.error("gateway.body_spool_failed", folder=tempfile.gettempdir(), reason=exc.strerror or "",
+                          records=records, effect="answered 503 busy")
+            raise Unadmitted("held", "total") from exc
 
     def read(self) -> bytes:
         """The whole body, loaded (once the spool is closed, it no longer counts against `memory`)."""

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from schemas.deadletter import DeadLetterContext, Reason, Rejection, internal_error
 from schemas.events import Family
+from services.common import rocks
 from services.intake.normalise import normalise, seal_accepted
 from services.intake.outcome import Accepted
 from services.privacy.keyring import Keyring
@@ -68,6 +69,7 @@ class Decider:
         try:
             return self._decide(value, headers, offset, written_at)
         except Exception as exc:  # a bug met by one record: dead-letter it, go on with the next
+            rocks.raise_if_fault(exc)  # (the key store's disk failing is no record's bug: the process ends)
             r = internal_error(exc)
             return self._dead_letter(r.reason, r.field, r.message, offset)
 

@@ -17,6 +17,7 @@ import orjson
 from pydantic import Field, TypeAdapter, ValidationError
 
 from schemas import limits, trace, wire
+from schemas import portal as portal_shape
 from schemas.admin import commune_provinces
 from schemas.deadletter import Reason, internal_error
 from schemas.dossier import DossierData, DossierStatusChanged, OpenedApplicant
@@ -104,6 +105,7 @@ def _structured_fast(value: bytes, family: Family) -> Event | None:
     return event if "type" in event.model_fields_set else None
 
 
+PORTAL_CODE: Final = portal_shape.FIELD_NAMES["dossier_code"]
 PASSED_OVER: Final = frozenset({"partitionkey", "dataschema", "tracestate"})
 """CloudEvents attributes a structured record may carry that the canonical event does not (the binary path passes
 over any `ce_*` header it does not know, as these): the SDKs' Kafka key mapper writes `partitionkey` (the canonical
@@ -117,7 +119,10 @@ JSON_MEDIA_TYPE = re.compile(r"application/json\s*(?:;\s*charset\s*=\s*\"?utf-8\
 def _structured(obj: dict[str, Any], family: Family) -> Outcome:
     event_type = obj.get("type")
     if not isinstance(event_type, str):
-        return reject(Reason.MISSING_FIELD, "type", "type: a CloudEvents `type` string is required")
+        # a portal dossier sent as another family (`?family=mobile-team`, its topic): say what it is (walkthrough)
+        hint = (f"; this record has the portal's dossier shape ({PORTAL_CODE}), which only the dossier family "
+                f"takes, not {family.value}: send it as a dossier") if portal.is_portal_shape(obj) else ""
+        return reject(Reason.MISSING_FIELD, "type", f"type: a CloudEvents `type` string is required{hint}")
     if bad := _family_check(event_type, family):
         return bad
     if not PASSED_OVER.isdisjoint(obj):

@@ -25,6 +25,7 @@ from rocksdict import Rdict
 
 from schemas import wire
 from schemas.deadletter import Reason, Rejection
+from services.common import rocks
 from services.common.changelog import read_to_end
 from services.common.lag import LagGauge
 from services.common.settings import KafkaConnection
@@ -168,6 +169,7 @@ class Ownership:
             try:
                 parts[partition].restore(record.key, record.value, received_at(record.timestamp, clock_ms))
             except Exception as exc:  # one unreadable state must not make every restore (and so the worker) fail
+                rocks.raise_if_fault(exc)  # (the store's disk failing is no state's: every state after was skipped)
                 telemetry.RESTORE_SKIPPED.inc()
                 log.error("metrics.restore_skipped", partition=partition, offset=record.offset,
                           error=type(exc).__name__)

@@ -15,6 +15,7 @@ import orjson
 
 from schemas.admin import commune_provinces
 from schemas.deadletter import Reason, Rejection, internal_error
+from services.common import rocks
 from services.metrics.aggregate import CommuneTotals, EntityState
 from services.metrics.handlers import HANDLERS, Decoded
 from services.metrics.state import (
@@ -128,6 +129,7 @@ class PartitionState:
         try:
             return self.apply(event, believed_until_us, received_ms)
         except Exception as exc:  # a bug met by one event must not stop the partition
+            rocks.raise_if_fault(exc)  # (the store's disk failing is no event's bug: the process ends)
             return internal_error(exc)
 
     def restore(self, key: bytes, value: bytes | None, received_ms: int = 0) -> None:

@@ -16,6 +16,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from schemas.notification import ChannelKind, NotificationRequest, Outcome
+from services.common import rocks
 from services.notify import metrics
 from services.notify.channels.base import Channel, DeliveryError, FellBack, Receipt, compose
 from services.notify.channels.http import UNKNOWN_SUBSCRIBER
@@ -92,6 +93,7 @@ class Sending(Outcomes):
         except KafkaError:  # the key store could not be read: the run restarts, the record is done again
             raise
         except Exception as exc:  # tampered or malformed personal data: this one request is dead-lettered
+            rocks.raise_if_fault(exc)  # (the key store's disk failing is not: the process ends)
             await self._unexpected(job, exc, "unopenable")
             return None
 
@@ -146,6 +148,7 @@ class Sending(Outcomes):
         except KafkaError:  # the fence's stall check before a fallback (`WorkerStalled`): the run restarts, and the
             raise  # next owner sends it (dead-lettered, it would be recorded done and never sent)
         except Exception as exc:  # a bug met by this request (template, client): dead-lettered, the lane goes on
+            rocks.raise_if_fault(exc)
             await self._unexpected(job, exc, "internal_error")
             return
         await self.ledger.record_done(r.notification_id, Outcome.SENT.value)

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteOptions
 
 from services.common import rocks
+from services.common.logging import error_fields
 from services.common.run_folder import RunFolder, remove_orphans
 from services.privacy import crypto
 from services.privacy.disk_expiry import moved_from_the_old_index
@@ -121,6 +122,8 @@ class StoreFolder:
         of expiries an older reader kept is moved to the one by time first (`disk_expiry`)."""
         db: Rdict | None = None
         try:
+            if (damage := _damage(self.path)) is not None:  # a process found it damaged (`rocks.mark_damaged`)
+                raise _Damaged(damage)
             db = Rdict(str(self.path), _options())  # with its write-ahead log (see below)
             stored = db.get(FINGERPRINT)
             if stored == fingerprint and moved_from_the_old_index(db):
@@ -129,8 +132,9 @@ class StoreFolder:
             reason = ("new" if stored is None else "other KEKs" if stored != fingerprint
                       else "an expiry out of bounds (kept before 2026-12-04)")
         except Exception as exc:  # a damaged store is rebuilt from the topics, never trusted
-            reason = f"unreadable ({type(exc).__name__})"
-            log.warning("privacy.key_store_unreadable", error=type(exc).__name__, effect="started over")
+            reason = f"unreadable ({exc if isinstance(exc, _Damaged) else type(exc).__name__})"
+            log.warning("privacy.key_store_unreadable", folder=str(self.path), **error_fields(exc),
+                        effect="started over")
         if db is not None:
             db.close()
         log.info("privacy.key_store_started_over", reason=reason)
@@ -148,6 +152,17 @@ class StoreFolder:
 
     def open_key(self, subject: str, key_id: str, sealed: bytes) -> bytes:
         return self.sealer.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], crypto.wrap_aad(subject, key_id))
+
+
+class _Damaged(rocks.StoreFault):
+    """The kept store was found damaged by a process before (its `rocks.DAMAGED` mark and what it said)."""
+
+
+def _damage(path: Path) -> str | None:
+    try:
+        return "found damaged: " + (path / rocks.DAMAGED).read_text().strip()[:100]
+    except FileNotFoundError:
+        return None
 
 
 def _options() -> Options:

@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from schemas.personal import ERASED_MARK, KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, scoped
-from services.common import changelog, clients
+from services.common import changelog, clients, rocks
 from services.common.logging import where
 from services.common.settings import KafkaConnection
 from services.common.sparse import Sparse
@@ -256,7 +256,8 @@ class KeyStore:
             self._skip(record, exc, type(exc).__name__, str(exc))
         except Exception as exc:  # a bug met by this record (issue 11: no input stops a worker): counted, alerted
             # (InternalErrorDeadLetters), logged by type and place, never its text (it may quote the record), skipped;
-            # never refused for good: a fixed reader gets another chance at it
+            # never refused for good: a fixed reader gets another chance at it; the store's disk failing is no bug of
+            rocks.raise_if_fault(exc)  # the record's: the process ends (skipped, its key was missing from then on)
             self._skip(record, exc, "internal_error", f"{type(exc).__name__} at {where(exc)}")
 
     def _skip(self, record: ConsumerRecord[bytes, bytes], exc: Exception, error: str, message: str) -> None:

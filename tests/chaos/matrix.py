@@ -126,15 +126,18 @@ MATRIX: tuple[Scenario, ...] = (
              budget_s=240),
     Scenario("notify-provider-outage", lambda: NotifyLoad(events=120, per_second=6, mid_stream=10, env=PROBE_SOON),
              ProviderOutage(seconds=15), fast=True, budget_s=180),
+    # progress in every partition (`every_partition`): any delivery was the other worker's own, at once (0.2 s)
     Scenario("notify-sigstop", lambda: NotifyLoad(workers=2, spread=True, events=320, per_second=8, mid_stream=20,
-                                                  env=NOTIFY_FAST_GROUP, resend_allowance=SIGKILL_IN_FLIGHT),
+                                                  env=NOTIFY_FAST_GROUP, resend_allowance=SIGKILL_IN_FLIGHT,
+                                                  every_partition=True),
              PauseWorker(seconds=14), budget_s=200, max_restarts=STALLED_RUNS),
     Scenario("notify-broker-restart", lambda: NotifyLoad(events=240, per_second=8, mid_stream=20),
              RestartBroker(down_s=5), broker="own", budget_s=300),  # its runs ride the outage out: none ends
     frozen("notify-broker-freeze", lambda: NotifyLoad(events=320, per_second=4, mid_stream=20)),  # rides it out
     Scenario("notify-rebalance-storm", lambda: NotifyLoad(spread=True, events=400, per_second=10, mid_stream=20,
                                                           env={"NOTIFY_ROUTINE_WORKERS": "8"},
-                                                          resend_allowance=STORM_KILLS * SIGKILL_IN_FLIGHT),
+                                                          resend_allowance=STORM_KILLS * SIGKILL_IN_FLIGHT,
+                                                          every_partition=True),
              RebalanceStorm(seconds=30), budget_s=240),
     Scenario("notify-sigkill", lambda: NotifyLoad(events=300, per_second=100, mid_stream=80, env=SIGKILL_BURST,
                                                   resend_allowance=SIGKILL_IN_FLIGHT), KillWorker(), budget_s=180),

@@ -130,9 +130,12 @@ def test_a_letter_past_its_expiry_cannot_be_replayed() -> None:
     assert why_not(letter(0, 1, json.dumps(body).encode(), headers()), AT) == "expired"
 
 
-def test_filters_match_a_reason_or_its_start_the_channel_and_the_time() -> None:
+def test_filters_match_a_reason_or_its_start_the_channel_the_time_and_the_recipient() -> None:
     value, _ = letters_of("l-5")[ChannelKind.SMS]
     d = letter(0, 1, value, headers("retries_exhausted:http_503"))
+    ref = d.request.recipient.ref
+    assert matches(d, NotifyFilters(recipient=ref)) and not matches(d, NotifyFilters(recipient="subscriber:prov-08"))
+    assert not matches(d, NotifyFilters(recipient=ref[:-1]))  # whole, not its start: prov-1 is not prov-10
     assert matches(d, NotifyFilters(reason="retries_exhausted"))
     assert matches(d, NotifyFilters(reason="retries_exhausted:http_503"))
     assert not matches(d, NotifyFilters(reason="retries"))
@@ -239,6 +242,6 @@ def test_notify_dlq_until_a_date_alone_takes_that_whole_day() -> None:
     """`notify-dlq --since 2026-12-01 --until 2026-12-01`: that whole day in Vietnam (it stopped at its 00:00)."""
     from services.cli.notify_dlq import _filters
 
-    filters = _filters(None, None, "2026-12-01", "2026-12-01")
+    filters = _filters(None, None, "2026-12-01", "2026-12-01", None)
     assert (filters.since, filters.until) == (datetime(2026, 11, 30, 17, 0, tzinfo=UTC),
                                               datetime(2026, 12, 1, 16, 59, 59, 999999, tzinfo=UTC))

@@ -127,7 +127,8 @@ HEADER_NAMES = st.sampled_from([*CLEAR_HEADERS, *(h.value for h in Header), SEAL
                                 "x-applicant-phone"]) | st.text(max_size=20)
 NAMES = st.sampled_from(["applicant", "data", "key_id", "subject", "name", "phone", "id_number", "email", "address",
                          "zalo_user_id", "ChuHoSo", "SoGiayToChuHoSo", "SoDienThoaiChuHoSo", "EmailChuHoSo",
-                         "DiaChiChuHoSo", *PORTAL_TIMES, "MaHoSo", "note"]) | st.text(max_size=8)
+                         "DiaChiChuHoSo", *PORTAL_TIMES, "MaHoSo", "note", "id", "source", "dossier_code"]
+                        ) | st.text(max_size=8)
 MARK = "@PLANT@"
 """Where the plant goes in a generated value (a leaf or a member name)."""
 LEAVES = st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.just(MARK) | st.just(TOKEN)
@@ -247,3 +248,19 @@ def test_formatted_numbers_and_addresses_in_any_field_are_masked(text: str) -> N
     rec = ConsumerRecord("commune.raw.dossier", 0, 7, 0, 0, b"02269", value, None, 0, 0, [])
     assert text not in rendered(record_panel(rec))
     assert text in rendered(record_panel(rec, show_personal_data=True))
+
+
+@pytest.mark.unit
+def test_dossier_codes_and_event_ids_are_shown_as_trace_shows_them() -> None:
+    """The names of an event and its dossier (`id`, `subject`, `source`, `data.dossier_code`, the portal's `MaHoSo`)
+    are masked by `trace`'s rule: a dossier code's digit groups were masked as a phone (`TL-25*******01`), so `tail`
+    never showed the code an operator then gives `trace` (integrator walkthrough). A CCCD or phone there still is."""
+    codes = {"id": "H08.02269-251103-0001", "subject": "TL-251101-0001", "MaHoSo": "000.00.20.H42-251103-0001",
+             "data": {"dossier_code": "G22.34.02-20251103-000017"}}
+    value = {**codes, "note": "TL-251101-0001"}
+    assert masked(value) == {**codes, "note": "TL-25*******01"}  # free text keeps the stricter rule
+    personal = {"id": "0912 345 678", "subject": "hs-0912345678", "source": "/citizens/001-099-012-345",
+                "data": {"dossier_code": "cccd_079912_345678"}}
+    out = json.dumps(masked(personal))
+    assert all(digits not in out.replace(" ", "").replace("-", "").replace("_", "")
+               for digits in ("0912345678", "001099012345", "079912345678")), out

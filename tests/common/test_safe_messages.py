@@ -34,6 +34,7 @@ REVIEWED = {
     "services.common.transactions.SendFailed",  # counts and Kafka error names
     "services.privacy.crypto.PrivacyError",  # fixed texts and setting names; never a key, a subject or a value
     "services.privacy.required_topics.TopicsMissing",  # topic names only (2026-12-06)
+    "services.common.rocks.StoreFault",  # a state folder's file and RocksDB's or the system's fixed text (2026-12-06)
 }
 """The classes marked `SafeMessage` by name, each read raise by raise; subclasses of them inherit the mark."""
 

@@ -4,6 +4,8 @@ and absurd headers or input answered with a 4xx, never a 500 (in process, throug
 from __future__ import annotations
 
 import asyncio
+import resource
+import tempfile
 import threading
 import time
 from typing import Any
@@ -191,3 +193,22 @@ async def test_a_flood_of_refused_credentials_is_counted_whole_and_logged_sparin
     lines = [e for e in logs if e["event"] == "gateway.unauthenticated"]
     assert [(e["why"], e["refused_since_last"]) for e in lines] == [("the API key is not valid", 1),
                                                                     ("the API key is not valid", 300)]
+
+
+async def test_a_body_the_full_disk_cannot_hold_is_answered_busy_not_a_bug() -> None:
+    """A body past `SPILL_BYTES` goes to a temporary file; with the disk full (a per-file size limit: RLIMIT_FSIZE,
+    EFBIG as ENOSPC) it is answered 503 busy, retry later, and the folder and cause logged (before: 500
+    internal_error, counted and alerted as a bug, logged `OSError` and a place) (helper `disk`, 2026-12-06)."""
+    body = orjson.dumps([canonical_dossier(f"big-{i}") for i in range(3000)])  # ~1.5 MB
+    chunks = len(body) // (64 * 1024)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        with capture_logs() as logs:
+            answer = await call(app(Recording()), KEY, Body(size=64 * 1024, chunks=chunks,
+                                                             data=body[:64 * 1024 * chunks]))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert (answer.status, answer.json()["error"]) == (503, "busy") and "retry-after" in answer.headers
+    (line,) = [e for e in logs if e["event"] == "gateway.body_spool_failed"]
+    assert (line["folder"], line["reason"]) == (tempfile.gettempdir(), "File too large")

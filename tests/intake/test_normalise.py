@@ -570,3 +570,17 @@ def test_a_status_that_is_no_number_is_unknown_status(status: object) -> None:
     portal = portal_dossier()
     portal["TrangThaiHoSo"] = status
     assert rejected(Family.DOSSIER, dumps(portal), HDR).problems[0].reason is Reason.UNKNOWN_STATUS
+
+
+@pytest.mark.parametrize("family", [Family.MOBILE_TEAM, Family.ANNOUNCEMENT])
+def test_a_portal_dossier_sent_as_another_family_is_told_it_is_a_dossier(family: Family) -> None:
+    """A portal dossier posted with `?family=mobile-team` (or written to that family's topic) was told only that a
+    CloudEvents `type` is required: the integrator's walkthrough could not tell why. Still that reason and field
+    (what the counters count), now saying the record is a portal dossier, and nothing of its values."""
+    value = dumps(portal_dossier())
+    [problem] = rejected(family, value, HDR).problems
+    assert (problem.reason, problem.field) == (Reason.MISSING_FIELD, "type")
+    assert "portal's dossier shape" in problem.message and f"not {family.value}" in problem.message
+    assert "TL-251101-0001" not in problem.message and "0912345678" not in problem.message
+    [other] = rejected(family, dumps({"id": "x-1"})).problems  # no portal shape: the message as before
+    assert other.message == "type: a CloudEvents `type` string is required"

@@ -202,7 +202,7 @@ def test_schemas_commands_wrap_the_exporters() -> None:
 def test_simulate_passes_national_mode_and_its_profile_through() -> None:
     """`simulate --national --profile peak` runs the simulator in national mode without a rate or a province (the
     simulator derives its rate and refuses one); a province run keeps both."""
-    from services.cli.main import simulator_argv
+    from services.cli.simulate import simulator_argv
     from services.simulator.__main__ import parse
 
     common = {"province": "20", "rate": 50.0, "duration": 5.0, "invalid_share": 0.05, "seed": 7, "profile": "peak",

@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from rocksdict import Rdict
 from structlog.testing import capture_logs
 
 from schemas.notification import ChannelKind, NotificationRequest
@@ -533,3 +535,28 @@ async def test_the_retry_queue_ends_when_cancelled_in_the_turn_an_item_arrives()
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=1)
         assert done and task.cancelled()
+
+
+async def test_a_key_store_whose_disk_fails_ends_the_sender_not_the_request(tmp_path: Path) -> None:
+    """The key store's disk failing while contacts are opened (RocksDB's own error, here a store whose CURRENT is
+    damaged) is no request's fault: the sender ends with `StoreFault` (the process with it), nothing dead-lettered
+    (before: dead-lettered `unopenable`, and every request after it too) (helper `disk`, 2026-12-06)."""
+    store = tmp_path / "keys"
+    Rdict(str(store)).close()
+    (store / "CURRENT").write_bytes(b"\x00garbage\n")
+    with pytest.raises(Exception) as opened:  # (rocksdict raises a bare Exception)
+        Rdict(str(store))
+    fault = opened.value
+
+    async def opener(request: NotificationRequest) -> NotificationRequest:
+        raise fault
+
+    setup = Setup(FakeChannel(), FixedClock(NOON), NEVER_QUIET, 1, 3, opener)
+    setup.dispatcher.start()
+    try:
+        await setup.dispatcher.submit(citizen_sms("disk-1"), Calls())
+        await settle(lambda: setup.tasks.failures() != [], "the sender ended")
+        assert [type(e).__name__ for e in setup.tasks.failures()] == ["StoreFault"]
+        assert setup.producer.to(OUT.dlq) == []
+    finally:
+        await setup.dispatcher.stop()

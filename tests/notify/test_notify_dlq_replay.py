@@ -59,9 +59,13 @@ async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_ho
     [letter] = listed(kafka_bootstrap, namespace, "--reason", "http_401")
     assert letter["channel"] == "webhook" and letter["not_replayable"] is None and letter["replayed"] is False
     assert listed(kafka_bootstrap, namespace, "--channel", "sms") == []
+    assert listed(kafka_bootstrap, namespace, "--recipient", "subscriber:prov-08") == [letter]
+    assert listed(kafka_bootstrap, namespace, "--recipient", "subscriber:prov-0") == []  # another subscriber's
 
     fake.webhook_secrets["prov-08"] = "s3cret"  # the secrets agree again
-    first = cli(kafka_bootstrap, namespace, "replay", "--reason", "http_401")
+    other = cli(kafka_bootstrap, namespace, "replay", "--reason", "http_401", "--recipient", "subscriber:prov-09")
+    assert "replayed 0 dead letters; 0 matching" in other.stderr  # another subscriber's letters only: none
+    first = cli(kafka_bootstrap, namespace, "replay", "--reason", "http_401", "--recipient", "subscriber:prov-08")
     assert "replayed 1 dead letter" in first.stderr and "Idempotency-Key" not in first.stderr  # refused: a new key
     hooks = lambda: [r for r in fake.accepted.values() if r.path == "/hooks/prov-08"]  # noqa: E731
     await eventually_async(lambda: len(hooks()) == 1, timeout=60, interval=0.2, what="the webhook sent")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from aiokafka import ConsumerRecord
+from rocksdict import Rdict
 from structlog.testing import capture_logs
 
 from schemas.personal import ERASED_MARK, record_key
@@ -102,3 +104,26 @@ async def test_keys_rewrap_reads_a_newer_mark_by_its_time_not_as_erasing_everyth
     mark = _mark(reason="citizen request")
     assert _mark_time(SUBJECT, mark.value or b"") == keys.NOW + timedelta(minutes=1)
     assert _mark_time(SUBJECT, b'{"subject": ') is ALWAYS  # damaged: still read as covering everything
+
+
+async def test_the_key_store_s_disk_failing_ends_the_reader_not_skips_the_record(monkeypatch: pytest.MonkeyPatch,
+                                                                                 tmp_path: Path) -> None:
+    """The keyring's table failing on its disk while a record is applied (RocksDB's own error, here a store whose
+    CURRENT is damaged) raises `StoreFault`: before, the record was skipped as `internal_error` and its key missing
+    from then on in this run (helper `disk`, 2026-12-06)."""
+    store_dir = tmp_path / "keys"
+    Rdict(str(store_dir)).close()
+    (store_dir / "CURRENT").write_bytes(b"\x00garbage\n")
+    with pytest.raises(Exception) as opened:  # (rocksdict raises a bare Exception)
+        Rdict(str(store_dir))
+    ring = keys.keyring()
+
+    def failing(key: bytes | None, value: bytes | None) -> None:
+        raise opened.value
+
+    monkeypatch.setattr(ring, "apply", failing)
+    store, before = _store(ring), _count("internal_error")
+    _, record = _key_record()
+    with pytest.raises(Exception, match="store failed") as raised:  # (its type below)
+        store.apply_all([record])
+    assert (type(raised.value).__name__, store.unreadable, _count("internal_error")) == ("StoreFault", 0, before)

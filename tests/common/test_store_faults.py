@@ -1,0 +1,177 @@
+"""A store's disk failing (full, a damaged file) is no record's bug (helper `disk`, 2026-12-06): before, with the disk
+full every metric event after was dead-lettered `internal_error` and committed, intake dead-lettered each applicant
+it met, the crash line said `error=Exception` and a place, and a kept key store with a damaged block was kept at every
+start and raised at every read of that block. A full disk is made real here: a per-file size limit (`RLIMIT_FSIZE`,
+Python ignores SIGXFSZ), so RocksDB's writes past it fail with EFBIG as they would with ENOSPC."""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+from aiokafka import ConsumerRecord
+from rocksdict import Rdict
+from structlog.testing import capture_logs
+
+from schemas.deadletter import DeadLetterContext, Rejection
+from schemas.events import Family
+from services.common import rocks, runtime
+from services.common.logging import error_fields
+from services.common.runtime import Supervisor
+from services.common.settings import KafkaConnection, ServiceSettings
+from services.intake.decide import Decider, allow_all
+from services.intake.dedup import SeenIds
+from services.metrics import ownership
+from services.metrics.partition import PartitionState
+from services.metrics.store import as_mapping
+from services.metrics.topics import Names
+from services.privacy import disk
+from services.privacy import disk_rows as rows
+from services.privacy.disk import DiskKeys
+from services.privacy.disk_folder import KEPT_PREFIX, Kept
+from services.privacy.key_tables import _Key
+from tests.metrics.test_core import lifecycle
+from tests.privacy.keys import KEK, NOW
+from tests.privacy.test_disk_keys import ring
+from tests.samples import canonical_dossier, dumps
+
+pytestmark = pytest.mark.unit
+LIMIT = 64 * 1024
+"""Bytes a file may grow to while the disk is "full"."""
+
+
+@contextmanager
+def disk_full(limit: int = LIMIT) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@contextmanager
+def failed_store(path: Path) -> Iterator[tuple[Rdict, Exception]]:
+    """A run's store (no write-ahead log) whose memtable flush failed on the full disk: every write after fails (its
+    close too, flushing)."""
+    db = rocks.open_fresh(path)
+    try:
+        with disk_full(), pytest.raises(Exception) as raised:  # (rocksdict raises bare Exceptions)
+            for _ in range(200_000):  # ~4 MB a flush: well within
+                db.put(os.urandom(16), os.urandom(200))
+        yield db, raised.value
+    finally:
+        with suppress(Exception):
+            db.close()
+
+
+def test_a_full_disk_is_logged_with_the_store_s_file_and_the_cause(tmp_path: Path) -> None:
+    with failed_store(tmp_path / "store") as (_, error):
+        fields = error_fields(error)
+    assert fields["file"].startswith(str(tmp_path / "store") + "/")
+    assert fields["reason"] == "IO error: File too large"
+
+
+def test_a_metrics_partition_on_a_full_disk_ends_the_process_not_each_event(tmp_path: Path) -> None:
+    """`apply_safely` raises `StoreFault` (before: an `internal_error` Rejection, the event committed uncounted)."""
+    with failed_store(tmp_path / "store") as (db, _):
+        part = PartitionState(0, as_mapping(db))
+        with pytest.raises(Exception, match="File too large") as raised:  # (its type checked below)
+            assert not isinstance(part.apply_safely(lifecycle("D-9")[0]), Rejection)
+    assert type(raised.value).__name__ == "StoreFault"
+
+
+def test_intake_with_its_kept_key_store_on_a_full_disk_ends_not_dead_letters(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change of the keyring writes what the key store's reader staged once `STAGED_MAX` rows wait (one here):
+    once the store's log cannot grow, the record raises `StoreFault` (before: dead-lettered `internal_error`, and
+    every record after it too)."""
+    monkeypatch.setattr(disk, "STAGED_MAX", 1)
+    table = DiskKeys(tmp_path, cached=2, kept=Kept.of("ns-tests", {"kek-1": KEK}, "kek-1"))
+    decider = Decider(Family.DOSSIER, "t1.commune.raw.dossier", 4, SeenIds(), allow_all, 1024 * 1024,
+                      "2026-12-06T00:00:00+00:00", ring(table))
+    letters = []
+    try:
+        with disk_full(), pytest.raises(Exception, match="File too large") as raised:  # (its type: below)
+            for i in range(2_000):  # a few hundred fill the log's 64 KB
+                table._stage(rows.KEYS + f"confirmed-{i}".encode(), os.urandom(300))  # as the reader stages
+                body = canonical_dossier(f"evt-{i}")
+                body["data"]["applicant"]["phone"] = f"09{i:08d}"
+                decision = decider.decide(dumps(body), [], offset=i)
+                if isinstance(decision, DeadLetterContext):
+                    letters.append(decision.message)
+    finally:
+        with suppress(Exception):
+            table.close()
+    assert (type(raised.value).__name__, letters) == ("StoreFault", [])
+
+
+def test_a_kept_key_store_found_damaged_starts_over_at_the_next_start(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data block of the kept store damaged (same size: it opens, and its fingerprint reads): the read raises, the
+    crash marks the folder (`runtime._crashed`), and the next start reads the key topics again (before: kept, and the
+    same read raised at every start)."""
+    kept = Kept.of("ns-tests", {"kek-1": KEK}, "kek-1")
+    table = DiskKeys(tmp_path, cached=1, kept=kept)
+    subjects = [f"s-{i}" for i in range(30_000)]
+    for i, subject in enumerate(subjects):
+        table.put(subject, (_Key(f"k-{i}", os.urandom(32), NOW, None, digest=b"d" * 8),))
+    table.checkpoint({("keys", 0): len(subjects)})
+    table.close()
+    sst = min((tmp_path / f"{KEPT_PREFIX}ns-tests").glob("*.sst"))
+    with open(sst, "r+b") as f:
+        f.seek(4096)
+        f.write(os.urandom(8192))
+    table = DiskKeys(tmp_path, cached=1, kept=kept)
+    assert table.offsets() == {("keys", 0): len(subjects)}  # kept: the damage does not show at open
+
+    async def worker(_: Supervisor) -> None:
+        for subject in subjects:
+            table.get(subject)
+
+    monkeypatch.setattr(runtime, "configure", lambda _: None)
+    monkeypatch.setattr(runtime, "freeze_imports", lambda: None)
+    try:
+        with capture_logs() as logs, pytest.raises(SystemExit):
+            runtime.main("disk-test", ServiceSettings(http_port=0), worker)
+    finally:
+        table.close()
+    table = DiskKeys(tmp_path, cached=1, kept=kept)
+    try:
+        assert (table.count(), table.offsets()) == (0, {})  # read from the beginning
+        assert not (sst.parent / rocks.DAMAGED).exists()
+    finally:
+        table.close()
+    crashed = next(e for e in logs if e["event"] == "service.crashed")
+    assert (crashed["file"], crashed["reason"]) == (str(sst), "Corruption: block checksum mismatch")
+
+
+async def test_a_metrics_restore_on_a_full_disk_ends_not_skips_every_state(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore whose store stopped taking writes raises `StoreFault`: before, each changelog record after was
+    skipped (`metrics.restore_skipped`) and the worker went on without those states: missing from its figures, and
+    each entity's next event taken for its first."""
+    state_key, state = PartitionState(0, {}).apply(lifecycle("D-7")[0]) or (b"", b"")
+    records = [ConsumerRecord("changelog", 0, 0, 0, 0, state_key, state, None, len(state_key), len(state), [])]
+
+    async def read_to_end(conn: object, topic: str, partitions: list[int], apply: Callable[..., None],
+                          **_: object) -> int:
+        for record in records:
+            apply(0, record)
+        return len(records)
+
+    class Writer:
+        async def start(self) -> None:
+            return None
+
+    with failed_store(tmp_path / "store") as (db, _):
+        monkeypatch.setattr(ownership, "read_to_end", read_to_end)
+        monkeypatch.setattr(ownership.store, "open_fresh", lambda path: db)
+        owner = ownership.Ownership(KafkaConnection(), Names(""), tmp_path, "test", new_writer=lambda p: Writer())
+        with pytest.raises(Exception, match="File too large") as raised:  # (its type below)
+            await owner._restore([0])
+    assert type(raised.value).__name__ == "StoreFault"
