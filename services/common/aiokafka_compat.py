@@ -36,6 +36,22 @@
   when a heartbeat that was answered as a member's was sent, and when a join completed (`heard_at`): a consumer not
   heard for nearly a session may have been evicted (notify's fence, ADR 0046).
 
+- A producer's sender that ends on a fatal error (`ProducerFenced`: a newer producer took its transactional id)
+  returns without awaiting its produce requests in flight and fails every batch (`_fail_all`). A request that had
+  failed retriably (its connection lost) puts its batch back after its back-off, though the batch was failed
+  meanwhile: `MessageAccumulator.reenqueue` raised KeyError in a task nobody awaits ("Task exception was never
+  retrieved", 3 of 10 chaos `intake-partition` runs). A failed batch's drain waiter, which only wakes a send
+  waiting for room in the batch, kept the failure unread too ("Future exception was never retrieved"), though every
+  send of the batch is told it. `settle_failed_batches` drops a failed batch instead of putting it back, and marks
+  its drain waiter read.
+
+- A transaction's offsets are added through a future that `send_offsets_to_transaction` awaits shielded. A caller
+  that gives up (intake cancels a transaction stuck past its timeout) cancels the shield, which unhooks the future's
+  only reader: when the group refuses those offsets later (`GroupFenced`, once a cut-off worker is healed) or the
+  producer is fenced, asyncio logged "Future exception was never retrieved" at exit (chaos `intake-partition`, 2 of
+  6 runs with the fixes above; found with PYTHONASYNCIODEBUG: the future created in `add_offsets_to_txn`).
+  `retrieve_abandoned_offsets` marks its outcome read; the caller has its own error (`TransactionStuck`) to report.
+
 `tests/common/test_aiokafka_compat.py` fails when the pinned version changes, so
 whoever upgrades aiokafka re-checks this module.
 """
@@ -51,6 +67,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.errors import TopicAuthorizationFailedError
 from aiokafka.producer import sender
+from aiokafka.producer.message_accumulator import MessageAccumulator, MessageBatch
 from aiokafka.producer.transaction_manager import TransactionManager
 
 from services.common.closing import retrieved
@@ -185,3 +202,46 @@ def heard_at(consumer: Any) -> float | None:
     """When `consumer`'s group last answered that it is a member (monotonic seconds; None: never, or not tracked)."""
     at = getattr(getattr(consumer, "_coordinator", None), HEARD_AT, None)
     return at if isinstance(at, float) else None
+
+
+def _reenqueue(self: Any, batch: Any) -> None:
+    """aiokafka's `MessageAccumulator.reenqueue`, unless the batch was failed while its request backed off (the sender
+    died: `_fail_all`): its sends were told, and it is no longer pending (its done callback removed it)."""
+    if batch.future.done():
+        self._pending_batches.discard(batch)
+        return
+    _original_reenqueue(self, batch)
+
+
+def _failure(self: Any, exception: BaseException) -> None:
+    """aiokafka's `MessageBatch.failure`, with the drain waiter's copy of the failure marked read: each send of the
+    batch has it in its own future."""
+    _original_failure(self, exception)
+    retrieved(self._drain_waiter)
+
+
+_original_reenqueue = MessageAccumulator.reenqueue
+_original_failure = MessageBatch.failure
+
+
+def settle_failed_batches() -> None:
+    """Make a failed batch stay failed, its drain waiter read (idempotent; every producer, `clients.producer`)."""
+    _pinned()
+    setattr(MessageAccumulator, "reenqueue", _reenqueue)  # noqa: B010  (mypy: a method)
+    setattr(MessageBatch, "failure", _failure)  # noqa: B010
+
+
+def _add_offsets_to_txn(self: Any, offsets: Any, group_id: str) -> asyncio.Future[None]:
+    """aiokafka's `TransactionManager.add_offsets_to_txn`, its future's outcome marked read once it ends."""
+    future: asyncio.Future[None] = _original_add_offsets_to_txn(self, offsets, group_id)
+    future.add_done_callback(retrieved)
+    return future
+
+
+_original_add_offsets_to_txn = TransactionManager.add_offsets_to_txn
+
+
+def retrieve_abandoned_offsets() -> None:
+    """Make offsets whose caller gave up fail quietly when refused later (idempotent; every transactional producer)."""
+    _pinned()
+    setattr(TransactionManager, "add_offsets_to_txn", _add_offsets_to_txn)  # noqa: B010

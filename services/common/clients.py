@@ -91,6 +91,7 @@ def producer(conn: KafkaConnection, *, client_id: str, **overrides: Any) -> AIOK
         "client_id": client_id, "acks": "all", "enable_idempotence": True, "max_request_size": FETCH_BYTES,
         "partitioner": PARTITIONER,
     }
+    aiokafka_compat.settle_failed_batches()  # a sender dead of a fenced producer leaves no unread failure behind
     return AIOKafkaProducer(**connection_options(conn), **{**options, **overrides})
 
 
@@ -99,6 +100,7 @@ def transactional_producer(conn: KafkaConnection, *, transactional_id: str, clie
     """A transactional producer (not started); starting it fences any earlier producer with the same id. An abort
     after an abortable error reaches the broker (`aiokafka_compat.keep_aborted_transactions`)."""
     aiokafka_compat.keep_aborted_transactions()
+    aiokafka_compat.retrieve_abandoned_offsets()  # offsets refused after their caller gave up: no unread failure
     return producer(conn, client_id=client_id, transactional_id=transactional_id, **overrides)
 
 

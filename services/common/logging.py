@@ -18,6 +18,7 @@ from contextlib import suppress
 from typing import Any
 
 import structlog
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from services.common.sparse import SparseRecords
 
@@ -160,10 +161,13 @@ class SafeMessage(Exception):
 
 def error_fields(exc: BaseException) -> dict[str, str]:
     """The fields an exception is logged with: `error` (its type) and `where` (`file:line`s); `message` as well for a
-    `SafeMessage`; `file` and `reason` (the system's fixed text, "No such file or directory") for an `OSError` about
-    a file, and for a RocksDB store's disk fault (`store_fault`): the files a service opens are those its settings
-    name and its state folders, never a name from input."""
+    `SafeMessage`; `topics` for a write or read the broker refused (a topic name is no personal data: the operator
+    needs it to mend the ACL); `file` and `reason` (the system's fixed text, "No such file or directory") for an
+    `OSError` about a file, and for a RocksDB store's disk fault (`store_fault`): the files a service opens are those
+    its settings name and its state folders, never a name from input."""
     fields = {"error": type(exc).__name__, "where": where(exc)}
+    if isinstance(exc, TopicAuthorizationFailedError) and (topics := refused_topics(exc)):
+        fields["topics"] = topics
     if isinstance(exc, SafeMessage):
         fields["message"] = str(exc)[:MESSAGE_CHARS]
     elif isinstance(exc, OSError) and exc.filename is not None:
@@ -197,6 +201,20 @@ def store_fault(exc: BaseException) -> tuple[str, str] | None:
         fixed = _FIXED.match(rest)
         cause = fixed.group(0).strip() if fixed is not None else ""
     return files[-1] if files else "?", f"{status}{cause}"
+
+
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""What Kafka accepts as a topic's name: an argument that is not one (a sentence) is not logged."""
+
+
+def refused_topics(exc: TopicAuthorizationFailedError) -> str:
+    """The topics aiokafka names in an authorization refusal (its one argument: a topic, or a set of them from
+    AddPartitionsToTxn), comma-separated and sorted; "" when the argument is anything else."""
+    named = exc.args[0] if exc.args else None
+    names = [named] if isinstance(named, str) else list(named) if isinstance(named, set | frozenset | list) else []
+    if not names or not all(isinstance(n, str) and TOPIC_NAME.fullmatch(n) for n in names):
+        return ""
+    return ",".join(sorted(set(names)))
 
 
 def where(exc: BaseException, frames: int | None = 3) -> str:

@@ -20,6 +20,7 @@ from contextlib import suppress
 
 import structlog
 
+from services.common import early_stop
 from services.common.health import Health
 
 log = structlog.get_logger("runtime")
@@ -38,8 +39,11 @@ class Stopping:
         self._fd: int | None = None
 
     def install(self, stop_at_eof: int | None = None) -> None:
+        """Handle the stop signals, answering first those that came while the service was starting (`early_stop`)."""
         for sig in STOP_SIGNALS:
             self._loop.add_signal_handler(sig, self._signalled, sig)
+        for early in early_stop.taken():
+            self._signalled(early)
         if stop_at_eof is not None:
             self._fd = stop_at_eof
             self._loop.add_reader(stop_at_eof, self._asked, stop_at_eof)

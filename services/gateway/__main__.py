@@ -9,6 +9,11 @@ named by `GATEWAY_INSTANCE_ID`, so a restarted instance fences its predecessor; 
 
 from __future__ import annotations
 
+from services.common import early_stop
+
+if __name__ == "__main__":  # run as the service (not imported by a test): before the slow imports below
+    early_stop.hold()  # a stop signal while they run (about a second) is noted, not lost
+
 import asyncio
 import logging
 import os

@@ -7,6 +7,11 @@ anything else ends the process with exit code 1.
 
 from __future__ import annotations
 
+from services.common import early_stop
+
+if __name__ == "__main__":  # run as the service (not imported by a test): before the slow imports below
+    early_stop.hold()  # a stop signal while they run (about a second) is noted, not lost
+
 from services.common import runtime
 from services.common.refused import settings_checked
 from services.intake.settings import IntakeSettings

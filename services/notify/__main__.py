@@ -10,6 +10,11 @@ traceback (exit -2) and a second SIGTERM ended the process unlogged (-15).
 
 from __future__ import annotations
 
+from services.common import early_stop
+
+if __name__ == "__main__":  # run as the service (not imported by a test): before the slow imports below
+    early_stop.hold()  # a stop signal while they run (about a second) is noted, not lost
+
 import asyncio
 
 from services.common import runtime

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from schemas.notification import ChannelKind
 from schemas.topics import Group, group_id
-from services.common import clients
+from services.common import clients, joining
 from services.common.admin import ensure_topics
 from services.common.closing import CLOSE_TIMEOUT_S, close_all_within, close_within
 from services.common.lag import LagGauge
@@ -228,7 +228,7 @@ class NotifyApp:
                                     session_timeout_ms=self.s.session_timeout_ms,
                                     rebalance_timeout_ms=self.s.rebalance_timeout_ms(),
                                     heartbeat_interval_ms=self.s.heartbeat_interval_ms)
-        opened.append((f"{name}-consumer", consumer.stop))
+        opened.append((f"{name}-consumer", partial(joining.stop_member, consumer)))  # mid-join: leaves at once
         await consumer.start()
         pauses = self.pauses[name] = Pauses(consumer)
         listener = Listener(self.sup.fail, name, readiness, fence, commit=partial(self._commit, consumer),

@@ -108,3 +108,50 @@ async def test_a_stop_during_the_group_join_ends_the_run_before_the_join(
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await holder.stop()
+
+
+async def test_a_member_stopped_mid_rejoin_leaves_at_once(kafka_bootstrap: str) -> None:
+    """A member that held partitions is stopped while its rejoin waits behind a stalled member (notify stopped
+    mid-rebalance: 10 s, its consumers' stops given up): `joining.stop_member` tells the group it leaves, on a
+    connection of its own, and the stop ends while the group still waits for the stalled member, without this one."""
+    from aiokafka.admin import NewTopic
+
+    from services.common import joining
+
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    topic, group = "jl" + naming.unique(), "jlg" + naming.unique()
+    admin = clients.admin(conn)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 6, 1)])
+    finally:
+        await admin.close()
+    stalled = Stalled()
+    member = clients.consumer(conn, client_id="tests-join-member", group_id=group, heartbeat_interval_ms=1000)
+    holder = clients.consumer(conn, client_id="tests-join-holder", group_id=group, session_timeout_ms=HOLD_MS,
+                              rebalance_timeout_ms=HOLD_MS, heartbeat_interval_ms=1000)
+    trigger = clients.consumer(conn, client_id="tests-join-trigger", group_id=group, session_timeout_ms=HOLD_MS,
+                               rebalance_timeout_ms=HOLD_MS)
+    joining_trigger: asyncio.Future[None] | None = None
+    try:
+        member.subscribe([topic])
+        await member.start()
+        holder.subscribe([topic], listener=stalled)
+        await holder.start()  # the member rejoins with it: a generation, partitions
+        await asyncio.wait_for(stalled.assigned.wait(), timeout=60)
+        await eventually_async(lambda: bool(member.assignment()), timeout=60, what="the member assigned")
+        trigger.subscribe([topic])
+        joining_trigger = asyncio.ensure_future(trigger.start())  # the next rebalance: the holder stalls in it
+        await asyncio.wait_for(stalled.rebalancing.wait(), timeout=60)
+        coordinator = getattr(member, "_coordinator")  # noqa: B009  (aiokafka's, private)
+        await eventually_async(lambda: joining._revoked_and_joining(coordinator), timeout=60,
+                               what="the member revoked, rejoining")
+        await asyncio.wait_for(joining.stop_member(member), timeout=HOLD_MS / 2000)  # not the stalled join's end
+        assert await group_state(conn, group) == "PreparingRebalance", "the join completed before the stop ended"
+    finally:
+        stalled.release.set()
+        if joining_trigger is not None:
+            joining_trigger.cancel()
+            await asyncio.gather(joining_trigger, return_exceptions=True)
+        for consumer in (trigger, holder, member):
+            await consumer.stop()

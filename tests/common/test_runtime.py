@@ -356,6 +356,27 @@ def test_a_permanent_kafka_error_exits_1_logged_as_crashed(service: str, logs: l
     assert "applicant" not in repr(crashed)  # type and place only (the traceback goes to debug)
 
 
+@pytest.mark.parametrize(("refused", "named"), [
+    ("commune.events.dossier", "commune.events.dossier"),  # a produce answer: aiokafka's `error(topic)`
+    ({"commune.events.dossier", "commune.dlq.dossier"}, "commune.dlq.dossier,commune.events.dossier"),  # AddPartitions
+])
+def test_a_refused_write_crashes_naming_its_topics(service: str, logs: list[MutableMapping[str, Any]],
+                                                   monkeypatch: pytest.MonkeyPatch, refused: object,
+                                                   named: str) -> None:
+    """The crash line of a write the broker refused (intake's WRITE ACL removed on a canonical topic) names the
+    topics as well as the error's type and place: the operator mends that ACL. They were left out with the message."""
+    monkeypatch.setattr(runtime, "configure", lambda _: None)
+    monkeypatch.setattr(runtime, "freeze_imports", lambda: None)
+
+    async def worker(_: Supervisor) -> None:
+        raise TopicAuthorizationFailedError(refused)
+
+    with pytest.raises(SystemExit):
+        runtime.main(service, ServiceSettings(http_port=0), worker)
+    crashed = [e for e in logs if e["event"] == "service.crashed"]
+    assert [(e["error"], e["topics"]) for e in crashed] == [("TopicAuthorizationFailedError", named)]
+
+
 async def test_restarts_without_progress_turn_healthz_unhealthy_until_a_run_gets_somewhere(
         service: str, fast_backoff: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs that keep failing without a commit (a refused login looks like a broker gone; readiness alone is no

@@ -1,4 +1,5 @@
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiokafka.record.default_records import DefaultRecordMetadata
 
@@ -26,3 +27,22 @@ class BatchBuilder:
     def size(self) -> int: ...
     def record_count(self) -> int: ...
     def closed(self) -> bool: ...
+
+# What services/common/aiokafka_compat.py wraps: a failed batch put back, and its drain waiter left unread.
+class MessageBatch:
+    def __init__(self, tp: Any, builder: Any, ttl: Any, linger_time: Any) -> None: ...
+    def failure(self, exception: Any) -> None: ...
+
+class MessageAccumulator:
+    def __init__(
+        self,
+        cluster: Any,
+        batch_size: Any,
+        compression_type: Any,
+        batch_ttl: Any,
+        *,
+        txn_manager: Any = None,
+        loop: Any = None,
+        linger_ms: Any = 0,
+    ) -> None: ...
+    def reenqueue(self, batch: Any) -> None: ...
