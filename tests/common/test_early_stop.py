@@ -46,3 +46,15 @@ def test_a_sigterm_while_starting_is_logged_and_stops_cleanly(service: str, tmp_
               if line.startswith("{")]
     said = [(e["event"], e.get("by")) for e in events if e["event"].startswith("service.stop")]
     assert said == [("service.stop_requested", "SIGTERM"), ("service.stopped", None)]
+
+
+def test_a_second_sigterm_while_starting_ends_the_process_at_once(tmp_path: Path) -> None:
+    """Asked twice while starting (a start hung before the runtime's handlers), the process ends at once, as Python's
+    default did: holding the first signal must not make a stuck start deaf to the operator."""
+    twice = SIGTERM_DURING_IMPORTS.replace("os.kill(os.getpid(), signal.SIGTERM)",
+                                           "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGTERM)")
+    assert twice != SIGTERM_DURING_IMPORTS
+    env = {**os.environ, **keys_env.PRIVACY_ENV, "KAFKA_BOOTSTRAP": "127.0.0.1:1", "INTAKE_HTTP_PORT": "0"}
+    done = subprocess.run([sys.executable, "-c", twice, "services.intake"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == -15, (done.returncode, done.stderr[-2000:])
