@@ -12,7 +12,8 @@ memory before: 516 unverified uploads from a few addresses, no credential needed
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import IO, Literal, Protocol
 
 import structlog
@@ -43,9 +44,9 @@ class TooLarge(Exception):
 
 class Unadmitted(Exception):
     """A byte budget refused the body (`budget`: the one for signed bodies not yet verified, or the one for bodies
-    held until their check; `over`: the limit met): it is not read further."""
+    held until their check, or the disk its spool is on, full; `over`: the limit met): it is not read further."""
 
-    def __init__(self, budget: Literal["unverified", "held"], over: Over) -> None:
+    def __init__(self, budget: Literal["unverified", "held", "disk"], over: Over) -> None:
         self.budget, self.over = budget, over
         super().__init__(f"over the {budget} bodies' {over} budget")
 
@@ -70,37 +71,47 @@ class Spool:
     def __exit__(self, *_: object) -> None:
         self._forget_parts()
         if self._file is not None:
-            self._file.close()
+            with suppress(OSError):  # its buffer's last bytes, which a full disk refuses: the file is dropped anyway
+                self._file.close()  # (closed all the same); the failure was answered, or the body read already
 
     def write(self, chunk: bytes) -> None:
         if self._file is None and self._in_memory + len(chunk) <= SPILL_BYTES and self._memory.take(len(chunk)) is None:
             self._parts.append(chunk)
             self._in_memory += len(chunk)
             return
-        try:
+        with _no_room():
             if self._file is None:
                 self._file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by `__exit__`, with the spool)
                 self._file.writelines(self._parts)
                 self._forget_parts()
             self._file.write(chunk)
-        except OSError as exc:  # the temporary folder full or unwritable: the gateway has no room for the body (503
-            # busy, retry later), no bug (before: 500 internal_error, alerted as one, logged `OSError` and a place)
-            if (records := _SPOOL_FAILURES.due(exc.errno)) is not None:
-                log.error("gateway.body_spool_failed", folder=tempfile.gettempdir(), reason=exc.strerror or "",
-                          records=records, effect="answered 503 busy")
-            raise Unadmitted("held", "total") from exc
 
     def read(self) -> bytes:
         """The whole body, loaded (once the spool is closed, it no longer counts against `memory`)."""
         if self._file is None:
             return self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        self._file.seek(0)
-        return self._file.read()
+        with _no_room():
+            self._file.seek(0)  # (its buffer written first: a body's last small chunk fails here, on a full disk)
+            return self._file.read()
 
     def _forget_parts(self) -> None:
         self._parts.clear()
         self._memory.release(self._in_memory)
         self._in_memory = 0
+
+
+@contextmanager
+def _no_room() -> Iterator[None]:
+    """A spool's file failing (the temporary folder full or unwritable) is no bug: the gateway has no room for the
+    body, answered 503 busy, retry later (before: 500 internal_error, alerted as a bug, logged `OSError` and a place),
+    and the folder and cause logged."""
+    try:
+        yield
+    except OSError as exc:
+        if (records := _SPOOL_FAILURES.due(exc.errno)) is not None:
+            log.error("gateway.body_spool_failed", folder=tempfile.gettempdir(), reason=exc.strerror or "",
+                      records=records, effect="answered 503 busy")
+        raise Unadmitted("disk", "total") from exc
 
 
 async def received(receive: Receive) -> AsyncIterator[bytes]:

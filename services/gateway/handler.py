@@ -57,6 +57,7 @@ UNAUTHENTICATED_LOGGED = Sparse()
 """One `gateway.unauthenticated` line per reason every `sparse.EVERY_S` at most (all counted in
 `commune_gateway_refused_total`): a wrong key or a stale signature costs its sender nothing."""
 
+HELD = "as many request bodies, being read or waiting for their check, as it may: retry later"
 INLINE_CHECK_BYTES = 256 * 1024
 """Bodies up to this size are checked on the event loop; larger ones in a worker thread."""
 CHECK_THREADS = 1
@@ -127,14 +128,13 @@ class Gateway:
                                           "retry later"), retry_after=self.settings.retry_after_s)
 
     def unadmitted(self, refused: Unadmitted) -> JSONResponse:
-        """A body past a byte budget: the rest of it unread, the connection closed."""
-        if refused.budget == "held":
-            REFUSED.labels("held_bytes").inc()
-            status, kind, whose = (429, "rate_limited", "this source holds") if refused.over == "key" else (
-                503, "busy", "the gateway holds")
-            return self.answer(status, api.error(kind, f"{whose} as many request bodies, being read or waiting for "
-                                                 "their check, as it may: retry later"),
-                               retry_after=self.settings.retry_after_s, close=True)
+        """A body past a byte budget, or one the disk has no room for: the rest of it unread, the connection closed."""
+        if refused.budget != "unverified":  # bodies held past a budget, or the disk under their spool full
+            REFUSED.labels("held_bytes" if refused.budget == "held" else "no_disk_room").inc()
+            status, kind, why = (429, "rate_limited", f"this source holds {HELD}") if refused.over == "key" else (
+                503, "busy", f"the gateway holds {HELD}") if refused.budget == "held" else (
+                503, "busy", "the gateway has no room on its disk for this body: retry later")
+            return self.answer(status, api.error(kind, why), retry_after=self.settings.retry_after_s, close=True)
         if refused.over == "key":
             REFUSED.labels("failed_signatures").inc()
             return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "

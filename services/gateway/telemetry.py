@@ -11,7 +11,8 @@ REFUSED = Counter("commune_gateway_refused_total", "Requests refused before thei
                   "Content-Length and Transfer-Encoding both, on any path; unverified_bytes: signed bodies being read "
                   "unverified, from all addresses, at GATEWAY_UNVERIFIED_BODY_BYTES; held_bytes: bodies read or "
                   "waiting for their check at GATEWAY_HELD_BODY_BYTES, or a source's at "
-                  "GATEWAY_HELD_BODY_BYTES_PER_SOURCE)", ["reason"])
+                  "GATEWAY_HELD_BODY_BYTES_PER_SOURCE; no_disk_room: a body's spool refused by a full disk)",
+                  ["reason"])
 CONNECTIONS_OPEN = Gauge("commune_gateway_connections_open", "HTTP connections open now, TLS handshakes "
                          "under way included (GATEWAY_MAX_CONNECTIONS)")
 CONNECTIONS_CLOSED = Counter("commune_gateway_connections_closed_total", "HTTP connections the gateway closed on a "

@@ -212,3 +212,24 @@ async def test_a_body_the_full_disk_cannot_hold_is_answered_busy_not_a_bug() -> 
     assert (answer.status, answer.json()["error"]) == (503, "busy") and "retry-after" in answer.headers
     (line,) = [e for e in logs if e["event"] == "gateway.body_spool_failed"]
     assert (line["folder"], line["reason"]) == (tempfile.gettempdir(), "File too large")
+
+
+@pytest.mark.parametrize("last", [[], [b"z" * 65536]], ids=["read", "a later chunk"])
+def test_a_body_whose_last_bytes_the_full_disk_refuses_is_unadmitted_not_an_error(last: list[bytes]) -> None:
+    """The spool's file is buffered: with room for exactly 1 MiB, a body of 1 MiB and 100 bytes had its last 100 bytes
+    refused only when the file was read (its buffer flushed) or closed, an `OSError` out of both, answered 500
+    internal_error; or, refused at a later chunk (503 said), the close raised again over it (review of 2026-12-06)."""
+    from services.gateway.bodies import Spool, Unadmitted
+    from services.gateway.ratelimit import Budget
+
+    mib = 1024 * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (mib, hard))
+    try:
+        with pytest.raises(Unadmitted) as refused, Spool(Budget(8 * mib)) as spool:
+            for chunk in [b"x" * mib, b"y" * 100, *last]:
+                spool.write(chunk)
+            spool.read()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert refused.value.budget == "disk"
