@@ -65,9 +65,10 @@ EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
 PORTAL_TIMES = frozenset(FIELD_NAMES[f] for f in ("submitted_at", "received_at", "due_at", "ended_at", "returned_at",
                                                    "rejected_at"))
 """The portal's time fields (yyyyMMddHHmmss, 14 digits): a valid time there is shown as it is."""
-NAMING_FIELDS = frozenset({"id", "subject", "source", "dossier_code", FIELD_NAMES["dossier_code"]})
-"""Members that name an event or a dossier: masked as `trace` masks such a name (`names_masked`), so a dossier code's
-digit groups (`TL-251101-0001`) are shown, and `tail` shows the code `trace` is then asked for."""
+NAMING_FIELDS = frozenset({"id", "subject", "source", FIELD_NAMES["dossier_code"]})
+"""A record's own members that name its event or dossier (and `data.dossier_code`): masked as `trace` masks such a
+name (`names_masked`), so a dossier code's digit groups (`TL-251101-0001`) are shown, and `tail` shows the code
+`trace` is then asked for. Only there: deeper (`data.applicant.id`) a grouped number is masked by the stricter rule."""
 
 
 def is_sealed_token(value: Any) -> bool:
@@ -115,8 +116,6 @@ def _mask(field: str, value: Any) -> Any:
 
 def _leaf(name: str | None, value: Any) -> Any:
     if isinstance(value, str):
-        if name in NAMING_FIELDS:
-            return names_masked(value)
         return value if name in PORTAL_TIMES and portal_time(value) else personal_numbers_masked(value)
     if isinstance(value, int | float) and not isinstance(value, bool) and PERSONAL_NUMBER.search(str(value)):
         return personal_numbers_masked(str(value))
@@ -157,12 +156,15 @@ def masked(obj: Any, depth: int = 0, name: str | None = None) -> Any:
     if isinstance(obj, list):
         return [masked(item, depth + 1) for item in obj]
 
-    def member(name: str, value: Any) -> Any:
-        if name in PORTAL_FIELDS:
-            return _mask(PORTAL_FIELDS[name], value)
-        if name == APPLICANT_GROUP:
+    def member(field: str, value: Any) -> Any:
+        if isinstance(value, str) and ((depth == 0 and field in NAMING_FIELDS)
+                                       or (depth == 1 and name == "data" and field == "dossier_code")):
+            return names_masked(value)
+        if field in PORTAL_FIELDS:
+            return _mask(PORTAL_FIELDS[field], value)
+        if field == APPLICANT_GROUP:
             return _group(value, depth + 1)
-        return masked(value, depth + 1, name)
+        return masked(value, depth + 1, field)
 
     return _members(obj, depth, member)
 

@@ -264,3 +264,8 @@ def test_dossier_codes_and_event_ids_are_shown_as_trace_shows_them() -> None:
     out = json.dumps(masked(personal))
     assert all(digits not in out.replace(" ", "").replace("-", "").replace("_", "")
                for digits in ("0912345678", "001099012345", "079912345678")), out
+    # only the record's own names (review): deeper, as in an applicant, the stricter rule masks grouped numbers
+    deeper = {"data": {"applicant": {"id": "01234 5678", "source": "00120 3004567"},
+                       "x": {"dossier_code": "01234 5678"}}, "y": {"id": "024 3825 3456"}}
+    assert masked(deeper) == {"data": {"applicant": {"id": "01******78", "source": "00*********67"},
+                                       "x": {"dossier_code": "01******78"}}, "y": {"id": "02*********56"}}
