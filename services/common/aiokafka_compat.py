@@ -206,9 +206,9 @@ def heard_at(consumer: Any) -> float | None:
 
 def _reenqueue(self: Any, batch: Any) -> None:
     """aiokafka's `MessageAccumulator.reenqueue`, unless the batch was failed while its request backed off (the sender
-    died: `_fail_all`): its sends were told, and it is no longer pending (its done callback removed it)."""
+    died: `_fail_all`): its sends were told, and its done callback takes it out of the pending ones, whether it has
+    run yet or not (taking it out here too raised KeyError in that callback when it ran after: review)."""
     if batch.future.done():
-        self._pending_batches.discard(batch)
         return
     _original_reenqueue(self, batch)
 
