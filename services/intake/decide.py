@@ -63,8 +63,9 @@ class Decider:
         `written_at`: when the record was written to Kafka (`validate.written_at`); one written before its
         applicant's erasure is sealed already erased (ADR 0042).
 
-        Never raises: an unexpected exception dead-letters this record as `internal_error` (its type and
-        file:line, never its text), so one record cannot stop the partition.
+        Raises only `StoreFault` (the key store's disk failing, which is no record's bug: the process ends); any other
+        unexpected exception dead-letters this record as `internal_error` (its type and file:line, never its text),
+        so one record cannot stop the partition.
         """
         try:
             return self._decide(value, headers, offset, written_at)

@@ -121,7 +121,8 @@ class PartitionState:
 
     def apply_safely(self, event: Decoded, believed_until_us: int = BELIEVE_ALL,
                      received_ms: int = 0) -> tuple[bytes, bytes] | Rejection | None:
-        """`apply` that never raises: an unexpected exception is returned as an `internal_error` Rejection.
+        """`apply` that raises only `StoreFault` (the store's disk failing: the process ends): any other unexpected
+        exception is returned as an `internal_error` Rejection.
 
         Everything that can fail for one event (its entity key, the merge, serialising the state) runs before
         the store is written, so such an event leaves the store as it was; the shell counts and skips it.

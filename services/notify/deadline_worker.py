@@ -21,6 +21,11 @@ while the broker is gone): writes not acknowledged within `NOTIFY_DEADLINE_ACK_T
 
 from __future__ import annotations
 
+from services.common import early_stop
+
+if __name__ == "__main__":  # notify's child (`tracker`): a terminal's Ctrl-C or a group's SIGTERM while it starts
+    early_stop.hold()  # is held and answered, as notify's own (review: it died of Python's default, unlogged)
+
 import asyncio
 import sys
 import time

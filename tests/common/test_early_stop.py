@@ -33,7 +33,7 @@ runpy.run_module(sys.argv[1], run_name="__main__", alter_sys=True)
 """
 
 
-@pytest.mark.parametrize("service", ["intake", "notify", "metrics", "gateway"])
+@pytest.mark.parametrize("service", ["intake", "notify", "metrics", "gateway", "notify.deadline_worker"])
 def test_a_sigterm_while_starting_is_logged_and_stops_cleanly(service: str, tmp_path: Path) -> None:
     """SIGTERM while the entry point imports the runtime: logged as requested (by SIGTERM), stopped, exit 0."""
     env = {**os.environ, **keys_env.PRIVACY_ENV, "KAFKA_BOOTSTRAP": "127.0.0.1:1", "INTAKE_SOURCES_FILE": "",
