@@ -69,7 +69,8 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -m unit --durations=20 $(PYTEST_ARGS)
 
 # the fault matrix against the real services, every record accounted for (CHAOS_ARGS=--fast: the quick rows;
-# CHAOS_ARGS="--only intake-sigstop": one row); broker faults get a broker or cluster of their own
+# CHAOS_ARGS="--only intake-sigstop": one row; rows run two at a time, each in a process of its own, CHAOS_ARGS="--jobs 1"
+# one after another); broker faults get a broker or cluster of their own
 chaos: setup
 	KAFKA_SECURE=0 infra/kafka/kafka.sh start
 	KAFKA_BOOTSTRAP=$${KAFKA_BOOTSTRAP:-$$(KAFKA_SECURE=0 infra/kafka/kafka.sh bootstrap)} $(PY) -m tests.chaos $(CHAOS_ARGS)

@@ -12,6 +12,7 @@ from tests.chaos.injections import FreezeBroker, PartitionWorker, alone, held_ro
 from tests.chaos.matrix import MATRIX, NAMES
 from tests.chaos.metrics import off
 from tests.chaos.notify import NotifyLoad
+from tests.chaos.parallel import ended_row, longest_first, row_from_json, row_json
 from tests.chaos.scenario import Counts, RecoversAfterLift, Row, Stage
 from tests.chaos.table import HEADER, cells, render
 from tests.cluster.tools import Feeder
@@ -182,3 +183,33 @@ def test_a_metrics_row_names_the_first_series_off_the_oracle() -> None:
     assert off(got, truth, shown=1) == ("first off: commune_dossiers_open{province=08,commune=00001} 52 (oracle 0) "
                                         "and 1 more")
     assert off(truth, truth) == ""
+
+
+@pytest.mark.parametrize("row", [Row("intake-x", Counts(8000, 0, 2, 1, "note"), 6.9, seconds=28.0, restarts=1,
+                                     max_restarts=2),
+                                 Row("notify-x", Counts(240, 0, 0, None), 15.1, exits=("notify-0 exited 0",)),
+                                 Row("metrics-x", None, None, "setup: AssertionError: boom", seconds=3.5)])
+def test_a_row_crosses_from_its_process_whole(row: Row) -> None:
+    """`--jobs` runs each row in a process of its own, which hands its row back as JSON: every field comes back as
+    it was, counts or none, so the table and the exit code read the same as in one process."""
+    back = row_from_json(row_json(row))
+    assert back == row and back.clean is row.clean and cells(back) == cells(row)
+
+
+def test_a_row_process_that_ended_without_its_row_fails_the_row(tmp_path: Path) -> None:
+    """A row's process killed, or crashed before writing its row, is a failed row (never a missing one, which would
+    leave the table short and the command green)."""
+    row = ended_row(MATRIX[0], -9, tmp_path / "absent.row.json", began=0.0)
+    assert not row.clean and row.scenario == MATRIX[0].name
+    assert "exited -9 with no row (FileNotFoundError)" in row.error
+    (tmp_path / "torn.row.json").write_text('{"scenario": "intake-sig')
+    assert "JSONDecodeError" in ended_row(MATRIX[0], 1, tmp_path / "torn.row.json", began=0.0).error
+
+
+def test_rows_side_by_side_start_with_the_longest() -> None:
+    """The largest budgets first (clusters, then the rows with a broker of their own), so that no long row runs alone
+    at the end while the other job idles; every row is run once."""
+    order = longest_first(MATRIX)
+    assert sorted(s.name for s in order) == sorted(NAMES)
+    assert [s.budget_s for s in order] == sorted((s.budget_s for s in MATRIX), reverse=True)
+    assert order[0].broker == "cluster"
