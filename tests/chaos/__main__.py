@@ -1,4 +1,4 @@
-"""`python -m tests.chaos [--fast] [--only ROW ...] [--list]`: the fault matrix against the real services.
+"""`python -m tests.chaos [--fast] [--only ROW ...] [--jobs N] [--list]`: the fault matrix against the real services.
 
 Each row starts `python -m services.<name>` workers on a namespace of its own, sends records while a fault strikes
 (SIGKILL, SIGSTOP past the session timeout, a broker restart, freeze (SIGSTOP) or node kill on a broker of the
@@ -6,6 +6,7 @@ row's own, the kill of the node that coordinates the service's transactions or g
 rebalance storm, a provider outage, a network partition between one worker and a broker of the row's own), and
 accounts for every record sent. The shared broker (`KAFKA_BOOTSTRAP`, default 127.0.0.1:9092; `make chaos` names the
 one it started, on KAFKA_PORT if set) is used, never stopped.
+Rows run two at a time by default, each in a process of its own (`--jobs`, tests/chaos/parallel.py).
 Exits 1 when any row lost, duplicated or reordered something, had a worker exit or restart its run in-process past
 the row's bound, or failed; the workers' logs stay in the working directory printed at the end.
 """
