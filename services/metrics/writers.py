@@ -113,13 +113,24 @@ class PartitionWriter:
                 raise WriteStuck(f"partition {self.partition}: an earlier transaction never finished")
             # a task of its own: cancelling aiokafka's commit or abort half-way could leave this caller waiting too
             self._inflight = asyncio.create_task(self._transaction(send), name=f"metrics:write:p{self.partition}")
-            done, _ = await asyncio.wait({self._inflight}, timeout=self.timeout_s)
+            try:
+                done, _ = await asyncio.wait({self._inflight}, timeout=self.timeout_s)
+            except asyncio.CancelledError:  # the run ends (its task group cancels us): the write goes on unawaited
+                self._inflight.add_done_callback(self._abandoned)
+                raise
             if not done:
                 self._stuck = True
                 # left to finish (or to `close`): whatever it ends with is the broker's, and WriteStuck says enough
                 self._inflight.add_done_callback(lambda t: t.cancelled() or t.exception())
                 raise WriteStuck(f"partition {self.partition}: not committed within {self.timeout_s:g} s")
             self._inflight.result()
+
+    def _abandoned(self, write: asyncio.Task[None]) -> None:
+        """The outcome of a write whose caller was cancelled, read once it ends: a woken worker's commit or abort
+        fails fenced after its run has ended (chaos `metrics-sigstop`: asyncio logged "Task exception was never
+        retrieved" at ERROR for `metrics:write:pN`). Its error is the broker's, the run ends anyway: logged by type."""
+        if not write.cancelled() and (exc := write.exception()) is not None:
+            log.info("metrics.write_abandoned", partition=self.partition, error=type(exc).__name__)
 
     async def _transaction(self, send: Callable[[], Awaitable[Sent]]) -> None:
         async with transactions.transaction(self.producer):  # an exception inside aborts (a fenced producer: dead)
