@@ -57,7 +57,16 @@ UNAUTHENTICATED_LOGGED = Sparse()
 """One `gateway.unauthenticated` line per reason every `sparse.EVERY_S` at most (all counted in
 `commune_gateway_refused_total`): a wrong key or a stale signature costs its sender nothing."""
 
-HELD = "as many request bodies, being read or waiting for their check, as it may: retry later"
+_HELD = "as many request bodies, being read or waiting for their check, as it may: retry later"
+UNADMITTED = {  # (budget, over): the reason counted, the answer's status, kind and text
+    ("held", "key"): ("held_bytes", 429, "rate_limited", f"this source holds {_HELD}"),
+    ("held", "total"): ("held_bytes", 503, "busy", f"the gateway holds {_HELD}"),
+    **dict.fromkeys([("disk", "key"), ("disk", "total")], ("no_disk_room", 503, "busy", "the gateway has no room on "
+                                                          "its disk for this body: retry later")),
+    ("unverified", "key"): ("failed_signatures", 429, "rate_limited", "too many signed bodies from this address are "
+                            "being read at once"),
+    ("unverified", "total"): ("unverified_bytes", 503, "busy", "the gateway is reading as many signed bodies, their "
+                              "signatures not yet checked, as it may: retry later")}
 INLINE_CHECK_BYTES = 256 * 1024
 """Bodies up to this size are checked on the event loop; larger ones in a worker thread."""
 CHECK_THREADS = 1
@@ -129,19 +138,10 @@ class Gateway:
 
     def unadmitted(self, refused: Unadmitted) -> JSONResponse:
         """A body past a byte budget, or one the disk has no room for: the rest of it unread, the connection closed."""
-        if refused.budget != "unverified":  # bodies held past a budget, or the disk under their spool full
-            REFUSED.labels("held_bytes" if refused.budget == "held" else "no_disk_room").inc()
-            status, kind, why = (429, "rate_limited", f"this source holds {HELD}") if refused.over == "key" else (
-                503, "busy", f"the gateway holds {HELD}") if refused.budget == "held" else (
-                503, "busy", "the gateway has no room on its disk for this body: retry later")
-            return self.answer(status, api.error(kind, why), retry_after=self.settings.retry_after_s, close=True)
-        if refused.over == "key":
-            REFUSED.labels("failed_signatures").inc()
-            return self.answer(429, api.error("rate_limited", "too many signed bodies from this address are being "
-                                              "read at once"), retry_after=1, close=True)
-        REFUSED.labels("unverified_bytes").inc()
-        return self.answer(503, api.error("busy", "the gateway is reading as many signed bodies, their signatures "
-                                          "not yet checked, as it may: retry later"), retry_after=1, close=True)
+        reason, status, kind, why = UNADMITTED[refused.budget, refused.over]
+        REFUSED.labels(reason).inc()
+        retry_after = 1 if refused.budget == "unverified" else self.settings.retry_after_s
+        return self.answer(status, api.error(kind, why), retry_after=retry_after, close=True)
 
     async def post(self, request: Request, family: Family | None, commune: str | None,
                    idempotency_key: str | None) -> JSONResponse:
