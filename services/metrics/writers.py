@@ -121,7 +121,7 @@ class PartitionWriter:
             if not done:
                 self._stuck = True
                 # left to finish (or to `close`): whatever it ends with is the broker's, and WriteStuck says enough
-                self._inflight.add_done_callback(lambda t: t.cancelled() or t.exception())
+                self._inflight.add_done_callback(closing.retrieved)
                 raise WriteStuck(f"partition {self.partition}: not committed within {self.timeout_s:g} s")
             self._inflight.result()
 
