@@ -1,6 +1,7 @@
-"""The local 3-broker KRaft cluster of `infra/kafka` (KAFKA_BROKERS=3), started once per session, with node faults.
+"""The local 3-broker KRaft cluster of `infra/kafka` (KAFKA_BROKERS=3), started once for this package's tests, with
+node faults.
 
-The session gets a cluster of its own (`tests.faults.Cluster`, which the chaos command uses
+The package's tests get a cluster of their own (`tests.faults.Cluster`, which the chaos command uses
 too): a fresh data directory under pytest's temporary directory and free ports, so it never
 touches the single broker on 9092 nor a cluster a developer runs on 9192-9194
 (`make up BROKERS=3`), and it starts the same on a clean CI clone as on a laptop. At the end
@@ -21,9 +22,11 @@ from services.common.settings import KafkaConnection
 from tests.faults import REPLICAS, Cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Cluster]:
-    """A fresh 3-node cluster for the session (RF 3, min.insync.replicas=2); stopped and removed at the end.
+    """A fresh 3-node cluster for this package's tests (RF 3, min.insync.replicas=2); stopped and removed once the
+    last of them is done, not at the end of the session: three idle brokers took a third of a core for the rest of
+    the fault run (~190 s of CPU in its first ten minutes, on CI's 2 cores).
     After `kafka_bootstrap`: on the secure broker it puts admin's credentials in the environment the cluster
     and its clients take."""
     running = Cluster.fresh(tmp_path_factory.mktemp("kafka-cluster"))
@@ -34,7 +37,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> I
         running.run("reset")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster_bootstrap(cluster: Cluster) -> str:
     """The cluster's bootstrap list, host:port,host:port,host:port."""
     return cluster.bootstrap

@@ -1,7 +1,7 @@
 """A secure broker of these tests' own (SASL_SSL + SCRAM-SHA-512, TLS from its own CA, ACLs), never the shared one.
 
 `infra/kafka/kafka.sh` with `KAFKA_SECURE=1` on free ports, with its data and its
-credentials (`secrets.sh`) under a temporary directory; started once per session,
+credentials (`secrets.sh`) under a temporary directory; started once for this package,
 the registry topics created as `admin`, the ACLs of `services.common.acls` applied by
 kafka.sh itself at start. Each principal's connection comes from its env file.
 """
@@ -60,10 +60,10 @@ class SecureBroker:
         return KafkaConnection.from_env_file(self.secrets / f"{principal}.env")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
-    """A started secure broker with every registry topic and every source's bound raw topics; stopped after the
-    session."""
+    """A started secure broker with every registry topic and every source's bound raw topics; stopped once the
+    package's last test is done, not idle through the rest of the session's tests."""
     broker = SecureBroker.at(tmp_path_factory.mktemp("secure-kafka"))
     broker.run("start")
     try:
