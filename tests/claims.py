@@ -1,10 +1,12 @@
-"""The fault tests shared by `make test`'s two pytest runs (`tests/run.py`): whichever run reaches one first runs it.
+"""The tests shared by `make test`'s three pytest runs (`tests/run.py`): whichever run reaches one first runs it.
 
-One run takes the fault tests (`slow`) from the first; the other runs everything else first and then the fault tests
-from the last (`TESTS_SLOW_LAST`). Before a fault test is set up, its run claims it: a file named after its node id
-in the directory both share (`TESTS_CLAIMS`), made only if absent (`O_EXCL`, atomic). A test the other run claimed
-is skipped before any fixture is set up and counted as "in the other run", never as a skip (which CI fails,
-`tests/conftest.py`). So neither run waits idle while the other still has fault tests to do, and no test runs twice.
+Each run takes its tests in an order of its own (`TESTS_LANE`): the fault run (`-m slow`) takes the fault tests from
+the first; the rest run everything else from the first, then the fault tests from the last; the broker run (`-m "kafka
+and not slow"`) the real-broker tests that are not fault tests, from the last. Before a test is set up, its run claims
+it: a file named after its node id in the directory all share (`TESTS_CLAIMS`), made only if absent (`O_EXCL`,
+atomic). A test another run claimed is skipped before any fixture is set up and counted as "in another run", never
+as a skip (which CI fails, `tests/conftest.py`). So no run waits idle while another still has its tests to do, and no
+test runs twice.
 
     python -m pytest -p tests.claims ...   (tests/run.py adds it; inert without TESTS_CLAIMS)
 """
@@ -17,9 +19,12 @@ import os
 import pytest
 
 CLAIMS = "TESTS_CLAIMS"
-SLOW_LAST = "TESTS_SLOW_LAST"
-ELSEWHERE = "in the other run"
-REASON = "claimed by make test's other pytest run, which runs it"
+LANE = "TESTS_LANE"
+REST_THEN_FAULTS = "rest"
+"""Everything else from the first, then the fault tests from the last."""
+FROM_THE_LAST = "from-the-last"
+ELSEWHERE = "in another run"
+REASON = "claimed by another of make test's pytest runs, which runs it"
 CLAIMED = pytest.StashKey[bool]()
 
 
@@ -43,22 +48,26 @@ def claimed_elsewhere(item: pytest.Item) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With TESTS_SLOW_LAST: everything else first, then the fault tests from the last (the other run starts at the
-    first), each module's tests still together."""
-    if os.environ.get(SLOW_LAST):
+    """The lane's order (`TESTS_LANE`), each module's tests still together: `rest`, everything else first, then the
+    fault tests from the last (the fault run starts at the first); `from-the-last`, all of them from the last (the rest
+    run starts at the first)."""
+    lane = os.environ.get(LANE)
+    if lane == REST_THEN_FAULTS:
         faults = [item for item in items if is_fault_test(item)]
         items[:] = [item for item in items if not is_fault_test(item)] + faults[::-1]
+    elif lane == FROM_THE_LAST:
+        items.reverse()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     directory = os.environ.get(CLAIMS)
-    if directory and is_fault_test(item) and not claim(directory, item.nodeid):
+    if directory and not claim(directory, item.nodeid):
         item.stash[CLAIMED] = True
         pytest.skip(REASON)
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
     if report.skipped and isinstance(report.longrepr, tuple) and str(report.longrepr[2]).endswith(REASON):
-        return ELSEWHERE, "", "IN THE OTHER RUN"
+        return ELSEWHERE, "", "IN ANOTHER RUN"
     return None

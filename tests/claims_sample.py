@@ -1,5 +1,5 @@
-"""Sample tests for `tests/test_run.py` (not collected by the suite: the name is not `test_*.py`): fault tests that
-log which run ran them, so that the test can count each one's runs when `make test`'s two runs share them."""
+"""Sample tests for `tests/test_run.py` (not collected by the suite: the name is not `test_*.py`): tests that log
+which run ran them, so that the test can count each one's runs when `make test`'s three runs share them."""
 
 from __future__ import annotations
 
@@ -21,18 +21,38 @@ def _ran(name: str) -> None:
         f.write(f"{name} {os.environ.get('TESTS_PORT_SHARE', '-')}\n")
 
 
+def _wait_for(name: str) -> None:
+    """Wait (at most 60 s) until another run has logged `name`, so that every run takes some, whatever their
+    start-up times."""
+    deadline = time.monotonic() + 60
+    while name not in _log().read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 @pytest.mark.unit
 def test_the_rest() -> None:
     _ran("rest")
 
 
+@pytest.mark.kafka
+def test_broker_0() -> None:
+    """The rest run's first broker test (no broker used): it waits until the broker run has taken one from the
+    last."""
+    _wait_for("broker_3")
+    _ran("broker_0")
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("k", range(1, 4))
+def test_broker(k: int) -> None:
+    time.sleep(0.2)
+    _ran(f"broker_{k}")
+
+
 @pytest.mark.slow
 def test_fault_0() -> None:
-    """The fault run's first: it waits (at most 60 s) until the other run has taken a fault test from the last, so
-    that both runs take some, whatever their start-up times."""
-    deadline = time.monotonic() + 60
-    while "fault_5" not in _log().read_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    """The fault run's first: it waits until the rest run has taken a fault test from the last."""
+    _wait_for("fault_5")
     _ran("fault_0")
 
 

@@ -150,6 +150,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if (os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail")
-            and not claims.claimed_elsewhere(item)):  # a fault test the other run of `make test` runs
+            and not claims.claimed_elsewhere(item)):  # a test another run of `make test` runs
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome, report.longrepr = "failed", f"skipped in CI ({reason}): CI must run every test"

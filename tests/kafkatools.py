@@ -139,8 +139,8 @@ def unassigned_ports() -> range:
 
 
 def shared(ports: range, share: str) -> range:
-    """Share `k/n` of `ports` (the k-th of n equal slices; all of them without one): `make test`'s two pytest runs
-    (`tests.run`) pick their ports each in its own, else both could pick one port before either binds it."""
+    """Share `k/n` of `ports` (the k-th of n equal slices; all of them without one): `make test`'s pytest runs
+    (`tests.run`) pick their ports each in its own, else two could pick one port before either binds it."""
     try:
         k, n = map(int, share.split("/"))
     except ValueError:

@@ -1,15 +1,18 @@
-"""`make test`: the suite as two pytest runs side by side, one starting with the fault tests, the other with the rest.
+"""`make test`: the suite as three pytest runs side by side: the fault tests, the rest, the real-broker tests.
 
 The fault tests (`-m slow`: SIGKILL, SIGSTOP past a session timeout, broker loss, chaos rows) mostly wait on the
-broker's clocks, so they run one after another in a pytest process of their own while the rest (unit, property and
-real-broker tests) runs in another; on 2 cores that roughly halves the suite's wall time. The other run, once done
-with the rest, takes the fault tests from the last, and each fault test is run by whichever run claims it first
-(`tests/claims.py`), so neither waits idle while the other still has tests to do. The other run's output streams
-live; the fault run's output follows when both are done. Each run has a token of its own in its
-namespaces (`tests/naming.py`) and deletes only its own topics, and a share of its own of the ports tests hand out.
-Arguments go to both runs; with a `-m` of its own the suite runs once, as asked. Exit status: the first failure's
-(pytest's 5, "no tests collected", counts as success for one half, which may select nothing, as when the arguments
-name only unit tests; not for both, nor for a single run: a suite that ran no test at all is no success).
+broker's clocks, so they run one after another in a pytest process of their own (the fault run). The rest (unit,
+property and real-broker tests) runs in another from the first, and its real-broker tests, which mostly wait on the
+broker and on the services they start, also in a third from the last (the broker run): on 2 cores the processes are
+mostly waiting, not computing (CI, 2026-12-07: the rest run 1,780 s, its pytest process 441 s of CPU; all processes
+together 64% of the two cores). The rest run, once done, takes the fault tests from the last. Each test is run by
+whichever run claims it first (`tests/claims.py`), so no run waits idle while another still has its tests to do, and
+never more than two fault tests run at once. The rest run's output streams live; the others' follow when all are
+done. Each run has a token of its own in its namespaces (`tests/naming.py`) and deletes only its own topics, and a
+share of its own of the ports tests hand out. Arguments go to every run; with a `-m` of its own the suite runs once,
+as asked. Exit status: the first failure's (pytest's 5, "no tests collected", counts as success for a run, which may
+select nothing, as when the arguments name only unit tests; not for all of them, nor for a single run: a suite that
+ran no test at all is no success).
 
     python -m tests.run [pytest arguments]
 """
@@ -32,11 +35,20 @@ def pytest(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "pytest", "--durations=20", *args]
 
 
+RUNS = 3
+FAULTS, REST, BROKER = range(RUNS)
+SELECTS = {FAULTS: ["-m", "slow"], REST: [], BROKER: ["-m", "kafka and not slow"]}
+LANES = {REST: claims.REST_THEN_FAULTS, BROKER: claims.FROM_THE_LAST}
+TITLES = {FAULTS: "the fault tests (-m slow)", REST: "the rest, then fault tests",
+          BROKER: "the real-broker tests, from the last"}
+
+
 def share(k: int, claims_dir: str) -> dict[str, str]:
-    """The environment of run `k` of the two: its own share of the ports tests hand out (`PORT_SHARE`), so that the
-    two runs never pick one port at once (`tests.kafkatools.unassigned_ports`); the directory where both claim the
-    fault tests; for run 1, the fault tests last, from the last (`tests/claims.py`)."""
-    return {**os.environ, PORT_SHARE: f"{k}/2", claims.CLAIMS: claims_dir} | ({claims.SLOW_LAST: "1"} if k else {})
+    """The environment of run `k`: its own share of the ports tests hand out (`PORT_SHARE`), so that no two runs ever
+    pick one port at once (`tests.kafkatools.unassigned_ports`); the directory where all claim their tests; its
+    order (`tests/claims.py`)."""
+    lane = {claims.LANE: LANES[k]} if k in LANES else {}
+    return {**os.environ, PORT_SHARE: f"{k}/{RUNS}", claims.CLAIMS: claims_dir} | lane
 
 
 def status(rc: int) -> int:
@@ -48,31 +60,34 @@ def main(argv: list[str]) -> int:
         return subprocess.call(pytest(argv))
     began = time.monotonic()
     argv = ["-p", "tests.claims", *argv]
-    with tempfile.TemporaryFile() as slow_out, tempfile.TemporaryDirectory(prefix="tests-claims-") as claims_dir:
-        slow = subprocess.Popen(pytest([*argv, "-m", "slow"]), stdout=slow_out, stderr=subprocess.STDOUT,
-                                env=share(0, claims_dir))
+    with tempfile.TemporaryDirectory(prefix="tests-claims-") as claims_dir, \
+            tempfile.TemporaryFile() as faults_out, tempfile.TemporaryFile() as broker_out:
+        outs = {FAULTS: faults_out, BROKER: broker_out}
+        behind = {k: subprocess.Popen(pytest([*argv, *SELECTS[k]]), stdout=out, stderr=subprocess.STDOUT,
+                                      env=share(k, claims_dir)) for k, out in outs.items()}
+        rcs: dict[int, int] = {}
         try:
-            print(f"tests.run: the fault tests (-m slow) run beside these (pid {slow.pid}); their output follows. "
-                  f"These take the fault tests not yet begun there, from the last, once done", flush=True)
-            rest_rc = subprocess.call(pytest(argv), env=share(1, claims_dir))
-            faults_rc = slow.wait()
-        finally:  # interrupted (Ctrl-C, a CI timeout): the fault run does not go on alone
-            if slow.poll() is None:
-                slow.terminate()
-                slow.wait()
-        slow_out.seek(0)
-        print("\n" + "=" * 30 + " the fault tests (-m slow) " + "=" * 30, flush=True)
-        sys.stdout.buffer.write(slow_out.read())
-    if rest_rc == faults_rc == NO_TESTS:
-        print("\ntests.run: no test collected in either run", flush=True)
+            print("tests.run: " + ", ".join(f"{TITLES[k]} (pid {p.pid})" for k, p in behind.items())
+                  + " run beside these, their output after; these take the fault tests not yet begun, from the last,"
+                  " once done", flush=True)
+            rcs[REST] = subprocess.call(pytest(argv), env=share(REST, claims_dir))
+            rcs |= {k: p.wait() for k, p in behind.items()}
+        finally:  # interrupted (Ctrl-C, a CI timeout): no run goes on alone
+            for p in behind.values():
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait()
+        for k, out in outs.items():
+            out.seek(0)
+            print("\n" + "=" * 30 + f" {TITLES[k]} " + "=" * 30, flush=True)
+            sys.stdout.buffer.write(out.read())
+            sys.stdout.buffer.flush()
+    if all(rc == NO_TESTS for rc in rcs.values()):
+        print("\ntests.run: no test collected in any run", flush=True)
         return NO_TESTS
-    rest, faults = status(rest_rc), status(faults_rc)
-    def said(rc: int) -> str:
-        return "passed" if rc == 0 else f"FAILED ({rc})"
-
-    print(f"\ntests.run: everything else (and the fault tests that run took) {said(rest)}, the fault run "
-          f"{said(faults)}; {time.monotonic() - began:.0f} s in all", flush=True)
-    return rest or faults
+    said = ", ".join(f"{TITLES[k]}: {'passed' if status(rcs[k]) == 0 else f'FAILED ({rcs[k]})'}" for k in range(RUNS))
+    print(f"\ntests.run: {said}; {time.monotonic() - began:.0f} s in all", flush=True)
+    return next((status(rcs[k]) for k in (REST, FAULTS, BROKER) if status(rcs[k])), 0)
 
 
 if __name__ == "__main__":
