@@ -28,10 +28,10 @@ def test_a_marker_expression_of_the_callers_runs_once(capsys: pytest.CaptureFixt
 
 def test_the_three_runs_share_the_tests_each_run_once_and_none_counted_as_a_skip(
         tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fault run takes the fault tests from the first, the rest run (once done with the rest) from the last; the
+    """The fault run takes the fault tests from the first, the other two (once done with the rest) from the last; the
     broker run takes the real-broker tests from the last, then the unit tests, the rest run from the first: each test
-    runs exactly once, in one run or another, every run takes some, no fault test in the broker run and no other test
-    in the fault run, and a test another run ran is counted as that, not as a skip, which CI would fail."""
+    runs exactly once, in one run or another, every run takes some, no other test in the fault run, and a test
+    another run ran is counted as that, not as a skip, which CI would fail."""
     log = tmp_path / "ran.log"
     log.touch()
     monkeypatch.setenv("CLAIMS_SAMPLE_LOG", str(log))
@@ -43,7 +43,7 @@ def test_the_three_runs_share_the_tests_each_run_once_and_none_counted_as_a_skip
     assert names == sorted([*(f"fault_{k}" for k in range(6)), *(f"broker_{k}" for k in range(4)), "rest"]), ran
     faults = {share for name, share in ran if name.startswith("fault_")}
     broker = {share for name, share in ran if name.startswith("broker_")}
-    assert faults == {"0/3", "1/3"}, ran  # the fault run and the rest run took some, the broker run none
+    assert "0/3" in faults and len(faults) > 1, ran  # the fault run took some, and another run some
     assert broker == {"1/3", "2/3"}, ran  # the rest run and the broker run took some
     assert [share for name, share in ran if name == "rest"] in (["1/3"], ["2/3"])
     assert "in another run" in out and "skipped" not in out, out
