@@ -1,11 +1,13 @@
-"""`make test`: the suite as three pytest runs side by side: the fault tests, the rest, the rest from the last.
+"""`make test`: the suite as two pytest runs side by side (three with TESTS_RUNS=3): the fault tests, the rest, and
+the rest from the last.
 
 The fault tests (`-m slow`: SIGKILL, SIGSTOP past a session timeout, broker loss, chaos rows) mostly wait on the
 broker's clocks, so they run one after another in a pytest process of their own (the fault run). The rest (unit,
-property and real-broker tests) runs in another from the first, and also in a third from the last, real-broker tests
-first (the broker run): they mostly wait on the broker and on the services they start, and on 2 cores the processes
-were mostly waiting, not computing (CI, 2026-12-07, two runs: the rest run 1,780 s, its pytest process 441 s of CPU;
-all processes together 64% of the two cores). The other two, once done, take the fault tests from the last. Each
+property and real-broker tests) runs in another from the first, and with TESTS_RUNS=3 also in a third from the
+last, real-broker tests first (the broker run): they mostly wait on the broker and on the services they start, and
+on 2 cores the processes were mostly waiting, not computing (CI, 2026-12-07, two runs: the rest run 1,780 s, its
+pytest process 441 s of CPU; all processes together 64% of the two cores). The others, once done, take the fault
+tests from the last. Each
 test is run by whichever run claims it first (`tests/claims.py`), so no run waits idle while another still has its
 tests to do; three fault tests run at once only at the end, when the fault run has done most of them (first among
 them the 3-node cluster's, whose package comes early). The rest run's output streams live; the others'
@@ -37,6 +39,11 @@ def pytest(args: list[str]) -> list[str]:
 
 
 RUNS = 3
+RUNS_ENV = "TESTS_RUNS"
+"""How many runs side by side: 2 (the default: the fault run and the rest run) or 3 (the broker run too). Three
+took the suite from 1,786 s to 1,306-1,418 s in CI (2026-12-07), but two of four such runs failed on tests that
+read or waited on the broker in ways a busier machine breaks (two mended, `test_replay_outage`'s hang not yet
+understood), so it stays a choice until it has passed as often as two runs do."""
 FAULTS, REST, BROKER = range(RUNS)
 SELECTS = {FAULTS: ["-m", "slow"], REST: [], BROKER: []}
 LANES = {REST: claims.REST_THEN_FAULTS, BROKER: claims.BROKER_FIRST_FROM_THE_LAST}
@@ -44,12 +51,16 @@ TITLES = {FAULTS: "the fault tests (-m slow)", REST: "the rest, then fault tests
           BROKER: "the real-broker tests, then unit and fault tests, from the last"}
 
 
+def runs() -> int:
+    return 3 if os.environ.get(RUNS_ENV) == "3" else 2
+
+
 def share(k: int, claims_dir: str) -> dict[str, str]:
     """The environment of run `k`: its own share of the ports tests hand out (`PORT_SHARE`), so that no two runs ever
     pick one port at once (`tests.kafkatools.unassigned_ports`); the directory where all claim their tests; its
     order (`tests/claims.py`)."""
     lane = {claims.LANE: LANES[k]} if k in LANES else {}
-    return {**os.environ, PORT_SHARE: f"{k}/{RUNS}", claims.CLAIMS: claims_dir} | lane
+    return {**os.environ, PORT_SHARE: f"{k}/{runs()}", claims.CLAIMS: claims_dir} | lane
 
 
 def status(rc: int) -> int:
@@ -63,7 +74,7 @@ def main(argv: list[str]) -> int:
     argv = ["-p", "tests.claims", *argv]
     with tempfile.TemporaryDirectory(prefix="tests-claims-") as claims_dir, \
             tempfile.TemporaryFile() as faults_out, tempfile.TemporaryFile() as broker_out:
-        outs = {FAULTS: faults_out, BROKER: broker_out}
+        outs = {FAULTS: faults_out, BROKER: broker_out} if runs() == 3 else {FAULTS: faults_out}
         behind = {k: subprocess.Popen(pytest([*argv, *SELECTS[k]]), stdout=out, stderr=subprocess.STDOUT,
                                       env=share(k, claims_dir)) for k, out in outs.items()}
         rcs: dict[int, int] = {}
@@ -86,9 +97,10 @@ def main(argv: list[str]) -> int:
     if all(rc == NO_TESTS for rc in rcs.values()):
         print("\ntests.run: no test collected in any run", flush=True)
         return NO_TESTS
-    said = ", ".join(f"{TITLES[k]}: {'passed' if status(rcs[k]) == 0 else f'FAILED ({rcs[k]})'}" for k in range(RUNS))
+    said = ", ".join(f"{TITLES[k]}: {'passed' if status(rc) == 0 else f'FAILED ({rc})'}"
+                     for k, rc in sorted(rcs.items()))
     print(f"\ntests.run: {said}; {time.monotonic() - began:.0f} s in all", flush=True)
-    return next((status(rcs[k]) for k in (REST, FAULTS, BROKER) if status(rcs[k])), 0)
+    return next((status(rcs[k]) for k in (REST, FAULTS, BROKER) if k in rcs and status(rcs[k])), 0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 
 from tests import kafkatools
 from tests.kafkatools import free_port, free_port_run, shared, unassigned_ports
-from tests.run import PORT_SHARE, RUNS, share
+from tests.run import PORT_SHARE, RUNS, RUNS_ENV, share
 
 pytestmark = pytest.mark.unit
 
@@ -58,13 +58,16 @@ def test_a_port_someone_listens_on_or_given_before_is_not_given(monkeypatch: pyt
 
 
 def test_the_runs_of_make_test_pick_from_disjoint_shares(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`tests.run` gives its three pytest runs shares 0/3, 1/3 and 2/3; two shares are disjoint, each about half; no
-    share (or a bad one) is the whole range."""
+    """`tests.run` gives its pytest runs shares 0/2 and 1/2 (0/3, 1/3 and 2/3 with three); two shares are disjoint,
+    each about half; no share (or a bad one) is the whole range."""
     ports = range(20000, 32768)
     first, second = shared(ports, "0/2"), shared(ports, "1/2")
     assert first.stop == second.start and first.start == ports.start and len(first) == len(second) == len(ports) // 2
     assert shared(ports, "") == shared(ports, "2/2") == shared(ports, "x") == ports
+    monkeypatch.setenv(RUNS_ENV, "3")
     assert [share(k, "claims")[PORT_SHARE] for k in range(RUNS)] == ["0/3", "1/3", "2/3"]
+    monkeypatch.delenv(RUNS_ENV)
+    assert [share(k, "claims")[PORT_SHARE] for k in range(2)] == ["0/2", "1/2"]
     monkeypatch.delenv(PORT_SHARE, raising=False)
     whole = unassigned_ports()
     monkeypatch.setenv(PORT_SHARE, "1/2")

@@ -36,6 +36,7 @@ def test_the_three_runs_share_the_tests_each_run_once_and_none_counted_as_a_skip
     log.touch()
     monkeypatch.setenv("CLAIMS_SAMPLE_LOG", str(log))
     monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv(run.RUNS_ENV, "3")
     assert run.main(["-q", "-p", "no:cacheprovider", "tests/claims_sample.py"]) == 0
     out = capfd.readouterr().out
     ran = [tuple(line.split()) for line in log.read_text().splitlines()]
@@ -46,4 +47,23 @@ def test_the_three_runs_share_the_tests_each_run_once_and_none_counted_as_a_skip
     assert "0/3" in faults and len(faults) > 1, ran  # the fault run took some, and another run some
     assert broker == {"1/3", "2/3"}, ran  # the rest run and the broker run took some
     assert [share for name, share in ran if name == "rest"] in (["1/3"], ["2/3"])
+    assert "in another run" in out and "skipped" not in out, out
+
+
+def test_by_default_two_runs_share_the_fault_tests_and_the_rest_run_does_everything_else(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without TESTS_RUNS=3: the fault run and the rest run only; each test once, the fault tests shared."""
+    log = tmp_path / "ran.log"
+    log.touch()
+    monkeypatch.setenv("CLAIMS_SAMPLE_LOG", str(log))
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.delenv(run.RUNS_ENV, raising=False)
+    monkeypatch.setenv("CLAIMS_SAMPLE_NO_BROKER_RUN", "1")
+    assert run.main(["-q", "-p", "no:cacheprovider", "tests/claims_sample.py"]) == 0
+    out = capfd.readouterr().out
+    ran = [tuple(line.split()) for line in log.read_text().splitlines()]
+    assert sorted(name for name, _ in ran) == sorted([*(f"fault_{k}" for k in range(6)),
+                                                      *(f"broker_{k}" for k in range(4)), "rest"]), ran
+    assert {share for name, share in ran if name.startswith("fault_")} == {"0/2", "1/2"}, ran
+    assert {share for name, share in ran if not name.startswith("fault_")} == {"1/2"}, ran
     assert "in another run" in out and "skipped" not in out, out
