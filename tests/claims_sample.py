@@ -1,5 +1,5 @@
 """Sample tests for `tests/test_run.py` (not collected by the suite: the name is not `test_*.py`): tests that log
-which run ran them, so that the test can count each one's runs when `make test`'s three runs share them."""
+which run ran them, so that the test can count each one's runs when `make test`'s runs share them."""
 
 from __future__ import annotations
 

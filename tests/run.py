@@ -7,15 +7,14 @@ property and real-broker tests) runs in another from the first, and with TESTS_R
 last, real-broker tests first (the broker run): they mostly wait on the broker and on the services they start, and
 on 2 cores the processes were mostly waiting, not computing (CI, 2026-12-07, two runs: the rest run 1,780 s, its
 pytest process 441 s of CPU; all processes together 64% of the two cores). The others, once done, take the fault
-tests from the last. Each
-test is run by whichever run claims it first (`tests/claims.py`), so no run waits idle while another still has its
-tests to do; three fault tests run at once only at the end, when the fault run has done most of them (first among
-them the 3-node cluster's, whose package comes early). The rest run's output streams live; the others'
-follow when all are done. Each run has a token of its own in its namespaces (`tests/naming.py`) and deletes only its
-own topics, and a share of its own of the ports tests hand out. Arguments go to every run; with a `-m` of its own
-the suite runs once, as asked. Exit status: the first failure's (pytest's 5, "no tests collected", counts as success
-for a run, which may select nothing, as when the arguments name only unit tests; not for all of them, nor for a
-single run: a suite that ran no test at all is no success).
+tests from the last. Each test is run by whichever run claims it first (`tests/claims.py`), so no run waits idle
+while another still has its tests to do; with three runs, three fault tests run at once only at the end, when
+the fault run has done most of them (first among them the 3-node cluster's, whose package comes early). The rest
+run's output streams live; the others' follow when all are done. Each run has a token of its own in its namespaces
+(`tests/naming.py`) and deletes only its own topics, and a share of its own of the ports tests hand out. Arguments
+go to every run; with a `-m` of its own the suite runs once, as asked. Exit status: the first failure's (pytest's 5,
+"no tests collected", counts as success for a run, which may select nothing, as when the arguments name only unit
+tests; not for all of them, nor for a single run: a suite that ran no test at all is no success).
 
     python -m tests.run [pytest arguments]
 """
@@ -80,8 +79,8 @@ def main(argv: list[str]) -> int:
         rcs: dict[int, int] = {}
         try:
             print("tests.run: " + ", ".join(f"{TITLES[k]} (pid {p.pid})" for k, p in behind.items())
-                  + " run beside these, their output after; all take the fault tests not yet begun, these and the"
-                  " broker run from the last, once done", flush=True)
+                  + " run beside these, their output after; once done, these (and the broker run, if any) take the"
+                  " fault tests not yet begun, from the last", flush=True)
             rcs[REST] = subprocess.call(pytest(argv), env=share(REST, claims_dir))
             rcs |= {k: p.wait() for k, p in behind.items()}
         finally:  # interrupted (Ctrl-C, a CI timeout): no run goes on alone

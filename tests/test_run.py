@@ -1,4 +1,4 @@
-"""`make test`'s runner (tests/run.py): three pytest runs side by side, and one exit status that hides no failure."""
+"""`make test`'s runner (tests/run.py): two or three pytest runs side by side, one exit status hiding no failure."""
 
 from __future__ import annotations
 
