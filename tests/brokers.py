@@ -31,11 +31,14 @@ KAFKA_SH = ROOT / "infra/kafka/kafka.sh"
 class OwnBroker:
     """A single local broker with its own ports and data directory, which the test may stop and start."""
 
-    def __init__(self, state: Path, heap: str = "-Xmx512m -Xms512m", proxied: bool = False) -> None:
+    def __init__(self, state: Path, heap: str = "-Xmx512m -Xms512m", proxied: bool = False,
+                 properties: dict[str, str] | None = None) -> None:
+        """`properties`: settings of its server.properties overridden (kafka.sh's KAFKA_EXTRA_PROPERTIES)."""
         self.state = state
         self.env = {**os.environ, "KAFKA_STATE_DIR": str(state), "KAFKA_PORT": str(free_port()),
                     "KAFKA_CONTROLLER_PORT": str(free_port()),
-                    "KAFKA_HEAP_OPTS": os.environ.get("KAFKA_HEAP_OPTS", heap)}
+                    "KAFKA_HEAP_OPTS": os.environ.get("KAFKA_HEAP_OPTS", heap),
+                    "KAFKA_EXTRA_PROPERTIES": "\n".join(f"{k}={v}" for k, v in (properties or {}).items())}
         self.env.pop("KAFKA_BROKERS", None)  # one broker, whatever the caller's shell says
         self.env.pop("KAFKA_PROXIED", None)
         self.bootstrap = f"127.0.0.1:{self.env['KAFKA_PORT']}"

@@ -12,6 +12,8 @@
 # `acls` (the secure broker's only) applies the ACLs again (KAFKA_APPLY_ACLS=0: start without applying them).
 # KAFKA_PROXIED=REAL:ADVERTISED (the single PLAINTEXT broker only; tests' network partitions) adds a PLAINTEXT
 # listener on 127.0.0.1:REAL advertised as 127.0.0.1:ADVERTISED, where a test's proxy forwards to it.
+# KAFKA_EXTRA_PROPERTIES (the single broker only; tests' misconfigured brokers): lines added to its server.properties,
+# overriding the same keys before them.
 # Idempotent: start on a running broker only adds what a registry change brought (the secure one: new principals'
 # credentials and the ACLs, as `acls` does); stop on a stopped one is a no-op.
 set -euo pipefail
@@ -106,6 +108,7 @@ start() {
     proxied_listener
   fi
   echo "log.dirs=$state/data" >> "$props"
+  [ -z "${KAFKA_EXTRA_PROPERTIES:-}" ] || printf '%s\n' "$KAFKA_EXTRA_PROPERTIES" >> "$props"  # the last one wins
   if [ ! -f "$state/data/meta.properties" ]; then
     java_run kafka.tools.StorageTool format -t "$(java_run kafka.tools.StorageTool random-uuid)" -c "$props" \
       --ignore-formatted ${scram[@]+"${scram[@]}"} >/dev/null

@@ -22,7 +22,7 @@ from services.cli.deadletters import DeadLetter, redriven_headers
 from services.cli.dlq import replayed_keys
 from services.common import clients, transactions
 from services.common.admin import ensure_topics
-from services.common.closing import close_within
+from services.common.closing import StartUnanswered, close_within, start_within
 from services.common.settings import KafkaConnection
 
 Progress = Callable[[int], None]
@@ -36,8 +36,9 @@ RUN_AGAIN = ("run the command again once the broker answers: it replays only the
 
 async def replay_writer(conn: KafkaConnection, namespace: str,
                         client_id: str) -> tuple[AIOKafkaProducer, str, set[bytes]]:
-    """The namespace's one replay writer, started, the replay log's name (the log created first: a listing made
-    none), and the log's keys read once the writer is started. `dlq replay` and `notify-dlq replay` share the
+    """The namespace's one replay writer, started (`Unacknowledged` if the broker gave it no producer id within
+    `kafka_io.ACK_STALL_S`), the replay log's name (the log created first: a listing made none), and the log's keys
+    read once the writer is started. `dlq replay` and `notify-dlq replay` share the
     transactional id: starting it fenced any other replay's open transaction, and what one committed before is in the
     keys read after (review: a replay that read the log before another's commit replayed the same letters again)."""
     log = scoped(DLQ_REPLAYED, namespace)
@@ -45,7 +46,10 @@ async def replay_writer(conn: KafkaConnection, namespace: str,
     producer = clients.transactional_producer(
         conn, transactional_id=transactional_id(TransactionalId.DLQ_REPLAY, namespace, REPLAY_INSTANCE),
         client_id=client_id)
-    await producer.start()
+    try:  # a broker that gives no producer id held the replay for ever, silent, before its first record
+        await start_within("commune-bus", "replay writer", producer, kafka_io.ACK_STALL_S)
+    except StartUnanswered as exc:
+        raise kafka_io.Unacknowledged(f"{exc}: nothing replayed") from None
     try:
         return producer, log.name, await replayed_keys(conn, namespace)
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiokafka.errors import KafkaError
 
 from services.cli.kafka_io import Unacknowledged
+from services.common.closing import StartUnanswered
 from services.common.logging import SafeMessage
 
 CLIENT_MESSAGE_CHARS = 300
@@ -52,9 +53,17 @@ UNANSWERED_HINT = ("the broker stopped answering: once it answers, run the comma
 the bootstrap and credentials had worked (review)."""
 
 
+NO_PRODUCER_ID_HINT = ("nothing was written; run the command again once the coordinator answers: a cluster needs as "
+                       "many brokers running as its transaction.state.log.replication.factor")
+"""Said instead of KAFKA_HINT when a writer's start got no producer id (`closing.StartUnanswered`): the bootstrap
+and the credentials had worked."""
+
+
 def kafka_hint(exc: KafkaError) -> str:
     if isinstance(exc, Unacknowledged):
         return UNANSWERED_HINT
+    if isinstance(exc, StartUnanswered):
+        return NO_PRODUCER_ID_HINT
     refused = "Authorization" in type(exc).__name__ or "authorization failed" in str(exc).lower()
     return RIGHTS_HINT if refused else KAFKA_HINT
 

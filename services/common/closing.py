@@ -5,7 +5,8 @@ is gone (with idempotence on, `_can_retry` retries a batch for ever), so an unbo
 keeps a SIGTERMed process alive for a whole outage; a consumer's `stop` can wait on its coordinator alike.
 `close_within` gives each client `timeout_s`: the stop runs on to its end in the background (shielded, so a
 cancelled caller does not cut it short half-way), and its outcome is retrieved, never left unobserved. `within`
-bounds other waits on the broker alike (an acknowledgement, a transaction, whose abort waits for the broker too).
+bounds other waits on the broker alike (an acknowledgement, a transaction, whose abort waits for the broker too), and
+`start_within` a producer's start.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from services.common.logging import SafeMessage
 
 log = structlog.get_logger("runtime")
 CLOSE_TIMEOUT_S = 10.0
 """How long a client's stop may take before the process goes on without it."""
+START_TIMEOUT_S = 60.0
+"""How long `start_within` waits for a producer's start unless told (an erasure's, a key re-wrap's)."""
 T = TypeVar("T")
 
 
@@ -75,3 +81,26 @@ def retrieved(future: asyncio.Future[Any]) -> None:
     """A done callback that reads a future's exception, so asyncio never reports it as never retrieved."""
     if not future.cancelled():
         future.exception()
+
+
+class StartUnanswered(SafeMessage, KafkaTimeoutError):
+    """A producer's start did not end within its bound (`start_within`)."""
+
+
+async def start_within(service: str, client: str, producer: AIOKafkaProducer, timeout_s: float | None = None) -> None:
+    """Start `producer`, or, once that took `timeout_s` (`START_TIMEOUT_S` if None), stop what it opened
+    (`close_within`) and raise `StartUnanswered`; a start that fails is stopped alike, then raised. An idempotent or
+    transactional producer's start asks for a producer id, and aiokafka asks again, without a word, for as long as the
+    broker answers with an error it deems retriable: a broker whose `__transaction_state` cannot be made (fewer
+    brokers than its replication factor) or whose coordinator is not available held `dlq replay` silent for ever,
+    before its first record."""
+    timeout_s = START_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        await within(producer.start(), timeout_s)
+    except BaseException as exc:
+        await close_within(service, client, producer.stop)
+        if isinstance(exc, TimeoutError):
+            raise StartUnanswered(f"the broker gave the {client} no producer id within {timeout_s:g} s: its "
+                                  "transaction coordinator is not available (a cluster short of the brokers its "
+                                  "__transaction_state topic needs, or still loading it)") from None
+        raise

@@ -40,6 +40,7 @@ from schemas.topics import (
 from services.common import clients, transactions
 from services.common.admin import partition_counts, topic_errors
 from services.common.changelog import read_to_end
+from services.common.closing import start_within
 from services.common.settings import KafkaConnection
 from services.privacy import crypto, required_topics
 from services.privacy.erasure_time import erasure_mark
@@ -176,7 +177,7 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
     producer = clients.transactional_producer(
         conn, transactional_id=erasure_transactional_id(namespace, via, audit.erasure_id),
         client_id="commune-bus-erase")
-    await producer.start()
+    await start_within("privacy", "erasure writer", producer)  # StartUnanswered: a broker giving it no producer id
     try:
         live = await live_keys_by_topic(conn, namespace, subject)
         if only_if_live and not any(live.values()):

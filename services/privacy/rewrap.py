@@ -26,6 +26,7 @@ from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, TransactionalId, transactional_id
 from services.common import clients, transactions
 from services.common.changelog import read_to_end
+from services.common.closing import start_within
 from services.common.settings import KafkaConnection
 from services.privacy import crypto, required_topics
 from services.privacy.crypto import PrivacyError
@@ -192,7 +193,7 @@ async def rewrap_keys(conn: KafkaConnection, namespace: str, keks: Mapping[str, 
     producer = clients.transactional_producer(
         conn, transactional_id=transactional_id(TransactionalId.KEYS_REWRAP, namespace, uuid.uuid4().hex),
         client_id="commune-bus-keys-rewrap")
-    await producer.start()
+    await start_within("privacy", "key re-wrap writer", producer)  # StartUnanswered: a broker giving it no producer id
     try:
         for start in range(0, len(planned.records), BATCH):
             async with transactions.transaction(producer):

@@ -1,0 +1,107 @@
+"""A writer whose broker gives it no producer id ends within its bound, saying so, instead of waiting for ever.
+
+A transactional producer's start asks the broker's transaction coordinator for a producer id, and aiokafka asks again,
+without a word, for as long as the answer is an error it deems retriable. The broker here cannot make its
+`__transaction_state` topic (replication factor 2, one broker), so it answers COORDINATOR_NOT_AVAILABLE for ever, as
+a cluster short of brokers does: `dlq replay` and an erasure were silent until killed (a probe: still starting after
+20 s, and after 300 s in a CI run of the replay outage test)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from schemas.events import Family
+from schemas.replay import DLQ_REPLAYED
+from schemas.topics import DLQ_INTAKE, PRIVACY_AUDIT, RAW, scoped
+from services.cli import kafka_io, replaying
+from services.cli.said import NO_PRODUCER_ID_HINT
+from services.common import clients, closing
+from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
+from services.privacy.erase import erase_cccd, erasure_topics
+from tests import naming
+from tests.brokers import OwnBroker
+from tests.cli.test_replay_outage import letters
+from tests.kafkatools import ROOT, read_all
+from tests.keys_env import PRIVACY_ENV
+from tests.privacy.keys import PEPPER
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
+BOUND_S = 3.0
+GUARD_S = 60.0
+"""How long a test waits for a writer bounded at `BOUND_S` before it calls the writer unbounded."""
+
+
+@pytest.fixture(scope="module")
+def coordinatorless(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[OwnBroker]:
+    """A broker whose transaction coordinator is never available (its `__transaction_state` wants two replicas)."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        pytest.skip("an external broker was given; this test starts a misconfigured one of its own")
+    broker = OwnBroker(Path(tmp_path_factory.mktemp("coordinatorless")) / "kafka",
+                       properties={"transaction.state.log.replication.factor": "2"})
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.remove()
+
+
+async def test_the_helper_stops_a_producer_the_broker_gives_no_id(coordinatorless: OwnBroker) -> None:
+    conn = KafkaConnection(bootstrap=coordinatorless.bootstrap)
+    producer = clients.transactional_producer(conn, transactional_id="tests-" + naming.unique(), client_id="tests")
+    with pytest.raises(closing.StartUnanswered, match=f"gave the probe no producer id within {BOUND_S:g} s"):
+        await asyncio.wait_for(closing.start_within("tests", "probe", producer, BOUND_S), GUARD_S)
+    assert vars(producer)["_closed"] is True, "the producer given up is stopped (aiokafka's flag, as its __del__'s)"
+
+
+async def test_a_replay_ends_with_nothing_replayed(coordinatorless: OwnBroker,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dlq replay` (and `notify-dlq replay`, the same writer) ends with `Unacknowledged`: nothing replayed."""
+    monkeypatch.setattr(kafka_io, "ACK_STALL_S", BOUND_S)
+    conn = KafkaConnection(bootstrap=coordinatorless.bootstrap)
+    namespace = "nc" + naming.unique()
+    raw = scoped(RAW[Family.DOSSIER], namespace)
+    await ensure_topics(conn, [raw, scoped(DLQ_REPLAYED, namespace)])
+    todo = letters(raw.name, 3)
+    replay = replaying.replay(conn, namespace, todo, scoped(DLQ_INTAKE, namespace).name, set(), {})
+    with pytest.raises(kafka_io.Unacknowledged, match=r"no producer id within 3 s: .*: nothing replayed"):
+        await asyncio.wait_for(replay, GUARD_S)
+    assert await read_all(coordinatorless.bootstrap, raw.name, idle=0.5) == []
+
+
+async def test_an_erasure_ends_unanswered_and_writes_nothing(coordinatorless: OwnBroker,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's `erase` and the gateway's `/v1/erasures` (a 503, retry) get `StartUnanswered`, a Kafka error."""
+    monkeypatch.setattr(closing, "START_TIMEOUT_S", BOUND_S)
+    conn = KafkaConnection(bootstrap=coordinatorless.bootstrap)
+    namespace = "nc" + naming.unique()
+    await ensure_topics(conn, erasure_topics(namespace))
+    erasure = erase_cccd(conn, namespace, PEPPER, "008123456789", requested_by="operator:tester")
+    with pytest.raises(closing.StartUnanswered, match="gave the erasure writer no producer id"):
+        await asyncio.wait_for(erasure, GUARD_S)
+    assert await read_all(coordinatorless.bootstrap, scoped(PRIVACY_AUDIT, namespace).name, idle=0.5) == []
+
+
+def test_the_erase_command_says_so_in_one_line(coordinatorless: OwnBroker) -> None:
+    """`commune-bus erase` ends with exit 1 and one line: the producer id not given, and what to check (it said to
+    check the bootstrap and the credentials, which had worked); the CCCD is not printed."""
+    namespace = "nc" + naming.unique()
+    asyncio.run(ensure_topics(KafkaConnection(bootstrap=coordinatorless.bootstrap), erasure_topics(namespace)))
+    code = f"from services.common import closing; closing.START_TIMEOUT_S = {BOUND_S}; " \
+           "from services.cli.main import main; main()"
+    env = {**os.environ, **PRIVACY_ENV, "KAFKA_BOOTSTRAP": coordinatorless.bootstrap, "COLUMNS": "400"}
+    done = subprocess.run([sys.executable, "-c", code, "erase", "--cccd", "008123456789", "--namespace", namespace,
+                           "--requested-by", "tester"], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=GUARD_S)
+    assert done.returncode == 1, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("commune-bus: Kafka:")]
+    assert len(said) == 1 and "gave the erasure writer no producer id within 3 s" in said[0], done.stderr
+    assert NO_PRODUCER_ID_HINT in said[0] and "--bootstrap" not in said[0], said
+    assert "Traceback" not in done.stderr and "008123456789" not in done.stdout + done.stderr
