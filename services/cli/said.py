@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka.errors import KafkaError
 
 from services.cli.kafka_io import Unacknowledged
-from services.common.closing import StartUnanswered
+from services.common.closing import StartUnanswered, Unanswered
 from services.common.logging import SafeMessage
 
 CLIENT_MESSAGE_CHARS = 300
@@ -59,11 +59,18 @@ NO_PRODUCER_ID_HINT = ("nothing was written; run the command again once the coor
 and the credentials had worked."""
 
 
+WRITE_UNANSWERED_HINT = ("the broker stopped answering: once it answers, run the command again; it does what is "
+                         "left (an erasure: the keys still live, a re-wrap: the keys still under an old KEK)")
+"""Said when an erasure's or a re-wrap's transaction went unanswered (`closing.Unanswered`)."""
+
+
 def kafka_hint(exc: KafkaError) -> str:
     if isinstance(exc, Unacknowledged):
         return UNANSWERED_HINT
     if isinstance(exc, StartUnanswered):
         return NO_PRODUCER_ID_HINT
+    if isinstance(exc, Unanswered):
+        return WRITE_UNANSWERED_HINT
     refused = "Authorization" in type(exc).__name__ or "authorization failed" in str(exc).lower()
     return RIGHTS_HINT if refused else KAFKA_HINT
 

@@ -24,8 +24,8 @@ from services.common.logging import SafeMessage
 log = structlog.get_logger("runtime")
 CLOSE_TIMEOUT_S = 10.0
 """How long a client's stop may take before the process goes on without it."""
-START_TIMEOUT_S = 60.0
-"""How long `start_within` waits for a producer's start unless told (an erasure's, a key re-wrap's)."""
+UNANSWERED_S = 60.0
+"""How long `start_within` and `answered_within` wait for the broker unless told (an erasure, a key re-wrap)."""
 T = TypeVar("T")
 
 
@@ -83,18 +83,35 @@ def retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-class StartUnanswered(SafeMessage, KafkaTimeoutError):
+class Unanswered(SafeMessage, KafkaTimeoutError):
+    """A write the broker did not answer within its bound (`answered_within`)."""
+
+
+class StartUnanswered(Unanswered):
     """A producer's start did not end within its bound (`start_within`)."""
 
 
+async def answered_within(work: Awaitable[T], what: str, timeout_s: float | None = None) -> T:
+    """`work`'s outcome (a transaction, say), or `Unanswered` naming `what` once it waited `timeout_s` (`UNANSWERED_S`
+    if None): `work` is then cancelled and left to end in the background (`within`). A transaction's sends are
+    retried, and its end and its abort asked again, for as long as the broker does not answer: an erasure on a frozen
+    broker waited for ever, cancelled too (its producer's stop waited as well)."""
+    timeout_s = UNANSWERED_S if timeout_s is None else timeout_s
+    try:
+        return await within(work, timeout_s)
+    except TimeoutError:
+        raise Unanswered(f"{what}: no answer from the broker within {timeout_s:g} s (given up: a transaction commits "
+                         "whole or not at all)") from None
+
+
 async def start_within(service: str, client: str, producer: AIOKafkaProducer, timeout_s: float | None = None) -> None:
-    """Start `producer`, or, once that took `timeout_s` (`START_TIMEOUT_S` if None), stop what it opened
+    """Start `producer`, or, once that took `timeout_s` (`UNANSWERED_S` if None), stop what it opened
     (`close_within`) and raise `StartUnanswered`; a start that fails is stopped alike, then raised. An idempotent or
     transactional producer's start asks for a producer id, and aiokafka asks again, without a word, for as long as the
     broker answers with an error it deems retriable: a broker whose `__transaction_state` cannot be made (fewer
     brokers than its replication factor) or whose coordinator is not available held `dlq replay` silent for ever,
     before its first record."""
-    timeout_s = START_TIMEOUT_S if timeout_s is None else timeout_s
+    timeout_s = UNANSWERED_S if timeout_s is None else timeout_s
     try:
         await within(producer.start(), timeout_s)
     except BaseException as exc:

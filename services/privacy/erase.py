@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import ValidationError
 
-from schemas.personal import ERASED_MARK, ErasureAudit, ErasureNotice, KeyRecord, record_key
+from schemas.personal import ERASED_MARK, ErasureAudit, ErasureMark, ErasureNotice, KeyRecord, record_key
 from schemas.topics import (
     KEYS_APPLICANTS,
     KEYS_DEAD_LETTERS,
@@ -40,7 +40,7 @@ from schemas.topics import (
 from services.common import clients, transactions
 from services.common.admin import partition_counts, topic_errors
 from services.common.changelog import read_to_end
-from services.common.closing import start_within
+from services.common.closing import answered_within, close_within, start_within
 from services.common.settings import KafkaConnection
 from services.privacy import crypto, required_topics
 from services.privacy.erasure_time import erasure_mark
@@ -183,19 +183,23 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
         if only_if_live and not any(live.values()):
             return None
         audit = audit.model_copy(update={"keys_destroyed": sum(len(ids) for ids in live.values())})
-        async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
-            # the audit record first: the broker's answer dates the mark by the broker's clock (`erasure_mark`)
-            logged = await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode())
-            await transactions.all_sent([logged])
-            mark = erasure_mark(audit, logged.result(), CLOCK_MARGIN)
-            sent = [await producer.send(topic, None, key=record_key(subject, key_id))
-                    for topic, ids in live.items() for key_id in sorted(ids)]
-            sent.append(await producer.send(keys_topic, mark.model_dump_json().encode(),
-                                            key=record_key(subject, ERASED_MARK)))
-            # for those who hold the subject's data (subscribers; notify tells webhook subscribers, ADR 0035)
-            sent.append(await producer.send(notices_topic, notice_of(audit).model_dump_json().encode(),
-                                            key=subject.encode()))
-            await transactions.all_sent(sent)
+
+        async def write() -> ErasureMark:  # each send checked: aiokafka would commit without it
+            async with transactions.transaction(producer):
+                # the audit record first: the broker's answer dates the mark by the broker's clock (`erasure_mark`)
+                logged = await producer.send(audit_topic, audit.model_dump_json().encode(), key=subject.encode())
+                await transactions.all_sent([logged])
+                mark = erasure_mark(audit, logged.result(), CLOCK_MARGIN)
+                sent = [await producer.send(topic, None, key=record_key(subject, key_id))
+                        for topic, ids in live.items() for key_id in sorted(ids)]
+                sent.append(await producer.send(keys_topic, mark.model_dump_json().encode(),
+                                                key=record_key(subject, ERASED_MARK)))
+                # for those who hold the subject's data (subscribers; notify tells webhook subscribers, ADR 0035)
+                sent.append(await producer.send(notices_topic, notice_of(audit).model_dump_json().encode(),
+                                                key=subject.encode()))
+                await transactions.all_sent(sent)
+            return mark
+        mark = await answered_within(write(), "the erasure's transaction")  # Unanswered: a broker gone silent
         if committed is not None:
             committed(audit)
 
@@ -203,9 +207,10 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
             late = await live_keys_by_topic(conn, namespace, subject, mark.created_up_to, live)
             return {topic: {record_key(subject, key_id) for key_id in ids} for topic, ids in late.items()}
 
-        await tombstone_late_copies(producer, late_copies)  # refused by every keyring already, gone from the log too
+        # refused by every keyring already, gone from the log too
+        await answered_within(tombstone_late_copies(producer, late_copies), "the tombstones of late copies")
     finally:
-        await producer.stop()
+        await close_within("privacy", "erasure writer", producer.stop)
     return audit
 
 

@@ -9,8 +9,10 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
 from services.cli import main as cli_main
+from services.cli.said import WRITE_UNANSWERED_HINT
 from services.common import logging as cli_logging
 from services.common.admin import TopicConfigsNotReconciled, refusal
+from services.common.closing import Unanswered
 
 pytestmark = pytest.mark.unit
 
@@ -52,6 +54,17 @@ def test_a_long_client_message_is_cut_at_a_word_and_said_to_be(monkeypatch: pyte
     assert status == 1 and left.endswith(" more characters)"), err
     assert head.endswith("9092)") and len(head) <= 300, head
     assert len(head) + int(left.split()[0]) == len(f"KafkaConnectionError: Unable to bootstrap from [{brokers}]")
+
+
+def test_a_write_given_up_says_to_run_the_command_again(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """An erasure's or a re-wrap's transaction unanswered (`closing.Unanswered`): the message whole, then what running
+    it again does; not the hint to check the bootstrap and the credentials, which had worked."""
+    status, err = said(monkeypatch, capsys, Unanswered("the erasure's transaction: no answer from the broker within "
+                                                       "60 s (given up: a transaction commits whole or not at all)"))
+    assert status == 1 and err == ("commune-bus: Kafka: Unanswered: the erasure's transaction: no answer from the "
+                                   "broker within 60 s (given up: a transaction commits whole or not at all) "
+                                   f"({WRITE_UNANSWERED_HINT})"), err
 
 
 @pytest.mark.parametrize("text", ["a" * 500, "Error: [" + ",".join(f"host{n}:9092" for n in range(60)) + "]",

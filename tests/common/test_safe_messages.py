@@ -35,7 +35,7 @@ REVIEWED = {
     "services.privacy.crypto.PrivacyError",  # fixed texts and setting names; never a key, a subject or a value
     "services.privacy.required_topics.TopicsMissing",  # topic names only (2026-12-06)
     "services.common.store_faults.StoreFault",  # a state folder's file, RocksDB's or the system's fixed text
-    "services.common.closing.StartUnanswered",  # a client's fixed name and a number of seconds (2026-12-07)
+    "services.common.closing.Unanswered",  # a step's or client's fixed name, a number of seconds (2026-12-07)
 }
 """The classes marked `SafeMessage` by name, each read raise by raise; subclasses of them inherit the mark."""
 

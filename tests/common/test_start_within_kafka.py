@@ -79,7 +79,7 @@ async def test_a_replay_ends_with_nothing_replayed(coordinatorless: OwnBroker,
 async def test_an_erasure_ends_unanswered_and_writes_nothing(coordinatorless: OwnBroker,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's `erase` and the gateway's `/v1/erasures` (a 503, retry) get `StartUnanswered`, a Kafka error."""
-    monkeypatch.setattr(closing, "START_TIMEOUT_S", BOUND_S)
+    monkeypatch.setattr(closing, "UNANSWERED_S", BOUND_S)
     conn = KafkaConnection(bootstrap=coordinatorless.bootstrap)
     namespace = "nc" + naming.unique()
     await ensure_topics(conn, erasure_topics(namespace))
@@ -94,7 +94,7 @@ def test_the_erase_command_says_so_in_one_line(coordinatorless: OwnBroker) -> No
     check the bootstrap and the credentials, which had worked); the CCCD is not printed."""
     namespace = "nc" + naming.unique()
     asyncio.run(ensure_topics(KafkaConnection(bootstrap=coordinatorless.bootstrap), erasure_topics(namespace)))
-    code = f"from services.common import closing; closing.START_TIMEOUT_S = {BOUND_S}; " \
+    code = f"from services.common import closing; closing.UNANSWERED_S = {BOUND_S}; " \
            "from services.cli.main import main; main()"
     env = {**os.environ, **PRIVACY_ENV, "KAFKA_BOOTSTRAP": coordinatorless.bootstrap, "COLUMNS": "400"}
     done = subprocess.run([sys.executable, "-c", code, "erase", "--cccd", "008123456789", "--namespace", namespace,
