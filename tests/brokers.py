@@ -17,15 +17,19 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from tests.kafkatools import ROOT, free_port
+from tests.waiting import eventually_async
 
 KAFKA_SH = ROOT / "infra/kafka/kafka.sh"
+T = TypeVar("T")
 
 
 class OwnBroker:
@@ -102,3 +106,17 @@ def own_broker(tmp_path: Path, kafka_bootstrap: str) -> Iterator[OwnBroker]:
         yield broker
     finally:
         broker.remove()
+
+
+async def run_again(run: Callable[[], Awaitable[T]]) -> T:
+    """`run()` once the broker is back, run again as an operator would while it fails with a Kafka error: a broker
+    woken from a long SIGSTOP first lists no broker in its metadata, until its controller has fenced it and it has
+    registered again (an erasure failed with NodeNotReadyError, 'none of 0 brokers answers', after a request had
+    been answered: CI load)."""
+    async def attempt() -> tuple[T]:
+        try:
+            return (await run(),)
+        except KafkaError as exc:  # not yet: the last one is said if none succeeds
+            raise AssertionError(f"{type(exc).__name__}: {exc}") from exc
+
+    return (await eventually_async(attempt, timeout=90, interval=1.0, what="the command run again"))[0]

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaError
 
 from schemas.personal import ErasureMark
 from schemas.topics import EVENTS_DOSSIER, PRIVACY_AUDIT, scoped
@@ -20,31 +19,15 @@ from services.common.settings import KafkaConnection
 from services.privacy import erase, rewrap
 from services.privacy.erase import erase_cccd, erasure_topics, live_keys
 from tests import naming
-from tests.brokers import OwnBroker, own_broker  # noqa: F401 - a fixture
+from tests.brokers import OwnBroker, own_broker, run_again  # noqa: F401 - a fixture
 from tests.kafkatools import read_all
 from tests.privacy.keys import KEK, NOW, PEPPER, keyring
 from tests.privacy.writer import person, write_sealed
-from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(300)]
 LAN = ("Nguyễn Thị Lan", "008123456789", "0912345678")
 BOUND_S = 5.0
 KEK2 = bytes(range(100, 132))
-T = TypeVar("T")
-
-
-async def again(run: Callable[[], Awaitable[T]]) -> T:
-    """`run()` once the broker is back, run again as an operator would while it fails with a Kafka error: a broker
-    woken from a long SIGSTOP first lists no broker in its metadata, until its controller has fenced it and it has
-    registered again (an erasure failed with NodeNotReadyError, 'none of 0 brokers answers', after a request had
-    been answered: CI load)."""
-    async def attempt() -> tuple[T] | None:
-        try:
-            return (await run(),)
-        except KafkaError:
-            return None
-
-    return (await eventually_async(attempt, timeout=90, interval=1.0, what="the command run again"))[0]
 
 
 async def given_up(broker: OwnBroker, work: Awaitable[object], step: str) -> None:
@@ -84,7 +67,7 @@ async def test_an_erasure_on_a_frozen_broker_ends_and_a_second_one_finishes_it(
     monkeypatch.setattr(erase, "erasure_mark", mark_of)
     monkeypatch.setattr(closing, "UNANSWERED_S", 60.0)
 
-    await again(lambda: erase_cccd(conn, ns, PEPPER, LAN[1], requested_by="operator:tester"))
+    await run_again(lambda: erase_cccd(conn, ns, PEPPER, LAN[1], requested_by="operator:tester"))
     assert await live_keys(conn, ns, key.subject) == set()
     assert await read_all(own_broker.bootstrap, scoped(PRIVACY_AUDIT, ns).name, idle=1.0), "its audit record"
 
@@ -109,6 +92,6 @@ async def test_a_rewrap_on_a_frozen_broker_ends_and_a_second_one_finishes_it(
     await given_up(own_broker, rewrap.rewrap_keys(conn, ns, keks, "kek-2", now=NOW), "a re-wrap transaction")
     monkeypatch.setattr(rewrap, "start_within", start)
     monkeypatch.setattr(closing, "UNANSWERED_S", 60.0)
-    await again(lambda: rewrap.rewrap_keys(conn, ns, keks, "kek-2", now=NOW))
+    await run_again(lambda: rewrap.rewrap_keys(conn, ns, keks, "kek-2", now=NOW))
     left = await rewrap.rewrap_keys(conn, ns, keks, "kek-2", now=NOW, dry_run=True)
     assert left.plan.records == [], "every key under kek-2"
