@@ -53,14 +53,14 @@ UNANSWERED_HINT = ("the broker stopped answering: once it answers, run the comma
 the bootstrap and credentials had worked (review)."""
 
 
-NO_PRODUCER_ID_HINT = ("nothing was written; run the command again once the coordinator answers: a cluster needs as "
-                       "many brokers running as its transaction.state.log.replication.factor")
+NO_PRODUCER_ID_HINT = ("that writer wrote nothing; run the command again once the coordinator answers: a cluster "
+                       "needs as many brokers running as its transaction.state.log.replication.factor")
 """Said instead of KAFKA_HINT when a writer's start got no producer id (`closing.StartUnanswered`): the bootstrap
 and the credentials had worked."""
 
 
 WRITE_UNANSWERED_HINT = ("the broker stopped answering: once it answers, run the command again; it does what is "
-                         "left (an erasure: the keys still live, a re-wrap: the keys still under an old KEK)")
+                         "left (an erasure destroys the keys still live, a re-wrap those still under an old KEK)")
 """Said when an erasure's or a re-wrap's transaction went unanswered (`closing.Unanswered`)."""
 
 

@@ -27,6 +27,8 @@ CLOSE_TIMEOUT_S = 10.0
 UNANSWERED_S = 60.0
 """How long `start_within` and `answered_within` wait for the broker unless told (an erasure, a key re-wrap)."""
 T = TypeVar("T")
+Abandoned = set[asyncio.Future[Any]]
+"""Work `within` gave up on, still ending in the background: its owner cancels it again once it stops its client."""
 
 
 async def close_within(service: str, client: str, stop: Callable[[], Awaitable[None]],
@@ -60,7 +62,7 @@ async def close_all_within(service: str, stops: list[tuple[str, Callable[[], Awa
     return list(await asyncio.gather(*(close_within(service, name, stop, timeout_s) for name, stop in stops)))
 
 
-async def within(work: Awaitable[T], timeout_s: float, abandoned: set[asyncio.Future[Any]] | None = None) -> T:
+async def within(work: Awaitable[T], timeout_s: float, abandoned: Abandoned | None = None) -> T:
     """`work`'s outcome, or TimeoutError once it took `timeout_s`: `work` is then cancelled and left to end in the
     background, its outcome retrieved. Never waits for the cancelled work: a transaction cancelled mid-way aborts,
     and aiokafka's abort waits for the broker as long as it does not answer. `abandoned` holds such work until it
@@ -68,6 +70,10 @@ async def within(work: Awaitable[T], timeout_s: float, abandoned: set[asyncio.Fu
     task = asyncio.ensure_future(work)
     try:
         return await asyncio.wait_for(asyncio.shield(task), timeout=timeout_s)
+    except TimeoutError:
+        if task.done() and not task.cancelled():  # ended in the very turn the wait did: its outcome stands
+            return task.result()
+        raise
     finally:
         if not task.done():  # timed out, or the caller cancelled
             task.cancel()
@@ -91,17 +97,30 @@ class StartUnanswered(Unanswered):
     """A producer's start did not end within its bound (`start_within`)."""
 
 
-async def answered_within(work: Awaitable[T], what: str, timeout_s: float | None = None) -> T:
+async def answered_within(work: Awaitable[T], what: str, timeout_s: float | None = None, *,
+                          asked_to_commit: Callable[[], bool] = lambda: False,
+                          abandoned: Abandoned | None = None) -> T:
     """`work`'s outcome (a transaction, say), or `Unanswered` naming `what` once it waited `timeout_s` (`UNANSWERED_S`
-    if None): `work` is then cancelled and left to end in the background (`within`). A transaction's sends are
-    retried, and its end and its abort asked again, for as long as the broker does not answer: an erasure on a frozen
-    broker waited for ever, cancelled too (its producer's stop waited as well)."""
+    if None): `work` is then cancelled and left to end in the background (`within`, into `abandoned`). A transaction's
+    sends are retried, and its end and its abort asked again, for as long as the broker does not answer: an erasure on
+    a frozen broker waited for ever, cancelled too. Once `asked_to_commit()`, the message says it may have committed."""
     timeout_s = UNANSWERED_S if timeout_s is None else timeout_s
     try:
-        return await within(work, timeout_s)
+        return await within(work, timeout_s, abandoned)
     except TimeoutError:
-        raise Unanswered(f"{what}: no answer from the broker within {timeout_s:g} s (given up: a transaction commits "
-                         "whole or not at all)") from None
+        fate = ("its commit was asked for: it may have committed, whole" if asked_to_commit() else
+                "given up: a transaction commits whole or not at all")
+        raise Unanswered(f"{what}: no answer from the broker within {timeout_s:g} s ({fate})") from None
+
+
+async def stop_writer(service: str, client: str, producer: AIOKafkaProducer,
+                      abandoned: Abandoned) -> None:
+    """Stop `producer` (`close_within`), then cancel again the work `answered_within` gave up on: a transaction's
+    abort waiting for a broker its stopped producer no longer asks would wait for ever (the gateway kept one such task
+    per erasure given up)."""
+    await close_within(service, client, producer.stop)
+    for task in list(abandoned):
+        task.cancel()
 
 
 async def start_within(service: str, client: str, producer: AIOKafkaProducer, timeout_s: float | None = None) -> None:

@@ -40,7 +40,7 @@ from schemas.topics import (
 from services.common import clients, transactions
 from services.common.admin import partition_counts, topic_errors
 from services.common.changelog import read_to_end
-from services.common.closing import answered_within, close_within, start_within
+from services.common.closing import Abandoned, answered_within, start_within, stop_writer
 from services.common.settings import KafkaConnection
 from services.privacy import crypto, required_topics
 from services.privacy.erasure_time import erasure_mark
@@ -178,11 +178,14 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
         conn, transactional_id=erasure_transactional_id(namespace, via, audit.erasure_id),
         client_id="commune-bus-erase")
     await start_within("privacy", "erasure writer", producer)  # StartUnanswered: a broker giving it no producer id
+    abandoned: Abandoned = set()  # a transaction given up (Unanswered: a broker gone silent)
     try:
         live = await live_keys_by_topic(conn, namespace, subject)
         if only_if_live and not any(live.values()):
             return None
         audit = audit.model_copy(update={"keys_destroyed": sum(len(ids) for ids in live.values())})
+
+        asked: list[bool] = []
 
         async def write() -> ErasureMark:  # each send checked: aiokafka would commit without it
             async with transactions.transaction(producer):
@@ -198,8 +201,10 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
                 sent.append(await producer.send(notices_topic, notice_of(audit).model_dump_json().encode(),
                                                 key=subject.encode()))
                 await transactions.all_sent(sent)
+                asked.append(True)  # the commit, next
             return mark
-        mark = await answered_within(write(), "the erasure's transaction")  # Unanswered: a broker gone silent
+        mark = await answered_within(write(), "the erasure's transaction", asked_to_commit=lambda: bool(asked),
+                                     abandoned=abandoned)
         if committed is not None:
             committed(audit)
 
@@ -207,10 +212,9 @@ async def _erase(conn: KafkaConnection, namespace: str, subject: str, *, request
             late = await live_keys_by_topic(conn, namespace, subject, mark.created_up_to, live)
             return {topic: {record_key(subject, key_id) for key_id in ids} for topic, ids in late.items()}
 
-        # refused by every keyring already, gone from the log too
-        await answered_within(tombstone_late_copies(producer, late_copies), "the tombstones of late copies")
+        await tombstone_late_copies(producer, late_copies, abandoned)  # refused by every keyring, gone from the log too
     finally:
-        await close_within("privacy", "erasure writer", producer.stop)
+        await stop_writer("privacy", "erasure writer", producer, abandoned)
     return audit
 
 
@@ -219,18 +223,22 @@ LateCopies = Callable[[], Awaitable[dict[str, set[bytes]]]]
 key (written after its tombstone or under its subject's mark)."""
 
 
-async def tombstone_late_copies(producer: AIOKafkaProducer, late_copies: LateCopies) -> int:
+async def tombstone_late_copies(producer: AIOKafkaProducer, late_copies: LateCopies,
+                                abandoned: Abandoned) -> int:
     """Up to `TIDY_PASSES` times, `PASS_INTERVAL_S` apart: tombstone what `late_copies` finds, in one transaction of
-    `producer` (transactional, started), until it finds nothing; returns how many tombstones were written. The
-    erasure tidies after its writers' late copies; a re-wrap (`privacy.rewrap`) after an erasure it raced."""
+    `producer` (transactional, started; `Unanswered` after `closing.UNANSWERED_S`, given up into `abandoned`), until
+    it finds nothing; returns how many tombstones were written. The erasure tidies after its writers' late copies; a
+    re-wrap (`privacy.rewrap`) after an erasure it raced."""
     written = 0
     for _ in range(TIDY_PASSES):
         await asyncio.sleep(PASS_INTERVAL_S)
         found = sorted((topic, key) for topic, keys in (await late_copies()).items() for key in keys)
         if not found:
             break
-        async with transactions.transaction(producer):  # each send checked: aiokafka would commit without it
-            await transactions.all_sent([await producer.send(topic, None, key=key) for topic, key in found])
+        async def tombstones(keys: list[tuple[str, bytes]]) -> None:  # each send checked: aiokafka would commit without
+            async with transactions.transaction(producer):
+                await transactions.all_sent([await producer.send(topic, None, key=key) for topic, key in keys])
+        await answered_within(tombstones(found), "the tombstones of late copies", abandoned=abandoned)
         written += len(found)
     return written
 

@@ -26,7 +26,7 @@ from schemas.personal import ERASED_MARK, ErasureMark, KeyRecord
 from schemas.topics import KEYS_APPLICANTS, KEYS_DEAD_LETTERS, TransactionalId, transactional_id
 from services.common import clients, transactions
 from services.common.changelog import read_to_end
-from services.common.closing import answered_within, close_within, start_within
+from services.common.closing import Abandoned, answered_within, start_within, stop_writer
 from services.common.settings import KafkaConnection
 from services.privacy import crypto, required_topics
 from services.privacy.crypto import PrivacyError
@@ -194,21 +194,22 @@ async def rewrap_keys(conn: KafkaConnection, namespace: str, keks: Mapping[str, 
         conn, transactional_id=transactional_id(TransactionalId.KEYS_REWRAP, namespace, uuid.uuid4().hex),
         client_id="commune-bus-keys-rewrap")
     await start_within("privacy", "key re-wrap writer", producer)  # StartUnanswered: a broker giving it no producer id
+    abandoned: Abandoned = set()  # a transaction given up (Unanswered: a broker gone silent; the ones before stand)
     try:
         async def write(records: list[Rewrapped]) -> None:
             async with transactions.transaction(producer):
                 await transactions.all_sent([await producer.send(r.topic, r.value, key=r.key,
                                                                  timestamp_ms=r.timestamp_ms) for r in records])
 
-        for start in range(0, len(planned.records), BATCH):  # Unanswered: a broker gone silent (the ones before stand)
-            await answered_within(write(planned.records[start:start + BATCH]), "a re-wrap transaction")
+        for start in range(0, len(planned.records), BATCH):
+            await answered_within(write(planned.records[start:start + BATCH]), "a re-wrap transaction",
+                                  abandoned=abandoned)
         written = [(r.topic, r.key) for r in planned.records]
 
         async def erased_meanwhile() -> dict[str, set[bytes]]:
             return late_copies(await read_key_log(conn, namespace), written)
 
-        tombstoned = await answered_within(tombstone_late_copies(producer, erased_meanwhile),
-                                           "the tombstones of late copies")
+        tombstoned = await tombstone_late_copies(producer, erased_meanwhile, abandoned)
     finally:
-        await close_within("privacy", "key re-wrap writer", producer.stop)
+        await stop_writer("privacy", "key re-wrap writer", producer, abandoned)
     return Report(planned, tombstoned)

@@ -10,7 +10,8 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from structlog.testing import capture_logs
 
-from services.common.closing import close_all_within, close_within
+from services.common.closing import Abandoned, Unanswered, answered_within, close_all_within, close_within, stop_writer
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.unit
 
@@ -113,3 +114,36 @@ async def test_clients_closed_together_wait_out_one_deadline_not_one_each() -> N
 
     stops = [("routine", stop_of("routine", "urgent")), ("urgent", stop_of("urgent", "routine"))]
     assert await close_all_within("svc", stops, timeout_s=5) == [True, True]
+
+
+async def _stubborn() -> None:
+    """Work that outlives its first cancellation, as a transaction's abort waiting for a silent broker does."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        await asyncio.sleep(3600)
+
+
+@pytest.mark.parametrize("asked", [False, True])
+async def test_work_given_up_is_said_with_its_fate_and_cancelled_again_once_its_writer_stops(asked: bool) -> None:
+    """`answered_within` names the step, and whether its commit was asked for (then it may have committed); the work
+    given up outlives its first cancellation and `stop_writer` cancels it again after the producer's stop (the gateway
+    kept one such task per erasure given up)."""
+    abandoned: Abandoned = set()
+    with pytest.raises(Unanswered) as raised:
+        await answered_within(_stubborn(), "the step", 0.05, asked_to_commit=lambda: asked, abandoned=abandoned)
+    fate = "its commit was asked for: it may have committed" if asked else "given up: a transaction commits whole"
+    assert f"the step: no answer from the broker within 0.05 s ({fate}" in str(raised.value)
+    [task] = abandoned
+    await asyncio.sleep(0.05)
+    assert not task.done(), "still waiting, as an abort on a silent broker does"
+    stopped: list[bool] = []
+
+    class Producer:
+        async def stop(self) -> None:
+            stopped.append(True)
+
+    await stop_writer("svc", "writer", Producer(), abandoned)  # type: ignore[arg-type]
+    await eventually_async(lambda: task.done(), timeout=2, what="the work given up, cancelled again")
+    assert stopped == [True] and task.cancelled()
+    await eventually_async(lambda: not abandoned, timeout=2, what="the work ended, no longer held")
