@@ -46,6 +46,11 @@ def test_broker_0() -> None:
 @pytest.mark.kafka
 @pytest.mark.parametrize("k", range(1, 4))
 def test_broker(k: int) -> None:
+    """broker_3 is the broker run's first (from the last): it waits until the rest run has run its first test (if
+    there is a broker run), or the broker run, started first on a loaded machine, took every broker test before the
+    rest run reached broker_0 (CI, 2026-12-07: all four in run 2/3)."""
+    if k == 3 and not os.environ.get("CLAIMS_SAMPLE_NO_BROKER_RUN"):
+        _wait_for("rest")
     time.sleep(0.2)
     _ran(f"broker_{k}")
 
