@@ -58,8 +58,9 @@ lint: $(STAMP)
 # TEST_SECURE=1 (default): the whole suite as admin on the secure broker (tests/conftest.py; within ~1.2x of the
 # PLAINTEXT time since TLS connections close at once, ADR 0014); TEST_SECURE=0: on the PLAINTEXT broker
 # (tests/security on a secure broker of its own either way). tests/run.py runs the fault
-# tests (-m slow) in a pytest of their own beside the rest, which then takes the fault tests not yet begun, from the
-# last (tests/claims.py; pytest's exit 5, no tests collected, counts as success for one of the two runs, not for both)
+# tests (-m slow) in a pytest of their own beside the rest and beside the real-broker tests from the last (TESTS_RUNS=2:
+# without that third run); each run, done with its own, takes the fault tests not yet begun, from the last
+# (tests/claims.py; pytest's exit 5, no tests collected, counts as success for one run, not for all)
 TEST_SECURE ?= 1
 test: setup
 	KAFKA_SECURE=$(TEST_SECURE) infra/kafka/kafka.sh start

@@ -1,8 +1,8 @@
 """The tests shared by `make test`'s pytest runs (`tests/run.py`): whichever run reaches one first runs it.
 
 Each run takes its tests in an order of its own (`TESTS_LANE`): the fault run (`-m slow`) takes the fault tests from
-the first; the rest run everything else from the first, then the fault tests from the last; the broker run (with
-TESTS_RUNS=3) the real-broker tests from the last, then the unit tests, then the fault tests, each from the last.
+the first; the rest run everything else from the first, then the fault tests from the last; the broker run (unless
+TESTS_RUNS=2) the real-broker tests from the last, then the unit tests, then the fault tests, each from the last.
 Before a test is set up, its run claims it: a file named after its node id in the directory all share
 (`TESTS_CLAIMS`), made only if absent (`O_EXCL`, atomic). A test another run claimed is skipped before any fixture
 is set up and counted as "in another run", never as a skip (which CI fails, `tests/conftest.py`). So no run waits

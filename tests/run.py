@@ -1,9 +1,9 @@
-"""`make test`: the suite as two pytest runs side by side (three with TESTS_RUNS=3): the fault tests, the rest, and
+"""`make test`: the suite as three pytest runs side by side (two with TESTS_RUNS=2): the fault tests, the rest, and
 the rest from the last.
 
 The fault tests (`-m slow`: SIGKILL, SIGSTOP past a session timeout, broker loss, chaos rows) mostly wait on the
 broker's clocks, so they run one after another in a pytest process of their own (the fault run). The rest (unit,
-property and real-broker tests) runs in another from the first, and with TESTS_RUNS=3 also in a third from the
+property and real-broker tests) runs in another from the first, and (unless TESTS_RUNS=2) also in a third from the
 last, real-broker tests first (the broker run): they mostly wait on the broker and on the services they start, and
 on 2 cores the processes were mostly waiting, not computing (CI, 2026-12-07, two runs: the rest run 1,780 s, its
 pytest process 441 s of CPU; all processes together 64% of the two cores). The others, once done, take the fault
@@ -39,10 +39,12 @@ def pytest(args: list[str]) -> list[str]:
 
 RUNS = 3
 RUNS_ENV = "TESTS_RUNS"
-"""How many runs side by side: 2 (the default: the fault run and the rest run) or 3 (the broker run too). Three
-took the suite from 1,786 s to 1,306-1,418 s in CI (2026-12-07), but three of four such runs failed on tests that
-read or waited on the broker in ways a busier machine breaks (two mended, `test_replay_outage`'s hang not yet
-understood), so it stays a choice until it has passed as often as two runs do."""
+"""How many runs side by side: 3 (the default: the fault run, the rest run and the broker run) or 2 (TESTS_RUNS=2:
+no broker run). Three took the suite from 1,786 s to 1,306-1,458 s in CI (2026-12-07). Four of its first five CI
+runs failed, each on a test that read or waited on the broker, or on its runs' start-up order, in ways a busier
+machine breaks: a simulator's count, a scan read as empty, this runner's own sample, and `test_replay_outage`'s
+300 s hang (each mended; the hang's place unknown, every wait in it bounded and named since). Three is the default
+since the fifth, on 2d0ccf8, failed on the sample alone (1,325 s)."""
 FAULTS, REST, BROKER = range(RUNS)
 SELECTS = {FAULTS: ["-m", "slow"], REST: [], BROKER: []}
 LANES = {REST: claims.REST_THEN_FAULTS, BROKER: claims.BROKER_FIRST_FROM_THE_LAST}
@@ -51,7 +53,7 @@ TITLES = {FAULTS: "the fault tests (-m slow)", REST: "the rest, then fault tests
 
 
 def runs() -> int:
-    return 3 if os.environ.get(RUNS_ENV) == "3" else 2
+    return 2 if os.environ.get(RUNS_ENV) == "2" else 3
 
 
 def share(k: int, claims_dir: str) -> dict[str, str]:

@@ -36,7 +36,7 @@ def test_the_three_runs_share_the_tests_each_run_once_and_none_counted_as_a_skip
     log.touch()
     monkeypatch.setenv("CLAIMS_SAMPLE_LOG", str(log))
     monkeypatch.setenv("CI", "true")
-    monkeypatch.setenv(run.RUNS_ENV, "3")
+    monkeypatch.delenv(run.RUNS_ENV, raising=False)  # the default
     assert run.main(["-q", "-p", "no:cacheprovider", "tests/claims_sample.py"]) == 0
     out = capfd.readouterr().out
     ran = [tuple(line.split()) for line in log.read_text().splitlines()]
@@ -50,14 +50,14 @@ def test_the_three_runs_share_the_tests_each_run_once_and_none_counted_as_a_skip
     assert "in another run" in out and "skipped" not in out, out
 
 
-def test_by_default_two_runs_share_the_fault_tests_and_the_rest_run_does_everything_else(
+def test_with_two_runs_they_share_the_fault_tests_and_the_rest_run_does_everything_else(
         tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without TESTS_RUNS=3: the fault run and the rest run only; each test once, the fault tests shared."""
+    """With TESTS_RUNS=2: the fault run and the rest run only; each test once, the fault tests shared."""
     log = tmp_path / "ran.log"
     log.touch()
     monkeypatch.setenv("CLAIMS_SAMPLE_LOG", str(log))
     monkeypatch.setenv("CI", "true")
-    monkeypatch.delenv(run.RUNS_ENV, raising=False)
+    monkeypatch.setenv(run.RUNS_ENV, "2")
     monkeypatch.setenv("CLAIMS_SAMPLE_NO_BROKER_RUN", "1")
     assert run.main(["-q", "-p", "no:cacheprovider", "tests/claims_sample.py"]) == 0
     out = capfd.readouterr().out
