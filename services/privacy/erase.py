@@ -235,7 +235,7 @@ async def tombstone_late_copies(producer: AIOKafkaProducer, late_copies: LateCop
         found = sorted((topic, key) for topic, keys in (await late_copies()).items() for key in keys)
         if not found:
             break
-        async def tombstones(keys: list[tuple[str, bytes]]) -> None:  # each send checked: aiokafka would commit without
+        async def tombstones(keys: list[tuple[str, bytes]]) -> None:  # each send checked: aiokafka commits regardless
             async with transactions.transaction(producer):
                 await transactions.all_sent([await producer.send(topic, None, key=key) for topic, key in keys])
         await answered_within(tombstones(found), "the tombstones of late copies", abandoned=abandoned)
