@@ -287,9 +287,9 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
         try:
             audits = await erase_applicant(conn, namespace, pepper, wanted.identifiers(),
                                            requested_by=f"operator:{operator}", via="gateway")
-        except (KafkaError, OSError, TimeoutError) as exc:  # refused or unanswered: an aborted transaction, retryable
+        except (KafkaError, OSError, TimeoutError) as exc:  # refused or unanswered (perhaps committed): sent again
             return _error(503, "broker_unavailable",
-                          f"the erasure was not completed ({type(exc).__name__}); send it again", retry=True)
+                          f"the erasure was not confirmed ({type(exc).__name__}); send it again", retry=True)
         except ValueError as exc:  # refused before any key was destroyed (a placeholder's subject); names no value
             return _error(422, "invalid_request", str(exc))
         erased = [Erased(identifier=kind, erasure_id=a.erasure_id, subject=a.subject, keys_destroyed=a.keys_destroyed)
