@@ -262,7 +262,7 @@ def router(conn: KafkaConnection, namespace: str, operators: dict[str, SecretStr
                          413: {"model": ErrorBody, "description": "Body over 1 KiB"},
                          422: {"model": ErrorBody, "description": "Not a JSON object with a 12-digit cccd and/or a "
                                "phone, email, zalo or subject identifier"},
-                         503: {"model": ErrorBody, "description": "Not completed, or no PRIVACY_PEPPER: retry"}})
+                         503: {"model": ErrorBody, "description": "Not confirmed, or no PRIVACY_PEPPER: retry"}})
     async def erase(request: Request, x_operator_key: OperatorKey = None) -> Any:
         operator = operator_of(operators, x_operator_key)  # the key first: a stranger's body is never read
         if operator is None:
