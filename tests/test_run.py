@@ -26,22 +26,32 @@ def test_a_marker_expression_of_the_callers_runs_once(capsys: pytest.CaptureFixt
     assert run.main(["-q", "--co", "-m", "slow", "tests/test_run.py"]) == run.NO_TESTS  # it selected nothing
 
 
+def sample(tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+           runs: str | None) -> tuple[list[tuple[str, ...]], str]:
+    """`tests/claims_sample.py` through `make test`'s runner with `TESTS_RUNS=runs` (None: the default), as in CI:
+    which run ran each sample test (its test name and its run's port share), and what the runs printed."""
+    log = tmp_path / "ran.log"
+    log.touch()
+    monkeypatch.setenv("CLAIMS_SAMPLE_LOG", str(log))
+    monkeypatch.setenv("CI", "true")
+    if runs is None:
+        monkeypatch.delenv(run.RUNS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(run.RUNS_ENV, runs)
+    assert run.main(["-q", "-p", "no:cacheprovider", "tests/claims_sample.py"]) == 0
+    ran = [tuple(line.split()) for line in log.read_text().splitlines()]
+    assert sorted(name for name, _ in ran) == sorted([*(f"fault_{k}" for k in range(6)),
+                                                      *(f"broker_{k}" for k in range(4)), "rest"]), ran
+    return ran, capfd.readouterr().out
+
+
 def test_the_three_runs_share_the_tests_each_run_once_and_none_counted_as_a_skip(
         tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The fault run takes the fault tests from the first, the other two (once done with the rest) from the last; the
     broker run takes the real-broker tests from the last, then the unit tests, the rest run from the first: each test
     runs exactly once, in one run or another, every run takes some, no other test in the fault run, and a test
     another run ran is counted as that, not as a skip, which CI would fail."""
-    log = tmp_path / "ran.log"
-    log.touch()
-    monkeypatch.setenv("CLAIMS_SAMPLE_LOG", str(log))
-    monkeypatch.setenv("CI", "true")
-    monkeypatch.delenv(run.RUNS_ENV, raising=False)  # the default
-    assert run.main(["-q", "-p", "no:cacheprovider", "tests/claims_sample.py"]) == 0
-    out = capfd.readouterr().out
-    ran = [tuple(line.split()) for line in log.read_text().splitlines()]
-    names = sorted(name for name, _ in ran)
-    assert names == sorted([*(f"fault_{k}" for k in range(6)), *(f"broker_{k}" for k in range(4)), "rest"]), ran
+    ran, out = sample(tmp_path, capfd, monkeypatch, None)  # the default
     faults = {share for name, share in ran if name.startswith("fault_")}
     broker = {share for name, share in ran if name.startswith("broker_")}
     assert "0/3" in faults and len(faults) > 1, ran  # the fault run took some, and another run some
@@ -53,17 +63,7 @@ def test_the_three_runs_share_the_tests_each_run_once_and_none_counted_as_a_skip
 def test_with_two_runs_they_share_the_fault_tests_and_the_rest_run_does_everything_else(
         tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """With TESTS_RUNS=2: the fault run and the rest run only; each test once, the fault tests shared."""
-    log = tmp_path / "ran.log"
-    log.touch()
-    monkeypatch.setenv("CLAIMS_SAMPLE_LOG", str(log))
-    monkeypatch.setenv("CI", "true")
-    monkeypatch.setenv(run.RUNS_ENV, "2")
-    monkeypatch.setenv("CLAIMS_SAMPLE_NO_BROKER_RUN", "1")
-    assert run.main(["-q", "-p", "no:cacheprovider", "tests/claims_sample.py"]) == 0
-    out = capfd.readouterr().out
-    ran = [tuple(line.split()) for line in log.read_text().splitlines()]
-    assert sorted(name for name, _ in ran) == sorted([*(f"fault_{k}" for k in range(6)),
-                                                      *(f"broker_{k}" for k in range(4)), "rest"]), ran
+    ran, out = sample(tmp_path, capfd, monkeypatch, "2")
     assert {share for name, share in ran if name.startswith("fault_")} == {"0/2", "1/2"}, ran
     assert {share for name, share in ran if not name.startswith("fault_")} == {"1/2"}, ran
     assert "in another run" in out and "skipped" not in out, out
