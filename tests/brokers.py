@@ -108,7 +108,7 @@ def own_broker(tmp_path: Path, kafka_bootstrap: str) -> Iterator[OwnBroker]:
         broker.remove()
 
 
-async def run_again(run: Callable[[], Awaitable[T]]) -> T:
+async def run_again(run: Callable[[], Awaitable[T]], timeout: float = 90.0) -> T:  # noqa: ASYNC109 - a retry window
     """`run()` once the broker is back, run again as an operator would while it fails with a Kafka error: a broker
     woken from a long SIGSTOP first lists no broker in its metadata, until its controller has fenced it and it has
     registered again (an erasure failed with NodeNotReadyError, 'none of 0 brokers answers', after a request had
@@ -119,4 +119,4 @@ async def run_again(run: Callable[[], Awaitable[T]]) -> T:
         except KafkaError as exc:  # not yet: the last one is said if none succeeds
             raise AssertionError(f"{type(exc).__name__}: {exc}") from exc
 
-    return (await eventually_async(attempt, timeout=90, interval=1.0, what="the command run again"))[0]
+    return (await eventually_async(attempt, timeout=timeout, interval=1.0, what="the command run again"))[0]
