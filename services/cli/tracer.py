@@ -33,8 +33,9 @@ from services.intake import portal
 from services.privacy.crypto import APPLICANT_SUBJECT
 
 Record = ConsumerRecord[bytes, bytes]
-PIPELINE = ("raw", "dead letter", "canonical", "notification", "notification dead letter")
-"""The stages in the order a record passes them."""
+PIPELINE = ("raw", "canonical", "dead letter", "notification", "notification dead letter")
+"""The stages in the order they are written: a record before what is made of it, and in one intake transaction its
+canonical events (a record batch each partition, stamped as built) before its dead letters (sent after them)."""
 MAX_STEPS = 1000
 """Steps one trace keeps (a dossier's whole life is a few dozen); past them it says it was truncated."""
 NAMING_HEADERS = ("ce_id", "ce_subject")

@@ -249,3 +249,23 @@ def test_numbers_written_in_groups_or_full_width_are_masked_and_codes_kept(name:
     from services.cli.masking import names_masked
 
     assert (names_masked(name) == name) is kept, names_masked(name)
+
+
+def test_within_one_millisecond_an_event_comes_before_the_dead_letter_of_its_repeat() -> None:
+    """A dossier event sent twice, in one intake transaction: the event published, its repeat dead-lettered
+    (`duplicate_event`) in the same millisecond (CI). The trace listed the dead letter first, as if the repeat had
+    come before what it repeats: intake writes a transaction's canonical batches before its dead letters."""
+    from schemas.deadletter import DeadLetterContext, Reason
+
+    at = 1_764_000_000_000
+    named = [("ce_id", b"evt-r"), ("ce_subject", b"TL-REP-1"), ("ce_type", b"t")]
+    context = DeadLetterContext(reason=Reason.DUPLICATE_EVENT, field="id", message="id: already published",
+                                source_topic="commune.raw.dossier", source_partition=0, source_offset=2,
+                                rejected_at="2025-11-03T04:02:00Z")
+    tracer = Tracer("evt-r")
+    for offset in (1, 2):
+        tracer.raw(ConsumerRecord("commune.raw.dossier", 0, offset, at, 0, b"02269", b"{}", None, 5, 2, named))
+    tracer.intake_dead_letter(ConsumerRecord("commune.dlq.intake", 0, 0, at, 0, b"02269", b"{}", None, 5, 2,
+                                             [*named, *context.headers()]))
+    tracer.canonical(ConsumerRecord("commune.events.dossier", 0, 0, at, 0, b"02269", b"{}", None, 5, 2, named))
+    assert [s.stage for s in tracer.timeline()] == ["raw", "raw", "canonical", "dead letter"]
