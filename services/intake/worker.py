@@ -121,7 +121,9 @@ class IntakeWorker:
             retry_backoff_ms=RETRY_BACKOFF_MS,
         )
         self.task = Task(f"intake-{s.worker_id}", producer)  # before its start: `stop` closes one cancelled mid-start
-        await producer.start()  # aborts what a predecessor with this worker id left open
+        # aborts what a predecessor with this worker id left open; bounded: a coordinator that gives no producer id
+        # held the run silent for ever, `/healthz` 200; a Kafka error now, the run restarts and the restarts count
+        await closing.start_within("intake", "transactional producer", producer)
         self.consumer.subscribe(list(self.topics.family_of), listener=self.assignment)
         if not await joining.start_unless_stopped("intake", self.consumer, self.supervisor.stop):
             return  # stopped during the group join: `run` goes straight to the stop

@@ -74,8 +74,10 @@ class PartitionWriter:
         self._stuck = False
 
     async def start(self) -> None:
-        """Start the producer: this fences the partition's earlier owner (its open transaction is aborted)."""
-        await self.producer.start()
+        """Start the producer: this fences the partition's earlier owner (its open transaction is aborted). Bounded
+        (`closing.start_within`): a coordinator that never gives it a producer id held the restore, and `/readyz`,
+        silent for ever, `/healthz` 200; it is now a Kafka error, and the run restarts."""
+        await closing.start_within("metrics", f"writer p{self.partition}", self.producer)
 
     async def write_states(self, states: Mapping[bytes, StateRecord]) -> None:
         """Changed entity states to changelog partition N, in one transaction."""

@@ -12,10 +12,11 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaError
 
 from schemas.events import Family
 from schemas.replay import DLQ_REPLAYED
@@ -24,11 +25,14 @@ from services.cli import kafka_io, replaying
 from services.cli.said import NO_PRODUCER_ID_HINT
 from services.common import clients, closing
 from services.common.admin import ensure_topics
+from services.common.health import Health
+from services.common.runtime import run_once
 from services.common.settings import KafkaConnection
 from services.privacy.erase import erase_cccd, erasure_topics
 from tests import naming
 from tests.brokers import OwnBroker
 from tests.cli.test_replay_outage import letters
+from tests.common.test_join_stop_kafka import Started, intake, metrics
 from tests.kafkatools import ROOT, read_all
 from tests.keys_env import PRIVACY_ENV
 from tests.privacy.keys import PEPPER
@@ -105,3 +109,21 @@ def test_the_erase_command_says_so_in_one_line(coordinatorless: OwnBroker) -> No
     assert len(said) == 1 and "gave the erasure writer no producer id within 3 s" in said[0], done.stderr
     assert NO_PRODUCER_ID_HINT in said[0] and "--bootstrap" not in said[0], said
     assert "Traceback" not in done.stderr and "008123456789" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("service", [intake, metrics], ids=["intake", "metrics"])
+async def test_a_services_run_ends_with_a_kafka_error_the_runtime_restarts(
+        coordinatorless: OwnBroker, service: Callable[[str, str, Path], Started], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Intake's producer (before its group join) and metrics' partition writers (in the restore, after it) start
+    within their bound: the run ends with `StartUnanswered`, a Kafka error, so the runtime logs and counts its
+    restarts and `/healthz` turns 503 once they get nowhere. Before, each run waited for ever, `/healthz` 200."""
+    monkeypatch.setattr(closing, "UNANSWERED_S", BOUND_S)
+    bootstrap, namespace = coordinatorless.bootstrap, "nc" + naming.unique()
+    name, _, _, run = service(bootstrap, namespace, tmp_path)
+    with pytest.raises(ExceptionGroup) as failed:
+        await asyncio.wait_for(run_once(name, run, asyncio.Event(), Health(name)), GUARD_S)
+    unanswered = failed.value.subgroup(closing.StartUnanswered)
+    assert unanswered is not None and isinstance(unanswered.exceptions[0], KafkaError), failed.value
+    client = {"intake": "transactional producer", "metrics": "writer p0"}[name]
+    assert f"gave the {client} no producer id within {BOUND_S:g} s" in str(unanswered.exceptions[0])
