@@ -1,14 +1,16 @@
 """Where a key store lives (`disk.DiskKeys`, ADR 0034), and the key its data keys are sealed under.
 
 Two ways to hold the store:
+- **A folder of the run** (`DiskKeys(parent)`): made fresh at start, removed at stop, swept by the next process if
   this one is killed (`services.common.run_folder`), as notify's ledger stores; each data key sealed under a key of
   the run that only the process's memory holds, so what is left on disk opens for nobody. The key store reads the
   key topics from the beginning at every start.
 - **A folder kept across restarts** (`kept`, when `PRIVACY_STATE_DIR` is set): one per service instance, held by a
   lock while in use (a second process asking for it gets a folder of its run). The key topics' offsets are kept
   with the store, so a start reads only what was written since (`store.KeyStore.start`). Each data key is sealed
-  under a key derived from the current KEK (what the key topic's own records need to be opened). The changes of a
-  under a key derived from the current KEK (what the key topic's own records need to be opened).
+  under a key derived from the current KEK (what the key topic's own records need to be opened). A kept store that
+  must start over (new, other KEKs, unreadable, marked damaged) is replaced only once its successor opens: on a
+  full or unwritable disk the open fails, and the store is left as it was.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ PREFIX = "privacy-keys-"
 """A run's folder: `<PREFIX><pid>-<random>`."""
 KEPT_PREFIX = "privacy-keystore-"
 """A kept folder: `<KEPT_PREFIX><name>` (not swept: no `PREFIX` match), its lock `<folder>.lock` beside it."""
+ASIDE = ".replaced"
+"""A kept folder moved aside while its successor opens (`StoreFolder._replaced`); put back at the next start if the
+process was killed before the successor opened."""
 BLOCK_CACHE_BYTES = 8 * 1024 * 1024
 NONCE_BYTES = 12
 FORMAT = b"commune-bus keystore 1"
@@ -121,6 +126,7 @@ class StoreFolder:
         """The kept store, or a fresh one if there is none or it was made under other KEKs (or is unreadable); an index
         of expiries an older reader kept is moved to the one by time first (`disk_expiry`)."""
         db: Rdict | None = None
+        self._put_back()  # a start killed while its successor opened: the kept store is judged again, as it was
         try:
             if (damage := _damage(self.path)) is not None:  # a process found it damaged (`store_faults.mark_damaged`)
                 raise _Damaged(damage)
@@ -134,17 +140,41 @@ class StoreFolder:
         except Exception as exc:  # a damaged store is rebuilt from the topics, never trusted
             reason = f"unreadable ({exc if isinstance(exc, _Damaged) else type(exc).__name__})"
             log.warning("privacy.key_store_unreadable", folder=str(self.path), **error_fields(exc),
-                        effect="started over")
+                        effect="starting over")
         if db is not None:
             db.close()
+        db = self._replaced()
         log.info("privacy.key_store_started_over", reason=reason)
-        db = rocks.open_fresh(self.path, _options())
         # a kept store writes its log (one append a batch, not synced): without it a SIGKILL lost every write since the
         # last memtable flush, a few MB, so a worker killed within minutes of its start kept nothing; with it a kill
         # keeps every batch written, and a machine's crash the batches up to some point (RocksDB's recovery)
         db.set_write_options(WriteOptions())
         db.put(FINGERPRINT, fingerprint)
         return db
+
+    def _replaced(self) -> Rdict:
+        """A fresh store in place of the kept one, which is moved aside first and removed only once the fresh one
+        opened: one that cannot (a disk full or unwritable, or a kill meanwhile) leaves the kept store as it was
+        (before: removed first, so a full disk at a start lost it, and the next start read the key topics whole)."""
+        aside = self._aside()
+        if self.path.exists():
+            os.replace(self.path, aside)  # a rename: it needs no room on the disk
+        try:
+            db = rocks.open_fresh(self.path, _options())
+        except BaseException:
+            self._put_back()
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+        return db
+
+    def _aside(self) -> Path:
+        return self.path.with_name(self.path.name + ASIDE)
+
+    def _put_back(self) -> None:
+        """The kept store moved aside back in its place, if it is there (what stands in its place removed)."""
+        if self._aside().exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.replace(self._aside(), self.path)
 
     def seal_key(self, subject: str, key_id: str, dek: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)  # random: a kept store's key outlives the run, a counter would repeat

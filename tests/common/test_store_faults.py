@@ -32,7 +32,7 @@ from services.metrics.topics import Names
 from services.privacy import disk
 from services.privacy import disk_rows as rows
 from services.privacy.disk import DiskKeys
-from services.privacy.disk_folder import KEPT_PREFIX, Kept
+from services.privacy.disk_folder import ASIDE, KEPT_PREFIX, Kept
 from services.privacy.key_tables import _Key
 from tests.metrics.test_core import lifecycle
 from tests.privacy.keys import KEK, NOW
@@ -148,6 +148,48 @@ def test_a_kept_key_store_found_damaged_starts_over_at_the_next_start(tmp_path: 
         table.close()
     crashed = next(e for e in logs if e["event"] == "service.crashed")
     assert (crashed["file"], crashed["reason"]) == (str(sst), "Corruption: block checksum mismatch")
+
+
+def kept_with_keys(folder: Path, kept: Kept, count: int) -> None:
+    table = DiskKeys(folder, cached=1, kept=kept)
+    for i in range(count):
+        table.put(f"s-{i}", (_Key(f"k-{i}", os.urandom(32), NOW, None, digest=b"d" * 8),))
+    table.checkpoint({("keys", 0): count})
+    table.close()
+
+
+def opened_again(folder: Path, kept: Kept) -> tuple[int, dict[tuple[str, int], int]]:
+    table = DiskKeys(folder, cached=1, kept=kept)
+    try:
+        return table.count(), table.offsets()
+    finally:
+        table.close()
+
+
+@pytest.mark.parametrize("limit", [0, 1024], ids=["no-byte", "a-kilobyte"])
+def test_a_kept_key_store_met_by_a_full_disk_at_its_start_is_left_as_it_was(tmp_path: Path, limit: int) -> None:
+    """The disk full when a service starts: the kept store does not open (RocksDB writes a new manifest at its open;
+    rocksdict its settings), so it looked unreadable and was removed to start over, whose open failed too: the store
+    was lost, and the next start, with room, read the key topics whole (minutes per year of keys). Now it is replaced
+    only once its successor opens: the start fails, and the next one goes on from the store as it was."""
+    kept = Kept.of("ns-tests", {"kek-1": KEK}, "kek-1")
+    kept_with_keys(tmp_path, kept, 500)
+    with capture_logs() as logs, disk_full(limit), pytest.raises(Exception, match="File too large"):
+        DiskKeys(tmp_path, cached=1, kept=kept)  # (its log lines held in memory: a log file is a file too)
+    assert opened_again(tmp_path, kept) == (500, {("keys", 0): 500})
+    assert [e["event"] for e in logs] == ["privacy.key_store_unreadable"], logs  # not said to have started over
+
+
+def test_a_start_killed_while_replacing_the_kept_store_puts_it_back(tmp_path: Path) -> None:
+    """Killed after the kept store was moved aside and before its successor opened (or was told it did): the next
+    start puts it back and judges it again, as it was; a store left aside is never lost, nor kept beside."""
+    kept = Kept.of("ns-tests", {"kek-1": KEK}, "kek-1")
+    kept_with_keys(tmp_path, kept, 50)
+    folder = tmp_path / f"{KEPT_PREFIX}ns-tests"
+    os.replace(folder, folder.with_name(folder.name + ASIDE))
+    rocks.open_fresh(folder).close()  # a successor half made
+    assert opened_again(tmp_path, kept) == (50, {("keys", 0): 50})
+    assert not folder.with_name(folder.name + ASIDE).exists()
 
 
 async def test_a_metrics_restore_on_a_full_disk_ends_not_skips_every_state(tmp_path: Path,
