@@ -97,8 +97,9 @@ class NotifySettings(ConsumerSettings):
 
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000, le=3_600_000,
-        description="How long a ledger or status write waits for the broker (an outage shorter than this is "
-                    "ridden out: a sent notification's ledger entry is written when the broker is back)")
+        description="How long one produce request of a ledger or status write waits for the broker; the write is "
+                    "sent again after it, for as long as the broker is away (an outage of any length is ridden "
+                    "out: a sent notification's ledger entry is written when the broker is back)")
     state_dir: Path | None = Field(
         default=None, description="Where the ledger's RocksDB stores live (a fresh folder per run, deleted after); "
                                   "None: the system's temporary folder")
