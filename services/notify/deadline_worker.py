@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from schemas.notification import DeadlineAlert, DeadlineMessage
 from schemas.topics import NOTIFY_ALERTS, NOTIFY_DEADLINES, Group, group_id, scoped
-from services.common import clients, runtime
+from services.common import clients, joining, runtime
 from services.common.admin import ensure_topics
 from services.common.closing import close_within, retrieved
 from services.common.health import Health
@@ -98,7 +98,8 @@ class DeadlineWorker:
         try:
             await producer.start()
             consumer.subscribe([self.names.deadlines], listener=_Rebalance(self, sup.fail))
-            await consumer.start()
+            if not await joining.start_unless_stopped(SERVICE, consumer, sup.stop):
+                return  # stopped during the group join (which waits for every member): not after it
             watches = [sup.spawn("broker-probe", probe_loop(partial(self._answers, consumer), self._broker)),
                        sup.spawn("consumer-lag", LagGauge(SERVICE).watch([consumer]))]
             try:

@@ -1,5 +1,5 @@
 """A stop asked for while a worker's consumer waits in its group join ends the run at once, not when the join ends
-(`services.common.joining`; real broker, intake's and metrics' workers in process)."""
+(`services.common.joining`; real broker, intake's, metrics' and notify's deadline tracker's workers in process)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from services.common import clients
 from services.common.health import Health
@@ -74,7 +75,18 @@ def metrics(bootstrap: str, namespace: str, state: Path) -> Started:
     return "metrics", settings.group_id, list(worker.names.family_of), worker.run
 
 
-@pytest.mark.parametrize("service", [intake, metrics], ids=["intake", "metrics"])
+def deadlines(bootstrap: str, namespace: str, state: Path) -> Started:
+    """notify's deadline tracker (before, its join was waited for: a stop came after the stalled member's timeout)."""
+    from schemas.topics import Group, group_id
+    from services.notify.deadline_settings import DeadlineSettings
+    from services.notify.deadline_worker import DeadlineWorker
+    from services.notify.settings import NotifySettings
+
+    worker = DeadlineWorker(NotifySettings(bootstrap=bootstrap, namespace=namespace), DeadlineSettings(state_dir=state))
+    return "notify-deadlines", group_id(Group.NOTIFY_DEADLINES, namespace), [worker.names.deadlines], worker.run
+
+
+@pytest.mark.parametrize("service", [intake, metrics, deadlines], ids=["intake", "metrics", "deadlines"])
 async def test_a_stop_during_the_group_join_ends_the_run_before_the_join(
         kafka_bootstrap: str, tmp_path: Path, service: Callable[[str, str, Path], Started]) -> None:
     """A member holds the group's join up (stalled in its rebalance); the worker's stop, asked for while its
@@ -88,7 +100,8 @@ async def test_a_stop_during_the_group_join_ends_the_run_before_the_join(
     stalled = Stalled()
     holder = clients.consumer(conn, client_id="tests-join-holder", group_id=group, session_timeout_ms=HOLD_MS,
                               rebalance_timeout_ms=HOLD_MS, heartbeat_interval_ms=1000,
-                              partition_assignment_strategy=(RangePartitionAssignor,))  # TLS and SASL as CI's
+                              # the workers' assignors (intake's and metrics' range, the tracker's aiokafka's default)
+                              partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor))
     try:
         await eventually_async(lambda: health.ready, timeout=60, what=f"{name} ready")  # its topics exist
         stop.set()
