@@ -59,9 +59,11 @@ def runs() -> int:
 def share(k: int, claims_dir: str) -> dict[str, str]:
     """The environment of run `k`: its own share of the ports tests hand out (`PORT_SHARE`), so that no two runs ever
     pick one port at once (`tests.kafkatools.unassigned_ports`); the directory where all claim their tests; its
-    order (`tests/claims.py`)."""
+    order (`tests/claims.py`): none but its own, not one it inherits (the sample runs of `tests/test_run.py`, started
+    from the broker run of CI's, took its order for their fault run, which then took the fault tests from the last)."""
+    inherited = {name: value for name, value in os.environ.items() if name != claims.LANE}
     lane = {claims.LANE: LANES[k]} if k in LANES else {}
-    return {**os.environ, PORT_SHARE: f"{k}/{runs()}", claims.CLAIMS: claims_dir} | lane
+    return {**inherited, PORT_SHARE: f"{k}/{runs()}", claims.CLAIMS: claims_dir} | lane
 
 
 def status(rc: int) -> int:

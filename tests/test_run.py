@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import run
+from tests import claims, run
 
 pytestmark = pytest.mark.unit
 
@@ -33,6 +33,7 @@ def sample(tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytes
     log = tmp_path / "ran.log"
     log.touch()
     monkeypatch.setenv("CLAIMS_SAMPLE_LOG", str(log))
+    monkeypatch.setenv(claims.LANE, claims.BROKER_FIRST_FROM_THE_LAST)  # as in the run of make test it may be in
     monkeypatch.setenv("CI", "true")
     if runs is None:
         monkeypatch.delenv(run.RUNS_ENV, raising=False)
@@ -55,6 +56,7 @@ def test_the_three_runs_share_the_tests_each_run_once_and_none_counted_as_a_skip
     faults = {share for name, share in ran if name.startswith("fault_")}
     broker = {share for name, share in ran if name.startswith("broker_")}
     assert "0/3" in faults and len(faults) > 1, ran  # the fault run took some, and another run some
+    assert next(name for name, share in ran if share == "0/3") == "fault_0", ran  # the fault run's from the first
     assert broker == {"1/3", "2/3"}, ran  # the rest run and the broker run took some
     assert [share for name, share in ran if name == "rest"] == ["1/3"], ran  # the rest run's first: broker_3 waits
     assert "in another run" in out and "skipped" not in out, out
