@@ -183,6 +183,8 @@ _STORE_STATUSES = ("IO error: ", "Corruption: ")
 _STORE_FILE = re.compile(r"(/[^\s:,]+)")
 _FIXED = re.compile(r"[A-Za-z][A-Za-z ]*")
 _OS_REASONS = sorted({os.strerror(n) for n in errno.errorcode}, key=len, reverse=True)
+_OS_ERROR = re.compile(r" \(os error (\d{1,4})\)$")
+"""How rocksdict ends a failed write of a file of its own (`File too large (os error 27)`)."""
 
 
 def store_fault(exc: BaseException) -> tuple[str, str] | None:
@@ -192,8 +194,9 @@ def store_fault(exc: BaseException) -> tuple[str, str] | None:
     Before, a full disk ended a service with `error=Exception` and a place, nothing naming the folder or the cause."""
     text = str(exc) if type(exc) is Exception else ""
     status = next((s for s in _STORE_STATUSES if text.startswith(s)), None)
-    if status is None:
-        return None
+    if status is None:  # rocksdict's own file (its settings, beside RocksDB's): the system's error, numbered
+        number = _OS_ERROR.search(text)
+        return ("?", f"IO error: {os.strerror(int(number.group(1)))}") if number is not None else None
     files = _STORE_FILE.findall(text)
     rest = text[len(status):]
     cause = next((r for r in _OS_REASONS if r in rest), None)

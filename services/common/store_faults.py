@@ -6,6 +6,8 @@ costs ~7 MB of resident memory, which took the gateway's from 91 to 98 MB of the
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 from services.common.logging import SafeMessage, store_fault
@@ -22,6 +24,20 @@ def raise_if_fault(exc: BaseException) -> None:
     """Raise `StoreFault` from `exc` if `exc` is a store's disk fault; else return (the caller's catch-all goes on)."""
     if (fault := store_fault(exc)) is not None:
         raise StoreFault("store failed: {1} ({0})".format(*fault)) from exc
+
+
+REFUSALS = tuple(f"IO error: {os.strerror(n)}" for n in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES,
+                                                          errno.EPERM, errno.EROFS, errno.EIO))
+"""A disk that refuses a store (full, over quota, a file past its size limit, not writable, failing): the store is
+as it was, unlike one with files missing or damaged ("No such file or directory", "Corruption: ...")."""
+
+
+def refusal(exc: BaseException) -> StoreFault | None:
+    """The `StoreFault` to raise from `exc` if the disk refused the store (`REFUSALS`), else None: a store that could
+    not be opened for that must not be taken for unreadable and started over (a kept store's open writes a new
+    manifest, and replays its log into a new file: megabytes after a kill, where a fresh store needs kilobytes)."""
+    fault = store_fault(exc)
+    return StoreFault("store failed: {1} ({0})".format(*fault)) if fault is not None and fault[1] in REFUSALS else None
 
 
 DAMAGED = "DAMAGED"

@@ -9,12 +9,13 @@ Two ways to hold the store:
   lock while in use (a second process asking for it gets a folder of its run). The key topics' offsets are kept
   with the store, so a start reads only what was written since (`store.KeyStore.start`). Each data key is sealed
   under a key derived from the current KEK (what the key topic's own records need to be opened). A kept store that
-  must start over (new, other KEKs, unreadable, marked damaged) is replaced only once its successor opens: on a
-  full or unwritable disk the open fails, and the store is left as it was.
+  must start over (new, other KEKs, unreadable, marked damaged) is replaced only once its successor opens; one the
+  disk refuses (full, not writable: `store_faults.REFUSALS`) is not started over but left as it was, the start ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import hmac
@@ -45,9 +46,9 @@ PREFIX = "privacy-keys-"
 """A run's folder: `<PREFIX><pid>-<random>`."""
 KEPT_PREFIX = "privacy-keystore-"
 """A kept folder: `<KEPT_PREFIX><name>` (not swept: no `PREFIX` match), its lock `<folder>.lock` beside it."""
-ASIDE = ".replaced"
-"""A kept folder moved aside while its successor opens (`StoreFolder._replaced`); put back at the next start if the
-process was killed before the successor opened."""
+ASIDE, DISCARDED = ".replaced", ".discarded"
+"""A kept folder moved aside while its successor opens (`StoreFolder._replaced`), put back at the next start if the
+process was killed before the successor opened; then renamed for removal, removed at the next start if left."""
 BLOCK_CACHE_BYTES = 8 * 1024 * 1024
 NONCE_BYTES = 12
 FORMAT = b"commune-bus keystore 1"
@@ -126,7 +127,8 @@ class StoreFolder:
         """The kept store, or a fresh one if there is none or it was made under other KEKs (or is unreadable); an index
         of expiries an older reader kept is moved to the one by time first (`disk_expiry`)."""
         db: Rdict | None = None
-        self._put_back()  # a start killed while its successor opened: the kept store is judged again, as it was
+        self._put_back()  # a start killed before its successor opened: the kept store is judged again, as it was
+        shutil.rmtree(self._beside(DISCARDED), ignore_errors=True)  # one killed after: what was left of the old one
         try:
             if (damage := _damage(self.path)) is not None:  # a process found it damaged (`store_faults.mark_damaged`)
                 raise _Damaged(damage)
@@ -138,6 +140,10 @@ class StoreFolder:
             reason = ("new" if stored is None else "other KEKs" if stored != fingerprint
                       else "an expiry out of bounds (kept before 2026-12-04)")
         except Exception as exc:  # a damaged store is rebuilt from the topics, never trusted
+            if (refused := store_faults.refusal(exc)) is not None:  # the disk's fault (full, not writable): the store
+                if db is not None:  # is as it was, and the start ends (exit 1) naming the file and the cause
+                    db.close()
+                raise refused from exc
             reason = f"unreadable ({exc if isinstance(exc, _Damaged) else type(exc).__name__})"
             log.warning("privacy.key_store_unreadable", folder=str(self.path), **error_fields(exc),
                         effect="starting over")
@@ -155,26 +161,33 @@ class StoreFolder:
     def _replaced(self) -> Rdict:
         """A fresh store in place of the kept one, which is moved aside first and removed only once the fresh one
         opened: one that cannot (a disk full or unwritable, or a kill meanwhile) leaves the kept store as it was
-        (before: removed first, so a full disk at a start lost it, and the next start read the key topics whole)."""
-        aside = self._aside()
+        (before: removed first, so a full disk at a start lost it, and the next start read the key topics whole).
+        Once the fresh one opened, the old one is renamed for removal in one step, then removed: a kill during its
+        removal never has a half-removed store put back in place of the fresh one."""
+        aside = self._beside(ASIDE)
         if self.path.exists():
             os.replace(self.path, aside)  # a rename: it needs no room on the disk
         try:
             db = rocks.open_fresh(self.path, _options())
         except BaseException:
-            self._put_back()
+            with contextlib.suppress(OSError):  # the open's error is the one to see
+                self._put_back()
             raise
-        shutil.rmtree(aside, ignore_errors=True)
+        if aside.exists():
+            discarded = self._beside(DISCARDED)
+            shutil.rmtree(discarded, ignore_errors=True)
+            os.replace(aside, discarded)
+            shutil.rmtree(discarded, ignore_errors=True)
         return db
 
-    def _aside(self) -> Path:
-        return self.path.with_name(self.path.name + ASIDE)
+    def _beside(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.name + suffix)
 
     def _put_back(self) -> None:
         """The kept store moved aside back in its place, if it is there (what stands in its place removed)."""
-        if self._aside().exists():
+        if self._beside(ASIDE).exists():
             shutil.rmtree(self.path, ignore_errors=True)
-            os.replace(self._aside(), self.path)
+            os.replace(self._beside(ASIDE), self.path)
 
     def seal_key(self, subject: str, key_id: str, dek: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)  # random: a kept store's key outlives the run, a counter would repeat

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -32,8 +35,9 @@ from services.metrics.topics import Names
 from services.privacy import disk
 from services.privacy import disk_rows as rows
 from services.privacy.disk import DiskKeys
-from services.privacy.disk_folder import ASIDE, KEPT_PREFIX, Kept
+from services.privacy.disk_folder import ASIDE, DISCARDED, KEPT_PREFIX, Kept
 from services.privacy.key_tables import _Key
+from tests.kafkatools import ROOT
 from tests.metrics.test_core import lifecycle
 from tests.privacy.keys import KEK, NOW
 from tests.privacy.test_disk_keys import ring
@@ -150,12 +154,13 @@ def test_a_kept_key_store_found_damaged_starts_over_at_the_next_start(tmp_path: 
     assert (crashed["file"], crashed["reason"]) == (str(sst), "Corruption: block checksum mismatch")
 
 
-def kept_with_keys(folder: Path, kept: Kept, count: int) -> None:
+def kept_with_keys(folder: Path, kept: Kept, count: int, close: bool = True) -> None:
     table = DiskKeys(folder, cached=1, kept=kept)
     for i in range(count):
         table.put(f"s-{i}", (_Key(f"k-{i}", os.urandom(32), NOW, None, digest=b"d" * 8),))
     table.checkpoint({("keys", 0): count})
-    table.close()
+    if close:
+        table.close()
 
 
 def opened_again(folder: Path, kept: Kept) -> tuple[int, dict[tuple[str, int], int]]:
@@ -174,10 +179,34 @@ def test_a_kept_key_store_met_by_a_full_disk_at_its_start_is_left_as_it_was(tmp_
     only once its successor opens: the start fails, and the next one goes on from the store as it was."""
     kept = Kept.of("ns-tests", {"kek-1": KEK}, "kek-1")
     kept_with_keys(tmp_path, kept, 500)
-    with capture_logs() as logs, disk_full(limit), pytest.raises(Exception, match="File too large"):
+    with capture_logs() as logs, disk_full(limit), pytest.raises(store_faults.StoreFault, match="File too large"):
         DiskKeys(tmp_path, cached=1, kept=kept)  # (its log lines held in memory: a log file is a file too)
     assert opened_again(tmp_path, kept) == (500, {("keys", 0): 500})
-    assert [e["event"] for e in logs] == ["privacy.key_store_unreadable"], logs  # not said to have started over
+    assert not [e for e in logs if e["event"].startswith("privacy.key_store")], logs  # not taken for unreadable
+
+
+KILLED_KEEPER = """
+import os, signal, sys
+from pathlib import Path
+from tests.common.test_store_faults import kept_with_keys
+from services.privacy.disk_folder import Kept
+from tests.privacy.keys import KEK
+kept_with_keys(Path(sys.argv[1]), Kept.of("ns-tests", {"kek-1": KEK}, "kek-1"), 20_000, close=False)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_kept_key_store_whose_log_the_disk_has_no_room_to_replay_is_left_as_it_was(tmp_path: Path) -> None:
+    """Killed with ~2 MB in its write-ahead log, the store's open replays it into a new file, which a disk with a few
+    kilobytes left refuses, while a fresh store opens in them: it was taken for unreadable, started over, and the next
+    start, with room, had 0 keys (review, 2026-12-07). The disk's refusal now ends the start (`StoreFault`)."""
+    done = subprocess.run([sys.executable, "-c", KILLED_KEEPER, str(tmp_path)], cwd=ROOT, check=False, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    kept = Kept.of("ns-tests", {"kek-1": KEK}, "kek-1")
+    with capture_logs() as logs, disk_full(), pytest.raises(store_faults.StoreFault, match="File too large"):
+        DiskKeys(tmp_path, cached=1, kept=kept)  # (its log lines held in memory: a log file is a file too)
+    assert opened_again(tmp_path, kept) == (20_000, {("keys", 0): 20_000})
+    assert not [e for e in logs if e["event"].startswith("privacy.key_store")], logs
 
 
 def test_a_start_killed_while_replacing_the_kept_store_puts_it_back(tmp_path: Path) -> None:
@@ -190,6 +219,12 @@ def test_a_start_killed_while_replacing_the_kept_store_puts_it_back(tmp_path: Pa
     rocks.open_fresh(folder).close()  # a successor half made
     assert opened_again(tmp_path, kept) == (50, {("keys", 0): 50})
     assert not folder.with_name(folder.name + ASIDE).exists()
+    old = tmp_path / "old"
+    os.replace(folder, old)
+    kept_with_keys(tmp_path, kept, 7)  # killed while removing the one it replaced: the successor opened and is kept,
+    os.replace(old, folder.with_name(folder.name + DISCARDED))  # what is left of the old one never put back
+    assert opened_again(tmp_path, kept) == (7, {("keys", 0): 7})
+    assert not folder.with_name(folder.name + DISCARDED).exists()
 
 
 async def test_a_metrics_restore_on_a_full_disk_ends_not_skips_every_state(tmp_path: Path,
