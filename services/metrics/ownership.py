@@ -25,7 +25,7 @@ from rocksdict import Rdict
 
 from schemas import wire
 from schemas.deadletter import Reason, Rejection
-from services.common import store_faults
+from services.common import closing, store_faults
 from services.common.changelog import read_to_end
 from services.common.lag import LagGauge
 from services.common.settings import KafkaConnection
@@ -159,8 +159,19 @@ class Ownership:
             self._dbs[p] = store.open_fresh(self.state_root / f"p{p}")
             parts[p] = PartitionState(p, store.as_mapping(self._dbs[p]))
             self.writers[p] = self.new_writer(p)
-        # the fence: the earlier owner's open transaction is aborted (or its commit completed) before we read
-        await asyncio.gather(*(self.writers[p].start() for p in partitions))
+        # the fence: the earlier owner's open transaction is aborted (or its commit completed) before we read; one
+        # start failing cancels the others (each closes its producer): left running, one could end after the run's
+        # stop and keep a sender asking for a producer id for ever, fencing the next run's writer (review)
+        starts = [asyncio.ensure_future(self.writers[p].start()) for p in partitions]
+        try:
+            await asyncio.gather(*starts)
+        except BaseException:
+            for start in starts:
+                start.cancel()
+            await asyncio.wait(starts)  # each closes its producer, bounded (`closing.start_within`)
+            for start in starts:
+                closing.retrieved(start)
+            raise
         clock_ms = int(time.time() * 1000)
 
         def apply(partition: int, record: ConsumerRecord[bytes, bytes]) -> None:
