@@ -98,8 +98,9 @@ class NotifySettings(ConsumerSettings):
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000, le=3_600_000,
         description="How long one produce request of a ledger or status write waits for the broker; the write is "
-                    "sent again after it, for as long as the broker is away (an outage of any length is ridden "
-                    "out: a sent notification's ledger entry is written when the broker is back)")
+                    "sent again after it while the partition's leader is known (a broker stopped is ridden out, "
+                    "however long: a sent notification's ledger entry is written when it is back); a partition "
+                    "without a leader, or a write waiting for room in a full batch, fails after it and ends the run")
     state_dir: Path | None = Field(
         default=None, description="Where the ledger's RocksDB stores live (a fresh folder per run, deleted after); "
                                   "None: the system's temporary folder")
