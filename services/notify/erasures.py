@@ -29,7 +29,7 @@ from schemas.notification import Audience, ChannelKind, NotificationKind, Notifi
 from schemas.personal import ERASED_EVENT_SOURCE, ERASED_EVENT_TYPE, ApplicantErased, ErasedSubject, ErasureNotice
 from schemas.topics import NOTIFY_ERASURE_GROUPS, namespaced
 from services.common import clients
-from services.common.closing import close_within
+from services.common.closing import close_within, retrieved
 from services.common.settings import KafkaConnection
 from services.notify import metrics
 from services.notify.channels.base import DeliveryError, compose
@@ -44,6 +44,9 @@ NOTICE_SOURCE = ERASED_EVENT_SOURCE
 MAX_POLL_INTERVAL_MS = 300_000
 """The notice consumer's `max.poll.interval.ms` (aiokafka's default, set here because the wait below depends on it):
 a member that does not poll for this long leaves its group."""
+JOIN_WAIT_S = 60.0
+"""How long a sender's consumer may take to join its group before it is said to wait (a join waits for every member,
+up to a stalled one's timeout; one whose coordinator is not available waits for ever)."""
 WAIT_SHARE = 0.5
 """How long after its poll a notice's call and back-off may last, as a share of `MAX_POLL_INTERVAL_MS`; the rest is
 for the fetch, a commit and a margin."""
@@ -99,12 +102,29 @@ class NoticeSender:
     async def run(self) -> None:
         consumer = clients.consumer(self.conn, self.topic, client_id=f"commune-bus-notify-erasures-{self.sub.name}",
                                     group_id=self.group, **self.timeouts)
+        starting = asyncio.ensure_future(consumer.start())  # its group's join inside; a run may end meanwhile
         try:
-            await consumer.start()  # inside: its start waits for the group's join, and a run may end meanwhile
+            await self._joined(starting)
             while True:
                 await self.poll(consumer)
         finally:  # bounded as every client of notify's: a broker that does not answer holds a group's leave 40 s
+            starting.cancel()
+            starting.add_done_callback(retrieved)
             await close_within("notify", f"erasure-notices-{self.sub.name}-consumer", consumer.stop)
+
+    async def _joined(self, starting: asyncio.Future[None]) -> None:
+        """Wait for the consumer's start; past `JOIN_WAIT_S` say so (log, and the waiting gauge: its notices may wait)
+        until it joins. aiokafka retries a join whose group coordinator is not available for ever, and the other
+        groups (notify's own) may be fine: the subscriber's notices waited with every signal at "fine"."""
+        done, _ = await asyncio.wait({starting}, timeout=JOIN_WAIT_S)
+        if not done:
+            log.warning("notify.erasure_notices_not_joined", subscriber=self.sub.name, waited_s=JOIN_WAIT_S,
+                        effect="its notices wait until its consumer joins its group")
+            metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(1)
+            await starting
+            log.info("notify.erasure_notices_joined", subscriber=self.sub.name)
+            metrics.ERASURE_NOTICES_WAITING.labels(self.sub.name).set(0)
+        starting.result()
 
     async def poll(self, consumer: AIOKafkaConsumer) -> None:
         """One fetch of one notice, told. A notice not taken is fetched again after a back-off (`seek`), not retried

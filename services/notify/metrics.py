@@ -62,5 +62,6 @@ ERASURE_NOTICES = Counter("notify_erasure_notices_total",
                           "and outcome (sent, failed: tried again until taken; ADR 0035)", ["subscriber", "outcome"])
 ERASURE_NOTICES_WAITING = Gauge("notify_erasure_notices_waiting",
                                 "1 while an erasure notice waits for a subscriber that refused or could not take it "
-                                "(it is tried again until taken; later notices to that subscriber wait behind it)",
+                                "(it is tried again until taken; later notices to that subscriber wait behind it), "
+                                "or while the subscriber's sender has not joined its consumer group for 60 s",
                                 ["subscriber"])

@@ -512,3 +512,60 @@ async def test_a_sender_cancelled_while_the_broker_does_not_answer_ends_within_t
     finally:
         os.kill(broker, signal.SIGCONT)
     assert took < CLOSE_TIMEOUT_S + 3, f"the sender took {took:.1f} s to end"
+
+
+async def test_a_sender_whose_group_join_is_held_up_says_its_notices_wait_until_it_joins(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender's consumer cannot join its group (here a member stalls the join; a coordinator not available does
+    the same, for ever, while notify's own groups are fine): past `JOIN_WAIT_S` it logs so and its waiting gauge is 1,
+    so `ErasureNoticeWaiting` fires if it lasts; once it joins, 0, and the notice goes. Before, every signal said
+    "fine" while the subscriber's notices waited."""
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+    from structlog.testing import capture_logs
+
+    from services.common import clients
+    from services.notify import erasures, metrics
+    from tests.common.test_join_stop_kafka import HOLD_MS, Stalled
+
+    monkeypatch.setattr(erasures, "JOIN_WAIT_S", 1.0)
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    topic = notify_topics.erasures
+    stalled = Stalled()
+    holder = clients.consumer(conn, client_id="tests-notice-holder", group_id=notice_group(namespace, "prov-08"),
+                              session_timeout_ms=HOLD_MS, rebalance_timeout_ms=HOLD_MS, heartbeat_interval_ms=1000,
+                              partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor))
+    holder.subscribe([topic], listener=stalled)
+    sent: list[str] = []
+
+    class Takes:
+        async def send(self, message: Any) -> None:
+            sent.append(orjson.loads(message.request.payload)["id"])
+
+    def waiting() -> float:
+        return float(metrics.ERASURE_NOTICES_WAITING.labels("prov-08")._value.get())
+
+    await produce(kafka_bootstrap, topic, [(b"k", NOTICE.model_dump_json().encode(), [])])
+    await holder.start()
+    sender = NoticeSender(conn, topic, namespace, _subscriber("prov-08"), Takes(),  # type: ignore[arg-type]
+                          Backoff(), 10_000, 3_000)
+    task: asyncio.Task[None] | None = None
+    try:
+        await asyncio.wait_for(stalled.assigned.wait(), timeout=60)
+        with capture_logs() as logs:
+            task = asyncio.create_task(sender.run())
+            await asyncio.wait_for(stalled.rebalancing.wait(), timeout=60)  # the sender's join waits for the holder
+            await eventually_async(lambda: waiting() == 1, timeout=30, what="the sender said to wait")
+            assert not sent
+            stalled.release.set()
+            await holder.stop()  # it leaves: the join completes without it
+            await eventually_async(lambda: sent == [NOTICE.erasure_id] and waiting() == 0, timeout=60,
+                                   what="the notice sent once the sender joined")
+        events = [e["event"] for e in logs if e["event"].startswith("notify.erasure_notices_")]
+        assert events == ["notify.erasure_notices_not_joined", "notify.erasure_notices_joined"], logs
+    finally:
+        stalled.release.set()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await holder.stop()
