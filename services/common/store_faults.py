@@ -26,16 +26,23 @@ def raise_if_fault(exc: BaseException) -> None:
         raise StoreFault("store failed: {1} ({0})".format(*fault)) from exc
 
 
-REFUSALS = tuple(f"IO error: {os.strerror(n)}" for n in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES,
-                                                          errno.EPERM, errno.EROFS, errno.EIO))
+REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
 """A disk that refuses a store (full, over quota, a file past its size limit, not writable, failing): the store is
 as it was, unlike one with files missing or damaged ("No such file or directory", "Corruption: ...")."""
+REFUSALS = tuple(f"IO error: {os.strerror(n)}" for n in REFUSED)
+"""How RocksDB (and `logging.store_fault`) says them."""
 
 
 def refusal(exc: BaseException) -> StoreFault | None:
-    """The `StoreFault` to raise from `exc` if the disk refused the store (`REFUSALS`), else None: a store that could
-    not be opened for that must not be taken for unreadable and started over (a kept store's open writes a new
-    manifest, and replays its log into a new file: megabytes after a kill, where a fresh store needs kilobytes)."""
+    """The `StoreFault` to raise from `exc` if the disk refused the store (`REFUSED`: RocksDB's or rocksdict's error,
+    or Python's `OSError` about one of the store's files), else None: a store that could not be opened for that must
+    not be taken for unreadable and started over (a kept store's open writes a new manifest, and replays its log into
+    a new file: megabytes after a kill, where a fresh store needs kilobytes)."""
+    if isinstance(exc, OSError):
+        if exc.errno not in REFUSED:
+            return None
+        named = os.fsdecode(exc.filename) if exc.filename is not None else "?"  # a state folder's file, no input's
+        return StoreFault(f"store failed: IO error: {os.strerror(exc.errno)} ({named})")
     fault = store_fault(exc)
     return StoreFault("store failed: {1} ({0})".format(*fault)) if fault is not None and fault[1] in REFUSALS else None
 

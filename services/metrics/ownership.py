@@ -168,9 +168,8 @@ class Ownership:
         except BaseException:
             for start in starts:
                 start.cancel()
+                start.add_done_callback(closing.retrieved)
             await asyncio.wait(starts)  # each closes its producer, bounded (`closing.start_within`)
-            for start in starts:
-                closing.retrieved(start)
             raise
         clock_ms = int(time.time() * 1000)
 

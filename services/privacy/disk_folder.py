@@ -142,7 +142,8 @@ class StoreFolder:
         except Exception as exc:  # a damaged store is rebuilt from the topics, never trusted
             if (refused := store_faults.refusal(exc)) is not None:  # the disk's fault (full, not writable): the store
                 if db is not None:  # is as it was, and the start ends (exit 1) naming the file and the cause
-                    db.close()
+                    with contextlib.suppress(Exception):  # (its close fails too, after a refused write)
+                        db.close()
                 raise refused from exc
             reason = f"unreadable ({exc if isinstance(exc, _Damaged) else type(exc).__name__})"
             log.warning("privacy.key_store_unreadable", folder=str(self.path), **error_fields(exc),
@@ -176,7 +177,12 @@ class StoreFolder:
         if aside.exists():
             discarded = self._beside(DISCARDED)
             shutil.rmtree(discarded, ignore_errors=True)
-            os.replace(aside, discarded)
+            try:
+                os.replace(aside, discarded)
+            except OSError as exc:  # a `.discarded` left that cannot be removed: the fresh store is opened all the same
+                log.warning("privacy.key_store_not_discarded", **error_fields(exc),
+                            effect="the one replaced is put back and judged again at the next start")
+                return db
             shutil.rmtree(discarded, ignore_errors=True)
         return db
 

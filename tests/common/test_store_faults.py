@@ -6,6 +6,7 @@ Python ignores SIGXFSZ), so RocksDB's writes past it fail with EFBIG as they wou
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -207,6 +208,27 @@ def test_a_kept_key_store_whose_log_the_disk_has_no_room_to_replay_is_left_as_it
         DiskKeys(tmp_path, cached=1, kept=kept)  # (its log lines held in memory: a log file is a file too)
     assert opened_again(tmp_path, kept) == (20_000, {("keys", 0): 20_000})
     assert not [e for e in logs if e["event"].startswith("privacy.key_store")], logs
+
+
+def test_a_kept_key_store_folder_the_disk_will_not_let_be_read_is_left_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python's own read of the folder refused (its `DAMAGED` mark not readable: a folder of another owner, a failing
+    disk) was taken for unreadable too, and the store started over (review: reproduced as another user); now it is
+    the disk's refusal, as RocksDB's are. (As root a mode refuses nothing: the refusal is given here.)"""
+    from services.privacy import disk_folder
+
+    kept = Kept.of("ns-tests", {"kek-1": KEK}, "kek-1")
+    kept_with_keys(tmp_path, kept, 30)
+
+    def refused(path: Path) -> str | None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path / store_faults.DAMAGED))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(disk_folder, "_damage", refused)
+        with pytest.raises(store_faults.StoreFault, match="IO error: Permission denied"):
+            DiskKeys(tmp_path, cached=1, kept=kept)
+    assert opened_again(tmp_path, kept) == (30, {("keys", 0): 30})
+    assert store_faults.refusal(FileNotFoundError(errno.ENOENT, "gone", "/x")) is None  # a file missing: no refusal
 
 
 def test_a_start_killed_while_replacing_the_kept_store_puts_it_back(tmp_path: Path) -> None:
