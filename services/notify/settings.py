@@ -98,9 +98,10 @@ class NotifySettings(ConsumerSettings):
     write_timeout_ms: int = Field(
         default=180_000, ge=1_000, le=3_600_000,
         description="How long one produce request of a ledger or status write waits for the broker; the write is "
-                    "sent again after it while the partition's leader is known (a broker stopped is ridden out, "
-                    "however long: a sent notification's ledger entry is written when it is back); a partition "
-                    "without a leader, or a write waiting for room in a full batch, fails after it and ends the run")
+                    "sent again after it while the partition's leader is known (a broker stopped is waited for: a "
+                    "sent notification's ledger entry is written when it is back); a write this old whose partition "
+                    "shows no leader (a broker coming back may, for a moment), or one waiting for room in a full "
+                    "batch, fails and ends the run (its in-doubt calls are sent again)")
     state_dir: Path | None = Field(
         default=None, description="Where the ledger's RocksDB stores live (a fresh folder per run, deleted after); "
                                   "None: the system's temporary folder")
