@@ -16,7 +16,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 from contextlib import suppress
+from typing import TypeVar
 
 import structlog
 
@@ -25,6 +27,7 @@ from services.common.health import Health
 
 log = structlog.get_logger("runtime")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+T = TypeVar("T")
 
 
 class Stopping:
@@ -92,3 +95,22 @@ def forced_exit(service: str, why: str) -> None:
         sys.stderr.flush()
         sys.stdout.flush()
     os._exit(0)
+
+
+class Stopped:
+    """What `unless_stopped` (and the simulator's `StopCuts`) return when the stop came first."""
+
+
+STOPPED = Stopped()
+
+
+async def unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | Stopped:
+    """`step`'s result, or `STOPPED` if `stop` was set first (the step is then cancelled, not waited for)."""
+    doing, stopping = asyncio.ensure_future(step), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({doing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not doing.done():
+            doing.cancel()
+    return doing.result() if doing.done() and not doing.cancelled() else STOPPED

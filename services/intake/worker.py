@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from schemas.topics import DLQ_INTAKE, INTAKE_DEDUP, scoped
-from services.common import aiokafka_compat, clients, closing, joining, kip447, probe
+from services.common import aiokafka_compat, clients, closing, joining, kip447, probe, stopping
 from services.common.lag import LagGauge
 from services.common.readiness import Readiness
 from services.common.runtime import Supervisor, Worker, bounded_stop_s
@@ -122,8 +122,11 @@ class IntakeWorker:
         )
         self.task = Task(f"intake-{s.worker_id}", producer)  # before its start: `stop` closes one cancelled mid-start
         # aborts what a predecessor with this worker id left open; bounded: a coordinator that gives no producer id
-        # held the run silent for ever, `/healthz` 200; a Kafka error now, the run restarts and the restarts count
-        await closing.start_within("intake", "transactional producer", producer)
+        # held the run silent for ever, `/healthz` 200; a Kafka error now, the run restarts and the restarts count.
+        # A stop meanwhile ends the wait (cancelled, the start closes the producer): it waited out the bound
+        starting = closing.start_within("intake", "transactional producer", producer)
+        if await stopping.unless_stopped(starting, self.supervisor.stop) is stopping.STOPPED:
+            return  # `run` goes straight to the stop
         self.consumer.subscribe(list(self.topics.family_of), listener=self.assignment)
         if not await joining.start_unless_stopped("intake", self.consumer, self.supervisor.stop):
             return  # stopped during the group join: `run` goes straight to the stop

@@ -24,6 +24,7 @@ from schemas.topics import RAW, scoped
 from services.common import clients
 from services.common.admin import ensure_topics
 from services.common.closing import close_within
+from services.common.stopping import STOPPED, Stopped, unless_stopped
 from services.simulator.generate import Emitted, TrafficConfig, traffic
 from services.simulator.profiles import Pacer
 from services.simulator.settings import SimulatorSettings
@@ -115,25 +116,6 @@ async def _pump(stream: Iterator[Emitted], sender: Sender, topics: dict[Family, 
             next_report += every
     await acknowledged(inflight, cut_short, progress)
     return progress
-
-
-class Stopped:
-    """What `unless_stopped` and `StopCuts` return when the stop came first."""
-
-
-STOPPED = Stopped()
-
-
-async def unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | Stopped:
-    """`step`'s result, or `STOPPED` if `stop` was set first (the step is then cancelled)."""
-    doing, stopping = asyncio.ensure_future(step), asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({doing, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        if not doing.done():
-            doing.cancel()
-    return doing.result() if doing.done() and not doing.cancelled() else STOPPED
 
 
 class StopCuts:

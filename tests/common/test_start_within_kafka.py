@@ -128,3 +128,19 @@ async def test_a_services_run_ends_with_a_kafka_error_the_runtime_restarts(
     assert unanswered is not None and isinstance(unanswered.exceptions[0], KafkaError), failed.value
     client = {"intake": "transactional producer", "metrics": r"writer p\d"}[name]  # (whichever writer's came first)
     assert re.search(f"gave the {client} no producer id within {BOUND_S:g} s", str(unanswered.exceptions[0]))
+
+
+async def test_a_stop_ends_intakes_wait_for_its_producer_id_at_once(coordinatorless: OwnBroker, tmp_path: Path) -> None:
+    """SIGTERM while intake's producer waits for a producer id: the run ends at once, cleanly, its producer closed;
+    it waited out the whole bound (60 s here), then the client stops, past the stop's budget (review)."""
+    import time
+
+    stop = asyncio.Event()
+    name, _, _, run = intake(coordinatorless.bootstrap, "nc" + naming.unique(), tmp_path)
+    running = asyncio.create_task(run_once(name, run, stop, Health(name)))
+    await asyncio.sleep(3)  # its topics made, its producer asking
+    assert not running.done(), running
+    stopped_at = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(running, GUARD_S)  # returns: no error
+    assert time.monotonic() - stopped_at < closing.CLOSE_TIMEOUT_S, "the stop waited for the producer's start"
