@@ -19,7 +19,7 @@ from aiokafka.client import ConnectionGroup
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.group import LeaveGroupRequest
 
-from services.common import closing
+from services.common import closing, stopping
 
 UNJOINED_CLOSE_S = 1.0
 """How long the close of a consumer stopped mid-join may hold the stop: it holds no partition and no offset to commit,
@@ -29,19 +29,9 @@ and its coordinator waits on the join's answer, which may never come."""
 async def start_unless_stopped(service: str, consumer: AIOKafkaConsumer, stop: asyncio.Event,
                                client: str = "consumer") -> bool:
     """Start `consumer` (its join included); False if `stop` was set first, the consumer then closed."""
-    starting = asyncio.ensure_future(consumer.start())
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not starting.done():  # the stop came first, or the caller was cancelled: the join is not waited for
-            starting.cancel()
-            starting.add_done_callback(closing.retrieved)
-    if starting.done() and not starting.cancelled():
-        starting.result()  # its error, if it failed
+    if await stopping.unless_stopped(consumer.start(), stop) is not stopping.STOPPED:  # (its error, if it failed)
         return True
-    await closing.close_within(service, client, consumer.stop, UNJOINED_CLOSE_S)
+    await closing.close_within(service, client, consumer.stop, UNJOINED_CLOSE_S)  # the join not waited for
     return False
 
 

@@ -23,6 +23,7 @@ from typing import TypeVar
 import structlog
 
 from services.common import early_stop
+from services.common.closing import retrieved
 from services.common.health import Health
 
 log = structlog.get_logger("runtime")
@@ -105,7 +106,8 @@ STOPPED = Stopped()
 
 
 async def unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | Stopped:
-    """`step`'s result, or `STOPPED` if `stop` was set first (the step is then cancelled, not waited for)."""
+    """`step`'s result (or its error), or `STOPPED` if `stop` was set first: the step is then cancelled, and not
+    waited for (its outcome retrieved when it ends); so is it if the caller is cancelled."""
     doing, stopping = asyncio.ensure_future(step), asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({doing, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -113,4 +115,5 @@ async def unless_stopped(step: Awaitable[T], stop: asyncio.Event) -> T | Stopped
         stopping.cancel()
         if not doing.done():
             doing.cancel()
+            doing.add_done_callback(retrieved)
     return doing.result() if doing.done() and not doing.cancelled() else STOPPED
