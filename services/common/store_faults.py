@@ -23,7 +23,11 @@ class StoreFault(SafeMessage):
 def raise_if_fault(exc: BaseException) -> None:
     """Raise `StoreFault` from `exc` if `exc` is a store's disk fault; else return (the caller's catch-all goes on)."""
     if (fault := store_fault(exc)) is not None:
-        raise StoreFault("store failed: {1} ({0})".format(*fault)) from exc
+        raise _failed(*fault) from exc
+
+
+def _failed(file: str, reason: str) -> StoreFault:
+    return StoreFault(f"store failed: {reason} ({file})")
 
 
 REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
@@ -42,9 +46,9 @@ def refusal(exc: BaseException) -> StoreFault | None:
         if exc.errno not in REFUSED:
             return None
         named = os.fsdecode(exc.filename) if exc.filename is not None else "?"  # a state folder's file, no input's
-        return StoreFault(f"store failed: IO error: {os.strerror(exc.errno)} ({named})")
+        return _failed(named, f"IO error: {os.strerror(exc.errno)}")
     fault = store_fault(exc)
-    return StoreFault("store failed: {1} ({0})".format(*fault)) if fault is not None and fault[1] in REFUSALS else None
+    return _failed(*fault) if fault is not None and fault[1] in REFUSALS else None
 
 
 DAMAGED = "DAMAGED"

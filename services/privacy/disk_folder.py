@@ -10,7 +10,7 @@ Two ways to hold the store:
   with the store, so a start reads only what was written since (`store.KeyStore.start`). Each data key is sealed
   under a key derived from the current KEK (what the key topic's own records need to be opened). A kept store that
   must start over (new, other KEKs, unreadable, marked damaged) is replaced only once its successor opens; one the
-  disk refuses (full, not writable: `store_faults.REFUSALS`) is not started over but left as it was, the start ended.
+  disk refuses (full, not writable: `store_faults.REFUSED`) is not started over but left as it was, the start ended.
 """
 
 from __future__ import annotations
