@@ -33,6 +33,13 @@ def portal_dossier(code: str = "TL-251101-0001", status: int = 4, **extra: Any) 
     return d
 
 
+def dossier_code(seq: int, agency: str = "TL", day: datetime | None = None) -> str:
+    """A dossier code in the portal's shape (`{agency}-{yyMMdd}-{seq}`, DOMAIN.md; today's unless `day`): none
+    identifies anyone by `schemas.lookup`'s rules, as a random run can (`TL-091234-0402` holds a phone's ten digits:
+    intake keeps no lookup name of it, and a trace by it found nothing, CI 2026-12-07)."""
+    return f"{agency}-{(day or datetime.now(UTC)):%y%m%d}-{seq:04d}"
+
+
 SAMPLE_DAY = datetime(2025, 11, 1, tzinfo=UTC)
 """The day the samples' dossiers were submitted."""
 _COMPACT = re.compile(r"^\d{14}$")

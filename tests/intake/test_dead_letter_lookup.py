@@ -6,6 +6,7 @@ without its raw record."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from schemas.lookup import LOOKUP_PATTERN, TRACE_ID_PATTERN, identifies_nobody, 
 from services.cli.tracer import Tracer
 from services.intake import portal
 from services.intake.lookup import lookup_names
-from tests.samples import canonical_dossier, dumps, portal_dossier
+from tests.samples import canonical_dossier, dossier_code, dumps, portal_dossier
 
 pytestmark = pytest.mark.unit
 SOURCE = "/communes/02269/one-stop"
@@ -102,6 +103,17 @@ def test_a_portal_record_is_named_by_its_code_and_the_id_and_trace_intake_derive
         "29a1c8ac-66d3-5914-b4f0-8f4859748798")
     # no commune: no id intake would give, nor a trace; the code still
     assert named(payload) == {"lookup_subject": "TL-251103-0402"}
+
+
+@given(st.datetimes(datetime(2010, 1, 1), datetime(2099, 12, 31), timezones=st.just(UTC)),
+       st.integers(0, 9999), st.sampled_from(["TL", "000.00.12.H56", "H08.02269", "UBND"]))
+def test_a_dossier_code_as_the_portal_writes_it_is_always_a_lookup_name(day: datetime, seq: int, agency: str) -> None:
+    """`{agency}-{yyMMdd}-{seq}` (DOMAIN.md) of any day since 2010 is kept in clear: no date and sequence looks like a
+    phone or a CCCD, as a random run did (`TL-091234-0402`: the broker test's code, CI 2026-12-07). Only a 2000s day
+    with its 0 first can (`TL-051225-0402`: ten digits from a 0, as a phone), and is left out."""
+    code = dossier_code(seq, agency, day)
+    assert named(portal_dossier(code, status=42))["lookup_subject"] == code
+    assert "lookup_subject" not in named(portal_dossier(dossier_code(402, day=datetime(2005, 12, 25)), status=42))
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

@@ -29,7 +29,7 @@ from services.sources.topics import bound_topic
 from tests.gateway.asgi import app
 from tests.integrator.conftest import CLI
 from tests.kafkatools import free_port, start_service, stop_service
-from tests.samples import COMMUNE, canonical_dossier, dumps, portal_dossier
+from tests.samples import COMMUNE, canonical_dossier, dossier_code, dumps, portal_dossier
 from tests.security.conftest import SecureBroker
 from tests.security.probes import readable
 from tests.waiting import eventually_async
@@ -64,7 +64,7 @@ def test_dead_letters_are_traced_without_the_raw_topics(secure_broker: SecureBro
     intake gives it, reason and field shown; the gateway's trace too (neither may read the raw topic); the CLI as the
     operator prints it and exits 0. No personal data in any of it."""
     run = uuid.uuid4().hex[:6].upper()
-    code, repeated = f"TL-{run}-0402", f"TL-{run}-0403"
+    code, repeated = dossier_code(402), dossier_code(403)  # as the portal writes them; the namespace is this run's
     payload = portal_dossier(code, status=42, ChuHoSo=APPLICANT[0], SoGiayToChuHoSo=APPLICANT[1],
                              SoDienThoaiChuHoSo=APPLICANT[2])
     event = canonical_dossier(f"evt-{run}", dossier_code=repeated)
