@@ -116,7 +116,7 @@ def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, c
         check_file_limit(settings)
         supervisor.spawn("claims", claims.run(supervisor.health))
         server = _Server(server_config(settings, app))
-        serving = supervisor.spawn("http", server.serve())
+        serving = supervisor.spawn("http", _served(server))
         supervisor.spawn("broker-watch", watch_broker(publisher, supervisor.health, supervisor.stop,
                                                       waiting=claims.waiting))
         stopping = supervisor.spawn("stop", _after_stop(supervisor.stop, settings.stop_delay()))
@@ -127,6 +127,23 @@ def worker(settings: GatewaySettings, app: FastAPI, publisher: KafkaPublisher, c
         await serving
 
     return run
+
+
+async def _served(server: _Server) -> None:
+    """`server.serve()`, and its shutdown however the serve ends. Cancelled (a sibling task's error ends the run, and
+    the runtime starts the next), uvicorn does not shut down: its listening socket stayed open and its lifespan ran
+    on (the publisher never closed), so the next run's server could not bind, and uvicorn's `sys.exit(3)` ended the
+    process without a `service.crashed` (review, 2026-12-07)."""
+    try:
+        await server.serve()
+    except asyncio.CancelledError:
+        server.should_exit = True
+        if server.started:
+            await server.shutdown()  # bounded: `stop_requests_s` for the requests under way, then the publisher's close
+        else:  # cancelled between its bind and its start's end
+            for listening in getattr(server, "servers", []):
+                listening.close()
+        raise
 
 
 async def _after_stop(stop: asyncio.Event, delay_s: float) -> None:
