@@ -135,9 +135,12 @@ class KafkaClaims:
             for records in batch.values():
                 for rec in records:
                     self._apply(rec.value)
+            # read before taking `_moved` (a claim timed out waiting on it takes it back before it raises: every
+            # claim hung, /readyz 200) and bounded: `position` waits for ever while a reset finds no leader (audit)
+            async with asyncio.timeout(self.timeout_s):  # TimeoutError: a broker error, the reader starts again
+                moved = {tp.partition: await reader.position(tp) for tp in tps}
             async with self._moved:
-                for tp in tps:
-                    self._positions[tp.partition] = await reader.position(tp)
+                self._positions.update(moved)
                 self._moved.notify_all()
             if not self._ready.is_set() and all(self._positions[tp.partition] >= end[tp] for tp in tps):
                 # the topic keeps 48 h, keys live 24 h: the expired ones go before the first request is answered,
