@@ -233,9 +233,13 @@ class KeyStore:
             self.apply_all(records)
             if records:
                 self._last[(tp.topic, tp.partition)] = (records[-1].offset, _fencepost(records[-1]))
+        try:  # not under `_progress`: a `refresh` whose wait timed out takes it back before it raises (audit)
+            async with asyncio.timeout(RESTORE_STALL_S):  # `position` waits while a reset finds no leader
+                moved = {tp: await self._consumer.position(tp) for tp in self._consumer.assignment()}
+        except TimeoutError:
+            raise changelog.RestoreStalled(f"key store: no position within {RESTORE_STALL_S:g} s") from None
         async with self._progress:
-            for tp in self._consumer.assignment():
-                self._applied[tp] = await self._consumer.position(tp)
+            self._applied.update(moved)
             # the changes staged and these offsets, after the changes they cover (the table writes nothing if
             # neither moved): a kept table starts there next time
             self.keyring.checkpoint({(tp.topic, tp.partition): offset for tp, offset in self._applied.items()},
