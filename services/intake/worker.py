@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import structlog
@@ -150,7 +151,7 @@ class IntakeWorker:
                 task.cancel()
         clients_: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         if self.consumer is not None:
-            clients_.append(("consumer", self.consumer.stop))
+            clients_.append(("consumer", partial(joining.stop_member, self.consumer)))  # mid-join: leaves at once
         if self.task is not None:
             clients_.append(("producer", self.task.close))
         if self.privacy is not None:
@@ -168,6 +169,9 @@ class IntakeWorker:
         and everything validated is committed.
         """
         fetching: asyncio.Future[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
+        # woken by the stop too: a fetch waits, whatever its timeout, for as long as the group rebalances (a member
+        # stalled in it), and the loop went on waiting past the stop's deadline (`service.stop_forced`; audit)
+        stopped = asyncio.ensure_future(self.supervisor.stop.wait())
         try:
             # inside: a start that fails part way closes what it opened (review: the key store's folder on disk was
             # left behind, one more at each restart of the run in a broker outage)
@@ -188,7 +192,7 @@ class IntakeWorker:
                     room = max(1, max_records - waiting_records)
                     fetching = asyncio.ensure_future(self.consumer.getmany(timeout_ms=100, max_records=room))
                 # wake for new records, or for a commit when validated records wait for it
-                waiting: set[asyncio.Future[Any]] = {fetching}
+                waiting: set[asyncio.Future[Any]] = {fetching, stopped}
                 if waiting_records:
                     waiting |= committing
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -201,6 +205,7 @@ class IntakeWorker:
             async with self.lock:
                 await self.drain(timeout_s)
         finally:
+            stopped.cancel()
             if fetching is not None:
                 fetching.cancel()
             await self.stop()

@@ -25,13 +25,14 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
+from functools import partial
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from services.common import aiokafka_compat, clients, closing, joining, probe
+from services.common import aiokafka_compat, clients, closing, joining, probe, stopping
 from services.common.admin import ensure_topics
 from services.common.readiness import Readiness
 from services.common.runtime import Supervisor, bounded_stop_s
@@ -154,8 +155,10 @@ class MetricsWorker:
     async def _consume(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None
         while not stop.is_set():
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_records)
-            if batch:
+            # a fetch waits, whatever its timeout, for as long as the group rebalances: not past the stop (audit)
+            batch = await stopping.unless_stopped(
+                self.consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_records), stop)
+            if isinstance(batch, dict) and batch:
                 async with self.lock:
                     await self.process(batch)
 
@@ -174,7 +177,8 @@ class MetricsWorker:
         finally:
             if self.consumer is not None:  # shielded: `wait_for` would cancel aiokafka's coordinator half-way
                 with suppress(asyncio.CancelledError):  # the run ends under us (a task failed): close the writers too
-                    await closing.close_within("metrics", "consumer", self.consumer.stop, CLOSE_TIMEOUT_S)
+                    await closing.close_within("metrics", "consumer", partial(joining.stop_member, self.consumer),
+                                               CLOSE_TIMEOUT_S)  # mid-join: it leaves at once
             self.consumer = None
             await self.stop_restoring()  # one started meanwhile all the same (review M2), before the states go
             await self.ownership.close_all()

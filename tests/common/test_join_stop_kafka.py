@@ -123,6 +123,52 @@ async def test_a_stop_during_the_group_join_ends_the_run_before_the_join(
         await holder.stop()
 
 
+@pytest.mark.parametrize("service", [intake, metrics], ids=["intake", "metrics"])
+async def test_a_stop_during_a_rejoin_mid_run_ends_the_run_before_the_join(
+        kafka_bootstrap: str, tmp_path: Path, service: Callable[[str, str, Path], Started]) -> None:
+    """The worker holds partitions; a member that joined after it stalls in the next rebalance (a third member's
+    join), and the worker's rejoin waits behind it. Its stop ends the run while the group still waits, the worker
+    gone from it. Before, its loop waited on a fetch that waits for the rejoin (aiokafka's `getmany` ignores its
+    timeout while the group rebalances), and the consumer's stop on the join: the run went on until the broker
+    dropped the stalled member (a deployed worker: `service.stop_forced` at its stop deadline, no leave, no close)."""
+    name, group, topics, run = service(kafka_bootstrap, "r" + naming.unique(), tmp_path)
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    health, stop = Health(f"{name}-rejoin-test"), asyncio.Event()
+    stalled = Stalled()
+    assignors = (RangePartitionAssignor, RoundRobinPartitionAssignor)
+    holder = clients.consumer(conn, client_id="tests-rejoin-holder", group_id=group, session_timeout_ms=HOLD_MS,
+                              rebalance_timeout_ms=HOLD_MS, heartbeat_interval_ms=1000,
+                              partition_assignment_strategy=assignors)
+    trigger = clients.consumer(conn, client_id="tests-rejoin-trigger", group_id=group, session_timeout_ms=HOLD_MS,
+                               rebalance_timeout_ms=HOLD_MS, partition_assignment_strategy=assignors)
+    running = asyncio.create_task(supervise(health.service, run, stop, health))
+    joining_trigger: asyncio.Future[None] | None = None
+    try:
+        await eventually_async(lambda: health.ready, timeout=60, what=f"{name} ready")  # assigned, restored
+        holder.subscribe(topics, listener=stalled)
+        await holder.start()
+        await asyncio.wait_for(stalled.assigned.wait(), timeout=60)  # the worker rejoined with it
+        trigger.subscribe(topics)
+        joining_trigger = asyncio.ensure_future(trigger.start())  # the next rebalance: the holder stalls in it
+        await asyncio.wait_for(stalled.rebalancing.wait(), timeout=60)
+        # the worker told of the rebalance (its next heartbeat) has given its partitions up: not ready, rejoining
+        await eventually_async(lambda: not health.ready, timeout=60, what=f"{name} revoked")
+        await asyncio.sleep(1)  # its JoinGroup sent (nothing to wait on)
+        stop.set()
+        await asyncio.wait_for(running, timeout=20)  # the join would end after HOLD_MS
+        assert await group_state(conn, group) == "PreparingRebalance", "the join completed before the run ended"
+    finally:
+        stalled.release.set()
+        stop.set()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        if joining_trigger is not None:
+            joining_trigger.cancel()
+            await asyncio.gather(joining_trigger, return_exceptions=True)
+        for consumer in (trigger, holder):
+            await consumer.stop()
+
+
 async def test_a_member_stopped_mid_rejoin_leaves_at_once(kafka_bootstrap: str) -> None:
     """A member that held partitions is stopped while its rejoin waits behind a stalled member (notify stopped
     mid-rebalance: 10 s, its consumers' stops given up): `joining.stop_member` tells the group it leaves, on a
