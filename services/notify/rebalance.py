@@ -230,7 +230,10 @@ class Listener(RebalanceListener):
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         self._pause(partitions)  # before any await: nothing of them is fetched until the ledger has caught up
-        self._readying = self._spawn(f"{self.name}-ledger", self._ready(partitions))
+        try:
+            self._readying = self._spawn(f"{self.name}-ledger", self._ready(partitions))
+        except RuntimeError:  # the run's task group is ending (a task failed, or the consumer's stop completed a
+            return  # join): nothing is made ready, and nothing failed (it was counted as a failure; audit)
 
     async def _ready(self, partitions: set[TopicPartition]) -> None:
         await self._hold({tp.partition for tp in partitions})  # see what the previous owner sent before redoing
