@@ -11,12 +11,15 @@ record from the gateway to the provider call (`commune-bus trace <trace id>`).
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import Field
 
 from schemas.codes import Locale, Priority
+from schemas.dossier import DossierData
 from schemas.envelope import Model
 from schemas.personal import SealedValue
 from schemas.times import UtcDateTime
@@ -153,15 +156,25 @@ class NotificationStatus(Model):
     traceparent: str | None = Field(default=None, pattern=TRACEPARENT, description=TRACE_DESCRIPTION)
 
 
+COMMUNE = r"^[0-9]{5}$"
+PROVINCE = r"^[0-9]{2}$"
+
+
+def same_as_dossier(name: str) -> Any:
+    """`DossierData`'s definition of field `name` (its bounds): a tracked dossier's fields come from its events, and
+    unbounded, one 600 kB dossier code made a changelog record the broker refused, which ended every run (audit)."""
+    return copy.copy(DossierData.model_fields[name])
+
+
 class TrackedDossier(Model):
     """A dossier the deadline tracker watches (no personal data): open, or closed and kept a while so that an older
     event arriving after the closing one cannot reopen it."""
 
-    dossier_code: str
-    commune: str
-    province: str
-    procedure_code: str
-    officer_id: str | None = None
+    dossier_code: str = same_as_dossier("dossier_code")
+    commune: str = Field(pattern=COMMUNE)
+    province: str = Field(pattern=PROVINCE)
+    procedure_code: str = same_as_dossier("procedure_code")
+    officer_id: str | None = same_as_dossier("assigned_officer_id")
     due_at: UtcDateTime
     is_open: bool = True
     alerted_due_soon: bool = False
@@ -177,13 +190,13 @@ class TrackedDossier(Model):
 class DeadlineAlert(Model):
     """A time-driven alert: the dossier is due within one working day, or overdue. Id is deterministic."""
 
-    id: str
+    id: str = Field(max_length=200, description="<commune>:<dossier code>:<kind>:<due time>")
     kind: NotificationKind
-    dossier_code: str
-    commune: str
-    province: str
-    procedure_code: str
-    officer_id: str | None = None
+    dossier_code: str = same_as_dossier("dossier_code")
+    commune: str = Field(pattern=COMMUNE)
+    province: str = Field(pattern=PROVINCE)
+    procedure_code: str = same_as_dossier("procedure_code")
+    officer_id: str | None = same_as_dossier("assigned_officer_id")
     due_at: UtcDateTime
     at: UtcDateTime
 

@@ -16,10 +16,12 @@ of open dossiers. The rules stay in `deadlines` (pure); this module only decides
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
+import orjson
 from rocksdict import Rdict
 
 from schemas.notification import DeadlineAlert, TrackedDossier
@@ -43,6 +45,17 @@ def micros(at: datetime) -> int:
 
 def index_key(at: datetime, key: bytes) -> bytes:
     return INDEX + micros(at).to_bytes(8, "big") + key
+
+
+def unreadable_kind(raw: bytes) -> str:
+    """What is wrong with a changelog value that is no `TrackedDossier`: a code, never its content."""
+    if not raw:
+        return "empty"
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "not_json"
+    return "not_a_state"
 
 
 class TrackedPartition:
@@ -117,18 +130,28 @@ class TrackedPartition:
         else:
             self.db[STATE + key] = value
 
-    def index_all(self) -> int:
-        """Write the index entry of every state (after `load`); returns how many dossiers are indexed."""
-        n = 0
+    def index_all(self) -> Counter[str]:
+        """Write the index entry of every state (after `load`). A state that is no `TrackedDossier` (empty, not JSON,
+        another shape: the changelog is ours, but a tool or an older writer can put anything there) is deleted, and
+        its kind counted in what is returned: raised, it ended the tracker, and notify with it, at every restore.
+        Deleted, its dossier is tracked again from its next state; kept, `get` would raise on it later."""
+        unreadable: Counter[str] = Counter()
+        gone: list[bytes] = []
         for raw_key, raw in self.db.items(from_key=STATE):
             k = cast(bytes, raw_key)
             if k[:1] != STATE:
                 break
-            at = deadlines.wake_at(TrackedDossier.model_validate_json(cast(bytes, raw)))
-            if at is not None:
+            try:
+                state = TrackedDossier.model_validate_json(cast(bytes, raw))
+            except ValueError:  # pydantic's ValidationError
+                unreadable[unreadable_kind(cast(bytes, raw))] += 1
+                gone.append(k)
+                continue
+            if (at := deadlines.wake_at(state)) is not None:
                 self.db[index_key(at, k[1:])] = b""
-                n += 1
-        return n
+        for k in gone:  # after the scan, not under its iterator
+            del self.db[k]
+        return unreadable
 
     def states(self) -> Iterator[TrackedDossier]:
         for raw_key, raw in self.db.items(from_key=STATE):

@@ -3,7 +3,8 @@
 Partition N of the tracker's input (`commune.notify.deadlines`, key = commune) and partition N of its
 changelog are one unit: every change of a dossier of N is written to changelog partition N, key
 `<commune>:<dossier>`, value its `TrackedDossier` JSON or a tombstone when it closed. The changelog is
-compacted, so it holds about one record per open dossier. A worker restores only the partitions it is
+compacted, so it holds about one record per open dossier (a state that is no dossier's is skipped, counted and
+deleted from the store: `TrackedPartition.index_all`). A worker restores only the partitions it is
 assigned, into fresh stores (no write-ahead log: the changelog is the truth, as for metrics, ADR 0006),
 and drops a store when its partition leaves. A store is never reused across runs: a tombstone older than
 the topic's `delete.retention.ms` may be gone from the changelog, and a stale local copy would then keep a
@@ -17,6 +18,7 @@ table changelog was (ADR 0001, 0022).
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Set
 from pathlib import Path
 
@@ -27,9 +29,12 @@ from schemas.topics import NOTIFY_DEADLINES, Group, Kind, TopicSpec, group_id
 from services.common.changelog import end_offsets, read_to_end
 from services.common.rocks import open_fresh
 from services.common.settings import KafkaConnection
+from services.notify import metrics
 from services.notify.deadline_index import TrackedPartition
 
 log = structlog.get_logger("notify.deadlines")
+SKIPPED_REASON = "deadline_state_invalid"
+"""The `notify_records_skipped_total` reason of a changelog state that is no `TrackedDossier` (`index_all`)."""
 
 
 def changelog_spec(namespace: str) -> TopicSpec:
@@ -84,8 +89,8 @@ class OwnedPartitions:
 
         try:
             await read_to_end(self.conn, self.changelog, arrived, apply, client_id=self.client_id, ends=self.ends)
-            for part in fresh.values():
-                part.index_all()
+            for p, part in fresh.items():
+                _skipped(p, part.index_all())
         except BaseException:
             for p, part in fresh.items():
                 _discard(part, self.root / f"p{p}")
@@ -105,6 +110,14 @@ class OwnedPartitions:
         part = self.parts.pop(partition, None)
         if part is not None:
             _discard(part, self.root / f"p{partition}")
+
+
+def _skipped(partition: int, unreadable: Counter[str]) -> None:
+    """Counted (`notify_records_skipped_total{reason="deadline_state_invalid"}`) and logged once per partition and
+    kind per restore, with no part of the record: a state that is no dossier's may hold anything."""
+    for kind, n in sorted(unreadable.items()):
+        metrics.SKIPPED.labels(SKIPPED_REASON).inc(n)
+        log.error("deadline.state_skipped", partition=partition, why=kind, states=n)
 
 
 def _discard(part: TrackedPartition, path: Path) -> None:

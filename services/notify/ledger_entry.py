@@ -9,24 +9,35 @@ partition is refused too (OutOfOrderSequenceNumber; measured on the broker, aiok
 each time the entry comes back.
 
 Read back (`read`), a record that is no entry (no key or no value, a key not UTF-8, a value not JSON or not an entry's
-shape, a deferral under another id than its request's) raises `Unreadable` with a reason code, never anything else:
-only notify writes the topic, and the caller skips and counts it, so one bad record cannot end every restore after it.
+shape, a deferral under another id than its request's, a deferral whose `not_before` or `expires_at` names no offset or
+lies outside `TIMES`) raises `Unreadable` with a reason code, never anything else: only notify writes the topic, and
+the caller skips and counts it, so one bad record cannot end every restore after it. A naive time is none notify
+writes (each is compared with the clock's, aware: a TypeError in a sender task), nor is one of year 1 (its due time
+raised out of the restore) or 9999 (the quiet hours' arithmetic overflows): such a time passes the request's schema,
+which bounds neither, so it is refused here, where the record is read.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 import orjson
 from pydantic import BaseModel
 
+from schemas.limits import EARLIEST, LATEST
 from schemas.notification import NotificationRequest
 from schemas.topics import NOTIFY_LEDGER
+from services.notify.replays import with_offsets
 
 RECORD_OVERHEAD = 512
 """What a record takes in its batch beside its key and value, with room to spare: the batch header (61 bytes) and
 the record's lengths, offsets and timestamp (at most 30); the ledger writes no headers."""
 LIMIT = int(NOTIFY_LEDGER.config["max.message.bytes"])
+TIMES = (EARLIEST - timedelta(days=366), LATEST + timedelta(days=366))
+"""Where a deferral's `not_before` and `expires_at` may lie: every time notify writes is within days of a canonical
+one (`schemas.limits`, 1975 to 2100): the day before a visit, an alert's end, a park of a week at most. A year each
+side is room to spare, and far from what `datetime` holds."""
 
 
 class Entry(BaseModel, frozen=True):
@@ -77,4 +88,16 @@ def read(key: bytes | None, value: bytes | None) -> tuple[str, Entry | None]:
         raise Unreadable("not_an_entry")
     if entry.request is not None and entry.request.notification_id != nid:  # released under its own id, sent, it
         raise Unreadable("key_mismatch")  # would leave this one due for ever: enqueued and dropped every tick
+    if entry.request is not None:
+        _check_times(entry.request)
     return nid, entry
+
+
+def _check_times(request: NotificationRequest) -> None:
+    """`Unreadable` if a time of `request` names no offset (`replays.with_offsets`) or lies outside `TIMES`."""
+    try:
+        with_offsets(request)
+    except ValueError:
+        raise Unreadable("time_without_offset") from None
+    if any(at is not None and not TIMES[0] <= at <= TIMES[1] for at in (request.not_before, request.expires_at)):
+        raise Unreadable("time_out_of_range")

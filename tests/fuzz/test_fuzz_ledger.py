@@ -1,4 +1,4 @@
-"""Fuzzing what notify reads back from its ledger topic: any bytes, and entries with hostile members.
+"""Fuzzing what notify reads back from its ledger topic: any bytes, entries with hostile members, deferrals at any time.
 
 Only notify writes commune.notify.ledger, but a record it cannot read (a broken write, a tool, an operator's kcat)
 must not stop the tail: read back every restart, it would stop notify for good. What the ledger accepts as a
@@ -7,7 +7,7 @@ deferral must also come out again where the release reads it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from schemas.notification import NotificationRequest
 from services.notify import rules
 from services.notify.ledger import Entry, Ledger
+from services.notify.policy import QuietHours
 from services.notify.subscribers import Registry
 from tests.fuzz.strategies import EXAMPLES, dumps, fuzz_settings, mutated
 from tests.notify.events import directory, dossier, storm
@@ -61,3 +62,29 @@ def test_any_ledger_record_is_applied_or_skipped_and_what_is_deferred_can_be_rel
     released = list(ledger.due(far, owned=lambda p: True))
     assert all(isinstance(r, NotificationRequest) for r in released)
     assert sorted(r.notification_id for r in ledger.deferred.values()) == sorted(ledger.deferred)
+
+
+OFFSETS = st.none() | st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+TIMES = st.none() | st.builds(lambda at, tz: at.replace(tzinfo=tz), st.datetimes(), OFFSETS)
+"""Any time `datetime` holds, year 1 to 9999, naive or at any offset: what another writer could put in a deferral."""
+
+
+@fuzz_settings(300)
+@given(st.sampled_from([entry for tag, entry in BASES if "request" in entry]), TIMES, TIMES,
+       st.integers(0, 2**45))
+def test_a_deferral_at_any_time_is_skipped_or_released_as_a_sender_can_use_it(
+        base: dict[str, Any], not_before: datetime | None, expires_at: datetime | None, timestamp_ms: int) -> None:
+    """Whatever its `not_before` and `expires_at`, a deferral read back raises nothing out of `apply_record` (a year
+    0 due time did, ending the tail), and one that is released has times a sender compares with its clock and
+    moves past the quiet hours without a TypeError or an OverflowError (a naive `expires_at` raised in a sender)."""
+    EXAMPLES["notify: ledger deferral times, release"] += 1
+    request = {**base["request"], "not_before": not_before and not_before.isoformat(),
+               "expires_at": expires_at and expires_at.isoformat()}
+    ledger = Ledger("t.ledger", FakeProducer(), clock=lambda: LATER)
+    ledger.apply_record(0, request["notification_id"].encode(), dumps({"state": "deferred", "request": request}),
+                        timestamp_ms)
+    for released in ledger.due(LATER + timedelta(days=365 * 200), owned=lambda p: True):
+        for at in (released.not_before, released.expires_at):
+            if at is not None:
+                assert at.utcoffset() is not None and (at < LATER or at >= LATER)
+                QuietHours().release_at(at)

@@ -1,4 +1,5 @@
-"""The deadline tracker on the real broker: partition-owned restore, and no alert twice across rebalances/restarts."""
+"""The deadline tracker on the real broker: partition-owned restore, no alert twice across rebalances/restarts, and a
+changelog state that is no dossier's skipped."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import json
 import subprocess
 from collections import Counter
 from collections.abc import Awaitable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from schemas.notification import DeadlineMessage, NotificationKind, TrackedDossier
+from services.common.admin import ensure_topics
+from services.common.settings import KafkaConnection
+from services.notify.deadline_index import key_of
+from services.notify.deadline_store import changelog_spec
 from services.notify.topics import Names
-from tests.kafkatools import free_port, produce, read_all, start_service, stop_service
-from tests.notify.events import day_ending_in
+from tests.kafkatools import Producing, free_port, produce, read_all, start_service, stop_service
+from tests.notify.events import day_ending_in, one_commune_per_partition
 from tests.waiting import eventually_async
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -92,4 +97,57 @@ async def _count(pending: Awaitable[Counter[tuple[str, str]]], wanted: int) -> b
     """Whether the alerts counted so far reach `wanted` (else an assertion saying how many)."""
     counts = await pending
     assert sum(counts.values()) >= wanted, f"{sum(counts.values())} of {wanted} alerts"
+    return True
+
+
+async def test_a_changelog_state_that_is_no_dossier_is_skipped_and_the_tracker_restores_the_rest_and_alerts(
+        kafka_bootstrap: str, namespace: str, notify_topics: Names, tmp_path: Path,
+        trackers: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> None:
+    """Empty, `{}` and non-JSON states in the changelog, between good ones, on every partition: the tracker restores
+    the good states and alerts on them, logs each partition's skipped states by kind (no content), and goes on taking
+    new states (one of them a skipped dossier's). Before, the restore raised ValidationError: the tracker ended, and
+    notify with it, at every start."""
+    now = datetime.now(UTC)
+    spec = changelog_spec(namespace)
+    await ensure_topics(KafkaConnection(bootstrap=kafka_bootstrap), [spec])
+    communes = one_commune_per_partition()
+
+    def late(commune: str, code: str) -> TrackedDossier:
+        return TrackedDossier(dossier_code=code, commune=commune, province="08", procedure_code="1",
+                              due_at=now - timedelta(days=2))
+
+    async with Producing(kafka_bootstrap) as producing:
+        for p, c in enumerate(communes):
+            for code, value in (("OLD", late(c, "OLD").model_dump_json().encode()), ("EMPTY", b""),
+                                ("BRACES", b"{}"), ("TEXT", b"0912345678 not json"),
+                                ("NEW", late(c, "NEW").model_dump_json().encode())):
+                await producing.producer.send_and_wait(spec.name, value, key=key_of(c, code), partition=p)
+    log = tmp_path / "tracker.log"
+    trackers["a"] = (start_service("services.notify.deadline_worker", {
+        "KAFKA_BOOTSTRAP": kafka_bootstrap, "NOTIFY_NAMESPACE": namespace, "NOTIFY_DEADLINE_TICK_S": "0.5",
+        "NOTIFY_DEADLINE_WEB_PORT": str(free_port()), "NOTIFY_DEADLINE_STATE_DIR": str(tmp_path / "state")}, log), log)
+
+    async def overdue() -> set[str]:
+        records = await read_all(kafka_bootstrap, notify_topics.alerts, idle=1)
+        return {f"{a['commune']}:{a['dossier_code']}" for a in (json.loads(r.value or b"") for r in records)
+                if a["kind"] == NotificationKind.OVERDUE.value}
+
+    restored_ones = {f"{c}:{code}" for c in communes for code in ("OLD", "NEW")}
+    await eventually_async(lambda: _has(overdue(), restored_ones), timeout=90, interval=1, what="restored alerts")
+    await produce(kafka_bootstrap, notify_topics.deadlines, [
+        (c.encode(), DeadlineMessage(dossier=late(c, code)).model_dump_json().encode(), [])
+        for c in communes for code in ("LATER", "EMPTY")])
+    taken = {f"{c}:{code}" for c in communes for code in ("LATER", "EMPTY")}
+    await eventually_async(lambda: _has(overdue(), taken), timeout=60, interval=1, what="alerts on new states")
+    assert trackers["a"][0].poll() is None, "the tracker runs on"
+    lines = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if '"deadline.state_skipped"' in x]
+    assert sorted((x["partition"], x["why"], x["states"]) for x in lines) == sorted(
+        (p, why, n) for p in range(len(communes)) for why, n in (("empty", 1), ("not_a_state", 1), ("not_json", 1)))
+    assert "0912345678" not in log.read_text(encoding="utf-8")
+
+
+async def _has(pending: Awaitable[set[str]], wanted: set[str]) -> bool:
+    """Whether the keys seen so far hold `wanted` (else an assertion saying how many are missing)."""
+    missing = wanted - await pending
+    assert not missing, f"{len(missing)} of {len(wanted)} missing"
     return True
