@@ -34,6 +34,8 @@ HOSTILE = [
     "/citizens/001099012345", "evt 1", "", "   ", "TL-１２３",
     # grouped otherwise, or by '_' or ':' (privacy audit, 2026-12-06: each was kept in clear on a sealed letter)
     "cccd_079_912_345_678", "079912-345678", "TL-0912-345678", "hs-09.12.34.56.78", "0912:345:678", "84_912_345_678",
+    # glued to the letters before it (a second audit, 2026-12-07: each was kept in clear too)
+    "hs0912.345678", "cccd079912.345678", "HS0799.1234.5678", "a079912_345678",
 ]
 """What no lookup name may hold: control and bidi characters, text past 128, words (names) without a digit, names,
 CCCD, phone and CMND numbers however written, e-mails, addresses, spaces, full-width digits."""
