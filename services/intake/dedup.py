@@ -40,18 +40,54 @@ def changelog_record(family: str, partition: int, first_offset: int, keys: list[
     return f"{family}:{partition}:{first_offset}".encode(), orjson.dumps({"at": at_ms, "keys": keys, "ids": ids})
 
 
-def read_changelog_record(key: bytes, value: bytes) -> tuple[str, int, list[str], list[str]]:
-    """(family, at_ms, published keys, legacy ids) of a changelog record.
+class UnreadableChangelog(ValueError):
+    """A de-duplication changelog record not in the form intake writes; its message is the kind of problem only
+    (`PROBLEMS`), never the record's key or value: published keys are sources and event ids, which may be a
+    citizen's number."""
+
+
+PROBLEMS = ("a tombstone", "no key", "an unknown family", "not JSON", "not a JSON object", "no integer time",
+            "keys not a list of strings", "ids not a list of strings")
+"""What `read_changelog_record` finds wrong with a record (`UnreadableChangelog`'s message)."""
+FAMILIES = {f.value.encode(): f for f in Family}
+
+
+def read_changelog_record(key: bytes | None, value: bytes | None) -> tuple[Family, int, list[str], list[str]]:
+    """(family, at_ms, published keys, legacy ids) of a changelog record; `UnreadableChangelog` for any record not in
+    the form `changelog_record` writes (a tombstone, bytes that are not JSON, an unknown family, a member of another
+    type): the restore skips it, as it must, since the changelog is read at every assignment and one record that
+    raised out of it ended every start (audit). A record with members of the right types is taken as it is: at worst
+    its ids are remembered for the window, which delays another event of the same source and id.
 
     Records written before events were told apart by source hold bare event ids (`ids`): they are restored as
     legacy ids, which stand for their id from any source until the window forgets them (an event published
     before the change is still published once; another source's event with the same id waits out the window).
     """
-    body = orjson.loads(value)
-    family, at_ms = key.split(b":", 1)[0].decode(), int(body["at"])
+    if value is None:
+        raise UnreadableChangelog(PROBLEMS[0])
+    if key is None:
+        raise UnreadableChangelog(PROBLEMS[1])
+    family = FAMILIES.get(key.split(b":", 1)[0])
+    if family is None:
+        raise UnreadableChangelog(PROBLEMS[2])
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise UnreadableChangelog(PROBLEMS[3]) from None
+    if not isinstance(body, dict):
+        raise UnreadableChangelog(PROBLEMS[4])
+    at_ms = body.get("at")
+    if type(at_ms) is not int:  # not a bool either
+        raise UnreadableChangelog(PROBLEMS[5])
     if "keys" in body:  # this form: its "ids" are only for the previous release
-        return family, at_ms, list(body["keys"]), []
-    return family, at_ms, [], list(body.get("ids", ()))
+        return family, at_ms, _strings(body["keys"], PROBLEMS[6]), []
+    return family, at_ms, [], _strings(body.get("ids", []), PROBLEMS[7])
+
+
+def _strings(member: object, problem: str) -> list[str]:
+    if not isinstance(member, list) or not {*map(type, member)} <= {str}:  # cheap beside the parse
+        raise UnreadableChangelog(problem)
+    return member
 
 
 class SeenIds:

@@ -26,6 +26,7 @@ from aiokafka.structs import RecordMetadata
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
+from schemas.limits import LATEST
 from schemas.topics import STAMPED_BY_BROKER
 from services.common.partitioner import partition_for
 
@@ -38,6 +39,11 @@ intake moving it to its commune's partition, and by `dlq replay` (the letter's r
 been written). The copy's own timestamp is its own, which may come after an erasure the original preceded."""
 
 
+LATEST_WRITTEN_MS = int(LATEST.timestamp() * 1000)
+"""The latest time `written_at` gives (`schemas.limits.LATEST`): a later one, by a broker's clock gone wrong, is taken
+as this, which a datetime holds."""
+
+
 def written_at(timestamp_ms: int, headers: Sequence[tuple[str, bytes | None]], read_ms: int,
                timestamp_type: int = 0) -> int:
     """When a raw record was written to Kafka, in ms since the epoch: its timestamp (on raw topics the broker's append
@@ -46,12 +52,20 @@ def written_at(timestamp_ms: int, headers: Sequence[tuple[str, bytes | None]], r
     it followed and its applicant is sealed erased (ADR 0042), which costs no one else anything. A timestamp the
     broker did not stamp (`timestamp_type` not `STAMPED_BY_BROKER`: a topic left at CreateTime, where a producer's
     clock may say anything) is never taken after `read_ms`, when it was read; one it stamped is taken as it is, so
-    that the time is all the broker's, as an erasure's mark is (ADR 0043), whatever this host's clock says."""
+    that the time is all the broker's, as an erasure's mark is (ADR 0043), whatever this host's clock says.
+
+    Never before the epoch nor after `LATEST_WRITTEN_MS`: at CreateTime the broker keeps any 64-bit time a producer
+    sends (-2, -10**14 and -2**62 measured), and one before the year 1 raised out of the conversion to a datetime,
+    outside the decision's catch-all: the run ended and its restart read the same record again, stopping the
+    partition. A time before the epoch is no time (Kafka's own "none" is -1) and is taken as the epoch, not as when it
+    was read: like any earlier time, it counts as written before every erasure, so a record of an erased applicant
+    stays erased (ADR 0042) and its producer's clock can only cost its own record. The epoch is also the least a
+    re-routed copy's `WRITTEN_AT` and a dead letter's `dlq.source.written-at` (digits only) can say."""
     written = timestamp_ms if timestamp_type == STAMPED_BY_BROKER else min(timestamp_ms, read_ms)
     for name, value in headers:
         if name == WRITTEN_AT and value is not None and value.isdigit() and len(value) <= 15:
             written = min(written, int(value))
-    return written
+    return min(max(written, 0), LATEST_WRITTEN_MS)
 
 
 def record_bytes(record: wire.KafkaRecord) -> int:

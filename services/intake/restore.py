@@ -3,8 +3,13 @@
 Changelog partition p holds the ids published from raw partition p of every
 family, so a worker assigned raw partitions reads the same-numbered changelog
 partitions to their end (committed records only) and keeps the ids of the
-(family, partition) pairs it now owns. A failure raises: the rebalance listener
-reports it and the run ends, rather than consuming without the state.
+(family, partition) pairs it now owns. A failure to read the changelog raises: the
+rebalance listener reports it and the run ends, rather than consuming without the
+state. A record that cannot be read does not: it is skipped, logged
+(`dedup.restore_skipped`, its place and the kind of problem) and counted
+(`commune_intake_restore_skipped_total`). Raised, it ended every start, since the
+changelog is read again at each; skipped, it costs at most the de-duplication of
+the events it listed, which may be published again within the window.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from aiokafka import ConsumerRecord
 from schemas.events import Family
 from services.common.changelog import read_to_end
 from services.common.settings import KafkaConnection
-from services.intake.dedup import SeenByPartition, read_changelog_record
+from services.intake import telemetry
+from services.intake.dedup import SeenByPartition, UnreadableChangelog, read_changelog_record
 
 log = structlog.get_logger("intake")
 
@@ -32,8 +38,14 @@ async def restore_seen(conn: KafkaConnection, changelog: str, wanted: set[tuple[
 
     def apply(partition: int, rec: ConsumerRecord[bytes, bytes]) -> None:
         nonlocal restored
-        family, at_ms, keys, legacy_ids = read_changelog_record(rec.key or b"", rec.value or b"{}")
-        key = (Family(family), partition)
+        try:
+            family, at_ms, keys, legacy_ids = read_changelog_record(rec.key, rec.value)
+        except Exception as exc:  # one unreadable record must not end every start: skipped, no content logged
+            telemetry.RESTORE_SKIPPED.inc()
+            problem = str(exc) if isinstance(exc, UnreadableChangelog) else type(exc).__name__
+            log.error("dedup.restore_skipped", partition=partition, offset=rec.offset, problem=problem)
+            return
+        key = (family, partition)
         if key in wanted:
             ids_of_partition = seen.of(*key)
             for published in keys:

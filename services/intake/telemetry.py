@@ -32,3 +32,6 @@ TASKS = Gauge("commune_intake_tasks",
 CLOCK_AHEAD = Gauge("commune_intake_clock_ahead_seconds",
                     "This worker's clock minus the broker's append time of the newest raw record it last fetched: its "
                     "clock's offset from the broker's when caught up, more by its lag when behind (ADR 0043)")
+RESTORE_SKIPPED = Counter("commune_intake_restore_skipped_total",
+                          "De-duplication changelog records that could not be read back (skipped, logged "
+                          "dedup.restore_skipped): the events they listed may be published again within the window")

@@ -175,7 +175,8 @@ class Validation:
                 # make validation yield after every record
                 self.next_yield = time.perf_counter() + YIELD_AFTER_S
             written_ms = written_at(rec.timestamp, rec.headers, self.now_ms, rec.timestamp_type)
-            written = datetime.fromtimestamp(written_ms / 1000, UTC)  # before an erasure: sealed erased (ADR 0042)
+            # before an erasure: sealed erased (ADR 0042); within what a datetime holds, whatever the producer set
+            written = datetime.fromtimestamp(written_ms / 1000, UTC)
             decision = decide(rec.value, rec.headers, rec.offset, written)
             if isinstance(decision, Accepted):
                 event = decision.event

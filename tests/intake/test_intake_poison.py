@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from schemas import wire
 from schemas.deadletter import DeadLetterContext, Reason
 from schemas.events import Family
-from schemas.topics import CANONICAL, DLQ_INTAKE, MAX_RECORD_BYTES, RAW
+from schemas.topics import CANONICAL, DLQ_INTAKE, INTAKE_DEDUP, MAX_RECORD_BYTES, RAW, scoped
+from services.common import clients
+from services.common.admin import described_configs, ensure_topics
+from services.common.settings import KafkaConnection
 from tests.intake.conftest import StartIntake
 from tests.kafkatools import produce, read_all
 from tests.samples import HDR, canonical_dossier, dumps, portal_dossier, with_data
@@ -79,3 +83,48 @@ def test_each_poison_record_is_dead_lettered_and_the_records_after_it_are_publis
             sorted(got.items()), POISON, strict=True):
         assert (reason, field) == (want_reason, want_field), what
         assert "Bcc" not in message and "example.com" not in message, "a reason never echoes the value"
+
+
+def test_a_record_a_producer_dated_before_the_year_1_is_decided_and_the_records_after_it_are_published(
+    kafka_bootstrap: str, namespace: str, start_intake: StartIntake
+) -> None:
+    """On a raw topic left at CreateTime (intake warns, ADR 0028), the broker keeps any timestamp a producer sets:
+    a valid dossier and a record that is not JSON, each dated -10**14 and -2**62 ms, are a canonical event and a
+    `not_json` dead letter (written at the epoch: ADR 0042), and the valid dossier after each is published. Before,
+    the time's conversion to a datetime raised out of validation: every run ended on the first, for ever."""
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    raw = replace(scoped(RAW[Family.DOSSIER], namespace), config={"message.timestamp.type": "CreateTime"})
+    others = [scoped(s, namespace) for s in (*CANONICAL.values(), DLQ_INTAKE, INTAKE_DEDUP,
+                                             *(RAW[f] for f in Family if f is not Family.DOSSIER))]
+    asyncio.run(ensure_topics(conn, [raw, *others]))
+    assert asyncio.run(described_configs(conn, [raw.name]))[raw.name].values["message.timestamp.type"] == "CreateTime"
+    sent: list[tuple[bytes, int | None]] = []
+    for i, timestamp in enumerate((-10**14, -2**62)):
+        sent += [(dumps(portal_dossier(f"TL-OLD-{i}", status=2)), timestamp), (b"not json", timestamp),
+                 (dumps(portal_dossier(f"TL-AFTER-{i}", status=2)), None)]
+
+    async def scenario() -> tuple[list, list, list]:
+        producer = clients.producer(conn, client_id="tests", linger_ms=0)
+        await producer.start()
+        try:
+            for value, timestamp in sent:  # one batch each, with its own timestamp
+                await (await producer.send(raw.name, value, key=b"02269", headers=HDR, timestamp_ms=timestamp))
+        finally:
+            await producer.stop()
+        kept = await read_all(kafka_bootstrap, raw.name, expect=len(sent), timeout=15)
+        canonical = await read_all(kafka_bootstrap, scoped(CANONICAL[Family.DOSSIER], namespace).name, expect=4,
+                                   timeout=45)
+        return kept, canonical, await read_all(kafka_bootstrap, scoped(DLQ_INTAKE, namespace).name, expect=2,
+                                               timeout=15)
+
+    proc = start_intake()
+    kept, canonical, dlq = asyncio.run(scenario())
+    kept.sort(key=lambda r: r.offset)
+    assert [(r.timestamp, r.timestamp_type) for r in (kept[0], kept[4])] == [(-10**14, 0), (-2**62, 0)], (
+        "the broker keeps a producer's time at CreateTime")
+    assert proc.poll() is None
+    codes = sorted(wire.decode(r.headers, r.value).subject for r in canonical)
+    assert codes == ["TL-AFTER-0", "TL-AFTER-1", "TL-OLD-0", "TL-OLD-1"]
+    letters = sorted((c.source_offset, c.reason, c.source_written_at)
+                     for c in (DeadLetterContext.from_headers(r.headers) for r in dlq))
+    assert letters == [(offset, Reason.NOT_JSON, 0) for offset in (kept[1].offset, kept[4].offset)]
