@@ -39,6 +39,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import RecordMetadata
 from pydantic import ValidationError
 
+from schemas.lookup import identifies_nobody
 from schemas.notification import DeadlineAlert, DeadlineMessage
 from schemas.topics import NOTIFY_ALERTS, NOTIFY_DEADLINES, Group, group_id, scoped
 from services.common import clients, joining, runtime
@@ -199,8 +200,9 @@ class DeadlineWorker:
         fired = {p: self.store.parts[p].fire(now) for p in sorted(self.assignment.owned)}
         alerts = [a for out in fired.values() for a, _ in out if a is not None]  # None: a closed dossier forgotten
         await self._write(producer, alerts, [(p, change) for p, out in fired.items() for _, change in out])
-        for a in alerts:
-            log.info("deadline.alert", kind=a.kind.value, commune=a.commune, alert=a.id)
+        for a in alerts:  # its id only if it identifies nobody: it holds its dossier's code (privacy audit)
+            log.info("deadline.alert", kind=a.kind.value, commune=a.commune,
+                     alert=a.id if identifies_nobody(a.id) else None)
         return len(alerts)
 
     async def _write(self, producer: AIOKafkaProducer, alerts: list[DeadlineAlert],

@@ -36,9 +36,10 @@ def ids(request: NotificationRequest) -> dict[str, str | None]:
     event's source and id (the trace id when derived from them): for an event whose source or id holds a personal
     number, trying every number finds it again (privacy audit: 0.24 s a million for the trace id, 0.42 s for the
     nid), and logs are kept where no erasure reaches. Such an event's lines have neither (the trace id only when the
-    producer gave its own: `schemas.lookup.shown_trace_id`). A deadline alert has no trace id."""
+    producer gave its own: `schemas.lookup.shown_trace_id`). A deadline alert has no source nor trace id, and its id
+    holds its dossier's code, a producer's text (second privacy audit: a code holding a CCCD kept its nid)."""
     source, event_id = request.event_source, request.event_id
-    personal = source is not None and not (identifies_nobody(source) and identifies_nobody(event_id))
+    personal = not identifies_nobody(event_id) or (source is not None and not identifies_nobody(source))
     return {"nid": None if personal else request.notification_id,
             "trace_id": shown_trace_id(request.traceparent, source, event_id)}
 

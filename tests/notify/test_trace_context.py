@@ -14,9 +14,16 @@ from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
 from schemas import trace
-from schemas.notification import ChannelKind, NotificationKind, NotificationRequest, NotificationStatus, Outcome
+from schemas.notification import (
+    ChannelKind,
+    NotificationKind,
+    NotificationRequest,
+    NotificationStatus,
+    Outcome,
+    TrackedDossier,
+)
 from services.cli.tracer import Tracer
-from services.notify import rules
+from services.notify import deadlines, outcomes, rules
 from services.notify.channels.base import DeliveryError, compose, outgoing_traceparent
 from services.notify.channels.email import Smtp
 from services.notify.channels.http import HttpClient, SmsGateway, Webhooks, ZaloZns
@@ -195,3 +202,16 @@ async def test_ids_hashed_from_a_personal_number_are_not_logged(event_id: str, o
     assert sent["trace_id"] == (trace.trace_id(sms.traceparent) if shown else None)
     # the notification id is a hash of the same source and id: left out alike, whatever the trace
     assert sent["nid"] == (None if event_id.startswith(("hs-", "/citizens")) else sms.notification_id)
+
+
+@pytest.mark.parametrize(("code", "shown"), [("TL-251101-0001", True), ("079912345678", False),
+                                             ("hs0912.345678", False)])
+def test_an_alert_for_a_dossier_code_holding_a_personal_number_logs_no_notification_id(code: str,
+                                                                                      shown: bool) -> None:
+    """A deadline alert's id holds its dossier's code, a producer's text, and has no source: its notification id (an
+    unkeyed hash of it) was logged whatever the code held (second privacy audit)."""
+    tracked = TrackedDossier(dossier_code=code, commune="02269", province="08", procedure_code="1", officer_id="cb-01",
+                             due_at=datetime(2025, 11, 10, 10, 0, tzinfo=UTC))
+    [alert] = deadlines.alerts_due(tracked, datetime(2025, 11, 11, tzinfo=UTC))
+    for request in rules.for_alert(alert, directory()):
+        assert outcomes.ids(request) == {"nid": request.notification_id if shown else None, "trace_id": None}
