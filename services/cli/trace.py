@@ -136,9 +136,17 @@ async def trace_record(conn: KafkaConnection, namespace: str, query: str, since:
 def table(steps: list[Step]) -> Table:
     out = folded_table("time (UTC)", "stage", "where", "what", "trace")
     for s in steps:
-        at = datetime.fromtimestamp(s.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        out.add_row(*(text(cell) for cell in (at, s.stage, s.where, s.what, s.trace)))
+        out.add_row(*(text(cell) for cell in (_shown_at(s.at_ms), s.stage, s.where, s.what, s.trace)))
     return out
+
+
+def _shown_at(ms: int) -> str:
+    """A step's time; as the number it is when no date is (a raw topic left at CreateTime keeps any time a producer
+    sends: one before the year 1 raised out of the table, and the trace printed nothing; audit)."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (OverflowError, ValueError, OSError):
+        return f"{ms} ms"
 
 
 def trace(query: Annotated[str, typer.Argument(help="A dossier code, an event id or a 32-hex trace id")],

@@ -45,6 +45,15 @@ def test_a_trace_at_80_columns_shows_every_event_id_whole() -> None:
         assert f"{n}" * 32 in column(text, 4)
 
 
+@pytest.mark.parametrize("at_ms", [-2, -10**14, -2**62, 2**62])
+def test_a_step_at_any_time_a_producer_can_stamp_is_shown(at_ms: int) -> None:
+    """A raw topic left at CreateTime keeps any 64-bit time a producer sends (measured on the broker): the trace
+    shows the step, its time as a date where there is one, else as the number (a ValueError ended it)."""
+    text = shown(table([Step(at_ms, "raw", "commune.raw.dossier/0/7", "received from /communes/02269/one-stop")]))
+    assert "commune.raw.dossier/0/7" in column(text, 2)
+    assert ("1969-12-31" if at_ms == -2 else f"{at_ms}ms") in column(text, 0).replace(" ", "")
+
+
 def test_dead_letters_at_80_columns_show_every_reason_and_topic_whole() -> None:
     """A dead letter's reason and original topic are not cut (they were `missing_…`, `commune.…`)."""
     context = DeadLetterContext(reason=Reason.MISSING_COMMUNE_HEADER, field="commune-code", message="m",
