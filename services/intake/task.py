@@ -150,4 +150,8 @@ class Task:
         """Cancel what is in flight and stop the producer (the caller bounds it: `closing.close_within`, which lets a
         stop it gives up on run to its end instead of cancelling it half-way)."""
         self.cancel()
-        await self.producer.stop()
+        try:
+            await self.producer.stop()
+        finally:  # a cancelled transaction's abort waits for an answer a stopped producer never asks for: for ever
+            if self.inflight is not None:  # unless cancelled again (as `closing.stop_writer`; audit)
+                self.inflight.cancel()

@@ -108,6 +108,8 @@ class PartitionWriter:
         if self._inflight is not None and not self._inflight.done():
             self._inflight.cancel()
         await closing.close_within("metrics", f"writer p{self.partition}", self.producer.stop)
+        if self._inflight is not None:  # its abort waits for an answer the stopped producer never asks for: for ever,
+            self._inflight.cancel()  # unless cancelled again (as `closing.stop_writer`; audit)
 
     async def _write(self, send: Callable[[], Awaitable[Sent]]) -> None:
         async with self._turn:
