@@ -31,13 +31,15 @@ never a dossier code's groups (`TL-251203-7701`, `000.00.12.H56-241015-0003`) no
 _S = r"[ .\-_]"
 _DATE = r"[0-9]{2}[ .\-_/][0-9]{2}[ .\-_/][0-9]{4}(?![0-9])"
 GROUPED: Final = re.compile(
-    rf"(?<![0-9])(?!{_DATE}|[0-9]{{5}}(?![0-9]))"
+    rf"(?:(?<![0-9A-Za-z])|(?<=[A-Za-z])(?<![0-9]T)(?=0[0-9]{{2}}|84[0-9]))(?!{_DATE}|[0-9]{{5}}(?![0-9]))"
     rf"(?:0(?:(?:{_S}?[0-9]){{11}}|(?:{_S}?[0-9]){{9}})|84(?:{_S}?[0-9]){{9}})(?!{_S}?[0-9])")
 """A phone (10 digits from a 0, 11 from 84) or a CCCD (12 from a 0) grouped any way by single spaces, dots, dashes
-or underscores, wherever no digit comes before it (`0912-345678`, `cccd_079912_345678`, `09.12.34.56.78`; privacy
-audit, 2026-12-06; glued to letters, `hs0912.345678`, `cccd079912.345678`: a second audit, 2026-12-07). Not a
-commune code's group (`02269-00001`), a date (`05.11.2025-01`), a time (`083000-123`, 9 digits) nor a number inside
-a UUID (`personal_numbers` passes those over: a UUID's hex is no number)."""
+or underscores, at a name's start or after a mark (`0912-345678`, `cccd_079912_345678`, `09.12.34.56.78`; privacy
+audit, 2026-12-06), or glued to a letter when its first group has three digits or more, as a phone's or a CCCD's
+(`hs0912.345678`, `cccd079912.345678`; a second audit, 2026-12-07): never a national dossier code's province
+(`000.00.01.H01-251103-0001`: two digits, review) nor an ISO time (`20251105T083000.123456`). Not a commune code's
+group (`02269-00001`), a date (`05.11.2025-01`), a time (`083000-123`, 9 digits) nor a number inside a UUID
+(`personal_numbers` passes those over: a UUID's hex is no number)."""
 _UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 
 

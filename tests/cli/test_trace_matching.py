@@ -241,7 +241,9 @@ def test_topics_this_principal_may_not_read_are_left_out_and_named(monkeypatch: 
     ("cccd_079_912_345_678", False), ("0912:345:678", False), ("02269-00001", True), ("02269-251203-0001", True),
     ("hs-05.11.2025-01", True), ("ev-20251105-083000-123", True), ("2025-11-05_08:30:00.123", True),
     ("84-251203-0001", True), ("6f1c0e52-0912-3456-7890-0d6b1f4f2a11", True), ("TL-251203-7701", True),
-    ("000.00.12.H56-241015-0003", True),
+    ("000.00.12.H56-241015-0003", True), ("000.00.01.H01-251103-0001", True), ("000.00.00.G01-251103-0001", True),
+    ("H04-251103-0001", True), ("ev-20251105T083000.123456", True), ("hs0912.345678", False),
+    ("cccd079912.345678", False), ("HS0799.1234.5678", False), ("hs84.912.345.678", False),
     ("2025-11-03T08:10:26", True), ("/communes/02269/one-stop", True), ("evt-12345678", True)])
 def test_numbers_written_in_groups_or_full_width_are_masked_and_codes_kept(name: str, kept: bool) -> None:
     """A CCCD or phone grouped as people write them, or in full-width digits, is masked as one written in a row

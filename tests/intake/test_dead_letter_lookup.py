@@ -108,7 +108,8 @@ def test_a_portal_record_is_named_by_its_code_and_the_id_and_trace_intake_derive
 
 
 @given(st.datetimes(datetime(2010, 1, 1), datetime(2099, 12, 31), timezones=st.just(UTC)),
-       st.integers(0, 9999), st.sampled_from(["TL", "000.00.12.H56", "H08.02269", "UBND"]))
+       st.integers(0, 9999),
+       st.sampled_from(["TL", "000.00.12.H56", "000.00.01.H01", "000.00.00.G01", "H08.02269", "UBND"]))
 def test_a_dossier_code_as_the_portal_writes_it_is_always_a_lookup_name(day: datetime, seq: int, agency: str) -> None:
     """`{agency}-{yyMMdd}-{seq}` (DOMAIN.md) of any day since 2010 is kept in clear: no date and sequence looks like a
     phone or a CCCD, as a random run did (`TL-091234-0402`: the broker test's code, CI 2026-12-07). Only a 2000s day
