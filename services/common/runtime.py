@@ -82,6 +82,14 @@ class Supervisor:
         task.add_done_callback(partial(_close_unstarted, coro))
         return task
 
+    def spawn_if_running(self, name: str, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T] | None:
+        """`spawn`, or None once the run's task group is ending (a task failed, or a consumer's stop completed a join
+        and its listener was given partitions): `coro` is closed, nothing starts, and nothing failed."""
+        try:
+            return self.spawn(name, coro)
+        except RuntimeError:
+            return None
+
     async def _watch(self, name: str, coro: Coroutine[Any, Any, T]) -> T:
         try:
             return await coro
@@ -111,9 +119,7 @@ class Supervisor:
         async def reraise() -> None:
             raise exc
 
-        try:
-            self.spawn("callback", reraise())
-        except RuntimeError:  # the run is already ending
+        if self.spawn_if_running("callback", reraise()) is None:  # the run is already ending
             log.error("task.failed_late", service=self.service, error=type(exc).__name__)
             telemetry.TASK_FAILURES.labels(self.service, "callback").inc()
 

@@ -45,10 +45,8 @@ class Assignment(RebalanceListener):
         w = self.worker
         assert w.consumer is not None
         w.consumer.pause(*partitions)  # before any await: nothing of them is fetched until they are ready
-        try:
-            self.readying = w.supervisor.spawn("assign", self._ready(set(partitions)))
-        except RuntimeError:  # the run's task group is ending (a task failed, or the consumer's stop completed a
-            return  # join): nothing is made ready, and nothing failed (it was counted as a failure; audit)
+        # None once the run's task group is ending: nothing is made ready, nothing failed (it was counted; audit)
+        self.readying = w.supervisor.spawn_if_running("assign", self._ready(set(partitions)))
 
     async def _ready(self, partitions: set[TopicPartition]) -> None:
         """Read the new partitions' committed offsets once stable, restore their state, seek to them; then ready.

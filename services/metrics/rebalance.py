@@ -42,10 +42,8 @@ class Rebalance(RebalanceListener):
         await self.worker.stop_restoring()
         if self.worker.stopping:  # the consumer's stop completing a join: the run is ending, nothing is restored
             return
-        try:
-            self.worker.restoring = self.supervisor.spawn("restore", self._restore(consumer, set(partitions)))
-        except RuntimeError:  # the run's task group is ending (a task failed): nothing is restored, nothing failed
-            return
+        # None once the run's task group is ending (a task failed): nothing is restored, nothing failed
+        self.worker.restoring = self.supervisor.spawn_if_running("restore", self._restore(consumer, set(partitions)))
 
     async def _restore(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
         async with self.worker.lock:

@@ -234,7 +234,7 @@ class NotifyApp:
         listener = Listener(self.sup.fail, name, readiness, fence, commit=partial(self._commit, consumer),
                             forget=self.tracker.forget, hold=partial(feed.hold, name),
                             pause=pauses.hold, resume=pauses.release,
-                            spawn=self.sup.spawn, drain_s=self.s.drain_s)
+                            spawn=self.sup.spawn_if_running, drain_s=self.s.drain_s)
         consumer.subscribe(topics, listener=listener)
         stack.push_async_callback(listener.stop)  # before the ledger feed closes under a catch-up
         return consumer

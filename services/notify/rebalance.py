@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -36,7 +37,7 @@ from services.common.kip447 import known_member
 from services.common.rebalance import Fail, RebalanceListener
 from services.common.stall import StallWatch
 from services.notify import metrics
-from services.notify.jobs import Revoked, Spawn
+from services.notify.jobs import Revoked
 
 log = structlog.get_logger("notify")
 
@@ -197,6 +198,10 @@ class Fence:
             await self.drained(timeout_s)
 
 
+SpawnIfRunning = Callable[[str, Coroutine[Any, Any, None]], asyncio.Task[None] | None]
+"""`Supervisor.spawn_if_running`: a task, or None once the run is ending."""
+
+
 class Listener(RebalanceListener):
     """One consumer's partition moves. On assignment the new partitions stay paused while their ledger
     partitions are restored or caught up in a supervised task (`hold`: a restore may outlast the session
@@ -206,7 +211,8 @@ class Listener(RebalanceListener):
     def __init__(self, fail: Fail, name: str, readiness: Readiness, fence: Fence, *,
                  commit: Callable[[str], Awaitable[None]], forget: Callable[[TopicPartition], None],
                  hold: Callable[[set[int]], Awaitable[None]], pause: Callable[[set[TopicPartition]], None],
-                 resume: Callable[[set[TopicPartition]], None], spawn: Spawn, drain_s: float) -> None:
+                 resume: Callable[[set[TopicPartition]], None], spawn: SpawnIfRunning,
+                 drain_s: float) -> None:
         super().__init__(fail)
         self.name, self.readiness, self.fence, self.drain_s = name, readiness, fence, drain_s
         self._commit, self._forget, self._hold, self._spawn = commit, forget, hold, spawn
@@ -230,10 +236,8 @@ class Listener(RebalanceListener):
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         self._pause(partitions)  # before any await: nothing of them is fetched until the ledger has caught up
-        try:
-            self._readying = self._spawn(f"{self.name}-ledger", self._ready(partitions))
-        except RuntimeError:  # the run's task group is ending (a task failed, or the consumer's stop completed a
-            return  # join): nothing is made ready, and nothing failed (it was counted as a failure; audit)
+        # None once the run's task group is ending: nothing is made ready, nothing failed (it was counted; audit)
+        self._readying = self._spawn(f"{self.name}-ledger", self._ready(partitions))
 
     async def _ready(self, partitions: set[TopicPartition]) -> None:
         await self._hold({tp.partition for tp in partitions})  # see what the previous owner sent before redoing

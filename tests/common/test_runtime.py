@@ -437,3 +437,26 @@ async def test_a_task_cancelled_before_its_first_step_leaves_no_never_awaited_wa
         gc.collect()
     assert cancelled
     assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+async def test_a_spawn_once_the_run_ended_starts_nothing_and_fails_nothing(service: str) -> None:
+    """`spawn_if_running` once the run's task group ended (a rebalance listener given partitions by the consumer's
+    stop): None, its coroutine closed, no failure counted; `spawn` raises there."""
+    supervisors: list[Supervisor] = []
+    started: list[str] = []
+
+    async def worker(supervisor: Supervisor) -> None:
+        supervisors.append(supervisor)
+
+    async def work(name: str) -> None:
+        started.append(name)
+
+    await asyncio.wait_for(run_once(service, worker, asyncio.Event(), Health(service)), timeout=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert supervisors[0].spawn_if_running("assign", work("late")) is None
+        with pytest.raises(RuntimeError):
+            supervisors[0].spawn("assign", work("raised"))
+        gc.collect()
+    assert not started and not [w for w in caught if "never awaited" in str(w.message)]
+    assert sample("commune_task_failures_total", service=service, task="assign") == 0

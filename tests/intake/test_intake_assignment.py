@@ -64,6 +64,9 @@ class FakeSupervisor:
         self.task = asyncio.create_task(watched(), name=name)
         return self.task
 
+    def spawn_if_running(self, name: str, coro: Any) -> asyncio.Task[None] | None:
+        return self.spawn(name, coro)
+
 
 def worker_with_fakes(journal: list[str], committed: dict[TopicPartition, int | None],
                       monkeypatch: pytest.MonkeyPatch, restore: Any) -> tuple[IntakeWorker, FakeSupervisor]:

@@ -184,7 +184,7 @@ async def test_the_group_waits_for_a_revocation_that_drains_then_commits(monkeyp
     built: list[_Consumer] = []
     monkeypatch.setattr(clients, "AIOKafkaConsumer", lambda *t, **o: built.append(_Consumer(*t, **o)) or built[-1])
     readiness, fence = _two()
-    app = NotifyApp(s, SimpleNamespace(fail=None, spawn=None))  # type: ignore[arg-type]
+    app = NotifyApp(s, SimpleNamespace(fail=None, spawn=None, spawn_if_running=None))  # type: ignore[arg-type]
     async with AsyncExitStack() as stack:
         feed = SimpleNamespace(hold=print)  # the ledger feed: only its `hold` is named, not called
         await app._consumer(stack, [], "routine", [ROUTINE.topic], feed, readiness, fence)  # type: ignore[arg-type]
