@@ -51,10 +51,13 @@ class Stage(IntEnum):
     tracker): the later stage is the newer state. A portal record's event time is its latest date, so a change that
     brings no date of its own (withdrawn or stopped without progress steps) has the time of the record before it;
     ordered by event id alone (a hash) it lost to that record about half the time, and the dossier stayed open and
-    overdue (metrics audit: 132 of 200 withdrawn dossiers). Within one stage a service keeps its own tie-break:
-    metrics the greater event id (so its merge stays a total order), notify the later arrival. Two ended states of
-    the same time (withdrawn against processed, 7 and 9) are ordered by that tie-break: either leaves the dossier
-    closed, and metrics keeps a completion from the completed event whichever is newer, so no figure depends on it.
+    overdue (metrics audit: 132 of 200 withdrawn dossiers). Within one stage the later due date is the newer state:
+    a request for more documents (5) moves the due date later and a portal record of it often brings no date of its
+    own either, so the record before it (in progress, 4, due the earlier day) kept the dossier overdue about half the
+    time (metrics audit, 2026-12-07: 13 of 40). Then a service keeps its own tie-break: metrics the greater event id
+    (so its merge stays a total order), notify the later arrival. Two ended states of the same time (withdrawn
+    against processed, 7 and 9) are ordered by that tie-break: either leaves the dossier closed, and metrics keeps a
+    completion from the completed event whichever is newer, so no figure depends on it.
     """
 
     REGISTERED = 0

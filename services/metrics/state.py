@@ -184,7 +184,9 @@ def merge_dossier(old: DossierState | None, event: DossierChange, at: int) -> Do
         return new
     if old.at == new.at and old.event_id == new.event_id:
         return None  # the same event again
-    newer = (new.at, _STAGE[new.status], new.event_id) > (old.at, _STAGE[old.status], old.event_id)
+    # at one time and stage the later due date is the newer state (`schemas.codes.Stage`): -1 for none
+    newer = ((new.at, _STAGE[new.status], -1 if new.due_s is None else new.due_s, new.event_id)
+             > (old.at, _STAGE[old.status], -1 if old.due_s is None else old.due_s, old.event_id))
     latest, other = (new, old) if newer else (old, new)
     completion = latest
     if other.completed_at is not None and (

@@ -67,11 +67,12 @@ def is_stale(latest: TrackedDossier, previous: TrackedDossier) -> bool:
     state (ended: `tracked` gives none for a registered dossier) is not reopened by an open one, as a portal
     record's time is its latest date, so a status change without a new date (in progress -> withdrawn) has the time
     of the event before it, and a re-sent older one could not be told from a reopening. Within a stage the later
-    arrival wins (event ids are hashes; they do not order)."""
+    due date wins (a request for more documents moves it later, often without a date of its own), then the later
+    arrival (event ids are hashes; they do not order)."""
     if latest.as_of is None or previous.as_of is None:
         return False
     if latest.as_of == previous.as_of:
-        return stage(latest) < stage(previous)
+        return (stage(latest), latest.due_at) < (stage(previous), previous.due_at)
     return latest.as_of < previous.as_of
 
 

@@ -1,7 +1,7 @@
 """A fixed event set with out-of-order and duplicated events, and its expected figures computed independently.
 
 The oracle below reads the event list directly (newest event per dossier by
-time, then stage at the same time, then id; OR of sticky facts, calendar-day
+time, then stage at the same time, then due date, then id; OR of sticky facts, calendar-day
 comparison in Vietnam time) and shares no code with the service.
 """
 
@@ -92,6 +92,11 @@ def _stage(status: int) -> int:
     return 0 if status == 1 else 1 if status in (2, 4, 5, 6) else 2
 
 
+def _due_s(e: DossierStatusChanged) -> int:
+    """Within a stage the later due date is the newer state (a request for more documents moves it later)."""
+    return -1 if e.data.due_at is None else int(e.data.due_at.timestamp())
+
+
 def _everything(_: Event) -> bool:
     return True
 
@@ -109,7 +114,7 @@ def expected(events: list[Event], now: float = NOW, believed: Callable[[Event], 
             dossiers[(e.commune, e.data.dossier_code)].append(e)
     for (commune, _), evs in dossiers.items():
         where = (("province", evs[0].province), ("commune", commune))
-        latest = max(evs, key=lambda e: (believed(e), e.time, _stage(int(e.data.status)), e.id))
+        latest = max(evs, key=lambda e: (believed(e), e.time, _stage(int(e.data.status)), _due_s(e), e.id))
         received = [e for e in evs if int(e.data.status) not in (1, 3)]
         completed = [e for e in evs if int(e.data.status) in (9, 10)]
         if received:
