@@ -94,14 +94,19 @@ class Circuits:
         return max(self.probe, min(longest, lasted))
 
     def settle(self, request: NotificationRequest, verdict: Verdict, ok: bool | None,
-               fell_back: FellBack | None = None, fallback: Verdict = Verdict.CALL) -> None:
+               fell_back: FellBack | None = None, gate: FallbackCircuit | None = None) -> None:
         """The outcome of a call: `ok` True (the provider answered: sent, or refused for good), False (a retryable
         failure), None (no answer to count: a refusal before any call, a bug, a cancellation; a probe is given back
         for the next request). After a fallback (ZNS refused, then SMS) the request's circuit counts the first
         provider's answer and the fallback's circuit the outcome (review: SMS failures opened Zalo's circuit), under
-        the verdict its gate gave (`FallbackCircuit`: a PROBE's outcome closes it or starts another interval)."""
+        the verdict its gate gave (`FallbackCircuit`: a PROBE's outcome closes it or starts another interval). A
+        fallback's probe that came to no call (a revocation while it waited for its token, a bug) is given back: kept,
+        every routine request of that channel waited for its outcome until the process restarted (audit)."""
+        fallback = gate.verdict if gate is not None else Verdict.CALL
         if fell_back is None:
             self._settle(circuit_key(request), request.channel, verdict, ok)
+            if fallback is Verdict.PROBE and gate is not None and gate.to is not None:
+                self._settle(gate.to.value, gate.to, fallback, None)
             return
         self._settle(circuit_key(request), request.channel, verdict, fell_back.answered)
         self._settle(fell_back.to.value, fell_back.to, fallback, ok)

@@ -175,9 +175,8 @@ class Sending(Outcomes):
         ok: bool | None = None
         fell_back: FellBack | None = None
         paced = PacedFallback(lane.buckets, lane is self.emergency, gate, lambda: self.gate.check(source))
-        message = compose(clear, self.segment_limit, self.max_segments, paced)
-        try:
-            receipt = await channel.send(message)
+        try:  # composed inside: a template that fails gives a probe back too (audit: it held the circuit's probe)
+            receipt = await channel.send(compose(clear, self.segment_limit, self.max_segments, paced))
             ok, fell_back = True, receipt.fell_back
             count_webhook_call(clear, None)
             return receipt
@@ -187,7 +186,7 @@ class Sending(Outcomes):
             raise
         finally:
             if self.circuits is not None:
-                self.circuits.settle(clear, verdict, ok, fell_back, gate.verdict if gate else Verdict.CALL)
+                self.circuits.settle(clear, verdict, ok, fell_back, gate)
 
     def _fallback_gate(self, r: NotificationRequest) -> FallbackCircuit | None:
         """What the request's channel asks before it falls back to another (ZNS to SMS): that one's circuit."""

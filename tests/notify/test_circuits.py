@@ -142,7 +142,7 @@ def test_a_fallback_asks_its_own_providers_circuit_as_a_request_of_that_channel_
     probe, beside = (FallbackCircuit(circuits, zalo, park, lambda wait: True) for _ in range(2))
     assert probe.admit(ChannelKind.SMS) and probe.verdict is Verdict.PROBE
     assert not beside.admit(ChannelKind.SMS) and beside.held and beside.held_for is None  # waits for its outcome
-    circuits.settle(zalo, Verdict.CALL, True, FellBack(answered=True, to=ChannelKind.SMS), probe.verdict)
+    circuits.settle(zalo, Verdict.CALL, True, FellBack(answered=True, to=ChannelKind.SMS), probe)
     assert not circuits.is_open("sms")
 
 
