@@ -26,7 +26,7 @@ from schemas.notification import ChannelKind, NotificationRequest
 from services.notify import metrics, sms
 from services.notify.channels.base import Channel
 from services.notify.circuits import Circuits
-from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Spawn, steady, utcnow
+from services.notify.jobs import Claim, Clock, Done, Gate, Job, Lane, OpenGate, Outputs, Revoked, Spawn, steady, utcnow
 from services.notify.ledger import Ledger, Producer
 from services.notify.outcomes import ids
 from services.notify.pacing import take_token
@@ -135,16 +135,29 @@ class Dispatcher(Sending):
             self._inflight[nid].claims.append(Claim(done, source))
             return
         now = self.clock()
-        if self._expired(request, now):
-            await self._expire(request, 0)
+        expired = self._expired(request, now)
+        not_before = None if expired else self._not_before(request, now)
+        if (expired or not_before is not None) and self._answering(source):
+            if not_before is not None:
+                await self._defer(request, not_before, 0)
+            else:
+                await self._expire(request, 0)
             done()
             return
-        not_before = self._not_before(request, now)
-        if not_before is not None:
-            await self._defer(request, not_before, 0)
-            done()
-            return
-        self._enqueue(Job(request, [Claim(done, source)]))
+        self._enqueue(Job(request, [Claim(done, source)]))  # a call, or that write once its consumer is answered
+
+    def _answering(self, source: object) -> bool:
+        """Whether `source`'s partition is this worker's and its consumer settled and answered by the group now: a
+        ledger entry written otherwise (a batch fetched before a revocation, or before a cut-off, handled late) could
+        land after the next owner's done entry, and compaction keep it: a deferral sent again (audit). Otherwise the
+        request goes to the lanes, whose fenced attempt expires or defers it as this would."""
+        if source is not None and not self.holds(source):
+            return False
+        try:
+            self.gate.check(source)
+        except Revoked:
+            return False
+        return True
 
     # --- lanes ----------------------------------------------------------------------------------
 
