@@ -17,10 +17,11 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 P = '{province="$province"}'
 C = '{commune="$commune"}'
-RATIOS = (("on_time", "On time or early"), ("online", "Submitted online"), ("paid_online", "Paid online"),
-          ("digitised", "Digitised"))
+RATIOS = (("on_time", "On time or early"), ("progress", "Progress: completed or open, on time or early"),
+          ("online", "Submitted online"), ("paid_online", "Paid online"), ("digitised", "Digitised"))
 """The national-service-index rates since the beginning (the totals are totals to date, ADR 0029): panels say
-"all time". The on-time rate also over the past 7 days, as CommuneOnTimeRateLow judges it."""
+"all time". The on-time rate (completions alone) also over the past 7 days, as CommuneOnTimeRateLow judges it; the
+index's processing progress counts the open dossiers not yet overdue too (DOMAIN.md)."""
 WEEK = "past 7 days"
 
 
@@ -81,8 +82,12 @@ def province_overview() -> dict[str, Any]:
         panel("Communes ranked: overdue backlog (top 20)",
               f"topk(20, sum by (commune) (commune_dossiers_overdue{P}))", "bargauge", instant=True,
               legend="{{commune}}", w=12, h=10),
-        panel("Received in the past hour, by channel",  # a gauge (ADR 0029): delta, not rate
-              f"sum by (channel) (delta(commune_dossiers_received{P}[1h]))",
+        # a gauge (ADR 0029): the sum now less the sum an hour ago, not rate(), nor delta() of each series, which
+        # lost a partition's dossiers when it moved to another worker (its series ends, another `instance` begins)
+        # and a channel's first hour (audit)
+        panel("Received in the past hour, by channel",
+              f"sum by (channel) (commune_dossiers_received{P}) - (sum by (channel) (commune_dossiers_received{P} "
+              f"offset 1h) or 0 * sum by (channel) (commune_dossiers_received{P}))",
               legend="{{channel}}", w=12, h=10),
         panel("Completed to date, by timeliness", f"sum by (timeliness) (commune_dossiers_completed{P})",
               legend="{{timeliness}}", w=12),

@@ -119,3 +119,34 @@ def test_exposition_passes_promtool_metric_lint() -> None:
     result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
     assert "commune_dossier_processing_duration_seconds_bucket" in text and "commune_dossiers_overdue" in text
+
+
+@needs_promtool
+def test_received_in_the_past_hour_counts_a_partition_moved_between_workers_and_a_new_channel(
+        tmp_path: Path) -> None:
+    """The province panel "Received in the past hour, by channel", as the dashboard JSON holds it: commune 02269's
+    partition moves from worker a to worker b at 30 min (restored by 36 min), 1 counter dossier a minute all hour (61 from its start to its end), and
+    its first online dossiers (5) come at 40 min. delta() of each series gave 56 counter and 0 online (audit)."""
+    import yaml
+
+    board = json.loads((ROOT / "infra/grafana/dashboards/province-overview.json").read_text(encoding="utf-8"))
+    [expr] = [t["expr"] for p in board["panels"] if p["title"] == "Received in the past hour, by channel"
+              for t in p["targets"]]
+    labels = 'province="08",commune="02269"'
+    scenario = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [
+            {"series": f'commune_dossiers_received{{{labels},channel="counter",instance="a"}}',
+             "values": "100+1x30 _x30"},
+            {"series": f'commune_dossiers_received{{{labels},channel="counter",instance="b"}}',
+             "values": "_x35 136+1x25"},
+            {"series": f'commune_dossiers_received{{{labels},channel="online",instance="b"}}',
+             "values": "_x40 5x20"},
+        ],
+        "promql_expr_test": [{"expr": expr.replace("$province", "08"), "eval_time": "60m", "exp_samples": [
+            {"labels": '{channel="counter"}', "value": 61}, {"labels": '{channel="online"}', "value": 5}]}],
+    }]}
+    path = tmp_path / "past_hour_test.yml"
+    path.write_text(yaml.safe_dump(scenario), encoding="utf-8")
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
