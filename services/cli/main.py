@@ -37,6 +37,7 @@ from services.common.topics_cli import DEFAULT_SOURCES, REPLICAS_KEPT, fewer_rep
 from services.gateway.batch import BodyError, TooManyRecords, split_body
 from services.intake.portal import is_portal_shape
 from services.privacy.crypto import PrivacyError
+from services.sources.registry import RegistryFileError
 from services.sources.topics import entry_of, raw_topic
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__,
@@ -233,7 +234,8 @@ def main() -> None:
     except TopicLayoutError as exc:  # a topic laid out or configured unlike the registry: the message says the fix
         err_console.print(f"commune-bus: {markup(exc)}", soft_wrap=True)
         raise SystemExit(1) from None
-    except CliError as exc:  # a topic not visible to this principal: the message says what to check
+    except (CliError, RegistryFileError) as exc:  # a topic not visible to this principal, a registry file unlike
+        # one: the message says what to check
         err_console.print(f"commune-bus: {markup(exc)}", soft_wrap=True)
         raise SystemExit(1) from None
     except OSError as exc:  # a file the settings name (KAFKA_SSL_CAFILE, ...) is not there: it was a traceback

@@ -43,7 +43,7 @@ from services.gateway.publisher import STOP_TIMEOUT_S, KafkaPublisher
 from services.gateway.readiness import watch_broker
 from services.gateway.settings import GatewaySettings
 from services.privacy.erase import erasure_topics
-from services.sources.registry import load_registry
+from services.sources.registry import RegistryFileError, load_registry
 
 SERVICE = "gateway"
 FILES_BESIDES_CONNECTIONS = 100
@@ -175,7 +175,7 @@ def main() -> None:
     try:
         app = create_app(settings, load_registry(settings.sources_file), load_credentials(settings.secrets_file),
                          publisher, health, claims=claims)
-    except KeysFileError as exc:  # never start open: one line naming the entry, never a key; bad configuration
+    except (KeysFileError, RegistryFileError) as exc:  # never start open: one line naming the entry, never a key
         sys.stderr.write(f"{SERVICE}: {exc}\n")
         raise SystemExit(BAD_SETTINGS) from None
     runtime.main(SERVICE, settings, worker(settings, app, publisher, claims), health=health)

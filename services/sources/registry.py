@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.admin import commune_provinces
 from schemas.deadletter import Reason, Rejection
@@ -74,9 +74,29 @@ class SourceRegistry(BaseModel):
         return [s for s in self.sources if s.owns(source)]
 
 
+class RegistryFileError(ValueError):
+    """A source registry file that cannot be read or is not a registry: the file, the place and why in one line
+    (pydantic's errors without their input), never a traceback."""
+
+
 def load_registry(path: str | Path) -> SourceRegistry:
-    """Read and validate the registry file (YAML or JSON); raises on any error so a worker never starts open."""
-    return SourceRegistry.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    """Read and validate the registry file (YAML or JSON); raises on any error so a worker never starts open: an
+    `OSError` for a file not there (named by the caller's handler), `RegistryFileError` for anything else (a file
+    cut short, not UTF-8, an entry unlike a source: each was a traceback of the CLI and of the gateway's start)."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RegistryFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise RegistryFileError(f"{path}: not valid YAML{where}") from None
+    try:
+        return SourceRegistry.model_validate(loaded or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}"
+                             for e in exc.errors(include_input=False, include_url=False)[:3])
+        raise RegistryFileError(f"{path}: not a source registry: {problems}") from None
 
 
 def is_allowed(registry: SourceRegistry, source: str, family: Family | str, commune: str) -> Rejection | None:

@@ -1,0 +1,39 @@
+"""A source registry file the CLI cannot use (`topics create --sources`, the gateway's `GATEWAY_SOURCES_FILE`): one
+line naming the file, the place and why, exit 1, never a traceback (audit: a file cut short, one not UTF-8 and an
+entry unlike a source were each a traceback, the last quoting the entry's value)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.cli import main as cli_main
+from services.common import logging as cli_logging
+from services.sources.registry import RegistryFileError, load_registry
+
+pytestmark = pytest.mark.unit
+FILES = {
+    "cut-short.yaml": (b"sources:\n  - id: portal-08\n    owns: [\"/provinces/08/*\"\n", "not valid YAML at line 4"),
+    "latin-1.yaml": (b"sources:\n  - id: x\n    name: Ph\xfa\n", "not UTF-8 (byte 31)"),
+    "not-a-source.yaml": (b"sources:\n  - id: A B\n    secret_field: s3cr3t-value\n", "not a source registry: "),
+}
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_a_registry_file_unlike_one_is_one_line(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    body, why = FILES[name]
+    path = tmp_path / name
+    path.write_bytes(body)
+    with pytest.raises(RegistryFileError, match=f"^{re.escape(f'{path}: {why}')}"):
+        load_registry(path)
+    monkeypatch.setattr(sys, "argv", ["commune-bus", "topics", "create", "--sources", str(path)])
+    monkeypatch.setattr(cli_logging, "configure", lambda *_, **__: None)  # the process's, not this test's
+    with pytest.raises(SystemExit) as ended:
+        cli_main.main()
+    err = capsys.readouterr().err
+    assert ended.value.code == 1 and err.startswith(f"commune-bus: {path}: {why}"), err
+    assert "Traceback" not in err and "s3cr3t" not in err and len(err.strip().splitlines()) == 1
