@@ -125,8 +125,9 @@ def test_exposition_passes_promtool_metric_lint() -> None:
 def test_received_in_the_past_hour_counts_a_partition_moved_between_workers_and_a_new_channel(
         tmp_path: Path) -> None:
     """The province panel "Received in the past hour, by channel", as the dashboard JSON holds it: commune 02269's
-    partition moves from worker a to worker b at 30 min (restored by 36 min), 1 counter dossier a minute all hour (61 from its start to its end), and
-    its first online dossiers (5) come at 40 min. delta() of each series gave 56 counter and 0 online (audit)."""
+    partition moves from worker a to worker b at 30 min (restored by 36 min), 1 counter dossier a minute all hour
+    (61 from its start to its end), and its first online dossiers (5) come at 40 min. delta() of each series gave
+    56 counter and 0 online (audit)."""
     import yaml
 
     board = json.loads((ROOT / "infra/grafana/dashboards/province-overview.json").read_text(encoding="utf-8"))
