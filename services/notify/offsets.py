@@ -22,10 +22,16 @@ class _Slot:
 
 @dataclass
 class OffsetTracker(Generic[P]):
-    """Commit point per partition = one past the highest offset whose predecessors are all complete."""
+    """Commit point per partition = one past the highest offset whose predecessors are all complete.
+
+    A partition's `epoch` counts its revocations (`forget`). A record is added only while its partition's epoch is
+    the one of its fetch (`Records.handle`): otherwise a revocation in the middle of a batch (aiokafka runs it in its
+    coordinator task, beside the consumer's loop) started the partition's slots afresh with the rest of the batch,
+    and its commit point passed the records whose notifications were still queued when it committed (audit)."""
 
     _slots: dict[P, deque[_Slot]] = field(default_factory=dict)
     _committable: dict[P, int] = field(default_factory=dict)
+    _epochs: dict[P, int] = field(default_factory=dict)
 
     def add(self, partition: P, offset: int, parts: int) -> _Slot:
         slot = _Slot(offset, parts)
@@ -55,6 +61,13 @@ class OffsetTracker(Generic[P]):
             if partition in self._slots:
                 self._committable[partition] = max(offset, self._committable.get(partition, offset))
 
+    def epoch(self, partition: P) -> int:
+        """How many times `partition` was forgotten: a record fetched under another epoch is no longer this worker's
+        to handle (the partition's next owner, or this worker's fresh fetch once it is assigned again, redoes it)."""
+        return self._epochs.get(partition, 0)
+
     def forget(self, partition: P) -> None:
+        """The partition was revoked: its pending offsets go, and its records fetched until now are stale."""
         self._slots.pop(partition, None)
         self._committable.pop(partition, None)
+        self._epochs[partition] = self.epoch(partition) + 1

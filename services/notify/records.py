@@ -72,9 +72,15 @@ class Records:
             throttles.append((self.names.replays, *self.replay_throttle()))
         while True:
             batch = await consumer.getmany(timeout_ms=200)
+            # getmany returns nothing while a rebalance is under way (it waits for the new assignment), so these
+            # records are of the assignment as it stands: a revocation from now on makes them stale
+            fetched = {tp: self.tracker.epoch(tp) for tp in batch}
             for tp, records in batch.items():
-                for record in records:
-                    await self.handle(tp, record)
+                for i, record in enumerate(records):
+                    if not await self.handle(tp, record, fetched[tp]):
+                        log.info("notify.revoked_mid_batch", topic=tp.topic, partition=tp.partition,
+                                 offset=record.offset, left=len(records) - i)
+                        break
             for topic, backlog, limit in throttles:
                 held = backlog()
                 if held > limit:
@@ -151,8 +157,13 @@ class Records:
         metrics.SKIPPED.labels(reason).inc()
         return [], None
 
-    async def handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Hand the record's requests over; the record is done when they and its tracking are."""
+    async def handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], epoch: int) -> bool:
+        """Hand the record's requests over; the record is done when they and its tracking are. False if its partition
+        was revoked since its fetch (`epoch`: the tracker's then), before or while it was handed over: the rest is
+        neither handed over nor tracked, and the partition's next owner (this worker again, maybe, from a fresh
+        fetch) redoes it from the revocation's commit."""
+        if self.tracker.epoch(tp) != epoch:
+            return False
         requests, dossier = self.derive(tp, record)
         slot = self.tracker.add(tp, record.offset, len(requests) + (dossier is not None))
 
@@ -174,4 +185,7 @@ class Records:
 
             sent.add_done_callback(settled)
         for request in requests:
+            if self.tracker.epoch(tp) != epoch:  # revoked while a write for the one before was acknowledged
+                return False
             await self.dispatcher.submit(request, complete, source=tp)
+        return True

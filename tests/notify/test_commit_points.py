@@ -35,6 +35,16 @@ def test_a_refused_commit_is_put_back_unless_the_partition_left() -> None:
     assert t.take_committable() == {"p": 3}
 
 
+def test_forgetting_a_partition_starts_its_next_epoch_alone() -> None:
+    """Each revocation of a partition changes its epoch (what a record fetched before it is checked against), and no
+    other partition's."""
+    t: OffsetTracker[str] = OffsetTracker()
+    assert t.epoch("p") == t.epoch("q") == 0
+    t.forget("p")
+    t.forget("p")
+    assert (t.epoch("p"), t.epoch("q")) == (2, 0)
+
+
 async def test_retry_queue_releases_each_item_after_its_delay_in_due_order() -> None:
     """Items come out when due, earliest first, whatever order they were put in."""
     released: list[str] = []

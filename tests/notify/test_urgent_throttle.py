@@ -167,7 +167,7 @@ async def test_the_routine_lanes_retries_pause_the_routine_consumer_not_the_urge
     try:
         offset = 0
         while dispatcher.routine_backlog < LIMIT * 3 // 2:
-            await records.handle(tp, Record(offset, "general"))  # type: ignore[arg-type]
+            await records.handle(tp, Record(offset, "general"), 0)  # type: ignore[arg-type]
             offset += 1
         await eventually_async(lambda: dispatcher.routine.queue.qsize() == 0, timeout=30,
                                what="the routine jobs tried once and waiting for their retries")
