@@ -1,6 +1,6 @@
 """Record batches as any Kafka client may write them, built by hand: header names of any bytes (librdkafka and kcat
 send a name as given; aiokafka's producer only writes UTF-8), written to a real broker with a produce request of
-their own (the broker appends a batch without reading its header names, ADR 0049)."""
+their own (the broker appends a batch without reading its header names, ADR 0050)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A record whose header name is not UTF-8 is read as Java's consumer reads it, not raised (aiokafka 0.14, ADR 0049).
+"""A record whose header name is not UTF-8 is read as Java's consumer reads it, not raised (aiokafka 0.14, ADR 0050).
 
 A header's name is a String on the wire (UTF-8), but the broker checks no name when it appends a batch (its reader
 is lenient), and a source principal may write its raw topic with any client (ADR 0018): librdkafka and kcat send a

@@ -243,7 +243,7 @@ def seal_accepted(accepted: Accepted, keyring: Keyring, written_at: datetime | N
 UNDECODED: Final = "\ufffd"
 HEADER_NAME_RULE: Final = ("(headers): a header name is not valid UTF-8 (its bad bytes read as U+FFFD, in Kafka's "
                            "readers as in this dead letter), or holds U+FFFD: write header names in UTF-8")
-"""A record whose producer wrote a header name that is not UTF-8 (a raw topic takes any bytes: ADR 0049) is
+"""A record whose producer wrote a header name that is not UTF-8 (a raw topic takes any bytes: ADR 0050) is
 dead-lettered; the name reads with U+FFFD (`services.common.header_names`), so a replay of its dead letter is too."""
 
 

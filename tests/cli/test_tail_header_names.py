@@ -1,5 +1,5 @@
 """`commune-bus tail` and `trace` of a raw topic holding a record whose header name is not UTF-8 (a hand-built batch
-in a produce request of its own, on the real broker, ADR 0049): they show it and the records around it, exit 0.
+in a produce request of its own, on the real broker, ADR 0050): they show it and the records around it, exit 0.
 Before, aiokafka raised UnicodeDecodeError out of the fetch and each ended in a traceback, exit 1."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A header name that is not UTF-8, written to a raw topic by a client that sends a name's bytes as given (librdkafka,
-kcat; here a hand-built batch in a produce request of its own), on the real broker (ADR 0049): intake dead-letters
+kcat; here a hand-built batch in a produce request of its own), on the real broker (ADR 0050): intake dead-letters
 that record and publishes every record around it once."""
 
 from __future__ import annotations
