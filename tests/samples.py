@@ -119,6 +119,8 @@ MALFORMED: list[tuple[Family, bytes | None, list[tuple[str, bytes]], Reason, str
     (Family.DOSSIER, None, [], Reason.NOT_JSON, "(record)"),
     (Family.DOSSIER, b"[1, 2]", [], Reason.NOT_AN_OBJECT, "(record)"),
     (Family.DOSSIER, FIVE_MB, [], Reason.PAYLOAD_TOO_LARGE, "(record)"),
+    (Family.DOSSIER, dumps(portal_dossier()), [*HDR, ("\ufffd\ufffd", b"v")], Reason.NOT_UTF8, "(headers)"),  # a name
+    # that is not UTF-8, as Kafka's readers give it (ADR 0050)
     (Family.DOSSIER, dumps(portal_dossier()), [], Reason.MISSING_COMMUNE_HEADER, "commune-code"),
     (Family.DOSSIER, dumps(portal_dossier()), [("commune-code", b"99999")], Reason.UNKNOWN_COMMUNE, "commune-code"),
     (Family.DOSSIER, dumps(portal_dossier(status=11)), HDR, Reason.UNKNOWN_STATUS, "TrangThaiHoSo"),

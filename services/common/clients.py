@@ -19,7 +19,7 @@ from aiokafka.errors import NodeNotReadyError
 from aiokafka.helpers import create_ssl_context
 
 from schemas.topics import MAX_RECORD_BYTES
-from services.common import aiokafka_compat, tls_close
+from services.common import aiokafka_compat, header_names, tls_close
 from services.common.partitioner import PARTITIONER
 from services.common.settings import KafkaConnection
 
@@ -81,6 +81,7 @@ def consumer(conn: KafkaConnection, *topics: str, client_id: str, group_id: str 
         options["request_timeout_ms"] = max(REQUEST_TIMEOUT_MS, rebalance_ms + JOIN_GROUP_LAPSE_MS)
     aiokafka_compat.retrieve_cancelled_commits()  # a commit timed out logs no "never retrieved" when it fails later
     aiokafka_compat.track_heard()  # when the group last answered that it is a member (notify's fence)
+    header_names.read_undecodable_header_names()  # a header name that is not UTF-8 reads as Java reads it: no error
     return AIOKafkaConsumer(*topics, **connection_options(conn), **{**options, **overrides})
 
 

@@ -240,7 +240,16 @@ def seal_accepted(accepted: Accepted, keyring: Keyring, written_at: datetime | N
     return Accepted(event, tuple(keys))
 
 
+UNDECODED: Final = "\ufffd"
+HEADER_NAME_RULE: Final = ("(headers): a header name is not valid UTF-8 (its bad bytes read as U+FFFD, in Kafka's "
+                           "readers as in this dead letter), or holds U+FFFD: write header names in UTF-8")
+"""A record whose producer wrote a header name that is not UTF-8 (a raw topic takes any bytes: ADR 0050) is
+dead-lettered; the name reads with U+FFFD (`services.common.header_names`), so a replay of its dead letter is too."""
+
+
 def _normalise(family: Family, value: bytes | None, headers: Sequence[tuple[str, bytes]], max_bytes: int) -> Outcome:
+    if any(UNDECODED in name for name, _ in headers):
+        return reject(Reason.NOT_UTF8, "(headers)", HEADER_NAME_RULE)
     if value is None:
         return reject(Reason.NOT_JSON, "(record)", "record has no value (tombstone)")
     if len(value) > max_bytes:
