@@ -38,7 +38,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # a merge (`<<`) may override on purpose; other non-scalar keys are refused as YAML does
-            key = self.construct_object(key_node)
+            key = str(self.construct_object(key_node))  # as the loaders name an id: `1:` and `"1":` are one id
             at = f"line {key_node.start_mark.line + 1}, column {key_node.start_mark.column + 1}"
             if key in first_at:
                 raise DuplicateKey(problem=f"{at}: an id or field written twice (first at {first_at[key]}): YAML "

@@ -209,7 +209,11 @@ def test_one_key_for_a_source_and_an_operator_stops_the_gateway(tmp_path: Path, 
      "line 2, column 3"),
     ("secrets.yaml", "one-stop: {{api_key: {key}, api_key: {other}}}\n", load_credentials, "line 1, column 66",
      "line 1, column 12"),
-], ids=["an operator twice", "a source twice", "a field twice", "a field twice on one line"])
+    ("operators.yaml", "1: {key}\n\"1\": {other}\n", load_operators, "line 2, column 1", "line 1, column 1"),
+    ("secrets.yaml", "7: {{api_key: {key}}}\n'7': {{api_key: {other}}}\n", load_credentials, "line 2, column 1",
+     "line 1, column 1"),
+], ids=["an operator twice", "a source twice", "a field twice", "a field twice on one line",
+        "an operator twice, as a number and a string", "a source twice, as a number and a string"])
 def test_an_id_or_field_written_twice_stops_the_gateway(tmp_path: Path, name: str, text: str,
                                                         load: Callable[[Path], object], second: str,
                                                         first: str) -> None:
