@@ -9,6 +9,7 @@ they never appear in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -38,6 +39,11 @@ def _kafka(name: str, default: Any, description: str) -> Any:
     return Field(default=default, validation_alias=f"KAFKA_{name.upper()}", description=description)
 
 
+_ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9_])?):(?P<port>[0-9]{1,5})",
+                      re.ASCII)
+"""One bootstrap address: a host name or IPv4 address, or an IPv6 address in brackets, and a port."""
+
+
 class KafkaConnection(BaseSettings):
     """How a client reaches and authenticates to the cluster; `services.common.clients` applies it to every client."""
 
@@ -56,6 +62,19 @@ class KafkaConnection(BaseSettings):
     ssl_cafile: Path | None = _kafka("ssl_cafile", None, "CA certificate(s) that signed the brokers' certificates")
     ssl_certfile: Path | None = _kafka("ssl_certfile", None, "Client certificate (mutual TLS)")
     ssl_keyfile: Path | None = _kafka("ssl_keyfile", None, "Client private key (mutual TLS)")
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        """Each address `host:port` (an IPv6 host in brackets), its port 1 to 65535: a malformed one (`host:abc`,
+        `host:99999`, `[::1`, a byte not ASCII) ended in aiokafka with a traceback (ValueError, OverflowError,
+        UnicodeEncodeError) once a client was made (CLI audit)."""
+        for item in value.split(","):
+            found = _ADDRESS.fullmatch(item.strip())
+            if found is None or not 0 < int(found["port"]) < 65536:
+                raise ValueError("each address is host:port (an IPv6 host in brackets), the port 1 to 65535, "
+                                 "separated by commas")
+        return value
 
     @model_validator(mode="after")
     def _usable(self) -> Self:
