@@ -54,7 +54,21 @@ app.command("erase")(erase.erase)
 app.command("simulate")(simulate.simulate)
 
 FamilyOpt = Annotated[Family | None, typer.Option("--family", "-f", help="Default: each record's CloudEvents type")]
-CommuneOpt = Annotated[str | None, typer.Option("--commune", help="Commune of portal-shape dossiers (commune-code)")]
+
+
+def _utf8(value: str | None) -> str | None:
+    """An option's text as it goes into a header: one with a byte that is not UTF-8 (the shell's $'\\xff') was a
+    traceback (UnicodeEncodeError, audit); now a usage error, exit 2."""
+    if value is not None and not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise typer.BadParameter("not valid UTF-8") from None
+    return value
+
+
+CommuneOpt = Annotated[str | None, typer.Option("--commune", callback=_utf8,
+                                                help="Commune of portal-shape dossiers (commune-code)")]
 
 
 def _records(file: Path) -> tuple[bytes, str, list[bytes]]:
@@ -95,6 +109,7 @@ def validate(file: Path, family: FamilyOpt = None, commune: CommuneOpt = None) -
 def publish(file: Path, family: Annotated[Family, typer.Option("--family", "-f")],
             commune: CommuneOpt = None,
             source: Annotated[str | None, typer.Option(
+                callback=_utf8,
                 help="`source` header (portal shape); on a source's own topic one of its registry sources, needed "
                      "unless it owns the commune's portal sync, /communes/<commune>/portal-sync")] = None,
             entry: Annotated[str | None, typer.Option(

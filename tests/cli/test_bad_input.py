@@ -357,3 +357,16 @@ def test_a_dry_run_tells_the_split_or_that_rights_are_checked_by_the_real_run(mo
     said = " ".join(run("dlq", "replay", "--dry-run").output.split())
     assert "would replay 2 of 2 matching dead letters" in said and "write rights are checked only by the real run" \
         in said, said
+
+
+@pytest.mark.parametrize("option", ["--commune", "--source"])
+def test_an_option_that_is_not_utf8_is_a_usage_error(tmp_path: Path, option: str) -> None:
+    """`--commune $'\\xff'` or `--source $'/x\\xff'` (a byte the shell passes as a lone surrogate): exit 2, the option
+    named; it was a traceback (UnicodeEncodeError) before any broker was asked (audit)."""
+    path = tmp_path / "one.json"
+    path.write_bytes(b'{"MaHoSo": "HS-1"}')
+    commands = [["validate", str(path)], ["publish", "-f", "dossier", str(path)]]
+    for command in commands if option == "--commune" else commands[1:]:
+        result = run(*command, option, "0226\udcff")
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for '{option}': not valid UTF-8" in result.output
