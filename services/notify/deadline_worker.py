@@ -56,6 +56,7 @@ from services.notify.deadline_assignment import Assignment
 from services.notify.deadline_index import Change
 from services.notify.deadline_settings import RUN_PREFIX, DeadlineSettings
 from services.notify.deadline_store import OwnedPartitions, changelog_spec
+from services.notify.metrics import SKIPPED
 from services.notify.settings import NotifySettings
 from services.notify.topics import Names
 from services.notify.tracker import STOP_AT_EOF
@@ -271,7 +272,8 @@ class _Rebalance(RebalanceListener):
 def _decode(rec: ConsumerRecord[bytes, bytes]) -> DeadlineMessage | None:
     try:
         return DeadlineMessage.model_validate_json(rec.value or b"")
-    except ValidationError:
+    except ValidationError:  # counted too: a log line alone was seen by no alert (audit)
+        SKIPPED.labels("deadline_message_invalid").inc()
         log.warning("deadline.invalid_record", partition=rec.partition, offset=rec.offset)
         return None
 

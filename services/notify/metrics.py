@@ -28,7 +28,8 @@ DRAIN_TIMEOUTS = Counter("notify_drain_timeouts_total",
 SKIPPED = Counter("notify_records_skipped_total",
                   "Canonical records that gave no notification because they are no valid event (or met a bug); "
                   "reason ledger_invalid: records of notify's ledger topic read back that are no entry; reason "
-                  "deadline_state_invalid: states of the deadline tracker's changelog restored that are no dossier's",
+                  "deadline_state_invalid: states of the deadline tracker's changelog restored that are no dossier's; "
+                  "deadline_message_invalid: records of the tracker's input topic that are no dossier nor alert",
                   ["reason"])
 PARKED = Counter("notify_parked_total", "Notifications deferred in the ledger through a provider failure and tried "
                  "again later: their retries spent (for NOTIFY_PARK_S), or held by an open circuit (ADR 0031, 0032)",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
+from prometheus_client import REGISTRY
 
 from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
 from services.notify.deadline_index import key_of
@@ -34,10 +35,13 @@ def test_a_deadline_message_with_an_oversized_field_is_skipped_as_unreadable(cha
     a Kafka error, a restart, the same batch again, for ever. Now such a state (or alert) is no `DeadlineMessage`:
     the worker's `_decode` skips it before anything is written."""
     alert = {**STATE, "id": "a-1", "kind": "overdue", "at": DUE.isoformat()}
+    skipped = REGISTRY.get_sample_value("notify_records_skipped_total", {"reason": "deadline_message_invalid"}) or 0
     assert _decode(record(orjson.dumps({"dossier": STATE}))) is not None
     assert _decode(record(orjson.dumps({"alert": alert}))) is not None
     assert _decode(record(orjson.dumps({"dossier": {**STATE, **change}}))) is None
     assert _decode(record(orjson.dumps({"alert": {**alert, **change}}))) is None
+    assert REGISTRY.get_sample_value("notify_records_skipped_total",
+                                     {"reason": "deadline_message_invalid"}) == skipped + 2  # counted, not only logged
 
 
 def test_the_largest_state_and_alert_fit_far_within_the_topics_limit() -> None:
