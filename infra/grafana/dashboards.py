@@ -17,7 +17,7 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 P = '{province="$province"}'
 C = '{commune="$commune"}'
-RATIOS = (("on_time", "On time or early"), ("progress", "Progress: completed or open, on time or early"),
+RATIOS = (("on_time", "On time or early"), ("progress", "Progress (completed or open, on time or early)"),
           ("online", "Submitted online"), ("paid_online", "Paid online"), ("digitised", "Digitised"))
 """The national-service-index rates since the beginning (the totals are totals to date, ADR 0029): panels say
 "all time". The on-time rate (completions alone) also over the past 7 days, as CommuneOnTimeRateLow judges it; the

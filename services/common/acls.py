@@ -52,7 +52,7 @@ from schemas.topics import (
     group_id,
     namespaced,
 )
-from services.sources.registry import SourceRegistry, load_registry
+from services.sources.registry import RegistryFileError, SourceRegistry, load_registry
 from services.sources.topics import bound_topic, principal
 
 SOURCES_FILE = Path(__file__).resolve().parents[2] / "infra/sources.yaml"
@@ -254,7 +254,10 @@ def main(argv: list[str] | None = None) -> None:
                              "ACLs the table no longer holds, as KAFKA_* says")
     parser.add_argument("--secrets", type=Path, help="folder of <principal>.password files (infra/kafka/secrets)")
     args = parser.parse_args(argv)
-    registry = load_registry(args.sources)
+    try:
+        registry = load_registry(args.sources)
+    except (RegistryFileError, OSError) as exc:  # one line, not a traceback (review)
+        raise SystemExit(f"acls: {exc}") from None
     if args.principals:
         print("\n".join(principals(registry)))  # noqa: T201 - the command's output
         return

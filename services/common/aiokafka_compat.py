@@ -75,16 +75,17 @@ from services.common.closing import retrieved
 PINNED_VERSION = "0.14.0"
 
 
-def _pinned() -> None:
-    """Refuse to patch an aiokafka these work-arounds were not checked against (its private names may differ)."""
+def pinned(module: str = "services/common/aiokafka_compat.py") -> None:
+    """Refuse to patch an aiokafka the work-arounds of `module` were not checked against (its private names may
+    differ)."""
     if aiokafka.__version__ != PINNED_VERSION:
         raise RuntimeError(f"aiokafka {aiokafka.__version__} is not the {PINNED_VERSION} this work-around was "
-                           "written for: check services/common/aiokafka_compat.py against it")
+                           f"written for: check {module} against it")
 
 
 def apply(retry_backoff_ms: int) -> None:
     """Retry CONCURRENT_TRANSACTIONS after min(20 ms, `retry_backoff_ms`), as the Java client does."""
-    _pinned()
+    pinned()
     sender.BACKOFF_OVERRIDE = min(sender.BACKOFF_OVERRIDE, retry_backoff_ms / 1000)
 
 
@@ -124,7 +125,7 @@ _original_error_transaction = TransactionManager.error_transaction
 def keep_aborted_transactions() -> None:
     """Make an abort after an abortable error abort the broker's transaction (idempotent). Raises on another aiokafka
     version: at a producer's creation, not when its first transaction is refused (the wrapper reads private names)."""
-    _pinned()
+    pinned()
     setattr(TransactionManager, "error_transaction", _error_transaction)  # noqa: B010  (mypy: a method)
 
 
@@ -146,7 +147,7 @@ _original_metadata_update = getattr(AIOKafkaClient, "_metadata_update")  # noqa:
 
 def pace_failed_metadata() -> None:
     """Make every aiokafka client wait its retry backoff after a failed metadata update (idempotent)."""
-    _pinned()
+    pinned()
     setattr(AIOKafkaClient, "_metadata_update", _paced_metadata_update)  # noqa: B010
 
 
@@ -163,7 +164,7 @@ _original_do_commit_offsets = getattr(GroupCoordinator, "_do_commit_offsets")  #
 
 def retrieve_cancelled_commits() -> None:
     """Make a commit given up on by its caller fail quietly when its request fails later (idempotent)."""
-    _pinned()
+    pinned()
     setattr(GroupCoordinator, "_do_commit_offsets", _retrieved_commit)  # noqa: B010
 
 
@@ -193,7 +194,7 @@ _original_on_join_complete = getattr(GroupCoordinator, "_on_join_complete")  # n
 
 def track_heard() -> None:
     """Make every group coordinator note when its group last answered that it is a member (idempotent)."""
-    _pinned()
+    pinned()
     setattr(GroupCoordinator, "_do_heartbeat", _heard_heartbeat)  # noqa: B010
     setattr(GroupCoordinator, "_on_join_complete", _heard_join)  # noqa: B010
 
@@ -226,7 +227,7 @@ _original_failure = MessageBatch.failure
 
 def settle_failed_batches() -> None:
     """Make a failed batch stay failed, its drain waiter read (idempotent; every producer, `clients.producer`)."""
-    _pinned()
+    pinned()
     setattr(MessageAccumulator, "reenqueue", _reenqueue)  # noqa: B010  (mypy: a method)
     setattr(MessageBatch, "failure", _failure)  # noqa: B010
 
@@ -243,5 +244,5 @@ _original_add_offsets_to_txn = TransactionManager.add_offsets_to_txn
 
 def retrieve_abandoned_offsets() -> None:
     """Make offsets whose caller gave up fail quietly when refused later (idempotent; every transactional producer)."""
-    _pinned()
+    pinned()
     setattr(TransactionManager, "add_offsets_to_txn", _add_offsets_to_txn)  # noqa: B010

@@ -23,13 +23,12 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
-import aiokafka
 from aiokafka.consumer import fetcher
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record import default_records
 from aiokafka.record.memory_records import MemoryRecords
 
-from services.common.aiokafka_compat import PINNED_VERSION
+from services.common.aiokafka_compat import pinned
 
 _LENGTH = struct.Struct(">i")
 _LENGTH_AT, _LOG_OVERHEAD = 8, 12
@@ -113,7 +112,5 @@ class _LenientSlice(bytearray):
 
 def read_undecodable_header_names() -> None:
     """Make every aiokafka consumer read a record whose header name is not UTF-8 (idempotent)."""
-    if aiokafka.__version__ != PINNED_VERSION:  # its private names may differ
-        raise RuntimeError(f"aiokafka {aiokafka.__version__} is not the {PINNED_VERSION} this work-around was "
-                           "written for: check services/common/header_names.py against it")
+    pinned("services/common/header_names.py")
     setattr(fetcher, "MemoryRecords", _Batches)  # noqa: B010  (the name `Fetcher` builds a fetch's records with)

@@ -248,8 +248,9 @@ dead-lettered; the name reads with U+FFFD (`services.common.header_names`), so a
 
 
 def _normalise(family: Family, value: bytes | None, headers: Sequence[tuple[str, bytes]], max_bytes: int) -> Outcome:
-    if any(UNDECODED in name for name, _ in headers):
-        return reject(Reason.NOT_UTF8, "(headers)", HEADER_NAME_RULE)
+    for name, _ in headers:  # a loop, not `any` over a generator: 0.4 µs less a record (review)
+        if UNDECODED in name:
+            return reject(Reason.NOT_UTF8, "(headers)", HEADER_NAME_RULE)
     if value is None:
         return reject(Reason.NOT_JSON, "(record)", "record has no value (tombstone)")
     if len(value) > max_bytes:

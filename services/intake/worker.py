@@ -45,7 +45,7 @@ from services.intake.validate import Topics, Validation, ensure_intake_topics
 from services.privacy.intake import IntakePrivacy, key_topic_specs
 from services.privacy.settings import PrivacySettings
 from services.sources import load_registry
-from services.sources.registry import SourceRegistry
+from services.sources.registry import RegistryFileError, SourceRegistry
 
 log = structlog.get_logger("intake")
 RETRY_BACKOFF_MS = 1
@@ -72,6 +72,10 @@ def intake(settings: IntakeSettings) -> Worker:
         raise SystemExit("intake: applicants' personal data must be sealed (INTAKE_SEAL_PERSONAL_DATA, ADR 0015) but "
                          "no key is configured: set PRIVACY_KEK or PRIVACY_KEK_FILE, and PRIVACY_PEPPER or "
                          "PRIVACY_PEPPER_FILE (base64url; `python -m services.privacy.keys` makes a pair)")
+    try:  # at start too: a bad file is one line and the end, not a run failing at each restart (review)
+        source_registry(settings)
+    except (RegistryFileError, OSError) as exc:
+        raise SystemExit(f"intake: {exc}") from None
 
     async def run(supervisor: Supervisor) -> None:
         await IntakeWorker(settings, supervisor, source_registry(settings)).run()

@@ -138,10 +138,14 @@ class Dispatcher(Sending):
         expired = self._expired(request, now)
         not_before = None if expired else self._not_before(request, now)
         if (expired or not_before is not None) and self._answering(source):
-            if not_before is not None:
-                await self._defer(request, not_before, 0)
-            else:
-                await self._expire(request, 0)
+            await self.gate.enter(source)  # answered: no wait, and a revocation's drain waits for this write (review)
+            try:
+                if not_before is not None:
+                    await self._defer(request, not_before, 0)
+                else:
+                    await self._expire(request, 0)
+            finally:
+                self.gate.leave(source)
             done()
             return
         self._enqueue(Job(request, [Claim(done, source)]))  # a call, or that write once its consumer is answered
@@ -150,7 +154,8 @@ class Dispatcher(Sending):
         """Whether `source`'s partition is this worker's and its consumer settled and answered by the group now: a
         ledger entry written otherwise (a batch fetched before a revocation, or before a cut-off, handled late) could
         land after the next owner's done entry, and compaction keep it: a deferral sent again (audit). Otherwise the
-        request goes to the lanes, whose fenced attempt expires or defers it as this would."""
+        request goes to the lanes, whose fenced attempt expires or defers it as this would. A worker that stood
+        still past its stall limit raises here (`WorkerStalled`, a Kafka error: the run ends, as at the fence)."""
         if source is not None and not self.holds(source):
             return False
         try:

@@ -110,10 +110,12 @@ class Sending(Outcomes):
         if (clear := await self._opened(job)) is None:  # erased meanwhile (done), or otherwise dealt with
             return
         if self._expired(r, self.clock()):  # queued, retried or deferred past its expiry
+            self._give_back(lane, r)  # no call: its rate token is the others' (review)
             await self._expire(r, job.attempt)
             self._finish(job)
             return
         if (later := self._not_before(r, self.clock())) is not None:  # queued or retried into the quiet hours
+            self._give_back(lane, r)
             await self._defer(r, later, job.attempt)
             self._finish(job)
             return

@@ -25,6 +25,8 @@ FILES = {
 @pytest.mark.parametrize("name", FILES)
 def test_a_registry_file_unlike_one_is_one_line(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The loader's error, then the CLI's line and exit status for it; the entry's input (a secret written in the
+    wrong place) not quoted."""
     body, why = FILES[name]
     path = tmp_path / name
     path.write_bytes(body)

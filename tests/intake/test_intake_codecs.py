@@ -37,6 +37,7 @@ async def _write(bootstrap: str, topic: str, codec: str, codes: list[str]) -> No
 
 def test_raw_records_of_every_codec_are_published(kafka_bootstrap: str, intake_topics: dict[str, str],
                                                   start_intake: StartIntake) -> None:
+    """Five dossiers in a batch of each codec, written before intake starts: all twenty canonical, intake running."""
     raw = intake_topics[RAW[Family.DOSSIER].name]
     codes = {codec: [f"CODEC-{codec}-{i}" for i in range(5)] for codec in CODECS}
     for codec, batch_codes in codes.items():

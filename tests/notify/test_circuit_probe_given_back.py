@@ -45,6 +45,8 @@ async def an_sms_after(d: object, gateway: Gateway) -> None:
 
 
 async def test_a_fallback_probe_met_by_a_revocation_is_given_back() -> None:
+    """The SMS circuit open, past its interval: a Zalo request ZNS refuses takes the SMS probe for its fallback, and
+    its consumer is revoked while it waits to call: the probe is given back, so a later SMS is sent."""
     gateway, clock = Gateway(), FixedClock(NOON)
     d = http_dispatcher(gateway, clock, release_every_s=3600, opener=phone_book)  # the parked are not released
     gate = RevokingGate()
@@ -66,6 +68,8 @@ async def test_a_fallback_probe_met_by_a_revocation_is_given_back() -> None:
 
 
 async def test_an_sms_probe_whose_template_fails_is_given_back() -> None:
+    """The SMS circuit open, past its interval: the probe is a request whose template lacks a parameter (dead-
+    lettered before any call): the probe is given back, so a later SMS is sent."""
     gateway, clock = Gateway(), FixedClock(NOON)
     d = http_dispatcher(gateway, clock, release_every_s=3600, opener=phone_book)
     d.start()
