@@ -57,7 +57,7 @@ from services.notify.recipients import (
     staff,
     village_contacts,
 )
-from services.notify.subscribers import Registry
+from services.notify.subscribers import Registry, without_applicant_block
 from services.notify.timing import (
     alert_over,
     announcement_over,
@@ -252,9 +252,7 @@ def alert_rule(alert: DeadlineAlert) -> str:
 def structured(event: Event, include_personal_data: bool) -> str:
     """The event as structured-mode CloudEvents JSON; the applicant block removed unless the subscriber may see it."""
     doc = orjson.loads(event.model_dump_json(exclude_none=True))
-    if not include_personal_data and isinstance(doc.get("data"), dict):
-        doc["data"].pop("applicant", None)
-    return orjson.dumps(doc).decode()
+    return orjson.dumps(doc).decode() if include_personal_data else without_applicant_block(doc)
 
 
 def locale_of(request: NotificationRequest) -> Locale:

@@ -14,8 +14,10 @@ import ipaddress
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from schemas.envelope import Model
@@ -168,3 +170,18 @@ def verify(secret: str, webhook_id: str, timestamp: str, body: bytes, header: st
         return False
     expected = signature(secret, webhook_id, timestamp, body).encode()
     return hmac.compare_digest(expected, header.encode("utf-8", "surrogateescape"))
+
+
+def without_applicant(payload: str) -> str:
+    """A webhook's payload without its event's applicant block (as is without one): for a subscriber not entitled
+    to it when the call is made (`Webhooks.send`)."""
+    if '"applicant"' not in payload:
+        return payload
+    return without_applicant_block(orjson.loads(payload))
+
+
+def without_applicant_block(doc: Any) -> str:
+    """A structured CloudEvent's JSON without `data.applicant`."""
+    if isinstance(doc, dict) and isinstance(doc.get("data"), dict):
+        doc["data"].pop("applicant", None)
+    return orjson.dumps(doc).decode()

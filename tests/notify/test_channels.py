@@ -374,3 +374,27 @@ async def test_every_channel_names_a_replay_by_the_original_key_it_carries(fake:
     finally:
         controller.stop()
     assert dict(sink.by_id) == {key: 1}
+
+
+async def test_a_webhook_made_for_an_entitled_subscriber_is_sent_without_the_applicant_once_it_no_longer_is(
+        fake: FakeProviders) -> None:
+    """A dossier webhook made while its subscriber was entitled to the applicant (`include_personal_data`), sent once
+    the registry says it no longer is (parked or dead-lettered meanwhile, then released or replayed): the event goes
+    without its applicant block; it went opened, in clear, to a subscriber that may not hold it (privacy audit). The
+    same registry entitled, it goes whole."""
+    url = f"{fake.url}/hooks/prov-08"
+    entitled = Registry.model_validate(
+        {"subscribers": [{"name": "prov-08", "url": url, "secret": "s3cret", "include_personal_data": True}]})
+    withdrawn = Registry.model_validate({"subscribers": [{"name": "prov-08", "url": url, "secret": "s3cret"}]})
+    hook = next(x for x in rules.for_event(dossier(), directory(), entitled) if x.channel is ChannelKind.WEBHOOK)
+    assert '"applicant"' in (hook.payload or "")
+    http = HttpClient(2)
+    try:
+        for registry, event_id in ((withdrawn, "withdrawn"), (entitled, "entitled")):
+            sent = hook.model_copy(update={"notification_id": event_id, "delivery_key": event_id})
+            await Webhooks(http, registry).send(compose(sent, 2))
+    finally:
+        await http.close()
+    data = {r.key: r.body["event"]["data"] for r in fake.accepted.values() if r.path == "/hooks/prov-08"}
+    assert "applicant" not in data["withdrawn"] and data["withdrawn"]["dossier_code"] == "TL-251101-0002"
+    assert data["entitled"]["applicant"]["name"] == "Trần Văn Minh"

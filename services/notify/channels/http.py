@@ -33,7 +33,7 @@ from schemas.notification import ChannelKind
 from services.notify.channels import replies
 from services.notify.channels.base import FALLBACK_HELD, DeliveryError, FellBack, Message, Receipt, trace_headers
 from services.notify.channels.resolver import AddressRefused, GuardedResolver
-from services.notify.subscribers import Registry, signature
+from services.notify.subscribers import Registry, signature, without_applicant
 from services.notify.templates import zns_params
 from services.notify.zns import LOCAL, NO_TEMPLATE, ZnsTemplates
 
@@ -240,7 +240,11 @@ class Webhooks:
         sub = self.registry.by_name(r.recipient.ref.removeprefix("subscriber:"))
         if sub is None:
             raise DeliveryError(UNKNOWN_SUBSCRIBER, retryable=False, local=True)
-        body = (r.payload or "").encode()
+        # the registry as it is now decides what the subscriber gets: a webhook made (parked, dead-lettered) while it
+        # was entitled to the applicant, sent after it no longer is (or its URL moved to plain http), sent it all the
+        # same, opened (privacy audit)
+        payload = r.payload if sub.include_personal_data else without_applicant(r.payload or "")
+        body = (payload or "").encode()
         ts = str(int(time.time()))
         headers = {"Content-Type": "application/cloudevents+json", "Webhook-Id": r.delivery_key,
                    IDEMPOTENCY_HEADER: r.delivery_key, "Webhook-Timestamp": ts,
