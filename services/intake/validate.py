@@ -183,12 +183,18 @@ class Validation:
                 home = self.home.get((tp.topic, event.commune))
                 if home is None:
                     home = self.home[(tp.topic, event.commune)] = partition_for(event.commune.encode(), raw_count)
-                if home != tp.partition and not _rerouted(rec.headers):
+                moved = home != tp.partition and not _rerouted(rec.headers)
+                if moved and _dead_letter_bytes(event.commune.encode(), rec.value, rec.headers) <= REROUTE_BYTES:
                     out.reroute(tp.topic, home, event.commune, rec.value, rec.headers,
                                 f"{tp.topic}/{tp.partition}/{rec.offset}", written_ms)
                     out.rerouted[family] += 1
                     continue
-                if home != tp.partition:  # moved once already, yet not on its commune's partition
+                if moved:  # its copy would pass the raw topic's limit: refused, it ended every run holding it
+                    decision = DeadLetterContext(
+                        reason=Reason.PAYLOAD_TOO_LARGE, field="(record)", message=TOO_LARGE_TO_MOVE,
+                        source_topic=tp.topic, source_partition=tp.partition, source_offset=rec.offset,
+                        rejected_at=self.rejected_at)
+                elif home != tp.partition:  # moved once already, yet not on its commune's partition
                     decision = DeadLetterContext(
                         reason=Reason.INVALID_FIELD, field=REROUTED_FROM, message=MOVED_ELSEWHERE,
                         source_topic=tp.topic, source_partition=tp.partition, source_offset=rec.offset,
@@ -261,6 +267,14 @@ def _rerouted(headers: Sequence[tuple[str, bytes]]) -> bool:
     forth for ever)."""
     return any(name == REROUTED_FROM for name, _ in headers)
 
+
+REROUTE_BYTES = MAX_RECORD_BYTES - 1024
+"""What a raw record moved to its commune's partition may take with intake's two headers (`TransactionOutputs.reroute`)
+under the raw topics' limit, its batch's own bytes left out. A record its producer compressed can pass it (the broker
+limits the compressed batch): 12 MB of headers gzipped to 12 kB was accepted on the raw topic, its copy refused by the
+producer, and the transaction holding it aborted, run after run, every partition of the worker stopped (audit)."""
+TOO_LARGE_TO_MOVE = (f"not on its commune's partition, and its copy there, with intake's headers, would pass the raw "
+                     f"topics' {MAX_RECORD_BYTES} bytes (a producer's compression let it in): key records by commune")
 
 MOVED_ELSEWHERE = (
     f"{REROUTED_FROM} is intake's own header, on records it moved to their commune's partition; this one is on "

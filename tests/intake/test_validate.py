@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from prometheus_client import REGISTRY
 
 from schemas.events import Family
-from schemas.topics import CANONICAL, RAW, scoped
+from schemas.topics import CANONICAL, MAX_RECORD_BYTES, RAW, scoped
 from services.common.partitioner import partition_for
 from services.intake.dedup import SeenByPartition
 from services.intake.outputs import REROUTED_FROM, WRITTEN_AT, TransactionOutputs
@@ -81,6 +81,18 @@ async def test_a_record_off_its_communes_partition_is_moved_there_not_published(
     assert headers == [*record.headers, (REROUTED_FROM, f"{RAW_TOPIC}/{AWAY}/5".encode()),
                        (WRITTEN_AT, b"1796000000123")]
     assert out.rerouted[Family.DOSSIER] == 1
+
+
+async def test_a_record_whose_copy_would_pass_the_raw_topics_limit_is_a_dead_letter_not_moved() -> None:
+    """Off its commune's partition with 10 MiB of headers (its producer compressed them: the broker limits the
+    compressed batch): not moved, whose copy the producer refused and every transaction holding it aborted, run after
+    run (audit), but one payload_too_large dead letter; one just under the limit is moved."""
+    big = [(f"x-{i}", b"a" * 10_000) for i in range(MAX_RECORD_BYTES // 10_000)]
+    out = await validated(SeenByPartition(), raw(AWAY, 8, "evt-4", big))
+    assert published_ids(out) == [] and not out.rerouted
+    assert dead_letter_reasons(out) == [b"payload_too_large"]
+    fits = await validated(SeenByPartition(), raw(AWAY, 9, "evt-5", big[:len(big) - 2]))
+    assert fits.rerouted[Family.DOSSIER] == 1 and dead_letter_reasons(fits) == []
 
 
 async def test_a_record_moved_once_is_published_on_its_communes_partition_and_never_moved_again() -> None:
