@@ -101,6 +101,19 @@ def test_applicant_lists_and_groups_with_clear_values_are_masked() -> None:
 
 
 @pytest.mark.unit
+def test_a_webhook_payloads_applicant_is_masked_as_its_events_is() -> None:
+    """A notify ledger entry or dead letter holds a webhook's event as JSON text (`payload`), its applicant in clear
+    where sealing is off: masked as that event on its topic would be (before: only its numbers, the applicant's name
+    and address shown); a payload that is no JSON has its numbers masked."""
+    event = {"type": "vn.gov.commune.dossier.status-changed", "data": {"dossier_code": "TL-251101-0002",
+             "applicant": {"name": "Nguyễn Thị Lan", "phone": "0912345678", "address": "Thôn Nà Tàng"}}}
+    shown = masked({"request": {"payload": orjson.dumps(event).decode()}})
+    assert orjson.loads(shown["request"]["payload"])["data"]["applicant"] == {
+        "name": "N. T. L.", "phone": "09******78", "address": "***"}
+    assert masked({"payload": "{not json 0912345678"}) == {"payload": "{not json 09******78"}
+
+
+@pytest.mark.unit
 def test_long_digit_runs_are_masked_wherever_they_are() -> None:
     """Nine digits or more in a row (a CMND, a phone, a CCCD) in any string, member name or number of a value; a
     portal time (`NgayNopHoSo`: yyyyMMddHHmmss) stays."""
