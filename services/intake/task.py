@@ -127,15 +127,22 @@ class Task:
     async def drain(self, publish: Publish, timeout_s: float) -> None:
         """Commit everything validated so far (before partitions are given up, and on stop); raises a failure, or
         `TransactionStuck` after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
+        deadline, overdue = time.monotonic() + timeout_s, None
         while self.inflight is not None or self.open is not None:
             if (inflight := self.inflight) is not None:  # the main loop may collect it meanwhile
                 # a transaction in flight since before the drain gets what is left of its own time, not a fresh one
-                # (with `RESUMED_GRACE_S` if that is gone: the process may have stood still past it)
-                left = min(deadline - time.monotonic(), self.left_s(timeout_s))
+                # (with `RESUMED_GRACE_S` if that is gone: the process may have stood still past it); the drain's own
+                # time alike: the process stopped during the drain gave up unread the answer waiting (audit)
+                now = time.monotonic()
+                if (drain_left := deadline - now) <= 0:
+                    overdue = now if overdue is None else overdue
+                    drain_left = overdue + RESUMED_GRACE_S - now
+                left = min(drain_left, self.left_s(timeout_s))
+                if left <= 0 and not inflight.done():
+                    raise TransactionStuck(f"{self.name}: not committed within {timeout_s:g} s")
                 await asyncio.wait({inflight}, timeout=max(0.0, left))
                 if not inflight.done():
-                    raise TransactionStuck(f"{self.name}: not committed within {timeout_s:g} s")
+                    continue  # its time or the drain's ran out, maybe while the process stood still: looked at again
             self.start(publish, timeout_s)
 
     def cancel(self) -> None:

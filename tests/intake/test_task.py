@@ -93,6 +93,29 @@ async def test_a_transaction_past_its_time_after_a_pause_is_given_its_answer_not
         await task.drain(publish, 6)  # the revoke's drain: the session timeout
 
 
+async def test_a_worker_stopped_during_the_drain_reads_the_answer_waiting_for_it() -> None:
+    """The process stands still (SIGSTOP) once the revoke's drain began, past the drain's own time, while its
+    transaction's answer arrives: on waking the drain reads that answer (the group's refusal) instead of giving it up
+    unread as stuck at once, which restarted the run (audit)."""
+    async def publish(_: Task, __: TransactionOutputs) -> None:
+        await asyncio.sleep(0.1)  # the group's refusal arrives while the process stands still
+        await asyncio.sleep(0.01)  # one more round trip once it wakes: the abort
+        raise kip447.GroupFenced()
+
+    task = Task("t", None)  # type: ignore[arg-type]
+    validated(task)
+    assert task.start(publish, 15)
+
+    async def stop_the_process() -> None:
+        await asyncio.sleep(0.02)
+        time.sleep(0.4)  # noqa: ASYNC251 - the whole loop stands still, past the drain's 0.2 s and the answer's 0.1 s
+
+    stopped = asyncio.create_task(stop_the_process())
+    with pytest.raises(kip447.GroupFenced):
+        await task.drain(publish, 0.2)
+    await stopped
+
+
 async def test_a_paused_transaction_that_commits_is_collected_by_the_main_loop() -> None:
     """The main loop's `collect` sees a transaction past its time: it is given `RESUMED_GRACE_S` from then, and its
     commit is taken, not raised as stuck."""
