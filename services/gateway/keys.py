@@ -18,6 +18,8 @@ from typing import Annotated, Any, Protocol
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from services.common.yaml_files import problem_at
+
 SHARED_RULE = "every source and operator needs a key of its own (a request is taken for the key's one holder)"
 
 
@@ -61,9 +63,7 @@ def keys_file(path: Path) -> dict[Any, Any]:
     except DuplicateKey as exc:
         raise KeysFileError(f"{path}: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise KeysFileError(f"{path}: not valid YAML{where}") from None
+        raise KeysFileError(f"{path}: not valid YAML{problem_at(exc)}") from None
     if not isinstance(raw, dict):
         raise KeysFileError(f"{path}: not a mapping of ids to keys")
     return raw

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from schemas.admin import commune_provinces
 from schemas.deadletter import Reason, Rejection
 from schemas.events import Family
+from services.common.yaml_files import problem_at
 
 ANY = "*"
 
@@ -88,9 +89,7 @@ def load_registry(path: str | Path) -> SourceRegistry:
     except UnicodeDecodeError as exc:
         raise RegistryFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise RegistryFileError(f"{path}: not valid YAML{where}") from None
+        raise RegistryFileError(f"{path}: not valid YAML{problem_at(exc)}") from None
     try:
         return SourceRegistry.model_validate(loaded or {})
     except ValidationError as exc:

@@ -16,7 +16,7 @@ from services.sources.registry import RegistryFileError, load_registry
 
 pytestmark = pytest.mark.unit
 FILES = {
-    "cut-short.yaml": (b"sources:\n  - id: portal-08\n    owns: [\"/provinces/08/*\"\n", "not valid YAML at line 4"),
+    "cut-short.yaml": (b"sources:\n  - id: portal-08\n    owns: [\"/provinces/08/*\"\n", "not valid YAML (line 4"),
     "latin-1.yaml": (b"sources:\n  - id: x\n    name: Ph\xfa\n", "not UTF-8 (byte 31)"),
     "not-a-source.yaml": (b"sources:\n  - id: A B\n    secret_field: s3cr3t-value\n", "not a source registry: "),
 }

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence, Set
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 
 from schemas.notification import NotificationRequest
@@ -125,3 +126,23 @@ async def running(d: Dispatcher, http: HttpClient) -> AsyncIterator[Dispatcher]:
     finally:
         await d.stop()
         await http.close()
+
+
+class OnePartition:
+    """What a consumer of the one partition `tp` answers of its assignment and pauses (the fake consumers of a test of
+    notify's consume loop)."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp, self._paused = tp, set[TopicPartition]()
+
+    def assignment(self) -> Set[TopicPartition]:
+        return frozenset({self.tp})
+
+    def paused(self) -> Set[TopicPartition]:
+        return frozenset(self._paused)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._paused |= set(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._paused -= set(partitions)

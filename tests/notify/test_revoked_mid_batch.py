@@ -9,7 +9,7 @@ notification in its lane and acknowledges record 1000's deferral once the group 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Set
+from collections.abc import Callable, Coroutine
 from functools import partial
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +29,7 @@ from services.notify.settings import NotifySettings
 from services.notify.subscribers import Registry
 from services.notify.topics import Names
 from tests.notify.events import directory, dossier, storm
+from tests.notify.fakes import OnePartition
 
 pytestmark = pytest.mark.unit
 FIRST, HELD, MID, END = 898, 900, 1000, 1200
@@ -45,27 +46,15 @@ class Record:
                                                                            encoded.headers, 0)
 
 
-class Consumer:
+class Consumer(OnePartition):
     """What aiokafka shows notify of one partition: `assignment` lists it throughout (the old assignment until the new
     one arrives, then the new one), and a commit is taken (the broker takes one of the current generation while the
     group prepares a rebalance). `idle` is set once it has nothing left to serve: the loop is done with the rest."""
 
     def __init__(self, tp: TopicPartition, batch: list[Record]) -> None:
-        self.tp, self.fetches, self.commits = tp, [batch], list[dict[TopicPartition, int]]()
-        self._paused: set[TopicPartition] = set()
+        super().__init__(tp)
+        self.fetches, self.commits = [batch], list[dict[TopicPartition, int]]()
         self.idle = asyncio.Event()
-
-    def assignment(self) -> Set[TopicPartition]:
-        return frozenset({self.tp})
-
-    def paused(self) -> Set[TopicPartition]:
-        return frozenset(self._paused)
-
-    def pause(self, *partitions: TopicPartition) -> None:
-        self._paused |= set(partitions)
-
-    def resume(self, *partitions: TopicPartition) -> None:
-        self._paused -= set(partitions)
 
     async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Record]]:
         await asyncio.sleep(0)

@@ -7,7 +7,7 @@ a provider that never answers, or one that is down."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Set
+from collections.abc import Callable
 from datetime import time
 
 import pytest
@@ -31,7 +31,7 @@ from services.notify.settings import NotifySettings
 from services.notify.subscribers import Registry
 from services.notify.topics import Names
 from tests.notify.events import directory, storm
-from tests.notify.fakes import FixedClock, Tasks
+from tests.notify.fakes import FixedClock, OnePartition, Tasks
 from tests.notify.test_dispatcher import NOON, citizen_sms, emergencies
 from tests.waiting import eventually_async
 
@@ -78,23 +78,12 @@ class Record:
                                                                            encoded.headers, 0)
 
 
-class Announcements:
+class Announcements(OnePartition):
     """Batches of `BATCH` announcements of one category on one partition, for as long as it is not paused."""
 
     def __init__(self, tp: TopicPartition, category: str) -> None:
-        self.tp, self.category, self.read, self._paused = tp, category, 0, set[TopicPartition]()
-
-    def assignment(self) -> Set[TopicPartition]:
-        return frozenset({self.tp})
-
-    def paused(self) -> Set[TopicPartition]:
-        return frozenset(self._paused)
-
-    def pause(self, *partitions: TopicPartition) -> None:
-        self._paused |= set(partitions)
-
-    def resume(self, *partitions: TopicPartition) -> None:
-        self._paused -= set(partitions)
+        super().__init__(tp)
+        self.category, self.read = category, 0
 
     async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Record]]:
         await asyncio.sleep(0)
