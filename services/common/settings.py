@@ -39,9 +39,10 @@ def _kafka(name: str, default: Any, description: str) -> Any:
     return Field(default=default, validation_alias=f"KAFKA_{name.upper()}", description=description)
 
 
-_ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9_])?):(?P<port>[0-9]{1,5})",
-                      re.ASCII)
-"""One bootstrap address: a host name or IPv4 address, or an IPv6 address in brackets, and a port."""
+_ADDRESS = re.compile(r"(?:\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9._-]+)?\]|[A-Za-z0-9_][A-Za-z0-9._-]{0,252})"
+                      r"(?::(?P<port>[0-9]{1,5}))?", re.ASCII)
+"""One bootstrap address: a host name (a trailing dot too) or IPv4 address, or an IPv6 address in brackets (a zone
+id too), and a port (aiokafka's 9092 without one)."""
 
 
 class KafkaConnection(BaseSettings):
@@ -66,12 +67,12 @@ class KafkaConnection(BaseSettings):
     @field_validator("bootstrap")
     @classmethod
     def _addresses(cls, value: str) -> str:
-        """Each address `host:port` (an IPv6 host in brackets), its port 1 to 65535: a malformed one (`host:abc`,
+        """Each address `host[:port]` (an IPv6 host in brackets), its port 1 to 65535: a malformed one (`host:abc`,
         `host:99999`, `[::1`, a byte not ASCII) ended in aiokafka with a traceback (ValueError, OverflowError,
         UnicodeEncodeError) once a client was made (CLI audit)."""
         for item in value.split(","):
             found = _ADDRESS.fullmatch(item.strip())
-            if found is None or not 0 < int(found["port"]) < 65536:
+            if found is None or (found["port"] is not None and not 0 < int(found["port"]) < 65536):
                 raise ValueError("each address is host:port (an IPv6 host in brackets), the port 1 to 65535, "
                                  "separated by commas")
         return value

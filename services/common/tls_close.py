@@ -25,9 +25,8 @@ import asyncio
 import importlib
 from typing import Any
 
-import aiokafka
+from services.common.aiokafka_compat import pinned
 
-PINNED_VERSION = "0.14.0"
 GRACE_S = 0.02
 """How long the broker's close_notify is waited for before the socket is closed (loopback needs ~1 ms)."""
 
@@ -45,9 +44,7 @@ def apply() -> None:
     """Make every aiokafka TLS connection of this process close within `GRACE_S` (idempotent)."""
     if _applied:
         return
-    if aiokafka.__version__ != PINNED_VERSION:
-        raise RuntimeError(f"aiokafka {aiokafka.__version__} is not the {PINNED_VERSION} this work-around was "
-                           "written for: check services/common/tls_close.py against aiokafka/conn.py")
+    pinned("services/common/tls_close.py")
     original = _conn.AIOKafkaConnection.close
 
     def close(self: Any, reason: Any = None, exc: Any = None) -> Any:

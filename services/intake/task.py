@@ -39,6 +39,8 @@ RESUMED_GRACE_S = 1.0
 that woke past its transaction's time called the transaction stuck before reading its answer, a committed one too
 (`TransactionStuck`), and ended its run for that: the revoke's drain of a worker paused past its session timeout did
 so at once (the chaos matrix's intake-sigstop row, 2026-12-05). A refused answer is given up as any refusal is."""
+LATE_WAKE_S = 0.1
+"""A wait that ends this much after its time: the process stood still meanwhile (a drain's grace, `Task.drain`)."""
 
 
 class Task:
@@ -126,23 +128,22 @@ class Task:
 
     async def drain(self, publish: Publish, timeout_s: float) -> None:
         """Commit everything validated so far (before partitions are given up, and on stop); raises a failure, or
-        `TransactionStuck` after `timeout_s`."""
-        deadline, overdue = time.monotonic() + timeout_s, None
+        `TransactionStuck` after `timeout_s` (`RESUMED_GRACE_S` more, once, when the process stood still past it)."""
+        deadline, graced = time.monotonic() + timeout_s, False
         while self.inflight is not None or self.open is not None:
             if (inflight := self.inflight) is not None:  # the main loop may collect it meanwhile
                 # a transaction in flight since before the drain gets what is left of its own time, not a fresh one
-                # (with `RESUMED_GRACE_S` if that is gone: the process may have stood still past it); the drain's own
-                # time alike: the process stopped during the drain gave up unread the answer waiting (audit)
+                # (with `RESUMED_GRACE_S` if that is gone: the process may have stood still past it)
                 now = time.monotonic()
-                if (drain_left := deadline - now) <= 0:
-                    overdue = now if overdue is None else overdue
-                    drain_left = overdue + RESUMED_GRACE_S - now
-                left = min(drain_left, self.left_s(timeout_s))
-                if left <= 0 and not inflight.done():
-                    raise TransactionStuck(f"{self.name}: not committed within {timeout_s:g} s")
-                await asyncio.wait({inflight}, timeout=max(0.0, left))
+                left = max(0.0, min(deadline - now, self.left_s(timeout_s)))
+                await asyncio.wait({inflight}, timeout=left)
                 if not inflight.done():
-                    continue  # its time or the drain's ran out, maybe while the process stood still: looked at again
+                    if not graced and time.monotonic() - (now + left) > LATE_WAKE_S:
+                        # woken late: the process stood still past the drain's time, and the answer may be waiting
+                        # unread (audit: given up at once, a restart); `RESUMED_GRACE_S` more, once
+                        graced, deadline = True, time.monotonic() + RESUMED_GRACE_S
+                        continue
+                    raise TransactionStuck(f"{self.name}: not committed within {timeout_s:g} s")
             self.start(publish, timeout_s)
 
     def cancel(self) -> None:

@@ -73,7 +73,8 @@ def intake(settings: IntakeSettings) -> Worker:
                          "no key is configured: set PRIVACY_KEK or PRIVACY_KEK_FILE, and PRIVACY_PEPPER or "
                          "PRIVACY_PEPPER_FILE (base64url; `python -m services.privacy.keys` makes a pair)")
     try:  # at start too: a bad file is one line and the end, not a run failing at each restart (review)
-        source_registry(settings)
+        if settings.sources_file:
+            load_registry(settings.sources_file)
     except (RegistryFileError, OSError) as exc:
         raise SystemExit(f"intake: {exc}") from None
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize("bootstrap", ["127.0.0.1:abc", "127.0.0.1:99999", "127.0.0.1:0", "[::1", "\udcff:1",
-                                       "127.0.0.1", "a:1,,b:2", "127.0.0.1:9092 9093"])
+                                       "a:1,,b:2", "127.0.0.1:9092 9093", "host:"])
 def test_a_malformed_bootstrap_is_one_line(bootstrap: str, monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "argv", ["commune-bus", "tail", "commune.dossier", "--bootstrap", bootstrap])
@@ -30,6 +30,7 @@ def test_a_malformed_bootstrap_is_one_line(bootstrap: str, monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("bootstrap", ["127.0.0.1:9092", " a:1 , b:2", "[::1]:9092,[fd00::7]:19092",
-                                       "kafka-0.kafka.svc.cluster.local:9092", "broker_1:9092", "k:65535"])
+                                       "kafka-0.kafka.svc.cluster.local:9092", "broker_1:9092", "k:65535",
+                                       "kafka.ns.svc.cluster.local.:9092", "[fe80::1%eth0]:9092", "localhost"])
 def test_addresses_as_kafka_takes_them_are_kept(bootstrap: str) -> None:
     assert KafkaConnection(bootstrap=bootstrap).bootstrap == bootstrap

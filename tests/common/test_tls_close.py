@@ -9,7 +9,7 @@ from typing import Any
 import aiokafka
 import pytest
 
-from services.common import tls_close
+from services.common import aiokafka_compat, tls_close
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +50,7 @@ def _open_connection(protocol: str) -> tuple[Any, FakeTransport, asyncio.Future[
 
 def test_installed_aiokafka_is_the_pinned_version() -> None:
     """Fails when aiokafka is upgraded: re-read aiokafka/conn.py's close, then update PINNED_VERSION."""
-    assert aiokafka.__version__ == tls_close.PINNED_VERSION
+    assert aiokafka.__version__ == aiokafka_compat.PINNED_VERSION
 
 
 async def test_a_tls_connection_still_closing_after_the_grace_is_aborted() -> None:

@@ -116,6 +116,18 @@ async def test_a_worker_stopped_during_the_drain_reads_the_answer_waiting_for_it
     await stopped
 
 
+async def test_a_drain_not_stood_still_ends_at_its_time() -> None:
+    """The grace is for a process that stood still: a commit slower than the drain's time, the loop running all along,
+    is given up at that time, not a grace later (the revocation must end within the rebalance timeout; review)."""
+    task, publish = Task("t", None), Answered(0.6)  # type: ignore[arg-type]
+    validated(task)
+    assert task.start(publish, 15)
+    began = time.monotonic()
+    with pytest.raises(TransactionStuck):
+        await task.drain(publish, 0.2)
+    assert time.monotonic() - began < 0.5
+
+
 async def test_a_paused_transaction_that_commits_is_collected_by_the_main_loop() -> None:
     """The main loop's `collect` sees a transaction past its time: it is given `RESUMED_GRACE_S` from then, and its
     commit is taken, not raised as stuck."""

@@ -93,6 +93,10 @@ async def test_a_record_whose_copy_would_pass_the_raw_topics_limit_is_a_dead_let
     assert dead_letter_reasons(out) == [b"payload_too_large"]
     fits = await validated(SeenByPartition(), raw(AWAY, 9, "evt-5", big[:len(big) - 2]))
     assert fits.rerouted[Family.DOSSIER] == 1 and dead_letter_reasons(fits) == []
+    # names counted in bytes as sent: 4 M characters of "ố" are 12 MB (review: counted as characters, moved)
+    wide = [("ố" * 1000 + str(i), b"") for i in range(4000)]
+    out = await validated(SeenByPartition(), raw(AWAY, 10, "evt-6", wide))
+    assert not out.rerouted and dead_letter_reasons(out) == [b"payload_too_large"]
 
 
 async def test_a_record_moved_once_is_published_on_its_communes_partition_and_never_moved_again() -> None:
