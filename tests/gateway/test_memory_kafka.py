@@ -16,7 +16,6 @@ from tests.gateway.conftest import API_KEY, Site
 pytestmark = pytest.mark.kafka
 GIB = 1 << 30
 CHUNK = 64 * 1024
-LIMIT_KB = 100 * 1024
 
 
 def send_chunked(url: str, total: int) -> tuple[bytes, int]:
@@ -47,8 +46,9 @@ def send_chunked(url: str, total: int) -> tuple[bytes, int]:
 
 
 def test_a_gigabyte_chunked_body_is_refused_with_413_in_bounded_memory(site: Site) -> None:
-    """1 GiB chunked, no Content-Length: 413 after about the 10 MiB limit, the gateway's peak RSS under 100 MB and
-    hardly above where it was, and the gateway serves on."""
+    """1 GiB chunked, no Content-Length: 413 after about the 10 MiB limit, the gateway's peak RSS hardly above where
+    it was before the request (the floor measured in the same run), and the gateway serves on. Not against an
+    absolute 100 MB: the idle gateway itself was 102 MB in a loaded CI run (90-93 MB on a quiet one; ADR 0013)."""
     gateway = site.start("mem")
     before = gateway.status("VmRSS")
     answer, sent = send_chunked(gateway.url, GIB)
@@ -57,7 +57,6 @@ def test_a_gigabyte_chunked_body_is_refused_with_413_in_bounded_memory(site: Sit
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
     assert b'"too_large"' in answer and b"connection: close" in answer.lower()
     assert sent < GIB
-    assert peak < LIMIT_KB, f"peak RSS {peak} kB"
     assert peak - before < 16 * 1024, f"RSS grew from {before} to {peak} kB"
     with urllib.request.urlopen(gateway.url + "/healthz", timeout=5) as r:
         assert r.status == 200
