@@ -39,3 +39,19 @@ def test_a_registry_file_unlike_one_is_one_line(tmp_path: Path, name: str, monke
     err = capsys.readouterr().err
     assert ended.value.code == 1 and err.startswith(f"commune-bus: {path}: {why}"), err
     assert "Traceback" not in err and "s3cr3t" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_intake_and_the_acl_tool_end_at_start_in_one_line_on_a_bad_registry(tmp_path: Path) -> None:
+    """Intake (its registry read at start too, not only in each run: a bad file failed every run, restarted with
+    back-off) and `python -m services.common.acls` (a traceback) end at once with one line naming the file."""
+    from services.common import acls
+    from services.intake.settings import IntakeSettings
+    from services.intake.worker import intake
+
+    path = tmp_path / "sources.yaml"
+    path.write_bytes(FILES["cut-short.yaml"][0])
+    for start, program in ((lambda: intake(IntakeSettings(sources_file=str(path), seal_personal_data=False)), "intake"),
+                           (lambda: acls.main(["--sources", str(path), "--principals"]), "acls")):
+        with pytest.raises(SystemExit) as ended:
+            start()
+        assert str(ended.value.code).startswith(f"{program}: {path}: not valid YAML (line 4"), ended.value.code
