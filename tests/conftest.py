@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import claims, keys_env, naming
+from tests import claims, failure_logs, keys_env, naming
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,10 +146,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """In CI (`CI=true`) a skipped test fails: a missing promtool or Prometheus, a broker given from outside, must not
-    turn a check into a silent pass on the machine whose run decides whether a change lands."""
+    turn a check into a silent pass on the machine whose run decides whether a change lands. A failed test's report
+    carries the last lines of its services' logs (`failure_logs`)."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if (os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail")
             and not claims.claimed_elsewhere(item)):  # a test another run of `make test` runs
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome, report.longrepr = "failed", f"skipped in CI ({reason}): CI must run every test"
+    if report.failed and report.when == "call":  # what the test's services wrote, in the report CI keeps
+        tmp = getattr(item, "funcargs", {}).get("tmp_path")
+        if logs := failure_logs.section(tmp if isinstance(tmp, Path) else None):
+            report.sections.append(("service logs", logs))

@@ -176,14 +176,16 @@ async def test_a_backlog_held_by_the_throttle_shows_as_consumer_lag_until_it_dra
     port = free_port()
     fake.outage(600)  # every job retried, held: the routine lane stays over its limit of 4 until the outage is lifted
     # no circuit: it would park the jobs and leave the lane, the point here is a backlog the throttle holds
-    start_notify(NOTIFY_HTTP_PORT=str(port), NOTIFY_MAX_PENDING="4", NOTIFY_CIRCUIT_FAILURES="0")
+    proc = start_notify(NOTIFY_HTTP_PORT=str(port), NOTIFY_MAX_PENDING="4", NOTIFY_CIRCUIT_FAILURES="0")
     await eventually_async(lambda: probe(port, "/readyz") == 200, timeout=60, interval=0.1, what="notify assigned")
     await publish(kafka_bootstrap, namespace, *first)
     await eventually_async(lambda: fake.rejected > 0, timeout=30, interval=0.1, what="the first attempts failing")
     await publish(kafka_bootstrap, namespace, *then)
 
-    def lag() -> float:
-        return metric_sum(scrape(port), "commune_consumer_lag")
+    def lag() -> float:  # a notify that does not answer is told apart from one showing no lag (a CI failure said 0.0)
+        text = scrape(port)
+        assert text, f"notify does not answer /metrics (exit code {proc.poll()}; its log is in the report)"
+        return metric_sum(text, "commune_consumer_lag")
 
     behind = await eventually_async(lag, timeout=30, interval=0.2, what="a backlog shown as consumer lag")
     fake.faults.outage_until = 0  # the providers are back
