@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 from aiokafka.structs import RecordMetadata
 
@@ -26,6 +26,9 @@ answer (aiokafka never expires it), so a broker that stopped answering mid-publi
 producer's stop, for ever; a transactional one likewise (a replay was still waiting after 180 s)."""
 STOP_TIMEOUT_S = 10.0
 """How long such a command waits for its producer's stop (which waits for the batches still unacknowledged)."""
+FIRST_FETCH_S = 30.0
+"""`tail --idle` counts its quiet seconds from the first fetch answered for every partition, or from this long after
+the start if one never is (a partition without a leader)."""
 T = TypeVar("T")
 
 
@@ -100,6 +103,11 @@ async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], 
         await close_within("commune-bus", "producer", producer.stop, STOP_TIMEOUT_S)
 
 
+def _fetched(consumer: AIOKafkaConsumer) -> bool:
+    """Every partition assigned has had a fetch answered (its high watermark known)."""
+    return all(consumer.highwater(tp) is not None for tp in consumer.assignment())
+
+
 def _acknowledged(futures: Sequence[asyncio.Future[RecordMetadata]]) -> int:
     return sum(1 for f in futures if f.done() and not f.cancelled() and f.exception() is None)
 
@@ -109,13 +117,17 @@ async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: i
     """Follow `topic` (read_committed) and `show` each record; stop after `limit` records or `idle_s` quiet seconds.
     With `since_ms`, each partition from its first record timestamped at or after it (Kafka's time index; the
     partitions the topic had at the start). A cancellation (Ctrl-C under `asyncio.run`) is taken between two records,
-    never after a whole fetched batch: on a busy topic one batch is thousands of records."""
+    never after a whole fetched batch: on a busy topic one batch is thousands of records. The `idle_s` quiet seconds
+    count from the first fetch answered for every partition (or `FIRST_FETCH_S` past the start: a partition without
+    a leader), not from the start: a slow connection (TLS and SASL on a loaded broker) took longer than `--idle 2`
+    to its first fetch, and a topic with records was shown as "0 records" (a review of the tests' timing)."""
     await visible(conn, topic)
     consumer = clients.consumer(conn, *(() if since_ms is not None else (topic,)), client_id=CLIENT_ID, group_id=None,
                                 auto_offset_reset="earliest" if from_beginning else "latest")
     seen = 0
     loop = asyncio.get_running_loop()
-    last = loop.time()
+    started = last = loop.time()
+    heard = False
     try:
         await consumer.start()  # inside: a start that fails (no broker) closes what it opened too
         if since_ms is not None:
@@ -132,7 +144,9 @@ async def tail(conn: KafkaConnection, topic: str, from_beginning: bool, limit: i
                 seen += 1
                 last = loop.time()
                 await asyncio.sleep(0)  # where a cancellation is delivered
-            if idle_s is not None and loop.time() - last > idle_s:
+            if not heard and (_fetched(consumer) or loop.time() - started > FIRST_FETCH_S):
+                heard, last = True, max(last, loop.time())  # what that fetch brought comes with the next getmany
+            if idle_s is not None and heard and loop.time() - last > idle_s:
                 break
         return seen
     finally:
