@@ -105,25 +105,30 @@ def test_rebalance_storm_loses_and_repeats_nothing(
     """Workers join, leave (SIGTERM) and die (SIGKILL) every few seconds for about 30 s while records flow:
     0 duplicated, 0 lost, order kept."""
     raw = intake_topics[RAW[Family.DOSSIER].name]
-    records = stream(RATE * 45)
+    records = stream(RATE * MAX_FLOW_S)
 
-    async def scenario() -> int:
-        feeder = asyncio.create_task(feed(kafka_bootstrap, raw, records, RATE))
+    async def scenario() -> tuple[int, int, int]:
+        # the stream flows from the first worker's start until the storm is over (a fixed 45 s of it ended before a
+        # storm that began late on a loaded machine)
+        enough = asyncio.Event()
+        feeder = asyncio.create_task(feed(kafka_bootstrap, raw, records, RATE, until=enough))
         steady = start_intake(worker_id="steady", **FAST_GROUP)
         await owning([steady], 60, "the first worker owning every task")
-        moves, ends = 0, time.monotonic() + 30
+        moves, killed, ends = 0, 0, time.monotonic() + 30
         while time.monotonic() < ends:
             joined = start_intake(worker_id=f"storm-{moves}", **FAST_GROUP)
             await owning([steady, joined], 60, "a joining worker taking tasks")  # a rebalance
-            joined.send_signal(signal.SIGKILL if moves % 2 else signal.SIGTERM)  # leaving, or dying
+            dies = (moves // 2) % 2 == 1  # every other leaver dies (moves count by two: `moves % 2` never killed one)
+            joined.send_signal(signal.SIGKILL if dies else signal.SIGTERM)  # leaving, or dying
+            killed += dies
             await asyncio.to_thread(joined.wait, 30)
             await owning([steady], 60, "the steady worker owning every task again")  # a second one
             moves += 2
         assert not feeder.done(), "the storm must happen mid-stream"
-        await feeder
-        return moves
+        enough.set()
+        return await feeder, moves, killed
 
-    moves = asyncio.run(scenario())
-    assert moves >= 6
-    result = asyncio.run(audit(kafka_bootstrap, intake_topics, records))
+    sent, moves, killed = asyncio.run(scenario())
+    assert moves >= 6 and killed >= 1, (moves, killed)
+    result = asyncio.run(audit(kafka_bootstrap, intake_topics, records[:sent]))
     result.assert_exactly_once()
