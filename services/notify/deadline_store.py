@@ -59,8 +59,12 @@ class OwnedPartitions:
         """Changelog records applied per partition by the last restore of each (what tests and logs show)."""
 
     def written(self, partition: int, offset: int) -> None:
-        """This tracker wrote the changelog record at `offset` of `partition` (acknowledged)."""
-        self.ends[partition] = max(self.ends.get(partition, 0), offset + 1)
+        """This tracker wrote the changelog record at `offset` of `partition` (acknowledged). A write not at the
+        store's end means another tracker wrote there in between: the end is then unknown (-1) and the next
+        assignment restores the partition. Taking the larger of the two kept a stale store: a tracker paused past its
+        session, whose own late write landed after the other owner's, reached the changelog's end by itself and
+        was given the same partition back (audit)."""
+        self.ends[partition] = offset + 1 if self.ends.get(partition) == offset else -1
 
     async def assign(self, numbers: set[int], stale: Set[int] = frozenset()) -> None:
         """Hold exactly `numbers`: drop the stores of partitions that left or are `stale`, restore those missing.

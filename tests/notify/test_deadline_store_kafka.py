@@ -51,3 +51,28 @@ async def test_a_kept_store_that_another_tracker_wrote_past_is_restored_again(
     finally:
         await producer.stop()
         store.close_all()
+
+
+async def test_a_store_whose_own_late_write_landed_after_another_trackers_is_restored_again(
+        kafka_bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """Paused past its session, a tracker's own write lands after the other owner's: its store reaches the
+    changelog's end by that write, yet lacks the other owner's dossier. Given the partition back, it restores it."""
+    conn = KafkaConnection(bootstrap=kafka_bootstrap)
+    spec = changelog_spec(f"d{unique}")
+    await ensure_topics(conn, [spec])
+    store = OwnedPartitions(conn, spec.name, tmp_path / "a", client_id="test-deadline-store")
+    producer = clients.producer(conn, client_id="test-deadline-store")
+    await producer.start()
+    try:
+        await store.assign({0})
+        theirs = key_of("02269", "THEIRS")
+        await producer.send_and_wait(spec.name, dossier("THEIRS").model_dump_json().encode(), key=theirs, partition=0)
+        key, value = store.parts[0].record_state(dossier("MINE"))
+        meta = await producer.send_and_wait(spec.name, value, key=key, partition=0)  # the paused tracker's, late
+        store.written(0, meta.offset)
+        await store.assign({0})
+        assert store.restored == {0: 2}, "the store was restored again"
+        assert store.parts[0].get(theirs) is not None
+    finally:
+        await producer.stop()
+        store.close_all()
