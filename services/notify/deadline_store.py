@@ -94,7 +94,7 @@ class OwnedPartitions:
         try:
             await read_to_end(self.conn, self.changelog, arrived, apply, client_id=self.client_id, ends=self.ends)
             for p, part in fresh.items():
-                _skipped(p, part.index_all())
+                _skipped(p, await part.index_all_yielding())
         except BaseException:
             for p, part in fresh.items():
                 _discard(part, self.root / f"p{p}")

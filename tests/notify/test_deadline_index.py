@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -155,3 +157,35 @@ def test_restore_from_changelog_records_rebuilds_the_same_store_and_index() -> N
             copy.load(key, value)
         copy.index_all()
         assert raw(copy) == raw(part) and {k[:1] for k in raw(copy)} == {STATE, INDEX}
+
+
+def test_a_restore_indexes_while_the_event_loop_goes_on_and_builds_the_same_index() -> None:
+    """The restore's index (`index_all_yielding`) gives the loop back as it goes (a national tracker's partitions
+    held it for seconds: no heartbeat, evicted at every restore) and ends as `index_all` does, a bad state dropped."""
+    with partition() as part, partition() as copy, partition() as reference:
+        log = [part.record_state(state("02269", f"D-{i}", i % 300, True)) for i in range(2_000)]
+        for key, value in [*log, (key_of("02269", "BAD"), b"not json")]:
+            copy.load(key, value)
+            reference.load(key, value)
+
+        async def restore() -> tuple[Counter[str], int]:
+            turns = 0
+
+            async def other_work() -> None:  # a heartbeat, a fetch: anything else the loop runs
+                nonlocal turns
+                while True:
+                    turns += 1
+                    await asyncio.sleep(0)
+
+            beside = asyncio.create_task(other_work())
+            await asyncio.sleep(0)
+            started = turns
+            try:
+                return await copy.index_all_yielding(every_s=0.0), turns - started
+            finally:
+                beside.cancel()
+
+        unreadable, turns = asyncio.run(restore())
+        assert turns >= 1_000, turns  # the loop ran other work between the states
+        assert unreadable == reference.index_all() == Counter({"not_json": 1})
+        assert raw(copy) == raw(reference) == raw(part)
