@@ -1,14 +1,28 @@
-"""What the group assigned the deadline tracker, and what it has restored: pure bookkeeping for the loop.
+"""What the group assigned the deadline tracker, and what it has restored: bookkeeping for the loop.
 
 The rebalance callback only records an assignment (`assigned`) and returns; the consume loop restores it
 (`pending`, then `taken`). Assignments can overtake a restore: a partition left out of any of them may
 have been owned and written by another worker meanwhile, so whatever this tracker holds of it is stale
-and is restored again if it comes back.
+and is restored again if it comes back. Nothing is written while the group may have moved on: a loop that
+stood still (a pause past the session) waits until the group answers it again (`answered_again`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+
+from services.common.aiokafka_compat import heard_at
+
+log = structlog.get_logger("notify.deadlines")
+B = TypeVar("B")
+ASK_EVERY_S = 0.1
 
 
 @dataclass
@@ -50,3 +64,31 @@ class Assignment:
             return False
         self.owned = set(done.wanted)
         return True
+
+
+def answered(consumer: Any, heard_limit_s: float, clock: Callable[[], float] = time.monotonic) -> bool:
+    """The group answered `consumer` as a member within `heard_limit_s` (`aiokafka_compat.heard_at`; not tracked:
+    yes): what the tracker holds is still its own to write."""
+    at = heard_at(consumer)
+    return at is None or clock() - at < heard_limit_s
+
+
+async def answered_again(consumer: Any, assignment: Assignment, heard_limit_s: float, stop: asyncio.Event,
+                         batch: B) -> B | None:
+    """`batch` at once if the group answered `consumer` as a member within `heard_limit_s`. Otherwise wait until it
+    answers again: `batch` back if the assignment stood meanwhile, None if it changed (a revocation and a new
+    assignment put the positions back to the committed offsets: its records come again, to whoever owns them now)
+    or `stop` came. A tracker paused past its session resumed with a fetched batch and a tick due, and wrote both
+    (older states, an alert's flags) over the next owner's changelog records before its first heartbeat was
+    answered: compaction kept them, a closed dossier open again (audit, ADR 0022)."""
+    if answered(consumer, heard_limit_s):
+        return batch
+    seen = assignment.count
+    log.warning("deadline.unanswered", seconds=round(time.monotonic() - (heard_at(consumer) or 0.0), 1))
+    while not answered(consumer, heard_limit_s):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ASK_EVERY_S):
+                await stop.wait()
+        if stop.is_set():
+            return None
+    return batch if assignment.count == seen and assignment.latest is not None else None

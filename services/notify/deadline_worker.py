@@ -52,7 +52,7 @@ from services.common.rebalance import RebalanceListener
 from services.common.refused import settings_checked
 from services.common.run_folder import RunFolder, remove_orphans
 from services.common.runtime import Supervisor
-from services.notify.deadline_assignment import Assignment
+from services.notify.deadline_assignment import Assignment, answered_again
 from services.notify.deadline_index import Change
 from services.notify.deadline_settings import RUN_PREFIX, DeadlineSettings
 from services.notify.deadline_store import OwnedPartitions, changelog_spec
@@ -142,9 +142,11 @@ class DeadlineWorker:
         while not stop.is_set():
             wait_s = min(0.5, max(0.0, next_tick - time.monotonic()))
             batch = await consumer.getmany(timeout_ms=int(wait_s * 1000), max_records=self.own.batch_max_records)
+            if (kept := await answered_again(consumer, self.assignment, self.s.heard_limit_s(), stop, batch)) is None:
+                continue  # the assignment moved on (its records come again) or a stop came: nothing written
             await self._take_assignment()
             async with self.turn:
-                batch = {tp: records for tp, records in batch.items() if tp.partition in self.assignment.owned}
+                batch = {tp: records for tp, records in kept.items() if tp.partition in self.assignment.owned}
                 if batch:
                     await self.apply(batch, producer)
                     await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
@@ -162,6 +164,7 @@ class DeadlineWorker:
             return
         await self.store.assign(todo.wanted, todo.stale)
         if self.assignment.taken(todo):
+            log.info("deadline.tracking", partitions=sorted(todo.wanted))  # each assignment, restored or kept
             self._report(f"tracking {len(todo.wanted)} partitions", "tracking")
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
@@ -247,10 +250,6 @@ class DeadlineWorker:
                                        f"{self.own.ack_timeout_s:g} s")
         return [future.result() for future in sent]
 
-    def assigned(self, numbers: set[int]) -> None:
-        """Returns at once: the loop restores what arrived before it consumes or ticks again."""
-        self.assignment.assigned(numbers)
-
     async def revoked(self) -> None:
         async with self.turn:  # the batch or tick in flight is written and committed first (or fails in time)
             self.assignment.revoked()
@@ -265,8 +264,8 @@ class _Rebalance(RebalanceListener):
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         await self.worker.revoked()
 
-    async def assigned(self, partitions: set[TopicPartition]) -> None:
-        self.worker.assigned({tp.partition for tp in partitions})
+    async def assigned(self, partitions: set[TopicPartition]) -> None:  # at once: the loop restores them
+        self.worker.assignment.assigned({tp.partition for tp in partitions})
 
 
 def _decode(rec: ConsumerRecord[bytes, bytes]) -> DeadlineMessage | None:

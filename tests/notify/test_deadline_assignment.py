@@ -1,10 +1,15 @@
-"""The tracker's assignment bookkeeping: restores taken only when current, stale partitions restored again."""
+"""The tracker's assignment bookkeeping: restores taken only when current, stale partitions restored again, nothing
+written while the group may have moved on."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
-from services.notify.deadline_assignment import Assignment
+from services.common.aiokafka_compat import HEARD_AT
+from services.notify.deadline_assignment import Assignment, answered, answered_again
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +41,50 @@ def test_nothing_is_owned_while_rebalancing_and_an_unchanged_assignment_needs_no
     a.assigned(set(range(6)))
     same = a.pending()
     assert same is not None and same.stale == set() and a.taken(same) and a.pending() is None
+
+
+class _Coordinator:
+    pass
+
+
+class _Consumer:
+    """What `answered` reads of a consumer: its coordinator's `heard_at` attribute (`aiokafka_compat`)."""
+
+    def __init__(self, heard: float | None) -> None:
+        self._coordinator = _Coordinator()
+        if heard is not None:
+            setattr(self._coordinator, HEARD_AT, heard)
+
+    def heard(self) -> None:
+        setattr(self._coordinator, HEARD_AT, time.monotonic())
+
+
+def test_a_batch_is_written_only_once_the_group_answers_and_dropped_if_the_assignment_moved() -> None:
+    batch = {"tp": ["record"]}
+
+    async def scenario(change: bool, stop_instead: bool) -> object:
+        a = Assignment(6)
+        a.assigned({0, 1})
+        consumer, stop = _Consumer(time.monotonic() - 60), asyncio.Event()  # last answered a minute ago
+
+        async def group() -> None:  # the heartbeat's answer, after a rejoin or not
+            await asyncio.sleep(0.3)
+            if stop_instead:
+                stop.set()
+                return
+            if change:
+                a.revoked()
+                a.assigned({2})
+            consumer.heard()
+
+        told = asyncio.create_task(group())
+        got = await answered_again(consumer, a, 5.0, stop, batch)
+        assert told.done(), "returned before the group answered"
+        return got
+
+    assert asyncio.run(scenario(change=False, stop_instead=False)) is batch  # a broker back: the same member
+    assert asyncio.run(scenario(change=True, stop_instead=False)) is None  # evicted: positions went back
+    assert asyncio.run(scenario(change=False, stop_instead=True)) is None  # stopped while unanswered: nothing written
+    fresh = _Consumer(time.monotonic())
+    assert asyncio.run(answered_again(fresh, Assignment(6), 5.0, asyncio.Event(), batch)) is batch
+    assert answered(_Consumer(None), 5.0)  # not tracked: as before
