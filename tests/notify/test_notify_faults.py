@@ -120,6 +120,10 @@ async def test_rebalance_mid_burst_succeeds_each_id_once(
     assert sum(fake.replays.values()) <= 2 * (8 + 32)  # at most what was in flight in the senders when partitions moved
 
 
+DAY_ENDS_IN_S = 300
+AFTER_RESTART_S = 2 * DAY_ENDS_IN_S
+
+
 async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, start_notify: StartNotify,
         smtp: tuple[MailSink, int]) -> None:
@@ -128,12 +132,16 @@ async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
     D-LATE goes overdue before the restart and must not alert again after it; D-LATER goes overdue only after
     the restart, so its alert proves the table was restored from the changelog; D-OK completed in time. Overdue
     begins when the due day is over: the tracker's clock is set ahead so that the day D-LATER and D-OK are due ends
-    40 s after the start (`day_ending_in`); D-LATE was due the day before.
+    `DAY_ENDS_IN_S` after the start (`day_ending_in`), and the restarted tracker's clock `AFTER_RESTART_S` further,
+    past it: D-LATER is overdue once restored, whenever the restart comes (the day ended 40 s after the start, and a
+    slow start and stop on a loaded machine could outlast it). D-LATE was due the day before.
     """
     now = datetime.now(UTC)
-    ahead, tracker_now = day_ending_in(40, now)
-    day_over = now + timedelta(seconds=40)
+    ahead, tracker_now = day_ending_in(DAY_ENDS_IN_S, now)
+    day_over = now + timedelta(seconds=DAY_ENDS_IN_S)
     env = {"NOTIFY_DEADLINES": "true", "NOTIFY_DEADLINE_TICK_S": "1", "NOTIFY_DEADLINE_CLOCK_AHEAD_S": ahead}
+    # the clock's bound is a day: within the day's first minutes `ahead` is near it, and a day ahead is past it too
+    restarted = {**env, "NOTIFY_DEADLINE_CLOCK_AHEAD_S": repr(min(float(ahead) + AFTER_RESTART_S, 86_400.0))}
     proc = start_notify(**env)
     late = dossier("late-1", status=4, code="D-LATE", due_at=tracker_now - timedelta(days=1))
     done_a = dossier("ok-1", status=4, code="D-OK", due_at=tracker_now)
@@ -149,7 +157,7 @@ async def test_overdue_dossier_alerts_exactly_once_also_across_a_restart(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, "notify stops cleanly on SIGTERM"
     assert datetime.now(UTC) < day_over, "machine too slow for this test's timing"
-    start_notify(**env)
+    start_notify(**restarted)
     await eventually_async(lambda: len(overdue_mails()) == 4, timeout=90, interval=0.2,
                            what="D-LATER's two mails (remembered across the restart)")
     # Next is an absence (no second D-LATE alert). The restored tracker is ticking (D-LATER's alert came from
