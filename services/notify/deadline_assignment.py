@@ -17,12 +17,21 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
+from aiokafka.errors import KafkaError
 
 from services.common.aiokafka_compat import heard_at
 
 log = structlog.get_logger("notify.deadlines")
 B = TypeVar("B")
 ASK_EVERY_S = 0.1
+GIVE_UP_S = 240.0
+"""How long `answered_again` waits before it ends the run (a fresh consumer): under aiokafka's `max_poll_interval_ms`
+(300 s, the tracker's), past which a consumer that has not polled leaves its group and never joins again until it
+polls (review: the wait, which does not poll, then lasted for ever after an outage over five minutes)."""
+
+
+class Unanswered(KafkaError):
+    """The group did not answer the tracker for `GIVE_UP_S`: the run ends and restarts (restoring)."""
 
 
 @dataclass
@@ -74,18 +83,21 @@ def answered(consumer: Any, heard_limit_s: float, clock: Callable[[], float] = t
 
 
 async def answered_again(consumer: Any, assignment: Assignment, heard_limit_s: float, stop: asyncio.Event,
-                         batch: B) -> B | None:
+                         batch: B, give_up_s: float = GIVE_UP_S) -> B | None:
     """`batch` at once if the group answered `consumer` as a member within `heard_limit_s`. Otherwise wait until it
     answers again: `batch` back if the assignment stood meanwhile, None if it changed (a revocation and a new
     assignment put the positions back to the committed offsets: its records come again, to whoever owns them now)
     or `stop` came. A tracker paused past its session resumed with a fetched batch and a tick due, and wrote both
     (older states, an alert's flags) over the next owner's changelog records before its first heartbeat was
-    answered: compaction kept them, a closed dossier open again (audit, ADR 0022)."""
+    answered: compaction kept them, a closed dossier open again (audit, ADR 0022). `Unanswered` after `give_up_s`."""
     if answered(consumer, heard_limit_s):
         return batch
-    seen = assignment.count
-    log.warning("deadline.unanswered", seconds=round(time.monotonic() - (heard_at(consumer) or 0.0), 1))
+    seen, began = assignment.count, time.monotonic()
+    # info: a rebalance whose join outlasts the limit (no heartbeat meanwhile) comes here too, and is no fault
+    log.info("deadline.unanswered", seconds=round(began - (heard_at(consumer) or 0.0), 1))
     while not answered(consumer, heard_limit_s):
+        if time.monotonic() - began > give_up_s:
+            raise Unanswered(f"the group has not answered this tracker for {give_up_s:g} s")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ASK_EVERY_S):
                 await stop.wait()

@@ -23,7 +23,8 @@ class DeadlineSettings(BaseSettings):
     ack_timeout_s: float = Field(default=15.0, gt=0, le=600,
                                  description="How long alerts, changelog records and commits may wait for the broker "
                                              "before the run ends and restarts (an outage)")
-    clock_ahead_s: float = Field(default=0.0, ge=0, le=86_400,
+    clock_ahead_s: float = Field(default=0.0, ge=0, le=172_800,
                                  description="Seconds the tracker's clock runs ahead of the wall clock: 0 in "
                                              "production. Overdue begins at the end of a due day (00:00 in Vietnam), "
-                                             "so tests and drills set it to bring that midnight within seconds")
+                                             "so tests and drills set it to bring that midnight within seconds (up to "
+                                             "two days: a restarted tracker's clock set further than the first's)")

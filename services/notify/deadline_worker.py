@@ -13,10 +13,12 @@ record that marks it fired, and a batch's offsets are committed after its change
 between repeats an alert (same deterministic id, stopped by notify's ledger, ADR 0007), never loses one;
 in steady state each alert is sent once. Batches, ticks and rebalance callbacks take turns (one lock).
 
-Under a broker outage nothing waits unbounded (the producer is idempotent: aiokafka never fails its sends
-while the broker is gone): writes not acknowledged within `NOTIFY_DEADLINE_ACK_TIMEOUT_S` end the run with
-`WritesUnacknowledged` (the runtime restarts it, restoring from the changelog), clients are closed within
-`services.common.closing`'s limit, and `/readyz` is 503 while the broker does not answer (probe every second).
+Nothing is written while the group may have moved on (ADR 0051): before a batch or a tick the loop waits, its lock
+free, until the group has answered it as a member within `heard_limit_s`, so under a broker outage it waits, up to
+`deadline_assignment.GIVE_UP_S` (then the run ends: `Unanswered`). Writes not acknowledged within
+`NOTIFY_DEADLINE_ACK_TIMEOUT_S` end the run with `WritesUnacknowledged` (the producer is idempotent: aiokafka never
+fails its sends while the broker is gone); the runtime restarts it, restoring from the changelog. Clients are closed
+within `services.common.closing`'s limit, and `/readyz` is 503 while the broker does not answer (probe every second).
 """
 
 from __future__ import annotations
@@ -142,9 +144,9 @@ class DeadlineWorker:
         while not stop.is_set():
             wait_s = min(0.5, max(0.0, next_tick - time.monotonic()))
             batch = await consumer.getmany(timeout_ms=int(wait_s * 1000), max_records=self.own.batch_max_records)
+            await self._take_assignment()  # then asked: a restore can last long enough for the group to move on
             if (kept := await answered_again(consumer, self.assignment, self.s.heard_limit_s(), stop, batch)) is None:
                 continue  # the assignment moved on (its records come again) or a stop came: nothing written
-            await self._take_assignment()
             async with self.turn:
                 batch = {tp: records for tp, records in kept.items() if tp.partition in self.assignment.owned}
                 if batch:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from services.common.aiokafka_compat import HEARD_AT
-from services.notify.deadline_assignment import Assignment, answered, answered_again
+from services.notify.deadline_assignment import Assignment, Unanswered, answered, answered_again
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +88,13 @@ def test_a_batch_is_written_only_once_the_group_answers_and_dropped_if_the_assig
     fresh = _Consumer(time.monotonic())
     assert asyncio.run(answered_again(fresh, Assignment(6), 5.0, asyncio.Event(), batch)) is batch
     assert answered(_Consumer(None), 5.0)  # not tracked: as before
+
+
+def test_a_wait_the_group_never_answers_ends_the_run_before_the_consumer_would_leave_its_group() -> None:
+    """The wait does not poll: past aiokafka's max_poll_interval the consumer leaves its group and never joins again
+    until it polls, so a wait without a bound lasted for ever after a long outage (review). `Unanswered` ends the
+    run instead (a Kafka error: the runtime restarts it with a fresh consumer)."""
+    a = Assignment(6)
+    a.assigned({0})
+    with pytest.raises(Unanswered):
+        asyncio.run(answered_again(_Consumer(time.monotonic() - 60), a, 5.0, asyncio.Event(), {}, give_up_s=0.3))
