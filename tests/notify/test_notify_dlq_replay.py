@@ -3,6 +3,7 @@ notification is sent again once its cause is mended, once, however often the rep
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -36,6 +37,12 @@ def cli(bootstrap: str, namespace: str, *args: str) -> subprocess.CompletedProce
     return result
 
 
+async def replay(bootstrap: str, namespace: str, *filters: str) -> subprocess.CompletedProcess[str]:
+    """`notify-dlq replay` in a thread: the running notify sends the replay meanwhile, to the fake providers this
+    test's event loop serves (a blocking call there held them, and a 2 s provider timeout could meet it)."""
+    return await asyncio.to_thread(cli, bootstrap, namespace, "replay", *filters)
+
+
 def listed(bootstrap: str, namespace: str, *filters: str) -> list[dict[str, object]]:
     out = cli(bootstrap, namespace, "list", "--json", *filters).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -63,9 +70,9 @@ async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_ho
     assert listed(kafka_bootstrap, namespace, "--recipient", "subscriber:prov-0") == []  # another subscriber's
 
     fake.webhook_secrets["prov-08"] = "s3cret"  # the secrets agree again
-    other = cli(kafka_bootstrap, namespace, "replay", "--reason", "http_401", "--recipient", "subscriber:prov-09")
+    other = await replay(kafka_bootstrap, namespace, "--reason", "http_401", "--recipient", "subscriber:prov-09")
     assert "replayed 0 dead letters; 0 matching" in other.stderr  # another subscriber's letters only: none
-    first = cli(kafka_bootstrap, namespace, "replay", "--reason", "http_401", "--recipient", "subscriber:prov-08")
+    first = await replay(kafka_bootstrap, namespace, "--reason", "http_401", "--recipient", "subscriber:prov-08")
     assert "replayed 1 dead letter" in first.stderr and "Idempotency-Key" not in first.stderr  # refused: a new key
     hooks = lambda: [r for r in fake.accepted.values() if r.path == "/hooks/prov-08"]  # noqa: E731
     await eventually_async(lambda: len(hooks()) == 1, timeout=60, interval=0.2, what="the webhook sent")
@@ -76,7 +83,7 @@ async def test_a_webhook_refused_for_its_signature_is_sent_once_after_the_fix_ho
     [canonical] = await read_all(kafka_bootstrap, notify_topics.dossier, expect=1, timeout=10)
     assert written.partition == canonical.partition and written.key == event.commune.encode()
 
-    second = cli(kafka_bootstrap, namespace, "replay")
+    second = await replay(kafka_bootstrap, namespace)
     assert "replayed 0 dead letters; 1 matching were already replayed" in second.stderr
     [again] = listed(kafka_bootstrap, namespace)
     assert again["replayed"] is True
@@ -119,7 +126,7 @@ async def test_a_webhook_given_up_after_timeouts_that_reached_the_subscriber_is_
     assert first.body["event"]["id"] == event.id
 
     fake.faults.delay_s = 0
-    out = cli(kafka_bootstrap, namespace, "replay", "--reason", "retries_exhausted").stderr
+    out = (await replay(kafka_bootstrap, namespace, "--reason", "retries_exhausted")).stderr
     assert "replayed 1 dead letter" in out and "1 under the original's Idempotency-Key" in out, out
     status: list[dict[str, object]] = []
 
