@@ -94,11 +94,15 @@ def test_sigkill_mid_stream_then_restart_loses_and_repeats_nothing(
     canonical_topic = intake_topics[CANONICAL[Family.DOSSIER].name]
 
     async def scenario() -> int:
-        feeder = asyncio.create_task(produce_paced(kafka_bootstrap, raw, records, per_second=1000))
+        # the last tenth waits for the kill: a worker slow to start found the whole stream written and could commit
+        # it all before the kill landed (a helper's review of the tests' timing)
+        killed = asyncio.Event()
+        feeder = asyncio.create_task(produce_paced(kafka_bootstrap, raw, records, per_second=1000, hold=killed))
         proc = start_intake()
         await first_commit(proc.http_port)  # the worker is mid-stream from here on
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        killed.set()
         before_restart = len(await read_all(kafka_bootstrap, canonical_topic, idle=0.5, timeout=5))
         start_intake()
         await feeder
