@@ -192,8 +192,14 @@ async def test_reconciling_keeps_a_key_set_by_hand(conn: KafkaConnection, unique
         await ensure_topics(conn, [replace(registry, config={"retention.ms": "3600000",
                                                              "retention.bytes": "5000000000"})])
         assert [d.key for d in await reconcile_configs(conn, [registry])] == ["retention.ms"]
-        assert await described_config(conn, name, ["retention.ms", "retention.bytes"]) == {
-            "retention.ms": str(24 * 3600 * 1000), "retention.bytes": "5000000000"}
+        wanted = {"retention.ms": str(24 * 3600 * 1000), "retention.bytes": "5000000000"}
+
+        async def reconciled() -> bool:  # the broker applies an AlterConfigs a moment later (CI saw the old value)
+            seen = await described_config(conn, name, list(wanted))
+            assert seen == wanted, seen  # the last one said if it never holds: a key set by hand lost shows here
+            return True
+
+        await eventually_async(reconciled, timeout=30, interval=0.2, what="the mended config, the key kept")
     finally:
         await delete_topics(conn, [name])
 
