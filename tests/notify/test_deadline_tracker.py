@@ -46,7 +46,9 @@ async def test_trackers_restore_only_owned_partitions_and_fire_each_alert_once(
         kafka_bootstrap: str, namespace: str, notify_topics: Names, tmp_path: Path,
         trackers: dict[str, tuple[subprocess.Popen[bytes], Path]]) -> None:
     """A second tracker restores only the partitions it is given; restarts and rebalances repeat no alert."""
-    ahead, now = day_ending_in(45)  # the trackers' clock: SOON-*'s due day ends 45 s from now
+    # the trackers' clock: SOON-*'s due day ends 120 s from now (it was 45 s: a tracker that first ticked after it
+    # fired SOON-*'s overdue alerts at once and never their due-soon ones, and the wait for 72 alerts failed)
+    ahead, now = day_ending_in(120)
 
     def start(name: str) -> Path:
         log = tmp_path / f"{name}-{len(trackers)}.log"
