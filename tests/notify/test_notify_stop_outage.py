@@ -62,7 +62,7 @@ async def test_sigterm_during_an_outage_with_writes_pending_ends_cleanly_in_boun
     assert code == 0 and took < STOP_WITHIN_S
 
 
-async def test_the_deadline_tracker_under_an_outage_is_not_ready_writes_nothing_and_stops_in_bounded_time(
+async def test_the_deadline_tracker_under_an_outage_is_not_ready_waits_and_stops_in_bounded_time(
         own_broker: OwnBroker, namespace: str, tmp_path: Path) -> None:  # noqa: F811
     """Broker gone: the tracker's `/readyz` is 503, an alert that comes due is not written while its group does not
     answer it (ADR 0051: it waits, its lock free, logged `deadline.unanswered`), and SIGTERM ends it within a bounded
@@ -98,8 +98,10 @@ async def test_the_deadline_tracker_under_an_outage_is_not_ready_writes_nothing_
         # cut off, the tracker writes nothing until its group answers again: the alerts due meanwhile wait, unwritten
         await eventually_async(lambda: '"deadline.unanswered"' in log.read_text(encoding="utf-8"),
                                timeout=60, interval=0.5, what="the tracker waiting for its group's answer")
-        await asyncio.sleep(max(0.0, (day_over - datetime.now(UTC)).total_seconds()) + 2)  # SOON's overdue due now
-        assert '"deadline.alert"' not in log.read_text(encoding="utf-8").split('"deadline.unanswered"', 1)[1]
+        # SOON's overdue alerts come due in the outage: a tracker that ticked now (before ADR 0051) could not have
+        # them acknowledged and ended its run ("service.restarting", asserted below). Nothing can be written while
+        # the broker is gone, so no assertion on what was written could fail here: what ADR 0051 changes is the wait.
+        await asyncio.sleep(max(0.0, (day_over - datetime.now(UTC)).total_seconds()) + 2 * 3)  # + the ack timeout
         stopped = time.monotonic()
         proc.terminate()
         await eventually_async(lambda: proc.poll() is not None, timeout=STOP_WITHIN_S + 30, interval=0.2,
