@@ -14,7 +14,7 @@ from services.cli.errors import TopicMissing, TopicNotVisible
 from services.common import clients
 from services.common.admin import partition_counts, topic_error
 from services.common.changelog import time_offsets
-from services.common.closing import close_within, within
+from services.common.closing import close_within, start_within, within
 from services.common.settings import KafkaConnection
 
 Record = tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]
@@ -68,7 +68,7 @@ async def publish(conn: KafkaConnection, topic: str, records: Sequence[Record], 
     comes; `Unacknowledged` once none came for `ACK_STALL_S` (those not acknowledged may or may not be on the topic).
     The caller has checked the topic is `visible`."""
     producer = clients.producer(conn, client_id=CLIENT_ID, linger_ms=5)
-    await producer.start()
+    await start_within(CLIENT_ID, "producer", producer, ACK_STALL_S)  # StartUnanswered: no producer id (ADR 0048)
     try:
         futures: list[asyncio.Future[RecordMetadata]] = []
         loop = asyncio.get_running_loop()

@@ -27,7 +27,7 @@ from schemas.topics import TopicSpec
 from schemas.wire import KafkaRecord
 from services.common import clients
 from services.common.admin import ensure_topics
-from services.common.closing import close_within
+from services.common.closing import close_within, start_within
 from services.common.health import Health
 from services.common.partitioner import partition_for
 from services.common.probe import PROBE_EVERY_S, broker_answers
@@ -106,7 +106,7 @@ class KafkaClaims:
                                           request_timeout_ms=int(self.timeout_s * 1000))
         reader = clients.consumer(self.conn, client_id=f"{self.client_id}-claims", fetch_max_wait_ms=50)
         try:
-            await self._producer.start()
+            await start_within(SERVICE, "claims-producer", self._producer)  # StartUnanswered: the run ends, again
             await reader.start()
             await self._follow(reader, self._producer)
         finally:  # a failed or late stop is logged, not raised: the broker is usually why the follower ends

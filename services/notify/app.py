@@ -25,7 +25,7 @@ from schemas.notification import ChannelKind
 from schemas.topics import Group, group_id
 from services.common import clients, joining
 from services.common.admin import ensure_topics
-from services.common.closing import CLOSE_TIMEOUT_S, close_all_within, close_within
+from services.common.closing import CLOSE_TIMEOUT_S, close_all_within, close_within, start_within
 from services.common.lag import LagGauge
 from services.common.partitioner import partition_for
 from services.common.probe import probe_loop
@@ -109,7 +109,7 @@ class NotifyApp:
                                         request_timeout_ms=self.s.write_timeout_ms)
             # closed however its start ends: one that fails or is cancelled part way leaves a connected client
             stack.push_async_callback(close_within, SERVICE, "producer", producer.stop)
-            await producer.start()
+            await start_within(SERVICE, "producer", producer)  # StartUnanswered (a KafkaError): the run restarts
             http = HttpClient(self.s.provider_timeout_s)
             stack.push_async_callback(http.close)
 

@@ -46,7 +46,7 @@ from schemas.notification import DeadlineAlert, DeadlineMessage
 from schemas.topics import NOTIFY_ALERTS, NOTIFY_DEADLINES, Group, group_id, scoped
 from services.common import clients, joining, runtime
 from services.common.admin import ensure_topics
-from services.common.closing import close_within, retrieved
+from services.common.closing import close_within, retrieved, start_within
 from services.common.health import Health
 from services.common.lag import LagGauge
 from services.common.probe import broker_answers, probe_loop
@@ -100,7 +100,7 @@ class DeadlineWorker:
                                     session_timeout_ms=self.s.session_timeout_ms,
                                     heartbeat_interval_ms=self.s.heartbeat_interval_ms)
         try:
-            await producer.start()
+            await start_within(SERVICE, "producer", producer)  # StartUnanswered (a KafkaError): the run restarts
             consumer.subscribe([self.names.deadlines], listener=_Rebalance(self, sup.fail))
             if not await joining.start_unless_stopped(SERVICE, consumer, sup.stop):
                 return  # stopped during the group join (which waits for every member): not after it

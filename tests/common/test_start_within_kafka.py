@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas.events import Family
@@ -33,7 +34,7 @@ from services.privacy.erase import erase_cccd, erasure_topics
 from tests import naming
 from tests.brokers import OwnBroker
 from tests.cli.test_replay_outage import letters
-from tests.common.test_join_stop_kafka import Started, intake, metrics
+from tests.common.test_join_stop_kafka import Started, deadlines, intake, metrics
 from tests.kafkatools import ROOT, read_all
 from tests.keys_env import PRIVACY_ENV
 from tests.privacy.keys import PEPPER
@@ -128,6 +129,63 @@ async def test_a_services_run_ends_with_a_kafka_error_the_runtime_restarts(
     assert unanswered is not None and isinstance(unanswered.exceptions[0], KafkaError), failed.value
     client = {"intake": "transactional producer", "metrics": r"writer p\d"}[name]  # (whichever writer's came first)
     assert re.search(f"gave the {client} no producer id within {BOUND_S:g} s", str(unanswered.exceptions[0]))
+
+
+@pytest.fixture
+def starts_unanswered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every producer's start waits for ever, as aiokafka's does while its producer id is refused with a retriable
+    error or not answered (the coordinatorless broker gives an idempotent producer its id: any broker does)."""
+
+    async def never_answered(self: AIOKafkaProducer) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(AIOKafkaProducer, "start", never_answered)
+
+
+def notify(bootstrap: str, namespace: str, _: Path) -> Started:
+    from services.notify.app import run
+    from services.notify.settings import NotifySettings
+
+    settings = NotifySettings(bootstrap=bootstrap, namespace=namespace, deadlines=False)
+    return "notify", "", [], lambda supervisor: run(supervisor, settings)
+
+
+@pytest.mark.parametrize("service", [notify, deadlines], ids=["notify", "notify-deadlines"])
+async def test_notifys_idempotent_writers_start_within_their_bound(
+        kafka_bootstrap: str, service: Callable[[str, str, Path], Started], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, starts_unanswered: None) -> None:
+    """notify's producer and its deadline tracker's are idempotent: their start asks for a producer id as a
+    transactional one's does (any broker answers that one; the coordinatorless broker too, so the start is made to
+    wait here, as aiokafka's does while the answer is a retriable error). The run ends with `StartUnanswered` within
+    the bound, which the runtime counts and restarts; before, it waited for ever, not ready, with nothing said."""
+    monkeypatch.setattr(closing, "UNANSWERED_S", BOUND_S)
+    name, _, _, run = service(kafka_bootstrap, "nc" + naming.unique(), tmp_path)
+    with pytest.raises(ExceptionGroup) as failed:
+        await asyncio.wait_for(run_once(name, run, asyncio.Event(), Health(name)), GUARD_S)
+    unanswered = failed.value.subgroup(closing.StartUnanswered)
+    assert unanswered is not None and "gave the producer no producer id within 3 s" in str(unanswered.exceptions[0])
+
+
+async def test_the_gateways_claims_producer_starts_within_its_bound(
+        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, starts_unanswered: None) -> None:
+    """The gateway's claims log (idempotent) alike: its run ends with `StartUnanswered`, which its reader logs and
+    runs again after a back-off (`gateway.claims_unavailable`); before, the reader waited for ever, not ready."""
+    from schemas.topics import GATEWAY_CLAIMS
+    from services.gateway.claimlog import KafkaClaims
+
+    monkeypatch.setattr(closing, "UNANSWERED_S", BOUND_S)
+    claims = KafkaClaims(KafkaConnection(bootstrap=kafka_bootstrap), scoped(GATEWAY_CLAIMS, "nc" + naming.unique()),
+                         client_id="tests-gateway", timeout_s=10.0)
+    with pytest.raises(closing.StartUnanswered, match="gave the claims-producer no producer id within 3 s"):
+        await asyncio.wait_for(claims._run_once(), GUARD_S)
+
+
+async def test_publish_starts_within_its_bound(monkeypatch: pytest.MonkeyPatch, starts_unanswered: None) -> None:
+    """`commune-bus publish`'s producer (idempotent) alike: `StartUnanswered` within `ACK_STALL_S`, nothing sent."""
+    monkeypatch.setattr(kafka_io, "ACK_STALL_S", BOUND_S)
+    publish = kafka_io.publish(KafkaConnection(bootstrap="127.0.0.1:9"), "any", [(None, b"{}", [])], print)
+    with pytest.raises(closing.StartUnanswered, match="gave the producer no producer id within 3 s"):
+        await asyncio.wait_for(publish, GUARD_S)
 
 
 async def test_a_stop_ends_intakes_wait_for_its_producer_id_at_once(coordinatorless: OwnBroker, tmp_path: Path) -> None:
