@@ -199,6 +199,9 @@ def replay(reason: ReasonOpt = None, source: SourceOpt = None, since: SinceOpt =
             err_console.print(f"replay stopped: {markup(exc)}; {replaying.RUN_AGAIN}"
                               f"{_left(s, filters, extra, namespace)}", soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print(replaying.INTERRUPTED.format(replayed=replayed, todo=len(s.mine)), soft_wrap=True)
+            raise typer.Exit(130) from None
     already = len(letters) - len(sent) - s.left_count - duplicates
     err_console.print(f"replayed {counted(len(sent), 'dead letter')}; {already} matching were already replayed"
                       f"{_duplicates(duplicates)}{_unreadable(unreadable, erased, filters)}"

@@ -37,7 +37,7 @@ from services.cli.notify_letters import (
 from services.cli.options import DEFAULT_BOOTSTRAP, Bootstrap, Namespace, ShowPersonalData, connection, moment
 from services.cli.plain import counted, json_text, markup
 from services.cli.render import console, err_console, folded_table
-from services.cli.replaying import RUN_AGAIN, Redrive, replay_each
+from services.cli.replaying import INTERRUPTED, RUN_AGAIN, Progress, Redrive, replay_each
 from services.common.admin import partition_counts
 from services.common.settings import KafkaConnection
 from services.common.transactions import SendFailed
@@ -84,8 +84,8 @@ async def notify_letters(conn: KafkaConnection, namespace: str, filters: NotifyF
     return Listing(topic, sorted(letters, key=lambda d: (d.partition, d.offset)), done, unreadable)
 
 
-async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLetter],
-                 dlq_topic: str) -> list[NotifyLetter]:
+async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLetter], dlq_topic: str,
+                 progress: Progress = lambda n: None) -> list[NotifyLetter]:
     """Write each letter's request (under its new id) to commune.notify.replays, keyed by its commune, and its
     replay-log entry (`replay_each`: a transaction per batch); the letters written, in order: emergencies first
     (`emergencies_first`: notify reads a partition in order). Letters the log holds once the writer has fenced any
@@ -100,7 +100,7 @@ async def replay(conn: KafkaConnection, namespace: str, letters: list[NotifyLett
         return replays, replayed(d, dlq_topic)[1], d.request.commune.encode(), []
 
     return await replay_each(conn, namespace, "commune-bus-notify-dlq-replay", dlq_topic, emergencies_first(letters),
-                             redrive)
+                             redrive, progress)
 
 
 def _filters(reason: str | None, channel: ChannelKind | None, since: str | None, until: str | None,
@@ -174,8 +174,9 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
     if dry_run:
         err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters{skipped}")
         return
+    replayed: list[int] = []
     try:
-        written = asyncio.run(replay(conn, namespace, todo, topic)) if todo else []
+        written = asyncio.run(replay(conn, namespace, todo, topic, replayed.append)) if todo else []
     except SendFailed as exc:
         err_console.print(f"replay stopped: {markup(exc)}; the letters of the aborted transaction are not marked "
                           "replayed, run the command again once the cause is fixed")
@@ -183,6 +184,9 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
     except Unacknowledged as exc:
         err_console.print(f"replay stopped: {markup(exc)}; {RUN_AGAIN}", soft_wrap=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err_console.print(INTERRUPTED.format(replayed=sum(replayed), todo=len(todo)), soft_wrap=True)
+        raise typer.Exit(130) from None
     kept = sum(may_have_reached(d) for d in written)
     same_key = f"; {kept} under the original's Idempotency-Key (they may have reached the provider)" if kept else ""
     # those another replay wrote between the listing and this one's start were left out: already replayed too

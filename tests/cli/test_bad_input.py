@@ -201,6 +201,23 @@ def test_a_replay_given_up_on_a_silent_broker_says_what_may_be_written(monkeypat
 
 
 @pytest.mark.usefixtures("dlq_topic")
+def test_a_replay_interrupted_says_how_many_were_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during `dlq replay`: exit 130 and one line saying how many dead letters were replayed and what to do,
+    as `publish` says what it wrote; it ended with no word of what it did (audit)."""
+
+    async def replay(_conn: Any, _ns: str, todo: list[Any], *args: Any) -> list[Any]:
+        args[3](1)  # (progress) one transaction of one letter committed, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replaying, "replay", replay)
+    result = run("dlq", "replay")
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 1 of 2 dead letters replayed; the transaction under way was aborted, its letters not " \
+        "replayed: run the command again to replay the rest" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.usefixtures("dlq_topic")
 def test_an_unreadable_dead_letter_does_not_stop_a_replay() -> None:
     """`dlq replay --dry-run` would replay the readable one, says how many it cannot read and how many are erased."""
     result = run("dlq", "replay", "--dry-run")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -172,7 +173,7 @@ def test_the_replay_summary_counts_letters_another_replay_wrote_meanwhile_as_alr
     async def listing(*_: object) -> notify_dlq.Listing:
         return notify_dlq.Listing(TOPIC, letters, done, 0)
 
-    async def replay(_conn: object, _ns: str, todo: list[object], _topic: str) -> list[object]:
+    async def replay(_conn: object, _ns: str, todo: list[object], _topic: str, *_: object) -> list[object]:
         assert todo == letters[1:]
         return todo[:1]  # letters[2] was written by another replay meanwhile
 
@@ -182,6 +183,33 @@ def test_the_replay_summary_counts_letters_another_replay_wrote_meanwhile_as_alr
     assert result.exit_code == 0, result.output
     assert ("replayed 1 dead letter; 2 matching were already replayed; 1 under the original's Idempotency-Key"
             in " ".join(result.output.split())), result.output
+
+
+def test_a_replay_interrupted_says_how_many_were_replayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during `notify-dlq replay`: exit 130 and one line saying how many were replayed and what to do; it ended
+    with no word of what it did (audit)."""
+    from typer.testing import CliRunner
+
+    from services.cli import notify_dlq
+    from services.cli.main import app
+
+    value, omitted = letters_of("l-s")[ChannelKind.WEBHOOK]
+    letters = [letter(0, n, value, headers("http_401", omitted)) for n in range(3)]
+
+    async def listing(*_: object) -> notify_dlq.Listing:
+        return notify_dlq.Listing(TOPIC, letters, set(), 0)
+
+    async def replay(_conn: object, _ns: str, todo: list[object], _topic: str,
+                     progress: Callable[[int], None]) -> list[object]:
+        progress(2)  # one transaction of two letters committed, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(notify_dlq, "notify_letters", listing)
+    monkeypatch.setattr(notify_dlq, "replay", replay)
+    result = CliRunner().invoke(app, ["notify-dlq", "replay"], env={"COLUMNS": "300"})
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 2 of 3 dead letters replayed; the transaction under way was aborted" in \
+        " ".join(result.output.split()), result.output
 
 
 def test_a_replay_writes_the_emergencies_letters_before_the_routine_ones(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,7 +231,7 @@ def test_a_replay_writes_the_emergencies_letters_before_the_routine_ones(monkeyp
         return {t: 6 for t in topics}
 
     async def replay_each(_conn: object, _ns: str, _client: str, dlq: str, todo: list[object],
-                          redrive: object) -> list[object]:
+                          redrive: object, *_: object) -> list[object]:
         written.extend(todo)
         return todo
 

@@ -223,7 +223,8 @@ async def test_a_replayed_storm_warning_is_read_and_sent_before_the_routine_repl
         return {t: 6 for t in topics}
 
     async def replay_each(_conn: object, _ns: str, _client: str, _dlq: str, todo: list[NotifyLetter],
-                          redrive: Callable[[NotifyLetter], tuple[str, bytes, bytes, object]]) -> list[NotifyLetter]:
+                          redrive: Callable[[NotifyLetter], tuple[str, bytes, bytes, object]],
+                          *_: object) -> list[NotifyLetter]:
         written.extend(redrive(d)[1] for d in todo)  # in the order the command writes them
         return todo
 
