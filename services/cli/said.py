@@ -53,8 +53,8 @@ UNANSWERED_HINT = ("the broker stopped answering: once it answers, run the comma
 the bootstrap and credentials had worked (review)."""
 
 
-NO_PRODUCER_ID_HINT = ("that writer wrote nothing; run the command again once the coordinator answers: a cluster "
-                       "needs as many brokers running as its transaction.state.log.replication.factor")
+NO_PRODUCER_ID_HINT = ("that writer wrote nothing; run the command again once the broker answers (a transactional "
+                       "writer's coordinator needs as many brokers up as transaction.state.log.replication.factor)")
 """Said instead of KAFKA_HINT when a writer's start got no producer id (`closing.StartUnanswered`): the bootstrap
 and the credentials had worked."""
 

@@ -136,7 +136,15 @@ async def start_within(service: str, client: str, producer: AIOKafkaProducer, ti
     except BaseException as exc:
         await close_within(service, client, producer.stop)
         if isinstance(exc, TimeoutError):
-            raise StartUnanswered(f"the broker gave the {client} no producer id within {timeout_s:g} s: its "
-                                  "transaction coordinator is not available (a cluster short of the brokers its "
-                                  "__transaction_state topic needs, or still loading it)") from None
+            raise StartUnanswered(f"the broker gave the {client} no producer id within {timeout_s:g} s: "
+                                  f"{_why_no_id(producer)}") from None
         raise
+
+
+def _why_no_id(producer: AIOKafkaProducer) -> str:
+    """A transactional producer's id comes from its transaction coordinator; an idempotent one's from any broker."""
+    txn: Any = getattr(producer, "_txn_manager", None)  # private in aiokafka 0.14 (pinned: aiokafka_compat)
+    if getattr(txn, "transactional_id", None) is not None:
+        return ("its transaction coordinator is not available (a cluster short of the brokers its __transaction_state "
+                "topic needs, or still loading it)")
+    return "the broker stopped answering after the bootstrap, or its controller gives out no producer ids"

@@ -1,9 +1,8 @@
 """The notify shell: canonical topics (read_committed) -> rules -> dispatcher; offsets committed once done.
 
-One run of the worker (`run`): topics checked, producer, ledger (its partitions
-restored and tailed as input partitions are assigned, ADR 0020), dispatcher, two
-consumers in the one group. Every loop is a supervised task; the
-exit stack closes everything in reverse order when the run stops or fails.
+One run of the worker (`run`): topics checked, producer, ledger (its partitions restored and tailed as input partitions
+are assigned, ADR 0020), dispatcher, two consumers in the one group. Every loop is a supervised task; the exit stack
+closes everything in reverse order when the run stops or fails.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from services.common.partitioner import partition_for
 from services.common.probe import probe_loop
 from services.common.runtime import Supervisor, bounded_stop_s
 from services.common.stall import StallWatch
+from services.common.stopping import STOPPED, unless_stopped
 from services.notify import metrics, tracker
 from services.notify.channels.base import Channel
 from services.notify.channels.email import Smtp
@@ -59,8 +59,6 @@ log = structlog.get_logger("notify")
 SERVICE = "notify"
 CLIENT_ID = "commune-bus-notify"
 COMMIT_EVERY_S = 0.5
-
-
 T = TypeVar("T")
 
 
@@ -109,7 +107,9 @@ class NotifyApp:
                                         request_timeout_ms=self.s.write_timeout_ms)
             # closed however its start ends: one that fails or is cancelled part way leaves a connected client
             stack.push_async_callback(close_within, SERVICE, "producer", producer.stop)
-            await start_within(SERVICE, "producer", producer)  # StartUnanswered (a KafkaError): the run restarts
+            # StartUnanswered (a KafkaError): the run restarts; a stop ends the wait for a producer id at once
+            if await unless_stopped(start_within(SERVICE, "producer", producer), self.sup.stop) is STOPPED:
+                return
             http = HttpClient(self.s.provider_timeout_s)
             stack.push_async_callback(http.close)
 

@@ -23,7 +23,7 @@ from schemas.times import VIETNAM
 from schemas.topics import RAW, scoped
 from services.common import clients
 from services.common.admin import ensure_topics
-from services.common.closing import close_within
+from services.common.closing import close_within, start_within
 from services.common.stopping import STOPPED, Stopped, unless_stopped
 from services.simulator.generate import Emitted, TrafficConfig, traffic
 from services.simulator.profiles import Pacer
@@ -197,7 +197,8 @@ async def run(settings: SimulatorSettings, stop: asyncio.Event) -> Progress:
     pacer = Pacer(settings.profile, settings.mean_rate, now, settings.speed)
     producer = clients.producer(settings, client_id="commune-bus-simulator", linger_ms=10)
     try:
-        connected = await unless_stopped(producer.start(), stop)
+        # StartUnanswered once no producer id came within the bound (it waited for ever, silent; audit)
+        connected = await unless_stopped(start_within("simulator", "producer", producer), stop)
     except BaseException:
         await close_within("simulator", "producer", producer.stop)
         raise

@@ -166,6 +166,25 @@ async def test_notifys_idempotent_writers_start_within_their_bound(
     assert unanswered is not None and "gave the producer no producer id within 3 s" in str(unanswered.exceptions[0])
 
 
+@pytest.mark.parametrize("service", [notify, deadlines], ids=["notify", "notify-deadlines"])
+async def test_a_stop_ends_notifys_wait_for_a_producer_id_at_once(
+        kafka_bootstrap: str, service: Callable[[str, str, Path], Started], tmp_path: Path,
+        starts_unanswered: None) -> None:
+    """As intake's (below): a stop while the producer waits for its id ends the run at once, cleanly; it waited out
+    the bound (60 s), past the stop's deadline (25 s: `service.stop_forced`; audit)."""
+    import time
+
+    stop = asyncio.Event()
+    name, _, _, run = service(kafka_bootstrap, "nc" + naming.unique(), tmp_path)
+    running = asyncio.create_task(run_once(name, run, stop, Health(name)))
+    await asyncio.sleep(2)  # its topics made, its producer asking
+    assert not running.done(), running
+    stopped_at = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(running, GUARD_S)  # returns: no error
+    assert time.monotonic() - stopped_at < closing.CLOSE_TIMEOUT_S, "the stop waited for the producer's start"
+
+
 async def test_the_gateways_claims_producer_starts_within_its_bound(
         kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, starts_unanswered: None) -> None:
     """The gateway's claims log (idempotent) alike: its run ends with `StartUnanswered`, which its reader logs and
@@ -178,6 +197,19 @@ async def test_the_gateways_claims_producer_starts_within_its_bound(
                          client_id="tests-gateway", timeout_s=10.0)
     with pytest.raises(closing.StartUnanswered, match="gave the claims-producer no producer id within 3 s"):
         await asyncio.wait_for(claims._run_once(), GUARD_S)
+
+
+async def test_the_simulators_producer_starts_within_its_bound(
+        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, starts_unanswered: None) -> None:
+    """The simulator (`make demo`'s traffic) alike: it ends with `StartUnanswered` instead of sending nothing, for
+    ever, with nothing said (audit)."""
+    from services.simulator import producer
+    from services.simulator.settings import SimulatorSettings
+
+    monkeypatch.setattr(closing, "UNANSWERED_S", BOUND_S)
+    settings = SimulatorSettings(bootstrap=kafka_bootstrap, namespace="nc" + naming.unique())
+    with pytest.raises(closing.StartUnanswered, match="gave the producer no producer id within 3 s"):
+        await asyncio.wait_for(producer.run(settings, asyncio.Event()), GUARD_S)
 
 
 async def test_publish_starts_within_its_bound(monkeypatch: pytest.MonkeyPatch, starts_unanswered: None) -> None:
