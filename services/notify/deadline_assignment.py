@@ -34,6 +34,11 @@ class Unanswered(KafkaError):
     """The group did not answer the tracker for `GIVE_UP_S`: the run ends and restarts (restoring)."""
 
 
+class WritesUnacknowledged(KafkaError):
+    """Alerts, changelog records or a commit not acknowledged in time: the broker is gone or stalled. The run ends
+    and restarts; an alert whose changelog record was not written fires again (same id, notify's ledger stops it)."""
+
+
 @dataclass
 class Pending:
     wanted: set[int]

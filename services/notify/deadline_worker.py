@@ -1,20 +1,19 @@
 """The deadline tracker: open dossiers per owned partition in RocksDB, a due-time index, a tick that fires alerts.
 
-`python -m services.notify.deadline_worker` (started by `python -m services.notify` as a child process,
-`tracker.py`), under the shared runtime: `/healthz` and `/readyz` on NOTIFY_DEADLINE_WEB_PORT.
-Input: the notify-internal `deadlines` topic (dossier states from the notify worker, key = commune; also
-alert decisions written by the faust tracker this replaced, applied once). Each owned partition's dossiers
-live in a RocksDB store restored from the tracker's changelog when the partition is assigned
-(`deadline_store`); the store keeps them indexed by their next alert time (`deadline_index`), so a tick
-touches only the dossiers whose alert is due.
+`python -m services.notify.deadline_worker` (started by `python -m services.notify` as a child process, `tracker.py`),
+under the shared runtime: `/healthz` and `/readyz` on NOTIFY_DEADLINE_WEB_PORT. Input: the notify-internal `deadlines`
+topic (dossier states from the notify worker, key = commune; also alert decisions written by the faust tracker this
+replaced, applied once). Each owned partition's dossiers live in a RocksDB store restored from the tracker's changelog
+when the partition is assigned (`deadline_store`); the store keeps them indexed by their next alert time
+(`deadline_index`), so a tick touches only the dossiers whose alert is due.
 
-Order of writes (ADR 0022): an alert is acknowledged on `commune.notify.alerts` before the changelog
-record that marks it fired, and a batch's offsets are committed after its changelog records. A crash in
-between repeats an alert (same deterministic id, stopped by notify's ledger, ADR 0007), never loses one;
-in steady state each alert is sent once. Batches, ticks and rebalance callbacks take turns (one lock).
+Order of writes (ADR 0022): an alert is acknowledged on `commune.notify.alerts` before the changelog record that marks
+it fired, and a batch's offsets are committed after its changelog records. A crash in between repeats an alert (same
+deterministic id, stopped by notify's ledger, ADR 0007), never loses one; in steady state each alert is sent once.
+Batches, ticks and rebalance callbacks take turns (one lock).
 
-Nothing is written while the group may have moved on (ADR 0051): before a batch or a tick the loop waits, its lock
-free, until the group has answered it as a member within `heard_limit_s`, so under a broker outage it waits, up to
+Nothing is written while the group may have moved on (ADR 0051): before a batch or a tick the loop waits, its lock free,
+until the group has answered it as a member within `heard_limit_s`, so under a broker outage it waits, up to
 `deadline_assignment.GIVE_UP_S` (then the run ends: `Unanswered`). Writes not acknowledged within
 `NOTIFY_DEADLINE_ACK_TIMEOUT_S` end the run with `WritesUnacknowledged` (the producer is idempotent: aiokafka never
 fails its sends while the broker is gone); the runtime restarts it, restoring from the changelog. Clients are closed
@@ -37,14 +36,14 @@ from functools import partial
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import RecordMetadata
 from pydantic import ValidationError
 
 from schemas.lookup import identifies_nobody
 from schemas.notification import DeadlineAlert, DeadlineMessage
 from schemas.topics import NOTIFY_ALERTS, NOTIFY_DEADLINES, Group, group_id, scoped
-from services.common import clients, joining, runtime
+from services.common import clients, joining, runtime, stopping
 from services.common.admin import ensure_topics
 from services.common.closing import close_within, retrieved, start_within
 from services.common.health import Health
@@ -54,7 +53,7 @@ from services.common.rebalance import RebalanceListener
 from services.common.refused import settings_checked
 from services.common.run_folder import RunFolder, remove_orphans
 from services.common.runtime import Supervisor
-from services.notify.deadline_assignment import Assignment, answered_again
+from services.notify.deadline_assignment import Assignment, WritesUnacknowledged, answered_again
 from services.notify.deadline_index import Change
 from services.notify.deadline_settings import RUN_PREFIX, DeadlineSettings
 from services.notify.deadline_store import OwnedPartitions, changelog_spec
@@ -67,11 +66,6 @@ log = structlog.get_logger("notify.deadlines")
 SERVICE = "notify-deadlines"
 Batch = Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
 Clock = Callable[[], datetime]
-
-
-class WritesUnacknowledged(KafkaError):
-    """Alerts, changelog records or a commit not acknowledged in time: the broker is gone or stalled. The run ends
-    and restarts; an alert whose changelog record was not written fires again (same id, notify's ledger stops it)."""
 
 
 class DeadlineWorker:
@@ -100,7 +94,9 @@ class DeadlineWorker:
                                     session_timeout_ms=self.s.session_timeout_ms,
                                     heartbeat_interval_ms=self.s.heartbeat_interval_ms)
         try:
-            await start_within(SERVICE, "producer", producer)  # StartUnanswered (a KafkaError): the run restarts
+            # StartUnanswered (a KafkaError): the run restarts; a stop ends the wait for a producer id at once
+            if await stopping.unless_stopped(start_within(SERVICE, "producer", producer), sup.stop) is stopping.STOPPED:
+                return
             consumer.subscribe([self.names.deadlines], listener=_Rebalance(self, sup.fail))
             if not await joining.start_unless_stopped(SERVICE, consumer, sup.stop):
                 return  # stopped during the group join (which waits for every member): not after it
@@ -143,7 +139,11 @@ class DeadlineWorker:
         next_tick = time.monotonic()
         while not stop.is_set():
             wait_s = min(0.5, max(0.0, next_tick - time.monotonic()))
-            batch = await consumer.getmany(timeout_ms=int(wait_s * 1000), max_records=self.own.batch_max_records)
+            # a fetch waits, whatever its timeout, for as long as the group rebalances: not past the stop (audit)
+            batch = await stopping.unless_stopped(consumer.getmany(
+                timeout_ms=int(wait_s * 1000), max_records=self.own.batch_max_records), stop)
+            if not isinstance(batch, dict):
+                break  # stopped
             await self._take_assignment()  # then asked: a restore can last long enough for the group to move on
             if (kept := await answered_again(consumer, self.assignment, self.s.heard_limit_s(), stop, batch)) is None:
                 continue  # the assignment moved on (its records come again) or a stop came: nothing written

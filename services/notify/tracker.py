@@ -92,6 +92,7 @@ class TrackerProcess:
         self.ask()
         try:
             self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # said: its own log just ends after its stop was asked for (audit)
+            log.warning("notify.tracker_killed", after_s=timeout_s)
             self.process.kill()
             self.process.wait()

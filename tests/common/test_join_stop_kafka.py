@@ -123,7 +123,7 @@ async def test_a_stop_during_the_group_join_ends_the_run_before_the_join(
         await holder.stop()
 
 
-@pytest.mark.parametrize("service", [intake, metrics], ids=["intake", "metrics"])
+@pytest.mark.parametrize("service", [intake, metrics, deadlines], ids=["intake", "metrics", "deadlines"])
 async def test_a_stop_during_a_rejoin_mid_run_ends_the_run_before_the_join(
         kafka_bootstrap: str, tmp_path: Path, service: Callable[[str, str, Path], Started]) -> None:
     """The worker holds partitions; a member that joined after it stalls in the next rebalance (a third member's

@@ -52,6 +52,21 @@ async def test_the_watch_returns_when_the_worker_stops_first_and_the_tracker_sto
         tracker.stop()
 
 
+def test_a_tracker_that_does_not_stop_in_time_is_killed_and_that_is_said() -> None:
+    """A tracker still running `timeout_s` after it was asked to stop is killed, and notify says so: the tracker's
+    own log just ends after its stop was asked for, and nothing said why (audit)."""
+    from structlog.testing import capture_logs
+
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(30)")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)  # no pipe: asked by SIGTERM
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"  # its handler set
+    with capture_logs() as logs:
+        TrackerProcess(process).stop(timeout_s=0.5)
+    assert process.returncode == -signal.SIGKILL
+    assert [entry["event"] for entry in logs] == ["notify.tracker_killed"], logs
+
+
 def tracker_without_broker(tmp_path: Path) -> tuple[TrackerProcess, Path]:
     """The real tracker as `TrackerProcess.start` runs it, its broker refusing (it restarts with back-off, its signal
     handlers set), its log in a file."""
