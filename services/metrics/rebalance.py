@@ -37,7 +37,8 @@ class Rebalance(RebalanceListener):
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
         consumer = self.worker.consumer
-        assert consumer is not None
+        if consumer is None:  # the stop gave the consumer's close up (10 s) and dropped it; its join ended since
+            return  # (an assertion here: a clean SIGTERM ended in `service.crashed`; audit)
         consumer.pause(*partitions)  # before any await: nothing of them is fetched until their states are restored
         await self.worker.stop_restoring()
         if self.worker.stopping:  # the consumer's stop completing a join: the run is ending, nothing is restored

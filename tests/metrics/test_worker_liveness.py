@@ -267,3 +267,16 @@ async def test_an_assignment_while_the_run_stops_starts_no_restore(run: Run) -> 
     run.worker.stopping = True
     await listener.assigned({TP})
     assert run.worker.restoring is None and run.worker.ownership.owned == set()
+
+
+async def test_an_assignment_after_the_stop_gave_the_consumer_up_restores_nothing(run: Run) -> None:
+    """The stop gave the consumer's close up (`close_within`'s 10 s) and dropped it; the close, going on in the
+    background, completes a join and aiokafka calls the listener: it returns, nothing restored. It asserted the
+    consumer was there: the error went to the run's task group, not a Kafka error, and a clean SIGTERM ended in
+    `service.crashed` (audit)."""
+    await run.assigned()
+    assert run.listener is not None
+    before = run.worker.restoring
+    run.worker.stopping, run.worker.consumer = True, None
+    await run.listener.assigned({TP})
+    assert run.worker.restoring is before
