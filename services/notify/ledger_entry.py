@@ -19,25 +19,19 @@ which bounds neither, so it is refused here, where the record is read.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Literal
 
 import orjson
 from pydantic import BaseModel
 
-from schemas.limits import EARLIEST, LATEST
 from schemas.notification import NotificationRequest
 from schemas.topics import NOTIFY_LEDGER
-from services.notify.replays import with_offsets
+from services.notify.replays import in_range, with_offsets
 
 RECORD_OVERHEAD = 512
 """What a record takes in its batch beside its key and value, with room to spare: the batch header (61 bytes) and
 the record's lengths, offsets and timestamp (at most 30); the ledger writes no headers."""
 LIMIT = int(NOTIFY_LEDGER.config["max.message.bytes"])
-TIMES = (EARLIEST - timedelta(days=366), LATEST + timedelta(days=366))
-"""Where a deferral's `not_before` and `expires_at` may lie: every time notify writes is within days of a canonical
-one (`schemas.limits`, 1975 to 2100): the day before a visit, an alert's end, a park of a week at most. A year each
-side is room to spare, and far from what `datetime` holds."""
 
 
 class Entry(BaseModel, frozen=True):
@@ -99,5 +93,5 @@ def _check_times(request: NotificationRequest) -> None:
         with_offsets(request)
     except ValueError:
         raise Unreadable("time_without_offset") from None
-    if any(at is not None and not TIMES[0] <= at <= TIMES[1] for at in (request.not_before, request.expires_at)):
+    if not in_range(request):  # (`replays.TIMES`)
         raise Unreadable("time_out_of_range")

@@ -80,3 +80,18 @@ def test_the_reason_of_an_unusable_time_is_a_code_without_the_time() -> None:
     with pytest.raises(ledger_entry.Unreadable) as caught:
         ledger_entry.read(*record(r)[:2])
     assert str(caught.value) == "time_without_offset" and "0001" not in repr(caught.value)
+
+
+@pytest.mark.parametrize("times, reason", UNUSABLE.values(), ids=UNUSABLE.keys())
+def test_a_replay_whose_times_the_ledger_refuses_is_refused_at_the_door(
+        times: dict[str, datetime], reason: str) -> None:
+    """A replayed request (commune.notify.replays) with such times is refused when read (`request_of`: a ValueError,
+    skipped and counted as `invalid_field`). One with an `expires_at` of year 9999 was accepted, deferred (quiet
+    hours, a provider down), its ledger entry refused by the next restore: the replay lost without a word, its dead
+    letter marked replayed (audit)."""
+    from services.notify import replays
+
+    with pytest.raises(ValueError, match="a time without an offset" if reason == "time_without_offset"
+                       else "a time out of range"):
+        replays.request_of(request("bad", **times).model_dump_json().encode())
+    assert replays.request_of(request("good", not_before=NOW).model_dump_json().encode()).not_before is None
