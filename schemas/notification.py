@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -187,11 +187,16 @@ class TrackedDossier(Model):
                                  "not order)")
 
 
+AlertKind = Literal[NotificationKind.DUE_SOON, NotificationKind.OVERDUE]
+"""The kinds a deadline alert may be: another has no alert template (`render` raised KeyError for each of its
+requests, each an `internal_error` dead letter; audit), so it is refused with the record (`invalid_field`)."""
+
+
 class DeadlineAlert(Model):
     """A time-driven alert: the dossier is due within one working day, or overdue. Id is deterministic."""
 
     id: str = Field(max_length=200, description="<commune>:<dossier code>:<kind>:<due time>")
-    kind: NotificationKind
+    kind: AlertKind
     dossier_code: str = same_as_dossier("dossier_code")
     commune: str = Field(pattern=COMMUNE)
     province: str = Field(pattern=PROVINCE)

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from schemas.codes import DossierStatus, Stage
 from schemas.dossier import DossierStatusChanged
-from schemas.notification import DeadlineAlert, NotificationKind, TrackedDossier
+from schemas.notification import AlertKind, DeadlineAlert, NotificationKind, TrackedDossier
 from schemas.times import VIETNAM, overdue_from
 
 SATURDAY = 5
@@ -122,6 +122,7 @@ def alerts_due(d: TrackedDossier, now: datetime) -> list[DeadlineAlert]:
     the due day (`overdue_from`, as metrics' gauge); due soon from the due time a working day before."""
     if not d.is_open:
         return []
+    kind: AlertKind | None
     if now >= overdue_from(d.due_at):
         kind = None if d.alerted_overdue else NotificationKind.OVERDUE
     elif now >= one_working_day_before(d.due_at):

@@ -3,6 +3,7 @@ finds nobody is logged and counted."""
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -209,3 +210,22 @@ def test_notify_refusing_its_directory_logs_where_and_why_never_the_value(tmp_pa
     assert refused["log_level"] == "critical" and refused["file"] == "directory" and refused["path"] == str(path)
     assert refused["errors"] == ["communes.*.villages.Thôn Nà Tàng.0.phone: String should have at most 20 characters"]
     assert "0912" not in str(logs)
+
+
+@pytest.mark.parametrize("kind", ["emergency", "webhook", "dossier_accepted"])
+def test_an_alert_whose_kind_is_no_alert_kind_is_skipped_as_invalid(kind: str) -> None:
+    """An alert on commune.notify.alerts whose kind is a notification kind but no alert's (the topic is the
+    tracker's; a tool or a bug could write one): skipped once as `invalid_field`. It passed the schema, and each of
+    its two requests raised KeyError in `render` (no such alert template): two `internal_error` dead letters, on the
+    count operators are paged on (audit)."""
+    names = Names("t")
+    records = Records(NotifySettings(deadlines=False), names, load_directory(EXAMPLE), Registry(), None, None, None,  # type: ignore[arg-type]
+                      None)  # type: ignore[arg-type]
+    before = {r: metrics.SKIPPED.labels(r)._value.get() for r in ("invalid_field", "internal_error")}
+    alert = overdue("02269", "08").model_dump(mode="json") | {"kind": kind}
+    value = json.dumps(alert).encode()
+    assert records.derive(TopicPartition(names.alerts, 0), consumed(names.alerts, value, [])) == ([], None)
+    assert {r: metrics.SKIPPED.labels(r)._value.get() - n for r, n in before.items()} == {
+        "invalid_field": 1, "internal_error": 0}
+    good = overdue("02269", "08").model_dump_json().encode()
+    assert len(records.derive(TopicPartition(names.alerts, 0), consumed(names.alerts, good, []))[0]) == 2
