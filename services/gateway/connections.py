@@ -36,19 +36,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import h11
 import structlog
 from uvicorn.config import Config
-from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
 from services.gateway.api import error
 from services.gateway.chunks import ChunkCountingConnection
+from services.gateway.flow import PausedClock
 from services.gateway.telemetry import CONNECTIONS_CLOSED, CONNECTIONS_OPEN
 
 if TYPE_CHECKING:  # for types only: handshakes builds on this module
@@ -74,30 +73,6 @@ class ConnectionLimits:
     body_min_bytes_per_s: int
     max_connections: int
     send_timeout_s: float = 20.0
-
-
-class PausedClock(FlowControl):
-    """uvicorn's flow control, also adding up how long the gateway kept reading paused: the client cannot send then."""
-
-    def __init__(self, transport: asyncio.Transport, clock: Callable[[], float]) -> None:
-        super().__init__(transport)
-        self._clock = clock
-        self._paused_at = 0.0
-        self._paused_s = 0.0
-
-    def pause_reading(self) -> None:
-        if not self.read_paused:
-            self._paused_at = self._clock()
-        super().pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.read_paused:
-            self._paused_s += self._clock() - self._paused_at
-        super().resume_reading()
-
-    def paused_s(self) -> float:
-        """Seconds spent paused so far, the pause in progress included."""
-        return self._paused_s + (self._clock() - self._paused_at if self.read_paused else 0.0)
 
 
 TURNS = itertools.count()
@@ -169,6 +144,18 @@ class GuardedH11Protocol(H11Protocol):
         self._unstall()
         CONNECTIONS_OPEN.dec()
         super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        """The client ended its side (`shutdown(SHUT_WR)`: `nc -N`, some HTTP/1.0 clients) after a whole request: its
+        answer is still written, then the connection closed. uvicorn closed it at once, the request marked
+        disconnected: its events were published and the client told nothing (audit). EOF anywhere else (between
+        requests, mid-request) closes it, as before; so does one over TLS, whose layer cannot stay half-open (it
+        would warn of the True asked for). (asyncio's protocol: True keeps the transport open.)"""
+        cycle, tls = self.cycle, self.transport.get_extra_info("sslcontext") is not None
+        if cycle is not None and not cycle.response_complete and self.conn.their_state is h11.DONE and not tls:
+            cycle.keep_alive = False
+            return True
+        return None
 
     def data_received(self, data: bytes) -> None:
         if self._waiting[0] == "body":
