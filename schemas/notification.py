@@ -93,12 +93,12 @@ class Recipient(Model):
 
 class NotificationRequest(Model):
     notification_id: str = Field(min_length=1, max_length=64)
-    event_id: str
+    event_id: str = Field(max_length=200, description="The event's id, an alert's (200) or an erasure's")
     event_source: str | None = Field(
-        default=None, description="The event's source: with its id, what names it (None: a deadline alert, or a "
-        "request written before ids named the source)")
-    event_type: str
-    rule: str
+        default=None, max_length=256, description="The event's source: with its id, what names it (None: a deadline "
+        "alert, or a request written before ids named the source)")
+    event_type: str = Field(max_length=128)
+    rule: str = Field(max_length=128)
     kind: NotificationKind
     channel: ChannelKind
     audience: Audience
@@ -106,8 +106,8 @@ class NotificationRequest(Model):
     recipient: Recipient
     params: dict[str, str] = Field(default_factory=dict, description="Template parameters (may hold personal data)")
     payload: str | None = Field(default=None, description="Webhook body: the event as structured CloudEvents JSON")
-    commune: str
-    province: str
+    commune: str = Field(max_length=5, description="The commune's code; empty for an erasure notice (the applicant's)")
+    province: str = Field(max_length=2)
     event_time: UtcDateTime
     not_before: datetime | None = Field(default=None, description="Deferred until (quiet hours)")
     expires_at: datetime | None = Field(

@@ -48,9 +48,15 @@ def test_a_replayed_request_is_handed_over_due_now_and_without_clear_contacts() 
 
 
 @pytest.mark.parametrize("value", [None, b"", b"not json", b'{"notification_id": "x"}',
-                                   json.dumps({**sms_request(), "expires_at": "2030-01-01T00:00:00"}).encode()],
-                         ids=["null", "empty", "junk", "partial", "naive-time"])
+                                   json.dumps({**sms_request(), "expires_at": "2030-01-01T00:00:00"}).encode(),
+                                   *(json.dumps({**sms_request(), field: "x" * 100_000}).encode()
+                                     for field in ("event_id", "event_source", "event_type", "rule", "commune"))],
+                         ids=["null", "empty", "junk", "partial", "naive-time", "long-event-id", "long-source",
+                              "long-type", "long-rule", "long-commune"])
 def test_a_replay_record_that_is_no_request_is_skipped_with_its_reason(value: bytes | None) -> None:
+    """Ids and codes past what notify writes (a replay written by hand: the request's schema bounded none) made
+    status records and dead letters as large, which `statuses` and `deadletters` size as ids of notify's own: past
+    a topic's limit, a refused write ends the run (audit)."""
     before = metrics.SKIPPED.labels("invalid_field")._value.get()
     with capture_logs() as logs:
         assert RECORDS.derive(TP, consumed(value)) == ([], None)

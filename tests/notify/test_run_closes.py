@@ -43,7 +43,8 @@ async def test_a_producer_whose_start_fails_is_stopped(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(app_module, "ensure_topics", nothing)
     monkeypatch.setattr(clients, "producer", lambda *_, **__: producer)
-    supervisor = SimpleNamespace(spawn=None, spawn_if_running=None, health=SimpleNamespace(set_ready=lambda *_: None))
+    supervisor = SimpleNamespace(spawn=None, spawn_if_running=None, health=SimpleNamespace(set_ready=lambda *_: None),
+                                 stop=asyncio.Event())
     app = NotifyApp(NotifySettings(deadlines=False), supervisor)  # type: ignore[arg-type]
     with pytest.raises(KafkaConnectionError):
         await app.run()
