@@ -110,7 +110,7 @@ class DeadlineWorker:
         finally:
             self._report(None, "stopping")
             self.assignment.revoked()
-            await close_within(SERVICE, "consumer", consumer.stop)
+            await close_within(SERVICE, "consumer", partial(joining.stop_member, consumer))  # mid-join: leaves at once
             await close_within(SERVICE, "producer", producer.stop)
             self.store.close_all()
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -13,7 +14,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
-from services.common import clients
+from services.common import clients, closing
 from services.common.health import Health
 from services.common.runtime import Supervisor, supervise
 from services.common.settings import KafkaConnection
@@ -154,8 +155,12 @@ async def test_a_stop_during_a_rejoin_mid_run_ends_the_run_before_the_join(
         # the worker told of the rebalance (its next heartbeat) has given its partitions up: not ready, rejoining
         await eventually_async(lambda: not health.ready, timeout=60, what=f"{name} revoked")
         await asyncio.sleep(1)  # its JoinGroup sent (nothing to wait on)
+        stopped_at = time.monotonic()
         stop.set()
         await asyncio.wait_for(running, timeout=20)  # the join would end after HOLD_MS
+        # its consumer leaves at once (`joining.stop_member`): the tracker's plain `stop` waited for the join until
+        # its close was given up (`client.stop_failed`, 10 s; review)
+        assert time.monotonic() - stopped_at < closing.CLOSE_TIMEOUT_S, "the consumer's stop waited for the join"
         assert await group_state(conn, group) == "PreparingRebalance", "the join completed before the run ended"
     finally:
         stalled.release.set()
