@@ -149,10 +149,12 @@ class GuardedH11Protocol(H11Protocol):
         """The client ended its side (`shutdown(SHUT_WR)`: `nc -N`, some HTTP/1.0 clients) after a whole request: its
         answer is still written, then the connection closed. uvicorn closed it at once, the request marked
         disconnected: its events were published and the client told nothing (audit). EOF anywhere else (between
-        requests, mid-request) closes it, as before; so does one over TLS, whose layer cannot stay half-open (it
+        requests, mid-request, after pipelined requests: the first is answered, the others neither answered nor
+        published) closes it, as before; so does one over TLS, whose layer cannot stay half-open (it
         would warn of the True asked for). (asyncio's protocol: True keeps the transport open.)"""
         cycle, tls = self.cycle, self.transport.get_extra_info("sslcontext") is not None
-        if cycle is not None and not cycle.response_complete and self.conn.their_state is h11.DONE and not tls:
+        whole = self.conn.their_state in (h11.DONE, h11.MUST_CLOSE)  # MUST_CLOSE: HTTP/1.0, `Connection: close`
+        if cycle is not None and not cycle.response_complete and whole and not tls:
             cycle.keep_alive = False
             return True
         return None
