@@ -170,7 +170,7 @@ def replay_(reason: ReasonOpt = None, channel: ChannelOpt = None, since: SinceOp
     fresh = [d for d in letters if not is_replayed(done, topic, d.partition, d.offset, d.digest)]
     todo = [d for d in fresh if why_not(d, now) is None]
     left = len(fresh) - len(todo)
-    skipped = f"; {left} cannot be (incomplete or expired: see list)" if left else ""
+    skipped = f"; {left} cannot be (incomplete, expired or out of range: see list)" if left else ""
     if dry_run:
         err_console.print(f"would replay {len(todo)} of {len(letters)} matching dead letters{skipped}")
         return

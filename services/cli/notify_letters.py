@@ -23,7 +23,7 @@ from schemas.replay import letter_digest
 from schemas.times import to_utc
 from services.notify.personal import redact
 from services.notify.policy import replay_notification_id
-from services.notify.replays import with_offsets
+from services.notify.replays import in_range, with_offsets
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -87,6 +87,8 @@ def why_not(d: NotifyLetter, now: datetime) -> str | None:
         return f"incomplete ({', '.join(missing)} left out for size)"
     if d.request.expires_at is not None and d.request.expires_at <= now:
         return "expired"
+    if not in_range(d.request):  # notify refuses such a replay at its door (`replays.request_of`): it would be lost
+        return "its times out of range"
     return None
 
 

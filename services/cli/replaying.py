@@ -29,8 +29,9 @@ Progress = Callable[[int], None]
 BATCH = 200
 REPLAY_INSTANCE = "0"
 """The one replay writer of a namespace: a second replay started meanwhile fences the first."""
-INTERRUPTED = ("interrupted: {replayed} of {todo} dead letters replayed; the transaction under way was aborted, its "
-               "letters not replayed: run the command again to replay the rest (those the replay log holds are left)")
+INTERRUPTED = ("interrupted: {replayed} of {todo} dead letters replayed; the transaction under way, if any, was "
+               "aborted (or committed, if its commit was already asked for): run the command again to replay the rest "
+               "(those the replay log holds are left)")
 """Said on Ctrl-C (exit 130), as `publish` says what it wrote: the replay ended with no word of what it did."""
 RUN_AGAIN = ("run the command again once the broker answers: it replays only the dead letters the replay log does not "
              "hold, whatever became of the transaction given up")

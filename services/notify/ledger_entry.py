@@ -10,8 +10,8 @@ each time the entry comes back.
 
 Read back (`read`), a record that is no entry (no key or no value, a key not UTF-8, a value not JSON or not an entry's
 shape, a deferral under another id than its request's, a deferral whose `not_before` or `expires_at` names no offset or
-lies outside `TIMES`) raises `Unreadable` with a reason code, never anything else: only notify writes the topic, and
-the caller skips and counts it, so one bad record cannot end every restore after it. A naive time is none notify
+lies outside `replays.TIMES`) raises `Unreadable` with a reason code, never anything else: only notify writes the topic,
+and the caller skips and counts it, so one bad record cannot end every restore after it. A naive time is none notify
 writes (each is compared with the clock's, aware: a TypeError in a sender task), nor is one of year 1 (its due time
 raised out of the restore) or 9999 (the quiet hours' arithmetic overflows): such a time passes the request's schema,
 which bounds neither, so it is refused here, where the record is read.
