@@ -170,7 +170,8 @@ def pipeline_health() -> dict[str, Any]:
               unit="reqps"),
         panel("Gateway connections open (cap: GATEWAY_MAX_CONNECTIONS)",
               "sum by (instance) (commune_gateway_connections_open)", legend="{{instance}}"),
-        panel("Targets up", 'up{job=~"intake|notify|metrics|gateway"}', "stat", legend="{{job}}", w=24, h=4),
+        panel("Targets up", 'up{job=~"intake|notify|notify-deadlines|metrics|gateway"}', "stat", legend="{{job}}",
+              w=24, h=4),
     ], [])
 
 
