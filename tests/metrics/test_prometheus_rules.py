@@ -64,7 +64,7 @@ def test_every_alert_has_a_promtool_scenario() -> None:
                                 "BrokerLostRepeatedly",
                                 "CertificateExpiresSoon", "CertificateExpired", "ServiceDown", "NotificationsFailing",
                                 "KeyRecordsUnreadable", "DeadLetterShareHigh", "ErasureNoticeWaiting",
-                                "ErasureMarkUnreadable", "WebhookSubscriberFailing"}
+                                "ErasureMarkUnreadable", "WebhookSubscriberFailing", "StoredRecordsSkipped"}
 
 
 RECORDED_NAME = re.compile(r"(?<![\w:])([a-z_]+:[a-z0-9_]+:[a-z0-9_]+)")
