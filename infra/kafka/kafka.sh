@@ -47,12 +47,21 @@ need_libs() {
   fi
 }
 
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+broker_runs() {  # $1: a pid file, $2: the properties file its JVM was started with. A live pid alone may be another
+  # process's (a pid file kept past a reboot, its pid reused): `make down` killed it, `start` said "already running"
+  local pid cmd
+  [ -f "$1" ] && pid="$(cat "$1")" && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -d /proc ] || return 0  # no /proc to ask (not Linux): the pid alone, as before
+  cmd="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *"kafka.Kafka $2"* ]]
+}
+
+running() { broker_runs "$pidfile" "$props"; }
 
 other_running() {  # a hint when the other kind of broker runs (make demo and make up start the secure one)
   local other=.state-secure kind=secure how="KAFKA_SECURE=1 " make="make down"  # make's SECURE is 1 by default
   if [ "$secure" = 1 ]; then other=.state; kind=PLAINTEXT; how=""; make="make down SECURE=0"; fi
-  if [ -z "${KAFKA_STATE_DIR:-}" ] && [ -f "$here/$other/kafka.pid" ] && kill -0 "$(cat "$here/$other/kafka.pid")" 2>/dev/null; then
+  if [ -z "${KAFKA_STATE_DIR:-}" ] && broker_runs "$here/$other/kafka.pid" "$here/$other/server.properties"; then
     echo " (the $kind broker is: ${how}infra/kafka/kafka.sh stop with the same KAFKA_PORT, or $make, stops it)"
   fi
 }
@@ -83,7 +92,7 @@ wait_ready() {
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && grep -q "started (kafka.server.KafkaRaftServer)" "$state/logs/server.log" 2>/dev/null; do
     if ! running; then  # its first errors say why (a port taken, a bad config); the last lines are its shutdown
       echo "kafka: broker exited; see $state/logs/server.log. Its first errors:" >&2
-      grep -m 5 -E "ERROR|FATAL" "$state/logs/server.log" >&2 || tail -20 "$state/logs/stdout.log" >&2 || true
+      grep -m 5 -A 1 -E "ERROR|FATAL" "$state/logs/server.log" >&2 || tail -20 "$state/logs/stdout.log" >&2 || true
       return 1
     fi
     [ $SECONDS -lt $deadline ] || { echo "kafka: not ready after ${KAFKA_START_TIMEOUT:-90}s" >&2; return 1; }
@@ -201,7 +210,7 @@ quorum() { tool org.apache.kafka.tools.MetadataQuorumCommand "$@"; }  # kafka-me
 
 node_dir() { echo "$cluster_state/node$1"; }
 node_port() { echo $((cluster_port + $1 - 1)); }
-node_running() { local f; f="$(node_dir "$1")/kafka.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+node_running() { broker_runs "$(node_dir "$1")/kafka.pid" "$(node_dir "$1")/server.properties"; }
 cluster_bootstrap() { local out=(); for n in "${nodes[@]}"; do out+=("127.0.0.1:$(node_port "$n")"); done; (IFS=,; echo "${out[*]}"); }
 
 node_start() {
@@ -237,7 +246,7 @@ node_wait() {
       && grep -q "started (kafka.server.KafkaRaftServer)" "$dir/logs/server.log" 2>/dev/null; do
     if ! node_running "$n"; then  # its first errors say why, as the single broker's do
       echo "kafka: node $n exited; see $dir/logs/server.log. Its first errors:" >&2
-      grep -m 5 -E "ERROR|FATAL" "$dir/logs/server.log" >&2 || tail -20 "$dir/logs/stdout.log" >&2 || true
+      grep -m 5 -A 1 -E "ERROR|FATAL" "$dir/logs/server.log" >&2 || tail -20 "$dir/logs/stdout.log" >&2 || true
       return 1
     fi
     [ $SECONDS -lt $deadline ] || { echo "kafka: node $n not ready" >&2; return 1; }
