@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+from aiokafka.errors import KafkaConnectionError
 
 from schemas.topics import TOPICS, TopicSpec, scoped
 from services.common import clients, closing
@@ -64,7 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     specs = registry_topics(args.namespace, args.sources)
     with settings_checked("topics"):
         conn = KafkaConnection()
-    for drift in asyncio.run(reconcile_configs(conn, specs)):
+    try:  # no broker: one line, not aiokafka's traceback (audit of the front door)
+        drifts = asyncio.run(reconcile_configs(conn, specs))
+    except KafkaConnectionError:
+        sys.exit(f"topics: no broker answers on {conn.bootstrap} (`make up` starts the local one; "
+                 "KAFKA_BOOTSTRAP names another)")
+    for drift in drifts:
         print(f"topics: {drift.topic}: {drift.key} {drift.actual} -> {drift.wanted} (the registry's)")
     created = asyncio.run(ensure_topics(conn, specs))
     print(f"topics: {len(created)} created on {conn.bootstrap}" + (f" ({', '.join(created)})" if created else ""))

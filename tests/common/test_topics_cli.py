@@ -23,6 +23,22 @@ def test_help_is_help_and_asks_no_broker(monkeypatch: pytest.MonkeyPatch, capsys
     assert ended.value.code == 0 and "--namespace" in capsys.readouterr().out
 
 
+def test_no_broker_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No broker on the bootstrap: one line naming it and what starts the local one, exit 1; it was aiokafka's
+    traceback (`KafkaConnectionError: Unable to bootstrap`; audit of the front door)."""
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
+    with pytest.raises(SystemExit) as ended:
+        topics_cli.main(["--namespace", "t"])
+    assert ended.value.code == f"topics: no broker answers on 127.0.0.1:{port} (`make up` starts the local one; " \
+        "KAFKA_BOOTSTRAP names another)"
+
+
 def test_the_registry_topics_of_a_namespace_include_each_sources_bound_topics(tmp_path: Path) -> None:
     names = [t.name for t in topics_cli.registry_topics("ns1", SOURCES_FILE)]
     bound = [f for e in load_registry(SOURCES_FILE).sources for f in e.families]
