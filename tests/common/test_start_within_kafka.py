@@ -172,17 +172,7 @@ async def test_a_stop_ends_notifys_wait_for_a_producer_id_at_once(
         starts_unanswered: None) -> None:
     """As intake's (below): a stop while the producer waits for its id ends the run at once, cleanly; it waited out
     the bound (60 s), past the stop's deadline (25 s: `service.stop_forced`; audit)."""
-    import time
-
-    stop = asyncio.Event()
-    name, _, _, run = service(kafka_bootstrap, "nc" + naming.unique(), tmp_path)
-    running = asyncio.create_task(run_once(name, run, stop, Health(name)))
-    await asyncio.sleep(2)  # its topics made, its producer asking
-    assert not running.done(), running
-    stopped_at = time.monotonic()
-    stop.set()
-    await asyncio.wait_for(running, GUARD_S)  # returns: no error
-    assert time.monotonic() - stopped_at < closing.CLOSE_TIMEOUT_S, "the stop waited for the producer's start"
+    await stopped_while_starting(service(kafka_bootstrap, "nc" + naming.unique(), tmp_path), asking_s=2)
 
 
 async def test_the_gateways_claims_producer_starts_within_its_bound(
@@ -223,12 +213,18 @@ async def test_publish_starts_within_its_bound(monkeypatch: pytest.MonkeyPatch, 
 async def test_a_stop_ends_intakes_wait_for_its_producer_id_at_once(coordinatorless: OwnBroker, tmp_path: Path) -> None:
     """SIGTERM while intake's producer waits for a producer id: the run ends at once, cleanly, its producer closed;
     it waited out the whole bound (60 s here), then the client stops, past the stop's budget (review)."""
+    await stopped_while_starting(intake(coordinatorless.bootstrap, "nc" + naming.unique(), tmp_path), asking_s=3)
+
+
+async def stopped_while_starting(started: Started, asking_s: float) -> None:
+    """Start the run, stop it `asking_s` later (its topics made, its producer asking for an id): it ends without an
+    error well within the clients' close bound."""
     import time
 
     stop = asyncio.Event()
-    name, _, _, run = intake(coordinatorless.bootstrap, "nc" + naming.unique(), tmp_path)
+    name, _, _, run = started
     running = asyncio.create_task(run_once(name, run, stop, Health(name)))
-    await asyncio.sleep(3)  # its topics made, its producer asking
+    await asyncio.sleep(asking_s)
     assert not running.done(), running
     stopped_at = time.monotonic()
     stop.set()
