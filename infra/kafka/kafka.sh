@@ -90,7 +90,8 @@ port_holder() {  # " by <process> (pid N)" when ss can tell, else nothing
 wait_ready() {
   local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-90}))
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && grep -q "started (kafka.server.KafkaRaftServer)" "$state/logs/server.log" 2>/dev/null; do
-    if ! running; then  # its first errors say why (a port taken, a bad config); the last lines are its shutdown
+    # its pid alone: just started here, and until nohup has exec'd, its command line is still this script's
+    if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then  # its first errors say why (a port taken, a bad config)
       echo "kafka: broker exited; see $state/logs/server.log. Its first errors:" >&2
       grep -m 5 -A 1 -E "ERROR|FATAL" "$state/logs/server.log" >&2 || tail -20 "$state/logs/stdout.log" >&2 || true
       return 1
@@ -244,7 +245,7 @@ node_wait() {
   local n=$1 dir deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-120})); dir="$(node_dir "$n")"
   until (exec 3<>"/dev/tcp/127.0.0.1/$(node_port "$n")") 2>/dev/null \
       && grep -q "started (kafka.server.KafkaRaftServer)" "$dir/logs/server.log" 2>/dev/null; do
-    if ! node_running "$n"; then  # its first errors say why, as the single broker's do
+    if ! kill -0 "$(cat "$dir/kafka.pid")" 2>/dev/null; then  # its first errors say why, as the single broker's do
       echo "kafka: node $n exited; see $dir/logs/server.log. Its first errors:" >&2
       grep -m 5 -A 1 -E "ERROR|FATAL" "$dir/logs/server.log" >&2 || tail -20 "$dir/logs/stdout.log" >&2 || true
       return 1
