@@ -23,7 +23,10 @@ setup: system $(STAMP) infra/kafka/target/libs/.complete
 system:
 	@infra/system-deps.sh
 
+# afresh: a version changed in pom.xml left the old jars beside the new ones on the broker's classpath (libs/*), and a
+# jar cut short by an interrupted copy was kept (audit of the front door)
 infra/kafka/target/libs/.complete: infra/kafka/pom.xml
+	rm -rf infra/kafka/target/libs
 	mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies
 	@touch $@
 

@@ -42,6 +42,7 @@ jvm_opts="${KAFKA_JVM_PERFORMANCE_OPTS:--server -XX:+UseG1GC -XX:MaxGCPauseMilli
 need_libs() {
   if [ ! -f "$libs/.complete" ]; then
     echo "kafka: fetching Apache Kafka jars from Maven Central (first use)..." >&2
+    rm -rf "$libs"  # afresh, as `make setup` does: no jar of an earlier version or an interrupted copy left behind
     mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies
     touch "$libs/.complete"
   fi
